@@ -1,0 +1,175 @@
+"""Read what an uploaded `.pt2` and `.npz` hold without torch and without unpickling anything.
+
+The API process imports this module to validate uploads at submission time, so it must stay torch-free: the
+`.pt2` archive written by `torch.export.save` is a zip whose `<root>/models/model.json` describes the graph
+signature (input names, shapes with symbolic dimensions, dtypes) in plain JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+LABEL_ARRAY = "y"
+
+# torch._export.serde.schema.ScalarType values -> numpy dtype names
+_PT2_DTYPES = {1: "uint8", 2: "int8", 3: "int16", 4: "int32", 5: "int64", 6: "float16", 7: "float32",
+               8: "float64", 12: "bool", 13: "bfloat16"}
+
+
+class InvalidUpload(ValueError):
+    """The file is not what it claims to be; the message says what is wrong and what to upload instead."""
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: list[int | None]  # None marks a dynamic dimension
+    dtype: str
+
+    def describe(self) -> str:
+        dims = ", ".join("N" if d is None else str(d) for d in self.shape)
+        return f"{self.name}[{dims}] {self.dtype}"
+
+
+@dataclass
+class ModelSignature:
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    parameter_count: int
+    torch_version: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ModelSignature":
+        return cls([TensorSpec(**t) for t in data["inputs"]], [TensorSpec(**t) for t in data["outputs"]],
+                   data["parameter_count"], data.get("torch_version"))
+
+
+def inspect_pt2(path: str | Path) -> ModelSignature:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidUpload(f"not a .pt2 archive ({exc}); save the model with torch.export.save(program, path)")
+    with archive:
+        names = archive.namelist()
+        model_json = [n for n in names if n.endswith("/models/model.json")]
+        if not model_json:
+            raise InvalidUpload("the archive holds no exported program (models/model.json is missing); "
+                                "save the model with torch.export.save(program, path)")
+        try:
+            program = json.loads(archive.read(model_json[0]))
+            graph_module = program["graph_module"]
+            tensors = graph_module["graph"]["tensor_values"]
+            signature = graph_module["signature"]
+            # Reading every member checks the CRCs, which catches a truncated or corrupted upload here.
+            for name in names:
+                with archive.open(name) as member:
+                    while member.read(1 << 20):
+                        pass
+        except (KeyError, ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise InvalidUpload(f"the .pt2 archive is damaged or truncated ({exc}); upload the file again")
+    inputs = [_tensor_spec(spec["user_input"]["arg"], tensors) for spec in signature["input_specs"]
+              if "user_input" in spec]
+    outputs = [_tensor_spec(spec["user_output"]["arg"], tensors) for spec in signature["output_specs"]
+               if "user_output" in spec]
+    if not inputs or not outputs:
+        raise InvalidUpload("the exported program has no tensor inputs or outputs")
+    parameter_count = 0
+    for spec in signature["input_specs"]:
+        if "parameter" in spec:
+            shape = _tensor_spec(spec["parameter"]["arg"] | {"as_tensor": spec["parameter"]["arg"]}, tensors).shape
+            parameter_count += int(np.prod([d or 1 for d in shape]))
+    return ModelSignature(inputs, outputs, parameter_count, program.get("torch_version"))
+
+
+def _tensor_spec(arg: dict, tensors: dict) -> TensorSpec:
+    if "as_tensor" not in arg:
+        raise InvalidUpload(f"unsupported non-tensor model input or output {arg}; export a model whose inputs "
+                            "and outputs are plain tensors")
+    name = arg["as_tensor"]["name"]
+    meta = tensors[name]
+    shape = [size.get("as_int") for size in meta["sizes"]]
+    return TensorSpec(name, shape, _PT2_DTYPES.get(meta["dtype"], f"scalar_type_{meta['dtype']}"))
+
+
+@dataclass
+class DatasetManifest:
+    """Per split, the arrays it holds: {"train": {"x": {"shape": [...], "dtype": "float32"}, "y": ...}}."""
+
+    splits: dict[str, dict[str, dict]]
+    label_range: dict[str, list[int]] = field(default_factory=dict)  # split -> [min, max] of integer labels
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DatasetManifest":
+        return cls(data["splits"], data.get("label_range", {}))
+
+    def inputs(self, split: str) -> dict[str, dict]:
+        return {k: v for k, v in self.splits[split].items() if k != LABEL_ARRAY}
+
+    def has_labels(self, split: str) -> bool:
+        return LABEL_ARRAY in self.splits.get(split, {})
+
+
+def inspect_npz(path: str | Path) -> DatasetManifest:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InvalidUpload(f"not a readable .npz file ({exc}); write it with numpy.savez")
+    splits: dict[str, dict[str, dict]] = {}
+    label_range: dict[str, list[int]] = {}
+    with archive:
+        for key in archive.files:
+            split, dot, array_name = key.partition(".")
+            if not dot or not split or not array_name:
+                raise InvalidUpload(f"array '{key}' is not named '<split>.<input>' (e.g. 'train.x', 'val.y')")
+            try:
+                array = archive[key]
+            except ValueError as exc:
+                raise InvalidUpload(f"array '{key}' holds Python objects, which are never unpickled; store plain "
+                                    f"numeric arrays ({exc})")
+            except (OSError, zipfile.BadZipFile, EOFError) as exc:
+                raise InvalidUpload(f"array '{key}' is damaged or truncated ({exc}); upload the file again")
+            if array.dtype.kind not in "biuf":
+                raise InvalidUpload(f"array '{key}' has dtype {array.dtype}; only numeric arrays are supported")
+            if array.ndim == 0 or array.shape[0] == 0:
+                raise InvalidUpload(f"array '{key}' is empty: every split needs at least one example")
+            splits.setdefault(split, {})[array_name] = {"shape": list(array.shape), "dtype": str(array.dtype)}
+            if array_name == LABEL_ARRAY:
+                if array.dtype.kind not in "iu" or array.ndim != 1:
+                    raise InvalidUpload(f"labels '{key}' must be a 1-d integer array of class indices")
+                label_range[split] = [int(array.min()), int(array.max())]
+    if not splits:
+        raise InvalidUpload("the .npz holds no arrays")
+    for split, arrays in splits.items():
+        if set(arrays) == {LABEL_ARRAY}:
+            raise InvalidUpload(f"split '{split}' has labels but no inputs")
+        lengths = {name: meta["shape"][0] for name, meta in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise InvalidUpload(f"split '{split}' arrays disagree on the number of examples: {lengths}")
+    return DatasetManifest(splits, label_range)
+
+
+def bind_inputs(model_inputs: list[str], arrays: list[str], split: str) -> dict[str, str]:
+    """Map each model input to the dataset array that feeds it.
+
+    A single-input model takes the split's only non-label array whatever its name; a model with several inputs
+    takes the arrays named like its forward arguments (`train.input_ids` feeds `input_ids`).
+    """
+    candidates = [a for a in arrays if a != LABEL_ARRAY]
+    if len(model_inputs) == 1 and len(candidates) == 1:
+        return {model_inputs[0]: candidates[0]}
+    missing = [name for name in model_inputs if name not in candidates]
+    if missing:
+        raise InvalidUpload(f"split '{split}' has no array for model input(s) {missing}; name the arrays "
+                            f"'{split}.<input>' after the model's inputs {model_inputs} (found {candidates})")
+    return {name: name for name in model_inputs}

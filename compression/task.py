@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from compression.data import Dataset
+
+
+@dataclass
+class Task:
+    """What every method gets besides its spec and the model it transforms."""
+
+    dataset: Dataset  # bound to the model's inputs
+    reference: torch.nn.Module  # the uncompressed upload in eval mode; never modified (fidelity, teacher)
+    example_inputs: tuple[torch.Tensor, ...]  # a small batch for export and tracing
+    workdir: Path  # methods write their artifacts here
+    train_split: str = "train"
+    eval_split: str = "val"
