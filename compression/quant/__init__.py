@@ -1,0 +1,1 @@
+"""Quantization building blocks: affine math, observers, packed low-bit formats."""
