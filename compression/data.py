@@ -1,0 +1,146 @@
+"""Datasets as the library sees them: named splits of arrays bound to a model's inputs, served in batches.
+
+An uploaded `.npz` names its arrays `<split>.<array>` (`train.x`, `train.y`, `val.input_ids`, ...); `y` holds the
+integer labels and is optional. Arrays are bound to the model's inputs once, when the dataset is built
+(`compression.inspect.bind_inputs`), and converted once to the dtype the model takes, so iterating is only
+indexing and `torch.from_numpy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+import torch
+
+from compression.inspect import LABEL_ARRAY, InvalidUpload, bind_inputs
+
+
+@dataclass
+class Batch:
+    inputs: tuple[torch.Tensor, ...]  # in the order of the model's inputs
+    labels: torch.Tensor | None  # int64 class indices, or None for an unlabelled split
+
+    def __len__(self) -> int:
+        return self.inputs[0].shape[0]
+
+
+class Split:
+    """One split (e.g. "train"): an array per model input, in input order, and optional int64 labels."""
+
+    def __init__(self, name: str, inputs: dict[str, np.ndarray], labels: np.ndarray | None = None):
+        lengths = {input_name: len(array) for input_name, array in inputs.items()}
+        if labels is not None:
+            lengths[LABEL_ARRAY] = len(labels)
+        if not inputs or len(set(lengths.values())) != 1:
+            raise InvalidUpload(f"split '{name}' needs inputs of one common length, got {lengths}")
+        self.name = name
+        self.inputs = inputs
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, limit: int | None = None,
+                device: str | torch.device = "cpu") -> Iterator[Batch]:
+        """Yield batches of at most `batch_size` examples; `limit` caps the number of *examples* served.
+
+        With `shuffle` the order is a permutation drawn from `seed`, so two calls with the same seed agree.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        order = np.random.default_rng(seed).permutation(len(self)) if shuffle else np.arange(len(self))
+        if limit is not None:
+            order = order[:limit]
+        for start in range(0, len(order), batch_size):
+            yield self._gather(order[start:start + batch_size], device)
+
+    def head(self, count: int, device: str | torch.device = "cpu") -> Batch:
+        """The first `count` examples as one batch (e.g. example inputs for export or tracing)."""
+        return self._gather(np.arange(min(count, len(self))), device)
+
+    def _gather(self, indices: np.ndarray, device) -> Batch:
+        # A contiguous range is a view; fancy indexing would copy every batch of an unshuffled pass.
+        contiguous = len(indices) and indices[-1] - indices[0] == len(indices) - 1 and np.all(np.diff(indices) == 1)
+        select = slice(int(indices[0]), int(indices[-1]) + 1) if contiguous else indices
+        inputs = tuple(torch.from_numpy(np.ascontiguousarray(a[select])).to(device) for a in self.inputs.values())
+        labels = None if self.labels is None else torch.from_numpy(self.labels[select]).to(device)
+        return Batch(inputs, labels)
+
+
+class Dataset:
+    """Named splits whose arrays are bound to the model inputs `input_names` (in the model's order)."""
+
+    def __init__(self, splits: dict[str, Split], input_names: list[str]):
+        self.splits = splits
+        self.input_names = list(input_names)
+
+    @property
+    def split_names(self) -> list[str]:
+        return list(self.splits)
+
+    def split(self, name: str) -> Split:
+        try:
+            return self.splits[name]
+        except KeyError:
+            raise KeyError(f"the dataset has no split '{name}'; it has {self.split_names}") from None
+
+    @property
+    def num_classes(self) -> int | None:
+        """1 + the largest label of any split, or None when no split is labelled."""
+        maxima = [int(s.labels.max()) for s in self.splits.values() if s.labels is not None and len(s.labels)]
+        return max(maxima) + 1 if maxima else None
+
+    @classmethod
+    def load(cls, path: str | Path, input_names: list[str],
+             input_dtypes: Mapping[str, str | torch.dtype] | None = None) -> "Dataset":
+        """Read an uploaded `.npz` (never unpickling anything) and bind its arrays to `input_names`."""
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except ValueError as exc:
+            raise InvalidUpload(f"{path}: only plain numeric arrays are accepted ({exc})") from None
+        return cls.from_arrays(arrays, input_names, input_dtypes)
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], input_names: list[str],
+                    input_dtypes: Mapping[str, str | torch.dtype] | None = None) -> "Dataset":
+        """Build from `{"<split>.<array>": array}`; `input_dtypes` maps input name -> dtype the model takes.
+
+        Without a dtype for an input, floating arrays become float32 and integer arrays int64 (token ids feed
+        `embedding`, which takes int64), which is what nearly every model wants.
+        """
+        grouped: dict[str, dict[str, np.ndarray]] = {}
+        for key, array in arrays.items():
+            split_name, dot, array_name = key.partition(".")
+            if not dot or not split_name or not array_name:
+                raise InvalidUpload(f"array '{key}' is not named '<split>.<input>' (e.g. 'train.x', 'val.y')")
+            grouped.setdefault(split_name, {})[array_name] = np.asarray(array)
+        if not grouped:
+            raise InvalidUpload("the dataset holds no arrays")
+        splits = {}
+        for split_name, split_arrays in grouped.items():
+            binding = bind_inputs(list(input_names), list(split_arrays), split_name)
+            inputs = {name: _as_model_dtype(split_arrays[binding[name]], (input_dtypes or {}).get(name))
+                      for name in input_names}
+            labels = split_arrays.get(LABEL_ARRAY)
+            if labels is not None:
+                if labels.ndim != 1 or labels.dtype.kind not in "iu":
+                    raise InvalidUpload(f"labels '{split_name}.{LABEL_ARRAY}' must be a 1-d integer array")
+                labels = labels.astype(np.int64)
+            splits[split_name] = Split(split_name, inputs, labels)
+        return cls(splits, input_names)
+
+
+def _as_model_dtype(array: np.ndarray, dtype: str | torch.dtype | None) -> np.ndarray:
+    if dtype is None:
+        dtype = np.float32 if array.dtype.kind == "f" else np.int64
+    elif isinstance(dtype, torch.dtype):
+        dtype = torch.empty((), dtype=dtype).numpy().dtype
+    return np.ascontiguousarray(array, dtype=dtype)

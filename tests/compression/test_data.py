@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from compression.data import Dataset
+from compression.inspect import InvalidUpload
+
+
+def _arrays(n_train=10, n_val=4):
+    rng = np.random.default_rng(0)
+    return {"train.x": rng.normal(size=(n_train, 3)).astype(np.float64), "train.y": np.arange(n_train) % 3,
+            "val.x": rng.normal(size=(n_val, 3)), "val.y": np.array([0, 1, 2, 1], dtype=np.int32)}
+
+
+def test_single_input_binds_whatever_the_array_is_called_and_converts_dtypes():
+    arrays = _arrays()
+    arrays["train.features"] = arrays.pop("train.x")
+    data = Dataset.from_arrays(arrays, input_names=["x"])
+    train = data.split("train")
+    assert len(train) == 10 and train.inputs["x"].dtype == np.float32 and train.labels.dtype == np.int64
+    np.testing.assert_allclose(train.inputs["x"], arrays["train.features"].astype(np.float32))
+    assert data.num_classes == 3 and set(data.split_names) == {"train", "val"}
+
+
+def test_batches_cover_every_example_once_and_respect_limit_and_seed():
+    data = Dataset.from_arrays(_arrays(), input_names=["x"])
+    train = data.split("train")
+    batches = list(train.batches(4))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert torch.equal(torch.cat([b.labels for b in batches]), torch.from_numpy(train.labels))
+    shuffled = torch.cat([b.labels for b in train.batches(3, shuffle=True, seed=1)])
+    again = torch.cat([b.labels for b in train.batches(3, shuffle=True, seed=1)])
+    assert torch.equal(shuffled, again) and sorted(shuffled.tolist()) == sorted(train.labels.tolist())
+    limited = list(train.batches(4, shuffle=True, limit=6))
+    assert sum(len(b) for b in limited) == 6
+    assert batches[0].inputs[0].dtype == torch.float32 and batches[0].labels.dtype == torch.int64
+
+
+def test_multi_input_binds_by_name_in_model_order_and_unlabelled_split():
+    ids = np.arange(12).reshape(4, 3)
+    data = Dataset.from_arrays({"val.mask": np.ones((4, 3), dtype=bool), "val.input_ids": ids},
+                               input_names=["input_ids", "mask"], input_dtypes={"mask": torch.float32})
+    batch = data.split("val").head(2)
+    assert batch.labels is None and batch.inputs[0].dtype == torch.int64 and batch.inputs[1].dtype == torch.float32
+    assert torch.equal(batch.inputs[0], torch.from_numpy(ids[:2]))
+    assert data.num_classes is None
+
+
+def test_load_npz_and_refuse_what_cannot_be_bound(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, **_arrays())
+    assert len(Dataset.load(path, ["x"]).split("val")) == 4
+    with pytest.raises(InvalidUpload, match="input_ids"):
+        Dataset.from_arrays({"train.a": np.ones(2), "train.b": np.ones(2)}, ["input_ids", "mask"])
+    with pytest.raises(InvalidUpload, match="length"):
+        Dataset.from_arrays({"train.x": np.ones((3, 2)), "train.y": np.zeros(2, dtype=int)}, ["x"])
+    with pytest.raises(KeyError, match="test"):
+        Dataset.load(path, ["x"]).split("test")
