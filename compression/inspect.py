@@ -11,6 +11,7 @@ import json
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -52,17 +53,18 @@ class ModelSignature:
                    data["parameter_count"], data.get("torch_version"))
 
 
-def inspect_pt2(path: str | Path) -> ModelSignature:
+def inspect_pt2(source: str | Path | BinaryIO) -> ModelSignature:
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError) as exc:
         raise InvalidUpload(f"not a .pt2 archive ({exc}); save the model with torch.export.save(program, path)")
     with archive:
         names = archive.namelist()
         model_json = [n for n in names if n.endswith("/models/model.json")]
         if not model_json:
-            raise InvalidUpload("the archive holds no exported program (models/model.json is missing); "
-                                "save the model with torch.export.save(program, path)")
+            raise InvalidUpload("the archive holds no exported program (models/model.json is missing: a truncated file "
+                                "or not written by torch.export.save); "
+                                "save the model with torch.export.save(program, path) and upload it again")
         try:
             program = json.loads(archive.read(model_json[0]))
             graph_module = program["graph_module"]
@@ -84,8 +86,8 @@ def inspect_pt2(path: str | Path) -> ModelSignature:
     parameter_count = 0
     for spec in signature["input_specs"]:
         if "parameter" in spec:
-            shape = _tensor_spec(spec["parameter"]["arg"] | {"as_tensor": spec["parameter"]["arg"]}, tensors).shape
-            parameter_count += int(np.prod([d or 1 for d in shape]))
+            sizes = tensors[spec["parameter"]["arg"]["name"]]["sizes"]
+            parameter_count += int(np.prod([size.get("as_int", 1) for size in sizes]))
     return ModelSignature(inputs, outputs, parameter_count, program.get("torch_version"))
 
 
@@ -120,34 +122,36 @@ class DatasetManifest:
         return LABEL_ARRAY in self.splits.get(split, {})
 
 
-def inspect_npz(path: str | Path) -> DatasetManifest:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InvalidUpload(f"not a readable .npz file ({exc}); write it with numpy.savez")
+def inspect_npz(source: str | Path | BinaryIO) -> DatasetManifest:
+    """Read array headers (never the data, except small label arrays) so memory does not grow with the file."""
     splits: dict[str, dict[str, dict]] = {}
     label_range: dict[str, list[int]] = {}
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidUpload(f"not a readable .npz file ({exc}); write it with numpy.savez")
     with archive:
-        for key in archive.files:
+        for info in archive.infolist():
+            key = info.filename.removesuffix(".npy")
             split, dot, array_name = key.partition(".")
-            if not dot or not split or not array_name:
+            if not info.filename.endswith(".npy") or not dot or not split or not array_name:
                 raise InvalidUpload(f"array '{key}' is not named '<split>.<input>' (e.g. 'train.x', 'val.y')")
             try:
-                array = archive[key]
-            except ValueError as exc:
-                raise InvalidUpload(f"array '{key}' holds Python objects, which are never unpickled; store plain "
-                                    f"numeric arrays ({exc})")
-            except (OSError, zipfile.BadZipFile, EOFError) as exc:
+                shape, dtype, labels = _read_member(archive, info, read_data=array_name == LABEL_ARRAY)
+            except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
                 raise InvalidUpload(f"array '{key}' is damaged or truncated ({exc}); upload the file again")
-            if array.dtype.kind not in "biuf":
-                raise InvalidUpload(f"array '{key}' has dtype {array.dtype}; only numeric arrays are supported")
-            if array.ndim == 0 or array.shape[0] == 0:
+            if dtype.hasobject:
+                raise InvalidUpload(f"array '{key}' holds Python objects, which are never unpickled; store plain "
+                                    "numeric arrays")
+            if dtype.kind not in "biuf":
+                raise InvalidUpload(f"array '{key}' has dtype {dtype}; only numeric arrays are supported")
+            if len(shape) == 0 or shape[0] == 0:
                 raise InvalidUpload(f"array '{key}' is empty: every split needs at least one example")
-            splits.setdefault(split, {})[array_name] = {"shape": list(array.shape), "dtype": str(array.dtype)}
-            if array_name == LABEL_ARRAY:
-                if array.dtype.kind not in "iu" or array.ndim != 1:
+            splits.setdefault(split, {})[array_name] = {"shape": list(shape), "dtype": str(dtype)}
+            if labels is not None:
+                if dtype.kind not in "iu" or len(shape) != 1:
                     raise InvalidUpload(f"labels '{key}' must be a 1-d integer array of class indices")
-                label_range[split] = [int(array.min()), int(array.max())]
+                label_range[split] = [int(labels.min()), int(labels.max())]
     if not splits:
         raise InvalidUpload("the .npz holds no arrays")
     for split, arrays in splits.items():
@@ -157,6 +161,23 @@ def inspect_npz(path: str | Path) -> DatasetManifest:
         if len(set(lengths.values())) != 1:
             raise InvalidUpload(f"split '{split}' arrays disagree on the number of examples: {lengths}")
     return DatasetManifest(splits, label_range)
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, read_data: bool):
+    """Return (shape, dtype, data or None) of one .npy member, reading the rest in chunks to verify its CRC."""
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(member)
+        data = None
+        if read_data and not dtype.hasobject:
+            count = int(np.prod(shape))
+            data = np.frombuffer(member.read(count * dtype.itemsize), dtype=dtype, count=count)
+        while member.read(1 << 20):
+            pass
+    return shape, dtype, data
 
 
 def bind_inputs(model_inputs: list[str], arrays: list[str], split: str) -> dict[str, str]:

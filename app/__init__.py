@@ -1,0 +1,1 @@
+"""modelpress HTTP API. Never imports torch: the worker does the heavy lifting."""

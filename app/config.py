@@ -1,0 +1,50 @@
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All settings, read from the environment with the prefix MODELPRESS_ (e.g. MODELPRESS_DATABASE_URL)."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELPRESS_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Holds the embedded SQLite database and broker.")
+    database_url: str | None = Field(None, description="Default: SQLite file in data_dir.")
+    broker_url: str | None = Field(None, description="Default: kombu's SQLAlchemy transport on SQLite in data_dir.")
+    auto_migrate: bool | None = Field(None, description="Migrate the schema at start-up; default: only for SQLite.")
+
+    max_model_bytes: int = 2 * 1024**3
+    max_dataset_bytes: int = 4 * 1024**3
+    blob_chunk_bytes: int = 1024**2
+
+    job_time_limit_s: int = Field(6 * 3600, description="Default and upper bound of a job's time limit.")
+    job_max_attempts: int = Field(3, description="A job whose worker died this many times is failed.")
+    heartbeat_interval_s: float = 5.0
+    stale_after_s: float = Field(60.0, description="A running job without heartbeat this long is re-queued.")
+    progress_interval_s: float = Field(0.3, description="Progress is written to the job row at most this often.")
+    device: str = Field("auto", description="Worker device: auto (cuda when available), cpu or cuda[:N].")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'modelpress.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir.resolve() / 'broker.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings

@@ -1,0 +1,64 @@
+"""Artifact downloads: streamed chunk by chunk from the store, with sha256 and single-range requests."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Iterator
+
+from fastapi import APIRouter, Header
+from fastapi.responses import StreamingResponse
+
+from app.auth.dependencies import SessionDep, TenantDep
+from app.core.errors import NotFound, RangeNotSatisfiable, Unauthorized, responses
+from app.db.models import Blob
+from app.db.session import session_scope
+from app.jobs import service
+from app.store.blobs import read_blob
+
+router = APIRouter(prefix="/v1", tags=["artifacts"], responses=responses(Unauthorized))
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """Inclusive (start, end) of a single `bytes=` range, or None for the whole file.
+
+    Multiple ranges are answered with the whole file, which RFC 9110 allows."""
+    if not header or "," in header:
+        return None
+    match = _RANGE.match(header.strip())
+    if not match or match.groups() == ("", ""):
+        raise RangeNotSatisfiable(f"malformed Range header {header!r}; use e.g. 'bytes=0-1023'")
+    first, last = match.groups()
+    if first == "":
+        start, end = max(size - int(last), 0), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise RangeNotSatisfiable(f"range {header!r} is outside the file's {size} bytes")
+    return start, end
+
+
+def _stream(blob_id: str, start: int, end: int) -> Iterator[bytes]:
+    # Its own session: the request's session is closed once the endpoint returns, before the body is sent.
+    with session_scope() as session:
+        yield from read_blob(session, session.get(Blob, blob_id), start, end)
+
+
+@router.get("/artifacts/{artifact_id}", response_class=StreamingResponse,
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "The file; headers carry X-Checksum-SHA256 and Content-Length."},
+                       206: {"description": "The requested byte range (Content-Range)."},
+                       **responses(NotFound, RangeNotSatisfiable)})
+def download_artifact(session: SessionDep, tenant: TenantDep, artifact_id: str,
+                      range_header: Annotated[str | None, Header(alias="Range")] = None) -> StreamingResponse:
+    artifact = service.get_artifact(session, tenant, artifact_id)
+    size = artifact.size_bytes
+    byte_range = parse_range(range_header, size)
+    start, end = byte_range or (0, size - 1)
+    headers = {"Content-Length": str(end - start + 1 if size else 0), "Accept-Ranges": "bytes",
+               "X-Checksum-SHA256": artifact.sha256, "ETag": f'"{artifact.sha256}"',
+               "Content-Disposition": f'attachment; filename="{artifact.name}"'}
+    if byte_range:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return StreamingResponse(_stream(artifact.blob_id, start, end), status_code=206 if byte_range else 200,
+                             media_type="application/octet-stream", headers=headers)

@@ -1,0 +1,59 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.auth.dependencies import SessionDep, TenantDep
+from app.config import get_settings
+from app.core.errors import Conflict, InvalidInput, NotFound, Unauthorized, responses
+from app.core.schemas import Page
+from app.db.models import Artifact, Job
+from app.jobs import service
+from app.jobs.schemas import ArtifactOut, JobCreate, JobOut, JobStatus
+
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=responses(Unauthorized))
+
+
+def job_out(job: Job) -> JobOut:
+    error = {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
+    return JobOut.model_validate({**{c: getattr(job, c) for c in JobOut.model_fields if hasattr(job, c)},
+                                  "error": error, "progress": job.progress or {}})
+
+
+def artifact_out(artifact: Artifact) -> ArtifactOut:
+    return ArtifactOut.model_validate({**{c: getattr(artifact, c) for c in ArtifactOut.model_fields
+                                          if hasattr(artifact, c)},
+                                       "download_url": f"/v1/artifacts/{artifact.id}"})
+
+
+@router.post("/jobs", status_code=201, response_model=JobOut, responses=responses(InvalidInput))
+def submit_job(session: SessionDep, tenant: TenantDep, spec: JobCreate) -> JobOut:
+    """Validate the spec against the model and dataset, store the job and queue it.
+
+    Everything that can be checked now is: a job bound to fail is refused with 422 and a message saying what to
+    fix (unknown method or field, missing split, input shape or dtype mismatch, labels outside the model's
+    classes)."""
+    return job_out(service.create_job(session, tenant, spec, get_settings()))
+
+
+@router.get("/jobs", response_model=Page[JobOut])
+def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None = None,
+              limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+    jobs, total = service.list_jobs(session, tenant, status, limit, offset)
+    return {"items": [job_out(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=responses(NotFound))
+def get_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
+    """Status, progress (stage, phase, step, total, fraction), metrics, error and versions used."""
+    return job_out(service.get_job(session, tenant, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=responses(NotFound, Conflict))
+def cancel_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
+    """Cancel a job: a queued job at once, a running one at the method's next step."""
+    return job_out(service.cancel_job(session, tenant, job_id))
+
+
+@router.get("/jobs/{job_id}/artifacts", response_model=list[ArtifactOut], responses=responses(NotFound))
+def list_artifacts(session: SessionDep, tenant: TenantDep, job_id: str) -> list[ArtifactOut]:
+    return [artifact_out(a) for a in service.list_artifacts(session, tenant, job_id)]

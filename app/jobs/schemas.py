@@ -1,0 +1,77 @@
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.core.schemas import Out
+from compression.specs import EvaluationSpec, StageSpec
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), json_schema_extra={"examples": [{
+        "model_id": "mdl_3f2a9c1b7d4e5f60", "dataset_id": "ds_0a1b2c3d4e5f6789",
+        "stages": [{"method": "ptq", "calibration_split": "train", "calibration_samples": 256}],
+        "evaluation": {"split": "val", "latency": True, "latency_batch_sizes": [1, 32]}}]})
+
+    model_id: str | None = Field(None, description="Uploaded model to compress (or give parent_job_id).")
+    parent_job_id: str | None = Field(None, description="Start from the final model of an earlier succeeded "
+                                                        "job instead of an upload.")
+    dataset_id: str
+    stages: list[StageSpec] = Field(min_length=1, max_length=16, description="Methods applied in order; each "
+                                                                              "stage's output feeds the next.")
+    train_split: str = Field("train", description="Split used by stages that train or calibrate by default.")
+    evaluation: EvaluationSpec = EvaluationSpec()
+    time_limit_s: Annotated[int, Field(ge=10)] | None = Field(None, description="Wall-clock limit; default and "
+                                                                               "maximum are set by the service.")
+    seed: int = 0
+
+
+class Progress(BaseModel):
+    stage: str | None = None
+    phase: str | None = None
+    step: int = 0
+    total: int = 0
+    fraction: float = 0.0
+    metrics: dict = {}
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobOut(Out):
+    model_config = ConfigDict(from_attributes=True, protected_namespaces=())
+
+    id: str
+    status: JobStatus
+    model_id: str | None
+    dataset_id: str | None
+    parent_job_id: str | None
+    spec: dict
+    progress: Progress
+    metrics: dict
+    error: JobError | None
+    versions: dict
+    attempts: int
+    cancel_requested: bool
+    time_limit_s: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ArtifactOut(Out):
+    id: str
+    job_id: str
+    stage_index: int
+    name: str
+    kind: str
+    size_bytes: int
+    sha256: str
+    details: dict
+    created_at: datetime
+    download_url: str

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.db.models import Artifact, Dataset, Job, Model, Tenant, utcnow
+from app.db.session import after_commit
+from app.jobs.schemas import FINISHED, JobCreate
+from app.jobs.validation import validate_job
+from app.queue import enqueue_job
+from compression.inspect import DatasetManifest, ModelSignature
+
+MODEL_ARTIFACT = "model.pt2"
+
+
+def _owned(session: Session, kind, tenant: Tenant, resource_id: str, field: str):
+    resource = session.get(kind, resource_id)
+    if resource is None or resource.tenant_id != tenant.id:
+        raise InvalidInput(f"{field}: {resource_id} not found")
+    return resource
+
+
+def final_model_artifact(session: Session, job: Job) -> Artifact | None:
+    return session.scalars(select(Artifact).where(Artifact.job_id == job.id, Artifact.kind == MODEL_ARTIFACT)
+                           .order_by(Artifact.stage_index.desc(), Artifact.created_at.desc())).first()
+
+
+def _input_signature(session: Session, tenant: Tenant, spec: JobCreate) -> ModelSignature:
+    if (spec.model_id is None) == (spec.parent_job_id is None):
+        raise InvalidInput("give exactly one of model_id (an uploaded model) or parent_job_id (the final model "
+                           "of an earlier job)")
+    if spec.model_id:
+        return ModelSignature.from_json(_owned(session, Model, tenant, spec.model_id, "model_id").signature)
+    parent = _owned(session, Job, tenant, spec.parent_job_id, "parent_job_id")
+    artifact = final_model_artifact(session, parent) if parent.status == "succeeded" else None
+    if artifact is None:
+        raise InvalidInput(f"parent_job_id: job {parent.id} is {parent.status} and has no model to start from; "
+                           "only a succeeded job with a .pt2 model artifact can be a parent")
+    return ModelSignature.from_json(artifact.details["signature"])
+
+
+def create_job(session: Session, tenant: Tenant, spec: JobCreate, settings: Settings) -> Job:
+    signature = _input_signature(session, tenant, spec)
+    dataset = _owned(session, Dataset, tenant, spec.dataset_id, "dataset_id")
+    validate_job(spec, signature, DatasetManifest.from_json(dataset.manifest))
+    time_limit = spec.time_limit_s or settings.job_time_limit_s
+    if time_limit > settings.job_time_limit_s:
+        raise InvalidInput(f"time_limit_s: {time_limit} exceeds this service's maximum of "
+                           f"{settings.job_time_limit_s} s")
+    job = Job(tenant_id=tenant.id, model_id=spec.model_id, dataset_id=dataset.id, parent_job_id=spec.parent_job_id,
+              spec=spec.model_dump(mode="json"), time_limit_s=time_limit, enqueued_at=utcnow(),
+              progress={"phase": "queued"})
+    session.add(job)
+    session.flush()
+    after_commit(session, lambda: enqueue_job(job.id, time_limit))
+    return job
+
+
+def get_job(session: Session, tenant: Tenant, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.tenant_id != tenant.id:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def list_jobs(session: Session, tenant: Tenant, status: str | None, limit: int, offset: int
+              ) -> tuple[list[Job], int]:
+    query = select(Job).where(Job.tenant_id == tenant.id)
+    if status:
+        query = query.where(Job.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    jobs = session.scalars(query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
+    return list(jobs), total
+
+
+def cancel_job(session: Session, tenant: Tenant, job_id: str) -> Job:
+    """A queued job is cancelled at once; a running one stops at the method's next step."""
+    job = get_job(session, tenant, job_id)
+    if job.status in FINISHED:
+        raise Conflict(f"job {job_id} already {job.status}")
+    # Conditional updates, because a worker may claim the job between our read and our write.
+    session.execute(update(Job).where(Job.id == job.id).values(cancel_requested=True))
+    session.execute(update(Job).where(Job.id == job.id, Job.status == "queued").values(
+        status="cancelled", finished_at=utcnow(), error_code="cancelled",
+        error_message="cancelled by the user before it started"))
+    session.refresh(job)
+    return job
+
+
+def list_artifacts(session: Session, tenant: Tenant, job_id: str) -> list[Artifact]:
+    job = get_job(session, tenant, job_id)
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job.id)
+                                .order_by(Artifact.stage_index, Artifact.created_at)))
+
+
+def get_artifact(session: Session, tenant: Tenant, artifact_id: str) -> Artifact:
+    artifact = session.get(Artifact, artifact_id)
+    if artifact is None or artifact.tenant_id != tenant.id:
+        raise NotFound(f"artifact {artifact_id} not found")
+    return artifact

@@ -1,0 +1,76 @@
+"""Refuse at submission a job that is bound to fail, with a message that says what to fix."""
+
+from __future__ import annotations
+
+from app.core.errors import InvalidInput
+from app.jobs.schemas import JobCreate
+from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, bind_inputs
+
+def splits_used(spec: JobCreate) -> set[str]:
+    """Every split the job will read: the job-level ones plus any `*_split` field of a stage."""
+    used = {spec.evaluation.split}
+    for stage in spec.stages:
+        for field_name in type(stage).model_fields:
+            if field_name.endswith("split") and isinstance(getattr(stage, field_name), str):
+                used.add(getattr(stage, field_name))
+        if getattr(stage, "uses_train_split", False):
+            used.add(spec.train_split)
+    return used
+
+
+def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetManifest) -> None:
+    problems = [f"model input {t.describe()} has a fixed batch size; export the model with a dynamic batch "
+                "dimension (torch.export.Dim) so it can run on batches" for t in signature.inputs
+                if not t.shape or t.shape[0] is not None]
+    available = sorted(manifest.splits)
+    for split in sorted(splits_used(spec)):
+        if split not in manifest.splits:
+            problems.append(f"split '{split}' is not in the dataset (it has {available})")
+            continue
+        problems += _check_split(split, signature, manifest)
+    if problems:
+        raise InvalidInput("; ".join(problems))
+
+
+def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifest) -> list[str]:
+    arrays = manifest.splits[split]
+    try:
+        binding = bind_inputs([t.name for t in signature.inputs], list(arrays), split)
+    except InvalidUpload as exc:
+        return [str(exc)]
+    problems = []
+    for model_input in signature.inputs:
+        key = binding[model_input.name]
+        meta = arrays[key]
+        shape, dtype = meta["shape"], meta["dtype"]
+        expected = model_input.describe()
+        if len(shape) != len(model_input.shape) or any(
+                want is not None and got != want for got, want in zip(shape[1:], model_input.shape[1:])):
+            problems.append(f"'{split}.{key}' has shape {shape} but the model input is {expected} "
+                            "(first dimension is the batch)")
+        elif not _dtype_compatible(dtype, model_input.dtype):
+            problems.append(f"'{split}.{key}' has dtype {dtype} but the model input is {expected}")
+    if split in manifest.label_range:
+        problems += _check_labels(split, manifest.label_range[split], signature)
+    return problems
+
+
+def _dtype_compatible(array_dtype: str, model_dtype: str) -> bool:
+    """Floats feed float inputs and integers (token ids, masks) feed integer inputs; widths are converted."""
+    def is_float(dtype: str) -> bool:
+        return dtype.startswith(("float", "bfloat"))
+
+    return is_float(array_dtype) == is_float(model_dtype)
+
+
+def _check_labels(split: str, label_range: list[int], signature: ModelSignature) -> list[str]:
+    output = signature.outputs[0]
+    if len(output.shape) != 2 or output.shape[1] is None:
+        return [f"'{split}.y' holds class labels but the model output {output.describe()} is not [batch, classes]; "
+                "drop the labels to measure fidelity to the original model instead"]
+    low, high = label_range
+    classes = output.shape[1]
+    if low < 0 or high >= classes:
+        return [f"labels in '{split}.y' range over [{low}, {high}] but the model has {classes} outputs "
+                f"(classes 0..{classes - 1})"]
+    return []

@@ -1,0 +1,64 @@
+"""The FastAPI application: `uvicorn app.main:app` (or `modelpress api`)."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app import __doc__ as _app_doc
+from app.config import get_settings
+from app.core.errors import install_error_handlers
+from app.db.migrate import ensure_schema
+from app.db.session import get_engine
+from app.jobs.downloads import router as downloads_router
+from app.jobs.router import router as jobs_router
+from app.queue import broker_reachable
+from app.resources.router import router as resources_router
+from compression import __version__
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI):
+    settings = get_settings()
+    ensure_schema(get_engine(), settings.resolved_database_url, settings.should_auto_migrate)
+    yield
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="modelpress", version=__version__, lifespan=lifespan,
+                  description="Compression as a service for PyTorch models. Upload a `.pt2` model and an `.npz` "
+                              "dataset, submit a job, poll it, download the compressed model. Every endpoint but "
+                              "the health checks needs `Authorization: Bearer <API key>`. " + (_app_doc or ""))
+    install_error_handlers(app)
+    app.include_router(resources_router)
+    app.include_router(jobs_router)
+    app.include_router(downloads_router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "database or broker unreachable"}})
+    def readyz() -> JSONResponse:
+        """The database and the broker are reachable."""
+        checks = {"database": _database_reachable(), "broker": broker_reachable()}
+        ready = all(checks.values())
+        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+
+    return app
+
+
+def _database_reachable() -> bool:
+    try:
+        with get_engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except Exception:  # any failure means "not ready"
+        return False
+
+
+app = create_app()

@@ -1,0 +1,55 @@
+"""The Celery application as the API sees it: configuration and enqueueing by task name, no task code.
+
+The worker registers the task on this same app; the API never imports the worker (and so never imports torch).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from app.config import Settings, get_settings
+
+RUN_JOB = "modelpress.run_job"
+QUEUE = "modelpress"
+
+
+def make_celery(settings: Settings) -> Celery:
+    celery = Celery("modelpress", broker=settings.resolved_broker_url)
+    transport_options = {}
+    if settings.resolved_broker_url.startswith("sqla+sqlite"):
+        transport_options = {"connect_args": {"timeout": 60}}
+    elif settings.resolved_broker_url.startswith("redis"):
+        # Unacked messages come back after this long; it must exceed the longest job or it would run twice.
+        transport_options = {"visibility_timeout": settings.job_time_limit_s + 600}
+    celery.conf.update(
+        task_default_queue=QUEUE,
+        task_acks_late=True,  # a job's message is acknowledged only when the job has finished ...
+        task_reject_on_worker_lost=True,  # ... and is redelivered if the worker process dies
+        worker_prefetch_multiplier=1,  # a worker holds one job at a time; others stay available to other workers
+        task_ignore_result=True,  # state lives in the jobs table
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options,
+        worker_hijack_root_logger=False,
+    )
+    return celery
+
+
+@lru_cache
+def get_celery() -> Celery:
+    return make_celery(get_settings())
+
+
+def enqueue_job(job_id: str, time_limit_s: int) -> None:
+    # The hard limit is a backstop: the job itself stops at its time limit through the library's cancellation.
+    get_celery().send_task(RUN_JOB, args=[job_id], time_limit=time_limit_s + 300)
+
+
+def broker_reachable() -> bool:
+    try:
+        with get_celery().connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=3)
+        return True
+    except Exception:  # any failure to connect means "not ready"; the reason is not the probe's business
+        return False

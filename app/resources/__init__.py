@@ -1,0 +1,1 @@
+"""Uploaded models and datasets: the inputs of jobs."""

@@ -1,0 +1,25 @@
+from app.core.schemas import Stored
+
+
+class ModelOut(Stored):
+    signature: dict
+
+    model_config = {"json_schema_extra": {"examples": [{
+        "id": "mdl_3f2a9c1b7d4e5f60", "name": "digits_cnn.pt2", "size_bytes": 61234, "sha256": "9f86d0...",
+        "created_at": "2026-11-21T12:00:00Z",
+        "signature": {"inputs": [{"name": "x", "shape": [None, 1, 8, 8], "dtype": "float32"}],
+                      "outputs": [{"name": "linear_1", "shape": [None, 10], "dtype": "float32"}],
+                      "parameter_count": 12345, "torch_version": "2.13.0+cpu"}}]}}
+
+
+class DatasetOut(Stored):
+    manifest: dict
+
+    model_config = {"json_schema_extra": {"examples": [{
+        "id": "ds_0a1b2c3d4e5f6789", "name": "digits.npz", "size_bytes": 520000, "sha256": "2c26b4...",
+        "created_at": "2026-11-21T12:00:00Z",
+        "manifest": {"splits": {"train": {"x": {"shape": [1437, 1, 8, 8], "dtype": "float32"},
+                                          "y": {"shape": [1437], "dtype": "int64"}},
+                                "val": {"x": {"shape": [360, 1, 8, 8], "dtype": "float32"},
+                                        "y": {"shape": [360], "dtype": "int64"}}},
+                     "label_range": {"train": [0, 9], "val": [0, 9]}}}]}}

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from typing import TypeVar
+
+from fastapi import UploadFile
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.core.errors import Conflict, NotFound
+from app.core.uploads import store_upload
+from app.db.models import Dataset, Job, Model, Tenant
+from app.store.blobs import delete_blob
+from compression.inspect import inspect_npz, inspect_pt2
+
+Resource = TypeVar("Resource", Model, Dataset)
+ACTIVE = ("queued", "running")
+
+
+def create_model(session: Session, tenant: Tenant, file: UploadFile, settings: Settings) -> Model:
+    blob, signature = store_upload(session, file, settings.max_model_bytes, settings.blob_chunk_bytes, "model",
+                                   inspect_pt2)
+    model = Model(tenant_id=tenant.id, name=file.filename or "model.pt2", blob_id=blob.id,
+                  size_bytes=blob.size_bytes, sha256=blob.sha256, signature=signature.to_json())
+    session.add(model)
+    session.flush()
+    return model
+
+
+def create_dataset(session: Session, tenant: Tenant, file: UploadFile, settings: Settings) -> Dataset:
+    blob, manifest = store_upload(session, file, settings.max_dataset_bytes, settings.blob_chunk_bytes,
+                                  "dataset", inspect_npz)
+    dataset = Dataset(tenant_id=tenant.id, name=file.filename or "dataset.npz", blob_id=blob.id,
+                      size_bytes=blob.size_bytes, sha256=blob.sha256, manifest=manifest.to_json())
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def get_owned(session: Session, kind: type[Resource], tenant: Tenant, resource_id: str) -> Resource:
+    """Another tenant's resource is indistinguishable from a missing one."""
+    resource = session.get(kind, resource_id)
+    if resource is None or resource.tenant_id != tenant.id:
+        raise NotFound(f"{kind.__name__.lower()} {resource_id} not found")
+    return resource
+
+
+def list_owned(session: Session, kind: type[Resource], tenant: Tenant, limit: int, offset: int
+               ) -> tuple[list[Resource], int]:
+    query = select(kind).where(kind.tenant_id == tenant.id)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    items = session.scalars(query.order_by(kind.created_at.desc(), kind.id).limit(limit).offset(offset)).all()
+    return list(items), total
+
+
+def delete_owned(session: Session, kind: type[Resource], tenant: Tenant, resource_id: str) -> None:
+    resource = get_owned(session, kind, tenant, resource_id)
+    column = Job.model_id if kind is Model else Job.dataset_id
+    active = session.scalar(select(func.count()).where(column == resource.id, Job.status.in_(ACTIVE)))
+    if active:
+        raise Conflict(f"{kind.__name__.lower()} {resource_id} is used by {active} queued or running job(s); "
+                       "cancel them or wait for them to finish before deleting it")
+    blob_id = resource.blob_id
+    session.delete(resource)
+    session.flush()
+    delete_blob(session, blob_id)
