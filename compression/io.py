@@ -1,0 +1,64 @@
+"""Reading and writing models as `torch.export` programs (`.pt2`), the one model format of modelpress.
+
+Every program written here has a dynamic batch dimension on every input, so the user's deployment (and the next
+stage) can run it at any batch size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.export import Dim, ExportedProgram
+from torch.export.graph_signature import InputKind
+
+from compression.modes import eval_mode
+
+
+def load_program(path: str | Path) -> ExportedProgram:
+    return torch.export.load(str(path))
+
+
+def load_model(path: str | Path) -> torch.nn.Module:
+    """The program at `path` as a runnable module, in eval mode."""
+    return eval_mode(load_program(path).module())
+
+
+def save_program(program: ExportedProgram, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, str(path))
+    return path
+
+
+def input_names(program: ExportedProgram) -> list[str]:
+    """Names of the user inputs (not parameters or buffers), in the order `forward` takes them."""
+    return [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+
+
+def input_dtypes(program: ExportedProgram) -> dict[str, torch.dtype]:
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    return {name: placeholders[name].meta["val"].dtype for name in input_names(program)}
+
+
+def export_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> ExportedProgram:
+    """Export `model` (plain or already exported) with one dynamic batch dimension shared by all its inputs.
+
+    The model must be in the mode it should be exported in (normally eval). A batch of one is tiled to two:
+    torch.export specialises a dimension of size 1 to a constant.
+    """
+    example_inputs = tuple(example_inputs)
+    if example_inputs[0].shape[0] < 2:
+        example_inputs = inputs_at_batch(example_inputs, 2)
+    batch = Dim("batch")
+    dynamic_shapes = tuple({0: batch} for _ in example_inputs)
+    return torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
+
+
+def inputs_at_batch(example_inputs: tuple[torch.Tensor, ...], batch_size: int) -> tuple[torch.Tensor, ...]:
+    """`example_inputs` cut or tiled along dim 0 to exactly `batch_size` rows (for timing and export)."""
+    resized = []
+    for tensor in example_inputs:
+        repeats = -(-batch_size // tensor.shape[0])
+        resized.append(tensor.repeat(repeats, *([1] * (tensor.dim() - 1)))[:batch_size].contiguous())
+    return tuple(resized)
