@@ -1,0 +1,132 @@
+"""Finetuning around pruning, on the shared training loop: plain or distilled recovery, the gradual (cubic)
+schedule of Zhu & Gupta, and lottery-ticket rewinding.
+
+All three keep the masks as parametrizations inside the model, so the loop's checkpoints carry them and a resumed
+job continues with exactly the masks it had.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compression.context import RunContext
+from compression.data import Batch
+from compression.distill.losses import distillation_loss
+from compression.evaluate import evaluate, output_tensor
+from compression.prune.masks import (WeightMask, keep_top, magnitude_scores, rank_pruned_first, set_masks)
+from compression.specs.prune import GradualScheduleSpec, PruneDistillSpec, PruneSpec
+from compression.task import Task
+from compression.training.loop import TrainReport, train
+
+EVAL_SAMPLES = 2048
+
+
+def recovery_loss(task: Task, distill: PruneDistillSpec | None):
+    """Cross-entropy on the labels, or distillation from the unpruned upload (always when there are no labels)."""
+    has_labels = task.dataset.split(task.train_split).has_labels
+    if distill is None and has_labels:
+        def loss(model: nn.Module, batch: Batch, step: int) -> torch.Tensor:
+            return F.cross_entropy(output_tensor(model(*batch.inputs)), batch.labels)
+        return loss
+    temperature = distill.temperature if distill else 1.0
+    alpha = distill.alpha if distill else 0.0
+
+    def distilled(model: nn.Module, batch: Batch, step: int) -> torch.Tensor:
+        with torch.no_grad():
+            teacher = output_tensor(task.reference(*batch.inputs))
+        return distillation_loss(output_tensor(model(*batch.inputs)), teacher, batch.labels,
+                                 temperature=temperature, alpha=alpha)
+    return distilled
+
+
+def evaluation(task: Task):
+    split = task.dataset.split(task.eval_split)
+    reference = None if split.has_labels else task.reference
+    return lambda model: evaluate(model, split, reference, max_samples=EVAL_SAMPLES)
+
+
+def finetune(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContext, before_step=None,
+             extra_modules: dict[str, nn.Module] | None = None) -> TrainReport:
+    training = spec.finetune
+    return train(model, recovery_loss(task, spec.distill), training, task, ctx,
+                 evaluate_fn=evaluation(task) if training.eval_every else None,
+                 before_step=before_step, extra_modules=extra_modules)
+
+
+def cubic_sparsity(step: int, target: float, schedule: GradualScheduleSpec, total_steps: int) -> float:
+    """Zhu & Gupta: s_t = s_f + (s_i - s_f) * (1 - progress)**3, progress = (t - t0) / (t1 - t0) clipped to [0, 1].
+    Pruning fast at first, while many redundant weights remain, and slowly near the target."""
+    end = schedule.end_step or max(1, int(0.75 * total_steps))
+    progress = min(1.0, max(0.0, (step - schedule.start_step) / (end - schedule.start_step)))
+    return target + (schedule.initial_sparsity - target) * (1.0 - progress) ** 3
+
+
+def gradual_finetune(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContext,
+                     masks: dict[str, WeightMask]) -> TrainReport:
+    """Raise the sparsity on the cubic schedule every `prune_every` steps (and at `end_step`) while training."""
+    schedule, total = spec.gradual, spec.finetune.steps
+    end = schedule.end_step or max(1, int(0.75 * total))
+
+    def update_masks(model: nn.Module, step: int) -> None:
+        on_grid = step >= schedule.start_step and (step - schedule.start_step) % schedule.prune_every == 0
+        if not (step == end or (on_grid and step < end)):
+            return
+        sparsity = cubic_sparsity(step, spec.sparsity, schedule, total)
+        scores = rank_pruned_first(magnitude_scores(model, masks), masks)
+        set_masks(masks, keep_top(scores, sparsity, spec.scope))
+
+    return finetune(model, spec, task, ctx, before_step=update_masks)
+
+
+class WeightSnapshot(nn.Module):
+    """The weights at the rewind step, as buffers, so that the training checkpoint carries them."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.names = [name for name in model.state_dict() if not name.endswith(".mask")]
+        for index, tensor in enumerate(self._tensors(model)):
+            self.register_buffer(f"t{index}", tensor.detach().clone())
+
+    def _tensors(self, model: nn.Module) -> list[torch.Tensor]:
+        state = model.state_dict(keep_vars=True)
+        return [state[name] for name in self.names]
+
+    @torch.no_grad()
+    def record(self, model: nn.Module) -> None:
+        for index, tensor in enumerate(self._tensors(model)):
+            getattr(self, f"t{index}").copy_(tensor)
+
+    @torch.no_grad()
+    def restore(self, model: nn.Module) -> None:
+        for index, tensor in enumerate(self._tensors(model)):
+            tensor.copy_(getattr(self, f"t{index}"))
+
+
+def lottery_ticket(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContext,
+                   masks: dict[str, WeightMask]) -> TrainReport:
+    """Frankle et al. with rewinding: train densely recording the weights at `rewind_step`, prune the trained
+    weights by magnitude, reset the survivors (and every other parameter and statistic) to the recording, and
+    retrain with the mask for the same number of steps. Each phase checkpoints under its own name."""
+    snapshot = WeightSnapshot(model)
+
+    def record_at_rewind_step(model: nn.Module, step: int) -> None:
+        if step == spec.rewind_step:
+            snapshot.record(model)
+
+    train_dense = finetune(model, spec, task, _phase(ctx, "dense"), before_step=record_at_rewind_step,
+                           extra_modules={"rewind_snapshot": snapshot})
+    set_masks(masks, keep_top(magnitude_scores(model, masks), spec.sparsity, spec.scope))
+    snapshot.restore(model)
+    retrain = finetune(model, spec, task, _phase(ctx, "retrain"))
+    retrain.metrics = {**retrain.metrics, "dense_final_loss": train_dense.final_loss}
+    return retrain
+
+
+def _phase(ctx: RunContext, phase: str) -> RunContext:
+    """The same context, with checkpoints of this phase stored under their own names."""
+    return RunContext(ctx.report, ctx.should_stop,
+                      lambda name, data: ctx.save_checkpoint(f"{phase}.{name}", data),
+                      lambda name: ctx.load_checkpoint(f"{phase}.{name}"),
+                      ctx.stage, ctx.device, ctx.seed)

@@ -1,0 +1,86 @@
+"""SynFlow (Tanaka et al. 2020): data-free pruning before training that avoids layer collapse.
+
+Score of a weight: |theta * dR/dtheta| with R = sum(f(1; |theta|)), the network run on an all-ones input with every
+parameter and buffer replaced by its absolute value. With all weights positive nothing is cut by ReLU, so in a
+network without biases each layer's scores sum to R: the score mass is conserved across layers and a thin layer
+is not wiped out just because its weights are small. Pruning happens over many rounds with sparsity growing
+exponentially, re-scoring on the masked network each time, which is what lets the conservation protect layers.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from compression.context import RunContext
+from compression.modes import eval_mode
+from compression.prune.masks import (WeightMask, effective_weight, find_masks, keep_top, rank_pruned_first,
+                                     set_masks)
+
+
+class SynflowScorer:
+    """Scores SynFlow rounds on a float64, all-positive copy of the model, built once (R is a product over layers
+    and overflows float32 in deep networks). `model` itself is never modified. Integer inputs (token ids) keep
+    their example values; floating inputs become ones."""
+
+    def __init__(self, model: nn.Module, names: list[str], example_inputs: tuple[torch.Tensor, ...]):
+        self.linear_model = copy.deepcopy(model).double()
+        # BatchNorm must use its (absolute) running statistics, not the statistics of a single all-ones input.
+        eval_mode(self.linear_model)
+        with torch.no_grad():
+            for tensor in list(self.linear_model.parameters()) + list(self.linear_model.buffers()):
+                if tensor.is_floating_point():
+                    tensor.abs_()
+        for parameter in self.linear_model.parameters():
+            parameter.requires_grad_(False)
+        self.originals = {name: _trainable(self.linear_model, name) for name in names}
+        self.copy_masks = find_masks(self.linear_model)
+        self.ones = tuple(torch.ones_like(x[:1], dtype=torch.float64) if x.is_floating_point() else x[:1]
+                          for x in example_inputs)
+
+    def scores(self, masks: dict[str, WeightMask] | None = None) -> dict[str, torch.Tensor]:
+        """|theta * dR/dtheta| for every named weight, under `masks` (the live model's masks) when given."""
+        with torch.no_grad():
+            for name, mask in (masks or {}).items():
+                self.copy_masks[name].mask.copy_(mask.mask)
+        for original in self.originals.values():
+            original.grad = None
+            original.requires_grad_(True)
+        output = self.linear_model(*self.ones)
+        outputs = output if isinstance(output, (tuple, list)) else (output,)
+        torch.stack([o.sum() for o in outputs]).sum().backward()
+        # With a mask w = o * m autograd gives dR/do = dR/dw * m; pruned entries score 0 since w is 0 there.
+        with torch.no_grad():
+            return {name: (effective_weight(self.linear_model, name) * original.grad).abs().float()
+                    for name, original in self.originals.items()}
+
+
+def synflow_scores(model: nn.Module, names: list[str], example_inputs: tuple[torch.Tensor, ...]) -> dict:
+    """One round of SynFlow scores for the named (mask-parametrized or plain) weights of `model`."""
+    return SynflowScorer(model, names, example_inputs).scores()
+
+
+def _trainable(model: nn.Module, name: str) -> torch.Tensor:
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    if hasattr(module, "parametrizations") and attr in module.parametrizations:
+        return module.parametrizations[attr].original
+    return getattr(module, attr)
+
+
+def synflow_prune(model: nn.Module, names: list[str], sparsity: float, iterations: int,
+                  example_inputs: tuple[torch.Tensor, ...], ctx: RunContext) -> dict[str, WeightMask]:
+    """Iterative SynFlow to `sparsity` over `iterations` rounds (round k reaches 1 - (1 - sparsity)**(k / n)).
+
+    The ranking is global, as in the paper: conservation is what keeps it from collapsing layers.
+    """
+    masks = {name: mask for name, mask in find_masks(model).items() if name in names}
+    scorer = SynflowScorer(model, names, example_inputs)
+    for round_index in range(1, iterations + 1):
+        round_sparsity = 1.0 - (1.0 - sparsity) ** (round_index / iterations)
+        scores = rank_pruned_first(scorer.scores(masks), masks)
+        set_masks(masks, keep_top(scores, round_sparsity, "global"))
+        ctx.progress("synflow", round_index, iterations, sparsity=round(round_sparsity, 4))
+    return masks

@@ -1,0 +1,70 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compression.context import RunContext
+from compression.data import Dataset
+from compression.io import export_model
+from compression.modes import eval_mode
+from compression.task import Task
+from compression.zoo import build
+
+
+def blobs(n: int, features: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Linearly separable-ish Gaussian classes: a small MLP learns them in a few dozen steps."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(classes, features))
+    y = rng.integers(0, classes, size=n)
+    x = (centres[y] + rng.normal(size=(n, features))).astype(np.float32)
+    return x, y.astype(np.int64)
+
+
+@pytest.fixture
+def mlp_task(tmp_path):
+    x, y = blobs(512, 16, 4)
+    dataset = Dataset.from_arrays({"train.x": x[:384], "train.y": y[:384], "val.x": x[384:], "val.y": y[384:]},
+                                  ["x"])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
+    return model, Task(dataset=dataset, reference=model, example_inputs=(torch.from_numpy(x[:8]),),
+                       workdir=tmp_path)
+
+
+def exported(model: nn.Module, example_inputs) -> torch.fx.GraphModule:
+    return eval_mode(export_model(model.eval(), example_inputs).module())
+
+
+def randomize_batch_norm(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BatchNorm statistics and affine parameters, so that slicing mistakes change outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.copy_(torch.rand(module.num_features, generator=generator) - 0.5)
+                module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.bias.copy_(torch.rand(module.num_features, generator=generator) - 0.5)
+
+
+@pytest.fixture(scope="session")
+def _resnet_program():
+    torch.manual_seed(0)
+    model = build("resnet", base_width=8, base_blocks=1)
+    randomize_batch_norm(model)
+    example = (torch.randn(4, 1, 16, 16),)
+    return exported(model, example), example
+
+
+@pytest.fixture
+def resnet_program(_resnet_program):
+    """A ResNet with residual adds, identity and projection shortcuts, exported (a fresh copy per test)."""
+    graph_module, example = _resnet_program
+    return copy.deepcopy(graph_module), example
+
+
+class CheckpointStore(dict):
+    def context(self, **kwargs) -> RunContext:
+        return RunContext(save_checkpoint=self.__setitem__, load_checkpoint=self.get, **kwargs)
