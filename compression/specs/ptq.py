@@ -1,15 +1,84 @@
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from compression.specs.common import Spec
 
+Bits = Annotated[int, Field(ge=2, le=8)]
+
+
+class WeightQuantSpec(Spec):
+    """How conv/linear weights are stored. Integer formats use uniform affine quantization; the float formats
+    (FP8 with a per-output-channel scale, FP16, BF16) are plain casts."""
+
+    dtype: Literal["int", "fp8_e4m3", "fp8_e5m2", "fp16", "bf16"] = "int"
+    bits: Bits = Field(8, description="Integer width (dtype 'int' only).")
+    symmetric: bool = True
+    granularity: Literal["per_tensor", "per_channel", "per_group"] = "per_channel"
+    group_size: Annotated[int, Field(ge=2, le=4096)] = Field(
+        64, description="Consecutive input weights of one output channel sharing a scale (per_group only).")
+    range: Literal["minmax", "mse"] = Field(
+        "minmax", description="Weight clip: the full range, or the clip minimising the squared error (helps at "
+                              "4 bits and below, where one outlier would waste most of the grid).")
+
+
+class ActivationQuantSpec(Spec):
+    """Per-tensor quantization of every quantized layer's input, calibrated on data."""
+
+    bits: Bits = 8
+    symmetric: bool = False
+    observer: Literal["minmax", "moving_average_minmax", "percentile", "mse", "kl"] = "minmax"
+    percentile: Annotated[float, Field(gt=90.0, le=100.0)] = Field(
+        99.99, description="Clip at this percentile of |x| (observer 'percentile').")
+    averaging_constant: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.01, description="Weight of each new batch's min/max (observer 'moving_average_minmax').")
+
 
 class PTQSpec(Spec):
-    """Post-training quantization: int8 per-channel symmetric weights, int8 activations calibrated on data,
-    lowered for x86 CPUs through torchao's pt2e path so the result really runs faster than fp32."""
+    """Post-training quantization.
+
+    The defaults mean int8 per-channel symmetric weights and int8 activations calibrated on data, lowered for x86
+    CPUs through torchao's pt2e path so the result really runs faster than fp32. Any other choice (bit widths 2-8,
+    groups, FP8/FP16/BF16, observers, layer selection, bias correction, an accuracy budget, per-layer
+    sensitivity) runs the general path, which simulates the quantization in the graph and delivers a bit-packed
+    safetensors file and, for integer formats, an ONNX QDQ model.
+    """
 
     method: Literal["ptq"] = "ptq"
     calibration_split: str = Field("train", description="Split whose inputs calibrate activation ranges.")
     calibration_samples: Annotated[int, Field(ge=1, le=100_000)] = Field(256, description="Examples used for "
                                                                                           "calibration.")
+    weights: WeightQuantSpec = WeightQuantSpec()
+    activations: ActivationQuantSpec | None = Field(
+        ActivationQuantSpec(), description="null quantizes weights only (activations stay float).")
+    fold_batchnorm: bool = Field(True, description="Fold BatchNorm into the preceding conv before quantizing.")
+    bias_correction: bool = Field(False, description="Add to each quantized layer's bias the mean output shift "
+                                                     "its weight quantization causes on calibration data.")
+    include: list[str] = Field([], description="fnmatch patterns of layer names to quantize (all when empty), "
+                                               "e.g. 'layer2.*'. Names are the weight owners in the model, "
+                                               "e.g. 'conv1', 'layer1.0.conv2', 'fc'.")
+    exclude: list[str] = Field([], description="fnmatch patterns of layer names kept in float.")
+    layer_bits: dict[str, Bits] = Field({}, description="{pattern: bits} weight widths overriding `weights.bits` "
+                                                        "(the last matching pattern wins).")
+    sensitivity: bool = Field(False, description="Measure each layer's metric drop when it alone is quantized "
+                                                 "(one evaluation per layer).")
+    max_metric_drop: Annotated[float, Field(ge=0.0)] | None = Field(
+        None, description="Accuracy budget in points (fidelity points without labels): the most sensitive layers "
+                          "are kept at 8 bits, then float, until the drop is within budget.")
+    budget_allows_float: bool = Field(True, description="The budget search may keep layers in float.")
+    selection_samples: Annotated[int, Field(ge=16, le=100_000)] = Field(
+        1000, description="Evaluation examples used for sensitivity and the budget search.")
+    export_onnx: bool = Field(True, description="Also write an ONNX QDQ model (integer weights only).")
+
+    @model_validator(mode="after")
+    def _integer_only_options(self):
+        if self.weights.dtype != "int" and self.layer_bits:
+            raise ValueError("layer_bits applies to integer weights (weights.dtype 'int') only")
+        return self
+
+    @property
+    def is_x86_int8_default(self) -> bool:
+        """True when nothing beyond the default int8 x86 recipe is asked for (torchao pt2e path)."""
+        general_only = set(PTQSpec.model_fields) - {"method", "calibration_split", "calibration_samples"}
+        defaults = PTQSpec()
+        return all(getattr(self, name) == getattr(defaults, name) for name in general_only)
