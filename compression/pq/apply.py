@@ -1,0 +1,122 @@
+"""The "ipq" and "quant_noise" stages.
+
+apply_ipq: layer groups are product-quantized in turn; after each group the centroids and the weights not yet
+quantized are finetuned (optionally with Quant-Noise on the latter and distillation from the upload). The result is
+written as a packed file (see `compression.pq.packing`) and the returned model is the one loaded back from it, so
+every metric is measured on exactly what the user downloads.
+
+apply_quant_noise: finetunes a full-precision model with Quant-Noise, so that a later quantization hurts less;
+the stored weights are never noised, and the result is an ordinary `.pt2`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import torch
+from torch import nn
+
+from compression.context import RunContext
+from compression.evaluate import evaluate
+from compression.io import export_model, inputs_at_batch, save_program
+from compression.modes import eval_mode
+from compression.pq.finetune import finetune
+from compression.pq.layers import find_layer_weights, select
+from compression.pq.packing import load_ipq, save_ipq, theoretical_bytes
+from compression.pq.parametrizations import QuantNoise, parametrizations_of, remove
+from compression.pq.quantize import add_quant_noise, order_groups, plan_layers, quantize_layer
+from compression.result import Artifact, StageResult
+from compression.specs.ipq import IPQSpec, QuantNoiseSpec
+from compression.task import Task
+
+PACKED_NAME = "model_ipq.safetensors"
+
+
+def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
+    model = copy.deepcopy(model).to(ctx.device)
+    before = _quality(model, spec.evaluation, task)
+    float32_bytes = _float32_program_bytes(model, task)
+    float32_weight_bytes = _float32_weight_bytes(model)
+    layers = select(find_layer_weights(model), spec.include, spec.exclude)
+    plans, skipped = plan_layers(layers, spec.block_sizes, spec.centroids, spec.min_blocks_per_centroid)
+    if not plans:
+        raise ValueError(f"no weight can be product-quantized: {skipped or 'no linear/conv/embedding layer'}")
+    groups = order_groups(plans, spec.groups, spec.num_groups, spec.order)
+    noised = add_quant_noise(model, [plan.layer for plan in plans], spec.quant_noise, ctx.seed) \
+        if spec.quant_noise is not None else []
+
+    finetunings, quantized, kmeans_report = [], 0, {}
+    for index, group in enumerate(groups):
+        for plan in group:
+            fit = quantize_layer(model, plan, spec.kmeans_iterations, ctx.seed, ctx.device,
+                                 spec.centroid_dtype == "int8")
+            quantized += 1
+            kmeans_report[plan.layer.name] = {"centroids": plan.centroids, "block_size": plan.block_size,
+                                              "blocks": plan.num_blocks, "inertia": round(fit.inertia, 6)}
+            ctx.progress("quantize", quantized, len(plans), layer=plan.layer.name, group=index + 1)
+        if index < len(groups) - 1 or spec.finetune_last_group:
+            report = finetune(model, spec.training, spec.distillation, task, ctx, f"group{index + 1}")
+            finetunings.append({"group": index + 1, "layers": [plan.layer.name for plan in group],
+                                "steps": report.steps, "final_loss": round(report.final_loss, 6),
+                                "resumed_from_step": report.resumed_from_step, **report.metrics})
+    for name in parametrizations_of(model, QuantNoise):  # weights left in full precision
+        remove(model, name, keep_value=False)
+
+    path = task.workdir / PACKED_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    manifest = save_ipq(model, task.example_inputs, path, spec.dense_dtype)
+    packed = eval_mode(load_ipq(path)).to(ctx.device)
+    after = _quality(packed, spec.evaluation, task)
+    size = path.stat().st_size
+    metrics = {
+        "before": before, "after": after,
+        "packed_bytes": size, "float32_bytes": float32_bytes,
+        "compression_ratio": round(float32_bytes / size, 3),
+        "payload_bytes": theoretical_bytes(manifest), "float32_weight_bytes": float32_weight_bytes,
+        # Weights alone (indices + centroids + dense tensors vs float32), the figure papers report.
+        "weights_compression_ratio": round(float32_weight_bytes / theoretical_bytes(manifest), 3),
+        "centroid_dtype": spec.centroid_dtype,
+        "quantized_layers": kmeans_report, "full_precision_layers": skipped,
+        "quant_noise_layers": noised, "finetune": finetunings,
+    }
+    artifact = Artifact(PACKED_NAME, path, "packed.ipq.safetensors",
+                        {"loader": "compression.pq.load_ipq", "compression_ratio": metrics["compression_ratio"]})
+    return StageResult(packed, [artifact], metrics)
+
+
+def apply_quant_noise(spec: QuantNoiseSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
+    model = copy.deepcopy(model).to(ctx.device)
+    before = _quality(model, spec.evaluation, task)
+    layers = select(find_layer_weights(model), spec.include, spec.exclude)
+    noised = add_quant_noise(model, layers, spec.noise, ctx.seed)
+    if not noised:
+        raise ValueError("no weight can take Quant-Noise with these block sizes and include/exclude patterns")
+    report = finetune(model, spec.training, spec.distillation, task, ctx, "quant_noise")
+    for name in noised:
+        remove(model, name, keep_value=False)
+    path = save_program(export_model(eval_mode(model), task.example_inputs), task.workdir / "quant_noise.pt2")
+    trained = eval_mode(torch.export.load(str(path)).module()).to(ctx.device)
+    metrics = {"before": before, "after": _quality(trained, spec.evaluation, task), "noised_layers": noised,
+               "noise": spec.noise.model_dump(), "finetune": {"steps": report.steps,
+                                                              "final_loss": round(report.final_loss, 6),
+                                                              "resumed_from_step": report.resumed_from_step}}
+    return StageResult(trained, [Artifact("quant_noise.pt2", path, "model.pt2")], metrics)
+
+
+def _quality(model: nn.Module, evaluation, task: Task) -> dict:
+    split = task.dataset.split(evaluation.split)
+    return evaluate(model, split, reference=None if split.has_labels else task.reference,
+                    max_samples=evaluation.max_samples)
+
+
+def _float32_program_bytes(model: nn.Module, task: Task) -> int:
+    """Size of the model as a float32 `.pt2`, the format it was uploaded in: the baseline of the ratio."""
+    buffer = io.BytesIO()
+    inputs = inputs_at_batch(tuple(t.cpu() for t in task.example_inputs), 2)  # as small as in the packed graph
+    torch.export.save(export_model(eval_mode(copy.deepcopy(model).cpu()), inputs), buffer)
+    return len(buffer.getvalue())
+
+
+def _float32_weight_bytes(model: nn.Module) -> int:
+    return 4 * sum(t.numel() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())

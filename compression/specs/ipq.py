@@ -1,0 +1,91 @@
+"""Specs of iterative product quantization (iPQ, optionally + int8) and Quant-Noise training (Fan, Stock et al.)."""
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from compression.specs.common import EvaluationSpec, Spec
+from compression.specs.training import TrainingSpec
+
+
+class BlockSizes(Spec):
+    """Length of the subvectors a weight is cut into, per layer kind (rows are split into consecutive blocks)."""
+
+    linear: Annotated[int, Field(ge=1, le=64)] = Field(8, description="Linear layers: blocks along in_features.")
+    conv1x1: Annotated[int, Field(ge=1, le=64)] = Field(4, description="1x1 convolutions: blocks along in_channels.")
+    conv: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None, description="Larger kernels; null = one whole kernel per block (9 for 3x3), the paper's choice.")
+    embedding: Annotated[int, Field(ge=1, le=64)] = Field(8, description="Embeddings: blocks along the embedding "
+                                                                         "dimension.")
+
+
+class QuantNoiseConfig(Spec):
+    """Noise applied on every training forward to a random subset of weight blocks, never to the stored weights."""
+
+    rate: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.1, description="Probability p that a block is noised "
+                                                                           "(the paper uses 0.05-0.2).")
+    kind: Literal["proxy", "pq", "int8", "int4"] = Field(
+        "proxy", description="proxy: zero the block and scale survivors by 1/(1-p); pq/int8/int4: replace the block "
+                             "by its quantized value (gradient straight through).")
+    block_sizes: BlockSizes = BlockSizes()
+    pq_centroids: Annotated[int, Field(ge=2, le=256)] = Field(256, description="Codebook size for kind='pq'.")
+
+
+class DistillationConfig(Spec):
+    """Distillation from the uncompressed upload during finetuning: T^2 * KL(teacher/T || student/T)."""
+
+    temperature: Annotated[float, Field(gt=0.0, le=20.0)] = 2.0
+    weight: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.5, description="Weight of the distillation term; "
+                                                                            "1 - weight goes to the label loss.")
+
+
+class QuantNoiseSpec(Spec):
+    """Finetune a trained model with Quant-Noise so that a later quantization stage (iPQ, int8, int4) hurts less.
+    The result is an ordinary full-precision model."""
+
+    method: Literal["quant_noise"] = "quant_noise"
+    noise: QuantNoiseConfig = QuantNoiseConfig()
+    training: TrainingSpec = TrainingSpec(steps=500, lr=1e-4)
+    distillation: DistillationConfig | None = None
+    include: list[str] = Field(["*"], description="fnmatch patterns of weight names (e.g. 'layer1.*') to noise.")
+    exclude: list[str] = Field([], description="fnmatch patterns of weight names never noised.")
+    evaluation: EvaluationSpec = EvaluationSpec(latency=False)
+
+
+class IPQSpec(Spec):
+    """Iterative product quantization: layer groups are quantized in turn (k-means on weight blocks); after each
+    group the remaining full-precision weights and all centroids are finetuned. With centroid_dtype='int8' this is
+    'iPQ + int8'. The artifact is a packed file (log2(K)-bit indices, centroids, manifest) that load_ipq runs."""
+
+    method: Literal["ipq"] = "ipq"
+    centroids: Annotated[int, Field(ge=2, le=256)] = Field(256, description="K, centroids per layer (at most 256 "
+                                                                            "so an index fits a byte).")
+    block_sizes: BlockSizes = BlockSizes()
+    kmeans_iterations: Annotated[int, Field(ge=1, le=200)] = 15
+    min_blocks_per_centroid: Annotated[int, Field(ge=1)] = Field(
+        4, description="A layer with fewer than K * this many blocks uses the largest power-of-two K that fits; a "
+                       "layer too small for K >= 2 stays in full precision.")
+    centroid_dtype: Literal["float16", "int8"] = Field("float16", description="int8 = 'iPQ + int8' (symmetric, "
+                                                                                "one scale per layer).")
+    dense_dtype: Literal["float16", "float32"] = Field("float16", description="Storage of the parameters that are "
+                                                                              "not product-quantized (biases, norms).")
+    groups: list[list[str]] | None = Field(
+        None, description="Layer groups in quantization order, as fnmatch patterns of weight names; null = "
+                          "num_groups consecutive groups of the quantizable layers in `order`.")
+    num_groups: Annotated[int, Field(ge=1, le=64)] = 3
+    order: Literal["input_first", "output_first", "largest_first"] = "input_first"
+    include: list[str] = Field(["*"], description="fnmatch patterns of weight names to quantize.")
+    exclude: list[str] = Field([], description="fnmatch patterns of weight names kept in full precision.")
+    training: TrainingSpec = Field(TrainingSpec(steps=300, lr=1e-4), description="Finetuning after each group.")
+    finetune_last_group: bool = Field(True, description="Also finetune centroids after the last group.")
+    distillation: DistillationConfig | None = DistillationConfig()
+    quant_noise: QuantNoiseConfig | None = Field(
+        None, description="Quant-Noise on the weights not yet quantized during each finetuning.")
+    evaluation: EvaluationSpec = EvaluationSpec(latency=False)
+
+    @model_validator(mode="after")
+    def _groups_not_empty(self):
+        if self.groups is not None and (not self.groups or any(not group for group in self.groups)):
+            raise ValueError("groups must be a non-empty list of non-empty pattern lists")
+        return self
+
