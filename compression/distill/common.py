@@ -1,0 +1,80 @@
+"""What every distillation method shares: running the teacher, evaluating, and writing the student."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from compression.context import RunContext
+from compression.evaluate import evaluate, output_tensor
+from compression.io import export_model, save_program
+from compression.modes import eval_mode
+from compression.result import Artifact, StageResult
+from compression.students import parameter_count
+from compression.task import Task
+from compression.training import TrainReport
+
+# Cap on evaluation examples during training (the final evaluation uses the whole split).
+EVAL_SAMPLES_DURING_TRAINING = 2048
+
+
+@contextmanager
+def frozen_teacher(teacher: nn.Module, device: str) -> Iterator[nn.Module]:
+    """The teacher in eval mode on `device` for the block; its device is restored afterwards. It runs under
+    no_grad in the losses, so it never holds activations for backward and its weights never change."""
+    original_device = next(teacher.parameters()).device
+    eval_mode(teacher)
+    teacher.to(device)
+    try:
+        yield teacher
+    finally:
+        teacher.to(original_device)
+
+
+def teacher_logits(teacher: nn.Module, inputs: tuple[Tensor, ...]) -> Tensor:
+    with torch.no_grad():
+        return output_tensor(teacher(*inputs)).detach()
+
+
+def eval_metrics_fn(task: Task, teacher: nn.Module, max_samples: int | None = EVAL_SAMPLES_DURING_TRAINING):
+    """A training loop `evaluate_fn`: quality on the eval split (accuracy with labels, and fidelity to the
+    teacher), or None when the dataset has no eval split."""
+    if task.eval_split not in task.dataset.split_names:
+        return None
+    split = task.dataset.split(task.eval_split)
+
+    def evaluate_student(student: nn.Module) -> dict:
+        return evaluate(student, split, reference=teacher, max_samples=max_samples)
+
+    return evaluate_student
+
+
+def write_student(student: nn.Module, task: Task, file_name: str) -> Artifact:
+    """Export the trained student (eval mode, on the CPU) to a `.pt2` with a dynamic batch dimension."""
+    student.to("cpu")
+    eval_mode(student)
+    path = save_program(export_model(student, tuple(t.cpu() for t in task.example_inputs)), task.workdir / file_name)
+    return Artifact(file_name, path, "model.pt2", {"parameters": parameter_count(student)})
+
+
+def student_result(student: nn.Module, teacher: nn.Module, task: Task, ctx: RunContext, report: TrainReport,
+                   artifacts: list[Artifact], metrics: dict) -> StageResult:
+    """Final metrics (student and teacher on the whole eval split, sizes, training summary) and the result."""
+    ctx.progress("evaluate", 0, 1)
+    evaluate_fn = eval_metrics_fn(task, teacher, max_samples=None)
+    if evaluate_fn is not None:
+        with frozen_teacher(teacher, "cpu"):
+            metrics["student"] = evaluate_fn(student)
+            labelled = task.dataset.split(task.eval_split).has_labels
+            if labelled:
+                metrics["teacher"] = {"accuracy": evaluate(teacher, task.dataset.split(task.eval_split))["accuracy"]}
+    teacher_params, student_params = parameter_count(teacher), parameter_count(student)
+    metrics |= {"teacher_parameters": teacher_params, "student_parameters": student_params,
+                "parameter_ratio": round(student_params / teacher_params, 4),
+                "train": {"steps": report.steps, "final_loss": report.final_loss,
+                          "resumed_from_step": report.resumed_from_step, "wall_time_s": report.wall_time_s}}
+    ctx.progress("evaluate", 1, 1)
+    return StageResult(student, artifacts, metrics)

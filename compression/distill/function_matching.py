@@ -1,0 +1,88 @@
+"""Function matching (Beyer et al. 2022, "Knowledge distillation: a good teacher is patient and consistent").
+
+Consistent mode: every step draws one augmented view of the batch (crop + flip for images, mixup for every float
+input) and both teacher and student see exactly that view; the loss is KL(teacher || student) at T = 1 and no
+label is used. Fixed mode, the baseline the paper beats: the teacher's outputs are computed once per training
+example on the clean input and the student is fit to them under its own augmented views (crop and flip; mixup is
+off because a fixed target cannot follow a blended input).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from compression.context import RunContext
+from compression.data import Batch, Split
+from compression.distill.augment import augmented_view, make_generator
+from compression.distill.common import eval_metrics_fn, frozen_teacher, student_result, teacher_logits, write_student
+from compression.distill.losses import kd_loss
+from compression.evaluate import output_tensor
+from compression.result import StageResult
+from compression.specs.distill import AugmentSpec, FunctionMatchingSpec
+from compression.students import build_student
+from compression.task import Task
+from compression.training import epoch_batches, train
+
+# Name of the extra "input" that carries precomputed teacher logits through the batch pipeline in fixed mode.
+_TARGETS = "_teacher_logits"
+_PRECOMPUTE_BATCH = 256
+
+
+def apply_function_matching(spec: FunctionMatchingSpec, model: nn.Module, task: Task,
+                            ctx: RunContext) -> StageResult:
+    """Train a student (built from `spec.student`) to match `model`, the teacher; returns the student."""
+    student_info = build_student(spec.student, model, task)
+    student = student_info.model.to(ctx.device)
+    split = task.dataset.split(task.train_split)
+    with frozen_teacher(model, ctx.device) as teacher:
+        if spec.teacher_targets == "consistent":
+            batches = consistent_views(split, spec.augment, spec.training.batch_size, ctx)
+
+            def loss_fn(trained: nn.Module, batch: Batch, step: int) -> torch.Tensor:
+                return kd_loss(output_tensor(trained(*batch.inputs)), teacher_logits(teacher, batch.inputs))
+        else:
+            split_with_targets = with_teacher_targets(split, teacher, ctx)
+            augment = spec.augment.model_copy(update={"mixup_alpha": 0.0})
+            batches = consistent_views(split_with_targets, augment, spec.training.batch_size, ctx)
+
+            def loss_fn(trained: nn.Module, batch: Batch, step: int) -> torch.Tensor:
+                *inputs, targets = batch.inputs
+                return kd_loss(output_tensor(trained(*inputs)), targets)
+
+        report = train(student, loss_fn, spec.training, task, ctx, batches=batches,
+                       evaluate_fn=eval_metrics_fn(task, teacher))
+    artifact = write_student(student, task, "student.pt2")
+    metrics = {"student_spec": student_info.description, "teacher_targets": spec.teacher_targets}
+    return student_result(student, model, task, ctx, report, [artifact], metrics)
+
+
+def consistent_views(split: Split, augment: AugmentSpec, batch_size: int,
+                     ctx: RunContext) -> Callable[[int], Iterator[Batch]]:
+    """A batch source for the training loop: shuffled batches, each replaced by one augmented view.
+
+    The view of step k depends only on (seed, k), so a resumed run sees the views the interrupted one would have.
+    The view's inputs are what both teacher and student receive, which is what makes the teacher consistent.
+    """
+    def from_step(start_step: int) -> Iterator[Batch]:
+        source = epoch_batches(split, batch_size, ctx.seed, ctx.device, start_step)
+        for step, batch in enumerate(source, start=start_step):
+            generator = make_generator(ctx.seed * 1_000_003 + step)
+            yield Batch(augmented_view(batch.inputs, augment, generator), batch.labels)
+
+    return from_step
+
+
+def with_teacher_targets(split: Split, teacher: nn.Module, ctx: RunContext) -> Split:
+    """`split` plus one more input holding the teacher's logits on each clean example (one teacher call per
+    example, ever), so shuffling and resuming handle the targets with the inputs they belong to."""
+    chunks = []
+    total = len(split)
+    for done, batch in enumerate(split.batches(_PRECOMPUTE_BATCH, device=ctx.device)):
+        chunks.append(teacher_logits(teacher, batch.inputs).float().cpu().numpy())
+        ctx.progress("teacher_targets", min((done + 1) * _PRECOMPUTE_BATCH, total), total)
+    targets = np.concatenate(chunks)
+    return Split(split.name, {**split.inputs, _TARGETS: targets}, split.labels)

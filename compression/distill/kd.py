@@ -1,0 +1,60 @@
+"""Knowledge distillation (Hinton et al. 2015) with optional feature distillation on named intermediate values."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compression.context import RunContext
+from compression.data import Batch
+from compression.distill.common import eval_metrics_fn, frozen_teacher, student_result, teacher_logits, write_student
+from compression.distill.features import capture_features, projection_for
+from compression.distill.losses import distillation_loss, feature_loss
+from compression.evaluate import output_tensor
+from compression.modes import eval_mode
+from compression.result import StageResult
+from compression.specs.distill import FeaturePair, KDSpec
+from compression.students import build_student
+from compression.task import Task
+from compression.training import train
+
+
+def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
+    """Train a student (built from `spec.student`) to mimic `model`, the teacher; returns the student."""
+    if spec.alpha > 0 and not task.dataset.split(task.train_split).has_labels:
+        raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
+    student_info = build_student(spec.student, model, task)
+    student = student_info.model.to(ctx.device)
+    with frozen_teacher(model, ctx.device) as teacher, \
+            capture_features(student, [pair.student for pair in spec.features]) as student_features, \
+            capture_features(teacher, [pair.teacher for pair in spec.features]) as teacher_features:
+        projections = _projections(spec.features, student, teacher, task, ctx, student_features, teacher_features)
+
+        def loss_fn(trained: nn.Module, batch: Batch, step: int) -> torch.Tensor:
+            targets = teacher_logits(teacher, batch.inputs)
+            logits = output_tensor(trained(*batch.inputs))
+            loss = distillation_loss(logits, targets, batch.labels, temperature=spec.temperature, alpha=spec.alpha)
+            for index, pair in enumerate(spec.features):
+                projected = projections[index](student_features[pair.student])
+                loss = loss + pair.weight * feature_loss(projected, teacher_features[pair.teacher])
+            return loss
+
+        report = train(student, loss_fn, spec.training, task, ctx, evaluate_fn=eval_metrics_fn(task, teacher),
+                       extra_modules={"projections": projections} if spec.features else None)
+    artifact = write_student(student, task, "student.pt2")
+    metrics = {"student_spec": student_info.description, "temperature": spec.temperature, "alpha": spec.alpha}
+    return student_result(student, model, task, ctx, report, [artifact], metrics)
+
+
+def _projections(pairs: list[FeaturePair], student: nn.Module, teacher: nn.Module, task: Task, ctx: RunContext,
+                 student_features: dict, teacher_features: dict) -> nn.ModuleList:
+    """One projection per feature pair, sized from a forward pass on the example inputs."""
+    if not pairs:
+        return nn.ModuleList()
+    inputs = tuple(t.to(ctx.device) for t in task.example_inputs)
+    eval_mode(student)
+    with torch.no_grad():
+        student(*inputs)
+        teacher(*inputs)
+    return nn.ModuleList(projection_for(student_features[pair.student], teacher_features[pair.teacher])
+                         for pair in pairs).to(ctx.device)

@@ -1,0 +1,122 @@
+"""Quantized distillation and differentiable quantization (Polino, Pascanu, Alistarh 2018).
+
+Both train the stage's model (a copy: the input is never modified) against the task's reference model as teacher,
+with the distillation loss of `compression.distill.losses`. Quantized distillation updates full-precision shadow
+weights through uniformly quantized ones (STE); differentiable quantization keeps the weights and learns, per
+tensor, the non-uniform points they are rounded to.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from compression.context import RunContext
+from compression.data import Batch
+from compression.distill.codebook_format import payload_bytes, write_codebook_model
+from compression.distill.common import (eval_metrics_fn, frozen_teacher, student_result, teacher_logits,
+                                        write_student)
+from compression.distill.losses import distillation_loss
+from compression.distill.weight_quant import (CodebookWeightQuantizer, UniformWeightQuantizer, attach,
+                                              bucketed_format, detach_all, owner_of, quantizable_weights)
+from compression.evaluate import output_tensor
+from compression.quant.packed import write_packed
+from compression.quant.weights import quantize_weight
+from compression.result import Artifact, StageResult
+from compression.specs.distill import DifferentiableQuantizationSpec, QuantizedDistillationSpec
+from compression.task import Task
+from compression.training import train
+
+
+def _loss_fn(teacher: nn.Module, temperature: float, alpha: float):
+    def loss_fn(student: nn.Module, batch: Batch, step: int) -> torch.Tensor:
+        logits = output_tensor(student(*batch.inputs))
+        return distillation_loss(logits, teacher_logits(teacher, batch.inputs), batch.labels,
+                                 temperature=temperature, alpha=alpha)
+    return loss_fn
+
+
+def _check_labels(alpha: float, task: Task) -> None:
+    if alpha > 0 and not task.dataset.split(task.train_split).has_labels:
+        raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
+
+
+def _float_bytes(model: nn.Module) -> int:
+    return sum(parameter.numel() * 4 for parameter in model.parameters())
+
+
+def _rounded_metrics(student: nn.Module, task: Task, teacher: nn.Module) -> dict | None:
+    """Quality of the quantized student before any training: plain post-training rounding, the baseline."""
+    evaluate_fn = eval_metrics_fn(task, teacher)
+    if evaluate_fn is None:
+        return None
+    with torch.no_grad():
+        return evaluate_fn(student)
+
+
+def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Module, task: Task,
+                                 ctx: RunContext) -> StageResult:
+    _check_labels(spec.alpha, task)
+    student = copy.deepcopy(model).to(ctx.device)
+    names = quantizable_weights(student, spec.skip)
+    fmt = bucketed_format(spec.bits, spec.bucket_size)
+    attach(student, names, lambda weight: UniformWeightQuantizer(fmt, spec.stochastic_rounding))
+    with frozen_teacher(task.reference, ctx.device) as teacher:
+        before = _rounded_metrics(student, task, teacher)
+        report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha), spec.training, task, ctx,
+                       evaluate_fn=eval_metrics_fn(task, teacher))
+    # Quantize the final shadow weights once more, deterministically, and keep only the quantized values.
+    detach_all(student, names, leave_parametrized=False)
+    student.to("cpu")
+    weights = {}
+    for name in names:
+        owner, leaf = owner_of(student, name)
+        weights[name] = quantize_weight(getattr(owner, leaf), fmt)
+        getattr(owner, leaf).data.copy_(weights[name].dequantized)
+    artifact = write_student(student, task, "student.pt2")
+    packed_path = write_packed(task.workdir / "student_packed.safetensors", student,
+                               tuple(t.cpu() for t in task.example_inputs), weights)
+    packed = Artifact("student_packed.safetensors", packed_path, "packed.safetensors",
+                      {"bits": spec.bits, "bucket_size": spec.bucket_size, "loader": "compression.quant.packed"
+                                                                                ":load_packed"})
+    metrics = {"bits": spec.bits, "bucket_size": spec.bucket_size, "quantized_weights": len(names),
+               "rounded_before_training": before, "float32_bytes": _float_bytes(student),
+               "packed_bytes": packed.size_bytes,
+               "compression_ratio": round(_float_bytes(student) / packed.size_bytes, 3)}
+    return student_result(student, task.reference, task, ctx, report, [artifact, packed], metrics)
+
+
+def apply_differentiable_quantization(spec: DifferentiableQuantizationSpec, model: nn.Module, task: Task,
+                                      ctx: RunContext) -> StageResult:
+    _check_labels(spec.alpha, task)
+    student = copy.deepcopy(model).to(ctx.device)
+    names = quantizable_weights(student, spec.skip)
+    for parameter in student.parameters():
+        parameter.requires_grad_(False)
+    quantizers = attach(student, names, lambda weight: CodebookWeightQuantizer(weight, spec.bits))
+    points = [quantizer.points for quantizer in quantizers.values()]
+    with frozen_teacher(task.reference, ctx.device) as teacher:
+        before = _rounded_metrics(student, task, teacher)
+        report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha), spec.training, task, ctx,
+                       param_groups=[{"params": points}], evaluate_fn=eval_metrics_fn(task, teacher))
+    student.to("cpu")
+    encoded = {}
+    for name in names:
+        owner, leaf = owner_of(student, name)
+        original = owner.parametrizations[leaf].original
+        indices, codebook = quantizers[name].encode(original)
+        encoded[name] = (indices, codebook, spec.bits)
+    detach_all(student, names, leave_parametrized=True)
+    artifact = write_student(student, task, "student.pt2")
+    packed_path = write_codebook_model(task.workdir / "student_codebook.safetensors", student,
+                                       tuple(t.cpu() for t in task.example_inputs), encoded)
+    packed = Artifact("student_codebook.safetensors", packed_path, "packed.safetensors",
+                      {"bits": spec.bits, "loader": "compression.distill.codebook_format:load_codebook_model"})
+    quantized_payload = sum(payload_bytes(tuple(indices.shape), bits) for indices, _, bits in encoded.values())
+    metrics = {"bits": spec.bits, "quantized_weights": len(names), "rounded_before_training": before,
+               "float32_bytes": _float_bytes(student), "packed_bytes": packed.size_bytes,
+               "quantized_payload_bytes": quantized_payload,
+               "compression_ratio": round(_float_bytes(student) / packed.size_bytes, 3)}
+    return student_result(student, task.reference, task, ctx, report, [artifact, packed], metrics)

@@ -1,0 +1,127 @@
+"""Specs of the distillation methods: Hinton KD, function matching, quantized distillation and differentiable
+quantization (Polino et al. 2018), plus the student a KD stage trains."""
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from compression.specs.common import Spec
+from compression.specs.training import TrainingSpec
+
+
+class UploadedStudent(Spec):
+    """A student the user uploaded as a `.pt2`; the service resolves `model_id` to the loaded module."""
+
+    kind: Literal["upload"] = "upload"
+    model_id: str = Field(min_length=1, description="Id of an uploaded model with the teacher's inputs and "
+                                                    "output shape.")
+
+
+class ZooStudent(Spec):
+    """A built-in architecture (compression.zoo) scaled by width and depth multipliers, randomly initialised."""
+
+    kind: Literal["zoo"] = "zoo"
+    architecture: str = Field(min_length=1, description="Zoo name, e.g. 'resnet', 'cnn', 'mlp'.")
+    width: Annotated[float, Field(gt=0, le=4)] = Field(0.5, description="Channel/hidden width multiplier.")
+    depth: Annotated[float, Field(gt=0, le=4)] = Field(1.0, description="Block count multiplier.")
+
+
+class LowRankStudent(Spec):
+    """The teacher with every linear and (ungrouped) conv weight W replaced by two smaller layers from its
+    truncated SVD. Give exactly one of `rank` (the same for every layer, capped at the layer's full rank) or
+    `energy` (per layer, the smallest rank keeping that fraction of sum(sigma^2)). A layer is left intact when
+    its factorization would not have fewer parameters than W."""
+
+    kind: Literal["low_rank"] = "low_rank"
+    rank: Annotated[int, Field(ge=1)] | None = None
+    energy: Annotated[float, Field(gt=0, le=1)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_criterion(self):
+        if (self.rank is None) == (self.energy is None):
+            raise ValueError("give exactly one of 'rank' or 'energy'")
+        return self
+
+
+StudentSpec = Annotated[Union[UploadedStudent, ZooStudent, LowRankStudent], Field(discriminator="kind")]
+
+
+class FeaturePair(Spec):
+    """Match an intermediate student value to a teacher one (MSE after a learned projection when widths differ).
+
+    A name is either a module path of the model as it was before export (`model.named_modules()`, e.g.
+    'layer2' or 'layer2.0.conv1': the output of the last operation run inside that module) or an FX node name of
+    the exported graph (e.g. 'relu_3', as listed by `print(model.graph)`).
+    """
+
+    student: str = Field(min_length=1)
+    teacher: str = Field(min_length=1)
+    weight: Annotated[float, Field(gt=0)] = 1.0
+
+
+class KDSpec(Spec):
+    """Hinton distillation: loss = (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)) + alpha * CE(s, labels)
+    + sum of feature losses. The stage's input model is the teacher; the result is the trained student."""
+
+    method: Literal["kd"] = "kd"
+    student: StudentSpec
+    temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
+    alpha: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Weight of hard-label cross-entropy; "
+                                                                       "needs labels in the training split.")
+    features: list[FeaturePair] = Field(default_factory=list, max_length=16)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+
+
+class AugmentSpec(Spec):
+    """Views shared by teacher and student. Crop and flip apply to float inputs shaped [N, C, H, W]; mixup to every
+    float input (images, features, embeddings), never to integer inputs such as token ids."""
+
+    crop_padding: Annotated[int, Field(ge=0, le=64)] = Field(4, description="Zero padding before a random crop "
+                                                                            "back to the input size; 0 disables.")
+    flip: bool = Field(True, description="Random horizontal flips.")
+    mixup_alpha: Annotated[float, Field(ge=0, le=10)] = Field(1.0, description="Beta(a, a) mixing ratio of each "
+                                                                               "batch with itself rolled by one; "
+                                                                               "0 disables mixup.")
+
+
+class FunctionMatchingSpec(Spec):
+    """Beyer et al. 2022 ("a good teacher is patient and consistent"): teacher and student see the same
+    augmented view every step, KL at T=1, no labels; long schedules pay off. `teacher_targets='fixed'` is the
+    baseline it beats: teacher outputs computed once per example on the clean input."""
+
+    method: Literal["function_matching"] = "function_matching"
+    student: StudentSpec
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    teacher_targets: Literal["consistent", "fixed"] = "consistent"
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+
+
+class QuantizedDistillationSpec(Spec):
+    """Polino et al. quantized distillation: the model trains with uniformly quantized weights in the forward
+    pass (per-bucket min-max scaling, optional stochastic rounding), full-precision shadow weights take the
+    straight-through gradient of the distillation loss from the teacher (the task's reference model)."""
+
+    method: Literal["quantized_distillation"] = "quantized_distillation"
+    bits: Annotated[int, Field(ge=2, le=8)] = 4
+    bucket_size: Annotated[int, Field(ge=1, le=65536)] = Field(256, description="Weights per scaling bucket "
+                                                                                "(consecutive along each row).")
+    stochastic_rounding: bool = False
+    temperature: Annotated[float, Field(gt=0, le=100)] = 2.0
+    alpha: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Weight of hard-label cross-entropy.")
+    skip: list[str] = Field(default_factory=list, description="Parameter names kept in full precision, e.g. "
+                                                              "'fc.weight'.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+
+
+class DifferentiableQuantizationSpec(Spec):
+    """Polino et al. differentiable quantization: each weight tensor is stored as b-bit indices into its own
+    codebook of 2^b non-uniform points; the points start at quantiles of the weights and are learned by gradient
+    descent on the distillation loss (each forward maps every weight to its nearest point, so a point's gradient
+    is the sum of its members' gradients). Only the points train; everything else stays as it is."""
+
+    method: Literal["differentiable_quantization"] = "differentiable_quantization"
+    bits: Annotated[int, Field(ge=2, le=8)] = 4
+    temperature: Annotated[float, Field(gt=0, le=100)] = 2.0
+    alpha: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Weight of hard-label cross-entropy.")
+    skip: list[str] = Field(default_factory=list, description="Parameter names kept in full precision.")
+    training: TrainingSpec = Field(default_factory=lambda: TrainingSpec(lr=1e-4))

@@ -1,0 +1,95 @@
+"""Students for distillation: uploaded, built from the zoo at a chosen width and depth, or derived from the teacher
+by low-rank factorization.
+
+Uploaded students arrive as model ids; the library does not know where uploads live, so the runner installs a
+resolver (`set_model_resolver`, or the `resolve_model` argument) that turns an id into a loaded module.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from compression import zoo
+from compression.distill.low_rank import low_rank_factorize
+from compression.evaluate import output_tensor
+from compression.modes import evaluating
+from compression.specs.distill import LowRankStudent, UploadedStudent, ZooStudent
+from compression.task import Task
+
+ModelResolver = Callable[[str], nn.Module]
+
+_model_resolver: ModelResolver | None = None
+
+
+def set_model_resolver(resolver: ModelResolver | None) -> None:
+    """Install the function that loads an uploaded model by id (the worker sets this once per process)."""
+    global _model_resolver
+    _model_resolver = resolver
+
+
+@dataclass
+class Student:
+    model: nn.Module
+    description: dict = field(default_factory=dict)  # how it was made, for the stage's metrics
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def build_student(spec: UploadedStudent | ZooStudent | LowRankStudent, teacher: nn.Module, task: Task, *,
+                  resolve_model: ModelResolver | None = None) -> Student:
+    """A fresh student for `teacher`; the teacher itself is never modified."""
+    if isinstance(spec, UploadedStudent):
+        resolver = resolve_model or _model_resolver
+        if resolver is None:
+            raise RuntimeError("an uploaded student needs a model resolver (compression.students.set_model_resolver)")
+        return Student(resolver(spec.model_id), {"kind": "upload", "model_id": spec.model_id})
+    if isinstance(spec, ZooStudent):
+        model = zoo.build(spec.architecture, **zoo_kwargs(spec, teacher, task))
+        return Student(model, {"kind": "zoo", "architecture": spec.architecture, "width": spec.width,
+                               "depth": spec.depth})
+    if isinstance(spec, LowRankStudent):
+        model = copy.deepcopy(teacher)
+        factorizations = low_rank_factorize(model, rank=spec.rank, energy=spec.energy)
+        if not factorizations:
+            raise ValueError("no layer of the teacher gets smaller at this rank/energy; lower it")
+        return Student(model, {"kind": "low_rank", "rank": spec.rank, "energy": spec.energy,
+                               "layers": {f.name: f.rank for f in factorizations}})
+    raise TypeError(f"unknown student spec {type(spec).__name__}")
+
+
+def _scaled(base: int, multiplier: float, multiple_of: int = 1) -> int:
+    return max(multiple_of, round(base * multiplier / multiple_of) * multiple_of)
+
+
+def zoo_kwargs(spec: ZooStudent, teacher: nn.Module, task: Task) -> dict:
+    """Arguments of `zoo.build` for a student with the teacher's input shape and number of outputs, its widths
+    and depth scaled from each architecture's defaults by `spec.width` and `spec.depth`."""
+    example = task.example_inputs[0]
+    device = next(teacher.parameters()).device
+    with evaluating(teacher):
+        num_classes = output_tensor(teacher(*(t.to(device) for t in task.example_inputs))).shape[-1]
+    shape = tuple(example.shape[1:])
+    if spec.architecture == "resnet":
+        return {"in_channels": shape[0], "num_classes": num_classes, "width_mult": spec.width,
+                "depth_mult": spec.depth}
+    if spec.architecture == "small_cnn":
+        if spec.depth != 1.0:
+            raise ValueError("small_cnn has a fixed depth of two blocks; leave depth at 1.0")
+        return {"in_channels": shape[0], "image_size": shape[-1], "num_classes": num_classes,
+                "width": _scaled(16, spec.width), "hidden": _scaled(64, spec.width)}
+    if spec.architecture == "mlp":
+        layers = max(1, round(2 * spec.depth))
+        return {"input_shape": shape, "num_classes": num_classes,
+                "hidden": tuple(_scaled(256 // 2**i, spec.width) for i in range(layers))}
+    if spec.architecture == "tiny_transformer":
+        train_ids = task.dataset.split(task.train_split).inputs[task.dataset.input_names[0]]
+        dim = _scaled(64, spec.width, multiple_of=4)
+        return {"vocab_size": int(train_ids.max()) + 1, "max_length": shape[0], "num_classes": num_classes,
+                "dim": dim, "heads": 4, "layers": max(1, round(2 * spec.depth)), "ff_dim": 2 * dim}
+    raise ValueError(f"unknown architecture '{spec.architecture}'; known: {sorted(zoo.ARCHITECTURES)}")

@@ -1,0 +1,103 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from compression.distill.low_rank import factorize_weight, low_rank_factorize, rank_for_energy
+from compression.io import export_model
+from compression.modes import eval_mode
+from compression.specs.distill import KDSpec, LowRankStudent, UploadedStudent, ZooStudent
+from compression.students import build_student, parameter_count, set_model_resolver
+from tests.compression.distill.conftest import make_task
+
+
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 24, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(24)
+        self.pointwise = nn.Conv2d(24, 24, 1)
+        self.fc = nn.Linear(24 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.fc(torch.relu(self.pointwise(x)).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def conv_net():
+    torch.manual_seed(0)
+    model = ConvNet().eval()
+    example = (torch.randn(4, 3, 8, 8),)
+    return model, eval_mode(export_model(model, example).module()), example
+
+
+@pytest.mark.parametrize("form", ["module", "exported"])
+def test_full_rank_factorization_reproduces_the_teacher(conv_net, form):
+    model, program, example = conv_net
+    teacher = model if form == "module" else program
+    student = copy.deepcopy(teacher)
+    replaced = low_rank_factorize(student, rank=10_000, skip_unprofitable=False)
+    assert {f.name for f in replaced} == {"conv.weight", "pointwise.weight", "fc.weight"}
+    x = torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(student(x), teacher(x), rtol=1e-4, atol=1e-4)
+    assert parameter_count(student) > parameter_count(teacher)
+
+
+def test_truncation_keeps_the_best_approximation_and_shrinks_the_model(conv_net):
+    _, program, _ = conv_net
+    student = copy.deepcopy(program)
+    replaced = low_rank_factorize(student, rank=3)
+    assert {f.name: f.rank for f in replaced} == {"conv.weight": 3, "pointwise.weight": 3, "fc.weight": 3}
+    assert parameter_count(student) < parameter_count(program) / 3
+    weight = program.fc.weight.detach()
+    down, up = factorize_weight(weight, 3)
+    error = torch.linalg.matrix_norm(up @ down - weight)
+    singular_values = torch.linalg.svdvals(weight)
+    # Eckart-Young: the error of the best rank-3 approximation is the norm of the discarded singular values.
+    assert error.item() == pytest.approx(singular_values[3:].norm().item(), rel=1e-4)
+    x = torch.randn(2, 3, 8, 8)
+    assert export_model(student, (x,)).module()(x).shape == (2, 10)
+
+
+def test_energy_fraction_picks_the_smallest_sufficient_rank():
+    singular_values = torch.tensor([4.0, 2.0, 1.0, 1.0])  # energies 16, 4, 1, 1 of 22
+    assert rank_for_energy(singular_values, 0.70) == 1
+    assert rank_for_energy(singular_values, 16 / 22) == 1
+    assert rank_for_energy(singular_values, 0.80) == 2
+    assert rank_for_energy(singular_values, 0.95) == 3
+    assert rank_for_energy(singular_values, 1.0) == 4
+    q, _ = torch.linalg.qr(torch.randn(6, 6))
+    weight = q[:, :4] @ torch.diag(singular_values) @ q[:, 2:6].T
+    linear = nn.Linear(6, 6)
+    linear.weight.data.copy_(weight)
+    model = nn.Sequential(linear)
+    [plan] = low_rank_factorize(model, energy=0.80, skip_unprofitable=False)
+    assert plan.rank == 2
+
+
+def test_low_rank_spec_needs_exactly_one_criterion():
+    with pytest.raises(ValueError, match="exactly one"):
+        LowRankStudent(rank=4, energy=0.9)
+    with pytest.raises(ValueError, match="exactly one"):
+        LowRankStudent()
+    spec = KDSpec.model_validate({"student": {"kind": "low_rank", "energy": 0.9}})
+    assert isinstance(spec.student, LowRankStudent)
+
+
+def test_students_from_zoo_and_upload_have_the_teacher_interface(tmp_path, blob_data, mlp_teacher):
+    x, y = blob_data
+    task = make_task(tmp_path, x, y, mlp_teacher, 512)
+    zoo_student = build_student(ZooStudent(architecture="mlp", width=0.25, depth=0.5), mlp_teacher, task)
+    assert zoo_student.model(torch.from_numpy(x[:3])).shape == (3, 4)
+    assert parameter_count(zoo_student.model) < parameter_count(mlp_teacher) / 4
+    uploaded = nn.Linear(16, 4)
+    with pytest.raises(RuntimeError, match="resolver"):
+        build_student(UploadedStudent(model_id="m1"), mlp_teacher, task)
+    set_model_resolver({"m1": uploaded}.__getitem__)
+    try:
+        assert build_student(UploadedStudent(model_id="m1"), mlp_teacher, task).model is uploaded
+    finally:
+        set_model_resolver(None)
