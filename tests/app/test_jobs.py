@@ -1,0 +1,112 @@
+import io
+
+import numpy as np
+import pytest
+
+
+def _queued_messages() -> int:
+    from app.queue import QUEUE, get_celery
+    with get_celery().connection_for_read() as connection:
+        return connection.default_channel.queue_declare(QUEUE, passive=False, durable=True,
+                                                        auto_delete=False).message_count
+
+
+def _spec(uploaded, **overrides) -> dict:
+    spec = {"model_id": uploaded["model"]["id"], "dataset_id": uploaded["dataset"]["id"],
+            "stages": [{"method": "ptq", "calibration_samples": 64}], "evaluation": {"compile": False}}
+    return {**spec, **overrides}
+
+
+def _dataset(api, auth, **arrays) -> str:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    response = api.post("/v1/datasets", headers=auth, files={"file": ("d.npz", buffer.getvalue())})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_submit_stores_the_job_and_enqueues_it(api, auth, uploaded):
+    before = _queued_messages()
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded))
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["status"] == "queued" and job["error"] is None and job["attempts"] == 0
+    stage = job["spec"]["stages"][0]
+    assert (stage["method"], stage["calibration_split"], stage["calibration_samples"]) == ("ptq", "train", 64)
+    assert _queued_messages() == before + 1
+    assert api.get(f"/v1/jobs/{job['id']}", headers=auth).json()["id"] == job["id"]
+    listed = api.get("/v1/jobs", headers=auth, params={"status": "queued", "limit": 1}).json()
+    assert listed["total"] >= 1 and len(listed["items"]) == 1
+    assert api.get("/v1/jobs", headers=auth, params={"status": "succeeded"}).json()["total"] == 0
+    assert api.get("/v1/jobs", headers=auth, params={"status": "bogus"}).status_code == 422
+
+
+def test_cancel_a_queued_job(api, auth, uploaded):
+    job = api.post("/v1/jobs", headers=auth, json=_spec(uploaded)).json()
+    cancelled = api.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["finished_at"]
+    again = api.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
+
+
+def test_a_model_used_by_a_queued_job_cannot_be_deleted(api, auth, uploaded):
+    api.post("/v1/jobs", headers=auth, json=_spec(uploaded))
+    response = api.delete(f"/v1/models/{uploaded['model']['id']}", headers=auth)
+    assert response.status_code == 409 and "queued or running" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"stages": [{"method": "magic"}]}, "stages.0"),
+    ({"stages": [{"method": "ptq", "calibration_sampels": 5}]}, "calibration_sampels: Extra inputs"),
+    ({"stages": [{"method": "ptq", "calibration_samples": 0}]}, "greater than or equal to 1"),
+    ({"stages": []}, "at least 1"),
+    ({"evaluation": {"split": "test"}}, "split 'test' is not in the dataset"),
+    ({"stages": [{"method": "ptq", "calibration_split": "calib"}]}, "split 'calib' is not in the dataset"),
+    ({"time_limit_s": 10**9}, "exceeds this service's maximum"),
+    ({"model_id": None}, "exactly one of model_id"),
+    ({"dataset_id": "ds_missing"}, "dataset_id: ds_missing not found"),
+])
+def test_jobs_bound_to_fail_are_refused(api, auth, uploaded, change, expected):
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, **change))
+    assert response.status_code == 422, response.text
+    assert expected in response.json()["detail"]
+
+
+def test_dataset_must_fit_the_model_inputs(api, auth, uploaded):
+    wrong_shape = _dataset(api, auth, **{"train.x": np.zeros((4, 1, 9, 9), np.float32),
+                                         "val.x": np.zeros((4, 1, 8, 8), np.float32)})
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, dataset_id=wrong_shape))
+    assert response.status_code == 422
+    assert "'train.x' has shape [4, 1, 9, 9] but the model input is input[N, 1, 8, 8] float32" in \
+        response.json()["detail"]
+
+    wrong_dtype = _dataset(api, auth, **{"train.x": np.zeros((4, 1, 8, 8), np.int64),
+                                         "val.x": np.zeros((4, 1, 8, 8), np.float32)})
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, dataset_id=wrong_dtype))
+    assert response.status_code == 422 and "has dtype int64" in response.json()["detail"]
+
+    bad_labels = _dataset(api, auth, **{"train.x": np.zeros((2, 1, 8, 8), np.float32),
+                                        "train.y": np.array([3, 12]), "val.x": np.zeros((2, 1, 8, 8), np.float32)})
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, dataset_id=bad_labels))
+    assert response.status_code == 422
+    assert "range over [3, 12] but the model has 10 outputs" in response.json()["detail"]
+
+    unlabeled = _dataset(api, auth, **{"train.x": np.zeros((2, 1, 8, 8), np.float32),
+                                       "val.x": np.zeros((2, 1, 8, 8), np.float32)})
+    assert api.post("/v1/jobs", headers=auth, json=_spec(uploaded, dataset_id=unlabeled)).status_code == 201
+
+
+def test_parent_job_must_have_succeeded(api, auth, uploaded):
+    job = api.post("/v1/jobs", headers=auth, json=_spec(uploaded)).json()
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, model_id=None, parent_job_id=job["id"]))
+    assert response.status_code == 422 and "is queued and has no model" in response.json()["detail"]
+
+
+def test_openapi_lists_the_errors_and_examples(api):
+    schema = api.get("/openapi.json").json()
+    submit = schema["paths"]["/v1/jobs"]["post"]
+    assert {"201", "401", "422"} <= set(submit["responses"])
+    assert {"201", "413", "422"} <= set(schema["paths"]["/v1/models"]["post"]["responses"])
+    assert {"200", "206", "404", "416"} <= set(schema["paths"]["/v1/artifacts/{artifact_id}"]["get"]["responses"])
+    assert schema["components"]["schemas"]["JobCreate"]["examples"]

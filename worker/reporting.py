@@ -1,0 +1,78 @@
+"""Progress, heartbeat and stop checks for a running job, each writing or reading the job row sparingly."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import select, update
+
+from app.db.models import Job
+from app.db.session import session_scope
+from compression.context import ProgressEvent
+from worker.claims import beat
+
+
+class ProgressWriter:
+    """Writes progress to the job row at most every `interval` seconds, and at once when the stage or phase
+    changes, so a fast loop cannot flood the database."""
+
+    def __init__(self, job_id: str, interval: float):
+        self.job_id, self.interval = job_id, interval
+        self._last_write, self._last_key = 0.0, None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        now = time.monotonic()
+        key = (event.stage, event.phase)
+        if key == self._last_key and now - self._last_write < self.interval and event.step < event.total:
+            return
+        self._last_write, self._last_key = now, key
+        progress = {"stage": event.stage, "phase": event.phase, "step": event.step, "total": event.total,
+                    "fraction": round(event.fraction, 4), "metrics": _json_safe(event.metrics)}
+        with session_scope() as session:
+            session.execute(update(Job).where(Job.id == self.job_id).values(progress=progress))
+
+
+def _json_safe(metrics: dict) -> dict:
+    return {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (int, bool)) else v)
+            for k, v in metrics.items()}
+
+
+class StopCheck:
+    """Tells the library to stop when the user cancelled (read from the row at most every `interval` seconds)
+    or when the job's time limit has passed."""
+
+    def __init__(self, job_id: str, deadline: float, interval: float = 0.5):
+        self.job_id, self.deadline, self.interval = job_id, deadline, interval
+        self._last_read, self._cancelled = 0.0, False
+
+    def __call__(self) -> str | None:
+        now = time.monotonic()
+        if now > self.deadline:
+            return "time_limit_exceeded"
+        if not self._cancelled and now - self._last_read >= self.interval:
+            self._last_read = now
+            with session_scope() as session:
+                self._cancelled = bool(session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)))
+        return "cancelled" if self._cancelled else None
+
+
+class Heartbeat:
+    """Background thread that keeps the job's heartbeat fresh, even through long steps such as torch.compile."""
+
+    def __init__(self, job_id: str, worker: str, interval: float):
+        self.job_id, self.worker, self.interval = job_id, worker, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            beat(self.job_id, self.worker)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
