@@ -1,0 +1,72 @@
+"""Static int8 quantization of a model with torchao's pt2e flow and the x86 inductor quantizer.
+
+export -> `prepare_pt2e` (observers after each quantizable op; conv+batch norm folded) -> calibration forward
+passes -> `convert_pt2e` (weights stored as int8 with per-channel scales, activations wrapped in
+quantize/dequantize pairs with calibrated scale and zero point). The result is a Q/DQ graph: in eager mode it
+computes in fp32 (slower than the original); under `torch.compile` with inductor freezing, inductor matches
+dq -> conv/linear -> q patterns and runs oneDNN int8 kernels.
+
+Numerics (`get_default_x86_inductor_quantization_config`): weights int8 symmetric per output channel (min-max
+observer), activations uint8 affine per tensor (histogram observer, which picks the clipping range minimising
+the quantization error), biases fp32.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torchao.quantization.pt2e import move_exported_model_to_eval
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+    X86InductorQuantizer,
+    get_default_x86_inductor_quantization_config,
+)
+
+from compression.io import export_model
+from compression.modes import eval_mode
+
+QUANTIZED_WEIGHT_OPS = ("dequantize_per_channel",)
+
+
+def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                  calibration: Iterable[tuple[torch.Tensor, ...]],
+                  on_batch: Callable[[int], None] | None = None) -> torch.fx.GraphModule:
+    """An int8 copy of `model` calibrated on the input tuples of `calibration`; `model` is only put in eval mode.
+
+    `on_batch(i)` is called after the i-th calibration batch (progress, cancellation).
+    """
+    eval_mode(model)
+    graph = export_model(model, example_inputs).module()
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for index, inputs in enumerate(calibration, start=1):
+            prepared(*inputs)
+            if on_batch is not None:
+                on_batch(index)
+    converted = convert_pt2e(prepared)
+    move_exported_model_to_eval(converted)
+    drop_unreferenced_tensors(converted)
+    return converted
+
+
+def drop_unreferenced_tensors(graph: torch.fx.GraphModule) -> None:
+    """Delete parameters and buffers the graph no longer reads.
+
+    `convert_pt2e` stores each quantized weight as a new int8 attribute but leaves the fp32 original registered
+    on its submodule; exporting would then ship both and the int8 file would be larger than the fp32 one.
+    """
+    referenced = {node.target for node in graph.graph.nodes if node.op == "get_attr"}
+    for name, _ in [*graph.named_parameters(), *graph.named_buffers()]:
+        if name not in referenced:
+            owner, _, attribute = name.rpartition(".")
+            delattr(graph.get_submodule(owner) if owner else graph, attribute)
+    graph.delete_all_unused_submodules()
+    graph.recompile()
+
+
+def quantized_layer_count(graph: torch.fx.GraphModule) -> int:
+    """Number of conv/linear weights the graph holds in int8."""
+    return sum(1 for node in graph.graph.nodes
+               if node.op == "call_function" and any(op in str(node.target) for op in QUANTIZED_WEIGHT_OPS))

@@ -1,0 +1,94 @@
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from compression import zoo
+from compression.context import Cancelled, RunContext
+from compression.data import Dataset
+from compression.evaluate import evaluate, tensor_sqnr_db
+from compression.examples import digits_dataset, train_digits_cnn
+from compression.io import export_model, load_model, save_program
+from compression.ptq import apply_ptq, quantize_int8
+from compression.specs.ptq import PTQSpec
+from compression.task import Task
+
+
+@pytest.fixture(scope="module")
+def digits():
+    arrays = digits_dataset()
+    model = train_digits_cnn(steps=100, width=8, arrays=arrays)
+    exported = export_model(model, (torch.from_numpy(arrays["val.x"][:4]),))
+    return arrays, exported
+
+
+def _task(arrays, program, workdir):
+    dataset = Dataset.from_arrays(arrays, ["input"])
+    return Task(dataset, program.module(), dataset.split("val").head(4).inputs, workdir)
+
+
+def _weight_bytes(path):
+    with zipfile.ZipFile(path) as archive:
+        return sum(i.file_size for i in archive.infolist() if "/data/weights/weight_" in i.filename)
+
+
+def test_int8_outputs_stay_close_to_fp32_on_a_random_cnn():
+    torch.manual_seed(0)
+    model = zoo.build("small_cnn", image_size=28, width=8)
+    for module in model.modules():  # non-trivial batch norm, which prepare_pt2e folds into the conv
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(64, 1, 28, 28)
+    with torch.no_grad():
+        expected = model(x)
+    quantized = quantize_int8(model, (x[:4],), [(x[i:i + 16],) for i in range(0, 64, 16)])
+    assert tensor_sqnr_db(expected, quantized(x)) > 30
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)  # the original is left as it was
+
+
+def test_ptq_stage_on_digits_keeps_accuracy_and_writes_a_small_reloadable_int8_program(digits, tmp_path):
+    arrays, program = digits
+    fp32_path = save_program(program, tmp_path / "fp32.pt2")
+    task = _task(arrays, program, tmp_path)
+    events = []
+    ctx = RunContext(report=events.append)
+    result = apply_ptq(PTQSpec(calibration_samples=200), program.module(), task, ctx)
+
+    val = task.dataset.split("val")
+    fp32_accuracy = evaluate(task.reference, val)["accuracy"]
+    int8 = evaluate(result.model, val, reference=task.reference)
+    assert fp32_accuracy > 0.93
+    assert int8["accuracy"] >= fp32_accuracy - 0.015
+    assert int8["top1_agreement"] > 0.97 and int8["sqnr_db"] > 20
+
+    artifact, = result.artifacts
+    assert artifact.kind == "model.pt2" and artifact.path.exists()
+    # int8 weights and no fp32 copies; on a model this small the graph description is a large part of the file
+    assert _weight_bytes(artifact.path) < 0.3 * _weight_bytes(fp32_path)
+    assert artifact.size_bytes < fp32_path.stat().st_size
+    reloaded = load_model(artifact.path)
+    x = val.head(50).inputs
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(*x), result.model(*x), rtol=0, atol=0)
+        assert reloaded(x[0][:1]).shape == (1, 10)  # dynamic batch survives
+
+    assert result.metrics["calibration_samples"] == 200 and result.metrics["quantized_layers"] == 4
+    calibration = [e for e in events if e.phase == "calibrate"]
+    assert calibration[-1].step == calibration[-1].total == 7  # ceil(200 / 32)
+
+
+def test_ptq_on_an_unlabelled_plain_module_and_cancellation(tmp_path):
+    torch.manual_seed(0)
+    model = zoo.build("mlp", input_shape=16, hidden=(32,), num_classes=4)
+    x = np.random.default_rng(0).normal(size=(96, 16)).astype(np.float32)
+    dataset = Dataset.from_arrays({"train.x": x[:64], "val.x": x[64:]}, ["x"])
+    task = Task(dataset, model, dataset.split("val").head(4).inputs, tmp_path)
+    result = apply_ptq(PTQSpec(calibration_samples=64), model, task, RunContext())
+    assert evaluate(result.model, dataset.split("val"), reference=model)["sqnr_db"] > 25
+
+    stop_after_first = RunContext(should_stop=lambda: "cancelled")
+    with pytest.raises(Cancelled):
+        apply_ptq(PTQSpec(calibration_samples=64), model, task, stop_after_first)
