@@ -115,7 +115,7 @@ def meet_budget(sim: QuantSimulation, config: Config, evaluate: Callable[[torch.
             best.config, best.metric = dict(current), metric
             best.budget_met = float_metric - metric <= max_drop
         progress(index, len(queue))
-    return BudgetSearch(best.config, best.metric, best.budget_met, best.steps)
+    return best
 
 
 def describe(fmt: WeightFormat | None) -> str:
@@ -123,12 +123,16 @@ def describe(fmt: WeightFormat | None) -> str:
 
 
 def layer_report(sim: QuantSimulation, config: Config, weight_db: dict[str, float], output_db: dict[str, float],
-                 drops: dict[str, float] | None) -> list[dict]:
-    """One row per layer, worst first: by sensitivity when measured, else by output SQNR."""
+                 drops: dict[str, float] | None, requested: Config) -> list[dict]:
+    """One row per layer, worst first: by sensitivity when measured, else by output SQNR.
+
+    `format` is what the layer ended up with; `requested` is the format asked for, at which its sensitivity
+    was measured (they differ where the accuracy budget promoted the layer).
+    """
     rows = []
     for index, name in enumerate(sim.layers):
         fmt = config.get(name)
-        rows.append({"name": name, "index": index, "format": describe(fmt),
+        rows.append({"name": name, "index": index, "format": describe(fmt), "requested": describe(requested[name]),
                      "bits": None if fmt is None else fmt.storage_bits,
                      "weight_sqnr_db": _finite(weight_db[name]) if name in weight_db else None,
                      "output_sqnr_db": _finite(output_db[name]) if name in output_db else None,

@@ -1,0 +1,119 @@
+"""The general PTQ path: any weight format, any observer, layer selection, bias correction, diagnostics, an
+accuracy budget, and deployable artifacts (bit-packed safetensors; ONNX QDQ for integer formats).
+
+Order of work: copy the model as a graph, fold BatchNorm, insert per-layer input quantizers, calibrate activation
+ranges on the float model, choose weight formats (spec, per-layer overrides, then the budget search), correct
+biases, measure every layer, write the artifacts, and return the model rebuilt from the packed file, so the model
+the next stage receives is byte for byte the one the user downloads.
+"""
+
+from __future__ import annotations
+
+from compression.context import RunContext
+from compression.modes import eval_mode
+from compression.onnx_export import export_onnx_qdq
+from compression.quant.diagnostics import (describe, layer_report, meet_budget, output_sqnr, sensitivity,
+                                           weight_sqnr)
+from compression.quant.evaluate import Evaluator
+from compression.quant.graph import as_graph_module, find_layers, fold_batchnorm, layer_bits, select_layers
+from compression.quant.observers import make_observer
+from compression.quant.packed import load_packed, write_packed
+from compression.quant.simulation import QuantSimulation
+from compression.quant.weights import WeightFormat
+from compression.result import Artifact, StageResult
+from compression.specs.ptq import PTQSpec
+from compression.task import Task
+
+CALIBRATION_BATCH = 64
+OUTPUT_SQNR_BATCHES = 2  # per-layer output SQNR keeps every layer's output of a batch twice: stay small
+
+
+def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext) -> QuantSimulation:
+    gm = eval_mode(as_graph_module(model, task.example_inputs))
+    if spec.fold_batchnorm:
+        fold_batchnorm(gm)
+    layers = select_layers(find_layers(gm), spec.include, spec.exclude)
+    if not layers:
+        raise ValueError("no conv/linear layer left to quantize after include/exclude")
+    observers = None
+    if spec.activations is not None:
+        act = spec.activations
+        observers = {layer.name: make_observer(act.observer, act.bits, act.symmetric, act.percentile,
+                                               act.averaging_constant, ctx.seed) for layer in layers}
+    return QuantSimulation(gm, layers, observers)
+
+
+def initial_config(spec: PTQSpec, sim: QuantSimulation) -> dict[str, WeightFormat]:
+    return {name: WeightFormat.from_spec(spec.weights, layer_bits(name, spec.weights.bits, spec.layer_bits))
+            for name in sim.layers}
+
+
+def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> StageResult:
+    ctx.progress("prepare", 0, 1)
+    sim = build_simulation(spec, model, task, ctx)
+    calibration = [batch.inputs for batch in task.dataset.split(spec.calibration_split)
+                   .batches(CALIBRATION_BATCH, limit=spec.calibration_samples)]
+    ctx.progress("calibrate", 0, 1)
+    sim.calibrate(calibration)
+    config = requested = initial_config(spec, sim)
+    if spec.bias_correction:
+        sim.enable_bias_correction(config, calibration)
+
+    evaluate = Evaluator(task.dataset, task.eval_split, spec.selection_samples, task.reference)
+    with sim.configured({}) as float_model:
+        float_metric = evaluate(float_model)
+    drops = None
+    if spec.sensitivity or spec.max_metric_drop is not None:
+        drops = sensitivity(sim, config, evaluate, float_metric,
+                            lambda step, total: ctx.progress("sensitivity", step, total))
+    metrics: dict = {"metric_name": evaluate.name, "float_metric": round(float_metric, 2)}
+    if spec.max_metric_drop is not None:
+        order = sorted(drops, key=lambda name: -drops[name])
+        search = meet_budget(sim, config, evaluate, float_metric, spec.max_metric_drop, order,
+                             spec.budget_allows_float, lambda step, total: ctx.progress("budget", step, total))
+        config = search.config
+        metrics["budget"] = {"max_metric_drop": spec.max_metric_drop, "met": search.budget_met,
+                             "metric": round(search.metric, 2), "drop": round(float_metric - search.metric, 2),
+                             "chosen": {name: describe(fmt) for name, fmt in config.items()},
+                             "steps": search.steps}
+    ctx.progress("diagnose", 0, 1)
+    sim.configure(config)
+    quantized_metric = evaluate(sim.gm)
+    metrics.update(quantized_metric=round(quantized_metric, 2), metric_drop=round(float_metric - quantized_metric, 2))
+    metrics["layers"] = layer_report(sim, config, weight_sqnr(sim, config),
+                                     output_sqnr(sim, config, calibration[:OUTPUT_SQNR_BATCHES]), drops,
+                                     requested)
+
+    ctx.progress("export", 0, 1)
+    artifacts, deployed = write_artifacts(spec, sim, config, task, quantized_metric)
+    metrics["artifacts"] = {artifact.name: artifact.metadata for artifact in artifacts}
+    return StageResult(deployed, artifacts, metrics)
+
+
+def _fp32_bytes(model) -> int:
+    return sum(tensor.numel() * 4 for tensor in model.state_dict().values() if tensor.is_floating_point())
+
+
+def write_artifacts(spec: PTQSpec, sim: QuantSimulation, config: dict, task: Task, metric: float):
+    """The packed safetensors (always) and the ONNX QDQ model (integer weights, 8-bit or float activations)."""
+    quantized = {name: fmt for name, fmt in config.items() if fmt is not None}
+    weights = {sim.layers[name].weight_attr: sim.quantized(name, fmt) for name, fmt in quantized.items()}
+    reference_bytes = _fp32_bytes(task.reference)
+    sim.configure(config)
+    packed_path = write_packed(task.workdir / "model_packed.safetensors", sim.gm, task.example_inputs, weights)
+    artifacts = [Artifact(packed_path.name, packed_path, "packed.safetensors")]
+    integer_only = all(fmt.dtype == "int" for fmt in quantized.values())
+    eight_bit_inputs = spec.activations is None or spec.activations.bits == 8
+    if spec.export_onnx and integer_only and eight_bit_inputs:
+        activations = {sim.layers[name].weight_attr: sim.input_quantizers[name].qparams
+                       for name in quantized if sim.input_quantizers[name].qparams is not None}
+        for quantizer in sim.input_quantizers.values():
+            quantizer.mode = "off"  # the QDQ nodes take their place
+        onnx_path = export_onnx_qdq(sim.gm, task.example_inputs, task.workdir / "model_qdq.onnx", weights,
+                                    activations)
+        sim.configure(config)
+        artifacts.append(Artifact(onnx_path.name, onnx_path, "model.onnx"))
+    for artifact in artifacts:
+        artifact.metadata = {"metric": round(metric, 2), "size_bytes": artifact.size_bytes,
+                             "compression_ratio": round(reference_bytes / artifact.size_bytes, 2)}
+    return artifacts, load_packed(packed_path)
