@@ -50,7 +50,7 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
     for index, group in enumerate(groups):
         for plan in group:
             fit = quantize_layer(model, plan, spec.kmeans_iterations, ctx.seed, ctx.device,
-                                 spec.centroid_dtype == "int8")
+                                 spec.centroid_dtype)
             quantized += 1
             kmeans_report[plan.layer.name] = {"centroids": plan.centroids, "block_size": plan.block_size,
                                               "blocks": plan.num_blocks, "inertia": round(fit.inertia, 6)}

@@ -61,9 +61,13 @@ def kmeans(x: Tensor, k: int, iterations: int = 15, seed: int = 0,
         centroids[filled] = sums[filled] / counts[filled].unsqueeze(1).to(x.dtype)
         if not bool(filled.all()):
             _split_largest_into_empty(x, centroids, assignments, counts, generator)
-    assignments, distances = assign(x, centroids, max_chunk_bytes)
+    assignments, _ = assign(x, centroids, max_chunk_bytes)
     counts = torch.bincount(assignments, minlength=k)
-    return KMeansResult(centroids, assignments, counts, float(distances.sum()))
+    if not bool((counts > 0).all()):
+        # Rows equidistant from two centroids all go to the first; split again so that no codeword is wasted.
+        _split_largest_into_empty(x, centroids, assignments, counts, generator)
+    inertia = float((x - centroids[assignments]).pow(2).sum())
+    return KMeansResult(centroids, assignments, counts, inertia)
 
 
 def kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator) -> Tensor:

@@ -33,11 +33,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from compression.io import export_model, inputs_at_batch
 from compression.modes import eval_mode
-from compression.pq.parametrizations import PQWeight, QuantNoise, int8_scale, parametrizations_of, remove, \
-    set_noise
+from compression.pq.parametrizations import PQWeight, int8_codes, parametrizations_of, set_noise
 
 FORMAT = "modelpress.ipq"
 VERSION = "1"
@@ -72,15 +72,15 @@ def save_ipq(model: nn.Module, example_inputs: tuple[Tensor, ...], path: str | P
         bits = index_bits(pq.centroids.shape[0])
         tensors[f"{name}.indices"] = pack_indices(pq.assignments, bits)
         centroids = pq.centroids.detach().float().cpu()
-        if pq.int8_centroids:
-            scale = int8_scale(centroids)
-            tensors[f"{name}.centroids"] = torch.clamp(torch.round(centroids / scale), -127, 127).to(torch.int8)
+        if pq.centroid_dtype == "int8":
+            codes, scale = int8_codes(centroids)
+            tensors[f"{name}.centroids"] = codes.to(torch.int8)
             tensors[f"{name}.scale"] = scale.reshape(1)
         else:
             tensors[f"{name}.centroids"] = centroids.half()
         layers[name] = {"shape": list(pq.shape), "block_size": pq.block_size, "centroids": pq.centroids.shape[0],
                         "bits": bits, "num_blocks": len(pq.assignments),
-                        "centroid_dtype": "int8" if pq.int8_centroids else "float16"}
+                        "centroid_dtype": pq.centroid_dtype}
     program = _export_dense(model, example_inputs)
     dense = {}
     for name, value in program.state_dict.items():
@@ -135,11 +135,27 @@ def _export_dense(model: nn.Module, example_inputs: tuple[Tensor, ...]) -> torch
     """Export a copy of `model` with every parametrization baked into a plain tensor (noise off)."""
     dense = copy.deepcopy(model).cpu()
     set_noise(dense, False)
-    for name in {**parametrizations_of(dense, PQWeight), **parametrizations_of(dense, QuantNoise)}:
-        remove(dense, name, keep_value=True)
+    bake_parametrizations(dense)
     # Two examples are enough for a dynamic batch dimension and small to store.
     with torch.no_grad():
         return export_model(eval_mode(dense), inputs_at_batch(tuple(t.cpu() for t in example_inputs), 2))
+
+
+def bake_parametrizations(model: nn.Module) -> None:
+    """Replace every parametrized tensor of `model` by a plain parameter holding its current value.
+
+    Unlike parametrize.remove_parametrizations this changes only these instances: a deep copy of a parametrized
+    module shares its generated class with the original, and remove_parametrizations deletes the property from
+    that class, which would break the original model.
+    """
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        values = {name: getattr(module, name).detach() for name in module.parametrizations}
+        module.__class__ = module.__class__.__bases__[0]  # parametrize's generated class derives from the original
+        del module._modules["parametrizations"]
+        for name, value in values.items():
+            module.register_parameter(name, nn.Parameter(value))
 
 
 def _architecture_bytes(program: torch.export.ExportedProgram) -> bytes:

@@ -24,12 +24,22 @@ def int8_scale(centroids: Tensor) -> Tensor:
     return centroids.detach().abs().max().clamp_min(torch.finfo(torch.float32).eps) / INT8_MAX
 
 
-def int8_fake_quantize(centroids: Tensor) -> Tensor:
-    """Round centroids to the int8 grid they are stored on (straight-through gradient), so finetuning sees exactly
-    the values the packed file will hold."""
+def int8_codes(centroids: Tensor) -> tuple[Tensor, Tensor]:
     scale = int8_scale(centroids)
-    codes = torch.clamp(torch.round(centroids / scale), -INT8_MAX, INT8_MAX)
-    return centroids + (codes * scale - centroids).detach()
+    return torch.clamp(torch.round(centroids.detach() / scale), -INT8_MAX, INT8_MAX), scale
+
+
+def as_stored(centroids: Tensor, dtype: str) -> Tensor:
+    """Centroids rounded to how the packed file stores them (int8 codes * scale, or float16), with a
+    straight-through gradient, so finetuning and evaluation see exactly the values that will be written."""
+    if dtype == "int8":
+        codes, scale = int8_codes(centroids)
+        stored = codes * scale
+    elif dtype == "float16":
+        stored = centroids.detach().half().float()
+    else:
+        raise ValueError(f"unknown centroid dtype '{dtype}'")
+    return centroids + (stored - centroids).detach()
 
 
 class _GatherMeanGradient(torch.autograd.Function):
@@ -51,23 +61,25 @@ class _GatherMeanGradient(torch.autograd.Function):
 class PQWeight(nn.Module):
     """weight = centroids[assignments] reshaped to the layer's shape; the centroids are the trainable parameters.
 
-    The original weight stays registered by `parametrize` (frozen) but is no longer read.
+    The original weight stays registered by `parametrize` (frozen) but is no longer read. The centroids are used
+    as rounded to `centroid_dtype` ("float16" or "int8"), the precision they are packed in.
     """
 
-    def __init__(self, centroids: Tensor, assignments: Tensor, shape: tuple[int, ...], int8_centroids: bool = False):
+    def __init__(self, centroids: Tensor, assignments: Tensor, shape: tuple[int, ...],
+                 centroid_dtype: str = "float16"):
         super().__init__()
         self.centroids = nn.Parameter(centroids.detach().clone())
         self.register_buffer("assignments", assignments.detach().to(torch.long).clone())
         self.register_buffer("counts", torch.bincount(self.assignments, minlength=centroids.shape[0]).float())
         self.shape = tuple(shape)
-        self.int8_centroids = int8_centroids
+        self.centroid_dtype = centroid_dtype
 
     @property
     def block_size(self) -> int:
         return self.centroids.shape[1]
 
     def codebook(self) -> Tensor:
-        return int8_fake_quantize(self.centroids) if self.int8_centroids else self.centroids
+        return as_stored(self.centroids, self.centroid_dtype)
 
     def forward(self, original: Tensor) -> Tensor:
         blocks = _GatherMeanGradient.apply(self.codebook(), self.assignments, self.counts)

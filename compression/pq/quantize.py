@@ -55,7 +55,7 @@ def fit_codebook(model: nn.Module, plan: LayerPlan, iterations: int, seed: int, 
 
 
 def quantize_layer(model: nn.Module, plan: LayerPlan, iterations: int = 15, seed: int = 0, device: str = "cpu",
-                   int8_centroids: bool = False) -> KMeansResult:
+                   centroid_dtype: str = "float16") -> KMeansResult:
     """Replace the layer's weight by centroids[assignments]; any Quant-Noise on it is removed first (the stored
     weight it wrapped is what gets clustered). The original weight is frozen: from now on only the centroids train.
     """
@@ -66,7 +66,7 @@ def quantize_layer(model: nn.Module, plan: LayerPlan, iterations: int = 15, seed
     original = stored_weight(model, name)
     original.requires_grad_(False)
     pq = PQWeight(fit.centroids.to(original.device), fit.assignments.to(original.device), plan.layer.shape,
-                  int8_centroids)
+                  centroid_dtype)
     register(model, name, pq)
     return fit
 

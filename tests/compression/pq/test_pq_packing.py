@@ -1,0 +1,67 @@
+import pytest
+import torch
+from safetensors import safe_open
+
+from compression.io import export_model
+from compression.modes import eval_mode
+from compression.pq.layers import find_layer_weights
+from compression.pq.packing import (GRAPH_KEY, load_ipq, pack_indices, save_ipq, theoretical_bytes,
+                                    unpack_indices)
+from compression.pq.quantize import plan_layers, quantize_layer
+from compression.specs.ipq import BlockSizes
+from tests.compression.pq.conftest import digits_cnn
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_index_bit_packing_round_trips_at_the_theoretical_size(bits):
+    count = 1001
+    indices = torch.randint(0, 2**bits, (count,), generator=torch.Generator().manual_seed(bits))
+    packed = pack_indices(indices, bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == -(-count * bits // 8)
+    assert torch.equal(unpack_indices(packed, bits, count), indices)
+
+
+def test_bit_layout_is_lsb_first():
+    # indices 1, 2, 3 at 2 bits: stream 10 01 11 (LSB first) -> byte 0b00111001.
+    assert pack_indices(torch.tensor([1, 2, 3]), 2).tolist() == [0b00111001]
+
+
+@pytest.mark.parametrize("centroid_dtype", ["float16", "int8"])
+def test_packed_model_round_trip_is_exact_and_size_matches_theory(tmp_path, centroid_dtype):
+    torch.manual_seed(0)
+    example = (torch.randn(4, 1, 8, 8),)
+    model = eval_mode(export_model(digits_cnn().eval(), example).module())
+    plans, skipped = plan_layers(find_layer_weights(model), BlockSizes(), 256, 4)
+    assert not skipped and len(plans) == 5
+    for plan in plans:
+        quantize_layer(model, plan, iterations=5, centroid_dtype=centroid_dtype)
+    path = tmp_path / "model.ipq"
+    manifest = save_ipq(model, example, path, dense_dtype="float32")
+    loaded = load_ipq(path)
+
+    for plan in plans:  # every product-quantized weight comes back bit for bit
+        name = plan.layer.name
+        assert torch.equal(loaded.get_parameter(name), model.get_submodule(name.rpartition(".")[0]).weight)
+    inputs = torch.randn(7, 1, 8, 8)  # another batch size: the packed graph keeps a dynamic batch dimension
+    assert torch.allclose(loaded(inputs), model(inputs), atol=1e-5)
+
+    payload = theoretical_bytes(manifest) + sum(4 * t.numel() for n, t in model.state_dict().items()
+                                                if n in manifest["dense"])
+    with safe_open(str(path), framework="pt") as packed:
+        graph_bytes = packed.get_tensor(GRAPH_KEY).numel()
+        tensor_count = len(packed.keys())
+    size = path.stat().st_size
+    # Payload + compressed graph + a JSON header of ~150 bytes per tensor and the manifest, nothing else.
+    assert payload + graph_bytes <= size <= payload + graph_bytes + 150 * tensor_count + 2048
+    indices_bytes = sum(-(-layer["num_blocks"] * layer["bits"] // 8) for layer in manifest["layers"].values())
+    # Blocks of 4 (1x1 conv), 8 (linear) and 9 (3x3 conv) at <= 8 bits: at most 2 bits of index per weight.
+    assert indices_bytes * 8 <= 2 * sum(plan.layer.numel for plan in plans)
+
+
+def test_loader_refuses_other_files(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path))
+    with pytest.raises(ValueError, match="not a modelpress.ipq"):
+        load_ipq(path)
