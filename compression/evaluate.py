@@ -31,8 +31,9 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
              batch_size: int = 256, max_samples: int | None = None) -> dict:
     """{"accuracy"} when `split` has labels, plus {"top1_agreement", "cosine", "mse", "sqnr_db"} vs `reference`.
 
-    Without labels a reference is required. Both models run in eval mode without autograd; their previous
-    modes are restored afterwards, so this can be called in the middle of training.
+    Without labels a reference is required. Both models run in eval mode without autograd, each on the device
+    that holds its weights; their previous modes are restored afterwards, so this can be called in the middle
+    of training.
     """
     if not split.has_labels and reference is None:
         raise ValueError(f"split '{split.name}' has no labels: pass the reference model to measure fidelity")
@@ -40,12 +41,12 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
     cosine_sum = squared_error = reference_energy = 0.0
     with evaluating(model), (evaluating(reference) if reference is not None else nullcontext()):
         for batch in split.batches(batch_size, limit=max_samples):
-            logits = output_tensor(model(*batch.inputs)).float()
+            logits = output_tensor(model(*_to(batch.inputs, model))).float().cpu()
             examples += len(batch)
             if batch.labels is not None:
                 correct += (logits.argmax(-1) == batch.labels).sum().item()
             if reference is not None:
-                expected = output_tensor(reference(*batch.inputs)).float()
+                expected = output_tensor(reference(*_to(batch.inputs, reference))).float().cpu()
                 agree += (logits.argmax(-1) == expected.argmax(-1)).sum().item()
                 flat, flat_expected = logits.reshape(len(batch), -1), expected.reshape(len(batch), -1)
                 cosine_sum += torch.nn.functional.cosine_similarity(flat, flat_expected, dim=1).sum().item()
@@ -59,6 +60,19 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
         metrics |= {"top1_agreement": agree / examples, "cosine": cosine_sum / examples,
                     "mse": squared_error / elements, "sqnr_db": sqnr_db(reference_energy, squared_error)}
     return metrics
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights live (CPU for a model without any)."""
+    tensor = next(iter(model.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def _to(inputs: tuple[torch.Tensor, ...], model: torch.nn.Module) -> tuple[torch.Tensor, ...]:
+    device = device_of(model)
+    return tuple(t.to(device) for t in inputs)
 
 
 def sqnr_db(signal_energy: float, noise_energy: float) -> float:

@@ -41,9 +41,9 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray] | None = None) -> 
     return path
 
 
-def train_digits_cnn(steps: int = 300, seed: int = 0, width: int = 16, batch_size: int = 64,
+def train_digits_cnn(steps: int = 150, seed: int = 0, width: int = 16, batch_size: int = 64,
                      arrays: dict[str, np.ndarray] | None = None) -> torch.nn.Module:
-    """A `small_cnn` trained on the digits training split with Adam; returned in eval mode (~97% val accuracy)."""
+    """A `small_cnn` trained on the digits training split with Adam; returned in eval mode (~98% val accuracy with the defaults)."""
     arrays = arrays if arrays is not None else digits_dataset()
     torch.manual_seed(seed)
     model = zoo.build("small_cnn", in_channels=1, num_classes=DIGITS_CLASSES, image_size=8, width=width).train()
@@ -61,11 +61,12 @@ def train_digits_cnn(steps: int = 300, seed: int = 0, width: int = 16, batch_siz
     return model.eval()
 
 
-def write_digits_example(directory: str | Path, steps: int = 300, seed: int = 0) -> tuple[Path, Path]:
+def write_digits_example(directory: str | Path, steps: int = 150, seed: int = 0,
+                         width: int = 16) -> tuple[Path, Path]:
     """Write `digits_cnn.pt2` and `digits.npz` into `directory`; returns (model path, dataset path)."""
     directory = Path(directory)
     arrays = digits_dataset(seed=seed)
-    model = train_digits_cnn(steps, seed, arrays=arrays)
+    model = train_digits_cnn(steps, seed, width, arrays=arrays)
     model_path = save_program(export_model(model, (torch.from_numpy(arrays["val.x"][:4]),)),
                               directory / "digits_cnn.pt2")
     return model_path, write_npz(directory / "digits.npz", arrays)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch._inductor.config as inductor_config
 
+from compression.evaluate import device_of
 from compression.io import inputs_at_batch
 from compression.modes import evaluating
 
@@ -48,18 +49,23 @@ def latency_ms(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
 def latency_profile(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], batch_sizes: list[int],
                     compile: bool = False, warmup: int = 3, repeats: int = 20) -> dict[int, float]:
     """{batch size: median ms}; one compiled module serves every batch size (recompiled per static shape)."""
+    device = device_of(model)
     with evaluating(model), inductor_config.patch(freezing=True):
         runner = torch.compile(model, dynamic=False) if compile else model
-        return {b: _median_ms(runner, inputs_at_batch(example_inputs, b), warmup, repeats) for b in batch_sizes}
+        return {b: _median_ms(runner, tuple(t.to(device) for t in inputs_at_batch(example_inputs, b)), warmup,
+                              repeats) for b in batch_sizes}
 
 
 def _median_ms(runner, inputs: tuple[torch.Tensor, ...], warmup: int, repeats: int) -> float:
     for _ in range(max(1, warmup)):  # under torch.compile the first call compiles
         runner(*inputs)
+    synchronize = torch.cuda.synchronize if inputs[0].is_cuda else (lambda: None)
     timings = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         runner(*inputs)
+        synchronize()
         timings.append(time.perf_counter() - start)
     return statistics.median(timings) * 1000
 

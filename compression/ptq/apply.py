@@ -1,4 +1,8 @@
-"""The `ptq` stage: calibrate on the task's data, quantize to int8, write a `.pt2` that runs int8 on x86."""
+"""The `ptq` stage: calibrate on the task's data, quantize to int8, write a `.pt2` that runs int8 on x86.
+
+A spec that asks for anything beyond the default int8 recipe (other bit widths or formats, observers, layer
+selection, an accuracy budget, ...) is handed to the general path, `compression.quant.general`.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,10 @@ ARTIFACT_NAME = "model_int8.pt2"
 
 def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext) -> StageResult:
     """Static int8 PTQ on CPU. Returns the quantized (Q/DQ) module and the exported `model_int8.pt2`."""
+    if not spec.is_x86_int8_default:
+        from compression.quant.general import apply_general_ptq
+
+        return apply_general_ptq(spec, model, task, ctx)
     started = time.monotonic()
     split = task.dataset.split(spec.calibration_split)
     samples = min(spec.calibration_samples, len(split))

@@ -8,24 +8,16 @@ from compression import zoo
 from compression.context import Cancelled, RunContext
 from compression.data import Dataset
 from compression.evaluate import evaluate, tensor_sqnr_db
-from compression.examples import digits_dataset, train_digits_cnn
-from compression.io import export_model, load_model, save_program
+from compression.io import input_names, load_model, load_program
 from compression.ptq import apply_ptq, quantize_int8
 from compression.specs.ptq import PTQSpec
 from compression.task import Task
 
 
-@pytest.fixture(scope="module")
-def digits():
-    arrays = digits_dataset()
-    model = train_digits_cnn(steps=100, width=8, arrays=arrays)
-    exported = export_model(model, (torch.from_numpy(arrays["val.x"][:4]),))
-    return arrays, exported
-
-
-def _task(arrays, program, workdir):
-    dataset = Dataset.from_arrays(arrays, ["input"])
-    return Task(dataset, program.module(), dataset.split("val").head(4).inputs, workdir)
+def _task(model_path, dataset_path, workdir):
+    program = load_program(model_path)
+    dataset = Dataset.load(dataset_path, input_names(program))
+    return Task(dataset, load_model(model_path), dataset.split("val").head(4).inputs, workdir)
 
 
 def _weight_bytes(path):
@@ -49,13 +41,12 @@ def test_int8_outputs_stay_close_to_fp32_on_a_random_cnn():
         torch.testing.assert_close(model(x), expected)  # the original is left as it was
 
 
-def test_ptq_stage_on_digits_keeps_accuracy_and_writes_a_small_reloadable_int8_program(digits, tmp_path):
-    arrays, program = digits
-    fp32_path = save_program(program, tmp_path / "fp32.pt2")
-    task = _task(arrays, program, tmp_path)
+def test_ptq_stage_on_digits_keeps_accuracy_and_writes_a_small_reloadable_int8_program(example_files, tmp_path):
+    fp32_path, dataset_path = example_files  # the session's digits CNN (tests/conftest.py)
+    task = _task(fp32_path, dataset_path, tmp_path)
     events = []
     ctx = RunContext(report=events.append)
-    result = apply_ptq(PTQSpec(calibration_samples=200), program.module(), task, ctx)
+    result = apply_ptq(PTQSpec(calibration_samples=200), load_model(fp32_path), task, ctx)
 
     val = task.dataset.split("val")
     fp32_accuracy = evaluate(task.reference, val)["accuracy"]
@@ -68,7 +59,7 @@ def test_ptq_stage_on_digits_keeps_accuracy_and_writes_a_small_reloadable_int8_p
     assert artifact.kind == "model.pt2" and artifact.path.exists()
     # int8 weights and no fp32 copies; on a model this small the graph description is a large part of the file
     assert _weight_bytes(artifact.path) < 0.3 * _weight_bytes(fp32_path)
-    assert artifact.size_bytes < fp32_path.stat().st_size
+    assert artifact.size_bytes < 0.6 * fp32_path.stat().st_size
     reloaded = load_model(artifact.path)
     x = val.head(50).inputs
     with torch.no_grad():

@@ -1,0 +1,127 @@
+"""Run a job: load the upload, measure it, apply each stage in turn, measure every stage's model the same way.
+
+Every model is measured identically (same split, same example inputs, same latency settings), so the before/after
+numbers are comparable: the metric (accuracy with labels, else fidelity to the upload), the size of the file the
+user would download, the parameter count and, if asked, latency per batch size.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from compression.context import RunContext
+from compression.data import Dataset, Split
+from compression.evaluate import evaluate
+from compression.io import export_model, input_dtypes, input_names, load_program, save_program
+from compression.measure import file_size, latency_profile, parameter_count
+from compression.methods import apply_stage
+from compression.modes import eval_mode
+from compression.result import Artifact
+from compression.specs.common import EvaluationSpec
+from compression.task import Task
+
+EXAMPLE_BATCH = 8
+# Kinds of artifact that hold a whole model; a method lists its main one first.
+MODEL_KIND_PREFIXES = ("model.", "packed.")
+
+
+@dataclass
+class StageOutcome:
+    method: str
+    metrics: dict  # evaluation of the stage's model, plus the method's own under "method_metrics"
+    artifacts: list[Artifact]
+    model: torch.nn.Module | None = field(default=None, repr=False)
+
+
+@dataclass
+class PipelineResult:
+    baseline: dict
+    stages: list[StageOutcome]
+
+    @property
+    def final(self) -> dict:
+        return self.stages[-1].metrics if self.stages else self.baseline
+
+    def to_metrics(self) -> dict:
+        """JSON-able summary: {"baseline": {...}, "stages": [{"method", "metrics", "artifacts"}], "final": {...}}."""
+        stages = [{"method": s.method, "metrics": s.metrics,
+                   "artifacts": [{"name": a.name, "kind": a.kind, "size_bytes": a.size_bytes} for a in s.artifacts]}
+                  for s in self.stages]
+        return {"baseline": self.baseline, "stages": stages, "final": self.final}
+
+
+def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list, evaluation: EvaluationSpec,
+                 ctx: RunContext, workdir: str | Path, train_split: str = "train") -> PipelineResult:
+    """Apply `stages` (StageSpecs) in order to the uploaded program; every stage starts from the previous model."""
+    workdir = Path(workdir)
+    ctx.progress("load", 0, 1)
+    program = load_program(model_path)
+    dataset = Dataset.load(dataset_path, input_names(program), input_dtypes(program))
+    eval_split = dataset.split(evaluation.split)
+    example_inputs = eval_split.head(EXAMPLE_BATCH).inputs
+    reference = eval_mode(program.module())
+    ctx.progress("load", 1, 1)
+
+    baseline = _measure(reference, reference, eval_split, example_inputs, evaluation, ctx)
+    baseline |= {"size_bytes": file_size(model_path), "parameters": parameter_count(reference)}
+
+    # Methods may change the model they get; the reference (teacher, fidelity target) must stay the upload.
+    model = eval_mode(load_program(model_path).module())
+    outcomes = []
+    for index, spec in enumerate(stages):
+        stage_ctx = ctx.for_stage(f"{index}:{spec.method}")
+        stage_dir = workdir / f"{index}_{spec.method}"
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        task = Task(dataset, reference, example_inputs, stage_dir, train_split=train_split,
+                    eval_split=evaluation.split)
+        started = time.monotonic()
+        result = apply_stage(spec, model, task, stage_ctx)
+        wall_time = time.monotonic() - started
+        artifacts = list(result.artifacts)
+        main = _main_model_artifact(artifacts) or _export_fallback(result.model, example_inputs, stage_dir, artifacts)
+
+        metrics = _measure(result.model, reference, eval_split, example_inputs, evaluation, stage_ctx)
+        metrics |= {"size_bytes": main.size_bytes, "model_artifact": main.name,
+                    "compression_ratio": baseline["size_bytes"] / main.size_bytes,
+                    "parameters": parameter_count(result.model), "wall_time_s": round(wall_time, 3),
+                    "method_metrics": result.metrics}
+        if "latency_ms" in metrics and "latency_ms" in baseline:
+            metrics["speedup"] = {b: baseline["latency_ms"][b] / ms for b, ms in metrics["latency_ms"].items()}
+        outcomes.append(StageOutcome(spec.method, metrics, artifacts, result.model))
+        model = result.model
+    return PipelineResult(baseline, outcomes)
+
+
+def _measure(model: torch.nn.Module, reference: torch.nn.Module, split: Split,
+             example_inputs: tuple[torch.Tensor, ...], evaluation: EvaluationSpec, ctx: RunContext) -> dict:
+    ctx.progress("evaluate", 0, 1)
+    metrics = evaluate(model, split, reference=reference, max_samples=evaluation.max_samples)
+    ctx.progress("evaluate", 1, 1)
+    if evaluation.latency:
+        sizes = evaluation.latency_batch_sizes
+        ctx.progress("latency", 0, len(sizes))
+        # Keys are strings so the dict reads the same before and after a JSON round trip.
+        metrics["latency_ms"] = {}
+        for step, batch_size in enumerate(sizes, start=1):
+            ms = latency_profile(model, example_inputs, [batch_size], evaluation.compile)[batch_size]
+            metrics["latency_ms"][str(batch_size)] = ms
+            ctx.progress("latency", step, len(sizes))
+        metrics["latency_compiled"] = evaluation.compile
+    return metrics
+
+
+def _main_model_artifact(artifacts: list[Artifact]) -> Artifact | None:
+    return next((a for a in artifacts if a.kind.startswith(MODEL_KIND_PREFIXES)), None)
+
+
+def _export_fallback(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], directory: Path,
+                     artifacts: list[Artifact]) -> Artifact:
+    """A stage that wrote no model file still hands the user one: its model exported to `model.pt2`."""
+    path = save_program(export_model(eval_mode(model), example_inputs), directory / "model.pt2")
+    artifact = Artifact("model.pt2", path, "model.pt2", {"written_by": "pipeline"})
+    artifacts.append(artifact)
+    return artifact
