@@ -4,8 +4,10 @@ File contents (`<w>` is a quantized weight's attribute name, e.g. `layer1.0.conv
 
 - `<w>.codes`     uint8[ceil(n * bits / 8)]  the index of every weight into its codebook, bit-packed;
 - `<w>.codebook`  float32[2^bits]            the learned points, ascending; weight = codebook[index];
-- `__graph__`     uint8[...]                 the `.pt2` of the whole model (dynamic batch) with the quantized weights
-                                             replaced by stride-0 placeholders; every other tensor lives there.
+- `__graph__`     uint8[...]                 zlib-compressed `.pt2` of the whole model (dynamic batch) with the
+                                             quantized weights replaced by stride-0 placeholders (a few bytes
+                                             each); every other tensor (biases, batch norm, skipped layers) lives
+                                             there at full precision.
 
 Bit layout of `<w>.codes` is the one of `compression.quant.packed` with qmin = 0: the weight is flattened in
 row-major order; index i occupies bits [i*bits, (i+1)*bits) of a little-endian bit stream (stream bit k is bit
@@ -18,20 +20,45 @@ The safetensors metadata holds `format` = "modelpress.codebook", `version` = "1"
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
+import warnings
+import zlib
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from compression.io import export_model
 from compression.modes import eval_mode
-from compression.quant.packed import GRAPH_KEY, _skeleton_bytes, pack_codes, unpack_codes
+from compression.quant.packed import pack_codes, unpack_codes
 
 FORMAT = "modelpress.codebook"
 VERSION = "1"
+GRAPH_KEY = "__graph__"
+
+
+def _holder(model: torch.nn.Module, attr: str) -> tuple[torch.nn.Module, str]:
+    owner, _, leaf = attr.rpartition(".")
+    return (model.get_submodule(owner) if owner else model), leaf
+
+
+def _skeleton_bytes(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], attrs: list[str]) -> bytes:
+    """The model as a compressed `.pt2` whose weights `attrs` are stride-0 placeholders of the right shape."""
+    skeleton = copy.deepcopy(model)
+    for attr in attrs:
+        holder, leaf = _holder(skeleton, attr)
+        shape = getattr(holder, leaf).shape
+        holder._parameters[leaf] = torch.nn.Parameter(torch.zeros(()).expand(shape), requires_grad=False)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # torch.export.save notes that a stride-0 tensor has no "complete" storage: that is the point here.
+        warnings.simplefilter("ignore")
+        torch.export.save(export_model(skeleton, tuple(t[:2].clone() for t in example_inputs)), buffer)
+    return zlib.compress(buffer.getvalue(), 9)
 
 
 def payload_bytes(shape: tuple[int, ...], bits: int) -> int:
@@ -62,11 +89,11 @@ def load_codebook_model(path: str | Path) -> torch.nn.Module:
         if metadata.get("format") != FORMAT:
             raise ValueError(f"{path} is not a {FORMAT} file")
         tensors = {key: archive.get_tensor(key) for key in archive.keys()}
-    model = torch.export.load(io.BytesIO(tensors.pop(GRAPH_KEY).numpy().tobytes())).module()
+    graph = zlib.decompress(tensors.pop(GRAPH_KEY).numpy().tobytes())
+    model = torch.export.load(io.BytesIO(graph)).module()
     for entry in json.loads(metadata["manifest"]):
         attr, shape = entry["attr"], tuple(entry["shape"])
         indices = unpack_codes(tensors[f"{attr}.codes"], entry["bits"], 0, shape).long()
-        owner, _, leaf = attr.rpartition(".")
-        holder = model.get_submodule(owner) if owner else model
+        holder, leaf = _holder(model, attr)
         holder._parameters[leaf] = torch.nn.Parameter(tensors[f"{attr}.codebook"][indices], requires_grad=False)
     return eval_mode(model)

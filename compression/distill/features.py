@@ -1,11 +1,12 @@
 """Capturing intermediate values by name, for feature distillation.
 
 A name is either a module path of the model as built before export (`named_modules()`: 'layer2', 'layer2.0.conv1')
-or, on an exported graph, an FX node name ('relu_3', see `print(model.graph)`). On a plain module a module path is
+or, on an exported graph, an FX node name ('relu_3', see `print(model.graph)`). Module paths are the stable
+choice: switching an exported module between train and eval mode renames its batch-norm nodes. On a plain module a module path is
 captured with a forward hook. An exported module never calls its submodules (they only hold parameters), so there
 a module path means the last operation recorded inside that module (`node.meta["nn_module_stack"]`), and the value
-is captured by a pass that inserts an identity "tap" module after the node; the taps are removed on exit, leaving
-the graph as it was.
+is captured by a pass that routes the node's output through an identity "tap" module; the taps are removed on
+exit, leaving the graph computing what it computed before.
 """
 
 from __future__ import annotations
@@ -32,8 +33,16 @@ class _Tap(nn.Module):
         return value
 
 
-def _module_path_of(node: torch.fx.Node) -> list[str]:
-    return [path for path, _type in node.meta.get("nn_module_stack", {}).values()]
+def _module_paths_of(node: torch.fx.Node) -> set[str]:
+    """Module paths a node belongs to: its recorded module stack, plus the owners (and their ancestors) of the
+    parameters it reads. The second source matters because torchao's train/eval rewrite of batch norm drops the
+    stack of the nodes it replaces, while their parameters still say where they came from."""
+    paths = {path for path, _type in node.meta.get("nn_module_stack", {}).values()}
+    for argument in node.all_input_nodes:
+        if argument.op == "get_attr":
+            parts = str(argument.target).split(".")[:-1]
+            paths.update(".".join(parts[:end]) for end in range(1, len(parts) + 1))
+    return paths
 
 
 def resolve_node(graph_module: torch.fx.GraphModule, name: str) -> torch.fx.Node:
@@ -43,10 +52,10 @@ def resolve_node(graph_module: torch.fx.GraphModule, name: str) -> torch.fx.Node
     for node in computing:
         if node.name == name:
             return node
-    inside = [node for node in computing if name in _module_path_of(node)]
+    inside = [node for node in computing if name in _module_paths_of(node)]
     if inside:
         return inside[-1]
-    modules = sorted({path for node in computing for path in _module_path_of(node) if path})
+    modules = sorted({path for node in computing for path in _module_paths_of(node) if path})
     raise ValueError(f"no node or module named '{name}' in the graph; module paths: {modules[:40]}; node names "
                      f"are listed by print(model.graph)")
 
@@ -85,7 +94,7 @@ def _module_hooks(model: nn.Module, names: list[str], store: dict[str, Tensor]):
 @contextmanager
 def _graph_taps(model: torch.fx.GraphModule, names: list[str], store: dict[str, Tensor]):
     graph = model.graph
-    tap_nodes, tap_names = [], []
+    tap_names = []
     try:
         for index, name in enumerate(dict.fromkeys(names)):
             node = resolve_node(model, name)
@@ -93,12 +102,16 @@ def _graph_taps(model: torch.fx.GraphModule, names: list[str], store: dict[str, 
             model.add_submodule(tap_name, _Tap(store, name))
             tap_names.append(tap_name)
             with graph.inserting_after(node):
-                tap_nodes.append(graph.call_module(tap_name, (node,)))
+                tap = graph.call_module(tap_name, (node,))
+            # The tap sits in the data path (everything downstream reads it) so that the dead-code elimination
+            # in torchao's train/eval rewrite cannot drop it.
+            node.replace_all_uses_with(tap, delete_user_cb=lambda user: user is not tap)
         model.recompile()
         yield
     finally:
-        for tap_node in tap_nodes:
-            graph.erase_node(tap_node)
+        for tap in [node for node in graph.nodes if node.op == "call_module" and node.target in tap_names]:
+            tap.replace_all_uses_with(tap.args[0])
+            graph.erase_node(tap)
         for tap_name in tap_names:
             delattr(model, tap_name)
         model.recompile()

@@ -39,11 +39,39 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
                 loss = loss + pair.weight * feature_loss(projected, teacher_features[pair.teacher])
             return loss
 
+        probe = _probe_inputs(task, ctx)
+        errors_before = _feature_errors(spec.features, student, teacher, projections, probe, student_features,
+                                        teacher_features)
         report = train(student, loss_fn, spec.training, task, ctx, evaluate_fn=eval_metrics_fn(task, teacher),
                        extra_modules={"projections": projections} if spec.features else None)
+        errors_after = _feature_errors(spec.features, student, teacher, projections, probe, student_features,
+                                       teacher_features)
     artifact = write_student(student, task, "student.pt2")
     metrics = {"student_spec": student_info.description, "temperature": spec.temperature, "alpha": spec.alpha}
+    if spec.features:
+        metrics["feature_mse"] = {"before": errors_before, "after": errors_after}
     return student_result(student, model, task, ctx, report, [artifact], metrics)
+
+
+def _probe_inputs(task: Task, ctx: RunContext) -> tuple[torch.Tensor, ...]:
+    """A fixed batch (from the eval split when there is one) on which feature errors are reported."""
+    name = task.eval_split if task.eval_split in task.dataset.split_names else task.train_split
+    return tuple(t.to(ctx.device) for t in task.dataset.split(name).head(256).inputs)
+
+
+def _feature_errors(pairs: list[FeaturePair], student: nn.Module, teacher: nn.Module, projections: nn.ModuleList,
+                    inputs: tuple[torch.Tensor, ...], student_features: dict, teacher_features: dict) -> dict:
+    """Per pair "student->teacher": MSE between the projected student feature and the teacher's, in eval mode."""
+    if not pairs:
+        return {}
+    eval_mode(student)
+    projections.eval()
+    with torch.no_grad():
+        student(*inputs)
+        teacher(*inputs)
+        return {f"{pair.student}->{pair.teacher}": round(float(feature_loss(projections[index](
+            student_features[pair.student]), teacher_features[pair.teacher])), 6)
+            for index, pair in enumerate(pairs)}
 
 
 def _projections(pairs: list[FeaturePair], student: nn.Module, teacher: nn.Module, task: Task, ctx: RunContext,

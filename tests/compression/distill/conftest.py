@@ -4,6 +4,8 @@ import torch
 from torch import nn
 
 from compression.data import Dataset
+from compression.io import export_model
+from compression.modes import eval_mode
 from compression.task import Task
 
 # These models are tiny: with the 2 cores shared by other jobs, a second intra-op thread only adds spin-waiting
@@ -54,6 +56,40 @@ def mlp_teacher(blob_data):
     return fit(model, x[:512], y[:512])
 
 
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 24, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(24)
+        self.pointwise = nn.Conv2d(24, 24, 1)
+        self.fc = nn.Linear(24 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.fc(torch.relu(self.pointwise(x)).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def conv_net():
+    torch.manual_seed(0)
+    model = ConvNet().eval()
+    example = (torch.randn(4, 3, 8, 8),)
+    return model, eval_mode(export_model(model, example).module()), example
+
+
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     with torch.no_grad():
         return float((model(torch.from_numpy(x)).argmax(-1).numpy() == y).mean())
+
+
+def image_task(tmp_path, teacher: nn.Module, n_train: int = 256, n_val: int = 64, labels: bool = False) -> Task:
+    """Random 3x8x8 images; labels (optional) are the teacher's own predictions."""
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(n_train + n_val, 3, 8, 8, generator=generator)
+    arrays = {"train.x": images[:n_train].numpy(), "val.x": images[n_train:].numpy()}
+    if labels:
+        with torch.no_grad():
+            predicted = teacher(images).argmax(-1).numpy()
+        arrays |= {"train.y": predicted[:n_train], "val.y": predicted[n_train:]}
+    return Task(dataset=Dataset.from_arrays(arrays, ["x"]), reference=teacher, example_inputs=(images[:4],),
+                workdir=tmp_path)

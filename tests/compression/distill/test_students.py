@@ -6,31 +6,9 @@ from torch import nn
 
 from compression.distill.low_rank import factorize_weight, low_rank_factorize, rank_for_energy
 from compression.io import export_model
-from compression.modes import eval_mode
 from compression.specs.distill import KDSpec, LowRankStudent, UploadedStudent, ZooStudent
 from compression.students import build_student, parameter_count, set_model_resolver
 from tests.compression.distill.conftest import make_task
-
-
-class ConvNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 24, 3, stride=2, padding=1)
-        self.bn = nn.BatchNorm2d(24)
-        self.pointwise = nn.Conv2d(24, 24, 1)
-        self.fc = nn.Linear(24 * 4 * 4, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.bn(self.conv(x)))
-        return self.fc(torch.relu(self.pointwise(x)).flatten(1))
-
-
-@pytest.fixture(scope="module")
-def conv_net():
-    torch.manual_seed(0)
-    model = ConvNet().eval()
-    example = (torch.randn(4, 3, 8, 8),)
-    return model, eval_mode(export_model(model, example).module()), example
 
 
 @pytest.mark.parametrize("form", ["module", "exported"])
