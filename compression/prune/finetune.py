@@ -1,11 +1,13 @@
 """Finetuning around pruning, on the shared training loop: plain or distilled recovery, the gradual (cubic)
 schedule of Zhu & Gupta, and lottery-ticket rewinding.
 
-All three keep the masks as parametrizations inside the model, so the loop's checkpoints carry them and a resumed
-job continues with exactly the masks it had.
+All of them pass the masks to the loop as an extra module, so its checkpoints carry them and a resumed job
+continues with exactly the masks it had.
 """
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +17,7 @@ from compression.context import RunContext
 from compression.data import Batch
 from compression.distill.losses import distillation_loss
 from compression.evaluate import evaluate, output_tensor
-from compression.prune.masks import (WeightMask, keep_top, magnitude_scores, rank_pruned_first, set_masks)
+from compression.prune.masks import WeightMasks, keep_top, magnitude_scores, rank_pruned_first
 from compression.specs.prune import GradualScheduleSpec, PruneDistillSpec, PruneSpec
 from compression.task import Task
 from compression.training.loop import TrainReport, train
@@ -47,12 +49,28 @@ def evaluation(task: Task):
     return lambda model: evaluate(model, split, reference, max_samples=EVAL_SAMPLES)
 
 
-def finetune(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContext, before_step=None,
-             extra_modules: dict[str, nn.Module] | None = None) -> TrainReport:
+def finetune(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContext, masks: WeightMasks | None = None,
+             *, before_step=None, extra_modules: dict[str, nn.Module] | None = None) -> TrainReport:
+    """Recovery training. With `masks`, pruned weights get no gradient and are re-zeroed before every step (the
+    masks go into the checkpoints); without, the whole (structurally pruned) model trains."""
     training = spec.finetune
-    return train(model, recovery_loss(task, spec.distill), training, task, ctx,
-                 evaluate_fn=evaluation(task) if training.eval_every else None,
-                 before_step=before_step, extra_modules=extra_modules)
+    extra_modules = dict(extra_modules or {})
+    step_hook = before_step
+    if masks is not None:
+        extra_modules["prune_masks"] = masks
+
+        def step_hook(model: nn.Module, step: int) -> None:
+            if before_step is not None:
+                before_step(model, step)
+            masks.apply_to_weights()
+
+    with masks.held() if masks is not None else nullcontext():
+        report = train(model, recovery_loss(task, spec.distill), training, task, ctx,
+                       evaluate_fn=evaluation(task) if training.eval_every else None, before_step=step_hook,
+                       extra_modules=extra_modules)
+    if masks is not None:
+        masks.apply_to_weights()
+    return report
 
 
 def cubic_sparsity(step: int, target: float, schedule: GradualScheduleSpec, total_steps: int) -> float:
@@ -64,7 +82,7 @@ def cubic_sparsity(step: int, target: float, schedule: GradualScheduleSpec, tota
 
 
 def gradual_finetune(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContext,
-                     masks: dict[str, WeightMask]) -> TrainReport:
+                     masks: WeightMasks) -> TrainReport:
     """Raise the sparsity on the cubic schedule every `prune_every` steps (and at `end_step`) while training."""
     schedule, total = spec.gradual, spec.finetune.steps
     end = schedule.end_step or max(1, int(0.75 * total))
@@ -74,38 +92,34 @@ def gradual_finetune(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunCont
         if not (step == end or (on_grid and step < end)):
             return
         sparsity = cubic_sparsity(step, spec.sparsity, schedule, total)
-        scores = rank_pruned_first(magnitude_scores(model, masks), masks)
-        set_masks(masks, keep_top(scores, sparsity, spec.scope))
+        masks.set(keep_top(rank_pruned_first(magnitude_scores(masks), masks), sparsity, spec.scope))
 
-    return finetune(model, spec, task, ctx, before_step=update_masks)
+    return finetune(model, spec, task, ctx, masks, before_step=update_masks)
 
 
 class WeightSnapshot(nn.Module):
-    """The weights at the rewind step, as buffers, so that the training checkpoint carries them."""
+    """Every parameter and buffer of the model at the rewind step, as buffers, so the training checkpoint carries
+    them."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.names = [name for name in model.state_dict() if not name.endswith(".mask")]
-        for index, tensor in enumerate(self._tensors(model)):
-            self.register_buffer(f"t{index}", tensor.detach().clone())
-
-    def _tensors(self, model: nn.Module) -> list[torch.Tensor]:
-        state = model.state_dict(keep_vars=True)
-        return [state[name] for name in self.names]
+        self.names = list(model.state_dict())
+        for index, tensor in enumerate(model.state_dict().values()):
+            self.register_buffer(f"tensor_{index}", tensor.detach().clone())
 
     @torch.no_grad()
     def record(self, model: nn.Module) -> None:
-        for index, tensor in enumerate(self._tensors(model)):
-            getattr(self, f"t{index}").copy_(tensor)
+        for index, tensor in enumerate(model.state_dict().values()):
+            getattr(self, f"tensor_{index}").copy_(tensor)
 
     @torch.no_grad()
     def restore(self, model: nn.Module) -> None:
-        for index, tensor in enumerate(self._tensors(model)):
-            tensor.copy_(getattr(self, f"t{index}"))
+        for index, tensor in enumerate(model.state_dict().values()):
+            tensor.copy_(getattr(self, f"tensor_{index}"))
 
 
 def lottery_ticket(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContext,
-                   masks: dict[str, WeightMask]) -> TrainReport:
+                   masks: WeightMasks) -> TrainReport:
     """Frankle et al. with rewinding: train densely recording the weights at `rewind_step`, prune the trained
     weights by magnitude, reset the survivors (and every other parameter and statistic) to the recording, and
     retrain with the mask for the same number of steps. Each phase checkpoints under its own name."""
@@ -115,12 +129,13 @@ def lottery_ticket(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContex
         if step == spec.rewind_step:
             snapshot.record(model)
 
-    train_dense = finetune(model, spec, task, _phase(ctx, "dense"), before_step=record_at_rewind_step,
-                           extra_modules={"rewind_snapshot": snapshot})
-    set_masks(masks, keep_top(magnitude_scores(model, masks), spec.sparsity, spec.scope))
+    dense = finetune(model, spec, task, _phase(ctx, "dense"), masks, before_step=record_at_rewind_step,
+                     extra_modules={"rewind_snapshot": snapshot})
+    masks.set(keep_top(magnitude_scores(masks), spec.sparsity, spec.scope))
     snapshot.restore(model)
-    retrain = finetune(model, spec, task, _phase(ctx, "retrain"))
-    retrain.metrics = {**retrain.metrics, "dense_final_loss": train_dense.final_loss}
+    masks.apply_to_weights()
+    retrain = finetune(model, spec, task, _phase(ctx, "retrain"), masks)
+    retrain.metrics = {**retrain.metrics, "dense_final_loss": dense.final_loss}
     return retrain
 
 

@@ -1,30 +1,23 @@
-"""Unstructured weight masks held as `torch.nn.utils.parametrize` parametrizations.
+"""Unstructured weight masks that work on exported graph modules and plain modules alike.
 
-A masked weight is computed as `original * mask` on every forward, so the zeros survive any optimizer step (the
-masked entries get zero gradient and are never read) and the mask travels in the model's state_dict (training
-checkpoints resume with it). This works on `torch.export` graph modules, whose conv/linear weights are attributes
-of plain submodules read by `get_attr` nodes, as well as on ordinary modules.
+The pruned entries are held at exact zero in the parameters themselves: a gradient hook zeroes their gradient (so
+clipping and optimizer state see only live weights) and the mask is re-applied before every training step (so
+momentum gathered before a weight was pruned cannot revive it). The masks live in an `nn.Module` of buffers that the
+training loop checkpoints next to the model, so a resumed job continues with exactly the masks it had.
+
+Why not `torch.nn.utils.parametrize`: torchao's `move_exported_model_to_train/eval` rewrite the graph with
+`torch.fx`'s subgraph rewriter, which first deletes every submodule no graph node names, and that includes the
+`parametrizations` modules, breaking any exported model with BatchNorm or dropout.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
-
-
-class WeightMask(nn.Module):
-    """Parametrization `w -> w * mask`; the mask is a buffer so that it is saved and restored with the model."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool))
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self.mask
 
 
 def prunable_weights(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, nn.Parameter]:
@@ -32,75 +25,54 @@ def prunable_weights(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str,
 
     Matching by name and rank rather than by module type is what makes this work on exported graph modules, where
     the submodule holding `fc.weight` is a plain `nn.Module`, not an `nn.Linear`. BatchNorm/LayerNorm scales and
-    biases are 1-d and stay dense (they are few and pruning them removes whole channels).
+    biases are 1-d and stay dense (they are few, and zeroing one silences a whole channel).
     """
     patterns = list(exclude)
-    weights = {}
-    for name, parameter in _named_weights(model):
-        if parameter.dim() >= 2 and name.rsplit(".", 1)[-1] == "weight":
-            if not any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
-                weights[name] = parameter
-    return weights
+    return {name: parameter for name, parameter in model.named_parameters()
+            if parameter.dim() >= 2 and name.rsplit(".", 1)[-1] == "weight"
+            and not any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)}
 
 
-def _named_weights(model: nn.Module):
-    """(name, tensor) of every weight, seeing through parametrizations (their `original` is the trainable one)."""
-    for module_name, module in model.named_modules():
-        if isinstance(module, parametrize.ParametrizationList):
-            continue
-        for attr, parameter in module.named_parameters(recurse=False):
-            yield _join(module_name, attr), parameter
-        if parametrize.is_parametrized(module):
-            for attr, parametrizations in module.parametrizations.items():
-                yield _join(module_name, attr), parametrizations.original
+class WeightMasks(nn.Module):
+    """One boolean keep-mask per named weight of `model` (True = live), stored as buffers `mask_0`, `mask_1`, ...
+    in the order of `names`."""
 
+    def __init__(self, model: nn.Module, names: Iterable[str]):
+        super().__init__()
+        parameters = dict(model.named_parameters())
+        self.names = list(names)
+        self._weights = {name: parameters[name] for name in self.names}
+        for index, name in enumerate(self.names):
+            self.register_buffer(f"mask_{index}", torch.ones_like(parameters[name], dtype=torch.bool))
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return getattr(self, f"mask_{self.names.index(name)}")
 
+    def weight(self, name: str) -> nn.Parameter:
+        return self._weights[name]
 
-def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    module_name, _, attr = name.rpartition(".")
-    return (model.get_submodule(module_name) if module_name else model), attr
+    @torch.no_grad()
+    def set(self, keep: dict[str, torch.Tensor]) -> None:
+        """Replace the masks and zero the newly pruned weights."""
+        for name in self.names:
+            self[name].copy_(keep[name])
+        self.apply_to_weights()
 
+    @torch.no_grad()
+    def apply_to_weights(self) -> None:
+        for name in self.names:
+            self._weights[name].mul_(self[name])
 
-def attach_masks(model: nn.Module, names: Iterable[str]) -> dict[str, WeightMask]:
-    """Parametrize each named weight with an all-ones mask (idempotent) and return the masks by weight name."""
-    masks = {}
-    for name in names:
-        module, attr = _owner(model, name)
-        if parametrize.is_parametrized(module, attr):
-            existing = [p for p in module.parametrizations[attr] if isinstance(p, WeightMask)]
-            if existing:
-                masks[name] = existing[0]
-                continue
-        mask = WeightMask(getattr(module, attr))
-        parametrize.register_parametrization(module, attr, mask, unsafe=True)
-        masks[name] = mask
-    return masks
-
-
-def find_masks(model: nn.Module) -> dict[str, WeightMask]:
-    masks = {}
-    for module_name, module in model.named_modules():
-        if parametrize.is_parametrized(module):
-            for attr, parametrizations in module.parametrizations.items():
-                for parametrization in parametrizations:
-                    if isinstance(parametrization, WeightMask):
-                        masks[_join(module_name, attr)] = parametrization
-    return masks
-
-
-def bake_masks(model: nn.Module) -> None:
-    """Remove the mask parametrizations, leaving plain parameters that hold exact zeros where pruned."""
-    for name in list(find_masks(model)):
-        module, attr = _owner(model, name)
-        parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
-
-
-def effective_weight(model: nn.Module, name: str) -> torch.Tensor:
-    module, attr = _owner(model, name)
-    return getattr(module, attr)
+    @contextmanager
+    def held(self) -> Iterator["WeightMasks"]:
+        """While inside, pruned weights receive zero gradient."""
+        handles = [self._weights[name].register_hook(lambda grad, name=name: grad * self[name])
+                   for name in self.names]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 def keep_top(scores: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
@@ -132,35 +104,31 @@ def _keep_top_flat(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return keep
 
 
-def rank_pruned_first(scores: dict[str, torch.Tensor], masks: dict[str, WeightMask]) -> dict[str, torch.Tensor]:
+def rank_pruned_first(scores: dict[str, torch.Tensor], masks: WeightMasks) -> dict[str, torch.Tensor]:
     """Scores with already-pruned entries below every live one, so raising the sparsity never revives a weight
     (a live weight can score exactly 0 too, e.g. a dead unit, and a tie would let the sort pick either)."""
-    return {name: torch.where(masks[name].mask, score, torch.full_like(score, -1.0)) if name in masks else score
-            for name, score in scores.items()}
+    return {name: torch.where(masks[name], score, torch.full_like(score, -1.0)) for name, score in scores.items()}
 
 
-def set_masks(masks: dict[str, WeightMask], keep: dict[str, torch.Tensor]) -> None:
+def magnitude_scores(masks: WeightMasks) -> dict[str, torch.Tensor]:
+    """|w| of the masked weights (pruned entries are 0, and `rank_pruned_first` keeps them pruned)."""
     with torch.no_grad():
-        for name, mask in masks.items():
-            mask.mask.copy_(keep[name])
-
-
-def magnitude_scores(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
-    """|w| of the effective (already masked) weight, so that pruned weights stay pruned as sparsity grows."""
-    with torch.no_grad():
-        return {name: effective_weight(model, name).abs() for name in names}
+        return {name: (masks.weight(name) * masks[name]).abs() for name in masks.names}
 
 
 def sparsity_report(model: nn.Module, names: Iterable[str]) -> dict:
-    """Per-layer and overall fraction of exact zeros among the given weights, plus parameter counts."""
+    """Per-layer and overall fraction of exact zeros among the named weights, plus parameter counts."""
+    parameters = dict(model.named_parameters())
     per_layer, zeros, total = {}, 0, 0
-    with torch.no_grad():
-        for name in names:
-            weight = effective_weight(model, name)
-            layer_zeros = int((weight == 0).sum())
-            per_layer[name] = round(layer_zeros / weight.numel(), 6)
-            zeros += layer_zeros
-            total += weight.numel()
-        parameters = sum(p.numel() for _, p in _named_weights(model))
+    for name in names:
+        weight = parameters[name].detach()
+        layer_zeros = int((weight == 0).sum())
+        per_layer[name] = round(layer_zeros / weight.numel(), 6)
+        zeros += layer_zeros
+        total += weight.numel()
+    count = sum(p.numel() for p in parameters.values())
+    # A layer with no weight left cuts every path through the network (Tanaka et al.'s layer collapse).
+    collapsed = [name for name, fraction in per_layer.items() if fraction == 1.0]
     return {"sparsity": round(zeros / total, 6) if total else 0.0, "sparsity_per_layer": per_layer,
-            "prunable_parameters": total, "pruned_parameters": zeros, "parameters": parameters, "nonzero_parameters": parameters - zeros}
+            "collapsed_layers": collapsed, "prunable_parameters": total, "pruned_parameters": zeros,
+            "parameters": count, "nonzero_parameters": count - zeros}

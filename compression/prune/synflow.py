@@ -16,8 +16,7 @@ from torch import nn
 
 from compression.context import RunContext
 from compression.modes import eval_mode
-from compression.prune.masks import (WeightMask, effective_weight, find_masks, keep_top, rank_pruned_first,
-                                     set_masks)
+from compression.prune.masks import WeightMasks, keep_top, rank_pruned_first
 
 
 class SynflowScorer:
@@ -35,52 +34,40 @@ class SynflowScorer:
                     tensor.abs_()
         for parameter in self.linear_model.parameters():
             parameter.requires_grad_(False)
-        self.originals = {name: _trainable(self.linear_model, name) for name in names}
-        self.copy_masks = find_masks(self.linear_model)
+        parameters = dict(self.linear_model.named_parameters())
+        self.weights = {name: parameters[name] for name in names}
+        self.positive = {name: weight.detach().clone() for name, weight in self.weights.items()}
         self.ones = tuple(torch.ones_like(x[:1], dtype=torch.float64) if x.is_floating_point() else x[:1]
                           for x in example_inputs)
 
-    def scores(self, masks: dict[str, WeightMask] | None = None) -> dict[str, torch.Tensor]:
-        """|theta * dR/dtheta| for every named weight, under `masks` (the live model's masks) when given."""
+    def scores(self, masks: WeightMasks | None = None) -> dict[str, torch.Tensor]:
+        """|theta * dR/dtheta| for every named weight, with the pruned entries of `masks` set to zero."""
         with torch.no_grad():
-            for name, mask in (masks or {}).items():
-                self.copy_masks[name].mask.copy_(mask.mask)
-        for original in self.originals.values():
-            original.grad = None
-            original.requires_grad_(True)
+            for name, weight in self.weights.items():
+                weight.copy_(self.positive[name] * masks[name] if masks is not None else self.positive[name])
+                weight.grad = None
+                weight.requires_grad_(True)
         output = self.linear_model(*self.ones)
         outputs = output if isinstance(output, (tuple, list)) else (output,)
         torch.stack([o.sum() for o in outputs]).sum().backward()
-        # With a mask w = o * m autograd gives dR/do = dR/dw * m; pruned entries score 0 since w is 0 there.
         with torch.no_grad():
-            return {name: (effective_weight(self.linear_model, name) * original.grad).abs().float()
-                    for name, original in self.originals.items()}
+            return {name: (weight * weight.grad).abs().float() for name, weight in self.weights.items()}
 
 
 def synflow_scores(model: nn.Module, names: list[str], example_inputs: tuple[torch.Tensor, ...]) -> dict:
-    """One round of SynFlow scores for the named (mask-parametrized or plain) weights of `model`."""
+    """One round of SynFlow scores for the named weights of `model` (unpruned)."""
     return SynflowScorer(model, names, example_inputs).scores()
 
 
-def _trainable(model: nn.Module, name: str) -> torch.Tensor:
-    module_name, _, attr = name.rpartition(".")
-    module = model.get_submodule(module_name) if module_name else model
-    if hasattr(module, "parametrizations") and attr in module.parametrizations:
-        return module.parametrizations[attr].original
-    return getattr(module, attr)
-
-
-def synflow_prune(model: nn.Module, names: list[str], sparsity: float, iterations: int,
-                  example_inputs: tuple[torch.Tensor, ...], ctx: RunContext) -> dict[str, WeightMask]:
+def synflow_prune(model: nn.Module, masks: WeightMasks, sparsity: float, iterations: int,
+                  example_inputs: tuple[torch.Tensor, ...], ctx: RunContext) -> None:
     """Iterative SynFlow to `sparsity` over `iterations` rounds (round k reaches 1 - (1 - sparsity)**(k / n)).
 
     The ranking is global, as in the paper: conservation is what keeps it from collapsing layers.
     """
-    masks = {name: mask for name, mask in find_masks(model).items() if name in names}
-    scorer = SynflowScorer(model, names, example_inputs)
+    scorer = SynflowScorer(model, masks.names, example_inputs)
     for round_index in range(1, iterations + 1):
         round_sparsity = 1.0 - (1.0 - sparsity) ** (round_index / iterations)
         scores = rank_pruned_first(scorer.scores(masks), masks)
-        set_masks(masks, keep_top(scores, round_sparsity, "global"))
+        masks.set(keep_top(scores, round_sparsity, "global"))
         ctx.progress("synflow", round_index, iterations, sparsity=round(round_sparsity, 4))
-    return masks

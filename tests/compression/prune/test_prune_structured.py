@@ -1,4 +1,3 @@
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,9 +109,9 @@ def test_ops_the_pass_does_not_know_freeze_their_channels():
     assert not groups[("d.weight",)].prunable  # reaches the output
 
 
-@pytest.mark.parametrize("fraction", [0.25, 0.5])
-def test_pruned_resnet_runs_at_any_batch_size_with_fewer_parameters(resnet_program, fraction):
+def test_pruned_resnet_runs_at_any_batch_size_with_fewer_parameters(resnet_program):
     graph_module, example = resnet_program
+    fraction = 0.5
     before = sum(p.numel() for p in graph_module.parameters())
     plans, _ = plan_structured(graph_module, fraction, "l2")
     prune_channels(graph_module, plans)

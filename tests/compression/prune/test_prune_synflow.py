@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from compression.context import RunContext
-from compression.prune.masks import attach_masks, effective_weight, keep_top, magnitude_scores, set_masks
+from compression.prune.masks import WeightMasks, keep_top, magnitude_scores
 from compression.prune.synflow import synflow_prune, synflow_scores
 from tests.compression.prune.conftest import exported
 
@@ -54,17 +54,16 @@ def rescaled_bottleneck_mlp() -> nn.Sequential:
 def test_synflow_avoids_the_layer_collapse_of_global_magnitude():
     sparsity = 0.97
     magnitude_model = rescaled_bottleneck_mlp()
-    masks = attach_masks(magnitude_model, NAMES)
-    set_masks(masks, keep_top(magnitude_scores(magnitude_model, NAMES), sparsity, "global"))
-    assert int(effective_weight(magnitude_model, "2.weight").count_nonzero()) == 0  # collapsed
+    masks = WeightMasks(magnitude_model, NAMES)
+    masks.set(keep_top(magnitude_scores(masks), sparsity, "global"))
+    assert int(magnitude_model.get_parameter("2.weight").count_nonzero()) == 0  # collapsed
     assert magnitude_model(torch.ones(1, 20)).abs().sum() == 0
 
     synflow_model = rescaled_bottleneck_mlp()
-    attach_masks(synflow_model, NAMES)
-    synflow_prune(synflow_model, NAMES, sparsity, iterations=20, example_inputs=(torch.randn(2, 20),),
+    synflow_prune(synflow_model, WeightMasks(synflow_model, NAMES), sparsity, iterations=20, example_inputs=(torch.randn(2, 20),),
                   ctx=RunContext())
-    kept = {name: int(effective_weight(synflow_model, name).count_nonzero()) for name in NAMES}
-    total = sum(effective_weight(synflow_model, name).numel() for name in NAMES)
+    kept = {name: int(synflow_model.get_parameter(name).count_nonzero()) for name in NAMES}
+    total = sum(synflow_model.get_parameter(name).numel() for name in NAMES)
     assert sum(kept.values()) == total - round(sparsity * total)
     assert all(count > 0 for count in kept.values())
     # Surviving weights still connect input to output.
@@ -73,9 +72,9 @@ def test_synflow_avoids_the_layer_collapse_of_global_magnitude():
 
 def test_synflow_round_scores_do_not_revive_pruned_weights():
     model = exported(bias_free_mlp(), (torch.randn(4, 20),))
-    attach_masks(model, NAMES)
-    synflow_prune(model, NAMES, 0.5, iterations=2, example_inputs=(torch.randn(2, 20),), ctx=RunContext())
-    first = {name: effective_weight(model, name) == 0 for name in NAMES}
-    synflow_prune(model, NAMES, 0.8, iterations=2, example_inputs=(torch.randn(2, 20),), ctx=RunContext())
+    masks = WeightMasks(model, NAMES)
+    synflow_prune(model, masks, 0.5, iterations=2, example_inputs=(torch.randn(2, 20),), ctx=RunContext())
+    first = {name: model.get_parameter(name) == 0 for name in NAMES}
+    synflow_prune(model, masks, 0.8, iterations=2, example_inputs=(torch.randn(2, 20),), ctx=RunContext())
     for name in NAMES:
-        assert (effective_weight(model, name)[first[name]] == 0).all()
+        assert (model.get_parameter(name)[first[name]] == 0).all()

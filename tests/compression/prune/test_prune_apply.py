@@ -1,0 +1,128 @@
+import copy
+import zipfile
+
+import pytest
+import torch
+from torch import nn
+
+from compression.context import RunContext
+from compression.evaluate import evaluate
+from compression.io import export_model, load_model, save_program
+from compression.prune import apply_prune, load_sparse
+from compression.prune.finetune import WeightSnapshot
+from compression.specs.prune import PruneSpec
+from compression.task import Task
+from compression.zoo import build
+from tests.compression.prune.conftest import CheckpointStore, exported, fresh_mlp
+
+FINETUNE = {"steps": 40, "batch_size": 32, "lr": 5e-3}
+
+
+def prunable_sparsity(model: nn.Module) -> float:
+    weights = [p for name, p in model.named_parameters() if p.dim() > 1]
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
+def test_unstructured_one_shot_with_finetune_writes_true_size_artifacts(mlp_task):
+    model, task = mlp_task
+    graph_module = exported(model, task.example_inputs)
+    spec = PruneSpec(sparsity=0.9, finetune=FINETUNE)
+    result = apply_prune(spec, graph_module, task, RunContext())
+    assert result.metrics["collapsed_layers"] == []
+    assert result.metrics["pruned_parameters"] == round(0.9 * result.metrics["prunable_parameters"])
+    assert prunable_sparsity(result.model) == pytest.approx(0.9, abs=1e-3)
+    assert evaluate(result.model, task.dataset.split("val"))["accuracy"] > 0.9
+    program, sparse = result.artifacts
+    reloaded = load_model(program.path)
+    inputs = torch.randn(3, 16)
+    torch.testing.assert_close(reloaded(inputs), result.model(inputs))
+    weights = load_sparse(sparse.path)
+    for name, tensor in result.model.state_dict().items():
+        assert torch.equal(weights[name], tensor)
+    assert sparse.size_bytes == result.metrics["sparse_weights_bytes"]
+    assert result.metrics["dense_weights_bytes"] / sparse.size_bytes > 5
+
+
+def test_global_magnitude_reports_collapsed_layers(mlp_task):
+    _, task = mlp_task
+    # Freshly initialised, the last layer (fan-in scaled init) holds the smallest weights: global ranking empties it.
+    result = apply_prune(PruneSpec(sparsity=0.9), fresh_mlp(), task, RunContext())
+    assert result.metrics["collapsed_layers"] == ["4.weight"]
+
+
+def teacher_kl(student: nn.Module, teacher: nn.Module, inputs: torch.Tensor) -> float:
+    with torch.no_grad():
+        log_p = teacher(inputs).log_softmax(-1)
+        return float((log_p.exp() * (log_p - student(inputs).log_softmax(-1))).sum(-1).mean())
+
+
+def test_distillation_recovers_the_teacher_without_labels(mlp_task, tmp_path):
+    model, task = mlp_task
+    inputs = {split: task.dataset.split(split).inputs["x"] for split in ("train", "val")}
+    unlabelled = type(task.dataset).from_arrays({f"{split}.x": x for split, x in inputs.items()}, ["x"])
+    task = Task(unlabelled, model, task.example_inputs, tmp_path)
+    one_shot = apply_prune(PruneSpec(sparsity=0.9, scope="layerwise"), copy.deepcopy(model), task, RunContext())
+    distilled = apply_prune(PruneSpec(sparsity=0.9, scope="layerwise", finetune=FINETUNE, distill={"temperature": 2.0}),
+                            copy.deepcopy(model), task, RunContext())
+    val = torch.from_numpy(inputs["val"])
+    assert teacher_kl(distilled.model, model, val) < 0.5 * teacher_kl(one_shot.model, model, val)
+    assert evaluate(distilled.model, unlabelled.split("val"), model)["top1_agreement"] > 0.95
+
+
+def test_lottery_ticket_rewinding_reaches_sparsity_and_resumes_from_checkpoints(mlp_task):
+    model, task = mlp_task
+    spec = PruneSpec(sparsity=0.8, rewind_step=5, finetune={**FINETUNE, "steps": 20, "checkpoint_every": 10})
+    store = CheckpointStore()
+    first = apply_prune(spec, exported(model, task.example_inputs), task, store.context())
+    assert {"dense.train", "retrain.train"} <= set(store)
+    assert prunable_sparsity(first.model) == pytest.approx(0.8, abs=1e-3)
+    again = apply_prune(spec, exported(model, task.example_inputs), task, store.context())
+    assert again.metrics["finetune"]["resumed_from_step"] == 20
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), again.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_weight_snapshot_restores_parameters_and_statistics(resnet_program):
+    graph_module, _ = resnet_program
+    snapshot = WeightSnapshot(graph_module)
+    recorded = copy.deepcopy(graph_module.state_dict())
+    with torch.no_grad():
+        for tensor in graph_module.state_dict().values():
+            tensor.add_(1)
+    snapshot.restore(graph_module)
+    for name, tensor in graph_module.state_dict().items():
+        assert torch.equal(tensor, recorded[name]), name
+
+
+def test_synflow_stage_on_exported_resnet(resnet_program, tmp_path):
+    graph_module, example = resnet_program
+    task_dataset = None
+    task = Task(task_dataset, graph_module, example, tmp_path)
+    result = apply_prune(PruneSpec(sparsity=0.9, criterion="synflow", synflow_iterations=10), graph_module, task,
+                         RunContext())
+    assert result.metrics["sparsity"] == pytest.approx(0.9, abs=1e-4)
+    assert min(result.metrics["sparsity_per_layer"].values()) < 0.9 < max(result.metrics["sparsity_per_layer"]
+                                                                           .values())
+    assert max(result.metrics["sparsity_per_layer"].values()) < 1.0
+
+
+def weight_bytes(pt2_path) -> int:
+    with zipfile.ZipFile(pt2_path) as archive:
+        return sum(info.file_size for info in archive.infolist() if "/data/" in info.filename)
+
+
+def test_structured_stage_exports_a_smaller_model(tmp_path):
+    torch.manual_seed(0)
+    model = build("resnet", base_width=8, base_blocks=1)
+    example = (torch.randn(4, 1, 16, 16),)
+    original_path = save_program(export_model(model, example), tmp_path / "original.pt2")
+    task = Task(None, model, example, tmp_path / "work")
+    result = apply_prune(PruneSpec(kind="structured", sparsity=0.5), copy.deepcopy(model), task, RunContext())
+    assert result.metrics["parameter_reduction"] > 0.6
+    assert result.metrics["groups_kept_whole"][0]["why"] == ["graph output"]
+    artifact = result.artifacts[0]
+    removed_bytes = 4 * (result.metrics["parameters_before"] - result.metrics["parameters"])
+    # The archive's tensor data lost the bytes of every removed float32 parameter (and BatchNorm statistics).
+    assert weight_bytes(original_path) - weight_bytes(artifact.path) > removed_bytes
+    inputs = torch.randn(2, 1, 16, 16)
+    torch.testing.assert_close(load_model(artifact.path)(inputs), result.model(inputs))
