@@ -39,14 +39,15 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
     float32_bytes = _float32_program_bytes(model, task)
     float32_weight_bytes = _float32_weight_bytes(model)
     layers = select(find_layer_weights(model), spec.include, spec.exclude)
-    plans, skipped = plan_layers(layers, spec.block_sizes, spec.centroids, spec.min_blocks_per_centroid)
+    plans, skipped = plan_layers(layers, spec.block_sizes, spec.centroids, spec.min_blocks_per_centroid,
+                                 spec.min_weights)
     if not plans:
         raise ValueError(f"no weight can be product-quantized: {skipped or 'no linear/conv/embedding layer'}")
     groups = order_groups(plans, spec.groups, spec.num_groups, spec.order)
     noised = add_quant_noise(model, [plan.layer for plan in plans], spec.quant_noise, ctx.seed) \
         if spec.quant_noise is not None else []
 
-    finetunings, quantized, kmeans_report = [], 0, {}
+    groups_report, quantized, kmeans_report = [], 0, {}
     for index, group in enumerate(groups):
         for plan in group:
             fit = quantize_layer(model, plan, spec.kmeans_iterations, ctx.seed, ctx.device,
@@ -55,11 +56,13 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
             kmeans_report[plan.layer.name] = {"centroids": plan.centroids, "block_size": plan.block_size,
                                               "blocks": plan.num_blocks, "inertia": round(fit.inertia, 6)}
             ctx.progress("quantize", quantized, len(plans), layer=plan.layer.name, group=index + 1)
+        group_report = {"group": index + 1, "layers": [plan.layer.name for plan in group],
+                        "quantized": _quality(model, spec.evaluation, task)}
         if index < len(groups) - 1 or spec.finetune_last_group:
             report = finetune(model, spec.training, spec.distillation, task, ctx, f"group{index + 1}")
-            finetunings.append({"group": index + 1, "layers": [plan.layer.name for plan in group],
-                                "steps": report.steps, "final_loss": round(report.final_loss, 6),
-                                "resumed_from_step": report.resumed_from_step, **report.metrics})
+            group_report |= {"steps": report.steps, "final_loss": round(report.final_loss, 6),
+                             "resumed_from_step": report.resumed_from_step, "finetuned": report.metrics}
+        groups_report.append(group_report)
     for name in parametrizations_of(model, QuantNoise):  # weights left in full precision
         remove(model, name, keep_value=False)
 
@@ -78,7 +81,7 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
         "weights_compression_ratio": round(float32_weight_bytes / theoretical_bytes(manifest), 3),
         "centroid_dtype": spec.centroid_dtype,
         "quantized_layers": kmeans_report, "full_precision_layers": skipped,
-        "quant_noise_layers": noised, "finetune": finetunings,
+        "quant_noise_layers": noised, "groups": groups_report,
     }
     artifact = Artifact(PACKED_NAME, path, "packed.ipq.safetensors",
                         {"loader": "compression.pq.load_ipq", "compression_ratio": metrics["compression_ratio"]})

@@ -26,8 +26,8 @@ class LayerPlan:
         return self.layer.numel // self.block_size
 
 
-def plan_layers(layers: list[LayerWeight], block_sizes, centroids: int,
-                min_blocks_per_centroid: int) -> tuple[list[LayerPlan], dict[str, str]]:
+def plan_layers(layers: list[LayerWeight], block_sizes, centroids: int, min_blocks_per_centroid: int,
+                min_weights: int = 0) -> tuple[list[LayerPlan], dict[str, str]]:
     """Block size and K per layer, and {weight name: reason} for the layers left in full precision.
 
     A layer with fewer than K * min_blocks_per_centroid blocks gets the largest power of two that fits, because a
@@ -35,6 +35,9 @@ def plan_layers(layers: list[LayerWeight], block_sizes, centroids: int,
     """
     plans, skipped = [], {}
     for layer in layers:
+        if layer.numel < min_weights:
+            skipped[layer.name] = f"{layer.numel} weights, fewer than min_weights={min_weights}"
+            continue
         block_size = block_size_for(layer, block_sizes)
         if not can_split(layer.shape, block_size):
             skipped[layer.name] = f"row length {math.prod(layer.shape[1:])} is not a multiple of block {block_size}"

@@ -65,6 +65,9 @@ class IPQSpec(Spec):
     min_blocks_per_centroid: Annotated[int, Field(ge=1)] = Field(
         4, description="A layer with fewer than K * this many blocks uses the largest power-of-two K that fits; a "
                        "layer too small for K >= 2 stays in full precision.")
+    min_weights: Annotated[int, Field(ge=0)] = Field(
+        1024, description="Layers with fewer weights stay in full precision (dense_dtype): a codebook would cost "
+                          "about as much as the weight, and such layers (first conv, classifier) are sensitive.")
     centroid_dtype: Literal["float16", "int8"] = Field("float16", description="int8 = 'iPQ + int8' (symmetric, "
                                                                                 "one scale per layer).")
     dense_dtype: Literal["float16", "float32"] = Field("float16", description="Storage of the parameters that are "

@@ -43,6 +43,7 @@ def digits_arrays() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def trained_digits_cnn(digits_arrays) -> nn.Module:
+    torch.manual_seed(0)
     return fit(digits_cnn(), digits_arrays["train.x"], digits_arrays["train.y"])
 
 

@@ -28,16 +28,16 @@ def test_ipq_int8_keeps_digits_accuracy_within_a_few_points(digits_task):
     assert reloaded == after
     phases = {event.phase for event in events}
     assert {"quantize", "group1.train", "group2.train"} <= phases
-    assert len(result.metrics["finetune"]) == 2
+    assert [group["steps"] for group in result.metrics["groups"]] == [40, 40]
 
 
 def test_ipq_finetuning_recovers_accuracy_lost_to_quantization(digits_task):
     model, task = digits_task
-    common = dict(centroids=8, num_groups=1, distillation=None)
-    untuned = apply_ipq(IPQSpec(**common, finetune_last_group=False, training=FAST_TRAINING), model, task,
-                        RunContext())
-    tuned = apply_ipq(IPQSpec(**common, training=FAST_TRAINING), model, task, RunContext())
-    assert tuned.metrics["after"]["accuracy"] > untuned.metrics["after"]["accuracy"] + 0.02
+    spec = IPQSpec(centroids=8, num_groups=1, distillation=None, training=FAST_TRAINING)
+    group = apply_ipq(spec, model, task, RunContext()).metrics["groups"][0]
+    # 8 centroids per layer lose accuracy; finetuning the centroids alone wins much of it back.
+    assert group["quantized"]["accuracy"] < 0.95
+    assert group["finetuned"]["accuracy"] > group["quantized"]["accuracy"] + 0.02
 
 
 def test_quant_noise_stage_keeps_accuracy_and_returns_a_plain_model(digits_task):
