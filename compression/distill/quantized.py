@@ -19,8 +19,8 @@ from compression.distill.codebook_format import payload_bytes, write_codebook_mo
 from compression.distill.common import (eval_metrics_fn, frozen_teacher, student_result, teacher_logits,
                                         write_student)
 from compression.distill.losses import distillation_loss
-from compression.distill.weight_quant import (CodebookWeightQuantizer, UniformWeightQuantizer, attach,
-                                              bucketed_format, detach_all, owner_of, quantizable_weights)
+from compression.distill.weight_quant import (AttachedQuantizers, CodebookWeightQuantizer, UniformWeightQuantizer,
+                                              bucketed_format, owner_of, quantizable_weights)
 from compression.evaluate import output_tensor
 from compression.quant.packed import write_packed
 from compression.quant.weights import quantize_weight
@@ -62,13 +62,14 @@ def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Modu
     student = copy.deepcopy(model).to(ctx.device)
     names = quantizable_weights(student, spec.skip)
     fmt = bucketed_format(spec.bits, spec.bucket_size)
-    attach(student, names, lambda weight: UniformWeightQuantizer(fmt, spec.stochastic_rounding))
+    attached = AttachedQuantizers(student, names,
+                                  lambda weight: UniformWeightQuantizer(fmt, spec.stochastic_rounding))
     with frozen_teacher(task.reference, ctx.device) as teacher:
         before = _rounded_metrics(student, task, teacher)
         report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha), spec.training, task, ctx,
                        evaluate_fn=eval_metrics_fn(task, teacher))
     # Quantize the final shadow weights once more, deterministically, and keep only the quantized values.
-    detach_all(student, names, leave_parametrized=False)
+    attached.detach(bake=False)
     student.to("cpu")
     weights = {}
     for name in names:
@@ -95,20 +96,18 @@ def apply_differentiable_quantization(spec: DifferentiableQuantizationSpec, mode
     names = quantizable_weights(student, spec.skip)
     for parameter in student.parameters():
         parameter.requires_grad_(False)
-    quantizers = attach(student, names, lambda weight: CodebookWeightQuantizer(weight, spec.bits))
-    points = [quantizer.points for quantizer in quantizers.values()]
+    attached = AttachedQuantizers(student, names, lambda weight: CodebookWeightQuantizer(weight, spec.bits))
+    points = [quantizer.points for quantizer in attached.quantizers.values()]
     with frozen_teacher(task.reference, ctx.device) as teacher:
         before = _rounded_metrics(student, task, teacher)
         report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha), spec.training, task, ctx,
                        param_groups=[{"params": points}], evaluate_fn=eval_metrics_fn(task, teacher))
     student.to("cpu")
     encoded = {}
-    for name in names:
-        owner, leaf = owner_of(student, name)
-        original = owner.parametrizations[leaf].original
-        indices, codebook = quantizers[name].encode(original)
+    for name, quantizer in attached.quantizers.items():
+        indices, codebook = quantizer.encode(attached.shadow(name))
         encoded[name] = (indices, codebook, spec.bits)
-    detach_all(student, names, leave_parametrized=True)
+    attached.detach(bake=True)
     artifact = write_student(student, task, "student.pt2")
     packed_path = write_codebook_model(task.workdir / "student_codebook.safetensors", student,
                                        tuple(t.cpu() for t in task.example_inputs), encoded)

@@ -1,5 +1,5 @@
-"""Weight quantizers used while training, as `torch.nn.utils.parametrize` parametrizations (they work on plain and
-exported modules alike, and the full-precision tensor stays the parameter the optimizer updates).
+"""Weight quantizers used while training (inserted by `AttachedQuantizers`; the full-precision tensor stays the
+parameter the optimizer updates).
 
 - `UniformWeightQuantizer` (quantized distillation): min-max affine quantization per bucket of consecutive weights
   of each row, recomputed from the current shadow weights every forward; straight-through gradient to the
@@ -91,19 +91,63 @@ def owner_of(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(owner) if owner else model), leaf
 
 
-def attach(model: nn.Module, names: list[str], make_quantizer) -> dict[str, nn.Module]:
-    """Register `make_quantizer(weight)` as the parametrization of every named weight; returns them by name."""
-    quantizers = {}
-    for name in names:
-        owner, leaf = owner_of(model, name)
-        quantizer = make_quantizer(getattr(owner, leaf)).to(getattr(owner, leaf).device)
-        parametrize.register_parametrization(owner, leaf, quantizer)
-        quantizers[name] = quantizer
-    return quantizers
+_QUANTIZER_PREFIX = "_distill_weight_quantizer_"
 
 
-def detach_all(model: nn.Module, names: list[str], leave_parametrized: bool) -> None:
-    """Remove the parametrizations; with `leave_parametrized` the parameter keeps the quantized value."""
-    for name in names:
-        owner, leaf = owner_of(model, name)
-        parametrize.remove_parametrizations(owner, leaf, leave_parametrized=leave_parametrized)
+class AttachedQuantizers:
+    """Weight quantizers inserted into a model; `detach` takes them out again.
+
+    On a plain module each is a `parametrize` parametrization. On an exported graph each sits as a `call_module`
+    node between the weight's `get_attr` and its users: torchao's train/eval rewrite deletes every submodule the
+    graph does not reference, parametrizations included, so there the graph itself must reference the quantizer.
+    Either way the parameter the optimizer sees stays the full-precision (shadow) weight.
+    """
+
+    def __init__(self, model: nn.Module, names: list[str], make_quantizer):
+        self.model = model
+        self.graph = isinstance(model, torch.fx.GraphModule)
+        self.quantizers: dict[str, nn.Module] = {}
+        for index, name in enumerate(names):
+            owner, leaf = owner_of(model, name)
+            weight = getattr(owner, leaf)
+            quantizer = make_quantizer(weight).to(weight.device)
+            self.quantizers[name] = quantizer
+            if self.graph:
+                self._insert(name, f"{_QUANTIZER_PREFIX}{index}", quantizer)
+            else:
+                parametrize.register_parametrization(owner, leaf, quantizer)
+        if self.graph:
+            model.recompile()
+
+    def _insert(self, name: str, module_name: str, quantizer: nn.Module) -> None:
+        self.model.add_submodule(module_name, quantizer)
+        graph = self.model.graph
+        for node in [n for n in graph.nodes if n.op == "get_attr" and n.target == name]:
+            with graph.inserting_after(node):
+                quantized = graph.call_module(module_name, (node,))
+            node.replace_all_uses_with(quantized, delete_user_cb=lambda user: user is not quantized)
+
+    def shadow(self, name: str) -> Tensor:
+        """The full-precision parameter behind quantized weight `name`."""
+        owner, leaf = owner_of(self.model, name)
+        return owner.parametrizations[leaf].original if not self.graph else getattr(owner, leaf)
+
+    def detach(self, bake: bool) -> None:
+        """Remove the quantizers; with `bake` each parameter first takes its quantized value."""
+        for name, quantizer in self.quantizers.items():
+            owner, leaf = owner_of(self.model, name)
+            if not self.graph:
+                parametrize.remove_parametrizations(owner, leaf, leave_parametrized=bake)
+                continue
+            if bake:
+                with torch.no_grad():
+                    getattr(owner, leaf).copy_(quantizer(getattr(owner, leaf)))
+        if self.graph:
+            graph = self.model.graph
+            targets = {f"{_QUANTIZER_PREFIX}{index}" for index in range(len(self.quantizers))}
+            for node in [n for n in graph.nodes if n.op == "call_module" and n.target in targets]:
+                node.replace_all_uses_with(node.args[0])
+                graph.erase_node(node)
+            for target in targets:
+                delattr(self.model, target)
+            self.model.recompile()

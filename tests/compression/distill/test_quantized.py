@@ -13,7 +13,7 @@ from compression.quant.packed import load_packed
 from compression.specs.distill import DifferentiableQuantizationSpec, QuantizedDistillationSpec
 from compression.specs.training import TrainingSpec
 from compression.task import Task
-from tests.compression.distill.conftest import blobs, fit, make_task
+from tests.compression.distill.conftest import blobs, fit, image_task, make_task
 
 WEIGHTS = ["0.weight", "2.weight", "4.weight"]
 
@@ -99,3 +99,27 @@ def test_codebook_file_holds_exactly_the_indices_and_codebooks_and_rebuilds_the_
     x = torch.from_numpy(task.dataset.split("val").inputs["x"])
     with torch.no_grad():
         torch.testing.assert_close(load_codebook_model(packed.path)(x), result.model(x))
+
+
+@pytest.mark.parametrize("method", ["quantized_distillation", "differentiable_quantization"])
+def test_exported_models_with_batch_norm_train_and_pack(tmp_path, conv_net, method):
+    # Switching an exported graph between train and eval mode rewrites it and drops every submodule the graph
+    # does not reference (parametrizations included): the quantizers must survive that.
+    _, program, _ = conv_net
+    task = image_task(tmp_path, program, labels=True)
+    training = TrainingSpec(steps=4, batch_size=32)
+    if method == "quantized_distillation":
+        result = apply_quantized_distillation(QuantizedDistillationSpec(bits=4, training=training), program, task,
+                                              RunContext())
+        load = load_packed
+    else:
+        result = apply_differentiable_quantization(DifferentiableQuantizationSpec(bits=4, training=training),
+                                                   program, task, RunContext())
+        load = load_codebook_model
+    assert not any("quantizer" in name for name, _ in result.model.named_modules())
+    # 4 bits: one 16-point codebook per tensor, or 16 levels in each of the conv's 24 rows (one bucket per row).
+    levels = 16 * 24 if method == "quantized_distillation" else 16
+    assert len(torch.unique(result.model.conv.weight)) <= levels
+    x = torch.from_numpy(task.dataset.split("val").inputs["x"])
+    with torch.no_grad():
+        torch.testing.assert_close(load(result.artifacts[1].path)(x), result.model(x))
