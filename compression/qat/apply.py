@@ -1,0 +1,114 @@
+"""Quantization-aware training as a pipeline stage (method "qat")."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compression.context import RunContext
+from compression.data import Batch
+from compression.evaluate import evaluate, output_tensor
+from compression.io import export_model, save_program
+from compression.modes import eval_mode
+from compression.qat.activation_quantizers import PACTActivationQuantizer
+from compression.qat.prepare import (INPUT_QUANTIZERS, calibrate, freeze_batchnorm, layer_summary, materialize,
+                                     prepare_qat, quantizer_modules)
+from compression.quant.packed import write_packed
+from compression.result import Artifact, StageResult
+from compression.specs.qat import QATSpec
+from compression.task import Task
+from compression.training import train
+
+PT2_NAME = "model_qat.pt2"
+PACKED_NAME = "model_qat_packed.safetensors"
+# Packed weights pay off where float weights are large relative to the codes; 5-8 bit results ship as .pt2 only.
+PACKED_MAX_BITS = 4
+
+
+def apply_qat(spec: QATSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
+    weight_kind, activation_kind = spec.quantizers
+    example_inputs = tuple(t.to(ctx.device) for t in task.example_inputs)
+    gm, layers = prepare_qat(model.to(ctx.device), example_inputs, weight_bits=spec.weight_bits,
+                                      activation_bits=spec.activation_bits, weight_quantizer=weight_kind,
+                                      activation_quantizer=activation_kind, per_channel=spec.per_channel,
+                                      first_last_bits=spec.first_last_bits)
+    eval_mode(gm)
+    train_split = task.dataset.split(task.train_split)
+    calibration = (batch.inputs for batch in train_split.batches(spec.training.batch_size, shuffle=True,
+                                                                   seed=ctx.seed, limit=spec.calibration_samples,
+                                                                   device=ctx.device))
+    pact_fallbacks = calibrate(gm, layers, calibration)
+    ctx.progress("calibrate", 1, 1)
+
+    report = train(gm, _loss_fn(train_split.has_labels, task.reference), spec.training, task, ctx,
+                   param_groups=_param_groups(gm, spec), extra_modules={"quantizers": quantizer_modules(gm, layers)},
+                   before_step=_bn_freezer(spec.freeze_bn_after))
+    eval_mode(gm)
+    summary = layer_summary(gm, layers)
+    quantized_weights = materialize(gm, layers)
+
+    artifacts = [Artifact(PT2_NAME, save_program(export_model(gm, example_inputs), task.workdir / PT2_NAME),
+                          "model.pt2", {"weight_bits": spec.weight_bits, "activation_bits": spec.activation_bits})]
+    if spec.weight_bits <= PACKED_MAX_BITS:
+        path = write_packed(task.workdir / PACKED_NAME, gm, example_inputs, quantized_weights)
+        artifacts.append(Artifact(PACKED_NAME, path, "packed.safetensors",
+                                  {"loader": "compression.quant.packed.load_packed", "weight_bits": spec.weight_bits}))
+    metrics = {
+        "weight_bits": spec.weight_bits, "activation_bits": spec.activation_bits,
+        "quantizer": spec.quantizer, "weight_quantizer": weight_kind,
+        "activation_quantizer": activation_kind if spec.activation_bits is not None else None,
+        "first_last_bits": spec.first_last_bits,
+        "pact_fallback_to_lsq": pact_fallbacks,
+        "train": {"steps": report.steps, "final_loss": round(report.final_loss, 6),
+                  "resumed_from_step": report.resumed_from_step, "wall_time_s": report.wall_time_s},
+        "layers": summary,
+        "after": _quality(gm, task),
+    }
+    return StageResult(gm, artifacts, metrics)
+
+
+def _loss_fn(has_labels: bool, reference: nn.Module):
+    """Cross-entropy on labels; without labels, match the uncompressed model's outputs (KL on logits, else MSE)."""
+    def loss(model: nn.Module, batch: Batch, step: int) -> torch.Tensor:
+        logits = output_tensor(model(*batch.inputs))
+        if has_labels:
+            return F.cross_entropy(logits.float(), batch.labels)
+        with torch.no_grad():
+            target = output_tensor(reference(*batch.inputs)).float()
+        if logits.dim() == 2:
+            return F.kl_div(F.log_softmax(logits.float(), -1), F.log_softmax(target, -1), log_target=True,
+                            reduction="batchmean")
+        return F.mse_loss(logits.float(), target)
+
+    return loss
+
+
+def _param_groups(gm: nn.Module, spec: QATSpec) -> list[dict]:
+    """Weights (spec's decay), PACT clips (their own L2 decay) and LSQ steps (no decay: it would shrink them)."""
+    clips = [q.alpha for q in getattr(gm, INPUT_QUANTIZERS).values() if isinstance(q, PACTActivationQuantizer)]
+    steps = [p for name, p in gm.named_parameters() if name.endswith(".step")]
+    special = {id(p) for p in clips + steps}
+    weights = [p for p in gm.parameters() if id(p) not in special]
+    groups = [{"params": weights}, {"params": steps, "weight_decay": 0.0},
+              {"params": clips, "weight_decay": spec.pact_alpha_decay}]
+    return [group for group in groups if group["params"]]
+
+
+def _bn_freezer(freeze_after: int | None):
+    if freeze_after is None:
+        return None
+
+    def before_step(model: nn.Module, step: int) -> None:
+        # Runs every step: the loop's train mode (after an evaluation) unfreezes batch norm again.
+        if step >= freeze_after:
+            freeze_batchnorm(model)
+
+    return before_step
+
+
+def _quality(model: nn.Module, task: Task) -> dict:
+    if task.eval_split not in task.dataset.split_names:
+        return {}
+    split = task.dataset.split(task.eval_split)
+    return evaluate(model, split, reference=None if split.has_labels else task.reference)

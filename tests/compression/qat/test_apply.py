@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import torch
+
+from compression.context import RunContext
+from compression.data import Dataset
+from compression.evaluate import evaluate
+from compression.examples import digits_dataset, train_digits_cnn
+from compression.io import export_model, load_model
+from compression.modes import eval_mode, train_mode
+from compression.qat import apply_qat
+from compression.qat.prepare import calibrate, freeze_batchnorm, prepare_qat
+from compression.quant.packed import load_packed
+from compression.specs.qat import QATSpec
+from compression.specs.training import TrainingSpec
+from compression.task import Task
+
+
+@pytest.fixture(scope="module")
+def digits():
+    arrays = digits_dataset()
+    dataset = Dataset.from_arrays(arrays, ["x"])
+    model = train_digits_cnn(300, arrays=arrays)
+    example = (torch.from_numpy(arrays["val.x"][:4]),)
+    return dataset, model, example
+
+
+def rounded_accuracy(model, dataset, example, bits):
+    """Plain rounding of the trained model: min-max weights and calibrated activations, no training."""
+    gm, layers = prepare_qat(model, example, weight_bits=bits, activation_bits=bits, weight_quantizer="ste",
+                             activation_quantizer="ste", first_last_bits=None)
+    eval_mode(gm)
+    calibrate(gm, layers, [batch.inputs for batch in dataset.split("train").batches(256, limit=256)])
+    return evaluate(gm, dataset.split("val"))["accuracy"]
+
+
+@pytest.mark.parametrize("quantizer, weight_bits, activation_bits", [("lsq", 4, 4), ("sawb", 2, 4)])
+def test_qat_recovers_accuracy_that_rounding_loses(digits, tmp_path, quantizer, weight_bits, activation_bits):
+    dataset, model, example = digits
+    float_accuracy = evaluate(model, dataset.split("val"))["accuracy"]
+    rounded = rounded_accuracy(model, dataset, example, weight_bits)
+    spec = QATSpec(quantizer=quantizer, weight_bits=weight_bits, activation_bits=activation_bits,
+                   first_last_bits=None, freeze_bn_after=100,
+                   training=TrainingSpec(steps=150, batch_size=64, lr=1e-3, warmup_steps=10))
+    task = Task(dataset, model, example, tmp_path)
+    result = apply_qat(spec, model, task, RunContext())
+    accuracy = result.metrics["after"]["accuracy"]
+    assert accuracy > rounded
+    assert accuracy >= float_accuracy - (0.015 if weight_bits == 4 else 0.04)
+    if weight_bits == 2:
+        assert rounded < float_accuracy - 0.05  # 2-bit rounding really hurts; QAT wins most of it back
+
+    # The returned model carries quantized weights: at most 2^bits distinct values per output channel.
+    conv = dict(result.model.named_parameters())["4.weight"]
+    assert max(len(channel.unique()) for channel in conv) <= 2**weight_bits
+    # Both artifacts are the evaluated model.
+    artifacts = {artifact.kind: artifact for artifact in result.artifacts}
+    inputs = torch.from_numpy(dataset.split("val").inputs["x"][:64])
+    expected = result.model(inputs)
+    assert torch.allclose(load_model(artifacts["model.pt2"].path)(inputs), expected, atol=1e-5)
+    packed = artifacts["packed.safetensors"]
+    assert torch.allclose(load_packed(packed.path)(inputs), expected, atol=1e-5)
+    assert packed.size_bytes < artifacts["model.pt2"].size_bytes / 4
+    layers = result.metrics["layers"]
+    assert layers["0"]["input"]["quantizer"] == "lsq"  # the image input is signed: no PACT there
+    assert layers["4"]["input"]["quantizer"] == ("pact" if quantizer == "sawb" else "lsq")
+    assert result.metrics["pact_fallback_to_lsq"] == (["0"] if quantizer == "sawb" else [])
+
+
+def test_frozen_batchnorm_stops_updating_statistics(digits):
+    dataset, model, example = digits
+    gm = export_model(model, example).module()
+    train_mode(gm)
+    batch = torch.from_numpy(dataset.split("train").inputs["x"][:32]) * 2 + 1
+    running_mean = dict(gm.named_buffers())["1.running_mean"]
+    before = running_mean.clone()
+    gm(batch)
+    assert not torch.equal(running_mean, before)
+    assert freeze_batchnorm(gm) and not freeze_batchnorm(gm)  # the second call has nothing left to freeze
+    frozen = running_mean.clone()
+    gm(batch)
+    assert torch.equal(running_mean, frozen)
+
+
+def test_qat_resumes_after_cancellation_to_the_same_model(digits, tmp_path):
+    dataset, model, example = digits
+    spec = QATSpec(quantizer="lsq", weight_bits=4, activation_bits=8,
+                   training=TrainingSpec(steps=12, batch_size=32, lr=1e-3, checkpoint_every=4))
+    task = Task(dataset, model, example, tmp_path)
+    uninterrupted = apply_qat(spec, model, task, RunContext()).model
+
+    store, steps = {}, []
+    stop_after_7 = lambda: "time limit" if len(steps) >= 7 else None
+    record = lambda event: steps.append(event.step) if event.phase == "train" else None
+    with pytest.raises(Exception, match="time limit"):
+        apply_qat(spec, model, task, RunContext(report=record, should_stop=stop_after_7,
+                                                save_checkpoint=store.__setitem__, load_checkpoint=store.get))
+    resumed = apply_qat(spec, model, task, RunContext(save_checkpoint=store.__setitem__, load_checkpoint=store.get))
+    assert resumed.metrics["train"]["resumed_from_step"] == 7
+    for (name, expected), actual in zip(uninterrupted.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(expected, actual), name
