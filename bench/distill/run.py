@@ -147,7 +147,12 @@ def quant_rows(teacher, task: Task, steps: int) -> list[dict]:
         for name, apply, spec in runs:
             torch.manual_seed(0)
             started = time.monotonic()
-            result = apply(spec, teacher, task, RunContext())
+            try:
+                result = apply(spec, teacher, task, RunContext())
+            except Exception as error:  # one broken method must not cost the other rows; the table says why
+                rows.append({"bits": bits, "method": name, "accuracy": f"failed: {type(error).__name__}: {error}",
+                             "bytes": None, "seconds": round(time.monotonic() - started, 1)})
+                continue
             packed = [a.size_bytes for a in result.artifacts if a.kind == "packed.safetensors"]
             rows.append({"bits": bits, "method": name, "accuracy": accuracy(result.model, task),
                          "bytes": packed[0] if packed else None, "seconds": round(time.monotonic() - started, 1)})

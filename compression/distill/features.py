@@ -2,11 +2,13 @@
 
 A name is either a module path of the model as built before export (`named_modules()`: 'layer2', 'layer2.0.conv1')
 or, on an exported graph, an FX node name ('relu_3', see `print(model.graph)`). Module paths are the stable
-choice: switching an exported module between train and eval mode renames its batch-norm nodes. On a plain module a module path is
-captured with a forward hook. An exported module never calls its submodules (they only hold parameters), so there
-a module path means the last operation recorded inside that module (`node.meta["nn_module_stack"]`), and the value
-is captured by a pass that routes the node's output through an identity "tap" module; the taps are removed on
-exit, leaving the graph computing what it computed before.
+choice: switching an exported module between train and eval mode renames its batch-norm nodes.
+
+On a plain module a module path is captured with a forward hook. An exported module never calls its submodules
+(they only hold parameters), so there a module path means the last operation recorded inside that module
+(`node.meta["nn_module_stack"]`, or the owner of a parameter it reads), and the value is captured by a pass that
+routes the node's output through an identity "tap" module; the taps are removed on exit, leaving the graph
+computing what it computed before.
 """
 
 from __future__ import annotations

@@ -112,9 +112,9 @@ def _factorize_graph(model: torch.fx.GraphModule, rank, energy, skip_unprofitabl
                 first = graph.call_function(_LINEAR, (node.args[0], down_node))
                 second = graph.call_function(_LINEAR, (first, up_node, bias))
             else:
-                first = graph.call_function(_CONV2D, (node.args[0], down_node, None, _conv_arg(node, 3, "stride", [1, 1]),
-                                                      _conv_arg(node, 4, "padding", [0, 0]),
-                                                      _conv_arg(node, 5, "dilation", [1, 1]), 1))
+                geometry = (_conv_arg(node, 3, "stride", [1, 1]), _conv_arg(node, 4, "padding", [0, 0]),
+                            _conv_arg(node, 5, "dilation", [1, 1]))
+                first = graph.call_function(_CONV2D, (node.args[0], down_node, None, *geometry, 1))
                 second = graph.call_function(_CONV2D, (first, up_node, bias))
         for new_node in (first, second):
             # Keeps module paths resolvable for feature distillation on the student.

@@ -1,9 +1,10 @@
 import copy
 
+import pytest
 import torch
 from torch import nn
 
-from compression.context import RunContext
+from compression.context import Cancelled, RunContext
 from compression.distill.function_matching import apply_function_matching
 from compression.specs.distill import FunctionMatchingSpec
 from compression.specs.training import TrainingSpec
@@ -61,3 +62,29 @@ def test_fixed_teacher_runs_once_per_training_example(tmp_path, conv_net):
     assert sum(len(batch) for batch in student.seen) == 20 * 32  # 2.5 epochs
     clean = torch.from_numpy(task.dataset.split("train").inputs["x"])
     assert torch.equal(torch.cat(teacher.seen), clean)  # clean inputs, in order, once
+
+
+def test_a_cancelled_run_resumes_with_the_same_views(tmp_path, conv_net):
+    model, _, _ = conv_net
+    task = image_task(tmp_path, model)
+    task.dataset.splits.pop("val")
+    spec = FunctionMatchingSpec(student={"kind": "low_rank", "rank": 4},
+                                training=TrainingSpec(steps=8, batch_size=32, lr=1e-2, checkpoint_every=3))
+    uninterrupted = apply_function_matching(spec, model, task, RunContext(seed=3)).model
+
+    store: dict[str, bytes] = {}
+    stop = []
+
+    def report(event):
+        if event.phase == "train" and event.step == 5:
+            stop.append("user cancelled")
+
+    interrupted = RunContext(report=report, should_stop=lambda: stop[0] if stop else None,
+                             save_checkpoint=store.__setitem__, load_checkpoint=store.get, seed=3)
+    with pytest.raises(Cancelled):
+        apply_function_matching(spec, model, task, interrupted)
+    resumed_context = RunContext(save_checkpoint=store.__setitem__, load_checkpoint=store.get, seed=3)
+    resumed = apply_function_matching(spec, model, task, resumed_context)
+    assert resumed.metrics["train"]["resumed_from_step"] == 5
+    for expected, actual in zip(uninterrupted.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(expected, actual)
