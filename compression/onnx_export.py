@@ -37,7 +37,7 @@ def export_float(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exported graph modules report training=True; their ops are eval ops
         program = torch.onnx.export(model, example_inputs, dynamo=True, opset_version=OPSET,
-                                    dynamic_shapes=_dynamic_batch(example_inputs), optimize=True, verbose=False)
+                                    dynamic_shapes=_dynamic_batch(example_inputs), optimize=False, verbose=False)
     return program.model_proto
 
 

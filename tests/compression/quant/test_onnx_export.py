@@ -4,11 +4,17 @@ import onnxruntime
 import pytest
 import torch
 
+from compression.context import RunContext
+from compression.data import Dataset
 from compression.onnx_export import export_onnx_qdq
+from compression.quant.general import apply_general_ptq
 from compression.quant.graph import as_graph_module, find_layers, fold_batchnorm
 from compression.quant.observers import make_observer
 from compression.quant.simulation import QuantSimulation
 from compression.quant.weights import WeightFormat
+from compression.specs.ptq import PTQSpec
+from compression.task import Task
+from compression.zoo import tiny_transformer
 from tests.compression.quant.conftest import tiny_cnn
 
 
@@ -44,3 +50,22 @@ def test_onnxruntime_runs_the_qdq_model_like_torch(tmp_path, fmt):
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.95
     # and it is really quantized: it differs from the float model far more than from the simulation
     assert np.abs(got - expected).mean() < 0.2 * np.abs(got - float_out).mean()
+
+
+def test_transformer_without_labels_exports_matmul_qdq(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_transformer(vocab_size=50, max_length=16, dim=32, layers=1).eval()
+    ids = np.random.default_rng(0).integers(0, 50, (192, 16))
+    dataset = Dataset.from_arrays({"train.input_ids": ids[:128], "val.input_ids": ids[128:]}, ["input_ids"])
+    task = Task(dataset, model, (torch.from_numpy(ids[:4]),), tmp_path)
+    result = apply_general_ptq(PTQSpec(bias_correction=True), model, task, RunContext())
+
+    assert result.metrics["metric_name"] == "top1_agreement" and result.metrics["quantized_metric"] > 90
+    assert len(result.metrics["layers"]) == 5  # qkv, proj, two feed-forward, head
+    onnx_path = next(a.path for a in result.artifacts if a.kind == "model.onnx")
+    session = onnxruntime.InferenceSession(str(onnx_path))
+    x = torch.from_numpy(ids[128:])
+    with torch.no_grad():
+        expected = result.model(x).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(got - expected).max() < 0.02 * np.abs(expected).max()
