@@ -1,0 +1,151 @@
+"""Does int8 PTQ really make a model faster on this CPU? fp32 vs int8, eager and compiled, batch 1 and 32.
+
+A small CNN is trained briefly on Fashion-MNIST, exported, and quantized by the library's `ptq` stage; both
+`.pt2` files are then loaded back as a user would and timed the same way. The CPU is shared, so the two models
+are timed in alternation over several rounds and each figure is the median of the rounds' medians.
+
+    python -m bench.ptq_speed [--steps 300] [--rounds 5]
+
+Prints a markdown table and writes bench/results/ptq_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch._inductor.config as inductor_config
+import torch.nn.functional as F
+
+from bench.datasets import fashion_mnist
+from compression import zoo
+from compression.context import RunContext
+from compression.data import Dataset
+from compression.evaluate import evaluate
+from compression.io import export_model, inputs_at_batch, load_model, save_program
+from compression.ptq import apply_ptq
+from compression.specs.ptq import PTQSpec
+from compression.task import Task
+
+RESULTS = Path(__file__).parent / "results" / "ptq_speed.json"
+BATCH_SIZES = (1, 32)
+
+
+def train(arrays: dict, steps: int, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = zoo.build("small_cnn", image_size=28, width=32, hidden=128).train()
+    images, labels = torch.from_numpy(arrays["train.x"]), torch.from_numpy(arrays["train.y"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        batch = torch.randint(0, len(images), (128,), generator=generator)
+        loss = F.cross_entropy(model(images[batch]), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def timed_rounds(models: dict[str, torch.nn.Module], inputs: tuple[torch.Tensor, ...], rounds: int,
+                 repeats: int) -> dict[str, float]:
+    """Median over rounds of the per-round median ms; the models alternate within each round."""
+    per_round: dict[str, list[float]] = {name: [] for name in models}
+    with torch.no_grad():
+        for _ in range(rounds):
+            for name, model in models.items():
+                timings = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    model(*inputs)
+                    timings.append(time.perf_counter() - start)
+                per_round[name].append(statistics.median(timings) * 1000)
+    return {name: statistics.median(values) for name, values in per_round.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300, help="training steps of the fp32 CNN")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--eval-samples", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    arrays = fashion_mnist()
+    dataset = Dataset.from_arrays(arrays, ["input"])
+    started = time.monotonic()
+    trained = train(arrays, args.steps, args.seed)
+    train_s = time.monotonic() - started
+
+    workdir = Path(tempfile.mkdtemp(prefix="ptq-speed-"))
+    example = dataset.split("test").head(8).inputs
+    fp32_path = save_program(export_model(trained, example), workdir / "fp32.pt2")
+    task = Task(dataset, load_model(fp32_path), example, workdir, train_split="train", eval_split="test")
+    stage = apply_ptq(PTQSpec(calibration_samples=512), load_model(fp32_path), task, RunContext(seed=args.seed))
+    int8_path = stage.artifacts[0].path
+    models = {"fp32": load_model(fp32_path), "int8": load_model(int8_path)}
+
+    test = dataset.split("test")
+    quality = {name: evaluate(model, test, max_samples=args.eval_samples)["accuracy"]
+               for name, model in models.items()}
+    latency: dict[str, dict[str, float]] = {}
+    compile_s = {}
+    with torch.no_grad(), inductor_config.patch(freezing=True):
+        runners = {"eager": models}
+        compiled = {}
+        for name, model in models.items():
+            compiled[name] = torch.compile(model, dynamic=False)
+            start = time.monotonic()
+            for batch_size in BATCH_SIZES:
+                for _ in range(3):
+                    compiled[name](*inputs_at_batch(example, batch_size))
+            compile_s[name] = round(time.monotonic() - start, 1)
+        runners["compiled"] = compiled
+        for mode, group in runners.items():
+            for batch_size in BATCH_SIZES:
+                inputs = inputs_at_batch(example, batch_size)
+                for runner in group.values():
+                    runner(*inputs)
+                latency[f"{mode} b{batch_size}"] = timed_rounds(group, inputs, args.rounds, args.repeats)
+
+    sizes = {"fp32": fp32_path.stat().st_size, "int8": int8_path.stat().st_size}
+    report = {
+        "model": "small_cnn(width=32, hidden=128) on Fashion-MNIST 28x28", "train_steps": args.steps,
+        "train_s": round(train_s, 1), "accuracy": quality, "eval_samples": min(args.eval_samples, len(test)),
+        "size_bytes": sizes, "latency_ms": latency, "compile_s": compile_s,
+        "speedup_int8_vs_fp32": {key: values["fp32"] / values["int8"] for key, values in latency.items()},
+        "ptq_metrics": stage.metrics,
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                        "processor": platform.processor() or platform.machine(),
+                        "load_average_1m": os.getloadavg()[0]},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2))
+    print(markdown(report))
+    print(f"\nJSON: {RESULTS}")
+
+
+def markdown(report: dict) -> str:
+    keys = list(report["latency_ms"])
+    lines = ["| model | size (bytes) | test accuracy | " + " | ".join(f"{k} (ms)" for k in keys) + " |",
+             "|---" * (3 + len(keys)) + "|"]
+    for name in ("fp32", "int8"):
+        cells = [f"{report['latency_ms'][k][name]:.3f}" for k in keys]
+        lines.append(f"| {name} | {report['size_bytes'][name]:,} | {report['accuracy'][name]:.4f} | "
+                     + " | ".join(cells) + " |")
+    ratio = report["size_bytes"]["fp32"] / report["size_bytes"]["int8"]
+    speedups = [f"{report['speedup_int8_vs_fp32'][k]:.2f}x" for k in keys]
+    lines.append(f"| int8 vs fp32 | {ratio:.2f}x smaller | "
+                 f"{report['accuracy']['int8'] - report['accuracy']['fp32']:+.4f} | " + " | ".join(speedups) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
