@@ -6,8 +6,9 @@ per-channel `axis` / per-group `block_size`), and the activation input of its Co
 `QuantizeLinear -> DequantizeLinear` pair with the calibrated scale. These are exactly the values and the rounding
 the simulated torch model uses, so runtimes that fuse QDQ into integer kernels compute the same function.
 
-Weights narrower than 8 bits are stored as int8/uint8 codes limited to their range (dequantization does not clamp,
-so the values are exact); activations must be 8-bit (the only width every runtime quantizes).
+Weights of up to 4 bits are stored as ONNX INT4/UINT4 (two codes per byte), 5-7 bit weights as int8/uint8 codes
+limited to their range (dequantization does not clamp, so the values are exact); activations must be 8-bit (the
+only width every runtime quantizes).
 """
 
 from __future__ import annotations
@@ -41,21 +42,34 @@ def export_float(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     return program.model_proto
 
 
-def _codes_and_params(weight: QuantizedWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, list[int] | None]:
-    """(codes, scale, zero point, DequantizeLinear attributes, shape to reshape the result to or None)."""
+def _code_tensor(name: str, codes: np.ndarray, bits: int, signed: bool) -> onnx.TensorProto:
+    """Codes of up to 4 bits as ONNX INT4/UINT4 (two per byte in the file), wider ones as INT8/UINT8."""
+    if bits <= 4:
+        dtype = TensorProto.INT4 if signed else TensorProto.UINT4
+        return helper.make_tensor(name, dtype, codes.shape, codes.reshape(-1).astype(np.int32).tolist())
+    return _initializer(name, codes.astype(np.int8 if signed else np.uint8))
+
+
+def _weight_initializers(attr: str, weight: QuantizedWeight) -> tuple[list[onnx.TensorProto], dict, list | None]:
+    """(codes, scale and zero point initializers, DequantizeLinear attributes, shape to reshape the result to)."""
     params = weight.qparams
-    code_dtype = np.uint8 if params.qmin >= 0 else np.int8
-    codes = weight.codes.numpy().astype(code_dtype)
+    bits, signed = weight.format.bits, params.qmin < 0
+    codes = weight.codes.numpy()
     scale = params.scale.float().numpy()
-    zero_point = params.zero_point.numpy().astype(code_dtype)
+    zero_point = params.zero_point.numpy()
+    attributes, shape = {}, None
     if params.group_size is not None:
         # Groups run along the flattened input dims of each output channel: dequantize (out, K) in blocks along K
         # (ONNX allows a shorter last block, as our groups do), then restore the weight's shape.
-        rows = codes.reshape(codes.shape[0], -1)
-        return rows, scale, zero_point, {"axis": 1, "block_size": params.group_size}, list(codes.shape)
-    if params.axis is not None:
-        return codes, scale, zero_point, {"axis": params.axis}, None
-    return codes, scale.reshape(()), zero_point.reshape(()), {}, None
+        codes, shape = codes.reshape(codes.shape[0], -1), list(codes.shape)
+        attributes = {"axis": 1, "block_size": params.group_size}
+    elif params.axis is not None:
+        attributes = {"axis": params.axis}
+    else:
+        scale, zero_point = scale.reshape(()), zero_point.reshape(())
+    tensors = [_code_tensor(f"{attr}_quantized", codes, bits, signed), _initializer(f"{attr}_scale", scale),
+               _code_tensor(f"{attr}_zero_point", zero_point, bits, signed)]
+    return tensors, attributes, shape
 
 
 def _compute_node(graph: onnx.GraphProto, tensor: str) -> tuple[onnx.NodeProto, int] | None:
@@ -88,10 +102,9 @@ def insert_qdq(proto: onnx.ModelProto, weights: dict[str, QuantizedWeight],
         if attr not in initializers:
             raise ValueError(f"weight '{attr}' is not an initializer of the exported graph")
         found = _compute_node(graph, attr)
-        codes, scale, zero_point, attributes, shape = _codes_and_params(weight)
+        tensors, attributes, shape = _weight_initializers(attr, weight)
         graph.initializer.remove(initializers[attr])
-        graph.initializer.extend([_initializer(f"{attr}_quantized", codes), _initializer(f"{attr}_scale", scale),
-                                  _initializer(f"{attr}_zero_point", zero_point)])
+        graph.initializer.extend(tensors)
         dequantized = f"{attr}_dequantized" if shape else attr
         new_nodes.append(helper.make_node("DequantizeLinear", [f"{attr}_quantized", f"{attr}_scale",
                                                                f"{attr}_zero_point"], [dequantized], **attributes))

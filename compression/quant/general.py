@@ -43,6 +43,14 @@ def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext) -> Quant
     return QuantSimulation(gm, layers, observers)
 
 
+def _reporting(batches: list, ctx: RunContext, phase: str):
+    """Yield `batches`, reporting progress (and honouring cancellation) before each."""
+    for index, batch in enumerate(batches):
+        ctx.progress(phase, index, len(batches))
+        yield batch
+    ctx.progress(phase, len(batches), len(batches))
+
+
 def initial_config(spec: PTQSpec, sim: QuantSimulation) -> dict[str, WeightFormat]:
     return {name: WeightFormat.from_spec(spec.weights, layer_bits(name, spec.weights.bits, spec.layer_bits))
             for name in sim.layers}
@@ -53,11 +61,10 @@ def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> Stag
     sim = build_simulation(spec, model, task, ctx)
     calibration = [batch.inputs for batch in task.dataset.split(spec.calibration_split)
                    .batches(CALIBRATION_BATCH, limit=spec.calibration_samples)]
-    ctx.progress("calibrate", 0, 1)
-    sim.calibrate(calibration)
+    sim.calibrate(_reporting(calibration, ctx, "calibrate"))
     config = requested = initial_config(spec, sim)
     if spec.bias_correction:
-        sim.enable_bias_correction(config, calibration)
+        sim.enable_bias_correction(config, _reporting(calibration, ctx, "bias_correction"))
 
     evaluate = Evaluator(task.dataset, task.eval_split, spec.selection_samples, task.reference)
     with sim.configured({}) as float_model:

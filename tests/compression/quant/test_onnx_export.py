@@ -18,9 +18,9 @@ from compression.zoo import tiny_transformer
 from tests.compression.quant.conftest import tiny_cnn
 
 
-@pytest.mark.parametrize("fmt", [WeightFormat(bits=8), WeightFormat(bits=4, symmetric=False, granularity="per_group",
-                                                                      group_size=16)],
-                         ids=["int8-per-channel", "int4-asym-group16"])
+@pytest.mark.parametrize("fmt", [WeightFormat(bits=8), WeightFormat(bits=6, granularity="per_tensor"),
+                                 WeightFormat(bits=4, symmetric=False, granularity="per_group", group_size=16)],
+                         ids=["int8-per-channel", "int6-per-tensor", "int4-asym-group16"])
 def test_onnxruntime_runs_the_qdq_model_like_torch(tmp_path, fmt):
     model = tiny_cnn()
     x = torch.randn(64, 1, 12, 12, generator=torch.Generator().manual_seed(0))
