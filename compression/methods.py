@@ -17,6 +17,14 @@ if TYPE_CHECKING:
 
 _IMPLEMENTATIONS = {
     "ptq": "compression.ptq.apply:apply_ptq",
+    "qat": "compression.qat.apply:apply_qat",
+    "kd": "compression.distill.kd:apply_kd",
+    "function_matching": "compression.distill.function_matching:apply_function_matching",
+    "quantized_distillation": "compression.distill.quantized:apply_quantized_distillation",
+    "differentiable_quantization": "compression.distill.quantized:apply_differentiable_quantization",
+    "quant_noise": "compression.pq.apply:apply_quant_noise",
+    "ipq": "compression.pq.apply:apply_ipq",
+    "prune": "compression.prune.apply:apply_prune",
 }
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 from app.core.errors import InvalidInput
 from app.jobs.schemas import JobCreate
 from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, bind_inputs
+from compression.specs.training import TrainingSpec
 
 def splits_used(spec: JobCreate) -> set[str]:
-    """Every split the job will read: the job-level ones plus any `*_split` field of a stage."""
+    """Every split the job will read: the evaluation split, any `*_split` field of a stage, and the train split
+    of every stage that trains."""
     used = {spec.evaluation.split}
     for stage in spec.stages:
         for field_name in type(stage).model_fields:
             if field_name.endswith("split") and isinstance(getattr(stage, field_name), str):
                 used.add(getattr(stage, field_name))
-        if getattr(stage, "uses_train_split", False):
-            used.add(spec.train_split)
+            if isinstance(getattr(stage, field_name), TrainingSpec):
+                used.add(spec.train_split)
     return used
 
 

@@ -8,10 +8,16 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from compression.specs.common import EvaluationSpec
+from compression.specs.distill import (DifferentiableQuantizationSpec, FunctionMatchingSpec, KDSpec,
+                                       QuantizedDistillationSpec)
+from compression.specs.ipq import IPQSpec, QuantNoiseSpec
+from compression.specs.prune import PruneSpec
 from compression.specs.ptq import PTQSpec
+from compression.specs.qat import QATSpec
 
-StageSpec = Annotated[Union[PTQSpec], Field(discriminator="method")]
+STAGE_SPECS = (PTQSpec, QATSpec, KDSpec, FunctionMatchingSpec, QuantizedDistillationSpec,
+               DifferentiableQuantizationSpec, QuantNoiseSpec, IPQSpec, PruneSpec)
+StageSpec = Annotated[Union[STAGE_SPECS], Field(discriminator="method")]
+METHODS = tuple(spec.model_fields["method"].default for spec in STAGE_SPECS)
 
-METHODS = ("ptq",)
-
-__all__ = ["EvaluationSpec", "PTQSpec", "StageSpec", "METHODS"]
+__all__ = ["EvaluationSpec", "StageSpec", "METHODS", *(spec.__name__ for spec in STAGE_SPECS)]

@@ -1,0 +1,73 @@
+"""A real API process and a real worker process on the test backend, talked to over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from app.client import Client
+from app.demo import _free_port, wait_ready
+
+FAST_RECOVERY = {"MODELPRESS_STALE_AFTER_S": "4", "MODELPRESS_HEARTBEAT_INTERVAL_S": "0.5",
+                 "MODELPRESS_PROGRESS_INTERVAL_S": "0.1"}
+
+
+class Service:
+    def __init__(self, data_dir, log_path):
+        self.env = {**os.environ, **FAST_RECOVERY, "MODELPRESS_DATA_DIR": str(data_dir)}
+        self.log = open(log_path, "ab")
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.api = self._spawn("api", "--port", str(self.port))
+        self.worker = self.start_worker()
+
+    def _spawn(self, *args) -> subprocess.Popen:
+        # Own session: the worker's pool children are killed with it as a group.
+        return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=self.env, stdout=self.log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_worker(self) -> subprocess.Popen:
+        self.worker = self._spawn("worker", "--name", f"e2e-{_free_port()}@%h")
+        return self.worker
+
+    def kill_worker(self) -> None:
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait()
+
+    def stop(self) -> None:
+        for process in (self.api, self.worker):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in (self.api, self.worker):
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def service(backend, tmp_path_factory):
+    running = Service(backend.data_dir, tmp_path_factory.mktemp("logs") / f"service-{backend.name}.log")
+    try:
+        wait_ready(running.base_url, processes=[running.api, running.worker])
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def client(service) -> Client:
+    from tests.app.conftest import new_key
+    return Client(service.base_url, new_key())
+
+
+@pytest.fixture(scope="session")
+def uploads(client, example_files) -> dict:
+    model_path, dataset_path = example_files
+    return {"model": client.upload_model(model_path), "dataset": client.upload_dataset(dataset_path)}

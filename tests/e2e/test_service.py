@@ -1,0 +1,98 @@
+"""Through HTTP, a real API and a real worker process: what a user does, and what must survive failures."""
+
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.e2e
+
+
+def _long_qat(uploads, steps=100_000, **training) -> dict:
+    return {"model_id": uploads["model"]["id"], "dataset_id": uploads["dataset"]["id"],
+            "stages": [{"method": "qat", "weight_bits": 4, "activation_bits": 8,
+                        "training": {"steps": steps, "batch_size": 32, "lr": 1e-4, **training}}],
+            "evaluation": {"latency": False, "max_samples": 200}}
+
+
+def _weight_bytes(path) -> int:
+    with zipfile.ZipFile(path) as archive:
+        return sum(i.file_size for i in archive.infolist() if "/data/weights/weight_" in i.filename)
+
+
+def _wait_for(client, job_id, condition, timeout=120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.job(job_id)
+        if condition(job):
+            return job
+        assert job["status"] not in ("failed", "cancelled", "succeeded"), job
+        time.sleep(0.2)
+    raise AssertionError(f"condition not reached: {client.job(job_id)}")
+
+
+def test_int8_ptq_job_from_upload_to_download(client, uploads, example_files, tmp_path):
+    seen = []
+    job = client.submit_job({"model_id": uploads["model"]["id"], "dataset_id": uploads["dataset"]["id"],
+                             "stages": [{"method": "ptq", "calibration_samples": 256}],
+                             "evaluation": {"compile": False, "latency_batch_sizes": [1, 8]}})
+    job = client.wait(job["id"], timeout=300, poll=0.1, on_progress=lambda j: seen.append(j["progress"]))
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"]["fraction"] == 1.0 and any(p.get("phase") == "calibrate" for p in seen)
+    assert job["versions"]["torch"] == torch.__version__ and job["attempts"] == 1
+    before, after = job["metrics"]["baseline"], job["metrics"]["final"]
+    assert before["accuracy"] > 0.9 and after["accuracy"] > before["accuracy"] - 0.03
+    assert set(after["latency_ms"]) == {"1", "8"}
+
+    artifact = next(a for a in client.artifacts(job["id"]) if a["kind"] == "model.pt2")
+    path = client.download(artifact, tmp_path / artifact["name"])  # checks the sha256
+    assert path.stat().st_size == artifact["size_bytes"] == after["size_bytes"]
+    assert artifact["size_bytes"] < uploads["model"]["size_bytes"]
+    # On a model this small the graph description is most of the file; the weights themselves are int8.
+    assert _weight_bytes(path) < _weight_bytes(example_files[0]) / 3
+    model = torch.export.load(path).module()
+    data = np.load(example_files[1], allow_pickle=False)
+    with torch.no_grad():
+        predictions = model(torch.from_numpy(data["val.x"])).argmax(1).numpy()
+    assert abs((predictions == data["val.y"]).mean() - after["accuracy"]) < 1e-6
+
+
+def test_a_job_can_start_from_an_earlier_jobs_result(client, uploads):
+    first = client.wait(client.submit_job(_long_qat(uploads, steps=20))["id"], timeout=300)
+    assert first["status"] == "succeeded", first["error"]
+    child = client.submit_job({"parent_job_id": first["id"], "dataset_id": uploads["dataset"]["id"],
+                               "stages": [{"method": "ptq", "calibration_samples": 64}],
+                               "evaluation": {"latency": False}})
+    child = client.wait(child["id"], timeout=300)
+    assert child["status"] == "succeeded", child["error"]
+    assert child["metrics"]["final"]["accuracy"] > 0.8
+
+
+def test_cancel_stops_a_running_job(client, uploads):
+    job = client.submit_job(_long_qat(uploads))
+    _wait_for(client, job["id"], lambda j: j["progress"].get("phase") == "train" and j["progress"]["step"] > 0)
+    client.cancel(job["id"])
+    job = client.wait(job["id"], timeout=60)
+    assert job["status"] == "cancelled" and job["error"]["code"] == "cancelled"
+    assert job["progress"]["step"] < job["progress"]["total"]
+
+
+def test_time_limit_fails_the_job_with_the_reason(client, uploads):
+    job = client.submit_job({**_long_qat(uploads), "time_limit_s": 10})
+    job = client.wait(job["id"], timeout=120)
+    assert job["status"] == "failed" and job["error"]["code"] == "time_limit_exceeded"
+    assert "10 s" in job["error"]["message"]
+
+
+def test_a_killed_worker_does_not_lose_the_job_and_training_resumes(service, client, uploads):
+    job = client.submit_job(_long_qat(uploads, steps=300, checkpoint_every=25))
+    _wait_for(client, job["id"], lambda j: j["progress"].get("phase") == "train" and j["progress"]["step"] > 60,
+              timeout=180)
+    service.kill_worker()
+    service.start_worker()
+    job = client.wait(job["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 2
+    assert job["metrics"]["stages"][0]["metrics"]["method_metrics"]["train"]["resumed_from_step"] >= 50
