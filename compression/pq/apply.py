@@ -20,8 +20,8 @@ from torch import nn
 from compression.context import RunContext
 from compression.evaluate import evaluate
 from compression.io import export_model, inputs_at_batch, save_program
-from compression.modes import eval_mode
-from compression.pq.finetune import finetune
+from compression.modes import eval_mode, is_training
+from compression.pq.finetune import EVAL_SAMPLES_DURING_TRAINING, ModeSwitchKeepsParametrizations, finetune
 from compression.pq.layers import find_layer_weights, select
 from compression.pq.packing import load_ipq, save_ipq, theoretical_bytes
 from compression.pq.parametrizations import QuantNoise, parametrizations_of, remove
@@ -35,7 +35,7 @@ PACKED_NAME = "model_ipq.safetensors"
 
 def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
     model = copy.deepcopy(model).to(ctx.device)
-    before = _quality(model, spec.evaluation, task)
+    before = _quality(model, task)
     float32_bytes = _float32_program_bytes(model, task)
     float32_weight_bytes = _float32_weight_bytes(model)
     layers = select(find_layer_weights(model), spec.include, spec.exclude)
@@ -57,7 +57,7 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
                                               "blocks": plan.num_blocks, "inertia": round(fit.inertia, 6)}
             ctx.progress("quantize", quantized, len(plans), layer=plan.layer.name, group=index + 1)
         group_report = {"group": index + 1, "layers": [plan.layer.name for plan in group],
-                        "quantized": _quality(model, spec.evaluation, task)}
+                        "quantized": _quality(model, task, EVAL_SAMPLES_DURING_TRAINING)}
         if index < len(groups) - 1 or spec.finetune_last_group:
             report = finetune(model, spec.training, spec.distillation, task, ctx, f"group{index + 1}")
             group_report |= {"steps": report.steps, "final_loss": round(report.final_loss, 6),
@@ -69,8 +69,8 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
     path = task.workdir / PACKED_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     manifest = save_ipq(model, task.example_inputs, path, spec.dense_dtype)
-    packed = eval_mode(load_ipq(path)).to(ctx.device)
-    after = _quality(packed, spec.evaluation, task)
+    packed = load_ipq(path).to(ctx.device)  # exported in eval mode
+    after = _quality(packed, task)
     size = path.stat().st_size
     metrics = {
         "before": before, "after": after,
@@ -90,7 +90,7 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
 
 def apply_quant_noise(spec: QuantNoiseSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
     model = copy.deepcopy(model).to(ctx.device)
-    before = _quality(model, spec.evaluation, task)
+    before = _quality(model, task)
     layers = select(find_layer_weights(model), spec.include, spec.exclude)
     noised = add_quant_noise(model, layers, spec.noise, ctx.seed)
     if not noised:
@@ -98,27 +98,33 @@ def apply_quant_noise(spec: QuantNoiseSpec, model: nn.Module, task: Task, ctx: R
     report = finetune(model, spec.training, spec.distillation, task, ctx, "quant_noise")
     for name in noised:
         remove(model, name, keep_value=False)
-    path = save_program(export_model(eval_mode(model), task.example_inputs), task.workdir / "quant_noise.pt2")
-    trained = eval_mode(torch.export.load(str(path)).module()).to(ctx.device)
-    metrics = {"before": before, "after": _quality(trained, spec.evaluation, task), "noised_layers": noised,
+    path = save_program(export_model(_in_eval(model), task.example_inputs), task.workdir / "quant_noise.pt2")
+    trained = torch.export.load(str(path)).module().to(ctx.device)  # exported in eval mode
+    metrics = {"before": before, "after": _quality(trained, task), "noised_layers": noised,
                "noise": spec.noise.model_dump(), "finetune": {"steps": report.steps,
                                                               "final_loss": round(report.final_loss, 6),
                                                               "resumed_from_step": report.resumed_from_step}}
     return StageResult(trained, [Artifact("quant_noise.pt2", path, "model.pt2")], metrics)
 
 
-def _quality(model: nn.Module, evaluation, task: Task) -> dict:
-    split = task.dataset.split(evaluation.split)
-    return evaluate(model, split, reference=None if split.has_labels else task.reference,
-                    max_samples=evaluation.max_samples)
+def _quality(model: nn.Module, task: Task, max_samples: int | None = None) -> dict:
+    """Accuracy on the eval split, or fidelity to the upload when it has no labels."""
+    split = task.dataset.split(task.eval_split)
+    return evaluate(ModeSwitchKeepsParametrizations(model), split,
+                    reference=None if split.has_labels else task.reference, max_samples=max_samples)
 
 
 def _float32_program_bytes(model: nn.Module, task: Task) -> int:
     """Size of the model as a float32 `.pt2`, the format it was uploaded in: the baseline of the ratio."""
     buffer = io.BytesIO()
     inputs = inputs_at_batch(tuple(t.cpu() for t in task.example_inputs), 2)  # as small as in the packed graph
-    torch.export.save(export_model(eval_mode(copy.deepcopy(model).cpu()), inputs), buffer)
+    torch.export.save(export_model(_in_eval(copy.deepcopy(model).cpu()), inputs), buffer)
     return len(buffer.getvalue())
+
+
+def _in_eval(model: nn.Module) -> nn.Module:
+    # Switching an exported module's mode re-traces torchao's patterns (seconds); skip it when already in eval.
+    return eval_mode(model) if is_training(model) else model
 
 
 def _float32_weight_bytes(model: nn.Module) -> int:

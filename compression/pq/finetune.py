@@ -14,13 +14,13 @@ from compression.data import Batch
 from compression.distill.common import frozen_teacher, teacher_logits
 from compression.distill.losses import distillation_loss
 from compression.evaluate import evaluate, output_tensor
-from compression.modes import set_mode
+from compression.modes import is_training, set_mode
 from compression.pq.parametrizations import set_noise
 from compression.specs.training import TrainingSpec
 from compression.task import Task
 from compression.training.loop import TrainReport, train
 
-# Cap on evaluation examples during training; the before/after evaluations of a stage use its EvaluationSpec.
+# Cap on evaluation examples during and between finetunings; a stage's before/after evaluations use the whole split.
 EVAL_SAMPLES_DURING_TRAINING = 2048
 
 
@@ -79,17 +79,22 @@ class ModeSwitchKeepsParametrizations(nn.Module):
     rewrite calls GraphModule.delete_all_unused_submodules, which deletes every `parametrizations` container
     because no graph node names it directly; the rewrite then fails on the parametrized weight. During the switch
     the wrapper shadows that method on this one instance with a no-op. The loop sees a plain module, so it switches
-    modes through the wrapper.
+    modes through the wrapper. A switch to the mode the model is already in is skipped: for an exported module it
+    re-traces torchao's patterns, which takes seconds.
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.training = is_training(model)
 
     def forward(self, *inputs):
         return self.model(*inputs)
 
     def train(self, mode: bool = True) -> "ModeSwitchKeepsParametrizations":
+        self.training = mode
+        if is_training(self.model) == mode:  # an exported module's switch re-traces patterns: seconds, not free
+            return self
         if not isinstance(self.model, torch.fx.GraphModule):
             set_mode(self.model, mode)
         else:
@@ -98,7 +103,6 @@ class ModeSwitchKeepsParametrizations(nn.Module):
                 set_mode(self.model, mode)
             finally:
                 object.__delattr__(self.model, "delete_all_unused_submodules")
-        self.training = mode
         return self
 
 

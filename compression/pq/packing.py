@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from compression.io import export_model, inputs_at_batch
-from compression.modes import eval_mode
+from compression.modes import eval_mode, is_training
 from compression.pq.parametrizations import PQWeight, int8_codes, parametrizations_of, set_noise
 
 FORMAT = "modelpress.ipq"
@@ -138,7 +138,8 @@ def _export_dense(model: nn.Module, example_inputs: tuple[Tensor, ...]) -> torch
     bake_parametrizations(dense)
     # Two examples are enough for a dynamic batch dimension and small to store.
     with torch.no_grad():
-        return export_model(eval_mode(dense), inputs_at_batch(tuple(t.cpu() for t in example_inputs), 2))
+        return export_model(dense if not is_training(dense) else eval_mode(dense),
+                            inputs_at_batch(tuple(t.cpu() for t in example_inputs), 2))
 
 
 def bake_parametrizations(model: nn.Module) -> None:

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from compression.specs.common import EvaluationSpec, Spec
+from compression.specs.common import Spec
 from compression.specs.training import TrainingSpec
 
 
@@ -49,7 +49,6 @@ class QuantNoiseSpec(Spec):
     distillation: DistillationConfig | None = None
     include: list[str] = Field(["*"], description="fnmatch patterns of weight names (e.g. 'layer1.*') to noise.")
     exclude: list[str] = Field([], description="fnmatch patterns of weight names never noised.")
-    evaluation: EvaluationSpec = EvaluationSpec(latency=False)
 
 
 class IPQSpec(Spec):
@@ -84,7 +83,6 @@ class IPQSpec(Spec):
     distillation: DistillationConfig | None = DistillationConfig()
     quant_noise: QuantNoiseConfig | None = Field(
         None, description="Quant-Noise on the weights not yet quantized during each finetuning.")
-    evaluation: EvaluationSpec = EvaluationSpec(latency=False)
 
     @model_validator(mode="after")
     def _groups_not_empty(self):

@@ -54,3 +54,12 @@ def digits_task(tmp_path, digits_arrays, trained_digits_cnn):
     program = eval_mode(export_model(trained_digits_cnn, example).module())
     dataset = Dataset.from_arrays(digits_arrays, ["x"])
     return program, Task(dataset=dataset, reference=program, example_inputs=example, workdir=tmp_path)
+
+
+@pytest.fixture
+def plain_digits_task(tmp_path, digits_arrays, trained_digits_cnn):
+    """The trained CNN as a plain module (mode switches are free, unlike an exported program's)."""
+    example = (torch.from_numpy(digits_arrays["val.x"][:4]),)
+    dataset = Dataset.from_arrays(digits_arrays, ["x"])
+    return trained_digits_cnn, Task(dataset=dataset, reference=trained_digits_cnn, example_inputs=example,
+                                    workdir=tmp_path)

@@ -1,6 +1,6 @@
 import torch
 
-from compression.context import RunContext
+from compression.context import Cancelled, RunContext
 from compression.evaluate import evaluate
 from compression.pq import apply_ipq, apply_quant_noise, load_ipq
 from compression.specs.ipq import IPQSpec, QuantNoiseConfig, QuantNoiseSpec
@@ -49,3 +49,32 @@ def test_quant_noise_stage_keeps_accuracy_and_returns_a_plain_model(digits_task)
     assert len(result.metrics["noised_layers"]) == 5
     inputs = task.example_inputs[0]
     assert torch.equal(result.model(inputs), result.model(inputs))  # deterministic: no noise after training
+
+
+def test_cancelled_ipq_resumes_to_the_same_packed_model(plain_digits_task):
+    model, task = plain_digits_task
+    spec = IPQSpec(centroids=16, num_groups=2, distillation=None,
+                   training=TrainingSpec(steps=8, batch_size=32, checkpoint_every=3))
+    uninterrupted = apply_ipq(spec, model, task, RunContext()).model
+
+    store, seen = {}, []
+
+    def stop_once_in_group_two():
+        return "cancelled" if len(seen) == 5 and not store.get("stopped") else None
+
+    def report(event):
+        if event.phase == "group2.train":
+            seen.append(event.step)
+
+    ctx = RunContext(report=report, should_stop=stop_once_in_group_two, save_checkpoint=store.__setitem__,
+                     load_checkpoint=store.get)
+    try:
+        apply_ipq(spec, model, task, ctx)
+        raise AssertionError("the run was not cancelled")
+    except Cancelled:
+        store["stopped"] = True
+    assert {"group1.train", "group2.train"} <= set(store)
+    resumed = apply_ipq(spec, model, task, ctx)
+    assert resumed.metrics["groups"][1]["resumed_from_step"] == 5
+    for (name, expected), (_, actual) in zip(uninterrupted.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(expected, actual), name
