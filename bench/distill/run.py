@@ -105,6 +105,9 @@ def student_rows(teacher, task: Task, steps: int) -> list[dict]:
         ("KD (T=4, alpha=0.5)", apply_kd, KDSpec(student=STUDENT, temperature=4.0, alpha=0.5, training=training)),
         ("function matching, consistent", apply_function_matching,
          FunctionMatchingSpec(student=STUDENT, teacher_targets="consistent", training=training)),
+        ("function matching, consistent, no mixup", apply_function_matching,
+         FunctionMatchingSpec(student=STUDENT, teacher_targets="consistent", augment={"mixup_alpha": 0.0},
+                              training=training)),
         ("function matching, fixed teacher", apply_function_matching,
          FunctionMatchingSpec(student=STUDENT, teacher_targets="fixed", training=training)),
     ]
@@ -122,11 +125,10 @@ def student_rows(teacher, task: Task, steps: int) -> list[dict]:
 def rounded(teacher: torch.nn.Module, bits: int) -> torch.nn.Module:
     """Post-training rounding of every weight, in the format quantized distillation trains with."""
     model = copy.deepcopy(teacher)
-    fmt = bucketed_format(bits, PER_CHANNEL_BUCKET)
     for name in quantizable_weights(model, []):
         owner, _, leaf = name.rpartition(".")
         weight = getattr(model.get_submodule(owner), leaf)
-        weight.data.copy_(quantize_weight(weight, fmt).dequantized)
+        weight.data.copy_(quantize_weight(weight, bucketed_format(bits, PER_CHANNEL_BUCKET, weight)).dequantized)
     return model
 
 

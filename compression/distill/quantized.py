@@ -61,9 +61,8 @@ def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Modu
     _check_labels(spec.alpha, task)
     student = copy.deepcopy(model).to(ctx.device)
     names = quantizable_weights(student, spec.skip)
-    fmt = bucketed_format(spec.bits, spec.bucket_size)
-    attached = AttachedQuantizers(student, names,
-                                  lambda weight: UniformWeightQuantizer(fmt, spec.stochastic_rounding))
+    attached = AttachedQuantizers(student, names, lambda weight: UniformWeightQuantizer(
+        bucketed_format(spec.bits, spec.bucket_size, weight), spec.stochastic_rounding))
     with frozen_teacher(task.reference, ctx.device) as teacher:
         before = _rounded_metrics(student, task, teacher)
         report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha), spec.training, task, ctx,
@@ -74,7 +73,8 @@ def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Modu
     weights = {}
     for name in names:
         owner, leaf = owner_of(student, name)
-        weights[name] = quantize_weight(getattr(owner, leaf), fmt)
+        weight = getattr(owner, leaf)
+        weights[name] = quantize_weight(weight, bucketed_format(spec.bits, spec.bucket_size, weight))
         getattr(owner, leaf).data.copy_(weights[name].dequantized)
     artifact = write_student(student, task, "student.pt2")
     packed_path = write_packed(task.workdir / "student_packed.safetensors", student,

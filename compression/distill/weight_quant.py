@@ -24,10 +24,13 @@ from compression.quant.weights import WeightFormat, integer_qparams
 _QUANTILE_SAMPLE = 1 << 24
 
 
-def bucketed_format(bits: int, bucket_size: int) -> WeightFormat:
-    """Polino's uniform quantization with bucketing: asymmetric min-max per group of `bucket_size` weights."""
-    return WeightFormat(dtype="int", bits=bits, symmetric=False, granularity="per_group", group_size=bucket_size,
-                        range="minmax")
+def bucketed_format(bits: int, bucket_size: int, weight: Tensor) -> WeightFormat:
+    """Polino's uniform quantization with bucketing for `weight`: asymmetric min-max per group of `bucket_size`
+    consecutive weights of a row. A bucket longer than the row shrinks to the row (one scale per output channel)
+    rather than zero-padding every row up to the bucket size."""
+    row_length = weight[0].numel() if weight.dim() >= 2 else weight.numel()
+    return WeightFormat(dtype="int", bits=bits, symmetric=False, granularity="per_group",
+                        group_size=min(bucket_size, row_length), range="minmax")
 
 
 class UniformWeightQuantizer(nn.Module):
