@@ -1,21 +1,26 @@
 """The packed iPQ artifact: one safetensors file that `load_ipq` turns back into a runnable module.
 
-Layout (all tensors little-endian, safetensors header first):
+A small model's file would be dominated by per-tensor headers if every weight were its own safetensors entry, so
+everything of one kind is concatenated into one flat tensor and located by a compressed manifest:
 
-- `<weight name>.indices` uint8: the codeword index of every block (see `compression.pq.layers` for block order)
-  at b = ceil(log2 K) bits each, as one bit stream: index j occupies stream bits [j*b, (j+1)*b), least significant
-  bit first, and stream bit i is bit (i mod 8) of byte i // 8 (LSB first); the last byte is zero-padded.
-- `<weight name>.centroids` (K, block_size): float16, or int8 codes with `<weight name>.scale` float32 (1,) so that
-  centroid = code * scale (symmetric, codes in -127..127): "iPQ + int8".
-- `<name>` for every other parameter and buffer: float16 or float32 (floating tensors, per `dense_dtype`), integer
-  tensors as they are.
-- `__graph__` uint8: an xz (lzma) compressed `torch.export` archive of the model whose parameters and buffers are
-  all stride-0 placeholders, i.e. the architecture only. Exported with a dynamic batch dimension.
-- header metadata: `format` = "modelpress.ipq", `version` = "1", `manifest` = JSON {"layers": {weight name:
-  {"shape", "block_size", "centroids", "bits", "num_blocks", "centroid_dtype"}}, "dense": {name: torch dtype}}.
+- `indices` uint8: for each product-quantized weight in manifest order, the codeword index of every block (block
+  order: see `compression.pq.layers`) at b = ceil(log2 K) bits each, as one bit stream starting on a byte
+  boundary at the layer's `indices_offset`: index j occupies stream bits [j*b, (j+1)*b), its least significant bit
+  first, and stream bit i is bit (i mod 8) of byte i // 8 (LSB first); a layer's last byte is zero-padded.
+- `centroids.float16` / `centroids.int8`: each layer's (K, block_size) codebook, row-major, at its
+  `centroid_offset` (in elements). int8 codebooks ("iPQ + int8") are symmetric: centroid = code * scale, codes in
+  -127..127, with the layer's scale at `centroid_scales[scale_index]` (float32).
+- `dense.<storage dtype>`: every other parameter and buffer (biases, norms, layers kept in full precision),
+  flattened at its `offset`: floating tensors as float16 or float32 (`dense_dtype`), integer ones as they are.
+- `graph` uint8: an xz (lzma) compressed `torch.export` archive of the model whose parameters and buffers are all
+  stride-0 placeholders, i.e. the architecture only, with a dynamic batch dimension.
+- `manifest` uint8: xz-compressed JSON {"layers": [{"name", "shape", "block_size", "centroids", "bits",
+  "num_blocks", "centroid_dtype", "indices_offset", "centroid_offset", "scale_index"}], "dense": [{"name",
+  "shape", "dtype", "storage", "offset"}]}.
+- header metadata: `format` = "modelpress.ipq", `version` = "2".
 
-The file size is the artifact's size; `theoretical_bytes` gives indices + centroids + dense tensors, so the
-difference is the header and the compressed graph.
+The file size is the artifact's size; `theoretical_bytes(manifest)` counts indices, centroids, scales and dense
+tensors, so the rest is the safetensors header, the compressed manifest and the compressed graph.
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ from compression.modes import eval_mode, is_training
 from compression.pq.parametrizations import PQWeight, int8_codes, parametrizations_of, set_noise
 
 FORMAT = "modelpress.ipq"
-VERSION = "1"
-GRAPH_KEY = "__graph__"
+VERSION = "2"
+GRAPH_KEY = "graph"
+MANIFEST_KEY = "manifest"
 _DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
@@ -65,33 +71,38 @@ def unpack_indices(packed: Tensor, bits: int, count: int) -> Tensor:
 def save_ipq(model: nn.Module, example_inputs: tuple[Tensor, ...], path: str | Path,
              dense_dtype: str = "float16") -> dict:
     """Write `model` (with PQWeight parametrizations) to `path`; returns the manifest."""
-    codebooks = parametrizations_of(model, PQWeight)
-    tensors: dict[str, Tensor] = {}
-    layers = {}
-    for name, pq in codebooks.items():
+    sections = _Sections()
+    layers = []
+    for name, pq in parametrizations_of(model, PQWeight).items():
         bits = index_bits(pq.centroids.shape[0])
-        tensors[f"{name}.indices"] = pack_indices(pq.assignments, bits)
         centroids = pq.centroids.detach().float().cpu()
+        layer = {"name": name, "shape": list(pq.shape), "block_size": pq.block_size,
+                 "centroids": pq.centroids.shape[0], "bits": bits, "num_blocks": len(pq.assignments),
+                 "centroid_dtype": pq.centroid_dtype, "indices_offset": sections.add("indices",
+                                                                                     pack_indices(pq.assignments, bits))}
         if pq.centroid_dtype == "int8":
             codes, scale = int8_codes(centroids)
-            tensors[f"{name}.centroids"] = codes.to(torch.int8)
-            tensors[f"{name}.scale"] = scale.reshape(1)
+            layer["centroid_offset"] = sections.add("centroids.int8", codes.to(torch.int8))
+            layer["scale_index"] = sections.add("centroid_scales", scale.reshape(1))
         else:
-            tensors[f"{name}.centroids"] = centroids.half()
-        layers[name] = {"shape": list(pq.shape), "block_size": pq.block_size, "centroids": pq.centroids.shape[0],
-                        "bits": bits, "num_blocks": len(pq.assignments),
-                        "centroid_dtype": pq.centroid_dtype}
+            layer["centroid_offset"] = sections.add("centroids.float16", centroids.half())
+        layers.append(layer)
     program = _export_dense(model, example_inputs)
-    dense = {}
+    quantized = {layer["name"] for layer in layers}
+    dense = []
     for name, value in program.state_dict.items():
-        if name in layers:
+        if name in quantized:
             continue
         value = value.detach().cpu()
-        dense[name] = str(value.dtype).removeprefix("torch.")
-        tensors[name] = value.to(_DTYPES[dense_dtype]) if value.is_floating_point() else value.contiguous()
-    tensors[GRAPH_KEY] = torch.frombuffer(bytearray(_architecture_bytes(program)), dtype=torch.uint8)
+        stored = value.to(_DTYPES[dense_dtype]) if value.is_floating_point() else value
+        storage = str(stored.dtype).removeprefix("torch.")
+        dense.append({"name": name, "shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."),
+                      "storage": storage, "offset": sections.add(f"dense.{storage}", stored)})
     manifest = {"layers": layers, "dense": dense}
-    save_file(tensors, str(path), metadata={"format": FORMAT, "version": VERSION, "manifest": json.dumps(manifest)})
+    tensors = sections.tensors()
+    tensors[GRAPH_KEY] = _bytes_tensor(_architecture_bytes(program))
+    tensors[MANIFEST_KEY] = _bytes_tensor(lzma.compress(json.dumps(manifest).encode(), preset=9))
+    save_file(tensors, str(path), metadata={"format": FORMAT, "version": VERSION})
     return manifest
 
 
@@ -102,33 +113,65 @@ def load_ipq(path: str | Path) -> nn.Module:
         if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
             raise ValueError(f"{path} is not a {FORMAT} v{VERSION} file")
         tensors = {key: packed.get_tensor(key) for key in packed.keys()}
-    manifest = json.loads(metadata["manifest"])
+    manifest = json.loads(lzma.decompress(tensors[MANIFEST_KEY].numpy().tobytes()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns that the stride-0 placeholders are not complete tensors
         module = torch.export.load(io.BytesIO(lzma.decompress(tensors[GRAPH_KEY].numpy().tobytes()))).module()
-    for name, layer in manifest["layers"].items():
-        _replace(module, name, decode_weight(tensors, name, layer))
-    for name, dtype in manifest["dense"].items():
-        _replace(module, name, tensors[name].to(getattr(torch, dtype)))
+    for layer in manifest["layers"]:
+        _replace(module, layer["name"], decode_weight(tensors, layer))
+    for entry in manifest["dense"]:
+        flat = tensors[f"dense.{entry['storage']}"]
+        count = math.prod(entry["shape"])
+        value = flat[entry["offset"]:entry["offset"] + count].reshape(entry["shape"])
+        _replace(module, entry["name"], value.to(getattr(torch, entry["dtype"])).clone())
     return module
 
 
-def decode_weight(tensors: dict[str, Tensor], name: str, layer: dict) -> Tensor:
-    indices = unpack_indices(tensors[f"{name}.indices"], layer["bits"], layer["num_blocks"])
-    centroids = tensors[f"{name}.centroids"].float()
+def decode_weight(tensors: dict[str, Tensor], layer: dict) -> Tensor:
+    index_bytes = math.ceil(layer["num_blocks"] * layer["bits"] / 8)
+    start = layer["indices_offset"]
+    indices = unpack_indices(tensors["indices"][start:start + index_bytes], layer["bits"], layer["num_blocks"])
+    count = layer["centroids"] * layer["block_size"]
+    flat = tensors[f"centroids.{layer['centroid_dtype']}"]
+    start = layer["centroid_offset"]
+    centroids = flat[start:start + count].float().reshape(layer["centroids"], layer["block_size"])
     if layer["centroid_dtype"] == "int8":
-        centroids = centroids * tensors[f"{name}.scale"]
+        centroids = centroids * tensors["centroid_scales"][layer["scale_index"]]
     return centroids[indices].reshape(layer["shape"])
 
 
 def theoretical_bytes(manifest: dict) -> int:
-    """Indices at log2(K) bits, centroids and dense tensors: what the file holds besides header and graph."""
+    """Indices at log2(K) bits, centroids (+ int8 scales) and dense tensors: the file's payload."""
     total = 0
-    for layer in manifest["layers"].values():
+    for layer in manifest["layers"]:
         total += math.ceil(layer["num_blocks"] * layer["bits"] / 8)
         total += layer["centroids"] * layer["block_size"] * (1 if layer["centroid_dtype"] == "int8" else 2)
         total += 4 if layer["centroid_dtype"] == "int8" else 0
+    for entry in manifest["dense"]:
+        total += math.prod(entry["shape"]) * getattr(torch, entry["storage"]).itemsize
     return total
+
+
+class _Sections:
+    """Flat tensors, one per section name, built by appending; `add` returns where the appended data starts."""
+
+    def __init__(self):
+        self._parts: dict[str, list[Tensor]] = {}
+        self._lengths: dict[str, int] = {}
+
+    def add(self, section: str, value: Tensor) -> int:
+        offset = self._lengths.get(section, 0)
+        flat = value.detach().cpu().reshape(-1)
+        self._parts.setdefault(section, []).append(flat)
+        self._lengths[section] = offset + flat.numel()
+        return offset
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {section: torch.cat(parts).contiguous() for section, parts in self._parts.items()}
+
+
+def _bytes_tensor(data: bytes) -> Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def _export_dense(model: nn.Module, example_inputs: tuple[Tensor, ...]) -> torch.export.ExportedProgram:

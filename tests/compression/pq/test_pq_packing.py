@@ -5,8 +5,8 @@ from safetensors import safe_open
 from compression.io import export_model
 from compression.modes import eval_mode
 from compression.pq.layers import find_layer_weights
-from compression.pq.packing import (GRAPH_KEY, load_ipq, pack_indices, save_ipq, theoretical_bytes,
-                                    unpack_indices)
+from compression.pq.packing import (GRAPH_KEY, MANIFEST_KEY, index_bits, load_ipq, pack_indices, save_ipq,
+                                    theoretical_bytes, unpack_indices)
 from compression.pq.quantize import plan_layers, quantize_layer
 from compression.specs.ipq import BlockSizes
 from tests.compression.pq.conftest import digits_cnn
@@ -45,17 +45,26 @@ def test_packed_model_round_trip_is_exact_and_size_matches_theory(tmp_path, cent
     inputs = torch.randn(7, 1, 8, 8)  # another batch size: the packed graph keeps a dynamic batch dimension
     assert torch.allclose(loaded(inputs), model(inputs), atol=1e-5)
 
-    payload = theoretical_bytes(manifest) + sum(4 * t.numel() for n, t in model.state_dict().items()
-                                                if n in manifest["dense"])
+    payload = theoretical_bytes(manifest)
+    assert payload == (sum(-(-plan.num_blocks * index_bits(plan.centroids) // 8) for plan in plans)
+                       + sum(plan.centroids * plan.block_size for plan in plans) * (1 if centroid_dtype == "int8" else 2)
+                       + (4 * len(plans) if centroid_dtype == "int8" else 0)
+                       + sum(t.numel() * t.element_size() for n, t in model.state_dict().items()
+                             if n in dense_names(manifest)))  # float32 dense here, batch-norm counters int64
     with safe_open(str(path), framework="pt") as packed:
-        graph_bytes = packed.get_tensor(GRAPH_KEY).numel()
+        compressed = packed.get_tensor(GRAPH_KEY).numel() + packed.get_tensor(MANIFEST_KEY).numel()
         tensor_count = len(packed.keys())
     size = path.stat().st_size
-    # Payload + compressed graph + a JSON header of ~150 bytes per tensor and the manifest, nothing else.
-    assert payload + graph_bytes <= size <= payload + graph_bytes + 150 * tensor_count + 2048
-    indices_bytes = sum(-(-layer["num_blocks"] * layer["bits"] // 8) for layer in manifest["layers"].values())
+    # Payload + compressed graph and manifest + a safetensors header of ~100 bytes per (concatenated) tensor.
+    assert tensor_count <= 7  # indices, centroids (+ scales), dense per dtype, graph, manifest
+    assert payload + compressed <= size <= payload + compressed + 100 * tensor_count + 256
+    indices_bytes = sum(-(-layer["num_blocks"] * layer["bits"] // 8) for layer in manifest["layers"])
     # Blocks of 4 (1x1 conv), 8 (linear) and 9 (3x3 conv) at <= 8 bits: at most 2 bits of index per weight.
     assert indices_bytes * 8 <= 2 * sum(plan.layer.numel for plan in plans)
+
+
+def dense_names(manifest: dict) -> set[str]:
+    return {entry["name"] for entry in manifest["dense"]}
 
 
 def test_loader_refuses_other_files(tmp_path):
