@@ -28,9 +28,13 @@ class Batch:
 
 
 class Split:
-    """One split (e.g. "train"): an array per model input, in input order, and optional int64 labels."""
+    """One split (e.g. "train"): an array per model input, in input order, and optional int64 labels.
 
-    def __init__(self, name: str, inputs: dict[str, np.ndarray], labels: np.ndarray | None = None):
+    `dtypes` (one per input) are what batches are cast to; by default the arrays' own dtypes.
+    """
+
+    def __init__(self, name: str, inputs: dict[str, np.ndarray], labels: np.ndarray | None = None,
+                 dtypes: list[torch.dtype] | None = None):
         lengths = {input_name: len(array) for input_name, array in inputs.items()}
         if labels is not None:
             lengths[LABEL_ARRAY] = len(labels)
@@ -39,6 +43,7 @@ class Split:
         self.name = name
         self.inputs = inputs
         self.labels = labels
+        self.dtypes = dtypes or [torch.from_numpy(a[:0]).dtype for a in inputs.values()]
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -69,7 +74,8 @@ class Split:
         # A contiguous range is a view; fancy indexing would copy every batch of an unshuffled pass.
         contiguous = len(indices) and indices[-1] - indices[0] == len(indices) - 1 and np.all(np.diff(indices) == 1)
         select = slice(int(indices[0]), int(indices[-1]) + 1) if contiguous else indices
-        inputs = tuple(torch.from_numpy(np.ascontiguousarray(a[select])).to(device) for a in self.inputs.values())
+        inputs = tuple(torch.from_numpy(np.ascontiguousarray(a[select])).to(device, dtype)
+                       for a, dtype in zip(self.inputs.values(), self.dtypes))
         labels = None if self.labels is None else torch.from_numpy(self.labels[select]).to(device)
         return Batch(inputs, labels)
 
@@ -127,20 +133,26 @@ class Dataset:
         splits = {}
         for split_name, split_arrays in grouped.items():
             binding = bind_inputs(list(input_names), list(split_arrays), split_name)
-            inputs = {name: _as_model_dtype(split_arrays[binding[name]], (input_dtypes or {}).get(name))
-                      for name in input_names}
+            converted = {name: _as_model_dtype(split_arrays[binding[name]], (input_dtypes or {}).get(name))
+                         for name in input_names}
             labels = split_arrays.get(LABEL_ARRAY)
             if labels is not None:
                 if labels.ndim != 1 or labels.dtype.kind not in "iu":
                     raise InvalidUpload(f"labels '{split_name}.{LABEL_ARRAY}' must be a 1-d integer array")
                 labels = labels.astype(np.int64)
-            splits[split_name] = Split(split_name, inputs, labels)
+            splits[split_name] = Split(split_name, {name: array for name, (array, _) in converted.items()}, labels,
+                                       [dtype for _, dtype in converted.values()])
         return cls(splits, input_names)
 
 
-def _as_model_dtype(array: np.ndarray, dtype: str | torch.dtype | None) -> np.ndarray:
+def _as_model_dtype(array: np.ndarray, dtype: str | torch.dtype | None) -> tuple[np.ndarray, torch.dtype]:
+    """The array converted once to what the model takes, and the torch dtype its batches are cast to.
+
+    numpy has no bfloat16: such inputs are stored as float32 and cast batch by batch.
+    """
     if dtype is None:
-        dtype = np.float32 if array.dtype.kind == "f" else np.int64
-    elif isinstance(dtype, torch.dtype):
-        dtype = torch.empty((), dtype=dtype).numpy().dtype
-    return np.ascontiguousarray(array, dtype=dtype)
+        dtype = torch.float32 if array.dtype.kind == "f" else torch.int64
+    elif isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    storage = np.float32 if dtype == torch.bfloat16 else torch.empty((), dtype=dtype).numpy().dtype
+    return np.ascontiguousarray(array, dtype=storage), dtype

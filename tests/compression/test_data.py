@@ -56,3 +56,10 @@ def test_load_npz_and_refuse_what_cannot_be_bound(tmp_path):
         Dataset.from_arrays({"train.x": np.ones((3, 2)), "train.y": np.zeros(2, dtype=int)}, ["x"])
     with pytest.raises(KeyError, match="test"):
         Dataset.load(path, ["x"]).split("test")
+
+
+def test_dtypes_named_by_the_model_signature_including_bfloat16():
+    arrays = {"val.x": np.ones((3, 2), dtype=np.float64), "val.m": np.ones((3, 2), dtype=np.int32)}
+    data = Dataset.from_arrays(arrays, ["x", "m"], input_dtypes={"x": "bfloat16", "m": "float16"})
+    x, m = data.split("val").head(2).inputs
+    assert x.dtype == torch.bfloat16 and m.dtype == torch.float16 and float(x.sum()) == 4.0
