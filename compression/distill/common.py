@@ -13,6 +13,7 @@ from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, save_program
 from compression.modes import eval_mode
 from compression.result import Artifact, StageResult
+from compression.specs.training import TrainingSpec
 from compression.students import parameter_count
 from compression.task import Task
 from compression.training import TrainReport
@@ -52,6 +53,12 @@ def eval_metrics_fn(task: Task, teacher: nn.Module, max_samples: int | None = EV
     return evaluate_student
 
 
+def periodic_eval_fn(task: Task, teacher: nn.Module, training: TrainingSpec):
+    """The training loop's `evaluate_fn` when the spec asks for evaluations during training, else None (the final
+    evaluation of `student_result` covers the end of training)."""
+    return eval_metrics_fn(task, teacher) if training.eval_every else None
+
+
 def write_student(student: nn.Module, task: Task, file_name: str) -> Artifact:
     """Export the trained student (eval mode, on the CPU) to a `.pt2` with a dynamic batch dimension."""
     student.to("cpu")
@@ -62,12 +69,13 @@ def write_student(student: nn.Module, task: Task, file_name: str) -> Artifact:
 
 def student_result(student: nn.Module, teacher: nn.Module, task: Task, ctx: RunContext, report: TrainReport,
                    artifacts: list[Artifact], metrics: dict) -> StageResult:
-    """Final metrics (student and teacher on the whole eval split, sizes, training summary) and the result."""
+    """Final metrics (student and teacher on the whole eval split on `ctx.device`, sizes, training summary) and
+    the result, whose model is on the CPU like its artifact."""
     ctx.progress("evaluate", 0, 1)
     evaluate_fn = eval_metrics_fn(task, teacher, max_samples=None)
     if evaluate_fn is not None:
-        with frozen_teacher(teacher, "cpu"):
-            metrics["student"] = evaluate_fn(student)
+        with frozen_teacher(teacher, ctx.device):
+            metrics["student"] = evaluate_fn(student.to(ctx.device))
             labelled = task.dataset.split(task.eval_split).has_labels
             if labelled:
                 metrics["teacher"] = {"accuracy": evaluate(teacher, task.dataset.split(task.eval_split))["accuracy"]}
@@ -77,4 +85,4 @@ def student_result(student: nn.Module, teacher: nn.Module, task: Task, ctx: RunC
                 "train": {"steps": report.steps, "final_loss": report.final_loss,
                           "resumed_from_step": report.resumed_from_step, "wall_time_s": report.wall_time_s}}
     ctx.progress("evaluate", 1, 1)
-    return StageResult(student, artifacts, metrics)
+    return StageResult(student.to("cpu"), artifacts, metrics)

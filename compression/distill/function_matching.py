@@ -18,7 +18,8 @@ from torch import nn
 from compression.context import RunContext
 from compression.data import Batch, Split
 from compression.distill.augment import augmented_view, make_generator
-from compression.distill.common import eval_metrics_fn, frozen_teacher, student_result, teacher_logits, write_student
+from compression.distill.common import (frozen_teacher, periodic_eval_fn, student_result, teacher_logits,
+                                        write_student)
 from compression.distill.losses import kd_loss
 from compression.evaluate import output_tensor
 from compression.result import StageResult
@@ -54,7 +55,7 @@ def apply_function_matching(spec: FunctionMatchingSpec, model: nn.Module, task: 
                 return kd_loss(output_tensor(trained(*inputs)), targets)
 
         report = train(student, loss_fn, spec.training, task, ctx, batches=batches,
-                       evaluate_fn=eval_metrics_fn(task, teacher))
+                       evaluate_fn=periodic_eval_fn(task, teacher, spec.training))
     artifact = write_student(student, task, "student.pt2")
     metrics = {"student_spec": student_info.description, "teacher_targets": spec.teacher_targets}
     return student_result(student, model, task, ctx, report, [artifact], metrics)

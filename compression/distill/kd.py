@@ -7,7 +7,8 @@ from torch import nn
 
 from compression.context import RunContext
 from compression.data import Batch
-from compression.distill.common import eval_metrics_fn, frozen_teacher, student_result, teacher_logits, write_student
+from compression.distill.common import (frozen_teacher, periodic_eval_fn, student_result, teacher_logits,
+                                        write_student)
 from compression.distill.features import capture_features, projection_for
 from compression.distill.losses import distillation_loss, feature_loss
 from compression.evaluate import output_tensor
@@ -42,7 +43,8 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
         probe = _probe_inputs(task, ctx)
         errors_before = _feature_errors(spec.features, student, teacher, projections, probe, student_features,
                                         teacher_features)
-        report = train(student, loss_fn, spec.training, task, ctx, evaluate_fn=eval_metrics_fn(task, teacher),
+        report = train(student, loss_fn, spec.training, task, ctx,
+                       evaluate_fn=periodic_eval_fn(task, teacher, spec.training),
                        extra_modules={"projections": projections} if spec.features else None)
         errors_after = _feature_errors(spec.features, student, teacher, projections, probe, student_features,
                                        teacher_features)

@@ -16,8 +16,8 @@ from torch import nn
 from compression.context import RunContext
 from compression.data import Batch
 from compression.distill.codebook_format import payload_bytes, write_codebook_model
-from compression.distill.common import (eval_metrics_fn, frozen_teacher, student_result, teacher_logits,
-                                        write_student)
+from compression.distill.common import (eval_metrics_fn, frozen_teacher, periodic_eval_fn, student_result,
+                                        teacher_logits, write_student)
 from compression.distill.losses import distillation_loss
 from compression.distill.weight_quant import (AttachedQuantizers, CodebookWeightQuantizer, UniformWeightQuantizer,
                                               bucketed_format, owner_of, quantizable_weights)
@@ -66,7 +66,7 @@ def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Modu
     with frozen_teacher(task.reference, ctx.device) as teacher:
         before = _rounded_metrics(student, task, teacher)
         report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha), spec.training, task, ctx,
-                       evaluate_fn=eval_metrics_fn(task, teacher))
+                       evaluate_fn=periodic_eval_fn(task, teacher, spec.training))
     # Quantize the final shadow weights once more, deterministically, and keep only the quantized values.
     attached.detach(bake=False)
     student.to("cpu")
@@ -101,7 +101,8 @@ def apply_differentiable_quantization(spec: DifferentiableQuantizationSpec, mode
     with frozen_teacher(task.reference, ctx.device) as teacher:
         before = _rounded_metrics(student, task, teacher)
         report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha), spec.training, task, ctx,
-                       param_groups=[{"params": points}], evaluate_fn=eval_metrics_fn(task, teacher))
+                       param_groups=[{"params": points}],
+                       evaluate_fn=periodic_eval_fn(task, teacher, spec.training))
     student.to("cpu")
     encoded = {}
     for name, quantizer in attached.quantizers.items():
