@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from compression.context import RunContext
 from compression.data import Batch
@@ -12,13 +14,13 @@ from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, save_program
 from compression.modes import eval_mode
 from compression.qat.activation_quantizers import PACTActivationQuantizer
-from compression.qat.prepare import (INPUT_QUANTIZERS, calibrate, freeze_batchnorm, layer_summary, materialize,
-                                     prepare_qat, quantizer_modules)
+from compression.qat.prepare import (INPUT_QUANTIZERS, QATLayer, calibrate, freeze_batchnorm, layer_summary,
+                                     materialize, prepare_qat, quantizer_modules)
 from compression.quant.packed import write_packed
 from compression.result import Artifact, StageResult
 from compression.specs.qat import QATSpec
 from compression.task import Task
-from compression.training import train
+from compression.training import TrainReport, train
 
 PT2_NAME = "model_qat.pt2"
 PACKED_NAME = "model_qat_packed.safetensors"
@@ -27,26 +29,11 @@ PACKED_MAX_BITS = 4
 
 
 def apply_qat(spec: QATSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
-    weight_kind, activation_kind = spec.quantizers
+    trained = train_qat(spec, model, task, ctx)
+    gm = trained.model
+    summary = layer_summary(gm, trained.layers)
+    quantized_weights = materialize(gm, trained.layers)
     example_inputs = tuple(t.to(ctx.device) for t in task.example_inputs)
-    gm, layers = prepare_qat(model.to(ctx.device), example_inputs, weight_bits=spec.weight_bits,
-                                      activation_bits=spec.activation_bits, weight_quantizer=weight_kind,
-                                      activation_quantizer=activation_kind, per_channel=spec.per_channel,
-                                      first_last_bits=spec.first_last_bits)
-    eval_mode(gm)
-    train_split = task.dataset.split(task.train_split)
-    calibration = (batch.inputs for batch in train_split.batches(spec.training.batch_size, shuffle=True,
-                                                                   seed=ctx.seed, limit=spec.calibration_samples,
-                                                                   device=ctx.device))
-    pact_fallbacks = calibrate(gm, layers, calibration)
-    ctx.progress("calibrate", 1, 1)
-
-    report = train(gm, _loss_fn(train_split.has_labels, task.reference), spec.training, task, ctx,
-                   param_groups=_param_groups(gm, spec), extra_modules={"quantizers": quantizer_modules(gm, layers)},
-                   before_step=_bn_freezer(spec.freeze_bn_after))
-    eval_mode(gm)
-    summary = layer_summary(gm, layers)
-    quantized_weights = materialize(gm, layers)
 
     artifacts = [Artifact(PT2_NAME, save_program(export_model(gm, example_inputs), task.workdir / PT2_NAME),
                           "model.pt2", {"weight_bits": spec.weight_bits, "activation_bits": spec.activation_bits})]
@@ -54,18 +41,50 @@ def apply_qat(spec: QATSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
         path = write_packed(task.workdir / PACKED_NAME, gm, example_inputs, quantized_weights)
         artifacts.append(Artifact(PACKED_NAME, path, "packed.safetensors",
                                   {"loader": "compression.quant.packed.load_packed", "weight_bits": spec.weight_bits}))
+    weight_kind, activation_kind = spec.quantizers
+    report = trained.report
     metrics = {
         "weight_bits": spec.weight_bits, "activation_bits": spec.activation_bits,
         "quantizer": spec.quantizer, "weight_quantizer": weight_kind,
         "activation_quantizer": activation_kind if spec.activation_bits is not None else None,
         "first_last_bits": spec.first_last_bits,
-        "pact_fallback_to_lsq": pact_fallbacks,
+        "pact_fallback_to_lsq": trained.pact_fallbacks,
         "train": {"steps": report.steps, "final_loss": round(report.final_loss, 6),
                   "resumed_from_step": report.resumed_from_step, "wall_time_s": report.wall_time_s},
         "layers": summary,
         "after": _quality(gm, task),
     }
     return StageResult(gm, artifacts, metrics)
+
+
+@dataclass
+class TrainedQAT:
+    model: fx.GraphModule  # in eval mode, quantizers still in the graph (weights not yet materialized)
+    layers: list[QATLayer]
+    pact_fallbacks: list[str]
+    report: TrainReport
+
+
+def train_qat(spec: QATSpec, model: nn.Module, task: Task, ctx: RunContext) -> TrainedQAT:
+    """Prepare, calibrate and train a QAT copy of `model` with the shared loop (resumable from its checkpoint)."""
+    weight_kind, activation_kind = spec.quantizers
+    example_inputs = tuple(t.to(ctx.device) for t in task.example_inputs)
+    gm, layers = prepare_qat(model.to(ctx.device), example_inputs, weight_bits=spec.weight_bits,
+                             activation_bits=spec.activation_bits, weight_quantizer=weight_kind,
+                             activation_quantizer=activation_kind, per_channel=spec.per_channel,
+                             first_last_bits=spec.first_last_bits)
+    eval_mode(gm)
+    train_split = task.dataset.split(task.train_split)
+    # The same examples every time (seeded), so a resumed run rebuilds the same quantizers before loading them.
+    calibration = (batch.inputs for batch in train_split.batches(spec.training.batch_size, shuffle=True,
+                                                                   seed=ctx.seed, limit=spec.calibration_samples,
+                                                                   device=ctx.device))
+    pact_fallbacks = calibrate(gm, layers, calibration)
+    ctx.progress("calibrate", 1, 1)
+    report = train(gm, _loss_fn(train_split.has_labels, task.reference), spec.training, task, ctx,
+                   param_groups=_param_groups(gm, spec), extra_modules={"quantizers": quantizer_modules(gm, layers)},
+                   before_step=_bn_freezer(spec.freeze_bn_after))
+    return TrainedQAT(gm, layers, pact_fallbacks, report)
 
 
 def _loss_fn(has_labels: bool, reference: nn.Module):
