@@ -43,7 +43,23 @@ def parameter_count(model: nn.Module) -> int:
 
 def build_student(spec: UploadedStudent | ZooStudent | LowRankStudent, teacher: nn.Module, task: Task, *,
                   resolve_model: ModelResolver | None = None) -> Student:
-    """A fresh student for `teacher`; the teacher itself is never modified."""
+    """A fresh student for `teacher`; the teacher itself is never modified. Refused early (not at the first training
+    step) when its outputs cannot be compared with the teacher's."""
+    student = _build(spec, teacher, task, resolve_model)
+    expected, actual = _output_shape(teacher, task), _output_shape(student.model, task)
+    if expected != actual:
+        raise ValueError(f"the student's output shape {actual} differs from the teacher's {expected} on the "
+                         "example inputs; distillation needs the same outputs")
+    return student
+
+
+def _output_shape(model: nn.Module, task: Task) -> tuple[int, ...]:
+    device = next(model.parameters()).device
+    with evaluating(model):
+        return tuple(output_tensor(model(*(t.to(device) for t in task.example_inputs))).shape)
+
+
+def _build(spec, teacher: nn.Module, task: Task, resolve_model: ModelResolver | None) -> Student:
     if isinstance(spec, UploadedStudent):
         resolver = resolve_model or _model_resolver
         if resolver is None:
@@ -71,9 +87,7 @@ def zoo_kwargs(spec: ZooStudent, teacher: nn.Module, task: Task) -> dict:
     """Arguments of `zoo.build` for a student with the teacher's input shape and number of outputs, its widths
     and depth scaled from each architecture's defaults by `spec.width` and `spec.depth`."""
     example = task.example_inputs[0]
-    device = next(teacher.parameters()).device
-    with evaluating(teacher):
-        num_classes = output_tensor(teacher(*(t.to(device) for t in task.example_inputs))).shape[-1]
+    num_classes = _output_shape(teacher, task)[-1]
     shape = tuple(example.shape[1:])
     if spec.architecture == "resnet":
         return {"in_channels": shape[0], "num_classes": num_classes, "width_mult": spec.width,

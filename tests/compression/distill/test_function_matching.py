@@ -39,6 +39,9 @@ def _run(tmp_path, conv_net, teacher_targets: str, steps: int, augment: dict):
         apply_function_matching(spec, teacher, task, RunContext())
     finally:
         set_model_resolver(None)
+    for recording in (teacher, student):
+        # The first call of each is the student's interface check on the example inputs, before training.
+        assert torch.equal(recording.seen.pop(0), task.example_inputs[0])
     return teacher, student, task
 
 

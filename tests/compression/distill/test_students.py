@@ -74,8 +74,10 @@ def test_students_from_zoo_and_upload_have_the_teacher_interface(tmp_path, blob_
     uploaded = nn.Linear(16, 4)
     with pytest.raises(RuntimeError, match="resolver"):
         build_student(UploadedStudent(model_id="m1"), mlp_teacher, task)
-    set_model_resolver({"m1": uploaded}.__getitem__)
+    set_model_resolver({"m1": uploaded, "wrong": nn.Linear(16, 5)}.__getitem__)
     try:
         assert build_student(UploadedStudent(model_id="m1"), mlp_teacher, task).model is uploaded
+        with pytest.raises(ValueError, match="output shape"):
+            build_student(UploadedStudent(model_id="wrong"), mlp_teacher, task)
     finally:
         set_model_resolver(None)
