@@ -8,7 +8,9 @@ from app.core.errors import Unauthorized
 from app.db.models import Tenant
 from app.db.session import get_session
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit (and enqueue after it) before the response is sent; with the default "request" scope
+# a client could read 201 and ask for the job before its row had committed.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def current_tenant(session: SessionDep, authorization: Annotated[str | None, Header()] = None,
