@@ -155,3 +155,32 @@ def test_exported_module_trains_batch_norm_in_train_mode(tmp_path):
     assert not is_training(exported)
     first = exported(*example)
     assert torch.equal(first, exported(*example))  # eval mode: running statistics, deterministic
+
+
+def test_batch_factory_receives_the_step_to_resume_from(tmp_path):
+    task = make_task(tmp_path)
+    batch = next(task.dataset.split("train").batches(16))
+    starts, events = [], []
+
+    def factory(start_step):
+        starts.append(start_step)
+        while True:
+            yield batch
+
+    store = CheckpointStore()
+    spec = TrainingSpec(steps=6, checkpoint_every=2)
+    with pytest.raises(Cancelled):
+        train(make_mlp(), cross_entropy, spec, task,
+              store.context(report=events.append, should_stop=lambda: "stop" if len(events) >= 3 else None),
+              batches=factory)
+    train(make_mlp(), cross_entropy, spec, task, store.context(), batches=factory)
+    assert starts == [0, 3]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision runs on CUDA only")
+def test_mixed_precision_on_cuda(tmp_path):
+    task = make_task(tmp_path)
+    model = make_mlp()
+    report = train(model, cross_entropy, TrainingSpec(steps=60, batch_size=32, lr=1e-2), task,
+                   RunContext(device="cuda"), evaluate_fn=lambda m: {"on_cuda": next(m.parameters()).is_cuda})
+    assert report.metrics["on_cuda"] and report.final_loss < 0.5
