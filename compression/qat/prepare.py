@@ -62,6 +62,9 @@ def prepare_qat(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *, w
     shared by several calls takes the bits of its first call).
     """
     gm = as_graph_module(model, example_inputs)
+    if hasattr(gm, INPUT_QUANTIZERS):
+        raise ValueError("the model already went through QAT (its layer inputs are fake-quantized); quantizing it "
+                         "again would stack two grids: start from the float model instead")
     gm.add_submodule(INPUT_QUANTIZERS, nn.ModuleDict())
     gm.add_submodule(WEIGHT_QUANTIZERS, nn.ModuleDict())
     weight_quantizers = getattr(gm, WEIGHT_QUANTIZERS)
