@@ -66,11 +66,14 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
     for name in parametrizations_of(model, QuantNoise):  # weights left in full precision
         remove(model, name, keep_value=False)
 
+    ctx.progress("pack", 0, 2)
     path = task.workdir / PACKED_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     manifest = save_ipq(model, task.example_inputs, path, spec.dense_dtype)
     packed = load_ipq(path).to(ctx.device)  # exported in eval mode
+    ctx.progress("pack", 1, 2)
     after = _quality(packed, task)
+    ctx.progress("pack", 2, 2)
     size = path.stat().st_size
     metrics = {
         "before": before, "after": after,
