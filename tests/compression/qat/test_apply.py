@@ -12,7 +12,7 @@ from compression.io import export_model, load_model
 from compression.modes import eval_mode, train_mode
 from compression.qat import apply_qat
 from compression.qat.apply import train_qat
-from compression.qat.prepare import calibrate, freeze_batchnorm, prepare_qat
+from compression.qat.prepare import calibrate, freeze_batchnorm, layer_summary, materialize, prepare_qat
 from compression.quant.packed import load_packed
 from compression.specs.qat import QATSpec
 from compression.specs.training import TrainingSpec
@@ -109,3 +109,23 @@ def test_qat_resumes_after_cancellation_to_the_same_model(digits, tmp_path):
     assert any(name.endswith(".alpha") for name in expected_state)  # learned clips are part of the comparison
     for name, expected in expected_state.items():
         assert torch.equal(expected, resumed_state[name]), name
+
+
+def test_weights_only_qat_and_no_second_qat_on_top(digits, tmp_path):
+    dataset, _, example = digits
+    torch.manual_seed(0)
+    model = export_model(zoo.build("mlp", input_shape=(1, 8, 8), hidden=(32,)), example).module()
+    spec = QATSpec(quantizer="sawb", weight_bits=3, activation_bits=None, first_last_bits=None,
+                   training=TrainingSpec(steps=3, batch_size=32))
+    trained = train_qat(spec, model, Task(dataset, model, example, tmp_path), RunContext())
+    summary = layer_summary(trained.model, trained.layers)
+    assert all("input" not in entry and entry["weight"]["quantizer"] == "sawb" for entry in summary.values())
+    with pytest.raises(ValueError, match="already went through QAT"):
+        prepare_qat(trained.model, example, weight_bits=4, activation_bits=8, weight_quantizer="lsq",
+                    activation_quantizer="lsq")
+    quantized = materialize(trained.model, trained.layers)
+    for attr, weight in quantized.items():
+        parameter = dict(trained.model.named_parameters())[attr]
+        assert torch.equal(parameter, weight.dequantized)
+        assert max(len(row.unique()) for row in parameter) <= 2**3 - 1  # narrow signed grid: codes -3..3
+        assert int(weight.codes.abs().max()) <= 3
