@@ -45,8 +45,12 @@ def export_float(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
 def _code_tensor(name: str, codes: np.ndarray, bits: int, signed: bool) -> onnx.TensorProto:
     """Codes of up to 4 bits as ONNX INT4/UINT4 (two per byte in the file), wider ones as INT8/UINT8."""
     if bits <= 4:
+        # ONNX 4-bit layout: element 2j in the low nibble of byte j, element 2j+1 in the high nibble.
+        nibbles = (codes.reshape(-1).astype(np.int16) & 0xF).astype(np.uint8)
+        nibbles = np.pad(nibbles, (0, nibbles.size % 2))
+        packed = nibbles[0::2] | (nibbles[1::2] << 4)
         dtype = TensorProto.INT4 if signed else TensorProto.UINT4
-        return helper.make_tensor(name, dtype, codes.shape, codes.reshape(-1).astype(np.int32).tolist())
+        return helper.make_tensor(name, dtype, codes.shape, packed.tobytes(), raw=True)
     return _initializer(name, codes.astype(np.int8 if signed else np.uint8))
 
 
@@ -155,6 +159,9 @@ def export_onnx_qdq(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, 
                     weights: dict[str, QuantizedWeight], activations: dict[str, QParams]) -> Path:
     """Write `model` (running float weights, no activation fake-quant) as an ONNX QDQ model at `path`."""
     proto = insert_qdq(export_float(model, example_inputs), weights, activations)
+    for node in proto.graph.node:
+        # The exporter annotates every node with its Python stack trace: a third of a small model's file.
+        del node.metadata_props[:]
     onnx.checker.check_model(proto)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -123,12 +123,16 @@ def mse_optimal_range(values: torch.Tensor, lo: float, hi: float, bits: int, sym
 
 
 class KLObserver(_SamplingObserver):
-    """TensorRT entropy calibration on a histogram of |x| with `bins` bins.
+    """TensorRT entropy calibration on a histogram with `bins` bins.
 
     For each candidate threshold bin i, P is the histogram up to i with everything beyond folded into the last
     kept bin, Q is P merged into `levels` quantization bins and spread back uniformly over P's non-empty bins; the
-    threshold minimising KL(P || Q) wins. `levels` is 2^(bits-1) for signed data and 2^bits for non-negative data
-    (the whole grid then covers [0, threshold]).
+    threshold minimising KL(P || Q) wins.
+
+    Symmetric quantization histograms |x| with 2^(bits-1) levels (TensorRT's int8 case) and clips at +-threshold.
+    Asymmetric quantization histograms x - min(x) with 2^bits levels and keeps the minimum, clipping only the top:
+    the same thing for ReLU outputs (min 0), and for signed data such as normalised images it does not throw away
+    the bright half of the range to match a folded-over |x| distribution.
     """
 
     def __init__(self, bits: int = 8, symmetric: bool = False, bins: int = 2048, **kwargs):
@@ -137,21 +141,22 @@ class KLObserver(_SamplingObserver):
 
     def range(self) -> tuple[float, float]:
         lo, hi = super().range()
-        # Exact zeros (half of every ReLU output) are exactly representable: left in, their spike in bin 0 would
-        # dominate the divergence and drag the threshold down.
-        magnitudes = self.sample.abs().numpy()
-        magnitudes = magnitudes[magnitudes > 0]
-        top = max(-lo, hi)
-        if top == 0:
-            return 0.0, 0.0
-        histogram, edges = np.histogram(magnitudes, bins=self.bins, range=(0.0, top))
-        levels = 2 ** self.bits if lo >= 0 else 2 ** (self.bits - 1)
-        threshold = edges[_kl_threshold_bin(histogram.astype(np.float64), levels)]
-        if lo >= 0:
-            return 0.0, float(threshold)
         if self.symmetric:
-            return -float(threshold), float(threshold)
-        return max(lo, -float(threshold)), min(hi, float(threshold))
+            values, origin, levels = self.sample.abs().numpy(), 0.0, 2 ** (self.bits - 1)
+            top = max(-lo, hi)
+        else:
+            values, origin, levels = (self.sample - lo).numpy(), lo, 2 ** self.bits
+            top = hi - lo
+        if top == 0:
+            return lo, hi
+        # Values at the origin (zeros: half of every ReLU output; an image's background) are on the grid: left in,
+        # their spike in bin 0 would dominate the divergence and drag the threshold down.
+        values = values[values > 0]
+        histogram, edges = np.histogram(values, bins=self.bins, range=(0.0, top))
+        threshold = float(edges[_kl_threshold_bin(histogram.astype(np.float64), levels)])
+        if self.symmetric:
+            return -threshold, threshold
+        return origin, origin + threshold
 
 
 def _smooth(distribution: np.ndarray, eps: float = 1e-4) -> np.ndarray:

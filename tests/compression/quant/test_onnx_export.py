@@ -54,11 +54,11 @@ def test_onnxruntime_runs_the_qdq_model_like_torch(tmp_path, fmt):
 
 def test_transformer_without_labels_exports_matmul_qdq(tmp_path):
     torch.manual_seed(0)
-    model = tiny_transformer(vocab_size=50, max_length=16, dim=32, layers=1).eval()
-    ids = np.random.default_rng(0).integers(0, 50, (192, 16))
+    model = tiny_transformer(vocab_size=50, max_length=8, dim=16, layers=1).eval()
+    ids = np.random.default_rng(0).integers(0, 50, (192, 8))
     dataset = Dataset.from_arrays({"train.input_ids": ids[:128], "val.input_ids": ids[128:]}, ["input_ids"])
     task = Task(dataset, model, (torch.from_numpy(ids[:4]),), tmp_path)
-    result = apply_general_ptq(PTQSpec(bias_correction=True), model, task, RunContext())
+    result = apply_general_ptq(PTQSpec(bias_correction=True, calibration_samples=128), model, task, RunContext())
 
     assert result.metrics["metric_name"] == "top1_agreement" and result.metrics["quantized_metric"] > 90
     assert len(result.metrics["layers"]) == 5  # qkv, proj, two feed-forward, head
