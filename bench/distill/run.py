@@ -170,9 +170,16 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k training images, 2k test, short schedules")
+    parser.add_argument("--student-steps", type=int, help="override the mode's steps for part 1")
+    parser.add_argument("--quant-steps", type=int, help="override the mode's steps for part 2")
+    parser.add_argument("--parts", default="students,quantized", help="comma-separated subset of the two parts")
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
-    settings = SETTINGS[mode]
+    settings = dict(SETTINGS[mode])
+    for key, value in (("student_steps", args.student_steps), ("quant_steps", args.quant_steps)):
+        if value is not None:
+            settings[key] = value
+    parts = set(args.parts.split(","))
     # Small models on shared cores: a second intra-op thread mostly spin-waits.
     torch.set_num_threads(1)
     data = fashion_mnist()
@@ -187,19 +194,23 @@ def main() -> None:
         task = make_task(arrays, Path(workdir), teacher)
         teacher_row = {"accuracy": accuracy(teacher, task), "parameters": parameter_count(teacher),
                        "float32_bytes": cache.stat().st_size}
-        students = student_rows(teacher, task, settings["student_steps"])
-        quantized = quant_rows(teacher, task, settings["quant_steps"])
+        students = student_rows(teacher, task, settings["student_steps"]) if "students" in parts else []
+        quantized = quant_rows(teacher, task, settings["quant_steps"]) if "quantized" in parts else []
         total = round(time.monotonic() - started, 1)
     print(f"## Distillation on Fashion-MNIST ({mode}: {settings['train']} train / {settings['test']} test images)\n")
     print(f"Teacher: ResNet {TEACHER}, {teacher_row['parameters']} parameters, accuracy {teacher_row['accuracy']}, "
           f".pt2 {teacher_row['float32_bytes']} bytes.\n")
-    print(f"### Students ({settings['student_steps']} steps each, batch 64)\n")
-    print(markdown(students, ["method", "accuracy", "agreement", "parameters", "seconds"]))
-    print(f"\n### Weights at 4 and 2 bits ({settings['quant_steps']} steps for the trained ones)\n")
-    print(markdown(quantized, ["bits", "method", "accuracy", "bytes", "seconds"]))
-    print(f"\nTotal {total} s")
+    if students:
+        print(f"### Students ({settings['student_steps']} steps each, batch 64)\n")
+        print(markdown(students, ["method", "accuracy", "agreement", "parameters", "seconds"]) + "\n")
+    if quantized:
+        print(f"### Weights at 4 and 2 bits ({settings['quant_steps']} steps for the trained ones)\n")
+        print(markdown(quantized, ["bits", "method", "accuracy", "bytes", "seconds"]) + "\n")
+    print(f"Total {total} s")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"distill_{mode}.json"
+    overridden = settings != SETTINGS[mode] or parts != {"students", "quantized"}
+    suffix = f"_s{settings['student_steps']}_q{settings['quant_steps']}_{'+'.join(sorted(parts))}" if overridden else ""
+    out = RESULTS / f"distill_{mode}{suffix}.json"
     out.write_text(json.dumps({"mode": mode, "settings": settings, "teacher": teacher_row, "students": students,
                                "quantized": quantized, "total_seconds": total}, indent=2))
     print(f"\nwrote {out}")
