@@ -67,6 +67,7 @@ def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Modu
         before = _rounded_metrics(student, task, teacher)
         report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha), spec.training, task, ctx,
                        evaluate_fn=periodic_eval_fn(task, teacher, spec.training))
+    # The packed file is the stage's main artifact (listed first): it is the deployable, runnable low-bit model.
     # Quantize the final shadow weights once more, deterministically, and keep only the quantized values.
     attached.detach(bake=False)
     student.to("cpu")
@@ -86,7 +87,7 @@ def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Modu
                "rounded_before_training": before, "float32_bytes": _float_bytes(student),
                "packed_bytes": packed.size_bytes,
                "compression_ratio": round(_float_bytes(student) / packed.size_bytes, 3)}
-    return student_result(student, task.reference, task, ctx, report, [artifact, packed], metrics)
+    return student_result(student, task.reference, task, ctx, report, [packed, artifact], metrics)
 
 
 def apply_differentiable_quantization(spec: DifferentiableQuantizationSpec, model: nn.Module, task: Task,
@@ -119,4 +120,4 @@ def apply_differentiable_quantization(spec: DifferentiableQuantizationSpec, mode
                "float32_bytes": _float_bytes(student), "packed_bytes": packed.size_bytes,
                "quantized_payload_bytes": quantized_payload,
                "compression_ratio": round(_float_bytes(student) / packed.size_bytes, 3)}
-    return student_result(student, task.reference, task, ctx, report, [artifact, packed], metrics)
+    return student_result(student, task.reference, task, ctx, report, [packed, artifact], metrics)

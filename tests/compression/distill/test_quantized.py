@@ -43,7 +43,7 @@ def test_quantized_distillation_at_2_bits_beats_post_training_rounding(hard_task
         bucket = min(64, weight.shape[1])
         groups = weight.reshape(-1, bucket)
         assert max(len(torch.unique(group)) for group in groups) <= 4
-    model_artifact, packed = result.artifacts
+    packed, _ = result.artifacts
     x = torch.from_numpy(task.dataset.split("val").inputs["x"])
     with torch.no_grad():
         torch.testing.assert_close(load_packed(packed.path)(x), result.model(x))
@@ -86,7 +86,7 @@ def test_codebook_file_holds_exactly_the_indices_and_codebooks_and_rebuilds_the_
     teacher, task = hard_task
     spec = DifferentiableQuantizationSpec(bits=3, training=TrainingSpec(steps=2))
     result = apply_differentiable_quantization(spec, teacher, task, RunContext())
-    _, packed = result.artifacts
+    packed, _ = result.artifacts
     shapes = {name: tuple(p.shape) for name, p in teacher.named_parameters() if name in WEIGHTS}
     expected = sum(payload_bytes(shape, 3) for shape in shapes.values())
     # ceil(n * 3 / 8) index bytes + 8 float32 points per tensor.
@@ -124,4 +124,4 @@ def test_exported_models_with_batch_norm_train_and_pack(tmp_path, conv_net, meth
     assert len(torch.unique(result.model.conv.weight)) <= levels
     x = torch.from_numpy(task.dataset.split("val").inputs["x"])
     with torch.no_grad():
-        torch.testing.assert_close(load(result.artifacts[1].path)(x), result.model(x))
+        torch.testing.assert_close(load(result.artifacts[0].path)(x), result.model(x))
