@@ -2,7 +2,7 @@
 CNN (compression.zoo "resnet") trained on Fashion-MNIST; and k-means time per layer, vectorised vs a Python loop.
 
 Rows: fp32; int8 and int4 (per-channel symmetric weights, written by compression.quant.packed); iPQ (float16
-centroids) and iPQ + int8 (int8 centroids), written by compression.pq. "with Quant-Noise" rows start from the fp32
+centroids), iPQ + int8 (int8 centroids) and iPQ + int8 with int8 activations, written by compression.pq. "with Quant-Noise" rows start from the fp32
 model finetuned with the matching noise (int8 / int4 exact noise, the zero-block proxy for iPQ, whose finetuning
 between groups also keeps noise on the layers not yet quantized); the rows without start from the fp32 model as
 trained. Size is the bytes of the file written; the ratio is fp32 .pt2 bytes / file bytes.
@@ -148,10 +148,13 @@ def main() -> None:
                               "accuracy": accuracy, "seconds": round(time.monotonic() - started, 1)})
                 print(table[-1], file=sys.stderr)
             source = noised(model, "proxy", settings, task) if with_noise else model
-            for centroid_dtype, name in (("float16", "iPQ"), ("int8", "iPQ + int8")):
+            for centroid_dtype, activation_bits, name in (("float16", None, "iPQ"), ("int8", None, "iPQ + int8"),
+                                                          ("int8", 8, "iPQ + int8, int8 activations")):
                 started = time.monotonic()
                 row_task = Task(dataset, model, example, scratch / f"{name}_{with_noise}")
-                result = apply_ipq(ipq_spec(settings, centroid_dtype, with_noise), source, row_task, RunContext())
+                spec = ipq_spec(settings, centroid_dtype, with_noise).model_copy(
+                    update={"activation_bits": activation_bits})
+                result = apply_ipq(spec, source, row_task, RunContext())
                 table.append({"method": name, "quant_noise": with_noise, "size_bytes": result.metrics["packed_bytes"],
                               "accuracy": result.metrics["after"]["accuracy"],
                               "weights_compression_ratio": result.metrics["weights_compression_ratio"],

@@ -69,7 +69,11 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
     ctx.progress("pack", 0, 2)
     path = task.workdir / PACKED_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    manifest = save_ipq(model, task.example_inputs, path, spec.dense_dtype)
+    calibration = None
+    if spec.activation_bits is not None:
+        batches = task.dataset.split(task.train_split).batches(spec.training.batch_size, shuffle=True, seed=ctx.seed)
+        calibration = [batch.inputs for _, batch in zip(range(spec.calibration_batches), batches)]
+    manifest = save_ipq(model, task.example_inputs, path, spec.dense_dtype, calibration)
     packed = load_ipq(path).to(ctx.device)  # exported in eval mode
     ctx.progress("pack", 1, 2)
     after = _quality(packed, task)
@@ -82,7 +86,7 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
         "payload_bytes": theoretical_bytes(manifest), "float32_weight_bytes": float32_weight_bytes,
         # Weights alone (indices + centroids + dense tensors vs float32), the figure papers report.
         "weights_compression_ratio": round(float32_weight_bytes / theoretical_bytes(manifest), 3),
-        "centroid_dtype": spec.centroid_dtype,
+        "centroid_dtype": spec.centroid_dtype, "activation_bits": spec.activation_bits,
         "quantized_layers": kmeans_report, "full_precision_layers": skipped,
         "quant_noise_layers": noised, "groups": groups_report,
     }

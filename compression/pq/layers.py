@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from compression.modes import is_exported
 
-_WEIGHT_ARGUMENT = {  # aten op -> position of its weight argument
+WEIGHT_ARGUMENT = {  # aten op -> position of its weight argument
     torch.ops.aten.linear.default: 1,
     torch.ops.aten.conv1d.default: 1,
     torch.ops.aten.conv2d.default: 1,
@@ -64,7 +64,7 @@ def find_layer_weights(model: nn.Module) -> list[LayerWeight]:
     found: dict[str, LayerWeight] = {}
     if is_exported(model) or isinstance(model, torch.fx.GraphModule):
         for node in model.graph.nodes:
-            position = _WEIGHT_ARGUMENT.get(node.target) if node.op == "call_function" else None
+            position = WEIGHT_ARGUMENT.get(node.target) if node.op == "call_function" else None
             if position is None or len(node.args) <= position:
                 continue
             weight = node.args[position]

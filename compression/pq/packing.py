@@ -13,7 +13,8 @@ everything of one kind is concatenated into one flat tensor and located by a com
 - `dense.<storage dtype>`: every other parameter and buffer (biases, norms, layers kept in full precision),
   flattened at its `offset`: floating tensors as float16 or float32 (`dense_dtype`), integer ones as they are.
 - `graph` uint8: an xz (lzma) compressed `torch.export` archive of the model whose parameters and buffers are all
-  stride-0 placeholders, i.e. the architecture only, with a dynamic batch dimension.
+  stride-0 placeholders, i.e. the architecture only, with a dynamic batch dimension (and, with int8 activations,
+  the rounding of each quantized layer's input with its scale and zero point as constants).
 - `manifest` uint8: xz-compressed JSON {"layers": [{"name", "shape", "block_size", "centroids", "bits",
   "num_blocks", "centroid_dtype", "indices_offset", "centroid_offset", "scale_index"}], "dense": [{"name",
   "shape", "dtype", "storage", "offset"}]}.
@@ -32,6 +33,7 @@ import lzma
 import math
 import warnings
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -42,6 +44,7 @@ from torch.nn.utils import parametrize
 
 from compression.io import export_model, inputs_at_batch
 from compression.modes import eval_mode, is_training
+from compression.pq.activations import quantize_layer_inputs
 from compression.pq.parametrizations import PQWeight, int8_codes, parametrizations_of, set_noise
 
 FORMAT = "modelpress.ipq"
@@ -68,9 +71,13 @@ def unpack_indices(packed: Tensor, bits: int, count: int) -> Tensor:
     return torch.from_numpy((stream.astype(np.int64) << np.arange(bits)).sum(1))
 
 
-def save_ipq(model: nn.Module, example_inputs: tuple[Tensor, ...], path: str | Path,
-             dense_dtype: str = "float16") -> dict:
-    """Write `model` (with PQWeight parametrizations) to `path`; returns the manifest."""
+def save_ipq(model: nn.Module, example_inputs: tuple[Tensor, ...], path: str | Path, dense_dtype: str = "float16",
+             activation_calibration: Iterable[tuple[Tensor, ...]] | None = None) -> dict:
+    """Write `model` (with PQWeight parametrizations) to `path`; returns the manifest.
+
+    With `activation_calibration` (batches of inputs) the inputs of the product-quantized layers are quantized to
+    int8 in the packed graph (see `compression.pq.activations`).
+    """
     sections = _Sections()
     layers = []
     for name, pq in parametrizations_of(model, PQWeight).items():
@@ -87,8 +94,9 @@ def save_ipq(model: nn.Module, example_inputs: tuple[Tensor, ...], path: str | P
         else:
             layer["centroid_offset"] = sections.add("centroids.float16", centroids.half())
         layers.append(layer)
-    program = _export_dense(model, example_inputs)
     quantized = {layer["name"] for layer in layers}
+    program = _export_dense(model, example_inputs, quantized if activation_calibration is not None else set(),
+                            activation_calibration or [])
     dense = []
     for name, value in program.state_dict.items():
         if name in quantized:
@@ -174,15 +182,22 @@ def _bytes_tensor(data: bytes) -> Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
-def _export_dense(model: nn.Module, example_inputs: tuple[Tensor, ...]) -> torch.export.ExportedProgram:
-    """Export a copy of `model` with every parametrization baked into a plain tensor (noise off)."""
+def _export_dense(model: nn.Module, example_inputs: tuple[Tensor, ...], int8_input_layers: set[str],
+                  calibration: Iterable[tuple[Tensor, ...]]) -> torch.export.ExportedProgram:
+    """Export a copy of `model` with every parametrization baked into a plain tensor (noise off), and int8 inputs
+    for the layers named in `int8_input_layers`."""
     dense = copy.deepcopy(model).cpu()
     set_noise(dense, False)
     bake_parametrizations(dense)
     # Two examples are enough for a dynamic batch dimension and small to store.
+    inputs = inputs_at_batch(tuple(t.cpu() for t in example_inputs), 2)
     with torch.no_grad():
-        return export_model(dense if not is_training(dense) else eval_mode(dense),
-                            inputs_at_batch(tuple(t.cpu() for t in example_inputs), 2))
+        program = export_model(dense if not is_training(dense) else eval_mode(dense), inputs)
+        if not int8_input_layers:
+            return program
+        graph_module = program.module()
+        quantize_layer_inputs(graph_module, int8_input_layers, calibration)
+        return export_model(graph_module, inputs)
 
 
 def bake_parametrizations(model: nn.Module) -> None:

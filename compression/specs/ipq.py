@@ -69,6 +69,10 @@ class IPQSpec(Spec):
                           "about as much as the weight, and such layers (first conv, classifier) are sensitive.")
     centroid_dtype: Literal["float16", "int8"] = Field("float16", description="int8 = 'iPQ + int8' (symmetric, "
                                                                                 "one scale per layer).")
+    activation_bits: Literal[8] | None = Field(
+        None, description="8: the inputs of the product-quantized layers are quantized to int8 in the packed model "
+                          "(per tensor, min/max over calibration_batches training batches after finetuning).")
+    calibration_batches: Annotated[int, Field(ge=1, le=1000)] = 8
     dense_dtype: Literal["float16", "float32"] = Field("float16", description="Storage of the parameters that are "
                                                                               "not product-quantized (biases, norms).")
     groups: list[list[str]] | None = Field(

@@ -9,10 +9,10 @@ from compression.specs.training import TrainingSpec
 FAST_TRAINING = TrainingSpec(steps=40, batch_size=64, lr=1e-3, checkpoint_every=1000)
 
 
-def test_ipq_int8_keeps_digits_accuracy_within_a_few_points(digits_task):
+def test_ipq_int8_with_int8_activations_keeps_digits_accuracy_within_a_few_points(digits_task):
     model, task = digits_task
     events = []
-    spec = IPQSpec(centroids=64, centroid_dtype="int8", num_groups=2, training=FAST_TRAINING,
+    spec = IPQSpec(centroids=64, centroid_dtype="int8", activation_bits=8, num_groups=2, training=FAST_TRAINING,
                    quant_noise=QuantNoiseConfig(rate=0.1))
     result = apply_ipq(spec, model, task, RunContext(report=events.append))
 

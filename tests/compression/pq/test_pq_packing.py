@@ -74,3 +74,22 @@ def test_loader_refuses_other_files(tmp_path):
     save_file({"x": torch.zeros(2)}, str(path))
     with pytest.raises(ValueError, match="not a modelpress.ipq"):
         load_ipq(path)
+
+
+def test_int8_activations_are_calibrated_into_the_packed_graph(tmp_path):
+    torch.manual_seed(0)
+    example = (torch.randn(4, 1, 8, 8),)
+    model = eval_mode(export_model(digits_cnn().eval(), example).module())
+    plans, _ = plan_layers(find_layer_weights(model), BlockSizes(), 256, 4)
+    for plan in plans:
+        quantize_layer(model, plan, iterations=5, centroid_dtype="int8")
+    calibration = [(torch.randn(32, 1, 8, 8),) for _ in range(4)]
+    save_ipq(model, example, tmp_path / "a8.ipq", activation_calibration=calibration)
+    loaded = load_ipq(tmp_path / "a8.ipq")
+    rounding_nodes = [n for n in loaded.graph.nodes if n.target == torch.ops.aten.round.default]
+    assert len(rounding_nodes) == len(plans)
+    inputs = torch.randn(64, 1, 8, 8)
+    expected = model(inputs)
+    # int8 inputs perturb the logits a little (SQNR well above 20 dB), never wildly.
+    noise = (loaded(inputs) - expected).pow(2).sum()
+    assert 0 < noise and 10 * torch.log10(expected.pow(2).sum() / noise) > 20
