@@ -11,6 +11,7 @@ from app.jobs.schemas import FINISHED, JobCreate
 from app.jobs.validation import validate_job
 from app.queue import enqueue_job
 from compression.inspect import DatasetManifest, ModelSignature
+from compression.specs.order import FINAL_STAGES
 
 MODEL_ARTIFACT = "model.pt2"
 
@@ -34,6 +35,10 @@ def _input_signature(session: Session, tenant: Tenant, spec: JobCreate) -> Model
     if spec.model_id:
         return ModelSignature.from_json(_owned(session, Model, tenant, spec.model_id, "model_id").signature)
     parent = _owned(session, Job, tenant, spec.parent_job_id, "parent_job_id")
+    last_method = parent.spec["stages"][-1]["method"]
+    if last_method in FINAL_STAGES:
+        raise InvalidInput(f"parent_job_id: job {parent.id} ended with {last_method}: {FINAL_STAGES[last_method]}; "
+                           "branch from a job that ends before that stage")
     artifact = final_model_artifact(session, parent) if parent.status == "succeeded" else None
     if artifact is None:
         raise InvalidInput(f"parent_job_id: job {parent.id} is {parent.status} and has no model to start from; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.core.errors import InvalidInput
 from app.jobs.schemas import JobCreate
 from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, bind_inputs
+from compression.specs.order import order_problems
 from compression.specs.training import TrainingSpec
 
 def splits_used(spec: JobCreate) -> set[str]:
@@ -24,6 +25,7 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
     problems = [f"model input {t.describe()} has a fixed batch size; export the model with a dynamic batch "
                 "dimension (torch.export.Dim) so it can run on batches" for t in signature.inputs
                 if not t.shape or t.shape[0] is not None]
+    problems += order_problems([stage.method for stage in spec.stages])
     available = sorted(manifest.splits)
     for split in sorted(splits_used(spec)):
         if split not in manifest.splits:

@@ -66,6 +66,9 @@ def test_a_model_used_by_a_queued_job_cannot_be_deleted(api, auth, uploaded):
     ({"time_limit_s": 10**9}, "exceeds this service's maximum"),
     ({"model_id": None}, "exactly one of model_id"),
     ({"dataset_id": "ds_missing"}, "dataset_id: ds_missing not found"),
+    ({"stages": [{"method": "ptq"}, {"method": "qat"}]}, "stage 1 (qat) cannot follow stage 0 (ptq)"),
+    ({"stages": [{"method": "quant_noise"}, {"method": "ipq"}, {"method": "prune"}]},
+     "stage 2 (prune) cannot follow stage 1 (ipq)"),
 ])
 def test_jobs_bound_to_fail_are_refused(api, auth, uploaded, change, expected):
     response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, **change))
@@ -97,10 +100,13 @@ def test_dataset_must_fit_the_model_inputs(api, auth, uploaded):
     assert api.post("/v1/jobs", headers=auth, json=_spec(uploaded, dataset_id=unlabeled)).status_code == 201
 
 
-def test_parent_job_must_have_succeeded(api, auth, uploaded):
-    job = api.post("/v1/jobs", headers=auth, json=_spec(uploaded)).json()
+def test_parent_job_must_have_succeeded_and_not_end_in_a_final_format(api, auth, uploaded):
+    job = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[{"method": "prune"}])).json()
     response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, model_id=None, parent_job_id=job["id"]))
     assert response.status_code == 422 and "is queued and has no model" in response.json()["detail"]
+    quantized = api.post("/v1/jobs", headers=auth, json=_spec(uploaded)).json()
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, model_id=None, parent_job_id=quantized["id"]))
+    assert response.status_code == 422 and "ended with ptq" in response.json()["detail"]
 
 
 def test_openapi_lists_the_errors_and_examples(api):
