@@ -8,7 +8,7 @@ from compression.context import RunContext
 from compression.io import export_model, save_program
 from compression.modes import eval_mode, is_exported
 from compression.prune.finetune import finetune, gradual_finetune, lottery_ticket
-from compression.prune.masks import WeightMasks, keep_top, magnitude_scores, prunable_weights, sparsity_report
+from compression.prune.masks import WeightMasks, keep_top, prunable_weights, sparsity_report, weight_scores
 from compression.prune.sparse_format import FORMAT, save_sparse
 from compression.prune.structured import plan_structured, prune_channels
 from compression.prune.synflow import synflow_prune
@@ -38,7 +38,7 @@ def _unstructured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext
         if spec.criterion == "synflow":
             synflow_prune(model, masks, spec.sparsity, spec.synflow_iterations, task.example_inputs, ctx)
         else:
-            masks.set(keep_top(magnitude_scores(masks), spec.sparsity, spec.scope))
+            masks.set(keep_top(weight_scores(masks, spec.criterion), spec.sparsity, spec.scope))
         if spec.finetune is not None:
             training = finetune(model, spec, task, ctx, masks)
     metrics = sparsity_report(model, names)

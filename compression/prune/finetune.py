@@ -17,7 +17,7 @@ from compression.context import RunContext
 from compression.data import Batch
 from compression.distill.losses import distillation_loss
 from compression.evaluate import evaluate, output_tensor
-from compression.prune.masks import WeightMasks, keep_top, magnitude_scores, rank_pruned_first
+from compression.prune.masks import WeightMasks, keep_top, rank_pruned_first, weight_scores
 from compression.specs.prune import GradualScheduleSpec, PruneDistillSpec, PruneSpec
 from compression.task import Task
 from compression.training.loop import TrainReport, train
@@ -83,7 +83,8 @@ def cubic_sparsity(step: int, target: float, schedule: GradualScheduleSpec, tota
 
 def gradual_finetune(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContext,
                      masks: WeightMasks) -> TrainReport:
-    """Raise the sparsity on the cubic schedule every `prune_every` steps (and at `end_step`) while training."""
+    """Raise the sparsity on the cubic schedule every `prune_every` steps (and at `end_step`) while training,
+    ranking the current weights by the spec's criterion ('magnitude' or 'lamp')."""
     schedule, total = spec.gradual, spec.finetune.steps
     end = schedule.end_step or max(1, int(0.75 * total))
 
@@ -92,7 +93,8 @@ def gradual_finetune(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunCont
         if not (step == end or (on_grid and step < end)):
             return
         sparsity = cubic_sparsity(step, spec.sparsity, schedule, total)
-        masks.set(keep_top(rank_pruned_first(magnitude_scores(masks), masks), sparsity, spec.scope))
+        scores = rank_pruned_first(weight_scores(masks, spec.criterion), masks)
+        masks.set(keep_top(scores, sparsity, spec.scope))
 
     return finetune(model, spec, task, ctx, masks, before_step=update_masks)
 
@@ -121,7 +123,7 @@ class WeightSnapshot(nn.Module):
 def lottery_ticket(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContext,
                    masks: WeightMasks) -> TrainReport:
     """Frankle et al. with rewinding: train densely recording the weights at `rewind_step`, prune the trained
-    weights by magnitude, reset the survivors (and every other parameter and statistic) to the recording, and
+    weights (by magnitude or LAMP), reset the survivors (and every other parameter and statistic) to the recording, and
     retrain with the mask for the same number of steps. Each phase checkpoints under its own name."""
     snapshot = WeightSnapshot(model)
 
@@ -131,7 +133,7 @@ def lottery_ticket(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContex
 
     dense = finetune(model, spec, task, _phase(ctx, "dense"), masks, before_step=record_at_rewind_step,
                      extra_modules={"rewind_snapshot": snapshot})
-    masks.set(keep_top(magnitude_scores(masks), spec.sparsity, spec.scope))
+    masks.set(keep_top(weight_scores(masks, spec.criterion), spec.sparsity, spec.scope))
     snapshot.restore(model)
     masks.apply_to_weights()
     retrain = finetune(model, spec, task, _phase(ctx, "retrain"), masks)

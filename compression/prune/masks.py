@@ -116,6 +116,35 @@ def magnitude_scores(masks: WeightMasks) -> dict[str, torch.Tensor]:
         return {name: (masks.weight(name) * masks[name]).abs() for name in masks.names}
 
 
+def lamp_scores(masks: WeightMasks) -> dict[str, torch.Tensor]:
+    """LAMP (Lee et al. 2021): w_u^2 / sum of w_v^2 over the weights of the same layer that are at least as large.
+
+    A layer-normalised magnitude: ranked globally it adapts the sparsity per layer, is blind to the per-layer scale
+    that BatchNorm makes meaningless, and never empties a layer before the end (every layer's largest weight scores
+    exactly 1).
+    """
+    scores = {}
+    with torch.no_grad():
+        for name, magnitude in magnitude_scores(masks).items():
+            squared = magnitude.flatten().double().pow(2)
+            order = torch.argsort(squared)
+            sorted_squared = squared[order]
+            tail_sums = sorted_squared.flip(0).cumsum(0).flip(0)
+            score = torch.zeros_like(squared)
+            score[order] = sorted_squared / tail_sums.clamp_min(torch.finfo(torch.float64).tiny)
+            scores[name] = score.float().view_as(magnitude)
+    return scores
+
+
+def weight_scores(masks: WeightMasks, criterion: str) -> dict[str, torch.Tensor]:
+    """Scores of the trained weights by a data-dependent criterion: 'magnitude' or 'lamp'."""
+    if criterion == "lamp":
+        return lamp_scores(masks)
+    if criterion == "magnitude":
+        return magnitude_scores(masks)
+    raise ValueError(f"'{criterion}' does not rank trained weights; use 'magnitude' or 'lamp'")
+
+
 def sparsity_report(model: nn.Module, names: Iterable[str]) -> dict:
     """Per-layer and overall fraction of exact zeros among the named weights, plus parameter counts."""
     parameters = dict(model.named_parameters())

@@ -39,9 +39,11 @@ class PruneSpec(Spec):
                                                           "channels removed from every prunable channel group.")
     scope: Literal["global", "layerwise"] = Field("global", description="Unstructured: rank weights across all "
                                                   "layers at once, or reach the sparsity in every layer.")
-    criterion: Literal["magnitude", "synflow", "l1", "l2"] = Field(
-        "magnitude", description="Unstructured: |w| or SynFlow (data-free, before training). Structured: L1 or "
-                                 "L2 norm of each channel's weights.")
+    criterion: Literal["magnitude", "lamp", "synflow", "l1", "l2"] = Field(
+        "magnitude", description="Unstructured: 'magnitude' (|w|), 'lamp' (layer-adaptive magnitude, Lee et al. "
+                                 "2021: safer with 'global' scope on BatchNorm networks) or 'synflow' (data-free, "
+                                 "before training). "
+                                 "Structured: 'l1' or 'l2' norm of each channel's weights ('magnitude' means l2).")
     synflow_iterations: Annotated[int, Field(ge=1, le=1000)] = Field(100, description="SynFlow rounds; sparsity "
                                                                      "grows exponentially over them.")
     exclude: list[str] = Field([], description="fnmatch patterns of parameter names never pruned, e.g. "
@@ -68,7 +70,7 @@ class PruneSpec(Spec):
                 raise ValueError("structured pruning is one-shot; gradual schedules and rewinding apply to "
                                  "unstructured pruning")
         elif self.criterion in structured_criteria:
-            raise ValueError("unstructured pruning ranks weights by 'magnitude' or 'synflow'")
+            raise ValueError("unstructured pruning ranks weights by 'magnitude', 'lamp' or 'synflow'")
         if self.schedule == "gradual" or self.rewind_step is not None or self.distill is not None:
             if self.finetune is None:
                 raise ValueError("gradual pruning, rewinding and distillation need a 'finetune' section")
@@ -83,6 +85,7 @@ class PruneSpec(Spec):
                 raise ValueError("gradual.initial_sparsity must not exceed the target sparsity")
         if self.rewind_step is not None and self.rewind_step >= self.finetune.steps:
             raise ValueError("rewind_step must be earlier than the end of finetuning")
-        if self.criterion == "synflow" and self.rewind_step is not None:
-            raise ValueError("synflow prunes before training; rewinding ranks the trained weights by magnitude")
+        if self.criterion == "synflow" and (self.rewind_step is not None or self.schedule == "gradual"):
+            raise ValueError("synflow prunes once before training; gradual schedules and rewinding rank the "
+                             "trained weights ('magnitude' or 'lamp')")
         return self

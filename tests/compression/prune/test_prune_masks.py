@@ -1,10 +1,13 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from compression.context import RunContext
 from compression.prune.finetune import cubic_sparsity, finetune, gradual_finetune
-from compression.prune.masks import WeightMasks, keep_top, magnitude_scores, prunable_weights, sparsity_report
+from compression.prune.masks import (WeightMasks, keep_top, lamp_scores, magnitude_scores, prunable_weights,
+                                     sparsity_report, weight_scores)
 from compression.specs.prune import GradualScheduleSpec, PruneSpec
 from tests.compression.prune.conftest import exported, resnet_task
 
@@ -99,3 +102,32 @@ def test_gradual_pruning_reaches_target_monotonically(mlp_task):
     assert all(b >= a for a, b in zip(seen, seen[1:]))
     assert seen[0] < 0.5 and seen[-1] == round(0.8 * total) / total
     assert sparsity_report(model, names)["pruned_parameters"] == round(0.8 * total)
+
+
+def test_lamp_scores_match_the_definition_and_top_weights_score_one():
+    layer = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, -3.0, 2.0, 0.5]]))
+    scores = lamp_scores(WeightMasks(layer, ["weight"]))["weight"].flatten()
+    squares = torch.tensor([1.0, 9.0, 4.0, 0.25])
+    expected = torch.tensor([1 / (1 + 4 + 9), 1.0, 4 / (4 + 9), 0.25 / 14.25])
+    torch.testing.assert_close(scores, expected)
+    assert squares.argsort().tolist() == scores.argsort().tolist()
+
+
+def test_lamp_prunes_globally_without_emptying_a_rescaled_layer():
+    """BatchNorm-style rescaling (layer 2 x0.01, layer 3 x100) fools global magnitude but not LAMP."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 40, bias=False), nn.ReLU(), nn.Linear(40, 10, bias=False), nn.ReLU(),
+                          nn.Linear(10, 5, bias=False))
+    with torch.no_grad():
+        model[2].weight.mul_(0.01)
+        model[4].weight.mul_(100.0)
+    names = ["0.weight", "2.weight", "4.weight"]
+    magnitude_masks = WeightMasks(copy.deepcopy(model), names)
+    masks = WeightMasks(model, names)
+    masks.set(keep_top(weight_scores(masks, "lamp"), 0.95, "global"))
+    magnitude_keep = keep_top(weight_scores(magnitude_masks, "magnitude"), 0.95, "global")
+    assert not magnitude_keep["2.weight"].any()
+    assert all(masks[name].any() for name in names)
+    assert sum(int(masks[name].sum()) for name in names) == 1250 - round(0.95 * 1250)
