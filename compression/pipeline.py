@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from compression.context import RunContext
+from compression.context import Cancelled, RunContext
 from compression.data import Dataset, Split
 from compression.evaluate import evaluate
 from compression.io import export_model, input_dtypes, input_names, load_program, save_program
-from compression.measure import file_size, latency_profile, parameter_count
+from compression.measure import compare_latency, file_size, parameter_count
 from compression.methods import apply_stage
 from compression.modes import eval_mode
 from compression.result import Artifact
@@ -66,7 +66,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     reference = eval_mode(program.module())
     ctx.progress("load", 1, 1)
 
-    baseline = _measure(reference, reference, eval_split, example_inputs, evaluation, ctx)
+    baseline = _measure(reference, None, eval_split, example_inputs, evaluation, ctx)
     baseline |= {"size_bytes": file_size(model_path), "parameters": parameter_count(reference)}
 
     # Methods may change the model they get; the reference (teacher, fidelity target) must stay the upload.
@@ -85,32 +85,49 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
         main = _main_model_artifact(artifacts) or _export_fallback(result.model, example_inputs, stage_dir, artifacts)
 
         metrics = _measure(result.model, reference, eval_split, example_inputs, evaluation, stage_ctx)
+        if "latency_ms" in metrics:
+            metrics["speedup"] = {b: metrics["reference_latency_ms"][b] / ms
+                                  for b, ms in metrics["latency_ms"].items()}
         metrics |= {"size_bytes": main.size_bytes, "model_artifact": main.name,
                     "compression_ratio": baseline["size_bytes"] / main.size_bytes,
                     "parameters": parameter_count(result.model), "wall_time_s": round(wall_time, 3),
                     "method_metrics": result.metrics}
-        if "latency_ms" in metrics and "latency_ms" in baseline:
-            metrics["speedup"] = {b: baseline["latency_ms"][b] / ms for b, ms in metrics["latency_ms"].items()}
         outcomes.append(StageOutcome(spec.method, metrics, artifacts, result.model))
         model = result.model
     return PipelineResult(baseline, outcomes)
 
 
-def _measure(model: torch.nn.Module, reference: torch.nn.Module, split: Split,
+def _measure(model: torch.nn.Module, reference: torch.nn.Module | None, split: Split,
              example_inputs: tuple[torch.Tensor, ...], evaluation: EvaluationSpec, ctx: RunContext) -> dict:
+    """Quality (with fidelity to `reference`) and, if asked, latency; a stage's model is timed in alternation
+    with the reference, so its speedup compares two timings taken under the same machine load."""
     ctx.progress("evaluate", 0, 1)
-    metrics = evaluate(model, split, reference=reference, max_samples=evaluation.max_samples)
+    # The upload's own fidelity (1.0) is only worth computing when there are no labels to report accuracy with.
+    fidelity_to = reference if reference is not None else (None if split.has_labels else model)
+    metrics = evaluate(model, split, reference=fidelity_to, max_samples=evaluation.max_samples)
     ctx.progress("evaluate", 1, 1)
-    if evaluation.latency:
-        sizes = evaluation.latency_batch_sizes
-        ctx.progress("latency", 0, len(sizes))
-        # Keys are strings so the dict reads the same before and after a JSON round trip.
-        metrics["latency_ms"] = {}
+    if not evaluation.latency:
+        return metrics
+    models = {"model": model} if reference is None else {"model": model, "reference": reference}
+    sizes = evaluation.latency_batch_sizes
+    timings: dict[str, dict[str, float]] = {name: {} for name in models}
+    ctx.progress("latency", 0, len(sizes))
+    try:
         for step, batch_size in enumerate(sizes, start=1):
-            ms = latency_profile(model, example_inputs, [batch_size], evaluation.compile)[batch_size]
-            metrics["latency_ms"][str(batch_size)] = ms
+            measured = compare_latency(models, example_inputs, [batch_size], evaluation.compile)
+            for name in models:
+                # String keys, so the dict reads the same before and after a JSON round trip.
+                timings[name][str(batch_size)] = measured[name][batch_size]
             ctx.progress("latency", step, len(sizes))
-        metrics["latency_compiled"] = evaluation.compile
+    except Cancelled:
+        raise
+    except Exception as exc:  # a model that compressed well but cannot be compiled still is a result
+        metrics["latency_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+        return metrics
+    metrics["latency_ms"] = timings["model"]
+    if reference is not None:
+        metrics["reference_latency_ms"] = timings["reference"]
+    metrics["latency_compiled"] = evaluation.compile
     return metrics
 
 
