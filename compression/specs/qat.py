@@ -45,7 +45,7 @@ class QATSpec(Spec):
         256, description="Training examples that initialise activation ranges before training.")
     pact_alpha_decay: Annotated[float, Field(ge=0)] = Field(
         2e-4, description="L2 decay of the PACT clips (their own optimizer group).")
-    training: TrainingSpec = TrainingSpec(steps=1000, lr=1e-4, warmup_steps=50)
+    training: TrainingSpec = TrainingSpec(steps=1000, lr=5e-4, warmup_steps=50)
 
     @model_validator(mode="after")
     def _activation_quantizer_needs_activations(self):
