@@ -24,23 +24,24 @@ from compression.training import TrainReport, train
 
 PT2_NAME = "model_qat.pt2"
 PACKED_NAME = "model_qat_packed.safetensors"
-# Packed weights pay off where float weights are large relative to the codes; 5-8 bit results ship as .pt2 only.
-PACKED_MAX_BITS = 4
 
 
 def apply_qat(spec: QATSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
+    """Train with fake quantization, bake the quantized weights in, and write two artifacts: a .pt2 (float
+    tensors holding quantized values, activation fake-quant in the graph) and the bit-packed safetensors file
+    (`compression.quant.packed`), which is the real size at any bit width. The returned model is on the CPU."""
     trained = train_qat(spec, model, task, ctx)
-    gm = trained.model
+    gm = trained.model.cpu()
     summary = layer_summary(gm, trained.layers)
     quantized_weights = materialize(gm, trained.layers)
-    example_inputs = tuple(t.to(ctx.device) for t in task.example_inputs)
+    example_inputs = tuple(t.cpu() for t in task.example_inputs)
 
-    artifacts = [Artifact(PT2_NAME, save_program(export_model(gm, example_inputs), task.workdir / PT2_NAME),
-                          "model.pt2", {"weight_bits": spec.weight_bits, "activation_bits": spec.activation_bits})]
-    if spec.weight_bits <= PACKED_MAX_BITS:
-        path = write_packed(task.workdir / PACKED_NAME, gm, example_inputs, quantized_weights)
-        artifacts.append(Artifact(PACKED_NAME, path, "packed.safetensors",
-                                  {"loader": "compression.quant.packed.load_packed", "weight_bits": spec.weight_bits}))
+    metadata = {"weight_bits": spec.weight_bits, "activation_bits": spec.activation_bits}
+    pt2 = save_program(export_model(gm, example_inputs), task.workdir / PT2_NAME)
+    packed = write_packed(task.workdir / PACKED_NAME, gm, example_inputs, quantized_weights)
+    artifacts = [Artifact(PT2_NAME, pt2, "model.pt2", metadata),
+                 Artifact(PACKED_NAME, packed, "packed.safetensors",
+                          {**metadata, "loader": "compression.quant.packed.load_packed"})]
     weight_kind, activation_kind = spec.quantizers
     report = trained.report
     metrics = {
@@ -49,6 +50,7 @@ def apply_qat(spec: QATSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
         "activation_quantizer": activation_kind if spec.activation_bits is not None else None,
         "first_last_bits": spec.first_last_bits,
         "pact_fallback_to_lsq": trained.pact_fallbacks,
+        "packed_bytes": packed.stat().st_size, "pt2_bytes": pt2.stat().st_size,
         "train": {"steps": report.steps, "final_loss": round(report.final_loss, 6),
                   "resumed_from_step": report.resumed_from_step, "wall_time_s": report.wall_time_s},
         "layers": summary,

@@ -19,7 +19,7 @@ QAT_PRESETS = {
 class QATSpec(Spec):
     """Quantization-aware training: finetune with fake-quantized conv/linear weights (and layer inputs), then bake
     the quantized weights into the model. The result is a .pt2 carrying quantized weight values and activation
-    fake-quant, plus a bit-packed safetensors file for weights of 4 bits or fewer."""
+    fake-quant, plus a bit-packed safetensors file (the real size: codes of `weight_bits` bits and their scales)."""
 
     method: Literal["qat"] = "qat"
     weight_bits: Bits = 4
