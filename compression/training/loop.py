@@ -96,7 +96,8 @@ def train(model: nn.Module, loss_fn: LossFn, spec: TrainingSpec, task: Task, ctx
             completed = step + 1
             step_metrics = {}
             if spec.eval_every and completed % spec.eval_every == 0 and completed < spec.steps and evaluate_fn:
-                metrics = step_metrics = _evaluate(model, extra_modules, evaluate_fn)
+                metrics = _evaluate(model, extra_modules, evaluate_fn)
+                step_metrics = dict(metrics)
             if completed % spec.checkpoint_every == 0 or completed == spec.steps:
                 ctx.save_checkpoint(CHECKPOINT_NAME, state.to_bytes(completed, losses))
             if grad_norm is not None:
