@@ -39,7 +39,7 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
     model = model.to("cpu")
     example_inputs = tuple(t.cpu() for t in task.example_inputs)
     quantized = quantize_int8(model, example_inputs, batches, lambda i: ctx.progress("calibrate", i, total))
-    calibration_time = time.monotonic() - started
+    quantize_time = time.monotonic() - started  # export, observers, calibration and conversion
 
     ctx.progress("export", 0, 1)
     path = save_program(export_model(quantized, example_inputs), task.workdir / ARTIFACT_NAME)
@@ -51,7 +51,7 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
         "run": "torch.export.load(path).module(), then torch.compile under "
                "torch._inductor.config.freezing=True to get int8 kernels; eager runs in fp32 and is slower",
     })
-    metrics = {"calibration_samples": samples, "calibration_time_s": round(calibration_time, 3),
+    metrics = {"calibration_samples": samples, "quantize_time_s": round(quantize_time, 3),
                "quantized_layers": quantized_layer_count(quantized),
                "time_s": round(time.monotonic() - started, 3)}
     return StageResult(quantized, [artifact], metrics)

@@ -83,3 +83,17 @@ def test_ptq_on_an_unlabelled_plain_module_and_cancellation(tmp_path):
     stop_after_first = RunContext(should_stop=lambda: "cancelled")
     with pytest.raises(Cancelled):
         apply_ptq(PTQSpec(calibration_samples=64), model, task, stop_after_first)
+
+
+@pytest.mark.parametrize("name,kwargs,make", [
+    ("resnet", {"width_mult": 0.25, "depth_mult": 0.5}, lambda n: torch.randn(n, 1, 28, 28)),
+    ("tiny_transformer", {"vocab_size": 50, "max_length": 12, "dim": 16, "heads": 2, "layers": 1},
+     lambda n: torch.randint(0, 50, (n, 12))),
+])
+def test_residual_and_attention_architectures_quantize(name, kwargs, make):
+    torch.manual_seed(0)
+    model = zoo.build(name, **kwargs)
+    x = make(48)
+    quantized = quantize_int8(model, (x[:4],), [(x[i:i + 16],) for i in range(0, 48, 16)])
+    with torch.no_grad():
+        assert tensor_sqnr_db(model(x), quantized(x)) > 30
