@@ -3,8 +3,10 @@
 File contents (safetensors tensors; `<w>` is a quantized weight's attribute name, e.g. `layer1.0.conv1.weight`):
 
 - `<w>.codes`       uint8[ceil(n * bits / 8)]  integer weights, bit-packed (layout below);
-- `<w>.scale`       float32                    per-tensor 0-d, per-channel [out], per-group [out, groups];
-- `<w>.zero_point`  int16, same shape as scale  only for asymmetric weights (symmetric ones have zero point 0);
+- `<w>.scale`       bfloat16                   per-tensor 0-d, per-channel [out], per-group [out, groups]
+                                               (the quantizer rounds its scales to bfloat16: stored exactly);
+- `<w>.zero_point`  uint8, same shape as scale  zero point - qmin (like the codes), only for asymmetric weights
+                                               (symmetric ones have zero point 0);
 - `<w>.cast`        float8_e4m3fn / float8_e5m2 / float16 / bfloat16 in the weight's shape  (float formats; FP8
                     also has `<w>.scale`: float32[out], weight = cast * scale per output channel);
 - `__graph__`       uint8[...]  zlib-compressed bytes of a `torch.export` `.pt2` of the whole model (activation
@@ -104,9 +106,9 @@ def write_packed(path: str | Path, model: torch.nn.Module, example_inputs: tuple
         if fmt.dtype == "int":
             params = weight.qparams
             tensors[f"{attr}.codes"] = pack_codes(weight.codes, fmt.bits, params.qmin)
-            tensors[f"{attr}.scale"] = params.scale.float().contiguous()
+            tensors[f"{attr}.scale"] = params.scale.to(torch.bfloat16).contiguous()
             if bool((params.zero_point != 0).any()):
-                tensors[f"{attr}.zero_point"] = params.zero_point.to(torch.int16).contiguous()
+                tensors[f"{attr}.zero_point"] = (params.zero_point - params.qmin).to(torch.uint8).contiguous()
             entry.update(qmin=params.qmin, qmax=params.qmax, axis=params.axis, group_size=params.group_size)
         else:
             tensors[f"{attr}.cast"] = weight.cast.contiguous()
@@ -123,8 +125,10 @@ def write_packed(path: str | Path, model: torch.nn.Module, example_inputs: tuple
 def _weight_from(entry: dict, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     attr, shape = entry["attr"], tuple(entry["shape"])
     if entry["dtype"] == "int":
-        scale = tensors[f"{attr}.scale"]
-        zero_point = tensors.get(f"{attr}.zero_point", torch.zeros_like(scale)).float()
+        scale = tensors[f"{attr}.scale"].float()
+        stored_zero_point = tensors.get(f"{attr}.zero_point")
+        zero_point = (torch.zeros_like(scale) if stored_zero_point is None
+                      else stored_zero_point.float() + entry["qmin"])
         params = QParams(scale, zero_point, entry["qmin"], entry["qmax"], entry["axis"], entry["group_size"])
         return dequantize(unpack_codes(tensors[f"{attr}.codes"], entry["bits"], entry["qmin"], shape), params)
     weight = tensors[f"{attr}.cast"].float()

@@ -48,13 +48,20 @@ def test_packed_size_is_close_to_theory_and_loads_to_the_same_model(tmp_path, bi
     fmt = WeightFormat(bits=bits, granularity="per_group", group_size=128)
     model, gm, example, path, weights = _packed_mlp(tmp_path, fmt)
     weight_count = sum(w.dequantized.numel() for w in weights.values())
-    scale_bytes = sum(w.qparams.scale.numel() * 4 for w in weights.values())
+    scale_bytes = sum(w.qparams.scale.numel() * 2 for w in weights.values())  # bfloat16
     bias_bytes = sum(m.bias.numel() * 4 for m in model if isinstance(m, nn.Linear))
     theory = weight_count * bits / 8 + scale_bytes + bias_bytes
     size = path.stat().st_size
     assert theory <= size < 1.10 * theory
     assert size < (bits / 32 + 0.05) * weight_count * 4
     x = torch.randn(9, 512)  # another batch size than the example: the graph keeps a dynamic batch
+    assert torch.allclose(load_packed(path)(x), gm(x), atol=1e-6)
+
+
+def test_asymmetric_weights_round_trip(tmp_path):
+    _, gm, _, path, _ = _packed_mlp(tmp_path, WeightFormat(bits=3, symmetric=False, granularity="per_group",
+                                                          group_size=32))
+    x = torch.randn(3, 512)
     assert torch.allclose(load_packed(path)(x), gm(x), atol=1e-6)
 
 
