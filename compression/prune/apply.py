@@ -7,7 +7,7 @@ from torch import nn
 from compression.context import RunContext
 from compression.io import export_model, save_program
 from compression.modes import eval_mode, is_exported
-from compression.prune.finetune import finetune, gradual_finetune, lottery_ticket
+from compression.prune.finetune import finetune, gradual_finetune, lottery_ticket, recalibrate_batch_norm
 from compression.prune.masks import WeightMasks, keep_top, prunable_weights, sparsity_report, weight_scores
 from compression.prune.sparse_format import FORMAT, save_sparse
 from compression.prune.structured import plan_structured, prune_channels
@@ -39,6 +39,8 @@ def _unstructured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext
             synflow_prune(model, masks, spec.sparsity, spec.synflow_iterations, task.example_inputs, ctx)
         else:
             masks.set(keep_top(weight_scores(masks, spec.criterion), spec.sparsity, spec.scope))
+        if spec.recalibrate_batches:
+            recalibrate_batch_norm(model, task, ctx, spec.recalibrate_batches)
         if spec.finetune is not None:
             training = finetune(model, spec, task, ctx, masks)
     metrics = sparsity_report(model, names)
@@ -72,6 +74,8 @@ def _structured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext) 
     ctx.progress("prune", 1, 1, groups_pruned=len(plans))
     # Re-exporting refreshes the graph's shape metadata and gives a clean program of the smaller model.
     pruned = eval_mode(export_model(eval_mode(graph_module), task.example_inputs).module())
+    if spec.recalibrate_batches:
+        recalibrate_batch_norm(pruned, task, ctx, spec.recalibrate_batches)
     training = finetune(pruned, spec, task, ctx) if spec.finetune is not None else None
     program = export_model(eval_mode(pruned), task.example_inputs)
     path = save_program(program, task.workdir / "pruned.pt2")

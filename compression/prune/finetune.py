@@ -7,16 +7,18 @@ continues with exactly the masks it had.
 
 from __future__ import annotations
 
+import itertools
 from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from compression.context import RunContext
 from compression.data import Batch
 from compression.distill.losses import distillation_loss
 from compression.evaluate import evaluate, output_tensor
+from compression.modes import eval_mode, train_mode
 from compression.prune.masks import WeightMasks, keep_top, rank_pruned_first, weight_scores
 from compression.specs.prune import GradualScheduleSpec, PruneDistillSpec, PruneSpec
 from compression.task import Task
@@ -71,6 +73,41 @@ def finetune(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContext, mas
     if masks is not None:
         masks.apply_to_weights()
     return report
+
+
+def recalibrate_batch_norm(model: nn.Module, task: Task, ctx: RunContext, batches: int,
+                           batch_size: int = 64) -> None:
+    """Re-estimate BatchNorm running statistics on training inputs, without gradients or labels.
+
+    Pruning shifts every activation distribution, so the statistics measured on the dense model no longer match and
+    a heavily pruned BatchNorm network can collapse to one class before any finetuning; a few forward passes in
+    training mode repair most of that.
+    """
+    if not _has_batch_norm(model):
+        return
+    split = task.dataset.split(task.train_split)
+    train_mode(model)
+    done = 0
+    try:
+        with torch.no_grad():
+            # The statistics are exponential moving averages (momentum baked into exported graphs, usually 0.1):
+            # cycling over a small split until `batches` passes have run is what makes them converge.
+            for epoch in itertools.count():
+                for batch in split.batches(batch_size, shuffle=True, seed=ctx.seed + epoch,
+                                           limit=(batches - done) * batch_size, device=ctx.device):
+                    model(*batch.inputs)
+                    done += 1
+                    ctx.progress("recalibrate", done, batches)
+                if done >= batches:
+                    break
+    finally:
+        eval_mode(model)
+
+
+def _has_batch_norm(model: nn.Module) -> bool:
+    if isinstance(model, fx.GraphModule):
+        return any("batch_norm" in str(node.target) for node in model.graph.nodes)
+    return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
 
 
 def cubic_sparsity(step: int, target: float, schedule: GradualScheduleSpec, total_steps: int) -> float:

@@ -53,6 +53,10 @@ class PruneSpec(Spec):
     finetune: TrainingSpec | None = Field(None, description="Finetune with the masks held (unstructured) or the "
                                                             "smaller architecture (structured).")
     distill: PruneDistillSpec | None = None
+    recalibrate_batches: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        50, description="After one-shot pruning, re-estimate BatchNorm statistics over this many training batches "
+                        "(inputs only, no gradients); 0 disables. Without it a heavily pruned BatchNorm network "
+                        "can fall to chance accuracy before finetuning.")
     rewind_step: Annotated[int, Field(ge=0)] | None = Field(
         None, description="Lottery-ticket rewinding: finetune densely, recording the weights at this step; prune; "
                           "reset the surviving weights to the recorded ones and retrain with the mask (doubles the "

@@ -9,7 +9,9 @@ from compression.context import RunContext
 from compression.evaluate import evaluate
 from compression.io import export_model, load_model, save_program
 from compression.prune import apply_prune, load_sparse
-from compression.prune.finetune import WeightSnapshot
+from compression.data import Dataset
+from compression.prune.finetune import WeightSnapshot, recalibrate_batch_norm
+from compression.prune.masks import WeightMasks, keep_top, weight_scores
 from compression.specs.prune import PruneSpec
 from compression.task import Task
 from compression.zoo import build
@@ -96,10 +98,9 @@ def test_weight_snapshot_restores_parameters_and_statistics(resnet_program):
 
 def test_synflow_stage_on_exported_resnet(resnet_program, tmp_path):
     graph_module, example = resnet_program
-    task_dataset = None
-    task = Task(task_dataset, graph_module, example, tmp_path)
-    result = apply_prune(PruneSpec(sparsity=0.9, criterion="synflow", synflow_iterations=10), graph_module, task,
-                         RunContext())
+    task = Task(None, graph_module, example, tmp_path)  # data-free: no dataset at all
+    spec = PruneSpec(sparsity=0.9, criterion="synflow", synflow_iterations=10, recalibrate_batches=0)
+    result = apply_prune(spec, graph_module, task, RunContext())
     assert result.metrics["sparsity"] == pytest.approx(0.9, abs=1e-4)
     assert min(result.metrics["sparsity_per_layer"].values()) < 0.9 < max(result.metrics["sparsity_per_layer"]
                                                                            .values())
@@ -117,7 +118,8 @@ def test_structured_stage_exports_a_smaller_model(tmp_path):
     example = (torch.randn(4, 1, 16, 16),)
     original_path = save_program(export_model(model, example), tmp_path / "original.pt2")
     task = Task(None, model, example, tmp_path / "work")
-    result = apply_prune(PruneSpec(kind="structured", sparsity=0.5), copy.deepcopy(model), task, RunContext())
+    spec = PruneSpec(kind="structured", sparsity=0.5, recalibrate_batches=0)
+    result = apply_prune(spec, copy.deepcopy(model), task, RunContext())
     assert result.metrics["parameter_reduction"] > 0.6
     assert result.metrics["groups_kept_whole"][0]["why"] == ["graph output"]
     artifact = result.artifacts[0]
@@ -126,3 +128,23 @@ def test_structured_stage_exports_a_smaller_model(tmp_path):
     assert weight_bytes(original_path) - weight_bytes(artifact.path) > removed_bytes
     inputs = torch.randn(2, 1, 16, 16)
     torch.testing.assert_close(load_model(artifact.path)(inputs), result.model(inputs))
+
+
+def test_batch_norm_recalibration_tracks_the_pruned_activations(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 10))
+    x = torch.randn(256, 1, 16, 16)
+    dataset = Dataset.from_arrays({"train.x": x.numpy()}, ["x"])
+    model[1].momentum = None  # exact dense statistics, then the usual 0.1 momentum for the recalibration
+    with torch.no_grad():
+        model.train()(x)
+    model[1].momentum = 0.1
+    model.eval()
+    masks = WeightMasks(model, ["0.weight", "4.weight"])
+    masks.set(keep_top(weight_scores(masks, "magnitude"), 0.9, "layerwise"))
+    with torch.no_grad():
+        true_mean = model[0](x).mean((0, 2, 3))
+    stale_error = (model[1].running_mean - true_mean).abs().max()
+    recalibrate_batch_norm(model, Task(dataset, model, (x[:4],), tmp_path), RunContext(), batches=50, batch_size=32)
+    assert not model.training
+    assert (model[1].running_mean - true_mean).abs().max() < 0.2 * stale_error
