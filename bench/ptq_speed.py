@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +28,8 @@ from compression import zoo
 from compression.context import RunContext
 from compression.data import Dataset
 from compression.evaluate import evaluate
-from compression.io import export_model, inputs_at_batch, load_model, save_program
+from compression.io import export_model, load_model, save_program
+from compression.measure import compare_latency
 from compression.ptq import apply_ptq
 from compression.specs.ptq import PTQSpec
 from compression.task import Task
@@ -53,20 +53,16 @@ def train(arrays: dict, steps: int, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
-def timed_rounds(models: dict[str, torch.nn.Module], inputs: tuple[torch.Tensor, ...], rounds: int,
-                 repeats: int) -> dict[str, float]:
-    """Median over rounds of the per-round median ms; the models alternate within each round."""
-    per_round: dict[str, list[float]] = {name: [] for name in models}
-    with torch.no_grad():
-        for _ in range(rounds):
-            for name, model in models.items():
-                timings = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    model(*inputs)
-                    timings.append(time.perf_counter() - start)
-                per_round[name].append(statistics.median(timings) * 1000)
-    return {name: statistics.median(values) for name, values in per_round.items()}
+def compiled_accuracy(model: torch.nn.Module, split, samples: int, batch_size: int = 32) -> float:
+    """Top-1 accuracy of the model run the way it is timed (compiled, frozen, static batch of 32): this is
+    what checks that inductor's int8 lowering computes what the Q/DQ graph means."""
+    samples -= samples % batch_size  # full batches only: one static shape, no recompilation
+    correct = 0
+    with torch.no_grad(), inductor_config.patch(freezing=True):
+        compiled = torch.compile(model, dynamic=False)
+        for batch in split.batches(batch_size, limit=samples):
+            correct += (compiled(*batch.inputs).argmax(-1) == batch.labels).sum().item()
+    return correct / samples
 
 
 def main() -> None:
@@ -100,30 +96,22 @@ def main() -> None:
     quality = {name: evaluate(model, test, max_samples=args.eval_samples)["accuracy"]
                for name, model in models.items()}
     latency: dict[str, dict[str, float]] = {}
-    compile_s = {}
-    with torch.no_grad(), inductor_config.patch(freezing=True):
-        runners = {"eager": models}
-        compiled = {}
-        for name, model in models.items():
-            compiled[name] = torch.compile(model, dynamic=False)
-            start = time.monotonic()
-            for batch_size in BATCH_SIZES:
-                for _ in range(3):
-                    compiled[name](*inputs_at_batch(example, batch_size))
-            compile_s[name] = round(time.monotonic() - start, 1)
-        runners["compiled"] = compiled
-        for mode, group in runners.items():
-            for batch_size in BATCH_SIZES:
-                inputs = inputs_at_batch(example, batch_size)
-                for runner in group.values():
-                    runner(*inputs)
-                latency[f"{mode} b{batch_size}"] = timed_rounds(group, inputs, args.rounds, args.repeats)
+    measure_s = {}
+    for mode, compile in (("eager", False), ("compiled", True)):
+        started = time.monotonic()
+        measured = compare_latency(models, example, list(BATCH_SIZES), compile=compile, repeats=args.repeats,
+                                   rounds=args.rounds)
+        measure_s[mode] = round(time.monotonic() - started, 1)
+        for batch_size in BATCH_SIZES:
+            latency[f"{mode} b{batch_size}"] = {name: measured[name][batch_size] for name in models}
+    compiled_quality = {name: compiled_accuracy(model, test, args.eval_samples) for name, model in models.items()}
 
     sizes = {"fp32": fp32_path.stat().st_size, "int8": int8_path.stat().st_size}
     report = {
         "model": "small_cnn(width=32, hidden=128) on Fashion-MNIST 28x28", "train_steps": args.steps,
         "train_s": round(train_s, 1), "accuracy": quality, "eval_samples": min(args.eval_samples, len(test)),
-        "size_bytes": sizes, "latency_ms": latency, "compile_s": compile_s,
+        "compiled_accuracy": compiled_quality,
+        "size_bytes": sizes, "latency_ms": latency, "measure_s": measure_s,
         "speedup_int8_vs_fp32": {key: values["fp32"] / values["int8"] for key, values in latency.items()},
         "ptq_metrics": stage.metrics,
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
@@ -139,16 +127,17 @@ def main() -> None:
 
 def markdown(report: dict) -> str:
     keys = list(report["latency_ms"])
-    lines = ["| model | size (bytes) | test accuracy | " + " | ".join(f"{k} (ms)" for k in keys) + " |",
-             "|---" * (3 + len(keys)) + "|"]
+    lines = ["| model | size (bytes) | test accuracy (eager / compiled) | "
+             + " | ".join(f"{k} (ms)" for k in keys) + " |", "|---" * (3 + len(keys)) + "|"]
+    accuracy, compiled = report["accuracy"], report["compiled_accuracy"]
     for name in ("fp32", "int8"):
         cells = [f"{report['latency_ms'][k][name]:.3f}" for k in keys]
-        lines.append(f"| {name} | {report['size_bytes'][name]:,} | {report['accuracy'][name]:.4f} | "
+        lines.append(f"| {name} | {report['size_bytes'][name]:,} | {accuracy[name]:.4f} / {compiled[name]:.4f} | "
                      + " | ".join(cells) + " |")
     ratio = report["size_bytes"]["fp32"] / report["size_bytes"]["int8"]
     speedups = [f"{report['speedup_int8_vs_fp32'][k]:.2f}x" for k in keys]
-    lines.append(f"| int8 vs fp32 | {ratio:.2f}x smaller | "
-                 f"{report['accuracy']['int8'] - report['accuracy']['fp32']:+.4f} | " + " | ".join(speedups) + " |")
+    lines.append(f"| int8 vs fp32 | {ratio:.2f}x smaller | {accuracy['int8'] - accuracy['fp32']:+.4f} / "
+                 f"{compiled['int8'] - compiled['fp32']:+.4f} | " + " | ".join(speedups) + " |")
     return "\n".join(lines)
 
 
