@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(60.0, description="A running job without heartbeat this long is re-queued.")
     progress_interval_s: float = Field(0.3, description="Progress is written to the job row at most this often.")
     device: str = Field("auto", description="Worker device: auto (cuda when available), cpu or cuda[:N].")
+    torch_threads: int | None = Field(None, ge=1, description="CPU threads per job (torch.set_num_threads); "
+                                                              "default: torch's choice (all cores).")
 
     @property
     def resolved_database_url(self) -> str:

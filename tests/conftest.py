@@ -4,6 +4,10 @@ from pathlib import Path
 
 import pytest
 
+# One CPU thread for torch here and in the service processes the tests start: on 2 shared cores, oversubscribed
+# OpenMP threads make small models 10-30x slower. Must be set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from tests.backends import Backend, available_backends, clear_service_caches, reset_database
 
 BACKENDS = available_backends()

@@ -36,8 +36,10 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def resolve_device(setting: str) -> str:
+def resolve_device(setting: str, threads: int | None) -> str:
     import torch
+    if threads:
+        torch.set_num_threads(threads)
     if setting == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return setting
@@ -58,7 +60,7 @@ def run_job(job_id: str, settings: Settings) -> str:
     deadline = time.monotonic() + job.time_limit_s
     ctx = RunContext(report=ProgressWriter(job_id, settings.progress_interval_s),
                      should_stop=StopCheck(job_id, deadline), save_checkpoint=checkpoints.save,
-                     load_checkpoint=checkpoints.load, device=resolve_device(settings.device), seed=spec.seed)
+                     load_checkpoint=checkpoints.load, device=resolve_device(settings.device, settings.torch_threads), seed=spec.seed)
     with Heartbeat(job_id, WORKER_NAME, settings.heartbeat_interval_s), tempfile.TemporaryDirectory() as scratch:
         try:
             return _run(job, spec, ctx, Path(scratch), settings, checkpoints)
