@@ -22,6 +22,9 @@ _PT2_DTYPES = {1: "uint8", 2: "int8", 3: "int16", 4: "int32", 5: "int64", 6: "fl
                8: "float64", 12: "bool", 13: "bfloat16"}
 
 
+_INT8_SCALAR_TYPES = (1, 2)
+
+
 class InvalidUpload(ValueError):
     """The file is not what it claims to be; the message says what is wrong and what to upload instead."""
 
@@ -85,9 +88,11 @@ def inspect_pt2(source: str | Path | BinaryIO) -> ModelSignature:
         raise InvalidUpload("the exported program has no tensor inputs or outputs")
     parameter_count = 0
     for spec in signature["input_specs"]:
-        if "parameter" in spec:
-            sizes = tensors[spec["parameter"]["arg"]["name"]]["sizes"]
-            parameter_count += int(np.prod([size.get("as_int", 1) for size in sizes]))
+        kind = next(iter(spec))
+        meta = tensors.get(spec[kind].get("arg", {}).get("name", ""), {}) if kind in ("parameter", "buffer") else {}
+        # Quantized programs hold their weights as int8/uint8 buffers; other buffers are statistics and qparams.
+        if kind == "parameter" or (kind == "buffer" and meta.get("dtype") in _INT8_SCALAR_TYPES):
+            parameter_count += int(np.prod([size.get("as_int", 1) for size in meta["sizes"]]))
     return ModelSignature(inputs, outputs, parameter_count, program.get("torch_version"))
 
 

@@ -1,0 +1,59 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from compression.inspect import InvalidUpload, bind_inputs, inspect_npz, inspect_pt2
+from compression.io import export_model, save_program
+
+
+class TwoInputs(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.embed(input_ids) * attention_mask.unsqueeze(-1)
+        return self.head(hidden.mean(1))
+
+
+def test_pt2_signature_names_dims_dtypes_and_parameters(tmp_path):
+    model = TwoInputs().eval()
+    inputs = (torch.randint(0, 50, (2, 7)), torch.ones(2, 7))
+    path = save_program(export_model(model, inputs), tmp_path / "m.pt2")
+    signature = inspect_pt2(path)
+    assert [(t.name, t.shape, t.dtype) for t in signature.inputs] == [
+        ("input_ids", [None, 7], "int64"), ("attention_mask", [None, 7], "float32")]
+    assert signature.outputs[0].shape == [None, 3]
+    assert signature.parameter_count == sum(p.numel() for p in model.parameters())
+
+
+def test_int8_weights_count_as_parameters(example_files):
+    from compression.examples import digits_dataset
+    from compression.io import load_model
+    from compression.ptq.quantize import quantize_int8
+    model = load_model(example_files[0])
+    x = torch.from_numpy(digits_dataset()["train.x"][:64])
+    quantized = quantize_int8(model, (x[:2],), [(x,)], lambda i: None)
+    path = save_program(export_model(quantized, (x[:2],)), example_files[0].parent / "int8.pt2")
+    fp32, int8 = inspect_pt2(example_files[0]).parameter_count, inspect_pt2(path).parameter_count
+    assert 0.99 * fp32 < int8 <= fp32  # batch norm is folded into the conv weights
+
+
+def test_bind_inputs_by_position_or_name():
+    assert bind_inputs(["x"], ["images", "y"], "train") == {"x": "images"}
+    assert bind_inputs(["input_ids", "attention_mask"], ["attention_mask", "input_ids", "y"], "val") == {
+        "input_ids": "input_ids", "attention_mask": "attention_mask"}
+    with pytest.raises(InvalidUpload, match=r"no array for model input\(s\) \['attention_mask'\]"):
+        bind_inputs(["input_ids", "attention_mask"], ["input_ids", "mask"], "val")
+
+
+def test_npz_headers_are_read_without_loading_inputs():
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{"train.x": np.zeros((3, 4), np.float16), "train.y": np.array([2, 0, 1])})
+    manifest = inspect_npz(io.BytesIO(buffer.getvalue()))
+    assert manifest.splits == {"train": {"x": {"shape": [3, 4], "dtype": "float16"},
+                                         "y": {"shape": [3], "dtype": "int64"}}}
+    assert manifest.label_range == {"train": [0, 2]} and manifest.has_labels("train")
