@@ -2,7 +2,7 @@
 
 A name is either a module path of the model as built before export (`named_modules()`: 'layer2', 'layer2.0.conv1')
 or, on an exported graph, an FX node name ('relu_3', see `print(model.graph)`). Module paths are the stable
-choice: switching an exported module between train and eval mode renames its batch-norm nodes.
+choice: a torchao train/eval rewrite (the fallback of `compression.modes`) renames the batch-norm nodes it replaces.
 
 On a plain module a module path is captured with a forward hook. An exported module never calls its submodules
 (they only hold parameters), so there a module path means the last operation recorded inside that module
@@ -37,7 +37,7 @@ class _Tap(nn.Module):
 
 def _module_paths_of(node: torch.fx.Node) -> set[str]:
     """Module paths a node belongs to: its recorded module stack, plus the owners (and their ancestors) of the
-    parameters it reads. The second source matters because torchao's train/eval rewrite of batch norm drops the
+    parameters it reads. The second source matters because a torchao train/eval rewrite of batch norm drops the
     stack of the nodes it replaces, while their parameters still say where they came from."""
     paths = {path for path, _type in node.meta.get("nn_module_stack", {}).values()}
     for argument in node.all_input_nodes:
@@ -105,8 +105,8 @@ def _graph_taps(model: torch.fx.GraphModule, names: list[str], store: dict[str, 
             tap_names.append(tap_name)
             with graph.inserting_after(node):
                 tap = graph.call_module(tap_name, (node,))
-            # The tap sits in the data path (everything downstream reads it) so that the dead-code elimination
-            # in torchao's train/eval rewrite cannot drop it.
+            # The tap sits in the data path (everything downstream reads it) so that dead-code elimination (as in
+            # torchao's train/eval rewrite) cannot drop it.
             node.replace_all_uses_with(tap, delete_user_cb=lambda user: user is not tap)
         model.recompile()
         yield

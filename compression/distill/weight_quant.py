@@ -101,8 +101,9 @@ class AttachedQuantizers:
     """Weight quantizers inserted into a model; `detach` takes them out again.
 
     On a plain module each is a `parametrize` parametrization. On an exported graph each sits as a `call_module`
-    node between the weight's `get_attr` and its users: torchao's train/eval rewrite deletes every submodule the
-    graph does not reference, parametrizations included, so there the graph itself must reference the quantizer.
+    node between the weight's `get_attr` and its users: torchao's train/eval rewrite (still the fallback of
+    `compression.modes`) deletes every submodule the graph does not reference, parametrizations included, so there
+    the graph itself references the quantizer.
     Either way the parameter the optimizer sees stays the full-precision (shadow) weight.
     """
 
