@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from compression.context import RunContext
 from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, save_program
-from compression.modes import eval_mode, is_training
+from compression.modes import eval_mode
 from compression.result import Artifact, StageResult
 from compression.specs.training import TrainingSpec
 from compression.students import parameter_count
@@ -22,18 +22,12 @@ from compression.training import TrainReport
 EVAL_SAMPLES_DURING_TRAINING = 2048
 
 
-def ensure_eval(model: nn.Module) -> nn.Module:
-    """Eval mode, skipping the switch when the model is in it already: on an exported graph with batch norm or
-    dropout every switch is a torchao graph rewrite that re-traces its patterns (about a second on a shared CPU)."""
-    return eval_mode(model) if is_training(model) else model
-
-
 @contextmanager
 def frozen_teacher(teacher: nn.Module, device: str) -> Iterator[nn.Module]:
     """The teacher in eval mode on `device` for the block; its device is restored afterwards. It runs under
     no_grad in the losses, so it never holds activations for backward and its weights never change."""
     original_device = next(teacher.parameters()).device
-    ensure_eval(teacher)
+    eval_mode(teacher)
     teacher.to(device)
     try:
         yield teacher
@@ -68,7 +62,7 @@ def periodic_eval_fn(task: Task, teacher: nn.Module, training: TrainingSpec):
 def write_student(student: nn.Module, task: Task, file_name: str) -> Artifact:
     """Export the trained student (eval mode, on the CPU) to a `.pt2` with a dynamic batch dimension."""
     student.to("cpu")
-    ensure_eval(student)
+    eval_mode(student)
     path = save_program(export_model(student, tuple(t.cpu() for t in task.example_inputs)), task.workdir / file_name)
     return Artifact(file_name, path, "model.pt2", {"parameters": parameter_count(student)})
 

@@ -7,11 +7,12 @@ from torch import nn
 
 from compression.context import RunContext
 from compression.data import Batch
-from compression.distill.common import (ensure_eval, frozen_teacher, periodic_eval_fn, student_result, teacher_logits,
+from compression.distill.common import (frozen_teacher, periodic_eval_fn, student_result, teacher_logits,
                                         write_student)
 from compression.distill.features import capture_features, projection_for
 from compression.distill.losses import distillation_loss, feature_loss
 from compression.evaluate import output_tensor
+from compression.modes import eval_mode
 from compression.result import StageResult
 from compression.specs.distill import FeaturePair, KDSpec
 from compression.students import build_student
@@ -65,7 +66,7 @@ def _feature_errors(pairs: list[FeaturePair], student: nn.Module, teacher: nn.Mo
     """Per pair "student->teacher": MSE between the projected student feature and the teacher's, in eval mode."""
     if not pairs:
         return {}
-    ensure_eval(student)
+    eval_mode(student)
     projections.eval()
     with torch.no_grad():
         student(*inputs)
@@ -81,7 +82,7 @@ def _projections(pairs: list[FeaturePair], student: nn.Module, teacher: nn.Modul
     if not pairs:
         return nn.ModuleList()
     inputs = tuple(t.to(ctx.device) for t in task.example_inputs)
-    ensure_eval(student)
+    eval_mode(student)
     with torch.no_grad():
         student(*inputs)
         teacher(*inputs)
