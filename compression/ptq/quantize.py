@@ -13,6 +13,7 @@ the quantization error), biases fp32.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Callable, Iterable
 
 import torch
@@ -38,6 +39,7 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     """
     eval_mode(model)
     graph = export_model(model, example_inputs).module()
+    separate_repeated_module_calls(graph)
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
@@ -49,6 +51,26 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     move_exported_model_to_eval(converted)
     drop_unreferenced_tensors(converted)
     return converted
+
+
+def separate_repeated_module_calls(graph: torch.fx.GraphModule) -> None:
+    """Give each call of a one-op module that is used several times its own source partition.
+
+    The x86 quantizer groups nodes into partitions by the module they came from; one `nn.ReLU` called twice (as in
+    torchvision's ResNet blocks) becomes a two-output partition, which it refuses ("Input partition has more than
+    one output node"). Calls of such a module are independent, so each becomes its own partition.
+    """
+    by_module: dict[str, list[torch.fx.Node]] = defaultdict(list)
+    for node in graph.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if node.op == "call_function" and stack:
+            by_module[next(reversed(stack.values()))[0]].append(node)
+    for path, nodes in by_module.items():
+        if len(nodes) > 1 and len({node.target for node in nodes}) == 1:
+            for node in nodes:
+                stack = node.meta["nn_module_stack"]
+                key, (_, module_type) = next(reversed(stack.items()))
+                stack[key] = (f"{path}@{node.name}", module_type)
 
 
 def drop_unreferenced_tensors(graph: torch.fx.GraphModule) -> None:

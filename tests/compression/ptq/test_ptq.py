@@ -97,3 +97,28 @@ def test_residual_and_attention_architectures_quantize(name, kwargs, make):
     quantized = quantize_int8(model, (x[:4],), [(x[i:i + 16],) for i in range(0, 48, 16)])
     with torch.no_grad():
         assert tensor_sqnr_db(model(x), quantized(x)) > 30
+
+
+class SharedReluBlock(torch.nn.Module):
+    """One nn.ReLU object called twice, as in torchvision's ResNet BasicBlock."""
+
+    def __init__(self, channels: int = 8):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn1 = torch.nn.BatchNorm2d(channels)
+        self.conv2 = torch.nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn2 = torch.nn.BatchNorm2d(channels)
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + x)
+
+
+def test_a_module_called_twice_quantizes_after_a_pt2_round_trip(tmp_path):
+    from compression.io import export_model, save_program
+    model = SharedReluBlock().eval()
+    x = torch.randn(16, 8, 6, 6)
+    path = save_program(export_model(model, (x[:2],)), tmp_path / "shared_relu.pt2")
+    quantized = quantize_int8(load_model(path), (x[:2],), [(x,)])
+    assert tensor_sqnr_db(quantized(x), model(x)) > 25
