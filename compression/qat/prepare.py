@@ -163,7 +163,10 @@ def materialize(gm: fx.GraphModule, layers: list[QATLayer]) -> dict[str, Quantiz
         weight = get_tensor(gm, layer.weight_attr)
         codes, scale = quantizer.codes_and_scale(weight)
         per_channel = scale.dim() == 1
-        params = QParams(scale.float(), torch.zeros_like(scale).float(), quantizer.qmin, quantizer.qmax,
+        # The packed format stores scales in bfloat16; baking with that precision keeps the returned model, its
+        # .pt2 and the packed artifact identical (the learned step moves by at most 2^-8 of itself).
+        stored_scale = scale.float().to(torch.bfloat16).float()
+        params = QParams(stored_scale, torch.zeros_like(stored_scale), quantizer.qmin, quantizer.qmax,
                          0 if per_channel else None)
         weight.copy_(dequantize(codes, params).to(weight.dtype))
         fmt = WeightFormat(bits=quantizer.bits, granularity="per_channel" if per_channel else "per_tensor")
