@@ -142,7 +142,6 @@ class WeightSnapshot(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.names = list(model.state_dict())
         for index, tensor in enumerate(model.state_dict().values()):
             self.register_buffer(f"tensor_{index}", tensor.detach().clone())
 

@@ -60,8 +60,8 @@ def test_synflow_avoids_the_layer_collapse_of_global_magnitude():
     assert magnitude_model(torch.ones(1, 20)).abs().sum() == 0
 
     synflow_model = rescaled_bottleneck_mlp()
-    synflow_prune(synflow_model, WeightMasks(synflow_model, NAMES), sparsity, iterations=20, example_inputs=(torch.randn(2, 20),),
-                  ctx=RunContext())
+    synflow_prune(synflow_model, WeightMasks(synflow_model, NAMES), sparsity, iterations=20,
+                  example_inputs=(torch.randn(2, 20),), ctx=RunContext())
     kept = {name: int(synflow_model.get_parameter(name).count_nonzero()) for name in NAMES}
     total = sum(synflow_model.get_parameter(name).numel() for name in NAMES)
     assert sum(kept.values()) == total - round(sparsity * total)
