@@ -5,9 +5,10 @@ clipping and optimizer state see only live weights) and the mask is re-applied b
 momentum gathered before a weight was pruned cannot revive it). The masks live in an `nn.Module` of buffers that the
 training loop checkpoints next to the model, so a resumed job continues with exactly the masks it had.
 
-Why not `torch.nn.utils.parametrize`: torchao's `move_exported_model_to_train/eval` rewrite the graph with
-`torch.fx`'s subgraph rewriter, which first deletes every submodule no graph node names, and that includes the
-`parametrizations` modules, breaking any exported model with BatchNorm or dropout.
+Why not `torch.nn.utils.parametrize`: any graph rewrite through `torch.fx`'s subgraph rewriter (torchao's
+`move_exported_model_to_train/eval`, still the fallback of `compression.modes` for some BatchNorm variants, and
+pt2e passes) first deletes every submodule no graph node names, `parametrizations` containers included. Masks
+held outside the graph survive any rewrite and leave plain weights (no extra multiply) in the exported program.
 """
 
 from __future__ import annotations
