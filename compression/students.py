@@ -17,7 +17,7 @@ from compression import zoo
 from compression.distill.low_rank import low_rank_factorize
 from compression.evaluate import output_tensor
 from compression.modes import evaluating
-from compression.specs.distill import LowRankStudent, UploadedStudent, ZooStudent
+from compression.specs.distill import InputStudent, LowRankStudent, UploadedStudent, ZooStudent
 from compression.task import Task
 
 ModelResolver = Callable[[str], nn.Module]
@@ -39,6 +39,16 @@ class Student:
 
 def parameter_count(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+def teacher_and_student(spec, model: nn.Module, task: Task) -> tuple[nn.Module, Student]:
+    """The teacher and the student of a distillation stage that received `model`.
+
+    Usually `model` is the teacher and the student is built from the spec; an `InputStudent` trains a copy of
+    `model` itself against the uploaded model (`task.reference`)."""
+    if isinstance(spec, InputStudent):
+        return task.reference, Student(copy.deepcopy(model), {"kind": "input"})
+    return model, build_student(spec, model, task)
 
 
 def build_student(spec: UploadedStudent | ZooStudent | LowRankStudent, teacher: nn.Module, task: Task, *,

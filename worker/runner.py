@@ -19,7 +19,7 @@ from app.jobs.schemas import JobCreate
 from compression.context import Cancelled, RunContext
 from worker.claims import claim
 from worker.reporting import Heartbeat, ProgressWriter, StopCheck
-from worker.storage import CheckpointStore, fetch_inputs, store_stage_artifacts
+from worker.storage import CheckpointStore, fetch_inputs, model_resolver, store_stage_artifacts
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
@@ -81,9 +81,11 @@ def run_job(job_id: str, settings: Settings) -> str:
 def _run(job: Job, spec: JobCreate, ctx: RunContext, scratch: Path, settings: Settings,
          checkpoints: CheckpointStore) -> str:
     from compression.pipeline import run_pipeline
+    from compression.students import set_model_resolver
 
     ctx.progress("load", 0, 1)
     model_path, dataset_path = fetch_inputs(job.id, scratch)
+    set_model_resolver(model_resolver(job, scratch))
     workdir = scratch / "out"
     workdir.mkdir()
     result = run_pipeline(model_path, dataset_path, spec.stages, spec.evaluation, ctx, workdir,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy import select
 
@@ -14,6 +15,9 @@ from app.jobs.service import MODEL_ARTIFACT, final_model_artifact
 from app.store.blobs import copy_to_file, delete_blob, read_blob, write_blob, write_file
 from compression.inspect import inspect_pt2
 from compression.result import StageResult
+
+if TYPE_CHECKING:
+    import torch
 
 
 def fetch_inputs(job_id: str, directory: Path) -> tuple[Path, Path]:
@@ -42,6 +46,19 @@ def store_stage_artifacts(job: Job, stage_index: int, result: StageResult, setti
             session.add(Artifact(tenant_id=job.tenant_id, job_id=job.id, stage_index=stage_index,
                                  name=artifact.name, kind=artifact.kind, blob_id=blob.id,
                                  size_bytes=blob.size_bytes, sha256=blob.sha256, details=details))
+
+
+def model_resolver(job: Job, directory: Path) -> Callable[[str], "torch.nn.Module"]:
+    """Load another upload of the job's tenant by id (e.g. a distillation student), as the library asks for it."""
+    def resolve(model_id: str):
+        from compression.io import load_model
+        with session_scope() as session:
+            model = session.get(Model, model_id)
+            if model is None or model.tenant_id != job.tenant_id:
+                raise ValueError(f"model {model_id} no longer exists; upload the student again")
+            path = copy_to_file(session, session.get(Blob, model.blob_id), directory / f"{model_id}.pt2")
+        return load_model(path)
+    return resolve
 
 
 class CheckpointStore:

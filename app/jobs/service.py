@@ -46,10 +46,27 @@ def _input_signature(session: Session, tenant: Tenant, spec: JobCreate) -> Model
     return ModelSignature.from_json(artifact.details["signature"])
 
 
+def _check_uploaded_students(session: Session, tenant: Tenant, spec: JobCreate, signature: ModelSignature) -> None:
+    """A student given by model id must exist and take the same inputs and give the same outputs as the model."""
+    for index, stage in enumerate(spec.stages):
+        student = getattr(stage, "student", None)
+        if getattr(student, "kind", None) != "upload":
+            continue
+        uploaded = ModelSignature.from_json(_owned(session, Model, tenant, student.model_id,
+                                                   f"stages.{index}.student.model_id").signature)
+        for what, theirs, ours in (("inputs", uploaded.inputs, signature.inputs),
+                                   ("outputs", uploaded.outputs, signature.outputs)):
+            if [(t.shape[1:], t.dtype) for t in theirs] != [(t.shape[1:], t.dtype) for t in ours]:
+                raise InvalidInput(f"stages.{index}.student: the student's {what} "
+                                   f"{[t.describe() for t in theirs]} differ from the model's "
+                                   f"{[t.describe() for t in ours]}")
+
+
 def create_job(session: Session, tenant: Tenant, spec: JobCreate, settings: Settings) -> Job:
     signature = _input_signature(session, tenant, spec)
     dataset = _owned(session, Dataset, tenant, spec.dataset_id, "dataset_id")
     validate_job(spec, signature, DatasetManifest.from_json(dataset.manifest))
+    _check_uploaded_students(session, tenant, spec, signature)
     time_limit = spec.time_limit_s or settings.job_time_limit_s
     if time_limit > settings.job_time_limit_s:
         raise InvalidInput(f"time_limit_s: {time_limit} exceeds this service's maximum of "

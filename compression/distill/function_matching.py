@@ -24,7 +24,7 @@ from compression.distill.losses import kd_loss
 from compression.evaluate import output_tensor
 from compression.result import StageResult
 from compression.specs.distill import AugmentSpec, FunctionMatchingSpec
-from compression.students import build_student
+from compression.students import teacher_and_student
 from compression.task import Task
 from compression.training import epoch_batches, train
 
@@ -36,10 +36,10 @@ _PRECOMPUTE_BATCH = 256
 def apply_function_matching(spec: FunctionMatchingSpec, model: nn.Module, task: Task,
                             ctx: RunContext) -> StageResult:
     """Train a student (built from `spec.student`) to match `model`, the teacher; returns the student."""
-    student_info = build_student(spec.student, model, task)
+    teacher_model, student_info = teacher_and_student(spec.student, model, task)
     student = student_info.model.to(ctx.device)
     split = task.dataset.split(task.train_split)
-    with frozen_teacher(model, ctx.device) as teacher:
+    with frozen_teacher(teacher_model, ctx.device) as teacher:
         if spec.teacher_targets == "consistent":
             batches = consistent_views(split, spec.augment, spec.training.batch_size, ctx)
 
@@ -58,7 +58,7 @@ def apply_function_matching(spec: FunctionMatchingSpec, model: nn.Module, task: 
                        evaluate_fn=periodic_eval_fn(task, teacher, spec.training))
     artifact = write_student(student, task, "student.pt2")
     metrics = {"student_spec": student_info.description, "teacher_targets": spec.teacher_targets}
-    return student_result(student, model, task, ctx, report, [artifact], metrics)
+    return student_result(student, teacher_model, task, ctx, report, [artifact], metrics)
 
 
 def consistent_views(split: Split, augment: AugmentSpec, batch_size: int,

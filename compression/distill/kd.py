@@ -15,7 +15,7 @@ from compression.evaluate import output_tensor
 from compression.modes import eval_mode
 from compression.result import StageResult
 from compression.specs.distill import FeaturePair, KDSpec
-from compression.students import build_student
+from compression.students import teacher_and_student
 from compression.task import Task
 from compression.training import train
 
@@ -24,9 +24,9 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
     """Train a student (built from `spec.student`) to mimic `model`, the teacher; returns the student."""
     if spec.alpha > 0 and not task.dataset.split(task.train_split).has_labels:
         raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
-    student_info = build_student(spec.student, model, task)
+    teacher_model, student_info = teacher_and_student(spec.student, model, task)
     student = student_info.model.to(ctx.device)
-    with frozen_teacher(model, ctx.device) as teacher, \
+    with frozen_teacher(teacher_model, ctx.device) as teacher, \
             capture_features(student, [pair.student for pair in spec.features]) as student_features, \
             capture_features(teacher, [pair.teacher for pair in spec.features]) as teacher_features:
         projections = _projections(spec.features, student, teacher, task, ctx, student_features, teacher_features)
@@ -52,7 +52,7 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
     metrics = {"student_spec": student_info.description, "temperature": spec.temperature, "alpha": spec.alpha}
     if spec.features:
         metrics["feature_mse"] = {"before": errors_before, "after": errors_after}
-    return student_result(student, model, task, ctx, report, [artifact], metrics)
+    return student_result(student, teacher_model, task, ctx, report, [artifact], metrics)
 
 
 def _probe_inputs(task: Task, ctx: RunContext) -> tuple[torch.Tensor, ...]:

@@ -43,7 +43,15 @@ class LowRankStudent(Spec):
         return self
 
 
-StudentSpec = Annotated[Union[UploadedStudent, ZooStudent, LowRankStudent], Field(discriminator="kind")]
+class InputStudent(Spec):
+    """The model this stage receives is the student and the uploaded, uncompressed model is the teacher: how a
+    pipeline distils an earlier stage's result (prune -> kd) back towards the original."""
+
+    kind: Literal["input"] = "input"
+
+
+StudentSpec = Annotated[Union[UploadedStudent, ZooStudent, LowRankStudent, InputStudent],
+                        Field(discriminator="kind")]
 
 
 class FeaturePair(Spec):

@@ -116,3 +116,22 @@ def test_openapi_lists_the_errors_and_examples(api):
     assert {"201", "413", "422"} <= set(schema["paths"]["/v1/models"]["post"]["responses"])
     assert {"200", "206", "404", "416"} <= set(schema["paths"]["/v1/artifacts/{artifact_id}"]["get"]["responses"])
     assert schema["components"]["schemas"]["JobCreate"]["examples"]
+
+
+def test_an_uploaded_student_must_exist_and_fit(api, auth, uploaded, tmp_path):
+    kd = {"method": "kd", "student": {"kind": "upload", "model_id": "mdl_nope"}}
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[kd]))
+    assert response.status_code == 422 and "stages.0.student.model_id: mdl_nope not found" in response.json()["detail"]
+
+    import torch
+    from compression.io import export_model, save_program
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 10)).eval()
+    path = save_program(export_model(mlp, (torch.zeros(2, 64),)), tmp_path / "mlp.pt2")
+    flat = api.post("/v1/models", headers=auth, files={"file": ("mlp.pt2", path.read_bytes())}).json()
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[
+        {"method": "kd", "student": {"kind": "upload", "model_id": flat["id"]}}]))
+    assert response.status_code == 422
+    assert "the student's inputs ['input[N, 64] float32'] differ from the model's" in response.json()["detail"]
+
+    same = {"method": "kd", "student": {"kind": "upload", "model_id": uploaded["model"]["id"]}}
+    assert api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[same])).status_code == 201

@@ -81,3 +81,18 @@ def test_students_from_zoo_and_upload_have_the_teacher_interface(tmp_path, blob_
             build_student(UploadedStudent(model_id="wrong"), mlp_teacher, task)
     finally:
         set_model_resolver(None)
+
+
+def test_an_input_student_trains_a_copy_of_the_stage_input_against_the_upload(conv_net, tmp_path):
+    import numpy as np
+
+    from compression.specs.distill import InputStudent
+    from compression.students import teacher_and_student
+    _, exported, _ = conv_net
+    x = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
+    task = make_task(tmp_path, x, np.zeros(16, np.int64), reference=exported, train=12)
+    stage_input = copy.deepcopy(exported)
+    teacher, student = teacher_and_student(InputStudent(), stage_input, task)
+    assert teacher is task.reference
+    assert student.model is not stage_input and student.description == {"kind": "input"}
+    assert all(torch.equal(a, b) for a, b in zip(student.model.parameters(), stage_input.parameters()))

@@ -1,0 +1,58 @@
+"""Jobs that chain methods, through HTTP and a real worker: every stage's output feeds the next, every stage's
+metrics and artifacts are kept."""
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+SHORT = {"steps": 30, "batch_size": 32, "checkpoint_every": 1000}
+
+
+def _run(client, uploads, stages) -> dict:
+    job = client.submit_job({"model_id": uploads["model"]["id"], "dataset_id": uploads["dataset"]["id"],
+                             "stages": stages, "evaluation": {"latency": False}})
+    job = client.wait(job["id"], timeout=600)
+    assert job["status"] == "succeeded", job["error"]
+    return job
+
+
+def test_prune_then_distil_back_then_int8(client, uploads):
+    job = _run(client, uploads, [
+        {"method": "prune", "sparsity": 0.5, "criterion": "lamp"},
+        {"method": "kd", "student": {"kind": "input"}, "training": SHORT},
+        {"method": "ptq", "calibration_samples": 128},
+    ])
+    stages = job["metrics"]["stages"]
+    assert [s["method"] for s in stages] == ["prune", "kd", "ptq"]
+    assert all(s["metrics"]["accuracy"] > 0.85 for s in stages)
+    artifacts = client.artifacts(job["id"])
+    assert {a["stage_index"] for a in artifacts} == {0, 1, 2}
+    assert any(a["stage_index"] == 0 and a["kind"].startswith("sparse") for a in artifacts)
+
+
+def test_quant_noise_then_ipq_with_int8_centroids(client, uploads):
+    job = _run(client, uploads, [
+        {"method": "quant_noise", "training": SHORT},
+        {"method": "ipq", "centroids": 16, "centroid_dtype": "int8", "num_groups": 2, "training": SHORT,
+         "min_weights": 256},
+    ])
+    final = job["metrics"]["final"]
+    assert final["compression_ratio"] > 4 and final["accuracy"] > 0.8
+    packed = [a for a in client.artifacts(job["id"]) if a["stage_index"] == 1]
+    assert packed and packed[0]["size_bytes"] == final["size_bytes"]
+
+
+def test_an_uploaded_student_is_distilled(client, uploads, example_files, tmp_path):
+    from compression.examples import digits_dataset, train_digits_cnn
+    from compression.io import export_model, save_program
+    import torch
+    arrays = digits_dataset()
+    small = train_digits_cnn(steps=5, width=4, arrays=arrays)
+    student_path = save_program(export_model(small, (torch.from_numpy(arrays["val.x"][:2]),)),
+                                tmp_path / "student.pt2")
+    student = client.upload_model(student_path)
+    job = _run(client, uploads, [{"method": "kd", "student": {"kind": "upload", "model_id": student["id"]},
+                                  "training": {**SHORT, "steps": 60, "lr": 3e-3}}])
+    stage = job["metrics"]["stages"][0]["metrics"]
+    assert stage["parameters"] < uploads["model"]["signature"]["parameter_count"] / 4
+    assert stage["accuracy"] > 0.5
