@@ -8,9 +8,6 @@ from compression.io import export_model
 from compression.modes import eval_mode
 from compression.task import Task
 
-# These models are tiny: with the 2 cores shared by other jobs, a second intra-op thread only adds spin-waiting
-# (measured 10x slower per step under load).
-torch.set_num_threads(1)
 
 
 def blobs(n: int, features: int, classes: int, seed: int = 0, spread: float = 1.5) -> tuple[np.ndarray, np.ndarray]:

@@ -10,8 +10,6 @@ from compression.io import export_model
 from compression.modes import eval_mode
 from compression.task import Task
 
-# Tiny models on 2 shared cores: a second intra-op thread only adds spin-waiting.
-torch.set_num_threads(1)
 
 
 def digits_cnn() -> nn.Sequential:
