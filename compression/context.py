@@ -63,5 +63,8 @@ class RunContext:
             raise Cancelled(reason)
 
     def for_stage(self, stage: str) -> "RunContext":
-        return RunContext(self.report, self.should_stop, self.save_checkpoint, self.load_checkpoint,
-                          stage, self.device, self.seed)
+        """The context of one pipeline stage: its progress is labelled with `stage`, and its checkpoints live under
+        `stage/` so two training stages of one job never resume from each other's state."""
+        return RunContext(self.report, self.should_stop,
+                          lambda name, data: self.save_checkpoint(f"{stage}/{name}", data),
+                          lambda name: self.load_checkpoint(f"{stage}/{name}"), stage, self.device, self.seed)
