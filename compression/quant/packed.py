@@ -115,11 +115,7 @@ def write_packed(path: str | Path, model: torch.nn.Module, example_inputs: tuple
             if weight.scale is not None:
                 tensors[f"{attr}.scale"] = weight.scale.float().contiguous()
         manifest.append(entry)
-    graph = _skeleton_bytes(model, example_inputs, list(weights))
-    tensors[GRAPH_KEY] = torch.frombuffer(bytearray(graph), dtype=torch.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"format": FORMAT, "version": VERSION, "manifest": json.dumps(manifest)})
-    return path
+    return save_with_graph(path, model, example_inputs, tensors, manifest, FORMAT, VERSION)
 
 
 def _weight_from(entry: dict, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -139,14 +135,37 @@ def _weight_from(entry: dict, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def load_packed(path: str | Path) -> torch.nn.Module:
     """Rebuild the runnable model (eval mode) from a file written by `write_packed`."""
+    model, tensors, manifest = open_with_graph(path, FORMAT)
+    for entry in manifest:
+        set_weight(model, entry["attr"], _weight_from(entry, tensors))
+    return eval_mode(model)
+
+
+def save_with_graph(path: str | Path, model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                    tensors: dict[str, torch.Tensor], manifest: list[dict], file_format: str, version: str) -> Path:
+    """Write `tensors` plus the weightless graph of `model` (every `manifest` entry's "attr" replaced by a
+    placeholder) to one safetensors file; shared by the packed formats of this library."""
+    path = Path(path)
+    graph = _skeleton_bytes(model, example_inputs, [entry["attr"] for entry in manifest])
+    tensors = {**tensors, GRAPH_KEY: torch.frombuffer(bytearray(graph), dtype=torch.uint8)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"format": file_format, "version": version,
+                                            "manifest": json.dumps(manifest)})
+    return path
+
+
+def open_with_graph(path: str | Path, file_format: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor],
+                                                                  list[dict]]:
+    """Read a file written by `save_with_graph`: the graph (weights still placeholders), tensors and manifest."""
     with safe_open(str(path), framework="pt") as archive:
         metadata = archive.metadata() or {}
-        if metadata.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a {FORMAT} file")
+        if metadata.get("format") != file_format:
+            raise ValueError(f"{path} is not a {file_format} file")
         tensors = {key: archive.get_tensor(key) for key in archive.keys()}
     graph = zlib.decompress(tensors.pop(GRAPH_KEY).numpy().tobytes())
-    model = torch.export.load(io.BytesIO(graph)).module()
-    for entry in json.loads(metadata["manifest"]):
-        holder, leaf = _holder(model, entry["attr"])
-        holder._parameters[leaf] = torch.nn.Parameter(_weight_from(entry, tensors), requires_grad=False)
-    return eval_mode(model)
+    return torch.export.load(io.BytesIO(graph)).module(), tensors, json.loads(metadata["manifest"])
+
+
+def set_weight(model: torch.nn.Module, attr: str, weight: torch.Tensor) -> None:
+    holder, leaf = _holder(model, attr)
+    holder._parameters[leaf] = torch.nn.Parameter(weight, requires_grad=False)
