@@ -8,8 +8,9 @@ resolver (`set_model_resolver`, or the `resolve_model` argument) that turns an i
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from torch import nn
 
@@ -17,6 +18,7 @@ from compression import zoo
 from compression.distill.low_rank import low_rank_factorize
 from compression.evaluate import output_tensor
 from compression.modes import evaluating
+from compression.prune.masks import WeightMasks, prunable_weights
 from compression.specs.distill import InputStudent, LowRankStudent, UploadedStudent, ZooStudent
 from compression.task import Task
 
@@ -35,6 +37,16 @@ def set_model_resolver(resolver: ModelResolver | None) -> None:
 class Student:
     model: nn.Module
     description: dict = field(default_factory=dict)  # how it was made, for the stage's metrics
+    pruned: WeightMasks | None = None  # zeros of an earlier prune stage, held at zero while the student trains
+
+    @contextmanager
+    def training(self) -> Iterator[Callable[[nn.Module, int], None] | None]:
+        """Wrap the student's training; yields the training loop's `before_step` hook (None when nothing is held)."""
+        if self.pruned is None:
+            yield None
+            return
+        with self.pruned.held():
+            yield lambda _model, _step: self.pruned.apply_to_weights()
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -47,8 +59,19 @@ def teacher_and_student(spec, model: nn.Module, task: Task) -> tuple[nn.Module, 
     Usually `model` is the teacher and the student is built from the spec; an `InputStudent` trains a copy of
     `model` itself against the uploaded model (`task.reference`)."""
     if isinstance(spec, InputStudent):
-        return task.reference, Student(copy.deepcopy(model), {"kind": "input"})
+        student = copy.deepcopy(model)
+        return task.reference, Student(student, {"kind": "input"}, _pruned_weights(student))
     return model, build_student(spec, model, task)
+
+
+def _pruned_weights(model: nn.Module) -> WeightMasks | None:
+    """Keep-masks of the weights that hold exact zeros (an earlier prune stage), so distillation keeps them pruned."""
+    sparse = {name: weight != 0 for name, weight in prunable_weights(model).items() if bool((weight == 0).any())}
+    if not sparse:
+        return None
+    masks = WeightMasks(model, list(sparse))
+    masks.set(sparse)
+    return masks
 
 
 def build_student(spec: UploadedStudent | ZooStudent | LowRankStudent, teacher: nn.Module, task: Task, *,

@@ -54,8 +54,9 @@ def apply_function_matching(spec: FunctionMatchingSpec, model: nn.Module, task: 
                 *inputs, targets = batch.inputs
                 return kd_loss(output_tensor(trained(*inputs)), targets)
 
-        report = train(student, loss_fn, spec.training, task, ctx, batches=batches,
-                       evaluate_fn=periodic_eval_fn(task, teacher, spec.training))
+        with student_info.training() as before_step:
+            report = train(student, loss_fn, spec.training, task, ctx, batches=batches,
+                           evaluate_fn=periodic_eval_fn(task, teacher, spec.training), before_step=before_step)
     artifact = write_student(student, task, "student.pt2")
     metrics = {"student_spec": student_info.description, "teacher_targets": spec.teacher_targets}
     return student_result(student, teacher_model, task, ctx, report, [artifact], metrics)

@@ -43,9 +43,11 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
         probe = _probe_inputs(task, ctx)
         errors_before = _feature_errors(spec.features, student, teacher, projections, probe, student_features,
                                         teacher_features)
-        report = train(student, loss_fn, spec.training, task, ctx,
-                       evaluate_fn=periodic_eval_fn(task, teacher, spec.training),
-                       extra_modules={"projections": projections} if spec.features else None)
+        with student_info.training() as before_step:
+            report = train(student, loss_fn, spec.training, task, ctx,
+                           evaluate_fn=periodic_eval_fn(task, teacher, spec.training),
+                           extra_modules={"projections": projections} if spec.features else None,
+                           before_step=before_step)
         errors_after = _feature_errors(spec.features, student, teacher, projections, probe, student_features,
                                        teacher_features)
     artifact = write_student(student, task, "student.pt2")

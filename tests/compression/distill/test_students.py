@@ -96,3 +96,27 @@ def test_an_input_student_trains_a_copy_of_the_stage_input_against_the_upload(co
     assert teacher is task.reference
     assert student.model is not stage_input and student.description == {"kind": "input"}
     assert all(torch.equal(a, b) for a, b in zip(student.model.parameters(), stage_input.parameters()))
+
+
+def test_distilling_a_pruned_input_student_keeps_its_zeros(conv_net, tmp_path):
+    import numpy as np
+
+    from compression.context import RunContext
+    from compression.distill.kd import apply_kd
+    from compression.prune.masks import prunable_weights
+    from compression.specs.distill import InputStudent, KDSpec
+    from compression.specs.training import TrainingSpec
+    _, exported, _ = conv_net
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 3, 8, 8)).astype(np.float32)
+    task = make_task(tmp_path, x, rng.integers(0, 4, 48), reference=exported, train=40)
+    pruned = copy.deepcopy(exported)
+    with torch.no_grad():
+        for weight in prunable_weights(pruned).values():
+            weight[weight.abs() < weight.abs().median()] = 0
+    before = {name: weight.clone() for name, weight in prunable_weights(pruned).items()}
+    spec = KDSpec(student=InputStudent(), training=TrainingSpec(steps=20, batch_size=8, lr=1e-2, weight_decay=0.1))
+    student = apply_kd(spec, pruned, task, RunContext()).model
+    for name, weight in prunable_weights(student).items():
+        assert torch.all(weight[before[name] == 0] == 0), name
+        assert not torch.equal(weight, before[name]), name  # the surviving weights did train
