@@ -39,9 +39,11 @@ def apply_qat(spec: QATSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
     metadata = {"weight_bits": spec.weight_bits, "activation_bits": spec.activation_bits}
     pt2 = save_program(export_model(gm, example_inputs), task.workdir / PT2_NAME)
     packed = write_packed(task.workdir / PACKED_NAME, gm, example_inputs, quantized_weights)
-    artifacts = [Artifact(PT2_NAME, pt2, "model.pt2", metadata),
-                 Artifact(PACKED_NAME, packed, "packed.safetensors",
-                          {**metadata, "loader": "compression.quant.packed.load_packed"})]
+    # The packed file comes first: it is the compressed deliverable, so the job's size and compression ratio are
+    # its bytes; the .pt2 (fake-quant graph, float storage) is larger than the fp32 upload.
+    artifacts = [Artifact(PACKED_NAME, packed, "packed.safetensors",
+                          {**metadata, "loader": "compression.quant.packed.load_packed"}),
+                 Artifact(PT2_NAME, pt2, "model.pt2", metadata)]
     weight_kind, activation_kind = spec.quantizers
     report = trained.report
     metrics = {
