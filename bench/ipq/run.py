@@ -55,6 +55,11 @@ SETTINGS = {
 
 
 def fp32_model(settings: dict, dataset: Dataset, example: tuple[torch.Tensor, ...]) -> nn.Module:
+    return load_model(fp32_model_path(settings, dataset, example))
+
+
+def fp32_model_path(settings: dict, dataset: Dataset, example: tuple[torch.Tensor, ...]) -> Path:
+    """The cached fp32 ResNet of these settings (also used by bench/pipelines), trained here if it is missing."""
     name = f"ipq_resnet_b{settings['blocks']}_{settings['train_samples']}_{settings['train_steps']}.pt2"
     cache = RESULTS / "cache" / name
     if not cache.exists():
@@ -65,8 +70,9 @@ def fp32_model(settings: dict, dataset: Dataset, example: tuple[torch.Tensor, ..
         train(model, lambda m, batch, step: nn.functional.cross_entropy(m(*batch.inputs), batch.labels), spec,
               Task(dataset, model, example, cache.parent), RunContext())
         print(f"trained the fp32 model in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        cache.parent.mkdir(parents=True, exist_ok=True)
         save_program(export_model(model, example), cache)
-    return load_model(cache)
+    return cache
 
 
 def scalar_row(model: nn.Module, bits: int, task: Task, path: Path) -> tuple[float, int]:

@@ -45,9 +45,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.datasets import fashion_mnist  # noqa: E402
+from bench.ipq.run import fp32_model_path  # noqa: E402  (the iPQ bench's cached fp32 model)
 from compression.context import RunContext  # noqa: E402
 from compression.data import Dataset  # noqa: E402
-from compression.io import export_model, load_program, save_program  # noqa: E402
+from compression.io import load_program  # noqa: E402
 from compression.measure import compare_latency  # noqa: E402
 from compression.modes import eval_mode  # noqa: E402
 from compression.pipeline import EXAMPLE_BATCH, run_pipeline  # noqa: E402
@@ -55,9 +56,6 @@ from compression.specs import EvaluationSpec, IPQSpec, KDSpec, PruneSpec, PTQSpe
 from compression.specs.distill import InputStudent  # noqa: E402
 from compression.specs.ipq import QuantNoiseConfig  # noqa: E402
 from compression.specs.training import TrainingSpec  # noqa: E402
-from compression.task import Task  # noqa: E402
-from compression.training import train  # noqa: E402
-from compression.zoo import build  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SETTINGS = {
@@ -69,23 +67,6 @@ SETTINGS = {
             "centroids": 256, "kmeans_iterations": 15, "calibration_samples": 512},
 }
 LATENCY_BATCH = 32
-
-
-def fp32_model_path(settings: dict, dataset: Dataset, example: tuple[torch.Tensor, ...]) -> Path:
-    """bench/ipq/run.py's cached model (same name, same recipe), trained here if it is missing."""
-    cache = RESULTS / "cache" / f"ipq_resnet_b{settings['blocks']}_{settings['train_samples']}_" \
-                                f"{settings['train_steps']}.pt2"
-    if not cache.exists():
-        torch.manual_seed(0)
-        model = build("resnet", base_blocks=settings["blocks"])
-        spec = TrainingSpec(steps=settings["train_steps"], batch_size=128, lr=3e-3, warmup_steps=30)
-        started = time.monotonic()
-        train(model, lambda m, batch, step: nn.functional.cross_entropy(m(*batch.inputs), batch.labels), spec,
-              Task(dataset, model, example, cache.parent), RunContext())
-        print(f"trained the fp32 model in {time.monotonic() - started:.0f} s", file=sys.stderr)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        save_program(export_model(model, example), cache)
-    return cache
 
 
 def configurations(s: dict) -> list[tuple[str, str, list]]:
