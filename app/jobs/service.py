@@ -5,6 +5,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.ownership import get_owned
 from app.db.models import Artifact, Dataset, Job, Model, Tenant, utcnow
 from app.db.session import after_commit
 from app.jobs.schemas import FINISHED, JobCreate
@@ -17,10 +18,11 @@ MODEL_ARTIFACT = "model.pt2"
 
 
 def _owned(session: Session, kind, tenant: Tenant, resource_id: str, field: str):
-    resource = session.get(kind, resource_id)
-    if resource is None or resource.tenant_id != tenant.id:
-        raise InvalidInput(f"{field}: {resource_id} not found")
-    return resource
+    """A referenced row must exist for this tenant; a missing reference makes the request invalid (422)."""
+    try:
+        return get_owned(session, kind, tenant, resource_id)
+    except NotFound:
+        raise InvalidInput(f"{field}: {resource_id} not found") from None
 
 
 def final_model_artifact(session: Session, job: Job) -> Artifact | None:
@@ -81,10 +83,7 @@ def create_job(session: Session, tenant: Tenant, spec: JobCreate, settings: Sett
 
 
 def get_job(session: Session, tenant: Tenant, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.tenant_id != tenant.id:
-        raise NotFound(f"job {job_id} not found")
-    return job
+    return get_owned(session, Job, tenant, job_id)
 
 
 def list_jobs(session: Session, tenant: Tenant, status: str | None, limit: int, offset: int
@@ -118,7 +117,4 @@ def list_artifacts(session: Session, tenant: Tenant, job_id: str) -> list[Artifa
 
 
 def get_artifact(session: Session, tenant: Tenant, artifact_id: str) -> Artifact:
-    artifact = session.get(Artifact, artifact_id)
-    if artifact is None or artifact.tenant_id != tenant.id:
-        raise NotFound(f"artifact {artifact_id} not found")
-    return artifact
+    return get_owned(session, Artifact, tenant, artifact_id)

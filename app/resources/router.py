@@ -5,6 +5,7 @@ from fastapi import APIRouter, File, Header, Query, Response, UploadFile
 from app.auth.dependencies import SessionDep, TenantDep
 from app.config import get_settings
 from app.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unauthorized, responses
+from app.core.ownership import get_owned
 from app.core.schemas import Page
 from app.core.uploads import check_declared_size
 from app.db.models import Dataset, Model
@@ -37,7 +38,7 @@ def list_models(session: SessionDep, tenant: TenantDep, limit: Limit = 50, offse
 
 @router.get("/models/{model_id}", response_model=ModelOut, tags=["models"], responses=responses(NotFound))
 def get_model(session: SessionDep, tenant: TenantDep, model_id: str) -> Model:
-    return service.get_owned(session, Model, tenant, model_id)
+    return get_owned(session, Model, tenant, model_id)
 
 
 @router.delete("/models/{model_id}", status_code=204, tags=["models"], responses=responses(NotFound, Conflict))
@@ -67,7 +68,7 @@ def list_datasets(session: SessionDep, tenant: TenantDep, limit: Limit = 50, off
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut, tags=["datasets"], responses=responses(NotFound))
 def get_dataset(session: SessionDep, tenant: TenantDep, dataset_id: str) -> Dataset:
-    return service.get_owned(session, Dataset, tenant, dataset_id)
+    return get_owned(session, Dataset, tenant, dataset_id)
 
 
 @router.delete("/datasets/{dataset_id}", status_code=204, tags=["datasets"],

@@ -7,7 +7,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.core.errors import Conflict, NotFound
+from app.core.errors import Conflict
+from app.core.ownership import get_owned
 from app.core.uploads import store_upload
 from app.db.models import Dataset, Job, Model, Tenant
 from app.store.blobs import delete_blob
@@ -35,14 +36,6 @@ def create_dataset(session: Session, tenant: Tenant, file: UploadFile, settings:
     session.add(dataset)
     session.flush()
     return dataset
-
-
-def get_owned(session: Session, kind: type[Resource], tenant: Tenant, resource_id: str) -> Resource:
-    """Another tenant's resource is indistinguishable from a missing one."""
-    resource = session.get(kind, resource_id)
-    if resource is None or resource.tenant_id != tenant.id:
-        raise NotFound(f"{kind.__name__.lower()} {resource_id} not found")
-    return resource
 
 
 def list_owned(session: Session, kind: type[Resource], tenant: Tenant, limit: int, offset: int
