@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import TypeVar
 
 from fastapi import UploadFile
@@ -20,7 +21,7 @@ ACTIVE = ("queued", "running")
 
 def create_model(session: Session, tenant: Tenant, file: UploadFile, settings: Settings) -> Model:
     blob, signature = store_upload(session, file, settings.max_model_bytes, settings.blob_chunk_bytes, "model",
-                                   inspect_pt2)
+                                   partial(inspect_pt2, limits=settings.archive_limits))
     model = Model(tenant_id=tenant.id, name=file.filename or "model.pt2", blob_id=blob.id,
                   size_bytes=blob.size_bytes, sha256=blob.sha256, signature=signature.to_json())
     session.add(model)
@@ -30,7 +31,7 @@ def create_model(session: Session, tenant: Tenant, file: UploadFile, settings: S
 
 def create_dataset(session: Session, tenant: Tenant, file: UploadFile, settings: Settings) -> Dataset:
     blob, manifest = store_upload(session, file, settings.max_dataset_bytes, settings.blob_chunk_bytes,
-                                  "dataset", inspect_npz)
+                                  "dataset", partial(inspect_npz, limits=settings.archive_limits))
     dataset = Dataset(tenant_id=tenant.id, name=file.filename or "dataset.npz", blob_id=blob.id,
                       size_bytes=blob.size_bytes, sha256=blob.sha256, manifest=manifest.to_json())
     session.add(dataset)

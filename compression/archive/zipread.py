@@ -112,7 +112,7 @@ class MemberReader:
     """File-like view of one member that counts the bytes decompressed and stops at the caps."""
 
     def __init__(self, archive: BoundedZip, name: str, raw: BinaryIO, cap: int):
-        self._archive, self.name, self._raw, self._cap = archive, name, raw, cap
+        self._archive, self.name, self._raw, self.cap = archive, name, raw, cap
         self.size = 0
 
     def read(self, size: int = -1) -> bytes:
@@ -120,8 +120,8 @@ class MemberReader:
         wanted = CHUNK_BYTES if size is None or size < 0 else min(size, CHUNK_BYTES)
         data = self._raw.read(wanted)
         self.size += len(data)
-        if self.size > self._cap:
-            raise InvalidUpload(f"{self._archive.label}: entry '{self.name}' is larger than {self._cap} bytes "
+        if self.size > self.cap:
+            raise InvalidUpload(f"{self._archive.label}: entry '{self.name}' is larger than {self.cap} bytes "
                                 "uncompressed, the limit for it")
         self._archive._account(self.name, len(data))
         return data
