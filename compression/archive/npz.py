@@ -42,23 +42,30 @@ def read_npz(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
         raise InvalidUpload(f"not a readable .npz file ({exc}); write it with numpy.savez") from None
     contents = NpzContents({}, {})
     with archive:
+        # Headers first: inconsistent splits are refused before any data is read or allocated.
+        headers = {}
         for name in archive.members:
             key = name.removesuffix(".npy")
             split, dot, array_name = key.partition(".")
             if not name.endswith(".npy") or not dot or not split or not array_name:
                 raise InvalidUpload(f"array '{key}' is not named '<split>.<input>' (e.g. 'train.x', 'val.y')")
             with archive.open(name) as member:
-                shape, dtype, fortran = _header(member, key)
-                is_label = array_name == LABEL_ARRAY
-                if is_label and (dtype.kind not in "iu" or len(shape) != 1):
-                    raise InvalidUpload(f"labels '{key}' must be a 1-d integer array of class indices")
-                array = _read_data(member, key, shape, dtype, fortran, keep_arrays, is_label)
+                headers[name] = _header(member, key)
+            shape, dtype, _ = headers[name]
+            if array_name == LABEL_ARRAY and (dtype.kind not in "iu" or len(shape) != 1):
+                raise InvalidUpload(f"labels '{key}' must be a 1-d integer array of class indices")
             contents.splits.setdefault(split, {})[array_name] = {"shape": list(shape), "dtype": str(dtype)}
+        _check_splits(contents.splits)
+        for name, (shape, dtype, fortran) in headers.items():
+            key = name.removesuffix(".npy")
+            is_label = key.partition(".")[2] == LABEL_ARRAY
+            with archive.open(name) as member:
+                _header(member, key)
+                array = _read_data(member, key, shape, dtype, fortran, keep_arrays, is_label)
             if is_label:
-                contents.label_range[split] = [int(array.min()), int(array.max())]
+                contents.label_range[key.partition(".")[0]] = [int(array.min()), int(array.max())]
             if keep_arrays:
                 contents.arrays[key] = array
-    _check_splits(contents.splits)
     return contents
 
 

@@ -92,6 +92,10 @@ def read_pt2(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
 
 def _layout(archive: BoundedZip) -> tuple[str, set[str]]:
     """The archive's one top-level folder and its entries' names relative to it, every one a known kind."""
+    if not any(name.partition("/")[2] == MODEL_JSON for name in archive.members):
+        raise InvalidUpload("the archive holds no exported program (models/model.json is missing: a truncated file "
+                            "or not written by torch.export.save); "
+                            "save the model with torch.export.save(program, path) and upload it again")
     roots = {name.partition("/")[0] for name in archive.members}
     if len(roots) != 1 or any("/" not in name for name in archive.members):
         raise InvalidUpload("the .pt2 archive must keep every entry in one top-level folder, as torch.export.save "
@@ -103,10 +107,6 @@ def _layout(archive: BoundedZip) -> tuple[str, set[str]]:
         if problem:
             raise InvalidUpload(f"{root}/{name}: {problem}")
     missing = sorted(_REQUIRED - names)
-    if MODEL_JSON in missing:
-        raise InvalidUpload("the archive holds no exported program (models/model.json is missing: a truncated file "
-                            "or not written by torch.export.save); "
-                            "save the model with torch.export.save(program, path) and upload it again")
     if missing:
         raise InvalidUpload(f"{root}/{missing[0]} is missing; the archive was not written by torch.export.save")
     return root, names
