@@ -2,10 +2,20 @@
 
 import pytest
 
-from tests.hostile.conftest import SMALL_LIMITS, clean_files, marker  # noqa: F401 - fixtures
-from tests.hostile.corpus import attacks
+from tests.hostile.conftest import SMALL_LIMITS
+from tests.hostile.corpus import attacks, write_clean_files
 
 ATTACKS = attacks()
+
+
+@pytest.fixture(scope="module")
+def clean_files(tmp_path_factory) -> dict[str, bytes]:
+    return write_clean_files(tmp_path_factory.mktemp("clean"))
+
+
+@pytest.fixture
+def marker(tmp_path):
+    return tmp_path / "payload-ran"
 
 
 @pytest.fixture

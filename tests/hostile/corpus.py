@@ -31,6 +31,24 @@ class Attack:
     bomb: bool = False  # costs memory or time unless the caps hold
 
 
+def write_clean_files(directory: Path) -> dict[str, bytes]:
+    """A small exported MLP with a dynamic batch dimension (written to `directory`), and a dataset it accepts."""
+    import torch
+
+    from compression import zoo
+    from compression.io import export_model, save_program
+
+    torch.manual_seed(0)
+    model = zoo.build("mlp", input_shape=(1, 8, 8), num_classes=3, hidden=(16,))
+    path = save_program(export_model(model, (torch.randn(4, 1, 8, 8),)), directory / "model.pt2")
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buffer, **{"train.x": rng.standard_normal((12, 1, 8, 8)).astype(np.float32),
+                        "train.y": np.arange(12) % 3, "val.x": rng.standard_normal((6, 1, 8, 8)).astype(np.float32),
+                        "val.y": np.arange(6) % 3})
+    return {"model": path.read_bytes(), "dataset": buffer.getvalue()}
+
+
 class _Run:
     """Unpickles into `exec(code)`."""
 
