@@ -252,19 +252,26 @@ def _model_json_method(method: int):
 def append_member(archive: bytes, name: str, prefix: bytes, fill_bytes: int, fill: bytes = b"\0",
                   method: int = zipfile.ZIP_DEFLATED) -> bytes:
     """`archive` plus a member `name` holding `prefix` and then `fill_bytes` copies of `fill`, compressed with
-    `method` (deflate or bzip2) chunk by chunk, so the expanded size is never held in memory."""
-    compressor = (zlib.compressobj(9, zlib.DEFLATED, -15) if method == zipfile.ZIP_DEFLATED
-                  else bz2.BZ2Compressor(9))
+    `method` (deflate or bzip2) without ever holding the expanded size in memory."""
     chunk = fill * MiB
-    parts, crc = [compressor.compress(prefix)], zlib.crc32(prefix)
-    for _ in range(fill_bytes // MiB):
-        parts.append(compressor.compress(chunk))
-        crc = zlib.crc32(chunk, crc)
-    rest = fill * (fill_bytes % MiB)
-    parts += [compressor.compress(rest), compressor.flush()]
+    count, rest = divmod(fill_bytes, MiB)
+    if method == zipfile.ZIP_DEFLATED:
+        # After a full flush the compressor starts afresh, so every further 1 MiB chunk compresses to the same
+        # bytes: compress it once and repeat them (gigabytes in seconds).
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        head = compressor.compress(prefix) + compressor.compress(chunk) + compressor.flush(zlib.Z_FULL_FLUSH)
+        repeated = compressor.compress(chunk) + compressor.flush(zlib.Z_FULL_FLUSH)
+        parts = [head] + [repeated] * (count - 1) if count else [compressor.compress(prefix)]
+    else:
+        compressor = bz2.BZ2Compressor(9)
+        parts = [compressor.compress(prefix)] + [compressor.compress(chunk) for _ in range(count)]
+    parts += [compressor.compress(fill * rest), compressor.flush()]
     stream = b"".join(parts)
+    crc = zlib.crc32(prefix)
+    for _ in range(count):
+        crc = zlib.crc32(chunk, crc)
     info = zipfile.ZipInfo(name)
-    info.compress_type, info.CRC = method, zlib.crc32(rest, crc)
+    info.compress_type, info.CRC = method, zlib.crc32(fill * rest, crc)
     info.file_size, info.compress_size = len(prefix) + fill_bytes, len(stream)
     buffer = io.BytesIO(archive)
     with zipfile.ZipFile(buffer, "a") as target:
