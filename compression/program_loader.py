@@ -11,6 +11,8 @@ real operator overloads of the allowed namespaces (or the listed higher-order an
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import math
 import operator
@@ -19,7 +21,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
-import torchao.quantization.pt2e  # noqa: F401 - registers the quantized_decomposed and torchao operators
 from torch._export.serde import schema
 from torch._export.serde.serialize import _SERIALIZE_TO_TORCH_DTYPE, ExportedProgramDeserializer, _dict_to_dataclass
 from torch.export import ExportedProgram
@@ -42,6 +43,7 @@ def load_checked_program(source: str | Path | BinaryIO, limits: ArchiveLimits = 
     of `compression.archive` holds."""
     archive = read_pt2(source, limits, keep_payloads=True)
     where = f"{archive.root}/{MODEL_JSON}"
+    _register_operators()
     for target in sorted(called_operators(archive.program)):
         _check_resolved(target, where)
     state_dict = _tensors(archive, archive.weights, WEIGHTS_DIR)
@@ -55,6 +57,13 @@ def load_checked_program(source: str | Path | BinaryIO, limits: ArchiveLimits = 
     except Exception as exc:  # torch's own consistency checks, on a program that passed ours
         raise InvalidUpload(f"{where}: torch cannot rebuild the program ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:500] if str(exc) else ''})") from None
+
+
+@functools.cache
+def _register_operators() -> None:
+    """int8 programs call quantized_decomposed and torchao operators, which exist only once torchao is imported
+    (torch.export.load fails on them in a fresh process); imported on first use, as it takes seconds."""
+    importlib.import_module("torchao.quantization.pt2e")
 
 
 def _check_resolved(target: str, where: str) -> None:
