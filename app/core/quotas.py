@@ -19,8 +19,9 @@ def stored_bytes(session: Session, tenant: Tenant) -> int:
 
 def lock_tenant(session: Session, tenant: Tenant) -> None:
     """Serialise this tenant's quota checks until the transaction ends, so two concurrent requests cannot both
-    take the last of a quota (PostgreSQL row lock; SQLite already serialises writers)."""
-    session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
+    take the last of a quota (PostgreSQL row lock; SQLite already serialises writers). FOR NO KEY UPDATE: rows
+    that merely reference the tenant (the worker's artifacts) are not held up by it."""
+    session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update(key_share=True))
 
 
 def check_storage(session: Session, tenant: Tenant, incoming: int, settings: Settings) -> None:

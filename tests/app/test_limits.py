@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 import httpx
 import numpy as np
@@ -207,3 +208,22 @@ def test_long_file_names_are_shortened_and_nul_bytes_refused(api, auth):
     refused = api.post("/v1/datasets", headers={**auth, "Content-Type": "multipart/form-data; boundary=b"},
                        content=body)
     assert refused.status_code == 422 and "control characters" in refused.json()["detail"]
+
+
+def test_concurrent_uploads_cannot_both_take_the_last_of_the_quota(api, auth, monkeypatch):
+    from app.config import get_settings
+    data = _npz(1000)
+    monkeypatch.setattr(get_settings(), "quota_stored_bytes", int(len(data) * 1.5))
+    barrier, statuses = threading.Barrier(3), []
+
+    def upload():
+        barrier.wait()
+        statuses.append(api.post("/v1/datasets", headers=auth, files={"file": ("d.npz", data)}).status_code)
+
+    threads = [threading.Thread(target=upload) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [201, 429, 429]
+    assert api.get("/v1/datasets", headers=auth).json()["total"] == 1
