@@ -49,7 +49,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit, what = self.limit_for(scope["method"], scope["path"])
+        # The route's own path: behind a proxy prefix (root_path) "/api/v1/models" is still the upload route.
+        path = scope["path"].removeprefix(scope.get("root_path", ""))
+        limit, what = self.limit_for(scope["method"], path)
         try:
             declared = _content_length(scope)
         except BadRequest as error:

@@ -227,3 +227,25 @@ def test_concurrent_uploads_cannot_both_take_the_last_of_the_quota(api, auth, mo
         thread.join()
     assert sorted(statuses) == [201, 429, 429]
     assert api.get("/v1/datasets", headers=auth).json()["total"] == 1
+
+
+def test_upload_limits_apply_behind_a_path_prefix(backend):
+    """Behind a proxy that mounts the API under a prefix (root_path), an upload still gets the upload limit, not
+    the 1 MiB JSON one."""
+    from app.core.middleware import BodyLimitMiddleware
+    from app.core.uploads import request_body_limit
+    limits = []
+
+    def recorded_limit(method: str, path: str) -> tuple[int, str]:
+        limits.append(request_body_limit(method, path))
+        return limits[-1]
+
+    middleware = BodyLimitMiddleware(None, recorded_limit)
+    scope = {"type": "http", "method": "POST", "path": "/api/v1/models", "root_path": "/api",
+             "headers": [(b"content-length", b"9" * 18)]}
+
+    async def send(message):
+        pass
+
+    asyncio.run(middleware(scope, None, send))
+    assert "a model upload" in limits[0][1]
