@@ -20,6 +20,17 @@ class Settings(BaseSettings):
     max_model_bytes: int = 2 * 1024**3
     max_dataset_bytes: int = 4 * 1024**3
     blob_chunk_bytes: int = 1024**2
+    max_json_body_bytes: int = Field(1024**2, description="Largest request body other than an upload (job "
+                                                          "specs); a larger one is refused with 413.")
+
+    quota_stored_bytes: int = Field(50 * 1024**3, description="Per tenant: bytes of models, datasets and job "
+                                                              "artifacts stored; uploads past it get 429.")
+    quota_active_jobs: int = Field(20, description="Per tenant: queued + running jobs; more submissions get 429.")
+    quota_retry_after_s: int = Field(60, description="Retry-After sent with 429 when waiting for jobs helps.")
+    idempotency_ttl_s: int = Field(24 * 3600, description="How long an Idempotency-Key replays its first result.")
+    idempotency_wait_s: float = Field(10.0, description="How long a request waits for another one holding the same "
+                                                        "Idempotency-Key before 409 (PostgreSQL).")
+
     # Caps on reading one uploaded archive (.pt2/.npz), counted on decompressed bytes (compression.archive).
     archive_max_entries: int = Field(20_000, ge=1)
     archive_max_member_bytes: int = Field(4 * 1024**3, ge=1)

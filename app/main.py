@@ -10,7 +10,10 @@ from sqlalchemy import text
 
 from app import __doc__ as _app_doc
 from app.config import get_settings
-from app.core.errors import install_error_handlers
+from app.core.errors import InternalError, install_error_handlers, responses
+from app.core.middleware import BodyLimitMiddleware, RejectNulMiddleware
+from app.core.openapi import install_openapi
+from app.core.uploads import request_body_limit
 from app.db.migrate import ensure_schema
 from app.db.session import get_engine
 from app.jobs.downloads import router as downloads_router
@@ -31,18 +34,24 @@ def create_app() -> FastAPI:
     app = FastAPI(title="modelpress", version=__version__, lifespan=lifespan,
                   description="Compression as a service for PyTorch models. Upload a `.pt2` model and an `.npz` "
                               "dataset, submit a job, poll it, download the compressed model. Every endpoint but "
-                              "the health checks needs `Authorization: Bearer <API key>`. " + (_app_doc or ""))
+                              "the health checks needs `Authorization: Bearer <API key>` (or `X-API-Key`). "
+                              "POSTs that create something accept an `Idempotency-Key`. " + (_app_doc or ""))
     install_error_handlers(app)
+    install_openapi(app)
+    # Added last = outermost: a NUL byte or an oversized body is refused before anything else reads the request.
+    app.add_middleware(BodyLimitMiddleware, limit_for=request_body_limit)
+    app.add_middleware(RejectNulMiddleware)
     app.include_router(resources_router)
     app.include_router(jobs_router)
     app.include_router(downloads_router)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses=responses(InternalError))
     def healthz() -> dict:
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], responses={503: {"description": "database or broker unreachable"}})
+    @app.get("/readyz", tags=["health"], responses={**responses(InternalError),
+                                                    503: {"description": "database or broker unreachable"}})
     def readyz() -> JSONResponse:
         """The database and the broker are reachable."""
         checks = {"database": _database_reachable(), "broker": broker_reachable()}

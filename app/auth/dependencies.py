@@ -1,6 +1,7 @@
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.auth.service import tenant_for_key
@@ -12,13 +13,33 @@ from app.db.session import get_session
 # a client could read 201 and ask for the job before its row had committed.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
+HOW_TO_SEND = ("send 'Authorization: Bearer <key>' (or 'X-API-Key: <key>'); create a key with "
+               "`modelpress keys create --tenant NAME`")
+# Declared for the OpenAPI document (the Authorize button of /docs); current_tenant reads the headers itself to
+# explain what is wrong with them.
+_bearer = HTTPBearer(auto_error=False, scheme_name="BearerKey", description="Authorization: Bearer <API key>")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader",
+                        description="Alternative to the Authorization header: X-API-Key: <API key>")
 
-def current_tenant(session: SessionDep, authorization: Annotated[str | None, Header()] = None,
-                   x_api_key: Annotated[str | None, Header()] = None) -> Tenant:
-    key = x_api_key or (authorization.removeprefix("Bearer ").strip() if authorization else None)
+
+def _bearer_key(authorization: str) -> str:
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        shown = "a bare key" if not credentials else f"the scheme {scheme[:20]!r}"
+        raise Unauthorized(f"the Authorization header holds {shown}; {HOW_TO_SEND}")
+    if not credentials.strip():
+        raise Unauthorized(f"the Authorization header has no key after 'Bearer'; {HOW_TO_SEND}")
+    return credentials.strip()
+
+
+def current_tenant(session: SessionDep, request: Request, _bearer_scheme=Security(_bearer),
+                   _api_key_scheme=Security(_api_key)) -> Tenant:
+    key = request.headers.get("x-api-key")
     if not key:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' (create one with "
-                           "`modelpress keys create --tenant NAME`)")
+        authorization = request.headers.get("authorization")
+        if not authorization:
+            raise Unauthorized(f"missing API key: {HOW_TO_SEND}")
+        key = _bearer_key(authorization)
     tenant = tenant_for_key(session, key)
     if tenant is None:
         raise Unauthorized("unknown or revoked API key")

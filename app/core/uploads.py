@@ -1,30 +1,98 @@
-"""Receiving an uploaded file: size limit, validation by the torch-free inspectors, then streaming into a blob."""
+"""Receiving an uploaded file: key and quota checked before the body is read, size limits, a safe name,
+validation by the torch-free inspectors, then streaming into a blob."""
 
 from __future__ import annotations
 
+import hashlib
 import os
-from typing import Callable, TypeVar
+import re
+from pathlib import PurePath
+from typing import AsyncIterator, Callable, TypeVar
 
-from fastapi import UploadFile
+from fastapi import Request, UploadFile
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as ParsedFile
 
-from app.core.errors import InvalidInput, PayloadTooLarge
-from app.db.models import Blob
+from app.auth.dependencies import SessionDep, TenantDep
+from app.config import get_settings
+from app.core import idempotency, quotas
+from app.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.core.idempotency import KEY_HEADER
+from app.core.middleware import MULTIPART_OVERHEAD
+from app.db.models import Blob, Tenant
 from app.store.blobs import write_blob
 from compression.inspect import InvalidUpload
 
 T = TypeVar("T")
+# Upload routes and the setting that limits their file; every other request body is a small JSON document.
+UPLOAD_LIMITS = {"/v1/models": ("max_model_bytes", "a model upload"),
+                 "/v1/datasets": ("max_dataset_bytes", "a dataset upload")}
+MAX_NAME_CHARS = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def check_declared_size(content_length: int | None, limit: int, what: str) -> None:
-    """Refuse before reading a byte when the client already says the body is too large."""
-    if content_length is not None and content_length > limit + 64 * 1024:  # multipart framing overhead
-        raise PayloadTooLarge(f"{what} upload is {content_length} bytes; the limit is {limit} bytes")
+def request_body_limit(method: str, path: str) -> tuple[int, str]:
+    """(largest body in bytes, what it is) for a request; used by the body limit middleware."""
+    settings = get_settings()
+    if method == "POST" and path in UPLOAD_LIMITS:
+        setting, what = UPLOAD_LIMITS[path]
+        file_limit = getattr(settings, setting)
+        return file_limit + MULTIPART_OVERHEAD, f"{what} (a file of up to {file_limit} bytes in multipart framing)"
+    return settings.max_json_body_bytes, f"{method} {path}"
 
 
-def store_upload(session: Session, file: UploadFile, limit: int, chunk_bytes: int, what: str,
+def upload_file(what: str) -> Callable[..., AsyncIterator[UploadFile]]:
+    """A dependency yielding the multipart field `file`. The key, the declared size and the storage quota are
+    checked before a byte of the body is read (FastAPI would otherwise spool the whole body first)."""
+
+    async def dependency(request: Request, session: SessionDep, tenant: TenantDep) -> AsyncIterator[UploadFile]:
+        settings = get_settings()
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            raise UnsupportedMediaType(f"send the {what} as multipart/form-data with the file in the field 'file' "
+                                       f"(curl -F file=@path)")
+        # The body limit middleware has already refused a declared length over the size limit; a retry whose
+        # Idempotency-Key holds a result is answered with it whatever the quota is now.
+        declared = int(request.headers.get("content-length", 0))
+        if not await run_in_threadpool(idempotency.has_record, session, tenant, request.headers.get(KEY_HEADER)):
+            await run_in_threadpool(quotas.check_storage, session, tenant, max(declared - MULTIPART_OVERHEAD, 0),
+                                    settings)
+        form = await request.form(max_files=1, max_fields=8)
+        try:
+            file = form.get("file")
+            if not isinstance(file, ParsedFile):
+                raise InvalidInput(f"the {what} must be sent in the multipart field 'file' (curl -F file=@path)")
+            yield file
+        finally:
+            await form.close()
+
+    return dependency
+
+
+def upload_name(file: UploadFile, default: str) -> str:
+    """The client's file name without directories, at most MAX_NAME_CHARS (the extension kept)."""
+    name = PurePath((file.filename or "").replace("\\", "/")).name or default
+    if _CONTROL.search(name):
+        raise InvalidInput(f"the file name {name!r} contains control characters (e.g. a NUL byte); rename the file")
+    if len(name) > MAX_NAME_CHARS:
+        suffix = PurePath(name).suffix[:16]
+        name = name[:MAX_NAME_CHARS - len(suffix)] + suffix
+    return name
+
+
+def file_sha256(file: UploadFile) -> str:
+    digest = hashlib.sha256()
+    file.file.seek(0)
+    while chunk := file.file.read(1024**2):
+        digest.update(chunk)
+    file.file.seek(0)
+    return digest.hexdigest()
+
+
+def store_upload(session: Session, tenant: Tenant, file: UploadFile, limit: int, what: str,
                  inspect: Callable[..., T]) -> tuple[Blob, T]:
     """Validate the upload (spooled to disk by the multipart parser, so memory is bounded) and store it."""
+    settings = get_settings()
     source = file.file
     source.seek(0, os.SEEK_END)
     size = source.tell()
@@ -32,10 +100,15 @@ def store_upload(session: Session, file: UploadFile, limit: int, chunk_bytes: in
         raise PayloadTooLarge(f"{what} file is {size} bytes; the limit is {limit} bytes")
     if size == 0:
         raise InvalidInput(f"the uploaded {what} file is empty")
+    quotas.check_storage(session, tenant, size, settings)
     source.seek(0)
     try:
         inspected = inspect(source)
     except InvalidUpload as exc:
         raise InvalidInput(f"{file.filename or what}: {exc}") from None
     source.seek(0)
-    return write_blob(session, source, chunk_bytes), inspected
+    blob = write_blob(session, source, settings.blob_chunk_bytes)
+    # Checked again under the tenant lock: a concurrent upload may have used the quota meanwhile.
+    quotas.lock_tenant(session, tenant)
+    quotas.check_storage(session, tenant, size, settings)
+    return blob, inspected

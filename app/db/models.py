@@ -139,3 +139,20 @@ class JobCheckpoint(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdempotencyRecord(Base):
+    """The first successful result of a request sent with an Idempotency-Key, replayed to retries of it.
+
+    The primary key makes the key unique per tenant: of two concurrent requests with one key, one inserts this row
+    and does the work; the other waits for that transaction and then replays its result."""
+
+    __tablename__ = "idempotency_keys"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the request body (or uploaded file + name)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[dict | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -9,14 +9,16 @@ from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 
 from app.auth.dependencies import SessionDep, TenantDep
-from app.core.errors import NotFound, RangeNotSatisfiable, Unauthorized, responses
+from app.core.errors import BadRequest, InternalError, NotFound, RangeNotSatisfiable, Unauthorized, responses
 from app.db.models import Blob
 from app.db.session import session_scope
 from app.jobs import service
 from app.store.blobs import read_blob
 
-router = APIRouter(prefix="/v1", tags=["artifacts"], responses=responses(Unauthorized))
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+router = APIRouter(prefix="/v1", tags=["artifacts"], responses=responses(BadRequest, Unauthorized, InternalError))
+# Positions have at most 18 digits (files are far smaller than 10**18 bytes); longer ones are refused before int()
+# meets them, which past 4300 digits would raise instead of parsing.
+_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -27,14 +29,15 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     match = _RANGE.match(header.strip())
     if not match or match.groups() == ("", ""):
-        raise RangeNotSatisfiable(f"malformed Range header {header!r}; use e.g. 'bytes=0-1023'")
+        raise RangeNotSatisfiable(f"malformed Range header {header[:60]!r}; use e.g. 'bytes=0-1023' (positions "
+                                  "of at most 18 digits)")
     first, last = match.groups()
     if first == "":
         start, end = max(size - int(last), 0), size - 1
     else:
         start, end = int(first), min(int(last), size - 1) if last else size - 1
     if start >= size or start > end:
-        raise RangeNotSatisfiable(f"range {header!r} is outside the file's {size} bytes")
+        raise RangeNotSatisfiable(f"range {header[:60]!r} is outside the file's {size} bytes")
     return start, end
 
 

@@ -1,16 +1,19 @@
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import SessionDep, TenantDep
 from app.config import get_settings
-from app.core.errors import Conflict, InvalidInput, NotFound, Unauthorized, responses
+from app.core.errors import (BadRequest, Conflict, IdempotencyKeyReused, InternalError, InvalidInput, NotFound,
+                             PayloadTooLarge, QuotaExceeded, Unauthorized, responses)
+from app.core.idempotency import IdempotencyKey, json_fingerprint, respond_once
+from app.core.pagination import Limit, Offset
 from app.core.schemas import Page
 from app.db.models import Artifact, Job
 from app.jobs import service
 from app.jobs.schemas import ArtifactOut, JobCreate, JobOut, JobStatus
 
-router = APIRouter(prefix="/v1", tags=["jobs"], responses=responses(Unauthorized))
+router = APIRouter(prefix="/v1", tags=["jobs"],
+                   responses=responses(BadRequest, Unauthorized, InvalidInput, InternalError))
 
 
 def job_out(job: Job) -> JobOut:
@@ -25,19 +28,23 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
                                        "download_url": f"/v1/artifacts/{artifact.id}"})
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut, responses=responses(InvalidInput))
-def submit_job(session: SessionDep, tenant: TenantDep, spec: JobCreate) -> JobOut:
+@router.post("/jobs", status_code=201, response_model=JobOut,
+             responses=responses(Conflict, PayloadTooLarge, InvalidInput, IdempotencyKeyReused, QuotaExceeded))
+def submit_job(session: SessionDep, tenant: TenantDep, spec: JobCreate,
+               idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Validate the spec against the model and dataset, store the job and queue it.
 
     Everything that can be checked now is: a job bound to fail is refused with 422 and a message saying what to
     fix (unknown method or field, missing split, input shape or dtype mismatch, labels outside the model's
-    classes)."""
-    return job_out(service.create_job(session, tenant, spec, get_settings()))
+    classes, layer patterns matching no layer). 429 when the tenant has its quota of active jobs. With an
+    `Idempotency-Key`, a retry returns the first job instead of submitting another."""
+    return respond_once(session, tenant, idempotency_key, "POST /v1/jobs", lambda: json_fingerprint(spec), 201,
+                        lambda: job_out(service.create_job(session, tenant, spec, get_settings())))
 
 
 @router.get("/jobs", response_model=Page[JobOut])
-def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None = None,
-              limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None = None, limit: Limit = 50,
+              offset: Offset = 0) -> dict:
     jobs, total = service.list_jobs(session, tenant, status, limit, offset)
     return {"items": [job_out(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
 
@@ -48,7 +55,16 @@ def get_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
     return job_out(service.get_job(session, tenant, job_id))
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=responses(NotFound, Conflict))
+@router.delete("/jobs/{job_id}", status_code=204, responses=responses(NotFound, Conflict))
+def delete_job(session: SessionDep, tenant: TenantDep, job_id: str) -> Response:
+    """Delete a finished job and its artifacts (which count against the storage quota); 409 while it is queued
+    or running."""
+    service.delete_job(session, tenant, job_id)
+    return Response(status_code=204)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=responses(NotFound, Conflict,
+                                                                                 PayloadTooLarge))
 def cancel_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
     """Cancel a job: a queued job at once, a running one at the method's next step."""
     return job_out(service.cancel_job(session, tenant, job_id))

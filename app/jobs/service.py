@@ -4,13 +4,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.core import quotas
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.ownership import get_owned
-from app.db.models import Artifact, Dataset, Job, Model, Tenant, utcnow
+from app.db.models import Artifact, Dataset, Job, JobCheckpoint, Model, Tenant, utcnow
 from app.db.session import after_commit
+from app.jobs.patterns import pattern_problems
 from app.jobs.schemas import FINISHED, JobCreate
 from app.jobs.validation import validate_job
 from app.queue import enqueue_job
+from app.store.blobs import delete_blob
 from compression.inspect import DatasetManifest, ModelSignature
 from compression.specs.order import FINAL_STAGES
 
@@ -30,12 +33,13 @@ def final_model_artifact(session: Session, job: Job) -> Artifact | None:
                            .order_by(Artifact.stage_index.desc(), Artifact.created_at.desc())).first()
 
 
-def _input_signature(session: Session, tenant: Tenant, spec: JobCreate) -> ModelSignature:
+def _input_signature(session: Session, tenant: Tenant, spec: JobCreate) -> dict:
+    """The stored signature (JSON) of the model the job starts from."""
     if (spec.model_id is None) == (spec.parent_job_id is None):
         raise InvalidInput("give exactly one of model_id (an uploaded model) or parent_job_id (the final model "
                            "of an earlier job)")
     if spec.model_id:
-        return ModelSignature.from_json(_owned(session, Model, tenant, spec.model_id, "model_id").signature)
+        return _owned(session, Model, tenant, spec.model_id, "model_id").signature
     parent = _owned(session, Job, tenant, spec.parent_job_id, "parent_job_id")
     last_method = parent.spec["stages"][-1]["method"]
     if last_method in FINAL_STAGES:
@@ -45,7 +49,7 @@ def _input_signature(session: Session, tenant: Tenant, spec: JobCreate) -> Model
     if artifact is None:
         raise InvalidInput(f"parent_job_id: job {parent.id} is {parent.status} and has no model to start from; "
                            "only a succeeded job with a .pt2 model artifact can be a parent")
-    return ModelSignature.from_json(artifact.details["signature"])
+    return artifact.details["signature"]
 
 
 def _check_uploaded_students(session: Session, tenant: Tenant, spec: JobCreate, signature: ModelSignature) -> None:
@@ -65,14 +69,19 @@ def _check_uploaded_students(session: Session, tenant: Tenant, spec: JobCreate, 
 
 
 def create_job(session: Session, tenant: Tenant, spec: JobCreate, settings: Settings) -> Job:
-    signature = _input_signature(session, tenant, spec)
+    stored_signature = _input_signature(session, tenant, spec)
+    signature = ModelSignature.from_json(stored_signature)
     dataset = _owned(session, Dataset, tenant, spec.dataset_id, "dataset_id")
     validate_job(spec, signature, DatasetManifest.from_json(dataset.manifest))
+    problems = pattern_problems(spec.stages, stored_signature.get("layers"))
+    if problems:
+        raise InvalidInput("; ".join(problems))
     _check_uploaded_students(session, tenant, spec, signature)
     time_limit = spec.time_limit_s or settings.job_time_limit_s
     if time_limit > settings.job_time_limit_s:
         raise InvalidInput(f"time_limit_s: {time_limit} exceeds this service's maximum of "
                            f"{settings.job_time_limit_s} s")
+    quotas.check_job_quota(session, tenant, settings)
     job = Job(tenant_id=tenant.id, model_id=spec.model_id, dataset_id=dataset.id, parent_job_id=spec.parent_job_id,
               spec=spec.model_dump(mode="json"), time_limit_s=time_limit, enqueued_at=utcnow(),
               progress={"phase": "queued"})
@@ -108,6 +117,20 @@ def cancel_job(session: Session, tenant: Tenant, job_id: str) -> Job:
         error_message="cancelled by the user before it started"))
     session.refresh(job)
     return job
+
+
+def delete_job(session: Session, tenant: Tenant, job_id: str) -> None:
+    """Delete a finished job with its artifacts, whose bytes count against the tenant's storage quota."""
+    job = get_job(session, tenant, job_id)
+    if job.status not in FINISHED:
+        raise Conflict(f"job {job_id} is {job.status}; cancel it (POST /v1/jobs/{job_id}/cancel) and delete it "
+                       "once it has stopped")
+    blob_ids = [*session.scalars(select(Artifact.blob_id).where(Artifact.job_id == job.id)),
+                *session.scalars(select(JobCheckpoint.blob_id).where(JobCheckpoint.job_id == job.id))]
+    session.delete(job)  # artifacts and checkpoints go with it (ON DELETE CASCADE)
+    session.flush()
+    for blob_id in blob_ids:
+        delete_blob(session, blob_id)
 
 
 def list_artifacts(session: Session, tenant: Tenant, job_id: str) -> list[Artifact]:

@@ -1,33 +1,47 @@
+"""Uploaded models and datasets: the inputs of jobs."""
 from typing import Annotated
 
-from fastapi import APIRouter, File, Header, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, Response, UploadFile
+from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import SessionDep, TenantDep
 from app.config import get_settings
-from app.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unauthorized, responses
+from app.core.errors import (BadRequest, Conflict, IdempotencyKeyReused, InternalError, InvalidInput, NotFound,
+                             PayloadTooLarge, QuotaExceeded, Unauthorized, UnsupportedMediaType, responses)
+from app.core.idempotency import IdempotencyKey, respond_once
 from app.core.ownership import get_owned
+from app.core.pagination import Limit, Offset
 from app.core.schemas import Page
-from app.core.uploads import check_declared_size
+from app.core.uploads import upload_file
 from app.db.models import Dataset, Model
 from app.resources import service
 from app.resources.schemas import DatasetOut, ModelOut
 
-router = APIRouter(prefix="/v1", responses=responses(Unauthorized))
-Limit = Annotated[int, Query(ge=1, le=200)]
-Offset = Annotated[int, Query(ge=0)]
-ContentLength = Annotated[int | None, Header()]
+router = APIRouter(prefix="/v1", responses=responses(BadRequest, Unauthorized, InvalidInput, InternalError))
+ModelFile = Annotated[UploadFile, Depends(upload_file("model"), scope="function")]
+DatasetFile = Annotated[UploadFile, Depends(upload_file("dataset"), scope="function")]
+UPLOAD_ERRORS = responses(Conflict, PayloadTooLarge, UnsupportedMediaType, InvalidInput, IdempotencyKeyReused,
+                          QuotaExceeded)
 
 
-@router.post("/models", status_code=201, response_model=ModelOut, tags=["models"],
-             responses=responses(InvalidInput, PayloadTooLarge))
-def upload_model(session: SessionDep, tenant: TenantDep,
-                 file: Annotated[UploadFile, File(description="A .pt2 written by torch.export.save, exported "
-                                                             "with a dynamic batch dimension.")],
-                 content_length: ContentLength = None) -> Model:
-    """Upload a model. It is checked at once: a truncated or non-.pt2 file is refused with 422."""
-    settings = get_settings()
-    check_declared_size(content_length, settings.max_model_bytes, "model")
-    return service.create_model(session, tenant, file, settings)
+def multipart_body(description: str) -> dict:
+    """The request body for OpenAPI: the file is read by a dependency (after the key and quota checks), so
+    FastAPI cannot describe it itself."""
+    schema = {"type": "object", "required": ["file"],
+              "properties": {"file": {"type": "string", "format": "binary", "description": description}}}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+@router.post("/models", status_code=201, response_model=ModelOut, tags=["models"], responses=UPLOAD_ERRORS,
+             openapi_extra=multipart_body("A .pt2 written by torch.export.save, exported with a dynamic batch "
+                                          "dimension."))
+def upload_model(session: SessionDep, tenant: TenantDep, file: ModelFile,
+                 idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """Upload a model. It is checked at once: a truncated or non-.pt2 file is refused with 422; 413 over the size
+    limit, 429 over the tenant's storage quota."""
+    return respond_once(session, tenant, idempotency_key, "POST /v1/models", lambda: service.fingerprint(file), 201,
+                        lambda: ModelOut.model_validate(service.create_model(session, tenant, file,
+                                                                             get_settings())))
 
 
 @router.get("/models", response_model=Page[ModelOut], tags=["models"])
@@ -47,17 +61,16 @@ def delete_model(session: SessionDep, tenant: TenantDep, model_id: str) -> Respo
     return Response(status_code=204)
 
 
-@router.post("/datasets", status_code=201, response_model=DatasetOut, tags=["datasets"],
-             responses=responses(InvalidInput, PayloadTooLarge))
-def upload_dataset(session: SessionDep, tenant: TenantDep,
-                   file: Annotated[UploadFile, File(description="An .npz whose arrays are named <split>.<input> "
-                                                               "(train.x, train.y, val.x, ...); labels 'y' are "
-                                                               "optional. Object arrays are refused.")],
-                   content_length: ContentLength = None) -> Dataset:
-    """Upload a dataset. Array names, dtypes and sizes are checked at once; nothing is unpickled."""
-    settings = get_settings()
-    check_declared_size(content_length, settings.max_dataset_bytes, "dataset")
-    return service.create_dataset(session, tenant, file, settings)
+@router.post("/datasets", status_code=201, response_model=DatasetOut, tags=["datasets"], responses=UPLOAD_ERRORS,
+             openapi_extra=multipart_body("An .npz whose arrays are named <split>.<input> (train.x, train.y, "
+                                          "val.x, ...); labels 'y' are optional. Object arrays are refused."))
+def upload_dataset(session: SessionDep, tenant: TenantDep, file: DatasetFile,
+                   idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """Upload a dataset. Array names, dtypes and sizes are checked at once; nothing is unpickled. 413 over the
+    size limit, 429 over the tenant's storage quota."""
+    return respond_once(session, tenant, idempotency_key, "POST /v1/datasets", lambda: service.fingerprint(file),
+                        201, lambda: DatasetOut.model_validate(service.create_dataset(session, tenant, file,
+                                                                                      get_settings())))
 
 
 @router.get("/datasets", response_model=Page[DatasetOut], tags=["datasets"])

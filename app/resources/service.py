@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from functools import partial
 from typing import TypeVar
 
@@ -8,32 +9,39 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.core import quotas
 from app.core.errors import Conflict
 from app.core.ownership import get_owned
-from app.core.uploads import store_upload
+from app.core.uploads import file_sha256, store_upload, upload_name
 from app.db.models import Dataset, Job, Model, Tenant
 from app.store.blobs import delete_blob
 from compression.inspect import inspect_npz, inspect_pt2
 
 Resource = TypeVar("Resource", Model, Dataset)
-ACTIVE = ("queued", "running")
+
+
+def fingerprint(file: UploadFile) -> str:
+    """What makes two uploads the same request: the file's bytes and its name."""
+    return hashlib.sha256(f"{file_sha256(file)}:{file.filename}".encode()).hexdigest()
 
 
 def create_model(session: Session, tenant: Tenant, file: UploadFile, settings: Settings) -> Model:
-    blob, signature = store_upload(session, file, settings.max_model_bytes, settings.blob_chunk_bytes, "model",
+    name = upload_name(file, "model.pt2")
+    blob, signature = store_upload(session, tenant, file, settings.max_model_bytes, "model",
                                    partial(inspect_pt2, limits=settings.archive_limits))
-    model = Model(tenant_id=tenant.id, name=file.filename or "model.pt2", blob_id=blob.id,
-                  size_bytes=blob.size_bytes, sha256=blob.sha256, signature=signature.to_json())
+    model = Model(tenant_id=tenant.id, name=name, blob_id=blob.id, size_bytes=blob.size_bytes, sha256=blob.sha256,
+                  signature=signature.to_json())
     session.add(model)
     session.flush()
     return model
 
 
 def create_dataset(session: Session, tenant: Tenant, file: UploadFile, settings: Settings) -> Dataset:
-    blob, manifest = store_upload(session, file, settings.max_dataset_bytes, settings.blob_chunk_bytes,
-                                  "dataset", partial(inspect_npz, limits=settings.archive_limits))
-    dataset = Dataset(tenant_id=tenant.id, name=file.filename or "dataset.npz", blob_id=blob.id,
-                      size_bytes=blob.size_bytes, sha256=blob.sha256, manifest=manifest.to_json())
+    name = upload_name(file, "dataset.npz")
+    blob, manifest = store_upload(session, tenant, file, settings.max_dataset_bytes, "dataset",
+                                  partial(inspect_npz, limits=settings.archive_limits))
+    dataset = Dataset(tenant_id=tenant.id, name=name, blob_id=blob.id, size_bytes=blob.size_bytes,
+                      sha256=blob.sha256, manifest=manifest.to_json())
     session.add(dataset)
     session.flush()
     return dataset
@@ -50,7 +58,7 @@ def list_owned(session: Session, kind: type[Resource], tenant: Tenant, limit: in
 def delete_owned(session: Session, kind: type[Resource], tenant: Tenant, resource_id: str) -> None:
     resource = get_owned(session, kind, tenant, resource_id)
     column = Job.model_id if kind is Model else Job.dataset_id
-    active = session.scalar(select(func.count()).where(column == resource.id, Job.status.in_(ACTIVE)))
+    active = session.scalar(select(func.count()).where(column == resource.id, Job.status.in_(quotas.ACTIVE)))
     if active:
         raise Conflict(f"{kind.__name__.lower()} {resource_id} is used by {active} queued or running job(s); "
                        "cancel them or wait for them to finish before deleting it")

@@ -5,7 +5,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from compression.specs.common import Spec
+from compression.specs.common import Name, Patterns, Spec
 from compression.specs.training import TrainingSpec
 
 
@@ -13,7 +13,7 @@ class UploadedStudent(Spec):
     """A student the user uploaded as a `.pt2`; the service resolves `model_id` to the loaded module."""
 
     kind: Literal["upload"] = "upload"
-    model_id: str = Field(min_length=1, description="Id of an uploaded model with the teacher's inputs and "
+    model_id: str = Field(min_length=1, max_length=64, description="Id of an uploaded model with the teacher's inputs and "
                                                     "output shape.")
 
 
@@ -21,7 +21,7 @@ class ZooStudent(Spec):
     """A built-in architecture (compression.zoo) scaled by width and depth multipliers, randomly initialised."""
 
     kind: Literal["zoo"] = "zoo"
-    architecture: str = Field(min_length=1, description="Zoo name, e.g. 'resnet', 'cnn', 'mlp'.")
+    architecture: str = Field(min_length=1, max_length=64, description="Zoo name, e.g. 'resnet', 'cnn', 'mlp'.")
     width: Annotated[float, Field(gt=0, le=4)] = Field(0.5, description="Channel/hidden width multiplier.")
     depth: Annotated[float, Field(gt=0, le=4)] = Field(1.0, description="Block count multiplier.")
 
@@ -33,7 +33,7 @@ class LowRankStudent(Spec):
     its factorization would not have fewer parameters than W."""
 
     kind: Literal["low_rank"] = "low_rank"
-    rank: Annotated[int, Field(ge=1)] | None = None
+    rank: Annotated[int, Field(ge=1, le=65_536)] | None = None
     energy: Annotated[float, Field(gt=0, le=1)] | None = None
 
     @model_validator(mode="after")
@@ -62,9 +62,9 @@ class FeaturePair(Spec):
     the exported graph (e.g. 'relu_3', as listed by `print(model.graph)`).
     """
 
-    student: str = Field(min_length=1)
-    teacher: str = Field(min_length=1)
-    weight: Annotated[float, Field(gt=0)] = 1.0
+    student: Name
+    teacher: Name
+    weight: Annotated[float, Field(gt=0, le=1e6)] = 1.0
 
 
 class KDSpec(Spec):
@@ -116,8 +116,8 @@ class QuantizedDistillationSpec(Spec):
     stochastic_rounding: bool = False
     temperature: Annotated[float, Field(gt=0, le=100)] = 2.0
     alpha: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Weight of hard-label cross-entropy.")
-    skip: list[str] = Field(default_factory=list, description="Parameter names kept in full precision, e.g. "
-                                                              "'fc.weight'.")
+    skip: Patterns = Field(default_factory=list, description="Parameter names kept in full precision, e.g. "
+                                                            "'fc.weight' (at most 256).")
     training: TrainingSpec = Field(default_factory=TrainingSpec)
 
 
@@ -131,5 +131,6 @@ class DifferentiableQuantizationSpec(Spec):
     bits: Annotated[int, Field(ge=2, le=8)] = 4
     temperature: Annotated[float, Field(gt=0, le=100)] = 2.0
     alpha: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Weight of hard-label cross-entropy.")
-    skip: list[str] = Field(default_factory=list, description="Parameter names kept in full precision.")
+    skip: Patterns = Field(default_factory=list, description="Parameter names kept in full precision (at most "
+                                                            "256).")
     training: TrainingSpec = Field(default_factory=lambda: TrainingSpec(lr=1e-4))

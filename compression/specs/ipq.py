@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from compression.specs.common import Spec
+from compression.specs.common import Patterns, Spec
 from compression.specs.training import TrainingSpec
 
 
@@ -47,8 +47,9 @@ class QuantNoiseSpec(Spec):
     noise: QuantNoiseConfig = QuantNoiseConfig()
     training: TrainingSpec = TrainingSpec(steps=500, lr=1e-4)
     distillation: DistillationConfig | None = None
-    include: list[str] = Field(["*"], description="fnmatch patterns of weight names (e.g. 'layer1.*') to noise.")
-    exclude: list[str] = Field([], description="fnmatch patterns of weight names never noised.")
+    include: Patterns = Field(["*"], description="fnmatch patterns of weight names (e.g. 'layer1.*') to noise "
+                                                "(at most 256; each must match a weight).")
+    exclude: Patterns = Field([], description="fnmatch patterns of weight names never noised (at most 256).")
 
 
 class IPQSpec(Spec):
@@ -61,10 +62,10 @@ class IPQSpec(Spec):
                                                                             "so an index fits a byte).")
     block_sizes: BlockSizes = BlockSizes()
     kmeans_iterations: Annotated[int, Field(ge=1, le=200)] = 15
-    min_blocks_per_centroid: Annotated[int, Field(ge=1)] = Field(
+    min_blocks_per_centroid: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         4, description="A layer with fewer than K * this many blocks uses the largest power-of-two K that fits; a "
                        "layer too small for K >= 2 stays in full precision.")
-    min_weights: Annotated[int, Field(ge=0)] = Field(
+    min_weights: Annotated[int, Field(ge=0, le=2**40)] = Field(
         1024, description="Layers with fewer weights stay in full precision (dense_dtype): a codebook would cost "
                           "about as much as the weight, and such layers (first conv, classifier) are sensitive.")
     centroid_dtype: Literal["float16", "int8"] = Field("float16", description="int8 = 'iPQ + int8' (symmetric, "
@@ -75,13 +76,15 @@ class IPQSpec(Spec):
     calibration_batches: Annotated[int, Field(ge=1, le=1000)] = 8
     dense_dtype: Literal["float16", "float32"] = Field("float16", description="Storage of the parameters that are "
                                                                               "not product-quantized (biases, norms).")
-    groups: list[list[str]] | None = Field(
+    groups: Annotated[list[Patterns], Field(max_length=64)] | None = Field(
         None, description="Layer groups in quantization order, as fnmatch patterns of weight names; null = "
                           "num_groups consecutive groups of the quantizable layers in `order`.")
     num_groups: Annotated[int, Field(ge=1, le=64)] = 3
     order: Literal["input_first", "output_first", "largest_first"] = "input_first"
-    include: list[str] = Field(["*"], description="fnmatch patterns of weight names to quantize.")
-    exclude: list[str] = Field([], description="fnmatch patterns of weight names kept in full precision.")
+    include: Patterns = Field(["*"], description="fnmatch patterns of weight names to quantize (at most 256; each "
+                                                "must match a weight).")
+    exclude: Patterns = Field([], description="fnmatch patterns of weight names kept in full precision (at most "
+                                            "256).")
     training: TrainingSpec = Field(TrainingSpec(steps=300, lr=1e-4), description="Finetuning after each group.")
     finetune_last_group: bool = Field(True, description="Also finetune centroids after the last group.")
     distillation: DistillationConfig | None = DistillationConfig()

@@ -2,7 +2,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from compression.specs.common import Spec
+from compression.specs.common import MAX_STEPS, Patterns, Spec, Steps
 from compression.specs.training import TrainingSpec
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -13,10 +13,10 @@ class GradualScheduleSpec(Spec):
     `prune_every` finetuning steps between `start_step` and `end_step`, then held while the model recovers."""
 
     initial_sparsity: Fraction = Field(0.0, description="Sparsity at start_step.")
-    start_step: Annotated[int, Field(ge=0)] = 0
-    end_step: Annotated[int, Field(ge=1)] | None = Field(None, description="Step at which the target is reached "
+    start_step: Steps = 0
+    end_step: Annotated[int, Field(ge=1, le=MAX_STEPS)] | None = Field(None, description="Step at which the target is reached "
                                                                            "(default: 75% of the finetune steps).")
-    prune_every: Annotated[int, Field(ge=1)] = Field(50, description="Steps between two mask updates.")
+    prune_every: Annotated[int, Field(ge=1, le=MAX_STEPS)] = Field(50, description="Steps between two mask updates.")
 
 
 class PruneDistillSpec(Spec):
@@ -46,8 +46,8 @@ class PruneSpec(Spec):
                                  "Structured: 'l1' or 'l2' norm of each channel's weights ('magnitude' means l2).")
     synflow_iterations: Annotated[int, Field(ge=1, le=1000)] = Field(100, description="SynFlow rounds; sparsity "
                                                                      "grows exponentially over them.")
-    exclude: list[str] = Field([], description="fnmatch patterns of parameter names never pruned, e.g. "
-                                               "'stem.*'.")
+    exclude: Patterns = Field([], description="fnmatch patterns of parameter names never pruned, e.g. "
+                                              "'stem.*' (at most 256).")
     schedule: Literal["one_shot", "gradual"] = "one_shot"
     gradual: GradualScheduleSpec = GradualScheduleSpec()
     finetune: TrainingSpec | None = Field(None, description="Finetune with the masks held (unstructured) or the "
@@ -57,7 +57,7 @@ class PruneSpec(Spec):
         50, description="After one-shot pruning, re-estimate BatchNorm statistics over this many training batches "
                         "(inputs only, no gradients); 0 disables. Without it a heavily pruned BatchNorm network "
                         "can fall to chance accuracy before finetuning.")
-    rewind_step: Annotated[int, Field(ge=0)] | None = Field(
+    rewind_step: Steps | None = Field(
         None, description="Lottery-ticket rewinding: finetune densely, recording the weights at this step; prune; "
                           "reset the surviving weights to the recorded ones and retrain with the mask (doubles the "
                           "finetuning cost).")

@@ -2,7 +2,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from compression.specs.common import Spec
+from compression.specs.common import MAX_PATTERNS, Name, Patterns, SplitName, Spec
 
 Bits = Annotated[int, Field(ge=2, le=8)]
 
@@ -45,7 +45,7 @@ class PTQSpec(Spec):
     """
 
     method: Literal["ptq"] = "ptq"
-    calibration_split: str = Field("train", description="Split whose inputs calibrate activation ranges.")
+    calibration_split: SplitName = Field("train", description="Split whose inputs calibrate activation ranges.")
     calibration_samples: Annotated[int, Field(ge=1, le=100_000)] = Field(256, description="Examples used for "
                                                                                           "calibration.")
     weights: WeightQuantSpec = WeightQuantSpec()
@@ -54,15 +54,18 @@ class PTQSpec(Spec):
     fold_batchnorm: bool = Field(True, description="Fold BatchNorm into the preceding conv before quantizing.")
     bias_correction: bool = Field(False, description="Add to each quantized layer's bias the mean output shift "
                                                      "its weight quantization causes on calibration data.")
-    include: list[str] = Field([], description="fnmatch patterns of layer names to quantize (all when empty), "
-                                               "e.g. 'layer2.*'. Names are the weight owners in the model, "
-                                               "e.g. 'conv1', 'layer1.0.conv2', 'fc'.")
-    exclude: list[str] = Field([], description="fnmatch patterns of layer names kept in float.")
-    layer_bits: dict[str, Bits] = Field({}, description="{pattern: bits} weight widths overriding `weights.bits` "
-                                                        "(the last matching pattern wins).")
+    include: Patterns = Field([], description="fnmatch patterns of layer names to quantize (all when empty), "
+                                             "e.g. 'layer2.*'. Names are the weight owners in the model, "
+                                             "e.g. 'conv1', 'layer1.0.conv2', 'fc'. At most 256; each must "
+                                             "match a layer of the model.")
+    exclude: Patterns = Field([], description="fnmatch patterns of layer names kept in float (at most 256; each "
+                                             "must match a layer).")
+    layer_bits: dict[Name, Bits] = Field({}, max_length=MAX_PATTERNS, description="{pattern: bits} weight widths "
+                                         "overriding `weights.bits` (the last matching pattern wins; at most 256 "
+                                         "patterns, each matching a layer).")
     sensitivity: bool = Field(False, description="Measure each layer's metric drop when it alone is quantized "
                                                  "(one evaluation per layer).")
-    max_metric_drop: Annotated[float, Field(ge=0.0)] | None = Field(
+    max_metric_drop: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(
         None, description="Accuracy budget in points (fidelity points without labels): the most sensitive layers "
                           "are kept at 8 bits, then float, until the drop is within budget.")
     budget_allows_float: bool = Field(True, description="The budget search may keep layers in float.")

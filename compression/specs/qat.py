@@ -2,7 +2,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from compression.specs.common import Spec
+from compression.specs.common import Spec, Steps
 from compression.specs.training import TrainingSpec
 
 Bits = Annotated[int, Field(ge=2, le=8)]
@@ -39,11 +39,11 @@ class QATSpec(Spec):
                                                         "conv/linear, which are the most sensitive (the LSQ and "
                                                         "PACT papers keep them at 8); null quantizes them like the "
                                                         "rest.")
-    freeze_bn_after: Annotated[int, Field(ge=0)] | None = Field(
+    freeze_bn_after: Steps | None = Field(
         None, description="Step after which BatchNorm uses and stops updating its running statistics.")
     calibration_samples: Annotated[int, Field(ge=1, le=100_000)] = Field(
         256, description="Training examples that initialise activation ranges before training.")
-    pact_alpha_decay: Annotated[float, Field(ge=0)] = Field(
+    pact_alpha_decay: Annotated[float, Field(ge=0, le=1)] = Field(
         2e-4, description="L2 decay of the PACT clips (their own optimizer group).")
     training: TrainingSpec = TrainingSpec(steps=1000, lr=5e-4, warmup_steps=50)
 

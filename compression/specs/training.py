@@ -2,13 +2,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from compression.specs.common import Spec
+from compression.specs.common import MAX_STEPS, Spec, Steps
 
 
 class TrainingSpec(Spec):
     """How a method that trains (QAT, distillation, iPQ finetuning, pruning) runs its optimizer loop."""
 
-    steps: Annotated[int, Field(ge=1, le=10_000_000)] = Field(1000, description="Optimizer steps.")
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = Field(1000, description=f"Optimizer steps (at most "
+                                                                               f"{MAX_STEPS:,}).")
     batch_size: Annotated[int, Field(ge=1, le=65_536)] = 64
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: Annotated[float, Field(gt=0, le=10)] = Field(1e-3, description="Peak learning rate.")
@@ -16,13 +17,13 @@ class TrainingSpec(Spec):
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="SGD momentum (sgd only).")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning rate after warmup: cosine "
                                                                            "decay to zero, or constant.")
-    warmup_steps: Annotated[int, Field(ge=0)] = Field(0, description="Linear warmup from lr/warmup_steps to lr.")
-    grad_clip_norm: Annotated[float, Field(gt=0)] | None = Field(1.0, description="Clip the global gradient norm "
+    warmup_steps: Steps = Field(0, description="Linear warmup from lr/warmup_steps to lr.")
+    grad_clip_norm: Annotated[float, Field(gt=0, le=1e6)] | None = Field(1.0, description="Clip the global gradient norm "
                                                                                   "to this; null disables.")
     mixed_precision: bool = Field(True, description="bfloat16 (or float16 with loss scaling) autocast; CUDA only, "
                                                     "ignored on CPU.")
-    checkpoint_every: Annotated[int, Field(ge=1)] = Field(200, description="Steps between resumable checkpoints.")
-    eval_every: Annotated[int, Field(ge=1)] | None = Field(None, description="Steps between evaluations "
+    checkpoint_every: Annotated[int, Field(ge=1, le=MAX_STEPS)] = Field(200, description="Steps between resumable checkpoints.")
+    eval_every: Annotated[int, Field(ge=1, le=MAX_STEPS)] | None = Field(None, description="Steps between evaluations "
                                                                             "(always once at the end).")
 
     @model_validator(mode="after")

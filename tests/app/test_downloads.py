@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from app.db.models import Artifact
+
 
 @pytest.fixture
 def artifact(api, auth, uploaded) -> tuple[str, bytes]:
@@ -56,3 +58,28 @@ def test_range_requests(api, auth, artifact, header, start, end):
 def test_unsatisfiable_ranges_give_416(api, auth, artifact, header):
     response = api.get(f"/v1/artifacts/{artifact[0]}", headers={**auth, "Range": header})
     assert response.status_code == 416 and response.json()["error"] == "range_not_satisfiable"
+
+
+@pytest.mark.parametrize("header", ["bytes=" + "9" * 4301 + "-", "bytes=0-" + "9" * 4301, "bytes=-" + "9" * 4301,
+                                    "bytes=" + "1" * 19 + "-"])
+def test_range_positions_too_long_for_int_give_416(api, auth, artifact, header):
+    response = api.get(f"/v1/artifacts/{artifact[0]}", headers={**auth, "Range": header})
+    assert response.status_code == 416, response.text
+    assert response.json()["error"] == "range_not_satisfiable" and "18 digits" in response.json()["detail"]
+
+
+def test_a_finished_job_can_be_deleted_with_its_artifacts(api, auth, artifact):
+    from app.db.models import Blob
+    from app.db.session import session_scope
+    artifact_id, _ = artifact
+    job_id = api.get("/v1/jobs", headers=auth).json()["items"][0]["id"]
+    refused = api.delete(f"/v1/jobs/{job_id}", headers=auth)
+    assert refused.status_code == 409 and "cancel it" in refused.json()["detail"]
+    assert api.post(f"/v1/jobs/{job_id}/cancel", headers=auth).json()["status"] == "cancelled"
+    with session_scope() as session:
+        blob_id = session.get(Artifact, artifact_id).blob_id
+    assert api.delete(f"/v1/jobs/{job_id}", headers=auth).status_code == 204
+    assert api.get(f"/v1/jobs/{job_id}", headers=auth).status_code == 404
+    assert api.get(f"/v1/artifacts/{artifact_id}", headers=auth).status_code == 404
+    with session_scope() as session:
+        assert session.get(Blob, blob_id) is None

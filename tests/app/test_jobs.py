@@ -1,4 +1,5 @@
 import io
+import json
 
 import numpy as np
 import pytest
@@ -135,3 +136,75 @@ def test_an_uploaded_student_must_exist_and_fit(api, auth, uploaded, tmp_path):
 
     same = {"method": "kd", "student": {"kind": "upload", "model_id": uploaded["model"]["id"]}}
     assert api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[same])).status_code == 201
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"stages": [{"method": "ptq", "max_metric_drop": float("inf")}]}, "max_metric_drop: Input should be a finite"),
+    ({"stages": [{"method": "kd", "student": {"kind": "input"}, "temperature": float("nan")}]},
+     "temperature: Input should be a finite number"),
+    ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+    ({"seed": 2**32}, "seed: Input should be less than or equal to 4294967295"),
+    ({"evaluation": {"compile": False, "latency_batch_sizes": list(range(1, 10))}}, "at most 8 items"),
+])
+def test_non_finite_and_out_of_range_numbers_are_refused(api, auth, uploaded, change, expected):
+    body = json.dumps(_spec(uploaded, **change))  # writes Infinity and NaN, as JavaScript clients can
+    response = api.post("/v1/jobs", headers={**auth, "Content-Type": "application/json"}, content=body)
+    assert response.status_code == 422, response.text
+    assert expected in response.json()["detail"]
+    assert api.get("/v1/jobs", headers=auth).json()["total"] == 0
+
+
+def _give_layers(model_id: str, layers: list[str]) -> None:
+    """Record the layer names in the stored signature, as inspection does for models uploaded with them."""
+    from app.db.models import Model
+    from app.db.session import session_scope
+    with session_scope() as session:
+        model = session.get(Model, model_id)
+        model.signature = {**model.signature, "layers": layers}
+
+
+DIGITS_LAYERS = ["0", "1", "4", "5", "8", "10"]  # conv, bn, conv, bn, linear, linear of the example CNN
+
+
+@pytest.mark.parametrize("stage, expected", [
+    ({"method": "ptq", "include": ["layer*"]}, "stages.0.include: ['layer*'] match no layer of the model; its layers "
+                                               "are ['0', '1', '4', '5', '8', '10']"),
+    ({"method": "ptq", "exclude": ["1?"], "layer_bits": {"8": 4, "fc": 4}}, "stages.0.layer_bits: ['fc'] match no"),
+    ({"method": "quant_noise", "exclude": ["4"]}, "stages.0.exclude: ['4'] match no weight of the model; its "
+                                                  "weights are ['0.weight', '1.weight'"),
+    ({"method": "ipq", "groups": [["0.*"], ["stem.*"]]}, "stages.0.groups: ['stem.*'] match no weight"),
+    ({"method": "prune", "exclude": ["fc.weight"]}, "stages.0.exclude: ['fc.weight'] match no weight"),
+    ({"method": "quantized_distillation", "skip": ["8.bias"]}, "stages.0.skip: ['8.bias'] match no weight"),
+])
+def test_layer_patterns_must_match_a_layer_of_the_model(api, auth, uploaded, stage, expected):
+    _give_layers(uploaded["model"]["id"], DIGITS_LAYERS)
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[stage]))
+    assert response.status_code == 422, response.text
+    assert expected in response.json()["detail"]
+
+
+def test_patterns_matching_layers_are_accepted_and_old_signatures_are_not_checked(api, auth, uploaded):
+    stages = [{"method": "prune", "exclude": ["0.weight"]},
+              {"method": "ptq", "include": ["*"], "exclude": ["10"], "layer_bits": {"[48]": 4}}]
+    assert api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[{"method": "ptq", "include": ["nope"]}])
+                    ).status_code == 201  # stored before signatures recorded layers: nothing to check against
+    _give_layers(uploaded["model"]["id"], DIGITS_LAYERS)
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=stages))
+    assert response.status_code == 201, response.text
+
+
+def test_patterns_after_a_new_student_are_left_to_the_worker(api, auth, uploaded):
+    _give_layers(uploaded["model"]["id"], DIGITS_LAYERS)
+    stages = [{"method": "kd", "student": {"kind": "zoo", "architecture": "cnn"}},
+              {"method": "ptq", "include": ["features.*"]}]
+    assert api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=stages)).status_code == 201
+    stages[0] = {"method": "kd", "student": {"kind": "input"}}
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[{"method": "prune"}, *stages]))
+    assert response.status_code == 422 and "stages.2.include: ['features.*'] match no" in response.json()["detail"]
+
+
+def test_many_layers_are_listed_in_part(api, auth, uploaded):
+    _give_layers(uploaded["model"]["id"], [f"blocks.{i}.fc" for i in range(100)])
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[{"method": "ptq",
+                                                                                 "include": ["head"]}]))
+    assert response.status_code == 422 and "'blocks.39.fc'] and 60 more" in response.json()["detail"]

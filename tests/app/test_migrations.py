@@ -18,7 +18,7 @@ def test_embedded_default_migrates_itself(tmp_path):
     ensure_schema(engine, url, auto_migrate=True)
     tables = set(inspect(engine).get_table_names())
     assert {"jobs", "models", "datasets", "artifacts", "blobs", "blob_chunks", "api_keys", "tenants",
-            "job_checkpoints", "alembic_version"} <= tables
+            "job_checkpoints", "idempotency_keys", "alembic_version"} <= tables
     ensure_schema(engine, url, auto_migrate=False)  # now at head: no error
 
 
@@ -33,3 +33,30 @@ def test_schema_matches_the_models(backend):
         context = MigrationContext.configure(connection)
         assert context.get_current_revision() == head_revision()
         assert compare_metadata(context, Base.metadata) == []
+
+
+def test_the_idempotency_migration_applies_and_reverts(backend):
+    """0002 on the test backend (SQLite, and PostgreSQL when configured): down to 0001 and back up to head."""
+    from alembic import command
+
+    from app.config import get_settings
+    from app.db.migrate import alembic_config, current_revision
+    url = get_settings().resolved_database_url
+    # Its own engine: pooled SQLite connections answer PRAGMA-based reflection from a schema cached before the
+    # migration ran.
+    engine = make_engine(url)
+    try:
+        command.downgrade(alembic_config(url), "0001")
+        try:
+            assert current_revision(engine) == "0001"
+            assert "idempotency_keys" not in inspect(engine).get_table_names()
+        finally:
+            command.upgrade(alembic_config(url), "head")
+        engine.dispose()
+        assert current_revision(engine) == head_revision()
+        schema = inspect(engine)
+        assert schema.get_pk_constraint("idempotency_keys")["constrained_columns"] == ["tenant_id", "key"]
+        assert [i["column_names"] for i in schema.get_indexes("idempotency_keys")] == [["expires_at"]]
+        assert schema.get_foreign_keys("idempotency_keys")[0]["options"].get("ondelete") == "CASCADE"
+    finally:
+        engine.dispose()
