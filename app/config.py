@@ -4,6 +4,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from compression.archive.limits import ArchiveLimits
+
 
 class Settings(BaseSettings):
     """All settings, read from the environment with the prefix MODELPRESS_ (e.g. MODELPRESS_DATABASE_URL)."""
@@ -29,6 +31,13 @@ class Settings(BaseSettings):
     idempotency_wait_s: float = Field(10.0, description="How long a request waits for another one holding the same "
                                                         "Idempotency-Key before 409 (PostgreSQL).")
 
+    # Caps on reading one uploaded archive (.pt2/.npz), counted on decompressed bytes (compression.archive).
+    archive_max_entries: int = Field(20_000, ge=1)
+    archive_max_member_bytes: int = Field(4 * 1024**3, ge=1)
+    archive_max_total_bytes: int = Field(8 * 1024**3, ge=1)
+    archive_max_metadata_bytes: int = Field(32 * 1024**2, ge=1, description="JSON/pickle members, parsed in memory.")
+    archive_max_json_depth: int = Field(64, ge=1)
+
     job_time_limit_s: int = Field(6 * 3600, description="Default and upper bound of a job's time limit.")
     job_max_attempts: int = Field(3, description="A job whose worker died this many times is failed.")
     heartbeat_interval_s: float = 5.0
@@ -45,6 +54,11 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{self.data_dir.resolve() / 'broker.db'}"
+
+    @property
+    def archive_limits(self) -> ArchiveLimits:
+        return ArchiveLimits(self.archive_max_entries, self.archive_max_member_bytes, self.archive_max_total_bytes,
+                             self.archive_max_metadata_bytes, self.archive_max_json_depth)
 
     @property
     def is_sqlite(self) -> bool:

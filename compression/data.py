@@ -15,6 +15,8 @@ from typing import Iterator, Mapping
 import numpy as np
 import torch
 
+from compression.archive import DEFAULT_LIMITS, ArchiveLimits
+from compression.archive.npz import read_npz
 from compression.inspect import LABEL_ARRAY, InvalidUpload, bind_inputs
 
 
@@ -105,13 +107,11 @@ class Dataset:
 
     @classmethod
     def load(cls, path: str | Path, input_names: list[str],
-             input_dtypes: Mapping[str, str | torch.dtype] | None = None) -> "Dataset":
-        """Read an uploaded `.npz` (never unpickling anything) and bind its arrays to `input_names`."""
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except ValueError as exc:
-            raise InvalidUpload(f"{path}: only plain numeric arrays are accepted ({exc})") from None
+             input_dtypes: Mapping[str, str | torch.dtype] | None = None,
+             limits: ArchiveLimits = DEFAULT_LIMITS) -> "Dataset":
+        """Read an uploaded `.npz` under the archive rules (`compression.archive.npz`: bounded, sizes checked
+        against headers, nothing unpickled) and bind its arrays to `input_names`."""
+        arrays = read_npz(Path(path), limits, keep_arrays=True).arrays
         return cls.from_arrays(arrays, input_names, input_dtypes)
 
     @classmethod

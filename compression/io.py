@@ -6,22 +6,32 @@ stage) can run it at any batch size.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 from torch.export import Dim, ExportedProgram
 from torch.export.graph_signature import InputKind
 
+from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.modes import eval_mode
+from compression.program_loader import load_checked_program
 
 
-def load_program(path: str | Path) -> ExportedProgram:
-    return torch.export.load(str(path))
+def load_program(path: str | Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> ExportedProgram:
+    """The program at `path`, read under every archive rule (`compression.archive`): a hostile or malformed file
+    raises InvalidUpload naming the offending entry, and nothing in it is unpickled or executed."""
+    return load_checked_program(Path(path), limits)
 
 
-def load_model(path: str | Path) -> torch.nn.Module:
+def load_program_bytes(data: bytes, limits: ArchiveLimits = DEFAULT_LIMITS) -> ExportedProgram:
+    """`load_program` for a .pt2 held in memory (the graph inside the packed formats)."""
+    return load_checked_program(io.BytesIO(data), limits)
+
+
+def load_model(path: str | Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> torch.nn.Module:
     """The program at `path` as a runnable module, in eval mode."""
-    return eval_mode(load_program(path).module())
+    return eval_mode(load_program(path, limits).module())
 
 
 # Node provenance the archive would otherwise carry: where each node was traced from (re-exports add a

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.context import Cancelled, RunContext
 from compression.data import Dataset, Split
 from compression.evaluate import evaluate
@@ -55,12 +56,15 @@ class PipelineResult:
 
 
 def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list, evaluation: EvaluationSpec,
-                 ctx: RunContext, workdir: str | Path, train_split: str = "train") -> PipelineResult:
-    """Apply `stages` (StageSpecs) in order to the uploaded program; every stage starts from the previous model."""
+                 ctx: RunContext, workdir: str | Path, train_split: str = "train",
+                 limits: ArchiveLimits = DEFAULT_LIMITS) -> PipelineResult:
+    """Apply `stages` (StageSpecs) in order to the uploaded program; every stage starts from the previous model.
+
+    The upload and the dataset are read under the archive rules and `limits` (`compression.archive`)."""
     workdir = Path(workdir)
     ctx.progress("load", 0, 1)
-    program = load_program(model_path)
-    dataset = Dataset.load(dataset_path, input_names(program), input_dtypes(program))
+    program = load_program(model_path, limits)
+    dataset = Dataset.load(dataset_path, input_names(program), input_dtypes(program), limits)
     eval_split = dataset.split(evaluation.split)
     example_inputs = eval_split.head(EXAMPLE_BATCH).inputs
     reference = eval_mode(program.module())
@@ -70,7 +74,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     baseline |= {"size_bytes": file_size(model_path), "parameters": parameter_count(reference)}
 
     # Methods may change the model they get; the reference (teacher, fidelity target) must stay the upload.
-    model = eval_mode(load_program(model_path).module())
+    model = eval_mode(load_program(model_path, limits).module())
     outcomes = []
     for index, spec in enumerate(stages):
         stage_ctx = ctx.for_stage(f"{index}:{spec.method}")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from typing import TypeVar
 
 from fastapi import UploadFile
@@ -26,7 +27,8 @@ def fingerprint(file: UploadFile) -> str:
 
 def create_model(session: Session, tenant: Tenant, file: UploadFile, settings: Settings) -> Model:
     name = upload_name(file, "model.pt2")
-    blob, signature = store_upload(session, tenant, file, settings.max_model_bytes, "model", inspect_pt2)
+    blob, signature = store_upload(session, tenant, file, settings.max_model_bytes, "model",
+                                   partial(inspect_pt2, limits=settings.archive_limits))
     model = Model(tenant_id=tenant.id, name=name, blob_id=blob.id, size_bytes=blob.size_bytes, sha256=blob.sha256,
                   signature=signature.to_json())
     session.add(model)
@@ -36,7 +38,8 @@ def create_model(session: Session, tenant: Tenant, file: UploadFile, settings: S
 
 def create_dataset(session: Session, tenant: Tenant, file: UploadFile, settings: Settings) -> Dataset:
     name = upload_name(file, "dataset.npz")
-    blob, manifest = store_upload(session, tenant, file, settings.max_dataset_bytes, "dataset", inspect_npz)
+    blob, manifest = store_upload(session, tenant, file, settings.max_dataset_bytes, "dataset",
+                                  partial(inspect_npz, limits=settings.archive_limits))
     dataset = Dataset(tenant_id=tenant.id, name=name, blob_id=blob.id, size_bytes=blob.size_bytes,
                       sha256=blob.sha256, manifest=manifest.to_json())
     session.add(dataset)

@@ -19,7 +19,7 @@ from torch import nn
 
 from compression.context import RunContext
 from compression.evaluate import evaluate
-from compression.io import export_model, inputs_at_batch, save_program
+from compression.io import export_model, inputs_at_batch, load_program, save_program
 from compression.modes import eval_mode, is_training
 from compression.pq.finetune import EVAL_SAMPLES_DURING_TRAINING, ModeSwitchKeepsParametrizations, finetune
 from compression.pq.layers import find_layer_weights, select
@@ -106,7 +106,7 @@ def apply_quant_noise(spec: QuantNoiseSpec, model: nn.Module, task: Task, ctx: R
     for name in noised:
         remove(model, name, keep_value=False)
     path = save_program(export_model(_in_eval(model), task.example_inputs), task.workdir / "quant_noise.pt2")
-    trained = torch.export.load(str(path)).module().to(ctx.device)  # exported in eval mode
+    trained = load_program(path).module().to(ctx.device)  # exported in eval mode
     metrics = {"before": before, "after": _quality(trained, task), "noised_layers": noised,
                "noise": spec.noise.model_dump(), "finetune": {"steps": report.steps,
                                                               "final_loss": round(report.final_loss, 6),

@@ -42,7 +42,10 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from compression.io import export_model, inputs_at_batch
+from compression.archive import DEFAULT_LIMITS, ArchiveLimits
+from compression.archive.decompress import inflate
+from compression.archive.jsontext import parse_json
+from compression.io import export_model, inputs_at_batch, load_program_bytes
 from compression.modes import eval_mode, is_training
 from compression.pq.activations import quantize_layer_inputs
 from compression.pq.parametrizations import PQWeight, int8_codes, parametrizations_of, set_noise
@@ -114,17 +117,21 @@ def save_ipq(model: nn.Module, example_inputs: tuple[Tensor, ...], path: str | P
     return manifest
 
 
-def load_ipq(path: str | Path) -> nn.Module:
-    """Rebuild a runnable module (an exported GraphModule in eval mode) from a packed iPQ file."""
+def load_ipq(path: str | Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> nn.Module:
+    """Rebuild a runnable module (an exported GraphModule in eval mode) from a packed iPQ file; its manifest and
+    graph are decompressed under `limits` and the graph is loaded under every archive rule."""
     with safe_open(str(path), framework="pt") as packed:
         metadata = packed.metadata() or {}
         if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
             raise ValueError(f"{path} is not a {FORMAT} v{VERSION} file")
         tensors = {key: packed.get_tensor(key) for key in packed.keys()}
-    manifest = json.loads(lzma.decompress(tensors[MANIFEST_KEY].numpy().tobytes()))
+    manifest_bytes = inflate(tensors[MANIFEST_KEY].numpy().tobytes(), limits.max_metadata_bytes,
+                             f"{path}: {MANIFEST_KEY}", "lzma")
+    manifest = parse_json(manifest_bytes, f"{path}: {MANIFEST_KEY}", limits)
+    graph = inflate(tensors[GRAPH_KEY].numpy().tobytes(), limits.max_member_bytes, f"{path}: {GRAPH_KEY}", "lzma")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns that the stride-0 placeholders are not complete tensors
-        module = torch.export.load(io.BytesIO(lzma.decompress(tensors[GRAPH_KEY].numpy().tobytes()))).module()
+        module = load_program_bytes(graph, limits).module()
     for layer in manifest["layers"]:
         _replace(module, layer["name"], decode_weight(tensors, layer))
     for entry in manifest["dense"]:

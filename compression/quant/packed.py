@@ -47,7 +47,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from compression.io import export_model
+from compression.archive import DEFAULT_LIMITS, ArchiveLimits
+from compression.archive.decompress import inflate
+from compression.archive.jsontext import parse_json
+from compression.io import export_model, load_program_bytes
 from compression.modes import eval_mode
 from compression.quant.affine import QParams, dequantize
 from compression.quant.weights import QuantizedWeight
@@ -133,9 +136,9 @@ def _weight_from(entry: dict, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     return weight
 
 
-def load_packed(path: str | Path) -> torch.nn.Module:
+def load_packed(path: str | Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> torch.nn.Module:
     """Rebuild the runnable model (eval mode) from a file written by `write_packed`."""
-    model, tensors, manifest = open_with_graph(path, FORMAT)
+    model, tensors, manifest = open_with_graph(path, FORMAT, limits)
     for entry in manifest:
         set_weight(model, entry["attr"], _weight_from(entry, tensors))
     return eval_mode(model)
@@ -154,16 +157,18 @@ def save_with_graph(path: str | Path, model: torch.nn.Module, example_inputs: tu
     return path
 
 
-def open_with_graph(path: str | Path, file_format: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor],
-                                                                  list[dict]]:
-    """Read a file written by `save_with_graph`: the graph (weights still placeholders), tensors and manifest."""
+def open_with_graph(path: str | Path, file_format: str, limits: ArchiveLimits = DEFAULT_LIMITS
+                    ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], list[dict]]:
+    """Read a file written by `save_with_graph`: the graph (weights still placeholders, loaded under every archive
+    rule), tensors and manifest."""
     with safe_open(str(path), framework="pt") as archive:
         metadata = archive.metadata() or {}
         if metadata.get("format") != file_format:
             raise ValueError(f"{path} is not a {file_format} file")
         tensors = {key: archive.get_tensor(key) for key in archive.keys()}
-    graph = zlib.decompress(tensors.pop(GRAPH_KEY).numpy().tobytes())
-    return torch.export.load(io.BytesIO(graph)).module(), tensors, json.loads(metadata["manifest"])
+    graph = inflate(tensors.pop(GRAPH_KEY).numpy().tobytes(), limits.max_member_bytes, f"{path}: {GRAPH_KEY}")
+    manifest = parse_json(metadata.get("manifest", ""), f"{path}: manifest", limits, list)
+    return load_program_bytes(graph, limits).module(), tensors, manifest
 
 
 def set_weight(model: torch.nn.Module, attr: str, weight: torch.Tensor) -> None:

@@ -183,9 +183,23 @@ def test_layer_patterns_must_match_a_layer_of_the_model(api, auth, uploaded, sta
     assert expected in response.json()["detail"]
 
 
+def _forget_layers(model_id: str) -> None:
+    """Make the stored signature look like one recorded before signatures listed layers."""
+    from app.db.models import Model
+    from app.db.session import session_scope
+    with session_scope() as session:
+        model = session.get(Model, model_id)
+        model.signature = {key: value for key, value in model.signature.items() if key != "layers"}
+
+
+def test_uploads_record_the_layers_the_patterns_are_checked_against(uploaded):
+    assert uploaded["model"]["signature"]["layers"] == DIGITS_LAYERS
+
+
 def test_patterns_matching_layers_are_accepted_and_old_signatures_are_not_checked(api, auth, uploaded):
     stages = [{"method": "prune", "exclude": ["0.weight"]},
               {"method": "ptq", "include": ["*"], "exclude": ["10"], "layer_bits": {"[48]": 4}}]
+    _forget_layers(uploaded["model"]["id"])
     assert api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[{"method": "ptq", "include": ["nope"]}])
                     ).status_code == 201  # stored before signatures recorded layers: nothing to check against
     _give_layers(uploaded["model"]["id"], DIGITS_LAYERS)

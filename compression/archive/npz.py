@@ -1,0 +1,136 @@
+"""An uploaded `.npz` read under the archive rules: what the API inspects and what the worker's datasets load.
+
+`np.load` would trust each `.npy` header and allocate what it claims (a header of 10**12 rows fails late with
+"Unable to allocate 233 TiB"), and decompress a bzip2 member whole. Here each member's header is read with numpy's
+bounded header parser, the member's real size must equal header + shape x itemsize (counted while reading, in
+chunks), labels are scanned chunk by chunk for their range, and arrays are read into buffers of the checked size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from compression.archive.errors import InvalidUpload
+from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
+from compression.archive.zipread import CHUNK_BYTES, BoundedZip, MemberReader, NotAZip
+
+LABEL_ARRAY = "y"
+_MAX_HEADER_BYTES = 10_000  # numpy's own default cap on a header it will parse
+
+
+@dataclass
+class NpzContents:
+    """Per split, each array's {"shape", "dtype"}; per labelled split, [min, max] of its labels; and, when asked
+    for, the arrays themselves by key ("train.x")."""
+
+    splits: dict[str, dict[str, dict]]
+    label_range: dict[str, list[int]]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+
+def read_npz(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMITS,
+             keep_arrays: bool = False) -> NpzContents:
+    """Check every member of the `.npz` in `source`; with `keep_arrays`, also return its arrays."""
+    try:
+        archive = BoundedZip(source, limits, "the .npz file")
+    except NotAZip as exc:
+        raise InvalidUpload(f"not a readable .npz file ({exc}); write it with numpy.savez") from None
+    contents = NpzContents({}, {})
+    with archive:
+        # Headers first: inconsistent splits are refused before any data is read or allocated.
+        headers = {}
+        for name in archive.members:
+            key = name.removesuffix(".npy")
+            split, dot, array_name = key.partition(".")
+            if not name.endswith(".npy") or not dot or not split or not array_name:
+                raise InvalidUpload(f"array '{key}' is not named '<split>.<input>' (e.g. 'train.x', 'val.y')")
+            with archive.open(name) as member:
+                headers[name] = _header(member, key)
+            shape, dtype, _ = headers[name]
+            if array_name == LABEL_ARRAY and (dtype.kind not in "iu" or len(shape) != 1):
+                raise InvalidUpload(f"labels '{key}' must be a 1-d integer array of class indices")
+            contents.splits.setdefault(split, {})[array_name] = {"shape": list(shape), "dtype": str(dtype)}
+        _check_splits(contents.splits)
+        for name, (shape, dtype, fortran) in headers.items():
+            key = name.removesuffix(".npy")
+            is_label = key.partition(".")[2] == LABEL_ARRAY
+            with archive.open(name) as member:
+                _header(member, key)
+                array = _read_data(member, key, shape, dtype, fortran, keep_arrays, is_label)
+            if is_label:
+                contents.label_range[key.partition(".")[0]] = [int(array.min()), int(array.max())]
+            if keep_arrays:
+                contents.arrays[key] = array
+    return contents
+
+
+def _header(member: MemberReader, key: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+    try:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(member, max_header_size=_MAX_HEADER_BYTES)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(member, max_header_size=_MAX_HEADER_BYTES)
+        else:
+            raise ValueError(f".npy format version {version} is not read; write the file with numpy.savez")
+    except (ValueError, SyntaxError, EOFError) as exc:
+        raise InvalidUpload(f"array '{key}' is damaged or truncated ({exc}); upload the file again") from None
+    if dtype.hasobject:
+        raise InvalidUpload(f"array '{key}' holds Python objects, which are never unpickled; store plain "
+                            "numeric arrays")
+    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+        raise InvalidUpload(f"array '{key}' has dtype {dtype}; only numeric arrays are supported")
+    if len(shape) == 0 or shape[0] == 0:
+        raise InvalidUpload(f"array '{key}' is empty: every split needs at least one example")
+    return shape, dtype, fortran
+
+
+def _read_data(member: MemberReader, key: str, shape: tuple[int, ...], dtype: np.dtype, fortran: bool,
+               keep: bool, is_label: bool) -> np.ndarray | None:
+    """Read the data after the header, which must be exactly shape x itemsize bytes. Kept arrays are read into
+    their final buffer; labels are otherwise reduced to their extremes chunk by chunk."""
+    expected = math.prod(shape) * dtype.itemsize
+    header_bytes = member.size
+    if expected > member.cap - header_bytes:
+        raise InvalidUpload(f"array '{key}' claims shape {list(shape)} ({expected} bytes); the limit for one array "
+                            f"is {member.cap} bytes")
+    flat = np.empty(math.prod(shape), dtype) if keep else None
+    target = flat.view(np.uint8) if keep else None
+    extremes: list[int] = []
+    pending = b""
+    while chunk := member.read(CHUNK_BYTES):
+        start = member.size - len(chunk) - header_bytes
+        if start + len(chunk) > expected:
+            raise InvalidUpload(f"array '{key}' holds more data than its shape {list(shape)} {dtype}")
+        if keep:
+            target[start:start + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        elif is_label:
+            pending += chunk
+            whole = len(pending) - len(pending) % dtype.itemsize
+            if whole:
+                values = np.frombuffer(pending[:whole], dtype)
+                extremes += [int(values.min()), int(values.max())]
+                pending = pending[whole:]
+    if member.size - header_bytes != expected:
+        raise InvalidUpload(f"array '{key}' holds {member.size - header_bytes} bytes of data but its header "
+                            f"claims shape {list(shape)} {dtype} ({expected} bytes); the file is damaged or "
+                            "truncated")
+    if keep:
+        return flat.reshape(shape, order="F" if fortran else "C")
+    return np.array(extremes, np.int64) if is_label else None
+
+
+def _check_splits(splits: dict[str, dict[str, dict]]) -> None:
+    if not splits:
+        raise InvalidUpload("the .npz holds no arrays")
+    for split, arrays in splits.items():
+        if set(arrays) == {LABEL_ARRAY}:
+            raise InvalidUpload(f"split '{split}' has labels but no inputs")
+        lengths = {name: meta["shape"][0] for name, meta in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise InvalidUpload(f"split '{split}' arrays disagree on the number of examples: {lengths}")

@@ -1,0 +1,64 @@
+import io
+
+import numpy as np
+import pytest
+
+from compression.archive import ArchiveLimits, InvalidUpload
+from compression.archive.npz import read_npz
+from tests.hostile.corpus import npy_header, read_zip, write_zip
+
+
+def _npz(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_arrays_round_trip_in_any_layout_and_byte_order():
+    arrays = {"train.x": np.asfortranarray(np.arange(24, dtype=">f4").reshape(4, 6)),
+              "train.y": np.array([3, 1, 2, 0], dtype=np.uint8), "val.x": np.ones((2, 6), bool)}
+    contents = read_npz(io.BytesIO(_npz(**arrays)), keep_arrays=True)
+    for key, array in arrays.items():
+        np.testing.assert_array_equal(contents.arrays[key], array)
+        assert contents.arrays[key].dtype == array.dtype
+    assert contents.label_range == {"train": [0, 3]}
+    assert contents.splits["train"]["x"] == {"shape": [4, 6], "dtype": ">f4"}
+
+
+def test_labels_are_scanned_in_chunks_across_chunk_boundaries():
+    labels = np.zeros(300_000, np.int64)
+    labels[131_071], labels[-1] = 7, -2  # one value straddles a 1 MiB chunk boundary of the member
+    contents = read_npz(io.BytesIO(_npz(**{"t.x": np.zeros((300_000, 1), np.uint8), "t.y": labels})))
+    assert contents.label_range == {"t": [-2, 7]}
+
+
+@pytest.mark.parametrize("rows, data_rows, reason", [(1000, 10, "holds 40 bytes of data but its header claims"),
+                                                     (10, 12, "more data than its shape")])
+def test_the_member_size_must_match_its_header(rows, data_rows, reason):
+    members = read_zip(_npz(**{"t.x": np.zeros((2, 1), np.float32)}))
+    members["t.x.npy"] = npy_header((rows, 1)) + np.zeros((data_rows, 1), np.float32).tobytes()
+    with pytest.raises(InvalidUpload, match=reason):
+        read_npz(io.BytesIO(write_zip(members)))
+
+
+def test_a_claim_beyond_the_member_cap_is_refused_before_reading():
+    members = read_zip(_npz(**{"t.x": np.zeros((2, 1), np.float32)}))
+    members["t.x.npy"] = npy_header((10**6, 1)) + bytes(16)
+    with pytest.raises(InvalidUpload, match="claims shape"):
+        read_npz(io.BytesIO(write_zip(members)), ArchiveLimits(max_member_bytes=1000))
+
+
+@pytest.mark.parametrize("arrays, reason", [
+    ({"t.x": np.array(["a"], object)}, "Python objects"),
+    ({"t.x": np.zeros(2, complex)}, "only numeric"),
+    ({"t.x": np.zeros((0, 2))}, "empty"),
+    ({"t.x": np.zeros(2), "t.y": np.zeros(2)}, "1-d integer"),
+    ({"t.y": np.zeros(2, int)}, "labels but no inputs"),
+    ({"t.x": np.zeros(2), "t.z": np.zeros(3)}, "disagree"),
+    ({"tx": np.zeros(2)}, "not named"),
+])
+def test_bad_arrays_are_refused(arrays, reason):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with pytest.raises(InvalidUpload, match=reason):
+        read_npz(io.BytesIO(buffer.getvalue()))
