@@ -20,8 +20,9 @@ from pathlib import Path
 from worker import isolation
 from worker.messages import checkpoint_file, decode, encode
 
-# Modules whose presence in the child would mean it can reach the service's secrets or storage.
-FORBIDDEN_MODULES = ("app", "sqlalchemy", "celery", "kombu", "redis", "psycopg")
+# Modules whose presence in the child would mean it runs the service's code for the database or the broker.
+# (Not redis: torch's Inductor imports that client library, when installed, for an optional remote cache.)
+FORBIDDEN_MODULES = ("app", "sqlalchemy", "alembic", "celery", "kombu", "psycopg")
 LOG_MESSAGE_CHARS = 2000
 
 
