@@ -1,8 +1,10 @@
-"""Housekeeping every worker runs periodically: lost jobs, consumed broker messages, orphaned checkpoints."""
+"""Housekeeping every worker runs periodically: lost jobs, consumed broker messages, orphaned checkpoints and
+scratch directories."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 
 from sqlalchemy import select
 
@@ -12,9 +14,12 @@ from app.db.session import session_scope
 from app.jobs.schemas import FINISHED
 from worker.broker import purge_consumed_messages
 from worker.claims import requeue_lost_jobs
+from worker.scratch import old_scratch_dirs
 from worker.storage import delete_checkpoints
 
 log = logging.getLogger(__name__)
+# A scratch directory this old whose job is not running was left by a killed worker.
+ABANDONED_SCRATCH_AGE_S = 600
 
 
 def delete_finished_checkpoints() -> int:
@@ -28,8 +33,23 @@ def delete_finished_checkpoints() -> int:
     return len(job_ids)
 
 
+def remove_abandoned_scratch(settings: Settings, min_age_s: float = ABANDONED_SCRATCH_AGE_S) -> int:
+    """Scratch directories of jobs that are not running. Only jobs this service knows are considered: another
+    service on the same machine may share the scratch root."""
+    found = old_scratch_dirs(settings, min_age_s)
+    if not found:
+        return 0
+    with session_scope() as session:
+        idle = session.scalars(select(Job.id).where(Job.id.in_(list(found)), Job.status != "running")).all()
+    for job_id in idle:
+        for path in found[job_id]:
+            shutil.rmtree(path, ignore_errors=True)
+    return sum(len(found[job_id]) for job_id in idle)
+
+
 def reap(settings: Settings) -> None:
-    for task in (lambda: requeue_lost_jobs(settings), purge_consumed_messages, delete_finished_checkpoints):
+    for task in (lambda: requeue_lost_jobs(settings), purge_consumed_messages, delete_finished_checkpoints,
+                 lambda: remove_abandoned_scratch(settings)):
         try:
             task()
         except Exception:  # a database or broker hiccup must not stop the others; they retry next round

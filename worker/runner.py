@@ -32,8 +32,11 @@ from worker.storage import CheckpointStore, fetch_inputs
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
-# Log lines a job's process may send; beyond this a chatty (or hostile) job is no longer relayed.
+# What a job's process may send before a chatty (or hostile) one is no longer heard: log lines, checkpoint
+# names (one per training stage is the norm), progress metrics per event.
 MAX_RELAYED_LOG_LINES = 1000
+MAX_CHECKPOINT_NAMES = 64
+MAX_PROGRESS_METRICS = 50
 
 
 @lru_cache
@@ -109,19 +112,24 @@ class Relay:
         self.progress = ProgressWriter(job.id, settings.progress_interval_s)
         self.checkpoints = CheckpointStore(job.id, settings)
         self.log_lines = 0
+        self.checkpoint_names: set[str] = set()
 
     def __call__(self, message: dict) -> None:
         kind = message["type"]
         try:
             if kind == "progress":
-                self.progress(ProgressEvent(str(message["stage"]), str(message["phase"]), int(message["step"]),
-                                            int(message["total"]), dict(message.get("metrics") or {})))
+                metrics = dict(list(dict(message.get("metrics") or {}).items())[:MAX_PROGRESS_METRICS])
+                self.progress(ProgressEvent(str(message["stage"])[:100], str(message["phase"])[:100],
+                                            int(message["step"]), int(message["total"]), metrics))
             elif kind == "checkpoint":
                 name = str(message["name"])
                 if len(name) > 200 or checkpoint_file(name) != Path(message["file"]).name:
                     raise ProtocolError(f"checkpoint {name[:200]!r} at {str(message['file'])[:200]!r}")
+                if name not in self.checkpoint_names and len(self.checkpoint_names) >= MAX_CHECKPOINT_NAMES:
+                    raise ProtocolError(f"more than {MAX_CHECKPOINT_NAMES} checkpoint names")
                 with open_output(self.scratch, str(message["file"])) as file:
                     self.checkpoints.save(name, file)
+                self.checkpoint_names.add(name)
             elif kind == "log" and self.log_lines < MAX_RELAYED_LOG_LINES:
                 self.log_lines += 1
                 log.log(int(message.get("level", logging.INFO)), "job %s: %s", self.job_id,

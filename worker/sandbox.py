@@ -116,6 +116,9 @@ def run_child(settings: Settings, scratch: Path, setup: dict, on_message: Callab
                                        stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
                                        env=child_environment(settings, scratch), cwd=scratch, close_fds=True,
                                        pass_fds=(write_fd,), start_new_session=True)
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             os.close(write_fd)
         try:

@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -68,6 +69,16 @@ def job_scratch(settings: Settings, identity: Identity, job_id: str) -> Iterator
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)  # fd-based on Linux: safe against symlinks the child planted
+
+
+def old_scratch_dirs(settings: Settings, min_age_s: float) -> dict[str, list[Path]]:
+    """Scratch directories older than `min_age_s`, by job id: a worker killed mid-job leaves its own behind."""
+    found: dict[str, list[Path]] = {}
+    now = time.time()
+    for entry in scratch_root(settings).iterdir():
+        if entry.is_dir() and not entry.is_symlink() and now - entry.lstat().st_mtime > min_age_s:
+            found.setdefault(entry.name.rsplit("-", 1)[0], []).append(entry)
+    return found
 
 
 def give_to(path: Path, identity: Identity) -> None:
