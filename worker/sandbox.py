@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from app.config import Settings
+from worker.compile_cache import SANDBOX_LOGNAME
 from worker.messages import LineReader, ProtocolError, encode
 from worker.scratch import Identity, job_scratch, sandbox_identity, scratch_root
 
@@ -72,7 +73,7 @@ def child_environment(settings: Settings, scratch: Path) -> dict[str, str]:
     cache = scratch / "cache"
     return env | {"HOME": str(scratch / "home"), "TMPDIR": str(scratch / "tmp"),
                   "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"), "TRITON_CACHE_DIR": str(cache / "triton"),
-                  "PYTHONDONTWRITEBYTECODE": "1"}
+                  "LOGNAME": SANDBOX_LOGNAME, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def runtime_paths() -> list[str]:

@@ -49,3 +49,22 @@ def test_messages_are_lines_of_bounded_length():
     assert checkpoint_file("0:qat/train") == "0%3Aqat%2Ftrain"
     with pytest.raises(ProtocolError):
         checkpoint_file("..")
+
+
+def test_precompiled_headers_are_lent_read_only(settings, tmp_path):
+    from worker.compile_cache import SANDBOX_LOGNAME, lend_headers
+    from worker.scratch import job_scratch, sandbox_identity
+    source = tmp_path / "headers"
+    source.mkdir()
+    (source / "abc.h").write_text("#include <cpp_prefix.h>\n")
+    (source / "abc.h.gch").write_bytes(b"precompiled")
+    (source / "evil.h").symlink_to(tmp_path / "elsewhere")
+    identity = sandbox_identity(settings)
+    with job_scratch(settings, identity, "job_lend") as scratch:
+        lend_headers(scratch, identity, source)
+        target = scratch / "tmp" / f"torchinductor_{SANDBOX_LOGNAME}" / "precompiled_headers"
+        assert sorted(p.name for p in target.iterdir()) == ["abc.h", "abc.h.gch"]
+        lent = (target / "abc.h.gch").stat()
+        assert lent.st_ino == (source / "abc.h.gch").stat().st_ino and lent.st_uid == os.geteuid()
+        if identity.uid is not None:  # the job may add its own variants, never change the worker's
+            assert target.stat().st_uid == identity.uid and not lent.st_mode & 0o022
