@@ -126,12 +126,16 @@ class JobRun:
 
 def probe(request: dict) -> dict:
     """What the sandbox looks like from inside: identity, environment, reachable ports and paths, limits, and
-    whether the modules a job imports (`request["imports"]`) load there and pull in anything forbidden."""
+    whether the modules a job imports (`request["imports"]`) load there and pull in anything forbidden, and
+    torch.compile works (`request["compile"]`)."""
     import importlib
     import resource
 
     for name in request.get("imports", []):
         importlib.import_module(name)
+    if request.get("compile"):
+        from worker.compile_cache import warm_up
+        warm_up()
     time.sleep(request.get("hold_s", 0))  # stays busy, deaf to stop requests: how the worker's grace kill is tested
 
     def attempt(action) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from worker.scratch import Identity
+if TYPE_CHECKING:  # at run time nothing but the standard library and torch: the sandboxed child imports this too
+    from worker.scratch import Identity
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,8 @@ SANDBOX_LOGNAME = "modelpress-job"
 
 
 def warm_up() -> None:
-    """Compile a small built-in model so the precompiled header exists in this process's Inductor directory."""
+    """Compile a small built-in model so the precompiled header exists in this process's Inductor directory (also
+    how a sandbox probe checks that torch.compile and its compiler processes work under the job's limits)."""
     import torch
 
     torch._inductor.config.compile_threads = 1  # no pool of compiler processes left in the worker

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from app.config import Settings
-from worker.compile_cache import SANDBOX_LOGNAME
+from worker.compile_cache import SANDBOX_LOGNAME, lend_headers
 from worker.messages import LineReader, ProtocolError, encode
 from worker.scratch import Identity, job_scratch, sandbox_identity, scratch_root
 
@@ -145,6 +145,7 @@ def probe(settings: Settings, request: dict | None = None, timeout_s: float = 12
     identity = sandbox_identity(settings)
     deadline = time.monotonic() + timeout_s
     with job_scratch(settings, identity, "probe") as scratch:
+        lend_headers(scratch, identity)
         plan = isolation_plan(settings, identity, scratch, "cpu", timeout_s)
         return run_child(settings, scratch, {"isolation": plan, "probe": request or {}}, lambda message: None,
                          lambda: "time_limit_exceeded" if time.monotonic() > deadline else None)

@@ -62,6 +62,17 @@ def test_the_child_holds_no_credentials_and_reaches_no_service(settings, backend
         seen["paths"]
 
 
+def test_torch_compile_and_its_compiler_processes_work_in_the_sandbox(settings, backend):
+    from worker.sandbox import probe
+    if backend.name != "sqlite":
+        pytest.skip("the sandbox does not depend on the backend; compiling once is enough")
+    run = probe(settings, {"compile": True}, timeout_s=300)
+    assert run.probe is not None, run.output_tail
+    assert run.probe["forbidden_modules"] == []
+    if AS_ROOT:
+        assert run.probe["uid"] == 65534 and run.isolation["mount_namespace"] is True
+
+
 def test_a_child_that_does_not_stop_when_asked_is_killed_after_the_grace_period(settings):
     from worker.sandbox import isolation_plan, run_child
     from worker.scratch import job_scratch, sandbox_identity
