@@ -70,8 +70,10 @@ def run_job(job_id: str, settings: Settings) -> str:
             return _run(job_id, settings)
     except Exception as exc:  # the job must end failed with its reason, never stay "running"
         log.error("job %s failed in the worker:\n%s", job_id, traceback.format_exc())
-        return finish(job_id, WORKER_NAME, Outcome.failed("internal_error", f"{type(exc).__name__}: {exc}"),
-                      settings)
+        # The type only: the worker's own errors (database, broker, store) are not the tenant's to read.
+        return finish(job_id, WORKER_NAME, Outcome.failed(
+            "internal_error", f"the worker failed while handling this job ({type(exc).__name__}); it is logged "
+                              "there, and submitting the job again may work"), settings)
 
 
 def _run(job_id: str, settings: Settings) -> str:
