@@ -51,8 +51,24 @@ class Service:
         self.log.close()
 
 
+def _start_from_an_empty_queue() -> None:
+    """API tests submit jobs no worker was meant to run. Each job is a fresh sandboxed process that imports torch,
+    so a worker that ran that backlog first would keep the tests below waiting for minutes."""
+    from sqlalchemy import update
+
+    from app.db.models import Job, utcnow
+    from app.db.session import session_scope
+    from app.queue import get_celery
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.status == "queued").values(
+            status="cancelled", finished_at=utcnow(), error_code="cancelled",
+            error_message="left queued by an earlier test"))
+    get_celery().control.purge()
+
+
 @pytest.fixture(scope="session")
 def service(backend, tmp_path_factory):
+    _start_from_an_empty_queue()
     running = Service(backend.data_dir, tmp_path_factory.mktemp("logs") / f"service-{backend.name}.log")
     try:
         wait_ready(running.base_url, processes=[running.api, running.worker])
