@@ -2,13 +2,15 @@
 
 The first `torch.compile` on CPU precompiles Inductor's C++ prelude (about 150 MB; 45 s on two busy cores) into
 `<temp dir>/torchinductor_<user>/precompiled_headers`. Each job's process has a temp dir of its own, so every job
-that times compiled models would build it again. Instead the worker builds it at start-up from a built-in model
-(no tenant input) and hard-links it into each job's temp dir (when both are on one file system). The links stay owned by the worker and read-only,
+that times compiled models would build it again. Instead the worker process builds it once, before its first job
+(so that never competes with a job's timings), from a built-in model (no tenant input), and hard-links it into
+each job's temp dir (when both are on one file system). The links stay owned by the worker and read-only,
 so no job can alter what another job's compiler reads; a job that needs another variant builds it for itself.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -33,6 +35,17 @@ def warm_up() -> None:
                                 torch.nn.Linear(4 * 6 * 6, 10)).eval()
     with torch.no_grad():
         torch.compile(model)(torch.randn(2, 1, 8, 8))
+
+
+@functools.cache
+def build_headers_once() -> bool:
+    """`warm_up` in this worker process, once; False if it could not (jobs then build their own headers)."""
+    try:
+        warm_up()
+        return True
+    except Exception:
+        log.exception("could not build Inductor's precompiled header for the jobs")
+        return False
 
 
 def _worker_headers() -> Path:

@@ -23,7 +23,7 @@ from app.db.session import session_scope
 from app.jobs.schemas import JobCreate
 from compression.context import ProgressEvent
 from worker.claims import claim
-from worker.compile_cache import lend_headers
+from worker.compile_cache import build_headers_once, lend_headers
 from worker.messages import ProtocolError, checkpoint_file
 from worker.outcome import Outcome, finish, outcome_from_child
 from worker.reporting import Heartbeat, ProgressWriter, StopCheck
@@ -95,6 +95,7 @@ def _run(job_id: str, settings: Settings) -> str:
         except ValueError as exc:
             return finish(job_id, WORKER_NAME, Outcome.failed("invalid_input", str(exc)), settings)
         give_to(scratch, identity)
+        build_headers_once()
         lend_headers(scratch, identity)
         plan = isolation_plan(settings, identity, scratch, device, job.time_limit_s)
         task = {**files, "stages": [stage.model_dump(mode="json") for stage in spec.stages],

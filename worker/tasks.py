@@ -11,7 +11,6 @@ from app.config import get_settings
 from app.db.migrate import ensure_schema
 from app.db.session import get_engine
 from app.queue import RUN_JOB, get_celery
-from worker.compile_cache import warm_up
 from worker.reaper import reap
 from worker.runner import run_job as run_job_now
 from worker.sandbox import probe, skipped_isolations
@@ -51,20 +50,16 @@ def _start_reaper(**_kwargs) -> None:
 
 
 @worker_ready.connect
-def _prepare_sandbox(**_kwargs) -> None:
-    """Once, at start-up: say which isolations a job's process gets on this machine (and which it does not), and
-    build the compiler's precompiled header that jobs borrow (worker.compile_cache)."""
-    def prepare() -> None:
+def _report_sandbox(**_kwargs) -> None:
+    """Say once, at start-up, which isolations a job's process gets on this machine (and which it does not)."""
+    def check() -> None:
         try:
             report = probe(get_settings()).isolation
-            skipped = skipped_isolations(report)
-            log.log(logging.WARNING if skipped else logging.INFO, "job sandbox: %s%s", report,
-                    f"; NOT applied: {skipped}" if skipped else "")
         except Exception:  # the jobs themselves still run; each logs its own isolation report
             log.exception("could not start a sandboxed probe process")
-        try:
-            warm_up()
-        except Exception:  # jobs that compile then build the header themselves, more slowly
-            log.exception("could not build Inductor's precompiled header for the jobs")
+            return
+        skipped = skipped_isolations(report)
+        log.log(logging.WARNING if skipped else logging.INFO, "job sandbox: %s%s", report,
+                f"; NOT applied: {skipped}" if skipped else "")
 
-    threading.Thread(target=prepare, name="modelpress-sandbox-prepare", daemon=True).start()
+    threading.Thread(target=check, name="modelpress-sandbox-probe", daemon=True).start()
