@@ -37,14 +37,14 @@ def remove_abandoned_scratch(settings: Settings, min_age_s: float = ABANDONED_SC
     """Scratch directories of jobs that are not running. Only jobs this service knows are considered: another
     service on the same machine may share the scratch root."""
     found = old_scratch_dirs(settings, min_age_s)
-    if not found:
-        return 0
-    with session_scope() as session:
-        idle = session.scalars(select(Job.id).where(Job.id.in_(list(found)), Job.status != "running")).all()
-    for job_id in idle:
-        for path in found[job_id]:
-            shutil.rmtree(path, ignore_errors=True)
-    return sum(len(found[job_id]) for job_id in idle)
+    abandoned = found.pop("probe", [])  # a probe lasts seconds
+    if found:
+        with session_scope() as session:
+            idle = session.scalars(select(Job.id).where(Job.id.in_(list(found)), Job.status != "running")).all()
+        abandoned += [path for job_id in idle for path in found[job_id]]
+    for path in abandoned:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(abandoned)
 
 
 def reap(settings: Settings) -> None:

@@ -18,7 +18,9 @@ FAST_RECOVERY = {"MODELPRESS_STALE_AFTER_S": "4", "MODELPRESS_HEARTBEAT_INTERVAL
 
 class Service:
     def __init__(self, data_dir, log_path):
-        self.env = {**os.environ, **FAST_RECOVERY, "MODELPRESS_DATA_DIR": str(data_dir)}
+        # Scratch directories under the data dir: what a killed worker leaves goes with the test's temp files.
+        self.env = {**os.environ, **FAST_RECOVERY, "MODELPRESS_DATA_DIR": str(data_dir),
+                    "MODELPRESS_SANDBOX_SCRATCH_DIR": str(data_dir / "scratch")}
         self.log = open(log_path, "ab")
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"

@@ -73,11 +73,13 @@ def make_job(backend, example_files):
 
 
 @pytest.fixture
-def settings(backend):
+def settings(backend, tmp_path_factory):
     """The worker's settings, with a heartbeat quick enough that no other test worker's reaper (the e2e service
-    checks for stale heartbeats every 2 s) mistakes a job run here for a lost one."""
+    checks for stale heartbeats every 2 s) mistakes a job run here for a lost one, and scratch directories in the
+    test's temp dir."""
     from app.config import get_settings
-    return get_settings().model_copy(update={"heartbeat_interval_s": 0.5, "progress_interval_s": 0.1})
+    return get_settings().model_copy(update={"heartbeat_interval_s": 0.5, "progress_interval_s": 0.1,
+                                             "sandbox_scratch_dir": tmp_path_factory.mktemp("scratch")})
 
 
 def load_job(job_id: str):

@@ -87,14 +87,15 @@ def test_a_child_that_does_not_stop_when_asked_is_killed_after_the_grace_period(
     assert time.monotonic() - started < 30
 
 
-def test_the_child_dies_with_its_worker(backend):
+def test_the_child_dies_with_its_worker(backend, tmp_path):
     """The worker (here a small stand-in process) is killed hard; its job's process must not outlive it."""
     script = textwrap.dedent("""
         from app.config import get_settings
         from worker.sandbox import probe
         probe(get_settings(), {"hold_s": 300}, timeout_s=600)
     """)
-    worker = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
+    worker = subprocess.Popen([sys.executable, "-c", script],
+                              env={**os.environ, "MODELPRESS_SANDBOX_SCRATCH_DIR": str(tmp_path)})
     try:
         child = _wait_for_child(worker.pid)
         os.kill(worker.pid, signal.SIGKILL)
