@@ -47,6 +47,24 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1, description="CPU threads per job (torch.set_num_threads); "
                                                               "default: torch's choice (all cores).")
 
+    # A job's compression work runs in a sandboxed child process of the worker (worker/sandbox.py).
+    sandbox_user: str = Field("nobody", description="User a job's process runs as when the worker runs as root; "
+                                                    "empty: the worker's own user.")
+    sandbox_memory_bytes: int | None = Field(None, ge=1, description="Address-space limit (RLIMIT_AS) of a job's "
+                                             "process; default: the machine's memory for CPU jobs, none on a GPU.")
+    sandbox_cpu_seconds: int | None = Field(None, ge=1, description="CPU-time limit (RLIMIT_CPU) of a job's "
+                                            "process; default: its time limit times the number of CPUs.")
+    sandbox_max_open_files: int = Field(4096, ge=64, description="Open-file limit (RLIMIT_NOFILE) of a job's "
+                                                                 "process.")
+    sandbox_max_file_bytes: int = Field(16 * 1024**3, ge=1, description="Largest file a job's process may write "
+                                                                        "(RLIMIT_FSIZE).")
+    sandbox_kill_grace_s: float = Field(30.0, gt=0, description="After a cancel or the time limit, a job's process "
+                                                                "that has not stopped this long is killed.")
+    sandbox_scratch_dir: Path | None = Field(None, description="Parent of the jobs' scratch directories; default: "
+                                                               "modelpress-scratch in the system temp dir.")
+    sandbox_pass_env: list[str] = Field([], description="More environment variables passed to a job's process "
+                                                        "(MODELPRESS_ ones never are).")
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'modelpress.db'}"

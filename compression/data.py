@@ -17,7 +17,11 @@ import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.npz import read_npz
+from compression.errors import NonFiniteValues
 from compression.inspect import LABEL_ARRAY, InvalidUpload, bind_inputs
+
+# Rows checked for NaN/Inf at a time: bounds the temporary boolean array on large uploads.
+_FINITE_CHECK_ROWS = 4096
 
 
 @dataclass
@@ -135,6 +139,12 @@ class Dataset:
             binding = bind_inputs(list(input_names), list(split_arrays), split_name)
             converted = {name: _as_model_dtype(split_arrays[binding[name]], (input_dtypes or {}).get(name))
                          for name in input_names}
+            for name in input_names:
+                # The converted array also shows float64 values that overflow float32; an integer conversion
+                # would hide a NaN, so then the original is checked.
+                array = converted[name][0]
+                _check_finite(array if array.dtype.kind == "f" else split_arrays[binding[name]],
+                              f"{split_name}.{binding[name]}")
             labels = split_arrays.get(LABEL_ARRAY)
             if labels is not None:
                 if labels.ndim != 1 or labels.dtype.kind not in "iu":
@@ -156,3 +166,15 @@ def _as_model_dtype(array: np.ndarray, dtype: str | torch.dtype | None) -> tuple
         dtype = getattr(torch, dtype)
     storage = np.float32 if dtype == torch.bfloat16 else torch.empty((), dtype=dtype).numpy().dtype
     return np.ascontiguousarray(array, dtype=storage), dtype
+
+
+def _check_finite(array: np.ndarray, key: str) -> None:
+    """Refuse NaN/Inf inputs up front: they would surface much later as a NaN loss or a useless calibration."""
+    if array.dtype.kind not in "fc":
+        return
+    for start in range(0, len(array), _FINITE_CHECK_ROWS):
+        finite = np.isfinite(array[start:start + _FINITE_CHECK_ROWS])
+        if not finite.all():
+            row = start + int(np.argwhere(~finite)[0][0])
+            raise NonFiniteValues(f"array '{key}' holds NaN or Inf (first at row {row}); clean or drop those rows "
+                                  "and upload the dataset again")

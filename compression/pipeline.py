@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -17,7 +18,7 @@ from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.context import Cancelled, RunContext
 from compression.data import Dataset, Split
 from compression.evaluate import evaluate
-from compression.io import export_model, input_dtypes, input_names, load_program, save_program
+from compression.io import export_model, input_dtypes, input_names, load_model, load_program, save_program
 from compression.measure import compare_latency, file_size, parameter_count
 from compression.methods import apply_stage
 from compression.modes import eval_mode
@@ -57,11 +58,14 @@ class PipelineResult:
 
 def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list, evaluation: EvaluationSpec,
                  ctx: RunContext, workdir: str | Path, train_split: str = "train",
-                 limits: ArchiveLimits = DEFAULT_LIMITS) -> PipelineResult:
+                 limits: ArchiveLimits = DEFAULT_LIMITS,
+                 uploaded_models: Mapping[str, str | Path] | None = None) -> PipelineResult:
     """Apply `stages` (StageSpecs) in order to the uploaded program; every stage starts from the previous model.
 
-    The upload and the dataset are read under the archive rules and `limits` (`compression.archive`)."""
+    The upload and the dataset are read under the archive rules and `limits` (`compression.archive`).
+    `uploaded_models` maps the ids a stage may name (e.g. an uploaded distillation student) to `.pt2` files."""
     workdir = Path(workdir)
+    resolve_model = _file_resolver(dict(uploaded_models or {}), limits)
     ctx.progress("load", 0, 1)
     program = load_program(model_path, limits)
     dataset = Dataset.load(dataset_path, input_names(program), input_dtypes(program), limits)
@@ -81,7 +85,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
         stage_dir = workdir / f"{index}_{spec.method}"
         stage_dir.mkdir(parents=True, exist_ok=True)
         task = Task(dataset, reference, example_inputs, stage_dir, train_split=train_split,
-                    eval_split=evaluation.split)
+                    eval_split=evaluation.split, resolve_model=resolve_model)
         started = time.monotonic()
         result = apply_stage(spec, model, task, stage_ctx)
         wall_time = time.monotonic() - started
@@ -99,6 +103,14 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
         outcomes.append(StageOutcome(spec.method, metrics, artifacts, result.model))
         model = result.model
     return PipelineResult(baseline, outcomes)
+
+
+def _file_resolver(paths: dict[str, str | Path], limits: ArchiveLimits):
+    def resolve(model_id: str) -> torch.nn.Module:
+        if model_id not in paths:
+            raise ValueError(f"model {model_id} was not provided to this run (uploaded_models)")
+        return load_model(paths[model_id], limits)
+    return resolve
 
 
 def _measure(model: torch.nn.Module, reference: torch.nn.Module | None, split: Split,

@@ -1,8 +1,9 @@
 """Students for distillation: uploaded, built from the zoo at a chosen width and depth, or derived from the teacher
 by low-rank factorization.
 
-Uploaded students arrive as model ids; the library does not know where uploads live, so the runner installs a
-resolver (`set_model_resolver`, or the `resolve_model` argument) that turns an id into a loaded module.
+Uploaded students arrive as model ids; the library does not know where uploads live, so whoever runs it passes a
+resolver that turns an id into a loaded module (`Task.resolve_model`, or the `resolve_model` argument;
+`run_pipeline(..., uploaded_models={id: path})` builds one from files).
 """
 
 from __future__ import annotations
@@ -20,17 +21,7 @@ from compression.evaluate import output_tensor
 from compression.modes import evaluating
 from compression.prune.masks import WeightMasks, prunable_weights
 from compression.specs.distill import InputStudent, LowRankStudent, UploadedStudent, ZooStudent
-from compression.task import Task
-
-ModelResolver = Callable[[str], nn.Module]
-
-_model_resolver: ModelResolver | None = None
-
-
-def set_model_resolver(resolver: ModelResolver | None) -> None:
-    """Install the function that loads an uploaded model by id (the worker sets this once per process)."""
-    global _model_resolver
-    _model_resolver = resolver
+from compression.task import ModelResolver, Task
 
 
 @dataclass
@@ -94,9 +85,10 @@ def _output_shape(model: nn.Module, task: Task) -> tuple[int, ...]:
 
 def _build(spec, teacher: nn.Module, task: Task, resolve_model: ModelResolver | None) -> Student:
     if isinstance(spec, UploadedStudent):
-        resolver = resolve_model or _model_resolver
+        resolver = resolve_model or task.resolve_model
         if resolver is None:
-            raise RuntimeError("an uploaded student needs a model resolver (compression.students.set_model_resolver)")
+            raise RuntimeError("an uploaded student needs a model resolver (Task.resolve_model, or "
+                               "run_pipeline(..., uploaded_models={model_id: path}))")
         return Student(resolver(spec.model_id), {"kind": "upload", "model_id": spec.model_id})
     if isinstance(spec, ZooStudent):
         model = zoo.build(spec.architecture, **zoo_kwargs(spec, teacher, task))

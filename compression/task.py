@@ -2,10 +2,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from compression.data import Dataset
+
+# Loads another model the job was given by id (e.g. an uploaded distillation student).
+ModelResolver = Callable[[str], torch.nn.Module]
 
 
 @dataclass
@@ -18,3 +22,4 @@ class Task:
     workdir: Path  # methods write their artifacts here
     train_split: str = "train"
     eval_split: str = "val"
+    resolve_model: ModelResolver | None = None  # None: the job names no other model

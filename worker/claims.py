@@ -1,7 +1,8 @@
-"""Which worker runs a job, and recovery of jobs whose worker died.
+"""Which worker runs a job, and recovery of jobs whose worker or message was lost.
 
 A message can arrive twice (Redis redelivers unacked messages; the reaper re-sends lost ones), so running a job
-starts with an atomic claim: only a queued job, or a running one whose heartbeat went stale, can be claimed.
+starts with an atomic claim: only a queued job, or a running one whose heartbeat went stale, can be claimed. A
+claim also removes whatever an earlier attempt may have stored, so a job never mixes two attempts' artifacts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from sqlalchemy import and_, func, or_, select, update
 from app.config import Settings
 from app.db.models import Job, utcnow
 from app.db.session import session_scope
-from app.queue import enqueue_job
+from app.queue import QUEUE, enqueue_job
+from worker.broker import waiting_job_ids
+from worker.storage import delete_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ def claim(job_id: str, worker: str, settings: Settings, versions: dict) -> bool:
                     started_at=func.coalesce(Job.started_at, now), versions=versions,
                     progress={"phase": "starting"})
         ).rowcount == 1
+        if claimed:
+            delete_artifacts(session, job_id)
     return claimed
 
 
@@ -44,19 +49,38 @@ def beat(job_id: str, worker: str) -> None:
                         .values(heartbeat_at=utcnow()))
 
 
-def requeue_lost_jobs(settings: Settings, queued_grace_s: float = 600) -> list[str]:
-    """Re-send jobs whose worker died (stale heartbeat) and queued jobs whose message may have been lost.
+def requeue_lost_jobs(settings: Settings, queued_grace_s: float = 600, queue: str = QUEUE) -> list[str]:
+    """Re-send jobs whose worker died (stale heartbeat) and queued jobs whose message was lost; returns their ids.
 
-    The embedded broker (kombu's SQLAlchemy transport) hides a fetched message until it is acked and never
-    restores it if the worker is killed, so acks_late alone cannot save the job there; this can."""
-    old = utcnow() - timedelta(seconds=queued_grace_s)
+    A job whose worker died goes back to `queued` and is re-sent at once: the embedded broker (kombu's SQLAlchemy
+    transport) hides a fetched message until it is acked and never restores it if the worker is killed, and Redis
+    restores it only after its visibility timeout (hours). A queued job is re-sent only when it has waited
+    `queued_grace_s` and the broker holds no message for it in `queue`: a job waiting behind busy workers still
+    has its message there, so a backlog is not re-sent (and doubled) merely for being long. Each re-send moves
+    `enqueued_at` under a condition, so when several workers' reapers race, one of them sends.
+    """
+    now = utcnow()
+    old = now - timedelta(seconds=queued_grace_s)
     with session_scope() as session:
-        jobs = session.scalars(select(Job).where(or_(_stale(settings),
-                                                     and_(Job.status == "queued", Job.enqueued_at < old)))).all()
-        for job in jobs:
-            job.enqueued_at = utcnow()
-        found = [(job.id, job.time_limit_s) for job in jobs]
-    for job_id, time_limit in found:
+        stale = session.scalars(select(Job.id).where(_stale(settings))).all()
+        queued = session.scalars(select(Job.id).where(
+            Job.status == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at < old))).all()
+    waiting = waiting_job_ids(queue) if queued else set()
+    lost = [job_id for job_id in queued if waiting is None or job_id not in waiting]
+    resend = []
+    with session_scope() as session:
+        for job_id in stale:
+            if session.execute(update(Job).where(Job.id == job_id, _stale(settings)).values(
+                    status="queued", worker=None, heartbeat_at=None, enqueued_at=now,
+                    progress={"phase": "queued"})).rowcount:
+                resend.append(job_id)
+        for job_id in lost:
+            if session.execute(update(Job).where(
+                    Job.id == job_id, Job.status == "queued",
+                    or_(Job.enqueued_at.is_(None), Job.enqueued_at < old)).values(enqueued_at=now)).rowcount:
+                resend.append(job_id)
+        limits = dict(session.execute(select(Job.id, Job.time_limit_s).where(Job.id.in_(resend))).all())
+    for job_id in resend:
         log.warning("re-queueing job %s (worker lost or message lost)", job_id)
-        enqueue_job(job_id, time_limit)
-    return [job_id for job_id, _ in found]
+        enqueue_job(job_id, limits[job_id])
+    return resend

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -11,6 +12,8 @@ from app.db.models import Job
 from app.db.session import session_scope
 from compression.context import ProgressEvent
 from worker.claims import beat
+
+log = logging.getLogger(__name__)
 
 
 class ProgressWriter:
@@ -67,7 +70,10 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            beat(self.job_id, self.worker)
+            try:
+                beat(self.job_id, self.worker)
+            except Exception:  # e.g. the database briefly locked or away: the next beat may get through
+                log.exception("heartbeat of job %s failed", self.job_id)
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()

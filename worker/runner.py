@@ -1,30 +1,47 @@
-"""One job, start to finish: claim, fetch inputs, run the pipeline, store results, record the outcome."""
+"""One job, start to finish: claim it, fetch its inputs, run it in a sandboxed process, record the outcome.
+
+This process holds the database and broker credentials, so it never runs the compression work itself: the child
+started by `worker.sandbox` does, and talks back over a pipe. Whatever happens after the claim (a spec that no
+longer parses, a missing input, a crash of the child or of this code) ends with the job failed and its reason.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
-import tempfile
 import time
 import traceback
+from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import update
+from pydantic import ValidationError
 
 from app.config import Settings
-from app.db.models import Job, utcnow
+from app.db.models import Job
 from app.db.session import session_scope
 from app.jobs.schemas import JobCreate
-from compression.context import Cancelled, RunContext
+from compression.context import ProgressEvent
 from worker.claims import claim
+from worker.compile_cache import build_headers_once, lend_headers
+from worker.messages import ProtocolError, checkpoint_file
+from worker.outcome import Outcome, finish, outcome_from_child
 from worker.reporting import Heartbeat, ProgressWriter, StopCheck
-from worker.storage import CheckpointStore, fetch_inputs, model_resolver, store_stage_artifacts
+from worker.sandbox import isolation_plan, run_child, skipped_isolations
+from worker.scratch import UnsafeOutput, give_to, job_scratch, open_output, sandbox_identity
+from worker.storage import CheckpointStore, fetch_inputs
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+# What a job's process may send before a chatty (or hostile) one is no longer heard: log lines, checkpoint
+# names (one per training stage is the norm), progress metrics per event.
+MAX_RELAYED_LOG_LINES = 1000
+MAX_CHECKPOINT_NAMES = 64
+MAX_PROGRESS_METRICS = 50
 
 
+@lru_cache
 def versions() -> dict:
     import platform
 
@@ -36,74 +53,99 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def resolve_device(setting: str, threads: int | None) -> str:
+def resolve_device(setting: str) -> str:
+    if setting != "auto":
+        return setting
     import torch
-    if threads:
-        torch.set_num_threads(threads)
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return setting
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run_job(job_id: str, settings: Settings) -> str:
-    """Returns the job's final status, or "skipped" when another worker owns it or it is already finished."""
+    """Returns the job's final status, "skipped" when another worker owns it or it is already finished, or
+    "lost" when another worker claimed it while this one ran it."""
     if not claim(job_id, WORKER_NAME, settings, versions()):
         log.info("job %s not claimable (finished, cancelled or running elsewhere); skipping", job_id)
         return "skipped"
+    try:
+        with Heartbeat(job_id, WORKER_NAME, settings.heartbeat_interval_s):
+            return _run(job_id, settings)
+    except Exception as exc:  # the job must end failed with its reason, never stay "running"
+        log.error("job %s failed in the worker:\n%s", job_id, traceback.format_exc())
+        # The type only: the worker's own errors (database, broker, store) are not the tenant's to read.
+        return finish(job_id, WORKER_NAME, Outcome.failed(
+            "internal_error", f"the worker failed while handling this job ({type(exc).__name__}); it is logged "
+                              "there, and submitting the job again may work"), settings)
+
+
+def _run(job_id: str, settings: Settings) -> str:
     with session_scope() as session:
         job = session.get(Job, job_id)
     if job.attempts > settings.job_max_attempts:
-        return _finish(job_id, "failed", "worker_lost", f"the worker running this job died {job.attempts - 1} "
-                                                        "times; giving up")
-    spec = JobCreate.model_validate(job.spec)
-    checkpoints = CheckpointStore(job_id, settings)
-    deadline = time.monotonic() + job.time_limit_s
-    ctx = RunContext(report=ProgressWriter(job_id, settings.progress_interval_s),
-                     should_stop=StopCheck(job_id, deadline), save_checkpoint=checkpoints.save,
-                     load_checkpoint=checkpoints.load, device=resolve_device(settings.device, settings.torch_threads), seed=spec.seed)
-    with Heartbeat(job_id, WORKER_NAME, settings.heartbeat_interval_s), tempfile.TemporaryDirectory() as scratch:
+        return finish(job_id, WORKER_NAME, Outcome.failed(
+            "worker_lost", f"the worker running this job died {job.attempts - 1} times; giving up"), settings)
+    try:
+        spec = JobCreate.model_validate(job.spec)
+    except ValidationError as exc:
+        return finish(job_id, WORKER_NAME, Outcome.failed(
+            "invalid_input", f"the job's stored spec is no longer valid ({exc}); submit the job again"), settings)
+    device = resolve_device(settings.device)
+    identity = sandbox_identity(settings)
+    with job_scratch(settings, identity, job_id) as scratch:
         try:
-            return _run(job, spec, ctx, Path(scratch), settings, checkpoints)
-        except Cancelled as stop:
-            if stop.reason == "time_limit_exceeded":
-                return _finish(job_id, "failed", "time_limit_exceeded",
-                               f"the job ran past its time limit of {job.time_limit_s} s")
-            return _finish(job_id, "cancelled", "cancelled", "cancelled by the user while running")
+            files = fetch_inputs(job, spec, scratch)
         except ValueError as exc:
-            # The library raises ValueError for inputs it cannot work with; the message is meant for the user.
-            log.warning("job %s failed on its inputs: %s", job_id, exc)
-            return _finish(job_id, "failed", "invalid_input", str(exc))
-        except Exception as exc:  # the job must end failed with its reason, never stay "running"
-            log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
-            return _finish(job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
+            return finish(job_id, WORKER_NAME, Outcome.failed("invalid_input", str(exc)), settings)
+        give_to(scratch, identity)
+        build_headers_once()
+        lend_headers(scratch, identity)
+        plan = isolation_plan(settings, identity, scratch, device, job.time_limit_s)
+        task = {**files, "stages": [stage.model_dump(mode="json") for stage in spec.stages],
+                "evaluation": spec.evaluation.model_dump(mode="json"), "train_split": spec.train_split,
+                "seed": spec.seed, "device": device, "threads": settings.torch_threads,
+                "archive_limits": dataclasses.asdict(settings.archive_limits)}
+        relay = Relay(job, scratch, settings)
+        run = run_child(settings, scratch, {"isolation": plan, "task": task}, relay,
+                        StopCheck(job_id, time.monotonic() + job.time_limit_s))
+        relay.log_isolation(run.isolation)
+        outcome = outcome_from_child(run, job.time_limit_s, len(spec.stages))
+        return finish(job_id, WORKER_NAME, outcome, settings, scratch)
 
 
-def _run(job: Job, spec: JobCreate, ctx: RunContext, scratch: Path, settings: Settings,
-         checkpoints: CheckpointStore) -> str:
-    from compression.pipeline import run_pipeline
-    from compression.students import set_model_resolver
+class Relay:
+    """What the child reports while it runs: progress to the job row, checkpoints to the store, logs to ours."""
 
-    ctx.progress("load", 0, 1)
-    model_path, dataset_path = fetch_inputs(job.id, scratch)
-    set_model_resolver(model_resolver(job, scratch))
-    workdir = scratch / "out"
-    workdir.mkdir()
-    result = run_pipeline(model_path, dataset_path, spec.stages, spec.evaluation, ctx, workdir,
-                          train_split=spec.train_split)
-    ctx.progress("store", 0, 1)
-    for index, outcome in enumerate(result.stages):
-        store_stage_artifacts(job, index, outcome, settings)
-    checkpoints.clear()
-    return _finish(job.id, "succeeded", None, None, metrics=result.to_metrics())
+    def __init__(self, job: Job, scratch: Path, settings: Settings):
+        self.job_id, self.scratch = job.id, scratch
+        self.progress = ProgressWriter(job.id, settings.progress_interval_s)
+        self.checkpoints = CheckpointStore(job.id, settings)
+        self.log_lines = 0
+        self.checkpoint_names: set[str] = set()
 
+    def __call__(self, message: dict) -> None:
+        kind = message["type"]
+        try:
+            if kind == "progress":
+                metrics = dict(list(dict(message.get("metrics") or {}).items())[:MAX_PROGRESS_METRICS])
+                self.progress(ProgressEvent(str(message["stage"])[:100], str(message["phase"])[:100],
+                                            int(message["step"]), int(message["total"]), metrics))
+            elif kind == "checkpoint":
+                name = str(message["name"])
+                if len(name) > 200 or checkpoint_file(name) != Path(message["file"]).name:
+                    raise ProtocolError(f"checkpoint {name[:200]!r} at {str(message['file'])[:200]!r}")
+                if name not in self.checkpoint_names and len(self.checkpoint_names) >= MAX_CHECKPOINT_NAMES:
+                    raise ProtocolError(f"more than {MAX_CHECKPOINT_NAMES} checkpoint names")
+                with open_output(self.scratch, str(message["file"])) as file:
+                    self.checkpoints.save(name, file)
+                self.checkpoint_names.add(name)
+            elif kind == "log" and self.log_lines < MAX_RELAYED_LOG_LINES:
+                self.log_lines += 1
+                log.log(int(message.get("level", logging.INFO)), "job %s: %s", self.job_id,
+                        str(message.get("message"))[:2000])
+        except (KeyError, TypeError, ValueError, ProtocolError, UnsafeOutput) as exc:
+            # A bad message costs the child that message only; a missing checkpoint merely resumes from an older one.
+            log.warning("job %s: ignored a bad %s message from the job's process: %s", self.job_id, kind, exc)
 
-def _finish(job_id: str, status: str, code: str | None, message: str | None, metrics: dict | None = None) -> str:
-    values = {"status": status, "error_code": code, "error_message": message, "finished_at": utcnow()}
-    if metrics is not None:
-        values["metrics"] = metrics
-    if status == "succeeded":
-        values["progress"] = {"phase": "done", "step": 1, "total": 1, "fraction": 1.0}
-    with session_scope() as session:
-        session.execute(update(Job).where(Job.id == job_id, Job.worker == WORKER_NAME).values(**values))
-    log.info("job %s %s%s", job_id, status, f" ({code}: {message})" if code else "")
-    return status
+    def log_isolation(self, report: dict | None) -> None:
+        skipped = skipped_isolations(report)
+        log.log(logging.WARNING if skipped else logging.INFO, "job %s sandbox: %s%s", self.job_id, report,
+                f"; not applied: {skipped}" if skipped else "")

@@ -1,75 +1,96 @@
-"""Moving files between the store and the worker's scratch directory."""
+"""Moving files between the store and a job's scratch directory; only the worker touches the database.
+
+Before the sandboxed process starts, everything it may need is copied in: the model, the dataset, uploaded
+students named in the spec and the job's checkpoints. What it writes comes back through `worker.scratch`.
+"""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import BinaryIO
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db.models import Artifact, Blob, Dataset, Job, JobCheckpoint, Model, utcnow
 from app.db.session import session_scope
-from app.jobs.service import MODEL_ARTIFACT, final_model_artifact
-from app.store.blobs import copy_to_file, delete_blob, read_blob, write_blob, write_file
-from compression.inspect import inspect_pt2
-from compression.result import StageResult
-
-if TYPE_CHECKING:
-    import torch
+from app.jobs.schemas import JobCreate
+from app.jobs.service import final_model_artifact
+from app.store.blobs import copy_to_file, delete_blob, read_blob, write_blob
+from worker.messages import checkpoint_file
 
 
-def fetch_inputs(job_id: str, directory: Path) -> tuple[Path, Path]:
-    """Copy the job's model (upload or parent job's final model) and dataset into `directory`."""
+class MissingInput(ValueError):
+    """Something the job names was deleted after it was submitted."""
+
+
+def fetch_inputs(job: Job, spec: JobCreate, scratch: Path) -> dict:
+    """Copy the job's inputs and checkpoints into `scratch`; returns the task's file fields (relative paths)."""
+    files = {"model": "inputs/model.pt2", "dataset": "inputs/dataset.npz", "uploaded_models": {},
+             "checkpoints": "checkpoints", "workdir": "out"}
     with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job.parent_job_id:
-            parent = session.get(Job, job.parent_job_id)
-            model_blob = session.get(Blob, final_model_artifact(session, parent).blob_id)
-        else:
-            model_blob = session.get(Blob, session.get(Model, job.model_id).blob_id)
-        dataset_blob = session.get(Blob, session.get(Dataset, job.dataset_id).blob_id)
-        model_path = copy_to_file(session, model_blob, directory / "input.pt2")
-        dataset_path = copy_to_file(session, dataset_blob, directory / "dataset.npz")
-    return model_path, dataset_path
-
-
-def store_stage_artifacts(job: Job, stage_index: int, result: StageResult, settings: Settings) -> None:
-    with session_scope() as session:
-        for artifact in result.artifacts:
-            details = dict(artifact.metadata)
-            if artifact.kind == MODEL_ARTIFACT:
-                # The signature lets a later job start from this model (parent_job_id) and be validated.
-                details["signature"] = inspect_pt2(artifact.path).to_json()
-            blob = write_file(session, artifact.path, settings.blob_chunk_bytes)
-            session.add(Artifact(tenant_id=job.tenant_id, job_id=job.id, stage_index=stage_index,
-                                 name=artifact.name, kind=artifact.kind, blob_id=blob.id,
-                                 size_bytes=blob.size_bytes, sha256=blob.sha256, details=details))
-
-
-def model_resolver(job: Job, directory: Path) -> Callable[[str], "torch.nn.Module"]:
-    """Load another upload of the job's tenant by id (e.g. a distillation student), as the library asks for it."""
-    def resolve(model_id: str):
-        from compression.io import load_model
-        with session_scope() as session:
-            model = session.get(Model, model_id)
+        copy_to_file(session, _model_blob(session, job), scratch / files["model"])
+        dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
+        if dataset is None:
+            raise MissingInput("the job's dataset was deleted; upload it again and submit a new job")
+        copy_to_file(session, session.get(Blob, dataset.blob_id), scratch / files["dataset"])
+        for index, stage in enumerate(spec.stages):
+            student = getattr(stage, "student", None)
+            if getattr(student, "kind", None) != "upload":
+                continue
+            model = session.get(Model, student.model_id)
             if model is None or model.tenant_id != job.tenant_id:
-                raise ValueError(f"model {model_id} no longer exists; upload the student again")
-            path = copy_to_file(session, session.get(Blob, model.blob_id), directory / f"{model_id}.pt2")
-        return load_model(path)
-    return resolve
+                raise MissingInput(f"stages.{index}.student: model {student.model_id} no longer exists; upload "
+                                   "the student again")
+            # Named by position, never by the id the spec gives: no spec string becomes a path.
+            relative = f"inputs/students/{index}.pt2"
+            copy_to_file(session, session.get(Blob, model.blob_id), scratch / relative)
+            files["uploaded_models"][student.model_id] = relative
+        for checkpoint in session.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == job.id)):
+            copy_to_file(session, session.get(Blob, checkpoint.blob_id),
+                         scratch / files["checkpoints"] / checkpoint_file(checkpoint.name))
+    return files
+
+
+def _model_blob(session: Session, job: Job) -> Blob:
+    if job.parent_job_id:
+        parent = session.get(Job, job.parent_job_id)
+        artifact = final_model_artifact(session, parent) if parent is not None else None
+        if artifact is None:
+            raise MissingInput("the job this one starts from (parent_job_id) no longer has a model")
+        return session.get(Blob, artifact.blob_id)
+    model = session.get(Model, job.model_id) if job.model_id else None
+    if model is None:
+        raise MissingInput("the job's model was deleted; upload it again and submit a new job")
+    return session.get(Blob, model.blob_id)
+
+
+def delete_artifacts(session: Session, job_id: str) -> None:
+    for artifact in session.scalars(select(Artifact).where(Artifact.job_id == job_id)).all():
+        blob_id = artifact.blob_id
+        session.delete(artifact)
+        session.flush()
+        delete_blob(session, blob_id)
+
+
+def delete_checkpoints(session: Session, job_id: str) -> None:
+    for checkpoint in session.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)).all():
+        blob_id = checkpoint.blob_id
+        session.delete(checkpoint)
+        session.flush()
+        delete_blob(session, blob_id)
 
 
 class CheckpointStore:
-    """ctx.save_checkpoint / ctx.load_checkpoint backed by the job_checkpoints table (latest one per name)."""
+    """A job's checkpoints in the job_checkpoints table (the latest one per name)."""
 
     def __init__(self, job_id: str, settings: Settings):
         self.job_id, self.chunk_bytes = job_id, settings.blob_chunk_bytes
 
-    def save(self, name: str, data: bytes) -> None:
+    def save(self, name: str, source: BinaryIO) -> None:
         with session_scope() as session:
-            blob = write_blob(session, io.BytesIO(data), self.chunk_bytes)
+            blob = write_blob(session, source, self.chunk_bytes)
             existing = session.get(JobCheckpoint, (self.job_id, name))
             if existing:
                 old_blob, existing.blob_id, existing.updated_at = existing.blob_id, blob.id, utcnow()
@@ -87,8 +108,4 @@ class CheckpointStore:
 
     def clear(self) -> None:
         with session_scope() as session:
-            for checkpoint in session.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == self.job_id)):
-                blob_id = checkpoint.blob_id
-                session.delete(checkpoint)
-                session.flush()
-                delete_blob(session, blob_id)
+            delete_checkpoints(session, self.job_id)

@@ -11,8 +11,9 @@ from app.config import get_settings
 from app.db.migrate import ensure_schema
 from app.db.session import get_engine
 from app.queue import RUN_JOB, get_celery
-from worker.claims import requeue_lost_jobs
+from worker.reaper import reap
 from worker.runner import run_job as run_job_now
+from worker.sandbox import probe, skipped_isolations
 
 log = logging.getLogger(__name__)
 celery = get_celery()
@@ -34,17 +35,31 @@ def run_job(job_id: str) -> str:
 
 @worker_ready.connect
 def _start_reaper(**_kwargs) -> None:
-    """Re-send jobs lost by a dead worker at start-up and then periodically, from the main worker process."""
+    """Re-send jobs lost by a dead worker (and other housekeeping, worker.reaper) at start-up and then
+    periodically, from the main worker process."""
     settings = get_settings()
     stop = threading.Event()
 
     def loop() -> None:
         while True:
-            try:
-                requeue_lost_jobs(settings)
-            except Exception:  # a database hiccup must not kill the reaper; it retries next round
-                log.exception("re-queueing lost jobs failed")
+            reap(settings)
             if stop.wait(max(settings.stale_after_s / 2, 1.0)):
                 return
 
     threading.Thread(target=loop, name="modelpress-reaper", daemon=True).start()
+
+
+@worker_ready.connect
+def _report_sandbox(**_kwargs) -> None:
+    """Say once, at start-up, which isolations a job's process gets on this machine (and which it does not)."""
+    def check() -> None:
+        try:
+            report = probe(get_settings()).isolation
+        except Exception:  # the jobs themselves still run; each logs its own isolation report
+            log.exception("could not start a sandboxed probe process")
+            return
+        skipped = skipped_isolations(report)
+        log.log(logging.WARNING if skipped else logging.INFO, "job sandbox: %s%s", report,
+                f"; NOT applied: {skipped}" if skipped else "")
+
+    threading.Thread(target=check, name="modelpress-sandbox-probe", daemon=True).start()

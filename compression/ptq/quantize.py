@@ -24,6 +24,7 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
     get_default_x86_inductor_quantization_config,
 )
 
+from compression.errors import check_finite_range
 from compression.io import export_model
 from compression.modes import eval_mode
 
@@ -42,15 +43,30 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     separate_repeated_module_calls(graph)
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(graph, quantizer)
+    calibrated = False
     with torch.no_grad():
         for index, inputs in enumerate(calibration, start=1):
             prepared(*inputs)
+            calibrated = True
             if on_batch is not None:
                 on_batch(index)
+    if calibrated:
+        _check_observed_ranges(prepared)
     converted = convert_pt2e(prepared)
     move_exported_model_to_eval(converted)
     drop_unreferenced_tensors(converted)
     return converted
+
+
+def _check_observed_ranges(prepared: torch.fx.GraphModule) -> None:
+    """Refuse to convert when an observer saw NaN or Inf: the int8 model would get a NaN or default scale.
+
+    Every observer of the traced graph runs on every calibration batch, so one still at its initial range
+    (+inf, -inf) ignored all it saw (the histogram observer drops batches holding Inf)."""
+    for name, module in prepared.named_modules():
+        lo, hi = getattr(module, "min_val", None), getattr(module, "max_val", None)
+        if isinstance(lo, torch.Tensor) and isinstance(hi, torch.Tensor) and lo.numel():
+            check_finite_range(float(lo.min()), float(hi.max()), f"observer {name}")
 
 
 def separate_repeated_module_calls(graph: torch.fx.GraphModule) -> None:

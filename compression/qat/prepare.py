@@ -23,6 +23,7 @@ from typing import Iterable
 import torch
 from torch import fx, nn
 
+from compression.errors import check_finite_range
 from compression.qat.activation_quantizers import (LSQActivationQuantizer, PACTActivationQuantizer,
                                                    make_activation_quantizer)
 from compression.qat.weight_quantizers import make_weight_quantizer
@@ -113,6 +114,7 @@ def calibrate(gm: fx.GraphModule, layers: list[QATLayer], batches: Iterable[tupl
             continue
         quantizer = quantizers[layer.input_key]
         observed = quantizer.finish_calibration()
+        check_finite_range(float(observed.min()), float(observed.max()), f"the input of layer {layer.name}")
         if isinstance(quantizer, PACTActivationQuantizer) and observed.min() < 0:
             replacement = LSQActivationQuantizer(quantizer.bits)
             replacement.features = quantizer.features

@@ -14,6 +14,7 @@ from typing import Iterable
 import torch
 from torch import fx, nn
 
+from compression.errors import check_finite_range
 from compression.quant.affine import QParams, fake_quantize, qparams_from_min_max
 from compression.quant.graph import Layer, ensure_bias, get_tensor, set_tensor
 from compression.quant.observers import Observer
@@ -32,8 +33,9 @@ class InputQuantizer(nn.Module):
         self.input_sum: torch.Tensor | None = None
         self.count = 0
 
-    def finish_calibration(self) -> None:
+    def finish_calibration(self, where: str = "a layer input") -> None:
         lo, hi = self.observer.range()
+        check_finite_range(lo, hi, where)
         self.qparams = qparams_from_min_max(torch.tensor(lo), torch.tensor(hi), self.observer.bits,
                                             symmetric=self.observer.symmetric)
 
@@ -138,8 +140,8 @@ class QuantSimulation:
         with torch.no_grad():
             for inputs in batches:
                 self.gm(*inputs)
-        for quantizer in self.input_quantizers.values():
-            quantizer.finish_calibration()
+        for name, quantizer in self.input_quantizers.items():
+            quantizer.finish_calibration(f"the input of layer {name}")
             quantizer.mode = "off"
 
     def enable_bias_correction(self, config: dict[str, WeightFormat | None],

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from compression.context import Cancelled, RunContext
 from compression.data import Batch, Split
+from compression.errors import NonFiniteLoss
 from compression.modes import eval_mode, train_mode
 from compression.specs.training import TrainingSpec
 from compression.task import Task
@@ -90,7 +91,7 @@ def train(model: nn.Module, loss_fn: LossFn, spec: TrainingSpec, task: Task, ctx
             if batch is None:
                 raise ValueError(f"the batch iterator ran out at step {step} of {spec.steps}")
             lr = set_learning_rates(optimizer, step, spec)
-            loss, grad_norm = _optimizer_step(model, loss_fn, batch, step, optimizer, scaler, autocast_dtype,
+            loss, grad_norm = _optimizer_step(model, loss_fn, batch, step, lr, optimizer, scaler, autocast_dtype,
                                               spec, device)
             losses = (losses + [loss])[-LOSS_WINDOW:]
             completed = step + 1
@@ -116,8 +117,11 @@ def train(model: nn.Module, loss_fn: LossFn, spec: TrainingSpec, task: Task, ctx
                        wall_time_s=round(time.monotonic() - started, 3))
 
 
-def _optimizer_step(model, loss_fn, batch, step, optimizer, scaler, autocast_dtype, spec, device):
-    """One forward/backward/update; returns (loss, global gradient norm before clipping or None)."""
+def _optimizer_step(model, loss_fn, batch, step, lr, optimizer, scaler, autocast_dtype, spec, device):
+    """One forward/backward/update; returns (loss, global gradient norm before clipping or None).
+
+    A non-finite loss stops training with `NonFiniteLoss` (the user's learning rate or data, not a crash); with
+    a GradScaler (float16) such steps are skipped by the scaler instead."""
     optimizer.zero_grad(set_to_none=True)
     autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
                 else nullcontext())
@@ -125,8 +129,7 @@ def _optimizer_step(model, loss_fn, batch, step, optimizer, scaler, autocast_dty
         loss = loss_fn(model, batch, step)
     loss_value = float(loss.detach())
     if scaler is None and not math.isfinite(loss_value):
-        raise FloatingPointError(f"the loss became {loss_value} at step {step}; lower the learning rate or "
-                                 "enable gradient clipping")
+        raise NonFiniteLoss(loss_value, step + 1, lr)  # counted from 1, as progress counts steps
     (scaler.scale(loss) if scaler is not None else loss).backward()
     grad_norm = None
     if spec.grad_clip_norm is not None:

@@ -63,3 +63,19 @@ def test_dtypes_named_by_the_model_signature_including_bfloat16():
     data = Dataset.from_arrays(arrays, ["x", "m"], input_dtypes={"x": "bfloat16", "m": "float16"})
     x, m = data.split("val").head(2).inputs
     assert x.dtype == torch.bfloat16 and m.dtype == torch.float16 and float(x.sum()) == 4.0
+
+
+def test_nan_or_inf_inputs_are_refused_with_the_array_and_row():
+    from compression.errors import NonFiniteValues
+    arrays = _arrays()
+    arrays["val.x"][2, 1] = np.nan
+    with pytest.raises(NonFiniteValues, match=r"'val.x' holds NaN or Inf \(first at row 2\)"):
+        Dataset.from_arrays(arrays, ["x"])
+    arrays = _arrays()
+    arrays["train.x"][9, 0] = 1e300  # finite in float64, infinite once converted to the model's float32
+    with pytest.raises(NonFiniteValues, match="row 9"):
+        Dataset.from_arrays(arrays, ["x"])
+    arrays = _arrays()
+    arrays["train.x"][4, 2] = np.nan
+    with pytest.raises(NonFiniteValues, match="row 4"):  # also when the model takes integers
+        Dataset.from_arrays(arrays, ["x"], input_dtypes={"x": torch.int64})

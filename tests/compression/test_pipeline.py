@@ -45,3 +45,25 @@ def test_pipeline_without_latency_and_without_labels_measures_fidelity(example_f
     assert result.final["samples"] == 100 and result.final["top1_agreement"] > 0.95
     assert result.final["sqnr_db"] > 15 and "latency_ms" not in result.final
     assert result.stages[0].artifacts[0].path.parent == tmp_path / "out" / "0_ptq"
+
+
+def test_an_uploaded_student_is_loaded_from_the_files_the_run_was_given(example_files, tmp_path):
+    import torch
+
+    from compression.examples import digits_dataset, train_digits_cnn
+    from compression.io import export_model, save_program
+    from compression.specs import KDSpec
+    model_path, dataset_path = example_files
+    arrays = digits_dataset()
+    small = train_digits_cnn(steps=2, width=4, arrays=arrays)
+    student_path = save_program(export_model(small, (torch.from_numpy(arrays["val.x"][:2]),)), tmp_path / "s.pt2")
+    kd = KDSpec(student={"kind": "upload", "model_id": "mdl_student"}, training={"steps": 3, "batch_size": 16})
+    evaluation = EvaluationSpec(latency=False, max_samples=50)
+    result = run_pipeline(model_path, dataset_path, [kd], evaluation, RunContext(), tmp_path / "out",
+                          uploaded_models={"mdl_student": student_path})
+    student_parameters = sum(p.numel() for p in small.parameters())
+    assert result.final["parameters"] == student_parameters < result.baseline["parameters"] / 4
+    with pytest.raises(ValueError, match="mdl_other was not provided"):
+        other = KDSpec(student={"kind": "upload", "model_id": "mdl_other"}, training={"steps": 3})
+        run_pipeline(model_path, dataset_path, [other], evaluation, RunContext(), tmp_path / "out2",
+                     uploaded_models={"mdl_student": student_path})

@@ -18,7 +18,9 @@ FAST_RECOVERY = {"MODELPRESS_STALE_AFTER_S": "4", "MODELPRESS_HEARTBEAT_INTERVAL
 
 class Service:
     def __init__(self, data_dir, log_path):
-        self.env = {**os.environ, **FAST_RECOVERY, "MODELPRESS_DATA_DIR": str(data_dir)}
+        # Scratch directories under the data dir: what a killed worker leaves goes with the test's temp files.
+        self.env = {**os.environ, **FAST_RECOVERY, "MODELPRESS_DATA_DIR": str(data_dir),
+                    "MODELPRESS_SANDBOX_SCRATCH_DIR": str(data_dir / "scratch")}
         self.log = open(log_path, "ab")
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -51,8 +53,24 @@ class Service:
         self.log.close()
 
 
+def _start_from_an_empty_queue() -> None:
+    """API tests submit jobs no worker was meant to run. Each job is a fresh sandboxed process that imports torch,
+    so a worker that ran that backlog first would keep the tests below waiting for minutes."""
+    from sqlalchemy import update
+
+    from app.db.models import Job, utcnow
+    from app.db.session import session_scope
+    from app.queue import get_celery
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.status == "queued").values(
+            status="cancelled", finished_at=utcnow(), error_code="cancelled",
+            error_message="left queued by an earlier test"))
+    get_celery().control.purge()
+
+
 @pytest.fixture(scope="session")
 def service(backend, tmp_path_factory):
+    _start_from_an_empty_queue()
     running = Service(backend.data_dir, tmp_path_factory.mktemp("logs") / f"service-{backend.name}.log")
     try:
         wait_ready(running.base_url, processes=[running.api, running.worker])

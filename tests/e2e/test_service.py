@@ -1,7 +1,9 @@
 """Through HTTP, a real API and a real worker process: what a user does, and what must survive failures."""
 
+import os
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,9 +92,34 @@ def test_a_killed_worker_does_not_lose_the_job_and_training_resumes(service, cli
     job = client.submit_job(_long_qat(uploads, steps=300, checkpoint_every=25))
     _wait_for(client, job["id"], lambda j: j["progress"].get("phase") == "train" and j["progress"]["step"] > 60,
               timeout=180)
+    sandboxed = _processes_working_on(job["id"])
+    assert sandboxed, "the job runs in a child process of the worker, in the job's scratch directory"
     service.kill_worker()
+    deadline = time.monotonic() + 10
+    while any(map(_alive, sandboxed)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_alive, sandboxed)), "the job's process outlived its worker"
     service.start_worker()
     job = client.wait(job["id"], timeout=300)
     assert job["status"] == "succeeded", job["error"]
     assert job["attempts"] == 2
     assert job["metrics"]["stages"][0]["metrics"]["method_metrics"]["train"]["resumed_from_step"] >= 50
+
+
+def _processes_working_on(job_id: str) -> list[int]:
+    """Processes whose working directory is one of the job's scratch directories (named after the job)."""
+    found = []
+    for cwd in Path("/proc").glob("[0-9]*/cwd"):
+        try:
+            if job_id in os.readlink(cwd):
+                found.append(int(cwd.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,3 +1,4 @@
+import io
 import time
 
 from sqlalchemy import update
@@ -45,8 +46,8 @@ def test_checkpoints_keep_only_the_latest(job_id):
     from worker.storage import CheckpointStore
     store = CheckpointStore(job_id, get_settings())
     assert store.load("train") is None
-    store.save("train", b"a" * 3000)
-    store.save("train", b"b" * 10)
+    store.save("train", io.BytesIO(b"a" * 3000))
+    store.save("train", io.BytesIO(b"b" * 10))
     assert store.load("train") == b"b" * 10
     store.clear()
     assert store.load("train") is None

@@ -8,7 +8,6 @@ from compression.context import Cancelled, RunContext
 from compression.distill.function_matching import apply_function_matching
 from compression.specs.distill import FunctionMatchingSpec
 from compression.specs.training import TrainingSpec
-from compression.students import set_model_resolver
 from tests.compression.distill.conftest import image_task
 
 
@@ -34,11 +33,8 @@ def _run(tmp_path, conv_net, teacher_targets: str, steps: int, augment: dict):
     spec = FunctionMatchingSpec(student={"kind": "upload", "model_id": "student"}, augment=augment,
                                 teacher_targets=teacher_targets,
                                 training=TrainingSpec(steps=steps, batch_size=32, lr=1e-3))
-    set_model_resolver({"student": student}.__getitem__)
-    try:
-        apply_function_matching(spec, teacher, task, RunContext())
-    finally:
-        set_model_resolver(None)
+    task.resolve_model = {"student": student}.__getitem__
+    apply_function_matching(spec, teacher, task, RunContext())
     for recording in (teacher, student):
         # The first call of each is the student's interface check on the example inputs, before training.
         assert torch.equal(recording.seen.pop(0), task.example_inputs[0])

@@ -7,7 +7,7 @@ from torch import nn
 from compression.distill.low_rank import factorize_weight, low_rank_factorize, rank_for_energy
 from compression.io import export_model
 from compression.specs.distill import KDSpec, LowRankStudent, UploadedStudent, ZooStudent
-from compression.students import build_student, parameter_count, set_model_resolver
+from compression.students import build_student, parameter_count
 from tests.compression.distill.conftest import make_task
 
 
@@ -74,13 +74,10 @@ def test_students_from_zoo_and_upload_have_the_teacher_interface(tmp_path, blob_
     uploaded = nn.Linear(16, 4)
     with pytest.raises(RuntimeError, match="resolver"):
         build_student(UploadedStudent(model_id="m1"), mlp_teacher, task)
-    set_model_resolver({"m1": uploaded, "wrong": nn.Linear(16, 5)}.__getitem__)
-    try:
-        assert build_student(UploadedStudent(model_id="m1"), mlp_teacher, task).model is uploaded
-        with pytest.raises(ValueError, match="output shape"):
-            build_student(UploadedStudent(model_id="wrong"), mlp_teacher, task)
-    finally:
-        set_model_resolver(None)
+    task.resolve_model = {"m1": uploaded, "wrong": nn.Linear(16, 5)}.__getitem__
+    assert build_student(UploadedStudent(model_id="m1"), mlp_teacher, task).model is uploaded
+    with pytest.raises(ValueError, match="output shape"):
+        build_student(UploadedStudent(model_id="wrong"), mlp_teacher, task)
 
 
 def test_an_input_student_trains_a_copy_of_the_stage_input_against_the_upload(conv_net, tmp_path):

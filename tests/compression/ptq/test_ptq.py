@@ -122,3 +122,13 @@ def test_a_module_called_twice_quantizes_after_a_pt2_round_trip(tmp_path):
     path = save_program(export_model(model, (x[:2],)), tmp_path / "shared_relu.pt2")
     quantized = quantize_int8(load_model(path), (x[:2],), [(x,)])
     assert tensor_sqnr_db(quantized(x), model(x)) > 25
+
+
+def test_calibration_that_sees_infinite_activations_is_refused():
+    from compression.errors import NonFiniteValues
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    with torch.no_grad():
+        model[0].weight.fill_(1e30)  # finite weights and inputs, activations overflow float32
+    x = torch.full((16, 4), 1e10)
+    with pytest.raises(NonFiniteValues, match="non-finite activations"):
+        quantize_int8(model, (x[:4],), [(x,)])

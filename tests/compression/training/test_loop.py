@@ -184,3 +184,19 @@ def test_mixed_precision_on_cuda(tmp_path):
     report = train(model, cross_entropy, TrainingSpec(steps=60, batch_size=32, lr=1e-2), task,
                    RunContext(device="cuda"), evaluate_fn=lambda m: {"on_cuda": next(m.parameters()).is_cuda})
     assert report.metrics["on_cuda"] and report.final_loss < 0.5
+
+
+def test_a_diverging_loss_stops_training_naming_the_step_and_learning_rate(tmp_path):
+    from compression.errors import NonFiniteLoss
+    task = make_task(tmp_path)
+    spec = TrainingSpec(steps=50, batch_size=32, lr=0.5, schedule="constant", grad_clip_norm=None)
+
+    def blows_up_at_step_7(model, batch, step):
+        loss = cross_entropy(model, batch, step)
+        return loss * math.inf if step == 6 else loss
+
+    with pytest.raises(NonFiniteLoss) as caught:
+        train(make_mlp(), blows_up_at_step_7, spec, task, RunContext())
+    assert isinstance(caught.value, ValueError)  # a runner reports it as the user's input to fix
+    assert (caught.value.step, caught.value.lr) == (7, 0.5)
+    assert "step 7" in str(caught.value) and "learning rate 0.5" in str(caught.value)

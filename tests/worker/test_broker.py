@@ -1,0 +1,59 @@
+"""What the broker holds, read without consuming: waiting messages tell a queued job from a lost one, and the
+embedded broker's consumed messages are deleted. Each test uses its own queue (the e2e worker consumes the real
+one while these tests run)."""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+
+@pytest.fixture
+def queue(backend) -> str:
+    return f"modelpress-test-{uuid.uuid4().hex[:8]}"
+
+
+def _send(job_id: str, queue: str) -> None:
+    from app.queue import RUN_JOB, get_celery
+    get_celery().send_task(RUN_JOB, args=[job_id], queue=queue)
+
+
+def _take_and_die(queue: str) -> None:
+    """Fetch one message as a worker does, then vanish without acknowledging or restoring it (a SIGKILL)."""
+    from app.queue import get_celery
+    with get_celery().connection_for_read() as connection:
+        channel = connection.default_channel
+        assert channel.basic_get(queue, no_ack=False) is not None
+        channel.do_restore = False
+
+
+def _age(job_id: str, seconds: float) -> None:
+    from app.db.models import Job, utcnow
+    from app.db.session import session_scope
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow() - timedelta(seconds=seconds)))
+
+
+def test_a_waiting_message_is_seen_until_a_worker_takes_it(queue, job_id, backend):
+    from worker.broker import purge_consumed_messages, waiting_job_ids
+    assert job_id not in waiting_job_ids(queue)
+    _send(job_id, queue)
+    _send("job_other", queue)
+    assert waiting_job_ids(queue) == {job_id, "job_other"}
+    _take_and_die(queue)
+    assert waiting_job_ids(queue) == {"job_other"}
+    consumed = purge_consumed_messages(queue)
+    # The embedded broker keeps a consumed message as an invisible row forever; Redis drops it on ack.
+    assert consumed == (1 if backend.name == "sqlite" else 0)
+    assert purge_consumed_messages(queue) == 0 and waiting_job_ids(queue) == {"job_other"}
+
+
+def test_a_queued_job_is_resent_only_when_its_message_is_gone_and_only_once(queue, job_id, settings):
+    from worker.claims import requeue_lost_jobs
+    _send(job_id, queue)
+    _age(job_id, 700)
+    assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600, queue=queue)  # waiting behind others
+    _take_and_die(queue)  # a worker took the message and died before claiming the job
+    assert job_id in requeue_lost_jobs(settings, queued_grace_s=600, queue=queue)
+    assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600, queue=queue)  # re-sent once, not per round

@@ -1,0 +1,155 @@
+"""Recording a job's outcome: one transaction, only by the owning worker, and nothing left of earlier attempts."""
+
+import io
+import signal
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from tests.worker.conftest import load_job
+
+
+def _set(job_id, **values):
+    from app.db.models import Job
+    from app.db.session import session_scope
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def _rows(model, **where) -> int:
+    from app.db.session import session_scope
+    with session_scope() as session:
+        return session.scalar(select(func.count()).select_from(model).filter_by(**where))
+
+
+def _blobs() -> int:
+    from app.db.models import Blob
+    return _rows(Blob)
+
+
+def _stale(job_id, settings):
+    from app.db.models import utcnow
+    _set(job_id, heartbeat_at=utcnow() - timedelta(seconds=settings.stale_after_s + 5))
+
+
+def _report(tmp_path) -> "object":
+    from worker.outcome import Outcome
+    (tmp_path / "out").mkdir(exist_ok=True)
+    (tmp_path / "out" / "report.json").write_text('{"ok": true}')
+    artifact = {"stage_index": 0, "name": "report.json", "kind": "report.json", "details": {},
+                "file": "out/report.json"}
+    return Outcome("succeeded", metrics={"final": {"accuracy": 0.9}}, artifacts=[artifact])
+
+
+def test_only_the_worker_that_owns_the_running_job_can_finish_it(job_id, settings, tmp_path):
+    from app.db.models import Artifact
+    from worker.claims import claim
+    from worker.outcome import finish
+    assert claim(job_id, "w1", settings, {})
+    _stale(job_id, settings)  # w1 looks dead ...
+    assert claim(job_id, "w2", settings, {})  # ... so w2 runs the job again
+    blobs = _blobs()
+    assert finish(job_id, "w1", _report(tmp_path), settings, tmp_path) == "lost"
+    job = load_job(job_id)
+    assert (job.status, job.worker, job.metrics) == ("running", "w2", {})
+    assert _rows(Artifact, job_id=job_id) == 0 and _blobs() == blobs  # not a byte of w1's outcome
+
+    assert finish(job_id, "w2", _report(tmp_path), settings, tmp_path) == "succeeded"
+    job = load_job(job_id)
+    assert (job.status, job.metrics) == ("succeeded", {"final": {"accuracy": 0.9}})
+    assert _rows(Artifact, job_id=job_id) == 1
+    assert finish(job_id, "w2", _report(tmp_path), settings, tmp_path) == "lost"  # finished jobs stay finished
+    assert _rows(Artifact, job_id=job_id) == 1
+
+
+def test_an_artifact_that_cannot_be_stored_leaves_the_job_running_for_the_failure_that_follows(job_id, settings,
+                                                                                             tmp_path):
+    from app.db.models import Artifact
+    from worker.claims import claim
+    from worker.outcome import Outcome, finish
+    from worker.scratch import UnsafeOutput
+    assert claim(job_id, "w1", settings, {})
+    outcome = _report(tmp_path)
+    (tmp_path / "secret").write_text("not the job's")
+    (tmp_path / "out" / "link").symlink_to(tmp_path / "secret")
+    outcome.artifacts.append({**outcome.artifacts[0], "name": "link", "file": "out/link"})
+    with pytest.raises(UnsafeOutput):
+        finish(job_id, "w1", outcome, settings, tmp_path)
+    assert load_job(job_id).status == "running" and _rows(Artifact, job_id=job_id) == 0
+    assert finish(job_id, "w1", Outcome.failed("internal_error", "x"), settings) == "failed"
+
+
+def test_a_reclaimed_job_starts_without_the_earlier_attempts_artifacts(job_id, settings):
+    from app.db.models import Artifact, Job
+    from app.db.session import session_scope
+    from app.store.blobs import write_blob
+    from worker.claims import claim
+    assert claim(job_id, "w1", settings, {})
+    blobs = _blobs()
+    with session_scope() as session:  # what an attempt stored before it died (code before atomic outcomes)
+        job = session.get(Job, job_id)
+        blob = write_blob(session, io.BytesIO(b"partial"), 1024)
+        session.add(Artifact(tenant_id=job.tenant_id, job_id=job_id, stage_index=0, name="a", kind="model.pt2",
+                             blob_id=blob.id, size_bytes=7, sha256=blob.sha256, details={}))
+    _stale(job_id, settings)
+    assert claim(job_id, "w2", settings, {})
+    assert _rows(Artifact, job_id=job_id) == 0 and _blobs() == blobs
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_failed_and_cancelled_jobs_delete_their_checkpoints(job_id, settings, status):
+    from app.db.models import JobCheckpoint
+    from worker.claims import claim
+    from worker.outcome import Outcome, finish
+    from worker.storage import CheckpointStore
+    blobs = _blobs()
+    assert claim(job_id, "w1", settings, {})
+    store = CheckpointStore(job_id, settings)
+    store.save("0:qat/train", io.BytesIO(b"state" * 100))
+    store.save("1:kd/train", io.BytesIO(b"more"))
+    assert _rows(JobCheckpoint, job_id=job_id) == 2 and _blobs() == blobs + 2
+    assert finish(job_id, "w1", Outcome(status, status, "why"), settings) == status
+    assert _rows(JobCheckpoint, job_id=job_id) == 0 and _blobs() == blobs
+
+
+def test_the_reaper_deletes_checkpoints_of_jobs_cancelled_while_queued(job_id, settings):
+    from app.db.models import JobCheckpoint
+    from worker.reaper import delete_finished_checkpoints
+    from worker.storage import CheckpointStore
+    blobs = _blobs()
+    CheckpointStore(job_id, settings).save("0:qat/train", io.BytesIO(b"state"))
+    delete_finished_checkpoints()
+    assert _rows(JobCheckpoint, job_id=job_id) == 1  # the job may still run and resume from it
+    _set(job_id, status="cancelled")
+    assert delete_finished_checkpoints() >= 1
+    assert _rows(JobCheckpoint, job_id=job_id) == 0 and _blobs() == blobs
+
+
+def _exit(**fields):
+    from worker.sandbox import ChildExit
+    return ChildExit(**{"limits": {"address_space": 2 * 1024**3, "cpu_seconds": 100, "open_files": 64,
+                                   "file_bytes": 1024**2}, **fields})
+
+
+@pytest.mark.parametrize("run, expected", [
+    (dict(returncode=-signal.SIGXCPU), ("resource_limit", "CPU time limit of 100 (MODELPRESS_SANDBOX_CPU_SECONDS")),
+    (dict(returncode=-signal.SIGKILL), ("resource_limit", "out of memory")),
+    (dict(returncode=-signal.SIGSEGV, output_tail="Fatal Python error"), ("internal_error", "SIGSEGV")),
+    (dict(returncode=1, output_tail="ModuleNotFoundError: x"), ("internal_error", "ModuleNotFoundError: x")),
+    (dict(returncode=-signal.SIGKILL, stop_reason="cancelled", killed=True), ("cancelled", "cancelled by the user")),
+    (dict(returncode=1, stop_reason="time_limit_exceeded", error={"code": "invalid_input", "message": "m"}),
+     ("time_limit_exceeded", "time limit of 60 s")),
+    (dict(returncode=1, error={"code": "out_of_memory", "gpu": True, "message": "ran out of GPU memory"}),
+     ("invalid_input", "ran out of GPU memory")),
+    (dict(returncode=1, error={"code": "resource_limit", "limit": "open_files", "message": "m"}),
+     ("resource_limit", "open files limit of 64 (MODELPRESS_SANDBOX_MAX_OPEN_FILES=64)")),
+    (dict(returncode=1, error={"code": "root_please", "message": "m"}), ("internal_error", "unknown error")),
+    (dict(returncode=0, result={"metrics": {}, "artifacts": [{"file": "/etc/passwd"}]}),
+     ("internal_error", "malformed result")),
+    (dict(returncode=0, protocol_error="a message longer than 16 bytes"), ("internal_error", "broke the protocol")),
+])
+def test_how_the_child_ended_becomes_the_jobs_error(run, expected):
+    from worker.outcome import outcome_from_child
+    outcome = outcome_from_child(_exit(**run), time_limit_s=60, stage_count=1)
+    assert outcome.code == expected[0] and expected[1] in outcome.message, outcome.message

@@ -1,0 +1,76 @@
+"""Inductor's precompiled C++ header, built once by the worker and lent read-only to every job.
+
+The first `torch.compile` on CPU precompiles Inductor's C++ prelude (about 150 MB; 45 s on two busy cores) into
+`<temp dir>/torchinductor_<user>/precompiled_headers`. Each job's process has a temp dir of its own, so every job
+that times compiled models would build it again. Instead the worker process builds it once, before its first job
+(so that never competes with a job's timings), from a built-in model (no tenant input), and hard-links it into
+each job's temp dir (when both are on one file system). The links stay owned by the worker and read-only,
+so no job can alter what another job's compiler reads; a job that needs another variant builds it for itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # at run time nothing but the standard library and torch: the sandboxed child imports this too
+    from worker.scratch import Identity
+
+log = logging.getLogger(__name__)
+
+# The user name a job's process gives torch (LOGNAME), which names its Inductor directory in its temp dir.
+SANDBOX_LOGNAME = "modelpress-job"
+
+
+def warm_up() -> None:
+    """Compile a small built-in model so the precompiled header exists in this process's Inductor directory (also
+    how a sandbox probe checks that torch.compile and its compiler processes work under the job's limits)."""
+    import torch
+
+    torch._inductor.config.compile_threads = 1  # no pool of compiler processes left in the worker
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 10)).eval()
+    with torch.no_grad():
+        torch.compile(model)(torch.randn(2, 1, 8, 8))
+
+
+@functools.cache
+def build_headers_once() -> bool:
+    """`warm_up` in this worker process, once; False if it could not (jobs then build their own headers)."""
+    try:
+        warm_up()
+        return True
+    except Exception:
+        log.exception("could not build Inductor's precompiled header for the jobs")
+        return False
+
+
+def _worker_headers() -> Path:
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    return Path(default_cache_dir()) / "precompiled_headers"
+
+
+def lend_headers(scratch: Path, identity: Identity, source: Path | None = None) -> None:
+    """Link the worker's precompiled headers (from `source`, default: this process's Inductor directory) where the
+    job's compiler looks (its TMPDIR is scratch/tmp).
+
+    Runs after the scratch directory was given to the sandbox user: the directories become the job's, the linked
+    files stay the worker's."""
+    source = source or _worker_headers()
+    if not source.is_dir():
+        return
+    target = scratch / "tmp" / f"torchinductor_{SANDBOX_LOGNAME}" / "precompiled_headers"
+    target.mkdir(parents=True)
+    for directory in (target.parent, target):
+        if identity.uid is not None:
+            os.chown(directory, identity.uid, identity.gid)
+    for header in source.iterdir():
+        if header.suffix in (".h", ".gch") and header.is_file() and not header.is_symlink():
+            try:
+                os.link(header, target / header.name)
+            except OSError as exc:  # e.g. another file system: copying 150 MB per job would cost more than it saves
+                log.info("precompiled headers not lent to the job (%s); it builds its own", exc.strerror)
+                return
