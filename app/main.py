@@ -11,6 +11,7 @@ from sqlalchemy import text
 from app import __doc__ as _app_doc
 from app.config import get_settings
 from app.core.errors import install_error_handlers
+from app.core.overload import install_overload_guard
 from app.db.migrate import ensure_schema
 from app.db.session import get_engine
 from app.jobs.downloads import router as downloads_router
@@ -33,6 +34,7 @@ def create_app() -> FastAPI:
                               "dataset, submit a job, poll it, download the compressed model. Every endpoint but "
                               "the health checks needs `Authorization: Bearer <API key>`. " + (_app_doc or ""))
     install_error_handlers(app)
+    install_overload_guard(app)
     app.include_router(resources_router)
     app.include_router(jobs_router)
     app.include_router(downloads_router)
