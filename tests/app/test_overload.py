@@ -10,11 +10,12 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 
 import httpx
 
-from app.demo import _free_port, wait_ready
+from app.demo import _free_port
 from tests.app.conftest import new_key
 
 BURST = 40
@@ -29,11 +30,23 @@ def api_process(tmp_path, **settings: str):
         process = subprocess.Popen([sys.executable, "-m", "app.cli", "api", "--port", str(port)], env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_ready(f"http://127.0.0.1:{port}", processes=[process])
+            _wait_alive(f"http://127.0.0.1:{port}", process)
             yield f"http://127.0.0.1:{port}"
         finally:
             process.terminate()
             process.wait(20)
+
+
+def _wait_alive(base_url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
+    # /healthz rather than /readyz: one test runs the API with its broker unreachable on purpose.
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the API at {base_url} did not start; see its log")
 
 
 async def _burst(base_url: str, headers: dict, method: str, path: str, json: dict | None = None
@@ -69,6 +82,19 @@ def test_a_full_queue_answers_503_and_refused_jobs_do_not_exist(backend, auth, u
 
         for path in ("/healthz", "/readyz"):  # an overloaded process is still alive and ready
             assert {r.status_code for r in asyncio.run(_burst(base_url, {}, "GET", path))} == {200}
+
+
+def test_a_job_whose_enqueue_fails_after_commit_is_answered_201(backend, auth, uploaded, tmp_path):
+    """The row is committed before the enqueue; failing the request then would hide a job that exists (the
+    worker's reaper re-sends queued jobs whose message never arrived)."""
+    spec = {"model_id": uploaded["model"]["id"], "dataset_id": uploaded["dataset"]["id"],
+            "stages": [{"method": "ptq"}]}
+    with api_process(tmp_path, broker_url=f"redis://127.0.0.1:{_free_port()}/0") as base_url:
+        created = httpx.post(f"{base_url}/v1/jobs", json=spec, headers=auth, timeout=60)
+        assert created.status_code == 201, created.text
+        job = httpx.get(f"{base_url}/v1/jobs/{created.json()['id']}", headers=auth).json()
+        assert job["status"] == "queued"
+        assert httpx.post(f"{base_url}/v1/jobs/{job['id']}/cancel", headers=auth).status_code == 200
 
 
 def test_no_free_database_connection_answers_503(backend, tmp_path):
