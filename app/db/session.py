@@ -10,17 +10,20 @@ request does not wait for a connection. If one still waits `db_pool_timeout_s`, 
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import AsyncIterator, Callable, Iterator
 
 import anyio
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import get_settings
 
 log = logging.getLogger(__name__)
+VALIDATE_AFTER_IDLE_S = 0.5
 
 
 def make_engine(url: str, pool_size: int = 5, pool_timeout_s: float = 30.0) -> Engine:
@@ -44,7 +47,34 @@ def make_engine(url: str, pool_size: int = 5, pool_timeout_s: float = 30.0) -> E
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **pool)
+    engine = create_engine(url, pool_use_lifo=True, **pool)
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Check a pooled connection before use only if it sat idle for a while, as HikariCP does.
+
+    SQLAlchemy's pool_pre_ping pings on every checkout: one more round trip per request, about 13 % of a poll's
+    API CPU. A connection used within the last VALIDATE_AFTER_IDLE_S is taken as alive; with LIFO checkout the
+    connections in use under load stay hot, and the rest are pinged when they are next needed. One that fails
+    the ping is dropped and the pool hands out another (SQLAlchemy retries checkout on DisconnectionError). The
+    price: a connection the server dropped less than VALIDATE_AFTER_IDLE_S after its last use still reaches one
+    request, which fails."""
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _mark_alive(_dbapi_connection, record):
+        record.info["alive_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy):
+        if time.monotonic() - record.info.get("alive_at", 0.0) < VALIDATE_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # any failure: this connection is unusable
+            raise DisconnectionError(f"pooled connection failed its ping: {error}") from error
 
 
 @lru_cache
