@@ -92,7 +92,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def verdict(backend: str, rows: list[dict]) -> list[str]:
-    problems = [f"{row['level']}: {row['requests'] - row['ok']} errors" for row in rows if row["ok"] != row["requests"]]
+    problems = [f"{row['level']}: {row['requests'] - row['ok']} errors" for row in rows
+                if row["ok"] != row["requests"]]
     problems += [f"{row['level']}: {row['duplicates']} duplicates" for row in rows if row.get("duplicates")]
     paced = rows[-1]
     if backend == "postgres" and not paced["p99_ms"] < TARGET_P99_MS:
@@ -127,8 +128,7 @@ def main() -> int:
     env = {"MODELPRESS_API_WORKERS": str(args.api_workers)} if args.api_workers else {}
     workers = args.api_workers or Settings().resolved_api_workers
     report = {"args": {k: str(v) for k, v in vars(args).items()}, "cpus": os.cpu_count(), "api_workers": workers,
-              "skipped": skipped,
-              "backends": {}}
+              "skipped": skipped, "backends": {}}
     failed = False
     with tempfile.TemporaryDirectory() as example_dir:
         for backend in backends:
