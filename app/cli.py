@@ -40,8 +40,20 @@ def cmd_keys_create(args) -> int:
 
 def cmd_api(args) -> int:
     import uvicorn
-    _settings(args.data_dir)
-    uvicorn.run("app.main:app", host=args.host, port=args.port, log_level="info")
+    settings = _settings(args.data_dir)
+    workers = args.workers or settings.resolved_api_workers
+    if workers > 1:
+        # Bring the schema up to date (where allowed) once, before the worker processes race to do it.
+        from app.db.migrate import ensure_schema
+        from app.db.session import get_engine
+        ensure_schema(get_engine(), settings.resolved_database_url, settings.should_auto_migrate)
+        get_engine().dispose()
+    # Admission control is ours (app/core/overload.py: 503 with Retry-After and our error shape), so uvicorn's
+    # own limit_concurrency stays off; the listen backlog holds a burst of connections until they are accepted.
+    # Idle keep-alive connections stay open longer than common proxies' 60 s, so a proxy never reuses a
+    # connection we are closing at that moment (a reset instead of an answer).
+    uvicorn.run("app.main:app", host=args.host, port=args.port, log_level="info", workers=workers,
+                backlog=4096, timeout_keep_alive=65, access_log=settings.api_access_log)
     return 0
 
 
@@ -115,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="run the HTTP API only")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=None, help="uvicorn worker processes (default: "
+                                                               "MODELPRESS_API_WORKERS, else 2 on 2+ CPUs)")
     api.set_defaults(func=cmd_api)
 
     worker = commands.add_parser("worker", help="run one Celery worker (one per GPU)")

@@ -1,3 +1,4 @@
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -64,6 +65,35 @@ class Settings(BaseSettings):
                                                                "modelpress-scratch in the system temp dir.")
     sandbox_pass_env: list[str] = Field([], description="More environment variables passed to a job's process "
                                                         "(MODELPRESS_ ones never are).")
+
+    api_workers: int | None = Field(None, ge=1, description="uvicorn worker processes of `modelpress api`, each "
+                                                           "with its own in-flight limit, threads and database "
+                                                           "pool; default: 2 where there are 2 CPUs or more.")
+    api_access_log: bool = Field(True, description="Log every request (one line each, about 10 % of a poll's CPU).")
+    api_max_in_flight: int = Field(16, ge=1, description="Requests one API process handles at once; more wait "
+                                                         "for a slot.")
+    api_max_queued: int = Field(1000, ge=0, description="Requests one API process lets wait for a slot; beyond "
+                                                        "that it answers 503 (overloaded) at once.")
+    api_queue_timeout_s: float = Field(15.0, gt=0, description="Longest wait for a slot before a 503 (overloaded); "
+                                                               "keep it under clients' timeouts.")
+    db_pool_size: int | None = Field(None, ge=1, description="Database connections per process; default: "
+                                                             "api_max_in_flight + 4, so admitted requests never "
+                                                             "wait for one.")
+    db_pool_timeout_s: float = Field(5.0, gt=0, description="Longest wait for a database connection; the API "
+                                                            "answers 503 (overloaded) after it.")
+    auth_cache_ttl_s: float = Field(5.0, ge=0, description="How long the API trusts a key it has looked up: a "
+                                                           "revoked key stops working within this many seconds "
+                                                           "(0: look up on every request).")
+
+    @property
+    def resolved_db_pool_size(self) -> int:
+        return self.db_pool_size or self.api_max_in_flight + 4
+
+    @property
+    def resolved_api_workers(self) -> int:
+        # One event loop per process does the HTTP and framework work of every request; a second process on a
+        # second core halved the poll p99 at 200 req/s on a busy 2-core machine (bench/load.py).
+        return self.api_workers or min(2, os.cpu_count() or 1)
 
     @property
     def resolved_database_url(self) -> str:

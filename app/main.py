@@ -13,6 +13,7 @@ from app.config import get_settings
 from app.core.errors import InternalError, install_error_handlers, responses
 from app.core.middleware import BodyLimitMiddleware, RejectNulMiddleware
 from app.core.openapi import install_openapi
+from app.core.overload import install_overload_guard
 from app.core.uploads import request_body_limit
 from app.db.migrate import ensure_schema
 from app.db.session import get_engine
@@ -38,7 +39,9 @@ def create_app() -> FastAPI:
                               "POSTs that create something accept an `Idempotency-Key`. " + (_app_doc or ""))
     install_error_handlers(app)
     install_openapi(app)
-    # Added last = outermost: a NUL byte or an oversized body is refused before anything else reads the request.
+    install_overload_guard(app)
+    # Added last = outermost: a NUL byte or an oversized body is refused before anything else (the overload
+    # queue included) reads the request.
     app.add_middleware(BodyLimitMiddleware, limit_for=request_body_limit)
     app.add_middleware(RejectNulMiddleware)
     app.include_router(resources_router)

@@ -28,6 +28,11 @@ def create_key(session: Session, tenant_name: str) -> str:
     return key
 
 
+def tenant_for_key_hash(session: Session, key_hash: str) -> Tenant | None:
+    """The tenant of a key that exists and is not revoked, in one query."""
+    return session.scalar(select(Tenant).join(ApiKey, ApiKey.tenant_id == Tenant.id)
+                          .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
+
+
 def tenant_for_key(session: Session, key: str) -> Tenant | None:
-    api_key = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)))
-    return session.get(Tenant, api_key.tenant_id) if api_key else None
+    return tenant_for_key_hash(session, hash_key(key))
