@@ -9,19 +9,19 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app import __doc__ as _app_doc
-from app.config import get_settings
 from app.core.errors import InternalError, install_error_handlers, responses
 from app.core.middleware import BodyLimitMiddleware, RejectNulMiddleware
 from app.core.openapi import install_openapi
 from app.core.overload import install_overload_guard
 from app.core.uploads import request_body_limit
-from app.db.migrate import ensure_schema
-from app.db.session import get_engine
 from app.jobs.downloads import router as downloads_router
 from app.jobs.router import router as jobs_router
-from app.queue import broker_reachable
 from app.resources.router import router as resources_router
 from compression import __version__
+from core.config import get_settings
+from core.db.migrate import ensure_schema
+from core.db.session import get_engine
+from core.queue import broker_reachable
 
 
 @asynccontextmanager

@@ -65,9 +65,9 @@ def reset_peaks(pid: int) -> None:
 def store_directly(kind: str, data: bytes, like_id: str) -> str:
     """Write a model/dataset row and blob with the service's own store functions, copying the clean row's
     metadata (what a bypassed API check would have left)."""
-    from app.db.models import Dataset, Model
-    from app.db.session import session_scope
-    from app.store.blobs import write_blob
+    from core.db.models import Dataset, Model
+    from core.db.session import session_scope
+    from core.store.blobs import write_blob
 
     table = Model if kind == "model" else Dataset
     with session_scope() as session:
@@ -99,7 +99,7 @@ def main() -> int:
         tmp_path = Path(tmp)
         env = {**os.environ, "MODELPRESS_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
         os.environ.update(env)
-        cli = [sys.executable, "-m", "app.cli"]
+        cli = [sys.executable, "-m", "modelpress.cli"]
         subprocess.run([*cli, "migrate"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         key = subprocess.run([*cli, "keys", "create", "--tenant", "bench"], env=env, check=True, cwd=ROOT,
                              capture_output=True, text=True).stdout.strip()

@@ -90,8 +90,8 @@ def service_env(backend: BackendChoice, extra: dict[str, str] | None = None) -> 
 def live_service(backend: BackendChoice, env: dict[str, str] | None = None,
                  keep_log: Path | None = None) -> Iterator[LiveService]:
     """Start API + worker on `backend`, wait until /readyz answers, create a key; stop both on exit."""
-    from app.cli import start_service, stop_service
-    from app.demo import _free_port, wait_ready
+    from modelpress.cli import start_service, stop_service
+    from modelpress.demo import _free_port, wait_ready
 
     if backend.database_url:
         _wipe(backend)
@@ -103,7 +103,7 @@ def live_service(backend: BackendChoice, env: dict[str, str] | None = None,
         processes = start_service(data_dir, "127.0.0.1", port, log_path=log_path, env=full_env)
         try:
             wait_ready(f"http://127.0.0.1:{port}", processes=processes)
-            key = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", "--tenant", "bench"],
+            key = subprocess.run([sys.executable, "-m", "modelpress.cli", "keys", "create", "--tenant", "bench"],
                                  env={**os.environ, **full_env, "MODELPRESS_DATA_DIR": str(data_dir)},
                                  capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
             yield LiveService(backend, f"http://127.0.0.1:{port}", key, log_path, processes)

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import httpx
 
-from app.config import Settings
 from bench.live_service import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL, ROOT, choose_backends, live_service
 from bench.loadgen import Call, closed_loop, open_loop
+from core.config import Settings
 
 CHEAP_EVALUATION = {"latency": False, "compile": False, "max_samples": 64}
 TARGET_P99_MS = 50.0

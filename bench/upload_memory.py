@@ -56,12 +56,12 @@ def main() -> int:
         tmp_path = Path(tmp)
         env = {**os.environ, "MODELPRESS_DATA_DIR": str(tmp_path / "data"),
                "MODELPRESS_MAX_DATASET_BYTES": str(8 * 1024**3)}
-        subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, check=True, cwd=ROOT,
+        subprocess.run([sys.executable, "-m", "modelpress.cli", "migrate"], env=env, check=True, cwd=ROOT,
                        stdout=subprocess.DEVNULL)
-        key = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", "--tenant", "bench"], env=env,
+        key = subprocess.run([sys.executable, "-m", "modelpress.cli", "keys", "create", "--tenant", "bench"], env=env,
                              check=True, cwd=ROOT, capture_output=True, text=True).stdout.strip()
         port = 8765
-        api = subprocess.Popen([sys.executable, "-m", "app.cli", "api", "--port", str(port)], env=env, cwd=ROOT,
+        api = subprocess.Popen([sys.executable, "-m", "modelpress.cli", "api", "--port", str(port)], env=env, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"

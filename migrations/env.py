@@ -1,6 +1,7 @@
 from alembic import context
-from app.db.models import Base
-from app.db.session import make_engine
+
+from core.db.models import Base
+from core.db.session import make_engine
 
 config = context.config
 

@@ -45,8 +45,8 @@ def reset_database(url: str) -> None:
 
 def clear_service_caches() -> None:
     """Settings, engine and Celery app are cached per process; tests switch backends, so they start over."""
-    from app.config import get_settings
-    from app.db import session
-    from app.queue import get_celery
+    from core.config import get_settings
+    from core.db import session
+    from core.queue import get_celery
     for cached in (get_settings, session.get_engine, session._session_factory, get_celery):
         cached.cache_clear()

@@ -16,7 +16,7 @@ BACKENDS = available_backends()
 @pytest.fixture(scope="session", params=BACKENDS, ids=[b.name for b in BACKENDS])
 def backend(request, tmp_path_factory) -> Backend:
     """A migrated database and a broker; the environment points the service code at them."""
-    from app.db.migrate import upgrade
+    from core.db.migrate import upgrade
 
     chosen: Backend = request.param
     data_dir = tmp_path_factory.mktemp(f"data-{chosen.name}")
@@ -25,7 +25,7 @@ def backend(request, tmp_path_factory) -> Backend:
     saved = {k: os.environ.get(k) for k in chosen.env(data_dir)}
     os.environ.update(chosen.env(data_dir))
     clear_service_caches()
-    from app.config import get_settings
+    from core.config import get_settings
     upgrade(get_settings().resolved_database_url)
     yield dataclasses.replace(chosen, data_dir=data_dir)
     for key, value in saved.items():
@@ -41,3 +41,35 @@ def example_files(tmp_path_factory) -> tuple[Path, Path]:
     """A small CNN trained on scikit-learn digits, exported to .pt2, and its dataset as .npz."""
     from compression.examples import write_digits_example
     return write_digits_example(tmp_path_factory.mktemp("example"))
+
+
+@pytest.fixture
+def job_id(backend) -> str:
+    """A queued job row (its model and dataset are placeholders and its spec is empty: it cannot run)."""
+    import io
+
+    from core.db.models import Dataset, Job, Model
+    from core.db.session import session_scope
+    from core.store.blobs import write_blob
+    from tests.rows import ensure_tenant
+    with session_scope() as session:
+        tenant_id = ensure_tenant(session, "worker-tests")
+        blob = write_blob(session, io.BytesIO(b"x"), 1024)
+        model = Model(tenant_id=tenant_id, name="m", blob_id=blob.id, size_bytes=1, sha256="", signature={})
+        dataset = Dataset(tenant_id=tenant_id, name="d", blob_id=blob.id, size_bytes=1, sha256="", manifest={})
+        session.add_all([model, dataset])
+        session.flush()
+        job = Job(tenant_id=tenant_id, model_id=model.id, dataset_id=dataset.id, spec={}, time_limit_s=60)
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+@pytest.fixture
+def settings(backend, tmp_path_factory):
+    """The worker's settings, with a heartbeat quick enough that no other test worker's reaper (the e2e service
+    checks for stale heartbeats every 2 s) mistakes a job run here for a lost one, and scratch directories in the
+    test's temp dir."""
+    from core.config import get_settings
+    return get_settings().model_copy(update={"heartbeat_interval_s": 0.5, "progress_interval_s": 0.1,
+                                             "sandbox_scratch_dir": tmp_path_factory.mktemp("scratch")})

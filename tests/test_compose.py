@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from app.cli import build_parser
+from modelpress.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

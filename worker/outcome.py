@@ -12,17 +12,16 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import update
-
-from app.config import Settings
-from app.db.models import Artifact, Job, utcnow
-from app.db.session import session_scope
-from app.jobs.service import MODEL_ARTIFACT
-from app.store.blobs import write_blob
 from compression.inspect import inspect_pt2
+from core.config import Settings
+from core.db.models import Artifact, Job
+from core.db.session import session_scope
+from core.jobs.artifacts import MODEL_ARTIFACT, delete_checkpoints
+from core.jobs.state import mark_finished
+from core.jobs.status import JobStatus
+from core.store.blobs import write_blob
 from worker.sandbox import ChildExit
 from worker.scratch import open_output
-from worker.storage import delete_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ MAX_ARTIFACTS = 200
 
 @dataclass
 class Outcome:
-    status: str  # succeeded | failed | cancelled
+    status: JobStatus
     code: str | None = None
     message: str | None = None
     metrics: dict | None = None
@@ -45,7 +44,7 @@ class Outcome:
 
     @classmethod
     def failed(cls, code: str, message: str) -> "Outcome":
-        return cls("failed", code, message)
+        return cls(JobStatus.FAILED, code, message)
 
 
 class NotOwner(Exception):
@@ -54,18 +53,10 @@ class NotOwner(Exception):
 
 def finish(job_id: str, worker: str, outcome: Outcome, settings: Settings, scratch: Path | None = None) -> str:
     """Record `outcome`; returns the job's status, or "lost" when another worker owns the job now."""
-    values = {"status": outcome.status, "error_code": outcome.code, "error_message": outcome.message,
-              "finished_at": utcnow()}
-    if outcome.metrics is not None:
-        values["metrics"] = outcome.metrics
-    if outcome.status == "succeeded":
-        values["progress"] = {"phase": "done", "step": 1, "total": 1, "fraction": 1.0}
     try:
         with session_scope() as session:
-            # The guarded update comes first: it takes the row's lock, so a reclaim waits for this commit.
-            owned = session.execute(update(Job).where(Job.id == job_id, Job.worker == worker,
-                                                      Job.status == "running").values(**values)).rowcount
-            if owned != 1:
+            if not mark_finished(session, job_id, worker, outcome.status, outcome.code, outcome.message,
+                                 outcome.metrics):
                 raise NotOwner(job_id)
             job = session.get(Job, job_id)
             for entry in outcome.artifacts:
@@ -98,7 +89,7 @@ def outcome_from_child(run: ChildExit, time_limit_s: int, stage_count: int) -> O
         return Outcome.failed("internal_error", f"the job's process broke the protocol: {run.protocol_error}")
     if run.result is not None:
         try:
-            return Outcome("succeeded", metrics=_dict(run.result.get("metrics")),
+            return Outcome(JobStatus.SUCCEEDED, metrics=_dict(run.result.get("metrics")),
                            artifacts=_artifacts(run.result.get("artifacts"), stage_count))
         except ValueError as exc:
             return Outcome.failed("internal_error", f"the job's process reported a malformed result: {exc}")
@@ -107,7 +98,7 @@ def outcome_from_child(run: ChildExit, time_limit_s: int, stage_count: int) -> O
     if reason == "time_limit_exceeded":
         return Outcome.failed("time_limit_exceeded", f"the job ran past its time limit of {time_limit_s} s")
     if reason == "cancelled":
-        return Outcome("cancelled", "cancelled", "cancelled by the user while running")
+        return Outcome(JobStatus.CANCELLED, "cancelled", "cancelled by the user while running")
     if run.error is not None:
         return _from_error(run.error, run.limits)
     return _from_exit_status(run)

@@ -8,14 +8,14 @@ import shutil
 
 from sqlalchemy import select
 
-from app.config import Settings
-from app.db.models import Job, JobCheckpoint
-from app.db.session import session_scope
-from app.jobs.schemas import FINISHED
-from worker.broker import purge_consumed_messages
-from worker.claims import requeue_lost_jobs
+from core.broker import purge_consumed_messages
+from core.config import Settings
+from core.db.models import Job, JobCheckpoint
+from core.db.session import session_scope
+from core.jobs.artifacts import delete_checkpoints
+from core.jobs.state import requeue_lost_jobs
+from core.jobs.status import FINISHED, JobStatus
 from worker.scratch import old_scratch_dirs
-from worker.storage import delete_checkpoints
 
 log = logging.getLogger(__name__)
 # A scratch directory this old whose job is not running was left by a killed worker.
@@ -40,7 +40,7 @@ def remove_abandoned_scratch(settings: Settings, min_age_s: float = ABANDONED_SC
     abandoned = found.pop("probe", [])  # a probe lasts seconds
     if found:
         with session_scope() as session:
-            idle = session.scalars(select(Job.id).where(Job.id.in_(list(found)), Job.status != "running")).all()
+            idle = session.scalars(select(Job.id).where(Job.id.in_(list(found)), Job.status != JobStatus.RUNNING)).all()
         abandoned += [path for job_id in idle for path in found[job_id]]
     for path in abandoned:
         shutil.rmtree(path, ignore_errors=True)

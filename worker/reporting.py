@@ -6,12 +6,8 @@ import logging
 import threading
 import time
 
-from sqlalchemy import select, update
-
-from app.db.models import Job
-from app.db.session import session_scope
 from compression.context import ProgressEvent
-from worker.claims import beat
+from core.jobs.state import beat, cancel_requested, write_progress
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +28,7 @@ class ProgressWriter:
         self._last_write, self._last_key = now, key
         progress = {"stage": event.stage, "phase": event.phase, "step": event.step, "total": event.total,
                     "fraction": round(event.fraction, 4), "metrics": _json_safe(event.metrics)}
-        with session_scope() as session:
-            session.execute(update(Job).where(Job.id == self.job_id).values(progress=progress))
+        write_progress(self.job_id, progress)
 
 
 def _json_safe(metrics: dict) -> dict:
@@ -55,8 +50,7 @@ class StopCheck:
             return "time_limit_exceeded"
         if not self._cancelled and now - self._last_read >= self.interval:
             self._last_read = now
-            with session_scope() as session:
-                self._cancelled = bool(session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)))
+            self._cancelled = cancel_requested(self.job_id)
         return "cancelled" if self._cancelled else None
 
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from app.config import Settings
-from app.db.models import Job
-from app.db.session import session_scope
-from app.jobs.schemas import JobCreate
 from compression.context import ProgressEvent
-from worker.claims import claim
+from core.config import Settings
+from core.db.models import Job
+from core.db.session import session_scope
+from core.jobs.spec import JobCreate
+from core.jobs.state import claim
 from worker.compile_cache import build_headers_once, lend_headers
 from worker.messages import ProtocolError, checkpoint_file
 from worker.outcome import Outcome, finish, outcome_from_child

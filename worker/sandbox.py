@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from app.config import Settings
+from core.config import Settings
 from worker.compile_cache import SANDBOX_LOGNAME, lend_headers
 from worker.messages import LineReader, ProtocolError, encode
 from worker.scratch import Identity, job_scratch, sandbox_identity, scratch_root
@@ -88,7 +88,7 @@ def isolation_plan(settings: Settings, identity: Identity, scratch: Path, device
                    time_limit_s: float) -> dict:
     """What `worker.isolation.apply` does in the child (JSON)."""
     hidden = [*HIDDEN_SYSTEM_PATHS, str(settings.data_dir.resolve()), str(scratch_root(settings))]
-    if Path(".env").is_file():  # settings may be read from it (app.config)
+    if Path(".env").is_file():  # settings may be read from it (core.config)
         hidden.append(str(Path(".env").resolve()))
     return {"parent_pid": os.getpid(), "scratch": str(scratch), "uid": identity.uid, "gid": identity.gid,
             "user_skipped": identity.reason, "hide": hidden, "keep": [*runtime_paths(), str(scratch)],

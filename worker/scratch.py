@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
-from app.config import Settings
+from core.config import Settings
 
 # Subdirectories the child uses; HOME, TMPDIR and the compiler caches point inside so nothing is written elsewhere.
 LAYOUT = ("inputs", "inputs/students", "checkpoints", "out", "home", "tmp", "cache")

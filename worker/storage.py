@@ -12,12 +12,12 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.config import Settings
-from app.db.models import Artifact, Blob, Dataset, Job, JobCheckpoint, Model, utcnow
-from app.db.session import session_scope
-from app.jobs.schemas import JobCreate
-from app.jobs.service import final_model_artifact
-from app.store.blobs import copy_to_file, delete_blob, read_blob, write_blob
+from core.config import Settings
+from core.db.models import Blob, Dataset, Job, JobCheckpoint, Model, utcnow
+from core.db.session import session_scope
+from core.jobs.artifacts import delete_checkpoints, final_model_artifact
+from core.jobs.spec import JobCreate
+from core.store.blobs import copy_to_file, delete_blob, read_blob, write_blob
 from worker.messages import checkpoint_file
 
 
@@ -64,22 +64,6 @@ def _model_blob(session: Session, job: Job) -> Blob:
     if model is None:
         raise MissingInput("the job's model was deleted; upload it again and submit a new job")
     return session.get(Blob, model.blob_id)
-
-
-def delete_artifacts(session: Session, job_id: str) -> None:
-    for artifact in session.scalars(select(Artifact).where(Artifact.job_id == job_id)).all():
-        blob_id = artifact.blob_id
-        session.delete(artifact)
-        session.flush()
-        delete_blob(session, blob_id)
-
-
-def delete_checkpoints(session: Session, job_id: str) -> None:
-    for checkpoint in session.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)).all():
-        blob_id = checkpoint.blob_id
-        session.delete(checkpoint)
-        session.flush()
-        delete_blob(session, blob_id)
 
 
 class CheckpointStore:

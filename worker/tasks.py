@@ -7,10 +7,10 @@ import threading
 
 from celery.signals import worker_process_init, worker_ready
 
-from app.config import get_settings
-from app.db.migrate import ensure_schema
-from app.db.session import get_engine
-from app.queue import RUN_JOB, get_celery
+from core.config import get_settings
+from core.db.migrate import ensure_schema
+from core.db.session import get_engine
+from core.queue import RUN_JOB, get_celery
 from worker.reaper import reap
 from worker.runner import run_job as run_job_now
 from worker.sandbox import probe, skipped_isolations

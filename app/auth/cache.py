@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from app.db.models import Tenant
+from core.db.models import Tenant
 
 
 class TenantCache:

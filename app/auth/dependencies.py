@@ -7,10 +7,10 @@ from sqlalchemy.orm import Session
 
 from app.auth.cache import tenant_cache
 from app.auth.service import hash_key, tenant_for_key_hash
-from app.config import get_settings
 from app.core.errors import Unauthorized
-from app.db.models import Tenant
-from app.db.session import get_session, session_scope
+from core.config import get_settings
+from core.db.models import Tenant
+from core.db.session import get_session, session_scope
 
 # scope="function": commit (and enqueue after it) before the response is sent; with the default "request" scope
 # a client could read 201 and ask for the job before its row had committed.

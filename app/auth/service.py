@@ -6,7 +6,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import ApiKey, Tenant
+from core.db.models import ApiKey, Tenant
 
 KEY_PREFIX = "mp_"
 

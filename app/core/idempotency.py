@@ -23,9 +23,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.config import get_settings
 from app.core.errors import Conflict, IdempotencyKeyReused, InvalidInput
-from app.db.models import IdempotencyRecord, Tenant, utcnow
+from core.config import get_settings
+from core.db.models import IdempotencyRecord, Tenant, utcnow
 
 KEY_HEADER = "Idempotency-Key"
 IdempotencyKey = Annotated[str | None, Header(

@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.config import Settings, get_settings
 from app.core.errors import ErrorBody
+from core.config import Settings, get_settings
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
 RETRY_AFTER_S = 1

@@ -4,7 +4,7 @@ from typing import TypeVar
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
-from app.db.models import Tenant
+from core.db.models import Tenant
 
 Owned = TypeVar("Owned")
 # Every id is new_id()'s prefix_hex: anything else (a NUL byte, which PostgreSQL text cannot even hold; 10 KB of

@@ -5,11 +5,10 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.config import Settings
 from app.core.errors import QuotaExceeded
-from app.db.models import Artifact, Dataset, Job, Model, Tenant
-
-ACTIVE = ("queued", "running")
+from core.config import Settings
+from core.db.models import Artifact, Dataset, Job, Model, Tenant
+from core.jobs.status import ACTIVE
 
 
 def stored_bytes(session: Session, tenant: Tenant) -> int:

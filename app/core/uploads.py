@@ -15,14 +15,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as ParsedFile
 
 from app.auth.dependencies import SessionDep, TenantDep
-from app.config import get_settings
 from app.core import idempotency, quotas
 from app.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.core.idempotency import KEY_HEADER
 from app.core.middleware import MULTIPART_OVERHEAD
-from app.db.models import Blob, Tenant
-from app.store.blobs import write_blob
 from compression.inspect import InvalidUpload
+from core.config import get_settings
+from core.db.models import Blob, Tenant
+from core.store.blobs import write_blob
 
 T = TypeVar("T")
 # Upload routes and the setting that limits their file; every other request body is a small JSON document.

@@ -10,10 +10,10 @@ from fastapi.responses import StreamingResponse
 
 from app.auth.dependencies import SessionDep, TenantDep
 from app.core.errors import BadRequest, InternalError, NotFound, RangeNotSatisfiable, Unauthorized, responses
-from app.db.models import Blob
-from app.db.session import session_scope
 from app.jobs import service
-from app.store.blobs import read_blob
+from core.db.models import Blob
+from core.db.session import session_scope
+from core.store.blobs import read_blob
 
 router = APIRouter(prefix="/v1", tags=["artifacts"], responses=responses(BadRequest, Unauthorized, InternalError))
 # Positions have at most 18 digits (files are far smaller than 10**18 bytes); longer ones are refused before int()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import fnmatch
+
 from compression.specs import StageSpec
 
 SHOWN_LAYERS = 40

@@ -2,15 +2,27 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import SessionDep, TenantDep
-from app.config import get_settings
-from app.core.errors import (BadRequest, Conflict, IdempotencyKeyReused, InternalError, InvalidInput, NotFound,
-                             PayloadTooLarge, QuotaExceeded, Unauthorized, responses)
+from app.core.errors import (
+    BadRequest,
+    Conflict,
+    IdempotencyKeyReused,
+    InternalError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+    Unauthorized,
+    responses,
+)
 from app.core.idempotency import IdempotencyKey, json_fingerprint, respond_once
 from app.core.pagination import Limit, Offset
 from app.core.schemas import Page
-from app.db.models import Artifact, Job
 from app.jobs import service
-from app.jobs.schemas import ArtifactOut, JobCreate, JobOut, JobStatus
+from app.jobs.schemas import ArtifactOut, JobOut
+from core.config import get_settings
+from core.db.models import Artifact, Job
+from core.jobs.spec import JobCreate
+from core.jobs.status import JobStatus
 
 router = APIRouter(prefix="/v1", tags=["jobs"],
                    responses=responses(BadRequest, Unauthorized, InvalidInput, InternalError))

@@ -1,34 +1,9 @@
 from datetime import datetime
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from app.core.schemas import Out
-from compression.specs import EvaluationSpec, StageSpec
-from compression.specs.common import SplitName
-
-ResourceId = Annotated[str, Field(min_length=1, max_length=64)]
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, protected_namespaces=(), json_schema_extra={
-        "examples": [{"model_id": "mdl_3f2a9c1b7d4e5f60", "dataset_id": "ds_0a1b2c3d4e5f6789",
-                      "stages": [{"method": "ptq", "calibration_split": "train", "calibration_samples": 256}],
-                      "evaluation": {"split": "val", "latency": True, "latency_batch_sizes": [1, 32]}}]})
-
-    model_id: ResourceId | None = Field(None, description="Uploaded model to compress (or give parent_job_id).")
-    parent_job_id: ResourceId | None = Field(None, description="Start from the final model of an earlier "
-                                                               "succeeded job instead of an upload.")
-    dataset_id: ResourceId
-    stages: list[StageSpec] = Field(min_length=1, max_length=16, description="Methods applied in order; each "
-                                                                              "stage's output feeds the next.")
-    train_split: SplitName = Field("train", description="Split used by stages that train or calibrate by default.")
-    evaluation: EvaluationSpec = EvaluationSpec()
-    time_limit_s: Annotated[int, Field(ge=10, le=10**9)] | None = Field(
-        None, description="Wall-clock limit in seconds; default and maximum are set by the service.")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random choice (0 to 2**32-1).")
+from core.jobs.status import JobStatus
 
 
 class Progress(BaseModel):

@@ -1,23 +1,24 @@
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.config import Settings
 from app.core import quotas
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.ownership import get_owned
-from app.db.models import Artifact, Dataset, Job, JobCheckpoint, Model, Tenant, utcnow
-from app.db.session import after_commit
 from app.jobs.patterns import pattern_problems
-from app.jobs.schemas import FINISHED, JobCreate
 from app.jobs.validation import validate_job
-from app.queue import enqueue_job
-from app.store.blobs import delete_blob
 from compression.inspect import DatasetManifest, ModelSignature
 from compression.specs.order import FINAL_STAGES
-
-MODEL_ARTIFACT = "model.pt2"
+from core.config import Settings
+from core.db.models import Artifact, Dataset, Job, JobCheckpoint, Model, Tenant, utcnow
+from core.db.session import after_commit
+from core.jobs.artifacts import final_model_artifact
+from core.jobs.spec import JobCreate
+from core.jobs.state import QUEUED_PROGRESS, request_cancel
+from core.jobs.status import FINISHED, JobStatus
+from core.queue import enqueue_job
+from core.store.blobs import delete_blob
 
 
 def _owned(session: Session, kind, tenant: Tenant, resource_id: str, field: str):
@@ -26,11 +27,6 @@ def _owned(session: Session, kind, tenant: Tenant, resource_id: str, field: str)
         return get_owned(session, kind, tenant, resource_id)
     except NotFound:
         raise InvalidInput(f"{field}: {resource_id} not found") from None
-
-
-def final_model_artifact(session: Session, job: Job) -> Artifact | None:
-    return session.scalars(select(Artifact).where(Artifact.job_id == job.id, Artifact.kind == MODEL_ARTIFACT)
-                           .order_by(Artifact.stage_index.desc(), Artifact.created_at.desc())).first()
 
 
 def _input_signature(session: Session, tenant: Tenant, spec: JobCreate) -> dict:
@@ -45,7 +41,7 @@ def _input_signature(session: Session, tenant: Tenant, spec: JobCreate) -> dict:
     if last_method in FINAL_STAGES:
         raise InvalidInput(f"parent_job_id: job {parent.id} ended with {last_method}: {FINAL_STAGES[last_method]}; "
                            "branch from a job that ends before that stage")
-    artifact = final_model_artifact(session, parent) if parent.status == "succeeded" else None
+    artifact = final_model_artifact(session, parent) if parent.status == JobStatus.SUCCEEDED else None
     if artifact is None:
         raise InvalidInput(f"parent_job_id: job {parent.id} is {parent.status} and has no model to start from; "
                            "only a succeeded job with a .pt2 model artifact can be a parent")
@@ -84,7 +80,7 @@ def create_job(session: Session, tenant: Tenant, spec: JobCreate, settings: Sett
     quotas.check_job_quota(session, tenant, settings)
     job = Job(tenant_id=tenant.id, model_id=spec.model_id, dataset_id=dataset.id, parent_job_id=spec.parent_job_id,
               spec=spec.model_dump(mode="json"), time_limit_s=time_limit, enqueued_at=utcnow(),
-              progress={"phase": "queued"})
+              progress=QUEUED_PROGRESS)
     session.add(job)
     session.flush()
     after_commit(session, lambda: enqueue_job(job.id, time_limit))
@@ -110,11 +106,7 @@ def cancel_job(session: Session, tenant: Tenant, job_id: str) -> Job:
     job = get_job(session, tenant, job_id)
     if job.status in FINISHED:
         raise Conflict(f"job {job_id} already {job.status}")
-    # Conditional updates, because a worker may claim the job between our read and our write.
-    session.execute(update(Job).where(Job.id == job.id).values(cancel_requested=True))
-    session.execute(update(Job).where(Job.id == job.id, Job.status == "queued").values(
-        status="cancelled", finished_at=utcnow(), error_code="cancelled",
-        error_message="cancelled by the user before it started"))
+    request_cancel(session, job.id)
     session.refresh(job)
     return job
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from app.jobs.schemas import JobCreate
 from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, bind_inputs
 from compression.specs.order import order_problems
 from compression.specs.training import TrainingSpec
+from core.jobs.spec import JobCreate
+
 
 def splits_used(spec: JobCreate) -> set[str]:
     """Every split the job will read: the evaluation split, any `*_split` field of a stage, and the train split

@@ -5,17 +5,28 @@ from fastapi import APIRouter, Depends, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import SessionDep, TenantDep
-from app.config import get_settings
-from app.core.errors import (BadRequest, Conflict, IdempotencyKeyReused, InternalError, InvalidInput, NotFound,
-                             PayloadTooLarge, QuotaExceeded, Unauthorized, UnsupportedMediaType, responses)
+from app.core.errors import (
+    BadRequest,
+    Conflict,
+    IdempotencyKeyReused,
+    InternalError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+    Unauthorized,
+    UnsupportedMediaType,
+    responses,
+)
 from app.core.idempotency import IdempotencyKey, respond_once
 from app.core.ownership import get_owned
 from app.core.pagination import Limit, Offset
 from app.core.schemas import Page
 from app.core.uploads import upload_file
-from app.db.models import Dataset, Model
 from app.resources import service
 from app.resources.schemas import DatasetOut, ModelOut
+from core.config import get_settings
+from core.db.models import Dataset, Model
 
 router = APIRouter(prefix="/v1", responses=responses(BadRequest, Unauthorized, InvalidInput, InternalError))
 ModelFile = Annotated[UploadFile, Depends(upload_file("model"), scope="function")]

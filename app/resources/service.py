@@ -8,14 +8,14 @@ from fastapi import UploadFile
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.config import Settings
-from app.core import quotas
 from app.core.errors import Conflict
 from app.core.ownership import get_owned
 from app.core.uploads import file_sha256, store_upload, upload_name
-from app.db.models import Dataset, Job, Model, Tenant
-from app.store.blobs import delete_blob
 from compression.inspect import inspect_npz, inspect_pt2
+from core.config import Settings
+from core.db.models import Dataset, Job, Model, Tenant
+from core.jobs.status import ACTIVE
+from core.store.blobs import delete_blob
 
 Resource = TypeVar("Resource", Model, Dataset)
 
@@ -58,7 +58,7 @@ def list_owned(session: Session, kind: type[Resource], tenant: Tenant, limit: in
 def delete_owned(session: Session, kind: type[Resource], tenant: Tenant, resource_id: str) -> None:
     resource = get_owned(session, kind, tenant, resource_id)
     column = Job.model_id if kind is Model else Job.dataset_id
-    active = session.scalar(select(func.count()).where(column == resource.id, Job.status.in_(quotas.ACTIVE)))
+    active = session.scalar(select(func.count()).where(column == resource.id, Job.status.in_(ACTIVE)))
     if active:
         raise Conflict(f"{kind.__name__.lower()} {resource_id} is used by {active} queued or running job(s); "
                        "cancel them or wait for them to finish before deleting it")

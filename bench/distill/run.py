@@ -45,8 +45,12 @@ from compression.io import export_model, load_model, save_program  # noqa: E402
 from compression.modes import eval_mode  # noqa: E402
 from compression.qat.apply import apply_qat  # noqa: E402
 from compression.quant.weights import quantize_weight  # noqa: E402
-from compression.specs.distill import (DifferentiableQuantizationSpec, FunctionMatchingSpec, KDSpec,  # noqa: E402
-                                       QuantizedDistillationSpec)
+from compression.specs.distill import (  # noqa: E402
+    DifferentiableQuantizationSpec,
+    FunctionMatchingSpec,
+    KDSpec,
+    QuantizedDistillationSpec,
+)
 from compression.specs.qat import QATSpec  # noqa: E402
 from compression.specs.training import TrainingSpec  # noqa: E402
 from compression.students import parameter_count  # noqa: E402

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fashion_mnist  # noqa: E402
+
 from compression.context import RunContext  # noqa: E402
 from compression.data import Dataset  # noqa: E402
 from compression.evaluate import evaluate  # noqa: E402

@@ -13,7 +13,7 @@ def api(backend):
 
 def new_key(tenant: str | None = None) -> str:
     from app.auth.service import create_key
-    from app.db.session import session_scope
+    from core.db.session import session_scope
     with session_scope() as session:
         return create_key(session, tenant or f"tenant-{uuid.uuid4().hex[:8]}")
 

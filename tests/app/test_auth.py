@@ -23,8 +23,8 @@ def test_unknown_key_is_refused(api):
 def test_keys_are_stored_hashed(api):
     from sqlalchemy import select
 
-    from app.db.models import ApiKey
-    from app.db.session import session_scope
+    from core.db.models import ApiKey
+    from core.db.session import session_scope
     key = new_key("hash-check")
     with session_scope() as session:
         hashes = session.scalars(select(ApiKey.key_hash)).all()

@@ -5,9 +5,9 @@ import time
 from sqlalchemy import update
 
 from app.auth.service import hash_key
-from app.config import get_settings
-from app.db.models import ApiKey, utcnow
-from app.db.session import session_scope
+from core.config import get_settings
+from core.db.models import ApiKey, utcnow
+from core.db.session import session_scope
 from tests.app.conftest import new_key
 
 

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from app.db.session import VALIDATE_AFTER_IDLE_S
+from core.db.session import VALIDATE_AFTER_IDLE_S
 from tests.app.conftest import new_key
 
 

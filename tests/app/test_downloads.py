@@ -4,15 +4,15 @@ import os
 
 import pytest
 
-from app.db.models import Artifact
+from core.db.models import Artifact
 
 
 @pytest.fixture
 def artifact(api, auth, uploaded) -> tuple[str, bytes]:
     """An artifact stored the way the worker stores one, on a job of this tenant."""
-    from app.db.models import Artifact, Job
-    from app.db.session import session_scope
-    from app.store.blobs import write_blob
+    from core.db.models import Artifact, Job
+    from core.db.session import session_scope
+    from core.store.blobs import write_blob
     job_id = api.post("/v1/jobs", headers=auth, json={
         "model_id": uploaded["model"]["id"], "dataset_id": uploaded["dataset"]["id"],
         "stages": [{"method": "ptq"}]}).json()["id"]
@@ -69,8 +69,8 @@ def test_range_positions_too_long_for_int_give_416(api, auth, artifact, header):
 
 
 def test_a_finished_job_can_be_deleted_with_its_artifacts(api, auth, artifact):
-    from app.db.models import Blob
-    from app.db.session import session_scope
+    from core.db.models import Blob
+    from core.db.session import session_scope
     artifact_id, _ = artifact
     job_id = api.get("/v1/jobs", headers=auth).json()["items"][0]["id"]
     refused = api.delete(f"/v1/jobs/{job_id}", headers=auth)

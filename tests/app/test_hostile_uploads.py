@@ -21,7 +21,7 @@ def marker(tmp_path):
 @pytest.fixture
 def small_archive_caps(monkeypatch):
     """The API's archive caps lowered below the corpus's 64 MiB bombs (requests read the cached settings)."""
-    from app.config import get_settings
+    from core.config import get_settings
     settings = get_settings()
     for name in ("max_member_bytes", "max_total_bytes", "max_metadata_bytes"):
         monkeypatch.setattr(settings, f"archive_{name}", getattr(SMALL_LIMITS, name))

@@ -78,7 +78,7 @@ def test_a_retried_upload_returns_the_first_model(api, auth, example_files):
 
 
 def test_a_retried_upload_is_replayed_even_when_the_quota_is_now_used(api, auth, monkeypatch):
-    from app.config import get_settings
+    from core.config import get_settings
     from tests.app.test_limits import _npz
     data = _npz(100)
     headers = {**auth, "Idempotency-Key": _key()}
@@ -91,8 +91,8 @@ def test_a_retried_upload_is_replayed_even_when_the_quota_is_now_used(api, auth,
 def test_expired_keys_start_over(api, auth, uploaded):
     from sqlalchemy import update
 
-    from app.db.models import IdempotencyRecord, utcnow
-    from app.db.session import session_scope
+    from core.db.models import IdempotencyRecord, utcnow
+    from core.db.session import session_scope
     key = _key()
     first = api.post("/v1/jobs", headers={**auth, "Idempotency-Key": key}, json=_spec(uploaded)).json()
     with session_scope() as session:
@@ -140,11 +140,11 @@ def test_a_request_waiting_on_a_key_in_progress_gets_409(api, auth, uploaded, ba
     from sqlalchemy import update
 
     from app.auth.service import tenant_for_key
-    from app.config import get_settings
     from app.core.idempotency import json_fingerprint
-    from app.db.models import IdempotencyRecord, Tenant, utcnow
-    from app.db.session import session_scope
-    from app.jobs.schemas import JobCreate
+    from core.config import get_settings
+    from core.db.models import IdempotencyRecord, Tenant, utcnow
+    from core.db.session import session_scope
+    from core.jobs.spec import JobCreate
     monkeypatch.setattr(get_settings(), "idempotency_wait_s", 0.3)
     key = _key()
     spec = _spec(uploaded)

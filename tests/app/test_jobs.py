@@ -6,7 +6,7 @@ import pytest
 
 
 def _queued_messages() -> int:
-    from app.queue import QUEUE, get_celery
+    from core.queue import QUEUE, get_celery
     with get_celery().connection_for_read() as connection:
         return connection.default_channel.queue_declare(QUEUE, passive=False, durable=True,
                                                         auto_delete=False).message_count
@@ -125,6 +125,7 @@ def test_an_uploaded_student_must_exist_and_fit(api, auth, uploaded, tmp_path):
     assert response.status_code == 422 and "stages.0.student.model_id: mdl_nope not found" in response.json()["detail"]
 
     import torch
+
     from compression.io import export_model, save_program
     mlp = torch.nn.Sequential(torch.nn.Linear(64, 10)).eval()
     path = save_program(export_model(mlp, (torch.zeros(2, 64),)), tmp_path / "mlp.pt2")
@@ -156,8 +157,8 @@ def test_non_finite_and_out_of_range_numbers_are_refused(api, auth, uploaded, ch
 
 def _give_layers(model_id: str, layers: list[str]) -> None:
     """Record the layer names in the stored signature, as inspection does for models uploaded with them."""
-    from app.db.models import Model
-    from app.db.session import session_scope
+    from core.db.models import Model
+    from core.db.session import session_scope
     with session_scope() as session:
         model = session.get(Model, model_id)
         model.signature = {**model.signature, "layers": layers}
@@ -185,8 +186,8 @@ def test_layer_patterns_must_match_a_layer_of_the_model(api, auth, uploaded, sta
 
 def _forget_layers(model_id: str) -> None:
     """Make the stored signature look like one recorded before signatures listed layers."""
-    from app.db.models import Model
-    from app.db.session import session_scope
+    from core.db.models import Model
+    from core.db.session import session_scope
     with session_scope() as session:
         model = session.get(Model, model_id)
         model.signature = {key: value for key, value in model.signature.items() if key != "layers"}

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.demo import _free_port, wait_ready
+from modelpress.demo import _free_port, wait_ready
 from tests.app.conftest import new_key
 
 SERVER_LIMITS = {"MODELPRESS_MAX_DATASET_BYTES": "200000", "MODELPRESS_MAX_JSON_BODY_BYTES": "10000",
@@ -31,7 +31,7 @@ def server(backend, tmp_path_factory):
     """A real API process (uvicorn) with small limits, on the test database."""
     port = _free_port()
     log = open(tmp_path_factory.mktemp("limits") / "api.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "api", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "modelpress.cli", "api", "--port", str(port)],
                                env={**os.environ, **SERVER_LIMITS}, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_ready(f"http://127.0.0.1:{port}", timeout=60, processes=[process])
@@ -161,7 +161,7 @@ def test_a_10_mb_job_spec_is_refused_and_not_stored(api, auth, uploaded):
 
 
 def test_storage_quota(api, auth, monkeypatch):
-    from app.config import get_settings
+    from core.config import get_settings
     data = _npz(1000)
     monkeypatch.setattr(get_settings(), "quota_stored_bytes", int(len(data) * 1.5))
     first = api.post("/v1/datasets", headers=auth, files={"file": ("a.npz", data)})
@@ -177,7 +177,7 @@ def test_storage_quota(api, auth, monkeypatch):
 
 
 def test_active_job_quota(api, auth, uploaded, monkeypatch):
-    from app.config import get_settings
+    from core.config import get_settings
     monkeypatch.setattr(get_settings(), "quota_active_jobs", 1)
     spec = {"model_id": uploaded["model"]["id"], "dataset_id": uploaded["dataset"]["id"],
             "stages": [{"method": "ptq"}]}
@@ -211,7 +211,7 @@ def test_long_file_names_are_shortened_and_nul_bytes_refused(api, auth):
 
 
 def test_concurrent_uploads_cannot_both_take_the_last_of_the_quota(api, auth, monkeypatch):
-    from app.config import get_settings
+    from core.config import get_settings
     data = _npz(1000)
     monkeypatch.setattr(get_settings(), "quota_stored_bytes", int(len(data) * 1.5))
     barrier, statuses = threading.Barrier(3), []

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from app.demo import _free_port
+from modelpress.demo import _free_port
 from tests.app.conftest import new_key
 
 BURST = 40
@@ -27,7 +27,7 @@ def api_process(tmp_path, **settings: str):
            **{f"MODELPRESS_{name.upper()}": value for name, value in settings.items()}}
     port = _free_port()
     with open(tmp_path / "api.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "app.cli", "api", "--port", str(port)], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "modelpress.cli", "api", "--port", str(port)], env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_alive(f"http://127.0.0.1:{port}", process)

@@ -74,7 +74,7 @@ def test_bad_datasets_are_refused_with_a_reason(api, auth, arrays, expected):
 
 
 def test_size_limits_give_413(api, auth, monkeypatch):
-    from app.config import get_settings
+    from core.config import get_settings
     monkeypatch.setattr(get_settings(), "max_dataset_bytes", 1000)
     big = _npz(**{"train.x": np.zeros((100, 10), np.float32)})
     response = api.post("/v1/datasets", headers=auth, files={"file": ("d.npz", big)})

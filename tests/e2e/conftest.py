@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from app.client import Client
-from app.demo import _free_port, wait_ready
+from modelpress.client import Client
+from modelpress.demo import _free_port, wait_ready
 
 FAST_RECOVERY = {"MODELPRESS_STALE_AFTER_S": "4", "MODELPRESS_HEARTBEAT_INTERVAL_S": "0.5",
                  "MODELPRESS_PROGRESS_INTERVAL_S": "0.1"}
@@ -29,7 +29,7 @@ class Service:
 
     def _spawn(self, *args) -> subprocess.Popen:
         # Own session: the worker's pool children are killed with it as a group.
-        return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=self.env, stdout=self.log,
+        return subprocess.Popen([sys.executable, "-m", "modelpress.cli", *args], env=self.env, stdout=self.log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_worker(self) -> subprocess.Popen:
@@ -58,9 +58,9 @@ def _start_from_an_empty_queue() -> None:
     so a worker that ran that backlog first would keep the tests below waiting for minutes."""
     from sqlalchemy import update
 
-    from app.db.models import Job, utcnow
-    from app.db.session import session_scope
-    from app.queue import get_celery
+    from core.db.models import Job, utcnow
+    from core.db.session import session_scope
+    from core.queue import get_celery
     with session_scope() as session:
         session.execute(update(Job).where(Job.status == "queued").values(
             status="cancelled", finished_at=utcnow(), error_code="cancelled",

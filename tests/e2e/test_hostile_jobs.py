@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app.client import Client
+from modelpress.client import Client
 from tests.hostile.corpus import attacks
 
 pytestmark = pytest.mark.e2e
@@ -19,9 +19,9 @@ WINDOW = 8
 
 def _store(kind: str, data: bytes, like_id: str) -> str:
     """Write `data` as a model/dataset of the same tenant, with the metadata of the clean upload `like_id`."""
-    from app.db.models import Dataset, Model
-    from app.db.session import session_scope
-    from app.store.blobs import write_blob
+    from core.db.models import Dataset, Model
+    from core.db.session import session_scope
+    from core.store.blobs import write_blob
 
     table = Model if kind == "model" else Dataset
     with session_scope() as session:

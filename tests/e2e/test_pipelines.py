@@ -43,9 +43,10 @@ def test_quant_noise_then_ipq_with_int8_centroids(client, uploads):
 
 
 def test_an_uploaded_student_is_distilled(client, uploads, example_files, tmp_path):
+    import torch
+
     from compression.examples import digits_dataset, train_digits_cnn
     from compression.io import export_model, save_program
-    import torch
     arrays = digits_dataset()
     small = train_digits_cnn(steps=5, width=4, arrays=arrays)
     student_path = save_program(export_model(small, (torch.from_numpy(arrays["val.x"][:2]),)),

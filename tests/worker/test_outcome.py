@@ -11,25 +11,25 @@ from tests.worker.conftest import load_job
 
 
 def _set(job_id, **values):
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core.db.models import Job
+    from core.db.session import session_scope
     with session_scope() as session:
         session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
 def _rows(model, **where) -> int:
-    from app.db.session import session_scope
+    from core.db.session import session_scope
     with session_scope() as session:
         return session.scalar(select(func.count()).select_from(model).filter_by(**where))
 
 
 def _blobs() -> int:
-    from app.db.models import Blob
+    from core.db.models import Blob
     return _rows(Blob)
 
 
 def _stale(job_id, settings):
-    from app.db.models import utcnow
+    from core.db.models import utcnow
     _set(job_id, heartbeat_at=utcnow() - timedelta(seconds=settings.stale_after_s + 5))
 
 
@@ -43,8 +43,8 @@ def _report(tmp_path) -> "object":
 
 
 def test_only_the_worker_that_owns_the_running_job_can_finish_it(job_id, settings, tmp_path):
-    from app.db.models import Artifact
-    from worker.claims import claim
+    from core.db.models import Artifact
+    from core.jobs.state import claim
     from worker.outcome import finish
     assert claim(job_id, "w1", settings, {})
     _stale(job_id, settings)  # w1 looks dead ...
@@ -65,8 +65,8 @@ def test_only_the_worker_that_owns_the_running_job_can_finish_it(job_id, setting
 
 def test_an_artifact_that_cannot_be_stored_leaves_the_job_running_for_the_failure_that_follows(job_id, settings,
                                                                                              tmp_path):
-    from app.db.models import Artifact
-    from worker.claims import claim
+    from core.db.models import Artifact
+    from core.jobs.state import claim
     from worker.outcome import Outcome, finish
     from worker.scratch import UnsafeOutput
     assert claim(job_id, "w1", settings, {})
@@ -81,10 +81,10 @@ def test_an_artifact_that_cannot_be_stored_leaves_the_job_running_for_the_failur
 
 
 def test_a_reclaimed_job_starts_without_the_earlier_attempts_artifacts(job_id, settings):
-    from app.db.models import Artifact, Job
-    from app.db.session import session_scope
-    from app.store.blobs import write_blob
-    from worker.claims import claim
+    from core.db.models import Artifact, Job
+    from core.db.session import session_scope
+    from core.store.blobs import write_blob
+    from core.jobs.state import claim
     assert claim(job_id, "w1", settings, {})
     blobs = _blobs()
     with session_scope() as session:  # what an attempt stored before it died (code before atomic outcomes)
@@ -99,8 +99,8 @@ def test_a_reclaimed_job_starts_without_the_earlier_attempts_artifacts(job_id, s
 
 @pytest.mark.parametrize("status", ["failed", "cancelled"])
 def test_failed_and_cancelled_jobs_delete_their_checkpoints(job_id, settings, status):
-    from app.db.models import JobCheckpoint
-    from worker.claims import claim
+    from core.db.models import JobCheckpoint
+    from core.jobs.state import claim
     from worker.outcome import Outcome, finish
     from worker.storage import CheckpointStore
     blobs = _blobs()
@@ -114,7 +114,7 @@ def test_failed_and_cancelled_jobs_delete_their_checkpoints(job_id, settings, st
 
 
 def test_the_reaper_deletes_checkpoints_of_jobs_cancelled_while_queued(job_id, settings):
-    from app.db.models import JobCheckpoint
+    from core.db.models import JobCheckpoint
     from worker.reaper import delete_finished_checkpoints
     from worker.storage import CheckpointStore
     blobs = _blobs()

@@ -7,8 +7,8 @@ from sqlalchemy import update
 
 
 def test_scratch_left_by_a_killed_worker_is_removed_once_its_job_is_not_running(job_id, settings, tmp_path):
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core.db.models import Job
+    from core.db.session import session_scope
     from worker.reaper import remove_abandoned_scratch
     ours = settings.model_copy(update={"sandbox_scratch_dir": tmp_path})
     left, other_service, fresh = tmp_path / f"{job_id}-aaa", tmp_path / "job_unknown-bbb", tmp_path / f"{job_id}-ccc"

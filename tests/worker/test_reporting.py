@@ -7,31 +7,32 @@ from compression.context import ProgressEvent
 
 
 def test_progress_is_throttled_but_stage_changes_and_the_end_are_written(job_id, monkeypatch):
-    from app.db import session as db_session
-    from app.db.models import Job
+    from core.db.models import Job
+    from core.db.session import session_scope
+    from core.jobs import state
     from worker.reporting import ProgressWriter
     writes = []
-    real_scope = db_session.session_scope
+    real_write = state.write_progress
 
-    def counting_scope():
+    def counting_write(job, progress):
         writes.append(1)
-        return real_scope()
+        real_write(job, progress)
 
-    monkeypatch.setattr("worker.reporting.session_scope", counting_scope)
+    monkeypatch.setattr("worker.reporting.write_progress", counting_write)
     writer = ProgressWriter(job_id, interval=60)
     for step in range(1, 1001):
         writer(ProgressEvent("0:qat", "train", step, 1000, {"loss": 0.5}))
     writer(ProgressEvent("1:ptq", "calibrate", 1, 10))
     assert len(writes) == 3  # first event, the final step of the stage, the new stage
-    with real_scope() as session:
+    with session_scope() as session:
         progress = session.get(Job, job_id).progress
     assert progress == {"stage": "1:ptq", "phase": "calibrate", "step": 1, "total": 10, "fraction": 0.1,
                         "metrics": {}}
 
 
 def test_stop_check_sees_cancel_and_deadline(job_id):
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core.db.models import Job
+    from core.db.session import session_scope
     from worker.reporting import StopCheck
     check = StopCheck(job_id, deadline=time.monotonic() + 60, interval=0)
     assert check() is None
@@ -42,7 +43,7 @@ def test_stop_check_sees_cancel_and_deadline(job_id):
 
 
 def test_checkpoints_keep_only_the_latest(job_id):
-    from app.config import get_settings
+    from core.config import get_settings
     from worker.storage import CheckpointStore
     store = CheckpointStore(job_id, get_settings())
     assert store.load("train") is None

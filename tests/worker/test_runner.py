@@ -15,18 +15,18 @@ PTQ = [{"method": "ptq", "calibration_samples": 64}]
 def _count(model, **where) -> int:
     from sqlalchemy import func, select
 
-    from app.db.session import session_scope
+    from core.db.session import session_scope
     with session_scope() as session:
         return session.scalar(select(func.count()).select_from(model).filter_by(**where))
 
 
 def _blob_count() -> int:
-    from app.db.models import Blob
+    from core.db.models import Blob
     return _count(Blob)
 
 
 def test_limits_fail_jobs_naming_the_setting_and_the_worker_serves_the_next(make_job, settings, caplog):
-    from app.db.models import Artifact
+    from core.db.models import Artifact
     from worker.runner import run_job
     starved = settings.model_copy(update={"sandbox_memory_bytes": 300 * 1024**2})  # too little to load torch
     failed = make_job(PTQ)
@@ -53,7 +53,7 @@ def test_limits_fail_jobs_naming_the_setting_and_the_worker_serves_the_next(make
     assert stage["method"] == "ptq" and stage["metrics"]["accuracy"] > 0.85
     model_artifact, = [a for a in stage["artifacts"] if a["kind"] == "model.pt2"]
     assert _count(Artifact, job_id=succeeded, kind="model.pt2") == 1
-    from app.db.session import session_scope
+    from core.db.session import session_scope
     with session_scope() as session:
         stored = session.query(Artifact).filter_by(job_id=succeeded, kind="model.pt2").one()
         assert stored.size_bytes == model_artifact["size_bytes"] and stored.details["signature"]["inputs"]
@@ -110,8 +110,8 @@ def test_a_deleted_student_fails_the_job_saying_what_to_do(make_job, settings):
 def test_cancel_stops_the_child_and_the_checkpoints_go_with_the_job(make_job, settings):
     from sqlalchemy import update
 
-    from app.db.models import Job, JobCheckpoint
-    from app.db.session import session_scope
+    from core.db.models import Job, JobCheckpoint
+    from core.db.session import session_scope
     from worker.runner import run_job
     job_id = make_job([{"method": "qat", "weight_bits": 4, "activation_bits": 8,
                         "training": {"steps": 100_000, "batch_size": 16, "checkpoint_every": 5}}])

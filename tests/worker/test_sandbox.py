@@ -90,7 +90,7 @@ def test_a_child_that_does_not_stop_when_asked_is_killed_after_the_grace_period(
 def test_the_child_dies_with_its_worker(backend, tmp_path):
     """The worker (here a small stand-in process) is killed hard; its job's process must not outlive it."""
     script = textwrap.dedent("""
-        from app.config import get_settings
+        from core.config import get_settings
         from worker.sandbox import probe
         probe(get_settings(), {"hold_s": 300}, timeout_s=600)
     """)

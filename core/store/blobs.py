@@ -9,7 +9,7 @@ from typing import BinaryIO, Iterator
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Blob, BlobChunk
+from core.db.models import Blob, BlobChunk
 
 
 def write_blob(session: Session, source: BinaryIO, chunk_bytes: int) -> Blob:

@@ -1,8 +1,8 @@
 import pytest
 from sqlalchemy import inspect
 
-from app.db.migrate import SchemaNotReady, ensure_schema, head_revision
-from app.db.session import make_engine
+from core.db.migrate import SchemaNotReady, ensure_schema, head_revision
+from core.db.session import make_engine
 
 
 def test_unmigrated_database_is_refused_with_the_command_to_run(tmp_path):
@@ -27,8 +27,8 @@ def test_schema_matches_the_models(backend):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from app.db.models import Base
-    from app.db.session import get_engine
+    from core.db.models import Base
+    from core.db.session import get_engine
     with get_engine().connect() as connection:
         context = MigrationContext.configure(connection)
         assert context.get_current_revision() == head_revision()
@@ -39,8 +39,8 @@ def test_the_idempotency_migration_applies_and_reverts(backend):
     """0002 on the test backend (SQLite, and PostgreSQL when configured): down to 0001 and back up to head."""
     from alembic import command
 
-    from app.config import get_settings
-    from app.db.migrate import alembic_config, current_revision
+    from core.config import get_settings
+    from core.db.migrate import alembic_config, current_revision
     url = get_settings().resolved_database_url
     # Its own engine: pooled SQLite connections answer PRAGMA-based reflection from a schema cached before the
     # migration ran.

@@ -11,7 +11,7 @@ from functools import lru_cache, partial
 from celery import Celery
 from sqlalchemy.engine import make_url
 
-from app.config import Settings, get_settings
+from core.config import Settings, get_settings
 
 RUN_JOB = "modelpress.run_job"
 QUEUE = "modelpress"

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import get_settings
+from core.config import get_settings
 
 log = logging.getLogger(__name__)
 VALIDATE_AFTER_IDLE_S = 0.5

@@ -14,12 +14,12 @@ from pathlib import Path
 def _settings(data_dir: str | None):
     if data_dir:
         os.environ["MODELPRESS_DATA_DIR"] = str(Path(data_dir).resolve())
-    from app.config import get_settings
+    from core.config import get_settings
     return get_settings()
 
 
 def cmd_migrate(args) -> int:
-    from app.db.migrate import upgrade
+    from core.db.migrate import upgrade
     settings = _settings(args.data_dir)
     upgrade(settings.resolved_database_url)
     print(f"database at the latest schema: {settings.resolved_database_url.split('@')[-1]}")
@@ -28,8 +28,8 @@ def cmd_migrate(args) -> int:
 
 def cmd_keys_create(args) -> int:
     from app.auth.service import create_key
-    from app.db.migrate import ensure_schema
-    from app.db.session import get_engine, session_scope
+    from core.db.migrate import ensure_schema
+    from core.db.session import get_engine, session_scope
     settings = _settings(args.data_dir)
     ensure_schema(get_engine(), settings.resolved_database_url, settings.should_auto_migrate)
     with session_scope() as session:
@@ -44,8 +44,8 @@ def cmd_api(args) -> int:
     workers = args.workers or settings.resolved_api_workers
     if workers > 1:
         # Bring the schema up to date (where allowed) once, before the worker processes race to do it.
-        from app.db.migrate import ensure_schema
-        from app.db.session import get_engine
+        from core.db.migrate import ensure_schema
+        from core.db.session import get_engine
         ensure_schema(get_engine(), settings.resolved_database_url, settings.should_auto_migrate)
         get_engine().dispose()
     # Admission control is ours (app/core/overload.py: 503 with Retry-After and our error shape), so uvicorn's
@@ -59,8 +59,8 @@ def cmd_api(args) -> int:
 
 def cmd_worker(args) -> int:
     _settings(args.data_dir)
+    from core.queue import QUEUE
     from worker.tasks import celery
-    from app.queue import QUEUE
     celery.worker_main(["worker", "--queues", QUEUE, "--concurrency", str(args.concurrency), "--pool",
                         args.pool, "--loglevel", args.loglevel, "--hostname", args.name])
     return 0
@@ -71,7 +71,7 @@ def start_service(data_dir: Path, host: str, port: int, log_path: Path | None = 
     """Start the API and one worker as child processes sharing `data_dir` (the embedded default)."""
     env = {**os.environ, **(env or {}), "MODELPRESS_DATA_DIR": str(data_dir.resolve())}
     output = open(log_path, "ab") if log_path else None
-    base = [sys.executable, "-m", "app.cli"]
+    base = [sys.executable, "-m", "modelpress.cli"]
     # Migrate once, before two processes race to do it.
     subprocess.run(base + ["migrate"], env=env, check=True, stdout=output or subprocess.DEVNULL)
     return [subprocess.Popen(base + ["api", "--host", host, "--port", str(port)], env=env, stdout=output,
@@ -110,7 +110,7 @@ def cmd_up(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from app.demo import run_demo
+    from modelpress.demo import run_demo
     return run_demo(args)
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from app.cli import _settings, start_service, stop_service
-from app.client import Client
+from modelpress.cli import _settings, start_service, stop_service
+from modelpress.client import Client
 
 
 def _free_port() -> int:
@@ -100,7 +100,7 @@ def run_demo(args) -> int:
     try:
         wait_ready(base_url, processes=processes)
         from app.auth.service import create_key
-        from app.db.session import session_scope
+        from core.db.session import session_scope
         with session_scope() as session:
             key = create_key(session, "demo")
         client = Client(base_url, key)

@@ -15,13 +15,13 @@ def queue(backend) -> str:
 
 
 def _send(job_id: str, queue: str) -> None:
-    from app.queue import RUN_JOB, get_celery
+    from core.queue import RUN_JOB, get_celery
     get_celery().send_task(RUN_JOB, args=[job_id], queue=queue)
 
 
 def _take_and_die(queue: str) -> None:
     """Fetch one message as a worker does, then vanish without acknowledging or restoring it (a SIGKILL)."""
-    from app.queue import get_celery
+    from core.queue import get_celery
     with get_celery().connection_for_read() as connection:
         channel = connection.default_channel
         assert channel.basic_get(queue, no_ack=False) is not None
@@ -29,14 +29,14 @@ def _take_and_die(queue: str) -> None:
 
 
 def _age(job_id: str, seconds: float) -> None:
-    from app.db.models import Job, utcnow
-    from app.db.session import session_scope
+    from core.db.models import Job, utcnow
+    from core.db.session import session_scope
     with session_scope() as session:
         session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow() - timedelta(seconds=seconds)))
 
 
 def test_a_waiting_message_is_seen_until_a_worker_takes_it(queue, job_id, backend):
-    from worker.broker import purge_consumed_messages, waiting_job_ids
+    from core.broker import purge_consumed_messages, waiting_job_ids
     assert job_id not in waiting_job_ids(queue)
     _send(job_id, queue)
     _send("job_other", queue)
@@ -50,7 +50,7 @@ def test_a_waiting_message_is_seen_until_a_worker_takes_it(queue, job_id, backen
 
 
 def test_a_queued_job_is_resent_only_when_its_message_is_gone_and_only_once(queue, job_id, settings):
-    from worker.claims import requeue_lost_jobs
+    from core.jobs.state import requeue_lost_jobs
     _send(job_id, queue)
     _age(job_id, 700)
     assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600, queue=queue)  # waiting behind others

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 
-from app.queue import QUEUE, RUN_JOB, get_celery
+from core.queue import QUEUE, RUN_JOB, get_celery
 
 
 def waiting_job_ids(queue: str = QUEUE) -> set[str] | None:

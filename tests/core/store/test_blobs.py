@@ -8,8 +8,8 @@ import pytest
 def test_blobs_round_trip_and_ranges_cross_chunks(backend, size):
     import hashlib
 
-    from app.db.session import session_scope
-    from app.store.blobs import delete_blob, read_blob, write_blob
+    from core.db.session import session_scope
+    from core.store.blobs import delete_blob, read_blob, write_blob
     data = os.urandom(size)
     with session_scope() as session:
         blob = write_blob(session, io.BytesIO(data), chunk_bytes=1000)

@@ -4,22 +4,22 @@ from sqlalchemy import update
 
 
 def _job(job_id):
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core.db.models import Job
+    from core.db.session import session_scope
     with session_scope() as session:
         return session.get(Job, job_id)
 
 
 def _set(job_id, **values):
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core.db.models import Job
+    from core.db.session import session_scope
     with session_scope() as session:
         session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
 def test_a_job_is_claimed_once(job_id):
-    from app.config import get_settings
-    from worker.claims import claim
+    from core.config import get_settings
+    from core.jobs.state import claim
     settings = get_settings()
     assert claim(job_id, "w1", settings, {"torch": "x"})
     assert not claim(job_id, "w2", settings, {})  # redelivered message: the running owner keeps it
@@ -28,8 +28,8 @@ def test_a_job_is_claimed_once(job_id):
 
 
 def test_cancelled_or_finished_jobs_are_not_claimed(job_id):
-    from app.config import get_settings
-    from worker.claims import claim
+    from core.config import get_settings
+    from core.jobs.state import claim
     _set(job_id, cancel_requested=True)
     assert not claim(job_id, "w1", get_settings(), {})
     _set(job_id, cancel_requested=False, status="succeeded")
@@ -37,9 +37,9 @@ def test_cancelled_or_finished_jobs_are_not_claimed(job_id):
 
 
 def test_a_running_job_with_a_stale_heartbeat_is_reclaimed_and_requeued(job_id):
-    from app.config import get_settings
-    from app.db.models import utcnow
-    from worker.claims import beat, claim, requeue_lost_jobs
+    from core.config import get_settings
+    from core.db.models import utcnow
+    from core.jobs.state import beat, claim, requeue_lost_jobs
     settings = get_settings()
     assert claim(job_id, "dead-worker", settings, {})
     beat(job_id, "dead-worker")
@@ -52,9 +52,9 @@ def test_a_running_job_with_a_stale_heartbeat_is_reclaimed_and_requeued(job_id):
 
 
 def test_queued_jobs_whose_message_may_be_lost_are_requeued(job_id):
-    from app.config import get_settings
-    from app.db.models import utcnow
-    from worker.claims import requeue_lost_jobs
+    from core.config import get_settings
+    from core.db.models import utcnow
+    from core.jobs.state import requeue_lost_jobs
     _set(job_id, enqueued_at=utcnow())
     assert job_id not in requeue_lost_jobs(get_settings(), queued_grace_s=600)
     _set(job_id, enqueued_at=utcnow() - timedelta(seconds=700))
