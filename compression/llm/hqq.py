@@ -3,9 +3,11 @@ optimised against a sparsity-promoting lp (p < 1) error by half-quadratic splitt
 (generalised soft-thresholding) and solve for the zero point in closed form, with beta growing by kappa each round,
 stopping when the mean absolute error no longer falls (as `optimize_weights_proximal` in mobiusml/hqq).
 
-HQQ's zero point is a float, but the formats vLLM and transformers read store an integer zero point; so after the
-proximal rounds the zero point is rounded and the scale refitted by least squares for the resulting codes
-(s = <w, q - z> / <q - z, q - z>), which keeps the outlier-robust code assignment and costs no format change.
+HQQ's zero point is a float, but the formats vLLM and transformers read store an integer zero point. Rounding it
+alone gives back most of HQQ's gain, so after the proximal rounds both its floor and its ceiling are tried, each
+with the scale refitted by least squares for its codes (s = <w, q - z> / <q - z, q - z>, alternated with
+re-rounding), and the better one per group is kept: on Gaussian and Student-t weights this matches or beats
+float-zero HQQ in squared error at 3 and 4 bits.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import torch
 
 from compression.llm.quantize import QuantizedWeight, WeightFormat, qparams
+
+REFIT_ROUNDS = 3
 
 
 def _shrink(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
@@ -42,10 +46,28 @@ def hqq(weight: torch.Tensor, fmt: WeightFormat, scale_dtype: torch.dtype, itera
             break
         best_error, best_zero = error, zero
 
-    zero = torch.round(best_zero).clamp(fmt.qmin, fmt.qmax)
-    codes = torch.round(w / scale + zero).clamp(fmt.qmin, fmt.qmax)
-    centred = codes - zero
-    fitted = (w * centred).sum(dim=2, keepdim=True) / centred.pow(2).sum(dim=2, keepdim=True).clamp(min=1e-12)
-    scale = torch.where(fitted > 0, fitted, scale).to(scale_dtype)
-    return QuantizedWeight(codes.reshape(rows, columns).to(torch.int8), scale.squeeze(2),
+    # integer zero point: of floor and ceil of HQQ's, keep the one whose codes, after alternately refitting the
+    # scale by least squares, reconstruct the group with the smaller squared error
+    best = None
+    for zero in (torch.floor(best_zero), torch.ceil(best_zero)):
+        zero = zero.clamp(fmt.qmin, fmt.qmax)
+        fitted_scale = _refit_scale(w, scale, zero, fmt, REFIT_ROUNDS)
+        codes = torch.round(w / fitted_scale + zero).clamp(fmt.qmin, fmt.qmax)
+        error = (w - (codes - zero) * fitted_scale).pow(2).sum(dim=2, keepdim=True)
+        if best is None:
+            best = (codes, fitted_scale, zero, error)
+            continue
+        better = error < best[3]
+        best = tuple(torch.where(better, new, old) for new, old in zip((codes, fitted_scale, zero, error), best))
+    codes, fitted_scale, zero, _ = best
+    return QuantizedWeight(codes.reshape(rows, columns).to(torch.int8), fitted_scale.squeeze(2).to(scale_dtype),
                            zero.squeeze(2).to(torch.int8), fmt)
+
+
+def _refit_scale(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, fmt: WeightFormat,
+                 rounds: int) -> torch.Tensor:
+    for _ in range(rounds):
+        centred = torch.round(w / scale + zero).clamp(fmt.qmin, fmt.qmax) - zero
+        fitted = (w * centred).sum(dim=2, keepdim=True) / centred.pow(2).sum(dim=2, keepdim=True).clamp(min=1e-12)
+        scale = torch.where(fitted > 0, fitted, scale)
+    return scale
