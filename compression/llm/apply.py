@@ -26,6 +26,7 @@ from compression.llm.gptq import HessianAccumulator
 from compression.llm.model import LayerwiseModel, run_block
 from compression.llm.quantize import WeightFormat, output_error, rtn, weight_sqnr_db
 from compression.llm.text import batches as split_batches
+from compression.llm.text import calibration_windows
 from compression.specs.llm import LLMPTQSpec
 
 EMBEDDING_FORMAT = WeightFormat(bits=8, group_size=None, symmetric=True)
@@ -52,6 +53,17 @@ def _fingerprint(spec: LLMPTQSpec, calibration: torch.Tensor | None) -> str:
     if calibration is not None:
         digest.update(calibration.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def _checked_calibration(tokens: torch.Tensor, spec: LLMPTQSpec, vocab_size: int, seed: int) -> torch.Tensor:
+    if tokens.is_floating_point() or tokens.dim() not in (1, 2) or tokens.numel() == 0:
+        raise ValueError("calibration must be integer token ids: a 1-D stream or [samples, tokens] windows")
+    if int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size:
+        raise ValueError(f"calibration token ids must lie in [0, {vocab_size}): was it tokenized with this "
+                         f"model's tokenizer?")
+    if tokens.dim() == 1:
+        tokens = calibration_windows(tokens, spec.calibration.samples, spec.calibration.sequence_length, seed)
+    return tokens.long()
 
 
 def _block_tensors(prefix: str, block: torch.nn.Module, quantized: dict, dtype: torch.dtype) -> dict:
@@ -89,8 +101,9 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     """Quantize `model` (a Hugging Face folder, streamed block by block, or a transformers causal LM in memory)
     and write a compressed-tensors folder to `output_dir`.
 
-    `calibration` is a [samples, tokens] tensor of token ids (see `compression.llm.text.calibration_windows`);
-    gptq and awq need it, rtn and hqq use it only to report each layer's output error.
+    `calibration` holds token ids: a [samples, tokens] tensor of windows, or a 1-D stream from which
+    `spec.calibration.samples` windows of `spec.calibration.sequence_length` tokens are drawn. gptq and awq need
+    it; rtn and hqq use it only to report each layer's output error.
     """
     ctx = ctx or RunContext()
     started = time.monotonic()
@@ -98,6 +111,8 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     if spec.needs_calibration and calibration is None:
         raise ValueError(f"{spec.algorithm} needs calibration token windows")
     source = LayerwiseModel.load(model)
+    if calibration is not None:
+        calibration = _checked_calibration(calibration, spec, source.config.vocab_size, ctx.seed)
     fmt, dtype = weight_format(spec), _output_dtype(spec, source)
     recipe = Recipe(spec.algorithm, fmt, dtype, gptq=spec.gptq.model_dump(), awq=spec.awq.model_dump(),
                     hqq=spec.hqq.model_dump())

@@ -36,11 +36,10 @@ def load_quantized(folder: str | Path, dtype: torch.dtype | None = None):
 def perplexity(model, tokens: torch.Tensor, context_length: int = 512, stride: int | None = None,
                max_tokens: int | None = None, batch_size: int = 4) -> dict:
     """exp(mean NLL) over a 1-D token stream. Windows of `context_length` start every `stride` tokens; each
-    scores only the tokens not scored by an earlier window, so every token after the first is scored once, with
-    at least `context_length - stride` tokens of context (except in the first window)."""
-    stride = stride or max(1, context_length // 2)
-    if stride > context_length:
-        raise ValueError("stride must not exceed context_length")
+    scores only the tokens not scored by an earlier window, so every token after the first is scored exactly once,
+    with at least `context_length - stride` tokens of context (except in the first window). The stride is capped
+    at `context_length - 1`: windows must overlap by a token for each window's first token to have a context."""
+    stride = min(stride or max(1, context_length // 2), context_length - 1)
     tokens = tokens[:max_tokens] if max_tokens else tokens
     windows, last_end = [], 0
     for begin in range(0, max(1, len(tokens) - 1), stride):

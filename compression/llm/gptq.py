@@ -20,17 +20,17 @@ class HessianAccumulator:
     """Running mean of 2 x x^T over every token seen by a linear layer's input."""
 
     def __init__(self, columns: int):
-        self.hessian = torch.zeros(columns, columns, dtype=torch.float64)
+        self.hessian = torch.zeros(columns, columns)
         self.tokens = 0
 
     def add(self, inputs: torch.Tensor) -> None:
-        x = inputs.reshape(-1, inputs.shape[-1]).to(torch.float64)
+        x = inputs.reshape(-1, inputs.shape[-1]).float()
         new_tokens = self.tokens + x.shape[0]
         self.hessian.mul_(self.tokens / new_tokens).add_(x.T @ x, alpha=2.0 / new_tokens)
         self.tokens = new_tokens
 
     def result(self) -> torch.Tensor:
-        return self.hessian.float()
+        return self.hessian
 
 
 def _inverse_cholesky(hessian: torch.Tensor, damp_percent: float) -> torch.Tensor:

@@ -156,6 +156,13 @@ def test_a_killed_run_resumes_from_the_last_block_checkpoint(tmp_path, calibrati
     assert other.metrics["resumed_blocks"] == 0
 
 
+def test_a_token_stream_is_cut_into_the_spec_s_calibration_windows(tmp_path, llama_folder):
+    stream = torch.randint(0, 256, (500,), generator=torch.Generator().manual_seed(0))
+    spec = LLMPTQSpec(algorithm="gptq", calibration={"samples": 6, "sequence_length": 20, "batch_size": 4})
+    result = apply_llm_ptq(spec, llama_folder, tmp_path / "q", stream)
+    assert result.metrics["calibration_tokens"] == 6 * 20
+
+
 def test_tied_embeddings_and_bfloat16_sources(tmp_path, calibration_tokens):
     folder = tmp_path / "tied"
     tiny_llama(tie=True).to(torch.bfloat16).save_pretrained(folder)
@@ -178,6 +185,10 @@ def test_bad_inputs_are_refused_with_what_to_do(tmp_path, llama_folder):
         apply_llm_ptq(LLMPTQSpec(algorithm="gptq"), llama_folder, tmp_path / "q")
     with pytest.raises(ValueError, match="not a Hugging Face model folder"):
         apply_llm_ptq(LLMPTQSpec(algorithm="rtn"), tmp_path, tmp_path / "q")
+    with pytest.raises(ValueError, match="must lie in"):
+        apply_llm_ptq(LLMPTQSpec(algorithm="rtn"), llama_folder, tmp_path / "q", torch.full((2, 8), 999))
+    with pytest.raises(ValueError, match="integer token ids"):
+        apply_llm_ptq(LLMPTQSpec(algorithm="rtn"), llama_folder, tmp_path / "q", torch.rand(2, 8))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text((llama_folder / "config.json").read_text())
