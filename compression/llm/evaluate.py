@@ -122,3 +122,18 @@ def generation_speed(model, prompt: torch.Tensor, new_tokens: int = 64, repeats:
     return {"prefill_ms": round(best_prefill * 1000, 2), "generate_s": round(best_total, 4),
             "tokens_per_s": round(new_tokens / best_total, 1), "prompt_tokens": prompt.shape[1],
             "new_tokens": new_tokens}
+
+
+def evaluate_llm(model, spec, tokens: torch.Tensor, tokenizer=None, multiple_choice: str | Path | None = None) -> dict:
+    """The metrics an `LLMEvaluationSpec` asks for: perplexity on `tokens` (a 1-D stream), accuracy on a
+    multiple-choice `.jsonl` when given (needs the tokenizer), and generation speed from the stream's first
+    tokens."""
+    metrics = perplexity(model, tokens, spec.context_length, spec.stride, spec.max_tokens)
+    if multiple_choice is not None:
+        if tokenizer is None:
+            raise ValueError("multiple-choice accuracy needs the model's tokenizer")
+        metrics.update(multiple_choice_accuracy(model, tokenizer, read_multiple_choice(multiple_choice)))
+    if spec.generation_tokens:
+        prompt = tokens[: min(len(tokens), spec.context_length // 2)].unsqueeze(0)
+        metrics.update(generation_speed(model, prompt, spec.generation_tokens))
+    return metrics

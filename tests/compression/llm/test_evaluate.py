@@ -90,3 +90,20 @@ def test_calibration_windows_are_distinct_slices_of_the_stream():
     assert calibration_windows(torch.arange(10), 4, 64).shape == (1, 10)  # a short stream: one short window
     with pytest.raises(ValueError):
         calibration_windows(torch.arange(1), 4, 64)
+
+
+def test_evaluate_llm_follows_the_evaluation_spec(tmp_path):
+    from compression.llm.evaluate import evaluate_llm
+    from compression.specs.llm import LLMEvaluationSpec
+
+    path = tmp_path / "mc.jsonl"
+    path.write_text(json.dumps({"question": "ab", "choices": ["c", "d"], "answer": 0}) + "\n")
+    tokens = torch.randint(0, 256, (60,), generator=torch.Generator().manual_seed(2))
+    spec = LLMEvaluationSpec(context_length=16, stride=8, generation_tokens=3)
+    metrics = evaluate_llm(tiny_llama(), spec, tokens, _CountingTokenizer(), path)
+    assert metrics["tokens"] == 59 and metrics["stride"] == 8 and metrics["questions"] == 1
+    assert metrics["new_tokens"] == 3 and metrics["prompt_tokens"] == 8
+    assert "new_tokens" not in evaluate_llm(tiny_llama(), LLMEvaluationSpec(context_length=16, generation_tokens=0),
+                                            tokens)
+    with pytest.raises(ValueError, match="tokenizer"):
+        evaluate_llm(tiny_llama(), spec, tokens, None, path)
