@@ -60,13 +60,30 @@ def _input_groups(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dic
     return groups + [[name] for name in unused]
 
 
+class _GroupDone(Exception):
+    """Raised once the group's last linear has seen its input: the rest of the block need not run."""
+
+
 def _hessians(block: nn.Module, names: list[str], hidden: list[torch.Tensor], kwargs: list[dict]) -> dict:
     linears = linear_layers(block)
     accumulators = {name: HessianAccumulator(linears[name].in_features) for name in names}
-    hooks = [linears[name].register_forward_pre_hook(lambda _, args, name=name: accumulators[name].add(args[0]))
+    seen: set[str] = set()
+
+    def record(name: str, inputs: torch.Tensor) -> None:
+        accumulators[name].add(inputs)
+        seen.add(name)
+        if len(seen) == len(names):
+            raise _GroupDone
+
+    hooks = [linears[name].register_forward_pre_hook(lambda _, args, name=name: record(name, args[0]))
              for name in names]
     try:
-        run_block(block, hidden, kwargs)
+        for states, call_kwargs in zip(hidden, kwargs, strict=True):
+            seen.clear()
+            try:
+                block(states, **call_kwargs)
+            except _GroupDone:
+                pass
     finally:
         for hook in hooks:
             hook.remove()

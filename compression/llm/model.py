@@ -13,6 +13,7 @@ embeddings, and the blocks are called exactly as the model calls them.
 
 from __future__ import annotations
 
+import ctypes
 import json
 from pathlib import Path
 
@@ -59,6 +60,21 @@ def _set_tensor(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
         module._buffers[attribute] = tensor
 
 
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def _allocate_large_tensors_with_mmap() -> None:
+    """Keep memory at one block when streaming. glibc raises its mmap threshold (up to 32 MiB) each time a large
+    allocation is freed, so block-sized tensors and their temporaries then come from the heap, which fragments
+    and is not given back: measured on 16 blocks of 24 MiB, RSS grew by about a block per block (+600 MiB).
+    A fixed 1 MiB threshold maps every large tensor on its own and unmaps it when freed (flat RSS)."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     layers = model.config.num_hidden_layers
     for name, module in model.named_modules():
@@ -75,6 +91,7 @@ class LayerwiseModel:
         self.files: dict[str, Path] = self._weight_files(folder) if folder else {}
         self.source_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         if folder:
+            _allocate_large_tensors_with_mmap()
             stored = getattr(self.config, "dtype", None) or self.source_dtype
             self.source_dtype = getattr(torch, stored) if isinstance(stored, str) else stored
             self._load_outside_blocks()
@@ -147,8 +164,11 @@ class LayerwiseModel:
         if self.folder:
             prefix = f"{self.prefix}.{index}."
             tensors = self.read(self.block_names(index))
-            block.to_empty(device="cpu")
-            block.load_state_dict({name[len(prefix):]: t for name, t in tensors.items()}, strict=True)
+            block.load_state_dict({name[len(prefix):]: t for name, t in tensors.items()}, strict=True, assign=True)
+            if any(buffer.is_meta for buffer in block.buffers()):
+                raise ValueError(f"block {index} of {type(self.model).__name__} has buffers that are not stored in "
+                                 "the checkpoint; streaming does not support this architecture: pass the model "
+                                 "loaded in memory instead")
         return block.float()
 
     def release_block(self, index: int) -> None:
