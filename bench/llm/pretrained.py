@@ -1,10 +1,10 @@
 """The benchmark's causal LM: no pretrained model ships on PyPI that we may use, so this trains a small
-Llama-architecture model (8 decoder blocks, hidden 256, grouped-query attention, 8.4M parameters) with a byte-level
+Llama-architecture model (6 decoder blocks, hidden 256, grouped-query attention, 4.4M parameters) with a byte-level
 BPE tokenizer on the offline corpus of bench/llm/corpus.py, on a cosine schedule fitted to a time budget, until
 its validation perplexity flattens or the budget ends, and caches the
 Hugging Face folder (config, safetensors, tokenizer) on disk so later runs reuse it.
 
-    .venv/bin/python -m bench.llm.pretrained            # trains once (70 min budget), prints the folder
+    .venv/bin/python -m bench.llm.pretrained            # trains once (40 min budget), prints the folder
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import torch
 from bench.llm import corpus
 
 CACHE = Path(__file__).resolve().parents[1] / "results" / "cache" / "llm"
-ARCHITECTURE = {"vocab_size": 4096, "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 8,
+ARCHITECTURE = {"vocab_size": 2048, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 6,
                 "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 1024,
                 "tie_word_embeddings": False, "rms_norm_eps": 1e-5}
 TRAINING = {"seq_len": 256, "batch": 16, "lr": 2e-3, "warmup": 100, "max_steps": 3000, "eval_every": 100,
-            "flat_below": 0.005, "max_minutes": 70, "seed": 0}
+            "flat_below": 0.005, "max_minutes": 40, "seed": 0}
 
 
 def train_tokenizer(text: str, folder: Path, vocab_size: int):
@@ -99,7 +99,7 @@ def train(folder: Path, minutes: float) -> dict:
 
 def model_dir(minutes: float = TRAINING["max_minutes"]) -> Path:
     """The cached trained model folder, training it first if it is not there yet."""
-    folder = CACHE / "llama-8x256"
+    folder = CACHE / "llama-6x256"
     if not (folder / "training.json").exists():
         folder.mkdir(parents=True, exist_ok=True)
         train(folder, minutes)

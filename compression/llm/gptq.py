@@ -69,32 +69,36 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, fmt: WeightFormat, scale_d
     order = torch.argsort(hessian.diagonal(), descending=True) if act_order else torch.arange(columns)
     w, hessian = w[:, order], hessian[order][:, order]
     hinv = _inverse_cholesky(hessian, damp_percent)
-    codes = torch.zeros(rows, columns, dtype=torch.int8)
+    codes_t = torch.zeros(columns, rows, dtype=torch.int8)
 
     for start in range(0, columns, block_size):
         end = min(start + block_size, columns)
-        block = w[:, start:end].clone()
+        # columns as contiguous rows: each step touches one row and a rank-1 update of the rows after it
+        block = w[:, start:end].T.contiguous()
         errors = torch.zeros_like(block)
         hinv_block = hinv[start:end, start:end]
+        group_scales = scale.T.contiguous()
+        group_zeros = zero.T.float().contiguous() if zero is not None else None
         for i in range(end - start):
             column = int(order[start + i])
             group = column // group_size
             if not static and column % group_size == 0:
-                group_scale, group_zero = qparams(block[:, i: i + group_size], per_channel, scale_dtype)
+                group_scale, group_zero = qparams(block[i: i + group_size].T, per_channel, scale_dtype)
                 scale[:, group] = group_scale[:, 0]
+                group_scales[group] = group_scale[:, 0]
                 if zero is not None:
                     zero[:, group] = group_zero[:, 0]
-            column_scale = scale[:, group]
-            q = torch.round(block[:, i] / column_scale)
-            if zero is not None:
-                q = q + zero[:, group].float()
-            q = q.clamp(fmt.qmin, fmt.qmax)
-            codes[:, start + i] = q.to(torch.int8)
-            dequantized = (q - zero[:, group].float() if zero is not None else q) * column_scale
-            error = (block[:, i] - dequantized) / hinv_block[i, i]
-            block[:, i:] -= error.unsqueeze(1) @ hinv_block[i, i:].unsqueeze(0)
-            errors[:, i] = error
-        w[:, end:] -= errors @ hinv[start:end, end:]
+                    group_zeros[group] = group_zero[:, 0].float()
+            q = torch.round(block[i] / group_scales[group])
+            if group_zeros is not None:
+                q.add_(group_zeros[group])
+            q.clamp_(fmt.qmin, fmt.qmax)
+            codes_t[start + i] = q.to(torch.int8)
+            dequantized = (q - group_zeros[group] if group_zeros is not None else q) * group_scales[group]
+            error = (block[i] - dequantized) / hinv_block[i, i]
+            block[i:].sub_(torch.outer(hinv_block[i, i:], error))
+            errors[i] = error
+        w[:, end:] -= errors.T @ hinv[start:end, end:]
 
     inverse = torch.argsort(order)
-    return QuantizedWeight(codes[:, inverse], scale.to(scale_dtype), zero, fmt)
+    return QuantizedWeight(codes_t[inverse].T.contiguous(), scale.to(scale_dtype), zero, fmt)
