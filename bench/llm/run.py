@@ -10,12 +10,16 @@ memory is bounded by one block.
 
     .venv/bin/python bench/llm/run.py --quick     # 32 calibration windows, 20k test tokens
     .venv/bin/python bench/llm/run.py             # 128 calibration windows, the whole test split
+    .venv/bin/python bench/llm/run.py --row memory   # the memory row alone (prints its JSON)
+
+Rows run with OMP_NUM_THREADS=1 unless it is set.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -147,7 +151,9 @@ def memory_row(quick: bool) -> dict:
 
 
 def _in_fresh_process(arguments: list[str]) -> dict:
-    completed = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True)
+    # one thread unless told otherwise: on shared cores two OpenMP threads spin-wait on each other (GPTQ 3x slower)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    completed = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, env=env)
     if completed.returncode:
         raise RuntimeError(f"{arguments} failed:\n{completed.stderr[-3000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
