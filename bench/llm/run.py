@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.llm import corpus, pretrained  # noqa: E402
+from compression.context import RunContext  # noqa: E402
 from compression.llm import apply_llm_ptq  # noqa: E402
 from compression.llm.evaluate import (generation_speed, load_quantized, multiple_choice_accuracy,  # noqa: E402
                                       perplexity, read_multiple_choice)
@@ -61,6 +62,10 @@ MEMORY_MODEL = {"vocab_size": 4096, "hidden_size": 768, "intermediate_size": 204
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
 def multiple_choice_file(test_text: str, questions: int, seed: int = 0) -> Path:
@@ -138,14 +143,17 @@ def memory_row(quick: bool) -> dict:
     calibration = torch.randint(0, MEMORY_MODEL["vocab_size"], (samples, 256),
                                 generator=torch.Generator().manual_seed(0))
     baseline = _peak_rss_mib()
+    after_block: list[float] = []  # current RSS after each block (after setup for step 0)
     started = time.monotonic()
     result = apply_llm_ptq(LLMPTQSpec(algorithm="gptq", bits=4, group_size=128), folder, WORK / "memory",
-                           calibration)
+                           calibration, RunContext(report=lambda event: after_block.append(_current_rss_mib())))
     activations = samples * 256 * hidden * 4
     return {"model_mib": round(model_bytes / 2 ** 20, 1), "block_mib": round(block_bytes / 2 ** 20, 1),
             "blocks": MEMORY_MODEL["num_hidden_layers"],
             "calibration_activations_mib": round(activations / 2 ** 20, 1),
-            "rss_before_mib": round(baseline, 1), "peak_rss_mib": round(_peak_rss_mib(), 1),
+            "rss_before_mib": round(baseline, 1), "rss_after_setup_mib": round(after_block[0], 1),
+            "rss_after_block_mib": [round(value, 1) for value in after_block[1:]],
+            "peak_rss_mib": round(_peak_rss_mib(), 1),
             "quantize_s": round(time.monotonic() - started, 1),
             "written_mib": round(result.metrics["bytes"] / 2 ** 20, 1)}
 
@@ -170,8 +178,10 @@ def table(rows: dict, memory: dict) -> str:
     lines.append("")
     lines.append(f"Memory: GPTQ int4 g128 of a random {memory['blocks']}-block Llama streamed from disk: model "
                  f"{memory['model_mib']} MiB, one block {memory['block_mib']} MiB, calibration activations "
-                 f"{memory['calibration_activations_mib']} MiB; RSS {memory['rss_before_mib']} MiB after imports, "
-                 f"peak {memory['peak_rss_mib']} MiB ({memory['quantize_s']} s).")
+                 f"{memory['calibration_activations_mib']} MiB; RSS {memory['rss_before_mib']} MiB before, "
+                 f"{memory['rss_after_setup_mib']} MiB with embeddings, head and first-block inputs, "
+                 f"{memory['rss_after_block_mib'][0]} MiB after block 1 and {memory['rss_after_block_mib'][-1]} MiB "
+                 f"after block {memory['blocks']}; peak {memory['peak_rss_mib']} MiB ({memory['quantize_s']} s).")
     return "\n".join(lines)
 
 
