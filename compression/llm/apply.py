@@ -111,6 +111,8 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     if spec.needs_calibration and calibration is None:
         raise ValueError(f"{spec.algorithm} needs calibration token windows")
     source = LayerwiseModel.load(model)
+    if source.folder is not None and output_dir.resolve() == source.folder.resolve():
+        raise ValueError("output_dir must not be the source folder: the source is read while the output is written")
     if calibration is not None:
         calibration = _checked_calibration(calibration, spec, source.config.vocab_size, ctx.seed)
     fmt, dtype = weight_format(spec), _output_dtype(spec, source)

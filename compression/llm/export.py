@@ -98,6 +98,8 @@ class ShardWriter:
         self.total_bytes = 0
         self.written = 0
         folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("model-*-of-*.safetensors"):  # an earlier run's shards would mix with ours
+            stale.unlink()
 
     def write(self, tensors: dict[str, torch.Tensor]) -> None:
         self.written += 1

@@ -93,6 +93,12 @@ def test_sizes_and_per_layer_errors_are_reported(tmp_path, llama_folder, calibra
     assert len(metrics["layers"]) == 2 * 7
     assert all(0 < layer["output_error"] < 0.05 and layer["sqnr_db"] > 10 for layer in metrics["layers"].values())
     assert (tmp_path / "q" / "model.safetensors.index.json").exists()
+    # a second run into the same folder with fewer shards leaves none of the first run's behind
+    (tmp_path / "q" / "model-00009-of-00009.safetensors").write_bytes(b"stale")
+    again = apply_llm_ptq(LLMPTQSpec(algorithm="rtn"), llama_folder, tmp_path / "q")
+    assert sorted(p.name for p in (tmp_path / "q").glob("*.safetensors")) == [
+        "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"]
+    assert again.metrics["bytes"] == sum(p.stat().st_size for p in (tmp_path / "q").glob("*.safetensors"))
 
 
 def test_gptq_beats_rtn_on_the_whole_model(tmp_path, llama_folder, calibration_tokens):
@@ -183,6 +189,8 @@ def test_tied_embeddings_and_bfloat16_sources(tmp_path, calibration_tokens):
 def test_bad_inputs_are_refused_with_what_to_do(tmp_path, llama_folder):
     with pytest.raises(ValueError, match="needs calibration"):
         apply_llm_ptq(LLMPTQSpec(algorithm="gptq"), llama_folder, tmp_path / "q")
+    with pytest.raises(ValueError, match="must not be the source folder"):
+        apply_llm_ptq(LLMPTQSpec(algorithm="rtn"), llama_folder, llama_folder)
     with pytest.raises(ValueError, match="not a Hugging Face model folder"):
         apply_llm_ptq(LLMPTQSpec(algorithm="rtn"), tmp_path, tmp_path / "q")
     with pytest.raises(ValueError, match="must lie in"):
