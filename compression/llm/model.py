@@ -106,6 +106,8 @@ class LayerwiseModel:
         if not (folder / "config.json").exists():
             raise ValueError(f"{folder} is not a Hugging Face model folder (no config.json)")
         config = AutoConfig.from_pretrained(folder)
+        if getattr(config, "quantization_config", None):
+            raise ValueError(f"{folder} holds an already quantized model: start from its float checkpoint")
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
         return cls(model, folder)

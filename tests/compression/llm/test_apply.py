@@ -86,6 +86,8 @@ def test_sizes_and_per_layer_errors_are_reported(tmp_path, llama_folder, calibra
     source_bytes = sum(p.stat().st_size for p in llama_folder.glob("*.safetensors"))
     result = apply_llm_ptq(LLMPTQSpec(algorithm="gptq", bits=4, group_size=32), llama_folder, tmp_path / "q",
                            calibration_tokens)
+    with pytest.raises(ValueError, match="already quantized"):
+        apply_llm_ptq(LLMPTQSpec(algorithm="rtn"), tmp_path / "q", tmp_path / "qq")
     metrics = result.metrics
     assert metrics["bytes"] == sum(p.stat().st_size for p in (tmp_path / "q").glob("*.safetensors"))
     block_bytes = 4 * (2 * 128 * 128 + 2 * 128 * 64 + 3 * 128 * 256)  # fp32 linears of one block
