@@ -1,0 +1,173 @@
+"""Quantize the linear layers of one decoder block with one algorithm.
+
+With calibration data, linears are handled in execution order, in groups that read one input (q/k/v, then o, then
+gate/up, then down): each group's input statistics are gathered with the earlier groups already quantized
+("true sequential" in GPTQ's terms), so a layer compensates the errors of the layers before it. Every linear gets
+its weight SQNR and, with data, its relative output error ||WX - QX||^2 / ||WX||^2 on the calibration tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from compression.llm import awq as awq_search
+from compression.llm.gptq import HessianAccumulator, gptq
+from compression.llm.hqq import hqq
+from compression.llm.model import run_block
+from compression.llm.quantize import QuantizedWeight, WeightFormat, output_error, rtn, weight_sqnr_db
+
+
+@dataclass
+class Recipe:
+    """What `quantize_block` needs from a spec, as plain values."""
+
+    algorithm: str
+    format: WeightFormat
+    scale_dtype: torch.dtype
+    gptq: dict = field(default_factory=dict)
+    awq: dict = field(default_factory=dict)
+    hqq: dict = field(default_factory=dict)
+
+
+def linear_layers(module: nn.Module) -> dict[str, nn.Linear]:
+    return {name: child for name, child in module.named_modules() if isinstance(child, nn.Linear)}
+
+
+def _input_groups(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dict]) -> list[list[str]]:
+    """Linear names in the order the block calls them, consecutive ones reading the same tensor grouped."""
+    calls: list[tuple[str, torch.Tensor]] = []
+    hooks = [linear.register_forward_pre_hook(lambda _, args, name=name: calls.append((name, args[0])))
+             for name, linear in linear_layers(block).items()]
+    try:
+        run_block(block, hidden[:1], kwargs[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    groups: list[list[str]] = []
+    last_input = None
+    for name, inputs in calls:
+        if any(name in group for group in groups):
+            continue
+        if inputs is last_input:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+        last_input = inputs
+    unused = [name for name in linear_layers(block) if not any(name in group for group in groups)]
+    return groups + [[name] for name in unused]
+
+
+class _GroupDone(Exception):
+    """Raised once the group's last linear has seen its input: the rest of the block need not run."""
+
+
+def _hessians(block: nn.Module, names: list[str], hidden: list[torch.Tensor], kwargs: list[dict]) -> dict:
+    linears = linear_layers(block)
+    accumulators = {name: HessianAccumulator(linears[name].in_features) for name in names}
+    seen: set[str] = set()
+
+    def record(name: str, inputs: torch.Tensor) -> None:
+        accumulators[name].add(inputs)
+        seen.add(name)
+        if len(seen) == len(names):
+            raise _GroupDone
+
+    hooks = [linears[name].register_forward_pre_hook(lambda _, args, name=name: record(name, args[0]))
+             for name in names]
+    try:
+        for states, call_kwargs in zip(hidden, kwargs, strict=True):
+            seen.clear()
+            try:
+                block(states, **call_kwargs)
+            except _GroupDone:
+                pass
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: acc.result() for name, acc in accumulators.items() if acc.tokens}
+
+
+def _captured_inputs(block: nn.Module, names: list[str], hidden: list[torch.Tensor], kwargs: list[dict]) -> dict:
+    """Per submodule name, the (args, kwargs) of each of its calls while the block runs on `hidden`."""
+    modules = dict(block.named_modules())
+    captured: dict[str, list] = {name: [] for name in names}
+    hooks = [modules[name].register_forward_pre_hook(
+        lambda _, args, kw, name=name: captured[name].append((args, kw)), with_kwargs=True) for name in names]
+    try:
+        run_block(block, hidden, kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return captured
+
+
+def _first_input(call: tuple[tuple, dict]) -> torch.Tensor:
+    args, kwargs = call
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def apply_awq(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dict], recipe: Recipe) -> tuple[dict, dict]:
+    """Fold searched scales into the block; returns (clip ratio per linear, search losses)."""
+    modules = dict(block.named_modules())
+    losses = {}
+    for previous, names, scored in awq_search.scaling_groups(block):
+        calls = _captured_inputs(block, [scored, names[0]], hidden, kwargs)
+        scales, loss, unscaled = awq_search.search_scales(
+            [modules[name] for name in names], modules[scored], calls[scored],
+            [_first_input(call) for call in calls[names[0]]], recipe.format, recipe.scale_dtype,
+            recipe.awq.get("grid", 20), recipe.awq.get("duo_scaling", True))
+        awq_search.fold_scales(modules[previous], [modules[name] for name in names], scales)
+        losses[",".join(names)] = {"scaled_mse": loss, "unscaled_mse": unscaled}
+    clips = {}
+    if recipe.awq.get("clip_search", True):
+        names = [name for name in linear_layers(block) if name not in awq_search.NO_CLIP]
+        calls = _captured_inputs(block, names, hidden, kwargs)
+        for name in names:
+            if calls[name]:
+                inputs = torch.cat([_first_input(c).reshape(-1, modules[name].in_features) for c in calls[name]])
+                clips[name] = awq_search.search_clip(modules[name].weight.detach(), inputs, recipe.format,
+                                                     recipe.scale_dtype)
+    return clips, losses
+
+
+def quantize_weight(weight: torch.Tensor, recipe: Recipe, hessian: torch.Tensor | None,
+                    clip: torch.Tensor | float = 1.0) -> QuantizedWeight:
+    if recipe.algorithm == "gptq":
+        if hessian is None:
+            raise ValueError("gptq needs calibration data")
+        return gptq(weight, hessian, recipe.format, recipe.scale_dtype, **recipe.gptq)
+    if recipe.algorithm == "hqq":
+        return hqq(weight, recipe.format, recipe.scale_dtype, **recipe.hqq)
+    return rtn(weight, recipe.format, recipe.scale_dtype, clip)
+
+
+@torch.no_grad()
+def quantize_block(block: nn.Module, hidden: list[torch.Tensor] | None, kwargs: list[dict],
+                   recipe: Recipe) -> tuple[dict[str, QuantizedWeight], dict]:
+    """Quantize every linear of `block` in place (its weights become the dequantized values) and return the
+    quantized weights by name and the block's metrics."""
+    linears = linear_layers(block)
+    metrics: dict = {"layers": {}}
+    clips: dict = {}
+    if recipe.algorithm == "awq":
+        if not hidden:
+            raise ValueError("awq needs calibration data")
+        clips, metrics["awq"] = apply_awq(block, hidden, kwargs, recipe)
+    groups = _input_groups(block, hidden, kwargs) if hidden else [[name] for name in linears]
+    quantized = {}
+    for names in groups:
+        hessians = _hessians(block, names, hidden, kwargs) if hidden else {}
+        for name in names:
+            weight = linears[name].weight.detach().float()
+            result = quantize_weight(weight, recipe, hessians.get(name), clips.get(name, 1.0))
+            dequantized = result.dequantize()
+            layer = {"sqnr_db": round(weight_sqnr_db(weight, dequantized), 3)}
+            if name in hessians:
+                layer["output_error"] = output_error(weight, dequantized, hessians[name])
+            metrics["layers"][name] = layer
+            linears[name].weight.data = dequantized.to(linears[name].weight.dtype)
+            quantized[name] = result
+    return quantized, metrics

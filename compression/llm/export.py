@@ -1,0 +1,128 @@
+"""Hugging Face folders in compressed-tensors format, which vLLM serves and transformers loads
+(`from_pretrained`, with the `compressed-tensors` package installed).
+
+Per quantized linear `<name>`, as compressed-tensors' compressors lay it out (packing by its own `pack_to_int32`):
+- int, format `pack-quantized`: `<name>.weight_packed` int32 [out, ceil(in * bits / 32)]: 32 consecutive codes of a
+  row, each offset by 2^(bits-1) to unsigned, fill exactly `bits` int32 words, code j at bit j*bits of the group
+  (crossing word boundaries for 3 bits); `<name>.weight_scale` [out, groups] in the model dtype;
+  `<name>.weight_shape` int64 [2]; asymmetric only: `<name>.weight_zero_point` int32 packed the same way along
+  the row axis [ceil(out * bits / 32), groups].
+- FP8, format `float-quantized`: `<name>.weight` float8_e4m3fn [out, in] and `<name>.weight_scale` [out, 1].
+
+Shards are written one at a time (one per decoder block, one for everything else), so the exporter never holds
+more than one block.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from compression.llm.quantize import QuantizedWeight, WeightFormat
+
+TOKENIZER_AND_GENERATION_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                  "tokenizer.model", "vocab.json", "merges.txt", "generation_config.json",
+                                  "chat_template.jinja")
+
+
+def compressed_tensors(name: str, quantized: QuantizedWeight, packed: bool = True) -> dict[str, torch.Tensor]:
+    """`packed=False` writes int8 codes unpacked as `<name>.weight` (format `int-quantized`, used for embedding
+    tables, whose loader has no packed layout)."""
+    from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
+
+    fmt = quantized.format
+    if fmt.kind == "fp8" or not packed:
+        return {f"{name}.weight": quantized.codes.contiguous(), f"{name}.weight_scale": quantized.scale.contiguous()}
+    tensors = {f"{name}.weight_packed": pack_to_int32(quantized.codes, fmt.bits),
+               f"{name}.weight_scale": quantized.scale.contiguous(),
+               f"{name}.weight_shape": torch.tensor(quantized.codes.shape, dtype=torch.int64)}
+    if quantized.zero_point is not None:
+        tensors[f"{name}.weight_zero_point"] = pack_to_int32(quantized.zero_point, fmt.bits, packed_dim=0)
+    return tensors
+
+
+def decompressed_weight(tensors: dict[str, torch.Tensor], name: str, fmt: WeightFormat) -> torch.Tensor:
+    """The float weight a loader reconstructs from `compressed_tensors(name, ...)`."""
+    from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
+
+    from compression.llm.quantize import dequantize
+
+    scale = tensors[f"{name}.weight_scale"]
+    if fmt.kind == "fp8":
+        return dequantize(tensors[f"{name}.weight"], scale, None, fmt)
+    shape = torch.Size(tensors[f"{name}.weight_shape"].tolist())
+    codes = unpack_from_int32(tensors[f"{name}.weight_packed"], fmt.bits, shape)
+    zero = tensors.get(f"{name}.weight_zero_point")
+    if zero is not None:
+        zero = unpack_from_int32(zero, fmt.bits, torch.Size((shape[0], scale.shape[1])), packed_dim=0)
+    return dequantize(codes, scale, zero, fmt)
+
+
+def weight_args(fmt: WeightFormat, act_order: bool) -> dict:
+    if fmt.kind == "fp8":
+        return {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel", "dynamic": False}
+    args = {"num_bits": fmt.bits, "type": "int", "symmetric": fmt.symmetric, "dynamic": False,
+            "strategy": "group" if fmt.group_size else "channel", "group_size": fmt.group_size}
+    if act_order and fmt.group_size:
+        args["actorder"] = "weight"
+    return args
+
+
+def quantization_config(fmt: WeightFormat, ignore: list[str], act_order: bool = False,
+                        embedding: WeightFormat | None = None) -> dict:
+    """The `quantization_config` of config.json, validated by compressed-tensors' own schema."""
+    from compressed_tensors.quantization import QuantizationConfig
+
+    linear_format = "float-quantized" if fmt.kind == "fp8" else "pack-quantized"
+    groups = {"group_0": {"targets": ["Linear"], "weights": weight_args(fmt, act_order), "format": linear_format}}
+    if embedding is not None:
+        groups["group_1"] = {"targets": ["Embedding"], "weights": weight_args(embedding, False),
+                             "format": "int-quantized"}
+    config = QuantizationConfig.model_validate({
+        "config_groups": groups, "quant_method": "compressed-tensors",
+        "format": linear_format if embedding is None else "mixed-precision",
+        "quantization_status": "compressed", "ignore": ignore})
+    return json.loads(config.model_dump_json(exclude_none=True))
+
+
+class ShardWriter:
+    """Writes `model-XXXXX-of-YYYYY.safetensors` shards and their index, one shard per `write` call."""
+
+    def __init__(self, folder: Path, shards: int):
+        self.folder, self.shards = folder, shards
+        self.weight_map: dict[str, str] = {}
+        self.total_bytes = 0
+        self.written = 0
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("model-*-of-*.safetensors"):  # an earlier run's shards would mix with ours
+            stale.unlink()
+
+    def write(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.written += 1
+        name = f"model-{self.written:05d}-of-{self.shards:05d}.safetensors"
+        save_file({key: value.contiguous() for key, value in tensors.items()}, self.folder / name,
+                  metadata={"format": "pt"})
+        self.weight_map.update(dict.fromkeys(tensors, name))
+        self.total_bytes += sum(t.numel() * t.element_size() for t in tensors.values())
+
+    def finish(self) -> None:
+        if self.written != self.shards:
+            raise RuntimeError(f"wrote {self.written} of {self.shards} shards")
+        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(self.weight_map.items()))}
+        (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def write_config(folder: Path, config: dict, source: Path | None) -> None:
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    if source is not None:
+        for name in TOKENIZER_AND_GENERATION_FILES:
+            if (source / name).exists():
+                shutil.copy2(source / name, folder / name)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.glob("*.safetensors"))

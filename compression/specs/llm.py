@@ -1,0 +1,98 @@
+"""Weight-only post-training quantization of a causal language model (a Hugging Face folder), written back as a
+Hugging Face folder in compressed-tensors format that vLLM serves and transformers loads."""
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from compression.specs.common import Spec
+
+
+class GPTQOptions(Spec):
+    act_order: bool = Field(True, description="Quantize columns in order of decreasing activation energy "
+                                              "(diag of the Hessian), with group grids fixed beforehand so the "
+                                              "stored layout and kernels are unchanged ('actorder: weight').")
+    damp_percent: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.01, description="Added to the Hessian diagonal, as a fraction of its mean, before inverting.")
+    block_size: Annotated[int, Field(ge=8, le=4096)] = Field(128, description="Columns per lazy batch update.")
+
+
+class AWQOptions(Spec):
+    grid: Annotated[int, Field(ge=2, le=100)] = Field(20, description="Scale exponents tried, r = 0, 1/grid, ...")
+    duo_scaling: bool = Field(True, description="Scales mean|x|^r / mean|w|^(1-r) instead of mean|x|^r.")
+    clip_search: bool = Field(True, description="Then search a clipping ratio per row and group (not q/k).")
+
+
+class HQQOptions(Spec):
+    iterations: Annotated[int, Field(ge=1, le=1000)] = 20
+    lp_norm: Annotated[float, Field(gt=0.0, le=1.0)] = Field(0.7, description="p of the lp error HQQ minimises.")
+    beta: Annotated[float, Field(gt=0.0)] = 10.0
+    kappa: Annotated[float, Field(ge=1.0)] = 1.01
+
+
+class LLMCalibrationSpec(Spec):
+    samples: Annotated[int, Field(ge=1, le=4096)] = Field(128, description="Token windows of calibration text.")
+    sequence_length: Annotated[int, Field(ge=16, le=32768)] = 512
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+
+
+class LLMPTQSpec(Spec):
+    """One algorithm quantizes every linear layer of every decoder block, block by block (each block's
+    calibration inputs are the outputs of the blocks already quantized).
+
+    - `rtn`: round to nearest (no data needed); `gptq`: error-compensating rounding with the layer Hessian;
+      `awq`: activation-aware scaling search plus clipping search, then rounding (Llama-family blocks);
+      `hqq`: calibration-free half-quadratic zero-point optimisation (asymmetric).
+    - `weights`: `int` with `bits` and `group_size` (null: one scale per output channel), or `fp8` (E4M3, one
+      scale per output channel, round to nearest).
+    """
+
+    method: Literal["llm_ptq"] = "llm_ptq"
+    algorithm: Literal["rtn", "gptq", "awq", "hqq"] = "gptq"
+    weights: Literal["int", "fp8"] = "int"
+    bits: Annotated[int, Field(ge=2, le=8)] = 4
+    group_size: Literal[32, 64, 128] | None = Field(128, description="Input columns sharing a scale; null: per "
+                                                                     "output channel.")
+    symmetric: bool | None = Field(None, description="Zero point at 0; null: symmetric except for hqq, which "
+                                                     "optimises the zero point.")
+    lm_head: Literal["keep", "quantize"] = Field(
+        "keep", description="'quantize' puts the output projection on the same grid (calibrated on the final "
+                            "norm's outputs; with tied embeddings the output gets its own copy); 'keep' stores "
+                            "it unquantized, as most serving recipes do.")
+    embeddings: Literal["keep", "int8"] = Field(
+        "keep", description="'int8' stores the input embedding table as int8 with one scale per token row.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Dtype of unquantized tensors and scales in the output; auto keeps the source's.")
+    calibration: LLMCalibrationSpec = LLMCalibrationSpec()
+    gptq: GPTQOptions = GPTQOptions()
+    awq: AWQOptions = AWQOptions()
+    hqq: HQQOptions = HQQOptions()
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.weights == "fp8" and (self.algorithm != "rtn" or self.group_size is not None):
+            raise ValueError("fp8 weights use algorithm 'rtn' with one scale per output channel (group_size null)")
+        if self.algorithm == "hqq" and self.symmetric:
+            raise ValueError("hqq optimises the zero point: it needs symmetric false (or null)")
+        if self.weights == "int" and self.bits not in (2, 3, 4, 8):
+            raise ValueError("integer weights take 2, 3, 4 or 8 bits")
+        return self
+
+    @property
+    def is_symmetric(self) -> bool:
+        return self.symmetric if self.symmetric is not None else self.algorithm != "hqq"
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.algorithm in ("gptq", "awq")
+
+
+class LLMEvaluationSpec(Spec):
+    context_length: Annotated[int, Field(ge=16, le=32768)] = Field(
+        512, description="Tokens the model sees per perplexity window.")
+    stride: Annotated[int, Field(ge=1, le=32768)] | None = Field(
+        None, description="Tokens between window starts; each window scores only its tokens not scored before "
+                          "(null: context_length / 2).")
+    max_tokens: Annotated[int, Field(ge=2)] | None = Field(None, description="Evaluate at most this many tokens.")
+    generation_tokens: Annotated[int, Field(ge=0, le=4096)] = Field(
+        64, description="New tokens generated greedily to time decoding (0 skips the timing).")

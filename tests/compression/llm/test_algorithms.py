@@ -1,0 +1,149 @@
+import pytest
+import torch
+
+from compression.llm import awq
+from compression.llm.blockwise import _captured_inputs
+from compression.llm.gptq import HessianAccumulator, gptq
+from compression.llm.hqq import hqq
+from compression.llm.model import run_block
+from compression.llm.quantize import WeightFormat, output_error, rtn
+from tests.compression.llm.conftest import tiny_llama
+
+
+def _layer_problem(seed=0, rows=96, columns=128, tokens=2048):
+    """A weight and inputs with correlated, unevenly scaled features, as real layer inputs have."""
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(columns, columns, generator=generator) / columns ** 0.5
+    x = torch.randn(tokens, columns, generator=generator) @ mixing
+    x = x * torch.logspace(-1, 1, columns)[torch.randperm(columns, generator=generator)]
+    weight = torch.randn(rows, columns, generator=generator) / columns ** 0.5
+    accumulator = HessianAccumulator(columns)
+    for chunk in x.split(500):
+        accumulator.add(chunk)
+    return weight, x, accumulator.result()
+
+
+def _objective(weight, dequantized, x):
+    """||W X - Q X||^2 computed directly from the inputs."""
+    return float((x @ weight.T - x @ dequantized.T).pow(2).sum())
+
+
+def test_hessian_accumulator_is_the_mean_of_2xxT():
+    x = torch.randn(300, 16)
+    accumulator = HessianAccumulator(16)
+    for chunk in x.split(70):
+        accumulator.add(chunk)
+    assert torch.allclose(accumulator.result(), 2 * x.T @ x / 300, atol=1e-5)
+
+
+@pytest.mark.parametrize("bits,group_size", [(4, 32), (4, None), (3, 64), (8, 128)])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_has_a_lower_layer_objective_than_rtn(bits, group_size, act_order):
+    weight, x, hessian = _layer_problem()
+    fmt = WeightFormat(bits, group_size, True)
+    by_rtn = rtn(weight, fmt, torch.float32).dequantize()
+    by_gptq = gptq(weight, hessian, fmt, torch.float32, act_order=act_order).dequantize()
+    assert _objective(weight, by_gptq, x) < 0.8 * _objective(weight, by_rtn, x)
+    # the relative error reported from H alone is the same objective
+    assert output_error(weight, by_gptq, hessian) == pytest.approx(
+        _objective(weight, by_gptq, x) / float((x @ weight.T).pow(2).sum()), rel=1e-3)
+
+
+def test_gptq_codes_lie_on_the_stored_grid_and_groups_stay_contiguous_with_act_order():
+    weight, _, hessian = _layer_problem(seed=1)
+    fmt = WeightFormat(4, 32, False)
+    quantized = gptq(weight, hessian, fmt, torch.float32, act_order=True)
+    assert quantized.scale.shape == (96, 4) and quantized.zero_point.shape == (96, 4)
+    assert int(quantized.codes.min()) >= fmt.qmin and int(quantized.codes.max()) <= fmt.qmax
+    # static groups: each group's grid is the min-max grid of the original weight's group
+    assert torch.equal(quantized.scale, rtn(weight, fmt, torch.float32).scale)
+
+
+def test_gptq_damping_handles_dead_inputs():
+    weight, x, hessian = _layer_problem(seed=2)
+    hessian[:, 5] = 0
+    hessian[5, :] = 0  # an input that is always zero
+    quantized = gptq(weight, hessian, WeightFormat(4, 32, True), torch.float32)
+    assert torch.isfinite(quantized.dequantize()).all()
+
+
+def _attention_group(block):
+    modules = dict(block.named_modules())
+    names = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
+    return modules, names
+
+
+def _block_inputs(model, tokens):
+    from compression.llm.model import LayerwiseModel
+
+    return LayerwiseModel.load(model).first_block_inputs(list(tokens.split(8)))
+
+
+@pytest.mark.parametrize("duo_scaling", [True, False])
+def test_awq_scaled_search_is_never_worse_than_unscaled_and_wins_with_outlier_channels(duo_scaling):
+    model = tiny_llama()
+    block = model.model.layers[0]
+    hidden, kwargs = _block_inputs(model, torch.randint(0, 256, (16, 32), generator=torch.Generator().manual_seed(0)))
+    fmt = WeightFormat(3, 32, True)
+    modules, names = _attention_group(block)
+    calls = _captured_inputs(block, ["self_attn", names[0]], hidden, kwargs)
+    inputs = [args[0] if args else kw["hidden_states"] for args, kw in calls[names[0]]]
+    scales, best, unscaled = awq.search_scales([modules[n] for n in names], modules["self_attn"],
+                                               calls["self_attn"], inputs, fmt, torch.float32, 20, duo_scaling)
+    assert best <= unscaled
+    assert best < 0.9 * unscaled  # the norm's 12x channels make plain rounding of q/k/v costly
+    assert scales[:4].mean() > scales[4:].mean()  # the outlier channels are protected
+
+
+def test_awq_folding_leaves_the_float_block_unchanged():
+    model = tiny_llama(kv_heads=4)  # no grouped-query attention: v -> o is scaled too
+    block = model.model.layers[0]
+    hidden, kwargs = _block_inputs(model, torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(0)))
+    before = run_block(block, hidden, kwargs)
+    modules = dict(block.named_modules())
+    groups = awq.scaling_groups(block)
+    assert [group[0] for group in groups] == ["input_layernorm", "self_attn.v_proj", "post_attention_layernorm",
+                                              "mlp.up_proj"]
+    for previous, names, _ in groups:
+        scales = torch.rand(modules[names[0]].in_features) + 0.5
+        awq.fold_scales(modules[previous], [modules[n] for n in names], scales)
+    after = run_block(block, hidden, kwargs)
+    assert torch.allclose(before[0], after[0], atol=1e-4)
+
+
+def test_awq_skips_v_to_o_under_grouped_query_attention():
+    block = tiny_llama(kv_heads=2).model.layers[0]
+    assert "self_attn.v_proj" not in [group[0] for group in awq.scaling_groups(block)]
+
+
+def test_awq_refuses_blocks_it_does_not_know():
+    with pytest.raises(ValueError, match="Llama-family"):
+        awq.scaling_groups(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+
+
+def test_awq_clip_search_never_increases_the_output_error():
+    weight, x, _ = _layer_problem(seed=3)
+    weight[:, :3] *= 6  # a few large weights: clipping the range helps the others
+    fmt = WeightFormat(4, 32, True)
+    ratios = awq.search_clip(weight, x, fmt, torch.float32)
+    assert ratios.shape == (96, 4) and bool((ratios <= 1).all()) and bool((ratios >= 0.5).all())
+    clipped = rtn(weight, fmt, torch.float32, ratios).dequantize()
+    plain = rtn(weight, fmt, torch.float32).dequantize()
+    assert _objective(weight, clipped, x) < _objective(weight, plain, x)
+
+
+@pytest.mark.parametrize("bits,group_size", [(4, 64), (3, 64), (2, 32), (4, None)])
+@pytest.mark.parametrize("distribution", ["normal", "student_t"])
+def test_hqq_error_is_lower_than_rtn_at_the_same_bits(bits, group_size, distribution):
+    torch.manual_seed(0)
+    weight = torch.randn(128, 256) if distribution == "normal" else torch.distributions.StudentT(3.0).sample((128, 256))
+    fmt = WeightFormat(bits, group_size, False)
+    by_rtn = rtn(weight, fmt, torch.float32).dequantize()
+    by_hqq = hqq(weight, fmt, torch.float32).dequantize()
+    assert (weight - by_hqq).abs().mean() < (weight - by_rtn).abs().mean()
+    assert (weight - by_hqq).pow(2).mean() < (weight - by_rtn).pow(2).mean()
+
+
+def test_hqq_needs_an_asymmetric_integer_grid():
+    with pytest.raises(ValueError, match="asymmetric"):
+        hqq(torch.randn(8, 32), WeightFormat(4, 32, True), torch.float32)
