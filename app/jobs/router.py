@@ -1,4 +1,6 @@
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import SessionDep, TenantDep
@@ -55,9 +57,10 @@ def submit_job(session: SessionDep, tenant: TenantDep, spec: JobCreate,
 
 
 @router.get("/jobs", response_model=Page[JobOut])
-def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None = None, limit: Limit = 50,
-              offset: Offset = 0) -> dict:
-    jobs, total = service.list_jobs(session, tenant, status, limit, offset)
+def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None = None,
+              model_id: Annotated[str | None, Query(max_length=64, description="Only jobs on this model.")] = None,
+              limit: Limit = 50, offset: Offset = 0) -> dict:
+    jobs, total = service.list_jobs(session, tenant, status, limit, offset, model_id)
     return {"items": [job_out(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
 
 

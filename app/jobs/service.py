@@ -91,11 +91,13 @@ def get_job(session: Session, tenant: Tenant, job_id: str) -> Job:
     return get_owned(session, Job, tenant, job_id)
 
 
-def list_jobs(session: Session, tenant: Tenant, status: str | None, limit: int, offset: int
-              ) -> tuple[list[Job], int]:
+def list_jobs(session: Session, tenant: Tenant, status: str | None, limit: int, offset: int,
+              model_id: str | None = None) -> tuple[list[Job], int]:
     query = select(Job).where(Job.tenant_id == tenant.id)
     if status:
         query = query.where(Job.status == status)
+    if model_id:
+        query = query.where(Job.model_id == model_id)
     total = session.scalar(select(func.count()).select_from(query.subquery()))
     jobs = session.scalars(query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
     return list(jobs), total
