@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     api_workers: int | None = Field(None, ge=1, description="uvicorn worker processes of `modelpress api`, each "
                                                            "with its own in-flight limit, threads and database "
                                                            "pool; default: 2 where there are 2 CPUs or more.")
+    metrics_token: str | None = Field(None, description="When set, GET /metrics needs `Authorization: Bearer "
+                                                         "<token>`; otherwise it is open (service-wide counts "
+                                                         "only, nothing of a tenant).")
     api_access_log: bool = Field(True, description="Log every request (one line each, about 10 % of a poll's CPU).")
     api_max_in_flight: int = Field(16, ge=1, description="Requests one API process handles at once; more wait "
                                                          "for a slot.")

@@ -42,6 +42,7 @@ def cmd_api(args) -> int:
     import uvicorn
     settings = _settings(args.data_dir)
     workers = args.workers or settings.resolved_api_workers
+    _share_request_metrics(settings.data_dir.resolve() / "prometheus")
     if workers > 1:
         # Bring the schema up to date (where allowed) once, before the worker processes race to do it.
         from core.db.migrate import ensure_schema
@@ -55,6 +56,15 @@ def cmd_api(args) -> int:
     uvicorn.run("app.main:app", host=args.host, port=args.port, log_level="info", workers=workers,
                 backlog=4096, timeout_keep_alive=65, access_log=settings.api_access_log)
     return 0
+
+
+def _share_request_metrics(directory: Path) -> None:
+    """Every uvicorn process writes its request counters here, so /metrics sums them whichever process answers.
+    Emptied at start: counters of processes that no longer run would otherwise be counted forever."""
+    import shutil
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def cmd_worker(args) -> int:
