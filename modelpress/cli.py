@@ -72,7 +72,8 @@ def cmd_worker(args) -> int:
     from core.queue import QUEUE
     from worker.tasks import celery
     celery.worker_main(["worker", "--queues", QUEUE, "--concurrency", str(args.concurrency), "--pool",
-                        args.pool, "--loglevel", args.loglevel, "--hostname", args.name])
+                        args.pool, "--loglevel", args.loglevel, "--hostname", args.name,
+                        *(["--task-events"] if args.events else [])])
     return 0
 
 
@@ -145,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--events", action="store_true", help="send Celery task events (for Flower or "
+                                                              "`celery events`)")
     worker.add_argument("--name", default="modelpress@%h", help="Celery node name; give each worker on one "
                                                                   "host its own (e.g. gpu0@%%h)")
     worker.set_defaults(func=cmd_worker)

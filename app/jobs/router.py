@@ -32,8 +32,14 @@ router = APIRouter(prefix="/v1", tags=["jobs"],
 
 def job_out(job: Job) -> JobOut:
     error = {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
+    spec, webhook = dict(job.spec or {}), None
+    if spec.get("webhook"):
+        # The signing secret is the tenant's own, but it is never echoed: a leaked response must not leak it.
+        spec["webhook"] = {"url": spec["webhook"]["url"], "secret": "(hidden)"}
+        webhook = {"url": spec["webhook"]["url"], "status": job.webhook_status, "attempts": job.webhook_attempts}
     return JobOut.model_validate({**{c: getattr(job, c) for c in JobOut.model_fields if hasattr(job, c)},
-                                  "error": error, "progress": job.progress or {}})
+                                  "error": error, "progress": job.progress or {}, "spec": spec,
+                                  "webhook": webhook})
 
 
 def artifact_out(artifact: Artifact) -> ArtifactOut:

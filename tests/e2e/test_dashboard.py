@@ -3,7 +3,6 @@ form, watch its progress reach the end, open the model's Pareto plot. Screenshot
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -21,22 +20,7 @@ def browser():
     driver.quit()
 
 
-@pytest.fixture
-def tenant(service, example_files):
-    from tests.app.conftest import new_key
-    key = new_key()
-    model_path, dataset_path = example_files
-    with httpx.Client(base_url=service.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
-        ids = {}
-        for route, path in (("/v1/models", model_path), ("/v1/datasets", dataset_path)):
-            with open(path, "rb") as file:
-                response = http.post(route, files={"file": (path.name, file)})
-            assert response.status_code == 201, response.text
-            ids[route] = response.json()["id"]
-    return {"key": key, "model": ids["/v1/models"], "dataset": ids["/v1/datasets"]}
-
-
-def test_sign_in_submit_watch_progress_and_open_the_pareto_plot(service, tenant, browser):
+def test_sign_in_submit_watch_progress_and_open_the_pareto_plot(service, fresh_tenant, browser):
     wait = WebDriverWait(browser, 30)
     browser.get(f"{service.base_url}/ui")
     wrong = wait.until(EC.presence_of_element_located((By.ID, "api-key")))
@@ -46,7 +30,7 @@ def test_sign_in_submit_watch_progress_and_open_the_pareto_plot(service, tenant,
 
     key_input = browser.find_element(By.ID, "api-key")
     key_input.clear()
-    key_input.send_keys(tenant["key"])
+    key_input.send_keys(fresh_tenant["key"])
     browser.find_element(By.CSS_SELECTOR, "#sign-in button").click()
     wait.until(EC.presence_of_element_located((By.XPATH, "//h1[text()='Jobs']")))
 
@@ -55,8 +39,8 @@ def test_sign_in_submit_watch_progress_and_open_the_pareto_plot(service, tenant,
     method.select_by_value("ptq")
     wait.until(EC.presence_of_element_located((By.ID, "field-calibration_samples")))
     browser.find_element(By.ID, "field-sensitivity").click()  # the general path, which reports every layer
-    Select(browser.find_element(By.ID, "model")).select_by_value(tenant["model"])
-    Select(browser.find_element(By.ID, "dataset")).select_by_value(tenant["dataset"])
+    Select(browser.find_element(By.ID, "model")).select_by_value(fresh_tenant["model"])
+    Select(browser.find_element(By.ID, "dataset")).select_by_value(fresh_tenant["dataset"])
     evaluation = browser.find_element(By.ID, "evaluation")
     evaluation.clear()
     evaluation.send_keys('{"split": "val", "latency": true, "latency_batch_sizes": [32], "compile": false}')
@@ -75,7 +59,7 @@ def test_sign_in_submit_watch_progress_and_open_the_pareto_plot(service, tenant,
     assert browser.find_elements(By.CSS_SELECTOR, "svg.plot rect.bar"), "the PTQ stage charts its layers' sensitivity"
     screenshot(browser, "job-done")
 
-    browser.find_element(By.LINK_TEXT, tenant["model"]).click()
+    browser.find_element(By.LINK_TEXT, fresh_tenant["model"]).click()
     plot = wait.until(EC.presence_of_element_located((By.ID, "pareto-bytes")))
     points = plot.find_elements(By.TAG_NAME, "circle")
     assert len(points) == 2, "the job and the uploaded model"
