@@ -1,13 +1,13 @@
 """webhook delivery state on jobs: status line and attempts
 
-Revision ID: 0008
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-01
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0008'
+revision = '0003'
 down_revision = '0002'
 branch_labels = None
 depends_on = None
