@@ -16,7 +16,10 @@ from app.core.overload import install_overload_guard
 from app.core.uploads import request_body_limit
 from app.jobs.downloads import router as downloads_router
 from app.jobs.router import router as jobs_router
+from app.metrics.http import RequestMetricsMiddleware
+from app.metrics.router import router as metrics_router
 from app.resources.router import router as resources_router
+from app.ui.router import router as ui_router
 from compression import __version__
 from core.config import get_settings
 from core.db.migrate import ensure_schema
@@ -40,6 +43,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     install_overload_guard(app)
+    app.add_middleware(RequestMetricsMiddleware)
     # Added last = outermost: a NUL byte or an oversized body is refused before anything else (the overload
     # queue included) reads the request.
     app.add_middleware(BodyLimitMiddleware, limit_for=request_body_limit)
@@ -47,6 +51,8 @@ def create_app() -> FastAPI:
     app.include_router(resources_router)
     app.include_router(jobs_router)
     app.include_router(downloads_router)
+    app.include_router(ui_router)
+    app.include_router(metrics_router)
 
     @app.get("/healthz", tags=["health"], responses=responses(InternalError))
     def healthz() -> dict:

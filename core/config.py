@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     api_workers: int | None = Field(None, ge=1, description="uvicorn worker processes of `modelpress api`, each "
                                                            "with its own in-flight limit, threads and database "
                                                            "pool; default: 2 where there are 2 CPUs or more.")
+    webhook_allow_private_addresses: bool = Field(False, description="Let job webhooks call loopback, private "
+                                                                     "and link-local addresses (development and "
+                                                                     "tests only: it lets tenants reach your "
+                                                                     "network).")
+    webhook_max_attempts: int = Field(8, ge=1, le=50, description="Tries per webhook (backoff 2, 4, 8 ... s, at "
+                                                                  "most 10 min apart) before it is marked failed.")
+    metrics_token: str | None = Field(None, description="When set, GET /metrics needs `Authorization: Bearer "
+                                                         "<token>`; otherwise it is open (service-wide counts "
+                                                         "only, nothing of a tenant).")
     api_access_log: bool = Field(True, description="Log every request (one line each, about 10 % of a poll's CPU).")
     api_max_in_flight: int = Field(16, ge=1, description="Requests one API process handles at once; more wait "
                                                          "for a slot.")

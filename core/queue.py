@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from core.config import Settings, get_settings
 
 RUN_JOB = "modelpress.run_job"
+DELIVER_WEBHOOK = "modelpress.deliver_webhook"
 QUEUE = "modelpress"
 
 
@@ -59,6 +60,10 @@ def get_celery() -> Celery:
 def enqueue_job(job_id: str, time_limit_s: int) -> None:
     # The hard limit is a backstop: the job itself stops at its time limit through the library's cancellation.
     get_celery().send_task(RUN_JOB, args=[job_id], time_limit=time_limit_s + 300)
+
+
+def send_webhook(job_id: str, attempt: int = 1, countdown: float = 0) -> None:
+    get_celery().send_task(DELIVER_WEBHOOK, args=[job_id, attempt], countdown=countdown or None)
 
 
 def broker_reachable() -> bool:

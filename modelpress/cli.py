@@ -42,6 +42,7 @@ def cmd_api(args) -> int:
     import uvicorn
     settings = _settings(args.data_dir)
     workers = args.workers or settings.resolved_api_workers
+    _share_request_metrics(settings.data_dir.resolve() / "prometheus")
     if workers > 1:
         # Bring the schema up to date (where allowed) once, before the worker processes race to do it.
         from core.db.migrate import ensure_schema
@@ -57,12 +58,22 @@ def cmd_api(args) -> int:
     return 0
 
 
+def _share_request_metrics(directory: Path) -> None:
+    """Every uvicorn process writes its request counters here, so /metrics sums them whichever process answers.
+    Emptied at start: counters of processes that no longer run would otherwise be counted forever."""
+    import shutil
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def cmd_worker(args) -> int:
     _settings(args.data_dir)
     from core.queue import QUEUE
     from worker.tasks import celery
     celery.worker_main(["worker", "--queues", QUEUE, "--concurrency", str(args.concurrency), "--pool",
-                        args.pool, "--loglevel", args.loglevel, "--hostname", args.name])
+                        args.pool, "--loglevel", args.loglevel, "--hostname", args.name,
+                        *(["--task-events"] if args.events else [])])
     return 0
 
 
@@ -135,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--events", action="store_true", help="send Celery task events (for Flower or "
+                                                              "`celery events`)")
     worker.add_argument("--name", default="modelpress@%h", help="Celery node name; give each worker on one "
                                                                   "host its own (e.g. gpu0@%%h)")
     worker.set_defaults(func=cmd_worker)

@@ -10,10 +10,11 @@ from celery.signals import worker_process_init, worker_ready
 from core.config import get_settings
 from core.db.migrate import ensure_schema
 from core.db.session import get_engine
-from core.queue import RUN_JOB, get_celery
+from core.queue import DELIVER_WEBHOOK, RUN_JOB, get_celery, send_webhook
 from worker.reaper import reap
 from worker.runner import run_job as run_job_now
 from worker.sandbox import probe, skipped_isolations
+from worker.webhooks import deliver_job_webhook, webhook_wanted
 
 log = logging.getLogger(__name__)
 celery = get_celery()
@@ -30,7 +31,15 @@ def _fresh_connections(**_kwargs) -> None:
 
 @celery.task(name=RUN_JOB)
 def run_job(job_id: str) -> str:
-    return run_job_now(job_id, get_settings())
+    status = run_job_now(job_id, get_settings())
+    if webhook_wanted(job_id):
+        send_webhook(job_id)
+    return status
+
+
+@celery.task(name=DELIVER_WEBHOOK)
+def deliver_webhook(job_id: str, attempt: int) -> str | None:
+    return deliver_job_webhook(job_id, attempt, get_settings())
 
 
 @worker_ready.connect

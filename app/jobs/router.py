@@ -1,4 +1,6 @@
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import SessionDep, TenantDep
@@ -30,8 +32,14 @@ router = APIRouter(prefix="/v1", tags=["jobs"],
 
 def job_out(job: Job) -> JobOut:
     error = {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
+    spec, webhook = dict(job.spec or {}), None
+    if spec.get("webhook"):
+        # The signing secret is the tenant's own, but it is never echoed: a leaked response must not leak it.
+        spec["webhook"] = {"url": spec["webhook"]["url"], "secret": "(hidden)"}
+        webhook = {"url": spec["webhook"]["url"], "status": job.webhook_status, "attempts": job.webhook_attempts}
     return JobOut.model_validate({**{c: getattr(job, c) for c in JobOut.model_fields if hasattr(job, c)},
-                                  "error": error, "progress": job.progress or {}})
+                                  "error": error, "progress": job.progress or {}, "spec": spec,
+                                  "webhook": webhook})
 
 
 def artifact_out(artifact: Artifact) -> ArtifactOut:
@@ -55,9 +63,10 @@ def submit_job(session: SessionDep, tenant: TenantDep, spec: JobCreate,
 
 
 @router.get("/jobs", response_model=Page[JobOut])
-def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None = None, limit: Limit = 50,
-              offset: Offset = 0) -> dict:
-    jobs, total = service.list_jobs(session, tenant, status, limit, offset)
+def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None = None,
+              model_id: Annotated[str | None, Query(max_length=64, description="Only jobs on this model.")] = None,
+              limit: Limit = 50, offset: Offset = 0) -> dict:
+    jobs, total = service.list_jobs(session, tenant, status, limit, offset, model_id)
     return {"items": [job_out(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
 
 

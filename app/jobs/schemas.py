@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.schemas import Out
 from core.jobs.status import JobStatus
@@ -20,6 +20,13 @@ class JobError(BaseModel):
     message: str
 
 
+class WebhookOut(BaseModel):
+    url: str
+    status: str | None = Field(None, description="pending, retrying: <why>, delivered (HTTP <code>) or "
+                                                 "failed: <why>")
+    attempts: int = 0
+
+
 class JobOut(Out):
     model_config = ConfigDict(from_attributes=True, protected_namespaces=())
 
@@ -35,6 +42,7 @@ class JobOut(Out):
     versions: dict
     attempts: int
     cancel_requested: bool
+    webhook: WebhookOut | None = None
     time_limit_s: int
     created_at: datetime
     started_at: datetime | None

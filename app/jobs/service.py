@@ -17,7 +17,7 @@ from core.jobs.artifacts import final_model_artifact
 from core.jobs.spec import JobCreate
 from core.jobs.state import QUEUED_PROGRESS, request_cancel
 from core.jobs.status import FINISHED, JobStatus
-from core.queue import enqueue_job
+from core.queue import enqueue_job, send_webhook
 from core.store.blobs import delete_blob
 
 
@@ -80,7 +80,7 @@ def create_job(session: Session, tenant: Tenant, spec: JobCreate, settings: Sett
     quotas.check_job_quota(session, tenant, settings)
     job = Job(tenant_id=tenant.id, model_id=spec.model_id, dataset_id=dataset.id, parent_job_id=spec.parent_job_id,
               spec=spec.model_dump(mode="json"), time_limit_s=time_limit, enqueued_at=utcnow(),
-              progress=QUEUED_PROGRESS)
+              progress=QUEUED_PROGRESS, webhook_status="pending" if spec.webhook else None)
     session.add(job)
     session.flush()
     after_commit(session, lambda: enqueue_job(job.id, time_limit))
@@ -91,11 +91,13 @@ def get_job(session: Session, tenant: Tenant, job_id: str) -> Job:
     return get_owned(session, Job, tenant, job_id)
 
 
-def list_jobs(session: Session, tenant: Tenant, status: str | None, limit: int, offset: int
-              ) -> tuple[list[Job], int]:
+def list_jobs(session: Session, tenant: Tenant, status: str | None, limit: int, offset: int,
+              model_id: str | None = None) -> tuple[list[Job], int]:
     query = select(Job).where(Job.tenant_id == tenant.id)
     if status:
         query = query.where(Job.status == status)
+    if model_id:
+        query = query.where(Job.model_id == model_id)
     total = session.scalar(select(func.count()).select_from(query.subquery()))
     jobs = session.scalars(query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
     return list(jobs), total
@@ -108,6 +110,9 @@ def cancel_job(session: Session, tenant: Tenant, job_id: str) -> Job:
         raise Conflict(f"job {job_id} already {job.status}")
     request_cancel(session, job.id)
     session.refresh(job)
+    if job.status == JobStatus.CANCELLED and job.webhook_status:
+        # A queued job ends here, never reaching a worker: its webhook goes out from the API.
+        after_commit(session, lambda: send_webhook(job.id))
     return job
 
 

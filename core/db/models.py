@@ -116,6 +116,10 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    # Delivery of the job's webhook (spec.webhook): None without one, else "pending", "retrying: ...",
+    # "delivered (HTTP 200)" or "failed: ...".
+    webhook_status: Mapped[str | None] = mapped_column(String(300))
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Artifact(Base):

@@ -2,12 +2,32 @@
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from compression.specs import EvaluationSpec, StageSpec
 from compression.specs.common import SplitName
+from core.jobs.webhooks import check_url_syntax
 
 ResourceId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class WebhookSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=8, max_length=2000, description="Called once with POST when the job reaches a "
+                                                                "final state (retried with backoff on network "
+                                                                "errors, 5xx and 429). Must resolve to a public "
+                                                                "address.")
+    secret: str = Field(min_length=16, max_length=256, description="Your signing secret: every call carries "
+                                                                   "`X-Modelpress-Signature: t=<unix time>,v1="
+                                                                   "<hex HMAC-SHA256 of '<t>.<body>'>`. Never "
+                                                                   "shown again.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        check_url_syntax(url)
+        return url
 
 
 class JobCreate(BaseModel):
@@ -27,3 +47,5 @@ class JobCreate(BaseModel):
     time_limit_s: Annotated[int, Field(ge=10, le=10**9)] | None = Field(
         None, description="Wall-clock limit in seconds; default and maximum are set by the service.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random choice (0 to 2**32-1).")
+    webhook: WebhookSpec | None = Field(None, description="Optional: a URL told when the job ends, signed with "
+                                                         "your secret.")

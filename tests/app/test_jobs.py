@@ -223,3 +223,26 @@ def test_many_layers_are_listed_in_part(api, auth, uploaded):
     response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[{"method": "ptq",
                                                                                  "include": ["head"]}]))
     assert response.status_code == 422 and "'blocks.39.fc'] and 60 more" in response.json()["detail"]
+
+
+def test_a_webhook_is_accepted_and_its_secret_never_echoed(api, auth, uploaded):
+    spec = {"model_id": uploaded["model"]["id"], "dataset_id": uploaded["dataset"]["id"],
+            "stages": [{"method": "ptq"}], "webhook": {"url": "https://hooks.example.com/mp", "secret": "s" * 20}}
+    created = api.post("/v1/jobs", headers=auth, json=spec)
+    assert created.status_code == 201, created.text
+    fetched = api.get(f"/v1/jobs/{created.json()['id']}", headers=auth).json()
+    for body in (created.json(), fetched):
+        assert body["webhook"] == {"url": "https://hooks.example.com/mp", "status": "pending", "attempts": 0}
+        assert "s" * 20 not in str(body)
+
+
+@pytest.mark.parametrize(("webhook", "message"), [
+    ({"url": "ftp://hooks.example.com/", "secret": "s" * 20}, "http:// or https://"),
+    ({"url": "https://u:p@hooks.example.com/", "secret": "s" * 20}, "credentials"),
+    ({"url": "https://hooks.example.com/", "secret": "short"}, "at least 16 characters"),
+])
+def test_bad_webhooks_are_refused(api, auth, uploaded, webhook, message):
+    spec = {"model_id": uploaded["model"]["id"], "dataset_id": uploaded["dataset"]["id"],
+            "stages": [{"method": "ptq"}], "webhook": webhook}
+    response = api.post("/v1/jobs", headers=auth, json=spec)
+    assert response.status_code == 422 and message in response.text

@@ -7,13 +7,16 @@ import signal
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 from modelpress.client import Client
 from modelpress.demo import _free_port, wait_ready
 
 FAST_RECOVERY = {"MODELPRESS_STALE_AFTER_S": "4", "MODELPRESS_HEARTBEAT_INTERVAL_S": "0.5",
-                 "MODELPRESS_PROGRESS_INTERVAL_S": "0.1"}
+                 "MODELPRESS_PROGRESS_INTERVAL_S": "0.1",
+                 # The tests' webhook receivers listen on 127.0.0.1.
+                 "MODELPRESS_WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true"}
 
 
 class Service:
@@ -89,3 +92,19 @@ def client(service) -> Client:
 def uploads(client, example_files) -> dict:
     model_path, dataset_path = example_files
     return {"model": client.upload_model(model_path), "dataset": client.upload_dataset(dataset_path)}
+
+
+@pytest.fixture
+def fresh_tenant(service, example_files):
+    """A new tenant with its own key, holding the example model and dataset (uploaded over HTTP)."""
+    from tests.app.conftest import new_key
+    key = new_key()
+    model_path, dataset_path = example_files
+    with httpx.Client(base_url=service.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+        ids = {}
+        for route, path in (("/v1/models", model_path), ("/v1/datasets", dataset_path)):
+            with open(path, "rb") as file:
+                response = http.post(route, files={"file": (path.name, file)})
+            assert response.status_code == 201, response.text
+            ids[route] = response.json()["id"]
+    return {"key": key, "model": ids["/v1/models"], "dataset": ids["/v1/datasets"]}
