@@ -11,6 +11,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from tests.backends import Backend, available_backends, clear_service_caches, reset_database
 
 BACKENDS = available_backends()
+# Tests of backend-independent features that are costly end to end run once, on the production-like backend.
+ONE_BACKEND = BACKENDS[-1].name
+
+
+def pytest_collection_modifyitems(config, items):
+    skipped = [item for item in items if item.get_closest_marker("one_backend")
+               and getattr(item, "callspec", None) and item.callspec.params.get("backend", None) is not None
+               and item.callspec.params["backend"].name != ONE_BACKEND]
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = [item for item in items if item not in skipped]
 
 
 @pytest.fixture(scope="session", params=BACKENDS, ids=[b.name for b in BACKENDS])

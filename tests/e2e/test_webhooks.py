@@ -13,7 +13,7 @@ import pytest
 
 from core.jobs.webhooks import sign
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.one_backend]
 SECRET = "receiver-chosen-secret"
 
 
