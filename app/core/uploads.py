@@ -1,5 +1,5 @@
 """Receiving an uploaded file: key and quota checked before the body is read, size limits, a safe name,
-validation by the torch-free inspectors, then streaming into a blob."""
+validation by the torch-free inspectors, then streaming into the store."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def store_upload(session: Session, tenant: Tenant, file: UploadFile, limit: int,
     except InvalidUpload as exc:
         raise InvalidInput(f"{file.filename or what}: {exc}") from None
     source.seek(0)
-    blob = write_blob(session, source, settings.blob_chunk_bytes)
+    blob = write_blob(session, tenant.id, source)
     # Checked again under the tenant lock: a concurrent upload may have used the quota meanwhile.
     quotas.lock_tenant(session, tenant)
     quotas.check_storage(session, tenant, size, settings)

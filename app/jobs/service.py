@@ -18,7 +18,7 @@ from core.jobs.spec import JobCreate
 from core.jobs.state import QUEUED_PROGRESS, request_cancel
 from core.jobs.status import FINISHED, JobStatus
 from core.queue import enqueue_job
-from core.store.blobs import delete_blob
+from core.store.blobs import release_blobs
 
 
 def _owned(session: Session, kind, tenant: Tenant, resource_id: str, field: str):
@@ -120,9 +120,7 @@ def delete_job(session: Session, tenant: Tenant, job_id: str) -> None:
     blob_ids = [*session.scalars(select(Artifact.blob_id).where(Artifact.job_id == job.id)),
                 *session.scalars(select(JobCheckpoint.blob_id).where(JobCheckpoint.job_id == job.id))]
     session.delete(job)  # artifacts and checkpoints go with it (ON DELETE CASCADE)
-    session.flush()
-    for blob_id in blob_ids:
-        delete_blob(session, blob_id)
+    release_blobs(session, blob_ids)
 
 
 def list_artifacts(session: Session, tenant: Tenant, job_id: str) -> list[Artifact]:

@@ -19,7 +19,7 @@ def artifact(api, auth, uploaded) -> tuple[str, bytes]:
     data = os.urandom(3 * 1024 + 17)
     with session_scope() as session:
         job = session.get(Job, job_id)
-        blob = write_blob(session, io.BytesIO(data), chunk_bytes=1024)  # small chunks: ranges cross them
+        blob = write_blob(session, job.tenant_id, io.BytesIO(data))
         row = Artifact(tenant_id=job.tenant_id, job_id=job_id, stage_index=0, name="model_int8.pt2",
                        kind="model.pt2", blob_id=blob.id, size_bytes=blob.size_bytes, sha256=blob.sha256,
                        details={})

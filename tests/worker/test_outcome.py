@@ -89,7 +89,7 @@ def test_a_reclaimed_job_starts_without_the_earlier_attempts_artifacts(job_id, s
     blobs = _blobs()
     with session_scope() as session:  # what an attempt stored before it died (code before atomic outcomes)
         job = session.get(Job, job_id)
-        blob = write_blob(session, io.BytesIO(b"partial"), 1024)
+        blob = write_blob(session, job.tenant_id, io.BytesIO(b"partial"))
         session.add(Artifact(tenant_id=job.tenant_id, job_id=job_id, stage_index=0, name="a", kind="model.pt2",
                              blob_id=blob.id, size_bytes=7, sha256=blob.sha256, details={}))
     _stale(job_id, settings)
