@@ -17,6 +17,7 @@ from app.core.uploads import request_body_limit
 from app.jobs.downloads import router as downloads_router
 from app.jobs.router import router as jobs_router
 from app.resources.router import router as resources_router
+from app.tenant.router import router as tenant_router
 from app.uploads.router import router as uploads_router
 from compression import __version__
 from core.config import get_settings
@@ -49,6 +50,7 @@ def create_app() -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(downloads_router)
     app.include_router(uploads_router)
+    app.include_router(tenant_router)
 
     @app.get("/healthz", tags=["health"], responses=responses(InternalError))
     def healthz() -> dict:

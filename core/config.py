@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     store_presign_downloads: bool = Field(True, description="Answer artifact downloads with a 307 redirect to a "
                                                             "presigned URL where the store can make one.")
     store_presign_expires_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    store_sweep_interval_s: float = Field(3600.0, gt=0, description="How often each worker runs the store's "
+                                                                   "lifecycle task: expired uploads, job "
+                                                                   "retention, stray objects.")
     store_sweep_grace_s: float = Field(3600.0, ge=0, description="Store objects without a row (a write cut off "
                                                                  "by a crash) older than this are removed.")
     upload_part_max_bytes: int = Field(64 * 1024**2, ge=5 * 1024**2, description="Largest part of a resumable "

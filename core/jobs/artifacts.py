@@ -25,6 +25,14 @@ def delete_checkpoints(session: Session, job_id: str) -> None:
     _delete_with_blobs(session, session.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)).all())
 
 
+def delete_job(session: Session, job: Job) -> None:
+    """Delete a job with its artifacts and checkpoints, and their blobs no other row uses."""
+    blob_ids = [*session.scalars(select(Artifact.blob_id).where(Artifact.job_id == job.id)),
+                *session.scalars(select(JobCheckpoint.blob_id).where(JobCheckpoint.job_id == job.id))]
+    session.delete(job)  # artifacts and checkpoints go with it (ON DELETE CASCADE)
+    release_blobs(session, blob_ids)
+
+
 def _delete_with_blobs(session: Session, rows: list) -> None:
     for row in rows:
         session.delete(row)
