@@ -37,7 +37,7 @@ def delete_tenant_data(session: Session, tenant: Tenant) -> dict[str, int]:
     for kind, name in ((Model, "models"), (Dataset, "datasets"), (UploadSession, "uploads")):
         counts[name] = session.execute(delete(kind).where(kind.tenant_id == tenant.id)).rowcount
     session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant.id))
-    counts["blobs"] = delete_tenant_blobs(session, tenant.id)
+    delete_tenant_blobs(session, tenant.id)
     prefixes = [upload_prefix(tenant.id, upload_id) for upload_id in uploads]
     after_commit(session, lambda: [get_store().delete_prefix(prefix) for prefix in prefixes])
     return counts

@@ -19,7 +19,7 @@ from core.db.session import session_scope
 from core.jobs.artifacts import delete_job
 from core.jobs.status import FINISHED
 from core.store import get_store
-from core.store.base import upload_prefix
+from core.store.base import tenant_prefix, upload_prefix
 from core.store.blobs import BLOB_USERS, key_of, release_blobs
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,23 @@ class Orphans:
                 "unused_blob_rows": len(self.unused)}
 
 
-def find_orphans(min_age_s: float = 0) -> Orphans:
-    """Compare the store with the rows. Objects younger than `min_age_s` may belong to a write in progress and
-    are left out."""
+def find_orphans(min_age_s: float = 0, tenant_id: str | None = None) -> Orphans:
+    """Compare the store with the rows (of one tenant, or all). Objects younger than `min_age_s` may belong to a
+    write in progress and are left out."""
     store, cutoff = get_store(), utcnow() - timedelta(seconds=min_age_s)
-    objects = {stored.key: stored for stored in store.list("tenants/")}
+    objects = {stored.key: stored for stored in store.list(tenant_prefix(tenant_id) if tenant_id else "tenants/")}
+
+    def mine(query, table):
+        return query.where(table.tenant_id == tenant_id) if tenant_id else query
+
     with session_scope() as session:
-        blobs = {key_of(blob): blob.id for blob in session.scalars(select(Blob))}
+        blobs = {key_of(blob): blob.id for blob in session.scalars(mine(select(Blob), Blob))}
         used = set()
         for user in BLOB_USERS:
             used |= set(session.scalars(select(user.blob_id).distinct()))
-        open_uploads = {upload_prefix(tenant, upload_id) for upload_id, tenant in session.execute(
-            select(UploadSession.id, UploadSession.tenant_id).where(UploadSession.result_id.is_(None)))}
+        open_uploads = {upload_prefix(tenant, upload_id) for upload_id, tenant in session.execute(mine(
+            select(UploadSession.id, UploadSession.tenant_id).where(UploadSession.result_id.is_(None)),
+            UploadSession))}
         old_blobs = set(session.scalars(select(Blob.id).where(Blob.created_at < cutoff)))
     orphans = Orphans()
     for key, stored in sorted(objects.items()):
@@ -86,10 +91,10 @@ def delete_expired_jobs(settings: Settings) -> int:
     return len(jobs)
 
 
-def sweep(settings: Settings) -> Orphans:
+def sweep(settings: Settings, tenant_id: str | None = None) -> Orphans:
     """Remove what `find_orphans` finds older than MODELPRESS_STORE_SWEEP_GRACE_S: stray objects and unused
     blobs. Rows without objects are reported, not deleted: their users would lose data silently."""
-    orphans = find_orphans(settings.store_sweep_grace_s)
+    orphans = find_orphans(settings.store_sweep_grace_s, tenant_id)
     store = get_store()
     for key in orphans.objects:
         store.delete(key)
@@ -110,8 +115,6 @@ def run(settings: Settings) -> None:
             log.exception("store lifecycle step failed")
 
 
-def delete_tenant_blobs(session: Session, tenant_id: str) -> int:
+def delete_tenant_blobs(session: Session, tenant_id: str) -> None:
     """Release every blob of a tenant whose users have been deleted (all of them, after a tenant purge)."""
-    blob_ids = list(session.scalars(select(Blob.id).where(Blob.tenant_id == tenant_id)))
-    release_blobs(session, blob_ids)
-    return len(blob_ids)
+    release_blobs(session, session.scalars(select(Blob.id).where(Blob.tenant_id == tenant_id)).all())
