@@ -1,8 +1,7 @@
 from fastapi import APIRouter
-
-from app.auth.dependencies import SessionDep, TenantDep
 from fastapi.responses import JSONResponse
 
+from app.auth.dependencies import SessionDep, TenantDep
 from app.core.errors import BadRequest, Conflict, InternalError, Unauthorized, error_response, responses
 from app.tenant import service
 

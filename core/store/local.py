@@ -12,7 +12,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from core.store.base import READ_CHUNK_BYTES, HashingReader, check_key, ObjectMissing, ObjectStore, StoredObject, Written
+from core.store.base import (
+    READ_CHUNK_BYTES,
+    HashingReader,
+    ObjectMissing,
+    ObjectStore,
+    StoredObject,
+    Written,
+    check_key,
+)
 
 TMP_DIR = ".tmp"
 

@@ -14,7 +14,15 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from core.store.base import READ_CHUNK_BYTES, HashingReader, check_key, ObjectMissing, ObjectStore, StoredObject, Written
+from core.store.base import (
+    READ_CHUNK_BYTES,
+    HashingReader,
+    ObjectMissing,
+    ObjectStore,
+    StoredObject,
+    Written,
+    check_key,
+)
 
 TRANSFER = TransferConfig(multipart_threshold=16 * 1024**2, multipart_chunksize=16 * 1024**2, max_concurrency=4)
 
