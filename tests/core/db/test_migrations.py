@@ -17,8 +17,8 @@ def test_embedded_default_migrates_itself(tmp_path):
     engine = make_engine(url)
     ensure_schema(engine, url, auto_migrate=True)
     tables = set(inspect(engine).get_table_names())
-    assert {"jobs", "models", "datasets", "artifacts", "blobs", "upload_sessions", "upload_parts", "api_keys", "tenants",
-            "job_checkpoints", "idempotency_keys", "alembic_version"} <= tables
+    assert {"jobs", "models", "datasets", "artifacts", "blobs", "upload_sessions", "upload_parts", "api_keys",
+            "tenants", "job_checkpoints", "idempotency_keys", "alembic_version"} <= tables
     ensure_schema(engine, url, auto_migrate=False)  # now at head: no error
 
 

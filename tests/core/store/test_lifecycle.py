@@ -74,7 +74,7 @@ def test_the_check_finds_both_halves_and_the_sweep_removes_strays(store, tenant,
     from core.store.base import blob_key, staging_key
     from core.store.blobs import key_of, write_blob
     from core.store.lifecycle import find_orphans, sweep
-    assert find_orphans(tenant_id=tenant).counts() == {"objects_without_rows": 0, "rows_without_objects": 0, "unused_blob_rows": 0}
+    assert set(find_orphans(tenant_id=tenant).counts().values()) == {0}
     store.write(staging_key(tenant, "cut-off"), io.BytesIO(b"a write a crash cut off"))
     store.write(blob_key(tenant, "f" * 64), io.BytesIO(b"an object whose row was rolled back"))
     with session_scope() as session:
@@ -85,7 +85,8 @@ def test_the_check_finds_both_halves_and_the_sweep_removes_strays(store, tenant,
     orphans = find_orphans(tenant_id=tenant)
     assert sorted(orphans.objects) == [blob_key(tenant, "f" * 64), staging_key(tenant, "cut-off")]
     assert orphans.rows == [lost.id] and orphans.unused == [unused.id]
-    assert find_orphans(min_age_s=3600, tenant_id=tenant).counts()["objects_without_rows"] == 0  # could be writes in progress
+    # Objects younger than the grace period may be writes in progress.
+    assert find_orphans(min_age_s=3600, tenant_id=tenant).counts()["objects_without_rows"] == 0
     sweep(settings.model_copy(update={"store_sweep_grace_s": 0}), tenant_id=tenant)
     after = find_orphans(tenant_id=tenant)
     assert after.objects == [] and after.unused == [] and after.rows == [lost.id]  # reported, never guessed at
