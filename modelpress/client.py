@@ -38,6 +38,30 @@ class Client:
     def upload_model(self, path: Path) -> dict:
         return self._upload("/v1/models", path)
 
+    def upload_resumable(self, path: Path, kind: str, part_bytes: int | None = None, upload_id: str | None = None
+                         ) -> dict:
+        """Upload a large model or dataset in parts (POST /v1/uploads); returns the model or dataset. Pass the
+        `upload_id` of an interrupted call to send only the parts that did not arrive."""
+        path = Path(path)
+        if upload_id is None:
+            with open(path, "rb") as file:
+                sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+            body = {"kind": kind, "name": path.name, "size_bytes": path.stat().st_size, "sha256": sha256}
+            if part_bytes:
+                body["part_bytes"] = part_bytes
+            upload_id = self._check(self.http.post("/v1/uploads", json=body)).json()["id"]
+        upload = self._check(self.http.get(f"/v1/uploads/{upload_id}")).json()
+        received = set(upload["parts_received"])
+        with open(path, "rb") as file:
+            for number in range(upload["parts_total"]):
+                if number in received:
+                    continue
+                file.seek(number * upload["part_bytes"])
+                part = file.read(upload["part_bytes"])
+                self._check(self.http.put(f"/v1/uploads/{upload_id}/parts/{number}", content=part, headers={
+                    "X-Checksum-SHA256": hashlib.sha256(part).hexdigest()}))
+        return self._check(self.http.post(f"/v1/uploads/{upload_id}/complete")).json()["result"]
+
     def upload_dataset(self, path: Path) -> dict:
         return self._upload("/v1/datasets", path)
 
