@@ -12,6 +12,7 @@ from functools import partial
 from typing import BinaryIO, Iterator
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.core import quotas
@@ -90,11 +91,12 @@ def put_part(session: Session, tenant: Tenant, upload_id: str, number: int, body
         what = (f"{written.size_bytes} bytes arrived, {expected} expected" if written.size_bytes != expected
                 else f"its sha256 is {written.sha256}, not {declared_sha256} (Content-SHA256)")
         raise InvalidInput(f"part {number} was not stored: {what}; send it again")
-    part = session.get(UploadPart, (upload.id, number)) or UploadPart(session_id=upload.id, number=number)
-    part.size_bytes, part.sha256 = written.size_bytes, written.sha256
-    session.add(part)
-    session.flush()
-    return part
+    # An upsert: a client retrying a part whose first request is still being served sends the same part twice.
+    dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    values = {"size_bytes": written.size_bytes, "sha256": written.sha256}
+    session.execute(dialect_insert(UploadPart).values(session_id=upload.id, number=number, **values)
+                    .on_conflict_do_update(index_elements=["session_id", "number"], set_=values))
+    return UploadPart(session_id=upload.id, number=number, **values)
 
 
 def complete(session: Session, tenant: Tenant, upload_id: str, settings: Settings) -> UploadSession:

@@ -42,6 +42,7 @@ def test_parts_in_any_order_resume_and_complete_once(store, api, auth, dataset_b
     parts = [data[i * MIB:(i + 1) * MIB] for i in range(3)]
     assert _put(api, auth, upload["id"], 2, parts[2]).status_code == 200
     assert _put(api, auth, upload["id"], 0, parts[0]).status_code == 200
+    assert _put(api, auth, upload["id"], 0, parts[0]).status_code == 200  # a retry replaces it
     corrupt = _put(api, auth, upload["id"], 1, parts[1][:-1] + b"\0", checksum=_sha(parts[1]))
     assert corrupt.status_code == 422 and "send it again" in corrupt.json()["detail"]
     short = _put(api, auth, upload["id"], 1, parts[1][:1000])
