@@ -63,3 +63,24 @@ def test_a_rolled_back_write_leaves_no_object(store, new_tenant):
             write_blob(session, tenant, io.BytesIO(b"never recorded"))
             raise RuntimeError("failed after the write")
     assert _objects(store, tenant) == []
+
+
+def test_concurrent_writes_of_the_same_bytes_make_one_blob(store, new_tenant):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.db.models import Model
+    from core.db.session import session_scope
+    from core.store.blobs import write_blob
+    tenant = new_tenant("c")
+    data = os.urandom(20_000)
+
+    def upload(_) -> str:
+        with session_scope() as session:
+            blob = write_blob(session, tenant, io.BytesIO(data))
+            session.add(Model(tenant_id=tenant, name="m", blob_id=blob.id, size_bytes=len(data), sha256=blob.sha256,
+                              signature={}))
+            return blob.id
+
+    with ThreadPoolExecutor(4) as pool:
+        assert len(set(pool.map(upload, range(8)))) == 1
+    assert len(_objects(store, tenant)) == 1
