@@ -22,9 +22,7 @@ def cmd_migrate(args) -> int:
     from core.db.migrate import upgrade
     from core.store import get_store
     settings = _settings(args.data_dir)
-    store = get_store()
-    if hasattr(store, "ensure_bucket"):
-        store.ensure_bucket()
+    get_store().ensure_ready()
     upgrade(settings.resolved_database_url)
     print(f"database at the latest schema: {settings.resolved_database_url.split('@')[-1]}")
     return 0

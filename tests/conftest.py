@@ -55,8 +55,7 @@ def store(request, backend, tmp_path):
         values = request.getfixturevalue("s3_server").env(prefix=tmp_path.name)
     with environment(values):
         store = get_store()
-        if request.param == "s3":
-            store.ensure_bucket()
+        store.ensure_ready()
         yield store
 
 

@@ -117,6 +117,9 @@ class ObjectStore(ABC):
     def list(self, prefix: str) -> Iterator[StoredObject]:
         """Every object whose key starts with `prefix`."""
 
+    def ensure_ready(self) -> None:
+        """Create what the store needs before first use (an S3 bucket); `modelpress migrate` calls it."""
+
     def delete_prefix(self, prefix: str) -> int:
         keys = [stored.key for stored in self.list(prefix)]
         for key in keys:

@@ -50,11 +50,6 @@ def write_file(session: Session, tenant_id: str, path: Path) -> Blob:
         return write_blob(session, tenant_id, source)
 
 
-def publish_staged(session: Session, tenant_id: str, staged: str, written: Written) -> Blob:
-    """Make a staged object, already hashed (an assembled resumable upload), a blob of `tenant_id`."""
-    return _publish(session, tenant_id, staged, written)
-
-
 def _publish(session: Session, tenant_id: str, staged: str, written: Written) -> Blob:
     store = get_store()
     blob, created = _lock(session, tenant_id, written.sha256, written.size_bytes)

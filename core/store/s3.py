@@ -110,8 +110,8 @@ class S3Store(ObjectStore):
             Params={"Bucket": self.bucket, "Key": self._key(key),
                     "ResponseContentDisposition": f'attachment; filename="{filename}"'})
 
-    def ensure_bucket(self) -> None:
-        """Create the bucket if it does not exist (`modelpress migrate` does this)."""
+    def ensure_ready(self) -> None:
+        """Create the bucket if it does not exist."""
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError:

@@ -62,8 +62,7 @@ def _users(connection) -> list[tuple[str, str, str, dict]]:
 def upgrade() -> None:
     connection = op.get_bind()
     store = open_store(get_settings())
-    if hasattr(store, "ensure_bucket"):
-        store.ensure_bucket()
+    store.ensure_ready()
     with op.batch_alter_table('blobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('tenant_id', sa.String(length=32), nullable=True))
 
