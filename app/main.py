@@ -19,7 +19,9 @@ from app.jobs.router import router as jobs_router
 from app.metrics.http import RequestMetricsMiddleware
 from app.metrics.router import router as metrics_router
 from app.resources.router import router as resources_router
+from app.tenant.router import router as tenant_router
 from app.ui.router import router as ui_router
+from app.uploads.router import router as uploads_router
 from compression import __version__
 from core.config import get_settings
 from core.db.migrate import ensure_schema
@@ -53,6 +55,8 @@ def create_app() -> FastAPI:
     app.include_router(downloads_router)
     app.include_router(ui_router)
     app.include_router(metrics_router)
+    app.include_router(uploads_router)
+    app.include_router(tenant_router)
 
     @app.get("/healthz", tags=["health"], responses=responses(InternalError))
     def healthz() -> dict:

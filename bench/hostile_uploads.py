@@ -72,7 +72,7 @@ def store_directly(kind: str, data: bytes, like_id: str) -> str:
     table = Model if kind == "model" else Dataset
     with session_scope() as session:
         clean = session.get(table, like_id)
-        blob = write_blob(session, io.BytesIO(data), 1024**2)
+        blob = write_blob(session, clean.tenant_id, io.BytesIO(data))
         metadata = {"signature": clean.signature} if kind == "model" else {"manifest": clean.manifest}
         row = table(tenant_id=clean.tenant_id, name=f"hostile.{kind}", blob_id=blob.id, size_bytes=blob.size_bytes,
                     sha256=blob.sha256, **metadata)

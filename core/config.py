@@ -20,7 +20,31 @@ class Settings(BaseSettings):
 
     max_model_bytes: int = 2 * 1024**3
     max_dataset_bytes: int = 4 * 1024**3
-    blob_chunk_bytes: int = 1024**2
+
+    # Where uploads, artifacts and checkpoints are stored (core/store/); the database keeps only their metadata.
+    store_url: str | None = Field(None, description="file:///path (default: <data_dir>/store) or s3://bucket[/prefix] "
+                                                    "for an S3-protocol object store.")
+    store_s3_endpoint_url: str | None = Field(None, description="S3 endpoint the services use (e.g. "
+                                                                "http://minio:9000); default: AWS.")
+    store_s3_public_endpoint_url: str | None = Field(None, description="Endpoint named in presigned download URLs, "
+                                                                       "when clients reach the store elsewhere.")
+    store_s3_region: str | None = None
+    store_s3_access_key_id: str | None = Field(None, description="Default: boto3's credential chain (AWS_*).")
+    store_s3_secret_access_key: str | None = None
+    store_presign_downloads: bool = Field(True, description="Answer artifact downloads with a 307 redirect to a "
+                                                            "presigned URL where the store can make one.")
+    store_presign_expires_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    store_sweep_interval_s: float = Field(3600.0, gt=0, description="How often each worker runs the store's "
+                                                                   "lifecycle task: expired uploads, job "
+                                                                   "retention, stray objects.")
+    store_sweep_grace_s: float = Field(3600.0, ge=0, description="Store objects without a row (a write cut off "
+                                                                 "by a crash) older than this are removed.")
+    upload_part_max_bytes: int = Field(64 * 1024**2, ge=5 * 1024**2, description="Largest part of a resumable "
+                                                                                 "upload.")
+    upload_session_ttl_s: int = Field(24 * 3600, ge=60, description="A resumable upload not completed this long "
+                                                                    "after it was created expires, with its parts.")
+    job_retention_s: int | None = Field(None, ge=60, description="Finished jobs older than this are deleted with "
+                                                                 "their artifacts; default: kept until deleted.")
     max_json_body_bytes: int = Field(1024**2, description="Largest request body other than an upload (job "
                                                           "specs); a larger one is refused with 413.")
 
@@ -111,6 +135,10 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{self.data_dir.resolve() / 'broker.db'}"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or (self.data_dir.resolve() / "store").as_uri()
 
     @property
     def archive_limits(self) -> ArchiveLimits:

@@ -20,7 +20,9 @@ def _settings(data_dir: str | None):
 
 def cmd_migrate(args) -> int:
     from core.db.migrate import upgrade
+    from core.store import get_store
     settings = _settings(args.data_dir)
+    get_store().ensure_ready()
     upgrade(settings.resolved_database_url)
     print(f"database at the latest schema: {settings.resolved_database_url.split('@')[-1]}")
     return 0
@@ -75,6 +77,19 @@ def cmd_worker(args) -> int:
                         args.pool, "--loglevel", args.loglevel, "--hostname", args.name,
                         *(["--task-events"] if args.events else [])])
     return 0
+
+
+def cmd_store_check(args) -> int:
+    """Print the counts of store objects without rows and rows without objects; exit 1 unless all are 0."""
+    import json
+
+    from core.store.lifecycle import find_orphans, sweep
+    settings = _settings(args.data_dir)
+    orphans = sweep(settings) if args.sweep else find_orphans(args.min_age_s)
+    print(json.dumps({"store": settings.resolved_store_url, **orphans.counts(),
+                      "examples": {"objects": orphans.objects[:10], "rows": orphans.rows[:10],
+                                   "unused": orphans.unused[:10]}}, indent=2))
+    return 1 if any(orphans.counts().values()) else 0
 
 
 def start_service(data_dir: Path, host: str, port: int, log_path: Path | None = None,
@@ -159,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create an API key (prints it once)")
     create.add_argument("--tenant", required=True, help="tenant the key belongs to (created if new)")
     create.set_defaults(func=cmd_keys_create)
+
+    store = commands.add_parser("store", help="the object store").add_subparsers(dest="store_command",
+                                                                                 required=True)
+    check = store.add_parser("check", help="count store objects without rows and blob rows without objects "
+                                           "(exit 1 unless all are 0)")
+    check.add_argument("--min-age-s", type=float, default=0.0, help="leave out objects younger than this "
+                                                                    "(writes in progress)")
+    check.add_argument("--sweep", action="store_true", help="also remove stray objects and unused blobs older "
+                                                            "than MODELPRESS_STORE_SWEEP_GRACE_S")
+    check.set_defaults(func=cmd_store_check)
 
     demo = commands.add_parser("demo", help="end-to-end demo: int8 PTQ of a CNN trained on scikit-learn digits")
     demo.add_argument("--port", type=int, default=0, help="API port (default: a free one)")

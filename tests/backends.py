@@ -43,10 +43,14 @@ def reset_database(url: str) -> None:
     engine.dispose()
 
 
-def clear_service_caches() -> None:
-    """Settings, engine and Celery app are cached per process; tests switch backends, so they start over."""
+def clear_service_caches(keep_engine: bool = False) -> None:
+    """Settings, engine, store and Celery app are cached per process; tests switch backends, so they start over
+    (`keep_engine`: only the settings and the store change, e.g. to another store on the same database)."""
     from core.config import get_settings
     from core.db import session
     from core.queue import get_celery
-    for cached in (get_settings, session.get_engine, session._session_factory, get_celery):
-        cached.cache_clear()
+    from core.store import get_store
+    cached = (get_settings, get_store) if keep_engine else (get_settings, get_store, session.get_engine,
+                                                            session._session_factory, get_celery)
+    for function in cached:
+        function.cache_clear()

@@ -48,6 +48,29 @@ def backend(request, tmp_path_factory) -> Backend:
 
 
 @pytest.fixture(scope="session")
+def s3_server():
+    from tests.stores import MotoServer
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request, backend, tmp_path):
+    """The service's store for one test: the local file store, then an S3 bucket on the moto server."""
+    from core.store import get_store
+    from tests.stores import environment
+    if request.param == "file":
+        values = {"MODELPRESS_STORE_URL": (tmp_path / "store").as_uri()}
+    else:
+        values = request.getfixturevalue("s3_server").env(prefix=tmp_path.name)
+    with environment(values):
+        store = get_store()
+        store.ensure_ready()
+        yield store
+
+
+@pytest.fixture(scope="session")
 def example_files(tmp_path_factory) -> tuple[Path, Path]:
     """A small CNN trained on scikit-learn digits, exported to .pt2, and its dataset as .npz."""
     from compression.examples import write_digits_example
@@ -65,7 +88,7 @@ def job_id(backend) -> str:
     from tests.rows import ensure_tenant
     with session_scope() as session:
         tenant_id = ensure_tenant(session, "worker-tests")
-        blob = write_blob(session, io.BytesIO(b"x"), 1024)
+        blob = write_blob(session, tenant_id, io.BytesIO(b"x"))
         model = Model(tenant_id=tenant_id, name="m", blob_id=blob.id, size_bytes=1, sha256="", signature={})
         dataset = Dataset(tenant_id=tenant_id, name="d", blob_id=blob.id, size_bytes=1, sha256="", manifest={})
         session.add_all([model, dataset])

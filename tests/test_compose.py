@@ -15,8 +15,8 @@ def _compose() -> dict:
 
 def test_services_and_their_wiring():
     services = _compose()["services"]
-    assert {"postgres", "redis", "migrate", "api", "worker", "worker-cpu"} <= set(services)
-    for name in ("postgres", "redis", "api"):
+    assert {"postgres", "redis", "minio", "migrate", "api", "worker", "worker-cpu"} <= set(services)
+    for name in ("postgres", "redis", "minio", "api"):
         assert services[name]["healthcheck"]["test"], name
     assert services["migrate"]["restart"] == "no"
     for name in ("api", "worker", "worker-cpu"):
@@ -24,6 +24,14 @@ def test_services_and_their_wiring():
         env = services[name]["environment"]
         assert env["MODELPRESS_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env["MODELPRESS_BROKER_URL"].startswith("redis://")
+        # Uploads and artifacts go to MinIO, with the credentials MinIO was started with.
+        assert env["MODELPRESS_STORE_URL"].startswith("s3://")
+        assert env["MODELPRESS_STORE_S3_ENDPOINT_URL"] == "http://minio:9000"
+        minio = services["minio"]["environment"]
+        assert (env["MODELPRESS_STORE_S3_ACCESS_KEY_ID"], env["MODELPRESS_STORE_S3_SECRET_ACCESS_KEY"]) == (
+            minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"])
+    assert services["migrate"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "miniodata" in _compose()["volumes"]
     gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
     assert "cpu" in services["worker-cpu"]["profiles"]

@@ -77,7 +77,7 @@ def _store_artifact(session, job: Job, entry: dict, scratch: Path, settings: Set
             # The signature lets a later job start from this model (parent_job_id) and be validated.
             details["signature"] = inspect_pt2(file).to_json()
             file.seek(0)
-        blob = write_blob(session, file, settings.blob_chunk_bytes)
+        blob = write_blob(session, job.tenant_id, file)
     session.add(Artifact(tenant_id=job.tenant_id, job_id=job.id, stage_index=entry["stage_index"],
                          name=entry["name"], kind=entry["kind"], blob_id=blob.id, size_bytes=blob.size_bytes,
                          sha256=blob.sha256, details=details))

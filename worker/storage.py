@@ -1,4 +1,4 @@
-"""Moving files between the store and a job's scratch directory; only the worker touches the database.
+"""Moving files between the store and a job's scratch directory; only the worker touches the database and store.
 
 Before the sandboxed process starts, everything it may need is copied in: the model, the dataset, uploaded
 students named in the spec and the job's checkpoints. What it writes comes back through `worker.scratch`.
@@ -17,7 +17,7 @@ from core.db.models import Blob, Dataset, Job, JobCheckpoint, Model, utcnow
 from core.db.session import session_scope
 from core.jobs.artifacts import delete_checkpoints, final_model_artifact
 from core.jobs.spec import JobCreate
-from core.store.blobs import copy_to_file, delete_blob, read_blob, write_blob
+from core.store.blobs import copy_to_file, read_blob, release_blobs, write_blob
 from worker.messages import checkpoint_file
 
 
@@ -30,11 +30,11 @@ def fetch_inputs(job: Job, spec: JobCreate, scratch: Path) -> dict:
     files = {"model": "inputs/model.pt2", "dataset": "inputs/dataset.npz", "uploaded_models": {},
              "checkpoints": "checkpoints", "workdir": "out"}
     with session_scope() as session:
-        copy_to_file(session, _model_blob(session, job), scratch / files["model"])
+        copy_to_file(_model_blob(session, job), scratch / files["model"])
         dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
         if dataset is None:
             raise MissingInput("the job's dataset was deleted; upload it again and submit a new job")
-        copy_to_file(session, session.get(Blob, dataset.blob_id), scratch / files["dataset"])
+        copy_to_file(session.get(Blob, dataset.blob_id), scratch / files["dataset"])
         for index, stage in enumerate(spec.stages):
             student = getattr(stage, "student", None)
             if getattr(student, "kind", None) != "upload":
@@ -45,10 +45,10 @@ def fetch_inputs(job: Job, spec: JobCreate, scratch: Path) -> dict:
                                    "the student again")
             # Named by position, never by the id the spec gives: no spec string becomes a path.
             relative = f"inputs/students/{index}.pt2"
-            copy_to_file(session, session.get(Blob, model.blob_id), scratch / relative)
+            copy_to_file(session.get(Blob, model.blob_id), scratch / relative)
             files["uploaded_models"][student.model_id] = relative
         for checkpoint in session.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == job.id)):
-            copy_to_file(session, session.get(Blob, checkpoint.blob_id),
+            copy_to_file(session.get(Blob, checkpoint.blob_id),
                          scratch / files["checkpoints"] / checkpoint_file(checkpoint.name))
     return files
 
@@ -67,19 +67,20 @@ def _model_blob(session: Session, job: Job) -> Blob:
 
 
 class CheckpointStore:
-    """A job's checkpoints in the job_checkpoints table (the latest one per name)."""
+    """A job's checkpoints in the job_checkpoints table (the latest one per name), their bytes in the store."""
 
     def __init__(self, job_id: str, settings: Settings):
-        self.job_id, self.chunk_bytes = job_id, settings.blob_chunk_bytes
+        self.job_id = job_id
+        with session_scope() as session:
+            self.tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == job_id))
 
     def save(self, name: str, source: BinaryIO) -> None:
         with session_scope() as session:
-            blob = write_blob(session, source, self.chunk_bytes)
+            blob = write_blob(session, self.tenant_id, source)
             existing = session.get(JobCheckpoint, (self.job_id, name))
             if existing:
                 old_blob, existing.blob_id, existing.updated_at = existing.blob_id, blob.id, utcnow()
-                session.flush()
-                delete_blob(session, old_blob)
+                release_blobs(session, [old_blob])
             else:
                 session.add(JobCheckpoint(job_id=self.job_id, name=name, blob_id=blob.id))
 
@@ -88,7 +89,7 @@ class CheckpointStore:
             checkpoint = session.get(JobCheckpoint, (self.job_id, name))
             if checkpoint is None:
                 return None
-            return b"".join(read_blob(session, session.get(Blob, checkpoint.blob_id)))
+            return b"".join(read_blob(session.get(Blob, checkpoint.blob_id)))
 
     def clear(self) -> None:
         with session_scope() as session:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from celery.signals import worker_process_init, worker_ready
 
@@ -11,6 +12,7 @@ from core.config import get_settings
 from core.db.migrate import ensure_schema
 from core.db.session import get_engine
 from core.queue import DELIVER_WEBHOOK, RUN_JOB, get_celery, send_webhook
+from core.store.lifecycle import run as store_lifecycle
 from worker.reaper import reap
 from worker.runner import run_job as run_job_now
 from worker.sandbox import probe, skipped_isolations
@@ -45,13 +47,17 @@ def deliver_webhook(job_id: str, attempt: int) -> str | None:
 @worker_ready.connect
 def _start_reaper(**_kwargs) -> None:
     """Re-send jobs lost by a dead worker (and other housekeeping, worker.reaper) at start-up and then
-    periodically, from the main worker process."""
+    periodically, from the main worker process; the store's lifecycle task (core.store.lifecycle) less often."""
     settings = get_settings()
     stop = threading.Event()
 
     def loop() -> None:
+        lifecycle_due = 0.0
         while True:
             reap(settings)
+            if time.monotonic() >= lifecycle_due:
+                store_lifecycle(settings)
+                lifecycle_due = time.monotonic() + settings.store_sweep_interval_s
             if stop.wait(max(settings.stale_after_s / 2, 1.0)):
                 return
 

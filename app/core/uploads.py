@@ -1,5 +1,5 @@
 """Receiving an uploaded file: key and quota checked before the body is read, size limits, a safe name,
-validation by the torch-free inspectors, then streaming into a blob."""
+validation by the torch-free inspectors, then streaming into the store."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ T = TypeVar("T")
 UPLOAD_LIMITS = {"/v1/models": ("max_model_bytes", "a model upload"),
                  "/v1/datasets": ("max_dataset_bytes", "a dataset upload")}
 MAX_NAME_CHARS = 200
+_UPLOAD_PART = re.compile(r"^/v1/uploads/[^/]+/parts/\d{1,5}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -39,6 +40,8 @@ def request_body_limit(method: str, path: str) -> tuple[int, str]:
         setting, what = UPLOAD_LIMITS[path]
         file_limit = getattr(settings, setting)
         return file_limit + MULTIPART_OVERHEAD, f"{what} (a file of up to {file_limit} bytes in multipart framing)"
+    if method == "PUT" and _UPLOAD_PART.match(path):
+        return settings.upload_part_max_bytes, "a part of a resumable upload (MODELPRESS_UPLOAD_PART_MAX_BYTES)"
     return settings.max_json_body_bytes, f"{method} {path}"
 
 
@@ -71,7 +74,11 @@ def upload_file(what: str) -> Callable[..., AsyncIterator[UploadFile]]:
 
 def upload_name(file: UploadFile, default: str) -> str:
     """The client's file name without directories, at most MAX_NAME_CHARS (the extension kept)."""
-    name = PurePath((file.filename or "").replace("\\", "/")).name or default
+    return upload_name_of(file.filename, default)
+
+
+def upload_name_of(filename: str | None, default: str) -> str:
+    name = PurePath((filename or "").replace("\\", "/")).name or default
     if _CONTROL.search(name):
         raise InvalidInput(f"the file name {name!r} contains control characters (e.g. a NUL byte); rename the file")
     if len(name) > MAX_NAME_CHARS:
@@ -107,7 +114,7 @@ def store_upload(session: Session, tenant: Tenant, file: UploadFile, limit: int,
     except InvalidUpload as exc:
         raise InvalidInput(f"{file.filename or what}: {exc}") from None
     source.seek(0)
-    blob = write_blob(session, source, settings.blob_chunk_bytes)
+    blob = write_blob(session, tenant.id, source)
     # Checked again under the tenant lock: a concurrent upload may have used the quota meanwhile.
     quotas.lock_tenant(session, tenant)
     quotas.check_storage(session, tenant, size, settings)

@@ -11,14 +11,14 @@ from app.jobs.validation import validate_job
 from compression.inspect import DatasetManifest, ModelSignature
 from compression.specs.order import FINAL_STAGES
 from core.config import Settings
-from core.db.models import Artifact, Dataset, Job, JobCheckpoint, Model, Tenant, utcnow
+from core.db.models import Artifact, Dataset, Job, Model, Tenant, utcnow
 from core.db.session import after_commit
+from core.jobs.artifacts import delete_job as delete_job_with_artifacts
 from core.jobs.artifacts import final_model_artifact
 from core.jobs.spec import JobCreate
 from core.jobs.state import QUEUED_PROGRESS, request_cancel
 from core.jobs.status import FINISHED, JobStatus
 from core.queue import enqueue_job, send_webhook
-from core.store.blobs import delete_blob
 
 
 def _owned(session: Session, kind, tenant: Tenant, resource_id: str, field: str):
@@ -122,12 +122,7 @@ def delete_job(session: Session, tenant: Tenant, job_id: str) -> None:
     if job.status not in FINISHED:
         raise Conflict(f"job {job_id} is {job.status}; cancel it (POST /v1/jobs/{job_id}/cancel) and delete it "
                        "once it has stopped")
-    blob_ids = [*session.scalars(select(Artifact.blob_id).where(Artifact.job_id == job.id)),
-                *session.scalars(select(JobCheckpoint.blob_id).where(JobCheckpoint.job_id == job.id))]
-    session.delete(job)  # artifacts and checkpoints go with it (ON DELETE CASCADE)
-    session.flush()
-    for blob_id in blob_ids:
-        delete_blob(session, blob_id)
+    delete_job_with_artifacts(session, job)
 
 
 def list_artifacts(session: Session, tenant: Tenant, job_id: str) -> list[Artifact]:

@@ -9,14 +9,14 @@ import os
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from app.core.errors import Unauthorized, responses
+from app.core.errors import InternalError, Unauthorized, responses
 from app.metrics.collector import JobCollector
 from core.config import get_settings
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", responses=responses(Unauthorized),
+@router.get("/metrics", responses=responses(Unauthorized, InternalError),
             response_class=Response, openapi_extra={"security": []})
 def metrics(request: Request) -> Response:
     """Prometheus metrics: requests, latencies, jobs by status, queue depth, job durations, worker heartbeats."""

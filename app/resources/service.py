@@ -15,7 +15,7 @@ from compression.inspect import inspect_npz, inspect_pt2
 from core.config import Settings
 from core.db.models import Dataset, Job, Model, Tenant
 from core.jobs.status import ACTIVE
-from core.store.blobs import delete_blob
+from core.store.blobs import release_blobs
 
 Resource = TypeVar("Resource", Model, Dataset)
 
@@ -64,5 +64,4 @@ def delete_owned(session: Session, kind: type[Resource], tenant: Tenant, resourc
                        "cancel them or wait for them to finish before deleting it")
     blob_id = resource.blob_id
     session.delete(resource)
-    session.flush()
-    delete_blob(session, blob_id)
+    release_blobs(session, [blob_id])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -52,21 +52,16 @@ class ApiKey(Base):
 
 
 class Blob(Base):
-    """Bytes of an upload, artifact or checkpoint, stored as ordered chunks so no step holds a whole file."""
+    """An object in the store (core/store/): content-addressed, so one row and one object per tenant and sha256,
+    whatever number of models, datasets, artifacts or checkpoints use it."""
 
     __tablename__ = "blobs"
+    __table_args__ = (UniqueConstraint("tenant_id", "sha256", name="uq_blobs_tenant_id_sha256"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("blob"))
-    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    sha256: Mapped[str] = mapped_column(String(64), default="")
-    chunk_bytes: Mapped[int] = mapped_column(Integer)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class BlobChunk(Base):
-    __tablename__ = "blob_chunks"
-    blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Model(Base):
@@ -162,3 +157,28 @@ class IdempotencyRecord(Base):
     response_body: Mapped[dict | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class UploadSession(Base):
+    """A resumable upload: its parts are stored as they arrive (in any order, each checked against its sha256)
+    and assembled on completion into a model or dataset."""
+
+    __tablename__ = "upload_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("upl"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "model" or "dataset"
+    name: Mapped[str] = mapped_column(String(300))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    part_bytes: Mapped[int] = mapped_column(BigInteger)
+    result_id: Mapped[str | None] = mapped_column(String(32))  # the model or dataset, once completed
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class UploadPart(Base):
+    __tablename__ = "upload_parts"
+    session_id: Mapped[str] = mapped_column(ForeignKey("upload_sessions.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))

@@ -97,21 +97,42 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
-def _commit(session: Session) -> None:
-    session.commit()  # gives the connection back to the pool
-    for callback in session.info.pop("after_commit", []):
+def on_rollback(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` if the current transaction is rolled back (e.g. remove a stored object no row will name).
+    A failing callback is logged; what it leaves is for a periodic sweep."""
+    session.info.setdefault("on_rollback", []).append(callback)
+
+
+def _run(callbacks: list[Callable[[], None]], after: str) -> None:
+    for callback in callbacks:
         try:
             callback()
         except Exception:
-            log.exception("a step after commit failed; the committed transaction stands")
+            log.exception("a step after %s failed", after)
+
+
+def _commit(session: Session) -> None:
+    session.commit()  # gives the connection back to the pool
+    session.info.pop("on_rollback", None)
+    _run(session.info.pop("after_commit", []), "commit; the committed transaction stands")
+
+
+def _rollback(session: Session) -> None:
+    session.info.pop("after_commit", None)
+    session.rollback()
+    _run(session.info.pop("on_rollback", []), "rollback")
 
 
 def _end(session: Session, failed: bool) -> None:
     try:
         if failed:
-            session.rollback()
-        else:
+            _rollback(session)
+            return
+        try:
             _commit(session)
+        except BaseException:  # the commit itself failed: nothing was written
+            _rollback(session)
+            raise
     finally:
         session.close()
 

@@ -1,58 +1,128 @@
-"""Blobs stored in the database as ordered chunks, so uploads, downloads and copies never hold a whole file."""
+"""The database's side of the store: one `Blob` row per object, content-addressed per tenant.
+
+Writing streams the bytes to a staging key while hashing them, then moves them to `tenants/<t>/sha256/<hex>`
+unless that object exists already (the same bytes are stored once). Deleting the last row that uses a blob
+deletes the blob's row and object.
+
+Every step that creates, keeps or removes a blob's object runs while this transaction holds the lock of the
+blob's row (`_lock`: an UPDATE, or the INSERT of the row; a row lock on PostgreSQL, the write lock on SQLite),
+so a concurrent upload of the same bytes and the deletion of the last user of them cannot leave a row without
+its object. A write whose transaction rolls back removes the object it added (`_forget_on_rollback`); what a
+crash leaves between the steps is removed by `core.store.lifecycle.sweep`.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import exists, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.db.models import Blob, BlobChunk
+from core.db.models import Artifact, Blob, Dataset, JobCheckpoint, Model, new_id, utcnow
+from core.db.session import on_rollback, session_scope
+from core.store import get_store
+from core.store.base import Written, blob_key, staging_key
+
+# Every table whose rows use a blob; a blob none of them names is garbage.
+BLOB_USERS = (Model, Dataset, Artifact, JobCheckpoint)
 
 
-def write_blob(session: Session, source: BinaryIO, chunk_bytes: int) -> Blob:
-    """Copy a readable binary stream into a new blob, hashing on the way; memory stays at one chunk."""
-    blob = Blob(chunk_bytes=chunk_bytes)
-    session.add(blob)
-    session.flush()
-    digest, size, seq = hashlib.sha256(), 0, 0
-    while chunk := source.read(chunk_bytes):
-        digest.update(chunk)
-        size += len(chunk)
-        # Core insert: ORM objects would stay in the identity map and grow with the file.
-        session.execute(insert(BlobChunk), [{"blob_id": blob.id, "seq": seq, "data": chunk}])
-        seq += 1
-    blob.size_bytes, blob.sha256 = size, digest.hexdigest()
-    session.flush()
+def key_of(blob: Blob) -> str:
+    return blob_key(blob.tenant_id, blob.sha256)
+
+
+def write_blob(session: Session, tenant_id: str, source: BinaryIO, limit: int | None = None) -> Blob:
+    """Store a readable stream as a blob of `tenant_id` (or find the blob that holds the same bytes)."""
+    store = get_store()
+    staged = staging_key(tenant_id, secrets.token_hex(16))
+    written = store.write(staged, source, limit)
+    try:
+        return _publish(session, tenant_id, staged, written)
+    finally:
+        store.delete(staged)  # a no-op once it has been moved
+
+
+def write_file(session: Session, tenant_id: str, path: Path) -> Blob:
+    with open(path, "rb") as source:
+        return write_blob(session, tenant_id, source)
+
+
+def _publish(session: Session, tenant_id: str, staged: str, written: Written) -> Blob:
+    store = get_store()
+    blob, created = _lock(session, tenant_id, written.sha256, written.size_bytes)
+    key = blob_key(tenant_id, written.sha256)
+    if not store.exists(key):  # a new blob, or a row whose object a rolled-back delete removed
+        store.move(staged, key)
+    if created:
+        _forget_on_rollback(session, tenant_id, written.sha256)
     return blob
 
 
-def write_file(session: Session, path: Path, chunk_bytes: int) -> Blob:
-    with open(path, "rb") as source:
-        return write_blob(session, source, chunk_bytes)
+def _lock(session: Session, tenant_id: str, sha256: str, size: int) -> tuple[Blob, bool]:
+    """The blob row for (tenant, sha256), locked until the transaction ends, created if absent; and whether it
+    was created here."""
+    match = (Blob.tenant_id == tenant_id, Blob.sha256 == sha256)
+    for _ in range(3):
+        # A no-op UPDATE takes the row's lock (SELECT ... FOR UPDATE would not lock anything on SQLite).
+        if session.execute(update(Blob).where(*match).values(size_bytes=Blob.size_bytes)).rowcount:
+            return session.scalars(select(Blob).where(*match)).one(), False
+        row = {"id": new_id("blob"), "tenant_id": tenant_id, "sha256": sha256, "size_bytes": size,
+               "created_at": utcnow()}
+        if session.get_bind().dialect.name == "sqlite":
+            # The UPDATE above took SQLite's write lock: no other transaction can insert the row meanwhile.
+            session.execute(insert(Blob).values(**row))
+            return session.scalars(select(Blob).where(*match)).one(), True
+        try:
+            with session.begin_nested():
+                session.execute(insert(Blob).values(**row))
+            return session.scalars(select(Blob).where(*match)).one(), True
+        except IntegrityError:
+            continue  # a concurrent transaction inserted it first: lock that row instead
+    raise RuntimeError(f"could not lock blob {tenant_id}/{sha256}")
 
 
-def read_blob(session: Session, blob: Blob, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-    """Yield the bytes [start, end] (inclusive, like HTTP ranges) of a blob, one chunk query at a time."""
-    last = blob.size_bytes - 1 if end is None else min(end, blob.size_bytes - 1)
-    if blob.size_bytes == 0 or start > last:
-        return
-    for seq in range(start // blob.chunk_bytes, last // blob.chunk_bytes + 1):
-        data = session.execute(select(BlobChunk.data).where(BlobChunk.blob_id == blob.id,
-                                                            BlobChunk.seq == seq)).scalar_one()
-        offset = seq * blob.chunk_bytes
-        yield bytes(data[max(start - offset, 0): last - offset + 1])
+def _forget_on_rollback(session: Session, tenant_id: str, sha256: str) -> None:
+    def remove_if_unrecorded() -> None:
+        with session_scope() as cleanup:
+            _, created = _lock(cleanup, tenant_id, sha256, 0)
+            if created:  # no committed row names these bytes: nothing may keep the object
+                get_store().delete(blob_key(tenant_id, sha256))
+            cleanup.rollback()
+    on_rollback(session, remove_if_unrecorded)
 
 
-def copy_to_file(session: Session, blob: Blob, path: Path) -> Path:
-    with open(path, "wb") as target:
-        for chunk in read_blob(session, blob):
-            target.write(chunk)
+def read_blob(blob: Blob, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    """The bytes [start, end] (inclusive, like HTTP ranges) of a blob, a chunk at a time."""
+    if blob.size_bytes == 0:
+        return iter(())
+    return get_store().read(key_of(blob), start, end)
+
+
+def copy_to_file(blob: Blob, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    get_store().copy_to_file(key_of(blob), path)
     return path
 
 
-def delete_blob(session: Session, blob_id: str) -> None:
-    session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob_id))
-    session.execute(delete(Blob).where(Blob.id == blob_id))
+def referenced(session: Session, blob_id: str) -> bool:
+    return bool(session.scalar(select(or_(*(exists().where(user.blob_id == blob_id) for user in BLOB_USERS)))))
+
+
+def release_blobs(session: Session, blob_ids: Iterable[str]) -> None:
+    """Delete the blobs (rows and objects) that no row uses any more. Call after deleting their users."""
+    session.flush()
+    for blob_id in set(blob_ids):
+        if not session.execute(update(Blob).where(Blob.id == blob_id).values(size_bytes=Blob.size_bytes)).rowcount:
+            continue  # already gone
+        if referenced(session, blob_id):
+            continue
+        blob = session.get(Blob, blob_id)
+        key = key_of(blob)
+        session.delete(blob)
+        session.flush()
+        # Under the row's lock and before the commit: an upload of the same bytes waits for this transaction,
+        # then finds no row and no object, and stores both again.
+        get_store().delete(key)

@@ -20,8 +20,8 @@ def make_job(backend, example_files):
         model_path, dataset_path = example_files[0], dataset or example_files[1]
         with session_scope() as session:
             tenant_id = ensure_tenant(session, "worker-tests")
-            model_blob, dataset_blob = write_file(session, model_path, 1 << 20), write_file(session, dataset_path,
-                                                                                            1 << 20)
+            model_blob = write_file(session, tenant_id, model_path)
+            dataset_blob = write_file(session, tenant_id, dataset_path)
             model = Model(tenant_id=tenant_id, name="digits.pt2", blob_id=model_blob.id,
                           size_bytes=model_blob.size_bytes, sha256=model_blob.sha256,
                           signature=inspect_pt2(model_path).to_json())

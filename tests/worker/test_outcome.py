@@ -83,13 +83,13 @@ def test_an_artifact_that_cannot_be_stored_leaves_the_job_running_for_the_failur
 def test_a_reclaimed_job_starts_without_the_earlier_attempts_artifacts(job_id, settings):
     from core.db.models import Artifact, Job
     from core.db.session import session_scope
-    from core.store.blobs import write_blob
     from core.jobs.state import claim
+    from core.store.blobs import write_blob
     assert claim(job_id, "w1", settings, {})
     blobs = _blobs()
     with session_scope() as session:  # what an attempt stored before it died (code before atomic outcomes)
         job = session.get(Job, job_id)
-        blob = write_blob(session, io.BytesIO(b"partial"), 1024)
+        blob = write_blob(session, job.tenant_id, io.BytesIO(b"partial"))
         session.add(Artifact(tenant_id=job.tenant_id, job_id=job_id, stage_index=0, name="a", kind="model.pt2",
                              blob_id=blob.id, size_bytes=7, sha256=blob.sha256, details={}))
     _stale(job_id, settings)
