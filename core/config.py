@@ -8,12 +8,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from compression.archive.limits import ArchiveLimits
 
 
+def default_data_dir() -> Path:
+    """Per user, not per working directory: `modelpress keys create` run anywhere reaches the database that
+    `modelpress up` serves. $XDG_DATA_HOME/modelpress, else ~/.local/share/modelpress."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "modelpress"
+
+
 class Settings(BaseSettings):
     """All settings, read from the environment with the prefix MODELPRESS_ (e.g. MODELPRESS_DATABASE_URL)."""
 
     model_config = SettingsConfigDict(env_prefix="MODELPRESS_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(Path("data"), description="Holds the embedded SQLite database and broker.")
+    data_dir: Path = Field(default_factory=default_data_dir, description="Holds the embedded SQLite database "
+                           "and broker; default ~/.local/share/modelpress ($XDG_DATA_HOME/modelpress).")
     database_url: str | None = Field(None, description="Default: SQLite file in data_dir.")
     broker_url: str | None = Field(None, description="Default: kombu's SQLAlchemy transport on SQLite in data_dir.")
     auto_migrate: bool | None = Field(None, description="Migrate the schema at start-up; default: only for SQLite.")

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from modelpress.cli import _settings, start_service, stop_service
+from modelpress.service_commands import _settings, start_service, stop_service
 from modelpress.client import Client
 
 
