@@ -1,9 +1,9 @@
 """`modelpress`: submit and follow compression jobs, and run the service.
 
 Exit status: 0 done; 1 the job failed or was cancelled (or a report found no jobs); 2 the command line is
-wrong (an unknown option, a bad --set, a spec the API's models refuse); 3 the API refused the request (the
-message is its error code and detail); 4 the service could not be reached; 5 a download failed its sha256
-check; 130 interrupted.
+wrong (an unknown option, a bad --set, a spec the API's models refuse, a service command on a client-only
+install); 3 the API refused the request (the message is its error code and detail); 4 the service could not be
+reached; 5 a download failed its sha256 check; 130 interrupted.
 
 The service's address and key come from --url/--api-key, else MODELPRESS_URL/MODELPRESS_API_KEY, else
 ~/.config/modelpress/config.toml (url = "...", api_key = "..."), else http://127.0.0.1:8000.
@@ -29,8 +29,19 @@ def _command(name: str):
 
     def run(args) -> int:
         import importlib
-        return getattr(importlib.import_module(f"modelpress.{module}"), function)(args)
+        try:
+            command = getattr(importlib.import_module(f"modelpress.{module}"), function)
+            return command(args)
+        except ModuleNotFoundError as exc:
+            if module != "service_commands" or (exc.name or "").split(".")[0] in ("modelpress", "app", "core"):
+                raise
+            raise ServerNotInstalled(f"`{args.command}` runs the service, which needs {exc.name!r}: "
+                                     'pip install "modelpress[server]"') from None
     return run
+
+
+class ServerNotInstalled(ValueError):
+    """A service command on a client-only install."""
 
 
 def _options() -> argparse.ArgumentParser:

@@ -60,10 +60,12 @@ class Client:
     file (see modelpress.connection)."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 300,
-                 transport: httpx.BaseTransport | None = None):
+                 http: httpx.Client | None = None):
+        """`http`: an httpx.Client to send through instead (with your proxies, say), used as it is: its base URL
+        and headers must already name the service and carry the key."""
         self.url, api_key = connection.resolve(url, api_key)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self.http = http or httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def __enter__(self) -> "Client":
         return self
