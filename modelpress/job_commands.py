@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from core.jobs.spec import JobCreate
 from modelpress.client import Client, Upload
 from modelpress.jobs import Job
 from modelpress.progress import overall
@@ -77,6 +78,8 @@ def _upload_or_id(client: Client, value: str, kind: str) -> Upload | str:
 
 def cmd_submit(args) -> int:
     spec = build_spec(args)
+    # Checked before any upload: a typo in --set should not cost a model's upload first.
+    JobCreate.model_validate({**spec, "model_id": "mdl_placeholder", "dataset_id": "ds_placeholder"})
     with client_for(args) as client:
         model = _upload_or_id(client, args.model, "model")
         dataset = _upload_or_id(client, args.data, "dataset")
