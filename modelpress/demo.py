@@ -107,7 +107,7 @@ def run_demo(args) -> int:
         print("[3/5] uploading the model and the dataset")
         model = client.upload_model(model_path)
         dataset = client.upload_dataset(dataset_path)
-        spec = {"model_id": model["id"], "dataset_id": dataset["id"],
+        spec = {"model_id": model.id, "dataset_id": dataset.id,
                 "stages": [{"method": "ptq", "calibration_split": "train", "calibration_samples": 512}],
                 "evaluation": {"split": "val", "latency": True, "latency_batch_sizes": [1, 32],
                                "compile": not args.no_compile}}

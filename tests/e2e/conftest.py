@@ -88,4 +88,4 @@ def client(service) -> Client:
 @pytest.fixture(scope="session")
 def uploads(client, example_files) -> dict:
     model_path, dataset_path = example_files
-    return {"model": client.upload_model(model_path), "dataset": client.upload_dataset(dataset_path)}
+    return {"model": client.upload_model(model_path).info, "dataset": client.upload_dataset(dataset_path).info}

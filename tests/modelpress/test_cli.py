@@ -41,7 +41,8 @@ def test_exit_codes(tmp_path, capsys, monkeypatch):
     assert main(["jobs", "--url", closed]) == 4
     assert "cannot reach the service" in capsys.readouterr().err
     model, data = tmp_path / "m.pt2", tmp_path / "d.npz"
-    model.write_bytes(b"never sent"), data.write_bytes(b"never sent")
+    model.write_bytes(b"never sent")
+    data.write_bytes(b"never sent")
     model, data = str(model), str(data)
     assert main(["submit", model, data, "--method", "qat", "--set", "weight_bits=1", "--url", closed]) == 2
     assert "weight_bits" in capsys.readouterr().err  # refused by the spec models before any request
