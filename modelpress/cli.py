@@ -180,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     except ChecksumMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return CORRUPT
-    except (ValidationError, ConfigError, ValueError) as exc:  # UsageError is a ValueError
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"error: the job spec is invalid: {problems}", file=sys.stderr)
+        return USAGE
+    except (ConfigError, ValueError) as exc:  # UsageError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return USAGE
 
