@@ -11,6 +11,14 @@ from compression.context import ProgressEvent
 from core.jobs.state import beat, cancel_requested, write_progress
 
 log = logging.getLogger(__name__)
+# Where each phase lies within its part of a job (a rough share of the time, so the ETA means something):
+# loading and the baseline's measurement; a method's short set-up phases, its training, its export; then the
+# pipeline's evaluation and latency measurement of the stage. A phase not named here spans the method's share.
+_SETUP = ("prepare", "calibrate", "teacher_targets", "synflow", "prune", "recalibrate", "quantize", "sensitivity",
+          "diagnose", "budget")
+PHASE_SPANS = {"load": (0.0, 0.3), **{name: (0.0, 0.15) for name in _SETUP}, "train": (0.15, 0.6),
+               "pack": (0.6, 0.7), "export": (0.6, 0.7), "evaluate": (0.7, 0.8), "latency": (0.8, 1.0)}
+METHOD_SPAN = (0.0, 0.7)
 
 
 class ProgressWriter:
@@ -18,9 +26,11 @@ class ProgressWriter:
     changes, so a fast loop cannot flood the database.
 
     Each write carries `overall`, the job's progress across all its stages: the baseline measurement (stage
-    "main") and each of the `stage_count` stages count as equal parts, and within a part the current phase's
-    fraction moves it on. It never goes back (a stage's evaluate phase restarts at 0 after its training ended).
-    `on_phase(event)` hears each new stage or phase (the job's log)."""
+    "main") and each of the `stage_count` stages count as equal parts. Within a part, the pipeline's measuring
+    phases come last (`PHASE_SPANS`) and the method's own phases (calibrate, train, ...) fill the span before
+    them; the current phase's fraction moves through its span. It never goes back (a method whose second phase
+    starts at 0 stays where the first one ended). `on_phase(event)` hears each new stage or phase (the job's
+    log)."""
 
     def __init__(self, job_id: str, interval: float, stage_count: int = 1,
                  on_phase: Callable[[ProgressEvent], None] | None = None):
@@ -31,7 +41,9 @@ class ProgressWriter:
     def __call__(self, event: ProgressEvent) -> None:
         now = time.monotonic()
         key = (event.stage, event.phase)
-        self.overall = max(self.overall, min(1.0, (_part(event.stage) + event.fraction) / self.parts))
+        start, end = PHASE_SPANS.get(event.phase, METHOD_SPAN)
+        within = start + (end - start) * event.fraction
+        self.overall = max(self.overall, min(1.0, (_part(event.stage) + within) / self.parts))
         if key == self._last_key and now - self._last_write < self.interval and event.step < event.total:
             return
         if key != self._last_key and self.on_phase:

@@ -28,11 +28,16 @@ def test_progress_is_throttled_but_stage_changes_and_the_end_are_written(job_id,
     assert [(p.stage, p.phase) for p in phases] == [("0:qat", "train"), ("1:ptq", "calibrate")]
     with session_scope() as session:
         progress = session.get(Job, job_id).progress
-    # Overall: the baseline and each of the two stages are a third; stage 1 is a tenth done.
+    # Overall: the baseline and each of the two stages are a third; stage 1 is a tenth through calibration,
+    # the first 15 % of its third.
     assert progress == {"stage": "1:ptq", "phase": "calibrate", "step": 1, "total": 10, "fraction": 0.1,
-                        "overall": 0.7, "metrics": {}}
-    writer(ProgressEvent("1:ptq", "evaluate", 0, 1))
-    assert round(writer.overall, 4) == 0.7  # a new phase starting at 0 does not move the job back
+                        "overall": round((2 + 0.015) / 3, 4), "metrics": {}}
+    writer(ProgressEvent("1:ptq", "export", 1, 1))
+    assert round(writer.overall, 4) == round((2 + 0.7) / 3, 4)
+    writer(ProgressEvent("1:ptq", "calibrate", 0, 1))
+    assert round(writer.overall, 4) == round((2 + 0.7) / 3, 4)  # a phase starting again does not go back
+    writer(ProgressEvent("1:ptq", "latency", 1, 2))
+    assert round(writer.overall, 4) == 0.9667
 
 
 def test_stop_check_sees_cancel_and_deadline(job_id):
