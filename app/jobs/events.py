@@ -5,7 +5,7 @@ worker thread and sends what changed; between two reads it holds no database con
 request slot (app/core/overload.py counts streams apart, up to `api_max_event_streams` per process).
 
 Events (each `data` is JSON):
-- `status`: {"status", "attempts", "started_at", "finished_at"} when the status changes;
+- `status`: {"status", "attempts", "started_at", "finished_at", "progress"} when the status changes;
 - `progress`: the job's progress ({"stage", "phase", "step", "total", "fraction", "overall", "metrics"});
 - `metrics`: the job's metrics, once they are there;
 - `log`: one line of the job's log ({"seq", "at", "level", "source", "message"});
@@ -62,13 +62,16 @@ async def _stream(tenant: Tenant, job_id: str, first: Snapshot, after: int) -> A
     current, last_output, finished_seen = first, time.monotonic(), False
     while True:
         job = job_out(current.job).model_dump(mode="json")
-        changes = [("status", {k: job[k] for k in ("status", "attempts", "started_at", "finished_at")}),
+        # The status event carries the progress of the same read: a client never shows a new status with the
+        # previous one's progress.
+        status = {k: job[k] for k in ("status", "attempts", "started_at", "finished_at")}
+        changes = [("status", status),
                    ("progress", job["progress"]), ("metrics", job["metrics"])]
         for kind, data in changes:
             if data and sent.get(kind) != data:
                 sent[kind] = data
                 last_output = time.monotonic()
-                yield _event(kind, data, after)
+                yield _event(kind, {**data, "progress": job["progress"]} if kind == "status" else data, after)
         for line in current.lines:
             after = line.seq
             last_output = time.monotonic()
