@@ -5,8 +5,19 @@ only: never torch or the server's packages."""
 from modelpress.client import Client, Upload
 from modelpress.errors import ApiError, JobFailed
 from modelpress.jobs import Job
-from modelpress.specs import (IPQ, KD, PTQ, QAT, DifferentiableQuantization, Evaluation, FunctionMatching, Prune,
-                              QuantizedDistillation, QuantNoise, Training)
+from modelpress.specs import (
+                              IPQ,
+                              KD,
+                              PTQ,
+                              QAT,
+                              DifferentiableQuantization,
+                              Evaluation,
+                              FunctionMatching,
+                              Prune,
+                              QuantizedDistillation,
+                              QuantNoise,
+                              Training,
+)
 
 __all__ = ["Client", "Upload", "Job", "ApiError", "JobFailed", "PTQ", "QAT", "KD", "FunctionMatching",
            "QuantizedDistillation", "DifferentiableQuantization", "QuantNoise", "IPQ", "Prune", "Evaluation",

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from modelpress.service_commands import _settings, start_service, stop_service
 from modelpress.client import Client
+from modelpress.service_commands import _settings, start_service, stop_service
 
 
 def _free_port() -> int:

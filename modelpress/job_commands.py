@@ -66,14 +66,18 @@ def build_spec(args) -> dict:
     return spec
 
 
-def _upload_or_id(client: Client, value: str, kind: str) -> Upload | str:
+def _upload_or_id(client: Client, value: str, kind: str) -> Upload | Job | str:
+    """A file is uploaded; an id is used as it is; a job id (for the model) starts from that job's result."""
     if Path(value).is_file():
         upload = getattr(client, f"upload_{kind}")(value)
         print(f"uploaded {kind} {value}: {upload.id} ({upload.size_bytes:,} bytes)", file=sys.stderr)
         return upload
     if value.startswith(ID_PREFIXES[kind]):
         return value
-    raise UsageError(f"{kind} {value!r} is neither a file nor a {kind} id ({ID_PREFIXES[kind]}...)")
+    if kind == "model" and value.startswith("job_"):
+        return client.get_job(value)
+    also = ", or a job id (job_...) to start from its result" if kind == "model" else ""
+    raise UsageError(f"{kind} {value!r} is neither a file nor a {kind} id ({ID_PREFIXES[kind]}...){also}")
 
 
 def cmd_submit(args) -> int:

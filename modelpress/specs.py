@@ -1,8 +1,18 @@
 """The stage specs a job is made of, under short names: the same torch-free pydantic models the API validates
 with (`compression.specs`), so a spec built here is checked as the server will check it."""
 
-from compression.specs import (DifferentiableQuantizationSpec, EvaluationSpec, FunctionMatchingSpec, IPQSpec,
-                               KDSpec, PruneSpec, PTQSpec, QATSpec, QuantizedDistillationSpec, QuantNoiseSpec)
+from compression.specs import (
+                               DifferentiableQuantizationSpec,
+                               EvaluationSpec,
+                               FunctionMatchingSpec,
+                               IPQSpec,
+                               KDSpec,
+                               PruneSpec,
+                               PTQSpec,
+                               QATSpec,
+                               QuantizedDistillationSpec,
+                               QuantNoiseSpec,
+)
 from compression.specs.training import TrainingSpec
 
 PTQ = PTQSpec

@@ -86,7 +86,10 @@ async def _stream(tenant: Tenant, job_id: str, first: Snapshot, after: int) -> A
             last_output = time.monotonic()
             yield b": keep-alive\n\n"  # a comment: keeps proxies from closing an idle stream
         await anyio.sleep(interval)
-        current = await _read(tenant, job_id, after)
+        try:
+            current = await _read(tenant, job_id, after)
+        except NotFound:  # deleted while watched: nothing more will come
+            return
 
 
 @router.get("/jobs/{job_id}/events", description=EVENTS_DOC, responses={**responses(NotFound), 200: {
