@@ -59,8 +59,13 @@ class JobLogWriter:
     def __init__(self, job_id: str, settings: Settings):
         self.job_id, self.max_lines = job_id, settings.job_log_max_lines
         self.redact = Redactor(settings)
-        with session_scope() as session:  # an earlier attempt's lines stay: seq continues after them
-            self.seq = session.scalar(select(func.coalesce(func.max(JobLog.seq), 0)).where(JobLog.job_id == job_id))
+        try:
+            with session_scope() as session:  # an earlier attempt's lines stay: seq continues after them
+                self.seq = session.scalar(select(func.coalesce(func.max(JobLog.seq), 0))
+                                          .where(JobLog.job_id == job_id))
+        except Exception:  # the user's log is worth less than the job: run it without one
+            log.exception("job %s: cannot read its log; this attempt keeps none", job_id)
+            self.seq = self.max_lines
         self.pending: list[JobLog] = []
         self.last_flush = time.monotonic()
 
@@ -91,9 +96,14 @@ class JobLogWriter:
 
     def close(self) -> None:
         """Add the job's final state (read back from its row, whichever path finished it) and write everything."""
-        with session_scope() as session:
-            status, code, message = session.execute(select(Job.status, Job.error_code, Job.error_message)
-                                                     .where(Job.id == self.job_id)).one()
+        try:
+            with session_scope() as session:
+                status, code, message = session.execute(select(Job.status, Job.error_code, Job.error_message)
+                                                         .where(Job.id == self.job_id)).one()
+        except Exception:
+            log.exception("job %s: cannot read its final state for its log", self.job_id)
+            self.flush()
+            return
         if code:
             self.add("ERROR" if status == "failed" else "INFO", "worker", f"job {status}: {code}: {message}")
         else:
