@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 
 from modelpress.client import Client
-from modelpress.specs import PTQ, Evaluation
 from modelpress.service_commands import _settings, start_service, stop_service
+from modelpress.specs import PTQ, Evaluation
 
 
 def _free_port() -> int:
