@@ -9,7 +9,7 @@ COPY app ./app
 COPY worker ./worker
 COPY compression ./compression
 COPY migrations ./migrations
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e ".[server]"
 ENV MODELPRESS_DATA_DIR=/var/lib/modelpress
 VOLUME /var/lib/modelpress
 EXPOSE 8000

@@ -15,6 +15,8 @@ from app.core.openapi import install_openapi
 from app.core.overload import install_overload_guard
 from app.core.uploads import request_body_limit
 from app.jobs.downloads import router as downloads_router
+from app.jobs.events import router as events_router
+from app.jobs.logs import router as logs_router
 from app.jobs.router import router as jobs_router
 from app.metrics.http import RequestMetricsMiddleware
 from app.metrics.router import router as metrics_router
@@ -52,6 +54,8 @@ def create_app() -> FastAPI:
     app.add_middleware(RejectNulMiddleware)
     app.include_router(resources_router)
     app.include_router(jobs_router)
+    app.include_router(logs_router)
+    app.include_router(events_router)
     app.include_router(downloads_router)
     app.include_router(ui_router)
     app.include_router(metrics_router)

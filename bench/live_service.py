@@ -90,8 +90,8 @@ def service_env(backend: BackendChoice, extra: dict[str, str] | None = None) -> 
 def live_service(backend: BackendChoice, env: dict[str, str] | None = None,
                  keep_log: Path | None = None) -> Iterator[LiveService]:
     """Start API + worker on `backend`, wait until /readyz answers, create a key; stop both on exit."""
-    from modelpress.cli import start_service, stop_service
     from modelpress.demo import _free_port, wait_ready
+    from modelpress.service_commands import start_service, stop_service
 
     if backend.database_url:
         _wipe(backend)

@@ -8,12 +8,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from compression.archive.limits import ArchiveLimits
 
 
+def default_data_dir() -> Path:
+    """Per user, not per working directory: `modelpress keys create` run anywhere reaches the database that
+    `modelpress up` serves. $XDG_DATA_HOME/modelpress, else ~/.local/share/modelpress."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "modelpress"
+
+
 class Settings(BaseSettings):
     """All settings, read from the environment with the prefix MODELPRESS_ (e.g. MODELPRESS_DATABASE_URL)."""
 
     model_config = SettingsConfigDict(env_prefix="MODELPRESS_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(Path("data"), description="Holds the embedded SQLite database and broker.")
+    data_dir: Path = Field(default_factory=default_data_dir, description="Holds the embedded SQLite database "
+                           "and broker; default ~/.local/share/modelpress ($XDG_DATA_HOME/modelpress).")
     database_url: str | None = Field(None, description="Default: SQLite file in data_dir.")
     broker_url: str | None = Field(None, description="Default: kombu's SQLAlchemy transport on SQLite in data_dir.")
     auto_migrate: bool | None = Field(None, description="Migrate the schema at start-up; default: only for SQLite.")
@@ -68,6 +75,8 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 5.0
     stale_after_s: float = Field(60.0, description="A running job without heartbeat this long is re-queued.")
     progress_interval_s: float = Field(0.3, description="Progress is written to the job row at most this often.")
+    job_log_max_lines: int = Field(2000, ge=10, description="Lines kept in one job's log (GET /v1/jobs/{id}/logs); "
+                                                            "later ones are dropped after a line saying so.")
     device: str = Field("auto", description="Worker device: auto (cuda when available), cpu or cuda[:N].")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads per job (torch.set_num_threads); "
                                                               "default: torch's choice (all cores).")
@@ -109,6 +118,11 @@ class Settings(BaseSettings):
                                                         "that it answers 503 (overloaded) at once.")
     api_queue_timeout_s: float = Field(15.0, gt=0, description="Longest wait for a slot before a 503 (overloaded); "
                                                                "keep it under clients' timeouts.")
+    api_max_event_streams: int = Field(200, ge=1, description="Open event streams (GET /v1/jobs/{id}/events) "
+                                                              "per API process; they hold no request slot or "
+                                                              "database connection while they wait, and more get "
+                                                              "503.")
+    events_poll_interval_s: float = Field(0.5, gt=0, description="How often an event stream reads its job.")
     db_pool_size: int | None = Field(None, ge=1, description="Database connections per process; default: "
                                                              "api_max_in_flight + 4, so admitted requests never "
                                                              "wait for one.")

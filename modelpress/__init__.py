@@ -1,2 +1,24 @@
-"""modelpress for its users: the Python client of the service and the `modelpress` command line (which also
-starts the service's processes). Importing it never imports torch or the server packages."""
+"""modelpress for its users: the Python SDK (`Client`, `Job`, the stage specs `PTQ`, `QAT`, ...) and the
+`modelpress` command line (which also starts the service's processes). Importing it needs httpx and pydantic
+only: never torch or the server's packages."""
+
+from modelpress.client import Client, Upload
+from modelpress.errors import ApiError, JobFailed
+from modelpress.jobs import Job
+from modelpress.specs import (
+                              IPQ,
+                              KD,
+                              PTQ,
+                              QAT,
+                              DifferentiableQuantization,
+                              Evaluation,
+                              FunctionMatching,
+                              Prune,
+                              QuantizedDistillation,
+                              QuantNoise,
+                              Training,
+)
+
+__all__ = ["Client", "Upload", "Job", "ApiError", "JobFailed", "PTQ", "QAT", "KD", "FunctionMatching",
+           "QuantizedDistillation", "DifferentiableQuantization", "QuantNoise", "IPQ", "Prune", "Evaluation",
+           "Training"]

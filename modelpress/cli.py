@@ -1,163 +1,134 @@
-"""`modelpress` command line: run the service, manage keys and the schema, run the demo."""
+"""`modelpress`: submit and follow compression jobs, and run the service.
+
+Exit status: 0 done; 1 the job failed or was cancelled (or a report found no jobs); 2 the command line is
+wrong (an unknown option, a bad --set, a spec the API's models refuse, a service command on a client-only
+install); 3 the API refused the request (the message is its error code and detail); 4 the service could not be
+reached; 5 a download failed its sha256 check; 130 interrupted.
+
+The service's address and key come from --url/--api-key, else MODELPRESS_URL/MODELPRESS_API_KEY, else
+~/.config/modelpress/config.toml (url = "...", api_key = "..."), else http://127.0.0.1:8000.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
+
+import httpx
+from pydantic import ValidationError
+
+from modelpress.connection import ConfigError
+from modelpress.errors import ApiError, ChecksumMismatch
+
+USAGE, API, UNREACHABLE, CORRUPT = 2, 3, 4, 5
 
 
-def _settings(data_dir: str | None):
-    if data_dir:
-        os.environ["MODELPRESS_DATA_DIR"] = str(Path(data_dir).resolve())
-    from core.config import get_settings
-    return get_settings()
+def _command(name: str):
+    """The function behind a command, imported when it runs (the service commands need the server packages)."""
+    module, _, function = name.rpartition(".")
 
-
-def cmd_migrate(args) -> int:
-    from core.db.migrate import upgrade
-    from core.store import get_store
-    settings = _settings(args.data_dir)
-    get_store().ensure_ready()
-    upgrade(settings.resolved_database_url)
-    print(f"database at the latest schema: {settings.resolved_database_url.split('@')[-1]}")
-    return 0
-
-
-def cmd_keys_create(args) -> int:
-    from app.auth.service import create_key
-    from core.db.migrate import ensure_schema
-    from core.db.session import get_engine, session_scope
-    settings = _settings(args.data_dir)
-    ensure_schema(get_engine(), settings.resolved_database_url, settings.should_auto_migrate)
-    with session_scope() as session:
-        key = create_key(session, args.tenant)
-    print(key)
-    return 0
-
-
-def cmd_api(args) -> int:
-    import uvicorn
-    settings = _settings(args.data_dir)
-    workers = args.workers or settings.resolved_api_workers
-    _share_request_metrics(settings.data_dir.resolve() / "prometheus")
-    if workers > 1:
-        # Bring the schema up to date (where allowed) once, before the worker processes race to do it.
-        from core.db.migrate import ensure_schema
-        from core.db.session import get_engine
-        ensure_schema(get_engine(), settings.resolved_database_url, settings.should_auto_migrate)
-        get_engine().dispose()
-    # Admission control is ours (app/core/overload.py: 503 with Retry-After and our error shape), so uvicorn's
-    # own limit_concurrency stays off; the listen backlog holds a burst of connections until they are accepted.
-    # Idle keep-alive connections stay open longer than common proxies' 60 s, so a proxy never reuses a
-    # connection we are closing at that moment (a reset instead of an answer).
-    uvicorn.run("app.main:app", host=args.host, port=args.port, log_level="info", workers=workers,
-                backlog=4096, timeout_keep_alive=65, access_log=settings.api_access_log)
-    return 0
-
-
-def _share_request_metrics(directory: Path) -> None:
-    """Every uvicorn process writes its request counters here, so /metrics sums them whichever process answers.
-    Emptied at start: counters of processes that no longer run would otherwise be counted forever."""
-    import shutil
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-
-
-def cmd_worker(args) -> int:
-    _settings(args.data_dir)
-    from core.queue import QUEUE
-    from worker.tasks import celery
-    celery.worker_main(["worker", "--queues", QUEUE, "--concurrency", str(args.concurrency), "--pool",
-                        args.pool, "--loglevel", args.loglevel, "--hostname", args.name,
-                        *(["--task-events"] if args.events else [])])
-    return 0
-
-
-def cmd_store_check(args) -> int:
-    """Print the counts of store objects without rows and rows without objects; exit 1 unless all are 0."""
-    import json
-
-    from core.store.lifecycle import find_orphans, sweep
-    settings = _settings(args.data_dir)
-    orphans = sweep(settings) if args.sweep else find_orphans(args.min_age_s)
-    print(json.dumps({"store": settings.resolved_store_url, **orphans.counts(),
-                      "examples": {"objects": orphans.objects[:10], "rows": orphans.rows[:10],
-                                   "unused": orphans.unused[:10]}}, indent=2))
-    return 1 if any(orphans.counts().values()) else 0
-
-
-def start_service(data_dir: Path, host: str, port: int, log_path: Path | None = None,
-                  env: dict | None = None) -> list[subprocess.Popen]:
-    """Start the API and one worker as child processes sharing `data_dir` (the embedded default)."""
-    env = {**os.environ, **(env or {}), "MODELPRESS_DATA_DIR": str(data_dir.resolve())}
-    output = open(log_path, "ab") if log_path else None
-    base = [sys.executable, "-m", "modelpress.cli"]
-    # Migrate once, before two processes race to do it.
-    subprocess.run(base + ["migrate"], env=env, check=True, stdout=output or subprocess.DEVNULL)
-    return [subprocess.Popen(base + ["api", "--host", host, "--port", str(port)], env=env, stdout=output,
-                             stderr=subprocess.STDOUT),
-            subprocess.Popen(base + ["worker"], env=env, stdout=output, stderr=subprocess.STDOUT)]
-
-
-def stop_service(processes: list[subprocess.Popen], timeout: float = 20) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for process in processes:
+    def run(args) -> int:
+        import importlib
         try:
-            process.wait(max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            command = getattr(importlib.import_module(f"modelpress.{module}"), function)
+            return command(args)
+        except ModuleNotFoundError as exc:
+            if module != "service_commands" or (exc.name or "").split(".")[0] in ("modelpress", "app", "core"):
+                raise
+            raise ServerNotInstalled(f"`{args.command}` runs the service, which needs {exc.name!r}: "
+                                     'pip install "modelpress[server]"') from None
+    return run
 
 
-def cmd_up(args) -> int:
-    settings = _settings(args.data_dir)
-    processes = start_service(settings.data_dir, args.host, args.port)
-    print(f"modelpress API on http://{args.host}:{args.port} (docs at /docs), one worker; data in "
-          f"{settings.data_dir.resolve()}. Ctrl-C stops both.")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
-    try:
-        while all(p.poll() is None for p in processes):
-            time.sleep(0.5)
-        print("a service process exited; stopping", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        stop_service(processes)
+class ServerNotInstalled(ValueError):
+    """A service command on a client-only install."""
 
 
-def cmd_demo(args) -> int:
-    from modelpress.demo import run_demo
-    return run_demo(args)
+def _options() -> argparse.ArgumentParser:
+    """Options every command takes, before or after its name (`modelpress up --data-dir D` and
+    `modelpress --data-dir D up` alike)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS, help="service address (env MODELPRESS_URL)")
+    common.add_argument("--api-key", default=argparse.SUPPRESS, help="API key (env MODELPRESS_API_KEY)")
+    common.add_argument("--data-dir", default=argparse.SUPPRESS,
+                        help="data directory of the embedded default (env MODELPRESS_DATA_DIR; default "
+                             "~/.local/share/modelpress)")
+    return common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelpress", description=__doc__)
-    parser.add_argument("--data-dir", help="data directory of the embedded default (env MODELPRESS_DATA_DIR)")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _user_commands(commands, common) -> None:
+    def add(name: str, function: str, help: str):
+        parser = commands.add_parser(name, parents=[common], help=help, description=help)
+        parser.set_defaults(func=_command(function))
+        return parser
 
-    up = commands.add_parser("up", help="run the API and one worker on this machine")
+    submit = add("submit", "job_commands.cmd_submit", "upload (if given files) and submit a job; prints its id")
+    submit.add_argument("model", help="a .pt2 file to upload, a model id (mdl_...), or a job id (job_...) to "
+                                      "start from that job's final model")
+    submit.add_argument("data", help="an .npz file to upload, or a dataset id (ds_...)")
+    submit.add_argument("--method", action="append", help="a stage's method (ptq, qat, kd, function_matching, "
+                        "quantized_distillation, differentiable_quantization, quant_noise, ipq, prune); repeat "
+                        "for a pipeline")
+    submit.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="a field of the last stage (training.steps=200, weights.bits=4), or of the job "
+                             "(evaluation.latency=false, seed=1, time_limit_s=600); values are JSON where they "
+                             "parse as JSON")
+    submit.add_argument("--spec", help="a JSON file with the job's fields (stages, evaluation, ...); --method "
+                                       "and --set apply on top")
+    submit.add_argument("--wait", action="store_true", help="follow the job to its end (exit 1 if it fails)")
+    submit.add_argument("--download", metavar="DIR", help="wait, then download the final model into DIR")
+    submit.add_argument("--quiet", action="store_true", help="no progress line while waiting")
+
+    jobs = add("jobs", "job_commands.cmd_jobs", "list jobs, newest first")
+    jobs.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    jobs.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    jobs.add_argument("--json", action="store_true", help="the API's JSON")
+
+    show = add("show", "job_commands.cmd_show", "a job's status, progress, metrics and artifacts")
+    show.add_argument("job")
+    show.add_argument("--json", action="store_true", help="the API's JSON, artifacts included")
+
+    wait = add("wait", "job_commands.cmd_wait", "follow a job to its end with a progress line (exit 1 if it "
+                                                 "fails)")
+    wait.add_argument("job")
+    wait.add_argument("--timeout", type=float, help="give up after this many seconds")
+    wait.add_argument("--quiet", action="store_true", help="no progress line")
+
+    cancel = add("cancel", "job_commands.cmd_cancel", "cancel a job")
+    cancel.add_argument("job")
+
+    download = add("download", "job_commands.cmd_download", "download a job's final model (sha256 checked)")
+    download.add_argument("job")
+    download.add_argument("dir", nargs="?", default=".", help="directory (default: here)")
+    download.add_argument("--all", action="store_true", help="every artifact of every stage")
+
+    logs = add("logs", "job_commands.cmd_logs", "a job's own log")
+    logs.add_argument("job")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the job ends")
+
+    report = add("report", "report.cmd_report", "every job on a model: a table and plots (SVG) of quality "
+                                                 "against size and latency")
+    report.add_argument("model", help="model id (mdl_...)")
+    report.add_argument("--out", default=".", help="directory for the table and plots (default: here)")
+
+
+def _service_commands(commands, common) -> None:
+    def add(name: str, function: str, help: str, parent=commands):
+        parser = parent.add_parser(name, parents=[common], help=help, description=help)
+        parser.set_defaults(func=_command(function))
+        return parser
+
+    up = add("up", "service_commands.cmd_up", "run the API and one worker on this machine")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
-    up.set_defaults(func=cmd_up)
 
-    api = commands.add_parser("api", help="run the HTTP API only")
+    api = add("api", "service_commands.cmd_api", "run the HTTP API only")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--workers", type=int, default=None, help="uvicorn worker processes (default: "
                                                                "MODELPRESS_API_WORKERS, else 2 on 2+ CPUs)")
-    api.set_defaults(func=cmd_api)
 
-    worker = commands.add_parser("worker", help="run one Celery worker (one per GPU)")
+    worker = add("worker", "service_commands.cmd_worker", "run one Celery worker (one per GPU)")
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--loglevel", default="INFO")
@@ -165,36 +136,69 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "`celery events`)")
     worker.add_argument("--name", default="modelpress@%h", help="Celery node name; give each worker on one "
                                                                   "host its own (e.g. gpu0@%%h)")
-    worker.set_defaults(func=cmd_worker)
 
-    migrate = commands.add_parser("migrate", help="bring the database schema to the latest revision")
-    migrate.set_defaults(func=cmd_migrate)
+    add("migrate", "service_commands.cmd_migrate", "bring the database schema to the latest revision")
 
-    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
-    create = keys.add_parser("create", help="create an API key (prints it once)")
+    keys = commands.add_parser("keys", help="manage API keys (on the service's database)").add_subparsers(
+        dest="keys_command", required=True)
+    create = add("create", "service_commands.cmd_keys_create", "create an API key (printed once)", keys)
     create.add_argument("--tenant", required=True, help="tenant the key belongs to (created if new)")
-    create.set_defaults(func=cmd_keys_create)
+    listing = add("list", "service_commands.cmd_keys_list", "list keys (id, tenant, first characters)", keys)
+    listing.add_argument("--tenant", help="only this tenant's keys")
+    revoke = add("revoke", "service_commands.cmd_keys_revoke", "revoke a key (by id or the key itself)", keys)
+    revoke.add_argument("key", help="key id (key_...) from `keys list`, or the key")
 
     store = commands.add_parser("store", help="the object store").add_subparsers(dest="store_command",
                                                                                  required=True)
-    check = store.add_parser("check", help="count store objects without rows and blob rows without objects "
-                                           "(exit 1 unless all are 0)")
+    check = add("check", "service_commands.cmd_store_check", "count store objects without rows and blob rows "
+                                                             "without objects (exit 1 unless all are 0)", store)
     check.add_argument("--min-age-s", type=float, default=0.0, help="leave out objects younger than this "
                                                                     "(writes in progress)")
     check.add_argument("--sweep", action="store_true", help="also remove stray objects and unused blobs older "
                                                             "than MODELPRESS_STORE_SWEEP_GRACE_S")
-    check.set_defaults(func=cmd_store_check)
 
-    demo = commands.add_parser("demo", help="end-to-end demo: int8 PTQ of a CNN trained on scikit-learn digits")
+    demo = add("demo", "service_commands.cmd_demo", "end-to-end demo: int8 PTQ of a CNN trained on scikit-learn "
+                                                    "digits")
     demo.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
     demo.add_argument("--no-compile", action="store_true", help="time models eagerly (quicker, no int8 speed-up)")
-    demo.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _options()
+    parser = argparse.ArgumentParser(prog="modelpress", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--api-key", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _user_commands(commands, common)
+    _service_commands(commands, common)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except ApiError as exc:
+        print(f"error: {exc.error}: {exc.detail}", file=sys.stderr)
+        return API
+    except httpx.TransportError as exc:
+        print(f"error: cannot reach the service ({type(exc).__name__}: {exc}); check --url or MODELPRESS_URL",
+              file=sys.stderr)
+        return UNREACHABLE
+    except ChecksumMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return CORRUPT
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"error: the job spec is invalid: {problems}", file=sys.stderr)
+        return USAGE
+    except (ConfigError, ValueError) as exc:  # UsageError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
-from tqdm import tqdm
 
-from modelpress.cli import _settings, start_service, stop_service
 from modelpress.client import Client
+from modelpress.service_commands import _settings, start_service, stop_service
+from modelpress.specs import PTQ, Evaluation
 
 
 def _free_port() -> int:
@@ -46,19 +46,6 @@ DEMO_WIDTH = 64
 def build_example(directory: Path) -> tuple[Path, Path]:
     from compression.examples import write_digits_example
     return write_digits_example(directory, width=DEMO_WIDTH)
-
-
-def _follow(client: Client, job_id: str) -> dict:
-    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed} {postfix}") as bar:
-        def show(job: dict) -> None:
-            progress = job["progress"]
-            bar.set_description(f"{job['status']:>9} {progress.get('stage') or ''} {progress.get('phase') or ''}")
-            bar.n = round(100 * (progress.get("fraction") or 0))
-            bar.refresh()
-        job = client.wait(job_id, on_progress=show)
-        bar.n = 100 if job["status"] == "succeeded" else bar.n
-        bar.refresh()
-    return job
 
 
 def format_table(job: dict, model_size: int, artifact_size: int) -> str:
@@ -107,21 +94,17 @@ def run_demo(args) -> int:
         print("[3/5] uploading the model and the dataset")
         model = client.upload_model(model_path)
         dataset = client.upload_dataset(dataset_path)
-        spec = {"model_id": model["id"], "dataset_id": dataset["id"],
-                "stages": [{"method": "ptq", "calibration_split": "train", "calibration_samples": 512}],
-                "evaluation": {"split": "val", "latency": True, "latency_batch_sizes": [1, 32],
-                               "compile": not args.no_compile}}
-        job = client.submit_job(spec)
-        print(f"[4/5] job {job['id']} submitted: int8 PTQ")
-        job = _follow(client, job["id"])
-        if job["status"] != "succeeded":
-            print(f"job {job['status']}: {job['error']}")
+        job = client.submit(model, dataset, stages=[PTQ(calibration_split="train", calibration_samples=512)],
+                            evaluation=Evaluation(split="val", latency=True, latency_batch_sizes=[1, 32],
+                                                  compile=not args.no_compile))
+        print(f"[4/5] job {job.id} submitted: int8 PTQ")
+        job.wait(progress=True)
+        if job.status != "succeeded":
+            print(f"job {job.status}: {job.error}")
             return 1
-        artifacts = client.artifacts(job["id"])
-        model_artifact = next(a for a in artifacts if a["kind"] == "model.pt2")
-        target = client.download(model_artifact, data_dir / model_artifact["name"])
+        [target] = job.download(data_dir)
         print(f"[5/5] downloaded {target} (sha256 verified)\n")
-        print(format_table(job, model_path.stat().st_size, target.stat().st_size))
+        print(format_table(job.data, model_path.stat().st_size, target.stat().st_size))
         return 0
     finally:
         stop_service(processes)

@@ -37,7 +37,10 @@ def describe(exc: BaseException, where: dict, stages: list[dict], evaluation: di
         limit = "open_files" if os_error is not None and os_error.errno == errno.EMFILE else "file_bytes"
         return {"code": "resource_limit", "limit": limit, "message": f"{_place(where)} failed: {os_error or exc}"}
     if isinstance(exc, ValueError):  # the library's way of saying the inputs or spec cannot work
-        return {"code": "invalid_input", "message": str(exc)}
+        # The traceback goes to the job's log only (the worker removes server paths): it shows the user where
+        # in the method their input broke it.
+        return {"code": "invalid_input", "message": str(exc),
+                "traceback": "".join(traceback.format_exception(exc))[-TRACEBACK_CHARS:]}
     tail = "".join(traceback.format_exception(exc))[-TRACEBACK_CHARS:]
     return {"code": "internal_error", "message": f"{type(exc).__name__}: {exc} in {_place(where)}\n{tail}"}
 

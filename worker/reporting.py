@@ -5,30 +5,60 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 from compression.context import ProgressEvent
 from core.jobs.state import beat, cancel_requested, write_progress
 
 log = logging.getLogger(__name__)
+# Where each phase lies within its part of a job (a rough share of the time, so the ETA means something):
+# loading and the baseline's measurement; a method's short set-up phases, its training, its export; then the
+# pipeline's evaluation and latency measurement of the stage. A phase not named here spans the method's share.
+_SETUP = ("prepare", "calibrate", "teacher_targets", "synflow", "prune", "recalibrate", "quantize", "sensitivity",
+          "diagnose", "budget")
+PHASE_SPANS = {"load": (0.0, 0.3), **{name: (0.0, 0.15) for name in _SETUP}, "train": (0.15, 0.6),
+               "pack": (0.6, 0.7), "export": (0.6, 0.7), "evaluate": (0.7, 0.8), "latency": (0.8, 1.0)}
+METHOD_SPAN = (0.0, 0.7)
 
 
 class ProgressWriter:
     """Writes progress to the job row at most every `interval` seconds, and at once when the stage or phase
-    changes, so a fast loop cannot flood the database."""
+    changes, so a fast loop cannot flood the database.
 
-    def __init__(self, job_id: str, interval: float):
-        self.job_id, self.interval = job_id, interval
-        self._last_write, self._last_key = 0.0, None
+    Each write carries `overall`, the job's progress across all its stages: the baseline measurement (stage
+    "main") and each of the `stage_count` stages count as equal parts. Within a part, the pipeline's measuring
+    phases come last (`PHASE_SPANS`) and the method's own phases (calibrate, train, ...) fill the span before
+    them; the current phase's fraction moves through its span. It never goes back (a method whose second phase
+    starts at 0 stays where the first one ended). `on_phase(event)` hears each new stage or phase (the job's
+    log)."""
+
+    def __init__(self, job_id: str, interval: float, stage_count: int = 1,
+                 on_phase: Callable[[ProgressEvent], None] | None = None):
+        self.job_id, self.interval, self.parts = job_id, interval, stage_count + 1
+        self.on_phase = on_phase
+        self._last_write, self._last_key, self.overall = 0.0, None, 0.0
 
     def __call__(self, event: ProgressEvent) -> None:
         now = time.monotonic()
         key = (event.stage, event.phase)
+        start, end = PHASE_SPANS.get(event.phase, METHOD_SPAN)
+        within = start + (end - start) * event.fraction
+        self.overall = max(self.overall, min(1.0, (_part(event.stage) + within) / self.parts))
         if key == self._last_key and now - self._last_write < self.interval and event.step < event.total:
             return
+        if key != self._last_key and self.on_phase:
+            self.on_phase(event)
         self._last_write, self._last_key = now, key
         progress = {"stage": event.stage, "phase": event.phase, "step": event.step, "total": event.total,
-                    "fraction": round(event.fraction, 4), "metrics": _json_safe(event.metrics)}
+                    "fraction": round(event.fraction, 4), "overall": round(self.overall, 4),
+                    "metrics": _json_safe(event.metrics)}
         write_progress(self.job_id, progress)
+
+
+def _part(stage: str) -> int:
+    """0 for the baseline ("main"), i + 1 for pipeline stage "i:method"."""
+    index, _, _ = stage.partition(":")
+    return int(index) + 1 if index.isdigit() else 0
 
 
 def _json_safe(metrics: dict) -> dict:

@@ -25,6 +25,7 @@ from core.db.session import session_scope
 from core.jobs.spec import JobCreate
 from core.jobs.state import claim
 from worker.compile_cache import build_headers_once, lend_headers
+from worker.joblog import JobLogWriter
 from worker.messages import ProtocolError, checkpoint_file
 from worker.outcome import Outcome, finish, outcome_from_child
 from worker.reporting import Heartbeat, ProgressWriter, StopCheck
@@ -39,6 +40,7 @@ WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 MAX_RELAYED_LOG_LINES = 1000
 MAX_CHECKPOINT_NAMES = 64
 MAX_PROGRESS_METRICS = 50
+LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
 
 
 @lru_cache
@@ -66,20 +68,29 @@ def run_job(job_id: str, settings: Settings) -> str:
     if not claim(job_id, WORKER_NAME, settings, versions()):
         log.info("job %s not claimable (finished, cancelled or running elsewhere); skipping", job_id)
         return "skipped"
+    joblog = JobLogWriter(job_id, settings)
     try:
         with Heartbeat(job_id, WORKER_NAME, settings.heartbeat_interval_s):
-            return _run(job_id, settings)
+            status = _run(job_id, settings, joblog)
     except Exception as exc:  # the job must end failed with its reason, never stay "running"
         log.error("job %s failed in the worker:\n%s", job_id, traceback.format_exc())
         # The type only: the worker's own errors (database, broker, store) are not the tenant's to read.
-        return finish(job_id, WORKER_NAME, Outcome.failed(
+        status = finish(job_id, WORKER_NAME, Outcome.failed(
             "internal_error", f"the worker failed while handling this job ({type(exc).__name__}); it is logged "
                               "there, and submitting the job again may work"), settings)
+    if status == "lost":
+        joblog.flush()  # the worker that owns the job now writes its end
+    else:
+        joblog.close()
+    return status
 
 
-def _run(job_id: str, settings: Settings) -> str:
+def _run(job_id: str, settings: Settings, joblog: JobLogWriter) -> str:
     with session_scope() as session:
         job = session.get(Job, job_id)
+    joblog.add("INFO", "worker", f"attempt {job.attempts} started" + (
+        " (the worker of the previous attempt stopped answering; training resumes from its last checkpoint)"
+        if job.attempts > 1 else ""))
     if job.attempts > settings.job_max_attempts:
         return finish(job_id, WORKER_NAME, Outcome.failed(
             "worker_lost", f"the worker running this job died {job.attempts - 1} times; giving up"), settings)
@@ -93,6 +104,9 @@ def _run(job_id: str, settings: Settings) -> str:
     with job_scratch(settings, identity, job_id) as scratch:
         try:
             files = fetch_inputs(job, spec, scratch)
+            joblog.use_scratch(settings, scratch)
+            joblog.add("INFO", "worker", f"inputs fetched; running {len(spec.stages)} stage(s): "
+                                         f"{', '.join(stage.method for stage in spec.stages)}")
         except ValueError as exc:
             return finish(job_id, WORKER_NAME, Outcome.failed("invalid_input", str(exc)), settings)
         give_to(scratch, identity)
@@ -103,20 +117,23 @@ def _run(job_id: str, settings: Settings) -> str:
                 "evaluation": spec.evaluation.model_dump(mode="json"), "train_split": spec.train_split,
                 "seed": spec.seed, "device": device, "threads": settings.torch_threads,
                 "archive_limits": dataclasses.asdict(settings.archive_limits)}
-        relay = Relay(job, scratch, settings)
+        relay = Relay(job, scratch, settings, joblog, len(spec.stages))
         run = run_child(settings, scratch, {"isolation": plan, "task": task}, relay,
                         StopCheck(job_id, time.monotonic() + job.time_limit_s))
         relay.log_isolation(run.isolation)
+        if run.error and run.error.get("traceback"):
+            joblog.add("ERROR", "job", f"the job failed on its input or spec:\n{run.error['traceback']}")
         outcome = outcome_from_child(run, job.time_limit_s, len(spec.stages))
+        joblog.flush()  # before the final status, which tells a reader of the log that it is complete
         return finish(job_id, WORKER_NAME, outcome, settings, scratch)
 
 
 class Relay:
     """What the child reports while it runs: progress to the job row, checkpoints to the store, logs to ours."""
 
-    def __init__(self, job: Job, scratch: Path, settings: Settings):
-        self.job_id, self.scratch = job.id, scratch
-        self.progress = ProgressWriter(job.id, settings.progress_interval_s)
+    def __init__(self, job: Job, scratch: Path, settings: Settings, joblog: JobLogWriter, stage_count: int):
+        self.job_id, self.scratch, self.joblog = job.id, scratch, joblog
+        self.progress = ProgressWriter(job.id, settings.progress_interval_s, stage_count, self._log_phase)
         self.checkpoints = CheckpointStore(job.id, settings)
         self.log_lines = 0
         self.checkpoint_names: set[str] = set()
@@ -139,11 +156,18 @@ class Relay:
                 self.checkpoint_names.add(name)
             elif kind == "log" and self.log_lines < MAX_RELAYED_LOG_LINES:
                 self.log_lines += 1
-                log.log(int(message.get("level", logging.INFO)), "job %s: %s", self.job_id,
-                        str(message.get("message"))[:2000])
+                level, text = int(message.get("level", logging.INFO)), str(message.get("message"))[:2000]
+                log.log(level, "job %s: %s", self.job_id, text)
+                self.joblog.add(logging.getLevelName(level) if level in LEVELS else "INFO", "job", text)
         except (KeyError, TypeError, ValueError, ProtocolError, UnsafeOutput) as exc:
             # A bad message costs the child that message only; a missing checkpoint merely resumes from an older one.
             log.warning("job %s: ignored a bad %s message from the job's process: %s", self.job_id, kind, exc)
+
+    def _log_phase(self, event: ProgressEvent) -> None:
+        where = "baseline" if event.stage == "main" else f"stage {event.stage}"
+        self.joblog.add("INFO", "progress", f"{where}: {event.phase}" + (f" ({event.total} steps)"
+                                                                         if event.total > 1 else ""))
+        self.joblog.flush()  # a new phase is worth a write: it is what a user watching the log waits for
 
     def log_isolation(self, report: dict | None) -> None:
         skipped = skipped_isolations(report)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import deque
 
 import anyio.to_thread
@@ -27,6 +28,9 @@ from app.core.errors import ErrorBody
 from core.config import Settings, get_settings
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
+# Event streams last as long as their job and wait between reads without a thread or a connection: they are
+# counted apart, so a few watchers cannot take every slot from the requests that do work.
+STREAM_PATH = re.compile(r"/v1/jobs/[^/]+/events")
 RETRY_AFTER_S = 1
 # Threads beyond the in-flight limit: for the health checks and a streamed body's last chunks.
 SPARE_THREADS = 4
@@ -71,10 +75,12 @@ class Slots:
 
 
 class OverloadGuard:
-    def __init__(self, app: ASGIApp, max_in_flight: int, max_queued: int, queue_timeout_s: float):
+    def __init__(self, app: ASGIApp, max_in_flight: int, max_queued: int, queue_timeout_s: float,
+                 max_streams: int):
         self.app = app
         self.slots = Slots(max_in_flight)
         self.max_queued, self.queue_timeout_s = max_queued, queue_timeout_s
+        self.max_streams, self.streams = max_streams, 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -82,6 +88,9 @@ class OverloadGuard:
             anyio.to_thread.current_default_thread_limiter().total_tokens = self.slots.limit + SPARE_THREADS
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
+            return
+        if STREAM_PATH.fullmatch(scope["path"]):
+            await self._stream(scope, receive, send)
             return
         if len(self.slots.waiters) >= self.max_queued and self.slots.busy >= self.slots.limit:
             await _send_overloaded(send, f"{self.slots.busy} requests in flight and {self.max_queued} waiting")
@@ -93,6 +102,16 @@ class OverloadGuard:
             await self.app(scope, receive, send)
         finally:
             self.slots.release()
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.streams >= self.max_streams:
+            await _send_overloaded(send, f"{self.streams} event streams open")
+            return
+        self.streams += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.streams -= 1
 
 
 def _overloaded_body(reason: str) -> dict:
@@ -120,5 +139,6 @@ def install_overload_guard(app: FastAPI, settings: Settings | None = None) -> No
     app.router.responses.setdefault(503, {"model": ErrorBody, "description": "overloaded: nothing was done; "
                                                                              "retry after `Retry-After` seconds"})
     app.add_middleware(OverloadGuard, max_in_flight=settings.api_max_in_flight,
-                       max_queued=settings.api_max_queued, queue_timeout_s=settings.api_queue_timeout_s)
+                       max_queued=settings.api_max_queued, queue_timeout_s=settings.api_queue_timeout_s,
+                       max_streams=settings.api_max_event_streams)
     app.add_exception_handler(PoolTimeout, _pool_timeout)

@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import SessionDep, TenantDep
@@ -20,6 +20,7 @@ from app.core.idempotency import IdempotencyKey, json_fingerprint, respond_once
 from app.core.pagination import Limit, Offset
 from app.core.schemas import Page
 from app.jobs import service
+from app.jobs.examples import JOB_EXAMPLES
 from app.jobs.schemas import ArtifactOut, JobOut
 from core.config import get_settings
 from core.db.models import Artifact, Job
@@ -50,7 +51,8 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
 
 @router.post("/jobs", status_code=201, response_model=JobOut,
              responses=responses(Conflict, PayloadTooLarge, InvalidInput, IdempotencyKeyReused, QuotaExceeded))
-def submit_job(session: SessionDep, tenant: TenantDep, spec: JobCreate,
+def submit_job(session: SessionDep, tenant: TenantDep,
+               spec: Annotated[JobCreate, Body(openapi_examples=JOB_EXAMPLES)],
                idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Validate the spec against the model and dataset, store the job and queue it.
 

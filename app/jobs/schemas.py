@@ -11,8 +11,9 @@ class Progress(BaseModel):
     phase: str | None = None
     step: int = 0
     total: int = 0
-    fraction: float = 0.0
-    metrics: dict = {}
+    fraction: float = Field(0.0, description="Progress of the current phase (step / total).")
+    overall: float = Field(0.0, description="Progress of the whole job across its stages, 0 to 1.")
+    metrics: dict = Field({}, description="The phase's latest figures (loss, eta_s: seconds left in the phase).")
 
 
 class JobError(BaseModel):

@@ -142,6 +142,20 @@ class JobCheckpoint(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class JobLog(Base):
+    """One line of a job's own log, for its user: what the worker did for it, its progress phases, the warnings
+    its process logged, and the traceback of a failure the user caused. Numbered per job (`seq`, from 1) so a
+    reader can ask for the lines after the last one it saw; at most `job_log_max_lines` per job."""
+
+    __tablename__ = "job_logs"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    level: Mapped[str] = mapped_column(String(10))
+    source: Mapped[str] = mapped_column(String(16))  # worker, progress or job (the job's own process)
+    message: Mapped[str] = mapped_column(Text)
+
+
 class IdempotencyRecord(Base):
     """The first successful result of a request sent with an Idempotency-Key, replayed to retries of it.
 

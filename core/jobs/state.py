@@ -85,7 +85,7 @@ def mark_finished(session: Session, job_id: str, worker: str, status: JobStatus,
     if metrics is not None:
         values["metrics"] = metrics
     if status == JobStatus.SUCCEEDED:
-        values["progress"] = {"phase": "done", "step": 1, "total": 1, "fraction": 1.0}
+        values["progress"] = {"phase": "done", "step": 1, "total": 1, "fraction": 1.0, "overall": 1.0}
     return session.execute(update(Job).where(Job.id == job_id, Job.worker == worker,
                                              Job.status == JobStatus.RUNNING).values(**values)).rowcount == 1
 

@@ -133,3 +133,37 @@ def test_slots_are_granted_in_arrival_order_and_a_cancelled_waiter_leaves_none_b
         assert slots.busy == 0 and not slots.waiters
 
     asyncio.run(scenario())
+
+
+def test_event_streams_take_no_request_slot_and_have_their_own_cap():
+    from app.core.overload import OverloadGuard
+
+    async def scenario() -> None:
+        opened, release = asyncio.Event(), asyncio.Event()
+
+        async def app(scope, receive, send) -> None:  # a stream that lasts until released
+            if scope["path"].endswith("/events"):
+                opened.set()
+                await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        guard = OverloadGuard(app, max_in_flight=1, max_queued=0, queue_timeout_s=0.01, max_streams=1)
+        statuses = []
+
+        async def send(message) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        def request(path):
+            return guard({"type": "http", "path": path}, None, send)
+
+        stream = asyncio.create_task(request("/v1/jobs/job_1/events"))
+        await opened.wait()
+        await request("/v1/jobs/job_1")  # the open stream holds no request slot
+        await request("/v1/jobs/job_2/events")  # but streams are capped
+        release.set()
+        await stream
+        assert statuses == [200, 503, 200] and guard.streams == 0 and guard.slots.busy == 0
+
+    asyncio.run(scenario())

@@ -91,7 +91,19 @@ def client(service) -> Client:
 @pytest.fixture(scope="session")
 def uploads(client, example_files) -> dict:
     model_path, dataset_path = example_files
-    return {"model": client.upload_model(model_path), "dataset": client.upload_dataset(dataset_path)}
+    return {"model": client.upload_model(model_path).info, "dataset": client.upload_dataset(dataset_path).info}
+
+
+@pytest.fixture(scope="session")
+def cli(service, client):
+    """cli(*argv) runs the `modelpress` command against the service with the client's key."""
+    env = {**os.environ, "MODELPRESS_URL": service.base_url, "MODELPRESS_CONFIG": os.devnull,
+           "MODELPRESS_API_KEY": client.http.headers["Authorization"].split()[1]}
+
+    def run(*argv, timeout=300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "modelpress.cli", *argv], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    return run
 
 
 @pytest.fixture

@@ -41,7 +41,8 @@ def test_jobs_on_hostile_files_fail_naming_the_entry(service, example_files, tmp
     client = Client(service.base_url, new_key())  # a tenant of its own: its jobs count against no one's quota
     marker = tmp_path / "payload-ran"
     clean = {"model": example_files[0].read_bytes(), "dataset": example_files[1].read_bytes()}
-    uploads = {"model": client.upload_model(example_files[0]), "dataset": client.upload_dataset(example_files[1])}
+    uploads = {"model": client.upload_model(example_files[0]).info,
+               "dataset": client.upload_dataset(example_files[1]).info}
     waiting, running, finished = list(ATTACKS), {}, {}
     # Generous: the session's worker may first work through jobs that earlier tests queued without one (about
     # 30 s for these jobs alone, several minutes behind that backlog on a loaded machine).

@@ -52,7 +52,7 @@ def test_an_uploaded_student_is_distilled(client, uploads, example_files, tmp_pa
     student_path = save_program(export_model(small, (torch.from_numpy(arrays["val.x"][:2]),)),
                                 tmp_path / "student.pt2")
     student = client.upload_model(student_path)
-    job = _run(client, uploads, [{"method": "kd", "student": {"kind": "upload", "model_id": student["id"]},
+    job = _run(client, uploads, [{"method": "kd", "student": {"kind": "upload", "model_id": student.id},
                                   "training": {**SHORT, "steps": 60, "lr": 3e-3}}])
     stage = job["metrics"]["stages"][0]["metrics"]
     assert stage["parameters"] < uploads["model"]["signature"]["parameter_count"] / 4

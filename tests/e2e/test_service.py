@@ -61,15 +61,30 @@ def test_int8_ptq_job_from_upload_to_download(client, uploads, example_files, tm
     assert abs((predictions == data["val.y"]).mean() - after["accuracy"]) < 1e-6
 
 
-def test_a_job_can_start_from_an_earlier_jobs_result(client, uploads):
+def test_a_job_can_start_from_an_earlier_jobs_result(client, uploads, cli, tmp_path):
     first = client.wait(client.submit_job(_long_qat(uploads, steps=20))["id"], timeout=300)
     assert first["status"] == "succeeded", first["error"]
-    child = client.submit_job({"parent_job_id": first["id"], "dataset_id": uploads["dataset"]["id"],
-                               "stages": [{"method": "ptq", "calibration_samples": 64}],
-                               "evaluation": {"latency": False}})
-    child = client.wait(child["id"], timeout=300)
+    # The child goes through the command line: submit, follow the event stream, download, read the job's log.
+    submitted = cli("submit", first["id"], uploads["dataset"]["id"], "--method", "ptq",
+                    "--set", "calibration_samples=64", "--set", "evaluation.latency=false",
+                    "--download", str(tmp_path / "out"))
+    assert submitted.returncode == 0, submitted.stderr
+    child = client.job(submitted.stdout.split()[0])
     assert child["status"] == "succeeded", child["error"]
-    assert child["metrics"]["final"]["accuracy"] > 0.8
+    assert child["parent_job_id"] == first["id"] and child["metrics"]["final"]["accuracy"] > 0.8
+    # Overall progress across the baseline and the stage, over the event stream, reached 100 %.
+    assert "succeeded" in submitted.stderr and "100%" in submitted.stderr, submitted.stderr
+    [downloaded] = (tmp_path / "out").iterdir()  # the final model only: the default int8 recipe's .pt2
+    assert downloaded.name == "model_int8.pt2"
+    assert f"downloaded {downloaded} (sha256 verified)" in submitted.stderr
+
+    logs = cli("logs", child["id"])
+    assert logs.returncode == 0, logs.stderr
+    for expected in ("attempt 1 started", "inputs fetched; running 1 stage(s): ptq", "stage 0:ptq: calibrate",
+                     "job succeeded"):
+        assert expected in logs.stdout, logs.stdout
+    assert "/tmp/" not in logs.stdout and "site-packages" not in logs.stdout
+    assert cli("cancel", child["id"]).returncode == 3  # already finished: the API's 409
 
 
 def test_cancel_stops_a_running_job(client, uploads):
@@ -145,7 +160,7 @@ def test_nothing_is_orphaned_in_the_store_after_failures_kills_and_deletes(servi
     tenant = Client(service.base_url, key)
     tenant.upload_model(example_files[0])
     dataset = tenant.upload_resumable(example_files[1], "dataset", part_bytes=1024**2)
-    assert dataset["sha256"] == hashlib.sha256(example_files[1].read_bytes()).hexdigest()
+    assert dataset.info["sha256"] == hashlib.sha256(example_files[1].read_bytes()).hexdigest()
     assert len(list(get_store().list(tenant_prefix(_tenant_of(key))))) == 2  # the parts are gone
     deleted = httpx.delete(f"{service.base_url}/v1/tenant/data", headers={"Authorization": f"Bearer {key}"})
     assert deleted.status_code == 200 and deleted.json()["models"] == deleted.json()["datasets"] == 1

@@ -37,7 +37,9 @@ def test_limits_stops_user_errors_and_crashes_get_their_codes():
     assert _describe(OSError(errno.EMFILE, "Too many open files"))["limit"] == "open_files"
     assert _describe(Cancelled("time_limit_exceeded"))["code"] == "time_limit_exceeded"
     diverged = _describe(NonFiniteLoss(float("nan"), 12, 0.3))
-    assert diverged == {"code": "invalid_input", "message": str(NonFiniteLoss(float("nan"), 12, 0.3))}
+    assert {k: diverged[k] for k in ("code", "message")} == {"code": "invalid_input",
+                                                            "message": str(NonFiniteLoss(float("nan"), 12, 0.3))}
+    assert "NonFiniteLoss" in diverged["traceback"]  # for the job's log
     assert "step 12" in diverged["message"] and "learning rate 0.3" in diverged["message"]
     try:
         raise KeyError("boom")

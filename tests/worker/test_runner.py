@@ -74,6 +74,19 @@ def test_a_diverging_training_fails_as_invalid_input_naming_the_step_and_learnin
     assert job.error_code == "invalid_input", job.error_message
     assert "loss became" in job.error_message and "learning rate 10" in job.error_message
     assert "at step " in job.error_message
+    # The job's own log tells the story, with the traceback of the failure its spec caused and no server paths.
+    from sqlalchemy import select
+
+    from core.db.models import JobLog
+    from core.db.session import session_scope
+    with session_scope() as session:
+        lines = [row.message for row in session.scalars(select(JobLog).where(JobLog.job_id == job_id)
+                                                         .order_by(JobLog.seq))]
+    log = "\n".join(lines)
+    assert lines[0] == "attempt 1 started" and "stage 0:kd: train" in log
+    assert "the job failed on its input or spec:\nTraceback" in log and "NonFiniteLoss" in log
+    assert lines[-1].startswith("job failed: invalid_input: ")
+    assert str(settings.sandbox_scratch_dir) not in log and "site-packages" not in log
 
 
 def test_nan_inputs_fail_the_job_as_invalid_input(make_job, settings, example_files, tmp_path):

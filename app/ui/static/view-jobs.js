@@ -84,8 +84,9 @@ async function artifactSection(job) {
 
 async function logSection(job) {
   try {
-    const page = await api(`/v1/jobs/${job.id}/logs?limit=500`);
-    const lines = (page.items || []).map((line) => `${line.created_at || ""} ${line.level || ""} ${line.message}`);
+    const page = await api(`/v1/jobs/${job.id}/logs?limit=1000`);
+    const lines = page.items.map((line) => `${line.at.slice(0, 19)} ${line.level.padEnd(7)} ${line.source.padEnd(8)} ` +
+                                           line.message);
     return el("div", {}, el("h2", {}, "Logs"), el("pre", { class: "logs" }, lines.join("\n") || "(no lines yet)"));
   } catch (error) {
     return el("div", {}, el("h2", {}, "Logs"), el("p", {}, `Logs unavailable: ${error.message}`));
