@@ -9,8 +9,10 @@ export function methods(job) {
 
 export function overallFraction(job) {
   if (job.status === "succeeded") return 1;
-  const stages = (job.spec.stages || []).length || 1;
   const progress = job.progress || {};
+  // The worker reports progress over the whole job (stages weighted by their phases); older rows lack it.
+  if (typeof progress.overall === "number") return progress.overall;
+  const stages = (job.spec.stages || []).length || 1;
   const index = progress.stage ? parseInt(String(progress.stage).split(":")[0], 10) : NaN;
   // Loading and the baseline come before stage 0; they count as the start.
   if (Number.isNaN(index)) return 0;
