@@ -7,7 +7,7 @@ NaN are refused, not stored as null).
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_STEPS = 10_000_000
 MAX_SAMPLES = 10_000_000
@@ -22,9 +22,37 @@ Steps = Annotated[int, Field(ge=0, le=MAX_STEPS)]
 
 
 class Spec(BaseModel):
-    """Base of every spec: unknown fields are an error, so a typo is refused rather than silently ignored."""
+    """Base of every spec: unknown fields are an error, so a typo is refused rather than silently ignored.
+
+    A nested section given in part (`"training": {"steps": 10}`) overrides only the fields it names: the others keep
+    the values of the field's default, which is where a method keeps its own defaults (iPQ finetunes at lr 1e-4,
+    not at TrainingSpec's generic 1e-3)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_sections_keep_defaults(cls, data):
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            given = data.get(name)
+            if not isinstance(given, dict):
+                continue
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                merged[name] = _overlay(default.model_dump(exclude_unset=True), given)
+        return merged
+
+
+def _overlay(base: dict, given: dict) -> dict:
+    """`base` with every key of `given` replacing it, nested objects merged key by key the same way."""
+    merged = dict(base)
+    for key, value in given.items():
+        merged[key] = _overlay(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
+            else value
+    return merged
 
 
 class EvaluationSpec(Spec):

@@ -29,5 +29,6 @@ class TrainingSpec(Spec):
     @model_validator(mode="after")
     def _warmup_fits(self):
         if self.warmup_steps > self.steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps}); lower warmup_steps "
+                             "(a method's own default, such as qat's 50, applies when it is not given)")
         return self
