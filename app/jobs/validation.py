@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.core.errors import InvalidInput
 from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, bind_inputs
 from compression.specs.order import order_problems
+from compression.specs.student_fit import zoo_student_problems
 from compression.specs.training import TrainingSpec
 from core.jobs.spec import JobCreate
 
@@ -27,6 +28,7 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
                 "dimension (torch.export.Dim) so it can run on batches" for t in signature.inputs
                 if not t.shape or t.shape[0] is not None]
     problems += order_problems([stage.method for stage in spec.stages])
+    problems += _student_problems(spec, signature)
     available = sorted(manifest.splits)
     for split in sorted(splits_used(spec)):
         if split not in manifest.splits:
@@ -35,6 +37,20 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
         problems += _check_split(split, signature, manifest)
     if problems:
         raise InvalidInput("; ".join(problems))
+
+
+def _student_problems(spec: JobCreate, signature: ModelSignature) -> list[str]:
+    """A zoo student must take the model's input and give its output shape (a stage after one that swapped the
+    model for a student gets that student's shapes, which are the same by construction)."""
+    problems = []
+    inputs = [(t.shape, _is_float(t.dtype)) for t in signature.inputs]
+    outputs = [t.shape for t in signature.outputs]
+    for index, stage in enumerate(spec.stages):
+        student = getattr(stage, "student", None)
+        if getattr(student, "kind", None) == "zoo":
+            problems += [f"stages.{index}.student: {problem}"
+                         for problem in zoo_student_problems(student.architecture, inputs, outputs)]
+    return problems
 
 
 def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifest) -> list[str]:
@@ -62,10 +78,11 @@ def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifes
 
 def _dtype_compatible(array_dtype: str, model_dtype: str) -> bool:
     """Floats feed float inputs and integers (token ids, masks) feed integer inputs; widths are converted."""
-    def is_float(dtype: str) -> bool:
-        return dtype.startswith(("float", "bfloat"))
+    return _is_float(array_dtype) == _is_float(model_dtype)
 
-    return is_float(array_dtype) == is_float(model_dtype)
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat"))
 
 
 def _check_labels(split: str, label_range: list[int], signature: ModelSignature) -> list[str]:

@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from compression.specs.common import Name, Patterns, Spec
+from compression.specs.student_fit import ZooArchitecture
 from compression.specs.training import TrainingSpec
 
 
@@ -21,7 +22,10 @@ class ZooStudent(Spec):
     """A built-in architecture (compression.zoo) scaled by width and depth multipliers, randomly initialised."""
 
     kind: Literal["zoo"] = "zoo"
-    architecture: str = Field(min_length=1, max_length=64, description="Zoo name, e.g. 'resnet', 'cnn', 'mlp'.")
+    architecture: ZooArchitecture = Field(
+        description="Built-in architecture: 'mlp' (float input of any rank), 'small_cnn' (square images [N, C, H, "
+                    "W]), 'resnet' (images [N, C, H, W]) or 'tiny_transformer' (token ids [N, L]); the model must "
+                    "have one such input and one output [N, outputs].")
     width: Annotated[float, Field(gt=0, le=4)] = Field(0.5, description="Channel/hidden width multiplier.")
     depth: Annotated[float, Field(gt=0, le=4)] = Field(1.0, description="Block count multiplier.")
 

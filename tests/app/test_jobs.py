@@ -70,6 +70,11 @@ def test_a_model_used_by_a_queued_job_cannot_be_deleted(api, auth, uploaded):
     ({"stages": [{"method": "ptq"}, {"method": "qat"}]}, "stage 1 (qat) cannot follow stage 0 (ptq)"),
     ({"stages": [{"method": "quant_noise"}, {"method": "ipq"}, {"method": "prune"}]},
      "stage 2 (prune) cannot follow stage 1 (ipq)"),
+    ({"stages": [{"method": "kd", "student": {"kind": "zoo", "architecture": "cnn"}}]},
+     "Input should be 'mlp', 'small_cnn', 'resnet' or 'tiny_transformer'"),
+    ({"stages": [{"method": "function_matching", "student": {"kind": "zoo", "architecture": "tiny_transformer"}}]},
+     "stages.0.student: zoo architecture 'tiny_transformer' takes token ids [N, L], but the model's input is "
+     "[N, 1, 8, 8] float; architectures that fit: ['mlp', 'small_cnn', 'resnet']"),
 ])
 def test_jobs_bound_to_fail_are_refused(api, auth, uploaded, change, expected):
     response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, **change))
@@ -210,7 +215,7 @@ def test_patterns_matching_layers_are_accepted_and_old_signatures_are_not_checke
 
 def test_patterns_after_a_new_student_are_left_to_the_worker(api, auth, uploaded):
     _give_layers(uploaded["model"]["id"], DIGITS_LAYERS)
-    stages = [{"method": "kd", "student": {"kind": "zoo", "architecture": "cnn"}},
+    stages = [{"method": "kd", "student": {"kind": "zoo", "architecture": "small_cnn"}},
               {"method": "ptq", "include": ["features.*"]}]
     assert api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=stages)).status_code == 201
     stages[0] = {"method": "kd", "student": {"kind": "input"}}
