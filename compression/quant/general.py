@@ -66,7 +66,8 @@ def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> Stag
     if spec.bias_correction:
         sim.enable_bias_correction(config, _reporting(calibration, ctx, "bias_correction"))
 
-    evaluate = Evaluator(task.dataset, task.eval_split, spec.selection_samples, task.reference)
+    evaluate = Evaluator(task.dataset, task.eval_split, spec.selection_samples, task.reference, task.output_kind,
+                         task.metric)
     with sim.configured({}) as float_model:
         float_metric = evaluate(float_model)
     drops = None

@@ -9,6 +9,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from compression.specs.metrics import MetricName, OutputKind
+
 MAX_STEPS = 10_000_000
 MAX_SAMPLES = 10_000_000
 MAX_PATTERNS = 256
@@ -65,3 +67,21 @@ class EvaluationSpec(Spec):
         [1, 32], min_length=1, max_length=8, description="Batch sizes timed (1-8 of them, each 1-1024).")
     compile: bool = Field(True, description="Time both models under torch.compile (how int8 is meant to run); "
                                             "false times them eagerly, which is much quicker to set up.")
+    output_kind: OutputKind | None = Field(
+        None, description="What the model outputs: 'logits' (classes), 'embeddings' (one vector per example), "
+                          "'sigmoid' (independent probabilities in [0, 1]) or 'hidden_states' (a vector per "
+                          "position); null detects it from the model's output. Chooses the fidelity metrics and "
+                          "the distillation loss.")
+    metric: MetricName | None = Field(
+        None, description="The metric every stage is judged by, in points (0-100, higher is better): 'accuracy' "
+                          "(needs labels), 'top1_agreement' (logits, sigmoid), 'cosine' (any output), "
+                          "'similarity_spearman' (embeddings: rank agreement of pairwise similarities) or "
+                          "'bin_f1' (sigmoid: F1 of the bins above 0.5). Null: accuracy with labels, else the "
+                          "output kind's default (top1_agreement, similarity_spearman, bin_f1, cosine).")
+    max_metric_drop: Annotated[float, Field(ge=0, le=100)] | None = Field(
+        None, description="Budget in points of the metric: a stage whose model falls further below the uploaded "
+                          "model fails the job (its measured metrics are kept). Null: no budget; a collapse is "
+                          "then a warning.")
+    warn_metric_drop: Annotated[float, Field(gt=0, le=100)] = Field(
+        20.0, description="A stage whose metric drops more than this many points below the upload's, or below "
+                          "half of it, ends with a warning in its metrics (when no budget fails it).")
