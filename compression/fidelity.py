@@ -84,7 +84,8 @@ def similarity_spearman(embeddings: torch.Tensor, reference: torch.Tensor) -> fl
 
     def similarities(e: torch.Tensor) -> torch.Tensor:
         normalized = F.normalize(e.double(), dim=1)
-        return (normalized @ normalized.T)[pairs[0], pairs[1]]
+        # Rounded so that equal similarities tie instead of being ranked by rounding noise.
+        return torch.round((normalized @ normalized.T)[pairs[0], pairs[1]], decimals=9)
 
     ranks, reference_ranks = _ranks(similarities(embeddings)), _ranks(similarities(reference))
     ranks, reference_ranks = ranks - ranks.mean(), reference_ranks - reference_ranks.mean()
