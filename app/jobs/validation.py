@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.core.errors import InvalidInput
 from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, bind_inputs
+from compression.specs.metrics import metric_problem
 from compression.specs.order import order_problems
 from compression.specs.student_fit import zoo_student_problems
 from compression.specs.training import TrainingSpec
@@ -35,8 +36,26 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
             problems.append(f"split '{split}' is not in the dataset (it has {available})")
             continue
         problems += _check_split(split, signature, manifest)
+    problems += _metric_problems(spec, manifest)
     if problems:
         raise InvalidInput("; ".join(problems))
+
+
+def _metric_problems(spec: JobCreate, manifest: DatasetManifest) -> list[str]:
+    """The chosen metric must fit the declared output kind (a detected one is only known in the worker) and the
+    labels of the evaluation split; rank agreement of similarities needs at least 3 examples to rank."""
+    evaluation, split = spec.evaluation, spec.evaluation.split
+    if split not in manifest.splits:
+        return []
+    if evaluation.output_kind is not None or evaluation.metric == "accuracy":
+        problem = metric_problem(evaluation.metric, evaluation.output_kind, manifest.has_labels(split))
+        if problem:
+            return [f"evaluation.{problem}"]
+    examples = min((meta["shape"][0] for meta in manifest.inputs(split).values() if meta["shape"]), default=0)
+    if evaluation.metric == "similarity_spearman" and min(examples, evaluation.max_samples or examples) < 3:
+        return [f"evaluation.metric 'similarity_spearman' ranks pairs of examples: split '{split}' needs at least "
+                "3 examples (and max_samples at least 3)"]
+    return []
 
 
 def _student_problems(spec: JobCreate, signature: ModelSignature) -> list[str]:
