@@ -12,6 +12,7 @@ from compression.context import RunContext
 from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, save_program
 from compression.modes import eval_mode
+from compression.output_kind import detect_output_kind
 from compression.result import Artifact, StageResult
 from compression.specs.training import TrainingSpec
 from compression.students import parameter_count
@@ -40,6 +41,14 @@ def teacher_logits(teacher: nn.Module, inputs: tuple[Tensor, ...]) -> Tensor:
         return output_tensor(teacher(*inputs)).detach()
 
 
+def output_kind(task: Task, teacher: nn.Module) -> str:
+    """The kind of the teacher's output: as the job declared or detected it, else read from the example inputs."""
+    if task.output_kind is not None:
+        return task.output_kind
+    inputs = tuple(t.to(next(teacher.parameters()).device) for t in task.example_inputs)
+    return detect_output_kind(teacher, teacher_logits(teacher, inputs))
+
+
 def eval_metrics_fn(task: Task, teacher: nn.Module, max_samples: int | None = EVAL_SAMPLES_DURING_TRAINING):
     """A training loop `evaluate_fn`: quality on the eval split (accuracy with labels, and fidelity to the
     teacher), or None when the dataset has no eval split."""
@@ -48,7 +57,8 @@ def eval_metrics_fn(task: Task, teacher: nn.Module, max_samples: int | None = EV
     split = task.dataset.split(task.eval_split)
 
     def evaluate_student(student: nn.Module) -> dict:
-        return evaluate(student, split, reference=teacher, max_samples=max_samples)
+        return evaluate(student, split, reference=teacher, max_samples=max_samples, output_kind=task.output_kind,
+                        metric=task.metric)
 
     return evaluate_student
 

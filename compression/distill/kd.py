@@ -7,14 +7,15 @@ from torch import nn
 
 from compression.context import RunContext
 from compression.data import Batch
-from compression.distill.common import (frozen_teacher, periodic_eval_fn, student_result, teacher_logits,
-                                        write_student)
+from compression.distill.common import (eval_metrics_fn, frozen_teacher, output_kind, periodic_eval_fn,
+                                        student_result, teacher_logits, write_student)
 from compression.distill.features import capture_features, projection_for
-from compression.distill.losses import distillation_loss, feature_loss
+from compression.distill.losses import OUTPUT_LOSSES, distillation_loss, feature_loss
 from compression.evaluate import output_tensor
 from compression.modes import eval_mode
 from compression.result import StageResult
 from compression.specs.distill import FeaturePair, KDSpec
+from compression.specs.metrics import DEFAULT_METRIC
 from compression.students import teacher_and_student
 from compression.task import Task
 from compression.training import train
@@ -26,6 +27,11 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
         raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
     teacher_model, student_info = teacher_and_student(spec.student, model, task)
     student = student_info.model.to(ctx.device)
+    kind = output_kind(task, teacher_model)
+    loss_name = spec.loss or OUTPUT_LOSSES[kind]
+    if spec.alpha > 0 and loss_name != "kl":
+        raise ValueError(f"alpha > 0 mixes in hard-label cross-entropy, which needs class logits, but the loss is "
+                         f"'{loss_name}' ({kind} outputs); set alpha to 0")
     with frozen_teacher(teacher_model, ctx.device) as teacher, \
             capture_features(student, [pair.student for pair in spec.features]) as student_features, \
             capture_features(teacher, [pair.teacher for pair in spec.features]) as teacher_features:
@@ -34,12 +40,15 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
         def loss_fn(trained: nn.Module, batch: Batch, step: int) -> torch.Tensor:
             targets = teacher_logits(teacher, batch.inputs)
             logits = output_tensor(trained(*batch.inputs))
-            loss = distillation_loss(logits, targets, batch.labels, temperature=spec.temperature, alpha=spec.alpha)
+            loss = distillation_loss(logits, targets, batch.labels, temperature=spec.temperature, alpha=spec.alpha,
+                                     loss=loss_name)
             for index, pair in enumerate(spec.features):
                 projected = projections[index](student_features[pair.student])
                 loss = loss + pair.weight * feature_loss(projected, teacher_features[pair.teacher])
             return loss
 
+        fidelity_fn = eval_metrics_fn(task, teacher, max_samples=None)
+        before = fidelity_fn(student) if fidelity_fn is not None else None
         probe = _probe_inputs(task, ctx)
         errors_before = _feature_errors(spec.features, student, teacher, projections, probe, student_features,
                                         teacher_features)
@@ -51,10 +60,17 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
         errors_after = _feature_errors(spec.features, student, teacher, projections, probe, student_features,
                                        teacher_features)
     artifact = write_student(student, task, "student.pt2")
-    metrics = {"student_spec": student_info.description, "temperature": spec.temperature, "alpha": spec.alpha}
+    metrics = {"student_spec": student_info.description, "output_kind": kind, "loss": loss_name,
+               "temperature": spec.temperature, "alpha": spec.alpha}
     if spec.features:
         metrics["feature_mse"] = {"before": errors_before, "after": errors_after}
-    return student_result(student, teacher_model, task, ctx, report, [artifact], metrics)
+    result = student_result(student, teacher_model, task, ctx, report, [artifact], metrics)
+    if before is not None:
+        # Fidelity to the teacher even when the job is judged by accuracy: it is what distillation optimizes.
+        name = task.metric if task.metric not in (None, "accuracy") else DEFAULT_METRIC[kind]
+        result.metrics["student_fidelity"] = {"metric": name, "before": round(100 * before[name], 4),
+                                              "after": round(100 * result.metrics["student"][name], 4)}
+    return result
 
 
 def _probe_inputs(task: Task, ctx: RunContext) -> tuple[torch.Tensor, ...]:

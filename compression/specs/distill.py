@@ -72,11 +72,17 @@ class FeaturePair(Spec):
 
 
 class KDSpec(Spec):
-    """Hinton distillation: loss = (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)) + alpha * CE(s, labels)
-    + sum of feature losses. The stage's input model is the teacher; the result is the trained student."""
+    """Hinton distillation: loss = (1 - alpha) * output loss + alpha * CE(s, labels) + sum of feature losses, where
+    the output loss fits the output kind: T^2 * KL(softmax(t/T) || softmax(s/T)) for logits, 1 - cosine for
+    embeddings, binary cross-entropy for sigmoid outputs, MSE for hidden states. The stage's input model is the
+    teacher; the result is the trained student, whose fidelity is reported before and after training."""
 
     method: Literal["kd"] = "kd"
     student: StudentSpec
+    loss: Literal["kl", "cosine", "mse", "bce"] | None = Field(
+        None, description="Output loss: 'kl' (temperature KL, class logits), 'cosine' or 'mse' (embeddings, hidden "
+                          "states), 'bce' (sigmoid probabilities); null chooses it from the output kind "
+                          "(evaluation.output_kind, or detected).")
     temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
     alpha: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Weight of hard-label cross-entropy; "
                                                                        "needs labels in the training split.")

@@ -9,40 +9,12 @@ from compression.evaluate import evaluate
 from compression.fidelity import Fidelity, similarity_spearman
 from compression.io import export_model
 from compression.output_kind import detect_output_kind
-
-
-class MeanPooledEncoder(nn.Module):
-    """A sentence encoder in miniature: token embeddings, a projection, mean pooling over the attention mask."""
-
-    def __init__(self):
-        super().__init__()
-        self.embed, self.proj = nn.Embedding(50, 16), nn.Linear(16, 16)
-
-    def forward(self, input_ids, attention_mask):
-        mask = attention_mask.unsqueeze(-1).float()
-        return (self.proj(self.embed(input_ids)) * mask).sum(1) / mask.sum(1).clamp(min=1)
-
-
-class PitchNet(nn.Module):
-    """A 1-D audio CNN in miniature: padding before a (5,)-kernel convolution, sigmoid over 12 bins."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv, self.head = nn.Conv1d(1, 4, 5), nn.Linear(4 * 32, 12)
-
-    def forward(self, x):
-        return torch.sigmoid(self.head(self.conv(nn.functional.pad(x, (2, 2))).flatten(1)))
-
-
-def _encoder_inputs(count=40):
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, 50, (count, 6), generator=generator)
-    return ids, torch.ones_like(ids)
+from tests.compression.output_models import MeanPooledEncoder, PitchNet, encoder_inputs
 
 
 def test_output_kinds_are_read_from_exported_programs():
     encoder, pitch = MeanPooledEncoder().eval(), PitchNet().eval()
-    ids, mask = _encoder_inputs(4)
+    ids, mask = encoder_inputs(4)
     audio = torch.randn(4, 1, 32)
     classifier = nn.Sequential(nn.Flatten(), nn.Linear(32, 5)).eval()
     for model, inputs, kind in ((encoder, (ids, mask), "embeddings"), (pitch, (audio,), "sigmoid"),
@@ -53,7 +25,7 @@ def test_output_kinds_are_read_from_exported_programs():
 
 def test_embeddings_are_judged_by_cosine_and_rank_agreement_of_similarities():
     encoder = MeanPooledEncoder().eval()
-    ids, mask = _encoder_inputs()
+    ids, mask = encoder_inputs()
     split = Dataset.from_arrays({"val.input_ids": ids.numpy(), "val.attention_mask": mask.numpy()},
                                 ["input_ids", "attention_mask"]).split("val")
     reference = export_model(encoder, (ids[:4], mask[:4])).module()
@@ -103,7 +75,7 @@ def test_logits_report_kl_and_sequence_outputs_count_every_position():
 
 def test_a_metric_must_fit_the_output_and_the_labels():
     encoder = MeanPooledEncoder().eval()
-    ids, mask = _encoder_inputs(8)
+    ids, mask = encoder_inputs(8)
     split = Dataset.from_arrays({"val.input_ids": ids.numpy(), "val.attention_mask": mask.numpy()},
                                 ["input_ids", "attention_mask"]).split("val")
     with pytest.raises(ValueError, match="'top1_agreement' does not apply to embeddings outputs"):
