@@ -37,6 +37,19 @@ def detect_output_kind(reference: torch.nn.Module, output: torch.Tensor) -> str:
     return "logits"
 
 
+def task_output_kind(declared: str | None, model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> str:
+    """The `declared` kind (a job's evaluation.output_kind, carried by its Task), else the kind `model` gives on
+    `example_inputs` (moved to the model's device)."""
+    if declared is not None:
+        return declared
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    with torch.no_grad():
+        output = model(*(t.to(device) for t in example_inputs))
+    while not isinstance(output, torch.Tensor):  # the first tensor of a tuple/list/dict output
+        output = next(iter(output.values() if isinstance(output, dict) else output))
+    return detect_output_kind(model, output)
+
+
 def _producer(model: torch.nn.Module) -> str | None:
     """The name of the operation producing the first output of an exported graph ("linear", "div", ...), looking
     through reshapes and copies; None for an ordinary module, whose graph is not known."""

@@ -12,7 +12,6 @@ from compression.context import RunContext
 from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, save_program
 from compression.modes import eval_mode
-from compression.output_kind import detect_output_kind
 from compression.result import Artifact, StageResult
 from compression.specs.training import TrainingSpec
 from compression.students import parameter_count
@@ -39,14 +38,6 @@ def frozen_teacher(teacher: nn.Module, device: str) -> Iterator[nn.Module]:
 def teacher_logits(teacher: nn.Module, inputs: tuple[Tensor, ...]) -> Tensor:
     with torch.no_grad():
         return output_tensor(teacher(*inputs)).detach()
-
-
-def output_kind(task: Task, teacher: nn.Module) -> str:
-    """The kind of the teacher's output: as the job declared or detected it, else read from the example inputs."""
-    if task.output_kind is not None:
-        return task.output_kind
-    inputs = tuple(t.to(next(teacher.parameters()).device) for t in task.example_inputs)
-    return detect_output_kind(teacher, teacher_logits(teacher, inputs))
 
 
 def eval_metrics_fn(task: Task, teacher: nn.Module, max_samples: int | None = EVAL_SAMPLES_DURING_TRAINING):

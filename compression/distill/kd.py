@@ -7,11 +7,12 @@ from torch import nn
 
 from compression.context import RunContext
 from compression.data import Batch
-from compression.distill.common import (eval_metrics_fn, frozen_teacher, output_kind, periodic_eval_fn,
-                                        student_result, teacher_logits, write_student)
+from compression.distill.common import (eval_metrics_fn, frozen_teacher, periodic_eval_fn, student_result,
+                                        teacher_logits, write_student)
 from compression.distill.features import capture_features, projection_for
 from compression.distill.losses import OUTPUT_LOSSES, distillation_loss, feature_loss
 from compression.evaluate import output_tensor
+from compression.output_kind import task_output_kind
 from compression.modes import eval_mode
 from compression.result import StageResult
 from compression.specs.distill import FeaturePair, KDSpec
@@ -27,7 +28,7 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
         raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
     teacher_model, student_info = teacher_and_student(spec.student, model, task)
     student = student_info.model.to(ctx.device)
-    kind = output_kind(task, teacher_model)
+    kind = task_output_kind(task.output_kind, teacher_model, task.example_inputs)
     loss_name = spec.loss or OUTPUT_LOSSES[kind]
     if spec.alpha > 0 and loss_name != "kl":
         raise ValueError(f"alpha > 0 mixes in hard-label cross-entropy, which needs class logits, but the loss is "
