@@ -74,6 +74,8 @@ def test_a_diverging_training_fails_as_invalid_input_naming_the_step_and_learnin
     assert job.error_code == "invalid_input", job.error_message
     assert "loss became" in job.error_message and "learning rate 10" in job.error_message
     assert "at step " in job.error_message
+    # What was measured before the failure stays: the upload's own metrics.
+    assert job.metrics["baseline"]["metric"] == "accuracy" and job.metrics["stages"] == []
 
 
 def test_nan_inputs_fail_the_job_as_invalid_input(make_job, settings, example_files, tmp_path):
