@@ -14,8 +14,9 @@ from torch import fx
 _PASS_THROUGH = ("view", "reshape", "_unsafe_view", "clone", "contiguous", "flatten", "squeeze", "unsqueeze",
                  "_to_copy", "to", "alias", "detach", "dropout", "permute", "transpose", "t", "expand", "select",
                  "slice", "getitem")
-_CLASSIFIER_OPS = ("linear", "addmm", "mm", "matmul", "bmm", "conv1d", "conv2d", "convolution", "log_softmax",
-                   "_log_softmax", "softmax", "_softmax")
+# A classifier head, applied to each position of a sequence ([N, L, classes]: a language model's logits).
+_HEAD_OPS = ("linear", "addmm", "mm", "matmul", "bmm", "log_softmax", "_log_softmax", "softmax", "_softmax")
+_CLASSIFIER_OPS = (*_HEAD_OPS, "conv1d", "conv2d", "convolution")
 _POOLING_OPS = ("mean", "sum", "div", "amax", "max", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d",
                 "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "max_pool1d", "max_pool2d")
 _SIGMOID_OPS = ("sigmoid",)
@@ -27,11 +28,11 @@ def detect_output_kind(reference: torch.nn.Module, output: torch.Tensor) -> str:
     if producer in _SIGMOID_OPS:
         return "sigmoid"
     if output.dim() >= 3:
-        return "logits" if producer in ("linear", "addmm", "matmul", "bmm", "mm") and output.dim() == 3 \
-            else "hidden_states"
-    if output.is_floating_point() and output.numel() and bool(((output >= 0) & (output <= 1)).all()) \
+        return "logits" if producer in _HEAD_OPS and output.dim() == 3 else "hidden_states"
+    if producer not in _CLASSIFIER_OPS and output.is_floating_point() and output.numel() \
+            and bool(((output >= 0) & (output <= 1)).all()) \
             and not torch.allclose(output.sum(-1), torch.ones(()), atol=1e-3):
-        return "sigmoid"  # independent probabilities in [0, 1] that are not a distribution
+        return "sigmoid"  # independent probabilities in [0, 1] that are not a distribution (e.g. a clamp)
     if producer in _POOLING_OPS:
         return "embeddings"
     return "logits"

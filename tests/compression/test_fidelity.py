@@ -82,3 +82,20 @@ def test_a_metric_must_fit_the_output_and_the_labels():
         evaluate(encoder, split, encoder, output_kind="embeddings", metric="top1_agreement")
     with pytest.raises(ValueError, match="'accuracy' needs labels"):
         evaluate(encoder, split, encoder, metric="accuracy")
+
+
+def test_sequence_outputs_are_logits_only_from_a_head_and_a_classifier_in_unit_range_stays_logits():
+    ids = torch.randint(0, 50, (4, 6))
+    lm = nn.Sequential(nn.Embedding(50, 8), nn.Linear(8, 50)).eval()
+    encoder = nn.Sequential(nn.Embedding(50, 8), nn.LayerNorm(8)).eval()
+    for model, kind in ((lm, "logits"), (encoder, "hidden_states")):
+        program = export_model(model, (ids,)).module()
+        assert detect_output_kind(program, program(ids)) == kind
+    small = nn.Linear(8, 3).eval()
+    with torch.no_grad():
+        small.weight.zero_()
+        small.bias.copy_(torch.tensor([0.2, 0.3, 0.1]))  # logits that happen to lie in [0, 1]
+    x = torch.randn(4, 8)
+    program = export_model(small, (x,)).module()
+    assert detect_output_kind(program, program(x)) == "logits"
+    assert detect_output_kind(small, small(x)) == "sigmoid"  # an ordinary module shows only its values
