@@ -7,13 +7,19 @@ from torch import nn
 
 from compression.context import RunContext
 from compression.data import Batch
-from compression.distill.common import (eval_metrics_fn, frozen_teacher, periodic_eval_fn, student_result,
-                                        teacher_logits, write_student)
+from compression.distill.common import (
+    eval_metrics_fn,
+    frozen_teacher,
+    periodic_eval_fn,
+    student_result,
+    teacher_logits,
+    write_student,
+)
 from compression.distill.features import capture_features, projection_for
 from compression.distill.losses import OUTPUT_LOSSES, distillation_loss, feature_loss
 from compression.evaluate import output_tensor
-from compression.output_kind import task_output_kind
 from compression.modes import eval_mode
+from compression.output_kind import task_output_kind
 from compression.result import StageResult
 from compression.specs.distill import FeaturePair, KDSpec
 from compression.specs.metrics import DEFAULT_METRIC

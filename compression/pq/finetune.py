@@ -14,8 +14,8 @@ from compression.data import Batch
 from compression.distill.common import frozen_teacher, teacher_logits
 from compression.distill.losses import OUTPUT_LOSSES, distillation_loss
 from compression.evaluate import evaluate, output_tensor
-from compression.output_kind import task_output_kind
 from compression.modes import is_training, set_mode
+from compression.output_kind import task_output_kind
 from compression.pq.parametrizations import set_noise
 from compression.specs.training import TrainingSpec
 from compression.task import Task

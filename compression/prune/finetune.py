@@ -18,8 +18,8 @@ from compression.context import RunContext
 from compression.data import Batch
 from compression.distill.losses import OUTPUT_LOSSES, distillation_loss
 from compression.evaluate import evaluate, output_tensor
-from compression.output_kind import task_output_kind
 from compression.modes import eval_mode, train_mode
+from compression.output_kind import task_output_kind
 from compression.prune.masks import WeightMasks, keep_top, rank_pruned_first, weight_scores
 from compression.specs.prune import GradualScheduleSpec, PruneDistillSpec, PruneSpec
 from compression.task import Task

@@ -12,8 +12,7 @@ from __future__ import annotations
 from compression.context import RunContext
 from compression.modes import eval_mode
 from compression.onnx_export import export_onnx_qdq
-from compression.quant.diagnostics import (describe, layer_report, meet_budget, output_sqnr, sensitivity,
-                                           weight_sqnr)
+from compression.quant.diagnostics import describe, layer_report, meet_budget, output_sqnr, sensitivity, weight_sqnr
 from compression.quant.evaluate import Evaluator
 from compression.quant.graph import as_graph_module, find_layers, fold_batchnorm, layer_bits, select_layers
 from compression.quant.observers import make_observer

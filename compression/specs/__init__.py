@@ -9,8 +9,12 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from compression.specs.common import EvaluationSpec
-from compression.specs.distill import (DifferentiableQuantizationSpec, FunctionMatchingSpec, KDSpec,
-                                       QuantizedDistillationSpec)
+from compression.specs.distill import (
+                                       DifferentiableQuantizationSpec,
+                                       FunctionMatchingSpec,
+                                       KDSpec,
+                                       QuantizedDistillationSpec,
+)
 from compression.specs.ipq import IPQSpec, QuantNoiseSpec
 from compression.specs.prune import PruneSpec
 from compression.specs.ptq import PTQSpec

@@ -2,7 +2,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from compression.specs.common import MAX_PATTERNS, Name, Patterns, SplitName, Spec
+from compression.specs.common import MAX_PATTERNS, Name, Patterns, Spec, SplitName
 
 Bits = Annotated[int, Field(ge=2, le=8)]
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compression.specs.common import Spec
-from compression.specs.distill import (DifferentiableQuantizationSpec, FunctionMatchingSpec, KDSpec,
-                                       QuantizedDistillationSpec)
+from compression.specs.distill import (
+    DifferentiableQuantizationSpec,
+    FunctionMatchingSpec,
+    KDSpec,
+    QuantizedDistillationSpec,
+)
 from compression.specs.ipq import IPQSpec, QuantNoiseSpec
 from compression.specs.prune import PruneSpec
 from compression.specs.ptq import PTQSpec

@@ -112,7 +112,8 @@ def test_dataset_must_fit_the_model_inputs(api, auth, uploaded):
     response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, dataset_id=unlabeled,
                                                              evaluation={"metric": "accuracy"}))
     assert response.status_code == 422
-    assert "evaluation.metric 'accuracy' needs labels ('<split>.y') in the evaluation split" in response.json()["detail"]
+    assert "evaluation.metric 'accuracy' needs labels ('<split>.y') in the evaluation split" in \
+        response.json()["detail"]
 
 
 def test_parent_job_must_have_succeeded_and_not_end_in_a_final_format(api, auth, uploaded):

@@ -84,7 +84,8 @@ def test_a_collapsed_stage_warns_or_fails_the_budget_with_its_metrics_kept(examp
 
     measured = []
     budget = evaluation.model_copy(update={"max_metric_drop": 5.0})
-    with pytest.raises(QualityBudgetExceeded, match=r"stage 0 \(prune\) dropped accuracy by .* evaluation.max_metric_drop = 5;"):
+    refusal = r"stage 0 \(prune\) dropped accuracy by .* evaluation.max_metric_drop = 5;"
+    with pytest.raises(QualityBudgetExceeded, match=refusal):
         run_pipeline(model_path, dataset_path, [collapse], budget, RunContext(), tmp_path / "fail",
                      on_measured=measured.append)
     assert [len(m["stages"]) for m in measured] == [0, 1]

@@ -83,8 +83,8 @@ def test_an_artifact_that_cannot_be_stored_leaves_the_job_running_for_the_failur
 def test_a_reclaimed_job_starts_without_the_earlier_attempts_artifacts(job_id, settings):
     from core.db.models import Artifact, Job
     from core.db.session import session_scope
-    from core.store.blobs import write_blob
     from core.jobs.state import claim
+    from core.store.blobs import write_blob
     assert claim(job_id, "w1", settings, {})
     blobs = _blobs()
     with session_scope() as session:  # what an attempt stored before it died (code before atomic outcomes)
