@@ -23,17 +23,29 @@ class Evaluator:
         self.batches = list(dataset.split(split).batches(BATCH_SIZE, limit=limit))
         has_labels = all(batch.labels is not None for batch in self.batches)
         with torch.no_grad():
-            self.targets = [output_tensor(reference(*batch.inputs)).float() for batch in self.batches]
-        self.output_kind = output_kind or detect_output_kind(reference, self.targets[0])
-        self.name = chosen_metric(metric, self.output_kind, has_labels)
+            first = output_tensor(reference(*self.batches[0].inputs)).float()
+            self.output_kind = output_kind or detect_output_kind(reference, first)
+            self.name = chosen_metric(metric, self.output_kind, has_labels)
+            # Only what the metric reads is kept: a language model's logits over 1000 examples would not fit.
+            if self.name == "accuracy":
+                self.targets = [batch.labels for batch in self.batches]
+            elif self.name == "top1_agreement":
+                self.targets = [first.argmax(-1)] + [output_tensor(reference(*batch.inputs)).argmax(-1)
+                                                     for batch in self.batches[1:]]
+            else:
+                self.targets = [first] + [output_tensor(reference(*batch.inputs)).float()
+                                          for batch in self.batches[1:]]
 
     def __call__(self, model: torch.nn.Module) -> float:
-        with torch.no_grad():
-            outputs = [output_tensor(model(*batch.inputs)).float() for batch in self.batches]
-        if self.name == "accuracy":
-            correct = sum(int((out.argmax(-1) == batch.labels).sum()) for out, batch in zip(outputs, self.batches))
-            return 100.0 * correct / max(sum(len(batch) for batch in self.batches), 1)
+        if self.name in ("accuracy", "top1_agreement"):
+            correct = total = 0
+            with torch.no_grad():
+                for batch, target in zip(self.batches, self.targets):
+                    correct += int((output_tensor(model(*batch.inputs)).argmax(-1) == target).sum())
+                    total += target.numel()
+            return 100.0 * correct / max(total, 1)
         fidelity = Fidelity(self.output_kind)
-        for output, target in zip(outputs, self.targets):
-            fidelity.add(output, target)
+        with torch.no_grad():
+            for batch, target in zip(self.batches, self.targets):
+                fidelity.add(output_tensor(model(*batch.inputs)).float(), target)
         return 100.0 * fidelity.result()[self.name]
