@@ -6,8 +6,10 @@ measure of quantization error). Then by kind:
 - embeddings: Spearman rank correlation between the pairwise cosine similarities of the reference's embeddings
   and those of the model's (what a search or similarity score built on the encoder sees), over the first
   `MAX_SIMILARITY_EXAMPLES` examples;
-- sigmoid: mean absolute error, top-1 agreement (the strongest bin, e.g. a pitch bin) and the F1 score of the bins
-  above 0.5 (the reference's bins as the truth; 1.0 when neither has any);
+- sigmoid: mean absolute error, top-1 agreement (the strongest bin, e.g. a pitch bin), the agreement of the bins
+  thresholded at 0.5 (the fraction of bins on or off in both) and their F1 score (the reference's bins as the
+  truth; 1.0 when neither has any), which unlike the agreement does not stay near 1 when a model that should
+  light a few of many bins lights none;
 - hidden states: cosine only.
 """
 
@@ -27,7 +29,7 @@ class Fidelity:
         self.examples = 0
         self.cosine_sum = self.squared_error = self.reference_energy = self.elements = 0.0
         self.agree = self.rows = self.kl_sum = self.abs_error = 0.0
-        self.true_positives = self.positives = 0.0
+        self.true_positives = self.positives = self.bins_agreeing = 0.0
         self.embeddings: list[torch.Tensor] = []
         self.reference_embeddings: list[torch.Tensor] = []
 
@@ -52,6 +54,7 @@ class Fidelity:
             on, reference_on = flat > 0.5, flat_reference > 0.5
             self.true_positives += (on & reference_on).sum().item()
             self.positives += on.sum().item() + reference_on.sum().item()
+            self.bins_agreeing += (on == reference_on).sum().item()
         elif self.kind == "embeddings":
             room = MAX_SIMILARITY_EXAMPLES - sum(len(e) for e in self.embeddings)
             if room > 0:
@@ -69,6 +72,7 @@ class Fidelity:
         elif self.kind == "sigmoid":
             metrics["mae"] = self.abs_error / self.elements
             metrics["bin_f1"] = 2 * self.true_positives / self.positives if self.positives else 1.0
+            metrics["bin_agreement"] = self.bins_agreeing / self.elements
         elif self.kind == "embeddings":
             metrics["similarity_spearman"] = similarity_spearman(torch.cat(self.embeddings),
                                                                  torch.cat(self.reference_embeddings))

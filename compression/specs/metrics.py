@@ -11,7 +11,7 @@ from typing import Literal
 
 OutputKind = Literal["logits", "embeddings", "sigmoid", "hidden_states"]
 OUTPUT_KINDS: tuple[str, ...] = OutputKind.__args__
-MetricName = Literal["accuracy", "top1_agreement", "cosine", "similarity_spearman", "bin_f1"]
+MetricName = Literal["accuracy", "top1_agreement", "cosine", "similarity_spearman", "bin_f1", "bin_agreement"]
 METRICS: tuple[str, ...] = MetricName.__args__
 
 # What each metric compares, and the output kinds it means something for (accuracy needs labels instead).
@@ -20,6 +20,7 @@ METRIC_KINDS = {
     "cosine": OUTPUT_KINDS,
     "similarity_spearman": ("embeddings",),
     "bin_f1": ("sigmoid",),
+    "bin_agreement": ("sigmoid",),
 }
 # The metric of an output kind when the split has no labels and the spec names none.
 DEFAULT_METRIC = {"logits": "top1_agreement", "embeddings": "similarity_spearman", "sigmoid": "bin_f1",

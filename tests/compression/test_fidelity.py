@@ -59,6 +59,7 @@ def test_sigmoid_outputs_are_judged_by_bins_not_softmax():
     # reference bins on: (0,0), (0,2); output on: (0,0), (0,1): one in common -> F1 = 2 * 1 / (2 + 2)
     assert metrics["bin_f1"] == pytest.approx(0.5)
     assert metrics["mae"] == pytest.approx((0.1 + 0.5 + 0.5 + 0.1 + 0 + 0.1) / 6)
+    assert metrics["bin_agreement"] == pytest.approx(4 / 6)
     assert metrics["top1_agreement"] == 1.0 and "kl" not in metrics
 
 
