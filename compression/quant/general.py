@@ -83,6 +83,12 @@ def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> Stag
                              "metric": round(search.metric, 2), "drop": round(float_metric - search.metric, 2),
                              "chosen": {name: describe(fmt) for name, fmt in config.items()},
                              "steps": search.steps}
+        if not search.budget_met:
+            metrics["warnings"] = [f"the PTQ budget max_metric_drop = {spec.max_metric_drop:g} was not met: the best "
+                                   f"configuration found drops {evaluate.name} by "
+                                   f"{float_metric - search.metric:.2f} points on the selection samples"
+                                   + ("" if spec.budget_allows_float else "; budget_allows_float would keep more "
+                                      "layers in float")]
     ctx.progress("diagnose", 0, 1)
     sim.configure(config)
     quantized_metric = evaluate(sim.gm)
