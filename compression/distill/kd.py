@@ -8,9 +8,10 @@ from torch import nn
 from compression.context import RunContext
 from compression.data import Batch
 from compression.distill.common import (
-    eval_metrics_fn,
+    add_student_fidelity,
     frozen_teacher,
     periodic_eval_fn,
+    student_metrics,
     student_result,
     teacher_logits,
     write_student,
@@ -22,7 +23,6 @@ from compression.modes import eval_mode
 from compression.output_kind import task_output_kind
 from compression.result import StageResult
 from compression.specs.distill import FeaturePair, KDSpec
-from compression.specs.metrics import DEFAULT_METRIC
 from compression.students import teacher_and_student
 from compression.task import Task
 from compression.training import train
@@ -54,8 +54,7 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
                 loss = loss + pair.weight * feature_loss(projected, teacher_features[pair.teacher])
             return loss
 
-        fidelity_fn = eval_metrics_fn(task, teacher, max_samples=None)
-        before = fidelity_fn(student) if fidelity_fn is not None else None
+        before = student_metrics(task, teacher, student)
         probe = _probe_inputs(task, ctx)
         errors_before = _feature_errors(spec.features, student, teacher, projections, probe, student_features,
                                         teacher_features)
@@ -71,13 +70,8 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
                "temperature": spec.temperature, "alpha": spec.alpha}
     if spec.features:
         metrics["feature_mse"] = {"before": errors_before, "after": errors_after}
-    result = student_result(student, teacher_model, task, ctx, report, [artifact], metrics)
-    if before is not None:
-        # Fidelity to the teacher even when the job is judged by accuracy: it is what distillation optimizes.
-        name = task.metric if task.metric not in (None, "accuracy") else DEFAULT_METRIC[kind]
-        result.metrics["student_fidelity"] = {"metric": name, "before": round(100 * before[name], 4),
-                                              "after": round(100 * result.metrics["student"][name], 4)}
-    return result
+    return add_student_fidelity(student_result(student, teacher_model, task, ctx, report, [artifact], metrics),
+                                before, kind, task)
 
 
 def _probe_inputs(task: Task, ctx: RunContext) -> tuple[torch.Tensor, ...]:

@@ -10,10 +10,10 @@ from pydantic import Field
 
 from compression.specs.common import EvaluationSpec
 from compression.specs.distill import (
-                                       DifferentiableQuantizationSpec,
-                                       FunctionMatchingSpec,
-                                       KDSpec,
-                                       QuantizedDistillationSpec,
+    DifferentiableQuantizationSpec,
+    FunctionMatchingSpec,
+    KDSpec,
+    QuantizedDistillationSpec,
 )
 from compression.specs.ipq import IPQSpec, QuantNoiseSpec
 from compression.specs.prune import PruneSpec

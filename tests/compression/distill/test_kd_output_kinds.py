@@ -71,3 +71,16 @@ def test_output_losses_are_zero_at_the_teacher_and_grow_away_from_it():
     assert output_loss(1 - probabilities, probabilities, "bce") > at_teacher  # BCE is smallest at the target
     with pytest.raises(ValueError, match="unknown distillation loss"):
         output_loss(embeddings, embeddings, "softmax")
+
+
+def test_function_matching_matches_sigmoid_outputs_with_bce_and_reports_the_students_fidelity(tmp_path):
+    from compression.distill.function_matching import apply_function_matching
+    from compression.specs.distill import FunctionMatchingSpec
+    torch.manual_seed(0)
+    teacher, audio = PitchNet().eval(), torch.randn(160, 1, 32)
+    task = _task(tmp_path, teacher, {"train.x": audio[:128].numpy(), "val.x": audio[128:].numpy()}, ["x"])
+    spec = FunctionMatchingSpec(student={"kind": "input"}, training={"steps": 20, "batch_size": 32, "lr": 3e-3})
+    metrics = apply_function_matching(spec, _perturbed(teacher, 0.8), task, RunContext()).metrics
+    assert (metrics["output_kind"], metrics["loss"]) == ("sigmoid", "bce")
+    assert metrics["student_fidelity"]["metric"] == "bin_f1"
+    assert metrics["student_fidelity"]["after"] > metrics["student_fidelity"]["before"]
