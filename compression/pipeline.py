@@ -10,20 +10,23 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.context import Cancelled, RunContext
 from compression.data import Dataset, Split
-from compression.evaluate import evaluate
+from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, input_dtypes, input_names, load_model, load_program, save_program
 from compression.measure import compare_latency, file_size, parameter_count
 from compression.methods import apply_stage
-from compression.modes import eval_mode
+from compression.modes import eval_mode, evaluating
+from compression.output_kind import detect_output_kind
+from compression.quality import QualityBudgetExceeded, quality_warnings
 from compression.result import Artifact
 from compression.specs.common import EvaluationSpec
+from compression.specs.metrics import chosen_metric
 from compression.task import Task
 
 EXAMPLE_BATCH = 8
@@ -48,22 +51,32 @@ class PipelineResult:
     def final(self) -> dict:
         return self.stages[-1].metrics if self.stages else self.baseline
 
+    @property
+    def warnings(self) -> list[str]:
+        return [f"stage {index} ({stage.method}): {warning}" for index, stage in enumerate(self.stages)
+                for warning in stage.metrics.get("warnings", [])]
+
     def to_metrics(self) -> dict:
-        """JSON-able summary: {"baseline": {...}, "stages": [{"method", "metrics", "artifacts"}], "final": {...}}."""
+        """JSON-able summary: {"baseline": {...}, "stages": [{"method", "metrics", "artifacts"}], "final": {...},
+        "warnings": [every stage's warnings, prefixed with the stage]}."""
         stages = [{"method": s.method, "metrics": s.metrics,
                    "artifacts": [{"name": a.name, "kind": a.kind, "size_bytes": a.size_bytes} for a in s.artifacts]}
                   for s in self.stages]
-        return {"baseline": self.baseline, "stages": stages, "final": self.final}
+        return {"baseline": self.baseline, "stages": stages, "final": self.final, "warnings": self.warnings}
 
 
 def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list, evaluation: EvaluationSpec,
                  ctx: RunContext, workdir: str | Path, train_split: str = "train",
                  limits: ArchiveLimits = DEFAULT_LIMITS,
-                 uploaded_models: Mapping[str, str | Path] | None = None) -> PipelineResult:
+                 uploaded_models: Mapping[str, str | Path] | None = None,
+                 on_measured: Callable[[dict], None] | None = None) -> PipelineResult:
     """Apply `stages` (StageSpecs) in order to the uploaded program; every stage starts from the previous model.
 
     The upload and the dataset are read under the archive rules and `limits` (`compression.archive`).
-    `uploaded_models` maps the ids a stage may name (e.g. an uploaded distillation student) to `.pt2` files."""
+    `uploaded_models` maps the ids a stage may name (e.g. an uploaded distillation student) to `.pt2` files.
+    `on_measured` gets the metrics measured so far (`PipelineResult.to_metrics()`) after the baseline and after each
+    stage, so a job that fails later still has them. A stage whose metric drops more than
+    `evaluation.max_metric_drop` points raises `QualityBudgetExceeded` once its metrics are measured."""
     workdir = Path(workdir)
     resolve_model = _file_resolver(dict(uploaded_models or {}), limits)
     ctx.progress("load", 0, 1)
@@ -72,20 +85,32 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     eval_split = dataset.split(evaluation.split)
     example_inputs = eval_split.head(EXAMPLE_BATCH).inputs
     reference = eval_mode(program.module())
+    with evaluating(reference), torch.no_grad():
+        output_kind = evaluation.output_kind or detect_output_kind(reference, output_tensor(reference(*example_inputs)))
+    metric = chosen_metric(evaluation.metric, output_kind, eval_split.has_labels)
+    evaluation = evaluation.model_copy(update={"output_kind": output_kind, "metric": metric})
     ctx.progress("load", 1, 1)
 
     baseline = _measure(reference, None, eval_split, example_inputs, evaluation, ctx)
-    baseline |= {"size_bytes": file_size(model_path), "parameters": parameter_count(reference)}
+    baseline |= {"output_kind": output_kind, "size_bytes": file_size(model_path),
+                 "parameters": parameter_count(reference)}
+    outcomes = []
+
+    def report_measured() -> None:
+        if on_measured is not None:
+            on_measured(PipelineResult(baseline, outcomes).to_metrics())
+
+    report_measured()
 
     # Methods may change the model they get; the reference (teacher, fidelity target) must stay the upload.
     model = eval_mode(load_program(model_path, limits).module())
-    outcomes = []
     for index, spec in enumerate(stages):
         stage_ctx = ctx.for_stage(f"{index}:{spec.method}")
         stage_dir = workdir / f"{index}_{spec.method}"
         stage_dir.mkdir(parents=True, exist_ok=True)
         task = Task(dataset, reference, example_inputs, stage_dir, train_split=train_split,
-                    eval_split=evaluation.split, resolve_model=resolve_model)
+                    eval_split=evaluation.split, resolve_model=resolve_model, output_kind=output_kind,
+                    metric=metric)
         started = time.monotonic()
         result = apply_stage(spec, model, task, stage_ctx)
         wall_time = time.monotonic() - started
@@ -100,7 +125,14 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
                     "compression_ratio": baseline["size_bytes"] / main.size_bytes,
                     "parameters": parameter_count(result.model), "wall_time_s": round(wall_time, 3),
                     "method_metrics": result.metrics}
+        metrics["metric_drop"] = round(baseline["metric_points"] - metrics["metric_points"], 4)
+        warnings = [*result.metrics.get("warnings", []), *quality_warnings(baseline, metrics, evaluation)]
+        if warnings:
+            metrics["warnings"] = warnings
         outcomes.append(StageOutcome(spec.method, metrics, artifacts, result.model))
+        report_measured()
+        if evaluation.max_metric_drop is not None and metrics["metric_drop"] > evaluation.max_metric_drop:
+            raise QualityBudgetExceeded(index, spec.method, metrics, evaluation.max_metric_drop)
         model = result.model
     return PipelineResult(baseline, outcomes)
 
@@ -118,9 +150,10 @@ def _measure(model: torch.nn.Module, reference: torch.nn.Module | None, split: S
     """Quality (with fidelity to `reference`) and, if asked, latency; a stage's model is timed in alternation
     with the reference, so its speedup compares two timings taken under the same machine load."""
     ctx.progress("evaluate", 0, 1)
-    # The upload's own fidelity (1.0) is only worth computing when there are no labels to report accuracy with.
-    fidelity_to = reference if reference is not None else (None if split.has_labels else model)
-    metrics = evaluate(model, split, reference=fidelity_to, max_samples=evaluation.max_samples)
+    # The upload's own fidelity (100 points) is only worth computing when the job's metric is a fidelity one.
+    fidelity_to = reference if reference is not None else (None if evaluation.metric == "accuracy" else model)
+    metrics = evaluate(model, split, reference=fidelity_to, max_samples=evaluation.max_samples,
+                       output_kind=evaluation.output_kind, metric=evaluation.metric)
     ctx.progress("evaluate", 1, 1)
     if not evaluation.latency:
         return metrics

@@ -21,6 +21,7 @@ from compression.evaluate import output_tensor
 from compression.modes import evaluating
 from compression.prune.masks import WeightMasks, prunable_weights
 from compression.specs.distill import InputStudent, LowRankStudent, UploadedStudent, ZooStudent
+from compression.specs.student_fit import zoo_student_problems
 from compression.task import ModelResolver, Task
 
 
@@ -111,8 +112,13 @@ def _scaled(base: int, multiplier: float, multiple_of: int = 1) -> int:
 def zoo_kwargs(spec: ZooStudent, teacher: nn.Module, task: Task) -> dict:
     """Arguments of `zoo.build` for a student with the teacher's input shape and number of outputs, its widths
     and depth scaled from each architecture's defaults by `spec.width` and `spec.depth`."""
+    output_shape = _output_shape(teacher, task)
+    problems = zoo_student_problems(spec.architecture, [((None, *t.shape[1:]), t.is_floating_point())
+                                                        for t in task.example_inputs], [(None, *output_shape[1:])])
+    if problems:
+        raise ValueError("; ".join(problems))
     example = task.example_inputs[0]
-    num_classes = _output_shape(teacher, task)[-1]
+    num_classes = output_shape[-1]
     shape = tuple(example.shape[1:])
     if spec.architecture == "resnet":
         return {"in_channels": shape[0], "num_classes": num_classes, "width_mult": spec.width,

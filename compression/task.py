@@ -23,3 +23,7 @@ class Task:
     train_split: str = "train"
     eval_split: str = "val"
     resolve_model: ModelResolver | None = None  # None: the job names no other model
+    # What the model outputs and the metric the job is judged by (compression.specs.metrics); None: detected
+    # from the reference's output, and accuracy with labels else the output kind's default.
+    output_kind: str | None = None
+    metric: str | None = None

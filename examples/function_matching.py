@@ -9,7 +9,7 @@ from modelpress import FunctionMatching, Training
 
 
 def stages() -> list:
-    return [FunctionMatching(student={"kind": "zoo", "architecture": "cnn", "width": 0.5},
+    return [FunctionMatching(student={"kind": "zoo", "architecture": "small_cnn", "width": 0.5},
                              training=Training(steps=5000, lr=1e-3))]
 
 

@@ -9,7 +9,7 @@ from modelpress import KD, Training
 
 
 def stages() -> list:
-    return [KD(student={"kind": "zoo", "architecture": "cnn", "width": 0.5}, temperature=4.0,
+    return [KD(student={"kind": "zoo", "architecture": "small_cnn", "width": 0.5}, temperature=4.0,
                training=Training(steps=2000, lr=1e-3))]
 
 

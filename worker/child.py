@@ -76,6 +76,7 @@ class JobRun:
         self.task, self.scratch, self.channel, self.stop = task, scratch, channel, stop
         self.checkpoints = scratch / task["checkpoints"]
         self.where = {"stage": "main", "phase": "start"}
+        self.measured: dict | None = None  # the metrics measured so far, kept by a failed job
 
     def report(self, event) -> None:
         self.where = {"stage": event.stage, "phase": event.phase}
@@ -92,6 +93,9 @@ class JobRun:
     def load_checkpoint(self, name: str) -> bytes | None:
         path = self.checkpoints / checkpoint_file(name)
         return path.read_bytes() if path.is_file() else None
+
+    def keep_measured(self, metrics: dict) -> None:
+        self.measured = metrics
 
     def file_limit_hit(self) -> bool:
         """Whether a file in the scratch directory has reached the file-size limit (RLIMIT_FSIZE)."""
@@ -119,7 +123,8 @@ class JobRun:
         result = run_pipeline(self.scratch / task["model"], self.scratch / task["dataset"], stages, evaluation, ctx,
                               self.scratch / task["workdir"], train_split=task["train_split"],
                               limits=ArchiveLimits(**task["archive_limits"]),
-                              uploaded_models={k: self.scratch / v for k, v in task["uploaded_models"].items()})
+                              uploaded_models={k: self.scratch / v for k, v in task["uploaded_models"].items()},
+                              on_measured=self.keep_measured)
         artifacts = [{"stage_index": index, "name": a.name, "kind": a.kind, "details": a.metadata,
                       "file": str(Path(a.path).resolve().relative_to(self.scratch))}
                      for index, stage in enumerate(result.stages) for a in stage.artifacts]
@@ -171,8 +176,9 @@ def main() -> int:
     try:
         run.run()
     except BaseException as exc:  # whatever ended the job, the worker hears why
-        channel.send("error", **describe(exc, run.where, setup["task"]["stages"], setup["task"]["evaluation"],
-                                         file_limit_hit=run.file_limit_hit()))
+        channel.send("error", metrics=run.measured, **describe(exc, run.where, setup["task"]["stages"],
+                                                               setup["task"]["evaluation"],
+                                                               file_limit_hit=run.file_limit_hit()))
         return 1
     return 0
 

@@ -84,7 +84,16 @@ def _store_artifact(session, job: Job, entry: dict, scratch: Path, settings: Set
 
 
 def outcome_from_child(run: ChildExit, time_limit_s: int, stage_count: int) -> Outcome:
-    """What the child's exit means. Its messages are untrusted: anything malformed is an internal error."""
+    """What the child's exit means. Its messages are untrusted: anything malformed is an internal error. A job
+    that failed keeps the metrics its process measured before failing."""
+    outcome = _outcome(run, time_limit_s, stage_count)
+    measured = (run.error or {}).get("metrics")
+    if outcome.status != JobStatus.SUCCEEDED and isinstance(measured, dict):
+        outcome.metrics = measured
+    return outcome
+
+
+def _outcome(run: ChildExit, time_limit_s: int, stage_count: int) -> Outcome:
     if run.protocol_error:
         return Outcome.failed("internal_error", f"the job's process broke the protocol: {run.protocol_error}")
     if run.result is not None:

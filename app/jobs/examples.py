@@ -3,7 +3,7 @@
 from compression.specs import METHODS
 
 _IDS = {"model_id": "mdl_3f2a9c1b7d4e5f60", "dataset_id": "ds_0a1b2c3d4e5f6789"}
-_STUDENT = {"kind": "zoo", "architecture": "cnn", "width": 0.5}
+_STUDENT = {"kind": "zoo", "architecture": "small_cnn", "width": 0.5}
 _STAGES = {
     "ptq": ("int8 post-training quantization", [{"method": "ptq", "calibration_samples": 512}]),
     "qat": ("4-bit quantization-aware training (LSQ)",

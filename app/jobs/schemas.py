@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from app.core.schemas import Out
 from core.jobs.status import JobStatus
@@ -48,6 +48,12 @@ class JobOut(Out):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+    @computed_field(description="Quality warnings of the job's stages (e.g. a stage whose measured metric "
+                                "collapsed), also under metrics.warnings; empty when there are none.")
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.metrics.get("warnings") or [])
 
 
 class ArtifactOut(Out):

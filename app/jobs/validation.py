@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from app.core.errors import InvalidInput
 from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, bind_inputs
+from compression.specs.metrics import metric_problem
 from compression.specs.order import order_problems
+from compression.specs.student_fit import zoo_student_problems
 from compression.specs.training import TrainingSpec
 from core.jobs.spec import JobCreate
 
@@ -27,14 +29,47 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
                 "dimension (torch.export.Dim) so it can run on batches" for t in signature.inputs
                 if not t.shape or t.shape[0] is not None]
     problems += order_problems([stage.method for stage in spec.stages])
+    problems += _student_problems(spec, signature)
     available = sorted(manifest.splits)
     for split in sorted(splits_used(spec)):
         if split not in manifest.splits:
             problems.append(f"split '{split}' is not in the dataset (it has {available})")
             continue
         problems += _check_split(split, signature, manifest)
+    problems += _metric_problems(spec, manifest)
     if problems:
         raise InvalidInput("; ".join(problems))
+
+
+def _metric_problems(spec: JobCreate, manifest: DatasetManifest) -> list[str]:
+    """The chosen metric must fit the declared output kind (a detected one is only known in the worker) and the
+    labels of the evaluation split; rank agreement of similarities needs at least 3 examples to rank."""
+    evaluation, split = spec.evaluation, spec.evaluation.split
+    if split not in manifest.splits:
+        return []
+    if evaluation.output_kind is not None or evaluation.metric == "accuracy":
+        problem = metric_problem(evaluation.metric, evaluation.output_kind, manifest.has_labels(split))
+        if problem:
+            return [f"evaluation.{problem}"]
+    examples = min((meta["shape"][0] for meta in manifest.inputs(split).values() if meta["shape"]), default=0)
+    if evaluation.metric == "similarity_spearman" and min(examples, evaluation.max_samples or examples) < 3:
+        return [f"evaluation.metric 'similarity_spearman' ranks pairs of examples: split '{split}' needs at least "
+                "3 examples (and max_samples at least 3)"]
+    return []
+
+
+def _student_problems(spec: JobCreate, signature: ModelSignature) -> list[str]:
+    """A zoo student must take the model's input and give its output shape (a stage after one that swapped the
+    model for a student gets that student's shapes, which are the same by construction)."""
+    problems = []
+    inputs = [(t.shape, _is_float(t.dtype)) for t in signature.inputs]
+    outputs = [t.shape for t in signature.outputs]
+    for index, stage in enumerate(spec.stages):
+        student = getattr(stage, "student", None)
+        if getattr(student, "kind", None) == "zoo":
+            problems += [f"stages.{index}.student: {problem}"
+                         for problem in zoo_student_problems(student.architecture, inputs, outputs)]
+    return problems
 
 
 def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifest) -> list[str]:
@@ -62,10 +97,11 @@ def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifes
 
 def _dtype_compatible(array_dtype: str, model_dtype: str) -> bool:
     """Floats feed float inputs and integers (token ids, masks) feed integer inputs; widths are converted."""
-    def is_float(dtype: str) -> bool:
-        return dtype.startswith(("float", "bfloat"))
+    return _is_float(array_dtype) == _is_float(model_dtype)
 
-    return is_float(array_dtype) == is_float(model_dtype)
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat"))
 
 
 def _check_labels(split: str, label_range: list[int], signature: ModelSignature) -> list[str]:

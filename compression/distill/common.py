@@ -13,6 +13,7 @@ from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, save_program
 from compression.modes import eval_mode
 from compression.result import Artifact, StageResult
+from compression.specs.metrics import DEFAULT_METRIC
 from compression.specs.training import TrainingSpec
 from compression.students import parameter_count
 from compression.task import Task
@@ -48,9 +49,28 @@ def eval_metrics_fn(task: Task, teacher: nn.Module, max_samples: int | None = EV
     split = task.dataset.split(task.eval_split)
 
     def evaluate_student(student: nn.Module) -> dict:
-        return evaluate(student, split, reference=teacher, max_samples=max_samples)
+        return evaluate(student, split, reference=teacher, max_samples=max_samples, output_kind=task.output_kind,
+                        metric=task.metric)
 
     return evaluate_student
+
+
+def student_metrics(task: Task, teacher: nn.Module, student: nn.Module) -> dict | None:
+    """The student's quality on the whole eval split (None without one): taken before training, it is the
+    'before' of `add_student_fidelity`."""
+    evaluate_fn = eval_metrics_fn(task, teacher, max_samples=None)
+    return evaluate_fn(student) if evaluate_fn is not None else None
+
+
+def add_student_fidelity(result: StageResult, before: dict | None, output_kind: str, task: Task) -> StageResult:
+    """Add {"metric", "before", "after"}: the student's fidelity to the teacher in points before and after training,
+    by the job's metric when it is a fidelity one, else the output kind's (what distillation optimizes, even when
+    the job is judged by accuracy)."""
+    if before is not None and "student" in result.metrics:
+        name = task.metric if task.metric not in (None, "accuracy") else DEFAULT_METRIC[output_kind]
+        result.metrics["student_fidelity"] = {"metric": name, "before": round(100 * before[name], 4),
+                                              "after": round(100 * result.metrics["student"][name], 4)}
+    return result
 
 
 def periodic_eval_fn(task: Task, teacher: nn.Module, training: TrainingSpec):

@@ -18,10 +18,18 @@ from torch import nn
 from compression.context import RunContext
 from compression.data import Batch, Split
 from compression.distill.augment import augmented_view, make_generator
-from compression.distill.common import (frozen_teacher, periodic_eval_fn, student_result, teacher_logits,
-                                        write_student)
-from compression.distill.losses import kd_loss
+from compression.distill.common import (
+    add_student_fidelity,
+    frozen_teacher,
+    periodic_eval_fn,
+    student_metrics,
+    student_result,
+    teacher_logits,
+    write_student,
+)
+from compression.distill.losses import OUTPUT_LOSSES, output_loss
 from compression.evaluate import output_tensor
+from compression.output_kind import task_output_kind
 from compression.result import StageResult
 from compression.specs.distill import AugmentSpec, FunctionMatchingSpec
 from compression.students import teacher_and_student
@@ -39,12 +47,17 @@ def apply_function_matching(spec: FunctionMatchingSpec, model: nn.Module, task: 
     teacher_model, student_info = teacher_and_student(spec.student, model, task)
     student = student_info.model.to(ctx.device)
     split = task.dataset.split(task.train_split)
+    kind = task_output_kind(task.output_kind, teacher_model, task.example_inputs)
+    # KL at T=1 for logits (the paper's loss); other outputs are matched with their own kind's loss.
+    loss_name = OUTPUT_LOSSES[kind]
     with frozen_teacher(teacher_model, ctx.device) as teacher:
+        before = student_metrics(task, teacher, student)
         if spec.teacher_targets == "consistent":
             batches = consistent_views(split, spec.augment, spec.training.batch_size, ctx)
 
             def loss_fn(trained: nn.Module, batch: Batch, step: int) -> torch.Tensor:
-                return kd_loss(output_tensor(trained(*batch.inputs)), teacher_logits(teacher, batch.inputs))
+                return output_loss(output_tensor(trained(*batch.inputs)), teacher_logits(teacher, batch.inputs),
+                                   loss_name)
         else:
             split_with_targets = with_teacher_targets(split, teacher, ctx)
             augment = spec.augment.model_copy(update={"mixup_alpha": 0.0})
@@ -52,14 +65,16 @@ def apply_function_matching(spec: FunctionMatchingSpec, model: nn.Module, task: 
 
             def loss_fn(trained: nn.Module, batch: Batch, step: int) -> torch.Tensor:
                 *inputs, targets = batch.inputs
-                return kd_loss(output_tensor(trained(*inputs)), targets)
+                return output_loss(output_tensor(trained(*inputs)), targets, loss_name)
 
         with student_info.training() as before_step:
             report = train(student, loss_fn, spec.training, task, ctx, batches=batches,
                            evaluate_fn=periodic_eval_fn(task, teacher, spec.training), before_step=before_step)
     artifact = write_student(student, task, "student.pt2")
-    metrics = {"student_spec": student_info.description, "teacher_targets": spec.teacher_targets}
-    return student_result(student, teacher_model, task, ctx, report, [artifact], metrics)
+    metrics = {"student_spec": student_info.description, "teacher_targets": spec.teacher_targets,
+               "output_kind": kind, "loss": loss_name}
+    return add_student_fidelity(student_result(student, teacher_model, task, ctx, report, [artifact], metrics),
+                                before, kind, task)
 
 
 def consistent_views(split: Split, augment: AugmentSpec, batch_size: int,

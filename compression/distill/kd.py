@@ -7,12 +7,20 @@ from torch import nn
 
 from compression.context import RunContext
 from compression.data import Batch
-from compression.distill.common import (frozen_teacher, periodic_eval_fn, student_result, teacher_logits,
-                                        write_student)
+from compression.distill.common import (
+    add_student_fidelity,
+    frozen_teacher,
+    periodic_eval_fn,
+    student_metrics,
+    student_result,
+    teacher_logits,
+    write_student,
+)
 from compression.distill.features import capture_features, projection_for
-from compression.distill.losses import distillation_loss, feature_loss
+from compression.distill.losses import OUTPUT_LOSSES, distillation_loss, feature_loss
 from compression.evaluate import output_tensor
 from compression.modes import eval_mode
+from compression.output_kind import task_output_kind
 from compression.result import StageResult
 from compression.specs.distill import FeaturePair, KDSpec
 from compression.students import teacher_and_student
@@ -26,6 +34,11 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
         raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
     teacher_model, student_info = teacher_and_student(spec.student, model, task)
     student = student_info.model.to(ctx.device)
+    kind = task_output_kind(task.output_kind, teacher_model, task.example_inputs)
+    loss_name = spec.loss or OUTPUT_LOSSES[kind]
+    if spec.alpha > 0 and loss_name != "kl":
+        raise ValueError(f"alpha > 0 mixes in hard-label cross-entropy, which needs class logits, but the loss is "
+                         f"'{loss_name}' ({kind} outputs); set alpha to 0")
     with frozen_teacher(teacher_model, ctx.device) as teacher, \
             capture_features(student, [pair.student for pair in spec.features]) as student_features, \
             capture_features(teacher, [pair.teacher for pair in spec.features]) as teacher_features:
@@ -34,12 +47,14 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
         def loss_fn(trained: nn.Module, batch: Batch, step: int) -> torch.Tensor:
             targets = teacher_logits(teacher, batch.inputs)
             logits = output_tensor(trained(*batch.inputs))
-            loss = distillation_loss(logits, targets, batch.labels, temperature=spec.temperature, alpha=spec.alpha)
+            loss = distillation_loss(logits, targets, batch.labels, temperature=spec.temperature, alpha=spec.alpha,
+                                     loss=loss_name)
             for index, pair in enumerate(spec.features):
                 projected = projections[index](student_features[pair.student])
                 loss = loss + pair.weight * feature_loss(projected, teacher_features[pair.teacher])
             return loss
 
+        before = student_metrics(task, teacher, student)
         probe = _probe_inputs(task, ctx)
         errors_before = _feature_errors(spec.features, student, teacher, projections, probe, student_features,
                                         teacher_features)
@@ -51,10 +66,12 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
         errors_after = _feature_errors(spec.features, student, teacher, projections, probe, student_features,
                                        teacher_features)
     artifact = write_student(student, task, "student.pt2")
-    metrics = {"student_spec": student_info.description, "temperature": spec.temperature, "alpha": spec.alpha}
+    metrics = {"student_spec": student_info.description, "output_kind": kind, "loss": loss_name,
+               "temperature": spec.temperature, "alpha": spec.alpha}
     if spec.features:
         metrics["feature_mse"] = {"before": errors_before, "after": errors_after}
-    return student_result(student, teacher_model, task, ctx, report, [artifact], metrics)
+    return add_student_fidelity(student_result(student, teacher_model, task, ctx, report, [artifact], metrics),
+                                before, kind, task)
 
 
 def _probe_inputs(task: Task, ctx: RunContext) -> tuple[torch.Tensor, ...]:

@@ -1,9 +1,17 @@
-"""Distillation losses on logits and on intermediate features."""
+"""Distillation losses on outputs, chosen by what the output is, and on intermediate features."""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor
+
+# The loss that matches each output kind (compression.specs.metrics.OutputKind): a temperature KL for class
+# logits, cosine for embeddings (their direction is what similarities read), binary cross-entropy against the
+# teacher's probabilities for independent sigmoid outputs (softmax would couple bins that are independent), MSE
+# for hidden states.
+OUTPUT_LOSSES = {"logits": "kl", "embeddings": "cosine", "sigmoid": "bce", "hidden_states": "mse"}
+# Keeps log() finite on probabilities that saturated at 0 or 1.
+_PROBABILITY_EPS = 1e-6
 
 
 def _rows(logits: Tensor) -> Tensor:
@@ -23,16 +31,37 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
     return kl * temperature**2
 
 
+def output_loss(student: Tensor, teacher: Tensor, loss: str, temperature: float = 1.0) -> Tensor:
+    """How far the student's output is from the teacher's: 'kl' (`kd_loss`), 'cosine' (1 - cosine per row),
+    'mse', or 'bce' (binary cross-entropy of the student's probabilities against the teacher's)."""
+    if loss == "kl":
+        return kd_loss(student, teacher, temperature)
+    student, teacher = _rows(student), _rows(teacher).detach()
+    if loss == "cosine":
+        return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
+    if loss == "mse":
+        return F.mse_loss(student, teacher)
+    if loss == "bce":
+        # Written out: F.binary_cross_entropy refuses to run under autocast (mixed-precision training).
+        probability, target = student.clamp(_PROBABILITY_EPS, 1 - _PROBABILITY_EPS), teacher.clamp(0, 1)
+        return -(target * probability.log() + (1 - target) * (1 - probability).log()).mean()
+    raise ValueError(f"unknown distillation loss '{loss}'; known: kl, cosine, mse, bce")
+
+
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None, *,
-                      temperature: float, alpha: float) -> Tensor:
-    """(1 - alpha) * kd_loss + alpha * cross-entropy with the hard labels (alpha = 0 needs no labels)."""
-    loss = kd_loss(student_logits, teacher_logits, temperature)
+                      temperature: float, alpha: float, loss: str = "kl") -> Tensor:
+    """(1 - alpha) * output_loss + alpha * cross-entropy with the hard labels (alpha = 0 needs no labels; alpha > 0
+    needs class logits, the 'kl' loss)."""
+    distance = output_loss(student_logits, teacher_logits, loss, temperature)
     if alpha == 0:
-        return loss
+        return distance
+    if loss != "kl":
+        raise ValueError(f"alpha > 0 mixes in hard-label cross-entropy, which needs class logits, but the loss is "
+                         f"'{loss}'; set alpha to 0")
     if labels is None:
         raise ValueError("alpha > 0 mixes in hard-label cross-entropy, but the training split has no labels")
     hard = F.cross_entropy(_rows(student_logits), labels.reshape(-1))
-    return (1 - alpha) * loss + alpha * hard
+    return (1 - alpha) * distance + alpha * hard
 
 
 def feature_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:

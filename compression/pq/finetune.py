@@ -12,9 +12,10 @@ from torch import Tensor, nn
 from compression.context import RunContext
 from compression.data import Batch
 from compression.distill.common import frozen_teacher, teacher_logits
-from compression.distill.losses import distillation_loss
+from compression.distill.losses import OUTPUT_LOSSES, distillation_loss
 from compression.evaluate import evaluate, output_tensor
 from compression.modes import is_training, set_mode
+from compression.output_kind import task_output_kind
 from compression.pq.parametrizations import set_noise
 from compression.specs.training import TrainingSpec
 from compression.task import Task
@@ -24,8 +25,10 @@ from compression.training.loop import TrainReport, train
 EVAL_SAMPLES_DURING_TRAINING = 2048
 
 
-def make_loss(distillation, teacher: nn.Module | None, labelled: bool) -> Callable[[nn.Module, Batch, int], Tensor]:
-    """Cross-entropy on labels, or distillation from `teacher` (KL at T, mixed with the labels when there are any)."""
+def make_loss(distillation, teacher: nn.Module | None, labelled: bool,
+              loss: str = "kl") -> Callable[[nn.Module, Batch, int], Tensor]:
+    """Cross-entropy on labels, or distillation from `teacher` with the output kind's `loss` (KL at T for logits,
+    mixed with the labels when there are any; other outputs are not class scores, so labels are not mixed in)."""
     if distillation is None:
         if not labelled:
             raise ValueError("the training split has no labels: enable distillation from the uncompressed model")
@@ -34,12 +37,12 @@ def make_loss(distillation, teacher: nn.Module | None, labelled: bool) -> Callab
             return F.cross_entropy(output_tensor(model(*batch.inputs)).float(), batch.labels)
 
         return label_loss
-    label_weight = 1.0 - distillation.weight if labelled else 0.0
+    label_weight = 1.0 - distillation.weight if labelled and loss == "kl" else 0.0
 
     def distilled_loss(model: nn.Module, batch: Batch, step: int) -> Tensor:
         target = teacher_logits(teacher, batch.inputs)
         return distillation_loss(output_tensor(model(*batch.inputs)), target, batch.labels,
-                                 temperature=distillation.temperature, alpha=label_weight)
+                                 temperature=distillation.temperature, alpha=label_weight, loss=loss)
 
     return distilled_loss
 
@@ -63,7 +66,8 @@ def finetune(model: nn.Module, spec: TrainingSpec, distillation, task: Task, ctx
             set_noise(trained, True)
 
     with frozen_teacher(task.reference, ctx.device) as teacher:
-        loss_fn = make_loss(distillation, teacher if distillation is not None else None, labelled)
+        loss_fn = make_loss(distillation, teacher if distillation is not None else None, labelled,
+                            OUTPUT_LOSSES[task_output_kind(task.output_kind, teacher, task.example_inputs)])
         set_noise(model, True)
         try:
             return train(ModeSwitchKeepsParametrizations(model), loss_fn, spec, task, _namespaced(ctx, phase),

@@ -16,9 +16,10 @@ from torch import fx, nn
 
 from compression.context import RunContext
 from compression.data import Batch
-from compression.distill.losses import distillation_loss
+from compression.distill.losses import OUTPUT_LOSSES, distillation_loss
 from compression.evaluate import evaluate, output_tensor
 from compression.modes import eval_mode, train_mode
+from compression.output_kind import task_output_kind
 from compression.prune.masks import WeightMasks, keep_top, rank_pruned_first, weight_scores
 from compression.specs.prune import GradualScheduleSpec, PruneDistillSpec, PruneSpec
 from compression.task import Task
@@ -35,13 +36,17 @@ def recovery_loss(task: Task, distill: PruneDistillSpec | None):
             return F.cross_entropy(output_tensor(model(*batch.inputs)), batch.labels)
         return loss
     temperature = distill.temperature if distill else 1.0
+    loss_name = OUTPUT_LOSSES[task_output_kind(task.output_kind, task.reference, task.example_inputs)]
     alpha = distill.alpha if distill else 0.0
+    if alpha > 0 and loss_name != "kl":
+        raise ValueError(f"distill.alpha > 0 mixes in hard-label cross-entropy, which needs class logits, but the "
+                         f"model's outputs call for the '{loss_name}' loss; set alpha to 0")
 
     def distilled(model: nn.Module, batch: Batch, step: int) -> torch.Tensor:
         with torch.no_grad():
             teacher = output_tensor(task.reference(*batch.inputs))
         return distillation_loss(output_tensor(model(*batch.inputs)), teacher, batch.labels,
-                                 temperature=temperature, alpha=alpha)
+                                 temperature=temperature, alpha=alpha, loss=loss_name)
     return distilled
 
 

@@ -1,5 +1,6 @@
-"""The metric PTQ decisions are judged by: top-1 accuracy (%) with labels, else top-1 agreement (%) with the
-uncompressed reference model. Both are in points, so an accuracy budget reads the same either way."""
+"""The metric PTQ decisions are judged by: the job's metric (`compression.specs.metrics`) in points, e.g. top-1
+accuracy (%) with labels, else top-1 agreement for logits or rank agreement of similarities for embeddings, all
+against the uncompressed reference model. All are in points, so an accuracy budget reads the same either way."""
 
 from __future__ import annotations
 
@@ -7,28 +8,44 @@ import torch
 
 from compression.data import Dataset
 from compression.evaluate import output_tensor
+from compression.fidelity import Fidelity
+from compression.output_kind import detect_output_kind
+from compression.specs.metrics import chosen_metric
 
 BATCH_SIZE = 256
 
 
 class Evaluator:
-    """Scores models on a fixed subset of one split; the reference's predictions are computed once."""
+    """Scores models on a fixed subset of one split; the reference's outputs are computed once."""
 
-    def __init__(self, dataset: Dataset, split: str, limit: int | None, reference: torch.nn.Module):
+    def __init__(self, dataset: Dataset, split: str, limit: int | None, reference: torch.nn.Module,
+                 output_kind: str | None = None, metric: str | None = None):
         self.batches = list(dataset.split(split).batches(BATCH_SIZE, limit=limit))
-        self.has_labels = all(batch.labels is not None for batch in self.batches)
-        if not self.has_labels:
-            with torch.no_grad():
-                self.targets = [output_tensor(reference(*batch.inputs)).argmax(-1) for batch in self.batches]
-        else:
-            self.targets = [batch.labels for batch in self.batches]
-        self.name = "accuracy" if self.has_labels else "top1_agreement"
+        has_labels = all(batch.labels is not None for batch in self.batches)
+        with torch.no_grad():
+            first = output_tensor(reference(*self.batches[0].inputs)).float()
+            self.output_kind = output_kind or detect_output_kind(reference, first)
+            self.name = chosen_metric(metric, self.output_kind, has_labels)
+            # Only what the metric reads is kept: a language model's logits over 1000 examples would not fit.
+            if self.name == "accuracy":
+                self.targets = [batch.labels for batch in self.batches]
+            elif self.name == "top1_agreement":
+                self.targets = [first.argmax(-1)] + [output_tensor(reference(*batch.inputs)).argmax(-1)
+                                                     for batch in self.batches[1:]]
+            else:
+                self.targets = [first] + [output_tensor(reference(*batch.inputs)).float()
+                                          for batch in self.batches[1:]]
 
     def __call__(self, model: torch.nn.Module) -> float:
-        correct = total = 0
+        if self.name in ("accuracy", "top1_agreement"):
+            correct = total = 0
+            with torch.no_grad():
+                for batch, target in zip(self.batches, self.targets):
+                    correct += int((output_tensor(model(*batch.inputs)).argmax(-1) == target).sum())
+                    total += target.numel()
+            return 100.0 * correct / max(total, 1)
+        fidelity = Fidelity(self.output_kind)
         with torch.no_grad():
             for batch, target in zip(self.batches, self.targets):
-                prediction = output_tensor(model(*batch.inputs)).argmax(-1)
-                correct += int((prediction == target).sum())
-                total += target.numel()
-        return 100.0 * correct / max(total, 1)
+                fidelity.add(output_tensor(model(*batch.inputs)).float(), target)
+        return 100.0 * fidelity.result()[self.name]

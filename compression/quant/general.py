@@ -12,8 +12,7 @@ from __future__ import annotations
 from compression.context import RunContext
 from compression.modes import eval_mode
 from compression.onnx_export import export_onnx_qdq
-from compression.quant.diagnostics import (describe, layer_report, meet_budget, output_sqnr, sensitivity,
-                                           weight_sqnr)
+from compression.quant.diagnostics import describe, layer_report, meet_budget, output_sqnr, sensitivity, weight_sqnr
 from compression.quant.evaluate import Evaluator
 from compression.quant.graph import as_graph_module, find_layers, fold_batchnorm, layer_bits, select_layers
 from compression.quant.observers import make_observer
@@ -66,7 +65,8 @@ def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> Stag
     if spec.bias_correction:
         sim.enable_bias_correction(config, _reporting(calibration, ctx, "bias_correction"))
 
-    evaluate = Evaluator(task.dataset, task.eval_split, spec.selection_samples, task.reference)
+    evaluate = Evaluator(task.dataset, task.eval_split, spec.selection_samples, task.reference, task.output_kind,
+                         task.metric)
     with sim.configured({}) as float_model:
         float_metric = evaluate(float_model)
     drops = None
@@ -83,6 +83,12 @@ def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> Stag
                              "metric": round(search.metric, 2), "drop": round(float_metric - search.metric, 2),
                              "chosen": {name: describe(fmt) for name, fmt in config.items()},
                              "steps": search.steps}
+        if not search.budget_met:
+            metrics["warnings"] = [f"the PTQ budget max_metric_drop = {spec.max_metric_drop:g} was not met: the best "
+                                   f"configuration found drops {evaluate.name} by "
+                                   f"{float_metric - search.metric:.2f} points on the selection samples"
+                                   + ("" if spec.budget_allows_float else "; budget_allows_float would keep more "
+                                      "layers in float")]
     ctx.progress("diagnose", 0, 1)
     sim.configure(config)
     quantized_metric = evaluate(sim.gm)

@@ -7,7 +7,9 @@ NaN are refused, not stored as null).
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from compression.specs.metrics import MetricName, OutputKind
 
 MAX_STEPS = 10_000_000
 MAX_SAMPLES = 10_000_000
@@ -22,9 +24,37 @@ Steps = Annotated[int, Field(ge=0, le=MAX_STEPS)]
 
 
 class Spec(BaseModel):
-    """Base of every spec: unknown fields are an error, so a typo is refused rather than silently ignored."""
+    """Base of every spec: unknown fields are an error, so a typo is refused rather than silently ignored.
+
+    A nested section given in part (`"training": {"steps": 10}`) overrides only the fields it names: the others keep
+    the values of the field's default, which is where a method keeps its own defaults (iPQ finetunes at lr 1e-4,
+    not at TrainingSpec's generic 1e-3)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_sections_keep_defaults(cls, data):
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            given = data.get(name)
+            if not isinstance(given, dict):
+                continue
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                merged[name] = _overlay(default.model_dump(exclude_unset=True), given)
+        return merged
+
+
+def _overlay(base: dict, given: dict) -> dict:
+    """`base` with every key of `given` replacing it, nested objects merged key by key the same way."""
+    merged = dict(base)
+    for key, value in given.items():
+        merged[key] = _overlay(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
+            else value
+    return merged
 
 
 class EvaluationSpec(Spec):
@@ -37,3 +67,22 @@ class EvaluationSpec(Spec):
         [1, 32], min_length=1, max_length=8, description="Batch sizes timed (1-8 of them, each 1-1024).")
     compile: bool = Field(True, description="Time both models under torch.compile (how int8 is meant to run); "
                                             "false times them eagerly, which is much quicker to set up.")
+    output_kind: OutputKind | None = Field(
+        None, description="What the model outputs: 'logits' (classes), 'embeddings' (one vector per example), "
+                          "'sigmoid' (independent probabilities in [0, 1]) or 'hidden_states' (a vector per "
+                          "position); null detects it from the model's output. Chooses the fidelity metrics and "
+                          "the distillation loss.")
+    metric: MetricName | None = Field(
+        None, description="The metric every stage is judged by, in points (0-100, higher is better): 'accuracy' "
+                          "(needs labels), 'top1_agreement' (logits, sigmoid), 'cosine' (any output), "
+                          "'similarity_spearman' (embeddings: rank agreement of pairwise similarities) or "
+                          "'bin_f1' (sigmoid: F1 of the bins above 0.5) or 'bin_agreement' (sigmoid: fraction of "
+                          "bins on or off in both). Null: accuracy with labels, else the "
+                          "output kind's default (top1_agreement, similarity_spearman, bin_f1, cosine).")
+    max_metric_drop: Annotated[float, Field(ge=0, le=100)] | None = Field(
+        None, description="Budget in points of the metric: a stage whose model falls further below the uploaded "
+                          "model fails the job (its measured metrics are kept). Null: no budget; a collapse is "
+                          "then a warning.")
+    warn_metric_drop: Annotated[float, Field(gt=0, le=100)] = Field(
+        20.0, description="A stage whose metric drops more than this many points below the upload's, or below "
+                          "half of it, ends with a warning in its metrics (when no budget fails it).")

@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from compression.specs.common import Name, Patterns, Spec
+from compression.specs.student_fit import ZooArchitecture
 from compression.specs.training import TrainingSpec
 
 
@@ -21,7 +22,10 @@ class ZooStudent(Spec):
     """A built-in architecture (compression.zoo) scaled by width and depth multipliers, randomly initialised."""
 
     kind: Literal["zoo"] = "zoo"
-    architecture: str = Field(min_length=1, max_length=64, description="Zoo name, e.g. 'resnet', 'cnn', 'mlp'.")
+    architecture: ZooArchitecture = Field(
+        description="Built-in architecture: 'mlp' (float input of any rank), 'small_cnn' (square images [N, C, H, "
+                    "W]), 'resnet' (images [N, C, H, W]) or 'tiny_transformer' (token ids [N, L]); the model must "
+                    "have one such input and one output [N, outputs].")
     width: Annotated[float, Field(gt=0, le=4)] = Field(0.5, description="Channel/hidden width multiplier.")
     depth: Annotated[float, Field(gt=0, le=4)] = Field(1.0, description="Block count multiplier.")
 
@@ -33,8 +37,10 @@ class LowRankStudent(Spec):
     its factorization would not have fewer parameters than W."""
 
     kind: Literal["low_rank"] = "low_rank"
-    rank: Annotated[int, Field(ge=1, le=65_536)] | None = None
-    energy: Annotated[float, Field(gt=0, le=1)] | None = None
+    rank: Annotated[int, Field(ge=1, le=65_536)] | None = Field(
+        None, description="Rank of every factorized layer (capped at the layer's full rank); give this or energy.")
+    energy: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="Per layer, the smallest rank keeping this fraction of sum(sigma^2); give this or rank.")
 
     @model_validator(mode="after")
     def _exactly_one_criterion(self):
@@ -62,22 +68,32 @@ class FeaturePair(Spec):
     the exported graph (e.g. 'relu_3', as listed by `print(model.graph)`).
     """
 
-    student: Name
-    teacher: Name
-    weight: Annotated[float, Field(gt=0, le=1e6)] = 1.0
+    student: Name = Field(description="Module path or FX node name of the student's value.")
+    teacher: Name = Field(description="Module path or FX node name of the teacher's value.")
+    weight: Annotated[float, Field(gt=0, le=1e6)] = Field(1.0, description="Weight of this pair's MSE in the "
+                                                                          "loss.")
 
 
 class KDSpec(Spec):
-    """Hinton distillation: loss = (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)) + alpha * CE(s, labels)
-    + sum of feature losses. The stage's input model is the teacher; the result is the trained student."""
+    """Hinton distillation: loss = (1 - alpha) * output loss + alpha * CE(s, labels) + sum of feature losses, where
+    the output loss fits the output kind: T^2 * KL(softmax(t/T) || softmax(s/T)) for logits, 1 - cosine for
+    embeddings, binary cross-entropy for sigmoid outputs, MSE for hidden states. The stage's input model is the
+    teacher; the result is the trained student, whose fidelity is reported before and after training."""
 
     method: Literal["kd"] = "kd"
-    student: StudentSpec
-    temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
+    student: StudentSpec = Field(description="The model trained to mimic the teacher: 'zoo', 'low_rank', "
+                                             "'upload' or 'input' (see each kind).")
+    loss: Literal["kl", "cosine", "mse", "bce"] | None = Field(
+        None, description="Output loss: 'kl' (temperature KL, class logits), 'cosine' or 'mse' (embeddings, hidden "
+                          "states), 'bce' (sigmoid probabilities); null chooses it from the output kind "
+                          "(evaluation.output_kind, or detected).")
+    temperature: Annotated[float, Field(gt=0, le=100)] = Field(4.0, description="Softmax temperature T of the "
+                                                                               "'kl' loss.")
     alpha: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Weight of hard-label cross-entropy; "
                                                                        "needs labels in the training split.")
-    features: list[FeaturePair] = Field(default_factory=list, max_length=16)
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    features: list[FeaturePair] = Field([], max_length=16, description="Intermediate values matched besides the "
+                                                                       "output (at most 16 pairs).")
+    training: TrainingSpec = Field(TrainingSpec(), description="The student's optimizer loop.")
 
 
 class AugmentSpec(Spec):
@@ -98,10 +114,14 @@ class FunctionMatchingSpec(Spec):
     baseline it beats: teacher outputs computed once per example on the clean input."""
 
     method: Literal["function_matching"] = "function_matching"
-    student: StudentSpec
-    augment: AugmentSpec = Field(default_factory=AugmentSpec)
-    teacher_targets: Literal["consistent", "fixed"] = "consistent"
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    student: StudentSpec = Field(description="The model trained to match the teacher: 'zoo', 'low_rank', "
+                                             "'upload' or 'input'.")
+    augment: AugmentSpec = Field(AugmentSpec(), description="The views teacher and student share.")
+    teacher_targets: Literal["consistent", "fixed"] = Field(
+        "consistent", description="consistent: the teacher sees each augmented view; fixed: its outputs on the "
+                                  "clean inputs, computed once (the baseline).")
+    training: TrainingSpec = Field(TrainingSpec(), description="The student's optimizer loop (long schedules "
+                                                               "pay off).")
 
 
 class QuantizedDistillationSpec(Spec):
@@ -110,15 +130,17 @@ class QuantizedDistillationSpec(Spec):
     straight-through gradient of the distillation loss from the teacher (the task's reference model)."""
 
     method: Literal["quantized_distillation"] = "quantized_distillation"
-    bits: Annotated[int, Field(ge=2, le=8)] = 4
+    bits: Annotated[int, Field(ge=2, le=8)] = Field(4, description="Bits of every quantized weight.")
     bucket_size: Annotated[int, Field(ge=1, le=65536)] = Field(256, description="Weights per scaling bucket "
                                                                                 "(consecutive along each row).")
-    stochastic_rounding: bool = False
-    temperature: Annotated[float, Field(gt=0, le=100)] = 2.0
+    stochastic_rounding: bool = Field(False, description="Round up or down at random in proportion to the "
+                                                         "distance (unbiased), instead of to the nearest level.")
+    temperature: Annotated[float, Field(gt=0, le=100)] = Field(2.0, description="Softmax temperature of the "
+                                                                               "distillation loss.")
     alpha: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Weight of hard-label cross-entropy.")
-    skip: Patterns = Field(default_factory=list, description="Parameter names kept in full precision, e.g. "
-                                                            "'fc.weight' (at most 256).")
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    skip: Patterns = Field([], description="Parameter names kept in full precision, e.g. 'fc.weight' (at most "
+                                           "256).")
+    training: TrainingSpec = Field(TrainingSpec(), description="The optimizer loop of the shadow weights.")
 
 
 class DifferentiableQuantizationSpec(Spec):
@@ -128,9 +150,10 @@ class DifferentiableQuantizationSpec(Spec):
     is the sum of its members' gradients). Only the points train; everything else stays as it is."""
 
     method: Literal["differentiable_quantization"] = "differentiable_quantization"
-    bits: Annotated[int, Field(ge=2, le=8)] = 4
-    temperature: Annotated[float, Field(gt=0, le=100)] = 2.0
+    bits: Annotated[int, Field(ge=2, le=8)] = Field(4, description="Codebook of 2^bits points per weight tensor.")
+    temperature: Annotated[float, Field(gt=0, le=100)] = Field(2.0, description="Softmax temperature of the "
+                                                                               "distillation loss.")
     alpha: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Weight of hard-label cross-entropy.")
-    skip: Patterns = Field(default_factory=list, description="Parameter names kept in full precision (at most "
-                                                            "256).")
-    training: TrainingSpec = Field(default_factory=lambda: TrainingSpec(lr=1e-4))
+    skip: Patterns = Field([], description="Parameter names kept in full precision (at most 256).")
+    training: TrainingSpec = Field(TrainingSpec(lr=1e-4), description="The optimizer loop of the codebook "
+                                                                      "points (lr 1e-4 unless given).")

@@ -27,14 +27,15 @@ class QuantNoiseConfig(Spec):
     kind: Literal["proxy", "pq", "int8", "int4"] = Field(
         "proxy", description="proxy: zero the block and scale survivors by 1/(1-p); pq/int8/int4: replace the block "
                              "by its quantized value (gradient straight through).")
-    block_sizes: BlockSizes = BlockSizes()
+    block_sizes: BlockSizes = Field(BlockSizes(), description="Block lengths of the noised blocks.")
     pq_centroids: Annotated[int, Field(ge=2, le=256)] = Field(256, description="Codebook size for kind='pq'.")
 
 
 class DistillationConfig(Spec):
     """Distillation from the uncompressed upload during finetuning: T^2 * KL(teacher/T || student/T)."""
 
-    temperature: Annotated[float, Field(gt=0.0, le=20.0)] = 2.0
+    temperature: Annotated[float, Field(gt=0.0, le=20.0)] = Field(2.0, description="Softmax temperature T "
+                                                                                  "(class logits).")
     weight: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.5, description="Weight of the distillation term; "
                                                                             "1 - weight goes to the label loss.")
 
@@ -44,9 +45,11 @@ class QuantNoiseSpec(Spec):
     The result is an ordinary full-precision model."""
 
     method: Literal["quant_noise"] = "quant_noise"
-    noise: QuantNoiseConfig = QuantNoiseConfig()
-    training: TrainingSpec = TrainingSpec(steps=500, lr=1e-4)
-    distillation: DistillationConfig | None = None
+    noise: QuantNoiseConfig = Field(QuantNoiseConfig(), description="The noise applied while finetuning.")
+    training: TrainingSpec = Field(TrainingSpec(steps=500, lr=1e-4), description="Finetuning (500 steps at lr "
+                                                                                 "1e-4 unless given).")
+    distillation: DistillationConfig | None = Field(None, description="Distil from the uncompressed upload while "
+                                                                      "finetuning; null trains on the labels.")
     include: Patterns = Field(["*"], description="fnmatch patterns of weight names (e.g. 'layer1.*') to noise "
                                                 "(at most 256; each must match a weight).")
     exclude: Patterns = Field([], description="fnmatch patterns of weight names never noised (at most 256).")
@@ -60,8 +63,9 @@ class IPQSpec(Spec):
     method: Literal["ipq"] = "ipq"
     centroids: Annotated[int, Field(ge=2, le=256)] = Field(256, description="K, centroids per layer (at most 256 "
                                                                             "so an index fits a byte).")
-    block_sizes: BlockSizes = BlockSizes()
-    kmeans_iterations: Annotated[int, Field(ge=1, le=200)] = 15
+    block_sizes: BlockSizes = Field(BlockSizes(), description="Subvector lengths per layer kind.")
+    kmeans_iterations: Annotated[int, Field(ge=1, le=200)] = Field(15, description="k-means iterations per "
+                                                                                   "layer.")
     min_blocks_per_centroid: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         4, description="A layer with fewer than K * this many blocks uses the largest power-of-two K that fits; a "
                        "layer too small for K >= 2 stays in full precision.")
@@ -73,21 +77,25 @@ class IPQSpec(Spec):
     activation_bits: Literal[8] | None = Field(
         None, description="8: the inputs of the product-quantized layers are quantized to int8 in the packed model "
                           "(per tensor, min/max over calibration_batches training batches after finetuning).")
-    calibration_batches: Annotated[int, Field(ge=1, le=1000)] = 8
+    calibration_batches: Annotated[int, Field(ge=1, le=1000)] = Field(8, description="Training batches that "
+                                                                                     "calibrate int8 activations.")
     dense_dtype: Literal["float16", "float32"] = Field("float16", description="Storage of the parameters that are "
                                                                               "not product-quantized (biases, norms).")
     groups: Annotated[list[Patterns], Field(max_length=64)] | None = Field(
         None, description="Layer groups in quantization order, as fnmatch patterns of weight names; null = "
                           "num_groups consecutive groups of the quantizable layers in `order`.")
-    num_groups: Annotated[int, Field(ge=1, le=64)] = 3
-    order: Literal["input_first", "output_first", "largest_first"] = "input_first"
+    num_groups: Annotated[int, Field(ge=1, le=64)] = Field(3, description="Groups the layers are split into "
+                                                                          "when groups is null.")
+    order: Literal["input_first", "output_first", "largest_first"] = Field(
+        "input_first", description="Order of the layers (and groups) when groups is null.")
     include: Patterns = Field(["*"], description="fnmatch patterns of weight names to quantize (at most 256; each "
                                                 "must match a weight).")
     exclude: Patterns = Field([], description="fnmatch patterns of weight names kept in full precision (at most "
                                             "256).")
     training: TrainingSpec = Field(TrainingSpec(steps=300, lr=1e-4), description="Finetuning after each group.")
     finetune_last_group: bool = Field(True, description="Also finetune centroids after the last group.")
-    distillation: DistillationConfig | None = DistillationConfig()
+    distillation: DistillationConfig | None = Field(DistillationConfig(), description="Distil from the "
+                                                    "uncompressed upload while finetuning; null trains on labels.")
     quant_noise: QuantNoiseConfig | None = Field(
         None, description="Quant-Noise on the weights not yet quantized during each finetuning.")
 

@@ -6,15 +6,10 @@ deployable number format; training or re-quantizing it would undo that format, s
 
 from __future__ import annotations
 
+from compression.specs.registry import BY_NAME
+
 # method -> why nothing can follow it
-FINAL_STAGES = {
-    "ptq": "its output is a quantized deployable (int8 quantize/dequantize graph or packed low-bit weights) that "
-           "cannot be trained or quantized again",
-    "ipq": "its output is a product-quantized model (indices plus codebooks); further training or quantization "
-           "would undo the packing (use quant_noise before ipq, and put ipq last)",
-    "differentiable_quantization": "its output is a codebook-quantized model that cannot be trained or "
-                                   "quantized again",
-}
+FINAL_STAGES = {name: declaration.final for name, declaration in BY_NAME.items() if declaration.final}
 
 
 def order_problems(methods: list[str]) -> list[str]:

@@ -13,7 +13,7 @@ class GradualScheduleSpec(Spec):
     `prune_every` finetuning steps between `start_step` and `end_step`, then held while the model recovers."""
 
     initial_sparsity: Fraction = Field(0.0, description="Sparsity at start_step.")
-    start_step: Steps = 0
+    start_step: Steps = Field(0, description="Finetuning step of the first mask update.")
     end_step: Annotated[int, Field(ge=1, le=MAX_STEPS)] | None = Field(None, description="Step at which the target is reached "
                                                                            "(default: 75% of the finetune steps).")
     prune_every: Annotated[int, Field(ge=1, le=MAX_STEPS)] = Field(50, description="Steps between two mask updates.")
@@ -23,7 +23,8 @@ class PruneDistillSpec(Spec):
     """Finetune the pruned model towards the unpruned upload (task.reference) as teacher:
     loss = (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)) + alpha * CE(s, labels), as in the KD stage."""
 
-    temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
+    temperature: Annotated[float, Field(gt=0, le=100)] = Field(4.0, description="Softmax temperature T "
+                                                                               "(class logits).")
     alpha: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Weight of hard-label cross-entropy; "
                                                                        "needs labels in the training split.")
 
@@ -33,7 +34,8 @@ class PruneSpec(Spec):
     `structured` removes whole conv channels / linear units, so the exported model is really smaller and faster."""
 
     method: Literal["prune"] = "prune"
-    kind: Literal["unstructured", "structured"] = "unstructured"
+    kind: Literal["unstructured", "structured"] = Field("unstructured", description="Zero single weights, or "
+                                                                                    "remove whole channels.")
     sparsity: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.5, description="Unstructured: fraction of "
                                                           "prunable weights set to zero. Structured: fraction of "
                                                           "channels removed from every prunable channel group.")
@@ -48,11 +50,14 @@ class PruneSpec(Spec):
                                                                      "grows exponentially over them.")
     exclude: Patterns = Field([], description="fnmatch patterns of parameter names never pruned, e.g. "
                                               "'stem.*' (at most 256).")
-    schedule: Literal["one_shot", "gradual"] = "one_shot"
-    gradual: GradualScheduleSpec = GradualScheduleSpec()
+    schedule: Literal["one_shot", "gradual"] = Field("one_shot", description="Prune once, or raise the sparsity "
+                                                                             "step by step while finetuning.")
+    gradual: GradualScheduleSpec = Field(GradualScheduleSpec(), description="The gradual schedule (schedule "
+                                                                            "'gradual' only).")
     finetune: TrainingSpec | None = Field(None, description="Finetune with the masks held (unstructured) or the "
                                                             "smaller architecture (structured).")
-    distill: PruneDistillSpec | None = None
+    distill: PruneDistillSpec | None = Field(None, description="Finetune towards the unpruned upload as "
+                                                               "teacher; null trains on the labels.")
     recalibrate_batches: Annotated[int, Field(ge=0, le=10_000)] = Field(
         50, description="After one-shot pruning, re-estimate BatchNorm statistics over this many training batches "
                         "(inputs only, no gradients); 0 disables. Without it a heavily pruned BatchNorm network "

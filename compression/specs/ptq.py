@@ -2,7 +2,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from compression.specs.common import MAX_PATTERNS, Name, Patterns, SplitName, Spec
+from compression.specs.common import MAX_PATTERNS, Name, Patterns, Spec, SplitName
 
 Bits = Annotated[int, Field(ge=2, le=8)]
 
@@ -11,10 +11,11 @@ class WeightQuantSpec(Spec):
     """How conv/linear weights are stored. Integer formats use uniform affine quantization; the float formats
     (FP8 with a per-output-channel scale, FP16, BF16) are plain casts."""
 
-    dtype: Literal["int", "fp8_e4m3", "fp8_e5m2", "fp16", "bf16"] = "int"
+    dtype: Literal["int", "fp8_e4m3", "fp8_e5m2", "fp16", "bf16"] = Field("int", description="Number format.")
     bits: Bits = Field(8, description="Integer width (dtype 'int' only).")
-    symmetric: bool = True
-    granularity: Literal["per_tensor", "per_channel", "per_group"] = "per_channel"
+    symmetric: bool = Field(True, description="Zero point 0 (else a zero point per scale).")
+    granularity: Literal["per_tensor", "per_channel", "per_group"] = Field(
+        "per_channel", description="One scale per tensor, per output channel, or per group_size inputs.")
     group_size: Annotated[int, Field(ge=2, le=4096)] = Field(
         64, description="Consecutive input weights of one output channel sharing a scale (per_group only).")
     range: Literal["minmax", "mse"] = Field(
@@ -25,9 +26,10 @@ class WeightQuantSpec(Spec):
 class ActivationQuantSpec(Spec):
     """Per-tensor quantization of every quantized layer's input, calibrated on data."""
 
-    bits: Bits = 8
-    symmetric: bool = False
-    observer: Literal["minmax", "moving_average_minmax", "percentile", "mse", "kl"] = "minmax"
+    bits: Bits = Field(8, description="Bits of every quantized layer input.")
+    symmetric: bool = Field(False, description="Zero point 0 (else asymmetric, which suits ReLU outputs).")
+    observer: Literal["minmax", "moving_average_minmax", "percentile", "mse", "kl"] = Field(
+        "minmax", description="How the range is estimated from calibration data.")
     percentile: Annotated[float, Field(gt=90.0, le=100.0)] = Field(
         99.99, description="Clip at this percentile of |x| (observer 'percentile').")
     averaging_constant: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
@@ -48,7 +50,7 @@ class PTQSpec(Spec):
     calibration_split: SplitName = Field("train", description="Split whose inputs calibrate activation ranges.")
     calibration_samples: Annotated[int, Field(ge=1, le=100_000)] = Field(256, description="Examples used for "
                                                                                           "calibration.")
-    weights: WeightQuantSpec = WeightQuantSpec()
+    weights: WeightQuantSpec = Field(WeightQuantSpec(), description="How weights are quantized.")
     activations: ActivationQuantSpec | None = Field(
         ActivationQuantSpec(), description="null quantizes weights only (activations stay float).")
     fold_batchnorm: bool = Field(True, description="Fold BatchNorm into the preceding conv before quantizing.")

@@ -22,7 +22,8 @@ class QATSpec(Spec):
     fake-quant, plus a bit-packed safetensors file (the real size: codes of `weight_bits` bits and their scales)."""
 
     method: Literal["qat"] = "qat"
-    weight_bits: Bits = 4
+    weight_bits: Bits = Field(4, description="Bits of every quantized weight (first and last layers: "
+                                             "first_last_bits).")
     activation_bits: Bits | None = Field(8, description="Bits of every quantized layer's input; null quantizes "
                                                         "weights only.")
     quantizer: Literal["ste", "lsq", "pact", "sawb"] = Field(
@@ -45,7 +46,9 @@ class QATSpec(Spec):
         256, description="Training examples that initialise activation ranges before training.")
     pact_alpha_decay: Annotated[float, Field(ge=0, le=1)] = Field(
         2e-4, description="L2 decay of the PACT clips (their own optimizer group).")
-    training: TrainingSpec = TrainingSpec(steps=1000, lr=5e-4, warmup_steps=50)
+    training: TrainingSpec = Field(TrainingSpec(steps=1000, lr=5e-4, warmup_steps=50),
+                                   description="Finetuning (1000 steps at lr 5e-4 with 50 warmup steps unless "
+                                               "given).")
 
     @model_validator(mode="after")
     def _activation_quantizer_needs_activations(self):

@@ -10,10 +10,12 @@ class TrainingSpec(Spec):
 
     steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = Field(1000, description=f"Optimizer steps (at most "
                                                                                f"{MAX_STEPS:,}).")
-    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 64
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = Field(64, description="Examples per optimizer step.")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimizer of the trained "
+                                                                           "parameters.")
     lr: Annotated[float, Field(gt=0, le=10)] = Field(1e-3, description="Peak learning rate.")
-    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="L2 (adam, sgd) or decoupled "
+                                                                              "(adamw) weight decay.")
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="SGD momentum (sgd only).")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning rate after warmup: cosine "
                                                                            "decay to zero, or constant.")
@@ -29,5 +31,6 @@ class TrainingSpec(Spec):
     @model_validator(mode="after")
     def _warmup_fits(self):
         if self.warmup_steps > self.steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps}); lower warmup_steps "
+                             "(a method's own default, such as qat's 50, applies when it is not given)")
         return self

@@ -70,6 +70,16 @@ def test_a_model_used_by_a_queued_job_cannot_be_deleted(api, auth, uploaded):
     ({"stages": [{"method": "ptq"}, {"method": "qat"}]}, "stage 1 (qat) cannot follow stage 0 (ptq)"),
     ({"stages": [{"method": "quant_noise"}, {"method": "ipq"}, {"method": "prune"}]},
      "stage 2 (prune) cannot follow stage 1 (ipq)"),
+    ({"evaluation": {"output_kind": "embeddings", "metric": "top1_agreement"}},
+     "evaluation.metric 'top1_agreement' does not apply to embeddings outputs; use ['cosine', "
+     "'similarity_spearman']"),
+    ({"evaluation": {"metric": "f1"}}, "Input should be 'accuracy', 'top1_agreement', 'cosine'"),
+    ({"evaluation": {"metric": "similarity_spearman", "max_samples": 2}}, "needs at least 3 examples"),
+    ({"stages": [{"method": "kd", "student": {"kind": "zoo", "architecture": "cnn"}}]},
+     "Input should be 'mlp', 'small_cnn', 'resnet' or 'tiny_transformer'"),
+    ({"stages": [{"method": "function_matching", "student": {"kind": "zoo", "architecture": "tiny_transformer"}}]},
+     "stages.0.student: zoo architecture 'tiny_transformer' takes token ids [N, L], but the model's input is "
+     "[N, 1, 8, 8] float; architectures that fit: ['mlp', 'small_cnn', 'resnet']"),
 ])
 def test_jobs_bound_to_fail_are_refused(api, auth, uploaded, change, expected):
     response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, **change))
@@ -99,6 +109,11 @@ def test_dataset_must_fit_the_model_inputs(api, auth, uploaded):
     unlabeled = _dataset(api, auth, **{"train.x": np.zeros((2, 1, 8, 8), np.float32),
                                        "val.x": np.zeros((2, 1, 8, 8), np.float32)})
     assert api.post("/v1/jobs", headers=auth, json=_spec(uploaded, dataset_id=unlabeled)).status_code == 201
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, dataset_id=unlabeled,
+                                                             evaluation={"metric": "accuracy"}))
+    assert response.status_code == 422
+    assert "evaluation.metric 'accuracy' needs labels ('<split>.y') in the evaluation split" in \
+        response.json()["detail"]
 
 
 def test_parent_job_must_have_succeeded_and_not_end_in_a_final_format(api, auth, uploaded):
@@ -210,7 +225,7 @@ def test_patterns_matching_layers_are_accepted_and_old_signatures_are_not_checke
 
 def test_patterns_after_a_new_student_are_left_to_the_worker(api, auth, uploaded):
     _give_layers(uploaded["model"]["id"], DIGITS_LAYERS)
-    stages = [{"method": "kd", "student": {"kind": "zoo", "architecture": "cnn"}},
+    stages = [{"method": "kd", "student": {"kind": "zoo", "architecture": "small_cnn"}},
               {"method": "ptq", "include": ["features.*"]}]
     assert api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=stages)).status_code == 201
     stages[0] = {"method": "kd", "student": {"kind": "input"}}
@@ -246,3 +261,20 @@ def test_bad_webhooks_are_refused(api, auth, uploaded, webhook, message):
             "stages": [{"method": "ptq"}], "webhook": webhook}
     response = api.post("/v1/jobs", headers=auth, json=spec)
     assert response.status_code == 422 and message in response.text
+
+
+def test_the_job_response_lists_the_quality_warnings(api, auth, uploaded):
+    from sqlalchemy import update
+
+    from core.db.models import Job
+    from core.db.session import session_scope
+    job = api.post("/v1/jobs", headers=auth, json=_spec(uploaded)).json()
+    assert job["warnings"] == []
+    warning = "stage 0 (ipq): quality collapsed: top1_agreement 0.20 against the upload's 100.00"
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job["id"]).values(
+            status="failed", metrics={"baseline": {"metric_points": 100.0}, "stages": [], "warnings": [warning]}))
+    shown = api.get(f"/v1/jobs/{job['id']}", headers=auth).json()
+    assert shown["warnings"] == [warning] and shown["metrics"]["baseline"]["metric_points"] == 100.0
+    schema = api.get("/openapi.json").json()["components"]["schemas"]
+    assert "warnings" in schema["JobOut"]["properties"]

@@ -67,3 +67,26 @@ def test_an_uploaded_student_is_loaded_from_the_files_the_run_was_given(example_
         other = KDSpec(student={"kind": "upload", "model_id": "mdl_other"}, training={"steps": 3})
         run_pipeline(model_path, dataset_path, [other], evaluation, RunContext(), tmp_path / "out2",
                      uploaded_models={"mdl_student": student_path})
+
+
+def test_a_collapsed_stage_warns_or_fails_the_budget_with_its_metrics_kept(example_files, tmp_path):
+    from compression.quality import QualityBudgetExceeded
+    from compression.specs import PruneSpec
+    model_path, dataset_path = example_files
+    collapse = PruneSpec(sparsity=0.97, recalibrate_batches=0)
+    evaluation = EvaluationSpec(latency=False, max_samples=100)
+    warned = run_pipeline(model_path, dataset_path, [collapse], evaluation, RunContext(), tmp_path / "warn")
+    final = warned.final
+    assert final["metric"] == "accuracy" and final["metric_drop"] > 20
+    assert final["metric_drop"] == pytest.approx(warned.baseline["metric_points"] - final["metric_points"], abs=1e-3)
+    assert "quality collapsed: accuracy" in final["warnings"][0]
+    assert warned.to_metrics()["warnings"] == [f"stage 0 (prune): {final['warnings'][0]}"]
+
+    measured = []
+    budget = evaluation.model_copy(update={"max_metric_drop": 5.0})
+    refusal = r"stage 0 \(prune\) dropped accuracy by .* evaluation.max_metric_drop = 5;"
+    with pytest.raises(QualityBudgetExceeded, match=refusal):
+        run_pipeline(model_path, dataset_path, [collapse], budget, RunContext(), tmp_path / "fail",
+                     on_measured=measured.append)
+    assert [len(m["stages"]) for m in measured] == [0, 1]
+    assert measured[-1]["stages"][0]["metrics"]["metric_drop"] == pytest.approx(final["metric_drop"])

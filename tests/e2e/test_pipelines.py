@@ -57,3 +57,15 @@ def test_an_uploaded_student_is_distilled(client, uploads, example_files, tmp_pa
     stage = job["metrics"]["stages"][0]["metrics"]
     assert stage["parameters"] < uploads["model"]["signature"]["parameter_count"] / 4
     assert stage["accuracy"] > 0.5
+
+
+def test_a_collapsed_stage_fails_its_budget_and_the_job_keeps_its_metrics_and_warning(client, uploads):
+    job = client.submit_job({"model_id": uploads["model"]["id"], "dataset_id": uploads["dataset"]["id"],
+                             "stages": [{"method": "prune", "sparsity": 0.97, "recalibrate_batches": 0}],
+                             "evaluation": {"latency": False, "max_metric_drop": 5}})
+    job = client.wait(job["id"], timeout=600)
+    assert (job["status"], job["error"]["code"]) == ("failed", "invalid_input"), job["error"]
+    assert "stage 0 (prune) dropped accuracy by" in job["error"]["message"]
+    stage = job["metrics"]["stages"][0]["metrics"]
+    assert job["metrics"]["baseline"]["metric"] == "accuracy" and stage["metric_drop"] > 5
+    assert job["warnings"] and job["warnings"][0].startswith("stage 0 (prune): quality collapsed: accuracy")

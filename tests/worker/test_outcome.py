@@ -153,3 +153,17 @@ def test_how_the_child_ended_becomes_the_jobs_error(run, expected):
     from worker.outcome import outcome_from_child
     outcome = outcome_from_child(_exit(**run), time_limit_s=60, stage_count=1)
     assert outcome.code == expected[0] and expected[1] in outcome.message, outcome.message
+
+
+def test_a_failed_job_keeps_the_metrics_measured_before_it_failed(job_id, settings):
+    from core.jobs.state import claim
+    from worker.outcome import finish, outcome_from_child
+    measured = {"baseline": {"metric": "top1_agreement", "metric_points": 100.0}, "stages": [], "warnings": []}
+    error = {"code": "invalid_input", "message": "stage 0 (ipq) dropped top1_agreement by 99.80 points",
+             "metrics": measured}
+    outcome = outcome_from_child(_exit(returncode=1, error=error), time_limit_s=60, stage_count=1)
+    assert (outcome.status, outcome.metrics) == ("failed", measured)
+    assert outcome_from_child(_exit(returncode=1, error={**error, "metrics": "x"}), 60, 1).metrics is None
+    assert claim(job_id, "w1", settings, {})
+    assert finish(job_id, "w1", outcome, settings) == "failed"
+    assert load_job(job_id).metrics == measured

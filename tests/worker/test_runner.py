@@ -87,6 +87,8 @@ def test_a_diverging_training_fails_as_invalid_input_naming_the_step_and_learnin
     assert "the job failed on its input or spec:\nTraceback" in log and "NonFiniteLoss" in log
     assert lines[-1].startswith("job failed: invalid_input: ")
     assert str(settings.sandbox_scratch_dir) not in log and "site-packages" not in log
+    # What was measured before the failure stays: the upload's own metrics.
+    assert job.metrics["baseline"]["metric"] == "accuracy" and job.metrics["stages"] == []
 
 
 def test_nan_inputs_fail_the_job_as_invalid_input(make_job, settings, example_files, tmp_path):

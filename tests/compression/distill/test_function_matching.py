@@ -35,8 +35,9 @@ def _run(tmp_path, conv_net, teacher_targets: str, steps: int, augment: dict):
                                 training=TrainingSpec(steps=steps, batch_size=32, lr=1e-3))
     task.resolve_model = {"student": student}.__getitem__
     apply_function_matching(spec, teacher, task, RunContext())
-    for recording in (teacher, student):
-        # The first call of each is the student's interface check on the example inputs, before training.
+    # Before training, both run once on the example inputs (the student's interface check) and the teacher once
+    # more (reading its output kind, which picks the loss).
+    for recording in (teacher, teacher, student):
         assert torch.equal(recording.seen.pop(0), task.example_inputs[0])
     return teacher, student, task
 

@@ -82,3 +82,14 @@ def test_spec_defaults_are_the_x86_int8_recipe():
     assert not PTQSpec(weights=WeightQuantSpec(bits=4)).is_x86_int8_default
     assert not PTQSpec(activations=ActivationQuantSpec(observer="kl")).is_x86_int8_default
     assert not PTQSpec(max_metric_drop=1.0).is_x86_int8_default
+
+
+def test_a_budget_that_cannot_be_met_ends_with_a_warning(tmp_path):
+    model = TwoLayer().eval()
+    task = make_task(model, (32,), tmp_path, samples=512)
+    spec = PTQSpec(weights=WeightQuantSpec(bits=2), activations=ActivationQuantSpec(bits=2), max_metric_drop=0.0,
+                   budget_allows_float=False, export_onnx=False)
+    result = apply_general_ptq(spec, model, task, RunContext())
+    assert not result.metrics["budget"]["met"]
+    warning, = result.metrics["warnings"]
+    assert "max_metric_drop = 0 was not met" in warning and "budget_allows_float" in warning

@@ -1,0 +1,112 @@
+"""Fidelity of a model's outputs to a reference's, measured the way the output kind is used.
+
+Every kind: mean per-example cosine, MSE and SQNR in dB (10 log10(sum ref^2 / sum (out - ref)^2), the usual
+measure of quantization error). Then by kind:
+- logits: top-1 agreement and KL(softmax(ref) || softmax(out)) per row (a row per position for [N, L, C]);
+- embeddings: Spearman rank correlation between the pairwise cosine similarities of the reference's embeddings
+  and those of the model's (what a search or similarity score built on the encoder sees), over the first
+  `MAX_SIMILARITY_EXAMPLES` examples;
+- sigmoid: mean absolute error, top-1 agreement (the strongest bin, e.g. a pitch bin), the agreement of the bins
+  thresholded at 0.5 (the fraction of bins on or off in both) and their F1 score (the reference's bins as the
+  truth; 1.0 when neither has any), which unlike the agreement does not stay near 1 when a model that should
+  light a few of many bins lights none;
+- hidden states: cosine only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+MAX_SIMILARITY_EXAMPLES = 1024
+
+
+class Fidelity:
+    def __init__(self, output_kind: str):
+        self.kind = output_kind
+        self.examples = 0
+        self.cosine_sum = self.squared_error = self.reference_energy = self.elements = 0.0
+        self.agree = self.rows = self.kl_sum = self.abs_error = 0.0
+        self.true_positives = self.positives = self.bins_agreeing = 0.0
+        self.embeddings: list[torch.Tensor] = []
+        self.reference_embeddings: list[torch.Tensor] = []
+
+    def add(self, output: torch.Tensor, reference: torch.Tensor) -> None:
+        output, reference = output.float().cpu(), reference.float().cpu()
+        count = len(output)
+        flat, flat_reference = output.reshape(count, -1), reference.reshape(count, -1)
+        self.examples += count
+        self.cosine_sum += F.cosine_similarity(flat, flat_reference, dim=1).sum().item()
+        self.squared_error += (flat - flat_reference).pow(2).sum().item()
+        self.reference_energy += flat_reference.pow(2).sum().item()
+        self.elements += flat.numel()
+        if self.kind in ("logits", "sigmoid"):
+            self.agree += (output.argmax(-1) == reference.argmax(-1)).sum().item()
+            self.rows += output.argmax(-1).numel()
+        if self.kind == "logits":
+            rows, reference_rows = output.reshape(-1, output.shape[-1]), reference.reshape(-1, output.shape[-1])
+            self.kl_sum += F.kl_div(F.log_softmax(rows, -1), F.log_softmax(reference_rows, -1), log_target=True,
+                                    reduction="sum").item()
+        elif self.kind == "sigmoid":
+            self.abs_error += (flat - flat_reference).abs().sum().item()
+            on, reference_on = flat > 0.5, flat_reference > 0.5
+            self.true_positives += (on & reference_on).sum().item()
+            self.positives += on.sum().item() + reference_on.sum().item()
+            self.bins_agreeing += (on == reference_on).sum().item()
+        elif self.kind == "embeddings":
+            room = MAX_SIMILARITY_EXAMPLES - sum(len(e) for e in self.embeddings)
+            if room > 0:
+                self.embeddings.append(flat[:room])
+                self.reference_embeddings.append(flat_reference[:room])
+
+    def result(self) -> dict:
+        metrics = {"output_kind": self.kind, "cosine": self.cosine_sum / self.examples,
+                   "mse": self.squared_error / self.elements, "sqnr_db": sqnr_db(self.reference_energy,
+                                                                               self.squared_error)}
+        if self.kind in ("logits", "sigmoid"):
+            metrics["top1_agreement"] = self.agree / self.rows
+        if self.kind == "logits":
+            metrics["kl"] = self.kl_sum / self.rows
+        elif self.kind == "sigmoid":
+            metrics["mae"] = self.abs_error / self.elements
+            metrics["bin_f1"] = 2 * self.true_positives / self.positives if self.positives else 1.0
+            metrics["bin_agreement"] = self.bins_agreeing / self.elements
+        elif self.kind == "embeddings":
+            metrics["similarity_spearman"] = similarity_spearman(torch.cat(self.embeddings),
+                                                                 torch.cat(self.reference_embeddings))
+        return metrics
+
+
+def similarity_spearman(embeddings: torch.Tensor, reference: torch.Tensor) -> float:
+    """Spearman correlation of the pairwise cosine similarities (each unordered pair once) of two embeddings of
+    the same examples; 1.0 when every pair is ranked the same. Needs at least 3 examples (3 pairs)."""
+    if len(embeddings) < 3:
+        raise ValueError("rank agreement of pairwise similarities needs at least 3 evaluation examples")
+    pairs = torch.triu_indices(len(embeddings), len(embeddings), offset=1)
+
+    def similarities(e: torch.Tensor) -> torch.Tensor:
+        normalized = F.normalize(e.double(), dim=1)
+        # Rounded so that equal similarities tie instead of being ranked by rounding noise.
+        return torch.round((normalized @ normalized.T)[pairs[0], pairs[1]], decimals=9)
+
+    ranks, reference_ranks = _ranks(similarities(embeddings)), _ranks(similarities(reference))
+    ranks, reference_ranks = ranks - ranks.mean(), reference_ranks - reference_ranks.mean()
+    denominator = (ranks.norm() * reference_ranks.norm()).item()
+    # Constant similarities (e.g. a collapsed encoder mapping everything to one vector) carry no ranking at all.
+    return (ranks @ reference_ranks).item() / denominator if denominator > 0 else 0.0
+
+
+def _ranks(values: torch.Tensor) -> torch.Tensor:
+    """Average ranks (ties share the mean of their positions), as Spearman's coefficient defines them."""
+    unique, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    return ((ends - (counts.double() - 1) / 2))[inverse]
+
+
+def sqnr_db(signal_energy: float, noise_energy: float) -> float:
+    """Signal-to-quantization-noise ratio in dB; capped at 200 dB for an exact match (JSON has no infinity)."""
+    if noise_energy <= signal_energy * 1e-20:
+        return 200.0
+    return 10 * math.log10(signal_energy / noise_energy)

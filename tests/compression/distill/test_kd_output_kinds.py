@@ -1,0 +1,86 @@
+"""KD picks its loss from the output kind (BCE for sigmoid bins, cosine for embeddings) and reports the student's
+fidelity before and after training."""
+
+import copy
+
+import pytest
+import torch
+
+from compression.context import RunContext
+from compression.data import Dataset
+from compression.distill.kd import apply_kd
+from compression.distill.losses import output_loss
+from compression.io import export_model
+from compression.specs.distill import KDSpec
+from compression.task import Task
+from tests.compression.output_models import MeanPooledEncoder, PitchNet, encoder_inputs
+
+
+def _perturbed(model: torch.nn.Module, scale: float) -> torch.nn.Module:
+    torch.manual_seed(1)
+    noisy = copy.deepcopy(model)
+    with torch.no_grad():
+        for parameter in noisy.parameters():
+            parameter.add_(torch.randn_like(parameter) * scale * parameter.std())
+    return noisy
+
+
+def _task(tmp_path, reference, arrays: dict, names: list[str]) -> Task:
+    dataset = Dataset.from_arrays(arrays, names)
+    example = dataset.split("val").head(8).inputs
+    return Task(dataset, export_model(reference, example).module(), example, tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "embeddings"])
+def test_the_loss_follows_the_output_kind_and_training_brings_the_student_closer(tmp_path, kind):
+    torch.manual_seed(0)
+    if kind == "sigmoid":
+        teacher, audio = PitchNet().eval(), torch.randn(192, 1, 32)
+        task = _task(tmp_path, teacher, {"train.x": audio[:128].numpy(), "val.x": audio[128:].numpy()}, ["x"])
+    else:
+        teacher, (ids, mask) = MeanPooledEncoder().eval(), encoder_inputs(192)
+        task = _task(tmp_path, teacher, {"train.input_ids": ids[:128].numpy(), "train.attention_mask":
+                                         mask[:128].numpy(), "val.input_ids": ids[128:].numpy(),
+                                         "val.attention_mask": mask[128:].numpy()}, ["input_ids", "attention_mask"])
+    spec = KDSpec(student={"kind": "input"}, training={"steps": 40, "batch_size": 32, "lr": 3e-3})
+    result = apply_kd(spec, _perturbed(teacher, 0.8), task, RunContext())
+    metrics = result.metrics
+    assert (metrics["output_kind"], metrics["loss"]) == (kind, {"sigmoid": "bce", "embeddings": "cosine"}[kind])
+    fidelity = metrics["student_fidelity"]
+    assert fidelity["metric"] == {"sigmoid": "bin_f1", "embeddings": "similarity_spearman"}[kind]
+    assert fidelity["after"] > fidelity["before"] + 2, fidelity
+    assert fidelity["after"] == pytest.approx(100 * metrics["student"][fidelity["metric"]], abs=1e-3)
+
+
+def test_hard_labels_need_the_logits_loss(tmp_path):
+    teacher, audio = PitchNet().eval(), torch.randn(64, 1, 32)
+    task = _task(tmp_path, teacher, {"train.x": audio[:32].numpy(), "train.y": torch.zeros(32).long().numpy(),
+                                     "val.x": audio[32:].numpy()}, ["x"])
+    spec = KDSpec(student={"kind": "input"}, alpha=0.5, training={"steps": 1})
+    with pytest.raises(ValueError, match="needs class logits, but the loss is 'bce' \\(sigmoid outputs\\)"):
+        apply_kd(spec, teacher, task, RunContext())
+
+
+def test_output_losses_are_zero_at_the_teacher_and_grow_away_from_it():
+    probabilities = torch.rand(4, 12)
+    embeddings = torch.randn(4, 16)
+    assert output_loss(embeddings * 2, embeddings, "cosine") == pytest.approx(0, abs=1e-6)
+    assert output_loss(-embeddings, embeddings, "cosine") == pytest.approx(2)
+    assert output_loss(embeddings, embeddings, "mse") == 0
+    at_teacher = output_loss(probabilities, probabilities, "bce")
+    assert output_loss(1 - probabilities, probabilities, "bce") > at_teacher  # BCE is smallest at the target
+    with pytest.raises(ValueError, match="unknown distillation loss"):
+        output_loss(embeddings, embeddings, "softmax")
+
+
+def test_function_matching_matches_sigmoid_outputs_with_bce_and_reports_the_students_fidelity(tmp_path):
+    from compression.distill.function_matching import apply_function_matching
+    from compression.specs.distill import FunctionMatchingSpec
+    torch.manual_seed(0)
+    teacher, audio = PitchNet().eval(), torch.randn(160, 1, 32)
+    task = _task(tmp_path, teacher, {"train.x": audio[:128].numpy(), "val.x": audio[128:].numpy()}, ["x"])
+    spec = FunctionMatchingSpec(student={"kind": "input"}, training={"steps": 20, "batch_size": 32, "lr": 3e-3})
+    metrics = apply_function_matching(spec, _perturbed(teacher, 0.8), task, RunContext()).metrics
+    assert (metrics["output_kind"], metrics["loss"]) == ("sigmoid", "bce")
+    assert metrics["student_fidelity"]["metric"] == "bin_f1"
+    assert metrics["student_fidelity"]["after"] > metrics["student_fidelity"]["before"]

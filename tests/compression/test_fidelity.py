@@ -1,0 +1,102 @@
+"""Fidelity metrics by output kind, and the output kind read from a model."""
+
+import pytest
+import torch
+from torch import nn
+
+from compression.data import Dataset
+from compression.evaluate import evaluate
+from compression.fidelity import Fidelity, similarity_spearman
+from compression.io import export_model
+from compression.output_kind import detect_output_kind
+from tests.compression.output_models import MeanPooledEncoder, PitchNet, encoder_inputs
+
+
+def test_output_kinds_are_read_from_exported_programs():
+    encoder, pitch = MeanPooledEncoder().eval(), PitchNet().eval()
+    ids, mask = encoder_inputs(4)
+    audio = torch.randn(4, 1, 32)
+    classifier = nn.Sequential(nn.Flatten(), nn.Linear(32, 5)).eval()
+    for model, inputs, kind in ((encoder, (ids, mask), "embeddings"), (pitch, (audio,), "sigmoid"),
+                                (classifier, (audio,), "logits")):
+        program = export_model(model, inputs).module()
+        assert detect_output_kind(program, program(*inputs)) == kind
+
+
+def test_embeddings_are_judged_by_cosine_and_rank_agreement_of_similarities():
+    encoder = MeanPooledEncoder().eval()
+    ids, mask = encoder_inputs()
+    split = Dataset.from_arrays({"val.input_ids": ids.numpy(), "val.attention_mask": mask.numpy()},
+                                ["input_ids", "attention_mask"]).split("val")
+    reference = export_model(encoder, (ids[:4], mask[:4])).module()
+    same = evaluate(encoder, split, reference, batch_size=16)
+    assert same["output_kind"] == "embeddings" and same["metric"] == "similarity_spearman"
+    assert same["similarity_spearman"] == pytest.approx(1.0) and same["metric_points"] == pytest.approx(100)
+    assert "top1_agreement" not in same and "kl" not in same
+    noisy = MeanPooledEncoder().eval()
+    noisy.load_state_dict(encoder.state_dict())
+    with torch.no_grad():
+        noisy.proj.weight.add_(torch.randn_like(noisy.proj.weight) * 0.3)
+    slightly = evaluate(noisy, split, reference, batch_size=16)
+    assert 0.5 < slightly["similarity_spearman"] < 0.999 and slightly["cosine"] > slightly["similarity_spearman"] - 0.5
+    unrelated = evaluate(MeanPooledEncoder().eval(), split, reference, batch_size=16, metric="cosine")
+    assert unrelated["metric"] == "cosine" and unrelated["similarity_spearman"] < slightly["similarity_spearman"]
+
+
+def test_similarity_rank_agreement_ignores_scale_and_sees_a_collapse():
+    embeddings = torch.randn(20, 8)
+    assert similarity_spearman(embeddings * 3, embeddings) == pytest.approx(1.0)
+    assert similarity_spearman(torch.ones(20, 8), embeddings) == 0.0
+    with pytest.raises(ValueError, match="at least 3"):
+        similarity_spearman(embeddings[:2], embeddings[:2])
+
+
+def test_sigmoid_outputs_are_judged_by_bins_not_softmax():
+    reference = torch.tensor([[0.9, 0.1, 0.7], [0.2, 0.3, 0.1]])
+    fidelity = Fidelity("sigmoid")
+    fidelity.add(torch.tensor([[0.8, 0.6, 0.2], [0.1, 0.3, 0.2]]), reference)
+    metrics = fidelity.result()
+    # reference bins on: (0,0), (0,2); output on: (0,0), (0,1): one in common -> F1 = 2 * 1 / (2 + 2)
+    assert metrics["bin_f1"] == pytest.approx(0.5)
+    assert metrics["mae"] == pytest.approx((0.1 + 0.5 + 0.5 + 0.1 + 0 + 0.1) / 6)
+    assert metrics["bin_agreement"] == pytest.approx(4 / 6)
+    assert metrics["top1_agreement"] == 1.0 and "kl" not in metrics
+
+
+def test_logits_report_kl_and_sequence_outputs_count_every_position():
+    fidelity = Fidelity("logits")
+    logits = torch.randn(2, 3, 5)
+    fidelity.add(logits, logits)
+    same = fidelity.result()
+    assert same["kl"] == pytest.approx(0.0, abs=1e-6) and same["top1_agreement"] == 1.0
+    fidelity = Fidelity("logits")
+    fidelity.add(torch.zeros(2, 3, 5), logits)
+    assert fidelity.result()["kl"] > 0
+
+
+def test_a_metric_must_fit_the_output_and_the_labels():
+    encoder = MeanPooledEncoder().eval()
+    ids, mask = encoder_inputs(8)
+    split = Dataset.from_arrays({"val.input_ids": ids.numpy(), "val.attention_mask": mask.numpy()},
+                                ["input_ids", "attention_mask"]).split("val")
+    with pytest.raises(ValueError, match="'top1_agreement' does not apply to embeddings outputs"):
+        evaluate(encoder, split, encoder, output_kind="embeddings", metric="top1_agreement")
+    with pytest.raises(ValueError, match="'accuracy' needs labels"):
+        evaluate(encoder, split, encoder, metric="accuracy")
+
+
+def test_sequence_outputs_are_logits_only_from_a_head_and_a_classifier_in_unit_range_stays_logits():
+    ids = torch.randint(0, 50, (4, 6))
+    lm = nn.Sequential(nn.Embedding(50, 8), nn.Linear(8, 50)).eval()
+    encoder = nn.Sequential(nn.Embedding(50, 8), nn.LayerNorm(8)).eval()
+    for model, kind in ((lm, "logits"), (encoder, "hidden_states")):
+        program = export_model(model, (ids,)).module()
+        assert detect_output_kind(program, program(ids)) == kind
+    small = nn.Linear(8, 3).eval()
+    with torch.no_grad():
+        small.weight.zero_()
+        small.bias.copy_(torch.tensor([0.2, 0.3, 0.1]))  # logits that happen to lie in [0, 1]
+    x = torch.randn(4, 8)
+    program = export_model(small, (x,)).module()
+    assert detect_output_kind(program, program(x)) == "logits"
+    assert detect_output_kind(small, small(x)) == "sigmoid"  # an ordinary module shows only its values
