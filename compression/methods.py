@@ -25,6 +25,8 @@ _IMPLEMENTATIONS = {
     "quant_noise": "compression.pq.apply:apply_quant_noise",
     "ipq": "compression.pq.apply:apply_ipq",
     "prune": "compression.prune.apply:apply_prune",
+    # Runs on a Hugging Face folder, not a program: `model` is the folder and `task` a `TextTask`.
+    "llm_ptq": "compression.llm.stage:apply_llm_stage",
 }
 
 

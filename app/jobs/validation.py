@@ -19,22 +19,61 @@ def splits_used(spec: JobCreate) -> set[str]:
                 used.add(getattr(stage, field_name))
             if isinstance(getattr(stage, field_name), TrainingSpec):
                 used.add(spec.train_split)
+        if getattr(stage, "needs_calibration", False):
+            used.add(spec.train_split)
     return used
 
 
-def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetManifest) -> None:
+def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetManifest,
+                 folder: dict | None = None) -> None:
+    """`folder`: the facts of a Hugging Face folder upload (the signature's "hf"), None for a .pt2."""
     problems = [f"model input {t.describe()} has a fixed batch size; export the model with a dynamic batch "
                 "dimension (torch.export.Dim) so it can run on batches" for t in signature.inputs
                 if not t.shape or t.shape[0] is not None]
     problems += order_problems([stage.method for stage in spec.stages])
+    kind_problems = _model_kind_problems(spec, manifest, folder)
+    if kind_problems:  # the per-split checks below would only repeat them in other words
+        raise InvalidInput("; ".join(problems + kind_problems))
     available = sorted(manifest.splits)
     for split in sorted(splits_used(spec)):
         if split not in manifest.splits:
             problems.append(f"split '{split}' is not in the dataset (it has {available})")
             continue
-        problems += _check_split(split, signature, manifest)
+        if manifest.format == "npz":
+            problems += _check_split(split, signature, manifest)
     if problems:
         raise InvalidInput("; ".join(problems))
+
+
+def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dict | None) -> list[str]:
+    """What runs on what: `llm_ptq` only on a causal-lm folder and nothing else there; text only with a folder's
+    tokenizer."""
+    methods = [stage.method for stage in spec.stages]
+    problems = []
+    if folder is None:
+        if "llm_ptq" in methods:
+            problems.append("llm_ptq quantizes a causal language model uploaded as a Hugging Face folder "
+                            "(task causal-lm); this model is a .pt2 program")
+        if manifest.format == "jsonl":
+            problems.append("a .jsonl text dataset needs a Hugging Face folder model, whose tokenizer turns the "
+                            "text into its inputs; for a .pt2 model upload an .npz of the tokenized arrays "
+                            "(<split>.input_ids, <split>.attention_mask, ...)")
+        return problems
+    task = folder["task"]
+    if task != "causal-lm":
+        return [f"jobs on a {task} Hugging Face folder are not supported yet; export the model with "
+                "torch.export to a .pt2 (inputs input_ids and attention_mask) and upload that"]
+    others = sorted({method for method in methods if method != "llm_ptq"})
+    if others:
+        problems.append(f"method(s) {others} do not apply to a causal-lm Hugging Face folder; use one llm_ptq "
+                        "stage (weight-only quantization into a compressed-tensors folder)")
+    if manifest.format != "jsonl":
+        problems.append("a causal-lm folder is measured by perplexity on text: upload a .jsonl dataset of "
+                        "{\"split\": ..., \"text\": ...} rows")
+    elif not folder.get("has_tokenizer"):
+        problems.append("the model folder has no tokenizer files (tokenizer.json, vocab files), which the .jsonl "
+                        "text needs; upload the folder with its tokenizer")
+    return problems
 
 
 def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifest) -> list[str]:

@@ -11,12 +11,13 @@ from compression.specs.common import EvaluationSpec
 from compression.specs.distill import (DifferentiableQuantizationSpec, FunctionMatchingSpec, KDSpec,
                                        QuantizedDistillationSpec)
 from compression.specs.ipq import IPQSpec, QuantNoiseSpec
+from compression.specs.llm import LLMPTQSpec
 from compression.specs.prune import PruneSpec
 from compression.specs.ptq import PTQSpec
 from compression.specs.qat import QATSpec
 
 STAGE_SPECS = (PTQSpec, QATSpec, KDSpec, FunctionMatchingSpec, QuantizedDistillationSpec,
-               DifferentiableQuantizationSpec, QuantNoiseSpec, IPQSpec, PruneSpec)
+               DifferentiableQuantizationSpec, QuantNoiseSpec, IPQSpec, PruneSpec, LLMPTQSpec)
 StageSpec = Annotated[Union[STAGE_SPECS], Field(discriminator="method")]
 METHODS = tuple(spec.model_fields["method"].default for spec in STAGE_SPECS)
 

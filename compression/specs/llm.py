@@ -36,6 +36,17 @@ class LLMCalibrationSpec(Spec):
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
 
 
+class LLMEvaluationSpec(Spec):
+    context_length: Annotated[int, Field(ge=16, le=32768)] = Field(
+        512, description="Tokens the model sees per perplexity window.")
+    stride: Annotated[int, Field(ge=1, le=32768)] | None = Field(
+        None, description="Tokens between window starts; each window scores only its tokens not scored before "
+                          "(null: context_length / 2).")
+    max_tokens: Annotated[int, Field(ge=2)] | None = Field(None, description="Evaluate at most this many tokens.")
+    generation_tokens: Annotated[int, Field(ge=0, le=4096)] = Field(
+        64, description="New tokens generated greedily to time decoding (0 skips the timing).")
+
+
 class LLMPTQSpec(Spec):
     """One algorithm quantizes every linear layer of every decoder block, block by block (each block's
     calibration inputs are the outputs of the blocks already quantized).
@@ -67,6 +78,9 @@ class LLMPTQSpec(Spec):
     gptq: GPTQOptions = GPTQOptions()
     awq: AWQOptions = AWQOptions()
     hqq: HQQOptions = HQQOptions()
+    evaluation: LLMEvaluationSpec = Field(
+        LLMEvaluationSpec(), description="Perplexity and generation timing of the model before and after, on the "
+                                         "job's evaluation split (the job's `evaluation.split`).")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -85,14 +99,3 @@ class LLMPTQSpec(Spec):
     @property
     def needs_calibration(self) -> bool:
         return self.algorithm in ("gptq", "awq")
-
-
-class LLMEvaluationSpec(Spec):
-    context_length: Annotated[int, Field(ge=16, le=32768)] = Field(
-        512, description="Tokens the model sees per perplexity window.")
-    stride: Annotated[int, Field(ge=1, le=32768)] | None = Field(
-        None, description="Tokens between window starts; each window scores only its tokens not scored before "
-                          "(null: context_length / 2).")
-    max_tokens: Annotated[int, Field(ge=2)] | None = Field(None, description="Evaluate at most this many tokens.")
-    generation_tokens: Annotated[int, Field(ge=0, le=4096)] = Field(
-        64, description="New tokens generated greedily to time decoding (0 skips the timing).")

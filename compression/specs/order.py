@@ -14,6 +14,8 @@ FINAL_STAGES = {
            "would undo the packing (use quant_noise before ipq, and put ipq last)",
     "differentiable_quantization": "its output is a codebook-quantized model that cannot be trained or "
                                    "quantized again",
+    "llm_ptq": "its output is a compressed-tensors Hugging Face folder (packed low-bit weights) that cannot be "
+               "trained or quantized again",
 }
 
 

@@ -1,0 +1,86 @@
+"""Run a job on a causal language model uploaded as a Hugging Face folder with a `.jsonl` text dataset.
+
+The folder is unpacked under the archive rules, its tokenizer turns each split's text into one token stream,
+and every model is measured the same way: perplexity on the evaluation split (and generation speed), bytes of
+its safetensors files. Nothing is downloaded and no remote code runs (`local_files_only`, `trust_remote_code`
+off, safetensors only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from compression.archive import DEFAULT_LIMITS, ArchiveLimits
+from compression.archive.hf_folder import read_hf_folder
+from compression.archive.jsonl import read_jsonl
+from compression.context import RunContext
+from compression.llm.evaluate import evaluate_llm, load_quantized
+from compression.llm.export import folder_bytes
+from compression.llm.stage import TextTask
+from compression.llm.text import tokenize
+from compression.methods import apply_stage
+from compression.pipeline import PipelineResult, StageOutcome
+from compression.specs.common import EvaluationSpec
+
+LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
+
+
+def load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
+
+
+def load_causal_lm(folder: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, **LOCAL_ONLY).eval()
+
+
+def split_tokens(splits: dict, name: str, tokenizer) -> torch.Tensor | None:
+    """One stream for a split: its rows joined by blank lines, as perplexity corpora are."""
+    if name not in splits:
+        return None
+    return tokenize(tokenizer, "\n\n".join(splits[name].texts))
+
+
+def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list, evaluation: EvaluationSpec,
+                     ctx: RunContext, workdir: str | Path, train_split: str = "train",
+                     limits: ArchiveLimits = DEFAULT_LIMITS) -> PipelineResult:
+    workdir = Path(workdir)
+    ctx.progress("load", 0, 1)
+    source = workdir / "source"
+    read_hf_folder(model_path, limits, task="causal-lm", extract_to=source)
+    splits = read_jsonl(dataset_path, limits, keep_text=True)
+    tokenizer = load_tokenizer(source)
+    eval_tokens = split_tokens(splits, evaluation.split, tokenizer)
+    if eval_tokens is None or len(eval_tokens) < 2:
+        raise ValueError(f"the evaluation split '{evaluation.split}' has fewer than 2 tokens of text")
+    calibration = split_tokens(splits, train_split, tokenizer)
+    ctx.progress("load", 1, 1)
+
+    ctx.progress("evaluate", 0, 1)
+    reference = load_causal_lm(source)
+    baseline = evaluate_llm(reference, stages[0].evaluation, eval_tokens)
+    baseline |= {"size_bytes": folder_bytes(source), "parameters": sum(p.numel() for p in reference.parameters())}
+    del reference
+    ctx.progress("evaluate", 1, 1)
+
+    outcomes = []
+    for index, spec in enumerate(stages):
+        stage_ctx = ctx.for_stage(f"{index}:{spec.method}")
+        stage_dir = workdir / f"{index}_{spec.method}"
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        result = apply_stage(spec, source, TextTask(calibration, stage_dir, train_split), stage_ctx)
+        stage_ctx.progress("evaluate", 0, 1)
+        metrics = evaluate_llm(load_quantized(result.folder), spec.evaluation, eval_tokens)
+        stage_ctx.progress("evaluate", 1, 1)
+        size = folder_bytes(result.folder)
+        metrics |= {"size_bytes": size, "compression_ratio": baseline["size_bytes"] / size,
+                    "model_artifact": result.artifacts[0].name,
+                    "perplexity_increase": metrics["perplexity"] / baseline["perplexity"] - 1,
+                    "method_metrics": result.metrics}
+        outcomes.append(StageOutcome(spec.method, metrics, result.artifacts))
+    return PipelineResult(baseline, outcomes)
