@@ -40,7 +40,7 @@ class InspectedModel:
 def inspect_model(source: BinaryIO, limits: ArchiveLimits = DEFAULT_LIMITS, task: str | None = None
                   ) -> InspectedModel:
     """A `.pt2`, or a Hugging Face folder as a `.zip`/`.tar`, told apart by content (never by file name): a tar,
-    or a zip with a `config.json` at its top (or in its one top-level folder), is a folder."""
+    or a zip holding a `config.json` or `*.safetensors` (a `.pt2` holds neither), is a folder."""
     if _is_hf_folder(source, limits):
         folder = read_hf_folder(source, limits, task)
         return InspectedModel("hf_folder", folder.signature(), folder.task)
@@ -61,7 +61,8 @@ def _is_hf_folder(source: BinaryIO, limits: ArchiveLimits) -> bool:
         return False  # the .pt2 reader words what is wrong with it
     finally:
         source.seek(position)
-    return "config.json" in names or any(name.count("/") == 1 and name.endswith("/config.json") for name in names)
+    # A folder zipped at the wrong depth still reads as a folder, so the message says where config.json belongs.
+    return any(name.rsplit("/", 1)[-1] == "config.json" or name.endswith(".safetensors") for name in names)
 
 
 @dataclass

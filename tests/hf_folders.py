@@ -9,6 +9,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pytest
+
 CORPUS = [f"the {animal} {verb} the {thing} near the {place}" for animal in ("cat", "dog", "bird", "fox")
           for verb in ("sees", "finds", "likes") for thing in ("ball", "stick", "box") for place in ("house", "tree")]
 
@@ -89,3 +91,13 @@ def jsonl_bytes(splits: dict[str, list[str]], labels: dict[str, list[int]] | Non
                 row["label"] = labels[split][index]
             lines.append(json.dumps(row))
     return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory) -> Path:
+    return llama_folder(tmp_path_factory.mktemp("llama"))
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory) -> Path:
+    return bert_folder(tmp_path_factory.mktemp("bert"))
