@@ -90,3 +90,15 @@ def test_npz_datasets_still_read(api, auth):
     np.savez(buffer, **{"train.x": np.zeros((2, 3), np.float32)})
     response = _upload(api, auth, "datasets", "d.npz", buffer.getvalue())
     assert response.status_code == 201 and response.json()["manifest"]["format"] == "npz"
+
+
+def test_checking_a_folder_and_text_imports_neither_torch_nor_transformers(tmp_path, llama_dir):
+    import subprocess
+    import sys
+    (tmp_path / "m.zip").write_bytes(zip_bytes(llama_dir))
+    (tmp_path / "d.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:3]}))
+    code = ("import sys; from compression.inspect import inspect_model, inspect_dataset; "
+            f"assert inspect_model(open({str(tmp_path / 'm.zip')!r}, 'rb')).task == 'causal-lm'; "
+            f"inspect_dataset(open({str(tmp_path / 'd.jsonl')!r}, 'rb')); "
+            "sys.exit(bool({'torch', 'transformers'} & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
