@@ -118,9 +118,10 @@ class JobRun:
                          load_checkpoint=self.load_checkpoint, device=task["device"], seed=task["seed"])
         limits = ArchiveLimits(**task["archive_limits"])
         if task.get("model_kind") == "hf_folder":
-            from compression.llm.pipeline import run_llm_pipeline
-            result = run_llm_pipeline(self.scratch / task["model"], self.scratch / task["dataset"], stages,
-                                      evaluation, ctx, self.scratch / task["workdir"], task["train_split"], limits)
+            from compression.llm.pipeline import run_folder_pipeline
+            result = run_folder_pipeline(self.scratch / task["model"], self.scratch / task["dataset"],
+                                         task["model_task"], stages, evaluation, ctx, self.scratch / task["workdir"],
+                                         task["train_split"], limits)
         else:
             result = run_pipeline(self.scratch / task["model"], self.scratch / task["dataset"], stages, evaluation,
                                   ctx, self.scratch / task["workdir"], train_split=task["train_split"], limits=limits,

@@ -41,13 +41,15 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
             continue
         if manifest.format == "npz":
             problems += _check_split(split, signature, manifest)
+        elif split in manifest.label_range:  # text: the folder's tokenizer makes the inputs; labels still must fit
+            problems += _check_labels(split, manifest.label_range[split], signature)
     if problems:
         raise InvalidInput("; ".join(problems))
 
 
 def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dict | None) -> list[str]:
-    """What runs on what: `llm_ptq` only on a causal-lm folder and nothing else there; text only with a folder's
-    tokenizer."""
+    """What runs on what: `llm_ptq` only on a causal-lm folder and nothing else there; a folder only with text, and
+    text only with a folder's tokenizer."""
     methods = [stage.method for stage in spec.stages]
     problems = []
     if folder is None:
@@ -61,15 +63,17 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
         return problems
     task = folder["task"]
     if task != "causal-lm":
-        return [f"jobs on a {task} Hugging Face folder are not supported yet; export the model with "
-                "torch.export to a .pt2 (inputs input_ids and attention_mask) and upload that"]
-    others = sorted({method for method in methods if method != "llm_ptq"})
-    if others:
-        problems.append(f"method(s) {others} do not apply to a causal-lm Hugging Face folder; use one llm_ptq "
-                        "stage (weight-only quantization into a compressed-tensors folder)")
+        if "llm_ptq" in methods:
+            problems.append(f"llm_ptq quantizes a causal language model; this folder's task is {task} (use ptq, "
+                            "qat, kd, prune, ... on it)")
+    else:
+        others = sorted({method for method in methods if method != "llm_ptq"})
+        if others:
+            problems.append(f"method(s) {others} do not apply to a causal-lm Hugging Face folder; use one llm_ptq "
+                            "stage (weight-only quantization into a compressed-tensors folder)")
     if manifest.format != "jsonl":
-        problems.append("a causal-lm folder is measured by perplexity on text: upload a .jsonl dataset of "
-                        "{\"split\": ..., \"text\": ...} rows")
+        problems.append("a Hugging Face folder takes a .jsonl text dataset of {\"split\": ..., \"text\": ...} "
+                        "rows, tokenized with the folder's own tokenizer")
     elif not folder.get("has_tokenizer"):
         problems.append("the model folder has no tokenizer files (tokenizer.json, vocab files), which the .jsonl "
                         "text needs; upload the folder with its tokenizer")

@@ -84,3 +84,24 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
                     "method_metrics": result.metrics}
         outcomes.append(StageOutcome(spec.method, metrics, result.artifacts))
     return PipelineResult(baseline, outcomes)
+
+
+def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: str, stages: list,
+                        evaluation: EvaluationSpec, ctx: RunContext, workdir: str | Path, train_split: str = "train",
+                        limits: ArchiveLimits = DEFAULT_LIMITS) -> PipelineResult:
+    """A Hugging Face folder job: `llm_ptq` on a causal LM; an encoder or classifier is exported to a program and
+    its text tokenized to arrays, then run like any `.pt2` job."""
+    if task == "causal-lm":
+        return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
+    from compression.hf_program import folder_to_program
+    from compression.pipeline import run_pipeline
+
+    workdir = Path(workdir)
+    ctx.progress("export", 0, 1)
+    source = workdir / "source"
+    read_hf_folder(model_path, limits, task=task, extract_to=source)
+    folder_to_program(source, task, read_jsonl(dataset_path, limits, keep_text=True), workdir / "model.pt2",
+                      workdir / "dataset.npz")
+    ctx.progress("export", 1, 1)
+    return run_pipeline(workdir / "model.pt2", workdir / "dataset.npz", stages, evaluation, ctx, workdir / "stages",
+                        train_split, limits)

@@ -19,7 +19,9 @@ def hf(api, auth, llama_dir, bert_dir) -> dict:
     created = {"llama": _upload(api, auth, "models", "llama.zip", zip_bytes(llama_dir, top="llama")),
                "bert": _upload(api, auth, "models", "bert.tar", tar_bytes(bert_dir)),
                "text": _upload(api, auth, "datasets", "text.jsonl",
-                               jsonl_bytes({"train": CORPUS[:40], "val": CORPUS[40:]}))}
+                               jsonl_bytes({"train": CORPUS[:40], "val": CORPUS[40:]})),
+               "labelled": _upload(api, auth, "datasets", "labelled.jsonl",
+                                   jsonl_bytes({"train": CORPUS[:4]}, {"train": [0, 1, 0, 1]}))}
     for response in created.values():
         assert response.status_code == 201, response.text
     return {name: response.json() for name, response in created.items()}
@@ -66,12 +68,14 @@ def _job(api, auth, model: dict, dataset: dict, stages: list) -> tuple[int, str]
 
 def test_jobs_check_what_runs_on_what(api, auth, hf, uploaded):
     assert _job(api, auth, hf["llama"], hf["text"], [LLM_STAGE])[0] == 201
+    assert _job(api, auth, hf["bert"], hf["text"], [{"method": "ptq"}])[0] == 201
     for model, dataset, stages, expected in [
         (uploaded["model"], uploaded["dataset"], [LLM_STAGE], "this model is a .pt2 program"),
         (uploaded["model"], hf["text"], [{"method": "ptq"}], "a .jsonl text dataset needs a Hugging Face folder"),
         (hf["llama"], hf["text"], [{"method": "ptq"}], "do not apply to a causal-lm Hugging Face folder"),
-        (hf["llama"], uploaded["dataset"], [LLM_STAGE], "upload a .jsonl dataset"),
-        (hf["bert"], hf["text"], [LLM_STAGE], "feature-extraction Hugging Face folder are not supported yet"),
+        (hf["llama"], uploaded["dataset"], [LLM_STAGE], "takes a .jsonl text dataset"),
+        (hf["bert"], hf["text"], [LLM_STAGE], "this folder's task is feature-extraction"),
+        (hf["bert"], hf["labelled"], [{"method": "ptq"}], "holds class labels but the model output"),
         (hf["llama"], hf["text"], [LLM_STAGE, LLM_STAGE], "cannot follow stage 0 (llm_ptq)"),
     ]:
         status, text = _job(api, auth, model, dataset, stages)
