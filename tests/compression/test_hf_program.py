@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from compression.archive.jsonl import TextSplit
-from compression.io import load_program
 from compression.data import Dataset
 from compression.hf_program import folder_to_program, load_folder_model
+from compression.io import load_program
 from tests.hf_folders import CORPUS, bert_folder
 
 
