@@ -1,12 +1,14 @@
 """A Hugging Face model folder uploaded as a `.zip` or `.tar`, checked torch-free and unpacked under the same rules.
 
 Allowlist: `config.json` (required), `generation_config.json`, `*.safetensors` (one file, or shards with
-`model.safetensors.index.json`), tokenizer files, and a few documentation files (never read). Refused with a
-message that says what to do: pickled weights (`.bin`, `.pt`, `.pth`, `.pkl`, `.ckpt`, ...; convert them to
-safetensors), Python files and `auto_map` entries (remote code is never run), subfolders and anything else.
+`model.safetensors.index.json`), tokenizer files, and a few documentation files (never parsed nor unpacked).
+Refused with a message that says what to do: pickled weights (`.bin`, `.pt`, `.pth`, `.pkl`, `.ckpt`, ...;
+convert them to safetensors), Python files and `auto_map` entries (remote code is never run), subfolders and
+anything else.
 
-- Every JSON file is size- and depth-capped (`jsontext`); `config.json` names a `model_type` that the installed
-  transformers builds for the task (`hf_architectures`), given by the uploader or inferred from `architectures`.
+- Every file is read through under the archive caps (zip CRCs checked); every JSON file is size- and depth-capped
+  (`jsontext`); `config.json` names a `model_type` that the installed transformers builds for the task
+  (`hf_architectures`), given by the uploader or inferred from `architectures`.
 - Every safetensors header is parsed (length-capped): known dtypes, concrete shapes, each tensor's byte range
   exactly shape x itemsize, ranges contiguous from 0 and the file's real size exactly header + data; an index must
   map every tensor to a shipped shard whose header holds it, and name every shard.
@@ -99,10 +101,13 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
                                     "never run; upload a model whose architecture transformers ships")
         config = documents["config.json"]
         model_type, chosen_task, architectures = _check_config(config, task)
-        sizes = {name: 0 for name in archive.files}
-        headers = {}
-        for name in sorted(n for n in archive.files if n.endswith(".safetensors")):
-            headers[name], sizes[name] = _check_safetensors(archive, name, limits)
+        headers, sizes = {}, {}
+        for name in sorted(archive.files):
+            # Every file is read through under the caps, so a bomb or a damaged member is refused here, not later.
+            if name.endswith(".safetensors"):
+                headers[name], sizes[name] = _check_safetensors(archive, name, limits)
+            else:
+                sizes[name] = archive.count(name)
         _check_index(documents.get(INDEX_FILE), headers)
         if extract_to is not None:
             extract_to.mkdir(parents=True, exist_ok=True)

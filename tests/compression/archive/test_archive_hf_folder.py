@@ -125,3 +125,9 @@ def test_shards_need_an_index_naming_each(tmp_path, llama_dir):
     (sharded / "model.safetensors.index.json").unlink()
     with pytest.raises(InvalidUpload, match="but no model.safetensors.index.json"):
         _read(zip_bytes(sharded))
+
+
+def test_every_file_is_read_under_the_caps(llama_dir):
+    bomb = zip_bytes(llama_dir, extra={"merges.txt": b"\x00" * 200_000})
+    with pytest.raises(InvalidUpload, match="'merges.txt' is larger than 100000 bytes"):
+        _read(bomb, limits=ArchiveLimits(max_member_bytes=100_000))
