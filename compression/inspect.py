@@ -40,7 +40,8 @@ class InspectedModel:
 def inspect_model(source: BinaryIO, limits: ArchiveLimits = DEFAULT_LIMITS, task: str | None = None
                   ) -> InspectedModel:
     """A `.pt2`, or a Hugging Face folder as a `.zip`/`.tar`, told apart by content (never by file name): a tar,
-    or a zip holding a `config.json` or `*.safetensors` (a `.pt2` holds neither), is a folder."""
+    or a zip holding a `config.json` or `*.safetensors` and no `archive_format` (the `.pt2` marker), is a
+    folder."""
     if _is_hf_folder(source, limits):
         folder = read_hf_folder(source, limits, task)
         return InspectedModel("hf_folder", folder.signature(), folder.task)
@@ -61,6 +62,8 @@ def _is_hf_folder(source: BinaryIO, limits: ArchiveLimits) -> bool:
         return False  # the .pt2 reader words what is wrong with it
     finally:
         source.seek(position)
+    if any(name.rsplit("/", 1)[-1] == "archive_format" for name in names):
+        return False  # torch.export.save's marker (a program may carry a config.json among its extra files)
     # A folder zipped at the wrong depth still reads as a folder, so the message says where config.json belongs.
     return any(name.rsplit("/", 1)[-1] == "config.json" or name.endswith(".safetensors") for name in names)
 

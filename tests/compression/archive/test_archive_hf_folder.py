@@ -131,3 +131,14 @@ def test_every_file_is_read_under_the_caps(llama_dir):
     bomb = zip_bytes(llama_dir, extra={"merges.txt": b"\x00" * 200_000})
     with pytest.raises(InvalidUpload, match="'merges.txt' is larger than 100000 bytes"):
         _read(bomb, limits=ArchiveLimits(max_member_bytes=100_000))
+
+
+def test_a_program_with_a_config_among_its_extra_files_is_still_a_program(example_files):
+    import zipfile
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(example_files[0]) as source, zipfile.ZipFile(buffer, "w") as copy:
+        top = source.namelist()[0].split("/")[0]
+        for name in source.namelist():
+            copy.writestr(name, source.read(name))
+        copy.writestr(f"{top}/extra/config.json", b"{}")
+    assert inspect_model(io.BytesIO(buffer.getvalue())).kind == "pt2"
