@@ -31,12 +31,14 @@ class Client:
             raise ApiError(response)
         return response
 
-    def _upload(self, route: str, path: Path) -> dict:
+    def _upload(self, route: str, path: Path, **params) -> dict:
         with open(path, "rb") as file:
-            return self._check(self.http.post(route, files={"file": (Path(path).name, file)})).json()
+            return self._check(self.http.post(route, files={"file": (Path(path).name, file)},
+                                              params={k: v for k, v in params.items() if v is not None})).json()
 
-    def upload_model(self, path: Path) -> dict:
-        return self._upload("/v1/models", path)
+    def upload_model(self, path: Path, task: str | None = None) -> dict:
+        """A .pt2, or a Hugging Face folder as .zip/.tar with its `task` (default: inferred from config.json)."""
+        return self._upload("/v1/models", path, task=task)
 
     def upload_dataset(self, path: Path) -> dict:
         return self._upload("/v1/datasets", path)

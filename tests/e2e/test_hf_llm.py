@@ -28,11 +28,12 @@ print(json.dumps({"losses": losses, "quantized": hasattr(model.config, "quantiza
 def test_llm_ptq_on_an_uploaded_folder_gives_a_folder_transformers_loads(client, llama_dir, tmp_path):
     (tmp_path / "llama.zip").write_bytes(zip_bytes(llama_dir, top="tiny-llama"))
     (tmp_path / "text.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:50], "val": CORPUS[50:]}))
-    model, dataset = client.upload_model(tmp_path / "llama.zip"), client.upload_dataset(tmp_path / "text.jsonl")
+    model = client.upload_model(tmp_path / "llama.zip", task="causal-lm")
+    dataset = client.upload_dataset(tmp_path / "text.jsonl")
     assert (model["kind"], model["task"]) == ("hf_folder", "causal-lm")
     job = client.submit_job({"model_id": model["id"], "dataset_id": dataset["id"], "evaluation": {"latency": False},
                              "stages": [{"method": "llm_ptq", "algorithm": "rtn", "bits": 4, "group_size": 32,
-                                         "evaluation": {"context_length": 32, "generation_tokens": 8}}]})
+                                         "evaluation": {"context_length": 32, "generation_tokens": 4}}]})
     job = client.wait(job["id"], timeout=300)
     assert job["status"] == "succeeded", job["error"]
     baseline, final = job["metrics"]["baseline"], job["metrics"]["final"]
