@@ -53,6 +53,7 @@ class HFFolder:
     parameter_count: int
     tensors: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    saved_for: str | None = None  # the task of the class in `architectures`
 
     @property
     def has_tokenizer(self) -> bool:
@@ -72,6 +73,10 @@ class HFFolder:
         else:
             output = {"name": "last_hidden_state", "shape": [None, None, _hidden_size(config)], "dtype": "float32"}
         layers = sorted({name.rsplit(".", 1)[0] for name in self.tensors if "." in name})
+        if self.task != "causal-lm":
+            # The exported program wraps the model as `model`; a head checkpoint loaded as its base model has other
+            # names than its file, and then the worker checks layer patterns instead of the API.
+            layers = [f"model.{layer}" for layer in layers] if self.saved_for == self.task else []
         return {"inputs": ids, "outputs": [output], "parameter_count": self.parameter_count, "torch_version": None,
                 "layers": layers, "hf": {"model_type": self.model_type, "task": self.task,
                                          "architectures": self.architectures, "files": sorted(self.files),
@@ -100,7 +105,7 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
                 raise InvalidUpload(f"{name} has an 'auto_map': it asks for the model's own Python code, which is "
                                     "never run; upload a model whose architecture transformers ships")
         config = documents["config.json"]
-        model_type, chosen_task, architectures = _check_config(config, task)
+        model_type, chosen_task, architectures, saved_for = _check_config(config, task)
         headers, sizes = {}, {}
         for name in sorted(archive.files):
             # Every file is read through under the caps, so a bomb or a damaged member is refused here, not later.
@@ -117,7 +122,7 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
     tensors = [key for header in headers.values() for key in header if key != "__metadata__"]
     parameters = sum(math.prod(header[key]["shape"]) for header in headers.values()
                      for key in header if key != "__metadata__")
-    return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, config)
+    return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, config, saved_for)
 
 
 def _check_names(files: dict[str, str]) -> None:
@@ -148,7 +153,7 @@ def _check_names(files: dict[str, str]) -> None:
                             "save_pretrained(folder, safe_serialization=True)")
 
 
-def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str]]:
+def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], str | None]:
     model_type = config.get("model_type")
     if not isinstance(model_type, str):
         raise InvalidUpload("config.json has no 'model_type' string; save the model with save_pretrained")
@@ -174,7 +179,7 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str]]:
     if task != "feature-extraction" and saved_for is not None and saved_for != task:
         raise InvalidUpload(f"the weights were saved for {saved_for} ({architectures[0]}), which has no trained "
                             f"{task} head; upload a {task} checkpoint or choose task '{saved_for}'")
-    return model_type, task, architectures
+    return model_type, task, architectures, saved_for
 
 
 def _check_safetensors(archive: FolderArchive, name: str, limits: ArchiveLimits) -> tuple[dict, int]:

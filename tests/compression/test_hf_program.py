@@ -1,15 +1,19 @@
 """Encoders and classifiers from Hugging Face folders become programs that pass the archive rules and compute
 what transformers computes, with the text tokenized to the matching arrays."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
 
+from compression.archive.hf_folder import read_hf_folder
 from compression.archive.jsonl import TextSplit
 from compression.data import Dataset
 from compression.hf_program import folder_to_program, load_folder_model
+from compression.inspect import inspect_pt2
 from compression.io import load_program
-from tests.hf_folders import CORPUS, bert_folder
+from tests.hf_folders import CORPUS, bert_folder, zip_bytes
 
 
 @pytest.mark.parametrize("task, classes", [("sequence-classification", 3), ("feature-extraction", None)])
@@ -32,3 +36,6 @@ def test_a_folder_exports_to_a_program_with_its_tokenized_text(tmp_path, task, c
     # The pooler (linear -> tanh) feeds a classifier's head; under last_hidden_state it is dead and dropped.
     pooler = any(node.op == "call_function" and "tanh" in str(node.target) for node in program.graph.nodes)
     assert pooler == bool(classes)
+    # Layer patterns are checked at submission against the names the program will have.
+    folder_layers = read_hf_folder(io.BytesIO(zip_bytes(folder)), task=task).signature()["layers"]
+    assert set(inspect_pt2(tmp_path / "m.pt2").layers) <= set(folder_layers)
