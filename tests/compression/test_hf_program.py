@@ -24,7 +24,8 @@ def test_a_folder_exports_to_a_program_with_its_tokenized_text(tmp_path, task, c
     folder_to_program(folder, task, splits, tmp_path / "m.pt2", tmp_path / "d.npz")
     program = load_program(tmp_path / "m.pt2")
     arrays = dict(np.load(tmp_path / "d.npz"))
-    assert arrays["val.input_ids"].shape == (3, 8)  # the longest row: 8 words and arrays["val.attention_mask"][0].sum() == 2
+    assert arrays["val.input_ids"].shape == (3, 8)  # the longest row: 8 words
+    assert arrays["val.attention_mask"][0].sum() == 2
     assert ("train.y" in arrays) == bool(classes)
     dataset = Dataset.load(tmp_path / "d.npz", ["input_ids", "attention_mask"])
     batch = dataset.split("val").head(3)
