@@ -21,8 +21,10 @@ Resource = TypeVar("Resource", Model, Dataset)
 
 
 def fingerprint(file: UploadFile, *options: str | None) -> str:
-    """What makes two uploads the same request: the file's bytes, its name and the options sent with it."""
-    return hashlib.sha256(f"{file_sha256(file)}:{file.filename}:{options}".encode()).hexdigest()
+    """What makes two uploads the same request: the file's bytes, its name and the options sent with it (none sent
+    reads as before options existed, so stored keys keep matching their retries)."""
+    sent = "".join(f":{option}" for option in options if option is not None)
+    return hashlib.sha256(f"{file_sha256(file)}:{file.filename}{sent}".encode()).hexdigest()
 
 
 def create_model(session: Session, tenant: Tenant, file: UploadFile, settings: Settings,

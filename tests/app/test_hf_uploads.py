@@ -106,3 +106,13 @@ def test_checking_a_folder_and_text_imports_neither_torch_nor_transformers(tmp_p
             f"inspect_dataset(open({str(tmp_path / 'd.jsonl')!r}, 'rb')); "
             "sys.exit(bool({'torch', 'transformers'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_an_idempotent_retry_must_send_the_same_task(api, auth, llama_dir):
+    data, key = zip_bytes(llama_dir), {"Idempotency-Key": "hf-upload-1"}
+    first = api.post("/v1/models", headers=auth | key, files={"file": ("m.zip", data)})
+    again = api.post("/v1/models", headers=auth | key, files={"file": ("m.zip", data)})
+    assert first.status_code == again.status_code == 201 and again.json()["id"] == first.json()["id"]
+    other = api.post("/v1/models", headers=auth | key, params={"task": "feature-extraction"},
+                     files={"file": ("m.zip", data)})
+    assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused"
