@@ -71,12 +71,27 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
         if others:
             problems.append(f"method(s) {others} do not apply to a causal-lm Hugging Face folder; use one llm_ptq "
                             "stage (weight-only quantization into a compressed-tensors folder)")
+        problems += _group_size_problems(spec, folder.get("block_linear_widths") or [])
     if manifest.format != "jsonl":
         problems.append("a Hugging Face folder takes a .jsonl text dataset of {\"split\": ..., \"text\": ...} "
                         "rows, tokenized with the folder's own tokenizer")
     elif not folder.get("has_tokenizer"):
         problems.append("the model folder has no tokenizer files (tokenizer.json, vocab files), which the .jsonl "
                         "text needs; upload the folder with its tokenizer")
+    return problems
+
+
+def _group_size_problems(spec: JobCreate, widths: list[int]) -> list[str]:
+    """A group of input columns shares a scale, so the group size must divide every quantized layer's width."""
+    problems = []
+    for index, stage in enumerate(spec.stages):
+        size = getattr(stage, "group_size", None) if stage.method == "llm_ptq" else None
+        uneven = [width for width in widths if size and width % size]
+        if uneven:
+            fitting = [g for g in (128, 64, 32) if all(width % g == 0 for width in widths)]
+            problems.append(f"stages.{index}.group_size: {size} does not divide the input width(s) {uneven} of the "
+                            f"model's linear layers; use group_size {fitting[0] if fitting else 'null'} "
+                            "(null: one scale per output channel)")
     return problems
 
 

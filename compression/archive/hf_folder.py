@@ -17,6 +17,7 @@ anything else.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -40,6 +41,7 @@ OTHER_FRAMEWORK_SUFFIXES = (".h5", ".msgpack", ".onnx", ".gguf", ".tflite")
 SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                       "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 MAX_SAFETENSORS_HEADER = 100 * 1024**2  # safetensors' own cap
+_BLOCK_PATH = re.compile(r"\.\d+\.")
 
 
 @dataclass
@@ -52,6 +54,7 @@ class HFFolder:
     files: dict[str, int]  # name -> bytes
     parameter_count: int
     tensors: list[str] = field(default_factory=list)
+    block_linear_widths: list[int] = field(default_factory=list)  # input widths of 2-D weights inside blocks
     config: dict = field(default_factory=dict)
     saved_for: str | None = None  # the task of the class in `architectures`
 
@@ -80,7 +83,8 @@ class HFFolder:
         return {"inputs": ids, "outputs": [output], "parameter_count": self.parameter_count, "torch_version": None,
                 "layers": layers, "hf": {"model_type": self.model_type, "task": self.task,
                                          "architectures": self.architectures, "files": sorted(self.files),
-                                         "has_tokenizer": self.has_tokenizer}}
+                                         "has_tokenizer": self.has_tokenizer,
+                                         "block_linear_widths": self.block_linear_widths}}
 
 
 def _hidden_size(config: dict) -> int | None:
@@ -120,9 +124,12 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
                 if name not in DOCUMENTATION_FILES:
                     sizes[name] = archive.copy_to(name, extract_to / name)
     tensors = [key for header in headers.values() for key in header if key != "__metadata__"]
+    # A numbered path component (`model.layers.3.mlp.down_proj.weight`) marks a block: what group sizes must divide.
+    widths = sorted({header[key]["shape"][1] for header in headers.values() for key in header
+                     if key.endswith(".weight") and _BLOCK_PATH.search(key) and len(header[key]["shape"]) == 2})
     parameters = sum(math.prod(header[key]["shape"]) for header in headers.values()
                      for key in header if key != "__metadata__")
-    return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, config, saved_for)
+    return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, widths, config, saved_for)
 
 
 def _check_names(files: dict[str, str]) -> None:

@@ -77,6 +77,8 @@ def test_jobs_check_what_runs_on_what(api, auth, hf, uploaded):
         (hf["bert"], hf["text"], [LLM_STAGE], "this folder's task is feature-extraction"),
         (hf["bert"], hf["labelled"], [{"method": "ptq"}], "holds class labels but the model output"),
         (hf["llama"], hf["text"], [LLM_STAGE, LLM_STAGE], "cannot follow stage 0 (llm_ptq)"),
+        (hf["llama"], hf["text"], [LLM_STAGE | {"group_size": 128}],
+         "group_size: 128 does not divide the input width(s) [64] of the model's linear layers; use group_size 64"),
     ]:
         status, text = _job(api, auth, model, dataset, stages)
         assert status == 422 and expected in text, text
