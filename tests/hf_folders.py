@@ -42,6 +42,18 @@ def llama_folder(folder: Path, layers: int = 2, seed: int = 0) -> Path:
     return folder
 
 
+def gpt2_folder(folder: Path) -> Path:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    vocab = save_tokenizer(folder)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=2,
+                        eos_token_id=2)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
 def bert_folder(folder: Path, classes: int | None = None) -> Path:
     """A BERT encoder (`BertModel`), or a sequence classifier with `classes` labels."""
     import torch

@@ -39,6 +39,27 @@ def load_causal_lm(folder: Path):
     return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, **LOCAL_ONLY).eval()
 
 
+def check_applicable(folder: Path, stages: list) -> None:
+    """Seconds, not minutes, into the job: the model built on the meta device (no weights read) must have
+    `nn.Linear` layers in its decoder blocks (GPT-2's Conv1D blocks have none, and would come back unquantized),
+    and the blocks AWQ needs when a stage asks for it."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from compression.llm.awq import scaling_groups
+    from compression.llm.blockwise import linear_layers
+    from compression.llm.model import LayerwiseModel
+
+    config = AutoConfig.from_pretrained(folder, **LOCAL_ONLY)
+    with torch.device("meta"):
+        block = LayerwiseModel(AutoModelForCausalLM.from_config(config)).blocks[0]
+    if not linear_layers(block):
+        raise ValueError(f"the decoder blocks of this {config.model_type} model hold no nn.Linear layers "
+                         f"({type(block).__name__}), which is what llm_ptq quantizes; this architecture is not "
+                         "supported")
+    if any(spec.algorithm == "awq" for spec in stages):
+        scaling_groups(block)
+
+
 def split_tokens(splits: dict, name: str, tokenizer) -> torch.Tensor | None:
     """One stream for a split: its rows joined by blank lines, as perplexity corpora are."""
     if name not in splits:
@@ -53,6 +74,7 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
     ctx.progress("load", 0, 1)
     source = workdir / "source"
     read_hf_folder(model_path, limits, task="causal-lm", extract_to=source)
+    check_applicable(source, stages)
     splits = read_jsonl(dataset_path, limits, keep_text=True)
     tokenizer = load_tokenizer(source)
     eval_tokens = split_tokens(splits, evaluation.split, tokenizer)

@@ -6,7 +6,7 @@ import pytest
 from compression.context import Cancelled, RunContext
 from compression.llm.pipeline import run_llm_pipeline
 from compression.specs import EvaluationSpec, LLMPTQSpec
-from tests.hf_folders import CORPUS, jsonl_bytes, llama_dir, zip_bytes  # noqa: F401 (fixture)
+from tests.hf_folders import CORPUS, gpt2_folder, jsonl_bytes, llama_dir, zip_bytes  # noqa: F401 (fixture)
 
 SPEC = LLMPTQSpec(algorithm="gptq", group_size=32, calibration={"samples": 8, "sequence_length": 32},
                   evaluation={"context_length": 32, "generation_tokens": 0})
@@ -50,3 +50,12 @@ def test_missing_splits_fail_with_the_reason(inputs, tmp_path):
         run_llm_pipeline(*inputs, [SPEC], EvaluationSpec(split="test"), RunContext(), tmp_path / "a")
     with pytest.raises(ValueError, match="calibrates on the 'calib' split"):
         run_llm_pipeline(*inputs, [SPEC], EvaluationSpec(), RunContext(), tmp_path / "b", train_split="calib")
+
+
+def test_architectures_it_cannot_quantize_fail_before_any_work(inputs, tmp_path):
+    (tmp_path / "gpt2.zip").write_bytes(zip_bytes(gpt2_folder(tmp_path / "gpt2")))
+    events = []
+    with pytest.raises(ValueError, match="hold no nn.Linear layers"):
+        run_llm_pipeline(tmp_path / "gpt2.zip", inputs[1], [SPEC], EvaluationSpec(), RunContext(report=events.append),
+                         tmp_path / "a")
+    assert [e.phase for e in events] == ["load"]
