@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits, InvalidUpload
+from compression.archive.folder import is_tar
+from compression.archive.hf_folder import read_hf_folder
+from compression.archive.jsonl import looks_like_jsonl, manifest_splits, read_jsonl
 from compression.archive.npz import LABEL_ARRAY, read_npz
 from compression.archive.pt2 import read_pt2
 from compression.archive.signature import ModelSignature, TensorSpec
+from compression.archive.zipread import BoundedZip, NotAZip
 
-__all__ = ["LABEL_ARRAY", "DatasetManifest", "InvalidUpload", "ModelSignature", "TensorSpec", "bind_inputs",
-           "inspect_npz", "inspect_pt2"]
+__all__ = ["LABEL_ARRAY", "DatasetManifest", "InspectedModel", "InvalidUpload", "ModelSignature", "TensorSpec",
+           "bind_inputs", "inspect_dataset", "inspect_model", "inspect_npz", "inspect_pt2"]
+MODEL_KINDS = ("pt2", "hf_folder")
 
 
 def inspect_pt2(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMITS) -> ModelSignature:
@@ -26,18 +31,57 @@ def inspect_pt2(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_L
 
 
 @dataclass
+class InspectedModel:
+    kind: str  # "pt2" or "hf_folder"
+    signature: dict  # ModelSignature JSON (for a folder: of the program the worker exports, plus "hf")
+    task: str | None = None  # a folder's task
+
+
+def inspect_model(source: BinaryIO, limits: ArchiveLimits = DEFAULT_LIMITS, task: str | None = None
+                  ) -> InspectedModel:
+    """A `.pt2`, or a Hugging Face folder as a `.zip`/`.tar`, told apart by content (never by file name): a tar,
+    or a zip holding a `config.json` or `*.safetensors` and no `archive_format` (the `.pt2` marker), is a
+    folder."""
+    if _is_hf_folder(source, limits):
+        folder = read_hf_folder(source, limits, task)
+        return InspectedModel("hf_folder", folder.signature(), folder.task)
+    if task is not None:
+        raise InvalidUpload("a task is given only with a Hugging Face folder upload; a .pt2 program's outputs "
+                            "are what it computes")
+    return InspectedModel("pt2", inspect_pt2(source, limits).to_json())
+
+
+def _is_hf_folder(source: BinaryIO, limits: ArchiveLimits) -> bool:
+    if is_tar(source):
+        return True
+    position = source.tell()
+    try:
+        with BoundedZip(source, limits, "the model") as archive:
+            names = list(archive.members)
+    except (NotAZip, InvalidUpload):
+        return False  # the .pt2 reader words what is wrong with it
+    finally:
+        source.seek(position)
+    if any(name.rsplit("/", 1)[-1] == "archive_format" for name in names):
+        return False  # torch.export.save's marker (a program may carry a config.json among its extra files)
+    # A folder zipped at the wrong depth still reads as a folder, so the message says where config.json belongs.
+    return any(name.rsplit("/", 1)[-1] == "config.json" or name.endswith(".safetensors") for name in names)
+
+
+@dataclass
 class DatasetManifest:
     """Per split, the arrays it holds: {"train": {"x": {"shape": [...], "dtype": "float32"}, "y": ...}}."""
 
     splits: dict[str, dict[str, dict]]
     label_range: dict[str, list[int]] = field(default_factory=dict)  # split -> [min, max] of integer labels
+    format: str = "npz"  # or "jsonl": rows of text, tokenized in the worker with the model folder's tokenizer
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> "DatasetManifest":
-        return cls(data["splits"], data.get("label_range", {}))
+        return cls(data["splits"], data.get("label_range", {}), data.get("format", "npz"))
 
     def inputs(self, split: str) -> dict[str, dict]:
         return {k: v for k, v in self.splits[split].items() if k != LABEL_ARRAY}
@@ -50,6 +94,14 @@ def inspect_npz(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_L
     """Read array headers and scan labels in chunks (never the whole data) so memory does not grow with the file."""
     contents = read_npz(source, limits)
     return DatasetManifest(contents.splits, contents.label_range)
+
+
+def inspect_dataset(source: BinaryIO, limits: ArchiveLimits = DEFAULT_LIMITS) -> DatasetManifest:
+    """An `.npz`, or a `.jsonl` text dataset (`compression.archive.jsonl`), told apart by content."""
+    if looks_like_jsonl(source):
+        splits, label_range = manifest_splits(read_jsonl(source, limits))
+        return DatasetManifest(splits, label_range, "jsonl")
+    return inspect_npz(source, limits)
 
 
 def bind_inputs(model_inputs: list[str], arrays: list[str], split: str) -> dict[str, str]:

@@ -84,15 +84,17 @@ class Client:
 
     # Uploads
 
-    def _upload(self, route: str, path: str | Path, idempotency_key: str | None) -> Upload:
+    def _upload(self, route: str, path: str | Path, idempotency_key: str | None, **params) -> Upload:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         with open(path, "rb") as file:
-            response = self.http.post(route, files={"file": (Path(path).name, file)}, headers=headers)
+            response = self.http.post(route, files={"file": (Path(path).name, file)}, headers=headers,
+                                      params={k: v for k, v in params.items() if v is not None})
         return Upload.from_json(self.check(response).json())
 
-    def upload_model(self, path: str | Path, idempotency_key: str | None = None) -> Upload:
-        """Upload a `.pt2` (torch.export.save, dynamic batch dimension); checked at once (InvalidInput says why)."""
-        return self._upload("/v1/models", path, idempotency_key)
+    def upload_model(self, path: str | Path, idempotency_key: str | None = None, task: str | None = None) -> Upload:
+        """Upload a `.pt2` (torch.export.save, dynamic batch dimension), or a Hugging Face folder as .zip/.tar with
+        its `task` (default: inferred from config.json); checked at once (InvalidInput says why)."""
+        return self._upload("/v1/models", path, idempotency_key, task=task)
 
     def upload_dataset(self, path: str | Path, idempotency_key: str | None = None) -> Upload:
         """Upload an `.npz` whose arrays are named `<split>.<input>` (`train.x`, `train.y`, `val.x`, ...)."""

@@ -36,9 +36,10 @@ from worker.storage import CheckpointStore, fetch_inputs
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 # What a job's process may send before a chatty (or hostile) one is no longer heard: log lines, checkpoint
-# names (one per training stage is the norm), progress metrics per event.
+# names (one per training stage is the norm; llm_ptq keeps one per decoder block, and the deepest open LLMs have
+# up to 126), progress metrics per event.
 MAX_RELAYED_LOG_LINES = 1000
-MAX_CHECKPOINT_NAMES = 64
+MAX_CHECKPOINT_NAMES = 256
 MAX_PROGRESS_METRICS = 50
 LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
 

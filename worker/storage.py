@@ -27,13 +27,18 @@ class MissingInput(ValueError):
 
 def fetch_inputs(job: Job, spec: JobCreate, scratch: Path) -> dict:
     """Copy the job's inputs and checkpoints into `scratch`; returns the task's file fields (relative paths)."""
-    files = {"model": "inputs/model.pt2", "dataset": "inputs/dataset.npz", "uploaded_models": {},
-             "checkpoints": "checkpoints", "workdir": "out"}
+    files = {"model": "inputs/model.pt2", "model_kind": "pt2", "model_task": None, "dataset": "inputs/dataset.npz",
+             "uploaded_models": {}, "checkpoints": "checkpoints", "workdir": "out"}
     with session_scope() as session:
-        copy_to_file(_model_blob(session, job), scratch / files["model"])
+        blob, files["model_kind"], files["model_task"] = _model_blob(session, job)
+        if files["model_kind"] == "hf_folder":
+            files["model"] = "inputs/model_folder.archive"  # a zip or a tar, told apart by content
+        copy_to_file(blob, scratch / files["model"])
         dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
         if dataset is None:
             raise MissingInput("the job's dataset was deleted; upload it again and submit a new job")
+        if dataset.manifest.get("format") == "jsonl":
+            files["dataset"] = "inputs/dataset.jsonl"
         copy_to_file(session.get(Blob, dataset.blob_id), scratch / files["dataset"])
         for index, stage in enumerate(spec.stages):
             student = getattr(stage, "student", None)
@@ -53,17 +58,18 @@ def fetch_inputs(job: Job, spec: JobCreate, scratch: Path) -> dict:
     return files
 
 
-def _model_blob(session: Session, job: Job) -> Blob:
+def _model_blob(session: Session, job: Job) -> tuple[Blob, str, str | None]:
+    """The blob of the model the job starts from, its kind ("pt2" or "hf_folder") and a folder's task."""
     if job.parent_job_id:
         parent = session.get(Job, job.parent_job_id)
         artifact = final_model_artifact(session, parent) if parent is not None else None
         if artifact is None:
             raise MissingInput("the job this one starts from (parent_job_id) no longer has a model")
-        return session.get(Blob, artifact.blob_id)
+        return session.get(Blob, artifact.blob_id), "pt2", None
     model = session.get(Model, job.model_id) if job.model_id else None
     if model is None:
         raise MissingInput("the job's model was deleted; upload it again and submit a new job")
-    return session.get(Blob, model.blob_id)
+    return session.get(Blob, model.blob_id), model.kind, model.task
 
 
 class CheckpointStore:

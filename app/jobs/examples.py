@@ -27,6 +27,8 @@ _STAGES = {
     "prune": ("prune 25 % of the channels and finetune, then int8",
               [{"method": "prune", "kind": "structured", "sparsity": 0.25, "finetune": {"steps": 300}},
                {"method": "ptq"}]),
+    "llm_ptq": ("GPTQ int4 (groups of 128) of a causal LM uploaded as a Hugging Face folder, with a .jsonl text "
+                "dataset", [{"method": "llm_ptq", "algorithm": "gptq", "bits": 4, "group_size": 128}]),
 }
 assert set(_STAGES) == set(METHODS), "every method has an example"
 

@@ -68,7 +68,7 @@ def create_job(session: Session, tenant: Tenant, spec: JobCreate, settings: Sett
     stored_signature = _input_signature(session, tenant, spec)
     signature = ModelSignature.from_json(stored_signature)
     dataset = _owned(session, Dataset, tenant, spec.dataset_id, "dataset_id")
-    validate_job(spec, signature, DatasetManifest.from_json(dataset.manifest))
+    validate_job(spec, signature, DatasetManifest.from_json(dataset.manifest), stored_signature.get("hf"))
     problems = pattern_problems(spec.stages, stored_signature.get("layers"))
     if problems:
         raise InvalidInput("; ".join(problems))

@@ -21,21 +21,31 @@ def splits_used(spec: JobCreate) -> set[str]:
                 used.add(getattr(stage, field_name))
             if isinstance(getattr(stage, field_name), TrainingSpec):
                 used.add(spec.train_split)
+        if getattr(stage, "needs_calibration", False):
+            used.add(spec.train_split)
     return used
 
 
-def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetManifest) -> None:
+def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetManifest,
+                 folder: dict | None = None) -> None:
+    """`folder`: the facts of a Hugging Face folder upload (the signature's "hf"), None for a .pt2."""
     problems = [f"model input {t.describe()} has a fixed batch size; export the model with a dynamic batch "
                 "dimension (torch.export.Dim) so it can run on batches" for t in signature.inputs
                 if not t.shape or t.shape[0] is not None]
     problems += order_problems([stage.method for stage in spec.stages])
     problems += _student_problems(spec, signature)
+    kind_problems = _model_kind_problems(spec, manifest, folder)
+    if kind_problems:  # the per-split checks below would only repeat them in other words
+        raise InvalidInput("; ".join(problems + kind_problems))
     available = sorted(manifest.splits)
     for split in sorted(splits_used(spec)):
         if split not in manifest.splits:
             problems.append(f"split '{split}' is not in the dataset (it has {available})")
             continue
-        problems += _check_split(split, signature, manifest)
+        if manifest.format == "npz":
+            problems += _check_split(split, signature, manifest)
+        elif split in manifest.label_range:  # text: the folder's tokenizer makes the inputs; labels still must fit
+            problems += _check_labels(split, manifest.label_range[split], signature)
     problems += _metric_problems(spec, manifest)
     if problems:
         raise InvalidInput("; ".join(problems))
@@ -69,6 +79,54 @@ def _student_problems(spec: JobCreate, signature: ModelSignature) -> list[str]:
         if getattr(student, "kind", None) == "zoo":
             problems += [f"stages.{index}.student: {problem}"
                          for problem in zoo_student_problems(student.architecture, inputs, outputs)]
+    return problems
+
+
+def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dict | None) -> list[str]:
+    """What runs on what: `llm_ptq` only on a causal-lm folder and nothing else there; a folder only with text, and
+    text only with a folder's tokenizer."""
+    methods = [stage.method for stage in spec.stages]
+    problems = []
+    if folder is None:
+        if "llm_ptq" in methods:
+            problems.append("llm_ptq quantizes a causal language model uploaded as a Hugging Face folder "
+                            "(task causal-lm); this model is a .pt2 program")
+        if manifest.format == "jsonl":
+            problems.append("a .jsonl text dataset needs a Hugging Face folder model, whose tokenizer turns the "
+                            "text into its inputs; for a .pt2 model upload an .npz of the tokenized arrays "
+                            "(<split>.input_ids, <split>.attention_mask, ...)")
+        return problems
+    task = folder["task"]
+    if task != "causal-lm":
+        if "llm_ptq" in methods:
+            problems.append(f"llm_ptq quantizes a causal language model; this folder's task is {task} (use ptq, "
+                            "qat, kd, prune, ... on it)")
+    else:
+        others = sorted({method for method in methods if method != "llm_ptq"})
+        if others:
+            problems.append(f"method(s) {others} do not apply to a causal-lm Hugging Face folder; use one llm_ptq "
+                            "stage (weight-only quantization into a compressed-tensors folder)")
+        problems += _group_size_problems(spec, folder.get("block_linear_widths") or [])
+    if manifest.format != "jsonl":
+        problems.append("a Hugging Face folder takes a .jsonl text dataset of {\"split\": ..., \"text\": ...} "
+                        "rows, tokenized with the folder's own tokenizer")
+    elif not folder.get("has_tokenizer"):
+        problems.append("the model folder has no tokenizer files (tokenizer.json, vocab files), which the .jsonl "
+                        "text needs; upload the folder with its tokenizer")
+    return problems
+
+
+def _group_size_problems(spec: JobCreate, widths: list[int]) -> list[str]:
+    """A group of input columns shares a scale, so the group size must divide every quantized layer's width."""
+    problems = []
+    for index, stage in enumerate(spec.stages):
+        size = getattr(stage, "group_size", None) if stage.method == "llm_ptq" else None
+        uneven = [width for width in widths if size and width % size]
+        if uneven:
+            fitting = [g for g in (128, 64, 32) if all(width % g == 0 for width in widths)]
+            problems.append(f"stages.{index}.group_size: {size} does not divide the input width(s) {uneven} of the "
+                            f"model's linear layers; use group_size {fitting[0] if fitting else 'null'} "
+                            "(null: one scale per output channel)")
     return problems
 
 

@@ -1,7 +1,7 @@
 """Uploaded models and datasets: the inputs of jobs."""
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Response, UploadFile
+from fastapi import APIRouter, Depends, Query, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import SessionDep, TenantDep
@@ -31,6 +31,9 @@ from core.db.models import Dataset, Model
 router = APIRouter(prefix="/v1", responses=responses(BadRequest, Unauthorized, InvalidInput, InternalError))
 ModelFile = Annotated[UploadFile, Depends(upload_file("model"), scope="function")]
 DatasetFile = Annotated[UploadFile, Depends(upload_file("dataset"), scope="function")]
+Task = Annotated[Literal["feature-extraction", "sequence-classification", "causal-lm"] | None, Query(
+    description="For a Hugging Face folder: what the model is used for; by default inferred from "
+                "`architectures` in its config.json. Not allowed with a .pt2.")]
 UPLOAD_ERRORS = responses(Conflict, PayloadTooLarge, UnsupportedMediaType, InvalidInput, IdempotencyKeyReused,
                           QuotaExceeded)
 
@@ -45,14 +48,17 @@ def multipart_body(description: str) -> dict:
 
 @router.post("/models", status_code=201, response_model=ModelOut, tags=["models"], responses=UPLOAD_ERRORS,
              openapi_extra=multipart_body("A .pt2 written by torch.export.save, exported with a dynamic batch "
-                                          "dimension."))
-def upload_model(session: SessionDep, tenant: TenantDep, file: ModelFile,
+                                          "dimension; or a Hugging Face model folder (config.json, *.safetensors, "
+                                          "tokenizer files) as a .zip or .tar (docs/huggingface.md)."))
+def upload_model(session: SessionDep, tenant: TenantDep, file: ModelFile, task: Task = None,
                  idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    """Upload a model. It is checked at once: a truncated or non-.pt2 file is refused with 422; 413 over the size
-    limit, 429 over the tenant's storage quota."""
-    return respond_once(session, tenant, idempotency_key, "POST /v1/models", lambda: service.fingerprint(file), 201,
-                        lambda: ModelOut.model_validate(service.create_model(session, tenant, file,
-                                                                             get_settings())))
+    """Upload a model. It is checked at once: a truncated or unreadable file, pickled weights or Python files in a
+    folder, or a task the model cannot do are refused with 422; 413 over the size limit, 429 over the tenant's
+    storage quota."""
+    return respond_once(session, tenant, idempotency_key, "POST /v1/models",
+                        lambda: service.fingerprint(file, task), 201,
+                        lambda: ModelOut.model_validate(service.create_model(session, tenant, file, get_settings(),
+                                                                             task)))
 
 
 @router.get("/models", response_model=Page[ModelOut], tags=["models"])
@@ -74,7 +80,9 @@ def delete_model(session: SessionDep, tenant: TenantDep, model_id: str) -> Respo
 
 @router.post("/datasets", status_code=201, response_model=DatasetOut, tags=["datasets"], responses=UPLOAD_ERRORS,
              openapi_extra=multipart_body("An .npz whose arrays are named <split>.<input> (train.x, train.y, "
-                                          "val.x, ...); labels 'y' are optional. Object arrays are refused."))
+                                          "val.x, ...); labels 'y' are optional. Object arrays are refused. Or a "
+                                          ".jsonl of {\"split\", \"text\", \"label\"?} rows for a Hugging Face "
+                                          "folder model."))
 def upload_dataset(session: SessionDep, tenant: TenantDep, file: DatasetFile,
                    idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Upload a dataset. Array names, dtypes and sizes are checked at once; nothing is unpickled. 413 over the

@@ -2,11 +2,13 @@ from app.core.schemas import Stored
 
 
 class ModelOut(Stored):
+    kind: str
+    task: str | None = None
     signature: dict
 
     model_config = {"json_schema_extra": {"examples": [{
         "id": "mdl_3f2a9c1b7d4e5f60", "name": "digits_cnn.pt2", "size_bytes": 61234, "sha256": "9f86d0...",
-        "created_at": "2026-11-21T12:00:00Z",
+        "created_at": "2026-11-21T12:00:00Z", "kind": "pt2", "task": None,
         "signature": {"inputs": [{"name": "x", "shape": [None, 1, 8, 8], "dtype": "float32"}],
                       "outputs": [{"name": "linear_1", "shape": [None, 10], "dtype": "float32"}],
                       "parameter_count": 12345, "torch_version": "2.13.0+cpu"}}]}}

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import Conflict
 from app.core.ownership import get_owned
 from app.core.uploads import file_sha256, store_upload, upload_name
-from compression.inspect import inspect_npz, inspect_pt2
+from compression.inspect import inspect_dataset, inspect_model
 from core.config import Settings
 from core.db.models import Dataset, Job, Model, Tenant
 from core.jobs.status import ACTIVE
@@ -20,17 +20,21 @@ from core.store.blobs import release_blobs
 Resource = TypeVar("Resource", Model, Dataset)
 
 
-def fingerprint(file: UploadFile) -> str:
-    """What makes two uploads the same request: the file's bytes and its name."""
-    return hashlib.sha256(f"{file_sha256(file)}:{file.filename}".encode()).hexdigest()
+def fingerprint(file: UploadFile, *options: str | None) -> str:
+    """What makes two uploads the same request: the file's bytes, its name and the options sent with it (none sent
+    reads as before options existed, so stored keys keep matching their retries)."""
+    sent = "".join(f":{option}" for option in options if option is not None)
+    return hashlib.sha256(f"{file_sha256(file)}:{file.filename}{sent}".encode()).hexdigest()
 
 
-def create_model(session: Session, tenant: Tenant, file: UploadFile, settings: Settings) -> Model:
+def create_model(session: Session, tenant: Tenant, file: UploadFile, settings: Settings,
+                 task: str | None = None) -> Model:
+    """A `.pt2` or a Hugging Face folder (`.zip`/`.tar`), told apart by content; `task` only for a folder."""
     name = upload_name(file, "model.pt2")
-    blob, signature = store_upload(session, tenant, file, settings.max_model_bytes, "model",
-                                   partial(inspect_pt2, limits=settings.archive_limits))
+    blob, inspected = store_upload(session, tenant, file, settings.max_model_bytes, "model",
+                                   partial(inspect_model, limits=settings.archive_limits, task=task))
     model = Model(tenant_id=tenant.id, name=name, blob_id=blob.id, size_bytes=blob.size_bytes, sha256=blob.sha256,
-                  signature=signature.to_json())
+                  kind=inspected.kind, task=inspected.task, signature=inspected.signature)
     session.add(model)
     session.flush()
     return model
@@ -39,7 +43,7 @@ def create_model(session: Session, tenant: Tenant, file: UploadFile, settings: S
 def create_dataset(session: Session, tenant: Tenant, file: UploadFile, settings: Settings) -> Dataset:
     name = upload_name(file, "dataset.npz")
     blob, manifest = store_upload(session, tenant, file, settings.max_dataset_bytes, "dataset",
-                                  partial(inspect_npz, limits=settings.archive_limits))
+                                  partial(inspect_dataset, limits=settings.archive_limits))
     dataset = Dataset(tenant_id=tenant.id, name=name, blob_id=blob.id, size_bytes=blob.size_bytes,
                       sha256=blob.sha256, manifest=manifest.to_json())
     session.add(dataset)

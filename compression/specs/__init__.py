@@ -16,6 +16,7 @@ from compression.specs.distill import (
     QuantizedDistillationSpec,
 )
 from compression.specs.ipq import IPQSpec, QuantNoiseSpec
+from compression.specs.llm import LLMPTQSpec
 from compression.specs.prune import PruneSpec
 from compression.specs.ptq import PTQSpec
 from compression.specs.qat import QATSpec

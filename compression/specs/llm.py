@@ -24,16 +24,34 @@ class AWQOptions(Spec):
 
 
 class HQQOptions(Spec):
-    iterations: Annotated[int, Field(ge=1, le=1000)] = 20
+    iterations: Annotated[int, Field(ge=1, le=1000)] = Field(20, description="Half-quadratic solver rounds per "
+                                                                            "weight group.")
     lp_norm: Annotated[float, Field(gt=0.0, le=1.0)] = Field(0.7, description="p of the lp error HQQ minimises.")
-    beta: Annotated[float, Field(gt=0.0)] = 10.0
-    kappa: Annotated[float, Field(ge=1.0)] = 1.01
+    beta: Annotated[float, Field(gt=0.0, le=1e6)] = Field(10.0, description="Initial penalty weight of the "
+                                                                           "solver's split variable.")
+    kappa: Annotated[float, Field(ge=1.0, le=100.0)] = Field(1.01, description="Factor the penalty weight grows by "
+                                                                               "each round.")
 
 
 class LLMCalibrationSpec(Spec):
     samples: Annotated[int, Field(ge=1, le=4096)] = Field(128, description="Token windows of calibration text.")
-    sequence_length: Annotated[int, Field(ge=16, le=32768)] = 512
-    batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    sequence_length: Annotated[int, Field(ge=16, le=32768)] = Field(512, description="Tokens per calibration "
+                                                                                     "window.")
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(8, description="Windows run through a block at once "
+                                                                          "(memory: one block's activations for "
+                                                                          "this many windows).")
+
+
+class LLMEvaluationSpec(Spec):
+    context_length: Annotated[int, Field(ge=16, le=32768)] = Field(
+        512, description="Tokens the model sees per perplexity window.")
+    stride: Annotated[int, Field(ge=1, le=32768)] | None = Field(
+        None, description="Tokens between window starts; each window scores only its tokens not scored before "
+                          "(null: context_length / 2).")
+    max_tokens: Annotated[int, Field(ge=2, le=10**9)] | None = Field(None, description="Evaluate at most this many "
+                                                                                      "tokens.")
+    generation_tokens: Annotated[int, Field(ge=0, le=4096)] = Field(
+        64, description="New tokens generated greedily to time decoding (0 skips the timing).")
 
 
 class LLMPTQSpec(Spec):
@@ -48,9 +66,9 @@ class LLMPTQSpec(Spec):
     """
 
     method: Literal["llm_ptq"] = "llm_ptq"
-    algorithm: Literal["rtn", "gptq", "awq", "hqq"] = "gptq"
-    weights: Literal["int", "fp8"] = "int"
-    bits: Annotated[int, Field(ge=2, le=8)] = 4
+    algorithm: Literal["rtn", "gptq", "awq", "hqq"] = Field("gptq", description="Rounding algorithm (see above).")
+    weights: Literal["int", "fp8"] = Field("int", description="Integer weights with `bits`, or FP8 E4M3.")
+    bits: Annotated[int, Field(ge=2, le=8)] = Field(4, description="Integer weight width (weights 'int').")
     group_size: Literal[32, 64, 128] | None = Field(128, description="Input columns sharing a scale; null: per "
                                                                      "output channel.")
     symmetric: bool | None = Field(None, description="Zero point at 0; null: symmetric except for hqq, which "
@@ -63,10 +81,14 @@ class LLMPTQSpec(Spec):
         "keep", description="'int8' stores the input embedding table as int8 with one scale per token row.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Dtype of unquantized tensors and scales in the output; auto keeps the source's.")
-    calibration: LLMCalibrationSpec = LLMCalibrationSpec()
-    gptq: GPTQOptions = GPTQOptions()
-    awq: AWQOptions = AWQOptions()
-    hqq: HQQOptions = HQQOptions()
+    calibration: LLMCalibrationSpec = Field(LLMCalibrationSpec(), description="Calibration text windows (gptq, "
+                                                                              "awq) from the train split.")
+    gptq: GPTQOptions = Field(GPTQOptions(), description="Options of algorithm 'gptq'.")
+    awq: AWQOptions = Field(AWQOptions(), description="Options of algorithm 'awq'.")
+    hqq: HQQOptions = Field(HQQOptions(), description="Options of algorithm 'hqq'.")
+    evaluation: LLMEvaluationSpec = Field(
+        LLMEvaluationSpec(), description="Perplexity and generation timing of the model before and after, on the "
+                                         "job's evaluation split (the job's `evaluation.split`).")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -85,14 +107,3 @@ class LLMPTQSpec(Spec):
     @property
     def needs_calibration(self) -> bool:
         return self.algorithm in ("gptq", "awq")
-
-
-class LLMEvaluationSpec(Spec):
-    context_length: Annotated[int, Field(ge=16, le=32768)] = Field(
-        512, description="Tokens the model sees per perplexity window.")
-    stride: Annotated[int, Field(ge=1, le=32768)] | None = Field(
-        None, description="Tokens between window starts; each window scores only its tokens not scored before "
-                          "(null: context_length / 2).")
-    max_tokens: Annotated[int, Field(ge=2)] | None = Field(None, description="Evaluate at most this many tokens.")
-    generation_tokens: Annotated[int, Field(ge=0, le=4096)] = Field(
-        64, description="New tokens generated greedily to time decoding (0 skips the timing).")

@@ -16,6 +16,7 @@ from compression.specs.distill import (
     QuantizedDistillationSpec,
 )
 from compression.specs.ipq import IPQSpec, QuantNoiseSpec
+from compression.specs.llm import LLMPTQSpec
 from compression.specs.prune import PruneSpec
 from compression.specs.ptq import PTQSpec
 from compression.specs.qat import QATSpec
@@ -51,6 +52,10 @@ DECLARATIONS = (
                       final="its output is a product-quantized model (indices plus codebooks); further training or "
                             "quantization would undo the packing (use quant_noise before ipq, and put ipq last)"),
     MethodDeclaration(PruneSpec, "compression.prune.apply:apply_prune"),
+    # Runs on a Hugging Face folder, not a program: `model` is the folder and `task` a `TextTask`.
+    MethodDeclaration(LLMPTQSpec, "compression.llm.stage:apply_llm_stage",
+                      final="its output is a compressed-tensors Hugging Face folder (packed low-bit weights) that "
+                            "cannot be trained or quantized again"),
 )
 BY_NAME = {declaration.name: declaration for declaration in DECLARATIONS}
 

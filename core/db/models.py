@@ -72,6 +72,9 @@ class Model(Base):
     blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    # "pt2" (a torch.export program) or "hf_folder" (a Hugging Face folder, zipped or tarred)
+    kind: Mapped[str] = mapped_column(String(16), default="pt2", server_default="pt2")
+    task: Mapped[str | None] = mapped_column(String(32))  # a folder's: feature-extraction, ..., causal-lm
     signature: Mapped[dict]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -25,7 +25,8 @@ def _referenced(schema: dict, components: dict, seen: set[str]) -> None:
 
 def _numeric(prop: dict) -> list[dict]:
     variants = prop.get("anyOf", [prop])
-    return [v for v in variants if v.get("type") in ("integer", "number") and "const" not in v]
+    # A fixed set of values (a literal or an enum) is its own range.
+    return [v for v in variants if v.get("type") in ("integer", "number") and "const" not in v and "enum" not in v]
 
 
 def _nullable(prop: dict) -> bool:

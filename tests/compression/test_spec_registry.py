@@ -21,7 +21,7 @@ def test_the_lists_derived_from_the_declarations_agree():
     assert len(BY_NAME) == len(DECLARATIONS), "two declarations share a method name"
     assert METHODS == tuple(BY_NAME) and STAGE_SPECS == tuple(d.spec for d in DECLARATIONS)
     assert FINAL_STAGES == {d.name: d.final for d in DECLARATIONS if d.final}
-    assert set(FINAL_STAGES) == {"ptq", "ipq", "differentiable_quantization"}
+    assert set(FINAL_STAGES) == {"ptq", "ipq", "differentiable_quantization", "llm_ptq"}
     assert order_problems(["ipq", "ptq"]) and not order_problems(["prune", "kd", "ptq"])
 
 

@@ -1,0 +1,260 @@
+"""A Hugging Face model folder uploaded as a `.zip` or `.tar`, checked torch-free and unpacked under the same rules.
+
+Allowlist: `config.json` (required), `generation_config.json`, `*.safetensors` (one file, or shards with
+`model.safetensors.index.json`), tokenizer files, and a few documentation files (never parsed nor unpacked).
+Refused with a message that says what to do: pickled weights (`.bin`, `.pt`, `.pth`, `.pkl`, `.ckpt`, ...;
+convert them to safetensors), Python files and `auto_map` entries (remote code is never run), subfolders and
+anything else.
+
+- Every file is read through under the archive caps (zip CRCs checked); every JSON file is size- and depth-capped
+  (`jsontext`); `config.json` names a `model_type` that the installed transformers builds for the task
+  (`hf_architectures`), given by the uploader or inferred from `architectures`.
+- Every safetensors header is parsed (length-capped): known dtypes, concrete shapes, each tensor's byte range
+  exactly shape x itemsize, ranges contiguous from 0 and the file's real size exactly header + data; an index must
+  map every tensor to a shipped shard whose header holds it, and name every shard.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from compression.archive.errors import InvalidUpload
+from compression.archive.folder import FolderArchive
+from compression.archive.hf_architectures import TASKS, model_types_by_task, task_of_architecture
+from compression.archive.jsontext import parse_json
+from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
+from compression.archive.zipread import CHUNK_BYTES
+
+INDEX_FILE = "model.safetensors.index.json"
+JSON_FILES = ("config.json", "generation_config.json", INDEX_FILE, "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "added_tokens.json", "vocab.json", "chat_template.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model", "chat_template.jinja", "chat_template.json")
+DOCUMENTATION_FILES = ("README.md", "LICENSE", "LICENSE.txt", "LICENSE.md", ".gitattributes")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dat")
+OTHER_FRAMEWORK_SUFFIXES = (".h5", ".msgpack", ".onnx", ".gguf", ".tflite")
+SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                      "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+MAX_SAFETENSORS_HEADER = 100 * 1024**2  # safetensors' own cap
+_BLOCK_PATH = re.compile(r"\.\d+\.")
+
+
+@dataclass
+class HFFolder:
+    """What an uploaded folder holds, for the API's checks and the model row."""
+
+    model_type: str
+    task: str
+    architectures: list[str]
+    files: dict[str, int]  # name -> bytes
+    parameter_count: int
+    tensors: list[str] = field(default_factory=list)
+    block_linear_widths: list[int] = field(default_factory=list)  # input widths of 2-D weights inside blocks
+    config: dict = field(default_factory=dict)
+    saved_for: str | None = None  # the task of the class in `architectures`
+
+    @property
+    def has_tokenizer(self) -> bool:
+        return any(name in self.files for name in ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                                                   "spiece.model", "sentencepiece.bpe.model"))
+
+    def signature(self) -> dict:
+        """A ModelSignature (JSON) of the program the worker exports from the folder, plus the folder's facts under
+        "hf": inputs `input_ids`/`attention_mask` [batch, tokens] int64; the output the task gives."""
+        config = self.config
+        ids = [{"name": name, "shape": [None, None], "dtype": "int64"} for name in ("input_ids", "attention_mask")]
+        if self.task == "causal-lm":
+            output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
+        elif self.task == "sequence-classification":
+            labels = len(config.get("id2label") or {}) or config.get("num_labels") or 2
+            output = {"name": "logits", "shape": [None, labels], "dtype": "float32"}
+        else:
+            output = {"name": "last_hidden_state", "shape": [None, None, _hidden_size(config)], "dtype": "float32"}
+        layers = sorted({name.rsplit(".", 1)[0] for name in self.tensors if "." in name})
+        if self.task != "causal-lm":
+            # The exported program wraps the model as `model`; a head checkpoint loaded as its base model has other
+            # names than its file, and then the worker checks layer patterns instead of the API.
+            layers = [f"model.{layer}" for layer in layers] if self.saved_for == self.task else []
+        return {"inputs": ids, "outputs": [output], "parameter_count": self.parameter_count, "torch_version": None,
+                "layers": layers, "hf": {"model_type": self.model_type, "task": self.task,
+                                         "architectures": self.architectures, "files": sorted(self.files),
+                                         "has_tokenizer": self.has_tokenizer,
+                                         "block_linear_widths": self.block_linear_widths}}
+
+
+def _hidden_size(config: dict) -> int | None:
+    for key in ("hidden_size", "d_model", "n_embd", "dim"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
+
+
+def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMITS,
+                   task: str | None = None, extract_to: Path | None = None) -> HFFolder:
+    """Check every rule above; with `extract_to`, also write the folder's files there (documentation skipped)."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as file:
+            return read_hf_folder(file, limits, task, extract_to)
+    with FolderArchive(source, limits, "the model folder") as archive:
+        _check_names(archive.files)
+        documents = {name: parse_json(archive.read(name, limits.max_metadata_bytes), name, limits)
+                     for name in JSON_FILES if name in archive.files}
+        for name in ("config.json", "tokenizer_config.json"):
+            if "auto_map" in documents.get(name, {}):
+                raise InvalidUpload(f"{name} has an 'auto_map': it asks for the model's own Python code, which is "
+                                    "never run; upload a model whose architecture transformers ships")
+        config = documents["config.json"]
+        model_type, chosen_task, architectures, saved_for = _check_config(config, task)
+        headers, sizes = {}, {}
+        for name in sorted(archive.files):
+            # Every file is read through under the caps, so a bomb or a damaged member is refused here, not later.
+            if name.endswith(".safetensors"):
+                headers[name], sizes[name] = _check_safetensors(archive, name, limits)
+            else:
+                sizes[name] = archive.count(name)
+        _check_index(documents.get(INDEX_FILE), headers)
+        if extract_to is not None:
+            extract_to.mkdir(parents=True, exist_ok=True)
+            for name in archive.files:
+                if name not in DOCUMENTATION_FILES:
+                    sizes[name] = archive.copy_to(name, extract_to / name)
+    tensors = [key for header in headers.values() for key in header if key != "__metadata__"]
+    # A numbered path component (`model.layers.3.mlp.down_proj.weight`) marks a block: what group sizes must divide.
+    widths = sorted({header[key]["shape"][1] for header in headers.values() for key in header
+                     if key.endswith(".weight") and _BLOCK_PATH.search(key) and len(header[key]["shape"]) == 2})
+    parameters = sum(math.prod(header[key]["shape"]) for header in headers.values()
+                     for key in header if key != "__metadata__")
+    return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, widths, config, saved_for)
+
+
+def _check_names(files: dict[str, str]) -> None:
+    if "config.json" not in files:
+        raise InvalidUpload("the model folder has no config.json; zip or tar the folder written by "
+                            "save_pretrained (config.json, *.safetensors and the tokenizer files)")
+    for name in sorted(files):
+        lower = name.lower()
+        if "/" in name:
+            raise InvalidUpload(f"the model folder holds a subfolder ('{name}'); only the files save_pretrained "
+                                "writes at the top level are read")
+        if lower.endswith(PICKLE_SUFFIXES):
+            raise InvalidUpload(f"'{name}' is a pickled checkpoint, which is never loaded; convert the weights to "
+                                "safetensors (model.save_pretrained(folder, safe_serialization=True)) and upload "
+                                "the folder without it")
+        if lower.endswith(".py"):
+            raise InvalidUpload(f"'{name}' is Python code; remote code is never run: upload a model whose "
+                                "architecture transformers ships, without .py files")
+        if lower.endswith(OTHER_FRAMEWORK_SUFFIXES):
+            raise InvalidUpload(f"'{name}' is not a PyTorch safetensors file; upload the safetensors weights only")
+        if not (name.endswith(".safetensors") or name in JSON_FILES or name in TOKENIZER_FILES
+                or name in DOCUMENTATION_FILES):
+            raise InvalidUpload(f"'{name}' is not part of a Hugging Face model folder as modelpress reads it "
+                                f"(config.json, *.safetensors, {INDEX_FILE}, generation_config.json and tokenizer "
+                                "files); remove it")
+    if not any(name.endswith(".safetensors") for name in files):
+        raise InvalidUpload("the model folder has no *.safetensors weights; save it with "
+                            "save_pretrained(folder, safe_serialization=True)")
+
+
+def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], str | None]:
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        raise InvalidUpload("config.json has no 'model_type' string; save the model with save_pretrained")
+    architectures = config.get("architectures") or []
+    if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+        raise InvalidUpload("config.json 'architectures' must be a list of class names")
+    tables = model_types_by_task()
+    if not any(model_type in table for table in tables.values()):
+        raise InvalidUpload(f"config.json model_type '{model_type}' is not an architecture the installed "
+                            "transformers ships (remote code is never run)")
+    saved_for = next((t for t in map(task_of_architecture, architectures) if t), None)
+    if task is None:
+        if saved_for is None:
+            raise InvalidUpload(f"cannot tell the task from config.json architectures {architectures}; give it "
+                                f"(task: one of {list(TASKS)})")
+        task = saved_for
+    if task not in TASKS:
+        raise InvalidUpload(f"task '{task}' is not one of {list(TASKS)}")
+    if model_type not in tables[task]:
+        raise InvalidUpload(f"transformers has no {task} model for model_type '{model_type}'; choose a task it "
+                            f"can do ({[t for t in TASKS if model_type in tables[t]]})")
+    # A head checkpoint can serve as its base model, but a head the weights lack would be random.
+    if task != "feature-extraction" and saved_for is not None and saved_for != task:
+        raise InvalidUpload(f"the weights were saved for {saved_for} ({architectures[0]}), which has no trained "
+                            f"{task} head; upload a {task} checkpoint or choose task '{saved_for}'")
+    return model_type, task, architectures, saved_for
+
+
+def _check_safetensors(archive: FolderArchive, name: str, limits: ArchiveLimits) -> tuple[dict, int]:
+    with archive.open(name) as member:
+        prefix = member.read_exactly(8)
+        if len(prefix) < 8:
+            raise InvalidUpload(f"'{name}' is too short to be a safetensors file")
+        length = int.from_bytes(prefix, "little")
+        if length > min(MAX_SAFETENSORS_HEADER, limits.max_metadata_bytes):
+            raise InvalidUpload(f"'{name}' claims a {length}-byte header; the limit is "
+                                f"{min(MAX_SAFETENSORS_HEADER, limits.max_metadata_bytes)}")
+        raw = member.read_exactly(length)
+        if len(raw) < length:
+            raise InvalidUpload(f"'{name}' is truncated inside its header")
+        header = parse_json(raw, f"'{name}' header", limits)
+        data_bytes = 0
+        while chunk := member.read(CHUNK_BYTES):
+            data_bytes += len(chunk)
+    ranges = []
+    for key, entry in header.items():
+        if key == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise InvalidUpload(f"'{name}': __metadata__ must map strings to strings")
+            continue
+        ranges.append(_tensor_range(name, key, entry))
+    end = 0
+    for begin, finish, key in sorted(ranges):
+        if begin != end:
+            raise InvalidUpload(f"'{name}': tensor '{key}' starts at byte {begin}, not {end}: the data has gaps or "
+                                "overlaps")
+        end = finish
+    if data_bytes != end:
+        raise InvalidUpload(f"'{name}' holds {data_bytes} bytes of tensor data but its header describes {end}; "
+                            "the file is damaged or truncated")
+    return header, 8 + length + data_bytes
+
+
+def _tensor_range(name: str, key: str, entry) -> tuple[int, int, str]:
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise InvalidUpload(f"'{name}': tensor '{key}' needs exactly dtype, shape and data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in SAFETENSORS_DTYPES:
+        raise InvalidUpload(f"'{name}': tensor '{key}' has unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise InvalidUpload(f"'{name}': tensor '{key}' has a shape that is not a list of sizes")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        raise InvalidUpload(f"'{name}': tensor '{key}' has invalid data_offsets {offsets}")
+    if offsets[1] - offsets[0] != math.prod(shape) * SAFETENSORS_DTYPES[dtype]:
+        raise InvalidUpload(f"'{name}': tensor '{key}' spans {offsets[1] - offsets[0]} bytes but its shape "
+                            f"{shape} {dtype} needs {math.prod(shape) * SAFETENSORS_DTYPES[dtype]}")
+    return offsets[0], offsets[1], key
+
+
+def _check_index(index: dict | None, headers: dict[str, dict]) -> None:
+    if index is None:
+        if len(headers) > 1:
+            raise InvalidUpload(f"the folder has {len(headers)} safetensors shards but no {INDEX_FILE}")
+        return
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise InvalidUpload(f"{INDEX_FILE} needs a 'weight_map' of tensor name -> shard file")
+    for tensor, shard in weight_map.items():
+        if shard not in headers:
+            raise InvalidUpload(f"{INDEX_FILE} maps '{tensor}' to '{shard}', which is not in the folder")
+        if tensor not in headers[shard]:
+            raise InvalidUpload(f"{INDEX_FILE} maps '{tensor}' to '{shard}', whose header has no such tensor")
+    unused = sorted(set(headers) - set(weight_map.values()))
+    if unused:
+        raise InvalidUpload(f"{INDEX_FILE} does not name the shard(s) {unused}; remove them or fix the index")

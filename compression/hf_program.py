@@ -1,0 +1,84 @@
+"""Encoders and classifiers uploaded as Hugging Face folders, run through the ordinary `.pt2` pipeline.
+
+The folder is loaded with transformers (safetensors only, local files only, no remote code), wrapped so that it
+takes `input_ids` and `attention_mask` and returns one tensor (`last_hidden_state` for feature-extraction,
+`logits` for sequence-classification), and exported with a dynamic batch like every program here. Text is
+tokenized with the folder's own tokenizer, padded to one length per job: the longest row of the dataset, at most
+the model's positions (and MAX_TOKENS), so the exported program and every stage's re-export see one shape.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compression.archive.jsonl import LABEL_ARRAY, TextSplit
+from compression.io import export_model, save_program
+
+LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
+MAX_TOKENS = 512
+EXAMPLE_ROWS = 2
+
+
+class _TensorOutput(torch.nn.Module):
+    """The model with the two token inputs and the task's one output (a graph output that a program can have)."""
+
+    def __init__(self, model: torch.nn.Module, output: str):
+        super().__init__()
+        self.model, self.output = model, output
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True), self.output)
+
+
+def load_folder_model(folder: Path, task: str) -> torch.nn.Module:
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    auto = AutoModelForSequenceClassification if task == "sequence-classification" else AutoModel
+    model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", **LOCAL_ONLY).eval()
+    return _TensorOutput(model, "logits" if task == "sequence-classification" else "last_hidden_state").eval()
+
+
+def token_length(model: torch.nn.Module, splits: dict[str, TextSplit], tokenizer) -> int:
+    longest = max(len(ids) for rows in splits.values() for ids in tokenizer(rows.texts)["input_ids"])
+    positions = getattr(model.model.config, "max_position_embeddings", None) or MAX_TOKENS
+    return max(2, min(longest, positions, MAX_TOKENS))
+
+
+def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int) -> dict[str, np.ndarray]:
+    """`<split>.input_ids`, `<split>.attention_mask` (int64, [rows, length]) and `<split>.y` for labelled splits:
+    the arrays an `.npz` dataset of this model would hold."""
+    arrays = {}
+    for name, rows in splits.items():
+        encoded = tokenizer(rows.texts, padding="max_length", truncation=True, max_length=length,
+                            return_tensors="np")
+        arrays[f"{name}.input_ids"] = encoded["input_ids"].astype(np.int64)
+        arrays[f"{name}.attention_mask"] = encoded["attention_mask"].astype(np.int64)
+        if rows.labels:
+            arrays[f"{name}.{LABEL_ARRAY}"] = np.asarray(rows.labels, np.int64)
+    return arrays
+
+
+def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], program_path: Path,
+                      dataset_path: Path) -> None:
+    """Write the folder's model as a `.pt2` and the text as the matching `.npz`."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model = load_folder_model(folder, task)
+    arrays = tokenized_arrays(splits, tokenizer, token_length(model, splits, tokenizer))
+    first = next(iter(splits))
+    example = tuple(torch.from_numpy(arrays[f"{first}.{name}"][:EXAMPLE_ROWS])
+                    for name in ("input_ids", "attention_mask"))
+    with torch.no_grad():
+        program = export_model(model, example)
+    # Branches whose output nothing reads (BERT's pooler under last_hidden_state) would only cost time and trip
+    # quantizers that expect every linear to feed something (issue 10).
+    program.graph_module.graph.eliminate_dead_code()
+    program.graph_module.recompile()
+    save_program(program, program_path)
+    np.savez(dataset_path, **arrays)

@@ -1,0 +1,129 @@
+"""Run a job on a causal language model uploaded as a Hugging Face folder with a `.jsonl` text dataset.
+
+The folder is unpacked under the archive rules, its tokenizer turns each split's text into one token stream,
+and every model is measured the same way: perplexity on the evaluation split (and generation speed), bytes of
+its safetensors files. Nothing is downloaded and no remote code runs (`local_files_only`, `trust_remote_code`
+off, safetensors only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from compression.archive import DEFAULT_LIMITS, ArchiveLimits
+from compression.archive.hf_folder import read_hf_folder
+from compression.archive.jsonl import read_jsonl
+from compression.context import RunContext
+from compression.llm.evaluate import evaluate_llm, load_quantized
+from compression.llm.export import folder_bytes
+from compression.llm.stage import TextTask
+from compression.llm.text import tokenize
+from compression.methods import apply_stage
+from compression.pipeline import PipelineResult, StageOutcome
+from compression.specs.common import EvaluationSpec
+
+LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
+
+
+def load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
+
+
+def load_causal_lm(folder: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, **LOCAL_ONLY).eval()
+
+
+def check_applicable(folder: Path, stages: list) -> None:
+    """Seconds, not minutes, into the job: the model built on the meta device (no weights read) must have
+    `nn.Linear` layers in its decoder blocks (GPT-2's Conv1D blocks have none, and would come back unquantized),
+    and the blocks AWQ needs when a stage asks for it."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from compression.llm.awq import scaling_groups
+    from compression.llm.blockwise import linear_layers
+    from compression.llm.model import LayerwiseModel
+
+    config = AutoConfig.from_pretrained(folder, **LOCAL_ONLY)
+    with torch.device("meta"):
+        block = LayerwiseModel(AutoModelForCausalLM.from_config(config)).blocks[0]
+    if not linear_layers(block):
+        raise ValueError(f"the decoder blocks of this {config.model_type} model hold no nn.Linear layers "
+                         f"({type(block).__name__}), which is what llm_ptq quantizes; this architecture is not "
+                         "supported")
+    if any(spec.algorithm == "awq" for spec in stages):
+        scaling_groups(block)
+
+
+def split_tokens(splits: dict, name: str, tokenizer) -> torch.Tensor | None:
+    """One stream for a split: its rows joined by blank lines, as perplexity corpora are."""
+    if name not in splits:
+        return None
+    return tokenize(tokenizer, "\n\n".join(splits[name].texts))
+
+
+def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list, evaluation: EvaluationSpec,
+                     ctx: RunContext, workdir: str | Path, train_split: str = "train",
+                     limits: ArchiveLimits = DEFAULT_LIMITS) -> PipelineResult:
+    workdir = Path(workdir)
+    ctx.progress("load", 0, 1)
+    source = workdir / "source"
+    read_hf_folder(model_path, limits, task="causal-lm", extract_to=source)
+    check_applicable(source, stages)
+    splits = read_jsonl(dataset_path, limits, keep_text=True)
+    tokenizer = load_tokenizer(source)
+    eval_tokens = split_tokens(splits, evaluation.split, tokenizer)
+    if eval_tokens is None or len(eval_tokens) < 2:
+        raise ValueError(f"the evaluation split '{evaluation.split}' has fewer than 2 tokens of text")
+    calibration = split_tokens(splits, train_split, tokenizer)
+    ctx.progress("load", 1, 1)
+
+    ctx.progress("evaluate", 0, 1)
+    reference = load_causal_lm(source)
+    baseline = evaluate_llm(reference, stages[0].evaluation, eval_tokens)
+    baseline |= {"size_bytes": folder_bytes(source), "parameters": sum(p.numel() for p in reference.parameters())}
+    del reference
+    ctx.progress("evaluate", 1, 1)
+
+    outcomes = []
+    for index, spec in enumerate(stages):
+        stage_ctx = ctx.for_stage(f"{index}:{spec.method}")
+        stage_dir = workdir / f"{index}_{spec.method}"
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        result = apply_stage(spec, source, TextTask(calibration, stage_dir, train_split), stage_ctx)
+        stage_ctx.progress("evaluate", 0, 1)
+        metrics = evaluate_llm(load_quantized(result.folder), spec.evaluation, eval_tokens)
+        stage_ctx.progress("evaluate", 1, 1)
+        size = folder_bytes(result.folder)
+        metrics |= {"size_bytes": size, "compression_ratio": baseline["size_bytes"] / size,
+                    "model_artifact": result.artifacts[0].name,
+                    "perplexity_increase": metrics["perplexity"] / baseline["perplexity"] - 1,
+                    "method_metrics": result.metrics}
+        outcomes.append(StageOutcome(spec.method, metrics, result.artifacts))
+    return PipelineResult(baseline, outcomes)
+
+
+def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: str, stages: list,
+                        evaluation: EvaluationSpec, ctx: RunContext, workdir: str | Path, train_split: str = "train",
+                        limits: ArchiveLimits = DEFAULT_LIMITS) -> PipelineResult:
+    """A Hugging Face folder job: `llm_ptq` on a causal LM; an encoder or classifier is exported to a program and
+    its text tokenized to arrays, then run like any `.pt2` job."""
+    if task == "causal-lm":
+        return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
+    from compression.hf_program import folder_to_program
+    from compression.pipeline import run_pipeline
+
+    workdir = Path(workdir)
+    ctx.progress("export", 0, 1)
+    source = workdir / "source"
+    read_hf_folder(model_path, limits, task=task, extract_to=source)
+    folder_to_program(source, task, read_jsonl(dataset_path, limits, keep_text=True), workdir / "model.pt2",
+                      workdir / "dataset.npz")
+    ctx.progress("export", 1, 1)
+    return run_pipeline(workdir / "model.pt2", workdir / "dataset.npz", stages, evaluation, ctx, workdir / "stages",
+                        train_split, limits)

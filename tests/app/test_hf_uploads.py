@@ -1,0 +1,120 @@
+"""Hugging Face folders and .jsonl text datasets through the API: upload checks and job submission checks."""
+
+import io
+
+import numpy as np
+import pytest
+
+from tests.hf_folders import CORPUS, bert_dir, jsonl_bytes, llama_dir, tar_bytes, zip_bytes  # noqa: F401
+
+LLM_STAGE = {"method": "llm_ptq", "algorithm": "rtn", "group_size": 32}
+
+
+def _upload(api, auth, what: str, name: str, data: bytes, **params):
+    return api.post(f"/v1/{what}", headers=auth, params=params, files={"file": (name, data)})
+
+
+@pytest.fixture
+def hf(api, auth, llama_dir, bert_dir) -> dict:
+    created = {"llama": _upload(api, auth, "models", "llama.zip", zip_bytes(llama_dir, top="llama")),
+               "bert": _upload(api, auth, "models", "bert.tar", tar_bytes(bert_dir)),
+               "text": _upload(api, auth, "datasets", "text.jsonl",
+                               jsonl_bytes({"train": CORPUS[:40], "val": CORPUS[40:]})),
+               "labelled": _upload(api, auth, "datasets", "labelled.jsonl",
+                                   jsonl_bytes({"train": CORPUS[:4]}, {"train": [0, 1, 0, 1]}))}
+    for response in created.values():
+        assert response.status_code == 201, response.text
+    return {name: response.json() for name, response in created.items()}
+
+
+def test_folder_uploads_record_kind_and_task(api, auth, hf, llama_dir):
+    assert (hf["llama"]["kind"], hf["llama"]["task"]) == ("hf_folder", "causal-lm")
+    assert (hf["bert"]["kind"], hf["bert"]["task"]) == ("hf_folder", "feature-extraction")
+    assert hf["llama"]["signature"]["hf"]["model_type"] == "llama"
+    assert api.get(f"/v1/models/{hf['llama']['id']}", headers=auth).json() == hf["llama"]
+    assert hf["text"]["manifest"]["format"] == "jsonl"
+    # The name does not decide: a folder named .pt2 is still a folder, and the task can be given.
+    renamed = _upload(api, auth, "models", "model.pt2", zip_bytes(llama_dir), task="feature-extraction")
+    assert renamed.status_code == 201 and renamed.json()["task"] == "feature-extraction"
+
+
+@pytest.mark.parametrize("extra, params, expected", [
+    ({"pytorch_model.bin": b"\x80\x04"}, {}, "convert the weights to safetensors"),
+    ({"modeling_llama.py": b"import os"}, {}, "remote code is never run"),
+    ({}, {"task": "sequence-classification"}, "no trained sequence-classification head"),
+    ({}, {"task": "translation"}, "task"),
+])
+def test_hostile_or_mismatched_folders_are_refused(api, auth, llama_dir, extra, params, expected):
+    response = _upload(api, auth, "models", "m.zip", zip_bytes(llama_dir, extra=extra), **params)
+    assert response.status_code == 422, response.text
+    assert expected in response.text
+
+
+def test_a_task_with_a_pt2_is_refused(api, auth, example_files):
+    response = _upload(api, auth, "models", "m.pt2", example_files[0].read_bytes(), task="causal-lm")
+    assert response.status_code == 422 and "only with a Hugging Face folder" in response.json()["detail"]
+
+
+def test_bad_jsonl_is_refused_with_the_line(api, auth):
+    response = _upload(api, auth, "datasets", "d.jsonl", b'{"split": "train", "text": "a"}\n{"split": 1}\n')
+    assert response.status_code == 422 and "line 2" in response.json()["detail"]
+
+
+def _job(api, auth, model: dict, dataset: dict, stages: list) -> tuple[int, str]:
+    response = api.post("/v1/jobs", headers=auth, json={"model_id": model["id"], "dataset_id": dataset["id"],
+                                                        "stages": stages})
+    return response.status_code, response.text
+
+
+def test_jobs_check_what_runs_on_what(api, auth, hf, uploaded):
+    assert _job(api, auth, hf["llama"], hf["text"], [LLM_STAGE])[0] == 201
+    assert _job(api, auth, hf["bert"], hf["text"], [{"method": "ptq"}])[0] == 201
+    for model, dataset, stages, expected in [
+        (uploaded["model"], uploaded["dataset"], [LLM_STAGE], "this model is a .pt2 program"),
+        (uploaded["model"], hf["text"], [{"method": "ptq"}], "a .jsonl text dataset needs a Hugging Face folder"),
+        (hf["llama"], hf["text"], [{"method": "ptq"}], "do not apply to a causal-lm Hugging Face folder"),
+        (hf["llama"], uploaded["dataset"], [LLM_STAGE], "takes a .jsonl text dataset"),
+        (hf["bert"], hf["text"], [LLM_STAGE], "this folder's task is feature-extraction"),
+        (hf["bert"], hf["labelled"], [{"method": "ptq"}], "holds class labels but the model output"),
+        (hf["llama"], hf["text"], [LLM_STAGE, LLM_STAGE], "cannot follow stage 0 (llm_ptq)"),
+        (hf["llama"], hf["text"], [LLM_STAGE | {"group_size": 128}],
+         "group_size: 128 does not divide the input width(s) [64] of the model's linear layers; use group_size 64"),
+    ]:
+        status, text = _job(api, auth, model, dataset, stages)
+        assert status == 422 and expected in text, text
+
+
+def test_calibrating_algorithms_need_the_train_split(api, auth, hf):
+    only_val = _upload(api, auth, "datasets", "v.jsonl", jsonl_bytes({"val": CORPUS})).json()
+    status, text = _job(api, auth, hf["llama"], only_val, [LLM_STAGE | {"algorithm": "gptq"}])
+    assert status == 422 and "split 'train' is not in the dataset" in text
+    assert _job(api, auth, hf["llama"], only_val, [LLM_STAGE])[0] == 201
+
+
+def test_npz_datasets_still_read(api, auth):
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"train.x": np.zeros((2, 3), np.float32)})
+    response = _upload(api, auth, "datasets", "d.npz", buffer.getvalue())
+    assert response.status_code == 201 and response.json()["manifest"]["format"] == "npz"
+
+
+def test_checking_a_folder_and_text_imports_neither_torch_nor_transformers(tmp_path, llama_dir):
+    import subprocess
+    import sys
+    (tmp_path / "m.zip").write_bytes(zip_bytes(llama_dir))
+    (tmp_path / "d.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:3]}))
+    code = ("import sys; from compression.inspect import inspect_model, inspect_dataset; "
+            f"assert inspect_model(open({str(tmp_path / 'm.zip')!r}, 'rb')).task == 'causal-lm'; "
+            f"inspect_dataset(open({str(tmp_path / 'd.jsonl')!r}, 'rb')); "
+            "sys.exit(bool({'torch', 'transformers'} & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_an_idempotent_retry_must_send_the_same_task(api, auth, llama_dir):
+    data, key = zip_bytes(llama_dir), {"Idempotency-Key": "hf-upload-1"}
+    first = api.post("/v1/models", headers=auth | key, files={"file": ("m.zip", data)})
+    again = api.post("/v1/models", headers=auth | key, files={"file": ("m.zip", data)})
+    assert first.status_code == again.status_code == 201 and again.json()["id"] == first.json()["id"]
+    other = api.post("/v1/models", headers=auth | key, params={"task": "feature-extraction"},
+                     files={"file": ("m.zip", data)})
+    assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused"

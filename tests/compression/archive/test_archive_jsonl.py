@@ -1,0 +1,43 @@
+import io
+
+import pytest
+
+from compression.archive import ArchiveLimits, InvalidUpload
+from compression.archive.jsonl import manifest_splits, read_jsonl
+from compression.inspect import inspect_dataset
+
+
+def _read(text: str, **kwargs):
+    return read_jsonl(io.BytesIO(text.encode()), **kwargs)
+
+
+def test_rows_are_grouped_by_split_with_label_ranges():
+    splits = _read('{"split": "train", "text": "a b", "label": 2}\n\n{"split": "train", "text": "c", "label": 0}\n'
+                   '{"split": "val", "text": "d e f"}\n', keep_text=True)
+    assert splits["train"].texts == ["a b", "c"] and splits["val"].texts == ["d e f"]
+    described, label_range = manifest_splits(splits)
+    assert described["train"]["text"]["shape"] == [2] and "y" in described["train"] and "y" not in described["val"]
+    assert label_range == {"train": [0, 2]}
+    manifest = inspect_dataset(io.BytesIO(b'{"split": "val", "text": "x"}'))
+    assert manifest.format == "jsonl" and manifest.splits["val"]["text"]["shape"] == [1]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"split": "train", "text": "a", "lable": 1}', "unknown field"),
+    ('{"split": "../x", "text": "a"}', "'split' must be a name"),
+    ('{"split": "train", "text": ""}', "non-empty string"),
+    ('{"split": "train", "text": "a", "label": -1}', "class index"),
+    ('{"split": "train", "text": "a", "label": true}', "class index"),
+    ('{"split": "train", "text": "a", "label": 1}\n{"split": "train", "text": "b"}', "mixes rows"),
+    ('{"split": "train", "text": "a"', "not valid JSON"),
+    ('["train", "a"]', "JSON object"),
+    ('\n\n', "holds no rows"),
+])
+def test_bad_rows_are_refused_with_the_line(text, expected):
+    with pytest.raises(InvalidUpload, match=expected):
+        _read(text)
+
+
+def test_lines_are_capped_before_parsing():
+    with pytest.raises(InvalidUpload, match="longer than 64 bytes"):
+        _read('{"split": "train", "text": "' + "a" * 100 + '"}', limits=ArchiveLimits(max_metadata_bytes=64))

@@ -1,0 +1,61 @@
+"""The job pipeline of a causal-LM folder: metrics before and after, and a killed run resuming mid-model from the
+per-block checkpoints kept by the runner."""
+
+import pytest
+
+from compression.context import Cancelled, RunContext
+from compression.llm.pipeline import run_llm_pipeline
+from compression.specs import EvaluationSpec, LLMPTQSpec
+from tests.hf_folders import CORPUS, gpt2_folder, jsonl_bytes, llama_dir, zip_bytes  # noqa: F401 (fixture)
+
+SPEC = LLMPTQSpec(algorithm="gptq", group_size=32, calibration={"samples": 8, "sequence_length": 32},
+                  evaluation={"context_length": 32, "generation_tokens": 0})
+
+
+@pytest.fixture
+def inputs(tmp_path, llama_dir):
+    (tmp_path / "m.zip").write_bytes(zip_bytes(llama_dir))
+    (tmp_path / "d.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:50], "val": CORPUS[50:]}))
+    return tmp_path / "m.zip", tmp_path / "d.jsonl"
+
+
+def test_a_killed_run_resumes_from_the_block_it_reached(inputs, tmp_path):
+    store, events = {}, []
+
+    def stop_after_first_block():
+        return "killed" if any(e.phase == "quantize" and e.step == 1 for e in events) else None
+
+    killed = RunContext(report=events.append, should_stop=stop_after_first_block,
+                        save_checkpoint=store.__setitem__, load_checkpoint=store.get)
+    with pytest.raises(Cancelled):
+        run_llm_pipeline(*inputs, [SPEC], EvaluationSpec(), killed, tmp_path / "first")
+    assert list(store) == ["0:llm_ptq/block_0"]
+
+    progress = []
+    resumed = RunContext(report=progress.append, save_checkpoint=store.__setitem__, load_checkpoint=store.get)
+    result = run_llm_pipeline(*inputs, [SPEC], EvaluationSpec(), resumed, tmp_path / "second")
+    metrics = result.stages[0].metrics
+    assert metrics["method_metrics"]["resumed_blocks"] == 1 and sorted(store) == ["0:llm_ptq/block_0",
+                                                                                  "0:llm_ptq/block_1"]
+    assert [e.step for e in progress if e.phase == "quantize"] == [0, 1, 2]
+
+    fresh = run_llm_pipeline(*inputs, [SPEC], EvaluationSpec(), RunContext(), tmp_path / "third")
+    assert fresh.stages[0].metrics["perplexity"] == pytest.approx(metrics["perplexity"], rel=1e-5)
+    assert metrics["perplexity"] < result.baseline["perplexity"] * 1.05
+    assert result.stages[0].artifacts[0].kind == "model.hf_folder"
+
+
+def test_missing_splits_fail_with_the_reason(inputs, tmp_path):
+    with pytest.raises(ValueError, match="evaluation split 'test'"):
+        run_llm_pipeline(*inputs, [SPEC], EvaluationSpec(split="test"), RunContext(), tmp_path / "a")
+    with pytest.raises(ValueError, match="calibrates on the 'calib' split"):
+        run_llm_pipeline(*inputs, [SPEC], EvaluationSpec(), RunContext(), tmp_path / "b", train_split="calib")
+
+
+def test_architectures_it_cannot_quantize_fail_before_any_work(inputs, tmp_path):
+    (tmp_path / "gpt2.zip").write_bytes(zip_bytes(gpt2_folder(tmp_path / "gpt2")))
+    events = []
+    with pytest.raises(ValueError, match="hold no nn.Linear layers"):
+        run_llm_pipeline(tmp_path / "gpt2.zip", inputs[1], [SPEC], EvaluationSpec(), RunContext(report=events.append),
+                         tmp_path / "a")
+    assert [e.phase for e in events] == ["load"]

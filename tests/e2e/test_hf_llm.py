@@ -1,0 +1,57 @@
+"""A causal LM uploaded as a Hugging Face folder with a .jsonl text dataset, through HTTP and a real worker:
+llm_ptq writes a compressed-tensors folder that transformers loads in a fresh process."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tests.hf_folders import CORPUS, jsonl_bytes, llama_dir, zip_bytes  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.e2e
+
+FRESH_LOAD = """
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+losses = {}
+for name in sys.argv[1:]:
+    model = AutoModelForCausalLM.from_pretrained(name, local_files_only=True).eval()
+    ids = AutoTokenizer.from_pretrained(name)(%r, return_tensors="pt").input_ids
+    with torch.no_grad():
+        losses[name] = float(model(input_ids=ids, labels=ids).loss)
+print(json.dumps({"losses": losses, "quantized": hasattr(model.config, "quantization_config")}))
+"""
+
+
+def test_llm_ptq_on_an_uploaded_folder_gives_a_folder_transformers_loads(client, llama_dir, tmp_path):
+    (tmp_path / "llama.zip").write_bytes(zip_bytes(llama_dir, top="tiny-llama"))
+    (tmp_path / "text.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:50], "val": CORPUS[50:]}))
+    model = client.upload_model(tmp_path / "llama.zip", task="causal-lm")
+    dataset = client.upload_dataset(tmp_path / "text.jsonl")
+    assert (model.info["kind"], model.info["task"]) == ("hf_folder", "causal-lm")
+    job = client.submit_job({"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
+                             "stages": [{"method": "llm_ptq", "algorithm": "rtn", "bits": 4, "group_size": 32,
+                                         "evaluation": {"context_length": 32, "generation_tokens": 4}}]})
+    job = client.wait(job["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    baseline, final = job["metrics"]["baseline"], job["metrics"]["final"]
+    assert final["perplexity"] < baseline["perplexity"] * 1.2 and final["tokens"] == baseline["tokens"] > 100
+    assert final["compression_ratio"] > 3 and final["tokens_per_s"] > 0
+    layers = final["method_metrics"]["layers"]
+    assert "model.layers.1.mlp.down_proj" in layers and final["method_metrics"]["blocks"] == 2
+
+    [artifact] = client.artifacts(job["id"])
+    assert (artifact["kind"], artifact["name"]) == ("model.hf_folder", "model.hf.zip")
+    with zipfile.ZipFile(client.download(artifact, tmp_path / "model.hf.zip")) as archive:
+        archive.extractall(tmp_path / "quantized")
+    config = json.loads((tmp_path / "quantized" / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+    loaded = subprocess.run([sys.executable, "-c", FRESH_LOAD % CORPUS[60], str(llama_dir),
+                             str(tmp_path / "quantized")], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    result = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert result["quantized"]
+    original, quantized = result["losses"][str(llama_dir)], result["losses"][str(tmp_path / "quantized")]
+    assert abs(quantized - original) < 0.1 * original

@@ -1,0 +1,115 @@
+"""Tiny Hugging Face folders built in the test (no download): random transformers models with a word-level
+tokenizer trained on a few lines, zipped or tarred the way users upload them."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+CORPUS = [f"the {animal} {verb} the {thing} near the {place}" for animal in ("cat", "dog", "bird", "fox")
+          for verb in ("sees", "finds", "likes") for thing in ("ball", "stick", "box") for place in ("house", "tree")]
+
+
+def save_tokenizer(folder: Path) -> int:
+    """A word-level tokenizer of CORPUS saved as transformers writes one; returns its vocabulary size."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]", "[EOS]"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                   eos_token="[EOS]")
+    fast.save_pretrained(folder)
+    return tokenizer.get_vocab_size()
+
+
+def llama_folder(folder: Path, layers: int = 2, seed: int = 0) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    vocab = save_tokenizer(folder)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=2, pad_token_id=1, bos_token_id=None)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def gpt2_folder(folder: Path) -> Path:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    vocab = save_tokenizer(folder)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=2,
+                        eos_token_id=2)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+def bert_folder(folder: Path, classes: int | None = None) -> Path:
+    """A BERT encoder (`BertModel`), or a sequence classifier with `classes` labels."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    vocab = save_tokenizer(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=classes or 2)
+    (BertForSequenceClassification(config) if classes else BertModel(config)).save_pretrained(folder)
+    return folder
+
+
+def zip_bytes(folder: Path, top: str | None = None, extra: dict[str, bytes] | None = None) -> bytes:
+    """The folder's files as a zip, at the top or inside one folder `top`, plus `extra` entries."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"{top}/{path.name}" if top else path.name)
+        for name, data in (extra or {}).items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def tar_bytes(folder: Path, extra: dict[str, bytes] | None = None, symlink: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path in sorted(folder.iterdir()):
+            archive.add(path, path.name)
+        for name, data in (extra or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        if symlink:
+            info = tarfile.TarInfo(symlink)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            archive.addfile(info)
+    return buffer.getvalue()
+
+
+def jsonl_bytes(splits: dict[str, list[str]], labels: dict[str, list[int]] | None = None) -> bytes:
+    lines = []
+    for split, texts in splits.items():
+        for index, text in enumerate(texts):
+            row = {"split": split, "text": text}
+            if labels and split in labels:
+                row["label"] = labels[split][index]
+            lines.append(json.dumps(row))
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory) -> Path:
+    return llama_folder(tmp_path_factory.mktemp("llama"))
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory) -> Path:
+    return bert_folder(tmp_path_factory.mktemp("bert"))
