@@ -14,7 +14,7 @@ class PitchCNN(nn.Module):
     preceded by a time-axis F.pad; relu, BatchNorm, (2, 1) max-pooling; the channels are moved inside the time axis
     by permute(0, 2, 1, 3).reshape(N, T * C) before a linear layer with sigmoid outputs over pitch bins."""
 
-    def __init__(self, widths=(16, 8, 8, 8), kernels=(64, 8, 8, 8), first_stride=4, frame=256, bins=24):
+    def __init__(self, widths=(16, 8, 8, 8), kernels=(64, 16, 16, 16), first_stride=4, frame=256, bins=24):
         super().__init__()
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
