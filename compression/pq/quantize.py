@@ -11,8 +11,7 @@ from torch import nn
 
 from compression.pq.kmeans import KMeansResult, kmeans
 from compression.pq.layers import LayerWeight, block_size_for, to_blocks
-from compression.pq.parametrizations import PQWeight, QuantNoise, parametrizations_of, register, remove, \
-    stored_weight
+from compression.pq.parametrizations import PQWeight, QuantNoise, parametrizations_of, register, remove, stored_weight
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import fx
 
-from compression.prune.channel_groups import ChannelGroup, Slice, SizeLiteral, _op_name
+from compression.prune.channel_groups import ChannelGroup, SizeLiteral, Slice, _op_name
 from compression.prune.channel_layout import Layout, permuted, regroup, shape_of, transposed
 
 _MOVES = {"view", "reshape", "_unsafe_view", "transpose", "permute", "contiguous", "clone", "alias"}
