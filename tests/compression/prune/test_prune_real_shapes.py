@@ -1,9 +1,11 @@
 """Structured pruning of models shaped like real ones: channels pass through pads, permutes, pooling and reshapes,
 and attention heads and FFN channels of a BERT encoder are removed."""
 
+import numpy as np
 import torch
 
 from compression.context import RunContext
+from compression.data import Dataset
 from compression.io import export_model
 from compression.prune.apply import apply_prune
 from compression.prune.channel_groups import find_channel_groups
@@ -102,10 +104,6 @@ def test_bert_heads_and_ffn_channels_are_removed_and_zeroed_ones_leave_outputs_u
 
 
 def test_prune_stage_shrinks_the_audio_cnn_program_on_disk(tmp_path):
-    import numpy as np
-
-    from compression.data import Dataset
-
     torch.manual_seed(0)
     model = PitchCNN().eval()
     randomize_batch_norm(model)
@@ -120,3 +118,21 @@ def test_prune_stage_shrinks_the_audio_cnn_program_on_disk(tmp_path):
     assert result.metrics["parameter_reduction"] > 0.3
     assert result.artifacts[0].path.stat().st_size < 0.8 * unpruned.stat().st_size
     assert result.model(torch.from_numpy(audio[:3])).shape == (3, 24)
+
+
+def test_prune_stage_on_an_exported_bert_encoder_writes_a_smaller_program_that_takes_the_same_inputs(tmp_path):
+    model = tiny_bert(layers=1)
+    ids, mask = bert_inputs(batch=8)
+    program = exported(model, (ids, mask))
+    arrays = {"train.input_ids": ids.numpy(), "train.attention_mask": mask.numpy(),
+              "val.input_ids": ids.numpy(), "val.attention_mask": mask.numpy()}
+    dataset = Dataset.from_arrays(arrays, ["input_ids", "attention_mask"])
+    result = apply_prune(PruneSpec(kind="structured", sparsity=0.5, recalibrate_batches=0), program,
+                         Task(dataset, program, (ids, mask), tmp_path), RunContext())
+    units = sorted((group["unit"], group["channels"], group["kept"]) for group in result.metrics["groups"])
+    assert units == [("channels", 64, 32), ("heads", 4, 2)]
+    reloaded = torch.export.load(result.artifacts[0].path).module()
+    assert reloaded(*bert_inputs(batch=2, seed=3)).shape == (2, 8, 32)
+    assert result.metrics["parameters"] < result.metrics["parameters_before"] - 4 * 16 * 32
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids, mask), result.model(ids, mask))
