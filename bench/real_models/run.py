@@ -6,7 +6,7 @@ padding before every conv, BatchNorm, max-pooling, sigmoid outputs over 360 bins
 
 Each model is exported to `.pt2` and every row is one `compression.pipeline.run_pipeline` call, the function the
 worker runs for a job (same stage code, same size and latency measurement): fp32, default int8 PTQ, structured
-pruning (30 % of the channels of every prunable group, BatchNorm recalibrated), pruning + int8, iPQ + int8 (int8
+pruning (20 % of the channels of every prunable group, BatchNorm recalibrated, no finetuning), pruning + int8, iPQ + int8 (int8
 centroids, finetuned with distillation from the upload) and KD into a CREPE twice as narrow. Peers in the same run:
 PyTorch dynamic int8 and ONNX Runtime static int8.
 
@@ -56,8 +56,8 @@ def rows_for(settings: dict) -> list[tuple[str, list]]:
     quick_training = TrainingSpec(steps=settings["ipq_steps"], batch_size=32, lr=1e-4, checkpoint_every=10_000)
     return [
         ("int8 PTQ (default)", [PTQSpec()]),
-        ("structured prune 30%", [PruneSpec(kind="structured", sparsity=0.3, recalibrate_batches=16)]),
-        ("structured prune 30% + int8", [PruneSpec(kind="structured", sparsity=0.3, recalibrate_batches=16),
+        ("structured prune 20%", [PruneSpec(kind="structured", sparsity=0.2, recalibrate_batches=16)]),
+        ("structured prune 20% + int8", [PruneSpec(kind="structured", sparsity=0.2, recalibrate_batches=16),
                                          PTQSpec()]),
         ("iPQ + int8", [IPQSpec(centroid_dtype="int8", num_groups=2, training=quick_training)]),
         ("KD -> CREPE 1/2 width", [KDSpec(student=UploadedStudent(model_id="student"), temperature=1.0,

@@ -67,6 +67,7 @@ class ChannelGroup:
     producers: list[Slice] = field(default_factory=list)  # weights that create the channels (scored)
     slices: list[Slice] = field(default_factory=list)  # everything resized when channels go
     reshapes: list[SizeLiteral] = field(default_factory=list)  # literal sizes to rewrite
+    norms: list[tuple[str, str, float]] = field(default_factory=list)  # BatchNorm (weight, running_var, eps)
     frozen_because: list[str] = field(default_factory=list)
     unit: str = "channels"  # or "heads"
 
@@ -111,6 +112,7 @@ class _Groups:
         group_a.producers += group_b.producers
         group_a.slices += group_b.slices
         group_a.reshapes += group_b.reshapes
+        group_a.norms += group_b.norms
         group_a.frozen_because += group_b.frozen_because
         if group_a.size != group_b.size:
             group_a.frozen_because.append(f"{where} joins {group_a.size} and {group_b.size} channels")
@@ -177,6 +179,10 @@ def _passes(node: fx.Node, name: str, inputs: list, track: _Track, groups: _Grou
         for arg in node.args[1:5]:
             if isinstance(arg, fx.Node) and arg.op == "get_attr":
                 group.slices.append(Slice(arg.target, 0))
+        weight, variance = node.args[1], node.args[4]
+        if all(isinstance(arg, fx.Node) and arg.op == "get_attr" for arg in (weight, variance)):
+            eps = next(arg for arg in reversed(node.args) if isinstance(arg, float))  # eps comes after momentum
+            group.norms.append((weight.target, variance.target, eps))
         return layout
     if name == "getitem":
         return layout if node.args[1] == 0 else None

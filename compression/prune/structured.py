@@ -33,13 +33,20 @@ class GroupPlan:
 
 def channel_scores(model: nn.Module, group: ChannelGroup, norm: str) -> torch.Tensor:
     """Per-channel importance: the norm of each producer's output-channel weights, each producer's scores divided
-    by their mean so that layers of different scale (a shortcut projection beside a 3x3 conv) weigh alike."""
+    by their mean so that layers of different scale (a shortcut projection beside a 3x3 conv) weigh alike, times
+    the gain |gamma| / sqrt(var + eps) of every BatchNorm on the channels (relative to its mean): a channel with
+    small weights that a BatchNorm scales up still matters (Liu et al. 2017, network slimming)."""
+    tiny = torch.finfo(torch.float32).tiny
     total = torch.zeros(group.size)
     for producer in group.producers:
         # Channel c owns `block` consecutive rows (one row, or a head's rows).
         weight = _tensor(model, producer.name).detach().float().reshape(group.size, -1)
         score = weight.abs().sum(1) if norm == "l1" else weight.pow(2).sum(1).sqrt()
-        total += score / score.mean().clamp_min(torch.finfo(torch.float32).tiny)
+        total += score / score.mean().clamp_min(tiny)
+    for weight_name, variance_name, eps in group.norms:
+        gamma, variance = (_tensor(model, name).detach().float() for name in (weight_name, variance_name))
+        gain = gamma.abs() / (variance + eps).sqrt()
+        total *= gain / gain.mean().clamp_min(tiny)
     return total
 
 
