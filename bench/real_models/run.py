@@ -7,8 +7,8 @@ padding before every conv, BatchNorm, max-pooling, sigmoid outputs over 360 bins
 Each model is exported to `.pt2` and every row is one `compression.pipeline.run_pipeline` call, the function the
 worker runs for a job (same stage code, same size and latency measurement): fp32, default int8 PTQ, structured
 pruning (20 % of the channels of every prunable group, BatchNorm recalibrated, no finetuning), pruning + int8,
-iPQ + int8 (int8 centroids, finetuned with distillation from the upload) and KD into a CREPE twice as narrow. Peers in the same run:
-PyTorch dynamic int8 and ONNX Runtime static int8.
+iPQ + int8 (int8 centroids, finetuned with distillation from the upload) and KD into a CREPE twice as narrow.
+Peers in the same run: PyTorch dynamic int8 and ONNX Runtime static int8.
 
 Columns: RPA (raw pitch accuracy within 50 cents on synthetic noisy harmonic tones with known f0), top-1 bin
 agreement with fp32, bytes of the file a user downloads, x smaller than the fp32 `.pt2`, batch-1 / batch-32
