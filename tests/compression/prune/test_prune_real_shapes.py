@@ -136,3 +136,14 @@ def test_prune_stage_on_an_exported_bert_encoder_writes_a_smaller_program_that_t
     assert result.metrics["parameters"] < result.metrics["parameters_before"] - 4 * 16 * 32
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids, mask), result.model(ids, mask))
+
+
+def test_channels_a_batch_norm_scales_up_outweigh_larger_weights_it_scales_down():
+    model = torch.nn.Sequential(torch.nn.Conv1d(2, 4, 3), torch.nn.ReLU(), torch.nn.BatchNorm1d(4),
+                                torch.nn.Conv1d(4, 2, 1)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([1.0, 1.0, 2.0, 2.0])[:, None, None].expand(4, 2, 3))
+        model[2].weight.copy_(torch.tensor([4.0, 4.0, 0.5, 0.5]))  # gain 4 vs 0.5 outweighs weights 1 vs 2
+    graph_module = exported(model, (torch.randn(2, 2, 8),))
+    plans, _ = plan_structured(graph_module, 0.5, "l2")
+    assert [plan.keep.tolist() for plan in plans] == [[0, 1]]
