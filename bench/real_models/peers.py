@@ -14,27 +14,32 @@ import numpy as np
 import torch
 from torch import nn
 
-from compression.measure import latency_profile
+from compression.measure import compare_latency, latency_profile
 from compression.onnx_export import export_float
 
 
 def dynamic_int8(model: nn.Module, example: tuple[torch.Tensor, ...], batch_sizes: list[int]) -> dict:
-    """{"model", "bytes" (its state dict as torch.save writes it), "latency_ms", "compiled"}."""
+    """{"model", "bytes" (its state dict as torch.save writes it), "latency_ms", "reference_latency_ms" (compiled
+    fp32, timed in alternation with it), "compiled"}."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
         quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
     buffer = io.BytesIO()
     torch.save(quantized.state_dict(), buffer)
     try:
-        latency, compiled = latency_profile(quantized, example, batch_sizes, compile=True), True
+        timings, compiled = compare_latency({"peer": quantized, "fp32": model}, example, batch_sizes, True), True
     except Exception:  # quantized dynamic modules do not always compile; their eager time is what users get
-        latency, compiled = latency_profile(quantized, example, batch_sizes, compile=False), False
-    return {"model": quantized, "bytes": len(buffer.getvalue()), "latency_ms": latency, "compiled": compiled}
+        timings = {"peer": latency_profile(quantized, example, batch_sizes, compile=False),
+                   "fp32": latency_profile(model, example, batch_sizes, compile=True)}
+        compiled = False
+    return {"model": quantized, "bytes": len(buffer.getvalue()), "latency_ms": timings["peer"],
+            "reference_latency_ms": timings["fp32"], "compiled": compiled}
 
 
 def onnxruntime_static_int8(model: nn.Module, example: tuple[torch.Tensor, ...], calibration: np.ndarray,
                             directory: Path, batch_sizes: list[int], repeats: int = 10) -> dict:
-    """{"run" (numpy inputs -> numpy outputs), "bytes" (the .onnx file), "latency_ms"}."""
+    """{"run" (numpy inputs -> numpy outputs), "bytes" (the .onnx file), "latency_ms", "reference_latency_ms"
+    (compiled fp32 in torch, timed just before each batch size's ONNX Runtime timing)."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -59,8 +64,9 @@ def onnxruntime_static_int8(model: nn.Module, example: tuple[torch.Tensor, ...],
     def run(inputs: np.ndarray) -> np.ndarray:
         return session.run(None, {name: inputs})[0]
 
-    latency = {}
+    latency, reference = {}, {}
     for batch_size in batch_sizes:
+        reference[batch_size] = latency_profile(model, example, [batch_size], compile=True)[batch_size]
         inputs = np.resize(calibration, (batch_size, *calibration.shape[1:])).astype(np.float32)
         for _ in range(3):
             run(inputs)
@@ -70,4 +76,4 @@ def onnxruntime_static_int8(model: nn.Module, example: tuple[torch.Tensor, ...],
             run(inputs)
             timings.append((time.perf_counter() - started) * 1000)
         latency[batch_size] = statistics.median(timings)
-    return {"run": run, "bytes": int8_path.stat().st_size, "latency_ms": latency}
+    return {"run": run, "bytes": int8_path.stat().st_size, "latency_ms": latency, "reference_latency_ms": reference}

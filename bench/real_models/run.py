@@ -12,8 +12,9 @@ Peers in the same run: PyTorch dynamic int8 and ONNX Runtime static int8.
 
 Columns: RPA (raw pitch accuracy within 50 cents on synthetic noisy harmonic tones with known f0), top-1 bin
 agreement with fp32, bytes of the file a user downloads, x smaller than the fp32 `.pt2`, batch-1 / batch-32
-latency under torch.compile (ONNX Runtime: its own session, 2 threads), and x faster than compiled fp32 at batch 32
-(the pipeline times each stage's model in alternation with the fp32 upload).
+latency under torch.compile (ONNX Runtime: its own session, as many threads as torch), and x faster than compiled
+fp32 at batch 32, always against an fp32 timing taken next to the row's own (the pipeline times each stage's model
+in alternation with the fp32 upload; the peers time fp32 beside themselves).
 
     .venv/bin/python bench/real_models/run.py --quick    # CREPE tiny, short finetuning, 256 evaluation frames
     .venv/bin/python bench/real_models/run.py            # CREPE tiny and full, longer finetuning
@@ -109,12 +110,14 @@ def bench_model(capacity: str, settings: dict, workdir: Path) -> list[dict]:
     rows.append({"model": capacity, "method": "peer: PyTorch dynamic int8", "rpa": rpa(peer["model"]),
                  "agreement": _agreement(peer["model"](torch.from_numpy(val_x)), model, val_x),
                  "bytes": peer["bytes"], "latency_ms": peer["latency_ms"],
+                 "reference_latency_ms": peer["reference_latency_ms"],
                  "error": None if peer["compiled"] else "eager (does not compile)"})
     ort_peer = onnxruntime_static_int8(model, example, train_x[:256], workdir, BATCHES)
     outputs = torch.from_numpy(ort_peer["run"](val_x))
     rows.append({"model": capacity, "method": "peer: ONNX Runtime static int8",
                  "rpa": raw_pitch_accuracy(outputs, val_f0), "agreement": _agreement(outputs, model, val_x),
-                 "bytes": ort_peer["bytes"], "latency_ms": ort_peer["latency_ms"], "error": "onnxruntime session"})
+                 "bytes": ort_peer["bytes"], "latency_ms": ort_peer["latency_ms"],
+                 "reference_latency_ms": ort_peer["reference_latency_ms"], "error": "onnxruntime session"})
     for row in rows:
         if "bytes" in row:
             row["x_smaller"] = fp32["bytes"] / row["bytes"]
