@@ -40,7 +40,7 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
     float32_weight_bytes = _float32_weight_bytes(model)
     layers = select(find_layer_weights(model), spec.include, spec.exclude)
     plans, skipped = plan_layers(layers, spec.block_sizes, spec.centroids, spec.min_blocks_per_centroid,
-                                 spec.min_weights)
+                                 spec.min_weights, spec.min_embedding_rows)
     if not plans:
         raise ValueError(f"no weight can be product-quantized: {skipped or 'no linear/conv/embedding layer'}")
     groups = order_groups(plans, spec.groups, spec.num_groups, spec.order)

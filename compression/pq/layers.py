@@ -2,13 +2,17 @@
 
 A weight of shape (out, ...) is viewed as `out` rows of length prod(shape[1:]); each row is cut into consecutive
 blocks of `block_size`. For a linear layer a block is `block_size` neighbouring input features; for a 1x1 conv,
-neighbouring input channels; for a k x k conv with block size k*k, exactly one kernel (the paper's choice); for an
-embedding (num, dim), neighbouring dimensions of one entry. Blocks are numbered row-major: block b covers
-row b // (row_length / block_size), columns (b % blocks_per_row) * block_size onwards.
+neighbouring input channels; for a small conv kernel (at most 9 weights: 3x3, 1x3, 5) exactly one kernel (the
+paper's choice); for a long or non-square kernel (a (512, 1) audio kernel, 7x7) a run of at most 8 neighbouring taps
+of one kernel, because one codeword for a whole 512-tap kernel cannot represent it; for an embedding (num, dim),
+neighbouring dimensions of one entry. The block size is always a divisor of the row length (the configured size,
+or the largest divisor below it), so no layer is left out because its width is odd. Blocks are numbered
+row-major: block b covers row b // (row_length / block_size), columns (b % blocks_per_row) * block_size onwards.
 
 Layers are found in exported programs (`aten.linear/conv*/embedding` nodes whose weight is a `get_attr`) and in
 plain modules (`nn.Linear`, `nn.Conv*d`, `nn.Embedding`) alike, and named by the weight's qualified name
-("layer1.0.conv1.weight").
+("layer1.0.conv1.weight"). In exported programs the q/k/v/output projections of attention (found as for head
+pruning) are their own kind, "attention", with smaller blocks (4, as fairseq's iPQ uses for RoBERTa).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from compression.modes import is_exported
+from compression.prune.attention_heads import find_head_groups
 
 WEIGHT_ARGUMENT = {  # aten op -> position of its weight argument
     torch.ops.aten.linear.default: 1,
@@ -34,7 +39,7 @@ WEIGHT_ARGUMENT = {  # aten op -> position of its weight argument
 @dataclass(frozen=True)
 class LayerWeight:
     name: str  # qualified parameter name, e.g. "layer1.0.conv1.weight"
-    kind: str  # "linear", "conv1x1", "conv" (kernel larger than 1x1) or "embedding"
+    kind: str  # "linear", "attention", "conv1x1", "conv" (kernel larger than 1x1) or "embedding"
     shape: tuple[int, ...]
 
     @property
@@ -63,6 +68,7 @@ def find_layer_weights(model: nn.Module) -> list[LayerWeight]:
     parameters = dict(model.named_parameters())
     found: dict[str, LayerWeight] = {}
     if is_exported(model) or isinstance(model, torch.fx.GraphModule):
+        attention = {piece.name for group in find_head_groups(model) for piece in group.slices}
         for node in model.graph.nodes:
             position = WEIGHT_ARGUMENT.get(node.target) if node.op == "call_function" else None
             if position is None or len(node.args) <= position:
@@ -70,7 +76,8 @@ def find_layer_weights(model: nn.Module) -> list[LayerWeight]:
             weight = node.args[position]
             if isinstance(weight, torch.fx.Node) and weight.op == "get_attr" and weight.target in parameters:
                 shape = tuple(parameters[weight.target].shape)
-                found.setdefault(weight.target, LayerWeight(weight.target, _kind(node.target, shape), shape))
+                kind = "attention" if weight.target in attention else _kind(node.target, shape)
+                found.setdefault(weight.target, LayerWeight(weight.target, kind, shape))
         return list(found.values())
     for module_name, module in model.named_modules():
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)):
@@ -85,19 +92,33 @@ def select(layers: list[LayerWeight], include: list[str], exclude: list[str]) ->
             and not any(fnmatch.fnmatchcase(layer.name, pattern) for pattern in exclude)]
 
 
+WHOLE_KERNEL_MAX = 9  # kernels up to 3x3 are one block each
+LONG_KERNEL_BLOCK = 8  # longer kernels are cut into runs of at most this many taps
+
+
 def block_size_for(layer: LayerWeight, block_sizes) -> int:
-    """Block size of a layer from a `BlockSizes` spec (a whole kernel for k x k convs unless configured)."""
-    if layer.kind == "conv":
-        return block_sizes.conv or math.prod(layer.shape[2:])
-    return getattr(block_sizes, layer.kind)
+    """Block size of a layer from a `BlockSizes` spec and the layer's shape: the configured size for its kind (a
+    whole small kernel, runs of a long kernel's taps, for convs left unconfigured), lowered to the largest
+    divisor of the row length that does not exceed it."""
+    if layer.kind == "conv" and not block_sizes.conv:
+        kernel = math.prod(layer.shape[2:])
+        if kernel <= WHOLE_KERNEL_MAX:
+            return kernel
+        taps = _largest_divisor(kernel, LONG_KERNEL_BLOCK)
+        if taps > 1:
+            return taps
+        target = LONG_KERNEL_BLOCK  # a prime kernel length: blocks run across kernels
+    else:
+        target = block_sizes.conv if layer.kind == "conv" else getattr(block_sizes, layer.kind)
+    return _largest_divisor(row_length(layer.shape), target)
+
+
+def _largest_divisor(length: int, at_most: int) -> int:
+    return next(size for size in range(min(at_most, length), 0, -1) if length % size == 0)
 
 
 def row_length(shape: tuple[int, ...]) -> int:
     return math.prod(shape[1:])
-
-
-def can_split(shape: tuple[int, ...], block_size: int) -> bool:
-    return row_length(shape) % block_size == 0
 
 
 def to_blocks(weight: Tensor, block_size: int) -> Tensor:

@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from compression.pq.kmeans import KMeansResult, kmeans
-from compression.pq.layers import LayerWeight, block_size_for, can_split, to_blocks
-from compression.pq.parametrizations import PQWeight, QuantNoise, parametrizations_of, register, remove, \
-    stored_weight
+from compression.pq.layers import LayerWeight, block_size_for, to_blocks
+from compression.pq.parametrizations import PQWeight, QuantNoise, parametrizations_of, register, remove, stored_weight
 
 
 @dataclass(frozen=True)
@@ -27,21 +26,24 @@ class LayerPlan:
 
 
 def plan_layers(layers: list[LayerWeight], block_sizes, centroids: int, min_blocks_per_centroid: int,
-                min_weights: int = 0) -> tuple[list[LayerPlan], dict[str, str]]:
+                min_weights: int = 0, min_embedding_rows: int = 0) -> tuple[list[LayerPlan], dict[str, str]]:
     """Block size and K per layer, and {weight name: reason} for the layers left in full precision.
 
     A layer with fewer than K * min_blocks_per_centroid blocks gets the largest power of two that fits, because a
-    codebook about as large as the weight itself compresses nothing.
+    codebook about as large as the weight itself compresses nothing. Embedding tables with fewer than
+    `min_embedding_rows` rows (a transformer's positions and segment types) stay in full precision: they are a
+    small part of the size and every token reads them.
     """
     plans, skipped = [], {}
     for layer in layers:
         if layer.numel < min_weights:
             skipped[layer.name] = f"{layer.numel} weights, fewer than min_weights={min_weights}"
             continue
-        block_size = block_size_for(layer, block_sizes)
-        if not can_split(layer.shape, block_size):
-            skipped[layer.name] = f"row length {math.prod(layer.shape[1:])} is not a multiple of block {block_size}"
+        if layer.kind == "embedding" and layer.shape[0] < min_embedding_rows:
+            skipped[layer.name] = f"embedding of {layer.shape[0]} rows, fewer than min_embedding_rows=" \
+                                  f"{min_embedding_rows}"
             continue
+        block_size = block_size_for(layer, block_sizes)
         num_blocks = layer.numel // block_size
         fitting = num_blocks // min_blocks_per_centroid
         k = centroids if fitting >= centroids else (1 << int(math.log2(fitting)) if fitting >= 2 else 0)
@@ -103,8 +105,6 @@ def add_quant_noise(model: nn.Module, layers: list[LayerWeight], config, seed: i
     noised = []
     for layer in layers:
         block_size = block_size_for(layer, config.block_sizes)
-        if not can_split(layer.shape, block_size):
-            continue
         weight = stored_weight(model, layer.name)
         with torch.no_grad():
             noise = QuantNoise(weight, config.rate, config.kind, block_size, config.pq_centroids, seed)

@@ -1,44 +1,64 @@
 """Find which output channels of an exported graph must be pruned together (a torch.fx analysis pass).
 
 Every conv/linear whose weight is a `get_attr` starts a channel group: the channels of its output. The pass follows
-each tensor through ops that keep channels apart (BatchNorm, activations, pooling, dropout, flatten), records who
-reads the channels (the next conv's or linear's input dimension, BatchNorm's per-channel parameters) and merges
-groups whose tensors meet in an elementwise op: a residual `add` makes the block's output channels and its shortcut
-channels one group, pruned with one set of indices or not at all. Any op the pass does not understand, and the
-graph output, freezes the groups it touches: those channels are never pruned, so an unknown op can cost
-compression but never correctness.
+each tensor through ops that keep channels apart and tracks where the channels sit (`channel_layout.Layout`):
+activations, dropout, BatchNorm, pooling and padding over other dimensions, softmax over another dimension,
+permutes and transposes (the channel axis moves), slicing other dimensions, reshapes that keep the channels
+together (flatten into a linear, `permute(0, 2, 1, 3).reshape(N, -1)`, squeeze/unsqueeze). It records who reads the
+channels (the next conv's or linear's input dimension, BatchNorm's per-channel parameters) and merges groups whose
+tensors meet in an elementwise op: a residual `add` makes the block's output channels and its shortcut channels one
+group, pruned with one set of indices or not at all. Any other op (layer norm, concat, attention), and the graph
+output, freezes the groups it touches: those channels are never pruned, so an unknown op can cost compression but
+never correctness. Attention heads are found by `compression.prune.attention_heads`.
 """
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass, field
 
 import torch
 from torch import fx
 
+from compression.prune.channel_layout import Layout, pads_dim, permuted, regroup, shape_of, transposed
+
 aten = torch.ops.aten
 
 _CHANNELWISE_UNARY = {
-    "relu", "relu_", "gelu", "silu", "silu_", "sigmoid", "tanh", "hardtanh", "hardtanh_", "hardswish",
-    "hardswish_", "hardsigmoid", "leaky_relu", "elu", "mish", "dropout", "clone", "contiguous", "alias", "detach",
-    "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "max_pool1d", "avg_pool1d", "_to_copy", "to",
+    "relu", "relu_", "relu6", "gelu", "silu", "silu_", "sigmoid", "tanh", "hardtanh", "hardtanh_", "hardswish",
+    "hardswish_", "hardsigmoid", "leaky_relu", "elu", "selu", "celu", "mish", "softplus", "log_sigmoid", "abs",
+    "neg", "exp", "log", "sqrt", "rsqrt", "square", "pow", "clamp", "clamp_min", "clamp_max", "dropout",
+    "feature_dropout", "alpha_dropout", "clone", "contiguous", "alias", "detach", "_to_copy", "to", "type_as",
 }
 _ELEMENTWISE_BINARY = {"add", "add_", "sub", "mul", "div", "maximum", "minimum"}
 _REDUCTIONS = {"mean", "sum", "amax"}
 _BATCH_NORMS = {"batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
                 "cudnn_batch_norm", "native_batch_norm"}
-_RESHAPES = {"view", "reshape", "_unsafe_view"}
+_RESHAPES = {"view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze"}
+_LITERAL_SHAPES = {"view", "reshape", "_unsafe_view"}  # their size list may spell the channel count
+_POOLING = re.compile(r"^(adaptive_)?(max|avg|lp)_pool([123])d(_with_indices)?$")
+_SOFTMAX = {"softmax", "_softmax", "log_softmax", "_log_softmax"}
 
 
 @dataclass(frozen=True)
 class Slice:
-    """Parameter or buffer `name` has one index along `dim` per group channel, `block` consecutive entries each
-    (block > 1 where a linear reads a flattened conv output: channel c owns columns c*block .. c*block+block-1)."""
+    """Parameter or buffer `name` has one index along `dim` per group channel, as `outer` runs of the group's
+    channels with `block` consecutive entries each (block > 1 where a linear reads a flattened conv output: channel
+    c owns columns c*block .. c*block+block-1; outer > 1 where the channels were moved inside the time axis)."""
 
     name: str
     dim: int
     block: int = 1
+    outer: int = 1
+
+
+@dataclass(frozen=True)
+class SizeLiteral:
+    """Position `index` of a view/reshape node's size list holds `per_channel` entries per group channel."""
+
+    node: fx.Node
+    index: int
+    per_channel: int
 
 
 @dataclass
@@ -46,8 +66,10 @@ class ChannelGroup:
     size: int
     producers: list[Slice] = field(default_factory=list)  # weights that create the channels (scored)
     slices: list[Slice] = field(default_factory=list)  # everything resized when channels go
-    reshapes: list[tuple[fx.Node, int]] = field(default_factory=list)  # (view node, channel block) to rewrite
+    reshapes: list[SizeLiteral] = field(default_factory=list)  # literal sizes to rewrite
+    norms: list[tuple[str, str, float]] = field(default_factory=list)  # BatchNorm (weight, running_var, eps)
     frozen_because: list[str] = field(default_factory=list)
+    unit: str = "channels"  # or "heads"
 
     @property
     def prunable(self) -> bool:
@@ -57,8 +79,7 @@ class ChannelGroup:
 @dataclass
 class _Track:
     group: int
-    dim: int  # the dimension of the node's tensor that indexes the group's channels
-    block: int = 1
+    layout: Layout
 
 
 class _Groups:
@@ -91,6 +112,7 @@ class _Groups:
         group_a.producers += group_b.producers
         group_a.slices += group_b.slices
         group_a.reshapes += group_b.reshapes
+        group_a.norms += group_b.norms
         group_a.frozen_because += group_b.frozen_because
         if group_a.size != group_b.size:
             group_a.frozen_because.append(f"{where} joins {group_a.size} and {group_b.size} channels")
@@ -124,13 +146,6 @@ def _op_name(node: fx.Node) -> str:
     return getattr(packet, "__name__", None) or getattr(target, "__name__", str(target))
 
 
-def _shape(node) -> tuple[int, ...] | None:
-    value = node.meta.get("val") if isinstance(node, fx.Node) else None
-    if isinstance(value, torch.Tensor):
-        return tuple(int(s) if isinstance(s, int) else s for s in value.shape)
-    return None
-
-
 def _visit(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Groups) -> None:
     name = _op_name(node)
     if name in ("conv1d", "conv2d", "conv3d", "linear"):
@@ -140,32 +155,65 @@ def _visit(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Groups) 
         return
     first = node.args[0] if node.args else None
     track = tracks.get(first) if isinstance(first, fx.Node) else None
-    if name in _BATCH_NORMS and track is not None and track.dim == 1 and len(inputs) == 1:
-        group = groups.get(track.group)
-        for arg in node.args[1:5]:
-            if isinstance(arg, fx.Node) and arg.op == "get_attr":
-                group.slices.append(Slice(arg.target, 0))
-        tracks[node] = track
-    elif name == "getitem" and track is not None and node.args[1] == 0:
-        tracks[node] = track
-    elif name in _CHANNELWISE_UNARY and track is not None and len(inputs) == 1 and _same_rank(node, first):
-        tracks[node] = track
+    layout = _passes(node, name, inputs, track, groups) if track is not None else None
+    if layout is not None:
+        tracks[node] = _Track(track.group, layout)
     elif name in _ELEMENTWISE_BINARY and track is not None:
         _visit_binary(node, track, tracks, groups)
-    elif name in _REDUCTIONS and track is not None and len(inputs) == 1:
-        _visit_reduction(node, track, tracks, groups)
-    elif name == "flatten" and track is not None:
-        _visit_flatten(node, track, tracks, groups)
-    elif name in _RESHAPES and track is not None:
-        _visit_reshape(node, track, tracks, groups)
     else:
         for arg in inputs:
             groups.freeze(tracks[arg].group, f"{name} at {node.name}")
 
 
-def _same_rank(node: fx.Node, source: fx.Node) -> bool:
-    out, inp = _shape(node), _shape(source)
-    return out is not None and inp is not None and len(out) == len(inp)
+def _passes(node: fx.Node, name: str, inputs: list, track: _Track, groups: _Groups) -> Layout | None:
+    """The layout of the channels in `node`'s output when the op keeps them apart (and its only tracked input is
+    its first argument), else None."""
+    if len(inputs) != 1:
+        return None
+    layout, source = track.layout, node.args[0]
+    shape, rank = shape_of(source), len(shape_of(source) or ())
+    if name in _BATCH_NORMS:
+        if layout.dim != 1 or not layout.plain:
+            return None
+        group = groups.get(track.group)
+        for arg in node.args[1:5]:
+            if isinstance(arg, fx.Node) and arg.op == "get_attr":
+                group.slices.append(Slice(arg.target, 0))
+        weight, variance = node.args[1], node.args[4]
+        if all(isinstance(arg, fx.Node) and arg.op == "get_attr" for arg in (weight, variance)):
+            eps = next(arg for arg in reversed(node.args) if isinstance(arg, float))  # eps comes after momentum
+            group.norms.append((weight.target, variance.target, eps))
+        return layout
+    if name == "getitem":
+        return layout if node.args[1] == 0 else None
+    if name in _CHANNELWISE_UNARY:  # a tensor second argument (pow(x, y)) is not channelwise
+        unary = len(node.all_input_nodes) == 1 and shape_of(node) is not None and len(shape_of(node)) == rank
+        return layout if unary else None
+    pooling = _POOLING.match(name)
+    if pooling:
+        return layout if layout.dim < rank - int(pooling.group(3)) else None
+    if name in ("pad", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "replication_pad1d",
+                "replication_pad2d"):
+        return None if pads_dim(list(node.args[1]), layout.dim, rank) else layout
+    if name in _SOFTMAX:
+        return None if node.args[1] % rank == layout.dim else layout
+    if name == "permute":
+        return permuted(layout, list(node.args[1]), rank)
+    if name == "transpose":
+        return transposed(layout, node.args[1], node.args[2], rank)
+    if name == "t" and rank == 2:
+        return transposed(layout, 0, 1, rank)
+    if name == "slice":
+        dim = node.args[1] if len(node.args) > 1 else 0
+        return None if dim % rank == layout.dim else layout
+    if name == "select":
+        dim = node.args[1] % rank
+        return None if dim == layout.dim else Layout(layout.dim - (dim < layout.dim), layout.block, layout.outer)
+    if name in _REDUCTIONS:
+        return _reduced(node, layout, rank)
+    if name in _RESHAPES:
+        return _reshaped(node, name, track, groups, shape)
+    return None
 
 
 def _visit_layer(node: fx.Node, name: str, tracks: dict, groups: _Groups) -> None:
@@ -175,15 +223,16 @@ def _visit_layer(node: fx.Node, name: str, tracks: dict, groups: _Groups) -> Non
     input_track = tracks.get(source) if isinstance(source, fx.Node) else None
     owns_weight = isinstance(weight, fx.Node) and weight.op == "get_attr" and conv_groups == 1
     if input_track is not None:
+        layout = input_track.layout
         # A conv reads channels on dim 1; a linear on its last dim, possibly as flattened blocks.
-        reads_channels = input_track.dim == (len(_shape(source)) - 1 if name == "linear" else 1)
-        if owns_weight and reads_channels and (name == "linear" or input_track.block == 1):
-            groups.get(input_track.group).slices.append(Slice(weight.target, 1, input_track.block))
+        reads_channels = layout.dim == (len(shape_of(source)) - 1 if name == "linear" else 1)
+        if owns_weight and reads_channels and (name == "linear" or layout.plain):
+            groups.get(input_track.group).slices.append(Slice(weight.target, 1, layout.block, layout.outer))
         else:
             groups.freeze(input_track.group, f"{name} at {node.name} cannot be resized")
     if not owns_weight:
         return
-    out_shape = _shape(node)
+    out_shape = shape_of(node)
     index = groups.new(out_shape[1] if name != "linear" else out_shape[-1])
     group = groups.get(index)
     producer = Slice(weight.target, 0)
@@ -194,71 +243,59 @@ def _visit_layer(node: fx.Node, name: str, tracks: dict, groups: _Groups) -> Non
             group.slices.append(Slice(bias.target, 0))
         else:
             group.frozen_because.append(f"computed bias at {node.name}")
-    tracks[node] = _Track(index, 1 if name != "linear" else len(out_shape) - 1)
+    tracks[node] = _Track(index, Layout(1 if name != "linear" else len(out_shape) - 1))
 
 
 def _visit_binary(node: fx.Node, track: _Track, tracks: dict, groups: _Groups) -> None:
     other = node.args[1] if len(node.args) > 1 else None
+    same_rank = len(shape_of(node) or ()) == len(shape_of(node.args[0]) or ())
     if isinstance(other, fx.Node) and other in tracks:
         other_track = tracks[other]
         root = groups.union(track.group, other_track.group, f"{_op_name(node)} at {node.name}")
-        if (track.dim, track.block) != (other_track.dim, other_track.block) or not _same_rank(node, other):
+        if track.layout != other_track.layout or len(shape_of(node)) != len(shape_of(other)):
             groups.freeze(root, f"{node.name} combines channels on different dimensions")
-        tracks[node] = _Track(root, track.dim, track.block)
+        tracks[node] = _Track(root, track.layout)
         return
     if isinstance(other, fx.Node):
-        other_shape, shape = _shape(other), _shape(node)
+        other_shape, shape = shape_of(other), shape_of(node)
+        dim = track.layout.dim
         # A tensor broadcast along the channel dimension (a scalar, a [N,1,H,W] map) leaves channels apart.
         broadcast = other_shape is not None and (
-            len(other_shape) < len(shape) - track.dim or other_shape[track.dim - len(shape)] == 1)
+            len(other_shape) < len(shape) - dim or other_shape[dim - len(shape)] == 1)
         if not broadcast:
             groups.freeze(track.group, f"{node.name} combines channels with an unprunable tensor")
-    if _same_rank(node, node.args[0]):
+    if same_rank:
         tracks[node] = track
     else:
         groups.freeze(track.group, f"{node.name} changes rank")
 
 
-def _visit_reduction(node: fx.Node, track: _Track, tracks: dict, groups: _Groups) -> None:
-    rank = len(_shape(node.args[0]))
+def _reduced(node: fx.Node, layout: Layout, rank: int) -> Layout | None:
     dims = node.args[1] if len(node.args) > 1 else None
     keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-    if not dims or track.block != 1:
-        groups.freeze(track.group, f"{node.name} reduces over channels")
-        return
+    if not dims or not layout.plain:
+        return None
     reduced = {d % rank for d in dims}
-    if track.dim in reduced:
-        groups.freeze(track.group, f"{node.name} reduces over channels")
-        return
-    dim = track.dim if keepdim else track.dim - sum(1 for d in reduced if d < track.dim)
-    tracks[node] = _Track(track.group, dim)
+    if layout.dim in reduced:
+        return None
+    return Layout(layout.dim if keepdim else layout.dim - sum(1 for d in reduced if d < layout.dim))
 
 
-def _visit_flatten(node: fx.Node, track: _Track, tracks: dict, groups: _Groups) -> None:
-    shape = _shape(node.args[0])
-    start = node.args[1] % len(shape) if len(node.args) > 1 else 0
-    end = node.args[2] % len(shape) if len(node.args) > 2 else len(shape) - 1
-    if track.dim < start:
-        tracks[node] = track
-    elif track.dim == start and end == len(shape) - 1 and start > 0:
-        tracks[node] = _Track(track.group, start, track.block * math.prod(shape[start + 1:]))
-    elif track.dim > end:
-        tracks[node] = _Track(track.group, track.dim - (end - start), track.block)
-    else:
-        groups.freeze(track.group, f"{node.name} flattens channels into another dimension")
-
-
-def _visit_reshape(node: fx.Node, track: _Track, tracks: dict, groups: _Groups) -> None:
-    """Only the flatten written as `x.view(N, -1)` / `x.reshape(N, C*H*W)` is understood (and identity views)."""
-    source_shape, shape = _shape(node.args[0]), _shape(node)
-    if source_shape == shape:
-        tracks[node] = track
-    elif track.dim == 1 and len(shape) == 2 and len(source_shape) > 2 and shape[1] == math.prod(source_shape[1:]):
-        block = track.block * math.prod(source_shape[2:])
-        tracks[node] = _Track(track.group, 1, block)
-        groups.get(track.group).reshapes.append((node, block))
-    else:
-        groups.freeze(track.group, f"{node.name} reshapes channels")
+def _reshaped(node: fx.Node, name: str, track: _Track, groups: _Groups, source_shape) -> Layout | None:
+    """A reshape that keeps the channels together in one dimension; literal sizes spelling them are recorded so
+    that pruning can rewrite them (a -1 needs nothing)."""
+    shape = shape_of(node)
+    group = groups.get(track.group)
+    if source_shape is None or shape is None:
+        return None
+    layout = regroup(source_shape, shape, track.layout, group.size)
+    if layout is None:
+        return None
+    if name in _LITERAL_SHAPES:
+        sizes = node.args[1]
+        if isinstance(sizes[layout.dim], int) and sizes[layout.dim] != -1:
+            group.reshapes.append(SizeLiteral(node, layout.dim, layout.block * layout.outer))
+    return layout
 
 
 def _without_shared_slices(groups: list[ChannelGroup]) -> list[ChannelGroup]:

@@ -1,9 +1,10 @@
-"""Structured pruning that really removes conv channels and linear units from an exported graph module.
+"""Structured pruning that really removes conv channels, linear units and attention heads from an exported graph.
 
-`find_channel_groups` says which parameter dimensions index the same channels; this module ranks each group's
-channels by the L1/L2 norm of the weights that produce them, keeps the strongest, and rebuilds every parameter and
-buffer of the group smaller (producer rows, BatchNorm statistics, the consumer's input columns, flattened blocks),
-rewriting literal sizes of `view`/`reshape` flattens. The result is re-exported by the caller, which refreshes the
+`find_channel_groups` says which parameter dimensions index the same channels and `find_head_groups` which rows
+and columns make up each attention head; this module ranks each group's channels (or heads) by the L1/L2 norm of
+the weights that produce them, keeps the strongest, and rebuilds every parameter and buffer of the group smaller
+(producer rows, BatchNorm statistics, the consumer's input columns, flattened blocks), rewriting literal sizes of
+`view`/`reshape` nodes. The result is re-exported by the caller, which refreshes the
 graph's shape metadata and yields a genuinely smaller `.pt2`.
 """
 
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from compression.prune.attention_heads import find_head_groups
 from compression.prune.channel_groups import ChannelGroup, Slice, find_channel_groups
+from compression.prune.channel_layout import channel_indices
 
 
 @dataclass
@@ -24,18 +27,26 @@ class GroupPlan:
     keep: torch.Tensor  # sorted indices of the channels that stay
 
     def describe(self) -> dict:
-        return {"layers": [p.name for p in self.group.producers], "channels": self.group.size,
-                "kept": int(self.keep.numel())}
+        return {"layers": [p.name for p in self.group.producers], "unit": self.group.unit,
+                "channels": self.group.size, "kept": int(self.keep.numel())}
 
 
 def channel_scores(model: nn.Module, group: ChannelGroup, norm: str) -> torch.Tensor:
     """Per-channel importance: the norm of each producer's output-channel weights, each producer's scores divided
-    by their mean so that layers of different scale (a shortcut projection beside a 3x3 conv) weigh alike."""
+    by their mean so that layers of different scale (a shortcut projection beside a 3x3 conv) weigh alike, times
+    the gain |gamma| / sqrt(var + eps) of every BatchNorm on the channels (relative to its mean): a channel with
+    small weights that a BatchNorm scales up still matters (Liu et al. 2017, network slimming)."""
+    tiny = torch.finfo(torch.float32).tiny
     total = torch.zeros(group.size)
     for producer in group.producers:
-        weight = _tensor(model, producer.name).detach().float().flatten(1)
+        # Channel c owns `block` consecutive rows (one row, or a head's rows).
+        weight = _tensor(model, producer.name).detach().float().reshape(group.size, -1)
         score = weight.abs().sum(1) if norm == "l1" else weight.pow(2).sum(1).sqrt()
-        total += score / score.mean().clamp_min(torch.finfo(torch.float32).tiny)
+        total += score / score.mean().clamp_min(tiny)
+    for weight_name, variance_name, eps in group.norms:
+        gamma, variance = (_tensor(model, name).detach().float() for name in (weight_name, variance_name))
+        gain = gamma.abs() / (variance + eps).sqrt()
+        total *= gain / gain.mean().clamp_min(tiny)
     return total
 
 
@@ -46,7 +57,7 @@ def plan_structured(model: fx.GraphModule, fraction: float, norm: str = "l2",
     Returns the plans and the groups left alone (with `frozen_because` saying why) for the report.
     """
     plans, skipped = [], []
-    for group in find_channel_groups(model):
+    for group in _independent(find_channel_groups(model), find_head_groups(model)):
         excluded = [p.name for p in group.producers if any(fnmatch.fnmatchcase(p.name, pat) for pat in exclude or [])]
         if excluded:
             group.frozen_because.append(f"excluded {excluded}")
@@ -65,16 +76,17 @@ def prune_channels(model: fx.GraphModule, plans: list[GroupPlan]) -> None:
     for plan in plans:
         for piece in plan.group.slices:
             _shrink(model, piece, plan.keep)
-        for node, block in plan.group.reshapes:
-            old, new = plan.group.size * block, plan.keep.numel() * block
-            node.args = (node.args[0], [new if size == old else size for size in node.args[1]], *node.args[2:])
+        for literal in plan.group.reshapes:
+            sizes = list(literal.node.args[1])
+            sizes[literal.index] = plan.keep.numel() * literal.per_channel
+            literal.node.args = (literal.node.args[0], sizes, *literal.node.args[2:])
     model.graph.lint()
     model.recompile()
 
 
 def _shrink(model: nn.Module, piece: Slice, keep: torch.Tensor) -> None:
     tensor = _tensor(model, piece.name)
-    index = keep if piece.block == 1 else (keep[:, None] * piece.block + torch.arange(piece.block)).flatten()
+    index = channel_indices(keep, tensor.shape[piece.dim] // (piece.block * piece.outer), piece.block, piece.outer)
     smaller = tensor.detach().index_select(piece.dim, index.to(tensor.device)).clone()
     module_name, _, attr = piece.name.rpartition(".")
     owner = model.get_submodule(module_name) if module_name else model
@@ -82,6 +94,16 @@ def _shrink(model: nn.Module, piece: Slice, keep: torch.Tensor) -> None:
         owner._parameters[attr] = nn.Parameter(smaller, requires_grad=tensor.requires_grad)
     else:
         owner._buffers[attr] = smaller
+
+
+def _independent(channel_groups: list[ChannelGroup], head_groups: list[ChannelGroup]) -> list[ChannelGroup]:
+    """Channel groups and head groups; a head group touching a tensor dimension that a prunable channel group
+    also resizes is frozen (the two cannot both slice it)."""
+    claimed = {(piece.name, piece.dim) for group in channel_groups if group.prunable for piece in group.slices}
+    for group in head_groups:
+        if any((piece.name, piece.dim) in claimed for piece in group.slices):
+            group.frozen_because.append("attention heads share weights with a channel group")
+    return channel_groups + head_groups
 
 
 def _tensor(model: nn.Module, name: str) -> torch.Tensor:

@@ -12,9 +12,14 @@ class BlockSizes(Spec):
     """Length of the subvectors a weight is cut into, per layer kind (rows are split into consecutive blocks)."""
 
     linear: Annotated[int, Field(ge=1, le=64)] = Field(8, description="Linear layers: blocks along in_features.")
+    attention: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="The q/k/v/output projections of attention in exported transformers: blocks along "
+                       "in_features.")
     conv1x1: Annotated[int, Field(ge=1, le=64)] = Field(4, description="1x1 convolutions: blocks along in_channels.")
     conv: Annotated[int, Field(ge=1, le=64)] | None = Field(
-        None, description="Larger kernels; null = one whole kernel per block (9 for 3x3), the paper's choice.")
+        None, description="Larger kernels; null = one whole kernel per block up to 9 weights (3x3, the paper's "
+                          "choice), and runs of at most 8 taps of longer kernels ((512, 1) -> 8). Every block size "
+                          "is lowered to the largest divisor of the layer's row length when it does not divide it.")
     embedding: Annotated[int, Field(ge=1, le=64)] = Field(8, description="Embeddings: blocks along the embedding "
                                                                          "dimension.")
 
@@ -72,6 +77,9 @@ class IPQSpec(Spec):
     min_weights: Annotated[int, Field(ge=0, le=2**40)] = Field(
         1024, description="Layers with fewer weights stay in full precision (dense_dtype): a codebook would cost "
                           "about as much as the weight, and such layers (first conv, classifier) are sensitive.")
+    min_embedding_rows: Annotated[int, Field(ge=0, le=2**40)] = Field(
+        1024, description="Embedding tables with fewer rows (positions, segment types) stay in full precision; "
+                          "large vocabularies are product-quantized.")
     centroid_dtype: Literal["float16", "int8"] = Field("float16", description="int8 = 'iPQ + int8' (symmetric, "
                                                                                 "one scale per layer).")
     activation_bits: Literal[8] | None = Field(
