@@ -58,10 +58,18 @@ def cmd_api(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    _settings(args.data_dir)
-    from core.queue import QUEUE
+    settings = _settings(args.data_dir)
+    from core.queue import QUEUES
+    queues = args.queues.split(",") if args.queues else None
+    if queues is None:
+        from worker.capacity import detect_capacity
+        queues = detect_capacity(settings).default_queues
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown:
+        print(f"unknown queue(s) {', '.join(unknown)}; the queues are {', '.join(QUEUES)}", file=sys.stderr)
+        return 2
     from worker.tasks import celery
-    celery.worker_main(["worker", "--queues", QUEUE, "--concurrency", str(args.concurrency), "--pool",
+    celery.worker_main(["worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency), "--pool",
                         args.pool, "--loglevel", args.loglevel, "--hostname", args.name])
     return 0
 
@@ -132,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(func=cmd_api)
 
     worker = commands.add_parser("worker", help="run one Celery worker (one per GPU)")
+    worker.add_argument("--queues", help="comma-separated queues to consume: cpu, gpu or gpu,cpu (default: gpu on "
+                                        "a GPU worker, cpu otherwise)")
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--loglevel", default="INFO")

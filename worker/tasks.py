@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import threading
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
+from core import workers
 from core.config import get_settings
 from core.db.migrate import ensure_schema
-from core.db.session import get_engine
-from core.queue import RUN_JOB, get_celery
+from core.db.models import Job
+from core.db.session import get_engine, session_scope
+from core.jobs.state import park
+from core.queue import CPU_QUEUE, RUN_JOB, get_celery
+from worker.capacity import detect_capacity
 from worker.reaper import reap
 from worker.runner import run_job as run_job_now
 from worker.sandbox import probe, skipped_isolations
@@ -28,9 +32,58 @@ def _fresh_connections(**_kwargs) -> None:
     get_engine().dispose(close=False)
 
 
-@celery.task(name=RUN_JOB)
-def run_job(job_id: str) -> str:
-    return run_job_now(job_id, get_settings())
+@celery.task(name=RUN_JOB, bind=True)
+def run_job(self, job_id: str) -> str:
+    settings = get_settings()
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        me = workers.get_worker(session, self.request.hostname)
+        needs, queue = (job.memory_bytes, job.queue) if job else (None, CPU_QUEUE)
+        has = me.memory_bytes if me else None
+    if needs is not None and has is not None and needs > has:
+        reason = (f"needs about {needs / 2**30:.1f} GiB; worker {self.request.hostname} has {has / 2**30:.1f} "
+                  "GiB, so it waits for a worker with enough memory")
+        log.info("job %s not started here: %s", job_id, reason)
+        return "parked" if park(job_id, reason) else "skipped"
+    if queue == CPU_QUEUE:  # a GPU worker that also consumes the cpu queue runs those jobs on its CPU
+        settings = settings.model_copy(update={"device": "cpu"})
+    return run_job_now(job_id, settings)
+
+
+@worker_ready.connect
+def _register(sender, **_kwargs) -> None:
+    """Advertise this worker (device, memory, queues) and keep its heartbeat fresh until it stops."""
+    settings = get_settings()
+    name = sender.hostname
+    queues = sorted(sender.app.amqp.queues.consume_from)
+    concurrency = sender.controller.concurrency
+
+    def loop() -> None:
+        capacity = detect_capacity(settings)
+        log.info("worker %s: %s, %.1f GiB, queues %s", name, capacity.device, capacity.memory_bytes / 2**30, queues)
+        registered = False
+        while not _stopping.is_set():
+            try:
+                if not registered or not workers.beat(name):
+                    workers.register(name, capacity.device, capacity.memory_bytes, queues, concurrency)
+                registered = True
+            except Exception:  # the database may be away for a moment; the next beat tries again
+                log.exception("worker registry heartbeat failed")
+            _stopping.wait(settings.heartbeat_interval_s)
+
+    threading.Thread(target=loop, name="modelpress-registry", daemon=True).start()
+
+
+_stopping = threading.Event()
+
+
+@worker_shutdown.connect
+def _unregister(sender, **_kwargs) -> None:
+    _stopping.set()
+    try:
+        workers.unregister(sender.hostname)
+    except Exception:  # a stale row stops counting as live after worker_stale_after_s anyway
+        log.exception("could not remove this worker from the registry")
 
 
 @worker_ready.connect

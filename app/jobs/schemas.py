@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.schemas import Out
 from core.jobs.status import JobStatus
@@ -36,6 +36,9 @@ class JobOut(Out):
     attempts: int
     cancel_requested: bool
     time_limit_s: int
+    queue: str = Field(description="Worker queue the job was sent to (cpu or gpu).")
+    waiting_reason: str | None = Field(None, description="Why a queued job has not started (no live worker "
+                                                         "of its kind, none with enough memory).")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

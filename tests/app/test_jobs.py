@@ -6,9 +6,9 @@ import pytest
 
 
 def _queued_messages() -> int:
-    from core.queue import QUEUE, get_celery
+    from core.queue import CPU_QUEUE, get_celery
     with get_celery().connection_for_read() as connection:
-        return connection.default_channel.queue_declare(QUEUE, passive=False, durable=True,
+        return connection.default_channel.queue_declare(CPU_QUEUE, passive=False, durable=True,
                                                         auto_delete=False).message_count
 
 

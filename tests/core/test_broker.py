@@ -53,7 +53,7 @@ def test_a_queued_job_is_resent_only_when_its_message_is_gone_and_only_once(queu
     from core.jobs.state import requeue_lost_jobs
     _send(job_id, queue)
     _age(job_id, 700)
-    assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600, queue=queue)  # waiting behind others
+    assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600, queues=(queue,))  # waiting behind others
     _take_and_die(queue)  # a worker took the message and died before claiming the job
-    assert job_id in requeue_lost_jobs(settings, queued_grace_s=600, queue=queue)
-    assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600, queue=queue)  # re-sent once, not per round
+    assert job_id in requeue_lost_jobs(settings, queued_grace_s=600, queues=(queue,))
+    assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600, queues=(queue,))  # re-sent once, not per round
