@@ -19,9 +19,6 @@ RUN_JOB = "modelpress.run_job"
 # One queue per kind of worker: a CPU worker consumes `cpu`, a GPU worker `gpu` (and `cpu` too if told so).
 CPU_QUEUE, GPU_QUEUE = "cpu", "gpu"
 QUEUES = (CPU_QUEUE, GPU_QUEUE)
-# The embedded broker is polled (kombu's SQLAlchemy transport has no blocking read); at kombu's default of 1 s
-# an idle worker's empty polls add up to a second before it sees a job. A poll is one indexed SELECT per queue.
-EMBEDDED_POLLING_INTERVAL_S = 0.1
 # Redis serves priority 0 first; ten steps give each priority its own list.
 REDIS_PRIORITY_STEPS = list(range(10))
 
@@ -50,10 +47,12 @@ def make_celery(settings: Settings) -> Celery:
 
 
 class EmbeddedBrokerTransport(sqlalchemy_transport.Transport):
-    """kombu's SQLAlchemy transport, polled more often. Its transport options all go to `create_engine`, so
-    the interval cannot be passed as one; the `sqla` scheme is pointed at this class instead (below)."""
+    """kombu's SQLAlchemy transport, polled every `embedded_broker_poll_s`. Its transport options all go to
+    `create_engine`, so the interval cannot be passed as one; the `sqla` scheme is pointed at this class."""
 
-    polling_interval = EMBEDDED_POLLING_INTERVAL_S
+    def __init__(self, client, **kwargs):
+        super().__init__(client, **kwargs)
+        self.polling_interval = get_settings().embedded_broker_poll_s
 
 
 TRANSPORT_ALIASES["sqla"] = TRANSPORT_ALIASES["sqlalchemy"] = f"{__name__}:EmbeddedBrokerTransport"

@@ -17,6 +17,7 @@ from core.queue import CPU_QUEUE, RUN_JOB, get_celery
 from worker.capacity import detect_capacity
 from worker.reaper import reap
 from worker.runner import run_job as run_job_now
+from worker.runner import versions
 from worker.sandbox import probe, skipped_isolations
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,10 @@ celery = get_celery()
 _settings = get_settings()
 # Refuse to start on an unmigrated database (the embedded default migrates itself).
 ensure_schema(get_engine(), _settings.resolved_database_url, _settings.should_auto_migrate)
+# A job's claim records the versions it ran with, which imports torch: done here, before the pool processes are
+# forked, they inherit it, and the first job after start-up is claimed at once instead of after the import
+# (9-18 s on a busy 2-core machine, bench/queue_latency.py). Importing torch does not initialise CUDA.
+versions()
 
 
 @worker_process_init.connect
@@ -35,19 +40,27 @@ def _fresh_connections(**_kwargs) -> None:
 @celery.task(name=RUN_JOB, bind=True)
 def run_job(self, job_id: str) -> str:
     settings = get_settings()
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        me = workers.get_worker(session, self.request.hostname)
-        needs, queue = (job.memory_bytes, job.queue) if job else (None, CPU_QUEUE)
-        has = me.memory_bytes if me else None
-    if needs is not None and has is not None and needs > has:
-        reason = (f"needs about {needs / 2**30:.1f} GiB; worker {self.request.hostname} has {has / 2**30:.1f} "
-                  "GiB, so it waits for a worker with enough memory")
+    reason, queue = unfit_reason(job_id, self.request.hostname)
+    if reason:
         log.info("job %s not started here: %s", job_id, reason)
         return "parked" if park(job_id, reason) else "skipped"
     if queue == CPU_QUEUE:  # a GPU worker that also consumes the cpu queue runs those jobs on its CPU
         settings = settings.model_copy(update={"device": "cpu"})
     return run_job_now(job_id, settings)
+
+
+def unfit_reason(job_id: str, worker_name: str) -> tuple[str | None, str]:
+    """Why this worker must not start the job (it needs more memory than the worker advertises), or None; and
+    the job's queue. A worker not (yet) in the registry takes any job: its memory is not known."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        me = workers.get_worker(session, worker_name)
+        needs, queue = (job.memory_bytes, job.queue) if job else (None, CPU_QUEUE)
+        has = me.memory_bytes if me else None
+    if needs is None or has is None or needs <= has:
+        return None, queue
+    return (f"needs about {needs / 2**30:.1f} GiB; worker {worker_name} has {has / 2**30:.1f} GiB, so it waits "
+            "for a worker with enough memory"), queue
 
 
 @worker_ready.connect

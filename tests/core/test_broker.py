@@ -57,3 +57,16 @@ def test_a_queued_job_is_resent_only_when_its_message_is_gone_and_only_once(queu
     _take_and_die(queue)  # a worker took the message and died before claiming the job
     assert job_id in requeue_lost_jobs(settings, queued_grace_s=600, queues=(queue,))
     assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600, queues=(queue,))  # re-sent once, not per round
+
+
+def test_redis_serves_a_higher_priority_job_first(queue, backend):
+    if backend.name == "sqlite":
+        pytest.skip("the embedded broker serves in order of arrival")
+    from core.queue import enqueue_job, get_celery
+    enqueue_job("job_low", 60, queue, priority=1)
+    enqueue_job("job_default", 60, queue, priority=5)
+    enqueue_job("job_high", 60, queue, priority=9)
+    with get_celery().connection_for_read() as connection:
+        channel = connection.default_channel
+        order = [channel.basic_get(queue, no_ack=True).decode()[0][0] for _ in range(3)]  # body: [args, ...]
+    assert order == ["job_high", "job_default", "job_low"]
