@@ -61,9 +61,9 @@ class Settings(BaseSettings):
                                                         "with 422 instead of waiting.")
     lost_queued_after_s: float = Field(600.0, gt=0, description="A queued job whose message the broker no longer "
                                                                 "holds after this long is re-sent.")
-    tenant_priorities: dict[str, Annotated[int, Field(ge=0, le=9)]] = Field({}, description="Priority 0-9 per tenant name (higher runs first "
-                                                               "among waiting jobs; Redis only), e.g. "
-                                                               "'{\"acme\": 9}'.")
+    tenant_priorities: dict[str, Annotated[int, Field(ge=0, le=9)]] = Field(
+        {}, description="Priority 0-9 per tenant name (higher runs first among waiting jobs; Redis only), e.g. "
+                        "'{\"acme\": 9}'.")
     default_priority: int = Field(5, ge=0, le=9, description="Priority of tenants not in tenant_priorities.")
     device: str = Field("auto", description="Worker device: auto (cuda when available), cpu or cuda[:N].")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads per job (torch.set_num_threads); "

@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(func=cmd_api)
 
     worker = commands.add_parser("worker", help="run one Celery worker (one per GPU)")
-    worker.add_argument("--queues", help="comma-separated queues to consume: cpu, gpu or gpu,cpu (default: gpu on "
-                                        "a GPU worker, cpu otherwise)")
+    worker.add_argument("--queues", help="comma-separated queues to consume: cpu, gpu or gpu,cpu (default: gpu,cpu "
+                                        "on a GPU worker, cpu otherwise)")
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--loglevel", default="INFO")

@@ -28,7 +28,9 @@ class Capacity:
 
     @property
     def default_queues(self) -> list[str]:
-        return [GPU_QUEUE if self.device == "gpu" else CPU_QUEUE]
+        """A GPU worker also takes CPU jobs, so one GPU machine runs every job out of the box; a fleet with CPU
+        workers of its own starts its GPU workers with `--queues gpu`."""
+        return [GPU_QUEUE, CPU_QUEUE] if self.device == "gpu" else [CPU_QUEUE]
 
 
 def machine_memory_bytes() -> int:

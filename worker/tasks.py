@@ -26,8 +26,9 @@ _settings = get_settings()
 # Refuse to start on an unmigrated database (the embedded default migrates itself).
 ensure_schema(get_engine(), _settings.resolved_database_url, _settings.should_auto_migrate)
 # A job's claim records the versions it ran with, which imports torch: done here, before the pool processes are
-# forked, they inherit it, and the first job after start-up is claimed at once instead of after the import
-# (9-18 s on a busy 2-core machine, bench/queue_latency.py). Importing torch does not initialise CUDA.
+# forked, they inherit it, and the first job after start-up does not wait for the import (bench/queue_latency.py,
+# first job submitted as the API came up, on a busy 2-core machine: 9-18 s before, 5-7 s after). Importing torch
+# does not initialise CUDA.
 versions()
 
 

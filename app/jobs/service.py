@@ -19,8 +19,8 @@ from core.jobs.state import QUEUED_PROGRESS, request_cancel
 from core.jobs.status import FINISHED, JobStatus
 from core.queue import enqueue_job
 from core.routing import NoWorkerCanRun, route
-from core.workers import known_workers
 from core.store.blobs import delete_blob
+from core.workers import known_workers
 
 
 def _owned(session: Session, kind, tenant: Tenant, resource_id: str, field: str):

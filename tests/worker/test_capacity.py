@@ -8,7 +8,7 @@ def test_a_cpu_worker_advertises_the_machine_memory_unless_told_otherwise():
     assert (cpu.device, cpu.memory_bytes, cpu.default_queues) == ("cpu", machine_memory_bytes(), ["cpu"])
     assert machine_memory_bytes() > 2**28
     told = detect_capacity(Settings(device="cuda:1", worker_memory_bytes=80 * 2**30))
-    assert (told.device, told.memory_bytes, told.default_queues) == ("gpu", 80 * 2**30, ["gpu"])
+    assert (told.device, told.memory_bytes, told.default_queues) == ("gpu", 80 * 2**30, ["gpu", "cpu"])
 
 
 def test_the_worker_command_refuses_an_unknown_queue(capsys):
