@@ -15,8 +15,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from core.config import Settings
-from core.db.models import Worker, utcnow
+from core.db.models import Job, Worker, utcnow
 from core.db.session import session_scope
+from core.queue import CPU_QUEUE
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,17 @@ def heartbeat_ages(settings: Settings) -> dict[str, float]:
     """Seconds since each known worker's last heartbeat, by worker name, for metrics."""
     with session_scope() as session:
         return {worker.name: worker.heartbeat_age_s for worker in known_workers(session, settings)}
+
+
+def unfit_reason(job_id: str, worker_name: str) -> tuple[str | None, str]:
+    """Why this worker must not start the job (it needs more memory than the worker advertises), or None; and
+    the job's queue. A worker not (yet) in the registry takes any job: its memory is not known."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        me = get_worker(session, worker_name)
+        needs, queue = (job.memory_bytes, job.queue) if job else (None, CPU_QUEUE)
+        has = me.memory_bytes if me else None
+    if needs is None or has is None or needs <= has:
+        return None, queue
+    return (f"needs about {needs / 2**30:.1f} GiB; worker {worker_name} has {has / 2**30:.1f} GiB, so it waits "
+            "for a worker with enough memory"), queue

@@ -10,8 +10,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from core import workers
 from core.config import get_settings
 from core.db.migrate import ensure_schema
-from core.db.models import Job
-from core.db.session import get_engine, session_scope
+from core.db.session import get_engine
 from core.jobs.state import park
 from core.queue import CPU_QUEUE, RUN_JOB, get_celery
 from worker.capacity import detect_capacity
@@ -41,27 +40,13 @@ def _fresh_connections(**_kwargs) -> None:
 @celery.task(name=RUN_JOB, bind=True)
 def run_job(self, job_id: str) -> str:
     settings = get_settings()
-    reason, queue = unfit_reason(job_id, self.request.hostname)
+    reason, queue = workers.unfit_reason(job_id, self.request.hostname)
     if reason:
         log.info("job %s not started here: %s", job_id, reason)
         return "parked" if park(job_id, reason) else "skipped"
     if queue == CPU_QUEUE:  # a GPU worker that also consumes the cpu queue runs those jobs on its CPU
         settings = settings.model_copy(update={"device": "cpu"})
     return run_job_now(job_id, settings)
-
-
-def unfit_reason(job_id: str, worker_name: str) -> tuple[str | None, str]:
-    """Why this worker must not start the job (it needs more memory than the worker advertises), or None; and
-    the job's queue. A worker not (yet) in the registry takes any job: its memory is not known."""
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        me = workers.get_worker(session, worker_name)
-        needs, queue = (job.memory_bytes, job.queue) if job else (None, CPU_QUEUE)
-        has = me.memory_bytes if me else None
-    if needs is None or has is None or needs <= has:
-        return None, queue
-    return (f"needs about {needs / 2**30:.1f} GiB; worker {worker_name} has {has / 2**30:.1f} GiB, so it waits "
-            "for a worker with enough memory"), queue
 
 
 @worker_ready.connect

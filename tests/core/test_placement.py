@@ -8,14 +8,20 @@ from sqlalchemy import update
 GIB = 1024**3
 
 
+def load_job(job_id: str):
+    from core.db.models import Job
+    from core.db.session import session_scope
+    with session_scope() as session:
+        return session.get(Job, job_id)
+
+
 def test_a_job_too_large_for_this_worker_is_parked_and_resent_when_a_larger_one_is_live(job_id, settings):
     from core import workers
     from core.broker import waiting_job_ids
     from core.db.models import Job
     from core.db.session import session_scope
     from core.jobs.state import park, requeue_lost_jobs
-    from tests.worker.conftest import load_job
-    from worker.tasks import unfit_reason
+    from core.workers import unfit_reason
     queue = f"placement-{uuid.uuid4().hex[:8]}"  # no service worker consumes it
     with session_scope() as session:
         session.execute(update(Job).where(Job.id == job_id).values(queue=queue, memory_bytes=10 * GIB))
