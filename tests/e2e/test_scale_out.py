@@ -21,7 +21,7 @@ def _cheap(uploads) -> dict:
 def _slow(uploads) -> dict:
     return {"model_id": uploads["model"]["id"], "dataset_id": uploads["dataset"]["id"],
             "stages": [{"method": "qat", "weight_bits": 4, "activation_bits": 8,
-                        "training": {"steps": 150, "batch_size": 32, "lr": 1e-4, "checkpoint_every": 50}}],
+                        "training": {"steps": 100, "batch_size": 32, "lr": 1e-4, "checkpoint_every": 50}}],
             "evaluation": {"latency": False, "compile": False, "max_samples": 64}}
 
 
