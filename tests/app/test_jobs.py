@@ -242,9 +242,10 @@ def test_a_job_no_worker_of_a_fixed_fleet_can_fit_is_refused(api, auth, uploaded
     name = f"fleet-{uuid.uuid4().hex[:6]}@test"
     workers.register(name, "cpu", 2 * 1024**3, ["cpu"], 1)
     try:
-        too_large = _spec(uploaded, resources={"device": "cpu", "memory_bytes": 64 * 1024**3})
+        # Larger than any machine, so no other worker registered in this test session fits it either.
+        too_large = _spec(uploaded, resources={"device": "cpu", "memory_bytes": 100 * 1024**4})
         accepted = api.post("/v1/jobs", headers=auth, json=too_large)  # more workers may come: it waits
-        assert accepted.status_code == 201 and "64.0 GiB" in accepted.json()["waiting_reason"]
+        assert accepted.status_code == 201 and "102400.0 GiB" in accepted.json()["waiting_reason"]
         api.post(f"/v1/jobs/{accepted.json()['id']}/cancel", headers=auth)
         monkeypatch.setattr(get_settings(), "worker_fleet_fixed", True)
         refused = api.post("/v1/jobs", headers=auth, json=too_large)
