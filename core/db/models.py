@@ -114,7 +114,7 @@ class Job(Base):
     # Where and how the job is sent (core/routing.py): kept on the row so a re-send goes the same way.
     queue: Mapped[str] = mapped_column(String(32), default="cpu")
     memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    priority: Mapped[int] = mapped_column(Integer, default=0)
+    priority: Mapped[int] = mapped_column(Integer, default=5)  # 0-9, higher first; the API sets it per tenant
     # Why a queued job is not running yet (no worker of its kind, none large enough); shown to its owner.
     waiting_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -31,7 +31,7 @@ def upgrade() -> None:
         # the default worker listens now, and the reaper re-sends any of them whose message is gone.
         batch_op.add_column(sa.Column('queue', sa.String(length=32), nullable=False, server_default='cpu'))
         batch_op.add_column(sa.Column('memory_bytes', sa.BigInteger(), nullable=True))
-        batch_op.add_column(sa.Column('priority', sa.Integer(), nullable=False, server_default='0'))
+        batch_op.add_column(sa.Column('priority', sa.Integer(), nullable=False, server_default='5'))
         batch_op.add_column(sa.Column('waiting_reason', sa.Text(), nullable=True))
 
 
