@@ -70,3 +70,23 @@ def test_redis_serves_a_higher_priority_job_first(queue, backend):
         channel = connection.default_channel
         order = [channel.basic_get(queue, no_ack=True).decode()[0][0] for _ in range(3)]  # body: [args, ...]
     assert order == ["job_high", "job_default", "job_low"]
+
+
+def test_a_backlog_in_any_queue_is_not_resent(job_id, settings):
+    """The reaper looks for a queued job's message in every queue (here `gpu`, which no test worker consumes)."""
+    from core.broker import waiting_job_ids
+    from core.db.models import Job
+    from core.db.session import session_scope
+    from core.jobs.state import requeue_lost_jobs
+    from core.queue import get_celery
+    with get_celery().connection_for_write() as connection:
+        connection.default_channel.queue_purge("gpu")  # what earlier tests sent there: ours must be the only one
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(queue="gpu"))
+    _send(job_id, "gpu")
+    _age(job_id, 700)
+    assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600)
+    _take_and_die("gpu")
+    assert job_id in requeue_lost_jobs(settings, queued_grace_s=600)
+    assert job_id in waiting_job_ids(("gpu",))  # re-sent to the job's own queue
+    _take_and_die("gpu")  # leave the queue as it was
