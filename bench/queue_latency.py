@@ -3,9 +3,10 @@
 Each job is submitted to a live service (API + one idle worker), cancelled as soon as it runs (its process is
 killed after MODELPRESS_SANDBOX_KILL_GRACE_S = 1 s) and waited for to the end before the next one, so the worker
 is idle at every submission and fifty jobs take minutes, not the jobs' full run time. One more job goes first,
-as soon as the API answers (the worker may still be starting), and is reported apart. The latency is the job's `started_at` (its claim by the worker)
-minus its `created_at` (the API's insert), both stamped by the service. Backends: the embedded default
-(SQLite + kombu's SQLAlchemy transport) at several poll intervals, and PostgreSQL + Redis.
+as soon as the API answers (the worker may still be starting), and is reported apart. The latency is the job's
+`started_at` (its claim by the worker) minus its `created_at` (the API's insert), both stamped by the service.
+Backends: the embedded default (SQLite + kombu's SQLAlchemy transport) at several poll intervals, and
+PostgreSQL + Redis.
 
     nice .venv/bin/python -m bench.queue_latency --jobs 50
 """
@@ -41,7 +42,7 @@ def measure(backend: BackendChoice, jobs: int, poll_s: float | None, example: tu
     with live_service(backend, env) as service:
         client = Client(service.base_url, service.api_key)
         model, dataset = client.upload_model(example[0]), client.upload_dataset(example[1])
-        latencies, statuses = [], []
+        latencies = []
         for _ in range(jobs + 1):
             job = client.submit_job({"model_id": model["id"], "dataset_id": dataset["id"], **SPEC})
             while client.job(job["id"])["status"] == "queued":
@@ -49,12 +50,13 @@ def measure(backend: BackendChoice, jobs: int, poll_s: float | None, example: tu
             if client.job(job["id"])["status"] == "running":
                 client.cancel(job["id"])
             done = client.wait(job["id"], timeout=300, poll=0.2)
-            statuses.append(done["status"] if done["started_at"] else "never started")
+            if done["started_at"] is None:
+                raise SystemExit(f"job {done['id']} ended {done['status']} without starting: {done['error']}")
             started, created = (datetime.fromisoformat(done[key]) for key in ("started_at", "created_at"))
             latencies.append((started - created).total_seconds())
     # The first job is submitted as soon as the API answers, while the worker may still be starting: shown apart.
     first, latencies = latencies[0], latencies[1:]
-    return {"backend": backend.name, "poll_s": poll_s, "jobs": jobs, "started": len(statuses) - 1 - statuses[1:].count("never started"),
+    return {"backend": backend.name, "poll_s": poll_s, "jobs": jobs, "started": len(latencies),
             "first_job_s": first, "median_s": statistics.median(latencies), "p95_s": percentile(latencies, 0.95),
             "max_s": max(latencies), "latencies_s": latencies}
 
