@@ -9,7 +9,7 @@ import pytest
 from modelpress.demo import _free_port
 
 pytestmark = pytest.mark.e2e
-CHEAP_JOBS = 8
+CHEAP_JOBS = 6
 
 
 def _cheap(uploads) -> dict:
