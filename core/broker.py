@@ -16,38 +16,53 @@ from __future__ import annotations
 import base64
 import json
 
-from core.queue import QUEUE, RUN_JOB, get_celery
+from core.queue import QUEUES, RUN_JOB, get_celery
 
 
-def waiting_job_ids(queue: str = QUEUE) -> set[str] | None:
-    """Ids of the jobs whose run message waits in `queue` (not yet delivered to any worker); None when the
-    broker's transport is one this module cannot read."""
+def waiting_job_ids(queues: tuple[str, ...] | str = QUEUES) -> set[str] | None:
+    """Ids of the jobs whose run message waits in any of `queues` (not yet delivered to any worker); None when
+    the broker's transport is one this module cannot read."""
+    queues = (queues,) if isinstance(queues, str) else queues
     with get_celery().connection_for_read() as connection:
         channel = connection.default_channel
         driver = connection.transport.driver_type
         if driver == "redis":
-            payloads = [raw for step in channel.priority_steps
+            payloads = [raw for queue in queues for step in channel.priority_steps
                         for raw in channel.client.lrange(channel._q_for_pri(queue, step), 0, -1)]
         elif driver == "sql":
-            payloads = _visible_payloads(channel, queue)
+            payloads = [raw for queue in queues for raw in _visible_payloads(channel, queue)]
         else:
             return None
     return {job_id for job_id in map(_job_id, payloads) if job_id}
 
 
-def purge_consumed_messages(queue: str = QUEUE) -> int:
-    """Delete the embedded broker's consumed (invisible) messages of `queue`; returns how many."""
+def queue_depths(queues: tuple[str, ...] = QUEUES) -> dict[str, int]:
+    """How many messages wait in each queue (delivered, unacknowledged ones not counted), for metrics."""
+    with get_celery().connection_for_read() as connection:
+        channel = connection.default_channel
+        # kombu's size: a Redis queue's priority lists summed, or the embedded broker's visible rows
+        depths = {queue: channel._size(queue) for queue in queues}
+        if connection.transport.driver_type == "sql":
+            channel.session.commit()  # end the read transaction: the SQLite file must not stay locked
+        return depths
+
+
+def purge_consumed_messages(queues: tuple[str, ...] | str = QUEUES) -> int:
+    """Delete the embedded broker's consumed (invisible) messages of `queues`; returns how many."""
+    queues = (queues,) if isinstance(queues, str) else queues
     with get_celery().connection_for_write() as connection:
         if connection.transport.driver_type != "sql":
             return 0  # Redis removes a message when it is acknowledged
         channel = connection.default_channel
         session = channel.session
-        found = session.query(channel.queue_cls).filter(channel.queue_cls.name == queue).first()
         deleted = 0
-        if found is not None:
-            deleted = (session.query(channel.message_cls)
-                       .filter(channel.message_cls.queue_id == found.id, channel.message_cls.visible.is_(False))
-                       .delete(synchronize_session=False))
+        for queue in queues:
+            found = session.query(channel.queue_cls).filter(channel.queue_cls.name == queue).first()
+            if found is not None:
+                deleted += (session.query(channel.message_cls)
+                            .filter(channel.message_cls.queue_id == found.id,
+                                    channel.message_cls.visible.is_(False))
+                            .delete(synchronize_session=False))
         session.commit()
         return deleted
 

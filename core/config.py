@@ -1,6 +1,7 @@
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +78,26 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(0.3, description="Progress is written to the job row at most this often.")
     job_log_max_lines: int = Field(2000, ge=10, description="Lines kept in one job's log (GET /v1/jobs/{id}/logs); "
                                                             "later ones are dropped after a line saying so.")
+    embedded_broker_poll_s: float = Field(0.1, gt=0, description="How often an idle worker polls the embedded "
+                                          "broker (it has no blocking read): about the longest a job waits in "
+                                          "`queued` for an idle worker (kombu's default of 1 s made it ~1-2 s); "
+                                          "each poll is one indexed SELECT per queue.")
+    worker_memory_bytes: int | None = Field(None, ge=1, description="Memory a worker advertises (jobs that need "
+                                            "more are not started there); default: the GPU's memory on a GPU "
+                                            "worker, the machine's RAM on a CPU worker.")
+    worker_stale_after_s: float = Field(30.0, gt=0, description="A worker without heartbeat this long is not "
+                                                                "live: jobs are not routed to it.")
+    worker_forget_after_s: float = Field(24 * 3600.0, gt=0, description="A worker silent this long is removed "
+                                                                        "from the registry.")
+    worker_fleet_fixed: bool = Field(False, description="The registered workers are the whole fleet (no "
+                                                        "autoscaling): a job none of them could run is refused "
+                                                        "with 422 instead of waiting.")
+    lost_queued_after_s: float = Field(600.0, gt=0, description="A queued job whose message the broker no longer "
+                                                                "holds after this long is re-sent.")
+    tenant_priorities: dict[str, Annotated[int, Field(ge=0, le=9)]] = Field(
+        {}, description="Priority 0-9 per tenant name (higher runs first among waiting jobs; Redis only), e.g. "
+                        "'{\"acme\": 9}'.")
+    default_priority: int = Field(5, ge=0, le=9, description="Priority of tenants not in tenant_priorities.")
     device: str = Field("auto", description="Worker device: auto (cuda when available), cpu or cuda[:N].")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads per job (torch.set_num_threads); "
                                                               "default: torch's choice (all cores).")

@@ -12,14 +12,15 @@ import sys
 from modelpress import Client, Evaluation
 
 
-def run_example(stages: list, evaluation: Evaluation | None = None) -> int:
+def run_example(stages: list, evaluation: Evaluation | None = None, task: str | None = None) -> int:
+    """`task`: a Hugging Face folder's task (its model file is then a .zip or .tar of the folder)."""
     if len(sys.argv) < 3:
-        print(f"usage: python {sys.argv[0]} model.pt2 data.npz [out_dir]", file=sys.stderr)
+        print(f"usage: python {sys.argv[0]} model data [out_dir]", file=sys.stderr)
         return 2
     model_path, data_path = sys.argv[1], sys.argv[2]
     out_dir = sys.argv[3] if len(sys.argv) > 3 else "out"
     with Client() as client:
-        model = client.upload_model(model_path)
+        model = client.upload_model(model_path, task=task)
         data = client.upload_dataset(data_path)
         job = client.submit(model, data, stages=stages, evaluation=evaluation)
         print(f"job {job.id} submitted")

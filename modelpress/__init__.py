@@ -9,6 +9,7 @@ from modelpress.specs import (
                               IPQ,
                               KD,
                               PTQ,
+                              LLMPTQ,
                               QAT,
                               DifferentiableQuantization,
                               Evaluation,
@@ -20,5 +21,5 @@ from modelpress.specs import (
 )
 
 __all__ = ["Client", "Upload", "Job", "ApiError", "JobFailed", "PTQ", "QAT", "KD", "FunctionMatching",
-           "QuantizedDistillation", "DifferentiableQuantization", "QuantNoise", "IPQ", "Prune", "Evaluation",
-           "Training"]
+           "QuantizedDistillation", "DifferentiableQuantization", "QuantNoise", "IPQ", "Prune", "LLMPTQ",
+           "Evaluation", "Training"]

@@ -129,6 +129,8 @@ def _service_commands(commands, common) -> None:
                                                                "MODELPRESS_API_WORKERS, else 2 on 2+ CPUs)")
 
     worker = add("worker", "service_commands.cmd_worker", "run one Celery worker (one per GPU)")
+    worker.add_argument("--queues", help="comma-separated queues to consume: cpu, gpu or gpu,cpu (default: gpu,cpu "
+                                        "on a GPU worker, cpu otherwise)")
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--loglevel", default="INFO")

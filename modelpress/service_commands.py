@@ -97,10 +97,18 @@ def _share_request_metrics(directory: Path) -> None:
 
 
 def cmd_worker(args) -> int:
-    _settings(args.data_dir)
-    from core.queue import QUEUE
+    settings = _settings(args.data_dir)
+    from core.queue import QUEUES
+    queues = args.queues.split(",") if args.queues else None
+    if queues is None:
+        from worker.capacity import detect_capacity
+        queues = detect_capacity(settings).default_queues
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown:
+        print(f"unknown queue(s) {', '.join(unknown)}; the queues are {', '.join(QUEUES)}", file=sys.stderr)
+        return 2
     from worker.tasks import celery
-    celery.worker_main(["worker", "--queues", QUEUE, "--concurrency", str(args.concurrency), "--pool",
+    celery.worker_main(["worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency), "--pool",
                         args.pool, "--loglevel", args.loglevel, "--hostname", args.name,
                         *(["--task-events"] if args.events else [])])
     return 0

@@ -7,6 +7,7 @@ from compression.specs import (
                                FunctionMatchingSpec,
                                IPQSpec,
                                KDSpec,
+                               LLMPTQSpec,
                                PruneSpec,
                                PTQSpec,
                                QATSpec,
@@ -24,8 +25,9 @@ DifferentiableQuantization = DifferentiableQuantizationSpec
 QuantNoise = QuantNoiseSpec
 IPQ = IPQSpec
 Prune = PruneSpec
+LLMPTQ = LLMPTQSpec
 Evaluation = EvaluationSpec
 Training = TrainingSpec
 
 __all__ = ["PTQ", "QAT", "KD", "FunctionMatching", "QuantizedDistillation", "DifferentiableQuantization",
-           "QuantNoise", "IPQ", "Prune", "Evaluation", "Training"]
+           "QuantNoise", "IPQ", "Prune", "LLMPTQ", "Evaluation", "Training"]

@@ -6,15 +6,19 @@ import logging
 import threading
 import time
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
+from core import workers
 from core.config import get_settings
 from core.db.migrate import ensure_schema
 from core.db.session import get_engine
-from core.queue import DELIVER_WEBHOOK, RUN_JOB, get_celery, send_webhook
+from core.jobs.state import park
+from core.queue import CPU_QUEUE, DELIVER_WEBHOOK, RUN_JOB, get_celery, send_webhook
 from core.store.lifecycle import run as store_lifecycle
+from worker.capacity import detect_capacity
 from worker.reaper import reap
 from worker.runner import run_job as run_job_now
+from worker.runner import versions
 from worker.sandbox import probe, skipped_isolations
 from worker.webhooks import deliver_job_webhook, webhook_wanted
 
@@ -23,6 +27,11 @@ celery = get_celery()
 _settings = get_settings()
 # Refuse to start on an unmigrated database (the embedded default migrates itself).
 ensure_schema(get_engine(), _settings.resolved_database_url, _settings.should_auto_migrate)
+# A job's claim records the versions it ran with, which imports torch: done here, before the pool processes are
+# forked, they inherit it, and the first job after start-up does not wait for the import (bench/queue_latency.py,
+# first job submitted as the API came up, on a busy 2-core machine: 9-18 s before, 5-7 s after). Importing torch
+# does not initialise CUDA.
+versions()
 
 
 @worker_process_init.connect
@@ -31,9 +40,16 @@ def _fresh_connections(**_kwargs) -> None:
     get_engine().dispose(close=False)
 
 
-@celery.task(name=RUN_JOB)
-def run_job(job_id: str) -> str:
-    status = run_job_now(job_id, get_settings())
+@celery.task(name=RUN_JOB, bind=True)
+def run_job(self, job_id: str) -> str:
+    settings = get_settings()
+    reason, queue = workers.unfit_reason(job_id, self.request.hostname)
+    if reason:
+        log.info("job %s not started here: %s", job_id, reason)
+        return "parked" if park(job_id, reason) else "skipped"
+    if queue == CPU_QUEUE:  # a GPU worker that also consumes the cpu queue runs those jobs on its CPU
+        settings = settings.model_copy(update={"device": "cpu"})
+    status = run_job_now(job_id, settings)
     if webhook_wanted(job_id):
         send_webhook(job_id)
     return status
@@ -42,6 +58,42 @@ def run_job(job_id: str) -> str:
 @celery.task(name=DELIVER_WEBHOOK)
 def deliver_webhook(job_id: str, attempt: int) -> str | None:
     return deliver_job_webhook(job_id, attempt, get_settings())
+
+
+@worker_ready.connect
+def _register(sender, **_kwargs) -> None:
+    """Advertise this worker (device, memory, queues) and keep its heartbeat fresh until it stops."""
+    settings = get_settings()
+    name = sender.hostname
+    queues = sorted(sender.app.amqp.queues.consume_from)
+    concurrency = sender.controller.concurrency
+
+    def loop() -> None:
+        capacity = detect_capacity(settings)
+        log.info("worker %s: %s, %.1f GiB, queues %s", name, capacity.device, capacity.memory_bytes / 2**30, queues)
+        registered = False
+        while not _stopping.is_set():
+            try:
+                if not registered or not workers.beat(name):
+                    workers.register(name, capacity.device, capacity.memory_bytes, queues, concurrency)
+                registered = True
+            except Exception:  # the database may be away for a moment; the next beat tries again
+                log.exception("worker registry heartbeat failed")
+            _stopping.wait(settings.heartbeat_interval_s)
+
+    threading.Thread(target=loop, name="modelpress-registry", daemon=True).start()
+
+
+_stopping = threading.Event()
+
+
+@worker_shutdown.connect
+def _unregister(sender, **_kwargs) -> None:
+    _stopping.set()
+    try:
+        workers.unregister(sender.hostname)
+    except Exception:  # a stale row stops counting as live after worker_stale_after_s anyway
+        log.exception("could not remove this worker from the registry")
 
 
 @worker_ready.connect

@@ -45,6 +45,9 @@ class JobOut(Out):
     cancel_requested: bool
     webhook: WebhookOut | None = None
     time_limit_s: int
+    queue: str = Field(description="Worker queue the job was sent to (cpu or gpu).")
+    waiting_reason: str | None = Field(None, description="Why a queued job has not started (no live worker "
+                                                         "of its kind, none with enough memory).")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

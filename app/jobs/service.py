@@ -19,6 +19,8 @@ from core.jobs.spec import JobCreate
 from core.jobs.state import QUEUED_PROGRESS, request_cancel
 from core.jobs.status import FINISHED, JobStatus
 from core.queue import enqueue_job, send_webhook
+from core.routing import NoWorkerCanRun, route
+from core.workers import known_workers
 
 
 def _owned(session: Session, kind, tenant: Tenant, resource_id: str, field: str):
@@ -78,13 +80,29 @@ def create_job(session: Session, tenant: Tenant, spec: JobCreate, settings: Sett
         raise InvalidInput(f"time_limit_s: {time_limit} exceeds this service's maximum of "
                            f"{settings.job_time_limit_s} s")
     quotas.check_job_quota(session, tenant, settings)
+    try:
+        where = route(spec, _model_bytes(session, spec), dataset.size_bytes, known_workers(session, settings),
+                      settings)
+    except NoWorkerCanRun as exc:
+        raise InvalidInput(str(exc)) from None
+    priority = settings.tenant_priorities.get(tenant.name, settings.default_priority)
     job = Job(tenant_id=tenant.id, model_id=spec.model_id, dataset_id=dataset.id, parent_job_id=spec.parent_job_id,
-              spec=spec.model_dump(mode="json"), time_limit_s=time_limit, enqueued_at=utcnow(),
-              progress=QUEUED_PROGRESS, webhook_status="pending" if spec.webhook else None)
+              spec=spec.model_dump(mode="json"), time_limit_s=time_limit, progress=QUEUED_PROGRESS, queue=where.queue,
+              memory_bytes=where.memory_bytes, priority=priority, waiting_reason=where.waiting_reason,
+              enqueued_at=utcnow() if where.send_now else None,
+              webhook_status="pending" if spec.webhook else None)
     session.add(job)
     session.flush()
-    after_commit(session, lambda: enqueue_job(job.id, time_limit))
+    if where.send_now:  # else no live worker fits it yet: the workers' reaper sends it when one does
+        after_commit(session, lambda: enqueue_job(job.id, time_limit, where.queue, priority))
     return job
+
+
+def _model_bytes(session: Session, spec: JobCreate) -> int:
+    if spec.model_id:
+        return session.get(Model, spec.model_id).size_bytes
+    parent = session.get(Job, spec.parent_job_id)
+    return final_model_artifact(session, parent).size_bytes
 
 
 def get_job(session: Session, tenant: Tenant, job_id: str) -> Job:

@@ -28,4 +28,4 @@ METHODS = tuple(declaration.name for declaration in DECLARATIONS)
 
 __all__ = ["EvaluationSpec", "StageSpec", "METHODS", "STAGE_SPECS", "DifferentiableQuantizationSpec",
            "FunctionMatchingSpec", "KDSpec", "QuantizedDistillationSpec", "IPQSpec", "QuantNoiseSpec", "PruneSpec",
-           "PTQSpec", "QATSpec"]
+           "PTQSpec", "QATSpec", "LLMPTQSpec"]

@@ -109,6 +109,12 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(200))
+    # Where and how the job is sent (core/routing.py): kept on the row so a re-send goes the same way.
+    queue: Mapped[str] = mapped_column(String(32), default="cpu")
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    priority: Mapped[int] = mapped_column(Integer, default=5)  # 0-9, higher first; the API sets it per tenant
+    # Why a queued job is not running yet (no worker of its kind, none large enough); shown to its owner.
+    waiting_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     enqueued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
@@ -199,3 +205,16 @@ class UploadPart(Base):
     number: Mapped[int] = mapped_column(Integer, primary_key=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+
+
+class Worker(Base):
+    """A running worker process (one Celery node): what it can run, and a heartbeat that says it is alive."""
+
+    __tablename__ = "workers"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # Celery node name, e.g. gpu0@host
+    device: Mapped[str] = mapped_column(String(16))  # "cpu" or "gpu"
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    queues: Mapped[dict] = mapped_column(default=dict)  # {"names": [...]}: JSON, so SQLite and PostgreSQL agree
+    concurrency: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -1,6 +1,6 @@
 """The job spec a client submits and the worker runs: stored as JSON in the job row, validated by both."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -30,6 +30,17 @@ class WebhookSpec(BaseModel):
         return url
 
 
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: Literal["cpu", "gpu", "any"] = Field(
+        "any", description="Kind of worker to run on: cpu, gpu, or any (a job with a training stage prefers a GPU "
+                           "worker, one without prefers a CPU worker; either runs where a worker is live).")
+    memory_bytes: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Memory the job needs (RAM on a CPU worker, GPU memory on a GPU worker); default: "
+                          "estimated from the model and dataset sizes. No worker with less starts it.")
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, protected_namespaces=(), json_schema_extra={
         "examples": [{"model_id": "mdl_3f2a9c1b7d4e5f60", "dataset_id": "ds_0a1b2c3d4e5f6789",
@@ -46,6 +57,7 @@ class JobCreate(BaseModel):
     evaluation: EvaluationSpec = EvaluationSpec()
     time_limit_s: Annotated[int, Field(ge=10, le=10**9)] | None = Field(
         None, description="Wall-clock limit in seconds; default and maximum are set by the service.")
+    resources: Resources = Resources()
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random choice (0 to 2**32-1).")
     webhook: WebhookSpec | None = Field(None, description="Optional: a URL told when the job ends, signed with "
                                                          "your secret.")

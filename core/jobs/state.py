@@ -23,7 +23,8 @@ from core.db.models import Job, utcnow
 from core.db.session import session_scope
 from core.jobs.artifacts import delete_artifacts
 from core.jobs.status import JobStatus
-from core.queue import QUEUE, enqueue_job
+from core.queue import QUEUES, enqueue_job
+from core.workers import live_workers
 
 log = logging.getLogger(__name__)
 QUEUED_PROGRESS = {"phase": "queued"}
@@ -43,7 +44,7 @@ def claim(job_id: str, worker: str, settings: Settings, versions: dict) -> bool:
                    or_(Job.status == JobStatus.QUEUED, _stale(settings)))
             .values(status=JobStatus.RUNNING, worker=worker, heartbeat_at=now, attempts=Job.attempts + 1,
                     started_at=func.coalesce(Job.started_at, now), versions=versions,
-                    progress={"phase": "starting"})
+                    progress={"phase": "starting"}, waiting_reason=None)
         ).rowcount == 1
         if claimed:
             delete_artifacts(session, job_id)
@@ -90,24 +91,40 @@ def mark_finished(session: Session, job_id: str, worker: str, status: JobStatus,
                                              Job.status == JobStatus.RUNNING).values(**values)).rowcount == 1
 
 
-def requeue_lost_jobs(settings: Settings, queued_grace_s: float = 600, queue: str = QUEUE) -> list[str]:
-    """Re-send jobs whose worker died (stale heartbeat) and queued jobs whose message was lost; returns their ids.
+def park(job_id: str, reason: str) -> bool:
+    """Leave a queued job without a message, with the reason it waits: a worker that received it cannot run it
+    (too little memory). `requeue_lost_jobs` sends it again once a live worker of its queue fits it."""
+    with session_scope() as session:
+        return session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED).values(
+            enqueued_at=None, waiting_reason=reason)).rowcount == 1
+
+
+def requeue_lost_jobs(settings: Settings, queued_grace_s: float | None = None,
+                      queues: tuple[str, ...] = QUEUES) -> list[str]:
+    """Re-send jobs whose worker died (stale heartbeat), queued jobs whose message was lost, and parked jobs
+    (`park`) once a worker that fits them is live; returns their ids.
 
     A job whose worker died goes back to `queued` and is re-sent at once: the embedded broker (kombu's SQLAlchemy
     transport) hides a fetched message until it is acked and never restores it if the worker is killed, and Redis
     restores it only after its visibility timeout (hours). A queued job is re-sent only when it has waited
-    `queued_grace_s` and the broker holds no message for it in `queue`: a job waiting behind busy workers still
-    has its message there, so a backlog is not re-sent (and doubled) merely for being long. Each re-send moves
-    `enqueued_at` under a condition, so when several workers' reapers race, one of them sends.
+    `queued_grace_s` (default: the `lost_queued_after_s` setting) and the broker holds no message for it in any
+    queue: a job waiting behind busy workers still has its message there, so a backlog is not re-sent (and
+    doubled) merely for being long. Each re-send moves `enqueued_at` under a condition, so when several workers'
+    reapers race, one of them sends.
     """
+    grace = settings.lost_queued_after_s if queued_grace_s is None else queued_grace_s
     now = utcnow()
-    old = now - timedelta(seconds=queued_grace_s)
+    old = now - timedelta(seconds=grace)
     with session_scope() as session:
         stale = session.scalars(select(Job.id).where(_stale(settings))).all()
-        queued = session.scalars(select(Job.id).where(
-            Job.status == JobStatus.QUEUED, or_(Job.enqueued_at.is_(None), Job.enqueued_at < old))).all()
-    waiting = waiting_job_ids(queue) if queued else set()
+        queued = session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED, Job.enqueued_at < old)).all()
+        parked = session.execute(select(Job.id, Job.queue, Job.memory_bytes).where(
+            Job.status == JobStatus.QUEUED, Job.enqueued_at.is_(None))).all()
+        workers = live_workers(session, settings) if parked else []
+    waiting = waiting_job_ids(queues) if queued else set()
     lost = [job_id for job_id in queued if waiting is None or job_id not in waiting]
+    runnable = [job_id for job_id, queue, memory in parked
+                if any(queue in worker.queues and worker.fits(memory) for worker in workers)]
     resend = []
     with session_scope() as session:
         for job_id in stale:
@@ -117,11 +134,17 @@ def requeue_lost_jobs(settings: Settings, queued_grace_s: float = 600, queue: st
                 resend.append(job_id)
         for job_id in lost:
             if session.execute(update(Job).where(
-                    Job.id == job_id, Job.status == JobStatus.QUEUED,
-                    or_(Job.enqueued_at.is_(None), Job.enqueued_at < old)).values(enqueued_at=now)).rowcount:
+                    Job.id == job_id, Job.status == JobStatus.QUEUED, Job.enqueued_at < old).values(
+                    enqueued_at=now)).rowcount:
                 resend.append(job_id)
-        limits = dict(session.execute(select(Job.id, Job.time_limit_s).where(Job.id.in_(resend))).all())
+        for job_id in runnable:
+            if session.execute(update(Job).where(
+                    Job.id == job_id, Job.status == JobStatus.QUEUED, Job.enqueued_at.is_(None)).values(
+                    enqueued_at=now)).rowcount:
+                resend.append(job_id)
+        sends = {row.id: row for row in session.execute(
+            select(Job.id, Job.time_limit_s, Job.queue, Job.priority).where(Job.id.in_(resend))).all()}
     for job_id in resend:
-        log.warning("re-queueing job %s (worker lost or message lost)", job_id)
-        enqueue_job(job_id, limits[job_id])
+        log.warning("re-queueing job %s (worker lost, message lost, or a worker that fits it is live)", job_id)
+        enqueue_job(job_id, sends[job_id].time_limit_s, sends[job_id].queue, sends[job_id].priority)
     return resend

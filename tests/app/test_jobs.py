@@ -6,9 +6,9 @@ import pytest
 
 
 def _queued_messages() -> int:
-    from core.queue import QUEUE, get_celery
+    from core.queue import CPU_QUEUE, get_celery
     with get_celery().connection_for_read() as connection:
-        return connection.default_channel.queue_declare(QUEUE, passive=False, durable=True,
+        return connection.default_channel.queue_declare(CPU_QUEUE, passive=False, durable=True,
                                                         auto_delete=False).message_count
 
 
@@ -278,3 +278,54 @@ def test_the_job_response_lists_the_quality_warnings(api, auth, uploaded):
     assert shown["warnings"] == [warning] and shown["metrics"]["baseline"]["metric_points"] == 100.0
     schema = api.get("/openapi.json").json()["components"]["schemas"]
     assert "warnings" in schema["JobOut"]["properties"]
+
+
+def test_a_job_for_a_kind_no_live_worker_serves_is_queued_with_the_reason(api, auth, uploaded):
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, resources={"device": "gpu"}))
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["status"] == "queued" and job["queue"] == "gpu"
+    assert "no live worker consumes queue 'gpu'" in job["waiting_reason"]
+    api.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+
+
+def test_a_job_no_worker_of_a_fixed_fleet_can_fit_is_refused(api, auth, uploaded, monkeypatch):
+    import uuid
+
+    from core import workers
+    from core.config import get_settings
+    name = f"fleet-{uuid.uuid4().hex[:6]}@test"
+    workers.register(name, "cpu", 2 * 1024**3, ["cpu"], 1)
+    try:
+        # Larger than any machine, so no other worker registered in this test session fits it either.
+        too_large = _spec(uploaded, resources={"device": "cpu", "memory_bytes": 100 * 1024**4})
+        accepted = api.post("/v1/jobs", headers=auth, json=too_large)  # more workers may come: it waits
+        assert accepted.status_code == 201 and "102400.0 GiB" in accepted.json()["waiting_reason"]
+        api.post(f"/v1/jobs/{accepted.json()['id']}/cancel", headers=auth)
+        monkeypatch.setattr(get_settings(), "worker_fleet_fixed", True)
+        refused = api.post("/v1/jobs", headers=auth, json=too_large)
+        assert refused.status_code == 422 and name in refused.json()["detail"], refused.text
+        assert api.post("/v1/jobs", headers=auth, json=_spec(uploaded, resources={"device": "cpu"})
+                        ).status_code == 201
+    finally:
+        workers.unregister(name)
+
+
+def test_a_tenant_priority_is_kept_on_the_job(api, example_files, monkeypatch):
+    import uuid
+
+    from core.config import get_settings
+    from core.db.models import Job
+    from core.db.session import session_scope
+    from tests.app.conftest import new_key
+    tenant = f"vip-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setattr(get_settings(), "tenant_priorities", {tenant: 9})
+    headers = {"Authorization": f"Bearer {new_key(tenant)}"}
+    model_path, dataset_path = example_files
+    ids = {kind: api.post(f"/v1/{kind}s", headers=headers, files={"file": (path.name, path.read_bytes())}
+                          ).json()["id"] for kind, path in (("model", model_path), ("dataset", dataset_path))}
+    job = api.post("/v1/jobs", headers=headers, json=_spec({kind: {"id": i} for kind, i in ids.items()}))
+    assert job.status_code == 201, job.text
+    api.post(f"/v1/jobs/{job.json()['id']}/cancel", headers=headers)
+    with session_scope() as session:
+        assert session.get(Job, job.json()["id"]).priority == 9

@@ -53,7 +53,40 @@ def test_a_queued_job_is_resent_only_when_its_message_is_gone_and_only_once(queu
     from core.jobs.state import requeue_lost_jobs
     _send(job_id, queue)
     _age(job_id, 700)
-    assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600, queue=queue)  # waiting behind others
+    assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600, queues=(queue,))  # waiting behind others
     _take_and_die(queue)  # a worker took the message and died before claiming the job
-    assert job_id in requeue_lost_jobs(settings, queued_grace_s=600, queue=queue)
-    assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600, queue=queue)  # re-sent once, not per round
+    assert job_id in requeue_lost_jobs(settings, queued_grace_s=600, queues=(queue,))
+    assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600, queues=(queue,))  # re-sent once, not per round
+
+
+def test_redis_serves_a_higher_priority_job_first(queue, backend):
+    if backend.name == "sqlite":
+        pytest.skip("the embedded broker serves in order of arrival")
+    from core.queue import enqueue_job, get_celery
+    enqueue_job("job_low", 60, queue, priority=1)
+    enqueue_job("job_default", 60, queue, priority=5)
+    enqueue_job("job_high", 60, queue, priority=9)
+    with get_celery().connection_for_read() as connection:
+        channel = connection.default_channel
+        order = [channel.basic_get(queue, no_ack=True).decode()[0][0] for _ in range(3)]  # body: [args, ...]
+    assert order == ["job_high", "job_default", "job_low"]
+
+
+def test_a_backlog_in_any_queue_is_not_resent(job_id, settings):
+    """The reaper looks for a queued job's message in every queue (here `gpu`, which no test worker consumes)."""
+    from core.broker import waiting_job_ids
+    from core.db.models import Job
+    from core.db.session import session_scope
+    from core.jobs.state import requeue_lost_jobs
+    from core.queue import get_celery
+    with get_celery().connection_for_write() as connection:
+        connection.default_channel.queue_purge("gpu")  # what earlier tests sent there: ours must be the only one
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(queue="gpu"))
+    _send(job_id, "gpu")
+    _age(job_id, 700)
+    assert job_id not in requeue_lost_jobs(settings, queued_grace_s=600)
+    _take_and_die("gpu")
+    assert job_id in requeue_lost_jobs(settings, queued_grace_s=600)
+    assert job_id in waiting_job_ids(("gpu",))  # re-sent to the job's own queue
+    _take_and_die("gpu")  # leave the queue as it was

@@ -118,3 +118,29 @@ def test_the_object_store_migration_moves_blobs_both_ways(backend):
         from core.store.blobs import release_blobs
         release_blobs(session, [moved.id])
     assert not get_store().exists(key_of(moved))
+
+
+def test_the_workers_migration_applies_and_reverts(backend):
+    """0007 on the test backend: the workers registry and the jobs' routing columns go and come back."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from core.config import get_settings
+    from core.db.migrate import alembic_config, current_revision
+    url = get_settings().resolved_database_url
+    before = ScriptDirectory.from_config(alembic_config(url)).get_revision("0007").down_revision
+    engine = make_engine(url)
+    try:
+        command.downgrade(alembic_config(url), before)
+        try:
+            assert current_revision(engine) == before
+            assert "workers" not in inspect(engine).get_table_names()
+            assert "queue" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+        finally:
+            command.upgrade(alembic_config(url), "head")
+        engine.dispose()
+        columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
+        assert {"queue", "memory_bytes", "priority", "waiting_reason"} <= columns
+        assert inspect(engine).get_pk_constraint("workers")["constrained_columns"] == ["name"]
+    finally:
+        engine.dispose()
