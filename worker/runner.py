@@ -24,7 +24,7 @@ from core.db.models import Job
 from core.db.session import session_scope
 from core.jobs.spec import JobCreate
 from core.jobs.state import claim
-from worker.compile_cache import build_headers_once, lend_headers
+from worker.compile_cache import build_headers_once, lend_headers, tenant_cache
 from worker.messages import ProtocolError, checkpoint_file
 from worker.outcome import Outcome, finish, outcome_from_child
 from worker.reporting import Heartbeat, ProgressWriter, StopCheck
@@ -98,14 +98,15 @@ def _run(job_id: str, settings: Settings) -> str:
         give_to(scratch, identity)
         build_headers_once()
         lend_headers(scratch, identity)
-        plan = isolation_plan(settings, identity, scratch, device, job.time_limit_s)
+        cache = tenant_cache(settings, identity, job.tenant_id)
+        plan = isolation_plan(settings, identity, scratch, device, job.time_limit_s, cache)
         task = {**files, "stages": [stage.model_dump(mode="json") for stage in spec.stages],
                 "evaluation": spec.evaluation.model_dump(mode="json"), "train_split": spec.train_split,
                 "seed": spec.seed, "device": device, "threads": settings.torch_threads,
                 "archive_limits": dataclasses.asdict(settings.archive_limits)}
         relay = Relay(job, scratch, settings)
         run = run_child(settings, scratch, {"isolation": plan, "task": task}, relay,
-                        StopCheck(job_id, time.monotonic() + job.time_limit_s))
+                        StopCheck(job_id, time.monotonic() + job.time_limit_s), cache)
         relay.log_isolation(run.isolation)
         outcome = outcome_from_child(run, job.time_limit_s, len(spec.stages))
         return finish(job_id, WORKER_NAME, outcome, settings, scratch)

@@ -13,7 +13,8 @@ from core.db.session import get_engine
 from core.queue import RUN_JOB, get_celery
 from worker.reaper import reap
 from worker.runner import run_job as run_job_now
-from worker.sandbox import probe, skipped_isolations
+from worker.sandbox import base_environment, probe, skipped_isolations
+from worker.spawner import zygote
 
 log = logging.getLogger(__name__)
 celery = get_celery()
@@ -26,6 +27,13 @@ ensure_schema(get_engine(), _settings.resolved_database_url, _settings.should_au
 def _fresh_connections(**_kwargs) -> None:
     """A forked pool process must not share the parent's database connections."""
     get_engine().dispose(close=False)
+
+
+@worker_process_init.connect
+def _start_zygote(**_kwargs) -> None:
+    """Let the pool process's zygote import torch and the library now, before its first job (worker.zygote);
+    from this, the pool process's main thread, which runs its jobs and lives as long as it does."""
+    zygote(base_environment(get_settings()))
 
 
 @celery.task(name=RUN_JOB)
