@@ -93,7 +93,7 @@ def interleaved_latency(models: list[nn.Module], example, rounds: int = 5) -> li
     best = [{1: float("inf"), 32: float("inf")} for _ in models]
     for _ in range(rounds):
         for index, model in enumerate(models):
-            for batch, ms in latency_profile(model, example, [1, 32], compile=False, warmup=3, repeats=20).items():
+            for batch, ms in latency_profile(model, example, [1, 32], compile=False).items():
                 best[index][batch] = min(best[index][batch], ms)
     return best
 
