@@ -59,11 +59,14 @@ class PipelineResult:
 def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list, evaluation: EvaluationSpec,
                  ctx: RunContext, workdir: str | Path, train_split: str = "train",
                  limits: ArchiveLimits = DEFAULT_LIMITS,
-                 uploaded_models: Mapping[str, str | Path] | None = None) -> PipelineResult:
+                 uploaded_models: Mapping[str, str | Path] | None = None,
+                 known_baseline: dict | None = None) -> PipelineResult:
     """Apply `stages` (StageSpecs) in order to the uploaded program; every stage starts from the previous model.
 
     The upload and the dataset are read under the archive rules and `limits` (`compression.archive`).
-    `uploaded_models` maps the ids a stage may name (e.g. an uploaded distillation student) to `.pt2` files."""
+    `uploaded_models` maps the ids a stage may name (e.g. an uploaded distillation student) to `.pt2` files.
+    `known_baseline`: the upload's metric, size and parameters measured on these inputs and evaluation settings
+    by an earlier run; its evaluation is then skipped (its latency is always timed afresh, by the stages)."""
     workdir = Path(workdir)
     resolve_model = _file_resolver(dict(uploaded_models or {}), limits)
     ctx.progress("load", 0, 1)
@@ -76,9 +79,12 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
 
     # The upload's latency is not timed here: each stage times it in alternation with its own model, and the
     # first of those timings becomes the baseline's.
-    baseline = _measure(reference, None, eval_split, example_inputs, evaluation.model_copy(
-        update={"latency": evaluation.latency and not stages}), ctx)
-    baseline |= {"size_bytes": file_size(model_path), "parameters": parameter_count(reference)}
+    if known_baseline is not None:
+        baseline = dict(known_baseline) | {"reused": True}
+    else:
+        baseline = _measure(reference, None, eval_split, example_inputs, evaluation.model_copy(
+            update={"latency": evaluation.latency and not stages}), ctx)
+        baseline |= {"size_bytes": file_size(model_path), "parameters": parameter_count(reference)}
 
     # Methods may change the model they get; the reference (teacher, fidelity target) must stay the upload.
     model = eval_mode(load_program(model_path, limits).module())

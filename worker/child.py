@@ -119,7 +119,8 @@ class JobRun:
         result = run_pipeline(self.scratch / task["model"], self.scratch / task["dataset"], stages, evaluation, ctx,
                               self.scratch / task["workdir"], train_split=task["train_split"],
                               limits=ArchiveLimits(**task["archive_limits"]),
-                              uploaded_models={k: self.scratch / v for k, v in task["uploaded_models"].items()})
+                              uploaded_models={k: self.scratch / v for k, v in task["uploaded_models"].items()},
+                              known_baseline=task.get("baseline"))
         artifacts = [{"stage_index": index, "name": a.name, "kind": a.kind, "details": a.metadata,
                       "file": str(Path(a.path).resolve().relative_to(self.scratch))}
                      for index, stage in enumerate(result.stages) for a in stage.artifacts]

@@ -22,6 +22,7 @@ from compression.context import ProgressEvent
 from core.config import Settings
 from core.db.models import Job
 from core.db.session import session_scope
+from core.jobs.baselines import baseline_key, find_baseline, save_baseline
 from core.jobs.spec import JobCreate
 from core.jobs.state import claim
 from worker.compile_cache import build_headers_once, lend_headers, tenant_cache
@@ -30,7 +31,7 @@ from worker.outcome import Outcome, finish, outcome_from_child
 from worker.reporting import Heartbeat, ProgressWriter, StopCheck
 from worker.sandbox import isolation_plan, run_child, skipped_isolations
 from worker.scratch import UnsafeOutput, give_to, job_scratch, open_output, sandbox_identity
-from worker.storage import CheckpointStore, fetch_inputs
+from worker.storage import CheckpointStore, fetch_inputs, input_digests
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
@@ -93,15 +94,20 @@ def _run(job_id: str, settings: Settings) -> str:
     with job_scratch(settings, identity, job_id) as scratch:
         try:
             files = fetch_inputs(job, spec, scratch)
+            digests = input_digests(job)
         except ValueError as exc:
             return finish(job_id, WORKER_NAME, Outcome.failed("invalid_input", str(exc)), settings)
+        evaluation = spec.evaluation.model_dump(mode="json")
+        key = baseline_key(*digests, evaluation, versions())
+        with session_scope() as session:
+            known = find_baseline(session, job.tenant_id, key)
         give_to(scratch, identity)
         build_headers_once()
         lend_headers(scratch, identity)
         cache = tenant_cache(settings, identity, job.tenant_id)
         plan = isolation_plan(settings, identity, scratch, device, job.time_limit_s, cache)
         task = {**files, "stages": [stage.model_dump(mode="json") for stage in spec.stages],
-                "evaluation": spec.evaluation.model_dump(mode="json"), "train_split": spec.train_split,
+                "evaluation": evaluation, "baseline": known, "train_split": spec.train_split,
                 "seed": spec.seed, "device": device, "threads": settings.torch_threads,
                 "archive_limits": dataclasses.asdict(settings.archive_limits)}
         relay = Relay(job, scratch, settings)
@@ -109,7 +115,18 @@ def _run(job_id: str, settings: Settings) -> str:
                         StopCheck(job_id, time.monotonic() + job.time_limit_s), cache)
         relay.log_isolation(run.isolation)
         outcome = outcome_from_child(run, job.time_limit_s, len(spec.stages))
-        return finish(job_id, WORKER_NAME, outcome, settings, scratch)
+        status = finish(job_id, WORKER_NAME, outcome, settings, scratch)
+        if status == "succeeded" and known is None:
+            _keep_baseline(job.tenant_id, key, digests, outcome.metrics["baseline"])
+        return status
+
+
+def _keep_baseline(tenant_id: str, key: str, digests: tuple[str, str], metrics: dict) -> None:
+    try:
+        with session_scope() as session:
+            save_baseline(session, tenant_id, key, *digests, metrics)
+    except Exception:  # only a saving for later jobs: the job itself has succeeded and is recorded
+        log.exception("could not keep the baseline of tenant %s (key %s)", tenant_id, key)
 
 
 class Relay:
