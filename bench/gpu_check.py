@@ -74,7 +74,7 @@ def run(steps: int) -> int:
 def report(job: dict) -> str:
     baseline = job["metrics"]["baseline"]
     lines = [f"versions: {job['versions']}", "",
-             "| stage | accuracy | size bytes | wall s | latency ms b1 / b32 (fp32 alongside) | on the GPU |",
+             "| stage | accuracy | size bytes | wall s | latency ms b1 / b32 (fp32 alongside) | model on |",
              "|---|---|---|---|---|---|"]
     lines.append(f"| upload | {baseline.get('accuracy')} | {baseline['size_bytes']:,} | | | |")
     for stage in job["metrics"]["stages"]:
@@ -82,10 +82,9 @@ def report(job: dict) -> str:
         latency = metrics.get("latency_ms", {})
         reference = metrics.get("reference_latency_ms", {})
         timing = " / ".join(f"{latency[b]:.3f} ({reference.get(b, 0):.3f})" for b in sorted(latency, key=int))
-        method_metrics = metrics.get("method_metrics", {})
-        device = method_metrics.get("device") or method_metrics.get("training", {}).get("device", "see log")
         lines.append(f"| {stage['method']} | {metrics.get('accuracy')} | {metrics['size_bytes']:,} | "
-                     f"{metrics['wall_time_s']} | {timing or metrics.get('latency_unreliable', '')} | {device} |")
+                     f"{metrics['wall_time_s']} | {timing or metrics.get('latency_unreliable', '')} | "
+                     f"{metrics['device']} |")
     return "\n".join(lines)
 
 

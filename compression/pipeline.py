@@ -17,7 +17,7 @@ import torch
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.context import Cancelled, RunContext
 from compression.data import Dataset, Split
-from compression.evaluate import evaluate
+from compression.evaluate import device_of, evaluate
 from compression.io import export_model, input_dtypes, input_names, load_model, load_program, save_program
 from compression.measure import Timing, file_size, parameter_count, time_in_alternation
 from compression.methods import apply_stage
@@ -108,6 +108,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
         metrics |= {"size_bytes": main.size_bytes, "model_artifact": main.name,
                     "compression_ratio": baseline["size_bytes"] / main.size_bytes,
                     "parameters": parameter_count(result.model), "wall_time_s": round(wall_time, 3),
+                    "device": str(device_of(result.model)),
                     "method_metrics": result.metrics}
         outcomes.append(StageOutcome(spec.method, metrics, artifacts, result.model))
         model = result.model

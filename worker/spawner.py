@@ -27,6 +27,9 @@ class ZygoteGone(Exception):
 
 class Zygote:
     def __init__(self, env: dict[str, str]):
+        # numpy's OpenBLAS starts a thread pool when it is imported; the zygote must stay single-threaded, so that
+        # no fork copies a lock some other thread held (jobs do their heavy arithmetic in torch, not numpy).
+        env = {**env, "OPENBLAS_NUM_THREADS": "1"}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.process = subprocess.Popen(

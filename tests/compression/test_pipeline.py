@@ -36,7 +36,7 @@ def test_ptq_pipeline_on_digits_reports_before_and_after(example_files, tmp_path
             assert final["speedup"][batch] == pytest.approx(final["reference_latency_ms"][batch] / ms)
     else:  # a busy machine: the figures are kept but no speedup is presented
         assert "speedup" not in final and final["latency_unreliable"]
-    assert final["method_metrics"]["calibration_samples"] == 128
+    assert final["method_metrics"]["calibration_samples"] == 128 and final["device"] == "cpu"
     stages = {e.stage for e in events}
     assert {"main", "0:ptq"} <= stages and any(e.phase == "calibrate" for e in events)
 

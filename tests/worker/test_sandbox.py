@@ -48,6 +48,7 @@ def test_the_child_holds_no_credentials_and_reaches_no_service(settings, backend
     # The job's process is a fork of the worker's zygote, which was never given anything secret either.
     zygote = spawner._zygote
     assert seen["parent"] == zygote.pid
+    assert len(list(Path(f"/proc/{zygote.pid}/task").iterdir())) == 1  # a single thread: forks copy no held lock
     zygote_environ = Path(f"/proc/{zygote.pid}/environ").read_bytes().split(b"\0")
     assert not [entry for entry in zygote_environ if entry.startswith(b"MODELPRESS_") or b"hunter2" in entry]
     assert not [name for name in seen["environ"] if name.startswith("MODELPRESS_")]
