@@ -120,14 +120,15 @@ def alternate(run_round: Callable[[], dict[str, float]], budget_s: float = BUDGE
             return figures, busy
 
 
-def other_processes_running() -> int:
-    """Processes running on a CPU right now, this one excepted (procs_running in /proc/stat); 0 where unknown."""
+def other_processes_running(own_threads: int = 1) -> int:
+    """Threads running on a CPU right now (procs_running in /proc/stat), less this process's `own_threads` (its
+    OpenMP threads may still spin between rounds); 0 where unknown."""
     try:
         with open("/proc/stat") as stat:
             running = next(int(line.split()[1]) for line in stat if line.startswith("procs_running "))
     except (OSError, StopIteration, ValueError):
         return 0
-    return max(0, running - 1)
+    return max(0, running - own_threads)
 
 
 def compiled(model: torch.nn.Module) -> Callable:
@@ -187,7 +188,7 @@ def time_in_alternation(models: dict[str, torch.nn.Module], example_inputs: tupl
             def run_round() -> dict[str, float]:
                 return {name: _median_ms(runner, inputs[name], repeats[name]) for name, runner in runners.items()}
 
-            figures, busy = alternate(run_round, budget_s, sample_busy=other_processes_running)
+            figures, busy = alternate(run_round, budget_s, sample_busy=lambda: other_processes_running(threads))
             busy_cpus = statistics.median(busy)
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
             for name, values in figures.items():
