@@ -31,7 +31,7 @@ from compression.context import RunContext
 from compression.data import Dataset
 from compression.evaluate import evaluate
 from compression.io import export_model, load_model, save_program
-from compression.measure import compare_latency
+from compression.measure import time_in_alternation
 from compression.prune import apply_prune
 from compression.specs.prune import PruneSpec
 from compression.specs.training import TrainingSpec
@@ -103,11 +103,13 @@ def main() -> None:
             table.append(row)
             print(f"{name}: {row}", file=sys.stderr)
     # All models in alternation, round after round, until each spread is small or the budget ends.
-    latencies = compare_latency({str(index): model for index, model in enumerate(models)}, example, [1, 32],
-                                budget_s=10.0)
+    timings = time_in_alternation({str(index): model for index, model in enumerate(models)}, example, [1, 32],
+                                  budget_s=10.0)
     for index, row in enumerate(table):
-        row["latency_ms_b1"], row["latency_ms_b32"] = round(latencies[str(index)][1], 3), round(
-            latencies[str(index)][32], 3)
+        for batch, timing in timings[str(index)].items():
+            row[f"latency_ms_b{batch}"], row[f"latency_spread_b{batch}"] = round(timing.median_ms, 3), timing.spread
+            if not timing.reliable:
+                row["latency_unreliable"] = timing.reason
     for row in table:
         row["latency_ratio_b1"] = round(row["latency_ms_b1"] / table[0]["latency_ms_b1"], 3)
         row["latency_ratio_b32"] = round(row["latency_ms_b32"] / table[0]["latency_ms_b32"], 3)
@@ -128,6 +130,10 @@ def print_table(table: list[dict], settings: dict) -> None:
         print(f"| {row['method']} | {row['accuracy']:.4f} | {row['nonzero_parameters']:,} | {row['pt2_bytes']:,} | "
               f"{sparse} | {row['latency_ms_b1']:.2f} | {row['latency_ms_b32']:.2f} | "
               f"{row['latency_ratio_b32']:.2f}x |")
+    unreliable = [row for row in table if row.get("latency_unreliable")]
+    if unreliable:
+        print(f"\nLatency figures NOT reliable for {len(unreliable)} of {len(table)} rows (e.g. "
+              f"{unreliable[0]['latency_unreliable']}): do not quote them.")
 
 
 if __name__ == "__main__":
