@@ -100,9 +100,9 @@ def isolation_plan(settings: Settings, identity: Identity, scratch: Path, device
               str(cache_root(settings))]
     if Path(".env").is_file():  # settings may be read from it (core.config)
         hidden.append(str(Path(".env").resolve()))
-    return {"scratch": str(scratch), "uid": identity.uid, "gid": identity.gid,
-            "user_skipped": identity.reason, "hide": hidden, "keep": [*runtime_paths(), str(scratch), *([str(cache)] if cache else [])],
-            "limits": limits(settings, device, time_limit_s)}
+    keep = [*runtime_paths(), str(scratch), *([str(cache)] if cache else [])]
+    return {"scratch": str(scratch), "uid": identity.uid, "gid": identity.gid, "user_skipped": identity.reason,
+            "hide": hidden, "keep": keep, "limits": limits(settings, device, time_limit_s)}
 
 
 def limits(settings: Settings, device: str, time_limit_s: float) -> dict:
