@@ -46,7 +46,9 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
             if batch.labels is not None:
                 correct += (logits.argmax(-1) == batch.labels).sum().item()
             if reference is not None:
-                expected = output_tensor(reference(*_to(batch.inputs, reference))).float().cpu()
+                # A model compared with itself (an unlabelled upload's baseline) runs once, not twice.
+                expected = logits if reference is model else output_tensor(
+                    reference(*_to(batch.inputs, reference))).float().cpu()
                 agree += (logits.argmax(-1) == expected.argmax(-1)).sum().item()
                 flat, flat_expected = logits.reshape(len(batch), -1), expected.reshape(len(batch), -1)
                 cosine_sum += torch.nn.functional.cosine_similarity(flat, flat_expected, dim=1).sum().item()
