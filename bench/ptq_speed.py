@@ -2,9 +2,9 @@
 
 A small CNN is trained briefly on Fashion-MNIST, exported, and quantized by the library's `ptq` stage; both
 `.pt2` files are then loaded back as a user would and timed the same way. The CPU is shared, so the two models
-are timed in alternation over several rounds and each figure is the median of the rounds' medians.
+are timed in alternation, round after round until the spread is under 10 % or the budget ends (compression.measure).
 
-    python -m bench.ptq_speed [--steps 150] [--rounds 5] [--threads N]
+    python -m bench.ptq_speed [--steps 150] [--budget-s 5] [--threads N]
 
 Prints a markdown table and writes bench/results/ptq_speed_<threads>threads.json.
 """
@@ -68,8 +68,8 @@ def compiled_accuracy(model: torch.nn.Module, split, samples: int, batch_size: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150, help="training steps of the fp32 CNN")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--budget-s", type=float, default=5.0,
+                        help="time budget per batch size for the alternating rounds (compression.measure)")
     parser.add_argument("--eval-samples", type=int, default=5_000)
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads (default: torch's choice); 1 is steadier on a busy machine")
@@ -99,8 +99,7 @@ def main() -> None:
     measure_s = {}
     for mode, compile in (("eager", False), ("compiled", True)):
         started = time.monotonic()
-        measured = compare_latency(models, example, list(BATCH_SIZES), compile=compile, repeats=args.repeats,
-                                   rounds=args.rounds)
+        measured = compare_latency(models, example, list(BATCH_SIZES), compile=compile, budget_s=args.budget_s)
         measure_s[mode] = round(time.monotonic() - started, 1)
         for batch_size in BATCH_SIZES:
             latency[f"{mode} b{batch_size}"] = {name: measured[name][batch_size] for name in models}

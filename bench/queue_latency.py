@@ -44,7 +44,7 @@ def measure(backend: BackendChoice, jobs: int, poll_s: float | None, example: tu
         model, dataset = client.upload_model(example[0]), client.upload_dataset(example[1])
         latencies = []
         for _ in range(jobs + 1):
-            job = client.submit_job({"model_id": model["id"], "dataset_id": dataset["id"], **SPEC})
+            job = client.submit_job({"model_id": model.id, "dataset_id": dataset.id, **SPEC})
             while client.job(job["id"])["status"] == "queued":
                 time.sleep(0.05)
             if client.job(job["id"])["status"] == "running":

@@ -63,7 +63,7 @@ def run(jobs: int, database_url: str, broker_url: str, example: tuple[Path, Path
             client = Client(service.base_url, service.api_key)
             model, dataset = client.upload_model(example[0]), client.upload_dataset(example[1])
             started = time.monotonic()
-            ids = [client.submit_job({"model_id": model["id"], "dataset_id": dataset["id"], **JOB})["id"]
+            ids = [client.submit_job({"model_id": model.id, "dataset_id": dataset.id, **JOB})["id"]
                    for _ in range(jobs)]
             killed = kill_a_busy_extra_worker(extra, database_url, set(ids))
             finished = [client.wait(job_id, timeout=1800, poll=0.5) for job_id in ids]

@@ -54,7 +54,9 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
             if batch.labels is not None:
                 correct += (outputs.argmax(-1) == batch.labels).sum().item()
             if reference is not None:
-                expected = output_tensor(reference(*_to(batch.inputs, reference))).float().cpu()
+                # A model compared with itself (an unlabelled upload's baseline) runs once, not twice.
+                expected = outputs if reference is model else output_tensor(
+                    reference(*_to(batch.inputs, reference))).float().cpu()
                 if fidelity is None:
                     fidelity = Fidelity(output_kind or detect_output_kind(reference, expected))
                 fidelity.add(outputs, expected)

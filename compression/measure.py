@@ -1,18 +1,30 @@
 """Size and speed of a model, measured the same way for the original and the compressed one.
 
-Latency is a median wall time per forward pass (after `warmup` passes), without autograd, in eval mode; models
-compared with each other are timed in alternation (`compare_latency`). With `compile=True` the model runs under `torch.compile` with inductor freezing on: freezing folds the
-weights into constants, which is what lets inductor replace quantize/dequantize + conv/linear patterns of an
-int8 pt2e model by real int8 (oneDNN) kernels. Without it a Q/DQ model runs in fp32 plus extra work, slower than
-the original. Both models are always timed with the same settings, so their ratio is meaningful.
+Latency is a median wall time per forward pass, without autograd, in eval mode. Models compared with each other
+are timed in alternation (`time_in_alternation`): round after round, each model runs a few passes, and each
+round gives one figure per model. On a shared CPU the load changes from second to second; timing one model after
+the other would charge that change to whichever ran second. Rounds continue until the spread of every model's
+figures (interquartile range over median) is under `SPREAD_TARGET`, or the time budget ends. A timing reports its
+median, its spread and the load seen while it ran, and says it is not reliable when the spread stayed high or other
+processes wanted the CPUs this one was timing on (`Timing.reliable`).
+
+With `compile=True` the model runs under `torch.compile` with inductor freezing on: freezing folds the weights
+into constants, which is what lets inductor replace quantize/dequantize + conv/linear patterns of an int8 pt2e
+model by real int8 (oneDNN) kernels. Without it a Q/DQ model runs in fp32 plus extra work, slower than the
+original. Both models are always timed with the same settings, so their ratio is meaningful. A model is compiled
+once per process (`compiled`), however many times it is timed.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import statistics
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch._inductor.config as inductor_config
@@ -40,49 +52,157 @@ def parameter_count(model: torch.nn.Module) -> int:
     return count
 
 
+SPREAD_TARGET = 0.10
+# Each round runs a model for at least this long (several passes of a fast model), so one figure is not the noise
+# of a single sub-millisecond call.
+ROUND_S = 0.01
+MIN_ROUNDS, MAX_ROUNDS = 5, 200
+BUDGET_S = 2.0  # per batch size
+COMPILED_KEPT = 4
+_COMPILED: list[tuple[torch.nn.Module, Callable]] = []  # (model, its compiled form), newest last
+
+
+@dataclass
+class Timing:
+    """One model's latency at one batch size: median ms over rounds, spread (IQR / median), rounds, the load."""
+
+    median_ms: float
+    spread: float
+    rounds: int
+    load_average: float  # the 1-minute load average at the end of the timing
+    busy_cpus: float  # median number of other processes running at once, sampled each round
+    reliable: bool
+    reason: str | None = None  # why it is not reliable
+
+    def to_json(self) -> dict:
+        return {"median_ms": self.median_ms, "spread": round(self.spread, 4), "rounds": self.rounds,
+                "load_average": round(self.load_average, 2), "busy_cpus": self.busy_cpus,
+                "reliable": self.reliable, "reason": self.reason}
+
+
+def spread(values: list[float]) -> float:
+    """Interquartile range over median (0 for fewer than two values)."""
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    median = statistics.median(values)
+    return (q3 - q1) / median if median > 0 else math.inf
+
+
+def verdict(figures: list[float], busy_cpus: float, cpus: int, threads: int) -> tuple[bool, str | None]:
+    """Whether a timing can be presented: its spread is under the target and, while it ran, the other processes
+    that wanted a CPU left this process's `threads` the CPUs they need."""
+    if spread(figures) >= SPREAD_TARGET:
+        return False, f"spread {spread(figures):.0%} (interquartile range over median) stayed over " \
+                      f"{SPREAD_TARGET:.0%} within the time budget"
+    if busy_cpus + threads > cpus:
+        return False, f"timed under load: {busy_cpus:g} other processes running on {cpus} CPUs while this one " \
+                      f"used {threads} threads"
+    return True, None
+
+
+def alternate(run_round: Callable[[], dict[str, float]], budget_s: float = BUDGET_S, min_rounds: int = MIN_ROUNDS,
+              max_rounds: int = MAX_ROUNDS, clock: Callable[[], float] = time.monotonic,
+              sample_busy: Callable[[], int] = lambda: 0) -> tuple[dict[str, list[float]], list[int]]:
+    """Call `run_round` (one figure per model) until every model's spread is under the target (after at least
+    `min_rounds`), `max_rounds` were run or `budget_s` is spent (at least `min_rounds` run regardless).
+    Returns the figures per model and `sample_busy()` taken after each round."""
+    figures: dict[str, list[float]] = {}
+    busy: list[int] = []
+    deadline = clock() + budget_s
+    while True:
+        for name, value in run_round().items():
+            figures.setdefault(name, []).append(value)
+        busy.append(sample_busy())
+        rounds = len(busy)
+        if rounds >= max_rounds or (rounds >= min_rounds and (
+                clock() > deadline or all(spread(values) < SPREAD_TARGET for values in figures.values()))):
+            return figures, busy
+
+
+def other_processes_running(own_threads: int = 1) -> int:
+    """Threads running on a CPU right now (procs_running in /proc/stat), less this process's `own_threads` (its
+    OpenMP threads may still spin between rounds); 0 where unknown."""
+    try:
+        with open("/proc/stat") as stat:
+            running = next(int(line.split()[1]) for line in stat if line.startswith("procs_running "))
+    except (OSError, StopIteration, ValueError):
+        return 0
+    return max(0, running - own_threads)
+
+
+def compiled(model: torch.nn.Module) -> Callable:
+    """`torch.compile(model)`, made once per model and process (the last few models are kept): timing the upload
+    alongside every stage's model compiles it once, not once per stage."""
+    for index, (kept, runner) in enumerate(_COMPILED):
+        if kept is model:
+            _COMPILED.append(_COMPILED.pop(index))
+            return runner
+    runner = torch.compile(model, dynamic=False)
+    _COMPILED.append((model, runner))
+    del _COMPILED[:-COMPILED_KEPT]
+    return runner
+
+
 def latency_ms(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], batch_size: int | None = None,
-               compile: bool = False, warmup: int = 3, repeats: int = 10, rounds: int = 3) -> float:
+               compile: bool = False, budget_s: float = BUDGET_S) -> float:
     """Median milliseconds per forward pass at `batch_size` (default: the batch of `example_inputs`)."""
     batch_size = batch_size or example_inputs[0].shape[0]
-    return latency_profile(model, example_inputs, [batch_size], compile, warmup, repeats, rounds)[batch_size]
+    return latency_profile(model, example_inputs, [batch_size], compile, budget_s)[batch_size]
 
 
 def latency_profile(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], batch_sizes: list[int],
-                    compile: bool = False, warmup: int = 3, repeats: int = 10, rounds: int = 3) -> dict[int, float]:
+                    compile: bool = False, budget_s: float = BUDGET_S) -> dict[int, float]:
     """{batch size: median ms} of one model."""
-    return compare_latency({"model": model}, example_inputs, batch_sizes, compile, warmup, repeats,
-                           rounds)["model"]
+    return compare_latency({"model": model}, example_inputs, batch_sizes, compile, budget_s)["model"]
 
 
 def compare_latency(models: dict[str, torch.nn.Module], example_inputs: tuple[torch.Tensor, ...],
-                    batch_sizes: list[int], compile: bool = False, warmup: int = 3, repeats: int = 10,
-                    rounds: int = 3) -> dict[str, dict[int, float]]:
-    """{name: {batch size: ms}} for several models timed in alternation.
+                    batch_sizes: list[int], compile: bool = False,
+                    budget_s: float = BUDGET_S) -> dict[str, dict[int, float]]:
+    """{name: {batch size: median ms}} for several models timed in alternation (see `time_in_alternation`)."""
+    timings = time_in_alternation(models, example_inputs, batch_sizes, compile, budget_s)
+    return {name: {b: t.median_ms for b, t in per_batch.items()} for name, per_batch in timings.items()}
 
-    Each round times every model for `repeats` passes; a figure is the median over rounds of the per-round
-    medians. On a shared CPU the load changes from second to second, and timing one model after the other
-    would charge that change to whichever model ran second.
-    """
+
+def time_in_alternation(models: dict[str, torch.nn.Module], example_inputs: tuple[torch.Tensor, ...],
+                        batch_sizes: list[int], compile: bool = False,
+                        budget_s: float = BUDGET_S) -> dict[str, dict[int, Timing]]:
+    """{name: {batch size: Timing}}: at each batch size the models take turns, round after round, until every
+    spread is under `SPREAD_TARGET` or `budget_s` (per batch size) is spent."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = torch.get_num_threads()
     with ExitStack() as stack:
         stack.enter_context(inductor_config.patch(freezing=True))
         runners = {}
         for name, model in models.items():
             stack.enter_context(evaluating(model))
-            runners[name] = torch.compile(model, dynamic=False) if compile else model
-        result: dict[str, dict[int, float]] = {name: {} for name in models}
+            runners[name] = compiled(model) if compile else model
+        result: dict[str, dict[int, Timing]] = {name: {} for name in models}
         for batch_size in batch_sizes:
             inputs = {name: tuple(t.to(device_of(model)) for t in inputs_at_batch(example_inputs, batch_size))
                       for name, model in models.items()}
-            for name, runner in runners.items():
-                for _ in range(max(1, warmup)):  # under torch.compile the first call compiles
-                    runner(*inputs[name])
-            per_round: dict[str, list[float]] = {name: [] for name in models}
-            for _ in range(rounds):
-                for name, runner in runners.items():
-                    per_round[name].append(_median_ms(runner, inputs[name], repeats))
-            for name, values in per_round.items():
-                result[name][batch_size] = statistics.median(values)
+            repeats = {name: _passes_per_round(runner, inputs[name]) for name, runner in runners.items()}
+
+            def run_round() -> dict[str, float]:
+                return {name: _median_ms(runner, inputs[name], repeats[name]) for name, runner in runners.items()}
+
+            figures, busy = alternate(run_round, budget_s, sample_busy=lambda: other_processes_running(threads))
+            busy_cpus = statistics.median(busy)
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+            for name, values in figures.items():
+                reliable, reason = verdict(values, busy_cpus, cpus, threads)
+                result[name][batch_size] = Timing(statistics.median(values), spread(values), len(values), load,
+                                                  busy_cpus, reliable, reason)
     return result
+
+
+def _passes_per_round(runner, inputs: tuple[torch.Tensor, ...]) -> int:
+    """Warm up (under torch.compile the first call compiles) and size a round to last about ROUND_S (called
+    inside `evaluating`: eval mode, no autograd)."""
+    runner(*inputs)
+    one_pass_s = _median_ms(runner, inputs, 3) / 1000
+    return max(1, min(1000, math.ceil(ROUND_S / max(one_pass_s, 1e-6))))
 
 
 def _median_ms(runner, inputs: tuple[torch.Tensor, ...], repeats: int) -> float:

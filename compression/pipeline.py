@@ -17,9 +17,9 @@ import torch
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.context import Cancelled, RunContext
 from compression.data import Dataset, Split
-from compression.evaluate import evaluate, output_tensor
+from compression.evaluate import device_of, evaluate, output_tensor
 from compression.io import export_model, input_dtypes, input_names, load_model, load_program, save_program
-from compression.measure import compare_latency, file_size, parameter_count
+from compression.measure import Timing, file_size, parameter_count, time_in_alternation
 from compression.methods import apply_stage
 from compression.modes import eval_mode, evaluating
 from compression.output_kind import detect_output_kind
@@ -69,14 +69,18 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
                  ctx: RunContext, workdir: str | Path, train_split: str = "train",
                  limits: ArchiveLimits = DEFAULT_LIMITS,
                  uploaded_models: Mapping[str, str | Path] | None = None,
-                 on_measured: Callable[[dict], None] | None = None) -> PipelineResult:
+                 on_measured: Callable[[dict], None] | None = None,
+                 known_baseline: dict | None = None) -> PipelineResult:
     """Apply `stages` (StageSpecs) in order to the uploaded program; every stage starts from the previous model.
 
     The upload and the dataset are read under the archive rules and `limits` (`compression.archive`).
     `uploaded_models` maps the ids a stage may name (e.g. an uploaded distillation student) to `.pt2` files.
     `on_measured` gets the metrics measured so far (`PipelineResult.to_metrics()`) after the baseline and after each
     stage, so a job that fails later still has them. A stage whose metric drops more than
-    `evaluation.max_metric_drop` points raises `QualityBudgetExceeded` once its metrics are measured."""
+    `evaluation.max_metric_drop` points raises `QualityBudgetExceeded` once its metrics are measured.
+
+    `known_baseline`: the upload's metric, size and parameters measured on these inputs and evaluation settings
+    by an earlier run; its evaluation is then skipped (its latency is always timed afresh, by the stages)."""
     workdir = Path(workdir)
     resolve_model = _file_resolver(dict(uploaded_models or {}), limits)
     ctx.progress("load", 0, 1)
@@ -91,9 +95,15 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     evaluation = evaluation.model_copy(update={"output_kind": output_kind, "metric": metric})
     ctx.progress("load", 1, 1)
 
-    baseline = _measure(reference, None, eval_split, example_inputs, evaluation, ctx)
-    baseline |= {"output_kind": output_kind, "size_bytes": file_size(model_path),
-                 "parameters": parameter_count(reference)}
+    # The upload's latency is not timed here: each stage times it in alternation with its own model, and the
+    # first of those timings becomes the baseline's.
+    if known_baseline is not None:
+        baseline = dict(known_baseline) | {"reused": True}
+    else:
+        baseline = _measure(reference, None, eval_split, example_inputs, evaluation.model_copy(
+            update={"latency": evaluation.latency and not stages}), ctx)
+        baseline |= {"output_kind": output_kind, "size_bytes": file_size(model_path),
+                     "parameters": parameter_count(reference)}
     outcomes = []
 
     def report_measured() -> None:
@@ -118,12 +128,13 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
         main = _main_model_artifact(artifacts) or _export_fallback(result.model, example_inputs, stage_dir, artifacts)
 
         metrics = _measure(result.model, reference, eval_split, example_inputs, evaluation, stage_ctx)
-        if "latency_ms" in metrics:
-            metrics["speedup"] = {b: metrics["reference_latency_ms"][b] / ms
-                                  for b, ms in metrics["latency_ms"].items()}
+        if "latency_ms" in metrics and "latency_ms" not in baseline:
+            baseline |= {"latency_ms": metrics["reference_latency_ms"], "latency_compiled": evaluation.compile,
+                         "latency_reliable": metrics["latency_reliable"]}
         metrics |= {"size_bytes": main.size_bytes, "model_artifact": main.name,
                     "compression_ratio": baseline["size_bytes"] / main.size_bytes,
                     "parameters": parameter_count(result.model), "wall_time_s": round(wall_time, 3),
+                    "device": str(device_of(result.model)),
                     "method_metrics": result.metrics}
         metrics["metric_drop"] = round(baseline["metric_points"] - metrics["metric_points"], 4)
         warnings = [*result.metrics.get("warnings", []), *quality_warnings(baseline, metrics, evaluation)]
@@ -159,24 +170,37 @@ def _measure(model: torch.nn.Module, reference: torch.nn.Module | None, split: S
         return metrics
     models = {"model": model} if reference is None else {"model": model, "reference": reference}
     sizes = evaluation.latency_batch_sizes
-    timings: dict[str, dict[str, float]] = {name: {} for name in models}
+    timings: dict[str, dict[int, Timing]] = {name: {} for name in models}
     ctx.progress("latency", 0, len(sizes))
     try:
         for step, batch_size in enumerate(sizes, start=1):
-            measured = compare_latency(models, example_inputs, [batch_size], evaluation.compile)
+            measured = time_in_alternation(models, example_inputs, [batch_size], evaluation.compile)
             for name in models:
-                # String keys, so the dict reads the same before and after a JSON round trip.
-                timings[name][str(batch_size)] = measured[name][batch_size]
+                timings[name][batch_size] = measured[name][batch_size]
             ctx.progress("latency", step, len(sizes))
     except Cancelled:
         raise
     except Exception as exc:  # a model that compressed well but cannot be compiled still is a result
         metrics["latency_error"] = f"{type(exc).__name__}: {exc}"[:1000]
         return metrics
-    metrics["latency_ms"] = timings["model"]
-    if reference is not None:
-        metrics["reference_latency_ms"] = timings["reference"]
-    metrics["latency_compiled"] = evaluation.compile
+    return metrics | latency_metrics(timings, evaluation.compile)
+
+
+def latency_metrics(timings: dict[str, dict[int, Timing]], compiled: bool) -> dict:
+    """Medians per batch size (string keys, so the dict reads the same after a JSON round trip), each timing's
+    spread and load under "latency", and a speedup only when every figure behind it is reliable; otherwise
+    "latency_unreliable" says why and no speedup is presented."""
+    metrics = {"latency_ms": {str(b): t.median_ms for b, t in timings["model"].items()},
+               "latency": {str(b): {name: timings[name][b].to_json() for name in timings} for b in timings["model"]},
+               "latency_compiled": compiled}
+    if "reference" in timings:
+        metrics["reference_latency_ms"] = {str(b): t.median_ms for b, t in timings["reference"].items()}
+    reasons = [t.reason for per_batch in timings.values() for t in per_batch.values() if not t.reliable]
+    metrics["latency_reliable"] = not reasons
+    if reasons:
+        metrics["latency_unreliable"] = reasons[0]
+    elif "reference" in timings:
+        metrics["speedup"] = {b: metrics["reference_latency_ms"][b] / ms for b, ms in metrics["latency_ms"].items()}
     return metrics
 
 

@@ -130,7 +130,8 @@ class JobRun:
             result = run_pipeline(self.scratch / task["model"], self.scratch / task["dataset"], stages, evaluation,
                                   ctx, self.scratch / task["workdir"], train_split=task["train_split"], limits=limits,
                                   uploaded_models={k: self.scratch / v for k, v in task["uploaded_models"].items()},
-                                  on_measured=self.keep_measured)
+                                  on_measured=self.keep_measured,
+                                  known_baseline=task.get("baseline"))
         artifacts = [{"stage_index": index, "name": a.name, "kind": a.kind, "details": a.metadata,
                       "file": str(Path(a.path).resolve().relative_to(self.scratch))}
                      for index, stage in enumerate(result.stages) for a in stage.artifacts]
@@ -159,7 +160,8 @@ def probe(request: dict) -> dict:
             return f"{type(exc).__name__}: {exc.strerror or exc}"
 
     status = dict(line.split(":\t", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":\t" in line)
-    return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "environ": dict(os.environ),
+    return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "parent": os.getppid(),
+            "environ": dict(os.environ),
             "no_new_privs": status.get("NoNewPrivs", "").strip() == "1",
             "ports": {str(port): attempt(lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close())
                       for port in request.get("ports", [])},
@@ -168,8 +170,10 @@ def probe(request: dict) -> dict:
             "forbidden_modules": sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN_MODULES)}
 
 
-def main() -> int:
-    channel = Channel(int(sys.argv[1]))
+def main(channel_fd: int | None = None) -> int:
+    """Run the job (or probe) the worker sends on stdin, reporting over `channel_fd` (default: argv[1]); also
+    entered in a process forked by `worker.zygote`, which has put the same fds and environment in place."""
+    channel = Channel(int(sys.argv[1]) if channel_fd is None else channel_fd)
     setup = decode(sys.stdin.buffer.readline())
     report = isolation.apply(setup["isolation"])
     channel.send("ready", isolation=report)
@@ -178,13 +182,15 @@ def main() -> int:
         return 0
     logging.getLogger().addHandler(LogForwarder(channel))
     from worker.child_errors import describe  # imports compression: only once isolated
-    run = JobRun(setup["task"], Path(setup["isolation"]["scratch"]), channel, StopRequests(sys.stdin.buffer))
+    run = None
     try:
+        run = JobRun(setup["task"], Path(setup["isolation"]["scratch"]), channel, StopRequests(sys.stdin.buffer))
         run.run()
     except BaseException as exc:  # whatever ended the job, the worker hears why
-        channel.send("error", metrics=run.measured, **describe(exc, run.where, setup["task"]["stages"],
-                                                               setup["task"]["evaluation"],
-                                                               file_limit_hit=run.file_limit_hit()))
+        channel.send("error", metrics=run.measured if run else None,
+                     **describe(exc, run.where if run else {"stage": "main", "phase": "start"},
+                                setup["task"]["stages"], setup["task"]["evaluation"],
+                                file_limit_hit=run is not None and run.file_limit_hit()))
         return 1
     return 0
 

@@ -11,9 +11,10 @@ import traceback
 
 from compression.context import Cancelled
 
-# Substrings of the errors torch, the C++ runtime and the dynamic loader raise when an allocation fails.
+# Substrings of the errors torch, the C++ runtime, the dynamic loader and Python's threads (whose stacks are
+# allocations too) raise when an allocation fails.
 MEMORY_MARKERS = ("can't allocate memory", "not enough memory", "bad_alloc", "out of memory",
-                  "cannot allocate memory", "failed to map segment")
+                  "cannot allocate memory", "failed to map segment", "can't start new thread")
 # Spec fields that scale memory use: named in an out-of-memory message so the user knows what to lower.
 SIZE_FIELDS = ("batch_size", "samples")
 TRACEBACK_CHARS = 4000

@@ -1,4 +1,5 @@
-"""Inductor's precompiled C++ header, built once by the worker and lent read-only to every job.
+"""Compiler caches of the jobs: Inductor's precompiled C++ header, built once by the worker and lent read-only to
+every job, and one compile cache per tenant, kept across that tenant's jobs and never seen by another tenant.
 
 The first `torch.compile` on CPU precompiles Inductor's C++ prelude (about 150 MB; 45 s on two busy cores) into
 `<temp dir>/torchinductor_<user>/precompiled_headers`. Each job's process has a temp dir of its own, so every job
@@ -6,23 +7,33 @@ that times compiled models would build it again. Instead the worker process buil
 (so that never competes with a job's timings), from a built-in model (no tenant input), and hard-links it into
 each job's temp dir (when both are on one file system). The links stay owned by the worker and read-only,
 so no job can alter what another job's compiler reads; a job that needs another variant builds it for itself.
+
+Inductor's and Triton's caches (compiled kernels, FX graphs) are written by the jobs themselves, so they are
+per tenant: `<data dir>/compile-cache/<sha256 of the tenant id>`, owned by the sandbox user. A job's mount
+namespace hides the whole data directory and binds back only its own tenant's cache (`worker.sandbox`), so a
+tenant's job can neither read another tenant's compiled models nor plant code another tenant's job would load.
+A cache that outgrows `MAX_TENANT_CACHE_BYTES` is emptied before the tenant's next job.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # at run time nothing but the standard library and torch: the sandboxed child imports this too
+    from core.config import Settings
     from worker.scratch import Identity
 
 log = logging.getLogger(__name__)
 
 # The user name a job's process gives torch (LOGNAME), which names its Inductor directory in its temp dir.
 SANDBOX_LOGNAME = "modelpress-job"
+MAX_TENANT_CACHE_BYTES = 2 * 1024**3
 
 
 def warm_up() -> None:
@@ -74,3 +85,34 @@ def lend_headers(scratch: Path, identity: Identity, source: Path | None = None) 
             except OSError as exc:  # e.g. another file system: copying 150 MB per job would cost more than it saves
                 log.info("precompiled headers not lent to the job (%s); it builds its own", exc.strerror)
                 return
+
+
+def cache_root(settings: Settings) -> Path:
+    root = (settings.data_dir / "compile-cache").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o711)  # the sandbox user may pass through to its own tenant's directory, never list it
+    return root
+
+
+def tenant_cache(settings: Settings, identity: Identity, tenant_id: str) -> Path:
+    """The tenant's compile cache directory, created for the sandbox user (emptied first when too large)."""
+    path = cache_root(settings) / hashlib.sha256(tenant_id.encode()).hexdigest()
+    if path.is_dir() and not path.is_symlink() and _tree_bytes(path) > MAX_TENANT_CACHE_BYTES:
+        log.info("compile cache of tenant %s is over %d bytes; emptied", tenant_id, MAX_TENANT_CACHE_BYTES)
+        shutil.rmtree(path, ignore_errors=True)  # fd-based: safe against links the sandbox user planted
+    if not path.exists():
+        path.mkdir(mode=0o700)
+        if identity.uid is not None:
+            os.chown(path, identity.uid, identity.gid)
+    return path
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for directory, _subdirectories, files in os.walk(path):  # does not follow symlinks
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:
+                pass
+    return total

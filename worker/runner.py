@@ -22,16 +22,17 @@ from compression.context import ProgressEvent
 from core.config import Settings
 from core.db.models import Job
 from core.db.session import session_scope
+from core.jobs.baselines import baseline_key, find_baseline, save_baseline
 from core.jobs.spec import JobCreate
 from core.jobs.state import claim
-from worker.compile_cache import build_headers_once, lend_headers
+from worker.compile_cache import build_headers_once, lend_headers, tenant_cache
 from worker.joblog import JobLogWriter
 from worker.messages import ProtocolError, checkpoint_file
 from worker.outcome import Outcome, finish, outcome_from_child
 from worker.reporting import Heartbeat, ProgressWriter, StopCheck
 from worker.sandbox import isolation_plan, run_child, skipped_isolations
 from worker.scratch import UnsafeOutput, give_to, job_scratch, open_output, sandbox_identity
-from worker.storage import CheckpointStore, fetch_inputs
+from worker.storage import CheckpointStore, fetch_inputs, input_digests
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
@@ -108,25 +109,42 @@ def _run(job_id: str, settings: Settings, joblog: JobLogWriter) -> str:
             joblog.use_scratch(settings, scratch)
             joblog.add("INFO", "worker", f"inputs fetched; running {len(spec.stages)} stage(s): "
                                          f"{', '.join(stage.method for stage in spec.stages)}")
+            digests = input_digests(job)
         except ValueError as exc:
             return finish(job_id, WORKER_NAME, Outcome.failed("invalid_input", str(exc)), settings)
+        evaluation = spec.evaluation.model_dump(mode="json")
+        key = baseline_key(*digests, evaluation, versions())
+        with session_scope() as session:
+            known = find_baseline(session, job.tenant_id, key)
         give_to(scratch, identity)
         build_headers_once()
         lend_headers(scratch, identity)
-        plan = isolation_plan(settings, identity, scratch, device, job.time_limit_s)
+        cache = tenant_cache(settings, identity, job.tenant_id)
+        plan = isolation_plan(settings, identity, scratch, device, job.time_limit_s, cache)
         task = {**files, "stages": [stage.model_dump(mode="json") for stage in spec.stages],
-                "evaluation": spec.evaluation.model_dump(mode="json"), "train_split": spec.train_split,
+                "evaluation": evaluation, "baseline": known, "train_split": spec.train_split,
                 "seed": spec.seed, "device": device, "threads": settings.torch_threads,
                 "archive_limits": dataclasses.asdict(settings.archive_limits)}
         relay = Relay(job, scratch, settings, joblog, len(spec.stages))
         run = run_child(settings, scratch, {"isolation": plan, "task": task}, relay,
-                        StopCheck(job_id, time.monotonic() + job.time_limit_s))
+                        StopCheck(job_id, time.monotonic() + job.time_limit_s), cache)
         relay.log_isolation(run.isolation)
         if run.error and run.error.get("traceback"):
             joblog.add("ERROR", "job", f"the job failed on its input or spec:\n{run.error['traceback']}")
         outcome = outcome_from_child(run, job.time_limit_s, len(spec.stages))
         joblog.flush()  # before the final status, which tells a reader of the log that it is complete
-        return finish(job_id, WORKER_NAME, outcome, settings, scratch)
+        status = finish(job_id, WORKER_NAME, outcome, settings, scratch)
+        if status == "succeeded" and known is None:
+            _keep_baseline(job.tenant_id, key, digests, outcome.metrics["baseline"])
+        return status
+
+
+def _keep_baseline(tenant_id: str, key: str, digests: tuple[str, str], metrics: dict) -> None:
+    try:
+        with session_scope() as session:
+            save_baseline(session, tenant_id, key, *digests, metrics)
+    except Exception:  # only a saving for later jobs: the job itself has succeeded and is recorded
+        log.exception("could not keep the baseline of tenant %s (key %s)", tenant_id, key)
 
 
 class Relay:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,9 +21,10 @@ from pathlib import Path
 from typing import Callable
 
 from core.config import Settings
-from worker.compile_cache import SANDBOX_LOGNAME, lend_headers
+from worker.compile_cache import SANDBOX_LOGNAME, cache_root, lend_headers, tenant_cache
 from worker.messages import LineReader, ProtocolError, encode
 from worker.scratch import Identity, job_scratch, sandbox_identity, scratch_root
+from worker.spawner import JobProcess, start_job_process
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,21 @@ def skipped_isolations(report: dict | None) -> dict:
     return skipped
 
 
-def child_environment(settings: Settings, scratch: Path) -> dict[str, str]:
+def base_environment(settings: Settings) -> dict[str, str]:
+    """The allowlisted part of a job's environment: also all the zygote ever gets (worker.zygote)."""
     names = PASSED_ENV + tuple(settings.sandbox_pass_env)
     env = {name: os.environ[name] for name in names if name in os.environ and not name.startswith("MODELPRESS_")}
     env.setdefault("PATH", DEFAULT_PATH)
-    cache = scratch / "cache"
-    return env | {"HOME": str(scratch / "home"), "TMPDIR": str(scratch / "tmp"),
-                  "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"), "TRITON_CACHE_DIR": str(cache / "triton"),
-                  "LOGNAME": SANDBOX_LOGNAME, "PYTHONDONTWRITEBYTECODE": "1"}
+    return env | {"HOME": "/nonexistent", "LOGNAME": SANDBOX_LOGNAME, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def child_environment(settings: Settings, scratch: Path, cache: Path | None = None) -> dict[str, str]:
+    """A job's environment: HOME, TMPDIR and the compiler caches in its scratch dir, or the compiler caches in
+    its tenant's `cache` dir (worker.compile_cache.tenant_cache)."""
+    cache = cache or scratch / "cache"
+    return base_environment(settings) | {
+        "HOME": str(scratch / "home"), "TMPDIR": str(scratch / "tmp"),
+        "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"), "TRITON_CACHE_DIR": str(cache / "triton")}
 
 
 def runtime_paths() -> list[str]:
@@ -85,14 +92,17 @@ def runtime_paths() -> list[str]:
 
 
 def isolation_plan(settings: Settings, identity: Identity, scratch: Path, device: str,
-                   time_limit_s: float) -> dict:
-    """What `worker.isolation.apply` does in the child (JSON)."""
-    hidden = [*HIDDEN_SYSTEM_PATHS, str(settings.data_dir.resolve()), str(scratch_root(settings))]
+                   time_limit_s: float, cache: Path | None = None) -> dict:
+    """What `worker.isolation.apply` does in the child (JSON); `run_child` adds the parent whose death it must
+    not outlive (the zygote). `cache`: the tenant's compile cache (worker.compile_cache.tenant_cache), the one
+    directory outside its scratch dir the job may write."""
+    hidden = [*HIDDEN_SYSTEM_PATHS, str(settings.data_dir.resolve()), str(scratch_root(settings)),
+              str(cache_root(settings))]
     if Path(".env").is_file():  # settings may be read from it (core.config)
         hidden.append(str(Path(".env").resolve()))
-    return {"parent_pid": os.getpid(), "scratch": str(scratch), "uid": identity.uid, "gid": identity.gid,
-            "user_skipped": identity.reason, "hide": hidden, "keep": [*runtime_paths(), str(scratch)],
-            "limits": limits(settings, device, time_limit_s)}
+    keep = [*runtime_paths(), str(scratch), *([str(cache)] if cache else [])]
+    return {"scratch": str(scratch), "uid": identity.uid, "gid": identity.gid, "user_skipped": identity.reason,
+            "hide": hidden, "keep": keep, "limits": limits(settings, device, time_limit_s)}
 
 
 def limits(settings: Settings, device: str, time_limit_s: float) -> dict:
@@ -106,22 +116,22 @@ def limits(settings: Settings, device: str, time_limit_s: float) -> dict:
 
 
 def run_child(settings: Settings, scratch: Path, setup: dict, on_message: Callable[[dict], None],
-              should_stop: Callable[[], str | None]) -> ChildExit:
+              should_stop: Callable[[], str | None], cache: Path | None = None) -> ChildExit:
     """Start the child with `setup` ({"isolation": plan, "task": ...} or {"isolation": plan, "probe": ...}) and
     supervise it until it exits; never leaves a process of it behind."""
     outcome = ChildExit(limits=setup["isolation"]["limits"])
     read_fd, write_fd = os.pipe()
     with tempfile.TemporaryFile() as output:  # unnamed: the child cannot swap it for something else
         try:
-            process = subprocess.Popen([sys.executable, "-I", "-m", "worker.child", str(write_fd)],
-                                       stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
-                                       env=child_environment(settings, scratch), cwd=scratch, close_fds=True,
-                                       pass_fds=(write_fd,), start_new_session=True)
+            process = start_job_process(base_environment(settings), child_environment(settings, scratch, cache),
+                                        str(scratch), output.fileno(), write_fd)
         except BaseException:
             os.close(read_fd)
             raise
         finally:
             os.close(write_fd)
+        # The job's process is the zygote's child: that is whose death it must not outlive.
+        setup = {**setup, "isolation": {**setup["isolation"], "parent_pid": process.zygote.pid}}
         try:
             _send(process, encode("setup", **setup))
             _supervise(process, read_fd, outcome, on_message, should_stop, settings.sandbox_kill_grace_s)
@@ -131,8 +141,9 @@ def run_child(settings: Settings, scratch: Path, setup: dict, on_message: Callab
                 except subprocess.TimeoutExpired:
                     pass
         finally:
-            _kill_group(process)
+            process.kill_group()
             outcome.returncode = process.wait()
+            process.release()
             os.close(read_fd)
             process.stdin.close()
             output.seek(max(0, output.seek(0, os.SEEK_END) - OUTPUT_TAIL_CHARS))
@@ -140,18 +151,21 @@ def run_child(settings: Settings, scratch: Path, setup: dict, on_message: Callab
     return outcome
 
 
-def probe(settings: Settings, request: dict | None = None, timeout_s: float = 120) -> ChildExit:
-    """Start a child as a job's would be started, isolate it, and let it report what it sees (worker.child.probe)."""
+def probe(settings: Settings, request: dict | None = None, timeout_s: float = 120,
+          tenant_id: str | None = None) -> ChildExit:
+    """Start a child as a job's would be started (for `tenant_id`: with that tenant's compile cache), isolate it,
+    and let it report what it sees (worker.child.probe)."""
     identity = sandbox_identity(settings)
     deadline = time.monotonic() + timeout_s
+    cache = tenant_cache(settings, identity, tenant_id) if tenant_id else None
     with job_scratch(settings, identity, "probe") as scratch:
         lend_headers(scratch, identity)
-        plan = isolation_plan(settings, identity, scratch, "cpu", timeout_s)
+        plan = isolation_plan(settings, identity, scratch, "cpu", timeout_s, cache)
         return run_child(settings, scratch, {"isolation": plan, "probe": request or {}}, lambda message: None,
-                         lambda: "time_limit_exceeded" if time.monotonic() > deadline else None)
+                         lambda: "time_limit_exceeded" if time.monotonic() > deadline else None, cache)
 
 
-def _supervise(process: subprocess.Popen, read_fd: int, outcome: ChildExit, on_message, should_stop,
+def _supervise(process: JobProcess, read_fd: int, outcome: ChildExit, on_message, should_stop,
                grace_s: float) -> None:
     reader, stop_deadline = LineReader(), None
     while True:
@@ -176,7 +190,7 @@ def _supervise(process: subprocess.Popen, read_fd: int, outcome: ChildExit, on_m
         elif not outcome.killed and time.monotonic() > stop_deadline:
             log.warning("job process %s did not stop within %.0f s of '%s'; killing it", process.pid, grace_s,
                         outcome.stop_reason)
-            _kill_group(process)
+            process.kill_group()
             outcome.killed = True
 
 
@@ -190,17 +204,9 @@ def _dispatch(message: dict, outcome: ChildExit, on_message) -> None:
         on_message(message)
 
 
-def _send(process: subprocess.Popen, line: bytes) -> None:
+def _send(process: JobProcess, line: bytes) -> None:
     try:
         process.stdin.write(line)
         process.stdin.flush()
     except (BrokenPipeError, OSError):  # the child is gone; its exit status tells why
-        pass
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    """The child leads its own process group; its helpers (e.g. Inductor's compiler processes) are in it too."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
         pass

@@ -58,6 +58,15 @@ def fetch_inputs(job: Job, spec: JobCreate, scratch: Path) -> dict:
     return files
 
 
+def input_digests(job: Job) -> tuple[str, str]:
+    """The sha256 of the job's model (an upload or a parent job's result) and of its dataset."""
+    with session_scope() as session:
+        dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
+        if dataset is None:
+            raise MissingInput("the job's dataset was deleted; upload it again and submit a new job")
+        return _model_blob(session, job)[0].sha256, dataset.sha256
+
+
 def _model_blob(session: Session, job: Job) -> tuple[Blob, str, str | None]:
     """The blob of the model the job starts from, its kind ("pt2" or "hf_folder") and a folder's task."""
     if job.parent_job_id:

@@ -19,7 +19,8 @@ from worker.capacity import detect_capacity
 from worker.reaper import reap
 from worker.runner import run_job as run_job_now
 from worker.runner import versions
-from worker.sandbox import probe, skipped_isolations
+from worker.sandbox import base_environment, probe, skipped_isolations
+from worker.spawner import zygote
 from worker.webhooks import deliver_job_webhook, webhook_wanted
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,13 @@ versions()
 def _fresh_connections(**_kwargs) -> None:
     """A forked pool process must not share the parent's database connections."""
     get_engine().dispose(close=False)
+
+
+@worker_process_init.connect
+def _start_zygote(**_kwargs) -> None:
+    """Let the pool process's zygote import torch and the library now, before its first job (worker.zygote);
+    from this, the pool process's main thread, which runs its jobs and lives as long as it does."""
+    zygote(base_environment(get_settings()))
 
 
 @celery.task(name=RUN_JOB, bind=True)

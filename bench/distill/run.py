@@ -10,8 +10,8 @@ quantization-aware training on the labels (QAT, LSQ), quantized distillation (th
 output channel) and differentiable quantization (one learned 2^b-point codebook per tensor), the trained ones for
 the same number of steps. Sizes are bytes of the files written (packed weights + compressed graph).
 
-    .venv/bin/python bench/distill/run.py --quick    # 2-8 minutes on 2 shared cores, depending on load
-    .venv/bin/python bench/distill/run.py            # full data, longer schedules
+    .venv/bin/python -m bench.distill.run --quick    # 2-8 minutes on 2 shared cores, depending on load
+    .venv/bin/python -m bench.distill.run            # full data, longer schedules
 
 The trained teacher is cached under bench/results/cache/ so reruns skip its training.
 """
@@ -20,44 +20,36 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.datasets import fashion_mnist  # noqa: E402
-from compression import zoo  # noqa: E402
-from compression.context import RunContext  # noqa: E402
-from compression.data import Dataset  # noqa: E402
-from compression.distill.function_matching import apply_function_matching  # noqa: E402
-from compression.distill.kd import apply_kd  # noqa: E402
-from compression.distill.quantized import apply_differentiable_quantization, apply_quantized_distillation  # noqa
-from compression.distill.weight_quant import bucketed_format, quantizable_weights  # noqa: E402
-from compression.evaluate import evaluate, output_tensor  # noqa: E402
-from compression.io import export_model, load_model, save_program  # noqa: E402
-from compression.modes import eval_mode  # noqa: E402
-from compression.qat.apply import apply_qat  # noqa: E402
-from compression.quant.weights import quantize_weight  # noqa: E402
-from compression.specs.distill import (  # noqa: E402
+from bench.common.data import fashion_mnist_subset, make_task
+from bench.common.models import CACHE, cross_entropy, trained_model
+from bench.common.report import accuracy, markdown, write_results
+from compression import zoo
+from compression.context import RunContext
+from compression.distill.function_matching import apply_function_matching
+from compression.distill.kd import apply_kd
+from compression.distill.quantized import apply_differentiable_quantization, apply_quantized_distillation
+from compression.distill.weight_quant import bucketed_format, quantizable_weights
+from compression.evaluate import evaluate
+from compression.qat.apply import apply_qat
+from compression.quant.weights import quantize_weight
+from compression.specs.distill import (
     DifferentiableQuantizationSpec,
     FunctionMatchingSpec,
     KDSpec,
     QuantizedDistillationSpec,
 )
-from compression.specs.qat import QATSpec  # noqa: E402
-from compression.specs.training import TrainingSpec  # noqa: E402
-from compression.students import parameter_count  # noqa: E402
-from compression.task import Task  # noqa: E402
-from compression.training import train  # noqa: E402
+from compression.specs.qat import QATSpec
+from compression.specs.training import TrainingSpec
+from compression.students import parameter_count
+from compression.task import Task
+from compression.training import train
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 TEACHER = {"width_mult": 1.0, "depth_mult": 0.5}
 STUDENT = {"kind": "zoo", "architecture": "resnet", "width": 0.45, "depth": 0.5}
 # A bucket longer than any row makes Polino's bucketing per output channel, the granularity QAT uses here too.
@@ -68,31 +60,6 @@ SETTINGS = {
     "quick": {"train": 10_000, "test": 2_000, "teacher_steps": 1500, "student_steps": 250, "quant_steps": 100},
     "full": {"train": 60_000, "test": 10_000, "teacher_steps": 6000, "student_steps": 2000, "quant_steps": 800},
 }
-
-
-def make_task(arrays: dict, workdir: Path, reference: torch.nn.Module | None) -> Task:
-    dataset = Dataset.from_arrays(arrays, ["x"])
-    return Task(dataset=dataset, reference=reference, example_inputs=(torch.from_numpy(arrays["train.x"][:8]),),
-                workdir=workdir)
-
-
-def cross_entropy(model, batch, step):
-    return F.cross_entropy(output_tensor(model(*batch.inputs)), batch.labels)
-
-
-def train_teacher(task: Task, steps: int, cache: Path) -> torch.nn.Module:
-    """The exported teacher, as the service hands it to a method (trained once, then cached)."""
-    if cache.exists():
-        return load_model(cache)
-    torch.manual_seed(0)
-    model = zoo.build("resnet", in_channels=1, num_classes=10, **TEACHER)
-    train(model, cross_entropy, TrainingSpec(steps=steps, batch_size=128, lr=3e-3), task, RunContext())
-    save_program(export_model(eval_mode(model), task.example_inputs), cache)
-    return load_model(cache)
-
-
-def accuracy(model: torch.nn.Module, task: Task) -> float:
-    return round(evaluate(model, task.dataset.split("val"))["accuracy"], 4)
 
 
 def student_rows(teacher, task: Task, steps: int) -> list[dict]:
@@ -167,12 +134,6 @@ def quant_rows(teacher, task: Task, steps: int) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join("" if row[c] is None else str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k training images, 2k test, short schedules")
@@ -188,18 +149,16 @@ def main() -> None:
     parts = set(args.parts.split(","))
     # Small models on shared cores: a second intra-op thread mostly spin-waits.
     torch.set_num_threads(1)
-    data = fashion_mnist()
-    rng = np.random.default_rng(0)
-    train_index = rng.permutation(len(data["train.y"]))[:settings["train"]]
-    arrays = {"train.x": data["train.x"][train_index], "train.y": data["train.y"][train_index],
-              "val.x": data["test.x"][:settings["test"]], "val.y": data["test.y"][:settings["test"]]}
-    cache = RESULTS / "cache" / f"distill_teacher_{mode}_{settings['teacher_steps']}.pt2"
+    arrays = fashion_mnist_subset(settings["train"], settings["test"])
+    name = f"distill_teacher_{mode}_{settings['teacher_steps']}.pt2"
     with tempfile.TemporaryDirectory() as workdir:
         started = time.monotonic()
-        teacher = train_teacher(make_task(arrays, Path(workdir), None), settings["teacher_steps"], cache)
+        teacher = trained_model(name, lambda: zoo.build("resnet", in_channels=1, num_classes=10, **TEACHER),
+                                make_task(arrays, Path(workdir)),
+                                TrainingSpec(steps=settings["teacher_steps"], batch_size=128, lr=3e-3))
         task = make_task(arrays, Path(workdir), teacher)
         teacher_row = {"accuracy": accuracy(teacher, task), "parameters": parameter_count(teacher),
-                       "float32_bytes": cache.stat().st_size}
+                       "float32_bytes": (CACHE / name).stat().st_size}
         students = student_rows(teacher, task, settings["student_steps"]) if "students" in parts else []
         quantized = quant_rows(teacher, task, settings["quant_steps"]) if "quantized" in parts else []
         total = round(time.monotonic() - started, 1)
@@ -213,12 +172,11 @@ def main() -> None:
         print(f"### Weights at 4 and 2 bits ({settings['quant_steps']} steps for the trained ones)\n")
         print(markdown(quantized, ["bits", "method", "accuracy", "bytes", "seconds"]) + "\n")
     print(f"Total {total} s")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     overridden = settings != SETTINGS[mode] or parts != {"students", "quantized"}
     suffix = f"_s{settings['student_steps']}_q{settings['quant_steps']}_{'+'.join(sorted(parts))}" if overridden else ""
-    out = RESULTS / f"distill_{mode}{suffix}.json"
-    out.write_text(json.dumps({"mode": mode, "settings": settings, "teacher": teacher_row, "students": students,
-                               "quantized": quantized, "total_seconds": total}, indent=2))
+    out = write_results(f"distill_{mode}{suffix}.json", {
+        "mode": mode, "settings": settings, "teacher": teacher_row, "students": students, "quantized": quantized,
+        "total_seconds": total})
     print(f"\nwrote {out}")
 
 

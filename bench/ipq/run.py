@@ -7,8 +7,8 @@ model finetuned with the matching noise (int8 / int4 exact noise, the zero-block
 between groups also keeps noise on the layers not yet quantized); the rows without start from the fp32 model as
 trained. Size is the bytes of the file written; the ratio is fp32 .pt2 bytes / file bytes.
 
-    .venv/bin/python bench/ipq/run.py --quick    # ResNet-8, 12k training images, 2000 test images
-    .venv/bin/python bench/ipq/run.py            # ResNet-14, all 60k / 10k, longer finetuning
+    .venv/bin/python -m bench.ipq.run --quick    # ResNet-8, 12k training images, 2000 test images
+    .venv/bin/python -m bench.ipq.run            # ResNet-14, all 60k / 10k, longer finetuning
 
 The trained fp32 model is cached under bench/results/cache/ so reruns skip its training.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 import time
@@ -26,26 +25,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.common.data import fashion_mnist_subset
+from bench.common.models import RESULTS, trained_model_path
+from bench.common.report import write_results
+from compression.context import RunContext
+from compression.data import Dataset
+from compression.evaluate import evaluate
+from compression.io import export_model, load_model, save_program
+from compression.pq import apply_ipq, apply_quant_noise
+from compression.pq.kmeans import kmeans, kmeans_python_loop
+from compression.pq.layers import find_layer_weights, get_parameter, to_blocks
+from compression.pq.quantize import plan_layers
+from compression.quant.packed import load_packed, write_packed
+from compression.quant.weights import WeightFormat, quantize_weight
+from compression.specs.ipq import IPQSpec, QuantNoiseConfig, QuantNoiseSpec
+from compression.specs.training import TrainingSpec
+from compression.task import Task
+from compression.zoo import build
 
-from bench.datasets import fashion_mnist  # noqa: E402
-from compression.context import RunContext  # noqa: E402
-from compression.data import Dataset  # noqa: E402
-from compression.evaluate import evaluate  # noqa: E402
-from compression.io import export_model, load_model, save_program  # noqa: E402
-from compression.pq import apply_ipq, apply_quant_noise  # noqa: E402
-from compression.pq.kmeans import kmeans, kmeans_python_loop  # noqa: E402
-from compression.pq.layers import find_layer_weights, get_parameter, to_blocks  # noqa: E402
-from compression.pq.quantize import plan_layers  # noqa: E402
-from compression.quant.packed import load_packed, write_packed  # noqa: E402
-from compression.quant.weights import WeightFormat, quantize_weight  # noqa: E402
-from compression.specs.ipq import IPQSpec, QuantNoiseConfig, QuantNoiseSpec  # noqa: E402
-from compression.specs.training import TrainingSpec  # noqa: E402
-from compression.task import Task  # noqa: E402
-from compression.training import train  # noqa: E402
-from compression.zoo import build  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 SETTINGS = {
     True: {"blocks": 1, "train_samples": 12_000, "train_steps": 300, "noise_steps": 100, "group_steps": 60,
            "groups": 2, "test_samples": 2000, "centroids": 64, "kmeans_iterations": 15},
@@ -61,18 +58,9 @@ def fp32_model(settings: dict, dataset: Dataset, example: tuple[torch.Tensor, ..
 def fp32_model_path(settings: dict, dataset: Dataset, example: tuple[torch.Tensor, ...]) -> Path:
     """The cached fp32 ResNet of these settings (also used by bench/pipelines), trained here if it is missing."""
     name = f"ipq_resnet_b{settings['blocks']}_{settings['train_samples']}_{settings['train_steps']}.pt2"
-    cache = RESULTS / "cache" / name
-    if not cache.exists():
-        torch.manual_seed(0)
-        model = build("resnet", base_blocks=settings["blocks"])
-        spec = TrainingSpec(steps=settings["train_steps"], batch_size=128, lr=3e-3, warmup_steps=30)
-        started = time.monotonic()
-        train(model, lambda m, batch, step: nn.functional.cross_entropy(m(*batch.inputs), batch.labels), spec,
-              Task(dataset, model, example, cache.parent), RunContext())
-        print(f"trained the fp32 model in {time.monotonic() - started:.0f} s", file=sys.stderr)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        save_program(export_model(model, example), cache)
-    return cache
+    return trained_model_path(name, lambda: build("resnet", base_blocks=settings["blocks"]),
+                              Task(dataset, torch.nn.Identity(), example, RESULTS),
+                              TrainingSpec(steps=settings["train_steps"], batch_size=128, lr=3e-3, warmup_steps=30))
 
 
 def scalar_row(model: nn.Module, bits: int, task: Task, path: Path) -> tuple[float, int]:
@@ -129,13 +117,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = SETTINGS[args.quick]
     torch.manual_seed(0)
-    arrays = fashion_mnist()
-    train_samples, test_samples = settings["train_samples"], settings["test_samples"]
-    dataset = Dataset.from_arrays({"train.x": arrays["train.x"][:train_samples],
-                                   "train.y": arrays["train.y"][:train_samples],
-                                   "val.x": arrays["test.x"][:test_samples],
-                                   "val.y": arrays["test.y"][:test_samples]}, ["x"])
-    example = (torch.from_numpy(arrays["test.x"][:8]),)
+    arrays = fashion_mnist_subset(settings["train_samples"], settings["test_samples"], shuffle=False)
+    dataset = Dataset.from_arrays(arrays, ["x"])
+    example = (torch.from_numpy(arrays["val.x"][:8]),)
     model = fp32_model(settings, dataset, example)
     table = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -170,10 +154,9 @@ def main() -> None:
         row["compression_ratio"] = round(fp32_bytes / row["size_bytes"], 2)
         row["accuracy_drop_points"] = round(100 * (table[0]["accuracy"] - row["accuracy"]), 2)
     timings = kmeans_timings(model, settings)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    output = RESULTS / ("ipq_quick.json" if args.quick else "ipq.json")
-    output.write_text(json.dumps({"settings": settings, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                                  "rows": table, "kmeans": timings}, indent=2))
+    output = write_results("ipq_quick.json" if args.quick else "ipq.json", {
+        "settings": settings, "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": table,
+        "kmeans": timings})
     print_tables(table, timings, settings)
     print(f"\nwritten to {output}")
 

@@ -8,9 +8,9 @@ multiple-choice cloze set built from that split (true continuation vs three cont
 greedy generation speed on CPU. A last row quantizes a larger random Llama (16 blocks) to show that calibration
 memory is bounded by one block.
 
-    .venv/bin/python bench/llm/run.py --quick     # 32 calibration windows, 20k test tokens
-    .venv/bin/python bench/llm/run.py             # 128 calibration windows, the whole test split
-    .venv/bin/python bench/llm/run.py --row memory   # the memory row alone (prints its JSON)
+    .venv/bin/python -m bench.llm.run --quick     # 32 calibration windows, 20k test tokens
+    .venv/bin/python -m bench.llm.run             # 128 calibration windows, the whole test split
+    .venv/bin/python -m bench.llm.run --row memory   # the memory row alone (prints its JSON)
 
 Rows run with OMP_NUM_THREADS=1 unless it is set.
 """
@@ -29,16 +29,19 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.llm import corpus, pretrained  # noqa: E402
-from compression.context import RunContext  # noqa: E402
-from compression.llm import apply_llm_ptq  # noqa: E402
-from compression.llm.evaluate import (generation_speed, load_quantized, multiple_choice_accuracy,  # noqa: E402
-                                      perplexity, read_multiple_choice)
-from compression.llm.export import folder_bytes  # noqa: E402
-from compression.llm.text import calibration_windows, load_tokenizer, tokenize  # noqa: E402
-from compression.specs.llm import LLMPTQSpec  # noqa: E402
+from bench.llm import corpus, pretrained
+from compression.context import RunContext
+from compression.llm import apply_llm_ptq
+from compression.llm.evaluate import (
+    generation_speed,
+    load_quantized,
+    multiple_choice_accuracy,
+    perplexity,
+    read_multiple_choice,
+)
+from compression.llm.export import folder_bytes
+from compression.llm.text import calibration_windows, load_tokenizer, tokenize
+from compression.specs.llm import LLMPTQSpec
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 WORK = RESULTS / "cache" / "llm" / "runs"

@@ -22,8 +22,8 @@ evaluation, stages and their evaluations; the stages' own wall_time_s are in the
 batch-32 latency ratio fp32/int8, all models compiled with torch.compile and timed in alternation (the same
 `compare_latency` the pipeline uses; done once outside the jobs so the intermediate fp32 stages are not compiled).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/pipelines/run.py --quick   # ResNet-8, 12k train / 2k test images
-    OMP_NUM_THREADS=1 .venv/bin/python bench/pipelines/run.py           # ResNet-14, 60k / 10k, longer schedules
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.pipelines.run --quick   # ResNet-8, 12k train / 2k test images
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.pipelines.run           # ResNet-14, 60k / 10k, longer schedules
 
 The fp32 model is the one bench/ipq/run.py trains and caches (bench/results/cache/ipq_resnet_b*_*_*.pt2, same
 recipe): reused when present, trained the same way otherwise.
@@ -42,20 +42,18 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.datasets import fashion_mnist  # noqa: E402
-from bench.ipq.run import fp32_model_path  # noqa: E402  (the iPQ bench's cached fp32 model)
-from compression.context import RunContext  # noqa: E402
-from compression.data import Dataset  # noqa: E402
-from compression.io import load_program  # noqa: E402
-from compression.measure import compare_latency  # noqa: E402
-from compression.modes import eval_mode  # noqa: E402
-from compression.pipeline import EXAMPLE_BATCH, run_pipeline  # noqa: E402
-from compression.specs import EvaluationSpec, IPQSpec, KDSpec, PruneSpec, PTQSpec, QuantNoiseSpec  # noqa: E402
-from compression.specs.distill import InputStudent  # noqa: E402
-from compression.specs.ipq import QuantNoiseConfig  # noqa: E402
-from compression.specs.training import TrainingSpec  # noqa: E402
+from bench.datasets import fashion_mnist
+from bench.ipq.run import fp32_model_path  # the iPQ bench's cached fp32 model
+from compression.context import RunContext
+from compression.data import Dataset
+from compression.io import load_program
+from compression.measure import compare_latency
+from compression.modes import eval_mode
+from compression.pipeline import EXAMPLE_BATCH, run_pipeline
+from compression.specs import EvaluationSpec, IPQSpec, KDSpec, PruneSpec, PTQSpec, QuantNoiseSpec
+from compression.specs.distill import InputStudent
+from compression.specs.ipq import QuantNoiseConfig
+from compression.specs.training import TrainingSpec
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SETTINGS = {

@@ -2,8 +2,8 @@
 observer, the int8 x86 pt2e recipe, and low-bit rows (W4A8, W4A4, W2A8). Columns: top-1 on the test set, bytes
 actually written for each deployable, and compression ratio against the fp32 parameters.
 
-    .venv/bin/python bench/ptq/run.py --quick     # minutes once the model is trained and cached
-    .venv/bin/python bench/ptq/run.py             # more training, the full test set
+    .venv/bin/python -m bench.ptq.run --quick     # minutes once the model is trained and cached
+    .venv/bin/python -m bench.ptq.run             # more training, the full test set
 
 The trained fp32 model is cached under bench/results/cache/ so reruns skip training.
 """
@@ -21,20 +21,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import fashion_mnist  # noqa: E402
-
-from compression.context import RunContext  # noqa: E402
-from compression.data import Dataset  # noqa: E402
-from compression.evaluate import evaluate  # noqa: E402
-from compression.io import export_model, load_model, save_program  # noqa: E402
-from compression.ptq.apply import apply_ptq  # noqa: E402
-from compression.quant.general import apply_general_ptq  # noqa: E402
-from compression.specs.ptq import ActivationQuantSpec, PTQSpec, WeightQuantSpec  # noqa: E402
-from compression.task import Task  # noqa: E402
-from compression.zoo import resnet  # noqa: E402
+from bench.common.data import fashion_mnist_subset
+from compression.context import RunContext
+from compression.data import Dataset
+from compression.evaluate import evaluate
+from compression.io import export_model, load_model, save_program
+from compression.ptq.apply import apply_ptq
+from compression.quant.general import apply_general_ptq
+from compression.specs.ptq import ActivationQuantSpec, PTQSpec, WeightQuantSpec
+from compression.task import Task
+from compression.zoo import resnet
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -98,10 +94,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller model, less training, 2,000 test images")
     args = parser.parse_args()
-    x_train, y_train = fashion_mnist.load("train")
-    x_test, y_test = fashion_mnist.load("test")
-    if args.quick:
-        x_test, y_test = x_test[:2000], y_test[:2000]
+    arrays = fashion_mnist_subset(None, 2000 if args.quick else None, shuffle=False, eval_split="test")
+    x_train, y_train, x_test, y_test = (arrays[name] for name in ("train.x", "train.y", "test.x", "test.y"))
     model = trained_model(args.quick, x_train, y_train)
     # Calibration draws from train; the budget search and sensitivity use a slice of train held out from
     # calibration ("val"), never the test images reported below.

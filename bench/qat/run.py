@@ -6,41 +6,32 @@ training: what QAT must beat), and QAT with each quantizer preset at WbAb, the s
 and last layers stay at 8 bits (the LSQ/PACT papers' convention, the service's default). Sizes are the bytes of
 the packed safetensors file written.
 
-    .venv/bin/python bench/qat/run.py --quick    # 10k train / 2k test images, 100 QAT steps: ~5 min on 2 busy
+    .venv/bin/python -m bench.qat.run --quick    # 10k train / 2k test images, 100 QAT steps: ~5 min on 2 busy
                                                  # cores (+2 min the first time, to train the float model)
-    .venv/bin/python bench/qat/run.py            # full data, 800 QAT steps: about an hour
+    .venv/bin/python -m bench.qat.run            # full data, 800 QAT steps: about an hour
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.common.data import fashion_mnist_subset, make_task
+from bench.common.models import CACHE, trained_model
+from bench.common.report import accuracy, markdown, write_results
+from compression import zoo
+from compression.context import RunContext
+from compression.modes import eval_mode
+from compression.qat.apply import apply_qat
+from compression.qat.prepare import calibrate, prepare_qat
+from compression.specs.qat import QATSpec
+from compression.specs.training import TrainingSpec
+from compression.task import Task
 
-from bench.datasets import fashion_mnist  # noqa: E402
-from compression import zoo  # noqa: E402
-from compression.context import RunContext  # noqa: E402
-from compression.data import Dataset  # noqa: E402
-from compression.evaluate import evaluate, output_tensor  # noqa: E402
-from compression.io import export_model, load_model, save_program  # noqa: E402
-from compression.modes import eval_mode  # noqa: E402
-from compression.qat.apply import apply_qat  # noqa: E402
-from compression.qat.prepare import calibrate, prepare_qat  # noqa: E402
-from compression.specs.qat import QATSpec  # noqa: E402
-from compression.specs.training import TrainingSpec  # noqa: E402
-from compression.task import Task  # noqa: E402
-from compression.training import train  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 ARCHITECTURE = {"width_mult": 1.0, "depth_mult": 0.5}
 SETTINGS = {
     "quick": {"train": 10_000, "test": 2_000, "float_steps": 400, "qat_steps": 100, "bits": [4, 3, 2],
@@ -50,32 +41,14 @@ SETTINGS = {
 }
 
 
-def cross_entropy(model, batch, step):
-    return F.cross_entropy(output_tensor(model(*batch.inputs)), batch.labels)
-
-
-def float_model(task: Task, steps: int, cache: Path) -> torch.nn.Module:
-    """The exported float model, as the service hands it to a method (trained once, then cached)."""
-    if not cache.exists():
-        torch.manual_seed(0)
-        model = zoo.build("resnet", in_channels=1, num_classes=10, **ARCHITECTURE)
-        train(model, cross_entropy, TrainingSpec(steps=steps, batch_size=128, lr=3e-3), task, RunContext())
-        save_program(export_model(eval_mode(model), task.example_inputs), cache)
-    return load_model(cache)
-
-
-def accuracy(model: torch.nn.Module, task: Task) -> float:
-    return round(evaluate(model, task.dataset.split("val"))["accuracy"], 4)
-
-
 def rounding_row(model, task: Task, bits: int) -> dict:
     started = time.monotonic()
     gm, layers = prepare_qat(model, task.example_inputs, weight_bits=bits, activation_bits=bits,
                              weight_quantizer="ste", activation_quantizer="ste", first_last_bits=8)
     eval_mode(gm)
     calibrate(gm, layers, [b.inputs for b in task.dataset.split("train").batches(128, limit=256)])
-    return {"bits": bits, "method": "rounding (no training)", "accuracy": accuracy(gm, task), "bytes": None,
-            "seconds": round(time.monotonic() - started, 1)}
+    return {"bits": bits, "method": "rounding (no training)", "accuracy": accuracy(gm, task),
+            "bytes": None, "seconds": round(time.monotonic() - started, 1)}
 
 
 def qat_row(model, task: Task, bits: int, quantizer: str, steps: int) -> dict:
@@ -92,12 +65,6 @@ def qat_row(model, task: Task, bits: int, quantizer: str, steps: int) -> dict:
             "pact_fallback_to_lsq": result.metrics["pact_fallback_to_lsq"]}
 
 
-def markdown(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join("" if row[c] is None else str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k training images, 2k test, short schedules")
@@ -106,19 +73,16 @@ def main() -> None:
     settings = SETTINGS[mode]
     # Small models on shared cores: a second intra-op thread mostly spin-waits.
     torch.set_num_threads(1)
-    data = fashion_mnist()
-    order = np.random.default_rng(0).permutation(len(data["train.y"]))[:settings["train"]]
-    arrays = {"train.x": data["train.x"][order], "train.y": data["train.y"][order],
-              "val.x": data["test.x"][:settings["test"]], "val.y": data["test.y"][:settings["test"]]}
-    dataset = Dataset.from_arrays(arrays, ["x"])
-    example = (torch.from_numpy(arrays["train.x"][:8]),)
-    cache = RESULTS / "cache" / f"qat_resnet_{mode}.pt2"
+    arrays = fashion_mnist_subset(settings["train"], settings["test"])
+    name = f"qat_resnet_{mode}.pt2"
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as workdir:
-        task = Task(dataset, torch.nn.Identity(), example, Path(workdir))
-        model = float_model(task, settings["float_steps"], cache)
+        task = make_task(arrays, Path(workdir))
+        model = trained_model(name, lambda: zoo.build("resnet", in_channels=1, num_classes=10, **ARCHITECTURE), task,
+                              TrainingSpec(steps=settings["float_steps"], batch_size=128, lr=3e-3))
         task.reference = model
-        float_row = {"accuracy": accuracy(model, task), "float32_pt2_bytes": cache.stat().st_size}
+        float_row = {"accuracy": accuracy(model, task),
+                     "float32_pt2_bytes": (CACHE / name).stat().st_size}
         rows = []
         for bits in settings["bits"]:
             rows.append(rounding_row(model, task, bits))
@@ -131,10 +95,8 @@ def main() -> None:
           f"bytes. QAT: {settings['qat_steps']} steps, batch 64, Adam 5e-4, first/last layer 8 bit.\n")
     print(markdown(rows, ["bits", "method", "accuracy", "bytes", "seconds"]))
     print(f"\nTotal {total} s")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"qat_{mode}.json"
-    out.write_text(json.dumps({"mode": mode, "settings": settings, "float": float_row, "rows": rows,
-                               "total_seconds": total}, indent=2))
+    out = write_results(f"qat_{mode}.json", {"mode": mode, "settings": settings, "float": float_row, "rows": rows,
+                                             "total_seconds": total})
     print(f"\nwrote {out}")
 
 

@@ -17,9 +17,9 @@ the service reports. Columns:
 - stage s: the method's own wall time; job s: the whole run_pipeline call (load, baseline and stage evaluation,
   latency when measured).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/quantization/run.py --quick           # ~15 min on one thread
-    OMP_NUM_THREADS=1 .venv/bin/python bench/quantization/run.py --quick --qat-steps 100   # ~4 min
-    OMP_NUM_THREADS=2 .venv/bin/python bench/quantization/run.py --quick --int8-speed-only   # int8 row again,
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.quantization.run --quick           # ~15 min on one thread
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.quantization.run --quick --qat-steps 100   # ~4 min
+    OMP_NUM_THREADS=2 .venv/bin/python -m bench.quantization.run --quick --int8-speed-only   # int8 row again,
                                                              # 2 threads, appended to the same JSON
 
 The fp32 model is trained once and cached under bench/results/cache/. Writes bench/results/quantization_<mode>.json.
@@ -38,26 +38,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.common.data import fashion_mnist_subset, make_task
+from bench.common.models import RESULTS, trained_model_path
+from compression import zoo
+from compression.context import RunContext
+from compression.io import input_names, load_program
+from compression.pipeline import run_pipeline
+from compression.specs.common import EvaluationSpec
+from compression.specs.ptq import ActivationQuantSpec, PTQSpec, WeightQuantSpec
+from compression.specs.qat import QATSpec
+from compression.specs.training import TrainingSpec
 
-from bench.datasets import fashion_mnist  # noqa: E402
-from compression import zoo  # noqa: E402
-from compression.context import RunContext  # noqa: E402
-from compression.data import Dataset  # noqa: E402
-from compression.evaluate import output_tensor  # noqa: E402
-from compression.io import export_model, input_names, load_program, save_program  # noqa: E402
-from compression.modes import eval_mode  # noqa: E402
-from compression.pipeline import run_pipeline  # noqa: E402
-from compression.specs.common import EvaluationSpec  # noqa: E402
-from compression.specs.ptq import ActivationQuantSpec, PTQSpec, WeightQuantSpec  # noqa: E402
-from compression.specs.qat import QATSpec  # noqa: E402
-from compression.specs.training import TrainingSpec  # noqa: E402
-from compression.task import Task  # noqa: E402
-from compression.training import train  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 ARCHITECTURE = {"width_mult": 1.0, "depth_mult": 0.5}  # ResNet, 16/32/64 channels, one block per stage
 SETTINGS = {
     "quick": {"train": 12_000, "test": 2_000, "float_steps": 600, "qat_steps": 1000, "lsq_w4a4_steps": 1000,
@@ -66,27 +58,6 @@ SETTINGS = {
              "bits": [4, 3, 2]},
 }
 BATCH_SIZES = [1, 32]
-
-
-def cross_entropy(model, batch, step):
-    return F.cross_entropy(output_tensor(model(*batch.inputs)), batch.labels)
-
-
-def fp32_model(arrays: dict, steps: int, mode: str, workdir: Path) -> Path:
-    """The exported fp32 upload (trained once on the train split, then cached)."""
-    cache = RESULTS / "cache" / f"quantization_resnet_{mode}_{len(arrays['train.y'])}_{steps}.pt2"
-    if not cache.exists():
-        torch.manual_seed(0)
-        dataset = Dataset.from_arrays(arrays, ["x"])
-        example = (torch.from_numpy(arrays["train.x"][:8]),)
-        task = Task(dataset, torch.nn.Identity(), example, workdir)
-        model = zoo.build("resnet", in_channels=1, num_classes=10, **ARCHITECTURE)
-        started = time.monotonic()
-        train(model, cross_entropy, TrainingSpec(steps=steps, batch_size=128, lr=3e-3), task, RunContext())
-        print(f"fp32 trained in {time.monotonic() - started:.0f} s", file=sys.stderr)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        save_program(export_model(eval_mode(model), example), cache)
-    return cache
 
 
 def qat_spec(quantizer: str, bits: int, steps: int) -> QATSpec:
@@ -181,16 +152,16 @@ def main() -> None:
     for key in ("qat_steps", "lsq_w4a4_steps"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    data = fashion_mnist()
-    order = np.random.default_rng(0).permutation(len(data["train.y"]))[:settings["train"]]
-    arrays = {"train.x": data["train.x"][order], "train.y": data["train.y"][order],
-              "test.x": data["test.x"][:settings["test"]], "test.y": data["test.y"][:settings["test"]]}
+    arrays = fashion_mnist_subset(settings["train"], settings["test"], eval_split="test")
     custom = "" if settings == SETTINGS[mode] else f"_qat{settings['qat_steps']}_lsq{settings['lsq_w4a4_steps']}"
     out = RESULTS / f"quantization_{mode}{custom}.json"
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        model_path = fp32_model(arrays, settings["float_steps"], mode, scratch)
+        model_path = trained_model_path(
+            f"quantization_resnet_{mode}_{settings['train']}_{settings['float_steps']}.pt2",
+            lambda: zoo.build("resnet", in_channels=1, num_classes=10, **ARCHITECTURE), make_task(arrays, scratch),
+            TrainingSpec(steps=settings["float_steps"], batch_size=128, lr=3e-3))
         name = input_names(load_program(model_path))[0]
         data_path = scratch / "fashion_mnist.npz"
         np.savez(data_path, **{key.replace(".x", f".{name}"): value for key, value in arrays.items()})

@@ -218,3 +218,17 @@ class Worker(Base):
     concurrency: Mapped[int] = mapped_column(Integer, default=1)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Baseline(Base):
+    """The uploaded model's measurements (metric, size, parameters) on a dataset, reused by the tenant's later
+    jobs on the same inputs (core.jobs.baselines). `key` is a sha256 over the model's and the dataset's sha256,
+    the evaluation settings and the library's versions: when any of them changes, the key does."""
+
+    __tablename__ = "baselines"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    dataset_sha256: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

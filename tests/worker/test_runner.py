@@ -154,3 +154,16 @@ def _scaled(data: dict, factor: float, tmp_path):
     path = tmp_path / "scaled.npz"
     np.savez(path, **{k: v * factor if k.endswith(".x") else v for k, v in data.items()})
     return path
+
+
+def test_a_baseline_is_measured_once_per_inputs_and_evaluation_then_reused(make_job, settings):
+    """(A change of any input changes the key: tests/core/jobs/test_baselines.py.)"""
+    from worker.runner import run_job
+    evaluation = {"latency": False, "max_samples": 64}
+    first, second = make_job(PTQ, evaluation=evaluation), make_job(PTQ, evaluation=evaluation)
+    for job_id in (first, second):
+        assert run_job(job_id, settings) == "succeeded", load_job(job_id).error_message
+    measured, reused = (load_job(job_id).metrics["baseline"] for job_id in (first, second))
+    assert "reused" not in measured and measured["samples"] == 64
+    assert reused["reused"] is True
+    assert {k: reused[k] for k in measured} == measured  # metric, size, parameters as the first job measured them

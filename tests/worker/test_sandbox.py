@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from worker import spawner
+
 AS_ROOT = os.geteuid() == 0
 METHOD_MODULES = ["compression.pipeline", "compression.ptq.apply", "compression.qat.apply", "compression.distill.kd",
                   "compression.distill.function_matching", "compression.distill.quantized", "compression.pq.apply",
@@ -43,6 +45,12 @@ def test_the_child_holds_no_credentials_and_reaches_no_service(settings, backend
         del os.environ["MODELPRESS_SECRET_FOR_TEST"]
     seen, report = run.probe, run.isolation
     assert seen is not None, run.output_tail
+    # The job's process is a fork of the worker's zygote, which was never given anything secret either.
+    zygote = spawner._zygote
+    assert seen["parent"] == zygote.pid
+    assert len(list(Path(f"/proc/{zygote.pid}/task").iterdir())) == 1  # a single thread: forks copy no held lock
+    zygote_environ = Path(f"/proc/{zygote.pid}/environ").read_bytes().split(b"\0")
+    assert not [entry for entry in zygote_environ if entry.startswith(b"MODELPRESS_") or b"hunter2" in entry]
     assert not [name for name in seen["environ"] if name.startswith("MODELPRESS_")]
     assert not [value for value in seen["environ"].values() if "hunter2" in value or "postgresql" in value
                 or "redis://" in value or "sqlite" in value]
@@ -60,6 +68,27 @@ def test_the_child_holds_no_credentials_and_reaches_no_service(settings, backend
     assert all(result.endswith("Network is unreachable") for result in seen["ports"].values()), seen["ports"]
     assert all(result.startswith(("FileNotFoundError", "PermissionError")) for result in seen["paths"].values()), \
         seen["paths"]
+
+
+def test_two_tenants_never_share_a_compile_cache(settings):
+    from worker.compile_cache import cache_root, tenant_cache
+    from worker.sandbox import probe
+    from worker.scratch import sandbox_identity
+    identity = sandbox_identity(settings)
+    ours, theirs = (tenant_cache(settings, identity, tenant) for tenant in ("tenant-ours", "tenant-theirs"))
+    assert ours != theirs and ours.parent == theirs.parent == cache_root(settings)
+    assert tenant_cache(settings, identity, "tenant-ours") == ours  # kept for the tenant's next job
+    (theirs / "inductor").mkdir(exist_ok=True)
+    kernel = theirs / "inductor" / "kernel.so"
+    kernel.write_bytes(b"another tenant's compiled model")
+    run = probe(settings, {"paths": [str(kernel), str(theirs)]}, tenant_id="tenant-ours")
+    seen = run.probe
+    assert seen is not None, run.output_tail
+    assert seen["environ"]["TORCHINDUCTOR_CACHE_DIR"] == str(ours / "inductor")
+    assert seen["environ"]["TRITON_CACHE_DIR"] == str(ours / "triton")
+    if not AS_ROOT:
+        pytest.skip("the mount namespace that hides other tenants' caches needs a worker running as root")
+    assert all(result.startswith("FileNotFoundError") for result in seen["paths"].values()), seen["paths"]
 
 
 def test_torch_compile_and_its_compiler_processes_work_in_the_sandbox(settings, backend):
@@ -88,7 +117,8 @@ def test_a_child_that_does_not_stop_when_asked_is_killed_after_the_grace_period(
 
 
 def test_the_child_dies_with_its_worker(backend, tmp_path):
-    """The worker (here a small stand-in process) is killed hard; its job's process must not outlive it."""
+    """The worker (here a small stand-in process) is killed hard; its job's process (forked by the worker's zygote,
+    which dies with the worker) must not outlive it."""
     script = textwrap.dedent("""
         from core.config import get_settings
         from worker.sandbox import probe
@@ -110,19 +140,30 @@ def test_the_child_dies_with_its_worker(backend, tmp_path):
             worker.wait()
 
 
-def _wait_for_child(parent: int, timeout: float = 60) -> int:
+def _wait_for_child(worker: int, timeout: float = 60) -> int:
+    """The job's process started for `worker`: a fork of its zygote, named `modelpress-job` (worker.zygote)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for stat in Path("/proc").glob("[0-9]*/stat"):
+        for proc in Path("/proc").glob("[0-9]*"):
             try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                cmdline = (stat.parent / "cmdline").read_bytes()
+                named = (proc / "comm").read_text().strip() == "modelpress-job"
             except OSError:
                 continue
-            if int(fields[1]) == parent and b"worker.child" in cmdline:
-                return int(stat.parent.name)
+            if named and worker in _ancestors(int(proc.name)):
+                return int(proc.name)
         time.sleep(0.1)
     raise AssertionError("the stand-in worker never started a child")
+
+
+def _ancestors(pid: int) -> list[int]:
+    found = []
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            break
+        found.append(pid)
+    return found
 
 
 def _alive(pid: int) -> bool:
