@@ -9,18 +9,18 @@ the next stage receives is byte for byte the one the user downloads.
 
 from __future__ import annotations
 
+from compression import formats
 from compression.context import RunContext
 from compression.modes import eval_mode
 from compression.onnx_export import export_onnx_qdq
-from compression.quant.diagnostics import (describe, layer_report, meet_budget, output_sqnr, sensitivity,
-                                           weight_sqnr)
+from compression.quant.diagnostics import describe, layer_report, meet_budget, output_sqnr, sensitivity, weight_sqnr
 from compression.quant.evaluate import Evaluator
 from compression.quant.graph import as_graph_module, find_layers, fold_batchnorm, layer_bits, select_layers
 from compression.quant.observers import make_observer
 from compression.quant.packed import load_packed, write_packed
 from compression.quant.simulation import QuantSimulation
 from compression.quant.weights import WeightFormat
-from compression.result import Artifact, StageResult
+from compression.result import StageResult
 from compression.specs.ptq import PTQSpec
 from compression.task import Task
 
@@ -108,7 +108,7 @@ def write_artifacts(spec: PTQSpec, sim: QuantSimulation, config: dict, task: Tas
     reference_bytes = _fp32_bytes(task.reference)
     sim.configure(config)
     packed_path = write_packed(task.workdir / "model_packed.safetensors", sim.gm, task.example_inputs, weights)
-    artifacts = [Artifact(packed_path.name, packed_path, "packed.safetensors")]
+    artifacts = [formats.artifact("packed.safetensors", packed_path.name, packed_path)]
     integer_only = all(fmt.dtype == "int" for fmt in quantized.values())
     eight_bit_inputs = spec.activations is None or spec.activations.bits == 8
     if spec.export_onnx and integer_only and eight_bit_inputs:
@@ -119,8 +119,8 @@ def write_artifacts(spec: PTQSpec, sim: QuantSimulation, config: dict, task: Tas
         onnx_path = export_onnx_qdq(sim.gm, task.example_inputs, task.workdir / "model_qdq.onnx", weights,
                                     activations)
         sim.configure(config)
-        artifacts.append(Artifact(onnx_path.name, onnx_path, "model.onnx"))
+        artifacts.append(formats.artifact("model.onnx", onnx_path.name, onnx_path))
     for artifact in artifacts:
-        artifact.metadata = {"metric": round(metric, 2), "size_bytes": artifact.size_bytes,
-                             "compression_ratio": round(reference_bytes / artifact.size_bytes, 2)}
+        artifact.metadata |= {"metric": round(metric, 2), "size_bytes": artifact.size_bytes,
+                              "compression_ratio": round(reference_bytes / artifact.size_bytes, 2)}
     return artifacts, load_packed(packed_path)
