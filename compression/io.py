@@ -84,7 +84,24 @@ def export_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
         example_inputs = inputs_at_batch(example_inputs, 2)
     dynamic_shapes = dynamic_shapes_of(model, len(example_inputs))
     example_inputs = _within_bounds(example_inputs, dynamic_shapes)
-    return torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
+    program = torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
+    _keep_ranges_on_inputs(program)
+    return program
+
+
+def _keep_ranges_on_inputs(program: ExportedProgram) -> None:
+    """Give the symbols of the graph's input shapes the ranges the program promises (`range_constraints`).
+
+    While tracing, export keeps a lower bound of 2 on every dynamic dim (1 would specialise) and reports the
+    user's bound (e.g. 1) only in `range_constraints`; `.module()` graphs carry the traced range, so the next
+    re-export would raise the minimum batch to 2 and refuse batch 1."""
+    for node in program.graph.nodes:
+        value = node.meta.get("val") if node.op == "placeholder" else None
+        if not isinstance(value, torch.Tensor):
+            continue
+        for size in value.shape:
+            if isinstance(size, torch.SymInt) and size.node.expr in program.range_constraints:
+                size.node.shape_env.var_to_range[size.node.expr] = program.range_constraints[size.node.expr]
 
 
 def dynamic_shapes_of(model: torch.nn.Module, input_count: int) -> tuple[dict[int, Dim], ...]:
