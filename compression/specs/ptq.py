@@ -83,7 +83,8 @@ class PTQSpec(Spec):
                                          "overriding `weights.bits` (the last matching pattern wins; at most 256 "
                                          "patterns, each matching a layer).")
     sensitivity: bool = Field(False, description="Measure each layer's metric drop when it alone is quantized "
-                                                 "(one evaluation per layer).")
+                                                 "(one evaluation per layer), and each block's (a transformer "
+                                                 "block's attention or MLP, else a layer's parent module).")
     max_metric_drop: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(
         None, description="Accuracy budget in points (fidelity points without labels): the most sensitive layers "
                           "are kept at 8 bits, then float, until the drop is within budget.")

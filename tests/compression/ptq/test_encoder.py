@@ -10,10 +10,14 @@ import transformers
 from torch.export import Dim
 
 from compression.context import RunContext
-from compression.io import load_program
+from compression.data import Dataset
+from compression.io import input_dtypes, input_names, load_model, load_program
+from compression.modes import eval_mode
 from compression.pipeline import run_pipeline
+from compression.quant.general import apply_general_ptq
 from compression.specs.common import EvaluationSpec
 from compression.specs.ptq import PTQSpec
+from compression.task import Task
 
 VOCAB, SEQ = 8000, 16
 
@@ -93,3 +97,28 @@ def test_default_ptq_quantizes_a_bounded_bert_encoder_with_an_unused_pooler(enco
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids, mask), stage.model(ids, mask))
         assert reloaded(ids[:1], mask[:1]).shape == (1, 64)  # batch 1 is still allowed
+
+
+def test_general_path_reports_block_sensitivity_and_exports_onnx_with_the_bounded_batch(encoder_files, tmp_path):
+    import onnxruntime
+
+    model_path, dataset_path = encoder_files
+    program = load_program(model_path)
+    dataset = Dataset.load(dataset_path, input_names(program), input_dtypes(program))
+    task = Task(dataset, eval_mode(program.module()), dataset.split("val").head(4).inputs, tmp_path)
+    spec = PTQSpec(calibration_samples=32, sensitivity=True, selection_samples=16)
+    result = apply_general_ptq(spec, load_model(model_path), task, RunContext())
+
+    assert "bert.pooler.dense" in result.metrics["dropped_branches"]["modules"]
+    assert not any(row["name"].startswith("bert.pooler") for row in result.metrics["layers"])
+    blocks = {row["name"]: row for row in result.metrics["blocks"]}
+    assert set(blocks) == {f"bert.encoder.layer.{i}.{kind}" for i in range(2) for kind in ("attention", "mlp")}
+    assert blocks["bert.encoder.layer.0.attention"]["layers"] == [
+        f"bert.encoder.layer.0.attention.{name}" for name in ("self.query", "self.key", "self.value", "output.dense")]
+    assert blocks["bert.encoder.layer.1.mlp"]["kind"] == "mlp"
+
+    onnx_artifact = next(a for a in result.artifacts if a.kind == "model.onnx")
+    session = onnxruntime.InferenceSession(str(onnx_artifact.path), providers=["CPUExecutionProvider"])
+    assert [i.shape[0] for i in session.get_inputs()] == ["batch", "batch"]
+    ids, mask = _token_batch(5, 3).values()
+    assert session.run(None, {"input_ids": ids, "attention_mask": mask})[0].shape == (5, 64)
