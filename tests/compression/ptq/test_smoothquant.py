@@ -1,7 +1,10 @@
+import pytest
 import torch
+from pydantic import ValidationError
 
 from compression.evaluate import tensor_sqnr_db
 from compression.ptq.quantize import quantize_int8
+from compression.specs.ptq import EmbeddingQuantSpec, PTQSpec, SmoothQuantSpec, WeightQuantSpec
 
 
 class OutlierBlock(torch.nn.Module):
@@ -37,3 +40,10 @@ def test_smoothquant_lowers_the_error_outlier_channels_cause_in_w8a8():
     assert report["smoothquant"]["folded_into_layer_norm"] == 1 and report["smoothquant"]["groups"] == 2
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected)  # the caller's model is untouched
+
+
+def test_smoothquant_and_embedding_options_stay_on_the_default_int8_path():
+    assert PTQSpec(smoothquant=SmoothQuantSpec(alpha=0.8), embeddings=EmbeddingQuantSpec(bits=4)).is_x86_int8_default
+    assert PTQSpec(embeddings=None).is_x86_int8_default
+    with pytest.raises(ValidationError, match="default int8 recipe only"):
+        PTQSpec(smoothquant=SmoothQuantSpec(), weights=WeightQuantSpec(bits=4))
