@@ -102,7 +102,7 @@ def _fold_into_layer_norm(gm: fx.GraphModule, source: fx.Node, linears: list[fx.
 
 
 def _insert_division(gm: fx.GraphModule, source: fx.Node, linears: list[fx.Node], factors: torch.Tensor) -> None:
-    name = f"smoothquant_inverse_{len([n for n in gm.graph.nodes if n.op == 'get_attr'])}"
+    name = f"smoothquant_inverse_{sum(1 for key in gm._buffers if key.startswith('smoothquant_inverse_'))}"
     gm.register_buffer(name, (1 / factors).contiguous())
     with gm.graph.inserting_before(linears[0]):
         smoothed = gm.graph.call_function(aten.mul.Tensor, (source, gm.graph.get_attr(name)))
