@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from compression.io import export_model, save_program
+from compression.io import export_model, load_model, save_program
 
 KIND = "model.pt2"
 DESCRIPTION = "torch.export program (.pt2)"
@@ -33,6 +33,8 @@ def write(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path
 
 
 def load(path: str | Path) -> torch.nn.Module:
+    """The program as a module in eval mode, read with the checked loader (the file may come from anyone); the
+    recipe's plain `torch.export.load` is for users loading their own downloads."""
     import torch.ao.quantization.fx._decomposed  # noqa: F401  (see the module docstring)
 
-    return torch.export.load(str(path)).module()
+    return load_model(path)

@@ -63,6 +63,8 @@ def test_every_kind_loads_in_a_fresh_process_from_its_recipe_alone(tmp_path):
     }
     save_ipq(model, (x[:8],), files["packed.ipq.safetensors"], dense_dtype="float32")
     assert set(files) == set(formats.KINDS)
+    for kind, path in files.items():  # the library's own loader of each kind reads what its writer wrote
+        assert formats.load(kind, path) is not None
     np.save(tmp_path / "x.npy", x.numpy())
     with torch.no_grad():
         np.save(tmp_path / "expected.npy", int8(x).numpy())
