@@ -2,8 +2,15 @@ import torch
 
 from compression import zoo
 from compression.inspect import inspect_pt2
-from compression.io import (export_model, input_dtypes, input_names, inputs_at_batch, load_model, load_program,
-                            save_program)
+from compression.io import (
+    export_model,
+    input_dtypes,
+    input_names,
+    inputs_at_batch,
+    load_model,
+    load_program,
+    save_program,
+)
 from compression.modes import is_training
 
 
