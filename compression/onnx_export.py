@@ -4,8 +4,8 @@ The float graph is exported with `torch.onnx.export` (dynamo, with the model's o
 `compression.io` derives them), then every quantized weight initializer is replaced by its integer codes feeding a
 `DequantizeLinear` (scale, zero point, per-tensor / per-channel `axis` / per-group `block_size`), and the
 activation input of its Conv/Gemm/MatMul gets a `QuantizeLinear -> DequantizeLinear` pair with the calibrated
-scale. These are exactly the values and the rounding
-the simulated torch model uses, so runtimes that fuse QDQ into integer kernels compute the same function.
+scale. These are exactly the values and the rounding the simulated torch model uses, so runtimes that fuse QDQ
+into integer kernels compute the same function.
 
 Weights of up to 4 bits are stored as ONNX INT4/UINT4 (two codes per byte), 5-7 bit weights as int8/uint8 codes
 limited to their range (dequantization does not clamp, so the values are exact); activations must be 8-bit (the
