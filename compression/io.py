@@ -1,7 +1,8 @@
 """Reading and writing models as `torch.export` programs (`.pt2`), the one model format of modelpress.
 
-Every program written here has a dynamic batch dimension on every input, so the user's deployment (and the next
-stage) can run it at any batch size.
+Every program written here keeps the dynamic dimensions of the program it came from (bounded or not, on any
+input and any axis: an upload exported with `Dim("batch", min=1, max=1024)` stays so), and a plain module gets a
+dynamic batch dimension on every input, so the user's deployment (and the next stage) can run it at any batch size.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import sympy
 import torch
 from torch.export import Dim, ExportedProgram
 from torch.export.graph_signature import InputKind
+from torch.utils._sympy.numbers import int_oo
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.modes import eval_mode
@@ -71,7 +74,7 @@ def input_dtypes(program: ExportedProgram) -> dict[str, torch.dtype]:
 
 
 def export_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> ExportedProgram:
-    """Export `model` (plain or already exported) with one dynamic batch dimension shared by all its inputs.
+    """Export `model` (plain or already exported) with the dynamic shapes of `dynamic_shapes_of(model)`.
 
     The model must be in the mode it should be exported in (normally eval). A batch of one is tiled to two:
     torch.export specialises a dimension of size 1 to a constant.
@@ -79,9 +82,91 @@ def export_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     example_inputs = tuple(example_inputs)
     if example_inputs[0].shape[0] < 2:
         example_inputs = inputs_at_batch(example_inputs, 2)
-    batch = Dim("batch")
-    dynamic_shapes = tuple({0: batch} for _ in example_inputs)
-    return torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
+    dynamic_shapes = dynamic_shapes_of(model, len(example_inputs))
+    example_inputs = _within_bounds(example_inputs, dynamic_shapes)
+    program = torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
+    _keep_ranges_on_inputs(program)
+    return program
+
+
+def _keep_ranges_on_inputs(program: ExportedProgram) -> None:
+    """Give the symbols of the graph's input shapes the ranges the program promises (`range_constraints`).
+
+    While tracing, export keeps a lower bound of 2 on every dynamic dim (1 would specialise) and reports the
+    user's bound (e.g. 1) only in `range_constraints`; `.module()` graphs carry the traced range, so the next
+    re-export would raise the minimum batch to 2 and refuse batch 1."""
+    for node in program.graph.nodes:
+        value = node.meta.get("val") if node.op == "placeholder" else None
+        if not isinstance(value, torch.Tensor):
+            continue
+        for size in value.shape:
+            if isinstance(size, torch.SymInt) and size.node.expr in program.range_constraints:
+                size.node.shape_env.var_to_range[size.node.expr] = program.range_constraints[size.node.expr]
+
+
+def dynamic_shapes_of(model: torch.nn.Module, input_count: int) -> tuple[dict[int, Dim], ...]:
+    """The `dynamic_shapes` that re-export `model` as it was exported: one `Dim` per symbol of its inputs' shapes
+    with the symbol's range (so `Dim("batch", min=1, max=1024)` stays bounded and a symbol shared by two inputs
+    stays shared), static dims static. Each dim is named after where it first appears ("batch" for axis 0).
+
+    A module that is not an exported graph (or whose inputs carry no shapes) gets one unbounded batch dimension
+    shared by all `input_count` inputs, the convention of this library."""
+    shapes = _placeholder_shapes(model)
+    if shapes is None or len(shapes) != input_count:
+        batch = Dim("batch")
+        return tuple({0: batch} for _ in range(input_count))
+    dims: dict[str, Dim] = {}
+    result = []
+    for input_name, shape in shapes:
+        spec = {}
+        for axis, size in enumerate(shape):
+            if not isinstance(size, torch.SymInt):
+                continue
+            symbol = size.node.expr
+            if not symbol.is_Symbol:
+                spec[axis] = Dim.AUTO  # derived (e.g. 2 * seq): export infers it from the symbols it depends on
+                continue
+            if str(symbol) not in dims:
+                name = "batch" if axis == 0 and not any(d.__name__ == "batch" for d in dims.values()) \
+                    else f"{input_name}_{axis}"
+                dims[str(symbol)] = _dim(name, size.node.shape_env.var_to_range.get(symbol))
+            spec[axis] = dims[str(symbol)]
+        result.append(spec)
+    return tuple(result)
+
+
+def _placeholder_shapes(model: torch.nn.Module) -> list[tuple[str, tuple]] | None:
+    if not isinstance(model, torch.fx.GraphModule):
+        return None
+    shapes = []
+    for node in model.graph.nodes:
+        if node.op != "placeholder":
+            continue
+        value = node.meta.get("val")
+        if not isinstance(value, torch.Tensor):
+            return None
+        shapes.append((node.name, tuple(value.shape)))
+    return shapes
+
+
+def _dim(name: str, value_range) -> Dim:
+    if value_range is None:
+        return Dim(name)
+    return Dim(name, min=_bound(value_range.lower), max=_bound(value_range.upper))
+
+
+def _bound(value) -> int | None:
+    """A range end as an int; None for an unbounded end (sympy's and torch's infinities)."""
+    return None if value in (int_oo, -int_oo, sympy.oo, -sympy.oo) else int(value)
+
+
+def _within_bounds(example_inputs: tuple[torch.Tensor, ...], dynamic_shapes) -> tuple[torch.Tensor, ...]:
+    """Cut the example batch to the program's largest allowed batch (an export outside the range fails)."""
+    limits = [getattr(spec.get(0), "max", None) for spec in dynamic_shapes]
+    limits = [limit for limit in limits if isinstance(limit, int)]
+    if limits and example_inputs[0].shape[0] > min(limits):
+        return inputs_at_batch(example_inputs, min(limits))
+    return example_inputs
 
 
 def inputs_at_batch(example_inputs: tuple[torch.Tensor, ...], batch_size: int) -> tuple[torch.Tensor, ...]:

@@ -1,10 +1,11 @@
 """ONNX QDQ export of an integer-quantized model, for onnxruntime, TensorRT and OpenVINO.
 
-The float graph is exported with `torch.onnx.export` (dynamo, dynamic batch), then every quantized weight
-initializer is replaced by its integer codes feeding a `DequantizeLinear` (scale, zero point, per-tensor /
-per-channel `axis` / per-group `block_size`), and the activation input of its Conv/Gemm/MatMul gets a
-`QuantizeLinear -> DequantizeLinear` pair with the calibrated scale. These are exactly the values and the rounding
-the simulated torch model uses, so runtimes that fuse QDQ into integer kernels compute the same function.
+The float graph is exported with `torch.onnx.export` (dynamo, with the model's own dynamic dims as
+`compression.io` derives them), then every quantized weight initializer is replaced by its integer codes feeding a
+`DequantizeLinear` (scale, zero point, per-tensor / per-channel `axis` / per-group `block_size`), and the
+activation input of its Conv/Gemm/MatMul gets a `QuantizeLinear -> DequantizeLinear` pair with the calibrated
+scale. These are exactly the values and the rounding the simulated torch model uses, so runtimes that fuse QDQ
+into integer kernels compute the same function.
 
 Weights of up to 4 bits are stored as ONNX INT4/UINT4 (two codes per byte), 5-7 bit weights as int8/uint8 codes
 limited to their range (dequantization does not clamp, so the values are exact); activations must be 8-bit (the
@@ -21,6 +22,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from compression.io import dynamic_shapes_of
 from compression.quant.affine import QParams
 from compression.quant.weights import QuantizedWeight
 
@@ -28,17 +30,13 @@ OPSET = 21  # blocked (per-group) DequantizeLinear needs opset 21
 COMPUTE_OPS = {"Conv", "Gemm", "MatMul"}
 
 
-def _dynamic_batch(example_inputs: tuple[torch.Tensor, ...]) -> tuple[dict, ...]:
-    batch = torch.export.Dim("batch")
-    return tuple({0: batch} for _ in example_inputs)
-
-
 def export_float(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> onnx.ModelProto:
     example_inputs = tuple(tensor[:2].clone() for tensor in example_inputs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exported graph modules report training=True; their ops are eval ops
         program = torch.onnx.export(model, example_inputs, dynamo=True, opset_version=OPSET,
-                                    dynamic_shapes=_dynamic_batch(example_inputs), optimize=False, verbose=False)
+                                    dynamic_shapes=dynamic_shapes_of(model, len(example_inputs)), optimize=False,
+                                    verbose=False)
     return program.model_proto
 
 

@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from compression import formats
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.context import Cancelled, RunContext
 from compression.data import Dataset, Split
@@ -212,6 +213,6 @@ def _export_fallback(model: torch.nn.Module, example_inputs: tuple[torch.Tensor,
                      artifacts: list[Artifact]) -> Artifact:
     """A stage that wrote no model file still hands the user one: its model exported to `model.pt2`."""
     path = save_program(export_model(eval_mode(model), example_inputs), directory / "model.pt2")
-    artifact = Artifact("model.pt2", path, "model.pt2", {"written_by": "pipeline"})
+    artifact = formats.artifact("model.pt2", "model.pt2", path, written_by="pipeline")
     artifacts.append(artifact)
     return artifact

@@ -128,7 +128,7 @@ def quant_rows(teacher, task: Task, steps: int) -> list[dict]:
                 rows.append({"bits": bits, "method": name, "accuracy": f"failed: {type(error).__name__}: {error}",
                              "bytes": None, "seconds": round(time.monotonic() - started, 1)})
                 continue
-            packed = [a.size_bytes for a in result.artifacts if a.kind == "packed.safetensors"]
+            packed = [a.size_bytes for a in result.artifacts if a.kind.startswith("packed.")]
             rows.append({"bits": bits, "method": name, "accuracy": accuracy(result.model, task),
                          "bytes": packed[0] if packed else None, "seconds": round(time.monotonic() - started, 1)})
     return rows

@@ -8,6 +8,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
+from compression import formats
 from compression.context import RunContext
 from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, save_program
@@ -84,7 +85,7 @@ def write_student(student: nn.Module, task: Task, file_name: str) -> Artifact:
     student.to("cpu")
     eval_mode(student)
     path = save_program(export_model(student, tuple(t.cpu() for t in task.example_inputs)), task.workdir / file_name)
-    return Artifact(file_name, path, "model.pt2", {"parameters": parameter_count(student)})
+    return formats.artifact("model.pt2", file_name, path, parameters=parameter_count(student))
 
 
 def student_result(student: nn.Module, teacher: nn.Module, task: Task, ctx: RunContext, report: TrainReport,

@@ -13,6 +13,7 @@ import copy
 import torch
 from torch import nn
 
+from compression import formats
 from compression.context import RunContext
 from compression.data import Batch
 from compression.distill.codebook_format import payload_bytes, write_codebook_model
@@ -24,7 +25,7 @@ from compression.distill.weight_quant import (AttachedQuantizers, CodebookWeight
 from compression.evaluate import output_tensor
 from compression.quant.packed import write_packed
 from compression.quant.weights import quantize_weight
-from compression.result import Artifact, StageResult
+from compression.result import StageResult
 from compression.specs.distill import DifferentiableQuantizationSpec, QuantizedDistillationSpec
 from compression.task import Task
 from compression.training import train
@@ -80,9 +81,8 @@ def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Modu
     artifact = write_student(student, task, "student.pt2")
     packed_path = write_packed(task.workdir / "student_packed.safetensors", student,
                                tuple(t.cpu() for t in task.example_inputs), weights)
-    packed = Artifact("student_packed.safetensors", packed_path, "packed.safetensors",
-                      {"bits": spec.bits, "bucket_size": spec.bucket_size, "loader": "compression.quant.packed"
-                                                                                ":load_packed"})
+    packed = formats.artifact("packed.safetensors", "student_packed.safetensors", packed_path, bits=spec.bits,
+                              bucket_size=spec.bucket_size)
     metrics = {"bits": spec.bits, "bucket_size": spec.bucket_size, "quantized_weights": len(names),
                "rounded_before_training": before, "float32_bytes": _float_bytes(student),
                "packed_bytes": packed.size_bytes,
@@ -113,8 +113,8 @@ def apply_differentiable_quantization(spec: DifferentiableQuantizationSpec, mode
     artifact = write_student(student, task, "student.pt2")
     packed_path = write_codebook_model(task.workdir / "student_codebook.safetensors", student,
                                        tuple(t.cpu() for t in task.example_inputs), encoded)
-    packed = Artifact("student_codebook.safetensors", packed_path, "packed.safetensors",
-                      {"bits": spec.bits, "loader": "compression.distill.codebook_format:load_codebook_model"})
+    packed = formats.artifact("packed.codebook.safetensors", "student_codebook.safetensors", packed_path,
+                              bits=spec.bits)
     quantized_payload = sum(payload_bytes(tuple(indices.shape), bits) for indices, _, bits in encoded.values())
     metrics = {"bits": spec.bits, "quantized_weights": len(names), "rounded_before_training": before,
                "float32_bytes": _float_bytes(student), "packed_bytes": packed.size_bytes,

@@ -17,6 +17,7 @@ import io
 import torch
 from torch import nn
 
+from compression import formats
 from compression.context import RunContext
 from compression.evaluate import evaluate
 from compression.io import export_model, inputs_at_batch, load_program, save_program
@@ -26,7 +27,7 @@ from compression.pq.layers import find_layer_weights, select
 from compression.pq.packing import load_ipq, save_ipq, theoretical_bytes
 from compression.pq.parametrizations import QuantNoise, parametrizations_of, remove
 from compression.pq.quantize import add_quant_noise, order_groups, plan_layers, quantize_layer
-from compression.result import Artifact, StageResult
+from compression.result import StageResult
 from compression.specs.ipq import IPQSpec, QuantNoiseSpec
 from compression.task import Task
 
@@ -90,8 +91,8 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
         "quantized_layers": kmeans_report, "full_precision_layers": skipped,
         "quant_noise_layers": noised, "groups": groups_report,
     }
-    artifact = Artifact(PACKED_NAME, path, "packed.ipq.safetensors",
-                        {"loader": "compression.pq.load_ipq", "compression_ratio": metrics["compression_ratio"]})
+    artifact = formats.artifact("packed.ipq.safetensors", PACKED_NAME, path,
+                                compression_ratio=metrics["compression_ratio"])
     return StageResult(packed, [artifact], metrics)
 
 
@@ -111,7 +112,7 @@ def apply_quant_noise(spec: QuantNoiseSpec, model: nn.Module, task: Task, ctx: R
                "noise": spec.noise.model_dump(), "finetune": {"steps": report.steps,
                                                               "final_loss": round(report.final_loss, 6),
                                                               "resumed_from_step": report.resumed_from_step}}
-    return StageResult(trained, [Artifact("quant_noise.pt2", path, "model.pt2")], metrics)
+    return StageResult(trained, [formats.artifact("model.pt2", "quant_noise.pt2", path)], metrics)
 
 
 def _quality(model: nn.Module, task: Task, max_samples: int | None = None) -> dict:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from torch import nn
 
+from compression import formats
 from compression.context import RunContext
 from compression.io import export_model, save_program
 from compression.modes import eval_mode, is_exported
 from compression.prune.finetune import finetune, gradual_finetune, lottery_ticket, recalibrate_batch_norm
 from compression.prune.masks import WeightMasks, keep_top, prunable_weights, sparsity_report, weight_scores
-from compression.prune.sparse_format import FORMAT, save_sparse
+from compression.prune.sparse_format import save_sparse
 from compression.prune.structured import plan_structured, prune_channels
 from compression.prune.synflow import synflow_prune
-from compression.result import Artifact, StageResult
+from compression.result import StageResult
 from compression.specs.prune import PruneSpec
 from compression.task import Task
 
@@ -54,10 +55,8 @@ def _unstructured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext
                 "weights_compression": round(dense_bytes / sparse_path.stat().st_size, 3)}
     _add_training(metrics, training)
     artifacts = [
-        Artifact("pruned.pt2", dense_path, "model.pt2", {"sparsity": metrics["sparsity"]}),
-        Artifact("pruned_sparse.safetensors", sparse_path, "sparse.safetensors",
-                 {"format": FORMAT, "sparse_tensors": names,
-                  "load_with": "compression.prune.sparse_format.load_sparse"}),
+        formats.artifact("model.pt2", "pruned.pt2", dense_path, sparsity=metrics["sparsity"]),
+        formats.artifact("sparse.safetensors", "pruned_sparse.safetensors", sparse_path, sparse_tensors=names),
     ]
     return StageResult(pruned, artifacts, metrics)
 
@@ -93,7 +92,7 @@ def _structured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext) 
                               for group in skipped],
     }
     _add_training(metrics, training)
-    return StageResult(pruned, [Artifact("pruned.pt2", path, "model.pt2", {"parameters": parameters_after})],
+    return StageResult(pruned, [formats.artifact("model.pt2", "pruned.pt2", path, parameters=parameters_after)],
                        metrics)
 
 

@@ -11,10 +11,11 @@ import time
 
 import torch
 
+from compression import formats
 from compression.context import RunContext
-from compression.io import export_model, save_program
+from compression.ptq.embeddings import EmbeddingFormat
 from compression.ptq.quantize import quantize_int8, quantized_layer_count
-from compression.result import Artifact, StageResult
+from compression.result import StageResult
 from compression.specs.ptq import PTQSpec
 from compression.task import Task
 
@@ -38,20 +39,24 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
     # The x86 int8 lowering is a CPU path: quantize on CPU whatever device the job runs on.
     model = model.to("cpu")
     example_inputs = tuple(t.cpu() for t in task.example_inputs)
-    quantized = quantize_int8(model, example_inputs, batches, lambda i: ctx.progress("calibrate", i, total))
+    embeddings = (None if spec.embeddings is None
+                  else EmbeddingFormat(spec.embeddings.bits, spec.embeddings.group_size))
+    report: dict = {}
+    quantized = quantize_int8(model, example_inputs, batches, lambda i: ctx.progress("calibrate", i, total),
+                              embeddings=embeddings,
+                              smoothquant_alpha=spec.smoothquant.alpha if spec.smoothquant else None, report=report)
     quantize_time = time.monotonic() - started  # export, observers, calibration and conversion
 
     ctx.progress("export", 0, 1)
-    path = save_program(export_model(quantized, example_inputs), task.workdir / ARTIFACT_NAME)
+    path = formats.format_of("model.pt2").write(quantized, example_inputs, task.workdir / ARTIFACT_NAME)
     ctx.progress("export", 1, 1)
-    artifact = Artifact(ARTIFACT_NAME, path, "model.pt2", {
-        "format": "torch.export program with int8 quantize/dequantize nodes (pt2e, x86 inductor quantizer)",
-        "weights": "int8 symmetric, per output channel",
-        "activations": "uint8 affine, per tensor, calibrated",
-        "run": "torch.export.load(path).module(), then torch.compile under "
-               "torch._inductor.config.freezing=True to get int8 kernels; eager runs in fp32 and is slower",
-    })
+    embedding_storage = report["embeddings"]["format"] if report.get("embeddings", {}).get("tables") else "fp32"
+    artifact = formats.artifact("model.pt2", ARTIFACT_NAME, path,
+                                weights="int8 symmetric, per output channel (conv, linear)",
+                                activations="uint8 affine, per tensor, calibrated",
+                                embeddings=embedding_storage,
+                                dropped_branches=report["dropped_branches"]["modules"])
     metrics = {"calibration_samples": samples, "quantize_time_s": round(quantize_time, 3),
                "quantized_layers": quantized_layer_count(quantized),
-               "time_s": round(time.monotonic() - started, 3)}
+               "time_s": round(time.monotonic() - started, 3), **report}
     return StageResult(quantized, [artifact], metrics)

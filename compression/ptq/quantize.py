@@ -1,6 +1,7 @@
 """Static int8 quantization of a model with torchao's pt2e flow and the x86 inductor quantizer.
 
-export -> `prepare_pt2e` (observers after each quantizable op; conv+batch norm folded) -> calibration forward
+export -> dead branches dropped (`compression.dead_branches`) -> optional SmoothQuant (`smoothquant.py`) ->
+`prepare_pt2e` (observers after each quantizable op; conv+batch norm folded) -> calibration forward
 passes -> `convert_pt2e` (weights stored as int8 with per-channel scales, activations wrapped in
 quantize/dequantize pairs with calibrated scale and zero point). The result is a Q/DQ graph: in eager mode it
 computes in fp32 (slower than the original); under `torch.compile` with inductor freezing, inductor matches
@@ -8,7 +9,8 @@ dq -> conv/linear -> q patterns and runs oneDNN int8 kernels.
 
 Numerics (`get_default_x86_inductor_quantization_config`): weights int8 symmetric per output channel (min-max
 observer), activations uint8 affine per tensor (histogram observer, which picks the clipping range minimising
-the quantization error), biases fp32.
+the quantization error), biases fp32; embedding tables int8 per row or 4-bit per group (`embeddings.py`), rewritten
+after conversion since the x86 quantizer leaves them in fp32.
 """
 
 from __future__ import annotations
@@ -24,22 +26,37 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
     get_default_x86_inductor_quantization_config,
 )
 
+from compression.dead_branches import drop_dead_branches
 from compression.errors import check_finite_range
 from compression.io import export_model
 from compression.modes import eval_mode
+from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
+from compression.ptq.smoothquant import smooth_linears
 
 QUANTIZED_WEIGHT_OPS = ("dequantize_per_channel",)
 
 
 def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
                   calibration: Iterable[tuple[torch.Tensor, ...]],
-                  on_batch: Callable[[int], None] | None = None) -> torch.fx.GraphModule:
+                  on_batch: Callable[[int], None] | None = None, *,
+                  embeddings: EmbeddingFormat | None = EmbeddingFormat(), smoothquant_alpha: float | None = None,
+                  report: dict | None = None) -> torch.fx.GraphModule:
     """An int8 copy of `model` calibrated on the input tuples of `calibration`; `model` is only put in eval mode.
 
-    `on_batch(i)` is called after the i-th calibration batch (progress, cancellation).
+    `on_batch(i)` is called after the i-th calibration batch (progress, cancellation). `embeddings` None keeps
+    embedding tables in fp32. With `smoothquant_alpha`, the calibration batches are also used (first) to compute
+    the smoothing factors. `report`, when given, receives what was done beyond quantizing: "dropped_branches",
+    "embeddings", "smoothquant".
     """
+    report = {} if report is None else report
     eval_mode(model)
     graph = export_model(model, example_inputs).module()
+    report["dropped_branches"] = drop_dead_branches(graph).to_metrics()
+    if smoothquant_alpha is not None:
+        calibration = list(calibration)
+        report["smoothquant"] = smooth_linears(graph, calibration, smoothquant_alpha)
+        # The quantizer reads every node's traced shape (meta "val"), which the inserted nodes lack.
+        graph = export_model(graph, example_inputs).module()
     separate_repeated_module_calls(graph)
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(graph, quantizer)
@@ -54,6 +71,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
         _check_observed_ranges(prepared)
     converted = convert_pt2e(prepared)
     move_exported_model_to_eval(converted)
+    if embeddings is not None:
+        report["embeddings"] = quantize_embeddings(converted, embeddings)
     drop_unreferenced_tensors(converted)
     return converted
 

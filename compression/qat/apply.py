@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from compression import formats
 from compression.context import RunContext
 from compression.data import Batch
 from compression.evaluate import evaluate, output_tensor
@@ -17,7 +18,7 @@ from compression.qat.activation_quantizers import PACTActivationQuantizer
 from compression.qat.prepare import (INPUT_QUANTIZERS, QATLayer, calibrate, freeze_batchnorm, layer_summary,
                                      materialize, prepare_qat, quantizer_modules)
 from compression.quant.packed import write_packed
-from compression.result import Artifact, StageResult
+from compression.result import StageResult
 from compression.specs.qat import QATSpec
 from compression.task import Task
 from compression.training import TrainReport, train
@@ -41,9 +42,8 @@ def apply_qat(spec: QATSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
     packed = write_packed(task.workdir / PACKED_NAME, gm, example_inputs, quantized_weights)
     # The packed file comes first: it is the compressed deliverable, so the job's size and compression ratio are
     # its bytes; the .pt2 (fake-quant graph, float storage) is larger than the fp32 upload.
-    artifacts = [Artifact(PACKED_NAME, packed, "packed.safetensors",
-                          {**metadata, "loader": "compression.quant.packed.load_packed"}),
-                 Artifact(PT2_NAME, pt2, "model.pt2", metadata)]
+    artifacts = [formats.artifact("packed.safetensors", PACKED_NAME, packed, **metadata),
+                 formats.artifact("model.pt2", PT2_NAME, pt2, **metadata)]
     weight_kind, activation_kind = spec.quantizers
     report = trained.report
     metrics = {

@@ -1,17 +1,20 @@
 """The general PTQ path: any weight format, any observer, layer selection, bias correction, diagnostics, an
 accuracy budget, and deployable artifacts (bit-packed safetensors; ONNX QDQ for integer formats).
 
-Order of work: copy the model as a graph, fold BatchNorm, insert per-layer input quantizers, calibrate activation
-ranges on the float model, choose weight formats (spec, per-layer overrides, then the budget search), correct
-biases, measure every layer, write the artifacts, and return the model rebuilt from the packed file, so the model
-the next stage receives is byte for byte the one the user downloads.
+Order of work: copy the model as a graph, drop dead branches, fold BatchNorm, insert per-layer input quantizers,
+calibrate activation ranges on the float model, choose weight formats (spec, per-layer overrides, then the budget
+search), correct biases, measure every layer and block, write the artifacts, and return the model rebuilt from
+the packed file, so the model the next stage receives is byte for byte the one the user downloads.
 """
 
 from __future__ import annotations
 
+from compression import formats
 from compression.context import RunContext
+from compression.dead_branches import DroppedBranches, drop_dead_branches
 from compression.modes import eval_mode
 from compression.onnx_export import export_onnx_qdq
+from compression.quant.blocks import block_sensitivity
 from compression.quant.diagnostics import describe, layer_report, meet_budget, output_sqnr, sensitivity, weight_sqnr
 from compression.quant.evaluate import Evaluator
 from compression.quant.graph import as_graph_module, find_layers, fold_batchnorm, layer_bits, select_layers
@@ -19,7 +22,7 @@ from compression.quant.observers import make_observer
 from compression.quant.packed import load_packed, write_packed
 from compression.quant.simulation import QuantSimulation
 from compression.quant.weights import WeightFormat
-from compression.result import Artifact, StageResult
+from compression.result import StageResult
 from compression.specs.ptq import PTQSpec
 from compression.task import Task
 
@@ -27,8 +30,9 @@ CALIBRATION_BATCH = 64
 OUTPUT_SQNR_BATCHES = 2  # per-layer output SQNR keeps every layer's output of a batch twice: stay small
 
 
-def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext) -> QuantSimulation:
+def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext) -> tuple[QuantSimulation, DroppedBranches]:
     gm = eval_mode(as_graph_module(model, task.example_inputs))
+    dropped = drop_dead_branches(gm)  # an unused branch's layers would be quantized, reported and shipped
     if spec.fold_batchnorm:
         fold_batchnorm(gm)
     layers = select_layers(find_layers(gm), spec.include, spec.exclude)
@@ -39,7 +43,7 @@ def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext) -> Quant
         act = spec.activations
         observers = {layer.name: make_observer(act.observer, act.bits, act.symmetric, act.percentile,
                                                act.averaging_constant, ctx.seed) for layer in layers}
-    return QuantSimulation(gm, layers, observers)
+    return QuantSimulation(gm, layers, observers), dropped
 
 
 def _reporting(batches: list, ctx: RunContext, phase: str):
@@ -57,7 +61,7 @@ def initial_config(spec: PTQSpec, sim: QuantSimulation) -> dict[str, WeightForma
 
 def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> StageResult:
     ctx.progress("prepare", 0, 1)
-    sim = build_simulation(spec, model, task, ctx)
+    sim, dropped = build_simulation(spec, model, task, ctx)
     calibration = [batch.inputs for batch in task.dataset.split(spec.calibration_split)
                    .batches(CALIBRATION_BATCH, limit=spec.calibration_samples)]
     sim.calibrate(_reporting(calibration, ctx, "calibrate"))
@@ -73,7 +77,11 @@ def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> Stag
     if spec.sensitivity or spec.max_metric_drop is not None:
         drops = sensitivity(sim, config, evaluate, float_metric,
                             lambda step, total: ctx.progress("sensitivity", step, total))
-    metrics: dict = {"metric_name": evaluate.name, "float_metric": round(float_metric, 2)}
+    metrics: dict = {"metric_name": evaluate.name, "float_metric": round(float_metric, 2),
+                     "dropped_branches": dropped.to_metrics()}
+    if spec.sensitivity:
+        metrics["blocks"] = block_sensitivity(sim, config, evaluate, float_metric,
+                                              lambda step, total: ctx.progress("block_sensitivity", step, total))
     if spec.max_metric_drop is not None:
         order = sorted(drops, key=lambda name: -drops[name])
         search = meet_budget(sim, config, evaluate, float_metric, spec.max_metric_drop, order,
@@ -114,7 +122,7 @@ def write_artifacts(spec: PTQSpec, sim: QuantSimulation, config: dict, task: Tas
     reference_bytes = _fp32_bytes(task.reference)
     sim.configure(config)
     packed_path = write_packed(task.workdir / "model_packed.safetensors", sim.gm, task.example_inputs, weights)
-    artifacts = [Artifact(packed_path.name, packed_path, "packed.safetensors")]
+    artifacts = [formats.artifact("packed.safetensors", packed_path.name, packed_path)]
     integer_only = all(fmt.dtype == "int" for fmt in quantized.values())
     eight_bit_inputs = spec.activations is None or spec.activations.bits == 8
     if spec.export_onnx and integer_only and eight_bit_inputs:
@@ -125,8 +133,8 @@ def write_artifacts(spec: PTQSpec, sim: QuantSimulation, config: dict, task: Tas
         onnx_path = export_onnx_qdq(sim.gm, task.example_inputs, task.workdir / "model_qdq.onnx", weights,
                                     activations)
         sim.configure(config)
-        artifacts.append(Artifact(onnx_path.name, onnx_path, "model.onnx"))
+        artifacts.append(formats.artifact("model.onnx", onnx_path.name, onnx_path))
     for artifact in artifacts:
-        artifact.metadata = {"metric": round(metric, 2), "size_bytes": artifact.size_bytes,
-                             "compression_ratio": round(reference_bytes / artifact.size_bytes, 2)}
+        artifact.metadata |= {"metric": round(metric, 2), "size_bytes": artifact.size_bytes,
+                              "compression_ratio": round(reference_bytes / artifact.size_bytes, 2)}
     return artifacts, load_packed(packed_path)

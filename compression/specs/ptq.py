@@ -36,6 +36,25 @@ class ActivationQuantSpec(Spec):
         0.01, description="Weight of each new batch's min/max (observer 'moving_average_minmax').")
 
 
+class EmbeddingQuantSpec(Spec):
+    """How embedding tables (`aten.embedding` lookups) are stored on the default int8 path."""
+
+    bits: Literal[4, 8] = Field(8, description="8: int8 per row; 4: int4 per group of `group_size` (two codes per "
+                                               "byte).")
+    group_size: Annotated[int, Field(ge=8, le=1024)] = Field(32, description="Row elements sharing a scale (4 bits "
+                                                                             "only); must divide the table width.")
+
+
+class SmoothQuantSpec(Spec):
+    """SmoothQuant: per input channel, divide activations by s and multiply weights by s before W8A8 quantizing,
+    s = max|x|^alpha / max|w|^(1 - alpha) (calibrated). Helps transformers whose activations have outlier
+    channels."""
+
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.5, description="Migration strength: 0 leaves the "
+                                                                            "activations alone, 1 moves all of "
+                                                                            "their range into the weights.")
+
+
 class PTQSpec(Spec):
     """Post-training quantization.
 
@@ -66,7 +85,8 @@ class PTQSpec(Spec):
                                          "overriding `weights.bits` (the last matching pattern wins; at most 256 "
                                          "patterns, each matching a layer).")
     sensitivity: bool = Field(False, description="Measure each layer's metric drop when it alone is quantized "
-                                                 "(one evaluation per layer).")
+                                                 "(one evaluation per layer), and each block's (a transformer "
+                                                 "block's attention or MLP, else a layer's parent module).")
     max_metric_drop: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(
         None, description="Accuracy budget in points (fidelity points without labels): the most sensitive layers "
                           "are kept at 8 bits, then float, until the drop is within budget.")
@@ -74,16 +94,28 @@ class PTQSpec(Spec):
     selection_samples: Annotated[int, Field(ge=16, le=100_000)] = Field(
         1000, description="Evaluation examples used for sensitivity and the budget search.")
     export_onnx: bool = Field(True, description="Also write an ONNX QDQ model (integer weights only).")
+    embeddings: EmbeddingQuantSpec | None = Field(
+        EmbeddingQuantSpec(), description="Embedding tables quantized on the default int8 path (int8 per row by "
+                                          "default); null keeps them in fp32.")
+    smoothquant: SmoothQuantSpec | None = Field(
+        None, description="SmoothQuant activation smoothing before W8A8 quantization (default int8 path), e.g. "
+                          "{\"alpha\": 0.5}.")
 
     @model_validator(mode="after")
     def _integer_only_options(self):
         if self.weights.dtype != "int" and self.layer_bits:
             raise ValueError("layer_bits applies to integer weights (weights.dtype 'int') only")
+        if not self.is_x86_int8_default and (
+                self.smoothquant is not None or self.embeddings not in (None, EmbeddingQuantSpec())):
+            raise ValueError("smoothquant and embeddings options apply to the default int8 recipe only; remove them "
+                             "or the options that select the general path (weights, activations, layers, budget, "
+                             "sensitivity, ...)")
         return self
 
     @property
     def is_x86_int8_default(self) -> bool:
         """True when nothing beyond the default int8 x86 recipe is asked for (torchao pt2e path)."""
-        general_only = set(PTQSpec.model_fields) - {"method", "calibration_split", "calibration_samples"}
-        defaults = PTQSpec()
-        return all(getattr(self, name) == getattr(defaults, name) for name in general_only)
+        general_only = set(PTQSpec.model_fields) - {"method", "calibration_split", "calibration_samples", "embeddings",
+                                                    "smoothquant"}
+        return all(getattr(self, name) == PTQSpec.model_fields[name].get_default(call_default_factory=True)
+                   for name in general_only)

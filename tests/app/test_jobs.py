@@ -68,6 +68,8 @@ def test_a_model_used_by_a_queued_job_cannot_be_deleted(api, auth, uploaded):
     ({"model_id": None}, "exactly one of model_id"),
     ({"dataset_id": "ds_missing"}, "dataset_id: ds_missing not found"),
     ({"stages": [{"method": "ptq"}, {"method": "qat"}]}, "stage 1 (qat) cannot follow stage 0 (ptq)"),
+    ({"stages": [{"method": "ptq", "smoothquant": {"alpha": 0.5}, "weights": {"bits": 4}}]},
+     "smoothquant and embeddings options apply to the default int8 recipe only"),
     ({"stages": [{"method": "quant_noise"}, {"method": "ipq"}, {"method": "prune"}]},
      "stage 2 (prune) cannot follow stage 1 (ipq)"),
     ({"evaluation": {"output_kind": "embeddings", "metric": "top1_agreement"}},

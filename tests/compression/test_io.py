@@ -2,7 +2,15 @@ import torch
 
 from compression import zoo
 from compression.inspect import inspect_pt2
-from compression.io import export_model, input_dtypes, input_names, inputs_at_batch, load_model, save_program
+from compression.io import (
+    export_model,
+    input_dtypes,
+    input_names,
+    inputs_at_batch,
+    load_model,
+    load_program,
+    save_program,
+)
 from compression.modes import is_training
 
 
@@ -31,3 +39,33 @@ def test_inputs_at_batch_tiles_and_cuts():
     x = torch.arange(3).reshape(3, 1)
     assert inputs_at_batch((x,), 7)[0].flatten().tolist() == [0, 1, 2, 0, 1, 2, 0]
     assert inputs_at_batch((x,), 2)[0].flatten().tolist() == [0, 1]
+
+
+class _TokensAndFeatures(torch.nn.Module):
+    """Two inputs sharing a batch and a sequence axis, one of them integer."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(10, 4)
+
+    def forward(self, ids, features):
+        return (self.embedding(ids) + features).sum(1)
+
+
+def test_re_export_keeps_bounded_shared_and_non_batch_dims_of_the_upload(tmp_path):
+    from torch.export import Dim
+
+    batch, seq = Dim("batch", min=1, max=64), Dim("seq", min=2, max=32)
+    ids, features = torch.randint(0, 10, (3, 5)), torch.randn(3, 5, 4)
+    upload = torch.export.export(_TokensAndFeatures(), (ids, features),
+                                 dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
+    upload = load_program(save_program(upload, tmp_path / "upload.pt2"))  # as the service reads it
+    again = export_model(upload.module(), (ids, features))
+    ranges = sorted((int(r.lower), int(r.upper)) for r in again.range_constraints.values())
+    assert ranges == sorted((int(r.lower), int(r.upper)) for r in upload.range_constraints.values()) == [(1, 64),
+                                                                                                        (2, 32)]
+    ids_shape, features_shape = (node.meta["val"].shape for node in again.graph.nodes if node.op == "placeholder"
+                                 and node.name in ("ids", "features"))
+    assert ids_shape[:2] == features_shape[:2]  # still one shared symbol per axis
+    twice = export_model(again.module(), (ids, features)).module()  # and again: batch 1 still allowed
+    assert twice(ids[:1, :7], features[:1, :7]).shape == (1, 4)

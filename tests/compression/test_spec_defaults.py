@@ -32,7 +32,8 @@ def test_a_partial_section_keeps_the_methods_defaults(method, section, default):
 
 def _a_change(default: BaseModel) -> tuple[str, object]:
     """A field of `default` and a valid value other than its default (booleans flip, numbers grow a little)."""
-    for name in ("steps", "batch_size", "rate", "temperature", "linear", "prune_every", "bits"):
+    for name in ("steps", "batch_size", "rate", "temperature", "linear", "prune_every", "bits", "iterations",
+                 "generation_tokens"):
         if name in type(default).model_fields:
             value = getattr(default, name)
             return name, (value + 1 if isinstance(value, int) else value * 0.9) if name != "bits" else 4
