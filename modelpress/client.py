@@ -101,9 +101,9 @@ class Client:
         return self._upload("/v1/datasets", path, idempotency_key)
 
     def upload_resumable(self, path: str | Path, kind: str, part_bytes: int | None = None,
-                         upload_id: str | None = None) -> Upload:
+                         upload_id: str | None = None, task: str | None = None) -> Upload:
         """Upload a large model or dataset (`kind`) in parts (POST /v1/uploads). Pass the `upload_id` of an
-        interrupted call to send only the parts that did not arrive."""
+        interrupted call to send only the parts that did not arrive; `task` as for `upload_model`."""
         path = Path(path)
         if upload_id is None:
             with open(path, "rb") as file:
@@ -122,7 +122,8 @@ class Client:
                 part = file.read(upload["part_bytes"])
                 self.check(self.http.put(f"/v1/uploads/{upload_id}/parts/{number}", content=part, headers={
                     "X-Checksum-SHA256": hashlib.sha256(part).hexdigest()}))
-        return Upload.from_json(self.check(self.http.post(f"/v1/uploads/{upload_id}/complete")).json()["result"])
+        completed = self.http.post(f"/v1/uploads/{upload_id}/complete", params={"task": task} if task else None)
+        return Upload.from_json(self.check(completed).json()["result"])
 
     # Jobs
 

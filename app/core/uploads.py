@@ -7,7 +7,7 @@ import hashlib
 import os
 import re
 from pathlib import PurePath
-from typing import AsyncIterator, Callable, TypeVar
+from typing import AsyncIterator, BinaryIO, Callable, TypeVar
 
 from fastapi import Request, UploadFile
 from sqlalchemy.orm import Session
@@ -108,14 +108,20 @@ def store_upload(session: Session, tenant: Tenant, file: UploadFile, limit: int,
     if size == 0:
         raise InvalidInput(f"the uploaded {what} file is empty")
     quotas.check_storage(session, tenant, size, settings)
+    return inspect_and_store(session, tenant, source, size, file.filename or what, inspect)
+
+
+def inspect_and_store(session: Session, tenant: Tenant, source: BinaryIO, size: int, label: str,
+                      inspect: Callable[..., T]) -> tuple[Blob, T]:
+    """Validate a complete file (a 422 names `label` and what is wrong), store it, and check the tenant's storage
+    quota again under the tenant lock: a concurrent upload may have used the quota meanwhile."""
     source.seek(0)
     try:
         inspected = inspect(source)
     except InvalidUpload as exc:
-        raise InvalidInput(f"{file.filename or what}: {exc}") from None
+        raise InvalidInput(f"{label}: {exc}") from None
     source.seek(0)
     blob = write_blob(session, tenant.id, source)
-    # Checked again under the tenant lock: a concurrent upload may have used the quota meanwhile.
     quotas.lock_tenant(session, tenant)
-    quotas.check_storage(session, tenant, size, settings)
+    quotas.check_storage(session, tenant, size, get_settings())
     return blob, inspected

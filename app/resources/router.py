@@ -1,7 +1,7 @@
 """Uploaded models and datasets: the inputs of jobs."""
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import SessionDep, TenantDep
@@ -24,16 +24,13 @@ from app.core.pagination import Limit, Offset
 from app.core.schemas import Page
 from app.core.uploads import upload_file
 from app.resources import service
-from app.resources.schemas import DatasetOut, ModelOut
+from app.resources.schemas import DatasetOut, ModelOut, Task
 from core.config import get_settings
 from core.db.models import Dataset, Model
 
 router = APIRouter(prefix="/v1", responses=responses(BadRequest, Unauthorized, InvalidInput, InternalError))
 ModelFile = Annotated[UploadFile, Depends(upload_file("model"), scope="function")]
 DatasetFile = Annotated[UploadFile, Depends(upload_file("dataset"), scope="function")]
-Task = Annotated[Literal["feature-extraction", "sequence-classification", "causal-lm"] | None, Query(
-    description="For a Hugging Face folder: what the model is used for; by default inferred from "
-                "`architectures` in its config.json. Not allowed with a .pt2.")]
 UPLOAD_ERRORS = responses(Conflict, PayloadTooLarge, UnsupportedMediaType, InvalidInput, IdempotencyKeyReused,
                           QuotaExceeded)
 

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from app.core.errors import Conflict
 from app.core.ownership import get_owned
 from app.core.uploads import file_sha256, store_upload, upload_name
-from compression.inspect import inspect_dataset, inspect_model
+from compression.inspect import DatasetManifest, InspectedModel, inspect_dataset, inspect_model
 from core.config import Settings
-from core.db.models import Dataset, Job, Model, Tenant
+from core.db.models import Blob, Dataset, Job, Model, Tenant
 from core.jobs.status import ACTIVE
 from core.store.blobs import release_blobs
 
@@ -33,6 +33,11 @@ def create_model(session: Session, tenant: Tenant, file: UploadFile, settings: S
     name = upload_name(file, "model.pt2")
     blob, inspected = store_upload(session, tenant, file, settings.max_model_bytes, "model",
                                    partial(inspect_model, limits=settings.archive_limits, task=task))
+    return add_model(session, tenant, name, blob, inspected)
+
+
+def add_model(session: Session, tenant: Tenant, name: str, blob: Blob, inspected: InspectedModel) -> Model:
+    """The row of a stored, inspected model file (a normal or a resumable upload)."""
     model = Model(tenant_id=tenant.id, name=name, blob_id=blob.id, size_bytes=blob.size_bytes, sha256=blob.sha256,
                   kind=inspected.kind, task=inspected.task, signature=inspected.signature)
     session.add(model)
@@ -44,6 +49,11 @@ def create_dataset(session: Session, tenant: Tenant, file: UploadFile, settings:
     name = upload_name(file, "dataset.npz")
     blob, manifest = store_upload(session, tenant, file, settings.max_dataset_bytes, "dataset",
                                   partial(inspect_dataset, limits=settings.archive_limits))
+    return add_dataset(session, tenant, name, blob, manifest)
+
+
+def add_dataset(session: Session, tenant: Tenant, name: str, blob: Blob, manifest: DatasetManifest) -> Dataset:
+    """The row of a stored, inspected dataset file (a normal or a resumable upload)."""
     dataset = Dataset(tenant_id=tenant.id, name=name, blob_id=blob.id, size_bytes=blob.size_bytes,
                       sha256=blob.sha256, manifest=manifest.to_json())
     session.add(dataset)

@@ -25,7 +25,7 @@ from app.core.errors import (
     Unauthorized,
     responses,
 )
-from app.resources.schemas import DatasetOut, ModelOut
+from app.resources.schemas import DatasetOut, ModelOut, Task
 from app.uploads import service
 from app.uploads.schemas import PartOut, UploadCreate, UploadOut
 from core.config import get_settings
@@ -79,11 +79,12 @@ async def put_part(request: Request, session: SessionDep, tenant: TenantDep, upl
 
 @router.post("/{upload_id}/complete", response_model=UploadOut, responses=responses(NotFound, Conflict,
                                                                                      QuotaExceeded))
-def complete_upload(session: SessionDep, tenant: TenantDep, upload_id: str) -> UploadOut:
+def complete_upload(session: SessionDep, tenant: TenantDep, upload_id: str, task: Task = None) -> UploadOut:
     """Assemble the parts, check the whole file's size and sha256, validate it like a normal upload (422 says
-    what is wrong) and store it: `result` is the new model or dataset. 409 lists missing parts. Repeating it
-    returns the same result."""
-    return upload_out(session, service.complete(session, tenant, upload_id, get_settings()))
+    what is wrong) and store it: `result` is the new model or dataset. A model may be a `.pt2` or a Hugging Face
+    folder (`.zip`/`.tar`, with `task` as for POST /v1/models), a dataset an `.npz` or a `.jsonl`. 409 lists
+    missing parts. Repeating it returns the same result."""
+    return upload_out(session, service.complete(session, tenant, upload_id, get_settings(), task))
 
 
 @router.delete("/{upload_id}", status_code=204, responses=responses(NotFound))

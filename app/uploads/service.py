@@ -18,15 +18,15 @@ from sqlalchemy.orm import Session
 from app.core import quotas
 from app.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from app.core.ownership import get_owned
-from app.core.uploads import upload_name_of
+from app.core.uploads import inspect_and_store, upload_name_of
+from app.resources.service import add_dataset, add_model
 from app.uploads.schemas import UploadCreate
-from compression.inspect import InvalidUpload, inspect_npz, inspect_pt2
+from compression.inspect import inspect_dataset, inspect_model
 from core.config import Settings
 from core.db.models import Dataset, Model, Tenant, UploadPart, UploadSession, utcnow
 from core.db.session import after_commit
 from core.store import get_store
 from core.store.base import HashingReader, TooLarge, part_key, upload_prefix
-from core.store.blobs import write_blob
 
 LIMITS = {"model": "max_model_bytes", "dataset": "max_dataset_bytes"}
 ROWS = {"model": Model, "dataset": Dataset}
@@ -99,8 +99,10 @@ def put_part(session: Session, tenant: Tenant, upload_id: str, number: int, body
     return UploadPart(session_id=upload.id, number=number, **values)
 
 
-def complete(session: Session, tenant: Tenant, upload_id: str, settings: Settings) -> UploadSession:
-    """Assemble, check and validate the file; make it a model or dataset. Repeating it returns the same one."""
+def complete(session: Session, tenant: Tenant, upload_id: str, settings: Settings,
+             task: str | None = None) -> UploadSession:
+    """Assemble, check and validate the file; make it a model or dataset. Repeating it returns the same one.
+    `task`: a Hugging Face folder model's task, as with a normal upload."""
     upload = get(session, tenant, upload_id)
     if upload.result_id:
         return upload
@@ -108,7 +110,12 @@ def complete(session: Session, tenant: Tenant, upload_id: str, settings: Setting
     if missing:
         shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
         raise Conflict(f"upload {upload_id} lacks {len(missing)} part(s): {shown}; PUT them, then complete again")
-    inspect = partial(inspect_pt2 if upload.kind == "model" else inspect_npz, limits=settings.archive_limits)
+    if upload.kind == "model":
+        inspect = partial(inspect_model, limits=settings.archive_limits, task=task)
+    elif task is not None:
+        raise InvalidInput("a task is given only when completing a model upload")
+    else:
+        inspect = partial(inspect_dataset, limits=settings.archive_limits)
     with tempfile.TemporaryFile(dir=settings.data_dir) as assembled:
         reader = HashingReader(_PartsReader(_part_chunks(tenant.id, upload)))
         while chunk := reader.read(1024**2):
@@ -117,20 +124,9 @@ def complete(session: Session, tenant: Tenant, upload_id: str, settings: Setting
             raise InvalidInput(f"the assembled file ({reader.size} bytes) has sha256 {reader.written().sha256}, "
                                f"not the {upload.sha256} this upload declared; PUT the parts again or start a new "
                                "upload")
-        assembled.seek(0)
-        try:
-            inspected = inspect(assembled)
-        except InvalidUpload as exc:
-            raise InvalidInput(f"{upload.name}: {exc}") from None
-        assembled.seek(0)
-        blob = write_blob(session, tenant.id, assembled)
-    quotas.lock_tenant(session, tenant)
-    quotas.check_storage(session, tenant, upload.size_bytes, settings)
-    metadata = {"signature": inspected.to_json()} if upload.kind == "model" else {"manifest": inspected.to_json()}
-    row = ROWS[upload.kind](tenant_id=tenant.id, name=upload.name, blob_id=blob.id, size_bytes=blob.size_bytes,
-                            sha256=blob.sha256, **metadata)
-    session.add(row)
-    session.flush()
+        blob, inspected = inspect_and_store(session, tenant, assembled, upload.size_bytes, upload.name, inspect)
+    add_row = add_model if upload.kind == "model" else add_dataset
+    row = add_row(session, tenant, upload.name, blob, inspected)
     # Of two concurrent completions, the first to record its result wins; the other rolls back its row.
     if not session.execute(update(UploadSession).where(UploadSession.id == upload.id,
                                                        UploadSession.result_id.is_(None))

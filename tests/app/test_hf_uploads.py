@@ -118,3 +118,22 @@ def test_an_idempotent_retry_must_send_the_same_task(api, auth, llama_dir):
     other = api.post("/v1/models", headers=auth | key, params={"task": "feature-extraction"},
                      files={"file": ("m.zip", data)})
     assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused"
+
+
+def test_a_folder_and_its_text_arrive_through_resumable_uploads_too(api, auth, llama_dir):
+    """Large checkpoints are what resumable uploads are for: a folder completes with its task, text as a dataset."""
+    import hashlib
+    created = {}
+    for kind, name, data, params in (("model", "llama.zip", zip_bytes(llama_dir, top="llama"), {"task": "causal-lm"}),
+                                     ("dataset", "text.jsonl", jsonl_bytes({"train": CORPUS[:40]}), {})):
+        upload = api.post("/v1/uploads", headers=auth, json={"kind": kind, "name": name, "size_bytes": len(data),
+                                                              "sha256": hashlib.sha256(data).hexdigest()}).json()
+        for number in range(upload["parts_total"]):
+            part = data[number * upload["part_bytes"]:(number + 1) * upload["part_bytes"]]
+            assert api.put(f"/v1/uploads/{upload['id']}/parts/{number}", content=part, headers={
+                **auth, "X-Checksum-SHA256": hashlib.sha256(part).hexdigest()}).status_code == 200
+        done = api.post(f"/v1/uploads/{upload['id']}/complete", headers=auth, params=params)
+        assert done.status_code == 200, done.text
+        created[kind] = done.json()["result"]
+    assert (created["model"]["kind"], created["model"]["task"]) == ("hf_folder", "causal-lm")
+    assert created["dataset"]["manifest"]["format"] == "jsonl"
