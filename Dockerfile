@@ -6,8 +6,10 @@ WORKDIR /srv/modelpress
 RUN pip install --no-cache-dir "torch==2.13.0" --index-url "https://download.pytorch.org/whl/${TORCH_INDEX}"
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
+COPY core ./core
 COPY worker ./worker
 COPY compression ./compression
+COPY modelpress ./modelpress
 COPY migrations ./migrations
 RUN pip install --no-cache-dir -e ".[server]"
 ENV MODELPRESS_DATA_DIR=/var/lib/modelpress
