@@ -5,7 +5,9 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-SHORT = {"steps": 30, "batch_size": 32, "checkpoint_every": 1000}
+# A short run needs a larger step than iPQ's own default lr (1e-4, for long finetunes), which a partial
+# `training` object now keeps unless it names lr.
+SHORT = {"steps": 30, "batch_size": 32, "checkpoint_every": 1000, "lr": 1e-3}
 
 
 def _run(client, uploads, stages) -> dict:
