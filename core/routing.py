@@ -82,7 +82,11 @@ def route(spec: JobCreate, model_bytes: int, dataset_bytes: int, known: list[Wor
             f"{' or '.join(candidates)}, and the registered workers are "
             + ", ".join(f"{w.name} ({'/'.join(w.queues)}, {_gib(w.memory_bytes)})" for w in known)
             + "; lower resources.memory_bytes, or choose another resources.device")
-    queue = next((q for q in candidates if _consumers(known, q)), candidates[0])
+    # With no worker registered yet (a service just started, or a fleet scaled to zero) a job the device leaves
+    # open goes to `cpu`, the queue every worker consumes by default (a GPU worker takes gpu,cpu): sent to `gpu`
+    # it would wait forever on a CPU-only deployment.
+    fallback = CPU_QUEUE if CPU_QUEUE in candidates else candidates[0]
+    queue = next((q for q in candidates if _consumers(known, q)), fallback)
     consumers = _consumers(live, queue)
     if not consumers:
         return Route(queue, memory, f"no live worker consumes queue {queue!r}; the job starts when one does", True)

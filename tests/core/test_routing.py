@@ -68,3 +68,11 @@ def test_refused_only_when_the_fleet_is_declared_complete_and_known(settings):
     with pytest.raises(NoWorkerCanRun, match="lower resources.memory_bytes"):
         route(huge, GIB, GIB, small, fixed)
     assert route(huge, GIB, GIB, [], fixed).waiting_reason  # no worker ever registered: not knowable
+
+
+def test_before_any_worker_registers_an_open_device_goes_to_the_queue_every_worker_consumes(settings):
+    """A training job submitted the moment a CPU-only service starts must not wait forever on the gpu queue."""
+    from core.routing import route
+    early = route(_spec("qat"), GIB, GIB, [], settings)
+    assert early.queue == "cpu" and early.send_now and "no live worker" in early.waiting_reason
+    assert route(_spec("qat", device="gpu"), GIB, GIB, [], settings).queue == "gpu"

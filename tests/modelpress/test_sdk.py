@@ -50,7 +50,8 @@ def _finish(job_id: str, artifact_bytes: bytes | None = None) -> None:
 def test_submit_list_cancel_and_typed_errors(api, sdk, uploads):
     model, data = uploads
     assert model.id.startswith("mdl_") and model.info["signature"]
-    job = sdk.submit(model, data, stages=[PTQ(calibration_samples=64)], seed=3)
+    # Asked of a GPU worker, which no test starts: the job stays queued even while another test's worker runs.
+    job = sdk.submit(model, data, stages=[PTQ(calibration_samples=64)], seed=3, resources={"device": "gpu"})
     assert job.status == "queued" and job.methods == ["ptq"] and job.spec["seed"] == 3
     assert job.id in [j.id for j in sdk.jobs(status="queued")]
     assert job.cancel().status == "cancelled"
