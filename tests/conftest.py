@@ -22,6 +22,9 @@ def pytest_collection_modifyitems(config, items):
     if skipped:
         config.hook.pytest_deselected(items=skipped)
         items[:] = [item for item in items if item not in skipped]
+    # End-to-end tests last (per backend): their service's worker lives until the backend changes, and tests that
+    # keep jobs queued on purpose must not share the database with a live worker.
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
 
 
 @pytest.fixture(scope="session", params=BACKENDS, ids=[b.name for b in BACKENDS])

@@ -23,9 +23,13 @@ def _rows(model, **where) -> int:
         return session.scalar(select(func.count()).select_from(model).filter_by(**where))
 
 
-def _blobs() -> int:
-    from core.db.models import Blob
-    return _rows(Blob)
+def _blobs(job_id: str) -> int:
+    """The blobs of the job's tenant: a worker other tests left running sweeps other tenants' unused blobs."""
+    from core.db.models import Blob, Job
+    from core.db.session import session_scope
+    with session_scope() as session:
+        tenant_id = session.get(Job, job_id).tenant_id
+    return _rows(Blob, tenant_id=tenant_id)
 
 
 def _stale(job_id, settings):
@@ -49,11 +53,11 @@ def test_only_the_worker_that_owns_the_running_job_can_finish_it(job_id, setting
     assert claim(job_id, "w1", settings, {})
     _stale(job_id, settings)  # w1 looks dead ...
     assert claim(job_id, "w2", settings, {})  # ... so w2 runs the job again
-    blobs = _blobs()
+    blobs = _blobs(job_id)
     assert finish(job_id, "w1", _report(tmp_path), settings, tmp_path) == "lost"
     job = load_job(job_id)
     assert (job.status, job.worker, job.metrics) == ("running", "w2", {})
-    assert _rows(Artifact, job_id=job_id) == 0 and _blobs() == blobs  # not a byte of w1's outcome
+    assert _rows(Artifact, job_id=job_id) == 0 and _blobs(job_id) == blobs  # not a byte of w1's outcome
 
     assert finish(job_id, "w2", _report(tmp_path), settings, tmp_path) == "succeeded"
     job = load_job(job_id)
@@ -86,7 +90,7 @@ def test_a_reclaimed_job_starts_without_the_earlier_attempts_artifacts(job_id, s
     from core.jobs.state import claim
     from core.store.blobs import write_blob
     assert claim(job_id, "w1", settings, {})
-    blobs = _blobs()
+    blobs = _blobs(job_id)
     with session_scope() as session:  # what an attempt stored before it died (code before atomic outcomes)
         job = session.get(Job, job_id)
         blob = write_blob(session, job.tenant_id, io.BytesIO(b"partial"))
@@ -94,7 +98,7 @@ def test_a_reclaimed_job_starts_without_the_earlier_attempts_artifacts(job_id, s
                              blob_id=blob.id, size_bytes=7, sha256=blob.sha256, details={}))
     _stale(job_id, settings)
     assert claim(job_id, "w2", settings, {})
-    assert _rows(Artifact, job_id=job_id) == 0 and _blobs() == blobs
+    assert _rows(Artifact, job_id=job_id) == 0 and _blobs(job_id) == blobs
 
 
 @pytest.mark.parametrize("status", ["failed", "cancelled"])
@@ -103,27 +107,27 @@ def test_failed_and_cancelled_jobs_delete_their_checkpoints(job_id, settings, st
     from core.jobs.state import claim
     from worker.outcome import Outcome, finish
     from worker.storage import CheckpointStore
-    blobs = _blobs()
+    blobs = _blobs(job_id)
     assert claim(job_id, "w1", settings, {})
     store = CheckpointStore(job_id, settings)
     store.save("0:qat/train", io.BytesIO(b"state" * 100))
     store.save("1:kd/train", io.BytesIO(b"more"))
-    assert _rows(JobCheckpoint, job_id=job_id) == 2 and _blobs() == blobs + 2
+    assert _rows(JobCheckpoint, job_id=job_id) == 2 and _blobs(job_id) == blobs + 2
     assert finish(job_id, "w1", Outcome(status, status, "why"), settings) == status
-    assert _rows(JobCheckpoint, job_id=job_id) == 0 and _blobs() == blobs
+    assert _rows(JobCheckpoint, job_id=job_id) == 0 and _blobs(job_id) == blobs
 
 
 def test_the_reaper_deletes_checkpoints_of_jobs_cancelled_while_queued(job_id, settings):
     from core.db.models import JobCheckpoint
     from worker.reaper import delete_finished_checkpoints
     from worker.storage import CheckpointStore
-    blobs = _blobs()
+    blobs = _blobs(job_id)
     CheckpointStore(job_id, settings).save("0:qat/train", io.BytesIO(b"state"))
     delete_finished_checkpoints()
     assert _rows(JobCheckpoint, job_id=job_id) == 1  # the job may still run and resume from it
     _set(job_id, status="cancelled")
     assert delete_finished_checkpoints() >= 1
-    assert _rows(JobCheckpoint, job_id=job_id) == 0 and _blobs() == blobs
+    assert _rows(JobCheckpoint, job_id=job_id) == 0 and _blobs(job_id) == blobs
 
 
 def _exit(**fields):
