@@ -7,9 +7,11 @@ from datetime import timedelta
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from sqlalchemy import func, select
 
+from core.config import get_settings
 from core.db.models import Job, utcnow
 from core.db.session import session_scope
 from core.jobs.status import ACTIVE, FINISHED, JobStatus
+from core.workers import known_workers
 
 DURATION_WINDOW = timedelta(hours=24)
 
@@ -26,6 +28,9 @@ class JobCollector:
                 Job.status == JobStatus.QUEUED))
             heartbeats = session.scalars(select(Job.heartbeat_at).where(
                 Job.status == JobStatus.RUNNING, Job.heartbeat_at.is_not(None))).all()
+            queued_by_queue = dict(session.execute(select(Job.queue, func.count()).where(
+                Job.status == JobStatus.QUEUED).group_by(Job.queue)).all())
+            workers = known_workers(session, get_settings())
 
         jobs = GaugeMetricFamily("modelpress_jobs", "Jobs by status.", labels=["status"])
         for status in JobStatus:
@@ -41,6 +46,17 @@ class JobCollector:
         yield GaugeMetricFamily("modelpress_running_job_heartbeat_age_max_seconds",
                                 "Age of the stalest heartbeat among running jobs (a dead worker shows here first).",
                                 value=max((_age(now, beat) for beat in heartbeats), default=0.0))
+        queued = GaugeMetricFamily("modelpress_queued_jobs", "Jobs queued, by the worker queue they wait on.",
+                                   labels=["queue"])
+        for queue, count in sorted(queued_by_queue.items(), key=lambda item: str(item[0])):
+            queued.add_metric([str(queue)], count)
+        yield queued
+        beats = GaugeMetricFamily("modelpress_worker_heartbeat_age_seconds",
+                                  "Seconds since each registered worker's last heartbeat.",
+                                  labels=["worker", "device"])
+        for worker in workers:
+            beats.add_metric([worker.name, worker.device], worker.heartbeat_age_s)
+        yield beats
         durations = SummaryMetricFamily("modelpress_job_duration_seconds",
                                         "Run time of jobs finished in the last 24 hours, by final status.",
                                         labels=["status"])

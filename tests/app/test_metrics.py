@@ -9,6 +9,11 @@ def samples(text: str) -> dict:
 
 
 def test_metrics_count_requests_by_route_and_jobs_by_status(api, auth, uploaded):
+    import uuid
+
+    from core import workers
+    worker = f"metrics-{uuid.uuid4().hex[:6]}@test"
+    workers.register(worker, "cpu", 2 * 1024**3, ["cpu"], 1)
     spec = {"model_id": uploaded["model"]["id"], "dataset_id": uploaded["dataset"]["id"],
             "stages": [{"method": "ptq"}]}
     assert api.post("/v1/jobs", headers=auth, json=spec).status_code == 201
@@ -21,6 +26,9 @@ def test_metrics_count_requests_by_route_and_jobs_by_status(api, auth, uploaded)
     assert not [key for key in found if "job_doesnotexist" in str(key)], "ids never become labels"
     assert found[("modelpress_jobs", (("status", "queued"),))] >= 1
     assert found[("modelpress_queue_depth", ())] >= 1
+    assert found[("modelpress_queued_jobs", (("queue", "cpu"),))] >= 1
+    assert 0 <= found[("modelpress_worker_heartbeat_age_seconds", (("device", "cpu"), ("worker", worker)))] < 60
+    workers.unregister(worker)
     assert ("modelpress_job_duration_seconds_count", (("status", "succeeded"),)) in found
     assert ("modelpress_http_request_duration_seconds_count", (("method", "POST"), ("route", "/v1/jobs"))) in found
 
