@@ -13,10 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from bench.live_service import BackendChoice, live_service
 from compression.examples import write_digits_example
+from modelpress import Client
 
 EVALUATION = {"split": "val", "latency": True, "latency_batch_sizes": [1, 32], "compile": True}
 FINETUNE = {"steps": 150, "batch_size": 64, "lr": 1e-4}
@@ -39,37 +38,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, live_service(BackendChoice("sqlite")) as service:
         model_path, dataset_path = write_digits_example(Path(tmp))
-        with httpx.Client(base_url=service.base_url, timeout=120,
-                          headers={"Authorization": f"Bearer {service.api_key}"}) as http:
-            model = _upload(http, "/v1/models", model_path)
-            dataset = _upload(http, "/v1/datasets", dataset_path)
-            jobs = {name: http.post("/v1/jobs", json={"model_id": model, "dataset_id": dataset, "stages": stages,
-                                                      "evaluation": EVALUATION}).json()["id"]
+        with Client(service.base_url, service.api_key) as client:
+            model, dataset = client.upload_model(model_path), client.upload_dataset(dataset_path)
+            jobs = {name: client.submit(model, dataset, stages=stages, evaluation=EVALUATION)
                     for name, stages in STAGES.items()}
-            for name, job_id in jobs.items():
-                job = _wait(http, job_id)
-                final = job["metrics"].get("final", {})
-                print(f"| {name} | {job['status']} | {final.get('accuracy')} | {final.get('size_bytes')} | "
+            for name, job in jobs.items():
+                job.wait(timeout=1800)
+                final = job.metrics.get("final", {})
+                print(f"| {name} | {job.status} | {final.get('accuracy')} | {final.get('size_bytes')} | "
                       f"{(final.get('latency_ms') or {}).get('32')} |", flush=True)
-        _screenshots(service, model, jobs["int8 (default)"], args.out)
+        _screenshots(service, model.id, jobs["int8 (default)"].id, args.out)
     print(f"screenshots in {args.out}")
-
-
-def _upload(http: httpx.Client, route: str, path: Path) -> str:
-    with open(path, "rb") as file:
-        response = http.post(route, files={"file": (path.name, file)})
-    response.raise_for_status()
-    return response.json()["id"]
-
-
-def _wait(http: httpx.Client, job_id: str, timeout_s: float = 1800) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = http.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(1)
-    raise TimeoutError(job_id)
 
 
 def _screenshots(service, model_id: str, job_id: str, out: Path) -> None:

@@ -15,7 +15,6 @@ so every row shows what that input cost. Prints a markdown table and writes benc
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import signal
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.hostile.corpus import MiB, attacks, write_clean_files  # noqa: E402
+from tests.hostile.slip_in import store_directly  # noqa: E402
 
 FULL_SIZE = {"deflate zip bomb": 5 * 1024 * MiB, "bzip2 zip bomb": 1024 * MiB, "JSON whitespace bomb": 512 * MiB,
              "npz label array bomb": 1024 * MiB}
@@ -60,25 +60,6 @@ def peak_rss_mib(pid: int) -> float:
 def reset_peaks(pid: int) -> None:
     for member in process_tree(pid):
         Path(f"/proc/{member}/clear_refs").write_text("5")
-
-
-def store_directly(kind: str, data: bytes, like_id: str) -> str:
-    """Write a model/dataset row and blob with the service's own store functions, copying the clean row's
-    metadata (what a bypassed API check would have left)."""
-    from core.db.models import Dataset, Model
-    from core.db.session import session_scope
-    from core.store.blobs import write_blob
-
-    table = Model if kind == "model" else Dataset
-    with session_scope() as session:
-        clean = session.get(table, like_id)
-        blob = write_blob(session, clean.tenant_id, io.BytesIO(data))
-        metadata = {"signature": clean.signature} if kind == "model" else {"manifest": clean.manifest}
-        row = table(tenant_id=clean.tenant_id, name=f"hostile.{kind}", blob_id=blob.id, size_bytes=blob.size_bytes,
-                    sha256=blob.sha256, **metadata)
-        session.add(row)
-        session.flush()
-        return row.id
 
 
 def wait_job(client: httpx.Client, job_id: str, timeout: float = 600) -> dict:

@@ -1,13 +1,13 @@
 """Hostile files that reached the store without the API's check (written straight into it) still never run: the
 worker's loader refuses each, and the job fails with invalid_input naming the offending entry."""
 
-import io
 import time
 
 import pytest
 
 from modelpress.client import Client
 from tests.hostile.corpus import attacks
+from tests.hostile.slip_in import store_directly
 
 pytestmark = pytest.mark.e2e
 
@@ -15,24 +15,6 @@ pytestmark = pytest.mark.e2e
 ATTACKS = [attack for attack in attacks() if not attack.bomb]
 # Jobs in flight at once, below the per-tenant active-job quota.
 WINDOW = 8
-
-
-def _store(kind: str, data: bytes, like_id: str) -> str:
-    """Write `data` as a model/dataset of the same tenant, with the metadata of the clean upload `like_id`."""
-    from core.db.models import Dataset, Model
-    from core.db.session import session_scope
-    from core.store.blobs import write_blob
-
-    table = Model if kind == "model" else Dataset
-    with session_scope() as session:
-        clean = session.get(table, like_id)
-        blob = write_blob(session, clean.tenant_id, io.BytesIO(data))
-        metadata = {"signature": clean.signature} if kind == "model" else {"manifest": clean.manifest}
-        row = table(tenant_id=clean.tenant_id, name=f"hostile.{kind}", blob_id=blob.id, size_bytes=blob.size_bytes,
-                    sha256=blob.sha256, **metadata)
-        session.add(row)
-        session.flush()
-        return row.id
 
 
 def test_jobs_on_hostile_files_fail_naming_the_entry(service, example_files, tmp_path):
@@ -50,7 +32,7 @@ def test_jobs_on_hostile_files_fail_naming_the_entry(service, example_files, tmp
     while (waiting or running) and time.monotonic() < deadline:
         while waiting and len(running) < WINDOW:
             attack = waiting.pop(0)
-            stored = _store(attack.kind, attack.build(clean[attack.kind], marker), uploads[attack.kind]["id"])
+            stored = store_directly(attack.kind, attack.build(clean[attack.kind], marker), uploads[attack.kind]["id"])
             inputs = {"model_id": uploads["model"]["id"], "dataset_id": uploads["dataset"]["id"],
                       f"{attack.kind}_id": stored}
             job = client.submit_job({**inputs, "stages": [{"method": "ptq", "calibration_samples": 32}],
