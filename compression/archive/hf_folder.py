@@ -36,6 +36,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model",
                    "sentencepiece.bpe.model", "chat_template.jinja", "chat_template.json")
 DOCUMENTATION_FILES = ("README.md", "LICENSE", "LICENSE.txt", "LICENSE.md", ".gitattributes")
+# A sentence-transformers folder (the usual form of a sentence encoder) is a Hugging Face folder plus its own
+# settings and weight-free pooling/normalisation modules in numbered subfolders. The transformer is read as any
+# folder; these files are skipped like documentation (the job's output is the token vectors, pooled by the user).
+# Modules with weights (`2_Dense/`) change what the embeddings mean and are refused as other subfolders are.
+SENTENCE_TRANSFORMERS_FILES = re.compile(r"^(modules\.json|config_sentence_transformers\.json|"
+                                         r"sentence_bert_config\.json|data_config\.json|"
+                                         r"\d+_(Pooling|Normalize)/(config\.json|README\.md)?)$")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dat")
 OTHER_FRAMEWORK_SUFFIXES = (".h5", ".msgpack", ".onnx", ".gguf", ".tflite")
 SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -121,7 +128,7 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
         if extract_to is not None:
             extract_to.mkdir(parents=True, exist_ok=True)
             for name in archive.files:
-                if name not in DOCUMENTATION_FILES:
+                if not _skipped(name):
                     sizes[name] = archive.copy_to(name, extract_to / name)
     tensors = [key for header in headers.values() for key in header if key != "__metadata__"]
     # A numbered path component (`model.layers.3.mlp.down_proj.weight`) marks a block: what group sizes must divide.
@@ -132,12 +139,19 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
     return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, widths, config, saved_for)
 
 
+def _skipped(name: str) -> bool:
+    """Files that are accepted but never parsed nor unpacked."""
+    return name in DOCUMENTATION_FILES or bool(SENTENCE_TRANSFORMERS_FILES.match(name))
+
+
 def _check_names(files: dict[str, str]) -> None:
     if "config.json" not in files:
         raise InvalidUpload("the model folder has no config.json; zip or tar the folder written by "
                             "save_pretrained (config.json, *.safetensors and the tokenizer files)")
     for name in sorted(files):
         lower = name.lower()
+        if _skipped(name):
+            continue
         if "/" in name:
             raise InvalidUpload(f"the model folder holds a subfolder ('{name}'); only the files save_pretrained "
                                 "writes at the top level are read")

@@ -147,7 +147,9 @@ def check_entry_name(name: str, label: str) -> None:
     if name.startswith("/") or _DRIVE.match(name) or "\\" in name or "\x00" in name:
         raise InvalidUpload(f"{label}: entry '{name}' has an absolute or non-POSIX path; entries must be "
                             "relative paths")
-    if any(part in ("", ".", "..") for part in name.split("/")):
+    # `zip -r model.zip folder` writes an entry for every directory ("folder/"), which readers then skip.
+    path = name[:-1] if name.endswith("/") else name
+    if any(part in ("", ".", "..") for part in path.split("/")):
         raise InvalidUpload(f"{label}: entry '{name}' has an empty, '.' or '..' path component")
 
 

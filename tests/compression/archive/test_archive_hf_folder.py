@@ -63,6 +63,19 @@ def test_hostile_entries_are_refused(llama_dir, extra, expected):
         _read(zip_bytes(llama_dir, extra=extra))
 
 
+def test_a_sentence_transformers_folder_zipped_with_zip_r_is_read_without_its_pooling_files(bert_dir, tmp_path):
+    # all-MiniLM-L6-v2 and most sentence encoders ship like this: the transformer's files plus sentence-transformers'
+    # settings and a weight-free pooling module in a numbered subfolder; `zip -r` adds an entry per directory
+    # (issue 10: both were refused).
+    extra = {"m/": b"", "m/1_Pooling/": b"", "m/modules.json": b"[]", "m/config_sentence_transformers.json": b"{}",
+             "m/sentence_bert_config.json": b"{}", "m/1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}'}
+    folder = _read(zip_bytes(bert_dir, top="m", extra=extra), extract_to=tmp_path / "out")
+    assert folder.task == "feature-extraction"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in bert_dir.iterdir())
+    with pytest.raises(InvalidUpload, match="subfolder"):  # a Dense module has weights: the vectors would differ
+        _read(zip_bytes(bert_dir, top="m", extra=extra | {"m/2_Dense/model.safetensors": b"x"}))
+
+
 def test_tar_links_traversal_and_metadata_bombs_are_refused(llama_dir):
     with pytest.raises(InvalidUpload, match="link or special file"):
         _read(tar_bytes(llama_dir, symlink="tokenizer.model"))
