@@ -59,4 +59,7 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
     metrics = {"calibration_samples": samples, "quantize_time_s": round(quantize_time, 3),
                "quantized_layers": quantized_layer_count(quantized),
                "time_s": round(time.monotonic() - started, 3), **report}
+    if metrics["quantized_layers"] == 0:  # a job that changed nothing must not read as a success
+        metrics["warnings"] = ["no conv or linear layer was quantized: the x86 int8 recipe found none it supports "
+                               "(conv1d/conv2d/linear with stored weights); the model is unchanged and no faster"]
     return StageResult(quantized, [artifact], metrics)

@@ -10,6 +10,7 @@ from compression.data import Dataset
 from compression.evaluate import evaluate, tensor_sqnr_db
 from compression.io import input_names, load_model, load_program
 from compression.ptq import apply_ptq, quantize_int8
+from compression.ptq.quantize import quantized_layer_count
 from compression.specs.ptq import PTQSpec
 from compression.task import Task
 
@@ -132,3 +133,46 @@ def test_calibration_that_sees_infinite_activations_is_refused():
     x = torch.full((16, 4), 1e10)
     with pytest.raises(NonFiniteValues, match="non-finite activations"):
         quantize_int8(model, (x[:4],), [(x,)])
+
+
+class _Conv1dPitchNet(torch.nn.Module):
+    """PESTO-shaped: 1-D convs (15 taps with padding, 1x1), a residual, LeakyReLU, a long 1-output-channel conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm([1, 48])
+        self.conv1 = torch.nn.Conv1d(1, 8, 15, padding=7)
+        self.conv2 = torch.nn.Conv1d(8, 8, 15, padding=7)
+        self.mix = torch.nn.Conv1d(8, 2, 1)
+        self.head = torch.nn.Conv1d(1, 1, 48 + 24 - 1, padding=23, bias=False)
+
+    def forward(self, x):
+        x = torch.nn.functional.leaky_relu(self.conv1(self.norm(x)), 0.3)
+        x = x + self.conv2(x)
+        x = torch.nn.functional.leaky_relu(self.mix(x), 0.3).flatten(1)
+        return torch.softmax(self.head(x[:, None]).squeeze(1), -1)
+
+
+def test_a_conv1d_model_is_quantized_not_returned_unchanged(tmp_path):
+    # issue 10: the x86 quantizer only knows conv2d, so a model of Conv1d layers came back with nothing quantized
+    torch.manual_seed(0)
+    model = _Conv1dPitchNet().eval()
+    x = torch.randn(64, 1, 48)
+    report = {}
+    quantized = quantize_int8(model, (x[:4],), [(x[i:i + 16],) for i in range(0, 64, 16)], report=report)
+    assert report["conv1d_as_conv2d"] == 4
+    assert quantized_layer_count(quantized) == 4
+    with torch.no_grad():
+        expected = model(x)
+    assert tensor_sqnr_db(expected, quantized(x)) > 20
+
+
+def test_a_model_with_nothing_to_quantize_ends_with_a_warning(tmp_path):
+    model = torch.nn.Sequential(torch.nn.LayerNorm(8), torch.nn.Tanh()).eval()
+    x = torch.randn(32, 8)
+    np.savez(tmp_path / "data.npz", **{"train.x": x.numpy(), "val.x": x.numpy()})
+    dataset = Dataset.load(tmp_path / "data.npz", ["x"])
+    task = Task(dataset, model, (x[:4],), tmp_path)
+    result = apply_ptq(PTQSpec(), model, task, RunContext())
+    assert result.metrics["quantized_layers"] == 0
+    assert "no conv or linear layer was quantized" in result.metrics["warnings"][0]

@@ -1,0 +1,60 @@
+"""1-D convolutions rewritten as 2-D ones with a height of 1, so the x86 int8 recipe quantizes them.
+
+torchao's x86 inductor quantizer annotates `conv2d` and `linear` only: a model made of `nn.Conv1d` layers (audio
+and sequence CNNs, e.g. the pretrained PESTO pitch model) came out of the default `ptq` job with no layer quantized,
+as large as its upload and no faster (issue 10). conv1d(x, w) equals conv2d(x[:, :, None], w[:, :, None])[:, :, 0]
+for any stride, padding, dilation and groups, and the 2-D form is what inductor's oneDNN int8 kernels run.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx
+
+_CONV1D = torch.ops.aten.conv1d.default
+_ARGUMENTS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+
+
+def conv1d_as_conv2d(graph: fx.GraphModule) -> int:
+    """Rewrite, in place, every `aten.conv1d` whose weight is a stored tensor; returns how many were rewritten.
+    The graph must be re-exported afterwards (the new nodes carry no traced shapes)."""
+    rewritten = 0
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node.target != _CONV1D:
+            continue
+        args = list(node.args) + [None, [1], [0], [1], 1][len(node.args) - 2:]  # the schema's defaults
+        for name, value in node.kwargs.items():
+            args[_ARGUMENTS.index(name)] = value
+        inputs, weight, bias, stride, padding, dilation, groups = args
+        if not (isinstance(weight, fx.Node) and weight.op == "get_attr"):
+            continue  # a computed weight: leave it (it stays in float)
+        owner_path, _, attribute = weight.target.rpartition(".")
+        owner = graph.get_submodule(owner_path) if owner_path else graph
+        stored = getattr(owner, attribute)
+        new_attribute = f"{attribute}_as_2d"
+        owner.register_parameter(new_attribute, torch.nn.Parameter(stored.detach().unsqueeze(2),
+                                                                   requires_grad=False))
+        with graph.graph.inserting_before(node):
+            weight_2d = graph.graph.get_attr(f"{owner_path}.{new_attribute}" if owner_path else new_attribute)
+            inputs_2d = graph.graph.call_function(torch.ops.aten.unsqueeze.default, (inputs, 2))
+            conv = graph.graph.call_function(torch.ops.aten.conv2d.default, (
+                inputs_2d, weight_2d, bias, [1, *_one(stride)], [0, *_one(padding)], [1, *_one(dilation)], groups))
+            output = graph.graph.call_function(torch.ops.aten.squeeze.dim, (conv, 2))
+        if "nn_module_stack" in node.meta:
+            # The quantizer finds convs by the innermost module they came from (`get_source_partitions`): the conv
+            # is marked as a Conv2d's, the reshapes around it stay the Conv1d's (outside its partition).
+            stack = dict(node.meta["nn_module_stack"])
+            inputs_2d.meta["nn_module_stack"] = output.meta["nn_module_stack"] = dict(stack)
+            key, (path, _) = next(reversed(stack.items()))
+            conv.meta["nn_module_stack"] = stack | {key: (path, "torch.nn.modules.conv.Conv2d")}
+        node.replace_all_uses_with(output)
+        graph.graph.erase_node(node)
+        rewritten += 1
+    if rewritten:
+        graph.graph.lint()
+        graph.recompile()
+    return rewritten
+
+
+def _one(values) -> list[int]:
+    return list(values) if isinstance(values, (list, tuple)) else [values]
