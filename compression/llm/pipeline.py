@@ -115,7 +115,9 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     its text tokenized to arrays, then run like any `.pt2` job."""
     if task == "causal-lm":
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
-    from compression.hf_program import folder_to_program
+    from compression.hf_folder_export import rounding_ops, stage_folder_artifacts
+    from compression.hf_program import example_rows, folder_to_program
+    from compression.io import load_program
     from compression.pipeline import run_pipeline
 
     workdir = Path(workdir)
@@ -125,5 +127,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     folder_to_program(source, task, read_jsonl(dataset_path, limits, keep_text=True), workdir / "model.pt2",
                       workdir / "dataset.npz")
     ctx.progress("export", 1, 1)
-    return run_pipeline(workdir / "model.pt2", workdir / "dataset.npz", stages, evaluation, ctx, workdir / "stages",
-                        train_split, limits)
+    result = run_pipeline(workdir / "model.pt2", workdir / "dataset.npz", stages, evaluation, ctx,
+                          workdir / "stages", train_split, limits)
+    stage_folder_artifacts(result, source, task, example_rows(workdir / "dataset.npz", evaluation.split),
+                           workdir / "hf", ctx, rounding_ops(load_program(workdir / "model.pt2", limits)))
+    return result
