@@ -140,7 +140,7 @@ def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
                                   temperature=getattr(spec, "temperature", 1.0), alpha=alpha, loss=loss)
     if not torch.isfinite(value):
         raise ValueError(f"the distillation loss of the untrained student is {float(value)} on the first rows")
-    return {"checked": "student built and run, one loss computed", "student": student.description,
+    return {"checked": "student built and run, one loss computed", "student": student.description.get("kind"),
             "loss": loss}
 
 

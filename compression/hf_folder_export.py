@@ -20,7 +20,7 @@ Every tensor of the folder's model that the graph lacks (a branch dropped as dea
 changed, as structured pruning does, since a config has one width per kind of layer; a different architecture, as
 a distillation student; codebooks; smoothing divisions SmoothQuant inserts) raises `NotExpressible` with the
 reason. The written folder is then loaded with transformers and run on the example inputs, and is kept only if it
-computes what the stage's model computes.
+computes what the stage's model computes (see MAX_RELATIVE_DIFFERENCE).
 """
 
 from __future__ import annotations
@@ -38,9 +38,14 @@ from compression.llm.quantize import QuantizedWeight, WeightFormat
 
 aten = torch.ops.aten
 PROGRAM_PREFIX = "model."  # the program's module names are the folder model's, under `_TensorOutput.model`
-# Largest difference allowed between the folder's output and the stage model's, relative to the output's scale.
-# Both compute the same dequantized float graph; only summation order differs, so a real mismatch is far larger.
+# Largest difference allowed between the folder's output and the stage model's, relative to the output's scale:
+# this, or a quarter of the stage model's own distance from the float model, whichever is larger. Both compute the
+# same dequantized graph; with static input quantizers, values a rounding ulp from a grid tie land on different
+# codes in transformers' kernels (measured on all-MiniLM-L6-v2 int8: 0.04 of the scale, against 0.89 between the
+# .pt2 and fp32, both at sentence cosine 0.993 to fp32). What the structural checks of `read_graph` could miss
+# (a missing operation, a weight under the wrong name) differs by about the output's scale.
 MAX_RELATIVE_DIFFERENCE = 1e-3
+SHARE_OF_COMPRESSION_ERROR = 0.25
 
 
 class NotExpressible(ValueError):
@@ -241,7 +246,8 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     written (format, quantized modules, copied tensors, the check against the stage's model). `packed_path`: the
     stage's `packed.safetensors` (general PTQ path), whose integer weights the model holds dequantized. Raises
     NotExpressible when the model cannot be written so or the written folder computes something else."""
-    source_model = load_folder_model(source_folder, task).model
+    float_model = load_folder_model(source_folder, task)
+    source_model = float_model.model
     source = source_model.state_dict()
     layout = read_graph(model, source, source_rounds)
     if packed_path is not None:
@@ -262,14 +268,16 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     with torch.no_grad():
         expected = model(*example_inputs)
         difference = _relative(load_written_folder(output_dir, task)(*example_inputs), expected)
-    if not difference <= MAX_RELATIVE_DIFFERENCE:
+        compression_error = _relative(expected, float_model(*example_inputs))
+    allowed = max(MAX_RELATIVE_DIFFERENCE, SHARE_OF_COMPRESSION_ERROR * compression_error)
+    if not difference <= allowed:
         shutil.rmtree(output_dir)
         raise NotExpressible(f"the folder's output differs from the stage's model by {difference:.3g} of its scale "
-                             "(the graph computes something the architecture does not, e.g. SmoothQuant's "
-                             "activation smoothing)")
+                             f"(allowed {allowed:.3g}): the graph computes something the architecture does not")
     return {"format": config.get("quantization_config", {}).get("format", "dense (float)"),
             "quantized_modules": len(layout.weights), "static_input_quantizers": len(layout.inputs),
             "copied_from_source": layout.from_source, "relative_difference_to_stage_model": difference,
+            "stage_model_relative_difference_to_float": compression_error,
             "size_bytes": export.folder_bytes(output_dir)}
 
 
