@@ -60,6 +60,12 @@ class FolderLayout:
     weights: dict[str, QuantizedWeight] = field(default_factory=dict)  # module name -> quantized weight
     inputs: dict[str, tuple[float, int]] = field(default_factory=dict)  # module name -> int8 (scale, zero point)
     from_source: list[str] = field(default_factory=list)
+    embeddings: set[str] = field(default_factory=set)  # quantized modules that are embedding tables
+
+    def packed(self, name: str) -> bool:
+        """Below 8 bits, Linear weights are int32-packed (`pack-quantized`); compressed-tensors' Embedding loader
+        has only the unpacked layout (`int-quantized`: each code in an int8)."""
+        return self.weights[name].format.bits < 8 and name not in self.embeddings
 
 
 def _attr(gm: fx.GraphModule, node) -> torch.Tensor | None:
@@ -161,6 +167,7 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
             name = node.target.removeprefix(PROGRAM_PREFIX).removesuffix(".weight_codes")
             if f"{name}.weight" not in source:
                 raise NotExpressible(f"embedding table {node.target} does not belong to a module of the folder")
+            layout.embeddings.add(name)
             layout.weights[name] = _embedding(gm, _attr(gm, node), _attr(gm, gm.graph.find_nodes(
                 op="get_attr", target=node.target.removesuffix("_codes") + "_scale")[0]))
             consumed.update({node.target, node.target.removesuffix("_codes") + "_scale"})
@@ -201,15 +208,12 @@ def _merge_source(layout: FolderLayout, source: dict[str, torch.Tensor]) -> None
             layout.from_source.append(name)
 
 
-def _weight_format(quantized: QuantizedWeight) -> str:
-    return "int-quantized" if quantized.format.bits == 8 else "pack-quantized"
-
-
 def _schemes(layout: FolderLayout) -> list[dict]:
     """One compressed-tensors scheme per distinct (weights, inputs, storage), targeting its modules by name."""
     groups: dict[str, dict] = {}
     for name, quantized in layout.weights.items():
-        scheme = {"weights": export.weight_args(quantized.format, act_order=False), "format": _weight_format(quantized)}
+        scheme = {"weights": export.weight_args(quantized.format, act_order=False),
+                  "format": "pack-quantized" if layout.packed(name) else "int-quantized"}
         if name in layout.inputs:
             scheme["input_activations"] = {"num_bits": 8, "type": "int", "symmetric": False, "strategy": "tensor",
                                            "dynamic": False}
@@ -221,7 +225,7 @@ def _schemes(layout: FolderLayout) -> list[dict]:
 def _tensors(layout: FolderLayout) -> dict[str, torch.Tensor]:
     tensors = {name: tensor.contiguous() for name, tensor in layout.floats.items()}
     for name, quantized in layout.weights.items():
-        tensors.update(export.compressed_tensors(name, quantized, packed=quantized.format.bits < 8))
+        tensors.update(export.compressed_tensors(name, quantized, packed=layout.packed(name)))
         if name in layout.inputs:
             scale, zero = layout.inputs[name]
             tensors[f"{name}.input_scale"] = torch.tensor([scale], dtype=torch.float32)

@@ -113,3 +113,19 @@ def test_a_model_the_architecture_cannot_express_keeps_its_pt2_and_says_why(tmp_
     assert [a.kind for a in stage.artifacts] == ["model.pt2"] if spec.method == "prune" else ["packed.safetensors"]
     assert stage.metrics["hf_folder"]["written"] is False
     assert reason in stage.metrics["hf_folder"]["reason"]
+
+
+def test_int4_embedding_tables_are_kept_as_int4_codes_the_embedding_loader_reads(tmp_path):
+    _, result = _job(tmp_path, "feature-extraction", [PTQSpec(embeddings={"bits": 4, "group_size": 16})])
+    stage = result.stages[0]
+    loaded = formats.load("model.hf_folder", _folder_artifact(stage).path).eval()
+    config = json.loads((tmp_path / "work" / "hf" / "0_ptq_hf" / "config.json").read_text())["quantization_config"]
+    tables = next(group for group in config["config_groups"].values()
+                  if "embeddings.word_embeddings" in group["targets"])
+    # compressed-tensors loads Embedding weights unpacked only: int4 codes one per int8, per group of 16
+    assert (tables["format"], tables["weights"]["num_bits"], tables["weights"]["group_size"]) == ("int-quantized",
+                                                                                                  4, 16)
+    inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
+    with torch.no_grad():
+        got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
+        torch.testing.assert_close(got, stage.model(*inputs), atol=1e-4, rtol=1e-4)
