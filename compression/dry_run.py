@@ -120,7 +120,8 @@ def _check_qat(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
 def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     """Distillation stages: the student is built (its output shape checked against the teacher's on the rows)
     and one loss is computed, as the first training step would."""
-    from compression.distill.losses import OUTPUT_LOSSES, distillation_loss
+    from compression.distill.features import capture_features, projection_for
+    from compression.distill.losses import OUTPUT_LOSSES, distillation_loss, feature_loss
     from compression.output_kind import task_output_kind
     from compression.students import teacher_and_student
 
@@ -134,10 +135,17 @@ def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
         raise ValueError(f"alpha > 0 mixes in hard-label cross-entropy, which needs class logits, but the loss is "
                          f"'{loss}' ({kind} outputs); set alpha to 0")
     batch = next(task.dataset.split(task.train_split).batches(DRY_ROWS))
-    with evaluating(teacher), evaluating(student.model), torch.no_grad():
+    pairs = getattr(spec, "features", None) or []
+    with evaluating(teacher), evaluating(student.model), torch.no_grad(), \
+            capture_features(student.model, [pair.student for pair in pairs]) as student_features, \
+            capture_features(teacher, [pair.teacher for pair in pairs]) as teacher_features:
         target = output_tensor(teacher(*batch.inputs))
         value = distillation_loss(output_tensor(student.model(*batch.inputs)), target, batch.labels,
                                   temperature=getattr(spec, "temperature", 1.0), alpha=alpha, loss=loss)
+        for pair in pairs:  # the named values exist and a projection can map the student's onto the teacher's
+            projected = projection_for(student_features[pair.student], teacher_features[pair.teacher])(
+                student_features[pair.student])
+            value = value + feature_loss(projected, teacher_features[pair.teacher])
     if not torch.isfinite(value):
         raise ValueError(f"the distillation loss of the untrained student is {float(value)} on the first rows")
     return {"checked": "student built and run, one loss computed", "student": student.description.get("kind"),

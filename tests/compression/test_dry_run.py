@@ -42,6 +42,9 @@ def files(tmp_path):
     ([PruneSpec(sparsity=0.5), PruneSpec(kind="structured", sparsity=0.3)], 1, "no channel group can be pruned"),
     # the student is built and run: an uploaded student with another output width
     ([KDSpec(student={"kind": "upload", "model_id": "mdl_student"})], 0, "differs from the teacher's"),
+    # feature distillation naming a value the student does not have
+    ([KDSpec(student={"kind": "input"}, features=[{"student": "no_such_layer", "teacher": "fc"}])], 0,
+     "no_such_layer"),
     # iPQ's block sizes from the layers' shapes: a 64-weight layer is below its minimum
     ([IPQSpec(min_weights=1000)], 0, "no weight can be product-quantized"),
 ])
