@@ -82,3 +82,9 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     program.graph_module.recompile()
     save_program(program, program_path)
     np.savez(dataset_path, **arrays)
+
+
+def example_rows(dataset_path: Path, split: str, rows: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `rows` rows of a split of the arrays `folder_to_program` wrote, as the program's inputs."""
+    with np.load(dataset_path) as arrays:
+        return tuple(torch.from_numpy(arrays[f"{split}.{name}"][:rows]) for name in ("input_ids", "attention_mask"))

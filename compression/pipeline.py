@@ -18,6 +18,7 @@ from compression import formats
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.context import Cancelled, RunContext
 from compression.data import Dataset, Split
+from compression.dry_run import dry_run
 from compression.evaluate import device_of, evaluate, output_tensor
 from compression.io import export_model, input_dtypes, input_names, load_model, load_program, save_program
 from compression.measure import Timing, file_size, parameter_count, time_in_alternation
@@ -47,6 +48,7 @@ class StageOutcome:
 class PipelineResult:
     baseline: dict
     stages: list[StageOutcome]
+    dry_run: dict = field(default_factory=dict)  # what each stage's dry run checked (compression.dry_run)
 
     @property
     def final(self) -> dict:
@@ -59,11 +61,12 @@ class PipelineResult:
 
     def to_metrics(self) -> dict:
         """JSON-able summary: {"baseline": {...}, "stages": [{"method", "metrics", "artifacts"}], "final": {...},
-        "warnings": [every stage's warnings, prefixed with the stage]}."""
+        "warnings": [every stage's warnings, prefixed with the stage], "dry_run": {stage: what was checked}}."""
         stages = [{"method": s.method, "metrics": s.metrics,
                    "artifacts": [{"name": a.name, "kind": a.kind, "size_bytes": a.size_bytes} for a in s.artifacts]}
                   for s in self.stages]
-        return {"baseline": self.baseline, "stages": stages, "final": self.final, "warnings": self.warnings}
+        return {"baseline": self.baseline, "stages": stages, "final": self.final, "warnings": self.warnings,
+                "dry_run": self.dry_run}
 
 
 def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list, evaluation: EvaluationSpec,
@@ -95,6 +98,11 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     metric = chosen_metric(evaluation.metric, output_kind, eval_split.has_labels)
     evaluation = evaluation.model_copy(update={"output_kind": output_kind, "metric": metric})
     ctx.progress("load", 1, 1)
+    # Seconds, not minutes: every stage's preconditions on the real model and two rows, before any evaluation.
+    checked = dry_run(stages, reference, Task(dataset, reference, example_inputs, workdir / "dry_run",
+                                              train_split=train_split, eval_split=evaluation.split,
+                                              resolve_model=resolve_model, output_kind=output_kind, metric=metric),
+                      ctx)
 
     # The upload's latency is not timed here: each stage times it in alternation with its own model, and the
     # first of those timings becomes the baseline's.
@@ -109,7 +117,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
 
     def report_measured() -> None:
         if on_measured is not None:
-            on_measured(PipelineResult(baseline, outcomes).to_metrics())
+            on_measured(PipelineResult(baseline, outcomes, checked).to_metrics())
 
     report_measured()
 
@@ -146,7 +154,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
         if evaluation.max_metric_drop is not None and metrics["metric_drop"] > evaluation.max_metric_drop:
             raise QualityBudgetExceeded(index, spec.method, metrics, evaluation.max_metric_drop)
         model = result.model
-    return PipelineResult(baseline, outcomes)
+    return PipelineResult(baseline, outcomes, checked)
 
 
 def _file_resolver(paths: dict[str, str | Path], limits: ArchiveLimits):

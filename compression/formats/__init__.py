@@ -23,6 +23,7 @@ _MODULES = {
     "packed.codebook.safetensors": "compression.formats.codebook",
     "packed.ipq.safetensors": "compression.formats.ipq",
     "sparse.safetensors": "compression.formats.sparse",
+    "model.hf_folder": "compression.formats.hf_folder",
 }
 KINDS = tuple(_MODULES)
 

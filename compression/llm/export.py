@@ -25,18 +25,23 @@ from safetensors.torch import save_file
 from compression.llm.quantize import QuantizedWeight, WeightFormat
 
 TOKENIZER_AND_GENERATION_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                                  "tokenizer.model", "vocab.json", "merges.txt", "generation_config.json",
-                                  "chat_template.jinja")
+                                  "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json",
+                                  "spiece.model", "sentencepiece.bpe.model", "generation_config.json",
+                                  "chat_template.jinja", "chat_template.json")
 
 
 def compressed_tensors(name: str, quantized: QuantizedWeight, packed: bool = True) -> dict[str, torch.Tensor]:
     """`packed=False` writes int8 codes unpacked as `<name>.weight` (format `int-quantized`, used for embedding
-    tables, whose loader has no packed layout)."""
+    tables, whose loader has no packed layout, and 8-bit layers), with `<name>.weight_zero_point` int8
+    [out, groups] when asymmetric."""
     from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
     fmt = quantized.format
     if fmt.kind == "fp8" or not packed:
-        return {f"{name}.weight": quantized.codes.contiguous(), f"{name}.weight_scale": quantized.scale.contiguous()}
+        tensors = {f"{name}.weight": quantized.codes.contiguous(), f"{name}.weight_scale": quantized.scale.contiguous()}
+        if quantized.zero_point is not None:
+            tensors[f"{name}.weight_zero_point"] = quantized.zero_point.contiguous()
+        return tensors
     tensors = {f"{name}.weight_packed": pack_to_int32(quantized.codes, fmt.bits),
                f"{name}.weight_scale": quantized.scale.contiguous(),
                f"{name}.weight_shape": torch.tensor(quantized.codes.shape, dtype=torch.int64)}
@@ -74,17 +79,26 @@ def weight_args(fmt: WeightFormat, act_order: bool) -> dict:
 
 def quantization_config(fmt: WeightFormat, ignore: list[str], act_order: bool = False,
                         embedding: WeightFormat | None = None) -> dict:
-    """The `quantization_config` of config.json, validated by compressed-tensors' own schema."""
+    """The `quantization_config` of a causal LM's config.json: every Linear (and the embedding table) quantized."""
+    linear_format = "float-quantized" if fmt.kind == "fp8" else "pack-quantized"
+    schemes = [{"targets": ["Linear"], "weights": weight_args(fmt, act_order), "format": linear_format}]
+    if embedding is not None:
+        schemes.append({"targets": ["Embedding"], "weights": weight_args(embedding, False),
+                        "format": "int-quantized"})
+    return config_from_schemes(schemes, ignore)
+
+
+def config_from_schemes(schemes: list[dict], ignore: list[str]) -> dict:
+    """A `quantization_config` of compressed-tensors schemes (each: `targets` (module classes or names), `weights`,
+    optional `input_activations`, and its storage `format`), validated by compressed-tensors' own schema; used
+    for causal LMs (`quantization_config`) and for encoders and classifiers (`compression.hf_folder_export`)."""
     from compressed_tensors.quantization import QuantizationConfig
 
-    linear_format = "float-quantized" if fmt.kind == "fp8" else "pack-quantized"
-    groups = {"group_0": {"targets": ["Linear"], "weights": weight_args(fmt, act_order), "format": linear_format}}
-    if embedding is not None:
-        groups["group_1"] = {"targets": ["Embedding"], "weights": weight_args(embedding, False),
-                             "format": "int-quantized"}
+    formats = {scheme["format"] for scheme in schemes}
     config = QuantizationConfig.model_validate({
-        "config_groups": groups, "quant_method": "compressed-tensors",
-        "format": linear_format if embedding is None else "mixed-precision",
+        "config_groups": {f"group_{index}": scheme for index, scheme in enumerate(schemes)},
+        "quant_method": "compressed-tensors",
+        "format": formats.pop() if len(formats) == 1 else "mixed-precision",
         "quantization_status": "compressed", "ignore": ignore})
     return json.loads(config.model_dump_json(exclude_none=True))
 

@@ -8,6 +8,7 @@ off, safetensors only).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -74,7 +75,11 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
     ctx.progress("load", 0, 1)
     source = workdir / "source"
     read_hf_folder(model_path, limits, task="causal-lm", extract_to=source)
-    check_applicable(source, stages)
+    started = time.monotonic()
+    check_applicable(source, stages)  # this job's dry run (compression.dry_run is the programs' one)
+    checked = {f"{index}:{spec.method}": {"checked": "decoder blocks of the model built without weights",
+                                          "time_s": round(time.monotonic() - started, 3)}
+               for index, spec in enumerate(stages)}
     splits = read_jsonl(dataset_path, limits, keep_text=True)
     tokenizer = load_tokenizer(source)
     eval_tokens = split_tokens(splits, evaluation.split, tokenizer)
@@ -105,7 +110,7 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
                     "perplexity_increase": metrics["perplexity"] / baseline["perplexity"] - 1,
                     "method_metrics": result.metrics}
         outcomes.append(StageOutcome(spec.method, metrics, result.artifacts))
-    return PipelineResult(baseline, outcomes)
+    return PipelineResult(baseline, outcomes, checked)
 
 
 def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: str, stages: list,
@@ -115,7 +120,9 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     its text tokenized to arrays, then run like any `.pt2` job."""
     if task == "causal-lm":
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
-    from compression.hf_program import folder_to_program
+    from compression.hf_folder_export import rounding_ops, stage_folder_artifacts
+    from compression.hf_program import example_rows, folder_to_program
+    from compression.io import load_program
     from compression.pipeline import run_pipeline
 
     workdir = Path(workdir)
@@ -125,5 +132,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     folder_to_program(source, task, read_jsonl(dataset_path, limits, keep_text=True), workdir / "model.pt2",
                       workdir / "dataset.npz")
     ctx.progress("export", 1, 1)
-    return run_pipeline(workdir / "model.pt2", workdir / "dataset.npz", stages, evaluation, ctx, workdir / "stages",
-                        train_split, limits)
+    result = run_pipeline(workdir / "model.pt2", workdir / "dataset.npz", stages, evaluation, ctx,
+                          workdir / "stages", train_split, limits)
+    stage_folder_artifacts(result, source, task, example_rows(workdir / "dataset.npz", evaluation.split),
+                           workdir / "hf", ctx, rounding_ops(load_program(workdir / "model.pt2", limits)))
+    return result

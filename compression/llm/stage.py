@@ -3,18 +3,17 @@ Face folder and `task` a `TextTask`; the output is the compressed-tensors folder
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from compression import formats
 from compression.context import RunContext
+from compression.formats import hf_folder
 from compression.llm.apply import apply_llm_ptq
 from compression.result import Artifact
 from compression.specs.llm import LLMPTQSpec
-
-FOLDER_ARTIFACT = "model.hf_folder"
 
 
 @dataclass
@@ -39,18 +38,8 @@ def apply_llm_stage(spec: LLMPTQSpec, model: Path, task: TextTask, ctx: RunConte
         raise ValueError(f"algorithm '{spec.algorithm}' calibrates on the '{task.train_split}' split, which the "
                          "dataset does not have")
     result = apply_llm_ptq(spec, model, task.workdir / "model", task.calibration_tokens, ctx)
-    archive = zip_folder(result.folder, task.workdir / "model.hf.zip")
-    artifact = Artifact("model.hf.zip", archive, FOLDER_ARTIFACT,
-                        {"format": "compressed-tensors", "algorithm": spec.algorithm,
-                         "load": "unzip, then transformers.AutoModelForCausalLM.from_pretrained(folder) with the "
-                                 "compressed-tensors package installed, or vllm serve folder"})
+    archive = hf_folder.write(result.folder, task.workdir / hf_folder.ARTIFACT_NAME)
+    artifact = formats.artifact(hf_folder.KIND, hf_folder.ARTIFACT_NAME, archive, algorithm=spec.algorithm,
+                                load="unzip, then transformers.AutoModelForCausalLM.from_pretrained(folder) with the "
+                                     "compressed-tensors package installed, or vllm serve folder")
     return FolderResult(result.folder, [artifact], result.metrics)
-
-
-def zip_folder(folder: Path, destination: Path) -> Path:
-    """The folder's files at the top of a zip (stored: safetensors barely deflate)."""
-    with zipfile.ZipFile(destination, "w", zipfile.ZIP_STORED) as archive:
-        for path in sorted(folder.iterdir()):
-            if path.is_file():
-                archive.write(path, path.name)
-    return destination

@@ -71,3 +71,18 @@ def test_a_collapsed_stage_fails_its_budget_and_the_job_keeps_its_metrics_and_wa
     stage = job["metrics"]["stages"][0]["metrics"]
     assert job["metrics"]["baseline"]["metric"] == "accuracy" and stage["metric_drop"] > 5
     assert job["warnings"] and job["warnings"][0].startswith("stage 0 (prune): quality collapsed: accuracy")
+
+
+def test_a_stage_that_cannot_run_fails_the_job_in_its_dry_run_before_any_work(client, uploads):
+    # Accepted at submission (the pattern names layers of the model), but excluding every layer leaves the channel
+    # analysis nothing to prune: the job fails seconds in, before the baseline and the first stage's training.
+    job = client.submit_job({"model_id": uploads["model"]["id"], "dataset_id": uploads["dataset"]["id"],
+                             "stages": [{"method": "quant_noise", "training": SHORT},
+                                        {"method": "prune", "kind": "structured", "sparsity": 0.5,
+                                         "exclude": ["*"]}],
+                             "evaluation": {"latency": False}})
+    job = client.wait(job["id"], timeout=600)
+    assert (job["status"], job["error"]["code"]) == ("failed", "invalid_input"), job["error"]
+    assert job["error"]["message"].startswith("dry run: stage 1 (prune) cannot run on this model: no channel group "
+                                              "can be pruned at sparsity 0.5"), job["error"]["message"]
+    assert not (job.get("metrics") or {}).get("baseline")  # nothing was evaluated or trained

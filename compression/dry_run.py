@@ -1,0 +1,191 @@
+"""The job's dry run: seconds after it starts, before the baseline evaluation, each stage's cheap preconditions
+are checked on the real model and two rows of the data, so that a job which cannot work fails at once with the
+reason instead of after minutes of evaluation, calibration or training (issue 10: "what cannot be known at
+submission is found by a fast dry run at the start of the job, within seconds").
+
+Each check is the start of its method, run for real and thrown away: the default int8 PTQ exports, drops dead
+branches, prepares the quantizer's graph, calibrates on two rows and converts; the general PTQ path builds its
+simulation (layer selection included); structured pruning runs its channel analysis at the asked sparsity;
+unstructured pruning finds its weights; iPQ and Quant-Noise plan block sizes from the layers' shapes; QAT
+prepares its quantized graph and runs it; a distillation stage builds its student, runs it on the rows and
+computes one loss against the teacher. The stage methods raise the same errors themselves later; here they come
+before any time is spent.
+
+A stage that runs on an earlier stage's model of another architecture (a distillation student, a pruned or
+quantized model) is checked when the stages before it keep the upload's architecture and shapes, and otherwise
+left to the stage itself (reported as not checked).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from compression.context import Cancelled, RunContext
+from compression.evaluate import output_tensor
+from compression.modes import eval_mode, evaluating, is_exported
+from compression.task import Task
+
+DRY_ROWS = 2
+# Stages whose model has the upload's architecture and shapes, so a later stage can be checked on the upload.
+SAME_ARCHITECTURE = {"quant_noise"}
+
+
+class DryRunFailed(ValueError):
+    """A stage cannot run on this model and data; the message says which stage and why."""
+
+
+def _rows(task: Task) -> Task:
+    return replace(task, example_inputs=tuple(t[:DRY_ROWS] for t in task.example_inputs))
+
+
+def _check_ptq(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
+    task.dataset.split(spec.calibration_split)  # the calibration split exists
+    if not spec.is_x86_int8_default:
+        from compression.quant.general import build_simulation
+
+        sim, _ = build_simulation(spec, copy.deepcopy(model), task, ctx)
+        sim.calibrate([task.example_inputs])
+        return {"checked": "general path: graph copied, layers selected, calibrated on two rows",
+                "layers": len(sim.layers)}
+    from compression.ptq.embeddings import EmbeddingFormat
+    from compression.ptq.quantize import quantize_int8, quantized_layer_count
+
+    embeddings = None if spec.embeddings is None else EmbeddingFormat(spec.embeddings.bits, spec.embeddings.group_size)
+    quantized = quantize_int8(model, task.example_inputs, [task.example_inputs], embeddings=embeddings,
+                              smoothquant_alpha=spec.smoothquant.alpha if spec.smoothquant else None)
+    with torch.no_grad():
+        quantized(*task.example_inputs)
+    return {"checked": "exported, quantizer prepared, calibrated and converted on two rows, int8 model run",
+            "quantized_layers": quantized_layer_count(quantized)}
+
+
+def _check_prune(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
+    if spec.kind == "unstructured":
+        from compression.prune.masks import prunable_weights
+
+        if not prunable_weights(model, spec.exclude):
+            raise ValueError("the model has no conv/linear weights left to prune (check 'exclude')")
+        return {"checked": "prunable weights found"}
+    from compression.io import export_model
+    from compression.prune.structured import plan_structured
+
+    graph = model if is_exported(model) else export_model(eval_mode(model), task.example_inputs).module()
+    plans, skipped = plan_structured(graph, spec.sparsity, spec.criterion, spec.exclude)
+    if not plans:
+        reasons = sorted({reason for group in skipped for reason in group.frozen_because})
+        raise ValueError(f"no channel group can be pruned at sparsity {spec.sparsity}: {reasons}")
+    return {"checked": "channel analysis", "groups": len(plans), "groups_kept_whole": len(skipped)}
+
+
+def _check_pq(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
+    from compression.pq.layers import find_layer_weights, select
+
+    layers = select(find_layer_weights(model), spec.include, spec.exclude)
+    if spec.method == "quant_noise":
+        from compression.pq.quantize import add_quant_noise
+
+        if not add_quant_noise(copy.deepcopy(model), layers, spec.noise, ctx.seed):
+            raise ValueError("no weight can take Quant-Noise with these block sizes and include/exclude patterns")
+        return {"checked": "block sizes fit the layers"}
+    from compression.pq.quantize import plan_layers
+
+    plans, skipped = plan_layers(layers, spec.block_sizes, spec.centroids, spec.min_blocks_per_centroid,
+                                 spec.min_weights, spec.min_embedding_rows)
+    if not plans:
+        raise ValueError(f"no weight can be product-quantized: {skipped or 'no linear/conv/embedding layer'}")
+    return {"checked": "block sizes planned from the layers' shapes", "layers": len(plans),
+            "full_precision_layers": len(skipped)}
+
+
+def _check_qat(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
+    from compression.qat.prepare import prepare_qat
+
+    weight_kind, activation_kind = spec.quantizers
+    gm, layers = prepare_qat(copy.deepcopy(model), task.example_inputs, weight_bits=spec.weight_bits,
+                             activation_bits=spec.activation_bits, weight_quantizer=weight_kind,
+                             activation_quantizer=activation_kind, per_channel=spec.per_channel,
+                             first_last_bits=spec.first_last_bits)
+    if not layers:
+        raise ValueError("the model has no conv/linear layer whose weight QAT can quantize")
+    with evaluating(gm), torch.no_grad():
+        gm(*task.example_inputs)
+    return {"checked": "quantized graph prepared and run on two rows", "layers": len(layers)}
+
+
+def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
+    """Distillation stages: the student is built (its output shape checked against the teacher's on the rows)
+    and one loss is computed, as the first training step would."""
+    from compression.distill.features import capture_features, projection_for
+    from compression.distill.losses import OUTPUT_LOSSES, distillation_loss, feature_loss
+    from compression.output_kind import task_output_kind
+    from compression.students import teacher_and_student
+
+    alpha = getattr(spec, "alpha", 0.0)
+    if alpha > 0 and not task.dataset.split(task.train_split).has_labels:
+        raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
+    teacher, student = teacher_and_student(spec.student, model, task)
+    kind = task_output_kind(task.output_kind, teacher, task.example_inputs)
+    loss = getattr(spec, "loss", None) or OUTPUT_LOSSES[kind]
+    if alpha > 0 and loss != "kl":
+        raise ValueError(f"alpha > 0 mixes in hard-label cross-entropy, which needs class logits, but the loss is "
+                         f"'{loss}' ({kind} outputs); set alpha to 0")
+    batch = next(task.dataset.split(task.train_split).batches(DRY_ROWS))
+    pairs = getattr(spec, "features", None) or []
+    with evaluating(teacher), evaluating(student.model), torch.no_grad(), \
+            capture_features(student.model, [pair.student for pair in pairs]) as student_features, \
+            capture_features(teacher, [pair.teacher for pair in pairs]) as teacher_features:
+        target = output_tensor(teacher(*batch.inputs))
+        value = distillation_loss(output_tensor(student.model(*batch.inputs)), target, batch.labels,
+                                  temperature=getattr(spec, "temperature", 1.0), alpha=alpha, loss=loss)
+        for pair in pairs:  # the named values exist and a projection can map the student's onto the teacher's
+            projected = projection_for(student_features[pair.student], teacher_features[pair.teacher])(
+                student_features[pair.student])
+            value = value + feature_loss(projected, teacher_features[pair.teacher])
+    if not torch.isfinite(value):
+        raise ValueError(f"the distillation loss of the untrained student is {float(value)} on the first rows")
+    return {"checked": "student built and run, one loss computed", "student": student.description.get("kind"),
+            "loss": loss}
+
+
+CHECKS = {"ptq": _check_ptq, "prune": _check_prune, "ipq": _check_pq, "quant_noise": _check_pq, "qat": _check_qat}
+
+
+def _check_for(spec):
+    if hasattr(spec, "student"):
+        return _check_student
+    return CHECKS.get(spec.method)
+
+
+def dry_run(stages: list, model: nn.Module, task: Task, ctx: RunContext) -> dict:
+    """Check every stage's preconditions on `model` (the upload, never changed) and two rows; raise DryRunFailed
+    naming the stage and the reason. Returns {"<index>:<method>": what was checked, and its seconds}."""
+    task = _rows(task)
+    report: dict = {}
+    upload_shapes = True  # whether the stages so far hand on a model of the upload's architecture
+    ctx.progress("dry_run", 0, len(stages))
+    for index, spec in enumerate(stages):
+        name = f"{index}:{spec.method}"
+        check = _check_for(spec)
+        if not upload_shapes or check is None:
+            report[name] = {"checked": None if check else "nothing to check before running",
+                            "why": "runs on an earlier stage's model" if not upload_shapes else None}
+        else:
+            started = time.monotonic()
+            try:
+                details = check(spec, model, task, ctx)
+            except Cancelled:
+                raise
+            except Exception as exc:  # whatever the method would hit later: a user error of this model and spec
+                reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                raise DryRunFailed(f"dry run: stage {index} ({spec.method}) cannot run on this model: "
+                                   f"{reason}"[:4000]) from exc
+            report[name] = {**details, "time_s": round(time.monotonic() - started, 3)}
+        upload_shapes = upload_shapes and (spec.method in SAME_ARCHITECTURE or (
+            spec.method == "prune" and spec.kind == "unstructured"))
+        ctx.progress("dry_run", index + 1, len(stages))
+    return report

@@ -1,0 +1,49 @@
+"""`model.hf_folder`: a Hugging Face model folder in compressed-tensors format (safetensors + `config.json` with
+its `quantization_config`), zipped: `from_pretrained` loads it with transformers and the compressed-tensors package
+installed, and vLLM serves it. Written by `llm_ptq` for causal LMs (`compression.llm.export`) and, next to the
+`.pt2`, for every stage of an encoder or classifier job whose model the architecture can express
+(`compression.hf_folder_export`). `config.json` names the model class (`architectures`)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+KIND = "model.hf_folder"
+ARTIFACT_NAME = "model.hf.zip"
+DESCRIPTION = "Hugging Face folder, compressed-tensors (zip)"
+PACKAGES = ("transformers>=4.45", "compressed-tensors", "torch")
+RECIPE = '''import zipfile
+
+import transformers
+
+folder = "{path}".removesuffix(".zip")
+zipfile.ZipFile("{path}").extractall(folder)
+config = transformers.AutoConfig.from_pretrained(folder)
+# the class it was saved as (e.g. BertForSequenceClassification); AutoModel... classes load it the same way
+model = getattr(transformers, config.architectures[0]).from_pretrained(folder)
+'''
+
+
+def write(folder: str | Path, destination: str | Path) -> Path:
+    """The folder's files at the top of a zip (stored: safetensors barely deflate)."""
+    folder, destination = Path(folder), Path(destination)
+    with zipfile.ZipFile(destination, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                archive.write(path, path.name)
+    return destination
+
+
+def load(path: str | Path):
+    """What the recipe does: unzip next to the file and load the model class `config.json` names (no download,
+    no remote code)."""
+    import transformers
+
+    path = Path(path)
+    folder = path.with_name(path.name.removesuffix(".zip"))
+    with zipfile.ZipFile(path) as archive:
+        archive.extractall(folder)
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    return getattr(transformers, config.architectures[0]).from_pretrained(
+        folder, local_files_only=True, trust_remote_code=False, use_safetensors=True)

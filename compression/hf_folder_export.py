@@ -1,0 +1,355 @@
+"""A stage's model written back as the Hugging Face folder it came from, in compressed-tensors format, so that
+`from_pretrained(folder)` loads the compressed encoder or classifier (issue 10).
+
+The program a folder job runs on was exported from the transformers model (`compression.hf_program`), and every
+stage keeps each op's `nn_module_stack`, so the stage's graph says which module of the folder each weight belongs
+to. What is read back from the graph:
+
+- `aten.linear` whose weight is `dequantize_per_channel(int8 codes, scale, zero point)` (the default int8 PTQ):
+  int8 per-channel weights; its input `dequantize_per_tensor(quantize_per_tensor(x))` becomes a static per-tensor
+  int8 input quantizer (the program's uint8 codes shifted by 128: the same grid). compressed-tensors
+  `int-quantized`, W8A8 static.
+- embedding tables stored as codes and per-row (int8) or per-group (int4) scales (`compression.ptq.embeddings`):
+  `int-quantized` Embedding weights, weight only.
+- weights of the general PTQ path (`packed.safetensors`, weight-only): int 2-8 bits per channel or per group;
+  8 bits `int-quantized`, fewer bits `pack-quantized`.
+- any other float parameter of the graph under its folder name: stored as it is (QAT, pruning, ... change them).
+
+Every tensor of the folder's model that the graph lacks (a branch dropped as dead, such as BERT's pooler under
+`last_hidden_state`) is copied from the source folder. Whatever cannot be expressed so (a tensor whose shape
+changed, as structured pruning does, since a config has one width per kind of layer; a different architecture, as
+a distillation student; codebooks; smoothing divisions SmoothQuant inserts) raises `NotExpressible` with the
+reason. The written folder is then loaded with transformers and run on the example inputs, and is kept only if it
+computes what the stage's model computes (see MAX_RELATIVE_DIFFERENCE).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import fx
+
+from compression.hf_program import load_folder_model
+from compression.llm import export
+from compression.llm.quantize import QuantizedWeight, WeightFormat
+
+aten = torch.ops.aten
+PROGRAM_PREFIX = "model."  # the program's module names are the folder model's, under `_TensorOutput.model`
+# Largest difference allowed between the folder's output and the stage model's, relative to the output's scale:
+# this, or a quarter of the stage model's own distance from the float model, whichever is larger. Both compute the
+# same dequantized graph; with static input quantizers, values a rounding ulp from a grid tie land on different
+# codes in transformers' kernels (measured on all-MiniLM-L6-v2 int8: 0.04 of the scale, against 0.89 between the
+# .pt2 and fp32, both at sentence cosine 0.993 to fp32). What the structural checks of `read_graph` could miss
+# (a missing operation, a weight under the wrong name) differs by about the output's scale.
+MAX_RELATIVE_DIFFERENCE = 1e-3
+SHARE_OF_COMPRESSION_ERROR = 0.25
+
+
+class NotExpressible(ValueError):
+    """The stage's model cannot be written as the source architecture in a format transformers loads."""
+
+
+@dataclass
+class FolderLayout:
+    """What goes into the folder: float tensors by name, quantized modules by name, and where each came from."""
+
+    floats: dict[str, torch.Tensor] = field(default_factory=dict)
+    weights: dict[str, QuantizedWeight] = field(default_factory=dict)  # module name -> quantized weight
+    inputs: dict[str, tuple[float, int]] = field(default_factory=dict)  # module name -> int8 (scale, zero point)
+    from_source: list[str] = field(default_factory=list)
+    embeddings: set[str] = field(default_factory=set)  # quantized modules that are embedding tables
+
+    def packed(self, name: str) -> bool:
+        """Below 8 bits, Linear weights are int32-packed (`pack-quantized`); compressed-tensors' Embedding loader
+        has only the unpacked layout (`int-quantized`: each code in an int8)."""
+        return self.weights[name].format.bits < 8 and name not in self.embeddings
+
+
+def _attr(gm: fx.GraphModule, node) -> torch.Tensor | None:
+    if not isinstance(node, fx.Node) or node.op != "get_attr":
+        return None
+    owner, _, leaf = node.target.rpartition(".")
+    return getattr(gm.get_submodule(owner) if owner else gm, leaf)
+
+
+def _scalar(gm: fx.GraphModule, value) -> float:
+    tensor = _attr(gm, value)
+    if tensor is not None:
+        if tensor.numel() != 1:
+            raise NotExpressible("an activation quantizer with more than one scale")
+        return float(tensor)
+    return float(value)
+
+
+def _module_name(node: fx.Node) -> str | None:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    path = next(reversed(stack.values()))[0].split("@")[0]  # `separate_repeated_module_calls` appends @node
+    return path.removeprefix(PROGRAM_PREFIX) if path.startswith(PROGRAM_PREFIX) else None
+
+
+def _holds_tensors(module: torch.nn.Module) -> bool:
+    """Modules the graph calls that hold state (quantizers' scales); stateless ones (export's `_guards_fn`) only
+    check shapes."""
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
+
+
+def _is(node, name: str) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_function" and name in str(node.target)
+
+
+def _int8_linear(gm: fx.GraphModule, dequant: fx.Node) -> QuantizedWeight:
+    codes_node, scale_node, zero_node, axis, qmin, qmax = dequant.args[:6]
+    codes, scale, zero = _attr(gm, codes_node), _attr(gm, scale_node), _attr(gm, zero_node)
+    if codes is None or scale is None or axis != 0 or (qmin, qmax) != (-128, 127) or codes.dim() != 2:
+        raise NotExpressible(f"weight quantizer {dequant.name} is not int8 per output channel")
+    if zero is not None and bool((zero != 0).any()):
+        raise NotExpressible(f"weight quantizer {dequant.name} is asymmetric")
+    return QuantizedWeight(codes.to(torch.int8), scale.float().reshape(-1, 1), None,
+                           WeightFormat(bits=8, group_size=None, symmetric=True))
+
+
+def _input_quantizer(gm: fx.GraphModule, node) -> tuple[float, int] | None:
+    """(scale, int8 zero point) of a static per-tensor input quantizer, None for a float input."""
+    if not _is(node, "dequantize_per_tensor"):
+        return None
+    _, scale, zero, qmin, qmax = node.args[:5]
+    if (qmin, qmax) == (0, 255):  # uint8 codes: the same grid as int8 codes with the zero point moved by 128
+        return _scalar(gm, scale), int(_scalar(gm, zero)) - 128
+    if (qmin, qmax) == (-128, 127):
+        return _scalar(gm, scale), int(_scalar(gm, zero))
+    raise NotExpressible(f"input quantizer {node.name} is not 8-bit ({qmin}..{qmax})")
+
+
+def _embedding(gm: fx.GraphModule, codes: torch.Tensor, scale: torch.Tensor) -> QuantizedWeight:
+    """The table of `compression.ptq.embeddings` as signed codes and scales [rows, groups]."""
+    if codes.dtype == torch.int8:
+        return QuantizedWeight(codes, scale.float().reshape(len(codes), 1), None,
+                               WeightFormat(bits=8, group_size=None, symmetric=True))
+    signed = torch.stack([codes & 15, codes >> 4], -1).flatten(-2).to(torch.int8) - 8
+    group_size = signed.shape[1] // scale.shape[1]
+    return QuantizedWeight(signed, scale.float(), None, WeightFormat(bits=4, group_size=group_size, symmetric=True))
+
+
+def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_rounds: int = 0) -> FolderLayout:
+    """The folder's tensors as the stage's graph holds them; `source` is the folder model's state dict,
+    `source_rounds` how many `aten.round` the uploaded program itself computes."""
+    if not isinstance(gm, fx.GraphModule):
+        raise NotExpressible(f"the stage's model is a {type(gm).__name__}, not a graph of the uploaded folder")
+    layout = FolderLayout()
+    consumed: set[str] = set()
+    expressed: set[fx.Node] = set()  # quantize/dequantize nodes the folder holds as a layer's quantizer
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and _holds_tensors(gm.get_submodule(node.target)):
+            raise NotExpressible(f"the graph calls module '{node.target}' "
+                                 f"({type(gm.get_submodule(node.target)).__name__}), e.g. a fake quantizer of "
+                                 "activations, which the folder's layers cannot hold")
+        if node.op == "call_function" and node.target == aten.linear.default:
+            weight = node.args[1]
+            if not _is(weight, "dequantize_per_channel"):
+                continue  # a float weight: read below with the other parameters
+            name = _module_name(node)
+            if name is None or f"{name}.weight" not in source:
+                raise NotExpressible(f"quantized linear {node.name} does not belong to a module of the folder")
+            quantized = _int8_linear(gm, weight)
+            layout.weights[name] = quantized
+            consumed.update(arg.target for arg in weight.args[:3] if isinstance(arg, fx.Node) and arg.op == "get_attr")
+            expressed.add(weight)
+            quantizer = _input_quantizer(gm, node.args[0])
+            if quantizer is not None:
+                layout.inputs[name] = quantizer
+                expressed.update({node.args[0], node.args[0].args[0]})
+        elif node.op == "get_attr" and node.target.endswith(".weight_codes"):
+            name = node.target.removeprefix(PROGRAM_PREFIX).removesuffix(".weight_codes")
+            if f"{name}.weight" not in source:
+                raise NotExpressible(f"embedding table {node.target} does not belong to a module of the folder")
+            layout.embeddings.add(name)
+            layout.weights[name] = _embedding(gm, _attr(gm, node), _attr(gm, gm.graph.find_nodes(
+                op="get_attr", target=node.target.removesuffix("_codes") + "_scale")[0]))
+            consumed.update({node.target, node.target.removesuffix("_codes") + "_scale"})
+    unexpressed = [node.name for node in gm.graph.nodes if node not in expressed and _is(node, "quantize")]
+    if unexpressed:  # e.g. a quantized activation feeding something else than a linear layer
+        raise NotExpressible(f"quantization at {unexpressed[:3]} is no weight or input quantizer of a layer of the "
+                             "folder's model")
+    rounding = [node.name for node in gm.graph.nodes if node.op == "call_function"
+                and node.target == aten.round.default]
+    if len(rounding) > source_rounds:
+        # fake quantization traced into plain ops (the general PTQ path's activations): the folder would hold
+        # the weights but run the activations in float
+        raise NotExpressible(f"the graph rounds values at {rounding[:3]} (fake-quantized activations), which the "
+                             "folder's layers cannot hold; weight-only quantization (activations: null) can be "
+                             "written")
+    for attr, tensor in [*gm.named_parameters(), *gm.named_buffers()]:
+        if attr in consumed:
+            continue
+        name = attr.removeprefix(PROGRAM_PREFIX)
+        if not attr.startswith(PROGRAM_PREFIX) or name not in source:
+            if tensor.is_floating_point() and tensor.numel() > 1:
+                raise NotExpressible(f"the graph holds a tensor '{attr}' that is no tensor of the folder's model "
+                                     "(a different architecture or inserted operations)")
+            continue
+        if tensor.shape != source[name].shape:
+            raise NotExpressible(f"'{name}' has shape {list(tensor.shape)}, the folder's model "
+                                 f"{list(source[name].shape)}: a Hugging Face config has one width per kind of "
+                                 "layer, so layers shrunk by structured pruning cannot be described; use the .pt2")
+        layout.floats[name] = tensor.detach()
+    return layout
+
+
+def _merge_source(layout: FolderLayout, source: dict[str, torch.Tensor]) -> None:
+    for name, tensor in source.items():
+        module = name.rsplit(".", 1)[0]
+        if name not in layout.floats and not (name.endswith(".weight") and module in layout.weights):
+            layout.floats[name] = tensor
+            layout.from_source.append(name)
+
+
+def _schemes(layout: FolderLayout) -> list[dict]:
+    """One compressed-tensors scheme per distinct (weights, inputs, storage), targeting its modules by name."""
+    groups: dict[str, dict] = {}
+    for name, quantized in layout.weights.items():
+        scheme = {"weights": export.weight_args(quantized.format, act_order=False),
+                  "format": "pack-quantized" if layout.packed(name) else "int-quantized"}
+        if name in layout.inputs:
+            scheme["input_activations"] = {"num_bits": 8, "type": "int", "symmetric": False, "strategy": "tensor",
+                                           "dynamic": False}
+        key = repr(sorted(scheme.items()))
+        groups.setdefault(key, {**scheme, "targets": []})["targets"].append(name)
+    return list(groups.values())
+
+
+def _tensors(layout: FolderLayout) -> dict[str, torch.Tensor]:
+    tensors = {name: tensor.contiguous() for name, tensor in layout.floats.items()}
+    for name, quantized in layout.weights.items():
+        tensors.update(export.compressed_tensors(name, quantized, packed=layout.packed(name)))
+        if name in layout.inputs:
+            scale, zero = layout.inputs[name]
+            tensors[f"{name}.input_scale"] = torch.tensor([scale], dtype=torch.float32)
+            tensors[f"{name}.input_zero_point"] = torch.tensor([zero], dtype=torch.int8)
+    return tensors
+
+
+def load_written_folder(folder: Path, task: str) -> torch.nn.Module:
+    """The folder as transformers loads it (with compressed-tensors installed: weights decompressed at the first
+    call, each static input quantizer applied), wrapped like the upload (token inputs, the task's one output)."""
+    return load_folder_model(folder, task)
+
+
+def _relative(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got - expected).abs().max() / expected.abs().max().clamp(min=1e-12))
+
+
+def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, output_dir: Path,
+                       example_inputs: tuple[torch.Tensor, ...], packed_path: Path | None = None,
+                       source_rounds: int = 0) -> dict:
+    """Write the stage's `model` as a folder of the source's architecture to `output_dir`; returns what was
+    written (format, quantized modules, copied tensors, the check against the stage's model). `packed_path`: the
+    stage's `packed.safetensors` (general PTQ path), whose integer weights the model holds dequantized. Raises
+    NotExpressible when the model cannot be written so or the written folder computes something else."""
+    float_model = load_folder_model(source_folder, task)
+    source_model = float_model.model
+    source = source_model.state_dict()
+    layout = read_graph(model, source, source_rounds)
+    if packed_path is not None:
+        add_packed_weights(layout, packed_path, source)
+    _merge_source(layout, source)
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    writer = export.ShardWriter(output_dir, 1)
+    writer.write(_tensors(layout))
+    writer.finish()
+    config = source_model.config.to_dict()
+    config.pop("quantization_config", None)
+    schemes = _schemes(layout)
+    if schemes:
+        config["quantization_config"] = export.config_from_schemes(schemes, ignore=[])
+    export.write_config(output_dir, config, source_folder)
+
+    with torch.no_grad():
+        expected = model(*example_inputs)
+        difference = _relative(load_written_folder(output_dir, task)(*example_inputs), expected)
+        compression_error = _relative(expected, float_model(*example_inputs))
+    allowed = max(MAX_RELATIVE_DIFFERENCE, SHARE_OF_COMPRESSION_ERROR * compression_error)
+    if not difference <= allowed:
+        shutil.rmtree(output_dir)
+        raise NotExpressible(f"the folder's output differs from the stage's model by {difference:.3g} of its scale "
+                             f"(allowed {allowed:.3g}): the graph computes something the architecture does not")
+    return {"format": config.get("quantization_config", {}).get("format", "dense (float)"),
+            "quantized_modules": len(layout.weights), "static_input_quantizers": len(layout.inputs),
+            "copied_from_source": layout.from_source, "relative_difference_to_stage_model": difference,
+            "stage_model_relative_difference_to_float": compression_error,
+            "size_bytes": export.folder_bytes(output_dir)}
+
+
+def _per_row(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """A per-tensor, per-channel or per-group parameter as [rows, groups]."""
+    return tensor.reshape(1, 1).expand(rows, 1) if tensor.numel() == 1 else tensor.reshape(rows, -1)
+
+
+def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str, torch.Tensor]) -> None:
+    """The general PTQ path's integer weights (`packed.safetensors`) into `layout`, replacing their dequantized
+    float copies: per tensor, per channel or per group of input columns, 2-8 bits, symmetric or not."""
+    from compression.quant.packed import FORMAT, open_with_graph, unpack_codes
+
+    _, tensors, manifest = open_with_graph(packed_path, FORMAT)
+    for entry in manifest:
+        attr = entry["attr"]
+        name = attr.removeprefix(PROGRAM_PREFIX).removesuffix(".weight")
+        if entry["dtype"] != "int" or len(entry["shape"]) != 2 or f"{name}.weight" not in source:
+            raise NotExpressible(f"'{attr}' is stored as {entry['dtype']} {entry['shape']}, which compressed-tensors "
+                                 "has no layout for here (integer Linear weights only)")
+        rows, columns = entry["shape"]
+        bits, qmin, group = entry["bits"], entry["qmin"], entry.get("group_size")
+        if group is not None and columns % group:
+            raise NotExpressible(f"'{attr}': {columns} input columns are not a multiple of the group size {group}")
+        # compressed-tensors codes are signed (from -2^(bits-1)); an unsigned grid shifted down with its zero
+        # point dequantizes to the same values.
+        shift = qmin + (1 << (bits - 1))
+        codes = unpack_codes(tensors[f"{attr}.codes"], bits, qmin, (rows, columns)) - shift
+        scale = _per_row(tensors[f"{attr}.scale"].float(), rows).contiguous()
+        zero = tensors.get(f"{attr}.zero_point")
+        if zero is not None:
+            zero = (_per_row(zero.to(torch.int32), rows) + qmin - shift).to(torch.int8).contiguous()
+        layout.weights[name] = QuantizedWeight(codes.to(torch.int8), scale, zero,
+                                               WeightFormat(bits=bits, group_size=group, symmetric=zero is None))
+        layout.floats.pop(f"{name}.weight", None)
+
+
+def rounding_ops(program: torch.export.ExportedProgram) -> int:
+    return sum(1 for node in program.graph.nodes if node.op == "call_function" and node.target == aten.round.default)
+
+
+def stage_folder_artifacts(result, source_folder: Path, task: str, example_inputs: tuple[torch.Tensor, ...],
+                           workdir: Path, ctx, source_rounds: int = 0) -> None:
+    """Add to each stage of a folder job's `result` (a `PipelineResult`) its model as a zipped Hugging Face folder
+    (`model.hf.zip`, kind `model.hf_folder`), and under the stage's metrics `hf_folder` what was written or why
+    nothing could be. The folder is an extra download: a stage whose model it cannot express keeps its `.pt2`."""
+    from compression import formats
+    from compression.context import Cancelled
+    from compression.formats import hf_folder
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    for index, stage in enumerate(result.stages):
+        stage_ctx = ctx.for_stage(f"{index}:{stage.method}")
+        stage_ctx.progress("hf_folder", 0, 1)
+        packed = next((a.path for a in stage.artifacts if a.kind == "packed.safetensors"), None)
+        folder = workdir / f"{index}_{stage.method}_hf"
+        try:
+            details = write_stage_folder(stage.model, source_folder, task, folder, example_inputs, packed,
+                                         source_rounds)
+        except Cancelled:
+            raise
+        except Exception as exc:  # the .pt2 is the stage's result; a folder it cannot be written as is not a failure
+            reason = str(exc) if isinstance(exc, NotExpressible) else f"{type(exc).__name__}: {exc}"
+            stage.metrics["hf_folder"] = {"written": False, "reason": reason[:1000]}
+            stage_ctx.progress("hf_folder", 1, 1)
+            continue
+        archive = hf_folder.write(folder, workdir / f"{index}_{stage.method}_{hf_folder.ARTIFACT_NAME}")
+        stage.artifacts.append(formats.artifact(hf_folder.KIND, hf_folder.ARTIFACT_NAME, archive, task=task,
+                                                quantization=details["format"]))
+        stage.metrics["hf_folder"] = {"written": True, **details, "size_bytes": archive.stat().st_size}
+        stage_ctx.progress("hf_folder", 1, 1)

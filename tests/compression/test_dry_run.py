@@ -1,0 +1,72 @@
+"""Every job starts with a dry run of its stages on the real model and two rows: a job that cannot work fails
+there, before the baseline evaluation, with the stage and the reason (compression.dry_run, issue 10)."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compression.context import RunContext
+from compression.dry_run import DryRunFailed
+from compression.io import export_model, save_program
+from compression.pipeline import run_pipeline
+from compression.specs import EvaluationSpec, IPQSpec, KDSpec, PruneSpec, PTQSpec
+
+
+class Head(nn.Module):
+    """One linear layer whose output is the graph's: no channel can be pruned without changing the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+@pytest.fixture
+def files(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(64, 16)
+    model_path = save_program(export_model(Head().eval(), (x[:8],)), tmp_path / "head.pt2")
+    labels = np.arange(64) % 4
+    np.savez(tmp_path / "d.npz", **{"train.x": x[:48].numpy(), "train.y": labels[:48],
+                                    "val.x": x[48:].numpy(), "val.y": labels[48:]})
+    return model_path, tmp_path / "d.npz"
+
+
+@pytest.mark.parametrize("stages, index, reason", [
+    # the channel analysis: the only layer feeds the graph's output
+    ([PruneSpec(kind="structured", sparsity=0.5)], 0, "no channel group can be pruned at sparsity 0.5"),
+    # a later stage, after one that keeps the architecture: found before the first stage's work
+    ([PruneSpec(sparsity=0.5), PruneSpec(kind="structured", sparsity=0.3)], 1, "no channel group can be pruned"),
+    # the student is built and run: an uploaded student with another output width
+    ([KDSpec(student={"kind": "upload", "model_id": "mdl_student"})], 0, "differs from the teacher's"),
+    # feature distillation naming a value the student does not have
+    ([KDSpec(student={"kind": "input"}, features=[{"student": "no_such_layer", "teacher": "fc"}])], 0,
+     "no_such_layer"),
+    # iPQ's block sizes from the layers' shapes: a 64-weight layer is below its minimum
+    ([IPQSpec(min_weights=1000)], 0, "no weight can be product-quantized"),
+])
+def test_a_job_that_would_fail_late_fails_in_the_dry_run_before_any_evaluation(files, tmp_path, stages, index,
+                                                                               reason):
+    student = nn.Sequential(nn.Linear(16, 3)).eval()
+    save_program(export_model(student, (torch.randn(8, 16),)), tmp_path / "student.pt2")
+    events = []
+    with pytest.raises(DryRunFailed) as failed:
+        run_pipeline(*files, stages, EvaluationSpec(latency=False), RunContext(report=events.append),
+                     tmp_path / "work", uploaded_models={"mdl_student": tmp_path / "student.pt2"})
+    message = str(failed.value)
+    assert message.startswith(f"dry run: stage {index} ({stages[index].method}) cannot run on this model") \
+        and reason in message
+    phases = [event.phase for event in events]
+    assert "dry_run" in phases and "evaluate" not in phases  # the upload was not even evaluated
+    assert isinstance(failed.value, ValueError)  # reported as the user's to fix (invalid_input), not a crash
+
+
+def test_a_job_that_can_run_reports_what_its_dry_run_checked(files, tmp_path):
+    stages = [PruneSpec(sparsity=0.5), PTQSpec(calibration_samples=16)]
+    result = run_pipeline(*files, stages, EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    checked = result.to_metrics()["dry_run"]
+    assert checked["0:prune"]["checked"] == "prunable weights found"
+    assert checked["1:ptq"]["quantized_layers"] == 1 and "time_s" in checked["1:ptq"]

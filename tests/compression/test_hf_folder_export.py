@@ -1,0 +1,131 @@
+"""Encoder and classifier folder jobs hand back each stage's model as a Hugging Face folder in compressed-tensors
+format too: `from_pretrained` loads it in a fresh process and it computes what the stage's `.pt2` computes; a
+stage whose model the architecture cannot express says why instead (issue 10)."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from compression import formats
+from compression.context import RunContext
+from compression.hf_program import example_rows, load_folder_model
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, PruneSpec, PTQSpec
+from tests.hf_folders import CORPUS, bert_folder, jsonl_bytes, zip_bytes
+
+LABELS = [index % 3 for index in range(len(CORPUS))]
+
+
+def _job(tmp_path, task, stages, classes=None):
+    folder = bert_folder(tmp_path / "bert", classes)
+    (tmp_path / "m.zip").write_bytes(zip_bytes(folder))
+    labels = {"train": LABELS[:48], "val": LABELS[48:]} if classes else None
+    (tmp_path / "d.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:48], "val": CORPUS[48:]}, labels))
+    result = run_folder_pipeline(tmp_path / "m.zip", tmp_path / "d.jsonl", task, stages,
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    return folder, result
+
+
+def _folder_artifact(stage):
+    found = [a for a in stage.artifacts if a.kind == "model.hf_folder"]
+    assert len(found) == 1 and found[0].name == "model.hf.zip", stage.metrics.get("hf_folder")
+    return found[0]
+
+
+@pytest.mark.parametrize("task, classes, auto_class", [
+    ("sequence-classification", 3, "AutoModelForSequenceClassification"),
+    ("feature-extraction", None, "AutoModel")])
+def test_int8_ptq_folder_loads_with_from_pretrained_in_a_fresh_process(tmp_path, task, classes, auto_class):
+    folder, result = _job(tmp_path, task, [PTQSpec()], classes)
+    stage = result.stages[0]
+    artifact = _folder_artifact(stage)
+    assert stage.artifacts[0].kind == "model.pt2"  # the program stays the stage's main model
+    assert stage.metrics["hf_folder"]["written"] and stage.metrics["hf_folder"]["quantized_modules"] > 12
+    assert artifact.metadata["recipe"] == formats.recipe("model.hf_folder", "model.hf.zip")
+
+    inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
+    with torch.no_grad():
+        np.save(tmp_path / "pt2.npy", stage.model(*inputs).numpy())
+        np.save(tmp_path / "fp32.npy", load_folder_model(folder, task)(*inputs).numpy())
+    np.save(tmp_path / "ids.npy", inputs[0].numpy())
+    np.save(tmp_path / "mask.npy", inputs[1].numpy())
+    shutil.copy(artifact.path, tmp_path / "model.hf.zip")
+    with zipfile.ZipFile(artifact.path) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    config = json.loads((tmp_path / "unzipped" / "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "compressed-tensors" and config["format"] == "int-quantized"
+    # int8 weights and per-row int8 embedding tables (a model this tiny carries relatively many scales and biases)
+    weights = lambda directory: sum(path.stat().st_size for path in directory.glob("*.safetensors"))  # noqa: E731
+    assert weights(tmp_path / "unzipped") * 2 < weights(folder)
+
+    output = "logits" if classes else "last_hidden_state"
+    # The artifact's own recipe (unzip, load the class config.json names), then the Auto class a user would pick.
+    code = artifact.metadata["recipe"] + f"""
+import sys, numpy, torch
+ids, mask = (torch.from_numpy(numpy.load(name)) for name in ("ids.npy", "mask.npy"))
+with torch.no_grad():
+    from_recipe = model.eval()(input_ids=ids, attention_mask=mask).{output}.numpy()
+    got = transformers.{auto_class}.from_pretrained(folder).eval()(input_ids=ids, attention_mask=mask).{output}.numpy()
+assert numpy.array_equal(from_recipe, got)
+pt2, fp32 = numpy.load("pt2.npy"), numpy.load("fp32.npy")
+scale = numpy.abs(fp32).max()
+print(numpy.abs(got - pt2).max() / scale, numpy.abs(got - fp32).max() / scale)
+assert "compression" not in sys.modules, "the recipe needs this library"  # (transformers imports torchao itself)
+"""
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    to_pt2, to_fp32 = map(float, run.stdout.split()[-2:])
+    assert to_pt2 < 1e-4  # the same int8 weights and static input quantizers as the .pt2
+    assert 0 < to_fp32 < 0.1  # quantized, and close to the float model
+
+
+def test_weight_only_int4_groups_become_a_pack_quantized_folder(tmp_path):
+    spec = PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 16}, activations=None,
+                   export_onnx=False)
+    folder, result = _job(tmp_path, "feature-extraction", [spec])
+    stage = result.stages[0]
+    artifact = _folder_artifact(stage)
+    loaded = formats.load("model.hf_folder", artifact.path).eval()
+    quantization = loaded.config.quantization_config
+    assert (quantization.get("format") if isinstance(quantization, dict)
+            else quantization.quantization_config.format) == "pack-quantized"
+    inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
+    with torch.no_grad():
+        got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
+        expected = stage.model(*inputs)
+        fp32 = load_folder_model(folder, "feature-extraction")(*inputs)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(got, fp32, atol=1e-4)
+
+
+@pytest.mark.parametrize("spec, reason", [
+    (PruneSpec(kind="structured", sparsity=0.5), "structured pruning"),  # layers of other widths than the config's
+    (PTQSpec(weights={"granularity": "per_tensor"}, export_onnx=False), "fake-quantized activations")])
+def test_a_model_the_architecture_cannot_express_keeps_its_pt2_and_says_why(tmp_path, spec, reason):
+    _, result = _job(tmp_path, "feature-extraction", [spec])
+    stage = result.stages[0]
+    assert [a.kind for a in stage.artifacts] == ["model.pt2"] if spec.method == "prune" else ["packed.safetensors"]
+    assert stage.metrics["hf_folder"]["written"] is False
+    assert reason in stage.metrics["hf_folder"]["reason"]
+
+
+def test_int4_embedding_tables_are_kept_as_int4_codes_the_embedding_loader_reads(tmp_path):
+    _, result = _job(tmp_path, "feature-extraction", [PTQSpec(embeddings={"bits": 4, "group_size": 16})])
+    stage = result.stages[0]
+    loaded = formats.load("model.hf_folder", _folder_artifact(stage).path).eval()
+    config = json.loads((tmp_path / "work" / "hf" / "0_ptq_hf" / "config.json").read_text())["quantization_config"]
+    tables = next(group for group in config["config_groups"].values()
+                  if "embeddings.word_embeddings" in group["targets"])
+    # compressed-tensors loads Embedding weights unpacked only: int4 codes one per int8, per group of 16
+    assert (tables["format"], tables["weights"]["num_bits"], tables["weights"]["group_size"]) == ("int-quantized",
+                                                                                                  4, 16)
+    inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
+    with torch.no_grad():
+        got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
+        torch.testing.assert_close(got, stage.model(*inputs), atol=1e-4, rtol=1e-4)
