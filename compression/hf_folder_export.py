@@ -13,18 +13,21 @@ to. What is read back from the graph:
   `int-quantized` Embedding weights, weight only.
 - weights of the general PTQ path (`packed.safetensors`, weight-only): int 2-8 bits per channel or per group;
   8 bits `int-quantized`, fewer bits `pack-quantized`.
-- any other float parameter of the graph under its folder name: stored as it is (QAT, pruning, ... change them).
+- any other float parameter of the graph under its folder name: stored as it is (pruning changes them).
 
 Every tensor of the folder's model that the graph lacks (a branch dropped as dead, such as BERT's pooler under
 `last_hidden_state`) is copied from the source folder. Whatever cannot be expressed so (a tensor whose shape
-changed, as structured pruning does, since a config has one width per kind of layer; a different architecture, as
-a distillation student; codebooks; smoothing divisions SmoothQuant inserts) raises `NotExpressible` with the
-reason. The written folder is then loaded with transformers and run on the example inputs, and is kept only if it
-computes what the stage's model computes (see MAX_RELATIVE_DIFFERENCE).
+changed unevenly, as structured pruning may do, since a config has one width per kind of layer; a different
+architecture, as a distillation student; codebooks; smoothing divisions SmoothQuant inserts) raises
+`NotExpressible` with the reason. Widths changed evenly (every layer's MLP kept the same channels) are written
+with the config field that holds them changed (`fitted_config`). The written folder is then loaded with
+transformers and run on the example inputs, and is kept only if it computes what the stage's model computes (see
+MAX_RELATIVE_DIFFERENCE); graphs with fake quantizers (QAT, the general path's activations) are refused before.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,7 @@ PROGRAM_PREFIX = "model."  # the program's module names are the folder model's, 
 # (a missing operation, a weight under the wrong name) differs by about the output's scale.
 MAX_RELATIVE_DIFFERENCE = 1e-3
 SHARE_OF_COMPRESSION_ERROR = 0.25
+MAX_CONFIG_FIELDS = 4  # config fields tried together when fitting pruned widths
 
 
 class NotExpressible(ValueError):
@@ -61,6 +65,7 @@ class FolderLayout:
     inputs: dict[str, tuple[float, int]] = field(default_factory=dict)  # module name -> int8 (scale, zero point)
     from_source: list[str] = field(default_factory=list)
     embeddings: set[str] = field(default_factory=set)  # quantized modules that are embedding tables
+    config_changes: dict[str, int] = field(default_factory=dict)  # config fields set to the graph's widths
 
     def packed(self, name: str) -> bool:
         """Below 8 bits, Linear weights are int32-packed (`pack-quantized`); compressed-tensors' Embedding loader
@@ -192,12 +197,55 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
                 raise NotExpressible(f"the graph holds a tensor '{attr}' that is no tensor of the folder's model "
                                      "(a different architecture or inserted operations)")
             continue
-        if tensor.shape != source[name].shape:
-            raise NotExpressible(f"'{name}' has shape {list(tensor.shape)}, the folder's model "
-                                 f"{list(source[name].shape)}: a Hugging Face config has one width per kind of "
-                                 "layer, so layers shrunk by structured pruning cannot be described; use the .pt2")
-        layout.floats[name] = tensor.detach()
+        layout.floats[name] = tensor.detach()  # shapes are checked against the config by `fitted_config`
     return layout
+
+
+def _layout_shapes(layout: FolderLayout) -> dict[str, torch.Size]:
+    shapes = {name: tensor.shape for name, tensor in layout.floats.items()}
+    shapes |= {f"{name}.weight": quantized.codes.shape for name, quantized in layout.weights.items()}
+    return shapes
+
+
+def fitted_config(source_model: torch.nn.Module, layout: FolderLayout) -> dict:
+    """The source's config, with the integer fields structured pruning changed (e.g. `intermediate_size` when every
+    layer's MLP kept the same number of channels) set so that the architecture's tensors have the graph's shapes.
+
+    Each dimension that changed gives old -> new; the config fields holding an old value take the new one, and the
+    architecture built from that config (on the meta device) must then have every tensor's shape. Layers shrunk
+    by different amounts, or sizes no config field holds (attention heads pruned in some layers only: transformers
+    5 has no `pruned_heads`), raise NotExpressible."""
+    config = source_model.config.to_dict()
+    source = source_model.state_dict()
+    shapes = _layout_shapes(layout)
+    changed = {name: shape for name, shape in shapes.items() if shape != source[name].shape}
+    if not changed:
+        return config
+    changes: dict[int, set[int]] = {}
+    for name, shape in changed.items():
+        if len(shape) != source[name].dim():
+            raise NotExpressible(f"'{name}' has {len(shape)} dimensions, the folder's model {source[name].dim()}")
+        for old, new in zip(source[name].shape, shape):
+            if old != new:
+                changes.setdefault(old, set()).add(new)
+    uneven = {old: sorted(new) for old, new in changes.items() if len(new) > 1}
+    candidates = [key for key, value in config.items() if type(value) is int and value in changes and not uneven]
+    example = next(iter(changed))
+    why = (f"a Hugging Face config has one width per kind of layer, and no change of its fields {candidates} gives "
+           f"every tensor the pruned graph's shape (e.g. '{example}': {list(changed[example])}, was "
+           f"{list(source[example].shape)}): layers shrunk by different amounts cannot be described; use the .pt2")
+    expected = {**shapes, **{name: source[name].shape for name in layout.from_source}}
+    # The fewest fields that explain every shape: a field that merely holds the same number (BERT-tiny's 64
+    # positions beside 64 MLP channels) stays as it is.
+    for count in range(1, min(len(candidates), MAX_CONFIG_FIELDS) + 1):
+        for keys in itertools.combinations(candidates, count):
+            fields = {key: next(iter(changes[config[key]])) for key in keys}
+            with torch.device("meta"):
+                rebuilt = type(source_model)(type(source_model.config).from_dict(config | fields)).state_dict()
+            if set(expected) <= set(rebuilt) and all(rebuilt[name].shape == shape for name, shape in expected.items()):
+                layout.config_changes = fields
+                return config | fields
+    raise NotExpressible(why)
 
 
 def _merge_source(layout: FolderLayout, source: dict[str, torch.Tensor]) -> None:
@@ -262,7 +310,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     writer = export.ShardWriter(output_dir, 1)
     writer.write(_tensors(layout))
     writer.finish()
-    config = source_model.config.to_dict()
+    config = fitted_config(source_model, layout)
     config.pop("quantization_config", None)
     schemes = _schemes(layout)
     if schemes:
@@ -280,7 +328,8 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
                              f"(allowed {allowed:.3g}): the graph computes something the architecture does not")
     return {"format": config.get("quantization_config", {}).get("format", "dense (float)"),
             "quantized_modules": len(layout.weights), "static_input_quantizers": len(layout.inputs),
-            "copied_from_source": layout.from_source, "relative_difference_to_stage_model": difference,
+            "copied_from_source": layout.from_source, "config_changes": layout.config_changes,
+            "relative_difference_to_stage_model": difference,
             "stage_model_relative_difference_to_float": compression_error,
             "size_bytes": export.folder_bytes(output_dir)}
 

@@ -51,20 +51,9 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     "conv1d_as_conv2d" (how many), "embeddings", "smoothquant".
     """
     report = {} if report is None else report
-    eval_mode(model)
-    graph = export_model(model, example_inputs).module()
-    report["dropped_branches"] = drop_dead_branches(graph).to_metrics()
-    if conv1d_count := conv1d_as_conv2d(graph):
-        report["conv1d_as_conv2d"] = conv1d_count
-        graph = export_model(graph, example_inputs).module()
     if smoothquant_alpha is not None:
         calibration = list(calibration)
-        report["smoothquant"] = smooth_linears(graph, calibration, smoothquant_alpha)
-        # The quantizer reads every node's traced shape (meta "val"), which the inserted nodes lack.
-        graph = export_model(graph, example_inputs).module()
-    separate_repeated_module_calls(graph)
-    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
-    prepared = prepare_pt2e(graph, quantizer)
+    prepared = prepare_int8(model, example_inputs, calibration, smoothquant_alpha=smoothquant_alpha, report=report)
     calibrated = False
     with torch.no_grad():
         for index, inputs in enumerate(calibration, start=1):
@@ -80,6 +69,29 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
         report["embeddings"] = quantize_embeddings(converted, embeddings)
     drop_unreferenced_tensors(converted)
     return converted
+
+
+def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                 calibration: list[tuple[torch.Tensor, ...]] | None = None, *, smoothquant_alpha: float | None = None,
+                 report: dict | None = None) -> torch.fx.GraphModule:
+    """The first half of `quantize_int8`: the exported graph without dead branches (smoothed with `calibration`
+    when `smoothquant_alpha` is given), with the quantizer's observers inserted, ready to calibrate. The job's dry
+    run (`compression.dry_run`) runs this and one forward pass, which is where models the quantizer cannot handle
+    fail."""
+    report = {} if report is None else report
+    eval_mode(model)
+    graph = export_model(model, example_inputs).module()
+    report["dropped_branches"] = drop_dead_branches(graph).to_metrics()
+    if conv1d_count := conv1d_as_conv2d(graph):
+        report["conv1d_as_conv2d"] = conv1d_count
+        graph = export_model(graph, example_inputs).module()
+    if smoothquant_alpha is not None:
+        report["smoothquant"] = smooth_linears(graph, calibration, smoothquant_alpha)
+        # The quantizer reads every node's traced shape (meta "val"), which the inserted nodes lack.
+        graph = export_model(graph, example_inputs).module()
+    separate_repeated_module_calls(graph)
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    return prepare_pt2e(graph, quantizer)
 
 
 def _check_observed_ranges(prepared: torch.fx.GraphModule) -> None:

@@ -69,4 +69,4 @@ def test_a_job_that_can_run_reports_what_its_dry_run_checked(files, tmp_path):
     result = run_pipeline(*files, stages, EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
     checked = result.to_metrics()["dry_run"]
     assert checked["0:prune"]["checked"] == "prunable weights found"
-    assert checked["1:ptq"]["quantized_layers"] == 1 and "time_s" in checked["1:ptq"]
+    assert checked["1:ptq"]["observers"] >= 2 and "time_s" in checked["1:ptq"]  # the input and the output

@@ -104,8 +104,24 @@ def test_weight_only_int4_groups_become_a_pack_quantized_folder(tmp_path):
     assert not torch.allclose(got, fp32, atol=1e-4)
 
 
+def test_evenly_pruned_layers_are_written_with_the_config_width_that_matches(tmp_path):
+    # Structured pruning keeps 32 of each layer's 64 MLP channels; then int8.
+    _, result = _job(tmp_path, "feature-extraction", [PruneSpec(kind="structured", sparsity=0.5), PTQSpec()])
+    for stage in result.stages:
+        assert stage.metrics["hf_folder"]["config_changes"] == {"intermediate_size": 32}  # not the 64 positions
+    stage = result.stages[1]
+    loaded = formats.load("model.hf_folder", _folder_artifact(stage).path).eval()
+    assert loaded.config.intermediate_size == 32 and loaded.config.max_position_embeddings == 64
+    inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
+    with torch.no_grad():
+        got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
+        torch.testing.assert_close(got, stage.model(*inputs), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("spec, reason", [
-    (PruneSpec(kind="structured", sparsity=0.5), "structured pruning"),  # layers of other widths than the config's
+    # one layer pruned, the other kept whole: two MLP widths, one intermediate_size
+    (PruneSpec(kind="structured", sparsity=0.5, exclude=["model.encoder.layer.1.*"]),
+     "layers shrunk by different amounts"),
     (PTQSpec(weights={"granularity": "per_tensor"}, export_onnx=False), "fake-quantized activations")])
 def test_a_model_the_architecture_cannot_express_keeps_its_pt2_and_says_why(tmp_path, spec, reason):
     _, result = _job(tmp_path, "feature-extraction", [spec])

@@ -1,5 +1,6 @@
 """A causal LM uploaded as a Hugging Face folder with a .jsonl text dataset, through HTTP and a real worker:
-llm_ptq writes a compressed-tensors folder that transformers loads in a fresh process."""
+llm_ptq writes a compressed-tensors folder that transformers loads in a fresh process; an encoder folder's int8
+PTQ job offers its model as such a folder too, next to the .pt2."""
 
 import json
 import subprocess
@@ -8,7 +9,7 @@ import zipfile
 
 import pytest
 
-from tests.hf_folders import CORPUS, jsonl_bytes, llama_dir, zip_bytes  # noqa: F401 (fixture)
+from tests.hf_folders import CORPUS, bert_dir, jsonl_bytes, llama_dir, zip_bytes  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -55,3 +56,30 @@ def test_llm_ptq_on_an_uploaded_folder_gives_a_folder_transformers_loads(client,
     assert result["quantized"]
     original, quantized = result["losses"][str(llama_dir)], result["losses"][str(tmp_path / "quantized")]
     assert abs(quantized - original) < 0.1 * original
+
+
+def test_an_encoder_folder_job_offers_its_int8_model_as_a_folder_too(client, bert_dir, tmp_path):
+    (tmp_path / "bert.zip").write_bytes(zip_bytes(bert_dir))
+    (tmp_path / "text.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:48], "val": CORPUS[48:]}))
+    model = client.upload_model(tmp_path / "bert.zip", task="feature-extraction")
+    dataset = client.upload_dataset(tmp_path / "text.jsonl")
+    job = client.submit_job({"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
+                             "stages": [{"method": "ptq", "calibration_samples": 32}]})
+    job = client.wait(job["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["metrics"]["final"]["hf_folder"]["written"] and job["metrics"]["dry_run"]["0:ptq"]["checked"]
+    artifacts = {artifact["kind"]: artifact for artifact in client.artifacts(job["id"])}
+    assert {"model.pt2", "model.hf_folder"} <= set(artifacts)
+    folder = artifacts["model.hf_folder"]
+    assert folder["name"] == "model.hf.zip" and "from_pretrained" in folder["details"]["recipe"]
+    with zipfile.ZipFile(client.download(folder, tmp_path / "model.hf.zip")) as archive:
+        archive.extractall(tmp_path / "int8")
+    loaded = subprocess.run([sys.executable, "-c", """
+import sys, torch
+from transformers import AutoModel
+model = AutoModel.from_pretrained(sys.argv[1], local_files_only=True).eval()
+ids = torch.tensor([[3, 4, 5, 6]])
+print(model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.shape)
+""", str(tmp_path / "int8")], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "torch.Size([1, 4, 32])"
