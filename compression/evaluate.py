@@ -9,6 +9,7 @@ One of the numbers is the job's metric (`compression.specs.metrics`): it is also
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Callable, Sequence
 
 import torch
 
@@ -32,7 +33,8 @@ def output_tensor(output) -> torch.Tensor:
 
 def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | None = None,
              batch_size: int = 256, max_samples: int | None = None, output_kind: str | None = None,
-             metric: str | None = None) -> dict:
+             metric: str | None = None, expected: Sequence[torch.Tensor] | None = None,
+             run: Callable[..., object] | None = None, keep_outputs: KeptOutputs | None = None) -> dict:
     """{"samples", "accuracy" (with labels)}, plus the fidelity metrics of the output kind vs `reference`, plus
     {"metric": its name, "metric_points": its value in points}.
 
@@ -40,26 +42,47 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
     the output kind's default. Without labels a reference is required. Both models run in eval mode without
     autograd, each on the device that holds its weights; their previous modes are restored afterwards, so this can
     be called in the middle of training.
+
+    `expected`: the reference's outputs, one tensor per batch of `split.batches(batch_size, limit=max_samples)`
+    (`outputs_of`), computed once and used instead of running `reference` again. `run`: what runs `model` on a
+    batch's inputs (e.g. its compiled form; default: the model itself). `keep_outputs`: receives the model's outputs,
+    one tensor per batch (what `expected` takes).
     """
-    if not split.has_labels and reference is None:
+    if not split.has_labels and reference is None and expected is None:
         raise ValueError(f"split '{split.name}' has no labels: pass the reference model to measure fidelity")
-    if reference is None and metric not in (None, "accuracy"):
+    if reference is None and expected is None and metric not in (None, "accuracy"):
         raise ValueError(f"metric '{metric}' compares with a reference model: pass it")
+    if reference is None and expected is not None and output_kind is None:
+        raise ValueError("fidelity to stored reference outputs needs the output kind")
+    run = run or model
     correct = examples = 0
+    index = -1
     fidelity: Fidelity | None = None
+    compare = reference is not None or expected is not None
     with evaluating(model), (evaluating(reference) if reference is not None else nullcontext()):
-        for batch in split.batches(batch_size, limit=max_samples):
-            outputs = output_tensor(model(*_to(batch.inputs, model))).float().cpu()
+        for index, batch in enumerate(split.batches(batch_size, limit=max_samples)):
+            outputs = output_tensor(run(*_to(batch.inputs, model))).float().cpu()
             examples += len(batch)
+            if keep_outputs is not None:
+                keep_outputs.add(outputs)
             if batch.labels is not None:
                 correct += (outputs.argmax(-1) == batch.labels).sum().item()
-            if reference is not None:
+            if compare:
                 # A model compared with itself (an unlabelled upload's baseline) runs once, not twice.
-                expected = outputs if reference is model else output_tensor(
-                    reference(*_to(batch.inputs, reference))).float().cpu()
+                if expected is not None:
+                    if index >= len(expected) or len(expected[index]) != len(batch):
+                        raise ValueError(f"the stored reference outputs do not match batch {index} of split "
+                                         f"'{split.name}' ({len(batch)} examples)")
+                    reference_output = expected[index]
+                elif reference is model:
+                    reference_output = outputs
+                else:
+                    reference_output = output_tensor(reference(*_to(batch.inputs, reference))).float().cpu()
                 if fidelity is None:
-                    fidelity = Fidelity(output_kind or detect_output_kind(reference, expected))
-                fidelity.add(outputs, expected)
+                    fidelity = Fidelity(output_kind or detect_output_kind(reference, reference_output))
+                fidelity.add(outputs, reference_output)
+    if expected is not None and len(expected) != index + 1:
+        raise ValueError(f"{len(expected)} stored reference batches for {index + 1} batches of split '{split.name}'")
     metrics = {"samples": examples}
     if split.has_labels:
         metrics["accuracy"] = correct / examples
@@ -67,6 +90,39 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
         metrics |= fidelity.result()
     name = chosen_metric(metric, metrics.get("output_kind", "logits"), split.has_labels)
     return metrics | {"metric": name, "metric_points": 100 * metrics[name]}
+
+
+class KeptOutputs:
+    """A model's outputs kept batch by batch (what `evaluate` takes as `expected`), up to `max_bytes`: past that
+    nothing is kept (`batches` becomes None) and the caller runs the model again instead of holding, say,
+    gigabytes of a language model's logits."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self.batches: list[torch.Tensor] | None = []
+
+    def add(self, output: torch.Tensor) -> None:
+        if self.batches is None:
+            return
+        self.bytes += output.numel() * output.element_size()
+        if self.bytes > self.max_bytes:
+            self.batches = None
+        else:
+            self.batches.append(output)
+
+
+def outputs_of(model: torch.nn.Module, split: Split, keep: KeptOutputs, batch_size: int = 256,
+               max_samples: int | None = None, run: Callable[..., object] | None = None) -> KeptOutputs:
+    """The model's main output (float, on the CPU) for each batch `evaluate` reads with the same settings, into
+    `keep` (it stops early once they outgrow it): the upload's outputs, kept so that every stage's fidelity
+    compares with them without running the upload again."""
+    run = run or model
+    with evaluating(model):
+        for batch in split.batches(batch_size, limit=max_samples):
+            keep.add(output_tensor(run(*_to(batch.inputs, model))).float().cpu())
+            if keep.batches is None:
+                break
+    return keep
 
 
 def device_of(model: torch.nn.Module) -> torch.device:

@@ -7,7 +7,10 @@ user would download, the parameter count and, if asked, latency per batch size.
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -19,7 +22,7 @@ from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.context import Cancelled, RunContext
 from compression.data import Dataset, Split
 from compression.dry_run import dry_run
-from compression.evaluate import device_of, evaluate, output_tensor
+from compression.evaluate import KeptOutputs, device_of, evaluate, output_tensor
 from compression.io import export_model, input_dtypes, input_names, load_model, load_program, save_program
 from compression.measure import Timing, file_size, parameter_count, time_in_alternation
 from compression.methods import apply_stage
@@ -30,7 +33,9 @@ from compression.result import Artifact
 from compression.specs.common import EvaluationSpec
 from compression.specs.metrics import chosen_metric
 from compression.task import Task
+from compression.upload_outputs import UploadOutputs, evaluation_batch_size, evaluation_runner
 
+log = logging.getLogger(__name__)
 EXAMPLE_BATCH = 8
 # Kinds of artifact that hold a whole model; a method lists its main one first.
 MODEL_KIND_PREFIXES = ("model.", "packed.")
@@ -74,7 +79,8 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
                  limits: ArchiveLimits = DEFAULT_LIMITS,
                  uploaded_models: Mapping[str, str | Path] | None = None,
                  on_measured: Callable[[dict], None] | None = None,
-                 known_baseline: dict | None = None) -> PipelineResult:
+                 known_baseline: dict | None = None,
+                 upload_outputs_file: str | Path | None = None) -> PipelineResult:
     """Apply `stages` (StageSpecs) in order to the uploaded program; every stage starts from the previous model.
 
     The upload and the dataset are read under the archive rules and `limits` (`compression.archive`).
@@ -84,7 +90,9 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     `evaluation.max_metric_drop` points raises `QualityBudgetExceeded` once its metrics are measured.
 
     `known_baseline`: the upload's metric, size and parameters measured on these inputs and evaluation settings
-    by an earlier run; its evaluation is then skipped (its latency is always timed afresh, by the stages)."""
+    by an earlier run; its evaluation is then skipped (its latency is always timed afresh, by the stages).
+    `upload_outputs_file`: where the upload's outputs on the evaluation split are kept for later runs with the
+    same inputs and settings (`compression.upload_outputs`); read instead of running the upload when present."""
     workdir = Path(workdir)
     resolve_model = _file_resolver(dict(uploaded_models or {}), limits)
     ctx.progress("load", 0, 1)
@@ -106,11 +114,14 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
 
     # The upload's latency is not timed here: each stage times it in alternation with its own model, and the
     # first of those timings becomes the baseline's.
+    upload_outputs = UploadOutputs(eval_split, evaluation, upload_outputs_file)
     if known_baseline is not None:
         baseline = dict(known_baseline) | {"reused": True}
     else:
+        keep = upload_outputs.keeper()
         baseline = _measure(reference, None, eval_split, example_inputs, evaluation.model_copy(
-            update={"latency": evaluation.latency and not stages}), ctx)
+            update={"latency": evaluation.latency and not stages}), ctx, keep_outputs=keep)
+        upload_outputs.kept(keep)
         baseline |= {"output_kind": output_kind, "size_bytes": file_size(model_path),
                      "parameters": parameter_count(reference)}
     outcomes = []
@@ -122,7 +133,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     report_measured()
 
     # Methods may change the model they get; the reference (teacher, fidelity target) must stay the upload.
-    model = eval_mode(load_program(model_path, limits).module())
+    model = _copy_model(reference)
     for index, spec in enumerate(stages):
         stage_ctx = ctx.for_stage(f"{index}:{spec.method}")
         stage_dir = workdir / f"{index}_{spec.method}"
@@ -136,7 +147,9 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
         artifacts = list(result.artifacts)
         main = _main_model_artifact(artifacts) or _export_fallback(result.model, example_inputs, stage_dir, artifacts)
 
-        metrics = _measure(result.model, reference, eval_split, example_inputs, evaluation, stage_ctx)
+        stage_ctx.progress("evaluate", 0, 1)
+        metrics = _measure(result.model, reference, eval_split, example_inputs, evaluation, stage_ctx,
+                           expected=upload_outputs.outputs(reference))
         if "latency_ms" in metrics and "latency_ms" not in baseline:
             baseline |= {"latency_ms": metrics["reference_latency_ms"], "latency_compiled": evaluation.compile,
                          "latency_reliable": metrics["latency_reliable"]}
@@ -157,6 +170,14 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     return PipelineResult(baseline, outcomes, checked)
 
 
+def _copy_model(model: torch.nn.Module) -> torch.nn.Module:
+    """An independent copy: cheaper than loading the file again (parsing a program with dynamic dims takes
+    seconds)."""
+    with warnings.catch_warnings():  # torch's own pytree specs warn about its deprecated LeafSpec when copied
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(model)
+
+
 def _file_resolver(paths: dict[str, str | Path], limits: ArchiveLimits):
     def resolve(model_id: str) -> torch.nn.Module:
         if model_id not in paths:
@@ -166,14 +187,16 @@ def _file_resolver(paths: dict[str, str | Path], limits: ArchiveLimits):
 
 
 def _measure(model: torch.nn.Module, reference: torch.nn.Module | None, split: Split,
-             example_inputs: tuple[torch.Tensor, ...], evaluation: EvaluationSpec, ctx: RunContext) -> dict:
-    """Quality (with fidelity to `reference`) and, if asked, latency; a stage's model is timed in alternation
-    with the reference, so its speedup compares two timings taken under the same machine load."""
+             example_inputs: tuple[torch.Tensor, ...], evaluation: EvaluationSpec, ctx: RunContext,
+             expected: list[torch.Tensor] | None = None, keep_outputs: KeptOutputs | None = None) -> dict:
+    """Quality (with fidelity to `reference`, or to its outputs `expected`) and, if asked, latency; a stage's
+    model is timed in alternation with the reference, so its speedup compares two timings taken under the same
+    machine load. `keep_outputs` receives the model's outputs on the split (the upload's, for the stages)."""
     ctx.progress("evaluate", 0, 1)
     # The upload's own fidelity (100 points) is only worth computing when the job's metric is a fidelity one.
     fidelity_to = reference if reference is not None else (None if evaluation.metric == "accuracy" else model)
-    metrics = evaluate(model, split, reference=fidelity_to, max_samples=evaluation.max_samples,
-                       output_kind=evaluation.output_kind, metric=evaluation.metric)
+    metrics = _evaluate(model, split, None if expected is not None else fidelity_to, evaluation, expected,
+                        keep_outputs)
     ctx.progress("evaluate", 1, 1)
     if not evaluation.latency:
         return metrics
@@ -193,6 +216,27 @@ def _measure(model: torch.nn.Module, reference: torch.nn.Module | None, split: S
         metrics["latency_error"] = f"{type(exc).__name__}: {exc}"[:1000]
         return metrics
     return metrics | latency_metrics(timings, evaluation.compile)
+
+
+def _evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | None, evaluation: EvaluationSpec,
+              expected: list[torch.Tensor] | None, keep_outputs: KeptOutputs | None) -> dict:
+    """`evaluate`, in the model's compiled form when the job times compiled models (`compression.upload_outputs`);
+    a model that cannot be compiled is evaluated eagerly (its timing then reports why it failed)."""
+    settings = dict(reference=reference, batch_size=evaluation_batch_size(evaluation),
+                    max_samples=evaluation.max_samples, output_kind=evaluation.output_kind,
+                    metric=evaluation.metric, expected=expected)
+    run = evaluation_runner(model, evaluation)
+    if run is not None:
+        try:
+            return evaluate(model, split, run=run, keep_outputs=keep_outputs, **settings) | {
+                "evaluated_compiled": True}
+        except Cancelled:
+            raise
+        except Exception as exc:
+            log.info("evaluating the compiled model failed (%s: %s); evaluating it eagerly", type(exc).__name__, exc)
+            if keep_outputs is not None:
+                keep_outputs.batches, keep_outputs.bytes = [], 0
+    return evaluate(model, split, keep_outputs=keep_outputs, **settings) | {"evaluated_compiled": False}
 
 
 def latency_metrics(timings: dict[str, dict[int, Timing]], compiled: bool) -> dict:

@@ -131,7 +131,8 @@ class JobRun:
                                   ctx, self.scratch / task["workdir"], train_split=task["train_split"], limits=limits,
                                   uploaded_models={k: self.scratch / v for k, v in task["uploaded_models"].items()},
                                   on_measured=self.keep_measured,
-                                  known_baseline=task.get("baseline"))
+                                  known_baseline=task.get("baseline"),
+                                  upload_outputs_file=task.get("upload_outputs"))
         artifacts = [{"stage_index": index, "name": a.name, "kind": a.kind, "details": a.metadata,
                       "file": str(Path(a.path).resolve().relative_to(self.scratch))}
                      for index, stage in enumerate(result.stages) for a in stage.artifacts]

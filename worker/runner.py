@@ -122,7 +122,8 @@ def _run(job_id: str, settings: Settings, joblog: JobLogWriter) -> str:
         cache = tenant_cache(settings, identity, job.tenant_id)
         plan = isolation_plan(settings, identity, scratch, device, job.time_limit_s, cache)
         task = {**files, "stages": [stage.model_dump(mode="json") for stage in spec.stages],
-                "evaluation": evaluation, "baseline": known, "train_split": spec.train_split,
+                "evaluation": evaluation, "baseline": known, "upload_outputs": upload_outputs_file(cache, key),
+                "train_split": spec.train_split,
                 "seed": spec.seed, "device": device, "threads": settings.torch_threads,
                 "archive_limits": dataclasses.asdict(settings.archive_limits)}
         relay = Relay(job, scratch, settings, joblog, len(spec.stages))
@@ -137,6 +138,13 @@ def _run(job_id: str, settings: Settings, joblog: JobLogWriter) -> str:
         if status == "succeeded" and known is None:
             _keep_baseline(job.tenant_id, key, digests, outcome.metrics["baseline"])
         return status
+
+
+def upload_outputs_file(cache: Path, key: str) -> str:
+    """Where the job keeps the upload's outputs on its evaluation split for the tenant's later jobs with the same
+    baseline key (`compression.upload_outputs`): in the tenant's own cache directory, which only that tenant's
+    jobs can read or write, so one tenant's outputs never reach another."""
+    return str(cache / "upload-outputs" / f"{key}.npz")
 
 
 def _keep_baseline(tenant_id: str, key: str, digests: tuple[str, str], metrics: dict) -> None:

@@ -52,6 +52,40 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def preload() -> None:
     for name in PRELOAD:
         importlib.import_module(name)
+    probe_vector_instructions()
+
+
+def probe_vector_instructions() -> None:
+    """Find out once which vector instruction sets Inductor's C++ code may use, so no job pays for it.
+
+    Inductor asks this (`valid_vec_isa_list`, cached per process) at a process's first CPU compile: it builds a
+    probe library per instruction set and loads each in a fresh Python, 0.3-1 s apiece, 2-4 s per job on the
+    shared 2-core machine. Forks inherit the answer. It runs the C++ compiler and short-lived Pythons on torch's
+    own probe source, nothing of a tenant's, leaves no thread behind, and builds in a private directory that is
+    removed afterwards (a shared temp dir could hold a planted library). An empty answer (no working compiler
+    here) is not kept: each job then asks again in its own environment."""
+    import shutil
+
+    from torch._inductor import cpu_vec_isa
+
+    def forget() -> None:
+        cpu_vec_isa.valid_vec_isa_list.cache_clear()
+        answers = getattr(cpu_vec_isa.VecISA, "_VecISA__bool__impl", None)  # each set's own cached answer
+        if hasattr(answers, "cache_clear"):
+            answers.cache_clear()
+
+    private, before = tempfile.mkdtemp(prefix="modelpress-zygote-"), os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = private
+    try:
+        if not cpu_vec_isa.valid_vec_isa_list():
+            forget()
+    except Exception:  # a job finds out for itself, as it did before
+        forget()
+    finally:
+        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        if before is not None:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def serve(control: socket.socket) -> None:

@@ -20,7 +20,6 @@ from collections import defaultdict
 from typing import Callable, Iterable
 
 import torch
-from torchao.quantization.pt2e import move_exported_model_to_eval
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
     X86InductorQuantizer,
@@ -64,7 +63,9 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     if calibrated:
         _check_observed_ranges(prepared)
     converted = convert_pt2e(prepared)
-    move_exported_model_to_eval(converted)
+    # Flips the mode flags in place; torchao's move_exported_model_to_eval re-traces its replacement patterns
+    # (1-2 s per call) even when, as here (exported from a model in eval mode), there is nothing to replace.
+    eval_mode(converted)
     if embeddings is not None:
         report["embeddings"] = quantize_embeddings(converted, embeddings)
     drop_unreferenced_tensors(converted)

@@ -49,3 +49,23 @@ def test_fidelity_without_labels():
 def test_tensor_sqnr_matches_definition():
     x = torch.ones(100)
     assert tensor_sqnr_db(x, x + 0.1) == pytest.approx(20.0)
+
+
+def test_stored_reference_outputs_give_the_same_fidelity_as_running_the_reference():
+    from compression.evaluate import KeptOutputs, outputs_of
+    reference, other = Fixed(torch.eye(4)), Fixed(torch.eye(4)[[1, 0, 2, 3]])
+    split = _split(labels=False)
+    kept = outputs_of(reference, split, KeptOutputs(max_bytes=1024), batch_size=4)
+    assert [len(batch) for batch in kept.batches] == [4, 2]
+    measured = evaluate(other, split, reference=reference, batch_size=4)
+    stored = evaluate(other, split, batch_size=4, expected=kept.batches, output_kind="logits")
+    assert stored == measured and stored["top1_agreement"] == pytest.approx(2 / 6)
+    with pytest.raises(ValueError, match="do not match batch 0"):
+        evaluate(other, split, batch_size=2, expected=kept.batches, output_kind="logits")
+    with pytest.raises(ValueError, match="2 stored reference batches for 1 batches"):
+        evaluate(other, split, batch_size=8, expected=[torch.zeros(6, 4), torch.zeros(1, 4)], output_kind="logits")
+    # Outputs larger than the limit are not kept at all: the caller runs the reference instead.
+    assert outputs_of(reference, split, KeptOutputs(max_bytes=80), batch_size=4).batches is None
+    again = KeptOutputs(max_bytes=1024)
+    evaluate(reference, split, reference=reference, batch_size=4, keep_outputs=again)
+    assert all(torch.equal(a, b) for a, b in zip(again.batches, kept.batches, strict=True))
