@@ -14,8 +14,8 @@ process (`compression.measure.time_in_alternation`, spread = interquartile range
 - `int8 py`: our int8 `.pt2` under `torch.compile` with freezing and inductor's default Python wrapper (how jobs
   timed it before this benchmark);
 - `int8`: the same with inductor's C++ wrapper (`cpp_wrapper`), the `model.pt2` recipe now;
-- `int8 aoti`: an AOTInductor package of the int8 program (dynamic batch), loaded with `aoti_load_package`
-  (full run only: each package takes about a minute to build here);
+- `int8 aoti`: the `model.aoti.pt2` artifact (`compression.formats.aoti`): the int8 program compiled ahead of
+  time by AOTInductor, one static model per batch size (full run only: it takes 20-60 s per model to build here);
 - `ort fp32`, `ort int8`: ONNX Runtime sessions (intra-op threads = the torch threads).
 
 Each thread count runs in its own process (inductor bakes the thread count into the kernels it compiles).
@@ -40,12 +40,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch._inductor.config as inductor_config
+import torch.nn.functional as F
 from torch import nn
 
 from bench.common.data import fashion_mnist_subset
 from bench.common.report import markdown, write_results
 from compression import formats, zoo
-from compression.io import dynamic_shapes_of
+from compression.evaluate import output_tensor
 from compression.measure import time_in_alternation
 from compression.onnx_export import export_float
 from compression.ptq import quantize_int8
@@ -148,27 +149,30 @@ def candidates(fp32: nn.Module, calibration: list, workdir: Path, aoti: bool) ->
                "int8": (torch.compile(load(pt2), dynamic=False), cpp)}
     if aoti:
         started = time.monotonic()
-        module = load(pt2)
-        program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes_of(module, len(example)))
-        with inductor_config.patch(frozen), torch.no_grad():  # freezing (the int8 lowering) needs no_grad
-            package = torch._inductor.aoti_compile_and_package(program, package_path=str(workdir / "int8.aoti.pt2"))
-        runners["int8 aoti"] = (torch._inductor.aoti_load_package(package), {})
+        package = formats.format_of("model.aoti.pt2").write(int8, example, workdir / "model_int8.aoti.pt2",
+                                                            batch_sizes=BATCH_SIZES)
+        runners["int8 aoti"] = (formats.load("model.aoti.pt2", package), {})
         info["aoti_build_s"] = round(time.monotonic() - started, 1)
-        info["aoti_bytes"] = Path(package).stat().st_size
+        info["aoti_bytes"] = package.stat().st_size
     runners["ort fp32"] = (OnnxRuntimeModel(onnx_fp32), {})
     runners["ort int8"] = (OnnxRuntimeModel(onnx_int8), {})
+    info["int8_eager"] = int8
     return runners, info
 
 
-def warm_up(runners: dict, inputs: tuple[torch.Tensor, ...]) -> dict[str, nn.Module]:
-    """Run (so compile) each candidate once at this batch size under its inductor settings; the candidates as
-    modules `time_in_alternation` runs as they are."""
-    prepared = {}
+def warm_up(runners: dict, inputs: tuple[torch.Tensor, ...], int8_eager: nn.Module) -> tuple[dict, dict]:
+    """Run (so compile) each candidate once at this batch size under its inductor settings. Returns the
+    candidates as modules `time_in_alternation` runs as they are, and each one's mean cosine to the int8 program
+    run eagerly (the Q/DQ graph in float: a check that every form computes the same function)."""
+    prepared, cosine = {}, {}
+    with torch.no_grad():
+        expected = output_tensor(int8_eager(*inputs)).float().reshape(len(inputs[0]), -1)
     for name, (run, settings) in runners.items():
         with torch.no_grad(), inductor_config.patch(settings):
-            run(*inputs)
+            got = output_tensor(run(*inputs)).float().reshape(len(inputs[0]), -1)
+        cosine[name] = round(float(F.cosine_similarity(got, expected, dim=1).mean()), 5)
         prepared[name] = run if hasattr(run, "runs_without_torch_compile") else Prepared(run)
-    return prepared
+    return prepared, cosine
 
 
 def measure(names: list[str], budget_s: float, aoti: bool) -> dict:
@@ -179,10 +183,12 @@ def measure(names: list[str], budget_s: float, aoti: bool) -> dict:
         with tempfile.TemporaryDirectory(prefix="int8-speed-") as scratch:
             started = time.monotonic()
             runners, info = candidates(fp32, calibration, Path(scratch), aoti)
+            int8_eager = info.pop("int8_eager")
             example = tuple(t[:8] for t in calibration[0])
             per_batch = {}
             for batch_size in BATCH_SIZES:
-                prepared = warm_up(runners, tuple(t[:batch_size] for t in calibration[0]))
+                prepared, info[f"cosine_to_int8_eager_b{batch_size}"] = warm_up(
+                    runners, tuple(t[:batch_size] for t in calibration[0]), int8_eager)
                 timings = time_in_alternation(prepared, example, [batch_size], compile=False, budget_s=budget_s)
                 per_batch[batch_size] = {candidate: timings[candidate][batch_size].to_json() for candidate in prepared}
             info["total_s"] = round(time.monotonic() - started, 1)
