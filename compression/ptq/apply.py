@@ -63,29 +63,34 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
                                 activations="uint8 affine, per tensor, calibrated",
                                 embeddings=embedding_storage,
                                 dropped_branches=report["dropped_branches"]["modules"])
-    artifacts, runtimes = [artifact], {}
+    artifacts, runtimes, warnings = [artifact], {}, []
     for extra in spec.extra_formats:
         ctx.progress(f"export {extra}", 0, 1)
         extra_started = time.monotonic()
-        extra_artifact, runtimes[extra_artifact_name(extra)] = write_extra_format(
-            extra, float_model, quantized, example_inputs, batches, task)
+        try:
+            extra_artifact, runtime = write_extra_format(extra, float_model, quantized, example_inputs, batches,
+                                                         task)
+            # The package runs only the batch sizes it was compiled for.
+            checked = (inputs_at_batch(example_inputs, max(task.latency_batch_sizes)) if extra == "aoti"
+                       else example_inputs)
+            extra_artifact.metadata |= agreement(runtime, quantized, checked)
+        except Exception as exc:  # the int8 .pt2 is the stage's result; another file that cannot be made is not
+            warnings.append(f"extra format '{extra}' was not written: {type(exc).__name__}: {exc}"[:500])
+            continue
         extra_artifact.metadata["build_time_s"] = round(time.monotonic() - extra_started, 3)
-        # The package runs only the batch sizes it was compiled for.
-        checked = inputs_at_batch(example_inputs, max(task.latency_batch_sizes)) if extra == "aoti" else example_inputs
-        extra_artifact.metadata |= agreement(runtimes[extra_artifact.name], quantized, checked)
         artifacts.append(extra_artifact)
+        runtimes[extra_artifact.name] = runtime
         ctx.progress(f"export {extra}", 1, 1)
     metrics = {"calibration_samples": samples, "quantize_time_s": round(quantize_time, 3),
                "quantized_layers": quantized_layer_count(quantized),
                "time_s": round(time.monotonic() - started, 3), **report}
+    if warnings:
+        metrics["warnings"] = warnings
     return StageResult(quantized, artifacts, metrics, runtimes=runtimes)
 
 
+# PTQSpec.extra_formats -> (artifact kind, file name)
 EXTRA_FORMATS = {"onnx_int8": ("model.onnx", "model_int8.onnx"), "aoti": ("model.aoti.pt2", "model_int8.aoti.pt2")}
-
-
-def extra_artifact_name(extra: str) -> str:
-    return EXTRA_FORMATS[extra][1]
 
 
 def write_extra_format(extra: str, float_model: torch.nn.Module, quantized: torch.nn.Module,
