@@ -140,7 +140,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
         stage_dir.mkdir(parents=True, exist_ok=True)
         task = Task(dataset, reference, example_inputs, stage_dir, train_split=train_split,
                     eval_split=evaluation.split, resolve_model=resolve_model, output_kind=output_kind,
-                    metric=metric)
+                    metric=metric, latency_batch_sizes=tuple(evaluation.latency_batch_sizes))
         started = time.monotonic()
         result = apply_stage(spec, model, task, stage_ctx)
         wall_time = time.monotonic() - started
@@ -149,7 +149,8 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
 
         stage_ctx.progress("evaluate", 0, 1)
         metrics = _measure(result.model, reference, eval_split, example_inputs, evaluation, stage_ctx,
-                           expected=upload_outputs.outputs(reference))
+                           expected=upload_outputs.outputs(reference), runtimes=result.runtimes,
+                           model_name=main.name)
         if "latency_ms" in metrics and "latency_ms" not in baseline:
             baseline |= {"latency_ms": metrics["reference_latency_ms"], "latency_compiled": evaluation.compile,
                          "latency_reliable": metrics["latency_reliable"]}
@@ -188,10 +189,13 @@ def _file_resolver(paths: dict[str, str | Path], limits: ArchiveLimits):
 
 def _measure(model: torch.nn.Module, reference: torch.nn.Module | None, split: Split,
              example_inputs: tuple[torch.Tensor, ...], evaluation: EvaluationSpec, ctx: RunContext,
-             expected: list[torch.Tensor] | None = None, keep_outputs: KeptOutputs | None = None) -> dict:
+             expected: list[torch.Tensor] | None = None, keep_outputs: KeptOutputs | None = None,
+             runtimes: dict[str, torch.nn.Module] | None = None, model_name: str = "model") -> dict:
     """Quality (with fidelity to `reference`, or to its outputs `expected`) and, if asked, latency; a stage's
     model is timed in alternation with the reference, so its speedup compares two timings taken under the same
-    machine load. `keep_outputs` receives the model's outputs on the split (the upload's, for the stages)."""
+    machine load. `keep_outputs` receives the model's outputs on the split (the upload's, for the stages).
+    `runtimes` (other deployable files of the stage, loaded) are timed in the same rounds; the model's file is
+    `model_name`."""
     ctx.progress("evaluate", 0, 1)
     # The upload's own fidelity (100 points) is only worth computing when the job's metric is a fidelity one.
     fidelity_to = reference if reference is not None else (None if evaluation.metric == "accuracy" else model)
@@ -201,6 +205,7 @@ def _measure(model: torch.nn.Module, reference: torch.nn.Module | None, split: S
     if not evaluation.latency:
         return metrics
     models = {"model": model} if reference is None else {"model": model, "reference": reference}
+    models |= {f"{RUNTIME_PREFIX}{name}": runtime for name, runtime in (runtimes or {}).items()}
     sizes = evaluation.latency_batch_sizes
     timings: dict[str, dict[int, Timing]] = {name: {} for name in models}
     ctx.progress("latency", 0, len(sizes))
@@ -215,7 +220,37 @@ def _measure(model: torch.nn.Module, reference: torch.nn.Module | None, split: S
     except Exception as exc:  # a model that compressed well but cannot be compiled still is a result
         metrics["latency_error"] = f"{type(exc).__name__}: {exc}"[:1000]
         return metrics
-    return metrics | latency_metrics(timings, evaluation.compile)
+    runtime_timings = {name.removeprefix(RUNTIME_PREFIX): timings.pop(name) for name in list(timings)
+                       if name.startswith(RUNTIME_PREFIX)}
+    metrics |= latency_metrics(timings, evaluation.compile)
+    if runtime_timings:
+        metrics |= deployable_latency_metrics(model_name, timings["model"], runtime_timings)
+    return metrics
+
+
+RUNTIME_PREFIX = "file:"
+
+
+def deployable_latency_metrics(model_name: str, model_timings: dict[int, Timing],
+                               runtime_timings: dict[str, dict[int, Timing]]) -> dict:
+    """The stage's deployable files side by side: "artifact_latency_ms" {file: {batch size: median ms}} (the
+    model's own file timed as the stage's model, compiled; the others as they run), "artifact_latency"
+    (each timing's details) and "fastest_artifact" {batch size: file}, given only at batch sizes where every
+    figure is reliable ("fastest_artifact_unreliable" says why elsewhere)."""
+    files = {model_name: model_timings, **runtime_timings}
+    sizes = list(model_timings)
+    metrics: dict = {"artifact_latency_ms": {name: {str(b): t.median_ms for b, t in per_batch.items()}
+                                             for name, per_batch in files.items()},
+                     "artifact_latency": {name: {str(b): t.to_json() for b, t in per_batch.items()}
+                                          for name, per_batch in files.items()},
+                     "fastest_artifact": {}}
+    for b in sizes:
+        unreliable = [per_batch[b].reason for per_batch in files.values() if not per_batch[b].reliable]
+        if unreliable:
+            metrics.setdefault("fastest_artifact_unreliable", {})[str(b)] = unreliable[0]
+        else:
+            metrics["fastest_artifact"][str(b)] = min(files, key=lambda name: files[name][b].median_ms)
+    return metrics
 
 
 def _evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | None, evaluation: EvaluationSpec,

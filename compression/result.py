@@ -25,3 +25,6 @@ class StageResult:
     model: torch.nn.Module  # runnable; it is what the next stage starts from
     artifacts: list[Artifact] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    # Other deployables among the artifacts, loaded: {artifact name: module running that file}; the pipeline
+    # times each next to the stage's model (as it is: a runtime, not torch.compile).
+    runtimes: dict[str, torch.nn.Module] = field(default_factory=dict)

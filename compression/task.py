@@ -27,3 +27,5 @@ class Task:
     # from the reference's output, and accuracy with labels else the output kind's default.
     output_kind: str | None = None
     metric: str | None = None
+    # The batch sizes the job times its models at: deployables compiled for fixed shapes are built for these.
+    latency_batch_sizes: tuple[int, ...] = (1, 32)

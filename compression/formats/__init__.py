@@ -19,6 +19,7 @@ from compression.result import Artifact
 _MODULES = {
     "model.pt2": "compression.formats.pt2",
     "model.onnx": "compression.formats.onnx_qdq",
+    "model.aoti.pt2": "compression.formats.aoti",
     "packed.safetensors": "compression.formats.packed",
     "packed.codebook.safetensors": "compression.formats.codebook",
     "packed.ipq.safetensors": "compression.formats.ipq",

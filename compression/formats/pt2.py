@@ -21,9 +21,14 @@ RECIPE = '''import torch
 import torch.ao.quantization.fx._decomposed  # registers the int8 quantize/dequantize ops int8 programs call
 
 model = torch.export.load("{path}").module()
-# int8 kernels on x86: compile with inductor freezing (eager runs the dequantized fp32 graph)
+# int8 kernels on x86: compile with inductor freezing and call it under torch.no_grad() (freezing, which lowers
+# the int8 patterns, only applies without autograd; eager runs the dequantized fp32 graph). The C++ wrapper cuts
+# the fixed cost per call (batch 1).
 torch._inductor.config.freezing = True
+torch._inductor.config.cpp_wrapper = True
 compiled = torch.compile(model)
+# with torch.no_grad():
+#     outputs = compiled(*inputs)
 '''
 
 

@@ -13,7 +13,11 @@ import torch
 
 from compression import formats
 from compression.context import RunContext
+from compression.evaluate import output_tensor
+from compression.io import inputs_at_batch
+from compression.modes import evaluating
 from compression.ptq.embeddings import EmbeddingFormat
+from compression.ptq.onnx_int8 import OnnxRuntimeModel, write_onnxruntime_int8
 from compression.ptq.quantize import quantize_int8, quantized_layer_count
 from compression.result import StageResult
 from compression.specs.ptq import PTQSpec
@@ -33,11 +37,14 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
     split = task.dataset.split(spec.calibration_split)
     samples = min(spec.calibration_samples, len(split))
     total = math.ceil(samples / CALIBRATION_BATCH_SIZE)
-    batches = (batch.inputs for batch in split.batches(CALIBRATION_BATCH_SIZE, shuffle=True, seed=ctx.seed,
-                                                        limit=samples))
+    batches = (tuple(t.cpu() for t in batch.inputs) for batch in split.batches(
+        CALIBRATION_BATCH_SIZE, shuffle=True, seed=ctx.seed, limit=samples))
+    if "onnx_int8" in spec.extra_formats:
+        batches = list(batches)  # ONNX Runtime calibrates on the same batches
     ctx.progress("calibrate", 0, total)
     # The x86 int8 lowering is a CPU path: quantize on CPU whatever device the job runs on.
     model = model.to("cpu")
+    float_model = model  # quantize_int8 quantizes an exported copy; ONNX Runtime quantizes its own export
     example_inputs = tuple(t.cpu() for t in task.example_inputs)
     embeddings = (None if spec.embeddings is None
                   else EmbeddingFormat(spec.embeddings.bits, spec.embeddings.group_size))
@@ -56,10 +63,62 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
                                 activations="uint8 affine, per tensor, calibrated",
                                 embeddings=embedding_storage,
                                 dropped_branches=report["dropped_branches"]["modules"])
+    artifacts, runtimes, warnings = [artifact], {}, []
+    for extra in spec.extra_formats:
+        ctx.progress(f"export {extra}", 0, 1)
+        extra_started = time.monotonic()
+        try:
+            extra_artifact, runtime = write_extra_format(extra, float_model, quantized, example_inputs, batches,
+                                                         task)
+            # The package runs only the batch sizes it was compiled for.
+            checked = (inputs_at_batch(example_inputs, max(task.latency_batch_sizes)) if extra == "aoti"
+                       else example_inputs)
+            extra_artifact.metadata |= agreement(runtime, quantized, checked)
+        except Exception as exc:  # the int8 .pt2 is the stage's result; another file that cannot be made is not
+            warnings.append(f"extra format '{extra}' was not written: {type(exc).__name__}: {exc}"[:500])
+            continue
+        extra_artifact.metadata["build_time_s"] = round(time.monotonic() - extra_started, 3)
+        artifacts.append(extra_artifact)
+        runtimes[extra_artifact.name] = runtime
+        ctx.progress(f"export {extra}", 1, 1)
     metrics = {"calibration_samples": samples, "quantize_time_s": round(quantize_time, 3),
                "quantized_layers": quantized_layer_count(quantized),
                "time_s": round(time.monotonic() - started, 3), **report}
     if metrics["quantized_layers"] == 0:  # a job that changed nothing must not read as a success
-        metrics["warnings"] = ["no conv or linear layer was quantized: the x86 int8 recipe found none it supports "
-                               "(conv1d/conv2d/linear with stored weights); the model is unchanged and no faster"]
-    return StageResult(quantized, [artifact], metrics)
+        warnings.insert(0, "no conv or linear layer was quantized: the x86 int8 recipe found none it supports "
+                           "(conv1d/conv2d/linear with stored weights); the model is unchanged and no faster")
+    if warnings:
+        metrics["warnings"] = warnings
+    return StageResult(quantized, artifacts, metrics, runtimes=runtimes)
+
+
+# PTQSpec.extra_formats -> (artifact kind, file name)
+EXTRA_FORMATS = {"onnx_int8": ("model.onnx", "model_int8.onnx"), "aoti": ("model.aoti.pt2", "model_int8.aoti.pt2")}
+
+
+def write_extra_format(extra: str, float_model: torch.nn.Module, quantized: torch.nn.Module,
+                       example_inputs: tuple[torch.Tensor, ...], calibration: list, task: Task) -> tuple:
+    """(the artifact of one of `PTQSpec.extra_formats`, its file loaded as a module the pipeline can time)."""
+    kind, name = EXTRA_FORMATS[extra]
+    if extra == "onnx_int8":
+        path = write_onnxruntime_int8(float_model, example_inputs, calibration, task.workdir / name)
+        described = {"weights": "int8 symmetric, per output channel (ONNX Runtime static quantization)",
+                     "activations": "uint8 affine, per tensor, min-max over the calibration samples",
+                     "runtime": "onnxruntime (CPUExecutionProvider)"}
+        return formats.artifact(kind, name, path, **described), OnnxRuntimeModel(path)
+    sizes = tuple(task.latency_batch_sizes)
+    path = formats.format_of(kind).write(quantized, example_inputs, task.workdir / name, batch_sizes=sizes)
+    return (formats.artifact(kind, name, path, weights="int8, as model_int8.pt2", activations="as model_int8.pt2",
+                             batch_sizes=list(sizes)),
+            formats.load(kind, path))
+
+
+def agreement(runtime: torch.nn.Module, quantized: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> dict:
+    """How closely another file's outputs follow the `.pt2`'s on the example batch (they differ by their own
+    rounding or calibration): {"max_abs_diff_to_pt2", "cosine_to_pt2"}."""
+    with evaluating(quantized):
+        ours, theirs = output_tensor(quantized(*example_inputs)), output_tensor(runtime(*example_inputs))
+    ours, theirs = ours.float().reshape(len(ours), -1), theirs.float().reshape(len(theirs), -1)
+    cosine = torch.nn.functional.cosine_similarity(ours, theirs, dim=1).mean()
+    return {"max_abs_diff_to_pt2": round(float((ours - theirs).abs().max()), 6),
+            "cosine_to_pt2": round(float(cosine), 6)}

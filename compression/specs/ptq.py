@@ -100,22 +100,34 @@ class PTQSpec(Spec):
     smoothquant: SmoothQuantSpec | None = Field(
         None, description="SmoothQuant activation smoothing before W8A8 quantization (default int8 path), e.g. "
                           "{\"alpha\": 0.5}.")
+    extra_formats: list[Literal["onnx_int8", "aoti"]] = Field(
+        [], max_length=2, description="Other int8 deployables written beside model_int8.pt2 (default int8 path), "
+                                      "each timed next to it at the job's latency batch sizes, the metrics saying "
+                                      "which file is fastest at each: 'onnx_int8' (model_int8.onnx, ONNX Runtime's "
+                                      "static int8: u8s8 QDQ, per-channel weights, calibrated on the same "
+                                      "samples; usually the fastest at batch 1 for small models), 'aoti' "
+                                      "(model_int8.aoti.pt2, an AOTInductor package of the int8 program: no "
+                                      "torch.compile at load, less cost per call; same torch version and CPU "
+                                      "family only; adds 15-60 s to the job).")
 
     @model_validator(mode="after")
     def _integer_only_options(self):
         if self.weights.dtype != "int" and self.layer_bits:
             raise ValueError("layer_bits applies to integer weights (weights.dtype 'int') only")
         if not self.is_x86_int8_default and (
-                self.smoothquant is not None or self.embeddings not in (None, EmbeddingQuantSpec())):
-            raise ValueError("smoothquant and embeddings options apply to the default int8 recipe only; remove them "
-                             "or the options that select the general path (weights, activations, layers, budget, "
-                             "sensitivity, ...)")
+                self.smoothquant is not None or self.embeddings not in (None, EmbeddingQuantSpec())
+                or self.extra_formats):
+            raise ValueError("smoothquant, embeddings and extra_formats options apply to the default int8 recipe "
+                             "only; remove them or the options that select the general path (weights, "
+                             "activations, layers, budget, sensitivity, ...)")
+        if len(set(self.extra_formats)) != len(self.extra_formats):
+            raise ValueError(f"extra_formats lists a format twice: {self.extra_formats}")
         return self
 
     @property
     def is_x86_int8_default(self) -> bool:
         """True when nothing beyond the default int8 x86 recipe is asked for (torchao pt2e path)."""
         general_only = set(PTQSpec.model_fields) - {"method", "calibration_split", "calibration_samples", "embeddings",
-                                                    "smoothquant"}
+                                                    "smoothquant", "extra_formats"}
         return all(getattr(self, name) == PTQSpec.model_fields[name].get_default(call_default_factory=True)
                    for name in general_only)

@@ -49,6 +49,8 @@ def test_every_kind_loads_in_a_fresh_process_from_its_recipe_alone(tmp_path):
     eight_bits, four_bits = (WeightFormat("int", bits, True, "per_channel") for bits in (8, 4))
     files = {
         "model.pt2": formats.format_of("model.pt2").write(int8, (x[:4],), tmp_path / "model_int8.pt2"),
+        "model.aoti.pt2": formats.format_of("model.aoti.pt2").write(int8, (x[:4],), tmp_path / "model_int8.aoti.pt2",
+                                                                    batch_sizes=(32,)),
         "model.onnx": formats.format_of("model.onnx").write(
             gm, (x[:8],), tmp_path / "model_qdq.onnx", {"0.weight": quantize_weight(model[0].weight, eight_bits)},
             {"0.weight": QParams(torch.tensor(0.05), torch.tensor(0.0), -128, 127)}),
@@ -71,13 +73,18 @@ def test_every_kind_loads_in_a_fresh_process_from_its_recipe_alone(tmp_path):
     with torch.no_grad():
         np.save(tmp_path / "expected.npy", int8(x).numpy())
 
-    # torch and onnxruntime only: neither recipe may need this library or torchao.
+    # torch and onnxruntime only: no recipe may need this library or torchao.
     _run_fresh(_recipe_function("load_pt2", "model.pt2", files["model.pt2"], "model")
+               + _recipe_function("load_aoti", "model.aoti.pt2", files["model.aoti.pt2"], "models")
                + _recipe_function("load_onnx", "model.onnx", files["model.onnx"], "session") + """
 import sys, numpy, torch
 x = numpy.load("x.npy")
 numpy.testing.assert_allclose(load_pt2()(torch.from_numpy(x)).detach().numpy(), numpy.load("expected.npy"),
                               atol=1e-5)
+models = load_aoti()
+assert list(models) == [32]
+# int8 kernels requantize where the Q/DQ graph computes in float: close, not equal
+numpy.testing.assert_allclose(models[32](torch.from_numpy(x)).numpy(), numpy.load("expected.npy"), atol=0.02)
 session = load_onnx()
 assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (32, 4)
 assert not any(name.split(".")[0] in ("compression", "torchao") for name in sys.modules), "recipe needs more"

@@ -97,3 +97,31 @@ def test_a_collapsed_stage_warns_or_fails_the_budget_with_its_metrics_kept(examp
                      on_measured=measured.append)
     assert [len(m["stages"]) for m in measured] == [0, 1]
     assert measured[-1]["stages"][0]["metrics"]["metric_drop"] == pytest.approx(final["metric_drop"])
+
+
+def test_ptq_extra_formats_are_written_checked_and_timed_beside_the_pt2(example_files, tmp_path):
+    model_path, dataset_path = example_files
+    evaluation = EvaluationSpec(latency_batch_sizes=[1, 4], compile=False)
+    spec = PTQSpec(calibration_samples=64, extra_formats=["onnx_int8", "aoti"])
+    result = run_pipeline(model_path, dataset_path, [spec], evaluation, RunContext(), tmp_path)
+    final = json.loads(json.dumps(result.to_metrics()))["final"]
+    artifacts = {a.name: a for a in result.stages[0].artifacts}
+    assert {name: a.kind for name, a in artifacts.items()} == {
+        "model_int8.pt2": "model.pt2", "model_int8.onnx": "model.onnx", "model_int8.aoti.pt2": "model.aoti.pt2"}
+    assert final["model_artifact"] == "model_int8.pt2"  # the job's size and metric stay the .pt2's
+    onnx, aoti = artifacts["model_int8.onnx"].metadata, artifacts["model_int8.aoti.pt2"].metadata
+    # ONNX Runtime calibrates its own ranges: close to the .pt2, not equal; the package is the .pt2's own graph
+    assert onnx["cosine_to_pt2"] > 0.98 and aoti["cosine_to_pt2"] > 0.9999
+    assert aoti["batch_sizes"] == [1, 4] and "load_package" in aoti["recipe"] and onnx["build_time_s"] > 0
+    assert set(final["artifact_latency_ms"]) == set(artifacts)
+    for name, per_batch in final["artifact_latency_ms"].items():
+        assert set(per_batch) == {"1", "4"} and all(ms > 0 for ms in per_batch.values())
+        assert final["artifact_latency"][name]["1"]["rounds"] >= 5
+    assert final["artifact_latency_ms"]["model_int8.pt2"] == final["latency_ms"]
+    for batch in ("1", "4"):  # the fastest file where every figure is reliable, else why not
+        fastest = final["fastest_artifact"].get(batch)
+        if fastest is None:
+            assert final["fastest_artifact_unreliable"][batch]
+        else:
+            assert final["artifact_latency_ms"][fastest][batch] == min(
+                per_batch[batch] for per_batch in final["artifact_latency_ms"].values())

@@ -1,0 +1,83 @@
+"""An ONNX Runtime static int8 model of the float model, beside the int8 `.pt2` (PTQSpec `onnx_int8`).
+
+Why a second int8 file: the `.pt2` runs its int8 kernels through `torch.compile`, whose fixed cost per call (the
+compiled graph's guards and wrapper, one oneDNN call per layer) dominates a small model at batch 1, while ONNX
+Runtime's fused QLinear kernels cost less per call; at batch 32 the `.pt2` (AMX/VNNI oneDNN kernels) is usually
+ahead. The job times both at its batch sizes and says which is faster (`bench/int8_speed.py` has the table).
+
+The model is ONNX Runtime's own static quantization of our float ONNX export (`compression.onnx_export`):
+QDQ format, uint8 activations (asymmetric, per tensor, min-max over the calibration batches) and int8 weights
+(symmetric, per output channel): "u8s8", the combination ONNX Runtime's x86 int8 kernels are made for. Its
+calibration sees the same batches as the `.pt2`'s, but its ranges are its own, so its outputs differ slightly from
+the `.pt2`'s.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import onnx
+import torch
+
+from compression.onnx_export import export_float
+
+
+def write_onnxruntime_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                           calibration: Iterable[tuple[torch.Tensor, ...]], path: str | Path) -> Path:
+    """Export `model` (float) to ONNX and quantize it statically with ONNX Runtime (u8s8 QDQ, per-channel
+    weights), calibrated on the input tuples of `calibration`. Returns `path`."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proto = export_float(model, tuple(t.cpu() for t in example_inputs))
+    names = [value.name for value in proto.graph.input]
+    batches = iter([{name: tensor.cpu().numpy() for name, tensor in zip(names, inputs)} for inputs in calibration])
+
+    class Batches(CalibrationDataReader):
+        def get_next(self):
+            return next(batches, None)
+
+    with tempfile.TemporaryDirectory(prefix="onnx-int8-") as scratch:
+        float_path, prepared_path = Path(scratch) / "float.onnx", Path(scratch) / "prepared.onnx"
+        for node in proto.graph.node:
+            del node.metadata_props[:]  # the exporter's per-node stack traces: not worth shipping
+        onnx.save(proto, str(float_path))
+        # ONNX Runtime's recommended pre-processing: shape inference and its basic graph optimizations, which fold
+        # BatchNormalization into the preceding Conv. Without it every BatchNormalization stays a float op between
+        # QDQ pairs and the int8 model ran slower than the float one.
+        quant_pre_process(str(float_path), str(prepared_path), skip_symbolic_shape=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(str(prepared_path), str(path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return path
+
+
+class OnnxRuntimeModel(torch.nn.Module):
+    """An ONNX Runtime session as a module (tensors in, tensors out), so it is evaluated and timed like the
+    `.pt2`. It runs on the CPU with as many threads as torch uses, so both are timed on the same cores."""
+
+    runs_without_torch_compile = True  # `compression.measure` times it as it is
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        super().__init__()
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.path = Path(path)
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [value.name for value in self.session.get_inputs()]
+
+    def forward(self, *inputs: torch.Tensor):
+        feed = {name: np.ascontiguousarray(tensor.detach().cpu().numpy()) for name, tensor in
+                zip(self.input_names, inputs)}
+        outputs = [torch.from_numpy(array) for array in self.session.run(None, feed)]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
