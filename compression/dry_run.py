@@ -159,8 +159,13 @@ def _check_quantized_training(spec, model: nn.Module, task: Task, ctx: RunContex
     """quantized_distillation, differentiable_quantization: the weights to quantize (and `skip`) are found, the
     quantizers attach to a copy, and the copy runs and gives one finite loss against the upload."""
     from compression.distill.losses import distillation_loss
-    from compression.distill.weight_quant import (AttachedQuantizers, CodebookWeightQuantizer,
-                                                  UniformWeightQuantizer, bucketed_format, quantizable_weights)
+    from compression.distill.weight_quant import (
+        AttachedQuantizers,
+        CodebookWeightQuantizer,
+        UniformWeightQuantizer,
+        bucketed_format,
+        quantizable_weights,
+    )
 
     if spec.alpha > 0 and not task.dataset.split(task.train_split).has_labels:
         raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
@@ -183,7 +188,8 @@ def _check_quantized_training(spec, model: nn.Module, task: Task, ctx: RunContex
 
 
 CHECKS = {"ptq": _check_ptq, "quantized_distillation": _check_quantized_training,
-          "differentiable_quantization": _check_quantized_training, "prune": _check_prune, "ipq": _check_pq, "quant_noise": _check_pq, "qat": _check_qat}
+          "differentiable_quantization": _check_quantized_training, "prune": _check_prune, "ipq": _check_pq,
+          "quant_noise": _check_pq, "qat": _check_qat}
 
 
 def _check_for(spec):
