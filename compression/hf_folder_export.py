@@ -47,8 +47,8 @@ PROGRAM_PREFIX = "model."  # the program's module names are the folder model's, 
 # this, or a quarter of the stage model's own distance from the float model, whichever is larger. Both compute the
 # same dequantized graph; with static input quantizers, values a rounding ulp from a grid tie land on different
 # codes in transformers' kernels (measured on all-MiniLM-L6-v2 int8: 0.04 of the scale, against 0.89 between the
-# .pt2 and fp32, both at sentence cosine 0.993 to fp32). What the structural checks of `read_graph` could miss
-# (a missing operation, a weight under the wrong name) differs by about the output's scale.
+# .pt2 and fp32, both at sentence cosine 0.993 to fp32). Weights are compared exactly (`_wrong_weights`); what
+# the structural checks of `read_graph` could still miss (a missing operation) differs by about the output's scale.
 MAX_RELATIVE_DIFFERENCE = 1e-3
 SHARE_OF_COMPRESSION_ERROR = 0.25
 MAX_CONFIG_FIELDS = 4  # config fields tried together when fitting pruned widths
@@ -171,7 +171,7 @@ def _input_quantizer_modules(gm: fx.GraphModule) -> set[fx.Node]:
     return found
 
 
-def _embedding(gm: fx.GraphModule, codes: torch.Tensor, scale: torch.Tensor) -> QuantizedWeight:
+def _embedding(codes: torch.Tensor, scale: torch.Tensor) -> QuantizedWeight:
     """The table of `compression.ptq.embeddings` as signed codes and scales [rows, groups]."""
     if codes.dtype == torch.int8:
         return QuantizedWeight(codes, scale.float().reshape(len(codes), 1), None,
@@ -212,7 +212,7 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
             if f"{name}.weight" not in source:
                 raise NotExpressible(f"embedding table {node.target} does not belong to a module of the folder")
             layout.embeddings.add(name)
-            layout.weights[name] = _embedding(gm, _attr(gm, node), _attr(gm, gm.graph.find_nodes(
+            layout.weights[name] = _embedding(_attr(gm, node), _attr(gm, gm.graph.find_nodes(
                 op="get_attr", target=node.target.removesuffix("_codes") + "_scale")[0]))
             consumed.update({node.target, node.target.removesuffix("_codes") + "_scale"})
     unexpressed = [node.name for node in gm.graph.nodes if node not in expressed and _is(node, "quantize")]
