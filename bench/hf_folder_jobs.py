@@ -7,8 +7,8 @@ text is synthetic sentences (no labels: the metric is fidelity to the upload). P
 
 1. the dry run of each method's default spec on the exported program with two rows (seconds, what was checked);
 2. full jobs through `compression.llm.pipeline.run_folder_pipeline`, the worker's path for folders: seconds,
-   the `.pt2`'s and the folder's bytes against the fp32 folder's, and the folder's output next to the fp32 model's
-   and the `.pt2`'s, loaded back with `transformers.AutoModel.from_pretrained`.
+   the last stage's main artifact's and folder's bytes against the fp32 folder's, and the folder's output next to
+   the fp32 model's and the stage model's, loaded back with `transformers.AutoModel.from_pretrained`.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_folder_jobs [--jobs ptq,weight_only_int4] [--no-jobs]
 """
@@ -57,6 +57,8 @@ JOBS = {
     "ptq": [PTQSpec(calibration_samples=64)],
     "weight_only_int4": [PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 32},
                                  activations=None, export_onnx=False, selection_samples=16)],
+    "prune_structured_then_int8": [PruneSpec(kind="structured", sparsity=0.3), PTQSpec(calibration_samples=64)],
+    "qat_20_steps": [QATSpec(training={"steps": 20, "batch_size": 8, "warmup_steps": 0})],
 }
 
 
@@ -112,7 +114,7 @@ def job(name: str, stages: list, archive: Path, dataset_path: Path, source: Path
     result = run_folder_pipeline(archive, dataset_path, "feature-extraction", stages, EvaluationSpec(latency=False),
                                  RunContext(), workdir)
     seconds = time.monotonic() - started
-    stage = result.stages[0]
+    stage = result.stages[-1]
     folder_metrics = stage.metrics["hf_folder"]
     fp32_bytes = (source / "model.safetensors").stat().st_size
     print(f"\n### job `{name}`: {seconds:.1f} s (dry run {result.dry_run})")
@@ -121,13 +123,14 @@ def job(name: str, stages: list, archive: Path, dataset_path: Path, source: Path
     if not folder_metrics["written"]:
         print(f"- no folder: {folder_metrics['reason']}")
         return
-    folder = workdir / "hf" / f"0_{stage.method}_hf"
+    folder = workdir / "hf" / f"{len(result.stages) - 1}_{stage.method}_hf"
     weights = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
     zipped = folder_metrics["size_bytes"] / 1e6
     print(f"- folder ({folder_metrics['format']}): safetensors {weights / 1e6:.2f} MB vs fp32 "
           f"{fp32_bytes / 1e6:.2f} MB = {fp32_bytes / weights:.2f}x smaller; zip {zipped:.2f} MB; difference to "
           f"the stage's model {folder_metrics['relative_difference_to_stage_model']:.2e} of scale (the stage's "
-          f"model to fp32: {folder_metrics['stage_model_relative_difference_to_float']:.2e})")
+          f"model to fp32: {folder_metrics['stage_model_relative_difference_to_float']:.2e}); config changes "
+          f"{folder_metrics['config_changes']}")
     from transformers import AutoModel
 
     inputs = example_rows(workdir / "dataset.npz", "val", rows=32)

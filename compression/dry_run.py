@@ -8,7 +8,8 @@ branches, prepares the quantizer's graph and runs it on two rows; the general PT
 simulation (layer selection included); structured pruning runs its channel analysis at the asked sparsity;
 unstructured pruning finds its weights; iPQ and Quant-Noise plan block sizes from the layers' shapes; QAT
 prepares its quantized graph and runs it; a distillation stage builds its student, runs it on the rows and
-computes one loss against the teacher. The stage methods raise the same errors themselves later; here they come
+computes one loss against the teacher; quantized and differentiable-quantization distillation attach their weight
+quantizers to a copy and compute one loss. The stage methods raise the same errors themselves later; here they come
 before any time is spent.
 
 A stage that runs on an earlier stage's model of another architecture (a distillation student, a pruned or
@@ -154,7 +155,41 @@ def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
             "loss": loss}
 
 
-CHECKS = {"ptq": _check_ptq, "prune": _check_prune, "ipq": _check_pq, "quant_noise": _check_pq, "qat": _check_qat}
+def _check_quantized_training(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
+    """quantized_distillation, differentiable_quantization: the weights to quantize (and `skip`) are found, the
+    quantizers attach to a copy, and the copy runs and gives one finite loss against the upload."""
+    from compression.distill.losses import distillation_loss
+    from compression.distill.weight_quant import (
+        AttachedQuantizers,
+        CodebookWeightQuantizer,
+        UniformWeightQuantizer,
+        bucketed_format,
+        quantizable_weights,
+    )
+
+    if spec.alpha > 0 and not task.dataset.split(task.train_split).has_labels:
+        raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
+    student = copy.deepcopy(model)
+    names = quantizable_weights(student, spec.skip)
+    if not names:
+        raise ValueError("the model has no conv/linear weight to quantize (check 'skip')")
+    if spec.method == "quantized_distillation":
+        AttachedQuantizers(student, names, lambda weight: UniformWeightQuantizer(
+            bucketed_format(spec.bits, spec.bucket_size, weight), spec.stochastic_rounding))
+    else:
+        AttachedQuantizers(student, names, lambda weight: CodebookWeightQuantizer(weight, spec.bits))
+    batch = next(task.dataset.split(task.train_split).batches(DRY_ROWS))
+    with evaluating(student), torch.no_grad():
+        value = distillation_loss(output_tensor(student(*batch.inputs)), output_tensor(task.reference(
+            *batch.inputs)), batch.labels, temperature=spec.temperature, alpha=spec.alpha)
+    if not torch.isfinite(value):
+        raise ValueError(f"the loss of the quantized model is {float(value)} on the first rows")
+    return {"checked": "weight quantizers attached to a copy, one loss computed", "weights": len(names)}
+
+
+CHECKS = {"ptq": _check_ptq, "quantized_distillation": _check_quantized_training,
+          "differentiable_quantization": _check_quantized_training, "prune": _check_prune, "ipq": _check_pq,
+          "quant_noise": _check_pq, "qat": _check_qat}
 
 
 def _check_for(spec):

@@ -13,6 +13,8 @@ to. What is read back from the graph:
   `int-quantized` Embedding weights, weight only.
 - weights of the general PTQ path (`packed.safetensors`, weight-only): int 2-8 bits per channel or per group;
   8 bits `int-quantized`, fewer bits `pack-quantized`.
+- QAT's activation quantizer modules (their eval-mode `grid()`): static per-tensor input quantizers; its integer
+  weights come from its `packed.safetensors`, as the general path's do.
 - any other float parameter of the graph under its folder name: stored as it is (pruning changes them).
 
 Every tensor of the folder's model that the graph lacks (a branch dropped as dead, such as BERT's pooler under
@@ -45,8 +47,8 @@ PROGRAM_PREFIX = "model."  # the program's module names are the folder model's, 
 # this, or a quarter of the stage model's own distance from the float model, whichever is larger. Both compute the
 # same dequantized graph; with static input quantizers, values a rounding ulp from a grid tie land on different
 # codes in transformers' kernels (measured on all-MiniLM-L6-v2 int8: 0.04 of the scale, against 0.89 between the
-# .pt2 and fp32, both at sentence cosine 0.993 to fp32). What the structural checks of `read_graph` could miss
-# (a missing operation, a weight under the wrong name) differs by about the output's scale.
+# .pt2 and fp32, both at sentence cosine 0.993 to fp32). Weights are compared exactly (`_wrong_weights`); what
+# the structural checks of `read_graph` could still miss (a missing operation) differs by about the output's scale.
 MAX_RELATIVE_DIFFERENCE = 1e-3
 SHARE_OF_COMPRESSION_ERROR = 0.25
 MAX_CONFIG_FIELDS = 4  # config fields tried together when fitting pruned widths
@@ -62,7 +64,8 @@ class FolderLayout:
 
     floats: dict[str, torch.Tensor] = field(default_factory=dict)
     weights: dict[str, QuantizedWeight] = field(default_factory=dict)  # module name -> quantized weight
-    inputs: dict[str, tuple[float, int]] = field(default_factory=dict)  # module name -> int8 (scale, zero point)
+    # module name -> static input quantizer (scale, zero point, bits) on compressed-tensors' signed grid
+    inputs: dict[str, tuple[float, int, int]] = field(default_factory=dict)
     from_source: list[str] = field(default_factory=list)
     embeddings: set[str] = field(default_factory=set)  # quantized modules that are embedding tables
     config_changes: dict[str, int] = field(default_factory=dict)  # config fields set to the graph's widths
@@ -118,19 +121,57 @@ def _int8_linear(gm: fx.GraphModule, dequant: fx.Node) -> QuantizedWeight:
                            WeightFormat(bits=8, group_size=None, symmetric=True))
 
 
-def _input_quantizer(gm: fx.GraphModule, node) -> tuple[float, int] | None:
-    """(scale, int8 zero point) of a static per-tensor input quantizer, None for a float input."""
+def _shift_to_signed(qmin: int, qmax: int, where: str) -> tuple[int, int]:
+    """(bits, shift): compressed-tensors' codes are signed, [-2^(bits-1), 2^(bits-1)); a grid within that range
+    (narrow symmetric -7..7 included) stays as it is (shift 0), one starting elsewhere (uint8's 0..255) is the
+    same values with its codes and zero point moved down by `shift`."""
+    bits = (qmax - qmin).bit_length()
+    if not 2 <= bits <= 8:
+        raise NotExpressible(f"{where} has the range {qmin}..{qmax}, not a 2-8 bit grid")
+    low = -(1 << (bits - 1))
+    return bits, 0 if low <= qmin and qmax <= -low - 1 else qmin - low
+
+
+def _signed_grid(scale: float, zero: int, qmin: int, qmax: int, where: str) -> tuple[float, int, int]:
+    """(scale, zero point, bits) of an input quantizer on compressed-tensors' signed grid."""
+    bits, shift = _shift_to_signed(qmin, qmax, f"input quantizer {where}")
+    return scale, zero - shift, bits
+
+
+def _input_quantizer(gm: fx.GraphModule, node) -> tuple[float, int, int] | None:
+    """(scale, zero point, bits) of a static per-tensor input quantizer (int8 PTQ's quantize/dequantize pair, or a
+    QAT activation quantizer module with its eval-mode `grid`), None for a float input."""
+    if isinstance(node, fx.Node) and node.op == "call_module":
+        grid = gm.get_submodule(node.target).grid()
+        if grid.scale.numel() != 1 or grid.zero_point.numel() != 1:
+            raise NotExpressible(f"input quantizer {node.target} is not per tensor")
+        return _signed_grid(float(grid.scale), round(float(grid.zero_point)), grid.qmin, grid.qmax, node.target)
     if not _is(node, "dequantize_per_tensor"):
         return None
     _, scale, zero, qmin, qmax = node.args[:5]
-    if (qmin, qmax) == (0, 255):  # uint8 codes: the same grid as int8 codes with the zero point moved by 128
-        return _scalar(gm, scale), int(_scalar(gm, zero)) - 128
-    if (qmin, qmax) == (-128, 127):
-        return _scalar(gm, scale), int(_scalar(gm, zero))
-    raise NotExpressible(f"input quantizer {node.name} is not 8-bit ({qmin}..{qmax})")
+    return _signed_grid(_scalar(gm, scale), round(_scalar(gm, zero)), qmin, qmax, node.name)
 
 
-def _embedding(gm: fx.GraphModule, codes: torch.Tensor, scale: torch.Tensor) -> QuantizedWeight:
+def _input_quantizer_modules(gm: fx.GraphModule) -> set[fx.Node]:
+    """Modules the graph calls that are activation quantizers feeding only linear layers; any other module holding
+    tensors is something the folder's architecture does not have."""
+    found = set()
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = gm.get_submodule(node.target)
+        if not _holds_tensors(module):
+            continue  # export's `_guards_fn`: shape checks only
+        if not callable(getattr(module, "grid", None)) or not all(
+                user.op == "call_function" and user.target == aten.linear.default and user.args[0] is node
+                for user in node.users):
+            raise NotExpressible(f"the graph calls module '{node.target}' ({type(module).__name__}), which the "
+                                 "folder's layers cannot hold")
+        found.add(node)
+    return found
+
+
+def _embedding(codes: torch.Tensor, scale: torch.Tensor) -> QuantizedWeight:
     """The table of `compression.ptq.embeddings` as signed codes and scales [rows, groups]."""
     if codes.dtype == torch.int8:
         return QuantizedWeight(codes, scale.float().reshape(len(codes), 1), None,
@@ -148,32 +189,30 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
     layout = FolderLayout()
     consumed: set[str] = set()
     expressed: set[fx.Node] = set()  # quantize/dequantize nodes the folder holds as a layer's quantizer
+    _input_quantizer_modules(gm)
     for node in gm.graph.nodes:
-        if node.op == "call_module" and _holds_tensors(gm.get_submodule(node.target)):
-            raise NotExpressible(f"the graph calls module '{node.target}' "
-                                 f"({type(gm.get_submodule(node.target)).__name__}), e.g. a fake quantizer of "
-                                 "activations, which the folder's layers cannot hold")
         if node.op == "call_function" and node.target == aten.linear.default:
-            weight = node.args[1]
-            if not _is(weight, "dequantize_per_channel"):
-                continue  # a float weight: read below with the other parameters
+            weight, quantizer = node.args[1], _input_quantizer(gm, node.args[0])
+            if not _is(weight, "dequantize_per_channel") and quantizer is None:
+                continue  # a float layer: its weight is read below with the other parameters
             name = _module_name(node)
             if name is None or f"{name}.weight" not in source:
                 raise NotExpressible(f"quantized linear {node.name} does not belong to a module of the folder")
-            quantized = _int8_linear(gm, weight)
-            layout.weights[name] = quantized
-            consumed.update(arg.target for arg in weight.args[:3] if isinstance(arg, fx.Node) and arg.op == "get_attr")
-            expressed.add(weight)
-            quantizer = _input_quantizer(gm, node.args[0])
+            if _is(weight, "dequantize_per_channel"):
+                layout.weights[name] = _int8_linear(gm, weight)
+                consumed.update(arg.target for arg in weight.args[:3]
+                                if isinstance(arg, fx.Node) and arg.op == "get_attr")
+                expressed.add(weight)
             if quantizer is not None:
                 layout.inputs[name] = quantizer
-                expressed.update({node.args[0], node.args[0].args[0]})
+                if node.args[0].op == "call_function":
+                    expressed.update({node.args[0], node.args[0].args[0]})
         elif node.op == "get_attr" and node.target.endswith(".weight_codes"):
             name = node.target.removeprefix(PROGRAM_PREFIX).removesuffix(".weight_codes")
             if f"{name}.weight" not in source:
                 raise NotExpressible(f"embedding table {node.target} does not belong to a module of the folder")
             layout.embeddings.add(name)
-            layout.weights[name] = _embedding(gm, _attr(gm, node), _attr(gm, gm.graph.find_nodes(
+            layout.weights[name] = _embedding(_attr(gm, node), _attr(gm, gm.graph.find_nodes(
                 op="get_attr", target=node.target.removesuffix("_codes") + "_scale")[0]))
             consumed.update({node.target, node.target.removesuffix("_codes") + "_scale"})
     unexpressed = [node.name for node in gm.graph.nodes if node not in expressed and _is(node, "quantize")]
@@ -259,12 +298,16 @@ def _merge_source(layout: FolderLayout, source: dict[str, torch.Tensor]) -> None
 def _schemes(layout: FolderLayout) -> list[dict]:
     """One compressed-tensors scheme per distinct (weights, inputs, storage), targeting its modules by name."""
     groups: dict[str, dict] = {}
-    for name, quantized in layout.weights.items():
-        scheme = {"weights": export.weight_args(quantized.format, act_order=False),
-                  "format": "pack-quantized" if layout.packed(name) else "int-quantized"}
+    for name in [*layout.weights, *(name for name in layout.inputs if name not in layout.weights)]:
+        quantized = layout.weights.get(name)
+        if quantized is None:  # a layer whose input is quantized but whose weight stays float
+            scheme = {"format": "dense"}
+        else:
+            scheme = {"format": "pack-quantized" if layout.packed(name) else "int-quantized",
+                      "weights": export.weight_args(quantized.format, act_order=False)}
         if name in layout.inputs:
-            scheme["input_activations"] = {"num_bits": 8, "type": "int", "symmetric": False, "strategy": "tensor",
-                                           "dynamic": False}
+            scheme["input_activations"] = {"num_bits": layout.inputs[name][2], "type": "int", "symmetric": False,
+                                           "strategy": "tensor", "dynamic": False}
         key = repr(sorted(scheme.items()))
         groups.setdefault(key, {**scheme, "targets": []})["targets"].append(name)
     return list(groups.values())
@@ -274,10 +317,9 @@ def _tensors(layout: FolderLayout) -> dict[str, torch.Tensor]:
     tensors = {name: tensor.contiguous() for name, tensor in layout.floats.items()}
     for name, quantized in layout.weights.items():
         tensors.update(export.compressed_tensors(name, quantized, packed=layout.packed(name)))
-        if name in layout.inputs:
-            scale, zero = layout.inputs[name]
-            tensors[f"{name}.input_scale"] = torch.tensor([scale], dtype=torch.float32)
-            tensors[f"{name}.input_zero_point"] = torch.tensor([zero], dtype=torch.int8)
+    for name, (scale, zero, _) in layout.inputs.items():
+        tensors[f"{name}.input_scale"] = torch.tensor([scale], dtype=torch.float32)
+        tensors[f"{name}.input_zero_point"] = torch.tensor([zero], dtype=torch.int8)
     return tensors
 
 
@@ -285,6 +327,21 @@ def load_written_folder(folder: Path, task: str) -> torch.nn.Module:
     """The folder as transformers loads it (with compressed-tensors installed: weights decompressed at the first
     call, each static input quantizer applied), wrapped like the upload (token inputs, the task's one output)."""
     return load_folder_model(folder, task)
+
+
+def _wrong_weights(loaded: torch.nn.Module, model: torch.nn.Module, layout: FolderLayout) -> list[str]:
+    """Quantized modules whose weight, as transformers decompressed it, is not the stage model's: exact, unlike
+    the outputs, which static input quantizers may round differently at ties. The stage's weight is its float
+    parameter where it keeps one (QAT, the general path), else the codes read from its graph dequantized."""
+    parameters = dict(model.named_parameters())
+    wrong = []
+    for name, quantized in layout.weights.items():
+        stored = parameters.get(f"{PROGRAM_PREFIX}{name}.weight")
+        expected = stored.detach().float() if stored is not None else quantized.dequantize()
+        got = loaded.get_submodule(name).weight.detach().float()
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-7):
+            wrong.append(name)
+    return wrong
 
 
 def _relative(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -319,12 +376,15 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
 
     with torch.no_grad():
         expected = model(*example_inputs)
-        difference = _relative(load_written_folder(output_dir, task)(*example_inputs), expected)
+        loaded = load_written_folder(output_dir, task)
+        difference = _relative(loaded(*example_inputs), expected)  # the first call decompresses the weights
         compression_error = _relative(expected, float_model(*example_inputs))
     allowed = max(MAX_RELATIVE_DIFFERENCE, SHARE_OF_COMPRESSION_ERROR * compression_error)
-    if not difference <= allowed:
+    wrong = _wrong_weights(loaded.model, model, layout)
+    if wrong or not difference <= allowed:
         shutil.rmtree(output_dir)
-        raise NotExpressible(f"the folder's output differs from the stage's model by {difference:.3g} of its scale "
+        raise NotExpressible(f"the folder's weight '{wrong[0]}' differs from the stage model's" if wrong else
+                             f"the folder's output differs from the stage's model by {difference:.3g} of its scale "
                              f"(allowed {allowed:.3g}): the graph computes something the architecture does not")
     return {"format": config.get("quantization_config", {}).get("format", "dense (float)"),
             "quantized_modules": len(layout.weights), "static_input_quantizers": len(layout.inputs),
@@ -352,17 +412,18 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
             raise NotExpressible(f"'{attr}' is stored as {entry['dtype']} {entry['shape']}, which compressed-tensors "
                                  "has no layout for here (integer Linear weights only)")
         rows, columns = entry["shape"]
-        bits, qmin, group = entry["bits"], entry["qmin"], entry.get("group_size")
+        qmin, group = entry["qmin"], entry.get("group_size")
         if group is not None and columns % group:
             raise NotExpressible(f"'{attr}': {columns} input columns are not a multiple of the group size {group}")
-        # compressed-tensors codes are signed (from -2^(bits-1)); an unsigned grid shifted down with its zero
-        # point dequantizes to the same values.
-        shift = qmin + (1 << (bits - 1))
-        codes = unpack_codes(tensors[f"{attr}.codes"], bits, qmin, (rows, columns)) - shift
+        bits, shift = _shift_to_signed(qmin, entry["qmax"], f"'{attr}'")
+        codes = unpack_codes(tensors[f"{attr}.codes"], entry["bits"], qmin, (rows, columns)) - shift
         scale = _per_row(tensors[f"{attr}.scale"].float(), rows).contiguous()
-        zero = tensors.get(f"{attr}.zero_point")
+        stored = tensors.get(f"{attr}.zero_point")  # kept as zero point - qmin by the packed format
+        zero = None if stored is None else _per_row(stored.to(torch.int32), rows) + qmin
+        if zero is None and shift:  # a symmetric grid moved down: its zero is no longer at code 0
+            zero = torch.zeros(scale.shape, dtype=torch.int32)
         if zero is not None:
-            zero = (_per_row(zero.to(torch.int32), rows) + qmin - shift).to(torch.int8).contiguous()
+            zero = (zero.expand_as(scale) - shift).to(torch.int8).contiguous()
         layout.weights[name] = QuantizedWeight(codes.to(torch.int8), scale, zero,
                                                WeightFormat(bits=bits, group_size=group, symmetric=zero is None))
         layout.floats.pop(f"{name}.weight", None)

@@ -12,12 +12,14 @@ from core.jobs.state import beat, cancel_requested, write_progress
 
 log = logging.getLogger(__name__)
 # Where each phase lies within its part of a job (a rough share of the time, so the ETA means something):
-# loading and the baseline's measurement; a method's short set-up phases, its training, its export; then the
-# pipeline's evaluation and latency measurement of the stage. A phase not named here spans the method's share.
+# loading, the dry run of every stage and the baseline's measurement; a method's short set-up phases, its
+# training, its export; then the pipeline's evaluation and latency measurement of the stage (and a folder job's
+# Hugging Face folder). A phase not named here spans the method's share.
 _SETUP = ("prepare", "calibrate", "teacher_targets", "synflow", "prune", "recalibrate", "quantize", "sensitivity",
           "diagnose", "budget")
-PHASE_SPANS = {"load": (0.0, 0.3), **{name: (0.0, 0.15) for name in _SETUP}, "train": (0.15, 0.6),
-               "pack": (0.6, 0.7), "export": (0.6, 0.7), "evaluate": (0.7, 0.8), "latency": (0.8, 1.0)}
+PHASE_SPANS = {"load": (0.0, 0.3), "dry_run": (0.3, 0.4), **{name: (0.0, 0.15) for name in _SETUP},
+               "train": (0.15, 0.6), "pack": (0.6, 0.7), "export": (0.6, 0.7), "evaluate": (0.7, 0.8),
+               "latency": (0.8, 1.0), "hf_folder": (0.8, 1.0)}
 METHOD_SPAN = (0.0, 0.7)
 
 

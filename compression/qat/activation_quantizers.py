@@ -55,6 +55,11 @@ class _ActivationQuantizer(nn.Module):
     def quantize(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def grid(self) -> QParams:
+        """The per-tensor grid the eval-mode forward rounds on (what a deployment format's static input quantizer
+        stores: `compression.hf_folder_export`)."""
+        raise NotImplementedError
+
     def summary(self) -> dict:
         return {"quantizer": self.kind, "bits": self.bits}
 
@@ -80,7 +85,10 @@ class EMAMinMaxActivationQuantizer(_ActivationQuantizer):
             with torch.no_grad():
                 self.min_val.lerp_(x.detach().min().float(), self.momentum)
                 self.max_val.lerp_(x.detach().max().float(), self.momentum)
-        return fake_quantize(x, qparams_from_min_max(self.min_val, self.max_val, self.bits, symmetric=False))
+        return fake_quantize(x, self.grid())
+
+    def grid(self) -> QParams:
+        return qparams_from_min_max(self.min_val, self.max_val, self.bits, symmetric=False)
 
     def summary(self) -> dict:
         return {**super().summary(), "min": float(self.min_val), "max": float(self.max_val)}
@@ -110,6 +118,10 @@ class LSQActivationQuantizer(_ActivationQuantizer):
         qmin, qmax = self._range
         step = grad_scale(self.step, 1.0 / math.sqrt(self.features * qmax)).abs() + SCALE_EPS
         return fake_quantize(x, QParams(step, torch.zeros_like(step), qmin, qmax))
+
+    def grid(self) -> QParams:
+        step = self.step.detach().abs() + SCALE_EPS
+        return QParams(step, torch.zeros_like(step), *self._range)
 
     def summary(self) -> dict:
         return {**super().summary(), "step": float(self.step.detach().abs()), "signed": self.signed}
@@ -142,6 +154,11 @@ class PACTActivationQuantizer(_ActivationQuantizer):
         scale = (alpha / self.levels).detach()
         quantized = round_ste(clipped / scale) * scale
         return clipped + (quantized - clipped).detach()
+
+    def grid(self) -> QParams:
+        """Clipping to [0, alpha] and rounding on alpha / levels is the unsigned grid 0..levels of that step."""
+        scale = (self.alpha.detach().abs() + SCALE_EPS) / self.levels
+        return QParams(scale, torch.zeros_like(scale), 0, self.levels)
 
     def summary(self) -> dict:
         return {**super().summary(), "alpha": float(self.alpha.detach().abs())}

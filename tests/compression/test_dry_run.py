@@ -10,7 +10,7 @@ from compression.context import RunContext
 from compression.dry_run import DryRunFailed
 from compression.io import export_model, save_program
 from compression.pipeline import run_pipeline
-from compression.specs import EvaluationSpec, IPQSpec, KDSpec, PruneSpec, PTQSpec
+from compression.specs import EvaluationSpec, IPQSpec, KDSpec, PruneSpec, PTQSpec, QuantizedDistillationSpec
 
 
 class Head(nn.Module):
@@ -45,6 +45,8 @@ def files(tmp_path):
     # feature distillation naming a value the student does not have
     ([KDSpec(student={"kind": "input"}, features=[{"student": "no_such_layer", "teacher": "fc"}])], 0,
      "no_such_layer"),
+    # weight quantizers for a training stage: a skip pattern that names no weight of the model
+    ([QuantizedDistillationSpec(skip=["fc.bias"])], 0, "are not quantizable weights"),
     # iPQ's block sizes from the layers' shapes: a 64-weight layer is below its minimum
     ([IPQSpec(min_weights=1000)], 0, "no weight can be product-quantized"),
 ])
@@ -69,4 +71,5 @@ def test_a_job_that_can_run_reports_what_its_dry_run_checked(files, tmp_path):
     result = run_pipeline(*files, stages, EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
     checked = result.to_metrics()["dry_run"]
     assert checked["0:prune"]["checked"] == "prunable weights found"
+    # after an unstructured prune the model keeps the upload's architecture, so the int8 stage was checked too
     assert checked["1:ptq"]["observers"] >= 2 and "time_s" in checked["1:ptq"]  # the input and the output

@@ -16,7 +16,7 @@ from compression import formats
 from compression.context import RunContext
 from compression.hf_program import example_rows, load_folder_model
 from compression.llm.pipeline import run_folder_pipeline
-from compression.specs import EvaluationSpec, PruneSpec, PTQSpec
+from compression.specs import EvaluationSpec, PruneSpec, PTQSpec, QATSpec
 from tests.hf_folders import CORPUS, bert_folder, jsonl_bytes, zip_bytes
 
 LABELS = [index % 3 for index in range(len(CORPUS))]
@@ -112,6 +112,25 @@ def test_evenly_pruned_layers_are_written_with_the_config_width_that_matches(tmp
     stage = result.stages[1]
     loaded = formats.load("model.hf_folder", _folder_artifact(stage).path).eval()
     assert loaded.config.intermediate_size == 32 and loaded.config.max_position_embeddings == 64
+    inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
+    with torch.no_grad():
+        got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
+        torch.testing.assert_close(got, stage.model(*inputs), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("quantizer", ["lsq", "ste"])
+def test_qat_becomes_static_input_quantizers_and_its_packed_weights(tmp_path, quantizer):
+    spec = QATSpec(quantizer=quantizer, training={"steps": 2, "batch_size": 8, "warmup_steps": 0})
+    _, result = _job(tmp_path, "feature-extraction", [spec])
+    stage = result.stages[0]
+    written = stage.metrics["hf_folder"]
+    assert written["static_input_quantizers"] == written["quantized_modules"] == 12  # every linear, W4A8 / W8A8
+    loaded = formats.load("model.hf_folder", _folder_artifact(stage).path).eval()
+    schemes = loaded.config.quantization_config
+    schemes = schemes["config_groups"] if isinstance(schemes, dict) else schemes.quantization_config.config_groups
+    bits = sorted({(group["weights"] if isinstance(group, dict) else group.weights.model_dump())["num_bits"]
+                   for group in schemes.values()})
+    assert bits == [4, 8]  # 4-bit layers, the first and last at 8 bits
     inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
     with torch.no_grad():
         got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
