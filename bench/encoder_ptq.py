@@ -39,11 +39,13 @@ TOKENS, TRAIN, VAL = 128, 256, 256
 
 
 class PhaseClock:
-    """Seconds spent in each (stage, phase) of a run, from its progress events."""
+    """Seconds spent in each (stage, phase) of a run, from its progress events: wall time (`seconds`) and CPU time
+    (`cpu_seconds`, see `cpu_seconds()`)."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
-        self.current, self.since = None, time.monotonic()
+        self.cpu_seconds: dict[str, float] = {}
+        self.current, self.since, self.cpu_since = None, time.monotonic(), cpu_seconds()
 
     def __call__(self, event) -> None:
         name = f"{event.stage} {event.phase}"
@@ -52,10 +54,11 @@ class PhaseClock:
             self.current = name
 
     def stop(self) -> None:
-        now = time.monotonic()
+        now, cpu = time.monotonic(), cpu_seconds()
         if self.current is not None:
             self.seconds[self.current] = round(self.seconds.get(self.current, 0.0) + now - self.since, 2)
-        self.since = now
+            self.cpu_seconds[self.current] = round(self.cpu_seconds.get(self.current, 0.0) + cpu - self.cpu_since, 2)
+        self.since, self.cpu_since = now, cpu
 
 
 def write_inputs(directory: Path) -> tuple[Path, Path, int]:
@@ -86,7 +89,7 @@ def run_job(model_path: Path, data_path: Path, workdir: Path, compile: bool, kno
                           RunContext(report=clock), workdir, known_baseline=known_baseline,
                           upload_outputs_file=outputs_file)
     clock.stop()
-    return result, round(time.monotonic() - started, 1), round(cpu_seconds() - cpu, 1), clock.seconds
+    return result, round(time.monotonic() - started, 1), round(cpu_seconds() - cpu, 1), clock
 
 
 def main() -> None:
@@ -102,11 +105,12 @@ def main() -> None:
         baseline = None
         for attempt in ("first job (measures the baseline)", "second job (baseline reused)"):
             load = os.getloadavg()[0]
-            result, seconds, cpu, phases = run_job(model_path, data_path, scratch / str(len(runs)),
+            result, seconds, cpu, clock = run_job(model_path, data_path, scratch / str(len(runs)),
                                                    not args.no_compile, baseline, scratch / "upload-outputs.npz")
             baseline = {k: v for k, v in result.baseline.items() if not k.startswith("latency")}
             final = result.final
-            runs.append({"job": attempt, "seconds": seconds, "cpu_seconds": cpu, "phases": phases,
+            runs.append({"job": attempt, "seconds": seconds, "cpu_seconds": cpu, "phases": clock.seconds,
+                         "phase_cpu_seconds": clock.cpu_seconds,
                          "load_average": [round(load, 1), round(os.getloadavg()[0], 1)],
                          "sqnr_db": round(final["sqnr_db"], 1), "top1_agreement": final["top1_agreement"],
                          "compression_ratio": round(final["compression_ratio"], 2),
@@ -123,6 +127,9 @@ def main() -> None:
         cells = [str(run["phases"].get(p, "")) for p in sorted({p for run in runs for p in run["phases"]})]
         print(f"| {run['job']} | {run['seconds']} | {run['cpu_seconds']} | "
               f"{' / '.join(map(str, run['load_average']))} | " + " | ".join(cells) + " |")
+        cpu_cells = [str(run["phase_cpu_seconds"].get(p, "")) for p in sorted({p for run in runs
+                                                                               for p in run["phases"]})]
+        print("| (CPU s) | | | | " + " | ".join(cpu_cells) + " |")
     print("\n| job | batch | fp32 ms (spread) | int8 ms (spread) | speedup |")
     print("|---|---|---|---|---|")
     for run in runs:
