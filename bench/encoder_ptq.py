@@ -4,9 +4,11 @@ A BERT-small-shaped encoder (compression.zoo "tiny_transformer": 12 layers, widt
 vocabulary 2000, 128 tokens; random initialisation, nothing downloaded) is exported to `.pt2` with random token
 ids as its dataset (no labels: the metric is fidelity to the upload). The job is run twice through
 `compression.pipeline.run_pipeline` as the worker's sandboxed process runs it (int8 PTQ, 128 calibration
-examples, latency at batch 1 and 32 under torch.compile): the first measures the upload's baseline, the second
-reuses it (the `baselines` table's role) and finds the compiled kernels in the compile cache. Printed: seconds per
-phase of each run, and the latency figures with their spread and reliability.
+examples, latency at batch 1 and 32 under torch.compile): the first measures the upload's baseline and keeps the
+upload's outputs on the evaluation split, the second reuses both (the `baselines` table's and the tenant's cache
+directory's role) and finds the compiled kernels in the compile cache. Printed: seconds per phase of each run, the
+CPU seconds the run used (this process and its compiler processes: on a shared machine, about what the run would
+take alone on an idle one, at one thread), and the latency figures with their spread and reliability.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.encoder_ptq [--threads 1] [--no-compile]
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -35,11 +39,13 @@ TOKENS, TRAIN, VAL = 128, 256, 256
 
 
 class PhaseClock:
-    """Seconds spent in each (stage, phase) of a run, from its progress events."""
+    """Seconds spent in each (stage, phase) of a run, from its progress events: wall time (`seconds`) and CPU time
+    (`cpu_seconds`, see `cpu_seconds()`)."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
-        self.current, self.since = None, time.monotonic()
+        self.cpu_seconds: dict[str, float] = {}
+        self.current, self.since, self.cpu_since = None, time.monotonic(), cpu_seconds()
 
     def __call__(self, event) -> None:
         name = f"{event.stage} {event.phase}"
@@ -48,10 +54,11 @@ class PhaseClock:
             self.current = name
 
     def stop(self) -> None:
-        now = time.monotonic()
+        now, cpu = time.monotonic(), cpu_seconds()
         if self.current is not None:
             self.seconds[self.current] = round(self.seconds.get(self.current, 0.0) + now - self.since, 2)
-        self.since = now
+            self.cpu_seconds[self.current] = round(self.cpu_seconds.get(self.current, 0.0) + cpu - self.cpu_since, 2)
+        self.since, self.cpu_since = now, cpu
 
 
 def write_inputs(directory: Path) -> tuple[Path, Path, int]:
@@ -67,14 +74,22 @@ def write_inputs(directory: Path) -> tuple[Path, Path, int]:
     return model_path, data_path, sum(p.numel() for p in model.parameters())
 
 
-def run_job(model_path: Path, data_path: Path, workdir: Path, compile: bool, known_baseline: dict | None):
+def cpu_seconds() -> float:
+    """CPU time of this process and of its waited-for children (Inductor's compiler processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_job(model_path: Path, data_path: Path, workdir: Path, compile: bool, known_baseline: dict | None,
+            outputs_file: Path):
     clock = PhaseClock()
-    started = time.monotonic()
+    started, cpu = time.monotonic(), cpu_seconds()
     result = run_pipeline(model_path, data_path, [PTQSpec(calibration_samples=128)],
                           EvaluationSpec(latency=True, latency_batch_sizes=[1, 32], compile=compile),
-                          RunContext(report=clock), workdir, known_baseline=known_baseline)
+                          RunContext(report=clock), workdir, known_baseline=known_baseline,
+                          upload_outputs_file=outputs_file)
     clock.stop()
-    return result, round(time.monotonic() - started, 1), clock.seconds
+    return result, round(time.monotonic() - started, 1), round(cpu_seconds() - cpu, 1), clock
 
 
 def main() -> None:
@@ -89,11 +104,14 @@ def main() -> None:
         model_path, data_path, parameters = write_inputs(scratch)
         baseline = None
         for attempt in ("first job (measures the baseline)", "second job (baseline reused)"):
-            result, seconds, phases = run_job(model_path, data_path, scratch / str(len(runs)), not args.no_compile,
-                                              baseline)
+            load = os.getloadavg()[0]
+            result, seconds, cpu, clock = run_job(model_path, data_path, scratch / str(len(runs)),
+                                                   not args.no_compile, baseline, scratch / "upload-outputs.npz")
             baseline = {k: v for k, v in result.baseline.items() if not k.startswith("latency")}
             final = result.final
-            runs.append({"job": attempt, "seconds": seconds, "phases": phases,
+            runs.append({"job": attempt, "seconds": seconds, "cpu_seconds": cpu, "phases": clock.seconds,
+                         "phase_cpu_seconds": clock.cpu_seconds,
+                         "load_average": [round(load, 1), round(os.getloadavg()[0], 1)],
                          "sqnr_db": round(final["sqnr_db"], 1), "top1_agreement": final["top1_agreement"],
                          "compression_ratio": round(final["compression_ratio"], 2),
                          "latency": final.get("latency"), "latency_reliable": final.get("latency_reliable"),
@@ -102,11 +120,16 @@ def main() -> None:
     print(f"\n## int8 PTQ of a {parameters / 1e6:.1f}M-parameter encoder ({SHAPE['layers']} layers, width "
           f"{SHAPE['dim']}, {TOKENS} tokens; {args.threads} thread(s), "
           f"{'eager' if args.no_compile else 'compiled'} latency)\n")
-    print("| job | total s | " + " | ".join(sorted({p for run in runs for p in run["phases"]})) + " |")
-    print("|---|---|" + "---|" * len({p for run in runs for p in run["phases"]}))
+    print("| job | total s | CPU s | load before / after | " +
+          " | ".join(sorted({p for run in runs for p in run["phases"]})) + " |")
+    print("|---|---|---|---|" + "---|" * len({p for run in runs for p in run["phases"]}))
     for run in runs:
         cells = [str(run["phases"].get(p, "")) for p in sorted({p for run in runs for p in run["phases"]})]
-        print(f"| {run['job']} | {run['seconds']} | " + " | ".join(cells) + " |")
+        print(f"| {run['job']} | {run['seconds']} | {run['cpu_seconds']} | "
+              f"{' / '.join(map(str, run['load_average']))} | " + " | ".join(cells) + " |")
+        cpu_cells = [str(run["phase_cpu_seconds"].get(p, "")) for p in sorted({p for run in runs
+                                                                               for p in run["phases"]})]
+        print("| (CPU s) | | | | " + " | ".join(cpu_cells) + " |")
     print("\n| job | batch | fp32 ms (spread) | int8 ms (spread) | speedup |")
     print("|---|---|---|---|---|")
     for run in runs:

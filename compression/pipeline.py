@@ -23,6 +23,7 @@ from compression.context import Cancelled, RunContext
 from compression.data import Dataset, Split
 from compression.dry_run import dry_run
 from compression.evaluate import KeptOutputs, device_of, evaluate, output_tensor
+from compression.evaluation_budget import capped_evaluation
 from compression.io import export_model, input_dtypes, input_names, load_model, load_program, save_program
 from compression.measure import Timing, file_size, parameter_count, time_in_alternation
 from compression.methods import apply_stage
@@ -112,6 +113,10 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
                                               resolve_model=resolve_model, output_kind=output_kind, metric=metric),
                       ctx)
 
+    # A large model is evaluated on as many examples as a compute budget allows, unless the user chose.
+    evaluation, capped = capped_evaluation(reference, example_inputs, eval_split, evaluation)
+    noted = {"evaluation_capped": capped} if capped else {}
+
     # The upload's latency is not timed here: each stage times it in alternation with its own model, and the
     # first of those timings becomes the baseline's.
     upload_outputs = UploadOutputs(eval_split, evaluation, upload_outputs_file)
@@ -123,7 +128,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
             update={"latency": evaluation.latency and not stages}), ctx, keep_outputs=keep)
         upload_outputs.kept(keep)
         baseline |= {"output_kind": output_kind, "size_bytes": file_size(model_path),
-                     "parameters": parameter_count(reference)}
+                     "parameters": parameter_count(reference), **noted}
     outcomes = []
 
     def report_measured() -> None:
@@ -158,7 +163,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
                     "compression_ratio": baseline["size_bytes"] / main.size_bytes,
                     "parameters": parameter_count(result.model), "wall_time_s": round(wall_time, 3),
                     "device": str(device_of(result.model)),
-                    "method_metrics": result.metrics}
+                    "method_metrics": result.metrics, **noted}
         metrics["metric_drop"] = round(baseline["metric_points"] - metrics["metric_points"], 4)
         warnings = [*result.metrics.get("warnings", []), *quality_warnings(baseline, metrics, evaluation)]
         if warnings:

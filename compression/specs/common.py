@@ -61,7 +61,9 @@ class EvaluationSpec(Spec):
     split: SplitName = Field("val", description="Split used for before/after metrics (accuracy with labels, else "
                                                 "fidelity to the uncompressed model).")
     max_samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] | None = Field(
-        None, description=f"Evaluate on at most this many examples (all when null; at most {MAX_SAMPLES:,}).")
+        None, description=f"Evaluate on at most this many examples (at most {MAX_SAMPLES:,}). Null: all of the "
+                          "split, except for a large model: the first examples that fit a compute budget of 0.5 "
+                          "TFLOP per evaluation (at least 128), which the metrics then say (evaluation_capped).")
     latency: bool = Field(True, description="Measure CPU latency before and after.")
     latency_batch_sizes: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
         [1, 32], min_length=1, max_length=8, description="Batch sizes timed (1-8 of them, each 1-1024).")
