@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -64,11 +65,15 @@ def run_row(case: Case, stages: list, workdir: Path):
                         uploaded_models=case.uploaded_models)
 
 
-def bench_case(case: Case, settings: dict, workdir: Path) -> list[dict]:
+def bench_case(case: Case, settings: dict, workdir: Path, save: Callable[[list[dict]], None]) -> list[dict]:
+    """The case's rows; `save` gets the rows measured so far after each one (a long run keeps what it measured)."""
     reference = outputs_of(case.reference or case.fp32, case.eval_inputs)
     rows, fp32 = [], None
     row_specs = (transformer_rows if case.kind == "transformer" else cnn_rows)(settings["steps"])
     for label, stages in row_specs:
+        save(rows)
+        if label in case.skip_rows:
+            continue
         print(f"{time.strftime('%H:%M:%S')} {case.name}: {label}", file=sys.stderr, flush=True)
         started = time.monotonic()
         try:
@@ -167,7 +172,9 @@ def main() -> None:
             workdir.mkdir()
             case = CASES[name](workdir, settings["sizes"])
             metric_names[case.name] = case.metric_name
-            rows += bench_case(case, settings, workdir)
+            done = list(rows)
+            rows += bench_case(case, settings, workdir, lambda measured: (RESULTS / f"real_models{suffix}.json")
+                               .write_text(json.dumps(done + measured, indent=1, default=str)))
             (RESULTS / f"real_models{suffix}.json").write_text(json.dumps(rows, indent=1, default=str))
     print(table(rows, metric_names))
     print(f"\n{time.monotonic() - started:.0f} s; load average at the end {os.getloadavg()}")

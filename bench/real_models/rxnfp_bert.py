@@ -1,4 +1,4 @@
-"""rxnfp's fine-tuned reaction BERT (`bert_ft`: 12 layers, 256 wide, 4 heads, 591 SMILES tokens, 10.7M
+"""rxnfp's fine-tuned reaction BERT (`bert_ft`: 12 layers, 256 wide, 4 heads, 591 SMILES tokens, 6.7M
 parameters; Schwaller et al., "Mapping the space of chemical reactions using attention-based neural networks",
 2021), whose [CLS] vector is the rxnfp reaction fingerprint, from the `rxnfp` wheel (PyPI, MIT), and a small
 reaction-class task written for this benchmark.
