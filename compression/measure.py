@@ -15,9 +15,9 @@ original. Jobs compile with inductor's default Python wrapper: its C++ wrapper (
 recipe turns on) cuts the fixed cost per call of a small model at batch 1 (1.06-2x in `bench/int8_speed.py`) but
 took 15-20 s instead of about 4 s to compile an int8 graph on a cold cache, once per batch size, which would
 triple a first job's time; the job's `.pt2` figures are therefore a little pessimistic at batch 1. Both models are
-always timed with the same settings, so their ratio is meaningful. A model is compiled once per process (`compiled`), however many times it is timed. A model with a
-true `runs_without_torch_compile` attribute (an ONNX Runtime session, `compression.ptq.onnx_int8`; an
-AOTInductor package) is timed as it is.
+always timed with the same settings, so their ratio is meaningful. A model is compiled once per process
+(`compiled`), however many times it is timed. A model with a true `runs_without_torch_compile` attribute (an ONNX
+Runtime session, `compression.ptq.onnx_int8`; an AOTInductor package) is timed as it is.
 """
 
 from __future__ import annotations
