@@ -10,10 +10,10 @@ weights, the same calibration batches).
 Columns, each a median ms per call, all candidates of one model and batch size timed in alternation in one
 process (`compression.measure.time_in_alternation`, spread = interquartile range over median):
 
-- `fp32`: the float model under `torch.compile` (freezing, C++ wrapper: how jobs time it now);
+- `fp32`: the float model under `torch.compile` (freezing, C++ wrapper, like `int8`);
 - `int8 py`: our int8 `.pt2` under `torch.compile` with freezing and inductor's default Python wrapper (how jobs
-  timed it before this benchmark);
-- `int8`: the same with inductor's C++ wrapper (`cpp_wrapper`), the `model.pt2` recipe now;
+  time it: it compiles in a quarter of the time);
+- `int8`: the same with inductor's C++ wrapper (`cpp_wrapper`), as the `model.pt2` recipe runs it;
 - `int8 aoti`: the `model.aoti.pt2` artifact (`compression.formats.aoti`): the int8 program compiled ahead of
   time by AOTInductor, one static model per batch size (full run only: it takes 20-60 s per model to build here);
 - `ort fp32`, `ort int8`: ONNX Runtime sessions (intra-op threads = the torch threads).

@@ -11,12 +11,13 @@ processes wanted the CPUs this one was timing on (`Timing.reliable`).
 With `compile=True` the model runs under `torch.compile` with inductor freezing on: freezing folds the weights
 into constants, which is what lets inductor replace quantize/dequantize + conv/linear patterns of an int8 pt2e
 model by real int8 (oneDNN) kernels. Without it a Q/DQ model runs in fp32 plus extra work, slower than the
-original. Inductor's C++ wrapper (`cpp_wrapper`) runs the compiled graph's kernel calls from C++ instead of a
-Python function: it removes most of the fixed cost per call that dominates a small model at batch 1 (1.3x faster
-int8 at batch 1 in `bench/int8_speed.py`). Both models are always timed with the same settings, so their ratio is
-meaningful. A model is compiled once per process (`compiled`), however many times it is timed. A model with a
-true `runs_without_torch_compile` attribute (an ONNX Runtime session, `compression.ptq.onnx_int8`; an
-AOTInductor package) is timed as it is.
+original. Jobs compile with inductor's default Python wrapper: its C++ wrapper (`cpp_wrapper`, which the `.pt2`
+recipe turns on) cuts the fixed cost per call of a small model at batch 1 (1.06-2x in `bench/int8_speed.py`) but
+took 15-20 s instead of about 4 s to compile an int8 graph on a cold cache, once per batch size, which would
+triple a first job's time; the job's `.pt2` figures are therefore a little pessimistic at batch 1. Both models are
+always timed with the same settings, so their ratio is meaningful. A model is compiled once per process
+(`compiled`), however many times it is timed. A model with a true `runs_without_torch_compile` attribute (an ONNX
+Runtime session, `compression.ptq.onnx_int8`; an AOTInductor package) is timed as it is.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ MIN_ROUNDS, MAX_ROUNDS = 5, 200
 BUDGET_S = 2.0  # per batch size
 COMPILED_KEPT = 4
 # Inductor settings held while models compile (the first call of each batch size compiles): they apply only then,
-# and `torch.compile(options=...)` turns freezing on too late for the int8 patterns.
-COMPILE_SETTINGS = {"freezing": True, "cpp_wrapper": True}
+# and `torch.compile(options=...)` turns freezing on too late for the int8 patterns. No cpp_wrapper: see above.
+COMPILE_SETTINGS = {"freezing": True}
 _COMPILED: list[tuple[torch.nn.Module, Callable]] = []  # (model, its compiled form), newest last
 # Compiled forms already run at an input shape: their next call there runs, it does not compile.
 _WARM: set[tuple[int, tuple]] = set()
@@ -199,9 +200,7 @@ def time_in_alternation(models: dict[str, torch.nn.Module], example_inputs: tupl
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = torch.get_num_threads()
     with ExitStack() as stack:
-        on_cpu = all(device_of(model).type == "cpu" for model in models.values())
-        # The C++ wrapper is a CPU measure here: on CUDA it would need the CUDA toolkit's headers at compile time.
-        stack.enter_context(inductor_config.patch(COMPILE_SETTINGS if on_cpu else {"freezing": True}))
+        stack.enter_context(inductor_config.patch(COMPILE_SETTINGS))
         runners = {}
         for name, model in models.items():
             stack.enter_context(evaluating(model))

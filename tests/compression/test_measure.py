@@ -99,3 +99,21 @@ def test_models_are_timed_in_alternation_and_compiled_once():
             assert timing.reliable == (timing.reason is None)
     assert timings["model"][1].rounds == timings["other"][1].rounds  # one figure each per round
     assert compiled(model) is compiled(model) and compiled(model) is not compiled(other)
+
+
+def test_a_runtime_that_runs_without_torch_compile_is_timed_as_it_is_beside_a_compiled_model(tmp_path):
+    from compression.measure import _COMPILED
+    from compression.onnx_export import export_float
+    from compression.ptq.onnx_int8 import OnnxRuntimeModel
+
+    torch.manual_seed(0)
+    model, x = zoo.build("mlp", input_shape=8, hidden=(16,)), torch.randn(3, 8)
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(export_float(model, (x,)).SerializeToString())
+    runtime = OnnxRuntimeModel(path, threads=1)
+    with torch.no_grad():
+        torch.testing.assert_close(runtime(x), model(x), rtol=1e-4, atol=1e-5)
+    timings = time_in_alternation({"model": model, "onnx": runtime}, (x,), [2], compile=True, budget_s=0.1)
+    assert timings["onnx"][2].median_ms > 0 and timings["onnx"][2].rounds == timings["model"][2].rounds
+    kept = [kept for kept, _ in _COMPILED]
+    assert any(m is model for m in kept) and not any(m is runtime for m in kept)
