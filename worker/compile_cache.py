@@ -94,6 +94,20 @@ def cache_root(settings: Settings) -> Path:
     return root
 
 
+def zygote_probe_dir(settings: Settings) -> str | None:
+    """Where the zygote builds Inductor's instruction-set probes (worker.zygote.probe_vector_instructions): kept
+    across worker starts, entered only by the worker's user (the sandbox user cannot create or enter anything in
+    the cache root). None if it is not a plain directory of ours: the zygote then uses a temporary one."""
+    path = cache_root(settings) / "zygote"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    if path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
+        return None
+    return str(path)
+
+
 def tenant_cache(settings: Settings, identity: Identity, tenant_id: str) -> Path:
     """The tenant's compile cache directory, created for the sandbox user (emptied first when too large)."""
     path = cache_root(settings) / hashlib.sha256(tenant_id.encode()).hexdigest()

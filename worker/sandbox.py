@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.config import Settings
-from worker.compile_cache import SANDBOX_LOGNAME, cache_root, lend_headers, tenant_cache
+from worker.compile_cache import SANDBOX_LOGNAME, cache_root, lend_headers, tenant_cache, zygote_probe_dir
 from worker.messages import LineReader, ProtocolError, encode
 from worker.scratch import Identity, job_scratch, sandbox_identity, scratch_root
 from worker.spawner import JobProcess, start_job_process
@@ -124,7 +124,7 @@ def run_child(settings: Settings, scratch: Path, setup: dict, on_message: Callab
     with tempfile.TemporaryFile() as output:  # unnamed: the child cannot swap it for something else
         try:
             process = start_job_process(base_environment(settings), child_environment(settings, scratch, cache),
-                                        str(scratch), output.fileno(), write_fd)
+                                        str(scratch), output.fileno(), write_fd, zygote_probe_dir(settings))
         except BaseException:
             os.close(read_fd)
             raise

@@ -26,14 +26,15 @@ class ZygoteGone(Exception):
 
 
 class Zygote:
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], probe_dir: str | None = None):
         # numpy's OpenBLAS starts a thread pool when it is imported; the zygote must stay single-threaded, so that
         # no fork copies a lock some other thread held (jobs do their heavy arithmetic in torch, not numpy).
         env = {**env, "OPENBLAS_NUM_THREADS": "1"}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-I", "-m", "worker.zygote", str(theirs.fileno()), str(os.getpid())],
+                [sys.executable, "-I", "-m", "worker.zygote", str(theirs.fileno()), str(os.getpid()),
+                 *([probe_dir] if probe_dir else [])],
                 env=env, cwd="/", stdin=subprocess.DEVNULL, close_fds=True, pass_fds=(theirs.fileno(),),
                 start_new_session=True)
         except BaseException:
@@ -144,27 +145,28 @@ _zygote: Zygote | None = None
 _zygote_lock = threading.Lock()
 
 
-def zygote(env: dict[str, str]) -> Zygote:
-    """This process's zygote, started with `env` if there is none alive."""
+def zygote(env: dict[str, str], probe_dir: str | None = None) -> Zygote:
+    """This process's zygote, started with `env` if there is none alive (`probe_dir`: where it builds Inductor's
+    instruction-set probes, worker.compile_cache.zygote_probe_dir)."""
     global _zygote
     with _zygote_lock:
         if _zygote is None or not _zygote.alive():
             if _zygote is not None:
                 _zygote.close()
-            _zygote = Zygote(env)
+            _zygote = Zygote(env, probe_dir)
         return _zygote
 
 
 def start_job_process(zygote_env: dict[str, str], env: dict[str, str], cwd: str, output: int,
-                      channel: int) -> JobProcess:
+                      channel: int, probe_dir: str | None = None) -> JobProcess:
     """Fork a job's process from the zygote (one is started first if needed)."""
     read_end, write_end = os.pipe()
     try:
-        warm = zygote(zygote_env)
+        warm = zygote(zygote_env, probe_dir)
         try:
             pid = warm.start(env, cwd, read_end, output, channel)
         except ZygoteGone:  # died since the check (e.g. its starting thread ended): once more with a fresh one
-            pid = (warm := zygote(zygote_env)).start(env, cwd, read_end, output, channel)
+            pid = (warm := zygote(zygote_env, probe_dir)).start(env, cwd, read_end, output, channel)
     except BaseException:
         os.close(write_end)
         raise

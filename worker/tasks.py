@@ -16,6 +16,7 @@ from core.jobs.state import park
 from core.queue import CPU_QUEUE, DELIVER_WEBHOOK, RUN_JOB, get_celery, send_webhook
 from core.store.lifecycle import run as store_lifecycle
 from worker.capacity import detect_capacity
+from worker.compile_cache import zygote_probe_dir
 from worker.reaper import reap
 from worker.runner import run_job as run_job_now
 from worker.runner import versions
@@ -45,7 +46,8 @@ def _fresh_connections(**_kwargs) -> None:
 def _start_zygote(**_kwargs) -> None:
     """Let the pool process's zygote import torch and the library now, before its first job (worker.zygote);
     from this, the pool process's main thread, which runs its jobs and lives as long as it does."""
-    zygote(base_environment(get_settings()))
+    settings = get_settings()
+    zygote(base_environment(settings), zygote_probe_dir(settings))
 
 
 @celery.task(name=RUN_JOB, bind=True)

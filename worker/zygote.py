@@ -49,21 +49,23 @@ ZYGOTE_NAME, JOB_NAME = b"modelpress-zygo", b"modelpress-job"  # `ps` names (at 
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def preload() -> None:
+def preload(probe_dir: str | None = None) -> None:
     for name in PRELOAD:
         importlib.import_module(name)
-    probe_vector_instructions()
+    probe_vector_instructions(probe_dir)
 
 
-def probe_vector_instructions() -> None:
+def probe_vector_instructions(probe_dir: str | None = None) -> None:
     """Find out once which vector instruction sets Inductor's C++ code may use, so no job pays for it.
 
     Inductor asks this (`valid_vec_isa_list`, cached per process) at a process's first CPU compile: it builds a
     probe library per instruction set and loads each in a fresh Python, 0.3-1 s apiece, 2-4 s per job on the
     shared 2-core machine. Forks inherit the answer. It runs the C++ compiler and short-lived Pythons on torch's
-    own probe source, nothing of a tenant's, leaves no thread behind, and builds in a private directory that is
-    removed afterwards (a shared temp dir could hold a planted library). An empty answer (no working compiler
-    here) is not kept: each job then asks again in its own environment."""
+    own probe source, nothing of a tenant's, and leaves no thread behind. It builds in `probe_dir`, a directory
+    only the worker's user can enter, kept across worker starts (building the probes takes 5-20 s, loading built
+    ones a second), or else in a private temporary directory removed afterwards; never in a shared temp dir,
+    which could hold a planted library. An empty answer (no working compiler here) is not kept: each job then asks
+    again in its own environment."""
     import shutil
 
     from torch._inductor import cpu_vec_isa
@@ -74,7 +76,8 @@ def probe_vector_instructions() -> None:
         if hasattr(answers, "cache_clear"):
             answers.cache_clear()
 
-    private, before = tempfile.mkdtemp(prefix="modelpress-zygote-"), os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    private = probe_dir or tempfile.mkdtemp(prefix="modelpress-zygote-")
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = private
     try:
         if not cpu_vec_isa.valid_vec_isa_list():
@@ -85,7 +88,8 @@ def probe_vector_instructions() -> None:
         os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
         if before is not None:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
-        shutil.rmtree(private, ignore_errors=True)
+        if probe_dir is None:
+            shutil.rmtree(private, ignore_errors=True)
 
 
 def serve(control: socket.socket) -> None:
@@ -196,7 +200,7 @@ def main() -> int:
     from worker.isolation import die_with_parent
     die_with_parent(int(sys.argv[2]))
     _libc.prctl(PR_SET_NAME, ZYGOTE_NAME, 0, 0, 0)
-    preload()
+    preload(sys.argv[3] if len(sys.argv) > 3 else None)
     serve(control)
     return 0
 
