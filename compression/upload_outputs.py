@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from compression.context import Cancelled
 from compression.data import Split
 from compression.evaluate import KeptOutputs, outputs_of
 from compression.measure import run_compiled
@@ -92,8 +93,17 @@ class UploadOutputs:
         """The upload's outputs, computed now if no earlier evaluation kept them; None when they are too large to
         keep (fidelity then runs the upload alongside each stage)."""
         if self.batches is None and not self.too_large:
-            self.kept(outputs_of(reference, self.split, KeptOutputs(MAX_KEPT_BYTES), self.batch_size,
-                                 self.evaluation.max_samples, evaluation_runner(reference, self.evaluation)))
+            def compute(run: Callable | None) -> KeptOutputs:
+                return outputs_of(reference, self.split, KeptOutputs(MAX_KEPT_BYTES), self.batch_size,
+                                  self.evaluation.max_samples, run)
+            try:
+                keep = compute(evaluation_runner(reference, self.evaluation))
+            except Cancelled:
+                raise
+            except Exception as exc:  # an upload that cannot be compiled is still evaluated (its timing says why)
+                log.info("running the compiled upload failed (%s: %s); running it eagerly", type(exc).__name__, exc)
+                keep = compute(None)
+            self.kept(keep)
         return self.batches
 
     def _lengths(self) -> list[int]:
