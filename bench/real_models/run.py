@@ -72,7 +72,7 @@ def bench_case(case: Case, settings: dict, workdir: Path, save: Callable[[list[d
     row_specs = (transformer_rows if case.kind == "transformer" else cnn_rows)(settings["steps"])
     for label, stages in row_specs:
         save(rows)
-        if label in case.skip_rows:
+        if label in case.skip_rows or settings.get("peers_only"):
             continue
         print(f"{time.strftime('%H:%M:%S')} {case.name}: {label}", file=sys.stderr, flush=True)
         started = time.monotonic()
@@ -159,11 +159,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--models", help=f"comma-separated subset of {', '.join(CASES)}")
+    parser.add_argument("--peers-only", action="store_true", help="only the peers (no jobs)")
     args = parser.parse_args()
-    settings = SETTINGS[args.quick]
+    settings = SETTINGS[args.quick] | {"peers_only": args.peers_only}
     models = args.models.split(",") if args.models else settings["models"]
     rows, metric_names = [], {}
-    suffix = ("_quick" if args.quick else "") + (f"_{'_'.join(models)}" if args.models else "")
+    suffix = ("_quick" if args.quick else "") + (f"_{'_'.join(models)}" if args.models else "") + \
+        ("_peers" if args.peers_only else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as directory:
