@@ -37,7 +37,9 @@ def load_folder_model(folder: Path, task: str) -> torch.nn.Module:
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     auto = AutoModelForSequenceClassification if task == "sequence-classification" else AutoModel
-    model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", **LOCAL_ONLY).eval()
+    # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
+    # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
+    model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa", **LOCAL_ONLY).eval()
     return _TensorOutput(model, "logits" if task == "sequence-classification" else "last_hidden_state").eval()
 
 

@@ -105,8 +105,10 @@ def test_weight_only_int4_groups_become_a_pack_quantized_folder(tmp_path):
 
 
 def test_evenly_pruned_layers_are_written_with_the_config_width_that_matches(tmp_path):
-    # Structured pruning keeps 32 of each layer's 64 MLP channels; then int8.
-    _, result = _job(tmp_path, "feature-extraction", [PruneSpec(kind="structured", sparsity=0.5), PTQSpec()])
+    # Structured pruning keeps 32 of each layer's 64 MLP channels (attention excluded: pruned heads have no config
+    # field, see the next test); then int8.
+    _, result = _job(tmp_path, "feature-extraction", [PruneSpec(kind="structured", sparsity=0.5,
+                                                                exclude=["*attention*"]), PTQSpec()])
     for stage in result.stages:
         assert stage.metrics["hf_folder"]["config_changes"] == {"intermediate_size": 32}  # not the 64 positions
     stage = result.stages[1]
@@ -164,3 +166,13 @@ def test_int4_embedding_tables_are_kept_as_int4_codes_the_embedding_loader_reads
     with torch.no_grad():
         got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
         torch.testing.assert_close(got, stage.model(*inputs), atol=1e-4, rtol=1e-4)
+
+
+def test_folder_jobs_prune_attention_heads_and_say_why_no_folder_is_written(tmp_path):
+    # The folder is exported with SDPA attention, the pattern head pruning follows; a config has no field for a
+    # narrower attention than hidden_size / num_attention_heads, so the .pt2 is the result and the folder says why.
+    _, result = _job(tmp_path, "feature-extraction", [PruneSpec(kind="structured", sparsity=0.5)])
+    stage = result.stages[0]
+    query_rows = [tuple(p.shape)[0] for name, p in stage.model.named_parameters() if name.endswith("query.weight")]
+    assert query_rows and all(rows == 16 for rows in query_rows)  # one of two 16-wide heads kept per layer
+    assert stage.metrics["hf_folder"]["written"] is False and stage.metrics["hf_folder"]["reason"]
