@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.real_models.tones import noisy_harmonic_tones
+
 SAMPLE_RATE = 16_000
 FRAME = 1024
 BINS = 360
@@ -71,16 +73,8 @@ def student(capacity: str, shrink: int = 2) -> Crepe:
 
 
 def pitch_frames(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(frames float32 (count, 1024), f0 in Hz (count,))."""
-    rng = np.random.default_rng(seed)
-    f0 = np.exp(rng.uniform(np.log(65.0), np.log(1000.0), count))
-    t = np.arange(FRAME) / SAMPLE_RATE
-    frames = np.zeros((count, FRAME))
-    for row, frequency in enumerate(f0):
-        for k in range(1, int(SAMPLE_RATE / 2 / frequency) + 1):
-            frames[row] += np.sin(2 * np.pi * k * frequency * t + rng.uniform(0, 2 * np.pi)) / k
-    frames /= frames.std(1, keepdims=True)
-    frames += rng.uniform(0.1, 1.5, (count, 1)) * rng.normal(size=frames.shape)  # SNR from 20 dB to -3.5 dB
+    """(frames float32 (count, 1024), f0 in Hz (count,)), each frame normalised as torchcrepe does."""
+    frames, f0 = noisy_harmonic_tones(count, seed, FRAME, SAMPLE_RATE, (65.0, 1000.0))
     frames -= frames.mean(1, keepdims=True)
     frames /= np.maximum(frames.std(1, keepdims=True), 1e-10)
     return frames.astype(np.float32), f0

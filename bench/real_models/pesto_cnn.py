@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.real_models.tones import noisy_harmonic_tones
+
 SAMPLE_RATE = 16_000
 TONE_SAMPLES = 32_768  # 2 s: the CQT's lowest bin (27.5 Hz) has a 2 s kernel, centred on the middle frame
 # Only the middle frame is used, so the hop is half the tone: 3 frames are computed instead of 200.
@@ -95,15 +97,7 @@ class Pesto:
 
 def tones(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(audio float32 [count, TONE_SAMPLES], f0 Hz [count]): harmonic tones in white noise (20 to -3.5 dB SNR)."""
-    rng = np.random.default_rng(seed)
-    f0 = np.exp(rng.uniform(np.log(80.0), np.log(800.0), count))
-    t = np.arange(TONE_SAMPLES) / SAMPLE_RATE
-    audio = np.zeros((count, TONE_SAMPLES))
-    for row, frequency in enumerate(f0):
-        for k in range(1, min(HARMONICS, int(SAMPLE_RATE / 2 / frequency)) + 1):
-            audio[row] += np.sin(2 * np.pi * k * frequency * t + rng.uniform(0, 2 * np.pi)) / k
-    audio /= audio.std(1, keepdims=True)
-    audio += rng.uniform(0.1, 1.5, (count, 1)) * rng.normal(size=audio.shape)
+    audio, f0 = noisy_harmonic_tones(count, seed, TONE_SAMPLES, SAMPLE_RATE, (80.0, 800.0), HARMONICS)
     return (0.1 * audio / np.abs(audio).max(1, keepdims=True)).astype(np.float32), f0
 
 
