@@ -19,6 +19,8 @@ from compression.modes import evaluating
 from compression.output_kind import detect_output_kind
 from compression.specs.metrics import chosen_metric
 
+TOKEN_MASK_INPUT = "attention_mask"
+
 
 def output_tensor(output) -> torch.Tensor:
     """The main tensor of a model output: the tensor itself, or the first tensor of a tuple/list/dict output."""
@@ -59,6 +61,8 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
     index = -1
     fidelity: Fidelity | None = None
     compare = reference is not None or expected is not None
+    # Token outputs are compared on the real tokens of a model fed an attention mask (compression.fidelity).
+    mask_at = list(split.inputs).index(TOKEN_MASK_INPUT) if TOKEN_MASK_INPUT in split.inputs else None
     with evaluating(model), (evaluating(reference) if reference is not None else nullcontext()):
         for index, batch in enumerate(split.batches(batch_size, limit=max_samples)):
             outputs = output_tensor(run(*_to(batch.inputs, model))).float().cpu()
@@ -80,7 +84,8 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
                     reference_output = output_tensor(reference(*_to(batch.inputs, reference))).float().cpu()
                 if fidelity is None:
                     fidelity = Fidelity(output_kind or detect_output_kind(reference, reference_output))
-                fidelity.add(outputs, reference_output)
+                fidelity.add(outputs, reference_output,
+                             batch.inputs[mask_at] if mask_at is not None else None)
     if expected is not None and len(expected) != index + 1:
         raise ValueError(f"{len(expected)} stored reference batches for {index + 1} batches of split '{split.name}'")
     metrics = {"samples": examples}

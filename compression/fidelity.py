@@ -10,7 +10,12 @@ measure of quantization error). Then by kind:
   thresholded at 0.5 (the fraction of bins on or off in both) and their F1 score (the reference's bins as the
   truth; 1.0 when neither has any), which unlike the agreement does not stay near 1 when a model that should
   light a few of many bins lights none;
-- hidden states: cosine only.
+- hidden states: cosine; with a token mask also the Spearman of the masked-mean-pooled vectors, as for
+  embeddings (the sentence vector a sentence encoder's users pool from `last_hidden_state`).
+
+Token outputs ([N, L, ...]) of a model fed an attention mask are compared on the real tokens only (`add(...,
+token_mask=)`): what a model computes at padded positions is never read, and counting it made an encoder's
+cosine 93 % where its pooled sentence vectors agreed to 0.994 (issue 10).
 """
 
 from __future__ import annotations
@@ -33,29 +38,39 @@ class Fidelity:
         self.embeddings: list[torch.Tensor] = []
         self.reference_embeddings: list[torch.Tensor] = []
 
-    def add(self, output: torch.Tensor, reference: torch.Tensor) -> None:
+    def add(self, output: torch.Tensor, reference: torch.Tensor, token_mask: torch.Tensor | None = None) -> None:
+        """`token_mask` ([N, L], nonzero at real tokens): compare token outputs [N, L, ...] on real tokens only."""
         output, reference = output.float().cpu(), reference.float().cpu()
         count = len(output)
+        real = _real_tokens(output, token_mask)
+        if real is not None:  # zeros at padded positions add nothing to dot products, norms or errors
+            shape = (count, real.shape[1]) + (1,) * (output.dim() - 2)
+            output, reference = output * real.view(shape), reference * real.view(shape)
         flat, flat_reference = output.reshape(count, -1), reference.reshape(count, -1)
         self.examples += count
         self.cosine_sum += F.cosine_similarity(flat, flat_reference, dim=1).sum().item()
         self.squared_error += (flat - flat_reference).pow(2).sum().item()
         self.reference_energy += flat_reference.pow(2).sum().item()
-        self.elements += flat.numel()
+        self.elements += flat.numel() if real is None else int(real.sum()) * (flat.shape[1] // real.shape[1])
+        rows, reference_rows = output.reshape(-1, output.shape[-1]), reference.reshape(-1, output.shape[-1])
+        if real is not None:
+            rows, reference_rows = rows[real.reshape(-1).bool()], reference_rows[real.reshape(-1).bool()]
         if self.kind in ("logits", "sigmoid"):
-            self.agree += (output.argmax(-1) == reference.argmax(-1)).sum().item()
-            self.rows += output.argmax(-1).numel()
+            self.agree += (rows.argmax(-1) == reference_rows.argmax(-1)).sum().item()
+            self.rows += len(rows)
         if self.kind == "logits":
-            rows, reference_rows = output.reshape(-1, output.shape[-1]), reference.reshape(-1, output.shape[-1])
             self.kl_sum += F.kl_div(F.log_softmax(rows, -1), F.log_softmax(reference_rows, -1), log_target=True,
                                     reduction="sum").item()
         elif self.kind == "sigmoid":
-            self.abs_error += (flat - flat_reference).abs().sum().item()
-            on, reference_on = flat > 0.5, flat_reference > 0.5
+            self.abs_error += (rows - reference_rows).abs().sum().item()
+            on, reference_on = rows > 0.5, reference_rows > 0.5
             self.true_positives += (on & reference_on).sum().item()
             self.positives += on.sum().item() + reference_on.sum().item()
             self.bins_agreeing += (on == reference_on).sum().item()
-        elif self.kind == "embeddings":
+        if self.kind == "embeddings" or (self.kind == "hidden_states" and real is not None):
+            if real is not None and output.dim() == 3:  # the sentence vectors: mean over the real tokens
+                tokens = real.sum(1, keepdim=True).clamp(min=1)
+                flat, flat_reference = output.sum(1) / tokens, reference.sum(1) / tokens
             room = MAX_SIMILARITY_EXAMPLES - sum(len(e) for e in self.embeddings)
             if room > 0:
                 self.embeddings.append(flat[:room])
@@ -73,10 +88,17 @@ class Fidelity:
             metrics["mae"] = self.abs_error / self.elements
             metrics["bin_f1"] = 2 * self.true_positives / self.positives if self.positives else 1.0
             metrics["bin_agreement"] = self.bins_agreeing / self.elements
-        elif self.kind == "embeddings":
+        if self.embeddings:
             metrics["similarity_spearman"] = similarity_spearman(torch.cat(self.embeddings),
                                                                  torch.cat(self.reference_embeddings))
         return metrics
+
+
+def _real_tokens(output: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The mask as float [N, L] when `output` is per token ([N, L, ...]) of that mask's shape, else None."""
+    if token_mask is None or output.dim() < 3 or tuple(output.shape[:2]) != tuple(token_mask.shape):
+        return None
+    return (token_mask.cpu() != 0).float()
 
 
 def similarity_spearman(embeddings: torch.Tensor, reference: torch.Tensor) -> float:

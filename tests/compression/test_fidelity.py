@@ -100,3 +100,41 @@ def test_sequence_outputs_are_logits_only_from_a_head_and_a_classifier_in_unit_r
     program = export_model(small, (x,)).module()
     assert detect_output_kind(program, program(x)) == "logits"
     assert detect_output_kind(small, small(x)) == "sigmoid"  # an ordinary module shows only its values
+
+
+class _TokenStates(nn.Module):
+    """Per-token states [N, L, 8] that follow the ids at real tokens; `pad_noise` scales what padded positions
+    hold (the part of a compressed encoder's output no user reads)."""
+
+    def __init__(self, pad_noise: float):
+        super().__init__()
+        self.embed = nn.Embedding(50, 8)
+        self.pad_noise = pad_noise
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.embed(input_ids)
+        padded = (1 - attention_mask).unsqueeze(-1).float()
+        return states + padded * self.pad_noise * torch.cos(torch.arange(8.0) * 3 + input_ids.unsqueeze(-1))
+
+
+def test_token_outputs_are_compared_on_real_tokens_and_pooled_for_rank_agreement():
+    torch.manual_seed(0)
+    reference = _TokenStates(pad_noise=0.0).eval()
+    noisy_pads = _TokenStates(pad_noise=50.0).eval()
+    noisy_pads.embed.load_state_dict(reference.embed.state_dict())
+    ids = torch.randint(1, 50, (24, 10))
+    mask = (torch.arange(10) < torch.randint(2, 10, (24, 1))).long()
+    arrays = {"val.input_ids": ids.numpy(), "val.attention_mask": mask.numpy()}
+    split = Dataset.from_arrays(arrays, ["input_ids", "attention_mask"]).split("val")
+    same_tokens = evaluate(noisy_pads, split, reference, batch_size=8, output_kind="hidden_states")
+    assert same_tokens["cosine"] == pytest.approx(1.0, abs=1e-6) and same_tokens["mse"] == pytest.approx(0.0)
+    assert same_tokens["similarity_spearman"] == pytest.approx(1.0, abs=1e-6)
+
+    # Without the mask input, the padded positions count (what every job reported before).
+    unmasked = Dataset.from_arrays({"val.ids": ids.numpy(), "val.m": mask.numpy()}, ["ids", "m"]).split("val")
+    counted = evaluate(noisy_pads, unmasked, reference, batch_size=8, output_kind="hidden_states")
+    assert counted["cosine"] < 0.9 and "similarity_spearman" not in counted
+
+    # A difference at real tokens is still seen.
+    changed = _TokenStates(pad_noise=0.0).eval()
+    assert evaluate(changed, split, reference, batch_size=8, output_kind="hidden_states")["cosine"] < 0.5
