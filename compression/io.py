@@ -17,6 +17,7 @@ from torch.export.graph_signature import InputKind
 from torch.utils._sympy.numbers import int_oo
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
+from compression.deflate import deflate_zip
 from compression.modes import eval_mode
 from compression.program_loader import load_checked_program
 
@@ -44,8 +45,8 @@ _DEBUG_METADATA = ("from_node", "stack_trace")
 
 
 def save_program(program: ExportedProgram, path: str | Path) -> Path:
-    """Write `program` as a .pt2 without its debugging metadata and with a 2-row example batch (the program is
-    changed in place)."""
+    """Write `program` as a .pt2, its members deflated, without its debugging metadata and with a 2-row example
+    batch (the program is changed in place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for node in program.graph.nodes:
@@ -55,7 +56,12 @@ def save_program(program: ExportedProgram, path: str | Path) -> Path:
         # The archive stores the example batch; two rows document the inputs as well as a whole batch does.
         args, kwargs = program.example_inputs
         program.example_inputs = (tuple(_first_rows(a) for a in args), {k: _first_rows(v) for k, v in kwargs.items()})
-    torch.export.save(program, str(path))
+    stored = path.with_name(path.name + ".stored")
+    try:
+        torch.export.save(program, str(stored))
+        deflate_zip(stored, path)  # torch stores every member; deflated the graph is a tenth (compression.deflate)
+    finally:
+        stored.unlink(missing_ok=True)
     return path
 
 

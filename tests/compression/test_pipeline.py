@@ -24,6 +24,9 @@ def test_ptq_pipeline_on_digits_reports_before_and_after(example_files, tmp_path
     assert artifact["kind"] == "model.pt2" and final["size_bytes"] == artifact["size_bytes"]
     assert final["compression_ratio"] == pytest.approx(baseline["size_bytes"] / artifact["size_bytes"])
     assert final["compression_ratio"] > 1.5  # not 4: on a model this small the graph description weighs a lot
+    # the example was written by save_program, deflated like the stage's file: the two ratios are the same
+    assert baseline["deflated_size_bytes"] == baseline["size_bytes"]
+    assert final["compression_ratio_vs_deflated_upload"] == pytest.approx(final["compression_ratio"])
     # int8 weights are still counted; batch norm folded into the convs leaves a bias per channel instead
     assert final["parameters"] == pytest.approx(baseline["parameters"], rel=0.01)
     assert set(final["latency_ms"]) == {"1", "4"} == set(baseline["latency_ms"])
