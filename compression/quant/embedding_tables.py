@@ -45,10 +45,14 @@ def weight_format(fmt: EmbeddingFormat) -> WeightFormat:
     return WeightFormat("int", fmt.bits, symmetric=True, granularity="per_group", group_size=fmt.group_size)
 
 
-def quantize_tables(gm: fx.GraphModule, spec) -> EmbeddingTables:
+def quantize_tables(gm: fx.GraphModule, spec, layer_weights: dict[str, str] | None = None) -> EmbeddingTables:
     """Quantize every lookup-only float table of `gm` to the `embeddings` spec (an `EmbeddingQuantSpec`, or None
-    for fp32); `gm` itself is not changed."""
+    for fp32); `gm` itself is not changed. `layer_weights` (weight attribute -> layer name) names the layers a
+    tied table is stored as."""
     lookups, kept_float = lookup_tables(gm)
+    for attr, layer in (layer_weights or {}).items():
+        if attr in kept_float:  # tied to an output projection: it is that layer's weight, in that layer's format
+            kept_float[attr] = f"tied to layer '{layer}': stored as that layer's weight"
     if spec is None:
         return EmbeddingTables(None, {}, kept_float | {attr: "embeddings: null" for attr in lookups})
     fmt = EmbeddingFormat(spec.bits, spec.group_size)

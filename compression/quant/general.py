@@ -45,7 +45,7 @@ def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext
         act = spec.activations
         observers = {layer.name: make_observer(act.observer, act.bits, act.symmetric, act.percentile,
                                                act.averaging_constant, ctx.seed) for layer in layers}
-    tables = quantize_tables(gm, spec.embeddings)
+    tables = quantize_tables(gm, spec.embeddings, {layer.weight_attr: layer.name for layer in layers})
     return QuantSimulation(gm, layers, observers, tables.quantized), dropped, tables
 
 

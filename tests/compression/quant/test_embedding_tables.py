@@ -10,6 +10,7 @@ import onnxruntime
 import pytest
 import torch
 from safetensors import safe_open
+from torch import nn
 
 from compression.context import RunContext
 from compression.data import Dataset
@@ -109,3 +110,30 @@ def test_the_general_path_accepts_embeddings_but_not_smoothquant():
     assert not PTQSpec(activations=None, embeddings={"bits": 4, "group_size": 16}).is_x86_int8_default
     with pytest.raises(ValueError, match="smoothquant and extra_formats"):
         PTQSpec(activations=None, smoothquant={"alpha": 0.5})
+
+
+class TiedHead(nn.Module):
+    """Output projection sharing the embedding table, as language models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.mid, self.head = nn.Embedding(100, 32), nn.Linear(32, 32), nn.Linear(32, 100, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids):
+        return self.head(torch.relu(self.mid(self.embed(ids)))).mean(1)
+
+
+def test_a_tied_table_is_stored_once_as_its_layer_weight(tmp_path):
+    torch.manual_seed(0)
+    model = TiedHead().eval()
+    ids = np.random.default_rng(0).integers(0, 100, (64, 8))
+    dataset = Dataset.from_arrays({"train.ids": ids[:32], "val.ids": ids[32:]}, ["ids"])
+    task = Task(dataset, model, (torch.from_numpy(ids[:4]),), tmp_path)
+    result = apply_general_ptq(PTQSpec(activations=None, export_onnx=False), model, task, RunContext())
+    tied = next(iter(result.metrics["embeddings"]["kept_float"]))
+    assert result.metrics["embeddings"]["tables"] == []
+    assert result.metrics["embeddings"]["kept_float"][tied] == "tied to layer 'head': stored as that layer's weight"
+    with safe_open(str(result.artifacts[0].path), framework="pt") as archive:
+        manifest = {entry["attr"]: entry for entry in json.loads(archive.metadata()["manifest"])}
+    assert tied in manifest and "embedding" not in manifest[tied]  # once, as the int8 head weight
