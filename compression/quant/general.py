@@ -3,8 +3,9 @@ accuracy budget, and deployable artifacts (bit-packed safetensors; ONNX QDQ for 
 
 Order of work: copy the model as a graph, drop dead branches, fold BatchNorm, quantize the embedding tables (they
 run quantized with any quantized layer), insert per-layer input quantizers, calibrate activation ranges on the
-float model, choose weight formats (spec, per-layer overrides, then the budget search), correct biases, measure every layer and block, write the artifacts, and return the model rebuilt from
-the packed file, so the model the next stage receives is byte for byte the one the user downloads.
+float model, choose weight formats (spec, per-layer overrides, then the budget search), correct biases, measure
+every layer and block, write the artifacts, and return the model rebuilt from the packed file, so the model the
+next stage receives is byte for byte the one the user downloads.
 """
 
 from __future__ import annotations
