@@ -49,7 +49,7 @@ def _check_ptq(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     if not spec.is_x86_int8_default:
         from compression.quant.general import build_simulation
 
-        sim, _ = build_simulation(spec, copy.deepcopy(model), task, ctx)
+        sim, _, _ = build_simulation(spec, copy.deepcopy(model), task, ctx)
         sim.calibrate([task.example_inputs])
         return {"checked": "general path: graph copied, layers selected, calibrated on two rows",
                 "layers": len(sim.layers)}

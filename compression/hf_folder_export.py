@@ -12,7 +12,8 @@ to. What is read back from the graph:
 - embedding tables stored as codes and per-row (int8) or per-group (int4) scales (`compression.ptq.embeddings`):
   `int-quantized` Embedding weights, weight only.
 - weights of the general PTQ path (`packed.safetensors`, weight-only): int 2-8 bits per channel or per group;
-  8 bits `int-quantized`, fewer bits `pack-quantized`.
+  8 bits `int-quantized`, fewer bits `pack-quantized`; its embedding tables (int8 per row, 4-bit per group)
+  `int-quantized` Embedding weights, as above.
 - QAT's activation quantizer modules (their eval-mode `grid()`): static per-tensor input quantizers; its integer
   weights come from its `packed.safetensors`, as the general path's do.
 - any other float parameter of the graph under its folder name: stored as it is (pruning changes them).
@@ -401,7 +402,8 @@ def _per_row(tensor: torch.Tensor, rows: int) -> torch.Tensor:
 
 def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str, torch.Tensor]) -> None:
     """The general PTQ path's integer weights (`packed.safetensors`) into `layout`, replacing their dequantized
-    float copies: per tensor, per channel or per group of input columns, 2-8 bits, symmetric or not."""
+    float copies: per tensor, per channel or per group of input columns, 2-8 bits, symmetric or not; embedding
+    tables per row or per group of a row."""
     from compression.quant.packed import FORMAT, open_with_graph, unpack_codes
 
     _, tensors, manifest = open_with_graph(packed_path, FORMAT)
@@ -410,7 +412,7 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
         name = attr.removeprefix(PROGRAM_PREFIX).removesuffix(".weight")
         if entry["dtype"] != "int" or len(entry["shape"]) != 2 or f"{name}.weight" not in source:
             raise NotExpressible(f"'{attr}' is stored as {entry['dtype']} {entry['shape']}, which compressed-tensors "
-                                 "has no layout for here (integer Linear weights only)")
+                                 "has no layout for here (integer Linear weights and embedding tables only)")
         rows, columns = entry["shape"]
         qmin, group = entry["qmin"], entry.get("group_size")
         if group is not None and columns % group:
@@ -426,6 +428,8 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
             zero = (zero.expand_as(scale) - shift).to(torch.int8).contiguous()
         layout.weights[name] = QuantizedWeight(codes.to(torch.int8), scale, zero,
                                                WeightFormat(bits=bits, group_size=group, symmetric=zero is None))
+        if entry.get("embedding"):
+            layout.embeddings.add(name)  # stored unpacked: compressed-tensors' Embedding loader reads no other
         layout.floats.pop(f"{name}.weight", None)
 
 

@@ -34,13 +34,11 @@ class EmbeddingFormat:
         return f"int4 symmetric, per group of {self.group_size}, two codes per byte"
 
 
-def quantize_embeddings(gm: fx.GraphModule, fmt: EmbeddingFormat) -> dict:
-    """Rewrite every `aten.embedding` on a float table of `gm` (in place) to read an integer table.
-
-    Returns the report for the metrics: {"format", "tables": quantized table attributes, "kept_float": {table:
-    why}}."""
-    skipped, quantized = {}, []
-    lookups: dict[str, list[fx.Node]] = {}
+def lookup_tables(gm: fx.GraphModule) -> tuple[dict[str, list[fx.Node]], dict[str, str]]:
+    """The float 2-d tables of `gm` that only `aten.embedding` reads: ({table attribute: its lookups}, {table kept
+    whole: why}). A table shared with an output projection (tied weights) is kept whole: storing it twice would
+    grow the file."""
+    skipped, lookups = {}, {}
     readers: dict[str, set] = {}
     for node in gm.graph.nodes:
         if node.op == "get_attr":
@@ -49,16 +47,26 @@ def quantize_embeddings(gm: fx.GraphModule, fmt: EmbeddingFormat) -> dict:
             table = node.args[0]
             if isinstance(table, fx.Node) and table.op == "get_attr":
                 lookups.setdefault(table.target, []).append(node)
+    for attr in list(lookups):
+        weight = _get(gm, attr)
+        others = readers[attr] - {aten.embedding.default}
+        if not weight.is_floating_point() or weight.dim() != 2:
+            del lookups[attr]
+        elif others:
+            skipped[attr] = f"also read by {sorted(str(op) for op in others)} (tied weights)"
+            del lookups[attr]
+    return lookups, skipped
+
+
+def quantize_embeddings(gm: fx.GraphModule, fmt: EmbeddingFormat) -> dict:
+    """Rewrite every `aten.embedding` on a float table of `gm` (in place) to read an integer table.
+
+    Returns the report for the metrics: {"format", "tables": quantized table attributes, "kept_float": {table:
+    why}}."""
+    quantized = []
+    lookups, skipped = lookup_tables(gm)
     for attr, nodes in lookups.items():
         weight = _get(gm, attr)
-        if not weight.is_floating_point() or weight.dim() != 2:
-            continue
-        others = readers[attr] - {aten.embedding.default}
-        if others:
-            # A table shared with an output projection (tied weights) is kept whole: storing it twice would grow
-            # the file.
-            skipped[attr] = f"also read by {sorted(str(op) for op in others)} (tied weights)"
-            continue
         if fmt.bits == 4 and weight.shape[1] % fmt.group_size:
             skipped[attr] = f"width {weight.shape[1]} is not a multiple of group_size {fmt.group_size}"
             continue

@@ -1,10 +1,11 @@
 """The general PTQ path: any weight format, any observer, layer selection, bias correction, diagnostics, an
 accuracy budget, and deployable artifacts (bit-packed safetensors; ONNX QDQ for integer formats).
 
-Order of work: copy the model as a graph, drop dead branches, fold BatchNorm, insert per-layer input quantizers,
-calibrate activation ranges on the float model, choose weight formats (spec, per-layer overrides, then the budget
-search), correct biases, measure every layer and block, write the artifacts, and return the model rebuilt from
-the packed file, so the model the next stage receives is byte for byte the one the user downloads.
+Order of work: copy the model as a graph, drop dead branches, fold BatchNorm, quantize the embedding tables (they
+run quantized with any quantized layer), insert per-layer input quantizers, calibrate activation ranges on the
+float model, choose weight formats (spec, per-layer overrides, then the budget search), correct biases, measure
+every layer and block, write the artifacts, and return the model rebuilt from the packed file, so the model the
+next stage receives is byte for byte the one the user downloads.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from compression.modes import eval_mode
 from compression.onnx_export import export_onnx_qdq
 from compression.quant.blocks import block_sensitivity
 from compression.quant.diagnostics import describe, layer_report, meet_budget, output_sqnr, sensitivity, weight_sqnr
+from compression.quant.embedding_tables import EmbeddingTables, quantize_tables
 from compression.quant.evaluate import Evaluator
 from compression.quant.graph import as_graph_module, find_layers, fold_batchnorm, layer_bits, select_layers
 from compression.quant.observers import make_observer
@@ -30,7 +32,8 @@ CALIBRATION_BATCH = 64
 OUTPUT_SQNR_BATCHES = 2  # per-layer output SQNR keeps every layer's output of a batch twice: stay small
 
 
-def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext) -> tuple[QuantSimulation, DroppedBranches]:
+def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext
+                     ) -> tuple[QuantSimulation, DroppedBranches, EmbeddingTables]:
     gm = eval_mode(as_graph_module(model, task.example_inputs))
     dropped = drop_dead_branches(gm)  # an unused branch's layers would be quantized, reported and shipped
     if spec.fold_batchnorm:
@@ -43,7 +46,8 @@ def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext) -> tuple
         act = spec.activations
         observers = {layer.name: make_observer(act.observer, act.bits, act.symmetric, act.percentile,
                                                act.averaging_constant, ctx.seed) for layer in layers}
-    return QuantSimulation(gm, layers, observers), dropped
+    tables = quantize_tables(gm, spec.embeddings, {layer.weight_attr: layer.name for layer in layers})
+    return QuantSimulation(gm, layers, observers, tables.quantized), dropped, tables
 
 
 def _reporting(batches: list, ctx: RunContext, phase: str):
@@ -61,7 +65,7 @@ def initial_config(spec: PTQSpec, sim: QuantSimulation) -> dict[str, WeightForma
 
 def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> StageResult:
     ctx.progress("prepare", 0, 1)
-    sim, dropped = build_simulation(spec, model, task, ctx)
+    sim, dropped, tables = build_simulation(spec, model, task, ctx)
     calibration = [batch.inputs for batch in task.dataset.split(spec.calibration_split)
                    .batches(CALIBRATION_BATCH, limit=spec.calibration_samples)]
     sim.calibrate(_reporting(calibration, ctx, "calibrate"))
@@ -105,8 +109,10 @@ def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> Stag
                                      output_sqnr(sim, config, calibration[:OUTPUT_SQNR_BATCHES]), drops,
                                      requested)
 
+    metrics["embeddings"] = tables.report(written=sim.tables_quantized)
+
     ctx.progress("export", 0, 1)
-    artifacts, deployed = write_artifacts(spec, sim, config, task, quantized_metric)
+    artifacts, deployed = write_artifacts(spec, sim, config, task, quantized_metric, metrics["embeddings"]["format"])
     metrics["artifacts"] = {artifact.name: artifact.metadata for artifact in artifacts}
     return StageResult(deployed, artifacts, metrics)
 
@@ -115,13 +121,17 @@ def _fp32_bytes(model) -> int:
     return sum(tensor.numel() * 4 for tensor in model.state_dict().values() if tensor.is_floating_point())
 
 
-def write_artifacts(spec: PTQSpec, sim: QuantSimulation, config: dict, task: Task, metric: float):
-    """The packed safetensors (always) and the ONNX QDQ model (integer weights, 8-bit or float activations)."""
+def write_artifacts(spec: PTQSpec, sim: QuantSimulation, config: dict, task: Task, metric: float,
+                    table_storage: str = "fp32"):
+    """The packed safetensors (always) and the ONNX QDQ model (integer weights, 8-bit or float activations), with
+    the embedding tables the simulation runs quantized stored as integers in both."""
     quantized = {name: fmt for name, fmt in config.items() if fmt is not None}
     weights = {sim.layers[name].weight_attr: sim.quantized(name, fmt) for name, fmt in quantized.items()}
     reference_bytes = _fp32_bytes(task.reference)
     sim.configure(config)
-    packed_path = write_packed(task.workdir / "model_packed.safetensors", sim.gm, task.example_inputs, weights)
+    tables = sim.tables if sim.tables_quantized else {}
+    packed_path = write_packed(task.workdir / "model_packed.safetensors", sim.gm, task.example_inputs,
+                               weights | tables, lookup_tables=set(tables))
     artifacts = [formats.artifact("packed.safetensors", packed_path.name, packed_path)]
     integer_only = all(fmt.dtype == "int" for fmt in quantized.values())
     eight_bit_inputs = spec.activations is None or spec.activations.bits == 8
@@ -130,11 +140,13 @@ def write_artifacts(spec: PTQSpec, sim: QuantSimulation, config: dict, task: Tas
                        for name in quantized if sim.input_quantizers[name].qparams is not None}
         for quantizer in sim.input_quantizers.values():
             quantizer.mode = "off"  # the QDQ nodes take their place
-        onnx_path = export_onnx_qdq(sim.gm, task.example_inputs, task.workdir / "model_qdq.onnx", weights,
+        onnx_path = export_onnx_qdq(sim.gm, task.example_inputs, task.workdir / "model_qdq.onnx", weights | tables,
                                     activations)
         sim.configure(config)
         artifacts.append(formats.artifact("model.onnx", onnx_path.name, onnx_path))
     for artifact in artifacts:
-        artifact.metadata |= {"metric": round(metric, 2), "size_bytes": artifact.size_bytes,
+        # Both files store the tables as integers (the ONNX model as int codes + DequantizeLinear before Gather).
+        artifact.metadata |= {"metric": round(metric, 2), "embeddings": table_storage,
+                              "size_bytes": artifact.size_bytes,
                               "compression_ratio": round(reference_bytes / artifact.size_bytes, 2)}
     return artifacts, load_packed(packed_path)

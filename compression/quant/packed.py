@@ -17,7 +17,8 @@ File contents (safetensors tensors; `<w>` is a quantized weight's attribute name
 
 The safetensors metadata holds `format` = "modelpress.packed", `version` = "1" and `manifest`: a JSON list with
 one entry per quantized weight: {"attr", "shape", "dtype" ("int" or a float format), "bits", "qmin", "qmax",
-"axis", "group_size"}.
+"axis", "group_size"}, and "embedding": true for an embedding table (a weight only `aten.embedding` reads; int8 per
+row is "axis" 0, 4-bit per group a "group_size" along the row).
 
 Bit layout of `<w>.codes`: the weight is flattened in row-major (C) order into n codes. Each code is stored as the
 unsigned value u = q - qmin in `bits` bits (0 <= u < 2^bits). Code i occupies bits [i*bits, (i+1)*bits) of one
@@ -99,8 +100,9 @@ def _skeleton_bytes(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, 
 
 
 def write_packed(path: str | Path, model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
-                 weights: dict[str, QuantizedWeight]) -> Path:
-    """Write `model` with the weights named in `weights` (attribute name -> quantized weight) packed."""
+                 weights: dict[str, QuantizedWeight], lookup_tables: set[str] = frozenset()) -> Path:
+    """Write `model` with the weights named in `weights` (attribute name -> quantized weight) packed; those in
+    `lookup_tables` are embedding tables (marked so in the manifest)."""
     path = Path(path)
     tensors, manifest = {}, []
     for attr, weight in weights.items():
@@ -117,6 +119,8 @@ def write_packed(path: str | Path, model: torch.nn.Module, example_inputs: tuple
             tensors[f"{attr}.cast"] = weight.cast.contiguous()
             if weight.scale is not None:
                 tensors[f"{attr}.scale"] = weight.scale.float().contiguous()
+        if attr in lookup_tables:
+            entry["embedding"] = True
         manifest.append(entry)
     return save_with_graph(path, model, example_inputs, tensors, manifest, FORMAT, VERSION)
 

@@ -3,7 +3,9 @@
 Every selected conv/linear gets an `InputQuantizer` inserted on its input and an `OutputTap` on its output.
 `configure({layer: WeightFormat | None})` swaps each layer's weight between its float value and its dequantized
 quantized value (cached per format) and switches its input quantizer, so sensitivity analysis and the accuracy
-budget search re-evaluate configurations without re-tracing or re-calibrating anything.
+budget search re-evaluate configurations without re-tracing or re-calibrating anything. Embedding tables given
+to the simulation run quantized in every configuration that quantizes a layer (so sensitivity, the budget search
+and the reported metric see them as the packed file stores them) and float in the all-float reference.
 """
 
 from __future__ import annotations
@@ -70,9 +72,13 @@ def _module_name(layer: Layer, role: str) -> str:
 
 
 class QuantSimulation:
-    def __init__(self, gm: fx.GraphModule, layers: list[Layer], observers: dict[str, Observer] | None):
-        """`observers` maps layer name -> activation observer (None: weights only)."""
+    def __init__(self, gm: fx.GraphModule, layers: list[Layer], observers: dict[str, Observer] | None,
+                 tables: dict[str, QuantizedWeight] | None = None):
+        """`observers` maps layer name -> activation observer (None: weights only); `tables` embedding table
+        attribute -> its quantized value."""
         self.gm = gm
+        self.tables = tables or {}
+        self.float_tables = {attr: get_tensor(gm, attr).detach().clone() for attr in self.tables}
         self.layers = {layer.name: layer for layer in layers}
         self.float_weights = {layer.name: get_tensor(gm, layer.weight_attr).detach().clone() for layer in layers}
         self.input_quantizers: dict[str, InputQuantizer] = {}
@@ -120,6 +126,13 @@ class QuantSimulation:
                 set_tensor(self.gm, layer.bias_attr, self.float_biases[name] + correction)
             quantizer = self.input_quantizers[name]
             quantizer.mode = "quantize" if fmt is not None and quantizer.qparams is not None else "off"
+        for attr, table in self.tables.items():
+            set_tensor(self.gm, attr, table.dequantized if self.tables_quantized else self.float_tables[attr])
+
+    @property
+    def tables_quantized(self) -> bool:
+        """Whether the current configuration runs (and the packed file would store) the quantized tables."""
+        return any(fmt is not None for fmt in self.config.values())
 
     @contextmanager
     def configured(self, config: dict[str, WeightFormat | None]):

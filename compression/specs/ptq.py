@@ -37,7 +37,7 @@ class ActivationQuantSpec(Spec):
 
 
 class EmbeddingQuantSpec(Spec):
-    """How embedding tables (`aten.embedding` lookups) are stored on the default int8 path."""
+    """How embedding tables (`aten.embedding` lookups) are stored, on the default int8 path and the general one."""
 
     bits: Literal[4, 8] = Field(8, description="8: int8 per row; 4: int4 per group of `group_size` (two codes per "
                                                "byte).")
@@ -95,8 +95,9 @@ class PTQSpec(Spec):
         1000, description="Evaluation examples used for sensitivity and the budget search.")
     export_onnx: bool = Field(True, description="Also write an ONNX QDQ model (integer weights only).")
     embeddings: EmbeddingQuantSpec | None = Field(
-        EmbeddingQuantSpec(), description="Embedding tables quantized on the default int8 path (int8 per row by "
-                                          "default); null keeps them in fp32.")
+        EmbeddingQuantSpec(), description="Embedding tables (weights only aten.embedding reads) quantized, int8 "
+                                          "per row by default, on both paths (on the general path they run "
+                                          "quantized whenever a layer is); null keeps them in fp32.")
     smoothquant: SmoothQuantSpec | None = Field(
         None, description="SmoothQuant activation smoothing before W8A8 quantization (default int8 path), e.g. "
                           "{\"alpha\": 0.5}.")
@@ -114,12 +115,10 @@ class PTQSpec(Spec):
     def _integer_only_options(self):
         if self.weights.dtype != "int" and self.layer_bits:
             raise ValueError("layer_bits applies to integer weights (weights.dtype 'int') only")
-        if not self.is_x86_int8_default and (
-                self.smoothquant is not None or self.embeddings not in (None, EmbeddingQuantSpec())
-                or self.extra_formats):
-            raise ValueError("smoothquant, embeddings and extra_formats options apply to the default int8 recipe "
-                             "only; remove them or the options that select the general path (weights, "
-                             "activations, layers, budget, sensitivity, ...)")
+        if not self.is_x86_int8_default and (self.smoothquant is not None or self.extra_formats):
+            raise ValueError("smoothquant and extra_formats options apply to the default int8 recipe only; remove "
+                             "them or the options that select the general path (weights, activations, layers, "
+                             "budget, sensitivity, ...)")
         if len(set(self.extra_formats)) != len(self.extra_formats):
             raise ValueError(f"extra_formats lists a format twice: {self.extra_formats}")
         return self

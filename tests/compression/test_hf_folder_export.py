@@ -92,9 +92,11 @@ def test_weight_only_int4_groups_become_a_pack_quantized_folder(tmp_path):
     stage = result.stages[0]
     artifact = _folder_artifact(stage)
     loaded = formats.load("model.hf_folder", artifact.path).eval()
-    quantization = loaded.config.quantization_config
-    assert (quantization.get("format") if isinstance(quantization, dict)
-            else quantization.quantization_config.format) == "pack-quantized"
+    config = json.loads((tmp_path / "work" / "hf" / "0_ptq_hf" / "config.json").read_text())["quantization_config"]
+    storage = {target: group["format"] for group in config["config_groups"].values() for target in group["targets"]}
+    # Linear weights int32-packed; the embedding tables (int8 per row by default) unpacked, as Embedding loads them
+    assert storage.pop("embeddings.word_embeddings") == "int-quantized"
+    assert storage["encoder.layer.0.attention.self.query"] == "pack-quantized"
     inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
     with torch.no_grad():
         got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
