@@ -4,7 +4,8 @@ Latency is a median wall time per forward pass, without autograd, in eval mode. 
 are timed in alternation (`time_in_alternation`): round after round, each model runs a few passes, and each
 round gives one figure per model. On a shared CPU the load changes from second to second; timing one model after
 the other would charge that change to whichever ran second. Rounds continue until the spread of every model's
-figures (interquartile range over median) is under `SPREAD_TARGET`, or the time budget ends. A timing reports its
+figures (interquartile range over median) is under `SPREAD_TARGET` (after at least five rounds, three when a round
+takes a second or more), or the time budget ends. A timing reports its
 median, its spread and the load seen while it ran, and says it is not reliable when the spread stayed high or other
 processes wanted the CPUs this one was timing on (`Timing.reliable`).
 
@@ -63,6 +64,10 @@ SPREAD_TARGET = 0.10
 # of a single sub-millisecond call.
 ROUND_S = 0.01
 MIN_ROUNDS, MAX_ROUNDS = 5, 200
+# A round that takes seconds (a large model at batch 32: one pass of each model) is itself a long average; three
+# of them judge the spread as well as five short ones, and each round saved is seconds of the job (a 22M-parameter
+# encoder: 3.2 s per round at batch 32, 6.4 s of a 76 s job).
+SLOW_ROUND_S, MIN_SLOW_ROUNDS = 1.0, 3
 BUDGET_S = 2.0  # per batch size
 COMPILED_KEPT = 4
 # Inductor settings held while models compile (the first call of each batch size compiles): they apply only then,
@@ -116,16 +121,20 @@ def alternate(run_round: Callable[[], dict[str, float]], budget_s: float = BUDGE
               max_rounds: int = MAX_ROUNDS, clock: Callable[[], float] = time.monotonic,
               sample_busy: Callable[[], int] = lambda: 0) -> tuple[dict[str, list[float]], list[int]]:
     """Call `run_round` (one figure per model) until every model's spread is under the target (after at least
-    `min_rounds`), `max_rounds` were run or `budget_s` is spent (at least `min_rounds` run regardless).
-    Returns the figures per model and `sample_busy()` taken after each round."""
+    `min_rounds`, or `MIN_SLOW_ROUNDS` when the first round took `SLOW_ROUND_S` or more), `max_rounds` were run or
+    `budget_s` is spent (at least the minimum run regardless). Returns the figures per model and `sample_busy()`
+    taken after each round."""
     figures: dict[str, list[float]] = {}
     busy: list[int] = []
-    deadline = clock() + budget_s
+    started = clock()
+    deadline = started + budget_s
     while True:
         for name, value in run_round().items():
             figures.setdefault(name, []).append(value)
         busy.append(sample_busy())
         rounds = len(busy)
+        if rounds == 1 and clock() - started >= SLOW_ROUND_S:
+            min_rounds = min(min_rounds, MIN_SLOW_ROUNDS)
         if rounds >= max_rounds or (rounds >= min_rounds and (
                 clock() > deadline or all(spread(values) < SPREAD_TARGET for values in figures.values()))):
             return figures, busy

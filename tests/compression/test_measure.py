@@ -67,6 +67,21 @@ def test_rounds_stop_once_every_model_is_steady_or_the_budget_is_spent():
     figures, busy = alternate(steady, budget_s=10, min_rounds=5, clock=clock)
     assert figures == {"a": [5.0] * 5, "b": [2.0] * 5} and len(busy) == 5  # steady: stops at the minimum
 
+    def slow_steady():  # a round of seconds (a large model): three steady rounds are enough
+        clock.now += 3.0
+        return {"a": 900.0, "b": 2500.0}
+
+    figures, _ = alternate(slow_steady, budget_s=2.0, min_rounds=5, clock=clock)
+    assert figures == {"a": [900.0] * 3, "b": [2500.0] * 3}
+    slow_values = iter([900.0, 1500.0] * 100)
+
+    def slow_noisy():
+        clock.now += 3.0
+        return {"a": next(slow_values)}
+
+    figures, _ = alternate(slow_noisy, budget_s=100, min_rounds=5, clock=clock)
+    assert len(figures["a"]) > 3  # the shorter minimum still needs a steady spread to stop
+
     noisy_values = iter([1.0, 3.0] * 1000)
 
     def one_noisy():
