@@ -137,7 +137,7 @@ def candidates(fp32: nn.Module, calibration: list, workdir: Path, aoti: bool) ->
     import onnx
 
     onnx.save(export_float(fp32, example), str(onnx_fp32))
-    onnx_int8 = write_onnxruntime_int8(fp32, example, calibration, workdir / "model_int8.onnx")
+    onnx_int8 = write_onnxruntime_int8(fp32, example, calibration, workdir / "model_int8.onnx").path
     info["onnx_s"] = round(time.monotonic() - started, 1)
     info["onnx_int8_bytes"] = onnx_int8.stat().st_size
 

@@ -1,12 +1,10 @@
 """The two peers each compressed row is compared with: PyTorch's dynamic int8
 (`torch.ao.quantization.quantize_dynamic`, Linear layers only) and, for CNNs, ONNX Runtime's static int8 (QDQ,
-per-channel weights, activations calibrated on the training frames)."""
+per-channel weights, activations calibrated on the training frames), as the service writes it."""
 
 from __future__ import annotations
 
 import io
-import statistics
-import time
 import warnings
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import torch
 from torch import nn
 
 from compression.measure import compare_latency, latency_profile
-from compression.onnx_export import export_float
+from compression.ptq.onnx_int8 import OnnxRuntimeModel, write_onnxruntime_int8
 
 
 def dynamic_int8(model: nn.Module, example: tuple[torch.Tensor, ...], batch_sizes: list[int]) -> dict:
@@ -37,51 +35,18 @@ def dynamic_int8(model: nn.Module, example: tuple[torch.Tensor, ...], batch_size
 
 
 def onnxruntime_static_int8(model: nn.Module, example: tuple[torch.Tensor, ...], calibration: np.ndarray,
-                            directory: Path, batch_sizes: list[int], repeats: int = 10) -> dict:
+                            directory: Path, batch_sizes: list[int]) -> dict:
     """{"run" (numpy inputs -> numpy outputs), "bytes" (the .onnx file), "latency_ms", "reference_latency_ms"
-    (compiled fp32 in torch, timed just before each batch size's ONNX Runtime timing), "per_channel" (False when
-    per-channel weights could not be quantized and per-tensor was used)}."""
-    import onnx
-    import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    float_path, int8_path = directory / "float.onnx", directory / "int8.onnx"
-    onnx.save(export_float(model, example), float_path)
-    name = ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-
-    class Frames(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{name: calibration[i:i + 32]} for i in range(0, len(calibration), 32)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    per_channel = True
-    try:
-        quantize_static(str(float_path), str(int8_path), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    except ValueError:  # onnxruntime 1.32's int32-bias scale check fails on some per-channel convs (PESTO's)
-        per_channel = False
-        quantize_static(str(float_path), str(int8_path), Frames(), quant_format=QuantFormat.QDQ, per_channel=False,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(str(int8_path), options, providers=["CPUExecutionProvider"])
+    (compiled fp32 in torch, timed in alternation with the ONNX Runtime session), "per_channel" (False when
+    per-channel weights could not be quantized and per-tensor was used)}. The model is the one a `ptq` job's
+    `extra_formats: ["onnx_int8"]` writes (`compression.ptq.onnx_int8`: u8s8 QDQ, BatchNorm folded)."""
+    batches = [(torch.from_numpy(calibration[i:i + 32]),) for i in range(0, len(calibration), 32)]
+    written = write_onnxruntime_int8(model, example, batches, directory / "int8.onnx")
+    runtime = OnnxRuntimeModel(written.path)
+    timings = compare_latency({"peer": runtime, "fp32": model}, example, batch_sizes, compile=True)
 
     def run(inputs: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: inputs})[0]
+        return runtime(torch.from_numpy(inputs)).numpy()
 
-    latency, reference = {}, {}
-    for batch_size in batch_sizes:
-        reference[batch_size] = latency_profile(model, example, [batch_size], compile=True)[batch_size]
-        inputs = np.resize(calibration, (batch_size, *calibration.shape[1:])).astype(np.float32)
-        for _ in range(3):
-            run(inputs)
-        timings = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            run(inputs)
-            timings.append((time.perf_counter() - started) * 1000)
-        latency[batch_size] = statistics.median(timings)
-    return {"run": run, "bytes": int8_path.stat().st_size, "latency_ms": latency, "reference_latency_ms": reference,
-            "per_channel": per_channel}
+    return {"run": run, "bytes": written.path.stat().st_size, "latency_ms": timings["peer"],
+            "reference_latency_ms": timings["fp32"], "per_channel": written.per_channel}

@@ -101,8 +101,9 @@ def write_extra_format(extra: str, float_model: torch.nn.Module, quantized: torc
     """(the artifact of one of `PTQSpec.extra_formats`, its file loaded as a module the pipeline can time)."""
     kind, name = EXTRA_FORMATS[extra]
     if extra == "onnx_int8":
-        path = write_onnxruntime_int8(float_model, example_inputs, calibration, task.workdir / name)
-        described = {"weights": "int8 symmetric, per output channel (ONNX Runtime static quantization)",
+        written = write_onnxruntime_int8(float_model, example_inputs, calibration, task.workdir / name)
+        path = written.path
+        described = {"weights": f"{written.weights} (ONNX Runtime static quantization)",
                      "activations": "uint8 affine, per tensor, min-max over the calibration samples",
                      "runtime": "onnxruntime (CPUExecutionProvider)"}
         return formats.artifact(kind, name, path, **described), OnnxRuntimeModel(path)

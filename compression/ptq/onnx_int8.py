@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 import onnx
@@ -26,23 +26,28 @@ import torch
 from compression.onnx_export import export_float
 
 
+class OnnxInt8File(NamedTuple):
+    path: Path
+    per_channel: bool  # False: ONNX Runtime could not quantize per channel and the weights are per tensor
+
+    @property
+    def weights(self) -> str:
+        return "int8 symmetric, " + ("per output channel" if self.per_channel else
+                                     "per tensor (ONNX Runtime refused per-channel weights for this model)")
+
+
 def write_onnxruntime_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
-                           calibration: Iterable[tuple[torch.Tensor, ...]], path: str | Path) -> Path:
+                           calibration: Iterable[tuple[torch.Tensor, ...]], path: str | Path) -> OnnxInt8File:
     """Export `model` (float) to ONNX and quantize it statically with ONNX Runtime (u8s8 QDQ, per-channel
-    weights), calibrated on the input tuples of `calibration`. Returns `path`."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    weights, per-tensor where ONNX Runtime refuses per-channel), calibrated on the input tuples of
+    `calibration`."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     proto = export_float(model, tuple(t.cpu() for t in example_inputs))
     names = [value.name for value in proto.graph.input]
-    batches = iter([{name: tensor.cpu().numpy() for name, tensor in zip(names, inputs)} for inputs in calibration])
-
-    class Batches(CalibrationDataReader):
-        def get_next(self):
-            return next(batches, None)
-
+    feeds = [{name: tensor.cpu().numpy() for name, tensor in zip(names, inputs)} for inputs in calibration]
     with tempfile.TemporaryDirectory(prefix="onnx-int8-") as scratch:
         float_path, prepared_path = Path(scratch) / "float.onnx", Path(scratch) / "prepared.onnx"
         for node in proto.graph.node:
@@ -52,11 +57,30 @@ def write_onnxruntime_int8(model: torch.nn.Module, example_inputs: tuple[torch.T
         # BatchNormalization into the preceding Conv. Without it every BatchNormalization stays a float op between
         # QDQ pairs and the int8 model ran slower than the float one.
         quant_pre_process(str(float_path), str(prepared_path), skip_symbolic_shape=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_static(str(prepared_path), str(path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return path
+        try:
+            _quantize_static(prepared_path, path, feeds, per_channel=True)
+            return OnnxInt8File(path, per_channel=True)
+        except ValueError:
+            # onnxruntime 1.32's int32 bias-scale check fails on some per-channel convs (PESTO's 1175-tap
+            # single-channel conv): per-tensor weights still give an int8 model, and the metadata says so.
+            _quantize_static(prepared_path, path, feeds, per_channel=False)
+            return OnnxInt8File(path, per_channel=False)
+
+
+def _quantize_static(source: Path, destination: Path, feeds: list[dict], per_channel: bool) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(feeds)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(str(source), str(destination), Batches(), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
 class OnnxRuntimeModel(torch.nn.Module):
