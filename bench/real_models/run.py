@@ -72,7 +72,8 @@ def bench_case(case: Case, settings: dict, workdir: Path, save: Callable[[list[d
     row_specs = (transformer_rows if case.kind == "transformer" else cnn_rows)(settings["steps"])
     for label, stages in row_specs:
         save(rows)
-        if label in case.skip_rows or settings.get("peers_only"):
+        if label in case.skip_rows or settings.get("peers_only") or not any(
+                wanted in label for wanted in settings.get("rows") or [label]):
             continue
         print(f"{time.strftime('%H:%M:%S')} {case.name}: {label}", file=sys.stderr, flush=True)
         started = time.monotonic()
@@ -160,12 +161,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--models", help=f"comma-separated subset of {', '.join(CASES)}")
     parser.add_argument("--peers-only", action="store_true", help="only the peers (no jobs)")
+    parser.add_argument("--rows", help="comma-separated parts of row names: only the rows whose name contains one "
+                                       "(e.g. 'default,weight-only int8'); the peers always run")
     args = parser.parse_args()
-    settings = SETTINGS[args.quick] | {"peers_only": args.peers_only}
+    settings = SETTINGS[args.quick] | {"peers_only": args.peers_only,
+                                       "rows": args.rows.split(",") if args.rows else None}
     models = args.models.split(",") if args.models else settings["models"]
     rows, metric_names = [], {}
     suffix = ("_quick" if args.quick else "") + (f"_{'_'.join(models)}" if args.models else "") + \
-        ("_peers" if args.peers_only else "")
+        ("_peers" if args.peers_only else "") + ("_rows" if args.rows else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as directory:
