@@ -1,7 +1,8 @@
 """A Hugging Face model folder uploaded as a `.zip` or `.tar`, checked torch-free and unpacked under the same rules.
 
 Allowlist: `config.json` (required), `generation_config.json`, `*.safetensors` (one file, or shards with
-`model.safetensors.index.json`), tokenizer files, and a few documentation files (never parsed nor unpacked).
+`model.safetensors.index.json`), tokenizer files, a few documentation files (never parsed nor unpacked) and
+sentence-transformers' settings and weight-free modules (read for `feature-extraction`: `sentence_transformers`).
 Refused with a message that says what to do: pickled weights (`.bin`, `.pt`, `.pth`, `.pkl`, `.ckpt`, ...;
 convert them to safetensors), Python files and `auto_map` entries (remote code is never run), subfolders and
 anything else.
