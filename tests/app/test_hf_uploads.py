@@ -1,6 +1,7 @@
 """Hugging Face folders and .jsonl text datasets through the API: upload checks and job submission checks."""
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -140,8 +141,6 @@ def test_a_folder_and_its_text_arrive_through_resumable_uploads_too(api, auth, l
 
 
 def test_a_sentence_transformers_folder_records_its_embedding_or_is_refused(api, auth, bert_dir):
-    import json
-
     modules = json.dumps([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                           {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
                           {"idx": 2, "name": "2", "path": "2_Normalize",
