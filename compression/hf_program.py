@@ -2,9 +2,11 @@
 
 The folder is loaded with transformers (safetensors only, local files only, no remote code), wrapped so that it
 takes `input_ids` and `attention_mask` and returns one tensor (`last_hidden_state` for feature-extraction,
-`logits` for sequence-classification), and exported with a dynamic batch like every program here. Text is
-tokenized with the folder's own tokenizer, padded to one length per job: the longest row of the dataset, at most
-the model's positions (and MAX_TOKENS), so the exported program and every stage's re-export see one shape.
+`logits` for sequence-classification; for a sentence-transformers folder's feature-extraction, the sentence
+embedding it declares: `compression.sentence_pooling`), and exported with a dynamic batch like every program
+here. Text is tokenized with the folder's own tokenizer, padded to one length per job: the longest row of the
+dataset, at most the model's positions (and MAX_TOKENS, and a sentence-transformers max_seq_length), so the
+exported program and every stage's re-export see one shape.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import numpy as np
 import torch
 
 from compression.archive.jsonl import LABEL_ARRAY, TextSplit
+from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.io import export_model, save_program
+from compression.sentence_pooling import SentencePooling
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 MAX_TOKENS = 512
@@ -23,30 +27,41 @@ EXAMPLE_ROWS = 2
 
 
 class _TensorOutput(torch.nn.Module):
-    """The model with the two token inputs and the task's one output (a graph output that a program can have)."""
+    """The model with the two token inputs and the task's one output (a graph output that a program can have);
+    with `pooling`, the sentence embedding pooled from `last_hidden_state` over the real tokens."""
 
-    def __init__(self, model: torch.nn.Module, output: str):
+    def __init__(self, model: torch.nn.Module, output: str, pooling: SentencePooling | None = None):
         super().__init__()
-        self.model, self.output = model, output
+        self.model, self.output, self.pooling = model, output, pooling
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return getattr(self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True), self.output)
+        output = getattr(self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True),
+                         self.output)
+        return output if self.pooling is None else self.pooling(output, attention_mask)
 
 
-def load_folder_model(folder: Path, task: str) -> torch.nn.Module:
+def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | None = None) -> torch.nn.Module:
+    """`embedding`: a feature-extraction folder's declared sentence embedding, which then is the output."""
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     auto = AutoModelForSequenceClassification if task == "sequence-classification" else AutoModel
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
     model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa", **LOCAL_ONLY).eval()
-    return _TensorOutput(model, "logits" if task == "sequence-classification" else "last_hidden_state").eval()
+    if task == "sequence-classification":
+        return _TensorOutput(model, "logits").eval()
+    pooling = SentencePooling(embedding) if embedding is not None else None
+    return _TensorOutput(model, "last_hidden_state", pooling).eval()
 
 
-def token_length(model: torch.nn.Module, splits: dict[str, TextSplit], tokenizer) -> int:
+def token_length(model: torch.nn.Module, splits: dict[str, TextSplit], tokenizer,
+                 embedding: SentenceEmbedding | None = None) -> int:
+    """The longest row, at most the model's positions, MAX_TOKENS, and the sentence-transformers max_seq_length
+    (where sentence-transformers truncates: the embedding users get from longer text)."""
     longest = max(len(ids) for rows in splits.values() for ids in tokenizer(rows.texts)["input_ids"])
     positions = getattr(model.model.config, "max_position_embeddings", None) or MAX_TOKENS
-    return max(2, min(longest, positions, MAX_TOKENS))
+    declared = (embedding and embedding.max_seq_length) or MAX_TOKENS
+    return max(2, min(longest, positions, MAX_TOKENS, declared))
 
 
 def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int) -> dict[str, np.ndarray]:
@@ -64,15 +79,16 @@ def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int) -> di
 
 
 def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], program_path: Path,
-                      dataset_path: Path) -> None:
-    """Write the folder's model as a `.pt2` and the text as the matching `.npz`."""
+                      dataset_path: Path, embedding: SentenceEmbedding | None = None) -> None:
+    """Write the folder's model as a `.pt2` (outputting `embedding` when given) and the text as the matching
+    `.npz`."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    model = load_folder_model(folder, task)
-    arrays = tokenized_arrays(splits, tokenizer, token_length(model, splits, tokenizer))
+    model = load_folder_model(folder, task, embedding)
+    arrays = tokenized_arrays(splits, tokenizer, token_length(model, splits, tokenizer, embedding))
     first = next(iter(splits))
     example = tuple(torch.from_numpy(arrays[f"{first}.{name}"][:EXAMPLE_ROWS])
                     for name in ("input_ids", "attention_mask"))

@@ -67,12 +67,35 @@ def bert_folder(folder: Path, classes: int | None = None) -> Path:
     return folder
 
 
+def add_sentence_transformers_files(folder: Path, pooling: str = "mean", normalize: bool = True,
+                                    max_seq_length: int | None = None) -> Path:
+    """What sentence-transformers' `save` adds to a transformer folder (all-MiniLM-L6-v2's layout): modules.json,
+    its settings, `1_Pooling/config.json` selecting `pooling`, and an empty `2_Normalize/` when `normalize`."""
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (folder / "2_Normalize").mkdir(exist_ok=True)
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(
+        {"__version__": {"sentence_transformers": "2.0.0"}, "prompts": {}, "default_prompt_name": None}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length or 256,
+                                                                  "do_lower_case": False}))
+    modes = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")
+    flags = {f"pooling_mode_{mode}": mode.removesuffix("_tokens").removesuffix("_token") == pooling for mode in modes}
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, **flags,
+                                                                  "include_prompt": True}))
+    return folder
+
+
 def zip_bytes(folder: Path, top: str | None = None, extra: dict[str, bytes] | None = None) -> bytes:
-    """The folder's files as a zip, at the top or inside one folder `top`, plus `extra` entries."""
+    """The folder's files (and subfolders) as a zip, at the top or inside one folder `top`, plus `extra` entries."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        for path in sorted(folder.iterdir()):
-            archive.write(path, f"{top}/{path.name}" if top else path.name)
+        for path in sorted(folder.rglob("*")):
+            name = path.relative_to(folder).as_posix()
+            archive.write(path, f"{top}/{name}" if top else name)
         for name, data in (extra or {}).items():
             archive.writestr(name, data)
     return buffer.getvalue()

@@ -1,7 +1,8 @@
 """A Hugging Face model folder uploaded as a `.zip` or `.tar`, checked torch-free and unpacked under the same rules.
 
 Allowlist: `config.json` (required), `generation_config.json`, `*.safetensors` (one file, or shards with
-`model.safetensors.index.json`), tokenizer files, and a few documentation files (never parsed nor unpacked).
+`model.safetensors.index.json`), tokenizer files, a few documentation files (never parsed nor unpacked) and
+sentence-transformers' settings and weight-free modules (read for `feature-extraction`: `sentence_transformers`).
 Refused with a message that says what to do: pickled weights (`.bin`, `.pt`, `.pth`, `.pkl`, `.ckpt`, ...;
 convert them to safetensors), Python files and `auto_map` entries (remote code is never run), subfolders and
 anything else.
@@ -27,6 +28,7 @@ from compression.archive.folder import FolderArchive
 from compression.archive.hf_architectures import TASKS, model_types_by_task, task_of_architecture
 from compression.archive.jsontext import parse_json
 from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
+from compression.archive.sentence_transformers import MODULES_FILE, SentenceEmbedding, sentence_embedding
 from compression.archive.zipread import CHUNK_BYTES
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -38,11 +40,15 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 DOCUMENTATION_FILES = ("README.md", "LICENSE", "LICENSE.txt", "LICENSE.md", ".gitattributes")
 # A sentence-transformers folder (the usual form of a sentence encoder) is a Hugging Face folder plus its own
 # settings and weight-free pooling/normalisation modules in numbered subfolders. The transformer is read as any
-# folder; these files are skipped like documentation (the job's output is the token vectors, pooled by the user).
+# folder; for `feature-extraction` its JSON settings say the sentence embedding the job outputs
+# (`sentence_transformers`), and they are unpacked so that the compressed folder carries them unchanged.
 # Modules with weights (`2_Dense/`) change what the embeddings mean and are refused as other subfolders are.
 SENTENCE_TRANSFORMERS_FILES = re.compile(r"^(modules\.json|config_sentence_transformers\.json|"
                                          r"sentence_bert_config\.json|data_config\.json|"
                                          r"\d+_(Pooling|Normalize)/(config\.json|README\.md)?)$")
+# The ones read (JSON, capped) and unpacked; the rest (a module's README, data_config.json) are never parsed.
+SENTENCE_TRANSFORMERS_SETTINGS = re.compile(r"^(modules\.json|config_sentence_transformers\.json|"
+                                            r"sentence_bert_config\.json|\d+_(Pooling|Normalize)/config\.json)$")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dat")
 OTHER_FRAMEWORK_SUFFIXES = (".h5", ".msgpack", ".onnx", ".gguf", ".tflite")
 SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -64,6 +70,8 @@ class HFFolder:
     block_linear_widths: list[int] = field(default_factory=list)  # input widths of 2-D weights inside blocks
     config: dict = field(default_factory=dict)
     saved_for: str | None = None  # the task of the class in `architectures`
+    # feature-extraction of a sentence-transformers folder: the pooled (and normalized) vector it declares
+    sentence_embedding: SentenceEmbedding | None = None
 
     @property
     def has_tokenizer(self) -> bool:
@@ -80,6 +88,8 @@ class HFFolder:
         elif self.task == "sequence-classification":
             labels = len(config.get("id2label") or {}) or config.get("num_labels") or 2
             output = {"name": "logits", "shape": [None, labels], "dtype": "float32"}
+        elif self.sentence_embedding is not None:  # the default; a job may ask for the token vectors instead
+            output = {"name": "sentence_embedding", "shape": [None, _hidden_size(config)], "dtype": "float32"}
         else:
             output = {"name": "last_hidden_state", "shape": [None, None, _hidden_size(config)], "dtype": "float32"}
         layers = sorted({name.rsplit(".", 1)[0] for name in self.tensors if "." in name})
@@ -91,7 +101,9 @@ class HFFolder:
                 "layers": layers, "hf": {"model_type": self.model_type, "task": self.task,
                                          "architectures": self.architectures, "files": sorted(self.files),
                                          "has_tokenizer": self.has_tokenizer,
-                                         "block_linear_widths": self.block_linear_widths}}
+                                         "block_linear_widths": self.block_linear_widths,
+                                         "sentence_embedding": self.sentence_embedding and
+                                         self.sentence_embedding.to_metrics()}}
 
 
 def _hidden_size(config: dict) -> int | None:
@@ -117,6 +129,7 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
                                     "never run; upload a model whose architecture transformers ships")
         config = documents["config.json"]
         model_type, chosen_task, architectures, saved_for = _check_config(config, task)
+        embedding = _sentence_embedding(archive, limits) if chosen_task == "feature-extraction" else None
         headers, sizes = {}, {}
         for name in sorted(archive.files):
             # Every file is read through under the caps, so a bomb or a damaged member is refused here, not later.
@@ -128,7 +141,8 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
         if extract_to is not None:
             extract_to.mkdir(parents=True, exist_ok=True)
             for name in archive.files:
-                if not _skipped(name):
+                if not _skipped(name) or (embedding is not None and SENTENCE_TRANSFORMERS_SETTINGS.match(name)):
+                    (extract_to / name).parent.mkdir(parents=True, exist_ok=True)
                     sizes[name] = archive.copy_to(name, extract_to / name)
     tensors = [key for header in headers.values() for key in header if key != "__metadata__"]
     # A numbered path component (`model.layers.3.mlp.down_proj.weight`) marks a block: what group sizes must divide.
@@ -136,7 +150,18 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
                      if key.endswith(".weight") and _BLOCK_PATH.search(key) and len(header[key]["shape"]) == 2})
     parameters = sum(math.prod(header[key]["shape"]) for header in headers.values()
                      for key in header if key != "__metadata__")
-    return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, widths, config, saved_for)
+    return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, widths, config, saved_for,
+                    embedding)
+
+
+def _sentence_embedding(archive: FolderArchive, limits: ArchiveLimits) -> SentenceEmbedding | None:
+    """What modules.json and the module configs declare (their JSON capped like every document), or None."""
+    if MODULES_FILE not in archive.files:
+        return None
+    documents = {name: parse_json(archive.read(name, limits.max_metadata_bytes), name, limits)
+                 for name in archive.files if SENTENCE_TRANSFORMERS_SETTINGS.match(name) and name != MODULES_FILE}
+    modules = parse_json(archive.read(MODULES_FILE, limits.max_metadata_bytes), MODULES_FILE, limits, expect=list)
+    return sentence_embedding(modules, documents)
 
 
 def _skipped(name: str) -> bool:

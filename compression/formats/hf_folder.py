@@ -26,12 +26,13 @@ model = getattr(transformers, config.architectures[0]).from_pretrained(folder)
 
 
 def write(folder: str | Path, destination: str | Path) -> Path:
-    """The folder's files at the top of a zip (stored: safetensors barely deflate)."""
+    """The folder's files at the top of a zip (stored: safetensors barely deflate), with its subfolders (a
+    sentence-transformers folder's `1_Pooling/config.json`, and an entry for the empty `2_Normalize/`)."""
     folder, destination = Path(folder), Path(destination)
     with zipfile.ZipFile(destination, "w", zipfile.ZIP_STORED) as archive:
-        for path in sorted(folder.iterdir()):
-            if path.is_file():
-                archive.write(path, path.name)
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() or path.is_dir():
+                archive.write(path, path.relative_to(folder).as_posix())
     return destination
 
 

@@ -117,7 +117,9 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
                         evaluation: EvaluationSpec, ctx: RunContext, workdir: str | Path, train_split: str = "train",
                         limits: ArchiveLimits = DEFAULT_LIMITS) -> PipelineResult:
     """A Hugging Face folder job: `llm_ptq` on a causal LM; an encoder or classifier is exported to a program and
-    its text tokenized to arrays, then run like any `.pt2` job."""
+    its text tokenized to arrays, then run like any `.pt2` job. A sentence-transformers folder's feature-extraction
+    program outputs the sentence embedding it declares (unless evaluation.sentence_embedding is false), said in
+    the baseline's metrics under "sentence_embedding"."""
     if task == "causal-lm":
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
     from compression.hf_folder_export import rounding_ops, stage_folder_artifacts
@@ -128,12 +130,20 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     workdir = Path(workdir)
     ctx.progress("export", 0, 1)
     source = workdir / "source"
-    read_hf_folder(model_path, limits, task=task, extract_to=source)
+    declared = read_hf_folder(model_path, limits, task=task, extract_to=source).sentence_embedding
+    embedding = declared if evaluation.sentence_embedding else None
+    if embedding is not None and evaluation.output_kind is None:
+        # Declared, not detected: a cls or last-token vector ends in a layer norm or a gather, which the detector
+        # would take for logits.
+        evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
     folder_to_program(source, task, read_jsonl(dataset_path, limits, keep_text=True), workdir / "model.pt2",
-                      workdir / "dataset.npz")
+                      workdir / "dataset.npz", embedding)
     ctx.progress("export", 1, 1)
     result = run_pipeline(workdir / "model.pt2", workdir / "dataset.npz", stages, evaluation, ctx,
                           workdir / "stages", train_split, limits)
+    if declared is not None:
+        result.baseline["sentence_embedding"] = declared.to_metrics() | {"applied": embedding is not None}
     stage_folder_artifacts(result, source, task, example_rows(workdir / "dataset.npz", evaluation.split),
-                           workdir / "hf", ctx, rounding_ops(load_program(workdir / "model.pt2", limits)))
+                           workdir / "hf", ctx, rounding_ops(load_program(workdir / "model.pt2", limits)),
+                           embedding)
     return result

@@ -74,6 +74,12 @@ class EvaluationSpec(Spec):
                           "'sigmoid' (independent probabilities in [0, 1]) or 'hidden_states' (a vector per "
                           "position); null detects it from the model's output. Chooses the fidelity metrics and "
                           "the distillation loss.")
+    sentence_embedding: bool = Field(
+        True, description="For a feature-extraction Hugging Face folder from sentence-transformers (modules.json "
+                          "with a Pooling module): true makes the model's output the sentence embedding the folder "
+                          "declares (its pooling over the real tokens, then L2 normalization when it lists "
+                          "Normalize), which metrics and distillation then compare; false keeps the transformer's "
+                          "token vectors (last_hidden_state). No effect on other models.")
     metric: MetricName | None = Field(
         None, description="The metric every stage is judged by, in points (0-100, higher is better): 'accuracy' "
                           "(needs labels), 'top1_agreement' (logits, sigmoid), 'cosine' (any output), "

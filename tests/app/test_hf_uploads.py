@@ -1,6 +1,7 @@
 """Hugging Face folders and .jsonl text datasets through the API: upload checks and job submission checks."""
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -137,3 +138,20 @@ def test_a_folder_and_its_text_arrive_through_resumable_uploads_too(api, auth, l
         created[kind] = done.json()["result"]
     assert (created["model"]["kind"], created["model"]["task"]) == ("hf_folder", "causal-lm")
     assert created["dataset"]["manifest"]["format"] == "jsonl"
+
+
+def test_a_sentence_transformers_folder_records_its_embedding_or_is_refused(api, auth, bert_dir):
+    modules = json.dumps([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                          {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                          {"idx": 2, "name": "2", "path": "2_Normalize",
+                           "type": "sentence_transformers.models.Normalize"}]).encode()
+    extra = {"modules.json": modules, "1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}'}
+    created = _upload(api, auth, "models", "st.zip", zip_bytes(bert_dir, extra=extra))
+    assert created.status_code == 201, created.text
+    signature = created.json()["signature"]
+    assert signature["outputs"][0]["name"] == "sentence_embedding"
+    assert signature["hf"]["sentence_embedding"]["pooling"] == "mean"
+    assert signature["hf"]["sentence_embedding"]["normalize"] is True
+    weighted = extra | {"1_Pooling/config.json": b'{"pooling_mode_weightedmean_tokens": true}'}
+    refused = _upload(api, auth, "models", "st.zip", zip_bytes(bert_dir, extra=weighted))
+    assert refused.status_code == 422 and "pooling mode 'weightedmean'" in refused.text, refused.text

@@ -1,0 +1,85 @@
+"""all-MiniLM-L6-v2 uploaded with its sentence-transformers files (modules.json, 1_Pooling: mean, 2_Normalize), so
+that the job works on the sentence embedding (issue 10): a default int8 `ptq` job and a `kd` job into the rank-64
+low-rank student, through `run_folder_pipeline` (the worker's path). Prints the baseline's `sentence_embedding`,
+the stage's embedding metrics, the distillation loss and the student's fidelity before/after, and the HF folder
+check. The text is the real-models bench's (bench/real_models/minilm.py: 256 template sentences to train on, its
+80 paraphrase sentences to evaluate).
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.sentence_embedding_jobs [--jobs ptq,kd] [--kd-steps 60] [--kd-lr 1e-4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from bench.real_models import minilm
+from compression.context import RunContext
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, KDSpec, PTQSpec
+from compression.specs.distill import LowRankStudent
+from compression.specs.training import TrainingSpec
+
+
+def upload(directory: Path) -> tuple[Path, Path]:
+    source = minilm.folder()
+    archive = directory / "minilm_st.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and path.name != ".gitattributes":
+                out.write(path, path.relative_to(source).as_posix())
+    texts = minilm.texts(256)
+    dataset = directory / "text.jsonl"
+    dataset.write_text("".join(json.dumps({"split": split, "text": text}) + "\n"
+                               for split, rows in texts.items() for text in rows))
+    return archive, dataset
+
+
+def run(name: str, stages: list, archive: Path, dataset: Path, directory: Path) -> None:
+    started = time.monotonic()
+    result = run_folder_pipeline(archive, dataset, "feature-extraction", stages, EvaluationSpec(latency=False),
+                                 RunContext(), directory / name)
+    metrics = result.stages[0].metrics
+    method = metrics.get("method_metrics", {})
+    folder = metrics.get("hf_folder", {})
+    print(f"\n### `{name}`: {time.monotonic() - started:.1f} s")
+    print(f"- baseline sentence_embedding {result.baseline.get('sentence_embedding')}, output_kind "
+          f"{result.baseline.get('output_kind')}")
+    print(f"- stage: cosine {metrics.get('cosine'):.4f}, similarity_spearman {metrics.get('similarity_spearman'):.4f}"
+          + (f"; loss {method['loss']}, student fidelity {method.get('student_fidelity')}" if "loss" in method
+             else ""))
+    if folder.get("written"):
+        print(f"- HF folder on {folder['compared_output']}: {folder['relative_difference_to_stage_model']:.4f} of "
+              f"scale from the stage model (stage to fp32 {folder['stage_model_relative_difference_to_float']:.4f}, "
+              f"folder to fp32 {folder['folder_relative_difference_to_float']:.4f}); copied "
+              f"{folder['sentence_transformers_files']}")
+    else:
+        print(f"- no HF folder: {folder.get('reason')}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", default="ptq,kd")
+    parser.add_argument("--kd-steps", type=int, default=60)
+    parser.add_argument("--kd-lr", type=float, default=1e-4)
+    args = parser.parse_args()
+    jobs = {"ptq": [PTQSpec()],
+            "kd": [KDSpec(student=LowRankStudent(rank=64), alpha=0.0,
+                          training=TrainingSpec(steps=args.kd_steps, batch_size=32, lr=args.kd_lr,
+                                                checkpoint_every=10_000))]}
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory() as temporary:
+        directory = Path(temporary)
+        archive, dataset = upload(directory)
+        for name in args.jobs.split(","):
+            run(name, jobs[name], archive, dataset, directory)
+    print(f"\nload average {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
