@@ -8,7 +8,10 @@ from scipy.stats import spearmanr
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
-    """sentence-transformers' pooling: the mean of the token vectors that are not padding."""
+    """sentence-transformers' pooling: the mean of the token vectors that are not padding. Outputs that are
+    already sentence vectors (a folder declaring its pooling: the worker's program pools) are taken as they are."""
+    if hidden.dim() == 2:
+        return hidden.float().numpy()
     mask = attention_mask[..., None].to(hidden.dtype)
     return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().numpy()
 
