@@ -8,6 +8,8 @@ dynamic batch dimension on every input, so the user's deployment (and the next s
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 from pathlib import Path
 
 import sympy
@@ -56,12 +58,13 @@ def save_program(program: ExportedProgram, path: str | Path) -> Path:
         # The archive stores the example batch; two rows document the inputs as well as a whole batch does.
         args, kwargs = program.example_inputs
         program.example_inputs = (tuple(_first_rows(a) for a in args), {k: _first_rows(v) for k, v in kwargs.items()})
-    stored = path.with_name(path.name + ".stored")
+    handle, stored = tempfile.mkstemp(dir=path.parent, prefix=".stored-", suffix=".pt2")  # torch wants .pt2
+    os.close(handle)
     try:
-        torch.export.save(program, str(stored))
+        torch.export.save(program, stored)
         deflate_zip(stored, path)  # torch stores every member; deflated the graph is a tenth (compression.deflate)
     finally:
-        stored.unlink(missing_ok=True)
+        os.unlink(stored)
     return path
 
 
