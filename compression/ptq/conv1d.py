@@ -22,15 +22,12 @@ def conv1d_as_conv2d(graph: fx.GraphModule) -> int:
     for node in list(graph.graph.nodes):
         if node.op != "call_function" or node.target != _CONV1D:
             continue
-        args = list(node.args) + [None, [1], [0], [1], 1][len(node.args) - 2:]  # the schema's defaults
-        for name, value in node.kwargs.items():
-            args[_ARGUMENTS.index(name)] = value
-        inputs, weight, bias, stride, padding, dilation, groups = args
-        if not (isinstance(weight, fx.Node) and weight.op == "get_attr"):
+        inputs, weight, bias, stride, padding, dilation, groups = conv_arguments(node)
+        stored = stored_weight(graph, weight)
+        if stored is None:
             continue  # a computed weight: leave it (it stays in float)
         owner_path, _, attribute = weight.target.rpartition(".")
         owner = graph.get_submodule(owner_path) if owner_path else graph
-        stored = getattr(owner, attribute)
         new_attribute = f"{attribute}_as_2d"
         owner.register_parameter(new_attribute, torch.nn.Parameter(stored.detach().unsqueeze(2),
                                                                    requires_grad=False))
@@ -54,6 +51,23 @@ def conv1d_as_conv2d(graph: fx.GraphModule) -> int:
         graph.graph.lint()
         graph.recompile()
     return rewritten
+
+
+def conv_arguments(node: fx.Node, target=_CONV1D) -> list:
+    """(input, weight, bias, stride, padding, dilation, groups) of an aten conv1d/conv2d call, defaults filled in."""
+    spatial = 1 if target == _CONV1D else 2
+    args = list(node.args) + [None, [1] * spatial, [0] * spatial, [1] * spatial, 1][len(node.args) - 2:]
+    for name, value in node.kwargs.items():
+        args[_ARGUMENTS.index(name)] = value
+    return args
+
+
+def stored_weight(graph: fx.GraphModule, weight) -> torch.Tensor | None:
+    """The tensor a conv's weight argument reads when it is a stored attribute (None when it is computed)."""
+    if not (isinstance(weight, fx.Node) and weight.op == "get_attr"):
+        return None
+    owner_path, _, attribute = weight.target.rpartition(".")
+    return getattr(graph.get_submodule(owner_path) if owner_path else graph, attribute)
 
 
 def _one(values) -> list[int]:

@@ -1,7 +1,8 @@
 """Static int8 quantization of a model with torchao's pt2e flow and the x86 inductor quantizer.
 
 export -> dead branches dropped (`compression.dead_branches`) -> 1-D convolutions as 2-D ones (`conv1d.py`, the
-quantizer's patterns are 2-D) -> optional SmoothQuant (`smoothquant.py`) ->
+quantizer's patterns are 2-D) and (k, 1) convolutions over one-wide inputs turned to (1, k) (`conv_orientation.py`,
+oneDNN's fast orientation) -> optional SmoothQuant (`smoothquant.py`) ->
 `prepare_pt2e` (observers after each quantizable op; conv+batch norm folded) -> calibration forward
 passes -> `convert_pt2e` (weights stored as int8 with per-channel scales, activations wrapped in
 quantize/dequantize pairs with calibrated scale and zero point). The result is a Q/DQ graph: in eager mode it
@@ -31,6 +32,7 @@ from compression.errors import check_finite_range
 from compression.io import export_model
 from compression.modes import eval_mode
 from compression.ptq.conv1d import conv1d_as_conv2d
+from compression.ptq.conv_orientation import tall_convs_on_their_side
 from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
 from compression.ptq.smoothquant import smooth_linears
 
@@ -47,7 +49,7 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     `on_batch(i)` is called after the i-th calibration batch (progress, cancellation). `embeddings` None keeps
     embedding tables in fp32. With `smoothquant_alpha`, the calibration batches are also used (first) to compute
     the smoothing factors. `report`, when given, receives what was done beyond quantizing: "dropped_branches",
-    "conv1d_as_conv2d" (how many), "embeddings", "smoothquant".
+    "conv1d_as_conv2d" and "tall_convs_on_their_side" (how many), "embeddings", "smoothquant".
     """
     report = {} if report is None else report
     if smoothquant_alpha is not None:
@@ -85,6 +87,9 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     report["dropped_branches"] = drop_dead_branches(graph).to_metrics()
     if conv1d_count := conv1d_as_conv2d(graph):
         report["conv1d_as_conv2d"] = conv1d_count
+    if turned := tall_convs_on_their_side(graph):  # reads traced shapes: the rewritten 1-D convs have none yet
+        report["tall_convs_on_their_side"] = turned
+    if conv1d_count or turned:
         graph = export_model(graph, example_inputs).module()
     if smoothquant_alpha is not None:
         report["smoothquant"] = smooth_linears(graph, calibration, smoothquant_alpha)
