@@ -461,12 +461,13 @@ def rounding_ops(program: torch.export.ExportedProgram) -> int:
     return sum(1 for node in program.graph.nodes if node.op == "call_function" and node.target == aten.round.default)
 
 
-def stage_folder_artifacts(result, source_folder: Path, task: str, example_inputs: tuple[torch.Tensor, ...],
-                           workdir: Path, ctx, source_rounds: int = 0,
+def stage_folder_artifacts(result, source_folder: Path | list[Path], task: str,
+                           example_inputs: tuple[torch.Tensor, ...], workdir: Path, ctx, source_rounds: int = 0,
                            embedding: SentenceEmbedding | None = None) -> None:
     """Add to each stage of a folder job's `result` (a `PipelineResult`) its model as a zipped Hugging Face folder
     (`model.hf.zip`, kind `model.hf_folder`), and under the stage's metrics `hf_folder` what was written or why
-    nothing could be. The folder is an extra download: a stage whose model it cannot express keeps its `.pt2`."""
+    nothing could be. The folder is an extra download: a stage whose model it cannot express keeps its `.pt2`.
+    `source_folder`: the upload's folder, or one per stage (a 'layers' student's folder from its stage on)."""
     from compression import formats
     from compression.context import Cancelled
     from compression.formats import hf_folder
@@ -478,8 +479,9 @@ def stage_folder_artifacts(result, source_folder: Path, task: str, example_input
         packed = next((a.path for a in stage.artifacts if a.kind == "packed.safetensors"), None)
         folder = workdir / f"{index}_{stage.method}_hf"
         try:
-            details = write_stage_folder(stage.model, source_folder, task, folder, example_inputs, packed,
-                                         source_rounds, embedding)
+            source = source_folder[index] if isinstance(source_folder, list) else source_folder
+            details = write_stage_folder(stage.model, source, task, folder, example_inputs, packed, source_rounds,
+                                         embedding)
         except Cancelled:
             raise
         except Exception as exc:  # the .pt2 is the stage's result; a folder it cannot be written as is not a failure
