@@ -464,25 +464,28 @@ def rounding_ops(program: torch.export.ExportedProgram) -> int:
 
 def stage_folder_artifacts(result, source_folder: Path | list[Path], task: str,
                            example_inputs: tuple[torch.Tensor, ...], workdir: Path, ctx, source_rounds: int = 0,
-                           embedding: SentenceEmbedding | None = None) -> None:
+                           embedding: SentenceEmbedding | None = None, hands_on: frozenset[int] = frozenset()) -> None:
     """Add to each stage of a folder job's `result` (a `PipelineResult`) its model as a zipped Hugging Face folder
     (`model.hf.zip`, kind `model.hf_folder`), and under the stage's metrics `hf_folder` what was written or why
     nothing could be. The folder is an extra download: a stage whose model it cannot express keeps its `.pt2`.
-    `source_folder`: the upload's folder, or one per stage (a 'layers' student's folder from its stage on)."""
+    `source_folder`: the upload's folder, or one per stage (a 'layers' student's folder from its stage on).
+    `hands_on`: stages (a 'layers' student's training) whose written folder becomes the source of the stages after
+    them that had its source: a later `ptq` is then checked against the trained float student, not the untrained
+    one, so its tolerance is its own compression error."""
     from compression import formats
     from compression.context import Cancelled
     from compression.formats import hf_folder
 
     workdir.mkdir(parents=True, exist_ok=True)
+    sources = list(source_folder) if isinstance(source_folder, list) else [source_folder] * len(result.stages)
     for index, stage in enumerate(result.stages):
         stage_ctx = ctx.for_stage(f"{index}:{stage.method}")
         stage_ctx.progress("hf_folder", 0, 1)
         packed = next((a.path for a in stage.artifacts if a.kind == "packed.safetensors"), None)
         folder = workdir / f"{index}_{stage.method}_hf"
         try:
-            source = source_folder[index] if isinstance(source_folder, list) else source_folder
-            details = write_stage_folder(stage.model, source, task, folder, example_inputs, packed, source_rounds,
-                                         embedding)
+            details = write_stage_folder(stage.model, sources[index], task, folder, example_inputs, packed,
+                                         source_rounds, embedding)
         except Cancelled:
             raise
         except Exception as exc:  # the .pt2 is the stage's result; a folder it cannot be written as is not a failure
@@ -490,6 +493,8 @@ def stage_folder_artifacts(result, source_folder: Path | list[Path], task: str,
             stage.metrics["hf_folder"] = {"written": False, "reason": reason[:1000]}
             stage_ctx.progress("hf_folder", 1, 1)
             continue
+        if index in hands_on:
+            sources[index + 1:] = [folder if source == sources[index] else source for source in sources[index + 1:]]
         archive = hf_folder.write(folder, workdir / f"{index}_{stage.method}_{hf_folder.ARTIFACT_NAME}")
         stage.artifacts.append(formats.artifact(hf_folder.KIND, hf_folder.ARTIFACT_NAME, archive, task=task,
                                                 quantization=details["format"]))

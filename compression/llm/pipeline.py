@@ -149,5 +149,6 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         result.baseline["sentence_embedding"] = declared.to_metrics() | {"applied": embedding is not None}
     stage_folder_artifacts(result, students.source_folders(source), task,
                            example_rows(workdir / "dataset.npz", evaluation.split), workdir / "hf", ctx,
-                           rounding_ops(load_program(workdir / "model.pt2", limits)), embedding)
+                           rounding_ops(load_program(workdir / "model.pt2", limits)), embedding,
+                           frozenset(students.folders))
     return result

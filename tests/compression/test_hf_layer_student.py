@@ -2,6 +2,7 @@
 (DistilBERT's recipe), for Hugging Face folder jobs (issue 10)."""
 
 import copy
+import json
 import zipfile
 
 import pytest
@@ -14,7 +15,7 @@ from compression.hf_program import example_rows, load_folder_model
 from compression.io import load_program
 from compression.llm.pipeline import run_folder_pipeline
 from compression.pipeline import run_pipeline
-from compression.specs import EvaluationSpec, KDSpec
+from compression.specs import EvaluationSpec, KDSpec, PTQSpec
 from compression.specs.distill import LayersStudent, kept_layers
 from tests.hf_folders import CORPUS, add_sentence_transformers_files, bert_folder, jsonl_bytes, zip_bytes
 
@@ -54,12 +55,12 @@ def _job(tmp_path, folder, stages):
                                EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
 
 
-def test_kd_into_half_the_layers_of_a_sentence_encoder(tmp_path):
+def test_kd_into_half_the_layers_of_a_sentence_encoder_then_int8(tmp_path):
     from transformers import AutoModel
 
     folder = add_sentence_transformers_files(bert_folder(tmp_path / "bert", layers=4), "mean", False)
-    kd = KDSpec(student={"kind": "layers", "keep": 2}, training={"steps": 3, "batch_size": 8, "lr": 1e-3})
-    result = _job(tmp_path, folder, [kd])
+    kd = KDSpec(student={"kind": "layers", "keep": 2}, training={"steps": 3, "batch_size": 8, "lr": 1e-2})
+    result = _job(tmp_path, folder, [kd, PTQSpec()])
     stage = result.stages[0]
     method = stage.metrics["method_metrics"]
     assert method["student_spec"] | {"parameters": None, "teacher_parameters": None} == {
@@ -91,6 +92,18 @@ def test_kd_into_half_the_layers_of_a_sentence_encoder(tmp_path):
         torch.testing.assert_close(pooled, stage.model(ids, mask), atol=1e-5, rtol=1e-4)
     assert (tmp_path / "unzipped" / "modules.json").exists()
 
+    # The int8 stage after it is a 2-layer folder too, checked against the trained student (its own error only).
+    quantized = result.stages[1].metrics["hf_folder"]
+    assert quantized["written"] and quantized["format"] == "int-quantized", quantized
+    with torch.no_grad():
+        int8 = result.stages[1].model(ids, mask)
+        from_trained, from_untrained = (float((int8 - float_output).abs().max() / float_output.abs().max())
+                                        for float_output in (stage.model(ids, mask), untrained(ids, mask)))
+    assert quantized["stage_model_relative_difference_to_float"] == pytest.approx(from_trained, rel=1e-3)
+    assert from_untrained > 2 * from_trained
+    with zipfile.ZipFile(next(a for a in result.stages[1].artifacts if a.kind == "model.hf_folder").path) as archive:
+        assert json.loads(archive.read("config.json"))["num_hidden_layers"] == 2
+
 
 def test_keeping_every_layer_fails_the_job_at_once(tmp_path):
     kd = KDSpec(student={"kind": "layers", "layers": [0, 1]}, training={"steps": 1})
@@ -103,3 +116,22 @@ def test_a_pt2_job_refuses_a_layers_student_in_its_dry_run(tmp_path, example_fil
     kd = KDSpec(student={"kind": "layers", "keep": 1}, training={"steps": 1})
     with pytest.raises(DryRunFailed, match="made from the encoder layers of a Hugging Face folder upload"):
         run_pipeline(model_path, dataset_path, [kd], EvaluationSpec(latency=False), RunContext(), tmp_path)
+
+
+def test_a_classifier_keeps_its_head_and_the_named_layers(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from compression.hf_layer_student import write_layers_student
+
+    teacher_folder = bert_folder(tmp_path / "bert", classes=3, layers=4)
+    details = write_layers_student(teacher_folder, "sequence-classification", LayersStudent(layers=[0, 2]),
+                                   tmp_path / "student")
+    assert (details["layers"], details["teacher_layers"], details["layer_list"]) == ([0, 2], 4, "bert.encoder.layer")
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_folder, local_files_only=True)
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student", local_files_only=True)
+    assert student.config.num_hidden_layers == 2 and (tmp_path / "student" / "tokenizer.json").exists()
+    ours, theirs = student.state_dict(), teacher.state_dict()
+    for name in ("classifier.weight", "bert.pooler.dense.weight", "bert.embeddings.word_embeddings.weight"):
+        assert torch.equal(ours[name], theirs[name])
+    assert torch.equal(ours["bert.encoder.layer.1.output.dense.weight"],
+                       theirs["bert.encoder.layer.2.output.dense.weight"])
