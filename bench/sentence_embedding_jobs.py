@@ -1,9 +1,10 @@
 """all-MiniLM-L6-v2 uploaded with its sentence-transformers files (modules.json, 1_Pooling: mean, 2_Normalize), so
-that the job works on the sentence embedding (issue 10): a default int8 `ptq` job and a `kd` job into the rank-64
-low-rank student, and `kd` into a 'layers' student (the encoder's own layers, `--kd-keep` of its 6: `kd_layers`;
-`kd_layers_untrained` measures that student with 0 training steps; `kd_layers_ptq` then quantizes it), through `run_folder_pipeline` (the worker's
-path). Prints the baseline's `sentence_embedding`, the stage's embedding metrics and sizes, the distillation loss
-and the student's fidelity before/after, and the HF folder check. The text is the real-models bench's (bench/real_models/minilm.py: 256 template sentences to train on, its
+that the job works on the sentence embedding (issue 10), through `run_folder_pipeline` (the worker's path): a
+default int8 `ptq` job, a `kd` job into the rank-64 low-rank student, and `kd` into a 'layers' student (the
+encoder's own layers, `--kd-keep` of its 6: `kd_layers`; `kd_layers_untrained` measures that student with 0
+training steps; `kd_layers_ptq` then quantizes it). Prints the baseline's `sentence_embedding`, each stage's
+embedding metrics and sizes, the distillation loss and the student's fidelity before/after, and the HF folder
+check. The text is the real-models bench's (bench/real_models/minilm.py: 256 template sentences to train on, its
 80 paraphrase sentences to evaluate).
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.sentence_embedding_jobs [--jobs ptq,kd,kd_layers] [--kd-steps 60]

@@ -23,8 +23,9 @@ Every tensor of the folder's model that the graph lacks (a branch dropped as dea
 changed unevenly, as structured pruning may do, since a config has one width per kind of layer; a different
 architecture, as a zoo or low-rank distillation student; codebooks; smoothing divisions SmoothQuant inserts)
 raises `NotExpressible` with the reason. A 'layers' student is the upload's architecture with fewer layers: its
-stage (and every stage after it) is written against the student's own folder (`compression.hf_layer_student`). Widths changed evenly (every layer's MLP kept the same channels) are written
-with the config field that holds them changed (`fitted_config`). The written folder is then loaded with
+stage is written against the student's own folder (`compression.hf_layer_student`), the stages after it against
+the trained student's written folder. Widths changed evenly (every layer's MLP kept the same channels) are
+written with the config field that holds them changed (`fitted_config`). The written folder is then loaded with
 transformers and run on the example inputs, and is kept only if it computes what the stage's model computes (see
 MAX_RELATIVE_DIFFERENCE); graphs with fake quantizers (QAT, the general path's activations) are refused before.
 A sentence-transformers source keeps its modules.json, module folders and settings unchanged, and when the
