@@ -24,6 +24,7 @@ from torch import nn
 
 from compression.archive.hf_folder import INDEX_FILE
 from compression.archive.sentence_transformers import SentenceEmbedding
+from compression.dry_run import DryRunFailed
 from compression.hf_program import load_folder_model, model_program
 from compression.io import save_program
 from compression.specs.distill import LayersStudent, kept_layers
@@ -127,8 +128,8 @@ def build_layer_students(stages: list, source: Path, task: str, example: tuple[t
         folder = workdir / str(index) / "folder"
         try:
             details = write_layers_student(source, task, student, folder)
-        except ValueError as exc:
-            raise ValueError(f"stage {index} ({spec.method}): {exc}") from exc
+        except ValueError as exc:  # said as the dry run says it: seconds into the job, before any evaluation
+            raise DryRunFailed(f"dry run: stage {index} ({spec.method}) cannot run on this model: {exc}") from exc
         resolved = LayersStudent(layers=details["layers"])
         program = save_program(model_program(load_folder_model(folder, task, embedding), example),
                                workdir / str(index) / "student.pt2")
