@@ -21,9 +21,11 @@ to. What is read back from the graph:
 Every tensor of the folder's model that the graph lacks (a branch dropped as dead, such as BERT's pooler under
 `last_hidden_state`) is copied from the source folder. Whatever cannot be expressed so (a tensor whose shape
 changed unevenly, as structured pruning may do, since a config has one width per kind of layer; a different
-architecture, as a distillation student; codebooks; smoothing divisions SmoothQuant inserts) raises
-`NotExpressible` with the reason. Widths changed evenly (every layer's MLP kept the same channels) are written
-with the config field that holds them changed (`fitted_config`). The written folder is then loaded with
+architecture, as a zoo or low-rank distillation student; codebooks; smoothing divisions SmoothQuant inserts)
+raises `NotExpressible` with the reason. A 'layers' student is the upload's architecture with fewer layers: its
+stage is written against the student's own folder (`compression.hf_layer_student`), the stages after it against
+the trained student's written folder. Widths changed evenly (every layer's MLP kept the same channels) are
+written with the config field that holds them changed (`fitted_config`). The written folder is then loaded with
 transformers and run on the example inputs, and is kept only if it computes what the stage's model computes (see
 MAX_RELATIVE_DIFFERENCE); graphs with fake quantizers (QAT, the general path's activations) are refused before.
 A sentence-transformers source keeps its modules.json, module folders and settings unchanged, and when the
@@ -461,24 +463,29 @@ def rounding_ops(program: torch.export.ExportedProgram) -> int:
     return sum(1 for node in program.graph.nodes if node.op == "call_function" and node.target == aten.round.default)
 
 
-def stage_folder_artifacts(result, source_folder: Path, task: str, example_inputs: tuple[torch.Tensor, ...],
-                           workdir: Path, ctx, source_rounds: int = 0,
-                           embedding: SentenceEmbedding | None = None) -> None:
+def stage_folder_artifacts(result, source_folder: Path | list[Path], task: str,
+                           example_inputs: tuple[torch.Tensor, ...], workdir: Path, ctx, source_rounds: int = 0,
+                           embedding: SentenceEmbedding | None = None, hands_on: frozenset[int] = frozenset()) -> None:
     """Add to each stage of a folder job's `result` (a `PipelineResult`) its model as a zipped Hugging Face folder
     (`model.hf.zip`, kind `model.hf_folder`), and under the stage's metrics `hf_folder` what was written or why
-    nothing could be. The folder is an extra download: a stage whose model it cannot express keeps its `.pt2`."""
+    nothing could be. The folder is an extra download: a stage whose model it cannot express keeps its `.pt2`.
+    `source_folder`: the upload's folder, or one per stage (a 'layers' student's folder from its stage on).
+    `hands_on`: stages (a 'layers' student's training) whose written folder becomes the source of the stages after
+    them that had its source: a later `ptq` is then checked against the trained float student, not the untrained
+    one, so its tolerance is its own compression error."""
     from compression import formats
     from compression.context import Cancelled
     from compression.formats import hf_folder
 
     workdir.mkdir(parents=True, exist_ok=True)
+    sources = list(source_folder) if isinstance(source_folder, list) else [source_folder] * len(result.stages)
     for index, stage in enumerate(result.stages):
         stage_ctx = ctx.for_stage(f"{index}:{stage.method}")
         stage_ctx.progress("hf_folder", 0, 1)
         packed = next((a.path for a in stage.artifacts if a.kind == "packed.safetensors"), None)
         folder = workdir / f"{index}_{stage.method}_hf"
         try:
-            details = write_stage_folder(stage.model, source_folder, task, folder, example_inputs, packed,
+            details = write_stage_folder(stage.model, sources[index], task, folder, example_inputs, packed,
                                          source_rounds, embedding)
         except Cancelled:
             raise
@@ -487,6 +494,8 @@ def stage_folder_artifacts(result, source_folder: Path, task: str, example_input
             stage.metrics["hf_folder"] = {"written": False, "reason": reason[:1000]}
             stage_ctx.progress("hf_folder", 1, 1)
             continue
+        if index in hands_on:
+            sources[index + 1:] = [folder if source == sources[index] else source for source in sources[index + 1:]]
         archive = hf_folder.write(folder, workdir / f"{index}_{stage.method}_{hf_folder.ARTIFACT_NAME}")
         stage.artifacts.append(formats.artifact(hf_folder.KIND, hf_folder.ARTIFACT_NAME, archive, task=task,
                                                 quantization=details["format"]))

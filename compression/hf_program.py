@@ -79,9 +79,9 @@ def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int) -> di
 
 
 def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], program_path: Path,
-                      dataset_path: Path, embedding: SentenceEmbedding | None = None) -> None:
+                      dataset_path: Path, embedding: SentenceEmbedding | None = None) -> tuple[torch.Tensor, ...]:
     """Write the folder's model as a `.pt2` (outputting `embedding` when given) and the text as the matching
-    `.npz`."""
+    `.npz`; returns the example inputs it was exported with (for other folders' programs of the same job)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
@@ -92,14 +92,20 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     first = next(iter(splits))
     example = tuple(torch.from_numpy(arrays[f"{first}.{name}"][:EXAMPLE_ROWS])
                     for name in ("input_ids", "attention_mask"))
+    save_program(model_program(model, example), program_path)
+    np.savez(dataset_path, **arrays)
+    return example
+
+
+def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
+    """A loaded folder model (`load_folder_model`) exported with a dynamic batch, its dead branches dropped."""
     with torch.no_grad():
         program = export_model(model, example)
     # Branches whose output nothing reads (BERT's pooler under last_hidden_state) would only cost time and trip
     # quantizers that expect every linear to feed something (issue 10).
     program.graph_module.graph.eliminate_dead_code()
     program.graph_module.recompile()
-    save_program(program, program_path)
-    np.savez(dataset_path, **arrays)
+    return program
 
 
 def example_rows(dataset_path: Path, split: str, rows: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

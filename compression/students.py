@@ -1,9 +1,11 @@
 """Students for distillation: uploaded, built from the zoo at a chosen width and depth, or derived from the teacher
-by low-rank factorization.
+by low-rank factorization, or (Hugging Face folder jobs) of some of the teacher's own layers.
 
 Uploaded students arrive as model ids; the library does not know where uploads live, so whoever runs it passes a
 resolver that turns an id into a loaded module (`Task.resolve_model`, or the `resolve_model` argument;
-`run_pipeline(..., uploaded_models={id: path})` builds one from files).
+`run_pipeline(..., uploaded_models={id: path})` builds one from files). A 'layers' student is one of these: the
+folder job builds it from the upload's folder (`compression.hf_layer_student`) and provides it under
+`layers_student_id`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from compression.distill.low_rank import low_rank_factorize
 from compression.evaluate import output_tensor
 from compression.modes import evaluating
 from compression.prune.masks import WeightMasks, prunable_weights
-from compression.specs.distill import InputStudent, LowRankStudent, UploadedStudent, ZooStudent
+from compression.specs.distill import InputStudent, LayersStudent, LowRankStudent, UploadedStudent, ZooStudent
 from compression.specs.student_fit import zoo_student_problems
 from compression.task import ModelResolver, Task
 
@@ -66,8 +68,18 @@ def _pruned_weights(model: nn.Module) -> WeightMasks | None:
     return masks
 
 
-def build_student(spec: UploadedStudent | ZooStudent | LowRankStudent, teacher: nn.Module, task: Task, *,
-                  resolve_model: ModelResolver | None = None) -> Student:
+LAYERS_NEED_A_FOLDER = ("a 'layers' student is made from the encoder layers of a Hugging Face folder upload "
+                        "(feature-extraction or sequence-classification), which this job's model is not; upload "
+                        "the model as a folder, or choose a 'low_rank', 'zoo' or 'upload' student")
+
+
+def layers_student_id(spec: LayersStudent) -> str:
+    """The model id under which a folder job provides the student of `spec`, whose layers it has resolved."""
+    return "layers:" + ",".join(map(str, spec.layers or []))
+
+
+def build_student(spec: UploadedStudent | ZooStudent | LowRankStudent | LayersStudent, teacher: nn.Module,
+                  task: Task, *, resolve_model: ModelResolver | None = None) -> Student:
     """A fresh student for `teacher`; the teacher itself is never modified. Refused early (not at the first training
     step) when its outputs cannot be compared with the teacher's."""
     student = _build(spec, teacher, task, resolve_model)
@@ -91,6 +103,15 @@ def _build(spec, teacher: nn.Module, task: Task, resolve_model: ModelResolver | 
             raise RuntimeError("an uploaded student needs a model resolver (Task.resolve_model, or "
                                "run_pipeline(..., uploaded_models={model_id: path}))")
         return Student(resolver(spec.model_id), {"kind": "upload", "model_id": spec.model_id})
+    if isinstance(spec, LayersStudent):
+        resolver = resolve_model or task.resolve_model
+        if spec.layers is None or resolver is None:
+            raise ValueError(LAYERS_NEED_A_FOLDER)
+        try:
+            model = resolver(layers_student_id(spec))
+        except ValueError as exc:  # not provided: the job's model is no folder
+            raise ValueError(LAYERS_NEED_A_FOLDER) from exc
+        return Student(model, {"kind": "layers", "layers": spec.layers})
     if isinstance(spec, ZooStudent):
         model = zoo.build(spec.architecture, **zoo_kwargs(spec, teacher, task))
         return Student(model, {"kind": "zoo", "architecture": spec.architecture, "width": spec.width,

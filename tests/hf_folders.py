@@ -54,14 +54,14 @@ def gpt2_folder(folder: Path) -> Path:
     return folder
 
 
-def bert_folder(folder: Path, classes: int | None = None) -> Path:
+def bert_folder(folder: Path, classes: int | None = None, layers: int = 2) -> Path:
     """A BERT encoder (`BertModel`), or a sequence classifier with `classes` labels."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
     vocab = save_tokenizer(folder)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=classes or 2)
     (BertForSequenceClassification(config) if classes else BertModel(config)).save_pretrained(folder)
     return folder

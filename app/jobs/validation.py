@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.core.errors import InvalidInput
 from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, bind_inputs
+from compression.specs.distill import kept_layers
 from compression.specs.metrics import metric_problem
 from compression.specs.order import order_problems
 from compression.specs.student_fit import zoo_student_problems
@@ -86,7 +87,7 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
     """What runs on what: `llm_ptq` only on a causal-lm folder and nothing else there; a folder only with text, and
     text only with a folder's tokenizer."""
     methods = [stage.method for stage in spec.stages]
-    problems = []
+    problems = _layers_student_problems(spec, folder)
     if folder is None:
         if "llm_ptq" in methods:
             problems.append("llm_ptq quantizes a causal language model uploaded as a Hugging Face folder "
@@ -113,6 +114,32 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
     elif not folder.get("has_tokenizer"):
         problems.append("the model folder has no tokenizer files (tokenizer.json, vocab files), which the .jsonl "
                         "text needs; upload the folder with its tokenizer")
+    return problems
+
+
+def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
+    """A 'layers' student is cut from a Hugging Face folder's encoder layers, fewer than it has (config.json's
+    num_hidden_layers); a folder uploaded before its layer count was recorded is checked when the job starts."""
+    problems = []
+    for index, stage in enumerate(spec.stages):
+        student = getattr(stage, "student", None)
+        if getattr(student, "kind", None) != "layers":
+            continue
+        where = f"stages.{index}.student"
+        if folder is None:
+            problems.append(f"{where}: a 'layers' student is made from the encoder layers of a Hugging Face folder "
+                            "upload (feature-extraction or sequence-classification); this model is a .pt2 program: "
+                            "choose a 'low_rank', 'zoo' or 'upload' student")
+        elif "num_hidden_layers" not in folder or folder["task"] == "causal-lm":
+            continue  # recorded before layer counts were (checked when the job starts), or refused as causal-lm
+        elif folder["num_hidden_layers"] is None:
+            problems.append(f"{where}: a 'layers' student needs the folder's config.json to give num_hidden_layers, "
+                            f"which this {folder.get('model_type')} config does not")
+        else:
+            try:
+                kept_layers(student, folder["num_hidden_layers"])
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
     return problems
 
 

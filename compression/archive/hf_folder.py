@@ -102,8 +102,15 @@ class HFFolder:
                                          "architectures": self.architectures, "files": sorted(self.files),
                                          "has_tokenizer": self.has_tokenizer,
                                          "block_linear_widths": self.block_linear_widths,
+                                         "num_hidden_layers": _layer_count(config),
                                          "sentence_embedding": self.sentence_embedding and
                                          self.sentence_embedding.to_metrics()}}
+
+
+def _layer_count(config: dict) -> int | None:
+    """The encoder's layer count as transformers' configs name it (what a 'layers' student keeps some of)."""
+    count = config.get("num_hidden_layers")
+    return count if type(count) is int else None
 
 
 def _hidden_size(config: dict) -> int | None:

@@ -119,10 +119,12 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     """A Hugging Face folder job: `llm_ptq` on a causal LM; an encoder or classifier is exported to a program and
     its text tokenized to arrays, then run like any `.pt2` job. A sentence-transformers folder's feature-extraction
     program outputs the sentence embedding it declares (unless evaluation.sentence_embedding is false), said in
-    the baseline's metrics under "sentence_embedding"."""
+    the baseline's metrics under "sentence_embedding". A 'layers' distillation student is built here from the
+    folder (`compression.hf_layer_student`), and the stages from its stage on are written back as its folder."""
     if task == "causal-lm":
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
     from compression.hf_folder_export import rounding_ops, stage_folder_artifacts
+    from compression.hf_layer_student import build_layer_students
     from compression.hf_program import example_rows, folder_to_program
     from compression.io import load_program
     from compression.pipeline import run_pipeline
@@ -136,14 +138,17 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # Declared, not detected: a cls or last-token vector ends in a layer norm or a gather, which the detector
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
-    folder_to_program(source, task, read_jsonl(dataset_path, limits, keep_text=True), workdir / "model.pt2",
-                      workdir / "dataset.npz", embedding)
+    example = folder_to_program(source, task, read_jsonl(dataset_path, limits, keep_text=True),
+                                workdir / "model.pt2", workdir / "dataset.npz", embedding)
+    students = build_layer_students(stages, source, task, example, embedding, workdir / "students")
     ctx.progress("export", 1, 1)
-    result = run_pipeline(workdir / "model.pt2", workdir / "dataset.npz", stages, evaluation, ctx,
-                          workdir / "stages", train_split, limits)
+    result = run_pipeline(workdir / "model.pt2", workdir / "dataset.npz", students.stages, evaluation, ctx,
+                          workdir / "stages", train_split, limits, uploaded_models=students.programs)
+    students.add_details(result)
     if declared is not None:
         result.baseline["sentence_embedding"] = declared.to_metrics() | {"applied": embedding is not None}
-    stage_folder_artifacts(result, source, task, example_rows(workdir / "dataset.npz", evaluation.split),
-                           workdir / "hf", ctx, rounding_ops(load_program(workdir / "model.pt2", limits)),
-                           embedding)
+    stage_folder_artifacts(result, students.source_folders(source), task,
+                           example_rows(workdir / "dataset.npz", evaluation.split), workdir / "hf", ctx,
+                           rounding_ops(load_program(workdir / "model.pt2", limits)), embedding,
+                           frozenset(students.folders))
     return result

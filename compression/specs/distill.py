@@ -49,6 +49,49 @@ class LowRankStudent(Spec):
         return self
 
 
+MAX_LAYERS = 1024  # encoder layers a model may have (bounds the spec's numbers)
+
+
+class LayersStudent(Spec):
+    """The teacher with fewer encoder layers, initialised from its own weights (DistilBERT's student): the kept
+    layers' weights and everything around them (embeddings, pooler, classifier) are copied from the teacher.
+    Only for a Hugging Face folder upload (feature-extraction, sequence-classification), whose config says the
+    layer count (`num_hidden_layers`). Give exactly one of `keep` (how many layers, evenly spaced and always
+    including the last: 3 of 6 keeps 1, 3, 5) or `layers` (their indices, from 0)."""
+
+    kind: Literal["layers"] = "layers"
+    keep: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = Field(
+        None, description="How many encoder layers to keep (fewer than the model has), evenly spaced, always "
+                          "including the last; give this or layers.")
+    layers: Annotated[list[Annotated[int, Field(ge=0, lt=MAX_LAYERS)]], Field(min_length=1, max_length=MAX_LAYERS)] \
+        | None = Field(None, description="Indices (from 0, increasing) of the encoder layers to keep; give this or "
+                                         "keep.")
+
+    @model_validator(mode="after")
+    def _exactly_one_choice(self):
+        if (self.keep is None) == (self.layers is None):
+            raise ValueError("give exactly one of 'keep' (a number of layers) or 'layers' (their indices)")
+        if self.layers is not None and any(b <= a for a, b in zip(self.layers, self.layers[1:])):
+            raise ValueError(f"'layers' must be increasing indices without repeats, got {self.layers}")
+        return self
+
+
+def kept_layers(student: LayersStudent, teacher_layers: int) -> list[int]:
+    """The indices of the teacher's layers the student keeps; ValueError saying why when the teacher has too few."""
+    if student.layers is not None:
+        if len(student.layers) >= teacher_layers or student.layers[-1] >= teacher_layers:
+            raise ValueError(f"a 'layers' student keeps fewer layers than the model's {teacher_layers}, with indices "
+                             f"0..{teacher_layers - 1}; got layers {student.layers}")
+        return list(student.layers)
+    if student.keep >= teacher_layers:
+        raise ValueError(f"a 'layers' student keeps fewer layers than the model has ({teacher_layers}); got keep "
+                         f"{student.keep}")
+    # Layer i of the student stands for the teacher's (i + 1) * n / k - 1, rounded half up: evenly spaced, ending
+    # at the last layer (whose output the task reads).
+    return [((index + 1) * teacher_layers * 2 + student.keep) // (2 * student.keep) - 1
+            for index in range(student.keep)]
+
+
 class InputStudent(Spec):
     """The model this stage receives is the student and the uploaded, uncompressed model is the teacher: how a
     pipeline distils an earlier stage's result (prune -> kd) back towards the original."""
@@ -56,7 +99,7 @@ class InputStudent(Spec):
     kind: Literal["input"] = "input"
 
 
-StudentSpec = Annotated[Union[UploadedStudent, ZooStudent, LowRankStudent, InputStudent],
+StudentSpec = Annotated[Union[UploadedStudent, ZooStudent, LowRankStudent, LayersStudent, InputStudent],
                         Field(discriminator="kind")]
 
 
@@ -82,7 +125,8 @@ class KDSpec(Spec):
 
     method: Literal["kd"] = "kd"
     student: StudentSpec = Field(description="The model trained to mimic the teacher: 'zoo', 'low_rank', "
-                                             "'upload' or 'input' (see each kind).")
+                                             "'layers' (Hugging Face folders), 'upload' or 'input' (see each "
+                                             "kind).")
     loss: Literal["kl", "cosine", "mse", "bce"] | None = Field(
         None, description="Output loss: 'kl' (temperature KL, class logits), 'cosine' or 'mse' (embeddings, hidden "
                           "states), 'bce' (sigmoid probabilities); null chooses it from the output kind "
@@ -115,7 +159,7 @@ class FunctionMatchingSpec(Spec):
 
     method: Literal["function_matching"] = "function_matching"
     student: StudentSpec = Field(description="The model trained to match the teacher: 'zoo', 'low_rank', "
-                                             "'upload' or 'input'.")
+                                             "'layers' (Hugging Face folders), 'upload' or 'input'.")
     augment: AugmentSpec = Field(AugmentSpec(), description="The views teacher and student share.")
     teacher_targets: Literal["consistent", "fixed"] = Field(
         "consistent", description="consistent: the teacher sees each augmented view; fixed: its outputs on the "

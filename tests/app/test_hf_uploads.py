@@ -9,6 +9,7 @@ import pytest
 from tests.hf_folders import CORPUS, bert_dir, jsonl_bytes, llama_dir, tar_bytes, zip_bytes  # noqa: F401
 
 LLM_STAGE = {"method": "llm_ptq", "algorithm": "rtn", "group_size": 32}
+LAYERS_KD = {"method": "kd", "student": {"kind": "layers", "keep": 1}}
 
 
 def _upload(api, auth, what: str, name: str, data: bytes, **params):
@@ -32,6 +33,7 @@ def test_folder_uploads_record_kind_and_task(api, auth, hf, llama_dir):
     assert (hf["llama"]["kind"], hf["llama"]["task"]) == ("hf_folder", "causal-lm")
     assert (hf["bert"]["kind"], hf["bert"]["task"]) == ("hf_folder", "feature-extraction")
     assert hf["llama"]["signature"]["hf"]["model_type"] == "llama"
+    assert hf["bert"]["signature"]["hf"]["num_hidden_layers"] == 2
     assert api.get(f"/v1/models/{hf['llama']['id']}", headers=auth).json() == hf["llama"]
     assert hf["text"]["manifest"]["format"] == "jsonl"
     # The name does not decide: a folder named .pt2 is still a folder, and the task can be given.
@@ -70,6 +72,7 @@ def _job(api, auth, model: dict, dataset: dict, stages: list) -> tuple[int, str]
 def test_jobs_check_what_runs_on_what(api, auth, hf, uploaded):
     assert _job(api, auth, hf["llama"], hf["text"], [LLM_STAGE])[0] == 201
     assert _job(api, auth, hf["bert"], hf["text"], [{"method": "ptq"}])[0] == 201
+    assert _job(api, auth, hf["bert"], hf["text"], [LAYERS_KD])[0] == 201
     for model, dataset, stages, expected in [
         (uploaded["model"], uploaded["dataset"], [LLM_STAGE], "this model is a .pt2 program"),
         (uploaded["model"], hf["text"], [{"method": "ptq"}], "a .jsonl text dataset needs a Hugging Face folder"),
@@ -80,6 +83,12 @@ def test_jobs_check_what_runs_on_what(api, auth, hf, uploaded):
         (hf["llama"], hf["text"], [LLM_STAGE, LLM_STAGE], "cannot follow stage 0 (llm_ptq)"),
         (hf["llama"], hf["text"], [LLM_STAGE | {"group_size": 128}],
          "group_size: 128 does not divide the input width(s) [64] of the model's linear layers; use group_size 64"),
+        (uploaded["model"], uploaded["dataset"], [LAYERS_KD | {"student": {"kind": "layers", "keep": 1}}],
+         "stages.0.student: a 'layers' student is made from the encoder layers of a Hugging Face folder upload"),
+        (hf["bert"], hf["text"], [LAYERS_KD | {"student": {"kind": "layers", "keep": 2}}],
+         "stages.0.student: a 'layers' student keeps fewer layers than the model has (2); got keep 2"),
+        (hf["bert"], hf["text"], [LAYERS_KD | {"student": {"kind": "layers", "layers": [0, 2]}}],
+         "with indices 0..1; got layers [0, 2]"),
     ]:
         status, text = _job(api, auth, model, dataset, stages)
         assert status == 422 and expected in text, text

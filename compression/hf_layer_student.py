@@ -1,0 +1,140 @@
+"""A distillation student made of some of a Hugging Face folder's own encoder layers (DistilBERT's recipe), for
+folder jobs (issue 10).
+
+The upload's model is loaded with transformers as `compression.hf_program` loads it (local files, safetensors, no
+remote code); a model of the same class is built from its config with `num_hidden_layers` set to the number kept
+(and `layer_types`, where a config lists one entry per layer, cut the same way), and every tensor is copied from
+the upload: the kept layers' under their new indices, everything else (embeddings, pooler, classifier) as it is.
+
+The student is written as a folder of its own, with the upload's tokenizer and sentence-transformers files beside
+it, so that it becomes a program exactly as the upload did (the same wrapper and sentence pooling), the `kd` stage
+gets it as an uploaded student, and the stages' Hugging Face folders are written against it (a config with the
+student's layer count, which `from_pretrained` loads).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compression.archive.hf_folder import INDEX_FILE
+from compression.archive.sentence_transformers import SentenceEmbedding
+from compression.dry_run import DryRunFailed
+from compression.hf_program import load_folder_model, model_program
+from compression.io import save_program
+from compression.specs.distill import LayersStudent, kept_layers
+from compression.students import layers_student_id, parameter_count
+
+LAYER_COUNT_FIELD = "num_hidden_layers"
+PER_LAYER_FIELDS = ("layer_types",)  # config lists with one entry per layer
+
+
+def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The name and module of the model's list of encoder layers: the one `nn.ModuleList` as long as the config's
+    `num_hidden_layers`."""
+    count = getattr(model.config, LAYER_COUNT_FIELD, None)
+    if not isinstance(count, int):
+        raise ValueError(f"a 'layers' student needs the folder's config to give num_hidden_layers; this "
+                         f"{model.config.model_type} config does not")
+    stacks = [(name, module) for name, module in model.named_modules()
+              if isinstance(module, nn.ModuleList) and len(module) == count]
+    if len(stacks) != 1:
+        raise ValueError(f"a 'layers' student needs one list of {count} layers in the {type(model).__name__} "
+                         f"model; found {[name for name, _ in stacks] or 'none'}")
+    return stacks[0]
+
+
+def _renumbered(state: dict[str, torch.Tensor], prefix: str, kept: list[int]) -> dict[str, torch.Tensor]:
+    """The teacher's tensors under the student's names: layer kept[i] becomes layer i, the dropped ones go."""
+    new_index = {old: new for new, old in enumerate(kept)}
+    renamed = {}
+    for name, tensor in state.items():
+        if not name.startswith(f"{prefix}."):
+            renamed[name] = tensor
+            continue
+        index, _, rest = name.removeprefix(f"{prefix}.").partition(".")
+        if int(index) in new_index:
+            renamed[f"{prefix}.{new_index[int(index)]}.{rest}"] = tensor
+    return renamed
+
+
+def write_layers_student(source: Path, task: str, spec: LayersStudent, destination: Path) -> dict:
+    """Write the student of `spec` as a Hugging Face folder at `destination`; returns what it is made of (the
+    kept layers, the teacher's count, parameters). ValueError when the folder's model has no such layers or too
+    few of them."""
+    teacher = load_folder_model(source, task).model
+    prefix, stack = layer_stack(teacher)
+    kept = kept_layers(spec, len(stack))
+    config = copy.deepcopy(teacher.config)
+    setattr(config, LAYER_COUNT_FIELD, len(kept))
+    for name in PER_LAYER_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, list) and len(value) == len(stack):
+            setattr(config, name, [value[index] for index in kept])
+    student = type(teacher)(config).eval()
+    student.load_state_dict(_renumbered(teacher.state_dict(), prefix, kept), strict=True)
+    if destination.exists():
+        shutil.rmtree(destination)
+    destination.mkdir(parents=True)
+    for path in source.iterdir():  # tokenizer, sentence-transformers settings and module folders
+        if path.is_dir():
+            shutil.copytree(path, destination / path.name)
+        elif path.name not in ("config.json", INDEX_FILE) and path.suffix != ".safetensors":
+            shutil.copy2(path, destination / path.name)
+    student.save_pretrained(destination)
+    return {"kind": "layers", "layers": kept, "teacher_layers": len(stack), "layer_list": prefix,
+            "parameters": parameter_count(student), "teacher_parameters": parameter_count(teacher)}
+
+
+@dataclass
+class LayerStudents:
+    """The job's stages with every 'layers' student resolved to its layer indices, and what was built for them."""
+
+    stages: list
+    programs: dict[str, Path] = field(default_factory=dict)  # student model id -> .pt2 (run_pipeline's uploads)
+    folders: dict[int, Path] = field(default_factory=dict)  # stage index -> the student's folder
+    details: dict[int, dict] = field(default_factory=dict)  # stage index -> write_layers_student's description
+
+    def source_folders(self, upload: Path) -> list[Path]:
+        """Per stage, the folder its model's graph comes from: the student's from a 'layers' stage on, else the
+        upload's."""
+        current, sources = upload, []
+        for index in range(len(self.stages)):
+            current = self.folders.get(index, current)
+            sources.append(current)
+        return sources
+
+    def add_details(self, result) -> None:
+        """Put each student's description into its stage's metrics (`method_metrics.student_spec`)."""
+        for index, details in self.details.items():
+            if index < len(result.stages):
+                result.stages[index].metrics.get("method_metrics", {}).setdefault("student_spec", {}).update(details)
+
+
+def build_layer_students(stages: list, source: Path, task: str, example: tuple[torch.Tensor, ...],
+                         embedding: SentenceEmbedding | None, workdir: Path) -> LayerStudents:
+    """For each stage whose student is 'layers': its folder under `workdir/<index>/` and its program (with the
+    upload program's output: `embedding` pooled when given), exported on `example`."""
+    built = LayerStudents(list(stages))
+    for index, spec in enumerate(stages):
+        student = getattr(spec, "student", None)
+        if not isinstance(student, LayersStudent):
+            continue
+        folder = workdir / str(index) / "folder"
+        try:
+            details = write_layers_student(source, task, student, folder)
+        except ValueError as exc:  # said as the dry run says it: seconds into the job, before any evaluation
+            raise DryRunFailed(f"dry run: stage {index} ({spec.method}) cannot run on this model: {exc}") from exc
+        resolved = LayersStudent(layers=details["layers"])
+        program = save_program(model_program(load_folder_model(folder, task, embedding), example),
+                               workdir / str(index) / "student.pt2")
+        built.stages[index] = spec.model_copy(update={"student": resolved})
+        built.programs[layers_student_id(resolved)] = program
+        built.folders[index] = folder
+        built.details[index] = details
+    return built

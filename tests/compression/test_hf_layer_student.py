@@ -1,0 +1,138 @@
+"""A 'layers' distillation student: the upload's own encoder with fewer layers, initialised from its weights
+(DistilBERT's recipe), for Hugging Face folder jobs (issue 10)."""
+
+import copy
+import json
+import zipfile
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from compression.context import RunContext
+from compression.dry_run import DryRunFailed
+from compression.hf_program import example_rows, load_folder_model
+from compression.io import load_program
+from compression.llm.pipeline import run_folder_pipeline
+from compression.pipeline import run_pipeline
+from compression.specs import EvaluationSpec, KDSpec, PTQSpec
+from compression.specs.distill import LayersStudent, kept_layers
+from tests.hf_folders import CORPUS, add_sentence_transformers_files, bert_folder, jsonl_bytes, zip_bytes
+
+
+@pytest.mark.parametrize("teacher, keep, expected", [(4, 2, [1, 3]), (6, 3, [1, 3, 5]), (6, 1, [5]),
+                                                     (12, 6, [1, 3, 5, 7, 9, 11]), (6, 4, [1, 2, 4, 5])])
+def test_kept_layers_are_evenly_spaced_and_end_at_the_last(teacher, keep, expected):
+    assert kept_layers(LayersStudent(keep=keep), teacher) == expected
+
+
+@pytest.mark.parametrize("spec, message", [({"keep": 0}, "greater than or equal to 1"),
+                                           ({"keep": 2, "layers": [0]}, "exactly one of"), ({}, "exactly one of"),
+                                           ({"layers": [2, 0]}, "increasing"), ({"layers": [1, 1]}, "increasing")])
+def test_a_malformed_spec_is_refused(spec, message):
+    with pytest.raises(ValidationError, match=message):
+        LayersStudent(**spec)
+
+
+@pytest.mark.parametrize("spec", [LayersStudent(keep=4), LayersStudent(layers=[0, 4]),
+                                  LayersStudent(layers=[0, 1, 2, 3])])
+def test_as_many_layers_as_the_teacher_or_a_missing_one_is_refused(spec):
+    with pytest.raises(ValueError, match="fewer layers than the model"):
+        kept_layers(spec, 4)
+
+
+def _truncated_by_hand(folder, kept):
+    """The folder's BertModel with its layer list cut to `kept`, pooled as the sentence-transformers folder says."""
+    model = load_folder_model(folder, "feature-extraction")
+    model.model.encoder.layer = torch.nn.ModuleList(copy.deepcopy(model.model.encoder.layer[i]) for i in kept)
+    return model
+
+
+def _job(tmp_path, folder, stages):
+    (tmp_path / "m.zip").write_bytes(zip_bytes(folder))
+    (tmp_path / "d.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:48], "val": CORPUS[48:]}))
+    return run_folder_pipeline(tmp_path / "m.zip", tmp_path / "d.jsonl", "feature-extraction", stages,
+                               EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+
+
+def test_kd_into_half_the_layers_of_a_sentence_encoder_then_int8(tmp_path):
+    from transformers import AutoModel
+
+    folder = add_sentence_transformers_files(bert_folder(tmp_path / "bert", layers=4), "mean", False)
+    kd = KDSpec(student={"kind": "layers", "keep": 2}, training={"steps": 3, "batch_size": 8, "lr": 1e-2})
+    result = _job(tmp_path, folder, [kd, PTQSpec()])
+    stage = result.stages[0]
+    method = stage.metrics["method_metrics"]
+    assert method["student_spec"] | {"parameters": None, "teacher_parameters": None} == {
+        "kind": "layers", "layers": [1, 3], "teacher_layers": 4, "layer_list": "encoder.layer", "parameters": None,
+        "teacher_parameters": None}
+    assert method["student_parameters"] < method["teacher_parameters"]
+    assert "before" in method["student_fidelity"] and method["loss"] == "cosine"
+
+    # Before training the student computes what the upload truncated by hand computes, sentence pooling included.
+    ids, mask = example_rows(tmp_path / "work" / "dataset.npz", "val")
+    untrained = load_program(tmp_path / "work" / "students" / "0" / "student.pt2").module()
+    by_hand = _truncated_by_hand(tmp_path / "work" / "source", [1, 3])
+    with torch.no_grad():
+        hidden = by_hand.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        expected = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        torch.testing.assert_close(untrained(ids, mask), expected, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(stage.model(ids, mask), expected, atol=1e-4)  # then it trained
+
+    # The trained student comes back as a 2-layer folder that from_pretrained loads.
+    written = stage.metrics["hf_folder"]
+    assert written["written"], written
+    with zipfile.ZipFile(next(a for a in stage.artifacts if a.kind == "model.hf_folder").path) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    loaded = AutoModel.from_pretrained(tmp_path / "unzipped", local_files_only=True).eval()
+    assert loaded.config.num_hidden_layers == 2 and len(loaded.encoder.layer) == 2
+    with torch.no_grad():
+        hidden = loaded(input_ids=ids, attention_mask=mask).last_hidden_state
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        torch.testing.assert_close(pooled, stage.model(ids, mask), atol=1e-5, rtol=1e-4)
+    assert (tmp_path / "unzipped" / "modules.json").exists()
+
+    # The int8 stage after it is a 2-layer folder too, checked against the trained student (its own error only).
+    quantized = result.stages[1].metrics["hf_folder"]
+    assert quantized["written"] and quantized["format"] == "int-quantized", quantized
+    with torch.no_grad():
+        int8 = result.stages[1].model(ids, mask)
+        from_trained, from_untrained = (float((int8 - float_output).abs().max() / float_output.abs().max())
+                                        for float_output in (stage.model(ids, mask), untrained(ids, mask)))
+    assert quantized["stage_model_relative_difference_to_float"] == pytest.approx(from_trained, rel=1e-3)
+    assert from_untrained > 2 * from_trained
+    with zipfile.ZipFile(next(a for a in result.stages[1].artifacts if a.kind == "model.hf_folder").path) as archive:
+        assert json.loads(archive.read("config.json"))["num_hidden_layers"] == 2
+
+
+def test_keeping_every_layer_fails_the_job_in_its_dry_run(tmp_path):
+    kd = KDSpec(student={"kind": "layers", "layers": [0, 1]}, training={"steps": 1})
+    with pytest.raises(DryRunFailed, match=r"stage 0 \(kd\) cannot run on this model: a 'layers' student keeps "
+                                           "fewer layers than the model"):
+        _job(tmp_path, bert_folder(tmp_path / "bert"), [kd])
+
+
+def test_a_pt2_job_refuses_a_layers_student_in_its_dry_run(tmp_path, example_files):
+    model_path, dataset_path = example_files
+    kd = KDSpec(student={"kind": "layers", "keep": 1}, training={"steps": 1})
+    with pytest.raises(DryRunFailed, match="made from the encoder layers of a Hugging Face folder upload"):
+        run_pipeline(model_path, dataset_path, [kd], EvaluationSpec(latency=False), RunContext(), tmp_path)
+
+
+def test_a_classifier_keeps_its_head_and_the_named_layers(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from compression.hf_layer_student import write_layers_student
+
+    teacher_folder = bert_folder(tmp_path / "bert", classes=3, layers=4)
+    details = write_layers_student(teacher_folder, "sequence-classification", LayersStudent(layers=[0, 2]),
+                                   tmp_path / "student")
+    assert (details["layers"], details["teacher_layers"], details["layer_list"]) == ([0, 2], 4, "bert.encoder.layer")
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_folder, local_files_only=True)
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student", local_files_only=True)
+    assert student.config.num_hidden_layers == 2 and (tmp_path / "student" / "tokenizer.json").exists()
+    ours, theirs = student.state_dict(), teacher.state_dict()
+    for name in ("classifier.weight", "bert.pooler.dense.weight", "bert.embeddings.word_embeddings.weight"):
+        assert torch.equal(ours[name], theirs[name])
+    assert torch.equal(ours["bert.encoder.layer.1.output.dense.weight"],
+                       theirs["bert.encoder.layer.2.output.dense.weight"])
