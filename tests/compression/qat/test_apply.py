@@ -1,4 +1,5 @@
 import copy
+import zipfile
 
 import pytest
 import torch
@@ -64,7 +65,9 @@ def test_qat_recovers_accuracy_that_rounding_loses(digits, tmp_path, quantizer, 
     assert torch.allclose(load_model(artifacts["model.pt2"].path)(inputs), expected, atol=1e-5)
     packed = artifacts["packed.safetensors"]
     assert torch.allclose(load_packed(packed.path)(inputs), expected, atol=1e-5)
-    assert packed.size_bytes < artifacts["model.pt2"].size_bytes / 4
+    # Against the .pt2's members as stored (fp32 weights): its zip deflates the few distinct fake-quantized values.
+    with zipfile.ZipFile(artifacts["model.pt2"].path) as pt2:
+        assert packed.size_bytes < sum(info.file_size for info in pt2.infolist()) / 4
     layers = result.metrics["layers"]
     assert layers["0"]["input"]["quantizer"] == "lsq"  # the image input is signed: no PACT there
     assert layers["4"]["input"]["quantizer"] == ("pact" if quantizer == "sawb" else "lsq")
