@@ -121,18 +121,20 @@ class JobRun:
         ctx = RunContext(report=self.report, should_stop=self.stop.reason, save_checkpoint=self.save_checkpoint,
                          load_checkpoint=self.load_checkpoint, device=task["device"], seed=task["seed"])
         limits = ArchiveLimits(**task["archive_limits"])
+        # A folder job gets what any job gets: the uploaded students, metrics kept as measured (a failed job keeps
+        # them), the stored baseline and upload outputs.
+        options = dict(uploaded_models={k: self.scratch / v for k, v in task["uploaded_models"].items()},
+                       on_measured=self.keep_measured, known_baseline=task.get("baseline"),
+                       upload_outputs_file=task.get("upload_outputs"))
         if task.get("model_kind") == "hf_folder":
             from compression.llm.pipeline import run_folder_pipeline
             result = run_folder_pipeline(self.scratch / task["model"], self.scratch / task["dataset"],
                                          task["model_task"], stages, evaluation, ctx, self.scratch / task["workdir"],
-                                         task["train_split"], limits)
+                                         task["train_split"], limits, **options)
         else:
             result = run_pipeline(self.scratch / task["model"], self.scratch / task["dataset"], stages, evaluation,
                                   ctx, self.scratch / task["workdir"], train_split=task["train_split"], limits=limits,
-                                  uploaded_models={k: self.scratch / v for k, v in task["uploaded_models"].items()},
-                                  on_measured=self.keep_measured,
-                                  known_baseline=task.get("baseline"),
-                                  upload_outputs_file=task.get("upload_outputs"))
+                                  **options)
         artifacts = [{"stage_index": index, "name": a.name, "kind": a.kind, "details": a.metadata,
                       "file": str(Path(a.path).resolve().relative_to(self.scratch))}
                      for index, stage in enumerate(result.stages) for a in stage.artifacts]

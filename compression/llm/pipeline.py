@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -115,7 +116,8 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
 
 def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: str, stages: list,
                         evaluation: EvaluationSpec, ctx: RunContext, workdir: str | Path, train_split: str = "train",
-                        limits: ArchiveLimits = DEFAULT_LIMITS) -> PipelineResult:
+                        limits: ArchiveLimits = DEFAULT_LIMITS, uploaded_models: Mapping[str, Path] | None = None,
+                        **pipeline_options) -> PipelineResult:
     """A Hugging Face folder job: `llm_ptq` on a causal LM; an encoder or classifier is exported to a program and
     its text tokenized to arrays, then run like any `.pt2` job. A sentence-transformers folder's feature-extraction
     program outputs the sentence embedding it declares (unless evaluation.sentence_embedding is false), said in
@@ -142,8 +144,10 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
                                 workdir / "model.pt2", workdir / "dataset.npz", embedding)
     students = build_layer_students(stages, source, task, example, embedding, workdir / "students")
     ctx.progress("export", 1, 1)
+    # pipeline_options: what the worker gives any job (on_measured, known_baseline, upload_outputs_file).
     result = run_pipeline(workdir / "model.pt2", workdir / "dataset.npz", students.stages, evaluation, ctx,
-                          workdir / "stages", train_split, limits, uploaded_models=students.programs)
+                          workdir / "stages", train_split, limits,
+                          uploaded_models={**(uploaded_models or {}), **students.programs}, **pipeline_options)
     students.add_details(result)
     if declared is not None:
         result.baseline["sentence_embedding"] = declared.to_metrics() | {"applied": embedding is not None}

@@ -63,9 +63,9 @@ def test_an_encoder_folder_job_offers_its_int8_model_as_a_folder_too(client, ber
     (tmp_path / "text.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:48], "val": CORPUS[48:]}))
     model = client.upload_model(tmp_path / "bert.zip", task="feature-extraction")
     dataset = client.upload_dataset(tmp_path / "text.jsonl")
-    job = client.submit_job({"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
-                             "stages": [{"method": "ptq", "calibration_samples": 32}]})
-    job = client.wait(job["id"], timeout=300)
+    spec = {"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
+            "stages": [{"method": "ptq", "calibration_samples": 32}]}
+    job = client.wait(client.submit_job(spec)["id"], timeout=300)
     assert job["status"] == "succeeded", job["error"]
     assert job["metrics"]["final"]["hf_folder"]["written"] and job["metrics"]["dry_run"]["0:ptq"]["checked"]
     artifacts = {artifact["kind"]: artifact for artifact in client.artifacts(job["id"])}
@@ -83,3 +83,7 @@ print(model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_stat
 """, str(tmp_path / "int8")], capture_output=True, text=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.strip().splitlines()[-1] == "torch.Size([1, 4, 32])"
+    # A folder job gets what any job gets from the worker: the same job again reuses the stored baseline.
+    again = client.wait(client.submit_job(spec)["id"], timeout=300)
+    assert again["status"] == "succeeded", again["error"]
+    assert again["metrics"]["baseline"]["reused"] and not job["metrics"]["baseline"].get("reused")
