@@ -58,7 +58,7 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="ipq_probe_"))
     case = CASES[args.model](workdir, {"train": 64, "val": args.val})
     model = case.reference
-    inputs = tuple(t[:args.val] for t in case.eval_inputs)
+    inputs = case.eval_inputs  # the judge pools with the whole split's mask
     reference = outputs_of(model, inputs)
     print("fp32", case.judge(reference, reference))
     spec = IPQSpec(centroid_dtype="int8", block_sizes={"attention": args.attention_block,
@@ -77,7 +77,7 @@ def main():
     started = time.monotonic()
     moments = {}
     if args.weighted:
-        batches = [tuple(t[i:i + 16] for t in case.eval_inputs) for i in range(0, args.val, 16)]
+        batches = [tuple(t[i:i + 16] for t in case.eval_inputs) for i in range(0, min(64, len(inputs[0])), 16)]
         moments = linear_input_second_moments(model, {plan.layer.name for plan in plans}, batches)
         print("moments of", len(moments), "layers; max/mean per layer:",
               [round(float(m.max() / m.mean()), 1) for m in moments.values()][:8])

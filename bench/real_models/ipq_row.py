@@ -40,7 +40,8 @@ def main():
                                  RunContext(), workdir / "job")
     reference = outputs_of(case.reference, case.eval_inputs)
     judged = case.judge(outputs_of(result.stages[-1].model, case.eval_inputs), reference)
-    print(json.dumps({"model": case.name, "spec": json.loads(args.spec), "steps": args.steps,
+    fp32_task = case.judge(reference, reference)["task"]
+    print(json.dumps({"model": case.name, "spec": json.loads(args.spec), "steps": args.steps, "fp32_task": fp32_task,
                       **{key: round(value, 4) for key, value in judged.items()},
                       "x_smaller": round(result.baseline["size_bytes"] / result.final["size_bytes"], 2),
                       "bytes": result.final["size_bytes"], "wall_s": round(time.monotonic() - started),

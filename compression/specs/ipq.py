@@ -23,8 +23,9 @@ class BlockSizes(Spec):
         None, description="Larger kernels; null = one whole kernel per block up to 9 weights (3x3, the paper's "
                           "choice), and runs of at most 8 taps of longer kernels ((512, 1) -> 8). Every block size "
                           "is lowered to the largest divisor of the layer's row length when it does not divide it.")
-    embedding: Annotated[int, Field(ge=1, le=64)] = Field(8, description="Embeddings: blocks along the embedding "
-                                                                         "dimension.")
+    embedding: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="Embeddings: blocks along the embedding dimension. At 8, all-MiniLM-L6-v2's vocabulary alone "
+                       "took its sentence vectors to cosine 0.90 of fp32; at 4, 0.975 (issue 10).")
 
 
 class QuantNoiseConfig(Spec):
