@@ -84,8 +84,8 @@ class IPQSpec(Spec):
     min_embedding_rows: Annotated[int, Field(ge=0, le=2**40)] = Field(
         0, description="Embedding tables with fewer rows stay in full precision. 0: every table of at least "
                        "min_weights weights is product-quantized; on a pretrained BERT, position and token "
-                       "embeddings at 8-value blocks cost 0.004 of [CLS] cosine while fp16 copies cost ~2x of "
-                       "the file's compression.")
+                       "embeddings at 8-value blocks cost 0.004 of [CLS] cosine, while their float16 copies "
+                       "were over a quarter of the packed file.")
     activation_weighted: bool = Field(
         True, description="k-means of linear layers weighs each input feature by its mean square input (from "
                           "calibration_batches training batches, measured before each group), so the codebook "
