@@ -70,3 +70,52 @@ def quantize_layer_inputs(graph_module: fx.GraphModule, weight_names: set[str],
     for name in inserted:
         graph_module.get_submodule(name).freeze()
     return inserted
+
+
+class _InputRecorder(fx.Interpreter):
+    """Runs a graph node by node and adds up x^2 per input feature of the linear layers it was asked about."""
+
+    def __init__(self, graph_module: fx.GraphModule, weight_names: set[str], sums: dict[str, Tensor],
+                 counts: dict[str, int]):
+        super().__init__(graph_module)
+        self.weight_names, self.sums, self.counts = weight_names, sums, counts
+
+    def run_node(self, node):
+        if node.op == "call_function" and node.target == torch.ops.aten.linear.default:
+            weight = node.args[1]
+            if isinstance(weight, fx.Node) and weight.op == "get_attr" and weight.target in self.weight_names:
+                _accumulate(weight.target, self.env[node.args[0]], self.sums, self.counts)
+        return super().run_node(node)
+
+
+def _accumulate(name: str, x: Tensor, sums: dict[str, Tensor], counts: dict[str, int]) -> None:
+    flat = x.detach().float().reshape(-1, x.shape[-1])
+    sums[name] = sums.get(name, 0) + flat.pow(2).sum(0)
+    counts[name] = counts.get(name, 0) + flat.shape[0]
+
+
+def linear_input_second_moments(model: nn.Module, weight_names: set[str],
+                                batches: Iterable[tuple[Tensor, ...]]) -> dict[str, Tensor]:
+    """{weight name: E[x_j^2] per input feature j} of the linear layers whose weight is in `weight_names`, over
+    `batches` of model inputs. Works on exported programs (read through an fx interpreter, the graph is not
+    changed) and on plain modules (forward pre-hooks on nn.Linear). Padding tokens count like any other row."""
+    sums: dict[str, Tensor] = {}
+    counts: dict[str, int] = {}
+    hooks = []
+    if not isinstance(model, fx.GraphModule):
+        for module_name, module in model.named_modules():
+            name = f"{module_name}.weight" if module_name else "weight"
+            if isinstance(module, nn.Linear) and name in weight_names:
+                hooks.append(module.register_forward_pre_hook(
+                    lambda _, args, name=name: _accumulate(name, args[0], sums, counts)))
+    try:
+        with torch.no_grad():
+            for inputs in batches:
+                if isinstance(model, fx.GraphModule):
+                    _InputRecorder(model, weight_names, sums, counts).run(*inputs)
+                else:
+                    model(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: sums[name] / counts[name] for name in sums}

@@ -22,6 +22,7 @@ from compression.context import RunContext
 from compression.evaluate import evaluate
 from compression.io import export_model, inputs_at_batch, load_program, save_program
 from compression.modes import eval_mode, is_training
+from compression.pq.activations import linear_input_second_moments
 from compression.pq.finetune import EVAL_SAMPLES_DURING_TRAINING, ModeSwitchKeepsParametrizations, finetune
 from compression.pq.layers import find_layer_weights, select
 from compression.pq.packing import load_ipq, save_ipq, theoretical_bytes
@@ -32,6 +33,7 @@ from compression.specs.ipq import IPQSpec, QuantNoiseSpec
 from compression.task import Task
 
 PACKED_NAME = "model_ipq.safetensors"
+WEIGHTED_KINDS = ("linear", "attention", "ffn")  # layers whose k-means is weighted by their inputs' mean square
 
 
 def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
@@ -50,9 +52,10 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
 
     groups_report, quantized, kmeans_report = [], 0, {}
     for index, group in enumerate(groups):
+        moments = _input_moments(model, group, spec, task, ctx) if spec.activation_weighted else {}
         for plan in group:
             fit = quantize_layer(model, plan, spec.kmeans_iterations, ctx.seed, ctx.device,
-                                 spec.centroid_dtype)
+                                 spec.centroid_dtype, moments.get(plan.layer.name))
             quantized += 1
             kmeans_report[plan.layer.name] = {"centroids": plan.centroids, "block_size": plan.block_size,
                                               "blocks": plan.num_blocks, "inertia": round(fit.inertia, 6)}
@@ -113,6 +116,18 @@ def apply_quant_noise(spec: QuantNoiseSpec, model: nn.Module, task: Task, ctx: R
                                                               "final_loss": round(report.final_loss, 6),
                                                               "resumed_from_step": report.resumed_from_step}}
     return StageResult(trained, [formats.artifact("model.pt2", "quant_noise.pt2", path)], metrics)
+
+
+def _input_moments(model: nn.Module, group: list, spec: IPQSpec, task: Task, ctx: RunContext) -> dict:
+    """E[x^2] per input feature of the group's linear layers, on the model as it is now (earlier groups already
+    quantized and finetuned), so each group's codebooks fit the inputs they will really see."""
+    names = {plan.layer.name for plan in group if plan.layer.kind in WEIGHTED_KINDS}
+    if not names:
+        return {}
+    batches = task.dataset.split(task.train_split).batches(spec.training.batch_size, shuffle=True, seed=ctx.seed)
+    calibration = [tuple(t.to(ctx.device) for t in batch.inputs)
+                   for _, batch in zip(range(spec.calibration_batches), batches)]
+    return linear_input_second_moments(model, names, calibration)
 
 
 def _quality(model: nn.Module, task: Task, max_samples: int | None = None) -> dict:

@@ -4,6 +4,11 @@ Distances are computed a chunk of rows at a time (||x||^2 - 2 x.c + ||c||^2 as o
 stays bounded by `max_chunk_bytes` whatever the number of blocks. A cluster that ends an iteration empty takes half
 of the largest cluster (its centroid is split in two along a small random direction), as in Stock et al., so all K
 codewords stay in use. Everything random comes from one seeded generator: same input and seed, same result.
+
+With `weights` (one non-negative weight per entry of x) the distance is sum_d w_d (x_d - c_d)^2 and a centroid is
+the weighted mean of its members: iPQ passes the mean squared input of each column of a linear layer, so that the
+error k-means minimises is (diagonally) the error of the layer's output, not of its weight (Stock et al. 2020 fit
+the codebook to the layer's outputs for the same reason).
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ class KMeansResult:
     inertia: float  # sum of squared distances of the rows to their centroids
 
 
-def assign(x: Tensor, centroids: Tensor, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[Tensor, Tensor]:
+def assign(x: Tensor, centroids: Tensor, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+           weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Nearest centroid of each row of `x` and its squared distance, a chunk of rows at a time."""
     chunk_rows = max(1, max_chunk_bytes // (4 * max(1, centroids.shape[0])))
+    if weights is not None:
+        return _assign_weighted(x, centroids, weights, chunk_rows)
     centroid_norms = centroids.pow(2).sum(1)
     indices, distances = [], []
     for chunk in x.split(chunk_rows):
@@ -41,8 +49,20 @@ def assign(x: Tensor, centroids: Tensor, max_chunk_bytes: int = DEFAULT_CHUNK_BY
     return torch.cat(indices), torch.cat(distances)
 
 
+def _assign_weighted(x: Tensor, centroids: Tensor, weights: Tensor, chunk_rows: int) -> tuple[Tensor, Tensor]:
+    squared = centroids.pow(2).T
+    indices, distances = [], []
+    for chunk, weight in zip(x.split(chunk_rows), weights.split(chunk_rows)):
+        # sum_d w (x - c)^2 = sum_d w x^2 - 2 (w x) . c + w . c^2; the first term is added after the argmin.
+        partial = torch.addmm(weight @ squared, weight * chunk, centroids.T, alpha=-2)
+        best, index = partial.min(1)
+        indices.append(index)
+        distances.append((best + (weight * chunk.pow(2)).sum(1)).clamp_min(0))
+    return torch.cat(indices), torch.cat(distances)
+
+
 def kmeans(x: Tensor, k: int, iterations: int = 15, seed: int = 0,
-           max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> KMeansResult:
+           max_chunk_bytes: int = DEFAULT_CHUNK_BYTES, weights: Tensor | None = None) -> KMeansResult:
     """Cluster the rows of `x` (N, d) into `k` centroids, initialised by k-means++ (which, unlike k random rows,
     rarely leaves two centroids in one true cluster)."""
     if x.dim() != 2:
@@ -51,17 +71,28 @@ def kmeans(x: Tensor, k: int, iterations: int = 15, seed: int = 0,
     if not 1 <= k <= n:
         raise ValueError(f"k must be in 1..{n} (the number of rows), got {k}")
     x = x.detach().float()
+    if weights is not None:
+        if weights.shape != x.shape:
+            raise ValueError(f"weights must have the shape of x {tuple(x.shape)}, got {tuple(weights.shape)}")
+        # A tiny floor keeps every weighted mean defined (a column no input ever reaches still gets a value).
+        weights = weights.detach().float().to(x.device)
+        weights = weights / weights.mean().clamp_min(1e-30) + 1e-6
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    centroids = kmeans_plus_plus(x, k, generator)
+    centroids = kmeans_plus_plus(x, k, generator, weights)
     for _ in range(iterations):
-        assignments, _ = assign(x, centroids, max_chunk_bytes)
+        assignments, _ = assign(x, centroids, max_chunk_bytes, weights)
         counts = torch.bincount(assignments, minlength=k)
-        sums = torch.zeros_like(centroids).index_add_(0, assignments, x)
         filled = counts > 0
-        centroids[filled] = sums[filled] / counts[filled].unsqueeze(1).to(x.dtype)
+        if weights is None:
+            sums = torch.zeros_like(centroids).index_add_(0, assignments, x)
+            centroids[filled] = sums[filled] / counts[filled].unsqueeze(1).to(x.dtype)
+        else:
+            sums = torch.zeros_like(centroids).index_add_(0, assignments, weights * x)
+            totals = torch.zeros_like(centroids).index_add_(0, assignments, weights)
+            centroids[filled] = sums[filled] / totals[filled]
         if not bool(filled.all()):
             _split_largest_into_empty(x, centroids, assignments, counts, generator)
-    assignments, _ = assign(x, centroids, max_chunk_bytes)
+    assignments, _ = assign(x, centroids, max_chunk_bytes, weights)
     counts = torch.bincount(assignments, minlength=k)
     if not bool((counts > 0).all()):
         # Rows equidistant from two centroids all go to the first; split again so that no codeword is wasted.
@@ -70,11 +101,12 @@ def kmeans(x: Tensor, k: int, iterations: int = 15, seed: int = 0,
     return KMeansResult(centroids, assignments, counts, inertia)
 
 
-def kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
+def kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator, weights: Tensor | None = None) -> Tensor:
     """k rows of `x`, each drawn with probability proportional to its squared distance to those already drawn."""
     n = x.shape[0]
+    weights = torch.ones_like(x) if weights is None else weights
     chosen = [int(torch.randint(n, (1,), generator=generator))]
-    nearest = (x - x[chosen[0]]).pow(2).sum(1)
+    nearest = (weights * (x - x[chosen[0]]).pow(2)).sum(1)
     for _ in range(1, k):
         cumulative = nearest.cumsum(0)
         total = float(cumulative[-1])
@@ -84,7 +116,7 @@ def kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
             target = torch.rand(1, generator=generator, dtype=torch.float64).item() * total
             threshold = torch.tensor([target], device=x.device, dtype=cumulative.dtype)
             chosen.append(min(int(torch.searchsorted(cumulative, threshold)), n - 1))
-        nearest = torch.minimum(nearest, (x - x[chosen[-1]]).pow(2).sum(1))
+        nearest = torch.minimum(nearest, (weights * (x - x[chosen[-1]]).pow(2)).sum(1))
     return x[torch.tensor(chosen, device=x.device)].clone()
 
 

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from compression.pq.kmeans import KMeansResult, kmeans
 from compression.pq.layers import LayerWeight, block_size_for, to_blocks
@@ -54,20 +54,26 @@ def plan_layers(layers: list[LayerWeight], block_sizes, centroids: int, min_bloc
     return plans, skipped
 
 
-def fit_codebook(model: nn.Module, plan: LayerPlan, iterations: int, seed: int, device: str) -> KMeansResult:
-    weight = stored_weight(model, plan.layer.name).detach()
-    return kmeans(to_blocks(weight.to(device), plan.block_size), plan.centroids, iterations, seed)
+def fit_codebook(model: nn.Module, plan: LayerPlan, iterations: int, seed: int, device: str,
+                 input_moments: Tensor | None = None) -> KMeansResult:
+    """k-means of the layer's blocks; with `input_moments` (E[x_j^2] per input feature of a linear layer) each
+    entry of a block is weighted by the mean square of the input it multiplies."""
+    weight = stored_weight(model, plan.layer.name).detach().to(device)
+    weights = None
+    if input_moments is not None:
+        weights = to_blocks(input_moments.to(weight).expand(weight.shape).contiguous(), plan.block_size)
+    return kmeans(to_blocks(weight, plan.block_size), plan.centroids, iterations, seed, weights=weights)
 
 
 def quantize_layer(model: nn.Module, plan: LayerPlan, iterations: int = 15, seed: int = 0, device: str = "cpu",
-                   centroid_dtype: str = "float16") -> KMeansResult:
+                   centroid_dtype: str = "float16", input_moments: Tensor | None = None) -> KMeansResult:
     """Replace the layer's weight by centroids[assignments]; any Quant-Noise on it is removed first (the stored
     weight it wrapped is what gets clustered). The original weight is frozen: from now on only the centroids train.
     """
     name = plan.layer.name
     if name in parametrizations_of(model, QuantNoise):
         remove(model, name, keep_value=False)
-    fit = fit_codebook(model, plan, iterations, seed, device)
+    fit = fit_codebook(model, plan, iterations, seed, device, input_moments)
     original = stored_weight(model, name)
     original.requires_grad_(False)
     pq = PQWeight(fit.centroids.to(original.device), fit.assignments.to(original.device), plan.layer.shape,

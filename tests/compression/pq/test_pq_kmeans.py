@@ -56,3 +56,17 @@ def test_vectorised_matches_python_loop_objective():
     points, _, _ = planted(clusters=8, per_cluster=20, dim=4)
     fast, slow = kmeans(points, 8, iterations=5, seed=0), kmeans_python_loop(points, 8, iterations=5, seed=0)
     assert abs(fast.inertia - slow.inertia) <= 1e-3 * max(1.0, slow.inertia)
+
+
+def test_weighted_kmeans_fits_the_heavily_weighted_column_far_better():
+    points = torch.randn(4096, 4, generator=torch.Generator().manual_seed(0))
+    weights = torch.ones_like(points)
+    weights[:, 0] = 100.0  # the input that column 0 multiplies is 10x larger than the others
+    plain, weighted = kmeans(points, 16, iterations=10, seed=0), kmeans(points, 16, iterations=10, seed=0,
+                                                                        weights=weights)
+
+    def column_error(result, column):
+        return float((points - result.centroids[result.assignments])[:, column].pow(2).mean())
+
+    assert column_error(weighted, 0) < 0.3 * column_error(plain, 0)
+    assert (weighted.counts > 0).all()

@@ -28,7 +28,7 @@ def test_layer_kinds_block_sizes_and_codebook_sizes_of_an_exported_model():
         ("embedding.weight", "embedding"), ("conv.weight", "conv1x1"), ("head.weight", "linear")]
     plans, skipped = plan_layers(layers, BlockSizes(), 256, 4)
     assert {plan.layer.name: (plan.block_size, plan.centroids) for plan in plans} == {
-        "embedding.weight": (8, 32),  # 128 blocks / 4 per centroid
+        "embedding.weight": (4, 64),  # 256 blocks / 4 per centroid
         "conv.weight": (4, 32),  # 128 blocks
         "head.weight": (8, 4)}  # 16 blocks
     assert not skipped

@@ -5,8 +5,16 @@ from safetensors import safe_open
 from compression.io import export_model
 from compression.modes import eval_mode
 from compression.pq.layers import find_layer_weights
-from compression.pq.packing import (GRAPH_KEY, MANIFEST_KEY, index_bits, load_ipq, pack_indices, save_ipq,
-                                    theoretical_bytes, unpack_indices)
+from compression.pq.packing import (
+    GRAPH_KEY,
+    MANIFEST_KEY,
+    index_bits,
+    load_ipq,
+    pack_indices,
+    save_ipq,
+    theoretical_bytes,
+    unpack_indices,
+)
 from compression.pq.quantize import plan_layers, quantize_layer
 from compression.specs.ipq import BlockSizes
 from tests.compression.pq.conftest import digits_cnn
@@ -93,3 +101,24 @@ def test_int8_activations_are_calibrated_into_the_packed_graph(tmp_path):
     # int8 inputs perturb the logits a little (SQNR well above 20 dB), never wildly.
     noise = (loaded(inputs) - expected).pow(2).sum()
     assert 0 < noise and 10 * torch.log10(expected.pow(2).sum() / noise) > 20
+
+
+def test_parameters_the_graph_never_reads_are_not_stored(tmp_path):
+    class WithUnusedHead(torch.nn.Module):  # like a BERT whose pooler is not part of the exported output
+        def __init__(self):
+            super().__init__()
+            self.body, self.unused_head = torch.nn.Linear(64, 64), torch.nn.Linear(64, 64)
+
+        def forward(self, x):
+            return self.body(x)
+
+    example = (torch.randn(4, 64),)
+    model = eval_mode(export_model(WithUnusedHead().eval(), example).module())
+    plans, _ = plan_layers(find_layer_weights(model), BlockSizes(), 16, 4)
+    assert [plan.layer.name for plan in plans] == ["body.weight"]
+    quantize_layer(model, plans[0], iterations=3)
+    manifest = save_ipq(model, example, tmp_path / "m.safetensors")
+    assert manifest["unread"] == ["unused_head.bias", "unused_head.weight"]
+    assert {entry["name"] for entry in manifest["dense"]} == {"body.bias"}
+    packed = load_ipq(tmp_path / "m.safetensors")
+    torch.testing.assert_close(packed(*example), model(*example), rtol=1e-3, atol=1e-3)

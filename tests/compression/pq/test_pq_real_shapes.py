@@ -63,10 +63,10 @@ def test_transformer_attention_projections_and_small_embeddings():
     projections = [f"bert.encoder.layer.0.attention.self.{n}.weight" for n in ("query", "key", "value")]
     assert {layers[name] for name in projections} == {"attention"}
     assert layers["bert.encoder.layer.0.attention.output.dense.weight"] == "attention"
-    assert layers["bert.encoder.layer.0.intermediate.dense.weight"] == "linear"
+    assert layers["bert.encoder.layer.0.intermediate.dense.weight"] == "ffn"
     plans, skipped = plan_layers(find_layer_weights(program), BlockSizes(), 256, 4, min_weights=1024,
                                  min_embedding_rows=1024)
     blocks = {plan.layer.name: plan.block_size for plan in plans}
-    assert blocks["bert.embeddings.word_embeddings.weight"] == 8
-    assert blocks[projections[0]] == 4 and blocks["bert.encoder.layer.0.output.dense.weight"] == 8
+    assert blocks["bert.embeddings.word_embeddings.weight"] == 4
+    assert blocks[projections[0]] == 4 and blocks["bert.encoder.layer.0.output.dense.weight"] == 4
     assert "position_embeddings" in " ".join(skipped) and "min_embedding_rows" in " ".join(skipped.values())

@@ -1,0 +1,52 @@
+"""Issue 10 experiments: only the "iPQ + int8" row of the real-model benchmark, through the worker's folder
+pipeline, with few finetuning steps (a few minutes on one core). Options of the spec as JSON override the row's:
+
+    OMP_NUM_THREADS=1 nice .venv/bin/python -m bench.real_models.ipq_row --model rxnfp --steps 20
+    ... --spec '{"block_sizes": {"linear": 8}, "activation_weighted": false}'   # the defaults before issue 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from bench.real_models.cases import CASES, outputs_of
+from compression.context import RunContext
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import IPQSpec
+from compression.specs.common import EvaluationSpec
+from compression.specs.training import TrainingSpec
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="rxnfp", choices=["rxnfp", "minilm"])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--train", type=int, default=256)
+    parser.add_argument("--val", type=int, default=128)
+    parser.add_argument("--spec", default="{}", help="IPQSpec fields (JSON) over the benchmark row's")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="ipq_row_"))
+    case = CASES[args.model](workdir, {"train": args.train, "val": args.val})
+    row = {"centroid_dtype": "int8", "num_groups": 2, "kmeans_iterations": 8,
+           "training": TrainingSpec(steps=args.steps, batch_size=32, lr=1e-4).model_dump()}
+    spec = IPQSpec.model_validate(row | json.loads(args.spec))
+    started = time.monotonic()
+    result = run_folder_pipeline(case.upload, case.dataset, case.hf_task, [spec], EvaluationSpec(latency=False),
+                                 RunContext(), workdir / "job")
+    reference = outputs_of(case.reference, case.eval_inputs)
+    judged = case.judge(outputs_of(result.stages[-1].model, case.eval_inputs), reference)
+    fp32_task = case.judge(reference, reference)["task"]
+    print(json.dumps({"model": case.name, "spec": json.loads(args.spec), "steps": args.steps, "fp32_task": fp32_task,
+                      **{key: round(value, 4) for key, value in judged.items()},
+                      "x_smaller": round(result.baseline["size_bytes"] / result.final["size_bytes"], 2),
+                      "bytes": result.final["size_bytes"], "wall_s": round(time.monotonic() - started),
+                      "load": os.getloadavg()[0]}))
+
+
+if __name__ == "__main__":
+    main()
