@@ -18,32 +18,40 @@ _ARGUMENTS = ("input", "weight", "bias", "stride", "padding", "dilation", "group
 def conv1d_as_conv2d(graph: fx.GraphModule) -> int:
     """Rewrite, in place, every `aten.conv1d` whose weight is a stored tensor; returns how many were rewritten.
     The graph must be re-exported afterwards (the new nodes carry no traced shapes)."""
+    return rewrite_calls(graph, _CONV1D, _as_conv2d)
+
+
+def _as_conv2d(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+    inputs, weight, bias, stride, padding, dilation, groups = conv_arguments(node)
+    stored = stored_weight(graph, weight)
+    if stored is None:
+        return None  # a computed weight: leave it (it stays in float)
+    with graph.graph.inserting_before(node):
+        weight_2d = new_weight(graph, weight, "as_2d", stored.detach().unsqueeze(2))
+        inputs_2d = graph.graph.call_function(torch.ops.aten.unsqueeze.default, (inputs, 2))
+        conv = graph.graph.call_function(torch.ops.aten.conv2d.default, (
+            inputs_2d, weight_2d, bias, [1, *_one(stride)], [0, *_one(padding)], [1, *_one(dilation)], groups))
+        output = graph.graph.call_function(torch.ops.aten.squeeze.dim, (conv, 2))
+    if "nn_module_stack" in node.meta:
+        # The quantizer finds convs by the innermost module they came from (`get_source_partitions`): the conv
+        # is marked as a Conv2d's, the reshapes around it stay the Conv1d's (outside its partition).
+        stack = dict(node.meta["nn_module_stack"])
+        inputs_2d.meta["nn_module_stack"] = output.meta["nn_module_stack"] = dict(stack)
+        key, (path, _) = next(reversed(stack.items()))
+        conv.meta["nn_module_stack"] = stack | {key: (path, "torch.nn.modules.conv.Conv2d")}
+    return output
+
+
+def rewrite_calls(graph: fx.GraphModule, target, rewrite) -> int:
+    """Replace, in place, each call of `target` by the node `rewrite(graph, node)` builds (None leaves the call as
+    it is); returns how many were replaced."""
     rewritten = 0
     for node in list(graph.graph.nodes):
-        if node.op != "call_function" or node.target != _CONV1D:
+        if node.op != "call_function" or node.target != target:
             continue
-        inputs, weight, bias, stride, padding, dilation, groups = conv_arguments(node)
-        stored = stored_weight(graph, weight)
-        if stored is None:
-            continue  # a computed weight: leave it (it stays in float)
-        owner_path, _, attribute = weight.target.rpartition(".")
-        owner = graph.get_submodule(owner_path) if owner_path else graph
-        new_attribute = f"{attribute}_as_2d"
-        owner.register_parameter(new_attribute, torch.nn.Parameter(stored.detach().unsqueeze(2),
-                                                                   requires_grad=False))
-        with graph.graph.inserting_before(node):
-            weight_2d = graph.graph.get_attr(f"{owner_path}.{new_attribute}" if owner_path else new_attribute)
-            inputs_2d = graph.graph.call_function(torch.ops.aten.unsqueeze.default, (inputs, 2))
-            conv = graph.graph.call_function(torch.ops.aten.conv2d.default, (
-                inputs_2d, weight_2d, bias, [1, *_one(stride)], [0, *_one(padding)], [1, *_one(dilation)], groups))
-            output = graph.graph.call_function(torch.ops.aten.squeeze.dim, (conv, 2))
-        if "nn_module_stack" in node.meta:
-            # The quantizer finds convs by the innermost module they came from (`get_source_partitions`): the conv
-            # is marked as a Conv2d's, the reshapes around it stay the Conv1d's (outside its partition).
-            stack = dict(node.meta["nn_module_stack"])
-            inputs_2d.meta["nn_module_stack"] = output.meta["nn_module_stack"] = dict(stack)
-            key, (path, _) = next(reversed(stack.items()))
-            conv.meta["nn_module_stack"] = stack | {key: (path, "torch.nn.modules.conv.Conv2d")}
+        output = rewrite(graph, node)
+        if output is None:
+            continue
         node.replace_all_uses_with(output)
         graph.graph.erase_node(node)
         rewritten += 1
@@ -51,6 +59,15 @@ def conv1d_as_conv2d(graph: fx.GraphModule) -> int:
         graph.graph.lint()
         graph.recompile()
     return rewritten
+
+
+def new_weight(graph: fx.GraphModule, weight: fx.Node, suffix: str, value: torch.Tensor) -> fx.Node:
+    """Store `value` beside the attribute `weight` reads (named after it + suffix) and read it (a get_attr node at
+    the graph's insertion point)."""
+    owner_path, _, attribute = weight.target.rpartition(".")
+    owner = graph.get_submodule(owner_path) if owner_path else graph
+    owner.register_parameter(f"{attribute}_{suffix}", torch.nn.Parameter(value, requires_grad=False))
+    return graph.graph.get_attr(f"{owner_path}.{attribute}_{suffix}" if owner_path else f"{attribute}_{suffix}")
 
 
 def conv_arguments(node: fx.Node, target=_CONV1D) -> list:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from compression.ptq.conv1d import conv_arguments, stored_weight
+from compression.ptq.conv1d import conv_arguments, new_weight, rewrite_calls, stored_weight
 
 _CONV2D = torch.ops.aten.conv2d.default
 _TRANSPOSE = torch.ops.aten.transpose.int
@@ -23,43 +23,31 @@ def tall_convs_on_their_side(graph: fx.GraphModule) -> int:
     """Rewrite, in place, every `aten.conv2d` with a stored (k, 1) weight (k > 1) over a one-wide input and no
     padding across it; returns how many were rewritten. Needs the traced shapes (an exported graph); the graph
     must be re-exported afterwards (the new nodes carry none)."""
-    rewritten = 0
-    for node in list(graph.graph.nodes):
-        if node.op != "call_function" or node.target != _CONV2D:
-            continue
-        inputs, weight, bias, stride, padding, dilation, groups = conv_arguments(node, _CONV2D)
-        stored = stored_weight(graph, weight)
-        shape = getattr(inputs.meta.get("val"), "shape", None) if isinstance(inputs, fx.Node) else None
-        if stored is None or shape is None or len(shape) != 4 or stored.dim() != 4:
-            continue
-        stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-        if not (stored.shape[2] > 1 and stored.shape[3] == 1 and shape[3] == 1 and padding[1] == 0):
-            continue
-        owner_path, _, attribute = weight.target.rpartition(".")
-        owner = graph.get_submodule(owner_path) if owner_path else graph
-        new_attribute = f"{attribute}_on_its_side"
-        owner.register_parameter(new_attribute, torch.nn.Parameter(stored.detach().transpose(2, 3).contiguous(),
-                                                                   requires_grad=False))
-        with graph.graph.inserting_before(node):
-            side_weight = graph.graph.get_attr(f"{owner_path}.{new_attribute}" if owner_path else new_attribute)
-            side_inputs = graph.graph.call_function(_TRANSPOSE, (inputs, 2, 3))
-            conv = graph.graph.call_function(_CONV2D, (side_inputs, side_weight, bias, stride[::-1], padding[::-1],
-                                                       dilation[::-1], groups))
-            output = graph.graph.call_function(_TRANSPOSE, (conv, 2, 3))
-        if "nn_module_stack" in node.meta:
-            # The conv stays its Conv2d's (the quantizer finds convs by their module); the transposes belong to the
-            # enclosing module, outside the conv's partition.
-            stack = dict(node.meta["nn_module_stack"])
-            conv.meta["nn_module_stack"] = dict(stack)
-            enclosing = dict(list(stack.items())[:-1])
-            side_inputs.meta["nn_module_stack"] = output.meta["nn_module_stack"] = enclosing
-        node.replace_all_uses_with(output)
-        graph.graph.erase_node(node)
-        rewritten += 1
-    if rewritten:
-        graph.graph.lint()
-        graph.recompile()
-    return rewritten
+    return rewrite_calls(graph, _CONV2D, _on_its_side)
+
+
+def _on_its_side(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+    inputs, weight, bias, stride, padding, dilation, groups = conv_arguments(node, _CONV2D)
+    stored = stored_weight(graph, weight)
+    shape = getattr(inputs.meta.get("val"), "shape", None) if isinstance(inputs, fx.Node) else None
+    if stored is None or shape is None or len(shape) != 4 or stored.dim() != 4:
+        return None
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    if not (stored.shape[2] > 1 and stored.shape[3] == 1 and shape[3] == 1 and padding[1] == 0):
+        return None
+    with graph.graph.inserting_before(node):
+        side_weight = new_weight(graph, weight, "on_its_side", stored.detach().transpose(2, 3).contiguous())
+        side_inputs = graph.graph.call_function(_TRANSPOSE, (inputs, 2, 3))
+        conv = graph.graph.call_function(_CONV2D, (side_inputs, side_weight, bias, stride[::-1], padding[::-1],
+                                                   dilation[::-1], groups))
+        output = graph.graph.call_function(_TRANSPOSE, (conv, 2, 3))
+    if "nn_module_stack" in node.meta:
+        # The conv stays its Conv2d's (the quantizer finds convs by their module); the transposes belong to the
+        # enclosing module, outside the conv's partition.
+        stack = dict(node.meta["nn_module_stack"])
+        conv.meta["nn_module_stack"] = dict(stack)
+        side_inputs.meta["nn_module_stack"] = output.meta["nn_module_stack"] = dict(list(stack.items())[:-1])
+    return output
 
 
 def _pair(values) -> list[int]:
