@@ -25,6 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from compression.sentence_pooling import pool
+
 MAX_SIMILARITY_EXAMPLES = 1024
 
 
@@ -69,8 +71,7 @@ class Fidelity:
             self.bins_agreeing += (on == reference_on).sum().item()
         if self.kind == "embeddings" or (self.kind == "hidden_states" and real is not None):
             if real is not None and output.dim() == 3:  # the sentence vectors: mean over the real tokens
-                tokens = real.sum(1, keepdim=True).clamp(min=1)
-                flat, flat_reference = output.sum(1) / tokens, reference.sum(1) / tokens
+                flat, flat_reference = pool(output, real, "mean"), pool(reference, real, "mean")
             room = MAX_SIMILARITY_EXAMPLES - sum(len(e) for e in self.embeddings)
             if room > 0:
                 self.embeddings.append(flat[:room])

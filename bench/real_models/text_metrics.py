@@ -6,19 +6,18 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from compression.sentence_pooling import pool
+
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
     """sentence-transformers' pooling: the mean of the token vectors that are not padding. Outputs that are
     already sentence vectors (a folder declaring its pooling: the worker's program pools) are taken as they are."""
-    if hidden.dim() == 2:
-        return hidden.float().numpy()
-    mask = attention_mask[..., None].to(hidden.dtype)
-    return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().numpy()
+    return (hidden if hidden.dim() == 2 else pool(hidden, attention_mask, "mean")).float().numpy()
 
 
 def cls_vector(hidden: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
     """rxnfp's fingerprint: the last hidden state of the [CLS] token."""
-    return hidden[:, 0].float().numpy()
+    return pool(hidden, attention_mask, "cls").float().numpy()
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
