@@ -1,7 +1,7 @@
 """Programs (`.pt2`) are written as deflated zips.
 
 `torch.export.save` stores every member uncompressed. The program's JSON description (the graph) compresses about
-10x, and int8 weights, most of them near zero, by about a quarter: CREPE's int8 `.pt2` goes from 619 to 396 kB,
+10x, and int8 weights, most of them near zero, by about a quarter: CREPE's int8 `.pt2` goes from 619 to 385 kB,
 PESTO's from 128 to 43 kB (its graph is most of the file). `torch.export.load` and the checked loader
 (`compression.archive`) both read deflated members. Level 1: the same size within 3 % as level 6 at a quarter of
 the time (about 40 MB/s on float weights).

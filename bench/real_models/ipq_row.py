@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 from bench.real_models.cases import CASES, outputs_of
+from bench.real_models.rows import transformer_rows
 from compression.context import RunContext
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import IPQSpec
 from compression.specs.common import EvaluationSpec
-from compression.specs.training import TrainingSpec
 
 
 def main():
@@ -32,9 +32,8 @@ def main():
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ipq_row_"))
     case = CASES[args.model](workdir, {"train": args.train, "val": args.val})
-    row = {"centroid_dtype": "int8", "num_groups": 2, "kmeans_iterations": 8,
-           "training": TrainingSpec(steps=args.steps, batch_size=32, lr=1e-4).model_dump()}
-    spec = IPQSpec.model_validate(row | json.loads(args.spec))
+    row, = dict(transformer_rows({"kd": 1, "prune": 1, "ipq": args.steps}))["iPQ + int8"]  # the table's row
+    spec = IPQSpec.model_validate(row.model_dump() | json.loads(args.spec))
     started = time.monotonic()
     result = run_folder_pipeline(case.upload, case.dataset, case.hf_task, [spec], EvaluationSpec(latency=False),
                                  RunContext(), workdir / "job")
