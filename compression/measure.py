@@ -37,6 +37,7 @@ import torch._inductor.config as inductor_config
 from torch._dynamo.utils import counters
 
 from compression.evaluate import device_of
+from compression.frozen_weight_cache import allow_cached_frozen_onednn_weights
 from compression.io import inputs_at_batch
 from compression.modes import evaluating
 
@@ -159,6 +160,7 @@ def compiled(model: torch.nn.Module) -> Callable:
         if kept is model:
             _COMPILED.append(_COMPILED.pop(index))
             return runner
+    allow_cached_frozen_onednn_weights()  # a tenant's next job finds these graphs in its compile cache
     runner = torch.compile(model, dynamic=False)
     _COMPILED.append((model, runner))
     for dropped, dropped_runner in _COMPILED[:-COMPILED_KEPT]:
