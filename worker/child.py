@@ -77,6 +77,7 @@ class JobRun:
         self.checkpoints = scratch / task["checkpoints"]
         self.where = {"stage": "main", "phase": "start"}
         self.measured: dict | None = None  # the metrics measured so far, kept by a failed job
+        self.started = time.monotonic()
 
     def report(self, event) -> None:
         self.where = {"stage": event.stage, "phase": event.phase}
@@ -118,8 +119,12 @@ class JobRun:
             torch.set_num_threads(task["threads"])
         stages = TypeAdapter(list[StageSpec]).validate_python(task["stages"])
         evaluation = EvaluationSpec.model_validate(task["evaluation"])
+        # The worker's clock for the time limit started just before this process did: a phase that cannot end
+        # before then fails at once with its estimate (compression.context.WillNotFinish).
+        deadline = self.started + task["time_limit_s"] if task.get("time_limit_s") else None
         ctx = RunContext(report=self.report, should_stop=self.stop.reason, save_checkpoint=self.save_checkpoint,
-                         load_checkpoint=self.load_checkpoint, device=task["device"], seed=task["seed"])
+                         load_checkpoint=self.load_checkpoint, device=task["device"], seed=task["seed"],
+                         deadline=deadline)
         limits = ArchiveLimits(**task["archive_limits"])
         # A folder job gets what any job gets: the uploaded students, metrics kept as measured (a failed job keeps
         # them), the stored baseline and upload outputs.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -184,7 +185,5 @@ def lottery_ticket(model: nn.Module, spec: PruneSpec, task: Task, ctx: RunContex
 
 def _phase(ctx: RunContext, phase: str) -> RunContext:
     """The same context, with checkpoints of this phase stored under their own names."""
-    return RunContext(ctx.report, ctx.should_stop,
-                      lambda name, data: ctx.save_checkpoint(f"{phase}.{name}", data),
-                      lambda name: ctx.load_checkpoint(f"{phase}.{name}"),
-                      ctx.stage, ctx.device, ctx.seed)
+    return replace(ctx, save_checkpoint=lambda name, data: ctx.save_checkpoint(f"{phase}.{name}", data),
+                   load_checkpoint=lambda name: ctx.load_checkpoint(f"{phase}.{name}"))

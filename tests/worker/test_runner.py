@@ -91,6 +91,20 @@ def test_a_diverging_training_fails_as_invalid_input_naming_the_step_and_learnin
     assert job.metrics["baseline"]["metric"] == "accuracy" and job.metrics["stages"] == []
 
 
+def test_a_stage_that_cannot_end_within_the_time_limit_fails_at_once_with_its_estimate(make_job, settings):
+    from worker.runner import run_job
+    job_id = make_job([{"method": "kd", "student": {"kind": "zoo", "architecture": "mlp", "width": 0.25},
+                        "training": {"steps": 1_000_000, "batch_size": 32}}], time_limit_s=600)
+    started = time.monotonic()
+    assert run_job(job_id, settings) == "failed"
+    job = load_job(job_id)
+    assert job.error_code == "invalid_input", job.error_message
+    assert "stage 0:kd cannot finish its train phase within the job's time limit" in job.error_message
+    assert "of 1000000 steps in" in job.error_message and "time_limit_s" in job.error_message
+    # Judged after about half a minute of training (compression.context.PACE_EVIDENCE_S), not after 600 s.
+    assert time.monotonic() - started < 300
+
+
 def test_nan_inputs_fail_the_job_as_invalid_input(make_job, settings, example_files, tmp_path):
     from worker.runner import run_job
     data = dict(np.load(example_files[1]))
