@@ -44,7 +44,9 @@ class Spec(BaseModel):
                 continue
             default = field.get_default(call_default_factory=True)
             if isinstance(default, BaseModel):
-                merged[name] = _overlay(default.model_dump(exclude_unset=True), given)
+                base = default.model_dump(exclude_unset=True)
+                fit = getattr(default, "defaults_fitted_to", None)  # defaults that depend on what was given
+                merged[name] = _overlay(fit(base, given) if fit else base, given)
         return merged
 
 

@@ -31,6 +31,16 @@ class TrainingSpec(Spec):
     @model_validator(mode="after")
     def _warmup_fits(self):
         if self.warmup_steps > self.steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps}); lower warmup_steps "
-                             "(a method's own default, such as qat's 50, applies when it is not given)")
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps}); lower warmup_steps")
         return self
+
+    @staticmethod
+    def defaults_fitted_to(defaults: dict, given: dict) -> dict:
+        """A method's default warmup is a share of its default steps (qat: 50 of 1000): a user who asks for other
+        steps and names no warmup gets the same share, not a warmup longer than the run."""
+        if "steps" in given and "warmup_steps" not in given and defaults.get("warmup_steps"):
+            default_steps = defaults.get("steps", TrainingSpec.model_fields["steps"].default)
+            share = defaults["warmup_steps"] / default_steps
+            return {**defaults, "warmup_steps": int(share * given["steps"]) if isinstance(given["steps"], int)
+                    else defaults["warmup_steps"]}
+        return defaults

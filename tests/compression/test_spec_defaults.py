@@ -47,10 +47,15 @@ def test_the_issue_example_keeps_ipq_learning_rate():
     assert stage.training.model_fields_set >= {"steps", "batch_size", "lr"}
 
 
-def test_a_method_default_that_no_longer_fits_says_what_to_change():
+def test_a_method_default_warmup_keeps_its_share_of_the_steps_the_user_asks_for():
+    assert STAGE.validate_python({"method": "qat"}).training.warmup_steps == 50  # of 1000
+    assert STAGE.validate_python({"method": "qat", "training": {"steps": 10}}).training.warmup_steps == 0
+    qat = STAGE.validate_python({"method": "qat", "training": {"steps": 400, "batch_size": 16}}).training
+    assert (qat.steps, qat.warmup_steps, qat.lr) == (400, 20, 5e-4)
+    named = STAGE.validate_python({"method": "qat", "training": {"steps": 10, "warmup_steps": 3}})
+    assert named.training.warmup_steps == 3
     with pytest.raises(ValueError, match=r"warmup_steps \(50\) exceeds steps \(10\); lower warmup_steps"):
-        STAGE.validate_python({"method": "qat", "training": {"steps": 10}})
-    assert STAGE.validate_python({"method": "qat", "training": {"steps": 10, "warmup_steps": 0}}).training.lr == 5e-4
+        STAGE.validate_python({"method": "qat", "training": {"steps": 10, "warmup_steps": 50}})
 
 
 def test_nested_sections_merge_at_every_depth():
