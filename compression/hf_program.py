@@ -47,7 +47,12 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     auto = AutoModelForSequenceClassification if task == "sequence-classification" else AutoModel
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
-    model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa", **LOCAL_ONLY).eval()
+    # Architectures without it (DeBERTa-v2, MPNet) refuse "sdpa" with a ValueError and run with eager attention.
+    try:
+        model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa", **LOCAL_ONLY)
+    except ValueError:
+        model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", **LOCAL_ONLY)
+    model.eval()
     if task == "sequence-classification":
         return _TensorOutput(model, "logits").eval()
     pooling = SentencePooling(embedding) if embedding is not None else None
