@@ -1,7 +1,9 @@
 """A causal LM held one decoder block at a time.
 
-From a Hugging Face folder, the model is built on the `meta` device (no memory), then only what lies outside the
-decoder blocks (embeddings, final norm, lm_head, rotary tables) is read from the safetensors files; each block's
+From a Hugging Face folder, the model is built with its parameters on the `meta` device (no memory) and its
+buffers as the architecture computes them (rotary tables, causal masks, embedding scales: not all are stored in
+checkpoints), then only what lies outside the decoder blocks (embeddings, final norm, lm_head) is read from the
+safetensors files; each block's
 weights are read when `load_block` asks for it and dropped by `release_block`, as the big-model paths of GPTQModel
 and llm-compressor stream layers. Memory is then the non-block weights, one block, and one block's activations.
 An `nn.Module` already in memory goes through the same interface without any loading.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -75,6 +78,25 @@ def _allocate_large_tensors_with_mmap() -> None:
         pass
 
 
+@contextmanager
+def _parameters_on_meta():
+    """Modules built inside hold every parameter on `meta` while their buffers are computed as usual (what
+    accelerate's `init_empty_weights(include_buffers=False)` does): each parameter is allocated uninitialised
+    (`torch.empty`), then moved before any initialisation runs."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module, name, parameter):
+        if parameter is not None and not parameter.is_meta:
+            parameter = nn.Parameter(parameter.to("meta"), requires_grad=parameter.requires_grad)
+        register(module, name, parameter)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
 def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     layers = model.config.num_hidden_layers
     for name, module in model.named_modules():
@@ -108,7 +130,7 @@ class LayerwiseModel:
         config = AutoConfig.from_pretrained(folder)
         if getattr(config, "quantization_config", None):
             raise ValueError(f"{folder} holds an already quantized model: start from its float checkpoint")
-        with torch.device("meta"):
+        with _parameters_on_meta():
             model = AutoModelForCausalLM.from_config(config)
         return cls(model, folder)
 
@@ -149,12 +171,6 @@ class LayerwiseModel:
             if not getattr(self.config, "tie_word_embeddings", False):
                 raise ValueError(f"weights missing from {self.folder}: {sorted(set(names) - set(stored))[:5]}")
             self.model.get_output_embeddings().weight = self.model.get_input_embeddings().weight
-        for name, module in list(self.model.named_modules()):
-            if self._in_blocks(name) or not any(b.is_meta for b in module.buffers(recurse=False)):
-                continue
-            # non-persistent buffers (rotary frequency tables) are computed from the config, never stored
-            parent_name, _, attribute = name.rpartition(".")
-            setattr(self.model.get_submodule(parent_name), attribute, type(module)(config=self.config))
 
     def block_names(self, index: int) -> list[str]:
         prefix = f"{self.prefix}.{index}."
@@ -174,20 +190,25 @@ class LayerwiseModel:
         return block.float()
 
     def release_block(self, index: int) -> None:
-        """Streamed blocks go back to `meta`; in-memory ones keep the (dequantized) weights in the source dtype."""
+        """Streamed blocks' parameters go back to `meta` (their computed buffers stay: they are never read from
+        the checkpoint); in-memory ones keep the (dequantized) weights in the source dtype."""
         block = self.blocks[index]
         if self.folder:
-            block.to("meta")
+            for module in block.modules():
+                for name, parameter in module._parameters.items():
+                    if parameter is not None:
+                        module._parameters[name] = nn.Parameter(parameter.to("meta"), requires_grad=False)
         else:
             block.to(self.source_dtype)
 
     def outside_block_state(self) -> dict[str, torch.Tensor]:
         """Every tensor a checkpoint stores outside the blocks (a tied lm_head only once, as `save_pretrained`)."""
         state = {name: tensor for name, tensor in self.model.state_dict().items() if not self._in_blocks(name)}
-        if getattr(self.config, "tie_word_embeddings", False):
-            output = self.model.get_output_embeddings().weight
-            state = {name: tensor for name, tensor in state.items()
-                     if not (tensor is output and name.endswith("lm_head.weight"))}
+        output, embedding = self.model.get_output_embeddings(), self.model.get_input_embeddings()
+        if output is not None and output.weight.data_ptr() == embedding.weight.data_ptr():
+            # state_dict() detaches, so the tied pair are two tensor objects on one storage: compare storages.
+            head = next(name for name, module in self.model.named_modules() if module is output)
+            state.pop(f"{head}.weight", None)
         return state
 
     @torch.no_grad()
