@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,6 +98,30 @@ def _parameters_on_meta():
         nn.Module.register_parameter = register
 
 
+def _stored_names(stored: list[str], model: nn.Module) -> dict[str, str]:
+    """The checkpoint's tensor names keyed by the model's names for them: transformers renames some when it loads a
+    checkpoint (GPT-NeoX's `embed_out` is `lm_head`), and streaming reads tensors by the model's names. Tensors
+    that transformers converts (Mixtral's per-expert weights stacked into one) cannot be read one by one."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming
+
+    renames = []
+    for transform in get_model_conversion_mapping(model):
+        if type(transform) is not WeightRenaming:
+            raise ValueError(f"transformers converts the stored tensors of {type(model).__name__} when it loads "
+                             f"them ({transform.source_patterns} -> {transform.target_patterns}); streaming one "
+                             "block at a time reads them as stored, so this architecture is not supported")
+        renames += [(re.compile(source), target)
+                    for source, target in zip(transform.source_patterns, transform.target_patterns)]
+    names = {}
+    for stored_name in stored:
+        name = stored_name
+        for pattern, target in renames:
+            name = pattern.sub(target, name)
+        names[name] = stored_name
+    return names
+
+
 def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     layers = model.config.num_hidden_layers
     for name, module in model.named_modules():
@@ -110,7 +135,9 @@ class LayerwiseModel:
         self.model, self.folder = model.eval(), folder
         self.config = model.config
         self.prefix, self.blocks = _find_blocks(model)
-        self.files: dict[str, Path] = self._weight_files(folder) if folder else {}
+        files = self._weight_files(folder) if folder else {}
+        self.stored_names = _stored_names(list(files), model) if folder else {}  # model's name -> checkpoint's
+        self.files: dict[str, Path] = {name: files[stored] for name, stored in self.stored_names.items()}
         self.source_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         if folder:
             _allocate_large_tensors_with_mmap()
@@ -156,7 +183,8 @@ class LayerwiseModel:
         tensors = {}
         for file in {self.files[name] for name in names}:
             with safe_open(file, "pt") as handle:
-                tensors.update({name: handle.get_tensor(name) for name in names if self.files[name] == file})
+                tensors.update({name: handle.get_tensor(self.stored_names[name]) for name in names
+                                if self.files[name] == file})
         return tensors
 
     def _in_blocks(self, name: str) -> bool:
