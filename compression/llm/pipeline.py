@@ -21,12 +21,13 @@ from compression.context import RunContext
 from compression.llm.evaluate import evaluate_llm, load_quantized
 from compression.llm.export import folder_bytes
 from compression.llm.stage import TextTask
-from compression.llm.text import tokenize
+from compression.llm.text import check_tokenizes, tokenize
 from compression.methods import apply_stage
 from compression.pipeline import PipelineResult, StageOutcome
 from compression.specs.common import EvaluationSpec
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
+MIN_LINEAR_SHARE = 0.9  # of a decoder block's weights (the rest: norms, biases; dense architectures hold > 0.99)
 
 
 def load_tokenizer(folder: Path):
@@ -58,6 +59,15 @@ def check_applicable(folder: Path, stages: list) -> None:
         raise ValueError(f"the decoder blocks of this {config.model_type} model hold no nn.Linear layers "
                          f"({type(block).__name__}), which is what llm_ptq quantizes; this architecture is not "
                          "supported")
+    in_linears = sum(layer.weight.numel() for layer in linear_layers(block).values())
+    total = sum(parameter.numel() for parameter in block.parameters())
+    if in_linears < MIN_LINEAR_SHARE * total:
+        # Mixture-of-experts blocks hold their experts as stacked 3-D tensors: quantizing only the attention and
+        # router would return a model barely smaller, said as if it were done.
+        raise ValueError(f"only {in_linears / total:.0%} of the weights of this {config.model_type} model's decoder "
+                         f"blocks are nn.Linear layers, which is what llm_ptq quantizes (the rest, such as "
+                         "mixture-of-experts expert tensors, would stay unquantized); this architecture is not "
+                         "supported")
     if any(spec.algorithm == "awq" for spec in stages):
         scaling_groups(block)
 
@@ -83,6 +93,7 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
                for index, spec in enumerate(stages)}
     splits = read_jsonl(dataset_path, limits, keep_text=True)
     tokenizer = load_tokenizer(source)
+    check_tokenizes(tokenizer, [text for split in splits.values() for text in split.texts])
     eval_tokens = split_tokens(splits, evaluation.split, tokenizer)
     if eval_tokens is None or len(eval_tokens) < 2:
         raise ValueError(f"the evaluation split '{evaluation.split}' has fewer than 2 tokens of text")
