@@ -19,6 +19,7 @@ import torch
 from compression.archive.jsonl import LABEL_ARRAY, TextSplit
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.io import export_model, save_program
+from compression.llm.text import check_tokenizes
 from compression.sentence_pooling import SentencePooling
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
@@ -63,6 +64,7 @@ def token_length(model: torch.nn.Module, splits: dict[str, TextSplit], tokenizer
                  embedding: SentenceEmbedding | None = None) -> int:
     """The longest row, at most the model's positions, MAX_TOKENS, and the sentence-transformers max_seq_length
     (where sentence-transformers truncates: the embedding users get from longer text)."""
+    check_tokenizes(tokenizer, [text for rows in splits.values() for text in rows.texts])
     longest = max(len(ids) for rows in splits.values() for ids in tokenizer(rows.texts)["input_ids"])
     positions = getattr(model.model.config, "max_position_embeddings", None) or MAX_TOKENS
     declared = (embedding and embedding.max_seq_length) or MAX_TOKENS
