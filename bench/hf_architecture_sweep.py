@@ -32,12 +32,12 @@ from compression.context import RunContext
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, IPQSpec, KDSpec, LLMPTQSpec, PruneSpec, PTQSpec, QATSpec
 
-VOCAB = 128
+VOCAB = 320  # a byte-level BPE tokenizer needs its 256 bytes
 WORDS = ("the cat dog bird fox sees finds likes ball stick box house tree near under small old quiet river "
          "city").split()
 ENCODERS = ("bert", "roberta", "distilbert", "albert", "electra", "deberta-v2", "mpnet", "xlm-roberta", "modernbert")
 DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "phi", "phi3", "opt", "bloom",
-            "falcon", "gemma", "gemma2", "olmo", "stablelm")
+            "falcon", "gemma", "gemma2", "olmo", "stablelm", "mixtral", "qwen2_moe")
 # Sequence-classification heads: a few encoders and decoders (a decoder classifies from its last real token).
 CLASSIFIERS = ("bert", "roberta", "deberta-v2", "modernbert", "llama", "qwen2", "gpt2")
 FEW_STEPS = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
@@ -84,23 +84,47 @@ SPECIFIC = {
     "qwen2": {"num_key_value_heads": 2},
     "phi3": {"num_key_value_heads": 2},
     "stablelm": {"num_key_value_heads": 2},
+    "mixtral": {"num_key_value_heads": 2, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "qwen2_moe": {"num_key_value_heads": 2, "num_experts": 4, "moe_intermediate_size": 32,
+                  "shared_expert_intermediate_size": 64},
     "modernbert": {"global_attn_every_n_layers": 2, "local_attention": 16},
     "deberta-v2": {"pooler_hidden_size": HIDDEN},
     "xlm-roberta": {},
 }
 
 
-def save_tokenizer(folder: Path) -> None:
-    """A word-level tokenizer of WORDS, saved as transformers writes one ([UNK] 0, [PAD] 1, [EOS] 2)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+SPECIAL_TOKENS = ["[UNK]", "[PAD]", "[EOS]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0-5
+
+
+def save_tokenizer(folder: Path, byte_level: bool = False) -> None:
+    """A word-level tokenizer of WORDS (or a byte-level BPE one, what GPT-2-style classes such as Qwen2Tokenizer
+    read), saved as transformers writes one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(
-        special_tokens=["[UNK]", "[PAD]", "[EOS]", "[CLS]", "[SEP]", "[MASK]"]))
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]",
-                            cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]").save_pretrained(folder)
+    if byte_level:
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIAL_TOKENS,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        trainer = trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS)
+    tokenizer.train_from_iterator([" ".join(WORDS)] * 4, trainer)
+    names = ("unk_token", "pad_token", "eos_token", "cls_token", "sep_token", "mask_token")
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, **dict(zip(names, SPECIAL_TOKENS))).save_pretrained(folder)
+
+
+def save_readable_tokenizer(folder: Path) -> None:
+    """The word-level tokenizer, or the byte-level one where transformers loads this model_type's folders with a
+    tokenizer class of its own that reads no words from a word-level tokenizer.json (Qwen2)."""
+    from transformers import AutoTokenizer
+
+    save_tokenizer(folder)
+    if not AutoTokenizer.from_pretrained(folder)("the cat")["input_ids"]:
+        save_tokenizer(folder, byte_level=True)
 
 
 def tiny_model(model_type: str, task: str, seed: int = 0):
@@ -117,8 +141,8 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
 
 def folder_zip(model_type: str, task: str, directory: Path) -> Path:
     folder = directory / f"{model_type}-{task}"
-    save_tokenizer(folder)
-    tiny_model(model_type, task).save_pretrained(folder)
+    tiny_model(model_type, task).save_pretrained(folder)  # config.json first: it picks the tokenizer class
+    save_readable_tokenizer(folder)
     archive = directory / f"{model_type}-{task}.zip"
     with zipfile.ZipFile(archive, "w") as out:
         for path in sorted(folder.iterdir()):
