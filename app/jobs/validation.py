@@ -108,6 +108,7 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
             problems.append(f"method(s) {others} do not apply to a causal-lm Hugging Face folder; use one llm_ptq "
                             "stage (weight-only quantization into a compressed-tensors folder)")
         problems += _group_size_problems(spec, folder.get("block_linear_widths") or [])
+        problems += _position_problems(spec, folder.get("max_positions"))
     if manifest.format != "jsonl":
         problems.append("a Hugging Face folder takes a .jsonl text dataset of {\"split\": ..., \"text\": ...} "
                         "rows, tokenized with the folder's own tokenizer")
@@ -154,6 +155,18 @@ def _group_size_problems(spec: JobCreate, widths: list[int]) -> list[str]:
             problems.append(f"stages.{index}.group_size: {size} does not divide the input width(s) {uneven} of the "
                             f"model's linear layers; use group_size {fitting[0] if fitting else 'null'} "
                             "(null: one scale per output channel)")
+    return problems
+
+
+def _position_problems(spec: JobCreate, positions: int | None) -> list[str]:
+    """Windows longer than the model's positions index past its position table (folders uploaded before the
+    positions were recorded are checked when the job starts)."""
+    problems = []
+    for index, stage in enumerate(spec.stages):
+        if stage.method == "llm_ptq" and positions and stage.longest_sequence > positions:
+            problems.append(f"stages.{index}: windows of {stage.longest_sequence} tokens "
+                            "(calibration.sequence_length, evaluation.context_length) exceed the model's "
+                            f"{positions} positions; set both to at most {positions}")
     return problems
 
 

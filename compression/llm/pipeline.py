@@ -15,7 +15,7 @@ from typing import Mapping
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.hf_folder import read_hf_folder
+from compression.archive.hf_folder import learned_positions, read_hf_folder
 from compression.archive.jsonl import read_jsonl
 from compression.context import RunContext
 from compression.llm.evaluate import evaluate_llm, load_quantized
@@ -44,8 +44,9 @@ def load_causal_lm(folder: Path):
 
 def check_applicable(folder: Path, stages: list) -> None:
     """Seconds, not minutes, into the job: the model built on the meta device (no weights read) must have
-    `nn.Linear` layers in its decoder blocks (GPT-2's Conv1D blocks have none, and would come back unquantized),
-    and the blocks AWQ needs when a stage asks for it."""
+    `nn.Linear` layers in its decoder blocks (GPT-2's Conv1D blocks have none, and would come back unquantized)
+    holding most of their weights (not mixture-of-experts tensors), a learned position table (if any) as long as
+    the stages' windows, and the blocks AWQ needs when a stage asks for it."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from compression.llm.awq import scaling_groups
@@ -54,7 +55,16 @@ def check_applicable(folder: Path, stages: list) -> None:
 
     config = AutoConfig.from_pretrained(folder, **LOCAL_ONLY)
     with torch.device("meta"):
-        block = LayerwiseModel(AutoModelForCausalLM.from_config(config)).blocks[0]
+        model = AutoModelForCausalLM.from_config(config)
+    shapes = [list(parameter.shape) for parameter in model.parameters()]
+    positions = learned_positions(config.to_dict(), shapes)
+    for index, spec in enumerate(stages):
+        if positions is not None and spec.longest_sequence > positions:
+            raise ValueError(f"stage {index}: {spec.longest_sequence} tokens per window "
+                             f"(calibration.sequence_length, evaluation.context_length) exceed the "
+                             f"{positions} positions this {config.model_type} model has; set both to at most "
+                             f"{positions}")
+    block = LayerwiseModel(model).blocks[0]
     if not linear_layers(block):
         raise ValueError(f"the decoder blocks of this {config.model_type} model hold no nn.Linear layers "
                          f"({type(block).__name__}), which is what llm_ptq quantizes; this architecture is not "
