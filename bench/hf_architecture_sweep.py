@@ -64,13 +64,13 @@ HIDDEN, HEADS, LAYERS = 64, 4, 2
 # The sizes every config is given under transformers' common names (each config's attribute_map renames them),
 # plus what a few families name otherwise or need consistent with them.
 COMMON = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-          "intermediate_size": 2 * HIDDEN, "max_position_embeddings": 128, "pad_token_id": 1, "eos_token_id": 2,
+          "intermediate_size": 2 * HIDDEN, "max_position_embeddings": 512, "pad_token_id": 1, "eos_token_id": 2,
           "bos_token_id": 2, "cls_token_id": 3, "sep_token_id": 4}
 SPECIFIC = {
     "albert": {"embedding_size": 32},
     "electra": {"embedding_size": 32},
     "distilbert": {"dim": HIDDEN, "n_layers": LAYERS, "n_heads": HEADS, "hidden_dim": 2 * HIDDEN},
-    "gpt2": {"n_embd": HIDDEN, "n_layer": LAYERS, "n_head": HEADS, "n_positions": 128},
+    "gpt2": {"n_embd": HIDDEN, "n_layer": LAYERS, "n_head": HEADS, "n_positions": 512},
     "gpt_neo": {"num_layers": LAYERS, "num_heads": HEADS, "attention_types": [[["global", "local"], 1]],
                 "window_size": 16},
     "bloom": {"n_layer": LAYERS, "n_head": HEADS},
