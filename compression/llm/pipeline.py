@@ -69,6 +69,14 @@ def check_applicable(folder: Path, stages: list) -> None:
         raise ValueError(f"the decoder blocks of this {config.model_type} model hold no nn.Linear layers "
                          f"({type(block).__name__}), which is what llm_ptq quantizes; this architecture is not "
                          "supported")
+    own_forward = sorted({type(layer).__name__ for layer in linear_layers(block).values()
+                          if type(layer).forward is not torch.nn.Linear.forward})
+    if own_forward:
+        # compressed-tensors replaces nn.Linear's forward when transformers loads the written folder; Falcon's
+        # FalconLinear computes `input @ self.weight.T` itself, and its folder then fails to load.
+        raise ValueError(f"the decoder blocks of this {config.model_type} model use linear layers with their own "
+                         f"forward ({', '.join(own_forward)}), which a compressed-tensors folder cannot hold "
+                         "(transformers would not load it back); this architecture is not supported")
     in_linears = sum(layer.weight.numel() for layer in linear_layers(block).values())
     total = sum(parameter.numel() for parameter in block.parameters())
     if in_linears < MIN_LINEAR_SHARE * total:

@@ -58,9 +58,15 @@ def test_causal_lms_stream_block_by_block_and_load_back(tmp_path, model_type):
     assert metrics["perplexity"] == pytest.approx(result.baseline["perplexity"], rel=0.02)
 
 
-def test_mixture_of_experts_is_refused_at_once_with_the_reason(tmp_path):
-    with pytest.raises(ValueError, match="mixture-of-experts expert tensors, would stay unquantized"):
-        _job(tmp_path, "mixtral", "causal-lm", RTN)
+@pytest.mark.parametrize("model_type, algorithm, reason", [
+    ("mixtral", "rtn", "mixture-of-experts expert tensors, would stay unquantized"),  # returned barely quantized
+    ("falcon", "rtn", r"own forward \(FalconLinear\), which a compressed-tensors folder cannot hold"),  # no load
+    ("olmo", "awq", r"post_attention_layernorm \(OlmoLayerNorm\) has no weight"),  # AttributeError mid-stage
+])
+def test_what_llm_ptq_cannot_do_is_refused_at_once_with_the_reason(tmp_path, model_type, algorithm, reason):
+    with pytest.raises(ValueError, match=reason):
+        _job(tmp_path, model_type, "causal-lm", RTN.model_copy(update={"algorithm": algorithm, "bits": 4,
+                                                                          "group_size": 32}))
 
 
 def test_a_tokenizer_that_reads_no_tokens_is_refused(tmp_path):
