@@ -9,10 +9,11 @@ from bench.hf_architecture_sweep import folder_zip, save_tokenizer, text_dataset
 from compression.archive.hf_folder import read_hf_folder
 from compression.archive.jsonl import read_jsonl
 from compression.context import RunContext
+from compression.dry_run import DryRunFailed
 from compression.hf_program import folder_to_program, load_folder_model
 from compression.io import load_program
 from compression.llm.pipeline import run_folder_pipeline
-from compression.specs import EvaluationSpec, LLMPTQSpec, PTQSpec
+from compression.specs import EvaluationSpec, KDSpec, LLMPTQSpec, PTQSpec
 
 RTN = LLMPTQSpec(algorithm="rtn", bits=8, group_size=None, calibration={"samples": 4, "sequence_length": 16},
                  evaluation={"context_length": 16, "generation_tokens": 0})
@@ -85,3 +86,18 @@ def test_windows_longer_than_the_model_positions_are_refused_before_any_work(tmp
     spec = RTN.model_copy(update={"evaluation": RTN.evaluation.model_copy(update={"context_length": 1024})})
     with pytest.raises(ValueError, match="1024 tokens per window .* exceed the 512 positions this opt model has"):
         _job(tmp_path, "opt", "causal-lm", spec)
+
+
+def test_a_decoder_classifier_distilled_into_its_last_layer_is_written_as_its_folder(tmp_path):
+    # The student's program holds Llama's rotary `inv_freq`, a buffer no checkpoint stores: the folder was refused
+    # as "a tensor that is no tensor of the folder's model".
+    result = _job(tmp_path, "llama", "sequence-classification", KDSpec(student={"kind": "layers", "keep": 1},
+                                                                       training={"steps": 1, "batch_size": 8}))
+    folder = result.stages[0].metrics["hf_folder"]
+    assert folder["written"] and folder["relative_difference_to_stage_model"] < 1e-3, folder
+
+
+def test_a_layers_student_whose_layers_differ_in_structure_is_refused_in_the_dry_run(tmp_path):
+    # ModernBERT's layer 0 has no attention norm; its last layer cannot become the student's layer 0.
+    with pytest.raises(DryRunFailed, match=r"tensors \['layers.0.attn_norm.weight'\] differ\); keep the layers"):
+        _job(tmp_path, "modernbert", "feature-extraction", KDSpec(student={"kind": "layers", "keep": 1}))
