@@ -55,6 +55,12 @@ SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 
                       "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 MAX_SAFETENSORS_HEADER = 100 * 1024**2  # safetensors' own cap
 _BLOCK_PATH = re.compile(r"\.\d+\.")
+_FIRST_BLOCK = re.compile(r"^(?:.*\.)?0\.(.+)$")
+# The weights AWQ's scaling groups use in a Llama-family block (`compression.llm.awq.LLAMA_GROUPS`): it folds its
+# scales into the norms and the v/up projections before the q/k/v, o, gate/up and down projections.
+AWQ_BLOCK_WEIGHTS = tuple(f"{name}.weight" for name in (
+    "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"))
 
 
 @dataclass
@@ -73,6 +79,14 @@ class HFFolder:
     # feature-extraction of a sentence-transformers folder: the pooled (and normalized) vector it declares
     sentence_embedding: SentenceEmbedding | None = None
     max_positions: int | None = None  # tokens a learned position table holds (`learned_positions`)
+
+    @property
+    def awq_missing(self) -> list[str] | None:
+        """For a causal LM: the weights of AWQ_BLOCK_WEIGHTS its first decoder block lacks (empty: AWQ applies)."""
+        if self.task != "causal-lm":
+            return None
+        first_block = {match.group(1) for name in self.tensors if (match := _FIRST_BLOCK.match(name))}
+        return [name for name in AWQ_BLOCK_WEIGHTS if name not in first_block]
 
     @property
     def has_tokenizer(self) -> bool:
@@ -105,6 +119,7 @@ class HFFolder:
                                          "block_linear_widths": self.block_linear_widths,
                                          "num_hidden_layers": _layer_count(config),
                                          "max_positions": self.max_positions,
+                                         "awq_missing": self.awq_missing,
                                          "sentence_embedding": self.sentence_embedding and
                                          self.sentence_embedding.to_metrics()}}
 

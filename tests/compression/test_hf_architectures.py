@@ -101,3 +101,11 @@ def test_a_layers_student_whose_layers_differ_in_structure_is_refused_in_the_dry
     # ModernBERT's layer 0 has no attention norm; its last layer cannot become the student's layer 0.
     with pytest.raises(DryRunFailed, match=r"tensors \['layers.0.attn_norm.weight'\] differ\); keep the layers"):
         _job(tmp_path, "modernbert", "feature-extraction", KDSpec(student={"kind": "layers", "keep": 1}))
+
+
+def test_the_upload_check_knows_the_weights_awq_scales():
+    from compression.archive.hf_folder import AWQ_BLOCK_WEIGHTS
+    from compression.llm.awq import LLAMA_GROUPS
+
+    assert set(AWQ_BLOCK_WEIGHTS) == {f"{name}.weight" for previous, linears, _ in LLAMA_GROUPS
+                                      for name in (previous, *linears)}
