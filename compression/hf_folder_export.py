@@ -196,7 +196,8 @@ def _embedding(codes: torch.Tensor, scale: torch.Tensor) -> QuantizedWeight:
     return QuantizedWeight(signed, scale.float(), None, WeightFormat(bits=4, group_size=group_size, symmetric=True))
 
 
-def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_rounds: int = 0) -> FolderLayout:
+def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_rounds: int = 0,
+               computed: frozenset[str] = frozenset()) -> FolderLayout:
     """The folder's tensors as the stage's graph holds them; `source` is the folder model's state dict,
     `source_rounds` how many `aten.round` the uploaded program itself computes."""
     if not isinstance(gm, fx.GraphModule):
@@ -246,6 +247,8 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
         if attr in consumed:
             continue
         name = attr.removeprefix(PROGRAM_PREFIX)
+        if name in computed:  # a buffer the architecture computes (rotary inv_freq), in no checkpoint
+            continue
         if not attr.startswith(PROGRAM_PREFIX) or name not in source:
             if tensor.is_floating_point() and tensor.numel() > 1:
                 raise NotExpressible(f"the graph holds a tensor '{attr}' that is no tensor of the folder's model "
@@ -376,7 +379,8 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     float_model = load_folder_model(source_folder, task, embedding)
     source_model = float_model.model
     source = source_model.state_dict()
-    layout = read_graph(model, source, source_rounds)
+    computed = frozenset(name for name, _ in source_model.named_buffers()) - set(source)
+    layout = read_graph(model, source, source_rounds, computed)
     if packed_path is not None:
         add_packed_weights(layout, packed_path, source)
     _merge_source(layout, source)

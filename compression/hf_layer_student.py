@@ -77,7 +77,14 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
         if isinstance(value, list) and len(value) == len(stack):
             setattr(config, name, [value[index] for index in kept])
     student = type(teacher)(config).eval()
-    student.load_state_dict(_renumbered(teacher.state_dict(), prefix, kept), strict=True)
+    state = _renumbered(teacher.state_dict(), prefix, kept)
+    differing = sorted(set(state) ^ set(student.state_dict()))
+    if differing:
+        # ModernBERT's first layer has no attention norm: another layer cannot take its place.
+        raise ValueError(f"the kept layers {kept} of this {teacher.config.model_type} model do not have the structure "
+                         f"of the student's layers at their new places (tensors {differing[:4]} differ); keep "
+                         "the layers whose structure differs (e.g. layer 0) with 'layers': [0, ...]")
+    student.load_state_dict(state, strict=True)
     if destination.exists():
         shutil.rmtree(destination)
     destination.mkdir(parents=True)

@@ -19,6 +19,7 @@ import torch
 from compression.archive.jsonl import LABEL_ARRAY, TextSplit
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.io import export_model, save_program
+from compression.llm.text import check_tokenizes
 from compression.sentence_pooling import SentencePooling
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
@@ -47,7 +48,12 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     auto = AutoModelForSequenceClassification if task == "sequence-classification" else AutoModel
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
-    model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa", **LOCAL_ONLY).eval()
+    # Architectures without it (DeBERTa-v2, MPNet) refuse "sdpa" with a ValueError and run with eager attention.
+    try:
+        model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa", **LOCAL_ONLY)
+    except ValueError:
+        model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", **LOCAL_ONLY)
+    model.eval()
     if task == "sequence-classification":
         return _TensorOutput(model, "logits").eval()
     pooling = SentencePooling(embedding) if embedding is not None else None
@@ -58,6 +64,7 @@ def token_length(model: torch.nn.Module, splits: dict[str, TextSplit], tokenizer
                  embedding: SentenceEmbedding | None = None) -> int:
     """The longest row, at most the model's positions, MAX_TOKENS, and the sentence-transformers max_seq_length
     (where sentence-transformers truncates: the embedding users get from longer text)."""
+    check_tokenizes(tokenizer, [text for rows in splits.values() for text in rows.texts])
     longest = max(len(ids) for rows in splits.values() for ids in tokenizer(rows.texts)["input_ids"])
     positions = getattr(model.model.config, "max_position_embeddings", None) or MAX_TOKENS
     declared = (embedding and embedding.max_seq_length) or MAX_TOKENS

@@ -108,6 +108,8 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
             problems.append(f"method(s) {others} do not apply to a causal-lm Hugging Face folder; use one llm_ptq "
                             "stage (weight-only quantization into a compressed-tensors folder)")
         problems += _group_size_problems(spec, folder.get("block_linear_widths") or [])
+        problems += _position_problems(spec, folder.get("max_positions"))
+        problems += _awq_problems(spec, folder.get("awq_missing"), folder.get("model_type"))
     if manifest.format != "jsonl":
         problems.append("a Hugging Face folder takes a .jsonl text dataset of {\"split\": ..., \"text\": ...} "
                         "rows, tokenized with the folder's own tokenizer")
@@ -155,6 +157,28 @@ def _group_size_problems(spec: JobCreate, widths: list[int]) -> list[str]:
                             f"model's linear layers; use group_size {fitting[0] if fitting else 'null'} "
                             "(null: one scale per output channel)")
     return problems
+
+
+def _position_problems(spec: JobCreate, positions: int | None) -> list[str]:
+    """Windows longer than the model's positions index past its position table (folders uploaded before the
+    positions were recorded are checked when the job starts)."""
+    problems = []
+    for index, stage in enumerate(spec.stages):
+        if stage.method == "llm_ptq" and positions and stage.longest_sequence > positions:
+            problems.append(f"stages.{index}: windows of {stage.longest_sequence} tokens "
+                            "(calibration.sequence_length, evaluation.context_length) exceed the model's "
+                            f"{positions} positions; set both to at most {positions}")
+    return problems
+
+
+def _awq_problems(spec: JobCreate, missing: list[str] | None, model_type: str | None) -> list[str]:
+    """AWQ folds its scales into Llama-family blocks' norms and projections; the folder's tensor names show them
+    (folders uploaded before these were recorded are checked when the job starts)."""
+    return [f"stages.{index}.algorithm: awq needs Llama-family decoder blocks (norms with weights, q/k/v/o and "
+            f"gate/up/down projections); this {model_type} model's blocks have no {', '.join(missing[:4])}: use "
+            "gptq, hqq or rtn"
+            for index, stage in enumerate(spec.stages)
+            if stage.method == "llm_ptq" and stage.algorithm == "awq" and missing]
 
 
 def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifest) -> list[str]:

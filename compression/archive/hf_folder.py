@@ -55,6 +55,12 @@ SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 
                       "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 MAX_SAFETENSORS_HEADER = 100 * 1024**2  # safetensors' own cap
 _BLOCK_PATH = re.compile(r"\.\d+\.")
+_FIRST_BLOCK = re.compile(r"^(?:.*\.)?0\.(.+)$")
+# The weights AWQ's scaling groups use in a Llama-family block (`compression.llm.awq.LLAMA_GROUPS`): it folds its
+# scales into the norms and the v/up projections before the q/k/v, o, gate/up and down projections.
+AWQ_BLOCK_WEIGHTS = tuple(f"{name}.weight" for name in (
+    "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"))
 
 
 @dataclass
@@ -72,6 +78,15 @@ class HFFolder:
     saved_for: str | None = None  # the task of the class in `architectures`
     # feature-extraction of a sentence-transformers folder: the pooled (and normalized) vector it declares
     sentence_embedding: SentenceEmbedding | None = None
+    max_positions: int | None = None  # tokens a learned position table holds (`learned_positions`)
+
+    @property
+    def awq_missing(self) -> list[str] | None:
+        """For a causal LM: the weights of AWQ_BLOCK_WEIGHTS its first decoder block lacks (empty: AWQ applies)."""
+        if self.task != "causal-lm":
+            return None
+        first_block = {match.group(1) for name in self.tensors if (match := _FIRST_BLOCK.match(name))}
+        return [name for name in AWQ_BLOCK_WEIGHTS if name not in first_block]
 
     @property
     def has_tokenizer(self) -> bool:
@@ -103,6 +118,8 @@ class HFFolder:
                                          "has_tokenizer": self.has_tokenizer,
                                          "block_linear_widths": self.block_linear_widths,
                                          "num_hidden_layers": _layer_count(config),
+                                         "max_positions": self.max_positions,
+                                         "awq_missing": self.awq_missing,
                                          "sentence_embedding": self.sentence_embedding and
                                          self.sentence_embedding.to_metrics()}}
 
@@ -111,6 +128,25 @@ def _layer_count(config: dict) -> int | None:
     """The encoder's layer count as transformers' configs name it (what a 'layers' student keeps some of)."""
     count = config.get("num_hidden_layers")
     return count if type(count) is int else None
+
+
+def max_positions(config: dict) -> int | None:
+    """The longest token sequence the config says the model was built for."""
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        if type(config.get(key)) is int:
+            return config[key]
+    return None
+
+
+def learned_positions(config: dict, shapes: list[list[int]]) -> int | None:
+    """The config's positions when the weights hold a learned position table (GPT-2's `wpe`, OPT's
+    `embed_positions`: its positions plus at most 2 offset rows), which longer sequences index past; None for
+    rotary or ALiBi models, which run on longer ones."""
+    positions = max_positions(config)
+    if positions is None:
+        return None
+    rows = {shape[0] for shape in shapes if len(shape) == 2 and shape[0] != config.get("vocab_size")}
+    return positions if any(positions <= count <= positions + 2 for count in rows) else None
 
 
 def _hidden_size(config: dict) -> int | None:
@@ -157,8 +193,9 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
                      if key.endswith(".weight") and _BLOCK_PATH.search(key) and len(header[key]["shape"]) == 2})
     parameters = sum(math.prod(header[key]["shape"]) for header in headers.values()
                      for key in header if key != "__metadata__")
+    shapes = [header[key]["shape"] for header in headers.values() for key in header if key != "__metadata__"]
     return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, widths, config, saved_for,
-                    embedding)
+                    embedding, learned_positions(config, shapes))
 
 
 def _sentence_embedding(archive: FolderArchive, limits: ArchiveLimits) -> SentenceEmbedding | None:

@@ -34,6 +34,11 @@ def scaling_groups(block: nn.Module) -> list[tuple[str, tuple[str, ...], str]]:
     if missing:
         raise ValueError(f"AWQ supports Llama-family decoder blocks (Llama, Mistral, Qwen2/3); this block has no "
                          f"{', '.join(sorted(set(missing)))}: use gptq, hqq or rtn")
+    weightless = sorted({group[0] for group in LLAMA_GROUPS if getattr(modules[group[0]], "weight", None) is None})
+    if weightless:  # OLMo's layer norms have no affine weight
+        raise ValueError(f"AWQ folds its scales into the layer before each group of linears; this block's "
+                         f"{', '.join(weightless)} ({type(modules[weightless[0]]).__name__}) has no weight to "
+                         "fold them into: use gptq, hqq or rtn")
     groups = []
     for previous, linears, scored in LLAMA_GROUPS:
         if previous == "self_attn.v_proj" and modules[previous].out_features != modules[linears[0]].in_features:

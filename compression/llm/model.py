@@ -1,7 +1,9 @@
 """A causal LM held one decoder block at a time.
 
-From a Hugging Face folder, the model is built on the `meta` device (no memory), then only what lies outside the
-decoder blocks (embeddings, final norm, lm_head, rotary tables) is read from the safetensors files; each block's
+From a Hugging Face folder, the model is built with its parameters on the `meta` device (no memory) and its
+buffers as the architecture computes them (rotary tables, causal masks, embedding scales: not all are stored in
+checkpoints), then only what lies outside the decoder blocks (embeddings, final norm, lm_head) is read from the
+safetensors files; each block's
 weights are read when `load_block` asks for it and dropped by `release_block`, as the big-model paths of GPTQModel
 and llm-compressor stream layers. Memory is then the non-block weights, one block, and one block's activations.
 An `nn.Module` already in memory goes through the same interface without any loading.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -75,6 +79,49 @@ def _allocate_large_tensors_with_mmap() -> None:
         pass
 
 
+@contextmanager
+def _parameters_on_meta():
+    """Modules built inside hold every parameter on `meta` while their buffers are computed as usual (what
+    accelerate's `init_empty_weights(include_buffers=False)` does): each parameter is allocated uninitialised
+    (`torch.empty`), then moved before any initialisation runs."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module, name, parameter):
+        if parameter is not None and not parameter.is_meta:
+            parameter = nn.Parameter(parameter.to("meta"), requires_grad=parameter.requires_grad)
+        register(module, name, parameter)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def _stored_names(stored: list[str], model: nn.Module) -> dict[str, str]:
+    """The checkpoint's tensor names keyed by the model's names for them: transformers renames some when it loads a
+    checkpoint (GPT-NeoX's `embed_out` is `lm_head`), and streaming reads tensors by the model's names. Tensors
+    that transformers converts (Mixtral's per-expert weights stacked into one) cannot be read one by one."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming
+
+    renames = []
+    for transform in get_model_conversion_mapping(model):
+        if type(transform) is not WeightRenaming:
+            raise ValueError(f"transformers converts the stored tensors of {type(model).__name__} when it loads "
+                             f"them ({transform.source_patterns} -> {transform.target_patterns}); streaming one "
+                             "block at a time reads them as stored, so this architecture is not supported")
+        renames += [(re.compile(source), target)
+                    for source, target in zip(transform.source_patterns, transform.target_patterns)]
+    names = {}
+    for stored_name in stored:
+        name = stored_name
+        for pattern, target in renames:
+            name = pattern.sub(target, name)
+        names[name] = stored_name
+    return names
+
+
 def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     layers = model.config.num_hidden_layers
     for name, module in model.named_modules():
@@ -88,7 +135,9 @@ class LayerwiseModel:
         self.model, self.folder = model.eval(), folder
         self.config = model.config
         self.prefix, self.blocks = _find_blocks(model)
-        self.files: dict[str, Path] = self._weight_files(folder) if folder else {}
+        files = self._weight_files(folder) if folder else {}
+        self.stored_names = _stored_names(list(files), model) if folder else {}  # model's name -> checkpoint's
+        self.files: dict[str, Path] = {name: files[stored] for name, stored in self.stored_names.items()}
         self.source_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         if folder:
             _allocate_large_tensors_with_mmap()
@@ -108,7 +157,7 @@ class LayerwiseModel:
         config = AutoConfig.from_pretrained(folder)
         if getattr(config, "quantization_config", None):
             raise ValueError(f"{folder} holds an already quantized model: start from its float checkpoint")
-        with torch.device("meta"):
+        with _parameters_on_meta():
             model = AutoModelForCausalLM.from_config(config)
         return cls(model, folder)
 
@@ -134,7 +183,8 @@ class LayerwiseModel:
         tensors = {}
         for file in {self.files[name] for name in names}:
             with safe_open(file, "pt") as handle:
-                tensors.update({name: handle.get_tensor(name) for name in names if self.files[name] == file})
+                tensors.update({name: handle.get_tensor(self.stored_names[name]) for name in names
+                                if self.files[name] == file})
         return tensors
 
     def _in_blocks(self, name: str) -> bool:
@@ -149,12 +199,6 @@ class LayerwiseModel:
             if not getattr(self.config, "tie_word_embeddings", False):
                 raise ValueError(f"weights missing from {self.folder}: {sorted(set(names) - set(stored))[:5]}")
             self.model.get_output_embeddings().weight = self.model.get_input_embeddings().weight
-        for name, module in list(self.model.named_modules()):
-            if self._in_blocks(name) or not any(b.is_meta for b in module.buffers(recurse=False)):
-                continue
-            # non-persistent buffers (rotary frequency tables) are computed from the config, never stored
-            parent_name, _, attribute = name.rpartition(".")
-            setattr(self.model.get_submodule(parent_name), attribute, type(module)(config=self.config))
 
     def block_names(self, index: int) -> list[str]:
         prefix = f"{self.prefix}.{index}."
@@ -174,20 +218,25 @@ class LayerwiseModel:
         return block.float()
 
     def release_block(self, index: int) -> None:
-        """Streamed blocks go back to `meta`; in-memory ones keep the (dequantized) weights in the source dtype."""
+        """Streamed blocks' parameters go back to `meta` (their computed buffers stay: they are never read from
+        the checkpoint); in-memory ones keep the (dequantized) weights in the source dtype."""
         block = self.blocks[index]
         if self.folder:
-            block.to("meta")
+            for module in block.modules():
+                for name, parameter in module._parameters.items():
+                    if parameter is not None:
+                        module._parameters[name] = nn.Parameter(parameter.to("meta"), requires_grad=False)
         else:
             block.to(self.source_dtype)
 
     def outside_block_state(self) -> dict[str, torch.Tensor]:
         """Every tensor a checkpoint stores outside the blocks (a tied lm_head only once, as `save_pretrained`)."""
         state = {name: tensor for name, tensor in self.model.state_dict().items() if not self._in_blocks(name)}
-        if getattr(self.config, "tie_word_embeddings", False):
-            output = self.model.get_output_embeddings().weight
-            state = {name: tensor for name, tensor in state.items()
-                     if not (tensor is output and name.endswith("lm_head.weight"))}
+        output, embedding = self.model.get_output_embeddings(), self.model.get_input_embeddings()
+        if output is not None and output.weight.data_ptr() == embedding.weight.data_ptr():
+            # state_dict() detaches, so the tied pair are two tensor objects on one storage: compare storages.
+            head = next(name for name, module in self.model.named_modules() if module is output)
+            state.pop(f"{head}.weight", None)
         return state
 
     @torch.no_grad()

@@ -15,18 +15,19 @@ from typing import Mapping
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.hf_folder import read_hf_folder
+from compression.archive.hf_folder import learned_positions, read_hf_folder
 from compression.archive.jsonl import read_jsonl
 from compression.context import RunContext
 from compression.llm.evaluate import evaluate_llm, load_quantized
 from compression.llm.export import folder_bytes
 from compression.llm.stage import TextTask
-from compression.llm.text import tokenize
+from compression.llm.text import check_tokenizes, tokenize
 from compression.methods import apply_stage
 from compression.pipeline import PipelineResult, StageOutcome
 from compression.specs.common import EvaluationSpec
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
+MIN_LINEAR_SHARE = 0.9  # of a decoder block's weights (the rest: norms, biases; dense architectures hold > 0.99)
 
 
 def load_tokenizer(folder: Path):
@@ -43,8 +44,9 @@ def load_causal_lm(folder: Path):
 
 def check_applicable(folder: Path, stages: list) -> None:
     """Seconds, not minutes, into the job: the model built on the meta device (no weights read) must have
-    `nn.Linear` layers in its decoder blocks (GPT-2's Conv1D blocks have none, and would come back unquantized),
-    and the blocks AWQ needs when a stage asks for it."""
+    `nn.Linear` layers in its decoder blocks (GPT-2's Conv1D blocks have none, and would come back unquantized)
+    holding most of their weights (not mixture-of-experts tensors), a learned position table (if any) as long as
+    the stages' windows, and the blocks AWQ needs when a stage asks for it."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from compression.llm.awq import scaling_groups
@@ -53,10 +55,36 @@ def check_applicable(folder: Path, stages: list) -> None:
 
     config = AutoConfig.from_pretrained(folder, **LOCAL_ONLY)
     with torch.device("meta"):
-        block = LayerwiseModel(AutoModelForCausalLM.from_config(config)).blocks[0]
+        model = AutoModelForCausalLM.from_config(config)
+    shapes = [list(parameter.shape) for parameter in model.parameters()]
+    positions = learned_positions(config.to_dict(), shapes)
+    for index, spec in enumerate(stages):
+        if positions is not None and spec.longest_sequence > positions:
+            raise ValueError(f"stage {index}: {spec.longest_sequence} tokens per window "
+                             f"(calibration.sequence_length, evaluation.context_length) exceed the "
+                             f"{positions} positions this {config.model_type} model has; set both to at most "
+                             f"{positions}")
+    block = LayerwiseModel(model).blocks[0]
     if not linear_layers(block):
         raise ValueError(f"the decoder blocks of this {config.model_type} model hold no nn.Linear layers "
                          f"({type(block).__name__}), which is what llm_ptq quantizes; this architecture is not "
+                         "supported")
+    own_forward = sorted({type(layer).__name__ for layer in linear_layers(block).values()
+                          if type(layer).forward is not torch.nn.Linear.forward})
+    if own_forward:
+        # compressed-tensors replaces nn.Linear's forward when transformers loads the written folder; Falcon's
+        # FalconLinear computes `input @ self.weight.T` itself, and its folder then fails to load.
+        raise ValueError(f"the decoder blocks of this {config.model_type} model use linear layers with their own "
+                         f"forward ({', '.join(own_forward)}), which a compressed-tensors folder cannot hold "
+                         "(transformers would not load it back); this architecture is not supported")
+    in_linears = sum(layer.weight.numel() for layer in linear_layers(block).values())
+    total = sum(parameter.numel() for parameter in block.parameters())
+    if in_linears < MIN_LINEAR_SHARE * total:
+        # Mixture-of-experts blocks hold their experts as stacked 3-D tensors: quantizing only the attention and
+        # router would return a model barely smaller, said as if it were done.
+        raise ValueError(f"only {in_linears / total:.0%} of the weights of this {config.model_type} model's decoder "
+                         f"blocks are nn.Linear layers, which is what llm_ptq quantizes (the rest, such as "
+                         "mixture-of-experts expert tensors, would stay unquantized); this architecture is not "
                          "supported")
     if any(spec.algorithm == "awq" for spec in stages):
         scaling_groups(block)
@@ -83,6 +111,7 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
                for index, spec in enumerate(stages)}
     splits = read_jsonl(dataset_path, limits, keep_text=True)
     tokenizer = load_tokenizer(source)
+    check_tokenizes(tokenizer, [text for split in splits.values() for text in split.texts])
     eval_tokens = split_tokens(splits, evaluation.split, tokenizer)
     if eval_tokens is None or len(eval_tokens) < 2:
         raise ValueError(f"the evaluation split '{evaluation.split}' has fewer than 2 tokens of text")

@@ -18,6 +18,17 @@ def tokenize(tokenizer, text: str) -> torch.Tensor:
     return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
 
 
+def check_tokenizes(tokenizer, texts: list[str]) -> None:
+    """Refuse a tokenizer that turns text into no tokens at all: transformers picks the tokenizer class a
+    model_type registers over the folder's own (Qwen2's byte-level BPE for a word-level `tokenizer.json`), which
+    then reads nothing, and the job would run on padding alone."""
+    sample = [text for text in texts[:64] if text.strip()]
+    if sample and not any(tokenizer(sample, add_special_tokens=False)["input_ids"]):
+        raise ValueError(f"the folder's tokenizer, loaded by transformers as {type(tokenizer).__name__}, turns the "
+                         "text into no tokens; upload the tokenizer files the model was trained with (a "
+                         "tokenizer.json that this class reads)")
+
+
 def calibration_windows(tokens: torch.Tensor, samples: int, sequence_length: int, seed: int = 0) -> torch.Tensor:
     """[samples, sequence_length] windows at random offsets of a token stream (GPTQ's C4 recipe), fewer windows
     when the stream is short, and one shorter window when it is shorter than `sequence_length`."""

@@ -96,8 +96,32 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
         # The quantizer reads every node's traced shape (meta "val"), which the inserted nodes lack.
         graph = export_model(graph, example_inputs).module()
     separate_repeated_module_calls(graph)
-    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    quantizer = FloatOnlyX86Quantizer().set_global(get_default_x86_inductor_quantization_config())
     return prepare_pt2e(graph, quantizer)
+
+
+class FloatOnlyX86Quantizer(X86InductorQuantizer):
+    """The x86 quantizer without observers on integer tensors. It annotates `add` and `mul` whatever their dtype,
+    and RoBERTa-family models compute position ids as `cumsum(mask) * mask + padding_idx` in int32, whose
+    histogram observer fails ("histogram_cpu" not implemented for 'Int'); integer values are indices, not
+    activations to quantize."""
+
+    def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        model = super().annotate(model)
+        for node in model.graph.nodes:
+            annotation = node.meta.get("quantization_annotation")
+            if annotation is None:
+                continue
+            annotation.input_qspec_map = {arg: spec for arg, spec in annotation.input_qspec_map.items()
+                                          if _is_float(arg)}
+            if not _is_float(node):
+                annotation.output_qspec = None
+        return model
+
+
+def _is_float(node: torch.fx.Node) -> bool:
+    value = node.meta.get("val")
+    return not isinstance(value, torch.Tensor) or value.dtype.is_floating_point
 
 
 def _check_observed_ranges(prepared: torch.fx.GraphModule) -> None:

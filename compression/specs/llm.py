@@ -105,5 +105,10 @@ class LLMPTQSpec(Spec):
         return self.symmetric if self.symmetric is not None else self.algorithm != "hqq"
 
     @property
+    def longest_sequence(self) -> int:
+        """Tokens the model sees at once: a calibration window or an evaluation window."""
+        return max(self.calibration.sequence_length, self.evaluation.context_length)
+
+    @property
     def needs_calibration(self) -> bool:
         return self.algorithm in ("gptq", "awq")

@@ -6,7 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from tests.hf_folders import CORPUS, bert_dir, jsonl_bytes, llama_dir, tar_bytes, zip_bytes  # noqa: F401
+from tests.hf_folders import (  # noqa: F401 (fixtures)
+    CORPUS,
+    bert_dir,
+    gpt2_folder,
+    jsonl_bytes,
+    llama_dir,
+    tar_bytes,
+    zip_bytes,
+)
 
 LLM_STAGE = {"method": "llm_ptq", "algorithm": "rtn", "group_size": 32}
 LAYERS_KD = {"method": "kd", "student": {"kind": "layers", "keep": 1}}
@@ -92,6 +100,26 @@ def test_jobs_check_what_runs_on_what(api, auth, hf, uploaded):
     ]:
         status, text = _job(api, auth, model, dataset, stages)
         assert status == 422 and expected in text, text
+
+
+def test_windows_past_a_learned_position_table_are_refused(api, auth, hf, tmp_path):
+    # GPT-2's 64-row `wpe` cannot index the default 512-token windows; Llama's rotary positions (256 in its
+    # config) can, and its default job is accepted above.
+    gpt2 = _upload(api, auth, "models", "gpt2.zip", zip_bytes(gpt2_folder(tmp_path / "gpt2"))).json()
+    status, text = _job(api, auth, gpt2, hf["text"], [LLM_STAGE])
+    assert status == 422 and ("windows of 512 tokens (calibration.sequence_length, evaluation.context_length) "
+                              "exceed the model's 64 positions; set both to at most 64") in text
+    assert _job(api, auth, hf["llama"], hf["text"], [LLM_STAGE | {"evaluation": {"context_length": 1024}}])[0] == 201
+
+
+def test_awq_on_blocks_it_cannot_scale_is_refused(api, auth, hf, tmp_path):
+    gpt2 = _upload(api, auth, "models", "gpt2.zip", zip_bytes(gpt2_folder(tmp_path / "gpt2"))).json()
+    status, text = _job(api, auth, gpt2, hf["text"], [LLM_STAGE | {"algorithm": "awq", "calibration":
+                                                                   {"sequence_length": 32},
+                                                                   "evaluation": {"context_length": 32}}])
+    assert status == 422 and ("awq needs Llama-family decoder blocks (norms with weights, q/k/v/o and gate/up/down "
+                              "projections); this gpt2 model's blocks have no input_layernorm.weight") in text
+    assert _job(api, auth, hf["llama"], hf["text"], [LLM_STAGE | {"algorithm": "awq"}])[0] == 201
 
 
 def test_calibrating_algorithms_need_the_train_split(api, auth, hf):

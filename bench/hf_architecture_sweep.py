@@ -1,0 +1,243 @@
+"""Every architecture family a user might upload as a Hugging Face folder, run through the service's own path:
+a tiny randomly initialised model of each `model_type` (hidden 32-64, 1-2 layers, vocabulary 128) with a
+word-level tokenizer, saved with `save_pretrained` (safetensors), zipped, checked by the upload check
+(`compression.archive.hf_folder`) and run by `compression.llm.pipeline.run_folder_pipeline` with each method's
+default spec (few steps and samples, so a case takes seconds). Nothing is downloaded.
+
+Printed: one row per model_type x task x method: ok or the first line of the error, seconds, and the Hugging Face
+folder the job wrote (for encoders and classifiers the pipeline loads it back with `from_pretrained` and compares
+it with the stage's model: the relative difference, or why none was written; for causal LMs the folder's
+perplexity, computed on the folder loaded back with transformers, against the upload's).
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep [--types bert,llama] [--methods ptq,kd]
+        [--json sweep.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import traceback
+import zipfile
+from pathlib import Path
+
+import torch
+
+from compression.archive.hf_architectures import model_types_by_task
+from compression.archive.hf_folder import read_hf_folder
+from compression.context import RunContext
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, IPQSpec, KDSpec, LLMPTQSpec, PruneSpec, PTQSpec, QATSpec
+
+VOCAB = 320  # a byte-level BPE tokenizer needs its 256 bytes
+WORDS = ("the cat dog bird fox sees finds likes ball stick box house tree near under small old quiet river "
+         "city").split()
+ENCODERS = ("bert", "roberta", "distilbert", "albert", "electra", "deberta-v2", "mpnet", "xlm-roberta", "modernbert")
+DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "phi", "phi3", "opt", "bloom",
+            "falcon", "gemma", "gemma2", "olmo", "stablelm", "mixtral", "qwen2_moe")
+# Sequence-classification heads: a few encoders and decoders (a decoder classifies from its last real token).
+CLASSIFIERS = ("bert", "roberta", "deberta-v2", "modernbert", "llama", "qwen2", "gpt2")
+FEW_STEPS = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
+ENCODER_METHODS = {
+    "ptq": PTQSpec(calibration_samples=16),
+    "ptq_w8": PTQSpec(weights={"bits": 8}, activations=None, export_onnx=False, selection_samples=16),
+    "ptq_w4": PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 32}, activations=None,
+                      export_onnx=False, selection_samples=16),
+    "prune": PruneSpec(),
+    "prune_structured": PruneSpec(kind="structured", sparsity=0.25),
+    "ipq": IPQSpec(centroids=16, kmeans_iterations=2, training=FEW_STEPS, num_groups=1, min_weights=256),
+    "kd_layers": KDSpec(student={"kind": "layers", "keep": 1}, training=FEW_STEPS),
+    "qat": QATSpec(calibration_samples=16, training=FEW_STEPS),
+}
+LLM_METHODS = {
+    "llm_gptq": LLMPTQSpec(algorithm="gptq", bits=4, group_size=32, calibration={"samples": 4, "sequence_length": 16},
+                           evaluation={"context_length": 16, "generation_tokens": 0}),
+    "llm_awq": LLMPTQSpec(algorithm="awq", bits=4, group_size=32, calibration={"samples": 4, "sequence_length": 16},
+                          evaluation={"context_length": 16, "generation_tokens": 0}),
+    "llm_rtn": LLMPTQSpec(algorithm="rtn", bits=8, group_size=None, evaluation={"context_length": 16,
+                                                                                "generation_tokens": 0}),
+}
+HIDDEN, HEADS, LAYERS = 64, 4, 2
+# The sizes every config is given under transformers' common names (each config's attribute_map renames them),
+# plus what a few families name otherwise or need consistent with them.
+COMMON = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+          "intermediate_size": 2 * HIDDEN, "max_position_embeddings": 512, "pad_token_id": 1, "eos_token_id": 2,
+          "bos_token_id": 2, "cls_token_id": 3, "sep_token_id": 4}
+SPECIFIC = {
+    "albert": {"embedding_size": 32},
+    "electra": {"embedding_size": 32},
+    "distilbert": {"dim": HIDDEN, "n_layers": LAYERS, "n_heads": HEADS, "hidden_dim": 2 * HIDDEN},
+    "gpt2": {"n_embd": HIDDEN, "n_layer": LAYERS, "n_head": HEADS, "n_positions": 512},
+    "gpt_neo": {"num_layers": LAYERS, "num_heads": HEADS, "attention_types": [[["global", "local"], 1]],
+                "window_size": 16},
+    "bloom": {"n_layer": LAYERS, "n_head": HEADS},
+    "falcon": {"num_kv_heads": HEADS, "new_decoder_architecture": False},
+    "opt": {"ffn_dim": 2 * HIDDEN, "word_embed_proj_dim": HIDDEN},
+    "gemma": {"head_dim": 16, "num_key_value_heads": 2},
+    "gemma2": {"head_dim": 16, "num_key_value_heads": 2, "sliding_window": 16},
+    "qwen3": {"head_dim": 16, "num_key_value_heads": 2},
+    "mistral": {"num_key_value_heads": 2, "sliding_window": None},
+    "llama": {"num_key_value_heads": 2},
+    "qwen2": {"num_key_value_heads": 2},
+    "phi3": {"num_key_value_heads": 2},
+    "stablelm": {"num_key_value_heads": 2},
+    "mixtral": {"num_key_value_heads": 2, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "qwen2_moe": {"num_key_value_heads": 2, "num_experts": 4, "moe_intermediate_size": 32,
+                  "shared_expert_intermediate_size": 64},
+    "modernbert": {"global_attn_every_n_layers": 2, "local_attention": 16},
+    "deberta-v2": {"pooler_hidden_size": HIDDEN},
+    "xlm-roberta": {},
+}
+
+
+SPECIAL_TOKENS = ["[UNK]", "[PAD]", "[EOS]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0-5
+
+
+def save_tokenizer(folder: Path, byte_level: bool = False) -> None:
+    """A word-level tokenizer of WORDS (or a byte-level BPE one, what GPT-2-style classes such as Qwen2Tokenizer
+    read), saved as transformers writes one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if byte_level:
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIAL_TOKENS,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        trainer = trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS)
+    tokenizer.train_from_iterator([" ".join(WORDS)] * 4, trainer)
+    names = ("unk_token", "pad_token", "eos_token", "cls_token", "sep_token", "mask_token")
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, **dict(zip(names, SPECIAL_TOKENS))).save_pretrained(folder)
+
+
+def save_readable_tokenizer(folder: Path) -> None:
+    """The word-level tokenizer, or the byte-level one where transformers loads this model_type's folders with a
+    tokenizer class of its own that reads no words from a word-level tokenizer.json (Qwen2)."""
+    from transformers import AutoTokenizer
+
+    save_tokenizer(folder)
+    if not AutoTokenizer.from_pretrained(folder)("the cat")["input_ids"]:
+        save_tokenizer(folder, byte_level=True)
+
+
+def tiny_model(model_type: str, task: str, seed: int = 0):
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    config = AutoConfig.for_model(model_type, **COMMON, **SPECIFIC.get(model_type, {}))
+    if task == "sequence-classification":
+        config.num_labels = 3
+    auto = {"feature-extraction": AutoModel, "causal-lm": AutoModelForCausalLM,
+            "sequence-classification": AutoModelForSequenceClassification}[task]
+    torch.manual_seed(seed)
+    return auto.from_config(config).eval()
+
+
+def folder_zip(model_type: str, task: str, directory: Path) -> Path:
+    folder = directory / f"{model_type}-{task}"
+    tiny_model(model_type, task).save_pretrained(folder)  # config.json first: it picks the tokenizer class
+    save_readable_tokenizer(folder)
+    archive = directory / f"{model_type}-{task}.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in sorted(folder.iterdir()):
+            out.write(path, path.name)
+    return archive
+
+
+def text_dataset(directory: Path, labels: bool) -> Path:
+    generator = torch.Generator().manual_seed(0)
+    lines = []
+    for split, rows in (("train", 48), ("val", 16)):
+        for row in range(rows):
+            count = int(torch.randint(4, 12, (1,), generator=generator))
+            text = " ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (count,), generator=generator))
+            lines.append(json.dumps({"split": split, "text": text} | ({"label": row % 3} if labels else {})))
+    path = directory / ("labelled.jsonl" if labels else "text.jsonl")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def folder_outcome(task: str, result) -> str:
+    stage = result.stages[-1]
+    if task == "causal-lm":
+        return f"ppl {stage.metrics['perplexity']:.1f} vs {result.baseline['perplexity']:.1f}"
+    folder = stage.metrics.get("hf_folder") or {}
+    if folder.get("written"):
+        return f"loads, rel diff {folder['relative_difference_to_stage_model']:.1e}"
+    return f"no folder: {str(folder.get('reason', '?')).splitlines()[0][:160]}"
+
+
+def run_case(model_type: str, task: str, method: str, spec, directory: Path) -> dict:
+    row = {"model_type": model_type, "task": task, "method": method}
+    started = time.monotonic()
+    try:
+        archive = folder_zip(model_type, task, directory)
+        read_hf_folder(archive, task=task)
+        dataset = text_dataset(directory, labels=task == "sequence-classification")
+        result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(latency=False), RunContext(),
+                                     directory / f"{model_type}-{task}-{method}")
+        row |= {"ok": True, "folder": folder_outcome(task, result)}
+    except Exception as exc:  # noqa: BLE001 - the sweep reports every failure and goes on
+        row |= {"ok": False, "error": first_line(exc), "where": traceback.format_exc().splitlines()[-3].strip()}
+    row["seconds"] = round(time.monotonic() - started, 1)
+    return row
+
+
+def cases(types: list[str] | None, methods: list[str] | None):
+    shipped = model_types_by_task()
+    for model_type in types or ENCODERS + DECODERS:
+        tasks = []
+        if model_type in ENCODERS or model_type not in DECODERS:
+            tasks.append("feature-extraction")
+        if model_type in CLASSIFIERS:
+            tasks.append("sequence-classification")
+        if model_type in DECODERS:
+            tasks.append("causal-lm")
+        for task in tasks:
+            if model_type not in shipped[task]:
+                yield {"model_type": model_type, "task": task, "method": "-", "ok": None,
+                       "error": "not shipped by the installed transformers", "seconds": 0}
+                continue
+            table = LLM_METHODS if task == "causal-lm" else ENCODER_METHODS
+            for method, spec in table.items():
+                if not methods or method in methods:
+                    yield model_type, task, method, spec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--types", help="comma-separated model_types (default: the whole list)")
+    parser.add_argument("--methods", help=f"comma-separated of {list(ENCODER_METHODS) + list(LLM_METHODS)}")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    types = args.types.split(",") if args.types else None
+    methods = args.methods.split(",") if args.methods else None
+    rows = []
+    print(f"load average at start: {os.getloadavg()[0]:.2f}\n")
+    print("| model_type | task | method | result | s | HF folder |\n|---|---|---|---|---|---|", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, case in enumerate(cases(types, methods)):
+            row = case if isinstance(case, dict) else run_case(*case, Path(tmp) / str(index))
+            rows.append(row)
+            result = "ok" if row["ok"] else ("skipped" if row["ok"] is None else f"ERROR {row['error']}")
+            print(f"| {row['model_type']} | {row['task']} | {row['method']} | {result} | {row['seconds']} | "
+                  f"{row.get('folder', '')} |", flush=True)
+    failed = sum(row["ok"] is False for row in rows)
+    print(f"\n{len(rows) - failed}/{len(rows)} ok; load average at end: {os.getloadavg()[0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Architectures beyond BERT, GPT-2 and Llama, uploaded as Hugging Face folders and run through the service's own
+path (`run_folder_pipeline`), each one that failed before (bench/hf_architecture_sweep.py finds them): tiny random
+models of a few hundred thousand parameters, a few seconds each."""
+
+import pytest
+import torch
+
+from bench.hf_architecture_sweep import folder_zip, save_tokenizer, text_dataset, tiny_model
+from compression.archive.hf_folder import read_hf_folder
+from compression.archive.jsonl import read_jsonl
+from compression.context import RunContext
+from compression.dry_run import DryRunFailed
+from compression.hf_program import folder_to_program, load_folder_model
+from compression.io import load_program
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, KDSpec, LLMPTQSpec, PTQSpec
+
+RTN = LLMPTQSpec(algorithm="rtn", bits=8, group_size=None, calibration={"samples": 4, "sequence_length": 16},
+                 evaluation={"context_length": 16, "generation_tokens": 0})
+
+
+def _job(tmp_path, model_type, task, spec):
+    archive = folder_zip(model_type, task, tmp_path)
+    read_hf_folder(archive, task=task)  # the upload check
+    dataset = text_dataset(tmp_path, labels=task == "sequence-classification")
+    return run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(latency=False), RunContext(),
+                               tmp_path / "work")
+
+
+def test_roberta_int8_ptq_leaves_its_integer_position_ids_unobserved(tmp_path):
+    # RoBERTa computes position ids as int32 `cumsum(mask) * mask + padding_idx`: the histogram observer the x86
+    # quantizer put on those adds failed the dry run ("histogram_cpu" not implemented for 'Int').
+    result = _job(tmp_path, "roberta", "feature-extraction", PTQSpec(calibration_samples=8))
+    folder = result.stages[0].metrics["hf_folder"]
+    assert result.stages[0].metrics["metric_points"] > 0.9 and folder["written"], folder
+
+
+@pytest.mark.parametrize("model_type", ["deberta-v2", "mpnet"])
+def test_encoders_without_sdpa_attention_export_with_eager_attention(tmp_path, model_type):
+    folder = tmp_path / model_type
+    tiny_model(model_type, "feature-extraction").save_pretrained(folder)
+    save_tokenizer(folder)
+    splits = read_jsonl(text_dataset(tmp_path, labels=False), keep_text=True)
+    example = folder_to_program(folder, "feature-extraction", splits, tmp_path / "m.pt2", tmp_path / "d.npz")
+    program = load_program(tmp_path / "m.pt2").module()
+    expected = load_folder_model(folder, "feature-extraction")(*example)
+    assert torch.allclose(program(*example), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", [
+    "opt",  # tied lm_head: written as two tensors sharing memory, which safetensors refuses
+    "gpt_neo",  # its causal mask is a buffer no checkpoint stores: left on the meta device
+    "gemma",  # its embedding scale likewise; rebuilding the module from the config failed
+    "gpt_neox",  # the checkpoint's `embed_out` is the model's `lm_head` (transformers renames it on loading)
+])
+def test_causal_lms_stream_block_by_block_and_load_back(tmp_path, model_type):
+    result = _job(tmp_path, model_type, "causal-lm", RTN)
+    metrics = result.stages[0].metrics  # perplexity of the written folder, loaded back with transformers
+    assert metrics["perplexity"] == pytest.approx(result.baseline["perplexity"], rel=0.02)
+
+
+@pytest.mark.parametrize("model_type, algorithm, reason", [
+    ("mixtral", "rtn", "mixture-of-experts expert tensors, would stay unquantized"),  # returned barely quantized
+    ("falcon", "rtn", r"own forward \(FalconLinear\), which a compressed-tensors folder cannot hold"),  # no load
+    ("olmo", "awq", r"post_attention_layernorm \(OlmoLayerNorm\) has no weight"),  # AttributeError mid-stage
+])
+def test_what_llm_ptq_cannot_do_is_refused_at_once_with_the_reason(tmp_path, model_type, algorithm, reason):
+    with pytest.raises(ValueError, match=reason):
+        _job(tmp_path, model_type, "causal-lm", RTN.model_copy(update={"algorithm": algorithm, "bits": 4,
+                                                                          "group_size": 32}))
+
+
+def test_a_tokenizer_that_reads_no_tokens_is_refused(tmp_path):
+    # transformers loads a qwen2 folder's tokenizer.json with Qwen2Tokenizer (byte-level BPE), which reads no word
+    # of a word-level tokenizer: the job ran on padding alone.
+    folder = tmp_path / "qwen2"
+    tiny_model("qwen2", "sequence-classification").save_pretrained(folder)
+    save_tokenizer(folder)
+    splits = read_jsonl(text_dataset(tmp_path, labels=True), keep_text=True)
+    with pytest.raises(ValueError, match="loaded by transformers as Qwen2Tokenizer, turns the text into no tokens"):
+        folder_to_program(folder, "sequence-classification", splits, tmp_path / "m.pt2", tmp_path / "d.npz")
+
+
+def test_windows_longer_than_the_model_positions_are_refused_before_any_work(tmp_path):
+    # OPT's learned position table has max_position_embeddings rows: longer windows failed with an IndexError.
+    spec = RTN.model_copy(update={"evaluation": RTN.evaluation.model_copy(update={"context_length": 1024})})
+    with pytest.raises(ValueError, match="1024 tokens per window .* exceed the 512 positions this opt model has"):
+        _job(tmp_path, "opt", "causal-lm", spec)
+
+
+def test_a_decoder_classifier_distilled_into_its_last_layer_is_written_as_its_folder(tmp_path):
+    # The student's program holds Llama's rotary `inv_freq`, a buffer no checkpoint stores: the folder was refused
+    # as "a tensor that is no tensor of the folder's model".
+    result = _job(tmp_path, "llama", "sequence-classification", KDSpec(student={"kind": "layers", "keep": 1},
+                                                                       training={"steps": 1, "batch_size": 8}))
+    folder = result.stages[0].metrics["hf_folder"]
+    assert folder["written"] and folder["relative_difference_to_stage_model"] < 1e-3, folder
+
+
+def test_a_layers_student_whose_layers_differ_in_structure_is_refused_in_the_dry_run(tmp_path):
+    # ModernBERT's layer 0 has no attention norm; its last layer cannot become the student's layer 0.
+    with pytest.raises(DryRunFailed, match=r"tensors \['layers.0.attn_norm.weight'\] differ\); keep the layers"):
+        _job(tmp_path, "modernbert", "feature-extraction", KDSpec(student={"kind": "layers", "keep": 1}))
+
+
+def test_the_upload_check_knows_the_weights_awq_scales():
+    from compression.archive.hf_folder import AWQ_BLOCK_WEIGHTS
+    from compression.llm.awq import LLAMA_GROUPS
+
+    assert set(AWQ_BLOCK_WEIGHTS) == {f"{name}.weight" for previous, linears, _ in LLAMA_GROUPS
+                                      for name in (previous, *linears)}
