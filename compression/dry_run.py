@@ -29,6 +29,7 @@ from torch import nn
 from compression.context import Cancelled, RunContext
 from compression.evaluate import output_tensor
 from compression.modes import eval_mode, evaluating, is_exported
+from compression.specs.batch_bound import batch_bound_problems
 from compression.task import Task
 
 DRY_ROWS = 2
@@ -201,6 +202,9 @@ def _check_for(spec):
 def dry_run(stages: list, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     """Check every stage's preconditions on `model` (the upload, never changed) and two rows; raise DryRunFailed
     naming the stage and the reason. Returns {"<index>:<method>": what was checked, and its seconds}."""
+    problems = batch_bound_problems(stages, task.dataset.max_batch)
+    if problems:
+        raise DryRunFailed("dry run: " + "; ".join(problems))
     task = _rows(task)
     report: dict = {}
     upload_shapes = True  # whether the stages so far hand on a model of the upload's architecture
