@@ -330,7 +330,9 @@ def teach(model: nn.Module, inputs: np.ndarray, steps: int = 60, seed: int = 0) 
     """Fit the model for a few steps to a smooth function of its input (a fixed random projection of the pooled
     image or of the token counts), so that its outputs depend on the input with real margins, as a pretrained
     model's do; a randomly initialised net predicts nearly one class with near-tied logits, and every lossy method
-    would look like a collapse on it. BatchNorm stays in eval mode: its randomised statistics are kept."""
+    would look like a collapse on it. BatchNorm trains too, so its running statistics (randomised before) end near
+    the data's like a pretrained model's: statistics far from the data's would move at a stage's first training
+    steps and make every method that trains look broken."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(inputs)
     if x.dtype == torch.int64:
@@ -345,6 +347,7 @@ def teach(model: nn.Module, inputs: np.ndarray, steps: int = 60, seed: int = 0) 
         (features @ torch.randn(features.shape[1], out[0].numel(), generator=generator) / features.shape[1] ** 0.5
          * 3).reshape(out.shape) for out in outputs)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
     for _ in range(steps):
         predictions = model(x)
         predictions = predictions if isinstance(predictions, tuple) else (predictions,)

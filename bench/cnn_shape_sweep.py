@@ -1,7 +1,8 @@
 """Every method's default spec on small CNNs shaped like real families (bench/cnn_families.py), in-process through
 `compression.pipeline.run_pipeline` as the worker runs a job; a few training steps and samples so a case takes
 seconds. Prints a table case x method -> ok / error (first line), seconds, metric drop (points), size ratio, and
-flags a silent collapse: a stage that succeeds with its metric far below the upload's and no warning.
+flags a silent collapse: a stage that succeeds with no warning while its metric is far below the upload's, or
+while one of its outputs (a second head the metric does not read) has a mean cosine to the upload's below 0.8.
 
     .venv/bin/python -m bench.cnn_shape_sweep                          # every case, every method
     .venv/bin/python -m bench.cnn_shape_sweep --cases unet,convnext --methods ptq,prune_structured
@@ -16,6 +17,9 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+import torch
+import torch.nn.functional as F
 
 from bench.cnn_families import CASE_NAMES, build_case, export_case
 from compression.context import RunContext
@@ -37,6 +41,7 @@ from compression.specs.training import TrainingSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLLAPSE_POINTS = 20.0
+COLLAPSE_COSINE = 0.8
 
 
 def _training() -> TrainingSpec:
@@ -62,9 +67,20 @@ def method_specs() -> dict:
     }
 
 
+def output_cosines(model, reference, inputs: torch.Tensor) -> list[float]:
+    """Mean cosine to the upload of every output, the ones the job's metric does not read included (a second head
+    that a stage breaks would otherwise go unseen)."""
+    with torch.no_grad():
+        got, want = model(inputs), reference(inputs)
+    got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+    return [round(F.cosine_similarity(g.flatten(1).float(), w.flatten(1).float()).mean().item(), 4)
+            for g, w in zip(got, want)]
+
+
 def run_case(case_name: str, methods: list[str], directory: Path) -> list[dict]:
     case = build_case(case_name, samples=240)
     model_path, dataset_path = export_case(case, directory)
+    probe = torch.from_numpy(case.inputs[-64:])
     rows = []
     for method in methods:
         started = time.monotonic()
@@ -82,9 +98,10 @@ def run_case(case_name: str, methods: list[str], directory: Path) -> list[dict]:
             final = result.final
             drop = final.get("metric_drop")
             warned = final.get("warnings") or []
-            silent = drop is not None and drop > COLLAPSE_POINTS and not warned
+            cosines = output_cosines(result.stages[-1].model, case.model, probe)
+            silent = not warned and ((drop is not None and drop > COLLAPSE_POINTS) or min(cosines) < COLLAPSE_COSINE)
             row |= {"status": "COLLAPSE" if silent else "ok", "metric": final.get("metric"), "metric_drop": drop,
-                    "size_ratio": final.get("compression_ratio"), "warnings": warned}
+                    "output_cosines": cosines, "size_ratio": final.get("compression_ratio"), "warnings": warned}
         row["seconds"] = round(time.monotonic() - started, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -92,15 +109,18 @@ def run_case(case_name: str, methods: list[str], directory: Path) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| case | method | result | s | metric drop (points) | size ratio |", "|---|---|---|---|---|---|"]
+    lines = ["| case | method | result | s | metric drop (points) | output cosines | size ratio |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
         if row["status"] == "error":
-            lines.append(f"| {row['case']} | {row['method']} | {row['error']} | {row['seconds']} | | |")
+            lines.append(f"| {row['case']} | {row['method']} | {row['error']} | {row['seconds']} | | | |")
             continue
         drop = "" if row["metric_drop"] is None else f"{row['metric_drop']:.1f} ({row['metric']})"
         ratio = "" if row["size_ratio"] is None else f"{row['size_ratio']:.2f}"
         status = row["status"] + (" (warned)" if row["warnings"] else "")
-        lines.append(f"| {row['case']} | {row['method']} | {status} | {row['seconds']} | {drop} | {ratio} |")
+        cosines = ", ".join(f"{cosine:.3f}" for cosine in row["output_cosines"])
+        lines.append(f"| {row['case']} | {row['method']} | {status} | {row['seconds']} | {drop} | {cosines} | "
+                     f"{ratio} |")
     return "\n".join(lines)
 
 
