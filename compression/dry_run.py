@@ -92,6 +92,12 @@ def _check_pq(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     layers = select(find_layer_weights(model), spec.include, spec.exclude)
     if spec.method == "quant_noise":
         from compression.pq.quantize import add_quant_noise
+        from compression.specs.ipq import quant_noise_label_problem
+
+        problem = quant_noise_label_problem(spec, task.train_split,
+                                            task.dataset.split(task.train_split).has_labels)
+        if problem:
+            raise ValueError(problem)
 
         if not add_quant_noise(copy.deepcopy(model), layers, spec.noise, ctx.seed):
             raise ValueError("no weight can take Quant-Noise with these block sizes and include/exclude patterns")

@@ -6,6 +6,7 @@ from app.core.errors import InvalidInput
 from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, bind_inputs
 from compression.specs.batch_bound import batch_bound_problems
 from compression.specs.distill import kept_layers
+from compression.specs.ipq import quant_noise_label_problem
 from compression.specs.metrics import metric_problem
 from compression.specs.order import order_problems
 from compression.specs.student_fit import zoo_student_problems
@@ -50,6 +51,9 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
         elif split in manifest.label_range:  # text: the folder's tokenizer makes the inputs; labels still must fit
             problems += _check_labels(split, manifest.label_range[split], signature)
     problems += _metric_problems(spec, manifest)
+    problems += [problem for stage in spec.stages if stage.method == "quant_noise" and spec.train_split in
+                 manifest.splits and (problem := quant_noise_label_problem(stage, spec.train_split,
+                                                                           manifest.has_labels(spec.train_split)))]
     if problems:
         raise InvalidInput("; ".join(problems))
 

@@ -101,3 +101,20 @@ def test_a_batch_norm_after_a_concat_is_an_affine_before_convert_and_computes_th
     with torch.no_grad():
         cosine = F.cosine_similarity(result.stages[0].model(*inputs), case.model(*inputs)).min()
     assert cosine > 0.98
+
+
+def test_quant_noise_without_labels_or_distillation_is_refused_before_any_work(tmp_path):
+    """A UNet's dense output has no class labels: quant_noise's default (train on labels) failed in the stage,
+    after the baseline evaluation (minutes on a real model); now at submission and in the dry run."""
+    from app.jobs.validation import validate_job
+
+    model_path, dataset_path = export_case(build_case("unet", samples=8), tmp_path)
+    reason = r"quant_noise trains on labels, but the training split 'train' has none \('train.y'\): set distillation"
+    with pytest.raises(DryRunFailed, match=reason):
+        run_pipeline(model_path, dataset_path, [QuantNoiseSpec(training=_training())], EvaluationSpec(latency=False),
+                     RunContext(), tmp_path / "run")
+    job = JobCreate(model_id="mdl_0123456789abcdef", dataset_id="ds_0123456789abcdef", stages=[QuantNoiseSpec()])
+    with pytest.raises(InvalidInput, match=reason):
+        validate_job(job, inspect_pt2(model_path), inspect_npz(dataset_path))
+    distilled = QuantNoiseSpec(distillation={})
+    validate_job(job.model_copy(update={"stages": [distilled]}), inspect_pt2(model_path), inspect_npz(dataset_path))
