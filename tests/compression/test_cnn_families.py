@@ -17,7 +17,7 @@ from compression.pipeline import run_pipeline
 from compression.ptq.batch_norm_affine import batch_norms_as_affine
 from compression.ptq.quantize import prepare_int8
 from compression.specs import EvaluationSpec, IPQSpec, KDSpec, PTQSpec, QATSpec, QuantNoiseSpec
-from compression.specs.distill import LowRankStudent
+from compression.specs.distill import LowRankStudent, ZooStudent
 from compression.specs.training import TrainingSpec
 from core.jobs.spec import JobCreate
 
@@ -118,3 +118,13 @@ def test_quant_noise_without_labels_or_distillation_is_refused_before_any_work(t
         validate_job(job, inspect_pt2(model_path), inspect_npz(dataset_path))
     distilled = QuantNoiseSpec(distillation={})
     validate_job(job.model_copy(update={"stages": [distilled]}), inspect_pt2(model_path), inspect_npz(dataset_path))
+
+
+def test_a_zoo_student_for_a_two_output_model_is_refused_in_the_dry_run(tmp_path):
+    """A zoo student gives one output: on a model with a second head (boxes), KD 'succeeded' and handed back a
+    model without it; only the first output was compared."""
+    model_path, dataset_path = export_case(build_case("two_heads", samples=8), tmp_path)
+    stage = KDSpec(student=ZooStudent(architecture="resnet"), training=_training())
+    with pytest.raises(DryRunFailed, match=r"zoo students give one output \[N, outputs\], but the model gives "
+                                           r"\[\[None, 10\], \[None, 4\]\]"):
+        run_pipeline(model_path, dataset_path, [stage], EvaluationSpec(latency=False), RunContext(), tmp_path / "r")
