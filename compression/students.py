@@ -87,8 +87,8 @@ def build_student(spec: UploadedStudent | ZooStudent | LowRankStudent | LayersSt
     # replace a model the user deploys with one that returns less.
     expected, actual = _output_shapes(teacher, task), _output_shapes(student.model, task)
     if expected != actual:
-        raise ValueError(f"the student's output shapes {actual} differ from the teacher's {expected} on the "
-                         "example inputs; distillation needs the same outputs")
+        raise ValueError(f"the student's output shape (every output) {actual} differs from the teacher's "
+                         f"{expected} on the example inputs; distillation needs the same outputs")
     return student
 
 
