@@ -50,6 +50,8 @@ class Split:
         self.inputs = inputs
         self.labels = labels
         self.dtypes = dtypes or [torch.from_numpy(a[:0]).dtype for a in inputs.values()]
+        # The largest batch the model accepts (an export bounded with Dim("batch", max=...)); None: any.
+        self.max_batch: int | None = None
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -60,12 +62,14 @@ class Split:
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, limit: int | None = None,
                 device: str | torch.device = "cpu") -> Iterator[Batch]:
-        """Yield batches of at most `batch_size` examples; `limit` caps the number of *examples* served.
+        """Yield batches of at most `batch_size` (and `max_batch`) examples; `limit` caps the number of *examples*
+        served.
 
         With `shuffle` the order is a permutation drawn from `seed`, so two calls with the same seed agree.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = min(batch_size, self.max_batch or batch_size)
         order = np.random.default_rng(seed).permutation(len(self)) if shuffle else np.arange(len(self))
         if limit is not None:
             order = order[:limit]
@@ -73,8 +77,9 @@ class Split:
             yield self._gather(order[start:start + batch_size], device)
 
     def head(self, count: int, device: str | torch.device = "cpu") -> Batch:
-        """The first `count` examples as one batch (e.g. example inputs for export or tracing)."""
-        return self._gather(np.arange(min(count, len(self))), device)
+        """The first `count` examples (at most `max_batch`) as one batch (e.g. example inputs for export or
+        tracing)."""
+        return self._gather(np.arange(min(count, len(self), self.max_batch or count)), device)
 
     def _gather(self, indices: np.ndarray, device) -> Batch:
         # A contiguous range is a view; fancy indexing would copy every batch of an unshuffled pass.
@@ -92,6 +97,7 @@ class Dataset:
     def __init__(self, splits: dict[str, Split], input_names: list[str]):
         self.splits = splits
         self.input_names = list(input_names)
+        self.max_batch: int | None = None
 
     @property
     def split_names(self) -> list[str]:
@@ -102,6 +108,12 @@ class Dataset:
             return self.splits[name]
         except KeyError:
             raise KeyError(f"the dataset has no split '{name}'; it has {self.split_names}") from None
+
+    def limit_batches(self, max_batch: int | None) -> None:
+        """Serve no batch larger than `max_batch` from any split (the model's bound on its batch dimension)."""
+        self.max_batch = max_batch
+        for split in self.splits.values():
+            split.max_batch = max_batch
 
     @property
     def num_classes(self) -> int | None:

@@ -29,6 +29,7 @@ from torch import nn
 from compression.context import Cancelled, RunContext
 from compression.evaluate import output_tensor
 from compression.modes import eval_mode, evaluating, is_exported
+from compression.specs.batch_bound import batch_bound_problems
 from compression.task import Task
 
 DRY_ROWS = 2
@@ -91,6 +92,12 @@ def _check_pq(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     layers = select(find_layer_weights(model), spec.include, spec.exclude)
     if spec.method == "quant_noise":
         from compression.pq.quantize import add_quant_noise
+        from compression.specs.ipq import quant_noise_label_problem
+
+        problem = quant_noise_label_problem(spec, task.train_split,
+                                            task.dataset.split(task.train_split).has_labels)
+        if problem:
+            raise ValueError(problem)
 
         if not add_quant_noise(copy.deepcopy(model), layers, spec.noise, ctx.seed):
             raise ValueError("no weight can take Quant-Noise with these block sizes and include/exclude patterns")
@@ -201,6 +208,9 @@ def _check_for(spec):
 def dry_run(stages: list, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     """Check every stage's preconditions on `model` (the upload, never changed) and two rows; raise DryRunFailed
     naming the stage and the reason. Returns {"<index>:<method>": what was checked, and its seconds}."""
+    problems = batch_bound_problems(stages, task.dataset.max_batch)
+    if problems:
+        raise DryRunFailed("dry run: " + "; ".join(problems))
     task = _rows(task)
     report: dict = {}
     upload_shapes = True  # whether the stages so far hand on a model of the upload's architecture

@@ -113,6 +113,20 @@ def _keep_ranges_on_inputs(program: ExportedProgram) -> None:
                 size.node.shape_env.var_to_range[size.node.expr] = program.range_constraints[size.node.expr]
 
 
+def batch_bound(program: ExportedProgram) -> int | None:
+    """The largest batch the program accepts (an upload exported with `Dim("batch", max=64)` refuses 65 rows with
+    a guard's AssertionError), or None when its batch is unbounded or static."""
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    bounds = []
+    for name in input_names(program):
+        value = placeholders[name].meta.get("val")
+        size = value.shape[0] if isinstance(value, torch.Tensor) and value.dim() else None
+        if isinstance(size, torch.SymInt) and size.node.expr in program.range_constraints:
+            bounds.append(_bound(program.range_constraints[size.node.expr].upper))
+    bounds = [bound for bound in bounds if bound is not None]
+    return min(bounds) if bounds else None
+
+
 def dynamic_shapes_of(model: torch.nn.Module, input_count: int) -> tuple[dict[int, Dim], ...]:
     """The `dynamic_shapes` that re-export `model` as it was exported: one `Dim` per symbol of its inputs' shapes
     with the symbol's range (so `Dim("batch", min=1, max=1024)` stays bounded and a symbol shared by two inputs

@@ -25,7 +25,7 @@ from compression.deflate import deflated_size
 from compression.dry_run import dry_run
 from compression.evaluate import KeptOutputs, device_of, evaluate, output_tensor
 from compression.evaluation_budget import capped_evaluation
-from compression.io import export_model, input_dtypes, input_names, load_model, load_program, save_program
+from compression.io import batch_bound, export_model, input_dtypes, input_names, load_model, load_program, save_program
 from compression.measure import Timing, file_size, parameter_count, time_in_alternation
 from compression.methods import apply_stage
 from compression.modes import eval_mode, evaluating
@@ -100,6 +100,9 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     ctx.progress("load", 0, 1)
     program = load_program(model_path, limits)
     dataset = Dataset.load(dataset_path, input_names(program), input_dtypes(program), limits)
+    # An upload exported with a bounded batch (Dim("batch", max=64)) refuses larger batches: evaluation,
+    # calibration and teacher outputs are served in batches it accepts; training batches are checked by the dry run.
+    dataset.limit_batches(batch_bound(program))
     eval_split = dataset.split(evaluation.split)
     example_inputs = eval_split.head(EXAMPLE_BATCH).inputs
     reference = eval_mode(program.module())
@@ -117,6 +120,8 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     # A large model is evaluated on as many examples as a compute budget allows, unless the user chose.
     evaluation, capped = capped_evaluation(reference, example_inputs, eval_split, evaluation)
     noted = {"evaluation_capped": capped} if capped else {}
+    evaluation, skipped = _latency_within_bound(evaluation, dataset.max_batch)
+    noted |= {"latency_batch_sizes_skipped": skipped} if skipped else {}
 
     # The upload's latency is not timed here: each stage times it in alternation with its own model, and the
     # first of those timings becomes the baseline's.
@@ -177,6 +182,16 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
             raise QualityBudgetExceeded(index, spec.method, metrics, evaluation.max_metric_drop)
         model = result.model
     return PipelineResult(baseline, outcomes, checked)
+
+
+def _latency_within_bound(evaluation: EvaluationSpec, max_batch: int | None) -> tuple[EvaluationSpec, list[int]]:
+    """Latency is timed only at the batch sizes the upload accepts (the largest it accepts when none is); the
+    sizes left out are reported, not failed on: the timing is a side measurement of the job."""
+    if max_batch is None or max(evaluation.latency_batch_sizes) <= max_batch:
+        return evaluation, []
+    kept = [size for size in evaluation.latency_batch_sizes if size <= max_batch] or [max_batch]
+    skipped = [size for size in evaluation.latency_batch_sizes if size > max_batch]
+    return evaluation.model_copy(update={"latency_batch_sizes": kept}), skipped
 
 
 def _copy_model(model: torch.nn.Module) -> torch.nn.Module:

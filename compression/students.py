@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import torch
 from torch import nn
 
 from compression import zoo
 from compression.distill.low_rank import low_rank_factorize
-from compression.evaluate import output_tensor
 from compression.modes import evaluating
 from compression.prune.masks import WeightMasks, prunable_weights
 from compression.specs.distill import InputStudent, LayersStudent, LowRankStudent, UploadedStudent, ZooStudent
@@ -83,17 +83,28 @@ def build_student(spec: UploadedStudent | ZooStudent | LowRankStudent | LayersSt
     """A fresh student for `teacher`; the teacher itself is never modified. Refused early (not at the first training
     step) when its outputs cannot be compared with the teacher's."""
     student = _build(spec, teacher, task, resolve_model)
-    expected, actual = _output_shape(teacher, task), _output_shape(student.model, task)
+    # Every output, not only the first that the loss reads: a student that drops the teacher's second head would
+    # replace a model the user deploys with one that returns less.
+    expected, actual = _output_shapes(teacher, task), _output_shapes(student.model, task)
     if expected != actual:
-        raise ValueError(f"the student's output shape {actual} differs from the teacher's {expected} on the "
-                         "example inputs; distillation needs the same outputs")
+        raise ValueError(f"the student's output shape (every output) {actual} differs from the teacher's "
+                         f"{expected} on the example inputs; distillation needs the same outputs")
     return student
 
 
-def _output_shape(model: nn.Module, task: Task) -> tuple[int, ...]:
+def _output_shapes(model: nn.Module, task: Task) -> list[tuple[int, ...]]:
+    """The shape of every tensor the model returns (a tuple, list or dict output in order)."""
     device = next(model.parameters()).device
     with evaluating(model):
-        return tuple(output_tensor(model(*(t.to(device) for t in task.example_inputs))).shape)
+        output = model(*(t.to(device) for t in task.example_inputs))
+    return [tuple(tensor.shape) for tensor in _tensors(output)]
+
+
+def _tensors(output) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    values = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else []
+    return [tensor for value in values for tensor in _tensors(value)]
 
 
 def _build(spec, teacher: nn.Module, task: Task, resolve_model: ModelResolver | None) -> Student:
@@ -133,9 +144,11 @@ def _scaled(base: int, multiplier: float, multiple_of: int = 1) -> int:
 def zoo_kwargs(spec: ZooStudent, teacher: nn.Module, task: Task) -> dict:
     """Arguments of `zoo.build` for a student with the teacher's input shape and number of outputs, its widths
     and depth scaled from each architecture's defaults by `spec.width` and `spec.depth`."""
-    output_shape = _output_shape(teacher, task)
+    output_shapes = _output_shapes(teacher, task)
+    output_shape = output_shapes[0]
     problems = zoo_student_problems(spec.architecture, [((None, *t.shape[1:]), t.is_floating_point())
-                                                        for t in task.example_inputs], [(None, *output_shape[1:])])
+                                                        for t in task.example_inputs],
+                                    [(None, *shape[1:]) for shape in output_shapes])
     if problems:
         raise ValueError("; ".join(problems))
     example = task.example_inputs[0]

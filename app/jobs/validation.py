@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from app.core.errors import InvalidInput
 from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, bind_inputs
+from compression.specs.batch_bound import batch_bound_problems
 from compression.specs.distill import kept_layers
+from compression.specs.ipq import quant_noise_label_problem
 from compression.specs.metrics import metric_problem
 from compression.specs.order import order_problems
 from compression.specs.student_fit import zoo_student_problems
@@ -34,6 +36,7 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
                 "dimension (torch.export.Dim) so it can run on batches" for t in signature.inputs
                 if not t.shape or t.shape[0] is not None]
     problems += order_problems([stage.method for stage in spec.stages])
+    problems += batch_bound_problems(spec.stages, signature.max_batch)
     problems += _student_problems(spec, signature)
     kind_problems = _model_kind_problems(spec, manifest, folder)
     if kind_problems:  # the per-split checks below would only repeat them in other words
@@ -48,6 +51,9 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
         elif split in manifest.label_range:  # text: the folder's tokenizer makes the inputs; labels still must fit
             problems += _check_labels(split, manifest.label_range[split], signature)
     problems += _metric_problems(spec, manifest)
+    problems += [problem for stage in spec.stages if stage.method == "quant_noise" and spec.train_split in
+                 manifest.splits and (problem := quant_noise_label_problem(stage, spec.train_split,
+                                                                           manifest.has_labels(spec.train_split)))]
     if problems:
         raise InvalidInput("; ".join(problems))
 

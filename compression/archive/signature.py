@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 from compression.archive.errors import InvalidUpload
@@ -32,6 +33,8 @@ class ModelSignature:
     torch_version: str | None = None
     # Module paths that own parameters (`conv1`, `layer1.0.conv2`, `fc`): what include/exclude patterns match.
     layers: list[str] = field(default_factory=list)
+    # The largest batch the program accepts when it was exported with a bounded batch (Dim("batch", max=64)).
+    max_batch: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -39,7 +42,8 @@ class ModelSignature:
     @classmethod
     def from_json(cls, data: dict) -> "ModelSignature":
         return cls([TensorSpec(**t) for t in data["inputs"]], [TensorSpec(**t) for t in data["outputs"]],
-                   data["parameter_count"], data.get("torch_version"), list(data.get("layers", [])))
+                   data["parameter_count"], data.get("torch_version"), list(data.get("layers", [])),
+                   data.get("max_batch"))
 
 
 def read_signature(program: dict, where: str) -> ModelSignature:
@@ -69,7 +73,29 @@ def read_signature(program: dict, where: str) -> ModelSignature:
         if kind == "parameter" and owner and owner not in layers:
             layers.append(owner)
     version = program.get("torch_version")
-    return ModelSignature(inputs, outputs, parameter_count, version if isinstance(version, str) else None, layers)
+    return ModelSignature(inputs, outputs, parameter_count, version if isinstance(version, str) else None, layers,
+                          _batch_bound(input_specs, tensors, program.get("range_constraints", {})))
+
+
+# A serialised size symbol: "s77" (older torch) or "Symbol('s77', positive=True, integer=True)".
+_SYMBOL = re.compile(r"Symbol\('(\w+)'.*\)|(\w+)")
+# Export writes an unbounded end as a huge int (int_oo) or null.
+_UNBOUNDED = 2**62
+
+
+def _batch_bound(input_specs: list[dict], tensors: dict, ranges: dict) -> int | None:
+    """The smallest upper bound of the user inputs' batch symbols; None when every batch is unbounded."""
+    bounds = []
+    for spec in input_specs:
+        arg = spec.get("user_input", {}).get("arg", {})
+        sizes = tensors.get(arg.get("as_tensor", {}).get("name"), {}).get("sizes") or [{}]
+        expression = sizes[0].get("as_expr", {}).get("expr_str") if isinstance(sizes[0], dict) else None
+        match = _SYMBOL.fullmatch(expression) if isinstance(expression, str) else None
+        bound = ranges.get(match.group(1) or match.group(2), {}) if match else {}
+        upper = bound.get("max_val") if isinstance(bound, dict) else None
+        if type(upper) is int and upper < _UNBOUNDED:
+            bounds.append(upper)
+    return min(bounds) if bounds else None
 
 
 def _specs(signature: dict, key: str, where: str) -> list[dict]:

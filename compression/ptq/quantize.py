@@ -31,6 +31,7 @@ from compression.dead_branches import drop_dead_branches
 from compression.errors import check_finite_range
 from compression.io import export_model
 from compression.modes import eval_mode
+from compression.ptq.batch_norm_affine import batch_norms_as_affine
 from compression.ptq.conv1d import conv1d_as_conv2d
 from compression.ptq.conv_orientation import tall_convs_on_their_side
 from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
@@ -64,6 +65,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
                 on_batch(index)
     if calibrated:
         _check_observed_ranges(prepared)
+    if affine := batch_norms_as_affine(prepared):
+        report["batch_norms_as_affine"] = affine
     converted = convert_pt2e(prepared)
     # Flips the mode flags in place; torchao's move_exported_model_to_eval re-traces its replacement patterns
     # (1-2 s per call) even when, as here (exported from a model in eval mode), there is nothing to replace.

@@ -64,6 +64,15 @@ class QuantNoiseSpec(Spec):
     exclude: Patterns = Field([], description="fnmatch patterns of weight names never noised (at most 256).")
 
 
+def quant_noise_label_problem(spec: QuantNoiseSpec, train_split: str, labelled: bool) -> str | None:
+    """Quant-Noise finetunes on the labels unless it distils: without either it cannot train (checked at
+    submission from the dataset's manifest and by the job's dry run)."""
+    if spec.distillation is not None or labelled:
+        return None
+    return (f"quant_noise trains on labels, but the training split '{train_split}' has none ('{train_split}.y'): "
+            "set distillation: {} to finetune towards the uncompressed upload instead")
+
+
 class IPQSpec(Spec):
     """Iterative product quantization: layer groups are quantized in turn (k-means on weight blocks); after each
     group the remaining full-precision weights and all centroids are finetuned. With centroid_dtype='int8' this is
