@@ -2,20 +2,24 @@
 
 Every conv/linear whose weight is a `get_attr` starts a channel group: the channels of its output. The pass follows
 each tensor through ops that keep channels apart and tracks where the channels sit (`channel_layout.Layout`):
-activations, dropout, BatchNorm, pooling and padding over other dimensions, softmax over another dimension,
+activations, dropout, BatchNorm, pooling, upsampling and padding over other dimensions, softmax over another dimension,
 permutes and transposes (the channel axis moves), slicing other dimensions, reshapes that keep the channels
 together (flatten into a linear, `permute(0, 2, 1, 3).reshape(N, -1)`, squeeze/unsqueeze). It records who reads the
 channels (the next conv's or linear's input dimension, BatchNorm's per-channel parameters) and merges groups whose
 tensors meet in an elementwise op: a residual `add` makes the block's output channels and its shortcut channels one
-group, pruned with one set of indices or not at all. Any other op (layer norm, concat, attention), and the graph
-output, freezes the groups it touches: those channels are never pruned, so an unknown op can cost compression but
-never correctness. Attention heads are found by `compression.prune.attention_heads`.
+group, pruned with one set of indices or not at all. A tensor may carry several groups side by side: a concat along
+the channel dimension (DenseNet, Inception, UNet skips) gives each input's groups a segment of the output's
+channels, at the offset of the earlier inputs' channel counts, so the concat's readers lose the matching columns; a
+concat along another dimension keeps the channels where they are, like an elementwise op. Any other op (layer norm,
+split, attention), and the graph output, freezes the groups it touches: those channels are never pruned, so an
+unknown op can cost compression but never correctness. Attention heads are found by
+`compression.prune.attention_heads`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import fx
@@ -38,18 +42,23 @@ _RESHAPES = {"view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze
 _LITERAL_SHAPES = {"view", "reshape", "_unsafe_view"}  # their size list may spell the channel count
 _POOLING = re.compile(r"^(adaptive_)?(max|avg|lp)_pool([123])d(_with_indices)?$")
 _SOFTMAX = {"softmax", "_softmax", "log_softmax", "_log_softmax"}
+_UPSAMPLING = re.compile(r"^_?upsample_(nearest|nearest_exact|linear|bilinear|bicubic|trilinear)([123])d(_aa)?$")
 
 
 @dataclass(frozen=True)
 class Slice:
     """Parameter or buffer `name` has one index along `dim` per group channel, as `outer` runs of the group's
     channels with `block` consecutive entries each (block > 1 where a linear reads a flattened conv output: channel
-    c owns columns c*block .. c*block+block-1; outer > 1 where the channels were moved inside the time axis)."""
+    c owns columns c*block .. c*block+block-1; outer > 1 where the channels were moved inside the time axis). After
+    a concat the group's channels start at slot `offset` of runs of `span` channel slots (span 0: the group's size;
+    see `channel_layout.Layout`)."""
 
     name: str
     dim: int
     block: int = 1
     outer: int = 1
+    offset: int = 0
+    span: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,8 @@ class ChannelGroup:
     producers: list[Slice] = field(default_factory=list)  # weights that create the channels (scored)
     slices: list[Slice] = field(default_factory=list)  # everything resized when channels go
     reshapes: list[SizeLiteral] = field(default_factory=list)  # literal sizes to rewrite
-    norms: list[tuple[str, str, float]] = field(default_factory=list)  # BatchNorm (weight, running_var, eps)
+    # BatchNorm (weight, running_var, eps, offset of the group's channels in them)
+    norms: list[tuple[str, str, float, int]] = field(default_factory=list)
     frozen_because: list[str] = field(default_factory=list)
     unit: str = "channels"  # or "heads"
 
@@ -78,6 +88,8 @@ class ChannelGroup:
 
 @dataclass
 class _Track:
+    """One group's channels in a tensor; a tensor's tracks list every group it carries (several after a concat)."""
+
     group: int
     layout: Layout
 
@@ -128,16 +140,20 @@ class _Groups:
 def find_channel_groups(graph_module: fx.GraphModule) -> list[ChannelGroup]:
     """Channel groups of an exported graph module (nodes need the `meta["val"]` that torch.export records)."""
     groups = _Groups()
-    tracks: dict[fx.Node, _Track] = {}
+    tracks: dict[fx.Node, list[_Track]] = {}
     for node in graph_module.graph.nodes:
         inputs = [arg for arg in node.all_input_nodes if arg in tracks]
         if node.op == "call_function":
             _visit(node, inputs, tracks, groups)
         elif inputs:
-            reason = "graph output" if node.op == "output" else f"{node.op} {node.target}"
-            for arg in inputs:
-                groups.freeze(tracks[arg].group, reason)
+            _freeze(inputs, tracks, groups, "graph output" if node.op == "output" else f"{node.op} {node.target}")
     return _without_shared_slices(groups.roots())
+
+
+def _freeze(nodes: list[fx.Node], tracks: dict, groups: _Groups, reason: str) -> None:
+    for node in nodes:
+        for track in tracks.get(node, []):
+            groups.freeze(track.group, reason)
 
 
 def _op_name(node: fx.Node) -> str:
@@ -153,23 +169,23 @@ def _visit(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Groups) 
         return
     if not inputs:
         return
+    if name == "cat":
+        _visit_cat(node, inputs, tracks, groups)
+        return
     first = node.args[0] if node.args else None
-    track = tracks.get(first) if isinstance(first, fx.Node) else None
-    layout = _passes(node, name, inputs, track, groups) if track is not None else None
-    if layout is not None:
-        tracks[node] = _Track(track.group, layout)
-    elif name in _ELEMENTWISE_BINARY and track is not None:
-        _visit_binary(node, track, tracks, groups)
+    segments = tracks.get(first) if isinstance(first, fx.Node) else None
+    # only its first argument may be tracked for the op to keep channels apart
+    layouts = [_passes(node, name, track, groups) for track in segments] if segments and len(inputs) == 1 else None
+    if layouts and all(layout is not None for layout in layouts):
+        tracks[node] = [_Track(track.group, layout) for track, layout in zip(segments, layouts)]
+    elif name in _ELEMENTWISE_BINARY and segments:
+        _visit_binary(node, segments, tracks, groups)
     else:
-        for arg in inputs:
-            groups.freeze(tracks[arg].group, f"{name} at {node.name}")
+        _freeze(inputs, tracks, groups, f"{name} at {node.name}")
 
 
-def _passes(node: fx.Node, name: str, inputs: list, track: _Track, groups: _Groups) -> Layout | None:
-    """The layout of the channels in `node`'s output when the op keeps them apart (and its only tracked input is
-    its first argument), else None."""
-    if len(inputs) != 1:
-        return None
+def _passes(node: fx.Node, name: str, track: _Track, groups: _Groups) -> Layout | None:
+    """The layout of the channels in `node`'s output when the op keeps them apart, else None."""
     layout, source = track.layout, node.args[0]
     shape, rank = shape_of(source), len(shape_of(source) or ())
     if name in _BATCH_NORMS:
@@ -178,11 +194,11 @@ def _passes(node: fx.Node, name: str, inputs: list, track: _Track, groups: _Grou
         group = groups.get(track.group)
         for arg in node.args[1:5]:
             if isinstance(arg, fx.Node) and arg.op == "get_attr":
-                group.slices.append(Slice(arg.target, 0))
+                group.slices.append(Slice(arg.target, 0, offset=layout.offset, span=layout.span))
         weight, variance = node.args[1], node.args[4]
         if all(isinstance(arg, fx.Node) and arg.op == "get_attr" for arg in (weight, variance)):
             eps = next(arg for arg in reversed(node.args) if isinstance(arg, float))  # eps comes after momentum
-            group.norms.append((weight.target, variance.target, eps))
+            group.norms.append((weight.target, variance.target, eps, layout.offset))
         return layout
     if name == "getitem":
         return layout if node.args[1] == 0 else None
@@ -192,6 +208,9 @@ def _passes(node: fx.Node, name: str, inputs: list, track: _Track, groups: _Grou
     pooling = _POOLING.match(name)
     if pooling:
         return layout if layout.dim < rank - int(pooling.group(3)) else None
+    upsampling = _UPSAMPLING.match(name)
+    if upsampling:
+        return layout if layout.dim < rank - int(upsampling.group(2)) else None
     if name in ("pad", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "replication_pad1d",
                 "replication_pad2d"):
         return None if pads_dim(list(node.args[1]), layout.dim, rank) else layout
@@ -208,7 +227,7 @@ def _passes(node: fx.Node, name: str, inputs: list, track: _Track, groups: _Grou
         return None if dim % rank == layout.dim else layout
     if name == "select":
         dim = node.args[1] % rank
-        return None if dim == layout.dim else Layout(layout.dim - (dim < layout.dim), layout.block, layout.outer)
+        return None if dim == layout.dim else replace(layout, dim=layout.dim - (dim < layout.dim))
     if name in _REDUCTIONS:
         return _reduced(node, layout, rank)
     if name in _RESHAPES:
@@ -220,14 +239,15 @@ def _visit_layer(node: fx.Node, name: str, tracks: dict, groups: _Groups) -> Non
     source, weight = node.args[0], node.args[1]
     bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
     conv_groups = node.args[6] if name != "linear" and len(node.args) > 6 else 1
-    input_track = tracks.get(source) if isinstance(source, fx.Node) else None
+    input_tracks = tracks.get(source, []) if isinstance(source, fx.Node) else []
     owns_weight = isinstance(weight, fx.Node) and weight.op == "get_attr" and conv_groups == 1
-    if input_track is not None:
+    for input_track in input_tracks:
         layout = input_track.layout
         # A conv reads channels on dim 1; a linear on its last dim, possibly as flattened blocks.
         reads_channels = layout.dim == (len(shape_of(source)) - 1 if name == "linear" else 1)
         if owns_weight and reads_channels and (name == "linear" or layout.plain):
-            groups.get(input_track.group).slices.append(Slice(weight.target, 1, layout.block, layout.outer))
+            groups.get(input_track.group).slices.append(
+                Slice(weight.target, 1, layout.block, layout.outer, layout.offset, layout.span))
         else:
             groups.freeze(input_track.group, f"{name} at {node.name} cannot be resized")
     if not owns_weight:
@@ -243,31 +263,86 @@ def _visit_layer(node: fx.Node, name: str, tracks: dict, groups: _Groups) -> Non
             group.slices.append(Slice(bias.target, 0))
         else:
             group.frozen_because.append(f"computed bias at {node.name}")
-    tracks[node] = _Track(index, Layout(1 if name != "linear" else len(out_shape) - 1))
+    tracks[node] = [_Track(index, Layout(1 if name != "linear" else len(out_shape) - 1))]
 
 
-def _visit_binary(node: fx.Node, track: _Track, tracks: dict, groups: _Groups) -> None:
+def _join(node: fx.Node, parts: list[list[_Track]], groups: _Groups) -> list[_Track] | None:
+    """Tensors that must carry the same channels at the same places (the operands of an add, the inputs of a
+    concat along another dimension): their groups are merged segment by segment; None when their segments differ
+    (the groups are then frozen)."""
+    first = parts[0]
+    if any(len(other) != len(first) for other in parts[1:]):
+        for part in parts:
+            for track in part:
+                groups.freeze(track.group, f"{node.name} combines channels split differently")
+        return None
+    joined = []
+    for position, track in enumerate(first):
+        root = track.group
+        for other in parts[1:]:
+            root = groups.union(root, other[position].group, f"{_op_name(node)} at {node.name}")
+            if other[position].layout != track.layout:
+                groups.freeze(root, f"{node.name} combines channels on different dimensions")
+        joined.append(_Track(root, track.layout))
+    return joined
+
+
+def _visit_binary(node: fx.Node, segments: list[_Track], tracks: dict, groups: _Groups) -> None:
     other = node.args[1] if len(node.args) > 1 else None
     same_rank = len(shape_of(node) or ()) == len(shape_of(node.args[0]) or ())
     if isinstance(other, fx.Node) and other in tracks:
-        other_track = tracks[other]
-        root = groups.union(track.group, other_track.group, f"{_op_name(node)} at {node.name}")
-        if track.layout != other_track.layout or len(shape_of(node)) != len(shape_of(other)):
-            groups.freeze(root, f"{node.name} combines channels on different dimensions")
-        tracks[node] = _Track(root, track.layout)
+        joined = _join(node, [segments, tracks[other]], groups)
+        if joined is not None and len(shape_of(node)) != len(shape_of(other)):
+            for track in joined:
+                groups.freeze(track.group, f"{node.name} combines channels on different dimensions")
+        if joined is not None:
+            tracks[node] = joined
         return
     if isinstance(other, fx.Node):
         other_shape, shape = shape_of(other), shape_of(node)
-        dim = track.layout.dim
-        # A tensor broadcast along the channel dimension (a scalar, a [N,1,H,W] map) leaves channels apart.
-        broadcast = other_shape is not None and (
-            len(other_shape) < len(shape) - dim or other_shape[dim - len(shape)] == 1)
-        if not broadcast:
-            groups.freeze(track.group, f"{node.name} combines channels with an unprunable tensor")
+        for track in segments:
+            dim = track.layout.dim
+            # A tensor broadcast along the channel dimension (a scalar, a [N,1,H,W] map) leaves channels apart.
+            broadcast = other_shape is not None and (
+                len(other_shape) < len(shape) - dim or other_shape[dim - len(shape)] == 1)
+            if not broadcast:
+                groups.freeze(track.group, f"{node.name} combines channels with an unprunable tensor")
     if same_rank:
-        tracks[node] = track
+        tracks[node] = segments
     else:
-        groups.freeze(track.group, f"{node.name} changes rank")
+        _freeze([node.args[0]], tracks, groups, f"{node.name} changes rank")
+
+
+def _visit_cat(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Groups) -> None:
+    """A concat along the channel dimension gives each input's groups the segment of the output's channels after
+    the earlier inputs' (an untracked input, e.g. the network's own input, just takes up its slots); a concat along
+    another dimension needs every input to carry the same groups at the same places."""
+    parts, shape = list(node.args[0]), shape_of(node)
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if shape is None or not all(isinstance(part, fx.Node) and shape_of(part) is not None for part in parts):
+        _freeze(inputs, tracks, groups, f"cat at {node.name} of unknown shapes")
+        return
+    dim %= len(shape)
+    segments = [track for part in parts for track in tracks.get(part, [])]
+    if all(track.layout.dim != dim for track in segments):
+        if not all(part in tracks for part in parts):  # some inputs' channels belong to no group
+            _freeze(inputs, tracks, groups, f"cat at {node.name} combines channels with an unprunable tensor")
+            return
+        joined = _join(node, [tracks[part] for part in parts], groups)
+        if joined is not None:
+            tracks[node] = joined
+        return
+    sizes = [shape_of(part)[dim] for part in parts]
+    if not all(track.layout.dim == dim and track.layout.plain for track in segments) or \
+            not all(isinstance(size, int) for size in sizes):
+        _freeze(inputs, tracks, groups, f"cat at {node.name} joins channels it cannot place")
+        return
+    joined, offset = [], 0
+    for part, size in zip(parts, sizes):
+        for track in tracks.get(part, []):
+            joined.append(_Track(track.group, Layout(dim, offset=offset + track.layout.offset, span=shape[dim])))
+        offset += size
+    tracks[node] = joined
 
 
 def _reduced(node: fx.Node, layout: Layout, rank: int) -> Layout | None:
@@ -278,7 +353,7 @@ def _reduced(node: fx.Node, layout: Layout, rank: int) -> Layout | None:
     reduced = {d % rank for d in dims}
     if layout.dim in reduced:
         return None
-    return Layout(layout.dim if keepdim else layout.dim - sum(1 for d in reduced if d < layout.dim))
+    return replace(layout, dim=layout.dim if keepdim else layout.dim - sum(1 for d in reduced if d < layout.dim))
 
 
 def _reshaped(node: fx.Node, name: str, track: _Track, groups: _Groups, source_shape) -> Layout | None:
@@ -299,13 +374,27 @@ def _reshaped(node: fx.Node, name: str, track: _Track, groups: _Groups, source_s
 
 
 def _without_shared_slices(groups: list[ChannelGroup]) -> list[ChannelGroup]:
-    """A tensor dimension claimed by two groups (a weight shared by two layers) cannot follow both: freeze them."""
-    claims: dict[tuple[str, int], list[ChannelGroup]] = {}
+    """A tensor dimension claimed by two groups (a weight shared by two layers) cannot follow both: freeze them.
+    Groups in side-by-side segments of one dimension (the reader of a concat) claim different indices and stay."""
+    claims: dict[tuple[str, int], list[tuple[ChannelGroup, Slice]]] = {}
     for group in groups:
         for piece in group.slices:
-            claims.setdefault((piece.name, piece.dim), []).append(group)
+            claims.setdefault((piece.name, piece.dim), []).append((group, piece))
     for (name, dim), claimants in claims.items():
-        if len({id(g) for g in claimants}) > 1:
-            for group in claimants:
+        if len({id(group) for group, _ in claimants}) > 1 and not _disjoint(claimants):
+            for group, _ in claimants:
                 group.frozen_because.append(f"{name} dim {dim} is shared between channel groups")
     return groups
+
+
+def _disjoint(claimants: list[tuple[ChannelGroup, Slice]]) -> bool:
+    """Whether different groups' segments of one tensor dimension lie in the same runs without overlapping."""
+    runs = {(piece.span or group.size, piece.block, piece.outer) for group, piece in claimants}
+    if len(runs) != 1:
+        return False
+    taken = {}
+    for group, piece in claimants:
+        for slot in range(piece.offset, piece.offset + group.size):
+            if taken.setdefault(slot, id(group)) != id(group):
+                return False
+    return True

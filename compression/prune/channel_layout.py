@@ -5,12 +5,16 @@ A tracked tensor holds the group's C channels along one dimension `dim`, laid ou
 output has outer = block = 1; `x.flatten(1)` of an (N, C, H, W) map gives block = H * W; the torchcrepe-style
 `x.permute(0, 2, 1, 3).reshape(N, T * C)` gives outer = T. A consumer linear then owns, per kept channel, `outer`
 runs of `block` columns.
+
+After a concat along the channel dimension the group's channels are one segment of a wider run: `span` channel
+slots, the group's starting at `offset` (index o * span * block + (offset + c) * block + i). span 0 means the run
+is the group's own C channels.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import fx
@@ -21,6 +25,8 @@ class Layout:
     dim: int  # the dimension of the tensor that indexes the group's channels
     block: int = 1
     outer: int = 1
+    offset: int = 0
+    span: int = 0  # 0: the group's size
 
     @property
     def plain(self) -> bool:
@@ -35,10 +41,11 @@ def shape_of(node) -> tuple | None:
     return None
 
 
-def channel_indices(keep: torch.Tensor, size: int, block: int, outer: int) -> torch.Tensor:
-    """Indices along a dimension of outer * size * block entries that belong to the kept channels."""
-    per_channel = (keep[:, None] * block + torch.arange(block)).flatten()
-    return (torch.arange(outer)[:, None] * size * block + per_channel).flatten()
+def channel_indices(channels: torch.Tensor, span: int, block: int, outer: int, offset: int = 0) -> torch.Tensor:
+    """Indices along a dimension of outer * span * block entries that belong to `channels` of the segment that
+    starts at channel slot `offset`."""
+    per_channel = ((channels[:, None] + offset) * block + torch.arange(block)).flatten()
+    return (torch.arange(outer)[:, None] * span * block + per_channel).flatten()
 
 
 def regroup(source: tuple, target: tuple, layout: Layout, size: int) -> Layout | None:
@@ -56,25 +63,26 @@ def regroup(source: tuple, target: tuple, layout: Layout, size: int) -> Layout |
     if not all(isinstance(s, int) for s in (*rest_source, *rest_target)):
         return None
     d = layout.dim - common
+    size = layout.span or size
     before = math.prod(rest_source[:d]) * layout.outer  # elements outside the channels, outer side
     after = layout.block * math.prod(rest_source[d + 1:])  # inner side
     for e, extent in enumerate(rest_target):
         left, right = math.prod(rest_target[:e]), math.prod(rest_target[e + 1:])
         if before % left == 0 and after % right == 0 and extent == before // left * size * (after // right):
-            return Layout(common + e, after // right, before // left)
+            return Layout(common + e, after // right, before // left, layout.offset, layout.span)
         if left > before:
             break
     return None
 
 
 def permuted(layout: Layout, order: list[int], rank: int) -> Layout:
-    return Layout([d % rank for d in order].index(layout.dim), layout.block, layout.outer)
+    return replace(layout, dim=[d % rank for d in order].index(layout.dim))
 
 
 def transposed(layout: Layout, a: int, b: int, rank: int) -> Layout:
     a, b = a % rank, b % rank
     dim = b if layout.dim == a else a if layout.dim == b else layout.dim
-    return Layout(dim, layout.block, layout.outer)
+    return replace(layout, dim=dim)
 
 
 def pads_dim(pad: list, dim: int, rank: int) -> bool:

@@ -4,8 +4,9 @@
 and columns make up each attention head; this module ranks each group's channels (or heads) by the L1/L2 norm of
 the weights that produce them, keeps the strongest, and rebuilds every parameter and buffer of the group smaller
 (producer rows, BatchNorm statistics, the consumer's input columns, flattened blocks), rewriting literal sizes of
-`view`/`reshape` nodes. The result is re-exported by the caller, which refreshes the
-graph's shape metadata and yields a genuinely smaller `.pt2`.
+`view`/`reshape` nodes. A tensor that several groups share side by side (the reader of a concat) is cut once, by
+the union of every group's removed indices, so that no group's offsets move under another's. The result is
+re-exported by the caller, which refreshes the graph's shape metadata and yields a genuinely smaller `.pt2`.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def channel_scores(model: nn.Module, group: ChannelGroup, norm: str) -> torch.Te
         weight = _tensor(model, producer.name).detach().float().reshape(group.size, -1)
         score = weight.abs().sum(1) if norm == "l1" else weight.pow(2).sum(1).sqrt()
         total += score / score.mean().clamp_min(tiny)
-    for weight_name, variance_name, eps in group.norms:
-        gamma, variance = (_tensor(model, name).detach().float() for name in (weight_name, variance_name))
+    for weight_name, variance_name, eps, offset in group.norms:
+        gamma, variance = (_tensor(model, name).detach().float()[offset:offset + group.size]
+                           for name in (weight_name, variance_name))
         gain = gamma.abs() / (variance + eps).sqrt()
         total *= gain / gain.mean().clamp_min(tiny)
     return total
@@ -73,22 +75,39 @@ def plan_structured(model: fx.GraphModule, fraction: float, norm: str = "l2",
 
 def prune_channels(model: fx.GraphModule, plans: list[GroupPlan]) -> None:
     """Shrink every parameter/buffer named in the plans in place and fix flatten sizes in the graph."""
+    removed: dict[tuple[str, int], list[torch.Tensor]] = {}
     for plan in plans:
+        gone = torch.ones(plan.group.size, dtype=torch.bool)
+        gone[plan.keep] = False
+        gone = gone.nonzero().flatten()
         for piece in plan.group.slices:
-            _shrink(model, piece, plan.keep)
-        for literal in plan.group.reshapes:
+            removed.setdefault((piece.name, piece.dim), []).append(_indices(model, piece, plan.group.size, gone))
+        for literal in plan.group.reshapes:  # a literal may count several groups' channels (after a concat)
             sizes = list(literal.node.args[1])
-            sizes[literal.index] = plan.keep.numel() * literal.per_channel
+            sizes[literal.index] -= gone.numel() * literal.per_channel
             literal.node.args = (literal.node.args[0], sizes, *literal.node.args[2:])
+    for (name, dim), indices in removed.items():
+        _shrink(model, name, dim, torch.cat(indices))
     model.graph.lint()
     model.recompile()
 
 
-def _shrink(model: nn.Module, piece: Slice, keep: torch.Tensor) -> None:
-    tensor = _tensor(model, piece.name)
-    index = channel_indices(keep, tensor.shape[piece.dim] // (piece.block * piece.outer), piece.block, piece.outer)
-    smaller = tensor.detach().index_select(piece.dim, index.to(tensor.device)).clone()
-    module_name, _, attr = piece.name.rpartition(".")
+def _indices(model: nn.Module, piece: Slice, size: int, channels: torch.Tensor) -> torch.Tensor:
+    """Indices along the piece's dimension that hold `channels` of its group."""
+    span = piece.span or size
+    extent = _tensor(model, piece.name).shape[piece.dim]
+    if extent != piece.outer * span * piece.block:
+        raise ValueError(f"{piece.name} dim {piece.dim} has {extent} entries, not {piece.outer} x {span} channels "
+                         f"x {piece.block}")
+    return channel_indices(channels, span, piece.block, piece.outer, piece.offset)
+
+
+def _shrink(model: nn.Module, name: str, dim: int, removed: torch.Tensor) -> None:
+    tensor = _tensor(model, name)
+    keep = torch.ones(tensor.shape[dim], dtype=torch.bool)
+    keep[removed] = False
+    smaller = tensor.detach().index_select(dim, keep.nonzero().flatten().to(tensor.device)).clone()
+    module_name, _, attr = name.rpartition(".")
     owner = model.get_submodule(module_name) if module_name else model
     if attr in owner._parameters:
         owner._parameters[attr] = nn.Parameter(smaller, requires_grad=tensor.requires_grad)

@@ -98,13 +98,15 @@ class ConcatNet(nn.Module):
         self.d = nn.Conv2d(4, 2, 1)
 
     def forward(self, x):
-        return self.d(torch.relu(self.c(torch.cat([self.a(x), self.b(x)], dim=1)))).mean((2, 3))
+        # a concat passes channels on; a cumulative sum over them mixes them (the pass does not know it)
+        return self.d(torch.relu(self.c(torch.cat([self.a(x), self.b(x)], dim=1).cumsum(1)))).mean((2, 3))
 
 
 def test_ops_the_pass_does_not_know_freeze_their_channels():
     graph_module = exported(ConcatNet(), (torch.randn(2, 3, 4, 4),))
     groups = groups_by_layers(graph_module)
     assert not groups[("a.weight",)].prunable and not groups[("b.weight",)].prunable
+    assert groups[("a.weight",)].frozen_because == ["cumsum at cumsum"]
     assert groups[("c.weight",)].prunable
     assert not groups[("d.weight",)].prunable  # reaches the output
 
