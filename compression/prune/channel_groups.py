@@ -42,6 +42,8 @@ _RESHAPES = {"view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze
 _LITERAL_SHAPES = {"view", "reshape", "_unsafe_view"}  # their size list may spell the channel count
 _POOLING = re.compile(r"^(adaptive_)?(max|avg|lp)_pool([123])d(_with_indices)?$")
 _SOFTMAX = {"softmax", "_softmax", "log_softmax", "_log_softmax"}
+# a transposed conv's weight is (in, out, *kernel): it reads channels on dim 0 and makes them on dim 1
+_LAYERS = {"conv1d", "conv2d", "conv3d", "linear", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 _UPSAMPLING = re.compile(r"^_?upsample_(nearest|nearest_exact|linear|bilinear|bicubic|trilinear)([123])d(_aa)?$")
 
 
@@ -164,7 +166,7 @@ def _op_name(node: fx.Node) -> str:
 
 def _visit(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Groups) -> None:
     name = _op_name(node)
-    if name in ("conv1d", "conv2d", "conv3d", "linear"):
+    if name in _LAYERS:
         _visit_layer(node, name, tracks, groups)
         return
     if not inputs:
@@ -238,7 +240,8 @@ def _passes(node: fx.Node, name: str, track: _Track, groups: _Groups) -> Layout 
 def _visit_layer(node: fx.Node, name: str, tracks: dict, groups: _Groups) -> None:
     source, weight = node.args[0], node.args[1]
     bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-    conv_groups = node.args[6] if name != "linear" and len(node.args) > 6 else 1
+    conv_groups = node.args[6] if name != "linear" and len(node.args) > 6 else 1  # the same place in both convs
+    transposed = name.startswith("conv_transpose")
     input_tracks = tracks.get(source, []) if isinstance(source, fx.Node) else []
     owns_weight = isinstance(weight, fx.Node) and weight.op == "get_attr" and conv_groups == 1
     for input_track in input_tracks:
@@ -247,7 +250,7 @@ def _visit_layer(node: fx.Node, name: str, tracks: dict, groups: _Groups) -> Non
         reads_channels = layout.dim == (len(shape_of(source)) - 1 if name == "linear" else 1)
         if owns_weight and reads_channels and (name == "linear" or layout.plain):
             groups.get(input_track.group).slices.append(
-                Slice(weight.target, 1, layout.block, layout.outer, layout.offset, layout.span))
+                Slice(weight.target, int(not transposed), layout.block, layout.outer, layout.offset, layout.span))
         else:
             groups.freeze(input_track.group, f"{name} at {node.name} cannot be resized")
     if not owns_weight:
@@ -255,7 +258,7 @@ def _visit_layer(node: fx.Node, name: str, tracks: dict, groups: _Groups) -> Non
     out_shape = shape_of(node)
     index = groups.new(out_shape[1] if name != "linear" else out_shape[-1])
     group = groups.get(index)
-    producer = Slice(weight.target, 0)
+    producer = Slice(weight.target, int(transposed))
     group.producers.append(producer)
     group.slices.append(producer)
     if isinstance(bias, fx.Node):

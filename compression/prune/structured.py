@@ -40,8 +40,8 @@ def channel_scores(model: nn.Module, group: ChannelGroup, norm: str) -> torch.Te
     tiny = torch.finfo(torch.float32).tiny
     total = torch.zeros(group.size)
     for producer in group.producers:
-        # Channel c owns `block` consecutive rows (one row, or a head's rows).
-        weight = _tensor(model, producer.name).detach().float().reshape(group.size, -1)
+        # Channel c owns `block` consecutive rows (one row, or a head's rows) of the producer's dimension.
+        weight = _tensor(model, producer.name).detach().float().movedim(producer.dim, 0).reshape(group.size, -1)
         score = weight.abs().sum(1) if norm == "l1" else weight.pow(2).sum(1).sqrt()
         total += score / score.mean().clamp_min(tiny)
     for weight_name, variance_name, eps, offset in group.norms:

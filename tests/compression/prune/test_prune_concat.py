@@ -55,20 +55,23 @@ class InceptionNet(nn.Module):
 
 
 class SkipNet(nn.Module):
-    """UNet: decoder features upsampled and concatenated with the encoder's skip; then a concat along the width,
-    which leaves the channels where they are, and a dense per-pixel output."""
+    """UNet: decoder features brought up by a transposed conv and by bilinear upsampling, concatenated, then
+    concatenated with the encoder's skip (a concat of a concat); then a concat along the width, which leaves the
+    channels where they are, and a dense per-pixel output."""
 
     def __init__(self):
         super().__init__()
         self.enc = conv_bn(3, 6)
         self.bottom = conv_bn(6, 8)
+        self.up = nn.ConvTranspose2d(8, 4, 2, 2)
         self.reduce = nn.Conv2d(8, 4, 1)
-        self.dec = conv_bn(4 + 6, 6)
+        self.dec = conv_bn(4 + 4 + 6, 6)
         self.out = nn.Conv2d(6, 2, 1)
 
     def forward(self, x):
         skip = self.enc(x)
-        up = F.interpolate(self.reduce(self.bottom(F.max_pool2d(skip, 2))), scale_factor=2, mode="bilinear")
+        bottom = self.bottom(F.max_pool2d(skip, 2))
+        up = torch.cat([self.up(bottom), F.interpolate(self.reduce(bottom), scale_factor=2, mode="bilinear")], 1)
         decoded = self.dec(torch.cat([up, skip], 1))
         return self.out(torch.cat([decoded, decoded], 3))
 
@@ -78,18 +81,21 @@ def groups_by_layers(graph_module):
 
 
 def zero_every_other_channel(graph_module) -> None:
-    """Make the even channels of every prunable group produce exact zeros: producer rows, biases and the affine
-    parameters of every BatchNorm on them (at the group's offset where the BatchNorm follows a concat)."""
+    """Make the even channels of every prunable group produce exact zeros: producer rows (columns of a transposed
+    conv), biases and the affine parameters of every BatchNorm on them (at the group's offset where the BatchNorm
+    follows a concat)."""
     with torch.no_grad():
         for group in find_channel_groups(graph_module):
             if not group.prunable:
                 continue
             channels = torch.arange(0, group.size, 2)
             for piece in group.slices:
-                if piece.dim == 0 and "running" not in piece.name:
+                if piece in group.producers or piece.dim == 0 and "running" not in piece.name and \
+                        graph_module.get_parameter(piece.name).dim() == 1:
                     tensor = graph_module.get_parameter(piece.name)
-                    tensor[channel_indices(channels, piece.span or group.size, piece.block, piece.outer,
-                                           piece.offset)] = 0
+                    index = channel_indices(channels, piece.span or group.size, piece.block, piece.outer,
+                                            piece.offset)
+                    tensor.index_fill_(piece.dim, index, 0)
 
 
 def prune_zeroed_and_compare(model: nn.Module, example: tuple, inputs: torch.Tensor, expect_pruned: set[str]):
@@ -138,11 +144,14 @@ def test_inception_branches_zeroed_channels_leave_outputs_unchanged():
 def test_unet_skip_concat_zeroed_channels_leave_outputs_unchanged():
     graph_module = exported(SkipNet(), (torch.randn(2, 3, 8, 8),))
     groups = groups_by_layers(graph_module)
-    assert groups[("enc.0.weight",)].prunable and groups[("reduce.weight",)].prunable
+    assert all(groups[(name,)].prunable for name in ("enc.0.weight", "bottom.0.weight", "up.weight", "reduce.weight"))
+    resized = {(s.name, s.dim, s.offset, s.span) for s in groups[("up.weight",)].slices}
+    assert resized == {("up.weight", 1, 0, 0), ("up.bias", 0, 0, 0), ("dec.0.weight", 1, 0, 14)}
     assert groups[("dec.0.weight",)].prunable
-    smaller = prune_zeroed_and_compare(SkipNet(), (torch.randn(2, 3, 8, 8),), torch.randn(5, 3, 8, 8),
-                                       {"enc.0.weight", "reduce.weight", "bottom.0.weight", "dec.0.weight"})
-    assert smaller.get_parameter("dec.0.weight").shape == (3, 2 + 3, 3, 3)
+    pruned = {"enc.0.weight", "reduce.weight", "bottom.0.weight", "dec.0.weight", "up.weight"}
+    smaller = prune_zeroed_and_compare(SkipNet(), (torch.randn(2, 3, 8, 8),), torch.randn(5, 3, 8, 8), pruned)
+    assert smaller.get_parameter("dec.0.weight").shape == (3, 2 + 2 + 3, 3, 3)
+    assert smaller.get_parameter("up.weight").shape == (4, 2, 2, 2)
 
 
 class ChannelConcatOfDifferentLayouts(nn.Module):
