@@ -17,6 +17,12 @@ to. What is read back from the graph:
 - QAT's activation quantizer modules (their eval-mode `grid()`): static per-tensor input quantizers; its integer
   weights come from its `packed.safetensors`, as the general path's do.
 - any other float parameter of the graph under its folder name: stored as it is (pruning changes them).
+- a quantize/dequantize pair on an activation that feeds no linear layer (the gate product of a GLU or
+  tanh-GELU MLP: Llama, Qwen2, ModernBERT, GPT-2, ALBERT) has no place in compressed-tensors, which quantizes the
+  inputs of `nn.Linear`s only: it is left out, and that activation runs in float in the folder. So is the input
+  quantizer of a module the graph calls more than once with different grids (ALBERT's shared layer): the folder
+  holds one per module. Both are listed in the details; the comparison below decides whether the folder still
+  computes what the stage's model does, and refuses it with the reason if not.
 
 Every tensor of the folder's model that the graph lacks (a branch dropped as dead, such as BERT's pooler under
 `last_hidden_state`) is copied from the source folder. Whatever cannot be expressed so (a tensor whose shape
@@ -84,6 +90,9 @@ class FolderLayout:
     from_source: list[str] = field(default_factory=list)
     embeddings: set[str] = field(default_factory=set)  # quantized modules that are embedding tables
     config_changes: dict[str, int] = field(default_factory=dict)  # config fields set to the graph's widths
+    # activation quantizers (quantize nodes) the folder runs in float: on no linear layer's input, or on a shared
+    # module's input with different grids per call
+    float_activations: list[str] = field(default_factory=list)
 
     def packed(self, name: str) -> bool:
         """Below 8 bits, Linear weights are int32-packed (`pack-quantized`); compressed-tensors' Embedding loader
@@ -186,6 +195,26 @@ def _input_quantizer_modules(gm: fx.GraphModule) -> set[fx.Node]:
     return found
 
 
+def _same_weight(a: QuantizedWeight, b: QuantizedWeight) -> bool:
+    return a.codes.shape == b.codes.shape and torch.equal(a.codes, b.codes) and torch.equal(a.scale, b.scale)
+
+
+def _activation_pair(node: fx.Node) -> tuple[fx.Node, ...]:
+    """(quantize, dequantize...) of a static per-tensor activation quantizer `node` is the quantize of, else ()."""
+    if not _is(node, "quantize_per_tensor") or _is(node, "dequantize"):
+        return ()
+    dequantizers = tuple(node.users)
+    if not dequantizers or not all(_is(user, "dequantize_per_tensor") for user in dequantizers):
+        return ()
+    return (node, *dequantizers)
+
+
+def _run_in_float(layout: FolderLayout, nodes) -> None:
+    """Quantize/dequantize nodes of an activation the folder cannot hold: it runs in float there."""
+    names = {node.name for node in nodes if _is(node, "quantize") and not _is(node, "dequantize")}
+    layout.float_activations = sorted(names.union(layout.float_activations))
+
+
 def _embedding(codes: torch.Tensor, scale: torch.Tensor) -> QuantizedWeight:
     """The table of `compression.ptq.embeddings` as signed codes and scales [rows, groups]."""
     if codes.dtype == torch.int8:
@@ -205,6 +234,8 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
     layout = FolderLayout()
     consumed: set[str] = set()
     expressed: set[fx.Node] = set()  # quantize/dequantize nodes the folder holds as a layer's quantizer
+    input_quantizers: dict[str, set[fx.Node]] = {}  # module name -> the quantize/dequantize nodes of its input
+    shared_inputs: set[str] = set()  # modules called on different input grids: their inputs run in float
     _input_quantizer_modules(gm)
     for node in gm.graph.nodes:
         if node.op == "call_function" and node.target == aten.linear.default:
@@ -215,14 +246,27 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
             if name is None or f"{name}.weight" not in source:
                 raise NotExpressible(f"quantized linear {node.name} does not belong to a module of the folder")
             if _is(weight, "dequantize_per_channel"):
-                layout.weights[name] = _int8_linear(gm, weight)
+                quantized = _int8_linear(gm, weight)
+                if name in layout.weights and not _same_weight(layout.weights[name], quantized):
+                    raise NotExpressible(f"module '{name}' is called with different quantized weights")
+                layout.weights[name] = quantized
                 consumed.update(arg.target for arg in weight.args[:3]
                                 if isinstance(arg, fx.Node) and arg.op == "get_attr")
                 expressed.add(weight)
             if quantizer is not None:
-                layout.inputs[name] = quantizer
-                if node.args[0].op == "call_function":
-                    expressed.update({node.args[0], node.args[0].args[0]})
+                input_nodes = {node.args[0], node.args[0].args[0]} if node.args[0].op == "call_function" else set()
+                expressed.update(input_nodes)
+                if name in shared_inputs:
+                    _run_in_float(layout, input_nodes)
+                elif name in layout.inputs and layout.inputs[name] != quantizer:
+                    # a module called again on another grid (ALBERT's one layer run at every depth): the folder
+                    # holds one input quantizer per module, so this module's input runs in float at every call
+                    shared_inputs.add(name)
+                    del layout.inputs[name]
+                    _run_in_float(layout, input_nodes | input_quantizers.pop(name))
+                else:
+                    layout.inputs[name] = quantizer
+                    input_quantizers.setdefault(name, set()).update(input_nodes)
         elif node.op == "get_attr" and node.target.endswith(".weight_codes"):
             name = node.target.removeprefix(PROGRAM_PREFIX).removesuffix(".weight_codes")
             if f"{name}.weight" not in source:
@@ -231,8 +275,11 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
             layout.weights[name] = _embedding(_attr(gm, node), _attr(gm, gm.graph.find_nodes(
                 op="get_attr", target=node.target.removesuffix("_codes") + "_scale")[0]))
             consumed.update({node.target, node.target.removesuffix("_codes") + "_scale"})
-    unexpressed = [node.name for node in gm.graph.nodes if node not in expressed and _is(node, "quantize")]
-    if unexpressed:  # e.g. a quantized activation feeding something else than a linear layer
+    unexpressed = [node for node in gm.graph.nodes if node not in expressed and _is(node, "quantize")]
+    pairs = {member for node in unexpressed for member in _activation_pair(node)}
+    _run_in_float(layout, pairs)
+    unexpressed = [node.name for node in unexpressed if node not in pairs]
+    if unexpressed:  # e.g. a weight quantizer of an op that is no linear layer (GPT-2's Conv1D addmm)
         raise NotExpressible(f"quantization at {unexpressed[:3]} is no weight or input quantizer of a layer of the "
                              "folder's model")
     rounding = [node.name for node in gm.graph.nodes if node.op == "call_function"
@@ -411,11 +458,16 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     wrong = _wrong_weights(loaded.model, model, layout)
     if wrong or not difference <= allowed:
         shutil.rmtree(output_dir)
+        in_float = (f"; {len(layout.float_activations)} activation quantizers compressed-tensors cannot hold "
+                    f"(e.g. {layout.float_activations[:2]}) run in float there"
+                    if layout.float_activations else "")
         raise NotExpressible(f"the folder's weight '{wrong[0]}' differs from the stage model's" if wrong else
                              f"the folder's output differs from the stage's model by {difference:.3g} of its scale "
-                             f"(allowed {allowed:.3g}): the graph computes something the architecture does not")
+                             f"(allowed {allowed:.3g}): the graph computes something the architecture does not"
+                             f"{in_float}")
     return {"format": config.get("quantization_config", {}).get("format", "dense (float)"),
             "quantized_modules": len(layout.weights), "static_input_quantizers": len(layout.inputs),
+            "float_activations": layout.float_activations,
             "copied_from_source": layout.from_source, "config_changes": layout.config_changes,
             "sentence_transformers_files": sentence_transformers_files,
             "compared_output": "sentence_embedding" if embedding is not None else float_model.output,

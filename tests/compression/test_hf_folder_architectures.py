@@ -1,0 +1,70 @@
+"""Default int8 PTQ folders of architectures whose graphs quantize more than Linear inputs (bench/
+hf_architecture_sweep.py): the quantize/dequantize pairs compressed-tensors cannot hold (a GLU/GELU MLP's gate
+product, a shared layer's input on a grid per call) run in float in the folder, which is kept only if it still
+computes what the stage's model computes. Tiny random models, a few seconds each."""
+
+import torch
+
+from bench.hf_architecture_sweep import folder_zip, text_dataset
+from compression import formats
+from compression.archive.hf_folder import read_hf_folder
+from compression.context import RunContext
+from compression.hf_program import example_rows
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, PTQSpec
+
+
+def _ptq_stage(tmp_path, model_type, task):
+    archive = folder_zip(model_type, task, tmp_path)
+    read_hf_folder(archive, task=task)
+    dataset = text_dataset(tmp_path, labels=task == "sequence-classification")
+    result = run_folder_pipeline(archive, dataset, task, [PTQSpec(calibration_samples=16)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    return result.stages[0]
+
+
+def _loaded_folder(stage):
+    found = [a for a in stage.artifacts if a.kind == "model.hf_folder"]
+    assert len(found) == 1, stage.metrics["hf_folder"]
+    return formats.load("model.hf_folder", found[0].path).eval()
+
+
+def test_albert_shared_layer_is_written_once_with_int8_weights_and_float_inputs(tmp_path):
+    stage = _ptq_stage(tmp_path, "albert", "feature-extraction")
+    details = stage.metrics["hf_folder"]
+    assert details["written"], details
+    # 3 int8 embedding tables, the embedding projection and the one shared layer's 6 linears, each stored once
+    # (2 calls, the same codes)
+    assert details["quantized_modules"] == 10
+    # only the embedding projection is called once: the shared layer's inputs have a grid per depth
+    assert details["static_input_quantizers"] == 1
+    # per depth: the shared layer's 4 input grids (q/k/v, dense, ffn, ffn_output) and its tanh-GELU's 2 products
+    assert len(details["float_activations"]) == 12
+    loaded = _loaded_folder(stage)
+    shared = loaded.get_submodule("encoder.albert_layer_groups.0.albert_layers.0.ffn")
+    assert shared.quantization_scheme.input_activations is None and shared.weight_scale.numel() == 128
+    inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
+    with torch.no_grad():
+        got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
+        expected = stage.model(*inputs)
+    # the float inputs move the output by far less than the int8 compression itself (0.05 of the scale)
+    assert float((got - expected).abs().max() / expected.abs().max()) < 0.25 * details[
+        "stage_model_relative_difference_to_float"]
+
+
+def test_modernbert_gated_mlp_product_runs_in_float_and_the_linears_keep_w8a8(tmp_path):
+    stage = _ptq_stage(tmp_path, "modernbert", "feature-extraction")
+    details = stage.metrics["hf_folder"]
+    assert details["written"], details
+    assert details["quantized_modules"] == 9  # the int8 embedding table and Wqkv, Wo, Wi, Wo of 2 layers
+    assert details["static_input_quantizers"] == 8  # every linear keeps its W8A8 input quantizer
+    assert len(details["float_activations"]) == 4  # the GELU-gated product's two inputs in each layer's MLP
+    assert details["relative_difference_to_stage_model"] <= 1e-3
+
+
+def test_llama_classifier_whose_float_gate_drifts_too_far_keeps_no_folder_and_says_why(tmp_path):
+    stage = _ptq_stage(tmp_path, "llama", "sequence-classification")
+    reason = stage.metrics["hf_folder"]["reason"]
+    assert stage.metrics["hf_folder"]["written"] is False
+    assert "differs from the stage's model" in reason and "run in float there" in reason
+    assert [a.kind for a in stage.artifacts] == ["model.pt2"]
