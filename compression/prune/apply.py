@@ -87,7 +87,7 @@ def _structured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext) 
         "parameter_reduction": round(1 - parameters_after / parameters_before, 6),
         "channel_sparsity": round(1 - channels_kept / channels_before, 6),
         "groups": [plan.describe() for plan in plans],
-        "groups_kept_whole": [{"layers": [p.name for p in group.producers], "channels": group.size,
+        "groups_kept_whole": [{"layers": list(dict.fromkeys(p.name for p in group.producers)), "channels": group.size,
                                "why": sorted(set(group.frozen_because)) or ["too few channels"]}
                               for group in skipped],
     }

@@ -44,6 +44,8 @@ _POOLING = re.compile(r"^(adaptive_)?(max|avg|lp)_pool([123])d(_with_indices)?$"
 _SOFTMAX = {"softmax", "_softmax", "log_softmax", "_log_softmax"}
 # a transposed conv's weight is (in, out, *kernel): it reads channels on dim 0 and makes them on dim 1
 _LAYERS = {"conv1d", "conv2d", "conv3d", "linear", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
+# ops that cut a tensor into pieces along one dimension (a slice or narrow keeps one piece)
+_CUTS = {"split", "split_with_sizes", "chunk", "slice", "narrow"}
 _UPSAMPLING = re.compile(r"^_?upsample_(nearest|nearest_exact|linear|bilinear|bicubic|trilinear)([123])d(_aa)?$")
 
 
@@ -72,12 +74,26 @@ class SizeLiteral:
     per_channel: int
 
 
+@dataclass(frozen=True)
+class CutLiteral:
+    """Piece `piece` of a split/chunk/slice/narrow `node` along dimension `dim` holds `per_channel` entries per group
+    channel. `sizes` are the node's pieces as exported (a slice's or narrow's: what lies before, in and after it), so
+    pruning can shrink the group's piece and rewrite the node's sizes or bounds."""
+
+    node: fx.Node
+    dim: int
+    sizes: tuple[int, ...]
+    piece: int
+    per_channel: int
+
+
 @dataclass
 class ChannelGroup:
     size: int
     producers: list[Slice] = field(default_factory=list)  # weights that create the channels (scored)
     slices: list[Slice] = field(default_factory=list)  # everything resized when channels go
     reshapes: list[SizeLiteral] = field(default_factory=list)  # literal sizes to rewrite
+    cuts: list[CutLiteral] = field(default_factory=list)  # split sizes and slice bounds to rewrite
     # BatchNorm (weight, running_var, eps, offset of the group's channels in them)
     norms: list[tuple[str, str, float, int]] = field(default_factory=list)
     frozen_because: list[str] = field(default_factory=list)
@@ -90,10 +106,12 @@ class ChannelGroup:
 
 @dataclass
 class _Track:
-    """One group's channels in a tensor; a tensor's tracks list every group it carries (several after a concat)."""
+    """One group's channels in a tensor; a tensor's tracks list every group it carries (several after a concat).
+    The tracks of a split's (list) output say which piece each is in; `getitem` takes one piece's."""
 
     group: int
     layout: Layout
+    piece: int | None = None
 
 
 class _Groups:
@@ -102,6 +120,7 @@ class _Groups:
     def __init__(self):
         self.parent: list[int] = []
         self.groups: list[ChannelGroup] = []
+        self.retired: set[int] = set()  # roots replaced by their runs (see `split`)
 
     def new(self, size: int) -> int:
         self.parent.append(len(self.parent))
@@ -126,6 +145,7 @@ class _Groups:
         group_a.producers += group_b.producers
         group_a.slices += group_b.slices
         group_a.reshapes += group_b.reshapes
+        group_a.cuts += group_b.cuts
         group_a.norms += group_b.norms
         group_a.frozen_because += group_b.frozen_because
         if group_a.size != group_b.size:
@@ -135,8 +155,32 @@ class _Groups:
     def freeze(self, index: int, reason: str) -> None:
         self.get(index).frozen_because.append(reason)
 
+    def split(self, index: int, cuts: list[int], tracks: dict) -> None:
+        """Make the runs of a group's channels between `cuts` groups of their own (a split op cuts the group there;
+        the runs are then pruned apart, or together again where their pieces meet in an elementwise op). Every
+        slice, BatchNorm and tensor that held the group holds each run at the run's offset in the group's old
+        channels; literal sizes and split sizes count each run's channels where they counted the group's."""
+        root = self.find(index)
+        whole = self.groups[root]
+        bounds = [0, *cuts, whole.size]
+        runs = []
+        for start, stop in zip(bounds, bounds[1:]):
+            run = self.new(stop - start)
+            self.groups[run] = ChannelGroup(
+                stop - start, producers=[_shifted(p, start, whole.size) for p in whole.producers],
+                slices=[_shifted(p, start, whole.size) for p in whole.slices], reshapes=list(whole.reshapes),
+                cuts=list(whole.cuts), frozen_because=list(whole.frozen_because), unit=whole.unit,
+                norms=[(weight, variance, eps, offset + start) for weight, variance, eps, offset in whole.norms])
+            runs.append((run, start))
+        self.retired.add(root)
+        for node, node_tracks in tracks.items():
+            if any(self.find(track.group) == root for track in node_tracks):
+                tracks[node] = [piece for track in node_tracks for piece in (
+                    [replace(track, group=run, layout=_shifted(track.layout, start, whole.size)) for run, start in runs]
+                    if self.find(track.group) == root else [track])]
+
     def roots(self) -> list[ChannelGroup]:
-        return [self.groups[i] for i in range(len(self.parent)) if self.find(i) == i]
+        return [self.groups[i] for i in range(len(self.parent)) if self.find(i) == i and i not in self.retired]
 
 
 def find_channel_groups(graph_module: fx.GraphModule) -> list[ChannelGroup]:
@@ -176,6 +220,17 @@ def _visit(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Groups) 
         return
     first = node.args[0] if node.args else None
     segments = tracks.get(first) if isinstance(first, fx.Node) else None
+    if segments and any(track.piece is not None for track in segments):  # the list a split returns
+        picked = [replace(track, piece=None) for track in segments if track.piece == node.args[1]] \
+            if name == "getitem" and len(inputs) == 1 else None
+        if picked is None:
+            _freeze(inputs, tracks, groups, f"{name} at {node.name} of a split's pieces")
+        elif picked:
+            tracks[node] = picked
+        return
+    if name in _CUTS and segments and len(inputs) == 1:
+        _visit_cut(node, name, segments, tracks, groups)
+        return
     # only its first argument may be tracked for the op to keep channels apart
     layouts = [_passes(node, name, track, groups) for track in segments] if segments and len(inputs) == 1 else None
     if layouts and all(layout is not None for layout in layouts):
@@ -224,9 +279,6 @@ def _passes(node: fx.Node, name: str, track: _Track, groups: _Groups) -> Layout 
         return transposed(layout, node.args[1], node.args[2], rank)
     if name == "t" and rank == 2:
         return transposed(layout, 0, 1, rank)
-    if name == "slice":
-        dim = node.args[1] if len(node.args) > 1 else 0
-        return None if dim % rank == layout.dim else layout
     if name == "select":
         dim = node.args[1] % rank
         return None if dim == layout.dim else replace(layout, dim=layout.dim - (dim < layout.dim))
@@ -346,6 +398,108 @@ def _visit_cat(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Grou
             joined.append(_Track(track.group, Layout(dim, offset=offset + track.layout.offset, span=shape[dim])))
         offset += size
     tracks[node] = joined
+
+
+def _visit_cut(node: fx.Node, name: str, segments: list[_Track], tracks: dict, groups: _Groups) -> None:
+    """A split, chunk, slice or narrow. Along another dimension every piece keeps every group's channels where
+    they were. Along the channel dimension each piece carries the groups whose channels fall in it, at their offset
+    in the piece; a group the cut goes through is first split into runs (`_Groups.split`). A cut that falls inside a
+    flattened block, a layout with `outer` runs, a step or a size that is not a number freezes the groups."""
+    shape = shape_of(node.args[0])
+    splits = name in ("split", "split_with_sizes", "chunk")
+    position, default = (2, 0) if splits else (1, 0)
+    dim = node.args[position] if len(node.args) > position else node.kwargs.get("dim", default)
+    if shape is None or not isinstance(dim, int):
+        _freeze([node.args[0]], tracks, groups, f"{name} at {node.name} of unknown shape")
+        return
+    dim %= len(shape)
+    if all(track.layout.dim != dim for track in segments):
+        values = node.meta.get("val")
+        if not splits:
+            tracks[node] = segments
+        elif isinstance(values, (list, tuple)):
+            tracks[node] = [replace(track, piece=k) for k in range(len(values)) for track in segments]
+        else:
+            _freeze([node.args[0]], tracks, groups, f"{name} at {node.name} of unknown pieces")
+        return
+    cut = _cut_pieces(node, name, shape, dim)
+    if cut is None:
+        _freeze([node.args[0]], tracks, groups, f"{name} at {node.name} cuts the channels with a step or sizes "
+                                                f"it cannot follow")
+        return
+    sizes, kept = cut
+    bounds = [sum(sizes[:k]) for k in range(len(sizes) + 1)]  # entries along `dim` where the pieces start
+    across = [track for track in segments if track.layout.dim == dim]
+    if any(track.layout.outer != 1 or any(bound % track.layout.block for bound in bounds) for track in across):
+        _freeze([node.args[0]], tracks, groups, f"{name} at {node.name} cuts inside a flattened channel")
+        return
+    straddling = next((track for track in across if _inside(track, bounds, groups)), None)
+    while straddling is not None:
+        groups.split(straddling.group, _inside(straddling, bounds, groups), tracks)
+        segments = tracks[node.args[0]]
+        straddling = next((track for track in segments if track.layout.dim == dim and
+                           _inside(track, bounds, groups)), None)
+    pieces: list[list[_Track]] = [[] for _ in sizes]
+    for track in segments:
+        if track.layout.dim != dim:
+            for piece in pieces:
+                piece.append(track)
+            continue
+        layout, size = track.layout, groups.get(track.group).size
+        start = layout.offset * layout.block
+        k = max(k for k in range(len(sizes)) if bounds[k] <= start)
+        offset, span = layout.offset - bounds[k] // layout.block, sizes[k] // layout.block
+        pieces[k].append(replace(track, layout=replace(layout, offset=offset, span=0 if (offset, span) == (
+            0, size) else span)))
+        groups.get(track.group).cuts.append(CutLiteral(node, dim, tuple(sizes), k, layout.block))
+    if kept is None:  # a split: the list of pieces, taken apart by getitem
+        tracks[node] = [replace(track, piece=k) for k, piece in enumerate(pieces) for track in piece]
+    elif pieces[kept]:
+        tracks[node] = pieces[kept]
+
+
+def _inside(track: _Track, bounds: list[int], groups: _Groups) -> list[int]:
+    """The cuts (entry `bounds` of the pieces) that fall inside the track's group, counted in its channels."""
+    layout, size = track.layout, groups.get(track.group).size
+    return [bound // layout.block - layout.offset for bound in bounds
+            if layout.offset < bound // layout.block < layout.offset + size]
+
+
+def _cut_pieces(node: fx.Node, name: str, shape: tuple, dim: int) -> tuple[list[int], int | None] | None:
+    """(sizes of the pieces along `dim`, the piece a slice or narrow keeps or None for a split), or None where a
+    size is not a number or a slice has a step."""
+    def arg(position, keyword, default):
+        return node.args[position] if len(node.args) > position else node.kwargs.get(keyword, default)
+
+    extent = shape[dim]
+    if name in ("split", "split_with_sizes", "chunk"):
+        values = node.meta.get("val")
+        if not isinstance(values, (list, tuple)):
+            return None
+        sizes, kept = [value.shape[dim] for value in values], None
+    elif not isinstance(extent, int):
+        return None
+    elif name == "narrow":
+        start, length = arg(2, "start", None), arg(3, "length", None)
+        if not (isinstance(start, int) and isinstance(length, int)):
+            return None
+        start += extent if start < 0 else 0
+        sizes, kept = [start, length, extent - start - length], 1
+    else:
+        start, end, step = arg(2, "start", None), arg(3, "end", None), arg(4, "step", 1)
+        if step != 1 or not all(isinstance(v, int) for v in (start, end) if v is not None):
+            return None
+        start, end, _ = slice(start, end).indices(extent)
+        end = max(start, end)
+        sizes, kept = [start, end - start, extent - end], 1
+    if not all(isinstance(size, int) for size in sizes):
+        return None
+    return sizes, kept
+
+
+def _shifted(piece, start: int, size: int):
+    """A Slice or Layout of a group's channels, for the run of them that starts at channel `start`."""
+    return replace(piece, offset=piece.offset + start, span=piece.span or size)
 
 
 def _reduced(node: fx.Node, layout: Layout, rank: int) -> Layout | None:

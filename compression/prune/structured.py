@@ -18,8 +18,10 @@ import torch
 from torch import fx, nn
 
 from compression.prune.attention_heads import find_head_groups
-from compression.prune.channel_groups import ChannelGroup, Slice, find_channel_groups
+from compression.prune.channel_groups import ChannelGroup, CutLiteral, Slice, find_channel_groups
 from compression.prune.channel_layout import channel_indices
+
+aten = torch.ops.aten
 
 
 @dataclass
@@ -28,7 +30,8 @@ class GroupPlan:
     keep: torch.Tensor  # sorted indices of the channels that stay
 
     def describe(self) -> dict:
-        return {"layers": [p.name for p in self.group.producers], "unit": self.group.unit,
+        # a fused GLU weight produces both halves of its group's channels: listed once
+        return {"layers": list(dict.fromkeys(p.name for p in self.group.producers)), "unit": self.group.unit,
                 "channels": self.group.size, "kept": int(self.keep.numel())}
 
 
@@ -41,7 +44,7 @@ def channel_scores(model: nn.Module, group: ChannelGroup, norm: str) -> torch.Te
     total = torch.zeros(group.size)
     for producer in group.producers:
         # Channel c owns `block` consecutive rows (one row, or a head's rows) of the producer's dimension.
-        weight = _tensor(model, producer.name).detach().float().movedim(producer.dim, 0).reshape(group.size, -1)
+        weight = _channel_rows(_tensor(model, producer.name).detach().float(), producer, group.size)
         score = weight.abs().sum(1) if norm == "l1" else weight.pow(2).sum(1).sqrt()
         total += score / score.mean().clamp_min(tiny)
     for weight_name, variance_name, eps, offset in group.norms:
@@ -50,6 +53,15 @@ def channel_scores(model: nn.Module, group: ChannelGroup, norm: str) -> torch.Te
         gain = gamma.abs() / (variance + eps).sqrt()
         total *= gain / gain.mean().clamp_min(tiny)
     return total
+
+
+def _channel_rows(weight: torch.Tensor, producer: Slice, size: int) -> torch.Tensor:
+    """One row per group channel of everything the producer makes for it: its `block` rows (one row, or a head's
+    rows), at the group's offset where the group is one run of a split producer (one half of a fused GLU weight)."""
+    index = channel_indices(torch.arange(size), producer.span or size, producer.block, producer.outer,
+                            producer.offset)
+    index = index.view(producer.outer, size, producer.block).transpose(0, 1).flatten()
+    return weight.movedim(producer.dim, 0)[index].reshape(size, -1)
 
 
 def plan_structured(model: fx.GraphModule, fraction: float, norm: str = "l2",
@@ -76,6 +88,7 @@ def plan_structured(model: fx.GraphModule, fraction: float, norm: str = "l2",
 def prune_channels(model: fx.GraphModule, plans: list[GroupPlan]) -> None:
     """Shrink every parameter/buffer named in the plans in place and fix flatten sizes in the graph."""
     removed: dict[tuple[str, int], list[torch.Tensor]] = {}
+    cut_sizes: dict[fx.Node, tuple[CutLiteral, list[int]]] = {}
     for plan in plans:
         gone = torch.ones(plan.group.size, dtype=torch.bool)
         gone[plan.keep] = False
@@ -86,10 +99,26 @@ def prune_channels(model: fx.GraphModule, plans: list[GroupPlan]) -> None:
             sizes = list(literal.node.args[1])
             sizes[literal.index] -= gone.numel() * literal.per_channel
             literal.node.args = (literal.node.args[0], sizes, *literal.node.args[2:])
+        for cut in plan.group.cuts:  # a split may hold several groups' channels in one piece
+            _, sizes = cut_sizes.setdefault(cut.node, (cut, list(cut.sizes)))
+            sizes[cut.piece] -= gone.numel() * cut.per_channel
+    for cut, sizes in cut_sizes.values():
+        _rewrite_cut(cut, sizes)
     for (name, dim), indices in removed.items():
         _shrink(model, name, dim, torch.cat(indices))
     model.graph.lint()
     model.recompile()
+
+
+def _rewrite_cut(cut: CutLiteral, sizes: list[int]) -> None:
+    """A split or chunk becomes a split_with_sizes of the pruned pieces; a slice or narrow keeps the middle piece."""
+    node = cut.node
+    if cut.node.target in (aten.slice.Tensor, aten.narrow.default):
+        end = sizes[0] + sizes[1] if node.target == aten.slice.Tensor else sizes[1]
+        node.args, node.kwargs = (node.args[0], cut.dim, sizes[0], end), {}
+    else:
+        node.target = aten.split_with_sizes.default
+        node.args, node.kwargs = (node.args[0], sizes, cut.dim), {}
 
 
 def _indices(model: nn.Module, piece: Slice, size: int, channels: torch.Tensor) -> torch.Tensor:

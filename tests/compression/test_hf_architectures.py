@@ -13,7 +13,7 @@ from compression.dry_run import DryRunFailed
 from compression.hf_program import folder_to_program, load_folder_model
 from compression.io import load_program
 from compression.llm.pipeline import run_folder_pipeline
-from compression.specs import EvaluationSpec, KDSpec, LLMPTQSpec, PTQSpec
+from compression.specs import EvaluationSpec, KDSpec, LLMPTQSpec, PruneSpec, PTQSpec
 
 RTN = LLMPTQSpec(algorithm="rtn", bits=8, group_size=None, calibration={"samples": 4, "sequence_length": 16},
                  evaluation={"context_length": 16, "generation_tokens": 0})
@@ -109,3 +109,17 @@ def test_the_upload_check_knows_the_weights_awq_scales():
 
     assert set(AWQ_BLOCK_WEIGHTS) == {f"{name}.weight" for previous, linears, _ in LLAMA_GROUPS
                                       for name in (previous, *linears)}
+
+
+def test_modernbert_structured_pruning_cuts_the_fused_gated_mlp_and_writes_its_folder(tmp_path):
+    # ModernBERT's MLP is `input, gate = Wi(x).chunk(2, -1); Wo(act(input) * gate)`: the chunk froze every group
+    # (the job was refused). Channel j is now row j and row 128 + j of Wi and column j of Wo, in both layers.
+    result = _job(tmp_path, "modernbert", "feature-extraction", PruneSpec(kind="structured", sparsity=0.25))
+    metrics = result.stages[0].metrics
+    pruned = metrics["method_metrics"]
+    assert [(g["layers"], g["channels"], g["kept"]) for g in pruned["groups"]] == [
+        ([f"model.layers.{i}.mlp.Wi.weight"], 128, 96) for i in range(2)]
+    assert pruned["parameters_before"] - pruned["parameters"] == 2 * 32 * (2 * 64 + 64)
+    folder = metrics["hf_folder"]
+    assert folder["written"] and folder["config_changes"] == {"intermediate_size": 96}, folder
+    assert folder["relative_difference_to_stage_model"] < 1e-5 and metrics["cosine"] > 0.99
