@@ -10,9 +10,16 @@ tensors meet in an elementwise op: a residual `add` makes the block's output cha
 group, pruned with one set of indices or not at all. A tensor may carry several groups side by side: a concat along
 the channel dimension (DenseNet, Inception, UNet skips) gives each input's groups a segment of the output's
 channels, at the offset of the earlier inputs' channel counts, so the concat's readers lose the matching columns; a
-concat along another dimension keeps the channels where they are, like an elementwise op. Any other op (layer norm,
-split, attention), and the graph output, freezes the groups it touches: those channels are never pruned, so an
-unknown op can cost compression but never correctness. Attention heads are found by
+concat along another dimension keeps the channels where they are, like an elementwise op. A split, chunk, slice or
+narrow along another dimension keeps the channels in every piece; along the channel dimension each piece carries
+the groups that fall in it, at their offset in the piece (`operator.getitem` picks a split's piece), and a group the
+cut goes through is split into one group per run of its channels (`_Groups.split`: its slices, BatchNorms and
+tracked tensors hold each run at its offset). Runs that meet again in an elementwise op are merged like a residual:
+the two halves of a gated linear unit (`a, b = proj(x).chunk(2, -1); gelu(a) * b`) become one group whose producer
+slices are rows j and I + j of the fused weight. The split sizes and slice bounds are recorded (`CutLiteral`) so
+that pruning can rewrite them. A cut with a step, inside a flattened channel's block or across `outer` runs freezes.
+Any other op (layer norm, unbind, attention), and the graph output, freezes the groups it touches: those channels
+are never pruned, so an unknown op can cost compression but never correctness. Attention heads are found by
 `compression.prune.attention_heads`.
 """
 

@@ -4,8 +4,10 @@
 and columns make up each attention head; this module ranks each group's channels (or heads) by the L1/L2 norm of
 the weights that produce them, keeps the strongest, and rebuilds every parameter and buffer of the group smaller
 (producer rows, BatchNorm statistics, the consumer's input columns, flattened blocks), rewriting literal sizes of
-`view`/`reshape` nodes. A tensor that several groups share side by side (the reader of a concat) is cut once, by
-the union of every group's removed indices, so that no group's offsets move under another's. The result is
+`view`/`reshape` nodes and the sizes of split/chunk nodes (which become `split_with_sizes`) and the bounds of
+slice/narrow nodes that cut the channels. A tensor that several groups share side by side (the reader of a concat,
+a fused GLU producer whose halves are runs of one or two groups) is cut once, by the union of every group's removed
+indices, so that no group's offsets move under another's. The result is
 re-exported by the caller, which refreshes the graph's shape metadata and yields a genuinely smaller `.pt2`.
 """
 

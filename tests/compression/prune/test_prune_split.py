@@ -36,12 +36,12 @@ class GatedMLP(nn.Module):
 
 
 class GatedCNN(nn.Module):
-    """WaveNet-style gate `tanh(a) * sigmoid(b)` after `conv(x).chunk(2, 1)`, with a residual around it."""
+    """WaveNet-style gate `tanh(a) * sigmoid(b)` after `bn(conv(x)).chunk(2, 1)`, with a residual around it."""
 
     def __init__(self):
         super().__init__()
         self.stem = conv_bn(3, 8)
-        self.gate = nn.Conv2d(8, 2 * 8, 3, padding=1)
+        self.gate = nn.Sequential(nn.Conv2d(8, 2 * 8, 3, padding=1), nn.BatchNorm2d(2 * 8))
         self.mix = nn.Conv2d(8, 8, 1)
         self.head = nn.Conv2d(8, 4, 1)
 
@@ -91,11 +91,12 @@ def test_gated_cnn_with_a_residual_zeroed_channels_leave_outputs_unchanged():
     model = GatedCNN()
     before = parameter_count(model)
     smaller = prune_zeroed_and_compare(model, (torch.randn(2, 3, 6, 6),), torch.randn(4, 3, 6, 6),
-                                       {"stem.0.weight", "mix.weight", "gate.weight"})
-    assert smaller.get_parameter("gate.weight").shape == (8, 4, 3, 3)  # both halves 8 -> 4, input 8 -> 4
+                                       {"stem.0.weight", "mix.weight", "gate.0.weight"})
+    assert smaller.get_parameter("gate.0.weight").shape == (8, 4, 3, 3)  # both halves 8 -> 4, input 8 -> 4
+    assert smaller.get_buffer("gate.1.running_var").shape == (8,)
     assert smaller.get_parameter("mix.weight").shape == (4, 4, 1, 1)
     assert smaller.get_parameter("head.weight").shape == (4, 4, 1, 1)
-    removed = (4 * 3 * 9 + 4 + 4 * 2) + (16 * 8 * 9 + 16 - 8 * 4 * 9 - 8) + (64 + 8 - 16 - 4) + 4 * 4
+    removed = (4 * 3 * 9 + 4 + 4 * 2) + (16 * 8 * 9 + 16 - 8 * 4 * 9 - 8 + 8 * 2) + (64 + 8 - 16 - 4) + 4 * 4
     assert before - parameter_count(smaller) == removed
 
 
@@ -174,6 +175,27 @@ def test_a_chunk_between_concat_segments_merges_the_concatenated_groups():
     smaller = prune_zeroed_and_compare(ChunkOfConcat(), (torch.randn(2, 3, 4, 4),), torch.randn(3, 3, 4, 4),
                                        {"a.weight", "b.weight"})
     assert smaller.get_parameter("d.weight").shape == (3, 2, 1, 1)
+
+
+class FlattenedChunk(nn.Module):
+    """A chunk of a flattened (N, C * H * W) map between whole channels: each linear reads blocks of H * W."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 1)
+        self.left = nn.Linear(8, 3)
+        self.right = nn.Linear(8, 3)
+
+    def forward(self, x):
+        left, right = self.c(x).flatten(1).chunk(2, 1)
+        return self.left(left) + self.right(right)
+
+
+def test_a_chunk_of_a_flattened_map_between_channels_prunes_each_half():
+    smaller = prune_zeroed_and_compare(FlattenedChunk(), (torch.randn(2, 3, 2, 2),), torch.randn(3, 3, 2, 2),
+                                       {"c.weight"})
+    assert smaller.get_parameter("c.weight").shape == (2, 3, 1, 1)  # channel 1 of each half of c
+    assert smaller.get_parameter("left.weight").shape == smaller.get_parameter("right.weight").shape == (3, 4)
 
 
 class OtherDimensionSplit(nn.Module):
