@@ -414,8 +414,8 @@ def _visit_cut(node: fx.Node, name: str, segments: list[_Track], tracks: dict, g
     flattened block, a layout with `outer` runs, a step or a size that is not a number freezes the groups."""
     shape = shape_of(node.args[0])
     splits = name in ("split", "split_with_sizes", "chunk")
-    position, default = (2, 0) if splits else (1, 0)
-    dim = node.args[position] if len(node.args) > position else node.kwargs.get("dim", default)
+    position = 2 if splits else 1  # split(x, sizes, dim), slice(x, dim, start, end, step), narrow(x, dim, ...)
+    dim = node.args[position] if len(node.args) > position else node.kwargs.get("dim", 0)
     if shape is None or not isinstance(dim, int):
         _freeze([node.args[0]], tracks, groups, f"{name} at {node.name} of unknown shape")
         return
