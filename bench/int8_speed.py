@@ -20,9 +20,14 @@ process (`compression.measure.time_in_alternation`, spread = interquartile range
   time by AOTInductor, one static model per batch size (full run only: it takes 20-60 s per model to build here);
 - `ort fp32`, `ort int8`: ONNX Runtime sessions (intra-op threads = the torch threads).
 
-Each thread count runs in its own process (inductor bakes the thread count into the kernels it compiles).
+Each thread count runs in its own process (inductor bakes the thread count into the kernels it compiles), once
+with glibc's malloc and once with jemalloc preloaded (`LD_PRELOAD`, when `libjemalloc.so.2` is installed: Debian's
+`libjemalloc2`): at batch 1 a oneDNN int8 call allocates and frees a dozen small blocks (memory descriptors, its
+output, scratch), and glibc's malloc is about a quarter of a small call's time; ONNX Runtime allocates from its own
+arena, so the allocator is what tells the two apart at batch 1 (docs/quantization.md).
 
-    python -m bench.int8_speed [--quick] [--threads 1 2] [--budget-s 4] [--models resnet8 ...] [--aoti]
+    python -m bench.int8_speed [--quick] [--threads 1 2] [--allocators glibc jemalloc] [--budget-s 4]
+                               [--models resnet8 ...] [--aoti]
 
 Prints a markdown table and writes bench/results/int8_speed.json.
 """
@@ -30,6 +35,7 @@ Prints a markdown table and writes bench/results/int8_speed.json.
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import json
 import os
 import platform
@@ -214,15 +220,17 @@ def measure(names: list[str], budget_s: float, aoti: bool) -> dict:
     return results
 
 
-def rows(threads: int, measured: dict) -> list[dict]:
+def rows(threads: int, allocator: str, measured: dict) -> list[dict]:
     table = []
     for result in measured.values():
         for batch_size, timings in result["batch"].items():
             ms = {candidate: timing["median_ms"] for candidate, timing in timings.items()}
             worst = max(timings.values(), key=lambda t: t["spread"])
-            row = {"model": result["description"], "threads": threads, "batch": batch_size}
+            row = {"model": result["description"], "threads": threads, "allocator": allocator, "batch": batch_size}
             row |= {f"{candidate} ms": f"{value:.3f}" for candidate, value in ms.items()}
             row["int8 / ort int8"] = f"{ms['int8'] / ms['ort int8']:.2f}x"
+            if "int8 aoti" in ms:
+                row["aoti / ort int8"] = f"{ms['int8 aoti'] / ms['ort int8']:.2f}x"
             row["fp32 / int8"] = f"{ms['fp32'] / ms['int8']:.2f}x"
             row["int8 py / int8"] = f"{ms['int8 py'] / ms['int8']:.2f}x"
             row["int8 / int8 no guards"] = f"{ms['int8'] / ms['int8 no guards']:.2f}x"
@@ -232,10 +240,24 @@ def rows(threads: int, measured: dict) -> list[dict]:
     return table
 
 
+JEMALLOC = ctypes.util.find_library("jemalloc")  # "libjemalloc.so.2" when installed, which LD_PRELOAD finds
+
+
+def allocator_environment(allocator: str) -> dict[str, str]:
+    """Environment of a child process that runs with `allocator` ("glibc": the process's own malloc)."""
+    if allocator == "glibc":
+        return {}
+    if JEMALLOC is None:
+        raise SystemExit("--allocators jemalloc: libjemalloc.so.2 is not installed (apt-get install libjemalloc2)")
+    return {"LD_PRELOAD": " ".join(filter(None, [os.environ.get("LD_PRELOAD"), JEMALLOC]))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one thread, 1 s budget per batch size, no AOTI")
     parser.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default 1 2)")
+    parser.add_argument("--allocators", nargs="+", choices=("glibc", "jemalloc"), default=None,
+                        help="malloc of each child process (default: both when jemalloc is installed)")
     parser.add_argument("--budget-s", type=float, default=None, help="timing budget per model and batch size")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--aoti", action="store_true", help="add the AOTInductor column (default in a full run)")
@@ -249,18 +271,22 @@ def main() -> None:
     aoti = args.aoti or not args.quick
 
     threads = args.threads or ([1] if args.quick else [1, 2])
+    allocators = args.allocators or (["glibc", "jemalloc"] if JEMALLOC else ["glibc"])
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     measured = {}
     for count in threads:
-        command = [sys.executable, "-m", "bench.int8_speed", "--child", str(count), "--budget-s", str(budget),
-                   "--models", *args.models] + (["--aoti"] if aoti else [])
-        environment = os.environ | {"OMP_NUM_THREADS": str(count)}
-        output = subprocess.run(command, env=environment, check=True, stdout=subprocess.PIPE, text=True).stdout
-        measured[count] = json.loads(output.strip().splitlines()[-1])
-    table = [row for count in threads for row in rows(count, measured[count])]
+        for allocator in allocators:
+            command = [sys.executable, "-m", "bench.int8_speed", "--child", str(count), "--budget-s", str(budget),
+                       "--models", *args.models] + (["--aoti"] if aoti else [])
+            environment = os.environ | {"OMP_NUM_THREADS": str(count)} | allocator_environment(allocator)
+            output = subprocess.run(command, env=environment, check=True, stdout=subprocess.PIPE, text=True).stdout
+            measured[f"{count} {allocator}"] = json.loads(output.strip().splitlines()[-1])
+    table = [row for count in threads for allocator in allocators
+             for row in rows(count, allocator, measured[f"{count} {allocator}"])]
     columns = list(dict.fromkeys(key for row in table for key in row))
-    report = {"threads": threads, "budget_s": budget, "measured": measured, "wall_s": round(time.monotonic() - started),
+    report = {"threads": threads, "allocators": allocators, "budget_s": budget, "measured": measured,
+              "wall_s": round(time.monotonic() - started),
               "environment": {"torch": torch.__version__, "cpus": os.cpu_count(),
                               "processor": platform.processor() or platform.machine(),
                               "load_average_1m_before": load_before, "load_average_1m_after": os.getloadavg()[0]}}
