@@ -21,7 +21,8 @@ class BlockSizes(Spec):
     conv1x1: Annotated[int, Field(ge=1, le=64)] = Field(4, description="1x1 convolutions: blocks along in_channels.")
     conv: Annotated[int, Field(ge=1, le=64)] | None = Field(
         None, description="Larger kernels; null = one whole kernel per block up to 9 weights (3x3, the paper's "
-                          "choice), and runs of at most 8 taps of longer kernels ((512, 1) -> 8). Every block size "
+                          "choice), and runs of about 4 taps of longer kernels (the divisor of the kernel's length in "
+                          "2..8 nearest to 4: (512, 1) -> 4, 5x5 -> 5, 7x7 -> 7). Every block size "
                           "is lowered to the largest divisor of the layer's row length when it does not divide it.")
     embedding: Annotated[int, Field(ge=1, le=64)] = Field(
         4, description="Embeddings: blocks along the embedding dimension. At 8, all-MiniLM-L6-v2's vocabulary alone "

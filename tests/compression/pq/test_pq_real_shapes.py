@@ -39,7 +39,7 @@ def test_long_one_dimensional_kernels_get_short_blocks():
     program, _ = pitch_task(None)
     plans, skipped = plan_layers(find_layer_weights(program), BlockSizes(), 256, 4, min_weights=2048)
     blocks = {plan.layer.name: plan.block_size for plan in plans}
-    assert blocks == {"convs.0.weight": 8, "convs.1.weight": 8, "convs.2.weight": 8, "convs.3.weight": 8}
+    assert blocks == {"convs.0.weight": 4, "convs.1.weight": 4, "convs.2.weight": 4, "convs.3.weight": 4}
     assert set(skipped) == {"classifier.weight"}  # 1536 weights
 
 
@@ -49,7 +49,7 @@ def test_ipq_of_an_audio_cnn_with_long_kernels_keeps_fidelity_far_better_than_wh
     common = dict(num_groups=1, finetune_last_group=False, kmeans_iterations=10, min_weights=2048)
     shaped = apply_ipq(IPQSpec(**common), program, task, RunContext()).metrics
     whole = apply_ipq(IPQSpec(block_sizes=BlockSizes(conv=64), **common), program, task, RunContext()).metrics
-    assert shaped["quantized_layers"]["convs.0.weight"]["block_size"] == 8
+    assert shaped["quantized_layers"]["convs.0.weight"]["block_size"] == 4
     assert whole["quantized_layers"]["convs.0.weight"]["block_size"] == 64
     # Top-1 agreement over 24 pitch bins; sigmoid outputs keep the cosine high even for a collapsed model.
     assert shaped["after"]["top1_agreement"] >= 0.75 and whole["after"]["top1_agreement"] <= 0.25
@@ -70,3 +70,16 @@ def test_transformer_attention_projections_and_small_embeddings():
     assert blocks["bert.embeddings.word_embeddings.weight"] == 4
     assert blocks[projections[0]] == 4 and blocks["bert.encoder.layer.0.output.dense.weight"] == 4
     assert "position_embeddings" in " ".join(skipped) and "min_embedding_rows" in " ".join(skipped.values())
+
+
+def test_long_kernels_are_cut_into_runs_of_about_four_taps():
+    from compression.pq.layers import LayerWeight, block_size_for
+
+    def taps(kernel: tuple[int, ...], in_channels: int = 3) -> int:
+        layer = LayerWeight("conv.weight", "conv", (8, in_channels, *kernel))
+        return block_size_for(layer, BlockSizes())
+
+    assert taps((3, 3)) == 9 and taps((5, 1)) == 5  # small kernels: one block each
+    assert taps((512, 1)) == 4 and taps((64, 1)) == 4 and taps((6, 2)) == 4
+    assert taps((5, 5)) == 5 and taps((7, 7)) == 7 and taps((15,)) == 5 and taps((1175,)) == 5  # no 4: nearest
+    assert taps((11,), in_channels=8) == 4  # a prime length: runs across kernels, of the row's divisor <= 4
