@@ -1,9 +1,9 @@
 """Datasets as the library sees them: named splits of arrays bound to a model's inputs, served in batches.
 
 An uploaded `.npz` names its arrays `<split>.<array>` (`train.x`, `train.y`, `val.input_ids`, ...); `y` holds the
-integer labels and is optional. Arrays are bound to the model's inputs once, when the dataset is built
-(`compression.inspect.bind_inputs`), and converted once to the dtype the model takes, so iterating is only
-indexing and `torch.from_numpy`.
+class labels and is optional (integers, or whole-number floats, of shape [N] or [N, 1]; kept as int64 [N]).
+Arrays are bound to the model's inputs once, when the dataset is built (`compression.inspect.bind_inputs`), and
+converted once to the dtype the model takes, so iterating is only indexing and `torch.from_numpy`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.npz import read_npz
+from compression.archive.npz import as_class_indices, read_npz
 from compression.errors import NonFiniteValues
 from compression.inspect import LABEL_ARRAY, InvalidUpload, bind_inputs
 
@@ -152,16 +152,16 @@ class Dataset:
             converted = {name: _as_model_dtype(split_arrays[binding[name]], (input_dtypes or {}).get(name))
                          for name in input_names}
             for name in input_names:
-                # The converted array also shows float64 values that overflow float32; an integer conversion
-                # would hide a NaN, so then the original is checked.
-                array = converted[name][0]
-                _check_finite(array if array.dtype.kind == "f" else split_arrays[binding[name]],
-                              f"{split_name}.{binding[name]}")
+                # The original shows NaN/Inf (an integer conversion would hide them); the converted array also
+                # shows float64 values that overflow the model's float32.
+                original, (array, dtype) = split_arrays[binding[name]], converted[name]
+                key = f"{split_name}.{binding[name]}"
+                _check_finite(original, key)
+                if array.dtype.kind == "f" and array.dtype != original.dtype:
+                    _check_finite(array, key, f"values beyond the range of the model's {dtype} input; rescale them")
             labels = split_arrays.get(LABEL_ARRAY)
             if labels is not None:
-                if labels.ndim != 1 or labels.dtype.kind not in "iu":
-                    raise InvalidUpload(f"labels '{split_name}.{LABEL_ARRAY}' must be a 1-d integer array")
-                labels = labels.astype(np.int64)
+                labels = as_class_indices(labels, f"{split_name}.{LABEL_ARRAY}")
             splits[split_name] = Split(split_name, {name: array for name, (array, _) in converted.items()}, labels,
                                        [dtype for _, dtype in converted.values()])
         return cls(splits, input_names)
@@ -180,7 +180,7 @@ def _as_model_dtype(array: np.ndarray, dtype: str | torch.dtype | None) -> tuple
     return np.ascontiguousarray(array, dtype=storage), dtype
 
 
-def _check_finite(array: np.ndarray, key: str) -> None:
+def _check_finite(array: np.ndarray, key: str, problem: str = "NaN or Inf") -> None:
     """Refuse NaN/Inf inputs up front: they would surface much later as a NaN loss or a useless calibration."""
     if array.dtype.kind not in "fc":
         return
@@ -188,5 +188,5 @@ def _check_finite(array: np.ndarray, key: str) -> None:
         finite = np.isfinite(array[start:start + _FINITE_CHECK_ROWS])
         if not finite.all():
             row = start + int(np.argwhere(~finite)[0][0])
-            raise NonFiniteValues(f"array '{key}' holds NaN or Inf (first at row {row}); clean or drop those rows "
+            raise NonFiniteValues(f"array '{key}' holds {problem} (first at row {row}); clean or drop those rows "
                                   "and upload the dataset again")

@@ -25,6 +25,7 @@ from compression.deflate import deflated_size
 from compression.dry_run import dry_run
 from compression.evaluate import KeptOutputs, device_of, evaluate, output_tensor
 from compression.evaluation_budget import capped_evaluation
+from compression.index_inputs import check_index_ranges, embedding_rows
 from compression.io import batch_bound, export_model, input_dtypes, input_names, load_model, load_program, save_program
 from compression.measure import Timing, file_size, parameter_count, time_in_alternation
 from compression.methods import apply_stage
@@ -100,6 +101,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     ctx.progress("load", 0, 1)
     program = load_program(model_path, limits)
     dataset = Dataset.load(dataset_path, input_names(program), input_dtypes(program), limits)
+    check_index_ranges(dataset.splits.values(), embedding_rows(program, input_names(program)))
     # An upload exported with a bounded batch (Dim("batch", max=64)) refuses larger batches: evaluation,
     # calibration and teacher outputs are served in batches it accepts; training batches are checked by the dry run.
     dataset.limit_batches(batch_bound(program))

@@ -202,12 +202,34 @@ def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifes
         if len(shape) != len(model_input.shape) or any(
                 want is not None and got != want for got, want in zip(shape[1:], model_input.shape[1:])):
             problems.append(f"'{split}.{key}' has shape {shape} but the model input is {expected} "
-                            "(first dimension is the batch)")
+                            f"(first dimension is the batch){_layout_hint(shape, model_input.shape)}")
         elif not _dtype_compatible(dtype, model_input.dtype):
-            problems.append(f"'{split}.{key}' has dtype {dtype} but the model input is {expected}")
+            problems.append(f"'{split}.{key}' has dtype {dtype} but the model input is {expected}"
+                            f"{_dtype_hint(dtype, model_input.dtype)}")
     if split in manifest.label_range:
         problems += _check_labels(split, manifest.label_range[split], signature)
     return problems
+
+
+def _layout_hint(shape: list[int], wanted: list[int | None]) -> str:
+    """What likely went wrong when an array's shape differs from the input's in a recognisable way."""
+    rows = shape[0] if shape else "N"
+    if len(shape) == len(wanted) >= 3 and shape[1:] == [*wanted[2:], wanted[1]]:
+        order = ", ".join(["0", str(len(shape) - 1), *map(str, range(1, len(shape) - 1))])
+        return (f"; the array looks channels-last: store it channels-first, x.transpose({order}) -> "
+                f"{[rows, *wanted[1:]]}")
+    if len(shape) + 1 == len(wanted) and wanted[1] == 1 and shape[1:] == wanted[2:]:
+        return f"; add the channel dimension of size 1: x[:, None] -> {[rows, *wanted[1:]]}"
+    return ""
+
+
+def _dtype_hint(array_dtype: str, model_dtype: str) -> str:
+    if _is_float(model_dtype) and array_dtype.lstrip("<>=|") in ("uint8", "u1"):
+        return ("; convert the images the way the model was trained, e.g. x.astype('float32') / 255 (plus the "
+                "model's normalization): integer pixels are not scaled silently")
+    if _is_float(model_dtype):
+        return "; store the array as floats"
+    return "; store the array as integers (token ids and masks are integer inputs)"
 
 
 def _dtype_compatible(array_dtype: str, model_dtype: str) -> bool:
@@ -216,7 +238,9 @@ def _dtype_compatible(array_dtype: str, model_dtype: str) -> bool:
 
 
 def _is_float(dtype: str) -> bool:
-    return dtype.startswith(("float", "bfloat"))
+    """A model's dtype ("float32", "bfloat16") or an array's as numpy names it, whose non-native byte order shows
+    (">f4", "<f8" of a big-endian upload)."""
+    return dtype.lstrip("<>=|").startswith(("float", "bfloat", "f"))
 
 
 def _check_labels(split: str, label_range: list[int], signature: ModelSignature) -> list[str]:

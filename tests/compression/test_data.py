@@ -73,9 +73,24 @@ def test_nan_or_inf_inputs_are_refused_with_the_array_and_row():
         Dataset.from_arrays(arrays, ["x"])
     arrays = _arrays()
     arrays["train.x"][9, 0] = 1e300  # finite in float64, infinite once converted to the model's float32
-    with pytest.raises(NonFiniteValues, match="row 9"):
+    with pytest.raises(NonFiniteValues, match=r"beyond the range of the model's torch.float32 input.*row 9"):
         Dataset.from_arrays(arrays, ["x"])
     arrays = _arrays()
     arrays["train.x"][4, 2] = np.nan
     with pytest.raises(NonFiniteValues, match="row 4"):  # also when the model takes integers
         Dataset.from_arrays(arrays, ["x"], input_dtypes={"x": torch.int64})
+
+
+def test_labels_as_whole_number_floats_or_a_column_become_int64_class_indices():
+    arrays = _arrays(n_train=4)
+    arrays["train.y"] = np.array([[2.0], [0.0], [1.0], [2.0]], np.float32)
+    arrays["val.y"] = np.array([[1], [0], [2], [2]], np.uint8)
+    data = Dataset.from_arrays(arrays, ["x"])
+    assert data.split("train").labels.tolist() == [2, 0, 1, 2] and data.split("train").labels.dtype == np.int64
+    assert data.split("val").labels.tolist() == [1, 0, 2, 2] and data.num_classes == 3
+    arrays["train.y"] = np.array([2.0, 0.5, 1.0, 2.0])
+    with pytest.raises(InvalidUpload, match="hold 0.5 at row 1"):
+        Dataset.from_arrays(arrays, ["x"])
+    arrays["train.y"] = np.eye(3, dtype=np.int64)[[0, 1, 2, 0]]
+    with pytest.raises(InvalidUpload, match="argmax"):
+        Dataset.from_arrays(arrays, ["x"])
