@@ -94,10 +94,13 @@ class Split:
 class Dataset:
     """Named splits whose arrays are bound to the model inputs `input_names` (in the model's order)."""
 
-    def __init__(self, splits: dict[str, Split], input_names: list[str]):
+    def __init__(self, splits: dict[str, Split], input_names: list[str], ignored_arrays: list[str] | None = None):
         self.splits = splits
         self.input_names = list(input_names)
         self.max_batch: int | None = None
+        # Arrays that feed no model input and are not labels (e.g. a tokenizer's token_type_ids for a model that
+        # takes input_ids and attention_mask): left out, and named in the job's metrics so it is not silent.
+        self.ignored_arrays = list(ignored_arrays or [])
 
     @property
     def split_names(self) -> list[str]:
@@ -146,9 +149,11 @@ class Dataset:
             grouped.setdefault(split_name, {})[array_name] = np.asarray(array)
         if not grouped:
             raise InvalidUpload("the dataset holds no arrays")
-        splits = {}
+        splits, ignored = {}, []
         for split_name, split_arrays in grouped.items():
             binding = bind_inputs(list(input_names), list(split_arrays), split_name)
+            ignored += [f"{split_name}.{name}" for name in split_arrays
+                        if name != LABEL_ARRAY and name not in binding.values()]
             converted = {name: _as_model_dtype(split_arrays[binding[name]], (input_dtypes or {}).get(name))
                          for name in input_names}
             for name in input_names:
@@ -164,7 +169,7 @@ class Dataset:
                 labels = as_class_indices(labels, f"{split_name}.{LABEL_ARRAY}")
             splits[split_name] = Split(split_name, {name: array for name, (array, _) in converted.items()}, labels,
                                        [dtype for _, dtype in converted.values()])
-        return cls(splits, input_names)
+        return cls(splits, input_names, sorted(ignored))
 
 
 def _as_model_dtype(array: np.ndarray, dtype: str | torch.dtype | None) -> tuple[np.ndarray, torch.dtype]:

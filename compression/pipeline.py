@@ -124,6 +124,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     noted = {"evaluation_capped": capped} if capped else {}
     evaluation, skipped = _latency_within_bound(evaluation, dataset.max_batch)
     noted |= {"latency_batch_sizes_skipped": skipped} if skipped else {}
+    noted |= {"ignored_arrays": dataset.ignored_arrays} if dataset.ignored_arrays else {}
 
     # The upload's latency is not timed here: each stage times it in alternation with its own model, and the
     # first of those timings becomes the baseline's.

@@ -29,6 +29,15 @@ def splits_used(spec: JobCreate) -> set[str]:
     return used
 
 
+def _fields_naming(spec: JobCreate, split: str) -> list[str]:
+    """The spec fields (defaults included) that name `split`: what the user changes when it is missing."""
+    fields = [name for name, value in (("evaluation.split", spec.evaluation.split), ("train_split", spec.train_split))
+              if value == split]
+    fields += [f"stages.{index}.{name}" for index, stage in enumerate(spec.stages) for name in type(stage).model_fields
+               if name.endswith("split") and getattr(stage, name) == split]
+    return fields
+
+
 def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetManifest,
                  folder: dict | None = None) -> None:
     """`folder`: the facts of a Hugging Face folder upload (the signature's "hf"), None for a .pt2."""
@@ -44,7 +53,8 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
     available = sorted(manifest.splits)
     for split in sorted(splits_used(spec)):
         if split not in manifest.splits:
-            problems.append(f"split '{split}' is not in the dataset (it has {available})")
+            problems.append(f"split '{split}' is not in the dataset (it has {available}); set "
+                            f"{' and '.join(_fields_naming(spec, split))} to one of these")
             continue
         if manifest.format == "npz":
             problems += _check_split(split, signature, manifest)
@@ -250,6 +260,10 @@ def _check_labels(split: str, label_range: list[int], signature: ModelSignature)
                 "drop the labels to measure fidelity to the original model instead"]
     low, high = label_range
     classes = output.shape[1]
+    if classes == 1 and low >= 0 and high <= 1:
+        return [f"'{split}.y' holds 0/1 labels but the model has one output (a binary logit or probability), and "
+                "accuracy is measured on class logits [batch, classes]: drop the labels to measure fidelity to the "
+                "original model, or export the model with two logits"]
     if low < 0 or high >= classes:
         return [f"labels in '{split}.y' range over [{low}, {high}] but the model has {classes} outputs "
                 f"(classes 0..{classes - 1})"]

@@ -43,7 +43,10 @@ def test_multi_input_binds_by_name_in_model_order_and_unlabelled_split():
     batch = data.split("val").head(2)
     assert batch.labels is None and batch.inputs[0].dtype == torch.int64 and batch.inputs[1].dtype == torch.float32
     assert torch.equal(batch.inputs[0], torch.from_numpy(ids[:2]))
-    assert data.num_classes is None
+    assert data.num_classes is None and data.ignored_arrays == []
+    with_extra = Dataset.from_arrays({"val.mask": np.ones((4, 3)), "val.input_ids": ids, "val.token_type_ids": ids},
+                                     input_names=["input_ids", "mask"])
+    assert with_extra.ignored_arrays == ["val.token_type_ids"]
 
 
 def test_load_npz_and_refuse_what_cannot_be_bound(tmp_path):
