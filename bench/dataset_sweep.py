@@ -82,6 +82,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[int], tuple], int]] =
     "cnn28": (lambda: ImageCNN(1), lambda n: (torch.randn(n, 1, 28, 28),), 10),
     "cnn32": (lambda: ImageCNN(3), lambda n: (torch.randn(n, 3, 32, 32),), 10),
     "binary": (BinaryCNN, lambda n: (torch.randn(n, 1, 28, 28),), 2),
+    "binary2": (lambda: ImageCNN(1, classes=2), lambda n: (torch.randn(n, 1, 28, 28),), 2),
     "cnn1d": (SignalCNN, lambda n: (torch.randn(n, 2, 64),), 5),
     "tokens": (TokenClassifier, lambda n: (torch.randint(0, 100, (n, 12)), torch.ones(n, 12, dtype=torch.int64)),
                3),
@@ -196,6 +197,8 @@ def cases() -> list[Case]:
         Case("labels one-hot [N, C]", "cnn28", lambda: labelled(images(c28), np.eye(10, dtype=np.int64)[labels(10)]),
              "refuse"),
         Case("labels [N, 1]", "cnn28", lambda: labelled(images(c28), labels(10)[:, None]), "work", KD),
+        Case("labels bool for a 2-logit model", "binary2", lambda: labelled(images(c28), labels(2).astype(bool)),
+             "work"),
         Case("labels >= classes", "cnn28", lambda: labelled(images(c28), labels(12)), "refuse"),
         Case("labels negative", "cnn28", lambda: labelled(images(c28), labels(10) - 1), "refuse"),
         Case("int32 token ids + int64 mask", "tokens", lambda: token_splits(ids_dtype=np.int32), "work", KD),
@@ -207,7 +210,7 @@ def cases() -> list[Case]:
         Case("channels-last images (N, H, W, C)", "cnn32", lambda: labelled(images((32, 32, 3)), labels(10)),
              "refuse"),
         Case("no channel dim (N, H, W) for 1 channel", "cnn28", lambda: labelled(images((28, 28)), labels(10)),
-             "refuse"),
+             "work"),
         Case("wrong spatial size 32x32 for 28x28", "cnn28", lambda: labelled(images((1, 32, 32)), labels(10)),
              "refuse"),
         Case("1-D signals (N, C, L)", "cnn1d", lambda: labelled(images((2, 64)), labels(5)), "work", KD),
@@ -231,6 +234,9 @@ def cases() -> list[Case]:
         Case("unlabelled (fidelity)", "cnn28", lambda: {"train.x": images(c28), "val.x": images(c28)}, "work"),
         Case("split with 0 rows", "cnn28", lambda: {**labelled(images(c28), labels(10)),
                                                     "test.x": images(c28, 0), "test.y": labels(10, 0)}, "refuse"),
+        Case("all-zero images", "cnn28", lambda: labelled(np.zeros((ROWS, *c28), np.float32), labels(10)), "work"),
+        # Finite values far from the model's training range are the user's data: the job measures them honestly.
+        Case("huge finite values (1e30)", "cnn28", lambda: labelled(images(c28) * 1e30, labels(10)), "work"),
         Case("NaN in images", "cnn28", lambda: labelled(np.where(np.arange(ROWS)[:, None, None, None] == 5, np.nan,
                                                                  images(c28)).astype(np.float32), labels(10)),
              "refuse"),
@@ -245,6 +251,11 @@ def cases() -> list[Case]:
                                                                               labels(10).astype(">i8")), "work", KD),
         Case("float attention mask", "tokens", lambda: token_splits(mask_dtype=np.float32), "refuse"),
         Case("arrays without a split prefix", "cnn28", lambda: {"x": images(c28), "y": labels(10)}, "refuse"),
+        Case("arrays named train_x (np.savez keywords)", "cnn28", lambda: {"train_x": images(c28),
+                                                                           "train_y": labels(10)}, "refuse"),
+        Case("a single .npy instead of .npz", "cnn28", lambda: raw_file(lambda f: np.save(f, images(c28))), "refuse"),
+        Case("torch.save of a dict of tensors", "cnn28", lambda: raw_file(lambda f: torch.save(
+            {"train.x": torch.from_numpy(images(c28))}, f)), "refuse"),
         Case("KD alpha > 0, unlabelled train split", "cnn28", lambda: {"train.x": images(c28), "val.x": images(c28),
                                                                        "val.y": labels(10)}, "refuse", KD),
         Case("binary classifier [N, 1] logit, 0/1 labels", "binary", lambda: labelled(images(c28), labels(2)),
@@ -286,8 +297,19 @@ def cases() -> list[Case]:
 
 # ---- driving one case ------------------------------------------------------------------------------------------
 
+def raw_file(write: Callable[[io.BytesIO], None]) -> tuple[str, bytes]:
+    """A file written by some other tool (an upload that is not an .npz of the format)."""
+    buffer = io.BytesIO()
+    write(buffer)
+    return ("raw", buffer.getvalue())
+
+
 def write_dataset(case: Case, directory: Path) -> Path:
     data = case.data()
+    if isinstance(data, tuple):
+        path = directory / f"{case.name.replace(' ', '_')[:40]}.bin"
+        path.write_bytes(data[1])
+        return path
     if isinstance(data, bytes):
         path = directory / f"{case.name.replace(' ', '_')[:40]}.jsonl"
         path.write_bytes(data)

@@ -18,7 +18,7 @@ import torch
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.npz import as_class_indices, read_npz
 from compression.errors import NonFiniteValues
-from compression.inspect import LABEL_ARRAY, InvalidUpload, bind_inputs
+from compression.inspect import LABEL_ARRAY, InvalidUpload, adds_channel_dim, bind_inputs
 
 # Rows checked for NaN/Inf at a time: bounds the temporary boolean array on large uploads.
 _FINITE_CHECK_ROWS = 4096
@@ -127,19 +127,23 @@ class Dataset:
     @classmethod
     def load(cls, path: str | Path, input_names: list[str],
              input_dtypes: Mapping[str, str | torch.dtype] | None = None,
-             limits: ArchiveLimits = DEFAULT_LIMITS) -> "Dataset":
+             limits: ArchiveLimits = DEFAULT_LIMITS,
+             input_shapes: Mapping[str, list[int | None]] | None = None) -> "Dataset":
         """Read an uploaded `.npz` under the archive rules (`compression.archive.npz`: bounded, sizes checked
         against headers, nothing unpickled) and bind its arrays to `input_names`."""
         arrays = read_npz(Path(path), limits, keep_arrays=True).arrays
-        return cls.from_arrays(arrays, input_names, input_dtypes)
+        return cls.from_arrays(arrays, input_names, input_dtypes, input_shapes)
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], input_names: list[str],
-                    input_dtypes: Mapping[str, str | torch.dtype] | None = None) -> "Dataset":
+                    input_dtypes: Mapping[str, str | torch.dtype] | None = None,
+                    input_shapes: Mapping[str, list[int | None]] | None = None) -> "Dataset":
         """Build from `{"<split>.<array>": array}`; `input_dtypes` maps input name -> dtype the model takes.
 
         Without a dtype for an input, floating arrays become float32 and integer arrays int64 (token ids feed
-        `embedding`, which takes int64), which is what nearly every model wants.
+        `embedding`, which takes int64), which is what nearly every model wants. With `input_shapes` (None for a
+        dynamic dimension), an array that lacks only the input's size-1 channel dimension gets it
+        (`compression.inspect.adds_channel_dim`: grayscale [N, H, W] for [N, 1, H, W]).
         """
         grouped: dict[str, dict[str, np.ndarray]] = {}
         for key, array in arrays.items():
@@ -154,6 +158,10 @@ class Dataset:
             binding = bind_inputs(list(input_names), list(split_arrays), split_name)
             ignored += [f"{split_name}.{name}" for name in split_arrays
                         if name != LABEL_ARRAY and name not in binding.values()]
+            for name in input_names:
+                array, wanted = split_arrays[binding[name]], (input_shapes or {}).get(name)
+                if wanted is not None and adds_channel_dim(array.shape, wanted):
+                    split_arrays[binding[name]] = array[:, None]
             converted = {name: _as_model_dtype(split_arrays[binding[name]], (input_dtypes or {}).get(name))
                          for name in input_names}
             for name in input_names:

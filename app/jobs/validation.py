@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, bind_inputs
+from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, adds_channel_dim, bind_inputs
 from compression.specs.batch_bound import batch_bound_problems
 from compression.specs.distill import kept_layers
 from compression.specs.ipq import quant_noise_label_problem
@@ -209,7 +209,9 @@ def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifes
         meta = arrays[key]
         shape, dtype = meta["shape"], meta["dtype"]
         expected = model_input.describe()
-        if len(shape) != len(model_input.shape) or any(
+        if adds_channel_dim(shape, model_input.shape):
+            pass  # the loader inserts the missing size-1 channel dimension
+        elif len(shape) != len(model_input.shape) or any(
                 want is not None and got != want for got, want in zip(shape[1:], model_input.shape[1:])):
             problems.append(f"'{split}.{key}' has shape {shape} but the model input is {expected} "
                             f"(first dimension is the batch){_layout_hint(shape, model_input.shape)}")
@@ -228,8 +230,6 @@ def _layout_hint(shape: list[int], wanted: list[int | None]) -> str:
         order = ", ".join(["0", str(len(shape) - 1), *map(str, range(1, len(shape) - 1))])
         return (f"; the array looks channels-last: store it channels-first, x.transpose({order}) -> "
                 f"{[rows, *wanted[1:]]}")
-    if len(shape) + 1 == len(wanted) and wanted[1] == 1 and shape[1:] == wanted[2:]:
-        return f"; add the channel dimension of size 1: x[:, None] -> {[rows, *wanted[1:]]}"
     return ""
 
 

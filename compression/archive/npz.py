@@ -48,8 +48,13 @@ def read_npz(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
         for name in archive.members:
             key = name.removesuffix(".npy")
             split, dot, array_name = key.partition(".")
-            if not name.endswith(".npy") or not dot or not split or not array_name:
-                raise InvalidUpload(f"array '{key}' is not named '<split>.<input>' (e.g. 'train.x', 'val.y')")
+            if not name.endswith(".npy"):
+                raise InvalidUpload(f"the file holds '{name}', which is not a numpy array (.npy): write the dataset "
+                                    "with numpy.savez(path, **{'train.x': ..., 'train.y': ...}) (a torch.save or "
+                                    "pickle file is never read)")
+            if not dot or not split or not array_name:
+                raise InvalidUpload(f"array '{key}' is not named '<split>.<input>' (e.g. 'train.x', 'val.y')"
+                                    + _naming_hint(key))
             with archive.open(name) as member:
                 headers[name] = _header(member, key)
             shape, dtype, _ = headers[name]
@@ -70,6 +75,15 @@ def read_npz(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
             if keep_arrays:
                 contents.arrays[key] = array
     return contents
+
+
+def _naming_hint(key: str) -> str:
+    """`numpy.savez(path, train_x=...)` is how keyword arguments allow it; the dotted name needs a dict."""
+    split, underscore, array_name = key.partition("_")
+    if underscore and split and array_name:
+        return (f"; to name it '{split}.{array_name}' pass a dict: numpy.savez(path, **{{'{split}.{array_name}': "
+                "...})")
+    return "; pass a dict: numpy.savez(path, **{'train.x': ..., 'train.y': ...})"
 
 
 def _header(member: MemberReader, key: str) -> tuple[tuple[int, ...], np.dtype, bool]:
@@ -161,13 +175,14 @@ def _check_splits(splits: dict[str, dict[str, dict]]) -> None:
 
 
 def label_layout_problem(key: str, shape: tuple[int, ...] | list[int], dtype: np.dtype) -> str | None:
-    """Why labels of this shape and dtype are not class indices, or None. A column [N, 1] is taken as [N], and
-    floats as class indices when every value is whole (`check_label_values`)."""
+    """Why labels of this shape and dtype are not class indices, or None. A column [N, 1] is taken as [N], booleans
+    as classes 0 and 1, and floats as class indices when every value is whole (`check_label_values`)."""
     if len(shape) == 2 and shape[1] != 1:
         return (f"labels '{key}' have shape {list(shape)}: store one class index per example, shape [N] (a one-hot "
                 "or probability matrix becomes y.argmax(axis=1))")
-    if len(shape) not in (1, 2) or dtype.kind not in "iuf":
-        return f"labels '{key}' must be class indices: integers (or whole-number floats) of shape [N] or [N, 1]"
+    if len(shape) not in (1, 2) or dtype.kind not in "biuf":
+        return (f"labels '{key}' must be class indices: integers (booleans, or whole-number floats) of shape [N] or "
+                "[N, 1]")
     return None
 
 

@@ -91,9 +91,21 @@ def test_labels_as_whole_number_floats_or_a_column_become_int64_class_indices():
     data = Dataset.from_arrays(arrays, ["x"])
     assert data.split("train").labels.tolist() == [2, 0, 1, 2] and data.split("train").labels.dtype == np.int64
     assert data.split("val").labels.tolist() == [1, 0, 2, 2] and data.num_classes == 3
+    arrays["val.y"] = np.array([True, False, True, True])
+    assert Dataset.from_arrays(arrays, ["x"]).split("val").labels.tolist() == [1, 0, 1, 1]
     arrays["train.y"] = np.array([2.0, 0.5, 1.0, 2.0])
     with pytest.raises(InvalidUpload, match="hold 0.5 at row 1"):
         Dataset.from_arrays(arrays, ["x"])
     arrays["train.y"] = np.eye(3, dtype=np.int64)[[0, 1, 2, 0]]
     with pytest.raises(InvalidUpload, match="argmax"):
         Dataset.from_arrays(arrays, ["x"])
+
+
+def test_a_missing_size_one_channel_dimension_is_inserted_and_nothing_else_is_reshaped():
+    images = np.arange(2 * 4 * 5, dtype=np.float32).reshape(2, 4, 5)
+    data = Dataset.from_arrays({"val.x": images}, ["x"], input_shapes={"x": [None, 1, 4, 5]})
+    assert data.split("val").inputs["x"].shape == (2, 1, 4, 5)
+    np.testing.assert_array_equal(data.split("val").inputs["x"][:, 0], images)
+    for wanted in ([None, 3, 4, 5], [None, 1, 5, 4], [None, 4, 5]):  # 3 channels, other sizes, already fitting
+        assert Dataset.from_arrays({"val.x": images}, ["x"], input_shapes={"x": wanted}).split(
+            "val").inputs["x"].shape == (2, 4, 5)

@@ -36,6 +36,8 @@ def test_whole_number_float_labels_and_label_columns_are_class_indices():
     arrays = {"t.x": np.zeros((3, 2), np.float32), "t.y": np.array([[2.0], [0.0], [5.0]], np.float32)}
     assert read_npz(io.BytesIO(_npz(**arrays))).label_range == {"t": [0, 5]}
     assert read_npz(io.BytesIO(_npz(**arrays)), keep_arrays=True).label_range == {"t": [0, 5]}
+    arrays["t.y"] = np.array([True, False, False])
+    assert read_npz(io.BytesIO(_npz(**arrays))).label_range == {"t": [0, 1]}
 
 
 def test_nan_is_found_across_chunk_boundaries_with_its_row_in_any_layout():
@@ -80,9 +82,18 @@ def test_a_claim_beyond_the_member_cap_is_refused_before_reading():
     ({"t.y": np.zeros(2, int)}, "labels but no inputs"),
     ({"t.x": np.zeros(2), "t.z": np.zeros(3)}, "disagree"),
     ({"tx": np.zeros(2)}, "not named"),
+    ({"train_x": np.zeros(2)}, r"to name it 'train.x' pass a dict: numpy.savez\(path, \*\*\{'train.x': ...\}\)"),
 ])
 def test_bad_arrays_are_refused(arrays, reason):
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     with pytest.raises(InvalidUpload, match=reason):
+        read_npz(io.BytesIO(buffer.getvalue()))
+
+
+def test_a_torch_save_file_is_named_as_not_numpy():
+    import torch
+    buffer = io.BytesIO()
+    torch.save({"train.x": torch.zeros(2)}, buffer)
+    with pytest.raises(InvalidUpload, match="holds '.*data.pkl', which is not a numpy array .* never read"):
         read_npz(io.BytesIO(buffer.getvalue()))
