@@ -1,9 +1,9 @@
 """Datasets as the library sees them: named splits of arrays bound to a model's inputs, served in batches.
 
 An uploaded `.npz` names its arrays `<split>.<array>` (`train.x`, `train.y`, `val.input_ids`, ...); `y` holds the
-integer labels and is optional. Arrays are bound to the model's inputs once, when the dataset is built
-(`compression.inspect.bind_inputs`), and converted once to the dtype the model takes, so iterating is only
-indexing and `torch.from_numpy`.
+class labels and is optional (integers, or whole-number floats, of shape [N] or [N, 1]; kept as int64 [N]).
+Arrays are bound to the model's inputs once, when the dataset is built (`compression.inspect.bind_inputs`), and
+converted once to the dtype the model takes, so iterating is only indexing and `torch.from_numpy`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.npz import read_npz
+from compression.archive.npz import as_class_indices, read_npz
 from compression.errors import NonFiniteValues
-from compression.inspect import LABEL_ARRAY, InvalidUpload, bind_inputs
+from compression.inspect import LABEL_ARRAY, InvalidUpload, adds_channel_dim, bind_inputs
 
 # Rows checked for NaN/Inf at a time: bounds the temporary boolean array on large uploads.
 _FINITE_CHECK_ROWS = 4096
@@ -94,10 +94,13 @@ class Split:
 class Dataset:
     """Named splits whose arrays are bound to the model inputs `input_names` (in the model's order)."""
 
-    def __init__(self, splits: dict[str, Split], input_names: list[str]):
+    def __init__(self, splits: dict[str, Split], input_names: list[str], ignored_arrays: list[str] | None = None):
         self.splits = splits
         self.input_names = list(input_names)
         self.max_batch: int | None = None
+        # Arrays that feed no model input and are not labels (e.g. a tokenizer's token_type_ids for a model that
+        # takes input_ids and attention_mask): left out, and named in the job's metrics so it is not silent.
+        self.ignored_arrays = list(ignored_arrays or [])
 
     @property
     def split_names(self) -> list[str]:
@@ -124,19 +127,23 @@ class Dataset:
     @classmethod
     def load(cls, path: str | Path, input_names: list[str],
              input_dtypes: Mapping[str, str | torch.dtype] | None = None,
-             limits: ArchiveLimits = DEFAULT_LIMITS) -> "Dataset":
+             limits: ArchiveLimits = DEFAULT_LIMITS,
+             input_shapes: Mapping[str, list[int | None]] | None = None) -> "Dataset":
         """Read an uploaded `.npz` under the archive rules (`compression.archive.npz`: bounded, sizes checked
         against headers, nothing unpickled) and bind its arrays to `input_names`."""
         arrays = read_npz(Path(path), limits, keep_arrays=True).arrays
-        return cls.from_arrays(arrays, input_names, input_dtypes)
+        return cls.from_arrays(arrays, input_names, input_dtypes, input_shapes)
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], input_names: list[str],
-                    input_dtypes: Mapping[str, str | torch.dtype] | None = None) -> "Dataset":
+                    input_dtypes: Mapping[str, str | torch.dtype] | None = None,
+                    input_shapes: Mapping[str, list[int | None]] | None = None) -> "Dataset":
         """Build from `{"<split>.<array>": array}`; `input_dtypes` maps input name -> dtype the model takes.
 
         Without a dtype for an input, floating arrays become float32 and integer arrays int64 (token ids feed
-        `embedding`, which takes int64), which is what nearly every model wants.
+        `embedding`, which takes int64), which is what nearly every model wants. With `input_shapes` (None for a
+        dynamic dimension), an array that lacks only the input's size-1 channel dimension gets it
+        (`compression.inspect.adds_channel_dim`: grayscale [N, H, W] for [N, 1, H, W]).
         """
         grouped: dict[str, dict[str, np.ndarray]] = {}
         for key, array in arrays.items():
@@ -146,25 +153,31 @@ class Dataset:
             grouped.setdefault(split_name, {})[array_name] = np.asarray(array)
         if not grouped:
             raise InvalidUpload("the dataset holds no arrays")
-        splits = {}
+        splits, ignored = {}, []
         for split_name, split_arrays in grouped.items():
             binding = bind_inputs(list(input_names), list(split_arrays), split_name)
+            ignored += [f"{split_name}.{name}" for name in split_arrays
+                        if name != LABEL_ARRAY and name not in binding.values()]
+            for name in input_names:
+                array, wanted = split_arrays[binding[name]], (input_shapes or {}).get(name)
+                if wanted is not None and adds_channel_dim(array.shape, wanted):
+                    split_arrays[binding[name]] = array[:, None]
             converted = {name: _as_model_dtype(split_arrays[binding[name]], (input_dtypes or {}).get(name))
                          for name in input_names}
             for name in input_names:
-                # The converted array also shows float64 values that overflow float32; an integer conversion
-                # would hide a NaN, so then the original is checked.
-                array = converted[name][0]
-                _check_finite(array if array.dtype.kind == "f" else split_arrays[binding[name]],
-                              f"{split_name}.{binding[name]}")
+                # The original shows NaN/Inf (an integer conversion would hide them); the converted array also
+                # shows float64 values that overflow the model's float32.
+                original, (array, dtype) = split_arrays[binding[name]], converted[name]
+                key = f"{split_name}.{binding[name]}"
+                _check_finite(original, key)
+                if array.dtype.kind == "f" and array.dtype != original.dtype:
+                    _check_finite(array, key, f"values beyond the range of the model's {dtype} input; rescale them")
             labels = split_arrays.get(LABEL_ARRAY)
             if labels is not None:
-                if labels.ndim != 1 or labels.dtype.kind not in "iu":
-                    raise InvalidUpload(f"labels '{split_name}.{LABEL_ARRAY}' must be a 1-d integer array")
-                labels = labels.astype(np.int64)
+                labels = as_class_indices(labels, f"{split_name}.{LABEL_ARRAY}")
             splits[split_name] = Split(split_name, {name: array for name, (array, _) in converted.items()}, labels,
                                        [dtype for _, dtype in converted.values()])
-        return cls(splits, input_names)
+        return cls(splits, input_names, sorted(ignored))
 
 
 def _as_model_dtype(array: np.ndarray, dtype: str | torch.dtype | None) -> tuple[np.ndarray, torch.dtype]:
@@ -180,7 +193,7 @@ def _as_model_dtype(array: np.ndarray, dtype: str | torch.dtype | None) -> tuple
     return np.ascontiguousarray(array, dtype=storage), dtype
 
 
-def _check_finite(array: np.ndarray, key: str) -> None:
+def _check_finite(array: np.ndarray, key: str, problem: str = "NaN or Inf") -> None:
     """Refuse NaN/Inf inputs up front: they would surface much later as a NaN loss or a useless calibration."""
     if array.dtype.kind not in "fc":
         return
@@ -188,5 +201,5 @@ def _check_finite(array: np.ndarray, key: str) -> None:
         finite = np.isfinite(array[start:start + _FINITE_CHECK_ROWS])
         if not finite.all():
             row = start + int(np.argwhere(~finite)[0][0])
-            raise NonFiniteValues(f"array '{key}' holds NaN or Inf (first at row {row}); clean or drop those rows "
+            raise NonFiniteValues(f"array '{key}' holds {problem} (first at row {row}); clean or drop those rows "
                                   "and upload the dataset again")

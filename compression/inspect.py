@@ -21,7 +21,7 @@ from compression.archive.signature import ModelSignature, TensorSpec
 from compression.archive.zipread import BoundedZip, NotAZip
 
 __all__ = ["LABEL_ARRAY", "DatasetManifest", "InspectedModel", "InvalidUpload", "ModelSignature", "TensorSpec",
-           "bind_inputs", "inspect_dataset", "inspect_model", "inspect_npz", "inspect_pt2"]
+           "bind_inputs", "adds_channel_dim", "inspect_dataset", "inspect_model", "inspect_npz", "inspect_pt2"]
 MODEL_KINDS = ("pt2", "hf_folder")
 
 
@@ -118,3 +118,11 @@ def bind_inputs(model_inputs: list[str], arrays: list[str], split: str) -> dict[
         raise InvalidUpload(f"split '{split}' has no array for model input(s) {missing}; name the arrays "
                             f"'{split}.<input>' after the model's inputs {model_inputs} (found {candidates})")
     return {name: name for name in model_inputs}
+
+
+def adds_channel_dim(shape: list[int] | tuple[int, ...], wanted: list[int | None]) -> bool:
+    """Whether an array of `shape` fits a model input of shape `wanted` (None: dynamic) once the size-1 channel
+    dimension it lacks is inserted after the batch: grayscale images [N, H, W] for [N, 1, H, W], signals [N, L]
+    for [N, 1, L]. The only reading of such an array, so the dataset loader inserts the dimension."""
+    return (len(wanted) >= 3 and len(shape) + 1 == len(wanted) and wanted[1] == 1
+            and all(want is None or want == got for got, want in zip(shape[1:], wanted[2:])))

@@ -82,6 +82,13 @@ def input_dtypes(program: ExportedProgram) -> dict[str, torch.dtype]:
     return {name: placeholders[name].meta["val"].dtype for name in input_names(program)}
 
 
+def input_shapes(program: ExportedProgram) -> dict[str, list[int | None]]:
+    """Each user input's shape, None for a dynamic dimension."""
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    return {name: [d if isinstance(d, int) else None for d in placeholders[name].meta["val"].shape]
+            for name in input_names(program)}
+
+
 def export_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> ExportedProgram:
     """Export `model` (plain or already exported) with the dynamic shapes of `dynamic_shapes_of(model)`.
 

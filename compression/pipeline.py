@@ -25,7 +25,17 @@ from compression.deflate import deflated_size
 from compression.dry_run import dry_run
 from compression.evaluate import KeptOutputs, device_of, evaluate, output_tensor
 from compression.evaluation_budget import capped_evaluation
-from compression.io import batch_bound, export_model, input_dtypes, input_names, load_model, load_program, save_program
+from compression.index_inputs import check_index_ranges, embedding_rows
+from compression.io import (
+    batch_bound,
+    export_model,
+    input_dtypes,
+    input_names,
+    input_shapes,
+    load_model,
+    load_program,
+    save_program,
+)
 from compression.measure import Timing, file_size, parameter_count, time_in_alternation
 from compression.methods import apply_stage
 from compression.modes import eval_mode, evaluating
@@ -99,7 +109,8 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     resolve_model = _file_resolver(dict(uploaded_models or {}), limits)
     ctx.progress("load", 0, 1)
     program = load_program(model_path, limits)
-    dataset = Dataset.load(dataset_path, input_names(program), input_dtypes(program), limits)
+    dataset = Dataset.load(dataset_path, input_names(program), input_dtypes(program), limits, input_shapes(program))
+    check_index_ranges(dataset.splits.values(), embedding_rows(program, input_names(program)))
     # An upload exported with a bounded batch (Dim("batch", max=64)) refuses larger batches: evaluation,
     # calibration and teacher outputs are served in batches it accepts; training batches are checked by the dry run.
     dataset.limit_batches(batch_bound(program))
@@ -122,6 +133,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     noted = {"evaluation_capped": capped} if capped else {}
     evaluation, skipped = _latency_within_bound(evaluation, dataset.max_batch)
     noted |= {"latency_batch_sizes_skipped": skipped} if skipped else {}
+    noted |= {"ignored_arrays": dataset.ignored_arrays} if dataset.ignored_arrays else {}
 
     # The upload's latency is not timed here: each stage times it in alternation with its own model, and the
     # first of those timings becomes the baseline's.

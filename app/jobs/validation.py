@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, bind_inputs
+from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, adds_channel_dim, bind_inputs
 from compression.specs.batch_bound import batch_bound_problems
 from compression.specs.distill import kept_layers
 from compression.specs.ipq import quant_noise_label_problem
@@ -29,6 +29,15 @@ def splits_used(spec: JobCreate) -> set[str]:
     return used
 
 
+def _fields_naming(spec: JobCreate, split: str) -> list[str]:
+    """The spec fields (defaults included) that name `split`: what the user changes when it is missing."""
+    fields = [name for name, value in (("evaluation.split", spec.evaluation.split), ("train_split", spec.train_split))
+              if value == split]
+    fields += [f"stages.{index}.{name}" for index, stage in enumerate(spec.stages) for name in type(stage).model_fields
+               if name.endswith("split") and getattr(stage, name) == split]
+    return fields
+
+
 def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetManifest,
                  folder: dict | None = None) -> None:
     """`folder`: the facts of a Hugging Face folder upload (the signature's "hf"), None for a .pt2."""
@@ -44,7 +53,8 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
     available = sorted(manifest.splits)
     for split in sorted(splits_used(spec)):
         if split not in manifest.splits:
-            problems.append(f"split '{split}' is not in the dataset (it has {available})")
+            problems.append(f"split '{split}' is not in the dataset (it has {available}); set "
+                            f"{' and '.join(_fields_naming(spec, split))} to one of these")
             continue
         if manifest.format == "npz":
             problems += _check_split(split, signature, manifest)
@@ -199,15 +209,37 @@ def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifes
         meta = arrays[key]
         shape, dtype = meta["shape"], meta["dtype"]
         expected = model_input.describe()
-        if len(shape) != len(model_input.shape) or any(
+        if adds_channel_dim(shape, model_input.shape):
+            pass  # the loader inserts the missing size-1 channel dimension
+        elif len(shape) != len(model_input.shape) or any(
                 want is not None and got != want for got, want in zip(shape[1:], model_input.shape[1:])):
             problems.append(f"'{split}.{key}' has shape {shape} but the model input is {expected} "
-                            "(first dimension is the batch)")
+                            f"(first dimension is the batch){_layout_hint(shape, model_input.shape)}")
         elif not _dtype_compatible(dtype, model_input.dtype):
-            problems.append(f"'{split}.{key}' has dtype {dtype} but the model input is {expected}")
+            problems.append(f"'{split}.{key}' has dtype {dtype} but the model input is {expected}"
+                            f"{_dtype_hint(dtype, model_input.dtype)}")
     if split in manifest.label_range:
         problems += _check_labels(split, manifest.label_range[split], signature)
     return problems
+
+
+def _layout_hint(shape: list[int], wanted: list[int | None]) -> str:
+    """What likely went wrong when an array's shape differs from the input's in a recognisable way."""
+    rows = shape[0] if shape else "N"
+    if len(shape) == len(wanted) >= 3 and shape[1:] == [*wanted[2:], wanted[1]]:
+        order = ", ".join(["0", str(len(shape) - 1), *map(str, range(1, len(shape) - 1))])
+        return (f"; the array looks channels-last: store it channels-first, x.transpose({order}) -> "
+                f"{[rows, *wanted[1:]]}")
+    return ""
+
+
+def _dtype_hint(array_dtype: str, model_dtype: str) -> str:
+    if _is_float(model_dtype) and array_dtype.lstrip("<>=|") in ("uint8", "u1"):
+        return ("; convert the images the way the model was trained, e.g. x.astype('float32') / 255 (plus the "
+                "model's normalization): integer pixels are not scaled silently")
+    if _is_float(model_dtype):
+        return "; store the array as floats"
+    return "; store the array as integers (token ids and masks are integer inputs)"
 
 
 def _dtype_compatible(array_dtype: str, model_dtype: str) -> bool:
@@ -216,7 +248,9 @@ def _dtype_compatible(array_dtype: str, model_dtype: str) -> bool:
 
 
 def _is_float(dtype: str) -> bool:
-    return dtype.startswith(("float", "bfloat"))
+    """A model's dtype ("float32", "bfloat16") or an array's as numpy names it, whose non-native byte order shows
+    (">f4", "<f8" of a big-endian upload)."""
+    return dtype.lstrip("<>=|").startswith(("float", "bfloat", "f"))
 
 
 def _check_labels(split: str, label_range: list[int], signature: ModelSignature) -> list[str]:
@@ -226,6 +260,10 @@ def _check_labels(split: str, label_range: list[int], signature: ModelSignature)
                 "drop the labels to measure fidelity to the original model instead"]
     low, high = label_range
     classes = output.shape[1]
+    if classes == 1 and low >= 0 and high <= 1:
+        return [f"'{split}.y' holds 0/1 labels but the model has one output (a binary logit or probability), and "
+                "accuracy is measured on class logits [batch, classes]: drop the labels to measure fidelity to the "
+                "original model, or export the model with two logits"]
     if low < 0 or high >= classes:
         return [f"labels in '{split}.y' range over [{low}, {high}] but the model has {classes} outputs "
                 f"(classes 0..{classes - 1})"]

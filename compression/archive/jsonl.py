@@ -1,7 +1,8 @@
 """A `.jsonl` text dataset: one JSON object per line, `{"split": "train", "text": "...", "label": 3}`.
 
 `split` names the split the row belongs to (like the `<split>.` prefix of an `.npz` array), `text` is the example
-and `label` (optional: in a split, every row or none) an integer class index. Lines are read one at a time, each
+and `label` (optional: in a split, every row or none) an integer class index (a whole-number float such as 2.0
+is read as that index). Lines are read one at a time, each
 capped at `max_metadata_bytes` and parsed under the JSON depth cap; the file as a whole is capped by the upload
 size. Nothing else is allowed in a row, so a typo (`"lable"`) is refused rather than ignored.
 """
@@ -67,8 +68,13 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
         if not isinstance(text, str) or not text:
             raise InvalidUpload(f"line {number}: 'text' must be a non-empty string")
         has_label = label is not None
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)  # 2.0 (written by a float column) is class 2
         if has_label and (not isinstance(label, int) or isinstance(label, bool) or label < 0):
-            raise InvalidUpload(f"line {number}: 'label' must be a class index (an integer >= 0)")
+            hint = (" (class names must be mapped to indices: the model's config.json label2id gives its order)"
+                    if isinstance(label, str) else "")
+            raise InvalidUpload(f"line {number}: 'label' must be a class index (an integer >= 0), got "
+                                f"{json.dumps(label)[:40]}{hint}")
         if labelled.setdefault(split, has_label) != has_label:
             raise InvalidUpload(f"line {number}: split '{split}' mixes rows with and without 'label'; label every "
                                 "row of a split or none")

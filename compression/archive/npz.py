@@ -3,7 +3,8 @@
 `np.load` would trust each `.npy` header and allocate what it claims (a header of 10**12 rows fails late with
 "Unable to allocate 233 TiB"), and decompress a bzip2 member whole. Here each member's header is read with numpy's
 bounded header parser, the member's real size must equal header + shape x itemsize (counted while reading, in
-chunks), labels are scanned chunk by chunk for their range, and arrays are read into buffers of the checked size.
+chunks), labels are scanned chunk by chunk for their range (float labels must be whole numbers), float inputs for
+NaN/Inf, and arrays are read into buffers of the checked size.
 """
 
 from __future__ import annotations
@@ -47,13 +48,18 @@ def read_npz(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
         for name in archive.members:
             key = name.removesuffix(".npy")
             split, dot, array_name = key.partition(".")
-            if not name.endswith(".npy") or not dot or not split or not array_name:
-                raise InvalidUpload(f"array '{key}' is not named '<split>.<input>' (e.g. 'train.x', 'val.y')")
+            if not name.endswith(".npy"):
+                raise InvalidUpload(f"the file holds '{name}', which is not a numpy array (.npy): write the dataset "
+                                    "with numpy.savez(path, **{'train.x': ..., 'train.y': ...}) (a torch.save or "
+                                    "pickle file is never read)")
+            if not dot or not split or not array_name:
+                raise InvalidUpload(f"array '{key}' is not named '<split>.<input>' (e.g. 'train.x', 'val.y')"
+                                    + _naming_hint(key))
             with archive.open(name) as member:
                 headers[name] = _header(member, key)
             shape, dtype, _ = headers[name]
-            if array_name == LABEL_ARRAY and (dtype.kind not in "iu" or len(shape) != 1):
-                raise InvalidUpload(f"labels '{key}' must be a 1-d integer array of class indices")
+            if array_name == LABEL_ARRAY and (problem := label_layout_problem(key, shape, dtype)):
+                raise InvalidUpload(problem)
             contents.splits.setdefault(split, {})[array_name] = {"shape": list(shape), "dtype": str(dtype)}
         _check_splits(contents.splits)
         for name, (shape, dtype, fortran) in headers.items():
@@ -63,10 +69,21 @@ def read_npz(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
                 _header(member, key)
                 array = _read_data(member, key, shape, dtype, fortran, keep_arrays, is_label)
             if is_label:
+                if keep_arrays:
+                    check_label_values(array, key)
                 contents.label_range[key.partition(".")[0]] = [int(array.min()), int(array.max())]
             if keep_arrays:
                 contents.arrays[key] = array
     return contents
+
+
+def _naming_hint(key: str) -> str:
+    """`numpy.savez(path, train_x=...)` is how keyword arguments allow it; the dotted name needs a dict."""
+    split, underscore, array_name = key.partition("_")
+    if underscore and split and array_name:
+        return (f"; to name it '{split}.{array_name}' pass a dict: numpy.savez(path, **{{'{split}.{array_name}': "
+                "...})")
+    return "; pass a dict: numpy.savez(path, **{'train.x': ..., 'train.y': ...})"
 
 
 def _header(member: MemberReader, key: str) -> tuple[tuple[int, ...], np.dtype, bool]:
@@ -80,6 +97,10 @@ def _header(member: MemberReader, key: str) -> tuple[tuple[int, ...], np.dtype, 
             raise ValueError(f".npy format version {version} is not read; write the file with numpy.savez")
     except (ValueError, SyntaxError, EOFError) as exc:
         raise InvalidUpload(f"array '{key}' is damaged or truncated ({exc}); upload the file again") from None
+    if key.partition(".")[2] == LABEL_ARRAY and dtype.kind in "USO":
+        raise InvalidUpload(f"labels '{key}' are {'strings' if dtype.kind in 'US' else 'Python objects'} "
+                            f"(dtype {dtype}); store class indices 0..C-1 instead, e.g. "
+                            "numpy.unique(names, return_inverse=True)[1]")
     if dtype.hasobject:
         raise InvalidUpload(f"array '{key}' holds Python objects, which are never unpickled; store plain "
                             "numeric arrays")
@@ -93,7 +114,8 @@ def _header(member: MemberReader, key: str) -> tuple[tuple[int, ...], np.dtype, 
 def _read_data(member: MemberReader, key: str, shape: tuple[int, ...], dtype: np.dtype, fortran: bool,
                keep: bool, is_label: bool) -> np.ndarray | None:
     """Read the data after the header, which must be exactly shape x itemsize bytes. Kept arrays are read into
-    their final buffer; labels are otherwise reduced to their extremes chunk by chunk."""
+    their final buffer (the loader checks them); otherwise labels are reduced to their extremes and float arrays
+    checked for NaN/Inf chunk by chunk."""
     expected = math.prod(shape) * dtype.itemsize
     header_bytes = member.size
     if expected > member.cap - header_bytes:
@@ -109,12 +131,17 @@ def _read_data(member: MemberReader, key: str, shape: tuple[int, ...], dtype: np
             raise InvalidUpload(f"array '{key}' holds more data than its shape {list(shape)} {dtype}")
         if keep:
             target[start:start + len(chunk)] = np.frombuffer(chunk, np.uint8)
-        elif is_label:
+        elif is_label or dtype.kind == "f":
             pending += chunk
             whole = len(pending) - len(pending) % dtype.itemsize
             if whole:
                 values = np.frombuffer(pending[:whole], dtype)
-                extremes += [int(values.min()), int(values.max())]
+                first = (start + len(chunk) - len(pending)) // dtype.itemsize  # index of values[0] in the array
+                if is_label:
+                    check_label_values(values, key, first_row=first)
+                    extremes += [int(values.min()), int(values.max())]
+                else:
+                    _check_finite(values, key, first, shape, fortran)
                 pending = pending[whole:]
     if member.size - header_bytes != expected:
         raise InvalidUpload(f"array '{key}' holds {member.size - header_bytes} bytes of data but its header "
@@ -123,6 +150,17 @@ def _read_data(member: MemberReader, key: str, shape: tuple[int, ...], dtype: np
     if keep:
         return flat.reshape(shape, order="F" if fortran else "C")
     return np.array(extremes, np.int64) if is_label else None
+
+
+def _check_finite(values: np.ndarray, key: str, first: int, shape: tuple[int, ...], fortran: bool) -> None:
+    """NaN/Inf inputs are refused at upload (the job's loader checks again, against the model's dtype): they
+    would surface much later as a NaN loss or a useless calibration."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        index = first + int(np.argmin(finite))
+        row = index % shape[0] if fortran else index // max(1, math.prod(shape[1:]))
+        raise InvalidUpload(f"array '{key}' holds NaN or Inf (first at row {row}); clean or drop those rows and "
+                            "upload the dataset again")
 
 
 def _check_splits(splits: dict[str, dict[str, dict]]) -> None:
@@ -134,3 +172,37 @@ def _check_splits(splits: dict[str, dict[str, dict]]) -> None:
         lengths = {name: meta["shape"][0] for name, meta in arrays.items()}
         if len(set(lengths.values())) != 1:
             raise InvalidUpload(f"split '{split}' arrays disagree on the number of examples: {lengths}")
+
+
+def label_layout_problem(key: str, shape: tuple[int, ...] | list[int], dtype: np.dtype) -> str | None:
+    """Why labels of this shape and dtype are not class indices, or None. A column [N, 1] is taken as [N], booleans
+    as classes 0 and 1, and floats as class indices when every value is whole (`check_label_values`)."""
+    if len(shape) == 2 and shape[1] != 1:
+        return (f"labels '{key}' have shape {list(shape)}: store one class index per example, shape [N] (a one-hot "
+                "or probability matrix becomes y.argmax(axis=1))")
+    if len(shape) not in (1, 2) or dtype.kind not in "biuf":
+        return (f"labels '{key}' must be class indices: integers (booleans, or whole-number floats) of shape [N] or "
+                "[N, 1]")
+    return None
+
+
+def check_label_values(values: np.ndarray, key: str, first_row: int = 0) -> None:
+    """Float labels must be whole, finite numbers (2.0 is class 2; 2.5 is no class)."""
+    if values.dtype.kind != "f" or not values.size:
+        return
+    flat = values.reshape(-1)
+    bad = ~np.isfinite(flat) | (flat != np.round(flat))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise InvalidUpload(f"labels '{key}' hold {flat[row]} at row {first_row + row}, which is not a class index: "
+                            "labels must be whole numbers 0..C-1")
+
+
+def as_class_indices(labels: np.ndarray, key: str) -> np.ndarray:
+    """Labels as 1-d int64 class indices: an [N, 1] column squeezed, whole-number floats cast (anything else
+    refused with what to change)."""
+    problem = label_layout_problem(key, labels.shape, labels.dtype)
+    if problem:
+        raise InvalidUpload(problem)
+    check_label_values(labels, key)
+    return labels.reshape(len(labels)).astype(np.int64)

@@ -121,6 +121,25 @@ def test_dataset_must_fit_the_model_inputs(api, auth, uploaded):
         response.json()["detail"]
 
 
+@pytest.mark.parametrize("x, hint", [
+    (np.zeros((2, 8, 8, 1), np.float32), "looks channels-last: store it channels-first, x.transpose(0, 3, 1, 2) -> "
+                                         "[2, 1, 8, 8]"),
+    (np.zeros((2, 8, 9), np.float32), "has shape [2, 8, 9] but the model input is input[N, 1, 8, 8]"),
+    (np.zeros((2, 1, 8, 8), np.uint8), "x.astype('float32') / 255"),
+])
+def test_common_layout_and_dtype_mistakes_are_named_with_the_fix(api, auth, uploaded, x, hint):
+    dataset = _dataset(api, auth, **{"train.x": x, "val.x": np.zeros((2, 1, 8, 8), np.float32)})
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, dataset_id=dataset))
+    assert response.status_code == 422 and hint in response.json()["detail"], response.text
+
+
+def test_big_endian_arrays_float_labels_and_grayscale_without_channel_dim_fit_the_model(api, auth, uploaded):
+    dataset = _dataset(api, auth, **{"train.x": np.zeros((2, 8, 8), ">f4"), "train.y": np.array([[9.0], [0.0]]),
+                                     "val.x": np.zeros((2, 1, 8, 8), ">f8")})
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, dataset_id=dataset))
+    assert response.status_code == 201, response.text
+
+
 def test_parent_job_must_have_succeeded_and_not_end_in_a_final_format(api, auth, uploaded):
     job = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[{"method": "prune"}])).json()
     response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, model_id=None, parent_job_id=job["id"]))

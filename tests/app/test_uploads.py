@@ -59,12 +59,21 @@ def test_dataset_upload_reports_splits_and_label_range(api, auth):
     assert manifest["label_range"] == {"train": [0, 2]}
 
 
+def test_whole_number_float_labels_and_label_columns_are_accepted(api, auth):
+    data = _npz(**{"train.x": np.zeros((3, 2), np.float32), "train.y": np.array([[1.0], [4.0], [0.0]])})
+    response = api.post("/v1/datasets", headers=auth, files={"file": ("d.npz", data)})
+    assert response.status_code == 201, response.text
+    assert response.json()["manifest"]["label_range"] == {"train": [0, 4]}
+
+
 @pytest.mark.parametrize("arrays, expected", [
     ({"train.x": np.array([{"a": 1}], dtype=object)}, "Python objects"),
     ({"train.x": np.zeros((0, 3), np.float32)}, "empty"),
     ({"x": np.zeros((2, 3), np.float32)}, "<split>.<input>"),
     ({"train.x": np.zeros((2, 3)), "train.y": np.zeros(3, np.int64)}, "disagree on the number of examples"),
-    ({"train.x": np.zeros((2, 3)), "train.y": np.zeros(2, np.float32)}, "integer array of class indices"),
+    ({"train.x": np.zeros((2, 3)), "train.y": np.array([1, 0.5], np.float32)}, "hold 0.5 at row 1"),
+    ({"train.x": np.zeros((2, 3)), "train.y": np.array(["cat", "dog"])}, "are strings"),
+    ({"train.x": np.array([[0, np.nan, 0]])}, "'train.x' holds NaN or Inf (first at row 0)"),
     ({"train.y": np.zeros(2, np.int64)}, "labels but no inputs"),
 ])
 def test_bad_datasets_are_refused_with_a_reason(api, auth, arrays, expected):

@@ -43,7 +43,10 @@ def test_multi_input_binds_by_name_in_model_order_and_unlabelled_split():
     batch = data.split("val").head(2)
     assert batch.labels is None and batch.inputs[0].dtype == torch.int64 and batch.inputs[1].dtype == torch.float32
     assert torch.equal(batch.inputs[0], torch.from_numpy(ids[:2]))
-    assert data.num_classes is None
+    assert data.num_classes is None and data.ignored_arrays == []
+    with_extra = Dataset.from_arrays({"val.mask": np.ones((4, 3)), "val.input_ids": ids, "val.token_type_ids": ids},
+                                     input_names=["input_ids", "mask"])
+    assert with_extra.ignored_arrays == ["val.token_type_ids"]
 
 
 def test_load_npz_and_refuse_what_cannot_be_bound(tmp_path):
@@ -73,9 +76,36 @@ def test_nan_or_inf_inputs_are_refused_with_the_array_and_row():
         Dataset.from_arrays(arrays, ["x"])
     arrays = _arrays()
     arrays["train.x"][9, 0] = 1e300  # finite in float64, infinite once converted to the model's float32
-    with pytest.raises(NonFiniteValues, match="row 9"):
+    with pytest.raises(NonFiniteValues, match=r"beyond the range of the model's torch.float32 input.*row 9"):
         Dataset.from_arrays(arrays, ["x"])
     arrays = _arrays()
     arrays["train.x"][4, 2] = np.nan
     with pytest.raises(NonFiniteValues, match="row 4"):  # also when the model takes integers
         Dataset.from_arrays(arrays, ["x"], input_dtypes={"x": torch.int64})
+
+
+def test_labels_as_whole_number_floats_or_a_column_become_int64_class_indices():
+    arrays = _arrays(n_train=4)
+    arrays["train.y"] = np.array([[2.0], [0.0], [1.0], [2.0]], np.float32)
+    arrays["val.y"] = np.array([[1], [0], [2], [2]], np.uint8)
+    data = Dataset.from_arrays(arrays, ["x"])
+    assert data.split("train").labels.tolist() == [2, 0, 1, 2] and data.split("train").labels.dtype == np.int64
+    assert data.split("val").labels.tolist() == [1, 0, 2, 2] and data.num_classes == 3
+    arrays["val.y"] = np.array([True, False, True, True])
+    assert Dataset.from_arrays(arrays, ["x"]).split("val").labels.tolist() == [1, 0, 1, 1]
+    arrays["train.y"] = np.array([2.0, 0.5, 1.0, 2.0])
+    with pytest.raises(InvalidUpload, match="hold 0.5 at row 1"):
+        Dataset.from_arrays(arrays, ["x"])
+    arrays["train.y"] = np.eye(3, dtype=np.int64)[[0, 1, 2, 0]]
+    with pytest.raises(InvalidUpload, match="argmax"):
+        Dataset.from_arrays(arrays, ["x"])
+
+
+def test_a_missing_size_one_channel_dimension_is_inserted_and_nothing_else_is_reshaped():
+    images = np.arange(2 * 4 * 5, dtype=np.float32).reshape(2, 4, 5)
+    data = Dataset.from_arrays({"val.x": images}, ["x"], input_shapes={"x": [None, 1, 4, 5]})
+    assert data.split("val").inputs["x"].shape == (2, 1, 4, 5)
+    np.testing.assert_array_equal(data.split("val").inputs["x"][:, 0], images)
+    for wanted in ([None, 3, 4, 5], [None, 1, 5, 4], [None, 4, 5]):  # 3 channels, other sizes, already fitting
+        assert Dataset.from_arrays({"val.x": images}, ["x"], input_shapes={"x": wanted}).split(
+            "val").inputs["x"].shape == (2, 4, 5)

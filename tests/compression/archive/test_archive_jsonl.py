@@ -28,6 +28,8 @@ def test_rows_are_grouped_by_split_with_label_ranges():
     ('{"split": "train", "text": ""}', "non-empty string"),
     ('{"split": "train", "text": "a", "label": -1}', "class index"),
     ('{"split": "train", "text": "a", "label": true}', "class index"),
+    ('{"split": "train", "text": "a", "label": 1.5}', "class index"),
+    ('{"split": "train", "text": "a", "label": "cat"}', "label2id"),
     ('{"split": "train", "text": "a", "label": 1}\n{"split": "train", "text": "b"}', "mixes rows"),
     ('{"split": "train", "text": "a"', "not valid JSON"),
     ('["train", "a"]', "JSON object"),
@@ -36,6 +38,13 @@ def test_rows_are_grouped_by_split_with_label_ranges():
 def test_bad_rows_are_refused_with_the_line(text, expected):
     with pytest.raises(InvalidUpload, match=expected):
         _read(text)
+
+
+def test_whole_number_float_labels_bom_and_windows_line_endings_are_read():
+    splits = read_jsonl(io.BytesIO(b'\xef\xbb\xbf{"split": "train", "text": "a", "label": 2.0}\r\n'
+                                   b'{"split": "train", "text": "b", "label": 0}\r\n\r\n'), keep_text=True)
+    assert splits["train"].labels == [2, 0] and all(type(label) is int for label in splits["train"].labels)
+    assert splits["train"].texts == ["a", "b"]
 
 
 def test_lines_are_capped_before_parsing():

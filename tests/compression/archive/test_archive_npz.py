@@ -32,6 +32,27 @@ def test_labels_are_scanned_in_chunks_across_chunk_boundaries():
     assert contents.label_range == {"t": [-2, 7]}
 
 
+def test_whole_number_float_labels_and_label_columns_are_class_indices():
+    arrays = {"t.x": np.zeros((3, 2), np.float32), "t.y": np.array([[2.0], [0.0], [5.0]], np.float32)}
+    assert read_npz(io.BytesIO(_npz(**arrays))).label_range == {"t": [0, 5]}
+    assert read_npz(io.BytesIO(_npz(**arrays)), keep_arrays=True).label_range == {"t": [0, 5]}
+    arrays["t.y"] = np.array([True, False, False])
+    assert read_npz(io.BytesIO(_npz(**arrays))).label_range == {"t": [0, 1]}
+
+
+def test_nan_is_found_across_chunk_boundaries_with_its_row_in_any_layout():
+    x = np.zeros((300_000, 3), np.float32)
+    x[87_381, 1] = np.nan  # element 262_144: 1 MiB into the data, past the member's chunk boundary
+    with pytest.raises(InvalidUpload, match="first at row 87381"):
+        read_npz(io.BytesIO(_npz(**{"t.x": x})))
+    with pytest.raises(InvalidUpload, match="first at row 87381"):
+        read_npz(io.BytesIO(_npz(**{"t.x": np.asfortranarray(x).astype(">f4")})))
+    labels = np.zeros(300_000)
+    labels[-1] = 0.25
+    with pytest.raises(InvalidUpload, match="at row 299999"):
+        read_npz(io.BytesIO(_npz(**{"t.x": np.zeros((300_000, 1), np.uint8), "t.y": labels})))
+
+
 @pytest.mark.parametrize("rows, data_rows, reason", [(1000, 10, "holds 40 bytes of data but its header claims"),
                                                      (10, 12, "more data than its shape")])
 def test_the_member_size_must_match_its_header(rows, data_rows, reason):
@@ -52,13 +73,27 @@ def test_a_claim_beyond_the_member_cap_is_refused_before_reading():
     ({"t.x": np.array(["a"], object)}, "Python objects"),
     ({"t.x": np.zeros(2, complex)}, "only numeric"),
     ({"t.x": np.zeros((0, 2))}, "empty"),
-    ({"t.x": np.zeros(2), "t.y": np.zeros(2)}, "1-d integer"),
+    ({"t.x": np.zeros(2), "t.y": np.array([0.0, 1.5])}, "hold 1.5 at row 1, which is not a class index"),
+    ({"t.x": np.zeros(2), "t.y": np.array([0.0, np.nan])}, "hold nan at row 1"),
+    ({"t.x": np.zeros(2), "t.y": np.eye(2, dtype=int)}, r"shape \[2, 2\].*argmax\(axis=1\)"),
+    ({"t.x": np.zeros(2), "t.y": np.array(["cat", "dog"])}, "are strings"),
+    ({"t.x": np.zeros(2), "t.y": np.zeros((2, 1, 1), int)}, "shape \\[N\\] or \\[N, 1\\]"),
+    ({"t.x": np.array([[0.0, np.inf]])}, r"'t.x' holds NaN or Inf \(first at row 0\)"),
     ({"t.y": np.zeros(2, int)}, "labels but no inputs"),
     ({"t.x": np.zeros(2), "t.z": np.zeros(3)}, "disagree"),
     ({"tx": np.zeros(2)}, "not named"),
+    ({"train_x": np.zeros(2)}, r"to name it 'train.x' pass a dict: numpy.savez\(path, \*\*\{'train.x': ...\}\)"),
 ])
 def test_bad_arrays_are_refused(arrays, reason):
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     with pytest.raises(InvalidUpload, match=reason):
+        read_npz(io.BytesIO(buffer.getvalue()))
+
+
+def test_a_torch_save_file_is_named_as_not_numpy():
+    import torch
+    buffer = io.BytesIO()
+    torch.save({"train.x": torch.zeros(2)}, buffer)
+    with pytest.raises(InvalidUpload, match="holds '.*data.pkl', which is not a numpy array .* never read"):
         read_npz(io.BytesIO(buffer.getvalue()))
