@@ -16,7 +16,9 @@ def make_job(backend, example_files):
     from core.store.blobs import write_file
 
     def make(stages: list[dict], dataset: Path | None = None, time_limit_s: int = 120,
-             evaluation: dict | None = None) -> str:
+             evaluation: dict | None = None, manifest_of: Path | None = None) -> str:
+        """`manifest_of`: the file the dataset's stored manifest is read from (default: the dataset itself), for
+        a dataset stored before an upload check that would now refuse it."""
         model_path, dataset_path = example_files[0], dataset or example_files[1]
         with session_scope() as session:
             tenant_id = ensure_tenant(session, "worker-tests")
@@ -27,7 +29,7 @@ def make_job(backend, example_files):
                           signature=inspect_pt2(model_path).to_json())
             data = Dataset(tenant_id=tenant_id, name="digits.npz", blob_id=dataset_blob.id,
                            size_bytes=dataset_blob.size_bytes, sha256=dataset_blob.sha256,
-                           manifest=inspect_npz(dataset_path).to_json())
+                           manifest=inspect_npz(manifest_of or dataset_path).to_json())
             session.add_all([model, data])
             session.flush()
             spec = JobCreate.model_validate({"model_id": model.id, "dataset_id": data.id, "stages": stages,
