@@ -10,7 +10,9 @@ from torch import nn
 
 from compression.context import RunContext
 from compression.data import Dataset, Split
+from compression.distill.losses import distillation_loss, kd_loss
 from compression.evaluate import evaluate
+from compression.fidelity import Fidelity
 from compression.io import export_model, save_program
 from compression.labels import label_loss
 from compression.pipeline import run_pipeline
@@ -83,6 +85,23 @@ def test_the_label_loss_is_binary_cross_entropy_for_binary_targets():
     classes = torch.tensor([[2.0, 0.0, -1.0]])
     assert label_loss(classes, torch.tensor([0]), "logits") == pytest.approx(
         float(F.cross_entropy(classes, torch.tensor([0]))))
+
+
+def test_a_single_logit_is_two_classes_for_agreement_kl_and_kd():
+    model, reference = torch.tensor([[1.0], [-1.0], [2.0]]), torch.tensor([[1.0], [1.0], [2.0]])
+    fidelity = Fidelity("logits")
+    fidelity.add(model, reference)
+    metrics = fidelity.result()
+    assert metrics["top1_agreement"] == pytest.approx(2 / 3)  # one column alone would always agree
+    binary_kl = F.kl_div(torch.cat([F.logsigmoid(-model), F.logsigmoid(model)], 1),
+                         torch.cat([F.logsigmoid(-reference), F.logsigmoid(reference)], 1), log_target=True,
+                         reduction="sum") / 3
+    assert metrics["kl"] == pytest.approx(float(binary_kl), rel=1e-5) and metrics["kl"] > 0.1
+    assert float(kd_loss(model, reference)) == pytest.approx(float(binary_kl), rel=1e-5)
+    labels = torch.tensor([1, 0, 1])
+    mixed = distillation_loss(model, reference, labels, temperature=1.0, alpha=0.25)
+    bce = F.binary_cross_entropy_with_logits(model, labels.float()[:, None])
+    assert float(mixed) == pytest.approx(float(0.75 * binary_kl + 0.25 * bce), rel=1e-5)
 
 
 def test_qat_trains_a_single_logit_binary_cnn_on_its_labels(tmp_path):
