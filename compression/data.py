@@ -1,7 +1,9 @@
 """Datasets as the library sees them: named splits of arrays bound to a model's inputs, served in batches.
 
 An uploaded `.npz` names its arrays `<split>.<array>` (`train.x`, `train.y`, `val.input_ids`, ...); `y` holds the
-class labels and is optional (integers, or whole-number floats, of shape [N] or [N, 1]; kept as int64 [N]).
+labels and is optional: class indices (integers, or whole-number floats, of shape [N] or [N, 1]; kept as int64 [N];
+0/1 for a binary classifier with one output), or a 0/1 label matrix [N, K] of a multi-label model (kept as float32
+[N, K]). What they mean for the model's output is `compression.labels`.
 Arrays are bound to the model's inputs once, when the dataset is built (`compression.inspect.bind_inputs`), and
 converted once to the dtype the model takes, so iterating is only indexing and `torch.from_numpy`.
 """
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.npz import as_class_indices, read_npz
+from compression.archive.npz import as_labels, read_npz
 from compression.errors import NonFiniteValues
 from compression.inspect import LABEL_ARRAY, InvalidUpload, adds_channel_dim, bind_inputs
 
@@ -27,14 +29,16 @@ _FINITE_CHECK_ROWS = 4096
 @dataclass
 class Batch:
     inputs: tuple[torch.Tensor, ...]  # in the order of the model's inputs
-    labels: torch.Tensor | None  # int64 class indices, or None for an unlabelled split
+    # int64 class indices [N], a float32 0/1 label matrix [N, K] (multi-label), or None for an unlabelled split
+    labels: torch.Tensor | None
 
     def __len__(self) -> int:
         return self.inputs[0].shape[0]
 
 
 class Split:
-    """One split (e.g. "train"): an array per model input, in input order, and optional int64 labels.
+    """One split (e.g. "train"): an array per model input, in input order, and optional labels (int64 class
+    indices, or a float32 0/1 label matrix).
 
     `dtypes` (one per input) are what batches are cast to; by default the arrays' own dtypes.
     """
@@ -174,7 +178,7 @@ class Dataset:
                     _check_finite(array, key, f"values beyond the range of the model's {dtype} input; rescale them")
             labels = split_arrays.get(LABEL_ARRAY)
             if labels is not None:
-                labels = as_class_indices(labels, f"{split_name}.{LABEL_ARRAY}")
+                labels = as_labels(labels, f"{split_name}.{LABEL_ARRAY}")
             splits[split_name] = Split(split_name, {name: array for name, (array, _) in converted.items()}, labels,
                                        [dtype for _, dtype in converted.values()])
         return cls(splits, input_names, sorted(ignored))

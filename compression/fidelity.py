@@ -2,7 +2,8 @@
 
 Every kind: mean per-example cosine, MSE and SQNR in dB (10 log10(sum ref^2 / sum (out - ref)^2), the usual
 measure of quantization error). Then by kind:
-- logits: top-1 agreement and KL(softmax(ref) || softmax(out)) per row (a row per position for [N, L, C]);
+- logits: top-1 agreement and KL(softmax(ref) || softmax(out)) per row (a row per position for [N, L, C]); a
+  binary classifier's single logit z is read as the two classes [0, z] (`compression.labels.as_class_logits`);
 - embeddings: Spearman rank correlation between the pairwise cosine similarities of the reference's embeddings
   and those of the model's (what a search or similarity score built on the encoder sees), over the first
   `MAX_SIMILARITY_EXAMPLES` examples;
@@ -25,6 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from compression.labels import as_class_logits
 from compression.sentence_pooling import pool
 
 MAX_SIMILARITY_EXAMPLES = 1024
@@ -43,6 +45,8 @@ class Fidelity:
     def add(self, output: torch.Tensor, reference: torch.Tensor, token_mask: torch.Tensor | None = None) -> None:
         """`token_mask` ([N, L], nonzero at real tokens): compare token outputs [N, L, ...] on real tokens only."""
         output, reference = output.float().cpu(), reference.float().cpu()
+        if self.kind == "logits" and output.dim() <= 2:  # a binary classifier's single logit: two classes
+            output, reference = as_class_logits(output), as_class_logits(reference)
         count = len(output)
         real = _real_tokens(output, token_mask)
         if real is not None:  # zeros at padded positions add nothing to dot products, norms or errors

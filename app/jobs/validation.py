@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from compression.inspect import DatasetManifest, InvalidUpload, ModelSignature, adds_channel_dim, bind_inputs
+from compression.archive.npz import is_multi_hot
+from compression.inspect import (
+    LABEL_ARRAY,
+    DatasetManifest,
+    InvalidUpload,
+    ModelSignature,
+    adds_channel_dim,
+    bind_inputs,
+)
 from compression.specs.batch_bound import batch_bound_problems
 from compression.specs.distill import kept_layers
 from compression.specs.ipq import quant_noise_label_problem
@@ -57,9 +65,9 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
                             f"{' and '.join(_fields_naming(spec, split))} to one of these")
             continue
         if manifest.format == "npz":
-            problems += _check_split(split, signature, manifest)
+            problems += _check_split(split, signature, manifest, spec)
         elif split in manifest.label_range:  # text: the folder's tokenizer makes the inputs; labels still must fit
-            problems += _check_labels(split, manifest.label_range[split], signature)
+            problems += _check_labels(split, manifest, signature, spec)
     problems += _metric_problems(spec, manifest)
     problems += [problem for stage in spec.stages if stage.method == "quant_noise" and spec.train_split in
                  manifest.splits and (problem := quant_noise_label_problem(stage, spec.train_split,
@@ -197,7 +205,7 @@ def _awq_problems(spec: JobCreate, missing: list[str] | None, model_type: str | 
             if stage.method == "llm_ptq" and stage.algorithm == "awq" and missing]
 
 
-def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifest) -> list[str]:
+def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifest, spec: JobCreate) -> list[str]:
     arrays = manifest.splits[split]
     try:
         binding = bind_inputs([t.name for t in signature.inputs], list(arrays), split)
@@ -219,7 +227,7 @@ def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifes
             problems.append(f"'{split}.{key}' has dtype {dtype} but the model input is {expected}"
                             f"{_dtype_hint(dtype, model_input.dtype)}")
     if split in manifest.label_range:
-        problems += _check_labels(split, manifest.label_range[split], signature)
+        problems += _check_labels(split, manifest, signature, spec)
     return problems
 
 
@@ -253,18 +261,40 @@ def _is_float(dtype: str) -> bool:
     return dtype.lstrip("<>=|").startswith(("float", "bfloat", "f"))
 
 
-def _check_labels(split: str, label_range: list[int], signature: ModelSignature) -> list[str]:
+def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignature, spec: JobCreate) -> list[str]:
+    """Labels must fit the model's first output (`compression.labels`): class indices 0..C-1 of [batch, C] logits,
+    0/1 for a binary classifier's single output ([batch] or [batch, 1]), or a 0/1 matrix [N, K] matching a
+    [batch, K] multi-label output the spec declares (evaluation.multi_label, or output_kind 'sigmoid')."""
     output = signature.outputs[0]
+    low, high = manifest.label_range[split]
+    label_shape = manifest.splits[split].get(LABEL_ARRAY, {}).get("shape", [])
+    if is_multi_hot(label_shape):
+        return _check_label_matrix(split, label_shape, output, spec)
+    if len(output.shape) == 1 or (len(output.shape) == 2 and output.shape[1] == 1):
+        if low < 0 or high > 1:
+            return [f"labels in '{split}.y' range over [{low}, {high}] but the model has one output (a binary "
+                    "classifier's logit or probability), whose labels are 0 or 1; store 0/1 labels, or export the "
+                    "model with one logit per class"]
+        return []
     if len(output.shape) != 2 or output.shape[1] is None:
         return [f"'{split}.y' holds class labels but the model output {output.describe()} is not [batch, classes]; "
                 "drop the labels to measure fidelity to the original model instead"]
-    low, high = label_range
     classes = output.shape[1]
-    if classes == 1 and low >= 0 and high <= 1:
-        return [f"'{split}.y' holds 0/1 labels but the model has one output (a binary logit or probability), and "
-                "accuracy is measured on class logits [batch, classes]: drop the labels to measure fidelity to the "
-                "original model, or export the model with two logits"]
     if low < 0 or high >= classes:
         return [f"labels in '{split}.y' range over [{low}, {high}] but the model has {classes} outputs "
                 f"(classes 0..{classes - 1})"]
+    return []
+
+
+def _check_label_matrix(split: str, label_shape: list[int], output, spec: JobCreate) -> list[str]:
+    """A 0/1 label matrix is multi-label only where the spec says so: for a softmax classifier it is one-hot."""
+    evaluation = spec.evaluation
+    if not (evaluation.multi_label or evaluation.output_kind == "sigmoid"):
+        return [f"'{split}.y' is a label matrix {label_shape}: for a classifier store one class index per example, "
+                "shape [N] (a one-hot or probability matrix becomes y.argmax(axis=1)); for a multi-label model "
+                "(independent 0/1 labels) set evaluation.multi_label to true (logit outputs) or "
+                "evaluation.output_kind to 'sigmoid' (probability outputs)"]
+    if len(output.shape) != 2 or output.shape[1] != label_shape[1]:
+        return [f"'{split}.y' holds {label_shape[1]} labels per example but the model output {output.describe()} "
+                f"is not [batch, {label_shape[1]}]: a multi-label model gives one output per label"]
     return []

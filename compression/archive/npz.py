@@ -3,8 +3,8 @@
 `np.load` would trust each `.npy` header and allocate what it claims (a header of 10**12 rows fails late with
 "Unable to allocate 233 TiB"), and decompress a bzip2 member whole. Here each member's header is read with numpy's
 bounded header parser, the member's real size must equal header + shape x itemsize (counted while reading, in
-chunks), labels are scanned chunk by chunk for their range (float labels must be whole numbers), float inputs for
-NaN/Inf, and arrays are read into buffers of the checked size.
+chunks), labels are scanned chunk by chunk for their range (float labels must be whole numbers; a label matrix
+[N, K] must hold only 0 and 1), float inputs for NaN/Inf, and arrays are read into buffers of the checked size.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def read_npz(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
                 array = _read_data(member, key, shape, dtype, fortran, keep_arrays, is_label)
             if is_label:
                 if keep_arrays:
-                    check_label_values(array, key)
+                    check_label_values(array, key, width=_label_width(shape))
                 contents.label_range[key.partition(".")[0]] = [int(array.min()), int(array.max())]
             if keep_arrays:
                 contents.arrays[key] = array
@@ -138,7 +138,7 @@ def _read_data(member: MemberReader, key: str, shape: tuple[int, ...], dtype: np
                 values = np.frombuffer(pending[:whole], dtype)
                 first = (start + len(chunk) - len(pending)) // dtype.itemsize  # index of values[0] in the array
                 if is_label:
-                    check_label_values(values, key, first_row=first)
+                    check_label_values(values, key, first_index=first, width=_label_width(shape))
                     extremes += [int(values.min()), int(values.max())]
                 else:
                     _check_finite(values, key, first, shape, fortran)
@@ -174,35 +174,58 @@ def _check_splits(splits: dict[str, dict[str, dict]]) -> None:
             raise InvalidUpload(f"split '{split}' arrays disagree on the number of examples: {lengths}")
 
 
+def is_multi_hot(shape: tuple[int, ...] | list[int]) -> bool:
+    """Whether labels of this shape are a 0/1 matrix [N, K] (multi-label: one independent label per output),
+    rather than one class index per example ([N], or a column [N, 1])."""
+    return len(shape) == 2 and shape[1] != 1
+
+
+def _label_width(shape: tuple[int, ...] | list[int]) -> int:
+    """Labels a row holds: K for a label matrix, else 1 (class indices)."""
+    return shape[1] if is_multi_hot(shape) else 1
+
+
 def label_layout_problem(key: str, shape: tuple[int, ...] | list[int], dtype: np.dtype) -> str | None:
-    """Why labels of this shape and dtype are not class indices, or None. A column [N, 1] is taken as [N], booleans
-    as classes 0 and 1, and floats as class indices when every value is whole (`check_label_values`)."""
-    if len(shape) == 2 and shape[1] != 1:
-        return (f"labels '{key}' have shape {list(shape)}: store one class index per example, shape [N] (a one-hot "
-                "or probability matrix becomes y.argmax(axis=1))")
+    """Why labels of this shape and dtype are neither class indices nor a 0/1 label matrix, or None. A column [N, 1]
+    is taken as [N], booleans as classes 0 and 1, and floats as class indices when every value is whole
+    (`check_label_values`); a matrix [N, K] is multi-label and must hold only 0 and 1. Whether the model's outputs
+    fit them is checked when a job is submitted."""
     if len(shape) not in (1, 2) or dtype.kind not in "biuf":
         return (f"labels '{key}' must be class indices: integers (booleans, or whole-number floats) of shape [N] or "
-                "[N, 1]")
+                "[N, 1], or a 0/1 matrix [N, K] for a multi-label model")
     return None
 
 
-def check_label_values(values: np.ndarray, key: str, first_row: int = 0) -> None:
-    """Float labels must be whole, finite numbers (2.0 is class 2; 2.5 is no class)."""
+def check_label_values(values: np.ndarray, key: str, first_index: int = 0, width: int = 1) -> None:
+    """Float labels must be whole, finite numbers (2.0 is class 2; 2.5 is no class); a label matrix (`width` K > 1
+    labels a row) holds only 0 and 1 (a probability matrix is no multi-label target). `first_index`: the position
+    of values[0] in the whole (flattened) array, for the row a message names."""
+    flat = values.reshape(-1)
+    if width > 1 and flat.size:
+        bad = (flat != 0) & (flat != 1)
+        if bad.any():
+            row = (first_index + int(np.argmax(bad))) // width
+            raise InvalidUpload(f"labels '{key}' are a matrix holding {flat[int(np.argmax(bad))]} at row {row}: a "
+                                "label matrix [N, K] is multi-label and holds only 0 and 1; for a classifier store one "
+                                "class index per example, shape [N] (a one-hot or probability matrix becomes "
+                                "y.argmax(axis=1))")
+        return
     if values.dtype.kind != "f" or not values.size:
         return
-    flat = values.reshape(-1)
     bad = ~np.isfinite(flat) | (flat != np.round(flat))
     if bad.any():
         row = int(np.argmax(bad))
-        raise InvalidUpload(f"labels '{key}' hold {flat[row]} at row {first_row + row}, which is not a class index: "
+        raise InvalidUpload(f"labels '{key}' hold {flat[row]} at row {first_index + row}, which is not a class index: "
                             "labels must be whole numbers 0..C-1")
 
 
-def as_class_indices(labels: np.ndarray, key: str) -> np.ndarray:
-    """Labels as 1-d int64 class indices: an [N, 1] column squeezed, whole-number floats cast (anything else
-    refused with what to change)."""
+def as_labels(labels: np.ndarray, key: str) -> np.ndarray:
+    """Labels as the library keeps them: 1-d int64 class indices (an [N, 1] column squeezed, whole-number floats
+    cast), or a 0/1 matrix [N, K] as float32 (multi-label targets); anything else refused with what to change."""
     problem = label_layout_problem(key, labels.shape, labels.dtype)
     if problem:
         raise InvalidUpload(problem)
-    check_label_values(labels, key)
+    check_label_values(labels, key, width=_label_width(labels.shape))
+    if is_multi_hot(labels.shape):
+        return np.ascontiguousarray(labels, np.float32)
     return labels.reshape(len(labels)).astype(np.int64)

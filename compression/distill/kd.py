@@ -17,7 +17,7 @@ from compression.distill.common import (
     write_student,
 )
 from compression.distill.features import capture_features, projection_for
-from compression.distill.losses import OUTPUT_LOSSES, distillation_loss, feature_loss
+from compression.distill.losses import LABEL_LOSSES, OUTPUT_LOSSES, distillation_loss, feature_loss
 from compression.evaluate import output_tensor
 from compression.modes import eval_mode
 from compression.output_kind import task_output_kind
@@ -36,9 +36,9 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
     student = student_info.model.to(ctx.device)
     kind = task_output_kind(task.output_kind, teacher_model, task.example_inputs)
     loss_name = spec.loss or OUTPUT_LOSSES[kind]
-    if spec.alpha > 0 and loss_name != "kl":
-        raise ValueError(f"alpha > 0 mixes in hard-label cross-entropy, which needs class logits, but the loss is "
-                         f"'{loss_name}' ({kind} outputs); set alpha to 0")
+    if spec.alpha > 0 and loss_name not in LABEL_LOSSES:
+        raise ValueError(f"alpha > 0 mixes in a hard-label loss, which needs logits or sigmoid probabilities, but "
+                         f"the loss is '{loss_name}' ({kind} outputs); set alpha to 0")
     with frozen_teacher(teacher_model, ctx.device) as teacher, \
             capture_features(student, [pair.student for pair in spec.features]) as student_features, \
             capture_features(teacher, [pair.teacher for pair in spec.features]) as teacher_features:

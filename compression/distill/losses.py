@@ -5,11 +5,15 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from compression.labels import as_class_logits, binary_targets, label_loss
+
 # The loss that matches each output kind (compression.specs.metrics.OutputKind): a temperature KL for class
 # logits, cosine for embeddings (their direction is what similarities read), binary cross-entropy against the
 # teacher's probabilities for independent sigmoid outputs (softmax would couple bins that are independent), MSE
 # for hidden states.
 OUTPUT_LOSSES = {"logits": "kl", "embeddings": "cosine", "sigmoid": "bce", "hidden_states": "mse"}
+# The losses of outputs that labels can also train (class logits, a binary logit, sigmoid probabilities).
+LABEL_LOSSES = ("kl", "bce")
 # Keeps log() finite on probabilities that saturated at 0 or 1.
 _PROBABILITY_EPS = 1e-6
 
@@ -23,8 +27,10 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
     """Hinton et al.: T^2 * KL(softmax(t/T) || softmax(s/T)), averaged over rows.
 
     The T^2 factor keeps the gradient magnitude independent of T (soft-target gradients scale as 1/T^2), so the
-    loss can be mixed with cross-entropy without retuning its weight.
+    loss can be mixed with cross-entropy without retuning its weight. A single logit z (a binary classifier) is the
+    two-class distribution softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)], whose KL is not trivially zero.
     """
+    student_logits, teacher_logits = as_class_logits(student_logits), as_class_logits(teacher_logits)
     student_log_probs = F.log_softmax(_rows(student_logits) / temperature, dim=-1)
     teacher_log_probs = F.log_softmax(_rows(teacher_logits).detach() / temperature, dim=-1)
     kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="batchmean")
@@ -50,17 +56,24 @@ def output_loss(student: Tensor, teacher: Tensor, loss: str, temperature: float 
 
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None, *,
                       temperature: float, alpha: float, loss: str = "kl") -> Tensor:
-    """(1 - alpha) * output_loss + alpha * cross-entropy with the hard labels (alpha = 0 needs no labels; alpha > 0
-    needs class logits, the 'kl' loss)."""
+    """(1 - alpha) * output_loss + alpha * the label loss (`compression.labels.label_loss`: cross-entropy with class
+    indices, binary cross-entropy with 0/1 targets). alpha = 0 needs no labels; alpha > 0 needs outputs that labels
+    train: logits (the 'kl' loss) or sigmoid probabilities ('bce')."""
     distance = output_loss(student_logits, teacher_logits, loss, temperature)
     if alpha == 0:
         return distance
-    if loss != "kl":
-        raise ValueError(f"alpha > 0 mixes in hard-label cross-entropy, which needs class logits, but the loss is "
-                         f"'{loss}'; set alpha to 0")
+    if loss not in LABEL_LOSSES:
+        raise ValueError(f"alpha > 0 mixes in a hard-label loss, which needs logits or sigmoid probabilities, but the "
+                         f"loss is '{loss}'; set alpha to 0")
     if labels is None:
         raise ValueError("alpha > 0 mixes in hard-label cross-entropy, but the training split has no labels")
-    hard = F.cross_entropy(_rows(student_logits), labels.reshape(-1))
+    if loss == "bce" and not binary_targets(student_logits, labels):
+        raise ValueError("alpha > 0 with sigmoid outputs needs 0/1 labels (one per output, or a 0/1 label matrix "
+                         "[N, K]), not class indices; set alpha to 0")
+    if binary_targets(student_logits, labels):
+        hard = label_loss(student_logits, labels, "sigmoid" if loss == "bce" else "logits")
+    else:
+        hard = F.cross_entropy(_rows(student_logits), labels.reshape(-1))
     return (1 - alpha) * distance + alpha * hard
 
 

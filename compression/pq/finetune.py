@@ -6,7 +6,6 @@ import dataclasses
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compression.context import RunContext
@@ -14,6 +13,7 @@ from compression.data import Batch
 from compression.distill.common import frozen_teacher, teacher_logits
 from compression.distill.losses import OUTPUT_LOSSES, distillation_loss
 from compression.evaluate import evaluate, output_tensor
+from compression.labels import label_loss
 from compression.modes import is_training, set_mode
 from compression.output_kind import task_output_kind
 from compression.pq.parametrizations import set_noise
@@ -27,16 +27,18 @@ EVAL_SAMPLES_DURING_TRAINING = 2048
 
 def make_loss(distillation, teacher: nn.Module | None, labelled: bool,
               loss: str = "kl") -> Callable[[nn.Module, Batch, int], Tensor]:
-    """Cross-entropy on labels, or distillation from `teacher` with the output kind's `loss` (KL at T for logits,
-    mixed with the labels when there are any; other outputs are not class scores, so labels are not mixed in)."""
+    """The label loss on labels (`compression.labels.label_loss`), or distillation from `teacher` with the output
+    kind's `loss` (KL at T for logits, mixed with the labels when there are any; other outputs are not class
+    scores, so labels are not mixed in)."""
     if distillation is None:
         if not labelled:
             raise ValueError("the training split has no labels: enable distillation from the uncompressed model")
 
-        def label_loss(model: nn.Module, batch: Batch, step: int) -> Tensor:
-            return F.cross_entropy(output_tensor(model(*batch.inputs)).float(), batch.labels)
+        def labels_only(model: nn.Module, batch: Batch, step: int) -> Tensor:
+            return label_loss(output_tensor(model(*batch.inputs)), batch.labels,
+                              "sigmoid" if loss == "bce" else "logits")
 
-        return label_loss
+        return labels_only
     label_weight = 1.0 - distillation.weight if labelled and loss == "kl" else 0.0
 
     def distilled_loss(model: nn.Module, batch: Batch, step: int) -> Tensor:

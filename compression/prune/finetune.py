@@ -12,13 +12,13 @@ from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from compression.context import RunContext
 from compression.data import Batch
-from compression.distill.losses import OUTPUT_LOSSES, distillation_loss
+from compression.distill.losses import LABEL_LOSSES, OUTPUT_LOSSES, distillation_loss
 from compression.evaluate import evaluate, output_tensor
+from compression.labels import label_loss
 from compression.modes import eval_mode, train_mode
 from compression.output_kind import task_output_kind
 from compression.prune.masks import WeightMasks, keep_top, rank_pruned_first, weight_scores
@@ -30,18 +30,20 @@ EVAL_SAMPLES = 2048
 
 
 def recovery_loss(task: Task, distill: PruneDistillSpec | None):
-    """Cross-entropy on the labels, or distillation from the unpruned upload (always when there are no labels)."""
+    """The label loss on the labels (`compression.labels.label_loss`: cross-entropy, or binary cross-entropy for
+    0/1 targets), or distillation from the unpruned upload (always when there are no labels)."""
     has_labels = task.dataset.split(task.train_split).has_labels
+    kind = task_output_kind(task.output_kind, task.reference, task.example_inputs)
     if distill is None and has_labels:
         def loss(model: nn.Module, batch: Batch, step: int) -> torch.Tensor:
-            return F.cross_entropy(output_tensor(model(*batch.inputs)), batch.labels)
+            return label_loss(output_tensor(model(*batch.inputs)), batch.labels, kind)
         return loss
     temperature = distill.temperature if distill else 1.0
-    loss_name = OUTPUT_LOSSES[task_output_kind(task.output_kind, task.reference, task.example_inputs)]
+    loss_name = OUTPUT_LOSSES[kind]
     alpha = distill.alpha if distill else 0.0
-    if alpha > 0 and loss_name != "kl":
-        raise ValueError(f"distill.alpha > 0 mixes in hard-label cross-entropy, which needs class logits, but the "
-                         f"model's outputs call for the '{loss_name}' loss; set alpha to 0")
+    if alpha > 0 and loss_name not in LABEL_LOSSES:
+        raise ValueError(f"distill.alpha > 0 mixes in a hard-label loss, which needs logits or sigmoid "
+                         f"probabilities, but the model's outputs call for the '{loss_name}' loss; set alpha to 0")
 
     def distilled(model: nn.Module, batch: Batch, step: int) -> torch.Tensor:
         with torch.no_grad():

@@ -13,10 +13,20 @@ from compression.context import RunContext
 from compression.data import Batch
 from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, save_program
+from compression.labels import label_loss
 from compression.modes import eval_mode
+from compression.output_kind import task_output_kind
 from compression.qat.activation_quantizers import PACTActivationQuantizer
-from compression.qat.prepare import (INPUT_QUANTIZERS, QATLayer, calibrate, freeze_batchnorm, layer_summary,
-                                     materialize, prepare_qat, quantizer_modules)
+from compression.qat.prepare import (
+    INPUT_QUANTIZERS,
+    QATLayer,
+    calibrate,
+    freeze_batchnorm,
+    layer_summary,
+    materialize,
+    prepare_qat,
+    quantizer_modules,
+)
 from compression.quant.packed import write_packed
 from compression.result import StageResult
 from compression.specs.qat import QATSpec
@@ -85,18 +95,22 @@ def train_qat(spec: QATSpec, model: nn.Module, task: Task, ctx: RunContext) -> T
                                                                    device=ctx.device))
     pact_fallbacks = calibrate(gm, layers, calibration)
     ctx.progress("calibrate", 1, 1)
-    report = train(gm, _loss_fn(train_split.has_labels, task.reference), spec.training, task, ctx,
+    report = train(gm, _loss_fn(train_split.has_labels, task), spec.training, task, ctx,
                    param_groups=_param_groups(gm, spec), extra_modules={"quantizers": quantizer_modules(gm, layers)},
                    before_step=_bn_freezer(spec.freeze_bn_after))
     return TrainedQAT(gm, layers, pact_fallbacks, report)
 
 
-def _loss_fn(has_labels: bool, reference: nn.Module):
-    """Cross-entropy on labels; without labels, match the uncompressed model's outputs (KL on logits, else MSE)."""
+def _loss_fn(has_labels: bool, task: Task):
+    """The label loss on labels (`compression.labels.label_loss`: cross-entropy, or binary cross-entropy for 0/1
+    targets); without labels, match the uncompressed model's outputs (KL on logits, else MSE)."""
+    reference = task.reference
+    kind = task_output_kind(task.output_kind, reference, task.example_inputs) if has_labels else None
+
     def loss(model: nn.Module, batch: Batch, step: int) -> torch.Tensor:
         logits = output_tensor(model(*batch.inputs))
         if has_labels:
-            return F.cross_entropy(logits.float(), batch.labels)
+            return label_loss(logits, batch.labels, kind)
         with torch.no_grad():
             target = output_tensor(reference(*batch.inputs)).float()
         if logits.dim() == 2:

@@ -9,6 +9,7 @@ import torch
 from compression.data import Dataset
 from compression.evaluate import output_tensor
 from compression.fidelity import Fidelity
+from compression.labels import as_class_logits, correct_labels
 from compression.output_kind import detect_output_kind
 from compression.specs.metrics import chosen_metric
 
@@ -30,18 +31,29 @@ class Evaluator:
             if self.name == "accuracy":
                 self.targets = [batch.labels for batch in self.batches]
             elif self.name == "top1_agreement":
-                self.targets = [first.argmax(-1)] + [output_tensor(reference(*batch.inputs)).argmax(-1)
-                                                     for batch in self.batches[1:]]
+                self.targets = [self._scores(first).argmax(-1)] + [
+                    self._scores(output_tensor(reference(*batch.inputs))).argmax(-1) for batch in self.batches[1:]]
             else:
                 self.targets = [first] + [output_tensor(reference(*batch.inputs)).float()
                                           for batch in self.batches[1:]]
 
+    def _scores(self, output: torch.Tensor) -> torch.Tensor:
+        """What top-1 reads: a binary classifier's single logit as its two classes."""
+        return as_class_logits(output) if self.output_kind == "logits" else output
+
     def __call__(self, model: torch.nn.Module) -> float:
-        if self.name in ("accuracy", "top1_agreement"):
+        if self.name == "accuracy":
             correct = total = 0
             with torch.no_grad():
                 for batch, target in zip(self.batches, self.targets):
-                    correct += int((output_tensor(model(*batch.inputs)).argmax(-1) == target).sum())
+                    agreeing, count = correct_labels(output_tensor(model(*batch.inputs)), target, self.output_kind)
+                    correct, total = correct + agreeing, total + count
+            return 100.0 * correct / max(total, 1)
+        if self.name == "top1_agreement":
+            correct = total = 0
+            with torch.no_grad():
+                for batch, target in zip(self.batches, self.targets):
+                    correct += int((self._scores(output_tensor(model(*batch.inputs))).argmax(-1) == target).sum())
                     total += target.numel()
             return 100.0 * correct / max(total, 1)
         fidelity = Fidelity(self.output_kind)

@@ -76,6 +76,12 @@ class EvaluationSpec(Spec):
                           "'sigmoid' (independent probabilities in [0, 1]) or 'hidden_states' (a vector per "
                           "position); null detects it from the model's output. Chooses the fidelity metrics and "
                           "the distillation loss.")
+    multi_label: bool = Field(
+        False, description="The labels ('<split>.y') are a 0/1 matrix [N, K], one independent label per output of a "
+                            "[batch, K] model (multi-label), rather than class indices. The outputs are logits "
+                            "(thresholded at 0, trained with binary cross-entropy with logits) unless output_kind "
+                            "is 'sigmoid' (probabilities, thresholded at 0.5), which implies this. Accuracy is then "
+                            "the fraction of labels the thresholded outputs agree with.")
     sentence_embedding: bool = Field(
         True, description="For a feature-extraction Hugging Face folder from sentence-transformers (modules.json "
                           "with a Pooling module): true makes the model's output the sentence embedding the folder "

@@ -24,11 +24,12 @@ def _job(**fields) -> JobCreate:
     return JobCreate(model_id="mdl_x", dataset_id="ds_x", stages=[{"method": "ptq"}], **fields)
 
 
-def test_zero_one_labels_for_a_single_output_model_say_what_to_do():
-    with pytest.raises(InvalidInput, match="holds 0/1 labels but the model has one output.*drop the labels"):
-        validate_job(_job(), _signature(1), _manifest([0, 1]))
+def test_zero_one_labels_for_a_single_output_model_are_binary_labels():
+    validate_job(_job(), _signature(1), _manifest([0, 1]))
     validate_job(_job(), _signature(1), _manifest(None))  # fidelity needs no labels
     validate_job(_job(), _signature(2), _manifest([0, 1]))
+    with pytest.raises(InvalidInput, match=r"range over \[0, 2\] but the model has one output .*labels are 0 or 1"):
+        validate_job(_job(), _signature(1), _manifest([0, 2]))
 
 
 def test_a_missing_split_names_the_fields_that_chose_it():

@@ -353,3 +353,56 @@ def test_a_tenant_priority_is_kept_on_the_job(api, example_files, monkeypatch):
     api.post(f"/v1/jobs/{job.json()['id']}/cancel", headers=headers)
     with session_scope() as session:
         assert session.get(Job, job.json()["id"]).priority == 9
+
+
+def _model(api, auth, module, example, tmp_path) -> str:
+    import torch
+
+    from compression.io import export_model, save_program
+    path = save_program(export_model(module.eval(), (torch.zeros(example),)), tmp_path / "m.pt2")
+    response = api.post("/v1/models", headers=auth, files={"file": ("m.pt2", path.read_bytes())})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_a_single_logit_binary_classifier_takes_zero_one_labels_and_no_others(api, auth, tmp_path):
+    from torch import nn
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 1))
+    model = _model(api, auth, cnn, (2, 1, 6, 6), tmp_path)
+    x = np.zeros((4, 1, 6, 6), np.float32)
+    binary = _dataset(api, auth, **{"train.x": x, "train.y": np.array([0, 1, 1, 0]), "val.x": x,
+                                    "val.y": np.array([[1.0], [0.0], [1.0], [1.0]])})
+    spec = {"model_id": model, "dataset_id": binary, "stages": [{"method": "qat"}],
+            "evaluation": {"compile": False, "max_metric_drop": 2.0}}
+    response = api.post("/v1/jobs", headers=auth, json=spec)
+    assert response.status_code == 201, response.text
+    three_classes = _dataset(api, auth, **{"train.x": x, "train.y": np.array([0, 1, 2, 0]), "val.x": x})
+    response = api.post("/v1/jobs", headers=auth, json={**spec, "dataset_id": three_classes})
+    assert response.status_code == 422
+    assert ("labels in 'train.y' range over [0, 2] but the model has one output (a binary classifier's logit or "
+            "probability), whose labels are 0 or 1") in response.json()["detail"]
+
+
+def test_a_multi_label_matrix_needs_a_multi_label_model_of_its_width(api, auth, uploaded, tmp_path):
+    from torch import nn
+    model = _model(api, auth, nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4), nn.Sigmoid()), (2, 8),
+                   tmp_path)
+    x, labels = np.zeros((3, 8), np.float32), np.array([[1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 0, 1]], np.uint8)
+    dataset = _dataset(api, auth, **{"train.x": x, "train.y": labels, "val.x": x, "val.y": labels})
+    spec = {"model_id": model, "dataset_id": dataset, "stages": [{"method": "prune", "finetune": {"steps": 5}}],
+            "evaluation": {"compile": False}}
+    undeclared = api.post("/v1/jobs", headers=auth, json=spec)
+    assert undeclared.status_code == 422 and "set evaluation.multi_label to true" in undeclared.json()["detail"]
+    for declared in ({"output_kind": "sigmoid"}, {"multi_label": True, "max_metric_drop": 1.0}):
+        response = api.post("/v1/jobs", headers=auth, json={**spec, "evaluation": {"compile": False, **declared}})
+        assert response.status_code == 201, response.text
+    narrow = _dataset(api, auth, **{"train.x": x, "train.y": labels[:, :3], "val.x": x})
+    response = api.post("/v1/jobs", headers=auth, json={**spec, "dataset_id": narrow,
+                                                         "evaluation": {"multi_label": True}})
+    assert response.status_code == 422
+    assert "holds 3 labels per example but the model output" in response.json()["detail"]
+    # A one-hot matrix for a softmax classifier (the digits CNN) is still refused with the argmax hint.
+    digits_x = np.zeros((2, 1, 8, 8), np.float32)
+    one_hot = _dataset(api, auth, **{"train.x": digits_x, "train.y": np.eye(10)[[3, 7]], "val.x": digits_x})
+    response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, dataset_id=one_hot))
+    assert response.status_code == 422 and "becomes y.argmax(axis=1)" in response.json()["detail"], response.text

@@ -96,8 +96,22 @@ def test_labels_as_whole_number_floats_or_a_column_become_int64_class_indices():
     arrays["train.y"] = np.array([2.0, 0.5, 1.0, 2.0])
     with pytest.raises(InvalidUpload, match="hold 0.5 at row 1"):
         Dataset.from_arrays(arrays, ["x"])
-    arrays["train.y"] = np.eye(3, dtype=np.int64)[[0, 1, 2, 0]]
-    with pytest.raises(InvalidUpload, match="argmax"):
+    arrays["train.y"] = np.array([[0.1, 0.9], [1, 0], [0, 1], [1, 0]])  # probabilities: no multi-label targets
+    with pytest.raises(InvalidUpload, match=r"holding 0.1 at row 0: .*multi-label.*argmax\(axis=1\)"):
+        Dataset.from_arrays(arrays, ["x"])
+
+
+def test_a_zero_one_label_matrix_is_kept_as_float_multi_label_targets():
+    arrays = _arrays(n_train=4)
+    multi_hot = np.array([[1, 0, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
+    arrays["train.y"] = multi_hot
+    labels = Dataset.from_arrays(arrays, ["x"]).split("train").labels
+    assert labels.dtype == np.float32 and labels.shape == (4, 3)
+    np.testing.assert_array_equal(labels, multi_hot)
+    batch = next(Dataset.from_arrays(arrays, ["x"]).split("train").batches(3))
+    assert batch.labels.dtype == torch.float32 and batch.labels.shape == (3, 3)
+    arrays["train.y"] = multi_hot * 2  # not 0/1: the row is named
+    with pytest.raises(InvalidUpload, match="holding 2 at row 0"):
         Dataset.from_arrays(arrays, ["x"])
 
 

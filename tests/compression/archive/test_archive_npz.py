@@ -75,9 +75,9 @@ def test_a_claim_beyond_the_member_cap_is_refused_before_reading():
     ({"t.x": np.zeros((0, 2))}, "empty"),
     ({"t.x": np.zeros(2), "t.y": np.array([0.0, 1.5])}, "hold 1.5 at row 1, which is not a class index"),
     ({"t.x": np.zeros(2), "t.y": np.array([0.0, np.nan])}, "hold nan at row 1"),
-    ({"t.x": np.zeros(2), "t.y": np.eye(2, dtype=int)}, r"shape \[2, 2\].*argmax\(axis=1\)"),
+    ({"t.x": np.zeros(3), "t.y": np.array([[1, 0], [0, 1], [0.3, 0.7]])}, r"holding 0.3 at row 2.*argmax\(axis=1\)"),
     ({"t.x": np.zeros(2), "t.y": np.array(["cat", "dog"])}, "are strings"),
-    ({"t.x": np.zeros(2), "t.y": np.zeros((2, 1, 1), int)}, "shape \\[N\\] or \\[N, 1\\]"),
+    ({"t.x": np.zeros(2), "t.y": np.zeros((2, 1, 1), int)}, "shape \\[N\\] or \\[N, 1\\], or a 0/1 matrix"),
     ({"t.x": np.array([[0.0, np.inf]])}, r"'t.x' holds NaN or Inf \(first at row 0\)"),
     ({"t.y": np.zeros(2, int)}, "labels but no inputs"),
     ({"t.x": np.zeros(2), "t.z": np.zeros(3)}, "disagree"),
@@ -89,6 +89,18 @@ def test_bad_arrays_are_refused(arrays, reason):
     np.savez(buffer, **arrays)
     with pytest.raises(InvalidUpload, match=reason):
         read_npz(io.BytesIO(buffer.getvalue()))
+
+
+def test_a_zero_one_label_matrix_is_read_as_multi_label():
+    labels = np.array([[1, 0, 1], [0, 0, 0]], np.int64)
+    contents = read_npz(io.BytesIO(_npz_bytes({"t.x": np.zeros(2), "t.y": labels})))
+    assert contents.splits["t"]["y"]["shape"] == [2, 3] and contents.label_range["t"] == [0, 1]
+
+
+def _npz_bytes(arrays: dict) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def test_a_torch_save_file_is_named_as_not_numpy():

@@ -52,12 +52,12 @@ def test_the_loss_follows_the_output_kind_and_training_brings_the_student_closer
     assert fidelity["after"] == pytest.approx(100 * metrics["student"][fidelity["metric"]], abs=1e-3)
 
 
-def test_hard_labels_need_the_logits_loss(tmp_path):
+def test_class_index_labels_do_not_train_sigmoid_outputs(tmp_path):
     teacher, audio = PitchNet().eval(), torch.randn(64, 1, 32)
     task = _task(tmp_path, teacher, {"train.x": audio[:32].numpy(), "train.y": torch.zeros(32).long().numpy(),
                                      "val.x": audio[32:].numpy()}, ["x"])
     spec = KDSpec(student={"kind": "input"}, alpha=0.5, training={"steps": 1})
-    with pytest.raises(ValueError, match="needs class logits, but the loss is 'bce' \\(sigmoid outputs\\)"):
+    with pytest.raises(ValueError, match="alpha > 0 with sigmoid outputs needs 0/1 labels .* not class indices"):
         apply_kd(spec, teacher, task, RunContext())
 
 
