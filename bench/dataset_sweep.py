@@ -77,12 +77,23 @@ class BinaryCNN(ImageCNN):
         super().__init__(1, classes=1)
 
 
+class MultiLabelCNN(ImageCNN):
+    """Independent sigmoid probabilities over 4 tags: a multi-label classifier."""
+
+    def __init__(self):
+        super().__init__(1, classes=4)
+
+    def forward(self, x):
+        return torch.sigmoid(super().forward(x))
+
+
 # name -> (module factory, example inputs, classes)
 MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[int], tuple], int]] = {
     "cnn28": (lambda: ImageCNN(1), lambda n: (torch.randn(n, 1, 28, 28),), 10),
     "cnn32": (lambda: ImageCNN(3), lambda n: (torch.randn(n, 3, 32, 32),), 10),
     "binary": (BinaryCNN, lambda n: (torch.randn(n, 1, 28, 28),), 2),
     "binary2": (lambda: ImageCNN(1, classes=2), lambda n: (torch.randn(n, 1, 28, 28),), 2),
+    "multilabel": (MultiLabelCNN, lambda n: (torch.randn(n, 1, 28, 28),), 2),
     "cnn1d": (SignalCNN, lambda n: (torch.randn(n, 2, 64),), 5),
     "tokens": (TokenClassifier, lambda n: (torch.randint(0, 100, (n, 12)), torch.ones(n, 12, dtype=torch.int64)),
                3),
@@ -121,6 +132,11 @@ def images(shape: tuple, rows: int = ROWS, dtype=np.float32) -> np.ndarray:
 
 def labels(classes: int, rows: int = ROWS, dtype=np.int64) -> np.ndarray:
     return (np.arange(rows) % classes).astype(dtype)
+
+
+def tags(rows: int = ROWS, count: int = 4) -> np.ndarray:
+    """A multi-label 0/1 matrix [rows, count]."""
+    return (rng().random((rows, count)) > 0.5).astype(np.float32)
 
 
 def labelled(x: np.ndarray, y: np.ndarray, val_x: np.ndarray | None = None, val_y: np.ndarray | None = None) -> dict:
@@ -260,6 +276,12 @@ def cases() -> list[Case]:
                                                                        "val.y": labels(10)}, "refuse", KD),
         Case("binary classifier [N, 1] logit, 0/1 labels", "binary", lambda: labelled(images(c28), labels(2)),
              "work"),
+        Case("binary classifier [N, 1] logit, labels 0/1/2", "binary", lambda: labelled(images(c28), labels(3)),
+             "refuse"),
+        Case("multi-label 0/1 matrix [N, 4], declared multi_label", "multilabel", lambda: labelled(
+            images(c28), tags()), "work", job={"evaluation": EVALUATION | {"multi_label": True}}),
+        Case("multi-label 0/1 matrix [N, 4], undeclared", "multilabel", lambda: labelled(
+            images(c28), tags()), "refuse"),
         Case("splits named train/test (evaluation.split test)", "cnn28", lambda: {
             "train.x": images(c28), "train.y": labels(10), "test.x": images(c28), "test.y": labels(10)}, "work",
              job={"evaluation": EVALUATION | {"split": "test"}}),

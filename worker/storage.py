@@ -6,6 +6,7 @@ students named in the spec and the job's checkpoints. What it writes comes back 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,8 +18,11 @@ from core.db.models import Blob, Dataset, Job, JobCheckpoint, Model, utcnow
 from core.db.session import session_scope
 from core.jobs.artifacts import delete_checkpoints, final_model_artifact
 from core.jobs.spec import JobCreate
+from core.store.base import ObjectMissing
 from core.store.blobs import copy_to_file, read_blob, release_blobs, write_blob
 from worker.messages import checkpoint_file
+
+log = logging.getLogger(__name__)
 
 
 class MissingInput(ValueError):
@@ -53,8 +57,14 @@ def fetch_inputs(job: Job, spec: JobCreate, scratch: Path) -> dict:
             copy_to_file(session.get(Blob, model.blob_id), scratch / relative)
             files["uploaded_models"][student.model_id] = relative
         for checkpoint in session.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == job.id)):
-            copy_to_file(session.get(Blob, checkpoint.blob_id),
-                         scratch / files["checkpoints"] / checkpoint_file(checkpoint.name))
+            target = scratch / files["checkpoints"] / checkpoint_file(checkpoint.name)
+            try:
+                copy_to_file(session.get(Blob, checkpoint.blob_id), target)
+            except ObjectMissing:
+                target.unlink(missing_ok=True)  # opened before the store found nothing to read
+                # A checkpoint is a shortcut, never an input: without it the stage starts from its beginning.
+                log.warning("job %s: checkpoint %r has no object in the store; its stage starts over", job.id,
+                            checkpoint.name)
     return files
 
 
@@ -93,11 +103,18 @@ class CheckpointStore:
         with session_scope() as session:
             blob = write_blob(session, self.tenant_id, source)
             existing = session.get(JobCheckpoint, (self.job_id, name))
+            replaced = existing.blob_id if existing and existing.blob_id != blob.id else None
             if existing:
-                old_blob, existing.blob_id, existing.updated_at = existing.blob_id, blob.id, utcnow()
-                release_blobs(session, [old_blob])
+                existing.blob_id, existing.updated_at = blob.id, utcnow()
             else:
                 session.add(JobCheckpoint(job_id=self.job_id, name=name, blob_id=blob.id))
+        # The previous state is released only once the new one is committed. Releasing it in the same transaction
+        # deletes its object before the commit, so a worker killed in between left the row pointing at a deleted
+        # object and the resumed job failed (ObjectMissing). Killed here, it leaves an unused blob the store's
+        # sweep removes (`modelpress store sweep`).
+        if replaced:
+            with session_scope() as session:
+                release_blobs(session, [replaced])
 
     def load(self, name: str) -> bytes | None:
         with session_scope() as session:

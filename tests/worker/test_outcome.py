@@ -171,3 +171,46 @@ def test_a_failed_job_keeps_the_metrics_measured_before_it_failed(job_id, settin
     assert claim(job_id, "w1", settings, {})
     assert finish(job_id, "w1", outcome, settings) == "failed"
     assert load_job(job_id).metrics == measured
+
+
+def test_a_replaced_checkpoint_is_released_only_after_the_new_one_is_committed(job_id, settings):
+    from core.db.models import Blob, JobCheckpoint
+    from core.db.session import session_scope
+    from core.store import get_store
+    from core.store.blobs import key_of
+    from worker.storage import CheckpointStore
+    store = CheckpointStore(job_id, settings)
+    store.save("0:qat/train", io.BytesIO(b"first state"))
+    with session_scope() as session:
+        first = session.get(JobCheckpoint, (job_id, "0:qat/train")).blob_id
+        first_key = key_of(session.get(Blob, first))
+    store.save("0:qat/train", io.BytesIO(b"second state"))
+    with session_scope() as session:
+        assert session.get(JobCheckpoint, (job_id, "0:qat/train")).blob_id != first
+        assert session.get(Blob, first) is None
+    assert not get_store().exists(first_key)
+    assert store.load("0:qat/train") == b"second state"
+    store.save("0:qat/train", io.BytesIO(b"second state"))  # the same bytes: the blob stays
+    assert store.load("0:qat/train") == b"second state"
+
+
+def test_a_checkpoint_whose_object_is_gone_is_skipped_and_its_stage_starts_over(make_job, settings, tmp_path):
+    from core.db.models import Blob, Job, JobCheckpoint
+    from core.db.session import session_scope
+    from core.jobs.spec import JobCreate
+    from core.store import get_store
+    from core.store.blobs import key_of
+    from worker.messages import checkpoint_file
+    from worker.storage import CheckpointStore, fetch_inputs
+    job_id = make_job([{"method": "ptq"}])
+    store = CheckpointStore(job_id, settings)
+    store.save("0:qat/train", io.BytesIO(b"lost state"))
+    store.save("1:kd/train", io.BytesIO(b"kept state"))
+    with session_scope() as session:
+        lost = session.get(Blob, session.get(JobCheckpoint, (job_id, "0:qat/train")).blob_id)
+        get_store().delete(key_of(lost))  # what a worker killed inside the old save left behind
+        job = session.get(Job, job_id)
+        files = fetch_inputs(job, JobCreate.model_validate(job.spec), tmp_path)
+    checkpoints = tmp_path / files["checkpoints"]
+    assert not (checkpoints / checkpoint_file("0:qat/train")).exists()
+    assert (checkpoints / checkpoint_file("1:kd/train")).read_bytes() == b"kept state"
