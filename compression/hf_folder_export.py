@@ -16,6 +16,8 @@ to. What is read back from the graph:
   `int-quantized` Embedding weights, as above.
 - QAT's activation quantizer modules (their eval-mode `grid()`): static per-tensor input quantizers; its integer
   weights come from its `packed.safetensors`, as the general path's do.
+- `aten.linear` with a float weight and a float input (a layer PTQ's include/exclude left float): its weight is
+  stored as float, and the module is named in the config's `ignore`.
 - any other float parameter of the graph under its folder name: stored as it is (pruning changes them).
 - a quantize/dequantize pair on an activation that feeds no linear layer (the gate product of a GLU or
   tanh-GELU MLP: Llama, Qwen2, ModernBERT, GPT-2, ALBERT) has no place in compressed-tensors, which quantizes the
@@ -93,6 +95,8 @@ class FolderLayout:
     # activation quantizers (quantize nodes) the folder runs in float: on no linear layer's input, or on a shared
     # module's input with different grids per call
     float_activations: list[str] = field(default_factory=list)
+    # linear modules the graph runs in float (include/exclude): the config's `ignore` names them
+    float_layers: set[str] = field(default_factory=set)
 
     def packed(self, name: str) -> bool:
         """Below 8 bits, Linear weights are int32-packed (`pack-quantized`); compressed-tensors' Embedding loader
@@ -240,9 +244,11 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
     for node in gm.graph.nodes:
         if node.op == "call_function" and node.target == aten.linear.default:
             weight, quantizer = node.args[1], _input_quantizer(gm, node.args[0])
-            if not _is(weight, "dequantize_per_channel") and quantizer is None:
-                continue  # a float layer: its weight is read below with the other parameters
             name = _module_name(node)
+            if not _is(weight, "dequantize_per_channel") and quantizer is None:
+                if name is not None and f"{name}.weight" in source:
+                    layout.float_layers.add(name)
+                continue  # a float layer: its weight is read below with the other parameters
             if name is None or f"{name}.weight" not in source:
                 raise NotExpressible(f"quantized linear {node.name} does not belong to a module of the folder")
             if _is(weight, "dequantize_per_channel"):
@@ -440,7 +446,9 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     config.pop("quantization_config", None)
     schemes = _schemes(layout)
     if schemes:
-        config["quantization_config"] = export.config_from_schemes(schemes, ignore=[])
+        # the schemes target quantized modules by name, so a float layer is left alone either way; `ignore` says so
+        ignore = sorted(layout.float_layers - set(layout.weights) - set(layout.inputs))
+        config["quantization_config"] = export.config_from_schemes(schemes, ignore=ignore)
     export.write_config(output_dir, config, source_folder)
     sentence_transformers_files = copy_sentence_transformers_files(source_folder, output_dir)
 

@@ -1,7 +1,8 @@
 """The `ptq` stage: calibrate on the task's data, quantize to int8, write a `.pt2` that runs int8 on x86.
 
-A spec that asks for anything beyond the default int8 recipe (other bit widths or formats, observers, layer
-selection, an accuracy budget, ...) is handed to the general path, `compression.quant.general`.
+A spec that asks for anything beyond the default int8 recipe (other bit widths or formats, observers, an accuracy
+budget, ...) is handed to the general path, `compression.quant.general`. Layer selection (`include` / `exclude`)
+stays on the default path: the layers not selected are left float in the int8 program.
 """
 
 from __future__ import annotations
@@ -51,15 +52,18 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
     report: dict = {}
     quantized = quantize_int8(model, example_inputs, batches, lambda i: ctx.progress("calibrate", i, total),
                               embeddings=embeddings,
-                              smoothquant_alpha=spec.smoothquant.alpha if spec.smoothquant else None, report=report)
+                              smoothquant_alpha=spec.smoothquant.alpha if spec.smoothquant else None,
+                              include=spec.include, exclude=spec.exclude, report=report)
     quantize_time = time.monotonic() - started  # export, observers, calibration and conversion
 
     ctx.progress("export", 0, 1)
     path = formats.format_of("model.pt2").write(quantized, example_inputs, task.workdir / ARTIFACT_NAME)
     ctx.progress("export", 1, 1)
     embedding_storage = report["embeddings"]["format"] if report.get("embeddings", {}).get("tables") else "fp32"
+    float_layers = report.get("float_layers", [])
+    weights = "int8 symmetric, per output channel (conv, linear)"
     artifact = formats.artifact("model.pt2", ARTIFACT_NAME, path,
-                                weights="int8 symmetric, per output channel (conv, linear)",
+                                weights=weights + (f"; {len(float_layers)} layers kept float" if float_layers else ""),
                                 activations="uint8 affine, per tensor, calibrated",
                                 embeddings=embedding_storage,
                                 dropped_branches=report["dropped_branches"]["modules"])

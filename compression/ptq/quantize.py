@@ -23,8 +23,11 @@ from typing import Callable, Iterable
 import torch
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+    QUANT_ANNOTATION_KEY,
     X86InductorQuantizer,
+    _X86InductorQuantizationAnnotation,
     get_default_x86_inductor_quantization_config,
+    propagation_quantizable_ops,
 )
 
 from compression.dead_branches import drop_dead_branches
@@ -36,6 +39,7 @@ from compression.ptq.conv1d import conv1d_as_conv2d
 from compression.ptq.conv_orientation import tall_convs_on_their_side
 from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
 from compression.ptq.smoothquant import smooth_linears
+from compression.quant.graph import find_layers, select_layers
 
 QUANTIZED_WEIGHT_OPS = ("dequantize_per_channel",)
 
@@ -44,18 +48,22 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
                   calibration: Iterable[tuple[torch.Tensor, ...]],
                   on_batch: Callable[[int], None] | None = None, *,
                   embeddings: EmbeddingFormat | None = EmbeddingFormat(), smoothquant_alpha: float | None = None,
-                  report: dict | None = None) -> torch.fx.GraphModule:
+                  include: list[str] = (), exclude: list[str] = (), report: dict | None = None
+                  ) -> torch.fx.GraphModule:
     """An int8 copy of `model` calibrated on the input tuples of `calibration`; `model` is only put in eval mode.
 
     `on_batch(i)` is called after the i-th calibration batch (progress, cancellation). `embeddings` None keeps
     embedding tables in fp32. With `smoothquant_alpha`, the calibration batches are also used (first) to compute
-    the smoothing factors. `report`, when given, receives what was done beyond quantizing: "dropped_branches",
-    "conv1d_as_conv2d" and "tall_convs_on_their_side" (how many), "embeddings", "smoothquant".
+    the smoothing factors. `include` / `exclude` (fnmatch patterns of layer names, as on the general path) choose
+    the conv/linear layers to quantize; the others stay float. `report`, when given, receives what was done beyond
+    quantizing: "dropped_branches", "conv1d_as_conv2d" and "tall_convs_on_their_side" (how many), "embeddings",
+    "smoothquant", and "float_layers" (the layers left float, when patterns were given).
     """
     report = {} if report is None else report
     if smoothquant_alpha is not None:
         calibration = list(calibration)
-    prepared = prepare_int8(model, example_inputs, calibration, smoothquant_alpha=smoothquant_alpha, report=report)
+    prepared = prepare_int8(model, example_inputs, calibration, smoothquant_alpha=smoothquant_alpha,
+                            include=include, exclude=exclude, report=report)
     calibrated = False
     with torch.no_grad():
         for index, inputs in enumerate(calibration, start=1):
@@ -79,7 +87,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
 
 def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
                  calibration: list[tuple[torch.Tensor, ...]] | None = None, *, smoothquant_alpha: float | None = None,
-                 report: dict | None = None) -> torch.fx.GraphModule:
+                 include: list[str] = (), exclude: list[str] = (), report: dict | None = None
+                 ) -> torch.fx.GraphModule:
     """The first half of `quantize_int8`: the exported graph without dead branches (smoothed with `calibration`
     when `smoothquant_alpha` is given), with the quantizer's observers inserted, ready to calibrate. The job's dry
     run (`compression.dry_run`) runs this and one forward pass, which is where models the quantizer cannot handle
@@ -99,17 +108,49 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
         # The quantizer reads every node's traced shape (meta "val"), which the inserted nodes lack.
         graph = export_model(graph, example_inputs).module()
     separate_repeated_module_calls(graph)
-    quantizer = FloatOnlyX86Quantizer().set_global(get_default_x86_inductor_quantization_config())
+    float_nodes = set()
+    if include or exclude:
+        float_nodes, report["float_layers"] = float_layer_nodes(graph, list(include), list(exclude))
+    quantizer = FloatOnlyX86Quantizer(float_nodes).set_global(get_default_x86_inductor_quantization_config())
     return prepare_pt2e(graph, quantizer)
 
 
+def float_layer_nodes(graph: torch.fx.GraphModule, include: list[str], exclude: list[str]
+                      ) -> tuple[set[str], list[str]]:
+    """(names of the conv/linear calls to leave float, their layer names) for the patterns; layers are named and
+    matched as on the general path (`compression.quant.graph`), which refuses a pattern matching no layer. Node
+    names survive `prepare_pt2e`'s batch norm folding, which is where the quantizer reads them."""
+    layers = find_layers(graph)
+    chosen = {id(layer.node) for layer in select_layers(layers, include, exclude)}
+    if not chosen:
+        raise ValueError("no conv/linear layer left to quantize after include/exclude")
+    kept = [layer for layer in layers if id(layer.node) not in chosen]
+    return {layer.node.name for layer in kept}, list(dict.fromkeys(layer.name for layer in kept))
+
+
 class FloatOnlyX86Quantizer(X86InductorQuantizer):
-    """The x86 quantizer without observers on integer tensors. It annotates `add` and `mul` whatever their dtype,
-    and RoBERTa-family models compute position ids as `cumsum(mask) * mask + padding_idx` in int32, whose
-    histogram observer fails ("histogram_cpu" not implemented for 'Int'); integer values are indices, not
-    activations to quantize."""
+    """The x86 quantizer without observers on integer tensors, and with chosen layers left float.
+
+    Integer tensors: it annotates `add` and `mul` whatever their dtype, and RoBERTa-family models compute position
+    ids as `cumsum(mask) * mask + padding_idx` in int32, whose histogram observer fails ("histogram_cpu" not
+    implemented for 'Int'); integer values are indices, not activations to quantize.
+
+    Float layers (`float_nodes`, names of conv/linear calls): marked as annotated with no quantization before the
+    quantizer's own pass (torchao's mark for a `None` config). Its fusion patterns (conv+relu, linear+add, ...)
+    skip any pattern holding an annotated node, and its propagation to maxpool/cat/... only follows quantized
+    outputs, so no observer lands on the layer's input, weight or output: no quantize/dequantize pair is left
+    around it. A maxpool/cat/flatten/average pool is annotated int8 in, int8 out when its input comes from a
+    quantized op; one whose output then feeds no quantized op (e.g. only a float layer) would round values for
+    nothing, so it is left float too."""
+
+    def __init__(self, float_nodes: set[str] = frozenset()):
+        super().__init__()
+        self.float_nodes = set(float_nodes)
 
     def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        for node in model.graph.nodes:
+            if node.name in self.float_nodes:
+                node.meta[QUANT_ANNOTATION_KEY] = _X86InductorQuantizationAnnotation(_annotated=True)
         model = super().annotate(model)
         for node in model.graph.nodes:
             annotation = node.meta.get("quantization_annotation")
@@ -119,7 +160,27 @@ class FloatOnlyX86Quantizer(X86InductorQuantizer):
                                           if _is_float(arg)}
             if not _is_float(node):
                 annotation.output_qspec = None
+        if self.float_nodes:
+            _unquantize_pass_through_ops_feeding_no_quantized_op(model)
         return model
+
+
+def _unquantize_pass_through_ops_feeding_no_quantized_op(model: torch.fx.GraphModule) -> None:
+    changed = True
+    while changed:  # a chain (maxpool -> flatten -> float linear) is undone from its end
+        changed = False
+        for node in model.graph.nodes:
+            annotation = node.meta.get(QUANT_ANNOTATION_KEY)
+            if (node.target in propagation_quantizable_ops and annotation is not None
+                    and annotation._is_output_of_quantized_pattern
+                    and not any(node in _input_specs(user) for user in node.users)):
+                node.meta[QUANT_ANNOTATION_KEY] = _X86InductorQuantizationAnnotation(_annotated=True)
+                changed = True
+
+
+def _input_specs(node: torch.fx.Node) -> dict:
+    annotation = node.meta.get(QUANT_ANNOTATION_KEY)
+    return annotation.input_qspec_map if annotation is not None else {}
 
 
 def _is_float(node: torch.fx.Node) -> bool:

@@ -72,11 +72,15 @@ def matches(name: str, patterns: list[str]) -> bool:
 
 
 def select_layers(layers: list[Layer], include: list[str], exclude: list[str]) -> list[Layer]:
+    """The layers `include` names (all when empty) minus those `exclude` names; both PTQ paths select with it.
+    A pattern that matches no layer is refused: a typo would otherwise quietly quantize something else."""
     chosen = [layer for layer in layers if (not include or matches(layer.name, include))
               and not matches(layer.name, exclude)]
-    unknown = [p for p in include if not any(fnmatch.fnmatchcase(layer.name, p) for layer in layers)]
-    if unknown:
-        raise ValueError(f"include patterns {unknown} match no layer; layers are {[l.name for l in layers]}")
+    for field, patterns in (("include", include), ("exclude", exclude)):
+        unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(layer.name, p) for layer in layers)]
+        if unknown:
+            names = list(dict.fromkeys(layer.name for layer in layers))
+            raise ValueError(f"{field} patterns {unknown} match no layer; layers are {names}")
     return chosen
 
 

@@ -59,8 +59,9 @@ class PTQSpec(Spec):
     """Post-training quantization.
 
     The defaults mean int8 per-channel symmetric weights and int8 activations calibrated on data, lowered for x86
-    CPUs through torchao's pt2e path so the result really runs faster than fp32. Any other choice (bit widths 2-8,
-    groups, FP8/FP16/BF16, observers, layer selection, bias correction, an accuracy budget, per-layer
+    CPUs through torchao's pt2e path so the result really runs faster than fp32. Layer selection (`include` /
+    `exclude`) keeps that path: the layers not selected stay float in the int8 program. Any other choice (bit
+    widths 2-8, groups, FP8/FP16/BF16, observers, per-layer bits, bias correction, an accuracy budget, per-layer
     sensitivity) runs the general path, which simulates the quantization in the graph and delivers a bit-packed
     safetensors file and, for integer formats, an ONNX QDQ model.
     """
@@ -75,12 +76,16 @@ class PTQSpec(Spec):
     fold_batchnorm: bool = Field(True, description="Fold BatchNorm into the preceding conv before quantizing.")
     bias_correction: bool = Field(False, description="Add to each quantized layer's bias the mean output shift "
                                                      "its weight quantization causes on calibration data.")
-    include: Patterns = Field([], description="fnmatch patterns of layer names to quantize (all when empty), "
-                                             "e.g. 'layer2.*'. Names are the weight owners in the model, "
+    include: Patterns = Field([], description="fnmatch patterns of conv/linear layer names to quantize (all when "
+                                             "empty), e.g. 'layer2.*'. Names are the weight owners in the model, "
                                              "e.g. 'conv1', 'layer1.0.conv2', 'fc'. At most 256; each must "
-                                             "match a layer of the model.")
-    exclude: Patterns = Field([], description="fnmatch patterns of layer names kept in float (at most 256; each "
-                                             "must match a layer).")
+                                             "match a layer of the model. Keeps the default int8 path (the other "
+                                             "layers stay float in model_int8.pt2, listed in the metrics' "
+                                             "float_layers).")
+    exclude: Patterns = Field([], description="fnmatch patterns of layer names kept in float, e.g. "
+                                             "'*[0-9].output.dense' (at most 256; each must match a layer). Keeps the "
+                                             "default int8 path, as `include` does; not with extra_formats "
+                                             "'onnx_int8'.")
     layer_bits: dict[Name, Bits] = Field({}, max_length=MAX_PATTERNS, description="{pattern: bits} weight widths "
                                          "overriding `weights.bits` (the last matching pattern wins; at most 256 "
                                          "patterns, each matching a layer).")
@@ -117,8 +122,14 @@ class PTQSpec(Spec):
             raise ValueError("layer_bits applies to integer weights (weights.dtype 'int') only")
         if not self.is_x86_int8_default and (self.smoothquant is not None or self.extra_formats):
             raise ValueError("smoothquant and extra_formats options apply to the default int8 recipe only; remove "
-                             "them or the options that select the general path (weights, activations, layers, "
+                             "them or the options that select the general path (weights, activations, layer_bits, "
                              "budget, sensitivity, ...)")
+        if "onnx_int8" in self.extra_formats and (self.include or self.exclude):
+            # ONNX Runtime quantizes its own export, whose node names are not our layer names: it would quantize
+            # the layers the .pt2 keeps float
+            raise ValueError("extra_formats 'onnx_int8' quantizes every layer and cannot keep the layers include/"
+                             "exclude leave float; remove 'onnx_int8' (or use 'aoti', the same int8 program) or the "
+                             "layer patterns")
         if len(set(self.extra_formats)) != len(self.extra_formats):
             raise ValueError(f"extra_formats lists a format twice: {self.extra_formats}")
         return self
@@ -127,6 +138,6 @@ class PTQSpec(Spec):
     def is_x86_int8_default(self) -> bool:
         """True when nothing beyond the default int8 x86 recipe is asked for (torchao pt2e path)."""
         general_only = set(PTQSpec.model_fields) - {"method", "calibration_split", "calibration_samples", "embeddings",
-                                                    "smoothquant", "extra_formats"}
+                                                    "smoothquant", "extra_formats", "include", "exclude"}
         return all(getattr(self, name) == PTQSpec.model_fields[name].get_default(call_default_factory=True)
                    for name in general_only)

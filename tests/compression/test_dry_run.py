@@ -49,6 +49,8 @@ def files(tmp_path):
     ([QuantizedDistillationSpec(skip=["fc.bias"])], 0, "are not quantizable weights"),
     # iPQ's block sizes from the layers' shapes: a 64-weight layer is below its minimum
     ([IPQSpec(min_weights=1000)], 0, "no weight can be product-quantized"),
+    # the default int8 path selects layers as the general path does: a pattern naming no layer is refused
+    ([PTQSpec(exclude=["fc.*"])], 0, "exclude patterns ['fc.*'] match no layer"),
 ])
 def test_a_job_that_would_fail_late_fails_in_the_dry_run_before_any_evaluation(files, tmp_path, stages, index,
                                                                                reason):

@@ -178,3 +178,23 @@ def test_folder_jobs_prune_attention_heads_and_say_why_no_folder_is_written(tmp_
     query_rows = [tuple(p.shape)[0] for name, p in stage.model.named_parameters() if name.endswith("query.weight")]
     assert query_rows and all(rows == 16 for rows in query_rows)  # one of two 16-wide heads kept per layer
     assert stage.metrics["hf_folder"]["written"] is False and stage.metrics["hf_folder"]["reason"]
+
+
+def test_layers_the_int8_program_keeps_float_are_float_in_the_folder_and_ignored(tmp_path):
+    _, result = _job(tmp_path, "feature-extraction", [PTQSpec(exclude=["*[0-9].output.dense"])])  # FFN outputs
+    stage = result.stages[0]
+    kept = ["encoder.layer.0.output.dense", "encoder.layer.1.output.dense"]
+    assert stage.metrics["method_metrics"]["float_layers"] == [f"model.{name}" for name in kept]  # program names
+    assert stage.metrics["method_metrics"]["quantized_layers"] == 10  # of 12 linears
+    assert stage.metrics["hf_folder"]["quantized_modules"] == 10 + 3  # and the 3 embedding tables
+    loaded = formats.load("model.hf_folder", _folder_artifact(stage).path).eval()
+    config = loaded.config.quantization_config
+    config = config if isinstance(config, dict) else config.quantization_config.model_dump()
+    assert config["ignore"] == kept
+    assert not any(name in group["targets"] for group in config["config_groups"].values() for name in kept)
+    for name in kept:
+        assert loaded.get_submodule(name).weight.dtype == torch.float32
+    inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
+    with torch.no_grad():
+        got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
+        torch.testing.assert_close(got, stage.model(*inputs), atol=1e-4, rtol=1e-4)
