@@ -280,8 +280,10 @@ def cases() -> list[Case]:
              "refuse"),
         Case("multi-label 0/1 matrix [N, 4], declared multi_label", "multilabel", lambda: labelled(
             images(c28), tags()), "work", job={"evaluation": EVALUATION | {"multi_label": True}}),
-        Case("multi-label 0/1 matrix [N, 4], undeclared", "multilabel", lambda: labelled(
-            images(c28), tags()), "refuse"),
+        Case("multi-label 0/1 matrix [N, 4], undeclared (the program ends in sigmoid)", "multilabel",
+             lambda: labelled(images(c28), tags()), "work"),
+        Case("0/1 matrix [N, 10] for a 10-logit model, undeclared", "cnn28", lambda: labelled(
+            images(c28), tags(count=10)), "refuse"),
         Case("splits named train/test (evaluation.split test)", "cnn28", lambda: {
             "train.x": images(c28), "train.y": labels(10), "test.x": images(c28), "test.y": labels(10)}, "work",
              job={"evaluation": EVALUATION | {"split": "test"}}),

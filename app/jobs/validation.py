@@ -264,7 +264,8 @@ def _is_float(dtype: str) -> bool:
 def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignature, spec: JobCreate) -> list[str]:
     """Labels must fit the model's first output (`compression.labels`): class indices 0..C-1 of [batch, C] logits,
     0/1 for a binary classifier's single output ([batch] or [batch, 1]), or a 0/1 matrix [N, K] matching a
-    [batch, K] multi-label output the spec declares (evaluation.multi_label, or output_kind 'sigmoid')."""
+    [batch, K] multi-label output the spec declares (evaluation.multi_label, or output_kind 'sigmoid') or the
+    program computes with a sigmoid."""
     output = signature.outputs[0]
     low, high = manifest.label_range[split]
     label_shape = manifest.splits[split].get(LABEL_ARRAY, {}).get("shape", [])
@@ -289,7 +290,8 @@ def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignatu
 def _check_label_matrix(split: str, label_shape: list[int], output, spec: JobCreate) -> list[str]:
     """A 0/1 label matrix is multi-label only where the spec says so: for a softmax classifier it is one-hot."""
     evaluation = spec.evaluation
-    if not (evaluation.multi_label or evaluation.output_kind == "sigmoid"):
+    # A program whose output is computed by sigmoid gives independent probabilities: multi-label by construction.
+    if not (evaluation.multi_label or evaluation.output_kind == "sigmoid" or output.producer == "sigmoid"):
         return [f"'{split}.y' is a label matrix {label_shape}: for a classifier store one class index per example, "
                 "shape [N] (a one-hot or probability matrix becomes y.argmax(axis=1)); for a multi-label model "
                 "(independent 0/1 labels) set evaluation.multi_label to true (logit outputs) or "

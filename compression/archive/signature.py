@@ -19,6 +19,8 @@ class TensorSpec:
     name: str
     shape: list[int | None]  # None marks a dynamic dimension
     dtype: str
+    # The aten op that computes an output ("sigmoid", "linear", ...): what the submission check knows of its kind.
+    producer: str | None = None
 
     def describe(self) -> str:
         dims = ", ".join("N" if d is None else str(d) for d in self.shape)
@@ -57,6 +59,9 @@ def read_signature(program: dict, where: str) -> ModelSignature:
     outputs = [_tensor_spec(spec["user_output"], tensors, where) for spec in output_specs if "user_output" in spec]
     if not inputs or not outputs:
         raise InvalidUpload(f"{where}: the exported program has no tensor inputs or outputs")
+    producers = _producers(graph_module["graph"].get("nodes"))
+    for output in outputs:
+        output.producer = producers.get(output.name)
     parameter_count, layers = 0, []
     for spec in input_specs:
         kind = next(iter(spec))
@@ -75,6 +80,22 @@ def read_signature(program: dict, where: str) -> ModelSignature:
     version = program.get("torch_version")
     return ModelSignature(inputs, outputs, parameter_count, version if isinstance(version, str) else None, layers,
                           _batch_bound(input_specs, tensors, program.get("range_constraints", {})))
+
+
+def _producers(nodes) -> dict[str, str]:
+    """Tensor name -> the short name of the aten op whose output it is ("torch.ops.aten.sigmoid.default" ->
+    "sigmoid"); nodes that are not well-formed are skipped (this is a hint, `check_program` judged the graph)."""
+    producers = {}
+    for node in nodes if isinstance(nodes, list) else []:
+        target = node.get("target") if isinstance(node, dict) else None
+        if not isinstance(target, str) or not isinstance(node.get("outputs"), list):
+            continue
+        op = target.removeprefix("torch.ops.aten.").split(".")[0]
+        for output in node["outputs"]:
+            name = output.get("as_tensor", {}).get("name") if isinstance(output, dict) else None
+            if isinstance(name, str):
+                producers[name] = op
+    return producers
 
 
 # A serialised size symbol: "s77" (older torch) or "Symbol('s77', positive=True, integer=True)".

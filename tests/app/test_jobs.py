@@ -391,8 +391,15 @@ def test_a_multi_label_matrix_needs_a_multi_label_model_of_its_width(api, auth, 
     dataset = _dataset(api, auth, **{"train.x": x, "train.y": labels, "val.x": x, "val.y": labels})
     spec = {"model_id": model, "dataset_id": dataset, "stages": [{"method": "prune", "finetune": {"steps": 5}}],
             "evaluation": {"compile": False}}
-    undeclared = api.post("/v1/jobs", headers=auth, json=spec)
+    # The program ends in a sigmoid: independent probabilities, multi-label without saying so.
+    sigmoid = api.post("/v1/jobs", headers=auth, json=spec)
+    assert sigmoid.status_code == 201, sigmoid.text
+    logits = _model(api, auth, nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)), (2, 8), tmp_path)
+    undeclared = api.post("/v1/jobs", headers=auth, json={**spec, "model_id": logits})
     assert undeclared.status_code == 422 and "set evaluation.multi_label to true" in undeclared.json()["detail"]
+    response = api.post("/v1/jobs", headers=auth, json={**spec, "model_id": logits,
+                                                         "evaluation": {"compile": False, "multi_label": True}})
+    assert response.status_code == 201, response.text
     for declared in ({"output_kind": "sigmoid"}, {"multi_label": True, "max_metric_drop": 1.0}):
         response = api.post("/v1/jobs", headers=auth, json={**spec, "evaluation": {"compile": False, **declared}})
         assert response.status_code == 201, response.text
