@@ -26,17 +26,22 @@ def binary_targets(output: torch.Tensor, labels: torch.Tensor) -> bool:
 
 
 def label_loss(output: torch.Tensor, labels: torch.Tensor, output_kind: str) -> torch.Tensor:
-    """Cross-entropy for class indices; binary cross-entropy (on probabilities for a 'sigmoid' output, with logits
-    otherwise) for binary targets."""
+    """Cross-entropy for class indices (a row per position of a sequence output [N, L, C]); binary cross-entropy
+    (on probabilities for a 'sigmoid' output, with logits otherwise) for binary targets."""
     output = output.float()
     if not binary_targets(output, labels):
-        return F.cross_entropy(output, labels)
+        return F.cross_entropy(output.reshape(-1, output.shape[-1]), labels.reshape(-1))
     target = labels.float().reshape(output.shape)
     if output_kind == "sigmoid":
-        # Written out: F.binary_cross_entropy refuses to run under autocast (mixed-precision training).
-        probability = output.clamp(_PROBABILITY_EPS, 1 - _PROBABILITY_EPS)
-        return -(target * probability.log() + (1 - target) * (1 - probability).log()).mean()
+        return probability_bce(output, target)
     return F.binary_cross_entropy_with_logits(output, target)
+
+
+def probability_bce(probability: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of probabilities against 0/1 (or soft) targets. Written out: F.binary_cross_entropy
+    refuses to run under autocast (mixed-precision training)."""
+    probability, target = probability.clamp(_PROBABILITY_EPS, 1 - _PROBABILITY_EPS), target.clamp(0, 1)
+    return -(target * probability.log() + (1 - target) * (1 - probability).log()).mean()
 
 
 def correct_labels(output: torch.Tensor, labels: torch.Tensor, output_kind: str) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from compression.labels import as_class_logits, binary_targets, label_loss
+from compression.labels import as_class_logits, binary_targets, label_loss, probability_bce
 
 # The loss that matches each output kind (compression.specs.metrics.OutputKind): a temperature KL for class
 # logits, cosine for embeddings (their direction is what similarities read), binary cross-entropy against the
@@ -14,8 +14,6 @@ from compression.labels import as_class_logits, binary_targets, label_loss
 OUTPUT_LOSSES = {"logits": "kl", "embeddings": "cosine", "sigmoid": "bce", "hidden_states": "mse"}
 # The losses of outputs that labels can also train (class logits, a binary logit, sigmoid probabilities).
 LABEL_LOSSES = ("kl", "bce")
-# Keeps log() finite on probabilities that saturated at 0 or 1.
-_PROBABILITY_EPS = 1e-6
 
 
 def _rows(logits: Tensor) -> Tensor:
@@ -48,9 +46,7 @@ def output_loss(student: Tensor, teacher: Tensor, loss: str, temperature: float 
     if loss == "mse":
         return F.mse_loss(student, teacher)
     if loss == "bce":
-        # Written out: F.binary_cross_entropy refuses to run under autocast (mixed-precision training).
-        probability, target = student.clamp(_PROBABILITY_EPS, 1 - _PROBABILITY_EPS), teacher.clamp(0, 1)
-        return -(target * probability.log() + (1 - target) * (1 - probability).log()).mean()
+        return probability_bce(student, teacher)
     raise ValueError(f"unknown distillation loss '{loss}'; known: kl, cosine, mse, bce")
 
 
@@ -70,10 +66,7 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Te
     if loss == "bce" and not binary_targets(student_logits, labels):
         raise ValueError("alpha > 0 with sigmoid outputs needs 0/1 labels (one per output, or a 0/1 label matrix "
                          "[N, K]), not class indices; set alpha to 0")
-    if binary_targets(student_logits, labels):
-        hard = label_loss(student_logits, labels, "sigmoid" if loss == "bce" else "logits")
-    else:
-        hard = F.cross_entropy(_rows(student_logits), labels.reshape(-1))
+    hard = label_loss(student_logits, labels, "sigmoid" if loss == "bce" else "logits")
     return (1 - alpha) * distance + alpha * hard
 
 
