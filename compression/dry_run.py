@@ -57,9 +57,7 @@ def _check_ptq(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     from compression.ptq.quantize import prepare_int8
 
     report: dict = {}
-    prepared = prepare_int8(model, task.example_inputs, [task.example_inputs],
-                            smoothquant_alpha=spec.smoothquant.alpha if spec.smoothquant else None,
-                            include=spec.include, exclude=spec.exclude, report=report)
+    prepared = prepare_int8(model, task.example_inputs, [task.example_inputs], report=report, **spec.int8_options)
     with torch.no_grad():
         prepared(*task.example_inputs)
     observers = sum(1 for name, _ in prepared.named_children() if name.startswith("activation_post_process"))

@@ -51,9 +51,7 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
                   else EmbeddingFormat(spec.embeddings.bits, spec.embeddings.group_size))
     report: dict = {}
     quantized = quantize_int8(model, example_inputs, batches, lambda i: ctx.progress("calibrate", i, total),
-                              embeddings=embeddings,
-                              smoothquant_alpha=spec.smoothquant.alpha if spec.smoothquant else None,
-                              include=spec.include, exclude=spec.exclude, report=report)
+                              embeddings=embeddings, report=report, **spec.int8_options)
     quantize_time = time.monotonic() - started  # export, observers, calibration and conversion
 
     ctx.progress("export", 0, 1)

@@ -135,6 +135,13 @@ class PTQSpec(Spec):
         return self
 
     @property
+    def int8_options(self) -> dict:
+        """The keyword options of `compression.ptq.quantize_int8` / `prepare_int8` this spec sets (the job's stage
+        and its dry run prepare the same graph)."""
+        return {"smoothquant_alpha": self.smoothquant.alpha if self.smoothquant else None,
+                "include": self.include, "exclude": self.exclude}
+
+    @property
     def is_x86_int8_default(self) -> bool:
         """True when nothing beyond the default int8 x86 recipe is asked for (torchao pt2e path)."""
         general_only = set(PTQSpec.model_fields) - {"method", "calibration_split", "calibration_samples", "embeddings",
