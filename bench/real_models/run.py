@@ -93,6 +93,8 @@ def bench_case(case: Case, settings: dict, workdir: Path, save: Callable[[list[d
                                                                                   case.eval_inputs), reference),
                      "bytes": final["size_bytes"], "artifact": final["model_artifact"],
                      "job_metric": {final.get("metric", "?"): final.get("metric_points")},
+                     # a sigmoid model's job metrics side by side: soft Dice (the default) and thresholded F1
+                     **{f"job_{name}": final[name] for name in ("soft_dice", "bin_f1") if name in final},
                      "latency_ms": {int(b): ms for b, ms in final.get("latency_ms", {}).items()},
                      "reference_latency_ms": {int(b): ms for b, ms in final.get("reference_latency_ms", {}).items()},
                      "latency_reliable": final.get("latency_reliable"), "load": os.getloadavg()[0],

@@ -92,9 +92,10 @@ class EvaluationSpec(Spec):
         None, description="The metric every stage is judged by, in points (0-100, higher is better): 'accuracy' "
                           "(needs labels), 'top1_agreement' (logits, sigmoid), 'cosine' (any output), "
                           "'similarity_spearman' (embeddings: rank agreement of pairwise similarities) or "
-                          "'bin_f1' (sigmoid: F1 of the bins above 0.5) or 'bin_agreement' (sigmoid: fraction of "
-                          "bins on or off in both). Null: accuracy with labels, else the "
-                          "output kind's default (top1_agreement, similarity_spearman, bin_f1, cosine).")
+                          "'soft_dice' (sigmoid: 2 sum(p q) / (sum p^2 + sum q^2) of the probabilities), 'bin_f1' "
+                          "(sigmoid: F1 of the bins above 0.5) or 'bin_agreement' (sigmoid: fraction of bins on or "
+                          "off in both). Null: accuracy with labels, else the output kind's default "
+                          "(top1_agreement, similarity_spearman, soft_dice, cosine).")
     max_metric_drop: Annotated[float, Field(ge=0, le=100)] | None = Field(
         None, description="Budget in points of the metric: a stage whose model falls further below the uploaded "
                           "model fails the job (its measured metrics are kept). Null: no budget; a collapse is "

@@ -11,7 +11,8 @@ from typing import Literal
 
 OutputKind = Literal["logits", "embeddings", "sigmoid", "hidden_states"]
 OUTPUT_KINDS: tuple[str, ...] = OutputKind.__args__
-MetricName = Literal["accuracy", "top1_agreement", "cosine", "similarity_spearman", "bin_f1", "bin_agreement"]
+MetricName = Literal["accuracy", "top1_agreement", "cosine", "similarity_spearman", "bin_f1", "bin_agreement",
+                     "soft_dice"]
 METRICS: tuple[str, ...] = MetricName.__args__
 
 # What each metric compares, and the output kinds it means something for (accuracy needs labels instead).
@@ -21,9 +22,10 @@ METRIC_KINDS = {
     "similarity_spearman": ("embeddings",),
     "bin_f1": ("sigmoid",),
     "bin_agreement": ("sigmoid",),
+    "soft_dice": ("sigmoid",),
 }
 # The metric of an output kind when the split has no labels and the spec names none.
-DEFAULT_METRIC = {"logits": "top1_agreement", "embeddings": "similarity_spearman", "sigmoid": "bin_f1",
+DEFAULT_METRIC = {"logits": "top1_agreement", "embeddings": "similarity_spearman", "sigmoid": "soft_dice",
                   "hidden_states": "cosine"}
 
 

@@ -61,6 +61,29 @@ def test_sigmoid_outputs_are_judged_by_bins_not_softmax():
     assert metrics["mae"] == pytest.approx((0.1 + 0.5 + 0.5 + 0.1 + 0 + 0.1) / 6)
     assert metrics["bin_agreement"] == pytest.approx(4 / 6)
     assert metrics["top1_agreement"] == 1.0 and "kl" not in metrics
+    # 2 * sum(p q) / (sum p^2 + sum q^2) = 2 * 1.05 / (1.18 + 1.45)
+    assert metrics["soft_dice"] == pytest.approx(2.1 / 2.63)
+
+
+def _soft_dice_and_f1(output: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+    fidelity = Fidelity("sigmoid")
+    fidelity.add(output, reference)
+    metrics = fidelity.result()
+    return metrics["soft_dice"], metrics["bin_f1"]
+
+
+def test_soft_dice_keeps_a_salience_peak_near_one_half_and_sees_dark_or_dimmed_bins():
+    bins = torch.arange(360.0)
+    centres = torch.randint(40, 320, (64, 1)).float()
+    peaks = torch.exp(-((bins - centres) ** 2) / (2 * 2.0 ** 2))  # a blurred pitch peak in each row
+    reference = 0.52 * peaks  # its top just above the threshold, as a pretrained salience map often has it
+    slightly_lower = 0.48 * peaks  # the same pitches, the peaks 8 % lower
+    dice, f1 = _soft_dice_and_f1(slightly_lower, reference)
+    assert f1 == 0.0 and dice > 0.99
+    assert _soft_dice_and_f1(reference, reference) == (pytest.approx(1.0), 1.0)
+    assert _soft_dice_and_f1(torch.full_like(reference, 0.01), reference)[0] < 0.1  # every bin gone dark
+    assert _soft_dice_and_f1(0.2 * reference, reference)[0] < 0.4  # the right bins, a fifth as strong
+    assert _soft_dice_and_f1(torch.zeros(2, 5), torch.zeros(2, 5)) == (1.0, 1.0)
 
 
 def test_logits_report_kl_and_sequence_outputs_count_every_position():

@@ -47,7 +47,7 @@ def test_the_loss_follows_the_output_kind_and_training_brings_the_student_closer
     metrics = result.metrics
     assert (metrics["output_kind"], metrics["loss"]) == (kind, {"sigmoid": "bce", "embeddings": "cosine"}[kind])
     fidelity = metrics["student_fidelity"]
-    assert fidelity["metric"] == {"sigmoid": "bin_f1", "embeddings": "similarity_spearman"}[kind]
+    assert fidelity["metric"] == {"sigmoid": "soft_dice", "embeddings": "similarity_spearman"}[kind]
     assert fidelity["after"] > fidelity["before"] + 2, fidelity
     assert fidelity["after"] == pytest.approx(100 * metrics["student"][fidelity["metric"]], abs=1e-3)
 
@@ -82,5 +82,5 @@ def test_function_matching_matches_sigmoid_outputs_with_bce_and_reports_the_stud
     spec = FunctionMatchingSpec(student={"kind": "input"}, training={"steps": 20, "batch_size": 32, "lr": 3e-3})
     metrics = apply_function_matching(spec, _perturbed(teacher, 0.8), task, RunContext()).metrics
     assert (metrics["output_kind"], metrics["loss"]) == ("sigmoid", "bce")
-    assert metrics["student_fidelity"]["metric"] == "bin_f1"
+    assert metrics["student_fidelity"]["metric"] == "soft_dice"
     assert metrics["student_fidelity"]["after"] > metrics["student_fidelity"]["before"]
