@@ -5,7 +5,7 @@ from compression.pq.packing import load_ipq as load
 from compression.pq.packing import save_ipq as write
 
 KIND = "packed.ipq.safetensors"
-DESCRIPTION = "modelpress.ipq v2 (safetensors: PQ indices, centroids, graph)"
+DESCRIPTION = "modelpress.ipq v3 (safetensors: entropy-coded PQ indices, centroids, graph)"
 PACKAGES = ("modelpress", "torch==2.13.*", "safetensors")
 RECIPE = '''from compression.pq import load_ipq
 

@@ -122,3 +122,71 @@ def test_parameters_the_graph_never_reads_are_not_stored(tmp_path):
     assert {entry["name"] for entry in manifest["dense"]} == {"body.bias"}
     packed = load_ipq(tmp_path / "m.safetensors")
     torch.testing.assert_close(packed(*example), model(*example), rtol=1e-3, atol=1e-3)
+
+
+def _linear_with_skewed_codeword_use(tmp_path):
+    """A 256 x 512 linear whose weights are heavy-tailed (Laplace) with a quarter of them pruned to zero, as a
+    pruned pretrained layer's are: k-means then uses its codewords very unequally (the all-zero block most), so the
+    index stream has well under 8 bits of entropy per index."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(512, 256)
+    with torch.no_grad():
+        weight = torch.distributions.Laplace(0.0, 0.05).sample(layer.weight.shape)
+        layer.weight.copy_(weight * (torch.rand(256, 128, 1) > 0.25).float().expand(256, 128, 4).reshape(256, 512))
+    example = (torch.randn(4, 512),)
+    model = eval_mode(export_model(torch.nn.Sequential(layer).eval(), example).module())
+    plans, _ = plan_layers(find_layer_weights(model), BlockSizes(), 256, 4)
+    quantize_layer(model, plans[0], iterations=8)
+    return model, example
+
+
+def test_indices_are_entropy_coded_when_that_is_smaller_and_load_back_exactly(tmp_path):
+    model, example = _linear_with_skewed_codeword_use(tmp_path)
+    path = tmp_path / "skewed.safetensors"
+    manifest = save_ipq(model, example, path)
+    assert manifest["indices_codec"] == "xz"
+    raw_index_bytes = -(-manifest["layers"][0]["num_blocks"] * 8 // 8)
+    with safe_open(str(path), framework="pt") as packed:
+        stored = packed.get_tensor("indices").numel()
+        assert packed.metadata()["version"] == "3"
+    assert stored < raw_index_bytes * 0.95  # k-means' unequal codeword use is worth at least 5 % here
+    assert path.stat().st_size < theoretical_bytes(manifest) + 2048  # the saving shows in the file
+    name = manifest["layers"][0]["name"]
+    assert torch.equal(load_ipq(path).get_parameter(name), model.get_submodule(name.rpartition(".")[0]).weight)
+
+
+def test_uniformly_used_codewords_stay_raw_and_version_2_files_still_load(tmp_path):
+    torch.manual_seed(0)
+    example = (torch.randn(4, 1, 8, 8),)
+    model = eval_mode(export_model(digits_cnn().eval(), example).module())
+    plans, _ = plan_layers(find_layer_weights(model), BlockSizes(), 4, 4)
+    for plan in plans:
+        quantize_layer(model, plan, iterations=3)
+    path = tmp_path / "small.safetensors"
+    assert save_ipq(model, example, path, dense_dtype="float32")["indices_codec"] == "raw"  # 2-bit indices of a tiny CNN: xz would grow them
+    _rewrite(path, metadata={"version": "2"})  # a file written before entropy coding: same layout, raw indices
+    assert torch.allclose(load_ipq(path)(*example), model(*example), atol=1e-5)
+
+
+def test_an_index_stream_that_expands_past_the_manifests_layers_is_refused(tmp_path):
+    import lzma
+
+    from compression.archive.errors import InvalidUpload
+    from compression.pq.packing import INDEX_FILTERS
+
+    model, example = _linear_with_skewed_codeword_use(tmp_path)
+    path = tmp_path / "bomb.safetensors"
+    save_ipq(model, example, path)
+    bomb = lzma.compress(bytes(64 << 20), format=lzma.FORMAT_XZ, filters=INDEX_FILTERS)  # 64 MiB of zeros
+    _rewrite(path, tensors={"indices": torch.frombuffer(bytearray(bomb), dtype=torch.uint8)})
+    with pytest.raises(InvalidUpload, match="indices: expands past"):
+        load_ipq(path)
+
+
+def _rewrite(path, tensors: dict | None = None, metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as packed:
+        current = {key: packed.get_tensor(key) for key in packed.keys()}
+        header = packed.metadata()
+    save_file(current | (tensors or {}), str(path), metadata=header | (metadata or {}))
