@@ -3,9 +3,9 @@
 oneDNN's int8 convolution subtracts the input's zero point through a compensation term; with implicit padding the
 term differs at every output position whose window overlaps the padding, and its brgemm kernel then computes the
 compensation the slow way. With a long kernel most windows overlap the padding: the pretrained PESTO pitch model's
-1175-tap, one-channel "Toeplitz" convolution (padding 383) took 2.17 ms per call at batch 1 in int8 against 0.06 ms
-for the same conv over an explicitly padded input (oneDNN verbose, one thread), and made the whole int8 model
-slower than fp32. With the padding done by `constant_pad_nd`, the conv runs unpadded (one constant compensation per
+1175-tap, one-channel "Toeplitz" convolution (padding 383) took 0.6-2.2 ms per call at batch 1 in int8 against
+0.03 ms for the same conv over an explicitly padded input (oneDNN's verbose log, one thread, three runs each), and
+made the whole int8 model 7x slower than fp32. With the padding done by `constant_pad_nd`, the conv runs unpadded (one constant compensation per
 output channel) and inductor fuses the pad into the input's quantize kernel. The rewrite is exact: the pad value 0
 is quantized to the zero point exactly, which is what implicit padding stands for.
 
