@@ -4,13 +4,14 @@ oneDNN's int8 convolution subtracts the input's zero point through a compensatio
 term differs at every output position whose window overlaps the padding, and its brgemm kernel then computes the
 compensation the slow way. With a long kernel most windows overlap the padding: the pretrained PESTO pitch model's
 1175-tap, one-channel "Toeplitz" convolution (padding 383) took 0.6-2.2 ms per call at batch 1 in int8 against
-0.03 ms for the same conv over an explicitly padded input (oneDNN's verbose log, one thread, three runs each), and
-made the whole int8 model 7x slower than fp32. With the padding done by `constant_pad_nd`, the conv runs unpadded (one constant compensation per
-output channel) and inductor fuses the pad into the input's quantize kernel. The rewrite is exact: the pad value 0
-is quantized to the zero point exactly, which is what implicit padding stands for.
+0.03 ms for the same conv over an explicitly padded input (oneDNN's verbose log, one thread, three or four runs
+each), and made the whole int8 model 7x slower than fp32. With the padding done by `constant_pad_nd`, the conv runs
+unpadded (one constant compensation per output channel) and inductor fuses the pad into the input's quantize
+kernel. The rewrite is exact: the pad value 0 is quantized to the zero point exactly, which is what implicit
+padding stands for.
 
-Short kernels (3x3, 15 taps) are left alone: oneDNN handles their padding at full speed and a separate pad would
-only copy the input.
+Short kernels (fewer than 32 taps along each padded axis: 3x3, 7x7, 15 taps) are left alone: with them the two
+forms ran equally fast (docs/quantization.md), and a separate pad only copies the input.
 """
 
 from __future__ import annotations
