@@ -10,8 +10,8 @@ unpadded (one constant compensation per output channel) and inductor fuses the p
 kernel. The rewrite is exact: the pad value 0 is quantized to the zero point exactly, which is what implicit
 padding stands for.
 
-Short kernels (fewer than 32 taps along each padded axis: 3x3, 7x7, 15 taps) are left alone: with them the two
-forms ran equally fast (docs/quantization.md), and a separate pad only copies the input.
+Short kernels (fewer than 32 taps along each padded axis, e.g. 3x3, 15 taps) are left alone: 1-D kernels of 7-31 taps
+ran equally fast in both forms (docs/quantization.md), and a separate pad only copies the input.
 """
 
 from __future__ import annotations
