@@ -41,7 +41,7 @@ def pad_long_kernels_explicitly(graph: fx.GraphModule, min_taps: int = LONG_KERN
         return output
 
     rewrite_calls(graph, _CONV2D, rewrite)
-    return names
+    return list(dict.fromkeys(names))  # a module called twice is one layer
 
 
 def _explicitly_padded(graph: fx.GraphModule, node: fx.Node, min_taps: int) -> fx.Node | None:
