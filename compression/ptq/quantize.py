@@ -2,7 +2,8 @@
 
 export -> dead branches dropped (`compression.dead_branches`) -> 1-D convolutions as 2-D ones (`conv1d.py`, the
 quantizer's patterns are 2-D) and (k, 1) convolutions over one-wide inputs turned to (1, k) (`conv_orientation.py`,
-oneDNN's fast orientation) -> optional SmoothQuant (`smoothquant.py`) ->
+oneDNN's fast orientation), long kernels' padding made a separate op (`explicit_padding.py`, oneDNN's fast int8
+path) -> optional SmoothQuant (`smoothquant.py`) ->
 `prepare_pt2e` (observers after each quantizable op; conv+batch norm folded) -> calibration forward
 passes -> `convert_pt2e` (weights stored as int8 with per-channel scales, activations wrapped in
 quantize/dequantize pairs with calibrated scale and zero point). The result is a Q/DQ graph: in eager mode it
@@ -38,6 +39,7 @@ from compression.ptq.batch_norm_affine import batch_norms_as_affine
 from compression.ptq.conv1d import conv1d_as_conv2d
 from compression.ptq.conv_orientation import tall_convs_on_their_side
 from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
+from compression.ptq.explicit_padding import pad_long_kernels_explicitly
 from compression.ptq.smoothquant import smooth_linears
 from compression.quant.graph import find_layers, select_layers
 
@@ -56,7 +58,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     embedding tables in fp32. With `smoothquant_alpha`, the calibration batches are also used (first) to compute
     the smoothing factors. `include` / `exclude` (fnmatch patterns of layer names, as on the general path) choose
     the conv/linear layers to quantize; the others stay float. `report`, when given, receives what was done beyond
-    quantizing: "dropped_branches", "conv1d_as_conv2d" and "tall_convs_on_their_side" (how many), "embeddings",
+    quantizing: "dropped_branches", "conv1d_as_conv2d" and "tall_convs_on_their_side" (how many),
+    "explicitly_padded" (the long-kernel convs whose padding became a separate op), "embeddings",
     "smoothquant", and "float_layers" (the layers left float, when patterns were given).
     """
     report = {} if report is None else report
@@ -101,7 +104,9 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
         report["conv1d_as_conv2d"] = conv1d_count
     if turned := tall_convs_on_their_side(graph):  # reads traced shapes: the rewritten 1-D convs have none yet
         report["tall_convs_on_their_side"] = turned
-    if conv1d_count or turned:
+    if padded := pad_long_kernels_explicitly(graph):
+        report["explicitly_padded"] = padded
+    if conv1d_count or turned or padded:
         graph = export_model(graph, example_inputs).module()
     if smoothquant_alpha is not None:
         report["smoothquant"] = smooth_linears(graph, calibration, smoothquant_alpha)
