@@ -24,6 +24,7 @@ from compression.io import export_model, inputs_at_batch, load_program, save_pro
 from compression.modes import eval_mode, is_training
 from compression.pq.activations import linear_input_second_moments
 from compression.pq.finetune import EVAL_SAMPLES_DURING_TRAINING, ModeSwitchKeepsParametrizations, finetune
+from compression.pq.kmeans import index_entropy_bits
 from compression.pq.layers import find_layer_weights, select
 from compression.pq.packing import load_ipq, save_ipq, theoretical_bytes
 from compression.pq.parametrizations import QuantNoise, parametrizations_of, remove
@@ -55,10 +56,11 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
         moments = _input_moments(model, group, spec, task, ctx) if spec.activation_weighted else {}
         for plan in group:
             fit = quantize_layer(model, plan, spec.kmeans_iterations, ctx.seed, ctx.device,
-                                 spec.centroid_dtype, moments.get(plan.layer.name))
+                                 spec.centroid_dtype, moments.get(plan.layer.name), spec.rate_weight)
             quantized += 1
             kmeans_report[plan.layer.name] = {"centroids": plan.centroids, "block_size": plan.block_size,
-                                              "blocks": plan.num_blocks, "inertia": round(fit.inertia, 6)}
+                                              "blocks": plan.num_blocks, "inertia": round(fit.inertia, 6),
+                                              "index_entropy_bits": round(index_entropy_bits(fit.counts), 3)}
             ctx.progress("quantize", quantized, len(plans), layer=plan.layer.name, group=index + 1)
         group_report = {"group": index + 1, "layers": [plan.layer.name for plan in group],
                         "quantized": _quality(model, task, EVAL_SAMPLES_DURING_TRAINING)}

@@ -33,38 +33,60 @@ class KMeansResult:
 
 
 def assign(x: Tensor, centroids: Tensor, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-           weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Nearest centroid of each row of `x` and its squared distance, a chunk of rows at a time."""
+           weights: Tensor | None = None, costs: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Nearest centroid of each row of `x` and its squared distance, a chunk of rows at a time. With `costs` (one
+    per centroid) a row goes to the centroid minimising distance + cost; the distance returned excludes the cost."""
     chunk_rows = max(1, max_chunk_bytes // (4 * max(1, centroids.shape[0])))
+    costs = torch.zeros(centroids.shape[0], dtype=x.dtype, device=x.device) if costs is None else costs.to(x)
     if weights is not None:
-        return _assign_weighted(x, centroids, weights, chunk_rows)
-    centroid_norms = centroids.pow(2).sum(1)
+        return _assign_weighted(x, centroids, weights, chunk_rows, costs)
+    centroid_norms = centroids.pow(2).sum(1) + costs
     indices, distances = [], []
     for chunk in x.split(chunk_rows):
         # ||x||^2 is the same for every centroid, so it is added after the argmin rather than to the whole matrix.
         partial = torch.addmm(centroid_norms, chunk, centroids.T, alpha=-2)
         best, index = partial.min(1)
         indices.append(index)
-        distances.append((best + chunk.pow(2).sum(1)).clamp_min(0))
+        distances.append((best - costs[index] + chunk.pow(2).sum(1)).clamp_min(0))
     return torch.cat(indices), torch.cat(distances)
 
 
-def _assign_weighted(x: Tensor, centroids: Tensor, weights: Tensor, chunk_rows: int) -> tuple[Tensor, Tensor]:
+def _assign_weighted(x: Tensor, centroids: Tensor, weights: Tensor, chunk_rows: int,
+                     costs: Tensor) -> tuple[Tensor, Tensor]:
     squared = centroids.pow(2).T
     indices, distances = [], []
     for chunk, weight in zip(x.split(chunk_rows), weights.split(chunk_rows)):
         # sum_d w (x - c)^2 = sum_d w x^2 - 2 (w x) . c + w . c^2; the first term is added after the argmin.
-        partial = torch.addmm(weight @ squared, weight * chunk, centroids.T, alpha=-2)
+        partial = torch.addmm(weight @ squared + costs, weight * chunk, centroids.T, alpha=-2)
         best, index = partial.min(1)
         indices.append(index)
-        distances.append((best + (weight * chunk.pow(2)).sum(1)).clamp_min(0))
+        distances.append((best - costs[index] + (weight * chunk.pow(2)).sum(1)).clamp_min(0))
     return torch.cat(indices), torch.cat(distances)
 
 
+def index_entropy_bits(counts: Tensor) -> float:
+    """Bits per index an ideal entropy coder needs for codewords used `counts` times (log2 K when all are equal)."""
+    shares = counts.double()[counts > 0] / counts.sum()
+    return float(-(shares * torch.log2(shares)).sum())
+
+
+def code_lengths(counts: Tensor) -> Tensor:
+    """Bits an entropy coder spends on each codeword, -log2 of its share of the rows (an unused one: as if it had
+    half a row, so it can still win a row that is much nearer to it)."""
+    shares = counts.double().clamp_min(0.5) / counts.sum().clamp_min(1)
+    return -torch.log2(shares)
+
+
 def kmeans(x: Tensor, k: int, iterations: int = 15, seed: int = 0,
-           max_chunk_bytes: int = DEFAULT_CHUNK_BYTES, weights: Tensor | None = None) -> KMeansResult:
+           max_chunk_bytes: int = DEFAULT_CHUNK_BYTES, weights: Tensor | None = None,
+           rate_weight: float = 0.0) -> KMeansResult:
     """Cluster the rows of `x` (N, d) into `k` centroids, initialised by k-means++ (which, unlike k random rows,
-    rarely leaves two centroids in one true cluster)."""
+    rarely leaves two centroids in one true cluster).
+
+    `rate_weight` > 0 makes it entropy-constrained (Chou, Lookabaugh and Gray 1989): a row goes to the centroid
+    minimising distance + lambda * code length in bits, lambda = rate_weight * the mean distance of plain k-means'
+    first assignment, so a bit of index is traded for rate_weight of the average error. Frequent codewords grow more
+    frequent and the indices, entropy-coded in the packed file, shrink; codewords left empty stay empty."""
     if x.dim() != 2:
         raise ValueError(f"k-means takes an (N, d) matrix, got shape {tuple(x.shape)}")
     n = x.shape[0]
@@ -79,9 +101,15 @@ def kmeans(x: Tensor, k: int, iterations: int = 15, seed: int = 0,
         weights = weights / weights.mean().clamp_min(1e-30) + 1e-6
     generator = torch.Generator(device="cpu").manual_seed(seed)
     centroids = kmeans_plus_plus(x, k, generator, weights)
+    costs = None
     for _ in range(iterations):
-        assignments, _ = assign(x, centroids, max_chunk_bytes, weights)
+        assignments, distances = assign(x, centroids, max_chunk_bytes, weights, costs)
         counts = torch.bincount(assignments, minlength=k)
+        if rate_weight > 0:
+            # lambda is fixed by the first, unconstrained assignment: tied to the current mean distance it would
+            # feed back (more rows on popular codewords, a larger mean, a larger lambda) and run away.
+            bit_price = rate_weight * distances.mean() if costs is None else bit_price
+            costs = (bit_price * code_lengths(counts)).to(x.dtype)
         filled = counts > 0
         if weights is None:
             sums = torch.zeros_like(centroids).index_add_(0, assignments, x)
@@ -90,11 +118,11 @@ def kmeans(x: Tensor, k: int, iterations: int = 15, seed: int = 0,
             sums = torch.zeros_like(centroids).index_add_(0, assignments, weights * x)
             totals = torch.zeros_like(centroids).index_add_(0, assignments, weights)
             centroids[filled] = sums[filled] / totals[filled]
-        if not bool(filled.all()):
+        if rate_weight == 0 and not bool(filled.all()):
             _split_largest_into_empty(x, centroids, assignments, counts, generator)
-    assignments, _ = assign(x, centroids, max_chunk_bytes, weights)
+    assignments, _ = assign(x, centroids, max_chunk_bytes, weights, costs)
     counts = torch.bincount(assignments, minlength=k)
-    if not bool((counts > 0).all()):
+    if rate_weight == 0 and not bool((counts > 0).all()):
         # Rows equidistant from two centroids all go to the first; split again so that no codeword is wasted.
         _split_largest_into_empty(x, centroids, assignments, counts, generator)
     inertia = float((x - centroids[assignments]).pow(2).sum())

@@ -55,25 +55,27 @@ def plan_layers(layers: list[LayerWeight], block_sizes, centroids: int, min_bloc
 
 
 def fit_codebook(model: nn.Module, plan: LayerPlan, iterations: int, seed: int, device: str,
-                 input_moments: Tensor | None = None) -> KMeansResult:
+                 input_moments: Tensor | None = None, rate_weight: float = 0.0) -> KMeansResult:
     """k-means of the layer's blocks; with `input_moments` (E[x_j^2] per input feature of a linear layer) each
     entry of a block is weighted by the mean square of the input it multiplies."""
     weight = stored_weight(model, plan.layer.name).detach().to(device)
     weights = None
     if input_moments is not None:
         weights = to_blocks(input_moments.to(weight).expand(weight.shape).contiguous(), plan.block_size)
-    return kmeans(to_blocks(weight, plan.block_size), plan.centroids, iterations, seed, weights=weights)
+    return kmeans(to_blocks(weight, plan.block_size), plan.centroids, iterations, seed, weights=weights,
+                  rate_weight=rate_weight)
 
 
 def quantize_layer(model: nn.Module, plan: LayerPlan, iterations: int = 15, seed: int = 0, device: str = "cpu",
-                   centroid_dtype: str = "float16", input_moments: Tensor | None = None) -> KMeansResult:
+                   centroid_dtype: str = "float16", input_moments: Tensor | None = None,
+                   rate_weight: float = 0.0) -> KMeansResult:
     """Replace the layer's weight by centroids[assignments]; any Quant-Noise on it is removed first (the stored
     weight it wrapped is what gets clustered). The original weight is frozen: from now on only the centroids train.
     """
     name = plan.layer.name
     if name in parametrizations_of(model, QuantNoise):
         remove(model, name, keep_value=False)
-    fit = fit_codebook(model, plan, iterations, seed, device, input_moments)
+    fit = fit_codebook(model, plan, iterations, seed, device, input_moments, rate_weight)
     original = stored_weight(model, name)
     original.requires_grad_(False)
     pq = PQWeight(fit.centroids.to(original.device), fit.assignments.to(original.device), plan.layer.shape,

@@ -7,6 +7,9 @@ from pydantic import Field, model_validator
 from compression.specs.common import Patterns, Spec
 from compression.specs.training import TrainingSpec
 
+# The price of one bit of index in units of a layer's mean k-means error (see IPQSpec.rate_weight).
+RATE_WEIGHT = 0.0
+
 
 class BlockSizes(Spec):
     """Length of the subvectors a weight is cut into, per layer kind (rows are split into consecutive blocks)."""
@@ -96,6 +99,11 @@ class IPQSpec(Spec):
                        "min_weights weights is product-quantized; on a pretrained BERT, position and token "
                        "embeddings at 8-value blocks cost 0.004 of [CLS] cosine, while their float16 copies "
                        "were over a quarter of the packed file.")
+    rate_weight: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        RATE_WEIGHT, description="Entropy-constrained k-means: a block goes to the codeword minimising its error + "
+                                 "rate_weight * the layer's mean error * the codeword's code length in bits, so "
+                                 "frequent codewords grow more frequent and the entropy-coded indices smaller. 0: "
+                                 "plain k-means (every codeword kept in use).")
     activation_weighted: bool = Field(
         True, description="k-means of linear layers weighs each input feature by its mean square input (from "
                           "calibration_batches training batches, measured before each group), so the codebook "

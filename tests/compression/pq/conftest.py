@@ -11,7 +11,6 @@ from compression.modes import eval_mode
 from compression.task import Task
 
 
-
 def digits_cnn() -> nn.Sequential:
     """A digits-sized CNN (8x8 inputs) with batch norm, a 3x3 conv, a 1x1 conv and two linear layers."""
     return nn.Sequential(

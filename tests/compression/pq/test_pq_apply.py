@@ -78,3 +78,15 @@ def test_cancelled_ipq_resumes_to_the_same_packed_model(plain_digits_task):
     assert resumed.metrics["groups"][1]["resumed_from_step"] == 5
     for (name, expected), (_, actual) in zip(uninterrupted.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(expected, actual), name
+
+
+def test_rate_weight_reaches_kmeans_and_shrinks_the_coded_indices(digits_task):
+    model, task = digits_task
+    no_training = TrainingSpec(steps=1, batch_size=32, checkpoint_every=1000)
+    results = {rate: apply_ipq(IPQSpec(centroids=64, num_groups=1, rate_weight=rate, training=no_training),
+                               model, task, RunContext()).metrics for rate in (0.0, 0.3)}
+    plain, constrained = results[0.0]["quantized_layers"], results[0.3]["quantized_layers"]
+    assert plain.keys() == constrained.keys()
+    # every layer's indices carry fewer bits, and the packed file is smaller for it
+    assert all(constrained[name]["index_entropy_bits"] < plain[name]["index_entropy_bits"] for name in plain)
+    assert results[0.3]["packed_bytes"] < results[0.0]["packed_bytes"]

@@ -1,6 +1,6 @@
 import torch
 
-from compression.pq.kmeans import assign, kmeans, kmeans_python_loop
+from compression.pq.kmeans import assign, index_entropy_bits, kmeans, kmeans_python_loop
 
 
 def planted(clusters: int = 16, per_cluster: int = 40, dim: int = 8, seed: int = 0):
@@ -70,3 +70,28 @@ def test_weighted_kmeans_fits_the_heavily_weighted_column_far_better():
 
     assert column_error(weighted, 0) < 0.3 * column_error(plain, 0)
     assert (weighted.counts > 0).all()
+
+
+def test_assignment_with_costs_trades_distance_for_a_cheaper_codeword_and_reports_the_true_distance():
+    centroids = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    rows = torch.tensor([[0.4, 0.0], [0.9, 0.0]])
+    index, distance = assign(rows, centroids)
+    assert index.tolist() == [0, 1]
+    # codeword 1 costs 0.5 less than codeword 0: [0.4, 0] pays 0.16 at codeword 0, 0.36 - 0.5 at codeword 1
+    index, distance = assign(rows, centroids, costs=torch.tensor([0.5, 0.0]))
+    assert index.tolist() == [1, 1]
+    assert torch.allclose(distance, torch.tensor([0.36, 0.01]))
+    weights = torch.ones_like(rows)  # the weighted path prices codewords the same way
+    assert assign(rows, centroids, weights=weights, costs=torch.tensor([0.5, 0.0]))[0].tolist() == [1, 1]
+
+
+def test_entropy_constrained_kmeans_lowers_the_index_entropy_for_a_little_error():
+    torch.manual_seed(0)
+    blocks = torch.distributions.Laplace(0.0, 1.0).sample((20000, 4))  # heavy-tailed, like pretrained weights
+    plain = kmeans(blocks, 64, iterations=12, seed=0)
+    constrained = kmeans(blocks, 64, iterations=12, seed=0, rate_weight=0.2)
+    plain_bits, constrained_bits = index_entropy_bits(plain.counts), index_entropy_bits(constrained.counts)
+    assert plain_bits > 5.5 and bool((plain.counts > 0).all())  # plain k-means uses its 64 codewords nearly evenly
+    assert constrained_bits < plain_bits - 0.2
+    assert constrained.inertia < plain.inertia * 1.25
+    assert index_entropy_bits(torch.tensor([5, 5, 5, 5])) == 2.0 and index_entropy_bits(torch.tensor([7, 0])) == 0.0
