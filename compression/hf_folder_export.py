@@ -311,6 +311,18 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
     return layout
 
 
+def _refuse_transposed_layers(source_model: torch.nn.Module, layout: FolderLayout) -> None:
+    """GPT-2's `Conv1D` layers (weight stored [in, out]) run as int8 linears after `compression.ptq.addmm_linear`;
+    compressed-tensors quantizes `nn.Linear` modules only, so a folder cannot hold them in int8."""
+    modules = dict(source_model.named_modules())
+    transposed = sorted(name for name in layout.weights
+                        if name in modules and type(modules[name]).__name__ == "Conv1D")
+    if transposed:
+        raise NotExpressible(f"{len(transposed)} layers of this model are transformers Conv1D modules (e.g. "
+                             f"'{transposed[0]}'), quantized as int8 linears; a compressed-tensors folder holds "
+                             "quantized nn.Linear modules only: the .pt2 artifacts hold the int8 model")
+
+
 def _layout_shapes(layout: FolderLayout) -> dict[str, torch.Size]:
     shapes = {name: tensor.shape for name, tensor in layout.floats.items()}
     shapes |= {f"{name}.weight": quantized.codes.shape for name, quantized in layout.weights.items()}
@@ -434,6 +446,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     source = source_model.state_dict()
     computed = frozenset(name for name, _ in source_model.named_buffers()) - set(source)
     layout = read_graph(model, source, source_rounds, computed)
+    _refuse_transposed_layers(source_model, layout)
     if packed_path is not None:
         add_packed_weights(layout, packed_path, source)
     _merge_source(layout, source)

@@ -35,6 +35,7 @@ from compression.dead_branches import drop_dead_branches
 from compression.errors import check_finite_range
 from compression.io import export_model
 from compression.modes import eval_mode
+from compression.ptq.addmm_linear import addmm_as_linear
 from compression.ptq.batch_norm_affine import batch_norms_as_affine
 from compression.ptq.conv1d import conv1d_as_conv2d
 from compression.ptq.conv_orientation import tall_convs_on_their_side
@@ -58,7 +59,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     embedding tables in fp32. With `smoothquant_alpha`, the calibration batches are also used (first) to compute
     the smoothing factors. `include` / `exclude` (fnmatch patterns of layer names, as on the general path) choose
     the conv/linear layers to quantize; the others stay float. `report`, when given, receives what was done beyond
-    quantizing: "dropped_branches", "conv1d_as_conv2d" and "tall_convs_on_their_side" (how many),
+    quantizing: "dropped_branches", "conv1d_as_conv2d", "addmm_as_linear" and "tall_convs_on_their_side" (how
+    many),
     "explicitly_padded" (the long-kernel convs whose padding became a separate op), "embeddings",
     "smoothquant", and "float_layers" (the layers left float, when patterns were given).
     """
@@ -102,11 +104,13 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     report["dropped_branches"] = drop_dead_branches(graph).to_metrics()
     if conv1d_count := conv1d_as_conv2d(graph):
         report["conv1d_as_conv2d"] = conv1d_count
+    if linearized := addmm_as_linear(graph):
+        report["addmm_as_linear"] = linearized
     if turned := tall_convs_on_their_side(graph):  # reads traced shapes: the rewritten 1-D convs have none yet
         report["tall_convs_on_their_side"] = turned
     if padded := pad_long_kernels_explicitly(graph):
         report["explicitly_padded"] = padded
-    if conv1d_count or turned or padded:
+    if conv1d_count or linearized or turned or padded:
         graph = export_model(graph, example_inputs).module()
     if smoothquant_alpha is not None:
         report["smoothquant"] = smooth_linears(graph, calibration, smoothquant_alpha)

@@ -1,0 +1,43 @@
+"""Matrix products with a stored weight written as `aten.addmm` rewritten as `aten.linear`, so the x86 int8 recipe
+quantizes them.
+
+GPT-2's blocks (and the models derived from it: DistilGPT2, DialoGPT, ...) use transformers' `Conv1D`, which
+computes `torch.addmm(bias, x, weight)` with the weight stored [in, out]. torchao's x86 inductor quantizer annotates
+`linear` and `conv2d` only, so int8 PTQ quantized none of a GPT-2 block's four projections: a GPT-2 program came
+back 1.1x smaller with only its classifier in int8. addmm(b, x, W) equals linear(x, W^T, b) exactly; the transposed
+weight is stored beside the original (which the re-export then drops, as nothing reads it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx
+
+from compression.ptq.conv1d import new_weight, rewrite_calls, stored_weight
+
+_ADDMM = torch.ops.aten.addmm.default
+
+
+def addmm_as_linear(graph: fx.GraphModule) -> int:
+    """Rewrite, in place, every `aten.addmm(bias, x, weight)` whose weight and bias are stored tensors ([in, out]
+    and [out]) and whose beta and alpha are 1; returns how many were rewritten. The graph must be re-exported
+    afterwards (the new nodes carry no traced shapes)."""
+    return rewrite_calls(graph, _ADDMM, _as_linear)
+
+
+def _as_linear(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+    if len(node.args) != 3 or node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
+        return None
+    bias, inputs, weight = node.args
+    stored, stored_bias = stored_weight(graph, weight), stored_weight(graph, bias)
+    if stored is None or stored.dim() != 2 or stored_bias is None or tuple(stored_bias.shape) != stored.shape[1:]:
+        return None  # a computed operand, or a bias that broadcasts over rows: not a layer
+    with graph.graph.inserting_before(node):
+        weight_t = new_weight(graph, weight, "as_linear", stored.detach().t().contiguous())
+        linear = graph.graph.call_function(torch.ops.aten.linear.default, (inputs, weight_t, bias))
+    if "nn_module_stack" in node.meta:
+        # The quantizer finds linears by the innermost module they came from: mark it as an nn.Linear's.
+        stack = dict(node.meta["nn_module_stack"])
+        key, (path, _) = next(reversed(stack.items()))
+        linear.meta["nn_module_stack"] = stack | {key: (path, "torch.nn.modules.linear.Linear")}
+    return linear
