@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from compression.ptq.conv1d import new_weight, rewrite_calls, stored_weight
+from compression.ptq.conv1d import mark_module_type, new_weight, rewrite_calls, stored_weight
 
 _ADDMM = torch.ops.aten.addmm.default
 
@@ -35,9 +35,5 @@ def _as_linear(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     with graph.graph.inserting_before(node):
         weight_t = new_weight(graph, weight, "as_linear", stored.detach().t().contiguous())
         linear = graph.graph.call_function(torch.ops.aten.linear.default, (inputs, weight_t, bias))
-    if "nn_module_stack" in node.meta:
-        # The quantizer finds linears by the innermost module they came from: mark it as an nn.Linear's.
-        stack = dict(node.meta["nn_module_stack"])
-        key, (path, _) = next(reversed(stack.items()))
-        linear.meta["nn_module_stack"] = stack | {key: (path, "torch.nn.modules.linear.Linear")}
+    mark_module_type(linear, node, "torch.nn.modules.linear.Linear")
     return linear

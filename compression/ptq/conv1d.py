@@ -37,9 +37,23 @@ def _as_conv2d(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
         # is marked as a Conv2d's, the reshapes around it stay the Conv1d's (outside its partition).
         stack = dict(node.meta["nn_module_stack"])
         inputs_2d.meta["nn_module_stack"] = output.meta["nn_module_stack"] = dict(stack)
-        key, (path, _) = next(reversed(stack.items()))
-        conv.meta["nn_module_stack"] = stack | {key: (path, "torch.nn.modules.conv.Conv2d")}
+        mark_module_type(conv, node, "torch.nn.modules.conv.Conv2d")
     return output
+
+
+def mark_module_type(new: fx.Node, replaced: fx.Node, module_type: str) -> None:
+    """Give `new` the module stack of the node it replaces, its innermost module's type set to `module_type`: the
+    quantizer finds convs and linears by the type of the innermost module they came from."""
+    if "nn_module_stack" in replaced.meta:
+        stack = dict(replaced.meta["nn_module_stack"])
+        key, (path, _) = next(reversed(stack.items()))
+        new.meta["nn_module_stack"] = stack | {key: (path, module_type)}
+
+
+def as_pair(values) -> list[int]:
+    """A 2-D conv argument (stride, padding, dilation) as [height, width]; one value stands for both."""
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    return values * 2 if len(values) == 1 else values
 
 
 def rewrite_calls(graph: fx.GraphModule, target, rewrite) -> int:

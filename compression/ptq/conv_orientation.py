@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from compression.ptq.conv1d import conv_arguments, new_weight, rewrite_calls, stored_weight
+from compression.ptq.conv1d import as_pair, conv_arguments, new_weight, rewrite_calls, stored_weight
 
 _CONV2D = torch.ops.aten.conv2d.default
 _TRANSPOSE = torch.ops.aten.transpose.int
@@ -32,7 +32,7 @@ def _on_its_side(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     shape = getattr(inputs.meta.get("val"), "shape", None) if isinstance(inputs, fx.Node) else None
     if stored is None or shape is None or len(shape) != 4 or stored.dim() != 4:
         return None
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    stride, padding, dilation = as_pair(stride), as_pair(padding), as_pair(dilation)
     if not (stored.shape[2] > 1 and stored.shape[3] == 1 and shape[3] == 1 and padding[1] == 0):
         return None
     with graph.graph.inserting_before(node):
@@ -49,7 +49,3 @@ def _on_its_side(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
         side_inputs.meta["nn_module_stack"] = output.meta["nn_module_stack"] = dict(list(stack.items())[:-1])
     return output
 
-
-def _pair(values) -> list[int]:
-    values = list(values) if isinstance(values, (list, tuple)) else [values]
-    return values * 2 if len(values) == 1 else values

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from compression.ptq.conv1d import conv_arguments, rewrite_calls, stored_weight
+from compression.ptq.conv1d import as_pair, conv_arguments, rewrite_calls, stored_weight
 
 _CONV2D = torch.ops.aten.conv2d.default
 _PAD = torch.ops.aten.constant_pad_nd.default
@@ -49,7 +49,7 @@ def _explicitly_padded(graph: fx.GraphModule, node: fx.Node, min_taps: int) -> f
     stored = stored_weight(graph, weight)
     if stored is None or stored.dim() != 4 or isinstance(padding, str):
         return None
-    padding = _pair(padding)
+    padding = as_pair(padding)
     if not any(pad > 0 and taps >= min_taps for pad, taps in zip(padding, stored.shape[2:])):
         return None
     with graph.graph.inserting_before(node):
@@ -64,7 +64,3 @@ def _explicitly_padded(graph: fx.GraphModule, node: fx.Node, min_taps: int) -> f
         padded.meta["nn_module_stack"] = dict(list(stack.items())[:-1])
     return conv
 
-
-def _pair(values) -> list[int]:
-    values = list(values) if isinstance(values, (list, tuple)) else [values]
-    return values * 2 if len(values) == 1 else values
