@@ -9,8 +9,8 @@ everything of one kind is concatenated into one flat tensor and located by a com
   first, and stream bit i is bit (i mod 8) of byte i // 8 (LSB first); a layer's last byte is zero-padded. With
   the manifest's `indices_codec` "xz" (version 3) the section holds these bytes xz-compressed (LZMA2 with no
   literal context, lc=0: an index byte says little about the next), the entropy-coding step of Han et al.'s Deep
-  Compression: k-means leaves codewords unequally used, so the indices of a pretrained encoder shrink 3-4 %
-  (all-MiniLM-L6-v2: 5,633,472 -> 5,419,152 bytes). "raw" (and version 2): stored as they are, which a model
+  Compression: k-means leaves codewords unequally used, so the packed file of a pretrained encoder shrinks 1-4 %
+  (all-MiniLM-L6-v2: 5,749,144 -> 5,534,948 bytes, `bench.real_models.ipq_row --model minilm`). "raw" (and version 2): stored as they are, which a model
   so small that xz's header outweighs the saving keeps.
 - `centroids.float16` / `centroids.int8`: each layer's (K, block_size) codebook, row-major, at its
   `centroid_offset` (in elements). int8 codebooks ("iPQ + int8") are symmetric: centroid = code * scale, codes in
