@@ -20,6 +20,7 @@ from compression.archive.jsonl import read_jsonl
 from compression.context import RunContext
 from compression.llm.evaluate import evaluate_llm, load_quantized
 from compression.llm.export import folder_bytes
+from compression.llm.gpt2_linear import is_gpt2, opt_config, write_linear_folder
 from compression.llm.stage import TextTask
 from compression.llm.text import check_tokenizes, tokenize
 from compression.methods import apply_stage
@@ -44,9 +45,9 @@ def load_causal_lm(folder: Path):
 
 def check_applicable(folder: Path, stages: list) -> None:
     """Seconds, not minutes, into the job: the model built on the meta device (no weights read) must have
-    `nn.Linear` layers in its decoder blocks (GPT-2's Conv1D blocks have none, and would come back unquantized)
-    holding most of their weights (not mixture-of-experts tensors), a learned position table (if any) as long as
-    the stages' windows, and the blocks AWQ needs when a stage asks for it."""
+    `nn.Linear` layers in its decoder blocks holding most of their weights (not mixture-of-experts tensors), a
+    learned position table (if any) as long as the stages' windows, and the blocks AWQ needs when a stage asks for
+    it. A GPT-2 model is checked as the `nn.Linear` rewrite the job runs on (`compression.llm.gpt2_linear`)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from compression.llm.awq import scaling_groups
@@ -54,6 +55,8 @@ def check_applicable(folder: Path, stages: list) -> None:
     from compression.llm.model import LayerwiseModel
 
     config = AutoConfig.from_pretrained(folder, **LOCAL_ONLY)
+    if config.model_type == "gpt2":
+        config = opt_config(config.to_dict())
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     shapes = [list(parameter.shape) for parameter in model.parameters()]
@@ -122,6 +125,10 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
     reference = load_causal_lm(source)
     baseline = evaluate_llm(reference, stages[0].evaluation, eval_tokens)
     baseline |= {"size_bytes": folder_bytes(source), "parameters": sum(p.numel() for p in reference.parameters())}
+    if is_gpt2(source):
+        # The upload is measured as it is; the stages compress its nn.Linear rewrite (checked equal on this text).
+        baseline["rewritten_as"] = write_linear_folder(source, workdir / "source_linear", reference, eval_tokens)
+        source = workdir / "source_linear"
     del reference
     ctx.progress("evaluate", 1, 1)
 

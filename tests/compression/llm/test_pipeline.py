@@ -1,6 +1,8 @@
 """The job pipeline of a causal-LM folder: metrics before and after, and a killed run resuming mid-model from the
 per-block checkpoints kept by the runner."""
 
+import json
+
 import pytest
 
 from compression.context import Cancelled, RunContext
@@ -52,10 +54,15 @@ def test_missing_splits_fail_with_the_reason(inputs, tmp_path):
         run_llm_pipeline(*inputs, [SPEC], EvaluationSpec(), RunContext(), tmp_path / "b", train_split="calib")
 
 
-def test_architectures_it_cannot_quantize_fail_before_any_work(inputs, tmp_path):
+def test_a_gpt2_model_is_compressed_as_its_opt_rewrite(inputs, tmp_path):
+    # GPT-2's Conv1D blocks hold no nn.Linear: the job used to refuse it. Now it quantizes the OPT model that
+    # computes the same function, and the written folder (loaded back with transformers for the metrics) is OPT's.
     (tmp_path / "gpt2.zip").write_bytes(zip_bytes(gpt2_folder(tmp_path / "gpt2")))
-    events = []
-    with pytest.raises(ValueError, match="hold no nn.Linear layers"):
-        run_llm_pipeline(tmp_path / "gpt2.zip", inputs[1], [SPEC], EvaluationSpec(), RunContext(report=events.append),
-                         tmp_path / "a")
-    assert [e.phase for e in events] == ["load"]
+    result = run_llm_pipeline(tmp_path / "gpt2.zip", inputs[1], [SPEC], EvaluationSpec(), RunContext(),
+                              tmp_path / "a")
+    assert result.baseline["rewritten_as"]["to"] == "opt" and result.baseline["rewritten_as"]["max_logit_gap"] < 1e-5
+    metrics = result.stages[0].metrics
+    assert metrics["perplexity"] == pytest.approx(result.baseline["perplexity"], rel=0.05)
+    assert metrics["method_metrics"]["blocks"] == 2 and metrics["compression_ratio"] > 2
+    folder = tmp_path / "a" / "0_llm_ptq" / "model"
+    assert json.loads((folder / "config.json").read_text())["architectures"] == ["OPTForCausalLM"]

@@ -1,0 +1,121 @@
+"""GPT-2 causal LMs rewritten as the same function in `nn.Linear` layers, so that `llm_ptq` can compress them.
+
+GPT-2 (and DistilGPT2, DialoGPT, ...) keeps its decoder weights in transformers' `Conv1D` (weight stored
+[in, out]), which compressed-tensors cannot hold: it quantizes `nn.Linear` modules only, and transformers would
+load a GPT-2 folder back with float `Conv1D`s. transformers' OPT is the same decoder written with `nn.Linear`:
+learned absolute positions, pre-norm LayerNorms, biased attention and MLP projections, a final LayerNorm and a
+tied lm_head. The rewrite transposes each weight, splits the fused qkv into q/k/v, folds GPT-2's attention scaling
+into the query rows (OPT scales queries by head_dim^-0.5; GPT-2 by that only when `scale_attn_weights`, and by
+1/(layer+1) more when `scale_attn_by_inverse_layer_idx`) and shifts the position table by OPT's offset of 2 rows.
+(GPTBigCode would be the closer twin, but transformers' weight initialisation reads `.weight` of its projections,
+which a compressed-tensors layer does not have, so its folders do not load back.) The job checks the two models'
+logits on its own text before using the rewrite.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from compression.llm.export import TOKENIZER_AND_GENERATION_FILES
+
+OPT_POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding looks up position + 2
+OPT_LAYER_NORM_EPS = 1e-5  # OPT's LayerNorms use torch's default, not a config value
+MAX_LOGIT_GAP = 1e-3  # of the logits' scale: float32 reassociation, not a different function
+
+
+def is_gpt2(folder: Path) -> bool:
+    return json.loads((folder / "config.json").read_text()).get("model_type") == "gpt2"
+
+
+def opt_config(gpt2: dict):
+    """The OPT configuration of a GPT-2 one (a `config.json` dict); what OPT cannot express is refused."""
+    from transformers import OPTConfig
+
+    if gpt2.get("add_cross_attention"):
+        raise ValueError("this GPT-2 model has cross-attention layers (add_cross_attention), which a causal-lm job "
+                         "does not run; upload a decoder-only GPT-2")
+    if abs(gpt2.get("layer_norm_epsilon", 1e-5) - OPT_LAYER_NORM_EPS) > 1e-12:
+        raise ValueError(f"this GPT-2 model's layer_norm_epsilon is {gpt2['layer_norm_epsilon']}; llm_ptq rewrites "
+                         f"GPT-2 as OPT to quantize it, whose layer norms use {OPT_LAYER_NORM_EPS}")
+    width = gpt2.get("n_embd", 768)
+    return OPTConfig(vocab_size=gpt2.get("vocab_size", 50257), hidden_size=width,
+                     num_hidden_layers=gpt2.get("n_layer", 12), num_attention_heads=gpt2.get("n_head", 12),
+                     ffn_dim=gpt2.get("n_inner") or 4 * width, max_position_embeddings=gpt2.get("n_positions", 1024),
+                     activation_function=gpt2.get("activation_function", "gelu_new"), word_embed_proj_dim=width,
+                     do_layer_norm_before=True, enable_bias=True, dropout=gpt2.get("resid_pdrop", 0.1),
+                     attention_dropout=gpt2.get("attn_pdrop", 0.1), init_std=gpt2.get("initializer_range", 0.02),
+                     pad_token_id=gpt2.get("pad_token_id"), bos_token_id=gpt2.get("bos_token_id"),
+                     eos_token_id=gpt2.get("eos_token_id"),
+                     tie_word_embeddings=gpt2.get("tie_word_embeddings", True), dtype=gpt2.get("dtype"),
+                     architectures=["OPTForCausalLM"])
+
+
+def query_scale(config, layer: int) -> float:
+    """What GPT-2 multiplies a layer's attention scores by, over the head_dim^-0.5 OPT applies to its queries."""
+    scale = 1.0 if config.scale_attn_weights else (config.n_embd // config.n_head) ** 0.5
+    return scale / (layer + 1) if config.scale_attn_by_inverse_layer_idx else scale
+
+
+def copy_block(gpt2_block, opt_layer, scale: float) -> None:
+    """One decoder block: layer norms as they are, each Conv1D weight transposed into its Linear."""
+    opt_layer.self_attn_layer_norm.load_state_dict(gpt2_block.ln_1.state_dict())
+    opt_layer.final_layer_norm.load_state_dict(gpt2_block.ln_2.state_dict())
+    weights = gpt2_block.attn.c_attn.weight.t().chunk(3)  # Conv1D's [in, 3 * width] holds [q | k | v] columns
+    biases = gpt2_block.attn.c_attn.bias.chunk(3)
+    attention = opt_layer.self_attn
+    for projection, weight, bias, factor in zip((attention.q_proj, attention.k_proj, attention.v_proj),
+                                               weights, biases, (scale, 1.0, 1.0)):
+        projection.weight.copy_(weight * factor)
+        projection.bias.copy_(bias * factor)
+    for conv1d, linear in ((gpt2_block.attn.c_proj, attention.out_proj), (gpt2_block.mlp.c_fc, opt_layer.fc1),
+                           (gpt2_block.mlp.c_proj, opt_layer.fc2)):
+        linear.weight.copy_(conv1d.weight.t())
+        linear.bias.copy_(conv1d.bias)
+
+
+@torch.no_grad()
+def gpt2_as_opt(gpt2_model):
+    """An `OPTForCausalLM` computing what `gpt2_model` (a `GPT2LMHeadModel`) computes."""
+    from transformers import OPTForCausalLM
+
+    config = gpt2_model.config
+    model = OPTForCausalLM(opt_config(config.to_dict())).to(gpt2_model.dtype).eval()
+    source, decoder = gpt2_model.transformer, model.model.decoder
+    decoder.embed_tokens.weight.copy_(source.wte.weight)
+    decoder.embed_positions.weight.zero_()
+    decoder.embed_positions.weight[OPT_POSITION_OFFSET:].copy_(source.wpe.weight)
+    decoder.final_layer_norm.load_state_dict(source.ln_f.state_dict())
+    for index, (block, layer) in enumerate(zip(source.h, decoder.layers)):
+        copy_block(block, layer, query_scale(config, index))
+    if not model.config.tie_word_embeddings:
+        model.lm_head.weight.copy_(gpt2_model.lm_head.weight)
+    return model
+
+
+@torch.no_grad()
+def logit_gap(first, second, tokens: torch.Tensor) -> float:
+    """Largest logit difference on one window of `tokens`, relative to the logits' largest magnitude."""
+    window = tokens[: min(len(tokens), 128, first.config.n_positions)].unsqueeze(0)
+    expected, actual = first(window).logits.float(), second(window).logits.float()
+    return float((expected - actual).abs().max() / expected.abs().max().clamp_min(1e-12))
+
+
+def write_linear_folder(source: Path, target: Path, gpt2_model, check_tokens: torch.Tensor) -> dict:
+    """Save the OPT rewrite of `gpt2_model` (loaded from `source`) with its tokenizer as a folder, after checking
+    on `check_tokens` that it computes the same logits. Returns what the job reports about it."""
+    model = gpt2_as_opt(gpt2_model)
+    gap = logit_gap(gpt2_model, model, check_tokens)
+    if gap > MAX_LOGIT_GAP:
+        raise ValueError(f"rewriting this GPT-2 model's Conv1D layers as nn.Linear changed its logits by {gap:.2g} "
+                         f"of their scale (allowed {MAX_LOGIT_GAP}); its configuration holds something the rewrite "
+                         "does not express")
+    model.save_pretrained(target, safe_serialization=True)
+    for name in TOKENIZER_AND_GENERATION_FILES:
+        if (source / name).is_file() and not (target / name).exists():
+            (target / name).write_bytes((source / name).read_bytes())
+    return {"from": "gpt2", "to": "opt", "max_logit_gap": gap,
+            "why": "GPT-2's Conv1D layers are written as nn.Linear (the same function as an OPT model) so that "
+                   "compressed-tensors can hold them; the compressed folder loads as OPTForCausalLM"}
