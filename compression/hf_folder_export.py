@@ -55,6 +55,7 @@ from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.hf_program import load_folder_model
 from compression.llm import export
 from compression.llm.quantize import QuantizedWeight, WeightFormat
+from compression.ptq.addmm_linear import LINEAR_WEIGHT_SUFFIX
 from compression.sentence_pooling import copy_sentence_transformers_files
 
 aten = torch.ops.aten
@@ -311,16 +312,21 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
     return layout
 
 
-def _refuse_transposed_layers(source_model: torch.nn.Module, layout: FolderLayout) -> None:
-    """GPT-2's `Conv1D` layers (weight stored [in, out]) run as int8 linears after `compression.ptq.addmm_linear`;
-    compressed-tensors quantizes `nn.Linear` modules only, so a folder cannot hold them in int8."""
+def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Module,
+                              layout: FolderLayout | None = None) -> None:
+    """GPT-2's `Conv1D` layers (weight stored [in, out]) run as linears after `compression.ptq.addmm_linear`
+    (int8 PTQ and the weight-only path); compressed-tensors quantizes `nn.Linear` modules only, so a folder cannot
+    hold them. Found by the rewritten weights' names in the graph, or (int8) among the layout's quantized layers."""
     modules = dict(source_model.named_modules())
-    transposed = sorted(name for name in layout.weights
+    rewritten = {name.removeprefix(PROGRAM_PREFIX).removesuffix(f".weight_{LINEAR_WEIGHT_SUFFIX}")
+                 for name, _ in model.named_parameters() if name.endswith(f".weight_{LINEAR_WEIGHT_SUFFIX}")}
+    transposed = sorted(name for name in rewritten | set(layout.weights if layout else ())
                         if name in modules and type(modules[name]).__name__ == "Conv1D")
     if transposed:
         raise NotExpressible(f"{len(transposed)} layers of this model are transformers Conv1D modules (e.g. "
-                             f"'{transposed[0]}'), quantized as int8 linears; a compressed-tensors folder holds "
-                             "quantized nn.Linear modules only: the .pt2 artifacts hold the int8 model")
+                             f"'{transposed[0]}'), quantized as linears; a compressed-tensors folder holds "
+                             "quantized nn.Linear modules only: the stage's other artifacts hold the quantized "
+                             "model")
 
 
 def _layout_shapes(layout: FolderLayout) -> dict[str, torch.Size]:
@@ -445,8 +451,9 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     source_model = float_model.model
     source = source_model.state_dict()
     computed = frozenset(name for name, _ in source_model.named_buffers()) - set(source)
+    _refuse_transposed_layers(source_model, model)  # before read_graph, which would call them foreign tensors
     layout = read_graph(model, source, source_rounds, computed)
-    _refuse_transposed_layers(source_model, layout)
+    _refuse_transposed_layers(source_model, model, layout)
     if packed_path is not None:
         add_packed_weights(layout, packed_path, source)
     _merge_source(layout, source)

@@ -16,6 +16,7 @@ from torch import fx
 from compression.ptq.conv1d import mark_module_type, new_weight, rewrite_calls, stored_weight
 
 _ADDMM = torch.ops.aten.addmm.default
+LINEAR_WEIGHT_SUFFIX = "as_linear"  # the transposed weight is stored as `<weight>_as_linear` beside the original
 
 
 def addmm_as_linear(graph: fx.GraphModule) -> int:
@@ -33,7 +34,7 @@ def _as_linear(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     if stored is None or stored.dim() != 2 or stored_bias is None or tuple(stored_bias.shape) != stored.shape[1:]:
         return None  # a computed operand, or a bias that broadcasts over rows: not a layer
     with graph.graph.inserting_before(node):
-        weight_t = new_weight(graph, weight, "as_linear", stored.detach().t().contiguous())
+        weight_t = new_weight(graph, weight, LINEAR_WEIGHT_SUFFIX, stored.detach().t().contiguous())
         linear = graph.graph.call_function(torch.ops.aten.linear.default, (inputs, weight_t, bias))
     mark_module_type(linear, node, "torch.nn.modules.linear.Linear")
     return linear
