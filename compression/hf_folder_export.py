@@ -44,6 +44,8 @@ before that comparison.
 from __future__ import annotations
 
 import itertools
+import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,8 +363,10 @@ def fitted_config(source_model: torch.nn.Module, layout: FolderLayout) -> dict:
     example = next(iter(changed))
     why = (f"a Hugging Face config has one width per kind of layer, and no change of its fields {candidates} gives "
            f"every tensor the pruned graph's shape (e.g. '{example}': {list(changed[example])}, was "
-           f"{list(source[example].shape)}): layers shrunk by different amounts cannot be described; use the .pt2")
+           f"{list(source[example].shape)}): layers shrunk by different amounts cannot be described (the .pt2 "
+           "holds the pruned model)")
     expected = {**shapes, **{name: source[name].shape for name in layout.from_source}}
+    unexplained = set(changed)  # by the config that explains the most shapes
     # The fewest fields that explain every shape: a field that merely holds the same number (BERT-tiny's 64
     # positions beside 64 MLP channels) stays as it is.
     for count in range(1, min(len(candidates), MAX_CONFIG_FIELDS) + 1):
@@ -370,10 +374,20 @@ def fitted_config(source_model: torch.nn.Module, layout: FolderLayout) -> dict:
             fields = {key: next(iter(changes[config[key]])) for key in keys}
             with torch.device("meta"):
                 rebuilt = type(source_model)(type(source_model.config).from_dict(config | fields)).state_dict()
-            if set(expected) <= set(rebuilt) and all(rebuilt[name].shape == shape for name, shape in expected.items()):
+            wrong = {name for name, shape in expected.items() if name not in rebuilt or rebuilt[name].shape != shape}
+            if not wrong:
                 layout.config_changes = fields
                 return config | fields
-    raise NotExpressible(why)
+            unexplained = min(unexplained, wrong, key=len)
+    raise NotExpressible(f"{why}. To prune only what a config can describe, exclude the layers it cannot: "
+                         f"\"exclude\": {json.dumps(exclude_patterns(unexplained))}")
+
+
+def exclude_patterns(tensor_names: set[str]) -> list[str]:
+    """`PruneSpec.exclude` patterns (matched against the stage program's parameter names) that keep whole the
+    modules of `tensor_names`, one pattern per kind of layer: layer indices become '*'."""
+    modules = {re.sub(r"\.\d+\.", ".*.", name.rsplit(".", 1)[0]) for name in tensor_names}
+    return sorted(f"*{module}.*" for module in modules)
 
 
 def _merge_source(layout: FolderLayout, source: dict[str, torch.Tensor]) -> None:

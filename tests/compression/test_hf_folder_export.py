@@ -170,14 +170,24 @@ def test_int4_embedding_tables_are_kept_as_int4_codes_the_embedding_loader_reads
         torch.testing.assert_close(got, stage.model(*inputs), atol=1e-4, rtol=1e-4)
 
 
-def test_folder_jobs_prune_attention_heads_and_say_why_no_folder_is_written(tmp_path):
+def test_folder_jobs_prune_attention_heads_and_say_which_excludes_give_a_folder(tmp_path):
     # The folder is exported with SDPA attention, the pattern head pruning follows; a config has no field for a
     # narrower attention than hidden_size / num_attention_heads, so the .pt2 is the result and the folder says why.
     _, result = _job(tmp_path, "feature-extraction", [PruneSpec(kind="structured", sparsity=0.5)])
     stage = result.stages[0]
     query_rows = [tuple(p.shape)[0] for name, p in stage.model.named_parameters() if name.endswith("query.weight")]
     assert query_rows and all(rows == 16 for rows in query_rows)  # one of two 16-wide heads kept per layer
-    assert stage.metrics["hf_folder"]["written"] is False and stage.metrics["hf_folder"]["reason"]
+    reason = stage.metrics["hf_folder"]["reason"]
+    assert stage.metrics["hf_folder"]["written"] is False
+    # The reason names the exclude patterns that leave only what a config can describe (the MLP channels): the
+    # same job with them writes the folder, whose intermediate_size is the pruned width.
+    exclude = json.loads(reason.split('"exclude": ', 1)[1])
+    assert "*encoder.layer.*.attention.self.query.*" in exclude and not any("intermediate" in p for p in exclude)
+    shutil.rmtree(tmp_path / "work")
+    _, result = _job(tmp_path, "feature-extraction", [PruneSpec(kind="structured", sparsity=0.5, exclude=exclude)])
+    written = result.stages[0].metrics["hf_folder"]
+    assert written["written"] and written["config_changes"] == {"intermediate_size": 32}, written
+    assert written["relative_difference_to_stage_model"] < 1e-4
 
 
 def test_layers_the_int8_program_keeps_float_are_float_in_the_folder_and_ignored(tmp_path):
