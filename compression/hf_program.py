@@ -105,9 +105,22 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
 
 
 def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
-    """A loaded folder model (`load_folder_model`) exported with a dynamic batch, its dead branches dropped."""
-    with torch.no_grad():
-        program = export_model(model, example)
+    """A loaded folder model (`load_folder_model`) exported with a dynamic batch, its dead branches dropped. A model
+    that cannot be run on the example or exported (a transformers class torch.export cannot trace, such as
+    Longformer's data-dependent attention windows) is refused with a ValueError that says so, not left to fail as
+    an internal error."""
+    try:
+        with torch.no_grad():
+            program = export_model(model, example)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever tracing the user's architecture raises
+        config = model.model.config
+        first_line = (str(exc).strip().splitlines() or [""])[0][:400]
+        raise ValueError(f"this {config.model_type} model ({type(model.model).__name__}) could not be run and "
+                         f"exported with torch.export at a dynamic batch ({type(exc).__name__}: {first_line}); the "
+                         "service cannot compress this architecture from a Hugging Face folder: export it "
+                         "yourself (torch.export.export) and upload the .pt2") from exc
     # Branches whose output nothing reads (BERT's pooler under last_hidden_state) would only cost time and trip
     # quantizers that expect every linear to feed something (issue 10).
     program.graph_module.graph.eliminate_dead_code()

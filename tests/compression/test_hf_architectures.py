@@ -123,3 +123,11 @@ def test_modernbert_structured_pruning_cuts_the_fused_gated_mlp_and_writes_its_f
     folder = metrics["hf_folder"]
     assert folder["written"] and folder["config_changes"] == {"intermediate_size": 96}, folder
     assert folder["relative_difference_to_stage_model"] < 1e-5 and metrics["cosine"] > 0.99
+
+
+def test_an_architecture_torch_export_cannot_trace_is_refused_with_what_to_do(tmp_path):
+    # Longformer's attention windows are data-dependent: torch.export raised GuardOnDataDependentSymNode, which the
+    # job reported as an internal error with a traceback.
+    with pytest.raises(ValueError, match=r"this longformer model \(LongformerModel\) could not be run and exported "
+                                         r"with torch\.export .*upload the \.pt2"):
+        _job(tmp_path, "longformer", "feature-extraction", PTQSpec(calibration_samples=8))
