@@ -89,8 +89,32 @@ def check_applicable(folder: Path, stages: list) -> None:
                          f"blocks are nn.Linear layers, which is what llm_ptq quantizes (the rest, such as "
                          "mixture-of-experts expert tensors, would stay unquantized); this architecture is not "
                          "supported")
+    if reason := _weight_init_needs_linear_weights(model, block):
+        # GPTBigCode's `_init_weights` reads `c_proj.weight`: transformers runs it on every module of a loaded
+        # model, and the folder would fail to load ("'Linear' object has no attribute 'weight'") after the work.
+        raise ValueError(f"transformers cannot load a compressed-tensors folder of this {config.model_type} model: "
+                         f"its weight initialisation reads the float weight of a linear layer, which a quantized "
+                         f"layer replaces ({reason}); this architecture is not supported")
     if any(spec.algorithm == "awq" for spec in stages):
         scaling_groups(block)
+
+
+def _weight_init_needs_linear_weights(model, block: torch.nn.Module) -> str | None:
+    """Run the architecture's `_init_weights` over a copy of a decoder block (on the meta device) whose linear
+    layers lost their `weight`, as compressed-tensors' quantized layers do; the AttributeError it raises, if any."""
+    import copy
+
+    from compression.llm.blockwise import linear_layers
+
+    probe = copy.deepcopy(block)
+    for layer in linear_layers(probe).values():
+        del layer.weight
+    for module in probe.modules():
+        try:
+            model._init_weights(module)
+        except AttributeError as exc:
+            return str(exc)
+    return None
 
 
 def split_tokens(splits: dict, name: str, tokenizer) -> torch.Tensor | None:

@@ -63,6 +63,8 @@ def test_causal_lms_stream_block_by_block_and_load_back(tmp_path, model_type):
     ("mixtral", "rtn", "mixture-of-experts expert tensors, would stay unquantized"),  # returned barely quantized
     ("falcon", "rtn", r"own forward \(FalconLinear\), which a compressed-tensors folder cannot hold"),  # no load
     ("olmo", "awq", r"post_attention_layernorm \(OlmoLayerNorm\) has no weight"),  # AttributeError mid-stage
+    # GPTBigCode's weight initialisation reads c_proj.weight: its folder failed to load after all the work
+    ("gpt_bigcode", "rtn", "its weight initialisation reads the float weight of a linear layer"),
 ])
 def test_what_llm_ptq_cannot_do_is_refused_at_once_with_the_reason(tmp_path, model_type, algorithm, reason):
     with pytest.raises(ValueError, match=reason):
