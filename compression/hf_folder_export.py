@@ -331,6 +331,19 @@ def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Mod
                              "model")
 
 
+def _refuse_embeddings_with_own_forward(source_model: torch.nn.Module, layout: FolderLayout) -> None:
+    """compressed-tensors' quantized embedding replaces the module's forward with `embedding(input)`; an
+    `nn.Embedding` subclass with its own forward (RoFormer's sinusoidal positions take a shape) would then fail."""
+    modules = dict(source_model.named_modules())
+    own = sorted(name for name in layout.embeddings
+                 if name in modules and type(modules[name]).forward is not torch.nn.Embedding.forward)
+    if own:
+        raise NotExpressible(f"the quantized embedding table '{own[0]}' belongs to a "
+                             f"{type(modules[own[0]]).__name__}, which computes its own forward; a compressed-tensors "
+                             "folder would replace it with a plain table lookup (\"embeddings\": null keeps the "
+                             "tables float and writes the folder)")
+
+
 def _layout_shapes(layout: FolderLayout) -> dict[str, torch.Size]:
     shapes = {name: tensor.shape for name, tensor in layout.floats.items()}
     shapes |= {f"{name}.weight": quantized.codes.shape for name, quantized in layout.weights.items()}
@@ -468,6 +481,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     _refuse_transposed_layers(source_model, model)  # before read_graph, which would call them foreign tensors
     layout = read_graph(model, source, source_rounds, computed)
     _refuse_transposed_layers(source_model, model, layout)
+    _refuse_embeddings_with_own_forward(source_model, layout)
     if packed_path is not None:
         add_packed_weights(layout, packed_path, source)
     _merge_source(layout, source)
