@@ -331,17 +331,20 @@ def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Mod
                              "model")
 
 
-def _refuse_embeddings_with_own_forward(source_model: torch.nn.Module, layout: FolderLayout) -> None:
-    """compressed-tensors' quantized embedding replaces the module's forward with `embedding(input)`; an
-    `nn.Embedding` subclass with its own forward (RoFormer's sinusoidal positions take a shape) would then fail."""
+def _refuse_modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayout) -> None:
+    """compressed-tensors replaces a quantized module's forward with its own (`linear` / `embedding` of the
+    decompressed weight, its input quantizer first): a module class computing something else in its forward
+    (RoFormer's sinusoidal positions take a shape; I-BERT's QuantLinear and QuantEmbedding) would then break."""
     modules = dict(source_model.named_modules())
-    own = sorted(name for name in layout.embeddings
-                 if name in modules and type(modules[name]).forward is not torch.nn.Embedding.forward)
+    plain = {torch.nn.Linear.forward, torch.nn.Embedding.forward}
+    own = sorted(name for name in {*layout.weights, *layout.inputs}
+                 if name in modules and type(modules[name]).forward not in plain)
     if own:
-        raise NotExpressible(f"the quantized embedding table '{own[0]}' belongs to a "
-                             f"{type(modules[own[0]]).__name__}, which computes its own forward; a compressed-tensors "
-                             "folder would replace it with a plain table lookup (\"embeddings\": null keeps the "
-                             "tables float and writes the folder)")
+        kind = "embedding table" if own[0] in layout.embeddings else "layer"
+        raise NotExpressible(f"the quantized {kind} '{own[0]}' is a {type(modules[own[0]]).__name__}, which "
+                             "computes its own forward; a compressed-tensors folder would replace it with a plain "
+                             + ("table lookup (\"embeddings\": null keeps the tables float and writes the folder)"
+                                if kind == "embedding table" else "linear layer"))
 
 
 def _layout_shapes(layout: FolderLayout) -> dict[str, torch.Size]:
@@ -481,9 +484,9 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     _refuse_transposed_layers(source_model, model)  # before read_graph, which would call them foreign tensors
     layout = read_graph(model, source, source_rounds, computed)
     _refuse_transposed_layers(source_model, model, layout)
-    _refuse_embeddings_with_own_forward(source_model, layout)
     if packed_path is not None:
         add_packed_weights(layout, packed_path, source)
+    _refuse_modules_with_own_forward(source_model, layout)
     _merge_source(layout, source)
     if output_dir.exists():
         shutil.rmtree(output_dir)

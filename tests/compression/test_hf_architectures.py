@@ -141,5 +141,5 @@ def test_an_embedding_with_its_own_forward_keeps_its_pt2_and_says_how_to_get_a_f
     result = _job(tmp_path, "roformer", "feature-extraction", PTQSpec(calibration_samples=8))
     folder = result.stages[0].metrics["hf_folder"]
     assert result.stages[0].metrics["metric_points"] > 0.9 and folder["written"] is False
-    assert ("'encoder.embed_positions' belongs to a RoFormerSinusoidalPositionalEmbedding, which computes its own "
+    assert ("'encoder.embed_positions' is a RoFormerSinusoidalPositionalEmbedding, which computes its own "
             "forward") in folder["reason"] and '"embeddings": null' in folder["reason"]
