@@ -146,12 +146,12 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
         source.release_block(index)
         ctx.progress("quantize", index + 1, count, block=index, peak_rss_mib=round(_peak_rss_mib(), 1))
 
-    rest, ignore, embedding_format = _outside_blocks(spec, source, hidden, recipe, dtype, layers)
+    rest, ignore, embedding_table = _outside_blocks(spec, source, hidden, recipe, dtype, layers)
     writer.write(rest)
     writer.finish()
     config = source.config.to_dict()
     config["quantization_config"] = export.quantization_config(fmt, ignore, spec.algorithm == "gptq"
-                                                               and spec.gptq.act_order, embedding_format)
+                                                               and spec.gptq.act_order, embedding_table)
     config["dtype"] = str(dtype).removeprefix("torch.")
     if spec.lm_head == "quantize" or spec.embeddings == "int8":
         config["tie_word_embeddings"] = False
@@ -181,9 +181,10 @@ def _read_checkpoint(data: bytes | None, fingerprint: str) -> tuple[dict, dict] 
 
 
 def _outside_blocks(spec: LLMPTQSpec, source: LayerwiseModel, hidden: list[torch.Tensor] | None,
-                    recipe: Recipe, dtype: torch.dtype, layers: dict) -> tuple[dict, list[str], WeightFormat | None]:
+                    recipe: Recipe, dtype: torch.dtype, layers: dict
+                    ) -> tuple[dict, list[str], tuple[WeightFormat, str] | None]:
     """Tensors outside the blocks, with lm_head and the embedding table quantized when the spec asks; returns
-    them, the compressed-tensors `ignore` list and the embedding format."""
+    them, the compressed-tensors `ignore` list and the embedding table's format and module name."""
     state = source.outside_block_state()
     head = source.model.get_output_embeddings()
     head_name = next(name for name, module in source.model.named_modules() if module is head)
@@ -206,16 +207,16 @@ def _outside_blocks(spec: LLMPTQSpec, source: LayerwiseModel, hidden: list[torch
         if hessian is not None:
             layers[head_name]["output_error"] = output_error(weight, quantized.dequantize(), hessian)
         ignore = []
-    embedding_format = None
+    embedding_table = None
     if spec.embeddings == "int8":
-        embedding_format = EMBEDDING_FORMAT
+        embedding_table = (EMBEDDING_FORMAT, embedding_name)
         weight = embedding.weight.detach().float()
         quantized = rtn(weight, EMBEDDING_FORMAT, dtype)
         tensors.pop(f"{embedding_name}.weight")
         tensors.update(export.compressed_tensors(embedding_name, quantized, packed=False))
         _keep_in_memory(source, embedding, quantized.dequantize())
         layers[embedding_name] = {"sqnr_db": round(weight_sqnr_db(weight, quantized.dequantize()), 3)}
-    return tensors, ignore, embedding_format
+    return tensors, ignore, embedding_table
 
 
 def _keep_in_memory(source: LayerwiseModel, module: torch.nn.Module, weight: torch.Tensor) -> None:

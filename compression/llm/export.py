@@ -78,12 +78,15 @@ def weight_args(fmt: WeightFormat, act_order: bool) -> dict:
 
 
 def quantization_config(fmt: WeightFormat, ignore: list[str], act_order: bool = False,
-                        embedding: WeightFormat | None = None) -> dict:
-    """The `quantization_config` of a causal LM's config.json: every Linear (and the embedding table) quantized."""
+                        embedding: tuple[WeightFormat, str] | None = None) -> dict:
+    """The `quantization_config` of a causal LM's config.json: every Linear (and the input embedding table, given
+    as its format and module name) quantized. The table is targeted by name: the class "Embedding" would also take
+    position tables (OPT's learned positions, whose own forward compressed-tensors would replace)."""
     linear_format = "float-quantized" if fmt.kind == "fp8" else "pack-quantized"
     schemes = [{"targets": ["Linear"], "weights": weight_args(fmt, act_order), "format": linear_format}]
     if embedding is not None:
-        schemes.append({"targets": ["Embedding"], "weights": weight_args(embedding, False),
+        table_format, table_name = embedding
+        schemes.append({"targets": [table_name], "weights": weight_args(table_format, False),
                         "format": "int-quantized"})
     return config_from_schemes(schemes, ignore)
 

@@ -2,6 +2,8 @@
 path (`run_folder_pipeline`), each one that failed before (bench/hf_architecture_sweep.py finds them): tiny random
 models of a few hundred thousand parameters, a few seconds each."""
 
+import json
+
 import pytest
 import torch
 
@@ -57,6 +59,17 @@ def test_causal_lms_stream_block_by_block_and_load_back(tmp_path, model_type):
     result = _job(tmp_path, model_type, "causal-lm", RTN)
     metrics = result.stages[0].metrics  # perplexity of the written folder, loaded back with transformers
     assert metrics["perplexity"] == pytest.approx(result.baseline["perplexity"], rel=0.02)
+
+
+def test_an_int8_embedding_table_is_targeted_by_name_not_every_embedding_class(tmp_path):
+    # The scheme targeted the class "Embedding", which also took OPT's learned position table (an Embedding
+    # subclass with its own forward): the folder failed to load back ("unexpected keyword argument").
+    result = _job(tmp_path, "opt", "causal-lm", RTN.model_copy(update={"embeddings": "int8"}))
+    metrics = result.stages[0].metrics
+    assert metrics["perplexity"] == pytest.approx(result.baseline["perplexity"], rel=0.02)
+    config = json.loads((tmp_path / "work" / "0_llm_ptq" / "model" / "config.json").read_text())
+    targets = [group["targets"] for group in config["quantization_config"]["config_groups"].values()]
+    assert ["model.decoder.embed_tokens"] in targets and ["Linear"] in targets
 
 
 @pytest.mark.parametrize("model_type, algorithm, reason", [
