@@ -92,6 +92,12 @@ class LLMPTQSpec(Spec):
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.weights == "fp8":
+            # {"weights": "fp8"} alone means FP8's only recipe, not the int defaults (gptq, groups of 128)
+            if "algorithm" not in self.model_fields_set:
+                self.algorithm = "rtn"
+            if "group_size" not in self.model_fields_set:
+                self.group_size = None
         if self.weights == "fp8" and (self.algorithm != "rtn" or self.group_size is not None):
             raise ValueError("fp8 weights use algorithm 'rtn' with one scale per output channel (group_size null)")
         if self.algorithm == "hqq" and self.symmetric:

@@ -15,9 +15,16 @@ def test_defaults_are_gptq_int4_group_128_symmetric_with_lm_head_kept():
     assert LLMPTQSpec(algorithm="hqq").is_symmetric is False
 
 
+def test_fp8_alone_takes_its_own_recipe_not_the_int_defaults():
+    # {"weights": "fp8"} was refused because the int defaults (gptq, groups of 128) do not apply to FP8
+    spec = LLMPTQSpec(weights="fp8")
+    assert (spec.algorithm, spec.group_size) == ("rtn", None)
+    assert LLMPTQSpec.model_validate(spec.model_dump()) == spec
+
+
 @pytest.mark.parametrize("fields,message", [
     ({"weights": "fp8", "algorithm": "gptq", "group_size": None}, "fp8"),
-    ({"weights": "fp8", "algorithm": "rtn"}, "fp8"),
+    ({"weights": "fp8", "algorithm": "rtn", "group_size": 128}, "fp8"),
     ({"algorithm": "hqq", "symmetric": True}, "hqq"),
     ({"bits": 5}, "2, 3, 4 or 8"),
     ({"group_size": 48}, "group_size"),
