@@ -40,6 +40,11 @@ _CHANNELWISE_UNARY = {
     "hardswish_", "hardsigmoid", "leaky_relu", "elu", "selu", "celu", "mish", "softplus", "log_sigmoid", "abs",
     "neg", "exp", "log", "sqrt", "rsqrt", "square", "pow", "clamp", "clamp_min", "clamp_max", "dropout",
     "feature_dropout", "alpha_dropout", "clone", "contiguous", "alias", "detach", "_to_copy", "to", "type_as",
+    # more pointwise functions of one value (the exact GELU written out: x * 0.5 * (1 + erf(x / sqrt 2)))
+    "erf", "erfc", "erfinv", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "atanh", "sign",
+    "sgn", "reciprocal", "exp2", "expm1", "log1p", "log2", "log10", "floor", "ceil", "round", "trunc", "frac",
+    "logit", "nan_to_num", "hardshrink", "softshrink", "threshold", "gelu_", "sigmoid_", "tanh_", "leaky_relu_",
+    "elu_",
 }
 _ELEMENTWISE_BINARY = {"add", "add_", "sub", "mul", "div", "maximum", "minimum"}
 _REDUCTIONS = {"mean", "sum", "amax"}

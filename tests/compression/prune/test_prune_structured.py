@@ -122,3 +122,33 @@ def test_pruned_resnet_runs_at_any_batch_size_with_fewer_parameters(resnet_progr
     assert after < (1 - fraction) ** 2 * before * 1.15
     for batch in (1, 3, 17):
         assert smaller(torch.randn(batch, 1, 16, 16)).shape == (batch, 10)
+
+
+class ErfGeluMLP(nn.Module):
+    """ESM's feed-forward: the exact GELU written out with erf between two linears."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Linear(6, 16), nn.Linear(16, 6)
+
+    def forward(self, x):
+        hidden = self.up(x)
+        return self.down(hidden * 0.5 * (1.0 + torch.erf(hidden / 1.4142135623730951)))
+
+
+def test_pointwise_functions_such_as_erf_pass_channels_through():
+    # erf was an op the pass did not know: ESM's MLP channels were frozen ("erf at erf") and the job refused
+    torch.manual_seed(0)
+    graph_module = exported(ErfGeluMLP(), (torch.randn(4, 6),))
+    group = groups_by_layers(graph_module)[("up.weight",)]
+    assert group.prunable, group.frozen_because
+    with torch.no_grad():
+        graph_module.up.weight[[2, 9, 13, 14]] = 0
+        graph_module.up.bias[[2, 9, 13, 14]] = 0
+    inputs = torch.randn(5, 6)
+    expected = graph_module(inputs)
+    plans, _ = plan_structured(graph_module, 0.25, "l2")
+    prune_channels(graph_module, plans)
+    smaller = export_model(graph_module, (torch.randn(4, 6),)).module()
+    assert smaller.up.weight.shape == (12, 6) and smaller.down.weight.shape == (6, 12)
+    torch.testing.assert_close(smaller(inputs), expected, rtol=1e-5, atol=1e-5)
