@@ -84,6 +84,15 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
         raise ValueError(f"the kept layers {kept} of this {teacher.config.model_type} model do not have the structure "
                          f"of the student's layers at their new places (tensors {differing[:4]} differ); keep "
                          "the layers whose structure differs (e.g. layer 0) with 'layers': [0, ...]")
+    student_shapes = {name: tensor.shape for name, tensor in student.state_dict().items()}
+    resized = sorted(name for name, tensor in state.items() if tensor.shape != student_shapes[name])
+    if resized:
+        # ESM's contact head reads every layer's attention maps: its width follows the layer count.
+        raise ValueError(f"this {teacher.config.model_type} model has tensors whose shape depends on the number of "
+                         f"layers ({', '.join(f'{name} {list(state[name].shape)}' for name in resized[:3])} would be "
+                         f"{', '.join(str(list(student_shapes[name])) for name in resized[:3])} with {len(kept)} "
+                         "layers), which a 'layers' student cannot copy from the teacher; use a 'low_rank' or "
+                         "uploaded student")
     student.load_state_dict(state, strict=True)
     if destination.exists():
         shutil.rmtree(destination)

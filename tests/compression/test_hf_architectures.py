@@ -156,3 +156,12 @@ def test_an_embedding_with_its_own_forward_keeps_its_pt2_and_says_how_to_get_a_f
     assert result.stages[0].metrics["metric_points"] > 0.9 and folder["written"] is False
     assert ("'encoder.embed_positions' is a RoFormerSinusoidalPositionalEmbedding, which computes its own "
             "forward") in folder["reason"] and '"embeddings": null' in folder["reason"]
+
+
+def test_a_layers_student_of_a_model_with_layer_count_shaped_tensors_is_refused_with_the_reason(tmp_path):
+    # ESM's contact head reads every layer's attention maps (width layers x heads): copying the teacher's into a
+    # 1-layer student failed as a RuntimeError from load_state_dict.
+    with pytest.raises(ValueError, match=r"contact_head\.regression\.weight \[1, 8\] would be \[1, 4\] with 1 "
+                                         r"layers.*'low_rank' or uploaded student"):
+        _job(tmp_path, "esm", "feature-extraction", KDSpec(student={"kind": "layers", "keep": 1},
+                                                            training={"steps": 2, "batch_size": 8}))
