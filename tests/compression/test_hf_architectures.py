@@ -151,7 +151,8 @@ def test_an_architecture_torch_export_cannot_trace_is_refused_with_what_to_do(tm
 def test_an_embedding_with_its_own_forward_keeps_its_pt2_and_says_how_to_get_a_folder(tmp_path):
     # RoFormer's sinusoidal position table is an nn.Embedding whose forward takes a shape: compressed-tensors'
     # quantized embedding replaced that forward, and the folder check failed with a bare TypeError.
-    result = _job(tmp_path, "roformer", "feature-extraction", PTQSpec(calibration_samples=8))
+    result = _job(tmp_path, "roformer", "feature-extraction", PTQSpec(activations=None, export_onnx=False,
+                                                                      selection_samples=16))
     folder = result.stages[0].metrics["hf_folder"]
     assert result.stages[0].metrics["metric_points"] > 0.9 and folder["written"] is False
     assert ("'encoder.embed_positions' is a RoFormerSinusoidalPositionalEmbedding, which computes its own "
