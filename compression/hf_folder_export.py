@@ -100,6 +100,8 @@ class FolderLayout:
     float_activations: list[str] = field(default_factory=list)
     # linear modules the graph runs in float (include/exclude): the config's `ignore` names them
     float_layers: set[str] = field(default_factory=set)
+    # quantized tables whose module has its own forward, written as their dequantized float values
+    dequantized_tables: list[str] = field(default_factory=list)
 
     def packed(self, name: str) -> bool:
         """Below 8 bits, Linear weights are int32-packed (`pack-quantized`); compressed-tensors' Embedding loader
@@ -331,20 +333,26 @@ def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Mod
                              "model")
 
 
-def _refuse_modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayout) -> None:
+def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayout) -> None:
     """compressed-tensors replaces a quantized module's forward with its own (`linear` / `embedding` of the
-    decompressed weight, its input quantizer first): a module class computing something else in its forward
-    (RoFormer's sinusoidal positions take a shape; I-BERT's QuantLinear and QuantEmbedding) would then break."""
+    decompressed weight, its input quantizer first), which breaks a module class computing something else in its
+    forward (OPT's learned positions and RoFormer's sinusoidal ones take a mask or a shape; I-BERT's QuantLinear).
+    Such an embedding table is written as float: its dequantized values, so the folder computes what the stage's
+    model computes (`dequantized_tables`); such a linear layer cannot be written."""
     modules = dict(source_model.named_modules())
-    plain = {torch.nn.Linear.forward, torch.nn.Embedding.forward}
     own = sorted(name for name in {*layout.weights, *layout.inputs}
-                 if name in modules and type(modules[name]).forward not in plain)
+                 if name in modules and type(modules[name]).forward not in (torch.nn.Linear.forward,
+                                                                            torch.nn.Embedding.forward))
+    for name in [name for name in own if name in layout.embeddings and name not in layout.inputs]:
+        table = layout.weights.pop(name)
+        layout.embeddings.discard(name)
+        layout.floats[f"{name}.weight"] = table.dequantize()
+        layout.dequantized_tables.append(name)
+        own.remove(name)
     if own:
-        kind = "embedding table" if own[0] in layout.embeddings else "layer"
-        raise NotExpressible(f"the quantized {kind} '{own[0]}' is a {type(modules[own[0]]).__name__}, which "
+        raise NotExpressible(f"the quantized layer '{own[0]}' is a {type(modules[own[0]]).__name__}, which "
                              "computes its own forward; a compressed-tensors folder would replace it with a plain "
-                             + ("table lookup (\"embeddings\": null keeps the tables float and writes the folder)"
-                                if kind == "embedding table" else "linear layer"))
+                             "linear layer")
 
 
 def _layout_shapes(layout: FolderLayout) -> dict[str, torch.Size]:
@@ -486,7 +494,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     _refuse_transposed_layers(source_model, model, layout)
     if packed_path is not None:
         add_packed_weights(layout, packed_path, source)
-    _refuse_modules_with_own_forward(source_model, layout)
+    _modules_with_own_forward(source_model, layout)
     _merge_source(layout, source)
     if output_dir.exists():
         shutil.rmtree(output_dir)
@@ -526,7 +534,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
                              f"{in_float}")
     return {"format": config.get("quantization_config", {}).get("format", "dense (float)"),
             "quantized_modules": len(layout.weights), "static_input_quantizers": len(layout.inputs),
-            "float_activations": layout.float_activations,
+            "float_activations": layout.float_activations, "dequantized_tables": layout.dequantized_tables,
             "copied_from_source": layout.from_source, "config_changes": layout.config_changes,
             "sentence_transformers_files": sentence_transformers_files,
             "compared_output": "sentence_embedding" if embedding is not None else float_model.output,

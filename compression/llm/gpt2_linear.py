@@ -9,21 +9,29 @@ into the query rows (OPT scales queries by head_dim^-0.5; GPT-2 by that only whe
 1/(layer+1) more when `scale_attn_by_inverse_layer_idx`) and shifts the position table by OPT's offset of 2 rows.
 (GPTBigCode would be the closer twin, but transformers' weight initialisation reads `.weight` of its projections,
 which a compressed-tensors layer does not have, so its folders do not load back.) The job checks the two models'
-logits on its own text before using the rewrite.
+outputs on its own text before using the rewrite.
+
+Encoder-style jobs (feature-extraction, sequence-classification) use it too, so that their stages' Hugging Face
+folders can be written (`OPTModel`, `OPTForSequenceClassification`: the same last-real-token pooling). OPT counts
+positions over the attention mask where GPT-2 counts every slot, so the two agree on real tokens when padding is
+on the right (GPT-2 tokenizers' default); the job compares them on its own padded rows and keeps GPT-2 otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
 
-from compression.llm.export import TOKENIZER_AND_GENERATION_FILES
-
 OPT_POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding looks up position + 2
 OPT_LAYER_NORM_EPS = 1e-5  # OPT's LayerNorms use torch's default, not a config value
 MAX_LOGIT_GAP = 1e-3  # of the logits' scale: float32 reassociation, not a different function
+LABEL_KEYS = ("num_labels", "id2label", "label2id", "problem_type")
+# GPT-2 class -> (OPT class, where each keeps its decoder)
+COUNTERPARTS = {"GPT2LMHeadModel": "OPTForCausalLM", "GPT2Model": "OPTModel",
+                "GPT2ForSequenceClassification": "OPTForSequenceClassification"}
 
 
 def is_gpt2(folder: Path) -> bool:
@@ -50,7 +58,8 @@ def opt_config(gpt2: dict):
                      pad_token_id=gpt2.get("pad_token_id"), bos_token_id=gpt2.get("bos_token_id"),
                      eos_token_id=gpt2.get("eos_token_id"),
                      tie_word_embeddings=gpt2.get("tie_word_embeddings", True), dtype=gpt2.get("dtype"),
-                     architectures=["OPTForCausalLM"])
+                     architectures=["OPTForCausalLM"],
+                     **{key: gpt2[key] for key in LABEL_KEYS if gpt2.get(key) is not None})
 
 
 def query_scale(config, layer: int) -> float:
@@ -78,19 +87,28 @@ def copy_block(gpt2_block, opt_layer, scale: float) -> None:
 
 @torch.no_grad()
 def gpt2_as_opt(gpt2_model):
-    """An `OPTForCausalLM` computing what `gpt2_model` (a `GPT2LMHeadModel`) computes."""
-    from transformers import OPTForCausalLM
+    """The OPT model computing what `gpt2_model` (`GPT2LMHeadModel`, `GPT2Model` or
+    `GPT2ForSequenceClassification`) computes."""
+    import transformers
 
+    kind = type(gpt2_model).__name__
+    if kind not in COUNTERPARTS:
+        raise ValueError(f"a {kind} has no OPT counterpart here (GPT-2 language models, encoders and classifiers do)")
     config = gpt2_model.config
-    model = OPTForCausalLM(opt_config(config.to_dict())).to(gpt2_model.dtype).eval()
-    source, decoder = gpt2_model.transformer, model.model.decoder
+    opt_class = getattr(transformers, COUNTERPARTS[kind])
+    model = opt_class(opt_config(config.to_dict())).to(gpt2_model.dtype).eval()
+    model.config.architectures = [COUNTERPARTS[kind]]
+    source = gpt2_model if kind == "GPT2Model" else gpt2_model.transformer
+    decoder = model.decoder if kind == "GPT2Model" else model.model.decoder
     decoder.embed_tokens.weight.copy_(source.wte.weight)
     decoder.embed_positions.weight.zero_()
     decoder.embed_positions.weight[OPT_POSITION_OFFSET:].copy_(source.wpe.weight)
     decoder.final_layer_norm.load_state_dict(source.ln_f.state_dict())
     for index, (block, layer) in enumerate(zip(source.h, decoder.layers)):
         copy_block(block, layer, query_scale(config, index))
-    if not model.config.tie_word_embeddings:
+    if kind == "GPT2ForSequenceClassification":
+        model.score.weight.copy_(gpt2_model.score.weight)
+    elif kind == "GPT2LMHeadModel" and not model.config.tie_word_embeddings:
         model.lm_head.weight.copy_(gpt2_model.lm_head.weight)
     return model
 
@@ -103,9 +121,27 @@ def logit_gap(first, second, tokens: torch.Tensor) -> float:
     return float((expected - actual).abs().max() / expected.abs().max().clamp_min(1e-12))
 
 
+def _copy_side_files(source: Path, target: Path) -> None:
+    """Tokenizer, generation and sentence-transformers files (and module folders) beside the weights."""
+    for path in source.iterdir():
+        if (target / path.name).exists() or path.suffix == ".safetensors" or path.name in (
+                "config.json", "model.safetensors.index.json"):
+            continue
+        if path.is_dir():
+            shutil.copytree(path, target / path.name)
+        else:
+            shutil.copy2(path, target / path.name)
+
+
+def rewrite_note(gap: float) -> dict:
+    return {"from": "gpt2", "to": "opt", "max_output_gap": gap,
+            "why": "GPT-2's Conv1D layers are written as nn.Linear (the same function as an OPT model) so that "
+                   "compressed-tensors can hold them; the compressed folder loads as the OPT class"}
+
+
 def write_linear_folder(source: Path, target: Path, gpt2_model, check_tokens: torch.Tensor) -> dict:
-    """Save the OPT rewrite of `gpt2_model` (loaded from `source`) with its tokenizer as a folder, after checking
-    on `check_tokens` that it computes the same logits. Returns what the job reports about it."""
+    """Save the OPT rewrite of `gpt2_model` (a causal LM loaded from `source`) with its tokenizer as a folder,
+    after checking on `check_tokens` that it computes the same logits. Returns what the job reports about it."""
     model = gpt2_as_opt(gpt2_model)
     gap = logit_gap(gpt2_model, model, check_tokens)
     if gap > MAX_LOGIT_GAP:
@@ -113,9 +149,23 @@ def write_linear_folder(source: Path, target: Path, gpt2_model, check_tokens: to
                          f"of their scale (allowed {MAX_LOGIT_GAP}); its configuration holds something the rewrite "
                          "does not express")
     model.save_pretrained(target, safe_serialization=True)
-    for name in TOKENIZER_AND_GENERATION_FILES:
-        if (source / name).is_file() and not (target / name).exists():
-            (target / name).write_bytes((source / name).read_bytes())
-    return {"from": "gpt2", "to": "opt", "max_logit_gap": gap,
-            "why": "GPT-2's Conv1D layers are written as nn.Linear (the same function as an OPT model) so that "
-                   "compressed-tensors can hold them; the compressed folder loads as OPTForCausalLM"}
+    _copy_side_files(source, target)
+    return rewrite_note(gap)
+
+
+def write_opt_folder(source: Path, target: Path, gpt2_model) -> None:
+    """The OPT rewrite of an encoder or classifier `gpt2_model` loaded from `source`, saved with every other file
+    of the folder (the caller checks it on the job's rows: `masked_output_gap`)."""
+    gpt2_as_opt(gpt2_model).save_pretrained(target, safe_serialization=True)
+    _copy_side_files(source, target)
+
+
+@torch.no_grad()
+def masked_output_gap(first, second, inputs: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Largest difference of two folder programs' outputs on `inputs` (input_ids, attention_mask), over the real
+    tokens only where the output is per token, relative to the first's largest magnitude there."""
+    expected, actual = first(*inputs).float(), second(*inputs).float()
+    if expected.dim() == 3:
+        mask = inputs[1].to(expected.dtype).unsqueeze(-1)
+        expected, actual = expected * mask, actual * mask
+    return float((expected - actual).abs().max() / expected.abs().max().clamp_min(1e-12))

@@ -8,6 +8,7 @@ off, safetensors only).
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Mapping
@@ -20,7 +21,15 @@ from compression.archive.jsonl import read_jsonl
 from compression.context import RunContext
 from compression.llm.evaluate import evaluate_llm, load_quantized
 from compression.llm.export import folder_bytes
-from compression.llm.gpt2_linear import is_gpt2, opt_config, write_linear_folder
+from compression.llm.gpt2_linear import (
+    MAX_LOGIT_GAP,
+    is_gpt2,
+    masked_output_gap,
+    opt_config,
+    rewrite_note,
+    write_linear_folder,
+    write_opt_folder,
+)
 from compression.llm.stage import TextTask
 from compression.llm.text import check_tokenizes, tokenize
 from compression.methods import apply_stage
@@ -174,6 +183,35 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
     return PipelineResult(baseline, outcomes, checked)
 
 
+def export_folder(source: Path, task: str, splits: dict, workdir: Path, embedding, split: str
+                  ) -> tuple[Path, tuple[torch.Tensor, ...], dict | None]:
+    """`folder_to_program` (model.pt2, dataset.npz in `workdir`) of the folder the job runs on: for GPT-2 its OPT
+    rewrite (`compression.llm.gpt2_linear`), whose nn.Linear layers a compressed-tensors folder can hold, when it
+    gives the upload's outputs on the job's own padded rows; else the upload itself. Returns that folder, the
+    example rows and what the baseline reports about the rewrite."""
+    from compression.hf_program import example_rows, folder_to_program, load_folder_model
+
+    def export(folder: Path):
+        return folder_to_program(folder, task, splits, workdir / "model.pt2", workdir / "dataset.npz", embedding)
+
+    if not is_gpt2(source):
+        return source, export(source), None
+    linear = workdir / "source_linear"
+    write_opt_folder(source, linear, load_folder_model(source, task).model)
+    example = export(linear)
+    rows = example_rows(workdir / "dataset.npz", split if split in splits else next(iter(splits)), 32)
+    gap = masked_output_gap(load_folder_model(source, task, embedding), load_folder_model(linear, task, embedding),
+                            rows)
+    if gap <= MAX_LOGIT_GAP:
+        return linear, example, rewrite_note(gap)
+    # e.g. left padding: OPT counts positions over the mask, GPT-2 over every slot
+    shutil.rmtree(linear)
+    return source, export(source), {
+        "from": "gpt2", "to": None, "max_output_gap": gap,
+        "why": "the OPT rewrite differs from the upload on this job's rows; the upload runs as it is, and its "
+               "stages' folders are refused for its Conv1D layers"}
+
+
 def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: str, stages: list,
                         evaluation: EvaluationSpec, ctx: RunContext, workdir: str | Path, train_split: str = "train",
                         limits: ArchiveLimits = DEFAULT_LIMITS, uploaded_models: Mapping[str, Path] | None = None,
@@ -187,7 +225,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
     from compression.hf_folder_export import rounding_ops, stage_folder_artifacts
     from compression.hf_layer_student import build_layer_students
-    from compression.hf_program import example_rows, folder_to_program
+    from compression.hf_program import example_rows
     from compression.io import load_program
     from compression.pipeline import run_pipeline
 
@@ -200,8 +238,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # Declared, not detected: a cls or last-token vector ends in a layer norm or a gather, which the detector
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
-    example = folder_to_program(source, task, read_jsonl(dataset_path, limits, keep_text=True),
-                                workdir / "model.pt2", workdir / "dataset.npz", embedding)
+    splits = read_jsonl(dataset_path, limits, keep_text=True)
+    source, example, rewritten = export_folder(source, task, splits, workdir, embedding, evaluation.split)
     students = build_layer_students(stages, source, task, example, embedding, workdir / "students")
     ctx.progress("export", 1, 1)
     # pipeline_options: what the worker gives any job (on_measured, known_baseline, upload_outputs_file).
@@ -211,6 +249,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     students.add_details(result)
     if declared is not None:
         result.baseline["sentence_embedding"] = declared.to_metrics() | {"applied": embedding is not None}
+    if rewritten is not None:
+        result.baseline["rewritten_as"] = rewritten
     stage_folder_artifacts(result, students.source_folders(source), task,
                            example_rows(workdir / "dataset.npz", evaluation.split), workdir / "hf", ctx,
                            rounding_ops(load_program(workdir / "model.pt2", limits)), embedding,

@@ -148,15 +148,16 @@ def test_an_architecture_torch_export_cannot_trace_is_refused_with_what_to_do(tm
         _job(tmp_path, "longformer", "feature-extraction", PTQSpec(calibration_samples=8))
 
 
-def test_an_embedding_with_its_own_forward_keeps_its_pt2_and_says_how_to_get_a_folder(tmp_path):
+def test_an_embedding_with_its_own_forward_is_written_dequantized_in_the_folder(tmp_path):
     # RoFormer's sinusoidal position table is an nn.Embedding whose forward takes a shape: compressed-tensors'
-    # quantized embedding replaced that forward, and the folder check failed with a bare TypeError.
+    # quantized embedding replaced that forward, and the folder check failed with a bare TypeError. The table is
+    # now written as its dequantized values, so the folder computes what the stage's model computes.
     result = _job(tmp_path, "roformer", "feature-extraction", PTQSpec(activations=None, export_onnx=False,
                                                                       selection_samples=16))
     folder = result.stages[0].metrics["hf_folder"]
-    assert result.stages[0].metrics["metric_points"] > 0.9 and folder["written"] is False
-    assert ("'encoder.embed_positions' is a RoFormerSinusoidalPositionalEmbedding, which computes its own "
-            "forward") in folder["reason"] and '"embeddings": null' in folder["reason"]
+    assert folder["written"] and folder["dequantized_tables"] == ["encoder.embed_positions"], folder
+    assert folder["relative_difference_to_stage_model"] < 1e-4 and folder["quantized_modules"] > 10
+
 
 
 def test_a_layers_student_of_a_model_with_layer_count_shaped_tensors_is_refused_with_the_reason(tmp_path):
@@ -166,3 +167,39 @@ def test_a_layers_student_of_a_model_with_layer_count_shaped_tensors_is_refused_
                                          r"layers.*'low_rank' or uploaded student"):
         _job(tmp_path, "esm", "feature-extraction", KDSpec(student={"kind": "layers", "keep": 1},
                                                             training={"steps": 2, "batch_size": 8}))
+
+
+def _gpt2_classifier_zip(tmp_path, padding_side: str):
+    import zipfile
+
+    folder = tmp_path / f"gpt2-{padding_side}"
+    tiny_model("gpt2", "sequence-classification").save_pretrained(folder)
+    save_tokenizer(folder)
+    settings = json.loads((folder / "tokenizer_config.json").read_text()) | {"padding_side": padding_side}
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    archive = tmp_path / f"gpt2-{padding_side}.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in sorted(folder.iterdir()):
+            out.write(path, path.name)
+    return archive
+
+
+@pytest.mark.parametrize("padding_side, rewritten", [("right", True), ("left", False)])
+def test_a_gpt2_classifier_runs_as_its_opt_rewrite_when_that_gives_the_upload_s_outputs(tmp_path, padding_side,
+                                                                                       rewritten):
+    # GPT-2's Conv1D layers cannot be held by a compressed-tensors folder; its OPT rewrite (nn.Linear) can. OPT
+    # counts positions over the mask, so with left padding the rewrite differs and the upload runs as it is.
+    archive = _gpt2_classifier_zip(tmp_path, padding_side)
+    dataset = text_dataset(tmp_path, labels=True)
+    spec = PTQSpec(activations=None, export_onnx=False, selection_samples=16)
+    result = run_folder_pipeline(archive, dataset, "sequence-classification", [spec], EvaluationSpec(latency=False),
+                                 RunContext(), tmp_path / "work")
+    note, folder = result.baseline["rewritten_as"], result.stages[0].metrics["hf_folder"]
+    if rewritten:
+        assert note["to"] == "opt" and note["max_output_gap"] < 1e-5
+        assert folder["written"] and folder["quantized_modules"] >= 9, folder  # 8 projections + the score
+        config = json.loads((tmp_path / "work" / "hf" / "0_ptq_hf" / "config.json").read_text())
+        assert config["architectures"] == ["OPTForSequenceClassification"] and len(config["id2label"]) == 3
+    else:
+        assert note["to"] is None and note["max_output_gap"] > 1e-3
+        assert not folder["written"] and "Conv1D" in folder["reason"]

@@ -60,7 +60,7 @@ def test_a_gpt2_model_is_compressed_as_its_opt_rewrite(inputs, tmp_path):
     (tmp_path / "gpt2.zip").write_bytes(zip_bytes(gpt2_folder(tmp_path / "gpt2")))
     result = run_llm_pipeline(tmp_path / "gpt2.zip", inputs[1], [SPEC], EvaluationSpec(), RunContext(),
                               tmp_path / "a")
-    assert result.baseline["rewritten_as"]["to"] == "opt" and result.baseline["rewritten_as"]["max_logit_gap"] < 1e-5
+    assert result.baseline["rewritten_as"]["to"] == "opt" and result.baseline["rewritten_as"]["max_output_gap"] < 1e-5
     metrics = result.stages[0].metrics
     assert metrics["perplexity"] == pytest.approx(result.baseline["perplexity"], rel=0.05)
     assert metrics["method_metrics"]["blocks"] == 2 and metrics["compression_ratio"] > 2
