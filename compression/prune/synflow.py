@@ -22,23 +22,26 @@ from compression.prune.masks import WeightMasks, keep_top, rank_pruned_first
 class SynflowScorer:
     """Scores SynFlow rounds on a float64, all-positive copy of the model, built once (R is a product over layers
     and overflows float32 in deep networks). `model` itself is never modified. Integer inputs (token ids) keep
-    their example values; floating inputs become ones."""
+    their example values; floating inputs become ones. A model that does not run in float64 (transformers that
+    build float32 masks or rotary tables inside the forward) is scored in float32, where its layer norms keep R
+    bounded."""
 
     def __init__(self, model: nn.Module, names: list[str], example_inputs: tuple[torch.Tensor, ...]):
-        self.linear_model = copy.deepcopy(model).double()
-        # BatchNorm must use its (absolute) running statistics, not the statistics of a single all-ones input.
-        eval_mode(self.linear_model)
-        with torch.no_grad():
-            for tensor in list(self.linear_model.parameters()) + list(self.linear_model.buffers()):
-                if tensor.is_floating_point():
-                    tensor.abs_()
-        for parameter in self.linear_model.parameters():
-            parameter.requires_grad_(False)
-        parameters = dict(self.linear_model.named_parameters())
-        self.weights = {name: parameters[name] for name in names}
-        self.positive = {name: weight.detach().clone() for name, weight in self.weights.items()}
-        self.ones = tuple(torch.ones_like(x[:1], dtype=torch.float64) if x.is_floating_point() else x[:1]
-                          for x in example_inputs)
+        for dtype in (torch.float64, torch.float32):
+            self.linear_model = _positive_copy(model, dtype)
+            parameters = dict(self.linear_model.named_parameters())
+            self.weights = {name: parameters[name] for name in names}
+            self.positive = {name: weight.detach().clone() for name, weight in self.weights.items()}
+            self.ones = tuple(torch.ones_like(x[:1], dtype=dtype) if x.is_floating_point() else x[:1]
+                              for x in example_inputs)
+            try:
+                with torch.no_grad():
+                    self.linear_model(*self.ones)
+                break
+            except RuntimeError:
+                if dtype == torch.float32:
+                    raise
+        self.dtype = dtype
 
     def scores(self, masks: WeightMasks | None = None) -> dict[str, torch.Tensor]:
         """|theta * dR/dtheta| for every named weight, with the pruned entries of `masks` set to zero."""
@@ -51,7 +54,22 @@ class SynflowScorer:
         outputs = output if isinstance(output, (tuple, list)) else (output,)
         torch.stack([o.sum() for o in outputs]).sum().backward()
         with torch.no_grad():
-            return {name: (weight * weight.grad).abs().float() for name, weight in self.weights.items()}
+            # A weight whose value never reaches the output (a dead branch) gets no gradient: score 0.
+            return {name: (weight * weight.grad).abs().float() if weight.grad is not None
+                    else torch.zeros_like(weight, dtype=torch.float32) for name, weight in self.weights.items()}
+
+
+def _positive_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of `model` in `dtype` with every floating parameter and buffer replaced by its absolute value, in
+    eval mode (BatchNorm must use its absolute running statistics, not those of one all-ones input)."""
+    copied = eval_mode(copy.deepcopy(model).to(dtype))
+    with torch.no_grad():
+        for tensor in list(copied.parameters()) + list(copied.buffers()):
+            if tensor.is_floating_point():
+                tensor.abs_()
+    for parameter in copied.parameters():
+        parameter.requires_grad_(False)
+    return copied
 
 
 def synflow_scores(model: nn.Module, names: list[str], example_inputs: tuple[torch.Tensor, ...]) -> dict:

@@ -3,7 +3,7 @@ from torch import nn
 
 from compression.context import RunContext
 from compression.prune.masks import WeightMasks, keep_top, magnitude_scores
-from compression.prune.synflow import synflow_prune, synflow_scores
+from compression.prune.synflow import SynflowScorer, synflow_prune, synflow_scores
 from tests.compression.prune.conftest import exported
 
 NAMES = ["0.weight", "2.weight", "4.weight"]
@@ -78,3 +78,27 @@ def test_synflow_round_scores_do_not_revive_pruned_weights():
     synflow_prune(model, masks, 0.8, iterations=2, example_inputs=(torch.randn(2, 20),), ctx=RunContext())
     for name in NAMES:
         assert (model.get_parameter(name)[first[name]] == 0).all()
+
+
+class _Float32Inside(nn.Module):
+    """Builds a float32 tensor in its forward (as transformers' masks and rotary tables are), so it cannot run in
+    float64; its `unused` layer feeds nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second, self.unused = nn.Linear(4, 6), nn.Linear(6, 2), nn.Linear(4, 3)
+
+    def forward(self, x):
+        scale = torch.full((6,), 0.5, dtype=torch.float32)
+        return self.second(torch.mul(self.first(x), scale))
+
+
+def test_a_model_that_only_runs_in_float32_is_scored_in_float32_and_dead_weights_score_zero():
+    # The float64 copy failed ("Tensor dtype mismatch") on Llama and GPT-2, and a weight without a gradient
+    # (RoBERTa's unused pooler) raised a TypeError.
+    model = _Float32Inside()
+    scorer = SynflowScorer(model, ["first.weight", "second.weight", "unused.weight"], (torch.randn(2, 4),))
+    assert scorer.dtype == torch.float32
+    scores = scorer.scores()
+    assert scores["first.weight"].gt(0).all() and scores["second.weight"].gt(0).all()
+    assert scores["unused.weight"].eq(0).all() and scores["unused.weight"].shape == (3, 4)
