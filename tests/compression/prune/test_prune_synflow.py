@@ -89,8 +89,8 @@ class _Float32Inside(nn.Module):
         self.first, self.second, self.unused = nn.Linear(4, 6), nn.Linear(6, 2), nn.Linear(4, 3)
 
     def forward(self, x):
-        scale = torch.full((6,), 0.5, dtype=torch.float32)
-        return self.second(torch.mul(self.first(x), scale))
+        mix = torch.eye(6, dtype=torch.float32) * 0.5  # matmul, unlike mul, does not promote: float64 @ this fails
+        return self.second(self.first(x) @ mix)
 
 
 def test_a_model_that_only_runs_in_float32_is_scored_in_float32_and_dead_weights_score_zero():
