@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from compression.ptq.addmm_linear import addmm_as_linear_in_place
+
 _LINEAR = torch.ops.aten.linear.default
 _CONV2D = torch.ops.aten.conv2d.default
 
@@ -83,6 +85,7 @@ def _plan(name: str, weight: Tensor, rank, energy, skip_unprofitable) -> Factori
 
 
 def _factorize_graph(model: torch.fx.GraphModule, rank, energy, skip_unprofitable) -> list[Factorization]:
+    addmm_as_linear_in_place(model)  # GPT-2's Conv1D layers (addmm) factorize as the linears they are
     done = []
     for node in list(model.graph.nodes):
         if node.op != "call_function" or node.target not in (_LINEAR, _CONV2D):

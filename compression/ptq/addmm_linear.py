@@ -26,6 +26,21 @@ def addmm_as_linear(graph: fx.GraphModule) -> int:
     return rewrite_calls(graph, _ADDMM, _as_linear)
 
 
+def addmm_as_linear_in_place(graph: fx.GraphModule) -> int:
+    """`addmm_as_linear`, then the [in, out] originals nothing reads any more are deleted (else every artifact
+    would carry them in float beside the new weights); for the paths that keep running the graph as it is (the
+    general PTQ path, low-rank students) rather than re-exporting it."""
+    from compression.ptq.quantize import drop_unreferenced_tensors  # quantize imports this module
+
+    rewritten = addmm_as_linear(graph)
+    if rewritten:
+        for node in graph.graph.find_nodes(op="get_attr"):
+            if not node.users:
+                graph.graph.erase_node(node)
+        drop_unreferenced_tensors(graph)
+    return rewritten
+
+
 def _as_linear(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     if len(node.args) != 3 or node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
         return None

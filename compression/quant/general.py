@@ -16,8 +16,7 @@ from compression.dead_branches import DroppedBranches, drop_dead_branches
 from compression.io import export_model
 from compression.modes import eval_mode
 from compression.onnx_export import export_onnx_qdq
-from compression.ptq.addmm_linear import addmm_as_linear
-from compression.ptq.quantize import drop_unreferenced_tensors
+from compression.ptq.addmm_linear import addmm_as_linear_in_place
 from compression.quant.blocks import block_sensitivity
 from compression.quant.diagnostics import describe, layer_report, meet_budget, output_sqnr, sensitivity, weight_sqnr
 from compression.quant.embedding_tables import EmbeddingTables, quantize_tables
@@ -39,14 +38,9 @@ def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext
                      ) -> tuple[QuantSimulation, DroppedBranches, EmbeddingTables]:
     gm = eval_mode(as_graph_module(model, task.example_inputs))
     dropped = drop_dead_branches(gm)  # an unused branch's layers would be quantized, reported and shipped
-    if addmm_as_linear(gm):
+    if addmm_as_linear_in_place(gm):
         # GPT-2's Conv1D layers are addmm calls, which find_layers does not take for layers: as linears they are
-        # quantized like any other. The [in, out] originals nothing reads any more are dropped (else every
-        # artifact would carry them in float), and the re-export gives the new nodes their traced shapes.
-        for node in gm.graph.find_nodes(op="get_attr"):
-            if not node.users:
-                gm.graph.erase_node(node)
-        drop_unreferenced_tensors(gm)
+        # quantized like any other; the re-export gives the new nodes their traced shapes.
         gm = eval_mode(export_model(gm, task.example_inputs).module())
     if spec.fold_batchnorm:
         fold_batchnorm(gm)

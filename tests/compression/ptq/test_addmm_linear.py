@@ -84,3 +84,16 @@ def test_weight_only_ptq_quantizes_the_projections_and_ships_no_float_original(t
     assert sum(attr.endswith(".weight_as_linear") for attr in packed_attrs) == 8
     assert not any(name.endswith("c_attn.weight") for name, _ in graph.named_parameters())
     assert result.final["compression_ratio"] > 2.5 and result.final["metric_points"] > 95
+
+
+def test_a_low_rank_student_factorizes_the_gpt2_projections():
+    # The graph factorizer took only linear/conv2d calls: a GPT-2 program had "no layer that gets smaller".
+    from compression.distill.low_rank import low_rank_factorize
+
+    model, ids = _tiny_gpt2(), torch.randint(0, 96, (2, 12))
+    graph = export_model(model, (ids,)).module()
+    factorized = low_rank_factorize(graph, rank=4)
+    assert sum(f.name.endswith("weight_as_linear") for f in factorized) == 8
+    assert not any(name.endswith("c_attn.weight") for name, _ in graph.named_parameters())  # originals dropped
+    with torch.no_grad():
+        assert tensor_sqnr_db(model(ids), graph(ids)) > 0  # still the model, at rank 4
