@@ -203,3 +203,25 @@ def test_a_gpt2_classifier_runs_as_its_opt_rewrite_when_that_gives_the_upload_s_
     else:
         assert note["to"] is None and note["max_output_gap"] > 1e-3
         assert not folder["written"] and "Conv1D" in folder["reason"]
+
+
+def test_a_gpt2_classifier_opt_cannot_express_runs_as_uploaded(tmp_path):
+    import zipfile
+
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    folder = tmp_path / "gpt2-eps"
+    config = GPT2Config(vocab_size=320, n_embd=32, n_layer=1, n_head=2, n_positions=64, num_labels=3,
+                        pad_token_id=1, layer_norm_epsilon=1e-6)  # OPT's layer norms use 1e-5
+    GPT2ForSequenceClassification(config).save_pretrained(folder)
+    save_tokenizer(folder)
+    archive = tmp_path / "gpt2-eps.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in sorted(folder.iterdir()):
+            out.write(path, path.name)
+    result = run_folder_pipeline(archive, text_dataset(tmp_path, labels=True), "sequence-classification",
+                                 [PTQSpec(activations=None, export_onnx=False, selection_samples=16)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    assert result.baseline["rewritten_as"]["to"] is None and "layer_norm_epsilon" in result.baseline[
+        "rewritten_as"]["why"]
+    assert result.stages[0].metrics["hf_folder"]["written"] is False
