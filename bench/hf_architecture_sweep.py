@@ -35,9 +35,16 @@ from compression.specs import EvaluationSpec, IPQSpec, KDSpec, LLMPTQSpec, Prune
 VOCAB = 320  # a byte-level BPE tokenizer needs its 256 bytes
 WORDS = ("the cat dog bird fox sees finds likes ball stick box house tree near under small old quiet river "
          "city").split()
-ENCODERS = ("bert", "roberta", "distilbert", "albert", "electra", "deberta-v2", "mpnet", "xlm-roberta", "modernbert")
+ENCODERS = ("bert", "roberta", "distilbert", "albert", "electra", "deberta-v2", "mpnet", "xlm-roberta", "modernbert",
+            # added 2026-12-02 (docs/huggingface.md says what each does)
+            "camembert", "mobilebert", "squeezebert", "convbert", "big_bird", "ernie", "xlm", "data2vec-text",
+            "megatron-bert", "rembert", "roformer", "esm", "ibert", "nystromformer", "yoso", "mra", "roc_bert",
+            "longformer", "xmod")
 DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "phi", "phi3", "opt", "bloom",
-            "falcon", "gemma", "gemma2", "olmo", "stablelm", "mixtral", "qwen2_moe")
+            "falcon", "gemma", "gemma2", "olmo", "stablelm", "mixtral", "qwen2_moe",
+            # added 2026-12-02
+            "gpt_bigcode", "gptj", "codegen", "starcoder2", "granite", "cohere", "mpt", "xglm", "biogpt", "olmo2",
+            "helium", "glm", "smollm3", "exaone4", "persimmon", "nemotron", "arcee", "ministral")
 # Sequence-classification heads: a few encoders and decoders (a decoder classifies from its last real token).
 CLASSIFIERS = ("bert", "roberta", "deberta-v2", "modernbert", "llama", "qwen2", "gpt2")
 FEW_STEPS = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
@@ -90,6 +97,13 @@ SPECIFIC = {
     "modernbert": {"global_attn_every_n_layers": 2, "local_attention": 16},
     "deberta-v2": {"pooler_hidden_size": HIDDEN},
     "xlm-roberta": {},
+    "gptj": {"rotary_dim": 16},
+    "codegen": {"rotary_dim": 16},
+    "helium": {"head_dim": 16, "num_key_value_heads": 2},
+    "exaone4": {"head_dim": 16, "num_key_value_heads": 2},
+    "ministral": {"head_dim": 16, "num_key_value_heads": 2},
+    "nemotron": {"head_dim": 16, "num_key_value_heads": 2},
+    "squeezebert": {"embedding_size": HIDDEN},
 }
 
 
