@@ -34,19 +34,21 @@ LAYER_COUNT_FIELD = "num_hidden_layers"
 PER_LAYER_FIELDS = ("layer_types",)  # config lists with one entry per layer
 
 
-def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The name and module of the model's list of encoder layers: the one `nn.ModuleList` as long as the config's
-    `num_hidden_layers`."""
+def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    """The names and modules of the model's lists of encoder layers: the `nn.ModuleList`s as long as the config's
+    `num_hidden_layers`; one in most architectures, or several siblings holding each layer's parts (XLM's
+    attentions, layer_norm1, ffns, layer_norm2), which a student keeps at the same indices."""
     count = getattr(model.config, LAYER_COUNT_FIELD, None)
     if not isinstance(count, int):
         raise ValueError(f"a 'layers' student needs the folder's config to give num_hidden_layers; this "
                          f"{model.config.model_type} config does not")
     stacks = [(name, module) for name, module in model.named_modules()
               if isinstance(module, nn.ModuleList) and len(module) == count]
-    if len(stacks) != 1:
-        raise ValueError(f"a 'layers' student needs one list of {count} layers in the {type(model).__name__} "
-                         f"model; found {[name for name, _ in stacks] or 'none'}")
-    return stacks[0]
+    parents = {name.rpartition(".")[0] for name, _ in stacks}
+    if not stacks or len(parents) != 1:
+        raise ValueError(f"a 'layers' student needs one list of {count} layers (or sibling lists of their parts) in "
+                         f"the {type(model).__name__} model; found {[name for name, _ in stacks] or 'none'}")
+    return stacks
 
 
 def _renumbered(state: dict[str, torch.Tensor], prefix: str, kept: list[int]) -> dict[str, torch.Tensor]:
@@ -68,16 +70,19 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     kept layers, the teacher's count, parameters). ValueError when the folder's model has no such layers or too
     few of them."""
     teacher = load_folder_model(source, task).model
-    prefix, stack = layer_stack(teacher)
-    kept = kept_layers(spec, len(stack))
+    stacks = layer_stacks(teacher)
+    count = len(stacks[0][1])
+    kept = kept_layers(spec, count)
     config = copy.deepcopy(teacher.config)
     setattr(config, LAYER_COUNT_FIELD, len(kept))
     for name in PER_LAYER_FIELDS:
         value = getattr(config, name, None)
-        if isinstance(value, list) and len(value) == len(stack):
+        if isinstance(value, list) and len(value) == count:
             setattr(config, name, [value[index] for index in kept])
     student = type(teacher)(config).eval()
-    state = _renumbered(teacher.state_dict(), prefix, kept)
+    state = teacher.state_dict()
+    for prefix, _ in stacks:
+        state = _renumbered(state, prefix, kept)
     differing = sorted(set(state) ^ set(student.state_dict()))
     if differing:
         # ModernBERT's first layer has no attention norm: another layer cannot take its place.
@@ -103,7 +108,8 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
         elif path.name not in ("config.json", INDEX_FILE) and path.suffix != ".safetensors":
             shutil.copy2(path, destination / path.name)
     student.save_pretrained(destination)
-    return {"kind": "layers", "layers": kept, "teacher_layers": len(stack), "layer_list": prefix,
+    return {"kind": "layers", "layers": kept, "teacher_layers": count,
+            "layer_list": ", ".join(prefix for prefix, _ in stacks),
             "parameters": parameter_count(student), "teacher_parameters": parameter_count(teacher)}
 
 

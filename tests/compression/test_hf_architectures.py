@@ -225,3 +225,13 @@ def test_a_gpt2_classifier_opt_cannot_express_runs_as_uploaded(tmp_path):
     assert result.baseline["rewritten_as"]["to"] is None and "layer_norm_epsilon" in result.baseline[
         "rewritten_as"]["why"]
     assert result.stages[0].metrics["hf_folder"]["written"] is False
+
+
+def test_a_layers_student_keeps_the_same_indices_of_sibling_layer_lists(tmp_path):
+    # XLM keeps each layer's parts in four sibling lists (attentions, layer_norm1, ffns, layer_norm2): a 'layers'
+    # student was refused for not finding one list of layers.
+    result = _job(tmp_path, "xlm", "feature-extraction", KDSpec(student={"kind": "layers", "keep": 1},
+                                                                training={"steps": 2, "batch_size": 8}))
+    student = result.stages[0].metrics["method_metrics"]["student_spec"]
+    assert student["layers"] == [1] and student["layer_list"] == "attentions, layer_norm1, ffns, layer_norm2"
+    assert result.stages[0].metrics["hf_folder"]["written"], result.stages[0].metrics["hf_folder"]
