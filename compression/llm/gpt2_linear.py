@@ -1,4 +1,4 @@
-"""GPT-2 causal LMs rewritten as the same function in `nn.Linear` layers, so that `llm_ptq` can compress them.
+"""GPT-2 models rewritten as the same function in `nn.Linear` layers, so that compressed-tensors can hold them.
 
 GPT-2 (and DistilGPT2, DialoGPT, ...) keeps its decoder weights in transformers' `Conv1D` (weight stored
 [in, out]), which compressed-tensors cannot hold: it quantizes `nn.Linear` modules only, and transformers would
@@ -27,9 +27,9 @@ import torch
 
 OPT_POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding looks up position + 2
 OPT_LAYER_NORM_EPS = 1e-5  # OPT's LayerNorms use torch's default, not a config value
-MAX_LOGIT_GAP = 1e-3  # of the logits' scale: float32 reassociation, not a different function
+MAX_OUTPUT_GAP = 1e-3  # of the logits' scale: float32 reassociation, not a different function
 LABEL_KEYS = ("num_labels", "id2label", "label2id", "problem_type")
-# GPT-2 class -> (OPT class, where each keeps its decoder)
+# GPT-2 class -> the OPT class computing the same (transformers names)
 COUNTERPARTS = {"GPT2LMHeadModel": "OPTForCausalLM", "GPT2Model": "OPTModel",
                 "GPT2ForSequenceClassification": "OPTForSequenceClassification"}
 
@@ -43,11 +43,12 @@ def opt_config(gpt2: dict):
     from transformers import OPTConfig
 
     if gpt2.get("add_cross_attention"):
-        raise ValueError("this GPT-2 model has cross-attention layers (add_cross_attention), which a causal-lm job "
-                         "does not run; upload a decoder-only GPT-2")
+        raise ValueError("this GPT-2 model has cross-attention layers (add_cross_attention), which OPT (what GPT-2 is "
+                         "rewritten as, so that its Conv1D layers can be quantized) does not have")
     if abs(gpt2.get("layer_norm_epsilon", 1e-5) - OPT_LAYER_NORM_EPS) > 1e-12:
-        raise ValueError(f"this GPT-2 model's layer_norm_epsilon is {gpt2['layer_norm_epsilon']}; llm_ptq rewrites "
-                         f"GPT-2 as OPT to quantize it, whose layer norms use {OPT_LAYER_NORM_EPS}")
+        raise ValueError(f"this GPT-2 model's layer_norm_epsilon is {gpt2['layer_norm_epsilon']}; GPT-2 is rewritten "
+                         f"as OPT so that its Conv1D layers can be quantized, and OPT's layer norms use "
+                         f"{OPT_LAYER_NORM_EPS}")
     width = gpt2.get("n_embd", 768)
     return OPTConfig(vocab_size=gpt2.get("vocab_size", 50257), hidden_size=width,
                      num_hidden_layers=gpt2.get("n_layer", 12), num_attention_heads=gpt2.get("n_head", 12),
@@ -144,9 +145,9 @@ def write_linear_folder(source: Path, target: Path, gpt2_model, check_tokens: to
     after checking on `check_tokens` that it computes the same logits. Returns what the job reports about it."""
     model = gpt2_as_opt(gpt2_model)
     gap = logit_gap(gpt2_model, model, check_tokens)
-    if gap > MAX_LOGIT_GAP:
+    if gap > MAX_OUTPUT_GAP:
         raise ValueError(f"rewriting this GPT-2 model's Conv1D layers as nn.Linear changed its logits by {gap:.2g} "
-                         f"of their scale (allowed {MAX_LOGIT_GAP}); its configuration holds something the rewrite "
+                         f"of their scale (allowed {MAX_OUTPUT_GAP}); its configuration holds something the rewrite "
                          "does not express")
     model.save_pretrained(target, safe_serialization=True)
     _copy_side_files(source, target)

@@ -22,7 +22,7 @@ from compression.context import RunContext
 from compression.llm.evaluate import evaluate_llm, load_quantized
 from compression.llm.export import folder_bytes
 from compression.llm.gpt2_linear import (
-    MAX_LOGIT_GAP,
+    MAX_OUTPUT_GAP,
     is_gpt2,
     masked_output_gap,
     opt_config,
@@ -205,7 +205,7 @@ def export_folder(source: Path, task: str, splits: dict, workdir: Path, embeddin
     rows = example_rows(workdir / "dataset.npz", split if split in splits else next(iter(splits)), 32)
     gap = masked_output_gap(load_folder_model(source, task, embedding), load_folder_model(linear, task, embedding),
                             rows)
-    if gap <= MAX_LOGIT_GAP:
+    if gap <= MAX_OUTPUT_GAP:
         return linear, example, rewrite_note(gap)
     # e.g. left padding: OPT counts positions over the mask, GPT-2 over every slot
     shutil.rmtree(linear)
