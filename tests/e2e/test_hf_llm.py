@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from tests.hf_folders import CORPUS, bert_dir, jsonl_bytes, llama_dir, zip_bytes  # noqa: F401 (fixture)
+from tests.hf_folders import CORPUS, bert_dir, gpt2_folder, jsonl_bytes, llama_dir, zip_bytes  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -56,6 +56,31 @@ def test_llm_ptq_on_an_uploaded_folder_gives_a_folder_transformers_loads(client,
     assert result["quantized"]
     original, quantized = result["losses"][str(llama_dir)], result["losses"][str(tmp_path / "quantized")]
     assert abs(quantized - original) < 0.1 * original
+
+
+def test_a_gpt2_folder_is_compressed_as_its_opt_rewrite_which_loads_in_a_fresh_process(client, tmp_path):
+    # GPT-2's Conv1D blocks hold no nn.Linear: such a job was refused. The worker now rewrites it as OPT.
+    folder = gpt2_folder(tmp_path / "gpt2")
+    (tmp_path / "gpt2.zip").write_bytes(zip_bytes(folder))
+    (tmp_path / "text.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:50], "val": CORPUS[50:]}))
+    model = client.upload_model(tmp_path / "gpt2.zip", task="causal-lm")
+    dataset = client.upload_dataset(tmp_path / "text.jsonl")
+    job = client.submit_job({"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
+                             "stages": [{"method": "llm_ptq", "algorithm": "gptq", "bits": 4, "group_size": 32,
+                                         "calibration": {"samples": 8, "sequence_length": 32},
+                                         "evaluation": {"context_length": 32, "generation_tokens": 0}}]})
+    job = client.wait(job["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["metrics"]["baseline"]["rewritten_as"]["to"] == "opt"
+    [artifact] = client.artifacts(job["id"])
+    with zipfile.ZipFile(client.download(artifact, tmp_path / "model.hf.zip")) as archive:
+        archive.extractall(tmp_path / "quantized")
+    assert json.loads((tmp_path / "quantized" / "config.json").read_text())["architectures"] == ["OPTForCausalLM"]
+    loaded = subprocess.run([sys.executable, "-c", FRESH_LOAD % CORPUS[60], str(folder), str(tmp_path / "quantized")],
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    losses = json.loads(loaded.stdout.strip().splitlines()[-1])["losses"]
+    assert abs(losses[str(tmp_path / "quantized")] - losses[str(folder)]) < 0.1 * losses[str(folder)]
 
 
 def test_an_encoder_folder_job_offers_its_int8_model_as_a_folder_too(client, bert_dir, tmp_path):
