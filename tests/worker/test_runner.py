@@ -69,7 +69,7 @@ def test_a_diverging_training_fails_as_invalid_input_naming_the_step_and_learnin
                         "training": {"steps": 50, "batch_size": 32, "optimizer": "sgd", "lr": 10,
                                      "grad_clip_norm": None, "schedule": "constant"}}],
                       dataset=_scaled(data, 1e12, tmp_path))
-    # Inputs of 1e12 overflow float32 logits within a few steps; at 1e6 one CI run (of three, not reproduced in 40
+    # Inputs of 1e12 overflow float32 logits within a few steps; at 1e6 one CI run (of three, not reproduced in 25
     # local runs) kept a finite loss for all 50 steps and the job succeeded: slower growth leaves the run's dynamics
     # room to stall first.
     assert run_job(job_id, settings) == "failed"
