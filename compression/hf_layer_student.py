@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compression.archive.hf_folder import INDEX_FILE
+from compression.archive.hf_folder import copy_side_files
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.dry_run import DryRunFailed
 from compression.hf_program import load_folder_model, model_program
@@ -102,11 +102,7 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     if destination.exists():
         shutil.rmtree(destination)
     destination.mkdir(parents=True)
-    for path in source.iterdir():  # tokenizer, sentence-transformers settings and module folders
-        if path.is_dir():
-            shutil.copytree(path, destination / path.name)
-        elif path.name not in ("config.json", INDEX_FILE) and path.suffix != ".safetensors":
-            shutil.copy2(path, destination / path.name)
+    copy_side_files(source, destination)
     student.save_pretrained(destination)
     return {"kind": "layers", "layers": kept, "teacher_layers": count,
             "layer_list": ", ".join(prefix for prefix, _ in stacks),

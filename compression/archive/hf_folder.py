@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -341,3 +342,13 @@ def _check_index(index: dict | None, headers: dict[str, dict]) -> None:
     unused = sorted(set(headers) - set(weight_map.values()))
     if unused:
         raise InvalidUpload(f"{INDEX_FILE} does not name the shard(s) {unused}; remove them or fix the index")
+
+
+def copy_side_files(source: Path, destination: Path) -> None:
+    """Copy what an extracted folder holds beside its weights and config (tokenizer, generation settings,
+    sentence-transformers settings and module folders) into a folder written from its model."""
+    for path in source.iterdir():
+        if path.is_dir():
+            shutil.copytree(path, destination / path.name, dirs_exist_ok=True)
+        elif path.name not in ("config.json", INDEX_FILE) and path.suffix != ".safetensors":
+            shutil.copy2(path, destination / path.name)

@@ -20,10 +20,11 @@ on the right (GPT-2 tokenizers' default); the job compares them on its own padde
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
+
+from compression.archive.hf_folder import copy_side_files
 
 OPT_POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding looks up position + 2
 OPT_LAYER_NORM_EPS = 1e-5  # OPT's LayerNorms use torch's default, not a config value
@@ -122,18 +123,6 @@ def logit_gap(first, second, tokens: torch.Tensor) -> float:
     return float((expected - actual).abs().max() / expected.abs().max().clamp_min(1e-12))
 
 
-def _copy_side_files(source: Path, target: Path) -> None:
-    """Tokenizer, generation and sentence-transformers files (and module folders) beside the weights."""
-    for path in source.iterdir():
-        if (target / path.name).exists() or path.suffix == ".safetensors" or path.name in (
-                "config.json", "model.safetensors.index.json"):
-            continue
-        if path.is_dir():
-            shutil.copytree(path, target / path.name)
-        else:
-            shutil.copy2(path, target / path.name)
-
-
 def rewrite_note(gap: float) -> dict:
     return {"from": "gpt2", "to": "opt", "max_output_gap": gap,
             "why": "GPT-2's Conv1D layers are written as nn.Linear (the same function as an OPT model) so that "
@@ -141,24 +130,24 @@ def rewrite_note(gap: float) -> dict:
 
 
 def write_linear_folder(source: Path, target: Path, gpt2_model, check_tokens: torch.Tensor) -> dict:
-    """Save the OPT rewrite of `gpt2_model` (a causal LM loaded from `source`) with its tokenizer as a folder,
-    after checking on `check_tokens` that it computes the same logits. Returns what the job reports about it."""
+    """Save the OPT rewrite of `gpt2_model` (a causal LM loaded from `source`) as a folder, after checking on
+    `check_tokens` that it computes the same logits. Returns what the job reports about it."""
     model = gpt2_as_opt(gpt2_model)
     gap = logit_gap(gpt2_model, model, check_tokens)
     if gap > MAX_OUTPUT_GAP:
         raise ValueError(f"rewriting this GPT-2 model's Conv1D layers as nn.Linear changed its logits by {gap:.2g} "
                          f"of their scale (allowed {MAX_OUTPUT_GAP}); its configuration holds something the rewrite "
                          "does not express")
-    model.save_pretrained(target, safe_serialization=True)
-    _copy_side_files(source, target)
+    write_opt_folder(source, target, model)
     return rewrite_note(gap)
 
 
-def write_opt_folder(source: Path, target: Path, gpt2_model) -> None:
-    """The OPT rewrite of an encoder or classifier `gpt2_model` loaded from `source`, saved with every other file
-    of the folder (the caller checks it on the job's rows: `masked_output_gap`)."""
-    gpt2_as_opt(gpt2_model).save_pretrained(target, safe_serialization=True)
-    _copy_side_files(source, target)
+def write_opt_folder(source: Path, target: Path, opt_model) -> None:
+    """`opt_model` (a `gpt2_as_opt` rewrite of the model in `source`) saved as a folder with every other file of
+    `source` (tokenizer, generation and sentence-transformers settings)."""
+    target.mkdir(parents=True, exist_ok=True)
+    copy_side_files(source, target)  # first: save_pretrained then writes its own config and generation settings
+    opt_model.save_pretrained(target, safe_serialization=True)
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from compression.llm.evaluate import evaluate_llm, load_quantized
 from compression.llm.export import folder_bytes
 from compression.llm.gpt2_linear import (
     MAX_OUTPUT_GAP,
+    gpt2_as_opt,
     is_gpt2,
     masked_output_gap,
     opt_config,
@@ -197,14 +198,14 @@ def export_folder(source: Path, task: str, splits: dict, workdir: Path, embeddin
     if not is_gpt2(source):
         return source, export(source), None
     linear = workdir / "source_linear"
+    upload = load_folder_model(source, task, embedding)
     try:
-        write_opt_folder(source, linear, load_folder_model(source, task).model)
+        write_opt_folder(source, linear, gpt2_as_opt(upload.model))
     except ValueError as exc:  # what OPT cannot express (layer-norm epsilon, cross-attention): run the upload
         return source, export(source), {"from": "gpt2", "to": None, "why": str(exc)}
     example = export(linear)
     rows = example_rows(workdir / "dataset.npz", split if split in splits else next(iter(splits)), 32)
-    gap = masked_output_gap(load_folder_model(source, task, embedding), load_folder_model(linear, task, embedding),
-                            rows)
+    gap = masked_output_gap(upload, load_folder_model(linear, task, embedding), rows)
     if gap <= MAX_OUTPUT_GAP:
         return linear, example, rewrite_note(gap)
     # e.g. left padding: OPT counts positions over the mask, GPT-2 over every slot
