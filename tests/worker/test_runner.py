@@ -6,6 +6,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from tests.worker.conftest import load_job
 
@@ -94,6 +95,8 @@ def test_a_diverging_training_fails_as_invalid_input_naming_the_step_and_learnin
     assert job.metrics["baseline"]["metric"] == "accuracy" and job.metrics["stages"] == []
 
 
+# The half minute of training before the pace is judged does not depend on the database: once is enough.
+@pytest.mark.one_backend
 def test_a_stage_that_cannot_end_within_the_time_limit_fails_at_once_with_its_estimate(make_job, settings):
     from worker.runner import run_job
     job_id = make_job([{"method": "kd", "student": {"kind": "zoo", "architecture": "mlp", "width": 0.25},
