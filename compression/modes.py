@@ -20,6 +20,7 @@ _EXPORTED_TRAINING_ATTR = "_exported_training"
 _MODE_DEPENDENT_OPS = ("batch_norm", "dropout")
 # Ops whose train/eval behaviour is a plain argument: op -> position of that argument.
 _TRAINING_FLAG = {torch.ops.aten.batch_norm.default: 5, torch.ops.aten.dropout.default: 2}
+_BATCH_NORM_MOMENTUM = 6  # aten.batch_norm(input, weight, bias, mean, var, training, momentum, eps, cudnn_enabled)
 
 
 def is_exported(model: torch.nn.Module) -> bool:
@@ -34,10 +35,29 @@ def is_training(model: torch.nn.Module) -> bool:
 
 
 def train_mode(model: torch.nn.Module) -> torch.nn.Module:
-    """Put `model` in training mode (dropout on, batch norm uses and updates batch statistics); returns it."""
+    """Put `model` in training mode (dropout on, batch norm uses and updates batch statistics); returns it.
+
+    A batch norm whose momentum is 0 stays in inference mode: its running statistics never move (torchcrepe, and
+    Keras ports, freeze them so), so training it on batch statistics would fit a function that inference, which
+    reads the frozen ones, never computes. It trains as the fixed affine map inference applies."""
     if not is_exported(model):
-        return model.train()
+        model.train()
+        for module in model.modules():
+            if frozen_statistics(module):
+                module.eval()
+        return model
     return _set_exported_mode(model, True)
+
+
+def frozen_statistics(module: torch.nn.Module) -> bool:
+    """A batch-norm module whose running statistics no batch updates (momentum 0)."""
+    return isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.momentum == 0
+
+
+def frozen_statistics_node(node: torch.fx.Node) -> bool:
+    """The exported form of `frozen_statistics`: an `aten.batch_norm` call with momentum 0."""
+    return (node.target is torch.ops.aten.batch_norm.default and len(node.args) > _BATCH_NORM_MOMENTUM
+            and node.args[_BATCH_NORM_MOMENTUM] == 0)
 
 
 def eval_mode(model: torch.nn.Module) -> torch.nn.Module:
@@ -64,6 +84,41 @@ def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             train_mode(model)
 
 
+@contextmanager
+def writing_batch_statistics(model: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Inside the block every batch norm runs in training mode with momentum 1, so each forward pass writes its
+    batch's mean and (unbiased) variance into the running buffers, which are yielded; after it the momenta are
+    restored and the model is in inference mode. Yields [] when the model has no running statistics this can
+    reach (an exported batch-norm variant without a momentum argument)."""
+    if not is_exported(model):
+        norms = [m for m in model.modules()
+                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        momenta = [m.momentum for m in norms]
+        for module in norms:
+            module.momentum = 1.0
+            module.train()
+        try:
+            yield [t for m in norms for t in (m.running_mean, m.running_var)]
+        finally:
+            for module, momentum in zip(norms, momenta):
+                module.momentum = momentum
+            model.eval()
+        return
+    nodes = [n for n in model.graph.nodes if n.target is torch.ops.aten.batch_norm.default
+             and all(isinstance(a, torch.fx.Node) and a.op == "get_attr" for a in n.args[3:5])]
+    saved = {node: node.args for node in nodes}
+    for node in nodes:
+        node.args = node.args[:5] + (True, 1.0) + node.args[_BATCH_NORM_MOMENTUM + 1:]
+    model.recompile()
+    try:
+        yield [model.get_buffer(a.target) for node in nodes for a in node.args[3:5]]
+    finally:
+        for node, args in saved.items():
+            node.args = args
+        model.recompile()
+        _set_exported_mode(model, False)
+
+
 def _set_exported_mode(model: torch.fx.GraphModule, training: bool) -> torch.fx.GraphModule:
     mode_dependent = [node for node in model.graph.nodes if node.op == "call_function"
                       and any(op in str(node.target) for op in _MODE_DEPENDENT_OPS)]
@@ -72,8 +127,9 @@ def _set_exported_mode(model: torch.fx.GraphModule, training: bool) -> torch.fx.
     changed = False
     for node in mode_dependent:
         position = _TRAINING_FLAG[node.target]
-        if len(node.args) > position and node.args[position] != training:
-            node.args = node.args[:position] + (training,) + node.args[position + 1:]
+        wanted = training and not frozen_statistics_node(node)
+        if len(node.args) > position and node.args[position] != wanted:
+            node.args = node.args[:position] + (wanted,) + node.args[position + 1:]
             changed = True
     if changed:
         model.recompile()

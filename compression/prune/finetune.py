@@ -12,14 +12,14 @@ from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from compression.context import RunContext
 from compression.data import Batch
 from compression.distill.losses import LABEL_LOSSES, OUTPUT_LOSSES, distillation_loss
 from compression.evaluate import evaluate, output_tensor
 from compression.labels import label_loss
-from compression.modes import eval_mode, train_mode
+from compression.modes import writing_batch_statistics
 from compression.output_kind import task_output_kind
 from compression.prune.masks import WeightMasks, keep_top, rank_pruned_first, weight_scores
 from compression.specs.prune import GradualScheduleSpec, PruneDistillSpec, PruneSpec
@@ -88,34 +88,31 @@ def recalibrate_batch_norm(model: nn.Module, task: Task, ctx: RunContext, batche
     """Re-estimate BatchNorm running statistics on training inputs, without gradients or labels.
 
     Pruning shifts every activation distribution, so the statistics measured on the dense model no longer match and
-    a heavily pruned BatchNorm network can collapse to one class before any finetuning; a few forward passes in
-    training mode repair most of that.
+    a heavily pruned BatchNorm network can collapse to one class before any finetuning; a few forward passes repair
+    most of that. Each statistic becomes the plain mean of its per-batch values over the `batches` passes (as
+    `torch.optim.swa_utils.update_bn` does), not the model's own moving average: at the usual momentum 0.1, 16
+    passes kept 19 % of the stale value, and at momentum 0 (frozen statistics, e.g. torchcrepe's) nothing moved.
     """
-    if not _has_batch_norm(model):
-        return
     split = task.dataset.split(task.train_split)
-    train_mode(model)
-    done = 0
-    try:
+    with writing_batch_statistics(model) as statistics:
+        if not statistics:
+            return
+        sums = [torch.zeros_like(statistic) for statistic in statistics]
+        done = 0
         with torch.no_grad():
-            # The statistics are exponential moving averages (momentum baked into exported graphs, usually 0.1):
-            # cycling over a small split until `batches` passes have run is what makes them converge.
+            # A small split is cycled over until `batches` passes have run.
             for epoch in itertools.count():
                 for batch in split.batches(batch_size, shuffle=True, seed=ctx.seed + epoch,
                                            limit=(batches - done) * batch_size, device=ctx.device):
                     model(*batch.inputs)
+                    for total, statistic in zip(sums, statistics):
+                        total += statistic
                     done += 1
                     ctx.progress("recalibrate", done, batches)
                 if done >= batches:
                     break
-    finally:
-        eval_mode(model)
-
-
-def _has_batch_norm(model: nn.Module) -> bool:
-    if isinstance(model, fx.GraphModule):
-        return any("batch_norm" in str(node.target) for node in model.graph.nodes)
-    return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
+            for statistic, total in zip(statistics, sums):
+                statistic.copy_(total / done)
 
 
 def cubic_sparsity(step: int, target: float, schedule: GradualScheduleSpec, total_steps: int) -> float:

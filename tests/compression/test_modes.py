@@ -32,3 +32,37 @@ def test_evaluating_restores_training_mode_for_plain_and_exported_modules():
         with evaluating(model):
             assert not is_training(model) and not torch.is_grad_enabled()
         assert is_training(model)
+
+
+def _frozen_statistics_model():
+    """torchcrepe's convention: batch norms with momentum 0, whose running statistics no batch updates."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8, momentum=0.0), nn.Linear(8, 8), nn.BatchNorm1d(8))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    return model.eval()
+
+
+
+def test_a_batch_norm_with_momentum_0_trains_as_the_affine_map_inference_computes():
+    plain = _frozen_statistics_model()
+    exported = torch.export.export(_frozen_statistics_model(), (torch.randn(4, 4),),
+                                   dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    x = torch.randn(16, 4) * 3 + 1
+    with torch.no_grad():
+        inference_hidden = plain[:2](x)
+    train_mode(plain)
+    assert plain[3].training and not plain[1].training
+    train_mode(exported)
+    flags = [node.args[5] for node in exported.graph.nodes if node.target is torch.ops.aten.batch_norm.default]
+    assert flags == [False, True]
+    frozen_before = exported.get_buffer("1.running_mean").clone()
+    with torch.no_grad():
+        torch.testing.assert_close(plain[:2](x), inference_hidden)
+        # The exported module computes what the plain one does: the first norm inference's affine map, the second
+        # batch statistics (and both update the second norm's running statistics alike).
+        torch.testing.assert_close(exported(x), plain(x))
+    torch.testing.assert_close(exported.get_buffer("1.running_mean"), frozen_before)
+    torch.testing.assert_close(exported.get_buffer("3.running_mean"), plain[3].running_mean)
+    assert plain[3].running_mean.abs().sum() > 0

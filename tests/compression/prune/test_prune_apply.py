@@ -148,3 +148,24 @@ def test_batch_norm_recalibration_tracks_the_pruned_activations(tmp_path):
     recalibrate_batch_norm(model, Task(dataset, model, (x[:4],), tmp_path), RunContext(), batches=50, batch_size=32)
     assert not model.training
     assert (model[1].running_mean - true_mean).abs().max() < 0.2 * stale_error
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.1])
+def test_recalibration_averages_every_pass_whatever_the_momentum_of_an_exported_batch_norm(tmp_path, momentum):
+    # Momentum 0 (torchcrepe's frozen statistics) made the old moving-average recalibration a no-op, and at 0.1
+    # 16 passes kept 19 % of the stale value: each statistic is now the plain mean of the per-batch ones.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8, momentum=momentum), nn.ReLU()).eval()
+    x = torch.randn(256, 1, 16, 16) * 2 + 0.5
+    program = export_model(model, (x[:4],)).module()
+    dataset = Dataset.from_arrays({"train.x": x.numpy()}, ["x"])
+    recalibrate_batch_norm(program, Task(dataset, program, (x[:4],), tmp_path), RunContext(), batches=16,
+                           batch_size=32)
+    with torch.no_grad():
+        conv = model[0](x)
+    # 16 passes of 32 are two shuffled epochs: the mean of the batch means is the data's mean.
+    torch.testing.assert_close(program.get_buffer("1.running_mean"), conv.mean((0, 2, 3)), rtol=0, atol=1e-5)
+    torch.testing.assert_close(program.get_buffer("1.running_var"), conv.var((0, 2, 3)), rtol=0.05, atol=0)
+    assert not any(n.args[5] for n in program.graph.nodes if n.target is torch.ops.aten.batch_norm.default)
+    momenta = [n.args[6] for n in program.graph.nodes if n.target is torch.ops.aten.batch_norm.default]
+    assert momenta == [momentum]
