@@ -146,3 +146,9 @@ def sqnr_db(signal_energy: float, noise_energy: float) -> float:
     if noise_energy <= signal_energy * 1e-20:
         return 200.0
     return 10 * math.log10(signal_energy / noise_energy)
+
+
+def relative_max_gap(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Largest absolute difference, relative to `expected`'s largest magnitude: how two programs that should
+    compute the same function (a rewrite, a written folder) are compared."""
+    return float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12))

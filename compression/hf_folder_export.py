@@ -54,6 +54,7 @@ import torch
 from torch import fx
 
 from compression.archive.sentence_transformers import SentenceEmbedding
+from compression.fidelity import relative_max_gap
 from compression.hf_program import load_folder_model
 from compression.llm import export
 from compression.llm.quantize import QuantizedWeight, WeightFormat
@@ -472,10 +473,6 @@ def _wrong_weights(loaded: torch.nn.Module, model: torch.nn.Module, layout: Fold
     return wrong
 
 
-def _relative(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return float((got - expected).abs().max() / expected.abs().max().clamp(min=1e-12))
-
-
 def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, output_dir: Path,
                        example_inputs: tuple[torch.Tensor, ...], packed_path: Path | None = None,
                        source_rounds: int = 0, embedding: SentenceEmbedding | None = None) -> dict:
@@ -516,8 +513,8 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
         loaded = load_written_folder(output_dir, task, embedding)
         got = loaded(*example_inputs)  # the first call decompresses the weights
         reference = float_model(*example_inputs)
-        difference, compression_error = _relative(got, expected), _relative(expected, reference)
-        folder_error = _relative(got, reference)
+        difference, compression_error = relative_max_gap(got, expected), relative_max_gap(expected, reference)
+        folder_error = relative_max_gap(got, reference)
     share = SHARE_OF_COMPRESSION_ERROR
     if embedding is not None and folder_error <= MAX_FOLDER_ERROR_GROWTH * compression_error:
         share = SHARE_OF_COMPRESSION_ERROR_POOLED

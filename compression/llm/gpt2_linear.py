@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from compression.archive.hf_folder import copy_side_files
+from compression.fidelity import relative_max_gap
 
 OPT_POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding looks up position + 2
 OPT_LAYER_NORM_EPS = 1e-5  # OPT's LayerNorms use torch's default, not a config value
@@ -119,8 +120,7 @@ def gpt2_as_opt(gpt2_model):
 def logit_gap(first, second, tokens: torch.Tensor) -> float:
     """Largest logit difference on one window of `tokens`, relative to the logits' largest magnitude."""
     window = tokens[: min(len(tokens), 128, first.config.n_positions)].unsqueeze(0)
-    expected, actual = first(window).logits.float(), second(window).logits.float()
-    return float((expected - actual).abs().max() / expected.abs().max().clamp_min(1e-12))
+    return relative_max_gap(second(window).logits.float(), first(window).logits.float())
 
 
 def rewrite_note(gap: float) -> dict:
@@ -158,4 +158,4 @@ def masked_output_gap(first, second, inputs: tuple[torch.Tensor, torch.Tensor]) 
     if expected.dim() == 3:
         mask = inputs[1].to(expected.dtype).unsqueeze(-1)
         expected, actual = expected * mask, actual * mask
-    return float((expected - actual).abs().max() / expected.abs().max().clamp_min(1e-12))
+    return relative_max_gap(actual, expected)
