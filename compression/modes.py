@@ -84,6 +84,20 @@ def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             train_mode(model)
 
 
+def unmeasured_frozen_batch_norms(model: torch.nn.Module) -> list[str]:
+    """Batch norms with momentum 0 whose statistics are still their initial values (mean 0, variance 1 everywhere):
+    they were never measured and never will be, so they normalise nothing."""
+    if is_exported(model):
+        pairs = [(node.args[3].target.removesuffix(".running_mean"),
+                  model.get_buffer(node.args[3].target), model.get_buffer(node.args[4].target))
+                 for node in model.graph.nodes if frozen_statistics_node(node)
+                 and all(isinstance(a, torch.fx.Node) and a.op == "get_attr" for a in node.args[3:5])]
+    else:
+        pairs = [(name, module.running_mean, module.running_var) for name, module in model.named_modules()
+                 if frozen_statistics(module) and module.track_running_stats]
+    return [name for name, mean, variance in pairs if not mean.any() and bool((variance == 1).all())]
+
+
 @contextmanager
 def writing_batch_statistics(model: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
     """Inside the block every batch norm runs in training mode with momentum 1, so each forward pass writes its

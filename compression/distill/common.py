@@ -12,7 +12,7 @@ from compression import formats
 from compression.context import RunContext
 from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, save_program
-from compression.modes import eval_mode
+from compression.modes import eval_mode, unmeasured_frozen_batch_norms
 from compression.result import Artifact, StageResult
 from compression.specs.metrics import DEFAULT_METRIC
 from compression.specs.training import TrainingSpec
@@ -105,5 +105,12 @@ def student_result(student: nn.Module, teacher: nn.Module, task: Task, ctx: RunC
                 "parameter_ratio": round(student_params / teacher_params, 4),
                 "train": {"steps": report.steps, "final_loss": report.final_loss,
                           "resumed_from_step": report.resumed_from_step, "wall_time_s": report.wall_time_s}}
+    unnormalised = unmeasured_frozen_batch_norms(student)
+    if unnormalised:
+        metrics.setdefault("warnings", []).append(
+            f"the student's batch norms {unnormalised[:4]}{' and more' if len(unnormalised) > 4 else ''} have "
+            "momentum 0 and statistics that were never measured (mean 0, variance 1): they normalise nothing "
+            "and never will, so the student trained as a network without normalisation, which can stall from a "
+            "random start; export the student with a non-zero BatchNorm momentum (PyTorch's default is 0.1)")
     ctx.progress("evaluate", 1, 1)
     return StageResult(student.to("cpu"), artifacts, metrics)

@@ -84,3 +84,35 @@ def test_function_matching_matches_sigmoid_outputs_with_bce_and_reports_the_stud
     assert (metrics["output_kind"], metrics["loss"]) == ("sigmoid", "bce")
     assert metrics["student_fidelity"]["metric"] == "soft_dice"
     assert metrics["student_fidelity"]["after"] > metrics["student_fidelity"]["before"]
+
+
+class _NormalisedPitchNet(torch.nn.Module):
+    """PitchNet with a batch norm after its convolution, momentum as torchcrepe builds it (0) or PyTorch's (0.1)."""
+
+    def __init__(self, momentum: float):
+        super().__init__()
+        self.conv, self.norm = torch.nn.Conv1d(1, 4, 5), torch.nn.BatchNorm1d(4, momentum=momentum)
+        self.head = torch.nn.Linear(4 * 32, 12)
+
+    def forward(self, x):
+        return torch.sigmoid(self.head(self.norm(self.conv(torch.nn.functional.pad(x, (2, 2)))).flatten(1)))
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.1])
+def test_a_student_whose_batch_norms_never_measure_their_statistics_is_named_in_a_warning(tmp_path, momentum):
+    torch.manual_seed(0)
+    teacher, audio = PitchNet().eval(), torch.randn(96, 1, 32)
+    task = _task(tmp_path, teacher, {"train.x": audio[:64].numpy(), "val.x": audio[64:].numpy()}, ["x"])
+    student = export_model(_NormalisedPitchNet(momentum).eval(), task.example_inputs).module()
+    task.resolve_model = {"student": student}.__getitem__
+    spec = KDSpec(student={"kind": "upload", "model_id": "student"}, training={"steps": 4, "batch_size": 16})
+    result = apply_kd(spec, teacher, task, RunContext())
+    warnings = result.metrics.get("warnings", [])
+    running_mean = dict(result.model.named_buffers())["norm.running_mean"]
+    if momentum == 0:
+        # Trained as the affine map inference computes: the statistics stayed at their initial values.
+        assert not running_mean.any()
+        assert len(warnings) == 1 and "batch norms ['norm'] have momentum 0" in warnings[0]
+        assert "non-zero BatchNorm momentum" in warnings[0]
+    else:
+        assert running_mean.any() and warnings == []
