@@ -102,8 +102,7 @@ def unmeasured_frozen_batch_norms(model: torch.nn.Module) -> list[str]:
 def writing_batch_statistics(model: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
     """Inside the block every batch norm runs in training mode with momentum 1, so each forward pass writes its
     batch's mean and (unbiased) variance into the running buffers, which are yielded; after it the momenta are
-    restored and the model is in inference mode. Yields [] when the model has no running statistics this can
-    reach (an exported batch-norm variant without a momentum argument)."""
+    restored and the model is in inference mode. Yields [] when the model has no running statistics."""
     if not is_exported(model):
         norms = [m for m in model.modules()
                  if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
@@ -118,19 +117,31 @@ def writing_batch_statistics(model: torch.nn.Module) -> Iterator[list[torch.Tens
                 module.momentum = momentum
             model.eval()
         return
-    nodes = [n for n in model.graph.nodes if n.target is torch.ops.aten.batch_norm.default
+    nodes = [n for n in model.graph.nodes if _writing_form(n) is not None
              and all(isinstance(a, torch.fx.Node) and a.op == "get_attr" for a in n.args[3:5])]
-    saved = {node: node.args for node in nodes}
+    saved = {node: (node.target, node.args) for node in nodes}
     for node in nodes:
-        node.args = node.args[:5] + (True, 1.0) + node.args[_BATCH_NORM_MOMENTUM + 1:]
+        node.target, node.args = _writing_form(node)
     model.recompile()
     try:
         yield [model.get_buffer(a.target) for node in nodes for a in node.args[3:5]]
     finally:
-        for node, args in saved.items():
-            node.args = args
+        for node, (target, args) in saved.items():
+            node.target, node.args = target, args
         model.recompile()
         _set_exported_mode(model, False)
+
+
+def _writing_form(node: torch.fx.Node) -> tuple | None:
+    """(target, args) of `node`'s batch norm in training mode with momentum 1, or None for another node. A program
+    decomposed to core ATen before upload (`run_decompositions`) holds `_native_batch_norm_legit_no_training`,
+    whose training form is `_native_batch_norm_legit` (the same outputs, a flag and the momentum added)."""
+    aten, args = torch.ops.aten, node.args
+    if node.target is aten.batch_norm.default or node.target is aten._native_batch_norm_legit.default:
+        return node.target, args[:5] + (True, 1.0) + args[_BATCH_NORM_MOMENTUM + 1:]
+    if node.target is aten._native_batch_norm_legit_no_training.default:  # (input, w, b, mean, var, momentum, eps)
+        return aten._native_batch_norm_legit.default, args[:5] + (True, 1.0, args[6])
+    return None
 
 
 def _set_exported_mode(model: torch.fx.GraphModule, training: bool) -> torch.fx.GraphModule:
