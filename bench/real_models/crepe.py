@@ -33,13 +33,14 @@ WIDTHS = {"full": [1024, 128, 128, 128, 256, 512], "tiny": [128, 16, 16, 16, 32,
 class Crepe(nn.Module):
     """torchcrepe.model.Crepe with the channel widths as a parameter (the KD student is a narrower CREPE)."""
 
-    def __init__(self, widths: list[int]):
+    def __init__(self, widths: list[int], batch_norm_momentum: float = 0.0):
         super().__init__()
         inputs = [1, *widths[:-1]]
         for index, (channels_in, channels_out) in enumerate(zip(inputs, widths), start=1):
             kernel, stride = ((512, 1), (4, 1)) if index == 1 else ((64, 1), (1, 1))
             setattr(self, f"conv{index}", nn.Conv2d(channels_in, channels_out, kernel, stride))
-            setattr(self, f"conv{index}_BN", nn.BatchNorm2d(channels_out, eps=0.0010000000474974513, momentum=0.0))
+            setattr(self, f"conv{index}_BN", nn.BatchNorm2d(channels_out, eps=0.0010000000474974513,
+                                                                 momentum=batch_norm_momentum))
         self.in_features = 4 * widths[-1]
         self.classifier = nn.Linear(self.in_features, BINS)
 
@@ -68,8 +69,11 @@ def pretrained(capacity: str) -> Crepe:
 
 
 def student(capacity: str, shrink: int = 2) -> Crepe:
-    """A randomly initialised CREPE `shrink` times narrower than the pretrained one, for distillation."""
-    return Crepe([max(4, width // shrink) for width in WIDTHS[capacity]]).eval()
+    """A randomly initialised CREPE `shrink` times narrower than the pretrained one, for distillation. Its batch
+    norms have PyTorch's momentum 0.1: with torchcrepe's 0 (frozen statistics, right for the pretrained model) a
+    random student's statistics stay at mean 0, variance 1, it trains unnormalised and stays on the all-bins-dark
+    plateau (the job warns and says to export it with a non-zero momentum)."""
+    return Crepe([max(4, width // shrink) for width in WIDTHS[capacity]], batch_norm_momentum=0.1).eval()
 
 
 def pitch_frames(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

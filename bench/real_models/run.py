@@ -50,9 +50,9 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 BATCHES = [1, 32]
 SETTINGS = {
     True: {"models": ["pesto", "minilm"], "sizes": {"train": 512, "val": 256},
-           "steps": {"kd": 60, "prune": 30, "ipq": 20}},
+           "steps": {"kd": 60, "kd_cnn": 60, "prune": 30, "ipq": 20}},
     False: {"models": ["crepe-tiny", "pesto", "minilm", "rxnfp"], "sizes": {"train": 1024, "val": 512},
-            "steps": {"kd": 300, "prune": 150, "ipq": 100}},
+            "steps": {"kd": 300, "kd_cnn": 1000, "prune": 150, "ipq": 100}},
 }
 
 
