@@ -1,9 +1,10 @@
 """Train/eval mode for plain modules and for `torch.export` programs alike.
 
 An exported module (`ExportedProgram.module()`) refuses `.train()`/`.eval()`: its dropout and batch-norm ops were
-specialised at export time. Their `training` argument is flipped in place in the graph. torchao's
+specialised at export time. Their `training` argument is flipped in place in the graph; a program decomposed to
+core ATen before upload has one batch-norm op per mode, swapped in place likewise. torchao's
 `move_exported_model_to_train/eval` re-traces the graph instead, which costs 0.5-2.5 s per switch, resets dropout
-p to 0.5 and deletes `parametrize` containers; it is only the fallback for batch-norm variants without a flag.
+p to 0.5 and deletes `parametrize` containers; it is only the fallback for any other mode-dependent op.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ _MODE_DEPENDENT_OPS = ("batch_norm", "dropout")
 # Ops whose train/eval behaviour is a plain argument: op -> position of that argument.
 _TRAINING_FLAG = {torch.ops.aten.batch_norm.default: 5, torch.ops.aten.dropout.default: 2}
 _BATCH_NORM_MOMENTUM = 6  # aten.batch_norm(input, weight, bias, mean, var, training, momentum, eps, cudnn_enabled)
+# Core ATen's batch norm with running statistics: (input, weight, bias, mean, var, training, momentum, eps) trains,
+# (input, weight, bias, mean, var, momentum, eps) infers; both return (output, saved mean, saved inverse std).
+_DECOMPOSED_TRAINING = torch.ops.aten._native_batch_norm_legit.default
+_DECOMPOSED_INFERENCE = torch.ops.aten._native_batch_norm_legit_no_training.default
 
 
 def is_exported(model: torch.nn.Module) -> bool:
@@ -55,9 +60,15 @@ def frozen_statistics(module: torch.nn.Module) -> bool:
 
 
 def frozen_statistics_node(node: torch.fx.Node) -> bool:
-    """The exported form of `frozen_statistics`: an `aten.batch_norm` call with momentum 0."""
-    return (node.target is torch.ops.aten.batch_norm.default and len(node.args) > _BATCH_NORM_MOMENTUM
-            and node.args[_BATCH_NORM_MOMENTUM] == 0)
+    """The exported form of `frozen_statistics`: a batch-norm call with running statistics and momentum 0."""
+    return _momentum(node) == 0
+
+
+def _momentum(node: torch.fx.Node) -> float | None:
+    """The momentum of a batch-norm call that keeps running statistics; None for any other node."""
+    if node.target in (torch.ops.aten.batch_norm.default, _DECOMPOSED_TRAINING):
+        return node.args[_BATCH_NORM_MOMENTUM] if len(node.args) > _BATCH_NORM_MOMENTUM else None
+    return node.args[5] if node.target is _DECOMPOSED_INFERENCE else None
 
 
 def eval_mode(model: torch.nn.Module) -> torch.nn.Module:
@@ -133,24 +144,26 @@ def writing_batch_statistics(model: torch.nn.Module) -> Iterator[list[torch.Tens
 
 
 def _writing_form(node: torch.fx.Node) -> tuple | None:
-    """(target, args) of `node`'s batch norm in training mode with momentum 1, or None for another node. A program
-    decomposed to core ATen before upload (`run_decompositions`) holds `_native_batch_norm_legit_no_training`,
-    whose training form is `_native_batch_norm_legit` (the same outputs, a flag and the momentum added)."""
-    aten, args = torch.ops.aten, node.args
-    if node.target is aten.batch_norm.default or node.target is aten._native_batch_norm_legit.default:
+    """(target, args) of `node`'s batch norm in training mode with momentum 1, or None for another node."""
+    args = node.args
+    if node.target is torch.ops.aten.batch_norm.default or node.target is _DECOMPOSED_TRAINING:
         return node.target, args[:5] + (True, 1.0) + args[_BATCH_NORM_MOMENTUM + 1:]
-    if node.target is aten._native_batch_norm_legit_no_training.default:  # (input, w, b, mean, var, momentum, eps)
-        return aten._native_batch_norm_legit.default, args[:5] + (True, 1.0, args[6])
+    if node.target is _DECOMPOSED_INFERENCE:
+        return _DECOMPOSED_TRAINING, args[:5] + (True, 1.0, args[6])
     return None
 
 
 def _set_exported_mode(model: torch.fx.GraphModule, training: bool) -> torch.fx.GraphModule:
     mode_dependent = [node for node in model.graph.nodes if node.op == "call_function"
                       and any(op in str(node.target) for op in _MODE_DEPENDENT_OPS)]
-    if any(node.target not in _TRAINING_FLAG for node in mode_dependent):
+    decomposed = (_DECOMPOSED_TRAINING, _DECOMPOSED_INFERENCE)
+    if any(node.target not in _TRAINING_FLAG and node.target not in decomposed for node in mode_dependent):
         return move_exported_model_to_train(model) if training else move_exported_model_to_eval(model)
     changed = False
     for node in mode_dependent:
+        if node.target in decomposed:
+            changed |= _switch_decomposed_batch_norm(node, training and not frozen_statistics_node(node))
+            continue
         position = _TRAINING_FLAG[node.target]
         wanted = training and not frozen_statistics_node(node)
         if len(node.args) > position and node.args[position] != wanted:
@@ -160,3 +173,16 @@ def _set_exported_mode(model: torch.fx.GraphModule, training: bool) -> torch.fx.
         model.recompile()
     setattr(model, _EXPORTED_TRAINING_ATTR, training)
     return model
+
+
+def _switch_decomposed_batch_norm(node: torch.fx.Node, training: bool) -> bool:
+    """Make a core-ATen batch norm the op of the wanted mode; True when the node changed."""
+    args = node.args
+    momentum, eps = (args[6], args[7]) if node.target is _DECOMPOSED_TRAINING else (args[5], args[6])
+    if training and not (node.target is _DECOMPOSED_TRAINING and args[5]):
+        node.target, node.args = _DECOMPOSED_TRAINING, args[:5] + (True, momentum, eps)
+        return True
+    if not training and node.target is not _DECOMPOSED_INFERENCE:
+        node.target, node.args = _DECOMPOSED_INFERENCE, args[:5] + (momentum, eps)
+        return True
+    return False

@@ -66,3 +66,30 @@ def test_a_batch_norm_with_momentum_0_trains_as_the_affine_map_inference_compute
     torch.testing.assert_close(exported.get_buffer("1.running_mean"), frozen_before)
     torch.testing.assert_close(exported.get_buffer("3.running_mean"), plain[3].running_mean)
     assert plain[3].running_mean.abs().sum() > 0
+
+
+def test_a_program_decomposed_to_core_aten_switches_mode_in_place_and_keeps_frozen_statistics_frozen():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 8), nn.BatchNorm1d(8, momentum=0.0)).eval()
+    exported = torch.export.export(model, (torch.randn(4, 4),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = exported.run_decompositions().module()
+
+    def norms():
+        return [str(n.target).split(".")[1] for n in program.graph.nodes if "batch_norm" in str(n.target)]
+
+    assert norms() == ["_native_batch_norm_legit_no_training"] * 2
+    x = torch.randn(16, 4) * 3 + 1
+    code = program.code
+    train_mode(model)
+    train_mode(program)
+    # No re-trace (torchao's fallback): the same graph with the first norm's op swapped for its training form.
+    assert norms() == ["_native_batch_norm_legit", "_native_batch_norm_legit_no_training"]
+    assert is_training(program) and program.code != code
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), model(x))
+    torch.testing.assert_close(program.get_buffer("1.running_mean"), model[1].running_mean)
+    eval_mode(program)
+    eval_mode(model)
+    assert norms() == ["_native_batch_norm_legit_no_training"] * 2
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), model(x))
