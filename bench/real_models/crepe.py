@@ -68,12 +68,12 @@ def pretrained(capacity: str) -> Crepe:
     return model.eval()
 
 
-def student(capacity: str, shrink: int = 2) -> Crepe:
+def student(capacity: str, shrink: int = 2, batch_norm_momentum: float = 0.1) -> Crepe:
     """A randomly initialised CREPE `shrink` times narrower than the pretrained one, for distillation. Its batch
     norms have PyTorch's momentum 0.1: with torchcrepe's 0 (frozen statistics, right for the pretrained model) a
     random student's statistics stay at mean 0, variance 1, it trains unnormalised and stays on the all-bins-dark
-    plateau (the job warns and says to export it with a non-zero momentum)."""
-    return Crepe([max(4, width // shrink) for width in WIDTHS[capacity]], batch_norm_momentum=0.1).eval()
+    plateau (the job warns and says to export it with a non-zero momentum; `bench.real_models.kd_plateau`)."""
+    return Crepe([max(4, width // shrink) for width in WIDTHS[capacity]], batch_norm_momentum).eval()
 
 
 def pitch_frames(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,10 +8,11 @@ pesto's package `__init__` imports torchaudio (which pins its own torch), so it 
 and only `pesto.model` (the encoder) and `pesto.data` (its CQT front end, nnAudio's code) are imported. The
 checkpoint is read with `torch.load(weights_only=True)`.
 
-The task reuses CREPE's: harmonic tones (up to 30 harmonics) with f0 log-uniform in 80-800 Hz (PESTO was trained on singing voice) in
-white noise, 16 kHz; the model input is PESTO's own CQT frame of the tone's middle (computed by the benchmark,
-as PESTO's front end does, with its dB -> natural-log scaling and crop); pitch is PESTO's "alwa" reduction of the
-activations shifted by the checkpoint's calibrated `shift`; the metric is raw pitch accuracy within 50 cents.
+The task reuses CREPE's: harmonic tones (up to 30 harmonics) with f0 log-uniform in 80-800 Hz (PESTO was trained
+on singing voice) in white noise, 16 kHz; the model input is PESTO's own CQT frame of the tone's middle (computed
+by the benchmark, as PESTO's front end does, with its dB -> natural-log scaling and crop); pitch is PESTO's "alwa"
+reduction of the activations shifted by the checkpoint's calibrated `shift`; the metric is raw pitch accuracy
+within 50 cents.
 """
 
 from __future__ import annotations

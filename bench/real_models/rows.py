@@ -44,7 +44,7 @@ def cnn_rows(steps: dict) -> list[tuple[str, list]]:
         ("weight-only int4 (g32, mse)", [PTQSpec(activations=None, weights=INT4_GROUPS)]),
         ("KD -> 1/2-width student", [KDSpec(student=UploadedStudent(model_id="student"),
                                             # from a random start, CREPE's half-width student leaves the
-                                            # all-bins-dark plateau after 300-400 steps
+                                            # all-bins-dark plateau after 200-400 steps (bench.real_models.kd_plateau)
                                             training=_training(steps["kd_cnn"], 1e-3))]),
         ("structured prune 20%", [PruneSpec(kind="structured", sparsity=0.2, recalibrate_batches=16)]),
         ("structured prune 20% + distill", [PruneSpec(kind="structured", sparsity=0.2, recalibrate_batches=16,
