@@ -101,8 +101,7 @@ def unmeasured_frozen_batch_norms(model: torch.nn.Module) -> list[str]:
     if is_exported(model):
         pairs = [(node.args[3].target.removesuffix(".running_mean"),
                   model.get_buffer(node.args[3].target), model.get_buffer(node.args[4].target))
-                 for node in model.graph.nodes if frozen_statistics_node(node)
-                 and all(isinstance(a, torch.fx.Node) and a.op == "get_attr" for a in node.args[3:5])]
+                 for node in model.graph.nodes if frozen_statistics_node(node) and _stores_statistics(node)]
     else:
         pairs = [(name, module.running_mean, module.running_var) for name, module in model.named_modules()
                  if frozen_statistics(module) and module.track_running_stats]
@@ -128,11 +127,10 @@ def writing_batch_statistics(model: torch.nn.Module) -> Iterator[list[torch.Tens
                 module.momentum = momentum
             model.eval()
         return
-    nodes = [n for n in model.graph.nodes if _writing_form(n) is not None
-             and all(isinstance(a, torch.fx.Node) and a.op == "get_attr" for a in n.args[3:5])]
+    nodes = [n for n in model.graph.nodes if _momentum(n) is not None and _stores_statistics(n)]
     saved = {node: (node.target, node.args) for node in nodes}
     for node in nodes:
-        node.target, node.args = _writing_form(node)
+        node.target, node.args = _training_form(node, momentum=1.0)
     model.recompile()
     try:
         yield [model.get_buffer(a.target) for node in nodes for a in node.args[3:5]]
@@ -143,14 +141,22 @@ def writing_batch_statistics(model: torch.nn.Module) -> Iterator[list[torch.Tens
         _set_exported_mode(model, False)
 
 
-def _writing_form(node: torch.fx.Node) -> tuple | None:
-    """(target, args) of `node`'s batch norm in training mode with momentum 1, or None for another node."""
-    args = node.args
-    if node.target is torch.ops.aten.batch_norm.default or node.target is _DECOMPOSED_TRAINING:
-        return node.target, args[:5] + (True, 1.0) + args[_BATCH_NORM_MOMENTUM + 1:]
-    if node.target is _DECOMPOSED_INFERENCE:
-        return _DECOMPOSED_TRAINING, args[:5] + (True, 1.0, args[6])
-    return None
+def _stores_statistics(node: torch.fx.Node) -> bool:
+    """A batch-norm call whose running mean and variance are buffers of the module (not computed values)."""
+    return all(isinstance(a, torch.fx.Node) and a.op == "get_attr" for a in node.args[3:5])
+
+
+def _training_form(node: torch.fx.Node, momentum: float | None = None) -> tuple:
+    """(target, args) of a batch-norm call with running statistics in training mode, with `momentum` (its own
+    when None); the core-ATen inference op becomes its training op."""
+    momentum = _momentum(node) if momentum is None else momentum
+    if node.target is torch.ops.aten.batch_norm.default:
+        return node.target, node.args[:5] + (True, momentum) + node.args[_BATCH_NORM_MOMENTUM + 1:]
+    return _DECOMPOSED_TRAINING, node.args[:5] + (True, momentum, _decomposed_eps(node))
+
+
+def _decomposed_eps(node: torch.fx.Node) -> float:
+    return node.args[7] if node.target is _DECOMPOSED_TRAINING else node.args[6]
 
 
 def _set_exported_mode(model: torch.fx.GraphModule, training: bool) -> torch.fx.GraphModule:
@@ -177,12 +183,11 @@ def _set_exported_mode(model: torch.fx.GraphModule, training: bool) -> torch.fx.
 
 def _switch_decomposed_batch_norm(node: torch.fx.Node, training: bool) -> bool:
     """Make a core-ATen batch norm the op of the wanted mode; True when the node changed."""
-    args = node.args
-    momentum, eps = (args[6], args[7]) if node.target is _DECOMPOSED_TRAINING else (args[5], args[6])
-    if training and not (node.target is _DECOMPOSED_TRAINING and args[5]):
-        node.target, node.args = _DECOMPOSED_TRAINING, args[:5] + (True, momentum, eps)
-        return True
-    if not training and node.target is not _DECOMPOSED_INFERENCE:
-        node.target, node.args = _DECOMPOSED_INFERENCE, args[:5] + (momentum, eps)
-        return True
-    return False
+    if training:
+        wanted = _training_form(node)
+    else:
+        wanted = _DECOMPOSED_INFERENCE, node.args[:5] + (_momentum(node), _decomposed_eps(node))
+    if (node.target, node.args) == wanted:
+        return False
+    node.target, node.args = wanted
+    return True

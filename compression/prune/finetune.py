@@ -91,7 +91,8 @@ def recalibrate_batch_norm(model: nn.Module, task: Task, ctx: RunContext, batche
     a heavily pruned BatchNorm network can collapse to one class before any finetuning; a few forward passes repair
     most of that. Each statistic becomes the plain mean of its per-batch values over the `batches` passes (as
     `torch.optim.swa_utils.update_bn` does), not the model's own moving average: at the usual momentum 0.1, 16
-    passes kept 19 % of the stale value, and at momentum 0 (frozen statistics, e.g. torchcrepe's) nothing moved.
+    passes keep 0.9^16 = 19 % of the stale value, and at momentum 0 (frozen statistics, e.g. torchcrepe's)
+    nothing moves.
     """
     split = task.dataset.split(task.train_split)
     with writing_batch_statistics(model) as statistics:
