@@ -42,9 +42,10 @@ def is_training(model: torch.nn.Module) -> bool:
 def train_mode(model: torch.nn.Module) -> torch.nn.Module:
     """Put `model` in training mode (dropout on, batch norm uses and updates batch statistics); returns it.
 
-    A batch norm whose momentum is 0 stays in inference mode: its running statistics never move (torchcrepe, and
-    Keras ports, freeze them so), so training it on batch statistics would fit a function that inference, which
-    reads the frozen ones, never computes. It trains as the fixed affine map inference applies."""
+    A batch norm whose momentum is 0 stays in inference mode: its running statistics never move (torchcrepe
+    freezes them so; an eval-mode export of `momentum=None` also reads 0), so training it on batch statistics would
+    fit a function that inference, which reads the frozen ones, never computes. It trains as the fixed affine map
+    inference applies."""
     if not is_exported(model):
         model.train()
         for module in model.modules():
