@@ -46,14 +46,19 @@ def load_model(path: str | Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> torc
 _DEBUG_METADATA = ("from_node", "stack_trace")
 
 
+def drop_debug_metadata(program: ExportedProgram) -> None:
+    """Remove each node's `_DEBUG_METADATA`, in place, before the program is serialized."""
+    for node in program.graph.nodes:
+        for key in _DEBUG_METADATA:
+            node.meta.pop(key, None)
+
+
 def save_program(program: ExportedProgram, path: str | Path) -> Path:
     """Write `program` as a .pt2, its members deflated, without its debugging metadata and with a 2-row example
     batch (the program is changed in place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for node in program.graph.nodes:
-        for key in _DEBUG_METADATA:
-            node.meta.pop(key, None)
+    drop_debug_metadata(program)
     if program.example_inputs is not None:
         # The archive stores the example batch; two rows document the inputs as well as a whole batch does.
         args, kwargs = program.example_inputs
