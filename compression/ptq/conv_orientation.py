@@ -6,13 +6,22 @@ Audio CNNs written with `nn.Conv2d` run 1-D convolutions as (k, 1) kernels over 
 batch 32, 101 -> 43 ms in fp32 and 69 -> 12 ms in int8 (measured side by side on the shared machine). The
 rewrite is exact: conv2d(x, w) == conv2d(x^T, w^T)^T with stride, padding and dilation swapped, where ^T swaps the
 last two axes; a transpose of a one-wide tensor is a view.
+
+Float programs a stage writes (pruned models, distilled students) are turned the same way
+(`float_program_on_its_side`), each weight in place under its own name: CREPE's structurally pruned model has 103
+channels in its first conv, a count for which oneDNN's tall kernel is 6x slower than its kernel on the side
+(`python -m bench.conv_channel_counts`).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import fx
+from torch.export import ExportedProgram
 
+from compression.io import export_model
 from compression.ptq.conv1d import as_pair, conv_arguments, new_weight, rewrite_calls, stored_weight
 
 _CONV2D = torch.ops.aten.conv2d.default
@@ -26,7 +35,17 @@ def tall_convs_on_their_side(graph: fx.GraphModule) -> int:
     return rewrite_calls(graph, _CONV2D, _on_its_side)
 
 
-def _on_its_side(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+def float_program_on_its_side(program: ExportedProgram, example_inputs: tuple[torch.Tensor, ...]
+                              ) -> tuple[ExportedProgram, int]:
+    """`program` (float, eval mode) with its tall convs turned, re-exported, and how many were turned. Each turned
+    weight is transposed in place under its own name, so the state dict keeps its keys and its bytes; a weight
+    that another node also reads is left tall."""
+    graph = program.module()
+    turned = rewrite_calls(graph, _CONV2D, partial(_on_its_side, in_place=True))
+    return (export_model(graph, example_inputs) if turned else program), turned
+
+
+def _on_its_side(graph: fx.GraphModule, node: fx.Node, in_place: bool = False) -> fx.Node | None:
     inputs, weight, bias, stride, padding, dilation, groups = conv_arguments(node, _CONV2D)
     stored = stored_weight(graph, weight)
     shape = getattr(inputs.meta.get("val"), "shape", None) if isinstance(inputs, fx.Node) else None
@@ -35,8 +54,12 @@ def _on_its_side(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     stride, padding, dilation = as_pair(stride), as_pair(padding), as_pair(dilation)
     if not (stored.shape[2] > 1 and stored.shape[3] == 1 and shape[3] == 1 and padding[1] == 0):
         return None
+    if in_place and len(weight.users) > 1:
+        return None
+    turned = stored.detach().transpose(2, 3).contiguous()
     with graph.graph.inserting_before(node):
-        side_weight = new_weight(graph, weight, "on_its_side", stored.detach().transpose(2, 3).contiguous())
+        side_weight = _turn_in_place(graph, weight, stored, turned) if in_place else \
+            new_weight(graph, weight, "on_its_side", turned)
         side_inputs = graph.graph.call_function(_TRANSPOSE, (inputs, 2, 3))
         conv = graph.graph.call_function(_CONV2D, (side_inputs, side_weight, bias, stride[::-1], padding[::-1],
                                                    dilation[::-1], groups))
@@ -49,3 +72,12 @@ def _on_its_side(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
         side_inputs.meta["nn_module_stack"] = output.meta["nn_module_stack"] = dict(list(stack.items())[:-1])
     return output
 
+
+def _turn_in_place(graph: fx.GraphModule, weight: fx.Node, stored: torch.Tensor, turned: torch.Tensor) -> fx.Node:
+    owner_path, _, attribute = weight.target.rpartition(".")
+    owner = graph.get_submodule(owner_path) if owner_path else graph
+    if attribute in owner._buffers:
+        owner._buffers[attribute] = turned
+    else:
+        owner.register_parameter(attribute, torch.nn.Parameter(turned, requires_grad=stored.requires_grad))
+    return weight

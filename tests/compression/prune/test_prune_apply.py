@@ -8,7 +8,7 @@ from torch import nn
 from compression.context import RunContext
 from compression.data import Dataset
 from compression.evaluate import evaluate
-from compression.io import export_model, load_model, save_program
+from compression.io import export_model, load_model, load_program, save_program
 from compression.prune import apply_prune, load_sparse
 from compression.prune.finetune import WeightSnapshot, recalibrate_batch_norm
 from compression.prune.masks import WeightMasks, keep_top, weight_scores
@@ -16,6 +16,7 @@ from compression.specs.prune import PruneSpec
 from compression.task import Task
 from compression.zoo import build
 from tests.compression.prune.conftest import CheckpointStore, exported, fresh_mlp
+from tests.compression.ptq.test_conv_orientation import _TallAudioNet
 
 FINETUNE = {"steps": 40, "batch_size": 32, "lr": 5e-3}
 
@@ -128,6 +129,26 @@ def test_structured_stage_exports_a_smaller_model(tmp_path):
     assert weight_bytes(original_path) - weight_bytes(artifact.path) > removed_bytes
     inputs = torch.randn(2, 1, 16, 16)
     torch.testing.assert_close(load_model(artifact.path)(inputs), result.model(inputs))
+
+
+@pytest.mark.parametrize("kind", ["structured", "unstructured"])
+def test_a_pruned_audio_cnn_comes_back_with_its_tall_convs_on_their_side(tmp_path, kind):
+    # CREPE's 103-channel pruned first conv ran 6x slower tall than on its side (bench.conv_channel_counts).
+    torch.manual_seed(0)
+    model, audio = _TallAudioNet().eval(), torch.randn(8, 128)
+    task = Task(None, model, (audio[:4],), tmp_path / "work")
+    result = apply_prune(PruneSpec(kind=kind, sparsity=0.5, recalibrate_batches=0), copy.deepcopy(model), task,
+                         RunContext())
+    assert result.metrics["tall_convs_on_their_side"] == 3
+    program = load_program(result.artifacts[0].path)
+    assert program.state_dict["first.weight"].shape[2:] == (1, 32)
+    torch.testing.assert_close(load_model(result.artifacts[0].path)(audio), result.model(audio))
+    if kind == "unstructured":  # the pruned weights turned back into the tall model compute the same function
+        tall = copy.deepcopy(model)
+        for name, value in result.model.state_dict().items():
+            target = tall.get_parameter(name)
+            target.data.copy_(value if value.shape == target.shape else value.transpose(2, 3))
+        torch.testing.assert_close(result.model(audio), tall(audio), rtol=1e-5, atol=1e-5)
 
 
 def test_batch_norm_recalibration_tracks_the_pruned_activations(tmp_path):

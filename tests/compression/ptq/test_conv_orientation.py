@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from compression.evaluate import tensor_sqnr_db
 from compression.io import export_model
 from compression.ptq import quantize_int8
-from compression.ptq.conv_orientation import tall_convs_on_their_side
+from compression.ptq.conv_orientation import float_program_on_its_side, tall_convs_on_their_side
 from compression.ptq.quantize import quantized_layer_count
 
 
@@ -55,3 +55,34 @@ def test_a_conv_padded_across_the_one_wide_axis_is_left_alone():
     conv = torch.nn.Conv2d(2, 2, (3, 1), padding=(0, 1)).eval()
     graph = export_model(conv, (torch.randn(2, 2, 9, 1),)).module()
     assert tall_convs_on_their_side(graph) == 0
+
+
+def test_a_float_program_is_turned_with_its_weights_under_their_own_names():
+    torch.manual_seed(0)
+    model, audio = _TallAudioNet().eval(), torch.randn(4, 128)
+    program = export_model(model, (audio,))
+    before = {name: tuple(value.shape) for name, value in program.state_dict.items()}
+    turned, count = float_program_on_its_side(program, (audio,))
+    after = {name: tuple(value.shape) for name, value in turned.state_dict.items()}
+    assert count == 3 and after.keys() == before.keys()  # no copy beside the tall weight
+    assert [name for name in after if after[name] != before[name]] == ["first.weight", "dilated.weight",
+                                                                       "grouped.weight"]
+    assert after["first.weight"] == (8, 1, 1, 32)
+    other_batch = torch.randn(7, 128)  # the batch dimension stays dynamic
+    with torch.no_grad():
+        for batch in (audio, other_batch):
+            torch.testing.assert_close(turned.module()(batch), model(batch), rtol=1e-5, atol=1e-6)
+
+
+def test_a_weight_two_convs_read_stays_tall_in_a_float_program():
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 2, (3, 1), padding=(1, 0))
+
+        def forward(self, x):
+            return self.conv(self.conv(x))
+
+    model, x = Shared().eval(), torch.randn(2, 2, 9, 1)
+    turned, count = float_program_on_its_side(export_model(model, (x,)), (x,))
+    assert count == 0 and turned.state_dict["conv.weight"].shape == (2, 2, 3, 1)
