@@ -13,6 +13,7 @@ from compression.context import RunContext
 from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, save_program
 from compression.modes import eval_mode, unmeasured_frozen_batch_norms
+from compression.ptq.conv_orientation import export_on_their_side
 from compression.result import Artifact, StageResult
 from compression.specs.metrics import DEFAULT_METRIC
 from compression.specs.training import TrainingSpec
@@ -82,9 +83,25 @@ def periodic_eval_fn(task: Task, teacher: nn.Module, training: TrainingSpec):
 
 def write_student(student: nn.Module, task: Task, file_name: str) -> Artifact:
     """Export the trained student (eval mode, on the CPU) to a `.pt2` with a dynamic batch dimension."""
-    student.to("cpu")
-    eval_mode(student)
-    path = save_program(export_model(student, tuple(t.cpu() for t in task.example_inputs)), task.workdir / file_name)
+    program = export_model(eval_mode(student.to("cpu")), _cpu_examples(task))
+    return _student_artifact(save_program(program, task.workdir / file_name), file_name, student)
+
+
+def write_float_student(student: nn.Module, task: Task, file_name: str,
+                        metrics: dict) -> tuple[Artifact, nn.Module]:
+    """`write_student` for a float student, its tall 1-D convs turned on their side (exact, and several times
+    faster on oneDNN: `compression.ptq.conv_orientation`; counted in `metrics`), and the model the stage reports:
+    the written program when a conv was turned, so that the stage's timing is the download's."""
+    program = export_on_their_side(eval_mode(student.to("cpu")), _cpu_examples(task), metrics)
+    artifact = _student_artifact(save_program(program, task.workdir / file_name), file_name, student)
+    return artifact, (eval_mode(program.module()) if "tall_convs_on_their_side" in metrics else student)
+
+
+def _cpu_examples(task: Task) -> tuple[Tensor, ...]:
+    return tuple(t.cpu() for t in task.example_inputs)
+
+
+def _student_artifact(path, file_name: str, student: nn.Module) -> Artifact:
     return formats.artifact("model.pt2", file_name, path, parameters=parameter_count(student))
 
 

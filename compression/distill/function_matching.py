@@ -25,7 +25,7 @@ from compression.distill.common import (
     student_metrics,
     student_result,
     teacher_logits,
-    write_student,
+    write_float_student,
 )
 from compression.distill.losses import OUTPUT_LOSSES, output_loss
 from compression.evaluate import output_tensor
@@ -70,9 +70,9 @@ def apply_function_matching(spec: FunctionMatchingSpec, model: nn.Module, task: 
         with student_info.training() as before_step:
             report = train(student, loss_fn, spec.training, task, ctx, batches=batches,
                            evaluate_fn=periodic_eval_fn(task, teacher, spec.training), before_step=before_step)
-    artifact = write_student(student, task, "student.pt2")
     metrics = {"student_spec": student_info.description, "teacher_targets": spec.teacher_targets,
                "output_kind": kind, "loss": loss_name}
+    artifact, student = write_float_student(student, task, "student.pt2", metrics)
     return add_student_fidelity(student_result(student, teacher_model, task, ctx, report, [artifact], metrics),
                                 before, kind, task)
 

@@ -14,7 +14,7 @@ from compression.distill.common import (
     student_metrics,
     student_result,
     teacher_logits,
-    write_student,
+    write_float_student,
 )
 from compression.distill.features import capture_features, projection_for
 from compression.distill.losses import LABEL_LOSSES, OUTPUT_LOSSES, distillation_loss, feature_loss
@@ -65,9 +65,9 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
                            before_step=before_step)
         errors_after = _feature_errors(spec.features, student, teacher, projections, probe, student_features,
                                        teacher_features)
-    artifact = write_student(student, task, "student.pt2")
     metrics = {"student_spec": student_info.description, "output_kind": kind, "loss": loss_name,
                "temperature": spec.temperature, "alpha": spec.alpha}
+    artifact, student = write_float_student(student, task, "student.pt2", metrics)
     if spec.features:
         metrics["feature_mse"] = {"before": errors_before, "after": errors_after}
     return add_student_fidelity(student_result(student, teacher_model, task, ctx, report, [artifact], metrics),

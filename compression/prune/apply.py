@@ -13,7 +13,7 @@ from compression.prune.masks import WeightMasks, keep_top, prunable_weights, spa
 from compression.prune.sparse_format import save_sparse
 from compression.prune.structured import plan_structured, prune_channels
 from compression.prune.synflow import synflow_prune
-from compression.ptq.conv_orientation import float_program_on_its_side
+from compression.ptq.conv_orientation import export_on_their_side
 from compression.result import StageResult
 from compression.specs.prune import PruneSpec
 from compression.task import Task
@@ -46,7 +46,7 @@ def _unstructured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext
         if spec.finetune is not None:
             training = finetune(model, spec, task, ctx, masks)
     metrics = sparsity_report(model, names)
-    program = _exported_on_their_side(eval_mode(model), task, metrics)
+    program = export_on_their_side(eval_mode(model), task.example_inputs, metrics)
     dense_path = save_program(program, task.workdir / "pruned.pt2")
     pruned = eval_mode(program.module())
     state = pruned.state_dict()
@@ -78,7 +78,7 @@ def _structured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext) 
         recalibrate_batch_norm(pruned, task, ctx, spec.recalibrate_batches)
     training = finetune(pruned, spec, task, ctx) if spec.finetune is not None else None
     turned = {}
-    program = _exported_on_their_side(eval_mode(pruned), task, turned)
+    program = export_on_their_side(eval_mode(pruned), task.example_inputs, turned)
     path = save_program(program, task.workdir / "pruned.pt2")
     pruned = eval_mode(program.module())
     parameters_after = _parameter_count(pruned)
@@ -96,15 +96,6 @@ def _structured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext) 
     _add_training(metrics, training)
     return StageResult(pruned, [formats.artifact("model.pt2", "pruned.pt2", path, parameters=parameters_after)],
                        metrics)
-
-
-def _exported_on_their_side(model: nn.Module, task: Task, metrics: dict):
-    """The pruned model's program, its tall 1-D convs turned to the orientation oneDNN runs fast (exact; see
-    `compression.ptq.conv_orientation`), with the count in `metrics`."""
-    program, turned = float_program_on_its_side(export_model(model, task.example_inputs), task.example_inputs)
-    if turned:
-        metrics["tall_convs_on_their_side"] = turned
-    return program
 
 
 def _parameter_count(model: nn.Module) -> int:

@@ -45,6 +45,16 @@ def float_program_on_its_side(program: ExportedProgram, example_inputs: tuple[to
     return (export_model(graph, example_inputs) if turned else program), turned
 
 
+def export_on_their_side(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                         metrics: dict) -> ExportedProgram:
+    """A float model (eval mode) exported with its tall convs turned (`float_program_on_its_side`), the count in
+    `metrics` as "tall_convs_on_their_side" when any was."""
+    program, turned = float_program_on_its_side(export_model(model, example_inputs), example_inputs)
+    if turned:
+        metrics["tall_convs_on_their_side"] = turned
+    return program
+
+
 def _on_its_side(graph: fx.GraphModule, node: fx.Node, in_place: bool = False) -> fx.Node | None:
     inputs, weight, bias, stride, padding, dilation, groups = conv_arguments(node, _CONV2D)
     stored = stored_weight(graph, weight)
@@ -76,8 +86,10 @@ def _on_its_side(graph: fx.GraphModule, node: fx.Node, in_place: bool = False) -
 def _turn_in_place(graph: fx.GraphModule, weight: fx.Node, stored: torch.Tensor, turned: torch.Tensor) -> fx.Node:
     owner_path, _, attribute = weight.target.rpartition(".")
     owner = graph.get_submodule(owner_path) if owner_path else graph
-    if attribute in owner._buffers:
-        owner._buffers[attribute] = turned
-    else:
+    if attribute in owner._parameters:
         owner.register_parameter(attribute, torch.nn.Parameter(turned, requires_grad=stored.requires_grad))
+    elif attribute in owner._buffers:
+        owner._buffers[attribute] = turned
+    else:  # a constant the program stores as a plain attribute
+        setattr(owner, attribute, turned)
     return weight

@@ -10,10 +10,11 @@ from compression.context import RunContext
 from compression.data import Dataset
 from compression.distill.kd import apply_kd
 from compression.distill.losses import output_loss
-from compression.io import export_model
+from compression.io import export_model, load_model
 from compression.specs.distill import KDSpec
 from compression.task import Task
 from tests.compression.output_models import MeanPooledEncoder, PitchNet, encoder_inputs
+from tests.compression.ptq.test_conv_orientation import _TallAudioNet
 
 
 def _perturbed(model: torch.nn.Module, scale: float) -> torch.nn.Module:
@@ -116,3 +117,16 @@ def test_a_student_whose_batch_norms_never_measure_their_statistics_is_named_in_
         assert "non-zero BatchNorm momentum" in warnings[0]
     else:
         assert running_mean.any() and warnings == []
+
+
+def test_a_students_tall_convs_are_written_on_their_side_and_the_stage_times_what_it_wrote(tmp_path):
+    torch.manual_seed(0)
+    teacher, audio = _TallAudioNet().eval(), torch.randn(48, 128)
+    task = _task(tmp_path, teacher, {"train.x": audio[:32].numpy(), "val.x": audio[32:].numpy()}, ["x"])
+    task.resolve_model = {"student": export_model(_TallAudioNet().eval(), task.example_inputs).module()}.__getitem__
+    spec = KDSpec(student={"kind": "upload", "model_id": "student"}, training={"steps": 2, "batch_size": 16})
+    result = apply_kd(spec, teacher, task, RunContext())
+    assert result.metrics["tall_convs_on_their_side"] == 3
+    assert result.model.get_parameter("first.weight").shape == (8, 1, 1, 32)  # the stage's model is the file's
+    written = load_model(result.artifacts[0].path)
+    torch.testing.assert_close(written(audio), result.model(audio))

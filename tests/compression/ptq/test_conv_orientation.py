@@ -86,3 +86,19 @@ def test_a_weight_two_convs_read_stays_tall_in_a_float_program():
     model, x = Shared().eval(), torch.randn(2, 2, 9, 1)
     turned, count = float_program_on_its_side(export_model(model, (x,)), (x,))
     assert count == 0 and turned.state_dict["conv.weight"].shape == (2, 2, 3, 1)
+
+
+def test_a_buffer_weight_is_turned_in_place_and_a_constant_one_left_alone_exactly():
+    class FromBuffers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("filters", torch.randn(4, 2, 5, 1))
+            self.fixed = torch.randn(4, 4, 3, 1)  # exported as a program constant
+
+        def forward(self, x):
+            return F.conv2d(F.conv2d(x, self.filters), self.fixed)
+
+    model, x = FromBuffers().eval(), torch.randn(3, 2, 20, 1)
+    turned, count = float_program_on_its_side(export_model(model, (x,)), (x,))
+    assert count == 1 and turned.state_dict["filters"].shape == (4, 2, 1, 5)
+    torch.testing.assert_close(turned.module()(x), model(x), rtol=1e-5, atol=1e-6)
