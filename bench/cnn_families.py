@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 IMAGE = (3, 16, 16)
+AUDIO_SAMPLES = 256
 CLASSES = 10
 
 
@@ -195,6 +196,24 @@ class TextCNN(nn.Module):
         return self.head(x.amax(-1))
 
 
+class TallAudio(nn.Module):
+    """CREPE's layout: 1-D convolutions written as (k, 1) Conv2d over [N, C, time, 1], a time-axis `F.pad` before
+    each, BatchNorm and max-pooling over time. Prune stages and distilled students write such convs on their side
+    (`compression.ptq.conv_orientation`)."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        self.first, self.norm1 = nn.Conv2d(1, width, (32, 1), stride=(4, 1)), nn.BatchNorm2d(width)
+        self.second, self.norm2 = nn.Conv2d(width, width, (8, 1)), nn.BatchNorm2d(width)
+        self.head = nn.Linear(width * 8, CLASSES)
+
+    def forward(self, audio):
+        x = audio[:, None, :, None]  # [N, 1, 256, 1]
+        x = F.max_pool2d(F.relu(self.norm1(self.first(F.pad(x, (0, 0, 14, 14))))), (2, 1))  # 32 steps
+        x = F.max_pool2d(F.relu(self.norm2(self.second(F.pad(x, (0, 0, 3, 4))))), (4, 1))  # 8 steps
+        return self.head(x.flatten(1))
+
+
 class TwoHeads(nn.Module):
     """A shared trunk with two outputs (class logits and a box regression), returned as a tuple."""
 
@@ -280,6 +299,8 @@ def build_case(name: str, samples: int = 96, seed: int = 0) -> CnnCase:
     generator = np.random.default_rng(seed)
     if name == "text_conv1d":
         model, inputs = TextCNN(), generator.integers(0, 50, (samples, 24)).astype(np.int64)
+    elif name == "tall_audio":
+        model, inputs = TallAudio(), generator.standard_normal((samples, AUDIO_SAMPLES)).astype(np.float32)
     else:
         model = _image_cases()[name]()
         inputs = generator.standard_normal((samples, *IMAGE)).astype(np.float32)
@@ -287,7 +308,7 @@ def build_case(name: str, samples: int = 96, seed: int = 0) -> CnnCase:
     return CnnCase(name, teach(model.eval(), inputs, seed=seed), inputs, 64 if name == "bounded_batch" else None)
 
 
-CASE_NAMES = (*_image_cases(), "text_conv1d")
+CASE_NAMES = (*_image_cases(), "text_conv1d", "tall_audio")
 
 
 def randomize_batch_norm(model: nn.Module, seed: int = 0) -> None:
@@ -328,15 +349,17 @@ def export_case(case: CnnCase, directory: Path) -> tuple[Path, Path]:
 
 def teach(model: nn.Module, inputs: np.ndarray, steps: int = 60, seed: int = 0) -> nn.Module:
     """Fit the model for a few steps to a smooth function of its input (a fixed random projection of the pooled
-    image or of the token counts), so that its outputs depend on the input with real margins, as a pretrained
-    model's do; a randomly initialised net predicts nearly one class with near-tied logits, and every lossy method
-    would look like a collapse on it. BatchNorm trains too, so its running statistics (randomised before) end near
-    the data's like a pretrained model's: statistics far from the data's would move at a stage's first training
-    steps and make every method that trains look broken."""
+    image or audio frame, or of the token counts), so that its outputs depend on the input with real margins, as a
+    pretrained model's do; a randomly initialised net predicts nearly one class with near-tied logits, and every
+    lossy method would look like a collapse on it. BatchNorm trains too, so its running statistics (randomised
+    before) end near the data's like a pretrained model's: statistics far from the data's would move at a stage's
+    first training steps and make every method that trains look broken."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(inputs)
     if x.dtype == torch.int64:
         features = F.one_hot(x, 50).float().mean(1)
+    elif x.dim() == 2:  # audio frames
+        features = F.adaptive_avg_pool1d(x[:, None], 16).flatten(1)
     else:
         features = F.adaptive_avg_pool2d(x, 4).flatten(1)
     features = (features - features.mean(0)) / (features.std(0) + 1e-6)

@@ -63,8 +63,9 @@ def _unstructured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext
 
 
 def _structured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
-    # The dependency analysis reads the exported graph; a plain module is exported first.
-    graph_module = model if is_exported(model) else export_model(eval_mode(model), task.example_inputs).module()
+    # The dependency analysis reads the exported graph's traced shapes. A plain module is exported first, and so
+    # is a graph that an earlier stage rewrote without them (a low-rank student's factorised layers).
+    graph_module = model if _traced(model) else export_model(eval_mode(model), task.example_inputs).module()
     parameters_before = _parameter_count(graph_module)
     plans, skipped = plan_structured(graph_module, spec.sparsity, spec.criterion, spec.exclude)
     if not plans:
@@ -96,6 +97,10 @@ def _structured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext) 
     _add_training(metrics, training)
     return StageResult(pruned, [formats.artifact("model.pt2", "pruned.pt2", path, parameters=parameters_after)],
                        metrics)
+
+
+def _traced(model: nn.Module) -> bool:
+    return is_exported(model) and all("val" in node.meta for node in model.graph.nodes if node.op == "call_function")
 
 
 def _parameter_count(model: nn.Module) -> int:

@@ -16,7 +16,7 @@ from compression.io import batch_bound, load_model, load_program
 from compression.pipeline import run_pipeline
 from compression.ptq.batch_norm_affine import batch_norms_as_affine
 from compression.ptq.quantize import prepare_int8
-from compression.specs import EvaluationSpec, IPQSpec, KDSpec, PTQSpec, QATSpec, QuantNoiseSpec
+from compression.specs import EvaluationSpec, IPQSpec, KDSpec, PruneSpec, PTQSpec, QATSpec, QuantNoiseSpec
 from compression.specs.distill import LowRankStudent, ZooStudent
 from compression.specs.training import TrainingSpec
 from core.jobs.spec import JobCreate
@@ -128,3 +128,20 @@ def test_a_zoo_student_for_a_two_output_model_is_refused_in_the_dry_run(tmp_path
     with pytest.raises(DryRunFailed, match=r"zoo students give one output \[N, outputs\], but the model gives "
                                            r"\[\[None, 10\], \[None, 4\]\]"):
         run_pipeline(model_path, dataset_path, [stage], EvaluationSpec(latency=False), RunContext(), tmp_path / "r")
+
+
+@pytest.mark.parametrize("family, turned", [("tall_audio", [2, None, None, None]), ("resnet_basic", [None] * 4)])
+def test_prune_distil_prune_quantize_runs_on_what_each_stage_hands_on(tmp_path, family, turned):
+    # An audio CNN's float stages hand on programs whose tall convs they turned on their side: the channel
+    # analysis passes the transposes. A low-rank student hands on a graph whose factorised layers have no traced
+    # shapes: structured pruning after it failed with a TypeError in the channel analysis until it re-exported.
+    model_path, dataset_path = export_case(build_case(family, samples=64), tmp_path)
+    stages = [PruneSpec(kind="structured", sparsity=0.3, recalibrate_batches=1),
+              KDSpec(student=LowRankStudent(energy=0.9), training=_training()),
+              PruneSpec(kind="structured", sparsity=0.3, recalibrate_batches=1), PTQSpec(calibration_samples=16)]
+    result = run_pipeline(model_path, dataset_path, stages, EvaluationSpec(latency=False), RunContext(),
+                          tmp_path / "job")
+    # On the audio CNN the first prune turns both convs; the stages after it find none left to turn.
+    assert [stage.metrics["method_metrics"].get("tall_convs_on_their_side") for stage in result.stages] == turned
+    assert result.stages[2].metrics["method_metrics"]["parameter_reduction"] > 0
+    assert result.stages[-1].metrics["method_metrics"]["quantized_layers"] >= 3
