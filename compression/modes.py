@@ -32,6 +32,13 @@ def is_exported(model: torch.nn.Module) -> bool:
     return model_is_exported(model)
 
 
+def lacks_traced_shapes(model: torch.nn.Module) -> bool:
+    """An exported graph that a stage rewrote by hand (a low-rank student's factorised layers): some of its calls
+    carry no traced output (meta "val"), which every analysis that reads shapes needs, so it is re-exported first."""
+    return is_exported(model) and any("val" not in node.meta for node in model.graph.nodes
+                                      if node.op == "call_function")
+
+
 def is_training(model: torch.nn.Module) -> bool:
     if is_exported(model):
         # Uploads are exported in eval mode (the torch.export convention), so an untouched one is in eval mode.

@@ -12,7 +12,7 @@ from compression import formats
 from compression.context import RunContext
 from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, save_program
-from compression.modes import eval_mode, unmeasured_frozen_batch_norms
+from compression.modes import eval_mode, lacks_traced_shapes, unmeasured_frozen_batch_norms
 from compression.ptq.conv_orientation import export_on_their_side
 from compression.result import Artifact, StageResult
 from compression.specs.metrics import DEFAULT_METRIC
@@ -90,11 +90,14 @@ def write_student(student: nn.Module, task: Task, file_name: str) -> Artifact:
 def write_float_student(student: nn.Module, task: Task, file_name: str,
                         metrics: dict) -> tuple[Artifact, nn.Module]:
     """`write_student` for a float student, its tall 1-D convs turned on their side (exact, and several times
-    faster on oneDNN: `compression.ptq.conv_orientation`; counted in `metrics`), and the model the stage reports:
-    the written program when a conv was turned, so that the stage's timing is the download's."""
+    faster on oneDNN: `compression.ptq.conv_orientation`; counted in `metrics`), and the model the stage hands on:
+    the written program when a conv was turned (so that the stage's timing is the download's) or when the student
+    is a graph without traced shapes (a low-rank student's), which the next stage's analyses need."""
+    untraced = lacks_traced_shapes(student)
     program = export_on_their_side(eval_mode(student.to("cpu")), _cpu_examples(task), metrics)
     artifact = _student_artifact(save_program(program, task.workdir / file_name), file_name, student)
-    return artifact, (eval_mode(program.module()) if "tall_convs_on_their_side" in metrics else student)
+    rewritten = untraced or "tall_convs_on_their_side" in metrics
+    return artifact, (eval_mode(program.module()) if rewritten else student)
 
 
 def _cpu_examples(task: Task) -> tuple[Tensor, ...]:

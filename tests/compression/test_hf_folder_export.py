@@ -16,7 +16,8 @@ from compression import formats
 from compression.context import RunContext
 from compression.hf_program import example_rows, load_folder_model
 from compression.llm.pipeline import run_folder_pipeline
-from compression.specs import EvaluationSpec, PruneSpec, PTQSpec, QATSpec
+from compression.modes import lacks_traced_shapes
+from compression.specs import EvaluationSpec, IPQSpec, KDSpec, PruneSpec, PTQSpec, QATSpec
 from tests.hf_folders import CORPUS, bert_folder, jsonl_bytes, zip_bytes
 
 LABELS = [index % 3 for index in range(len(CORPUS))]
@@ -208,3 +209,14 @@ def test_layers_the_int8_program_keeps_float_are_float_in_the_folder_and_ignored
     with torch.no_grad():
         got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
         torch.testing.assert_close(got, stage.model(*inputs), atol=1e-4, rtol=1e-4)
+
+
+def test_a_low_rank_student_hands_the_next_stage_a_program_with_traced_shapes(tmp_path):
+    # iPQ after a low-rank student failed with a TypeError where it finds the attention heads: the student's
+    # factorised layers had no traced shapes. The stage now hands on the program it wrote.
+    few = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
+    stages = [KDSpec(student={"kind": "low_rank", "energy": 0.8}, training=few),
+              IPQSpec(centroids=16, kmeans_iterations=2, training=few, num_groups=1, min_weights=256)]
+    _, result = _job(tmp_path, "feature-extraction", stages)
+    assert not lacks_traced_shapes(result.stages[0].model)
+    assert result.stages[1].metrics["method_metrics"]["quantized_layers"]
