@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from compression import formats
@@ -71,6 +73,11 @@ def _structured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext) 
     plans, skipped = plan_structured(graph_module, spec.sparsity, spec.criterion, spec.exclude)
     if not plans:
         reasons = sorted({reason for group in skipped for reason in group.frozen_because})
+        small = [group for group in skipped if not group.frozen_because]
+        if small:  # e.g. attention of 3 heads after an earlier prune: 0.25 of 3 rounds down to none
+            sizes = sorted({f"{group.size} {group.unit}" for group in small})
+            enough = math.ceil(100 / min(group.size for group in small)) / 100  # removes one of the smallest
+            reasons.append(f"groups of {', '.join(sizes)} lose none at this sparsity: raise it to at least {enough}")
         raise ValueError(f"no channel group can be pruned at sparsity {spec.sparsity}: {reasons}")
     prune_channels(graph_module, plans)
     ctx.progress("prune", 1, 1, groups_pruned=len(plans))

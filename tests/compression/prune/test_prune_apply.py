@@ -200,3 +200,14 @@ def test_recalibration_averages_every_pass_whatever_the_momentum_of_an_exported_
         model[1].running_mean.copy_(program.get_buffer("1.running_mean"))
         model[1].running_var.copy_(program.get_buffer("1.running_var"))
         torch.testing.assert_close(program(x[:8]), model(x[:8]))
+
+
+def test_a_structured_prune_that_rounds_every_group_to_nothing_says_which_sparsity_would_do(tmp_path):
+    # An earlier prune left 3 heads in an attention (ALBERT); 0.25 of 3 rounds down to none.
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    example = (torch.randn(4, 4),)
+    task = Task(None, model, example, tmp_path / "work")
+    with pytest.raises(ValueError) as raised:
+        apply_prune(PruneSpec(kind="structured", sparsity=0.25, recalibrate_batches=0), model, task, RunContext())
+    assert "graph output" in str(raised.value)  # the last layer's group
+    assert "groups of 3 channels lose none at this sparsity: raise it to at least 0.34" in str(raised.value)
