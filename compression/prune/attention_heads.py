@@ -19,13 +19,20 @@ _MOVES = {"view", "reshape", "_unsafe_view", "transpose", "permute", "contiguous
 
 
 def find_head_groups(graph_module: fx.GraphModule) -> list[ChannelGroup]:
-    groups = []
+    """One group per attention whose heads can be removed. An attention layer whose weights are shared and run
+    again (ALBERT runs one layer N times) gives one group for all its calls: one choice of heads, and the sizes
+    of every call's reshapes rewritten."""
+    groups: dict[frozenset[Slice], ChannelGroup] = {}
     for node in graph_module.graph.nodes:
         if node.op == "call_function" and _op_name(node) == "scaled_dot_product_attention":
             group = _head_group(node)
-            if group is not None:
-                groups.append(group)
-    return groups
+            if group is None:
+                continue
+            same_weights = groups.setdefault(frozenset(group.slices), group)
+            if same_weights is not group:
+                same_weights.reshapes += group.reshapes
+                same_weights.cuts += group.cuts
+    return list(groups.values())
 
 
 def _head_group(attention: fx.Node) -> ChannelGroup | None:

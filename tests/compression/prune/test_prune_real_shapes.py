@@ -147,3 +147,40 @@ def test_channels_a_batch_norm_scales_up_outweigh_larger_weights_it_scales_down(
     graph_module = exported(model, (torch.randn(2, 2, 8),))
     plans, _ = plan_structured(graph_module, 0.5, "l2")
     assert [plan.keep.tolist() for plan in plans] == [[0, 1]]
+
+
+class _SharedAttention(torch.nn.Module):
+    """ALBERT's pattern: one attention layer whose weights every layer reuses, run twice."""
+
+    def __init__(self, width: int = 32, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.query, self.key, self.value, self.out = (torch.nn.Linear(width, width) for _ in range(4))
+
+    def attend(self, x):
+        batch, length, width = x.shape
+        split = [p(x).view(batch, length, self.heads, width // self.heads).transpose(1, 2)
+                 for p in (self.query, self.key, self.value)]
+        mixed = torch.nn.functional.scaled_dot_product_attention(*split)
+        return x + self.out(mixed.transpose(1, 2).reshape(batch, length, width))
+
+    def forward(self, x):
+        return self.attend(self.attend(x))
+
+
+def test_an_attention_whose_weights_run_twice_loses_the_same_heads_in_both_calls():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 32)
+    graph_module = exported(_SharedAttention(), (x,))
+    with torch.no_grad():  # heads 1 and 3 produce exact zeros
+        for name in ("query", "key", "value"):
+            graph_module.get_parameter(f"{name}.weight").view(4, 8, 32)[1::2] = 0
+            graph_module.get_parameter(f"{name}.bias").view(4, 8)[1::2] = 0
+    expected = graph_module(x)
+    plans, _ = plan_structured(graph_module, 0.5, "l2")
+    heads = [plan for plan in plans if plan.group.unit == "heads"]
+    assert len(heads) == 1 and heads[0].keep.tolist() == [0, 2]  # one choice for both calls
+    prune_channels(graph_module, plans)
+    smaller = export_model(graph_module, (x,)).module()
+    assert tuple(smaller.get_parameter("query.weight").shape) == (16, 32)
+    torch.testing.assert_close(smaller(x), expected, rtol=1e-5, atol=1e-5)
