@@ -9,7 +9,7 @@ from torch import nn
 from compression import formats
 from compression.context import RunContext
 from compression.io import export_model, save_program
-from compression.modes import eval_mode, is_exported, lacks_traced_shapes
+from compression.modes import eval_mode, is_exported
 from compression.prune.finetune import finetune, gradual_finetune, lottery_ticket, recalibrate_batch_norm
 from compression.prune.masks import WeightMasks, keep_top, prunable_weights, sparsity_report, weight_scores
 from compression.prune.sparse_format import save_sparse
@@ -65,10 +65,8 @@ def _unstructured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext
 
 
 def _structured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
-    # The dependency analysis reads the exported graph's traced shapes. A plain module is exported first, and so
-    # is a graph that an earlier stage rewrote without them (a low-rank student's factorised layers).
-    traced = is_exported(model) and not lacks_traced_shapes(model)
-    graph_module = model if traced else export_model(eval_mode(model), task.example_inputs).module()
+    # The dependency analysis reads the exported graph; a plain module is exported first.
+    graph_module = model if is_exported(model) else export_model(eval_mode(model), task.example_inputs).module()
     parameters_before = _parameter_count(graph_module)
     plans, skipped = plan_structured(graph_module, spec.sparsity, spec.criterion, spec.exclude)
     if not plans:

@@ -40,6 +40,8 @@ def float_program_on_its_side(program: ExportedProgram, example_inputs: tuple[to
     """`program` (float, eval mode) with its tall convs turned, re-exported, and how many were turned. Each turned
     weight is transposed in place under its own name, so the state dict keeps its keys and its bytes; a weight
     that another node also reads is left tall."""
+    if not any(node.target == _CONV2D for node in program.graph.nodes):
+        return program, 0  # no conv at all (a transformer): not worth unlifting the program to look
     graph = program.module()
     turned = rewrite_calls(graph, _CONV2D, partial(_on_its_side, in_place=True))
     return (export_model(graph, example_inputs) if turned else program), turned

@@ -1,6 +1,6 @@
 """Small models shaped like real pretrained ones (built from configs, never downloaded), shared by the pruning and
-iPQ tests: a torchcrepe-style 1-D audio CNN, a Conv1d tagger that works on (N, T, C) between convolutions, and a
-tiny BERT encoder exported with two integer inputs."""
+iPQ tests: a torchcrepe-style 1-D audio CNN, a Conv1d tagger that works on (N, T, C) between convolutions, a
+tiny BERT encoder exported with two integer inputs, and a CREPE-shaped net of tall convs (the orientation tests)."""
 
 from __future__ import annotations
 
@@ -98,3 +98,24 @@ def bert_inputs(batch: int = 3, length: int = 8, vocab: int = 100, seed: int = 0
     mask = torch.ones(batch, length, dtype=torch.long)
     mask[0, -3:] = 0
     return ids, mask
+
+
+class TallAudioNet(nn.Module):
+    """CREPE's shape of network: 1-D convolutions written as (k, 1) Conv2d over [N, C, time, 1], time-axis pads,
+    a strided first layer, a dilated one, a grouped one, then a (k, 3) conv over a three-wide input (left alone)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Conv2d(1, 8, (32, 1), stride=(4, 1))
+        self.dilated = nn.Conv2d(8, 8, (5, 1), dilation=(2, 1), padding=(4, 0))
+        self.grouped = nn.Conv2d(8, 8, (3, 1), groups=2)
+        self.wide = nn.Conv2d(8, 4, (3, 3))
+        self.head = nn.Linear(4 * 13, 6)
+
+    def forward(self, audio):
+        x = audio[:, None, :, None]
+        x = F.relu(self.first(F.pad(x, (0, 0, 16, 15))))
+        x = F.relu(self.dilated(x))
+        x = F.max_pool2d(F.relu(self.grouped(x)), (2, 1))
+        x = self.wide(x.expand(-1, -1, -1, 3))  # three wide: not a tall conv
+        return torch.sigmoid(self.head(x.flatten(1)))

@@ -14,7 +14,7 @@ from compression.io import export_model, load_model
 from compression.specs.distill import KDSpec
 from compression.task import Task
 from tests.compression.output_models import MeanPooledEncoder, PitchNet, encoder_inputs
-from tests.compression.ptq.test_conv_orientation import _TallAudioNet
+from tests.compression.real_shapes import TallAudioNet
 
 
 def _perturbed(model: torch.nn.Module, scale: float) -> torch.nn.Module:
@@ -121,9 +121,9 @@ def test_a_student_whose_batch_norms_never_measure_their_statistics_is_named_in_
 
 def test_a_students_tall_convs_are_written_on_their_side_and_the_stage_times_what_it_wrote(tmp_path):
     torch.manual_seed(0)
-    teacher, audio = _TallAudioNet().eval(), torch.randn(48, 128)
+    teacher, audio = TallAudioNet().eval(), torch.randn(48, 128)
     task = _task(tmp_path, teacher, {"train.x": audio[:32].numpy(), "val.x": audio[32:].numpy()}, ["x"])
-    task.resolve_model = {"student": export_model(_TallAudioNet().eval(), task.example_inputs).module()}.__getitem__
+    task.resolve_model = {"student": export_model(TallAudioNet().eval(), task.example_inputs).module()}.__getitem__
     spec = KDSpec(student={"kind": "upload", "model_id": "student"}, training={"steps": 2, "batch_size": 16})
     result = apply_kd(spec, teacher, task, RunContext())
     assert result.metrics["tall_convs_on_their_side"] == 3

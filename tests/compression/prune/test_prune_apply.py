@@ -16,7 +16,7 @@ from compression.specs.prune import PruneSpec
 from compression.task import Task
 from compression.zoo import build
 from tests.compression.prune.conftest import CheckpointStore, exported, fresh_mlp
-from tests.compression.ptq.test_conv_orientation import _TallAudioNet
+from tests.compression.real_shapes import TallAudioNet
 
 FINETUNE = {"steps": 40, "batch_size": 32, "lr": 5e-3}
 
@@ -135,7 +135,7 @@ def test_structured_stage_exports_a_smaller_model(tmp_path):
 def test_a_pruned_audio_cnn_comes_back_with_its_tall_convs_on_their_side(tmp_path, kind):
     # CREPE's 103-channel pruned first conv ran 6x slower tall than on its side (bench.conv_channel_counts).
     torch.manual_seed(0)
-    model, audio = _TallAudioNet().eval(), torch.randn(8, 128)
+    model, audio = TallAudioNet().eval(), torch.randn(8, 128)
     task = Task(None, model, (audio[:4],), tmp_path / "work")
     result = apply_prune(PruneSpec(kind=kind, sparsity=0.5, recalibrate_batches=0), copy.deepcopy(model), task,
                          RunContext())

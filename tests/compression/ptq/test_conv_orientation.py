@@ -6,32 +6,12 @@ from compression.io import export_model
 from compression.ptq import quantize_int8
 from compression.ptq.conv_orientation import float_program_on_its_side, tall_convs_on_their_side
 from compression.ptq.quantize import quantized_layer_count
-
-
-class _TallAudioNet(torch.nn.Module):
-    """CREPE's shape of network: 1-D convolutions written as (k, 1) Conv2d over [N, C, time, 1], time-axis pads,
-    a strided first layer, a dilated one, a grouped one, then a (k, 3) conv over a three-wide input (left alone)."""
-
-    def __init__(self):
-        super().__init__()
-        self.first = torch.nn.Conv2d(1, 8, (32, 1), stride=(4, 1))
-        self.dilated = torch.nn.Conv2d(8, 8, (5, 1), dilation=(2, 1), padding=(4, 0))
-        self.grouped = torch.nn.Conv2d(8, 8, (3, 1), groups=2)
-        self.wide = torch.nn.Conv2d(8, 4, (3, 3))
-        self.head = torch.nn.Linear(4 * 13, 6)
-
-    def forward(self, audio):
-        x = audio[:, None, :, None]
-        x = F.relu(self.first(F.pad(x, (0, 0, 16, 15))))
-        x = F.relu(self.dilated(x))
-        x = F.max_pool2d(F.relu(self.grouped(x)), (2, 1))
-        x = self.wide(x.expand(-1, -1, -1, 3))  # three wide: not a tall conv
-        return torch.sigmoid(self.head(x.flatten(1)))
+from tests.compression.real_shapes import TallAudioNet
 
 
 def test_tall_convs_are_turned_on_their_side_exactly():
     torch.manual_seed(0)
-    model, audio = _TallAudioNet().eval(), torch.randn(4, 128)
+    model, audio = TallAudioNet().eval(), torch.randn(4, 128)
     graph = export_model(model, (audio,)).module()
     assert tall_convs_on_their_side(graph) == 3  # first, dilated, grouped; not the three-wide one
     weights = [n.target for n in graph.graph.nodes if n.op == "get_attr" and n.target.endswith("_on_its_side")]
@@ -42,7 +22,7 @@ def test_tall_convs_are_turned_on_their_side_exactly():
 
 def test_int8_of_a_tall_conv_net_quantizes_every_conv_and_reports_the_rewrite():
     torch.manual_seed(0)
-    model, audio = _TallAudioNet().eval(), torch.randn(64, 128)
+    model, audio = TallAudioNet().eval(), torch.randn(64, 128)
     report = {}
     quantized = quantize_int8(model, (audio[:4],), [(audio[i:i + 16],) for i in range(0, 64, 16)], report=report)
     assert report["tall_convs_on_their_side"] == 3
@@ -59,7 +39,7 @@ def test_a_conv_padded_across_the_one_wide_axis_is_left_alone():
 
 def test_a_float_program_is_turned_with_its_weights_under_their_own_names():
     torch.manual_seed(0)
-    model, audio = _TallAudioNet().eval(), torch.randn(4, 128)
+    model, audio = TallAudioNet().eval(), torch.randn(4, 128)
     program = export_model(model, (audio,))
     before = {name: tuple(value.shape) for name, value in program.state_dict.items()}
     turned, count = float_program_on_its_side(program, (audio,))
