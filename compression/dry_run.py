@@ -28,6 +28,7 @@ from torch import nn
 
 from compression.context import Cancelled, RunContext
 from compression.evaluate import output_tensor
+from compression.half_precision import widened
 from compression.modes import eval_mode, evaluating, is_exported
 from compression.specs.batch_bound import batch_bound_problems
 from compression.task import Task
@@ -223,7 +224,7 @@ def dry_run(stages: list, model: nn.Module, task: Task, ctx: RunContext) -> dict
         else:
             started = time.monotonic()
             try:
-                details = check(spec, model, task, ctx)
+                details = check(spec, widened(model), task, ctx)
             except Cancelled:
                 raise
             except Exception as exc:  # whatever the method would hit later: a user error of this model and spec

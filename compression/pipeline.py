@@ -25,6 +25,7 @@ from compression.deflate import deflated_size
 from compression.dry_run import dry_run
 from compression.evaluate import KeptOutputs, device_of, evaluate, output_tensor
 from compression.evaluation_budget import capped_evaluation
+from compression.half_precision import HalfStorage, widened
 from compression.index_inputs import check_index_ranges, embedding_rows
 from compression.io import (
     batch_bound,
@@ -164,9 +165,10 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
         stage_dir.mkdir(parents=True, exist_ok=True)
         task = Task(dataset, reference, example_inputs, stage_dir, train_split=train_split,
                     eval_split=evaluation.split, resolve_model=resolve_model, output_kind=output_kind,
-                    metric=metric, latency_batch_sizes=tuple(evaluation.latency_batch_sizes))
+                    metric=metric, latency_batch_sizes=tuple(evaluation.latency_batch_sizes),
+                    half_storage=HalfStorage.of(model))
         started = time.monotonic()
-        result = apply_stage(spec, model, task, stage_ctx)
+        result = apply_stage(spec, widened(model), task, stage_ctx)
         wall_time = time.monotonic() - started
         artifacts = list(result.artifacts)
         main = _main_model_artifact(artifacts) or _export_fallback(result.model, example_inputs, stage_dir, artifacts)

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from compression.data import Dataset
+from compression.half_precision import HalfStorage
 
 # Loads another model the job was given by id (e.g. an uploaded distillation student).
 ModelResolver = Callable[[str], torch.nn.Module]
@@ -29,3 +30,6 @@ class Task:
     metric: str | None = None
     # The batch sizes the job times its models at: deployables compiled for fixed shapes are built for these.
     latency_batch_sizes: tuple[int, ...] = (1, 32)
+    # How the model the stage was given stored its weights when that was half precision: the stage computes on a
+    # float32 copy, and a float model it outputs is stored so again (`compression.half_precision.stored_in`).
+    half_storage: HalfStorage | None = None

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from compression import formats
 from compression.context import RunContext
 from compression.evaluate import evaluate, output_tensor
+from compression.half_precision import stored_program
 from compression.io import export_model, save_program
 from compression.modes import eval_mode, lacks_traced_shapes, unmeasured_frozen_batch_norms
 from compression.ptq.conv_orientation import export_on_their_side
@@ -91,12 +92,14 @@ def write_float_student(student: nn.Module, task: Task, file_name: str,
                         metrics: dict) -> tuple[Artifact, nn.Module]:
     """`write_student` for a float student, its tall 1-D convs turned on their side (exact, and several times
     faster on oneDNN: `compression.ptq.conv_orientation`; counted in `metrics`), and the model the stage hands on:
-    the written program when a conv was turned (so that the stage's timing is the download's) or when the student
-    is a graph without traced shapes (a low-rank student's), which the next stage's analyses need."""
+    the written program when a conv was turned or the student stored in the upload's half precision (so that the
+    stage's timing and metrics are the download's) or when the student is a graph without traced shapes (a
+    low-rank student's), which the next stage's analyses need."""
     untraced = lacks_traced_shapes(student)
-    program = export_on_their_side(eval_mode(student.to("cpu")), _cpu_examples(task), metrics)
+    program = stored_program(export_on_their_side(eval_mode(student.to("cpu")), _cpu_examples(task), metrics),
+                             task.half_storage, _cpu_examples(task))
     artifact = _student_artifact(save_program(program, task.workdir / file_name), file_name, student)
-    rewritten = untraced or "tall_convs_on_their_side" in metrics
+    rewritten = untraced or "tall_convs_on_their_side" in metrics or task.half_storage is not None
     return artifact, (eval_mode(program.module()) if rewritten else student)
 
 

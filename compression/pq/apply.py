@@ -20,6 +20,7 @@ from torch import nn
 from compression import formats
 from compression.context import RunContext
 from compression.evaluate import evaluate
+from compression.half_precision import stored_program
 from compression.io import export_model, inputs_at_batch, load_program, save_program
 from compression.modes import eval_mode, is_training
 from compression.pq.activations import linear_input_second_moments
@@ -111,7 +112,9 @@ def apply_quant_noise(spec: QuantNoiseSpec, model: nn.Module, task: Task, ctx: R
     report = finetune(model, spec.training, spec.distillation, task, ctx, "quant_noise")
     for name in noised:
         remove(model, name, keep_value=False)
-    path = save_program(export_model(_in_eval(model), task.example_inputs), task.workdir / "quant_noise.pt2")
+    program = stored_program(export_model(_in_eval(model), task.example_inputs), task.half_storage,
+                             task.example_inputs)
+    path = save_program(program, task.workdir / "quant_noise.pt2")
     trained = load_program(path).module().to(ctx.device)  # exported in eval mode
     metrics = {"before": before, "after": _quality(trained, task), "noised_layers": noised,
                "noise": spec.noise.model_dump(), "finetune": {"steps": report.steps,

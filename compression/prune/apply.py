@@ -8,6 +8,7 @@ from torch import nn
 
 from compression import formats
 from compression.context import RunContext
+from compression.half_precision import stored_program
 from compression.io import export_model, save_program
 from compression.modes import eval_mode, is_exported
 from compression.prune.finetune import finetune, gradual_finetune, lottery_ticket, recalibrate_batch_norm
@@ -48,7 +49,8 @@ def _unstructured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext
         if spec.finetune is not None:
             training = finetune(model, spec, task, ctx, masks)
     metrics = sparsity_report(model, names)
-    program = export_on_their_side(eval_mode(model), task.example_inputs, metrics)
+    program = stored_program(export_on_their_side(eval_mode(model), task.example_inputs, metrics),
+                             task.half_storage, task.example_inputs)
     dense_path = save_program(program, task.workdir / "pruned.pt2")
     pruned = eval_mode(program.module())
     state = pruned.state_dict()
@@ -85,7 +87,8 @@ def _structured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext) 
         recalibrate_batch_norm(pruned, task, ctx, spec.recalibrate_batches)
     training = finetune(pruned, spec, task, ctx) if spec.finetune is not None else None
     turned = {}
-    program = export_on_their_side(eval_mode(pruned), task.example_inputs, turned)
+    program = stored_program(export_on_their_side(eval_mode(pruned), task.example_inputs, turned),
+                             task.half_storage, task.example_inputs)
     path = save_program(program, task.workdir / "pruned.pt2")
     pruned = eval_mode(program.module())
     parameters_after = _parameter_count(pruned)

@@ -1,0 +1,164 @@
+"""Models stored in bfloat16 or float16, as most Hugging Face checkpoints are: every stage computes on a float32
+copy, and a float model it outputs is stored in the upload's precision again (`compression.half_precision`)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compression.context import RunContext
+from compression.half_precision import HalfStorage, in_float32, stored_in
+from compression.io import export_model, load_program, save_program
+from compression.llm.pipeline import run_folder_pipeline
+from compression.pipeline import run_pipeline
+from compression.specs import (
+    DifferentiableQuantizationSpec,
+    EvaluationSpec,
+    IPQSpec,
+    PruneSpec,
+    PTQSpec,
+)
+from tests.compression.real_shapes import PitchCNN
+from tests.hf_folders import CORPUS, bert_folder, jsonl_bytes, zip_bytes
+
+FEW_STEPS = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
+
+
+class _CastsInside(nn.Module):
+    """Half-precision weights, a softmax computed in float32 and cast back, a constant built in the model's dtype,
+    and a buffer kept in float32 on purpose (as transformers keeps rotary frequencies)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(8, 8)
+        self.register_buffer("frequencies", torch.linspace(0.1, 1.0, 8))
+
+    def forward(self, x):
+        h = self.linear(x)
+        h = torch.softmax(h.to(torch.float32) * self.frequencies, dim=-1).to(self.linear.weight.dtype)
+        return h + torch.full((1,), 0.5, dtype=self.linear.weight.dtype)
+
+
+def _half_cast_model(dtype):
+    torch.manual_seed(0)
+    model = _CastsInside().eval()
+    model.linear.to(dtype)
+    return model
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_widening_computes_in_float32_and_takes_the_same_inputs(dtype):
+    model = _half_cast_model(dtype)
+    x = torch.randn(4, 8).to(dtype)
+    graph = export_model(model, (x,)).module()
+    widened = in_float32(graph)
+    float_model = _half_cast_model(dtype).float()
+    float_model.linear.weight.data = model.linear.weight.float()
+    float_model.linear.bias.data = model.linear.bias.float()
+    out = widened(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, float_model(x.float()), rtol=0, atol=1e-6)
+    assert graph.linear.weight.dtype == dtype, "the original graph is left as it was"
+
+
+def test_a_float_output_is_stored_as_the_upload_was_and_computes_the_same():
+    model = _half_cast_model(torch.bfloat16)
+    x = torch.randn(4, 8).to(torch.bfloat16)
+    graph = export_model(model, (x,)).module()
+    storage = HalfStorage.of(graph)
+    assert storage.dtype == torch.bfloat16 and storage.float32_names == {"frequencies"}
+    widened = in_float32(graph)
+    stored = stored_in(widened, storage, (x,))
+    assert stored.linear.weight.dtype == torch.bfloat16
+    assert stored.frequencies.dtype == torch.float32, "a tensor the upload keeps in float32 stays float32"
+    torch.testing.assert_close(stored(x), widened(x), rtol=0, atol=0)
+    # the next stage widens it again without a copy of each weight left in its graph
+    again = in_float32(stored)
+    assert not [n for n in again.graph.nodes if n.target is torch.ops.aten._to_copy.default
+                and n.args[0].op == "get_attr"]
+    torch.testing.assert_close(again(x), widened(x), rtol=0, atol=0)
+
+
+def _half_cnn_job(tmp_path, dtype, stages):
+    torch.manual_seed(0)
+    model = PitchCNN().eval().to(dtype)
+    x = torch.randn(64, 256)
+    save_program(export_model(model, (x[:2].to(dtype),)), tmp_path / "m.pt2")
+    np.savez(tmp_path / "d.npz", **{"train.x": x[:48].numpy(), "val.x": x[48:].numpy()})
+    return run_pipeline(tmp_path / "m.pt2", tmp_path / "d.npz", stages, EvaluationSpec(latency=False),
+                        RunContext(), tmp_path / "work")
+
+
+@pytest.mark.parametrize("spec", [
+    IPQSpec(centroids=16, kmeans_iterations=2, training=FEW_STEPS, min_weights=0),
+    PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 16}, activations=None, export_onnx=False),
+    DifferentiableQuantizationSpec(training=FEW_STEPS),
+], ids=["ipq", "weight-only int4", "differentiable_quantization"])
+def test_a_bfloat16_program_gets_the_quantizing_methods(tmp_path, spec):
+    """Each failed on a bfloat16 upload with a dtype mismatch (a float32 weight meeting a bfloat16 input)."""
+    stage = _half_cnn_job(tmp_path, torch.bfloat16, [spec]).stages[0]
+    assert stage.metrics["metric_points"] > 90
+
+
+def test_a_pruned_float16_program_is_stored_in_float16_and_measured_as_downloaded(tmp_path):
+    result = _half_cnn_job(tmp_path, torch.float16, [PruneSpec(sparsity=0.5), PTQSpec(calibration_samples=16)])
+    pruned, quantized = result.stages
+    download = load_program(next(a.path for a in pruned.artifacts if a.name == "pruned.pt2"))
+    weights = {name: tensor.dtype for name, tensor in download.state_dict.items() if tensor.is_floating_point()}
+    assert set(weights.values()) == {torch.float16}, weights
+    assert pruned.metrics["compression_ratio"] > 1, "stored in float16, not widened to twice the upload's bytes"
+    x = torch.randn(4, 256).to(torch.float16)
+    torch.testing.assert_close(download.module()(x), pruned.model(x), rtol=0, atol=0)
+    assert quantized.metrics["method_metrics"]["quantized_layers"] == 5, "the int8 stage after it sees its weights"
+
+
+def _half_bert_job(tmp_path, dtype, stages, classes=None):
+    folder = bert_folder(tmp_path / "bert", classes, dtype=dtype)
+    (tmp_path / "m.zip").write_bytes(zip_bytes(folder))
+    labels = {"train": [i % 3 for i in range(48)], "val": [i % 3 for i in range(48, len(CORPUS))]} \
+        if classes else None
+    (tmp_path / "d.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:48], "val": CORPUS[48:]}, labels))
+    task = "sequence-classification" if classes else "feature-extraction"
+    return run_folder_pipeline(tmp_path / "m.zip", tmp_path / "d.jsonl", task, stages,
+                               EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+
+
+def _folder_dtypes(stage, tmp_path) -> tuple[str, set[str]]:
+    """The written folder's config dtype and the dtypes of its float tensors."""
+    assert stage.metrics["hf_folder"]["written"], stage.metrics["hf_folder"]
+    archive = next(a.path for a in stage.artifacts if a.kind == "model.hf_folder")
+    dtypes = set()
+    with zipfile.ZipFile(archive) as folder:
+        config = json.loads(folder.read("config.json"))
+        for name in folder.namelist():
+            if name.endswith(".safetensors"):
+                data = folder.read(name)
+                header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+                dtypes |= {entry["dtype"] for key, entry in header.items()
+                           if key != "__metadata__" and entry["dtype"].startswith(("F", "BF"))}
+    return config.get("dtype"), dtypes
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_half_precision_folder_gets_int8_and_a_float32_folder_that_loads(tmp_path, dtype):
+    """Failed before: an int8 embedding's float32 rows met a half-precision layer norm."""
+    stage = _half_bert_job(tmp_path, dtype, [PTQSpec(calibration_samples=16)]).stages[0]
+    assert stage.metrics["method_metrics"]["quantized_layers"] > 0
+    assert stage.metrics["metric_points"] > 90  # cosine to the upload's embeddings
+    config_dtype, float_dtypes = _folder_dtypes(stage, tmp_path)
+    assert config_dtype == "float32" and float_dtypes == {"F32"}, (config_dtype, float_dtypes)
+
+
+def test_a_float16_folder_trains_in_float32_and_its_pruned_folder_stays_float16(tmp_path):
+    """Training float16 weights overflowed (the loss became nan at step 2)."""
+    spec = PruneSpec(sparsity=0.5, finetune={"steps": 4, "batch_size": 8})
+    stage = _half_bert_job(tmp_path, "float16", [spec]).stages[0]
+    finetune = stage.metrics["method_metrics"]["finetune"]
+    assert finetune["steps"] == 4 and np.isfinite(finetune["final_loss"])
+    config_dtype, float_dtypes = _folder_dtypes(stage, tmp_path)
+    assert config_dtype == "float16" and float_dtypes == {"F16"}, (config_dtype, float_dtypes)
