@@ -55,6 +55,7 @@ from torch import fx
 
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.fidelity import relative_max_gap
+from compression.half_precision import half_precision
 from compression.hf_program import load_folder_model
 from compression.llm import export
 from compression.llm.quantize import QuantizedWeight, WeightFormat
@@ -482,7 +483,10 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     NotExpressible when the model cannot be written so or the written folder computes something else.
     `embedding`: the sentence embedding the stage's program outputs; the folder's transformer output is pooled
     the same way before the comparison. A sentence-transformers source's own files are copied unchanged."""
-    float_model = load_folder_model(source_folder, task, embedding)
+    # A quantizing stage of a half-precision upload ran in float32 (`compression.half_precision`): its folder's
+    # float tensors and compute dtype are float32 too, so transformers runs what the stage measured.
+    float_model = load_folder_model(source_folder, task, embedding,
+                                    dtype="auto" if half_precision(model) else torch.float32)
     source_model = float_model.model
     source = source_model.state_dict()
     computed = frozenset(name for name, _ in source_model.named_buffers()) - set(source)

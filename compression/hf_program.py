@@ -41,8 +41,10 @@ class _TensorOutput(torch.nn.Module):
         return output if self.pooling is None else self.pooling(output, attention_mask)
 
 
-def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | None = None) -> torch.nn.Module:
-    """`embedding`: a feature-extraction folder's declared sentence embedding, which then is the output."""
+def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | None = None,
+                      dtype: torch.dtype | str = "auto") -> torch.nn.Module:
+    """`embedding`: a feature-extraction folder's declared sentence embedding, which then is the output. `dtype`:
+    what the weights are loaded as; "auto" keeps the checkpoint's (a bfloat16 folder stays bfloat16)."""
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     auto = AutoModelForSequenceClassification if task == "sequence-classification" else AutoModel
@@ -50,9 +52,11 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
     # Architectures without it (DeBERTa-v2, MPNet) refuse "sdpa" with a ValueError and run with eager attention.
     try:
-        model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa", **LOCAL_ONLY)
+        model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa", dtype=dtype,
+                                     **LOCAL_ONLY)
     except ValueError:
-        model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", **LOCAL_ONLY)
+        model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", dtype=dtype,
+                                     **LOCAL_ONLY)
     model.eval()
     if task == "sequence-classification":
         return _TensorOutput(model, "logits").eval()

@@ -54,8 +54,9 @@ def gpt2_folder(folder: Path) -> Path:
     return folder
 
 
-def bert_folder(folder: Path, classes: int | None = None, layers: int = 2) -> Path:
-    """A BERT encoder (`BertModel`), or a sequence classifier with `classes` labels."""
+def bert_folder(folder: Path, classes: int | None = None, layers: int = 2, dtype: str = "float32") -> Path:
+    """A BERT encoder (`BertModel`), or a sequence classifier with `classes` labels; its weights saved as `dtype`
+    (most checkpoints on the Hub are bfloat16 or float16)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
@@ -63,7 +64,8 @@ def bert_folder(folder: Path, classes: int | None = None, layers: int = 2) -> Pa
     torch.manual_seed(0)
     config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=classes or 2)
-    (BertForSequenceClassification(config) if classes else BertModel(config)).save_pretrained(folder)
+    model = BertForSequenceClassification(config) if classes else BertModel(config)
+    model.to(getattr(torch, dtype)).save_pretrained(folder)
     return folder
 
 
