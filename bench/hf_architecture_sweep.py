@@ -10,7 +10,7 @@ it with the stage's model: the relative difference, or why none was written; for
 perplexity, computed on the folder loaded back with transformers, against the upload's).
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep [--types bert,llama] [--methods ptq,kd]
-        [--json sweep.json]
+        [--dtype bfloat16] [--json sweep.json]
 """
 
 from __future__ import annotations
@@ -153,9 +153,10 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
     return auto.from_config(config).eval()
 
 
-def folder_zip(model_type: str, task: str, directory: Path) -> Path:
+def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float32") -> Path:
     folder = directory / f"{model_type}-{task}"
-    tiny_model(model_type, task).save_pretrained(folder)  # config.json first: it picks the tokenizer class
+    # config.json first: it picks the tokenizer class
+    tiny_model(model_type, task).to(getattr(torch, dtype)).save_pretrained(folder)
     save_readable_tokenizer(folder)
     archive = directory / f"{model_type}-{task}.zip"
     with zipfile.ZipFile(archive, "w") as out:
@@ -192,11 +193,11 @@ def folder_outcome(task: str, result) -> str:
     return f"no folder: {str(folder.get('reason', '?')).splitlines()[0][:160]}"
 
 
-def run_case(model_type: str, task: str, method: str, spec, directory: Path) -> dict:
+def run_case(model_type: str, task: str, method: str, spec, directory: Path, dtype: str = "float32") -> dict:
     row = {"model_type": model_type, "task": task, "method": method}
     started = time.monotonic()
     try:
-        archive = folder_zip(model_type, task, directory)
+        archive = folder_zip(model_type, task, directory, dtype)
         read_hf_folder(archive, task=task)
         dataset = text_dataset(directory, labels=task == "sequence-classification")
         result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(latency=False), RunContext(),
@@ -234,15 +235,17 @@ def main() -> None:
     parser.add_argument("--types", help="comma-separated model_types (default: the whole list)")
     parser.add_argument("--methods", help=f"comma-separated of {list(ENCODER_METHODS) + list(LLM_METHODS)}")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="the dtype the folders' weights are saved in (most Hub checkpoints: bfloat16)")
     args = parser.parse_args()
     types = args.types.split(",") if args.types else None
     methods = args.methods.split(",") if args.methods else None
     rows = []
-    print(f"load average at start: {os.getloadavg()[0]:.2f}\n")
+    print(f"weights saved as {args.dtype}; load average at start: {os.getloadavg()[0]:.2f}\n")
     print("| model_type | task | method | result | s | HF folder |\n|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for index, case in enumerate(cases(types, methods)):
-            row = case if isinstance(case, dict) else run_case(*case, Path(tmp) / str(index))
+            row = case if isinstance(case, dict) else run_case(*case, Path(tmp) / str(index), args.dtype)
             rows.append(row)
             result = "ok" if row["ok"] else ("skipped" if row["ok"] is None else f"ERROR {row['error']}")
             print(f"| {row['model_type']} | {row['task']} | {row['method']} | {result} | {row['seconds']} | "
