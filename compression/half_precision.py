@@ -92,6 +92,18 @@ def _widen_tensors(module: torch.nn.Module) -> None:
                 setattr(owner, attr, value.float())
 
 
+class TakesHalfInputs(torch.nn.Module):
+    """A float32 model of one input (a zoo student built for a half-precision upload) that takes what the upload
+    takes: its half-precision input is cast to float32 on entry."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):  # one named input: export gives each named input its dynamic batch
+        return self.model(x.float())
+
+
 @dataclass(frozen=True)
 class HalfStorage:
     """How a model stores its floating tensors: `dtype` (float16 or bfloat16), except `float32_names`, tensors it

@@ -20,9 +20,11 @@ from compression.specs import (
     DifferentiableQuantizationSpec,
     EvaluationSpec,
     IPQSpec,
+    KDSpec,
     PruneSpec,
     PTQSpec,
 )
+from compression.specs.distill import UploadedStudent, ZooStudent
 from tests.compression.real_shapes import PitchCNN
 from tests.hf_folders import CORPUS, bert_folder, jsonl_bytes, zip_bytes
 
@@ -105,6 +107,16 @@ def test_a_bfloat16_program_gets_the_quantizing_methods(tmp_path, spec):
     assert stage.metrics["metric_points"] > 90
 
 
+def test_a_zoo_student_of_a_bfloat16_program_takes_its_inputs_and_is_stored_in_bfloat16(tmp_path):
+    """The zoo builds float32 students: one failed in the dry run on the upload's bfloat16 inputs."""
+    spec = KDSpec(student=ZooStudent(architecture="mlp"), training=FEW_STEPS)
+    stage = _half_cnn_job(tmp_path, torch.bfloat16, [spec]).stages[0]
+    download = load_program(next(a.path for a in stage.artifacts if a.path.suffix == ".pt2"))
+    weights = {tensor.dtype for tensor in download.state_dict.values() if tensor.is_floating_point()}
+    assert weights == {torch.bfloat16}, weights
+    download.module()(torch.randn(3, 256).to(torch.bfloat16))
+
+
 def test_a_pruned_float16_program_is_stored_in_float16_and_measured_as_downloaded(tmp_path):
     result = _half_cnn_job(tmp_path, torch.float16, [PruneSpec(sparsity=0.5), PTQSpec(calibration_samples=16)])
     pruned, quantized = result.stages
@@ -162,3 +174,30 @@ def test_a_float16_folder_trains_in_float32_and_its_pruned_folder_stays_float16(
     assert finetune["steps"] == 4 and np.isfinite(finetune["final_loss"])
     config_dtype, float_dtypes = _folder_dtypes(stage, tmp_path)
     assert config_dtype == "float16" and float_dtypes == {"F16"}, (config_dtype, float_dtypes)
+
+
+class _TokenClassifier(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.embedding = nn.Embedding(50, width)
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, ids):
+        return self.head(self.embedding(ids).mean(1))
+
+
+def test_a_float32_student_distils_a_bfloat16_model_of_token_ids(tmp_path):
+    """The stages compute in float32, so a student trained and uploaded in float32 fits a bfloat16 model (the
+    submission check allows its float32 outputs)."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (64, 12))
+    teacher = _TokenClassifier(32).eval().to(torch.bfloat16)
+    save_program(export_model(teacher, (ids[:2],)), tmp_path / "m.pt2")
+    save_program(export_model(_TokenClassifier(8).eval(), (ids[:2],)), tmp_path / "student.pt2")
+    np.savez(tmp_path / "d.npz", **{"train.ids": ids[:48].numpy(), "val.ids": ids[48:].numpy()})
+    spec = KDSpec(student=UploadedStudent(model_id="mdl_student"), training=FEW_STEPS)
+    stage = run_pipeline(tmp_path / "m.pt2", tmp_path / "d.npz", [spec], EvaluationSpec(latency=False),
+                         RunContext(), tmp_path / "work", uploaded_models={"mdl_student": tmp_path / "student.pt2"}
+                         ).stages[0]
+    assert stage.metrics["method_metrics"]["train"]["steps"] == 2
+    assert np.isfinite(stage.metrics["metric_points"])
