@@ -7,8 +7,8 @@ from app.core import quotas
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.ownership import get_owned
 from app.jobs.patterns import pattern_problems
-from app.jobs.validation import validate_job
-from compression.inspect import DatasetManifest, ModelSignature
+from app.jobs.validation import is_float_dtype, validate_job
+from compression.inspect import DatasetManifest, ModelSignature, TensorSpec
 from compression.specs.order import FINAL_STAGES
 from core.config import Settings
 from core.db.models import Artifact, Dataset, Job, Model, Tenant, utcnow
@@ -60,10 +60,18 @@ def _check_uploaded_students(session: Session, tenant: Tenant, spec: JobCreate, 
                                                    f"stages.{index}.student.model_id").signature)
         for what, theirs, ours in (("inputs", uploaded.inputs, signature.inputs),
                                    ("outputs", uploaded.outputs, signature.outputs)):
-            if [(t.shape[1:], t.dtype) for t in theirs] != [(t.shape[1:], t.dtype) for t in ours]:
+            if [_fit_key(t, what) for t in theirs] != [_fit_key(t, what) for t in ours]:
                 raise InvalidInput(f"stages.{index}.student: the student's {what} "
                                    f"{[t.describe() for t in theirs]} differ from the model's "
                                    f"{[t.describe() for t in ours]}")
+
+
+def _fit_key(tensor: TensorSpec, what: str) -> tuple:
+    """What a student's tensor must share with the model's. Outputs of any float width fit: the stages compute a
+    half-precision model in float32 (`compression.half_precision`), so a float32 student stands in for it."""
+    if what == "outputs" and is_float_dtype(tensor.dtype):
+        return tensor.shape[1:], "float"
+    return tensor.shape[1:], tensor.dtype
 
 
 def create_job(session: Session, tenant: Tenant, spec: JobCreate, settings: Settings) -> Job:

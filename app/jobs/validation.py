@@ -97,7 +97,7 @@ def _student_problems(spec: JobCreate, signature: ModelSignature) -> list[str]:
     """A zoo student must take the model's input and give its output shape (a stage after one that swapped the
     model for a student gets that student's shapes, which are the same by construction)."""
     problems = []
-    inputs = [(t.shape, _is_float(t.dtype)) for t in signature.inputs]
+    inputs = [(t.shape, is_float_dtype(t.dtype)) for t in signature.inputs]
     outputs = [t.shape for t in signature.outputs]
     for index, stage in enumerate(spec.stages):
         student = getattr(stage, "student", None)
@@ -242,20 +242,20 @@ def _layout_hint(shape: list[int], wanted: list[int | None]) -> str:
 
 
 def _dtype_hint(array_dtype: str, model_dtype: str) -> str:
-    if _is_float(model_dtype) and array_dtype.lstrip("<>=|") in ("uint8", "u1"):
+    if is_float_dtype(model_dtype) and array_dtype.lstrip("<>=|") in ("uint8", "u1"):
         return ("; convert the images the way the model was trained, e.g. x.astype('float32') / 255 (plus the "
                 "model's normalization): integer pixels are not scaled silently")
-    if _is_float(model_dtype):
+    if is_float_dtype(model_dtype):
         return "; store the array as floats"
     return "; store the array as integers (token ids and masks are integer inputs)"
 
 
 def _dtype_compatible(array_dtype: str, model_dtype: str) -> bool:
     """Floats feed float inputs and integers (token ids, masks) feed integer inputs; widths are converted."""
-    return _is_float(array_dtype) == _is_float(model_dtype)
+    return is_float_dtype(array_dtype) == is_float_dtype(model_dtype)
 
 
-def _is_float(dtype: str) -> bool:
+def is_float_dtype(dtype: str) -> bool:
     """A model's dtype ("float32", "bfloat16") or an array's as numpy names it, whose non-native byte order shows
     (">f4", "<f8" of a big-endian upload)."""
     return dtype.lstrip("<>=|").startswith(("float", "bfloat", "f"))

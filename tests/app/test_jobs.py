@@ -178,6 +178,35 @@ def test_an_uploaded_student_must_exist_and_fit(api, auth, uploaded, tmp_path):
     assert api.post("/v1/jobs", headers=auth, json=_spec(uploaded, stages=[same])).status_code == 201
 
 
+def test_a_float32_student_fits_a_bfloat16_model_but_not_one_of_other_inputs(api, auth, tmp_path):
+    """Stages compute a half-precision model in float32, so a student's float outputs may be wider; its inputs
+    must still be what the model takes."""
+    import torch
+
+    from compression.io import export_model, save_program
+
+    def upload(model, example, name):
+        path = save_program(export_model(model.eval(), (example,)), tmp_path / name)
+        response = api.post("/v1/models", headers=auth, files={"file": (name, path.read_bytes())})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    ids = torch.zeros(2, 12, dtype=torch.int64)
+    teacher = upload(torch.nn.Sequential(torch.nn.Embedding(50, 32), torch.nn.Flatten(), torch.nn.Linear(384, 4))
+                     .to(torch.bfloat16), ids, "teacher.pt2")
+    student = upload(torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Flatten(), torch.nn.Linear(96, 4)),
+                     ids, "student.pt2")
+    dataset = _dataset(api, auth, **{"train.x": np.zeros((16, 12), np.int64), "val.x": np.zeros((16, 12), np.int64)})
+    spec = {"model_id": teacher, "dataset_id": dataset, "evaluation": {"compile": False},
+            "stages": [{"method": "kd", "student": {"kind": "upload", "model_id": student}}]}
+    assert api.post("/v1/jobs", headers=auth, json=spec).status_code == 201
+    narrow = upload(torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Flatten(), torch.nn.Linear(96, 4)),
+                    torch.zeros(2, 12, dtype=torch.int32), "narrow.pt2")
+    spec["stages"][0]["student"]["model_id"] = narrow
+    response = api.post("/v1/jobs", headers=auth, json=spec)
+    assert response.status_code == 422 and "the student's inputs ['input[N, 12] int32']" in response.json()["detail"]
+
+
 @pytest.mark.parametrize("change, expected", [
     ({"stages": [{"method": "ptq", "max_metric_drop": float("inf")}]}, "max_metric_drop: Input should be a finite"),
     ({"stages": [{"method": "kd", "student": {"kind": "input"}, "temperature": float("nan")}]},
