@@ -324,27 +324,33 @@ def randomize_batch_norm(model: nn.Module, seed: int = 0) -> None:
                 module.bias.copy_(torch.rand(size, generator=generator) * 0.2 - 0.1)
 
 
-def export_case(case: CnnCase, directory: Path) -> tuple[Path, Path]:
+def export_case(case: CnnCase, directory: Path, dtype: torch.dtype = torch.float32) -> tuple[Path, Path]:
     """The upload (`.pt2`, exported like a user does) and its dataset. A classifier's labels are its own top-1
     predictions (accuracy is then agreement with the upload, 100 before compression); a dense output has none
-    (the metric is fidelity to the upload)."""
+    (the metric is fidelity to the upload). `dtype`: what the model's weights and float inputs are stored in
+    (`case.model` is cast in place); the dataset stays float32, which the job casts to what the model takes."""
     from compression.io import save_program
 
     batch = torch.export.Dim("batch", min=1, max=case.max_batch) if case.max_batch else torch.export.Dim("batch")
-    example = torch.from_numpy(case.inputs[:4])
+    case.model.to(dtype)
+    example = _as_model_input(torch.from_numpy(case.inputs[:4]), dtype)
     program = torch.export.export(case.model, (example,), dynamic_shapes=({0: batch},))
     model_path = save_program(program, directory / f"{case.name}.pt2")
     half = len(case.inputs) * 2 // 3
     dataset_path = directory / f"{case.name}.npz"
     arrays = {"train.x": case.inputs[:half], "val.x": case.inputs[half:]}
     with torch.no_grad():
-        outputs = case.model(torch.from_numpy(case.inputs))
+        outputs = case.model(_as_model_input(torch.from_numpy(case.inputs), dtype))
     first = outputs[0] if isinstance(outputs, tuple) else outputs
     if first.dim() == 2:
         labels = first.argmax(1).numpy()
         arrays |= {"train.y": labels[:half], "val.y": labels[half:]}
     np.savez(dataset_path, **arrays)
     return model_path, dataset_path
+
+
+def _as_model_input(inputs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return inputs.to(dtype) if inputs.is_floating_point() else inputs  # token ids stay integers
 
 
 def teach(model: nn.Module, inputs: np.ndarray, steps: int = 60, seed: int = 0) -> nn.Module:
