@@ -2,12 +2,13 @@
 
 The int8 lowering, k-means, weight-only packing and quantizer training here are written for float32: a bfloat16
 model failed in them with dtype mismatches (x86 int8 convs fed a bfloat16 input, an int8 embedding's float32 rows
-meeting a bfloat16 layer norm). A quantizing stage's output keeps no float weights worth storing in half precision
-(int8 or codes, plus scales), so such a stage starts from a float32 copy of its model: every half-precision
-weight, buffer and constant widened, every dtype the graph casts to or builds tensors in widened the same way, and
-half-precision inputs cast to float32 on entry, so the model still takes what the upload takes. Widening is exact.
-Stages whose output is a float model (pruning, distillation into a float student) keep the upload's precision and
-its size.
+meeting a bfloat16 layer norm), and float16 training overflowed. So every stage starts from a float32 copy of its
+model (`widened`): every half-precision weight, buffer and constant widened, every dtype the graph casts to or
+builds tensors in widened the same way, and half-precision inputs cast to float32 on entry, so the model still
+takes what the upload takes. Widening is exact. A quantizing stage's output keeps no float weights worth storing
+in half precision (int8 or codes, plus float32 scales). A stage whose output is a float model (pruning,
+distillation into a float student) stores it in the upload's precision and computes it so (`stored_in`): the
+upload's size and speed.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def in_float32(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _drop_weight_casts(graph: fx.Graph) -> None:
-    """The casts `stored_in` put after stored weights (widened now, so each would copy a float32 tensor): a
-    quantizer must see the weight itself as a conv's or linear's weight."""
+    """The casts `stored_in`'s fallback put after stored weights (widened now, so each would copy a float32
+    tensor): a quantizer must see the weight itself as a conv's or linear's weight."""
     for node in list(graph.nodes):
         source = node.args[0] if node.args else None
         if (node.target is torch.ops.aten._to_copy.default and isinstance(source, fx.Node)
@@ -123,24 +124,47 @@ class HalfStorage:
 
 def stored_in(model: torch.nn.Module, storage: HalfStorage | None,
               example_inputs: tuple[torch.Tensor, ...]) -> torch.nn.Module:
-    """`model` (float32) with its float32 weights, buffers and constants stored as `storage` says and widened back
-    to float32 where the graph reads them: a float stage's output takes the bytes the upload took and computes
-    what the stage measured. A plain module is exported first; `storage` None returns `model` unchanged."""
+    """`model` (float32) stored as `storage` says and computing as the upload did: its float32 weights, buffers and
+    constants narrowed to the half-precision dtype, and a cast put before each op that then meets two precisions
+    (a linear whose input a float32 norm produced), so matmuls and convolutions run in half precision at the
+    upload's speed. Narrowing is exact for weights the stage left alone (they came from the upload). Where that
+    graph cannot be made to run, or computes more than `HALF_COMPUTE_GAP` away from `model`, the weights are
+    stored narrowed and widened where the graph reads them (float32 compute, at a cast per weight per call).
+    A plain module is exported first; `storage` None returns `model` unchanged."""
     if storage is None:
         return model
     from compression.io import export_model
 
-    stored = model if isinstance(model, fx.GraphModule) else export_model(model, example_inputs).module()
-    if stored is model:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            stored = copy.deepcopy(model)
-    graph = stored.graph
-    for node in list(graph.nodes):
+    graph_module = model if isinstance(model, fx.GraphModule) else export_model(model, example_inputs).module()
+    try:
+        computing = _computing_in(graph_module, storage, example_inputs)
+    except Exception:  # noqa: BLE001 - an op the repair cannot make run: the float32-compute form is always valid
+        computing = None
+    if computing is not None and _gap(computing, graph_module, example_inputs) <= HALF_COMPUTE_GAP:
+        return computing
+    return _widened_where_read(graph_module, storage)
+
+
+# How far (largest difference over the output's largest magnitude) a half-precision graph may compute from the
+# float32 stage model it stores: bfloat16 keeps 8 bits of mantissa, so a layer adds ~0.4 % and a deep network a
+# few percent; a larger gap means the repair changed what is computed.
+HALF_COMPUTE_GAP = 0.1
+
+
+def _copy(module: fx.GraphModule) -> fx.GraphModule:
+    with warnings.catch_warnings():  # torch's own pytree specs warn about its deprecated LeafSpec when copied
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(module)
+
+
+def _narrowed_get_attrs(module: fx.GraphModule, storage: HalfStorage) -> list[fx.Node]:
+    """Narrow, in place, every float32 tensor a get_attr node reads (except `storage.float32_names`); its nodes."""
+    narrowed = []
+    for node in module.graph.nodes:
         if node.op != "get_attr" or node.target in storage.float32_names:
             continue
         owner_name, _, attr = node.target.rpartition(".")
-        owner = stored.get_submodule(owner_name)
+        owner = module.get_submodule(owner_name)
         value = getattr(owner, attr)
         if not isinstance(value, torch.Tensor) or value.dtype != torch.float32:
             continue
@@ -151,11 +175,98 @@ def stored_in(model: torch.nn.Module, storage: HalfStorage | None,
             owner._buffers[attr] = narrow
         else:
             setattr(owner, attr, narrow)
+        narrowed.append(node)
+    return narrowed
+
+
+def _widened_where_read(graph_module: fx.GraphModule, storage: HalfStorage) -> fx.GraphModule:
+    stored = _copy(graph_module)
+    graph = stored.graph
+    for node in _narrowed_get_attrs(stored, storage):
         with graph.inserting_after(node):
             cast = graph.call_function(torch.ops.aten._to_copy.default, (node,), {"dtype": torch.float32})
         node.replace_all_uses_with(cast, delete_user_cb=lambda user: user is not cast)
     stored.recompile()
     return stored
+
+
+def _computing_in(graph_module: fx.GraphModule, storage: HalfStorage,
+                  example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
+    stored = _copy(graph_module)
+    _narrowed_get_attrs(stored, storage)
+    _drop_input_casts(stored.graph)
+    for node in list(stored.graph.nodes):  # dtype checks of the float32 trace; the next export writes new ones
+        if node.target is torch.ops.aten._assert_tensor_metadata.default:
+            stored.graph.erase_node(node)
+    stored.recompile()
+    with torch.no_grad():
+        _PrecisionRepair(stored, storage.dtype).run(*example_inputs)
+    stored.graph.lint()
+    stored.recompile()
+    return stored
+
+
+def _drop_input_casts(graph: fx.Graph) -> None:
+    """The casts `in_float32` put after half-precision inputs: the graph takes them as they come again."""
+    for node in list(graph.nodes):
+        source = node.args[0] if node.args else None
+        value = source.meta.get("val") if isinstance(source, fx.Node) else None
+        if (node.target is torch.ops.aten._to_copy.default and source.op == "placeholder"
+                and isinstance(value, torch.Tensor) and value.dtype in HALF
+                and node.kwargs == {"dtype": torch.float32}):
+            node.replace_all_uses_with(source)
+            graph.erase_node(node)
+
+
+class _PrecisionRepair(fx.Interpreter):
+    """Runs the graph on example inputs; an op that fails on a mix of float32 and half-precision tensors (a
+    linear's float32 input and half weight) gets its float32 arguments cast to the half dtype, in the graph too.
+    Elementwise ops promote mixed inputs to float32 by themselves and are left so."""
+
+    def __init__(self, module: fx.GraphModule, dtype: torch.dtype):
+        super().__init__(module, garbage_collect_values=False)
+        self.dtype = dtype
+
+    def run_node(self, node: fx.Node):
+        try:
+            return super().run_node(node)
+        except RuntimeError:
+            if node.op != "call_function" or not self._mixes_precisions(node):
+                raise
+        node.args = fx.node.map_aggregate(node.args, lambda arg: self._narrowed(arg, node))
+        node.kwargs = fx.node.map_aggregate(node.kwargs, lambda arg: self._narrowed(arg, node))
+        return super().run_node(node)
+
+    def _tensor(self, arg) -> torch.Tensor | None:
+        value = self.env.get(arg) if isinstance(arg, fx.Node) else None
+        return value if isinstance(value, torch.Tensor) and value.is_floating_point() else None
+
+    def _mixes_precisions(self, node: fx.Node) -> bool:
+        dtypes = set()
+        fx.node.map_aggregate((node.args, node.kwargs), lambda arg: dtypes.add(getattr(self._tensor(arg), "dtype",
+                                                                                        None)))
+        return torch.float32 in dtypes and self.dtype in dtypes
+
+    def _narrowed(self, arg, node: fx.Node):
+        value = self._tensor(arg)
+        if value is None or value.dtype != torch.float32:
+            return arg
+        with self.graph.inserting_before(node):
+            cast = self.graph.call_function(torch.ops.aten._to_copy.default, (arg,), {"dtype": self.dtype})
+        self.env[cast] = value.to(self.dtype)
+        return cast
+
+
+def _gap(stored: fx.GraphModule, reference: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> float:
+    """The largest `relative_max_gap` over the float outputs."""
+    from compression.fidelity import relative_max_gap
+
+    with torch.no_grad():
+        got, want = (torch.utils._pytree.tree_leaves(graph(*example_inputs)) for graph in (stored, reference))
+    pairs = [(g, w) for g, w in zip(got, want) if isinstance(w, torch.Tensor) and w.is_floating_point()]
+    if len(got) != len(want) or any(g.shape != w.shape for g, w in pairs):
+        return float("inf")
+    return max((relative_max_gap(g.float(), w.float()) for g, w in pairs), default=0.0)
 
 
 def stored_program(program: torch.export.ExportedProgram, storage: HalfStorage | None,

@@ -68,7 +68,7 @@ def test_widening_computes_in_float32_and_takes_the_same_inputs(dtype):
     assert graph.linear.weight.dtype == dtype, "the original graph is left as it was"
 
 
-def test_a_float_output_is_stored_as_the_upload_was_and_computes_the_same():
+def test_a_float_output_is_stored_and_computes_in_the_uploads_precision(tmp_path):
     model = _half_cast_model(torch.bfloat16)
     x = torch.randn(4, 8).to(torch.bfloat16)
     graph = export_model(model, (x,)).module()
@@ -78,12 +78,59 @@ def test_a_float_output_is_stored_as_the_upload_was_and_computes_the_same():
     stored = stored_in(widened, storage, (x,))
     assert stored.linear.weight.dtype == torch.bfloat16
     assert stored.frequencies.dtype == torch.float32, "a tensor the upload keeps in float32 stays float32"
+    assert not _weight_casts(stored), "the linear runs in bfloat16 as the upload's did, no weight widened per call"
+    torch.testing.assert_close(stored(x), widened(x), rtol=0.01, atol=0.01)  # bfloat16 matmul, float32 softmax
+    # narrowing was exact: the next stage widens it back to the same float32 model
+    torch.testing.assert_close(in_float32(stored)(x), widened(x), rtol=0, atol=0)
+
+
+class _NormThenLinear(nn.Module):
+    """transformers' RMSNorm: computed in float32, cast back to the input's dtype before the half weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm_weight = nn.Parameter(torch.rand(8) + 0.5)
+        self.linear = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return self.linear(self.norm_weight * h.to(x.dtype))
+
+
+def test_an_op_that_meets_two_precisions_gets_a_cast_and_the_result_stays_close():
+    torch.manual_seed(0)
+    model = _NormThenLinear().eval().to(torch.bfloat16)
+    x = torch.randn(4, 8).to(torch.bfloat16)
+    graph = export_model(model, (x,)).module()
+    widened = in_float32(graph)  # its `.to(x.dtype)` now casts to float32, so the linear would meet float32
+    stored = stored_in(widened, HalfStorage.of(graph), (x,))
+    assert stored.linear.weight.dtype == torch.bfloat16 and not _weight_casts(stored)
+    out = stored(torch.randn(16, 8).to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(stored(x).float(), widened(x), rtol=0.05, atol=0.05)
+
+
+def test_where_half_precision_computes_too_far_off_the_weights_are_widened_where_read(monkeypatch):
+    """The fallback: stored narrowed, computed in float32, exactly the stage's model."""
+    import compression.half_precision as half_precision
+
+    monkeypatch.setattr(half_precision, "HALF_COMPUTE_GAP", -1.0)
+    model = _half_cast_model(torch.bfloat16)
+    x = torch.randn(4, 8).to(torch.bfloat16)
+    graph = export_model(model, (x,)).module()
+    widened = in_float32(graph)
+    stored = stored_in(widened, HalfStorage.of(graph), (x,))
+    assert stored.linear.weight.dtype == torch.bfloat16 and len(_weight_casts(stored)) == 2
     torch.testing.assert_close(stored(x), widened(x), rtol=0, atol=0)
-    # the next stage widens it again without a copy of each weight left in its graph
     again = in_float32(stored)
-    assert not [n for n in again.graph.nodes if n.target is torch.ops.aten._to_copy.default
-                and n.args[0].op == "get_attr"]
+    assert not _weight_casts(again), "the next stage sees the weights themselves"
     torch.testing.assert_close(again(x), widened(x), rtol=0, atol=0)
+
+
+def _weight_casts(module: torch.fx.GraphModule) -> list:
+    return [n for n in module.graph.nodes if n.target is torch.ops.aten._to_copy.default
+            and n.args[0].op == "get_attr"]
 
 
 def _half_cnn_job(tmp_path, dtype, stages):
