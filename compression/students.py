@@ -20,7 +20,7 @@ from torch import nn
 
 from compression import zoo
 from compression.distill.low_rank import low_rank_factorize
-from compression.half_precision import HALF, TakesHalfInputs
+from compression.half_precision import HALF, TakesHalfInputs, widened
 from compression.modes import evaluating
 from compression.prune.masks import WeightMasks, prunable_weights
 from compression.specs.distill import InputStudent, LayersStudent, LowRankStudent, UploadedStudent, ZooStudent
@@ -114,7 +114,8 @@ def _build(spec, teacher: nn.Module, task: Task, resolve_model: ModelResolver | 
         if resolver is None:
             raise RuntimeError("an uploaded student needs a model resolver (Task.resolve_model, or "
                                "run_pipeline(..., uploaded_models={model_id: path}))")
-        return Student(resolver(spec.model_id), {"kind": "upload", "model_id": spec.model_id})
+        # trained in float32 like every stage's model (float16 training overflows); stored as the upload is
+        return Student(widened(resolver(spec.model_id)), {"kind": "upload", "model_id": spec.model_id})
     if isinstance(spec, LayersStudent):
         resolver = resolve_model or task.resolve_model
         if spec.layers is None or resolver is None:
@@ -123,7 +124,7 @@ def _build(spec, teacher: nn.Module, task: Task, resolve_model: ModelResolver | 
             model = resolver(layers_student_id(spec))
         except ValueError as exc:  # not provided: the job's model is no folder
             raise ValueError(LAYERS_NEED_A_FOLDER) from exc
-        return Student(model, {"kind": "layers", "layers": spec.layers})
+        return Student(widened(model), {"kind": "layers", "layers": spec.layers})  # the folder's dtype: widened
     if isinstance(spec, ZooStudent):
         model = zoo.build(spec.architecture, **zoo_kwargs(spec, teacher, task))
         if any(t.dtype in HALF for t in task.example_inputs):  # a half-precision upload's inputs

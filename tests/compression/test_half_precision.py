@@ -248,3 +248,18 @@ def test_a_float32_student_distils_a_bfloat16_model_of_token_ids(tmp_path):
                          ).stages[0]
     assert stage.metrics["method_metrics"]["train"]["steps"] == 2
     assert np.isfinite(stage.metrics["metric_points"])
+
+
+def test_a_layers_student_of_a_float16_folder_trains_in_float32(tmp_path):
+    """The student built from the folder came in float16 and trained so: a Llama classifier's loss was nan at
+    step 2 (bench.hf_architecture_sweep --dtype float16)."""
+    from bench.hf_architecture_sweep import ENCODER_METHODS, folder_zip, text_dataset
+
+    archive = folder_zip("llama", "sequence-classification", tmp_path, "float16")
+    result = run_folder_pipeline(archive, text_dataset(tmp_path, labels=True), "sequence-classification",
+                                 [ENCODER_METHODS["kd_layers"]], EvaluationSpec(latency=False), RunContext(),
+                                 tmp_path / "work")
+    stage = result.stages[0]
+    assert np.isfinite(stage.metrics["method_metrics"]["train"]["final_loss"])
+    config_dtype, float_dtypes = _folder_dtypes(stage, tmp_path)
+    assert config_dtype == "float16" and "F16" in float_dtypes, (config_dtype, float_dtypes)
