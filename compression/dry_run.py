@@ -212,6 +212,7 @@ def dry_run(stages: list, model: nn.Module, task: Task, ctx: RunContext) -> dict
     if problems:
         raise DryRunFailed("dry run: " + "; ".join(problems))
     task = _rows(task)
+    model = widened(model)  # what every stage computes with (`compression.half_precision`); checks leave it as is
     report: dict = {}
     upload_shapes = True  # whether the stages so far hand on a model of the upload's architecture
     ctx.progress("dry_run", 0, len(stages))
@@ -224,7 +225,7 @@ def dry_run(stages: list, model: nn.Module, task: Task, ctx: RunContext) -> dict
         else:
             started = time.monotonic()
             try:
-                details = check(spec, widened(model), task, ctx)
+                details = check(spec, model, task, ctx)
             except Cancelled:
                 raise
             except Exception as exc:  # whatever the method would hit later: a user error of this model and spec

@@ -40,9 +40,7 @@ def widened(model: torch.nn.Module) -> torch.nn.Module:
 def in_float32(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of an exported graph (`program.module()`) that computes in float32 and takes the same inputs; other
     modules are widened with `.float()`, their inputs then being the caller's to cast."""
-    with warnings.catch_warnings():  # torch's own pytree specs warn about its deprecated LeafSpec when copied
-        warnings.simplefilter("ignore", FutureWarning)
-        widened = copy.deepcopy(model)
+    widened = _copy(model)
     if not isinstance(widened, fx.GraphModule):
         return widened.float()
     _widen_tensors(widened)
@@ -63,10 +61,15 @@ def in_float32(model: torch.nn.Module) -> torch.nn.Module:
 def _drop_weight_casts(graph: fx.Graph) -> None:
     """The casts `stored_in`'s fallback put after stored weights (widened now, so each would copy a float32
     tensor): a quantizer must see the weight itself as a conv's or linear's weight."""
+    _drop_float32_casts_after(graph, lambda source: source.op == "get_attr")
+
+
+def _drop_float32_casts_after(graph: fx.Graph, is_source) -> None:
+    """Remove each `_to_copy(dtype=float32)` of a node `is_source` accepts; its users read the node itself."""
     for node in list(graph.nodes):
         source = node.args[0] if node.args else None
-        if (node.target is torch.ops.aten._to_copy.default and isinstance(source, fx.Node)
-                and source.op == "get_attr" and node.kwargs == {"dtype": torch.float32}):
+        if (node.target is torch.ops.aten._to_copy.default and isinstance(source, fx.Node) and is_source(source)
+                and node.kwargs == {"dtype": torch.float32}):
             node.replace_all_uses_with(source)
             graph.erase_node(node)
 
@@ -81,16 +84,31 @@ def _widen_tensors(module: torch.nn.Module) -> None:
         if tensor.dtype in HALF:
             tensor.data = tensor.data.float()
     for node in module.graph.nodes:
-        if node.op != "get_attr":
-            continue
-        owner_name, _, attr = node.target.rpartition(".")
-        owner = module.get_submodule(owner_name)
-        value = getattr(owner, attr)
-        if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter) and value.dtype in HALF:
-            if attr in owner._buffers:
-                owner._buffers[attr] = value.float()
-            else:
-                setattr(owner, attr, value.float())
+        value = _read_tensor(module, node)
+        if value is not None and value.dtype in HALF:
+            _replace_tensor(module, node, value.float())
+
+
+def _read_tensor(module: fx.GraphModule, node: fx.Node) -> torch.Tensor | None:
+    """The tensor a get_attr node reads, else None."""
+    if node.op != "get_attr":
+        return None
+    owner_name, _, attr = node.target.rpartition(".")
+    value = getattr(module.get_submodule(owner_name), attr)
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def _replace_tensor(module: fx.GraphModule, node: fx.Node, tensor: torch.Tensor) -> None:
+    """Put `tensor` where the get_attr node reads: a parameter's data, a buffer or a plain tensor attribute."""
+    owner_name, _, attr = node.target.rpartition(".")
+    owner = module.get_submodule(owner_name)
+    current = getattr(owner, attr)
+    if isinstance(current, torch.nn.Parameter):
+        current.data = tensor
+    elif attr in owner._buffers:
+        owner._buffers[attr] = tensor
+    else:
+        setattr(owner, attr, tensor)
 
 
 class TakesHalfInputs(torch.nn.Module):
@@ -151,7 +169,7 @@ def stored_in(model: torch.nn.Module, storage: HalfStorage | None,
 HALF_COMPUTE_GAP = 0.1
 
 
-def _copy(module: fx.GraphModule) -> fx.GraphModule:
+def _copy(module: torch.nn.Module) -> torch.nn.Module:
     with warnings.catch_warnings():  # torch's own pytree specs warn about its deprecated LeafSpec when copied
         warnings.simplefilter("ignore", FutureWarning)
         return copy.deepcopy(module)
@@ -161,20 +179,10 @@ def _narrowed_get_attrs(module: fx.GraphModule, storage: HalfStorage) -> list[fx
     """Narrow, in place, every float32 tensor a get_attr node reads (except `storage.float32_names`); its nodes."""
     narrowed = []
     for node in module.graph.nodes:
-        if node.op != "get_attr" or node.target in storage.float32_names:
+        value = _read_tensor(module, node)
+        if value is None or value.dtype != torch.float32 or node.target in storage.float32_names:
             continue
-        owner_name, _, attr = node.target.rpartition(".")
-        owner = module.get_submodule(owner_name)
-        value = getattr(owner, attr)
-        if not isinstance(value, torch.Tensor) or value.dtype != torch.float32:
-            continue
-        narrow = value.detach().to(storage.dtype)
-        if isinstance(value, torch.nn.Parameter):
-            value.data = narrow
-        elif attr in owner._buffers:
-            owner._buffers[attr] = narrow
-        else:
-            setattr(owner, attr, narrow)
+        _replace_tensor(module, node, value.detach().to(storage.dtype))
         narrowed.append(node)
     return narrowed
 
@@ -208,14 +216,11 @@ def _computing_in(graph_module: fx.GraphModule, storage: HalfStorage,
 
 def _drop_input_casts(graph: fx.Graph) -> None:
     """The casts `in_float32` put after half-precision inputs: the graph takes them as they come again."""
-    for node in list(graph.nodes):
-        source = node.args[0] if node.args else None
-        value = source.meta.get("val") if isinstance(source, fx.Node) else None
-        if (node.target is torch.ops.aten._to_copy.default and source.op == "placeholder"
-                and isinstance(value, torch.Tensor) and value.dtype in HALF
-                and node.kwargs == {"dtype": torch.float32}):
-            node.replace_all_uses_with(source)
-            graph.erase_node(node)
+    def half_input(source: fx.Node) -> bool:
+        value = source.meta.get("val")
+        return source.op == "placeholder" and isinstance(value, torch.Tensor) and value.dtype in HALF
+
+    _drop_float32_casts_after(graph, half_input)
 
 
 class _PrecisionRepair(fx.Interpreter):
@@ -278,3 +283,13 @@ def stored_program(program: torch.export.ExportedProgram, storage: HalfStorage |
     from compression.modes import eval_mode
 
     return export_model(eval_mode(stored_in(program.module(), storage, example_inputs)), example_inputs)
+
+
+def float_result(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], storage: HalfStorage | None,
+                 metrics: dict) -> torch.export.ExportedProgram:
+    """A float stage's output program: exported in eval mode with its tall 1-D convs turned on their side (exact,
+    `compression.ptq.conv_orientation`, counted in `metrics`) and stored in the upload's precision (`stored_in`)."""
+    from compression.modes import eval_mode
+    from compression.ptq.conv_orientation import export_on_their_side
+
+    return stored_program(export_on_their_side(eval_mode(model), example_inputs, metrics), storage, example_inputs)

@@ -11,10 +11,9 @@ from torch import Tensor, nn
 from compression import formats
 from compression.context import RunContext
 from compression.evaluate import evaluate, output_tensor
-from compression.half_precision import stored_program
+from compression.half_precision import float_result
 from compression.io import export_model, save_program
 from compression.modes import eval_mode, lacks_traced_shapes, unmeasured_frozen_batch_norms
-from compression.ptq.conv_orientation import export_on_their_side
 from compression.result import Artifact, StageResult
 from compression.specs.metrics import DEFAULT_METRIC
 from compression.specs.training import TrainingSpec
@@ -96,8 +95,7 @@ def write_float_student(student: nn.Module, task: Task, file_name: str,
     stage's timing and metrics are the download's) or when the student is a graph without traced shapes (a
     low-rank student's), which the next stage's analyses need."""
     untraced = lacks_traced_shapes(student)
-    program = stored_program(export_on_their_side(eval_mode(student.to("cpu")), _cpu_examples(task), metrics),
-                             task.half_storage, _cpu_examples(task))
+    program = float_result(student.to("cpu"), _cpu_examples(task), task.half_storage, metrics)
     artifact = _student_artifact(save_program(program, task.workdir / file_name), file_name, student)
     rewritten = untraced or "tall_convs_on_their_side" in metrics or task.half_storage is not None
     return artifact, (eval_mode(program.module()) if rewritten else student)

@@ -8,7 +8,7 @@ from torch import nn
 
 from compression import formats
 from compression.context import RunContext
-from compression.half_precision import stored_program
+from compression.half_precision import float_result
 from compression.io import export_model, save_program
 from compression.modes import eval_mode, is_exported
 from compression.prune.finetune import finetune, gradual_finetune, lottery_ticket, recalibrate_batch_norm
@@ -16,7 +16,6 @@ from compression.prune.masks import WeightMasks, keep_top, prunable_weights, spa
 from compression.prune.sparse_format import save_sparse
 from compression.prune.structured import plan_structured, prune_channels
 from compression.prune.synflow import synflow_prune
-from compression.ptq.conv_orientation import export_on_their_side
 from compression.result import StageResult
 from compression.specs.prune import PruneSpec
 from compression.task import Task
@@ -49,8 +48,7 @@ def _unstructured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext
         if spec.finetune is not None:
             training = finetune(model, spec, task, ctx, masks)
     metrics = sparsity_report(model, names)
-    program = stored_program(export_on_their_side(eval_mode(model), task.example_inputs, metrics),
-                             task.half_storage, task.example_inputs)
+    program = float_result(model, task.example_inputs, task.half_storage, metrics)
     dense_path = save_program(program, task.workdir / "pruned.pt2")
     pruned = eval_mode(program.module())
     state = pruned.state_dict()
@@ -87,8 +85,7 @@ def _structured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext) 
         recalibrate_batch_norm(pruned, task, ctx, spec.recalibrate_batches)
     training = finetune(pruned, spec, task, ctx) if spec.finetune is not None else None
     turned = {}
-    program = stored_program(export_on_their_side(eval_mode(pruned), task.example_inputs, turned),
-                             task.half_storage, task.example_inputs)
+    program = float_result(pruned, task.example_inputs, task.half_storage, turned)
     path = save_program(program, task.workdir / "pruned.pt2")
     pruned = eval_mode(program.module())
     parameters_after = _parameter_count(pruned)
