@@ -62,8 +62,8 @@ class PhaseClock:
         done = step - self.first_step
         return (now - self.started) / done * (total - step) if done > 0 else None
 
-    def has_evidence(self, step: int) -> bool:
-        return monotonic() - self.started >= PACE_EVIDENCE_S and step - self.first_step >= PACE_EVIDENCE_STEPS
+    def has_evidence(self, step: int, seconds: float = PACE_EVIDENCE_S) -> bool:
+        return monotonic() - self.started >= seconds and step - self.first_step >= PACE_EVIDENCE_STEPS
 
 
 def duration(seconds: float) -> str:
@@ -80,7 +80,7 @@ class RunContext:
     `should_stop` returns a reason string when the method must stop, or None. `save_checkpoint(name, data)` and
     `load_checkpoint(name)` let training resume after a crash; the runner decides where the bytes live.
     `deadline` (a `time.monotonic()` value) is when the runner will stop the job, its time limit: a phase whose pace
-    shows it cannot end before then stops at once with `WillNotFinish`.
+    shows it cannot end before then stops at once with `WillNotFinish`, judged after `pace_evidence_s` seconds.
     """
 
     report: Callable[[ProgressEvent], None] = lambda event: None
@@ -91,6 +91,7 @@ class RunContext:
     device: str = "cpu"
     seed: int = 0
     deadline: float | None = None
+    pace_evidence_s: float = PACE_EVIDENCE_S
     _clock: PhaseClock = field(default_factory=PhaseClock, init=False, repr=False)
 
     def progress(self, phase: str, step: int, total: int, **metrics) -> None:
@@ -105,7 +106,7 @@ class RunContext:
             self._check_pace(phase, step, total, seconds_left)
 
     def _check_pace(self, phase: str, step: int, total: int, seconds_left: float) -> None:
-        if self.deadline is None or not self._clock.has_evidence(step):
+        if self.deadline is None or not self._clock.has_evidence(step, self.pace_evidence_s):
             return
         time_left = self.deadline - monotonic()
         if seconds_left > PACE_TOLERANCE * max(time_left, 0.0):

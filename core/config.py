@@ -73,6 +73,10 @@ class Settings(BaseSettings):
 
     job_time_limit_s: int = Field(6 * 3600, description="Default and upper bound of a job's time limit.")
     job_max_attempts: int = Field(3, description="A job whose worker died this many times is failed.")
+    job_pace_evidence_s: float = Field(30.0, gt=0, description="A training phase runs this long before its pace "
+                                       "is judged; a phase whose pace shows it cannot end within the job's time limit "
+                                       "then fails at once with its estimate. Shorter judges on the noisier first "
+                                       "steps (compiling, warming caches).")
     heartbeat_interval_s: float = 5.0
     stale_after_s: float = Field(60.0, description="A running job without heartbeat this long is re-queued.")
     progress_interval_s: float = Field(0.3, description="Progress is written to the job row at most this often.")

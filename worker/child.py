@@ -110,7 +110,7 @@ class JobRun:
         from pydantic import TypeAdapter
 
         from compression.archive import ArchiveLimits
-        from compression.context import RunContext
+        from compression.context import PACE_EVIDENCE_S, RunContext
         from compression.pipeline import run_pipeline
         from compression.specs import EvaluationSpec, StageSpec
 
@@ -124,7 +124,7 @@ class JobRun:
         deadline = self.started + task["time_limit_s"] if task.get("time_limit_s") else None
         ctx = RunContext(report=self.report, should_stop=self.stop.reason, save_checkpoint=self.save_checkpoint,
                          load_checkpoint=self.load_checkpoint, device=task["device"], seed=task["seed"],
-                         deadline=deadline)
+                         deadline=deadline, pace_evidence_s=task.get("pace_evidence_s", PACE_EVIDENCE_S))
         limits = ArchiveLimits(**task["archive_limits"])
         # A folder job gets what any job gets: the uploaded students, metrics kept as measured (a failed job keeps
         # them), the stored baseline and upload outputs.

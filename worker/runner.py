@@ -125,7 +125,7 @@ def _run(job_id: str, settings: Settings, joblog: JobLogWriter) -> str:
                 "evaluation": evaluation, "baseline": known, "upload_outputs": upload_outputs_file(cache, key),
                 "train_split": spec.train_split,
                 "seed": spec.seed, "device": device, "threads": settings.torch_threads,
-                "time_limit_s": job.time_limit_s,
+                "time_limit_s": job.time_limit_s, "pace_evidence_s": settings.job_pace_evidence_s,
                 "archive_limits": dataclasses.asdict(settings.archive_limits)}
         relay = Relay(job, scratch, settings, joblog, len(spec.stages))
         run = run_child(settings, scratch, {"isolation": plan, "task": task}, relay,

@@ -11,7 +11,8 @@ import pytest
 
 from tests.hf_folders import CORPUS, bert_dir, gpt2_folder, jsonl_bytes, llama_dir, zip_bytes  # noqa: F401
 
-pytestmark = pytest.mark.e2e
+# What is compressed and written does not depend on the database or broker: once is enough.
+pytestmark = [pytest.mark.e2e, pytest.mark.one_backend]
 
 FRESH_LOAD = """
 import json, sys, torch

@@ -70,6 +70,7 @@ def test_the_child_holds_no_credentials_and_reaches_no_service(settings, backend
         seen["paths"]
 
 
+@pytest.mark.one_backend
 def test_two_tenants_never_share_a_compile_cache(settings):
     from worker.compile_cache import cache_root, tenant_cache
     from worker.sandbox import probe
@@ -91,10 +92,9 @@ def test_two_tenants_never_share_a_compile_cache(settings):
     assert all(result.startswith("FileNotFoundError") for result in seen["paths"].values()), seen["paths"]
 
 
-def test_torch_compile_and_its_compiler_processes_work_in_the_sandbox(settings, backend):
+@pytest.mark.one_backend
+def test_torch_compile_and_its_compiler_processes_work_in_the_sandbox(settings):
     from worker.sandbox import probe
-    if backend.name != "sqlite":
-        pytest.skip("the sandbox does not depend on the backend; compiling once is enough")
     run = probe(settings, {"compile": True}, timeout_s=300)
     assert run.probe is not None, run.output_tail
     assert run.probe["forbidden_modules"] == []
@@ -102,6 +102,7 @@ def test_torch_compile_and_its_compiler_processes_work_in_the_sandbox(settings, 
         assert run.probe["uid"] == 65534 and run.isolation["mount_namespace"] is True
 
 
+@pytest.mark.one_backend
 def test_a_child_that_does_not_stop_when_asked_is_killed_after_the_grace_period(settings):
     from worker.sandbox import isolation_plan, run_child
     from worker.scratch import job_scratch, sandbox_identity
@@ -116,6 +117,7 @@ def test_a_child_that_does_not_stop_when_asked_is_killed_after_the_grace_period(
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.one_backend
 def test_the_child_dies_with_its_worker(backend, tmp_path):
     """The worker (here a small stand-in process) is killed hard; its job's process (forked by the worker's zygote,
     which dies with the worker) must not outlive it."""
