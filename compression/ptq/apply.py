@@ -18,6 +18,7 @@ from compression.evaluate import output_tensor
 from compression.io import inputs_at_batch
 from compression.modes import evaluating
 from compression.ptq.embeddings import EmbeddingFormat
+from compression.ptq.int8_kernels import activation_range_note
 from compression.ptq.onnx_int8 import OnnxRuntimeModel, write_onnxruntime_int8
 from compression.ptq.quantize import quantize_int8, quantized_layer_count
 from compression.result import StageResult
@@ -62,7 +63,7 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
     weights = "int8 symmetric, per output channel (conv, linear)"
     artifact = formats.artifact("model.pt2", ARTIFACT_NAME, path,
                                 weights=weights + (f"; {len(float_layers)} layers kept float" if float_layers else ""),
-                                activations="uint8 affine, per tensor, calibrated",
+                                activations=activation_range_note(),
                                 embeddings=embedding_storage,
                                 dropped_branches=report["dropped_branches"]["modules"])
     artifacts, runtimes, warnings = [artifact], {}, []

