@@ -18,7 +18,7 @@ from compression.evaluate import output_tensor
 from compression.io import inputs_at_batch
 from compression.modes import evaluating
 from compression.ptq.embeddings import EmbeddingFormat
-from compression.ptq.int8_kernels import activation_range_note
+from compression.ptq.int8_kernels import SATURATION_WARNING, activation_range_note, full_range_activations_saturate
 from compression.ptq.onnx_int8 import OnnxRuntimeModel, write_onnxruntime_int8
 from compression.ptq.quantize import quantize_int8, quantized_layer_count
 from compression.result import StageResult
@@ -63,16 +63,18 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
     weights = "int8 symmetric, per output channel (conv, linear)"
     artifact = formats.artifact("model.pt2", ARTIFACT_NAME, path,
                                 weights=weights + (f"; {len(float_layers)} layers kept float" if float_layers else ""),
-                                activations=activation_range_note(),
+                                activations=activation_range_note(spec.reduce_range),
                                 embeddings=embedding_storage,
                                 dropped_branches=report["dropped_branches"]["modules"])
     artifacts, runtimes, warnings = [artifact], {}, []
+    if not spec.reduce_range and full_range_activations_saturate():
+        warnings.append(SATURATION_WARNING)
     for extra in spec.extra_formats:
         ctx.progress(f"export {extra}", 0, 1)
         extra_started = time.monotonic()
         try:
             extra_artifact, runtime = write_extra_format(extra, float_model, quantized, example_inputs, batches,
-                                                         task)
+                                                         task, spec.reduce_range)
             # The package runs only the batch sizes it was compiled for.
             checked = (inputs_at_batch(example_inputs, max(task.latency_batch_sizes)) if extra == "aoti"
                        else example_inputs)
@@ -100,11 +102,13 @@ EXTRA_FORMATS = {"onnx_int8": ("model.onnx", "model_int8.onnx"), "aoti": ("model
 
 
 def write_extra_format(extra: str, float_model: torch.nn.Module, quantized: torch.nn.Module,
-                       example_inputs: tuple[torch.Tensor, ...], calibration: list, task: Task) -> tuple:
+                       example_inputs: tuple[torch.Tensor, ...], calibration: list, task: Task,
+                       reduce_range: bool = False) -> tuple:
     """(the artifact of one of `PTQSpec.extra_formats`, its file loaded as a module the pipeline can time)."""
     kind, name = EXTRA_FORMATS[extra]
     if extra == "onnx_int8":
-        written = write_onnxruntime_int8(float_model, example_inputs, calibration, task.workdir / name)
+        written = write_onnxruntime_int8(float_model, example_inputs, calibration, task.workdir / name,
+                                         reduce_range=reduce_range)
         path = written.path
         described = {"weights": f"{written.weights} (ONNX Runtime static quantization)",
                      "activations": "uint8 affine, per tensor, min-max over the calibration samples",

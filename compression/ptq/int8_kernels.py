@@ -1,13 +1,17 @@
-"""Whether this CPU's int8 kernels saturate on full-range (8-bit) activations, and the activation range to
-calibrate for when they do.
+"""Whether this CPU's int8 kernels saturate on full-range (8-bit) activations, and what an artifact says about it.
 
 Why: an x86 CPU without VNNI (AVX2 or AVX-512 without DL Boost: AMD before Zen 4, Intel before Cascade Lake)
 multiplies uint8 activations by int8 weights with `vpmaddubsw`, which adds each pair of products into an int16
 and saturates: 255 * 127 * 2 = 64,770 does not fit in 32,767. oneDNN (the `.pt2`'s compiled kernels) and ONNX
-Runtime (the `onnx_int8` file) both take that path there, so a model calibrated for 0..255 activations computes
-something else than it was measured as: on such a CPU a small int8 CNN was 0.026 off its own Q/DQ graph (of
-outputs around 0.25) and an int8 encoder 0.09, where CPUs with VNNI agree to float rounding. Calibrating
-activations to 0..127 (PyTorch's `reduce_range`) keeps every pair sum within int16: 127 * 127 * 2 = 32,258.
+Runtime both take that path there, so a model calibrated for 0..255 activations computes something other than
+its Q/DQ graph. Calibrating activations to 0..127 (`PTQSpec.reduce_range`, PyTorch's `reduce_range`) keeps every
+pair sum within int16 (127 * 127 * 2 = 32,258), at one bit less activation resolution everywhere.
+
+Which costs more depends on the model, so full range stays the default and the job warns where its own worker
+saturates (its figures are the compiled model's, saturation included). `bench/int8_no_vnni.py` on real models,
+oneDNN capped to AVX2: MiniLM's compiled outputs were up to 1.04x their range off the Q/DQ graph at full range
+yet kept cosine 0.992 to fp32, while 0..127 gave exact kernels and cosine 0.979; PESTO: 0.37x off, top-1 0.992
+either way (0.988 at 0..127). A tiny test CNN was 10 % off at full range.
 
 The question is answered by running the kernel, not by reading CPU flags: a uint8 x int8 product whose exact
 result is known comes back exact or saturated, whatever the CPU, the hypervisor's flags or `ONEDNN_MAX_CPU_ISA`
@@ -21,8 +25,11 @@ import functools
 import torch
 
 FULL_RANGE_NOTE = "uint8 affine, per tensor, calibrated to 0..255 (exact on x86 CPUs with VNNI)"
-REDUCED_RANGE_NOTE = ("uint8 affine, per tensor, calibrated to 0..127: this worker's CPU has no VNNI, whose int8 "
-                      "kernels saturate full-range activations (the file runs correctly on any x86 CPU)")
+REDUCED_RANGE_NOTE = "uint8 affine, per tensor, calibrated to 0..127 (reduce_range: exact on any x86 CPU)"
+SATURATION_WARNING = ("this worker's CPU has no VNNI: its int8 kernels saturate full-range (0..255) activations, so "
+                      "the figures measured here include that error, which CPUs with VNNI do not make; "
+                      "'reduce_range': true calibrates to 0..127 instead, exact on any x86 CPU at one bit less "
+                      "activation resolution")
 
 
 @functools.cache
@@ -45,6 +52,6 @@ def full_range_activations_saturate() -> bool:
         torch.backends.quantized.engine = before
 
 
-def activation_range_note() -> str:
-    """The activations' description for an int8 artifact quantized on this machine."""
-    return REDUCED_RANGE_NOTE if full_range_activations_saturate() else FULL_RANGE_NOTE
+def activation_range_note(reduce_range: bool) -> str:
+    """The activations' description for an int8 artifact."""
+    return REDUCED_RANGE_NOTE if reduce_range else FULL_RANGE_NOTE

@@ -24,25 +24,24 @@ import onnx
 import torch
 
 from compression.onnx_export import export_float
-from compression.ptq.int8_kernels import full_range_activations_saturate
 
 
 class OnnxInt8File(NamedTuple):
     path: Path
     per_channel: bool  # False: ONNX Runtime could not quantize per channel and the weights are per tensor
-    reduced_range: bool  # weights in -64..63: this CPU's int8 kernels saturate full-range ones (int8_kernels.py)
+    reduced_range: bool  # 7-bit weights (PTQSpec.reduce_range): exact on CPUs without VNNI (int8_kernels.py)
 
     @property
     def weights(self) -> str:
         granularity = ("per output channel" if self.per_channel else
                        "per tensor (ONNX Runtime refused per-channel weights for this model)")
         return "int8 symmetric, " + granularity + (
-            ", 7-bit range: this worker's CPU has no VNNI, whose int8 kernels saturate full-range products"
-            if self.reduced_range else "")
+            ", 7-bit range (reduce_range: exact on CPUs without VNNI)" if self.reduced_range else "")
 
 
 def write_onnxruntime_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
-                           calibration: Iterable[tuple[torch.Tensor, ...]], path: str | Path) -> OnnxInt8File:
+                           calibration: Iterable[tuple[torch.Tensor, ...]], path: str | Path,
+                           reduce_range: bool = False) -> OnnxInt8File:
     """Export `model` (float) to ONNX and quantize it statically with ONNX Runtime (u8s8 QDQ, per-channel
     weights, per-tensor where ONNX Runtime refuses per-channel), calibrated on the input tuples of
     `calibration`."""
@@ -63,16 +62,17 @@ def write_onnxruntime_int8(model: torch.nn.Module, example_inputs: tuple[torch.T
         # QDQ pairs and the int8 model ran slower than the float one.
         quant_pre_process(str(float_path), str(prepared_path), skip_symbolic_shape=True)
         try:
-            _quantize_static(prepared_path, path, feeds, per_channel=True)
-            return OnnxInt8File(path, per_channel=True, reduced_range=full_range_activations_saturate())
+            _quantize_static(prepared_path, path, feeds, per_channel=True, reduce_range=reduce_range)
+            return OnnxInt8File(path, per_channel=True, reduced_range=reduce_range)
         except ValueError:
             # onnxruntime 1.32's int32 bias-scale check fails on some per-channel convs (PESTO's 1175-tap
             # single-channel conv): per-tensor weights still give an int8 model, and the metadata says so.
-            _quantize_static(prepared_path, path, feeds, per_channel=False)
-            return OnnxInt8File(path, per_channel=False, reduced_range=full_range_activations_saturate())
+            _quantize_static(prepared_path, path, feeds, per_channel=False, reduce_range=reduce_range)
+            return OnnxInt8File(path, per_channel=False, reduced_range=reduce_range)
 
 
-def _quantize_static(source: Path, destination: Path, feeds: list[dict], per_channel: bool) -> None:
+def _quantize_static(source: Path, destination: Path, feeds: list[dict], per_channel: bool,
+                     reduce_range: bool) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Batches(CalibrationDataReader):
@@ -88,7 +88,7 @@ def _quantize_static(source: Path, destination: Path, feeds: list[dict], per_cha
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         # ONNX Runtime's remedy for x86 CPUs without VNNI: 7-bit weights keep its uint8 x int8
                         # pair sums within int16 (compression/ptq/int8_kernels.py).
-                        reduce_range=full_range_activations_saturate())
+                        reduce_range=reduce_range)
 
 
 class OnnxRuntimeModel(torch.nn.Module):

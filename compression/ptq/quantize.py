@@ -12,7 +12,7 @@ dq -> conv/linear -> q patterns and runs oneDNN int8 kernels.
 
 Numerics (`get_default_x86_inductor_quantization_config`): weights int8 symmetric per output channel (min-max
 observer), activations uint8 affine per tensor (histogram observer, which picks the clipping range minimising
-the quantization error; 0..127 instead of 0..255 on a CPU without VNNI, `int8_kernels.py`), biases fp32;
+the quantization error; 0..127 instead of 0..255 with `reduce_range`, `int8_kernels.py`), biases fp32;
 embedding tables int8 per row or 4-bit per group (`embeddings.py`), rewritten after conversion since the x86
 quantizer leaves them in fp32.
 """
@@ -42,7 +42,6 @@ from compression.ptq.conv1d import conv1d_as_conv2d
 from compression.ptq.conv_orientation import tall_convs_on_their_side
 from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
 from compression.ptq.explicit_padding import pad_long_kernels_explicitly
-from compression.ptq.int8_kernels import full_range_activations_saturate
 from compression.ptq.smoothquant import smooth_linears
 from compression.quant.graph import find_layers, select_layers
 
@@ -53,8 +52,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
                   calibration: Iterable[tuple[torch.Tensor, ...]],
                   on_batch: Callable[[int], None] | None = None, *,
                   embeddings: EmbeddingFormat | None = EmbeddingFormat(), smoothquant_alpha: float | None = None,
-                  include: list[str] = (), exclude: list[str] = (), report: dict | None = None
-                  ) -> torch.fx.GraphModule:
+                  include: list[str] = (), exclude: list[str] = (), report: dict | None = None,
+                  reduce_range: bool = False) -> torch.fx.GraphModule:
     """An int8 copy of `model` calibrated on the input tuples of `calibration`; `model` is only put in eval mode.
 
     `on_batch(i)` is called after the i-th calibration batch (progress, cancellation). `embeddings` None keeps
@@ -64,13 +63,15 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     quantizing: "dropped_branches", "conv1d_as_conv2d", "addmm_as_linear" and "tall_convs_on_their_side" (how
     many),
     "explicitly_padded" (the long-kernel convs whose padding became a separate op), "embeddings",
-    "smoothquant", and "float_layers" (the layers left float, when patterns were given).
+    "smoothquant", "float_layers" (the layers left float, when patterns were given) and "activation_range".
+    `reduce_range` True calibrates activations to 0..127 (exact on CPUs without VNNI, `int8_kernels.py`), False
+    to 0..255.
     """
     report = {} if report is None else report
     if smoothquant_alpha is not None:
         calibration = list(calibration)
     prepared = prepare_int8(model, example_inputs, calibration, smoothquant_alpha=smoothquant_alpha,
-                            include=include, exclude=exclude, report=report)
+                            include=include, exclude=exclude, report=report, reduce_range=reduce_range)
     calibrated = False
     with torch.no_grad():
         for index, inputs in enumerate(calibration, start=1):
@@ -94,8 +95,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
 
 def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
                  calibration: list[tuple[torch.Tensor, ...]] | None = None, *, smoothquant_alpha: float | None = None,
-                 include: list[str] = (), exclude: list[str] = (), report: dict | None = None
-                 ) -> torch.fx.GraphModule:
+                 include: list[str] = (), exclude: list[str] = (), report: dict | None = None,
+                 reduce_range: bool = False) -> torch.fx.GraphModule:
     """The first half of `quantize_int8`: the exported graph without dead branches (smoothed with `calibration`
     when `smoothquant_alpha` is given), with the quantizer's observers inserted, ready to calibrate. The job's dry
     run (`compression.dry_run`) runs this and one forward pass, which is where models the quantizer cannot handle
@@ -122,7 +123,6 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     float_nodes = set()
     if include or exclude:
         float_nodes, report["float_layers"] = float_layer_nodes(graph, list(include), list(exclude))
-    reduce_range = full_range_activations_saturate()  # a CPU without VNNI: 0..127 activations (int8_kernels.py)
     report["activation_range"] = "0..127" if reduce_range else "0..255"
     config = get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
     quantizer = FloatOnlyX86Quantizer(float_nodes).set_global(config)

@@ -11,6 +11,7 @@ from compression.distill.codebook_format import write_codebook_model
 from compression.io import export_model
 from compression.pq.packing import save_ipq
 from compression.prune.sparse_format import save_sparse
+from compression.ptq.int8_kernels import full_range_activations_saturate
 from compression.ptq.quantize import quantize_int8
 from compression.quant.packed import write_packed
 from compression.quant.weights import WeightFormat, quantize_weight
@@ -45,7 +46,8 @@ def test_every_kind_loads_in_a_fresh_process_from_its_recipe_alone(tmp_path):
 
     model, x = _model(), torch.randn(32, 16)
     gm = export_model(model, (x[:8],)).module()
-    int8 = quantize_int8(model, (x[:4],), [(x,)])
+    # Exact int8 kernels on any CPU (without VNNI full-range products saturate: compression/ptq/int8_kernels.py).
+    int8 = quantize_int8(model, (x[:4],), [(x,)], reduce_range=full_range_activations_saturate())
     eight_bits, four_bits = (WeightFormat("int", bits, True, "per_channel") for bits in (8, 4))
     files = {
         "model.pt2": formats.format_of("model.pt2").write(int8, (x[:4],), tmp_path / "model_int8.pt2"),

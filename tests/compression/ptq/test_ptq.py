@@ -10,6 +10,7 @@ from compression.data import Dataset
 from compression.evaluate import evaluate, tensor_sqnr_db
 from compression.io import input_names, load_model, load_program
 from compression.ptq import apply_ptq, quantize_int8
+from compression.ptq.int8_kernels import SATURATION_WARNING, full_range_activations_saturate
 from compression.ptq.quantize import quantized_layer_count
 from compression.specs.ptq import PTQSpec
 from compression.task import Task
@@ -80,6 +81,16 @@ def test_ptq_on_an_unlabelled_plain_module_and_cancellation(tmp_path):
     task = Task(dataset, model, dataset.split("val").head(4).inputs, tmp_path)
     result = apply_ptq(PTQSpec(calibration_samples=64), model, task, RunContext())
     assert evaluate(result.model, dataset.split("val"), reference=model)["sqnr_db"] > 25
+
+    assert result.metrics["activation_range"] == "0..255" and "0..255" in result.artifacts[0].metadata["activations"]
+    # The warning is there exactly where this CPU's int8 kernels saturate full-range activations.
+    assert (SATURATION_WARNING in result.metrics.get("warnings", [])) is full_range_activations_saturate()
+    reduced = apply_ptq(PTQSpec(calibration_samples=64, reduce_range=True), model, task, RunContext())
+    assert PTQSpec(reduce_range=True).is_x86_int8_default  # an option of the default recipe
+    assert reduced.metrics["activation_range"] == "0..127" and SATURATION_WARNING not in reduced.metrics.get(
+        "warnings", [])
+    assert "0..127" in reduced.artifacts[0].metadata["activations"]
+    assert evaluate(reduced.model, dataset.split("val"), reference=model)["sqnr_db"] > 20
 
     stop_after_first = RunContext(should_stop=lambda: "cancelled")
     with pytest.raises(Cancelled):
