@@ -10,8 +10,8 @@ pair sum within int16 (127 * 127 * 2 = 32,258), at one bit less activation resol
 Which costs more depends on the model, so full range stays the default and the job warns where its own worker
 saturates (its figures are the compiled model's, saturation included). `bench/int8_no_vnni.py` on real models,
 oneDNN capped to AVX2: MiniLM's compiled outputs were up to 1.04x their range off the Q/DQ graph at full range
-yet kept cosine 0.992 to fp32, while 0..127 gave exact kernels and cosine 0.979; PESTO: 0.37x off, top-1 0.992
-either way (0.988 at 0..127). A tiny test CNN was 10 % off at full range.
+yet kept cosine 0.992 to fp32, while 0..127 (0.07 off, no saturation) gave cosine 0.979; PESTO: 0.37x off, top-1 0.992
+either way (0.988 at 0..127). A small test CNN was 4.9 % of its output range off (0.15 % at 0..127).
 
 The question is answered by running the kernel, not by reading CPU flags: a uint8 x int8 product whose exact
 result is known comes back exact or saturated, whatever the CPU, the hypervisor's flags or `ONEDNN_MAX_CPU_ISA`

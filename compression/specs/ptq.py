@@ -110,8 +110,9 @@ class PTQSpec(Spec):
         False, description="Default int8 path: calibrate activations to 0..127 instead of 0..255 (and ONNX "
                            "Runtime's onnx_int8 weights to 7 bits), so the int8 kernels of x86 CPUs without VNNI "
                            "(AVX2; AMD before Zen 4, Intel before Cascade Lake), which saturate full-range "
-                           "products, compute the quantized graph exactly. Costs accuracy elsewhere (MiniLM: "
-                           "cosine to fp32 0.994 -> 0.979); the job warns when its own worker's kernels saturate.")
+                           "products, compute the quantized graph without saturating. Costs accuracy elsewhere "
+                           "(MiniLM: cosine to fp32 0.994 -> 0.979); the job warns when its own worker's kernels "
+                           "saturate.")
     extra_formats: list[Literal["onnx_int8", "aoti"]] = Field(
         [], max_length=2, description="Other int8 deployables written beside model_int8.pt2 (default int8 path), "
                                       "each timed next to it at the job's latency batch sizes, the metrics saying "
@@ -130,6 +131,9 @@ class PTQSpec(Spec):
             raise ValueError("smoothquant and extra_formats options apply to the default int8 recipe only; remove "
                              "them or the options that select the general path (weights, activations, layer_bits, "
                              "budget, sensitivity, ...)")
+        if not self.is_x86_int8_default and self.reduce_range:
+            raise ValueError("reduce_range applies to the default int8 recipe only; on the general path choose the "
+                             "bits themselves (activations.bits, weights.bits)")
         if "onnx_int8" in self.extra_formats and (self.include or self.exclude):
             # ONNX Runtime quantizes its own export, whose node names are not our layer names: it would quantize
             # the layers the .pt2 keeps float

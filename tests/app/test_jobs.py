@@ -73,6 +73,8 @@ def test_a_model_used_by_a_queued_job_cannot_be_deleted(api, auth, uploaded):
     ({"stages": [{"method": "ptq", "extra_formats": ["onnx_int8"], "weights": {"bits": 4}}]},
      "smoothquant and extra_formats options apply to the default int8 recipe only"),
     ({"stages": [{"method": "ptq", "extra_formats": ["tflite"]}]}, "Input should be 'onnx_int8' or 'aoti'"),
+    ({"stages": [{"method": "ptq", "reduce_range": True, "weights": {"bits": 4}}]},
+     "reduce_range applies to the default int8 recipe only"),
     ({"stages": [{"method": "quant_noise"}, {"method": "ipq"}, {"method": "prune"}]},
      "stage 2 (prune) cannot follow stage 1 (ipq)"),
     ({"evaluation": {"output_kind": "embeddings", "metric": "top1_agreement"}},
