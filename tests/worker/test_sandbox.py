@@ -72,12 +72,13 @@ def test_the_child_holds_no_credentials_and_reaches_no_service(settings, backend
 
 @pytest.mark.one_backend
 def test_two_tenants_never_share_a_compile_cache(settings):
-    from worker.compile_cache import cache_root, tenant_cache
+    from worker.compile_cache import cache_root, kind_root, tenant_cache
     from worker.sandbox import probe
     from worker.scratch import sandbox_identity
     identity = sandbox_identity(settings)
     ours, theirs = (tenant_cache(settings, identity, tenant) for tenant in ("tenant-ours", "tenant-theirs"))
-    assert ours != theirs and ours.parent == theirs.parent == cache_root(settings)
+    assert ours != theirs and ours.parent == theirs.parent == kind_root(settings)
+    assert kind_root(settings).parent == cache_root(settings)
     assert tenant_cache(settings, identity, "tenant-ours") == ours  # kept for the tenant's next job
     (theirs / "inductor").mkdir(exist_ok=True)
     kernel = theirs / "inductor" / "kernel.so"
