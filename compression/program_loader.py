@@ -34,6 +34,7 @@ from compression.archive.program_rules import (
     called_operators,
 )
 from compression.archive.pt2 import CONSTANTS_DIR, MODEL_JSON, SAMPLE_INPUTS, WEIGHTS_DIR, Pt2Archive, read_pt2
+from compression.positional_inputs import make_inputs_positional
 
 _PYTHON_MODULES = {"_operator": operator, "math": math, "torch": torch}
 
@@ -53,10 +54,11 @@ def load_checked_program(source: str | Path | BinaryIO, limits: ArchiveLimits = 
         serialized = _dict_to_dataclass(schema.ExportedProgram, archive.program)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. symbols of range constraints that no longer appear
-            return ExportedProgramDeserializer().deserialize(serialized, state_dict, constants, example_inputs)
+            program = ExportedProgramDeserializer().deserialize(serialized, state_dict, constants, example_inputs)
     except Exception as exc:  # torch's own consistency checks, on a program that passed ours
         raise InvalidUpload(f"{where}: torch cannot rebuild the program ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:500] if str(exc) else ''})") from None
+    return make_inputs_positional(program)
 
 
 @functools.cache

@@ -83,3 +83,57 @@ def test_tiny_transformers_exports_with_dynamic_batch_and_sequence_load(architec
     torch.export.save(program, path)
     assert [spec.name for spec in inspect_pt2(path).inputs] == ["input_ids", "attention_mask"]
     _same_as_torch(path, torch.randint(0, 50, (3, 5)), torch.ones(3, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("positional", [0, 1], ids=["keywords only", "mixed"])
+def test_a_program_exported_with_keyword_arguments_is_called_positionally(positional, tmp_path):
+    """Hugging Face's export recipe passes the inputs by name (`kwargs=dict(inputs)`); every stage calls models
+    with their inputs in order, so the loader gives such a program a positional calling convention."""
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = torch.nn.Embedding(20, 8)
+
+        def forward(self, input_ids, attention_mask):
+            mask = attention_mask.unsqueeze(-1).float()
+            return (self.embedding(input_ids) * mask).sum(1) / mask.sum(1)
+
+    names = ["input_ids", "attention_mask"]
+    ids, mask = torch.randint(0, 20, (2, 6)), torch.tensor([[1] * 6, [1] * 3 + [0] * 3])
+    inputs = dict(zip(names, (ids, mask)))
+    batch = Dim("batch")
+    args = tuple(inputs[name] for name in names[:positional])
+    kwargs = {name: inputs[name] for name in names[positional:]}
+    program = torch.export.export(Encoder(), args, kwargs=kwargs,
+                                  dynamic_shapes={name: {0: batch} for name in names})
+    path = tmp_path / "encoder.pt2"
+    torch.export.save(program, path)
+    assert [spec.name for spec in inspect_pt2(path).inputs] == names
+
+    ours, theirs = load_program(path), torch.export.load(path)
+    new_ids, new_mask = torch.randint(0, 20, (3, 6)), torch.ones(3, 6, dtype=torch.long)
+    with pytest.raises(ValueError, match="keyword mismatch"):
+        theirs.module()(new_ids, new_mask)  # what every stage did before
+    expected = theirs.module()(input_ids=new_ids, attention_mask=new_mask) if positional == 0 \
+        else theirs.module()(new_ids, attention_mask=new_mask)
+    torch.testing.assert_close(ours.module()(new_ids, new_mask), expected, rtol=0, atol=0)
+    example_args, example_kwargs = ours.example_inputs
+    assert example_kwargs == {} and [tuple(t.shape) for t in example_args] == [(2, 6), (2, 6)]
+    # Re-exported positionally (what a stage does), the batch stays dynamic.
+    again = export_model(ours.module(), (new_ids, new_mask))
+    assert again.module()(ids, mask).shape == (2, 8)
+
+
+def test_a_program_with_a_nested_input_keeps_its_calling_convention(tmp_path):
+    class Pair(torch.nn.Module):
+        def forward(self, x, extra):
+            return x * extra["scale"]
+
+    x, scale = torch.randn(2, 3), torch.randn(2, 3)
+    program = torch.export.export(Pair(), (x,), kwargs={"extra": {"scale": scale}})
+    path = tmp_path / "pair.pt2"
+    torch.export.save(program, path)
+    ours = load_program(path)
+    assert ours.call_spec.in_spec == torch.export.load(path).call_spec.in_spec
+    torch.testing.assert_close(ours.module()(x, extra={"scale": scale}), x * scale)

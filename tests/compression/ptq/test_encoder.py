@@ -99,6 +99,25 @@ def test_default_ptq_quantizes_a_bounded_bert_encoder_with_an_unused_pooler(enco
         assert reloaded(ids[:1], mask[:1]).shape == (1, 64)  # batch 1 is still allowed
 
 
+def test_an_encoder_exported_with_keyword_arguments_runs_the_default_job(encoder_files, tmp_path):
+    """Hugging Face's export recipe (`kwargs=dict(inputs)`): every stage used to call it positionally and fail."""
+    _, dataset_path = encoder_files
+    torch.manual_seed(0)
+    example = {name: torch.from_numpy(values) for name, values in _token_batch(4, 0).items()}
+    batch = Dim("batch", min=1, max=1024)
+    program = torch.export.export(SentenceEncoder().eval(), (), kwargs=example,
+                                  dynamic_shapes={name: {0: batch} for name in example})
+    model_path = tmp_path / "by_name.pt2"
+    torch.export.save(program, str(model_path))
+    result = run_pipeline(model_path, dataset_path, [PTQSpec(calibration_samples=16)], EvaluationSpec(latency=False),
+                          RunContext(), tmp_path / "job")
+    stage, = result.stages
+    assert stage.metrics["method_metrics"]["quantized_layers"] == 12 and stage.metrics["cosine"] > 0.99
+    ids, mask = (torch.from_numpy(a) for a in _token_batch(3, 5).values())
+    with torch.no_grad():  # the artifact takes the inputs in the upload's order
+        torch.testing.assert_close(load_program(stage.artifacts[0].path).module()(ids, mask), stage.model(ids, mask))
+
+
 def test_general_path_reports_block_sensitivity_and_exports_onnx_with_the_bounded_batch(encoder_files, tmp_path):
     import onnxruntime
 
