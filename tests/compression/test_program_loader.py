@@ -137,3 +137,35 @@ def test_a_program_with_a_nested_input_keeps_its_calling_convention(tmp_path):
     ours = load_program(path)
     assert ours.call_spec.in_spec == torch.export.load(path).call_spec.in_spec
     torch.testing.assert_close(ours.module()(x, extra={"scale": scale}), x * scale)
+
+
+@pytest.mark.parametrize("by_name", [False, True], ids=["positional flag", "keyword flag"])
+def test_a_constant_argument_is_baked_in_and_no_longer_an_input(by_name, tmp_path):
+    """A flag among the exported inputs (`normalize=True`): export bakes it into the graph, yet torch's module
+    still wants it passed, with the same value; the dataset holds only the tensors."""
+
+    class Embedder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+
+        def forward(self, x, normalize=False, scale=None):
+            out = self.linear(x)
+            return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+
+    x = torch.randn(2, 4)
+    args, kwargs = ((x,), {"normalize": True, "scale": None}) if by_name else ((x, True), {})
+    dynamic = {"x": {0: Dim("batch")}, "normalize": None} | ({"scale": None} if by_name else {})
+    program = torch.export.export(Embedder().eval(), args, kwargs=kwargs, dynamic_shapes=dynamic)
+    path = tmp_path / "embedder.pt2"
+    torch.export.save(program, path)
+    assert [spec.name for spec in inspect_pt2(path).inputs] == ["x"]
+    ours, theirs = load_program(path), torch.export.load(path)
+    new = torch.randn(5, 4)
+    expected = theirs.module()(new, *args[1:], **kwargs)  # torch's module wants the flag, as exported
+    torch.testing.assert_close(ours.module()(new), expected, rtol=0, atol=0)
+    torch.testing.assert_close(ours.module()(new).norm(dim=-1), torch.ones(5))
+    assert [name for name in ours.graph_signature.user_inputs] == ["x"]
+    saved = tmp_path / "again.pt2"
+    save_program(export_model(ours.module(), (new,)), saved)
+    torch.testing.assert_close(load_program(saved).module()(new), expected)
