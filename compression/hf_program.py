@@ -24,6 +24,8 @@ from compression.sentence_pooling import SentencePooling
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 MAX_TOKENS = 512
+# transformers' model_max_length when neither the tokenizer nor its config names one (VERY_LARGE_INTEGER).
+UNSET_TOKENIZER_LIMIT = 10**9
 EXAMPLE_ROWS = 2
 
 
@@ -70,9 +72,25 @@ def token_length(model: torch.nn.Module, splits: dict[str, TextSplit], tokenizer
     (where sentence-transformers truncates: the embedding users get from longer text)."""
     check_tokenizes(tokenizer, [text for rows in splits.values() for text in rows.texts])
     longest = max(len(ids) for rows in splits.values() for ids in tokenizer(rows.texts)["input_ids"])
-    positions = getattr(model.model.config, "max_position_embeddings", None) or MAX_TOKENS
     declared = (embedding and embedding.max_seq_length) or MAX_TOKENS
-    return max(2, min(longest, positions, MAX_TOKENS, declared))
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if not isinstance(tokenizer_limit, int) or tokenizer_limit >= UNSET_TOKENIZER_LIMIT:
+        tokenizer_limit = MAX_TOKENS
+    return max(2, min(longest, usable_positions(model.model), MAX_TOKENS, declared, tokenizer_limit))
+
+
+def usable_positions(model: torch.nn.Module) -> int:
+    """How many tokens the model can take: its config's `max_position_embeddings`, less the rows a RoBERTa-style
+    position table reserves. RoBERTa, XLM-R, CamemBERT, MPNet, Longformer, ... number positions from
+    `padding_idx + 1` (the padding token's id), so a 512-row table (a tiny or retrained config; the released ones
+    have 514) takes 510 tokens, and 512 failed the job with "index 512 is out of bounds"."""
+    positions = getattr(model.config, "max_position_embeddings", None) or MAX_TOKENS
+    for name, module in model.named_modules():
+        padding = getattr(module, "padding_idx", None)
+        weight = getattr(module, "weight", None)
+        if "position" in name.rsplit(".", 1)[-1] and isinstance(padding, int) and isinstance(weight, torch.Tensor):
+            positions = min(positions, weight.shape[0] - padding - 1)
+    return positions
 
 
 def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int) -> dict[str, np.ndarray]:

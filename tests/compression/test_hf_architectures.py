@@ -4,15 +4,16 @@ models of a few hundred thousand parameters, a few seconds each."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from bench.hf_architecture_sweep import folder_zip, save_tokenizer, text_dataset, tiny_model
+from bench.hf_architecture_sweep import WORDS, folder_zip, save_tokenizer, text_dataset, tiny_model
 from compression.archive.hf_folder import read_hf_folder
 from compression.archive.jsonl import read_jsonl
 from compression.context import RunContext
 from compression.dry_run import DryRunFailed
-from compression.hf_program import folder_to_program, load_folder_model
+from compression.hf_program import folder_to_program, load_folder_model, usable_positions
 from compression.io import load_program
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, KDSpec, LLMPTQSpec, PruneSpec, PTQSpec
@@ -235,3 +236,21 @@ def test_a_layers_student_keeps_the_same_indices_of_sibling_layer_lists(tmp_path
     student = result.stages[0].metrics["method_metrics"]["student_spec"]
     assert student["layers"] == [1] and student["layer_list"] == "attentions, layer_norm1, ffns, layer_norm2"
     assert result.stages[0].metrics["hf_folder"]["written"], result.stages[0].metrics["hf_folder"]
+
+
+def test_text_longer_than_a_roberta_position_table_is_cut_to_what_it_takes(tmp_path):
+    # RoBERTa numbers positions from padding_idx + 1, so its 512-row table (this config's) takes 510 tokens:
+    # texts cut at 512 failed the job with "index 512 is out of bounds for dimension 1 with size 512".
+    assert usable_positions(tiny_model("roberta", "feature-extraction")) == 510
+    assert usable_positions(tiny_model("bert", "feature-extraction")) == 512
+    archive = folder_zip("roberta", "sequence-classification", tmp_path)
+    long_words = " ".join(WORDS * 40)  # 800 words, one token each
+    lines = [json.dumps({"split": split, "text": long_words if row % 2 else "the cat sees the ball", "label": row % 3})
+             for split, rows in (("train", 8), ("val", 6)) for row in range(rows)]
+    dataset = tmp_path / "long.jsonl"
+    dataset.write_text("\n".join(lines) + "\n")
+    result = run_folder_pipeline(archive, dataset, "sequence-classification", [PTQSpec(calibration_samples=4)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    assert result.stages[0].metrics["accuracy"] is not None
+    tokens = np.load(tmp_path / "work" / "dataset.npz")["train.input_ids"]
+    assert tokens.shape == (8, 510)  # the long rows cut where the table ends
