@@ -215,33 +215,50 @@ def _skipped(name: str) -> bool:
 
 
 def _check_names(files: dict[str, str]) -> None:
+    """Refuse what is not read, naming every such file at once: a snapshot of a model repository often holds
+    several (pytorch_model.bin, tf_model.h5, onnx/, train_script.py), and one refusal per upload would take as many
+    uploads to find them all."""
     if "config.json" not in files:
         raise InvalidUpload("the model folder has no config.json; zip or tar the folder written by "
                             "save_pretrained (config.json, *.safetensors and the tokenizer files)")
+    found: dict[str, list[str]] = {}
     for name in sorted(files):
-        lower = name.lower()
-        if _skipped(name):
-            continue
-        if "/" in name:
-            raise InvalidUpload(f"the model folder holds a subfolder ('{name}'); only the files save_pretrained "
-                                "writes at the top level are read")
-        if lower.endswith(PICKLE_SUFFIXES):
-            raise InvalidUpload(f"'{name}' is a pickled checkpoint, which is never loaded; convert the weights to "
-                                "safetensors (model.save_pretrained(folder, safe_serialization=True)) and upload "
-                                "the folder without it")
-        if lower.endswith(".py"):
-            raise InvalidUpload(f"'{name}' is Python code; remote code is never run: upload a model whose "
-                                "architecture transformers ships, without .py files")
-        if lower.endswith(OTHER_FRAMEWORK_SUFFIXES):
-            raise InvalidUpload(f"'{name}' is not a PyTorch safetensors file; upload the safetensors weights only")
-        if not (name.endswith(".safetensors") or name in JSON_FILES or name in TOKENIZER_FILES
-                or name in DOCUMENTATION_FILES):
-            raise InvalidUpload(f"'{name}' is not part of a Hugging Face model folder as modelpress reads it "
-                                f"(config.json, *.safetensors, {INDEX_FILE}, generation_config.json and tokenizer "
-                                "files); remove it")
+        problem = _name_problem(name)
+        if problem:
+            found.setdefault(problem, []).append(name)
+    if found:
+        raise InvalidUpload("; ".join(f"{_listed(names)}: {problem}" for problem, names in found.items()))
     if not any(name.endswith(".safetensors") for name in files):
         raise InvalidUpload("the model folder has no *.safetensors weights; save it with "
                             "save_pretrained(folder, safe_serialization=True)")
+
+
+def _name_problem(name: str) -> str | None:
+    """What is wrong with the file `name` in an upload and what to do (one message per kind of file), or None."""
+    lower = name.lower()
+    if _skipped(name):
+        return None
+    if "/" in name:
+        return ("files in a subfolder: only the files save_pretrained writes at the top level are read; remove "
+                "the subfolders")
+    if lower.endswith(PICKLE_SUFFIXES):
+        return ("pickled checkpoints, which are never loaded: convert the weights to safetensors "
+                "(model.save_pretrained(folder, safe_serialization=True)) and upload the folder without them")
+    if lower.endswith(".py"):
+        return ("Python code: remote code is never run; upload a model whose architecture transformers ships, "
+                "without .py files")
+    if lower.endswith(OTHER_FRAMEWORK_SUFFIXES):
+        return "weights of other frameworks, not PyTorch safetensors: upload the safetensors weights only"
+    if not (name.endswith(".safetensors") or name in JSON_FILES or name in TOKENIZER_FILES
+            or name in DOCUMENTATION_FILES):
+        return (f"files that are not part of a Hugging Face model folder as modelpress reads it (config.json, "
+                f"*.safetensors, {INDEX_FILE}, generation_config.json and tokenizer files); remove them")
+    return None
+
+
+def _listed(names: list[str], shown: int = 8) -> str:
+    quoted = ", ".join(f"'{name}'" for name in names[:shown])
+    return quoted + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], str | None]:

@@ -155,3 +155,17 @@ def test_a_program_with_a_config_among_its_extra_files_is_still_a_program(exampl
             copy.writestr(name, source.read(name))
         copy.writestr(f"{top}/extra/config.json", b"{}")
     assert inspect_model(io.BytesIO(buffer.getvalue())).kind == "pt2"
+
+
+def test_every_file_that_is_not_read_is_named_in_one_refusal(llama_dir):
+    # A snapshot of a Hub repository (all-MiniLM-L6-v2's): one refusal per file would take five uploads.
+    snapshot = {"pytorch_model.bin": b"\x80\x04", "tf_model.h5": b"x", "rust_model.ot": b"x",
+                "train_script.py": b"import os", "onnx/model.onnx": b"x", "onnx/model_O4.onnx": b"x"}
+    with pytest.raises(InvalidUpload) as refused:
+        _read(zip_bytes(llama_dir, extra=snapshot))
+    message = str(refused.value)
+    for name in snapshot:
+        assert f"'{name}'" in message
+    for advice in ("convert the weights to safetensors", "remote code is never run", "subfolder",
+                   "upload the safetensors weights only", "not part of a Hugging Face model folder"):
+        assert advice in message
