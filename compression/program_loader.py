@@ -35,6 +35,7 @@ from compression.archive.program_rules import (
 )
 from compression.archive.pt2 import CONSTANTS_DIR, MODEL_JSON, SAMPLE_INPUTS, WEIGHTS_DIR, Pt2Archive, read_pt2
 from compression.positional_inputs import make_inputs_positional
+from compression.program_device import retarget_devices
 
 _PYTHON_MODULES = {"_operator": operator, "math": math, "torch": torch}
 
@@ -58,6 +59,8 @@ def load_checked_program(source: str | Path | BinaryIO, limits: ArchiveLimits = 
     except Exception as exc:  # torch's own consistency checks, on a program that passed ours
         raise InvalidUpload(f"{where}: torch cannot rebuild the program ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:500] if str(exc) else ''})") from None
+    # Tensors are loaded on the CPU; a program exported on a GPU names cuda in its factory and cast ops.
+    retarget_devices(program.graph_module, "cpu")
     return make_inputs_positional(program)
 
 

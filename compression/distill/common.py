@@ -14,6 +14,7 @@ from compression.evaluate import evaluate, output_tensor
 from compression.half_precision import float_result
 from compression.io import export_model, save_program
 from compression.modes import eval_mode, lacks_traced_shapes, unmeasured_frozen_batch_norms
+from compression.program_device import move_model
 from compression.result import Artifact, StageResult
 from compression.specs.metrics import DEFAULT_METRIC
 from compression.specs.training import TrainingSpec
@@ -31,11 +32,11 @@ def frozen_teacher(teacher: nn.Module, device: str) -> Iterator[nn.Module]:
     no_grad in the losses, so it never holds activations for backward and its weights never change."""
     original_device = next(teacher.parameters()).device
     eval_mode(teacher)
-    teacher.to(device)
+    move_model(teacher, device)
     try:
         yield teacher
     finally:
-        teacher.to(original_device)
+        move_model(teacher, original_device)
 
 
 def teacher_logits(teacher: nn.Module, inputs: tuple[Tensor, ...]) -> Tensor:
@@ -83,7 +84,7 @@ def periodic_eval_fn(task: Task, teacher: nn.Module, training: TrainingSpec):
 
 def write_student(student: nn.Module, task: Task, file_name: str) -> Artifact:
     """Export the trained student (eval mode, on the CPU) to a `.pt2` with a dynamic batch dimension."""
-    program = export_model(eval_mode(student.to("cpu")), _cpu_examples(task))
+    program = export_model(eval_mode(move_model(student, "cpu")), _cpu_examples(task))
     return _student_artifact(save_program(program, task.workdir / file_name), file_name, student)
 
 
@@ -95,7 +96,7 @@ def write_float_student(student: nn.Module, task: Task, file_name: str,
     stage's timing and metrics are the download's) or when the student is a graph without traced shapes (a
     low-rank student's), which the next stage's analyses need."""
     untraced = lacks_traced_shapes(student)
-    program = float_result(student.to("cpu"), _cpu_examples(task), task.half_storage, metrics)
+    program = float_result(move_model(student, "cpu"), _cpu_examples(task), task.half_storage, metrics)
     artifact = _student_artifact(save_program(program, task.workdir / file_name), file_name, student)
     rewritten = untraced or "tall_convs_on_their_side" in metrics or task.half_storage is not None
     return artifact, (eval_mode(program.module()) if rewritten else student)
@@ -117,7 +118,7 @@ def student_result(student: nn.Module, teacher: nn.Module, task: Task, ctx: RunC
     evaluate_fn = eval_metrics_fn(task, teacher, max_samples=None)
     if evaluate_fn is not None:
         with frozen_teacher(teacher, ctx.device):
-            metrics["student"] = evaluate_fn(student.to(ctx.device))
+            metrics["student"] = evaluate_fn(move_model(student, ctx.device))
             labelled = task.dataset.split(task.eval_split).has_labels
             if labelled:
                 metrics["teacher"] = {"accuracy": evaluate(teacher, task.dataset.split(task.eval_split))["accuracy"]}
@@ -134,4 +135,4 @@ def student_result(student: nn.Module, teacher: nn.Module, task: Task, ctx: RunC
             "and never will, so the student trained as a network without normalisation, which can stall from a "
             "random start; export the student with a non-zero BatchNorm momentum (PyTorch's default is 0.1)")
     ctx.progress("evaluate", 1, 1)
-    return StageResult(student.to("cpu"), artifacts, metrics)
+    return StageResult(move_model(student, "cpu"), artifacts, metrics)

@@ -30,6 +30,7 @@ from compression.distill.common import (
 from compression.distill.losses import OUTPUT_LOSSES, output_loss
 from compression.evaluate import output_tensor
 from compression.output_kind import task_output_kind
+from compression.program_device import move_model
 from compression.result import StageResult
 from compression.specs.distill import AugmentSpec, FunctionMatchingSpec
 from compression.students import teacher_and_student
@@ -45,7 +46,7 @@ def apply_function_matching(spec: FunctionMatchingSpec, model: nn.Module, task: 
                             ctx: RunContext) -> StageResult:
     """Train a student (built from `spec.student`) to match `model`, the teacher; returns the student."""
     teacher_model, student_info = teacher_and_student(spec.student, model, task)
-    student = student_info.model.to(ctx.device)
+    student = move_model(student_info.model, ctx.device)
     split = task.dataset.split(task.train_split)
     kind = task_output_kind(task.output_kind, teacher_model, task.example_inputs)
     # KL at T=1 for logits (the paper's loss); other outputs are matched with their own kind's loss.

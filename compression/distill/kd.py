@@ -21,6 +21,7 @@ from compression.distill.losses import LABEL_LOSSES, OUTPUT_LOSSES, distillation
 from compression.evaluate import output_tensor
 from compression.modes import eval_mode
 from compression.output_kind import task_output_kind
+from compression.program_device import move_model
 from compression.result import StageResult
 from compression.specs.distill import FeaturePair, KDSpec
 from compression.students import teacher_and_student
@@ -33,7 +34,7 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
     if spec.alpha > 0 and not task.dataset.split(task.train_split).has_labels:
         raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
     teacher_model, student_info = teacher_and_student(spec.student, model, task)
-    student = student_info.model.to(ctx.device)
+    student = move_model(student_info.model, ctx.device)
     kind = task_output_kind(task.output_kind, teacher_model, task.example_inputs)
     loss_name = spec.loss or OUTPUT_LOSSES[kind]
     if spec.alpha > 0 and loss_name not in LABEL_LOSSES:

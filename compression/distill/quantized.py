@@ -17,12 +17,25 @@ from compression import formats
 from compression.context import RunContext
 from compression.data import Batch
 from compression.distill.codebook_format import payload_bytes, write_codebook_model
-from compression.distill.common import (eval_metrics_fn, frozen_teacher, periodic_eval_fn, student_result,
-                                        teacher_logits, write_student)
+from compression.distill.common import (
+    eval_metrics_fn,
+    frozen_teacher,
+    periodic_eval_fn,
+    student_result,
+    teacher_logits,
+    write_student,
+)
 from compression.distill.losses import distillation_loss
-from compression.distill.weight_quant import (AttachedQuantizers, CodebookWeightQuantizer, UniformWeightQuantizer,
-                                              bucketed_format, owner_of, quantizable_weights)
+from compression.distill.weight_quant import (
+    AttachedQuantizers,
+    CodebookWeightQuantizer,
+    UniformWeightQuantizer,
+    bucketed_format,
+    owner_of,
+    quantizable_weights,
+)
 from compression.evaluate import output_tensor
+from compression.program_device import move_model
 from compression.quant.packed import write_packed
 from compression.quant.weights import quantize_weight
 from compression.result import StageResult
@@ -60,7 +73,7 @@ def _rounded_metrics(student: nn.Module, task: Task, teacher: nn.Module) -> dict
 def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Module, task: Task,
                                  ctx: RunContext) -> StageResult:
     _check_labels(spec.alpha, task)
-    student = copy.deepcopy(model).to(ctx.device)
+    student = move_model(copy.deepcopy(model), ctx.device)
     names = quantizable_weights(student, spec.skip)
     attached = AttachedQuantizers(student, names, lambda weight: UniformWeightQuantizer(
         bucketed_format(spec.bits, spec.bucket_size, weight), spec.stochastic_rounding))
@@ -71,7 +84,7 @@ def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Modu
     # The packed file is the stage's main artifact (listed first): it is the deployable, runnable low-bit model.
     # Quantize the final shadow weights once more, deterministically, and keep only the quantized values.
     attached.detach(bake=False)
-    student.to("cpu")
+    move_model(student, "cpu")
     weights = {}
     for name in names:
         owner, leaf = owner_of(student, name)
@@ -93,7 +106,7 @@ def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Modu
 def apply_differentiable_quantization(spec: DifferentiableQuantizationSpec, model: nn.Module, task: Task,
                                       ctx: RunContext) -> StageResult:
     _check_labels(spec.alpha, task)
-    student = copy.deepcopy(model).to(ctx.device)
+    student = move_model(copy.deepcopy(model), ctx.device)
     names = quantizable_weights(student, spec.skip)
     for parameter in student.parameters():
         parameter.requires_grad_(False)
@@ -104,7 +117,7 @@ def apply_differentiable_quantization(spec: DifferentiableQuantizationSpec, mode
         report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha), spec.training, task, ctx,
                        param_groups=[{"params": points}],
                        evaluate_fn=periodic_eval_fn(task, teacher, spec.training))
-    student.to("cpu")
+    move_model(student, "cpu")
     encoded = {}
     for name, quantizer in attached.quantizers.items():
         indices, codebook = quantizer.encode(attached.shadow(name))

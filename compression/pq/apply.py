@@ -30,6 +30,7 @@ from compression.pq.layers import find_layer_weights, select
 from compression.pq.packing import load_ipq, save_ipq, theoretical_bytes
 from compression.pq.parametrizations import QuantNoise, parametrizations_of, remove
 from compression.pq.quantize import add_quant_noise, order_groups, plan_layers, quantize_layer
+from compression.program_device import move_model
 from compression.result import StageResult
 from compression.specs.ipq import IPQSpec, QuantNoiseSpec
 from compression.task import Task
@@ -39,7 +40,7 @@ WEIGHTED_KINDS = ("linear", "attention", "ffn")  # layers whose k-means is weigh
 
 
 def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
-    model = copy.deepcopy(model).to(ctx.device)
+    model = move_model(copy.deepcopy(model), ctx.device)
     before = _quality(model, task)
     float32_bytes = _float32_program_bytes(model, task)
     float32_weight_bytes = _float32_weight_bytes(model)
@@ -81,7 +82,7 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
         batches = task.dataset.split(task.train_split).batches(spec.training.batch_size, shuffle=True, seed=ctx.seed)
         calibration = [batch.inputs for _, batch in zip(range(spec.calibration_batches), batches)]
     manifest = save_ipq(model, task.example_inputs, path, spec.dense_dtype, calibration)
-    packed = load_ipq(path).to(ctx.device)  # exported in eval mode
+    packed = move_model(load_ipq(path), ctx.device)  # exported in eval mode
     ctx.progress("pack", 1, 2)
     after = _quality(packed, task)
     ctx.progress("pack", 2, 2)
@@ -103,7 +104,7 @@ def apply_ipq(spec: IPQSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
 
 
 def apply_quant_noise(spec: QuantNoiseSpec, model: nn.Module, task: Task, ctx: RunContext) -> StageResult:
-    model = copy.deepcopy(model).to(ctx.device)
+    model = move_model(copy.deepcopy(model), ctx.device)
     before = _quality(model, task)
     layers = select(find_layer_weights(model), spec.include, spec.exclude)
     noised = add_quant_noise(model, layers, spec.noise, ctx.seed)
@@ -115,7 +116,7 @@ def apply_quant_noise(spec: QuantNoiseSpec, model: nn.Module, task: Task, ctx: R
     program = stored_program(export_model(_in_eval(model), task.example_inputs), task.half_storage,
                              task.example_inputs)
     path = save_program(program, task.workdir / "quant_noise.pt2")
-    trained = load_program(path).module().to(ctx.device)  # exported in eval mode
+    trained = move_model(load_program(path).module(), ctx.device)  # exported in eval mode
     metrics = {"before": before, "after": _quality(trained, task), "noised_layers": noised,
                "noise": spec.noise.model_dump(), "finetune": {"steps": report.steps,
                                                               "final_loss": round(report.final_loss, 6),

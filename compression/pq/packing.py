@@ -57,6 +57,7 @@ from compression.io import drop_debug_metadata, export_model, inputs_at_batch, l
 from compression.modes import eval_mode, is_training
 from compression.pq.activations import quantize_layer_inputs
 from compression.pq.parametrizations import PQWeight, int8_codes, parametrizations_of, set_noise
+from compression.program_device import move_model
 
 FORMAT = "modelpress.ipq"
 VERSION = "3"
@@ -214,7 +215,7 @@ def _export_dense(model: nn.Module, example_inputs: tuple[Tensor, ...], int8_inp
                   calibration: Iterable[tuple[Tensor, ...]]) -> torch.export.ExportedProgram:
     """Export a copy of `model` with every parametrization baked into a plain tensor (noise off), and int8 inputs
     for the layers named in `int8_input_layers`."""
-    dense = copy.deepcopy(model).cpu()
+    dense = move_model(copy.deepcopy(model), "cpu")
     set_noise(dense, False)
     bake_parametrizations(dense)
     # Two examples are enough for a dynamic batch dimension and small to store.

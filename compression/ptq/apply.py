@@ -17,6 +17,7 @@ from compression.context import RunContext
 from compression.evaluate import output_tensor
 from compression.io import inputs_at_batch
 from compression.modes import evaluating
+from compression.program_device import move_model
 from compression.ptq.embeddings import EmbeddingFormat
 from compression.ptq.int8_kernels import SATURATION_WARNING, activation_range_note, full_range_activations_saturate
 from compression.ptq.onnx_int8 import OnnxRuntimeModel, write_onnxruntime_int8
@@ -45,7 +46,7 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
         batches = list(batches)  # ONNX Runtime calibrates on the same batches
     ctx.progress("calibrate", 0, total)
     # The x86 int8 lowering is a CPU path: quantize on CPU whatever device the job runs on.
-    model = model.to("cpu")
+    model = move_model(model, "cpu")
     float_model = model  # quantize_int8 quantizes an exported copy; ONNX Runtime quantizes its own export
     example_inputs = tuple(t.cpu() for t in task.example_inputs)
     embeddings = (None if spec.embeddings is None

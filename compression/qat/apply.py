@@ -16,6 +16,7 @@ from compression.io import export_model, save_program
 from compression.labels import label_loss
 from compression.modes import eval_mode
 from compression.output_kind import task_output_kind
+from compression.program_device import move_model
 from compression.qat.activation_quantizers import PACTActivationQuantizer
 from compression.qat.prepare import (
     INPUT_QUANTIZERS,
@@ -42,7 +43,7 @@ def apply_qat(spec: QATSpec, model: nn.Module, task: Task, ctx: RunContext) -> S
     tensors holding quantized values, activation fake-quant in the graph) and the bit-packed safetensors file
     (`compression.quant.packed`), which is the real size at any bit width. The returned model is on the CPU."""
     trained = train_qat(spec, model, task, ctx)
-    gm = trained.model.cpu()
+    gm = move_model(trained.model, "cpu")
     summary = layer_summary(gm, trained.layers)
     quantized_weights = materialize(gm, trained.layers)
     example_inputs = tuple(t.cpu() for t in task.example_inputs)
@@ -83,7 +84,7 @@ def train_qat(spec: QATSpec, model: nn.Module, task: Task, ctx: RunContext) -> T
     """Prepare, calibrate and train a QAT copy of `model` with the shared loop (resumable from its checkpoint)."""
     weight_kind, activation_kind = spec.quantizers
     example_inputs = tuple(t.to(ctx.device) for t in task.example_inputs)
-    gm, layers = prepare_qat(model.to(ctx.device), example_inputs, weight_bits=spec.weight_bits,
+    gm, layers = prepare_qat(move_model(model, ctx.device), example_inputs, weight_bits=spec.weight_bits,
                              activation_bits=spec.activation_bits, weight_quantizer=weight_kind,
                              activation_quantizer=activation_kind, per_channel=spec.per_channel,
                              first_last_bits=spec.first_last_bits)

@@ -21,6 +21,7 @@ from compression.context import Cancelled, RunContext
 from compression.data import Batch, Split
 from compression.errors import NonFiniteLoss
 from compression.modes import eval_mode, train_mode
+from compression.program_device import move_model
 from compression.specs.training import TrainingSpec
 from compression.task import Task
 from compression.training.checkpoint import CHECKPOINT_NAME, TrainingState
@@ -63,9 +64,9 @@ def train(model: nn.Module, loss_fn: LossFn, spec: TrainingSpec, task: Task, ctx
     started = time.monotonic()
     device = torch.device(ctx.device)
     extra_modules = dict(extra_modules or {})
-    model.to(device)
+    move_model(model, device)
     for module in extra_modules.values():
-        module.to(device)
+        move_model(module, device)
     if param_groups is None:
         param_groups = [{"params": _trainable_parameters(model, *extra_modules.values())}]
     optimizer = build_optimizer(param_groups, spec)
