@@ -32,6 +32,7 @@ from modelpress import connection
 from modelpress.compare import Comparison, compare
 from modelpress.errors import ChecksumMismatch, error_from_response
 from modelpress.events import Event, follow
+from modelpress.folders import upload_file
 from modelpress.jobs import FINISHED, Job
 
 PAGE = 200
@@ -86,14 +87,15 @@ class Client:
 
     def _upload(self, route: str, path: str | Path, idempotency_key: str | None, **params) -> Upload:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        with open(path, "rb") as file:
-            response = self.http.post(route, files={"file": (Path(path).name, file)}, headers=headers,
+        with upload_file(path) as sent, open(sent, "rb") as file:
+            response = self.http.post(route, files={"file": (sent.name, file)}, headers=headers,
                                       params={k: v for k, v in params.items() if v is not None})
         return Upload.from_json(self.check(response).json())
 
     def upload_model(self, path: str | Path, idempotency_key: str | None = None, task: str | None = None) -> Upload:
-        """Upload a `.pt2` (torch.export.save, dynamic batch dimension), or a Hugging Face folder as .zip/.tar with
-        its `task` (default: inferred from config.json); checked at once (InvalidInput says why)."""
+        """Upload a `.pt2` (torch.export.save, dynamic batch dimension), or a Hugging Face folder (the directory
+        save_pretrained wrote, zipped here, or a .zip/.tar of it) with its `task` (default: inferred from
+        config.json); checked at once (InvalidInput says why)."""
         return self._upload("/v1/models", path, idempotency_key, task=task)
 
     def upload_dataset(self, path: str | Path, idempotency_key: str | None = None) -> Upload:
@@ -103,8 +105,13 @@ class Client:
     def upload_resumable(self, path: str | Path, kind: str, part_bytes: int | None = None,
                          upload_id: str | None = None, task: str | None = None) -> Upload:
         """Upload a large model or dataset (`kind`) in parts (POST /v1/uploads). Pass the `upload_id` of an
-        interrupted call to send only the parts that did not arrive; `task` as for `upload_model`."""
-        path = Path(path)
+        interrupted call to send only the parts that did not arrive; `task` as for `upload_model`. A directory
+        (a Hugging Face folder) is zipped first, the same way each time, so a resumed call sends the same bytes."""
+        with upload_file(path) as sent:
+            return self._upload_parts(sent, kind, part_bytes, upload_id, task)
+
+    def _upload_parts(self, path: Path, kind: str, part_bytes: int | None, upload_id: str | None,
+                      task: str | None) -> Upload:
         if upload_id is None:
             with open(path, "rb") as file:
                 sha256 = hashlib.file_digest(file, "sha256").hexdigest()

@@ -66,10 +66,11 @@ def build_spec(args) -> dict:
     return spec
 
 
-def _upload_or_id(client: Client, value: str, kind: str) -> Upload | Job | str:
-    """A file is uploaded; an id is used as it is; a job id (for the model) starts from that job's result."""
-    if Path(value).is_file():
-        upload = getattr(client, f"upload_{kind}")(value)
+def _upload_or_id(client: Client, value: str, kind: str, task: str | None = None) -> Upload | Job | str:
+    """A file (or, for the model, a Hugging Face folder's directory) is uploaded; an id is used as it is; a job id
+    (for the model) starts from that job's result."""
+    if Path(value).is_file() or (kind == "model" and Path(value).is_dir()):
+        upload = client.upload_model(value, task=task) if kind == "model" else client.upload_dataset(value)
         print(f"uploaded {kind} {value}: {upload.id} ({upload.size_bytes:,} bytes)", file=sys.stderr)
         return upload
     if value.startswith(ID_PREFIXES[kind]):
@@ -85,7 +86,7 @@ def cmd_submit(args) -> int:
     # Checked before any upload: a typo in --set should not cost a model's upload first.
     JobCreate.model_validate({**spec, "model_id": "mdl_placeholder", "dataset_id": "ds_placeholder"})
     with client_for(args) as client:
-        model = _upload_or_id(client, args.model, "model")
+        model = _upload_or_id(client, args.model, "model", getattr(args, "task", None))
         dataset = _upload_or_id(client, args.data, "dataset")
         stages = spec.pop("stages")
         options = {k: v for k, v in spec.items() if k not in ("model_id", "dataset_id")}  # the arguments say

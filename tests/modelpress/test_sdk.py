@@ -95,3 +95,36 @@ def test_wait_follows_the_event_stream_then_download_and_compare(sdk, uploads, s
     [row] = sdk.compare([job]).rows
     assert (row.metric, row.baseline, row.value, row.size_bytes, row.speedup) == ("accuracy", 0.98, 0.97, 250, 2.0)
     assert "| qat |" in sdk.compare([job.id]).table()
+
+
+def test_a_hugging_face_folder_is_uploaded_from_its_directory(sdk, tmp_path):
+    """`upload_model("my-bert/")`: the directory save_pretrained (or `hf download --local-dir`) wrote, zipped by the
+    SDK without its hidden download state or git metadata, which the API would refuse as subfolders."""
+    from modelpress.folders import folder_files
+    from tests.hf_folders import bert_folder
+
+    folder = bert_folder(tmp_path / "my-bert")
+    (folder / ".cache" / "huggingface" / "download").mkdir(parents=True)
+    (folder / ".cache" / "huggingface" / "download" / "model.safetensors.metadata").write_text("etag")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    (folder / ".gitattributes").write_text("*.safetensors filter=lfs")
+    assert {p.relative_to(folder).as_posix() for p in folder_files(folder)} == \
+        {p.name for p in folder.iterdir() if p.is_file()}
+
+    upload = sdk.upload_model(folder, task="feature-extraction")
+    assert upload.name == "my-bert.zip" and upload.info["kind"] == "hf_folder"
+    assert upload.info["task"] == "feature-extraction"
+    resumed = sdk.upload_resumable(folder, "model", task="feature-extraction")
+    assert resumed.sha256 == upload.sha256  # the same zip, byte for byte
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no files"):
+        sdk.upload_model(empty)
+
+    # The CLI's `modelpress submit my-bert/ text.jsonl --task feature-extraction` uploads the same way.
+    from modelpress.cli import build_parser
+    from modelpress.job_commands import _upload_or_id
+    args = build_parser().parse_args(["submit", str(folder), "text.jsonl", "--method", "ptq",
+                                      "--task", "feature-extraction"])
+    assert _upload_or_id(sdk, args.model, "model", args.task).sha256 == upload.sha256
