@@ -43,6 +43,33 @@ class _TensorOutput(torch.nn.Module):
         return output if self.pooling is None else self.pooling(output, attention_mask)
 
 
+class _LastEosClassifier(torch.nn.Module):
+    """A BART-style sequence classifier (BART, mBART, PLBart, LED, ...: an encoder-decoder whose
+    `classification_head` reads the decoder's state at the last end-of-sequence token), computed as transformers
+    does but with that token found by arithmetic: transformers selects it with a boolean mask, whose
+    data-dependent shape torch.export can trace but not load back ("expected no unbacked symbols"), so such a
+    folder failed (facebook/bart-large-mnli is one). A row without the token reads position 0 (transformers
+    raises). Holds the model as `model`, as `_TensorOutput` does, so the program's names are the folder's."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)[0]
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        is_eos = input_ids.eq(self.model.config.eos_token_id)
+        last = torch.where(is_eos, positions, torch.zeros_like(positions)).amax(dim=1)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        return self.model.classification_head(hidden[rows, last])
+
+
+def _reads_last_eos(model: torch.nn.Module) -> bool:
+    base = getattr(model, "model", None)
+    return (isinstance(getattr(model, "classification_head", None), torch.nn.Module)
+            and isinstance(getattr(base, "decoder", None), torch.nn.Module))
+
+
 def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | None = None,
                       dtype: torch.dtype | str = "auto") -> torch.nn.Module:
     """`embedding`: a feature-extraction folder's declared sentence embedding, which then is the output. `dtype`:
@@ -61,7 +88,11 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
                                      **LOCAL_ONLY)
     model.eval()
     if task == "sequence-classification":
-        return _TensorOutput(model, "logits").eval()
+        return (_LastEosClassifier(model) if _reads_last_eos(model) else _TensorOutput(model, "logits")).eval()
+    if isinstance(getattr(model, "decoder", None), torch.nn.Module) and hasattr(model, "get_encoder"):
+        # T5, BART, ...: the features are the encoder's (what T5EncoderModel and sentence-T5 compute); the whole
+        # model would want decoder inputs too, and its export failed.
+        model = model.get_encoder().eval()
     pooling = SentencePooling(embedding) if embedding is not None else None
     return _TensorOutput(model, "last_hidden_state", pooling).eval()
 

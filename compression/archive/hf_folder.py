@@ -274,6 +274,10 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
                             "transformers ships (remote code is never run)")
     saved_for = next((t for t in map(task_of_architecture, architectures) if t), None)
     if task is None:
+        if saved_for is None and architectures and model_type in tables["feature-extraction"]:
+            # A head modelpress does not compress (BertForMaskedLM, as bert-base-uncased is saved): its base
+            # model's hidden states, as transformers' feature-extraction pipeline reads such a checkpoint.
+            saved_for = "feature-extraction"
         if saved_for is None:
             raise InvalidUpload(f"cannot tell the task from config.json architectures {architectures}; give it "
                                 f"(task: one of {list(TASKS)})")
@@ -287,6 +291,10 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
     if task != "feature-extraction" and saved_for is not None and saved_for != task:
         raise InvalidUpload(f"the weights were saved for {saved_for} ({architectures[0]}), which has no trained "
                             f"{task} head; upload a {task} checkpoint or choose task '{saved_for}'")
+    if task == "sequence-classification" and architectures and saved_for != task:
+        raise InvalidUpload(f"the weights were saved as {architectures[0]}, which has no trained "
+                            "sequence-classification head (it would start random); upload a checkpoint saved "
+                            "as a sequence classifier or choose task 'feature-extraction'")
     return model_type, task, architectures, saved_for
 
 

@@ -254,3 +254,59 @@ def test_text_longer_than_a_roberta_position_table_is_cut_to_what_it_takes(tmp_p
     assert result.stages[0].metrics["accuracy"] is not None
     tokens = np.load(tmp_path / "work" / "dataset.npz")["train.input_ids"]
     assert tokens.shape == (8, 510)  # the long rows cut where the table ends
+
+
+def _encoder_decoder_folder(tmp_path, architecture: str):
+    import zipfile
+
+    import transformers
+
+    folder = tmp_path / architecture
+    if architecture.startswith("T5"):
+        config = transformers.T5Config(vocab_size=320, d_model=32, num_layers=1, num_heads=2, d_ff=64, d_kv=16,
+                                       pad_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    else:
+        config = transformers.BartConfig(vocab_size=320, d_model=32, encoder_layers=1, decoder_layers=1,
+                                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                                         decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=1,
+                                         bos_token_id=3, eos_token_id=2, decoder_start_token_id=2, num_labels=3)
+    torch.manual_seed(0)
+    model = getattr(transformers, architecture)(config).eval()
+    model.save_pretrained(folder)
+    save_tokenizer(folder)
+    archive = tmp_path / f"{architecture}.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in sorted(folder.iterdir()):
+            out.write(path, path.name)
+    return model, archive
+
+
+def test_a_t5_checkpoint_gives_its_encoder_features(tmp_path):
+    # T5ForConditionalGeneration names no task modelpress runs: its base model's features are inferred (as
+    # transformers' feature-extraction pipeline reads it), and those of an encoder-decoder are the encoder's
+    # (the whole model wants decoder inputs too: its export failed).
+    model, archive = _encoder_decoder_folder(tmp_path, "T5ForConditionalGeneration")
+    assert read_hf_folder(archive).task == "feature-extraction"
+    result = run_folder_pipeline(archive, text_dataset(tmp_path, labels=False), None, [PTQSpec(calibration_samples=8)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    assert result.stages[0].metrics["metric_points"] > 90
+    ids = torch.randint(6, 300, (2, 7))
+    folder_model = load_folder_model(tmp_path / "T5ForConditionalGeneration", "feature-extraction")
+    torch.testing.assert_close(folder_model(ids, torch.ones_like(ids)), model.encoder(input_ids=ids)[0])
+
+
+def test_a_bart_classifier_reads_its_last_eos_token_without_a_boolean_mask(tmp_path):
+    # BartForSequenceClassification selects the <eos> states with a boolean mask: torch.export traces that with a
+    # data-dependent size and cannot load the program back ("expected no unbacked symbols").
+    model, archive = _encoder_decoder_folder(tmp_path, "BartForSequenceClassification")
+    ids = torch.randint(6, 300, (3, 9))
+    ids[:, 6] = 2
+    ids[0, 4] = 2  # two <eos> in every row: the last one counts
+    ids[1:, 4] = 2
+    folder_model = load_folder_model(tmp_path / "BartForSequenceClassification", "sequence-classification")
+    torch.testing.assert_close(folder_model(ids, torch.ones_like(ids)),
+                               model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits)
+    result = run_folder_pipeline(archive, text_dataset(tmp_path, labels=True), "sequence-classification",
+                                 [PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
+                                 tmp_path / "work")
+    assert result.stages[0].metrics["accuracy"] is not None

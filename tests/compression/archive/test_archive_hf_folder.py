@@ -169,3 +169,18 @@ def test_every_file_that_is_not_read_is_named_in_one_refusal(llama_dir):
     for advice in ("convert the weights to safetensors", "remote code is never run", "subfolder",
                    "upload the safetensors weights only", "not part of a Hugging Face model folder"):
         assert advice in message
+
+
+def test_a_masked_lm_checkpoint_is_read_for_its_features_and_has_no_classifier(bert_dir, tmp_path):
+    # bert-base-uncased is saved as BertForMaskedLM: a head modelpress does not compress; its base model's
+    # features are what it offers. A classifier built on it would start from a random head.
+    import json
+    import shutil
+
+    folder = tmp_path / "mlm"
+    shutil.copytree(bert_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"architectures": ["BertForMaskedLM"]}))
+    assert _read(zip_bytes(folder)).task == "feature-extraction"
+    with pytest.raises(InvalidUpload, match="no trained sequence-classification head"):
+        _read(zip_bytes(folder), task="sequence-classification")
