@@ -1,7 +1,8 @@
 """Encoders and classifiers uploaded as Hugging Face folders, run through the ordinary `.pt2` pipeline.
 
 The folder is loaded with transformers (safetensors only, local files only, no remote code), wrapped so that it
-takes `input_ids` and `attention_mask` and returns one tensor (`last_hidden_state` for feature-extraction,
+takes `input_ids` and `attention_mask` (and, for sentence pairs, `token_type_ids` where the model reads them)
+and returns one tensor (`last_hidden_state` for feature-extraction,
 `logits` for sequence-classification; for a sentence-transformers folder's feature-extraction, the sentence
 embedding it declares: `compression.sentence_pooling`), and exported with a dynamic batch like every program
 here. Text is tokenized with the folder's own tokenizer, padded to one length per job: the longest row of the
@@ -37,9 +38,11 @@ class _TensorOutput(torch.nn.Module):
         super().__init__()
         self.model, self.output, self.pooling = model, output, pooling
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        output = getattr(self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True),
-                         self.output)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        output = getattr(self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True,
+                                    **segments), self.output)
         return output if self.pooling is None else self.pooling(output, attention_mask)
 
 
@@ -102,7 +105,7 @@ def token_length(model: torch.nn.Module, splits: dict[str, TextSplit], tokenizer
     """The longest row, at most the model's positions, MAX_TOKENS, and the sentence-transformers max_seq_length
     (where sentence-transformers truncates: the embedding users get from longer text)."""
     check_tokenizes(tokenizer, [text for rows in splits.values() for text in rows.texts])
-    longest = max(len(ids) for rows in splits.values() for ids in tokenizer(rows.texts)["input_ids"])
+    longest = max(len(ids) for rows in splits.values() for ids in _encode(tokenizer, rows)["input_ids"])
     declared = (embedding and embedding.max_seq_length) or MAX_TOKENS
     tokenizer_limit = getattr(tokenizer, "model_max_length", None)
     if not isinstance(tokenizer_limit, int) or tokenizer_limit >= UNSET_TOKENIZER_LIMIT:
@@ -124,15 +127,31 @@ def usable_positions(model: torch.nn.Module) -> int:
     return positions
 
 
+def _encode(tokenizer, rows: TextSplit, **options):
+    """The tokenizer's encoding of the split's texts, or of its sentence pairs (text, text_pair) joined as the
+    model was trained on them (separator tokens; segment ids where the model reads them)."""
+    return tokenizer(rows.texts, rows.pairs, **options) if rows.paired else tokenizer(rows.texts, **options)
+
+
+def input_names(splits: dict[str, TextSplit], tokenizer) -> tuple[str, ...]:
+    """The program's inputs: ids and mask, and for sentence pairs the segment ids when the tokenizer makes them
+    (BERT-style cross-encoders tell the two texts apart by them; RoBERTa-style ones by separators only)."""
+    paired = any(rows.paired for rows in splits.values())
+    segments = paired and "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+    return ("input_ids", "attention_mask", *(("token_type_ids",) if segments else ()))
+
+
 def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int) -> dict[str, np.ndarray]:
-    """`<split>.input_ids`, `<split>.attention_mask` (int64, [rows, length]) and `<split>.y` for labelled splits:
-    the arrays an `.npz` dataset of this model would hold."""
+    """`<split>.input_ids`, `<split>.attention_mask` (int64, [rows, length]), `<split>.token_type_ids` for
+    sentence pairs where the model reads them, and `<split>.y` for labelled splits: the arrays an `.npz` dataset
+    of this model would hold."""
     arrays = {}
+    names = input_names(splits, tokenizer)
     for name, rows in splits.items():
-        encoded = tokenizer(rows.texts, padding="max_length", truncation=True, max_length=length,
-                            return_tensors="np")
-        arrays[f"{name}.input_ids"] = encoded["input_ids"].astype(np.int64)
-        arrays[f"{name}.attention_mask"] = encoded["attention_mask"].astype(np.int64)
+        encoded = _encode(tokenizer, rows, padding="max_length", truncation=True, max_length=length,
+                          return_tensors="np", return_token_type_ids="token_type_ids" in names)
+        for input_name in names:
+            arrays[f"{name}.{input_name}"] = encoded[input_name].astype(np.int64)
         if rows.labels:
             arrays[f"{name}.{LABEL_ARRAY}"] = np.asarray(rows.labels, np.int64)
     return arrays
@@ -151,7 +170,7 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     arrays = tokenized_arrays(splits, tokenizer, token_length(model, splits, tokenizer, embedding))
     first = next(iter(splits))
     example = tuple(torch.from_numpy(arrays[f"{first}.{name}"][:EXAMPLE_ROWS])
-                    for name in ("input_ids", "attention_mask"))
+                    for name in input_names(splits, tokenizer))
     save_program(model_program(model, example), program_path)
     np.savez(dataset_path, **arrays)
     return example
@@ -181,7 +200,8 @@ def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
     return program
 
 
-def example_rows(dataset_path: Path, split: str, rows: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def example_rows(dataset_path: Path, split: str, rows: int = 8) -> tuple[torch.Tensor, ...]:
     """The first `rows` rows of a split of the arrays `folder_to_program` wrote, as the program's inputs."""
     with np.load(dataset_path) as arrays:
-        return tuple(torch.from_numpy(arrays[f"{split}.{name}"][:rows]) for name in ("input_ids", "attention_mask"))
+        return tuple(torch.from_numpy(arrays[f"{split}.{name}"][:rows])
+                     for name in ("input_ids", "attention_mask", "token_type_ids") if f"{split}.{name}" in arrays)

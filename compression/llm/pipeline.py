@@ -147,6 +147,9 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
                                           "time_s": round(time.monotonic() - started, 3)}
                for index, spec in enumerate(stages)}
     splits = read_jsonl(dataset_path, limits, keep_text=True)
+    if any(split.paired for split in splits.values()):
+        raise ValueError("a causal-lm job reads running text: its .jsonl rows take no 'text_pair' (sentence pairs "
+                         "are for encoders and classifiers)")
     tokenizer = load_tokenizer(source)
     check_tokenizes(tokenizer, [text for split in splits.values() for text in split.texts])
     eval_tokens = split_tokens(splits, evaluation.split, tokenizer)

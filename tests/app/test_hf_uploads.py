@@ -192,3 +192,14 @@ def test_a_sentence_transformers_folder_records_its_embedding_or_is_refused(api,
     weighted = extra | {"1_Pooling/config.json": b'{"pooling_mode_weightedmean_tokens": true}'}
     refused = _upload(api, auth, "models", "st.zip", zip_bytes(bert_dir, extra=weighted))
     assert refused.status_code == 422 and "pooling mode 'weightedmean'" in refused.text, refused.text
+
+
+def test_sentence_pairs_go_to_encoders_and_classifiers_only(api, auth, hf):
+    rows = [{"split": split, "text": CORPUS[index], "text_pair": CORPUS[index + 1]}
+            for split, indices in (("train", range(0, 20)), ("val", range(20, 30))) for index in indices]
+    pairs = _upload(api, auth, "datasets", "pairs.jsonl", ("\n".join(json.dumps(r) for r in rows) + "\n").encode())
+    assert pairs.status_code == 201, pairs.text
+    assert "text_pair" in pairs.json()["manifest"]["splits"]["train"]
+    assert _job(api, auth, hf["bert"], pairs.json(), [{"method": "ptq"}])[0] == 201
+    status, text = _job(api, auth, hf["llama"], pairs.json(), [LLM_STAGE])
+    assert status == 422 and "rows take no 'text_pair'" in text, text
