@@ -54,6 +54,9 @@ class _LastEosClassifier(torch.nn.Module):
     folder failed (facebook/bart-large-mnli is one). A row without the token reads position 0 (transformers
     raises). Holds the model as `model`, as `_TensorOutput` does, so the program's names are the folder's."""
 
+    output = "logits"  # what it computes, named as `_TensorOutput` names it
+    pooling = None
+
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
