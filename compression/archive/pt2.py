@@ -93,6 +93,10 @@ def read_pt2(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
 def _layout(archive: BoundedZip) -> tuple[str, set[str]]:
     """The archive's one top-level folder and its entries' names relative to it, every one a known kind."""
     if not any(name.partition("/")[2] == MODEL_JSON for name in archive.members):
+        if any(name.partition("/")[2].startswith("data/aotinductor/") for name in archive.members):
+            raise InvalidUpload("this .pt2 is an AOTInductor package (aoti_compile_and_package: compiled code for "
+                                "one machine), not an exported program; upload the program itself: "
+                                "torch.export.save(torch.export.export(model, example), path)")
         raise InvalidUpload("the archive holds no exported program (models/model.json is missing: a truncated file "
                             "or not written by torch.export.save); "
                             "save the model with torch.export.save(program, path) and upload it again")

@@ -57,3 +57,18 @@ def test_npz_headers_are_read_without_loading_inputs():
     assert manifest.splits == {"train": {"x": {"shape": [3, 4], "dtype": "float16"},
                                          "y": {"shape": [3], "dtype": "int64"}}}
     assert manifest.label_range == {"train": [0, 2]} and manifest.has_labels("train")
+
+
+def test_an_aotinductor_package_is_told_apart_from_a_program():
+    # aoti_compile_and_package also writes a ".pt2": compiled code for one machine, which is refused by name.
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in (("archive_format", b"pt2"), ("archive_version", b"0"), ("byteorder", b"little"),
+                           ("data/aotinductor/model/model.wrapper.so", b"\x7fELF"),
+                           ("data/aotinductor/model/model.wrapper.cpp", b"//")):
+            archive.writestr(f"m/{name}", data)
+    buffer.seek(0)
+    with pytest.raises(InvalidUpload, match="AOTInductor package"):
+        inspect_pt2(buffer)
