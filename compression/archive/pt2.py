@@ -11,6 +11,7 @@ from typing import BinaryIO
 from compression.archive.errors import InvalidUpload
 from compression.archive.jsontext import parse_json
 from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
+from compression.archive.model_file_kinds import describe_bytes, describe_zip
 from compression.archive.payloads import CONSTANT_FILE, WEIGHT_FILE, Payload, check_payload_files, read_payload_config
 from compression.archive.program_rules import check_program
 from compression.archive.sample_inputs import check_sample_inputs
@@ -52,7 +53,7 @@ def read_pt2(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
     try:
         archive = BoundedZip(source, limits, "the .pt2 archive")
     except NotAZip as exc:
-        raise InvalidUpload(_NOT_A_PT2.format(exc)) from None
+        raise InvalidUpload(describe_bytes(_head(source)) or _NOT_A_PT2.format(exc)) from None
     with archive:
         root, names = _layout(archive)
 
@@ -90,13 +91,25 @@ def read_pt2(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
     return Pt2Archive(root, program, signature, weights, constants, payloads, sample_inputs)
 
 
+def _head(source: str | Path | BinaryIO, size: int = 256) -> bytes:
+    """The first bytes of `source`, its position kept."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as file:
+            return file.read(size)
+    position = source.tell()
+    source.seek(0)
+    try:
+        return source.read(size)
+    finally:
+        source.seek(position)
+
+
 def _layout(archive: BoundedZip) -> tuple[str, set[str]]:
     """The archive's one top-level folder and its entries' names relative to it, every one a known kind."""
     if not any(name.partition("/")[2] == MODEL_JSON for name in archive.members):
-        if any(name.partition("/")[2].startswith("data/aotinductor/") for name in archive.members):
-            raise InvalidUpload("this .pt2 is an AOTInductor package (aoti_compile_and_package: compiled code for "
-                                "one machine), not an exported program; upload the program itself: "
-                                "torch.export.save(torch.export.export(model, example), path)")
+        kind = describe_zip(list(archive.members))
+        if kind:
+            raise InvalidUpload(kind)
         raise InvalidUpload("the archive holds no exported program (models/model.json is missing: a truncated file "
                             "or not written by torch.export.save); "
                             "save the model with torch.export.save(program, path) and upload it again")

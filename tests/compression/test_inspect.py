@@ -72,3 +72,34 @@ def test_an_aotinductor_package_is_told_apart_from_a_program():
     buffer.seek(0)
     with pytest.raises(InvalidUpload, match="AOTInductor package"):
         inspect_pt2(buffer)
+
+
+def _wrong_model_files() -> dict[str, bytes]:
+    from safetensors.torch import save as safetensors_bytes
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    files = {}
+    for name, write in (("state dict", lambda f: torch.save(model.state_dict(), f)),
+                        ("whole module", lambda f: torch.save(model, f)),
+                        ("legacy pickle", lambda f: torch.save(model.state_dict(), f,
+                                                               _use_new_zipfile_serialization=False)),
+                        ("torchscript", lambda f: torch.jit.save(torch.jit.trace(model, torch.randn(1, 4)), f)),
+                        ("onnx", lambda f: torch.onnx.export(model, (torch.randn(1, 4),), f, dynamo=False))):
+        buffer = io.BytesIO()
+        write(buffer)
+        files[name] = buffer.getvalue()
+    files["safetensors"] = safetensors_bytes(model.state_dict())
+    files["gguf"] = b"GGUF\x03\x00\x00\x00" + bytes(64)
+    return files
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("state dict", "torch.save checkpoint"), ("whole module", "torch.save checkpoint"),
+    ("legacy pickle", "a pickle"), ("torchscript", "TorchScript archive"), ("onnx", "ONNX model"),
+    ("safetensors", "safetensors weights file"), ("gguf", "GGUF file"),
+])
+def test_the_files_users_have_instead_of_a_program_are_named(kind, expected):
+    # The TorchScript upload was refused without saying what it was or how to export instead.
+    with pytest.raises(InvalidUpload, match=expected) as refused:
+        inspect_pt2(io.BytesIO(_wrong_model_files()[kind]))
+    assert "torch.export" in str(refused.value)
