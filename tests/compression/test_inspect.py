@@ -103,3 +103,17 @@ def test_the_files_users_have_instead_of_a_program_are_named(kind, expected):
     with pytest.raises(InvalidUpload, match=expected) as refused:
         inspect_pt2(io.BytesIO(_wrong_model_files()[kind]))
     assert "torch.export" in str(refused.value)
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b'[{"split": "train", "text": "a"}]', "one JSON array, not JSON lines"),
+    (b"text,label\nthe cat,1\n", "CSV/TSV table"),
+    (b"PAR1" + bytes(32), "Parquet file"),
+    (b"\x93NUMPY\x01\x00" + bytes(32), "single .npy array"),
+])
+def test_dataset_files_of_other_formats_are_named(content, expected):
+    from compression.inspect import inspect_dataset
+
+    with pytest.raises(InvalidUpload, match=expected) as refused:
+        inspect_dataset(io.BytesIO(content))
+    assert "numpy.savez" in str(refused.value) and ".jsonl" in str(refused.value)
