@@ -136,7 +136,7 @@ def _encode(tokenizer, rows: TextSplit, **options):
     return tokenizer(rows.texts, rows.pairs, **options) if rows.paired else tokenizer(rows.texts, **options)
 
 
-def input_names(splits: dict[str, TextSplit], tokenizer) -> tuple[str, ...]:
+def text_input_names(splits: dict[str, TextSplit], tokenizer) -> tuple[str, ...]:
     """The program's inputs: ids and mask, and for sentence pairs the segment ids when the tokenizer makes them
     (BERT-style cross-encoders tell the two texts apart by them; RoBERTa-style ones by separators only)."""
     paired = any(rows.paired for rows in splits.values())
@@ -149,7 +149,7 @@ def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int) -> di
     sentence pairs where the model reads them, and `<split>.y` for labelled splits: the arrays an `.npz` dataset
     of this model would hold."""
     arrays = {}
-    names = input_names(splits, tokenizer)
+    names = text_input_names(splits, tokenizer)
     for name, rows in splits.items():
         encoded = _encode(tokenizer, rows, padding="max_length", truncation=True, max_length=length,
                           return_tensors="np", return_token_type_ids="token_type_ids" in names)
@@ -173,7 +173,7 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     arrays = tokenized_arrays(splits, tokenizer, token_length(model, splits, tokenizer, embedding))
     first = next(iter(splits))
     example = tuple(torch.from_numpy(arrays[f"{first}.{name}"][:EXAMPLE_ROWS])
-                    for name in input_names(splits, tokenizer))
+                    for name in text_input_names(splits, tokenizer))
     save_program(model_program(model, example), program_path)
     np.savez(dataset_path, **arrays)
     return example

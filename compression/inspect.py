@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits, InvalidUpload
+from compression.archive.file_kinds import describe_dataset_bytes, peek
 from compression.archive.folder import is_tar
 from compression.archive.hf_folder import read_hf_folder
 from compression.archive.jsonl import looks_like_jsonl, manifest_splits, read_jsonl
@@ -101,31 +102,11 @@ def inspect_dataset(source: BinaryIO, limits: ArchiveLimits = DEFAULT_LIMITS) ->
     if looks_like_jsonl(source):
         splits, label_range = manifest_splits(read_jsonl(source, limits))
         return DatasetManifest(splits, label_range, "jsonl")
-    position = source.tell()
-    head = source.read(512)
-    source.seek(position)
-    kind = _other_dataset_kind(head)
+    kind = describe_dataset_bytes(peek(source))
     if kind:
         raise InvalidUpload(f"{kind}; a dataset is an .npz of arrays named <split>.<input> (numpy.savez), or a .jsonl "
                             'text file with one {"split": ..., "text": ..., "label": ...} object per line')
     return inspect_npz(source, limits)
-
-
-def _other_dataset_kind(head: bytes) -> str | None:
-    """What a dataset upload that is neither a zip (.npz) nor JSON lines looks like, from its first bytes."""
-    if head.startswith(b"PK") or not head:
-        return None
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if text.startswith(b"["):
-        return "this is one JSON array, not JSON lines"
-    if head.startswith(b"PAR1"):
-        return "this is a Parquet file"
-    if head.startswith(b"\x93NUMPY"):
-        return "this is a single .npy array, without split and input names"
-    first_line = text.split(b"\n", 1)[0]
-    if b"," in first_line or b"\t" in first_line:
-        return "this looks like a CSV/TSV table"
-    return None
 
 
 def bind_inputs(model_inputs: list[str], arrays: list[str], split: str) -> dict[str, str]:

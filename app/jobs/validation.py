@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from compression.archive.jsonl import PAIR_INPUT
+from compression.archive.jsonl import PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
 from compression.archive.npz import is_multi_hot
 from compression.inspect import (
     LABEL_ARRAY,
@@ -133,8 +133,7 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
             problems.append(f"method(s) {others} do not apply to a causal-lm Hugging Face folder; use one llm_ptq "
                             "stage (weight-only quantization into a compressed-tensors folder)")
         if any(PAIR_INPUT in arrays for arrays in manifest.splits.values()):
-            problems.append("a causal-lm job reads running text: its .jsonl rows take no 'text_pair' (sentence "
-                            "pairs are for encoders and classifiers)")
+            problems.append(PAIRS_NOT_FOR_CAUSAL_LM)
         problems += _group_size_problems(spec, folder.get("block_linear_widths") or [])
         problems += _position_problems(spec, folder.get("max_positions"))
         problems += _awq_problems(spec, folder.get("awq_missing"), folder.get("model_type"))

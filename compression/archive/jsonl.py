@@ -23,6 +23,9 @@ from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
 
 TEXT_INPUT = "text"
 PAIR_INPUT = "text_pair"
+# Checked at submission (app.jobs.validation) and again by the worker (compression.llm.pipeline).
+PAIRS_NOT_FOR_CAUSAL_LM = ("a causal-lm job reads running text: its .jsonl rows take no 'text_pair' (sentence pairs "
+                           "are for encoders and classifiers)")
 LABEL_ARRAY = "y"  # the name labels have in a manifest, as in an .npz
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 _ROW_KEYS = {"split", "text", "text_pair", "label"}
@@ -121,10 +124,3 @@ def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict
             label_range[name] = [min(rows.labels), max(rows.labels)]
         described[name] = arrays
     return described, label_range
-
-
-def dumps_row(split: str, text: str, label: int | None = None, text_pair: str | None = None) -> str:
-    """One line of the format, as a client writes it."""
-    row = ({"split": split, "text": text} | ({} if text_pair is None else {PAIR_INPUT: text_pair})
-           | ({} if label is None else {"label": label}))
-    return json.dumps(row, ensure_ascii=False)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from compression.archive.errors import InvalidUpload
+from compression.archive.file_kinds import describe_bytes, describe_zip, peek
 from compression.archive.jsontext import parse_json
 from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.model_file_kinds import describe_bytes, describe_zip
 from compression.archive.payloads import CONSTANT_FILE, WEIGHT_FILE, Payload, check_payload_files, read_payload_config
 from compression.archive.program_rules import check_program
 from compression.archive.sample_inputs import check_sample_inputs
@@ -53,7 +53,7 @@ def read_pt2(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
     try:
         archive = BoundedZip(source, limits, "the .pt2 archive")
     except NotAZip as exc:
-        raise InvalidUpload(describe_bytes(_head(source)) or _NOT_A_PT2.format(exc)) from None
+        raise InvalidUpload(describe_bytes(peek(source)) or _NOT_A_PT2.format(exc)) from None
     with archive:
         root, names = _layout(archive)
 
@@ -89,19 +89,6 @@ def read_pt2(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
         for name in names - _READ - set(sizes[WEIGHTS_DIR]) - set(sizes[CONSTANTS_DIR]):
             archive.count(label(name))  # the rest only needs its CRC checked
     return Pt2Archive(root, program, signature, weights, constants, payloads, sample_inputs)
-
-
-def _head(source: str | Path | BinaryIO, size: int = 256) -> bytes:
-    """The first bytes of `source`, its position kept."""
-    if isinstance(source, (str, Path)):
-        with open(source, "rb") as file:
-            return file.read(size)
-    position = source.tell()
-    source.seek(0)
-    try:
-        return source.read(size)
-    finally:
-        source.seek(position)
 
 
 def _layout(archive: BoundedZip) -> tuple[str, set[str]]:

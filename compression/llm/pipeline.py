@@ -17,7 +17,7 @@ import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.hf_folder import learned_positions, read_hf_folder
-from compression.archive.jsonl import read_jsonl
+from compression.archive.jsonl import PAIRS_NOT_FOR_CAUSAL_LM, read_jsonl
 from compression.context import RunContext
 from compression.llm.evaluate import evaluate_llm, load_quantized
 from compression.llm.export import folder_bytes
@@ -148,8 +148,7 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
                for index, spec in enumerate(stages)}
     splits = read_jsonl(dataset_path, limits, keep_text=True)
     if any(split.paired for split in splits.values()):
-        raise ValueError("a causal-lm job reads running text: its .jsonl rows take no 'text_pair' (sentence pairs "
-                         "are for encoders and classifiers)")
+        raise ValueError(PAIRS_NOT_FOR_CAUSAL_LM)
     tokenizer = load_tokenizer(source)
     check_tokenizes(tokenizer, [text for split in splits.values() for text in split.texts])
     eval_tokens = split_tokens(splits, evaluation.split, tokenizer)

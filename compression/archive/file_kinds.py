@@ -1,11 +1,15 @@
-"""What a model upload that is not a `.pt2` program is, so the refusal can say how to export it instead.
+"""What an upload in the wrong format is, so the refusal can say how to make the right one instead.
 
-Users reach for the file they already have: a TorchScript archive (`torch.jit.save`), a `torch.save` checkpoint,
-a safetensors weights file, an ONNX model, an AOTInductor package (also named `.pt2`). Each is recognised from
-its first bytes or its zip entry names (never parsed further, never unpickled) and named in the message.
+Users reach for the file they already have: for a model a TorchScript archive (`torch.jit.save`), a `torch.save`
+checkpoint, a safetensors weights file, an ONNX model, an AOTInductor package (also named `.pt2`); for a dataset a
+JSON array, a CSV table, a Parquet or `.npy` file. Each is recognised from its first bytes or its zip entry names
+(never parsed further, never unpickled) and named in the message.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO
 
 EXPORT_HOW = ("export the nn.Module with torch.export.export(model, example_inputs, dynamic_shapes=...) and save "
               "it with torch.export.save(program, 'model.pt2')")
@@ -42,3 +46,33 @@ def describe_bytes(head: bytes) -> str | None:
     if head[:8] == b"\x89HDF\r\n\x1a\n":
         return f"this is an HDF5 file (Keras/TensorFlow weights), which modelpress does not read; {EXPORT_HOW}"
     return None
+
+
+def describe_dataset_bytes(head: bytes) -> str | None:
+    """What a dataset upload that is neither a zip (.npz) nor JSON lines looks like, from its first bytes."""
+    if head.startswith(b"PK") or not head:
+        return None
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"["):
+        return "this is one JSON array, not JSON lines"
+    if head.startswith(b"PAR1"):
+        return "this is a Parquet file"
+    if head.startswith(b"\x93NUMPY"):
+        return "this is a single .npy array, without split and input names"
+    first_line = text.split(b"\n", 1)[0]
+    if b"," in first_line or b"\t" in first_line:
+        return "this looks like a CSV/TSV table"
+    return None
+
+
+def peek(source: str | Path | BinaryIO, size: int = 512) -> bytes:
+    """The first `size` bytes of `source` (a path or a seekable file, whose position is kept)."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as file:
+            return file.read(size)
+    position = source.tell()
+    source.seek(0)
+    try:
+        return source.read(size)
+    finally:
+        source.seek(position)
