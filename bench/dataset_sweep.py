@@ -292,8 +292,12 @@ def cases() -> list[Case]:
         # .jsonl text for a Hugging Face BERT classifier (3 classes)
         Case("jsonl int labels", "bert", lambda: jsonl(text_rows()), "work"),
         Case("jsonl unlabelled", "bert", lambda: jsonl(text_rows(label=lambda i: None)), "work"),
-        Case("jsonl label strings", "bert", lambda: jsonl(text_rows(label=lambda i: ["a", "b", "c"][i % 3])),
-             "refuse"),
+        Case("jsonl label names the model does not have", "bert", lambda: jsonl(text_rows(
+            label=lambda i: ["a", "b", "c"][i % 3])), "refuse"),
+        Case("jsonl label names of config id2label, other case", "bert", lambda: jsonl(text_rows(
+            label=lambda i: f"label_{i % 3}")), "work"),
+        Case("jsonl label lists for a single-label classifier", "bert", lambda: jsonl(text_rows(
+            label=lambda i: [i % 3])), "refuse"),
         Case("jsonl label as float 1.0", "bert", lambda: jsonl(text_rows(label=lambda i: float(i % 3))), "work"),
         Case("jsonl labels missing in some rows", "bert", lambda: jsonl(text_rows(
             label=lambda i: None if i % 5 == 0 else i % 3)), "refuse"),

@@ -22,6 +22,7 @@ from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.io import export_model, save_program
 from compression.llm.text import check_tokenizes
 from compression.sentence_pooling import SentencePooling
+from compression.text_labels import ModelClasses, label_array
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 MAX_TOKENS = 512
@@ -144,10 +145,12 @@ def text_input_names(splits: dict[str, TextSplit], tokenizer) -> tuple[str, ...]
     return ("input_ids", "attention_mask", *(("token_type_ids",) if segments else ()))
 
 
-def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int) -> dict[str, np.ndarray]:
+def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int,
+                     classes: ModelClasses) -> dict[str, np.ndarray]:
     """`<split>.input_ids`, `<split>.attention_mask` (int64, [rows, length]), `<split>.token_type_ids` for
-    sentence pairs where the model reads them, and `<split>.y` for labelled splits: the arrays an `.npz` dataset
-    of this model would hold."""
+    sentence pairs where the model reads them, and `<split>.y` for labelled splits (class names and multi-label
+    lists made indices and 0/1 matrices for the model's `classes`): the arrays an `.npz` dataset of this model
+    would hold."""
     arrays = {}
     names = text_input_names(splits, tokenizer)
     for name, rows in splits.items():
@@ -156,21 +159,24 @@ def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int) -> di
         for input_name in names:
             arrays[f"{name}.{input_name}"] = encoded[input_name].astype(np.int64)
         if rows.labels:
-            arrays[f"{name}.{LABEL_ARRAY}"] = np.asarray(rows.labels, np.int64)
+            arrays[f"{name}.{LABEL_ARRAY}"] = label_array(name, rows, classes)
     return arrays
 
 
 def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], program_path: Path,
-                      dataset_path: Path, embedding: SentenceEmbedding | None = None) -> tuple[torch.Tensor, ...]:
+                      dataset_path: Path, embedding: SentenceEmbedding | None = None,
+                      multi_label: bool = False) -> tuple[torch.Tensor, ...]:
     """Write the folder's model as a `.pt2` (outputting `embedding` when given) and the text as the matching
-    `.npz`; returns the example inputs it was exported with (for other folders' programs of the same job)."""
+    `.npz`; returns the example inputs it was exported with (for other folders' programs of the same job).
+    `multi_label`: the job declares a classifier's outputs independent labels (its config may say so itself)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model = load_folder_model(folder, task, embedding)
-    arrays = tokenized_arrays(splits, tokenizer, token_length(model, splits, tokenizer, embedding))
+    arrays = tokenized_arrays(splits, tokenizer, token_length(model, splits, tokenizer, embedding),
+                              ModelClasses.of_config(model.model.config, task, multi_label))
     first = next(iter(splits))
     example = tuple(torch.from_numpy(arrays[f"{first}.{name}"][:EXAMPLE_ROWS])
                     for name in text_input_names(splits, tokenizer))

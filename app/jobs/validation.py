@@ -20,6 +20,7 @@ from compression.specs.metrics import metric_problem
 from compression.specs.order import order_problems
 from compression.specs.student_fit import zoo_student_problems
 from compression.specs.training import TrainingSpec
+from compression.text_labels import ModelClasses, label_problems
 from core.jobs.spec import JobCreate
 
 
@@ -67,8 +68,8 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
             continue
         if manifest.format == "npz":
             problems += _check_split(split, signature, manifest, spec)
-        elif split in manifest.label_range:  # text: the folder's tokenizer makes the inputs; labels still must fit
-            problems += _check_labels(split, manifest, signature, spec)
+        elif manifest.has_labels(split):  # text: the folder's tokenizer makes the inputs; labels still must fit
+            problems += _check_text_labels(split, manifest, signature, spec, folder or {})
     problems += _metric_problems(spec, manifest)
     problems += [problem for stage in spec.stages if stage.method == "quant_noise" and spec.train_split in
                  manifest.splits and (problem := quant_noise_label_problem(stage, spec.train_split,
@@ -288,6 +289,26 @@ def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignatu
         return [f"labels in '{split}.y' range over [{low}, {high}] but the model has {classes} outputs "
                 f"(classes 0..{classes - 1})"]
     return []
+
+
+def _check_text_labels(split: str, manifest: DatasetManifest, signature: ModelSignature, spec: JobCreate,
+                       folder: dict) -> list[str]:
+    """A .jsonl's labels (class indices, class names or multi-label lists: compression.text_labels) against the
+    folder's classes. A folder recorded before its classes were has its names and lists checked by the worker."""
+    labels = manifest.splits[split][LABEL_ARRAY]
+    names, multi_label = labels.get("names", []), bool(labels.get("multi_label"))
+    if not names and not multi_label:
+        return _check_labels(split, manifest, signature, spec) if split in manifest.label_range else []
+    recorded = folder.get("classes")
+    if folder.get("task") != "sequence-classification":
+        classes = ModelClasses(None, None, False)
+    elif recorded is None:
+        return []
+    else:
+        classes = ModelClasses(signature.outputs[0].shape[1], recorded.get("names"),
+                               bool(recorded.get("multi_label")) or spec.evaluation.multi_label)
+    return label_problems(f"split '{split}' of the .jsonl", names, multi_label, manifest.label_range.get(split),
+                          classes)
 
 
 def _check_label_matrix(split: str, label_shape: list[int], output, spec: JobCreate) -> list[str]:

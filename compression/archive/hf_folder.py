@@ -32,6 +32,8 @@ from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.sentence_transformers import MODULES_FILE, SentenceEmbedding, sentence_embedding
 from compression.archive.zipread import CHUNK_BYTES
 
+MULTI_LABEL_PROBLEM = "multi_label_classification"  # config.json problem_type of a multi-label classifier
+
 INDEX_FILE = "model.safetensors.index.json"
 JSON_FILES = ("config.json", "generation_config.json", INDEX_FILE, "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "added_tokens.json", "vocab.json", "chat_template.json")
@@ -99,11 +101,15 @@ class HFFolder:
         "hf": inputs `input_ids`/`attention_mask` [batch, tokens] int64; the output the task gives."""
         config = self.config
         ids = [{"name": name, "shape": [None, None], "dtype": "int64"} for name in ("input_ids", "attention_mask")]
+        classes = None
         if self.task == "causal-lm":
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
         elif self.task == "sequence-classification":
             labels = len(config.get("id2label") or {}) or config.get("num_labels") or 2
             output = {"name": "logits", "shape": [None, labels], "dtype": "float32"}
+            # What a .jsonl's class names and label lists are checked against at submission (text_labels).
+            classes = {"names": ordered_label_names(config.get("id2label"), labels),
+                       "multi_label": config.get("problem_type") == MULTI_LABEL_PROBLEM}
         elif self.sentence_embedding is not None:  # the default; a job may ask for the token vectors instead
             output = {"name": "sentence_embedding", "shape": [None, _hidden_size(config)], "dtype": "float32"}
         else:
@@ -121,8 +127,24 @@ class HFFolder:
                                          "num_hidden_layers": _layer_count(config),
                                          "max_positions": self.max_positions,
                                          "awq_missing": self.awq_missing,
+                                         "classes": classes,
                                          "sentence_embedding": self.sentence_embedding and
                                          self.sentence_embedding.to_metrics()}}
+
+
+def ordered_label_names(id2label: dict | None, classes: int) -> list[str] | None:
+    """The model's class names in index order (config.json's keys are strings, a loaded config's are ints); None
+    where the config does not name every class."""
+    if not isinstance(id2label, dict):
+        return None
+    by_index = {}
+    for key, name in id2label.items():
+        try:
+            by_index[int(key)] = str(name)
+        except (TypeError, ValueError):
+            return None
+    names = [by_index.get(index) for index in range(classes)]
+    return None if None in names else names
 
 
 def _layer_count(config: dict) -> int | None:

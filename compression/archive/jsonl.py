@@ -1,12 +1,14 @@
 """A `.jsonl` text dataset: one JSON object per line, `{"split": "train", "text": "...", "label": 3}`.
 
 `split` names the split the row belongs to (like the `<split>.` prefix of an `.npz` array), `text` is the example
-and `label` (optional: in a split, every row or none) an integer class index (a whole-number float such as 2.0
-is read as that index). `text_pair` (optional: in the whole file, every row or none) is the second text of a
-sentence pair, for cross-encoders and NLI classifiers, which the tokenizer joins to `text` with its separator
-(and, for BERT-style models, segment ids). Lines are read one at a time, each
-capped at `max_metadata_bytes` and parsed under the JSON depth cap; the file as a whole is capped by the upload
-size. Nothing else is allowed in a row, so a typo (`"lable"`) is refused rather than ignored.
+and `label` (optional: in a split, every row or none) its class: an integer index (a whole-number float such as
+2.0 is read as that index) or a class name, which the worker maps to its index with the model's config.json
+(`compression.text_labels`), or a list of them (possibly empty): the labels that apply to the text, for a
+multi-label classifier. A file uses one form: indices or names, single labels or lists. `text_pair` (optional: in
+the whole file, every row or none) is the second text of a sentence pair, for cross-encoders and NLI classifiers,
+which the tokenizer joins to `text` with its separator (and, for BERT-style models, segment ids). Lines are read
+one at a time, each capped at `max_metadata_bytes` and parsed under the JSON depth cap; the file as a whole is
+capped by the upload size. Nothing else is allowed in a row, so a typo (`"lable"`) is refused rather than ignored.
 """
 
 from __future__ import annotations
@@ -29,16 +31,47 @@ PAIRS_NOT_FOR_CAUSAL_LM = ("a causal-lm job reads running text: its .jsonl rows 
 LABEL_ARRAY = "y"  # the name labels have in a manifest, as in an .npz
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 _ROW_KEYS = {"split", "text", "text_pair", "label"}
+MAX_NAME_CHARS = 200  # a class name; config.json's id2label names are short
+MAX_LABEL_NAMES = 10_000  # distinct class names in a file, kept in the manifest for the submission check
+MAX_LABELS_PER_ROW = 1_000  # entries of one multi-label row
 
 
 @dataclass
 class TextSplit:
     rows: int = 0
     texts: list[str] = field(default_factory=list)  # only when asked to keep them
-    labels: list[int] = field(default_factory=list)
+    # int class indices, str class names, or (multi-label) lists of either: the file's one form (`LabelForm`)
+    labels: list[int | str | list] = field(default_factory=list)
     characters: int = 0
     paired: bool = False  # the rows are sentence pairs
     pairs: list[str] = field(default_factory=list)  # their second texts, kept like texts
+    names: set[str] = field(default_factory=set)  # the class names its labels use (form "name")
+    multi_label: bool = False  # each label is a list of the classes that apply
+
+
+@dataclass
+class LabelForm:
+    """The one form of a file's labels, fixed by its first label: class indices or class names, one per row or
+    lists (multi-label)."""
+
+    multi_label: bool | None = None
+    by_name: bool | None = None  # None until a label (or list entry) is seen
+
+    def check(self, label, number: int) -> None:
+        is_list = isinstance(label, list)
+        if self.multi_label is None:
+            self.multi_label = is_list
+        elif self.multi_label != is_list:
+            raise InvalidUpload(f"line {number}: a {'list' if is_list else 'single'} 'label' where the labels "
+                                f"before are {'lists' if self.multi_label else 'single classes'}; a file gives "
+                                "every row one class, or every row a list of the classes that apply (multi-label)")
+        for entry in label if is_list else [label]:
+            by_name = isinstance(entry, str)
+            if self.by_name is None:
+                self.by_name = by_name
+            elif self.by_name != by_name:
+                raise InvalidUpload(f"line {number}: a class {'name' if by_name else 'index'} where the labels "
+                                    f"before are class {'indices' if by_name else 'names'}; use one form in a file")
 
 
 def looks_like_jsonl(source: BinaryIO) -> bool:
@@ -57,6 +90,7 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
             return read_jsonl(file, limits, keep_text)
     splits: dict[str, TextSplit] = {}
     labelled: dict[str, bool] = {}
+    form = LabelForm()
     paired: bool | None = None
     number = 0
     while line := source.readline(limits.max_metadata_bytes + 1):
@@ -86,13 +120,9 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
                                 f"{'have one' if paired else 'have none'}; give every row of the file a "
                                 "'text_pair' (sentence pairs) or none")
         has_label = label is not None
-        if isinstance(label, float) and label.is_integer():
-            label = int(label)  # 2.0 (written by a float column) is class 2
-        if has_label and (not isinstance(label, int) or isinstance(label, bool) or label < 0):
-            hint = (" (class names must be mapped to indices: the model's config.json label2id gives its order)"
-                    if isinstance(label, str) else "")
-            raise InvalidUpload(f"line {number}: 'label' must be a class index (an integer >= 0), got "
-                                f"{json.dumps(label)[:40]}{hint}")
+        if has_label:
+            label = _row_label(label, number)
+            form.check(label, number)
         if labelled.setdefault(split, has_label) != has_label:
             raise InvalidUpload(f"line {number}: split '{split}' mixes rows with and without 'label'; label every "
                                 "row of a split or none")
@@ -106,21 +136,62 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
                 rows.pairs.append(pair)
         if has_label:
             rows.labels.append(label)
+            rows.multi_label = isinstance(label, list)
+            rows.names.update(entry for entry in (label if rows.multi_label else [label]) if isinstance(entry, str))
+            if len(rows.names) > MAX_LABEL_NAMES:
+                raise InvalidUpload(f"line {number}: split '{split}' names more than {MAX_LABEL_NAMES} classes; "
+                                    "use class indices")
     if not splits:
         raise InvalidUpload("the .jsonl file holds no rows; write one JSON object per line with 'split' and 'text'")
     return splits
 
 
+def _row_label(label, number: int) -> int | str | list:
+    """A row's label as read: a class index, a class name, or a list of them (multi-label), else refused."""
+    if isinstance(label, list):
+        if len(label) > MAX_LABELS_PER_ROW:
+            raise InvalidUpload(f"line {number}: 'label' lists {len(label)} classes, more than {MAX_LABELS_PER_ROW}")
+        entries = [_class(entry, number, in_list=True) for entry in label]
+        return list(dict.fromkeys(entries))  # a class listed twice still applies once
+    return _class(label, number, in_list=False)
+
+
+def _class(value, number: int, in_list: bool) -> int | str:
+    """One class: an integer index >= 0 (a whole-number float such as 2.0 written by a float column is that index)
+    or a class name."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    where = "an entry of 'label'" if in_list else "'label'"
+    lists = "" if in_list else ", or a list of them for a multi-label model"
+    raise InvalidUpload(f"line {number}: {where} must be a class index (an integer >= 0) or a class name (a "
+                        f"non-empty string of at most {MAX_NAME_CHARS} characters, as the model's config.json "
+                        f"id2label names it){lists}; got {json.dumps(value)[:40]}")
+
+
 def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict[str, list[int]]]:
     """The manifest of a text dataset in the shape an `.npz` manifest has: per split, `text` (and `y`) with the
-    number of rows as the shape."""
+    number of rows as the shape. Labels by name are `y` of dtype "str" with the sorted class `names` (the
+    submission checks them against the model's); `multi_label` marks lists. `label_range` spans the class indices
+    (of every list, for multi-label rows)."""
     described, label_range = {}, {}
     for name, rows in splits.items():
         arrays = {TEXT_INPUT: {"shape": [rows.rows], "dtype": "str", "characters": rows.characters}}
         if rows.paired:
             arrays[PAIR_INPUT] = {"shape": [rows.rows], "dtype": "str"}
         if rows.labels:
-            arrays[LABEL_ARRAY] = {"shape": [len(rows.labels)], "dtype": "int64"}
-            label_range[name] = [min(rows.labels), max(rows.labels)]
+            indices = [entry for label in rows.labels for entry in (label if rows.multi_label else [label])
+                       if isinstance(entry, int)]
+            labels = {"shape": [len(rows.labels)], "dtype": "str" if rows.names else "int64"}
+            if rows.names:
+                labels["names"] = sorted(rows.names)
+            if rows.multi_label:
+                labels["multi_label"] = True
+            arrays[LABEL_ARRAY] = labels
+            if indices:
+                label_range[name] = [min(indices), max(indices)]
         described[name] = arrays
     return described, label_range

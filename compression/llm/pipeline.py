@@ -186,8 +186,8 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
     return PipelineResult(baseline, outcomes, checked)
 
 
-def export_folder(source: Path, task: str, splits: dict, workdir: Path, embedding, split: str
-                  ) -> tuple[Path, tuple[torch.Tensor, ...], dict | None]:
+def export_folder(source: Path, task: str, splits: dict, workdir: Path, embedding, split: str,
+                  multi_label: bool = False) -> tuple[Path, tuple[torch.Tensor, ...], dict | None]:
     """`folder_to_program` (model.pt2, dataset.npz in `workdir`) of the folder the job runs on: for GPT-2 its OPT
     rewrite (`compression.llm.gpt2_linear`), whose nn.Linear layers a compressed-tensors folder can hold, when it
     gives the upload's outputs on the job's own padded rows; else the upload itself. Returns that folder, the
@@ -195,7 +195,8 @@ def export_folder(source: Path, task: str, splits: dict, workdir: Path, embeddin
     from compression.hf_program import example_rows, folder_to_program, load_folder_model
 
     def export(folder: Path):
-        return folder_to_program(folder, task, splits, workdir / "model.pt2", workdir / "dataset.npz", embedding)
+        return folder_to_program(folder, task, splits, workdir / "model.pt2", workdir / "dataset.npz", embedding,
+                                 multi_label)
 
     if not is_gpt2(source):
         return source, export(source), None
@@ -245,7 +246,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
     splits = read_jsonl(dataset_path, limits, keep_text=True)
-    source, example, rewritten = export_folder(source, task, splits, workdir, embedding, evaluation.split)
+    source, example, rewritten = export_folder(source, task, splits, workdir, embedding, evaluation.split,
+                                               evaluation.multi_label)
     students = build_layer_students(stages, source, task, example, embedding, workdir / "students")
     ctx.progress("export", 1, 1)
     # pipeline_options: what the worker gives any job (on_measured, known_baseline, upload_outputs_file).

@@ -9,6 +9,7 @@ import pytest
 from tests.hf_folders import (  # noqa: F401 (fixtures)
     CORPUS,
     bert_dir,
+    bert_folder,
     gpt2_folder,
     jsonl_bytes,
     llama_dir,
@@ -203,3 +204,37 @@ def test_sentence_pairs_go_to_encoders_and_classifiers_only(api, auth, hf):
     assert _job(api, auth, hf["bert"], pairs.json(), [{"method": "ptq"}])[0] == 201
     status, text = _job(api, auth, hf["llama"], pairs.json(), [LLM_STAGE])
     assert status == 422 and "rows take no 'text_pair'" in text, text
+
+
+def test_class_names_and_label_lists_are_checked_against_the_folders_classes(api, auth, tmp_path):
+    names = ["NEGATIVE", "POSITIVE", "neutral"]
+    folders = {"single": bert_folder(tmp_path / "single", 3, id2label=dict(enumerate(names))),
+               "multi": bert_folder(tmp_path / "multi", 3, id2label=dict(enumerate(names)),
+                                    problem_type="multi_label_classification")}
+    models = {key: _upload(api, auth, "models", f"{key}.zip", zip_bytes(folder), task="sequence-classification")
+              for key, folder in folders.items()}
+    assert all(response.status_code == 201 for response in models.values()), [r.text for r in models.values()]
+    assert models["multi"].json()["signature"]["hf"]["classes"] == {"names": names, "multi_label": True}
+    datasets = {}
+    for key, labels in {"names": ["positive", "NEGATIVE", "Neutral", "POSITIVE"],
+                        "unknown": ["positive", "joy", "NEGATIVE", "anger"],
+                        "lists": [["positive", "neutral"], [], ["NEGATIVE"], ["POSITIVE"]],
+                        "index_lists": [[0, 2], [], [1], [5]]}.items():
+        response = _upload(api, auth, "datasets", f"{key}.jsonl",
+                           jsonl_bytes({"train": CORPUS[:4], "val": CORPUS[4:8]}, {"train": labels, "val": labels}))
+        assert response.status_code == 201, response.text
+        datasets[key] = response.json()
+    assert datasets["names"]["manifest"]["splits"]["val"]["y"]["names"] == ["NEGATIVE", "Neutral", "POSITIVE",
+                                                                              "positive"]
+    single, multi = models["single"].json(), models["multi"].json()
+    for model, dataset in ((single, datasets["names"]), (multi, datasets["lists"])):
+        status, text = _job(api, auth, model, dataset, [{"method": "ptq"}])
+        assert status == 201, text
+    for model, dataset, expected in [
+        (single, datasets["unknown"], "names classes the model does not have: 'anger', 'joy'; the model's classes "
+                                      "(config.json id2label, in index order) are 'NEGATIVE', 'POSITIVE', 'neutral'"),
+        (single, datasets["lists"], "problem_type is not 'multi_label_classification'"),
+        (multi, datasets["index_lists"], "class indices over [0, 5] but the model has 3 classes"),
+    ]:
+        status, text = _job(api, auth, model, dataset, [{"method": "ptq"}])
+        assert status == 422 and expected in text, text

@@ -29,7 +29,7 @@ def test_rows_are_grouped_by_split_with_label_ranges():
     ('{"split": "train", "text": "a", "label": -1}', "class index"),
     ('{"split": "train", "text": "a", "label": true}', "class index"),
     ('{"split": "train", "text": "a", "label": 1.5}', "class index"),
-    ('{"split": "train", "text": "a", "label": "cat"}', "label2id"),
+    ('{"split": "train", "text": "a", "label": "' + "c" * 201 + '"}', "at most 200 characters"),
     ('{"split": "train", "text": "a", "label": 1}\n{"split": "train", "text": "b"}', "mixes rows"),
     ('{"split": "train", "text": "a"', "not valid JSON"),
     ('["train", "a"]', "JSON object"),

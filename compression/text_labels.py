@@ -1,0 +1,116 @@
+"""Labels of a `.jsonl` text dataset (`compression.archive.jsonl`) as the arrays a classifier is trained and scored
+with: class indices int64 [N], or for lists of the classes that apply (multi-label) a 0/1 matrix float32 [N, C]
+(`compression.labels` reads a float matrix as independent binary targets).
+
+Class names are mapped with the model's own names (config.json `id2label`, index -> name), so a dataset written as
+`"label": "positive"` fits the model whose config says `{"1": "POSITIVE"}`: a name matches exactly, or else
+ignoring case when that picks one class. The API checks the names at submission with the names it recorded from the
+folder; the worker maps them here, with the config it loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from compression.archive.errors import InvalidUpload
+from compression.archive.hf_folder import MULTI_LABEL_PROBLEM, ordered_label_names
+from compression.archive.jsonl import TextSplit
+
+_SHOWN = 12  # names quoted in a message
+
+
+def name_indices(names: set[str] | list[str], label_names: list[str]) -> tuple[dict[str, int], list[str]]:
+    """Each dataset class name's index among the model's `label_names`, and the names that match none."""
+    exact = {name: index for index, name in enumerate(label_names)}
+    folded: dict[str, list[int]] = {}
+    for index, name in enumerate(label_names):
+        folded.setdefault(name.casefold(), []).append(index)
+    found, unknown = {}, []
+    for name in sorted(names):
+        if name in exact:
+            found[name] = exact[name]
+        elif len(folded.get(name.casefold(), [])) == 1:
+            found[name] = folded[name.casefold()][0]
+        else:
+            unknown.append(name)
+    return found, unknown
+
+
+def unknown_names_problem(where: str, unknown: list[str], label_names: list[str]) -> str:
+    shown = ", ".join(repr(name) for name in unknown[:_SHOWN]) + (" ..." if len(unknown) > _SHOWN else "")
+    known = ", ".join(repr(name) for name in label_names[:_SHOWN]) + (" ..." if len(label_names) > _SHOWN else "")
+    return (f"{where} names classes the model does not have: {shown}; the model's classes (config.json id2label, "
+            f"in index order) are {known}: use these names, or class indices 0..{len(label_names) - 1}")
+
+
+@dataclass(frozen=True)
+class ModelClasses:
+    """What a model's labels may be: `count` classes (None: its output is not classes, e.g. embeddings), named
+    `names` in index order where its config names them, independent (multi-label) or one per example."""
+
+    count: int | None
+    names: list[str] | None
+    multi_label: bool
+
+    @classmethod
+    def of_config(cls, config, task: str, multi_label: bool = False) -> "ModelClasses":
+        """A loaded transformers config's classes; `multi_label`: the job declares the outputs independent."""
+        if task != "sequence-classification":
+            return cls(None, None, multi_label)
+        count = config.num_labels
+        return cls(count, ordered_label_names(config.id2label, count),
+                   multi_label or getattr(config, "problem_type", None) == MULTI_LABEL_PROBLEM)
+
+
+def label_problems(where: str, names: list[str], multi_label: bool, index_range: list[int] | None,
+                   classes: ModelClasses) -> list[str]:
+    """Why labels of this form (class `names` used, lists or not, the range of the indices) do not fit `classes`;
+    the check the API makes from a dataset's manifest and the worker from its rows. `names` are not checked where
+    the model's class names are not known."""
+    if classes.count is None:
+        if names or multi_label:
+            return [f"{where} gives class {'names' if names else 'lists'}, which need a sequence-classification "
+                    "model (whose config.json names its classes); this model's output is not classes"]
+        return []
+    problems = []
+    if multi_label and not classes.multi_label:
+        problems.append(f"{where} gives each row a list of classes (multi-label), but the model's config.json "
+                        f"problem_type is not '{MULTI_LABEL_PROBLEM}'; give one class per row, or set "
+                        "evaluation.multi_label to true if the model's outputs are independent labels")
+    if names and classes.names is None:
+        problems.append(f"{where} labels rows by class name, but the model's config.json does not name its "
+                        "classes (id2label); use class indices")
+    elif names:
+        unknown = name_indices(names, classes.names)[1]
+        if unknown:
+            problems.append(unknown_names_problem(where, unknown, classes.names))
+    if index_range and (index_range[0] < 0 or index_range[1] >= classes.count):
+        problems.append(f"{where} has class indices over [{index_range[0]}, {index_range[1]}] but the model has "
+                        f"{classes.count} classes (0..{classes.count - 1})")
+    return problems
+
+
+def label_array(split: str, rows: TextSplit, classes: ModelClasses) -> np.ndarray:
+    """The split's labels: int64 class indices [N], or for lists (multi-label) a float32 0/1 matrix [N, classes].
+    Names are mapped with the model's; labels that do not fit it are refused with what to change."""
+    entries = [entry for label in rows.labels for entry in (label if rows.multi_label else [label])]
+    indices = [entry for entry in entries if isinstance(entry, int)]
+    problems = label_problems(f"split '{split}'", sorted(rows.names), rows.multi_label,
+                              [min(indices), max(indices)] if indices else None, classes)
+    if problems:
+        raise InvalidUpload("; ".join(problems))
+    if classes.count is None:  # indices scored against a non-class output, as an .npz's would be
+        return np.asarray(rows.labels, np.int64)
+    mapping = name_indices(rows.names, classes.names)[0] if rows.names else {}
+
+    def index(entry: int | str) -> int:
+        return mapping[entry] if isinstance(entry, str) else entry
+
+    if not rows.multi_label:
+        return np.asarray([index(label) for label in rows.labels], np.int64)
+    matrix = np.zeros((len(rows.labels), classes.count), np.float32)
+    for row, label in enumerate(rows.labels):
+        matrix[row, [index(entry) for entry in label]] = 1.0
+    return matrix

@@ -1,0 +1,105 @@
+"""A `.jsonl`'s labels by class index, by class name (mapped with the model's config.json id2label) or as lists of
+the classes that apply (multi-label), read, described in the manifest, and turned into the arrays the model is
+scored with."""
+
+import io
+
+import numpy as np
+import pytest
+
+from compression.archive import InvalidUpload
+from compression.archive.jsonl import manifest_splits, read_jsonl
+from compression.context import RunContext
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, PTQSpec
+from compression.text_labels import ModelClasses, label_array, label_problems, name_indices
+from tests.hf_folders import CORPUS, bert_folder, zip_bytes
+
+SENTIMENT = ["NEGATIVE", "neutral", "Positive"]
+
+
+def _read(text: str):
+    return read_jsonl(io.BytesIO(text.encode()), keep_text=True)
+
+
+def test_names_and_lists_are_read_and_described():
+    splits = _read('{"split": "train", "text": "a", "label": "pos"}\n{"split": "train", "text": "b", "label": "neg"}\n'
+                   '{"split": "val", "text": "c", "label": "pos"}\n')
+    assert splits["train"].labels == ["pos", "neg"] and splits["train"].names == {"pos", "neg"}
+    described, label_range = manifest_splits(splits)
+    assert described["train"]["y"] == {"shape": [2], "dtype": "str", "names": ["neg", "pos"]}
+    assert label_range == {}
+    lists = _read('{"split": "train", "text": "a", "label": [3, 1, 3]}\n{"split": "train", "text": "b", "label": []}\n'
+                  '{"split": "train", "text": "c", "label": [0.0]}\n')
+    assert lists["train"].labels == [[3, 1], [], [0]] and lists["train"].multi_label
+    described, label_range = manifest_splits(lists)
+    assert described["train"]["y"] == {"shape": [3], "dtype": "int64", "multi_label": True}
+    assert label_range == {"train": [0, 3]}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"split": "train", "text": "a", "label": 1}\n{"split": "train", "text": "b", "label": "cat"}', "one form"),
+    ('{"split": "train", "text": "a", "label": [1]}\n{"split": "val", "text": "b", "label": 1}', "single"),
+    ('{"split": "train", "text": "a", "label": ["x", 1]}', "one form"),
+    ('{"split": "train", "text": "a", "label": [[1]]}', "an entry of 'label'"),
+    ('{"split": "train", "text": "a", "label": ""}', "class name"),
+    ('{"split": "train", "text": "a", "label": {"c": 1}}', "class index"),
+    ('{"split": "train", "text": "a", "label": [-1]}', "an entry of 'label'"),
+])
+def test_mixed_or_malformed_labels_are_refused_with_the_line(text, expected):
+    with pytest.raises(InvalidUpload, match=expected):
+        _read(text)
+
+
+def test_names_match_exactly_or_ignoring_case_when_that_is_one_class():
+    found, unknown = name_indices({"negative", "Positive", "NEUTRAL", "joy"}, SENTIMENT)
+    assert found == {"negative": 0, "NEUTRAL": 1, "Positive": 2} and unknown == ["joy"]
+    # Two classes equal ignoring case: only an exact match picks one.
+    assert name_indices({"a", "A", "b"}, ["a", "A", "c"]) == ({"a": 0, "A": 1}, ["b"])
+
+
+def test_label_arrays_for_a_classifier():
+    classes = ModelClasses(3, SENTIMENT, multi_label=False)
+    rows = _read('{"split": "t", "text": "a", "label": "positive"}\n{"split": "t", "text": "b", "label": "NEGATIVE"}')
+    np.testing.assert_array_equal(label_array("t", rows["t"], classes), np.array([2, 0]))
+    with pytest.raises(InvalidUpload, match=r"does not have: 'joy'; .* 'NEGATIVE', 'neutral', 'Positive'"):
+        label_array("t", _read('{"split": "t", "text": "a", "label": "joy"}')["t"], classes)
+    lists = _read('{"split": "t", "text": "a", "label": ["neutral", "positive"]}\n{"split": "t", "text": "b", '
+                  '"label": []}')["t"]
+    with pytest.raises(InvalidUpload, match="problem_type is not 'multi_label_classification'"):
+        label_array("t", lists, classes)
+    matrix = label_array("t", lists, ModelClasses(3, SENTIMENT, multi_label=True))
+    assert matrix.dtype == np.float32
+    np.testing.assert_array_equal(matrix, [[0, 1, 1], [0, 0, 0]])
+    with pytest.raises(InvalidUpload, match=r"class indices over \[0, 3\] but the model has 3 classes"):
+        label_array("t", _read('{"split": "t", "text": "a", "label": [0, 3]}')["t"], ModelClasses(3, None, True))
+
+
+def test_names_need_a_model_whose_output_is_named_classes():
+    def problems(names, classes: ModelClasses, index_range=None) -> str:
+        return "; ".join(label_problems("split 't'", names, False, index_range, classes))
+
+    assert "output is not classes" in problems(["pos"], ModelClasses(None, None, False))
+    assert "does not name its classes" in problems(["pos"], ModelClasses(2, None, False))
+    assert problems([], ModelClasses(None, None, False), [0, 1]) == ""
+
+
+def test_a_multi_label_folder_job_runs_on_lists_of_class_names(tmp_path):
+    """The worker's path: the folder's names map the lists to a 0/1 matrix, which the job scores as independent
+    labels (accuracy over every label) and int8 PTQ keeps."""
+    folder = bert_folder(tmp_path / "bert", 3, id2label=dict(enumerate(SENTIMENT)),
+                         problem_type="multi_label_classification")
+    choices = ['["negative"]', '["Positive", "neutral"]', "[]", '["POSITIVE"]']
+    rows = [f'{{"split": "{split}", "text": "{text}", "label": {choices[index % 4]}}}'
+            for split, texts in (("train", CORPUS[:8]), ("val", CORPUS[8:16])) for index, text in enumerate(texts)]
+    (tmp_path / "text.jsonl").write_text("\n".join(rows))
+    archive = tmp_path / "bert.zip"
+    archive.write_bytes(zip_bytes(folder))
+    result = run_folder_pipeline(archive, tmp_path / "text.jsonl", "sequence-classification",
+                                 [PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
+                                 tmp_path / "work")
+    with np.load(tmp_path / "work" / "dataset.npz") as arrays:
+        np.testing.assert_array_equal(arrays["train.y"][:4], [[1, 0, 0], [0, 1, 1], [0, 0, 0], [0, 0, 1]])
+    # Independent labels are scored element by element: a multiple of 1/24 of the 8 x 3 labels, not of 1/8 rows.
+    for metrics in (result.baseline, result.stages[0].metrics):
+        assert round(metrics["accuracy"] * 24, 6) % 1 == 0, metrics["accuracy"]
