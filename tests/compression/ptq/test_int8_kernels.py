@@ -17,20 +17,31 @@ from compression.ptq.int8_kernels import full_range_activations_saturate
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _probe(tmp_path: Path, isa: str | None) -> dict:
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "OMP_NUM_THREADS": "1"}
+def _start_probe(scratch: Path, isa: str | None) -> subprocess.Popen:
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor"), "OMP_NUM_THREADS": "1"}
     env.pop("ONEDNN_MAX_CPU_ISA", None)
     if isa:
         env["ONEDNN_MAX_CPU_ISA"] = isa
-    done = subprocess.run([sys.executable, "-m", "tests.compression.ptq.int8_kernels_probe"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, "-m", "tests.compression.ptq.int8_kernels_probe"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory) -> dict:
+    """Both probes' figures, capped ISA and the CPU's own: started together, as each is a single-threaded process
+    that mostly compiles (the two took 41 s one after the other)."""
+    started = {isa: _start_probe(tmp_path_factory.mktemp(f"probe-{isa}"), isa) for isa in ("AVX2", None)}
+    figures = {}
+    for isa, process in started.items():
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+        figures[isa] = json.loads(stdout.strip().splitlines()[-1])
+    return figures
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="oneDNN's x86 ISA cap")
-def test_a_cpu_without_vnni_is_recognised_and_reduce_range_makes_its_kernels_exact(tmp_path):
-    figures = _probe(tmp_path, "AVX2")
+def test_a_cpu_without_vnni_is_recognised_and_reduce_range_makes_its_kernels_exact(probes):
+    figures = probes["AVX2"]
     assert figures["saturate"]
     # Full range on this path: the compiled CNN was 4.9 % of its output's range off its Q/DQ graph; 0..127
     # activations leave requantization rounding only.
@@ -38,7 +49,7 @@ def test_a_cpu_without_vnni_is_recognised_and_reduce_range_makes_its_kernels_exa
     assert figures["onnx_reduced_max_abs_weight"] <= 64  # ONNX Runtime's 7-bit weights
 
 
-def test_the_probe_agrees_with_the_cpus_own_flags(tmp_path):
+def test_the_probe_agrees_with_the_cpus_own_flags(probes):
     flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("flags")), None) if Path("/proc/cpuinfo").exists() else None
     if flags is None or "avx2" not in flags:
@@ -47,7 +58,7 @@ def test_the_probe_agrees_with_the_cpus_own_flags(tmp_path):
         pytest.skip("this process's oneDNN ISA is capped by ONEDNN_MAX_CPU_ISA, not by the CPU's flags")
     has_vnni = "avx512_vnni" in flags or "avx_vnni" in flags
     assert full_range_activations_saturate() is not has_vnni
-    figures = _probe(tmp_path, None)
+    figures = probes[None]
     assert figures["saturate"] is not has_vnni
     if has_vnni:
         assert figures["kernel_error_0..255"] < 1e-4
