@@ -131,7 +131,7 @@ def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     """Distillation stages: the student is built (its output shape checked against the teacher's on the rows)
     and one loss is computed, as the first training step would."""
     from compression.distill.features import capture_features, projection_for
-    from compression.distill.losses import LABEL_LOSSES, OUTPUT_LOSSES, distillation_loss, feature_loss
+    from compression.distill.losses import LABEL_LOSSES, distillation_loss, feature_loss, output_loss_name
     from compression.output_kind import task_output_kind
     from compression.students import teacher_and_student
 
@@ -140,7 +140,7 @@ def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
         raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
     teacher, student = teacher_and_student(spec.student, model, task)
     kind = task_output_kind(task.output_kind, teacher, task.example_inputs)
-    loss = getattr(spec, "loss", None) or OUTPUT_LOSSES[kind]
+    loss = getattr(spec, "loss", None) or output_loss_name(kind, task.multi_label)
     if alpha > 0 and loss not in LABEL_LOSSES:
         raise ValueError(f"alpha > 0 mixes in a hard-label loss, which needs logits or sigmoid probabilities, but "
                          f"the loss is '{loss}' ({kind} outputs); set alpha to 0")

@@ -122,11 +122,15 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
         output_kind = evaluation.output_kind or detect_output_kind(reference, output_tensor(reference(*example_inputs)))
     metric = chosen_metric(evaluation.metric, output_kind, eval_split.has_labels)
     evaluation = evaluation.model_copy(update={"output_kind": output_kind, "metric": metric})
+    # Independent labels: declared, or 0/1 label matrices (a multi-label Hugging Face classifier's text labels).
+    multi_label = evaluation.multi_label or any(split.labels is not None and split.labels.ndim == 2
+                                                for split in dataset.splits.values())
     ctx.progress("load", 1, 1)
     # Seconds, not minutes: every stage's preconditions on the real model and two rows, before any evaluation.
     checked = dry_run(stages, reference, Task(dataset, reference, example_inputs, workdir / "dry_run",
                                               train_split=train_split, eval_split=evaluation.split,
-                                              resolve_model=resolve_model, output_kind=output_kind, metric=metric),
+                                              resolve_model=resolve_model, output_kind=output_kind, metric=metric,
+                                              multi_label=multi_label),
                       ctx)
 
     # A large model is evaluated on as many examples as a compute budget allows, unless the user chose.
@@ -166,7 +170,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
         task = Task(dataset, reference, example_inputs, stage_dir, train_split=train_split,
                     eval_split=evaluation.split, resolve_model=resolve_model, output_kind=output_kind,
                     metric=metric, latency_batch_sizes=tuple(evaluation.latency_batch_sizes),
-                    half_storage=HalfStorage.of(model))
+                    half_storage=HalfStorage.of(model), multi_label=multi_label)
         started = time.monotonic()
         result = apply_stage(spec, widened(model), task, stage_ctx)
         wall_time = time.monotonic() - started

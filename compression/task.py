@@ -28,6 +28,9 @@ class Task:
     # from the reference's output, and accuracy with labels else the output kind's default.
     output_kind: str | None = None
     metric: str | None = None
+    # The outputs are independent labels (evaluation.multi_label, or 0/1 label matrices): distillation matches
+    # logits label by label (`compression.distill.losses.output_loss_name`).
+    multi_label: bool = False
     # The batch sizes the job times its models at: deployables compiled for fixed shapes are built for these.
     latency_batch_sizes: tuple[int, ...] = (1, 32)
     # How the model the stage was given stored its weights when that was half precision: the stage computes on a

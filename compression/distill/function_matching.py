@@ -27,7 +27,7 @@ from compression.distill.common import (
     teacher_logits,
     write_float_student,
 )
-from compression.distill.losses import OUTPUT_LOSSES, output_loss
+from compression.distill.losses import output_loss, output_loss_name
 from compression.evaluate import output_tensor
 from compression.output_kind import task_output_kind
 from compression.program_device import move_model
@@ -50,7 +50,7 @@ def apply_function_matching(spec: FunctionMatchingSpec, model: nn.Module, task: 
     split = task.dataset.split(task.train_split)
     kind = task_output_kind(task.output_kind, teacher_model, task.example_inputs)
     # KL at T=1 for logits (the paper's loss); other outputs are matched with their own kind's loss.
-    loss_name = OUTPUT_LOSSES[kind]
+    loss_name = output_loss_name(kind, task.multi_label)
     with frozen_teacher(teacher_model, ctx.device) as teacher:
         before = student_metrics(task, teacher, student)
         if spec.teacher_targets == "consistent":

@@ -17,7 +17,7 @@ from compression.distill.common import (
     write_float_student,
 )
 from compression.distill.features import capture_features, projection_for
-from compression.distill.losses import LABEL_LOSSES, OUTPUT_LOSSES, distillation_loss, feature_loss
+from compression.distill.losses import LABEL_LOSSES, distillation_loss, feature_loss, output_loss_name
 from compression.evaluate import output_tensor
 from compression.modes import eval_mode
 from compression.output_kind import task_output_kind
@@ -36,7 +36,7 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
     teacher_model, student_info = teacher_and_student(spec.student, model, task)
     student = move_model(student_info.model, ctx.device)
     kind = task_output_kind(task.output_kind, teacher_model, task.example_inputs)
-    loss_name = spec.loss or OUTPUT_LOSSES[kind]
+    loss_name = spec.loss or output_loss_name(kind, task.multi_label)
     if spec.alpha > 0 and loss_name not in LABEL_LOSSES:
         raise ValueError(f"alpha > 0 mixes in a hard-label loss, which needs logits or sigmoid probabilities, but "
                          f"the loss is '{loss_name}' ({kind} outputs); set alpha to 0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -12,8 +13,16 @@ from compression.labels import as_class_logits, binary_targets, label_loss, prob
 # teacher's probabilities for independent sigmoid outputs (softmax would couple bins that are independent), MSE
 # for hidden states.
 OUTPUT_LOSSES = {"logits": "kl", "embeddings": "cosine", "sigmoid": "bce", "hidden_states": "mse"}
-# The losses of outputs that labels can also train (class logits, a binary logit, sigmoid probabilities).
-LABEL_LOSSES = ("kl", "bce")
+# The losses of outputs that labels can also train (class logits, a binary logit, sigmoid probabilities,
+# multi-label logits).
+LABEL_LOSSES = ("kl", "bce", "bce_logits")
+
+
+def output_loss_name(kind: str, multi_label: bool) -> str:
+    """The loss for an output `kind` (OUTPUT_LOSSES); the logits of a multi-label model are independent labels, so
+    each is matched with binary cross-entropy against the teacher's probability ('bce_logits'), not softmax-KL,
+    which would couple labels that are independent."""
+    return "bce_logits" if multi_label and kind == "logits" else OUTPUT_LOSSES[kind]
 
 
 def _rows(logits: Tensor) -> Tensor:
@@ -37,7 +46,8 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
 
 def output_loss(student: Tensor, teacher: Tensor, loss: str, temperature: float = 1.0) -> Tensor:
     """How far the student's output is from the teacher's: 'kl' (`kd_loss`), 'cosine' (1 - cosine per row),
-    'mse', or 'bce' (binary cross-entropy of the student's probabilities against the teacher's)."""
+    'mse', 'bce' (binary cross-entropy of the student's probabilities against the teacher's) or 'bce_logits' (the
+    same for logits: of sigmoid(student) against sigmoid(teacher), computed on the logits)."""
     if loss == "kl":
         return kd_loss(student, teacher, temperature)
     student, teacher = _rows(student), _rows(teacher).detach()
@@ -47,7 +57,9 @@ def output_loss(student: Tensor, teacher: Tensor, loss: str, temperature: float 
         return F.mse_loss(student, teacher)
     if loss == "bce":
         return probability_bce(student, teacher)
-    raise ValueError(f"unknown distillation loss '{loss}'; known: kl, cosine, mse, bce")
+    if loss == "bce_logits":
+        return F.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher))
+    raise ValueError(f"unknown distillation loss '{loss}'; known: kl, cosine, mse, bce, bce_logits")
 
 
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None, *,
@@ -63,7 +75,7 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Te
                          f"loss is '{loss}'; set alpha to 0")
     if labels is None:
         raise ValueError("alpha > 0 mixes in hard-label cross-entropy, but the training split has no labels")
-    if loss == "bce" and not binary_targets(student_logits, labels):
+    if loss in ("bce", "bce_logits") and not binary_targets(student_logits, labels):
         raise ValueError("alpha > 0 with sigmoid outputs needs 0/1 labels (one per output, or a 0/1 label matrix "
                          "[N, K]), not class indices; set alpha to 0")
     hard = label_loss(student_logits, labels, "sigmoid" if loss == "bce" else "logits")

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from compression.context import RunContext
 from compression.data import Batch
 from compression.distill.common import frozen_teacher, teacher_logits
-from compression.distill.losses import OUTPUT_LOSSES, distillation_loss
+from compression.distill.losses import distillation_loss, output_loss_name
 from compression.evaluate import evaluate, output_tensor
 from compression.labels import label_loss
 from compression.modes import is_training, set_mode
@@ -69,7 +69,8 @@ def finetune(model: nn.Module, spec: TrainingSpec, distillation, task: Task, ctx
 
     with frozen_teacher(task.reference, ctx.device) as teacher:
         loss_fn = make_loss(distillation, teacher if distillation is not None else None, labelled,
-                            OUTPUT_LOSSES[task_output_kind(task.output_kind, teacher, task.example_inputs)])
+                            output_loss_name(task_output_kind(task.output_kind, teacher, task.example_inputs),
+                                             task.multi_label))
         set_noise(model, True)
         try:
             return train(ModeSwitchKeepsParametrizations(model), loss_fn, spec, task, _namespaced(ctx, phase),

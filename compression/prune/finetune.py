@@ -16,7 +16,7 @@ from torch import nn
 
 from compression.context import RunContext
 from compression.data import Batch
-from compression.distill.losses import LABEL_LOSSES, OUTPUT_LOSSES, distillation_loss
+from compression.distill.losses import LABEL_LOSSES, distillation_loss, output_loss_name
 from compression.evaluate import evaluate, output_tensor
 from compression.labels import label_loss
 from compression.modes import writing_batch_statistics
@@ -39,7 +39,7 @@ def recovery_loss(task: Task, distill: PruneDistillSpec | None):
             return label_loss(output_tensor(model(*batch.inputs)), batch.labels, kind)
         return loss
     temperature = distill.temperature if distill else 1.0
-    loss_name = OUTPUT_LOSSES[kind]
+    loss_name = output_loss_name(kind, task.multi_label)
     alpha = distill.alpha if distill else 0.0
     if alpha > 0 and loss_name not in LABEL_LOSSES:
         raise ValueError(f"distill.alpha > 0 mixes in a hard-label loss, which needs logits or sigmoid "

@@ -11,7 +11,7 @@ from compression.archive import InvalidUpload
 from compression.archive.jsonl import manifest_splits, read_jsonl
 from compression.context import RunContext
 from compression.llm.pipeline import run_folder_pipeline
-from compression.specs import EvaluationSpec, PTQSpec
+from compression.specs import EvaluationSpec, KDSpec, PTQSpec
 from compression.text_labels import ModelClasses, label_array, label_problems, name_indices
 from tests.hf_folders import CORPUS, bert_folder, zip_bytes
 
@@ -86,7 +86,7 @@ def test_names_need_a_model_whose_output_is_named_classes():
 
 def test_a_multi_label_folder_job_runs_on_lists_of_class_names(tmp_path):
     """The worker's path: the folder's names map the lists to a 0/1 matrix, which the job scores as independent
-    labels (accuracy over every label) and int8 PTQ keeps."""
+    labels (accuracy over every label) and distils as such."""
     folder = bert_folder(tmp_path / "bert", 3, id2label=dict(enumerate(SENTIMENT)),
                          problem_type="multi_label_classification")
     choices = ['["negative"]', '["Positive", "neutral"]', "[]", '["POSITIVE"]']
@@ -96,10 +96,13 @@ def test_a_multi_label_folder_job_runs_on_lists_of_class_names(tmp_path):
     archive = tmp_path / "bert.zip"
     archive.write_bytes(zip_bytes(folder))
     result = run_folder_pipeline(archive, tmp_path / "text.jsonl", "sequence-classification",
-                                 [PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
+                                 [KDSpec(student={"kind": "input"}, training={"steps": 2, "batch_size": 4}),
+                                  PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
                                  tmp_path / "work")
+    # The label matrix makes the job multi-label: distillation matches the logits label by label.
+    assert result.stages[0].metrics["method_metrics"]["loss"] == "bce_logits", result.stages[0].metrics
     with np.load(tmp_path / "work" / "dataset.npz") as arrays:
         np.testing.assert_array_equal(arrays["train.y"][:4], [[1, 0, 0], [0, 1, 1], [0, 0, 0], [0, 0, 1]])
     # Independent labels are scored element by element: a multiple of 1/24 of the 8 x 3 labels, not of 1/8 rows.
-    for metrics in (result.baseline, result.stages[0].metrics):
+    for metrics in (result.baseline, *(stage.metrics for stage in result.stages)):
         assert round(metrics["accuracy"] * 24, 6) % 1 == 0, metrics["accuracy"]

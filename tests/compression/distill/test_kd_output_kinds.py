@@ -9,7 +9,7 @@ import torch
 from compression.context import RunContext
 from compression.data import Dataset
 from compression.distill.kd import apply_kd
-from compression.distill.losses import output_loss
+from compression.distill.losses import output_loss, output_loss_name
 from compression.io import export_model, load_model
 from compression.specs.distill import KDSpec
 from compression.task import Task
@@ -130,3 +130,25 @@ def test_a_students_tall_convs_are_written_on_their_side_and_the_stage_times_wha
     assert result.model.get_parameter("first.weight").shape == (8, 1, 1, 32)  # the stage's model is the file's
     written = load_model(result.artifacts[0].path)
     torch.testing.assert_close(written(audio), result.model(audio))
+
+
+def test_a_multi_label_models_logits_are_distilled_label_by_label(tmp_path):
+    """Softmax-KL would couple labels that are independent: each logit is matched by binary cross-entropy
+    against the teacher's probability, and the gradient vanishes where the student equals the teacher."""
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+    x = torch.randn(192, 8)
+    tags = (torch.rand(192, 4) > 0.5).float()
+    task = _task(tmp_path, teacher, {"train.x": x[:128].numpy(), "train.y": tags[:128].numpy(),
+                                     "val.x": x[128:].numpy()}, ["x"])
+    task.multi_label = True
+    spec = KDSpec(student={"kind": "input"}, training={"steps": 40, "batch_size": 32, "lr": 3e-3})
+    metrics = apply_kd(spec, _perturbed(teacher, 0.8), task, RunContext()).metrics
+    assert (metrics["output_kind"], metrics["loss"]) == ("logits", "bce_logits")
+    assert metrics["student_fidelity"]["after"] > metrics["student_fidelity"]["before"], metrics["student_fidelity"]
+    logits = torch.randn(5, 4, requires_grad=True)
+    output_loss(logits, logits.detach().clone(), "bce_logits").backward()
+    assert logits.grad.abs().max() < 1e-6
+    assert output_loss_name("logits", multi_label=True) == "bce_logits"
+    assert output_loss_name("logits", multi_label=False) == "kl" == output_loss_name("logits", False)
+    assert output_loss_name("sigmoid", multi_label=True) == "bce"
