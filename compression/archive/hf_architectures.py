@@ -17,27 +17,60 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "sequence-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
                  "causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"}
 TASKS = tuple(TASK_MAPPINGS)
+# Mappings of models that read text (token ids; multimodal ones too, whose text-only forward the worker's export
+# tries), and of models that read something else, by what they read: a model_type found only among the latter
+# cannot take a .jsonl dataset (ViT's pixel_values, Wav2Vec2's waveform).
+TEXT_MAPPINGS = tuple(f"MODEL_FOR_{kind}_MAPPING_NAMES" for kind in (
+    "MASKED_LM", "SEQUENCE_CLASSIFICATION", "CAUSAL_LM", "TOKEN_CLASSIFICATION", "QUESTION_ANSWERING",
+    "SEQ_TO_SEQ_CAUSAL_LM", "TEXT_ENCODING", "MULTIPLE_CHOICE", "IMAGE_TEXT_TO_TEXT", "MULTIMODAL_LM",
+    "VISUAL_QUESTION_ANSWERING", "DOCUMENT_QUESTION_ANSWERING", "TABLE_QUESTION_ANSWERING", "TEXT_TO_SPECTROGRAM",
+    "TEXT_TO_WAVEFORM"))
+OTHER_INPUTS = {"images (pixel_values)": ("IMAGE", "VISION", "DEPTH", "OBJECT_DETECTION", "SEGMENTATION",
+                                          "KEYPOINT", "MASK_GENERATION"),
+                "audio (input_values or input_features)": ("AUDIO", "CTC", "SPEECH", "RNNT", "TDT"),
+                "video (pixel_values)": ("VIDEO",),
+                "time series (past_values)": ("TIME_SERIES",)}
 
 
 @lru_cache
 def model_types_by_task() -> dict[str, dict[str, str]]:
     """task -> {model_type: class name}."""
+    mappings = _mappings()
+    missing = [task for task, name in TASK_MAPPINGS.items() if name not in mappings]
+    if missing:
+        raise RuntimeError(f"transformers' modeling_auto.py no longer defines the mappings for {sorted(missing)}")
+    return {task: mappings[name] for task, name in TASK_MAPPINGS.items()}
+
+
+@lru_cache
+def _mappings() -> dict[str, dict[str, str]]:
+    """Every `*_MAPPING_NAMES` literal of modeling_auto.py: name -> {model_type: class name}."""
     spec = importlib.util.find_spec("transformers")
     if spec is None or spec.origin is None:
         raise RuntimeError("transformers is not installed; Hugging Face folders cannot be checked")
     source = (Path(spec.origin).parent / "models" / "auto" / "modeling_auto.py").read_text()
-    wanted = {name: task for task, name in TASK_MAPPINGS.items()}
     found: dict[str, dict[str, str]] = {}
     for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
-                and getattr(node.targets[0], "id", None) in wanted and isinstance(node.value, ast.Call):
-            pairs = ast.literal_eval(node.value.args[0])
-            found[wanted[node.targets[0].id]] = {key: value if isinstance(value, str) else value[0]
-                                                 for key, value in pairs}
-    missing = set(TASK_MAPPINGS) - set(found)
-    if missing:
-        raise RuntimeError(f"transformers' modeling_auto.py no longer defines the mappings for {sorted(missing)}")
+        name = getattr(node.targets[0], "id", "") if isinstance(node, ast.Assign) and len(node.targets) == 1 else ""
+        if name.endswith("_MAPPING_NAMES") and isinstance(node.value, ast.Call) and node.value.args:
+            try:
+                pairs = ast.literal_eval(node.value.args[0])
+            except ValueError:
+                continue  # not a literal: no mapping the checks read
+            found[name] = {key: value if isinstance(value, str) else value[0] for key, value in pairs}
     return found
+
+
+def non_text_input(model_type: str) -> str | None:
+    """What a model_type reads when that is not text: "images (pixel_values)", ...; None for a text model (one of
+    TEXT_MAPPINGS) or a type no mapping places."""
+    mappings = _mappings()
+    if any(model_type in mappings.get(name, {}) for name in TEXT_MAPPINGS):
+        return None
+    for reads, markers in OTHER_INPUTS.items():
+        if any(marker in name and model_type in table for name, table in mappings.items() for marker in markers):
+            return reads
+    return None
 
 
 def task_of_architecture(architecture: str) -> str | None:

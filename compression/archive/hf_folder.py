@@ -26,7 +26,12 @@ from typing import BinaryIO
 
 from compression.archive.errors import InvalidUpload
 from compression.archive.folder import FolderArchive
-from compression.archive.hf_architectures import TASKS, model_types_by_task, task_of_architecture
+from compression.archive.hf_architectures import (
+    TASKS,
+    model_types_by_task,
+    non_text_input,
+    task_of_architecture,
+)
 from compression.archive.jsontext import parse_json
 from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.sentence_transformers import MODULES_FILE, SentenceEmbedding, sentence_embedding
@@ -294,6 +299,11 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
     if not any(model_type in table for table in tables.values()):
         raise InvalidUpload(f"config.json model_type '{model_type}' is not an architecture the installed "
                             "transformers ships (remote code is never run)")
+    reads = non_text_input(model_type)
+    if reads is not None:
+        raise InvalidUpload(f"model_type '{model_type}' reads {reads}, not text: a Hugging Face folder is read as a "
+                            "text model (its tokenizer turns a .jsonl dataset into its inputs); export this model "
+                            "with torch.export and upload the .pt2, with an .npz of the arrays it takes")
     saved_for = next((t for t in map(task_of_architecture, architectures) if t), None)
     if task is None:
         if saved_for is None and architectures and model_type in tables["feature-extraction"]:

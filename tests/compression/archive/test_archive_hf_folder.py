@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import struct
 
 import pytest
@@ -184,3 +185,28 @@ def test_a_masked_lm_checkpoint_is_read_for_its_features_and_has_no_classifier(b
     assert _read(zip_bytes(folder)).task == "feature-extraction"
     with pytest.raises(InvalidUpload, match="no trained sequence-classification head"):
         _read(zip_bytes(folder), task="sequence-classification")
+
+
+@pytest.mark.parametrize("model_type, architecture, reads", [
+    ("vit", "ViTForImageClassification", "images (pixel_values)"),
+    ("wav2vec2", "Wav2Vec2ForCTC", "audio"),
+    ("patchtst", "PatchTSTForClassification", "time series"),
+])
+def test_a_folder_of_a_model_that_does_not_read_text_is_refused_at_upload(bert_dir, tmp_path, model_type,
+                                                                          architecture, reads):
+    # Before, a ViT folder was accepted as feature-extraction and refused at submission for lacking a tokenizer.
+    import json
+    import shutil
+
+    folder = tmp_path / model_type
+    shutil.copytree(bert_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"model_type": model_type,
+                                                             "architectures": [architecture]}))
+    for task in (None, "feature-extraction"):
+        with pytest.raises(InvalidUpload, match=rf"model_type '{model_type}' reads {re.escape(reads)}.*, not text: .*"
+                                                r"upload the \.pt2, with an \.npz"):
+            _read(zip_bytes(folder), task=task)
+    # Multimodal models read text too: their folder is checked as a text model's.
+    (folder / "config.json").write_text(json.dumps(config | {"model_type": "qwen2_vl", "architectures": []}))
+    assert _read(zip_bytes(folder), task="feature-extraction").model_type == "qwen2_vl"
