@@ -4,7 +4,7 @@ with: class indices int64 [N], or for lists of the classes that apply (multi-lab
 
 Class names are mapped with the model's own names (config.json `id2label`, index -> name), so a dataset written as
 `"label": "positive"` fits the model whose config says `{"1": "POSITIVE"}`: a name matches exactly, or else
-ignoring case when that picks one class. The API checks the names at submission with the names it recorded from the
+ignoring case when that picks one class, or else, written in digits ("1"), it is that class index. The API checks the names at submission with the names it recorded from the
 folder; the worker maps them here, with the config it loads.
 """
 
@@ -22,7 +22,9 @@ _SHOWN = 12  # names quoted in a message
 
 
 def name_indices(names: set[str] | list[str], label_names: list[str]) -> tuple[dict[str, int], list[str]]:
-    """Each dataset class name's index among the model's `label_names`, and the names that match none."""
+    """Each dataset class name's index among the model's `label_names`, and the names that match none. A name
+    that is no class's but is a number of a class ("1", as a CSV turned into JSON writes an index) is that
+    index."""
     exact = {name: index for index, name in enumerate(label_names)}
     folded: dict[str, list[int]] = {}
     for index, name in enumerate(label_names):
@@ -33,6 +35,8 @@ def name_indices(names: set[str] | list[str], label_names: list[str]) -> tuple[d
             found[name] = exact[name]
         elif len(folded.get(name.casefold(), [])) == 1:
             found[name] = folded[name.casefold()][0]
+        elif name.isascii() and name.isdigit() and int(name) < len(label_names):
+            found[name] = int(name)
         else:
             unknown.append(name)
     return found, unknown

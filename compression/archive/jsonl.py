@@ -2,7 +2,7 @@
 
 `split` names the split the row belongs to (like the `<split>.` prefix of an `.npz` array), `text` is the example
 and `label` (optional: in a split, every row or none) its class: an integer index (a whole-number float such as
-2.0 is read as that index) or a class name, which the worker maps to its index with the model's config.json
+2.0 is read as that index, false and true as 0 and 1) or a class name, which the worker maps to its index with the model's config.json
 (`compression.text_labels`), or a list of them (possibly empty): the labels that apply to the text, for a
 multi-label classifier. A file uses one form: indices or names, single labels or lists. `text_pair` (optional: in
 the whole file, every row or none) is the second text of a sentence pair, for cross-encoders and NLI classifiers,
@@ -157,8 +157,10 @@ def _row_label(label, number: int) -> int | str | list:
 
 
 def _class(value, number: int, in_list: bool) -> int | str:
-    """One class: an integer index >= 0 (a whole-number float such as 2.0 written by a float column is that index)
-    or a class name."""
+    """One class: an integer index >= 0 (a whole-number float such as 2.0 written by a float column is that index;
+    false and true are classes 0 and 1, as booleans are in an .npz) or a class name."""
+    if isinstance(value, bool):
+        return int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS:

@@ -56,6 +56,14 @@ def test_names_match_exactly_or_ignoring_case_when_that_is_one_class():
     assert found == {"negative": 0, "NEUTRAL": 1, "Positive": 2} and unknown == ["joy"]
     # Two classes equal ignoring case: only an exact match picks one.
     assert name_indices({"a", "A", "b"}, ["a", "A", "c"]) == ({"a": 0, "A": 1}, ["b"])
+    # Digits that are no class's name are its index (a CSV column of indices written as strings); a name first.
+    assert name_indices({"2", "3", "1"}, SENTIMENT) == ({"1": 1, "2": 2}, ["3"])
+    assert name_indices({"1"}, ["x", "0", "1"]) == ({"1": 2}, [])
+
+
+def test_booleans_are_classes_0_and_1_as_in_an_npz():
+    rows = _read('{"split": "t", "text": "a", "label": true}\n{"split": "t", "text": "b", "label": false}')["t"]
+    assert rows.labels == [1, 0] and not rows.names
 
 
 def test_label_arrays_for_a_classifier():

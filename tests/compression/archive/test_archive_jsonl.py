@@ -27,7 +27,6 @@ def test_rows_are_grouped_by_split_with_label_ranges():
     ('{"split": "../x", "text": "a"}', "'split' must be a name"),
     ('{"split": "train", "text": ""}', "non-empty string"),
     ('{"split": "train", "text": "a", "label": -1}', "class index"),
-    ('{"split": "train", "text": "a", "label": true}', "class index"),
     ('{"split": "train", "text": "a", "label": 1.5}', "class index"),
     ('{"split": "train", "text": "a", "label": "' + "c" * 201 + '"}', "at most 200 characters"),
     ('{"split": "train", "text": "a", "label": 1}\n{"split": "train", "text": "b"}', "mixes rows"),
