@@ -105,6 +105,9 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
             raise InvalidUpload(f"line {number} has unknown field(s) {sorted(unknown)}; a row holds 'split', "
                                 "'text' and optionally 'text_pair' and 'label'")
         split, text, label = row.get("split"), row.get("text"), row.get("label")
+        if split is None:
+            raise InvalidUpload(f"line {number} has no 'split': every row names the split it belongs to (\"train\" "
+                                "for training and calibration, \"val\" for evaluation, the defaults of a job)")
         if not isinstance(split, str) or not _SPLIT_NAME.match(split):
             raise InvalidUpload(f"line {number}: 'split' must be a name of letters, digits, '_' or '-' "
                                 "(e.g. \"train\", \"val\")")

@@ -25,6 +25,7 @@ def test_rows_are_grouped_by_split_with_label_ranges():
 @pytest.mark.parametrize("text, expected", [
     ('{"split": "train", "text": "a", "lable": 1}', "unknown field"),
     ('{"split": "../x", "text": "a"}', "'split' must be a name"),
+    ('{"text": "a", "label": 1}', "line 1 has no 'split': every row names the split it belongs to"),
     ('{"split": "train", "text": ""}', "non-empty string"),
     ('{"split": "train", "text": "a", "label": -1}', "class index"),
     ('{"split": "train", "text": "a", "label": 1.5}', "class index"),
