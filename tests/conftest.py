@@ -8,6 +8,7 @@ import pytest
 # OpenMP threads make small models 10-30x slower. Must be set before torch is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from tests import probes
 from tests.backends import Backend, available_backends, clear_service_caches, reset_database
 
 BACKENDS = available_backends()
@@ -25,6 +26,12 @@ def pytest_collection_modifyitems(config, items):
     # End-to-end tests last (per backend): their service's worker lives until the backend changes, and tests that
     # keep jobs queued on purpose must not share the database with a live worker.
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+    root = Path(__file__).resolve().parents[1]
+    probes.start_collected({Path(str(item.path)).relative_to(root).as_posix() for item in items})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    probes.stop_all()
 
 
 @pytest.fixture(scope="session", params=BACKENDS, ids=[b.name for b in BACKENDS])

@@ -1,21 +1,12 @@
 """Compiled graphs with oneDNN-prepacked frozen weights come from Inductor's FX graph cache
 (compression.frozen_weight_cache), and a graph taken from the cache computes with the current model's weights."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests import probes
 
 
-def test_prepacked_graphs_are_cached_and_computed_with_the_current_weights(tmp_path):
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "tests.compression.frozen_weight_cache_probe"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+def test_prepacked_graphs_are_cached_and_computed_with_the_current_weights():
+    # The probe runs in a fresh process with its own Inductor cache, started when this file is collected.
+    results = probes.figures("frozen_weight_cache")
     first, other_weights = results["fp32_seed0"], results["fp32_seed1"]
     # Without the metadata key each compile bypasses the cache ("mkldnn tensors unpickleable").
     assert (first["fxgraph_cache_miss"], first["fxgraph_cache_bypass"]) == (1, 0)

@@ -3,40 +3,20 @@ to a range its kernels compute exactly (compression/ptq/int8_kernels.py). oneDNN
 makes any x86 machine take that path, so these run everywhere; ONNX Runtime reads the CPU itself, so for its file
 only the 7-bit weights are checked, not its kernels."""
 
-import json
 import os
 import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from compression.ptq.int8_kernels import full_range_activations_saturate
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def _start_probe(scratch: Path, isa: str | None) -> subprocess.Popen:
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor"), "OMP_NUM_THREADS": "1"}
-    env.pop("ONEDNN_MAX_CPU_ISA", None)
-    if isa:
-        env["ONEDNN_MAX_CPU_ISA"] = isa
-    return subprocess.Popen([sys.executable, "-m", "tests.compression.ptq.int8_kernels_probe"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+from tests import probes as background
 
 
 @pytest.fixture(scope="module")
-def probes(tmp_path_factory) -> dict:
-    """Both probes' figures, capped ISA and the CPU's own: started together, as each is a single-threaded process
-    that mostly compiles (the two took 41 s one after the other)."""
-    started = {isa: _start_probe(tmp_path_factory.mktemp(f"probe-{isa}"), isa) for isa in ("AVX2", None)}
-    figures = {}
-    for isa, process in started.items():
-        stdout, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr[-3000:]
-        figures[isa] = json.loads(stdout.strip().splitlines()[-1])
-    return figures
+def probes() -> dict:
+    """Both probes' figures, capped ISA and the CPU's own (`tests.probes`: started when this file is collected)."""
+    return {"AVX2": background.figures("int8_kernels_avx2"), None: background.figures("int8_kernels_native")}
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="oneDNN's x86 ISA cap")
