@@ -100,6 +100,9 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
     if fidelity is not None:
         metrics |= fidelity.result()
     name = chosen_metric(metric, metrics.get("output_kind", "logits"), split.has_labels)
+    if name not in metrics:  # a rank correlation of single scores, for a model with several outputs
+        raise ValueError(f"metric '{name}' was not measured on this model's output (score_spearman needs one score "
+                         f"per example, [batch] or [batch, 1], and 3 examples); choose another evaluation.metric")
     return metrics | {"metric": name, "metric_points": 100 * metrics[name]}
 
 

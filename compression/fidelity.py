@@ -3,7 +3,10 @@
 Every kind: mean per-example cosine, MSE and SQNR in dB (10 log10(sum ref^2 / sum (out - ref)^2), the usual
 measure of quantization error). Then by kind:
 - logits: top-1 agreement and KL(softmax(ref) || softmax(out)) per row (a row per position for [N, L, C]); a
-  binary classifier's single logit z is read as the two classes [0, z] (`compression.labels.as_class_logits`);
+  binary classifier's single logit z is read as the two classes [0, z] (`compression.labels.as_class_logits`),
+  and such a single score per example (a binary classifier's, a reranker's relevance, a regression head's value)
+  is also compared by the Spearman rank correlation of the scores across examples (`score_spearman`): what a
+  ranking by the score sees, where the sign agreement of a regression head's positive outputs says nothing;
 - embeddings: Spearman rank correlation between the pairwise cosine similarities of the reference's embeddings
   and those of the model's (what a search or similarity score built on the encoder sees), over the first
   `MAX_SIMILARITY_EXAMPLES` examples;
@@ -35,6 +38,7 @@ from compression.labels import as_class_logits
 from compression.sentence_pooling import pool
 
 MAX_SIMILARITY_EXAMPLES = 1024
+MAX_SCORE_EXAMPLES = 100_000  # single scores kept for their rank correlation (800 KB)
 
 
 class Fidelity:
@@ -47,10 +51,17 @@ class Fidelity:
         self.overlap = self.energy = 0.0
         self.embeddings: list[torch.Tensor] = []
         self.reference_embeddings: list[torch.Tensor] = []
+        self.scores: list[torch.Tensor] = []
+        self.reference_scores: list[torch.Tensor] = []
 
     def add(self, output: torch.Tensor, reference: torch.Tensor, token_mask: torch.Tensor | None = None) -> None:
         """`token_mask` ([N, L], nonzero at real tokens): compare token outputs [N, L, ...] on real tokens only."""
         output, reference = output.float().cpu(), reference.float().cpu()
+        if self.kind == "logits" and is_single_score(output):
+            room = MAX_SCORE_EXAMPLES - sum(len(s) for s in self.scores)
+            if room > 0:
+                self.scores.append(output.reshape(-1)[:room])
+                self.reference_scores.append(reference.reshape(-1)[:room])
         if self.kind == "logits" and output.dim() <= 2:  # a binary classifier's single logit: two classes
             output, reference = as_class_logits(output), as_class_logits(reference)
         count = len(output)
@@ -105,7 +116,15 @@ class Fidelity:
         if self.embeddings:
             metrics["similarity_spearman"] = similarity_spearman(torch.cat(self.embeddings),
                                                                  torch.cat(self.reference_embeddings))
+        if self.scores and sum(len(s) for s in self.scores) >= 3:
+            metrics["score_spearman"] = spearman(torch.cat(self.scores).double(),
+                                                 torch.cat(self.reference_scores).double())
         return metrics
+
+
+def is_single_score(output: torch.Tensor) -> bool:
+    """Whether an output holds one score per example: [N] or [N, 1]."""
+    return output.dim() == 1 or (output.dim() == 2 and output.shape[1] == 1)
 
 
 def _real_tokens(output: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -127,10 +146,17 @@ def similarity_spearman(embeddings: torch.Tensor, reference: torch.Tensor) -> fl
         # Rounded so that equal similarities tie instead of being ranked by rounding noise.
         return torch.round((normalized @ normalized.T)[pairs[0], pairs[1]], decimals=9)
 
-    ranks, reference_ranks = _ranks(similarities(embeddings)), _ranks(similarities(reference))
+    return spearman(similarities(embeddings), similarities(reference))
+
+
+def spearman(values: torch.Tensor, reference: torch.Tensor) -> float:
+    """Spearman's rank correlation of two series of the same items (values rounded to 9 decimals, so that equal
+    ones tie instead of being ranked by rounding noise); 0.0 when either is constant, which ranks nothing (e.g. a
+    collapsed model mapping everything to one output)."""
+    ranks = _ranks(torch.round(values.double(), decimals=9))
+    reference_ranks = _ranks(torch.round(reference.double(), decimals=9))
     ranks, reference_ranks = ranks - ranks.mean(), reference_ranks - reference_ranks.mean()
     denominator = (ranks.norm() * reference_ranks.norm()).item()
-    # Constant similarities (e.g. a collapsed encoder mapping everything to one vector) carry no ranking at all.
     return (ranks @ reference_ranks).item() / denominator if denominator > 0 else 0.0
 
 

@@ -71,6 +71,7 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
         elif manifest.has_labels(split):  # text: the folder's tokenizer makes the inputs; labels still must fit
             problems += _check_text_labels(split, manifest, signature, spec, folder or {})
     problems += _metric_problems(spec, manifest)
+    problems += _score_metric_problems(spec, signature)
     problems += [problem for stage in spec.stages if stage.method == "quant_noise" and spec.train_split in
                  manifest.splits and (problem := quant_noise_label_problem(stage, spec.train_split,
                                                                            manifest.has_labels(spec.train_split)))]
@@ -89,10 +90,23 @@ def _metric_problems(spec: JobCreate, manifest: DatasetManifest) -> list[str]:
         if problem:
             return [f"evaluation.{problem}"]
     examples = min((meta["shape"][0] for meta in manifest.inputs(split).values() if meta["shape"]), default=0)
-    if evaluation.metric == "similarity_spearman" and min(examples, evaluation.max_samples or examples) < 3:
-        return [f"evaluation.metric 'similarity_spearman' ranks pairs of examples: split '{split}' needs at least "
-                "3 examples (and max_samples at least 3)"]
+    if evaluation.metric in ("similarity_spearman", "score_spearman") and \
+            min(examples, evaluation.max_samples or examples) < 3:
+        return [f"evaluation.metric '{evaluation.metric}' ranks examples: split '{split}' needs at least 3 examples "
+                "(and max_samples at least 3)"]
     return []
+
+
+def _score_metric_problems(spec: JobCreate, signature: ModelSignature) -> list[str]:
+    """'score_spearman' ranks one score per example: the model's first output must be [batch] or [batch, 1]."""
+    output = signature.outputs[0] if signature.outputs else None
+    if spec.evaluation.metric != "score_spearman" or output is None:
+        return []
+    if len(output.shape) == 1 or (len(output.shape) == 2 and output.shape[1] == 1):
+        return []
+    return [f"evaluation.metric 'score_spearman' ranks one score per example, but the model output is "
+            f"{output.describe()}; it fits a model with one output (a reranker, a regression head or a binary "
+            "classifier's logit)"]
 
 
 def _student_problems(spec: JobCreate, signature: ModelSignature) -> list[str]:

@@ -219,6 +219,19 @@ def export_folder(source: Path, task: str, splits: dict, workdir: Path, embeddin
                "stages' folders are refused for its Conv1D layers"}
 
 
+def scorer_metric(evaluation: EvaluationSpec, task: str, config: dict, splits: dict) -> EvaluationSpec:
+    """A sequence classifier with one label is a scorer (a reranker's relevance, a regression head's value): its
+    fidelity is judged by the rank correlation of its scores (`score_spearman`) unless the job chose a metric or
+    the evaluation split has labels (accuracy); the sign agreement top1_agreement would read for its single logit
+    says nothing of a regression head whose outputs are all positive."""
+    rows = splits.get(evaluation.split)
+    if (evaluation.metric is not None or task != "sequence-classification" or rows is None or rows.labels
+            or min(rows.rows, evaluation.max_samples or rows.rows) < 3):
+        return evaluation
+    labels = len(config.get("id2label") or {}) or config.get("num_labels")
+    return evaluation.model_copy(update={"metric": "score_spearman"}) if labels == 1 else evaluation
+
+
 def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: str, stages: list,
                         evaluation: EvaluationSpec, ctx: RunContext, workdir: str | Path, train_split: str = "train",
                         limits: ArchiveLimits = DEFAULT_LIMITS, uploaded_models: Mapping[str, Path] | None = None,
@@ -239,13 +252,15 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     workdir = Path(workdir)
     ctx.progress("export", 0, 1)
     source = workdir / "source"
-    declared = read_hf_folder(model_path, limits, task=task, extract_to=source).sentence_embedding
+    folder = read_hf_folder(model_path, limits, task=task, extract_to=source)
+    declared = folder.sentence_embedding
     embedding = declared if evaluation.sentence_embedding else None
     if embedding is not None and evaluation.output_kind is None:
         # Declared, not detected: a cls or last-token vector ends in a layer norm or a gather, which the detector
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
     splits = read_jsonl(dataset_path, limits, keep_text=True)
+    evaluation = scorer_metric(evaluation, task, folder.config, splits)
     source, example, rewritten = export_folder(source, task, splits, workdir, embedding, evaluation.split,
                                                evaluation.multi_label)
     students = build_layer_students(stages, source, task, example, embedding, workdir / "students")

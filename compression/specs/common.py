@@ -94,8 +94,11 @@ class EvaluationSpec(Spec):
                           "'similarity_spearman' (embeddings: rank agreement of pairwise similarities) or "
                           "'soft_dice' (sigmoid: 2 sum(p q) / (sum p^2 + sum q^2) of the probabilities), 'bin_f1' "
                           "(sigmoid: F1 of the bins above 0.5) or 'bin_agreement' (sigmoid: fraction of bins on or "
-                          "off in both). Null: accuracy with labels, else the output kind's default "
-                          "(top1_agreement, similarity_spearman, soft_dice, cosine).")
+                          "off in both) or 'score_spearman' (one score per example, [batch] or [batch, 1]: rank "
+                          "correlation of the scores across examples, for rerankers and regression heads). Null: "
+                          "accuracy with labels, else the output kind's default (top1_agreement, "
+                          "similarity_spearman, soft_dice, cosine), and score_spearman for a Hugging Face "
+                          "sequence classifier with one label.")
     max_metric_drop: Annotated[float, Field(ge=0, le=100)] | None = Field(
         None, description="Budget in points of the metric: a stage whose model falls further below the uploaded "
                           "model fails the job (its measured metrics are kept). Null: no budget; a collapse is "

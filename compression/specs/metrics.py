@@ -12,7 +12,7 @@ from typing import Literal
 OutputKind = Literal["logits", "embeddings", "sigmoid", "hidden_states"]
 OUTPUT_KINDS: tuple[str, ...] = OutputKind.__args__
 MetricName = Literal["accuracy", "top1_agreement", "cosine", "similarity_spearman", "bin_f1", "bin_agreement",
-                     "soft_dice"]
+                     "soft_dice", "score_spearman"]
 METRICS: tuple[str, ...] = MetricName.__args__
 
 # What each metric compares, and the output kinds it means something for (accuracy needs labels instead).
@@ -23,6 +23,7 @@ METRIC_KINDS = {
     "bin_f1": ("sigmoid",),
     "bin_agreement": ("sigmoid",),
     "soft_dice": ("sigmoid",),
+    "score_spearman": ("logits",),  # of a single score per example ([N] or [N, 1]): checked where shapes are known
 }
 # The metric of an output kind when the split has no labels and the spec names none.
 DEFAULT_METRIC = {"logits": "top1_agreement", "embeddings": "similarity_spearman", "sigmoid": "soft_dice",

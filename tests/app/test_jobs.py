@@ -82,6 +82,8 @@ def test_a_model_used_by_a_queued_job_cannot_be_deleted(api, auth, uploaded):
      "'similarity_spearman']"),
     ({"evaluation": {"metric": "f1"}}, "Input should be 'accuracy', 'top1_agreement', 'cosine'"),
     ({"evaluation": {"metric": "similarity_spearman", "max_samples": 2}}, "needs at least 3 examples"),
+    ({"evaluation": {"metric": "score_spearman"}}, "evaluation.metric 'score_spearman' ranks one score per "
+                                                   "example, but the model output is linear_1[N, 10] float32"),
     ({"stages": [{"method": "kd", "student": {"kind": "zoo", "architecture": "cnn"}}]},
      "Input should be 'mlp', 'small_cnn', 'resnet' or 'tiny_transformer'"),
     ({"stages": [{"method": "function_matching", "student": {"kind": "zoo", "architecture": "tiny_transformer"}}]},
