@@ -3,9 +3,9 @@ with: class indices int64 [N], or for lists of the classes that apply (multi-lab
 (`compression.labels` reads a float matrix as independent binary targets).
 
 Class names are mapped with the model's own names (config.json `id2label`, index -> name), so a dataset written as
-`"label": "positive"` fits the model whose config says `{"1": "POSITIVE"}`: a name matches exactly, or else
-ignoring case when that picks one class, or else, written in digits ("1"), it is that class index. The API checks the names at submission with the names it recorded from the
-folder; the worker maps them here, with the config it loads.
+`"label": "positive"` fits the model whose config says `{"1": "POSITIVE"}`: a name matches exactly, or else ignoring
+case when that picks one class, or else, written in digits ("1"), it is that class index. The API checks the names
+at submission with the names it recorded from the folder; the worker maps them here, with the config it loads.
 """
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ class ModelClasses:
 
 
 def label_problems(where: str, names: list[str], multi_label: bool, index_range: list[int] | None,
-                   classes: ModelClasses) -> list[str]:
-    """Why labels of this form (class `names` used, lists or not, the range of the indices) do not fit `classes`;
-    the check the API makes from a dataset's manifest and the worker from its rows. `names` are not checked where
-    the model's class names are not known."""
+                   classes: ModelClasses, flag_width: int | None = None) -> list[str]:
+    """Why labels of this form (class `names` used, lists or not, the range of the indices, the length of 0/1 flag
+    vectors) do not fit `classes`; the check the API makes from a dataset's manifest and the worker from its rows.
+    `names` are not checked where the model's class names are not known."""
     if classes.count is None:
         if names or multi_label:
             return [f"{where} gives class {'names' if names else 'lists'}, which need a sequence-classification "
@@ -90,7 +90,10 @@ def label_problems(where: str, names: list[str], multi_label: bool, index_range:
         unknown = name_indices(names, classes.names)[1]
         if unknown:
             problems.append(unknown_names_problem(where, unknown, classes.names))
-    if index_range and (index_range[0] < 0 or index_range[1] >= classes.count):
+    if flag_width is not None and flag_width != classes.count:
+        problems.append(f"{where} gives each row {flag_width} 0/1 flags, one per class, but the model has "
+                        f"{classes.count} classes")
+    elif index_range and (index_range[0] < 0 or index_range[1] >= classes.count):
         problems.append(f"{where} has class indices over [{index_range[0]}, {index_range[1]}] but the model has "
                         f"{classes.count} classes (0..{classes.count - 1})")
     return problems
@@ -102,7 +105,7 @@ def label_array(split: str, rows: TextSplit, classes: ModelClasses) -> np.ndarra
     entries = [entry for label in rows.labels for entry in (label if rows.multi_label else [label])]
     indices = [entry for entry in entries if isinstance(entry, int)]
     problems = label_problems(f"split '{split}'", sorted(rows.names), rows.multi_label,
-                              [min(indices), max(indices)] if indices else None, classes)
+                              [min(indices), max(indices)] if indices else None, classes, rows.flag_width)
     if problems:
         raise InvalidUpload("; ".join(problems))
     if classes.count is None:  # indices scored against a non-class output, as an .npz's would be

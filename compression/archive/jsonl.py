@@ -1,14 +1,16 @@
 """A `.jsonl` text dataset: one JSON object per line, `{"split": "train", "text": "...", "label": 3}`.
 
 `split` names the split the row belongs to (like the `<split>.` prefix of an `.npz` array), `text` is the example
-and `label` (optional: in a split, every row or none) its class: an integer index (a whole-number float such as
-2.0 is read as that index, false and true as 0 and 1) or a class name, which the worker maps to its index with the model's config.json
-(`compression.text_labels`), or a list of them (possibly empty): the labels that apply to the text, for a
-multi-label classifier. A file uses one form: indices or names, single labels or lists. `text_pair` (optional: in
-the whole file, every row or none) is the second text of a sentence pair, for cross-encoders and NLI classifiers,
-which the tokenizer joins to `text` with its separator (and, for BERT-style models, segment ids). Lines are read
-one at a time, each capped at `max_metadata_bytes` and parsed under the JSON depth cap; the file as a whole is
-capped by the upload size. Nothing else is allowed in a row, so a typo (`"lable"`) is refused rather than ignored.
+and `label` (optional: in a split, every row or none) its class: an integer index (a whole-number float such as 2.0
+is read as that index, false and true as 0 and 1) or a class name, which the worker maps to its index with the
+model's config.json (`compression.text_labels`), or a list of them (possibly empty): the labels that apply to the
+text, for a multi-label classifier, or a vector of 0/1 flags, one per class (told apart by a repeated value, as any
+vector over three or more classes has). A file uses one form: indices or names, single labels or lists. `text_pair`
+(optional: in the whole file, every row or none) is the second text of a sentence pair, for cross-encoders and NLI
+classifiers, which the tokenizer joins to `text` with its separator (and, for BERT-style models, segment ids). Lines
+are read one at a time, each capped at `max_metadata_bytes` and parsed under the JSON depth cap; the file as a whole
+is capped by the upload size. Nothing else is allowed in a row, so a typo (`"lable"`) is refused rather than
+ignored.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class TextSplit:
     pairs: list[str] = field(default_factory=list)  # their second texts, kept like texts
     names: set[str] = field(default_factory=set)  # the class names its labels use (form "name")
     multi_label: bool = False  # each label is a list of the classes that apply
+    flag_width: int | None = None  # the lists were 0/1 flags, one per class, of this length (made index lists)
 
 
 @dataclass
@@ -56,9 +59,14 @@ class LabelForm:
 
     multi_label: bool | None = None
     by_name: bool | None = None  # None until a label (or list entry) is seen
+    # A list that repeats a 0/1 value is a vector of flags, one per class ([0, 1, 1]), not of class indices; as
+    # every such vector over three or more classes repeats one, one such row makes the file's lists flag vectors.
+    flags: bool = False
 
     def check(self, label, number: int) -> None:
         is_list = isinstance(label, list)
+        if is_list and len(set(label)) < len(label) and set(label) <= {0, 1}:
+            self.flags = True
         if self.multi_label is None:
             self.multi_label = is_list
         elif self.multi_label != is_list:
@@ -146,7 +154,29 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
                                     "use class indices")
     if not splits:
         raise InvalidUpload("the .jsonl file holds no rows; write one JSON object per line with 'split' and 'text'")
+    _settle_lists(splits, form.flags)
     return splits
+
+
+def _settle_lists(splits: dict[str, TextSplit], flags: bool) -> None:
+    """Multi-label lists as class indices: flag vectors ([0, 1, 1]: classes 1 and 2) become the indices of their
+    ones, checked to be one length throughout; lists of classes lose repeats."""
+    lists = [label for rows in splits.values() if rows.multi_label for label in rows.labels]
+    if not flags:
+        for rows in splits.values():
+            if rows.multi_label:
+                rows.labels = [list(dict.fromkeys(label)) for label in rows.labels]
+        return
+    widths = sorted({len(label) for label in lists})
+    if len(widths) > 1 or any(not set(label) <= {0, 1} for label in lists):
+        raise InvalidUpload(f"the 'label' lists mix 0/1 flag vectors, one entry per class (a row repeats a value, "
+                            f"as [0, 1, 1] does), with lists of class indices or flag vectors of other lengths "
+                            f"(lengths {widths[:6]}); give every row one form: flags for every class, or the "
+                            "indices of the classes that apply")
+    for rows in splits.values():
+        if rows.multi_label:
+            rows.labels = [[index for index, flag in enumerate(label) if flag] for label in rows.labels]
+            rows.flag_width = widths[0]
 
 
 def _row_label(label, number: int) -> int | str | list:
@@ -154,8 +184,8 @@ def _row_label(label, number: int) -> int | str | list:
     if isinstance(label, list):
         if len(label) > MAX_LABELS_PER_ROW:
             raise InvalidUpload(f"line {number}: 'label' lists {len(label)} classes, more than {MAX_LABELS_PER_ROW}")
-        entries = [_class(entry, number, in_list=True) for entry in label]
-        return list(dict.fromkeys(entries))  # a class listed twice still applies once
+        # Repeats are kept until the whole file is read: they tell 0/1 flag vectors from class lists.
+        return [_class(entry, number, in_list=True) for entry in label]
     return _class(label, number, in_list=False)
 
 
@@ -195,6 +225,8 @@ def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict
                 labels["names"] = sorted(rows.names)
             if rows.multi_label:
                 labels["multi_label"] = True
+            if rows.flag_width is not None:
+                labels["flag_width"] = rows.flag_width
             arrays[LABEL_ARRAY] = labels
             if indices:
                 label_range[name] = [min(indices), max(indices)]

@@ -14,8 +14,8 @@ class UploadedStudent(Spec):
     """A student the user uploaded as a `.pt2`; the service resolves `model_id` to the loaded module."""
 
     kind: Literal["upload"] = "upload"
-    model_id: str = Field(min_length=1, max_length=64, description="Id of an uploaded model with the teacher's inputs and "
-                                                    "output shape.")
+    model_id: str = Field(min_length=1, max_length=64,
+                          description="Id of an uploaded model with the teacher's inputs and output shape.")
 
 
 class ZooStudent(Spec):

@@ -219,7 +219,9 @@ def test_class_names_and_label_lists_are_checked_against_the_folders_classes(api
     for key, labels in {"names": ["positive", "NEGATIVE", "Neutral", "POSITIVE"],
                         "unknown": ["positive", "joy", "NEGATIVE", "anger"],
                         "lists": [["positive", "neutral"], [], ["NEGATIVE"], ["POSITIVE"]],
-                        "index_lists": [[0, 2], [], [1], [5]]}.items():
+                        "index_lists": [[0, 2], [], [1], [5]],
+                        "flags": [[0, 1, 1], [0, 0, 0], [1, 0, 0], [0, 1, 0]],
+                        "wide_flags": [[0, 1, 1, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]]}.items():
         response = _upload(api, auth, "datasets", f"{key}.jsonl",
                            jsonl_bytes({"train": CORPUS[:4], "val": CORPUS[4:8]}, {"train": labels, "val": labels}))
         assert response.status_code == 201, response.text
@@ -227,7 +229,7 @@ def test_class_names_and_label_lists_are_checked_against_the_folders_classes(api
     assert datasets["names"]["manifest"]["splits"]["val"]["y"]["names"] == ["NEGATIVE", "Neutral", "POSITIVE",
                                                                               "positive"]
     single, multi = models["single"].json(), models["multi"].json()
-    for model, dataset in ((single, datasets["names"]), (multi, datasets["lists"])):
+    for model, dataset in ((single, datasets["names"]), (multi, datasets["lists"]), (multi, datasets["flags"])):
         status, text = _job(api, auth, model, dataset, [{"method": "ptq"}])
         assert status == 201, text
     for model, dataset, expected in [
@@ -235,6 +237,7 @@ def test_class_names_and_label_lists_are_checked_against_the_folders_classes(api
                                       "(config.json id2label, in index order) are 'NEGATIVE', 'POSITIVE', 'neutral'"),
         (single, datasets["lists"], "problem_type is not 'multi_label_classification'"),
         (multi, datasets["index_lists"], "class indices over [0, 5] but the model has 3 classes"),
+        (multi, datasets["wide_flags"], "gives each row 4 0/1 flags, one per class, but the model has 3 classes"),
     ]:
         status, text = _job(api, auth, model, dataset, [{"method": "ptq"}])
         assert status == 422 and expected in text, text

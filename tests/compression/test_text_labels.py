@@ -61,6 +61,27 @@ def test_names_match_exactly_or_ignoring_case_when_that_is_one_class():
     assert name_indices({"1"}, ["x", "0", "1"]) == ({"1": 2}, [])
 
 
+def test_lists_of_0_1_flags_one_per_class_are_read_as_the_classes_they_flag():
+    # [0, 1, 1] as class indices would be classes 0 and 1; a repeated 0/1 value marks the file's lists as flags.
+    rows = _read('{"split": "t", "text": "a", "label": [0, 1]}\n{"split": "t", "text": "b", "label": [1, 1]}\n'
+                 '{"split": "v", "text": "c", "label": [0, 0]}')
+    assert rows["t"].labels == [[1], [0, 1]] and rows["v"].labels == [[]]
+    assert rows["t"].flag_width == 2
+    described, label_range = manifest_splits(rows)
+    assert described["t"]["y"]["flag_width"] == 2 and label_range == {"t": [0, 1]}
+    three = _read('{"split": "t", "text": "a", "label": [0, 1, 1]}')["t"]
+    assert three.labels == [[1, 2]]
+    assert "gives each row 3 0/1 flags, one per class, but the model has 4 classes" in label_problems(
+        "split 't'", [], True, [1, 2], ModelClasses(4, None, True), three.flag_width)[0]
+    np.testing.assert_array_equal(label_array("t", three, ModelClasses(3, None, True)), [[0, 1, 1]])
+    # Class lists keep meaning indices, a class listed twice counting once.
+    assert _read('{"split": "t", "text": "a", "label": [2, 0, 2]}')["t"].labels == [[2, 0]]
+    with pytest.raises(InvalidUpload, match=r"mix 0/1 flag vectors.*\(lengths \[2, 3\]\)"):
+        _read('{"split": "t", "text": "a", "label": [1, 1]}\n{"split": "t", "text": "b", "label": [0, 1, 0]}')
+    with pytest.raises(InvalidUpload, match="mix 0/1 flag vectors"):
+        _read('{"split": "t", "text": "a", "label": [0, 0, 1]}\n{"split": "t", "text": "b", "label": [2, 1, 0]}')
+
+
 def test_booleans_are_classes_0_and_1_as_in_an_npz():
     rows = _read('{"split": "t", "text": "a", "label": true}\n{"split": "t", "text": "b", "label": false}')["t"]
     assert rows.labels == [1, 0] and not rows.names
