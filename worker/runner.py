@@ -8,6 +8,7 @@ longer parses, a missing input, a crash of the child or of this code) ends with 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import socket
@@ -53,8 +54,22 @@ def versions() -> dict:
     import torchao
 
     from compression import __version__
-    return {"modelpress": __version__, "torch": torch.__version__, "torchao": torchao.__version__,
-            "python": platform.python_version()}
+    return {"modelpress": __version__, "modelpress_source": library_source_digest(), "torch": torch.__version__,
+            "torchao": torchao.__version__, "python": platform.python_version()}
+
+
+def library_source_digest(root: Path | None = None) -> str:
+    """A digest of the compression library's source files (those under `root`). The package version stays 0.1.0
+    from one deployment to the next, so without this a stored baseline (`core.jobs.baselines`, keyed by these
+    versions) measured by older code, say before a model kind got its own default metric, would be reused beside
+    stages measured the new way. Read once per process: `versions()` is cached."""
+    import compression
+
+    root = root or Path(compression.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def resolve_device(setting: str) -> str:

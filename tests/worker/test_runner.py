@@ -191,3 +191,18 @@ def test_a_baseline_is_measured_once_per_inputs_and_evaluation_then_reused(make_
     assert "reused" not in measured and measured["samples"] == 64
     assert reused["reused"] is True
     assert {k: reused[k] for k in measured} == measured  # metric, size, parameters as the first job measured them
+
+
+def test_baselines_are_keyed_by_the_librarys_source_not_only_its_version(tmp_path):
+    """The package version does not change between deployments; a baseline measured by other code must not be
+    reused, so the versions a job records (and its baseline key) include a digest of the library's source."""
+    import shutil
+
+    import compression
+    from worker.runner import library_source_digest, versions
+    assert versions()["modelpress_source"] == library_source_digest()
+    copy = tmp_path / "compression"
+    shutil.copytree(compression.__path__[0], copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert library_source_digest(copy) == library_source_digest()
+    (copy / "fidelity.py").write_text((copy / "fidelity.py").read_text() + "\n# another way to measure\n")
+    assert library_source_digest(copy) != library_source_digest()
