@@ -19,6 +19,9 @@ from compression.archive.hf_folder import MULTI_LABEL_PROBLEM, ordered_label_nam
 from compression.archive.jsonl import TextSplit
 
 _SHOWN = 12  # names quoted in a message
+# A multi-label split becomes a dense 0/1 matrix [rows, classes]: lists a few bytes long each could otherwise ask
+# for more memory than the worker has (a million rows of a 100,000-class model: 400 GB). 1 GiB of float32.
+MAX_LABEL_MATRIX_ENTRIES = 2**28
 
 
 def name_indices(names: set[str] | list[str], label_names: list[str]) -> tuple[dict[str, int], list[str]]:
@@ -69,7 +72,7 @@ class ModelClasses:
 
 
 def label_problems(where: str, names: list[str], multi_label: bool, index_range: list[int] | None,
-                   classes: ModelClasses, flag_width: int | None = None) -> list[str]:
+                   classes: ModelClasses, flag_width: int | None = None, rows: int = 0) -> list[str]:
     """Why labels of this form (class `names` used, lists or not, the range of the indices, the length of 0/1 flag
     vectors) do not fit `classes`; the check the API makes from a dataset's manifest and the worker from its rows.
     `names` are not checked where the model's class names are not known."""
@@ -79,6 +82,10 @@ def label_problems(where: str, names: list[str], multi_label: bool, index_range:
                     "model (whose config.json names its classes); this model's output is not classes"]
         return []
     problems = []
+    if multi_label and rows * classes.count > MAX_LABEL_MATRIX_ENTRIES:
+        problems.append(f"{where} has {rows:,} multi-label rows for {classes.count:,} classes: a 0/1 label matrix "
+                        f"of {rows * classes.count:,} entries, more than the {MAX_LABEL_MATRIX_ENTRIES:,} a job "
+                        "holds; use fewer rows")
     if multi_label and not classes.multi_label:
         problems.append(f"{where} gives each row a list of classes (multi-label), but the model's config.json "
                         f"problem_type is not '{MULTI_LABEL_PROBLEM}'; give one class per row, or set "
@@ -105,7 +112,8 @@ def label_array(split: str, rows: TextSplit, classes: ModelClasses) -> np.ndarra
     entries = [entry for label in rows.labels for entry in (label if rows.multi_label else [label])]
     indices = [entry for entry in entries if isinstance(entry, int)]
     problems = label_problems(f"split '{split}'", sorted(rows.names), rows.multi_label,
-                              [min(indices), max(indices)] if indices else None, classes, rows.flag_width)
+                              [min(indices), max(indices)] if indices else None, classes, rows.flag_width,
+                              len(rows.labels))
     if problems:
         raise InvalidUpload("; ".join(problems))
     if classes.count is None:  # indices scored against a non-class output, as an .npz's would be

@@ -322,7 +322,7 @@ def _check_text_labels(split: str, manifest: DatasetManifest, signature: ModelSi
         classes = ModelClasses(signature.outputs[0].shape[1], recorded.get("names"),
                                bool(recorded.get("multi_label")) or spec.evaluation.multi_label)
     return label_problems(f"split '{split}' of the .jsonl", names, multi_label, manifest.label_range.get(split),
-                          classes, labels.get("flag_width"))
+                          classes, labels.get("flag_width"), labels["shape"][0])
 
 
 def _check_label_matrix(split: str, label_shape: list[int], output, spec: JobCreate) -> list[str]:

@@ -100,6 +100,9 @@ def test_label_arrays_for_a_classifier():
     matrix = label_array("t", lists, ModelClasses(3, SENTIMENT, multi_label=True))
     assert matrix.dtype == np.float32
     np.testing.assert_array_equal(matrix, [[0, 1, 1], [0, 0, 0]])
+    index_lists = _read('{"split": "t", "text": "a", "label": [0, 2]}\n{"split": "t", "text": "b", "label": []}')["t"]
+    with pytest.raises(InvalidUpload, match="multi-label rows for 300,000,000 classes: a 0/1 label matrix of"):
+        label_array("t", index_lists, ModelClasses(300_000_000, None, True))  # refused before allocating it
     with pytest.raises(InvalidUpload, match=r"class indices over \[0, 3\] but the model has 3 classes"):
         label_array("t", _read('{"split": "t", "text": "a", "label": [0, 3]}')["t"], ModelClasses(3, None, True))
 
