@@ -109,8 +109,7 @@ def label_problems(where: str, names: list[str], multi_label: bool, index_range:
 def label_array(split: str, rows: TextSplit, classes: ModelClasses) -> np.ndarray:
     """The split's labels: int64 class indices [N], or for lists (multi-label) a float32 0/1 matrix [N, classes].
     Names are mapped with the model's; labels that do not fit it are refused with what to change."""
-    entries = [entry for label in rows.labels for entry in (label if rows.multi_label else [label])]
-    indices = [entry for entry in entries if isinstance(entry, int)]
+    indices = rows.class_indices()
     problems = label_problems(f"split '{split}'", sorted(rows.names), rows.multi_label,
                               [min(indices), max(indices)] if indices else None, classes, rows.flag_width,
                               len(rows.labels))

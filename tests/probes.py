@@ -1,9 +1,9 @@
 """Probe scripts that tests run in fresh processes (a capped oneDNN ISA, a private Inductor cache), started in the
 background as soon as the tests that read them are collected.
 
-Each probe is a single-threaded process that mostly compiles (20-40 s); run when its test comes up, it held the
-suite for that long while the machine's second core sat idle. Started at collection, it runs beside the other
-tests, and its test only reads the figures it printed (its last stdout line, JSON).
+Each probe is a single-threaded process that mostly compiles (about 20 s each on an idle 2-core machine); run when
+its test came up, it held the suite for that long while the machine's second core sat idle. Started at collection,
+it runs beside the other tests, and its test only reads the figures it printed (its last stdout line, JSON).
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class HFFolder:
         if self.task == "causal-lm":
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
         elif self.task == "sequence-classification":
-            labels = len(config.get("id2label") or {}) or config.get("num_labels") or 2
+            labels = class_count(config)
             output = {"name": "logits", "shape": [None, labels], "dtype": "float32"}
             # What a .jsonl's class names and label lists are checked against at submission (text_labels).
             classes = {"names": ordered_label_names(config.get("id2label"), labels),
@@ -135,6 +135,11 @@ class HFFolder:
                                          "classes": classes,
                                          "sentence_embedding": self.sentence_embedding and
                                          self.sentence_embedding.to_metrics()}}
+
+
+def class_count(config: dict) -> int:
+    """A sequence classifier's classes as its config.json gives them (transformers' default: 2)."""
+    return len(config.get("id2label") or {}) or config.get("num_labels") or 2
 
 
 def ordered_label_names(id2label: dict | None, classes: int) -> list[str] | None:

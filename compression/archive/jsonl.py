@@ -51,6 +51,13 @@ class TextSplit:
     multi_label: bool = False  # each label is a list of the classes that apply
     flag_width: int | None = None  # the lists were 0/1 flags, one per class, of this length (made index lists)
 
+    def class_entries(self) -> list[int | str]:
+        """Every class its labels name, row after row (the entries of each list, for multi-label rows)."""
+        return [entry for label in self.labels for entry in (label if self.multi_label else [label])]
+
+    def class_indices(self) -> list[int]:
+        return [entry for entry in self.class_entries() if isinstance(entry, int)]
+
 
 @dataclass
 class LabelForm:
@@ -161,12 +168,12 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
 def _settle_lists(splits: dict[str, TextSplit], flags: bool) -> None:
     """Multi-label lists as class indices: flag vectors ([0, 1, 1]: classes 1 and 2) become the indices of their
     ones, checked to be one length throughout; lists of classes lose repeats."""
-    lists = [label for rows in splits.values() if rows.multi_label for label in rows.labels]
     if not flags:
         for rows in splits.values():
             if rows.multi_label:
                 rows.labels = [list(dict.fromkeys(label)) for label in rows.labels]
         return
+    lists = [label for rows in splits.values() if rows.multi_label for label in rows.labels]
     widths = sorted({len(label) for label in lists})
     if len(widths) > 1 or any(not set(label) <= {0, 1} for label in lists):
         raise InvalidUpload(f"the 'label' lists mix 0/1 flag vectors, one entry per class (a row repeats a value, "
@@ -198,7 +205,7 @@ def _class(value, number: int, in_list: bool) -> int | str:
         value = int(value)
     if isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS:
         return value
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and value >= 0:  # booleans were made 0/1 above
         return value
     where = "an entry of 'label'" if in_list else "'label'"
     lists = "" if in_list else ", or a list of them for a multi-label model"
@@ -218,8 +225,7 @@ def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict
         if rows.paired:
             arrays[PAIR_INPUT] = {"shape": [rows.rows], "dtype": "str"}
         if rows.labels:
-            indices = [entry for label in rows.labels for entry in (label if rows.multi_label else [label])
-                       if isinstance(entry, int)]
+            indices = rows.class_indices()
             labels = {"shape": [len(rows.labels)], "dtype": "str" if rows.names else "int64"}
             if rows.names:
                 labels["names"] = sorted(rows.names)

@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.hf_folder import learned_positions, read_hf_folder
+from compression.archive.hf_folder import class_count, learned_positions, read_hf_folder
 from compression.archive.jsonl import PAIRS_NOT_FOR_CAUSAL_LM, read_jsonl
 from compression.context import RunContext
 from compression.llm.evaluate import evaluate_llm, load_quantized
@@ -228,8 +228,7 @@ def scorer_metric(evaluation: EvaluationSpec, task: str, config: dict, splits: d
     if (evaluation.metric is not None or task != "sequence-classification" or rows is None or rows.labels
             or min(rows.rows, evaluation.max_samples or rows.rows) < 3):
         return evaluation
-    labels = len(config.get("id2label") or {}) or config.get("num_labels")
-    return evaluation.model_copy(update={"metric": "score_spearman"}) if labels == 1 else evaluation
+    return evaluation.model_copy(update={"metric": "score_spearman"}) if class_count(config) == 1 else evaluation
 
 
 def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: str, stages: list,

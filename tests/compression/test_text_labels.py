@@ -37,20 +37,6 @@ def test_names_and_lists_are_read_and_described():
     assert label_range == {"train": [0, 3]}
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('{"split": "train", "text": "a", "label": 1}\n{"split": "train", "text": "b", "label": "cat"}', "one form"),
-    ('{"split": "train", "text": "a", "label": [1]}\n{"split": "val", "text": "b", "label": 1}', "single"),
-    ('{"split": "train", "text": "a", "label": ["x", 1]}', "one form"),
-    ('{"split": "train", "text": "a", "label": [[1]]}', "an entry of 'label'"),
-    ('{"split": "train", "text": "a", "label": ""}', "class name"),
-    ('{"split": "train", "text": "a", "label": {"c": 1}}', "class index"),
-    ('{"split": "train", "text": "a", "label": [-1]}', "an entry of 'label'"),
-])
-def test_mixed_or_malformed_labels_are_refused_with_the_line(text, expected):
-    with pytest.raises(InvalidUpload, match=expected):
-        _read(text)
-
-
 def test_names_match_exactly_or_ignoring_case_when_that_is_one_class():
     found, unknown = name_indices({"negative", "Positive", "NEUTRAL", "joy"}, SENTIMENT)
     assert found == {"negative": 0, "NEUTRAL": 1, "Positive": 2} and unknown == ["joy"]

@@ -34,6 +34,14 @@ def test_rows_are_grouped_by_split_with_label_ranges():
     ('{"split": "train", "text": "a"', "not valid JSON"),
     ('["train", "a"]', "JSON object"),
     ('\n\n', "holds no rows"),
+    # label forms (compression.text_labels): one per file, entries an index or a name
+    ('{"split": "train", "text": "a", "label": 1}\n{"split": "train", "text": "b", "label": "cat"}', "one form"),
+    ('{"split": "train", "text": "a", "label": [1]}\n{"split": "val", "text": "b", "label": 1}', "single"),
+    ('{"split": "train", "text": "a", "label": ["x", 1]}', "one form"),
+    ('{"split": "train", "text": "a", "label": [[1]]}', "an entry of 'label'"),
+    ('{"split": "train", "text": "a", "label": ""}', "class name"),
+    ('{"split": "train", "text": "a", "label": {"c": 1}}', "class index"),
+    ('{"split": "train", "text": "a", "label": [-1]}', "an entry of 'label'"),
 ])
 def test_bad_rows_are_refused_with_the_line(text, expected):
     with pytest.raises(InvalidUpload, match=expected):
