@@ -51,12 +51,10 @@ class TextSplit:
     multi_label: bool = False  # each label is a list of the classes that apply
     flag_width: int | None = None  # the lists were 0/1 flags, one per class, of this length (made index lists)
 
-    def class_entries(self) -> list[int | str]:
-        """Every class its labels name, row after row (the entries of each list, for multi-label rows)."""
-        return [entry for label in self.labels for entry in (label if self.multi_label else [label])]
-
     def class_indices(self) -> list[int]:
-        return [entry for entry in self.class_entries() if isinstance(entry, int)]
+        """Every class index its labels give, row after row (the entries of each list, for multi-label rows)."""
+        return [entry for label in self.labels for entry in (label if self.multi_label else [label])
+                if isinstance(entry, int)]
 
 
 @dataclass
