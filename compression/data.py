@@ -2,8 +2,9 @@
 
 An uploaded `.npz` names its arrays `<split>.<array>` (`train.x`, `train.y`, `val.input_ids`, ...); `y` holds the
 labels and is optional: class indices (integers, or whole-number floats, of shape [N] or [N, 1]; kept as int64 [N];
-0/1 for a binary classifier with one output), or a 0/1 label matrix [N, K] of a multi-label model (kept as float32
-[N, K]). What they mean for the model's output is `compression.labels`.
+0/1 for a binary classifier with one output), a 0/1 label matrix [N, K] of a multi-label model (kept as float32
+[N, K]), or the values a regression model predicts (floats that are not class indices, [N] or [N, K]; kept as
+float32, `Split.label_values`). What they mean for the model's output is `compression.labels`.
 Arrays are bound to the model's inputs once, when the dataset is built (`compression.inspect.bind_inputs`), and
 converted once to the dtype the model takes, so iterating is only indexing and `torch.from_numpy`.
 """
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.npz import as_labels, read_npz
+from compression.archive.npz import as_labels, is_value_labels, read_npz
 from compression.errors import NonFiniteValues
 from compression.inspect import LABEL_ARRAY, InvalidUpload, adds_channel_dim, bind_inputs
 
@@ -29,7 +30,8 @@ _FINITE_CHECK_ROWS = 4096
 @dataclass
 class Batch:
     inputs: tuple[torch.Tensor, ...]  # in the order of the model's inputs
-    # int64 class indices [N], a float32 0/1 label matrix [N, K] (multi-label), or None for an unlabelled split
+    # int64 class indices [N], a float32 0/1 label matrix [N, K] (multi-label), float32 values [N] or [N, K]
+    # (regression), or None for an unlabelled split
     labels: torch.Tensor | None
 
     def __len__(self) -> int:
@@ -38,13 +40,13 @@ class Batch:
 
 class Split:
     """One split (e.g. "train"): an array per model input, in input order, and optional labels (int64 class
-    indices, or a float32 0/1 label matrix).
+    indices, a float32 0/1 label matrix, or float32 values: `label_values`).
 
     `dtypes` (one per input) are what batches are cast to; by default the arrays' own dtypes.
     """
 
     def __init__(self, name: str, inputs: dict[str, np.ndarray], labels: np.ndarray | None = None,
-                 dtypes: list[torch.dtype] | None = None):
+                 dtypes: list[torch.dtype] | None = None, label_values: bool | None = None):
         lengths = {input_name: len(array) for input_name, array in inputs.items()}
         if labels is not None:
             lengths[LABEL_ARRAY] = len(labels)
@@ -53,6 +55,8 @@ class Split:
         self.name = name
         self.inputs = inputs
         self.labels = labels
+        # The labels are values a regression model predicts (None: read from them, `is_value_labels`).
+        self.label_values = labels is not None and (is_value_labels(labels) if label_values is None else label_values)
         self.dtypes = dtypes or [torch.from_numpy(a[:0]).dtype for a in inputs.values()]
         # The largest batch the model accepts (an export bounded with Dim("batch", max=...)); None: any.
         self.max_batch: int | None = None
@@ -121,6 +125,17 @@ class Dataset:
         self.max_batch = max_batch
         for split in self.splits.values():
             split.max_batch = max_batch
+
+    @property
+    def has_label_values(self) -> bool:
+        return any(split.label_values for split in self.splits.values())
+
+    def label_as_values(self) -> None:
+        """Read every split's labels as the values a regression model predicts (float32), whole numbers
+        included: a regression job's ratings 1..5 are values, not classes."""
+        for split in self.splits.values():
+            if split.labels is not None:
+                split.labels, split.label_values = split.labels.astype(np.float32), True
 
     @property
     def num_classes(self) -> int | None:

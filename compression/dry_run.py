@@ -131,7 +131,7 @@ def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     """Distillation stages: the student is built (its output shape checked against the teacher's on the rows)
     and one loss is computed, as the first training step would."""
     from compression.distill.features import capture_features, projection_for
-    from compression.distill.losses import LABEL_LOSSES, distillation_loss, feature_loss, output_loss_name
+    from compression.distill.losses import check_label_mix, distillation_loss, feature_loss, output_loss_name
     from compression.output_kind import task_output_kind
     from compression.students import teacher_and_student
 
@@ -141,9 +141,7 @@ def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     teacher, student = teacher_and_student(spec.student, model, task)
     kind = task_output_kind(task.output_kind, teacher, task.example_inputs)
     loss = getattr(spec, "loss", None) or output_loss_name(kind, task.multi_label)
-    if alpha > 0 and loss not in LABEL_LOSSES:
-        raise ValueError(f"alpha > 0 mixes in a hard-label loss, which needs logits or sigmoid probabilities, but "
-                         f"the loss is '{loss}' ({kind} outputs); set alpha to 0")
+    check_label_mix(alpha, loss, kind)
     batch = next(task.dataset.split(task.train_split).batches(DRY_ROWS))
     pairs = getattr(spec, "features", None) or []
     with evaluating(teacher), evaluating(student.model), torch.no_grad(), \
@@ -151,7 +149,8 @@ def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
             capture_features(teacher, [pair.teacher for pair in pairs]) as teacher_features:
         target = output_tensor(teacher(*batch.inputs))
         value = distillation_loss(output_tensor(student.model(*batch.inputs)), target, batch.labels,
-                                  temperature=getattr(spec, "temperature", 1.0), alpha=alpha, loss=loss)
+                                  temperature=getattr(spec, "temperature", 1.0), alpha=alpha, loss=loss,
+                                  output_kind=kind)
         for pair in pairs:  # the named values exist and a projection can map the student's onto the teacher's
             projected = projection_for(student_features[pair.student], teacher_features[pair.teacher])(
                 student_features[pair.student])

@@ -15,7 +15,7 @@ import torch
 
 from compression.data import Split
 from compression.fidelity import Fidelity, sqnr_db
-from compression.labels import correct_labels
+from compression.labels import LabelScore
 from compression.modes import evaluating
 from compression.output_kind import detect_output_kind
 from compression.specs.metrics import chosen_metric
@@ -38,8 +38,8 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
              batch_size: int = 256, max_samples: int | None = None, output_kind: str | None = None,
              metric: str | None = None, expected: Sequence[torch.Tensor] | None = None,
              run: Callable[..., object] | None = None, keep_outputs: KeptOutputs | None = None) -> dict:
-    """{"samples", "accuracy" (with labels: `compression.labels.correct_labels`, the fraction of labels the
-    output agrees with)}, plus the fidelity metrics of the output kind vs `reference`, plus
+    """{"samples", and with labels (`compression.labels.LabelScore`) "accuracy", the fraction of labels the output
+    agrees with, or for a split labelled with values "label_spearman" and "label_mse"}, plus the fidelity metrics of the output kind vs `reference`, plus
     {"metric": its name, "metric_points": its value in points}.
 
     `output_kind` None detects it from the reference's first batch; `metric` None picks accuracy with labels, else
@@ -59,8 +59,10 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
     if reference is None and expected is not None and output_kind is None:
         raise ValueError("fidelity to stored reference outputs needs the output kind")
     run = run or model
-    correct = examples = labelled = 0
-    label_kind = output_kind
+    examples = 0
+    # A split labelled with values is a regression model's, whatever kind the caller detected.
+    label_kind = "regression" if split.label_values else output_kind
+    labels: LabelScore | None = None
     index = -1
     fidelity: Fidelity | None = None
     compare = reference is not None or expected is not None
@@ -75,8 +77,8 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
             if batch.labels is not None:
                 # Thresholds of binary labels depend on the kind (a probability's 0.5, a logit's 0).
                 label_kind = label_kind or detect_output_kind(reference if reference is not None else model, outputs)
-                agreeing, count = correct_labels(outputs, batch.labels, label_kind)
-                correct, labelled = correct + agreeing, labelled + count
+                labels = labels or LabelScore(label_kind)
+                labels.add(outputs, batch.labels)
             if compare:
                 # A model compared with itself (an unlabelled upload's baseline) runs once, not twice.
                 if expected is not None:
@@ -95,11 +97,12 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
     if expected is not None and len(expected) != index + 1:
         raise ValueError(f"{len(expected)} stored reference batches for {index + 1} batches of split '{split.name}'")
     metrics = {"samples": examples}
-    if split.has_labels:
-        metrics["accuracy"] = correct / labelled
+    if labels is not None:
+        metrics |= labels.result()
     if fidelity is not None:
         metrics |= fidelity.result()
-    name = chosen_metric(metric, metrics.get("output_kind", "logits"), split.has_labels)
+    name = chosen_metric(metric, "regression" if split.label_values else metrics.get("output_kind", "logits"),
+                         split.has_labels)
     if name not in metrics:  # a rank correlation of single scores, for a model with several outputs
         raise ValueError(f"metric '{name}' was not measured on this model's output (score_spearman needs one score "
                          f"per example, [batch] or [batch, 1], and 3 examples); choose another evaluation.metric")

@@ -35,10 +35,11 @@ import torch
 import torch.nn.functional as F
 
 from compression.labels import as_class_logits
+from compression.ranks import column_spearman, spearman
 from compression.sentence_pooling import pool
 
 MAX_SIMILARITY_EXAMPLES = 1024
-MAX_SCORE_EXAMPLES = 100_000  # single scores kept for their rank correlation (800 KB)
+MAX_SCORE_EXAMPLES = 100_000  # scores kept for their rank correlation (800 KB), over all of an example's targets
 
 
 class Fidelity:
@@ -57,11 +58,12 @@ class Fidelity:
     def add(self, output: torch.Tensor, reference: torch.Tensor, token_mask: torch.Tensor | None = None) -> None:
         """`token_mask` ([N, L], nonzero at real tokens): compare token outputs [N, L, ...] on real tokens only."""
         output, reference = output.float().cpu(), reference.float().cpu()
-        if self.kind == "logits" and is_single_score(output):
-            room = MAX_SCORE_EXAMPLES - sum(len(s) for s in self.scores)
+        if self.kind == "regression" or (self.kind == "logits" and is_single_score(output)):
+            columns = output[0].numel() if len(output) else 1
+            room = MAX_SCORE_EXAMPLES // columns - sum(len(s) for s in self.scores)
             if room > 0:
-                self.scores.append(output.reshape(-1)[:room])
-                self.reference_scores.append(reference.reshape(-1)[:room])
+                self.scores.append(output.reshape(len(output), -1)[:room])
+                self.reference_scores.append(reference.reshape(len(reference), -1)[:room])
         if self.kind == "logits" and output.dim() <= 2:  # a binary classifier's single logit: two classes
             output, reference = as_class_logits(output), as_class_logits(reference)
         count = len(output)
@@ -117,8 +119,7 @@ class Fidelity:
             metrics["similarity_spearman"] = similarity_spearman(torch.cat(self.embeddings),
                                                                  torch.cat(self.reference_embeddings))
         if self.scores and sum(len(s) for s in self.scores) >= 3:
-            metrics["score_spearman"] = spearman(torch.cat(self.scores).double(),
-                                                 torch.cat(self.reference_scores).double())
+            metrics["score_spearman"] = column_spearman(torch.cat(self.scores), torch.cat(self.reference_scores))
         return metrics
 
 
@@ -147,24 +148,6 @@ def similarity_spearman(embeddings: torch.Tensor, reference: torch.Tensor) -> fl
         return torch.round((normalized @ normalized.T)[pairs[0], pairs[1]], decimals=9)
 
     return spearman(similarities(embeddings), similarities(reference))
-
-
-def spearman(values: torch.Tensor, reference: torch.Tensor) -> float:
-    """Spearman's rank correlation of two series of the same items (values rounded to 9 decimals, so that equal
-    ones tie instead of being ranked by rounding noise); 0.0 when either is constant, which ranks nothing (e.g. a
-    collapsed model mapping everything to one output)."""
-    ranks = _ranks(torch.round(values.double(), decimals=9))
-    reference_ranks = _ranks(torch.round(reference.double(), decimals=9))
-    ranks, reference_ranks = ranks - ranks.mean(), reference_ranks - reference_ranks.mean()
-    denominator = (ranks.norm() * reference_ranks.norm()).item()
-    return (ranks @ reference_ranks).item() / denominator if denominator > 0 else 0.0
-
-
-def _ranks(values: torch.Tensor) -> torch.Tensor:
-    """Average ranks (ties share the mean of their positions), as Spearman's coefficient defines them."""
-    unique, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    return ((ends - (counts.double() - 1) / 2))[inverse]
 
 
 def sqnr_db(signal_energy: float, noise_energy: float) -> float:

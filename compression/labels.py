@@ -9,6 +9,9 @@ Binary targets: a 'sigmoid' output (`compression.output_kind`) is a probability,
 with binary cross-entropy on it; any other output is a logit, thresholded at 0 and trained with binary
 cross-entropy with logits. Accuracy is then the fraction of labels the thresholded output agrees with (per example
 for one output, per element of the matrix for several).
+
+Values (a 'regression' output: float labels [N] or [N, K], one per output) are what the model should predict:
+trained with MSE, and scored by the rank correlation of the outputs with them (`LabelScore`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from compression.ranks import column_spearman
+
 # Keeps log() finite on probabilities that saturated at 0 or 1.
 _PROBABILITY_EPS = 1e-6
+MAX_SCORED_VALUES = 100_000  # a regression split's values kept for their rank correlation with the outputs
 
 
 def binary_targets(output: torch.Tensor, labels: torch.Tensor) -> bool:
@@ -27,8 +33,11 @@ def binary_targets(output: torch.Tensor, labels: torch.Tensor) -> bool:
 
 def label_loss(output: torch.Tensor, labels: torch.Tensor, output_kind: str) -> torch.Tensor:
     """Cross-entropy for class indices (a row per position of a sequence output [N, L, C]); binary cross-entropy
-    (on probabilities for a 'sigmoid' output, with logits otherwise) for binary targets."""
+    (on probabilities for a 'sigmoid' output, with logits otherwise) for binary targets; MSE for the values of a
+    'regression' output."""
     output = output.float()
+    if output_kind == "regression":
+        return F.mse_loss(as_value_shape(output, labels), labels.float())
     if not binary_targets(output, labels):
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), labels.reshape(-1))
     target = labels.float().reshape(output.shape)
@@ -62,3 +71,50 @@ def as_class_logits(logits: torch.Tensor) -> torch.Tensor:
     if logits.dim() == 1:
         logits = logits.unsqueeze(-1)
     return torch.cat([torch.zeros_like(logits), logits], -1) if logits.shape[-1] == 1 else logits
+
+
+def as_value_shape(output: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """A regression output in the shape of its labels ([N, 1] outputs for [N] values), refused with the shapes
+    when it gives another number of values per example."""
+    if output.numel() != values.numel():
+        raise ValueError(f"the model gives {output[0].numel() if len(output) else 0} value(s) per example but the "
+                         f"regression labels hold {values[0].numel() if len(values) else 0}; label each example "
+                         "with one value per model output")
+    return output.reshape(values.shape)
+
+
+class LabelScore:
+    """How a model's outputs agree with a split's labels, batch by batch: "accuracy" for class labels and 0/1
+    targets (`correct_labels`); for a 'regression' output's values "label_spearman", the rank correlation of each
+    target's outputs with its values across examples (averaged over targets; the first MAX_SCORED_VALUES values),
+    and "label_mse"."""
+
+    def __init__(self, output_kind: str):
+        self.kind = output_kind
+        self.correct = self.count = 0
+        self.squared_error = 0.0
+        self.outputs: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def add(self, output: torch.Tensor, labels: torch.Tensor) -> None:
+        labels = labels.to(output.device)
+        if self.kind != "regression":
+            agreeing, count = correct_labels(output, labels, self.kind)
+            self.correct, self.count = self.correct + agreeing, self.count + count
+            return
+        output, values = as_value_shape(output.float(), labels).cpu(), labels.float().cpu()
+        self.squared_error += (output - values).pow(2).sum().item()
+        self.count += values.numel()
+        room = (MAX_SCORED_VALUES - sum(v.numel() for v in self.values)) // max(1, values[0].numel())
+        if room > 0:
+            self.outputs.append(output[:room])
+            self.values.append(values[:room])
+
+    def result(self) -> dict:
+        if self.kind != "regression":
+            return {"accuracy": self.correct / max(self.count, 1)}
+        outputs, values = torch.cat(self.outputs), torch.cat(self.values)
+        if len(values) < 3:
+            raise ValueError("ranking a regression model's outputs against their values needs at least 3 labelled "
+                             "evaluation examples")
+        return {"label_spearman": column_spearman(outputs, values), "label_mse": self.squared_error / self.count}

@@ -118,13 +118,12 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     eval_split = dataset.split(evaluation.split)
     example_inputs = eval_split.head(EXAMPLE_BATCH).inputs
     reference = eval_mode(program.module())
-    with evaluating(reference), torch.no_grad():
-        output_kind = evaluation.output_kind or detect_output_kind(reference, output_tensor(reference(*example_inputs)))
+    output_kind = _output_kind(evaluation.output_kind, reference, example_inputs, dataset)
     metric = chosen_metric(evaluation.metric, output_kind, eval_split.has_labels)
     evaluation = evaluation.model_copy(update={"output_kind": output_kind, "metric": metric})
     # Independent labels: declared, or 0/1 label matrices (a multi-label Hugging Face classifier's text labels).
-    multi_label = evaluation.multi_label or any(split.labels is not None and split.labels.ndim == 2
-                                                for split in dataset.splits.values())
+    multi_label = output_kind != "regression" and (evaluation.multi_label or any(
+        split.labels is not None and split.labels.ndim == 2 for split in dataset.splits.values()))
     ctx.progress("load", 1, 1)
     # Seconds, not minutes: every stage's preconditions on the real model and two rows, before any evaluation.
     checked = dry_run(stages, reference, Task(dataset, reference, example_inputs, workdir / "dry_run",
@@ -200,6 +199,24 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
             raise QualityBudgetExceeded(index, spec.method, metrics, evaluation.max_metric_drop)
         model = result.model
     return PipelineResult(baseline, outcomes, checked)
+
+
+def _output_kind(declared: str | None, reference: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                 dataset: Dataset) -> str:
+    """The declared output kind, else 'regression' for a dataset labelled with values, else the detected kind. A
+    regression job reads every label as a value (ratings 1..5 included)."""
+    if declared is None and dataset.has_label_values:
+        declared = "regression"
+    if declared is None:
+        with evaluating(reference), torch.no_grad():
+            return detect_output_kind(reference, output_tensor(reference(*example_inputs)))
+    if declared != "regression" and dataset.has_label_values:
+        raise ValueError(f"the dataset's labels are values (floats that are not class indices), which a regression "
+                         f"model predicts, but evaluation.output_kind is '{declared}'; set it to 'regression', or "
+                         "label the examples with class indices")
+    if declared == "regression":
+        dataset.label_as_values()
+    return declared
 
 
 def _latency_within_bound(evaluation: EvaluationSpec, max_batch: int | None) -> tuple[EvaluationSpec, list[int]]:

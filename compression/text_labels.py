@@ -1,6 +1,7 @@
 """Labels of a `.jsonl` text dataset (`compression.archive.jsonl`) as the arrays a classifier is trained and scored
 with: class indices int64 [N], or for lists of the classes that apply (multi-label) a 0/1 matrix float32 [N, C]
-(`compression.labels` reads a float matrix as independent binary targets).
+(`compression.labels` reads a float matrix as independent binary targets), or for a regression head (config.json
+`problem_type: "regression"`, or a one-label head given values such as 3.8) its values, float32 [N].
 
 Class names are mapped with the model's own names (config.json `id2label`, index -> name), so a dataset written as
 `"label": "positive"` fits the model whose config says `{"1": "POSITIVE"}`: a name matches exactly, or else ignoring
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compression.archive.errors import InvalidUpload
-from compression.archive.hf_folder import MULTI_LABEL_PROBLEM, ordered_label_names
+from compression.archive.hf_folder import MULTI_LABEL_PROBLEM, REGRESSION_PROBLEM, ordered_label_names
 from compression.archive.jsonl import TextSplit
 
 _SHOWN = 12  # names quoted in a message
@@ -55,11 +56,13 @@ def unknown_names_problem(where: str, unknown: list[str], label_names: list[str]
 @dataclass(frozen=True)
 class ModelClasses:
     """What a model's labels may be: `count` classes (None: its output is not classes, e.g. embeddings), named
-    `names` in index order where its config names them, independent (multi-label) or one per example."""
+    `names` in index order where its config names them, independent (multi-label) or one per example; or, for a
+    `regression` head, the values of its `count` outputs."""
 
     count: int | None
     names: list[str] | None
     multi_label: bool
+    regression: bool = False
 
     @classmethod
     def of_config(cls, config, task: str, multi_label: bool = False) -> "ModelClasses":
@@ -67,15 +70,25 @@ class ModelClasses:
         if task != "sequence-classification":
             return cls(None, None, multi_label)
         count = config.num_labels
-        return cls(count, ordered_label_names(config.id2label, count),
-                   multi_label or getattr(config, "problem_type", None) == MULTI_LABEL_PROBLEM)
+        problem = getattr(config, "problem_type", None)
+        return cls(count, ordered_label_names(config.id2label, count), multi_label or problem == MULTI_LABEL_PROBLEM,
+                   problem == REGRESSION_PROBLEM)
+
+    @property
+    def takes_values(self) -> bool:
+        """Whether labels may be values: a regression head's, or a one-label head's (transformers trains a head with
+        one label as a regression head)."""
+        return self.regression or self.count == 1
 
 
 def label_problems(where: str, names: list[str], multi_label: bool, index_range: list[int] | None,
-                   classes: ModelClasses, flag_width: int | None = None, rows: int = 0) -> list[str]:
+                   classes: ModelClasses, flag_width: int | None = None, rows: int = 0,
+                   values: bool = False) -> list[str]:
     """Why labels of this form (class `names` used, lists or not, the range of the indices, the length of 0/1 flag
-    vectors) do not fit `classes`; the check the API makes from a dataset's manifest and the worker from its rows.
-    `names` are not checked where the model's class names are not known."""
+    vectors, regression `values`) do not fit `classes`; the check the API makes from a dataset's manifest and the
+    worker from its rows. `names` are not checked where the model's class names are not known."""
+    if values or classes.regression:
+        return _value_problems(where, names, multi_label, classes, values)
     if classes.count is None:
         if names or multi_label:
             return [f"{where} gives class {'names' if names else 'lists'}, which need a sequence-classification "
@@ -106,15 +119,39 @@ def label_problems(where: str, names: list[str], multi_label: bool, index_range:
     return problems
 
 
+def _value_problems(where: str, names: list[str], multi_label: bool, classes: ModelClasses,
+                    values: bool) -> list[str]:
+    """Labels of a regression head are numbers, one per row, for a head with one output; values (numbers that are
+    no class index) need such a head."""
+    if classes.count is None:
+        return [f"{where} gives values (numbers that are no class index), which a regression head predicts; this "
+                "model's output is not a sequence classifier's: use a sequence-classification folder whose "
+                "config.json says problem_type 'regression'"]
+    if not classes.takes_values:
+        return [f"{where} gives values (numbers that are no class index, such as 3.8), but the model is a classifier "
+                f"with {classes.count} classes; label each row with a class index 0..{classes.count - 1} or a "
+                "class name, or upload a regression head (config.json problem_type 'regression')"]
+    if names or multi_label:
+        return [f"{where} gives class {'names' if names else 'lists'}, but the model is a regression head (config.json "
+                "problem_type 'regression'): label each row with the number it should predict"]
+    if classes.count != 1:
+        return [f"{where} gives one value per row, but the regression head predicts {classes.count} values; export "
+                "the model to a .pt2 and label it with an .npz of [N, K] values"]
+    return []
+
+
 def label_array(split: str, rows: TextSplit, classes: ModelClasses) -> np.ndarray:
-    """The split's labels: int64 class indices [N], or for lists (multi-label) a float32 0/1 matrix [N, classes].
-    Names are mapped with the model's; labels that do not fit it are refused with what to change."""
+    """The split's labels: int64 class indices [N], for lists (multi-label) a float32 0/1 matrix [N, classes], or
+    a regression head's values float32 [N]. Names are mapped with the model's; labels that do not fit it are
+    refused with what to change."""
     indices = rows.class_indices()
     problems = label_problems(f"split '{split}'", sorted(rows.names), rows.multi_label,
                               [min(indices), max(indices)] if indices else None, classes, rows.flag_width,
-                              len(rows.labels))
+                              len(rows.labels), rows.values)
     if problems:
         raise InvalidUpload("; ".join(problems))
+    if rows.values or classes.regression:
+        return np.asarray(rows.labels, np.float32)
     if classes.count is None:  # indices scored against a non-class output, as an .npz's would be
         return np.asarray(rows.labels, np.int64)
     mapping = name_indices(rows.names, classes.names)[0] if rows.names else {}

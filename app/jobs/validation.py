@@ -89,8 +89,11 @@ def _metric_problems(spec: JobCreate, manifest: DatasetManifest) -> list[str]:
         problem = metric_problem(evaluation.metric, evaluation.output_kind, manifest.has_labels(split))
         if problem:
             return [f"evaluation.{problem}"]
+    elif evaluation.metric == "label_spearman" and manifest.format == "npz":
+        return ["evaluation.metric 'label_spearman' ranks a regression model's outputs against the values it is "
+                "labelled with: set evaluation.output_kind to 'regression'"]
     examples = min((meta["shape"][0] for meta in manifest.inputs(split).values() if meta["shape"]), default=0)
-    if evaluation.metric in ("similarity_spearman", "score_spearman") and \
+    if evaluation.metric in ("similarity_spearman", "score_spearman", "label_spearman") and \
             min(examples, evaluation.max_samples or examples) < 3:
         return [f"evaluation.metric '{evaluation.metric}' ranks examples: split '{split}' needs at least 3 examples "
                 "(and max_samples at least 3)"]
@@ -98,9 +101,11 @@ def _metric_problems(spec: JobCreate, manifest: DatasetManifest) -> list[str]:
 
 
 def _score_metric_problems(spec: JobCreate, signature: ModelSignature) -> list[str]:
-    """'score_spearman' ranks one score per example: the model's first output must be [batch] or [batch, 1]."""
+    """'score_spearman' ranks one score per example: the model's first output must be [batch] or [batch, 1] (or
+    [batch, K] of a regression model, whose K targets are ranked one by one)."""
     output = signature.outputs[0] if signature.outputs else None
-    if spec.evaluation.metric != "score_spearman" or output is None:
+    # A regression model's targets are each ranked on their own, however many there are.
+    if spec.evaluation.metric != "score_spearman" or output is None or spec.evaluation.output_kind == "regression":
         return []
     if len(output.shape) == 1 or (len(output.shape) == 2 and output.shape[1] == 1):
         return []
@@ -286,7 +291,10 @@ def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignatu
     program computes with a sigmoid."""
     output = signature.outputs[0]
     low, high = manifest.label_range[split]
-    label_shape = manifest.splits[split].get(LABEL_ARRAY, {}).get("shape", [])
+    labels = manifest.splits[split].get(LABEL_ARRAY, {})
+    label_shape = labels.get("shape", [])
+    if labels.get("values") or spec.evaluation.output_kind == "regression":
+        return _check_label_values(split, label_shape, bool(labels.get("values")), output, spec)
     if is_multi_hot(label_shape):
         return _check_label_matrix(split, label_shape, output, spec)
     if len(output.shape) == 1 or (len(output.shape) == 2 and output.shape[1] == 1):
@@ -305,24 +313,50 @@ def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignatu
     return []
 
 
+def _check_label_values(split: str, label_shape: list[int], values: bool, output, spec: JobCreate) -> list[str]:
+    """Values (floats that are no class index, or a matrix of numbers other than 0 and 1) label a regression model,
+    which the spec declares (evaluation.output_kind 'regression'; then class-like labels are values too): one value
+    per output, [N] for a model with one output ([batch] or [batch, 1]), [N, K] for [batch, K]."""
+    kind = spec.evaluation.output_kind
+    if kind != "regression":
+        shown = f"evaluation.output_kind is '{kind}'" if kind else "evaluation.output_kind is not set"
+        return [f"'{split}.y' holds values (floats that are no class index, or a matrix of numbers other than 0 and "
+                f"1), which a regression model predicts, but {shown}: for a regression model set "
+                "evaluation.output_kind to 'regression'; for a classifier store one class index per example, shape "
+                "[N] (a one-hot or probability matrix becomes y.argmax(axis=1)); for a multi-label model a 0/1 matrix"]
+    per_example = label_shape[1] if len(label_shape) == 2 else 1
+    outputs = 1 if len(output.shape) == 1 else output.shape[1] if len(output.shape) == 2 else None
+    if outputs != per_example:
+        return [f"'{split}.y' gives {per_example} value(s) per example but the regression model's output is "
+                f"{output.describe()}; label each example with one value per output ([N] for one output, [N, K] for "
+                "K)"]
+    return []
+
+
 def _check_text_labels(split: str, manifest: DatasetManifest, signature: ModelSignature, spec: JobCreate,
                        folder: dict) -> list[str]:
     """A .jsonl's labels (class indices, class names or multi-label lists: compression.text_labels) against the
     folder's classes. A folder recorded before its classes were has its names and lists checked by the worker."""
     labels = manifest.splits[split][LABEL_ARRAY]
     names, multi_label = labels.get("names", []), bool(labels.get("multi_label"))
-    if not names and not multi_label:
-        return _check_labels(split, manifest, signature, spec) if split in manifest.label_range else []
+    values = bool(labels.get("values"))
     recorded = folder.get("classes")
+    regression = bool((recorded or {}).get("regression"))
+    if not names and not multi_label and not values and not regression:
+        return _check_labels(split, manifest, signature, spec) if split in manifest.label_range else []
     if folder.get("task") != "sequence-classification":
         classes = ModelClasses(None, None, False)
     elif recorded is None:
         return []
     else:
         classes = ModelClasses(signature.outputs[0].shape[1], recorded.get("names"),
-                               bool(recorded.get("multi_label")) or spec.evaluation.multi_label)
-    return label_problems(f"split '{split}' of the .jsonl", names, multi_label, manifest.label_range.get(split),
-                          classes, labels.get("flag_width"), labels["shape"][0])
+                               bool(recorded.get("multi_label")) or spec.evaluation.multi_label, regression)
+    if (values or regression) and spec.evaluation.output_kind not in (None, "regression"):
+        return [f"split '{split}' of the .jsonl labels a regression head with values, but evaluation.output_kind is "
+                f"'{spec.evaluation.output_kind}'; leave it unset or set it to 'regression'"]
+    return label_problems(f"split '{split}' of the .jsonl", names, multi_label,
+                          None if values else manifest.label_range.get(split), classes, labels.get("flag_width"),
+                          labels["shape"][0], values)
 
 
 def _check_label_matrix(split: str, label_shape: list[int], output, spec: JobCreate) -> list[str]:

@@ -38,6 +38,7 @@ from compression.archive.sentence_transformers import MODULES_FILE, SentenceEmbe
 from compression.archive.zipread import CHUNK_BYTES
 
 MULTI_LABEL_PROBLEM = "multi_label_classification"  # config.json problem_type of a multi-label classifier
+REGRESSION_PROBLEM = "regression"  # and of a regression head, whose labels are the values it predicts
 
 INDEX_FILE = "model.safetensors.index.json"
 JSON_FILES = ("config.json", "generation_config.json", INDEX_FILE, "tokenizer.json", "tokenizer_config.json",
@@ -114,7 +115,8 @@ class HFFolder:
             output = {"name": "logits", "shape": [None, labels], "dtype": "float32"}
             # What a .jsonl's class names and label lists are checked against at submission (text_labels).
             classes = {"names": ordered_label_names(config.get("id2label"), labels),
-                       "multi_label": config.get("problem_type") == MULTI_LABEL_PROBLEM}
+                       "multi_label": config.get("problem_type") == MULTI_LABEL_PROBLEM,
+                       "regression": config.get("problem_type") == REGRESSION_PROBLEM}
         elif self.sentence_embedding is not None:  # the default; a job may ask for the token vectors instead
             output = {"name": "sentence_embedding", "shape": [None, _hidden_size(config)], "dtype": "float32"}
         else:

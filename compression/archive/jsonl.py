@@ -2,7 +2,9 @@
 
 `split` names the split the row belongs to (like the `<split>.` prefix of an `.npz` array), `text` is the example
 and `label` (optional: in a split, every row or none) its class: an integer index (a whole-number float such as 2.0
-is read as that index, false and true as 0 and 1) or a class name, which the worker maps to its index with the
+is read as that index, false and true as 0 and 1) or a class name, or for a regression head (config.json
+`problem_type: "regression"`, or one label) the value it predicts (a number such as 3.8: a split with one that is
+not whole holds values, `TextSplit.values`), which the worker maps to its index with the
 model's config.json (`compression.text_labels`), or a list of them (possibly empty): the labels that apply to the
 text, for a multi-label classifier, or a vector of 0/1 flags, one per class (told apart by a repeated value, as any
 vector over three or more classes has). A file uses one form: indices or names, single labels or lists. `text_pair`
@@ -16,6 +18,7 @@ ignored.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,19 +45,26 @@ MAX_LABELS_PER_ROW = 1_000  # entries of one multi-label row
 class TextSplit:
     rows: int = 0
     texts: list[str] = field(default_factory=list)  # only when asked to keep them
-    # int class indices, str class names, or (multi-label) lists of either: the file's one form (`LabelForm`)
-    labels: list[int | str | list] = field(default_factory=list)
+    # int class indices, str class names, or (multi-label) lists of either: the file's one form (`LabelForm`); or
+    # numbers, some not whole: the values a regression head predicts (`values`)
+    labels: list[int | float | str | list] = field(default_factory=list)
     characters: int = 0
     paired: bool = False  # the rows are sentence pairs
     pairs: list[str] = field(default_factory=list)  # their second texts, kept like texts
     names: set[str] = field(default_factory=set)  # the class names its labels use (form "name")
     multi_label: bool = False  # each label is a list of the classes that apply
     flag_width: int | None = None  # the lists were 0/1 flags, one per class, of this length (made index lists)
+    values: bool = False  # a label is a number that is no class index (3.8): the labels are regression values
 
     def class_indices(self) -> list[int]:
         """Every class index its labels give, row after row (the entries of each list, for multi-label rows)."""
         return [entry for label in self.labels for entry in (label if self.multi_label else [label])
-                if isinstance(entry, int)]
+                if isinstance(entry, int) and not self.values]
+
+    def value_range(self) -> list[float] | None:
+        """[min, max] of the labels as values (the numbers of a regression split), or None for other labels."""
+        numbers = [label for label in self.labels if isinstance(label, (int, float))]
+        return [float(min(numbers)), float(max(numbers))] if self.values and numbers else None
 
 
 @dataclass
@@ -152,6 +162,7 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
                 rows.pairs.append(pair)
         if has_label:
             rows.labels.append(label)
+            rows.values = rows.values or isinstance(label, float)
             rows.multi_label = isinstance(label, list)
             rows.names.update(entry for entry in (label if rows.multi_label else [label]) if isinstance(entry, str))
             if len(rows.names) > MAX_LABEL_NAMES:
@@ -160,6 +171,9 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
     if not splits:
         raise InvalidUpload("the .jsonl file holds no rows; write one JSON object per line with 'split' and 'text'")
     _settle_lists(splits, form.flags)
+    if any(rows.values for rows in splits.values()):  # one form per file: whole numbers beside 3.8 are values too
+        for rows in splits.values():
+            rows.values = bool(rows.labels)
     return splits
 
 
@@ -194,29 +208,33 @@ def _row_label(label, number: int) -> int | str | list:
     return _class(label, number, in_list=False)
 
 
-def _class(value, number: int, in_list: bool) -> int | str:
+def _class(value, number: int, in_list: bool) -> int | float | str:
     """One class: an integer index >= 0 (a whole-number float such as 2.0 written by a float column is that index;
-    false and true are classes 0 and 1, as booleans are in an .npz) or a class name."""
+    false and true are classes 0 and 1, as booleans are in an .npz) or a class name; or a number that is no index
+    (3.8, -1): a regression value, which `TextSplit.values` marks and the submission checks against the model."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
+    if not in_list and (isinstance(value, float) and math.isfinite(value) or isinstance(value, int) and value < 0):
+        return float(value)
     if isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS:
         return value
     if isinstance(value, int) and value >= 0:  # booleans were made 0/1 above
         return value
     where = "an entry of 'label'" if in_list else "'label'"
     lists = "" if in_list else ", or a list of them for a multi-label model"
+    values = "" if in_list else ", or the number a regression head predicts"
     raise InvalidUpload(f"line {number}: {where} must be a class index (an integer >= 0) or a class name (a "
                         f"non-empty string of at most {MAX_NAME_CHARS} characters, as the model's config.json "
-                        f"id2label names it){lists}; got {json.dumps(value)[:40]}")
+                        f"id2label names it){lists}{values}; got {json.dumps(value)[:40]}")
 
 
 def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict[str, list[int]]]:
     """The manifest of a text dataset in the shape an `.npz` manifest has: per split, `text` (and `y`) with the
     number of rows as the shape. Labels by name are `y` of dtype "str" with the sorted class `names` (the
-    submission checks them against the model's); `multi_label` marks lists. `label_range` spans the class indices
-    (of every list, for multi-label rows)."""
+    submission checks them against the model's); `multi_label` marks lists; `values` (dtype "float32") regression
+    values. `label_range` spans the class indices (of every list, for multi-label rows), or the values."""
     described, label_range = {}, {}
     for name, rows in splits.items():
         arrays = {TEXT_INPUT: {"shape": [rows.rows], "dtype": "str", "characters": rows.characters}}
@@ -224,7 +242,11 @@ def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict
             arrays[PAIR_INPUT] = {"shape": [rows.rows], "dtype": "str"}
         if rows.labels:
             indices = rows.class_indices()
-            labels = {"shape": [len(rows.labels)], "dtype": "str" if rows.names else "int64"}
+            labels = {"shape": [len(rows.labels)],
+                      "dtype": "str" if rows.names else "float32" if rows.values else "int64"}
+            if rows.values:
+                labels["values"] = True
+                label_range[name] = rows.value_range()
             if rows.names:
                 labels["names"] = sorted(rows.names)
             if rows.multi_label:

@@ -3,8 +3,9 @@
 `np.load` would trust each `.npy` header and allocate what it claims (a header of 10**12 rows fails late with
 "Unable to allocate 233 TiB"), and decompress a bzip2 member whole. Here each member's header is read with numpy's
 bounded header parser, the member's real size must equal header + shape x itemsize (counted while reading, in
-chunks), labels are scanned chunk by chunk for their range (float labels must be whole numbers; a label matrix
-[N, K] must hold only 0 and 1), float inputs for NaN/Inf, and arrays are read into buffers of the checked size.
+chunks), labels are scanned chunk by chunk for their range and form (`label_values`: class indices, a 0/1 label
+matrix [N, K], or values a regression model predicts), float inputs for NaN/Inf, and arrays are read into buffers
+of the checked size.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ _MAX_HEADER_BYTES = 10_000  # numpy's own default cap on a header it will parse
 
 @dataclass
 class NpzContents:
-    """Per split, each array's {"shape", "dtype"}; per labelled split, [min, max] of its labels; and, when asked
-    for, the arrays themselves by key ("train.x")."""
+    """Per split, each array's {"shape", "dtype"} (labels that are values also "values": true); per labelled split,
+    [min, max] of its labels (floats for values); and, when asked for, the arrays themselves by key ("train.x")."""
 
     splits: dict[str, dict[str, dict]]
-    label_range: dict[str, list[int]]
+    label_range: dict[str, list[int | float]]
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
@@ -69,9 +70,12 @@ def read_npz(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
                 _header(member, key)
                 array = _read_data(member, key, shape, dtype, fortran, keep_arrays, is_label)
             if is_label:
-                if keep_arrays:
-                    check_label_values(array, key, width=_label_width(shape))
-                contents.label_range[key.partition(".")[0]] = [int(array.min()), int(array.max())]
+                split = key.partition(".")[0]
+                values = label_values(array, key, width=_label_width(shape)) if keep_arrays else array.values
+                extremes = [float(array.min()), float(array.max())]
+                contents.label_range[split] = extremes if values else [int(value) for value in extremes]
+                if values:
+                    contents.splits[split][LABEL_ARRAY]["values"] = True
             if keep_arrays:
                 contents.arrays[key] = array
     return contents
@@ -123,7 +127,7 @@ def _read_data(member: MemberReader, key: str, shape: tuple[int, ...], dtype: np
                             f"is {member.cap} bytes")
     flat = np.empty(math.prod(shape), dtype) if keep else None
     target = flat.view(np.uint8) if keep else None
-    extremes: list[int] = []
+    extremes = _LabelExtremes()
     pending = b""
     while chunk := member.read(CHUNK_BYTES):
         start = member.size - len(chunk) - header_bytes
@@ -138,8 +142,7 @@ def _read_data(member: MemberReader, key: str, shape: tuple[int, ...], dtype: np
                 values = np.frombuffer(pending[:whole], dtype)
                 first = (start + len(chunk) - len(pending)) // dtype.itemsize  # index of values[0] in the array
                 if is_label:
-                    check_label_values(values, key, first_index=first, width=_label_width(shape))
-                    extremes += [int(values.min()), int(values.max())]
+                    extremes.add(values, label_values(values, key, first_index=first, width=_label_width(shape)))
                 else:
                     _check_finite(values, key, first, shape, fortran)
                 pending = pending[whole:]
@@ -149,7 +152,25 @@ def _read_data(member: MemberReader, key: str, shape: tuple[int, ...], dtype: np
                             "truncated")
     if keep:
         return flat.reshape(shape, order="F" if fortran else "C")
-    return np.array(extremes, np.int64) if is_label else None
+    return extremes if is_label else None
+
+
+class _LabelExtremes:
+    """The smallest and largest label of an array scanned chunk by chunk, and whether any chunk held values."""
+
+    def __init__(self):
+        self.low, self.high, self.values = math.inf, -math.inf, False
+
+    def add(self, labels: np.ndarray, values: bool) -> None:
+        if labels.size:
+            self.low, self.high = min(self.low, float(labels.min())), max(self.high, float(labels.max()))
+        self.values = self.values or values
+
+    def min(self) -> float:
+        return self.low
+
+    def max(self) -> float:
+        return self.high
 
 
 def _check_finite(values: np.ndarray, key: str, first: int, shape: tuple[int, ...], fortran: bool) -> None:
@@ -186,46 +207,46 @@ def _label_width(shape: tuple[int, ...] | list[int]) -> int:
 
 
 def label_layout_problem(key: str, shape: tuple[int, ...] | list[int], dtype: np.dtype) -> str | None:
-    """Why labels of this shape and dtype are neither class indices nor a 0/1 label matrix, or None. A column [N, 1]
-    is taken as [N], booleans as classes 0 and 1, and floats as class indices when every value is whole
-    (`check_label_values`); a matrix [N, K] is multi-label and must hold only 0 and 1. Whether the model's outputs
-    fit them is checked when a job is submitted."""
+    """Why labels of this shape and dtype are none of class indices, a 0/1 label matrix or values, or None. A column
+    [N, 1] is taken as [N], booleans as classes 0 and 1, and floats as class indices when every value is whole
+    (`label_values`); a matrix [N, K] is multi-label when it holds only 0 and 1. Whether the model's outputs fit
+    them is checked when a job is submitted."""
     if len(shape) not in (1, 2) or dtype.kind not in "biuf":
         return (f"labels '{key}' must be class indices: integers (booleans, or whole-number floats) of shape [N] or "
-                "[N, 1], or a 0/1 matrix [N, K] for a multi-label model")
+                "[N, 1], a 0/1 matrix [N, K] for a multi-label model, or the float values [N] or [N, K] a "
+                "regression model predicts")
     return None
 
 
-def check_label_values(values: np.ndarray, key: str, first_index: int = 0, width: int = 1) -> None:
-    """Float labels must be whole, finite numbers (2.0 is class 2; 2.5 is no class); a label matrix (`width` K > 1
-    labels a row) holds only 0 and 1 (a probability matrix is no multi-label target). `first_index`: the position
-    of values[0] in the whole (flattened) array, for the row a message names."""
-    flat = values.reshape(-1)
-    if width > 1 and flat.size:
-        bad = (flat != 0) & (flat != 1)
-        if bad.any():
-            row = (first_index + int(np.argmax(bad))) // width
-            raise InvalidUpload(f"labels '{key}' are a matrix holding {flat[int(np.argmax(bad))]} at row {row}: a "
-                                "label matrix [N, K] is multi-label and holds only 0 and 1; for a classifier store one "
-                                "class index per example, shape [N] (a one-hot or probability matrix becomes "
-                                "y.argmax(axis=1))")
-        return
-    if values.dtype.kind != "f" or not values.size:
-        return
-    bad = ~np.isfinite(flat) | (flat != np.round(flat))
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise InvalidUpload(f"labels '{key}' hold {flat[row]} at row {first_index + row}, which is not a class index: "
-                            "labels must be whole numbers 0..C-1")
+def label_values(labels: np.ndarray, key: str, first_index: int = 0, width: int = 1) -> bool:
+    """Whether labels (all of them or a chunk) are values a regression model predicts rather than classes: floats
+    that are not whole ([N]: 2.0 is class 2, 2.5 is a value), or a matrix ([N, K], `width` K > 1) holding more than
+    0 and 1. NaN and Inf are refused. `first_index`: the position of labels[0] in the whole (flattened) array, for
+    the row a message names."""
+    flat = labels.reshape(-1)
+    if labels.dtype.kind == "f" and flat.size and not np.isfinite(flat).all():
+        row = (first_index + int(np.argmin(np.isfinite(flat)))) // width
+        raise InvalidUpload(f"labels '{key}' hold NaN or Inf at row {row}; clean or drop those rows")
+    if not flat.size:
+        return False
+    if width > 1:
+        return bool(((flat != 0) & (flat != 1)).any())
+    return labels.dtype.kind == "f" and bool((flat != np.round(flat)).any())
 
 
 def as_labels(labels: np.ndarray, key: str) -> np.ndarray:
     """Labels as the library keeps them: 1-d int64 class indices (an [N, 1] column squeezed, whole-number floats
-    cast), or a 0/1 matrix [N, K] as float32 (multi-label targets); anything else refused with what to change."""
+    cast), a 0/1 matrix [N, K] as float32 (multi-label targets), or values as float32 [N] or [N, K] (a regression
+    model's; `is_value_labels` tells them from the others); anything else refused with what to change."""
     problem = label_layout_problem(key, labels.shape, labels.dtype)
     if problem:
         raise InvalidUpload(problem)
-    check_label_values(labels, key, width=_label_width(labels.shape))
+    values = label_values(labels, key, width=_label_width(labels.shape))
     if is_multi_hot(labels.shape):
         return np.ascontiguousarray(labels, np.float32)
-    return labels.reshape(len(labels)).astype(np.int64)
+    return labels.reshape(len(labels)).astype(np.float32 if values else np.int64)
+
+
+def is_value_labels(labels: np.ndarray) -> bool:
+    """Whether labels as `as_labels` keeps them are values: float [N], or a float matrix not only 0 and 1."""
+    return labels.dtype.kind == "f" and (labels.ndim == 1 or bool(((labels != 0) & (labels != 1)).any()))

@@ -16,7 +16,7 @@ from compression.io import export_model, save_program
 from compression.modes import eval_mode, lacks_traced_shapes, unmeasured_frozen_batch_norms
 from compression.program_device import move_model
 from compression.result import Artifact, StageResult
-from compression.specs.metrics import DEFAULT_METRIC
+from compression.specs.metrics import DEFAULT_METRIC, LABEL_METRICS, label_metric
 from compression.specs.training import TrainingSpec
 from compression.students import parameter_count
 from compression.task import Task
@@ -70,7 +70,7 @@ def add_student_fidelity(result: StageResult, before: dict | None, output_kind: 
     by the job's metric when it is a fidelity one, else the output kind's (what distillation optimizes, even when
     the job is judged by accuracy)."""
     if before is not None and "student" in result.metrics:
-        name = task.metric if task.metric not in (None, "accuracy") else DEFAULT_METRIC[output_kind]
+        name = task.metric if task.metric not in (None, *LABEL_METRICS) else DEFAULT_METRIC[output_kind]
         result.metrics["student_fidelity"] = {"metric": name, "before": round(100 * before[name], 4),
                                               "after": round(100 * result.metrics["student"][name], 4)}
     return result
@@ -121,7 +121,9 @@ def student_result(student: nn.Module, teacher: nn.Module, task: Task, ctx: RunC
             metrics["student"] = evaluate_fn(move_model(student, ctx.device))
             labelled = task.dataset.split(task.eval_split).has_labels
             if labelled:
-                metrics["teacher"] = {"accuracy": evaluate(teacher, task.dataset.split(task.eval_split))["accuracy"]}
+                name = label_metric(task.output_kind)
+                metrics["teacher"] = {name: evaluate(teacher, task.dataset.split(task.eval_split),
+                                                     output_kind=task.output_kind)[name]}
     teacher_params, student_params = parameter_count(teacher), parameter_count(student)
     metrics |= {"teacher_parameters": teacher_params, "student_parameters": student_params,
                 "parameter_ratio": round(student_params / teacher_params, 4),

@@ -17,7 +17,7 @@ from compression.distill.common import (
     write_float_student,
 )
 from compression.distill.features import capture_features, projection_for
-from compression.distill.losses import LABEL_LOSSES, distillation_loss, feature_loss, output_loss_name
+from compression.distill.losses import check_label_mix, distillation_loss, feature_loss, output_loss_name
 from compression.evaluate import output_tensor
 from compression.modes import eval_mode
 from compression.output_kind import task_output_kind
@@ -37,9 +37,7 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
     student = move_model(student_info.model, ctx.device)
     kind = task_output_kind(task.output_kind, teacher_model, task.example_inputs)
     loss_name = spec.loss or output_loss_name(kind, task.multi_label)
-    if spec.alpha > 0 and loss_name not in LABEL_LOSSES:
-        raise ValueError(f"alpha > 0 mixes in a hard-label loss, which needs logits or sigmoid probabilities, but "
-                         f"the loss is '{loss_name}' ({kind} outputs); set alpha to 0")
+    check_label_mix(spec.alpha, loss_name, kind)
     with frozen_teacher(teacher_model, ctx.device) as teacher, \
             capture_features(student, [pair.student for pair in spec.features]) as student_features, \
             capture_features(teacher, [pair.teacher for pair in spec.features]) as teacher_features:
@@ -49,7 +47,7 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
             targets = teacher_logits(teacher, batch.inputs)
             logits = output_tensor(trained(*batch.inputs))
             loss = distillation_loss(logits, targets, batch.labels, temperature=spec.temperature, alpha=spec.alpha,
-                                     loss=loss_name)
+                                     loss=loss_name, output_kind=kind)
             for index, pair in enumerate(spec.features):
                 projected = projections[index](student_features[pair.student])
                 loss = loss + pair.weight * feature_loss(projected, teacher_features[pair.teacher])

@@ -11,11 +11,25 @@ from compression.labels import as_class_logits, binary_targets, label_loss, prob
 # The loss that matches each output kind (compression.specs.metrics.OutputKind): a temperature KL for class
 # logits, cosine for embeddings (their direction is what similarities read), binary cross-entropy against the
 # teacher's probabilities for independent sigmoid outputs (softmax would couple bins that are independent), MSE
-# for hidden states.
-OUTPUT_LOSSES = {"logits": "kl", "embeddings": "cosine", "sigmoid": "bce", "hidden_states": "mse"}
+# for hidden states and for the values a regression head predicts (a KL over [0, z] would read a value as a
+# binary logit).
+OUTPUT_LOSSES = {"logits": "kl", "embeddings": "cosine", "sigmoid": "bce", "hidden_states": "mse",
+                 "regression": "mse"}
 # The losses of outputs that labels can also train (class logits, a binary logit, sigmoid probabilities,
-# multi-label logits).
+# multi-label logits); and MSE for a regression output, whose labels are its values (`mixes_labels`).
 LABEL_LOSSES = ("kl", "bce", "bce_logits")
+
+
+def mixes_labels(loss: str, output_kind: str | None) -> bool:
+    """Whether labels can be mixed into the output loss `loss` of an output of this kind (alpha > 0)."""
+    return loss in LABEL_LOSSES or (loss == "mse" and output_kind == "regression")
+
+
+def check_label_mix(alpha: float, loss: str, output_kind: str) -> None:
+    """Refuse alpha > 0 (labels mixed into the loss) where the labels cannot train the output."""
+    if alpha > 0 and not mixes_labels(loss, output_kind):
+        raise ValueError(f"alpha > 0 mixes in a hard-label loss, which needs logits, sigmoid probabilities or "
+                         f"regression values, but the loss is '{loss}' ({output_kind} outputs); set alpha to 0")
 
 
 def output_loss_name(kind: str, multi_label: bool) -> str:
@@ -63,14 +77,15 @@ def output_loss(student: Tensor, teacher: Tensor, loss: str, temperature: float 
 
 
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None, *,
-                      temperature: float, alpha: float, loss: str = "kl") -> Tensor:
+                      temperature: float, alpha: float, loss: str = "kl", output_kind: str | None = None) -> Tensor:
     """(1 - alpha) * output_loss + alpha * the label loss (`compression.labels.label_loss`: cross-entropy with class
-    indices, binary cross-entropy with 0/1 targets). alpha = 0 needs no labels; alpha > 0 needs outputs that labels
-    train: logits (the 'kl' loss) or sigmoid probabilities ('bce')."""
+    indices, binary cross-entropy with 0/1 targets, MSE with a 'regression' `output_kind`'s values). alpha = 0 needs
+    no labels; alpha > 0 needs outputs that labels train: logits (the 'kl' loss), sigmoid probabilities ('bce') or
+    regression values ('mse')."""
     distance = output_loss(student_logits, teacher_logits, loss, temperature)
     if alpha == 0:
         return distance
-    if loss not in LABEL_LOSSES:
+    if not mixes_labels(loss, output_kind):
         raise ValueError(f"alpha > 0 mixes in a hard-label loss, which needs logits or sigmoid probabilities, but the "
                          f"loss is '{loss}'; set alpha to 0")
     if labels is None:
@@ -78,8 +93,15 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Te
     if loss in ("bce", "bce_logits") and not binary_targets(student_logits, labels):
         raise ValueError("alpha > 0 with sigmoid outputs needs 0/1 labels (one per output, or a 0/1 label matrix "
                          "[N, K]), not class indices; set alpha to 0")
-    hard = label_loss(student_logits, labels, "sigmoid" if loss == "bce" else "logits")
+    hard = label_loss(student_logits, labels, label_loss_kind(loss, output_kind))
     return (1 - alpha) * distance + alpha * hard
+
+
+def label_loss_kind(loss: str, output_kind: str | None) -> str:
+    """The output kind `compression.labels.label_loss` reads labels for, given the distillation loss."""
+    if output_kind == "regression":
+        return "regression"
+    return "sigmoid" if loss == "bce" else "logits"
 
 
 def feature_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:

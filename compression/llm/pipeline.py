@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.hf_folder import class_count, learned_positions, read_hf_folder
+from compression.archive.hf_folder import REGRESSION_PROBLEM, class_count, learned_positions, read_hf_folder
 from compression.archive.jsonl import PAIRS_NOT_FOR_CAUSAL_LM, read_jsonl
 from compression.context import RunContext
 from compression.llm.evaluate import evaluate_llm, load_quantized
@@ -231,6 +231,17 @@ def scorer_metric(evaluation: EvaluationSpec, task: str, config: dict, splits: d
     return evaluation.model_copy(update={"metric": "score_spearman"}) if class_count(config) == 1 else evaluation
 
 
+def regression_kind(evaluation: EvaluationSpec, task: str, config: dict, splits: dict) -> EvaluationSpec:
+    """A regression head (config.json problem_type 'regression', or a classifier given values such as 3.8) outputs
+    values: its kind is 'regression' unless the job declared one, so labels are read as values (MSE, and
+    `label_spearman`) and outputs compared by their ranks."""
+    values = any(rows.values for rows in splits.values())
+    if evaluation.output_kind is not None or task != "sequence-classification" or not (
+            values or config.get("problem_type") == REGRESSION_PROBLEM):
+        return evaluation
+    return evaluation.model_copy(update={"output_kind": "regression"})
+
+
 def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: str, stages: list,
                         evaluation: EvaluationSpec, ctx: RunContext, workdir: str | Path, train_split: str = "train",
                         limits: ArchiveLimits = DEFAULT_LIMITS, uploaded_models: Mapping[str, Path] | None = None,
@@ -259,7 +270,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
     splits = read_jsonl(dataset_path, limits, keep_text=True)
-    evaluation = scorer_metric(evaluation, task, folder.config, splits)
+    evaluation = regression_kind(scorer_metric(evaluation, task, folder.config, splits), task, folder.config, splits)
     source, example, rewritten = export_folder(source, task, splits, workdir, embedding, evaluation.split,
                                                evaluation.multi_label)
     students = build_layer_students(stages, source, task, example, embedding, workdir / "students")

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from compression.context import RunContext
 from compression.data import Batch
 from compression.distill.common import frozen_teacher, teacher_logits
-from compression.distill.losses import distillation_loss, output_loss_name
+from compression.distill.losses import distillation_loss, label_loss_kind, output_loss_name
 from compression.evaluate import evaluate, output_tensor
 from compression.labels import label_loss
 from compression.modes import is_training, set_mode
@@ -26,25 +26,26 @@ EVAL_SAMPLES_DURING_TRAINING = 2048
 
 
 def make_loss(distillation, teacher: nn.Module | None, labelled: bool,
-              loss: str = "kl") -> Callable[[nn.Module, Batch, int], Tensor]:
+              output_kind: str = "logits", multi_label: bool = False) -> Callable[[nn.Module, Batch, int], Tensor]:
     """The label loss on labels (`compression.labels.label_loss`), or distillation from `teacher` with the output
-    kind's `loss` (KL at T for logits, mixed with the labels when there are any; other outputs are not class
-    scores, so labels are not mixed in)."""
+    kind's loss (KL at T for logits, mixed with the labels when there are any, as a regression output's MSE is;
+    other outputs are not class scores, so labels are not mixed in)."""
+    loss = output_loss_name(output_kind, multi_label)
     if distillation is None:
         if not labelled:
             raise ValueError("the training split has no labels: enable distillation from the uncompressed model")
 
         def labels_only(model: nn.Module, batch: Batch, step: int) -> Tensor:
-            return label_loss(output_tensor(model(*batch.inputs)), batch.labels,
-                              "sigmoid" if loss == "bce" else "logits")
+            return label_loss(output_tensor(model(*batch.inputs)), batch.labels, label_loss_kind(loss, output_kind))
 
         return labels_only
-    label_weight = 1.0 - distillation.weight if labelled and loss == "kl" else 0.0
+    label_weight = 1.0 - distillation.weight if labelled and (loss == "kl" or output_kind == "regression") else 0.0
 
     def distilled_loss(model: nn.Module, batch: Batch, step: int) -> Tensor:
         target = teacher_logits(teacher, batch.inputs)
         return distillation_loss(output_tensor(model(*batch.inputs)), target, batch.labels,
-                                 temperature=distillation.temperature, alpha=label_weight, loss=loss)
+                                 temperature=distillation.temperature, alpha=label_weight, loss=loss,
+                                 output_kind=output_kind)
 
     return distilled_loss
 
@@ -69,8 +70,7 @@ def finetune(model: nn.Module, spec: TrainingSpec, distillation, task: Task, ctx
 
     with frozen_teacher(task.reference, ctx.device) as teacher:
         loss_fn = make_loss(distillation, teacher if distillation is not None else None, labelled,
-                            output_loss_name(task_output_kind(task.output_kind, teacher, task.example_inputs),
-                                             task.multi_label))
+                            task_output_kind(task.output_kind, teacher, task.example_inputs), task.multi_label)
         set_noise(model, True)
         try:
             return train(ModeSwitchKeepsParametrizations(model), loss_fn, spec, task, _namespaced(ctx, phase),

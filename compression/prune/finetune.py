@@ -16,7 +16,7 @@ from torch import nn
 
 from compression.context import RunContext
 from compression.data import Batch
-from compression.distill.losses import LABEL_LOSSES, distillation_loss, output_loss_name
+from compression.distill.losses import check_label_mix, distillation_loss, output_loss_name
 from compression.evaluate import evaluate, output_tensor
 from compression.labels import label_loss
 from compression.modes import writing_batch_statistics
@@ -41,15 +41,13 @@ def recovery_loss(task: Task, distill: PruneDistillSpec | None):
     temperature = distill.temperature if distill else 1.0
     loss_name = output_loss_name(kind, task.multi_label)
     alpha = distill.alpha if distill else 0.0
-    if alpha > 0 and loss_name not in LABEL_LOSSES:
-        raise ValueError(f"distill.alpha > 0 mixes in a hard-label loss, which needs logits or sigmoid "
-                         f"probabilities, but the model's outputs call for the '{loss_name}' loss; set alpha to 0")
+    check_label_mix(alpha, loss_name, kind)
 
     def distilled(model: nn.Module, batch: Batch, step: int) -> torch.Tensor:
         with torch.no_grad():
             teacher = output_tensor(task.reference(*batch.inputs))
         return distillation_loss(output_tensor(model(*batch.inputs)), teacher, batch.labels,
-                                 temperature=temperature, alpha=alpha, loss=loss_name)
+                                 temperature=temperature, alpha=alpha, loss=loss_name, output_kind=kind)
     return distilled
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from compression import formats
 from compression.context import RunContext
 from compression.data import Batch
+from compression.distill.losses import output_loss, output_loss_name
 from compression.evaluate import evaluate, output_tensor
 from compression.io import export_model, save_program
 from compression.labels import label_loss
@@ -103,10 +103,13 @@ def train_qat(spec: QATSpec, model: nn.Module, task: Task, ctx: RunContext) -> T
 
 
 def _loss_fn(has_labels: bool, task: Task):
-    """The label loss on labels (`compression.labels.label_loss`: cross-entropy, or binary cross-entropy for 0/1
-    targets); without labels, match the uncompressed model's outputs (KL on logits, else MSE)."""
+    """The label loss on labels (`compression.labels.label_loss`: cross-entropy, binary cross-entropy for 0/1
+    targets, MSE for regression values); without labels, match the uncompressed model's outputs with the loss of
+    their kind (`compression.distill.losses.output_loss_name`: KL for class logits, a binary logit's included,
+    cosine for embeddings, MSE for regression values and hidden states)."""
     reference = task.reference
-    kind = task_output_kind(task.output_kind, reference, task.example_inputs) if has_labels else None
+    kind = task_output_kind(task.output_kind, reference, task.example_inputs)
+    matching = output_loss_name(kind, task.multi_label)
 
     def loss(model: nn.Module, batch: Batch, step: int) -> torch.Tensor:
         logits = output_tensor(model(*batch.inputs))
@@ -114,10 +117,7 @@ def _loss_fn(has_labels: bool, task: Task):
             return label_loss(logits, batch.labels, kind)
         with torch.no_grad():
             target = output_tensor(reference(*batch.inputs)).float()
-        if logits.dim() == 2:
-            return F.kl_div(F.log_softmax(logits.float(), -1), F.log_softmax(target, -1), log_target=True,
-                            reduction="batchmean")
-        return F.mse_loss(logits.float(), target)
+        return output_loss(logits, target, matching)
 
     return loss
 

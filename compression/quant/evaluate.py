@@ -1,5 +1,5 @@
 """The metric PTQ decisions are judged by: the job's metric (`compression.specs.metrics`) in points, e.g. top-1
-accuracy (%) with labels, else top-1 agreement for logits or rank agreement of similarities for embeddings, all
+accuracy (%) with labels (the rank correlation with the values of a regression model's), else top-1 agreement for logits or rank agreement of similarities for embeddings, all
 against the uncompressed reference model. All are in points, so an accuracy budget reads the same either way."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import torch
 from compression.data import Dataset
 from compression.evaluate import output_tensor
 from compression.fidelity import Fidelity
-from compression.labels import as_class_logits, correct_labels
+from compression.labels import LabelScore, as_class_logits
 from compression.output_kind import detect_output_kind
-from compression.specs.metrics import chosen_metric
+from compression.specs.metrics import LABEL_METRICS, chosen_metric
 
 BATCH_SIZE = 256
 
@@ -25,10 +25,11 @@ class Evaluator:
         has_labels = all(batch.labels is not None for batch in self.batches)
         with torch.no_grad():
             first = output_tensor(reference(*self.batches[0].inputs)).float()
-            self.output_kind = output_kind or detect_output_kind(reference, first)
+            values = dataset.split(split).label_values
+            self.output_kind = "regression" if values else output_kind or detect_output_kind(reference, first)
             self.name = chosen_metric(metric, self.output_kind, has_labels)
             # Only what the metric reads is kept: a language model's logits over 1000 examples would not fit.
-            if self.name == "accuracy":
+            if self.name in LABEL_METRICS:
                 self.targets = [batch.labels for batch in self.batches]
             elif self.name == "top1_agreement":
                 self.targets = [self._scores(first).argmax(-1)] + [
@@ -42,13 +43,12 @@ class Evaluator:
         return as_class_logits(output) if self.output_kind == "logits" else output
 
     def __call__(self, model: torch.nn.Module) -> float:
-        if self.name == "accuracy":
-            correct = total = 0
+        if self.name in LABEL_METRICS:
+            score = LabelScore(self.output_kind)
             with torch.no_grad():
                 for batch, target in zip(self.batches, self.targets):
-                    agreeing, count = correct_labels(output_tensor(model(*batch.inputs)), target, self.output_kind)
-                    correct, total = correct + agreeing, total + count
-            return 100.0 * correct / max(total, 1)
+                    score.add(output_tensor(model(*batch.inputs)), target)
+            return 100.0 * score.result()[self.name]
         if self.name == "top1_agreement":
             correct = total = 0
             with torch.no_grad():

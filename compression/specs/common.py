@@ -73,9 +73,12 @@ class EvaluationSpec(Spec):
                                             "false times them eagerly, which is much quicker to set up.")
     output_kind: OutputKind | None = Field(
         None, description="What the model outputs: 'logits' (classes), 'embeddings' (one vector per example), "
-                          "'sigmoid' (independent probabilities in [0, 1]) or 'hidden_states' (a vector per "
-                          "position); null detects it from the model's output. Chooses the fidelity metrics and "
-                          "the distillation loss.")
+                          "'sigmoid' (independent probabilities in [0, 1]), 'hidden_states' (a vector per "
+                          "position) or 'regression' (the values a regression head predicts, [batch] or "
+                          "[batch, K]: labels are those values, trained with MSE and judged by label_spearman); "
+                          "null detects it from the model's output ('regression' for a Hugging Face folder whose "
+                          "config.json problem_type is 'regression' or whose .jsonl labels are values). Chooses "
+                          "the fidelity metrics and the distillation loss.")
     multi_label: bool = Field(
         False, description="The labels ('<split>.y') are a 0/1 matrix [N, K], one independent label per output of a "
                             "[batch, K] model (multi-label), rather than class indices. The outputs are logits "
@@ -95,8 +98,10 @@ class EvaluationSpec(Spec):
                           "'soft_dice' (sigmoid: 2 sum(p q) / (sum p^2 + sum q^2) of the probabilities), 'bin_f1' "
                           "(sigmoid: F1 of the bins above 0.5) or 'bin_agreement' (sigmoid: fraction of bins on or "
                           "off in both) or 'score_spearman' (one score per example, [batch] or [batch, 1]: rank "
-                          "correlation of the scores across examples, for rerankers and regression heads). Null: "
-                          "accuracy with labels, else the output kind's default (top1_agreement, "
+                          "correlation of the scores across examples, for rerankers and regression heads; per "
+                          "target, averaged, for a regression output [batch, K]) or 'label_spearman' (regression: "
+                          "rank correlation of the outputs with the values in the labels). Null: accuracy with "
+                          "labels (label_spearman for regression), else the output kind's default (top1_agreement, "
                           "similarity_spearman, soft_dice, cosine), and score_spearman for a Hugging Face "
                           "sequence classifier with one label.")
     max_metric_drop: Annotated[float, Field(ge=0, le=100)] | None = Field(

@@ -3,16 +3,19 @@
 Every metric named here is a score in points (0-100, higher is better), so a budget such as `max_metric_drop`
 reads the same whatever the metric: accuracy and agreements are percentages, cosine and Spearman's rank
 correlation are scaled by 100.
+
+A 'regression' output predicts values (a regression head's score, several targets as [N, K]): its labels are
+those values, judged by their rank correlation with the outputs (`label_spearman`, as STS-B is), not by accuracy.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-OutputKind = Literal["logits", "embeddings", "sigmoid", "hidden_states"]
+OutputKind = Literal["logits", "embeddings", "sigmoid", "hidden_states", "regression"]
 OUTPUT_KINDS: tuple[str, ...] = OutputKind.__args__
 MetricName = Literal["accuracy", "top1_agreement", "cosine", "similarity_spearman", "bin_f1", "bin_agreement",
-                     "soft_dice", "score_spearman"]
+                     "soft_dice", "score_spearman", "label_spearman"]
 METRICS: tuple[str, ...] = MetricName.__args__
 
 # What each metric compares, and the output kinds it means something for (accuracy needs labels instead).
@@ -23,19 +26,33 @@ METRIC_KINDS = {
     "bin_f1": ("sigmoid",),
     "bin_agreement": ("sigmoid",),
     "soft_dice": ("sigmoid",),
-    "score_spearman": ("logits",),  # of a single score per example ([N] or [N, 1]): checked where shapes are known
+    # of a single score per example ([N] or [N, 1]; per target column for regression): checked where shapes are
+    # known
+    "score_spearman": ("logits", "regression"),
+    "label_spearman": ("regression",),  # against the labels (values), which it needs
 }
+# The metrics that read the evaluation split's labels rather than the reference's outputs.
+LABEL_METRICS = ("accuracy", "label_spearman")
 # The metric of an output kind when the split has no labels and the spec names none.
 DEFAULT_METRIC = {"logits": "top1_agreement", "embeddings": "similarity_spearman", "sigmoid": "soft_dice",
-                  "hidden_states": "cosine"}
+                  "hidden_states": "cosine", "regression": "score_spearman"}
+
+
+def label_metric(output_kind: str | None) -> str:
+    """What labels measure: accuracy of class labels, or the rank correlation of a regression model's outputs with
+    the values it is labelled with."""
+    return "label_spearman" if output_kind == "regression" else "accuracy"
 
 
 def metric_problem(metric: str | None, output_kind: str, has_labels: bool) -> str | None:
     """Why `metric` cannot judge a model with this output kind (None: it can, or is chosen automatically)."""
     if metric is None:
         return None
+    if metric in LABEL_METRICS and not has_labels:
+        return f"metric '{metric}' needs labels ('<split>.y') in the evaluation split"
     if metric == "accuracy":
-        return None if has_labels else "metric 'accuracy' needs labels ('<split>.y') in the evaluation split"
+        return ("metric 'accuracy' counts classes, but a regression model's labels are values: use "
+                "'label_spearman' (their rank correlation with the outputs)") if output_kind == "regression" else None
     if output_kind not in METRIC_KINDS[metric]:
         return (f"metric '{metric}' does not apply to {output_kind} outputs; use "
                 f"{[m for m, kinds in METRIC_KINDS.items() if output_kind in kinds]}")
@@ -49,4 +66,4 @@ def chosen_metric(metric: str | None, output_kind: str, has_labels: bool) -> str
         raise ValueError(problem)
     if metric is not None:
         return metric
-    return "accuracy" if has_labels else DEFAULT_METRIC[output_kind]
+    return label_metric(output_kind) if has_labels else DEFAULT_METRIC[output_kind]

@@ -214,7 +214,8 @@ def test_class_names_and_label_lists_are_checked_against_the_folders_classes(api
     models = {key: _upload(api, auth, "models", f"{key}.zip", zip_bytes(folder), task="sequence-classification")
               for key, folder in folders.items()}
     assert all(response.status_code == 201 for response in models.values()), [r.text for r in models.values()]
-    assert models["multi"].json()["signature"]["hf"]["classes"] == {"names": names, "multi_label": True}
+    assert models["multi"].json()["signature"]["hf"]["classes"] == {"names": names, "multi_label": True,
+                                                                   "regression": False}
     datasets = {}
     for key, labels in {"names": ["positive", "NEGATIVE", "Neutral", "POSITIVE"],
                         "unknown": ["positive", "joy", "NEGATIVE", "anger"],

@@ -71,7 +71,7 @@ def test_whole_number_float_labels_and_label_columns_are_accepted(api, auth):
     ({"train.x": np.zeros((0, 3), np.float32)}, "empty"),
     ({"x": np.zeros((2, 3), np.float32)}, "<split>.<input>"),
     ({"train.x": np.zeros((2, 3)), "train.y": np.zeros(3, np.int64)}, "disagree on the number of examples"),
-    ({"train.x": np.zeros((2, 3)), "train.y": np.array([1, 0.5], np.float32)}, "hold 0.5 at row 1"),
+    ({"train.x": np.zeros((2, 3)), "train.y": np.array([1, np.nan], np.float32)}, "hold NaN or Inf at row 1"),
     ({"train.x": np.zeros((2, 3)), "train.y": np.array(["cat", "dog"])}, "are strings"),
     ({"train.x": np.array([[0, np.nan, 0]])}, "'train.x' holds NaN or Inf (first at row 0)"),
     ({"train.y": np.zeros(2, np.int64)}, "labels but no inputs"),

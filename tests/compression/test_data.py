@@ -93,11 +93,24 @@ def test_labels_as_whole_number_floats_or_a_column_become_int64_class_indices():
     assert data.split("val").labels.tolist() == [1, 0, 2, 2] and data.num_classes == 3
     arrays["val.y"] = np.array([True, False, True, True])
     assert Dataset.from_arrays(arrays, ["x"]).split("val").labels.tolist() == [1, 0, 1, 1]
+    assert not Dataset.from_arrays(arrays, ["x"]).has_label_values
+
+
+def test_floats_that_are_no_class_index_are_values_a_regression_model_predicts():
+    arrays = _arrays(n_train=4)
     arrays["train.y"] = np.array([2.0, 0.5, 1.0, 2.0])
-    with pytest.raises(InvalidUpload, match="hold 0.5 at row 1"):
-        Dataset.from_arrays(arrays, ["x"])
-    arrays["train.y"] = np.array([[0.1, 0.9], [1, 0], [0, 1], [1, 0]])  # probabilities: no multi-label targets
-    with pytest.raises(InvalidUpload, match=r"holding 0.1 at row 0: .*multi-label.*argmax\(axis=1\)"):
+    data = Dataset.from_arrays(arrays, ["x"])
+    train = data.split("train")
+    assert train.label_values and train.labels.dtype == np.float32 and train.labels.tolist() == [2.0, 0.5, 1.0, 2.0]
+    assert data.has_label_values and not data.split("val").label_values
+    arrays["train.y"] = np.array([[0.1, 0.9], [1, 0], [0, 1], [1, 0]])  # not a 0/1 matrix: two targets per row
+    assert Dataset.from_arrays(arrays, ["x"]).split("train").label_values
+    arrays["train.y"] = np.array([[1, 0], [1, 0], [0, 1], [1, 0]])
+    assert not Dataset.from_arrays(arrays, ["x"]).split("train").label_values  # multi-label targets
+    data.label_as_values()  # a regression job: ratings 1..5 are values too
+    assert data.split("val").label_values and data.split("val").labels.dtype == np.float32
+    arrays["train.y"] = np.array([2.0, np.nan, 1.0, 2.0])
+    with pytest.raises(InvalidUpload, match="NaN or Inf at row 1"):
         Dataset.from_arrays(arrays, ["x"])
 
 
@@ -110,9 +123,8 @@ def test_a_zero_one_label_matrix_is_kept_as_float_multi_label_targets():
     np.testing.assert_array_equal(labels, multi_hot)
     batch = next(Dataset.from_arrays(arrays, ["x"]).split("train").batches(3))
     assert batch.labels.dtype == torch.float32 and batch.labels.shape == (3, 3)
-    arrays["train.y"] = multi_hot * 2  # not 0/1: the row is named
-    with pytest.raises(InvalidUpload, match="holding 2 at row 0"):
-        Dataset.from_arrays(arrays, ["x"])
+    arrays["train.y"] = multi_hot * 2  # not 0/1: three values per row, a regression model's targets
+    assert Dataset.from_arrays(arrays, ["x"]).split("train").label_values
 
 
 def test_a_missing_size_one_channel_dimension_is_inserted_and_nothing_else_is_reshaped():

@@ -48,8 +48,8 @@ def test_nan_is_found_across_chunk_boundaries_with_its_row_in_any_layout():
     with pytest.raises(InvalidUpload, match="first at row 87381"):
         read_npz(io.BytesIO(_npz(**{"t.x": np.asfortranarray(x).astype(">f4")})))
     labels = np.zeros(300_000)
-    labels[-1] = 0.25
-    with pytest.raises(InvalidUpload, match="at row 299999"):
+    labels[-1] = np.nan
+    with pytest.raises(InvalidUpload, match="NaN or Inf at row 299999"):
         read_npz(io.BytesIO(_npz(**{"t.x": np.zeros((300_000, 1), np.uint8), "t.y": labels})))
 
 
@@ -73,11 +73,10 @@ def test_a_claim_beyond_the_member_cap_is_refused_before_reading():
     ({"t.x": np.array(["a"], object)}, "Python objects"),
     ({"t.x": np.zeros(2, complex)}, "only numeric"),
     ({"t.x": np.zeros((0, 2))}, "empty"),
-    ({"t.x": np.zeros(2), "t.y": np.array([0.0, 1.5])}, "hold 1.5 at row 1, which is not a class index"),
-    ({"t.x": np.zeros(2), "t.y": np.array([0.0, np.nan])}, "hold nan at row 1"),
-    ({"t.x": np.zeros(3), "t.y": np.array([[1, 0], [0, 1], [0.3, 0.7]])}, r"holding 0.3 at row 2.*argmax\(axis=1\)"),
+    ({"t.x": np.zeros(2), "t.y": np.array([0.0, np.nan])}, "labels 't.y' hold NaN or Inf at row 1"),
+    ({"t.x": np.zeros(3), "t.y": np.array([[1, 0], [0, 1], [np.inf, 0.7]])}, "NaN or Inf at row 2"),
     ({"t.x": np.zeros(2), "t.y": np.array(["cat", "dog"])}, "are strings"),
-    ({"t.x": np.zeros(2), "t.y": np.zeros((2, 1, 1), int)}, "shape \\[N\\] or \\[N, 1\\], or a 0/1 matrix"),
+    ({"t.x": np.zeros(2), "t.y": np.zeros((2, 1, 1), int)}, "shape \\[N\\] or \\[N, 1\\], a 0/1 matrix .* or the float values"),
     ({"t.x": np.array([[0.0, np.inf]])}, r"'t.x' holds NaN or Inf \(first at row 0\)"),
     ({"t.y": np.zeros(2, int)}, "labels but no inputs"),
     ({"t.x": np.zeros(2), "t.z": np.zeros(3)}, "disagree"),
@@ -95,6 +94,19 @@ def test_a_zero_one_label_matrix_is_read_as_multi_label():
     labels = np.array([[1, 0, 1], [0, 0, 0]], np.int64)
     contents = read_npz(io.BytesIO(_npz_bytes({"t.x": np.zeros(2), "t.y": labels})))
     assert contents.splits["t"]["y"]["shape"] == [2, 3] and contents.label_range["t"] == [0, 1]
+
+
+@pytest.mark.parametrize("labels, extremes", [(np.array([0.0, 1.5, -2.25]), [-2.25, 1.5]),
+                                              (np.array([[1, 0], [0, 1], [0.3, 0.7]]), [0.0, 1.0]),
+                                              (np.array([[3, 0], [0, 1], [1, 0]]), [0.0, 3.0])])
+def test_floats_that_are_no_class_index_and_matrices_beyond_zero_one_are_values(labels, extremes):
+    """A regression model's targets: floats that are not whole, or a matrix of other numbers than 0 and 1."""
+    contents = read_npz(io.BytesIO(_npz_bytes({"t.x": np.zeros(3), "t.y": labels})))
+    assert contents.splits["t"]["y"]["values"] is True and contents.label_range["t"] == extremes
+    kept = read_npz(io.BytesIO(_npz_bytes({"t.x": np.zeros(3), "t.y": labels})), keep_arrays=True)
+    assert kept.label_range == contents.label_range and kept.splits == contents.splits
+    whole = read_npz(io.BytesIO(_npz_bytes({"t.x": np.zeros(3), "t.y": np.array([2.0, 0.0, 1.0])})))
+    assert "values" not in whole.splits["t"]["y"] and whole.label_range["t"] == [0, 2]
 
 
 def _npz_bytes(arrays: dict) -> bytes:
