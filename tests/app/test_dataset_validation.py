@@ -39,3 +39,32 @@ def test_a_missing_split_names_the_fields_that_chose_it():
     with pytest.raises(InvalidInput, match="set train_split and stages.0.calibration_split to one of these"):
         validate_job(_job(), _signature(2), _manifest([0, 1], ("val",)))
     validate_job(_job(evaluation={"split": "test"}), _signature(2), _manifest([0, 1], ("train", "test")))
+
+
+def _values_manifest(per_example: int | None = None) -> DatasetManifest:
+    labels = {"shape": [3, per_example] if per_example else [3], "dtype": "float32", "values": True}
+    arrays = {"x": {"shape": [3, 4], "dtype": "float32"}, "y": labels}
+    return DatasetManifest({split: dict(arrays) for split in ("train", "val")},
+                           {split: [-0.5, 3.8] for split in ("train", "val")})
+
+
+def test_values_label_a_regression_model_that_the_job_declares():
+    regression = {"output_kind": "regression"}
+    validate_job(_job(evaluation=regression), _signature(1), _values_manifest())
+    validate_job(_job(evaluation=regression), _signature(3), _values_manifest(3))
+    validate_job(_job(evaluation=regression), _signature(1), _manifest([1, 5]))  # ratings 1..5 are values too
+    with pytest.raises(InvalidInput, match=r"'train.y' holds values .* evaluation.output_kind is not set: for a "
+                                           r"regression model set evaluation.output_kind to 'regression'; for a "
+                                           r"classifier .*argmax\(axis=1\)"):
+        validate_job(_job(), _signature(3), _values_manifest(3))
+    with pytest.raises(InvalidInput, match="evaluation.output_kind is 'logits'"):
+        validate_job(_job(evaluation={"output_kind": "logits"}), _signature(1), _values_manifest())
+    with pytest.raises(InvalidInput, match=r"gives 1 value\(s\) per example but the regression model's output is "
+                                           r"out\[N, 3\] float32"):
+        validate_job(_job(evaluation=regression), _signature(3), _values_manifest())
+    with pytest.raises(InvalidInput, match="metric 'accuracy' counts classes, but a regression model's labels are "
+                                           "values: use 'label_spearman'"):
+        validate_job(_job(evaluation=regression | {"metric": "accuracy"}), _signature(1), _values_manifest())
+    with pytest.raises(InvalidInput, match="'label_spearman' .* set evaluation.output_kind to 'regression'"):
+        validate_job(_job(evaluation={"metric": "label_spearman"}), _signature(1), _manifest([0, 1]))
+    validate_job(_job(evaluation=regression | {"metric": "score_spearman"}), _signature(3), _values_manifest(3))

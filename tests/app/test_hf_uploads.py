@@ -72,9 +72,9 @@ def test_bad_jsonl_is_refused_with_the_line(api, auth):
     assert response.status_code == 422 and "line 2" in response.json()["detail"]
 
 
-def _job(api, auth, model: dict, dataset: dict, stages: list) -> tuple[int, str]:
+def _job(api, auth, model: dict, dataset: dict, stages: list, evaluation: dict | None = None) -> tuple[int, str]:
     response = api.post("/v1/jobs", headers=auth, json={"model_id": model["id"], "dataset_id": dataset["id"],
-                                                        "stages": stages})
+                                                        "stages": stages, "evaluation": evaluation or {}})
     return response.status_code, response.text
 
 
@@ -241,4 +241,33 @@ def test_class_names_and_label_lists_are_checked_against_the_folders_classes(api
         (multi, datasets["wide_flags"], "gives each row 4 0/1 flags, one per class, but the model has 3 classes"),
     ]:
         status, text = _job(api, auth, model, dataset, [{"method": "ptq"}])
+        assert status == 422 and expected in text, text
+
+
+def test_values_are_checked_against_a_regression_head_or_a_classifier(api, auth, tmp_path):
+    folders = {"regression": bert_folder(tmp_path / "regression", 1, problem_type="regression"),
+               "classifier": bert_folder(tmp_path / "classifier", 3)}
+    models = {key: _upload(api, auth, "models", f"{key}.zip", zip_bytes(folder), task="sequence-classification")
+              for key, folder in folders.items()}
+    assert all(response.status_code == 201 for response in models.values()), [r.text for r in models.values()]
+    assert models["regression"].json()["signature"]["hf"]["classes"]["regression"] is True
+    datasets = {}
+    for key, labels in {"scores": [0.5, 3.8, 5, 1], "ratings": [1, 5, 3, 2], "names": ["high", "low", "low", "high"]
+                        }.items():
+        response = _upload(api, auth, "datasets", f"{key}.jsonl",
+                           jsonl_bytes({"train": CORPUS[:4], "val": CORPUS[4:8]}, {"train": labels, "val": labels}))
+        assert response.status_code == 201, response.text
+        datasets[key] = response.json()
+    assert datasets["scores"]["manifest"]["splits"]["val"]["y"] == {"shape": [4], "dtype": "float32", "values": True}
+    regression, classifier = models["regression"].json(), models["classifier"].json()
+    for dataset in (datasets["scores"], datasets["ratings"]):
+        status, text = _job(api, auth, regression, dataset, [{"method": "ptq"}])
+        assert status == 201, text
+    for model, dataset, evaluation, expected in [
+        (classifier, datasets["scores"], {}, "values (numbers that are no class index, such as 3.8), but the model "
+                                             "is a classifier with 3 classes"),
+        (regression, datasets["names"], {}, "gives class names, but the model is a regression head"),
+        (regression, datasets["scores"], {"output_kind": "logits"}, "leave it unset or set it to 'regression'"),
+    ]:
+        status, text = _job(api, auth, model, dataset, [{"method": "ptq"}], evaluation)
         assert status == 422 and expected in text, text

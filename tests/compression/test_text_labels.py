@@ -124,3 +124,49 @@ def test_a_multi_label_folder_job_runs_on_lists_of_class_names(tmp_path):
     # Independent labels are scored element by element: a multiple of 1/24 of the 8 x 3 labels, not of 1/8 rows.
     for metrics in (result.baseline, *(stage.metrics for stage in result.stages)):
         assert round(metrics["accuracy"] * 24, 6) % 1 == 0, metrics["accuracy"]
+
+
+def test_numbers_that_are_no_class_index_are_regression_values():
+    splits = _read('{"split": "train", "text": "a", "label": 3.8}\n{"split": "train", "text": "b", "label": 1}\n'
+                   '{"split": "val", "text": "c", "label": 2}\n{"split": "val", "text": "d", "label": -0.5}\n')
+    assert splits["train"].values and splits["val"].values  # one form per file: the whole numbers are values too
+    described, label_range = manifest_splits(splits)
+    assert described["train"]["y"] == {"shape": [2], "dtype": "float32", "values": True}
+    assert label_range == {"train": [1.0, 3.8], "val": [-0.5, 2.0]}
+    regression = ModelClasses(1, None, False, regression=True)
+    array = label_array("train", splits["train"], regression)
+    assert array.dtype == np.float32 and array.tolist() == pytest.approx([3.8, 1.0])
+    ratings = _read('{"split": "t", "text": "a", "label": 5}\n{"split": "t", "text": "b", "label": 1}')["t"]
+    assert label_array("t", ratings, regression).tolist() == [5.0, 1.0]  # a regression head's ratings are values
+    assert label_array("t", splits["train"], ModelClasses(1, None, False)).dtype == np.float32  # one label: values
+    with pytest.raises(InvalidUpload, match="values .* but the model is a classifier with 3 classes"):
+        label_array("train", splits["train"], ModelClasses(3, SENTIMENT, False))
+    with pytest.raises(InvalidUpload, match="model's output is not a sequence classifier's"):
+        label_array("train", splits["train"], ModelClasses(None, None, False))
+    names = _read('{"split": "t", "text": "a", "label": "high"}')["t"]
+    with pytest.raises(InvalidUpload, match="gives class names, but the model is a regression head"):
+        label_array("t", names, regression)
+    with pytest.raises(InvalidUpload, match="one value per row, but the regression head predicts 2 values"):
+        label_array("train", splits["train"], ModelClasses(2, None, False, regression=True))
+
+
+def test_a_regression_folder_job_trains_and_judges_its_values(tmp_path):
+    """A cross-encoder regression head (STS-B's form: problem_type 'regression', one label) on similarity
+    scores: the values are its labels, distilled and fine-tuned with MSE and judged by their rank correlation."""
+    folder = bert_folder(tmp_path / "sts", 1, problem_type="regression")
+    scores = [0.4, 3.8, 2.25, 4.9, 1.0, 2.75, 0.0, 5.0]
+    rows = [f'{{"split": "{split}", "text": "{text}", "label": {scores[index % 8]}}}'
+            for split, texts in (("train", CORPUS[:8]), ("val", CORPUS[8:16])) for index, text in enumerate(texts)]
+    (tmp_path / "text.jsonl").write_text("\n".join(rows))
+    archive = tmp_path / "sts.zip"
+    archive.write_bytes(zip_bytes(folder))
+    result = run_folder_pipeline(archive, tmp_path / "text.jsonl", "sequence-classification",
+                                 [KDSpec(student={"kind": "input"}, alpha=0.5, training={"steps": 2, "batch_size": 4}),
+                                  PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
+                                 tmp_path / "work")
+    assert result.stages[0].metrics["method_metrics"]["loss"] == "mse"
+    with np.load(tmp_path / "work" / "dataset.npz") as arrays:
+        assert arrays["train.y"].dtype == np.float32 and arrays["train.y"].tolist() == pytest.approx(scores)
+    for metrics in (result.baseline, *(stage.metrics for stage in result.stages)):
+        assert metrics["output_kind"] == "regression" and metrics["metric"] == "label_spearman"
+        assert -1 <= metrics["label_spearman"] <= 1 and "accuracy" not in metrics
