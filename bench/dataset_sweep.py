@@ -139,6 +139,11 @@ def tags(rows: int = ROWS, count: int = 4) -> np.ndarray:
     return (rng().random((rows, count)) > 0.5).astype(np.float32)
 
 
+def scores(targets: int | None = None, rows: int = ROWS) -> np.ndarray:
+    """Values a regression model predicts: [rows], or [rows, targets]."""
+    return rng(1).normal(size=(rows,) if targets is None else (rows, targets)).astype(np.float32) * 2 + 3
+
+
 def labelled(x: np.ndarray, y: np.ndarray, val_x: np.ndarray | None = None, val_y: np.ndarray | None = None) -> dict:
     return {"train.x": x, "train.y": y, "val.x": x if val_x is None else val_x, "val.y": y if val_y is None else val_y}
 
@@ -207,8 +212,16 @@ def cases() -> list[Case]:
         Case("labels uint8", "cnn28", lambda: labelled(images(c28), labels(10, dtype=np.uint8)), "work"),
         Case("labels float, whole numbers", "cnn28", lambda: labelled(images(c28), labels(10, dtype=np.float32)),
              "work", KD),
-        Case("labels float, fractional", "cnn28", lambda: labelled(images(c28), labels(10).astype(np.float32) + .5),
-             "refuse"),
+        Case("labels float, fractional, for a classifier (values, undeclared)", "cnn28", lambda: labelled(
+            images(c28), labels(10).astype(np.float32) + .5), "refuse"),
+        Case("regression values [N] for a one-output model, declared", "binary", lambda: labelled(
+            images(c28), scores()), "work", KD, job={"evaluation": EVALUATION | {"output_kind": "regression"}}),
+        Case("regression values [N, 4] for a 4-output model, declared", "multilabel", lambda: labelled(
+            images(c28), scores(4)), "work", job={"evaluation": EVALUATION | {"output_kind": "regression"}}),
+        Case("regression ratings 1..5 (whole numbers), declared", "binary", lambda: labelled(
+            images(c28), labels(5) + 1), "work", KD, job={"evaluation": EVALUATION | {"output_kind": "regression"}}),
+        Case("regression values [N] for a 10-logit model, declared", "cnn28", lambda: labelled(images(c28), scores()),
+             "refuse", job={"evaluation": EVALUATION | {"output_kind": "regression"}}),
         Case("labels as strings", "cnn28", lambda: labelled(images(c28), labels(10).astype(str)), "refuse"),
         Case("labels one-hot [N, C]", "cnn28", lambda: labelled(images(c28), np.eye(10, dtype=np.int64)[labels(10)]),
              "refuse"),
@@ -298,6 +311,8 @@ def cases() -> list[Case]:
             label=lambda i: f"label_{i % 3}")), "work"),
         Case("jsonl label lists for a single-label classifier", "bert", lambda: jsonl(text_rows(
             label=lambda i: [i % 3])), "refuse"),
+        Case("jsonl fractional scores for a 3-class classifier", "bert", lambda: jsonl(text_rows(
+            label=lambda i: i % 5 + 0.25)), "refuse"),
         Case("jsonl label as float 1.0", "bert", lambda: jsonl(text_rows(label=lambda i: float(i % 3))), "work"),
         Case("jsonl labels missing in some rows", "bert", lambda: jsonl(text_rows(
             label=lambda i: None if i % 5 == 0 else i % 3)), "refuse"),

@@ -39,8 +39,8 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
              metric: str | None = None, expected: Sequence[torch.Tensor] | None = None,
              run: Callable[..., object] | None = None, keep_outputs: KeptOutputs | None = None) -> dict:
     """{"samples", and with labels (`compression.labels.LabelScore`) "accuracy", the fraction of labels the output
-    agrees with, or for a split labelled with values "label_spearman" and "label_mse"}, plus the fidelity metrics of the output kind vs `reference`, plus
-    {"metric": its name, "metric_points": its value in points}.
+    agrees with, or for a split labelled with values "label_spearman" and "label_mse"}, plus the fidelity metrics
+    of the output kind vs `reference`, plus {"metric": its name, "metric_points": its value in points}.
 
     `output_kind` None detects it from the reference's first batch; `metric` None picks accuracy with labels, else
     the output kind's default. Without labels a reference is required. Both models run in eval mode without

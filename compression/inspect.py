@@ -74,7 +74,8 @@ class DatasetManifest:
     """Per split, the arrays it holds: {"train": {"x": {"shape": [...], "dtype": "float32"}, "y": ...}}."""
 
     splits: dict[str, dict[str, dict]]
-    label_range: dict[str, list[int]] = field(default_factory=dict)  # split -> [min, max] of integer labels
+    # split -> [min, max] of its labels: integers for classes, floats for values (regression; the y entry says "values")
+    label_range: dict[str, list[int | float]] = field(default_factory=dict)
     format: str = "npz"  # or "jsonl": rows of text, tokenized in the worker with the model folder's tokenizer
 
     def to_json(self) -> dict:

@@ -1,6 +1,7 @@
 """The metric PTQ decisions are judged by: the job's metric (`compression.specs.metrics`) in points, e.g. top-1
-accuracy (%) with labels (the rank correlation with the values of a regression model's), else top-1 agreement for logits or rank agreement of similarities for embeddings, all
-against the uncompressed reference model. All are in points, so an accuracy budget reads the same either way."""
+accuracy (%) with labels (a regression model's: the rank correlation of its outputs with the values), else top-1
+agreement for logits or rank agreement of similarities for embeddings, all against the uncompressed reference
+model. All are in points, so an accuracy budget reads the same either way."""
 
 from __future__ import annotations
 
