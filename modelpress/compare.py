@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 if TYPE_CHECKING:
     from modelpress.jobs import Job
 
+# What a job that names no `metric` of its own (jobs from before it did) reports; all are higher-is-better.
 QUALITY_METRICS = ("accuracy", "top1_agreement", "cosine")
+
+
+def quality_metric(final: dict) -> str | None:
+    """The figure a job is judged by: the `metric` it names (accuracy, label_spearman, similarity_spearman, ...),
+    else the first of QUALITY_METRICS it has."""
+    named = final.get("metric")
+    if isinstance(named, str) and isinstance(final.get(named), (int, float)):
+        return named
+    return next((name for name in QUALITY_METRICS if name in final), None)
 
 
 @dataclass(frozen=True)
@@ -17,7 +27,7 @@ class Row:
     job_id: str
     status: str
     methods: str
-    metric: str | None  # which quality figure: accuracy with labels, else agreement with the uploaded model
+    metric: str | None  # the figure the job is judged by (`quality_metric`)
     baseline: float | None
     value: float | None
     size_bytes: int | None
@@ -29,7 +39,7 @@ class Row:
 
 def row(job: "Job") -> Row:
     final, baseline = job.metrics.get("final") or {}, job.metrics.get("baseline") or {}
-    metric = next((name for name in QUALITY_METRICS if name in final), None)
+    metric = quality_metric(final)
     latency = final.get("latency_ms") or {}
     batch = min(latency, key=int) if latency else None
     return Row(job.id, job.status, "+".join(job.methods), metric, baseline.get(metric) if metric else None,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from core.jobs.spec import JobCreate
 from modelpress.client import Client, Upload
+from modelpress.compare import quality_metric
 from modelpress.jobs import Job
 from modelpress.progress import overall
 
@@ -113,7 +114,7 @@ def summary(job: Job) -> str:
         error = job.error or {}
         return f"job {job.id} {job.status}: {error.get('code')}: {error.get('message')}"
     final, baseline = job.metrics.get("final") or {}, job.metrics.get("baseline") or {}
-    metric = next((m for m in ("accuracy", "top1_agreement") if m in final), None)
+    metric = quality_metric(final)
     parts = [f"job {job.id} succeeded"]
     if metric:
         parts.append(f"{metric} {baseline.get(metric, float('nan')):.4f} -> {final[metric]:.4f}")

@@ -128,3 +128,14 @@ def test_a_hugging_face_folder_is_uploaded_from_its_directory(sdk, tmp_path):
     args = build_parser().parse_args(["submit", str(folder), "text.jsonl", "--method", "ptq",
                                       "--task", "feature-extraction"])
     assert _upload_or_id(sdk, args.model, "model", args.task).sha256 == upload.sha256
+
+
+def test_the_quality_figure_is_the_metric_the_job_names():
+    from modelpress.compare import quality_metric
+
+    regression = {"metric": "label_spearman", "label_spearman": 0.91, "score_spearman": 0.99, "cosine": 0.9}
+    assert quality_metric(regression) == "label_spearman"
+    assert quality_metric({"metric": "similarity_spearman", "similarity_spearman": 0.98, "cosine": 0.99}) \
+        == "similarity_spearman"
+    assert quality_metric({"accuracy": 0.9, "cosine": 0.99}) == "accuracy"  # a job from before jobs named it
+    assert quality_metric({"metric": "accuracy"}) is None  # named but not measured

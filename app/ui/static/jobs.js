@@ -27,6 +27,9 @@ export function phaseText(job) {
 }
 
 export function metricName(metrics) {
+  // The metric the job is judged by, which it names; older jobs and language models' jobs name none.
+  const named = (metrics || {}).metric;
+  if (typeof named === "string" && typeof metrics[named] === "number") return named;
   return METRICS.find((name) => typeof (metrics || {})[name] === "number") || null;
 }
 
