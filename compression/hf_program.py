@@ -3,7 +3,7 @@
 The folder is loaded with transformers (safetensors only, local files only, no remote code), wrapped so that it
 takes `input_ids` and `attention_mask` (and, for sentence pairs, `token_type_ids` where the model reads them)
 and returns one tensor (`last_hidden_state` for feature-extraction,
-`logits` for sequence-classification; for a sentence-transformers folder's feature-extraction, the sentence
+`logits` for sequence-classification, a row of class logits per token for token-classification; for a sentence-transformers folder's feature-extraction, the sentence
 embedding it declares: `compression.sentence_pooling`), and exported with a dynamic batch like every program
 here. Text is tokenized with the folder's own tokenizer, padded to one length per job: the longest row of the
 dataset, at most the model's positions (and MAX_TOKENS, and a sentence-transformers max_seq_length), so the
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compression.archive.jsonl import LABEL_ARRAY, TextSplit
+from compression.archive.errors import InvalidUpload
+from compression.archive.jsonl import LABEL_ARRAY, TOKEN_LABELS_NOT_READ, TextSplit
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.io import export_model, save_program
 from compression.llm.text import check_tokenizes
@@ -81,9 +82,10 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
                       dtype: torch.dtype | str = "auto") -> torch.nn.Module:
     """`embedding`: a feature-extraction folder's declared sentence embedding, which then is the output. `dtype`:
     what the weights are loaded as; "auto" keeps the checkpoint's (a bfloat16 folder stays bfloat16)."""
-    from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    auto = AutoModelForSequenceClassification if task == "sequence-classification" else AutoModel
+    auto = {"sequence-classification": AutoModelForSequenceClassification,
+            "token-classification": AutoModelForTokenClassification}.get(task, AutoModel)
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
     # Architectures without it (DeBERTa-v2, MPNet) refuse "sdpa" with a ValueError and run with eager attention.
@@ -96,6 +98,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     model.eval()
     if task == "sequence-classification":
         return (_LastEosClassifier(model) if _reads_last_eos(model) else _TensorOutput(model, "logits")).eval()
+    if task == "token-classification":
+        return _TensorOutput(model, "logits").eval()
     if isinstance(getattr(model, "decoder", None), torch.nn.Module) and hasattr(model, "get_encoder"):
         # T5, BART, ...: the features are the encoder's (what T5EncoderModel and sentence-T5 compute); the whole
         # model would want decoder inputs too, and its export failed.
@@ -174,6 +178,8 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     tokenizer = AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if task == "token-classification" and any(rows.labels for rows in splits.values()):
+        raise InvalidUpload(TOKEN_LABELS_NOT_READ)
     model = load_folder_model(folder, task, embedding)
     arrays = tokenized_arrays(splits, tokenizer, token_length(model, splits, tokenizer, embedding),
                               ModelClasses.of_config(model.model.config, task, multi_label))

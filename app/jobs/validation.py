@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from compression.archive.jsonl import PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
+from compression.archive.jsonl import PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM, TOKEN_LABELS_NOT_READ
 from compression.archive.npz import is_multi_hot
 from compression.inspect import (
     LABEL_ARRAY,
@@ -177,7 +177,7 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
         where = f"stages.{index}.student"
         if folder is None:
             problems.append(f"{where}: a 'layers' student is made from the encoder layers of a Hugging Face folder "
-                            "upload (feature-extraction or sequence-classification); this model is a .pt2 program: "
+                            "upload (feature-extraction, sequence- or token-classification); this model is a .pt2 program: "
                             "choose a 'low_rank', 'zoo' or 'upload' student")
         elif "num_hidden_layers" not in folder or folder["task"] == "causal-lm":
             continue  # recorded before layer counts were (checked when the job starts), or refused as causal-lm
@@ -337,6 +337,8 @@ def _check_text_labels(split: str, manifest: DatasetManifest, signature: ModelSi
                        folder: dict) -> list[str]:
     """A .jsonl's labels (class indices, class names or multi-label lists: compression.text_labels) against the
     folder's classes. A folder recorded before its classes were has its names and lists checked by the worker."""
+    if folder.get("task") == "token-classification":
+        return [f"split '{split}': {TOKEN_LABELS_NOT_READ}"]
     labels = manifest.splits[split][LABEL_ARRAY]
     names, multi_label = labels.get("names", []), bool(labels.get("multi_label"))
     values = bool(labels.get("values"))

@@ -27,6 +27,7 @@ from typing import BinaryIO
 from compression.archive.errors import InvalidUpload
 from compression.archive.folder import FolderArchive
 from compression.archive.hf_architectures import (
+    HEAD_TASKS,
     TASKS,
     model_types_by_task,
     non_text_input,
@@ -117,6 +118,8 @@ class HFFolder:
             classes = {"names": ordered_label_names(config.get("id2label"), labels),
                        "multi_label": config.get("problem_type") == MULTI_LABEL_PROBLEM,
                        "regression": config.get("problem_type") == REGRESSION_PROBLEM}
+        elif self.task == "token-classification":  # a class per token (an NER tagger's B-PER, I-PER, O, ...)
+            output = {"name": "logits", "shape": [None, None, class_count(config)], "dtype": "float32"}
         elif self.sentence_embedding is not None:  # the default; a job may ask for the token vectors instead
             output = {"name": "sentence_embedding", "shape": [None, _hidden_size(config)], "dtype": "float32"}
         else:
@@ -330,10 +333,10 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
     if task != "feature-extraction" and saved_for is not None and saved_for != task:
         raise InvalidUpload(f"the weights were saved for {saved_for} ({architectures[0]}), which has no trained "
                             f"{task} head; upload a {task} checkpoint or choose task '{saved_for}'")
-    if task == "sequence-classification" and architectures and saved_for != task:
-        raise InvalidUpload(f"the weights were saved as {architectures[0]}, which has no trained "
-                            "sequence-classification head (it would start random); upload a checkpoint saved "
-                            "as a sequence classifier or choose task 'feature-extraction'")
+    if task in HEAD_TASKS and architectures and saved_for != task:
+        raise InvalidUpload(f"the weights were saved as {architectures[0]}, which has no trained {task} head (it "
+                            f"would start random); upload a checkpoint saved for {task} or choose task "
+                            "'feature-extraction'")
     return model_type, task, architectures, saved_for
 
 

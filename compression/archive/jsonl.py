@@ -33,6 +33,11 @@ PAIR_INPUT = "text_pair"
 # Checked at submission (app.jobs.validation) and again by the worker (compression.llm.pipeline).
 PAIRS_NOT_FOR_CAUSAL_LM = ("a causal-lm job reads running text: its .jsonl rows take no 'text_pair' (sentence pairs "
                            "are for encoders and classifiers)")
+# Checked at submission (app.jobs.validation) and again by the worker (compression.hf_program).
+TOKEN_LABELS_NOT_READ = ("a token-classification job reads no 'label': a row's label is one class for its whole "
+                         "text, and per-token tags are not read yet; drop 'label' from the rows, and the job "
+                         "measures the compressed model's fidelity to the upload token by token (top-1 agreement "
+                         "and KL over the real tokens)")
 LABEL_ARRAY = "y"  # the name labels have in a manifest, as in an .npz
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 _ROW_KEYS = {"split", "text", "text_pair", "label"}

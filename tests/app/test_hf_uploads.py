@@ -271,3 +271,17 @@ def test_values_are_checked_against_a_regression_head_or_a_classifier(api, auth,
     ]:
         status, text = _job(api, auth, model, dataset, [{"method": "ptq"}], evaluation)
         assert status == 422 and expected in text, text
+
+
+def test_a_token_classifier_keeps_its_task_and_refuses_labels_at_submission(api, auth, tmp_path):
+    folder = bert_folder(tmp_path / "ner", 3, per_token=True, id2label={0: "O", 1: "B-PER", 2: "I-PER"})
+    model = _upload(api, auth, "models", "ner.zip", zip_bytes(folder))
+    assert model.status_code == 201, model.text
+    assert model.json()["task"] == "token-classification"
+    assert model.json()["signature"]["outputs"][0]["shape"] == [None, None, 3]
+    datasets = {labelled: _upload(api, auth, "datasets", f"{labelled}.jsonl", jsonl_bytes(
+        {"train": CORPUS[:4], "val": CORPUS[4:8]}, {"train": [0, 1, 2, 0], "val": [0, 1, 2, 0]} if labelled else None
+    )).json() for labelled in (True, False)}
+    assert _job(api, auth, model.json(), datasets[False], [{"method": "ptq"}])[0] == 201
+    status, text = _job(api, auth, model.json(), datasets[True], [{"method": "ptq"}])
+    assert status == 422 and "a token-classification job reads no 'label'" in text, text
