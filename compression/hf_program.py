@@ -2,9 +2,9 @@
 
 The folder is loaded with transformers (safetensors only, local files only, no remote code), wrapped so that it
 takes `input_ids` and `attention_mask` (and, for sentence pairs, `token_type_ids` where the model reads them)
-and returns one tensor (`last_hidden_state` for feature-extraction,
-`logits` for sequence-classification, a row of class logits per token for token-classification; for a sentence-transformers folder's feature-extraction, the sentence
-embedding it declares: `compression.sentence_pooling`), and exported with a dynamic batch like every program
+and returns one tensor (`last_hidden_state` for feature-extraction, `logits` for sequence-classification, a row of
+class logits per token for token-classification; for a sentence-transformers folder's feature-extraction, the
+sentence embedding it declares: `compression.sentence_pooling`), and exported with a dynamic batch like every program
 here. Text is tokenized with the folder's own tokenizer, padded to one length per job: the longest row of the
 dataset, at most the model's positions (and MAX_TOKENS, and a sentence-transformers max_seq_length), so the
 exported program and every stage's re-export see one shape.

@@ -177,8 +177,8 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
         where = f"stages.{index}.student"
         if folder is None:
             problems.append(f"{where}: a 'layers' student is made from the encoder layers of a Hugging Face folder "
-                            "upload (feature-extraction, sequence- or token-classification); this model is a .pt2 program: "
-                            "choose a 'low_rank', 'zoo' or 'upload' student")
+                            "upload (feature-extraction, sequence- or token-classification); this model is a .pt2 "
+                            "program: choose a 'low_rank', 'zoo' or 'upload' student")
         elif "num_hidden_layers" not in folder or folder["task"] == "causal-lm":
             continue  # recorded before layer counts were (checked when the job starts), or refused as causal-lm
         elif folder["num_hidden_layers"] is None:
