@@ -137,6 +137,18 @@ class Dataset:
             if split.labels is not None:
                 split.labels, split.label_values = split.labels.astype(np.float32), True
 
+    def label_per_position(self) -> None:
+        """Read [N, L] labels as a class index per position of a sequence output ([N, L, C]: a token classifier's
+        tags, -100 where none applies), not as a multi-label or value matrix."""
+        for split in self.splits.values():
+            labels = split.labels
+            if labels is None or labels.ndim != 2:
+                continue
+            if labels.dtype.kind == "f" and not bool((labels == np.round(labels)).all()):
+                raise InvalidUpload(f"split '{split.name}' labels a sequence output [N, L, C] with fractional "
+                                    "numbers; give a class index per position (-100 where none applies)")
+            split.labels, split.label_values = labels.astype(np.int64), False
+
     @property
     def num_classes(self) -> int | None:
         """1 + the largest label of any split, or None when no split is labelled."""

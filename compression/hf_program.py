@@ -12,18 +12,20 @@ exported program and every stage's re-export see one shape.
 
 from __future__ import annotations
 
+import bisect
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from compression.archive.errors import InvalidUpload
-from compression.archive.jsonl import LABEL_ARRAY, TOKEN_LABELS_NOT_READ, TextSplit
+from compression.archive.jsonl import IGNORED_TAG, LABEL_ARRAY, TextSplit
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.io import export_model, save_program
 from compression.llm.text import check_tokenizes
 from compression.sentence_pooling import SentencePooling
-from compression.text_labels import ModelClasses, label_array
+from compression.text_labels import ModelClasses, label_array, word_tags
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 MAX_TOKENS = 512
@@ -153,18 +155,44 @@ def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int,
                      classes: ModelClasses) -> dict[str, np.ndarray]:
     """`<split>.input_ids`, `<split>.attention_mask` (int64, [rows, length]), `<split>.token_type_ids` for
     sentence pairs where the model reads them, and `<split>.y` for labelled splits (class names and multi-label
-    lists made indices and 0/1 matrices for the model's `classes`): the arrays an `.npz` dataset of this model
-    would hold."""
+    lists made indices and 0/1 matrices for the model's `classes`; word tags a class per token, `token_tags`):
+    the arrays an `.npz` dataset of this model would hold."""
     arrays = {}
     names = text_input_names(splits, tokenizer)
     for name, rows in splits.items():
+        if rows.per_word and not getattr(tokenizer, "is_fast", False):
+            raise InvalidUpload("word 'tags' are given to tokens by their character offsets, which only a fast "
+                                "tokenizer reports: include the folder's tokenizer.json (save_pretrained of the "
+                                "fast tokenizer writes it)")
         encoded = _encode(tokenizer, rows, padding="max_length", truncation=True, max_length=length,
-                          return_tensors="np", return_token_type_ids="token_type_ids" in names)
+                          return_tensors="np", return_token_type_ids="token_type_ids" in names,
+                          return_offsets_mapping=rows.per_word)
         for input_name in names:
             arrays[f"{name}.{input_name}"] = encoded[input_name].astype(np.int64)
-        if rows.labels:
+        if rows.per_word:
+            arrays[f"{name}.{LABEL_ARRAY}"] = token_tags(rows.texts, encoded["offset_mapping"],
+                                                         word_tags(name, rows, classes))
+        elif rows.labels:
             arrays[f"{name}.{LABEL_ARRAY}"] = label_array(name, rows, classes)
     return arrays
+
+
+def token_tags(texts: list[str], offsets: np.ndarray, tags: list[list[int]]) -> np.ndarray:
+    """[rows, tokens] class indices: each word's tag (words as `text.split()` cuts them) on the first token that
+    starts in it, IGNORED_TAG on its later sub-tokens, special tokens and padding (which span no characters), as
+    transformers' token-classification recipe labels them. A word the truncation cut off has no token."""
+    labels = np.full(offsets.shape[:2], IGNORED_TAG, np.int64)
+    for row, (text, row_tags) in enumerate(zip(texts, tags)):
+        ends = [match.end() for match in re.finditer(r"\S+", text)]
+        tagged = set()
+        for position, (start, end) in enumerate(offsets[row]):
+            if end <= start:
+                continue
+            word = bisect.bisect_right(ends, int(start))  # the first word ending after the token's start
+            if word < len(ends) and word not in tagged:
+                labels[row, position] = row_tags[word]
+                tagged.add(word)
+    return labels
 
 
 def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], program_path: Path,
@@ -178,8 +206,6 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     tokenizer = AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    if task == "token-classification" and any(rows.labels for rows in splits.values()):
-        raise InvalidUpload(TOKEN_LABELS_NOT_READ)
     model = load_folder_model(folder, task, embedding)
     arrays = tokenized_arrays(splits, tokenizer, token_length(model, splits, tokenizer, embedding),
                               ModelClasses.of_config(model.model.config, task, multi_label))

@@ -10,6 +10,10 @@ with binary cross-entropy on it; any other output is a logit, thresholded at 0 a
 cross-entropy with logits. Accuracy is then the fraction of labels the thresholded output agrees with (per example
 for one output, per element of the matrix for several).
 
+A sequence output's labels ([N, L] for [N, L, C] logits: a token classifier's tags) are a class index per
+position; IGNORED_LABEL (-100, transformers' ignore index) marks positions no label reads (padding, special tokens,
+a word's later sub-tokens), left out of the loss and of accuracy.
+
 Values (a 'regression' output: float labels [N] or [N, K], one per output) are what the model should predict:
 trained with MSE, and scored by the rank correlation of the outputs with them (`LabelScore`).
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from compression.archive.npz import IGNORED_LABEL
 from compression.ranks import column_spearman
 
 # Keeps log() finite on probabilities that saturated at 0 or 1.
@@ -39,7 +44,10 @@ def label_loss(output: torch.Tensor, labels: torch.Tensor, output_kind: str) -> 
     if output_kind == "regression":
         return F.mse_loss(as_value_shape(output, labels), labels.float())
     if not binary_targets(output, labels):
-        return F.cross_entropy(output.reshape(-1, output.shape[-1]), labels.reshape(-1))
+        rows, targets = output.reshape(-1, output.shape[-1]), labels.reshape(-1)
+        if bool((targets == IGNORED_LABEL).all()):  # a batch of padding only: no label to learn (cross_entropy: NaN)
+            return rows.sum() * 0.0
+        return F.cross_entropy(rows, targets, ignore_index=IGNORED_LABEL)
     target = labels.float().reshape(output.shape)
     if output_kind == "sigmoid":
         return probability_bce(output, target)
@@ -54,11 +62,13 @@ def probability_bce(probability: torch.Tensor, target: torch.Tensor) -> torch.Te
 
 
 def correct_labels(output: torch.Tensor, labels: torch.Tensor, output_kind: str) -> tuple[int, int]:
-    """(labels the output agrees with, labels): top-1 against class indices; the output thresholded (0.5 for a
-    'sigmoid' probability, 0 for a logit) against binary targets, element by element."""
+    """(labels the output agrees with, labels): top-1 against class indices (IGNORED_LABEL positions left out); the
+    output thresholded (0.5 for a 'sigmoid' probability, 0 for a logit) against binary targets, element by
+    element."""
     labels = labels.to(output.device)
     if not binary_targets(output, labels):
-        return int((output.argmax(-1) == labels).sum()), labels.numel()
+        read = labels != IGNORED_LABEL
+        return int(((output.argmax(-1) == labels) & read).sum()), int(read.sum())
     threshold = 0.5 if output_kind == "sigmoid" else 0.0
     predicted = output.reshape(labels.shape[0], -1) > threshold
     return int((predicted == (labels.reshape(predicted.shape) > 0.5)).sum()), predicted.numel()

@@ -118,11 +118,16 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     eval_split = dataset.split(evaluation.split)
     example_inputs = eval_split.head(EXAMPLE_BATCH).inputs
     reference = eval_mode(program.module())
-    output_kind = _output_kind(evaluation.output_kind, reference, example_inputs, dataset)
+    with evaluating(reference), torch.no_grad():
+        first_output = output_tensor(reference(*example_inputs))
+    per_position = first_output.dim() >= 3 and evaluation.output_kind != "regression"
+    if per_position:  # [N, L] labels of [N, L, C] logits: a class per position (a token classifier's tags)
+        dataset.label_per_position()
+    output_kind = _output_kind(evaluation.output_kind, reference, first_output, dataset)
     metric = chosen_metric(evaluation.metric, output_kind, eval_split.has_labels)
     evaluation = evaluation.model_copy(update={"output_kind": output_kind, "metric": metric})
     # Independent labels: declared, or 0/1 label matrices (a multi-label Hugging Face classifier's text labels).
-    multi_label = output_kind != "regression" and (evaluation.multi_label or any(
+    multi_label = output_kind != "regression" and (evaluation.multi_label or not per_position and any(
         split.labels is not None and split.labels.ndim == 2 for split in dataset.splits.values()))
     ctx.progress("load", 1, 1)
     # Seconds, not minutes: every stage's preconditions on the real model and two rows, before any evaluation.
@@ -201,15 +206,13 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     return PipelineResult(baseline, outcomes, checked)
 
 
-def _output_kind(declared: str | None, reference: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
-                 dataset: Dataset) -> str:
-    """The declared output kind, else 'regression' for a dataset labelled with values, else the detected kind. A
-    regression job reads every label as a value (ratings 1..5 included)."""
+def _output_kind(declared: str | None, reference: torch.nn.Module, output: torch.Tensor, dataset: Dataset) -> str:
+    """The declared output kind, else 'regression' for a dataset labelled with values, else the kind detected from
+    the reference's `output`. A regression job reads every label as a value (ratings 1..5 included)."""
     if declared is None and dataset.has_label_values:
         declared = "regression"
     if declared is None:
-        with evaluating(reference), torch.no_grad():
-            return detect_output_kind(reference, output_tensor(reference(*example_inputs)))
+        return detect_output_kind(reference, output)
     if declared != "regression" and dataset.has_label_values:
         raise ValueError(f"the dataset's labels are values (floats that are not class indices), which a regression "
                          f"model predicts, but evaluation.output_kind is '{declared}'; set it to 'regression', or "

@@ -63,10 +63,14 @@ class ModelClasses:
     names: list[str] | None
     multi_label: bool
     regression: bool = False
+    per_token: bool = False  # a token classifier's: a class per token, labelled by word tags
 
     @classmethod
     def of_config(cls, config, task: str, multi_label: bool = False) -> "ModelClasses":
         """A loaded transformers config's classes; `multi_label`: the job declares the outputs independent."""
+        if task == "token-classification":
+            return cls(config.num_labels, ordered_label_names(config.id2label, config.num_labels), False,
+                       per_token=True)
         if task != "sequence-classification":
             return cls(None, None, multi_label)
         count = config.num_labels
@@ -83,10 +87,15 @@ class ModelClasses:
 
 def label_problems(where: str, names: list[str], multi_label: bool, index_range: list[int] | None,
                    classes: ModelClasses, flag_width: int | None = None, rows: int = 0,
-                   values: bool = False) -> list[str]:
+                   values: bool = False, per_word: bool = False) -> list[str]:
     """Why labels of this form (class `names` used, lists or not, the range of the indices, the length of 0/1 flag
-    vectors, regression `values`) do not fit `classes`; the check the API makes from a dataset's manifest and the
-    worker from its rows. `names` are not checked where the model's class names are not known."""
+    vectors, regression `values`, word tags) do not fit `classes`; the check the API makes from a dataset's
+    manifest and the worker from its rows. `names` are not checked where the model's class names are not known."""
+    if per_word != classes.per_token:
+        return [f"{where} gives 'tags' (a class per word), which label a token classifier's words; this model is "
+                "not one (task token-classification): give a 'label' per row" if per_word else
+                f"{where} gives each row a 'label', but the model is a token classifier: give each row 'tags', one "
+                "class per word of its text (index or name; -100 for a word no tag reads)"]
     if values or classes.regression:
         return _value_problems(where, names, multi_label, classes, values)
     if classes.count is None:
@@ -140,6 +149,19 @@ def _value_problems(where: str, names: list[str], multi_label: bool, classes: Mo
     return []
 
 
+def word_tags(split: str, rows: TextSplit, classes: ModelClasses) -> list[list[int]]:
+    """Each row's word tags as class indices (names mapped with the model's; IGNORED_TAG kept), refused with what
+    to change when they do not fit the token classifier's classes."""
+    indices = rows.class_indices()
+    problems = label_problems(f"split '{split}'", sorted(rows.names), False,
+                              [min(indices), max(indices)] if indices else None, classes, rows=len(rows.labels),
+                              per_word=rows.per_word)
+    if problems:
+        raise InvalidUpload("; ".join(problems))
+    mapping = name_indices(rows.names, classes.names)[0] if rows.names else {}
+    return [[mapping[tag] if isinstance(tag, str) else tag for tag in tags] for tags in rows.labels]
+
+
 def label_array(split: str, rows: TextSplit, classes: ModelClasses) -> np.ndarray:
     """The split's labels: int64 class indices [N], for lists (multi-label) a float32 0/1 matrix [N, classes], or
     a regression head's values float32 [N]. Names are mapped with the model's; labels that do not fit it are
@@ -147,7 +169,7 @@ def label_array(split: str, rows: TextSplit, classes: ModelClasses) -> np.ndarra
     indices = rows.class_indices()
     problems = label_problems(f"split '{split}'", sorted(rows.names), rows.multi_label,
                               [min(indices), max(indices)] if indices else None, classes, rows.flag_width,
-                              len(rows.labels), rows.values)
+                              len(rows.labels), rows.values, rows.per_word)
     if problems:
         raise InvalidUpload("; ".join(problems))
     if rows.values or classes.regression:

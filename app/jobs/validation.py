@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from compression.archive.jsonl import PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM, TOKEN_LABELS_NOT_READ
-from compression.archive.npz import is_multi_hot
+from compression.archive.jsonl import PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
+from compression.archive.npz import IGNORED_LABEL, is_multi_hot
 from compression.inspect import (
     LABEL_ARRAY,
     DatasetManifest,
@@ -293,6 +293,8 @@ def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignatu
     low, high = manifest.label_range[split]
     labels = manifest.splits[split].get(LABEL_ARRAY, {})
     label_shape = labels.get("shape", [])
+    if len(output.shape) == 3 and len(label_shape) == 2 and spec.evaluation.output_kind != "regression":
+        return _check_position_labels(split, label_shape, low, high, output)
     if labels.get("values") or spec.evaluation.output_kind == "regression":
         return _check_label_values(split, label_shape, bool(labels.get("values")), output, spec)
     if is_multi_hot(label_shape):
@@ -310,6 +312,20 @@ def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignatu
     if low < 0 or high >= classes:
         return [f"labels in '{split}.y' range over [{low}, {high}] but the model has {classes} outputs "
                 f"(classes 0..{classes - 1})"]
+    return []
+
+
+def _check_position_labels(split: str, label_shape: list[int], low: float, high: float, output) -> list[str]:
+    """[N, L] labels of a sequence output [batch, L, C] (a token classifier's): a class index 0..C-1 per position,
+    or -100 (transformers' ignore index) where none applies."""
+    positions, classes = output.shape[1], output.shape[2]
+    if positions is not None and positions != label_shape[1]:
+        return [f"'{split}.y' labels {label_shape[1]} positions per example but the model output "
+                f"{output.describe()} has {positions}; give one class index per position"]
+    if (low < 0 and low != IGNORED_LABEL) or (classes is not None and high >= classes):
+        return [f"'{split}.y' ranges over [{low}, {high}] but the model gives {classes} classes per position: "
+                f"labels are class indices 0..{'C' if classes is None else classes - 1}, or {IGNORED_LABEL} where "
+                "no label applies"]
     return []
 
 
@@ -335,15 +351,21 @@ def _check_label_values(split: str, label_shape: list[int], values: bool, output
 
 def _check_text_labels(split: str, manifest: DatasetManifest, signature: ModelSignature, spec: JobCreate,
                        folder: dict) -> list[str]:
-    """A .jsonl's labels (class indices, class names or multi-label lists: compression.text_labels) against the
-    folder's classes. A folder recorded before its classes were has its names and lists checked by the worker."""
-    if folder.get("task") == "token-classification":
-        return [f"split '{split}': {TOKEN_LABELS_NOT_READ}"]
+    """A .jsonl's labels (class indices, class names, multi-label lists, values or word tags:
+    compression.text_labels) against the folder's classes. A folder recorded before its classes were has its names
+    and lists checked by the worker."""
     labels = manifest.splits[split][LABEL_ARRAY]
     names, multi_label = labels.get("names", []), bool(labels.get("multi_label"))
-    values = bool(labels.get("values"))
+    values, per_word = bool(labels.get("values")), bool(labels.get("per_word"))
     recorded = folder.get("classes")
     regression = bool((recorded or {}).get("regression"))
+    if folder.get("task") == "token-classification" or per_word:
+        output = signature.outputs[0].shape
+        classes = ModelClasses(output[-1], (recorded or {}).get("names"), False,
+                               per_token=folder.get("task") == "token-classification")
+        return label_problems(f"split '{split}' of the .jsonl", names, multi_label,
+                              manifest.label_range.get(split), classes, rows=labels["shape"][0], values=values,
+                              per_word=per_word)
     if not names and not multi_label and not values and not regression:
         return _check_labels(split, manifest, signature, spec) if split in manifest.label_range else []
     if folder.get("task") != "sequence-classification":

@@ -119,7 +119,10 @@ class HFFolder:
                        "multi_label": config.get("problem_type") == MULTI_LABEL_PROBLEM,
                        "regression": config.get("problem_type") == REGRESSION_PROBLEM}
         elif self.task == "token-classification":  # a class per token (an NER tagger's B-PER, I-PER, O, ...)
-            output = {"name": "logits", "shape": [None, None, class_count(config)], "dtype": "float32"}
+            labels = class_count(config)
+            output = {"name": "logits", "shape": [None, None, labels], "dtype": "float32"}
+            classes = {"names": ordered_label_names(config.get("id2label"), labels), "multi_label": False,
+                       "regression": False}
         elif self.sentence_embedding is not None:  # the default; a job may ask for the token vectors instead
             output = {"name": "sentence_embedding", "shape": [None, _hidden_size(config)], "dtype": "float32"}
         else:

@@ -9,7 +9,10 @@ model's config.json (`compression.text_labels`), or a list of them (possibly emp
 text, for a multi-label classifier, or a vector of 0/1 flags, one per class (told apart by a repeated value, as any
 vector over three or more classes has). A file uses one form: indices or names, single labels or lists. `text_pair`
 (optional: in the whole file, every row or none) is the second text of a sentence pair, for cross-encoders and NLI
-classifiers, which the tokenizer joins to `text` with its separator (and, for BERT-style models, segment ids). Lines
+classifiers, which the tokenizer joins to `text` with its separator (and, for BERT-style models, segment ids).
+`tags` (optional, instead of `label`: in a split, every row or none) labels the words of `text` (as `text.split()`
+cuts them) for a token classifier, one class per word (index or name; -100 for a word no tag reads), as NER
+datasets do (`" ".join(tokens)` and `ner_tags`); the worker gives each word's tag to its first token. Lines
 are read one at a time, each capped at `max_metadata_bytes` and parsed under the JSON depth cap; the file as a whole
 is capped by the upload size. Nothing else is allowed in a row, so a typo (`"lable"`) is refused rather than
 ignored.
@@ -33,14 +36,10 @@ PAIR_INPUT = "text_pair"
 # Checked at submission (app.jobs.validation) and again by the worker (compression.llm.pipeline).
 PAIRS_NOT_FOR_CAUSAL_LM = ("a causal-lm job reads running text: its .jsonl rows take no 'text_pair' (sentence pairs "
                            "are for encoders and classifiers)")
-# Checked at submission (app.jobs.validation) and again by the worker (compression.hf_program).
-TOKEN_LABELS_NOT_READ = ("a token-classification job reads no 'label': a row's label is one class for its whole "
-                         "text, and per-token tags are not read yet; drop 'label' from the rows, and the job "
-                         "measures the compressed model's fidelity to the upload token by token (top-1 agreement "
-                         "and KL over the real tokens)")
 LABEL_ARRAY = "y"  # the name labels have in a manifest, as in an .npz
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
-_ROW_KEYS = {"split", "text", "text_pair", "label"}
+_ROW_KEYS = {"split", "text", "text_pair", "label", "tags"}
+IGNORED_TAG = -100  # a word no tag reads (transformers' ignore index)
 MAX_NAME_CHARS = 200  # a class name; config.json's id2label names are short
 MAX_LABEL_NAMES = 10_000  # distinct class names in a file, kept in the manifest for the submission check
 MAX_LABELS_PER_ROW = 1_000  # entries of one multi-label row
@@ -60,11 +59,12 @@ class TextSplit:
     multi_label: bool = False  # each label is a list of the classes that apply
     flag_width: int | None = None  # the lists were 0/1 flags, one per class, of this length (made index lists)
     values: bool = False  # a label is a number that is no class index (3.8): the labels are regression values
+    per_word: bool = False  # each label is the list of its text's word tags (`tags`), for a token classifier
 
     def class_indices(self) -> list[int]:
         """Every class index its labels give, row after row (the entries of each list, for multi-label rows)."""
-        return [entry for label in self.labels for entry in (label if self.multi_label else [label])
-                if isinstance(entry, int) and not self.values]
+        return [entry for label in self.labels for entry in (label if self.multi_label or self.per_word else [label])
+                if isinstance(entry, int) and not self.values and entry != IGNORED_TAG]
 
     def value_range(self) -> list[float] | None:
         """[min, max] of the labels as values (the numbers of a regression split), or None for other labels."""
@@ -74,16 +74,28 @@ class TextSplit:
 
 @dataclass
 class LabelForm:
-    """The one form of a file's labels, fixed by its first label: class indices or class names, one per row or
-    lists (multi-label)."""
+    """The one form of a file's labels, fixed by its first label: class indices or class names, one per row, lists
+    (multi-label) or word tags (`tags`)."""
 
     multi_label: bool | None = None
     by_name: bool | None = None  # None until a label (or list entry) is seen
     # A list that repeats a 0/1 value is a vector of flags, one per class ([0, 1, 1]), not of class indices; as
     # every such vector over three or more classes repeats one, one such row makes the file's lists flag vectors.
     flags: bool = False
+    tagged: bool = False  # the rows give word tags (`tags`), not labels
+
+    def check_tags(self, tags: list, number: int) -> None:
+        """A row's word tags: the file tags words throughout, by class index or by name."""
+        if self.multi_label is not None and not self.tagged:
+            raise InvalidUpload(f"line {number}: 'tags' where the rows before have a 'label'; a file labels whole "
+                                "texts ('label') or the words of a token classifier's texts ('tags'), not both")
+        self.multi_label, self.tagged = False, True
+        self._check_form(tags, number)
 
     def check(self, label, number: int) -> None:
+        if self.tagged:
+            raise InvalidUpload(f"line {number}: a 'label' where the rows before have 'tags'; a file labels whole "
+                                "texts ('label') or the words of a token classifier's texts ('tags'), not both")
         is_list = isinstance(label, list)
         if is_list and len(set(label)) < len(label) and set(label) <= {0, 1}:
             self.flags = True
@@ -93,7 +105,12 @@ class LabelForm:
             raise InvalidUpload(f"line {number}: a {'list' if is_list else 'single'} 'label' where the labels "
                                 f"before are {'lists' if self.multi_label else 'single classes'}; a file gives "
                                 "every row one class, or every row a list of the classes that apply (multi-label)")
-        for entry in label if is_list else [label]:
+        self._check_form(label if is_list else [label], number)
+
+    def _check_form(self, entries: list, number: int) -> None:
+        for entry in entries:
+            if entry == IGNORED_TAG:  # a word no tag reads, in files of names and of indices alike
+                continue
             by_name = isinstance(entry, str)
             if self.by_name is None:
                 self.by_name = by_name
@@ -150,13 +167,20 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
             raise InvalidUpload(f"line {number}: {'no' if paired else 'a'} 'text_pair' where the rows before "
                                 f"{'have one' if paired else 'have none'}; give every row of the file a "
                                 "'text_pair' (sentence pairs) or none")
-        has_label = label is not None
-        if has_label:
+        tags = row.get("tags")
+        if tags is not None and (label is not None or pair is not None):
+            raise InvalidUpload(f"line {number}: 'tags' label the words of a token classifier's text, so a row with "
+                                "them has no 'label' (one class for the whole text) and no 'text_pair'")
+        has_label = label is not None or tags is not None
+        if label is not None:
             label = _row_label(label, number)
             form.check(label, number)
+        elif tags is not None:
+            label = _row_tags(tags, text, number)
+            form.check_tags(label, number)
         if labelled.setdefault(split, has_label) != has_label:
-            raise InvalidUpload(f"line {number}: split '{split}' mixes rows with and without 'label'; label every "
-                                "row of a split or none")
+            raise InvalidUpload(f"line {number}: split '{split}' mixes rows with and without 'label' or 'tags'; "
+                                "label every row of a split or none")
         rows = splits.setdefault(split, TextSplit())
         rows.rows += 1
         rows.characters += len(text) + len(pair or "")
@@ -168,8 +192,10 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
         if has_label:
             rows.labels.append(label)
             rows.values = rows.values or isinstance(label, float)
-            rows.multi_label = isinstance(label, list)
-            rows.names.update(entry for entry in (label if rows.multi_label else [label]) if isinstance(entry, str))
+            rows.per_word = tags is not None
+            rows.multi_label = isinstance(label, list) and not rows.per_word
+            rows.names.update(entry for entry in (label if isinstance(label, list) else [label])
+                              if isinstance(entry, str))
             if len(rows.names) > MAX_LABEL_NAMES:
                 raise InvalidUpload(f"line {number}: split '{split}' names more than {MAX_LABEL_NAMES} classes; "
                                     "use class indices")
@@ -213,6 +239,17 @@ def _row_label(label, number: int) -> int | str | list:
     return _class(label, number, in_list=False)
 
 
+def _row_tags(tags, text: str, number: int) -> list[int | str]:
+    """A row's word tags: a list with one class (index, name, or IGNORED_TAG) per word of `text`."""
+    words = len(text.split())
+    if not isinstance(tags, list) or len(tags) != words:
+        got = f"{len(tags)} tags" if isinstance(tags, list) else json.dumps(tags)[:40]
+        raise InvalidUpload(f"line {number}: 'tags' must be a list with one class per word of 'text' ({words} "
+                            f"words, as text.split() cuts them); got {got}")
+    return [IGNORED_TAG if tag == IGNORED_TAG and not isinstance(tag, bool) else _class(tag, number, in_list=True)
+            for tag in tags]
+
+
 def _class(value, number: int, in_list: bool) -> int | float | str:
     """One class: an integer index >= 0 (a whole-number float such as 2.0 written by a float column is that index;
     false and true are classes 0 and 1, as booleans are in an .npz) or a class name; or a number that is no index
@@ -238,8 +275,9 @@ def _class(value, number: int, in_list: bool) -> int | float | str:
 def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict[str, list[int]]]:
     """The manifest of a text dataset in the shape an `.npz` manifest has: per split, `text` (and `y`) with the
     number of rows as the shape. Labels by name are `y` of dtype "str" with the sorted class `names` (the
-    submission checks them against the model's); `multi_label` marks lists; `values` (dtype "float32") regression
-    values. `label_range` spans the class indices (of every list, for multi-label rows), or the values."""
+    submission checks them against the model's); `multi_label` marks lists; `per_word` word tags; `values` (dtype
+    "float32") regression values. `label_range` spans the class indices (of every list, for multi-label rows, and
+    of every tag but -100), or the values."""
     described, label_range = {}, {}
     for name, rows in splits.items():
         arrays = {TEXT_INPUT: {"shape": [rows.rows], "dtype": "str", "characters": rows.characters}}
@@ -256,6 +294,8 @@ def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict
                 labels["names"] = sorted(rows.names)
             if rows.multi_label:
                 labels["multi_label"] = True
+            if rows.per_word:
+                labels["per_word"] = True
             if rows.flag_width is not None:
                 labels["flag_width"] = rows.flag_width
             arrays[LABEL_ARRAY] = labels

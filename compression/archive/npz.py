@@ -22,6 +22,8 @@ from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.zipread import CHUNK_BYTES, BoundedZip, MemberReader, NotAZip
 
 LABEL_ARRAY = "y"
+# A position no label reads in the [N, L] labels of a sequence output (transformers' ignore index).
+IGNORED_LABEL = -100
 _MAX_HEADER_BYTES = 10_000  # numpy's own default cap on a header it will parse
 
 

@@ -68,3 +68,21 @@ def test_values_label_a_regression_model_that_the_job_declares():
     with pytest.raises(InvalidInput, match="'label_spearman' .* set evaluation.output_kind to 'regression'"):
         validate_job(_job(evaluation={"metric": "label_spearman"}), _signature(1), _manifest([0, 1]))
     validate_job(_job(evaluation=regression | {"metric": "score_spearman"}), _signature(3), _values_manifest(3))
+
+
+def test_a_class_per_position_labels_a_sequence_output():
+    signature = ModelSignature([TensorSpec("x", [None, 6], "int64")], [TensorSpec("out", [None, 6, 4], "float32")], 1)
+
+    def manifest(low: int, high: int, positions: int = 6) -> DatasetManifest:
+        arrays = {"x": {"shape": [3, 6], "dtype": "int64"}, "y": {"shape": [3, positions], "dtype": "int64"}}
+        return DatasetManifest({split: dict(arrays) for split in ("train", "val")},
+                               {split: [low, high] for split in ("train", "val")})
+
+    validate_job(_job(), signature, manifest(-100, 3))
+    with pytest.raises(InvalidInput, match=r"ranges over \[0, 4\] but the model gives 4 classes per position: .* "
+                                           r"0..3, or -100"):
+        validate_job(_job(), signature, manifest(0, 4))
+    with pytest.raises(InvalidInput, match="ranges over"):
+        validate_job(_job(), signature, manifest(-1, 3))
+    with pytest.raises(InvalidInput, match="labels 5 positions per example but the model output .* has 6"):
+        validate_job(_job(), signature, manifest(0, 3, positions=5))

@@ -273,15 +273,32 @@ def test_values_are_checked_against_a_regression_head_or_a_classifier(api, auth,
         assert status == 422 and expected in text, text
 
 
-def test_a_token_classifier_keeps_its_task_and_refuses_labels_at_submission(api, auth, tmp_path):
-    folder = bert_folder(tmp_path / "ner", 3, per_token=True, id2label={0: "O", 1: "B-PER", 2: "I-PER"})
+def test_a_token_classifier_keeps_its_task_and_takes_word_tags(api, auth, tmp_path):
+    tags = {0: "O", 1: "B-PER", 2: "I-PER"}
+    folder = bert_folder(tmp_path / "ner", 3, per_token=True, id2label=tags)
     model = _upload(api, auth, "models", "ner.zip", zip_bytes(folder))
     assert model.status_code == 201, model.text
     assert model.json()["task"] == "token-classification"
     assert model.json()["signature"]["outputs"][0]["shape"] == [None, None, 3]
-    datasets = {labelled: _upload(api, auth, "datasets", f"{labelled}.jsonl", jsonl_bytes(
-        {"train": CORPUS[:4], "val": CORPUS[4:8]}, {"train": [0, 1, 2, 0], "val": [0, 1, 2, 0]} if labelled else None
-    )).json() for labelled in (True, False)}
-    assert _job(api, auth, model.json(), datasets[False], [{"method": "ptq"}])[0] == 201
-    status, text = _job(api, auth, model.json(), datasets[True], [{"method": "ptq"}])
-    assert status == 422 and "a token-classification job reads no 'label'" in text, text
+    classifier = _upload(api, auth, "models", "classifier.zip", zip_bytes(bert_folder(tmp_path / "classifier", 3)))
+
+    def dataset(name: str, tag=None, label=None) -> dict:
+        rows = [{"split": split, "text": text} | ({"tags": [tag(i) for i in range(len(text.split()))]} if tag else {})
+                | ({"label": label} if label is not None else {})
+                for split, texts in (("train", CORPUS[:4]), ("val", CORPUS[4:8])) for text in texts]
+        response = _upload(api, auth, "datasets", f"{name}.jsonl", "\n".join(json.dumps(r) for r in rows).encode())
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    tagged = dataset("tagged", lambda i: ["O", "B-PER", "i-per"][i % 3])
+    assert tagged["manifest"]["splits"]["val"]["y"]["per_word"] is True
+    assert _job(api, auth, model.json(), dataset("unlabelled"), [{"method": "ptq"}])[0] == 201
+    assert _job(api, auth, model.json(), tagged, [{"method": "ptq"}])[0] == 201
+    for model_json, data, expected in [
+        (model.json(), dataset("labelled", label=1), "the model is a token classifier: give each row 'tags'"),
+        (model.json(), dataset("unknown", lambda i: "B-ORG"), "names classes the model does not have: 'B-ORG'"),
+        (model.json(), dataset("past", lambda i: i), "has class indices over [0, 7] but the model has 3 classes"),
+        (classifier.json(), tagged, "gives 'tags' (a class per word), which label a token classifier's words"),
+    ]:
+        status, text = _job(api, auth, model_json, data, [{"method": "ptq"}])
+        assert status == 422 and expected in text, text
