@@ -10,7 +10,7 @@ it with the stage's model: the relative difference, or why none was written; for
 perplexity, computed on the folder loaded back with transformers, against the upload's).
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep [--types bert,llama] [--methods ptq,kd]
-        [--dtype bfloat16] [--json sweep.json]
+        [--tasks token-classification] [--dtype bfloat16] [--json sweep.json]
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3",
             "helium", "glm", "smollm3", "exaone4", "persimmon", "nemotron", "arcee", "ministral")
 # Sequence-classification heads: a few encoders and decoders (a decoder classifies from its last real token).
 CLASSIFIERS = ("bert", "roberta", "deberta-v2", "modernbert", "llama", "qwen2", "gpt2")
+# Token-classification heads (NER taggers), trained on word tags (`tags` in the .jsonl).
+TAGGERS = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "xlm-roberta", "modernbert", "llama", "qwen2",
+           "gpt2")
 FEW_STEPS = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
 ENCODER_METHODS = {
     "ptq": PTQSpec(calibration_samples=16),
@@ -142,13 +145,20 @@ def save_readable_tokenizer(folder: Path) -> None:
 
 
 def tiny_model(model_type: str, task: str, seed: int = 0):
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
 
     config = AutoConfig.for_model(model_type, **COMMON, **SPECIFIC.get(model_type, {}))
-    if task == "sequence-classification":
+    if task in ("sequence-classification", "token-classification"):
         config.num_labels = 3
     auto = {"feature-extraction": AutoModel, "causal-lm": AutoModelForCausalLM,
-            "sequence-classification": AutoModelForSequenceClassification}[task]
+            "sequence-classification": AutoModelForSequenceClassification,
+            "token-classification": AutoModelForTokenClassification}[task]
     torch.manual_seed(seed)
     return auto.from_config(config).eval()
 
@@ -165,15 +175,18 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
     return archive
 
 
-def text_dataset(directory: Path, labels: bool) -> Path:
+def text_dataset(directory: Path, task: str) -> Path:
+    """Rows of WORDS: a class per row for a sequence classifier, a tag per word for a token classifier."""
     generator = torch.Generator().manual_seed(0)
     lines = []
     for split, rows in (("train", 48), ("val", 16)):
         for row in range(rows):
             count = int(torch.randint(4, 12, (1,), generator=generator))
             text = " ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (count,), generator=generator))
-            lines.append(json.dumps({"split": split, "text": text} | ({"label": row % 3} if labels else {})))
-    path = directory / ("labelled.jsonl" if labels else "text.jsonl")
+            labels = {"sequence-classification": {"label": row % 3},
+                      "token-classification": {"tags": [(row + word) % 3 for word in range(count)]}}.get(task, {})
+            lines.append(json.dumps({"split": split, "text": text} | labels))
+    path = directory / f"{task}.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -199,7 +212,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
     try:
         archive = folder_zip(model_type, task, directory, dtype)
         read_hf_folder(archive, task=task)
-        dataset = text_dataset(directory, labels=task == "sequence-classification")
+        dataset = text_dataset(directory, task)
         result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(latency=False), RunContext(),
                                      directory / f"{model_type}-{task}-{method}")
         row |= {"ok": True, "folder": folder_outcome(task, result)}
@@ -209,7 +222,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
     return row
 
 
-def cases(types: list[str] | None, methods: list[str] | None):
+def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[str] | None = None):
     shipped = model_types_by_task()
     for model_type in types or ENCODERS + DECODERS:
         tasks = []
@@ -217,9 +230,13 @@ def cases(types: list[str] | None, methods: list[str] | None):
             tasks.append("feature-extraction")
         if model_type in CLASSIFIERS:
             tasks.append("sequence-classification")
+        if model_type in TAGGERS:
+            tasks.append("token-classification")
         if model_type in DECODERS:
             tasks.append("causal-lm")
         for task in tasks:
+            if only_tasks and task not in only_tasks:
+                continue
             if model_type not in shipped[task]:
                 yield {"model_type": model_type, "task": task, "method": "-", "ok": None,
                        "error": "not shipped by the installed transformers", "seconds": 0}
@@ -234,6 +251,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--types", help="comma-separated model_types (default: the whole list)")
     parser.add_argument("--methods", help=f"comma-separated of {list(ENCODER_METHODS) + list(LLM_METHODS)}")
+    parser.add_argument("--tasks", help="comma-separated tasks (default: every task of each model_type)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="the dtype the folders' weights are saved in (most Hub checkpoints: bfloat16)")
@@ -244,7 +262,7 @@ def main() -> None:
     print(f"weights saved as {args.dtype}; load average at start: {os.getloadavg()[0]:.2f}\n")
     print("| model_type | task | method | result | s | HF folder |\n|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for index, case in enumerate(cases(types, methods)):
+        for index, case in enumerate(cases(types, methods, args.tasks.split(",") if args.tasks else None)):
             row = case if isinstance(case, dict) else run_case(*case, Path(tmp) / str(index), args.dtype)
             rows.append(row)
             result = "ok" if row["ok"] else ("skipped" if row["ok"] is None else f"ERROR {row['error']}")
