@@ -131,7 +131,12 @@ def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     """Distillation stages: the student is built (its output shape checked against the teacher's on the rows)
     and one loss is computed, as the first training step would."""
     from compression.distill.features import capture_features, projection_for
-    from compression.distill.losses import check_label_mix, distillation_loss, feature_loss, output_loss_name
+    from compression.distill.losses import (
+        check_label_mix,
+        distillation_loss,
+        feature_loss,
+        output_loss_name,
+    )
     from compression.output_kind import task_output_kind
     from compression.students import teacher_and_student
 
@@ -164,7 +169,11 @@ def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
 def _check_quantized_training(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     """quantized_distillation, differentiable_quantization: the weights to quantize (and `skip`) are found, the
     quantizers attach to a copy, and the copy runs and gives one finite loss against the upload."""
-    from compression.distill.losses import distillation_loss
+    from compression.distill.losses import (
+        check_label_mix,
+        distillation_loss,
+        output_loss_name,
+    )
     from compression.distill.weight_quant import (
         AttachedQuantizers,
         CodebookWeightQuantizer,
@@ -172,6 +181,7 @@ def _check_quantized_training(spec, model: nn.Module, task: Task, ctx: RunContex
         bucketed_format,
         quantizable_weights,
     )
+    from compression.output_kind import task_output_kind
 
     if spec.alpha > 0 and not task.dataset.split(task.train_split).has_labels:
         raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
@@ -184,13 +194,18 @@ def _check_quantized_training(spec, model: nn.Module, task: Task, ctx: RunContex
             bucketed_format(spec.bits, spec.bucket_size, weight), spec.stochastic_rounding))
     else:
         AttachedQuantizers(student, names, lambda weight: CodebookWeightQuantizer(weight, spec.bits))
+    kind = task_output_kind(task.output_kind, task.reference, task.example_inputs)
+    loss = output_loss_name(kind, task.multi_label)
+    check_label_mix(spec.alpha, loss, kind)
     batch = next(task.dataset.split(task.train_split).batches(DRY_ROWS))
     with evaluating(student), torch.no_grad():
         value = distillation_loss(output_tensor(student(*batch.inputs)), output_tensor(task.reference(
-            *batch.inputs)), batch.labels, temperature=spec.temperature, alpha=spec.alpha)
+            *batch.inputs)), batch.labels, temperature=spec.temperature, alpha=spec.alpha, loss=loss,
+            output_kind=kind)
     if not torch.isfinite(value):
         raise ValueError(f"the loss of the quantized model is {float(value)} on the first rows")
-    return {"checked": "weight quantizers attached to a copy, one loss computed", "weights": len(names)}
+    return {"checked": "weight quantizers attached to a copy, one loss computed", "weights": len(names),
+            "loss": loss}
 
 
 CHECKS = {"ptq": _check_ptq, "quantized_distillation": _check_quantized_training,

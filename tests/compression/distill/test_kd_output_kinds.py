@@ -152,3 +152,24 @@ def test_a_multi_label_models_logits_are_distilled_label_by_label(tmp_path):
     assert output_loss_name("logits", multi_label=True) == "bce_logits"
     assert output_loss_name("logits", multi_label=False) == "kl" == output_loss_name("logits", False)
     assert output_loss_name("sigmoid", multi_label=True) == "bce"
+
+
+@pytest.mark.parametrize("method", ["quantized_distillation", "differentiable_quantization"])
+def test_quantized_training_distils_with_the_loss_of_the_output_kind(tmp_path, method):
+    """Before, both used the class-logit KL whatever the output: a softmax over an embedding's dimensions."""
+    from compression.distill.quantized import apply_differentiable_quantization, apply_quantized_distillation
+    from compression.specs.distill import DifferentiableQuantizationSpec, QuantizedDistillationSpec
+
+    torch.manual_seed(0)
+    teacher, (ids, mask) = MeanPooledEncoder().eval(), encoder_inputs(96)
+    task = _task(tmp_path, teacher, {"train.input_ids": ids[:64].numpy(), "train.attention_mask": mask[:64].numpy(),
+                                     "val.input_ids": ids[64:].numpy(), "val.attention_mask": mask[64:].numpy()},
+                 ["input_ids", "attention_mask"])
+    training = {"steps": 2, "batch_size": 16}
+    if method == "quantized_distillation":
+        result = apply_quantized_distillation(QuantizedDistillationSpec(bits=4, training=training), teacher, task,
+                                              RunContext())
+    else:
+        result = apply_differentiable_quantization(DifferentiableQuantizationSpec(bits=4, training=training),
+                                                   teacher, task, RunContext())
+    assert (result.metrics["output_kind"], result.metrics["loss"]) == ("embeddings", "cosine")
