@@ -175,18 +175,22 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
     return archive
 
 
-def text_dataset(directory: Path, task: str) -> Path:
-    """Rows of WORDS: a class per row for a sequence classifier, a tag per word for a token classifier."""
+def text_dataset(directory: Path, labels: bool = False, tags: bool = False) -> Path:
+    """Rows of WORDS: with `labels` a class per row (a sequence classifier's), with `tags` a class per word (a
+    token classifier's)."""
     generator = torch.Generator().manual_seed(0)
     lines = []
     for split, rows in (("train", 48), ("val", 16)):
         for row in range(rows):
             count = int(torch.randint(4, 12, (1,), generator=generator))
             text = " ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (count,), generator=generator))
-            labels = {"sequence-classification": {"label": row % 3},
-                      "token-classification": {"tags": [(row + word) % 3 for word in range(count)]}}.get(task, {})
-            lines.append(json.dumps({"split": split, "text": text} | labels))
-    path = directory / f"{task}.jsonl"
+            line = {"split": split, "text": text}
+            if labels:
+                line["label"] = row % 3
+            elif tags:
+                line["tags"] = [(row + word) % 3 for word in range(count)]
+            lines.append(json.dumps(line))
+    path = directory / ("labelled.jsonl" if labels else "tagged.jsonl" if tags else "text.jsonl")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -212,7 +216,8 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
     try:
         archive = folder_zip(model_type, task, directory, dtype)
         read_hf_folder(archive, task=task)
-        dataset = text_dataset(directory, task)
+        dataset = text_dataset(directory, labels=task == "sequence-classification",
+                               tags=task == "token-classification")
         result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(latency=False), RunContext(),
                                      directory / f"{model_type}-{task}-{method}")
         row |= {"ok": True, "folder": folder_outcome(task, result)}

@@ -378,6 +378,9 @@ def _check_text_labels(split: str, manifest: DatasetManifest, signature: ModelSi
     if (values or regression) and spec.evaluation.output_kind not in (None, "regression"):
         return [f"split '{split}' of the .jsonl labels a regression head with values, but evaluation.output_kind is "
                 f"'{spec.evaluation.output_kind}'; leave it unset or set it to 'regression'"]
+    if (values or regression) and spec.evaluation.metric == "accuracy":
+        return [f"split '{split}' of the .jsonl labels a regression head with values, which accuracy does not "
+                "count; use evaluation.metric 'label_spearman' (their rank correlation with the outputs)"]
     return label_problems(f"split '{split}' of the .jsonl", names, multi_label,
                           None if values else manifest.label_range.get(split), classes, labels.get("flag_width"),
                           labels["shape"][0], values)

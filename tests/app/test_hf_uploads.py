@@ -268,6 +268,7 @@ def test_values_are_checked_against_a_regression_head_or_a_classifier(api, auth,
                                              "is a classifier with 3 classes"),
         (regression, datasets["names"], {}, "gives class names, but the model is a regression head"),
         (regression, datasets["scores"], {"output_kind": "logits"}, "leave it unset or set it to 'regression'"),
+        (regression, datasets["ratings"], {"metric": "accuracy"}, "use evaluation.metric 'label_spearman'"),
     ]:
         status, text = _job(api, auth, model, dataset, [{"method": "ptq"}], evaluation)
         assert status == 422 and expected in text, text
