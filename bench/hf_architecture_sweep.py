@@ -50,6 +50,9 @@ CLASSIFIERS = ("bert", "roberta", "deberta-v2", "modernbert", "llama", "qwen2", 
 # Token-classification heads (NER taggers), trained on word tags (`tags` in the .jsonl).
 TAGGERS = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "xlm-roberta", "modernbert", "llama", "qwen2",
            "gpt2")
+# Extractive question-answering heads (SQuAD readers), run on question/context pairs.
+READERS = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "xlm-roberta", "modernbert", "albert", "llama",
+           "qwen2")
 FEW_STEPS = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
 ENCODER_METHODS = {
     "ptq": PTQSpec(calibration_samples=16),
@@ -149,6 +152,7 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
         AutoConfig,
         AutoModel,
         AutoModelForCausalLM,
+        AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
     )
@@ -158,7 +162,8 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
         config.num_labels = 3
     auto = {"feature-extraction": AutoModel, "causal-lm": AutoModelForCausalLM,
             "sequence-classification": AutoModelForSequenceClassification,
-            "token-classification": AutoModelForTokenClassification}[task]
+            "token-classification": AutoModelForTokenClassification,
+            "question-answering": AutoModelForQuestionAnswering}[task]
     torch.manual_seed(seed)
     return auto.from_config(config).eval()
 
@@ -175,9 +180,9 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
     return archive
 
 
-def text_dataset(directory: Path, labels: bool = False, tags: bool = False) -> Path:
+def text_dataset(directory: Path, labels: bool = False, tags: bool = False, pairs: bool = False) -> Path:
     """Rows of WORDS: with `labels` a class per row (a sequence classifier's), with `tags` a class per word (a
-    token classifier's)."""
+    token classifier's), with `pairs` a question and a context (a reader's)."""
     generator = torch.Generator().manual_seed(0)
     lines = []
     for split, rows in (("train", 48), ("val", 16)):
@@ -185,12 +190,15 @@ def text_dataset(directory: Path, labels: bool = False, tags: bool = False) -> P
             count = int(torch.randint(4, 12, (1,), generator=generator))
             text = " ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (count,), generator=generator))
             line = {"split": split, "text": text}
+            if pairs:
+                line = {"split": split, "text": "where is the cat", "text_pair": text}
             if labels:
                 line["label"] = row % 3
             elif tags:
                 line["tags"] = [(row + word) % 3 for word in range(count)]
             lines.append(json.dumps(line))
-    path = directory / ("labelled.jsonl" if labels else "tagged.jsonl" if tags else "text.jsonl")
+    path = directory / ("labelled.jsonl" if labels else "tagged.jsonl" if tags else "pairs.jsonl" if pairs
+                        else "text.jsonl")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -217,7 +225,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
         archive = folder_zip(model_type, task, directory, dtype)
         read_hf_folder(archive, task=task)
         dataset = text_dataset(directory, labels=task == "sequence-classification",
-                               tags=task == "token-classification")
+                               tags=task == "token-classification", pairs=task == "question-answering")
         result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(latency=False), RunContext(),
                                      directory / f"{model_type}-{task}-{method}")
         row |= {"ok": True, "folder": folder_outcome(task, result)}
@@ -237,6 +245,8 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
             tasks.append("sequence-classification")
         if model_type in TAGGERS:
             tasks.append("token-classification")
+        if model_type in READERS:
+            tasks.append("question-answering")
         if model_type in DECODERS:
             tasks.append("causal-lm")
         for task in tasks:

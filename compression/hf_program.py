@@ -3,9 +3,9 @@
 The folder is loaded with transformers (safetensors only, local files only, no remote code), wrapped so that it
 takes `input_ids` and `attention_mask` (and, for sentence pairs, `token_type_ids` where the model reads them)
 and returns one tensor (`last_hidden_state` for feature-extraction, `logits` for sequence-classification, a row of
-class logits per token for token-classification; for a sentence-transformers folder's feature-extraction, the
-sentence embedding it declares: `compression.sentence_pooling`), and exported with a dynamic batch like every program
-here. Text is tokenized with the folder's own tokenizer, padded to one length per job: the longest row of the
+class logits per token for token-classification, the answer span's start and end logits for question-answering;
+for a sentence-transformers folder's feature-extraction, the sentence embedding it declares:
+`compression.sentence_pooling`), and exported with a dynamic batch like every program here. Text is tokenized with the folder's own tokenizer, padded to one length per job: the longest row of the
 dataset, at most the model's positions (and MAX_TOKENS, and a sentence-transformers max_seq_length), so the
 exported program and every stage's re-export see one shape.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from compression.archive.errors import InvalidUpload
-from compression.archive.jsonl import IGNORED_TAG, LABEL_ARRAY, TextSplit
+from compression.archive.jsonl import ANSWERS_NOT_READ, IGNORED_TAG, LABEL_ARRAY, TextSplit
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.io import export_model, save_program
 from compression.llm.text import check_tokenizes
@@ -74,6 +74,26 @@ class _LastEosClassifier(torch.nn.Module):
         return self.model.classification_head(hidden[rows, last])
 
 
+class _SpanLogits(torch.nn.Module):
+    """An extractive question-answering model (`text` the question, `text_pair` the context) with one output: the
+    start and end logits of the answer span over the tokens, [batch, 2, tokens]. Each row is a distribution over
+    positions, so top-1 agreement and KL read whether the compressed model picks the same start and end. Holds the
+    model as `model`, as `_TensorOutput` does, so the program's names are the folder's."""
+
+    output = "span_logits"
+    pooling = None
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        output = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **segments)
+        return torch.stack([output.start_logits, output.end_logits], dim=1)
+
+
 def _reads_last_eos(model: torch.nn.Module) -> bool:
     base = getattr(model, "model", None)
     return (isinstance(getattr(model, "classification_head", None), torch.nn.Module)
@@ -84,10 +104,16 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
                       dtype: torch.dtype | str = "auto") -> torch.nn.Module:
     """`embedding`: a feature-extraction folder's declared sentence embedding, which then is the output. `dtype`:
     what the weights are loaded as; "auto" keeps the checkpoint's (a bfloat16 folder stays bfloat16)."""
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+    from transformers import (
+        AutoModel,
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
 
     auto = {"sequence-classification": AutoModelForSequenceClassification,
-            "token-classification": AutoModelForTokenClassification}.get(task, AutoModel)
+            "token-classification": AutoModelForTokenClassification,
+            "question-answering": AutoModelForQuestionAnswering}.get(task, AutoModel)
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
     # Architectures without it (DeBERTa-v2, MPNet) refuse "sdpa" with a ValueError and run with eager attention.
@@ -102,6 +128,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return (_LastEosClassifier(model) if _reads_last_eos(model) else _TensorOutput(model, "logits")).eval()
     if task == "token-classification":
         return _TensorOutput(model, "logits").eval()
+    if task == "question-answering":
+        return _SpanLogits(model).eval()
     if isinstance(getattr(model, "decoder", None), torch.nn.Module) and hasattr(model, "get_encoder"):
         # T5, BART, ...: the features are the encoder's (what T5EncoderModel and sentence-T5 compute); the whole
         # model would want decoder inputs too, and its export failed.
@@ -206,6 +234,8 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     tokenizer = AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if task == "question-answering" and any(rows.labels for rows in splits.values()):
+        raise InvalidUpload(ANSWERS_NOT_READ)
     model = load_folder_model(folder, task, embedding)
     arrays = tokenized_arrays(splits, tokenizer, token_length(model, splits, tokenizer, embedding),
                               ModelClasses.of_config(model.model.config, task, multi_label))

@@ -70,7 +70,7 @@ def _pruned_weights(model: nn.Module) -> WeightMasks | None:
 
 
 LAYERS_NEED_A_FOLDER = ("a 'layers' student is made from the encoder layers of a Hugging Face folder upload "
-                        "(feature-extraction, sequence- or token-classification), which this job's model is not; "
+                        "(any task but causal-lm), which this job's model is not; "
                         "upload the model as a folder, or choose a 'low_rank', 'zoo' or 'upload' student")
 
 

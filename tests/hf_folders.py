@@ -55,19 +55,26 @@ def gpt2_folder(folder: Path) -> Path:
 
 
 def bert_folder(folder: Path, classes: int | None = None, layers: int = 2, dtype: str = "float32",
-                per_token: bool = False, **config_fields) -> Path:
+                per_token: bool = False, answers: bool = False, **config_fields) -> Path:
     """A BERT encoder (`BertModel`), or a sequence classifier with `classes` labels (with `per_token`, a token
-    classifier: an NER tagger); its weights saved as `dtype` (most checkpoints on the Hub are bfloat16 or float16).
-    `config_fields`: more of the config (`id2label`, `problem_type`, ...)."""
+    classifier: an NER tagger), or with `answers` an extractive question-answering model; its weights saved as
+    `dtype` (most checkpoints on the Hub are bfloat16 or float16). `config_fields`: more of the config
+    (`id2label`, `problem_type`, ...)."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification, BertModel
+    from transformers import (
+        BertConfig,
+        BertForQuestionAnswering,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+        BertModel,
+    )
 
     vocab = save_tokenizer(folder)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=classes or 2, **config_fields)
     head = BertForTokenClassification if per_token else BertForSequenceClassification
-    model = head(config) if classes else BertModel(config)
+    model = BertForQuestionAnswering(config) if answers else head(config) if classes else BertModel(config)
     model.to(getattr(torch, dtype)).save_pretrained(folder)
     return folder
 

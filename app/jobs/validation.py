@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from compression.archive.jsonl import PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
+from compression.archive.jsonl import ANSWERS_NOT_READ, PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
 from compression.archive.npz import IGNORED_LABEL, is_multi_hot
 from compression.inspect import (
     LABEL_ARRAY,
@@ -177,7 +177,7 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
         where = f"stages.{index}.student"
         if folder is None:
             problems.append(f"{where}: a 'layers' student is made from the encoder layers of a Hugging Face folder "
-                            "upload (feature-extraction, sequence- or token-classification); this model is a .pt2 "
+                            "upload (any task but causal-lm); this model is a .pt2 "
                             "program: choose a 'low_rank', 'zoo' or 'upload' student")
         elif "num_hidden_layers" not in folder or folder["task"] == "causal-lm":
             continue  # recorded before layer counts were (checked when the job starts), or refused as causal-lm
@@ -354,6 +354,8 @@ def _check_text_labels(split: str, manifest: DatasetManifest, signature: ModelSi
     """A .jsonl's labels (class indices, class names, multi-label lists, values or word tags:
     compression.text_labels) against the folder's classes. A folder recorded before its classes were has its names
     and lists checked by the worker."""
+    if folder.get("task") == "question-answering":
+        return [f"split '{split}': {ANSWERS_NOT_READ}"]
     labels = manifest.splits[split][LABEL_ARRAY]
     names, multi_label = labels.get("names", []), bool(labels.get("multi_label"))
     values, per_word = bool(labels.get("values")), bool(labels.get("per_word"))

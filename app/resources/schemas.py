@@ -5,7 +5,8 @@ from fastapi import Query
 from app.core.schemas import Stored
 
 # The task of a Hugging Face folder upload (POST /v1/models, or completing a resumable model upload).
-Task = Annotated[Literal["feature-extraction", "sequence-classification", "token-classification", "causal-lm"]
+Task = Annotated[Literal["feature-extraction", "sequence-classification", "token-classification",
+                         "question-answering", "causal-lm"]
                  | None, Query(
     description="For a Hugging Face folder: what the model is used for; by default inferred from "
                 "`architectures` in its config.json. Not allowed with a .pt2.")]

@@ -118,6 +118,8 @@ class HFFolder:
             classes = {"names": ordered_label_names(config.get("id2label"), labels),
                        "multi_label": config.get("problem_type") == MULTI_LABEL_PROBLEM,
                        "regression": config.get("problem_type") == REGRESSION_PROBLEM}
+        elif self.task == "question-answering":  # the answer span's start and end logits over the tokens
+            output = {"name": "span_logits", "shape": [None, 2, None], "dtype": "float32"}
         elif self.task == "token-classification":  # a class per token (an NER tagger's B-PER, I-PER, O, ...)
             labels = class_count(config)
             output = {"name": "logits", "shape": [None, None, labels], "dtype": "float32"}

@@ -36,6 +36,10 @@ PAIR_INPUT = "text_pair"
 # Checked at submission (app.jobs.validation) and again by the worker (compression.llm.pipeline).
 PAIRS_NOT_FOR_CAUSAL_LM = ("a causal-lm job reads running text: its .jsonl rows take no 'text_pair' (sentence pairs "
                            "are for encoders and classifiers)")
+# Checked at submission (app.jobs.validation) and again by the worker (compression.hf_program).
+ANSWERS_NOT_READ = ("a question-answering job reads no 'label' or 'tags': answer spans are not read; give rows of "
+                    "'text' (the question) and 'text_pair' (the context) alone, and the job measures how often the "
+                    "compressed model picks the upload's answer start and end (top-1 agreement over the tokens)")
 LABEL_ARRAY = "y"  # the name labels have in a manifest, as in an .npz
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 _ROW_KEYS = {"split", "text", "text_pair", "label", "tags"}

@@ -263,12 +263,17 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     ctx.progress("export", 0, 1)
     source = workdir / "source"
     folder = read_hf_folder(model_path, limits, task=task, extract_to=source)
+    task = folder.task  # the one read from config.json when the caller gave none
     declared = folder.sentence_embedding
     embedding = declared if evaluation.sentence_embedding else None
     if embedding is not None and evaluation.output_kind is None:
         # Declared, not detected: a cls or last-token vector ends in a layer norm or a gather, which the detector
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
+    if task == "question-answering" and evaluation.output_kind is None:
+        # Start and end logits over the tokens, stacked: distributions over positions, which the detector would
+        # take for hidden states.
+        evaluation = evaluation.model_copy(update={"output_kind": "logits"})
     splits = read_jsonl(dataset_path, limits, keep_text=True)
     evaluation = regression_kind(scorer_metric(evaluation, task, folder.config, splits), task, folder.config, splits)
     source, example, rewritten = export_folder(source, task, splits, workdir, embedding, evaluation.split,

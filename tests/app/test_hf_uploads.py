@@ -303,3 +303,16 @@ def test_a_token_classifier_keeps_its_task_and_takes_word_tags(api, auth, tmp_pa
     ]:
         status, text = _job(api, auth, model_json, data, [{"method": "ptq"}])
         assert status == 422 and expected in text, text
+
+
+def test_a_question_answering_folder_keeps_its_task_and_refuses_answer_labels(api, auth, tmp_path):
+    model = _upload(api, auth, "models", "qa.zip", zip_bytes(bert_folder(tmp_path / "qa", answers=True)))
+    assert model.status_code == 201, model.text
+    assert model.json()["task"] == "question-answering"
+    rows = [{"split": split, "text": "where is the cat", "text_pair": context}
+            for split, contexts in (("train", CORPUS[:4]), ("val", CORPUS[4:8])) for context in contexts]
+    datasets = [_upload(api, auth, "datasets", f"{index}.jsonl", "\n".join(
+        json.dumps(row | extra) for row in rows).encode()).json() for index, extra in enumerate(({}, {"label": 1}))]
+    assert _job(api, auth, model.json(), datasets[0], [{"method": "ptq"}])[0] == 201
+    status, text = _job(api, auth, model.json(), datasets[1], [{"method": "ptq"}])
+    assert status == 422 and "a question-answering job reads no 'label' or 'tags'" in text, text
