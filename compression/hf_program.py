@@ -5,9 +5,10 @@ takes `input_ids` and `attention_mask` (and, for sentence pairs, `token_type_ids
 and returns one tensor (`last_hidden_state` for feature-extraction, `logits` for sequence-classification, a row of
 class logits per token for token-classification, the answer span's start and end logits for question-answering;
 for a sentence-transformers folder's feature-extraction, the sentence embedding it declares:
-`compression.sentence_pooling`), and exported with a dynamic batch like every program here. Text is tokenized with the folder's own tokenizer, padded to one length per job: the longest row of the
-dataset, at most the model's positions (and MAX_TOKENS, and a sentence-transformers max_seq_length), so the
-exported program and every stage's re-export see one shape.
+`compression.sentence_pooling`), and exported with a dynamic batch like every program here. Text is tokenized
+with the folder's own tokenizer, padded to one length per job: the longest row of the dataset, at most the
+model's positions (and MAX_TOKENS, and a sentence-transformers max_seq_length), so the exported program and every
+stage's re-export see one shape.
 """
 
 from __future__ import annotations
