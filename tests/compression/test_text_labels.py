@@ -3,6 +3,7 @@ the classes that apply (multi-label), read, described in the manifest, and turne
 scored with."""
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -102,21 +103,27 @@ def test_names_need_a_model_whose_output_is_named_classes():
     assert problems([], ModelClasses(None, None, False), [0, 1]) == ""
 
 
+def _kd_and_ptq(tmp_path, folder, labels: list, alpha: float):
+    """A folder job of KD (the upload as its own student, 2 steps) then int8 PTQ on 8 train and 8 val rows of
+    CORPUS labelled with `labels`, in turn."""
+    rows = [{"split": split, "text": text, "label": labels[index % len(labels)]}
+            for split, texts in (("train", CORPUS[:8]), ("val", CORPUS[8:16])) for index, text in enumerate(texts)]
+    (tmp_path / "text.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    archive = tmp_path / "folder.zip"
+    archive.write_bytes(zip_bytes(folder))
+    return run_folder_pipeline(archive, tmp_path / "text.jsonl", "sequence-classification",
+                               [KDSpec(student={"kind": "input"}, alpha=alpha, training={"steps": 2, "batch_size": 4}),
+                                PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
+                               tmp_path / "work")
+
+
 def test_a_multi_label_folder_job_runs_on_lists_of_class_names(tmp_path):
     """The worker's path: the folder's names map the lists to a 0/1 matrix, which the job scores as independent
     labels (accuracy over every label) and distils as such."""
     folder = bert_folder(tmp_path / "bert", 3, id2label=dict(enumerate(SENTIMENT)),
                          problem_type="multi_label_classification")
-    choices = ['["negative"]', '["Positive", "neutral"]', "[]", '["POSITIVE"]']
-    rows = [f'{{"split": "{split}", "text": "{text}", "label": {choices[index % 4]}}}'
-            for split, texts in (("train", CORPUS[:8]), ("val", CORPUS[8:16])) for index, text in enumerate(texts)]
-    (tmp_path / "text.jsonl").write_text("\n".join(rows))
-    archive = tmp_path / "bert.zip"
-    archive.write_bytes(zip_bytes(folder))
-    result = run_folder_pipeline(archive, tmp_path / "text.jsonl", "sequence-classification",
-                                 [KDSpec(student={"kind": "input"}, training={"steps": 2, "batch_size": 4}),
-                                  PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
-                                 tmp_path / "work")
+    choices = [["negative"], ["Positive", "neutral"], [], ["POSITIVE"]]
+    result = _kd_and_ptq(tmp_path, folder, choices, alpha=0.0)
     # The label matrix makes the job multi-label: distillation matches the logits label by label.
     assert result.stages[0].metrics["method_metrics"]["loss"] == "bce_logits", result.stages[0].metrics
     with np.load(tmp_path / "work" / "dataset.npz") as arrays:
@@ -155,15 +162,7 @@ def test_a_regression_folder_job_trains_and_judges_its_values(tmp_path):
     scores: the values are its labels, distilled and fine-tuned with MSE and judged by their rank correlation."""
     folder = bert_folder(tmp_path / "sts", 1, problem_type="regression")
     scores = [0.4, 3.8, 2.25, 4.9, 1.0, 2.75, 0.0, 5.0]
-    rows = [f'{{"split": "{split}", "text": "{text}", "label": {scores[index % 8]}}}'
-            for split, texts in (("train", CORPUS[:8]), ("val", CORPUS[8:16])) for index, text in enumerate(texts)]
-    (tmp_path / "text.jsonl").write_text("\n".join(rows))
-    archive = tmp_path / "sts.zip"
-    archive.write_bytes(zip_bytes(folder))
-    result = run_folder_pipeline(archive, tmp_path / "text.jsonl", "sequence-classification",
-                                 [KDSpec(student={"kind": "input"}, alpha=0.5, training={"steps": 2, "batch_size": 4}),
-                                  PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
-                                 tmp_path / "work")
+    result = _kd_and_ptq(tmp_path, folder, scores, alpha=0.5)
     assert result.stages[0].metrics["method_metrics"]["loss"] == "mse"
     with np.load(tmp_path / "work" / "dataset.npz") as arrays:
         assert arrays["train.y"].dtype == np.float32 and arrays["train.y"].tolist() == pytest.approx(scores)
