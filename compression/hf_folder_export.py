@@ -504,6 +504,9 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     writer.finish()
     config = fitted_config(source_model, layout)
     config.pop("quantization_config", None)
+    # The class whose weights the folder holds: an encoder-decoder checkpoint's features are written as its
+    # encoder-only class (T5EncoderModel), which the saved name (T5ForConditionalGeneration) would not load.
+    config["architectures"] = [type(source_model).__name__]
     schemes = _schemes(layout)
     if schemes:
         # the schemes target quantized modules by name, so a float layer is left alone either way; `ignore` says so
@@ -514,7 +517,13 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
 
     with torch.no_grad():
         expected = model(*example_inputs)
-        loaded = load_written_folder(output_dir, task, embedding)
+        try:
+            loaded = load_written_folder(output_dir, task, embedding)
+        except (AttributeError, KeyError, RuntimeError, ValueError) as exc:
+            # e.g. T5's weight initialisation, which reads `.weight` of linears compressed-tensors has packed
+            shutil.rmtree(output_dir)
+            raise NotExpressible(f"transformers cannot load the written compressed-tensors folder back "
+                                 f"({type(exc).__name__}: {str(exc)[:200]}); the stage's .pt2 is its model") from exc
         got = loaded(*example_inputs)  # the first call decompresses the weights
         reference = float_model(*example_inputs)
         difference, compression_error = relative_max_gap(got, expected), relative_max_gap(expected, reference)

@@ -133,10 +133,23 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _SpanLogits(model).eval()
     if isinstance(getattr(model, "decoder", None), torch.nn.Module) and hasattr(model, "get_encoder"):
         # T5, BART, ...: the features are the encoder's (what T5EncoderModel and sentence-T5 compute); the whole
-        # model would want decoder inputs too, and its export failed.
-        model = model.get_encoder().eval()
+        # model would want decoder inputs too, and its export failed. Where transformers has an encoder-only class
+        # (T5EncoderModel, MT5EncoderModel, ...) the folder is loaded as that, so that a stage's folder is one
+        # `from_pretrained` loads; else the encoder module itself.
+        encoder_class = _encoder_only_class(model)
+        model = (encoder_class.from_pretrained(folder, use_safetensors=True, dtype=dtype, **LOCAL_ONLY)
+                 if encoder_class is not None else model.get_encoder()).eval()
     pooling = SentencePooling(embedding) if embedding is not None else None
     return _TensorOutput(model, "last_hidden_state", pooling).eval()
+
+
+def _encoder_only_class(model: torch.nn.Module):
+    """transformers' encoder-only class of an encoder-decoder base model (T5Model -> T5EncoderModel), or None."""
+    import transformers
+
+    name = type(model).__name__
+    return getattr(transformers, name.removesuffix("Model") + "EncoderModel", None) if name.endswith("Model") \
+        else None
 
 
 def token_length(model: torch.nn.Module, splits: dict[str, TextSplit], tokenizer,

@@ -8,12 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from bench.hf_architecture_sweep import WORDS, folder_zip, save_tokenizer, text_dataset, tiny_model
+from bench.hf_architecture_sweep import (
+    WORDS,
+    folder_zip,
+    save_tokenizer,
+    text_dataset,
+    tiny_model,
+)
 from compression.archive.hf_folder import read_hf_folder
 from compression.archive.jsonl import read_jsonl
 from compression.context import RunContext
 from compression.dry_run import DryRunFailed
-from compression.hf_program import folder_to_program, load_folder_model, usable_positions
+from compression.formats import hf_folder
+from compression.hf_program import (
+    folder_to_program,
+    load_folder_model,
+    usable_positions,
+)
 from compression.io import load_program
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, KDSpec, LLMPTQSpec, PruneSpec, PTQSpec
@@ -293,6 +304,10 @@ def test_a_t5_checkpoint_gives_its_encoder_features(tmp_path):
     ids = torch.randint(6, 300, (2, 7))
     folder_model = load_folder_model(tmp_path / "T5ForConditionalGeneration", "feature-extraction")
     torch.testing.assert_close(folder_model(ids, torch.ones_like(ids)), model.encoder(input_ids=ids)[0])
+    # Loaded as T5EncoderModel, the stage's folder is one transformers loads (the encoder alone, as sentence-T5's).
+    assert result.stages[0].metrics["hf_folder"]["written"], result.stages[0].metrics["hf_folder"]
+    [written] = [a for a in result.stages[0].artifacts if a.name == hf_folder.ARTIFACT_NAME]
+    assert type(hf_folder.load(written.path)).__name__ == "T5EncoderModel"
 
 
 def test_a_bart_classifier_reads_its_last_eos_token_without_a_boolean_mask(tmp_path):
