@@ -113,3 +113,26 @@ print(model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_stat
     again = client.wait(client.submit_job(spec)["id"], timeout=300)
     assert again["status"] == "succeeded", again["error"]
     assert again["metrics"]["baseline"]["reused"] and not job["metrics"]["baseline"].get("reused")
+
+
+def test_a_token_classifier_folder_trains_on_word_tags_through_a_worker(client, tmp_path):
+    """An NER tagger's folder and a .jsonl of word tags (by name), through HTTP and a real worker: the job keeps
+    the tagger's head, is judged by per-token accuracy, distils with the tags mixed in and hands back a folder."""
+    from tests.hf_folders import bert_folder
+
+    tags = {0: "O", 1: "B-PER", 2: "I-PER"}
+    (tmp_path / "ner.zip").write_bytes(zip_bytes(bert_folder(tmp_path / "ner", 3, per_token=True, id2label=tags)))
+    rows = [{"split": split, "text": text, "tags": [tags[(index + word) % 3] for word in range(len(text.split()))]}
+            for split, texts in (("train", CORPUS[:24]), ("val", CORPUS[24:40])) for index, text in enumerate(texts)]
+    (tmp_path / "tags.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    model = client.upload_model(tmp_path / "ner.zip")
+    dataset = client.upload_dataset(tmp_path / "tags.jsonl")
+    spec = {"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
+            "stages": [{"method": "kd", "student": {"kind": "input"}, "alpha": 0.5,
+                        "training": {"steps": 3, "batch_size": 8}}, {"method": "ptq", "calibration_samples": 16}]}
+    job = client.wait(client.submit_job(spec)["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    final, baseline = job["metrics"]["final"], job["metrics"]["baseline"]
+    assert final["metric"] == baseline["metric"] == "accuracy" and 0 <= final["accuracy"] <= 1
+    assert final["hf_folder"]["written"]
+    assert {"model.pt2", "model.hf_folder"} <= {artifact["kind"] for artifact in client.artifacts(job["id"])}
