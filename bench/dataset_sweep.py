@@ -216,6 +216,10 @@ def cases() -> list[Case]:
             images(c28), labels(10).astype(np.float32) + .5), "refuse"),
         Case("regression values [N] for a one-output model, declared", "binary", lambda: labelled(
             images(c28), scores()), "work", KD, job={"evaluation": EVALUATION | {"output_kind": "regression"}}),
+        Case("regression values [N] for a one-output model, undeclared", "binary", lambda: labelled(
+            images(c28), scores()), "work"),
+        Case("regression values [N, 4] for a 4-output model, undeclared", "multilabel", lambda: labelled(
+            images(c28), scores(4)), "refuse"),
         Case("regression values [N, 4] for a 4-output model, declared", "multilabel", lambda: labelled(
             images(c28), scores(4)), "work", job={"evaluation": EVALUATION | {"output_kind": "regression"}}),
         Case("regression ratings 1..5 (whole numbers), declared", "binary", lambda: labelled(

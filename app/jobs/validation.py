@@ -331,9 +331,13 @@ def _check_position_labels(split: str, label_shape: list[int], low: float, high:
 
 def _check_label_values(split: str, label_shape: list[int], values: bool, output, spec: JobCreate) -> list[str]:
     """Values (floats that are no class index, or a matrix of numbers other than 0 and 1) label a regression model,
-    which the spec declares (evaluation.output_kind 'regression'; then class-like labels are values too): one value
-    per output, [N] for a model with one output ([batch] or [batch, 1]), [N, K] for [batch, K]."""
+    which the spec declares (evaluation.output_kind 'regression'; then class-like labels are values too), or which
+    fractional values [N] of a model with one output ([batch] or [batch, 1]) can only be: one value per output, [N]
+    for a model with one output, [N, K] for [batch, K] (a matrix could be soft class targets: declared)."""
     kind = spec.evaluation.output_kind
+    single_output = len(output.shape) == 1 or (len(output.shape) == 2 and output.shape[1] == 1)
+    if kind is None and values and len(label_shape) == 1 and single_output:
+        return []  # one fractional value per example of a one-output model: only a regression model's (inferred)
     if kind != "regression":
         shown = f"evaluation.output_kind is '{kind}'" if kind else "evaluation.output_kind is not set"
         return [f"'{split}.y' holds values (floats that are no class index, or a matrix of numbers other than 0 and "

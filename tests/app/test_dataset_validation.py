@@ -56,7 +56,10 @@ def test_values_label_a_regression_model_that_the_job_declares():
     with pytest.raises(InvalidInput, match=r"'train.y' holds values .* evaluation.output_kind is not set: for a "
                                            r"regression model set evaluation.output_kind to 'regression'; for a "
                                            r"classifier .*argmax\(axis=1\)"):
-        validate_job(_job(), _signature(3), _values_manifest(3))
+        validate_job(_job(), _signature(3), _values_manifest(3))  # [N, K] values could be soft class targets
+    validate_job(_job(), _signature(1), _values_manifest())  # [N] fractional values of one output: regression
+    with pytest.raises(InvalidInput, match="evaluation.output_kind is not set"):
+        validate_job(_job(), _signature(3), _values_manifest())
     with pytest.raises(InvalidInput, match="evaluation.output_kind is 'logits'"):
         validate_job(_job(evaluation={"output_kind": "logits"}), _signature(1), _values_manifest())
     with pytest.raises(InvalidInput, match=r"gives 1 value\(s\) per example but the regression model's output is "
