@@ -29,6 +29,7 @@ from typing import BinaryIO
 
 from compression.archive.errors import InvalidUpload
 from compression.archive.jsontext import parse_json
+from compression.archive.label_summary import IGNORED_TAG, LabelSummary
 from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
 
 TEXT_INPUT = "text"
@@ -43,7 +44,6 @@ ANSWERS_NOT_READ = ("a question-answering job reads no 'label' or 'tags': answer
 LABEL_ARRAY = "y"  # the name labels have in a manifest, as in an .npz
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 _ROW_KEYS = {"split", "text", "text_pair", "label", "tags"}
-IGNORED_TAG = -100  # a word no tag reads (transformers' ignore index)
 MAX_NAME_CHARS = 200  # a class name; config.json's id2label names are short
 MAX_LABEL_NAMES = 10_000  # distinct class names in a file, kept in the manifest for the submission check
 MAX_LABELS_PER_ROW = 1_000  # entries of one multi-label row
@@ -54,8 +54,10 @@ class TextSplit:
     rows: int = 0
     texts: list[str] = field(default_factory=list)  # only when asked to keep them
     # int class indices, str class names, or (multi-label) lists of either: the file's one form (`LabelForm`); or
-    # numbers, some not whole: the values a regression head predicts (`values`)
+    # numbers, some not whole: the values a regression head predicts (`values`). Only when asked to keep them;
+    # else `summary` holds what the manifest needs.
     labels: list[int | float | str | list] = field(default_factory=list)
+    summary: LabelSummary | None = None
     characters: int = 0
     paired: bool = False  # the rows are sentence pairs
     pairs: list[str] = field(default_factory=list)  # their second texts, kept like texts
@@ -65,6 +67,20 @@ class TextSplit:
     values: bool = False  # a label is a number that is no class index (3.8): the labels are regression values
     per_word: bool = False  # each label is the list of its text's word tags (`tags`), for a token classifier
 
+    @property
+    def labelled(self) -> int:
+        """How many rows have a label (or tags)."""
+        return self.summary.count if self.summary is not None else len(self.labels)
+
+    def index_range(self) -> list[int] | None:
+        """[min, max] of the class indices the labels give (None for values, names only, or no labels)."""
+        if self.values:
+            return None
+        if self.summary is not None:
+            return self.summary.index_range(self.flag_width is not None)
+        indices = self.class_indices()
+        return [min(indices), max(indices)] if indices else None
+
     def class_indices(self) -> list[int]:
         """Every class index its labels give, row after row (the entries of each list, for multi-label rows)."""
         return [entry for label in self.labels for entry in (label if self.multi_label or self.per_word else [label])
@@ -72,6 +88,8 @@ class TextSplit:
 
     def value_range(self) -> list[float] | None:
         """[min, max] of the labels as values (the numbers of a regression split), or None for other labels."""
+        if self.summary is not None:
+            return self.summary.value_range() if self.values else None
         numbers = [label for label in self.labels if isinstance(label, (int, float))]
         return [float(min(numbers)), float(max(numbers))] if self.values and numbers else None
 
@@ -185,7 +203,7 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
         if labelled.setdefault(split, has_label) != has_label:
             raise InvalidUpload(f"line {number}: split '{split}' mixes rows with and without 'label' or 'tags'; "
                                 "label every row of a split or none")
-        rows = splits.setdefault(split, TextSplit())
+        rows = splits.setdefault(split, TextSplit() if keep_text else TextSplit(summary=LabelSummary()))
         rows.rows += 1
         rows.characters += len(text) + len(pair or "")
         rows.paired = pair is not None
@@ -194,7 +212,10 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
             if pair is not None:
                 rows.pairs.append(pair)
         if has_label:
-            rows.labels.append(label)
+            if rows.summary is not None:
+                rows.summary.add(label)
+            else:
+                rows.labels.append(label)
             rows.values = rows.values or isinstance(label, float)
             rows.per_word = tags is not None
             rows.multi_label = isinstance(label, list) and not rows.per_word
@@ -208,7 +229,7 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
     _settle_lists(splits, form.flags)
     if any(rows.values for rows in splits.values()):  # one form per file: whole numbers beside 3.8 are values too
         for rows in splits.values():
-            rows.values = bool(rows.labels)
+            rows.values = bool(rows.labelled)
     return splits
 
 
@@ -221,8 +242,10 @@ def _settle_lists(splits: dict[str, TextSplit], flags: bool) -> None:
                 rows.labels = [list(dict.fromkeys(label)) for label in rows.labels]
         return
     lists = [label for rows in splits.values() if rows.multi_label for label in rows.labels]
-    widths = sorted({len(label) for label in lists})
-    if len(widths) > 1 or any(not set(label) <= {0, 1} for label in lists):
+    summaries = [rows.summary for rows in splits.values() if rows.multi_label and rows.summary is not None]
+    widths = sorted({len(label) for label in lists} | {length for summary in summaries for length in summary.lengths})
+    if len(widths) > 1 or any(not set(label) <= {0, 1} for label in lists) or not all(
+            summary.binary_lists for summary in summaries):
         raise InvalidUpload(f"the 'label' lists mix 0/1 flag vectors, one entry per class (a row repeats a value, "
                             f"as [0, 1, 1] does), with lists of class indices or flag vectors of other lengths "
                             f"(lengths {widths[:6]}); give every row one form: flags for every class, or the "
@@ -287,9 +310,9 @@ def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict
         arrays = {TEXT_INPUT: {"shape": [rows.rows], "dtype": "str", "characters": rows.characters}}
         if rows.paired:
             arrays[PAIR_INPUT] = {"shape": [rows.rows], "dtype": "str"}
-        if rows.labels:
-            indices = rows.class_indices()
-            labels = {"shape": [len(rows.labels)],
+        if rows.labelled:
+            indices = rows.index_range()
+            labels = {"shape": [rows.labelled],
                       "dtype": "str" if rows.names else "float32" if rows.values else "int64"}
             if rows.values:
                 labels["values"] = True
@@ -304,6 +327,6 @@ def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict
                 labels["flag_width"] = rows.flag_width
             arrays[LABEL_ARRAY] = labels
             if indices:
-                label_range[name] = [min(indices), max(indices)]
+                label_range[name] = indices
         described[name] = arrays
     return described, label_range

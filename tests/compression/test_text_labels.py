@@ -169,3 +169,20 @@ def test_a_regression_folder_job_trains_and_judges_its_values(tmp_path):
     for metrics in (result.baseline, *(stage.metrics for stage in result.stages)):
         assert metrics["output_kind"] == "regression" and metrics["metric"] == "label_spearman"
         assert -1 <= metrics["label_spearman"] <= 1 and "accuracy" not in metrics
+
+
+@pytest.mark.parametrize("text", [
+    '{"split": "t", "text": "a", "label": 2}\n{"split": "v", "text": "b", "label": 0}',
+    '{"split": "t", "text": "a", "label": "pos"}\n{"split": "t", "text": "b", "label": "neg"}',
+    '{"split": "t", "text": "a", "label": [3, 1, 3]}\n{"split": "t", "text": "b", "label": []}',
+    '{"split": "t", "text": "a", "label": [0, 1, 1]}\n{"split": "v", "text": "b", "label": [1, 0, 0]}',
+    '{"split": "t", "text": "a", "label": 3.5}\n{"split": "t", "text": "b", "label": 1}',
+    '{"split": "t", "text": "a b", "tags": [2, -100]}\n{"split": "v", "text": "c", "tags": [1]}',
+    '{"split": "t", "text": "a b", "tags": ["B-PER", "O"]}',
+])
+def test_the_upload_check_keeps_no_labels_but_describes_them_as_the_worker_reads_them(text):
+    """The API reads a .jsonl for its manifest only: per split a summary, never the labels themselves (millions of
+    word-tag lists would be held in its memory), and the manifest is the one the kept labels give."""
+    summarized = read_jsonl(io.BytesIO(text.encode()))
+    assert all(rows.labels == [] for rows in summarized.values())
+    assert manifest_splits(summarized) == manifest_splits(_read(text))
