@@ -13,7 +13,6 @@ stage's re-export see one shape.
 
 from __future__ import annotations
 
-import bisect
 import re
 from pathlib import Path
 
@@ -225,15 +224,12 @@ def token_tags(texts: list[str], offsets: np.ndarray, tags: list[list[int]]) -> 
     transformers' token-classification recipe labels them. A word the truncation cut off has no token."""
     labels = np.full(offsets.shape[:2], IGNORED_TAG, np.int64)
     for row, (text, row_tags) in enumerate(zip(texts, tags)):
-        ends = [match.end() for match in re.finditer(r"\S+", text)]
-        tagged = set()
-        for position, (start, end) in enumerate(offsets[row]):
-            if end <= start:
-                continue
-            word = bisect.bisect_right(ends, int(start))  # the first word ending after the token's start
-            if word < len(ends) and word not in tagged:
-                labels[row, position] = row_tags[word]
-                tagged.add(word)
+        word_ends = np.array([match.end() for match in re.finditer(r"\S+", text)])
+        starts, ends = offsets[row, :, 0], offsets[row, :, 1]
+        words = np.searchsorted(word_ends, starts, side="right")  # the first word ending after the token's start
+        tokens = np.flatnonzero((ends > starts) & (words < len(word_ends)))
+        first = tokens[np.unique(words[tokens], return_index=True)[1]]  # each word's first token
+        labels[row, first] = np.asarray(row_tags, np.int64)[words[first]]
     return labels
 
 
