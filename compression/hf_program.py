@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from compression.archive.errors import InvalidUpload
-from compression.archive.jsonl import ANSWERS_NOT_READ, IGNORED_TAG, LABEL_ARRAY, TextSplit
+from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, IGNORED_TAG, LABEL_ARRAY, TextSplit
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.io import export_model, save_program
 from compression.llm.text import check_tokenizes
@@ -201,21 +201,41 @@ def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int,
     arrays = {}
     names = text_input_names(splits, tokenizer)
     for name, rows in splits.items():
-        if rows.per_word and not getattr(tokenizer, "is_fast", False):
-            raise InvalidUpload("word 'tags' are given to tokens by their character offsets, which only a fast "
-                                "tokenizer reports: include the folder's tokenizer.json (save_pretrained of the "
-                                "fast tokenizer writes it)")
+        located = rows.per_word or rows.answers  # labels found in the text by the tokens' character offsets
+        if located and not getattr(tokenizer, "is_fast", False):
+            raise InvalidUpload("word 'tags' and answers are given to tokens by their character offsets, which only "
+                                "a fast tokenizer reports: include the folder's tokenizer.json (save_pretrained of "
+                                "the fast tokenizer writes it)")
         encoded = _encode(tokenizer, rows, padding="max_length", truncation=True, max_length=length,
                           return_tensors="np", return_token_type_ids="token_type_ids" in names,
-                          return_offsets_mapping=rows.per_word)
+                          return_offsets_mapping=located)
         for input_name in names:
             arrays[f"{name}.{input_name}"] = encoded[input_name].astype(np.int64)
-        if rows.per_word:
+        if rows.answers:
+            arrays[f"{name}.{LABEL_ARRAY}"] = answer_tokens(encoded, rows.labels)
+        elif rows.per_word:
             arrays[f"{name}.{LABEL_ARRAY}"] = token_tags(rows.texts, encoded["offset_mapping"],
                                                          word_tags(name, rows, classes))
         elif rows.labels:
             arrays[f"{name}.{LABEL_ARRAY}"] = label_array(name, rows, classes)
     return arrays
+
+
+def answer_tokens(encoded, spans: list[tuple[int, int] | None]) -> np.ndarray:
+    """[rows, 2] token positions of each answer's start and end (the first and the last token of the context,
+    `text_pair`, that overlap its characters), the labels of a reader's [rows, 2, tokens] span logits; IGNORED_TAG
+    for both where there is no answer, or the truncation cut it off."""
+    labels = np.full((len(spans), 2), IGNORED_TAG, np.int64)
+    offsets = encoded["offset_mapping"]
+    for row, span in enumerate(spans):
+        if span is None:
+            continue
+        context = np.array([sequence == 1 for sequence in encoded.sequence_ids(row)])
+        starts, ends = offsets[row, :, 0], offsets[row, :, 1]
+        overlapping = np.flatnonzero(context & (ends > span[0]) & (starts < span[1]) & (ends > starts))
+        if len(overlapping) and starts[overlapping[0]] <= span[0] and ends[overlapping[-1]] >= span[1]:
+            labels[row] = overlapping[0], overlapping[-1]
+    return labels
 
 
 def token_tags(texts: list[str], offsets: np.ndarray, tags: list[list[int]]) -> np.ndarray:
@@ -244,8 +264,9 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     tokenizer = AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    if task == "question-answering" and any(rows.labels for rows in splits.values()):
-        raise InvalidUpload(ANSWERS_NOT_READ)
+    for rows in splits.values():
+        if rows.labels and (task == "question-answering") != rows.answers:
+            raise InvalidUpload(ANSWERS_NEED_A_READER if rows.answers else ANSWERS_NOT_READ)
     model = load_folder_model(folder, task, embedding)
     arrays = tokenized_arrays(splits, tokenizer, token_length(model, splits, tokenizer, embedding),
                               ModelClasses.of_config(model.model.config, task, multi_label))

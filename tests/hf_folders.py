@@ -148,3 +148,18 @@ def llama_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bert_dir(tmp_path_factory) -> Path:
     return bert_folder(tmp_path_factory.mktemp("bert"))
+
+
+def kd_and_ptq_job(archive: Path, rows: list[dict], task: str, workdir: Path, alpha: float = 0.5):
+    """A folder job on `rows` (written as a .jsonl in `workdir`): KD with the upload as its own student (2 steps,
+    `alpha` of the labels mixed in), then int8 PTQ; returns the pipeline's result."""
+    from compression.context import RunContext
+    from compression.llm.pipeline import run_folder_pipeline
+    from compression.specs import EvaluationSpec, KDSpec, PTQSpec
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "rows.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    return run_folder_pipeline(archive, workdir / "rows.jsonl", task,
+                               [KDSpec(student={"kind": "input"}, alpha=alpha, training={"steps": 2, "batch_size": 4}),
+                                PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
+                               workdir / "work")

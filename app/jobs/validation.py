@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from compression.archive.jsonl import ANSWERS_NOT_READ, PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
+from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
 from compression.archive.npz import IGNORED_LABEL, is_multi_hot
 from compression.inspect import (
     LABEL_ARRAY,
@@ -358,9 +358,12 @@ def _check_text_labels(split: str, manifest: DatasetManifest, signature: ModelSi
     """A .jsonl's labels (class indices, class names, multi-label lists, values or word tags:
     compression.text_labels) against the folder's classes. A folder recorded before its classes were has its names
     and lists checked by the worker."""
-    if folder.get("task") == "question-answering":
-        return [f"split '{split}': {ANSWERS_NOT_READ}"]
     labels = manifest.splits[split][LABEL_ARRAY]
+    reader, answers = folder.get("task") == "question-answering", bool(labels.get("answers"))
+    if reader != answers:
+        return [f"split '{split}': {ANSWERS_NOT_READ if reader else ANSWERS_NEED_A_READER}"]
+    if answers:
+        return []
     names, multi_label = labels.get("names", []), bool(labels.get("multi_label"))
     values, per_word = bool(labels.get("values")), bool(labels.get("per_word"))
     recorded = folder.get("classes")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from compression.archive.answers import ANSWER_KEYS, row_answer
 from compression.archive.errors import InvalidUpload
 from compression.archive.jsontext import parse_json
 from compression.archive.label_summary import IGNORED_TAG, LabelSummary
@@ -38,12 +39,15 @@ PAIR_INPUT = "text_pair"
 PAIRS_NOT_FOR_CAUSAL_LM = ("a causal-lm job reads running text: its .jsonl rows take no 'text_pair' (sentence pairs "
                            "are for encoders and classifiers)")
 # Checked at submission (app.jobs.validation) and again by the worker (compression.hf_program).
-ANSWERS_NOT_READ = ("a question-answering job reads no 'label' or 'tags': answer spans are not read; give rows of "
-                    "'text' (the question) and 'text_pair' (the context) alone, and the job measures how often the "
-                    "compressed model picks the upload's answer start and end (top-1 agreement over the tokens)")
+ANSWERS_NOT_READ = ("a question-answering model is labelled with answers, not 'label' or 'tags': give each row "
+                    "'answer': {\"text\": ..., \"start\": ...} (where the answer starts in 'text_pair', the "
+                    "context) or SQuAD's 'answers', or no label at all (the job then measures how often the "
+                    "compressed model picks the upload's answer start and end)")
+ANSWERS_NEED_A_READER = ("rows give answers, which label an extractive question-answering model (task "
+                         "question-answering); this model is not one: give a 'label' per row, or none")
 LABEL_ARRAY = "y"  # the name labels have in a manifest, as in an .npz
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
-_ROW_KEYS = {"split", "text", "text_pair", "label", "tags"}
+_ROW_KEYS = {"split", "text", "text_pair", "label", "tags", *ANSWER_KEYS}
 MAX_NAME_CHARS = 200  # a class name; config.json's id2label names are short
 MAX_LABEL_NAMES = 10_000  # distinct class names in a file, kept in the manifest for the submission check
 MAX_LABELS_PER_ROW = 1_000  # entries of one multi-label row
@@ -66,6 +70,7 @@ class TextSplit:
     flag_width: int | None = None  # the lists were 0/1 flags, one per class, of this length (made index lists)
     values: bool = False  # a label is a number that is no class index (3.8): the labels are regression values
     per_word: bool = False  # each label is the list of its text's word tags (`tags`), for a token classifier
+    answers: bool = False  # each label is the answer's character span in `text_pair` (None: no answer), a reader's
 
     @property
     def labelled(self) -> int:
@@ -96,28 +101,33 @@ class TextSplit:
 
 @dataclass
 class LabelForm:
-    """The one form of a file's labels, fixed by its first label: class indices or class names, one per row, lists
-    (multi-label) or word tags (`tags`)."""
+    """The one form of a file's labels, fixed by its first label: a `label` per row (class indices or class names,
+    one per row or lists: multi-label), word `tags`, or `answer`s."""
 
     multi_label: bool | None = None
     by_name: bool | None = None  # None until a label (or list entry) is seen
     # A list that repeats a 0/1 value is a vector of flags, one per class ([0, 1, 1]), not of class indices; as
     # every such vector over three or more classes repeats one, one such row makes the file's lists flag vectors.
     flags: bool = False
-    tagged: bool = False  # the rows give word tags (`tags`), not labels
+    field: str | None = None  # "label", "tags" or "answer": what the file's rows give
+
+    def check_field(self, given: str, number: int) -> None:
+        """A file labels whole texts ('label'), the words of a token classifier's texts ('tags') or the answers of
+        a reader's questions ('answer'), one of them throughout."""
+        if self.field is not None and self.field != given:
+            raise InvalidUpload(f"line {number}: '{given}' where the rows before give '{self.field}'; a file labels "
+                                "whole texts ('label'), the words of a token classifier's texts ('tags') or the "
+                                "answers of a question-answering model ('answer'), one of them")
+        self.field = given
 
     def check_tags(self, tags: list, number: int) -> None:
         """A row's word tags: the file tags words throughout, by class index or by name."""
-        if self.multi_label is not None and not self.tagged:
-            raise InvalidUpload(f"line {number}: 'tags' where the rows before have a 'label'; a file labels whole "
-                                "texts ('label') or the words of a token classifier's texts ('tags'), not both")
-        self.multi_label, self.tagged = False, True
+        self.check_field("tags", number)
+        self.multi_label = False
         self._check_form(tags, number)
 
     def check(self, label, number: int) -> None:
-        if self.tagged:
-            raise InvalidUpload(f"line {number}: a 'label' where the rows before have 'tags'; a file labels whole "
-                                "texts ('label') or the words of a token classifier's texts ('tags'), not both")
+        self.check_field("label", number)
         is_list = isinstance(label, list)
         if is_list and len(set(label)) < len(label) and set(label) <= {0, 1}:
             self.flags = True
@@ -170,7 +180,8 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
         unknown = set(row) - _ROW_KEYS
         if unknown:
             raise InvalidUpload(f"line {number} has unknown field(s) {sorted(unknown)}; a row holds 'split', "
-                                "'text' and optionally 'text_pair' and 'label'")
+                                "'text' and optionally 'text_pair' and one of 'label', 'tags' (a token classifier's "
+                                "word tags) and 'answer' (a question-answering model's)")
         split, text, label = row.get("split"), row.get("text"), row.get("label")
         if split is None:
             raise InvalidUpload(f"line {number} has no 'split': every row names the split it belongs to (\"train\" "
@@ -190,19 +201,25 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
                                 f"{'have one' if paired else 'have none'}; give every row of the file a "
                                 "'text_pair' (sentence pairs) or none")
         tags = row.get("tags")
-        if tags is not None and (label is not None or pair is not None):
+        answered = any(key in row for key in ANSWER_KEYS)
+        if tags is not None and (label is not None or pair is not None or answered):
             raise InvalidUpload(f"line {number}: 'tags' label the words of a token classifier's text, so a row with "
-                                "them has no 'label' (one class for the whole text) and no 'text_pair'")
-        has_label = label is not None or tags is not None
+                                "them has no 'label' (one class for the whole text), answer or 'text_pair'")
+        if answered and label is not None:
+            raise InvalidUpload(f"line {number}: a row gives a question's answer or a 'label', not both")
+        has_label = label is not None or tags is not None or answered
         if label is not None:
             label = _row_label(label, number)
             form.check(label, number)
         elif tags is not None:
             label = _row_tags(tags, text, number)
             form.check_tags(label, number)
+        elif answered:
+            form.check_field("answer", number)
+            label = row_answer(row, pair, number)
         if labelled.setdefault(split, has_label) != has_label:
-            raise InvalidUpload(f"line {number}: split '{split}' mixes rows with and without 'label' or 'tags'; "
-                                "label every row of a split or none")
+            raise InvalidUpload(f"line {number}: split '{split}' mixes rows with and without 'label', 'tags' or "
+                                "'answer'; label every row of a split or none")
         rows = splits.setdefault(split, TextSplit() if keep_text else TextSplit(summary=LabelSummary()))
         rows.rows += 1
         rows.characters += len(text) + len(pair or "")
@@ -218,6 +235,7 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
                 rows.labels.append(label)
             rows.values = rows.values or isinstance(label, float)
             rows.per_word = tags is not None
+            rows.answers = answered
             rows.multi_label = isinstance(label, list) and not rows.per_word
             rows.names.update(entry for entry in (label if isinstance(label, list) else [label])
                               if isinstance(entry, str))
@@ -323,6 +341,8 @@ def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict
                 labels["multi_label"] = True
             if rows.per_word:
                 labels["per_word"] = True
+            if rows.answers:
+                labels["answers"] = True
             if rows.flag_width is not None:
                 labels["flag_width"] = rows.flag_width
             arrays[LABEL_ARRAY] = labels

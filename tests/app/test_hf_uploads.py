@@ -305,14 +305,24 @@ def test_a_token_classifier_keeps_its_task_and_takes_word_tags(api, auth, tmp_pa
         assert status == 422 and expected in text, text
 
 
-def test_a_question_answering_folder_keeps_its_task_and_refuses_answer_labels(api, auth, tmp_path):
+def test_a_question_answering_folder_keeps_its_task_and_takes_answers(api, auth, tmp_path):
     model = _upload(api, auth, "models", "qa.zip", zip_bytes(bert_folder(tmp_path / "qa", answers=True)))
     assert model.status_code == 201, model.text
     assert model.json()["task"] == "question-answering"
-    rows = [{"split": split, "text": "where is the cat", "text_pair": context}
+    classifier = _upload(api, auth, "models", "classifier.zip", zip_bytes(bert_folder(tmp_path / "classifier", 3)))
+    rows = [{"split": split, "text": "what is it", "text_pair": context}
             for split, contexts in (("train", CORPUS[:4]), ("val", CORPUS[4:8])) for context in contexts]
-    datasets = [_upload(api, auth, "datasets", f"{index}.jsonl", "\n".join(
-        json.dumps(row | extra) for row in rows).encode()).json() for index, extra in enumerate(({}, {"label": 1}))]
-    assert _job(api, auth, model.json(), datasets[0], [{"method": "ptq"}])[0] == 201
-    status, text = _job(api, auth, model.json(), datasets[1], [{"method": "ptq"}])
-    assert status == 422 and "a question-answering job reads no 'label' or 'tags'" in text, text
+    answers = [{"answers": {"text": [row["text_pair"].split()[1]],
+                            "answer_start": [row["text_pair"].index(row["text_pair"].split()[1])]}} for row in rows]
+    datasets = {name: _upload(api, auth, "datasets", f"{name}.jsonl", "\n".join(
+        json.dumps(row | extra) for row, extra in zip(rows, extras)).encode()).json()
+        for name, extras in (("plain", [{}] * 8), ("answers", answers), ("labels", [{"label": 1}] * 8))}
+    assert datasets["answers"]["manifest"]["splits"]["val"]["y"] == {"shape": [4], "dtype": "int64", "answers": True}
+    assert _job(api, auth, model.json(), datasets["plain"], [{"method": "ptq"}])[0] == 201
+    assert _job(api, auth, model.json(), datasets["answers"], [{"method": "ptq"}])[0] == 201
+    for model_json, dataset, expected in [
+        (model.json(), datasets["labels"], "a question-answering model is labelled with answers, not 'label'"),
+        (classifier.json(), datasets["answers"], "rows give answers, which label an extractive question-answering"),
+    ]:
+        status, text = _job(api, auth, model_json, dataset, [{"method": "ptq"}])
+        assert status == 422 and expected in text, text

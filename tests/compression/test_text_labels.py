@@ -3,18 +3,14 @@ the classes that apply (multi-label), read, described in the manifest, and turne
 scored with."""
 
 import io
-import json
 
 import numpy as np
 import pytest
 
 from compression.archive import InvalidUpload
 from compression.archive.jsonl import manifest_splits, read_jsonl
-from compression.context import RunContext
-from compression.llm.pipeline import run_folder_pipeline
-from compression.specs import EvaluationSpec, KDSpec, PTQSpec
 from compression.text_labels import ModelClasses, label_array, label_problems, name_indices
-from tests.hf_folders import CORPUS, bert_folder, zip_bytes
+from tests.hf_folders import CORPUS, bert_folder, kd_and_ptq_job, zip_bytes
 
 SENTIMENT = ["NEGATIVE", "neutral", "Positive"]
 
@@ -104,17 +100,12 @@ def test_names_need_a_model_whose_output_is_named_classes():
 
 
 def _kd_and_ptq(tmp_path, folder, labels: list, alpha: float):
-    """A folder job of KD (the upload as its own student, 2 steps) then int8 PTQ on 8 train and 8 val rows of
-    CORPUS labelled with `labels`, in turn."""
+    """`kd_and_ptq_job` on 8 train and 8 val rows of CORPUS labelled with `labels`, in turn."""
     rows = [{"split": split, "text": text, "label": labels[index % len(labels)]}
             for split, texts in (("train", CORPUS[:8]), ("val", CORPUS[8:16])) for index, text in enumerate(texts)]
-    (tmp_path / "text.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
     archive = tmp_path / "folder.zip"
     archive.write_bytes(zip_bytes(folder))
-    return run_folder_pipeline(archive, tmp_path / "text.jsonl", "sequence-classification",
-                               [KDSpec(student={"kind": "input"}, alpha=alpha, training={"steps": 2, "batch_size": 4}),
-                                PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
-                               tmp_path / "work")
+    return kd_and_ptq_job(archive, rows, "sequence-classification", tmp_path, alpha)
 
 
 def test_a_multi_label_folder_job_runs_on_lists_of_class_names(tmp_path):
@@ -179,6 +170,7 @@ def test_a_regression_folder_job_trains_and_judges_its_values(tmp_path):
     '{"split": "t", "text": "a", "label": 3.5}\n{"split": "t", "text": "b", "label": 1}',
     '{"split": "t", "text": "a b", "tags": [2, -100]}\n{"split": "v", "text": "c", "tags": [1]}',
     '{"split": "t", "text": "a b", "tags": ["B-PER", "O"]}',
+    '{"split": "t", "text": "q", "text_pair": "a b", "answer": {"text": "b", "start": 2}}',
 ])
 def test_the_upload_check_keeps_no_labels_but_describes_them_as_the_worker_reads_them(text):
     """The API reads a .jsonl for its manifest only: per split a summary, never the labels themselves (millions of

@@ -22,9 +22,9 @@ from compression.io import export_model, save_program
 from compression.labels import label_loss
 from compression.llm.pipeline import run_folder_pipeline
 from compression.pipeline import run_pipeline
-from compression.specs import EvaluationSpec, KDSpec, PTQSpec
+from compression.specs import EvaluationSpec, PTQSpec
 from compression.text_labels import ModelClasses, label_array, word_tags
-from tests.hf_folders import CORPUS, bert_folder, zip_bytes
+from tests.hf_folders import CORPUS, bert_folder, kd_and_ptq_job, zip_bytes
 
 TAGS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 
@@ -80,11 +80,7 @@ def test_a_tagger_job_trains_and_is_judged_on_word_tags(tagger, tmp_path):
     names = ["O", "B-PER", "i-per", "B-LOC"]  # names as the config has them, one in another case
     rows = [{"split": split, "text": text, "tags": [names[index % 4] for index in range(len(text.split()))]}
             for split, texts in (("train", CORPUS[:8]), ("val", CORPUS[8:16])) for text in texts]
-    (tmp_path / "tags.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
-    result = run_folder_pipeline(tagger, tmp_path / "tags.jsonl", "token-classification",
-                                 [KDSpec(student={"kind": "input"}, alpha=0.5, training={"steps": 2, "batch_size": 4}),
-                                  PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
-                                 tmp_path / "work")
+    result = kd_and_ptq_job(tagger, rows, "token-classification", tmp_path)
     with np.load(tmp_path / "work" / "dataset.npz") as arrays:
         labels, mask = arrays["val.y"], arrays["val.attention_mask"]
     words = [len(text.split()) for text in CORPUS[8:16]]
@@ -105,7 +101,7 @@ def test_tags_that_do_not_fit_the_model_are_refused_with_what_to_do():
         read('{"split": "t", "text": "John lives", "tags": ["B-PER", "O", "O"]}')
     with pytest.raises(InvalidUpload, match="a row with them has no 'label'"):
         read('{"split": "t", "text": "John lives", "tags": ["B-PER", "O"], "label": 1}')
-    with pytest.raises(InvalidUpload, match="labels whole texts .* or the words .* not both"):
+    with pytest.raises(InvalidUpload, match="'label' where the rows before give 'tags'; .* one of them"):
         read('{"split": "t", "text": "a b", "tags": [0, 1]}\n{"split": "v", "text": "c", "label": 1}')
     tagged = read('{"split": "t", "text": "John lives", "tags": ["B-PER", -100]}')["t"]
     tagger = ModelClasses(5, list(TAGS.values()), False, per_token=True)
