@@ -182,7 +182,7 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
 
 def text_dataset(directory: Path, labels: bool = False, tags: bool = False, pairs: bool = False) -> Path:
     """Rows of WORDS: with `labels` a class per row (a sequence classifier's), with `tags` a class per word (a
-    token classifier's), with `pairs` a question and a context (a reader's)."""
+    token classifier's), with `pairs` a question, a context and the answer in it (a reader's)."""
     generator = torch.Generator().manual_seed(0)
     lines = []
     for split, rows in (("train", 48), ("val", 16)):
@@ -190,8 +190,10 @@ def text_dataset(directory: Path, labels: bool = False, tags: bool = False, pair
             count = int(torch.randint(4, 12, (1,), generator=generator))
             text = " ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (count,), generator=generator))
             line = {"split": split, "text": text}
-            if pairs:
-                line = {"split": split, "text": "where is the cat", "text_pair": text}
+            if pairs:  # the context's second word is the answer
+                answer = text.split()[1]
+                line = {"split": split, "text": "where is the cat", "text_pair": text,
+                        "answer": {"text": answer, "start": text.index(f" {answer}") + 1}}
             if labels:
                 line["label"] = row % 3
             elif tags:
