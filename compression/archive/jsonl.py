@@ -2,20 +2,22 @@
 
 `split` names the split the row belongs to (like the `<split>.` prefix of an `.npz` array), `text` is the example
 and `label` (optional: in a split, every row or none) its class: an integer index (a whole-number float such as 2.0
-is read as that index, false and true as 0 and 1) or a class name, or for a regression head (config.json
-`problem_type: "regression"`, or one label) the value it predicts (a number such as 3.8: a split with one that is
-not whole holds values, `TextSplit.values`), which the worker maps to its index with the
+is read as that index, false and true as 0 and 1) or a class name, which the worker maps to its index with the
 model's config.json (`compression.text_labels`), or a list of them (possibly empty): the labels that apply to the
 text, for a multi-label classifier, or a vector of 0/1 flags, one per class (told apart by a repeated value, as any
-vector over three or more classes has). A file uses one form: indices or names, single labels or lists. `text_pair`
+vector over three or more classes has); or, for a regression head (config.json `problem_type: "regression"`, or
+one label), the value it predicts (a number such as 3.8: a file with one that is not whole holds values,
+`TextSplit.values`). A file uses one form: indices or names, single labels or lists, or values. `text_pair`
 (optional: in the whole file, every row or none) is the second text of a sentence pair, for cross-encoders and NLI
 classifiers, which the tokenizer joins to `text` with its separator (and, for BERT-style models, segment ids).
-`tags` (optional, instead of `label`: in a split, every row or none) labels the words of `text` (as `text.split()`
-cuts them) for a token classifier, one class per word (index or name; -100 for a word no tag reads), as NER
-datasets do (`" ".join(tokens)` and `ner_tags`); the worker gives each word's tag to its first token. Lines
-are read one at a time, each capped at `max_metadata_bytes` and parsed under the JSON depth cap; the file as a whole
-is capped by the upload size. Nothing else is allowed in a row, so a typo (`"lable"`) is refused rather than
-ignored.
+Instead of `label` (a file gives one of the three): `tags` labels the words of `text` (as `text.split()` cuts them)
+for a token classifier, one class per word (index or name; -100 for a word no tag reads), as NER datasets do
+(`" ".join(tokens)` and `ner_tags`), and the worker gives each word's tag to its first token; `answer` (or SQuAD's
+`answers`, `compression.archive.answers`) is where in `text_pair`, a reader's context, the answer to the question
+`text` lies. Lines are read one at a time, each capped at `max_metadata_bytes` and parsed under the JSON depth cap;
+the file as a whole is capped by the upload size. Nothing else is allowed in a row, so a typo (`"lable"`) is
+refused rather than ignored. Read for a manifest only (the API's upload check), a split's labels are summarized,
+not kept (`compression.archive.label_summary`).
 """
 
 from __future__ import annotations
