@@ -46,7 +46,7 @@ class Split:
     """
 
     def __init__(self, name: str, inputs: dict[str, np.ndarray], labels: np.ndarray | None = None,
-                 dtypes: list[torch.dtype] | None = None, label_values: bool | None = None):
+                 dtypes: list[torch.dtype] | None = None):
         lengths = {input_name: len(array) for input_name, array in inputs.items()}
         if labels is not None:
             lengths[LABEL_ARRAY] = len(labels)
@@ -55,8 +55,8 @@ class Split:
         self.name = name
         self.inputs = inputs
         self.labels = labels
-        # The labels are values a regression model predicts (None: read from them, `is_value_labels`).
-        self.label_values = labels is not None and (is_value_labels(labels) if label_values is None else label_values)
+        # The labels are values a regression model predicts (`Dataset.label_as_values` may say so of whole numbers).
+        self.label_values = labels is not None and is_value_labels(labels)
         self.dtypes = dtypes or [torch.from_numpy(a[:0]).dtype for a in inputs.values()]
         # The largest batch the model accepts (an export bounded with Dim("batch", max=...)); None: any.
         self.max_batch: int | None = None

@@ -131,22 +131,14 @@ def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     """Distillation stages: the student is built (its output shape checked against the teacher's on the rows)
     and one loss is computed, as the first training step would."""
     from compression.distill.features import capture_features, projection_for
-    from compression.distill.losses import (
-        check_label_mix,
-        distillation_loss,
-        feature_loss,
-        output_loss_name,
-    )
-    from compression.output_kind import task_output_kind
+    from compression.distill.losses import distillation_loss, feature_loss, kind_and_loss
     from compression.students import teacher_and_student
 
     alpha = getattr(spec, "alpha", 0.0)
     if alpha > 0 and not task.dataset.split(task.train_split).has_labels:
         raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
     teacher, student = teacher_and_student(spec.student, model, task)
-    kind = task_output_kind(task.output_kind, teacher, task.example_inputs)
-    loss = getattr(spec, "loss", None) or output_loss_name(kind, task.multi_label)
-    check_label_mix(alpha, loss, kind)
+    kind, loss = kind_and_loss(task, teacher, alpha, getattr(spec, "loss", None))
     batch = next(task.dataset.split(task.train_split).batches(DRY_ROWS))
     pairs = getattr(spec, "features", None) or []
     with evaluating(teacher), evaluating(student.model), torch.no_grad(), \
@@ -169,11 +161,7 @@ def _check_student(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
 def _check_quantized_training(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
     """quantized_distillation, differentiable_quantization: the weights to quantize (and `skip`) are found, the
     quantizers attach to a copy, and the copy runs and gives one finite loss against the upload."""
-    from compression.distill.losses import (
-        check_label_mix,
-        distillation_loss,
-        output_loss_name,
-    )
+    from compression.distill.losses import distillation_loss, kind_and_loss
     from compression.distill.weight_quant import (
         AttachedQuantizers,
         CodebookWeightQuantizer,
@@ -181,7 +169,6 @@ def _check_quantized_training(spec, model: nn.Module, task: Task, ctx: RunContex
         bucketed_format,
         quantizable_weights,
     )
-    from compression.output_kind import task_output_kind
 
     if spec.alpha > 0 and not task.dataset.split(task.train_split).has_labels:
         raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
@@ -194,9 +181,7 @@ def _check_quantized_training(spec, model: nn.Module, task: Task, ctx: RunContex
             bucketed_format(spec.bits, spec.bucket_size, weight), spec.stochastic_rounding))
     else:
         AttachedQuantizers(student, names, lambda weight: CodebookWeightQuantizer(weight, spec.bits))
-    kind = task_output_kind(task.output_kind, task.reference, task.example_inputs)
-    loss = output_loss_name(kind, task.multi_label)
-    check_label_mix(spec.alpha, loss, kind)
+    kind, loss = kind_and_loss(task, task.reference, spec.alpha)
     batch = next(task.dataset.split(task.train_split).batches(DRY_ROWS))
     with evaluating(student), torch.no_grad():
         value = distillation_loss(output_tensor(student(*batch.inputs)), output_tensor(task.reference(

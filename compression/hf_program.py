@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from compression.archive.errors import InvalidUpload
-from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, IGNORED_TAG, LABEL_ARRAY, TextSplit
+from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, LABEL_ARRAY, TextSplit
+from compression.archive.npz import IGNORED_LABEL
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.io import export_model, save_program
 from compression.llm.text import check_tokenizes
@@ -223,9 +224,9 @@ def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int,
 
 def answer_tokens(encoded, spans: list[tuple[int, int] | None]) -> np.ndarray:
     """[rows, 2] token positions of each answer's start and end (the first and the last token of the context,
-    `text_pair`, that overlap its characters), the labels of a reader's [rows, 2, tokens] span logits; IGNORED_TAG
+    `text_pair`, that overlap its characters), the labels of a reader's [rows, 2, tokens] span logits; IGNORED_LABEL
     for both where there is no answer, or the truncation cut it off."""
-    labels = np.full((len(spans), 2), IGNORED_TAG, np.int64)
+    labels = np.full((len(spans), 2), IGNORED_LABEL, np.int64)
     offsets = encoded["offset_mapping"]
     for row, span in enumerate(spans):
         if span is None:
@@ -240,9 +241,9 @@ def answer_tokens(encoded, spans: list[tuple[int, int] | None]) -> np.ndarray:
 
 def token_tags(texts: list[str], offsets: np.ndarray, tags: list[list[int]]) -> np.ndarray:
     """[rows, tokens] class indices: each word's tag (words as `text.split()` cuts them) on the first token that
-    starts in it, IGNORED_TAG on its later sub-tokens, special tokens and padding (which span no characters), as
+    starts in it, IGNORED_LABEL on its later sub-tokens, special tokens and padding (which span no characters), as
     transformers' token-classification recipe labels them. A word the truncation cut off has no token."""
-    labels = np.full(offsets.shape[:2], IGNORED_TAG, np.int64)
+    labels = np.full(offsets.shape[:2], IGNORED_LABEL, np.int64)
     for row, (text, row_tags) in enumerate(zip(texts, tags)):
         word_ends = np.array([match.end() for match in re.finditer(r"\S+", text)])
         starts, ends = offsets[row, :, 0], offsets[row, :, 1]

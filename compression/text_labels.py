@@ -149,16 +149,20 @@ def _value_problems(where: str, names: list[str], multi_label: bool, classes: Mo
     return []
 
 
-def word_tags(split: str, rows: TextSplit, classes: ModelClasses) -> list[list[int]]:
-    """Each row's word tags as class indices (names mapped with the model's; IGNORED_TAG kept), refused with what
-    to change when they do not fit the token classifier's classes."""
-    indices = rows.class_indices()
-    problems = label_problems(f"split '{split}'", sorted(rows.names), False,
-                              [min(indices), max(indices)] if indices else None, classes, rows=len(rows.labels),
-                              per_word=rows.per_word)
+def _checked_names(split: str, rows: TextSplit, classes: ModelClasses) -> dict[str, int]:
+    """The index of each class name the split's labels use (`name_indices`), once `label_problems` finds nothing
+    wrong with them for `classes`; else refused with what to change."""
+    problems = label_problems(f"split '{split}'", sorted(rows.names), rows.multi_label, rows.index_range(), classes,
+                              rows.flag_width, rows.labelled, rows.values, rows.per_word)
     if problems:
         raise InvalidUpload("; ".join(problems))
-    mapping = name_indices(rows.names, classes.names)[0] if rows.names else {}
+    return name_indices(rows.names, classes.names)[0] if rows.names else {}
+
+
+def word_tags(split: str, rows: TextSplit, classes: ModelClasses) -> list[list[int]]:
+    """Each row's word tags as class indices (names mapped with the model's; -100 kept), refused with what to
+    change when they do not fit the token classifier's classes."""
+    mapping = _checked_names(split, rows, classes)
     return [[mapping[tag] if isinstance(tag, str) else tag for tag in tags] for tags in rows.labels]
 
 
@@ -166,17 +170,11 @@ def label_array(split: str, rows: TextSplit, classes: ModelClasses) -> np.ndarra
     """The split's labels: int64 class indices [N], for lists (multi-label) a float32 0/1 matrix [N, classes], or
     a regression head's values float32 [N]. Names are mapped with the model's; labels that do not fit it are
     refused with what to change."""
-    indices = rows.class_indices()
-    problems = label_problems(f"split '{split}'", sorted(rows.names), rows.multi_label,
-                              [min(indices), max(indices)] if indices else None, classes, rows.flag_width,
-                              len(rows.labels), rows.values, rows.per_word)
-    if problems:
-        raise InvalidUpload("; ".join(problems))
+    mapping = _checked_names(split, rows, classes)
     if rows.values or classes.regression:
         return np.asarray(rows.labels, np.float32)
     if classes.count is None:  # indices scored against a non-class output, as an .npz's would be
         return np.asarray(rows.labels, np.int64)
-    mapping = name_indices(rows.names, classes.names)[0] if rows.names else {}
 
     def index(entry: int | str) -> int:
         return mapping[entry] if isinstance(entry, str) else entry

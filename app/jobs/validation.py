@@ -107,7 +107,7 @@ def _score_metric_problems(spec: JobCreate, signature: ModelSignature) -> list[s
     # A regression model's targets are each ranked on their own, however many there are.
     if spec.evaluation.metric != "score_spearman" or output is None or spec.evaluation.output_kind == "regression":
         return []
-    if len(output.shape) == 1 or (len(output.shape) == 2 and output.shape[1] == 1):
+    if _one_per_example(output):
         return []
     return [f"evaluation.metric 'score_spearman' ranks one score per example, but the model output is "
             f"{output.describe()}; it fits a model with one output (a reranker, a regression head or a binary "
@@ -299,7 +299,7 @@ def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignatu
         return _check_label_values(split, label_shape, bool(labels.get("values")), output, spec)
     if is_multi_hot(label_shape):
         return _check_label_matrix(split, label_shape, output, spec)
-    if len(output.shape) == 1 or (len(output.shape) == 2 and output.shape[1] == 1):
+    if _one_per_example(output):
         if low < 0 or high > 1:
             return [f"labels in '{split}.y' range over [{low}, {high}] but the model has one output (a binary "
                     "classifier's logit or probability), whose labels are 0 or 1; store 0/1 labels, or export the "
@@ -313,6 +313,11 @@ def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignatu
         return [f"labels in '{split}.y' range over [{low}, {high}] but the model has {classes} outputs "
                 f"(classes 0..{classes - 1})"]
     return []
+
+
+def _one_per_example(output) -> bool:
+    """Whether a model output (a TensorSpec) holds one value per example: [batch] or [batch, 1]."""
+    return len(output.shape) == 1 or (len(output.shape) == 2 and output.shape[1] == 1)
 
 
 def _check_position_labels(split: str, label_shape: list[int], low: float, high: float, output) -> list[str]:
@@ -335,8 +340,7 @@ def _check_label_values(split: str, label_shape: list[int], values: bool, output
     fractional values [N] of a model with one output ([batch] or [batch, 1]) can only be: one value per output, [N]
     for a model with one output, [N, K] for [batch, K] (a matrix could be soft class targets: declared)."""
     kind = spec.evaluation.output_kind
-    single_output = len(output.shape) == 1 or (len(output.shape) == 2 and output.shape[1] == 1)
-    if kind is None and values and len(label_shape) == 1 and single_output:
+    if kind is None and values and len(label_shape) == 1 and _one_per_example(output):
         return []  # one fractional value per example of a one-output model: only a regression model's (inferred)
     if kind != "regression":
         shown = f"evaluation.output_kind is '{kind}'" if kind else "evaluation.output_kind is not set"

@@ -32,7 +32,7 @@ from typing import BinaryIO
 from compression.archive.answers import ANSWER_KEYS, row_answer
 from compression.archive.errors import InvalidUpload
 from compression.archive.jsontext import parse_json
-from compression.archive.label_summary import IGNORED_TAG, LabelSummary
+from compression.archive.label_summary import IGNORED_LABEL, LabelSummary
 from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
 
 TEXT_INPUT = "text"
@@ -91,7 +91,7 @@ class TextSplit:
     def class_indices(self) -> list[int]:
         """Every class index its labels give, row after row (the entries of each list, for multi-label rows)."""
         return [entry for label in self.labels for entry in (label if self.multi_label or self.per_word else [label])
-                if isinstance(entry, int) and not self.values and entry != IGNORED_TAG]
+                if isinstance(entry, int) and not self.values and entry != IGNORED_LABEL]
 
     def value_range(self) -> list[float] | None:
         """[min, max] of the labels as values (the numbers of a regression split), or None for other labels."""
@@ -143,7 +143,7 @@ class LabelForm:
 
     def _check_form(self, entries: list, number: int) -> None:
         for entry in entries:
-            if entry == IGNORED_TAG:  # a word no tag reads, in files of names and of indices alike
+            if entry == IGNORED_LABEL:  # a word no tag reads, in files of names and of indices alike
                 continue
             by_name = isinstance(entry, str)
             if self.by_name is None:
@@ -287,13 +287,13 @@ def _row_label(label, number: int) -> int | str | list:
 
 
 def _row_tags(tags, text: str, number: int) -> list[int | str]:
-    """A row's word tags: a list with one class (index, name, or IGNORED_TAG) per word of `text`."""
+    """A row's word tags: a list with one class (index, name, or IGNORED_LABEL) per word of `text`."""
     words = len(text.split())
     if not isinstance(tags, list) or len(tags) != words:
         got = f"{len(tags)} tags" if isinstance(tags, list) else json.dumps(tags)[:40]
         raise InvalidUpload(f"line {number}: 'tags' must be a list with one class per word of 'text' ({words} "
                             f"words, as text.split() cuts them); got {got}")
-    return [IGNORED_TAG if tag == IGNORED_TAG and not isinstance(tag, bool) else _class(tag, number, in_list=True)
+    return [IGNORED_LABEL if tag == IGNORED_LABEL and not isinstance(tag, bool) else _class(tag, number, in_list=True)
             for tag in tags]
 
 

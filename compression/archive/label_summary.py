@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-IGNORED_TAG = -100  # a word no tag reads (transformers' ignore index)
+from compression.archive.npz import IGNORED_LABEL
 
 
 @dataclass
@@ -29,7 +29,7 @@ class LabelSummary:
             self.binary_lists = self.binary_lists and set(label) <= {0, 1}
             ones = [position for position, entry in enumerate(label) if entry == 1 and not isinstance(entry, str)]
             _widen(self.flag_positions, ones)
-            _widen(self.indices, [e for e in label if isinstance(e, int) and e != IGNORED_TAG])
+            _widen(self.indices, [e for e in label if isinstance(e, int) and e != IGNORED_LABEL])
             return
         if isinstance(label, (int, float)):
             _widen(self.numbers, [float(label)])

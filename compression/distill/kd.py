@@ -17,10 +17,9 @@ from compression.distill.common import (
     write_float_student,
 )
 from compression.distill.features import capture_features, projection_for
-from compression.distill.losses import check_label_mix, distillation_loss, feature_loss, output_loss_name
+from compression.distill.losses import distillation_loss, feature_loss, kind_and_loss
 from compression.evaluate import output_tensor
 from compression.modes import eval_mode
-from compression.output_kind import task_output_kind
 from compression.program_device import move_model
 from compression.result import StageResult
 from compression.specs.distill import FeaturePair, KDSpec
@@ -35,9 +34,7 @@ def apply_kd(spec: KDSpec, model: nn.Module, task: Task, ctx: RunContext) -> Sta
         raise ValueError("alpha > 0 needs labels in the training split; set alpha to 0 for pure distillation")
     teacher_model, student_info = teacher_and_student(spec.student, model, task)
     student = move_model(student_info.model, ctx.device)
-    kind = task_output_kind(task.output_kind, teacher_model, task.example_inputs)
-    loss_name = spec.loss or output_loss_name(kind, task.multi_label)
-    check_label_mix(spec.alpha, loss_name, kind)
+    kind, loss_name = kind_and_loss(task, teacher_model, spec.alpha, spec.loss)
     with frozen_teacher(teacher_model, ctx.device) as teacher, \
             capture_features(student, [pair.student for pair in spec.features]) as student_features, \
             capture_features(teacher, [pair.teacher for pair in spec.features]) as teacher_features:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from compression.labels import as_class_logits, binary_targets, label_loss, probability_bce
+from compression.output_kind import task_output_kind
 
 # The loss that matches each output kind (compression.specs.metrics.OutputKind): a temperature KL for class
 # logits, cosine for embeddings (their direction is what similarities read), binary cross-entropy against the
@@ -23,6 +24,16 @@ LABEL_LOSSES = ("kl", "bce", "bce_logits")
 def mixes_labels(loss: str, output_kind: str | None) -> bool:
     """Whether labels can be mixed into the output loss `loss` of an output of this kind (alpha > 0)."""
     return loss in LABEL_LOSSES or (loss == "mse" and output_kind == "regression")
+
+
+def kind_and_loss(task, teacher: torch.nn.Module, alpha: float = 0.0, loss: str | None = None) -> tuple[str, str]:
+    """The teacher's output kind (the task's declared one, else detected on its example inputs) and the distillation
+    loss for it (`loss` where the spec names one, else `output_loss_name`'s), refused where `alpha` > 0 would mix in
+    labels that cannot train that output."""
+    kind = task_output_kind(task.output_kind, teacher, task.example_inputs)
+    loss = loss or output_loss_name(kind, task.multi_label)
+    check_label_mix(alpha, loss, kind)
+    return kind, loss
 
 
 def check_label_mix(alpha: float, loss: str, output_kind: str) -> None:

@@ -25,11 +25,7 @@ from compression.distill.common import (
     teacher_logits,
     write_student,
 )
-from compression.distill.losses import (
-    check_label_mix,
-    distillation_loss,
-    output_loss_name,
-)
+from compression.distill.losses import distillation_loss, kind_and_loss
 from compression.distill.weight_quant import (
     AttachedQuantizers,
     CodebookWeightQuantizer,
@@ -39,7 +35,6 @@ from compression.distill.weight_quant import (
     quantizable_weights,
 )
 from compression.evaluate import output_tensor
-from compression.output_kind import task_output_kind
 from compression.program_device import move_model
 from compression.quant.packed import write_packed
 from compression.quant.weights import quantize_weight
@@ -52,14 +47,9 @@ from compression.task import Task
 from compression.training import train
 
 
-def _loss_fn(teacher: nn.Module, temperature: float, alpha: float, task: Task, metrics: dict):
-    """The distillation loss of the output's kind (`output_loss_name`: temperature KL for class logits, cosine for
-    embeddings, MSE for regression values, ...), named in `metrics`."""
-    kind = task_output_kind(task.output_kind, teacher, task.example_inputs)
-    loss = output_loss_name(kind, task.multi_label)
-    check_label_mix(alpha, loss, kind)
-    metrics |= {"output_kind": kind, "loss": loss}
-
+def _loss_fn(teacher: nn.Module, temperature: float, alpha: float, kind: str, loss: str):
+    """The distillation loss of the output's kind (`kind_and_loss`: temperature KL for class logits, cosine for
+    embeddings, MSE for regression values, ...)."""
     def loss_fn(student: nn.Module, batch: Batch, step: int) -> torch.Tensor:
         logits = output_tensor(student(*batch.inputs))
         return distillation_loss(logits, teacher_logits(teacher, batch.inputs), batch.labels,
@@ -92,10 +82,10 @@ def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Modu
     names = quantizable_weights(student, spec.skip)
     attached = AttachedQuantizers(student, names, lambda weight: UniformWeightQuantizer(
         bucketed_format(spec.bits, spec.bucket_size, weight), spec.stochastic_rounding))
-    chosen: dict = {}
     with frozen_teacher(task.reference, ctx.device) as teacher:
+        kind, loss = kind_and_loss(task, teacher, spec.alpha)
         before = _rounded_metrics(student, task, teacher)
-        report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha, task, chosen), spec.training, task,
+        report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha, kind, loss), spec.training, task,
                        ctx, evaluate_fn=periodic_eval_fn(task, teacher, spec.training))
     # The packed file is the stage's main artifact (listed first): it is the deployable, runnable low-bit model.
     # Quantize the final shadow weights once more, deterministically, and keep only the quantized values.
@@ -112,7 +102,8 @@ def apply_quantized_distillation(spec: QuantizedDistillationSpec, model: nn.Modu
                                tuple(t.cpu() for t in task.example_inputs), weights)
     packed = formats.artifact("packed.safetensors", "student_packed.safetensors", packed_path, bits=spec.bits,
                               bucket_size=spec.bucket_size)
-    metrics = chosen | {"bits": spec.bits, "bucket_size": spec.bucket_size, "quantized_weights": len(names),
+    metrics = {"output_kind": kind, "loss": loss, "bits": spec.bits, "bucket_size": spec.bucket_size,
+               "quantized_weights": len(names),
                "rounded_before_training": before, "float32_bytes": _float_bytes(student),
                "packed_bytes": packed.size_bytes,
                "compression_ratio": round(_float_bytes(student) / packed.size_bytes, 3)}
@@ -128,10 +119,10 @@ def apply_differentiable_quantization(spec: DifferentiableQuantizationSpec, mode
         parameter.requires_grad_(False)
     attached = AttachedQuantizers(student, names, lambda weight: CodebookWeightQuantizer(weight, spec.bits))
     points = [quantizer.points for quantizer in attached.quantizers.values()]
-    chosen: dict = {}
     with frozen_teacher(task.reference, ctx.device) as teacher:
+        kind, loss = kind_and_loss(task, teacher, spec.alpha)
         before = _rounded_metrics(student, task, teacher)
-        report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha, task, chosen), spec.training, task,
+        report = train(student, _loss_fn(teacher, spec.temperature, spec.alpha, kind, loss), spec.training, task,
                        ctx, param_groups=[{"params": points}],
                        evaluate_fn=periodic_eval_fn(task, teacher, spec.training))
     move_model(student, "cpu")
@@ -146,7 +137,8 @@ def apply_differentiable_quantization(spec: DifferentiableQuantizationSpec, mode
     packed = formats.artifact("packed.codebook.safetensors", "student_codebook.safetensors", packed_path,
                               bits=spec.bits)
     quantized_payload = sum(payload_bytes(tuple(indices.shape), bits) for indices, _, bits in encoded.values())
-    metrics = chosen | {"bits": spec.bits, "quantized_weights": len(names), "rounded_before_training": before,
+    metrics = {"output_kind": kind, "loss": loss, "bits": spec.bits, "quantized_weights": len(names),
+               "rounded_before_training": before,
                "float32_bytes": _float_bytes(student), "packed_bytes": packed.size_bytes,
                "quantized_payload_bytes": quantized_payload,
                "compression_ratio": round(_float_bytes(student) / packed.size_bytes, 3)}
