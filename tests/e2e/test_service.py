@@ -42,7 +42,12 @@ def test_int8_ptq_job_from_upload_to_download(client, uploads, example_files, tm
                              "evaluation": {"compile": False, "latency_batch_sizes": [1, 8]}})
     job = client.wait(job["id"], timeout=300, poll=0.1, on_progress=lambda j: seen.append(j["progress"]))
     assert job["status"] == "succeeded", job["error"]
-    assert job["progress"]["fraction"] == 1.0 and any(p.get("phase") == "calibrate" for p in seen)
+    assert job["progress"]["fraction"] == 1.0
+    overall = [p["overall"] for p in seen if "overall" in p]
+    assert overall == sorted(overall)  # polled progress never goes back
+    # A calibration this small can start and end between two polls; every new phase is in the job's log.
+    messages = [line["message"] for line in client.logs(job["id"])["items"]]
+    assert any(m.startswith("stage 0:ptq: calibrate") for m in messages), messages
     assert job["versions"]["torch"] == torch.__version__ and job["attempts"] == 1
     before, after = job["metrics"]["baseline"], job["metrics"]["final"]
     assert before["accuracy"] > 0.9 and after["accuracy"] > before["accuracy"] - 0.03
