@@ -135,6 +135,17 @@ def _module_name(node: fx.Node) -> str | None:
     return path.removeprefix(PROGRAM_PREFIX) if path.startswith(PROGRAM_PREFIX) else None
 
 
+def _quantized_use(node: fx.Node) -> str:
+    """A quantize/dequantize node named by the op that reads it and that op's module ("convolution in
+    vit.embeddings.patch_embeddings.projection"), or by its own name where it has no such reader."""
+    reader = next((user for user in node.users if not _is(user, "quantize")), None)
+    if reader is None or reader.op != "call_function":
+        return node.name
+    op = getattr(reader.target, "__name__", str(reader.target)).split(".")[0]
+    module = _module_name(reader)
+    return f"{op} in {module}" if module else op
+
+
 def _holds_tensors(module: torch.nn.Module) -> bool:
     """Modules the graph calls that hold state (quantizers' scales); stateless ones (export's `_guards_fn`) only
     check shapes."""
@@ -291,10 +302,16 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
     unexpressed = [node for node in gm.graph.nodes if node not in expressed and _is(node, "quantize")]
     pairs = {member for node in unexpressed for member in _activation_pair(node)}
     _run_in_float(layout, pairs)
-    unexpressed = [node.name for node in unexpressed if node not in pairs]
-    if unexpressed:  # e.g. a weight quantizer of an op that is no linear layer (GPT-2's Conv1D addmm)
-        raise NotExpressible(f"quantization at {unexpressed[:3]} is no weight or input quantizer of a layer of the "
-                             "folder's model")
+    unexpressed = [node for node in unexpressed if node not in pairs]
+    if unexpressed:  # e.g. a weight quantizer of an op that is no linear layer (GPT-2's Conv1D addmm, a conv)
+        # A few such layers (a ViT's patch-embedding convolution) can stay float; a CNN's many cannot usefully.
+        modules = sorted({PROGRAM_PREFIX + module for node in unexpressed for user in node.users
+                          if (module := _module_name(user))})
+        keep_float = (f"; a ptq stage with \"exclude\": {modules} keeps them float and gets a folder"
+                      if 0 < len(modules) <= 4 else "")
+        raise NotExpressible(f"quantization at {[_quantized_use(node) for node in unexpressed[:3]]} is no weight or "
+                             "input quantizer of a linear layer of the folder's model (compressed-tensors quantizes "
+                             f"nn.Linear layers only; the stage's .pt2 holds the whole quantized model){keep_float}")
     rounding = [node.name for node in gm.graph.nodes if node.op == "call_function"
                 and node.target == aten.round.default]
     if len(rounding) > source_rounds:

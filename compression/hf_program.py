@@ -95,6 +95,22 @@ class _SpanLogits(torch.nn.Module):
         return torch.stack([output.start_logits, output.end_logits], dim=1)
 
 
+class _PixelLogits(torch.nn.Module):
+    """An image classifier (ViT, ResNet, ConvNeXt, ...) taking the processor's `pixel_values` [batch, channels,
+    height, width] and returning its class logits. Holds the model as `model`, as `_TensorOutput` does, so the
+    program's names are the folder's."""
+
+    output = "logits"
+    pooling = None
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values, return_dict=True).logits
+
+
 def _reads_last_eos(model: torch.nn.Module) -> bool:
     base = getattr(model, "model", None)
     return (isinstance(getattr(model, "classification_head", None), torch.nn.Module)
@@ -107,6 +123,7 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     what the weights are loaded as; "auto" keeps the checkpoint's (a bfloat16 folder stays bfloat16)."""
     from transformers import (
         AutoModel,
+        AutoModelForImageClassification,
         AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
@@ -114,10 +131,12 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
 
     auto = {"sequence-classification": AutoModelForSequenceClassification,
             "token-classification": AutoModelForTokenClassification,
-            "question-answering": AutoModelForQuestionAnswering}.get(task, AutoModel)
+            "question-answering": AutoModelForQuestionAnswering,
+            "image-classification": AutoModelForImageClassification}.get(task, AutoModel)
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
-    # Architectures without it (DeBERTa-v2, MPNet) refuse "sdpa" with a ValueError and run with eager attention.
+    # Architectures without it (DeBERTa-v2, MPNet; convolutional networks, which have no attention) refuse "sdpa"
+    # with a ValueError and run with eager attention.
     try:
         model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa", dtype=dtype,
                                      **LOCAL_ONLY)
@@ -131,6 +150,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _TensorOutput(model, "logits").eval()
     if task == "question-answering":
         return _SpanLogits(model).eval()
+    if task == "image-classification":
+        return _PixelLogits(model).eval()
     if isinstance(getattr(model, "decoder", None), torch.nn.Module) and hasattr(model, "get_encoder"):
         # T5, BART, ...: the features are the encoder's (what T5EncoderModel and sentence-T5 compute); the whole
         # model would want decoder inputs too, and its export failed. Where transformers has an encoder-only class

@@ -66,10 +66,10 @@ def _user_commands(commands, common) -> None:
     submit.add_argument("model", help="a .pt2 file to upload, a Hugging Face folder (its directory, or a .zip/.tar "
                                       "of it), a model id (mdl_...), or a job id (job_...) to start from that "
                                       "job's final model")
-    submit.add_argument("data", help="an .npz (or, with a folder, .jsonl text) file to upload, or a dataset id "
-                                     "(ds_...)")
+    submit.add_argument("data", help="an .npz (or, with a text model's folder, .jsonl text) file to upload, or a "
+                                     "dataset id (ds_...)")
     submit.add_argument("--task", choices=["feature-extraction", "sequence-classification", "token-classification",
-                                           "question-answering", "causal-lm"],
+                                           "question-answering", "image-classification", "causal-lm"],
                         help="what a Hugging Face folder's model does (default: from its config.json)")
     submit.add_argument("--method", action="append", help="a stage's method (ptq, qat, kd, function_matching, "
                         "quantized_distillation, differentiable_quantization, quant_noise, ipq, prune); repeat "

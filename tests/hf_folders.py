@@ -79,6 +79,33 @@ def bert_folder(folder: Path, classes: int | None = None, layers: int = 2, dtype
     return folder
 
 
+# What ViTImageProcessor writes for google/vit-base-patch16-224 (less its resize settings, which are not read).
+VIT_PROCESSOR = {"image_processor_type": "ViTImageProcessor", "do_rescale": True, "rescale_factor": 1 / 255,
+                 "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+
+
+def image_folder(folder: Path, architecture: str = "vit", classes: int = 4, processor: dict | None = VIT_PROCESSOR,
+                 feature_extraction: bool = False) -> Path:
+    """A 32x32 image classifier (`ViTForImageClassification`, or `ResNetForImageClassification`, which takes any
+    size) with `classes` labels and the image processor's `processor` settings; with `feature_extraction`, the
+    base model (`ViTModel`) instead."""
+    import torch
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification, ViTModel
+
+    torch.manual_seed(0)
+    if architecture == "vit":
+        config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, num_labels=classes)
+        model = ViTModel(config) if feature_extraction else ViTForImageClassification(config)
+    else:
+        model = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                                          num_labels=classes))
+    model.save_pretrained(folder)
+    if processor is not None:
+        (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    return folder
+
+
 def add_sentence_transformers_files(folder: Path, pooling: str = "mean", normalize: bool = True,
                                     max_seq_length: int | None = None) -> Path:
     """What sentence-transformers' `save` adds to a transformer folder (all-MiniLM-L6-v2's layout): modules.json,

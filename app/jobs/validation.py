@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
+from compression.archive.hf_architectures import IMAGE_TASKS
 from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
 from compression.archive.npz import IGNORED_LABEL, is_multi_hot
+from compression.archive.pixel_scaling import NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
 from compression.inspect import (
     LABEL_ARRAY,
     DatasetManifest,
@@ -67,7 +69,7 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
                             f"{' and '.join(_fields_naming(spec, split))} to one of these")
             continue
         if manifest.format == "npz":
-            problems += _check_split(split, signature, manifest, spec)
+            problems += _check_split(split, signature, manifest, spec, folder or {})
         elif manifest.has_labels(split):  # text: the folder's tokenizer makes the inputs; labels still must fit
             problems += _check_text_labels(split, manifest, signature, spec, folder or {})
     problems += _metric_problems(spec, manifest)
@@ -157,7 +159,12 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
         problems += _group_size_problems(spec, folder.get("block_linear_widths") or [])
         problems += _position_problems(spec, folder.get("max_positions"))
         problems += _awq_problems(spec, folder.get("awq_missing"), folder.get("model_type"))
-    if manifest.format != "jsonl":
+    if task in IMAGE_TASKS:
+        if manifest.format != "npz":
+            problems.append(f"an {task} folder takes an .npz of images per split (<split>.x: uint8 images at the "
+                            "model's size, or the pixel_values its image processor makes, and <split>.y labels "
+                            "where known), not text")
+    elif manifest.format != "jsonl":
         problems.append("a Hugging Face folder takes a .jsonl text dataset of {\"split\": ..., \"text\": ...} "
                         "rows, tokenized with the folder's own tokenizer")
     elif not folder.get("has_tokenizer"):
@@ -228,7 +235,10 @@ def _awq_problems(spec: JobCreate, missing: list[str] | None, model_type: str | 
             if stage.method == "llm_ptq" and stage.algorithm == "awq" and missing]
 
 
-def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifest, spec: JobCreate) -> list[str]:
+def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifest, spec: JobCreate,
+                 folder: dict) -> list[str]:
+    """`folder`: a Hugging Face folder's facts ({} for a .pt2); an image folder's uint8 images are converted in the
+    worker by its processor's scaling."""
     arrays = manifest.splits[split]
     try:
         binding = bind_inputs([t.name for t in signature.inputs], list(arrays), split)
@@ -240,7 +250,9 @@ def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifes
         meta = arrays[key]
         shape, dtype = meta["shape"], meta["dtype"]
         expected = model_input.describe()
-        if adds_channel_dim(shape, model_input.shape):
+        if folder.get("task") in IMAGE_TASKS and dtype.lstrip("<>=|") in (PIXEL_DTYPE, "u1"):
+            problems += _raw_image_problems(f"'{split}.{key}'", shape, model_input, folder.get("pixel_scaling"))
+        elif adds_channel_dim(shape, model_input.shape):
             pass  # the loader inserts the missing size-1 channel dimension
         elif len(shape) != len(model_input.shape) or any(
                 want is not None and got != want for got, want in zip(shape[1:], model_input.shape[1:])):
@@ -252,6 +264,23 @@ def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifes
     if split in manifest.label_range:
         problems += _check_labels(split, manifest, signature, spec)
     return problems
+
+
+def _raw_image_problems(where: str, shape: list[int], model_input, scaling: dict | None) -> list[str]:
+    """uint8 images for an image folder: channels-last or -first at the model's size, converted by its processor's
+    scaling (`PixelScaling`) in the worker (`compression.hf_images`)."""
+    if scaling is None:
+        return [f"{where} {NO_PROCESSOR}"]
+    channels, *size = model_input.shape[1:]
+    layout = pixel_layout(shape, channels)
+    if layout is None:
+        return [f"{where} has shape {shape}: uint8 images for this model are [N, H, W, {channels}] or "
+                f"[N, {channels}, H, W]"]
+    if any(want is not None and got != want for got, want in zip(layout[:2], size)):
+        return [f"{where} holds {layout[0]}x{layout[1]} images but the model takes {size[0]}x{size[1]}: resize "
+                "them (as its image processor does) before storing them"]
+    problem = PixelScaling.from_json(scaling).channel_problem(channels)
+    return [problem] if problem else []
 
 
 def _layout_hint(shape: list[int], wanted: list[int | None]) -> str:

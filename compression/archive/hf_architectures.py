@@ -17,9 +17,12 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "sequence-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
                  "token-classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
                  "question-answering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+                 "image-classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
                  "causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"}
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
-HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering")
+HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "image-classification")
+# Tasks whose model reads images (`pixel_values` from an .npz) instead of text tokenized from a .jsonl.
+IMAGE_TASKS = ("image-classification",)
 TASKS = tuple(TASK_MAPPINGS)
 # Mappings of models that read text (token ids; multimodal ones too, whose text-only forward the worker's export
 # tries), and of models that read something else, by what they read: a model_type found only among the latter
@@ -80,7 +83,7 @@ def non_text_input(model_type: str) -> str | None:
 def task_of_architecture(architecture: str) -> str | None:
     """The task a checkpoint's `architectures` entry was saved for, by the class-name conventions of
     transformers (`LlamaForCausalLM`, `GPT2LMHeadModel`, `BertForSequenceClassification`,
-    `BertForTokenClassification`, `BertForQuestionAnswering`, `BertModel`)."""
+    `BertForTokenClassification`, `BertForQuestionAnswering`, `ViTForImageClassification`, `BertModel`)."""
     tables = model_types_by_task()
     for task in ("causal-lm", *HEAD_TASKS, "feature-extraction"):
         if architecture in tables[task].values():

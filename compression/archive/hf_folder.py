@@ -1,8 +1,9 @@
 """A Hugging Face model folder uploaded as a `.zip` or `.tar`, checked torch-free and unpacked under the same rules.
 
 Allowlist: `config.json` (required), `generation_config.json`, `*.safetensors` (one file, or shards with
-`model.safetensors.index.json`), tokenizer files, a few documentation files (never parsed nor unpacked) and
-sentence-transformers' settings and weight-free modules (read for `feature-extraction`: `sentence_transformers`).
+`model.safetensors.index.json`), tokenizer files, an image model's `preprocessor_config.json` (its pixel scaling:
+`pixel_scaling`), a few documentation files (never parsed nor unpacked) and sentence-transformers' settings and
+weight-free modules (read for `feature-extraction`: `sentence_transformers`).
 Refused with a message that says what to do: pickled weights (`.bin`, `.pt`, `.pth`, `.pkl`, `.ckpt`, ...;
 convert them to safetensors), Python files and `auto_map` entries (remote code is never run), subfolders and
 anything else.
@@ -28,6 +29,7 @@ from compression.archive.errors import InvalidUpload
 from compression.archive.folder import FolderArchive
 from compression.archive.hf_architectures import (
     HEAD_TASKS,
+    IMAGE_TASKS,
     TASKS,
     model_types_by_task,
     non_text_input,
@@ -35,6 +37,7 @@ from compression.archive.hf_architectures import (
 )
 from compression.archive.jsontext import parse_json
 from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
+from compression.archive.pixel_scaling import PixelScaling
 from compression.archive.sentence_transformers import MODULES_FILE, SentenceEmbedding, sentence_embedding
 from compression.archive.zipread import CHUNK_BYTES
 
@@ -42,8 +45,11 @@ MULTI_LABEL_PROBLEM = "multi_label_classification"  # config.json problem_type o
 REGRESSION_PROBLEM = "regression"  # and of a regression head, whose labels are the values it predicts
 
 INDEX_FILE = "model.safetensors.index.json"
+PREPROCESSOR_FILE = "preprocessor_config.json"  # an image model's processor: size, rescale, mean and std
+IMAGE_INPUT = "pixel_values"  # what transformers' image models take
 JSON_FILES = ("config.json", "generation_config.json", INDEX_FILE, "tokenizer.json", "tokenizer_config.json",
-              "special_tokens_map.json", "added_tokens.json", "vocab.json", "chat_template.json")
+              "special_tokens_map.json", "added_tokens.json", "vocab.json", "chat_template.json",
+              PREPROCESSOR_FILE)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model",
                    "sentencepiece.bpe.model", "chat_template.jinja", "chat_template.json")
@@ -89,6 +95,8 @@ class HFFolder:
     # feature-extraction of a sentence-transformers folder: the pooled (and normalized) vector it declares
     sentence_embedding: SentenceEmbedding | None = None
     max_positions: int | None = None  # tokens a learned position table holds (`learned_positions`)
+    # an image model's: how its processor turns uint8 pixels into pixel_values (None: it cannot be read)
+    pixel_scaling: PixelScaling | None = None
 
     @property
     def awq_missing(self) -> list[str] | None:
@@ -105,13 +113,16 @@ class HFFolder:
 
     def signature(self) -> dict:
         """A ModelSignature (JSON) of the program the worker exports from the folder, plus the folder's facts under
-        "hf": inputs `input_ids`/`attention_mask` [batch, tokens] int64; the output the task gives."""
+        "hf": inputs `input_ids`/`attention_mask` [batch, tokens] int64 (an image model's `pixel_values` [batch,
+        channels, height, width] float32); the output the task gives."""
         config = self.config
         ids = [{"name": name, "shape": [None, None], "dtype": "int64"} for name in ("input_ids", "attention_mask")]
         classes = None
+        if self.task in IMAGE_TASKS:  # one float input, the processor's pixel values
+            ids = [{"name": IMAGE_INPUT, "shape": image_input_shape(config), "dtype": "float32"}]
         if self.task == "causal-lm":
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
-        elif self.task == "sequence-classification":
+        elif self.task in ("sequence-classification", *IMAGE_TASKS):
             labels = class_count(config)
             output = {"name": "logits", "shape": [None, labels], "dtype": "float32"}
             # What a .jsonl's class names and label lists are checked against at submission (text_labels).
@@ -144,7 +155,21 @@ class HFFolder:
                                          "awq_missing": self.awq_missing,
                                          "classes": classes,
                                          "sentence_embedding": self.sentence_embedding and
-                                         self.sentence_embedding.to_metrics()}}
+                                         self.sentence_embedding.to_metrics(),
+                                         "pixel_scaling": self.pixel_scaling and self.pixel_scaling.to_json()}}
+
+
+def image_input_shape(config: dict) -> list[int | None]:
+    """[batch, channels, height, width] of an image model's pixel_values: the config's `num_channels` (3 unless it
+    says otherwise) and, where it gives `image_size` (a ViT's patch grid and position table are built for it), that
+    size; a convolutional network (ResNet, ConvNeXt, ...) takes any size."""
+    channels = config.get("num_channels")
+    size = config.get("image_size")
+    if type(size) is int:
+        size = [size, size]
+    if not (isinstance(size, list) and len(size) == 2 and all(type(side) is int and side > 0 for side in size)):
+        size = [None, None]
+    return [None, channels if type(channels) is int and channels > 0 else 3, *size]
 
 
 def class_count(config: dict) -> int:
@@ -237,8 +262,9 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
     parameters = sum(math.prod(header[key]["shape"]) for header in headers.values()
                      for key in header if key != "__metadata__")
     shapes = [header[key]["shape"] for header in headers.values() for key in header if key != "__metadata__"]
+    scaling = PixelScaling.from_processor(documents.get(PREPROCESSOR_FILE)) if chosen_task in IMAGE_TASKS else None
     return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, widths, config, saved_for,
-                    embedding, learned_positions(config, shapes))
+                    embedding, learned_positions(config, shapes), scaling)
 
 
 def _sentence_embedding(archive: FolderArchive, limits: ArchiveLimits) -> SentenceEmbedding | None:
@@ -294,7 +320,8 @@ def _name_problem(name: str) -> str | None:
     if not (name.endswith(".safetensors") or name in JSON_FILES or name in TOKENIZER_FILES
             or name in DOCUMENTATION_FILES):
         return (f"files that are not part of a Hugging Face model folder as modelpress reads it (config.json, "
-                f"*.safetensors, {INDEX_FILE}, generation_config.json and tokenizer files); remove them")
+                f"*.safetensors, {INDEX_FILE}, generation_config.json, {PREPROCESSOR_FILE} and tokenizer files); "
+                "remove them")
     return None
 
 
@@ -314,12 +341,16 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
     if not any(model_type in table for table in tables.values()):
         raise InvalidUpload(f"config.json model_type '{model_type}' is not an architecture the installed "
                             "transformers ships (remote code is never run)")
-    reads = non_text_input(model_type)
-    if reads is not None:
-        raise InvalidUpload(f"model_type '{model_type}' reads {reads}, not text: a Hugging Face folder is read as a "
-                            "text model (its tokenizer turns a .jsonl dataset into its inputs); export this model "
-                            "with torch.export and upload the .pt2, with an .npz of the arrays it takes")
     saved_for = next((t for t in map(task_of_architecture, architectures) if t), None)
+    reads = non_text_input(model_type)
+    if reads is not None and (task or saved_for) not in IMAGE_TASKS:
+        image_head = model_type in tables["image-classification"]
+        raise InvalidUpload(f"model_type '{model_type}' reads {reads}, not text: a Hugging Face folder is read as a "
+                            "text model (its tokenizer turns a .jsonl dataset into its inputs)"
+                            + (" or as an image classifier (task image-classification: upload a checkpoint saved "
+                               "with its classification head, and an .npz of pixel_values)" if image_head else "")
+                            + "; or export this model with torch.export and upload the .pt2, with an .npz of the "
+                            "arrays it takes")
     if task is None:
         if saved_for is None and architectures and model_type in tables["feature-extraction"]:
             # A head modelpress does not compress (BertForMaskedLM, as bert-base-uncased is saved): its base

@@ -24,10 +24,11 @@ from safetensors.torch import save_file
 
 from compression.llm.quantize import QuantizedWeight, WeightFormat
 
-TOKENIZER_AND_GENERATION_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                                  "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json",
-                                  "spiece.model", "sentencepiece.bpe.model", "generation_config.json",
-                                  "chat_template.jinja", "chat_template.json")
+# What a written folder takes over from its source unchanged: the tokenizer, generation settings and an image
+# model's processor settings, which its users prepare inputs with.
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+              "vocab.txt", "merges.txt", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model",
+              "generation_config.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json")
 
 
 def compressed_tensors(name: str, quantized: QuantizedWeight, packed: bool = True) -> dict[str, torch.Tensor]:
@@ -136,7 +137,7 @@ class ShardWriter:
 def write_config(folder: Path, config: dict, source: Path | None) -> None:
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     if source is not None:
-        for name in TOKENIZER_AND_GENERATION_FILES:
+        for name in SIDE_FILES:
             if (source / name).exists():
                 shutil.copy2(source / name, folder / name)
 

@@ -16,7 +16,14 @@ from typing import Mapping
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.hf_folder import REGRESSION_PROBLEM, class_count, learned_positions, read_hf_folder
+from compression.archive.hf_architectures import IMAGE_TASKS
+from compression.archive.hf_folder import (
+    REGRESSION_PROBLEM,
+    class_count,
+    image_input_shape,
+    learned_positions,
+    read_hf_folder,
+)
 from compression.archive.jsonl import PAIRS_NOT_FOR_CAUSAL_LM, read_jsonl
 from compression.context import RunContext
 from compression.llm.evaluate import evaluate_llm, load_quantized
@@ -192,7 +199,11 @@ def export_folder(source: Path, task: str, splits: dict, workdir: Path, embeddin
     rewrite (`compression.llm.gpt2_linear`), whose nn.Linear layers a compressed-tensors folder can hold, when it
     gives the upload's outputs on the job's own padded rows; else the upload itself. Returns that folder, the
     example rows and what the baseline reports about the rewrite."""
-    from compression.hf_program import example_rows, folder_to_program, load_folder_model
+    from compression.hf_program import (
+        example_rows,
+        folder_to_program,
+        load_folder_model,
+    )
 
     def export(folder: Path):
         return folder_to_program(folder, task, splits, workdir / "model.pt2", workdir / "dataset.npz", embedding,
@@ -254,6 +265,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     if task == "causal-lm":
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
     from compression.hf_folder_export import rounding_ops, stage_folder_artifacts
+    from compression.hf_images import image_dataset, image_folder_to_program, image_rows
     from compression.hf_layer_student import build_layer_students
     from compression.hf_program import example_rows
     from compression.io import load_program
@@ -274,14 +286,22 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # Start and end logits over the tokens, stacked: distributions over positions, which the detector would
         # take for hidden states.
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
-    splits = read_jsonl(dataset_path, limits, keep_text=True)
-    evaluation = regression_kind(scorer_metric(evaluation, task, folder.config, splits), task, folder.config, splits)
-    source, example, rewritten = export_folder(source, task, splits, workdir, embedding, evaluation.split,
-                                               evaluation.multi_label)
+    rewritten = None
+    if task in IMAGE_TASKS:
+        dataset = image_dataset(Path(dataset_path), folder.pixel_scaling, image_input_shape(folder.config)[1],
+                                workdir)
+        example = image_folder_to_program(source, task, dataset, evaluation.split, workdir / "model.pt2")
+    else:
+        splits = read_jsonl(dataset_path, limits, keep_text=True)
+        evaluation = regression_kind(scorer_metric(evaluation, task, folder.config, splits), task, folder.config,
+                                     splits)
+        source, example, rewritten = export_folder(source, task, splits, workdir, embedding, evaluation.split,
+                                                   evaluation.multi_label)
+        dataset = workdir / "dataset.npz"
     students = build_layer_students(stages, source, task, example, embedding, workdir / "students")
     ctx.progress("export", 1, 1)
     # pipeline_options: what the worker gives any job (on_measured, known_baseline, upload_outputs_file).
-    result = run_pipeline(workdir / "model.pt2", workdir / "dataset.npz", students.stages, evaluation, ctx,
+    result = run_pipeline(workdir / "model.pt2", dataset, students.stages, evaluation, ctx,
                           workdir / "stages", train_split, limits,
                           uploaded_models={**(uploaded_models or {}), **students.programs}, **pipeline_options)
     students.add_details(result)
@@ -289,8 +309,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         result.baseline["sentence_embedding"] = declared.to_metrics() | {"applied": embedding is not None}
     if rewritten is not None:
         result.baseline["rewritten_as"] = rewritten
-    stage_folder_artifacts(result, students.source_folders(source), task,
-                           example_rows(workdir / "dataset.npz", evaluation.split), workdir / "hf", ctx,
+    rows = image_rows(dataset, evaluation.split) if task in IMAGE_TASKS else example_rows(dataset, evaluation.split)
+    stage_folder_artifacts(result, students.source_folders(source), task, rows, workdir / "hf", ctx,
                            rounding_ops(load_program(workdir / "model.pt2", limits)), embedding,
                            frozenset(students.folders))
     return result

@@ -11,6 +11,7 @@ from tests.hf_folders import (  # noqa: F401 (fixtures)
     bert_dir,
     bert_folder,
     gpt2_folder,
+    image_folder,
     jsonl_bytes,
     llama_dir,
     tar_bytes,
@@ -326,3 +327,41 @@ def test_a_question_answering_folder_keeps_its_task_and_takes_answers(api, auth,
     ]:
         status, text = _job(api, auth, model_json, dataset, [{"method": "ptq"}])
         assert status == 422 and expected in text, text
+
+
+def test_an_image_classifier_folder_takes_images_at_its_size(api, auth, tmp_path):
+    vit = _upload(api, auth, "models", "vit.zip", zip_bytes(image_folder(tmp_path / "vit")))
+    assert vit.status_code == 201, vit.text
+    assert vit.json()["task"] == "image-classification"
+    assert vit.json()["signature"]["inputs"] == [{"name": "pixel_values", "shape": [None, 3, 32, 32],
+                                                  "dtype": "float32"}]
+    bare = _upload(api, auth, "models", "resnet.zip", zip_bytes(image_folder(tmp_path / "resnet", "resnet",
+                                                                             processor=None)))
+    assert bare.status_code == 201, bare.text
+    encoder = _upload(api, auth, "models", "vitmodel.zip", zip_bytes(image_folder(tmp_path / "base",
+                                                                                feature_extraction=True)))
+    assert encoder.status_code == 422 and "task image-classification" in encoder.text, encoder.text
+
+    def dataset(name: str, pixels: np.ndarray) -> dict:
+        buffer = io.BytesIO()
+        np.savez(buffer, **{"train.x": pixels, "val.x": pixels, "val.y": np.arange(len(pixels)) % 4})
+        response = _upload(api, auth, "datasets", f"{name}.npz", buffer.getvalue())
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    rng = np.random.default_rng(0)
+    images = dataset("images", rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8))  # channels-last, as PIL gives
+    values = dataset("values", rng.normal(size=(8, 3, 32, 32)).astype(np.float32))
+    text = _upload(api, auth, "datasets", "text.jsonl", jsonl_bytes({"train": CORPUS[:4]})).json()
+    assert _job(api, auth, vit.json(), images, [{"method": "ptq"}])[0] == 201
+    assert _job(api, auth, vit.json(), values, [{"method": "ptq"}])[0] == 201
+    for model_json, data, expected in [
+        (vit.json(), dataset("small", rng.integers(0, 256, (8, 28, 28, 3), dtype=np.uint8)),
+         "holds 28x28 images but the model takes 32x32: resize them"),
+        (vit.json(), dataset("layout", rng.integers(0, 256, (8, 32, 32, 4), dtype=np.uint8)),
+         "uint8 images for this model are [N, H, W, 3] or [N, 3, H, W]"),
+        (vit.json(), text, "an image-classification folder takes an .npz of images"),
+        (bare.json(), images, "holds uint8 images, but the model folder has no preprocessor_config.json"),
+    ]:
+        status, response = _job(api, auth, model_json, data, [{"method": "ptq"}])
+        assert status == 422 and expected in response, response

@@ -136,3 +136,28 @@ def test_a_token_classifier_folder_trains_on_word_tags_through_a_worker(client, 
     assert final["metric"] == baseline["metric"] == "accuracy" and 0 <= final["accuracy"] <= 1
     assert final["hf_folder"]["written"]
     assert {"model.pt2", "model.hf_folder"} <= {artifact["kind"] for artifact in client.artifacts(job["id"])}
+
+
+def test_an_image_classifier_folder_compresses_raw_images_through_a_worker(client, tmp_path):
+    """A ViT folder and an .npz of labelled uint8 images (channels-last, as image libraries give them), through HTTP
+    and a real worker: scaled by the folder's processor settings, int8 with the patch convolution kept float, and
+    handed back as a folder too."""
+    import numpy as np
+
+    from tests.hf_folders import image_folder
+
+    (tmp_path / "vit.zip").write_bytes(zip_bytes(image_folder(tmp_path / "vit")))
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "images.npz", **{"train.x": pixels[:32], "val.x": pixels[32:],
+                                         "val.y": rng.integers(0, 4, 16)})
+    model = client.upload_model(tmp_path / "vit.zip")
+    assert model.info["task"] == "image-classification"
+    dataset = client.upload_dataset(tmp_path / "images.npz")
+    spec = {"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
+            "stages": [{"method": "ptq", "calibration_samples": 16, "exclude": ["*patch_embeddings*"]}]}
+    job = client.wait(client.submit_job(spec)["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    final = job["metrics"]["final"]
+    assert final["metric"] == "accuracy" and final["top1_agreement"] > 0.8 and final["hf_folder"]["written"]
+    assert {"model.pt2", "model.hf_folder"} <= {artifact["kind"] for artifact in client.artifacts(job["id"])}

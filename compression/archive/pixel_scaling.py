@@ -1,0 +1,118 @@
+"""Raw images (uint8 pixels) turned into the `pixel_values` an image model of a Hugging Face folder takes, by the
+rescaling and normalization its `preprocessor_config.json` declares (transformers' image processors: `do_rescale`
+with `rescale_factor`, `do_normalize` with `image_mean` and `image_std`). Torch-free: the API reads it to accept
+such arrays at submission, the worker to convert them.
+
+Resizing and cropping are not done: the images must already have the model's size (a ViT's `image_size`); a
+processor resizes with an image library, and two libraries' resampling differ, so the user does it once with the
+one the model was trained with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from compression.archive.errors import InvalidUpload
+
+PIXEL_DTYPE = "uint8"
+TRANSFORMERS_RESCALE = 1 / 255  # transformers' default rescale_factor
+# Why uint8 images cannot be used with a folder whose processor settings are missing, and what to do.
+NO_PROCESSOR = ("holds uint8 images, but the model folder has no preprocessor_config.json whose rescale factor, "
+                "image_mean and image_std turn them into the model's pixel_values: upload the folder with it, or "
+                "store the pixel values (floats, [N, C, H, W]) in the .npz")
+CHUNK_ROWS = 256  # rows converted at a time: the float copy of a chunk, not of the split, is the extra memory
+
+
+@dataclass(frozen=True)
+class PixelScaling:
+    """`rescale`: the factor integer pixels are multiplied by first (None: not rescaled); `mean`, `std`: one value
+    per channel subtracted and divided by then (None: not normalized)."""
+
+    rescale: float | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+
+    @classmethod
+    def from_processor(cls, document: dict | None) -> PixelScaling | None:
+        """The scaling a preprocessor_config.json declares; None when there is none or it cannot be read (no
+        mean and std although it normalizes), so raw pixels cannot be converted."""
+        if not isinstance(document, dict):
+            return None
+        rescale = None
+        if document.get("do_rescale", True):
+            factor = document.get("rescale_factor", TRANSFORMERS_RESCALE)
+            if not _is_number(factor) or factor <= 0:
+                return None
+            rescale = float(factor)
+        mean = std = None
+        if document.get("do_normalize", True):
+            mean, std = _channel_values(document.get("image_mean")), _channel_values(document.get("image_std"))
+            if mean is None or std is None or len(mean) != len(std) or not all(value > 0 for value in std):
+                return None
+        return cls(rescale, mean, std)
+
+    def to_json(self) -> dict:
+        return {"rescale": self.rescale, "mean": self.mean and list(self.mean), "std": self.std and list(self.std)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> PixelScaling:
+        return cls(data["rescale"], data["mean"] and tuple(data["mean"]), data["std"] and tuple(data["std"]))
+
+    def channel_problem(self, channels: int) -> str | None:
+        if self.mean is not None and len(self.mean) not in (1, channels):
+            return (f"preprocessor_config.json gives {len(self.mean)} image_mean values for a model of {channels} "
+                    "channels")
+        return None
+
+    def apply(self, pixels: np.ndarray, channels: int) -> np.ndarray:
+        """float32 [rows, channels, height, width] from uint8 images [rows, height, width, channels] (as image
+        libraries store them), [rows, channels, height, width] or, for one channel, [rows, height, width]."""
+        layout = pixel_layout(list(pixels.shape), channels)
+        if layout is None:
+            raise InvalidUpload(f"images of shape {list(pixels.shape)} are neither [N, H, W, {channels}] nor "
+                                f"[N, {channels}, H, W]")
+        height, width, order = layout
+        out = np.empty((pixels.shape[0], channels, height, width), np.float32)
+        for start in range(0, len(pixels), CHUNK_ROWS):
+            chunk = pixels[start:start + CHUNK_ROWS].astype(np.float32)
+            if order == "gray":
+                chunk = chunk[:, None]
+            elif order == "last":
+                chunk = chunk.transpose(0, 3, 1, 2)
+            if self.rescale is not None:
+                chunk *= self.rescale
+            if self.mean is not None:
+                shape = (1, -1, 1, 1)
+                chunk = (chunk - np.asarray(self.mean, np.float32).reshape(shape)) / \
+                    np.asarray(self.std, np.float32).reshape(shape)
+            out[start:start + len(chunk)] = chunk
+        return out
+
+
+def pixel_layout(shape: list[int], channels: int) -> tuple[int, int, str] | None:
+    """(height, width, order) of uint8 images of `shape` for a model of `channels` channels, order "last" for
+    channels-last (what image libraries give), "first" for channels-first, "gray" for [N, H, W] of a one-channel
+    model; None if the shape is none of these. A shape that reads both ways ([N, 3, 3, 3]) is channels-first."""
+    if len(shape) == 3 and channels == 1:
+        return shape[1], shape[2], "gray"
+    if len(shape) != 4:
+        return None
+    if shape[1] == channels:
+        return shape[2], shape[3], "first"
+    if shape[3] == channels:
+        return shape[1], shape[2], "last"
+    return None
+
+
+def _channel_values(value) -> tuple[float, ...] | None:
+    if _is_number(value):
+        return (float(value),)
+    if isinstance(value, list) and value and all(_is_number(item) for item in value):
+        return tuple(float(item) for item in value)
+    return None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)

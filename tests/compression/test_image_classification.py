@@ -1,0 +1,121 @@
+"""An image classifier uploaded as a Hugging Face folder (ViT, ResNet, ...: task `image-classification`) keeps its
+head, takes the `.npz`'s images (uint8 pixels scaled as its preprocessor_config.json says, or pixel values), runs
+every method as a `.pt2` job does, and is handed back as a folder `from_pretrained` loads where compressed-tensors
+can hold it."""
+
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from compression.archive import InvalidUpload
+from compression.archive.hf_folder import read_hf_folder
+from compression.archive.pixel_scaling import PixelScaling
+from compression.context import RunContext
+from compression.formats import hf_folder
+from compression.hf_images import image_dataset
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, PruneSpec, PTQSpec
+from tests.hf_folders import VIT_PROCESSOR, bert_folder, image_folder, zip_bytes
+
+CLASSES = 4
+
+
+def _zipped(directory, name: str, **options):
+    archive = directory / f"{name}.zip"
+    archive.write_bytes(zip_bytes(image_folder(directory / name, classes=CLASSES, **options)))
+    return archive
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory):
+    return _zipped(tmp_path_factory.mktemp("vit"), "vit")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """40 random 32x32 RGB images, channels-last uint8 as image libraries give them, the validation ones labelled."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("images") / "images.npz"
+    np.savez(path, **{"train.x": pixels[:24], "val.x": pixels[24:], "val.y": rng.integers(0, CLASSES, 16)})
+    return path
+
+
+def test_the_task_and_the_pixel_input_are_read_from_the_folder(vit, tmp_path):
+    folder = read_hf_folder(vit)
+    signature = folder.signature()
+    assert folder.task == "image-classification"
+    assert signature["inputs"] == [{"name": "pixel_values", "shape": [None, 3, 32, 32], "dtype": "float32"}]
+    assert signature["outputs"] == [{"name": "logits", "shape": [None, CLASSES], "dtype": "float32"}]
+    assert signature["hf"]["pixel_scaling"] == {"rescale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3}
+    # A convolutional network takes any size; a folder without a processor cannot have its pixels scaled.
+    resnet = read_hf_folder(_zipped(tmp_path, "resnet", architecture="resnet", processor=None))
+    assert resnet.signature()["inputs"][0]["shape"] == [None, 3, None, None] and resnet.pixel_scaling is None
+    with pytest.raises(InvalidUpload, match="or as an image classifier \\(task image-classification"):
+        read_hf_folder(_zipped(tmp_path, "encoder", feature_extraction=True))
+    text = tmp_path / "bert.zip"
+    text.write_bytes(zip_bytes(bert_folder(tmp_path / "bert", classes=2)))
+    with pytest.raises(InvalidUpload, match="transformers has no image-classification model for model_type 'bert'"):
+        read_hf_folder(text, task="image-classification")
+
+
+def test_raw_pixels_are_scaled_as_the_processor_declares():
+    scaling = PixelScaling.from_processor({**VIT_PROCESSOR, "image_mean": [0.4, 0.5, 0.6],
+                                           "image_std": [0.2, 0.25, 0.5]})
+    last = np.random.default_rng(1).integers(0, 256, (3, 5, 6, 3), dtype=np.uint8)
+    expected = (last.transpose(0, 3, 1, 2) / 255 - np.array([0.4, 0.5, 0.6]).reshape(1, 3, 1, 1)) / \
+        np.array([0.2, 0.25, 0.5]).reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(scaling.apply(last, 3), expected, rtol=1e-5)
+    np.testing.assert_allclose(scaling.apply(last.transpose(0, 3, 1, 2).copy(), 3), expected, rtol=1e-5)
+    gray = PixelScaling.from_processor({"do_normalize": False}).apply(last[..., 0], 1)
+    np.testing.assert_allclose(gray, last[:, None, :, :, 0] / 255, rtol=1e-6)
+    assert PixelScaling.from_processor({"do_normalize": True}) is None  # no mean and std to normalize with
+    assert PixelScaling.from_processor(None) is None
+
+
+def test_an_image_classifier_job_is_judged_on_labels_and_written_back_as_a_folder(vit, images, tmp_path):
+    # The patch embedding is a convolution, which compressed-tensors cannot quantize: kept float, the rest int8.
+    result = run_folder_pipeline(vit, images, None, [PTQSpec(calibration_samples=8, exclude=["*patch_embeddings*"])],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    assert result.baseline["metric"] == "accuracy" and result.baseline["output_kind"] == "logits"
+    stage = result.stages[0]
+    assert stage.metrics["top1_agreement"] > 0.8 and stage.metrics["hf_folder"]["format"] == "int-quantized"
+    [artifact] = [artifact for artifact in stage.artifacts if artifact.name == hf_folder.ARTIFACT_NAME]
+    loaded = hf_folder.load(artifact.path)
+    assert type(loaded).__name__ == "ViTForImageClassification"
+    with zipfile.ZipFile(artifact.path) as archive:  # what the folder's users scale their images with
+        assert "preprocessor_config.json" in archive.namelist()
+    with np.load(images) as arrays:
+        pixels = PixelScaling.from_processor(VIT_PROCESSOR).apply(arrays["val.x"], 3)
+    with torch.no_grad():
+        predictions = loaded(pixel_values=torch.from_numpy(pixels)).logits.argmax(1).numpy()
+    with np.load(images) as arrays:
+        assert (predictions == arrays["val.y"]).mean() == pytest.approx(stage.metrics["accuracy"], abs=1 / 16 + 1e-6)
+
+
+def test_a_convolution_int8_has_no_folder_and_the_reason_says_what_to_keep_float(vit, images, tmp_path):
+    result = run_folder_pipeline(vit, images, "image-classification", [PTQSpec(calibration_samples=8)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    written = result.stages[0].metrics["hf_folder"]
+    assert not written["written"]
+    assert "conv2d in vit.embeddings.patch_embeddings.projection" in written["reason"]
+    assert "\"exclude\": ['model.vit.embeddings.patch_embeddings.projection']" in written["reason"]
+
+
+def test_a_cnn_folder_takes_channels_first_pixel_values_and_prunes(tmp_path):
+    resnet = _zipped(tmp_path, "resnet", architecture="resnet", processor=None)
+    values = np.random.default_rng(2).normal(size=(24, 3, 40, 40)).astype(np.float32)  # any size
+    np.savez(tmp_path / "values.npz", **{"train.x": values[:16], "val.x": values[16:]})
+    result = run_folder_pipeline(resnet, tmp_path / "values.npz", None, [PruneSpec()],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    assert result.baseline["metric"] == "top1_agreement"
+    stage = result.stages[0]
+    pruned = stage.metrics["method_metrics"]
+    assert pruned["nonzero_parameters"] < pruned["parameters"] and stage.metrics["hf_folder"]["written"]
+
+
+def test_uint8_images_without_a_processor_are_refused_with_what_to_do(images, tmp_path):
+    with pytest.raises(InvalidUpload, match="no preprocessor_config.json"):
+        image_dataset(images, None, 3, tmp_path)
