@@ -108,7 +108,9 @@ class _PixelLogits(torch.nn.Module):
         self.model = model
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values, return_dict=True).logits
+        # The program takes float32 pixels; a half-precision CNN's convolutions need their own dtype (ViT's
+        # embeddings cast the pixels themselves, ResNet's do not).
+        return self.model(pixel_values=pixel_values.to(self.model.dtype), return_dict=True).logits
 
 
 def _reads_last_eos(model: torch.nn.Module) -> bool:

@@ -85,10 +85,10 @@ VIT_PROCESSOR = {"image_processor_type": "ViTImageProcessor", "do_rescale": True
 
 
 def image_folder(folder: Path, architecture: str = "vit", classes: int = 4, processor: dict | None = VIT_PROCESSOR,
-                 feature_extraction: bool = False) -> Path:
+                 feature_extraction: bool = False, dtype: str = "float32") -> Path:
     """A 32x32 image classifier (`ViTForImageClassification`, or `ResNetForImageClassification`, which takes any
-    size) with `classes` labels and the image processor's `processor` settings; with `feature_extraction`, the
-    base model (`ViTModel`) instead."""
+    size) with `classes` labels and the image processor's `processor` settings, its weights saved as `dtype`; with
+    `feature_extraction`, the base model (`ViTModel`) instead."""
     import torch
     from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification, ViTModel
 
@@ -100,7 +100,7 @@ def image_folder(folder: Path, architecture: str = "vit", classes: int = 4, proc
     else:
         model = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
                                                           num_labels=classes))
-    model.save_pretrained(folder)
+    model.to(getattr(torch, dtype)).save_pretrained(folder)
     if processor is not None:
         (folder / "preprocessor_config.json").write_text(json.dumps(processor))
     return folder
