@@ -95,8 +95,10 @@ class HFFolder:
     # feature-extraction of a sentence-transformers folder: the pooled (and normalized) vector it declares
     sentence_embedding: SentenceEmbedding | None = None
     max_positions: int | None = None  # tokens a learned position table holds (`learned_positions`)
-    # an image model's: how its processor turns uint8 pixels into pixel_values (None: it cannot be read)
+    # an image model's: how its processor turns uint8 pixels into pixel_values (None: it cannot be read), and the
+    # processor's settings (preprocessor_config.json) themselves
     pixel_scaling: PixelScaling | None = None
+    processor: dict | None = None
 
     @property
     def awq_missing(self) -> list[str] | None:
@@ -119,7 +121,7 @@ class HFFolder:
         ids = [{"name": name, "shape": [None, None], "dtype": "int64"} for name in ("input_ids", "attention_mask")]
         classes = None
         if self.task in IMAGE_TASKS:  # one float input, the processor's pixel values
-            ids = [{"name": IMAGE_INPUT, "shape": image_input_shape(config), "dtype": "float32"}]
+            ids = [{"name": IMAGE_INPUT, "shape": image_input_shape(config, self.processor), "dtype": "float32"}]
         if self.task == "causal-lm":
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
         elif self.task in ("sequence-classification", *IMAGE_TASKS):
@@ -159,17 +161,42 @@ class HFFolder:
                                          "pixel_scaling": self.pixel_scaling and self.pixel_scaling.to_json()}}
 
 
-def image_input_shape(config: dict) -> list[int | None]:
+def image_input_shape(config: dict, processor: dict | None = None) -> list[int | None]:
     """[batch, channels, height, width] of an image model's pixel_values: the config's `num_channels` (3 unless it
-    says otherwise) and, where it gives `image_size` (a ViT's patch grid and position table are built for it), that
-    size; a convolutional network (ResNet, ConvNeXt, ...) takes any size."""
+    says otherwise) and the size its image processor gives the model (`processor_size`), else the config's
+    `image_size` (a ViT's patch grid and position table are built for it); a convolutional network (ResNet,
+    ConvNeXt, ...) whose processor resizes by the shortest edge takes any size."""
     channels = config.get("num_channels")
-    size = config.get("image_size")
-    if type(size) is int:
+    size = processor_size(processor) if isinstance(processor, dict) else _side_pair(config.get("image_size"))
+    if size is _NO_SIZE:
+        size = _side_pair(config.get("image_size"))
+    return [None, channels if type(channels) is int and channels > 0 else 3, *(size or [None, None])]
+
+
+_NO_SIZE = object()  # the processor names no size: the config's image_size decides
+
+
+def processor_size(processor: dict):
+    """[height, width] the processor's images end at: its center crop (`do_center_crop`, `crop_size`), else its
+    resize target (`size` with height and width); None when it resizes by an edge (any size then), and _NO_SIZE
+    when it says nothing of size. DINOv2's config says 518 while its processor crops 224, what it is run on."""
+    if processor.get("do_center_crop") and _side_pair(processor.get("crop_size")):
+        return _side_pair(processor["crop_size"])
+    size = processor.get("size")
+    if processor.get("do_resize", True) and size is not None:
+        return _side_pair(size)
+    return _NO_SIZE
+
+
+def _side_pair(size) -> list[int] | None:
+    """[height, width] of a size as configs and processors write one (224, [224, 224], {"height", "width"})."""
+    if isinstance(size, dict):
+        size = [size.get("height"), size.get("width")]
+    elif type(size) is int:
         size = [size, size]
-    if not (isinstance(size, list) and len(size) == 2 and all(type(side) is int and side > 0 for side in size)):
-        size = [None, None]
-    return [None, channels if type(channels) is int and channels > 0 else 3, *size]
+    if isinstance(size, list) and len(size) == 2 and all(type(side) is int and side > 0 for side in size):
+        return size
+    return None
 
 
 def class_count(config: dict) -> int:
@@ -262,9 +289,9 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
     parameters = sum(math.prod(header[key]["shape"]) for header in headers.values()
                      for key in header if key != "__metadata__")
     shapes = [header[key]["shape"] for header in headers.values() for key in header if key != "__metadata__"]
-    scaling = PixelScaling.from_processor(documents.get(PREPROCESSOR_FILE)) if chosen_task in IMAGE_TASKS else None
+    processor = documents.get(PREPROCESSOR_FILE) if chosen_task in IMAGE_TASKS else None
     return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, widths, config, saved_for,
-                    embedding, learned_positions(config, shapes), scaling)
+                    embedding, learned_positions(config, shapes), PixelScaling.from_processor(processor), processor)
 
 
 def _sentence_embedding(archive: FolderArchive, limits: ArchiveLimits) -> SentenceEmbedding | None:

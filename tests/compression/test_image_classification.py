@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from compression.archive import InvalidUpload
-from compression.archive.hf_folder import read_hf_folder
+from compression.archive.hf_folder import image_input_shape, read_hf_folder
 from compression.archive.pixel_scaling import PixelScaling
 from compression.context import RunContext
 from compression.formats import hf_folder
@@ -59,6 +59,18 @@ def test_the_task_and_the_pixel_input_are_read_from_the_folder(vit, tmp_path):
     text.write_bytes(zip_bytes(bert_folder(tmp_path / "bert", classes=2)))
     with pytest.raises(InvalidUpload, match="transformers has no image-classification model for model_type 'bert'"):
         read_hf_folder(text, task="image-classification")
+
+
+@pytest.mark.parametrize("config, processor, expected", [
+    ({"image_size": 224}, {"size": {"height": 224, "width": 224}}, [224, 224]),  # ViT
+    ({"image_size": 518}, {"do_center_crop": True, "crop_size": {"height": 224, "width": 224},
+                           "size": {"shortest_edge": 256}}, [224, 224]),  # DINOv2: run on its crop
+    ({}, {"size": {"shortest_edge": 224}, "crop_pct": 0.875}, [None, None]),  # ConvNeXt, ResNet: any size
+    ({"image_size": [384, 256], "num_channels": 1}, None, [384, 256]),  # no processor: the config
+    ({"image_size": 32}, {"do_normalize": False}, [32, 32]),  # a processor silent on size
+])
+def test_the_image_size_is_the_one_the_processor_gives_the_model(config, processor, expected):
+    assert image_input_shape(config, processor) == [None, config.get("num_channels", 3), *expected]
 
 
 def test_raw_pixels_are_scaled_as_the_processor_declares():
