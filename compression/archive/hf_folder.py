@@ -161,6 +161,9 @@ class HFFolder:
                                          "pixel_scaling": self.pixel_scaling and self.pixel_scaling.to_json()}}
 
 
+_NO_SIZE = object()  # the processor names no size: the config's image_size decides
+
+
 def image_input_shape(config: dict, processor: dict | None = None) -> list[int | None]:
     """[batch, channels, height, width] of an image model's pixel_values: the config's `num_channels` (3 unless it
     says otherwise) and the size its image processor gives the model (`processor_size`), else the config's
@@ -171,9 +174,6 @@ def image_input_shape(config: dict, processor: dict | None = None) -> list[int |
     if size is _NO_SIZE:
         size = _side_pair(config.get("image_size"))
     return [None, channels if type(channels) is int and channels > 0 else 3, *(size or [None, None])]
-
-
-_NO_SIZE = object()  # the processor names no size: the config's image_size decides
 
 
 def processor_size(processor: dict):
