@@ -188,7 +188,7 @@ def test_a_masked_lm_checkpoint_is_read_for_its_features_and_has_no_classifier(b
 
 
 @pytest.mark.parametrize("model_type, architecture, reads", [
-    ("vit", "ViTForImageClassification", "images (pixel_values)"),
+    ("vit", "ViTModel", "images (pixel_values)"),  # an image classifier is read (test_image_classification)
     ("wav2vec2", "Wav2Vec2ForCTC", "audio"),
     ("patchtst", "PatchTSTForClassification", "time series"),
 ])
