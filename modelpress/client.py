@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -32,7 +32,7 @@ from modelpress import connection
 from modelpress.compare import Comparison, compare
 from modelpress.errors import ChecksumMismatch, error_from_response
 from modelpress.events import Event, follow
-from modelpress.folders import upload_file
+from modelpress.folders import left_out, upload_file
 from modelpress.jobs import FINISHED, Job
 
 PAGE = 200
@@ -49,6 +49,8 @@ class Upload:
     sha256: str
     created_at: datetime
     info: dict
+    # a directory's files not sent: the other copies of its weights and scripts of a Hub snapshot (`folders`)
+    left_out: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict) -> "Upload":
@@ -90,7 +92,7 @@ class Client:
         with upload_file(path) as sent, open(sent, "rb") as file:
             response = self.http.post(route, files={"file": (sent.name, file)}, headers=headers,
                                       params={k: v for k, v in params.items() if v is not None})
-        return Upload.from_json(self.check(response).json())
+        return _with_left_out(Upload.from_json(self.check(response).json()), path)
 
     def upload_model(self, path: str | Path, idempotency_key: str | None = None, task: str | None = None) -> Upload:
         """Upload a `.pt2` (torch.export.save, dynamic batch dimension), or a Hugging Face folder (the directory
@@ -108,7 +110,7 @@ class Client:
         interrupted call to send only the parts that did not arrive; `task` as for `upload_model`. A directory
         (a Hugging Face folder) is zipped first, the same way each time, so a resumed call sends the same bytes."""
         with upload_file(path) as sent:
-            return self._upload_parts(sent, kind, part_bytes, upload_id, task)
+            return _with_left_out(self._upload_parts(sent, kind, part_bytes, upload_id, task), path)
 
     def _upload_parts(self, path: Path, kind: str, part_bytes: int | None, upload_id: str | None,
                       task: str | None) -> Upload:
@@ -221,6 +223,10 @@ class Client:
                                    f"{expected}")
         partial.replace(path)
         return path
+
+
+def _with_left_out(upload: Upload, path: str | Path) -> Upload:
+    return replace(upload, left_out=tuple(left_out(Path(path)))) if Path(path).is_dir() else upload
 
 
 def _id(value: Upload | str) -> str:

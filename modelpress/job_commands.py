@@ -73,6 +73,9 @@ def _upload_or_id(client: Client, value: str, kind: str, task: str | None = None
     if Path(value).is_file() or (kind == "model" and Path(value).is_dir()):
         upload = client.upload_model(value, task=task) if kind == "model" else client.upload_dataset(value)
         print(f"uploaded {kind} {value}: {upload.id} ({upload.size_bytes:,} bytes)", file=sys.stderr)
+        if upload.left_out:
+            print(f"left out {', '.join(upload.left_out)}: other copies of the safetensors weights and scripts, "
+                  "which the service does not read", file=sys.stderr)
         return upload
     if value.startswith(ID_PREFIXES[kind]):
         return value

@@ -97,7 +97,7 @@ def test_wait_follows_the_event_stream_then_download_and_compare(sdk, uploads, s
     assert "| qat |" in sdk.compare([job.id]).table()
 
 
-def test_a_hugging_face_folder_is_uploaded_from_its_directory(sdk, tmp_path):
+def test_a_hugging_face_folder_is_uploaded_from_its_directory(sdk, tmp_path, capsys):
     """`upload_model("my-bert/")`: the directory save_pretrained (or `hf download --local-dir`) wrote, zipped by the
     SDK without its hidden download state or git metadata, which the API would refuse as subfolders."""
     from modelpress.folders import folder_files
@@ -111,12 +111,20 @@ def test_a_hugging_face_folder_is_uploaded_from_its_directory(sdk, tmp_path):
     (folder / ".gitattributes").write_text("*.safetensors filter=lfs")
     assert {p.relative_to(folder).as_posix() for p in folder_files(folder)} == \
         {p.name for p in folder.iterdir() if p.is_file()}
+    # A Hub snapshot's other copies of the weights and its scripts, which the API refuses, are left out and named.
+    snapshot_extras = {"pytorch_model.bin": b"\x80\x04", "tf_model.h5": b"HDF", "flax_model.msgpack": b"\x00",
+                       "rust_model.ot": b"\x00", "pytorch_model.bin.index.json": b"{}", "train_script.py": b"",
+                       "onnx/model.onnx": b"\x08", "openvino/openvino_model.xml": b"<net/>"}
+    for name, data in snapshot_extras.items():
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes(data)
 
     upload = sdk.upload_model(folder, task="feature-extraction")
     assert upload.name == "my-bert.zip" and upload.info["kind"] == "hf_folder"
     assert upload.info["task"] == "feature-extraction"
+    assert set(upload.left_out) == {name for name in snapshot_extras if "/" not in name} | {"onnx/", "openvino/"}
     resumed = sdk.upload_resumable(folder, "model", task="feature-extraction")
-    assert resumed.sha256 == upload.sha256  # the same zip, byte for byte
+    assert resumed.sha256 == upload.sha256 and resumed.left_out == upload.left_out  # the same zip, byte for byte
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="holds no files"):
@@ -128,6 +136,7 @@ def test_a_hugging_face_folder_is_uploaded_from_its_directory(sdk, tmp_path):
     args = build_parser().parse_args(["submit", str(folder), "text.jsonl", "--method", "ptq",
                                       "--task", "feature-extraction"])
     assert _upload_or_id(sdk, args.model, "model", args.task).sha256 == upload.sha256
+    assert "left out flax_model.msgpack, onnx/, openvino/, pytorch_model.bin" in capsys.readouterr().err
 
 
 def test_the_quality_figure_is_the_metric_the_job_names():
