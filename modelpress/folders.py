@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-
 # What a Hub snapshot holds besides its safetensors: the same weights for other frameworks or as pickles, their
 # shard indexes, exports to other runtimes, and scripts.
 OTHER_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack", ".ot", ".onnx", ".onnx_data",
