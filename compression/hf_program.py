@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from compression.archive.errors import InvalidUpload
+from compression.archive.hf_architectures import ARRAY_TASKS
 from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, LABEL_ARRAY, TextSplit
 from compression.archive.npz import IGNORED_LABEL
 from compression.archive.sentence_transformers import SentenceEmbedding
@@ -98,7 +99,8 @@ class _SpanLogits(torch.nn.Module):
 class _PixelLogits(torch.nn.Module):
     """An image classifier (ViT, ResNet, ConvNeXt, ...) taking the processor's `pixel_values` [batch, channels,
     height, width] and returning its class logits. Holds the model as `model`, as `_TensorOutput` does, so the
-    program's names are the folder's."""
+    program's names are the folder's. The program takes float32; a half-precision model gets its own dtype (a
+    bfloat16 ResNet's convolutions refused float32 pixels; ViT's embeddings cast them themselves)."""
 
     output = "logits"
     pooling = None
@@ -107,10 +109,30 @@ class _PixelLogits(torch.nn.Module):
         super().__init__()
         self.model = model
 
+    def logits(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        return self.model(**{name: value.to(self.model.dtype)}, return_dict=True).logits
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        # The program takes float32 pixels; a half-precision CNN's convolutions need their own dtype (ViT's
-        # embeddings cast the pixels themselves, ResNet's do not).
-        return self.model(pixel_values=pixel_values.to(self.model.dtype), return_dict=True).logits
+        return self.logits("pixel_values", pixel_values)
+
+
+class _WaveformLogits(_PixelLogits):
+    """An audio classifier of the waveform (wav2vec2, HuBERT, WavLM, ...): `input_values` [batch, samples]; or
+    AST, whose `input_values` are its filter-bank frames [batch, frames, mel bins]."""
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        return self.logits("input_values", input_values)
+
+
+class _FeatureLogits(_PixelLogits):
+    """An audio classifier of spectrogram features named `input_features` (Whisper [batch, mel bins, frames],
+    w2v-BERT)."""
+
+    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+        return self.logits("input_features", input_features)
+
+
+ARRAY_WRAPPERS = {"pixel_values": _PixelLogits, "input_values": _WaveformLogits, "input_features": _FeatureLogits}
 
 
 def _reads_last_eos(model: torch.nn.Module) -> bool:
@@ -125,6 +147,7 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     what the weights are loaded as; "auto" keeps the checkpoint's (a bfloat16 folder stays bfloat16)."""
     from transformers import (
         AutoModel,
+        AutoModelForAudioClassification,
         AutoModelForImageClassification,
         AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
@@ -134,7 +157,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     auto = {"sequence-classification": AutoModelForSequenceClassification,
             "token-classification": AutoModelForTokenClassification,
             "question-answering": AutoModelForQuestionAnswering,
-            "image-classification": AutoModelForImageClassification}.get(task, AutoModel)
+            "image-classification": AutoModelForImageClassification,
+            "audio-classification": AutoModelForAudioClassification}.get(task, AutoModel)
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
     # Architectures without it (DeBERTa-v2, MPNet; convolutional networks, which have no attention) refuse "sdpa"
@@ -152,8 +176,12 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _TensorOutput(model, "logits").eval()
     if task == "question-answering":
         return _SpanLogits(model).eval()
-    if task == "image-classification":
-        return _PixelLogits(model).eval()
+    if task in ARRAY_TASKS:  # the model's one array input, by the name transformers' class gives it
+        wrapper = ARRAY_WRAPPERS.get(model.main_input_name)
+        if wrapper is None:
+            raise ValueError(f"this {model.config.model_type} classifier takes '{model.main_input_name}', not "
+                             f"one of {sorted(ARRAY_WRAPPERS)}; export it yourself and upload the .pt2")
+        return wrapper(model).eval()
     if isinstance(getattr(model, "decoder", None), torch.nn.Module) and hasattr(model, "get_encoder"):
         # T5, BART, ...: the features are the encoder's (what T5EncoderModel and sentence-T5 compute); the whole
         # model would want decoder inputs too, and its export failed. Where transformers has an encoder-only class

@@ -69,7 +69,8 @@ def _user_commands(commands, common) -> None:
     submit.add_argument("data", help="an .npz (or, with a text model's folder, .jsonl text) file to upload, or a "
                                      "dataset id (ds_...)")
     submit.add_argument("--task", choices=["feature-extraction", "sequence-classification", "token-classification",
-                                           "question-answering", "image-classification", "causal-lm"],
+                                           "question-answering", "image-classification",
+                                           "audio-classification", "causal-lm"],
                         help="what a Hugging Face folder's model does (default: from its config.json)")
     submit.add_argument("--method", action="append", help="a stage's method (ptq, qat, kd, function_matching, "
                         "quantized_distillation, differentiable_quantization, quant_noise, ipq, prune); repeat "

@@ -106,6 +106,35 @@ def image_folder(folder: Path, architecture: str = "vit", classes: int = 4, proc
     return folder
 
 
+# What Wav2Vec2FeatureExtractor writes for facebook/wav2vec2-base: it normalizes each waveform.
+WAV2VEC2_EXTRACTOR = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": True,
+                      "sampling_rate": 16000, "feature_size": 1, "padding_value": 0.0, "return_attention_mask": False}
+_AUDIO_SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+AUDIO_CONFIGS = {  # tiny configs: a waveform model, and two that read spectrogram features
+    "wav2vec2": {"conv_dim": (16, 16), "conv_stride": (5, 2), "conv_kernel": (10, 3), "num_conv_pos_embeddings": 16,
+                 "num_conv_pos_embedding_groups": 2, **_AUDIO_SMALL},
+    "audio-spectrogram-transformer": {"max_length": 64, "num_mel_bins": 32, "patch_size": 16, **_AUDIO_SMALL},
+    "whisper": {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+                "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "num_mel_bins": 16,
+                "max_source_positions": 50},
+}
+
+
+def audio_folder(folder: Path, model_type: str = "wav2vec2", classes: int = 3,
+                 extractor: dict | None = WAV2VEC2_EXTRACTOR) -> Path:
+    """A tiny audio classifier of `model_type` (AUDIO_CONFIGS) with `classes` labels, and its feature extractor's
+    `extractor` settings."""
+    import torch
+    from transformers import AutoConfig, AutoModelForAudioClassification
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(model_type, num_labels=classes, **AUDIO_CONFIGS[model_type])
+    AutoModelForAudioClassification.from_config(config).save_pretrained(folder)
+    if extractor is not None:
+        (folder / "preprocessor_config.json").write_text(json.dumps(extractor))
+    return folder
+
+
 def add_sentence_transformers_files(folder: Path, pooling: str = "mean", normalize: bool = True,
                                     max_seq_length: int | None = None) -> Path:
     """What sentence-transformers' `save` adds to a transformer folder (all-MiniLM-L6-v2's layout): modules.json,

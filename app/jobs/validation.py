@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from compression.archive.hf_architectures import IMAGE_TASKS
+from compression.archive.hf_architectures import ARRAY_TASKS, IMAGE_TASKS
 from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
 from compression.archive.npz import IGNORED_LABEL, is_multi_hot
 from compression.archive.pixel_scaling import NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
@@ -159,11 +159,13 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
         problems += _group_size_problems(spec, folder.get("block_linear_widths") or [])
         problems += _position_problems(spec, folder.get("max_positions"))
         problems += _awq_problems(spec, folder.get("awq_missing"), folder.get("model_type"))
-    if task in IMAGE_TASKS:
+    if task in ARRAY_TASKS:
         if manifest.format != "npz":
-            problems.append(f"an {task} folder takes an .npz of images per split (<split>.x: uint8 images at the "
-                            "model's size, or the pixel_values its image processor makes, and <split>.y labels "
-                            "where known), not text")
+            what = ("uint8 images at the model's size, or the pixel_values its image processor makes"
+                    if task in IMAGE_TASKS else "the waveforms at its feature extractor's sampling rate, or the "
+                    "spectrogram features a spectrogram model takes")
+            problems.append(f"an {task} folder takes an .npz per split (<split>.x: {what}; <split>.y labels where "
+                            "known), not text")
     elif manifest.format != "jsonl":
         problems.append("a Hugging Face folder takes a .jsonl text dataset of {\"split\": ..., \"text\": ...} "
                         "rows, tokenized with the folder's own tokenizer")
@@ -268,7 +270,7 @@ def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifes
 
 def _raw_image_problems(where: str, shape: list[int], model_input, scaling: dict | None) -> list[str]:
     """uint8 images for an image folder: channels-last or -first at the model's size, converted by its processor's
-    scaling (`PixelScaling`) in the worker (`compression.hf_images`)."""
+    scaling (`PixelScaling`) in the worker (`compression.hf_arrays`)."""
     if scaling is None:
         return [f"{where} {NO_PROCESSOR}"]
     channels, *size = model_input.shape[1:]

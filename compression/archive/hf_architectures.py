@@ -18,11 +18,16 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "token-classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
                  "question-answering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
                  "image-classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+                 "audio-classification": "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
                  "causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"}
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
-HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "image-classification")
-# Tasks whose model reads images (`pixel_values` from an .npz) instead of text tokenized from a .jsonl.
+HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "image-classification",
+              "audio-classification")
+# Tasks whose model reads images (`pixel_values`) or audio (a waveform's `input_values`, or the spectrogram
+# features of AST and Whisper) from an .npz, instead of text tokenized from a .jsonl.
 IMAGE_TASKS = ("image-classification",)
+AUDIO_TASKS = ("audio-classification",)
+ARRAY_TASKS = IMAGE_TASKS + AUDIO_TASKS
 TASKS = tuple(TASK_MAPPINGS)
 # Mappings of models that read text (token ids; multimodal ones too, whose text-only forward the worker's export
 # tries), and of models that read something else, by what they read: a model_type found only among the latter
@@ -83,7 +88,8 @@ def non_text_input(model_type: str) -> str | None:
 def task_of_architecture(architecture: str) -> str | None:
     """The task a checkpoint's `architectures` entry was saved for, by the class-name conventions of
     transformers (`LlamaForCausalLM`, `GPT2LMHeadModel`, `BertForSequenceClassification`,
-    `BertForTokenClassification`, `BertForQuestionAnswering`, `ViTForImageClassification`, `BertModel`)."""
+    `BertForTokenClassification`, `BertForQuestionAnswering`, `ViTForImageClassification`,
+    `Wav2Vec2ForSequenceClassification`, `BertModel`)."""
     tables = model_types_by_task()
     for task in ("causal-lm", *HEAD_TASKS, "feature-extraction"):
         if architecture in tables[task].values():

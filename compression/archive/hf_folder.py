@@ -28,6 +28,8 @@ from typing import BinaryIO
 from compression.archive.errors import InvalidUpload
 from compression.archive.folder import FolderArchive
 from compression.archive.hf_architectures import (
+    ARRAY_TASKS,
+    AUDIO_TASKS,
     HEAD_TASKS,
     IMAGE_TASKS,
     TASKS,
@@ -122,9 +124,12 @@ class HFFolder:
         classes = None
         if self.task in IMAGE_TASKS:  # one float input, the processor's pixel values
             ids = [{"name": IMAGE_INPUT, "shape": image_input_shape(config, self.processor), "dtype": "float32"}]
+        elif self.task in AUDIO_TASKS:  # one float input: the waveform, or a spectrogram model's features
+            name, shape = audio_input(self.model_type, config)
+            ids = [{"name": name, "shape": shape, "dtype": "float32"}]
         if self.task == "causal-lm":
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
-        elif self.task in ("sequence-classification", *IMAGE_TASKS):
+        elif self.task in ("sequence-classification", *ARRAY_TASKS):
             labels = class_count(config)
             output = {"name": "logits", "shape": [None, labels], "dtype": "float32"}
             # What a .jsonl's class names and label lists are checked against at submission (text_labels).
@@ -159,6 +164,29 @@ class HFFolder:
                                          "sentence_embedding": self.sentence_embedding and
                                          self.sentence_embedding.to_metrics(),
                                          "pixel_scaling": self.pixel_scaling and self.pixel_scaling.to_json()}}
+
+
+# Audio classifiers that read spectrogram features, not the waveform: the input's name and its shape from the
+# config (AST's frames x mel bins; Whisper's mel bins x its fixed 30 s of frames; w2v-BERT's stacked fbank frames).
+SPECTROGRAM_INPUTS = {
+    "audio-spectrogram-transformer": ("input_values", lambda c: [None, c.get("max_length"), c.get("num_mel_bins")]),
+    "whisper": ("input_features", lambda c: [None, c.get("num_mel_bins"), _twice(c.get("max_source_positions"))]),
+    "wav2vec2-bert": ("input_features", lambda c: [None, None, c.get("feature_projection_input_dim")]),
+}
+WAVEFORM_INPUT = "input_values"
+
+
+def audio_input(model_type: str, config: dict) -> tuple[str, list[int | None]]:
+    """The input name and shape of an audio classifier: [batch, samples] of the waveform (wav2vec2, HuBERT, WavLM,
+    ...), or a spectrogram model's features."""
+    if model_type not in SPECTROGRAM_INPUTS:
+        return WAVEFORM_INPUT, [None, None]
+    name, shape = SPECTROGRAM_INPUTS[model_type]
+    return name, [side if type(side) is int and side > 0 else None for side in shape(config)]
+
+
+def _twice(value) -> int | None:
+    return 2 * value if type(value) is int else None
 
 
 _NO_SIZE = object()  # the processor names no size: the config's image_size decides
@@ -289,9 +317,10 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
     parameters = sum(math.prod(header[key]["shape"]) for header in headers.values()
                      for key in header if key != "__metadata__")
     shapes = [header[key]["shape"] for header in headers.values() for key in header if key != "__metadata__"]
-    processor = documents.get(PREPROCESSOR_FILE) if chosen_task in IMAGE_TASKS else None
+    processor = documents.get(PREPROCESSOR_FILE) if chosen_task in ARRAY_TASKS else None
+    scaling = PixelScaling.from_processor(processor) if chosen_task in IMAGE_TASKS else None
     return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, widths, config, saved_for,
-                    embedding, learned_positions(config, shapes), PixelScaling.from_processor(processor), processor)
+                    embedding, learned_positions(config, shapes), scaling, processor)
 
 
 def _sentence_embedding(archive: FolderArchive, limits: ArchiveLimits) -> SentenceEmbedding | None:
@@ -370,12 +399,12 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
                             "transformers ships (remote code is never run)")
     saved_for = next((t for t in map(task_of_architecture, architectures) if t), None)
     reads = non_text_input(model_type)
-    if reads is not None and (task or saved_for) not in IMAGE_TASKS:
-        image_head = model_type in tables["image-classification"]
+    if reads is not None and (task or saved_for) not in ARRAY_TASKS:
+        heads = [name for name in ARRAY_TASKS if model_type in tables[name]]
         raise InvalidUpload(f"model_type '{model_type}' reads {reads}, not text: a Hugging Face folder is read as a "
                             "text model (its tokenizer turns a .jsonl dataset into its inputs)"
-                            + (" or as an image classifier (task image-classification: upload a checkpoint saved "
-                               "with its classification head, and an .npz of pixel_values)" if image_head else "")
+                            + (f" or as a classifier (task {heads[0]}: upload a checkpoint saved with its "
+                               "classification head, and an .npz of its input)" if heads else "")
                             + "; or export this model with torch.export and upload the .pt2, with an .npz of the "
                             "arrays it takes")
     if task is None:

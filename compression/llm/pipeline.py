@@ -16,11 +16,10 @@ from typing import Mapping
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.hf_architectures import IMAGE_TASKS
+from compression.archive.hf_architectures import ARRAY_TASKS
 from compression.archive.hf_folder import (
     REGRESSION_PROBLEM,
     class_count,
-    image_input_shape,
     learned_positions,
     read_hf_folder,
 )
@@ -264,8 +263,12 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     folder (`compression.hf_layer_student`), and the stages from its stage on are written back as its folder."""
     if task == "causal-lm":
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
+    from compression.hf_arrays import (
+        array_folder_to_program,
+        array_rows,
+        prepared_dataset,
+    )
     from compression.hf_folder_export import rounding_ops, stage_folder_artifacts
-    from compression.hf_images import image_dataset, image_folder_to_program, image_rows
     from compression.hf_layer_student import build_layer_students
     from compression.hf_program import example_rows
     from compression.io import load_program
@@ -287,10 +290,9 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # take for hidden states.
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
     rewritten = None
-    if task in IMAGE_TASKS:
-        dataset = image_dataset(Path(dataset_path), folder.pixel_scaling, image_input_shape(folder.config)[1],
-                                workdir)
-        example = image_folder_to_program(source, task, dataset, evaluation.split, workdir / "model.pt2")
+    if task in ARRAY_TASKS:
+        dataset = prepared_dataset(folder, Path(dataset_path), workdir)
+        example = array_folder_to_program(source, task, dataset, evaluation.split, workdir / "model.pt2")
     else:
         splits = read_jsonl(dataset_path, limits, keep_text=True)
         evaluation = regression_kind(scorer_metric(evaluation, task, folder.config, splits), task, folder.config,
@@ -309,7 +311,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         result.baseline["sentence_embedding"] = declared.to_metrics() | {"applied": embedding is not None}
     if rewritten is not None:
         result.baseline["rewritten_as"] = rewritten
-    rows = image_rows(dataset, evaluation.split) if task in IMAGE_TASKS else example_rows(dataset, evaluation.split)
+    rows = (array_rows(dataset, evaluation.split, task) if task in ARRAY_TASKS
+            else example_rows(dataset, evaluation.split))
     stage_folder_artifacts(result, students.source_folders(source), task, rows, workdir / "hf", ctx,
                            rounding_ops(load_program(workdir / "model.pt2", limits)), embedding,
                            frozenset(students.folders))

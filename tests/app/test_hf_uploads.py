@@ -8,6 +8,7 @@ import pytest
 
 from tests.hf_folders import (  # noqa: F401 (fixtures)
     CORPUS,
+    audio_folder,
     bert_dir,
     bert_folder,
     gpt2_folder,
@@ -360,8 +361,38 @@ def test_an_image_classifier_folder_takes_images_at_its_size(api, auth, tmp_path
          "holds 28x28 images but the model takes 32x32: resize them"),
         (vit.json(), dataset("layout", rng.integers(0, 256, (8, 32, 32, 4), dtype=np.uint8)),
          "uint8 images for this model are [N, H, W, 3] or [N, 3, H, W]"),
-        (vit.json(), text, "an image-classification folder takes an .npz of images"),
+        (vit.json(), text, "an image-classification folder takes an .npz per split (<split>.x: uint8 images"),
         (bare.json(), images, "holds uint8 images, but the model folder has no preprocessor_config.json"),
+    ]:
+        status, response = _job(api, auth, model_json, data, [{"method": "ptq"}])
+        assert status == 422 and expected in response, response
+
+
+def test_an_audio_classifier_folder_takes_waveforms_or_its_features(api, auth, tmp_path):
+    wav2vec2 = _upload(api, auth, "models", "w2v.zip", zip_bytes(audio_folder(tmp_path / "w2v")))
+    ast = _upload(api, auth, "models", "ast.zip", zip_bytes(audio_folder(tmp_path / "ast",
+                                                                         "audio-spectrogram-transformer")))
+    for model in (wav2vec2, ast):
+        assert model.status_code == 201 and model.json()["task"] == "audio-classification", model.text
+    assert wav2vec2.json()["signature"]["inputs"] == [{"name": "input_values", "shape": [None, None],
+                                                       "dtype": "float32"}]
+
+    def dataset(name: str, values: np.ndarray) -> dict:
+        buffer = io.BytesIO()
+        np.savez(buffer, **{"train.x": values, "val.x": values, "val.y": np.arange(len(values)) % 3})
+        response = _upload(api, auth, "datasets", f"{name}.npz", buffer.getvalue())
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    rng = np.random.default_rng(0)
+    waveforms = dataset("waves", rng.normal(size=(8, 1600)).astype(np.float32))
+    features = dataset("fbank", rng.normal(size=(8, 64, 32)).astype(np.float32))
+    text = _upload(api, auth, "datasets", "text.jsonl", jsonl_bytes({"train": CORPUS[:4]})).json()
+    assert _job(api, auth, wav2vec2.json(), waveforms, [{"method": "ptq"}])[0] == 201
+    assert _job(api, auth, ast.json(), features, [{"method": "ptq"}])[0] == 201
+    for model_json, data, expected in [
+        (wav2vec2.json(), text, "an audio-classification folder takes an .npz per split (<split>.x: the waveforms"),
+        (ast.json(), waveforms, "'train.x' has shape [8, 1600] but the model input is input_values[N, 64, 32]"),
     ]:
         status, response = _job(api, auth, model_json, data, [{"method": "ptq"}])
         assert status == 422 and expected in response, response

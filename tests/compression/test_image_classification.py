@@ -14,7 +14,7 @@ from compression.archive.hf_folder import image_input_shape, read_hf_folder
 from compression.archive.pixel_scaling import PixelScaling
 from compression.context import RunContext
 from compression.formats import hf_folder
-from compression.hf_images import image_dataset
+from compression.hf_arrays import image_dataset
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, PruneSpec, PTQSpec
 from tests.hf_folders import VIT_PROCESSOR, bert_folder, image_folder, zip_bytes
@@ -53,7 +53,7 @@ def test_the_task_and_the_pixel_input_are_read_from_the_folder(vit, tmp_path):
     # A convolutional network takes any size; a folder without a processor cannot have its pixels scaled.
     resnet = read_hf_folder(_zipped(tmp_path, "resnet", architecture="resnet", processor=None))
     assert resnet.signature()["inputs"][0]["shape"] == [None, 3, None, None] and resnet.pixel_scaling is None
-    with pytest.raises(InvalidUpload, match="or as an image classifier \\(task image-classification"):
+    with pytest.raises(InvalidUpload, match="or as a classifier \\(task image-classification"):
         read_hf_folder(_zipped(tmp_path, "encoder", feature_extraction=True))
     text = tmp_path / "bert.zip"
     text.write_bytes(zip_bytes(bert_folder(tmp_path / "bert", classes=2)))

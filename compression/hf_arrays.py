@@ -1,0 +1,104 @@
+"""Image and audio classifiers uploaded as Hugging Face folders (tasks `image-classification`: ViT, DeiT, Swin,
+ResNet, ConvNeXt, MobileNet, EfficientNet, ...; `audio-classification`: wav2vec2, HuBERT, WavLM, AST, Whisper,
+...), run through the ordinary `.pt2` pipeline on an `.npz` of their input.
+
+The folder's model is exported with its one input (`pixel_values` [batch, channels, height, width]; a waveform's
+`input_values` [batch, samples]; AST's and Whisper's spectrogram features) and a dynamic batch, from the dataset's
+first rows. For images the `.npz` gives per split either the pixel values the model takes (floats, as the
+folder's image processor makes them) or raw uint8 images at the model's size (channels-last as image libraries
+give them, or channels-first), which are rescaled and normalized here as the folder's `preprocessor_config.json`
+declares (`compression.archive.pixel_scaling`). For a waveform model whose feature extractor normalizes
+(`do_normalize`, as wav2vec2's does), each waveform is brought to zero mean and unit variance here as transformers
+does; spectrogram features are taken as the feature extractor made them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compression.archive.errors import InvalidUpload
+from compression.archive.hf_architectures import IMAGE_TASKS
+from compression.archive.hf_folder import SPECTROGRAM_INPUTS, HFFolder, image_input_shape
+from compression.archive.npz import LABEL_ARRAY
+from compression.archive.pixel_scaling import NO_PROCESSOR, PIXEL_DTYPE, PixelScaling
+
+EXAMPLE_ROWS = 2
+WAVEFORM_EPSILON = 1e-7  # transformers' zero_mean_unit_var_norm
+
+
+def _input_key(arrays, split: str) -> str:
+    """The split's one input array (a single-input model takes it whatever its name, as `bind_inputs` does)."""
+    names = [name for name in arrays.files if name.startswith(f"{split}.") and name != f"{split}.{LABEL_ARRAY}"]
+    if len(names) != 1:
+        raise InvalidUpload(f"split '{split}' needs exactly one input array besides its labels (found {names})")
+    return names[0]
+
+
+def image_dataset(dataset_path: Path, scaling: PixelScaling | None, channels: int, workdir: Path) -> Path:
+    """The `.npz` the job runs on: the upload itself when its images are float pixel values; else a copy in
+    `workdir` whose uint8 images are the pixel values `scaling` makes of them."""
+    with np.load(dataset_path, allow_pickle=False) as arrays:
+        raw = [name for name in arrays.files if not name.endswith(f".{LABEL_ARRAY}")
+               and arrays[name].dtype == np.dtype(PIXEL_DTYPE)]
+        if not raw:
+            return dataset_path
+        if scaling is None:
+            raise InvalidUpload(f"'{raw[0]}' {NO_PROCESSOR}")
+        converted = {name: scaling.apply(arrays[name], channels) if name in raw else arrays[name]
+                     for name in arrays.files}
+    path = workdir / "dataset.npz"
+    np.savez(path, **converted)
+    return path
+
+
+def prepared_dataset(folder: HFFolder, dataset_path: Path, workdir: Path) -> Path:
+    """The `.npz` the folder's job runs on: uint8 images scaled, waveforms normalized as the folder's processor
+    says; spectrogram features and pixel values as they are."""
+    if folder.task in IMAGE_TASKS:
+        return image_dataset(dataset_path, folder.pixel_scaling, image_input_shape(folder.config)[1], workdir)
+    if folder.model_type not in SPECTROGRAM_INPUTS:
+        return normalized_waveforms(dataset_path, folder.processor, workdir)
+    return dataset_path
+
+
+def normalized_waveforms(dataset_path: Path, processor: dict | None, workdir: Path) -> Path:
+    """The `.npz` a waveform model's job runs on: a copy in `workdir` whose waveforms are each brought to zero mean
+    and unit variance when the folder's feature extractor says `do_normalize` (transformers'
+    `zero_mean_unit_var_norm`); else the upload itself."""
+    if not (isinstance(processor, dict) and processor.get("do_normalize")):
+        return dataset_path
+    with np.load(dataset_path, allow_pickle=False) as arrays:
+        converted = {}
+        for name in arrays.files:
+            values = arrays[name]
+            if not name.endswith(f".{LABEL_ARRAY}") and values.ndim == 2 and values.dtype.kind == "f":
+                values = values.astype(np.float32)
+                values = (values - values.mean(axis=1, keepdims=True)) / np.sqrt(
+                    values.var(axis=1, keepdims=True) + WAVEFORM_EPSILON)
+            converted[name] = values
+    path = workdir / "dataset.npz"
+    np.savez(path, **converted)
+    return path
+
+
+def array_rows(dataset_path: Path, split: str, task: str, rows: int = 8) -> tuple[torch.Tensor, ...]:
+    """The first `rows` examples of a split of the job's dataset, as the program's input (float32; a one-channel
+    image model's [N, H, W] images get their channel dimension, as the dataset loader gives them)."""
+    with np.load(dataset_path, allow_pickle=False) as arrays:
+        values = np.asarray(arrays[_input_key(arrays, split)][:rows], np.float32)
+    gray = task in IMAGE_TASKS and values.ndim == 3
+    return (torch.from_numpy(values[:, None] if gray else values),)
+
+
+def array_folder_to_program(folder: Path, task: str, dataset_path: Path, split: str,
+                            program_path: Path) -> tuple[torch.Tensor, ...]:
+    """Write the folder's model as a `.pt2` exported on the first rows of `split`; returns those example inputs."""
+    from compression.hf_program import load_folder_model, model_program
+    from compression.io import save_program
+
+    example = array_rows(dataset_path, split, task, EXAMPLE_ROWS)
+    save_program(model_program(load_folder_model(folder, task), example), program_path)
+    return example
