@@ -330,6 +330,15 @@ def test_a_question_answering_folder_keeps_its_task_and_takes_answers(api, auth,
         assert status == 422 and expected in text, text
 
 
+def _array_dataset(api, auth, name: str, inputs: np.ndarray, classes: int) -> dict:
+    """An uploaded .npz whose train and val splits are `inputs`, val labelled with classes below `classes`."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"train.x": inputs, "val.x": inputs, "val.y": np.arange(len(inputs)) % classes})
+    response = _upload(api, auth, "datasets", f"{name}.npz", buffer.getvalue())
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
 def test_an_image_classifier_folder_takes_images_at_its_size(api, auth, tmp_path):
     vit = _upload(api, auth, "models", "vit.zip", zip_bytes(image_folder(tmp_path / "vit")))
     assert vit.status_code == 201, vit.text
@@ -344,11 +353,7 @@ def test_an_image_classifier_folder_takes_images_at_its_size(api, auth, tmp_path
     assert encoder.status_code == 422 and "task image-classification" in encoder.text, encoder.text
 
     def dataset(name: str, pixels: np.ndarray) -> dict:
-        buffer = io.BytesIO()
-        np.savez(buffer, **{"train.x": pixels, "val.x": pixels, "val.y": np.arange(len(pixels)) % 4})
-        response = _upload(api, auth, "datasets", f"{name}.npz", buffer.getvalue())
-        assert response.status_code == 201, response.text
-        return response.json()
+        return _array_dataset(api, auth, name, pixels, classes=4)
 
     rng = np.random.default_rng(0)
     images = dataset("images", rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8))  # channels-last, as PIL gives
@@ -377,16 +382,9 @@ def test_an_audio_classifier_folder_takes_waveforms_or_its_features(api, auth, t
     assert wav2vec2.json()["signature"]["inputs"] == [{"name": "input_values", "shape": [None, None],
                                                        "dtype": "float32"}]
 
-    def dataset(name: str, values: np.ndarray) -> dict:
-        buffer = io.BytesIO()
-        np.savez(buffer, **{"train.x": values, "val.x": values, "val.y": np.arange(len(values)) % 3})
-        response = _upload(api, auth, "datasets", f"{name}.npz", buffer.getvalue())
-        assert response.status_code == 201, response.text
-        return response.json()
-
     rng = np.random.default_rng(0)
-    waveforms = dataset("waves", rng.normal(size=(8, 1600)).astype(np.float32))
-    features = dataset("fbank", rng.normal(size=(8, 64, 32)).astype(np.float32))
+    waveforms = _array_dataset(api, auth, "waves", rng.normal(size=(8, 1600)).astype(np.float32), classes=3)
+    features = _array_dataset(api, auth, "fbank", rng.normal(size=(8, 64, 32)).astype(np.float32), classes=3)
     text = _upload(api, auth, "datasets", "text.jsonl", jsonl_bytes({"train": CORPUS[:4]})).json()
     assert _job(api, auth, wav2vec2.json(), waveforms, [{"method": "ptq"}])[0] == 201
     assert _job(api, auth, ast.json(), features, [{"method": "ptq"}])[0] == 201
