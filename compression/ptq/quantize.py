@@ -42,6 +42,7 @@ from compression.ptq.conv1d import conv1d_as_conv2d
 from compression.ptq.conv_orientation import tall_convs_on_their_side
 from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
 from compression.ptq.explicit_padding import pad_long_kernels_explicitly
+from compression.ptq.string_padding import numeric_conv_padding
 from compression.ptq.smoothquant import smooth_linears
 from compression.quant.graph import find_layers, select_layers
 
@@ -60,8 +61,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     embedding tables in fp32. With `smoothquant_alpha`, the calibration batches are also used (first) to compute
     the smoothing factors. `include` / `exclude` (fnmatch patterns of layer names, as on the general path) choose
     the conv/linear layers to quantize; the others stay float. `report`, when given, receives what was done beyond
-    quantizing: "dropped_branches", "conv1d_as_conv2d", "addmm_as_linear" and "tall_convs_on_their_side" (how
-    many),
+    quantizing: "dropped_branches", "numeric_conv_padding" (string-padded convs), "conv1d_as_conv2d",
+    "addmm_as_linear" and "tall_convs_on_their_side" (how many),
     "explicitly_padded" (the long-kernel convs whose padding became a separate op), "embeddings",
     "smoothquant", "float_layers" (the layers left float, when patterns were given) and "activation_range".
     `reduce_range` True calibrates activations to 0..127 (exact on CPUs without VNNI, `int8_kernels.py`), False
@@ -105,6 +106,8 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     eval_mode(model)
     graph = export_model(model, example_inputs).module()
     report["dropped_branches"] = drop_dead_branches(graph).to_metrics()
+    if string_padded := numeric_conv_padding(graph):  # first: the 1-D rewrite reads numeric padding only
+        report["numeric_conv_padding"] = string_padded
     if conv1d_count := conv1d_as_conv2d(graph):
         report["conv1d_as_conv2d"] = conv1d_count
     if linearized := addmm_as_linear(graph):
@@ -113,7 +116,7 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
         report["tall_convs_on_their_side"] = turned
     if padded := pad_long_kernels_explicitly(graph):
         report["explicitly_padded"] = padded
-    if conv1d_count or linearized or turned or padded:
+    if string_padded or conv1d_count or linearized or turned or padded:
         graph = export_model(graph, example_inputs).module()
     if smoothquant_alpha is not None:
         report["smoothquant"] = smooth_linears(graph, calibration, smoothquant_alpha)
