@@ -42,8 +42,8 @@ from compression.ptq.conv1d import conv1d_as_conv2d
 from compression.ptq.conv_orientation import tall_convs_on_their_side
 from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
 from compression.ptq.explicit_padding import pad_long_kernels_explicitly
-from compression.ptq.string_padding import numeric_conv_padding
 from compression.ptq.smoothquant import smooth_linears
+from compression.ptq.string_padding import numeric_conv_padding
 from compression.quant.graph import find_layers, select_layers
 
 QUANTIZED_WEIGHT_OPS = ("dequantize_per_channel",)
