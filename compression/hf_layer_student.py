@@ -79,6 +79,11 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
         value = getattr(config, name, None)
         if isinstance(value, list) and len(value) == count:
             setattr(config, name, [value[index] for index in kept])
+    if isinstance(getattr(config, "stage_names", None), list):
+        # A backbone config (DINOv2, BEiT) names a stage per layer and picks its outputs among them: the student's
+        # are its own (the teacher's last stage is not among them, and such a folder would not load).
+        config.stage_names = ["stem", *(f"stage{index}" for index in range(1, len(kept) + 1))]
+        config.out_features = None  # transformers' default: the last stage
     student = type(teacher)(config).eval()
     state = teacher.state_dict()
     for prefix, _ in stacks:

@@ -86,14 +86,26 @@ VIT_PROCESSOR = {"image_processor_type": "ViTImageProcessor", "do_rescale": True
 
 def image_folder(folder: Path, architecture: str = "vit", classes: int = 4, processor: dict | None = VIT_PROCESSOR,
                  feature_extraction: bool = False, dtype: str = "float32") -> Path:
-    """A 32x32 image classifier (`ViTForImageClassification`, or `ResNetForImageClassification`, which takes any
-    size) with `classes` labels and the image processor's `processor` settings, its weights saved as `dtype`; with
+    """A 32x32 image classifier (`ViTForImageClassification`, `Dinov2ForImageClassification`, or
+    `ResNetForImageClassification`, which takes any size) with `classes` labels and the image processor's `processor` settings, its weights saved as `dtype`; with
     `feature_extraction`, the base model (`ViTModel`) instead."""
     import torch
-    from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification, ViTModel
+    from transformers import (
+        Dinov2Config,
+        Dinov2ForImageClassification,
+        ResNetConfig,
+        ResNetForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+        ViTModel,
+    )
 
     torch.manual_seed(0)
-    if architecture == "vit":
+    if architecture == "dinov2":  # a backbone config: it names a stage per layer
+        model = Dinov2ForImageClassification(Dinov2Config(image_size=32, patch_size=8, hidden_size=32,
+                                                          num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+                                                          num_labels=classes))
+    elif architecture == "vit":
         config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                            intermediate_size=64, num_labels=classes)
         model = ViTModel(config) if feature_extraction else ViTForImageClassification(config)

@@ -16,7 +16,7 @@ from compression.context import RunContext
 from compression.formats import hf_folder
 from compression.hf_arrays import image_dataset
 from compression.llm.pipeline import run_folder_pipeline
-from compression.specs import EvaluationSpec, PruneSpec, PTQSpec
+from compression.specs import EvaluationSpec, KDSpec, PruneSpec, PTQSpec
 from tests.hf_folders import VIT_PROCESSOR, bert_folder, image_folder, zip_bytes
 
 CLASSES = 4
@@ -133,3 +133,16 @@ def test_a_cnn_folder_takes_channels_first_pixel_values_and_prunes(tmp_path, dty
 def test_uint8_images_without_a_processor_are_refused_with_what_to_do(images, tmp_path):
     with pytest.raises(InvalidUpload, match="no preprocessor_config.json"):
         image_dataset(images, None, 3, tmp_path)
+
+
+def test_a_backbone_config_gets_a_layers_student_that_loads(images, tmp_path):
+    # DINOv2's config names a stage per layer and picks its output among them; the student's named the teacher's
+    # last stage, which it does not have, and transformers refused the student's folder.
+    dinov2 = _zipped(tmp_path, "dinov2", architecture="dinov2")
+    result = run_folder_pipeline(dinov2, images, None, [KDSpec(student={"kind": "layers", "keep": 1},
+                                                               training={"steps": 2, "batch_size": 4})],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    stage = result.stages[0]
+    assert stage.metrics["parameters"] < result.baseline["parameters"] and stage.metrics["hf_folder"]["written"]
+    [artifact] = [artifact for artifact in stage.artifacts if artifact.name == hf_folder.ARTIFACT_NAME]
+    assert hf_folder.load(artifact.path).config.num_hidden_layers == 1
