@@ -87,8 +87,9 @@ VIT_PROCESSOR = {"image_processor_type": "ViTImageProcessor", "do_rescale": True
 def image_folder(folder: Path, architecture: str = "vit", classes: int = 4, processor: dict | None = VIT_PROCESSOR,
                  feature_extraction: bool = False, dtype: str = "float32") -> Path:
     """A 32x32 image classifier (`ViTForImageClassification`, `Dinov2ForImageClassification`, or
-    `ResNetForImageClassification`, which takes any size) with `classes` labels and the image processor's `processor` settings, its weights saved as `dtype`; with
-    `feature_extraction`, the base model (`ViTModel`) instead."""
+    `ResNetForImageClassification`, which takes any size) with `classes` labels and the image processor's
+    `processor` settings, its weights saved as `dtype`; with `feature_extraction`, the base model (`ViTModel`)
+    instead."""
     import torch
     from transformers import (
         Dinov2Config,
