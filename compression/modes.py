@@ -19,8 +19,14 @@ from torchao.quantization.pt2e.export_utils import model_is_exported
 # Set by torchao's move_exported_model_to_* to remember the mode of an exported module.
 _EXPORTED_TRAINING_ATTR = "_exported_training"
 _MODE_DEPENDENT_OPS = ("batch_norm", "dropout")
-# Ops whose train/eval behaviour is a plain argument: op -> position of that argument.
-_TRAINING_FLAG = {torch.ops.aten.batch_norm.default: 5, torch.ops.aten.dropout.default: 2}
+# Ops whose train/eval behaviour is a plain argument: op -> position of that argument. Every dropout, in place
+# too (transformers' MobileNetV2 has `nn.Dropout(inplace=True)`): a graph with any other mode-dependent op is
+# switched by torchao's re-tracing, which rebuilds each batch norm with the default eps and momentum (MobileNetV2's
+# eps 0.001 became 1e-5 and its stages computed another function).
+_DROPOUTS = ("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout")
+_TRAINING_FLAG = {torch.ops.aten.batch_norm.default: 5,
+                  **{getattr(torch.ops.aten, name + in_place).default: 2
+                     for name in _DROPOUTS for in_place in ("", "_")}}
 _BATCH_NORM_MOMENTUM = 6  # aten.batch_norm(input, weight, bias, mean, var, training, momentum, eps, cudnn_enabled)
 # Core ATen's batch norm with running statistics: (input, weight, bias, mean, var, training, momentum, eps) trains,
 # (input, weight, bias, mean, var, momentum, eps) infers; both return (output, saved mean, saved inverse std).

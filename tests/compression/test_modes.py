@@ -93,3 +93,20 @@ def test_a_program_decomposed_to_core_aten_switches_mode_in_place_and_keeps_froz
     assert norms() == ["_native_batch_norm_legit_no_training"] * 2
     with torch.no_grad():
         torch.testing.assert_close(program(x), model(x))
+
+
+def test_in_place_dropout_switches_in_place_and_batch_norms_keep_their_eps_and_momentum():
+    # transformers' MobileNetV2: in-place dropout sent the graph to torchao's re-tracing, which rebuilt its batch
+    # norms (eps 0.001, momentum 0.997) with the defaults, and every stage computed another function.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, eps=1e-3, momentum=0.997), nn.Flatten(),
+                          nn.Dropout(0.5, inplace=True), nn.Linear(4 * 6 * 6, 2)).eval()
+    x = torch.randn(8, 3, 8, 8)
+    exported = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    with torch.no_grad():
+        train_mode(exported)
+        assert not torch.equal(exported(x), exported(x))  # dropout active
+        eval_mode(exported)
+        assert not is_training(exported) and torch.equal(exported(x), exported(x))
+    norms = [node for node in exported.graph.nodes if "batch_norm" in str(node.target)]
+    assert norms and all(0.001 in node.args and 0.997 in node.args for node in norms)
