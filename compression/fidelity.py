@@ -151,9 +151,13 @@ def similarity_spearman(embeddings: torch.Tensor, reference: torch.Tensor) -> fl
 
 
 def sqnr_db(signal_energy: float, noise_energy: float) -> float:
-    """Signal-to-quantization-noise ratio in dB; capped at 200 dB for an exact match (JSON has no infinity)."""
+    """Signal-to-quantization-noise ratio in dB; capped at 200 dB for an exact match and floored at -200 dB for
+    noise over a reference with no energy (an upload whose outputs are all zero: the logarithm of 0 crashed the
+    job), as JSON has no infinity."""
     if noise_energy <= signal_energy * 1e-20:
         return 200.0
+    if signal_energy <= noise_energy * 1e-20:
+        return -200.0
     return 10 * math.log10(signal_energy / noise_energy)
 
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from compression.data import Dataset
 from compression.evaluate import evaluate
-from compression.fidelity import Fidelity, similarity_spearman
+from compression.fidelity import Fidelity, similarity_spearman, sqnr_db
 from compression.io import export_model
 from compression.output_kind import detect_output_kind
 from tests.compression.output_models import MeanPooledEncoder, PitchNet, encoder_inputs
@@ -161,3 +161,9 @@ def test_token_outputs_are_compared_on_real_tokens_and_pooled_for_rank_agreement
     # A difference at real tokens is still seen.
     changed = _TokenStates(pad_noise=0.0).eval()
     assert evaluate(changed, split, reference, batch_size=8, output_kind="hidden_states")["cosine"] < 0.5
+
+
+def test_sqnr_is_bounded_both_ways_for_json():
+    # An upload whose outputs are all zero: the log of 0 raised "math domain error" and crashed the whole job.
+    assert sqnr_db(0.0, 1.0) == -200.0 and sqnr_db(1.0, 0.0) == 200.0 and sqnr_db(0.0, 0.0) == 200.0
+    assert sqnr_db(100.0, 1.0) == pytest.approx(20.0)
