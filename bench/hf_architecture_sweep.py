@@ -9,8 +9,16 @@ folder the job wrote (for encoders and classifiers the pipeline loads it back wi
 it with the stage's model: the relative difference, or why none was written; for causal LMs the folder's
 perplexity, computed on the folder loaded back with transformers, against the upload's).
 
+Image classifiers (IMAGE_CLASSIFIERS, task image-classification: a tiny 32x32 model of each family with a
+preprocessor_config.json instead of a tokenizer, run on an .npz of random uint8 images) and audio classifiers
+(AUDIO_CLASSIFIERS, task audio-classification: waveform models on random 1600-sample waveforms, AST and Whisper on
+random features) are swept only when asked for: `--tasks image-classification` / `audio-classification`, or
+`--types` naming them.
+
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep [--types bert,llama] [--methods ptq,kd]
         [--tasks token-classification] [--dtype bfloat16] [--json sweep.json]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks image-classification
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks audio-classification
 """
 
 from __future__ import annotations
@@ -53,6 +61,12 @@ TAGGERS = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "xlm-robert
 # Extractive question-answering heads (SQuAD readers), run on question/context pairs.
 READERS = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "xlm-roberta", "modernbert", "albert", "llama",
            "qwen2")
+# Image classifiers (task image-classification), one per family: vision transformers, CNNs and hybrids.
+IMAGE_CLASSIFIERS = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "convnextv2", "resnet", "regnet",
+                     "mobilenet_v2", "efficientnet", "mobilevit", "levit", "poolformer")
+# Audio classifiers (task audio-classification): waveform models, and two that read spectrogram features.
+AUDIO_CLASSIFIERS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "unispeech",
+                     "audio-spectrogram-transformer", "whisper")
 FEW_STEPS = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
 ENCODER_METHODS = {
     "ptq": PTQSpec(calibration_samples=16),
@@ -112,6 +126,63 @@ SPECIFIC = {
     "squeezebert": {"embedding_size": HIDDEN},
 }
 
+# Image configs name their sizes otherwise (hidden_sizes, depths, embed_dim, ...) and get none of COMMON: each one
+# here runs on 32x32 RGB images (image_size 32 where the config has one) with 2k-70k parameters.
+IMAGE_SIZE = 32
+VISION_TRANSFORMER = {"image_size": IMAGE_SIZE, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
+                      "num_attention_heads": 2, "intermediate_size": 64}
+IMAGE_SPECIFIC = {
+    "vit": VISION_TRANSFORMER,
+    "deit": VISION_TRANSFORMER,
+    "beit": {**VISION_TRANSFORMER, "use_mean_pooling": True},
+    "dinov2": {**{k: v for k, v in VISION_TRANSFORMER.items() if k != "intermediate_size"}, "mlp_ratio": 2},
+    "swin": {"image_size": IMAGE_SIZE, "patch_size": 2, "embed_dim": 16, "depths": [1, 1], "num_heads": [2, 2],
+             "window_size": 4, "mlp_ratio": 2.0},
+    "convnext": {"image_size": IMAGE_SIZE, "num_stages": 2, "hidden_sizes": [16, 32], "depths": [1, 1],
+                 "patch_size": 4},
+    "convnextv2": {"image_size": IMAGE_SIZE, "num_stages": 2, "hidden_sizes": [16, 32], "depths": [1, 1],
+                   "patch_size": 4},
+    "resnet": {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]},  # any image size
+    "regnet": {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "groups_width": 8},
+    "mobilenet_v2": {"image_size": IMAGE_SIZE, "depth_multiplier": 0.1, "min_depth": 4, "expand_ratio": 2,
+                     "finegrained_output": False},
+    # hidden_dim: the top convolution's width, round_filters(1280) = 128 at width 0.1
+    "efficientnet": {"image_size": IMAGE_SIZE, "width_coefficient": 0.1, "depth_coefficient": 0.1,
+                     "hidden_dim": 128},
+    "mobilevit": {"image_size": IMAGE_SIZE, "patch_size": 2, "hidden_sizes": [16, 16, 24],
+                  "neck_hidden_sizes": [8, 8, 16, 16, 16, 24, 48], "num_attention_heads": 2, "mlp_ratio": 2.0,
+                  "expand_ratio": 2.0},
+    "levit": {"image_size": IMAGE_SIZE, "patch_size": 16, "hidden_sizes": [16, 32, 48],
+              "num_attention_heads": [1, 2, 3], "depths": [1, 1, 1], "key_dim": [8, 8, 8], "mlp_ratio": [2, 2, 2],
+              "attention_ratio": [2, 2, 2]},
+    "poolformer": {"num_encoder_blocks": 2, "depths": [1, 1], "hidden_sizes": [16, 32], "patch_sizes": [7, 3],
+                   "strides": [4, 2], "padding": [2, 1], "pool_size": 3, "mlp_ratio": 2.0},
+}
+# Audio configs: a three-layer feature encoder (not two: as many as the transformer's layers would make a
+# 'layers' student's layer list ambiguous, which real models' 7 and 12 are not) over 1600-sample waveforms, or
+# AST's 64 frames x 32 mel bins and Whisper's 16 mel bins x 100 frames.
+_WAVEFORM = {"conv_dim": (16, 16, 16), "conv_stride": (5, 2, 2), "conv_kernel": (10, 3, 3),
+             "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2, "hidden_size": 32,
+             "num_hidden_layers": 2,
+             "num_attention_heads": 2, "intermediate_size": 64}
+AUDIO_SPECIFIC = {
+    **{model_type: _WAVEFORM for model_type in ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech")},
+    "sew": {**_WAVEFORM, "squeeze_factor": 1},
+    "audio-spectrogram-transformer": {"max_length": 64, "num_mel_bins": 32, "patch_size": 16, "hidden_size": 32,
+                                      "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+    "whisper": {"d_model": 32, "encoder_layers": 2, "decoder_layers": 1, "encoder_attention_heads": 2,
+                "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "num_mel_bins": 16,
+                "max_source_positions": 50},
+}
+AUDIO_INPUT_SHAPES = {"audio-spectrogram-transformer": (64, 32), "whisper": (16, 100)}  # else a waveform
+WAVEFORM_SAMPLES = 1600
+# What Wav2Vec2FeatureExtractor writes: each waveform normalized.
+AUDIO_EXTRACTOR = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": True,
+                   "sampling_rate": 16000, "feature_size": 1, "padding_value": 0.0}
+# What ViTImageProcessor writes (less its resize settings, which are not read): uint8 pixels to [-1, 1].
+IMAGE_PROCESSOR = {"image_processor_type": "ViTImageProcessor", "do_rescale": True, "rescale_factor": 1 / 255,
+                   "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+
 
 SPECIAL_TOKENS = ["[UNK]", "[PAD]", "[EOS]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0-5
 
@@ -151,12 +222,25 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
     from transformers import (
         AutoConfig,
         AutoModel,
+        AutoModelForAudioClassification,
         AutoModelForCausalLM,
+        AutoModelForImageClassification,
         AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
     )
 
+    if task == "audio-classification":
+        config = AutoConfig.for_model(model_type, num_labels=3, **AUDIO_SPECIFIC.get(model_type, {}))
+        torch.manual_seed(seed)
+        return AutoModelForAudioClassification.from_config(config).eval()
+    if task == "image-classification":
+        config = AutoConfig.for_model(model_type, num_labels=3, **IMAGE_SPECIFIC.get(model_type, {}))
+        # Where the mapping holds several classes (DeiT, LeViT: the plain head and the one "WithTeacher"),
+        # from_config iterates config.architectures, None in a fresh config; empty, it takes the first class.
+        config.architectures = config.architectures or []
+        torch.manual_seed(seed)
+        return settle_batch_norms(AutoModelForImageClassification.from_config(config)).eval()
     config = AutoConfig.for_model(model_type, **COMMON, **SPECIFIC.get(model_type, {}))
     if task in ("sequence-classification", "token-classification"):
         config.num_labels = 3
@@ -168,11 +252,37 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
     return auto.from_config(config).eval()
 
 
+def settle_batch_norms(model, batches: int = 4):
+    """The model with each BatchNorm at weight 1, bias 0 and running statistics measured on random images in
+    [-1, 1], as training leaves them. Left as transformers initialises them (running variance 1, and for some
+    families weights ~0.02), the tiny MobileNetV2, EfficientNet, MobileViT and LeViT shrink every activation layer
+    by layer to logits of 0 (or 1e-30), which no method's fidelity can be judged against."""
+    norms = [module for module in model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_parameters()
+        norm.momentum = None  # a cumulative average over the batches
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(pixel_values=torch.rand(16, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * 2 - 1)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    return model
+
+
 def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float32") -> Path:
     folder = directory / f"{model_type}-{task}"
     # config.json first: it picks the tokenizer class
     tiny_model(model_type, task).to(getattr(torch, dtype)).save_pretrained(folder)
-    save_readable_tokenizer(folder)
+    if task in ("image-classification", "audio-classification"):  # no tokenizer: the processor's settings
+        processor = IMAGE_PROCESSOR if task == "image-classification" else AUDIO_EXTRACTOR
+        (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+    else:
+        save_readable_tokenizer(folder)
     archive = directory / f"{model_type}-{task}.zip"
     with zipfile.ZipFile(archive, "w") as out:
         for path in sorted(folder.iterdir()):
@@ -205,6 +315,37 @@ def text_dataset(directory: Path, labels: bool = False, tags: bool = False, pair
     return path
 
 
+def image_npz(directory: Path) -> Path:
+    """Random uint8 RGB images [N, 32, 32, 3] (channels-last, as image libraries give them), 48 train and 16 val
+    rows, each with a label in 0..2 (`<split>.y`)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, rows in (("train", 48), ("val", 16)):
+        arrays[f"{split}.x"] = rng.integers(0, 256, (rows, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        arrays[f"{split}.y"] = rng.integers(0, 3, rows)
+    path = directory / "images.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def audio_npz(directory: Path, model_type: str) -> Path:
+    """Random float waveforms [N, 1600] (or a spectrogram model's features), 48 train and 16 val rows, each with a
+    label in 0..2 (`<split>.y`)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    shape = AUDIO_INPUT_SHAPES.get(model_type, (WAVEFORM_SAMPLES,))
+    arrays = {}
+    for split, rows in (("train", 48), ("val", 16)):
+        arrays[f"{split}.x"] = rng.normal(size=(rows, *shape)).astype(np.float32)
+        arrays[f"{split}.y"] = rng.integers(0, 3, rows)
+    path = directory / "audio.npz"
+    np.savez(path, **arrays)
+    return path
+
+
 def first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
@@ -226,8 +367,10 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
     try:
         archive = folder_zip(model_type, task, directory, dtype)
         read_hf_folder(archive, task=task)
-        dataset = text_dataset(directory, labels=task == "sequence-classification",
-                               tags=task == "token-classification", pairs=task == "question-answering")
+        dataset = image_npz(directory) if task == "image-classification" else audio_npz(
+            directory, model_type) if task == "audio-classification" else text_dataset(
+            directory, labels=task == "sequence-classification", tags=task == "token-classification",
+            pairs=task == "question-answering")
         result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(latency=False), RunContext(),
                                      directory / f"{model_type}-{task}-{method}")
         row |= {"ok": True, "folder": folder_outcome(task, result)}
@@ -239,9 +382,16 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
 
 def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[str] | None = None):
     shipped = model_types_by_task()
-    for model_type in types or ENCODERS + DECODERS:
+    # Image and audio classifiers only when asked for (the default run sweeps the text models).
+    images = IMAGE_CLASSIFIERS if only_tasks and "image-classification" in only_tasks else ()
+    sounds = AUDIO_CLASSIFIERS if only_tasks and "audio-classification" in only_tasks else ()
+    for model_type in types or ENCODERS + DECODERS + images + sounds:
         tasks = []
-        if model_type in ENCODERS or model_type not in DECODERS:
+        if model_type in IMAGE_CLASSIFIERS:
+            tasks.append("image-classification")
+        elif model_type in AUDIO_CLASSIFIERS:
+            tasks.append("audio-classification")
+        elif model_type in ENCODERS or model_type not in DECODERS:
             tasks.append("feature-extraction")
         if model_type in CLASSIFIERS:
             tasks.append("sequence-classification")
@@ -258,7 +408,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
                 yield {"model_type": model_type, "task": task, "method": "-", "ok": None,
                        "error": "not shipped by the installed transformers", "seconds": 0}
                 continue
-            table = LLM_METHODS if task == "causal-lm" else ENCODER_METHODS
+            table = LLM_METHODS if task == "causal-lm" else ENCODER_METHODS  # image classifiers: the encoders'
             for method, spec in table.items():
                 if not methods or method in methods:
                     yield model_type, task, method, spec
