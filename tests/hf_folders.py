@@ -85,11 +85,11 @@ VIT_PROCESSOR = {"image_processor_type": "ViTImageProcessor", "do_rescale": True
 
 
 def image_folder(folder: Path, architecture: str = "vit", classes: int = 4, processor: dict | None = VIT_PROCESSOR,
-                 feature_extraction: bool = False, dtype: str = "float32") -> Path:
+                 feature_extraction: bool = False, dtype: str = "float32", **vit_fields) -> Path:
     """A 32x32 image classifier (`ViTForImageClassification`, `Dinov2ForImageClassification`, or
     `ResNetForImageClassification`, which takes any size) with `classes` labels and the image processor's
     `processor` settings, its weights saved as `dtype`; with `feature_extraction`, the base model (`ViTModel`)
-    instead."""
+    instead. `vit_fields`: more of a ViT's config (`problem_type`, ...)."""
     import torch
     from transformers import (
         Dinov2Config,
@@ -108,7 +108,7 @@ def image_folder(folder: Path, architecture: str = "vit", classes: int = 4, proc
                                                           num_labels=classes))
     elif architecture == "vit":
         config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, num_labels=classes)
+                           intermediate_size=64, num_labels=classes, **vit_fields)
         model = ViTModel(config) if feature_extraction else ViTForImageClassification(config)
     else:
         model = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],

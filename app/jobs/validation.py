@@ -53,6 +53,8 @@ def _fields_naming(spec: JobCreate, split: str) -> list[str]:
 def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetManifest,
                  folder: dict | None = None) -> None:
     """`folder`: the facts of a Hugging Face folder upload (the signature's "hf"), None for a .pt2."""
+    if folder and folder.get("task") in ARRAY_TASKS:  # an .npz job: the head's config says what it outputs
+        spec = spec.model_copy(update={"evaluation": spec.evaluation.declared_by_head(folder.get("classes"))})
     problems = [f"model input {t.describe()} has a fixed batch size; export the model with a dynamic batch "
                 "dimension (torch.export.Dim) so it can run on batches" for t in signature.inputs
                 if not t.shape or t.shape[0] is not None]

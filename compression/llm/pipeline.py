@@ -291,6 +291,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
     rewritten = None
     if task in ARRAY_TASKS:
+        evaluation = evaluation.declared_by_head(folder.signature()["hf"]["classes"])
         dataset = prepared_dataset(folder, Path(dataset_path), workdir)
         example = array_folder_to_program(source, task, dataset, evaluation.split, workdir / "model.pt2")
     else:

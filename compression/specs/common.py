@@ -111,3 +111,15 @@ class EvaluationSpec(Spec):
     warn_metric_drop: Annotated[float, Field(gt=0, le=100)] = Field(
         20.0, description="A stage whose metric drops more than this many points below the upload's, or below "
                           "half of it, ends with a warning in its metrics (when no budget fails it).")
+
+    def declared_by_head(self, head: dict | None) -> "EvaluationSpec":
+        """What a Hugging Face classifier's config.json problem_type declares, where the job did not say: `head`
+        (the folder's "classes" facts) with "regression" makes the output kind 'regression' (labels are the
+        values it predicts), with "multi_label" the labels independent (a 0/1 matrix)."""
+        if not head or self.output_kind is not None:
+            return self
+        if head.get("regression"):
+            return self.model_copy(update={"output_kind": "regression"})
+        if head.get("multi_label") and not self.multi_label:
+            return self.model_copy(update={"multi_label": True})
+        return self

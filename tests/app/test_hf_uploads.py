@@ -394,3 +394,29 @@ def test_an_audio_classifier_folder_takes_waveforms_or_its_features(api, auth, t
     ]:
         status, response = _job(api, auth, model_json, data, [{"method": "ptq"}])
         assert status == 422 and expected in response, response
+
+
+def test_an_image_heads_problem_type_declares_its_labels(api, auth, tmp_path):
+    """A multi-label or regression image classifier's config.json says what its .npz labels are, as a text
+    classifier's does for its .jsonl: no evaluation.multi_label or output_kind to declare."""
+    def model(name: str, classes: int, **fields) -> dict:
+        response = _upload(api, auth, "models", f"{name}.zip", zip_bytes(image_folder(tmp_path / name, classes=classes,
+                                                                                     **fields)))
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    tagger = model("tags", 4, problem_type="multi_label_classification")
+    scorer = model("score", 1, problem_type="regression")
+    plain = model("plain", 4)
+    rng = np.random.default_rng(0)
+    pixels = rng.normal(size=(8, 3, 32, 32)).astype(np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"train.x": pixels, "val.x": pixels, "val.y": rng.integers(0, 2, (8, 4))})
+    matrix = _upload(api, auth, "datasets", "matrix.npz", buffer.getvalue()).json()
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"train.x": pixels, "val.x": pixels, "val.y": rng.uniform(1, 5, 8).astype(np.float32)})
+    values = _upload(api, auth, "datasets", "values.npz", buffer.getvalue()).json()
+    assert _job(api, auth, tagger, matrix, [{"method": "ptq"}])[0] == 201
+    assert _job(api, auth, scorer, values, [{"method": "ptq"}])[0] == 201
+    status, text = _job(api, auth, plain, matrix, [{"method": "ptq"}])
+    assert status == 422 and "set evaluation.multi_label to true" in text, text

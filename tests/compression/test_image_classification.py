@@ -146,3 +146,17 @@ def test_a_backbone_config_gets_a_layers_student_that_loads(images, tmp_path):
     assert stage.metrics["parameters"] < result.baseline["parameters"] and stage.metrics["hf_folder"]["written"]
     [artifact] = [artifact for artifact in stage.artifacts if artifact.name == hf_folder.ARTIFACT_NAME]
     assert hf_folder.load(artifact.path).config.num_hidden_layers == 1
+
+
+def test_a_regression_head_is_judged_by_its_values(tmp_path):
+    # config.json problem_type "regression" declares the labels values, as for a text regression head.
+    scorer = tmp_path / "scorer.zip"
+    scorer.write_bytes(zip_bytes(image_folder(tmp_path / "scorer", classes=1, problem_type="regression")))
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "scores.npz", **{"train.x": pixels[:16], "val.x": pixels[16:],
+                                         "train.y": rng.integers(1, 6, 16).astype(np.float32),
+                                         "val.y": rng.integers(1, 6, 8).astype(np.float32)})  # ratings 1..5
+    result = run_folder_pipeline(scorer, tmp_path / "scores.npz", None, [PTQSpec(calibration_samples=8)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    assert result.baseline["output_kind"] == "regression" and result.baseline["metric"] == "label_spearman"
