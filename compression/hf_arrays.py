@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from compression.archive.errors import InvalidUpload
 from compression.archive.hf_architectures import IMAGE_TASKS
 from compression.archive.hf_folder import SPECTROGRAM_INPUTS, HFFolder, image_input_shape
 from compression.archive.npz import LABEL_ARRAY
-from compression.archive.pixel_scaling import NO_PROCESSOR, PIXEL_DTYPE, PixelScaling
+from compression.archive.pixel_scaling import CHUNK_ROWS, NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
 
 EXAMPLE_ROWS = 2
 WAVEFORM_EPSILON = 1e-7  # transformers' zero_mean_unit_var_norm
@@ -37,9 +38,12 @@ def _input_key(arrays, split: str) -> str:
     return names[0]
 
 
-def image_dataset(dataset_path: Path, scaling: PixelScaling | None, channels: int, workdir: Path) -> Path:
+def image_dataset(dataset_path: Path, scaling: PixelScaling | None, shape: list[int | None],
+                  workdir: Path) -> Path:
     """The `.npz` the job runs on: the upload itself when its images are float pixel values; else a copy in
-    `workdir` whose uint8 images are the pixel values `scaling` makes of them."""
+    `workdir` whose uint8 images are the pixel values `scaling` makes of them (resized and cropped first, as the
+    processor does, where they are not at the model's size: `shape`, [batch, channels, height, width])."""
+    channels, size = shape[1], tuple(shape[2:])
     with np.load(dataset_path, allow_pickle=False) as arrays:
         raw = [name for name in arrays.files if not name.endswith(f".{LABEL_ARRAY}")
                and arrays[name].dtype == np.dtype(PIXEL_DTYPE)]
@@ -47,18 +51,43 @@ def image_dataset(dataset_path: Path, scaling: PixelScaling | None, channels: in
             return dataset_path
         if scaling is None:
             raise InvalidUpload(f"'{raw[0]}' {NO_PROCESSOR}")
-        converted = {name: scaling.apply(arrays[name], channels) if name in raw else arrays[name]
-                     for name in arrays.files}
+        converted = {name: scaling.apply(_at_size(name, arrays[name], scaling, channels, size), channels)
+                     if name in raw else arrays[name] for name in arrays.files}
     path = workdir / "dataset.npz"
     np.savez(path, **converted)
     return path
+
+
+def _at_size(name: str, pixels: np.ndarray, scaling: PixelScaling, channels: int,
+             size: tuple[int | None, int | None]) -> np.ndarray:
+    """uint8 images as they are where they have the model's `size` (or it takes any); else resized and
+    center-cropped as the processor declares, channels-first, by torch's antialiased interpolation of the uint8
+    pixels (what transformers' torchvision-based processors compute)."""
+    height, width, order = pixel_layout(list(pixels.shape), channels)
+    if None in size or (height, width) == size:
+        return pixels
+    if scaling.output_size(height, width) != size:
+        raise InvalidUpload(f"'{name}' holds {height}x{width} images, which the folder's processor does not bring "
+                            f"to the model's {size[0]}x{size[1]}: resize them before storing them")
+    resized = scaling.resized_size(height, width) or (height, width)
+    chunks = []
+    for start in range(0, len(pixels), CHUNK_ROWS):
+        chunk = torch.from_numpy(np.ascontiguousarray(pixels[start:start + CHUNK_ROWS]))
+        chunk = chunk[:, None] if order == "gray" else chunk.permute(0, 3, 1, 2) if order == "last" else chunk
+        if resized != (height, width):
+            chunk = F.interpolate(chunk.contiguous(), size=resized, mode=scaling.resample,
+                                  antialias=scaling.resample != "nearest")
+        top, left = (resized[0] - size[0]) // 2, (resized[1] - size[1]) // 2  # transformers' center crop
+        chunks.append(chunk[:, :, top:top + size[0], left:left + size[1]].numpy())
+    return np.concatenate(chunks)
 
 
 def prepared_dataset(folder: HFFolder, dataset_path: Path, workdir: Path) -> Path:
     """The `.npz` the folder's job runs on: uint8 images scaled, waveforms normalized as the folder's processor
     says; spectrogram features and pixel values as they are."""
     if folder.task in IMAGE_TASKS:
-        return image_dataset(dataset_path, folder.pixel_scaling, image_input_shape(folder.config)[1], workdir)
+        return image_dataset(dataset_path, folder.pixel_scaling, image_input_shape(folder.config, folder.processor),
+                             workdir)
     if folder.model_type not in SPECTROGRAM_INPUTS:
         return normalized_waveforms(dataset_path, folder.processor, workdir)
     return dataset_path

@@ -280,10 +280,14 @@ def _raw_image_problems(where: str, shape: list[int], model_input, scaling: dict
     if layout is None:
         return [f"{where} has shape {shape}: uint8 images for this model are [N, H, W, {channels}] or "
                 f"[N, {channels}, H, W]"]
-    if any(want is not None and got != want for got, want in zip(layout[:2], size)):
-        return [f"{where} holds {layout[0]}x{layout[1]} images but the model takes {size[0]}x{size[1]}: resize "
-                "them (as its image processor does) before storing them"]
-    problem = PixelScaling.from_json(scaling).channel_problem(channels)
+    processor = PixelScaling.from_json(scaling)
+    if None not in size and tuple(layout[:2]) != tuple(size) and processor.output_size(*layout[:2]) != tuple(size):
+        # images at another size are resized and cropped in the worker where the processor's steps end at the
+        # model's size
+        return [f"{where} holds {layout[0]}x{layout[1]} images but the model takes {size[0]}x{size[1]}, which its "
+                "processor's resize and crop do not make of them: resize them (as its image processor does) "
+                "before storing them"]
+    problem = processor.channel_problem(channels)
     return [problem] if problem else []
 
 

@@ -39,7 +39,7 @@ from compression.archive.hf_architectures import (
 )
 from compression.archive.jsontext import parse_json
 from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.pixel_scaling import PixelScaling
+from compression.archive.pixel_scaling import PixelScaling, side_pair
 from compression.archive.sentence_transformers import MODULES_FILE, SentenceEmbedding, sentence_embedding
 from compression.archive.zipread import CHUNK_BYTES
 
@@ -198,9 +198,9 @@ def image_input_shape(config: dict, processor: dict | None = None) -> list[int |
     `image_size` (a ViT's patch grid and position table are built for it); a convolutional network (ResNet,
     ConvNeXt, ...) whose processor resizes by the shortest edge takes any size."""
     channels = config.get("num_channels")
-    size = processor_size(processor) if isinstance(processor, dict) else _side_pair(config.get("image_size"))
+    size = processor_size(processor) if isinstance(processor, dict) else side_pair(config.get("image_size"))
     if size is _NO_SIZE:
-        size = _side_pair(config.get("image_size"))
+        size = side_pair(config.get("image_size"))
     return [None, channels if type(channels) is int and channels > 0 else 3, *(size or [None, None])]
 
 
@@ -208,23 +208,12 @@ def processor_size(processor: dict):
     """[height, width] the processor's images end at: its center crop (`do_center_crop`, `crop_size`), else its
     resize target (`size` with height and width); None when it resizes by an edge (any size then), and _NO_SIZE
     when it says nothing of size. DINOv2's config says 518 while its processor crops 224, what it is run on."""
-    if processor.get("do_center_crop") and _side_pair(processor.get("crop_size")):
-        return _side_pair(processor["crop_size"])
+    if processor.get("do_center_crop") and side_pair(processor.get("crop_size")):
+        return side_pair(processor["crop_size"])
     size = processor.get("size")
     if processor.get("do_resize", True) and size is not None:
-        return _side_pair(size)
+        return side_pair(size)
     return _NO_SIZE
-
-
-def _side_pair(size) -> list[int] | None:
-    """[height, width] of a size as configs and processors write one (224, [224, 224], {"height", "width"})."""
-    if isinstance(size, dict):
-        size = [size.get("height"), size.get("width")]
-    elif type(size) is int:
-        size = [size, size]
-    if isinstance(size, list) and len(size) == 2 and all(type(side) is int and side > 0 for side in size):
-        return size
-    return None
 
 
 def class_count(config: dict) -> int:

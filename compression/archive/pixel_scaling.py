@@ -3,9 +3,11 @@ rescaling and normalization its `preprocessor_config.json` declares (transformer
 with `rescale_factor`, `do_normalize` with `image_mean` and `image_std`). Torch-free: the API reads it to accept
 such arrays at submission, the worker to convert them.
 
-Resizing and cropping are not done: the images must already have the model's size (a ViT's `image_size`); a
-processor resizes with an image library, and two libraries' resampling differ, so the user does it once with the
-one the model was trained with.
+Images already at the size the model takes are used as they are. Images of another size are resized and
+center-cropped as the processor declares (`do_resize` with `size` as height and width or as the shortest edge,
+`do_center_crop` with `crop_size`, `resample`), by torch's antialiased interpolation of the uint8 pixels, which is
+what transformers' fast (torchvision) image processors compute; a PIL-based processor's resampling differs
+slightly. A size the processor's steps do not bring to the model's is refused at submission.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ class PixelScaling:
     rescale: float | None
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
+    # The processor's resize: ("exact", height, width) or ("shortest", edge), or None; its center crop (height,
+    # width) or None; and how it resamples, as torch's interpolation names it.
+    resize: tuple | None = None
+    crop: tuple[int, int] | None = None
+    resample: str = "bilinear"
 
     @classmethod
     def from_processor(cls, document: dict | None) -> PixelScaling | None:
@@ -51,14 +58,41 @@ class PixelScaling:
             mean, std = _channel_values(document.get("image_mean")), _channel_values(document.get("image_std"))
             if mean is None or std is None or len(mean) != len(std) or not all(value > 0 for value in std):
                 return None
-        return cls(rescale, mean, std)
+        resize = _resize(document.get("size")) if document.get("do_resize", True) else None
+        crop = side_pair(document.get("crop_size")) if document.get("do_center_crop") else None
+        resample = PIL_RESAMPLING.get(document.get("resample"), "bilinear")  # absent: ViTImageProcessor's
+        return cls(rescale, mean, std, resize, crop, resample)
 
     def to_json(self) -> dict:
-        return {"rescale": self.rescale, "mean": self.mean and list(self.mean), "std": self.std and list(self.std)}
+        return {"rescale": self.rescale, "mean": self.mean and list(self.mean), "std": self.std and list(self.std),
+                "resize": self.resize and list(self.resize), "crop": self.crop and list(self.crop),
+                "resample": self.resample}
 
     @classmethod
     def from_json(cls, data: dict) -> PixelScaling:
-        return cls(data["rescale"], data["mean"] and tuple(data["mean"]), data["std"] and tuple(data["std"]))
+        return cls(data["rescale"], data["mean"] and tuple(data["mean"]), data["std"] and tuple(data["std"]),
+                   data.get("resize") and tuple(data["resize"]), data.get("crop") and tuple(data["crop"]),
+                   data.get("resample", "bilinear"))
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int] | None:
+        """(height, width) after the processor's resize, where it has one: exact, or the shortest edge made `edge`
+        and the longest scaled alike (transformers' `get_resize_output_image_size`)."""
+        if self.resize is None:
+            return None
+        if self.resize[0] == "exact":
+            return self.resize[1], self.resize[2]
+        edge = self.resize[1]
+        if height <= width:
+            return edge, int(edge * width / height)
+        return int(edge * height / width), edge
+
+    def output_size(self, height: int, width: int) -> tuple[int, int] | None:
+        """(height, width) images of this size end at after the resize and the center crop, or None where the
+        processor does neither."""
+        size = self.resized_size(height, width) or (height, width)
+        if self.crop is not None and self.crop[0] <= size[0] and self.crop[1] <= size[1]:
+            return self.crop
+        return size if self.resize is not None else None
 
     def channel_problem(self, channels: int) -> str | None:
         if self.mean is not None and len(self.mean) not in (1, channels):
@@ -103,6 +137,29 @@ def pixel_layout(shape: list[int], channels: int) -> tuple[int, int, str] | None
         return shape[2], shape[3], "first"
     if shape[3] == channels:
         return shape[1], shape[2], "last"
+    return None
+
+
+# PIL's resampling codes, as processors save them, and the antialiased interpolation torch has for each (LANCZOS,
+# BOX and HAMMING have none: bicubic is the closest).
+PIL_RESAMPLING = {0: "nearest", 2: "bilinear", 3: "bicubic", 1: "bicubic", 4: "bilinear", 5: "bilinear"}
+
+
+def _resize(size) -> tuple | None:
+    if isinstance(size, dict) and type(size.get("shortest_edge")) is int and "height" not in size:
+        return ("shortest", size["shortest_edge"]) if size["shortest_edge"] > 0 else None
+    pair = side_pair(size)
+    return ("exact", *pair) if pair else None
+
+
+def side_pair(size) -> tuple[int, int] | None:
+    """(height, width) of a size as processors write one (224, [224, 224], {"height", "width"})."""
+    if isinstance(size, dict):
+        size = [size.get("height"), size.get("width")]
+    elif type(size) is int:
+        size = [size, size]
+    if isinstance(size, list) and len(size) == 2 and all(type(side) is int and side > 0 for side in size):
+        return size[0], size[1]
     return None
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from tests.hf_folders import (  # noqa: F401 (fixtures)
     CORPUS,
+    VIT_PROCESSOR,
     audio_folder,
     bert_dir,
     bert_folder,
@@ -361,9 +362,14 @@ def test_an_image_classifier_folder_takes_images_at_its_size(api, auth, tmp_path
     text = _upload(api, auth, "datasets", "text.jsonl", jsonl_bytes({"train": CORPUS[:4]})).json()
     assert _job(api, auth, vit.json(), images, [{"method": "ptq"}])[0] == 201
     assert _job(api, auth, vit.json(), values, [{"method": "ptq"}])[0] == 201
+    # A processor that resizes to the model's size takes images of any size (resized in the worker).
+    sized = _upload(api, auth, "models", "sized.zip", zip_bytes(image_folder(
+        tmp_path / "sized", processor={**VIT_PROCESSOR, "size": {"height": 32, "width": 32}})))
+    large = dataset("large", rng.integers(0, 256, (8, 48, 40, 3), dtype=np.uint8))
+    assert _job(api, auth, sized.json(), large, [{"method": "ptq"}])[0] == 201
     for model_json, data, expected in [
         (vit.json(), dataset("small", rng.integers(0, 256, (8, 28, 28, 3), dtype=np.uint8)),
-         "holds 28x28 images but the model takes 32x32: resize them"),
+         "holds 28x28 images but the model takes 32x32, which its processor's resize and crop do not make"),
         (vit.json(), dataset("layout", rng.integers(0, 256, (8, 32, 32, 4), dtype=np.uint8)),
          "uint8 images for this model are [N, H, W, 3] or [N, 3, H, W]"),
         (vit.json(), text, "an image-classification folder takes an .npz per split (<split>.x: uint8 images"),

@@ -49,7 +49,8 @@ def test_the_task_and_the_pixel_input_are_read_from_the_folder(vit, tmp_path):
     assert folder.task == "image-classification"
     assert signature["inputs"] == [{"name": "pixel_values", "shape": [None, 3, 32, 32], "dtype": "float32"}]
     assert signature["outputs"] == [{"name": "logits", "shape": [None, CLASSES], "dtype": "float32"}]
-    assert signature["hf"]["pixel_scaling"] == {"rescale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3}
+    assert signature["hf"]["pixel_scaling"] == {"rescale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3,
+                                                "resize": None, "crop": None, "resample": "bilinear"}
     # A convolutional network takes any size; a folder without a processor cannot have its pixels scaled.
     resnet = read_hf_folder(_zipped(tmp_path, "resnet", architecture="resnet", processor=None))
     assert resnet.signature()["inputs"][0]["shape"] == [None, 3, None, None] and resnet.pixel_scaling is None
@@ -132,7 +133,7 @@ def test_a_cnn_folder_takes_channels_first_pixel_values_and_prunes(tmp_path, dty
 
 def test_uint8_images_without_a_processor_are_refused_with_what_to_do(images, tmp_path):
     with pytest.raises(InvalidUpload, match="no preprocessor_config.json"):
-        image_dataset(images, None, 3, tmp_path)
+        image_dataset(images, None, [None, 3, 32, 32], tmp_path)
 
 
 def test_a_backbone_config_gets_a_layers_student_that_loads(images, tmp_path):
@@ -160,3 +161,24 @@ def test_a_regression_head_is_judged_by_its_values(tmp_path):
     result = run_folder_pipeline(scorer, tmp_path / "scores.npz", None, [PTQSpec(calibration_samples=8)],
                                  EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
     assert result.baseline["output_kind"] == "regression" and result.baseline["metric"] == "label_spearman"
+
+
+def test_images_of_another_size_are_resized_and_cropped_as_the_processor_declares(tmp_path):
+    # DINOv2's processor: the shortest edge to 36 (bicubic), then the center 32x32 crop.
+    processor = {**VIT_PROCESSOR, "do_resize": True, "size": {"shortest_edge": 36}, "resample": 3,
+                 "do_center_crop": True, "crop_size": {"height": 32, "width": 32}}
+    scaling = PixelScaling.from_processor(processor)
+    assert scaling.resized_size(40, 60) == (36, 54) and scaling.output_size(40, 60) == (32, 32)
+    assert PixelScaling.from_processor({**VIT_PROCESSOR, "size": {"height": 32, "width": 32}}).output_size(
+        64, 48) == (32, 32)
+    pixels = np.random.default_rng(4).integers(0, 256, (5, 40, 60, 3), dtype=np.uint8)
+    np.savez(tmp_path / "big.npz", **{"val.x": pixels})
+    with np.load(image_dataset(tmp_path / "big.npz", scaling, [None, 3, 32, 32], tmp_path)) as converted:
+        values = converted["val.x"]
+    resized = torch.nn.functional.interpolate(torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
+                                              size=(36, 54), mode="bicubic", antialias=True)
+    expected = (resized[:, :, 2:34, 11:43].numpy() / 255 - 0.5) / 0.5
+    assert values.shape == (5, 3, 32, 32)
+    np.testing.assert_allclose(values, expected, atol=1e-5)
+    with pytest.raises(InvalidUpload, match="which the folder's processor does not bring to the model's 32x32"):
+        image_dataset(tmp_path / "big.npz", PixelScaling.from_processor(VIT_PROCESSOR), [None, 3, 32, 32], tmp_path)
