@@ -28,6 +28,7 @@ from compression.archive.pixel_scaling import CHUNK_ROWS, NO_PROCESSOR, PIXEL_DT
 
 EXAMPLE_ROWS = 2
 WAVEFORM_EPSILON = 1e-7  # transformers' zero_mean_unit_var_norm
+PCM_SCALE = 32768.0  # 16-bit PCM samples to [-1, 1), as soundfile and torchaudio read them
 
 
 def _input_key(arrays, split: str) -> str:
@@ -94,19 +95,24 @@ def prepared_dataset(folder: HFFolder, dataset_path: Path, workdir: Path) -> Pat
 
 
 def normalized_waveforms(dataset_path: Path, processor: dict | None, workdir: Path) -> Path:
-    """The `.npz` a waveform model's job runs on: a copy in `workdir` whose waveforms are each brought to zero mean
-    and unit variance when the folder's feature extractor says `do_normalize` (transformers'
-    `zero_mean_unit_var_norm`); else the upload itself."""
-    if not (isinstance(processor, dict) and processor.get("do_normalize")):
-        return dataset_path
+    """The `.npz` a waveform model's job runs on: a copy in `workdir` whose 16-bit PCM waveforms (int16, as WAV
+    files hold them) are floats in [-1, 1), and whose waveforms are each brought to zero mean and unit variance
+    when the folder's feature extractor says `do_normalize` (transformers' `zero_mean_unit_var_norm`); the upload
+    itself where neither applies."""
+    normalize = isinstance(processor, dict) and bool(processor.get("do_normalize"))
     with np.load(dataset_path, allow_pickle=False) as arrays:
+        waveforms = [name for name in arrays.files if not name.endswith(f".{LABEL_ARRAY}")
+                     and arrays[name].ndim == 2 and arrays[name].dtype.kind in "fi"]
+        if not normalize and not any(arrays[name].dtype == np.int16 for name in waveforms):
+            return dataset_path
         converted = {}
         for name in arrays.files:
             values = arrays[name]
-            if not name.endswith(f".{LABEL_ARRAY}") and values.ndim == 2 and values.dtype.kind == "f":
-                values = values.astype(np.float32)
-                values = (values - values.mean(axis=1, keepdims=True)) / np.sqrt(
-                    values.var(axis=1, keepdims=True) + WAVEFORM_EPSILON)
+            if name in waveforms:
+                values = values.astype(np.float32) / (PCM_SCALE if values.dtype == np.int16 else 1)
+                if normalize:
+                    values = (values - values.mean(axis=1, keepdims=True)) / np.sqrt(
+                        values.var(axis=1, keepdims=True) + WAVEFORM_EPSILON)
             converted[name] = values
     path = workdir / "dataset.npz"
     np.savez(path, **converted)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from compression.archive.hf_architectures import ARRAY_TASKS, IMAGE_TASKS
+from compression.archive.hf_architectures import ARRAY_TASKS, AUDIO_TASKS, IMAGE_TASKS
 from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
 from compression.archive.npz import IGNORED_LABEL, is_multi_hot
 from compression.archive.pixel_scaling import NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
@@ -262,12 +262,19 @@ def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifes
                 want is not None and got != want for got, want in zip(shape[1:], model_input.shape[1:])):
             problems.append(f"'{split}.{key}' has shape {shape} but the model input is {expected} "
                             f"(first dimension is the batch){_layout_hint(shape, model_input.shape)}")
-        elif not _dtype_compatible(dtype, model_input.dtype):
+        elif not _dtype_compatible(dtype, model_input.dtype) and not _pcm_waveform(folder, dtype, model_input):
             problems.append(f"'{split}.{key}' has dtype {dtype} but the model input is {expected}"
                             f"{_dtype_hint(dtype, model_input.dtype)}")
     if split in manifest.label_range:
         problems += _check_labels(split, manifest, signature, spec)
     return problems
+
+
+def _pcm_waveform(folder: dict, dtype: str, model_input) -> bool:
+    """int16 waveforms (16-bit PCM, as WAV files hold them) for an audio folder's waveform input: scaled to
+    floats in the worker (`compression.hf_arrays`)."""
+    return (folder.get("task") in AUDIO_TASKS and dtype.lstrip("<>=|") in ("int16", "i2")
+            and list(model_input.shape) == [None, None])
 
 
 def _raw_image_problems(where: str, shape: list[int], model_input, scaling: dict | None) -> list[str]:

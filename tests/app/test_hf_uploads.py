@@ -393,10 +393,14 @@ def test_an_audio_classifier_folder_takes_waveforms_or_its_features(api, auth, t
     features = _array_dataset(api, auth, "fbank", rng.normal(size=(8, 64, 32)).astype(np.float32), classes=3)
     text = _upload(api, auth, "datasets", "text.jsonl", jsonl_bytes({"train": CORPUS[:4]})).json()
     assert _job(api, auth, wav2vec2.json(), waveforms, [{"method": "ptq"}])[0] == 201
+    pcm = _array_dataset(api, auth, "pcm", rng.integers(-32768, 32767, (8, 1600)).astype(np.int16), classes=3)
+    assert _job(api, auth, wav2vec2.json(), pcm, [{"method": "ptq"}])[0] == 201  # 16-bit PCM: scaled in the worker
     assert _job(api, auth, ast.json(), features, [{"method": "ptq"}])[0] == 201
     for model_json, data, expected in [
         (wav2vec2.json(), text, "an audio-classification folder takes an .npz per split (<split>.x: the waveforms"),
         (ast.json(), waveforms, "'train.x' has shape [8, 1600] but the model input is input_values[N, 64, 32]"),
+        (ast.json(), _array_dataset(api, auth, "ints", rng.integers(0, 9, (8, 64, 32)).astype(np.int16), classes=3),
+         "'train.x' has dtype int16 but the model input is input_values[N, 64, 32] float32"),
     ]:
         status, response = _job(api, auth, model_json, data, [{"method": "ptq"}])
         assert status == 422 and expected in response, response

@@ -65,6 +65,12 @@ def test_waveforms_are_normalized_as_the_feature_extractor_says(tmp_path):
         np.testing.assert_array_equal(arrays["val.y"], before["val.y"])  # labels untouched
     assert normalized_waveforms(raw, {"do_normalize": False}, tmp_path / "work") == raw
     assert normalized_waveforms(raw, None, tmp_path / "work") == raw
+    # 16-bit PCM, as WAV files hold it: scaled to [-1, 1) whether or not the extractor normalizes.
+    pcm = np.array([[-32768, 0, 16384, 32767]], np.int16)
+    np.savez(tmp_path / "pcm.npz", **{"val.x": pcm})
+    with np.load(normalized_waveforms(tmp_path / "pcm.npz", None, tmp_path / "work")) as arrays:
+        np.testing.assert_allclose(arrays["val.x"], [[-1.0, 0.0, 0.5, 32767 / 32768]])
+        assert arrays["val.x"].dtype == np.float32
 
 
 def test_a_speech_checkpoint_without_a_classification_head_is_refused_with_the_way_in(tmp_path):
