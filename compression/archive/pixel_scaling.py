@@ -24,6 +24,9 @@ TRANSFORMERS_RESCALE = 1 / 255  # transformers' default rescale_factor
 NO_PROCESSOR = ("holds uint8 images, but the model folder has no preprocessor_config.json whose rescale factor, "
                 "image_mean and image_std turn them into the model's pixel_values: upload the folder with it, or "
                 "store the pixel values (floats, [N, C, H, W]) in the .npz")
+# The largest image side a processor or config is read to resize to (8K): larger ones are ignored, and images
+# whose resize would pass it are refused, so no upload makes the worker allocate without bound.
+MAX_IMAGE_SIDE = 8192
 CHUNK_ROWS = 256  # rows converted at a time: the float copy of a chunk, not of the split, is the extra memory
 
 
@@ -82,14 +85,16 @@ class PixelScaling:
         if self.resize[0] == "exact":
             return self.resize[1], self.resize[2]
         edge = self.resize[1]
-        if height <= width:
-            return edge, int(edge * width / height)
-        return int(edge * height / width), edge
+        size = (edge, int(edge * width / height)) if height <= width else (int(edge * height / width), edge)
+        return size if max(size) <= MAX_IMAGE_SIDE else None  # an extreme aspect ratio: not resized
 
     def output_size(self, height: int, width: int) -> tuple[int, int] | None:
         """(height, width) images of this size end at after the resize and the center crop, or None where the
-        processor does neither."""
-        size = self.resized_size(height, width) or (height, width)
+        processor does neither (or its resize would pass MAX_IMAGE_SIDE)."""
+        resized = self.resized_size(height, width)
+        if self.resize is not None and resized is None:
+            return None
+        size = resized or (height, width)
         if self.crop is not None and self.crop[0] <= size[0] and self.crop[1] <= size[1]:
             return self.crop
         return size if self.resize is not None else None
@@ -147,18 +152,20 @@ PIL_RESAMPLING = {0: "nearest", 2: "bilinear", 3: "bicubic", 1: "bicubic", 4: "b
 
 def _resize(size) -> tuple | None:
     if isinstance(size, dict) and type(size.get("shortest_edge")) is int and "height" not in size:
-        return ("shortest", size["shortest_edge"]) if size["shortest_edge"] > 0 else None
+        return ("shortest", size["shortest_edge"]) if 0 < size["shortest_edge"] <= MAX_IMAGE_SIDE else None
     pair = side_pair(size)
     return ("exact", *pair) if pair else None
 
 
 def side_pair(size) -> tuple[int, int] | None:
-    """(height, width) of a size as processors write one (224, [224, 224], {"height", "width"})."""
+    """(height, width) of a size as configs and processors write one (224, [224, 224], {"height", "width"}); None
+    for anything else, or sides past MAX_IMAGE_SIDE (an upload's config cannot make the worker allocate them)."""
     if isinstance(size, dict):
         size = [size.get("height"), size.get("width")]
     elif type(size) is int:
         size = [size, size]
-    if isinstance(size, list) and len(size) == 2 and all(type(side) is int and side > 0 for side in size):
+    if isinstance(size, list) and len(size) == 2 and all(type(side) is int and 0 < side <= MAX_IMAGE_SIDE
+                                                         for side in size):
         return size[0], size[1]
     return None
 

@@ -69,6 +69,7 @@ def test_the_task_and_the_pixel_input_are_read_from_the_folder(vit, tmp_path):
     ({}, {"size": {"shortest_edge": 224}, "crop_pct": 0.875}, [None, None]),  # ConvNeXt, ResNet: any size
     ({"image_size": [384, 256], "num_channels": 1}, None, [384, 256]),  # no processor: the config
     ({"image_size": 32}, {"do_normalize": False}, [32, 32]),  # a processor silent on size
+    ({"image_size": 10**6}, None, [None, None]),  # past MAX_IMAGE_SIDE: not read
 ])
 def test_the_image_size_is_the_one_the_processor_gives_the_model(config, processor, expected):
     assert image_input_shape(config, processor) == [None, config.get("num_channels", 3), *expected]
@@ -171,6 +172,9 @@ def test_images_of_another_size_are_resized_and_cropped_as_the_processor_declare
     assert scaling.resized_size(40, 60) == (36, 54) and scaling.output_size(40, 60) == (32, 32)
     assert PixelScaling.from_processor({**VIT_PROCESSOR, "size": {"height": 32, "width": 32}}).output_size(
         64, 48) == (32, 32)
+    # No upload makes the worker allocate without bound: absurd sizes are not read, extreme resizes refused.
+    assert PixelScaling.from_processor({**VIT_PROCESSOR, "size": {"height": 10**6, "width": 10**6}}).resize is None
+    assert scaling.output_size(1, 5000) is None  # its shortest edge to 36 would make it 180,000 wide
     pixels = np.random.default_rng(4).integers(0, 256, (5, 40, 60, 3), dtype=np.uint8)
     np.savez(tmp_path / "big.npz", **{"val.x": pixels})
     with np.load(image_dataset(tmp_path / "big.npz", scaling, [None, 3, 32, 32], tmp_path)) as converted:
