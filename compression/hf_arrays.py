@@ -31,6 +31,12 @@ WAVEFORM_EPSILON = 1e-7  # transformers' zero_mean_unit_var_norm
 PCM_SCALE = 32768.0  # 16-bit PCM samples to [-1, 1), as soundfile and torchaudio read them
 
 
+def _loaded(dataset_path: Path) -> dict[str, np.ndarray]:
+    """Every array of the `.npz`, each read once (an NpzFile reads and inflates its member at every access)."""
+    with np.load(dataset_path, allow_pickle=False) as arrays:
+        return {name: arrays[name] for name in arrays.files}
+
+
 def _input_key(arrays, split: str) -> str:
     """The split's one input array (a single-input model takes it whatever its name, as `bind_inputs` does)."""
     names = [name for name in arrays.files if name.startswith(f"{split}.") and name != f"{split}.{LABEL_ARRAY}"]
@@ -45,15 +51,15 @@ def image_dataset(dataset_path: Path, scaling: PixelScaling | None, shape: list[
     `workdir` whose uint8 images are the pixel values `scaling` makes of them (resized and cropped first, as the
     processor does, where they are not at the model's size: `shape`, [batch, channels, height, width])."""
     channels, size = shape[1], tuple(shape[2:])
-    with np.load(dataset_path, allow_pickle=False) as arrays:
-        raw = [name for name in arrays.files if not name.endswith(f".{LABEL_ARRAY}")
-               and arrays[name].dtype == np.dtype(PIXEL_DTYPE)]
-        if not raw:
-            return dataset_path
-        if scaling is None:
-            raise InvalidUpload(f"'{raw[0]}' {NO_PROCESSOR}")
-        converted = {name: scaling.apply(_at_size(name, arrays[name], scaling, channels, size), channels)
-                     if name in raw else arrays[name] for name in arrays.files}
+    arrays = _loaded(dataset_path)
+    raw = [name for name, values in arrays.items() if not name.endswith(f".{LABEL_ARRAY}")
+           and values.dtype == np.dtype(PIXEL_DTYPE)]
+    if not raw:
+        return dataset_path
+    if scaling is None:
+        raise InvalidUpload(f"'{raw[0]}' {NO_PROCESSOR}")
+    converted = {name: scaling.apply(_at_size(name, values, scaling, channels, size), channels)
+                 if name in raw else values for name, values in arrays.items()}
     path = workdir / "dataset.npz"
     np.savez(path, **converted)
     return path
@@ -100,20 +106,19 @@ def normalized_waveforms(dataset_path: Path, processor: dict | None, workdir: Pa
     when the folder's feature extractor says `do_normalize` (transformers' `zero_mean_unit_var_norm`); the upload
     itself where neither applies."""
     normalize = isinstance(processor, dict) and bool(processor.get("do_normalize"))
-    with np.load(dataset_path, allow_pickle=False) as arrays:
-        waveforms = [name for name in arrays.files if not name.endswith(f".{LABEL_ARRAY}")
-                     and arrays[name].ndim == 2 and arrays[name].dtype.kind in "fi"]
-        if not normalize and not any(arrays[name].dtype == np.int16 for name in waveforms):
-            return dataset_path
-        converted = {}
-        for name in arrays.files:
-            values = arrays[name]
-            if name in waveforms:
-                values = values.astype(np.float32) / (PCM_SCALE if values.dtype == np.int16 else 1)
-                if normalize:
-                    values = (values - values.mean(axis=1, keepdims=True)) / np.sqrt(
-                        values.var(axis=1, keepdims=True) + WAVEFORM_EPSILON)
-            converted[name] = values
+    arrays = _loaded(dataset_path)
+    waveforms = [name for name, values in arrays.items() if not name.endswith(f".{LABEL_ARRAY}")
+                 and values.ndim == 2 and values.dtype.kind in "fi"]
+    if not normalize and not any(arrays[name].dtype == np.int16 for name in waveforms):
+        return dataset_path
+    converted = {}
+    for name, values in arrays.items():
+        if name in waveforms:
+            values = values.astype(np.float32) / (PCM_SCALE if values.dtype == np.int16 else 1)
+            if normalize:
+                values = (values - values.mean(axis=1, keepdims=True)) / np.sqrt(
+                    values.var(axis=1, keepdims=True) + WAVEFORM_EPSILON)
+        converted[name] = values
     path = workdir / "dataset.npz"
     np.savez(path, **converted)
     return path
