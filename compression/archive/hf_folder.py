@@ -39,7 +39,7 @@ from compression.archive.hf_architectures import (
 )
 from compression.archive.jsontext import parse_json
 from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.pixel_scaling import PixelScaling, side_pair
+from compression.archive.pixel_scaling import NO_SIZE, PixelScaling, processed_size, side_pair
 from compression.archive.sentence_transformers import MODULES_FILE, SentenceEmbedding, sentence_embedding
 from compression.archive.zipread import CHUNK_BYTES
 
@@ -189,31 +189,16 @@ def _twice(value) -> int | None:
     return 2 * value if type(value) is int else None
 
 
-_NO_SIZE = object()  # the processor names no size: the config's image_size decides
-
-
 def image_input_shape(config: dict, processor: dict | None = None) -> list[int | None]:
     """[batch, channels, height, width] of an image model's pixel_values: the config's `num_channels` (3 unless it
-    says otherwise) and the size its image processor gives the model (`processor_size`), else the config's
+    says otherwise) and the size its image processor gives the model (`processed_size`), else the config's
     `image_size` (a ViT's patch grid and position table are built for it); a convolutional network (ResNet,
     ConvNeXt, ...) whose processor resizes by the shortest edge takes any size."""
     channels = config.get("num_channels")
-    size = processor_size(processor) if isinstance(processor, dict) else side_pair(config.get("image_size"))
-    if size is _NO_SIZE:
+    size = processed_size(processor) if isinstance(processor, dict) else side_pair(config.get("image_size"))
+    if size is NO_SIZE:
         size = side_pair(config.get("image_size"))
     return [None, channels if type(channels) is int and channels > 0 else 3, *(size or [None, None])]
-
-
-def processor_size(processor: dict):
-    """[height, width] the processor's images end at: its center crop (`do_center_crop`, `crop_size`), else its
-    resize target (`size` with height and width); None when it resizes by an edge (any size then), and _NO_SIZE
-    when it says nothing of size. DINOv2's config says 518 while its processor crops 224, what it is run on."""
-    if processor.get("do_center_crop") and side_pair(processor.get("crop_size")):
-        return side_pair(processor["crop_size"])
-    size = processor.get("size")
-    if processor.get("do_resize", True) and size is not None:
-        return side_pair(size)
-    return _NO_SIZE
 
 
 def class_count(config: dict) -> int:

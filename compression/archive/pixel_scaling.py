@@ -5,9 +5,10 @@ such arrays at submission, the worker to convert them.
 
 Images already at the size the model takes are used as they are. Images of another size are resized and
 center-cropped as the processor declares (`do_resize` with `size` as height and width or as the shortest edge,
-`do_center_crop` with `crop_size`, `resample`), by torch's antialiased interpolation of the uint8 pixels, which is
-what transformers' fast (torchvision) image processors compute; a PIL-based processor's resampling differs
-slightly. A size the processor's steps do not bring to the model's is refused at submission.
+`do_center_crop` with `crop_size`, `resample`), by torch's antialiased interpolation of the uint8 pixels, the
+operation torchvision's tensor resize calls for transformers' fast image processors (not compared with a
+processor's output here: torchvision does not run with this torch build); a PIL-based processor's resampling
+differs slightly. A size the processor's steps do not bring to the model's is refused at submission.
 """
 
 from __future__ import annotations
@@ -61,8 +62,7 @@ class PixelScaling:
             mean, std = _channel_values(document.get("image_mean")), _channel_values(document.get("image_std"))
             if mean is None or std is None or len(mean) != len(std) or not all(value > 0 for value in std):
                 return None
-        resize = _resize(document.get("size")) if document.get("do_resize", True) else None
-        crop = side_pair(document.get("crop_size")) if document.get("do_center_crop") else None
+        resize, crop = processor_geometry(document)
         resample = PIL_RESAMPLING.get(document.get("resample"), "bilinear")  # absent: ViTImageProcessor's
         return cls(rescale, mean, std, resize, crop, resample)
 
@@ -148,6 +148,29 @@ def pixel_layout(shape: list[int], channels: int) -> tuple[int, int, str] | None
 # PIL's resampling codes, as processors save them, and the antialiased interpolation torch has for each (LANCZOS,
 # BOX and HAMMING have none: bicubic is the closest).
 PIL_RESAMPLING = {0: "nearest", 2: "bilinear", 3: "bicubic", 1: "bicubic", 4: "bilinear", 5: "bilinear"}
+
+
+NO_SIZE = object()  # a processor that says nothing of size: the config's image_size decides
+
+
+def processor_geometry(document: dict) -> tuple[tuple | None, tuple[int, int] | None]:
+    """The processor's resize (("exact", height, width), ("shortest", edge) or None) and center crop ((height,
+    width) or None), as `do_resize`/`size` and `do_center_crop`/`crop_size` declare them."""
+    resize = _resize(document.get("size")) if document.get("do_resize", True) else None
+    crop = side_pair(document.get("crop_size")) if document.get("do_center_crop") else None
+    return resize, crop
+
+
+def processed_size(document: dict):
+    """(height, width) the processor's images end at: its center crop, else its exact resize; None where it
+    resizes by an edge (any size then), NO_SIZE where it says nothing of size. DINOv2's config says 518 while its
+    processor crops 224, what it is run on."""
+    resize, crop = processor_geometry(document)
+    if crop is not None:
+        return crop
+    if resize is not None and resize[0] == "exact":
+        return resize[1:]
+    return None if document.get("do_resize", True) and document.get("size") is not None else NO_SIZE
 
 
 def _resize(size) -> tuple | None:
