@@ -96,9 +96,9 @@ class _SpanLogits(torch.nn.Module):
         return torch.stack([output.start_logits, output.end_logits], dim=1)
 
 
-class _PixelLogits(torch.nn.Module):
-    """An image classifier (ViT, ResNet, ConvNeXt, ...) taking the processor's `pixel_values` [batch, channels,
-    height, width] and returning its class logits. Holds the model as `model`, as `_TensorOutput` does, so the
+class _ArrayLogits(torch.nn.Module):
+    """An image or audio classifier with its one array input (named by each subclass's `forward`, as the program's
+    input is) and its class logits as the output. Holds the model as `model`, as `_TensorOutput` does, so the
     program's names are the folder's. The program takes float32; a half-precision model gets its own dtype (a
     bfloat16 ResNet's convolutions refused float32 pixels; ViT's embeddings cast them themselves)."""
 
@@ -112,11 +112,16 @@ class _PixelLogits(torch.nn.Module):
     def logits(self, name: str, value: torch.Tensor) -> torch.Tensor:
         return self.model(**{name: value.to(self.model.dtype)}, return_dict=True).logits
 
+
+class _PixelLogits(_ArrayLogits):
+    """An image classifier (ViT, ResNet, ConvNeXt, ...): the processor's `pixel_values` [batch, channels, height,
+    width]."""
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.logits("pixel_values", pixel_values)
 
 
-class _WaveformLogits(_PixelLogits):
+class _WaveformLogits(_ArrayLogits):
     """An audio classifier of the waveform (wav2vec2, HuBERT, WavLM, ...): `input_values` [batch, samples]; or
     AST, whose `input_values` are its filter-bank frames [batch, frames, mel bins]."""
 
@@ -124,7 +129,7 @@ class _WaveformLogits(_PixelLogits):
         return self.logits("input_values", input_values)
 
 
-class _FeatureLogits(_PixelLogits):
+class _FeatureLogits(_ArrayLogits):
     """An audio classifier of spectrogram features named `input_features` (Whisper [batch, mel bins, frames],
     w2v-BERT)."""
 

@@ -17,12 +17,7 @@ import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.hf_architectures import ARRAY_TASKS
-from compression.archive.hf_folder import (
-    REGRESSION_PROBLEM,
-    class_count,
-    learned_positions,
-    read_hf_folder,
-)
+from compression.archive.hf_folder import REGRESSION_PROBLEM, class_count, learned_positions, read_hf_folder
 from compression.archive.jsonl import PAIRS_NOT_FOR_CAUSAL_LM, read_jsonl
 from compression.context import RunContext
 from compression.llm.evaluate import evaluate_llm, load_quantized
@@ -198,11 +193,7 @@ def export_folder(source: Path, task: str, splits: dict, workdir: Path, embeddin
     rewrite (`compression.llm.gpt2_linear`), whose nn.Linear layers a compressed-tensors folder can hold, when it
     gives the upload's outputs on the job's own padded rows; else the upload itself. Returns that folder, the
     example rows and what the baseline reports about the rewrite."""
-    from compression.hf_program import (
-        example_rows,
-        folder_to_program,
-        load_folder_model,
-    )
+    from compression.hf_program import example_rows, folder_to_program, load_folder_model
 
     def export(folder: Path):
         return folder_to_program(folder, task, splits, workdir / "model.pt2", workdir / "dataset.npz", embedding,
@@ -263,11 +254,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     folder (`compression.hf_layer_student`), and the stages from its stage on are written back as its folder."""
     if task == "causal-lm":
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
-    from compression.hf_arrays import (
-        array_folder_to_program,
-        array_rows,
-        prepared_dataset,
-    )
+    from compression.hf_arrays import array_folder_to_program, array_rows, prepared_dataset
     from compression.hf_folder_export import rounding_ops, stage_folder_artifacts
     from compression.hf_layer_student import build_layer_students
     from compression.hf_program import example_rows
