@@ -69,7 +69,7 @@ def _at_size(name: str, pixels: np.ndarray, scaling: PixelScaling, channels: int
              size: tuple[int | None, int | None]) -> np.ndarray:
     """uint8 images as they are where they have the model's `size` (or it takes any); else resized and
     center-cropped as the processor declares, channels-first, by torch's antialiased interpolation of the uint8
-    pixels (what transformers' torchvision-based processors compute)."""
+    pixels (the operation torchvision's tensor resize calls)."""
     height, width, order = pixel_layout(list(pixels.shape), channels)
     if None in size or (height, width) == size:
         return pixels
