@@ -136,7 +136,7 @@ def _module_name(node: fx.Node) -> str | None:
 
 
 def _quantized_use(node: fx.Node) -> str:
-    """A quantize/dequantize node named by the op that reads it and that op's module ("convolution in
+    """A quantize/dequantize node named by the op that reads it and that op's module ("conv2d in
     vit.embeddings.patch_embeddings.projection"), or by its own name where it has no such reader."""
     reader = next((user for user in node.users if not _is(user, "quantize")), None)
     if reader is None or reader.op != "call_function":

@@ -163,7 +163,7 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
         problems += _awq_problems(spec, folder.get("awq_missing"), folder.get("model_type"))
     if task in ARRAY_TASKS:
         if manifest.format != "npz":
-            what = ("uint8 images at the model's size, or the pixel_values its image processor makes"
+            what = ("uint8 images, or the pixel_values its image processor makes"
                     if task in IMAGE_TASKS else "the waveforms at its feature extractor's sampling rate, or the "
                     "spectrogram features a spectrogram model takes")
             problems.append(f"an {task} folder takes an .npz per split (<split>.x: {what}; <split>.y labels where "

@@ -22,13 +22,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from compression.archive.hf_folder import PREPROCESSOR_FILE, TOKENIZER_FILES
 from compression.llm.quantize import QuantizedWeight, WeightFormat
 
-# What a written folder takes over from its source unchanged: the tokenizer, generation settings and an image
-# model's processor settings, which its users prepare inputs with.
-SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
-              "vocab.txt", "merges.txt", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model",
-              "generation_config.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json")
+# What a written folder takes over from its source unchanged: the tokenizer, generation settings and an image or
+# audio model's processor settings, which its users prepare inputs with (the files an upload may hold for them).
+SIDE_FILES = (*TOKENIZER_FILES, "generation_config.json", PREPROCESSOR_FILE)
 
 
 def compressed_tensors(name: str, quantized: QuantizedWeight, packed: bool = True) -> dict[str, torch.Tensor]:
