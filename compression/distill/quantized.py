@@ -39,10 +39,7 @@ from compression.program_device import move_model
 from compression.quant.packed import write_packed
 from compression.quant.weights import quantize_weight
 from compression.result import StageResult
-from compression.specs.distill import (
-    DifferentiableQuantizationSpec,
-    QuantizedDistillationSpec,
-)
+from compression.specs.distill import DifferentiableQuantizationSpec, QuantizedDistillationSpec
 from compression.task import Task
 from compression.training import train
 
