@@ -1,14 +1,13 @@
-"""Encoders and classifiers uploaded as Hugging Face folders, run through the ordinary `.pt2` pipeline.
-
-The folder is loaded with transformers (safetensors only, local files only, no remote code), wrapped so that it
-takes `input_ids` and `attention_mask` (and, for sentence pairs, `token_type_ids` where the model reads them)
-and returns one tensor (`last_hidden_state` for feature-extraction, `logits` for sequence-classification, a row of
-class logits per token for token-classification, the answer span's start and end logits for question-answering;
-for a sentence-transformers folder's feature-extraction, the sentence embedding it declares:
-`compression.sentence_pooling`), and exported with a dynamic batch like every program here. Text is tokenized
-with the folder's own tokenizer, padded to one length per job: the longest row of the dataset, at most the
-model's positions (and MAX_TOKENS, and a sentence-transformers max_seq_length), so the exported program and every
-stage's re-export see one shape.
+"""Encoders, classifiers and (for every method but llm_ptq) causal LMs uploaded as Hugging Face folders, run through the
+ordinary `.pt2` pipeline. The folder is loaded with transformers (safetensors only, local files only, no remote
+code), wrapped so that it takes `input_ids` and `attention_mask` (and, for sentence pairs, `token_type_ids` where the
+model reads them) and returns one tensor (`last_hidden_state` for feature-extraction, `logits` for
+sequence-classification, a row of class logits per token for token-classification, the answer span's start and end
+logits for question-answering, the next-token logits for causal-lm; for a sentence-transformers folder's
+feature-extraction, the sentence embedding it declares: `compression.sentence_pooling`), and exported with a dynamic
+batch like every program here. Text is tokenized with the folder's own tokenizer, padded to one length per job: the
+longest row of the dataset, at most the model's positions (and MAX_TOKENS, a causal LM's MAX_CAUSAL_LM_TOKENS, and a
+sentence-transformers max_seq_length), so the exported program and every stage's re-export see one shape.
 """
 
 from __future__ import annotations
@@ -21,7 +20,13 @@ import torch
 
 from compression.archive.errors import InvalidUpload
 from compression.archive.hf_architectures import ARRAY_TASKS
-from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, LABEL_ARRAY, TextSplit
+from compression.archive.jsonl import (
+    ANSWERS_NEED_A_READER,
+    ANSWERS_NOT_READ,
+    LABEL_ARRAY,
+    PAIRS_NOT_FOR_CAUSAL_LM,
+    TextSplit,
+)
 from compression.archive.npz import IGNORED_LABEL
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.io import export_model, save_program
@@ -31,6 +36,9 @@ from compression.text_labels import ModelClasses, label_array, word_tags
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 MAX_TOKENS = 512
+# A causal LM's program outputs [batch, tokens, vocabulary] logits (4 bytes each): 256 tokens of a 32k vocabulary
+# take 32 MiB per row, which every evaluation batch and kept reference output holds.
+MAX_CAUSAL_LM_TOKENS = 256
 # transformers' model_max_length when neither the tokenizer nor its config names one (VERY_LARGE_INTEGER).
 UNSET_TOKENIZER_LIMIT = 10**9
 EXAMPLE_ROWS = 2
@@ -40,15 +48,16 @@ class _TensorOutput(torch.nn.Module):
     """The model with the two token inputs and the task's one output (a graph output that a program can have);
     with `pooling`, the sentence embedding pooled from `last_hidden_state` over the real tokens."""
 
-    def __init__(self, model: torch.nn.Module, output: str, pooling: SentencePooling | None = None):
+    def __init__(self, model: torch.nn.Module, output: str, pooling: SentencePooling | None = None,
+                 options: dict | None = None):
         super().__init__()
-        self.model, self.output, self.pooling = model, output, pooling
+        self.model, self.output, self.pooling, self.options = model, output, pooling, options or {}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         output = getattr(self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True,
-                                    **segments), self.output)
+                                    **segments, **self.options), self.output)
         return output if self.pooling is None else self.pooling(output, attention_mask)
 
 
@@ -153,6 +162,7 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     from transformers import (
         AutoModel,
         AutoModelForAudioClassification,
+        AutoModelForCausalLM,
         AutoModelForImageClassification,
         AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
@@ -163,7 +173,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
             "token-classification": AutoModelForTokenClassification,
             "question-answering": AutoModelForQuestionAnswering,
             "image-classification": AutoModelForImageClassification,
-            "audio-classification": AutoModelForAudioClassification}.get(task, AutoModel)
+            "audio-classification": AutoModelForAudioClassification,
+            "causal-lm": AutoModelForCausalLM}.get(task, AutoModel)
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
     # Architectures without it (DeBERTa-v2, MPNet; convolutional networks, which have no attention) refuse "sdpa"
@@ -179,6 +190,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return (_LastEosClassifier(model) if _reads_last_eos(model) else _TensorOutput(model, "logits")).eval()
     if task == "token-classification":
         return _TensorOutput(model, "logits").eval()
+    if task == "causal-lm":  # the logits of every position, without the key/value cache generation would keep
+        return _TensorOutput(model, "logits", options={"use_cache": False}).eval()
     if task == "question-answering":
         return _SpanLogits(model).eval()
     if task in ARRAY_TASKS:  # the model's one array input, by the name transformers' class gives it
@@ -209,16 +222,17 @@ def _encoder_only_class(model: torch.nn.Module):
 
 
 def token_length(model: torch.nn.Module, splits: dict[str, TextSplit], tokenizer,
-                 embedding: SentenceEmbedding | None = None) -> int:
-    """The longest row, at most the model's positions, MAX_TOKENS, and the sentence-transformers max_seq_length
-    (where sentence-transformers truncates: the embedding users get from longer text)."""
+                 embedding: SentenceEmbedding | None = None, most: int = MAX_TOKENS) -> int:
+    """The longest row, at most the model's positions, `most` (MAX_TOKENS; a causal LM's MAX_CAUSAL_LM_TOKENS), and
+    the sentence-transformers max_seq_length (where sentence-transformers truncates: the embedding users get from
+    longer text)."""
     check_tokenizes(tokenizer, [text for rows in splits.values() for text in rows.texts])
     longest = max(len(ids) for rows in splits.values() for ids in _encode(tokenizer, rows)["input_ids"])
     declared = (embedding and embedding.max_seq_length) or MAX_TOKENS
     tokenizer_limit = getattr(tokenizer, "model_max_length", None)
     if not isinstance(tokenizer_limit, int) or tokenizer_limit >= UNSET_TOKENIZER_LIMIT:
         tokenizer_limit = MAX_TOKENS
-    return max(2, min(longest, usable_positions(model.model), MAX_TOKENS, declared, tokenizer_limit))
+    return max(2, min(longest, usable_positions(model.model), most, declared, tokenizer_limit))
 
 
 def usable_positions(model: torch.nn.Module) -> int:
@@ -249,16 +263,18 @@ def text_input_names(splits: dict[str, TextSplit], tokenizer) -> tuple[str, ...]
     return ("input_ids", "attention_mask", *(("token_type_ids",) if segments else ()))
 
 
-def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int,
-                     classes: ModelClasses) -> dict[str, np.ndarray]:
+def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int, classes: ModelClasses,
+                     next_tokens: bool = False) -> dict[str, np.ndarray]:
     """`<split>.input_ids`, `<split>.attention_mask` (int64, [rows, length]), `<split>.token_type_ids` for
     sentence pairs where the model reads them, and `<split>.y` for labelled splits (class names and multi-label
     lists made indices and 0/1 matrices for the model's `classes`; word tags a class per token, `token_tags`):
-    the arrays an `.npz` dataset of this model would hold."""
+    the arrays an `.npz` dataset of this model would hold. `next_tokens` (a causal LM's text): every split is
+    labelled with each position's next token (`next_token_labels`)."""
     arrays = {}
     names = text_input_names(splits, tokenizer)
     for name, rows in splits.items():
-        located = rows.per_word or rows.answers  # labels found in the text by the tokens' character offsets
+        # labels found in the text by the tokens' character offsets
+        located = not next_tokens and (rows.per_word or rows.answers)
         if located and not getattr(tokenizer, "is_fast", False):
             raise InvalidUpload("word 'tags' and answers are given to tokens by their character offsets, which only "
                                 "a fast tokenizer reports: include the folder's tokenizer.json (save_pretrained of "
@@ -268,7 +284,10 @@ def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int,
                           return_offsets_mapping=located)
         for input_name in names:
             arrays[f"{name}.{input_name}"] = encoded[input_name].astype(np.int64)
-        if rows.answers:
+        if next_tokens:
+            arrays[f"{name}.{LABEL_ARRAY}"] = next_token_labels(arrays[f"{name}.input_ids"],
+                                                                arrays[f"{name}.attention_mask"])
+        elif rows.answers:
             arrays[f"{name}.{LABEL_ARRAY}"] = answer_tokens(encoded, rows.labels)
         elif rows.per_word:
             arrays[f"{name}.{LABEL_ARRAY}"] = token_tags(rows.texts, encoded["offset_mapping"],
@@ -276,6 +295,16 @@ def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int,
         elif rows.labels:
             arrays[f"{name}.{LABEL_ARRAY}"] = label_array(name, rows, classes)
     return arrays
+
+
+def next_token_labels(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """[rows, tokens] labels of a causal LM's logits: at each position the token that follows it, IGNORED_LABEL
+    where none does (the last position, and before padding), so that accuracy is next-token accuracy and the
+    cross-entropy the model's perplexity on the text."""
+    labels = np.full(input_ids.shape, IGNORED_LABEL, np.int64)
+    follows = attention_mask[:, 1:] > 0
+    labels[:, :-1] = np.where(follows, input_ids[:, 1:], IGNORED_LABEL)
+    return labels
 
 
 def answer_tokens(encoded, spans: list[tuple[int, int] | None]) -> np.ndarray:
@@ -321,12 +350,19 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     tokenizer = AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    causal = task == "causal-lm"
+    if causal:
+        # Decoders count positions over every slot: padding on the left would shift each row's text.
+        tokenizer.padding_side = "right"
     for rows in splits.values():
-        if rows.labels and (task == "question-answering") != rows.answers:
+        if causal and rows.paired:
+            raise InvalidUpload(PAIRS_NOT_FOR_CAUSAL_LM)
+        if rows.labels and not causal and (task == "question-answering") != rows.answers:
             raise InvalidUpload(ANSWERS_NEED_A_READER if rows.answers else ANSWERS_NOT_READ)
     model = load_folder_model(folder, task, embedding)
-    arrays = tokenized_arrays(splits, tokenizer, token_length(model, splits, tokenizer, embedding),
-                              ModelClasses.of_config(model.model.config, task, multi_label))
+    length = token_length(model, splits, tokenizer, embedding, MAX_CAUSAL_LM_TOKENS if causal else MAX_TOKENS)
+    arrays = tokenized_arrays(splits, tokenizer, length, ModelClasses.of_config(model.model.config, task, multi_label),
+                              next_tokens=causal)
     first = next(iter(splits))
     example = tuple(torch.from_numpy(arrays[f"{first}.{name}"][:EXAMPLE_ROWS])
                     for name in text_input_names(splits, tokenizer))

@@ -12,13 +12,17 @@ for one output, per element of the matrix for several).
 
 A sequence output's labels ([N, L] for [N, L, C] logits: a token classifier's tags) are a class index per
 position; IGNORED_LABEL (-100, transformers' ignore index) marks positions no label reads (padding, special tokens,
-a word's later sub-tokens), left out of the loss and of accuracy.
+a word's later sub-tokens), left out of the loss and of accuracy. Its score also says "perplexity", the exponential
+of the mean cross-entropy over the labelled positions: for a causal LM labelled with each position's next token
+(`compression.hf_program.next_token_labels`), its perplexity on the text.
 
 Values (a 'regression' output: float labels [N] or [N, K], one per output) are what the model should predict:
 trained with MSE, and scored by the rank correlation of the outputs with them (`LabelScore`).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +32,7 @@ from compression.ranks import column_spearman
 
 # Keeps log() finite on probabilities that saturated at 0 or 1.
 _PROBABILITY_EPS = 1e-6
+MAX_LOG_PERPLEXITY = 700.0  # exp() of more overflows a float (a collapsed model's cross-entropy)
 MAX_SCORED_VALUES = 100_000  # a regression split's values kept for their rank correlation with the outputs
 
 
@@ -103,6 +108,7 @@ class LabelScore:
         self.kind = output_kind
         self.correct = self.count = 0
         self.squared_error = 0.0
+        self.token_loss, self.tokens = 0.0, 0  # summed cross-entropy of per-position class labels, and their count
         self.outputs: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
 
@@ -111,6 +117,10 @@ class LabelScore:
         if self.kind != "regression":
             agreeing, count = correct_labels(output, labels, self.kind)
             self.correct, self.count = self.correct + agreeing, self.count + count
+            if output.dim() == 3 and labels.dim() == 2 and not binary_targets(output, labels) and count:
+                self.token_loss += F.cross_entropy(output.float().reshape(-1, output.shape[-1]), labels.reshape(-1),
+                                                   ignore_index=IGNORED_LABEL, reduction="sum").item()
+                self.tokens += count
             return
         output, values = as_value_shape(output.float(), labels).cpu(), labels.float().cpu()
         self.squared_error += (output - values).pow(2).sum().item()
@@ -122,7 +132,9 @@ class LabelScore:
 
     def result(self) -> dict:
         if self.kind != "regression":
-            return {"accuracy": self.correct / max(self.count, 1)}
+            perplexity = {"perplexity": math.exp(min(self.token_loss / self.tokens, MAX_LOG_PERPLEXITY))} \
+                if self.tokens else {}
+            return {"accuracy": self.correct / max(self.count, 1)} | perplexity
         outputs, values = torch.cat(self.outputs), torch.cat(self.values)
         if len(values) < 3:
             raise ValueError("ranking a regression model's outputs against their values needs at least 3 labelled "

@@ -69,8 +69,8 @@ def _pruned_weights(model: nn.Module) -> WeightMasks | None:
     return masks
 
 
-LAYERS_NEED_A_FOLDER = ("a 'layers' student is made from the encoder layers of a Hugging Face folder upload "
-                        "(any task but causal-lm), which this job's model is not; "
+LAYERS_NEED_A_FOLDER = ("a 'layers' student is made from the layers of a Hugging Face folder upload, which this "
+                        "job's model is not; "
                         "upload the model as a folder, or choose a 'low_rank', 'zoo' or 'upload' student")
 
 

@@ -21,6 +21,14 @@ PATTERN_FIELDS = {
 }
 
 
+def checked_layers(stages: list[StageSpec], signature: dict) -> list[str] | None:
+    """The layer names a job's patterns select from: a causal-lm folder's checkpoint names for `llm_ptq`, the
+    exported program's (`model.` before them) for the other methods; any other model's recorded layers."""
+    if "program_layers" in signature and any(stage.method != "llm_ptq" for stage in stages):
+        return signature["program_layers"]
+    return signature.get("layers")
+
+
 def pattern_problems(stages: list[StageSpec], layers: list[str] | None) -> list[str]:
     """One problem per pattern field with patterns that match no layer (or weight) of the model. `layers` are the
     module paths that own parameters, from the model's stored signature; signatures stored before it was recorded

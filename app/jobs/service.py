@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 from app.core import quotas
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.ownership import get_owned
-from app.jobs.patterns import pattern_problems
+from app.jobs.patterns import checked_layers, pattern_problems
 from app.jobs.validation import is_float_dtype, validate_job
 from compression.inspect import DatasetManifest, ModelSignature, TensorSpec
 from compression.specs.order import FINAL_STAGES
@@ -79,7 +79,7 @@ def create_job(session: Session, tenant: Tenant, spec: JobCreate, settings: Sett
     signature = ModelSignature.from_json(stored_signature)
     dataset = _owned(session, Dataset, tenant, spec.dataset_id, "dataset_id")
     validate_job(spec, signature, DatasetManifest.from_json(dataset.manifest), stored_signature.get("hf"))
-    problems = pattern_problems(spec.stages, stored_signature.get("layers"))
+    problems = pattern_problems(spec.stages, checked_layers(spec.stages, stored_signature))
     if problems:
         raise InvalidInput("; ".join(problems))
     _check_uploaded_students(session, tenant, spec, signature)

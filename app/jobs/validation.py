@@ -18,6 +18,7 @@ from compression.inspect import (
 from compression.specs.batch_bound import batch_bound_problems
 from compression.specs.distill import kept_layers
 from compression.specs.ipq import quant_noise_label_problem
+from compression.specs.llm import LLM_PTQ_ALONE
 from compression.specs.metrics import metric_problem
 from compression.specs.order import order_problems
 from compression.specs.student_fit import zoo_student_problems
@@ -133,8 +134,8 @@ def _student_problems(spec: JobCreate, signature: ModelSignature) -> list[str]:
 
 
 def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dict | None) -> list[str]:
-    """What runs on what: `llm_ptq` only on a causal-lm folder and nothing else there; a folder only with text, and
-    text only with a folder's tokenizer."""
+    """What runs on what: `llm_ptq` only on a causal-lm folder, and alone (the other methods run on the folder's
+    exported program); a folder only with text, and text only with a folder's tokenizer."""
     methods = [stage.method for stage in spec.stages]
     problems = _layers_student_problems(spec, folder)
     if folder is None:
@@ -152,15 +153,14 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
             problems.append(f"llm_ptq quantizes a causal language model; this folder's task is {task} (use ptq, "
                             "qat, kd, prune, ... on it)")
     else:
-        others = sorted({method for method in methods if method != "llm_ptq"})
-        if others:
-            problems.append(f"method(s) {others} do not apply to a causal-lm Hugging Face folder; use one llm_ptq "
-                            "stage (weight-only quantization into a compressed-tensors folder)")
         if any(PAIR_INPUT in arrays for arrays in manifest.splits.values()):
             problems.append(PAIRS_NOT_FOR_CAUSAL_LM)
-        problems += _group_size_problems(spec, folder.get("block_linear_widths") or [])
-        problems += _position_problems(spec, folder.get("max_positions"))
-        problems += _awq_problems(spec, folder.get("awq_missing"), folder.get("model_type"))
+        if "llm_ptq" in methods and set(methods) != {"llm_ptq"}:
+            problems.append(LLM_PTQ_ALONE)
+        elif "llm_ptq" in methods:
+            problems += _group_size_problems(spec, folder.get("block_linear_widths") or [])
+            problems += _position_problems(spec, folder.get("max_positions"))
+            problems += _awq_problems(spec, folder.get("awq_missing"), folder.get("model_type"))
     if task in ARRAY_TASKS:
         if manifest.format != "npz":
             what = ("uint8 images, or the pixel_values its image processor makes"
@@ -187,11 +187,10 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
             continue
         where = f"stages.{index}.student"
         if folder is None:
-            problems.append(f"{where}: a 'layers' student is made from the encoder layers of a Hugging Face folder "
-                            "upload (any task but causal-lm); this model is a .pt2 "
-                            "program: choose a 'low_rank', 'zoo' or 'upload' student")
-        elif "num_hidden_layers" not in folder or folder["task"] == "causal-lm":
-            continue  # recorded before layer counts were (checked when the job starts), or refused as causal-lm
+            problems.append(f"{where}: a 'layers' student is made from the layers of a Hugging Face folder "
+                            "upload; this model is a .pt2 program: choose a 'low_rank', 'zoo' or 'upload' student")
+        elif "num_hidden_layers" not in folder:
+            continue  # recorded before layer counts were (checked when the job starts)
         elif folder["num_hidden_layers"] is None:
             problems.append(f"{where}: a 'layers' student needs the folder's config.json to give num_hidden_layers, "
                             f"which this {folder.get('model_type')} config does not")

@@ -148,12 +148,16 @@ class HFFolder:
         else:
             output = {"name": "last_hidden_state", "shape": [None, None, _hidden_size(config)], "dtype": "float32"}
         layers = sorted({name.rsplit(".", 1)[0] for name in self.tensors if "." in name})
-        if self.task != "causal-lm":
-            # The exported program wraps the model as `model`; a head checkpoint loaded as its base model has other
-            # names than its file, and then the worker checks layer patterns instead of the API.
-            layers = [f"model.{layer}" for layer in layers] if self.saved_for == self.task else []
+        # The exported program wraps the model as `model`; a head checkpoint loaded as its base model has other
+        # names than its file, and then the worker checks layer patterns instead of the API.
+        program_layers = [f"model.{layer}" for layer in layers] if self.saved_for == self.task else []
+        extra = {}
+        if self.task == "causal-lm":  # llm_ptq names the checkpoint's layers, the other methods the program's
+            extra = {"program_layers": program_layers}
+        else:
+            layers = program_layers
         return {"inputs": ids, "outputs": [output], "parameter_count": self.parameter_count, "torch_version": None,
-                "layers": layers, "hf": {"model_type": self.model_type, "task": self.task,
+                "layers": layers, **extra, "hf": {"model_type": self.model_type, "task": self.task,
                                          "architectures": self.architectures, "files": sorted(self.files),
                                          "has_tokenizer": self.has_tokenizer,
                                          "block_linear_widths": self.block_linear_widths,

@@ -37,6 +37,7 @@ from compression.llm.text import check_tokenizes, tokenize
 from compression.methods import apply_stage
 from compression.pipeline import PipelineResult, StageOutcome
 from compression.specs.common import EvaluationSpec
+from compression.specs.llm import LLM_PTQ_ALONE
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 MIN_LINEAR_SHARE = 0.9  # of a decoder block's weights (the rest: norms, biases; dense architectures hold > 0.99)
@@ -247,12 +248,17 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
                         evaluation: EvaluationSpec, ctx: RunContext, workdir: str | Path, train_split: str = "train",
                         limits: ArchiveLimits = DEFAULT_LIMITS, uploaded_models: Mapping[str, Path] | None = None,
                         **pipeline_options) -> PipelineResult:
-    """A Hugging Face folder job: `llm_ptq` on a causal LM; an encoder or classifier is exported to a program and
-    its text tokenized to arrays, then run like any `.pt2` job. A sentence-transformers folder's feature-extraction
-    program outputs the sentence embedding it declares (unless evaluation.sentence_embedding is false), said in
-    the baseline's metrics under "sentence_embedding". A 'layers' distillation student is built here from the
-    folder (`compression.hf_layer_student`), and the stages from its stage on are written back as its folder."""
-    if task == "causal-lm":
+    """A Hugging Face folder job: `llm_ptq` on a causal LM; any other method, and any encoder or classifier, runs on the
+    model exported to a program and its text tokenized to arrays, like any `.pt2` job (a causal LM's labels are each
+    position's next token: `compression.hf_program.next_token_labels`). A sentence-transformers folder's
+    feature-extraction program outputs the sentence embedding it declares (unless evaluation.sentence_embedding is
+    false), said in the baseline's metrics under "sentence_embedding". A 'layers' distillation student is built here
+    from the folder (`compression.hf_layer_student`), and the stages from its stage on are written back as its
+    folder."""
+    llm_stages = [spec.method == "llm_ptq" for spec in stages]
+    if any(llm_stages) and not all(llm_stages):
+        raise ValueError(LLM_PTQ_ALONE)
+    if task == "causal-lm" and all(llm_stages):
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
     from compression.hf_arrays import array_folder_to_program, array_rows, prepared_dataset
     from compression.hf_folder_export import rounding_ops, stage_folder_artifacts
@@ -272,9 +278,9 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # Declared, not detected: a cls or last-token vector ends in a layer norm or a gather, which the detector
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
-    if task == "question-answering" and evaluation.output_kind is None:
-        # Start and end logits over the tokens, stacked: distributions over positions, which the detector would
-        # take for hidden states.
+    if task in ("question-answering", "causal-lm") and evaluation.output_kind is None:
+        # Start and end logits over the tokens, stacked (distributions over positions), or a causal LM's logits
+        # over its vocabulary at each position: the detector could take either for hidden states.
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
     rewritten = None
     if task in ARRAY_TASKS:

@@ -55,7 +55,7 @@ MAX_LAYERS = 1024  # encoder layers a model may have (bounds the spec's numbers)
 class LayersStudent(Spec):
     """The teacher with fewer encoder layers, initialised from its own weights (DistilBERT's student): the kept
     layers' weights and everything around them (embeddings, pooler, classifier) are copied from the teacher.
-    Only for a Hugging Face folder upload (any task but causal-lm), whose config says the
+    Only for a Hugging Face folder upload (not with llm_ptq), whose config says the
     layer count (`num_hidden_layers`). Give exactly one of `keep` (how many layers, evenly spaced and always
     including the last: 3 of 6 keeps 1, 3, 5) or `layers` (their indices, from 0)."""
 

@@ -7,6 +7,11 @@ from pydantic import Field, model_validator
 
 from compression.specs.common import Spec
 
+# Checked at submission (app.jobs.validation) and again by the worker (compression.llm.pipeline).
+LLM_PTQ_ALONE = ("llm_ptq writes a compressed-tensors folder from the uploaded checkpoint, so it runs alone: a job "
+                 "is llm_ptq stages only, or the other methods (ptq, qat, kd, prune, ipq, ...) on the exported "
+                 "model")
+
 
 class GPTQOptions(Spec):
     act_order: bool = Field(True, description="Quantize columns in order of decreasing activation energy "

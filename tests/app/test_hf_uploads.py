@@ -83,12 +83,19 @@ def _job(api, auth, model: dict, dataset: dict, stages: list, evaluation: dict |
 
 def test_jobs_check_what_runs_on_what(api, auth, hf, uploaded):
     assert _job(api, auth, hf["llama"], hf["text"], [LLM_STAGE])[0] == 201
+    # The other methods run on a causal LM's exported program (labels: each position's next token).
+    assert _job(api, auth, hf["llama"], hf["text"], [{"method": "prune"}, {"method": "ptq"}])[0] == 201
+    # ... whose layers are the folder's under `model.` (the wrapper that gives the program its one output).
+    assert _job(api, auth, hf["llama"], hf["text"], [{"method": "ptq", "exclude": ["model.lm_head"]}])[0] == 201
+    status, text = _job(api, auth, hf["llama"], hf["text"], [{"method": "ptq", "exclude": ["lm_head"]}])
+    assert status == 422 and "match no layer of the model" in text and "model.lm_head" in text
     assert _job(api, auth, hf["bert"], hf["text"], [{"method": "ptq"}])[0] == 201
     assert _job(api, auth, hf["bert"], hf["text"], [LAYERS_KD])[0] == 201
     for model, dataset, stages, expected in [
         (uploaded["model"], uploaded["dataset"], [LLM_STAGE], "this model is a .pt2 program"),
         (uploaded["model"], hf["text"], [{"method": "ptq"}], "a .jsonl text dataset needs a Hugging Face folder"),
-        (hf["llama"], hf["text"], [{"method": "ptq"}], "do not apply to a causal-lm Hugging Face folder"),
+        (hf["llama"], hf["text"], [{"method": "ptq"}, LLM_STAGE], "llm_ptq writes a compressed-tensors folder from "
+         "the uploaded checkpoint, so it runs alone"),
         (hf["llama"], uploaded["dataset"], [LLM_STAGE], "takes a .jsonl text dataset"),
         (hf["bert"], hf["text"], [LLM_STAGE], "this folder's task is feature-extraction"),
         (hf["bert"], hf["labelled"], [{"method": "ptq"}], "holds class labels but the model output"),
@@ -96,7 +103,7 @@ def test_jobs_check_what_runs_on_what(api, auth, hf, uploaded):
         (hf["llama"], hf["text"], [LLM_STAGE | {"group_size": 128}],
          "group_size: 128 does not divide the input width(s) [64] of the model's linear layers; use group_size 64"),
         (uploaded["model"], uploaded["dataset"], [LAYERS_KD | {"student": {"kind": "layers", "keep": 1}}],
-         "stages.0.student: a 'layers' student is made from the encoder layers of a Hugging Face folder upload"),
+         "stages.0.student: a 'layers' student is made from the layers of a Hugging Face folder upload"),
         (hf["bert"], hf["text"], [LAYERS_KD | {"student": {"kind": "layers", "keep": 2}}],
          "stages.0.student: a 'layers' student keeps fewer layers than the model has (2); got keep 2"),
         (hf["bert"], hf["text"], [LAYERS_KD | {"student": {"kind": "layers", "layers": [0, 2]}}],

@@ -115,7 +115,7 @@ def test_keeping_every_layer_fails_the_job_in_its_dry_run(tmp_path):
 def test_a_pt2_job_refuses_a_layers_student_in_its_dry_run(tmp_path, example_files):
     model_path, dataset_path = example_files
     kd = KDSpec(student={"kind": "layers", "keep": 1}, training={"steps": 1})
-    with pytest.raises(DryRunFailed, match="made from the encoder layers of a Hugging Face folder upload"):
+    with pytest.raises(DryRunFailed, match="made from the layers of a Hugging Face folder upload"):
         run_pipeline(model_path, dataset_path, [kd], EvaluationSpec(latency=False), RunContext(), tmp_path)
 
 

@@ -1,0 +1,82 @@
+"""A causal LM uploaded as a Hugging Face folder runs every method but llm_ptq on its exported program: its text is
+labelled with each position's next token, so accuracy is next-token accuracy and the metrics give the perplexity
+transformers computes."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from compression.archive.jsonl import TextSplit
+from compression.context import RunContext
+from compression.data import Dataset
+from compression.evaluate import evaluate
+from compression.formats import hf_folder
+from compression.hf_program import folder_to_program, load_folder_model, next_token_labels
+from compression.io import load_program
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, KDSpec, LLMPTQSpec, PruneSpec, PTQSpec
+from tests.hf_folders import CORPUS, gpt2_folder, llama_folder, zip_bytes
+
+TEXTS = {"train": CORPUS[:24], "val": ["the cat sees the ball", "the dog", *CORPUS[30:36]]}
+
+
+def test_each_position_is_labelled_with_the_token_after_it():
+    ids = np.array([[5, 6, 7, 1], [8, 9, 1, 1]])
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]])
+    assert next_token_labels(ids, mask).tolist() == [[6, 7, -100, -100], [9, -100, -100, -100]]
+
+
+def test_the_program_gives_transformers_logits_and_its_perplexity(tmp_path):
+    folder = llama_folder(tmp_path / "llama")
+    splits = {name: TextSplit(len(texts), texts) for name, texts in TEXTS.items()}
+    folder_to_program(folder, "causal-lm", splits, tmp_path / "m.pt2", tmp_path / "d.npz")
+    dataset = Dataset.load(tmp_path / "d.npz", ["input_ids", "attention_mask"])
+    dataset.label_per_position()  # as the pipeline reads labels of a sequence output
+    val = dataset.split("val")
+    ids, mask = val.head(len(TEXTS["val"])).inputs
+    assert mask[1].tolist()[:3] == [1, 1, 0]  # padded on the right
+    program = load_program(tmp_path / "m.pt2").module()
+    from transformers import AutoModelForCausalLM
+
+    reference = AutoModelForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        expected = reference(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
+        torch.testing.assert_close(program(ids, mask), expected.logits, atol=1e-4, rtol=1e-4)
+    metrics = evaluate(program, val, reference=load_folder_model(folder, "causal-lm"), output_kind="logits")
+    assert metrics["metric"] == "accuracy"
+    assert metrics["perplexity"] == pytest.approx(math.exp(expected.loss.item()), rel=1e-4)
+    assert metrics["top1_agreement"] == pytest.approx(1.0)
+
+
+def test_prune_kd_and_int8_run_on_a_causal_lm_folder_and_write_a_folder_that_generates(tmp_path):
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps({"split": split, "text": text})
+                                                   for split, texts in TEXTS.items() for text in texts))
+    archive = tmp_path / "llama.zip"
+    archive.write_bytes(zip_bytes(llama_folder(tmp_path / "llama")))
+    stages = [PruneSpec(sparsity=0.5), KDSpec(student={"kind": "layers", "keep": 1}, training={"steps": 2}),
+              PTQSpec(weights={"bits": 8}, activations=None, export_onnx=False, selection_samples=16)]
+    result = run_folder_pipeline(archive, tmp_path / "rows.jsonl", "causal-lm", stages,
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    assert result.baseline["metric"] == "accuracy" and result.baseline["perplexity"] > 1
+    for stage in result.stages:
+        assert math.isfinite(stage.metrics["perplexity"]) and "metric_drop" in stage.metrics
+    assert result.stages[-1].metrics["compression_ratio"] > 2  # half of the layers gone, int8 weights
+    written = result.stages[-1].metrics["hf_folder"]
+    assert written["written"], written
+    folder = next(a for a in result.stages[-1].artifacts if a.kind == hf_folder.KIND)
+    model = hf_folder.load(folder.path)  # what its recipe does
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 1
+    prompt = torch.tensor([[3, 4, 5]])
+    assert model.generate(prompt, max_new_tokens=4, do_sample=False).shape == (1, 7)
+
+
+def test_llm_ptq_runs_alone(tmp_path):
+    archive = tmp_path / "gpt2.zip"
+    archive.write_bytes(zip_bytes(gpt2_folder(tmp_path / "gpt2")))
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"split": "val", "text": CORPUS[0]}))
+    with pytest.raises(ValueError, match="llm_ptq writes a compressed-tensors folder .* so it runs alone"):
+        run_folder_pipeline(archive, tmp_path / "rows.jsonl", "causal-lm", [PruneSpec(), LLMPTQSpec()],
+                            EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
