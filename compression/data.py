@@ -60,6 +60,9 @@ class Split:
         self.dtypes = dtypes or [torch.from_numpy(a[:0]).dtype for a in inputs.values()]
         # The largest batch the model accepts (an export bounded with Dim("batch", max=...)); None: any.
         self.max_batch: int | None = None
+        # The largest batch evaluations read (`evaluation_batches`): a model with large outputs per example (a
+        # causal LM's logits over its vocabulary at every position) is evaluated a few examples at a time.
+        self.evaluation_max_batch: int | None = None
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -83,6 +86,10 @@ class Split:
             order = order[:limit]
         for start in range(0, len(order), batch_size):
             yield self._gather(order[start:start + batch_size], device)
+
+    def evaluation_batches(self, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
+        """The batches every evaluation of a job reads, in order: `batches` of at most `evaluation_max_batch`."""
+        return self.batches(min(batch_size, self.evaluation_max_batch or batch_size), limit=limit)
 
     def head(self, count: int, device: str | torch.device = "cpu") -> Batch:
         """The first `count` examples (at most `max_batch`) as one batch (e.g. example inputs for export or

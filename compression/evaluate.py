@@ -47,7 +47,7 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
     autograd, each on the device that holds its weights; their previous modes are restored afterwards, so this can
     be called in the middle of training.
 
-    `expected`: the reference's outputs, one tensor per batch of `split.batches(batch_size, limit=max_samples)`
+    `expected`: the reference's outputs, one tensor per batch of `split.evaluation_batches(batch_size, max_samples)`
     (`outputs_of`), computed once and used instead of running `reference` again. `run`: what runs `model` on a
     batch's inputs (e.g. its compiled form; default: the model itself). `keep_outputs`: receives the model's outputs,
     one tensor per batch (what `expected` takes).
@@ -69,7 +69,7 @@ def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | 
     # Token outputs are compared on the real tokens of a model fed an attention mask (compression.fidelity).
     mask_at = list(split.inputs).index(TOKEN_MASK_INPUT) if TOKEN_MASK_INPUT in split.inputs else None
     with evaluating(model), (evaluating(reference) if reference is not None else nullcontext()):
-        for index, batch in enumerate(split.batches(batch_size, limit=max_samples)):
+        for index, batch in enumerate(split.evaluation_batches(batch_size, limit=max_samples)):
             outputs = output_tensor(run(*_to(batch.inputs, model))).float().cpu()
             examples += len(batch)
             if keep_outputs is not None:
@@ -135,7 +135,7 @@ def outputs_of(model: torch.nn.Module, split: Split, keep: KeptOutputs, batch_si
     compares with them without running the upload again."""
     run = run or model
     with evaluating(model):
-        for batch in split.batches(batch_size, limit=max_samples):
+        for batch in split.evaluation_batches(batch_size, limit=max_samples):
             keep.add(output_tensor(run(*_to(batch.inputs, model))).float().cpu())
             if keep.batches is None:
                 break

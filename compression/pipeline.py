@@ -50,6 +50,9 @@ from compression.upload_outputs import UploadOutputs, evaluation_batch_size, eva
 
 log = logging.getLogger(__name__)
 EXAMPLE_BATCH = 8
+# A causal LM's logits over a 32k vocabulary at 256 positions are 32 MiB per example: evaluated 256 at a time, one
+# batch of them (and the upload's, compared with it) would take gigabytes.
+MAX_EVALUATION_OUTPUT_BYTES = 256 * 1024**2
 # Kinds of artifact that hold a whole model; a method lists its main one first.
 MODEL_KIND_PREFIXES = ("model.", "packed.")
 
@@ -120,6 +123,8 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     reference = eval_mode(program.module())
     with evaluating(reference), torch.no_grad():
         first_output = output_tensor(reference(*example_inputs))
+    # Each evaluation batch, and each kept output of the upload, at most MAX_EVALUATION_OUTPUT_BYTES of float32.
+    eval_split.evaluation_max_batch = max(1, MAX_EVALUATION_OUTPUT_BYTES // max(1, 4 * first_output[0].numel()))
     per_position = first_output.dim() >= 3 and evaluation.output_kind != "regression"
     if per_position:  # [N, L] labels of [N, L, C] logits: a class per position (a token classifier's tags)
         dataset.label_per_position()

@@ -80,3 +80,29 @@ def test_llm_ptq_runs_alone(tmp_path):
     with pytest.raises(ValueError, match="llm_ptq writes a compressed-tensors folder .* so it runs alone"):
         run_folder_pipeline(archive, tmp_path / "rows.jsonl", "causal-lm", [PruneSpec(), LLMPTQSpec()],
                             EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+
+
+
+def test_large_outputs_are_evaluated_a_few_examples_at_a_time(tmp_path, monkeypatch):
+    """Logits over a vocabulary at every position take megabytes per example: evaluation batches (and the upload's
+    outputs kept for comparison) hold at most MAX_EVALUATION_OUTPUT_BYTES, and give what whole batches give."""
+    import compression.pipeline as pipeline
+
+    splits = {name: TextSplit(len(texts), texts) for name, texts in TEXTS.items()}
+    folder_to_program(llama_folder(tmp_path / "llama"), "causal-lm", splits, tmp_path / "m.pt2", tmp_path / "d.npz")
+    val = Dataset.load(tmp_path / "d.npz", ["input_ids", "attention_mask"]).split("val")
+    val.evaluation_max_batch = 3
+    assert [len(batch) for batch in val.evaluation_batches(256)] == [3, 3, 2]
+    assert [len(batch) for batch in val.evaluation_batches(2, limit=5)] == [2, 2, 1]
+
+    def baseline(limit_bytes: int) -> dict:
+        monkeypatch.setattr(pipeline, "MAX_EVALUATION_OUTPUT_BYTES", limit_bytes)
+        return pipeline.run_pipeline(tmp_path / "m.pt2", tmp_path / "d.npz", [PruneSpec(sparsity=0.3)],
+                                     EvaluationSpec(latency=False), RunContext(),
+                                     tmp_path / f"work{limit_bytes}").stages[0].metrics
+
+    program = load_program(tmp_path / "m.pt2").module()
+    row_bytes = 4 * program(*val.head(1).inputs)[0].numel()
+    whole, cut = baseline(256 * row_bytes), baseline(3 * row_bytes)
+    for name in ("perplexity", "accuracy", "top1_agreement", "kl"):
+        assert cut[name] == pytest.approx(whole[name], rel=1e-5, abs=1e-7), name
