@@ -104,6 +104,8 @@ class FolderLayout:
     float_layers: set[str] = field(default_factory=set)
     # quantized tables whose module has its own forward, written as their dequantized float values
     dequantized_tables: list[str] = field(default_factory=list)
+    # names of a tied tensor the folder leaves out: transformers ties them to the one it holds when it loads
+    tied_copies: set[str] = field(default_factory=set)
 
     def packed(self, name: str) -> bool:
         """Below 8 bits, Linear weights are int32-packed (`pack-quantized`); compressed-tensors' Embedding loader
@@ -248,9 +250,10 @@ def _embedding(codes: torch.Tensor, scale: torch.Tensor) -> QuantizedWeight:
 
 
 def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_rounds: int = 0,
-               computed: frozenset[str] = frozenset()) -> FolderLayout:
+               computed: frozenset[str] = frozenset(), tables: frozenset[str] = frozenset()) -> FolderLayout:
     """The folder's tensors as the stage's graph holds them; `source` is the folder model's state dict,
-    `source_rounds` how many `aten.round` the uploaded program itself computes."""
+    `source_rounds` how many `aten.round` the uploaded program itself computes, `tables` the names of its
+    `nn.Embedding` modules."""
     if not isinstance(gm, fx.GraphModule):
         raise NotExpressible(f"the stage's model is a {type(gm).__name__}, not a graph of the uploaded folder")
     layout = FolderLayout()
@@ -293,6 +296,9 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
                     input_quantizers.setdefault(name, set()).update(input_nodes)
         elif node.op == "get_attr" and node.target.endswith(".weight_codes"):
             name = node.target.removeprefix(PROGRAM_PREFIX).removesuffix(".weight_codes")
+            # A re-exported program names a table tied to the output layer after that layer (`lm_head`): the
+            # table is the embedding module's it is tied to.
+            name = _tied_table(name, source, tables)
             if f"{name}.weight" not in source:
                 raise NotExpressible(f"embedding table {node.target} does not belong to a module of the folder")
             layout.embeddings.add(name)
@@ -333,6 +339,17 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
             continue
         layout.floats[name] = tensor.detach()  # shapes are checked against the config by `fitted_config`
     return layout
+
+
+def _tied_table(name: str, source: dict[str, torch.Tensor], tables: frozenset[str]) -> str:
+    """The embedding module (of `tables`, the source's `nn.Embedding`s) whose table the graph names `name`: itself,
+    or the one embedding a non-embedding module of that name (a tied output layer) shares its weight with."""
+    weight = source.get(f"{name}.weight")
+    if weight is None or name in tables:
+        return name
+    tied = [module for module in tables
+            if (table := source.get(f"{module}.weight")) is not None and table.data_ptr() == weight.data_ptr()]
+    return tied[0] if len(tied) == 1 else name
 
 
 def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Module,
@@ -436,9 +453,58 @@ def exclude_patterns(tensor_names: set[str]) -> list[str]:
 def _merge_source(layout: FolderLayout, source: dict[str, torch.Tensor]) -> None:
     for name, tensor in source.items():
         module = name.rsplit(".", 1)[0]
-        if name not in layout.floats and not (name.endswith(".weight") and module in layout.weights):
+        quantized = name.endswith(".weight") and module in layout.weights
+        if name not in layout.floats and name not in layout.tied_copies and not quantized:
             layout.floats[name] = tensor
             layout.from_source.append(name)
+
+
+def _weights_read(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
+    """Each module's float weight as the graph's ops read it (module name -> tensor), whatever the attribute's
+    name: a re-exported program keeps one name for tensors that were tied."""
+    reads = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and (module := _module_name(node)) is not None:
+            for arg in node.args:
+                if isinstance(arg, fx.Node) and arg.op == "get_attr" and arg.target.endswith(".weight"):
+                    reads.setdefault(module, _attr(gm, arg))
+    return reads
+
+
+def _fill_tied(gm: fx.GraphModule, source_model: torch.nn.Module, layout: FolderLayout) -> bool:
+    """Tensors the source model shares (a causal LM's output layer and input embedding): the stage's program reads
+    them under one name (torch.export keeps one of tied parameters; a stale copy may sit under the other), so each
+    module's float weight is the one its op reads, and a name the graph lacks gets the values the stage computes
+    with (a quantized weight's dequantized values), not the upload's. Returns whether the folder must untie them:
+    one of them is stored quantized, or with other values (iPQ of the output layer only), which transformers'
+    tying would replace."""
+    shared: dict[int, list[str]] = {}
+    for name, tensor in source_model.state_dict(keep_vars=True).items():
+        shared.setdefault(tensor.data_ptr(), []).append(name)
+    reads = _weights_read(gm)
+    untie = False
+    for names in (names for names in shared.values() if len(names) > 1):
+        modules = [name.rsplit(".", 1)[0] for name in names]
+        for name, module in zip(names, modules):
+            if module not in layout.weights and reads.get(module) is not None:
+                layout.floats[name] = reads[module].detach()
+        quantized = [module for module in modules if module in layout.weights]
+        values = next((layout.floats[name] for name in names if name in layout.floats), None)
+        if values is None and quantized:
+            values = layout.weights[quantized[0]].dequantize()
+        if values is None:
+            continue  # the graph holds none of them: the source's (copied by `_merge_source`) is what it computes
+        for name, module in zip(names, modules):
+            if name not in layout.floats and module not in layout.weights:
+                layout.floats[name] = values
+        floats = [layout.floats[name] for name in names if name in layout.floats]
+        apart = bool(quantized) or any(not torch.equal(floats[0], other) for other in floats[1:])
+        if not apart:  # still tied: one copy, as save_pretrained writes (safetensors refuses shared memory)
+            layout.tied_copies.update(names[1:])
+            for name in names[1:]:
+                layout.floats.pop(name, None)
+        untie = untie or apart
+    return untie
 
 
 def _schemes(layout: FolderLayout) -> list[dict]:
@@ -508,11 +574,13 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     source = source_model.state_dict()
     computed = frozenset(name for name, _ in source_model.named_buffers()) - set(source)
     _refuse_transposed_layers(source_model, model)  # before read_graph, which would call them foreign tensors
-    layout = read_graph(model, source, source_rounds, computed)
+    tables = frozenset(name for name, module in source_model.named_modules() if isinstance(module, torch.nn.Embedding))
+    layout = read_graph(model, source, source_rounds, computed, tables)
     _refuse_transposed_layers(source_model, model, layout)
     if packed_path is not None:
         add_packed_weights(layout, packed_path, source)
     _modules_with_own_forward(source_model, layout)
+    untied = _fill_tied(model, source_model, layout)
     _merge_source(layout, source)
     if output_dir.exists():
         shutil.rmtree(output_dir)
@@ -521,6 +589,11 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     writer.finish()
     config = fitted_config(source_model, layout)
     config.pop("quantization_config", None)
+    if config.get("tie_word_embeddings") and untied:
+        # A causal LM's output layer shares the input embedding's table (GPT-2, Llama 3.2, Qwen2.5, Gemma): once a
+        # stage quantized or changed one of them, transformers must not tie them again when it loads the folder
+        # (it would replace the quantized output layer with the table).
+        config["tie_word_embeddings"] = False
     # The class whose weights the folder holds: an encoder-decoder checkpoint's features are written as its
     # encoder-only class (T5EncoderModel), which the saved name (T5ForConditionalGeneration) would not load.
     config["architectures"] = [type(source_model).__name__]

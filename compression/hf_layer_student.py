@@ -31,7 +31,9 @@ from compression.specs.distill import LayersStudent, kept_layers
 from compression.students import layers_student_id, parameter_count
 
 LAYER_COUNT_FIELD = "num_hidden_layers"
-PER_LAYER_FIELDS = ("layer_types",)  # config lists with one entry per layer
+# Config lists with one entry per layer (Qwen2's and Gemma2's sliding or full attention, GPT-Neo's expanded
+# `attention_layers`).
+PER_LAYER_FIELDS = ("layer_types", "attention_layers")
 
 
 def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
@@ -79,6 +81,9 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
         value = getattr(config, name, None)
         if isinstance(value, list) and len(value) == count:
             setattr(config, name, [value[index] for index in kept])
+    if isinstance(getattr(config, "attention_types", None), list) and isinstance(config.attention_layers, list):
+        # GPT-Neo rebuilds `attention_layers` from its run-length form ([[["global", "local"], 12]]) when loaded
+        config.attention_types = [[config.attention_layers, 1]]
     if isinstance(getattr(config, "stage_names", None), list):
         # A backbone config (DINOv2, BEiT) names a stage per layer and picks its outputs among them: the student's
         # are its own (the teacher's last stage is not among them, and such a folder would not load).

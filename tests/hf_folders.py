@@ -29,7 +29,8 @@ def save_tokenizer(folder: Path) -> int:
     return tokenizer.get_vocab_size()
 
 
-def llama_folder(folder: Path, layers: int = 2, seed: int = 0) -> Path:
+def llama_folder(folder: Path, layers: int = 2, seed: int = 0, tie: bool = False) -> Path:
+    """A Llama causal LM; `tie`: its output layer shares the input embedding's table (Llama 3.2, Qwen2.5, GPT-2)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -37,7 +38,7 @@ def llama_folder(folder: Path, layers: int = 2, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         eos_token_id=2, pad_token_id=1, bos_token_id=None)
+                         eos_token_id=2, pad_token_id=1, bos_token_id=None, tie_word_embeddings=tie)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
 

@@ -106,3 +106,25 @@ def test_large_outputs_are_evaluated_a_few_examples_at_a_time(tmp_path, monkeypa
     whole, cut = baseline(256 * row_bytes), baseline(3 * row_bytes)
     for name in ("perplexity", "accuracy", "top1_agreement", "kl"):
         assert cut[name] == pytest.approx(whole[name], rel=1e-5, abs=1e-7), name
+
+
+@pytest.mark.parametrize("stage, untied", [
+    (PTQSpec(weights={"bits": 8}, activations=None, export_onnx=False, selection_samples=16), True),
+    (PruneSpec(sparsity=0.5), False)])
+def test_a_tied_output_layer_is_written_as_the_stage_computes_it(tmp_path, stage, untied):
+    """Llama 3.2, Qwen2.5 and GPT-2 share one table between the input embedding and the output layer. The stage's
+    program reads it under one name; the folder holds what each layer computes with, and unties the two (so
+    transformers does not put the table back over the quantized output layer) only when they differ."""
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps({"split": split, "text": text})
+                                                   for split, texts in TEXTS.items() for text in texts))
+    archive = tmp_path / "llama.zip"
+    archive.write_bytes(zip_bytes(llama_folder(tmp_path / "llama", tie=True)))
+    result = run_folder_pipeline(archive, tmp_path / "rows.jsonl", "causal-lm", [stage],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    written = result.stages[0].metrics["hf_folder"]
+    assert written["written"], written
+    model = hf_folder.load(next(a for a in result.stages[0].artifacts if a.kind == hf_folder.KIND).path)
+    assert model.config.tie_word_embeddings is not untied
+    table, output = model.model.embed_tokens.weight, model.lm_head
+    assert (table.data_ptr() == getattr(output, "weight", table).data_ptr()) is not untied
+

@@ -136,3 +136,24 @@ def test_a_classifier_keeps_its_head_and_the_named_layers(tmp_path):
         assert torch.equal(ours[name], theirs[name])
     assert torch.equal(ours["bert.encoder.layer.1.output.dense.weight"],
                        theirs["bert.encoder.layer.2.output.dense.weight"])
+
+
+def test_a_decoder_student_keeps_the_attention_kind_of_each_kept_layer(tmp_path):
+    """GPT-Neo alternates global and local attention, said per layer in its config (and in a run-length form it
+    rebuilds the list from): a student of layers 1 and 2 of [global, local, global, local] is [local, global]."""
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    from compression.hf_layer_student import write_layers_student
+    from tests.hf_folders import save_tokenizer
+
+    vocab = save_tokenizer(tmp_path / "neo")
+    config = GPTNeoConfig(vocab_size=vocab, hidden_size=32, num_layers=4, num_heads=2, max_position_embeddings=64,
+                          attention_types=[[["global", "local"], 2]], window_size=4)
+    torch.manual_seed(0)
+    GPTNeoForCausalLM(config).save_pretrained(tmp_path / "neo")
+    details = write_layers_student(tmp_path / "neo", "causal-lm", LayersStudent(layers=[1, 2]), tmp_path / "student")
+    student = load_folder_model(tmp_path / "student", "causal-lm").model
+    assert details["layers"] == [1, 2] and student.config.attention_layers == ["local", "global"]
+    teacher = load_folder_model(tmp_path / "neo", "causal-lm").model
+    torch.testing.assert_close(student.transformer.h[0].attn.attention.k_proj.weight,
+                               teacher.transformer.h[1].attn.attention.k_proj.weight)
