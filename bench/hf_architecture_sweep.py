@@ -6,8 +6,9 @@ default spec (few steps and samples, so a case takes seconds). Nothing is downlo
 
 Printed: one row per model_type x task x method: ok or the first line of the error, seconds, and the Hugging Face
 folder the job wrote (for encoders and classifiers the pipeline loads it back with `from_pretrained` and compares
-it with the stage's model: the relative difference, or why none was written; for causal LMs the folder's
-perplexity, computed on the folder loaded back with transformers, against the upload's).
+it with the stage's model: the relative difference, or why none was written; for causal LMs the stage's
+perplexity against the upload's: of `llm_ptq`'s folder loaded back with transformers, and of the other methods'
+programs on the rows, next to their folder's check).
 
 Image classifiers (IMAGE_CLASSIFIERS, task image-classification: a tiny 32x32 model of each family with a
 preprocessor_config.json instead of a tokenizer, run on an .npz of random uint8 images) and audio classifiers
@@ -353,12 +354,14 @@ def first_line(exc: BaseException) -> str:
 
 def folder_outcome(task: str, result) -> str:
     stage = result.stages[-1]
-    if task == "causal-lm":
-        return f"ppl {stage.metrics['perplexity']:.1f} vs {result.baseline['perplexity']:.1f}"
+    perplexity = f"ppl {stage.metrics['perplexity']:.1f} vs {result.baseline['perplexity']:.1f}; " \
+        if task == "causal-lm" else ""
+    if "hf_folder" not in stage.metrics and task == "causal-lm":  # llm_ptq: its folder is the stage's model
+        return perplexity.removesuffix("; ")
     folder = stage.metrics.get("hf_folder") or {}
     if folder.get("written"):
-        return f"loads, rel diff {folder['relative_difference_to_stage_model']:.1e}"
-    return f"no folder: {str(folder.get('reason', '?')).splitlines()[0][:160]}"
+        return f"{perplexity}loads, rel diff {folder['relative_difference_to_stage_model']:.1e}"
+    return f"{perplexity}no folder: {str(folder.get('reason', '?')).splitlines()[0][:160]}"
 
 
 def run_case(model_type: str, task: str, method: str, spec, directory: Path, dtype: str = "float32") -> dict:
@@ -408,7 +411,9 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
                 yield {"model_type": model_type, "task": task, "method": "-", "ok": None,
                        "error": "not shipped by the installed transformers", "seconds": 0}
                 continue
-            table = LLM_METHODS if task == "causal-lm" else ENCODER_METHODS  # image classifiers: the encoders'
+            # A causal LM takes llm_ptq and, on its exported program, every other method; image and audio
+            # classifiers take the encoders' methods.
+            table = LLM_METHODS | ENCODER_METHODS if task == "causal-lm" else ENCODER_METHODS
             for method, spec in table.items():
                 if not methods or method in methods:
                     yield model_type, task, method, spec

@@ -375,7 +375,12 @@ def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
     """A loaded folder model (`load_folder_model`) exported with a dynamic batch, its dead branches dropped. A model
     that cannot be run on the example or exported (a transformers class torch.export cannot trace, such as
     Longformer's data-dependent attention windows) is refused with a ValueError that says so, not left to fail as
-    an internal error."""
+    an internal error. So is a mixture-of-experts model (`stacked_experts`)."""
+    if experts := stacked_experts(model):
+        raise ValueError(f"this {model.model.config.model_type} model is a mixture of experts: its experts' weights "
+                         f"are stacked 3-D tensors ({experts}), which transformers runs through its own expert "
+                         "kernels and which no method here quantizes or prunes (they work on linear and "
+                         "convolution layers); this architecture is not supported")
     try:
         with torch.no_grad():
             program = export_model(model, example)
@@ -393,6 +398,16 @@ def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
     program.graph_module.graph.eliminate_dead_code()
     program.graph_module.recompile()
     return program
+
+
+def stacked_experts(model: torch.nn.Module) -> str | None:
+    """Where a model keeps mixture-of-experts weights as one 3-D tensor per projection ([experts, out, in]: Mixtral,
+    Qwen2-MoE, DeepSeek, OLMoE in transformers 5), e.g. 'MixtralExperts.gate_up_proj'; None for a dense model."""
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if parameter.dim() == 3 and name.endswith("proj"):
+                return f"{type(module).__name__}.{name}"
+    return None
 
 
 def example_rows(dataset_path: Path, split: str, rows: int = 8) -> tuple[torch.Tensor, ...]:

@@ -128,3 +128,17 @@ def test_a_tied_output_layer_is_written_as_the_stage_computes_it(tmp_path, stage
     table, output = model.model.embed_tokens.weight, model.lm_head
     assert (table.data_ptr() == getattr(output, "weight", table).data_ptr()) is not untied
 
+
+
+def test_a_mixture_of_experts_is_refused_before_export_with_the_reason(tmp_path):
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    from tests.hf_folders import save_tokenizer
+
+    vocab = save_tokenizer(tmp_path / "moe")
+    config = MixtralConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=4)
+    MixtralForCausalLM(config).save_pretrained(tmp_path / "moe")
+    splits = {name: TextSplit(len(texts), texts) for name, texts in TEXTS.items()}
+    with pytest.raises(ValueError, match=r"mixture of experts: .*\(MixtralExperts.gate_up_proj\)"):
+        folder_to_program(tmp_path / "moe", "causal-lm", splits, tmp_path / "m.pt2", tmp_path / "d.npz")
