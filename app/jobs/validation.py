@@ -66,6 +66,14 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
     if kind_problems:  # the per-split checks below would only repeat them in other words
         raise InvalidInput("; ".join(problems + kind_problems))
     available = sorted(manifest.splits)
+    # A causal LM's general-path job labels every split with each position's next token (its rows' own labels
+    # are not read): llm_ptq reads the text alone.
+    next_tokens = bool(folder) and folder.get("task") == "causal-lm" and "llm_ptq" not in {
+        stage.method for stage in spec.stages}
+
+    def labelled(split: str) -> bool:
+        return next_tokens or manifest.has_labels(split)
+
     for split in sorted(splits_used(spec)):
         if split not in manifest.splits:
             problems.append(f"split '{split}' is not in the dataset (it has {available}); set "
@@ -73,25 +81,26 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
             continue
         if manifest.format == "npz":
             problems += _check_split(split, signature, manifest, spec, folder or {})
-        elif manifest.has_labels(split):  # text: the folder's tokenizer makes the inputs; labels still must fit
+        elif manifest.has_labels(split) and not next_tokens:  # text: the tokenizer makes the inputs; labels fit
             problems += _check_text_labels(split, manifest, signature, spec, folder or {})
-    problems += _metric_problems(spec, manifest)
+    problems += _metric_problems(spec, manifest, labelled)
     problems += _score_metric_problems(spec, signature)
     problems += [problem for stage in spec.stages if stage.method == "quant_noise" and spec.train_split in
                  manifest.splits and (problem := quant_noise_label_problem(stage, spec.train_split,
-                                                                           manifest.has_labels(spec.train_split)))]
+                                                                           labelled(spec.train_split)))]
     if problems:
         raise InvalidInput("; ".join(problems))
 
 
-def _metric_problems(spec: JobCreate, manifest: DatasetManifest) -> list[str]:
+def _metric_problems(spec: JobCreate, manifest: DatasetManifest, labelled) -> list[str]:
     """The chosen metric must fit the declared output kind (a detected one is only known in the worker) and the
-    labels of the evaluation split; rank agreement of similarities needs at least 3 examples to rank."""
+    labels of the evaluation split (`labelled(split)`); rank agreement of similarities needs at least 3 examples
+    to rank."""
     evaluation, split = spec.evaluation, spec.evaluation.split
     if split not in manifest.splits:
         return []
     if evaluation.output_kind is not None or evaluation.metric == "accuracy":
-        problem = metric_problem(evaluation.metric, evaluation.output_kind, manifest.has_labels(split))
+        problem = metric_problem(evaluation.metric, evaluation.output_kind, labelled(split))
         if problem:
             return [f"evaluation.{problem}"]
     elif evaluation.metric == "label_spearman" and manifest.format == "npz":

@@ -85,6 +85,9 @@ def test_jobs_check_what_runs_on_what(api, auth, hf, uploaded):
     assert _job(api, auth, hf["llama"], hf["text"], [LLM_STAGE])[0] == 201
     # The other methods run on a causal LM's exported program (labels: each position's next token).
     assert _job(api, auth, hf["llama"], hf["text"], [{"method": "prune"}, {"method": "ptq"}])[0] == 201
+    # Its text is its labels: next-token accuracy needs none in the rows, and a row's own label is not read.
+    assert _job(api, auth, hf["llama"], hf["text"], [{"method": "qat"}], {"metric": "accuracy"})[0] == 201
+    assert _job(api, auth, hf["llama"], hf["labelled"], [{"method": "prune"}], {"split": "train"})[0] == 201
     # ... whose layers are the folder's under `model.` (the wrapper that gives the program its one output).
     assert _job(api, auth, hf["llama"], hf["text"], [{"method": "ptq", "exclude": ["model.lm_head"]}])[0] == 201
     status, text = _job(api, auth, hf["llama"], hf["text"], [{"method": "ptq", "exclude": ["lm_head"]}])
