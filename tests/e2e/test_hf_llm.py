@@ -161,3 +161,32 @@ def test_an_image_classifier_folder_compresses_raw_images_through_a_worker(clien
     final = job["metrics"]["final"]
     assert final["metric"] == "accuracy" and final["top1_agreement"] > 0.8 and final["hf_folder"]["written"]
     assert {"model.pt2", "model.hf_folder"} <= {artifact["kind"] for artifact in client.artifacts(job["id"])}
+
+
+def test_a_causal_lm_folder_is_pruned_and_quantized_as_a_program_and_its_folder_loads_in_a_fresh_process(
+        client, tmp_path):
+    # Methods other than llm_ptq were refused on causal LMs; they now run on the exported next-token program.
+    # GPT-2 ties its output layer to the input embedding, which the folder unties once int4 changed one of them.
+    folder = gpt2_folder(tmp_path / "gpt2")
+    (tmp_path / "gpt2.zip").write_bytes(zip_bytes(folder))
+    (tmp_path / "text.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:40], "val": CORPUS[40:56]}))
+    model = client.upload_model(tmp_path / "gpt2.zip", task="causal-lm")
+    dataset = client.upload_dataset(tmp_path / "text.jsonl")
+    job = client.submit_job({"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
+                             "stages": [{"method": "prune", "sparsity": 0.3},
+                                        {"method": "ptq", "activations": None, "export_onnx": False,
+                                         "weights": {"bits": 4, "granularity": "per_group", "group_size": 32}}]})
+    job = client.wait(job["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    baseline, final = job["metrics"]["baseline"], job["metrics"]["final"]
+    assert baseline["metric"] == "accuracy" and 1 < baseline["perplexity"] < final["perplexity"] * 1.5
+    assert final["hf_folder"]["written"], final["hf_folder"]
+    artifact = next(a for a in client.artifacts(job["id"]) if a["kind"] == "model.hf_folder" and a["stage_index"] == 1)
+    with zipfile.ZipFile(client.download(artifact, tmp_path / "model.hf.zip")) as archive:
+        archive.extractall(tmp_path / "compressed")
+    config = json.loads((tmp_path / "compressed" / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False and "quantization_config" in config
+    loaded = subprocess.run([sys.executable, "-c", FRESH_LOAD % CORPUS[60], str(tmp_path / "compressed")],
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert json.loads(loaded.stdout.strip().splitlines()[-1])["quantized"]
