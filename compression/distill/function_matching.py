@@ -40,6 +40,9 @@ from compression.training import epoch_batches, train
 # Name of the extra "input" that carries precomputed teacher logits through the batch pipeline in fixed mode.
 _TARGETS = "_teacher_logits"
 _PRECOMPUTE_BATCH = 256
+# Fixed targets are the teacher's outputs on the whole train split, held in memory: a causal LM's logits (32 MiB
+# per row for a 32k vocabulary at 256 tokens) would take hundreds of gigabytes.
+MAX_TEACHER_TARGET_BYTES = 4 * 1024**3
 
 
 def apply_function_matching(spec: FunctionMatchingSpec, model: nn.Module, task: Task,
@@ -101,6 +104,12 @@ def with_teacher_targets(split: Split, teacher: nn.Module, ctx: RunContext) -> S
     total = len(split)
     for done, batch in enumerate(split.batches(_PRECOMPUTE_BATCH, device=ctx.device)):
         chunks.append(teacher_logits(teacher, batch.inputs).float().cpu().numpy())
+        needed = chunks[0][0].nbytes * total
+        if needed > MAX_TEACHER_TARGET_BYTES:
+            raise ValueError(f"teacher_targets 'fixed' would hold the teacher's outputs on all {total} training "
+                             f"examples in memory ({needed / 1024**3:.1f} GiB, at most "
+                             f"{MAX_TEACHER_TARGET_BYTES / 1024**3:.0f}); use teacher_targets 'consistent' (the "
+                             "teacher runs on each batch)")
         ctx.progress("teacher_targets", min((done + 1) * _PRECOMPUTE_BATCH, total), total)
     targets = np.concatenate(chunks)
     return Split(split.name, {**split.inputs, _TARGETS: targets}, split.labels)

@@ -88,3 +88,12 @@ def test_a_cancelled_run_resumes_with_the_same_views(tmp_path, conv_net):
     assert resumed.metrics["train"]["resumed_from_step"] == 5
     for expected, actual in zip(uninterrupted.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(expected, actual)
+
+
+def test_fixed_targets_that_would_not_fit_in_memory_are_refused_with_the_way_out(tmp_path, conv_net, monkeypatch):
+    import compression.distill.function_matching as function_matching
+
+    # 256 examples of 10 float32 logits: 10 KiB of targets, over this limit
+    monkeypatch.setattr(function_matching, "MAX_TEACHER_TARGET_BYTES", 4096)
+    with pytest.raises(ValueError, match=r"teacher_targets 'fixed' would hold .* use teacher_targets 'consistent'"):
+        _run(tmp_path, conv_net, "fixed", steps=2, augment={})
