@@ -46,6 +46,7 @@ from compression.result import Artifact
 from compression.specs.common import EvaluationSpec
 from compression.specs.metrics import chosen_metric
 from compression.task import Task
+from compression.tied_copies import tie_shared_parameters
 from compression.upload_outputs import UploadOutputs, evaluation_batch_size, evaluation_runner
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     eval_split = dataset.split(evaluation.split)
     example_inputs = eval_split.head(EXAMPLE_BATCH).inputs
     reference = eval_mode(program.module())
+    tie_shared_parameters(reference)  # else every stage's program stores a tied table twice
     with evaluating(reference), torch.no_grad():
         first_output = output_tensor(reference(*example_inputs))
     # Each evaluation batch, and each kept output of the upload, at most MAX_EVALUATION_OUTPUT_BYTES of float32.

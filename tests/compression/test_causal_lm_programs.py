@@ -121,6 +121,13 @@ def test_a_tied_output_layer_is_written_as_the_stage_computes_it(tmp_path, stage
     archive.write_bytes(zip_bytes(llama_folder(tmp_path / "llama", tie=True)))
     result = run_folder_pipeline(archive, tmp_path / "rows.jsonl", "causal-lm", [stage],
                                  EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    # The table is one parameter, as in the model (`compression.tied_copies`): counted once, stored once.
+    from transformers import AutoModelForCausalLM
+
+    upload = AutoModelForCausalLM.from_pretrained(tmp_path / "llama")
+    assert result.baseline["parameters"] == sum(parameter.numel() for parameter in upload.parameters())
+    if isinstance(stage, PruneSpec):  # zeros cost as much as other values in a .pt2: only the second copy could
+        assert result.stages[0].metrics["size_bytes"] <= result.baseline["size_bytes"]
     written = result.stages[0].metrics["hf_folder"]
     assert written["written"], written
     model = hf_folder.load(next(a for a in result.stages[0].artifacts if a.kind == hf_folder.KIND).path)
