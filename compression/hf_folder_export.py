@@ -298,7 +298,7 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
             name = node.target.removeprefix(PROGRAM_PREFIX).removesuffix(".weight_codes")
             # A re-exported program names a table tied to the output layer after that layer (`lm_head`): the
             # table is the embedding module's it is tied to.
-            name = _tied_table(name, source, tables)
+            name = _tied_module(name, source, tables, table=True)
             if f"{name}.weight" not in source:
                 raise NotExpressible(f"embedding table {node.target} does not belong to a module of the folder")
             layout.embeddings.add(name)
@@ -341,14 +341,15 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
     return layout
 
 
-def _tied_table(name: str, source: dict[str, torch.Tensor], tables: frozenset[str]) -> str:
-    """The embedding module (of `tables`, the source's `nn.Embedding`s) whose table the graph names `name`: itself,
-    or the one embedding a non-embedding module of that name (a tied output layer) shares its weight with."""
+def _tied_module(name: str, source: dict[str, torch.Tensor], tables: frozenset[str], table: bool) -> str:
+    """The module that uses module `name`'s weight as an embedding table (`table`) or as a layer's weight: `name`
+    itself, or the one module of the other kind that shares its weight in the source (a tied output layer and
+    input embedding, which a program reads under one name). `tables`: the source's `nn.Embedding` modules."""
     weight = source.get(f"{name}.weight")
-    if weight is None or name in tables:
+    if weight is None or (name in tables) == table:
         return name
-    tied = [module for module in tables
-            if (table := source.get(f"{module}.weight")) is not None and table.data_ptr() == weight.data_ptr()]
+    tied = [module for other, tensor in source.items() if other.endswith(".weight") and other != f"{name}.weight"
+            and tensor.data_ptr() == weight.data_ptr() and ((module := other.rsplit(".", 1)[0]) in tables) == table]
     return tied[0] if len(tied) == 1 else name
 
 
@@ -578,7 +579,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     layout = read_graph(model, source, source_rounds, computed, tables)
     _refuse_transposed_layers(source_model, model, layout)
     if packed_path is not None:
-        add_packed_weights(layout, packed_path, source)
+        add_packed_weights(layout, packed_path, source, tables)
     _modules_with_own_forward(source_model, layout)
     untied = _fill_tied(model, source_model, layout)
     _merge_source(layout, source)
@@ -649,16 +650,19 @@ def _per_row(tensor: torch.Tensor, rows: int) -> torch.Tensor:
     return tensor.reshape(1, 1).expand(rows, 1) if tensor.numel() == 1 else tensor.reshape(rows, -1)
 
 
-def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str, torch.Tensor]) -> None:
+def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str, torch.Tensor],
+                       tables: frozenset[str] = frozenset()) -> None:
     """The general PTQ path's integer weights (`packed.safetensors`) into `layout`, replacing their dequantized
     float copies: per tensor, per channel or per group of input columns, 2-8 bits, symmetric or not; embedding
-    tables per row or per group of a row."""
+    tables per row or per group of a row. `tables`: the source's `nn.Embedding` modules (a tied table's layer
+    weight is its output layer's)."""
     from compression.quant.packed import FORMAT, open_with_graph, unpack_codes
 
     _, tensors, manifest = open_with_graph(packed_path, FORMAT)
     for entry in manifest:
         attr = entry["attr"]
-        name = attr.removeprefix(PROGRAM_PREFIX).removesuffix(".weight")
+        name = _tied_module(attr.removeprefix(PROGRAM_PREFIX).removesuffix(".weight"), source, tables,
+                            table=bool(entry.get("embedding")))
         if entry["dtype"] != "int" or len(entry["shape"]) != 2 or f"{name}.weight" not in source:
             raise NotExpressible(f"'{attr}' is stored as {entry['dtype']} {entry['shape']}, which compressed-tensors "
                                  "has no layout for here (integer Linear weights and embedding tables only)")

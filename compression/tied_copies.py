@@ -13,20 +13,27 @@ from torch import fx, nn
 
 def tie_shared_parameters(graph_module: fx.GraphModule) -> list[list[str]]:
     """Make the parameters that view the same memory (same storage, offset, shape, strides and dtype) one
-    parameter, registered under each of their names, as the model had them before export; returns the groups of
-    names tied."""
+    parameter under the first of their names, which every op that read another one now reads (as a tied model's
+    export has one placeholder for them); returns the groups of names tied, the kept name first."""
     groups: dict[tuple, list[tuple[str, nn.Parameter]]] = {}
     for name, parameter in graph_module.named_parameters(remove_duplicate=False):
         key = (parameter.untyped_storage().data_ptr(), parameter.storage_offset(), tuple(parameter.shape),
                parameter.stride(), parameter.dtype)
         groups.setdefault(key, []).append((name, parameter))
+    renamed: dict[str, str] = {}
     tied = []
     for members in groups.values():
-        if len({id(parameter) for _, parameter in members}) < 2:
+        if len(members) < 2:
             continue
-        first = members[0][1]
+        kept = members[0][0]
         for name, _ in members[1:]:
             owner, _, leaf = name.rpartition(".")
-            setattr(graph_module.get_submodule(owner) if owner else graph_module, leaf, first)
+            delattr(graph_module.get_submodule(owner) if owner else graph_module, leaf)
+            renamed[name] = kept
         tied.append([name for name, _ in members])
+    if renamed:
+        for node in graph_module.graph.nodes:
+            if node.op == "get_attr" and node.target in renamed:
+                node.target = renamed[node.target]
+        graph_module.recompile()
     return tied
