@@ -473,12 +473,11 @@ def _weights_read(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
 
 
 def _fill_tied(gm: fx.GraphModule, source_model: torch.nn.Module, layout: FolderLayout) -> bool:
-    """Tensors the source model shares (a causal LM's output layer and input embedding): the stage's program reads
-    them under one name (torch.export keeps one of tied parameters; a stale copy may sit under the other), so each
-    module's float weight is the one its op reads, and a name the graph lacks gets the values the stage computes
-    with (a quantized weight's dequantized values), not the upload's. Returns whether the folder must untie them:
-    one of them is stored quantized, or with other values (iPQ of the output layer only), which transformers'
-    tying would replace."""
+    """Tensors the source model shares (a causal LM's output layer and input embedding): the stage's program reads them
+    under one name (`compression.tied_copies`), so each module's float weight is the one its op reads, and a name the
+    graph lacks gets the values the stage computes with (a quantized weight's dequantized values), not the upload's.
+    Returns whether the folder must untie them: one of them is stored quantized, or with other values (iPQ of the
+    output layer only), which transformers' tying would replace."""
     shared: dict[int, list[str]] = {}
     for name, tensor in source_model.state_dict(keep_vars=True).items():
         shared.setdefault(tensor.data_ptr(), []).append(name)

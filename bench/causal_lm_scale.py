@@ -1,0 +1,68 @@
+"""A causal LM at GPT-2 small's size through the general path (every method but llm_ptq): time, peak memory,
+perplexity, size and compiled latency of one stage with its default spec.
+
+The model is GPT-2's architecture at full size (124M parameters, 50,257-token vocabulary, tied output layer)
+with random weights, read by a word-level tokenizer (nothing is downloaded); 64 training and 32 evaluation rows of
+about 55 tokens. Perplexities are a random model's (about the vocabulary's size): the figures that matter are
+the resources and the ratios.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.causal_lm_scale --method ptq     # or w4, kd, prune
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from compression.context import RunContext
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, KDSpec, PruneSpec, PTQSpec
+from tests.hf_folders import CORPUS, save_tokenizer, zip_bytes
+
+STAGES = {"ptq": PTQSpec(),
+          "w4": PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 32}, activations=None),
+          "kd": KDSpec(student={"kind": "layers", "keep": 6}, training={"steps": 4}),
+          "prune": PruneSpec()}
+
+
+def gpt2_small_folder(folder: Path) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    save_tokenizer(folder)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=50257, bos_token_id=2, eos_token_id=2)).save_pretrained(folder)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=sorted(STAGES), default="ptq")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "gpt2.zip").write_bytes(zip_bytes(gpt2_small_folder(tmp / "gpt2")))
+        rows = [" ".join(CORPUS[(i + k) % len(CORPUS)] for k in range(6)) for i in range(96)]
+        (tmp / "rows.jsonl").write_text("\n".join(json.dumps({"split": "train" if i < 64 else "val", "text": text})
+                                                  for i, text in enumerate(rows)))
+        started = time.monotonic()
+        result = run_folder_pipeline(tmp / "gpt2.zip", tmp / "rows.jsonl", "causal-lm", [STAGES[args.method]],
+                                     EvaluationSpec(), RunContext(), tmp / "work")
+        stage, baseline = result.stages[0].metrics, result.baseline
+        folder = stage.get("hf_folder") or {}
+        print(json.dumps({
+            "method": args.method, "seconds": round(time.monotonic() - started),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 1),
+            "perplexity": [round(baseline["perplexity"], 1), round(stage["perplexity"], 1)],
+            "parameters": baseline["parameters"], "compression_ratio": round(stage["compression_ratio"], 2),
+            "latency_ms_fp32": baseline.get("latency_ms"), "latency_ms": stage.get("latency_ms"),
+            "hf_folder": folder.get("written"), "hf_folder_reason": str(folder.get("reason", ""))[:200]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
