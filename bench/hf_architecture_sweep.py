@@ -220,37 +220,26 @@ def save_readable_tokenizer(folder: Path) -> None:
 
 
 def tiny_model(model_type: str, task: str, seed: int = 0):
-    from transformers import (
-        AutoConfig,
-        AutoModel,
-        AutoModelForAudioClassification,
-        AutoModelForCausalLM,
-        AutoModelForImageClassification,
-        AutoModelForQuestionAnswering,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-    )
+    from transformers import AutoConfig
+
+    from compression.hf_program import auto_class
 
     if task == "audio-classification":
         config = AutoConfig.for_model(model_type, num_labels=3, **AUDIO_SPECIFIC.get(model_type, {}))
         torch.manual_seed(seed)
-        return AutoModelForAudioClassification.from_config(config).eval()
+        return auto_class(task).from_config(config).eval()
     if task == "image-classification":
         config = AutoConfig.for_model(model_type, num_labels=3, **IMAGE_SPECIFIC.get(model_type, {}))
         # Where the mapping holds several classes (DeiT, LeViT: the plain head and the one "WithTeacher"),
         # from_config iterates config.architectures, None in a fresh config; empty, it takes the first class.
         config.architectures = config.architectures or []
         torch.manual_seed(seed)
-        return settle_batch_norms(AutoModelForImageClassification.from_config(config)).eval()
+        return settle_batch_norms(auto_class(task).from_config(config)).eval()
     config = AutoConfig.for_model(model_type, **COMMON, **SPECIFIC.get(model_type, {}))
     if task in ("sequence-classification", "token-classification"):
         config.num_labels = 3
-    auto = {"feature-extraction": AutoModel, "causal-lm": AutoModelForCausalLM,
-            "sequence-classification": AutoModelForSequenceClassification,
-            "token-classification": AutoModelForTokenClassification,
-            "question-answering": AutoModelForQuestionAnswering}[task]
     torch.manual_seed(seed)
-    return auto.from_config(config).eval()
+    return auto_class(task).from_config(config).eval()
 
 
 def settle_batch_norms(model, batches: int = 4):

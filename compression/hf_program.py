@@ -155,26 +155,24 @@ def _reads_last_eos(model: torch.nn.Module) -> bool:
             and isinstance(getattr(base, "decoder", None), torch.nn.Module))
 
 
+def auto_class(task: str):
+    """transformers' Auto class that builds a model for `task` (AutoModel: feature-extraction)."""
+    import transformers
+
+    name = {"sequence-classification": "AutoModelForSequenceClassification",
+            "token-classification": "AutoModelForTokenClassification",
+            "question-answering": "AutoModelForQuestionAnswering",
+            "image-classification": "AutoModelForImageClassification",
+            "audio-classification": "AutoModelForAudioClassification",
+            "causal-lm": "AutoModelForCausalLM"}.get(task, "AutoModel")
+    return getattr(transformers, name)
+
+
 def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | None = None,
                       dtype: torch.dtype | str = "auto") -> torch.nn.Module:
     """`embedding`: a feature-extraction folder's declared sentence embedding, which then is the output. `dtype`:
     what the weights are loaded as; "auto" keeps the checkpoint's (a bfloat16 folder stays bfloat16)."""
-    from transformers import (
-        AutoModel,
-        AutoModelForAudioClassification,
-        AutoModelForCausalLM,
-        AutoModelForImageClassification,
-        AutoModelForQuestionAnswering,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-    )
-
-    auto = {"sequence-classification": AutoModelForSequenceClassification,
-            "token-classification": AutoModelForTokenClassification,
-            "question-answering": AutoModelForQuestionAnswering,
-            "image-classification": AutoModelForImageClassification,
-            "audio-classification": AutoModelForAudioClassification,
-            "causal-lm": AutoModelForCausalLM}.get(task, AutoModel)
+    auto = auto_class(task)
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
     # Architectures without it (DeBERTa-v2, MPNet; convolutional networks, which have no attention) refuse "sdpa"
