@@ -61,6 +61,7 @@ from compression.llm import export
 from compression.llm.quantize import QuantizedWeight, WeightFormat
 from compression.ptq.addmm_linear import LINEAR_WEIGHT_SUFFIX
 from compression.sentence_pooling import copy_sentence_transformers_files
+from compression.tied_copies import shared_groups
 
 aten = torch.ops.aten
 PROGRAM_PREFIX = "model."  # the program's module names are the folder model's, under `_TensorOutput.model`
@@ -250,10 +251,12 @@ def _embedding(codes: torch.Tensor, scale: torch.Tensor) -> QuantizedWeight:
 
 
 def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_rounds: int = 0,
-               computed: frozenset[str] = frozenset(), tables: frozenset[str] = frozenset()) -> FolderLayout:
+               computed: frozenset[str] = frozenset(), tables: frozenset[str] = frozenset(),
+               tied: list[list[str]] | None = None) -> FolderLayout:
     """The folder's tensors as the stage's graph holds them; `source` is the folder model's state dict,
     `source_rounds` how many `aten.round` the uploaded program itself computes, `tables` the names of its
-    `nn.Embedding` modules."""
+    `nn.Embedding` modules, `tied` its groups of shared tensors (`shared_groups`)."""
+    tied = tied or []
     if not isinstance(gm, fx.GraphModule):
         raise NotExpressible(f"the stage's model is a {type(gm).__name__}, not a graph of the uploaded folder")
     layout = FolderLayout()
@@ -298,7 +301,7 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
             name = node.target.removeprefix(PROGRAM_PREFIX).removesuffix(".weight_codes")
             # A re-exported program names a table tied to the output layer after that layer (`lm_head`): the
             # table is the embedding module's it is tied to.
-            name = _tied_module(name, source, tables, table=True)
+            name = _tied_module(name, tied, tables, table=True)
             if f"{name}.weight" not in source:
                 raise NotExpressible(f"embedding table {node.target} does not belong to a module of the folder")
             layout.embeddings.add(name)
@@ -341,16 +344,16 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
     return layout
 
 
-def _tied_module(name: str, source: dict[str, torch.Tensor], tables: frozenset[str], table: bool) -> str:
+def _tied_module(name: str, tied: list[list[str]], tables: frozenset[str], table: bool) -> str:
     """The module that uses module `name`'s weight as an embedding table (`table`) or as a layer's weight: `name`
     itself, or the one module of the other kind that shares its weight in the source (a tied output layer and
-    input embedding, which a program reads under one name). `tables`: the source's `nn.Embedding` modules."""
-    weight = source.get(f"{name}.weight")
-    if weight is None or (name in tables) == table:
+    input embedding, which a program reads under one name). `tied`: the source's groups of shared tensors
+    (`shared_groups`); `tables`: its `nn.Embedding` modules."""
+    if (name in tables) == table:
         return name
-    tied = [module for other, tensor in source.items() if other.endswith(".weight") and other != f"{name}.weight"
-            and tensor.data_ptr() == weight.data_ptr() and ((module := other.rsplit(".", 1)[0]) in tables) == table]
-    return tied[0] if len(tied) == 1 else name
+    partners = [other.rsplit(".", 1)[0] for names in tied if f"{name}.weight" in names for other in names
+                if other.endswith(".weight") and (other.rsplit(".", 1)[0] in tables) == table]
+    return partners[0] if len(partners) == 1 else name
 
 
 def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Module,
@@ -472,18 +475,15 @@ def _weights_read(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
     return reads
 
 
-def _fill_tied(gm: fx.GraphModule, source_model: torch.nn.Module, layout: FolderLayout) -> bool:
+def _fill_tied(gm: fx.GraphModule, tied: list[list[str]], layout: FolderLayout) -> bool:
     """Tensors the source model shares (a causal LM's output layer and input embedding): the stage's program reads them
     under one name (`compression.tied_copies`), so each module's float weight is the one its op reads, and a name the
     graph lacks gets the values the stage computes with (a quantized weight's dequantized values), not the upload's.
     Returns whether the folder must untie them: one of them is stored quantized, or with other values (iPQ of the
     output layer only), which transformers' tying would replace."""
-    shared: dict[int, list[str]] = {}
-    for name, tensor in source_model.state_dict(keep_vars=True).items():
-        shared.setdefault(tensor.data_ptr(), []).append(name)
     reads = _weights_read(gm)
     untie = False
-    for names in (names for names in shared.values() if len(names) > 1):
+    for names in tied:
         modules = [name.rsplit(".", 1)[0] for name in names]
         for name, module in zip(names, modules):
             if module not in layout.weights and reads.get(module) is not None:
@@ -575,12 +575,13 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     computed = frozenset(name for name, _ in source_model.named_buffers()) - set(source)
     _refuse_transposed_layers(source_model, model)  # before read_graph, which would call them foreign tensors
     tables = frozenset(name for name, module in source_model.named_modules() if isinstance(module, torch.nn.Embedding))
-    layout = read_graph(model, source, source_rounds, computed, tables)
+    tied = shared_groups(source.items())
+    layout = read_graph(model, source, source_rounds, computed, tables, tied)
     _refuse_transposed_layers(source_model, model, layout)
     if packed_path is not None:
-        add_packed_weights(layout, packed_path, source, tables)
+        add_packed_weights(layout, packed_path, source, tables, tied)
     _modules_with_own_forward(source_model, layout)
-    untied = _fill_tied(model, source_model, layout)
+    untied = _fill_tied(model, tied, layout)
     _merge_source(layout, source)
     if output_dir.exists():
         shutil.rmtree(output_dir)
@@ -650,17 +651,17 @@ def _per_row(tensor: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str, torch.Tensor],
-                       tables: frozenset[str] = frozenset()) -> None:
+                       tables: frozenset[str] = frozenset(), tied: list[list[str]] | None = None) -> None:
     """The general PTQ path's integer weights (`packed.safetensors`) into `layout`, replacing their dequantized
     float copies: per tensor, per channel or per group of input columns, 2-8 bits, symmetric or not; embedding
-    tables per row or per group of a row. `tables`: the source's `nn.Embedding` modules (a tied table's layer
-    weight is its output layer's)."""
+    tables per row or per group of a row. `tables`: the source's `nn.Embedding` modules, `tied` its groups of
+    shared tensors (a tied table's layer weight is its output layer's)."""
     from compression.quant.packed import FORMAT, open_with_graph, unpack_codes
 
     _, tensors, manifest = open_with_graph(packed_path, FORMAT)
     for entry in manifest:
         attr = entry["attr"]
-        name = _tied_module(attr.removeprefix(PROGRAM_PREFIX).removesuffix(".weight"), source, tables,
+        name = _tied_module(attr.removeprefix(PROGRAM_PREFIX).removesuffix(".weight"), tied or [], tables,
                             table=bool(entry.get("embedding")))
         if entry["dtype"] != "int" or len(entry["shape"]) != 2 or f"{name}.weight" not in source:
             raise NotExpressible(f"'{attr}' is stored as {entry['dtype']} {entry['shape']}, which compressed-tensors "

@@ -8,29 +8,32 @@ in float32, more than the rest of an int8 model), with parameter counts includin
 
 from __future__ import annotations
 
-from torch import fx, nn
+from typing import Iterable
+
+import torch
+from torch import fx
+
+
+def shared_groups(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> list[list[str]]:
+    """The names of tensors that view the same memory (same storage, offset, shape, strides and dtype: a tied
+    table under each of its names), in groups of two or more, in the order given."""
+    groups: dict[tuple, list[str]] = {}
+    for name, tensor in named_tensors:
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride(),
+               tensor.dtype)
+        groups.setdefault(key, []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
 
 
 def tie_shared_parameters(graph_module: fx.GraphModule) -> list[list[str]]:
-    """Make the parameters that view the same memory (same storage, offset, shape, strides and dtype) one
-    parameter under the first of their names, which every op that read another one now reads (as a tied model's
-    export has one placeholder for them); returns the groups of names tied, the kept name first."""
-    groups: dict[tuple, list[tuple[str, nn.Parameter]]] = {}
-    for name, parameter in graph_module.named_parameters(remove_duplicate=False):
-        key = (parameter.untyped_storage().data_ptr(), parameter.storage_offset(), tuple(parameter.shape),
-               parameter.stride(), parameter.dtype)
-        groups.setdefault(key, []).append((name, parameter))
-    renamed: dict[str, str] = {}
-    tied = []
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        kept = members[0][0]
-        for name, _ in members[1:]:
-            owner, _, leaf = name.rpartition(".")
-            delattr(graph_module.get_submodule(owner) if owner else graph_module, leaf)
-            renamed[name] = kept
-        tied.append([name for name, _ in members])
+    """Make the parameters that view the same memory one parameter under the first of their names, which every op
+    that read another one now reads (as a tied model's export has one placeholder for them); returns the groups of
+    names tied, the kept name first."""
+    tied = shared_groups(graph_module.named_parameters(remove_duplicate=False))
+    renamed = {name: names[0] for names in tied for name in names[1:]}
+    for name in renamed:
+        owner, _, leaf = name.rpartition(".")
+        delattr(graph_module.get_submodule(owner) if owner else graph_module, leaf)
     if renamed:
         for node in graph_module.graph.nodes:
             if node.op == "get_attr" and node.target in renamed:
