@@ -532,6 +532,18 @@ def _tensors(layout: FolderLayout) -> dict[str, torch.Tensor]:
     for name, (scale, zero, _) in layout.inputs.items():
         tensors[f"{name}.input_scale"] = torch.tensor([scale], dtype=torch.float32)
         tensors[f"{name}.input_zero_point"] = torch.tensor([zero], dtype=torch.int8)
+    return _unshared(tensors)
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each tensor in memory of its own: an int8 program reads a tied table's codes for both the embedding and the
+    output layer (`compression.ptq.embeddings`), and safetensors refuses tensors that share memory; the folder
+    holds each module's copy, as compressed-tensors has no way to share one."""
+    seen: set[int] = set()
+    for name, tensor in tensors.items():
+        if tensor.untyped_storage().data_ptr() in seen:
+            tensors[name] = tensor.clone()
+        seen.add(tensors[name].untyped_storage().data_ptr())
     return tensors
 
 

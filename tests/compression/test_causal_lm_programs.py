@@ -137,6 +137,23 @@ def test_a_tied_output_layer_is_written_as_the_stage_computes_it(tmp_path, stage
 
 
 
+def test_default_int8_stores_a_tied_table_once(tmp_path):
+    """The default int8 program of a tied causal LM: the embedding reads the output layer's int8 codes."""
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps({"split": split, "text": text})
+                                                   for split, texts in TEXTS.items() for text in texts))
+    archive = tmp_path / "llama.zip"
+    archive.write_bytes(zip_bytes(llama_folder(tmp_path / "llama", tie=True)))
+    result = run_folder_pipeline(archive, tmp_path / "rows.jsonl", "causal-lm", [PTQSpec()],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    metrics = result.stages[0].metrics
+    assert metrics["method_metrics"]["embeddings"]["shared_with_output_layer"] == ["model.model.embed_tokens.weight"]
+    program = load_program(next(a for a in result.stages[0].artifacts if a.path.name == "model_int8.pt2").path)
+    table_shape = program.state_dict["model.model.embed_tokens.weight_codes"].shape
+    assert [tensor.dtype for tensor in [*program.state_dict.values(), *program.constants.values()]
+            if tensor.shape == table_shape] == [torch.int8]
+    assert metrics["top1_agreement"] >= 0.9
+
+
 def test_a_mixture_of_experts_is_refused_before_export_with_the_reason(tmp_path):
     from transformers import MixtralConfig, MixtralForCausalLM
 

@@ -220,3 +220,18 @@ def test_a_low_rank_student_hands_the_next_stage_a_program_with_traced_shapes(tm
     _, result = _job(tmp_path, "feature-extraction", stages)
     assert not lacks_traced_shapes(result.stages[0].model)
     assert result.stages[1].metrics["method_metrics"]["quantized_layers"]
+
+
+def test_tensors_that_share_memory_are_written_as_copies_safetensors_accepts(tmp_path):
+    """An int8 program's tied table and output layer read one tensor of codes (`compression.ptq.embeddings`); a
+    folder holds each module's copy, since safetensors refuses tensors that share memory."""
+    from safetensors.torch import load_file, save_file
+
+    from compression.hf_folder_export import _unshared
+
+    codes = torch.randint(-128, 128, (6, 4), dtype=torch.int8)
+    tensors = _unshared({"model.embed_tokens.weight": codes, "lm_head.weight": codes, "norm.weight": torch.ones(4)})
+    assert tensors["model.embed_tokens.weight"] is codes  # the first keeps the tensor, the next get copies
+    save_file(tensors, tmp_path / "model.safetensors")
+    loaded = load_file(tmp_path / "model.safetensors")
+    assert torch.equal(loaded["lm_head.weight"], codes) and torch.equal(loaded["model.embed_tokens.weight"], codes)
