@@ -14,8 +14,9 @@ Only plain aten ops are used, so the program loads in a fresh process without an
 
 A table tied to an output layer (GPT-2, Llama 3.2, Qwen2.5, Gemma: the logits are `linear(h, table)`) is also that
 layer's weight, which int8 PTQ has already stored as int8 codes with one symmetric scale per output channel: per
-row of the table, the grid above. In int8 its lookups read those codes and scales, so the table is stored once
-(GPT-2 small's 38.6 M-entry table was stored twice before, the file 3.2x smaller than fp32 instead of 4x).
+row of the table, the int8 grid above. Its lookups read those codes and scales, so the table is stored once (GPT-2
+small's 38.6 M-entry table was stored twice before, the file 3.2x smaller than fp32 instead of 4.2x). Under the
+4-bit format too: a 4-bit copy beside the layer's int8 codes would add half a byte per entry.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class EmbeddingFormat:
         if self.bits == 8:
             return "int8 symmetric, per row"
         return f"int4 symmetric, per group of {self.group_size}, two codes per byte"
+
+
+SHARED_FORMAT = EmbeddingFormat(bits=8)  # a table read from its tied output layer's int8 codes
 
 
 def lookup_tables(gm: fx.GraphModule) -> tuple[dict[str, list[fx.Node]], dict[str, str]]:
@@ -67,22 +71,23 @@ def quantize_embeddings(gm: fx.GraphModule, fmt: EmbeddingFormat) -> dict:
     """Rewrite every `aten.embedding` on a float table of `gm` (in place) to read an integer table.
 
     Returns the report for the metrics: {"format", "tables": quantized table attributes, "kept_float": {table:
-    why}, and "shared_with_output_layer": the tables stored as a tied output layer's int8 weight, if any}."""
+    why}, and "shared_with_output_layer": the tables stored as a tied output layer's int8 weight, if any (in
+    int8 under a 4-bit `fmt` too)}."""
     quantized, shared_tables = [], []
     lookups, skipped = lookup_tables(gm)
     for attr, nodes in lookups.items():
         weight = _get(gm, attr)
-        if fmt.bits == 4 and weight.shape[1] % fmt.group_size:
+        shared = _output_layer_codes(gm, weight)
+        if shared is None and fmt.bits == 4 and weight.shape[1] % fmt.group_size:
             skipped[attr] = f"width {weight.shape[1]} is not a multiple of group_size {fmt.group_size}"
             continue
-        shared = _output_layer_codes(gm, weight) if fmt.bits == 8 else None
-        if shared is not None:
+        if shared is not None:  # in int8 whatever `fmt`: sharing costs nothing, a 4-bit copy half a byte an entry
             codes_attr, scale_attr = _share(gm, attr, *shared)
             shared_tables.append(attr)
         else:
             codes_attr, scale_attr = _register(gm, attr, weight.detach(), fmt)
         for node in nodes:
-            _rewrite_lookup(gm, node, codes_attr, scale_attr, fmt)
+            _rewrite_lookup(gm, node, codes_attr, scale_attr, SHARED_FORMAT if shared is not None else fmt)
         gm.graph.eliminate_dead_code()
         owner, _, leaf = attr.rpartition(".")
         delattr(gm.get_submodule(owner) if owner else gm, leaf)

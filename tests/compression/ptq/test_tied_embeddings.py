@@ -25,6 +25,17 @@ class TiedLM(torch.nn.Module):
         return self.head(torch.relu(self.hidden(self.embed(ids))))
 
 
+class TiedLMWithPositions(TiedLM):
+    """Also a table no layer reads (a position embedding)."""
+
+    def __init__(self):
+        super().__init__()
+        self.positions = torch.nn.Embedding(6, WIDTH)
+
+    def forward(self, ids):
+        return super().forward(ids) + self.head(self.positions(torch.arange(ids.shape[1])))
+
+
 def quantized(model: TiedLM, embeddings: EmbeddingFormat):
     torch.manual_seed(1)
     ids = torch.randint(0, VOCAB, (4, 6))
@@ -52,7 +63,14 @@ def test_the_lookups_read_the_output_layers_int8_codes_and_the_program_stores_th
         assert relative_max_gap(load_model(path)(ids), model(ids)) < 0.05
 
 
-def test_a_4_bit_table_keeps_codes_of_its_own():
-    _, report, _ = quantized(TiedLM().eval(), EmbeddingFormat(bits=4, group_size=8))
-    assert len(report["embeddings"]["tables"]) == 1
-    assert "shared_with_output_layer" not in report["embeddings"]
+def test_under_4_bit_tables_a_tied_table_still_reads_the_int8_codes_and_an_untied_one_gets_4_bit_codes(tmp_path):
+    """A 4-bit copy beside the output layer's int8 codes would add half a byte per entry: the tied table is shared
+    in int8; a table no layer reads is stored in 4 bits."""
+    model = TiedLMWithPositions().eval()
+    int8, report, ids = quantized(model, EmbeddingFormat(bits=4, group_size=8))
+    assert len(report["embeddings"]["tables"]) == 2
+    assert report["embeddings"]["shared_with_output_layer"] == [name for name in report["embeddings"]["tables"]
+                                                               if "positions" not in name]
+    stored = load_program(format_of("model.pt2").write(int8, (ids,), tmp_path / "model_int8.pt2"))
+    assert len(table_sized(stored, torch.int8)) == 1
+    assert [tuple(t.shape) for t in stored.state_dict.values() if t.dtype == torch.uint8] == [(6, WIDTH // 2)]
