@@ -63,8 +63,8 @@ def _user_commands(commands, common) -> None:
         return parser
 
     submit = add("submit", "job_commands.cmd_submit", "upload (if given files) and submit a job; prints its id")
-    submit.add_argument("model", help="a .pt2 file to upload, a Hugging Face folder (its directory, or a .zip/.tar "
-                                      "of it), a model id (mdl_...), or a job id (job_...) to start from that "
+    submit.add_argument("model", help="a .pt2 file to upload, a Hugging Face folder (its directory, or a .zip/.tar/"
+                                      ".tar.gz of it), a model id (mdl_...), or a job id (job_...) to start from that "
                                       "job's final model")
     submit.add_argument("data", help="an .npz (or, with a text model's folder, .jsonl text) file to upload, or a "
                                      "dataset id (ds_...)")

@@ -96,7 +96,7 @@ class Client:
 
     def upload_model(self, path: str | Path, idempotency_key: str | None = None, task: str | None = None) -> Upload:
         """Upload a `.pt2` (torch.export.save, dynamic batch dimension), or a Hugging Face folder (the directory
-        save_pretrained wrote, zipped here, or a .zip/.tar of it) with its `task` (default: inferred from
+        save_pretrained wrote, zipped here, or a .zip/.tar/.tar.gz of it) with its `task` (default: inferred from
         config.json); checked at once (InvalidInput says why)."""
         return self._upload("/v1/models", path, idempotency_key, task=task)
 

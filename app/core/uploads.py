@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from pathlib import PurePath
 from typing import AsyncIterator, BinaryIO, Callable, TypeVar
 
@@ -19,6 +20,7 @@ from app.core import idempotency, quotas
 from app.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.core.idempotency import KEY_HEADER
 from app.core.middleware import MULTIPART_OVERHEAD
+from compression.archive.compressed import ExpandsPastLimit, codec_of, decompress
 from compression.inspect import InvalidUpload
 from core.config import get_settings
 from core.db.models import Blob, Tenant
@@ -98,7 +100,8 @@ def file_sha256(file: UploadFile) -> str:
 
 def store_upload(session: Session, tenant: Tenant, file: UploadFile, limit: int, what: str,
                  inspect: Callable[..., T]) -> tuple[Blob, T]:
-    """Validate the upload (spooled to disk by the multipart parser, so memory is bounded) and store it."""
+    """Validate the upload (spooled to disk by the multipart parser, so memory is bounded) and store it; a
+    gzip/bz2/xz-compressed file is inspected and stored decompressed, up to `limit` bytes (`inspect_and_store`)."""
     settings = get_settings()
     source = file.file
     source.seek(0, os.SEEK_END)
@@ -108,20 +111,34 @@ def store_upload(session: Session, tenant: Tenant, file: UploadFile, limit: int,
     if size == 0:
         raise InvalidInput(f"the uploaded {what} file is empty")
     quotas.check_storage(session, tenant, size, settings)
-    return inspect_and_store(session, tenant, source, size, file.filename or what, inspect)
+    return inspect_and_store(session, tenant, source, size, file.filename or what, inspect,
+                             decompress_limit=limit)
 
 
 def inspect_and_store(session: Session, tenant: Tenant, source: BinaryIO, size: int, label: str,
-                      inspect: Callable[..., T]) -> tuple[Blob, T]:
+                      inspect: Callable[..., T], decompress_limit: int | None = None) -> tuple[Blob, T]:
     """Validate a complete file (a 422 names `label` and what is wrong), store it, and check the tenant's storage
-    quota again under the tenant lock: a concurrent upload may have used the quota meanwhile."""
-    source.seek(0)
-    try:
-        inspected = inspect(source)
-    except InvalidUpload as exc:
-        raise InvalidInput(f"{label}: {exc}") from None
-    source.seek(0)
-    blob = write_blob(session, tenant.id, source)
+    quota again under the tenant lock: a concurrent upload may have used the quota meanwhile.
+
+    With `decompress_limit` (the upload limit of the file's kind), a file compressed with gzip, bz2 or xz as a
+    whole (`tar czf` is how model folders are usually packed; `gzip rows.jsonl`) is decompressed first, up to
+    that many bytes (`compression.archive.compressed`), and the decompressed file is what is inspected, stored
+    and counted against the quota."""
+    with tempfile.TemporaryFile(dir=get_settings().data_dir) as plain:
+        source.seek(0)
+        try:
+            if decompress_limit is not None and codec_of(source.read(8)):
+                size = decompress(source, plain, decompress_limit)
+                quotas.check_storage(session, tenant, size, get_settings())
+                source = plain
+            source.seek(0)
+            inspected = inspect(source)
+        except ExpandsPastLimit as exc:
+            raise PayloadTooLarge(f"{label}: {exc}") from None
+        except InvalidUpload as exc:
+            raise InvalidInput(f"{label}: {exc}") from None
+        source.seek(0)
+        blob = write_blob(session, tenant.id, source)
     quotas.lock_tenant(session, tenant)
     quotas.check_storage(session, tenant, size, get_settings())
     return blob, inspected

@@ -124,7 +124,8 @@ def complete(session: Session, tenant: Tenant, upload_id: str, settings: Setting
             raise InvalidInput(f"the assembled file ({reader.size} bytes) has sha256 {reader.written().sha256}, "
                                f"not the {upload.sha256} this upload declared; PUT the parts again or start a new "
                                "upload")
-        blob, inspected = inspect_and_store(session, tenant, assembled, upload.size_bytes, upload.name, inspect)
+        blob, inspected = inspect_and_store(session, tenant, assembled, upload.size_bytes, upload.name, inspect,
+                                            decompress_limit=getattr(settings, LIMITS[upload.kind]))
     add_row = add_model if upload.kind == "model" else add_dataset
     row = add_row(session, tenant, upload.name, blob, inspected)
     # Of two concurrent completions, the first to record its result wins; the other rolls back its row.

@@ -5,7 +5,8 @@ walked here first, before `tarfile` parses anything: `tarfile` reads a pax or GN
 size the header claims, so those are capped at `max_metadata_bytes`; every other entry must be a regular file or
 a directory (no symlinks, hard links, devices or FIFOs), sizes count towards the caps as the headers state them
 (an uncompressed tar stores exactly that many bytes, and a short file is refused as truncated). Compressed tars are
-not read. Entries of one top-level folder (what zipping or tarring a folder gives) are named without it.
+decompressed once, at upload (`compression.archive.compressed`), and stored plain. Entries of one top-level folder
+(what zipping or tarring a folder gives) are named without it.
 """
 
 from __future__ import annotations
