@@ -6,6 +6,13 @@ computes `torch.addmm(bias, x, weight)` with the weight stored [in, out]. torcha
 `linear` and `conv2d` only, so int8 PTQ quantized none of a GPT-2 block's four projections: a GPT-2 program came
 back 1.1x smaller with only its classifier in int8. addmm(b, x, W) equals linear(x, W^T, b) exactly; the transposed
 weight is stored beside the original (which the re-export then drops, as nothing reads it).
+
+Falcon's `FalconLinear` (an nn.Linear subclass) computes `x @ self.weight.T` (+ bias): `matmul(x, numpy_T(W))` in
+the exported graph, which no method took for a layer: default int8 PTQ of a Falcon model quantized only its
+output layer and came back 1.15x smaller, structured pruning found nothing to cut. `matmul(x, W^T) + b` equals
+`linear(x, W, b)` exactly and reads the same weight, so `weight_products_as_linear` rewrites it (and the
+`x @ W` form, W stored [in, out], with a transposed copy as for addmm) once, on the upload's graph, for every
+method.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from torch import fx
 
 from compression.ptq.conv1d import mark_module_type, new_weight, rewrite_calls, stored_weight
 
-_ADDMM = torch.ops.aten.addmm.default
+aten = torch.ops.aten
+_ADDMM = aten.addmm.default
+_PRODUCTS = (aten.matmul.default, aten.mm.default)
 LINEAR_WEIGHT_SUFFIX = "as_linear"  # the transposed weight is stored as `<weight>_as_linear` beside the original
 
 
@@ -53,3 +62,92 @@ def _as_linear(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
         linear = graph.graph.call_function(torch.ops.aten.linear.default, (inputs, weight_t, bias))
     mark_module_type(linear, node, "torch.nn.modules.linear.Linear")
     return linear
+
+
+def weight_products_as_linear(graph: fx.GraphModule) -> int:
+    """Rewrite, in place, every `matmul`/`mm` of an input by a stored 2-D weight, transposed (`x @ W.T`, W [out,
+    in]: read as it is) or not (`x @ W`, W [in, out]: a transposed copy stored as for addmm), and a stored [out]
+    bias added to it alone, as `aten.linear`; returns how many. Each new node keeps the traced value and module
+    stack of the node it replaces (its module's type set to nn.Linear), so the graph runs and is analysed
+    without a re-export."""
+    rewritten = 0
+    for node in list(graph.graph.nodes):
+        if node.op == "call_function" and node.target in _PRODUCTS and _product_as_linear(graph, node):
+            rewritten += 1
+    if rewritten:
+        for node in graph.graph.find_nodes(op="get_attr"):
+            if not node.users:
+                graph.graph.erase_node(node)
+        from compression.ptq.quantize import drop_unreferenced_tensors  # quantize imports this module
+
+        drop_unreferenced_tensors(graph)
+        graph.graph.lint()
+        graph.recompile()
+    return rewritten
+
+
+_TRANSPOSES = {aten.numpy_T.default, aten.t.default, aten.transpose.int, aten.permute.default}
+
+
+def _product_as_linear(graph: fx.GraphModule, node: fx.Node) -> bool:
+    inputs, right = node.args[:2]
+    weight, transposed = _stored_operand(graph, right)
+    if weight is None or not isinstance(inputs, fx.Node) or not _is_float(inputs):
+        return False
+    stored = stored_weight(graph, weight)
+    replaced, bias = node, None
+    if len(node.users) == 1 and (add := next(iter(node.users))).target == aten.add.Tensor and not add.kwargs:
+        other = add.args[1] if add.args[0] is node else add.args[0]
+        stored_bias = stored_weight(graph, other)
+        out_features = stored.shape[0] if transposed else stored.shape[1]
+        if stored_bias is not None and tuple(stored_bias.shape) == (out_features,):
+            replaced, bias = add, other
+    with graph.graph.inserting_before(replaced):
+        if not transposed:
+            weight = new_weight(graph, weight, LINEAR_WEIGHT_SUFFIX, stored.detach().t().contiguous())
+        linear = graph.graph.call_function(aten.linear.default, (inputs, weight, bias))
+    linear.meta.update({key: value for key, value in replaced.meta.items() if key in ("val", "tensor_meta")})
+    mark_module_type(linear, node, "torch.nn.modules.linear.Linear")
+    replaced.replace_all_uses_with(linear)
+    graph.graph.erase_node(replaced)
+    if replaced is not node:
+        graph.graph.erase_node(node)
+    if right is not weight and not right.users:  # the transpose nothing reads any more
+        graph.graph.erase_node(right)
+    return True
+
+
+def _stored_operand(graph: fx.GraphModule, operand) -> tuple[fx.Node | None, bool]:
+    """(the get_attr of a 2-D float parameter, whether `operand` is its transpose) when `operand` is one of them;
+    (None, False) for a computed operand (an activation, as attention's q @ k^T) and for a buffer or constant (a
+    fixed matrix such as a mel filterbank is no layer to quantize or prune)."""
+    transposed = False
+    if isinstance(operand, fx.Node) and operand.op == "call_function" and operand.target in _TRANSPOSES:
+        if not _swaps_two_dimensions(operand):
+            return None, False
+        operand, transposed = operand.args[0], True
+    stored = stored_weight(graph, operand)
+    if stored is None or stored.dim() != 2 or not stored.is_floating_point() or not _is_parameter(graph, operand):
+        return None, False
+    return operand, transposed
+
+
+def _is_parameter(graph: fx.GraphModule, attribute: fx.Node) -> bool:
+    try:
+        graph.get_parameter(attribute.target)
+    except AttributeError:
+        return False
+    return True
+
+
+def _swaps_two_dimensions(node: fx.Node) -> bool:
+    if node.target == aten.permute.default:
+        return list(node.args[1]) == [1, 0]
+    if node.target == aten.transpose.int:
+        return {node.args[1] % 2, node.args[2] % 2} == {0, 1}
+    return True  # numpy_T, t: of a 2-D tensor, the transpose
+
+
+def _is_float(node: fx.Node) -> bool:
+    value = node.meta.get("val")
+    return not isinstance(value, torch.Tensor) or value.dtype.is_floating_point
