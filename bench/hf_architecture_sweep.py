@@ -4,7 +4,8 @@ word-level tokenizer, saved with `save_pretrained` (safetensors), zipped, checke
 (`compression.archive.hf_folder`) and run by `compression.llm.pipeline.run_folder_pipeline` with each method's
 default spec (few steps and samples, so a case takes seconds). Nothing is downloaded.
 
-Printed: one row per model_type x task x method: ok or the first line of the error, seconds, and the Hugging Face
+Printed: one row per model_type x task x method: ok or the first line of the error, seconds, how much smaller
+than the upload the stage's model is (with int8 PTQ's quantized layer count), and the Hugging Face
 folder the job wrote (for encoders and classifiers the pipeline loads it back with `from_pretrained` and compares
 it with the stage's model: the relative difference, or why none was written; for causal LMs the stage's
 perplexity against the upload's: of `llm_ptq`'s folder loaded back with transformers, and of the other methods'
@@ -353,6 +354,15 @@ def folder_outcome(task: str, result) -> str:
     return f"{perplexity}no folder: {str(folder.get('reason', '?')).splitlines()[0][:160]}"
 
 
+def stage_effect(result) -> str:
+    """What the stage did, so that a stage that ran but changed little shows (Falcon's int8 once quantized its
+    output layer alone and said "ok"): x smaller than the upload, and int8 PTQ's quantized layer count."""
+    metrics = result.stages[-1].metrics
+    effect = f"{metrics.get('compression_ratio', 0):.2f}x"
+    layers = (metrics.get("method_metrics") or {}).get("quantized_layers")
+    return effect + (f", {layers} layers int8" if layers is not None else "")
+
+
 def run_case(model_type: str, task: str, method: str, spec, directory: Path, dtype: str = "float32") -> dict:
     row = {"model_type": model_type, "task": task, "method": method}
     started = time.monotonic()
@@ -365,7 +375,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
             pairs=task == "question-answering")
         result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(latency=False), RunContext(),
                                      directory / f"{model_type}-{task}-{method}")
-        row |= {"ok": True, "folder": folder_outcome(task, result)}
+        row |= {"ok": True, "folder": folder_outcome(task, result), "effect": stage_effect(result)}
     except Exception as exc:  # noqa: BLE001 - the sweep reports every failure and goes on
         row |= {"ok": False, "error": first_line(exc), "where": traceback.format_exc().splitlines()[-3].strip()}
     row["seconds"] = round(time.monotonic() - started, 1)
@@ -421,14 +431,15 @@ def main() -> None:
     methods = args.methods.split(",") if args.methods else None
     rows = []
     print(f"weights saved as {args.dtype}; load average at start: {os.getloadavg()[0]:.2f}\n")
-    print("| model_type | task | method | result | s | HF folder |\n|---|---|---|---|---|---|", flush=True)
+    print("| model_type | task | method | result | s | x smaller | HF folder |\n|---|---|---|---|---|---|---|",
+          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for index, case in enumerate(cases(types, methods, args.tasks.split(",") if args.tasks else None)):
             row = case if isinstance(case, dict) else run_case(*case, Path(tmp) / str(index), args.dtype)
             rows.append(row)
             result = "ok" if row["ok"] else ("skipped" if row["ok"] is None else f"ERROR {row['error']}")
             print(f"| {row['model_type']} | {row['task']} | {row['method']} | {result} | {row['seconds']} | "
-                  f"{row.get('folder', '')} |", flush=True)
+                  f"{row.get('effect', '')} | {row.get('folder', '')} |", flush=True)
     failed = sum(row["ok"] is False for row in rows)
     print(f"\n{len(rows) - failed}/{len(rows)} ok; load average at end: {os.getloadavg()[0]:.2f}")
     if args.json:

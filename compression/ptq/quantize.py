@@ -42,6 +42,7 @@ from compression.ptq.conv1d import conv1d_as_conv2d
 from compression.ptq.conv_orientation import tall_convs_on_their_side
 from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
 from compression.ptq.explicit_padding import pad_long_kernels_explicitly
+from compression.ptq.functional_layers import mark_functional_layers
 from compression.ptq.smoothquant import smooth_linears
 from compression.ptq.string_padding import numeric_conv_padding
 from compression.quant.graph import find_layers, select_layers
@@ -63,7 +64,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     the conv/linear layers to quantize; the others stay float. `report`, when given, receives what was done beyond
     quantizing: "dropped_branches", "numeric_conv_padding" (string-padded convs), "conv1d_as_conv2d",
     "addmm_as_linear" and "tall_convs_on_their_side" (how many),
-    "explicitly_padded" (the long-kernel convs whose padding became a separate op), "embeddings",
+    "explicitly_padded" (the long-kernel convs whose padding became a separate op), "functional_layers" (the
+    modules whose linear/conv calls the quantizer would have left float, `functional_layers.py`), "embeddings",
     "smoothquant", "float_layers" (the layers left float, when patterns were given) and "activation_range".
     `reduce_range` True calibrates activations to 0..127 (exact on CPUs without VNNI, `int8_kernels.py`), False
     to 0..255.
@@ -123,6 +125,8 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
         # The quantizer reads every node's traced shape (meta "val"), which the inserted nodes lack.
         graph = export_model(graph, example_inputs).module()
     separate_repeated_module_calls(graph)
+    if functional := mark_functional_layers(graph):
+        report["functional_layers"] = functional
     float_nodes = set()
     if include or exclude:
         float_nodes, report["float_layers"] = float_layer_nodes(graph, list(include), list(exclude))
