@@ -46,7 +46,9 @@ def multipart_body(description: str) -> dict:
 @router.post("/models", status_code=201, response_model=ModelOut, tags=["models"], responses=UPLOAD_ERRORS,
              openapi_extra=multipart_body("A .pt2 written by torch.export.save, exported with a dynamic batch "
                                           "dimension; or a Hugging Face model folder (config.json, *.safetensors, "
-                                          "tokenizer files) as a .zip or .tar (docs/huggingface.md)."))
+                                          "tokenizer files) as a .zip or .tar (docs/huggingface.md). A file "
+                                          "compressed as a whole (.tar.gz, .tar.xz, .tar.bz2, a gzipped .pt2) "
+                                          "is stored decompressed."))
 def upload_model(session: SessionDep, tenant: TenantDep, file: ModelFile, task: Task = None,
                  idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Upload a model. It is checked at once: a truncated or unreadable file, pickled weights or Python files in a

@@ -29,7 +29,8 @@ def fingerprint(file: UploadFile, *options: str | None) -> str:
 
 def create_model(session: Session, tenant: Tenant, file: UploadFile, settings: Settings,
                  task: str | None = None) -> Model:
-    """A `.pt2` or a Hugging Face folder (`.zip`/`.tar`), told apart by content; `task` only for a folder."""
+    """A `.pt2` or a Hugging Face folder (`.zip`/`.tar`; either may come compressed as a whole), told apart by
+    content; `task` only for a folder."""
     name = upload_name(file, "model.pt2")
     blob, inspected = store_upload(session, tenant, file, settings.max_model_bytes, "model",
                                    partial(inspect_model, limits=settings.archive_limits, task=task))

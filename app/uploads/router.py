@@ -82,8 +82,9 @@ async def put_part(request: Request, session: SessionDep, tenant: TenantDep, upl
 def complete_upload(session: SessionDep, tenant: TenantDep, upload_id: str, task: Task = None) -> UploadOut:
     """Assemble the parts, check the whole file's size and sha256, validate it like a normal upload (422 says
     what is wrong) and store it: `result` is the new model or dataset. A model may be a `.pt2` or a Hugging Face
-    folder (`.zip`/`.tar`, with `task` as for POST /v1/models), a dataset an `.npz` or a `.jsonl`. 409 lists
-    missing parts. Repeating it returns the same result."""
+    folder (`.zip`/`.tar`, with `task` as for POST /v1/models), a dataset an `.npz` or a `.jsonl`; a file
+    compressed as a whole (gzip, xz, bz2) is stored decompressed, and `result`'s size and sha256 are then the
+    decompressed file's. 409 lists missing parts. Repeating it returns the same result."""
     return upload_out(session, service.complete(session, tenant, upload_id, get_settings(), task))
 
 
