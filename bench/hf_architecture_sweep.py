@@ -356,11 +356,13 @@ def folder_outcome(task: str, result) -> str:
 
 def stage_effect(result) -> str:
     """What the stage did, so that a stage that ran but changed little shows (Falcon's int8 once quantized its
-    output layer alone and said "ok"): x smaller than the upload, and int8 PTQ's quantized layer count."""
+    output layer alone and said "ok"): x smaller than the upload, and int8 PTQ's (iPQ's) quantized layer count."""
     metrics = result.stages[-1].metrics
     effect = f"{metrics.get('compression_ratio', 0):.2f}x"
     layers = (metrics.get("method_metrics") or {}).get("quantized_layers")
-    return effect + (f", {layers} layers int8" if layers is not None else "")
+    if isinstance(layers, dict):  # iPQ: its k-means report per layer
+        return effect + f", {len(layers)} layers quantized"
+    return effect + (f", {layers} layers int8" if isinstance(layers, int) else "")
 
 
 def run_case(model_type: str, task: str, method: str, spec, directory: Path, dtype: str = "float32") -> dict:

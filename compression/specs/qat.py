@@ -3,6 +3,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from compression.specs.common import Spec, Steps
+from compression.specs.ptq import EmbeddingQuantSpec
 from compression.specs.training import TrainingSpec
 
 Bits = Annotated[int, Field(ge=2, le=8)]
@@ -40,6 +41,11 @@ class QATSpec(Spec):
                                                         "conv/linear, which are the most sensitive (the LSQ and "
                                                         "PACT papers keep them at 8); null quantizes them like the "
                                                         "rest.")
+    embeddings: EmbeddingQuantSpec | None = Field(
+        EmbeddingQuantSpec(), description="Embedding tables (`aten.embedding` lookups, which QAT does not train "
+                                          "quantized) are quantized after training as PTQ stores them: int8 per "
+                                          "row by default, or 4-bit per group; the metrics are measured with them. "
+                                          "null keeps them fp32 in the packed file.")
     freeze_bn_after: Steps | None = Field(
         None, description="Step after which BatchNorm uses and stops updating its running statistics.")
     calibration_samples: Annotated[int, Field(ge=1, le=100_000)] = Field(

@@ -129,13 +129,21 @@ def test_qat_becomes_static_input_quantizers_and_its_packed_weights(tmp_path, qu
     _, result = _job(tmp_path, "feature-extraction", [spec])
     stage = result.stages[0]
     written = stage.metrics["hf_folder"]
-    assert written["static_input_quantizers"] == written["quantized_modules"] == 12  # every linear, W4A8 / W8A8
+    assert written["static_input_quantizers"] == 12  # every linear, W4A8 / W8A8
+    assert written["quantized_modules"] == 12 + 3  # and the three embedding tables
     loaded = formats.load("model.hf_folder", _folder_artifact(stage).path).eval()
     schemes = loaded.config.quantization_config
     schemes = schemes["config_groups"] if isinstance(schemes, dict) else schemes.quantization_config.config_groups
     bits = sorted({(group["weights"] if isinstance(group, dict) else group.weights.model_dump())["num_bits"]
                    for group in schemes.values()})
     assert bits == [4, 8]  # 4-bit layers, the first and last at 8 bits
+    # the embedding tables, which training does not quantize, are stored int8 per row after it (in the folder too)
+    assert sorted(stage.metrics["method_metrics"]["embeddings"]["tables"]) == [
+        "model.embeddings.position_embeddings.weight", "model.embeddings.token_type_embeddings.weight",
+        "model.embeddings.word_embeddings.weight"]
+    row = loaded.embeddings.word_embeddings.weight[5].detach()
+    codes = row / (row.abs().max() / 127)  # on the int8 grid of its row
+    assert torch.allclose(codes, codes.round(), atol=1e-2)
     inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
     with torch.no_grad():
         got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
