@@ -94,6 +94,8 @@ def _product_as_linear(graph: fx.GraphModule, node: fx.Node) -> bool:
     weight, transposed = _stored_operand(graph, right)
     if weight is None or not isinstance(inputs, fx.Node) or not _is_float(inputs):
         return False
+    if not transposed and _other_readers(graph, weight, node):
+        return False  # its transposed copy would be stored beside the original, which others still read
     stored = stored_weight(graph, weight)
     replaced, bias = node, None
     if len(node.users) == 1 and (add := next(iter(node.users))).target == aten.add.Tensor and not add.kwargs:
@@ -130,6 +132,11 @@ def _stored_operand(graph: fx.GraphModule, operand) -> tuple[fx.Node | None, boo
     if stored is None or stored.dim() != 2 or not stored.is_floating_point() or not _is_parameter(graph, operand):
         return None, False
     return operand, transposed
+
+
+def _other_readers(graph: fx.GraphModule, weight: fx.Node, product: fx.Node) -> bool:
+    readers = [user for node in graph.graph.find_nodes(op="get_attr", target=weight.target) for user in node.users]
+    return readers != [product]
 
 
 def _is_parameter(graph: fx.GraphModule, attribute: fx.Node) -> bool:

@@ -102,7 +102,8 @@ def test_a_low_rank_student_factorizes_the_gpt2_projections():
 
 class _ProductLayers(torch.nn.Module):
     """A FalconLinear-style `x @ W.T + b`, an `x @ V` with V stored [in, out], an attention-style product of two
-    activations, and a fixed matrix (a buffer, as a mel filterbank)."""
+    activations, a fixed matrix (a buffer, as a mel filterbank), and an `x @ U` whose U another op reads too (a
+    transposed copy would be stored beside it)."""
 
     def __init__(self):
         super().__init__()
@@ -110,10 +111,11 @@ class _ProductLayers(torch.nn.Module):
         self.w, self.b = torch.nn.Parameter(torch.randn(16, 8)), torch.nn.Parameter(torch.randn(16))
         self.v = torch.nn.Parameter(torch.randn(16, 12))
         self.register_buffer("filterbank", torch.randn(12, 4))
+        self.u = torch.nn.Parameter(torch.randn(4, 4))
 
     def forward(self, x):
         hidden = torch.relu(x @ self.w.T + self.b) @ self.v
-        return (hidden @ hidden.transpose(-1, -2)) @ hidden @ self.filterbank
+        return (hidden @ hidden.transpose(-1, -2)) @ hidden @ self.filterbank @ self.u + self.u.mean()
 
 
 def test_weight_products_become_linears_reading_the_same_weights():
@@ -124,7 +126,7 @@ def test_weight_products_become_linears_reading_the_same_weights():
     assert weight_products_as_linear(graph) == 2
     linears = graph.graph.find_nodes(op="call_function", target=_LINEAR)
     assert len(linears) == 2 and linears[0].args[2] is not None  # the bias folded into the first
-    assert {tuple(parameter.shape) for parameter in graph.parameters()} == {(16, 8), (16,), (12, 16)}
+    assert {tuple(parameter.shape) for parameter in graph.parameters()} == {(16, 8), (16,), (12, 16), (4, 4)}
     assert all("val" in node.meta for node in linears)  # traced shapes kept: no re-export needed
     with torch.no_grad():
         assert torch.allclose(graph(x), model(x), rtol=1e-4, atol=1e-4)
