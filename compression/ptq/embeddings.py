@@ -138,10 +138,22 @@ def _output_layer_codes(gm: fx.GraphModule, table: torch.Tensor) -> tuple[fx.Nod
         if values.dtype != torch.int8 or values.shape != table.shape or bool(zero_points.ne(0).any()):
             continue
         step = _get(gm, scale.target).float().reshape(-1, 1)
-        with torch.no_grad():
-            if bool(((values.float() * step - table).abs() <= step * 0.5001 + 1e-12).all()):
-                return codes, step
+        if _on_grid(values, step, table):
+            return codes, step
     return None
+
+
+ROWS_PER_CHECK = 4096  # a 128k x 4096 table compared at once would take three 2 GiB temporaries
+
+
+@torch.no_grad()
+def _on_grid(codes: torch.Tensor, step: torch.Tensor, table: torch.Tensor) -> bool:
+    """Whether codes x step is `table` rounded to that grid: every entry within half a step."""
+    for start in range(0, len(table), ROWS_PER_CHECK):
+        rows = slice(start, start + ROWS_PER_CHECK)
+        if not bool(((codes[rows].float() * step[rows] - table[rows]).abs() <= step[rows] * 0.5001 + 1e-12).all()):
+            return False
+    return True
 
 
 def _share(gm: fx.GraphModule, attr: str, codes: fx.Node, step: torch.Tensor) -> tuple[str, str]:

@@ -6,6 +6,7 @@ import torch
 from compression.fidelity import relative_max_gap
 from compression.formats import format_of
 from compression.io import load_model, load_program
+from compression.ptq import embeddings
 from compression.ptq.embeddings import EmbeddingFormat
 from compression.ptq.quantize import quantize_int8
 
@@ -49,7 +50,8 @@ def table_sized(program, dtype: torch.dtype) -> list[torch.Tensor]:
             if tensor.dtype == dtype and tensor.shape == (VOCAB, WIDTH)]
 
 
-def test_the_lookups_read_the_output_layers_int8_codes_and_the_program_stores_the_table_once(tmp_path):
+def test_the_lookups_read_the_output_layers_int8_codes_and_the_program_stores_the_table_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(embeddings, "ROWS_PER_CHECK", 16)  # the grid check runs over the rows in 4 chunks
     model = TiedLM().eval()
     int8, report, ids = quantized(model, EmbeddingFormat())
     # one name for the tied parameter (export keeps the output layer's)
