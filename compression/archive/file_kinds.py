@@ -43,6 +43,10 @@ def describe_bytes(head: bytes) -> str | None:
         return f"this is a GGUF file (llama.cpp), which modelpress does not read; {EXPORT_HOW}"
     if head[:1] == b"\x08" and (b"pytorch" in lower or b"onnx" in lower):  # ir_version, then the producer
         return f"this looks like an ONNX model, which modelpress does not read; {EXPORT_HOW}"
+    if head.startswith((b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07")):
+        kind = "7z" if head.startswith(b"7z") else "RAR"
+        return (f"this is a {kind} archive, which is not read; pack the model folder as a .zip or a .tar "
+                "(gzip or xz compression is fine: tar czf model.tar.gz -C my-model .)")
     if head[:8] == b"\x89HDF\r\n\x1a\n":
         return f"this is an HDF5 file (Keras/TensorFlow weights), which modelpress does not read; {EXPORT_HOW}"
     return None

@@ -53,6 +53,8 @@ def test_a_bomb_stops_at_the_upload_limit_with_413(api, auth, monkeypatch):
     (gzip.compress(b"x" * 10_000)[:-40], "damaged or truncated gzip data"),
     (b"\x28\xb5\x2f\xfd" + bytes(64), "zstd-compressed file, which is not read"),
     (gzip.compress(b""), "holds nothing"),
+    (b"7z\xbc\xaf\x27\x1c" + bytes(64), "7z archive, which is not read; pack the model folder as a .zip or a .tar"),
+    (b"Rar!\x1a\x07\x00" + bytes(64), "RAR archive, which is not read"),
 ])
 def test_damaged_or_unreadable_compression_is_refused_with_the_reason(api, auth, data, expected):
     response = _upload(api, auth, "models", "model.tar.gz", data)
