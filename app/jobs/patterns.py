@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 
 from compression.specs import StageSpec
 
@@ -46,8 +47,19 @@ def pattern_problems(stages: list[StageSpec], layers: list[str] | None) -> list[
                          if not any(fnmatch.fnmatchcase(name, p) for name in names)]
             if unmatched:
                 problems.append(f"stages.{index}.{field}: {unmatched} match no {what} of the model; its "
-                                f"{what}s are {_shown(names)}")
+                                f"{what}s are {_shown(names)}{_tied_output_hint(unmatched, names)}")
     return problems
+
+
+def _tied_output_hint(unmatched: list[str], names: list[str]) -> str:
+    """Why `lm_head` may be missing: a causal LM whose output layer shares the input embedding's table (GPT-2,
+    Llama 3.2, Qwen2.5, Gemma) stores one tensor for both, and the program names that layer after the table."""
+    if not any("lm_head" in pattern for pattern in unmatched) or any("lm_head" in name for name in names):
+        return ""
+    tables = [name for name in names if re.search(r"(embed_tokens|wte|word_embeddings)(\.weight)?$", name)]
+    where = f" ({tables[0]})" if len(tables) == 1 else ""
+    return ("; this model has no separate lm_head: its output layer shares the input embedding's table (tied "
+            f"weights), and the program names that layer after the embedding{where}")
 
 
 def _replaces_model(stage: StageSpec) -> bool:

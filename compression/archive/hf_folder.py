@@ -27,6 +27,7 @@ from typing import BinaryIO
 
 from compression.archive.errors import InvalidUpload
 from compression.archive.folder import FolderArchive
+from compression.archive.gpt2_names import opt_module_names, rewritten_as_opt
 from compression.archive.hf_architectures import (
     ARRAY_TASKS,
     AUDIO_TASKS,
@@ -150,7 +151,9 @@ class HFFolder:
         layers = sorted({name.rsplit(".", 1)[0] for name in self.tensors if "." in name})
         # The exported program wraps the model as `model`; a head checkpoint loaded as its base model has other
         # names than its file, and then the worker checks layer patterns instead of the API.
-        program_layers = [f"model.{layer}" for layer in layers] if self.saved_for == self.task else []
+        # A GPT-2 folder's jobs run its OPT rewrite (`gpt2_names`), whose module names the program has.
+        modules = opt_module_names(layers, self.task) if rewritten_as_opt(config, self.task) else layers
+        program_layers = [f"model.{layer}" for layer in modules] if self.saved_for == self.task else []
         extra = {}
         if self.task == "causal-lm":  # llm_ptq names the checkpoint's layers, the other methods the program's
             extra = {"program_layers": program_layers}

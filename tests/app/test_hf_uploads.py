@@ -16,6 +16,7 @@ from tests.hf_folders import (  # noqa: F401 (fixtures)
     image_folder,
     jsonl_bytes,
     llama_dir,
+    llama_folder,
     tar_bytes,
     zip_bytes,
 )
@@ -114,6 +115,29 @@ def test_jobs_check_what_runs_on_what(api, auth, hf, uploaded):
     ]:
         status, text = _job(api, auth, model, dataset, stages)
         assert status == 422 and expected in text, text
+
+
+def test_lm_head_patterns_on_a_tied_model_say_where_the_output_layer_is(api, auth, hf, tmp_path):
+    """A tied causal LM (Llama 3.2, Qwen2.5, GPT-2) stores one table for its embedding and output layer: no
+    `lm_head` in the checkpoint or the program; the refusal says so and names the layer to use."""
+    tied = _upload(api, auth, "models", "tied.zip", zip_bytes(llama_folder(tmp_path / "tied", tie=True)))
+    assert tied.status_code == 201, tied.text
+    status, text = _job(api, auth, tied.json(), hf["text"], [{"method": "ptq", "exclude": ["*lm_head*"]}])
+    assert status == 422 and "no separate lm_head" in text and "(model.model.embed_tokens)" in text, text
+    assert _job(api, auth, tied.json(), hf["text"], [{"method": "ptq", "exclude": ["model.model.embed_tokens"]}]
+                )[0] == 201
+
+
+def test_gpt2_patterns_name_the_opt_rewrite_the_jobs_run(api, auth, hf, tmp_path):
+    """A GPT-2 folder's jobs run its OPT rewrite (nn.Linear layers): patterns name its layers, as the worker's
+    program does (the API checked the GPT-2 checkpoint's names, which every job then failed on)."""
+    gpt2 = _upload(api, auth, "models", "gpt2.zip", zip_bytes(gpt2_folder(tmp_path / "gpt2")))
+    assert gpt2.status_code == 201, gpt2.text
+    opt_layer = "model.model.decoder.layers.0.self_attn.q_proj"
+    assert _job(api, auth, gpt2.json(), hf["text"], [{"method": "ptq", "exclude": [opt_layer]}])[0] == 201
+    status, text = _job(api, auth, gpt2.json(), hf["text"], [{"method": "ptq",
+                                                              "exclude": ["model.transformer.h.0.attn.c_attn"]}])
+    assert status == 422 and opt_layer in text, text
 
 
 def test_windows_past_a_learned_position_table_are_refused(api, auth, hf, tmp_path):
