@@ -1,10 +1,10 @@
-"""A model file sent compressed as a whole (`tar czf model.tar.gz`, `.tar.xz`, `.tar.bz2`, or a gzipped `.pt2`):
+"""An upload compressed as a whole (`tar czf model.tar.gz`, `.tar.xz`, `.tar.bz2`, a gzipped `.pt2` or `.jsonl`):
 decompressed once, when it is uploaded, into the plain file that is then inspected, stored and read like any
 upload (`compression.archive.folder` reads uncompressed tars only, member by member under its caps).
 
-Decompression streams in chunks and stops at a cap (the model size limit), so a bomb costs at most the cap in
-disk and one chunk in memory, and the worker never decompresses anything. zstd has no reader in Python's
-standard library: such a file is refused with what to send instead.
+Decompression streams in chunks and stops at a cap (the upload limit of the file's kind), so a bomb costs at most
+the cap in disk and one chunk in memory, and the worker never decompresses anything. zstd has no reader in
+Python's standard library: such a file is refused with what to send instead.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import bz2
 import gzip
 import lzma
 import zlib
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from compression.archive.errors import InvalidUpload
 
@@ -38,19 +38,20 @@ def codec_of(head: bytes) -> str | None:
 
 def decompress(source: BinaryIO, target: BinaryIO, cap: int) -> int:
     """Write `source` (a file `codec_of` recognises) decompressed into `target`; returns the decompressed size.
-    Raises ExpandsPastLimit past `cap` bytes and InvalidUpload when the data is damaged or truncated."""
-    name, reader = _codec(source)
+    Raises ExpandsPastLimit past `cap` bytes and InvalidUpload when the data is damaged or truncated (an error
+    writing `target`, such as a full disk, is not the upload's and propagates as it is)."""
+    source.seek(0)
+    name = codec_of(source.read(8))
+    source.seek(0)
+    opener = next(opener for codec, opener in CODECS.values() if codec == name)
     size = 0
-    try:
-        with reader(source) as stream:
-            while chunk := stream.read(CHUNK_BYTES):
-                size += len(chunk)
-                if size > cap:
-                    raise ExpandsPastLimit(f"the {name}-compressed file expands past {cap} bytes, the limit on "
-                                           "uploads of this kind")
-                target.write(chunk)
-    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
-        raise InvalidUpload(f"damaged or truncated {name} data ({exc}); compress the archive again") from None
+    with opener(source) as stream:
+        while chunk := _read(stream, name):
+            size += len(chunk)
+            if size > cap:
+                raise ExpandsPastLimit(f"the {name}-compressed file expands past {cap} bytes, the limit on uploads "
+                                       "of this kind")
+            target.write(chunk)
     if size == 0:
         raise InvalidUpload(f"the {name}-compressed file holds nothing")
     target.flush()
@@ -58,11 +59,8 @@ def decompress(source: BinaryIO, target: BinaryIO, cap: int) -> int:
     return size
 
 
-def _codec(source: BinaryIO) -> tuple[str, Callable[[BinaryIO], BinaryIO]]:
-    source.seek(0)
-    head = source.read(8)
-    source.seek(0)
-    for magic, codec in CODECS.items():
-        if head.startswith(magic):
-            return codec
-    raise InvalidUpload("the file is not compressed with gzip, bz2 or xz")
+def _read(stream: BinaryIO, name: str) -> bytes:
+    try:
+        return stream.read(CHUNK_BYTES)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+        raise InvalidUpload(f"damaged or truncated {name} data ({exc}); compress the archive again") from None

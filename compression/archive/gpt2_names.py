@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-OPT_LAYER_NORM_EPS = 1e-5  # what OPT's LayerNorms use (`compression.llm.gpt2_linear` refuses other epsilons)
+OPT_LAYER_NORM_EPS = 1e-5  # OPT's LayerNorms use torch's default, not a config value; other epsilons stay GPT-2
 # the OPT class each task's rewrite is, and where its decoder sits in it
 DECODER_PATH = {"causal-lm": "model.decoder", "sequence-classification": "model.decoder",
                 "feature-extraction": "decoder"}

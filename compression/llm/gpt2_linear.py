@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
+from compression.archive.gpt2_names import OPT_LAYER_NORM_EPS
 from compression.archive.hf_folder import copy_side_files
 from compression.fidelity import relative_max_gap
 
 OPT_POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding looks up position + 2
-OPT_LAYER_NORM_EPS = 1e-5  # OPT's LayerNorms use torch's default, not a config value
 MAX_OUTPUT_GAP = 1e-3  # of the logits' scale: float32 reassociation, not a different function
 LABEL_KEYS = ("num_labels", "id2label", "label2id", "problem_type")
 # GPT-2 class -> the OPT class computing the same (transformers names)
@@ -47,7 +47,7 @@ def opt_config(gpt2: dict):
     if gpt2.get("add_cross_attention"):
         raise ValueError("this GPT-2 model has cross-attention layers (add_cross_attention), which OPT (what GPT-2 is "
                          "rewritten as, so that its Conv1D layers can be quantized) does not have")
-    if abs(gpt2.get("layer_norm_epsilon", 1e-5) - OPT_LAYER_NORM_EPS) > 1e-12:
+    if abs(gpt2.get("layer_norm_epsilon", OPT_LAYER_NORM_EPS) - OPT_LAYER_NORM_EPS) > 1e-12:
         raise ValueError(f"this GPT-2 model's layer_norm_epsilon is {gpt2['layer_norm_epsilon']}; GPT-2 is rewritten "
                          f"as OPT so that its Conv1D layers can be quantized, and OPT's layer norms use "
                          f"{OPT_LAYER_NORM_EPS}")

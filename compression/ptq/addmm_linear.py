@@ -20,7 +20,14 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from compression.ptq.conv1d import mark_module_type, new_weight, rewrite_calls, stored_weight
+from compression.ptq.conv1d import (
+    holds_float,
+    mark_module_type,
+    new_weight,
+    rewrite_calls,
+    stored_parameter,
+    stored_weight,
+)
 
 aten = torch.ops.aten
 _ADDMM = aten.addmm.default
@@ -92,7 +99,7 @@ _TRANSPOSES = {aten.numpy_T.default, aten.t.default, aten.transpose.int, aten.pe
 def _product_as_linear(graph: fx.GraphModule, node: fx.Node) -> bool:
     inputs, right = node.args[:2]
     weight, transposed = _stored_operand(graph, right)
-    if weight is None or not isinstance(inputs, fx.Node) or not _is_float(inputs):
+    if weight is None or not isinstance(inputs, fx.Node) or not holds_float(inputs):
         return False
     if not transposed and _other_readers(graph, weight, node):
         return False  # its transposed copy would be stored beside the original, which others still read
@@ -128,8 +135,8 @@ def _stored_operand(graph: fx.GraphModule, operand) -> tuple[fx.Node | None, boo
         if not _swaps_two_dimensions(operand):
             return None, False
         operand, transposed = operand.args[0], True
-    stored = stored_weight(graph, operand)
-    if stored is None or stored.dim() != 2 or not stored.is_floating_point() or not _is_parameter(graph, operand):
+    stored = stored_parameter(graph, operand)
+    if stored is None or stored.dim() != 2 or not stored.is_floating_point():
         return None, False
     return operand, transposed
 
@@ -139,22 +146,9 @@ def _other_readers(graph: fx.GraphModule, weight: fx.Node, product: fx.Node) -> 
     return readers != [product]
 
 
-def _is_parameter(graph: fx.GraphModule, attribute: fx.Node) -> bool:
-    try:
-        graph.get_parameter(attribute.target)
-    except AttributeError:
-        return False
-    return True
-
-
 def _swaps_two_dimensions(node: fx.Node) -> bool:
     if node.target == aten.permute.default:
         return list(node.args[1]) == [1, 0]
     if node.target == aten.transpose.int:
         return {node.args[1] % 2, node.args[2] % 2} == {0, 1}
     return True  # numpy_T, t: of a 2-D tensor, the transpose
-
-
-def _is_float(node: fx.Node) -> bool:
-    value = node.meta.get("val")
-    return not isinstance(value, torch.Tensor) or value.dtype.is_floating_point

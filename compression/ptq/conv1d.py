@@ -101,5 +101,22 @@ def stored_weight(graph: fx.GraphModule, weight) -> torch.Tensor | None:
     return getattr(graph.get_submodule(owner_path) if owner_path else graph, attribute)
 
 
+def stored_parameter(graph: fx.GraphModule, node) -> torch.Tensor | None:
+    """The parameter `node` reads when it is a get_attr of one (None for a computed value, a buffer or a
+    constant: a fixed matrix such as a filterbank is no layer's weight)."""
+    if not (isinstance(node, fx.Node) and node.op == "get_attr"):
+        return None
+    try:
+        return graph.get_parameter(node.target)
+    except AttributeError:
+        return None
+
+
+def holds_float(node: fx.Node) -> bool:
+    """Whether the traced value of `node` is a float tensor (or is not known: no traced shape)."""
+    value = node.meta.get("val")
+    return not isinstance(value, torch.Tensor) or value.dtype.is_floating_point
+
+
 def _one(values) -> list[int]:
     return list(values) if isinstance(values, (list, tuple)) else [values]

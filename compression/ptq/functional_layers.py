@@ -25,6 +25,8 @@ from collections import defaultdict
 import torch
 from torch import fx
 
+from compression.ptq.conv1d import stored_parameter
+
 aten = torch.ops.aten
 LAYER_TYPES = {aten.linear.default: torch.nn.Linear, aten.conv2d.default: torch.nn.Conv2d}
 
@@ -37,7 +39,8 @@ def mark_functional_layers(graph: fx.GraphModule) -> list[str]:
         if node.op != "call_function" or node.target not in LAYER_TYPES or not stack:
             continue
         path, module_type = next(reversed(stack.values()))
-        if not _seen_as(module_type, LAYER_TYPES[node.target]) and _parameter_weight(graph, node):
+        weight = stored_parameter(graph, node.args[1] if len(node.args) > 1 else None)
+        if not _seen_as(module_type, LAYER_TYPES[node.target]) and weight is not None and weight.is_floating_point():
             calls[path].append(node)
     for path, nodes in calls.items():
         for node in nodes:
@@ -55,12 +58,3 @@ def _seen_as(module_type, layer: type) -> bool:
         return issubclass(module_type, layer)
     return module_type == f"{layer.__module__}.{layer.__name__}"
 
-
-def _parameter_weight(graph: fx.GraphModule, node: fx.Node) -> bool:
-    weight = node.args[1] if len(node.args) > 1 else None
-    if not (isinstance(weight, fx.Node) and weight.op == "get_attr"):
-        return False
-    try:
-        return graph.get_parameter(weight.target).is_floating_point()
-    except AttributeError:
-        return False

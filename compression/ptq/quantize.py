@@ -38,7 +38,7 @@ from compression.io import export_model
 from compression.modes import eval_mode
 from compression.ptq.addmm_linear import addmm_as_linear
 from compression.ptq.batch_norm_affine import batch_norms_as_affine
-from compression.ptq.conv1d import conv1d_as_conv2d
+from compression.ptq.conv1d import conv1d_as_conv2d, holds_float
 from compression.ptq.conv_orientation import tall_convs_on_their_side
 from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
 from compression.ptq.explicit_padding import pad_long_kernels_explicitly
@@ -178,8 +178,8 @@ class FloatOnlyX86Quantizer(X86InductorQuantizer):
             if annotation is None:
                 continue
             annotation.input_qspec_map = {arg: spec for arg, spec in annotation.input_qspec_map.items()
-                                          if _is_float(arg)}
-            if not _is_float(node):
+                                          if holds_float(arg)}
+            if not holds_float(node):
                 annotation.output_qspec = None
         if self.float_nodes:
             _unquantize_pass_through_ops_feeding_no_quantized_op(model)
@@ -202,11 +202,6 @@ def _unquantize_pass_through_ops_feeding_no_quantized_op(model: torch.fx.GraphMo
 def _input_specs(node: torch.fx.Node) -> dict:
     annotation = node.meta.get(QUANT_ANNOTATION_KEY)
     return annotation.input_qspec_map if annotation is not None else {}
-
-
-def _is_float(node: torch.fx.Node) -> bool:
-    value = node.meta.get("val")
-    return not isinstance(value, torch.Tensor) or value.dtype.is_floating_point
 
 
 def _check_observed_ranges(prepared: torch.fx.GraphModule) -> None:
