@@ -39,6 +39,11 @@ def parse(lines: Iterable[str]) -> Iterator[Event]:
             event_id = value
 
 
+# (connect, read, write, pool) seconds: a tuple, not an httpx.Timeout, so that clients of httpx's successor
+# httpx2 (starlette's TestClient, which the SDK may be handed) take it too; 2.17 refuses another library's Timeout.
+STREAM_TIMEOUT_S = (30.0, 120.0, 30.0, 30.0)
+
+
 def follow(http: httpx.Client, job_id: str, check, reconnects: int = 5) -> Iterator[Event]:
     """The job's events until its `end` event. A dropped connection is resumed after the last event seen (up to
     `reconnects` times in a row); `check(response)` raises the SDK's error for an error response."""
@@ -47,7 +52,7 @@ def follow(http: httpx.Client, job_id: str, check, reconnects: int = 5) -> Itera
         headers = {"Last-Event-ID": last_id} if last_id else {}
         try:
             with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
-                             timeout=httpx.Timeout(30, read=120)) as response:
+                             timeout=STREAM_TIMEOUT_S) as response:
                 check(response)
                 for event in parse(response.iter_lines()):
                     failures, last_id = 0, event.id or last_id
