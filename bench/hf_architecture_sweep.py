@@ -54,7 +54,9 @@ DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3",
             "falcon", "gemma", "gemma2", "olmo", "stablelm", "mixtral", "qwen2_moe",
             # added 2026-12-02
             "gpt_bigcode", "gptj", "codegen", "starcoder2", "granite", "cohere", "mpt", "xglm", "biogpt", "olmo2",
-            "helium", "glm", "smollm3", "exaone4", "persimmon", "nemotron", "arcee", "ministral")
+            "helium", "glm", "smollm3", "exaone4", "persimmon", "nemotron", "arcee", "ministral",
+            # mixtures of experts, added 2026-12-04 (their experts split into linear layers: compression.moe_experts)
+            "qwen3_moe", "olmoe", "gpt_oss", "granitemoe", "phimoe")
 # Sequence-classification heads: a few encoders and decoders (a decoder classifies from its last real token).
 CLASSIFIERS = ("bert", "roberta", "deberta-v2", "modernbert", "llama", "qwen2", "gpt2")
 # Token-classification heads (NER taggers), trained on word tags (`tags` in the .jsonl).
@@ -116,6 +118,12 @@ SPECIFIC = {
     "mixtral": {"num_key_value_heads": 2, "num_local_experts": 4, "num_experts_per_tok": 2},
     "qwen2_moe": {"num_key_value_heads": 2, "num_experts": 4, "moe_intermediate_size": 32,
                   "shared_expert_intermediate_size": 64},
+    "qwen3_moe": {"head_dim": 16, "num_key_value_heads": 2, "num_experts": 4, "num_experts_per_tok": 2,
+                  "moe_intermediate_size": 32},
+    "olmoe": {"num_key_value_heads": 2, "num_experts": 4, "num_experts_per_tok": 2},
+    "gpt_oss": {"head_dim": 16, "num_key_value_heads": 2, "num_local_experts": 4, "sliding_window": 16},
+    "granitemoe": {"num_key_value_heads": 2, "num_local_experts": 4},
+    "phimoe": {"num_key_value_heads": 2, "num_local_experts": 4},
     "modernbert": {"global_attn_every_n_layers": 2, "local_attention": 16},
     "deberta-v2": {"pooler_hidden_size": HIDDEN},
     "xlm-roberta": {},

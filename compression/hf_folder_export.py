@@ -59,6 +59,7 @@ from compression.half_precision import half_precision
 from compression.hf_program import load_folder_model
 from compression.llm import export
 from compression.llm.quantize import QuantizedWeight, WeightFormat
+from compression.moe_experts import is_stacked_experts
 from compression.ptq.addmm_linear import LINEAR_WEIGHT_SUFFIX
 from compression.sentence_pooling import copy_sentence_transformers_files
 from compression.tied_copies import shared_groups
@@ -373,6 +374,18 @@ def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Mod
                              "model")
 
 
+def _refuse_split_experts(source_model: torch.nn.Module) -> None:
+    """A mixture of experts runs its experts as per-expert linear layers in the program
+    (`compression.moe_experts`); transformers' folder holds them as stacked 3-D tensors, for which
+    compressed-tensors has no quantized layout transformers loads back."""
+    experts = [name for name, module in source_model.named_modules() if is_stacked_experts(module)]
+    if experts:
+        raise NotExpressible(f"this model is a mixture of experts ({len(experts)} experts modules, e.g. "
+                             f"'{experts[0]}'): the program runs each expert as its own linear layers, and a "
+                             "folder transformers loads holds them as stacked 3-D tensors, which compressed-tensors "
+                             "cannot hold quantized; the stage's other artifacts hold the compressed model")
+
+
 def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayout) -> None:
     """compressed-tensors replaces a quantized module's forward with its own (`linear` / `embedding` of the
     decompressed weight, its input quantizer first), which breaks a module class computing something else in its
@@ -586,6 +599,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     source = source_model.state_dict()
     computed = frozenset(name for name, _ in source_model.named_buffers()) - set(source)
     _refuse_transposed_layers(source_model, model)  # before read_graph, which would call them foreign tensors
+    _refuse_split_experts(source_model)
     tables = frozenset(name for name, module in source_model.named_modules() if isinstance(module, torch.nn.Embedding))
     tied = shared_groups(source.items())
     layout = read_graph(model, source, source_rounds, computed, tables, tied)

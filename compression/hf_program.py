@@ -31,6 +31,7 @@ from compression.archive.npz import IGNORED_LABEL
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.io import export_model, save_program
 from compression.llm.text import check_tokenizes
+from compression.moe_experts import split_stacked_experts
 from compression.sentence_pooling import SentencePooling
 from compression.text_labels import ModelClasses, label_array, word_tags
 
@@ -373,12 +374,15 @@ def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
     """A loaded folder model (`load_folder_model`) exported with a dynamic batch, its dead branches dropped. A model
     that cannot be run on the example or exported (a transformers class torch.export cannot trace, such as
     Longformer's data-dependent attention windows) is refused with a ValueError that says so, not left to fail as
-    an internal error. So is a mixture-of-experts model (`stacked_experts`)."""
+    an internal error. A mixture of experts has its stacked expert tensors split into per-expert linear layers
+    first (`compression.moe_experts`); one whose experts are stacked in a layout that split does not know
+    (`stacked_experts`) is refused."""
+    split_stacked_experts(model)
     if experts := stacked_experts(model):
-        raise ValueError(f"this {model.model.config.model_type} model is a mixture of experts: its experts' weights "
-                         f"are stacked 3-D tensors ({experts}), which transformers runs through its own expert "
-                         "kernels and which no method here quantizes or prunes (they work on linear and "
-                         "convolution layers); this architecture is not supported")
+        raise ValueError(f"this {model.model.config.model_type} model is a mixture of experts whose experts' weights "
+                         f"are stacked 3-D tensors in a layout the service does not know ({experts}); no method "
+                         "here quantizes or prunes those (they work on linear and convolution layers): this "
+                         "architecture is not supported")
     try:
         with torch.no_grad():
             program = export_model(model, example)
@@ -399,8 +403,8 @@ def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
 
 
 def stacked_experts(model: torch.nn.Module) -> str | None:
-    """Where a model keeps mixture-of-experts weights as one 3-D tensor per projection ([experts, out, in]: Mixtral,
-    Qwen2-MoE, DeepSeek, OLMoE in transformers 5), e.g. 'MixtralExperts.gate_up_proj'; None for a dense model."""
+    """Where a model keeps mixture-of-experts weights as one 3-D tensor per projection ([experts, out, in]) that
+    `split_stacked_experts` left, e.g. 'SomeExperts.gate_up_proj'; None for a dense model."""
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
             if parameter.dim() == 3 and name.endswith("proj"):

@@ -153,7 +153,10 @@ class HFFolder:
         # names than its file, and then the worker checks layer patterns instead of the API.
         # A GPT-2 folder's jobs run its OPT rewrite (`gpt2_names`), whose module names the program has.
         modules = opt_module_names(layers, self.task) if rewritten_as_opt(config, self.task) else layers
-        program_layers = [f"model.{layer}" for layer in modules] if self.saved_for == self.task else []
+        # A mixture of experts' program runs each expert as its own linear layers (`compression.moe_experts`),
+        # named by neither the stacked nor the older per-expert checkpoint layout: the worker checks those.
+        same_names = self.saved_for == self.task and not any(".experts." in name for name in self.tensors)
+        program_layers = [f"model.{layer}" for layer in modules] if same_names else []
         extra = {}
         if self.task == "causal-lm":  # llm_ptq names the checkpoint's layers, the other methods the program's
             extra = {"program_layers": program_layers}

@@ -152,17 +152,3 @@ def test_default_int8_stores_a_tied_table_once(tmp_path):
     assert [tensor.dtype for tensor in [*program.state_dict.values(), *program.constants.values()]
             if tensor.shape == table_shape] == [torch.int8]
     assert metrics["top1_agreement"] >= 0.9
-
-
-def test_a_mixture_of_experts_is_refused_before_export_with_the_reason(tmp_path):
-    from transformers import MixtralConfig, MixtralForCausalLM
-
-    from tests.hf_folders import save_tokenizer
-
-    vocab = save_tokenizer(tmp_path / "moe")
-    config = MixtralConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=4)
-    MixtralForCausalLM(config).save_pretrained(tmp_path / "moe")
-    splits = {name: TextSplit(len(texts), texts) for name, texts in TEXTS.items()}
-    with pytest.raises(ValueError, match=r"mixture of experts: .*\(MixtralExperts.gate_up_proj\)"):
-        folder_to_program(tmp_path / "moe", "causal-lm", splits, tmp_path / "m.pt2", tmp_path / "d.npz")

@@ -1,0 +1,88 @@
+"""Mixtures of experts (Mixtral, Qwen2-MoE, GPT-OSS, ...) run with each expert as its own linear layers
+(`compression.moe_experts`): the program computes what transformers' sparse forward computes, and the methods
+quantize the experts like any other linear layer."""
+
+import pytest
+import torch
+
+from bench.hf_architecture_sweep import folder_zip, text_dataset, tiny_model
+from compression.archive.hf_folder import read_hf_folder
+from compression.context import RunContext
+from compression.io import export_model
+from compression.llm.pipeline import run_folder_pipeline
+from compression.moe_experts import routing_weights, split_stacked_experts
+from compression.specs import EvaluationSpec, PTQSpec
+
+
+class _Logits(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+# Mixtral: gate and up concatenated; GPT-OSS: stored transposed ([in, out]), with biases, gate and up interleaved
+# and its own clamped gate; Qwen2-MoE: a shared expert beside the routed ones.
+@pytest.mark.parametrize("model_type", ["mixtral", "gpt_oss", "qwen2_moe"])
+def test_split_experts_compute_what_the_sparse_experts_compute_and_export(model_type):
+    torch.manual_seed(0)
+    model = tiny_model(model_type, "causal-lm").eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 3:  # distinct experts, so that a wrong routing would show
+                parameter.normal_(std=0.2)
+    ids = torch.randint(0, model.config.vocab_size, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    with torch.no_grad():
+        expected = _Logits(model)(ids, mask)
+    split = split_stacked_experts(model)
+    assert len(split) == model.config.num_hidden_layers
+    assert not [name for name, parameter in model.named_parameters() if parameter.dim() == 3]
+    assert isinstance(model.get_submodule(f"{split[0]}.down_proj.3"), torch.nn.Linear)
+    with torch.no_grad():
+        assert torch.allclose(_Logits(model)(ids, mask), expected, atol=1e-5)
+        program = export_model(_Logits(model).eval(), (ids, mask))
+        assert torch.allclose(program.module()(ids[:2], mask[:2]), expected[:2], atol=1e-5)
+
+
+def test_routing_weights_are_dense_with_zeros_where_the_router_did_not_pick():
+    index = torch.tensor([[2, 0], [1, 4]])  # 4: expert parallelism's sentinel, which the sparse forward skips
+    weights = torch.tensor([[0.7, 0.3], [0.6, 0.4]])
+    expected = torch.tensor([[0.3, 0.0, 0.7, 0.0], [0.0, 0.6, 0.0, 0.0]])
+    assert torch.equal(routing_weights(index, weights, 4), expected)
+    every = torch.rand(2, 4)  # a router that already weighs every expert passes through
+    assert routing_weights(torch.tensor([[0, 1], [2, 3]]), every, 4) is every
+
+
+def test_default_int8_of_a_mixture_of_experts_quantizes_every_expert(tmp_path):
+    archive = folder_zip("mixtral", "causal-lm", tmp_path)
+    signature = read_hf_folder(archive, task="causal-lm").signature()
+    assert signature["program_layers"] == []  # the experts' names are the program's: the worker checks patterns
+    dataset = text_dataset(tmp_path, labels=False)
+    result = run_folder_pipeline(archive, dataset, "causal-lm", [PTQSpec(calibration_samples=16)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    metrics = result.stages[0].metrics
+    # 2 blocks x (4 attention projections + the router + 4 experts x 2 projections) + the output layer
+    assert metrics["method_metrics"]["quantized_layers"] == 27
+    assert metrics["compression_ratio"] > 3
+    assert metrics["perplexity"] == pytest.approx(result.baseline["perplexity"], rel=0.02)
+    folder = metrics["hf_folder"]
+    assert not folder["written"] and "mixture of experts" in folder["reason"], folder
+
+
+def test_a_pattern_naming_an_expert_layer_selects_it_and_a_typo_is_refused(tmp_path):
+    archive = folder_zip("mixtral", "causal-lm", tmp_path)
+    dataset = text_dataset(tmp_path, labels=False)
+
+    def int8(exclude, work):
+        return run_folder_pipeline(archive, dataset, "causal-lm",
+                                   [PTQSpec(calibration_samples=8, exclude=exclude)],
+                                   EvaluationSpec(latency=False), RunContext(), tmp_path / work)
+
+    excluded = int8(["*.experts.gate_up_proj.1", "*.experts.down_proj.1"], "excluded")
+    assert excluded.stages[0].metrics["method_metrics"]["quantized_layers"] == 27 - 2 * 2
+    with pytest.raises(ValueError, match=r"match no layer"):
+        int8(["*.experts.gate_up_proj.9"], "typo")
