@@ -225,7 +225,7 @@ def _visit(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Groups) 
     if name in _LAYERS:
         _visit_layer(node, name, tracks, groups)
         return
-    if not inputs:
+    if not inputs or _checks_dtype_only(node, name):
         return
     if name == "cat":
         _visit_cat(node, inputs, tracks, groups)
@@ -251,6 +251,13 @@ def _visit(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Groups) 
         _visit_binary(node, segments, tracks, groups)
     else:
         _freeze(inputs, tracks, groups, f"{name} at {node.name}")
+
+
+def _checks_dtype_only(node: fx.Node, name: str) -> bool:
+    """`_assert_tensor_metadata` that checks a dtype or device (what export records for a `.to(dtype)`, GPT-OSS's
+    attention) outputs nothing and holds for any channel count; one that checks a size or stride would not."""
+    return (name == "_assert_tensor_metadata" and node.kwargs.get("size") is None
+            and node.kwargs.get("stride") is None and len(node.args) < 2)
 
 
 def _passes(node: fx.Node, name: str, track: _Track, groups: _Groups) -> Layout | None:

@@ -184,3 +184,20 @@ def test_an_attention_whose_weights_run_twice_loses_the_same_heads_in_both_calls
     smaller = export_model(graph_module, (x,)).module()
     assert tuple(smaller.get_parameter("query.weight").shape) == (16, 32)
     torch.testing.assert_close(smaller(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_dtype_cast_between_layers_does_not_freeze_their_channels():
+    # export records `.to(float32)` (Hugging Face models cast around norms and attention) as an assertion on the
+    # tensor's dtype plus the cast: the assertion froze every channel group it read (GPT-OSS).
+    class Cast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.second(torch.relu(self.first(x)).to(torch.float32))
+
+    graph_module = exported(Cast(), (torch.randn(2, 8),))
+    assert any(node.target is torch.ops.aten._assert_tensor_metadata.default for node in graph_module.graph.nodes)
+    groups = {tuple(p.name for p in g.producers): g for g in find_channel_groups(graph_module)}
+    assert groups[("first.weight",)].prunable, groups[("first.weight",)].frozen_because
