@@ -19,6 +19,7 @@ from compression.io import inputs_at_batch
 from compression.modes import evaluating
 from compression.program_device import move_model
 from compression.ptq.embeddings import EmbeddingFormat
+from compression.ptq.float_weights import float_weight_report, float_weight_warning
 from compression.ptq.int8_kernels import SATURATION_WARNING, activation_range_note, full_range_activations_saturate
 from compression.ptq.onnx_int8 import OnnxRuntimeModel, write_onnxruntime_int8
 from compression.ptq.quantize import quantize_int8, quantized_layer_count
@@ -90,9 +91,12 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
     metrics = {"calibration_samples": samples, "quantize_time_s": round(quantize_time, 3),
                "quantized_layers": quantized_layer_count(quantized),
                "time_s": round(time.monotonic() - started, 3), **report}
+    metrics["float_weights"] = float_weight_report(quantized)
     if metrics["quantized_layers"] == 0:  # a job that changed nothing must not read as a success
         warnings.insert(0, "no conv or linear layer was quantized: the x86 int8 recipe found none it supports "
                            "(conv1d/conv2d/linear with stored weights); the model is unchanged and no faster")
+    elif mostly_float := float_weight_warning(metrics["float_weights"]):  # nor one that changed a little of it
+        warnings.insert(0, mostly_float)
     if warnings:
         metrics["warnings"] = warnings
     return StageResult(quantized, artifacts, metrics, runtimes=runtimes)

@@ -1,0 +1,70 @@
+"""What an int8 program left in float: a stage that quantized a few layers while most of the weights stayed fp32
+must say so, not read as done.
+
+Found by a mixture of experts exported with transformers' `batched_mm` experts: its stacked 3-D expert tensors
+are read by `index` + `bmm`, not by a linear layer, so int8 PTQ quantized the attention and the router (11
+layers), the program was 1.2x smaller, and the stage reported success.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx
+
+# More than this share of the weight elements left in float by operations the recipe cannot quantize gets a
+# warning. Weights of linear, convolution and embedding ops left float are the job's own choice (`exclude`,
+# `embeddings: null`) and reported as such elsewhere (`float_layers`).
+MAX_FLOAT_SHARE = 0.5
+QUANTIZABLE_READERS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "convolution", "embedding"})
+SHOWN = 3
+
+
+def float_weight_report(graph: fx.GraphModule) -> dict:
+    """Over the weight elements the graph reads (tensors of 2 or more dimensions): {"float_share": the share stored
+    in a float dtype, "unquantizable_share": the share stored float and read by operations other than linear,
+    convolution and embedding layers, "largest_unquantizable": the largest of those, as "name [shape] read by
+    op"}."""
+    seen: set[int] = set()
+    total = floating = 0
+    others: list[tuple[int, str]] = []
+    for node in graph.graph.nodes:
+        if node.op != "get_attr":
+            continue
+        tensor = _attribute(graph, node.target)
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() < 2 or id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        total += tensor.numel()
+        if not tensor.is_floating_point():
+            continue
+        floating += tensor.numel()
+        readers = sorted({_op_name(user) for user in node.users})
+        if not set(readers) <= QUANTIZABLE_READERS:
+            others.append((tensor.numel(), f"{node.target} {list(tensor.shape)} read by {', '.join(readers)}"))
+    others.sort(key=lambda item: -item[0])
+    return {"float_share": round(floating / total, 4) if total else 0.0,
+            "unquantizable_share": round(sum(n for n, _ in others) / total, 4) if total else 0.0,
+            "largest_unquantizable": [described for _, described in others[:SHOWN]]}
+
+
+def float_weight_warning(report: dict) -> str | None:
+    """The warning for a program that left most of its weights float, or None."""
+    if report["unquantizable_share"] <= MAX_FLOAT_SHARE:
+        return None
+    return (f"{report['unquantizable_share']:.0%} of the model's weights stay float: int8 PTQ quantizes linear "
+            "and convolution layers with stored weights and embedding tables, and these tensors are read by other "
+            f"operations ({'; '.join(report['largest_unquantizable'])}). A mixture of experts exported with "
+            "stacked expert tensors is one such model: upload its Hugging Face folder instead, whose experts run "
+            "as linear layers")
+
+
+def _attribute(graph: fx.GraphModule, target: str):
+    value = graph
+    for part in target.split("."):
+        value = getattr(value, part, None)
+    return value
+
+
+def _op_name(node: fx.Node) -> str:
+    packet = getattr(node.target, "overloadpacket", None)
+    return getattr(packet, "__name__", None) or str(node.target)
