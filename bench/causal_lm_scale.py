@@ -7,6 +7,10 @@ about 55 tokens. Perplexities are a random model's (about the vocabulary's size)
 the resources and the ratios.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.causal_lm_scale --method ptq     # or w4, kd, prune
+
+`--model mixtral`: a mixture of experts instead (Mixtral's architecture, 8 experts of which each token uses 2,
+hidden 512, 4 layers, a 32,000-token vocabulary: 83M parameters), whose program runs each expert as its own
+linear layers on every token (`compression.moe_experts`).
 """
 
 from __future__ import annotations
@@ -40,23 +44,39 @@ def gpt2_small_folder(folder: Path) -> Path:
     return folder
 
 
+def mixtral_folder(folder: Path) -> Path:
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    save_tokenizer(folder)
+    torch.manual_seed(0)
+    config = MixtralConfig(vocab_size=32000, hidden_size=512, intermediate_size=1024, num_hidden_layers=4,
+                           num_attention_heads=8, num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2,
+                           bos_token_id=2, eos_token_id=2)
+    MixtralForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+MODELS = {"gpt2": gpt2_small_folder, "mixtral": mixtral_folder}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", choices=sorted(STAGES), default="ptq")
+    parser.add_argument("--model", choices=sorted(MODELS), default="gpt2")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "gpt2.zip").write_bytes(zip_bytes(gpt2_small_folder(tmp / "gpt2")))
+        (tmp / "model.zip").write_bytes(zip_bytes(MODELS[args.model](tmp / args.model)))
         rows = [" ".join(CORPUS[(i + k) % len(CORPUS)] for k in range(6)) for i in range(96)]
         (tmp / "rows.jsonl").write_text("\n".join(json.dumps({"split": "train" if i < 64 else "val", "text": text})
                                                   for i, text in enumerate(rows)))
         started = time.monotonic()
-        result = run_folder_pipeline(tmp / "gpt2.zip", tmp / "rows.jsonl", "causal-lm", [STAGES[args.method]],
+        result = run_folder_pipeline(tmp / "model.zip", tmp / "rows.jsonl", "causal-lm", [STAGES[args.method]],
                                      EvaluationSpec(), RunContext(), tmp / "work")
         stage, baseline = result.stages[0].metrics, result.baseline
         folder = stage.get("hf_folder") or {}
         print(json.dumps({
-            "method": args.method, "seconds": round(time.monotonic() - started),
+            "model": args.model, "method": args.method, "seconds": round(time.monotonic() - started),
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 1),
             "perplexity": [round(baseline["perplexity"], 1), round(stage["perplexity"], 1)],
             "parameters": baseline["parameters"], "compression_ratio": round(stage["compression_ratio"], 2),

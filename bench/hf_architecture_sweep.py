@@ -58,7 +58,7 @@ DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3",
             # mixtures of experts, added 2026-12-04 (their experts split into linear layers: compression.moe_experts)
             "qwen3_moe", "olmoe", "gpt_oss", "granitemoe", "phimoe")
 # Sequence-classification heads: a few encoders and decoders (a decoder classifies from its last real token).
-CLASSIFIERS = ("bert", "roberta", "deberta-v2", "modernbert", "llama", "qwen2", "gpt2")
+CLASSIFIERS = ("bert", "roberta", "deberta-v2", "modernbert", "llama", "qwen2", "gpt2", "mixtral", "qwen2_moe")
 # Token-classification heads (NER taggers), trained on word tags (`tags` in the .jsonl).
 TAGGERS = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "xlm-roberta", "modernbert", "llama", "qwen2",
            "gpt2")
@@ -364,13 +364,16 @@ def folder_outcome(task: str, result) -> str:
 
 def stage_effect(result) -> str:
     """What the stage did, so that a stage that ran but changed little shows (Falcon's int8 once quantized its
-    output layer alone and said "ok"): x smaller than the upload, and int8 PTQ's (iPQ's) quantized layer count."""
+    output layer alone and said "ok"): x smaller than the upload, int8 PTQ's (iPQ's) quantized layer count, and the
+    stage's warnings."""
     metrics = result.stages[-1].metrics
     effect = f"{metrics.get('compression_ratio', 0):.2f}x"
     layers = (metrics.get("method_metrics") or {}).get("quantized_layers")
     if isinstance(layers, dict):  # iPQ: its k-means report per layer
         return effect + f", {len(layers)} layers quantized"
-    return effect + (f", {layers} layers int8" if isinstance(layers, int) else "")
+    effect += f", {layers} layers int8" if isinstance(layers, int) else ""
+    # A stage's own warnings (most weights left float, quality collapsed) show beside what it did.
+    return effect + "".join(f"; WARNING {warning[:120]}" for warning in metrics.get("warnings", []))
 
 
 def run_case(model_type: str, task: str, method: str, spec, directory: Path, dtype: str = "float32") -> dict:

@@ -380,8 +380,9 @@ def _refuse_split_experts(source_model: torch.nn.Module) -> None:
     compressed-tensors has no quantized layout transformers loads back."""
     experts = [name for name, module in source_model.named_modules() if is_stacked_experts(module)]
     if experts:
-        raise NotExpressible(f"this model is a mixture of experts ({len(experts)} experts modules, e.g. "
-                             f"'{experts[0]}'): the program runs each expert as its own linear layers, and a "
+        more = f" and {len(experts) - 1} more modules" if len(experts) > 1 else ""
+        raise NotExpressible(f"this model is a mixture of experts ('{experts[0]}'{more} hold its experts): the "
+                             "program runs each expert as its own linear layers, and a "
                              "folder transformers loads holds them as stacked 3-D tensors, which compressed-tensors "
                              "cannot hold quantized; the stage's other artifacts hold the compressed model")
 
