@@ -27,6 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from compression.answer_spans import SpanScore, is_span_output
 from compression.archive.npz import IGNORED_LABEL
 from compression.ranks import column_spearman
 
@@ -111,10 +112,13 @@ class LabelScore:
         self.token_loss, self.tokens = 0.0, 0  # summed cross-entropy of per-position class labels, and their count
         self.outputs: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
+        self.spans = SpanScore()  # an extractive reader's answer spans (`compression.answer_spans`)
 
     def add(self, output: torch.Tensor, labels: torch.Tensor) -> None:
         labels = labels.to(output.device)
         if self.kind != "regression":
+            if is_span_output(output, labels):
+                self.spans.add(output, labels)
             agreeing, count = correct_labels(output, labels, self.kind)
             self.correct, self.count = self.correct + agreeing, self.count + count
             if output.dim() == 3 and labels.dim() == 2 and not binary_targets(output, labels) and count:
@@ -134,7 +138,7 @@ class LabelScore:
         if self.kind != "regression":
             perplexity = {"perplexity": math.exp(min(self.token_loss / self.tokens, MAX_LOG_PERPLEXITY))} \
                 if self.tokens else {}
-            return {"accuracy": self.correct / max(self.count, 1)} | perplexity
+            return {"accuracy": self.correct / max(self.count, 1)} | perplexity | self.spans.result()
         outputs, values = torch.cat(self.outputs), torch.cat(self.values)
         if len(values) < 3:
             raise ValueError("ranking a regression model's outputs against their values needs at least 3 labelled "

@@ -75,6 +75,9 @@ def test_answers_are_the_start_and_end_tokens_of_the_answer_in_the_context(reade
             assert start == end and row[start] == vocabulary[CORPUS[8 + index].split()[1]]
     for metrics in (result.baseline, *(stage.metrics for stage in result.stages)):
         assert metrics["metric"] == "accuracy" and round(metrics["accuracy"] * 12, 6) % 1 == 0  # 6 rows x 2
+        # the best spans of the 6 answered rows, against the answers (compression.answer_spans)
+        assert round(metrics["answer_exact_match"] * 6, 6) % 1 == 0
+        assert metrics["answer_exact_match"] <= metrics["answer_f1"] <= 1
 
 
 @pytest.mark.parametrize("row, expected", [
