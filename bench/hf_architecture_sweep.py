@@ -56,7 +56,11 @@ DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3",
             "gpt_bigcode", "gptj", "codegen", "starcoder2", "granite", "cohere", "mpt", "xglm", "biogpt", "olmo2",
             "helium", "glm", "smollm3", "exaone4", "persimmon", "nemotron", "arcee", "ministral",
             # mixtures of experts, added 2026-12-04 (their experts split into linear layers: compression.moe_experts)
-            "qwen3_moe", "olmoe", "gpt_oss", "granitemoe", "phimoe")
+            "qwen3_moe", "olmoe", "gpt_oss", "granitemoe", "phimoe",
+            # newer families, added 2026-12-04 (dense, then mixtures of experts)
+            "gemma3_text", "gemma4_text", "glm4", "ernie4_5", "hunyuan_v1_dense", "seed_oss", "lfm2", "olmo3",
+            "cohere2", "apertus", "bitnet", "doge", "deepseek_v3", "ernie4_5_moe", "qwen3_next", "dots1", "glm4_moe",
+            "minimax", "hunyuan_v1_moe", "lfm2_moe")
 # Sequence-classification heads: a few encoders and decoders (a decoder classifies from its last real token).
 CLASSIFIERS = ("bert", "roberta", "deberta-v2", "modernbert", "llama", "qwen2", "gpt2", "mixtral", "qwen2_moe")
 # Token-classification heads (NER taggers), trained on word tags (`tags` in the .jsonl).
@@ -124,6 +128,28 @@ SPECIFIC = {
     "gpt_oss": {"head_dim": 16, "num_key_value_heads": 2, "num_local_experts": 4, "sliding_window": 16},
     "granitemoe": {"num_key_value_heads": 2, "num_local_experts": 4},
     "phimoe": {"num_key_value_heads": 2, "num_local_experts": 4},
+    **{model_type: {"head_dim": 16, "num_key_value_heads": 2} for model_type in (
+        "glm4", "ernie4_5", "hunyuan_v1_dense", "seed_oss", "lfm2", "olmo3", "apertus", "bitnet", "doge")},
+    "gemma3_text": {"head_dim": 16, "num_key_value_heads": 2, "sliding_window": 16},
+    "gemma4_text": {"head_dim": 16, "num_key_value_heads": 2, "sliding_window": 16},
+    "cohere2": {"head_dim": 16, "num_key_value_heads": 2, "sliding_window": 16},
+    "deepseek_v3": {"n_routed_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "n_group": 1,
+                    "topk_group": 1, "first_k_dense_replace": 1, "q_lora_rank": None, "kv_lora_rank": 16,
+                    "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16, "num_key_value_heads": HEADS},
+    "ernie4_5_moe": {"head_dim": 16, "num_key_value_heads": 2, "moe_num_experts": 4, "moe_k": 2,
+                     "moe_intermediate_size": 32},
+    "qwen3_next": {"head_dim": 16, "num_key_value_heads": 2, "num_experts": 4, "num_experts_per_tok": 2,
+                   "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32, "linear_num_key_heads": 2,
+                   "linear_num_value_heads": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16},
+    "dots1": {"head_dim": 16, "num_key_value_heads": 2, "n_routed_experts": 4, "n_shared_experts": 1,
+              "num_experts_per_tok": 2, "moe_intermediate_size": 32, "n_group": 1, "topk_group": 1,
+              "first_k_dense_replace": 1},
+    "glm4_moe": {"head_dim": 16, "num_key_value_heads": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
+                 "moe_intermediate_size": 32, "n_group": 1, "topk_group": 1, "first_k_dense_replace": 1},
+    "minimax": {"head_dim": 16, "num_key_value_heads": 2, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "hunyuan_v1_moe": {"head_dim": 16, "num_key_value_heads": 2, "num_experts": 4, "moe_topk": 2},
+    "lfm2_moe": {"head_dim": 16, "num_key_value_heads": 2, "num_experts": 4, "num_experts_per_tok": 2,
+                 "moe_intermediate_size": 32, "num_dense_layers": 1, "layer_types": ["conv", "full_attention"]},
     "modernbert": {"global_attn_every_n_layers": 2, "local_attention": 16},
     "deberta-v2": {"pooler_hidden_size": HIDDEN},
     "xlm-roberta": {},

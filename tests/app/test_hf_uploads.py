@@ -140,6 +140,17 @@ def test_gpt2_patterns_name_the_opt_rewrite_the_jobs_run(api, auth, hf, tmp_path
     assert status == 422 and opt_layer in text, text
 
 
+def test_expert_layer_patterns_of_a_mixture_of_experts_are_left_to_the_dry_run(api, auth, hf, tmp_path):
+    """A mixture of experts' program runs each expert as its own linear layers (`compression.moe_experts`), named
+    as neither checkpoint layout names them: the API accepts patterns naming them, and the worker checks them."""
+    from bench.hf_architecture_sweep import folder_zip
+
+    moe = _upload(api, auth, "models", "moe.zip", folder_zip("mixtral", "causal-lm", tmp_path).read_bytes())
+    assert moe.status_code == 201, moe.text
+    assert _job(api, auth, moe.json(), hf["text"], [{"method": "ptq", "exclude": ["*.experts.down_proj.1"]}]
+                )[0] == 201
+
+
 def test_windows_past_a_learned_position_table_are_refused(api, auth, hf, tmp_path):
     # GPT-2's 64-row `wpe` cannot index the default 512-token windows; Llama's rotary positions (256 in its
     # config) can, and its default job is accepted above.
