@@ -59,7 +59,7 @@ from compression.half_precision import half_precision
 from compression.hf_program import load_folder_model
 from compression.llm import export
 from compression.llm.quantize import QuantizedWeight, WeightFormat
-from compression.moe_experts import is_stacked_experts
+from compression.moe_folder import StackedExpertsNotWritable, restack, split_source, stacked_projections
 from compression.ptq.addmm_linear import LINEAR_WEIGHT_SUFFIX
 from compression.sentence_pooling import copy_sentence_transformers_files
 from compression.tied_copies import shared_groups
@@ -374,19 +374,6 @@ def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Mod
                              "model")
 
 
-def _refuse_split_experts(source_model: torch.nn.Module) -> None:
-    """A mixture of experts runs its experts as per-expert linear layers in the program
-    (`compression.moe_experts`); transformers' folder holds them as stacked 3-D tensors, for which
-    compressed-tensors has no quantized layout transformers loads back."""
-    experts = [name for name, module in source_model.named_modules() if is_stacked_experts(module)]
-    if experts:
-        more = f" and {len(experts) - 1} more modules" if len(experts) > 1 else ""
-        raise NotExpressible(f"this model is a mixture of experts ('{experts[0]}'{more} hold its experts): the "
-                             "program runs each expert as its own linear layers, and a "
-                             "folder transformers loads holds them as stacked 3-D tensors, which compressed-tensors "
-                             "cannot hold quantized; the stage's other artifacts hold the compressed model")
-
-
 def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayout) -> None:
     """compressed-tensors replaces a quantized module's forward with its own (`linear` / `embedding` of the
     decompressed weight, its input quantizer first), which breaks a module class computing something else in its
@@ -600,13 +587,20 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     source = source_model.state_dict()
     computed = frozenset(name for name, _ in source_model.named_buffers()) - set(source)
     _refuse_transposed_layers(source_model, model)  # before read_graph, which would call them foreign tensors
-    _refuse_split_experts(source_model)
     tables = frozenset(name for name, module in source_model.named_modules() if isinstance(module, torch.nn.Embedding))
     tied = shared_groups(source.items())
-    layout = read_graph(model, source, source_rounds, computed, tables, tied)
+    # A mixture of experts' program runs each expert as linear layers: read against the source split so too, and
+    # stacked back into the folder's tensors (`compression.moe_folder`).
+    experts = stacked_projections(source_model)
+    program_source = split_source(source, experts) if experts else source
+    layout = read_graph(model, program_source, source_rounds, computed, tables, tied)
     _refuse_transposed_layers(source_model, model, layout)
     if packed_path is not None:
-        add_packed_weights(layout, packed_path, source, tables, tied)
+        add_packed_weights(layout, packed_path, program_source, tables, tied)
+    try:
+        restack(layout.floats, set(layout.weights) | set(layout.inputs), experts)
+    except StackedExpertsNotWritable as exc:
+        raise NotExpressible(f"this model is a mixture of experts: {exc}") from exc
     _modules_with_own_forward(source_model, layout)
     untied = _fill_tied(model, tied, layout)
     _merge_source(layout, source)

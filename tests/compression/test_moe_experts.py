@@ -11,7 +11,8 @@ from compression.context import RunContext
 from compression.io import export_model
 from compression.llm.pipeline import run_folder_pipeline
 from compression.moe_experts import routing_weights, split_stacked_experts
-from compression.specs import EvaluationSpec, PTQSpec
+from compression.moe_folder import StackedExpertsNotWritable, restack, split_source, stacked_projections
+from compression.specs import EvaluationSpec, PruneSpec, PTQSpec
 
 
 class _Logits(torch.nn.Module):
@@ -70,7 +71,7 @@ def test_default_int8_of_a_mixture_of_experts_quantizes_every_expert(tmp_path):
     assert metrics["compression_ratio"] > 3
     assert metrics["perplexity"] == pytest.approx(result.baseline["perplexity"], rel=0.02)
     folder = metrics["hf_folder"]
-    assert not folder["written"] and "mixture of experts" in folder["reason"], folder
+    assert not folder["written"] and "quantized the experts" in folder["reason"], folder
 
 
 def test_a_pattern_naming_an_expert_layer_selects_it_and_a_typo_is_refused(tmp_path):
@@ -86,3 +87,40 @@ def test_a_pattern_naming_an_expert_layer_selects_it_and_a_typo_is_refused(tmp_p
     assert excluded.stages[0].metrics["method_metrics"]["quantized_layers"] == 27 - 2 * 2
     with pytest.raises(ValueError, match=r"match no layer"):
         int8(["*.experts.gate_up_proj.9"], "typo")
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "gpt_oss"])  # GPT-OSS: transposed experts with biases
+def test_split_tensors_stack_back_into_the_folders_tensors(model_type):
+    model = tiny_model(model_type, "causal-lm")
+    source = model.state_dict()
+    projections = stacked_projections(model)
+    split = split_source(source, projections)
+    split_stacked_experts(model)  # the program's names and tensors
+    assert {name: tensor.shape for name, tensor in split.items()} == \
+        {name: tensor.shape for name, tensor in model.state_dict().items()}
+    floats = dict(model.state_dict())
+    restack(floats, set(), projections)
+    assert floats.keys() == source.keys()
+    assert all(torch.equal(floats[name], tensor) for name, tensor in source.items())
+    with pytest.raises(StackedExpertsNotWritable, match="compressed-tensors cannot hold quantized"):
+        restack(dict(model.state_dict()), {projections[0].layer(0)}, projections)
+    uneven = dict(model.state_dict())
+    first = f"{projections[0].layer(1)}.weight"
+    uneven[first] = uneven[first][:-2]
+    with pytest.raises(StackedExpertsNotWritable, match="pruned to different widths"):
+        restack(uneven, set(), projections)
+
+
+def test_a_pruned_mixture_of_experts_is_written_as_a_folder_transformers_loads(tmp_path):
+    from compression.formats import hf_folder
+
+    archive = folder_zip("mixtral", "causal-lm", tmp_path)
+    result = run_folder_pipeline(archive, text_dataset(tmp_path, labels=False), "causal-lm",
+                                 [PruneSpec(sparsity=0.5)], EvaluationSpec(latency=False), RunContext(),
+                                 tmp_path / "work")
+    written = result.stages[0].metrics["hf_folder"]
+    assert written["written"] and written["relative_difference_to_stage_model"] < 1e-5, written
+    model = hf_folder.load(next(a for a in result.stages[0].artifacts if a.kind == hf_folder.KIND).path)
+    experts = model.model.layers[0].mlp.experts
+    assert experts.gate_up_proj.dim() == 3  # stacked again, half of its weights pruned to zero
+    assert (experts.gate_up_proj == 0).float().mean() == pytest.approx(0.5, abs=0.05)
