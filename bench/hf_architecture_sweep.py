@@ -131,7 +131,8 @@ SPECIFIC = {
     **{model_type: {"head_dim": 16, "num_key_value_heads": 2} for model_type in (
         "glm4", "ernie4_5", "hunyuan_v1_dense", "seed_oss", "lfm2", "olmo3", "apertus", "bitnet", "doge")},
     "gemma3_text": {"head_dim": 16, "num_key_value_heads": 2, "sliding_window": 16},
-    "gemma4_text": {"head_dim": 16, "num_key_value_heads": 2, "sliding_window": 16},
+    "gemma4_text": {"head_dim": 16, "num_key_value_heads": 2, "sliding_window": 16, "global_head_dim": 16,
+                    "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 16},
     "cohere2": {"head_dim": 16, "num_key_value_heads": 2, "sliding_window": 16},
     "deepseek_v3": {"n_routed_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "n_group": 1,
                     "topk_group": 1, "first_k_dense_replace": 1, "q_lora_rank": None, "kv_lora_rank": 16,
