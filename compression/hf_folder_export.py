@@ -18,7 +18,8 @@ to. What is read back from the graph:
   weights come from its `packed.safetensors`, as the general path's do.
 - `aten.linear` with a float weight and a float input (a layer PTQ's include/exclude left float): its weight is
   stored as float, and the module is named in the config's `ignore`.
-- any other float parameter of the graph under its folder name: stored as it is (pruning changes them).
+- any other float parameter of the graph under its folder name: stored as it is (pruning changes them); a
+  mixture of experts' per-expert float layers stacked back into its experts tensors (`compression.moe_folder`).
 - a quantize/dequantize pair on an activation that feeds no linear layer (the gate product of a GLU or
   tanh-GELU MLP: Llama, Qwen2, ModernBERT, GPT-2, ALBERT) has no place in compressed-tensors, which quantizes the
   inputs of `nn.Linear`s only: it is left out, and that activation runs in float in the folder. So is the input
