@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from compression.graph_ops import op_name
+
 # Operations that only move or relabel values: the output's producer is looked for behind them.
 _PASS_THROUGH = ("view", "reshape", "_unsafe_view", "clone", "contiguous", "flatten", "squeeze", "unsqueeze",
                  "_to_copy", "to", "alias", "detach", "dropout", "permute", "transpose", "t", "expand", "select",
@@ -60,7 +62,7 @@ def _producer(model: torch.nn.Module) -> str | None:
     output = next((node for node in reversed(graph.nodes) if node.op == "output"), None)
     node = _first_node(output.args[0]) if output is not None else None
     while isinstance(node, fx.Node) and node.op == "call_function":
-        name = _op_name(node)
+        name = op_name(node)
         if name not in _PASS_THROUGH:
             return name
         node = next((arg for arg in node.args if isinstance(arg, fx.Node)), None)
@@ -75,12 +77,3 @@ def _first_node(value):
     if isinstance(value, (list, tuple)) and value:
         return _first_node(value[0])
     return None
-
-
-def _op_name(node: fx.Node) -> str:
-    """aten.linear.default -> "linear"; operator.getitem -> "getitem"."""
-    target = node.target
-    packet = getattr(target, "_schema", None)
-    if packet is not None:
-        return packet.name.split("::")[-1]
-    return getattr(target, "__name__", str(target))

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from torch import fx
 
-from compression.prune.channel_groups import ChannelGroup, SizeLiteral, Slice, _op_name
+from compression.graph_ops import op_name
+from compression.prune.channel_groups import ChannelGroup, SizeLiteral, Slice
 from compression.prune.channel_layout import Layout, permuted, regroup, shape_of, transposed
 
 _MOVES = {"view", "reshape", "_unsafe_view", "transpose", "permute", "contiguous", "clone", "alias"}
@@ -24,7 +25,7 @@ def find_head_groups(graph_module: fx.GraphModule) -> list[ChannelGroup]:
     of every call's reshapes rewritten."""
     groups: dict[frozenset[Slice], ChannelGroup] = {}
     for node in graph_module.graph.nodes:
-        if node.op == "call_function" and _op_name(node) == "scaled_dot_product_attention":
+        if node.op == "call_function" and op_name(node) == "scaled_dot_product_attention":
             group = _head_group(node)
             if group is None:
                 continue
@@ -61,7 +62,7 @@ def _head_group(attention: fx.Node) -> ChannelGroup | None:
                 if tensor is weight:
                     group.producers.append(piece)
     followed = _follow(attention, Layout(1), heads, group)
-    if followed is None or _op_name(followed[0]) != "linear" or not _owns_weight(followed[0]):
+    if followed is None or op_name(followed[0]) != "linear" or not _owns_weight(followed[0]):
         return None
     reader, layout = followed
     if layout.dim != len(shape_of(reader.args[0])) - 1:
@@ -72,9 +73,9 @@ def _head_group(attention: fx.Node) -> ChannelGroup | None:
 
 def _producer(node) -> fx.Node | None:
     """The linear layer (with its own weight) that `node` is a head-splitting view of."""
-    while isinstance(node, fx.Node) and node.op == "call_function" and _op_name(node) in _MOVES:
+    while isinstance(node, fx.Node) and node.op == "call_function" and op_name(node) in _MOVES:
         node = node.args[0]
-    if isinstance(node, fx.Node) and node.op == "call_function" and _op_name(node) == "linear" and \
+    if isinstance(node, fx.Node) and node.op == "call_function" and op_name(node) == "linear" and \
             _owns_weight(node):
         return node
     return None
@@ -92,7 +93,7 @@ def _follow(start: fx.Node, layout: Layout, heads: int, group: ChannelGroup):
         if len(node.users) != 1:
             return None
         user = next(iter(node.users))
-        name = _op_name(user) if user.op == "call_function" else ""
+        name = op_name(user) if user.op == "call_function" else ""
         if name not in _MOVES:
             return (user, layout) if user.args and user.args[0] is node or name == "scaled_dot_product_attention" \
                 else None

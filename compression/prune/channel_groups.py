@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import fx
 
+from compression.graph_ops import op_name
 from compression.prune.channel_layout import Layout, pads_dim, permuted, regroup, shape_of, transposed
 
 aten = torch.ops.aten
@@ -214,14 +215,8 @@ def _freeze(nodes: list[fx.Node], tracks: dict, groups: _Groups, reason: str) ->
             groups.freeze(track.group, reason)
 
 
-def _op_name(node: fx.Node) -> str:
-    target = node.target
-    packet = getattr(target, "overloadpacket", None)
-    return getattr(packet, "__name__", None) or getattr(target, "__name__", str(target))
-
-
 def _visit(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Groups) -> None:
-    name = _op_name(node)
+    name = op_name(node)
     if name in _LAYERS:
         _visit_layer(node, name, tracks, groups)
         return
@@ -354,7 +349,7 @@ def _join(node: fx.Node, parts: list[list[_Track]], groups: _Groups) -> list[_Tr
     for position, track in enumerate(first):
         root = track.group
         for other in parts[1:]:
-            root = groups.union(root, other[position].group, f"{_op_name(node)} at {node.name}")
+            root = groups.union(root, other[position].group, f"{op_name(node)} at {node.name}")
             if other[position].layout != track.layout:
                 groups.freeze(root, f"{node.name} combines channels on different dimensions")
         joined.append(_Track(root, track.layout))

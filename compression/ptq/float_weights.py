@@ -11,6 +11,9 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from compression.graph_ops import op_name
+from compression.quant.graph import get_tensor
+
 # More than this share of the weight elements left in float by operations the recipe cannot quantize gets a
 # warning. Weights of linear, convolution and embedding ops left float are the job's own choice (`exclude`,
 # `embeddings: null`) and reported as such elsewhere (`float_layers`).
@@ -30,7 +33,7 @@ def float_weight_report(graph: fx.GraphModule) -> dict:
     for node in graph.graph.nodes:
         if node.op != "get_attr":
             continue
-        tensor = _attribute(graph, node.target)
+        tensor = get_tensor(graph, node.target)
         if not isinstance(tensor, torch.Tensor) or tensor.dim() < 2 or id(tensor) in seen:
             continue
         seen.add(id(tensor))
@@ -38,7 +41,7 @@ def float_weight_report(graph: fx.GraphModule) -> dict:
         if not tensor.is_floating_point():
             continue
         floating += tensor.numel()
-        readers = sorted({_op_name(user) for user in node.users})
+        readers = sorted({op_name(user) for user in node.users})
         if not set(readers) <= QUANTIZABLE_READERS:
             others.append((tensor.numel(), f"{node.target} {list(tensor.shape)} read by {', '.join(readers)}"))
     others.sort(key=lambda item: -item[0])
@@ -56,15 +59,3 @@ def float_weight_warning(report: dict) -> str | None:
             f"operations ({'; '.join(report['largest_unquantizable'])}). A mixture of experts exported with "
             "stacked expert tensors is one such model: upload its Hugging Face folder instead, whose experts run "
             "as linear layers")
-
-
-def _attribute(graph: fx.GraphModule, target: str):
-    value = graph
-    for part in target.split("."):
-        value = getattr(value, part, None)
-    return value
-
-
-def _op_name(node: fx.Node) -> str:
-    packet = getattr(node.target, "overloadpacket", None)
-    return getattr(packet, "__name__", None) or str(node.target)
