@@ -34,6 +34,11 @@ def is_stacked_experts(module: torch.nn.Module) -> bool:
             and isinstance(down, torch.nn.Parameter) and down.dim() == 3)
 
 
+def projections(experts: torch.nn.Module) -> tuple[str, str]:
+    """The names of an experts module's stacked input projection (gate and up, or up alone) and output one."""
+    return INPUT_PROJECTIONS[0] if experts.has_gate else INPUT_PROJECTIONS[1], OUTPUT_PROJECTION
+
+
 def split_stacked_experts(model: torch.nn.Module) -> list[str]:
     """Turns every stacked experts module of `model` into per-expert linear layers, in place; returns their
     names ([] for a dense model)."""
@@ -44,8 +49,7 @@ def split_stacked_experts(model: torch.nn.Module) -> list[str]:
 
 
 def _split(experts: torch.nn.Module) -> None:
-    inputs = INPUT_PROJECTIONS[0] if experts.has_gate else INPUT_PROJECTIONS[1]
-    for projection in (inputs, OUTPUT_PROJECTION):
+    for projection in projections(experts):
         weight = getattr(experts, projection)
         bias = getattr(experts, f"{projection}_bias", None) if experts.has_bias else None
         layers = torch.nn.ModuleList(_linear(weight[index], None if bias is None else bias[index],
@@ -55,7 +59,6 @@ def _split(experts: torch.nn.Module) -> None:
         if bias is not None:
             delattr(experts, f"{projection}_bias")
         setattr(experts, projection, layers)
-    experts.input_projection = inputs
     # The instance's forward, not the class's: the module keeps its class, so its own gate (`_apply_gate`: GPT-OSS
     # clamps and interleaves), activation and post-expert norm stay what transformers defines.
     experts.forward = types.MethodType(_dense_forward, experts)
@@ -76,7 +79,7 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -
 def _dense_forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                    top_k_weights: torch.Tensor) -> torch.Tensor:
     """Every expert on every token, weighted by the token's routing weight for it."""
-    inputs, outputs = getattr(self, self.input_projection), getattr(self, OUTPUT_PROJECTION)
+    inputs, outputs = (getattr(self, name) for name in projections(self))
     routing = routing_weights(top_k_index, top_k_weights, len(outputs))
     result = torch.zeros_like(hidden_states)
     for expert, (first, last) in enumerate(zip(inputs, outputs)):

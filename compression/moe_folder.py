@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from compression.moe_experts import INPUT_PROJECTIONS, OUTPUT_PROJECTION, is_stacked_experts
+from compression.moe_experts import is_stacked_experts, projections
 
 
 class StackedExpertsNotWritable(ValueError):
@@ -42,8 +42,7 @@ def stacked_projections(model: torch.nn.Module) -> list[StackedProjection]:
     for module_name, module in model.named_modules():
         if not is_stacked_experts(module):
             continue
-        inputs = INPUT_PROJECTIONS[0] if module.has_gate else INPUT_PROJECTIONS[1]
-        for projection in (inputs, OUTPUT_PROJECTION):
+        for projection in projections(module):
             weight = getattr(module, projection)
             bias = f"{module_name}.{projection}_bias" if module.has_bias else None
             found.append(StackedProjection(f"{module_name}.{projection}", weight.shape[0], module.is_transposed, bias))
