@@ -1,7 +1,8 @@
 """Labels of a `.jsonl` text dataset (`compression.archive.jsonl`) as the arrays a classifier is trained and scored
 with: class indices int64 [N], or for lists of the classes that apply (multi-label) a 0/1 matrix float32 [N, C]
 (`compression.labels` reads a float matrix as independent binary targets), or for a regression head (config.json
-`problem_type: "regression"`, or a one-label head given values such as 3.8) its values, float32 [N].
+`problem_type: "regression"`, or a one-label head given values such as 3.8) its values, float32 [N], or [N, K] for
+a head with K outputs given lists of K numbers (lists of whole numbers too: a regression head has no classes).
 
 Class names are mapped with the model's own names (config.json `id2label`, index -> name), so a dataset written as
 `"label": "positive"` fits the model whose config says `{"1": "POSITIVE"}`: a name matches exactly, or else ignoring
@@ -17,7 +18,7 @@ import numpy as np
 
 from compression.archive.errors import InvalidUpload
 from compression.archive.hf_folder import MULTI_LABEL_PROBLEM, REGRESSION_PROBLEM, ordered_label_names
-from compression.archive.jsonl import TextSplit
+from compression.archive.jsonl import MIXED_LISTS, MIXED_LISTS_FIX, TextSplit
 
 _SHOWN = 12  # names quoted in a message
 # A multi-label split becomes a dense 0/1 matrix [rows, classes]: lists a few bytes long each could otherwise ask
@@ -87,23 +88,27 @@ class ModelClasses:
 
 def label_problems(where: str, names: list[str], multi_label: bool, index_range: list[int] | None,
                    classes: ModelClasses, flag_width: int | None = None, rows: int = 0,
-                   values: bool = False, per_word: bool = False) -> list[str]:
+                   values: bool = False, per_word: bool = False, value_width: int | None = 1,
+                   mixed_lists: bool = False) -> list[str]:
     """Why labels of this form (class `names` used, lists or not, the range of the indices, the length of 0/1 flag
     vectors, regression `values`, word tags) do not fit `classes`; the check the API makes from a dataset's
-    manifest and the worker from its rows. `names` are not checked where the model's class names are not known."""
+    manifest and the worker from its rows. `value_width`: how many numbers each row gives, read as values (1 for
+    single labels, the lists' one length, None for lists of several lengths); `mixed_lists`: lists that only a
+    regression head reads (`compression.archive.jsonl.MIXED_LISTS`). `names` are not checked where the model's
+    class names are not known."""
     if per_word != classes.per_token:
         return [f"{where} gives 'tags' (a class per word), which label a token classifier's words; this model is "
                 "not one (task token-classification): give a 'label' per row" if per_word else
                 f"{where} gives each row a 'label', but the model is a token classifier: give each row 'tags', one "
                 "class per word of its text (index or name; -100 for a word no tag reads)"]
     if values or classes.regression:
-        return _value_problems(where, names, multi_label, classes, values)
+        return _value_problems(where, names, classes, values, value_width)
     if classes.count is None:
         if names or multi_label:
             return [f"{where} gives class {'names' if names else 'lists'}, which need a sequence-classification "
                     "model (whose config.json names its classes); this model's output is not classes"]
         return []
-    problems = []
+    problems = [f"{where}: {MIXED_LISTS}{MIXED_LISTS_FIX}"] if mixed_lists else []
     if multi_label and rows * classes.count > MAX_LABEL_MATRIX_ENTRIES:
         problems.append(f"{where} has {rows:,} multi-label rows for {classes.count:,} classes: a 0/1 label matrix "
                         f"of {rows * classes.count:,} entries, more than the {MAX_LABEL_MATRIX_ENTRIES:,} a job "
@@ -128,10 +133,10 @@ def label_problems(where: str, names: list[str], multi_label: bool, index_range:
     return problems
 
 
-def _value_problems(where: str, names: list[str], multi_label: bool, classes: ModelClasses,
-                    values: bool) -> list[str]:
-    """Labels of a regression head are numbers, one per row, for a head with one output; values (numbers that are
-    no class index) need such a head."""
+def _value_problems(where: str, names: list[str], classes: ModelClasses, values: bool,
+                    value_width: int | None) -> list[str]:
+    """Labels of a regression head are numbers: one per row for a head with one output, a list of K per row for a
+    head with K; values (numbers that are no class index) need such a head."""
     if classes.count is None:
         return [f"{where} gives values (numbers that are no class index), which a regression head predicts; this "
                 "model's output is not a sequence classifier's: use a sequence-classification folder whose "
@@ -140,12 +145,16 @@ def _value_problems(where: str, names: list[str], multi_label: bool, classes: Mo
         return [f"{where} gives values (numbers that are no class index, such as 3.8), but the model is a classifier "
                 f"with {classes.count} classes; label each row with a class index 0..{classes.count - 1} or a "
                 "class name, or upload a regression head (config.json problem_type 'regression')"]
-    if names or multi_label:
-        return [f"{where} gives class {'names' if names else 'lists'}, but the model is a regression head (config.json "
-                "problem_type 'regression'): label each row with the number it should predict"]
-    if classes.count != 1:
-        return [f"{where} gives one value per row, but the regression head predicts {classes.count} values; export "
-                "the model to a .pt2 and label it with an .npz of [N, K] values"]
+    if names:
+        return [f"{where} gives class names, but the model is a regression head (config.json problem_type "
+                "'regression'): label each row with the number it should predict"]
+    if value_width != classes.count:
+        given = ("lists of several lengths" if value_width is None else "one value per row" if value_width == 1
+                 else f"{value_width} values per row")
+        wanted = ("the number it should predict" if classes.count == 1
+                  else f"a list of the {classes.count} numbers it should predict")
+        return [f"{where} gives {given}, but the regression head predicts {classes.count} "
+                f"value{'s' if classes.count != 1 else ''}: label each row with {wanted}"]
     return []
 
 
@@ -153,7 +162,8 @@ def _checked_names(split: str, rows: TextSplit, classes: ModelClasses) -> dict[s
     """The index of each class name the split's labels use (`name_indices`), once `label_problems` finds nothing
     wrong with them for `classes`; else refused with what to change."""
     problems = label_problems(f"split '{split}'", sorted(rows.names), rows.multi_label, rows.index_range(), classes,
-                              rows.flag_width, rows.labelled, rows.values, rows.per_word)
+                              rows.flag_width, rows.labelled, rows.values, rows.per_word, rows.value_width(),
+                              rows.mixed_lists)
     if problems:
         raise InvalidUpload("; ".join(problems))
     return name_indices(rows.names, classes.names)[0] if rows.names else {}
@@ -168,11 +178,11 @@ def word_tags(split: str, rows: TextSplit, classes: ModelClasses) -> list[list[i
 
 def label_array(split: str, rows: TextSplit, classes: ModelClasses) -> np.ndarray:
     """The split's labels: int64 class indices [N], for lists (multi-label) a float32 0/1 matrix [N, classes], or
-    a regression head's values float32 [N]. Names are mapped with the model's; labels that do not fit it are
-    refused with what to change."""
+    a regression head's values float32 [N] ([N, K] for lists of K values). Names are mapped with the model's;
+    labels that do not fit it are refused with what to change."""
     mapping = _checked_names(split, rows, classes)
     if rows.values or classes.regression:
-        return np.asarray(rows.labels, np.float32)
+        return np.asarray(rows.values_as_read(), np.float32)
     if classes.count is None:  # indices scored against a non-class output, as an .npz's would be
         return np.asarray(rows.labels, np.int64)
 

@@ -446,9 +446,14 @@ def _check_text_labels(split: str, manifest: DatasetManifest, signature: ModelSi
     if (values or regression) and spec.evaluation.metric == "accuracy":
         return [f"split '{split}' of the .jsonl labels a regression head with values, which accuracy does not "
                 "count; use evaluation.metric 'label_spearman' (their rank correlation with the outputs)"]
+    # Values per row: K for lists of K values ([N, K]), the lists' one length for lists of whole numbers (a
+    # regression head reads them as values), else one.
+    value_width = (labels["shape"][1] if len(labels["shape"]) == 2 else labels.get("list_width") if multi_label
+                   else 1)
     return label_problems(f"split '{split}' of the .jsonl", names, multi_label,
                           None if values else manifest.label_range.get(split), classes, labels.get("flag_width"),
-                          labels["shape"][0], values)
+                          labels["shape"][0], values, value_width=value_width,
+                          mixed_lists=bool(labels.get("mixed_lists")))
 
 
 def _check_label_matrix(split: str, label_shape: list[int], output, spec: JobCreate) -> list[str]:

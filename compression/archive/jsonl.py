@@ -7,7 +7,9 @@ model's config.json (`compression.text_labels`), or a list of them (possibly emp
 text, for a multi-label classifier, or a vector of 0/1 flags, one per class (told apart by a repeated value, as any
 vector over three or more classes has); or, for a regression head (config.json `problem_type: "regression"`, or
 one label), the value it predicts (a number such as 3.8: a file with one that is not whole holds values,
-`TextSplit.values`). A file uses one form: indices or names, single labels or lists, or values. `text_pair`
+`TextSplit.values`), or for a head with K outputs a list of its K values (`TextSplit.list_width`; a list of whole
+numbers only is told from a class list by the model, `compression.text_labels`). A file uses one form: indices or
+names, single labels or lists, or values. `text_pair`
 (optional: in the whole file, every row or none) is the second text of a sentence pair, for cross-encoders and NLI
 classifiers, which the tokenizer joins to `text` with its separator (and, for BERT-style models, segment ids).
 Instead of `label` (a file gives one of the three): `tags` labels the words of `text` (as `text.split()` cuts them)
@@ -53,6 +55,10 @@ _ROW_KEYS = {"split", "text", "text_pair", "label", "tags", *ANSWER_KEYS}
 MAX_NAME_CHARS = 200  # a class name; config.json's id2label names are short
 MAX_LABEL_NAMES = 10_000  # distinct class names in a file, kept in the manifest for the submission check
 MAX_LABELS_PER_ROW = 1_000  # entries of one multi-label row
+MIXED_LISTS = ("the 'label' lists mix 0/1 flag vectors, one entry per class (a row repeats a value, as [0, 1, 1] "
+               "does), with lists of class indices or flag vectors of other lengths")
+MIXED_LISTS_FIX = ("; give every row one form: flags for every class, or the indices of the classes that apply (or, "
+                   "for a regression head with several outputs, one list of values per row, all of one length)")
 
 
 @dataclass
@@ -71,6 +77,13 @@ class TextSplit:
     multi_label: bool = False  # each label is a list of the classes that apply
     flag_width: int | None = None  # the lists were 0/1 flags, one per class, of this length (made index lists)
     values: bool = False  # a label is a number that is no class index (3.8): the labels are regression values
+    # The one length of its label lists as read (None: no lists, or lists of several lengths): the number of values
+    # per row of a regression head with that many outputs, whose values lists of whole numbers can also be.
+    list_width: int | None = None
+    # Kept labels that were lists, as read (before `_settle_lists` made class-index lists of them): the values a
+    # regression head reads from lists of whole numbers.
+    lists_as_read: list[list] | None = None
+    mixed_lists: bool = False  # lists of one length, some 0/1 flag vectors, some not: a regression head's values only
     per_word: bool = False  # each label is the list of its text's word tags (`tags`), for a token classifier
     answers: bool = False  # each label is the answer's character span in `text_pair` (None: no answer), a reader's
 
@@ -94,11 +107,22 @@ class TextSplit:
                 if isinstance(entry, int) and not self.values and entry != IGNORED_LABEL]
 
     def value_range(self) -> list[float] | None:
-        """[min, max] of the labels as values (the numbers of a regression split), or None for other labels."""
+        """[min, max] of the labels as values (the numbers of a regression split, of every list for lists of
+        values), or None for other labels."""
         if self.summary is not None:
             return self.summary.value_range() if self.values else None
-        numbers = [label for label in self.labels if isinstance(label, (int, float))]
+        numbers = [entry for label in self.labels for entry in (label if isinstance(label, list) else [label])
+                   if isinstance(entry, (int, float))]
         return [float(min(numbers)), float(max(numbers))] if self.values and numbers else None
+
+    def value_width(self) -> int | None:
+        """How many values each row gives, read as a regression head's: 1 for single labels, the lists' one
+        length for lists (None where lengths differ)."""
+        return self.list_width if self.multi_label or self.list_width is not None else 1
+
+    def values_as_read(self) -> list:
+        """The labels as numbers, lists as they were read: a regression head's values."""
+        return self.lists_as_read if self.lists_as_read is not None else self.labels
 
 
 @dataclass
@@ -235,7 +259,7 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
                 rows.summary.add(label)
             else:
                 rows.labels.append(label)
-            rows.values = rows.values or isinstance(label, float)
+            rows.values = rows.values or _holds_value(label)
             rows.per_word = tags is not None
             rows.answers = answered
             rows.multi_label = isinstance(label, list) and not rows.per_word
@@ -246,16 +270,51 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
                                     "use class indices")
     if not splits:
         raise InvalidUpload("the .jsonl file holds no rows; write one JSON object per line with 'split' and 'text'")
-    _settle_lists(splits, form.flags)
     if any(rows.values for rows in splits.values()):  # one form per file: whole numbers beside 3.8 are values too
         for rows in splits.values():
             rows.values = bool(rows.labelled)
+        _settle_value_lists(splits)
+    else:
+        _settle_lists(splits, form.flags)
     return splits
+
+
+def _holds_value(label) -> bool:
+    """Whether a label as read (`_row_label`) is, or lists, a number that is no class index."""
+    return any(isinstance(entry, float) for entry in (label if isinstance(label, list) else [label]))
+
+
+def _list_lengths(splits: dict[str, TextSplit]) -> list[int]:
+    """The lengths of the file's label lists (kept or summarized), sorted."""
+    kept = {len(label) for rows in splits.values() if rows.multi_label for label in rows.labels}
+    summarized = {length for rows in splits.values() if rows.multi_label and rows.summary is not None
+                  for length in rows.summary.lengths}
+    return sorted(kept | summarized)
+
+
+def _settle_value_lists(splits: dict[str, TextSplit]) -> None:
+    """Lists in a file of values are each row's values, one per output of a regression head: one length
+    throughout."""
+    widths = _list_lengths(splits)
+    if len(widths) > 1:
+        raise InvalidUpload(f"the 'label' lists hold values (numbers that are no class index), one per output of a "
+                            f"regression head, but their lengths differ ({widths[:6]}); give every row one value "
+                            "per output of the model")
+    for rows in splits.values():
+        if rows.multi_label:
+            rows.multi_label = False
+            rows.list_width = widths[0]
 
 
 def _settle_lists(splits: dict[str, TextSplit], flags: bool) -> None:
     """Multi-label lists as class indices: flag vectors ([0, 1, 1]: classes 1 and 2) become the indices of their
-    ones, checked to be one length throughout; lists of classes lose repeats."""
+    ones, checked to be one length throughout; lists of classes lose repeats. Kept lists are also kept as read,
+    and their one length noted: a regression head reads lists of whole numbers as its values."""
+    widths = _list_lengths(splits)
+    for rows in splits.values():
+        if rows.multi_label:
+            rows.list_width = widths[0] if len(widths) == 1 else None
+            rows.lists_as_read = rows.labels if rows.summary is None else None
     if not flags:
         for rows in splits.values():
             if rows.multi_label:
@@ -263,13 +322,14 @@ def _settle_lists(splits: dict[str, TextSplit], flags: bool) -> None:
         return
     lists = [label for rows in splits.values() if rows.multi_label for label in rows.labels]
     summaries = [rows.summary for rows in splits.values() if rows.multi_label and rows.summary is not None]
-    widths = sorted({len(label) for label in lists} | {length for summary in summaries for length in summary.lengths})
-    if len(widths) > 1 or any(not set(label) <= {0, 1} for label in lists) or not all(
-            summary.binary_lists for summary in summaries):
-        raise InvalidUpload(f"the 'label' lists mix 0/1 flag vectors, one entry per class (a row repeats a value, "
-                            f"as [0, 1, 1] does), with lists of class indices or flag vectors of other lengths "
-                            f"(lengths {widths[:6]}); give every row one form: flags for every class, or the "
-                            "indices of the classes that apply")
+    if len(widths) > 1:
+        raise InvalidUpload(f"{MIXED_LISTS} (lengths {widths[:6]}){MIXED_LISTS_FIX}")
+    if any(not set(label) <= {0, 1} for label in lists) or not all(summary.binary_lists for summary in summaries):
+        # No flags and no class lists, but the values of a regression head could be so (ratings [1, 1, 0] and
+        # [0, 2, 2]): the model decides (`compression.text_labels.label_problems`).
+        for rows in splits.values():
+            rows.mixed_lists = rows.multi_label
+        return
     for rows in splits.values():
         if rows.multi_label:
             rows.labels = [[index for index, flag in enumerate(label) if flag] for label in rows.labels]
@@ -277,10 +337,11 @@ def _settle_lists(splits: dict[str, TextSplit], flags: bool) -> None:
 
 
 def _row_label(label, number: int) -> int | str | list:
-    """A row's label as read: a class index, a class name, or a list of them (multi-label), else refused."""
+    """A row's label as read: a class index, a class name or a value, or a list of them (multi-label classes, or
+    the values of a regression head with several outputs), else refused."""
     if isinstance(label, list):
         if len(label) > MAX_LABELS_PER_ROW:
-            raise InvalidUpload(f"line {number}: 'label' lists {len(label)} classes, more than {MAX_LABELS_PER_ROW}")
+            raise InvalidUpload(f"line {number}: 'label' lists {len(label)} entries, more than {MAX_LABELS_PER_ROW}")
         # Repeats are kept until the whole file is read: they tell 0/1 flag vectors from class lists.
         return [_class(entry, number, in_list=True) for entry in label]
     return _class(label, number, in_list=False)
@@ -293,19 +354,20 @@ def _row_tags(tags, text: str, number: int) -> list[int | str]:
         got = f"{len(tags)} tags" if isinstance(tags, list) else json.dumps(tags)[:40]
         raise InvalidUpload(f"line {number}: 'tags' must be a list with one class per word of 'text' ({words} "
                             f"words, as text.split() cuts them); got {got}")
-    return [IGNORED_LABEL if tag == IGNORED_LABEL and not isinstance(tag, bool) else _class(tag, number, in_list=True)
-            for tag in tags]
+    return [IGNORED_LABEL if tag == IGNORED_LABEL and not isinstance(tag, bool)
+            else _class(tag, number, in_list=True, takes_values=False) for tag in tags]
 
 
-def _class(value, number: int, in_list: bool) -> int | float | str:
+def _class(value, number: int, in_list: bool, takes_values: bool = True) -> int | float | str:
     """One class: an integer index >= 0 (a whole-number float such as 2.0 written by a float column is that index;
-    false and true are classes 0 and 1, as booleans are in an .npz) or a class name; or a number that is no index
-    (3.8, -1): a regression value, which `TextSplit.values` marks and the submission checks against the model."""
+    false and true are classes 0 and 1, as booleans are in an .npz) or a class name; or, unless a word's tag (not
+    `takes_values`), a number that is no index (3.8, -1): a regression value, which `TextSplit.values` marks and
+    the submission checks against the model."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if not in_list and (isinstance(value, float) and math.isfinite(value) or isinstance(value, int) and value < 0):
+    if takes_values and (isinstance(value, float) and math.isfinite(value) or isinstance(value, int) and value < 0):
         return float(value)
     if isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS:
         return value
@@ -313,7 +375,7 @@ def _class(value, number: int, in_list: bool) -> int | float | str:
         return value
     where = "an entry of 'label'" if in_list else "'label'"
     lists = "" if in_list else ", or a list of them for a multi-label model"
-    values = "" if in_list else ", or the number a regression head predicts"
+    values = ", or the number a regression head predicts" if takes_values else ""
     raise InvalidUpload(f"line {number}: {where} must be a class index (an integer >= 0) or a class name (a "
                         f"non-empty string of at most {MAX_NAME_CHARS} characters, as the model's config.json "
                         f"id2label names it){lists}{values}; got {json.dumps(value)[:40]}")
@@ -322,9 +384,10 @@ def _class(value, number: int, in_list: bool) -> int | float | str:
 def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict[str, list[int]]]:
     """The manifest of a text dataset in the shape an `.npz` manifest has: per split, `text` (and `y`) with the
     number of rows as the shape. Labels by name are `y` of dtype "str" with the sorted class `names` (the
-    submission checks them against the model's); `multi_label` marks lists; `per_word` word tags; `values` (dtype
-    "float32") regression values. `label_range` spans the class indices (of every list, for multi-label rows, and
-    of every tag but -100), or the values."""
+    submission checks them against the model's); `multi_label` marks lists (`list_width`: their one length, where
+    they have one and are no flag vectors); `per_word` word tags; `values` (dtype "float32") regression values, of
+    shape [rows, K] for lists of K values. `label_range` spans the class indices (of every list, for multi-label
+    rows, and of every tag but -100), or the values."""
     described, label_range = {}, {}
     for name, rows in splits.items():
         arrays = {TEXT_INPUT: {"shape": [rows.rows], "dtype": "str", "characters": rows.characters}}
@@ -332,7 +395,8 @@ def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict
             arrays[PAIR_INPUT] = {"shape": [rows.rows], "dtype": "str"}
         if rows.labelled:
             indices = rows.index_range()
-            labels = {"shape": [rows.labelled],
+            value_lists = rows.values and rows.list_width is not None
+            labels = {"shape": [rows.labelled, rows.list_width] if value_lists else [rows.labelled],
                       "dtype": "str" if rows.names else "float32" if rows.values else "int64"}
             if rows.values:
                 labels["values"] = True
@@ -347,6 +411,10 @@ def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict
                 labels["answers"] = True
             if rows.flag_width is not None:
                 labels["flag_width"] = rows.flag_width
+            elif rows.multi_label and rows.list_width is not None:
+                labels["list_width"] = rows.list_width
+            if rows.mixed_lists:
+                labels["mixed_lists"] = True
             arrays[LABEL_ARRAY] = labels
             if indices:
                 label_range[name] = indices

@@ -13,7 +13,8 @@ from compression.archive.npz import IGNORED_LABEL
 class LabelSummary:
     """Counts and ranges of the labels seen: class indices (single labels, list entries, word tags but -100), the
     positions of the ones of each list (their indices were the lists 0/1 flag vectors), the lists' lengths and
-    whether they hold only 0 and 1, and the range of every number (their values, were the labels values)."""
+    whether they hold only 0 and 1, and the range of every number, in lists too (their values, were the labels
+    values)."""
 
     count: int = 0
     indices: list[int] = field(default_factory=list)  # [low, high]
@@ -30,6 +31,7 @@ class LabelSummary:
             ones = [position for position, entry in enumerate(label) if entry == 1 and not isinstance(entry, str)]
             _widen(self.flag_positions, ones)
             _widen(self.indices, [e for e in label if isinstance(e, int) and e != IGNORED_LABEL])
+            _widen(self.numbers, [float(e) for e in label if isinstance(e, (int, float))])
             return
         if isinstance(label, (int, float)):
             _widen(self.numbers, [float(label)])

@@ -322,6 +322,38 @@ def test_values_are_checked_against_a_regression_head_or_a_classifier(api, auth,
         assert status == 422 and expected in text, text
 
 
+def test_lists_of_values_are_checked_against_the_regression_heads_outputs(api, auth, tmp_path):
+    """A regression head with two outputs takes a list of two values per row (whole numbers too); other lengths
+    are refused at submission, and lists a classifier cannot read (some 0/1 flag vectors, some not) as well."""
+    folders = {"two_values": bert_folder(tmp_path / "two", 2, problem_type="regression"),
+               "classifier": bert_folder(tmp_path / "classifier", 3, problem_type="multi_label_classification")}
+    models = {key: _upload(api, auth, "models", f"{key}.zip", zip_bytes(folder)).json()
+              for key, folder in folders.items()}
+    datasets = {}
+    for key, labels in {"pairs": [[0.5, -1.0], [3.8, 2.0], [5, 1], [1, 0.25]],
+                        "whole_pairs": [[1, 1], [0, 2], [5, 1], [3, 3]],
+                        "triples": [[0.5, 1.0, 2.0], [1.5, 0, 0], [2.5, 1, 1], [0, 0, 0]],
+                        "mixed": [[0, 0, 1], [2, 1, 0], [1, 1, 0], [0, 2, 2]]}.items():
+        response = _upload(api, auth, "datasets", f"{key}.jsonl",
+                           jsonl_bytes({"train": CORPUS[:4], "val": CORPUS[4:8]}, {"train": labels, "val": labels}))
+        assert response.status_code == 201, response.text
+        datasets[key] = response.json()
+    assert datasets["pairs"]["manifest"]["splits"]["val"]["y"] == {"shape": [4, 2], "dtype": "float32",
+                                                                   "values": True}
+    for dataset in (datasets["pairs"], datasets["whole_pairs"]):
+        status, text = _job(api, auth, models["two_values"], dataset, [{"method": "ptq"}])
+        assert status == 201, text
+    for model, dataset, expected in [
+        ("two_values", "triples", "gives 3 values per row, but the regression head predicts 2 values: label each "
+                                  "row with a list of the 2 numbers it should predict"),
+        ("classifier", "pairs", "values (numbers that are no class index, such as 3.8), but the model is a "
+                                "classifier with 3 classes"),
+        ("classifier", "mixed", "the 'label' lists mix 0/1 flag vectors"),
+    ]:
+        status, text = _job(api, auth, models[model], datasets[dataset], [{"method": "ptq"}])
+        assert status == 422 and expected in text, text
+
+
 def test_a_token_classifier_keeps_its_task_and_takes_word_tags(api, auth, tmp_path):
     tags = {0: "O", 1: "B-PER", 2: "I-PER"}
     folder = bert_folder(tmp_path / "ner", 3, per_token=True, id2label=tags)

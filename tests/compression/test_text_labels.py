@@ -61,8 +61,11 @@ def test_lists_of_0_1_flags_one_per_class_are_read_as_the_classes_they_flag():
     assert _read('{"split": "t", "text": "a", "label": [2, 0, 2]}')["t"].labels == [[2, 0]]
     with pytest.raises(InvalidUpload, match=r"mix 0/1 flag vectors.*\(lengths \[2, 3\]\)"):
         _read('{"split": "t", "text": "a", "label": [1, 1]}\n{"split": "t", "text": "b", "label": [0, 1, 0]}')
+    # Lists of one length, some flags and some not, can only be a regression head's values: the model decides.
+    mixed = _read('{"split": "t", "text": "a", "label": [0, 0, 1]}\n{"split": "t", "text": "b", "label": [2, 1, 0]}')
+    assert manifest_splits(mixed)[0]["t"]["y"]["mixed_lists"] is True
     with pytest.raises(InvalidUpload, match="mix 0/1 flag vectors"):
-        _read('{"split": "t", "text": "a", "label": [0, 0, 1]}\n{"split": "t", "text": "b", "label": [2, 1, 0]}')
+        label_array("t", mixed["t"], ModelClasses(3, None, True))
 
 
 def test_booleans_are_classes_0_and_1_as_in_an_npz():
@@ -162,12 +165,66 @@ def test_a_regression_folder_job_trains_and_judges_its_values(tmp_path):
         assert -1 <= metrics["label_spearman"] <= 1 and "accuracy" not in metrics
 
 
+def test_lists_of_values_label_a_regression_head_with_as_many_outputs():
+    """A head with K outputs (problem_type 'regression', num_labels K) is labelled with a list of K numbers per
+    row: [N, K] values. Lists of whole numbers read as class lists for a classifier and as values for such a head
+    (kept as written: repeats and 0/1 patterns are values, not flags); lists of other lengths are refused."""
+    splits = _read('{"split": "t", "text": "a", "label": [0.5, 2]}\n{"split": "t", "text": "b", "label": [1, -3]}\n'
+                   '{"split": "v", "text": "c", "label": [4, 1]}\n')
+    described, label_range = manifest_splits(splits)
+    assert described["t"]["y"] == {"shape": [2, 2], "dtype": "float32", "values": True}
+    assert label_range == {"t": [-3.0, 2.0], "v": [1.0, 4.0]}
+    two_outputs = ModelClasses(2, None, False, regression=True)
+    assert label_array("t", splits["t"], two_outputs).tolist() == [[0.5, 2.0], [1.0, -3.0]]
+    with pytest.raises(InvalidUpload, match="gives 2 values per row, but the regression head predicts 3 values: "
+                                            "label each row with a list of the 3 numbers"):
+        label_array("t", splits["t"], ModelClasses(3, None, False, regression=True))
+    with pytest.raises(InvalidUpload, match="but the model is a classifier with 2 classes"):
+        label_array("t", splits["t"], ModelClasses(2, None, False))
+    whole = _read('{"split": "t", "text": "a", "label": [0, 2, 2]}\n{"split": "t", "text": "b", "label": [1, 1, 0]}')
+    assert manifest_splits(whole)[0]["t"]["y"]["mixed_lists"] is True  # neither flags nor class lists
+    three_outputs = ModelClasses(3, None, False, regression=True)
+    assert label_array("t", whole["t"], three_outputs).tolist() == [[0, 2, 2], [1, 1, 0]]
+    ratings = _read('{"split": "t", "text": "a", "label": [5, 2]}\n{"split": "t", "text": "b", "label": [3, 4]}')
+    assert manifest_splits(ratings)[0]["t"]["y"] == {"shape": [2], "dtype": "int64", "multi_label": True,
+                                                    "list_width": 2}
+    assert label_array("t", ratings["t"], two_outputs).tolist() == [[5, 2], [3, 4]]
+    with pytest.raises(InvalidUpload, match="gives 2 values per row, but the regression head predicts 1 value: "
+                                            "label each row with the number it should predict"):
+        label_array("t", ratings["t"], ModelClasses(1, None, False, regression=True))
+    uneven = '{"split": "t", "text": "a", "label": [0.5, 2]}\n{"split": "t", "text": "b", "label": [1]}'
+    with pytest.raises(InvalidUpload, match=r"lists hold values .* but their lengths differ \(\[1, 2\]\)"):
+        _read(uneven)
+    assert label_problems("split 't'", [], True, [1, 5], three_outputs, value_width=None) == [
+        "split 't' gives lists of several lengths, but the regression head predicts 3 values: label each row with "
+        "a list of the 3 numbers it should predict"]
+    with pytest.raises(InvalidUpload, match="got -1.5"):  # a word's tag is a class, never a value
+        _read('{"split": "t", "text": "a", "tags": [-1.5]}')
+
+
+def test_a_regression_folder_with_several_outputs_trains_and_judges_each(tmp_path):
+    """A head with two regression outputs (valence and arousal, say) on lists of two values: [N, 2] labels,
+    distilled and fine-tuned with MSE and judged by the rank correlation of each output, averaged."""
+    folder = bert_folder(tmp_path / "va", 2, problem_type="regression")
+    values = [[0.4, -1.0], [3.8, 2.5], [2.25, 0.0], [4.9, 1.5], [1.0, -0.5], [2.75, 3.0], [0.0, 1.0], [5.0, -2.0]]
+    result = _kd_and_ptq(tmp_path, folder, values, alpha=0.5)
+    assert result.stages[0].metrics["method_metrics"]["loss"] == "mse"
+    with np.load(tmp_path / "work" / "dataset.npz") as arrays:
+        assert arrays["train.y"].dtype == np.float32
+        np.testing.assert_allclose(arrays["train.y"], values)
+    for metrics in (result.baseline, *(stage.metrics for stage in result.stages)):
+        assert metrics["output_kind"] == "regression" and metrics["metric"] == "label_spearman"
+        assert -1 <= metrics["label_spearman"] <= 1 and "accuracy" not in metrics
+
+
 @pytest.mark.parametrize("text", [
     '{"split": "t", "text": "a", "label": 2}\n{"split": "v", "text": "b", "label": 0}',
     '{"split": "t", "text": "a", "label": "pos"}\n{"split": "t", "text": "b", "label": "neg"}',
     '{"split": "t", "text": "a", "label": [3, 1, 3]}\n{"split": "t", "text": "b", "label": []}',
     '{"split": "t", "text": "a", "label": [0, 1, 1]}\n{"split": "v", "text": "b", "label": [1, 0, 0]}',
     '{"split": "t", "text": "a", "label": 3.5}\n{"split": "t", "text": "b", "label": 1}',
+    '{"split": "t", "text": "a", "label": [3.5, 1]}\n{"split": "v", "text": "b", "label": [0, 2]}',
+    '{"split": "t", "text": "a", "label": [5, 1]}\n{"split": "v", "text": "b", "label": [2, 2]}',
     '{"split": "t", "text": "a b", "tags": [2, -100]}\n{"split": "v", "text": "c", "tags": [1]}',
     '{"split": "t", "text": "a b", "tags": ["B-PER", "O"]}',
     '{"split": "t", "text": "q", "text_pair": "a b", "answer": {"text": "b", "start": 2}}',

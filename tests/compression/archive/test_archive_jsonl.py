@@ -28,7 +28,8 @@ def test_rows_are_grouped_by_split_with_label_ranges():
     ('{"text": "a", "label": 1}', "line 1 has no 'split': every row names the split it belongs to"),
     ('{"split": "train", "text": ""}', "non-empty string"),
     ('{"split": "train", "text": "a", "label": NaN}', "class index .* or the number a regression head predicts"),
-    ('{"split": "train", "text": "a", "label": [1, 1.5]}', "an entry of 'label' must be a class index"),
+    ('{"split": "train", "text": "a", "label": [1, null]}', "an entry of 'label' must be a class index"),
+    ('{"split": "train", "text": "a", "label": [1, Infinity]}', "or the number a regression head predicts"),
     ('{"split": "train", "text": "a", "label": "' + "c" * 201 + '"}', "at most 200 characters"),
     ('{"split": "train", "text": "a", "label": 1}\n{"split": "train", "text": "b"}', "mixes rows"),
     ('{"split": "train", "text": "a"', "not valid JSON"),
@@ -41,7 +42,7 @@ def test_rows_are_grouped_by_split_with_label_ranges():
     ('{"split": "train", "text": "a", "label": [[1]]}', "an entry of 'label'"),
     ('{"split": "train", "text": "a", "label": ""}', "class name"),
     ('{"split": "train", "text": "a", "label": {"c": 1}}', "class index"),
-    ('{"split": "train", "text": "a", "label": [-1]}', "an entry of 'label'"),
+    ('{"split": "train", "text": "a", "label": [[1]]}', "an entry of 'label'"),
 ])
 def test_bad_rows_are_refused_with_the_line(text, expected):
     with pytest.raises(InvalidUpload, match=expected):
