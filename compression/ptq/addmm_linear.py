@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from compression.ptq.conv1d import (
+from compression.ptq.graph_rewrites import (
     holds_float,
     mark_module_type,
     new_weight,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from compression.ptq.conv1d import rewrite_calls
+from compression.ptq.graph_rewrites import rewrite_calls
 
 aten = torch.ops.aten
 

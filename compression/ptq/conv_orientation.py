@@ -22,7 +22,7 @@ from torch import fx
 from torch.export import ExportedProgram
 
 from compression.io import export_model
-from compression.ptq.conv1d import as_pair, conv_arguments, new_weight, rewrite_calls, stored_weight
+from compression.ptq.graph_rewrites import as_pair, conv_arguments, new_weight, rewrite_calls, stored_weight
 
 _CONV2D = torch.ops.aten.conv2d.default
 _TRANSPOSE = torch.ops.aten.transpose.int

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from compression.ptq.conv1d import as_pair, conv_arguments, rewrite_calls, stored_weight
+from compression.ptq.graph_rewrites import as_pair, conv_arguments, rewrite_calls, stored_weight
 
 _CONV2D = torch.ops.aten.conv2d.default
 _PAD = torch.ops.aten.constant_pad_nd.default

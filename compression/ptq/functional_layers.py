@@ -25,7 +25,7 @@ from collections import defaultdict
 import torch
 from torch import fx
 
-from compression.ptq.conv1d import stored_parameter
+from compression.ptq.graph_rewrites import stored_parameter
 
 aten = torch.ops.aten
 LAYER_TYPES = {aten.linear.default: torch.nn.Linear, aten.conv2d.default: torch.nn.Conv2d}

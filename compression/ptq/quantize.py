@@ -38,11 +38,12 @@ from compression.io import export_model
 from compression.modes import eval_mode
 from compression.ptq.addmm_linear import addmm_as_linear
 from compression.ptq.batch_norm_affine import batch_norms_as_affine
-from compression.ptq.conv1d import conv1d_as_conv2d, holds_float
+from compression.ptq.conv1d import conv1d_as_conv2d
 from compression.ptq.conv_orientation import tall_convs_on_their_side
 from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
 from compression.ptq.explicit_padding import pad_long_kernels_explicitly
 from compression.ptq.functional_layers import mark_functional_layers
+from compression.ptq.graph_rewrites import holds_float
 from compression.ptq.smoothquant import smooth_linears
 from compression.ptq.string_padding import numeric_conv_padding
 from compression.quant.graph import find_layers, select_layers

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from compression.ptq.conv1d import conv_arguments, rewrite_calls
+from compression.ptq.graph_rewrites import conv_arguments, rewrite_calls
 
 aten = torch.ops.aten
 # The string-padded overload of each conv, and the numeric one it becomes.

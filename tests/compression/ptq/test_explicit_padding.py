@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from compression.evaluate import tensor_sqnr_db
 from compression.io import export_model
 from compression.ptq import quantize_int8
-from compression.ptq.conv1d import conv1d_as_conv2d, conv_arguments
+from compression.ptq.conv1d import conv1d_as_conv2d
 from compression.ptq.explicit_padding import pad_long_kernels_explicitly
+from compression.ptq.graph_rewrites import conv_arguments
 from compression.ptq.quantize import quantized_layer_count
 
 _CONV2D = torch.ops.aten.conv2d.default
