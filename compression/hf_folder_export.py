@@ -1,31 +1,8 @@
 """A stage's model written back as the Hugging Face folder it came from, in compressed-tensors format, so that
 `from_pretrained(folder)` loads the compressed encoder or classifier (issue 10).
 
-The program a folder job runs on was exported from the transformers model (`compression.hf_program`), and every
-stage keeps each op's `nn_module_stack`, so the stage's graph says which module of the folder each weight belongs
-to. What is read back from the graph:
-
-- `aten.linear` whose weight is `dequantize_per_channel(int8 codes, scale, zero point)` (the default int8 PTQ):
-  int8 per-channel weights; its input `dequantize_per_tensor(quantize_per_tensor(x))` becomes a static per-tensor
-  int8 input quantizer (the program's uint8 codes shifted by 128: the same grid). compressed-tensors
-  `int-quantized`, W8A8 static.
-- embedding tables stored as codes and per-row (int8) or per-group (int4) scales (`compression.ptq.embeddings`):
-  `int-quantized` Embedding weights, weight only.
-- weights of the general PTQ path (`packed.safetensors`, weight-only): int 2-8 bits per channel or per group;
-  8 bits `int-quantized`, fewer bits `pack-quantized`; its embedding tables (int8 per row, 4-bit per group)
-  `int-quantized` Embedding weights, as above.
-- QAT's activation quantizer modules (their eval-mode `grid()`): static per-tensor input quantizers; its integer
-  weights come from its `packed.safetensors`, as the general path's do.
-- `aten.linear` with a float weight and a float input (a layer PTQ's include/exclude left float): its weight is
-  stored as float, and the module is named in the config's `ignore`.
-- any other float parameter of the graph under its folder name: stored as it is (pruning changes them); a
-  mixture of experts' per-expert float layers stacked back into its experts tensors (`compression.moe_folder`).
-- a quantize/dequantize pair on an activation that feeds no linear layer (the gate product of a GLU or
-  tanh-GELU MLP: Llama, Qwen2, ModernBERT, GPT-2, ALBERT) has no place in compressed-tensors, which quantizes the
-  inputs of `nn.Linear`s only: it is left out, and that activation runs in float in the folder. So is the input
-  quantizer of a module the graph calls more than once with different grids (ALBERT's shared layer): the folder
-  holds one per module. Both are listed in the details; the comparison below decides whether the folder still
-  computes what the stage's model does, and refuses it with the reason if not.
+The stage's graph is read as the folder's tensors by `compression.hf_folder_graph` (int8 linears with their static
+input quantizers, quantized embedding tables, the general path's packed weights, float layers; what runs in float).
 
 Every tensor of the folder's model that the graph lacks (a branch dropped as dead, such as BERT's pooler under
 `last_hidden_state`) is copied from the source folder. Whatever cannot be expressed so (a tensor whose shape
@@ -48,7 +25,6 @@ import itertools
 import json
 import re
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -57,16 +33,25 @@ from torch import fx
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.fidelity import relative_max_gap
 from compression.half_precision import half_precision
+from compression.hf_folder_graph import (
+    PROGRAM_PREFIX,
+    FolderLayout,
+    NotExpressible,
+    folder_module_name,
+    read_graph,
+    shift_to_signed,
+    tied_module,
+)
 from compression.hf_program import load_folder_model
 from compression.llm import export
 from compression.llm.quantize import QuantizedWeight, WeightFormat
 from compression.moe_folder import StackedExpertsNotWritable, restack, split_source, stacked_projections
 from compression.ptq.addmm_linear import LINEAR_WEIGHT_SUFFIX
+from compression.ptq.graph_rewrites import stored_tensor
 from compression.sentence_pooling import copy_sentence_transformers_files
 from compression.tied_copies import shared_groups
 
 aten = torch.ops.aten
-PROGRAM_PREFIX = "model."  # the program's module names are the folder model's, under `_TensorOutput.model`
 # Largest difference allowed between the folder's output and the stage model's, relative to the output's scale:
 # this, or a quarter of the stage model's own distance from the float model, whichever is larger. Both compute the
 # same dequantized graph; with static input quantizers, values a rounding ulp from a grid tie land on different
@@ -83,279 +68,6 @@ SHARE_OF_COMPRESSION_ERROR = 0.25
 SHARE_OF_COMPRESSION_ERROR_POOLED = 0.5
 MAX_FOLDER_ERROR_GROWTH = 1.25
 MAX_CONFIG_FIELDS = 4  # config fields tried together when fitting pruned widths
-
-
-class NotExpressible(ValueError):
-    """The stage's model cannot be written as the source architecture in a format transformers loads."""
-
-
-@dataclass
-class FolderLayout:
-    """What goes into the folder: float tensors by name, quantized modules by name, and where each came from."""
-
-    floats: dict[str, torch.Tensor] = field(default_factory=dict)
-    weights: dict[str, QuantizedWeight] = field(default_factory=dict)  # module name -> quantized weight
-    # module name -> static input quantizer (scale, zero point, bits) on compressed-tensors' signed grid
-    inputs: dict[str, tuple[float, int, int]] = field(default_factory=dict)
-    from_source: list[str] = field(default_factory=list)
-    embeddings: set[str] = field(default_factory=set)  # quantized modules that are embedding tables
-    config_changes: dict[str, int] = field(default_factory=dict)  # config fields set to the graph's widths
-    # activation quantizers (quantize nodes) the folder runs in float: on no linear layer's input, or on a shared
-    # module's input with different grids per call
-    float_activations: list[str] = field(default_factory=list)
-    # linear modules the graph runs in float (include/exclude): the config's `ignore` names them
-    float_layers: set[str] = field(default_factory=set)
-    # quantized tables whose module has its own forward, written as their dequantized float values
-    dequantized_tables: list[str] = field(default_factory=list)
-    # names of a tied tensor the folder leaves out: transformers ties them to the one it holds when it loads
-    tied_copies: set[str] = field(default_factory=set)
-
-    def packed(self, name: str) -> bool:
-        """Below 8 bits, Linear weights are int32-packed (`pack-quantized`); compressed-tensors' Embedding loader
-        has only the unpacked layout (`int-quantized`: each code in an int8)."""
-        return self.weights[name].format.bits < 8 and name not in self.embeddings
-
-
-def _attr(gm: fx.GraphModule, node) -> torch.Tensor | None:
-    if not isinstance(node, fx.Node) or node.op != "get_attr":
-        return None
-    owner, _, leaf = node.target.rpartition(".")
-    return getattr(gm.get_submodule(owner) if owner else gm, leaf)
-
-
-def _scalar(gm: fx.GraphModule, value) -> float:
-    tensor = _attr(gm, value)
-    if tensor is not None:
-        if tensor.numel() != 1:
-            raise NotExpressible("an activation quantizer with more than one scale")
-        return float(tensor)
-    return float(value)
-
-
-def _module_name(node: fx.Node) -> str | None:
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return None
-    path = next(reversed(stack.values()))[0].split("@")[0]  # `separate_repeated_module_calls` appends @node
-    return path.removeprefix(PROGRAM_PREFIX) if path.startswith(PROGRAM_PREFIX) else None
-
-
-def _quantized_use(node: fx.Node) -> str:
-    """A quantize/dequantize node named by the op that reads it and that op's module ("conv2d in
-    vit.embeddings.patch_embeddings.projection"), or by its own name where it has no such reader."""
-    reader = next((user for user in node.users if not _is(user, "quantize")), None)
-    if reader is None or reader.op != "call_function":
-        return node.name
-    op = getattr(reader.target, "__name__", str(reader.target)).split(".")[0]
-    module = _module_name(reader)
-    return f"{op} in {module}" if module else op
-
-
-def _holds_tensors(module: torch.nn.Module) -> bool:
-    """Modules the graph calls that hold state (quantizers' scales); stateless ones (export's `_guards_fn`) only
-    check shapes."""
-    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
-
-
-def _is(node, name: str) -> bool:
-    return isinstance(node, fx.Node) and node.op == "call_function" and name in str(node.target)
-
-
-def _int8_linear(gm: fx.GraphModule, dequant: fx.Node) -> QuantizedWeight:
-    codes_node, scale_node, zero_node, axis, qmin, qmax = dequant.args[:6]
-    codes, scale, zero = _attr(gm, codes_node), _attr(gm, scale_node), _attr(gm, zero_node)
-    if codes is None or scale is None or axis != 0 or (qmin, qmax) != (-128, 127) or codes.dim() != 2:
-        raise NotExpressible(f"weight quantizer {dequant.name} is not int8 per output channel")
-    if zero is not None and bool((zero != 0).any()):
-        raise NotExpressible(f"weight quantizer {dequant.name} is asymmetric")
-    return QuantizedWeight(codes.to(torch.int8), scale.float().reshape(-1, 1), None,
-                           WeightFormat(bits=8, group_size=None, symmetric=True))
-
-
-def _shift_to_signed(qmin: int, qmax: int, where: str) -> tuple[int, int]:
-    """(bits, shift): compressed-tensors' codes are signed, [-2^(bits-1), 2^(bits-1)); a grid within that range
-    (narrow symmetric -7..7 included) stays as it is (shift 0), one starting elsewhere (uint8's 0..255) is the
-    same values with its codes and zero point moved down by `shift`."""
-    bits = (qmax - qmin).bit_length()
-    if not 2 <= bits <= 8:
-        raise NotExpressible(f"{where} has the range {qmin}..{qmax}, not a 2-8 bit grid")
-    low = -(1 << (bits - 1))
-    return bits, 0 if low <= qmin and qmax <= -low - 1 else qmin - low
-
-
-def _signed_grid(scale: float, zero: int, qmin: int, qmax: int, where: str) -> tuple[float, int, int]:
-    """(scale, zero point, bits) of an input quantizer on compressed-tensors' signed grid."""
-    bits, shift = _shift_to_signed(qmin, qmax, f"input quantizer {where}")
-    return scale, zero - shift, bits
-
-
-def _input_quantizer(gm: fx.GraphModule, node) -> tuple[float, int, int] | None:
-    """(scale, zero point, bits) of a static per-tensor input quantizer (int8 PTQ's quantize/dequantize pair, or a
-    QAT activation quantizer module with its eval-mode `grid`), None for a float input."""
-    if isinstance(node, fx.Node) and node.op == "call_module":
-        grid = gm.get_submodule(node.target).grid()
-        if grid.scale.numel() != 1 or grid.zero_point.numel() != 1:
-            raise NotExpressible(f"input quantizer {node.target} is not per tensor")
-        return _signed_grid(float(grid.scale), round(float(grid.zero_point)), grid.qmin, grid.qmax, node.target)
-    if not _is(node, "dequantize_per_tensor"):
-        return None
-    _, scale, zero, qmin, qmax = node.args[:5]
-    return _signed_grid(_scalar(gm, scale), round(_scalar(gm, zero)), qmin, qmax, node.name)
-
-
-def _input_quantizer_modules(gm: fx.GraphModule) -> set[fx.Node]:
-    """Modules the graph calls that are activation quantizers feeding only linear layers; any other module holding
-    tensors is something the folder's architecture does not have."""
-    found = set()
-    for node in gm.graph.nodes:
-        if node.op != "call_module":
-            continue
-        module = gm.get_submodule(node.target)
-        if not _holds_tensors(module):
-            continue  # export's `_guards_fn`: shape checks only
-        if not callable(getattr(module, "grid", None)) or not all(
-                user.op == "call_function" and user.target == aten.linear.default and user.args[0] is node
-                for user in node.users):
-            raise NotExpressible(f"the graph calls module '{node.target}' ({type(module).__name__}), which the "
-                                 "folder's layers cannot hold")
-        found.add(node)
-    return found
-
-
-def _same_weight(a: QuantizedWeight, b: QuantizedWeight) -> bool:
-    return a.codes.shape == b.codes.shape and torch.equal(a.codes, b.codes) and torch.equal(a.scale, b.scale)
-
-
-def _activation_pair(node: fx.Node) -> tuple[fx.Node, ...]:
-    """(quantize, dequantize...) of a static per-tensor activation quantizer `node` is the quantize of, else ()."""
-    if not _is(node, "quantize_per_tensor") or _is(node, "dequantize"):
-        return ()
-    dequantizers = tuple(node.users)
-    if not dequantizers or not all(_is(user, "dequantize_per_tensor") for user in dequantizers):
-        return ()
-    return (node, *dequantizers)
-
-
-def _run_in_float(layout: FolderLayout, nodes) -> None:
-    """Quantize/dequantize nodes of an activation the folder cannot hold: it runs in float there."""
-    names = {node.name for node in nodes if _is(node, "quantize") and not _is(node, "dequantize")}
-    layout.float_activations = sorted(names.union(layout.float_activations))
-
-
-def _embedding(codes: torch.Tensor, scale: torch.Tensor) -> QuantizedWeight:
-    """The table of `compression.ptq.embeddings` as signed codes and scales [rows, groups]."""
-    if codes.dtype == torch.int8:
-        return QuantizedWeight(codes, scale.float().reshape(len(codes), 1), None,
-                               WeightFormat(bits=8, group_size=None, symmetric=True))
-    signed = torch.stack([codes & 15, codes >> 4], -1).flatten(-2).to(torch.int8) - 8
-    group_size = signed.shape[1] // scale.shape[1]
-    return QuantizedWeight(signed, scale.float(), None, WeightFormat(bits=4, group_size=group_size, symmetric=True))
-
-
-def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_rounds: int = 0,
-               computed: frozenset[str] = frozenset(), tables: frozenset[str] = frozenset(),
-               tied: list[list[str]] | None = None) -> FolderLayout:
-    """The folder's tensors as the stage's graph holds them; `source` is the folder model's state dict,
-    `source_rounds` how many `aten.round` the uploaded program itself computes, `tables` the names of its
-    `nn.Embedding` modules, `tied` its groups of shared tensors (`shared_groups`)."""
-    tied = tied or []
-    if not isinstance(gm, fx.GraphModule):
-        raise NotExpressible(f"the stage's model is a {type(gm).__name__}, not a graph of the uploaded folder")
-    layout = FolderLayout()
-    consumed: set[str] = set()
-    expressed: set[fx.Node] = set()  # quantize/dequantize nodes the folder holds as a layer's quantizer
-    input_quantizers: dict[str, set[fx.Node]] = {}  # module name -> the quantize/dequantize nodes of its input
-    shared_inputs: set[str] = set()  # modules called on different input grids: their inputs run in float
-    _input_quantizer_modules(gm)
-    for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target == aten.linear.default:
-            weight, quantizer = node.args[1], _input_quantizer(gm, node.args[0])
-            name = _module_name(node)
-            if not _is(weight, "dequantize_per_channel") and quantizer is None:
-                if name is not None and f"{name}.weight" in source:
-                    layout.float_layers.add(name)
-                continue  # a float layer: its weight is read below with the other parameters
-            if name is None or f"{name}.weight" not in source:
-                raise NotExpressible(f"quantized linear {node.name} does not belong to a module of the folder")
-            if _is(weight, "dequantize_per_channel"):
-                quantized = _int8_linear(gm, weight)
-                if name in layout.weights and not _same_weight(layout.weights[name], quantized):
-                    raise NotExpressible(f"module '{name}' is called with different quantized weights")
-                layout.weights[name] = quantized
-                consumed.update(arg.target for arg in weight.args[:3]
-                                if isinstance(arg, fx.Node) and arg.op == "get_attr")
-                expressed.add(weight)
-            if quantizer is not None:
-                input_nodes = {node.args[0], node.args[0].args[0]} if node.args[0].op == "call_function" else set()
-                expressed.update(input_nodes)
-                if name in shared_inputs:
-                    _run_in_float(layout, input_nodes)
-                elif name in layout.inputs and layout.inputs[name] != quantizer:
-                    # a module called again on another grid (ALBERT's one layer run at every depth): the folder
-                    # holds one input quantizer per module, so this module's input runs in float at every call
-                    shared_inputs.add(name)
-                    del layout.inputs[name]
-                    _run_in_float(layout, input_nodes | input_quantizers.pop(name))
-                else:
-                    layout.inputs[name] = quantizer
-                    input_quantizers.setdefault(name, set()).update(input_nodes)
-        elif node.op == "get_attr" and node.target.endswith(".weight_codes"):
-            name = node.target.removeprefix(PROGRAM_PREFIX).removesuffix(".weight_codes")
-            # A re-exported program names a table tied to the output layer after that layer (`lm_head`): the
-            # table is the embedding module's it is tied to.
-            name = _tied_module(name, tied, tables, table=True)
-            if f"{name}.weight" not in source:
-                raise NotExpressible(f"embedding table {node.target} does not belong to a module of the folder")
-            layout.embeddings.add(name)
-            layout.weights[name] = _embedding(_attr(gm, node), _attr(gm, gm.graph.find_nodes(
-                op="get_attr", target=node.target.removesuffix("_codes") + "_scale")[0]))
-            consumed.update({node.target, node.target.removesuffix("_codes") + "_scale"})
-    unexpressed = [node for node in gm.graph.nodes if node not in expressed and _is(node, "quantize")]
-    pairs = {member for node in unexpressed for member in _activation_pair(node)}
-    _run_in_float(layout, pairs)
-    unexpressed = [node for node in unexpressed if node not in pairs]
-    if unexpressed:  # e.g. a weight quantizer of an op that is no linear layer (GPT-2's Conv1D addmm, a conv)
-        # A few such layers (a ViT's patch-embedding convolution) can stay float; a CNN's many cannot usefully.
-        modules = sorted({PROGRAM_PREFIX + module for node in unexpressed for user in node.users
-                          if (module := _module_name(user))})
-        keep_float = (f"; a ptq stage with \"exclude\": {modules} keeps them float and gets a folder"
-                      if 0 < len(modules) <= 4 else "")
-        raise NotExpressible(f"quantization at {[_quantized_use(node) for node in unexpressed[:3]]} is no weight or "
-                             "input quantizer of a linear layer of the folder's model (compressed-tensors quantizes "
-                             f"nn.Linear layers only; the stage's .pt2 holds the whole quantized model){keep_float}")
-    rounding = [node.name for node in gm.graph.nodes if node.op == "call_function"
-                and node.target == aten.round.default]
-    if len(rounding) > source_rounds:
-        # fake quantization traced into plain ops (the general PTQ path's activations): the folder would hold
-        # the weights but run the activations in float
-        raise NotExpressible(f"the graph rounds values at {rounding[:3]} (fake-quantized activations), which the "
-                             "folder's layers cannot hold; weight-only quantization (activations: null) can be "
-                             "written")
-    for attr, tensor in [*gm.named_parameters(), *gm.named_buffers()]:
-        if attr in consumed:
-            continue
-        name = attr.removeprefix(PROGRAM_PREFIX)
-        if name in computed:  # a buffer the architecture computes (rotary inv_freq), in no checkpoint
-            continue
-        if not attr.startswith(PROGRAM_PREFIX) or name not in source:
-            if tensor.is_floating_point() and tensor.numel() > 1:
-                raise NotExpressible(f"the graph holds a tensor '{attr}' that is no tensor of the folder's model "
-                                     "(a different architecture or inserted operations)")
-            continue
-        layout.floats[name] = tensor.detach()  # shapes are checked against the config by `fitted_config`
-    return layout
-
-
-def _tied_module(name: str, tied: list[list[str]], tables: frozenset[str], table: bool) -> str:
-    """The module that uses module `name`'s weight as an embedding table (`table`) or as a layer's weight: `name`
-    itself, or the one module of the other kind that shares its weight in the source (a tied output layer and
-    input embedding, which a program reads under one name). `tied`: the source's groups of shared tensors
-    (`shared_groups`); `tables`: its `nn.Embedding` modules."""
-    if (name in tables) == table:
-        return name
-    partners = [other.rsplit(".", 1)[0] for names in tied if f"{name}.weight" in names for other in names
-                if other.endswith(".weight") and (other.rsplit(".", 1)[0] in tables) == table]
-    return partners[0] if len(partners) == 1 else name
 
 
 def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Module,
@@ -470,10 +182,10 @@ def _weights_read(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
     name: a re-exported program keeps one name for tensors that were tied."""
     reads = {}
     for node in gm.graph.nodes:
-        if node.op == "call_function" and (module := _module_name(node)) is not None:
+        if node.op == "call_function" and (module := folder_module_name(node)) is not None:
             for arg in node.args:
                 if isinstance(arg, fx.Node) and arg.op == "get_attr" and arg.target.endswith(".weight"):
-                    reads.setdefault(module, _attr(gm, arg))
+                    reads.setdefault(module, stored_tensor(gm, arg))
     return reads
 
 
@@ -683,7 +395,7 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
     _, tensors, manifest = open_with_graph(packed_path, FORMAT)
     for entry in manifest:
         attr = entry["attr"]
-        name = _tied_module(attr.removeprefix(PROGRAM_PREFIX).removesuffix(".weight"), tied or [], tables,
+        name = tied_module(attr.removeprefix(PROGRAM_PREFIX).removesuffix(".weight"), tied or [], tables,
                             table=bool(entry.get("embedding")))
         if entry["dtype"] != "int" or len(entry["shape"]) != 2 or f"{name}.weight" not in source:
             raise NotExpressible(f"'{attr}' is stored as {entry['dtype']} {entry['shape']}, which compressed-tensors "
@@ -692,7 +404,7 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
         qmin, group = entry["qmin"], entry.get("group_size")
         if group is not None and columns % group:
             raise NotExpressible(f"'{attr}': {columns} input columns are not a multiple of the group size {group}")
-        bits, shift = _shift_to_signed(qmin, entry["qmax"], f"'{attr}'")
+        bits, shift = shift_to_signed(qmin, entry["qmax"], f"'{attr}'")
         codes = unpack_codes(tensors[f"{attr}.codes"], entry["bits"], qmin, (rows, columns)) - shift
         scale = _per_row(tensors[f"{attr}.scale"].float(), rows).contiguous()
         stored = tensors.get(f"{attr}.zero_point")  # kept as zero point - qmin by the packed format

@@ -3,6 +3,7 @@ validation by the torch-free inspectors, then streaming into the store."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -124,10 +125,11 @@ def inspect_and_store(session: Session, tenant: Tenant, source: BinaryIO, size: 
     whole (`tar czf` is how model folders are usually packed; `gzip rows.jsonl`) is decompressed first, up to
     that many bytes (`compression.archive.compressed`), and the decompressed file is what is inspected, stored
     and counted against the quota."""
-    with tempfile.TemporaryFile(dir=get_settings().data_dir) as plain:
+    with contextlib.ExitStack() as scratch:  # a file for the decompressed bytes, made only for a compressed upload
         source.seek(0)
         try:
             if decompress_limit is not None and codec_of(source.read(8)):
+                plain = scratch.enter_context(tempfile.TemporaryFile(dir=get_settings().data_dir))
                 size = decompress(source, plain, decompress_limit)
                 quotas.check_storage(session, tenant, size, get_settings())
                 source = plain

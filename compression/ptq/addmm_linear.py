@@ -26,7 +26,7 @@ from compression.ptq.graph_rewrites import (
     new_weight,
     rewrite_calls,
     stored_parameter,
-    stored_weight,
+    stored_tensor,
 )
 
 aten = torch.ops.aten
@@ -61,7 +61,7 @@ def _as_linear(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     if len(node.args) != 3 or node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
         return None
     bias, inputs, weight = node.args
-    stored, stored_bias = stored_weight(graph, weight), stored_weight(graph, bias)
+    stored, stored_bias = stored_tensor(graph, weight), stored_tensor(graph, bias)
     if stored is None or stored.dim() != 2 or stored_bias is None or tuple(stored_bias.shape) != stored.shape[1:]:
         return None  # a computed operand, or a bias that broadcasts over rows: not a layer
     with graph.graph.inserting_before(node):
@@ -103,11 +103,11 @@ def _product_as_linear(graph: fx.GraphModule, node: fx.Node) -> bool:
         return False
     if not transposed and _other_readers(graph, weight, node):
         return False  # its transposed copy would be stored beside the original, which others still read
-    stored = stored_weight(graph, weight)
+    stored = stored_tensor(graph, weight)
     replaced, bias = node, None
     if len(node.users) == 1 and (add := next(iter(node.users))).target == aten.add.Tensor and not add.kwargs:
         other = add.args[1] if add.args[0] is node else add.args[0]
-        stored_bias = stored_weight(graph, other)
+        stored_bias = stored_tensor(graph, other)
         out_features = stored.shape[0] if transposed else stored.shape[1]
         if stored_bias is not None and tuple(stored_bias.shape) == (out_features,):
             replaced, bias = add, other

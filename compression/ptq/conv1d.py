@@ -17,7 +17,7 @@ from compression.ptq.graph_rewrites import (
     mark_module_type,
     new_weight,
     rewrite_calls,
-    stored_weight,
+    stored_tensor,
 )
 
 
@@ -29,7 +29,7 @@ def conv1d_as_conv2d(graph: fx.GraphModule) -> int:
 
 def _as_conv2d(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     inputs, weight, bias, stride, padding, dilation, groups = conv_arguments(node)
-    stored = stored_weight(graph, weight)
+    stored = stored_tensor(graph, weight)
     if stored is None:
         return None  # a computed weight: leave it (it stays in float)
     with graph.graph.inserting_before(node):

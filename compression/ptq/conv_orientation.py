@@ -22,7 +22,7 @@ from torch import fx
 from torch.export import ExportedProgram
 
 from compression.io import export_model
-from compression.ptq.graph_rewrites import as_pair, conv_arguments, new_weight, rewrite_calls, stored_weight
+from compression.ptq.graph_rewrites import as_pair, conv_arguments, new_weight, rewrite_calls, stored_tensor
 
 _CONV2D = torch.ops.aten.conv2d.default
 _TRANSPOSE = torch.ops.aten.transpose.int
@@ -65,7 +65,7 @@ def export_on_their_side(model: torch.nn.Module, example_inputs: tuple[torch.Ten
 
 def _on_its_side(graph: fx.GraphModule, node: fx.Node, in_place: bool = False) -> fx.Node | None:
     inputs, weight, bias, stride, padding, dilation, groups = conv_arguments(node, _CONV2D)
-    stored = stored_weight(graph, weight)
+    stored = stored_tensor(graph, weight)
     shape = getattr(inputs.meta.get("val"), "shape", None) if isinstance(inputs, fx.Node) else None
     if stored is None or shape is None or len(shape) != 4 or stored.dim() != 4:
         return None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from compression.ptq.graph_rewrites import as_pair, conv_arguments, rewrite_calls, stored_weight
+from compression.ptq.graph_rewrites import as_pair, conv_arguments, rewrite_calls, stored_tensor
 
 _CONV2D = torch.ops.aten.conv2d.default
 _PAD = torch.ops.aten.constant_pad_nd.default
@@ -46,7 +46,7 @@ def pad_long_kernels_explicitly(graph: fx.GraphModule, min_taps: int = LONG_KERN
 
 def _explicitly_padded(graph: fx.GraphModule, node: fx.Node, min_taps: int) -> fx.Node | None:
     inputs, weight, bias, stride, padding, dilation, groups = conv_arguments(node, _CONV2D)
-    stored = stored_weight(graph, weight)
+    stored = stored_tensor(graph, weight)
     if stored is None or stored.dim() != 4 or isinstance(padding, str):
         return None
     padding = as_pair(padding)

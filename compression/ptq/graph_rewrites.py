@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from compression.quant.graph import get_tensor
+
 CONV1D = torch.ops.aten.conv1d.default
 _ARGUMENTS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 
@@ -63,12 +65,12 @@ def conv_arguments(node: fx.Node, target=CONV1D) -> list:
     return args
 
 
-def stored_weight(graph: fx.GraphModule, weight) -> torch.Tensor | None:
-    """The tensor a conv's weight argument reads when it is a stored attribute (None when it is computed)."""
-    if not (isinstance(weight, fx.Node) and weight.op == "get_attr"):
+def stored_tensor(graph: fx.GraphModule, node) -> torch.Tensor | None:
+    """The tensor an op's argument `node` reads when it is a stored attribute (a conv's weight, a quantizer's
+    codes or scale; None when it is computed)."""
+    if not (isinstance(node, fx.Node) and node.op == "get_attr"):
         return None
-    owner_path, _, attribute = weight.target.rpartition(".")
-    return getattr(graph.get_submodule(owner_path) if owner_path else graph, attribute)
+    return get_tensor(graph, node.target)
 
 
 def stored_parameter(graph: fx.GraphModule, node) -> torch.Tensor | None:
