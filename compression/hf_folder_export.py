@@ -21,6 +21,7 @@ before that comparison.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -45,7 +46,16 @@ from compression.hf_folder_graph import (
 from compression.hf_program import load_folder_model
 from compression.llm import export
 from compression.llm.quantize import QuantizedWeight, WeightFormat
-from compression.moe_folder import StackedExpertsNotWritable, restack, split_source, stacked_projections
+from compression.moe_experts import is_stacked_experts
+from compression.moe_folder import (
+    StackedExpertsNotWritable,
+    StackedProjection,
+    checkpoint_expert_weights,
+    checkpoint_experts,
+    restack,
+    split_source,
+    stacked_projections,
+)
 from compression.ptq.addmm_linear import LINEAR_WEIGHT_SUFFIX
 from compression.ptq.graph_rewrites import stored_tensor
 from compression.sentence_pooling import copy_sentence_transformers_files
@@ -92,7 +102,9 @@ def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayou
     decompressed weight, its input quantizer first), which breaks a module class computing something else in its
     forward (OPT's learned positions and RoFormer's sinusoidal ones take a mask or a shape; I-BERT's QuantLinear).
     Such an embedding table is written as float: its dequantized values, so the folder computes what the stage's
-    model computes (`dequantized_tables`); such a linear layer cannot be written."""
+    model computes (`dequantized_tables`). So is a mixture of experts' router (its own forward picks the top
+    experts), its input in float like the experts' (`dequantized_routers`). Any other such linear layer cannot
+    be written."""
     modules = dict(source_model.named_modules())
     own = sorted(name for name in {*layout.weights, *layout.inputs}
                  if name in modules and type(modules[name]).forward not in (torch.nn.Linear.forward,
@@ -103,16 +115,32 @@ def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayou
         layout.floats[f"{name}.weight"] = table.dequantize()
         layout.dequantized_tables.append(name)
         own.remove(name)
+    for name in [name for name in own if _is_router(modules, name)]:
+        if name in layout.weights:
+            layout.floats[f"{name}.weight"] = layout.weights.pop(name).dequantize()
+        if layout.inputs.pop(name, None) is not None:
+            layout.float_inputs.add(name)
+        layout.dequantized_routers.append(name)
+        own.remove(name)
     if own:
         raise NotExpressible(f"the quantized layer '{own[0]}' is a {type(modules[own[0]]).__name__}, which "
                              "computes its own forward; a compressed-tensors folder would replace it with a plain "
                              "linear layer")
 
 
+def _is_router(modules: dict[str, torch.nn.Module], name: str) -> bool:
+    """Whether module `name` is a mixture of experts' router: it sits beside a stacked experts module."""
+    parent = name.rpartition(".")[0]
+    return any(is_stacked_experts(module) for other, module in modules.items()
+               if other.rpartition(".")[0] == parent and other != name)
+
+
 def _layout_shapes(layout: FolderLayout) -> dict[str, torch.Size]:
+    """The shape of each of the folder model's tensors the graph gives (quantized experts: their stacked tensor's)."""
     shapes = {name: tensor.shape for name, tensor in layout.floats.items()}
-    shapes |= {f"{name}.weight": quantized.codes.shape for name, quantized in layout.weights.items()}
-    return shapes
+    shapes |= {f"{name}.weight": quantized.codes.shape for name, quantized in layout.weights.items()
+               if name not in layout.expert_layers}
+    return shapes | layout.stacked_experts
 
 
 def fitted_config(source_model: torch.nn.Module, layout: FolderLayout) -> dict:
@@ -171,7 +199,7 @@ def exclude_patterns(tensor_names: set[str]) -> list[str]:
 def _merge_source(layout: FolderLayout, source: dict[str, torch.Tensor]) -> None:
     for name, tensor in source.items():
         module = name.rsplit(".", 1)[0]
-        quantized = name.endswith(".weight") and module in layout.weights
+        quantized = name.endswith(".weight") and module in layout.weights or name in layout.stacked_experts
         if name not in layout.floats and name not in layout.tied_copies and not quantized:
             layout.floats[name] = tensor
             layout.from_source.append(name)
@@ -221,9 +249,18 @@ def _fill_tied(gm: fx.GraphModule, tied: list[list[str]], layout: FolderLayout) 
     return untie
 
 
+def _experts_target(layer: str) -> str:
+    """A compressed-tensors target naming the experts of one projection (`...experts.3.w1` -> the regex
+    `re:^...experts\\.\\d+\\.w1$`): all of them are quantized alike (`checkpoint_experts`)."""
+    return "re:^" + re.sub(r"experts\\\.\d+\\\.", lambda _: r"experts\.\d+\.", re.escape(layer)) + "$"
+
+
 def _schemes(layout: FolderLayout) -> list[dict]:
-    """One compressed-tensors scheme per distinct (weights, inputs, storage), targeting its modules by name."""
+    """One compressed-tensors scheme per distinct (weights, inputs, storage), targeting its modules by name; the
+    per-expert layers by a regex that names them, which is how transformers finds the one scheme of a model's
+    experts (`get_experts_scheme`: a group with a `re:` target mentioning "experts")."""
     groups: dict[str, dict] = {}
+    expert_schemes: set[str] = set()
     for name in [*layout.weights, *(name for name in layout.inputs if name not in layout.weights)]:
         quantized = layout.weights.get(name)
         if quantized is None:  # a layer whose input is quantized but whose weight stays float
@@ -234,8 +271,17 @@ def _schemes(layout: FolderLayout) -> list[dict]:
         if name in layout.inputs:
             scheme["input_activations"] = {"num_bits": layout.inputs[name][2], "type": "int", "symmetric": False,
                                            "strategy": "tensor", "dynamic": False}
-        key = repr(sorted(scheme.items()))
-        groups.setdefault(key, {**scheme, "targets": []})["targets"].append(name)
+        expert = name in layout.expert_layers
+        key = repr((expert, sorted(scheme.items())))
+        targets = groups.setdefault(key, {**scheme, "targets": []})["targets"]
+        target = _experts_target(name) if expert else name
+        if target not in targets:
+            targets.append(target)
+        if expert:
+            expert_schemes.add(key)
+    if len(expert_schemes) > 1:
+        raise NotExpressible("the stage quantized the experts in more than one format; transformers loads one "
+                             "format for a model's experts")
     return list(groups.values())
 
 
@@ -268,16 +314,18 @@ def load_written_folder(folder: Path, task: str, embedding: SentenceEmbedding | 
     return load_folder_model(folder, task, embedding)
 
 
-def _wrong_weights(loaded: torch.nn.Module, model: torch.nn.Module, layout: FolderLayout) -> list[str]:
+def _wrong_weights(loaded: torch.nn.Module, model: torch.nn.Module, layout: FolderLayout,
+                   source_model: torch.nn.Module) -> list[str]:
     """Quantized modules whose weight, as transformers decompressed it, is not the stage model's: exact, unlike
     the outputs, which static input quantizers may round differently at ties. The stage's weight is its float
     parameter where it keeps one (QAT, the general path), else the codes read from its graph dequantized."""
     parameters = dict(model.named_parameters())
+    experts = checkpoint_expert_weights(loaded, source_model, layout.expert_layers) if layout.expert_layers else {}
     wrong = []
     for name, quantized in layout.weights.items():
         stored = parameters.get(f"{PROGRAM_PREFIX}{name}.weight")
         expected = stored.detach().float() if stored is not None else quantized.dequantize()
-        got = loaded.get_submodule(name).weight.detach().float()
+        got = (experts[name] if name in experts else loaded.get_submodule(name).weight).detach().float()
         if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-7):
             wrong.append(name)
     return wrong
@@ -311,6 +359,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     if packed_path is not None:
         add_packed_weights(layout, packed_path, program_source, tables, tied)
     try:
+        _experts_as_checkpoint_layers(layout, experts, source_model)
         restack(layout.floats, set(layout.weights) | set(layout.inputs), experts)
     except StackedExpertsNotWritable as exc:
         raise NotExpressible(f"this model is a mixture of experts: {exc}") from exc
@@ -342,6 +391,10 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
 
     with torch.no_grad():
         expected = model(*example_inputs)
+        # The stage's model with the activation quantizers the folder cannot hold left out (it runs those
+        # activations in float): what the folder should compute exactly, which tells what a difference is from.
+        with _quantizers_left_out(model, layout) as left_out:
+            expected_in_float = model(*example_inputs) if left_out else expected
         try:
             loaded = load_written_folder(output_dir, task, embedding)
         except (AttributeError, KeyError, RuntimeError, ValueError) as exc:
@@ -351,25 +404,31 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
                                  f"({type(exc).__name__}: {str(exc)[:200]}); the stage's .pt2 is its model") from exc
         got = loaded(*example_inputs)  # the first call decompresses the weights
         reference = float_model(*example_inputs)
-        difference, compression_error = relative_max_gap(got, expected), relative_max_gap(expected, reference)
+        difference = relative_max_gap(got, expected)
+        difference_in_float = relative_max_gap(got, expected_in_float) if left_out else difference
+        compression_error = relative_max_gap(expected, reference)
         folder_error = relative_max_gap(got, reference)
     share = SHARE_OF_COMPRESSION_ERROR
     if embedding is not None and folder_error <= MAX_FOLDER_ERROR_GROWTH * compression_error:
         share = SHARE_OF_COMPRESSION_ERROR_POOLED
     allowed = max(MAX_RELATIVE_DIFFERENCE, share * compression_error)
-    wrong = _wrong_weights(loaded.model, model, layout)
+    wrong = _wrong_weights(loaded.model, model, layout, source_model)
     if wrong or not difference <= allowed:
         shutil.rmtree(output_dir)
-        in_float = (f"; {len(layout.float_activations)} activation quantizers compressed-tensors cannot hold "
-                    f"(e.g. {layout.float_activations[:2]}) run in float there"
-                    if layout.float_activations else "")
+        in_float = len(layout.float_activations) + len(layout.float_inputs)
+        why = ("the graph computes something the architecture does not" if difference_in_float > allowed else
+               f"{in_float} activation quantizers compressed-tensors cannot hold run in float there (e.g. "
+               f"{(layout.float_activations + sorted(layout.float_inputs))[:2]}), and with them in float the stage's "
+               f"model computes what the folder does ({difference_in_float:.3g}): a weight-only stage "
+               "(\"activations\": null) gets a folder that computes what its .pt2 does")
         raise NotExpressible(f"the folder's weight '{wrong[0]}' differs from the stage model's" if wrong else
                              f"the folder's output differs from the stage's model by {difference:.3g} of its scale "
-                             f"(allowed {allowed:.3g}): the graph computes something the architecture does not"
-                             f"{in_float}")
+                             f"(allowed {allowed:.3g}): {why}")
     return {"format": config.get("quantization_config", {}).get("format", "dense (float)"),
             "quantized_modules": len(layout.weights), "static_input_quantizers": len(layout.inputs),
-            "float_activations": layout.float_activations, "dequantized_tables": layout.dequantized_tables,
+            "float_activations": layout.float_activations, "float_input_layers": sorted(layout.float_inputs),
+            "dequantized_tables": layout.dequantized_tables,
+            "dequantized_routers": layout.dequantized_routers,
             "copied_from_source": layout.from_source, "config_changes": layout.config_changes,
             "sentence_transformers_files": sentence_transformers_files,
             "compared_output": "sentence_embedding" if embedding is not None else float_model.output,
@@ -377,6 +436,53 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             "stage_model_relative_difference_to_float": compression_error,
             "folder_relative_difference_to_float": folder_error,
             "size_bytes": export.folder_bytes(output_dir)}
+
+
+@contextlib.contextmanager
+def _quantizers_left_out(gm: torch.nn.Module, layout: FolderLayout):
+    """Within the block, graph `gm` computes what the folder does: the activation quantizers the folder runs in
+    float (`layout.float_activations`) and the input quantizers of the layers reading float inputs there
+    (`layout.float_inputs`) are passed by; the graph is restored after."""
+    bypassed = {}  # node -> its (args, kwargs) before
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.name in layout.float_activations:  # every reader of its dequantized values reads the float ones
+            for dequantized in node.users:
+                for reader in list(dequantized.users):
+                    bypassed.setdefault(reader, (reader.args, reader.kwargs))
+                    reader.replace_input_with(dequantized, node.args[0])
+        elif node.target == aten.linear.default and folder_module_name(node) in layout.float_inputs:
+            dequantized = node.args[0]
+            if (isinstance(dequantized, fx.Node) and "dequantize_per_tensor" in str(dequantized.target)
+                    and isinstance(dequantized.args[0], fx.Node)
+                    and "quantize_per_tensor" in str(dequantized.args[0].target)):
+                bypassed.setdefault(node, (node.args, node.kwargs))
+                node.update_arg(0, dequantized.args[0].args[0])
+    if bypassed:
+        gm.recompile()
+    try:
+        yield bool(bypassed)
+    finally:
+        for node, (args, kwargs) in bypassed.items():
+            node.args, node.kwargs = args, kwargs
+        if bypassed:
+            gm.recompile()
+
+
+def _experts_as_checkpoint_layers(layout: FolderLayout, experts: list[StackedProjection],
+                                  source_model: torch.nn.Module) -> None:
+    """Quantized expert layers (the program's `...experts.gate_up_proj.3`) become the checkpoint's per-expert
+    layers (`compression.moe_folder.checkpoint_experts`), in place; their static input quantizers run in float in
+    the folder (transformers runs the experts on their dequantized weights)."""
+    converted = checkpoint_experts(layout.weights, experts, source_model)
+    for layer in converted.layers:
+        layout.weights.pop(layer)
+        if layout.inputs.pop(layer, None) is not None:
+            layout.float_inputs.add(layer)
+    layout.weights.update(converted.weights)
+    layout.expert_layers = set(converted.weights)
+    layout.stacked_experts = converted.stacked_shapes
 
 
 def _per_row(tensor: torch.Tensor, rows: int) -> torch.Tensor:

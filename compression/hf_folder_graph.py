@@ -64,13 +64,23 @@ class FolderLayout:
     float_layers: set[str] = field(default_factory=set)
     # quantized tables whose module has its own forward, written as their dequantized float values
     dequantized_tables: list[str] = field(default_factory=list)
+    # mixture-of-experts routers the stage quantized, written as their dequantized float weights (own forward)
+    dequantized_routers: list[str] = field(default_factory=list)
+    # layers (the program's names) whose static input quantizer the folder cannot hold: they read float inputs
+    # there (experts and routers), which the comparison with the stage's model takes into account
+    float_inputs: set[str] = field(default_factory=set)
     # names of a tied tensor the folder leaves out: transformers ties them to the one it holds when it loads
     tied_copies: set[str] = field(default_factory=set)
+    # quantized experts held as the checkpoint's per-expert layers (`compression.moe_folder.checkpoint_experts`),
+    # and the shapes of the stacked tensors of the folder's model they stand for
+    expert_layers: set[str] = field(default_factory=set)
+    stacked_experts: dict[str, torch.Size] = field(default_factory=dict)
 
     def packed(self, name: str) -> bool:
         """Below 8 bits, Linear weights are int32-packed (`pack-quantized`); compressed-tensors' Embedding loader
-        has only the unpacked layout (`int-quantized`: each code in an int8)."""
-        return self.weights[name].format.bits < 8 and name not in self.embeddings
+        has only the unpacked layout (`int-quantized`: each code in an int8). Experts are packed at 8 bits too:
+        transformers decompresses packed experts only."""
+        return (self.weights[name].format.bits < 8 or name in self.expert_layers) and name not in self.embeddings
 
 
 def _scalar(gm: fx.GraphModule, value) -> float:

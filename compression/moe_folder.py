@@ -4,18 +4,24 @@
 The stage's graph names expert 3's gate-and-up layer `...experts.gate_up_proj.3`; the folder holds
 `...experts.gate_up_proj` [experts, out, in] (GPT-OSS: [experts, in, out], with `gate_up_proj_bias`). So the folder
 writer reads the graph against the source's tensors split the same way (`split_source`) and stacks the float
-weights back (`restack`). Weights a stage quantized cannot be stacked back: compressed-tensors quantizes
-`nn.Linear` modules, and transformers loads no quantized stacked experts; nor can experts pruned to different
-widths (one stacked tensor has one width). Both raise `NotExpressible` with the reason, and the stage's `.pt2`
-is its model. Float stages (pruning, a 'layers' student, ...) get their folder.
+weights back (`restack`). Experts pruned to different widths cannot be (one stacked tensor has one width).
+
+Quantized experts are written as the checkpoints on the Hub hold them (`checkpoint_experts`): one linear layer per
+expert under the names transformers saves (`experts.3.gate_proj` and `experts.3.up_proj`; Mixtral's `experts.3.w1`,
+found by transformers' own reverse conversion), `pack-quantized` in compressed-tensors. transformers 5 loads them
+by decompressing each expert before it stacks them (`CompressedTensorsDequantize`), so the loaded experts compute
+in float with the quantized values, and vLLM serves the same layout quantized. A static input quantizer of an
+expert layer (W8A8) has no place there: the experts' inputs run in float in the folder. Experts transformers saves
+stacked (GPT-OSS's [experts, in, out] with biases, GraniteMoE's) have no per-expert layout: refused.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from compression.llm.quantize import QuantizedWeight
 from compression.moe_experts import is_stacked_experts, projections
 
 
@@ -92,3 +98,73 @@ def restack(floats: dict[str, torch.Tensor], quantized: set[str], projections: l
             if suffix == "weight" and projection.transposed:
                 tensors = [tensor.t() for tensor in tensors]
             floats[target] = torch.stack(tensors).contiguous()
+
+
+@dataclass
+class CheckpointExperts:
+    """Quantized experts in the checkpoint's per-expert layout: `weights` by checkpoint module name
+    (`...experts.3.gate_proj`), the `stacked_shapes` of the folder model's tensors they stand for (pruning may have
+    changed them), and the program's expert `layers` they were read from."""
+
+    weights: dict[str, QuantizedWeight] = field(default_factory=dict)
+    stacked_shapes: dict[str, torch.Size] = field(default_factory=dict)
+    layers: list[str] = field(default_factory=list)
+
+
+def checkpoint_experts(weights: dict[str, QuantizedWeight], projections: list[StackedProjection],
+                       model: torch.nn.Module) -> CheckpointExperts:
+    """The quantized expert layers of `weights` (the program's names: `...experts.gate_up_proj.3`) as the
+    checkpoint layout's per-expert layers of `model` (the transformers model, whose conversion mapping says how
+    its checkpoints name them); a projection must have all of its experts quantized alike, to one shape."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    found = CheckpointExperts()
+    for projection in projections:
+        layers = [projection.layer(expert) for expert in range(projection.experts)]
+        quantized = [weights[layer] for layer in layers if layer in weights]
+        if not quantized:
+            continue
+        if len(quantized) != len(layers):
+            raise StackedExpertsNotWritable(f"the stage quantized {len(quantized)} of the {len(layers)} experts of "
+                                            f"'{projection.name}'; a folder holds the experts of one projection in "
+                                            "one format")
+        if projection.transposed or projection.bias:
+            raise StackedExpertsNotWritable(f"the experts of '{projection.name}' are stored [experts, in, out] with "
+                                            "biases, which transformers saves stacked: checkpoints of this "
+                                            "architecture have no per-expert linear layers to hold them quantized")
+        if len({q.format for q in quantized}) > 1 or len({q.codes.shape for q in quantized}) > 1:
+            raise StackedExpertsNotWritable(f"the experts of '{projection.name}' were quantized to different formats "
+                                            "or pruned to different widths; a folder holds them in one")
+        stacked = {key: torch.stack([getattr(q, key) for q in quantized]) for key in ("codes", "scale", "zero_point")
+                   if getattr(quantized[0], key) is not None}
+        # The reverse conversion only slices and renames: codes, scales and zero points [experts, out, ...] come
+        # apart along the same rows into the same per-expert names.
+        parts = {key: revert_weight_conversion(model, {projection.name: tensor}) for key, tensor in stacked.items()}
+        names = list(parts["codes"])
+        if not all(name.endswith(".weight") and parts["codes"][name].dim() == 2
+                   and parts["scale"][name].shape[0] == parts["codes"][name].shape[0] for name in names):
+            raise StackedExpertsNotWritable(f"transformers saves the experts of '{projection.name}' stacked "
+                                            f"({names[0]}): checkpoints of this architecture have no per-expert "
+                                            "linear layers to hold them quantized")
+        for name in names:
+            zero = parts["zero_point"][name] if "zero_point" in parts else None
+            found.weights[name.removesuffix(".weight")] = QuantizedWeight(
+                parts["codes"][name].contiguous(), parts["scale"][name].contiguous(),
+                None if zero is None else zero.contiguous(), quantized[0].format)
+        found.stacked_shapes[projection.name] = stacked["codes"].shape
+        found.layers.extend(layers)
+    return found
+
+
+def checkpoint_expert_weights(loaded: torch.nn.Module, source: torch.nn.Module, names: set[str]
+                              ) -> dict[str, torch.Tensor]:
+    """The float weights of the checkpoint's per-expert layers `names` as `loaded` (a folder transformers loaded)
+    holds them stacked: module name -> [out, in]. Cut apart with the conversion of `source`, the same architecture
+    loaded without a quantizer (a quantized model's conversions also unpack, which has no reverse)."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    modules = {name for name, module in loaded.named_modules() if is_stacked_experts(module)}
+    stacked = {name: tensor for name, tensor in loaded.state_dict().items() if name.rpartition(".")[0] in modules}
+    per_expert = revert_weight_conversion(source, stacked)
+    return {name.removesuffix(".weight"): tensor for name, tensor in per_expert.items()
+            if name.removesuffix(".weight") in names}

@@ -2,6 +2,8 @@
 (`compression.moe_experts`): the program computes what transformers' sparse forward computes, and the methods
 quantize the experts like any other linear layer."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,8 +12,15 @@ from compression.archive.hf_folder import read_hf_folder
 from compression.context import RunContext
 from compression.io import export_model
 from compression.llm.pipeline import run_folder_pipeline
+from compression.llm.quantize import QuantizedWeight, WeightFormat
 from compression.moe_experts import routing_weights, split_stacked_experts
-from compression.moe_folder import StackedExpertsNotWritable, restack, split_source, stacked_projections
+from compression.moe_folder import (
+    StackedExpertsNotWritable,
+    checkpoint_experts,
+    restack,
+    split_source,
+    stacked_projections,
+)
 from compression.specs import EvaluationSpec, PruneSpec, PTQSpec
 
 
@@ -70,8 +79,41 @@ def test_default_int8_of_a_mixture_of_experts_quantizes_every_expert(tmp_path):
     assert metrics["method_metrics"]["quantized_layers"] == 27
     assert metrics["compression_ratio"] > 3
     assert metrics["perplexity"] == pytest.approx(result.baseline["perplexity"], rel=0.02)
+    # The folder's experts (dequantized by transformers) and router read float inputs: not what the W8A8 .pt2
+    # computes here, and the reason says so and what gets a folder.
     folder = metrics["hf_folder"]
-    assert not folder["written"] and "quantized the experts" in folder["reason"], folder
+    assert not folder["written"] and "with them in float the stage's model computes what the folder does" in \
+        folder["reason"] and "weight-only stage" in folder["reason"], folder
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen2_moe"])  # Mixtral's checkpoint names its experts w1/w2/w3
+def test_weight_only_experts_are_written_per_expert_and_load_as_the_stage_computes(tmp_path, model_type):
+    """Quantized experts are written as the Hub's MoE checkpoints hold them (one pack-quantized linear layer per
+    expert); transformers decompresses and stacks them when it loads the folder, which then computes exactly what
+    the stage's program does. The router (its own forward) is written float, as its dequantized weights."""
+    from safetensors import safe_open
+
+    from compression.formats import hf_folder
+
+    archive = folder_zip(model_type, "causal-lm", tmp_path)
+    weights = {"bits": 4, "granularity": "per_group", "group_size": 32}
+    result = run_folder_pipeline(archive, text_dataset(tmp_path, labels=False), "causal-lm",
+                                 [PTQSpec(calibration_samples=8, weights=weights, activations=None)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    written = result.stages[0].metrics["hf_folder"]
+    assert written["written"] and written["relative_difference_to_stage_model"] < 1e-5, written
+    assert written["dequantized_routers"] == ["model.layers.0.mlp.gate", "model.layers.1.mlp.gate"]
+    path = next(a for a in result.stages[0].artifacts if a.kind == hf_folder.KIND).path
+    model = hf_folder.load(path)
+    experts = model.model.layers[0].mlp.experts
+    assert experts.gate_up_proj.dim() == 3 and experts.gate_up_proj.dtype == torch.float32
+    names = set()
+    for shard in Path(str(path).removesuffix(".zip")).glob("*.safetensors"):  # unzipped there by load
+        with safe_open(shard, "pt") as tensors:
+            names.update(tensors.keys())
+    per_expert = "block_sparse_moe.experts.3.w1" if model_type == "mixtral" else "mlp.experts.3.gate_proj"
+    assert f"model.layers.1.{per_expert}.weight_packed" in names
+    assert not [name for name in names if name.endswith(("experts.gate_up_proj", "experts.down_proj"))]
 
 
 def test_a_pattern_naming_an_expert_layer_selects_it_and_a_typo_is_refused(tmp_path):
@@ -109,6 +151,28 @@ def test_split_tensors_stack_back_into_the_folders_tensors(model_type):
     uneven[first] = uneven[first][:-2]
     with pytest.raises(StackedExpertsNotWritable, match="pruned to different widths"):
         restack(uneven, set(), projections)
+
+
+@pytest.mark.parametrize("model_type, reason", [
+    ("gpt_oss", r"stored \[experts, in, out\] with biases"),
+    ("granitemoe", r"saves the experts .* stacked \(model.layers.0.block_sparse_moe.input_linear.weight\)")])
+def test_experts_a_checkpoint_stores_stacked_cannot_be_written_quantized(model_type, reason):
+    model = tiny_model(model_type, "causal-lm")
+    projections = stacked_projections(model)
+    split = split_source(model.state_dict(), projections)
+    fmt = WeightFormat(bits=8, group_size=None)
+    weights = {}
+    for expert in range(projections[0].experts):
+        layer = projections[0].layer(expert)
+        weight = split[f"{layer}.weight"]
+        weights[layer] = QuantizedWeight(torch.zeros(weight.shape, dtype=torch.int8), torch.ones(len(weight), 1),
+                                         None, fmt)
+    with pytest.raises(StackedExpertsNotWritable, match=reason):
+        checkpoint_experts(weights, projections, model)
+    del weights[projections[0].layer(0)]
+    if model_type == "granitemoe":
+        with pytest.raises(StackedExpertsNotWritable, match="quantized 3 of the 4 experts"):
+            checkpoint_experts(weights, projections, model)
 
 
 def test_a_pruned_mixture_of_experts_is_written_as_a_folder_transformers_loads(tmp_path):
