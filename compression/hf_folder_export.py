@@ -97,14 +97,15 @@ def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Mod
                              "model")
 
 
-def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayout) -> None:
+def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayout) -> str:
     """compressed-tensors replaces a quantized module's forward with its own (`linear` / `embedding` of the
     decompressed weight, its input quantizer first), which breaks a module class computing something else in its
     forward (OPT's learned positions and RoFormer's sinusoidal ones take a mask or a shape; I-BERT's QuantLinear).
     Such an embedding table is written as float: its dequantized values, so the folder computes what the stage's
     model computes (`dequantized_tables`). So is a mixture of experts' router (its own forward picks the top
-    experts), its input in float like the experts' (`dequantized_routers`). Any other such linear layer cannot
-    be written."""
+    experts), its input in float like the experts' (`dequantized_routers`). Other such linear layers are written
+    quantized and left to the check of the loaded folder (Falcon's `FalconLinear` computes `x @ W.T + b`, what
+    the replacement computes; I-BERT's `QuantLinear` does not): returned is what a refusal's reason then adds."""
     modules = dict(source_model.named_modules())
     own = sorted(name for name in {*layout.weights, *layout.inputs}
                  if name in modules and type(modules[name]).forward not in (torch.nn.Linear.forward,
@@ -122,10 +123,8 @@ def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayou
             layout.float_inputs.add(name)
         layout.dequantized_routers.append(name)
         own.remove(name)
-    if own:
-        raise NotExpressible(f"the quantized layer '{own[0]}' is a {type(modules[own[0]]).__name__}, which "
-                             "computes its own forward; a compressed-tensors folder would replace it with a plain "
-                             "linear layer")
+    return (f"; the quantized layer '{own[0]}' is a {type(modules[own[0]]).__name__}, which computes its own "
+            "forward, which compressed-tensors replaces with a plain linear layer's" if own else "")
 
 
 def _is_router(modules: dict[str, torch.nn.Module], name: str) -> bool:
@@ -363,7 +362,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
         restack(layout.floats, set(layout.weights) | set(layout.inputs), experts)
     except StackedExpertsNotWritable as exc:
         raise NotExpressible(f"this model is a mixture of experts: {exc}") from exc
-    _modules_with_own_forward(source_model, layout)
+    own_forward = _modules_with_own_forward(source_model, layout)
     untied = _fill_tied(model, tied, layout)
     _merge_source(layout, source)
     if output_dir.exists():
@@ -401,7 +400,8 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             # e.g. T5's weight initialisation, which reads `.weight` of linears compressed-tensors has packed
             shutil.rmtree(output_dir)
             raise NotExpressible(f"transformers cannot load the written compressed-tensors folder back "
-                                 f"({type(exc).__name__}: {str(exc)[:200]}); the stage's .pt2 is its model") from exc
+                                 f"({type(exc).__name__}: {str(exc)[:200]}){own_forward}; the stage's .pt2 is its "
+                                 "model") from exc
         got = loaded(*example_inputs)  # the first call decompresses the weights
         reference = float_model(*example_inputs)
         difference = relative_max_gap(got, expected)
@@ -421,9 +421,9 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
                f"{(layout.float_activations + sorted(layout.float_inputs))[:2]}), and with them in float the stage's "
                f"model computes what the folder does ({difference_in_float:.3g}): a weight-only stage "
                "(\"activations\": null) gets a folder that computes what its .pt2 does")
-        raise NotExpressible(f"the folder's weight '{wrong[0]}' differs from the stage model's" if wrong else
-                             f"the folder's output differs from the stage's model by {difference:.3g} of its scale "
-                             f"(allowed {allowed:.3g}): {why}")
+        raise NotExpressible((f"the folder's weight '{wrong[0]}' differs from the stage model's" if wrong else
+                              f"the folder's output differs from the stage's model by {difference:.3g} of its "
+                              f"scale (allowed {allowed:.3g}): {why}") + own_forward)
     return {"format": config.get("quantization_config", {}).get("format", "dense (float)"),
             "quantized_modules": len(layout.weights), "static_input_quantizers": len(layout.inputs),
             "float_activations": layout.float_activations, "float_input_layers": sorted(layout.float_inputs),
@@ -453,12 +453,18 @@ def _quantizers_left_out(gm: torch.nn.Module, layout: FolderLayout):
                     bypassed.setdefault(reader, (reader.args, reader.kwargs))
                     reader.replace_input_with(dequantized, node.args[0])
         elif node.target == aten.linear.default and folder_module_name(node) in layout.float_inputs:
-            dequantized = node.args[0]
-            if (isinstance(dequantized, fx.Node) and "dequantize_per_tensor" in str(dequantized.target)
-                    and isinstance(dequantized.args[0], fx.Node)
-                    and "quantize_per_tensor" in str(dequantized.args[0].target)):
-                bypassed.setdefault(node, (node.args, node.kwargs))
-                node.update_arg(0, dequantized.args[0].args[0])
+            quantized = node.args[0]
+            if not isinstance(quantized, fx.Node):
+                continue
+            if quantized.op == "call_module":  # QAT's activation quantizer module
+                unquantized = quantized.args[0]
+            elif ("dequantize_per_tensor" in str(quantized.target) and isinstance(quantized.args[0], fx.Node)
+                  and "quantize_per_tensor" in str(quantized.args[0].target)):
+                unquantized = quantized.args[0].args[0]
+            else:
+                continue
+            bypassed.setdefault(node, (node.args, node.kwargs))
+            node.update_arg(0, unquantized)
     if bypassed:
         gm.recompile()
     try:

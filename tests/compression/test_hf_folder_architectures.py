@@ -68,3 +68,16 @@ def test_llama_classifier_whose_float_gate_drifts_too_far_keeps_no_folder_and_sa
     assert stage.metrics["hf_folder"]["written"] is False
     assert "differs from the stage's model" in reason and "run in float there" in reason
     assert [a.kind for a in stage.artifacts] == ["model.pt2"]
+
+
+def test_falcon_linear_layers_with_their_own_forward_are_written_when_the_folder_computes_the_same(tmp_path):
+    """FalconLinear computes `x @ W.T + b` in its own forward, which compressed-tensors replaces with a plain
+    linear layer's: the same function, so the loaded folder matches the stage model and is kept (it was refused
+    for having its own forward before the check could say so)."""
+    stage = _ptq_stage(tmp_path, "falcon", "causal-lm")
+    details = stage.metrics["hf_folder"]
+    assert details["written"] and details["relative_difference_to_stage_model"] <= 1e-3, details
+    # the int8 embedding table and 2 layers x (query_key_value, dense, dense_h_to_4h, dense_4h_to_h) + the output
+    assert details["quantized_modules"] == 10 and details["static_input_quantizers"] == 9
+    loaded = _loaded_folder(stage)
+    assert type(loaded.transformer.h[0].mlp.dense_h_to_4h).__name__ == "FalconLinear"
