@@ -81,7 +81,9 @@ def main() -> None:
             "perplexity": [round(baseline["perplexity"], 1), round(stage["perplexity"], 1)],
             "parameters": baseline["parameters"], "compression_ratio": round(stage["compression_ratio"], 2),
             "latency_ms_fp32": baseline.get("latency_ms"), "latency_ms": stage.get("latency_ms"),
-            "hf_folder": folder.get("written"), "hf_folder_reason": str(folder.get("reason", ""))[:200]}, indent=1))
+            "hf_folder": folder.get("written"), "hf_folder_reason": str(folder.get("reason", ""))[:200],
+            "hf_folder_bytes": folder.get("size_bytes"), "upload_bytes": (tmp / "model.zip").stat().st_size,
+            "hf_folder_relative_difference": folder.get("relative_difference_to_stage_model")}, indent=1))
 
 
 if __name__ == "__main__":
