@@ -396,13 +396,14 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             expected_in_float = model(*example_inputs) if left_out else expected
         try:
             loaded = load_written_folder(output_dir, task, embedding)
-        except (AttributeError, KeyError, RuntimeError, ValueError) as exc:
-            # e.g. T5's weight initialisation, which reads `.weight` of linears compressed-tensors has packed
+            got = loaded(*example_inputs)  # the first call decompresses the weights
+        except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as exc:
+            # e.g. T5's weight initialisation, which reads `.weight` of linears compressed-tensors has packed;
+            # I-BERT's QuantLinear, whose own forward reads the int8 codes as its weight
             shutil.rmtree(output_dir)
-            raise NotExpressible(f"transformers cannot load the written compressed-tensors folder back "
+            raise NotExpressible(f"transformers cannot load and run the written compressed-tensors folder "
                                  f"({type(exc).__name__}: {str(exc)[:200]}){own_forward}; the stage's .pt2 is its "
                                  "model") from exc
-        got = loaded(*example_inputs)  # the first call decompresses the weights
         reference = float_model(*example_inputs)
         difference = relative_max_gap(got, expected)
         difference_in_float = relative_max_gap(got, expected_in_float) if left_out else difference

@@ -81,3 +81,14 @@ def test_falcon_linear_layers_with_their_own_forward_are_written_when_the_folder
     assert details["quantized_modules"] == 10 and details["static_input_quantizers"] == 9
     loaded = _loaded_folder(stage)
     assert type(loaded.transformer.h[0].mlp.dense_h_to_4h).__name__ == "FalconLinear"
+
+
+def test_a_linear_layer_whose_own_forward_computes_something_else_keeps_no_folder_and_is_named(tmp_path):
+    # I-BERT's QuantLinear reads its weight in its own forward: the int8 codes, which compressed-tensors decompresses
+    # only in the forward it replaces.
+    stage = _ptq_stage(tmp_path, "ibert", "feature-extraction")
+    reason = stage.metrics["hf_folder"]["reason"]
+    assert stage.metrics["hf_folder"]["written"] is False
+    assert "cannot load and run the written compressed-tensors folder" in reason
+    assert "is a QuantLinear, which computes its own forward" in reason, reason
+    assert [a.kind for a in stage.artifacts] == ["model.pt2"]
