@@ -104,8 +104,8 @@ def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayou
     Such an embedding table is written as float: its dequantized values, so the folder computes what the stage's
     model computes (`dequantized_tables`). So is a mixture of experts' router (its own forward picks the top
     experts), its input in float like the experts' (`dequantized_routers`). Other such linear layers are written
-    quantized and left to the check of the loaded folder (Falcon's `FalconLinear` computes `x @ W.T + b`, what
-    the replacement computes; I-BERT's `QuantLinear` does not): returned is what a refusal's reason then adds."""
+    quantized and left to the check of the loaded folder (measured: Falcon's `FalconLinear`, `x @ W.T + b`, loads
+    and matches; I-BERT's `QuantLinear` fails on its first call): returned is what a refusal's reason then adds."""
     modules = dict(source_model.named_modules())
     own = sorted(name for name in {*layout.weights, *layout.inputs}
                  if name in modules and type(modules[name]).forward not in (torch.nn.Linear.forward,
