@@ -509,7 +509,7 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
     for entry in manifest:
         attr = entry["attr"]
         name = tied_module(attr.removeprefix(PROGRAM_PREFIX).removesuffix(".weight"), tied or [], tables,
-                            table=bool(entry.get("embedding")))
+                           table=bool(entry.get("embedding")))
         if entry["dtype"] != "int" or len(entry["shape"]) != 2 or f"{name}.weight" not in source:
             raise NotExpressible(f"'{attr}' is stored as {entry['dtype']} {entry['shape']}, which compressed-tensors "
                                  "has no layout for here (integer Linear weights and embedding tables only)")
