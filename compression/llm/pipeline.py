@@ -101,7 +101,8 @@ def check_applicable(folder: Path, stages: list) -> None:
                          f"blocks are nn.Linear layers, which is what llm_ptq quantizes (the rest, such as "
                          "mixture-of-experts expert tensors, would stay unquantized); llm_ptq does not support "
                          "this architecture (a mixture of experts is quantized by the `ptq` method, which runs "
-                         "each expert as linear layers of the exported program)")
+                         "each expert as linear layers of the exported program; weight-only, \"activations\": "
+                         "null, also writes it as a compressed-tensors folder with its experts per expert)")
     if reason := _weight_init_needs_linear_weights(model, block):
         # GPTBigCode's `_init_weights` reads `c_proj.weight`: transformers runs it on every module of a loaded
         # model, and the folder would fail to load ("'Linear' object has no attribute 'weight'") after the work.
