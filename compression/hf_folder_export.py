@@ -21,7 +21,6 @@ before that comparison.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import re
@@ -39,6 +38,7 @@ from compression.hf_folder_graph import (
     FolderLayout,
     NotExpressible,
     folder_module_name,
+    quantizers_left_out,
     read_graph,
     shift_to_signed,
     tied_module,
@@ -392,7 +392,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
         expected = model(*example_inputs)
         # The stage's model with the activation quantizers the folder cannot hold left out (it runs those
         # activations in float): what the folder should compute exactly, which tells what a difference is from.
-        with _quantizers_left_out(model, layout) as left_out:
+        with quantizers_left_out(model, layout) as left_out:
             expected_in_float = model(*example_inputs) if left_out else expected
         try:
             loaded = load_written_folder(output_dir, task, embedding)
@@ -437,44 +437,6 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             "stage_model_relative_difference_to_float": compression_error,
             "folder_relative_difference_to_float": folder_error,
             "size_bytes": export.folder_bytes(output_dir)}
-
-
-@contextlib.contextmanager
-def _quantizers_left_out(gm: torch.nn.Module, layout: FolderLayout):
-    """Within the block, graph `gm` computes what the folder does: the activation quantizers the folder runs in
-    float (`layout.float_activations`) and the input quantizers of the layers reading float inputs there
-    (`layout.float_inputs`) are passed by; the graph is restored after."""
-    bypassed = {}  # node -> its (args, kwargs) before
-    for node in gm.graph.nodes:
-        if node.op != "call_function":
-            continue
-        if node.name in layout.float_activations:  # every reader of its dequantized values reads the float ones
-            for dequantized in node.users:
-                for reader in list(dequantized.users):
-                    bypassed.setdefault(reader, (reader.args, reader.kwargs))
-                    reader.replace_input_with(dequantized, node.args[0])
-        elif node.target == aten.linear.default and folder_module_name(node) in layout.float_inputs:
-            quantized = node.args[0]
-            if not isinstance(quantized, fx.Node):
-                continue
-            if quantized.op == "call_module":  # QAT's activation quantizer module
-                unquantized = quantized.args[0]
-            elif ("dequantize_per_tensor" in str(quantized.target) and isinstance(quantized.args[0], fx.Node)
-                  and "quantize_per_tensor" in str(quantized.args[0].target)):
-                unquantized = quantized.args[0].args[0]
-            else:
-                continue
-            bypassed.setdefault(node, (node.args, node.kwargs))
-            node.update_arg(0, unquantized)
-    if bypassed:
-        gm.recompile()
-    try:
-        yield bool(bypassed)
-    finally:
-        for node, (args, kwargs) in bypassed.items():
-            node.args, node.kwargs = args, kwargs
-        if bypassed:
-            gm.recompile()
 
 
 def _experts_as_checkpoint_layers(layout: FolderLayout, experts: list[StackedProjection],

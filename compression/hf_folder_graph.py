@@ -30,6 +30,7 @@ What is read back from the graph:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -316,3 +317,40 @@ def tied_module(name: str, tied: list[list[str]], tables: frozenset[str], table:
     partners = [other.rsplit(".", 1)[0] for names in tied if f"{name}.weight" in names for other in names
                 if other.endswith(".weight") and (other.rsplit(".", 1)[0] in tables) == table]
     return partners[0] if len(partners) == 1 else name
+
+
+@contextlib.contextmanager
+def quantizers_left_out(gm: torch.nn.Module, layout: FolderLayout):
+    """Within the block, graph `gm` computes what the folder does: the activation quantizers the folder runs in
+    float (`layout.float_activations`) and the input quantizers of the layers reading float inputs there
+    (`layout.float_inputs`) are passed by; the graph is restored after."""
+    bypassed = {}  # node -> its (args, kwargs) before
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.name in layout.float_activations:  # every reader of its dequantized values reads the float ones
+            for dequantized in node.users:
+                for reader in list(dequantized.users):
+                    bypassed.setdefault(reader, (reader.args, reader.kwargs))
+                    reader.replace_input_with(dequantized, node.args[0])
+        elif node.target == aten.linear.default and folder_module_name(node) in layout.float_inputs:
+            quantized = node.args[0]
+            if not isinstance(quantized, fx.Node):
+                continue
+            if quantized.op == "call_module":  # QAT's activation quantizer module
+                unquantized = quantized.args[0]
+            elif _is(quantized, "dequantize_per_tensor") and _is(quantized.args[0], "quantize_per_tensor"):
+                unquantized = quantized.args[0].args[0]
+            else:
+                continue
+            bypassed.setdefault(node, (node.args, node.kwargs))
+            node.update_arg(0, unquantized)
+    if bypassed:
+        gm.recompile()
+    try:
+        yield bool(bypassed)
+    finally:
+        for node, (args, kwargs) in bypassed.items():
+            node.args, node.kwargs = args, kwargs
+        if bypassed:
+            gm.recompile()

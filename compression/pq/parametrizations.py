@@ -156,7 +156,7 @@ def set_noise(model: nn.Module, enabled: bool) -> None:
         noise.enabled = enabled
 
 
-def stored_tensor(model: nn.Module, name: str) -> Tensor:
+def stored_weight(model: nn.Module, name: str) -> Tensor:
     """The tensor a parametrized weight is computed from (the parameter the optimizer updates)."""
     owner, _, attribute = name.rpartition(".")
     module = model.get_submodule(owner)

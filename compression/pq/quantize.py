@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from compression.pq.kmeans import KMeansResult, kmeans
 from compression.pq.layers import LayerWeight, block_size_for, to_blocks
-from compression.pq.parametrizations import PQWeight, QuantNoise, parametrizations_of, register, remove, stored_tensor
+from compression.pq.parametrizations import PQWeight, QuantNoise, parametrizations_of, register, remove, stored_weight
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def fit_codebook(model: nn.Module, plan: LayerPlan, iterations: int, seed: int, 
                  input_moments: Tensor | None = None, rate_weight: float = 0.0) -> KMeansResult:
     """k-means of the layer's blocks; with `input_moments` (E[x_j^2] per input feature of a linear layer) each
     entry of a block is weighted by the mean square of the input it multiplies."""
-    weight = stored_tensor(model, plan.layer.name).detach().to(device)
+    weight = stored_weight(model, plan.layer.name).detach().to(device)
     weights = None
     if input_moments is not None:
         weights = to_blocks(input_moments.to(weight).expand(weight.shape).contiguous(), plan.block_size)
@@ -76,7 +76,7 @@ def quantize_layer(model: nn.Module, plan: LayerPlan, iterations: int = 15, seed
     if name in parametrizations_of(model, QuantNoise):
         remove(model, name, keep_value=False)
     fit = fit_codebook(model, plan, iterations, seed, device, input_moments, rate_weight)
-    original = stored_tensor(model, name)
+    original = stored_weight(model, name)
     original.requires_grad_(False)
     pq = PQWeight(fit.centroids.to(original.device), fit.assignments.to(original.device), plan.layer.shape,
                   centroid_dtype)
@@ -113,7 +113,7 @@ def add_quant_noise(model: nn.Module, layers: list[LayerWeight], config, seed: i
     noised = []
     for layer in layers:
         block_size = block_size_for(layer, config.block_sizes)
-        weight = stored_tensor(model, layer.name)
+        weight = stored_weight(model, layer.name)
         with torch.no_grad():
             noise = QuantNoise(weight, config.rate, config.kind, block_size, config.pq_centroids, seed)
         register(model, layer.name, noise)

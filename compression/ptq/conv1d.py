@@ -13,6 +13,7 @@ from torch import fx
 
 from compression.ptq.graph_rewrites import (
     CONV1D,
+    as_list,
     conv_arguments,
     mark_module_type,
     new_weight,
@@ -36,7 +37,8 @@ def _as_conv2d(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
         weight_2d = new_weight(graph, weight, "as_2d", stored.detach().unsqueeze(2))
         inputs_2d = graph.graph.call_function(torch.ops.aten.unsqueeze.default, (inputs, 2))
         conv = graph.graph.call_function(torch.ops.aten.conv2d.default, (
-            inputs_2d, weight_2d, bias, [1, *_one(stride)], [0, *_one(padding)], [1, *_one(dilation)], groups))
+            inputs_2d, weight_2d, bias, [1, *as_list(stride)], [0, *as_list(padding)], [1, *as_list(dilation)],
+            groups))
         output = graph.graph.call_function(torch.ops.aten.squeeze.dim, (conv, 2))
     if "nn_module_stack" in node.meta:
         # The quantizer finds convs by the innermost module they came from (`get_source_partitions`): the conv
@@ -45,7 +47,3 @@ def _as_conv2d(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
         inputs_2d.meta["nn_module_stack"] = output.meta["nn_module_stack"] = dict(stack)
         mark_module_type(conv, node, "torch.nn.modules.conv.Conv2d")
     return output
-
-
-def _one(values) -> list[int]:
-    return list(values) if isinstance(values, (list, tuple)) else [values]

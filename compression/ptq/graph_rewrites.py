@@ -1,6 +1,6 @@
-"""Helpers of the graph rewrites that run before int8 quantization (`compression.ptq.conv1d`,
-`conv_orientation`, `explicit_padding`, `addmm_linear`, `functional_layers`): replacing the calls of one op, reading
-and storing a layer's weight, giving a new node the module type the quantizer looks for."""
+"""Helpers of the graph rewrites that run before int8 quantization (`compression.ptq.conv1d`, `conv_orientation`,
+`explicit_padding`, `addmm_linear`, `functional_layers`, `batch_norm_affine`, `string_padding`): replacing the calls
+of one op, reading and storing a layer's weight, giving a new node the module type the quantizer looks for."""
 
 from __future__ import annotations
 
@@ -22,9 +22,14 @@ def mark_module_type(new: fx.Node, replaced: fx.Node, module_type: str) -> None:
         new.meta["nn_module_stack"] = stack | {key: (path, module_type)}
 
 
+def as_list(values) -> list[int]:
+    """A conv argument (stride, padding, dilation) as a list: one value, or one per spatial dimension."""
+    return list(values) if isinstance(values, (list, tuple)) else [values]
+
+
 def as_pair(values) -> list[int]:
     """A 2-D conv argument (stride, padding, dilation) as [height, width]; one value stands for both."""
-    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    values = as_list(values)
     return values * 2 if len(values) == 1 else values
 
 

@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from compression.pq.layers import find_layer_weights, to_blocks
-from compression.pq.parametrizations import PQWeight, QuantNoise, register, set_noise, stored_tensor
+from compression.pq.parametrizations import PQWeight, QuantNoise, register, set_noise, stored_weight
 from compression.pq.quantize import plan_layers, quantize_layer
 from compression.quant.affine import fake_quantize, qparams_for
 from compression.specs.ipq import BlockSizes
@@ -40,27 +40,27 @@ def test_quant_noise_never_writes_the_stored_weights():
     model = digits_cnn()
     names = [layer.name for layer in find_layer_weights(model)]
     for name in names:
-        register(model, name, QuantNoise(stored_tensor(model, name), 0.2, "proxy", 8 if "9" in name else 4))
+        register(model, name, QuantNoise(stored_weight(model, name), 0.2, "proxy", 8 if "9" in name else 4))
     set_noise(model, True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     for _ in range(3):
-        expected = {name: stored_tensor(model, name).detach().clone() for name in names}
+        expected = {name: stored_weight(model, name).detach().clone() for name in names}
         seen = {name: model.get_submodule(name.rpartition(".")[0]).weight for name in names}
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         for name in names:
-            stored = stored_tensor(model, name)
+            stored = stored_weight(model, name)
             expected[name] -= 0.1 * stored.grad
             # The weight the forward saw had whole blocks zeroed; the stored one has none.
             assert (seen[name] == 0).any() and not (stored == 0).any()
         optimizer.step()
         for name in names:
             # Exactly the optimizer's update (up to its fused multiply-add rounding), not a noised copy.
-            assert torch.allclose(stored_tensor(model, name), expected[name], rtol=0, atol=1e-6)
+            assert torch.allclose(stored_weight(model, name), expected[name], rtol=0, atol=1e-6)
     set_noise(model, False)
     for name in names:
-        assert torch.equal(model.get_submodule(name.rpartition(".")[0]).weight, stored_tensor(model, name))
+        assert torch.equal(model.get_submodule(name.rpartition(".")[0]).weight, stored_weight(model, name))
 
 
 def test_proxy_noise_keeps_the_expected_weight():
