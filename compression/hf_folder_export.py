@@ -46,7 +46,7 @@ from compression.hf_folder_graph import (
 from compression.hf_program import load_folder_model
 from compression.llm import export
 from compression.llm.quantize import QuantizedWeight, WeightFormat
-from compression.moe_experts import is_stacked_experts
+from compression.moe_experts import is_router
 from compression.moe_folder import (
     StackedExpertsNotWritable,
     StackedProjection,
@@ -116,7 +116,7 @@ def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayou
         layout.floats[f"{name}.weight"] = table.dequantize()
         layout.dequantized_tables.append(name)
         own.remove(name)
-    for name in [name for name in own if _is_router(modules, name)]:
+    for name in [name for name in own if is_router(modules, name)]:
         if name in layout.weights:
             layout.floats[f"{name}.weight"] = layout.weights.pop(name).dequantize()
         if layout.inputs.pop(name, None) is not None:
@@ -125,13 +125,6 @@ def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayou
         own.remove(name)
     return (f"; the quantized layer '{own[0]}' is a {type(modules[own[0]]).__name__}, which computes its own "
             "forward, which compressed-tensors replaces with a plain linear layer's" if own else "")
-
-
-def _is_router(modules: dict[str, torch.nn.Module], name: str) -> bool:
-    """Whether module `name` is a mixture of experts' router: it sits beside a stacked experts module."""
-    parent = name.rpartition(".")[0]
-    return any(is_stacked_experts(module) for other, module in modules.items()
-               if other.rpartition(".")[0] == parent and other != name)
 
 
 def _layout_shapes(layout: FolderLayout) -> dict[str, torch.Size]:

@@ -34,6 +34,13 @@ def is_stacked_experts(module: torch.nn.Module) -> bool:
             and isinstance(down, torch.nn.Parameter) and down.dim() == 3)
 
 
+def is_router(modules: dict[str, torch.nn.Module], name: str) -> bool:
+    """Whether module `name` is a mixture of experts' router: it sits beside a stacked experts module."""
+    parent = name.rpartition(".")[0]
+    return any(is_stacked_experts(module) for other, module in modules.items()
+               if other.rpartition(".")[0] == parent and other != name)
+
+
 def projections(experts: torch.nn.Module) -> tuple[str, str]:
     """The names of an experts module's stacked input projection (gate and up, or up alone) and output one."""
     return INPUT_PROJECTIONS[0] if experts.has_gate else INPUT_PROJECTIONS[1], OUTPUT_PROJECTION

@@ -20,14 +20,14 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from compression.context import RunContext
-from compression.llm import export
+from compression.llm import export, moe
 from compression.llm.blockwise import Recipe, linear_layers, quantize_block, quantize_weight
 from compression.llm.gptq import HessianAccumulator
 from compression.llm.model import LayerwiseModel, run_block
 from compression.llm.quantize import WeightFormat, output_error, rtn, weight_sqnr_db
 from compression.llm.text import batches as split_batches
 from compression.llm.text import calibration_windows
-from compression.specs.llm import LLMPTQSpec
+from compression.specs.llm import ASYMMETRIC_EXPERTS, LLMPTQSpec
 
 EMBEDDING_FORMAT = WeightFormat(bits=8, group_size=None, symmetric=True)
 
@@ -78,10 +78,11 @@ def _block_tensors(prefix: str, block: torch.nn.Module, quantized: dict, dtype: 
     return tensors
 
 
-def _restore_block(block: torch.nn.Module, prefix: str, tensors: dict, fmt: WeightFormat) -> None:
+def _restore_block(block: torch.nn.Module, prefix: str, tensors: dict, fmt: WeightFormat,
+                   kept_float: frozenset[str]) -> None:
     """Put a checkpointed block's (dequantized) weights back into `block` to replay it."""
     state = {}
-    linears = linear_layers(block)
+    linears = {name: layer for name, layer in linear_layers(block).items() if name not in kept_float}
     for name in block.state_dict():
         owner = name.rsplit(".", 1)[0]
         if owner in linears and name.endswith(".weight"):
@@ -111,11 +112,15 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     if spec.needs_calibration and calibration is None:
         raise ValueError(f"{spec.algorithm} needs calibration token windows")
     source = LayerwiseModel.load(model)
-    if source.folder is not None and output_dir.resolve() == source.folder.resolve():
+    if source.origin is not None and output_dir.resolve() == source.origin.resolve():
         raise ValueError("output_dir must not be the source folder: the source is read while the output is written")
     if calibration is not None:
         calibration = _checked_calibration(calibration, spec, source.config.vocab_size, ctx.seed)
     fmt, dtype = weight_format(spec), _output_dtype(spec, source)
+    gates = moe.kept_float(source.model)
+    experts = moe.split_experts(source.model)
+    if experts and not fmt.symmetric:
+        raise ValueError(ASYMMETRIC_EXPERTS)
     recipe = Recipe(spec.algorithm, fmt, dtype, gptq=spec.gptq.model_dump(), awq=spec.awq.model_dump(),
                     hqq=spec.hqq.model_dump())
     fingerprint = _fingerprint(spec, calibration)
@@ -129,19 +134,20 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     for index in range(count):
         prefix = f"{source.prefix}.{index}."
         block = source.load_block(index)
+        kept_float = frozenset(name.removeprefix(prefix) for name in gates if name.startswith(prefix))
         checkpoint = _read_checkpoint(ctx.load_checkpoint(f"block_{index}"), fingerprint)
         if checkpoint is not None:
             tensors, block_metrics = checkpoint
-            _restore_block(block, prefix, tensors, fmt)
+            _restore_block(block, prefix, tensors, fmt, kept_float)
             resumed += 1
         else:
-            quantized, block_metrics = quantize_block(block, hidden, kwargs, recipe)
+            quantized, block_metrics = quantize_block(block, hidden, kwargs, recipe, kept_float)
             tensors = _block_tensors(prefix, block, quantized, dtype)
             metadata = {"modelpress": json.dumps({"fingerprint": fingerprint, "metrics": block_metrics})}
             ctx.save_checkpoint(f"block_{index}", save_safetensors(tensors, metadata=metadata))
         if hidden is not None:
             hidden = run_block(block, hidden, kwargs)
-        writer.write(tensors)
+        writer.write(moe.in_checkpoint_layout(tensors, experts, source.model, fmt) if experts else tensors)
         layers.update({prefix + name: value for name, value in block_metrics["layers"].items()})
         source.release_block(index)
         ctx.progress("quantize", index + 1, count, block=index, peak_rss_mib=round(_peak_rss_mib(), 1))
@@ -150,12 +156,12 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     writer.write(rest)
     writer.finish()
     config = source.config.to_dict()
-    config["quantization_config"] = export.quantization_config(fmt, ignore, spec.algorithm == "gptq"
+    config["quantization_config"] = export.quantization_config(fmt, ignore + gates, spec.algorithm == "gptq"
                                                                and spec.gptq.act_order, embedding_table)
     config["dtype"] = str(dtype).removeprefix("torch.")
     if spec.lm_head == "quantize" or spec.embeddings == "int8":
         config["tie_word_embeddings"] = False
-    export.write_config(output_dir, config, source.folder)
+    export.write_config(output_dir, config, source.origin)
 
     errors = [layer["output_error"] for layer in layers.values() if "output_error" in layer]
     metrics = {"algorithm": spec.algorithm, "format": config["quantization_config"]["format"],

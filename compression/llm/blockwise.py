@@ -2,8 +2,10 @@
 
 With calibration data, linears are handled in execution order, in groups that read one input (q/k/v, then o, then
 gate/up, then down): each group's input statistics are gathered with the earlier groups already quantized
-("true sequential" in GPTQ's terms), so a layer compensates the errors of the layers before it. Every linear gets
-its weight SQNR and, with data, its relative output error ||WX - QX||^2 / ||WX||^2 on the calibration tokens.
+("true sequential" in GPTQ's terms), so a layer compensates the errors of the layers before it. A mixture of
+experts' layers of one projection form one group (each expert reads its own input, which no other computes).
+Every linear gets its weight SQNR and, with data, its relative output error ||WX - QX||^2 / ||WX||^2 on the
+calibration tokens.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from compression.llm import awq as awq_search
 from compression.llm.gptq import HessianAccumulator, gptq
 from compression.llm.hqq import hqq
 from compression.llm.model import run_block
+from compression.llm.moe import parallel_experts
 from compression.llm.quantize import QuantizedWeight, WeightFormat, output_error, rtn, weight_sqnr_db
 
 
@@ -51,7 +54,11 @@ def _input_groups(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dic
     for name, inputs in calls:
         if any(name in group for group in groups):
             continue
-        if inputs is last_input:
+        experts = parallel_experts(name)
+        parallel = next((group for group in groups if experts and parallel_experts(group[0]) == experts), None)
+        if parallel is not None:  # an expert's layer joins its projection's other experts (`llm.moe`)
+            parallel.append(name)
+        elif inputs is last_input:
             groups[-1].append(name)
         else:
             groups.append([name])
@@ -146,10 +153,10 @@ def quantize_weight(weight: torch.Tensor, recipe: Recipe, hessian: torch.Tensor 
 
 @torch.no_grad()
 def quantize_block(block: nn.Module, hidden: list[torch.Tensor] | None, kwargs: list[dict],
-                   recipe: Recipe) -> tuple[dict[str, QuantizedWeight], dict]:
-    """Quantize every linear of `block` in place (its weights become the dequantized values) and return the
-    quantized weights by name and the block's metrics."""
-    linears = linear_layers(block)
+                   recipe: Recipe, kept_float: frozenset[str] = frozenset()) -> tuple[dict[str, QuantizedWeight], dict]:
+    """Quantize every linear of `block` but those `kept_float` in place (its weights become the dequantized
+    values) and return the quantized weights by name and the block's metrics."""
+    linears = {name: layer for name, layer in linear_layers(block).items() if name not in kept_float}
     metrics: dict = {"layers": {}}
     clips: dict = {}
     if recipe.algorithm == "awq":
@@ -157,6 +164,7 @@ def quantize_block(block: nn.Module, hidden: list[torch.Tensor] | None, kwargs: 
             raise ValueError("awq needs calibration data")
         clips, metrics["awq"] = apply_awq(block, hidden, kwargs, recipe)
     groups = _input_groups(block, hidden, kwargs) if hidden else [[name] for name in linears]
+    groups = [kept for group in groups if (kept := [name for name in group if name in linears])]
     quantized = {}
     for names in groups:
         hessians = _hessians(block, names, hidden, kwargs) if hidden else {}

@@ -52,19 +52,22 @@ def compressed_tensors(name: str, quantized: QuantizedWeight, packed: bool = Tru
 
 def decompressed_weight(tensors: dict[str, torch.Tensor], name: str, fmt: WeightFormat) -> torch.Tensor:
     """The float weight a loader reconstructs from `compressed_tensors(name, ...)`."""
+    return quantized_weight(tensors, name, fmt).dequantize()
+
+
+def quantized_weight(tensors: dict[str, torch.Tensor], name: str, fmt: WeightFormat) -> QuantizedWeight:
+    """The codes, scales and zero points `compressed_tensors(name, ...)` wrote (packed or not), unpacked."""
     from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
 
-    from compression.llm.quantize import dequantize
-
     scale = tensors[f"{name}.weight_scale"]
-    if fmt.kind == "fp8":
-        return dequantize(tensors[f"{name}.weight"], scale, None, fmt)
+    if f"{name}.weight_packed" not in tensors:
+        return QuantizedWeight(tensors[f"{name}.weight"], scale, tensors.get(f"{name}.weight_zero_point"), fmt)
     shape = torch.Size(tensors[f"{name}.weight_shape"].tolist())
     codes = unpack_from_int32(tensors[f"{name}.weight_packed"], fmt.bits, shape)
     zero = tensors.get(f"{name}.weight_zero_point")
     if zero is not None:
         zero = unpack_from_int32(zero, fmt.bits, torch.Size((shape[0], scale.shape[1])), packed_dim=0)
-    return dequantize(codes, scale, zero, fmt)
+    return QuantizedWeight(codes, scale, zero, fmt)
 
 
 def weight_args(fmt: WeightFormat, act_order: bool) -> dict:

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from compression.moe_folder import stacked_projections
+
 
 class _Caught(Exception):
     def __init__(self, hidden: torch.Tensor, kwargs: dict):
@@ -131,8 +133,10 @@ def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 
 class LayerwiseModel:
-    def __init__(self, model: nn.Module, folder: Path | None = None):
-        self.model, self.folder = model.eval(), folder
+    def __init__(self, model: nn.Module, folder: Path | None = None, origin: Path | None = None):
+        """`folder`: the checkpoint streamed block by block (None: `model` holds its weights); `origin`: the folder
+        `model` came from, whose tokenizer and settings a written folder takes over (`folder` when streamed)."""
+        self.model, self.folder, self.origin = model.eval(), folder, origin or folder
         self.config = model.config
         self.prefix, self.blocks = _find_blocks(model)
         files = self._weight_files(folder) if folder else {}
@@ -159,6 +163,12 @@ class LayerwiseModel:
             raise ValueError(f"{folder} holds an already quantized model: start from its float checkpoint")
         with _parameters_on_meta():
             model = AutoModelForCausalLM.from_config(config)
+        if stacked_projections(model):
+            # transformers stacks a mixture of experts' per-expert checkpoint tensors when it loads them, a
+            # conversion that reading one block's tensors cannot replay: such a model is loaded whole.
+            model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, local_files_only=True,
+                                                         trust_remote_code=False)
+            return cls(model, origin=folder)
         return cls(model, folder)
 
     @staticmethod

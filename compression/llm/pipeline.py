@@ -37,7 +37,7 @@ from compression.llm.text import check_tokenizes, tokenize
 from compression.methods import apply_stage
 from compression.pipeline import PipelineResult, StageOutcome
 from compression.specs.common import EvaluationSpec
-from compression.specs.llm import LLM_PTQ_ALONE
+from compression.specs.llm import ASYMMETRIC_EXPERTS, LLM_PTQ_ALONE
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 MIN_LINEAR_SHARE = 0.9  # of a decoder block's weights (the rest: norms, biases; dense architectures hold > 0.99)
@@ -57,14 +57,17 @@ def load_causal_lm(folder: Path):
 
 def check_applicable(folder: Path, stages: list) -> None:
     """Seconds, not minutes, into the job: the model built on the meta device (no weights read) must have
-    `nn.Linear` layers in its decoder blocks holding most of their weights (not mixture-of-experts tensors), a
-    learned position table (if any) as long as the stages' windows, and the blocks AWQ needs when a stage asks for
-    it. A GPT-2 model is checked as the `nn.Linear` rewrite the job runs on (`compression.llm.gpt2_linear`)."""
+    `nn.Linear` layers in its decoder blocks holding most of their weights (a mixture of experts' once split per
+    expert, in a layout a folder can hold per expert, with symmetric weights: `compression.llm.moe`), a learned
+    position table (if any) as long as the stages' windows, and the blocks AWQ needs when a stage asks for it. A
+    GPT-2 model is checked as the `nn.Linear` rewrite the job runs on (`compression.llm.gpt2_linear`)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from compression.llm.awq import scaling_groups
     from compression.llm.blockwise import linear_layers
     from compression.llm.model import LayerwiseModel
+    from compression.llm.moe import kept_float, layout_problem, split_experts
+    from compression.moe_folder import stacked_projections
 
     config = AutoConfig.from_pretrained(folder, **LOCAL_ONLY)
     if config.model_type == "gpt2":
@@ -79,13 +82,26 @@ def check_applicable(folder: Path, stages: list) -> None:
                              f"(calibration.sequence_length, evaluation.context_length) exceed the "
                              f"{positions} positions this {config.model_type} model has; set both to at most "
                              f"{positions}")
-    block = LayerwiseModel(model).blocks[0]
+    if reason := layout_problem(model):
+        raise ValueError(f"llm_ptq cannot write this {config.model_type} mixture of experts as a compressed-tensors "
+                         f"folder: {reason}")
+    if stacked_projections(model) and not all(spec.is_symmetric for spec in stages):
+        raise ValueError(ASYMMETRIC_EXPERTS)
+    # The folder's model as transformers loads it (a mixture's experts stacked) runs the weight initialisation.
+    float_layers = set(kept_float(model))  # a mixture of experts' routers and gates
+    layerwise = LayerwiseModel(model)
+    first_block = f"{layerwise.prefix}.0."
+    kept = {name.removeprefix(first_block) for name in float_layers if name.startswith(first_block)}
+    init_problem = _weight_init_needs_linear_weights(model, layerwise.blocks[0], kept)
+    split_experts(model)  # each expert as its own linear layers, as the stage quantizes them (`compression.llm.moe`)
+    block = layerwise.blocks[0]
     if not linear_layers(block):
         raise ValueError(f"the decoder blocks of this {config.model_type} model hold no nn.Linear layers "
                          f"({type(block).__name__}), which is what llm_ptq quantizes; this architecture is not "
                          "supported")
-    own_forward = sorted({type(layer).__name__ for layer in linear_layers(block).values()
-                          if type(layer).forward is not torch.nn.Linear.forward})
+    own_forward = sorted({type(layer).__name__ for name, layer in linear_layers(block).items()
+                          if type(layer).forward is not torch.nn.Linear.forward
+                          and name not in kept})
     if own_forward:
         # compressed-tensors replaces nn.Linear's forward when transformers loads the written folder; Falcon's
         # FalconLinear computes `input @ self.weight.T` itself, and its folder then fails to load.
@@ -95,15 +111,12 @@ def check_applicable(folder: Path, stages: list) -> None:
     in_linears = sum(layer.weight.numel() for layer in linear_layers(block).values())
     total = sum(parameter.numel() for parameter in block.parameters())
     if in_linears < MIN_LINEAR_SHARE * total:
-        # Mixture-of-experts blocks hold their experts as stacked 3-D tensors: quantizing only the attention and
-        # router would return a model barely smaller, said as if it were done.
+        # Weights in a layout neither nn.Linear nor a known mixture of experts: quantizing only the rest would
+        # return a model barely smaller, said as if it were done.
         raise ValueError(f"only {in_linears / total:.0%} of the weights of this {config.model_type} model's decoder "
-                         f"blocks are nn.Linear layers, which is what llm_ptq quantizes (the rest, such as "
-                         "mixture-of-experts expert tensors, would stay unquantized); llm_ptq does not support "
-                         "this architecture (a mixture of experts is quantized by the `ptq` method, which runs "
-                         "each expert as linear layers of the exported program; weight-only, \"activations\": "
-                         "null, also writes it as a compressed-tensors folder with its experts per expert)")
-    if reason := _weight_init_needs_linear_weights(model, block):
+                         f"blocks are nn.Linear layers, which is what llm_ptq quantizes (the rest would stay "
+                         "unquantized); llm_ptq does not support this architecture")
+    if reason := init_problem:
         # GPTBigCode's `_init_weights` reads `c_proj.weight`: transformers runs it on every module of a loaded
         # model, and the folder would fail to load ("'Linear' object has no attribute 'weight'") after the work.
         raise ValueError(f"transformers cannot load a compressed-tensors folder of this {config.model_type} model: "
@@ -113,16 +126,18 @@ def check_applicable(folder: Path, stages: list) -> None:
         scaling_groups(block)
 
 
-def _weight_init_needs_linear_weights(model, block: torch.nn.Module) -> str | None:
+def _weight_init_needs_linear_weights(model, block: torch.nn.Module, kept_float: set[str]) -> str | None:
     """Run the architecture's `_init_weights` over a copy of a decoder block (on the meta device) whose linear
-    layers lost their `weight`, as compressed-tensors' quantized layers do; the AttributeError it raises, if any."""
+    layers but those `kept_float` lost their `weight`, as compressed-tensors' quantized layers do; the
+    AttributeError it raises, if any."""
     import copy
 
     from compression.llm.blockwise import linear_layers
 
     probe = copy.deepcopy(block)
-    for layer in linear_layers(probe).values():
-        del layer.weight
+    for name, layer in linear_layers(probe).items():
+        if name not in kept_float:
+            del layer.weight
     for module in probe.modules():
         try:
             model._init_weights(module)

@@ -8,6 +8,12 @@ from pydantic import Field, model_validator
 from compression.specs.common import Spec
 
 # Checked at submission (app.jobs.validation) and again by the worker (compression.llm.pipeline).
+# transformers 5 decompresses each expert's packed weight and scales when it loads a folder, without zero points.
+ASYMMETRIC_EXPERTS = ("a mixture of experts' folder holds each expert as a quantized linear layer, which transformers "
+                      "loads without zero points: use symmetric weights (gptq or rtn, with symmetric true or null; "
+                      "hqq is asymmetric)")
+
+
 LLM_PTQ_ALONE = ("llm_ptq writes a compressed-tensors folder from the uploaded checkpoint, so it runs alone: a job "
                  "is llm_ptq stages only, or the other methods (ptq, qat, kd, prune, ipq, ...) on the exported "
                  "model")
