@@ -18,7 +18,7 @@ from compression.inspect import (
 from compression.specs.batch_bound import batch_bound_problems
 from compression.specs.distill import kept_layers
 from compression.specs.ipq import quant_noise_label_problem
-from compression.specs.llm import LLM_PTQ_ALONE
+from compression.specs.llm import ASYMMETRIC_EXPERTS, LLM_PTQ_ALONE
 from compression.specs.metrics import metric_problem
 from compression.specs.order import order_problems
 from compression.specs.student_fit import zoo_student_problems
@@ -170,6 +170,9 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
             problems += _group_size_problems(spec, folder.get("block_linear_widths") or [])
             problems += _position_problems(spec, folder.get("max_positions"))
             problems += _awq_problems(spec, folder.get("awq_missing"), folder.get("model_type"))
+            if folder.get("per_expert_tensors"):
+                problems += [f"stages.{index}.symmetric: {ASYMMETRIC_EXPERTS}" for index, stage in
+                             enumerate(spec.stages) if not stage.is_symmetric]
     if task in ARRAY_TASKS:
         if manifest.format != "npz":
             what = ("uint8 images, or the pixel_values its image processor makes"

@@ -75,6 +75,7 @@ SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 
 MAX_SAFETENSORS_HEADER = 100 * 1024**2  # safetensors' own cap
 _BLOCK_PATH = re.compile(r"\.\d+\.")
 _FIRST_BLOCK = re.compile(r"^(?:.*\.)?0\.(.+)$")
+EXPERT_TENSOR = re.compile(r"\.experts\.\d+\.")  # one expert's tensor in a mixture of experts' checkpoint
 # The weights AWQ's scaling groups use in a Llama-family block (`compression.llm.awq.LLAMA_GROUPS`): it folds its
 # scales into the norms and the v/up projections before the q/k/v, o, gate/up and down projections.
 AWQ_BLOCK_WEIGHTS = tuple(f"{name}.weight" for name in (
@@ -102,6 +103,12 @@ class HFFolder:
     # processor's settings (preprocessor_config.json) themselves
     pixel_scaling: PixelScaling | None = None
     processor: dict | None = None
+
+    @property
+    def per_expert_tensors(self) -> bool:
+        """Whether the checkpoint stores a mixture of experts one expert at a time (`...experts.3.w1.weight`): a
+        quantized folder of it holds its experts the same way (`compression.llm.moe`)."""
+        return any(EXPERT_TENSOR.search(name) for name in self.tensors)
 
     @property
     def awq_missing(self) -> list[str] | None:
@@ -170,6 +177,7 @@ class HFFolder:
                                          "num_hidden_layers": _layer_count(config),
                                          "max_positions": self.max_positions,
                                          "awq_missing": self.awq_missing,
+                                         "per_expert_tensors": self.per_expert_tensors,
                                          "classes": classes,
                                          "sentence_embedding": self.sentence_embedding and
                                          self.sentence_embedding.to_metrics(),

@@ -140,7 +140,7 @@ def test_gpt2_patterns_name_the_opt_rewrite_the_jobs_run(api, auth, hf, tmp_path
     assert status == 422 and opt_layer in text, text
 
 
-def test_expert_layer_patterns_of_a_mixture_of_experts_are_left_to_the_dry_run(api, auth, hf, tmp_path):
+def test_a_mixture_of_experts_jobs_are_checked_at_submission_or_left_to_the_dry_run(api, auth, hf, tmp_path):
     """A mixture of experts' program runs each expert as its own linear layers (`compression.moe_experts`), named
     as neither checkpoint layout names them: the API accepts patterns naming them, and the worker checks them."""
     from bench.hf_architecture_sweep import folder_zip
@@ -149,6 +149,12 @@ def test_expert_layer_patterns_of_a_mixture_of_experts_are_left_to_the_dry_run(a
     assert moe.status_code == 201, moe.text
     assert _job(api, auth, moe.json(), hf["text"], [{"method": "ptq", "exclude": ["*.experts.down_proj.1"]}]
                 )[0] == 201
+    # llm_ptq quantizes each expert (`compression.llm.moe`); transformers loads per-expert layers without zero
+    # points, which the checkpoint's per-expert tensors tell before any work.
+    assert _job(api, auth, moe.json(), hf["text"], [LLM_STAGE])[0] == 201
+    status, text = _job(api, auth, moe.json(), hf["text"], [LLM_STAGE | {"algorithm": "hqq"}])
+    assert status == 422 and "stages.0.symmetric: a mixture of experts' folder" in text, text
+    assert _job(api, auth, hf["llama"], hf["text"], [LLM_STAGE | {"algorithm": "hqq"}])[0] == 201
 
 
 def test_windows_past_a_learned_position_table_are_refused(api, auth, hf, tmp_path):
