@@ -1,5 +1,7 @@
-"""A causal LM at GPT-2 small's size through the general path (every method but llm_ptq): time, peak memory,
-perplexity, size and compiled latency of one stage with its default spec.
+"""A causal LM at GPT-2 small's size through the service's path: time, peak memory, perplexity, size and
+compiled latency of one stage with its default spec (`gptq`, `rtn4`: llm_ptq int4 in groups of 32, which writes a
+compressed-tensors folder and measures that folder as transformers loads it; `gptq_all` also quantizes the output
+layer and the embedding table).
 
 The model is GPT-2's architecture at full size (124M parameters, 50,257-token vocabulary, tied output layer)
 with random weights, read by a word-level tokenizer (nothing is downloaded); 64 training and 32 evaluation rows of
@@ -10,7 +12,8 @@ the resources and the ratios.
 
 `--model mixtral`: a mixture of experts instead (Mixtral's architecture, 8 experts of which each token uses 2,
 hidden 512, 4 layers, a 32,000-token vocabulary: 83M parameters), whose program runs each expert as its own
-linear layers on every token (`compression.moe_experts`).
+linear layers on every token (`compression.moe_experts`); llm_ptq quantizes each expert's linear layers
+(`compression.llm.moe`).
 """
 
 from __future__ import annotations
@@ -26,13 +29,21 @@ import torch
 
 from compression.context import RunContext
 from compression.llm.pipeline import run_folder_pipeline
-from compression.specs import EvaluationSpec, KDSpec, PruneSpec, PTQSpec
+from compression.specs import EvaluationSpec, KDSpec, LLMPTQSpec, PruneSpec, PTQSpec
 from tests.hf_folders import CORPUS, save_tokenizer, zip_bytes
 
 STAGES = {"ptq": PTQSpec(),
           "w4": PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 32}, activations=None),
           "kd": KDSpec(student={"kind": "layers", "keep": 6}, training={"steps": 4}),
-          "prune": PruneSpec()}
+          "prune": PruneSpec(),
+          **{name: LLMPTQSpec(algorithm=algorithm, bits=4, group_size=32,
+                              calibration={"samples": 16, "sequence_length": 128},
+                              evaluation={"context_length": 128})
+             for name, algorithm in (("gptq", "gptq"), ("rtn4", "rtn"))},
+          # the output layer and the embedding table quantized too (int4 groups of 32; int8 per row)
+          "gptq_all": LLMPTQSpec(algorithm="gptq", bits=4, group_size=32, lm_head="quantize", embeddings="int8",
+                                 calibration={"samples": 16, "sequence_length": 128},
+                                 evaluation={"context_length": 128})}
 
 
 def gpt2_small_folder(folder: Path) -> Path:
@@ -74,7 +85,9 @@ def main() -> None:
         result = run_folder_pipeline(tmp / "model.zip", tmp / "rows.jsonl", "causal-lm", [STAGES[args.method]],
                                      EvaluationSpec(), RunContext(), tmp / "work")
         stage, baseline = result.stages[0].metrics, result.baseline
-        folder = stage.get("hf_folder") or {}
+        # llm_ptq's stage is its folder, measured as transformers loads it
+        folder = stage.get("hf_folder") or ({"written": True, "size_bytes": stage["size_bytes"]}
+                                            if args.method.startswith(("gptq", "rtn")) else {})
         print(json.dumps({
             "model": args.model, "method": args.method, "seconds": round(time.monotonic() - started),
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 1),
