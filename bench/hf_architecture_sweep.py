@@ -141,7 +141,10 @@ SPECIFIC = {
                      "moe_intermediate_size": 32},
     "qwen3_next": {"head_dim": 16, "num_key_value_heads": 2, "num_experts": 4, "num_experts_per_tok": 2,
                    "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32, "linear_num_key_heads": 2,
-                   "linear_num_value_heads": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16},
+                   "linear_num_value_heads": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+                   # as the real model, a full-attention layer among the linear ones (two layers would otherwise
+                   # both be linear, which transformers' generation cache does not support)
+                   "layer_types": ["linear_attention", "full_attention"]},
     "dots1": {"head_dim": 16, "num_key_value_heads": 2, "n_routed_experts": 4, "n_shared_experts": 1,
               "num_experts_per_tok": 2, "moe_intermediate_size": 32, "n_group": 1, "topk_group": 1,
               "first_k_dense_replace": 1},
