@@ -124,8 +124,8 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     recipe = Recipe(spec.algorithm, fmt, dtype, gptq=spec.gptq.model_dump(), awq=spec.awq.model_dump(),
                     hqq=spec.hqq.model_dump())
     fingerprint = _fingerprint(spec, calibration)
-    hidden, kwargs = (source.first_block_inputs(split_batches(calibration, spec.calibration.batch_size))
-                      if calibration is not None else (None, None))
+    hidden = (source.first_block_inputs(split_batches(calibration, spec.calibration.batch_size))[0]
+              if calibration is not None else None)
 
     count = len(source.blocks)
     writer = export.ShardWriter(output_dir, count + 1)
@@ -135,6 +135,7 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
         prefix = f"{source.prefix}.{index}."
         block = source.load_block(index)
         kept_float = frozenset(name.removeprefix(prefix) for name in gates if name.startswith(prefix))
+        kwargs = source.block_kwargs(index) if hidden is not None else None
         checkpoint = _read_checkpoint(ctx.load_checkpoint(f"block_{index}"), fingerprint)
         if checkpoint is not None:
             tensors, block_metrics = checkpoint
@@ -197,7 +198,10 @@ def _outside_blocks(spec: LLMPTQSpec, source: LayerwiseModel, hidden: list[torch
     embedding = source.model.get_input_embeddings()
     embedding_name = next(name for name, module in source.model.named_modules() if module is embedding)
     tensors = {name: value.to(dtype) if value.is_floating_point() else value for name, value in state.items()}
-    ignore = [head_name]
+    # Every linear layer outside the blocks stays float (lm_head unless asked; Gemma 3n/4's per-layer input
+    # projection): the config's "Linear" target would otherwise have transformers expect it quantized.
+    ignore = [head_name] + [name for name, module in source.model.named_modules() if name != head_name
+                            and isinstance(module, torch.nn.Linear) and not source.in_blocks(name)]
     if getattr(source.config, "tie_word_embeddings", False) and (spec.lm_head == "quantize"
                                                                   or spec.embeddings == "int8"):
         tensors[f"{head_name}.weight"] = head.weight.detach().to(dtype)  # the two now differ: store both
@@ -212,7 +216,7 @@ def _outside_blocks(spec: LLMPTQSpec, source: LayerwiseModel, hidden: list[torch
         layers[head_name] = {"sqnr_db": round(weight_sqnr_db(weight, quantized.dequantize()), 3)}
         if hessian is not None:
             layers[head_name]["output_error"] = output_error(weight, quantized.dequantize(), hessian)
-        ignore = []
+        ignore = ignore[1:]
     embedding_table = None
     if spec.embeddings == "int8":
         embedding_table = (EMBEDDING_FORMAT, embedding_name)

@@ -8,9 +8,12 @@ weights are read when `load_block` asks for it and dropped by `release_block`, a
 and llm-compressor stream layers. Memory is then the non-block weights, one block, and one block's activations.
 An `nn.Module` already in memory goes through the same interface without any loading.
 
-The inputs of the first block are caught by running the model with that block replaced by a catcher which raises
-once it has seen its arguments; so every architecture's own code builds the attention mask and the position
-embeddings, and the blocks are called exactly as the model calls them.
+The blocks' inputs are caught by running the model with every block replaced by a recorder that notes its
+arguments and passes the hidden states through; so every architecture's own code builds the attention masks and
+the position embeddings, and each block is later called exactly as the model calls it: Gemma 2/3 give their
+sliding-window and global layers different masks and rotary tables, and Gemma 3n/4 each layer its own inputs. A
+model whose code cannot run on passed-through hidden states (it unpacks a block's output as a tuple) has its first
+block's arguments caught by a catcher that stops the model there, and every block replays those.
 """
 
 from __future__ import annotations
@@ -33,28 +36,63 @@ class _Caught(Exception):
         self.hidden, self.kwargs = hidden, kwargs
 
 
-class _Catcher(nn.Module):
-    def __init__(self, block: nn.Module):
+class _AllRecorded(Exception):
+    """Raised by the last block's stand-in: the final norm and output layer need not run (the output layer's
+    logits over a large vocabulary would be the largest tensor of the pass)."""
+
+
+class _StandIn(nn.Module):
+    """Stands in for a block while its inputs are caught; the model reads attributes of its blocks (e.g.
+    `attention_type`) before calling them."""
+
+    def __init__(self, block: nn.Module, index: int, calls: list | None, last: bool = False):
         super().__init__()
-        self.block = block
+        self.block, self.index, self.calls, self.last = block, index, calls, last
 
     def forward(self, hidden_states, *args, **kwargs):
-        raise _Caught(hidden_states, kwargs)
+        arguments = _named_arguments(self._modules["block"], hidden_states, args, kwargs)
+        if self.calls is None:  # the catcher: stop the model at the first block
+            raise _Caught(hidden_states, arguments)
+        self.calls.append((self.index, hidden_states, arguments))
+        if self.last:
+            raise _AllRecorded
+        return hidden_states
 
     def __getattr__(self, name):
-        # models read attributes of their blocks (e.g. `attention_type`) before calling them
         try:
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self._modules["block"], name)
 
 
-def _to_float32(value):
+def _named_arguments(block: nn.Module, hidden_states, args: tuple, kwargs: dict) -> dict:
+    """A block call's arguments but the hidden states, by name (Gemma 4 passes its per-layer input
+    positionally), so that replaying is `block(hidden, **arguments)`."""
+    if not args:
+        return kwargs
+    import inspect
+
+    bound = inspect.signature(block.forward).bind(hidden_states, *args, **kwargs)
+    first = next(iter(bound.arguments))
+    return {name: value for name, value in bound.arguments.items() if name != first} | bound.kwargs
+
+
+def _to_float32(value, converted: dict):
+    """Float tensors as float32, each converted once (blocks of one kind share their mask and rotary tables)."""
     if isinstance(value, torch.Tensor):
-        return value.float() if value.is_floating_point() else value
+        if not value.is_floating_point() or value.dtype == torch.float32:
+            return value
+        if id(value) not in converted:
+            converted[id(value)] = value.float()
+        return converted[id(value)]
     if isinstance(value, tuple):
-        return tuple(_to_float32(item) for item in value)
+        return tuple(_to_float32(item, converted) for item in value)
+    if isinstance(value, dict):
+        return {key: _to_float32(item, converted) for key, item in value.items()}
     return value
+
+
+CACHE_ARGUMENTS = ("cache", "past_key_values", "past_key_value")
 
 
 def _set_tensor(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
@@ -197,11 +235,11 @@ class LayerwiseModel:
                                 if self.files[name] == file})
         return tensors
 
-    def _in_blocks(self, name: str) -> bool:
+    def in_blocks(self, name: str) -> bool:
         return name.startswith(self.prefix + ".")
 
     def _load_outside_blocks(self) -> None:
-        names = [name for name, _ in self.model.named_parameters(remove_duplicate=False) if not self._in_blocks(name)]
+        names = [name for name, _ in self.model.named_parameters(remove_duplicate=False) if not self.in_blocks(name)]
         stored = [name for name in names if name in self.files]
         for name, tensor in self.read(stored).items():
             _set_tensor(self.model, name, tensor)
@@ -241,7 +279,7 @@ class LayerwiseModel:
 
     def outside_block_state(self) -> dict[str, torch.Tensor]:
         """Every tensor a checkpoint stores outside the blocks (a tied lm_head only once, as `save_pretrained`)."""
-        state = {name: tensor for name, tensor in self.model.state_dict().items() if not self._in_blocks(name)}
+        state = {name: tensor for name, tensor in self.model.state_dict().items() if not self.in_blocks(name)}
         output, embedding = self.model.get_output_embeddings(), self.model.get_input_embeddings()
         if output is not None and output.weight.data_ptr() == embedding.weight.data_ptr():
             # state_dict() detaches, so the tied pair are two tensor objects on one storage: compare storages.
@@ -252,23 +290,55 @@ class LayerwiseModel:
     @torch.no_grad()
     def first_block_inputs(self, batches: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[dict]]:
         """For each batch of token ids, the hidden states entering block 0 and the keyword arguments the model
-        passes every block (attention mask, position embeddings), in float32."""
-        original = self.blocks[0]
-        self.blocks[0] = _Catcher(original)
-        hidden, kwargs = [], []
+        passes it (attention mask, position embeddings), in float32; `block_kwargs(index)` then gives each
+        block's own."""
+        originals = list(self.blocks)
+        calls: list = []
+        self._kwargs: list[list[dict]] | None = [[] for _ in originals]
         try:
-            for batch in batches:
-                try:
-                    self.model(input_ids=batch, use_cache=False)
-                except _Caught as caught:
-                    hidden.append(caught.hidden.float())
-                    kwargs.append({key: _to_float32(value) for key, value in caught.kwargs.items()
-                                   if key not in ("cache", "past_key_values", "past_key_value")})
-                else:
-                    raise RuntimeError("the model never called its first decoder block")
+            for index, block in enumerate(originals):
+                self.blocks[index] = _StandIn(block, index, calls, last=index == len(originals) - 1)
+            hidden = [self._recorded(batch, calls) for batch in batches]
+        except Exception:  # noqa: BLE001 - the model's code on passed-through states: fall back to the catcher
+            self._kwargs, self._first_kwargs = None, []
+            self.blocks[0] = _StandIn(originals[0], 0, None)
+            hidden = [self._caught(batch) for batch in batches]
         finally:
-            self.blocks[0] = original
-        return hidden, kwargs
+            for index, block in enumerate(originals):
+                self.blocks[index] = block
+        return hidden, self.block_kwargs(0)
+
+    def _recorded(self, batch: torch.Tensor, calls: list) -> torch.Tensor:
+        calls.clear()
+        try:
+            self.model(input_ids=batch, use_cache=False)
+        except _AllRecorded:
+            pass
+        if [index for index, _, _ in calls] != list(range(len(self.blocks))):
+            raise RuntimeError("the model did not call each decoder block once, in order")
+        if any(states.shape != calls[0][1].shape for _, states, _ in calls):
+            # the model unpacked a block's output as a tuple (`outputs[0]`): later blocks saw other states
+            raise RuntimeError("the passed-through hidden states changed shape")
+        converted: dict = {}
+        for index, _, arguments in calls:
+            self._kwargs[index].append({key: _to_float32(value, converted) for key, value in arguments.items()
+                                        if key not in CACHE_ARGUMENTS})
+        return calls[0][1].float()
+
+    def _caught(self, batch: torch.Tensor) -> torch.Tensor:
+        try:
+            self.model(input_ids=batch, use_cache=False)
+        except _Caught as caught:
+            converted: dict = {}
+            self._first_kwargs.append({key: _to_float32(value, converted) for key, value in caught.kwargs.items()
+                                       if key not in CACHE_ARGUMENTS})
+            return caught.hidden.float()
+        raise RuntimeError("the model never called its first decoder block")
+
+    def block_kwargs(self, index: int) -> list[dict]:
+        """Per batch, the keyword arguments block `index` is called with (the first block's where they could only
+        be caught for it)."""
+        return self._kwargs[index] if self._kwargs is not None else self._first_kwargs
 
 
 @torch.no_grad()
