@@ -23,6 +23,7 @@ LLAMA_GROUPS = (
     ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), "mlp"),
     ("mlp.up_proj", ("mlp.down_proj",), "mlp.down_proj"),
 )
+MLP_INPUT_NORM = "pre_feedforward_layernorm"
 NO_CLIP = ("self_attn.q_proj", "self_attn.k_proj")  # their errors pass through softmax; AutoAWQ skips them too
 
 
@@ -43,6 +44,10 @@ def scaling_groups(block: nn.Module) -> list[tuple[str, tuple[str, ...], str]]:
     for previous, linears, scored in LLAMA_GROUPS:
         if previous == "self_attn.v_proj" and modules[previous].out_features != modules[linears[0]].in_features:
             continue
+        if previous == "post_attention_layernorm" and MLP_INPUT_NORM in modules:
+            # Gemma 2/3/4 normalise the attention's output with post_attention_layernorm and the MLP's input with
+            # pre_feedforward_layernorm: the scales fold into the norm that feeds gate/up.
+            previous = MLP_INPUT_NORM
         groups.append((previous, linears, scored))
     return groups
 
@@ -106,17 +111,38 @@ def search_scales(linears: list[nn.Linear], scored: nn.Module, calls: list[tuple
 
 @torch.no_grad()
 def fold_scales(previous: nn.Module, linears: list[nn.Linear], scales: torch.Tensor) -> None:
-    """previous(x) / s feeds W * s: the float function is unchanged."""
+    """previous(x) / s feeds W * s: the float function is unchanged. A norm whose scale is `1 + weight` (Gemma's
+    RMSNorm) takes (1 + w) / s - 1; a norm that does not then give its output divided by s is refused."""
     if isinstance(previous, nn.Linear):
         previous.weight.div_(scales.view(-1, 1).to(previous.weight.dtype))
         if previous.bias is not None:
             previous.bias.div_(scales.to(previous.bias.dtype))
     else:
-        previous.weight.div_(scales.to(previous.weight.dtype))
+        probe = torch.randn(4, scales.numel(), generator=torch.Generator().manual_seed(0)).to(previous.weight.dtype)
+        expected = previous(probe).float() / scales
+        original = previous.weight.detach().clone()
+        offset = _weight_offset(previous, probe)
+        previous.weight.copy_(((original.float() + offset) / scales - offset).to(original.dtype))
         if getattr(previous, "bias", None) is not None:
             previous.bias.div_(scales.to(previous.bias.dtype))
+        if not torch.allclose(previous(probe).float(), expected, rtol=1e-3, atol=1e-5):
+            raise ValueError(f"AWQ folds its scales into the layer before each group of linears; this block's "
+                             f"{type(previous).__name__} does not scale its output by its weight: use gptq, hqq or "
+                             "rtn")
     for linear in linears:
         linear.weight.mul_(scales.view(1, -1).to(linear.weight.dtype))
+
+
+def _weight_offset(norm: nn.Module, probe: torch.Tensor) -> float:
+    """1.0 for a norm computing x_hat * (1 + weight) (its output stays nonzero with weight and bias at 0), else 0."""
+    saved = {name: tensor.detach().clone() for name, tensor in norm.named_parameters(recurse=False)}
+    for tensor in norm.parameters(recurse=False):
+        tensor.zero_()
+    try:
+        return 1.0 if norm(probe).abs().amax() > 0 else 0.0
+    finally:
+        for name, tensor in norm.named_parameters(recurse=False):
+            tensor.copy_(saved[name])
 
 
 @torch.no_grad()

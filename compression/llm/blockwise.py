@@ -120,6 +120,7 @@ def apply_awq(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dict], 
     """Fold searched scales into the block; returns (clip ratio per linear, search losses)."""
     modules = dict(block.named_modules())
     losses = {}
+    before = run_block(block, hidden[:1], kwargs[:1])[0]
     for previous, names, scored in awq_search.scaling_groups(block):
         calls = _captured_inputs(block, [scored, names[0]], hidden, kwargs)
         scales, loss, unscaled = awq_search.search_scales(
@@ -128,6 +129,11 @@ def apply_awq(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dict], 
             recipe.awq.get("grid", 20), recipe.awq.get("duo_scaling", True))
         awq_search.fold_scales(modules[previous], [modules[name] for name in names], scales)
         losses[",".join(names)] = {"scaled_mse": loss, "unscaled_mse": unscaled}
+    after = run_block(block, hidden[:1], kwargs[:1])[0]
+    if not torch.allclose(after, before, rtol=1e-3, atol=1e-4 * float(before.abs().max())):
+        # the layer AWQ folds a group's scales into does not feed that group in this architecture
+        raise ValueError("AWQ's scales, folded into this block, changed what it computes (its norms or "
+                         "projections are not arranged as in Llama's blocks): use gptq, hqq or rtn")
     clips = {}
     if recipe.awq.get("clip_search", True):
         names = [name for name in linear_layers(block) if name not in awq_search.NO_CLIP]

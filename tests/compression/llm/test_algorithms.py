@@ -111,6 +111,39 @@ def test_awq_folding_leaves_the_float_block_unchanged():
     assert torch.allclose(before[0], after[0], atol=1e-4)
 
 
+@pytest.mark.parametrize("model_type", ["gemma", "gemma2", "gemma3_text"])
+def test_awq_folding_leaves_gemma_unchanged(model_type):
+    """Gemma's RMSNorm scales by (1 + weight), and Gemma 2/3 feed the MLP from pre_feedforward_layernorm (their
+    post_attention_layernorm normalises the attention's output): dividing the weights of the norms Llama's
+    blocks use moved the logits by 1 % (Gemma) and 56-59 % (Gemma 2/3) of their scale before any rounding."""
+    from bench.hf_architecture_sweep import tiny_model
+
+    model = tiny_model(model_type, "causal-lm")
+    tokens = torch.randint(4, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(input_ids=tokens).logits
+        for block in model.model.layers:
+            modules = dict(block.named_modules())
+            for previous, names, _ in awq.scaling_groups(block):
+                scales = torch.rand(modules[names[0]].in_features, generator=torch.Generator().manual_seed(1)) + 0.5
+                awq.fold_scales(modules[previous], [modules[n] for n in names], scales)
+        after = model(input_ids=tokens).logits
+    assert (after - before).abs().max() < 1e-5 * before.abs().max()
+
+
+def test_awq_refuses_a_norm_that_does_not_scale_its_output_by_its_weight():
+    class SquaredScale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.full((8,), 2.0))
+
+        def forward(self, x):
+            return x * self.weight ** 2
+
+    with torch.no_grad(), pytest.raises(ValueError, match="does not scale its output by its weight"):
+        awq.fold_scales(SquaredScale(), [torch.nn.Linear(8, 4)], torch.rand(8) + 0.5)
+
+
 def test_awq_skips_v_to_o_under_grouped_query_attention():
     block = tiny_llama(kv_heads=2).model.layers[0]
     assert "self_attn.v_proj" not in [group[0] for group in awq.scaling_groups(block)]
