@@ -74,6 +74,7 @@ SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 
                       "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 MAX_SAFETENSORS_HEADER = 100 * 1024**2  # safetensors' own cap
 _BLOCK_PATH = re.compile(r"\.\d+\.")
+_LANGUAGE_MODEL = re.compile(r"(^|\.)language_model\.")  # an image-text model's text decoder (Gemma 3, Mistral 3)
 _FIRST_BLOCK = re.compile(r"^(?:.*\.)?0\.(.+)$")
 EXPERT_TENSOR = re.compile(r"\.experts\.\d+\.")  # one expert's tensor in a mixture of experts' checkpoint
 # The weights AWQ's scaling groups use in a Llama-family block (`compression.llm.awq.LLAMA_GROUPS`): it folds its
@@ -303,9 +304,12 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
                     (extract_to / name).parent.mkdir(parents=True, exist_ok=True)
                     sizes[name] = archive.copy_to(name, extract_to / name)
     tensors = [key for header in headers.values() for key in header if key != "__metadata__"]
-    # A numbered path component (`model.layers.3.mlp.down_proj.weight`) marks a block: what group sizes must divide.
+    # A numbered path component (`model.layers.3.mlp.down_proj.weight`) marks a block: what group sizes must divide;
+    # of an image-text model, only its language model's blocks (llm_ptq leaves the vision tower float).
+    language = [key for key in tensors if _LANGUAGE_MODEL.search(key)]
     widths = sorted({header[key]["shape"][1] for header in headers.values() for key in header
-                     if key.endswith(".weight") and _BLOCK_PATH.search(key) and len(header[key]["shape"]) == 2})
+                     if key.endswith(".weight") and _BLOCK_PATH.search(key) and len(header[key]["shape"]) == 2
+                     and (not language or _LANGUAGE_MODEL.search(key))})
     parameters = sum(math.prod(header[key]["shape"]) for header in headers.values()
                      for key in header if key != "__metadata__")
     shapes = [header[key]["shape"] for header in headers.values() for key in header if key != "__metadata__"]

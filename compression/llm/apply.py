@@ -115,7 +115,7 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     if source.origin is not None and output_dir.resolve() == source.origin.resolve():
         raise ValueError("output_dir must not be the source folder: the source is read while the output is written")
     if calibration is not None:
-        calibration = _checked_calibration(calibration, spec, source.config.vocab_size, ctx.seed)
+        calibration = _checked_calibration(calibration, spec, source.text_config.vocab_size, ctx.seed)
     fmt, dtype = weight_format(spec), _output_dtype(spec, source)
     gates = moe.kept_float(source.model)
     experts = moe.split_experts(source.model)
@@ -162,6 +162,8 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     config["dtype"] = str(dtype).removeprefix("torch.")
     if spec.lm_head == "quantize" or spec.embeddings == "int8":
         config["tie_word_embeddings"] = False
+        if "text_config" in config:  # an image-text model's language settings say it too
+            config["text_config"]["tie_word_embeddings"] = False
     export.write_config(output_dir, config, source.origin)
 
     errors = [layer["output_error"] for layer in layers.values() if "output_error" in layer]
@@ -202,7 +204,7 @@ def _outside_blocks(spec: LLMPTQSpec, source: LayerwiseModel, hidden: list[torch
     # projection): the config's "Linear" target would otherwise have transformers expect it quantized.
     ignore = [head_name] + [name for name, module in source.model.named_modules() if name != head_name
                             and isinstance(module, torch.nn.Linear) and not source.in_blocks(name)]
-    if getattr(source.config, "tie_word_embeddings", False) and (spec.lm_head == "quantize"
+    if getattr(source.text_config, "tie_word_embeddings", False) and (spec.lm_head == "quantize"
                                                                   or spec.embeddings == "int8"):
         tensors[f"{head_name}.weight"] = head.weight.detach().to(dtype)  # the two now differ: store both
     if spec.lm_head == "quantize":

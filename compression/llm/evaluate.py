@@ -117,7 +117,7 @@ def generation_speed(model, prompt: torch.Tensor, new_tokens: int = 64, repeats:
         prefill = time.perf_counter() - started
         started = time.perf_counter()
         model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                       pad_token_id=model.config.eos_token_id)
+                       pad_token_id=model.config.get_text_config().eos_token_id)
         best_prefill, best_total = min(best_prefill, prefill), min(best_total, time.perf_counter() - started)
     return {"prefill_ms": round(best_prefill * 1000, 2), "generate_s": round(best_total, 4),
             "tokens_per_s": round(new_tokens / best_total, 1), "prompt_tokens": prompt.shape[1],

@@ -147,7 +147,7 @@ def _stored_names(stored: list[str], model: nn.Module) -> dict[str, str]:
 
     renames = []
     for transform in get_model_conversion_mapping(model):
-        if type(transform) is not WeightRenaming:
+        if not isinstance(transform, WeightRenaming):  # renames, and PrefixChange (a renaming) too
             raise ValueError(f"transformers converts the stored tensors of {type(model).__name__} when it loads "
                              f"them ({transform.source_patterns} -> {transform.target_patterns}); streaming one "
                              "block at a time reads them as stored, so this architecture is not supported")
@@ -163,11 +163,23 @@ def _stored_names(stored: list[str], model: nn.Module) -> dict[str, str]:
 
 
 def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    layers = model.config.num_hidden_layers
-    for name, module in model.named_modules():
+    """The decoder's list of blocks, searched in the text decoder (`get_decoder`): an image-text model (Gemma 3
+    4B+, Mistral 3, Qwen2.5-VL) also holds its vision tower's layers, whose count may be the same."""
+    layers = model.config.get_text_config().num_hidden_layers
+    decoder = _text_decoder(model)
+    names = {module: name for name, module in model.named_modules()}
+    for module in decoder.modules():
         if isinstance(module, nn.ModuleList) and len(module) == layers:
-            return name, module
+            return names[module], module
     raise ValueError(f"no list of {layers} decoder blocks found in {type(model).__name__}")
+
+
+def _text_decoder(model: nn.Module) -> nn.Module:
+    try:
+        decoder = model.get_decoder()
+    except (AttributeError, NotImplementedError):
+        return model
+    return decoder if isinstance(decoder, nn.Module) else model
 
 
 class LayerwiseModel:
@@ -176,6 +188,7 @@ class LayerwiseModel:
         `model` came from, whose tokenizer and settings a written folder takes over (`folder` when streamed)."""
         self.model, self.folder, self.origin = model.eval(), folder, origin or folder
         self.config = model.config
+        self.text_config = model.config.get_text_config()  # an image-text model's language settings
         self.prefix, self.blocks = _find_blocks(model)
         files = self._weight_files(folder) if folder else {}
         self.stored_names = _stored_names(list(files), model) if folder else {}  # model's name -> checkpoint's
@@ -244,7 +257,7 @@ class LayerwiseModel:
         for name, tensor in self.read(stored).items():
             _set_tensor(self.model, name, tensor)
         if len(stored) < len(names):
-            if not getattr(self.config, "tie_word_embeddings", False):
+            if not getattr(self.text_config, "tie_word_embeddings", False):
                 raise ValueError(f"weights missing from {self.folder}: {sorted(set(names) - set(stored))[:5]}")
             self.model.get_output_embeddings().weight = self.model.get_input_embeddings().weight
 

@@ -82,9 +82,9 @@ def check_applicable(folder: Path, stages: list) -> None:
                              f"(calibration.sequence_length, evaluation.context_length) exceed the "
                              f"{positions} positions this {config.model_type} model has; set both to at most "
                              f"{positions}")
-    if getattr(config, "num_kv_shared_layers", 0):
+    if shared := getattr(config.get_text_config(), "num_kv_shared_layers", 0):
         # Gemma 3n/4: the last layers attend with keys and values an earlier layer computed in the same pass
-        raise ValueError(f"the last {config.num_kv_shared_layers} decoder blocks of this {config.model_type} model "
+        raise ValueError(f"the last {shared} decoder blocks of this {config.model_type} model "
                          "reuse the keys and values of earlier blocks (num_kv_shared_layers), which llm_ptq, "
                          "calibrating one block at a time, cannot replay; this configuration is not supported "
                          "(the other methods run on the exported program)")

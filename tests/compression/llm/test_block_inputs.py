@@ -84,3 +84,57 @@ def test_blocks_reusing_earlier_blocks_keys_and_values_are_refused_before_any_wo
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"reuse the keys and values of earlier blocks \(num_kv_shared_layers\)"):
         check_applicable(tmp_path, [LLMPTQSpec(algorithm="rtn")])
+
+
+def _image_text_gemma3(folder):
+    """Gemma 3 4B+'s layout: a causal LM inside an image-text model (`Gemma3ForConditionalGeneration`), whose
+    vision tower has as many layers as the text decoder and an MLP width (72) no group of 32 divides."""
+    from transformers import AutoModelForCausalLM, Gemma3Config
+
+    from bench.hf_architecture_sweep import save_tokenizer
+
+    torch.manual_seed(0)
+    config = Gemma3Config(
+        text_config={"vocab_size": 320, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "sliding_window": 4,
+                     "layer_types": ["sliding_attention", "full_attention"]},
+        vision_config={"hidden_size": 32, "intermediate_size": 72, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        mm_tokens_per_image=4, image_token_index=300, boi_token_index=301, eoi_token_index=302)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    model.save_pretrained(folder)
+    save_tokenizer(folder)
+    return model
+
+
+def test_an_image_text_models_language_model_is_quantized_and_its_vision_tower_kept(tmp_path):
+    from safetensors import safe_open
+
+    from compression.archive.hf_folder import read_hf_folder
+    from compression.context import RunContext
+    from compression.llm import apply_llm_ptq
+    from compression.llm.evaluate import load_quantized
+    from compression.llm.pipeline import check_applicable
+    from compression.specs.llm import LLMPTQSpec
+    from tests.hf_folders import zip_bytes
+
+    model = _image_text_gemma3(tmp_path / "source")
+    spec = LLMPTQSpec(algorithm="gptq", bits=4, group_size=32)
+    check_applicable(tmp_path / "source", [spec])
+    # the API's group-size check reads the language model's widths only
+    (tmp_path / "upload.zip").write_bytes(zip_bytes(tmp_path / "source"))
+    assert read_hf_folder(tmp_path / "upload.zip").block_linear_widths == [64, 128]
+
+    streamed = apply_llm_ptq(spec, tmp_path / "source", tmp_path / "streamed", TOKENS, RunContext())
+    apply_llm_ptq(spec, model, tmp_path / "in_memory", TOKENS, RunContext())  # `model` ends dequantized
+
+    quantized = [name for name in streamed.metrics["layers"]]
+    assert quantized and all("language_model.layers." in name for name in quantized)
+    ignore = json.loads((tmp_path / "streamed" / "config.json").read_text())["quantization_config"]["ignore"]
+    assert any("vision_tower" in name for name in ignore)
+    with safe_open(next((tmp_path / "streamed").glob("model-00003-*.safetensors")), "pt") as handle:
+        assert any("vision_tower" in name and name.endswith("fc1.weight") for name in handle.keys())
+    loaded = load_quantized(tmp_path / "streamed")
+    with torch.no_grad():
+        expected = model(input_ids=TOKENS, use_cache=False).logits
+        assert torch.allclose(loaded(input_ids=TOKENS, use_cache=False).logits, expected, atol=1e-4, rtol=1e-4)
