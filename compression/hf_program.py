@@ -160,12 +160,15 @@ def auto_class(task: str):
     """transformers' Auto class that builds a model for `task` (AutoModel: feature-extraction)."""
     import transformers
 
+    if task == "causal-lm":  # an image-text model's too (`compression.causal_lm_class`)
+        from compression.causal_lm_class import AutoCausalLM
+
+        return AutoCausalLM
     name = {"sequence-classification": "AutoModelForSequenceClassification",
             "token-classification": "AutoModelForTokenClassification",
             "question-answering": "AutoModelForQuestionAnswering",
             "image-classification": "AutoModelForImageClassification",
-            "audio-classification": "AutoModelForAudioClassification",
-            "causal-lm": "AutoModelForCausalLM"}.get(task, "AutoModel")
+            "audio-classification": "AutoModelForAudioClassification"}.get(task, "AutoModel")
     return getattr(transformers, name)
 
 

@@ -20,6 +20,7 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "image-classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
                  "audio-classification": "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
                  "causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"}
+IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "image-classification",
               "audio-classification")
@@ -51,7 +52,13 @@ def model_types_by_task() -> dict[str, dict[str, str]]:
     missing = [task for task, name in TASK_MAPPINGS.items() if name not in mappings]
     if missing:
         raise RuntimeError(f"transformers' modeling_auto.py no longer defines the mappings for {sorted(missing)}")
-    return {task: mappings[name] for task, name in TASK_MAPPINGS.items()}
+    tables = {task: mappings[name] for task, name in TASK_MAPPINGS.items()}
+    # An image-text model transformers builds only as image-text-to-text (Mistral 3, Qwen2.5-VL, LLaVA) is a
+    # causal LM for text (`compression.causal_lm_class`).
+    image_text = mappings.get(IMAGE_TEXT_TO_TEXT, {})
+    tables["causal-lm"] = tables["causal-lm"] | {model_type: name for model_type, name in image_text.items()
+                                                 if model_type not in tables["causal-lm"]}
+    return tables
 
 
 @lru_cache

@@ -75,6 +75,9 @@ SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 
 MAX_SAFETENSORS_HEADER = 100 * 1024**2  # safetensors' own cap
 _BLOCK_PATH = re.compile(r"\.\d+\.")
 _LANGUAGE_MODEL = re.compile(r"(^|\.)language_model\.")  # an image-text model's text decoder (Gemma 3, Mistral 3)
+# ... or, where its checkpoint names no language_model, the towers beside it (Qwen2.5-VL's `visual.blocks.0`)
+_OTHER_TOWER = re.compile(r"(^|\.)(visual|vision_tower|vision_model|vision_encoder|audio_tower|audio_model|"
+                          r"multi_modal_projector)\.")
 _FIRST_BLOCK = re.compile(r"^(?:.*\.)?0\.(.+)$")
 EXPERT_TENSOR = re.compile(r"\.experts\.\d+\.")  # one expert's tensor in a mixture of experts' checkpoint
 # The weights AWQ's scaling groups use in a Llama-family block (`compression.llm.awq.LLAMA_GROUPS`): it folds its
@@ -309,7 +312,7 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
     language = [key for key in tensors if _LANGUAGE_MODEL.search(key)]
     widths = sorted({header[key]["shape"][1] for header in headers.values() for key in header
                      if key.endswith(".weight") and _BLOCK_PATH.search(key) and len(header[key]["shape"]) == 2
-                     and (not language or _LANGUAGE_MODEL.search(key))})
+                     and (_LANGUAGE_MODEL.search(key) if language else not _OTHER_TOWER.search(key))})
     parameters = sum(math.prod(header[key]["shape"]) for header in headers.values()
                      for key in header if key != "__metadata__")
     shapes = [header[key]["shape"] for header in headers.values() for key in header if key != "__metadata__"]

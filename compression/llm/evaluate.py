@@ -21,7 +21,9 @@ def load_quantized(folder: str | Path, dtype: torch.dtype | None = None):
     """A compressed-tensors folder as a transformers model. Asymmetric int folders (packed zero points) load
     through `CompressedTensorsConfig(dequantize=True)`: transformers 5's compressed layout expects unpacked zero
     points and refuses them otherwise (vllm-project/llm-compressor#1618); vLLM reads them as written."""
-    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+    from transformers import CompressedTensorsConfig
+
+    from compression.causal_lm_class import AutoCausalLM
 
     config = json.loads((Path(folder) / "config.json").read_text()).get("quantization_config", {})
     asymmetric = any(not group.get("weights", {}).get("symmetric", True)
@@ -29,7 +31,7 @@ def load_quantized(folder: str | Path, dtype: torch.dtype | None = None):
     kwargs = {"quantization_config": CompressedTensorsConfig(dequantize=True)} if asymmetric else {}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    return AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
+    return AutoCausalLM.from_pretrained(folder, **kwargs).eval()
 
 
 @torch.no_grad()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -140,26 +139,22 @@ def _parameters_on_meta():
 
 def _stored_names(stored: list[str], model: nn.Module) -> dict[str, str]:
     """The checkpoint's tensor names keyed by the model's names for them: transformers renames some when it loads a
-    checkpoint (GPT-NeoX's `embed_out` is `lm_head`), and streaming reads tensors by the model's names. Tensors
-    that transformers converts (Mixtral's per-expert weights stacked into one) cannot be read one by one."""
+    checkpoint (GPT-NeoX's `embed_out` is `lm_head`; Qwen2.5-VL's `visual.` and `model.` move under new parents),
+    and streaming reads tensors by the model's names, renamed by transformers' own function. Tensors that
+    transformers converts (Mixtral's per-expert weights stacked into one) cannot be read one by one."""
     from transformers.conversion_mapping import get_model_conversion_mapping
-    from transformers.core_model_loading import WeightRenaming
+    from transformers.core_model_loading import WeightRenaming, rename_source_key
 
-    renames = []
+    renamings = []
     for transform in get_model_conversion_mapping(model):
         if not isinstance(transform, WeightRenaming):  # renames, and PrefixChange (a renaming) too
             raise ValueError(f"transformers converts the stored tensors of {type(model).__name__} when it loads "
                              f"them ({transform.source_patterns} -> {transform.target_patterns}); streaming one "
                              "block at a time reads them as stored, so this architecture is not supported")
-        renames += [(re.compile(source), target)
-                    for source, target in zip(transform.source_patterns, transform.target_patterns)]
-    names = {}
-    for stored_name in stored:
-        name = stored_name
-        for pattern, target in renames:
-            name = pattern.sub(target, name)
-        names[name] = stored_name
-    return names
+        renamings.append(transform)
+    own = model.state_dict()
+    return {rename_source_key(name, renamings, [], getattr(model, "base_model_prefix", None), own)[0]: name
+            for name in stored}
 
 
 def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -204,7 +199,9 @@ class LayerwiseModel:
     def load(cls, source: str | Path | nn.Module) -> "LayerwiseModel":
         if isinstance(source, nn.Module):
             return cls(source)
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig
+
+        from compression.causal_lm_class import AutoCausalLM
 
         folder = Path(source)
         if not (folder / "config.json").exists():
@@ -213,11 +210,11 @@ class LayerwiseModel:
         if getattr(config, "quantization_config", None):
             raise ValueError(f"{folder} holds an already quantized model: start from its float checkpoint")
         with _parameters_on_meta():
-            model = AutoModelForCausalLM.from_config(config)
+            model = AutoCausalLM.from_config(config)
         if stacked_projections(model):
             # transformers stacks a mixture of experts' per-expert checkpoint tensors when it loads them, a
             # conversion that reading one block's tensors cannot replay: such a model is loaded whole.
-            model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, local_files_only=True,
+            model = AutoCausalLM.from_pretrained(folder, use_safetensors=True, local_files_only=True,
                                                          trust_remote_code=False)
             return cls(model, origin=folder)
         return cls(model, folder)
@@ -257,9 +254,15 @@ class LayerwiseModel:
         for name, tensor in self.read(stored).items():
             _set_tensor(self.model, name, tensor)
         if len(stored) < len(names):
-            if not getattr(self.text_config, "tie_word_embeddings", False):
+            if not self.ties_embeddings:
                 raise ValueError(f"weights missing from {self.folder}: {sorted(set(names) - set(stored))[:5]}")
             self.model.get_output_embeddings().weight = self.model.get_input_embeddings().weight
+
+    @property
+    def ties_embeddings(self) -> bool:
+        """Whether lm_head is the input embedding (an image-text model may say so in its own config or in its
+        language model's: Mistral 3)."""
+        return any(getattr(config, "tie_word_embeddings", False) for config in (self.config, self.text_config))
 
     def block_names(self, index: int) -> list[str]:
         prefix = f"{self.prefix}.{index}."

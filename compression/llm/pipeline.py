@@ -50,9 +50,9 @@ def load_tokenizer(folder: Path):
 
 
 def load_causal_lm(folder: Path):
-    from transformers import AutoModelForCausalLM
+    from compression.causal_lm_class import AutoCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, **LOCAL_ONLY).eval()
+    return AutoCausalLM.from_pretrained(folder, use_safetensors=True, **LOCAL_ONLY).eval()
 
 
 def check_applicable(folder: Path, stages: list) -> None:
@@ -61,8 +61,9 @@ def check_applicable(folder: Path, stages: list) -> None:
     expert, in a layout a folder can hold per expert, with symmetric weights: `compression.llm.moe`), a learned
     position table (if any) as long as the stages' windows, and the blocks AWQ needs when a stage asks for it. A
     GPT-2 model is checked as the `nn.Linear` rewrite the job runs on (`compression.llm.gpt2_linear`)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
+    from compression.causal_lm_class import AutoCausalLM
     from compression.llm.awq import scaling_groups
     from compression.llm.blockwise import linear_layers
     from compression.llm.model import LayerwiseModel
@@ -73,7 +74,7 @@ def check_applicable(folder: Path, stages: list) -> None:
     if config.model_type == "gpt2":
         config = opt_config(config.to_dict())
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoCausalLM.from_config(config)
     shapes = [list(parameter.shape) for parameter in model.parameters()]
     positions = learned_positions(config.to_dict(), shapes)
     for index, spec in enumerate(stages):
@@ -184,7 +185,15 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
 
     ctx.progress("evaluate", 0, 1)
     reference = load_causal_lm(source)
-    baseline = evaluate_llm(reference, stages[0].evaluation, eval_tokens)
+    try:
+        baseline = evaluate_llm(reference, stages[0].evaluation, eval_tokens)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - an image-text model whose forward needs its images (BLIP-2, ...)
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"this {reference.config.model_type} model ({type(reference).__name__}) could not compute "
+                         f"next-token logits from text alone ({type(exc).__name__}: {first_line}); llm_ptq "
+                         "compresses causal LMs, and image-text models through their text-only forward") from exc
     baseline |= {"size_bytes": folder_bytes(source), "parameters": sum(p.numel() for p in reference.parameters())}
     if is_gpt2(source):
         # The upload is measured as it is; the stages compress its nn.Linear rewrite (checked equal on this text).

@@ -1,0 +1,30 @@
+"""The transformers class that builds a causal LM from a folder: `AutoModelForCausalLM`, or for an image-text
+model that transformers builds only as image-text-to-text (Mistral 3, Qwen2.5-VL, LLaVA, Idefics3, ...),
+`AutoModelForImageTextToText`, whose forward on token ids alone is its language model's: the service compresses
+such a model as the causal LM it is for text, its vision tower kept as it is.
+"""
+
+from __future__ import annotations
+
+
+class AutoCausalLM:
+    """`from_config` / `from_pretrained` as transformers' Auto classes, choosing one by the config."""
+
+    @staticmethod
+    def auto_class(config):
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+        if type(config) in AutoModelForCausalLM._model_mapping:
+            return AutoModelForCausalLM
+        return AutoModelForImageTextToText
+
+    @classmethod
+    def from_config(cls, config, **kwargs):
+        return cls.auto_class(config).from_config(config, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, folder, **kwargs):
+        from transformers import AutoConfig
+
+        local = {key: kwargs[key] for key in ("local_files_only", "trust_remote_code") if key in kwargs}
+        return cls.auto_class(AutoConfig.from_pretrained(folder, **local)).from_pretrained(folder, **kwargs)
