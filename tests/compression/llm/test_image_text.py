@@ -46,3 +46,29 @@ def test_an_image_text_models_language_model_is_quantized_and_its_vision_tower_k
     with torch.no_grad():
         expected = model(input_ids=TOKENS, use_cache=False).logits
         assert torch.allclose(loaded(input_ids=TOKENS, use_cache=False).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_an_image_text_model_that_needs_its_images_fails_with_that_said(tmp_path):
+    from transformers import AutoConfig
+
+    from bench.hf_architecture_sweep import save_tokenizer, text_dataset
+    from compression.causal_lm_class import AutoCausalLM
+    from compression.llm.pipeline import run_folder_pipeline
+    from compression.specs import EvaluationSpec
+
+    config = AutoConfig.for_model(
+        "blip-2", num_query_tokens=4, image_token_index=300,
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        qformer_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                        "num_attention_heads": 2, "encoder_hidden_size": 32, "vocab_size": 320},
+        text_config={"model_type": "opt", "vocab_size": 320, "hidden_size": 64, "ffn_dim": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "word_embed_proj_dim": 64})
+    AutoCausalLM.from_config(config).save_pretrained(tmp_path / "source")
+    save_tokenizer(tmp_path / "source")
+    (tmp_path / "model.zip").write_bytes(zip_bytes(tmp_path / "source"))
+    spec = LLMPTQSpec(algorithm="rtn", group_size=32, evaluation={"context_length": 16})
+    with pytest.raises(ValueError, match=r"could not compute next-token logits from text alone \(TypeError: .*"
+                                         r"'pixel_values'\)"):
+        run_folder_pipeline(tmp_path / "model.zip", text_dataset(tmp_path), "causal-lm", [spec],
+                            EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
