@@ -204,8 +204,7 @@ def _outside_blocks(spec: LLMPTQSpec, source: LayerwiseModel, hidden: list[torch
     # projection): the config's "Linear" target would otherwise have transformers expect it quantized.
     ignore = [head_name] + [name for name, module in source.model.named_modules() if name != head_name
                             and isinstance(module, torch.nn.Linear) and not source.in_blocks(name)]
-    if source.ties_embeddings and (spec.lm_head == "quantize"
-                                                                  or spec.embeddings == "int8"):
+    if source.ties_embeddings and (spec.lm_head == "quantize" or spec.embeddings == "int8"):
         tensors[f"{head_name}.weight"] = head.weight.detach().to(dtype)  # the two now differ: store both
     if spec.lm_head == "quantize":
         weight = head.weight.detach().float()

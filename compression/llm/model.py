@@ -215,7 +215,7 @@ class LayerwiseModel:
             # transformers stacks a mixture of experts' per-expert checkpoint tensors when it loads them, a
             # conversion that reading one block's tensors cannot replay: such a model is loaded whole.
             model = AutoCausalLM.from_pretrained(folder, use_safetensors=True, local_files_only=True,
-                                                         trust_remote_code=False)
+                                                 trust_remote_code=False)
             return cls(model, origin=folder)
         return cls(model, folder)
 
