@@ -68,7 +68,6 @@ def check_applicable(folder: Path, stages: list) -> None:
     from compression.llm.blockwise import linear_layers
     from compression.llm.model import LayerwiseModel
     from compression.llm.moe import kept_float, layout_problem, split_experts
-    from compression.moe_folder import stacked_projections
 
     config = AutoConfig.from_pretrained(folder, **LOCAL_ONLY)
     if config.model_type == "gpt2":
@@ -92,15 +91,15 @@ def check_applicable(folder: Path, stages: list) -> None:
     if reason := layout_problem(model):
         raise ValueError(f"llm_ptq cannot write this {config.model_type} mixture of experts as a compressed-tensors "
                          f"folder: {reason}")
-    if stacked_projections(model) and not all(spec.is_symmetric for spec in stages):
-        raise ValueError(ASYMMETRIC_EXPERTS)
     # The folder's model as transformers loads it (a mixture's experts stacked) runs the weight initialisation.
     float_layers = set(kept_float(model))  # a mixture of experts' routers and gates
     layerwise = LayerwiseModel(model)
     first_block = f"{layerwise.prefix}.0."
     kept = {name.removeprefix(first_block) for name in float_layers if name.startswith(first_block)}
     init_problem = _weight_init_needs_linear_weights(model, layerwise.blocks[0], kept)
-    split_experts(model)  # each expert as its own linear layers, as the stage quantizes them (`compression.llm.moe`)
+    # each expert as its own linear layers, as the stage quantizes them (`compression.llm.moe`)
+    if split_experts(model) and not all(spec.is_symmetric for spec in stages):
+        raise ValueError(ASYMMETRIC_EXPERTS)
     block = layerwise.blocks[0]
     if not linear_layers(block):
         raise ValueError(f"the decoder blocks of this {config.model_type} model hold no nn.Linear layers "
