@@ -111,11 +111,17 @@ def referenced(session: Session, blob_id: str) -> bool:
     return bool(session.scalar(select(or_(*(exists().where(user.blob_id == blob_id) for user in BLOB_USERS)))))
 
 
+def lock_blob(session: Session, blob_id: str) -> bool:
+    """Take the lock of a blob's row until the transaction ends (waiting for a transaction that holds it);
+    False if the row is gone."""
+    return bool(session.execute(update(Blob).where(Blob.id == blob_id).values(size_bytes=Blob.size_bytes)).rowcount)
+
+
 def release_blobs(session: Session, blob_ids: Iterable[str]) -> None:
     """Delete the blobs (rows and objects) that no row uses any more. Call after deleting their users."""
     session.flush()
     for blob_id in set(blob_ids):
-        if not session.execute(update(Blob).where(Blob.id == blob_id).values(size_bytes=Blob.size_bytes)).rowcount:
+        if not lock_blob(session, blob_id):
             continue  # already gone
         if referenced(session, blob_id):
             continue

@@ -20,7 +20,7 @@ from core.jobs.artifacts import delete_job
 from core.jobs.status import FINISHED
 from core.store import get_store
 from core.store.base import tenant_prefix, upload_prefix
-from core.store.blobs import BLOB_USERS, key_of, release_blobs
+from core.store.blobs import BLOB_USERS, key_of, lock_blob, release_blobs
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,23 @@ def find_orphans(min_age_s: float = 0, tenant_id: str | None = None) -> Orphans:
         if key.rsplit("/", 1)[0] + "/" in open_uploads:
             continue
         orphans.objects.append(key)
-    orphans.rows = sorted(blob_id for key, blob_id in blobs.items() if key not in objects)
+    orphans.rows = _without_objects(sorted(blob_id for key, blob_id in blobs.items() if key not in objects))
     orphans.unused = sorted(blob_id for blob_id in blobs.values() if blob_id not in used and blob_id in old_blobs)
     return orphans
+
+
+def _without_objects(blob_ids: list[str]) -> list[str]:
+    """The rows among `blob_ids` whose object is missing while the row's lock is held. The listing and the rows
+    are read at different moments, and both a write (object first, then the row's commit) and a delete (object
+    first, then the commit that removes the row) leave a moment in which they disagree; under the lock, a
+    write has committed its object and a delete has committed the row's removal."""
+    store, missing = get_store(), []
+    with session_scope() as session:
+        for blob_id in blob_ids:
+            if lock_blob(session, blob_id) and not store.exists(key_of(session.get(Blob, blob_id))):
+                missing.append(blob_id)
+        session.rollback()  # the locks only
+    return missing
 
 
 def expire_uploads() -> int:

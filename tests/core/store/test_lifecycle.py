@@ -66,6 +66,41 @@ def test_expired_uploads_go_with_their_parts(store, tenant):
         session.delete(session.get(UploadSession, uploads[1].id))
 
 
+def test_a_delete_in_flight_is_not_reported_as_a_row_without_its_object(store, tenant):
+    """A delete removes the object before it commits the row's removal: the check waits for the row's lock
+    instead of reporting a row that is about to go (a concurrent reaper made the e2e store check fail)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.db.models import Model
+    from core.db.session import session_scope
+    from core.store.blobs import key_of, release_blobs, write_blob
+    from core.store.lifecycle import find_orphans
+    with session_scope() as session:
+        blob = write_blob(session, tenant, io.BytesIO(b"deleted while the check runs"))
+        model = Model(tenant_id=tenant, name="m", blob_id=blob.id, size_bytes=1, sha256="", signature={})
+        session.add(model)
+    deleted, commit = threading.Event(), threading.Event()
+
+    def delete_and_wait() -> None:
+        with session_scope() as session:
+            session.delete(session.get(Model, model.id))
+            release_blobs(session, [blob.id])
+            deleted.set()
+            assert commit.wait(30)
+
+    with ThreadPoolExecutor(2) as pool:
+        deleting = pool.submit(delete_and_wait)
+        assert deleted.wait(30) and not store.exists(key_of(blob))  # the row is still committed
+        checking = pool.submit(find_orphans, 0, tenant)
+        with pytest.raises(TimeoutError):
+            checking.result(timeout=1)  # waiting for the deleting transaction
+        commit.set()
+        deleting.result(30)
+        assert checking.result(30).counts() == {"objects_without_rows": 0, "rows_without_objects": 0,
+                                                 "unused_blob_rows": 0}
+
+
 def test_the_check_finds_both_halves_and_the_sweep_removes_strays(store, tenant, settings):
     from sqlalchemy import select
 
