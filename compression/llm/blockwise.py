@@ -10,7 +10,7 @@ calibration tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -176,9 +176,15 @@ def quantize_block(block: nn.Module, hidden: list[torch.Tensor] | None, kwargs: 
         hessians = _hessians(block, names, hidden, kwargs) if hidden else {}
         for name in names:
             weight = linears[name].weight.detach().float()
-            result = quantize_weight(weight, recipe, hessians.get(name), clips.get(name, 1.0))
+            layer_recipe, layer = recipe, {}
+            if recipe.algorithm == "gptq" and name not in hessians:
+                # No calibration token reached it: an expert the router never picked, or a layer whose parent
+                # reads its weight instead of calling it (Jamba's dt_proj, unless transformers loaded the model
+                # quantized). GPTQ without inputs has nothing to weigh its rounding by: round to nearest.
+                layer_recipe, layer = replace(recipe, algorithm="rtn"), {"algorithm": "rtn (no calibration input)"}
+            result = quantize_weight(weight, layer_recipe, hessians.get(name), clips.get(name, 1.0))
             dequantized = result.dequantize()
-            layer = {"sqnr_db": round(weight_sqnr_db(weight, dequantized), 3)}
+            layer["sqnr_db"] = round(weight_sqnr_db(weight, dequantized), 3)
             if name in hessians:
                 layer["output_error"] = output_error(weight, dequantized, hessians[name])
             metrics["layers"][name] = layer

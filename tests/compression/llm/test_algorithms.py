@@ -59,6 +59,31 @@ def test_gptq_codes_lie_on_the_stored_grid_and_groups_stay_contiguous_with_act_o
     assert torch.equal(quantized.scale, rtn(weight, fmt, torch.float32).scale)
 
 
+class _ReadsAWeight(torch.nn.Module):
+    """A block whose `gate` is never called: its weight is read directly, as Jamba's mixer reads dt_proj's."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.gate = torch.nn.Linear(32, 64), torch.nn.Linear(16, 64)
+
+    def forward(self, hidden):
+        return self.up(hidden) * (hidden[..., :16] @ self.gate.weight.T).sigmoid()
+
+
+def test_gptq_rounds_to_nearest_a_layer_no_calibration_input_reaches():
+    from compression.llm.blockwise import Recipe, quantize_block
+
+    torch.manual_seed(0)
+    block = _ReadsAWeight()
+    gate = block.gate.weight.detach().clone()
+    recipe = Recipe("gptq", WeightFormat(bits=4, group_size=16), torch.float32)
+    quantized, metrics = quantize_block(block, [torch.randn(2, 8, 32)], [{}], recipe)
+    assert set(quantized) == {"up", "gate"}
+    assert metrics["layers"]["gate"]["algorithm"] == "rtn (no calibration input)"
+    assert "algorithm" not in metrics["layers"]["up"] and "output_error" in metrics["layers"]["up"]
+    assert torch.equal(block.gate.weight, rtn(gate, recipe.format, torch.float32).dequantize())
+
+
 def test_gptq_damping_handles_dead_inputs():
     weight, x, hessian = _layer_problem(seed=2)
     hessian[:, 5] = 0
