@@ -23,6 +23,7 @@ from compression.context import RunContext
 from compression.llm import export, moe
 from compression.llm.blockwise import Recipe, linear_layers, quantize_block, quantize_weight
 from compression.llm.gptq import HessianAccumulator
+from compression.llm.init_reads import init_read_layers
 from compression.llm.model import LayerwiseModel, run_block
 from compression.llm.quantize import WeightFormat, output_error, rtn, weight_sqnr_db
 from compression.llm.text import batches as split_batches
@@ -117,7 +118,9 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     if calibration is not None:
         calibration = _checked_calibration(calibration, spec, source.text_config.vocab_size, ctx.seed)
     fmt, dtype = weight_format(spec), _output_dtype(spec, source)
-    gates = moe.kept_float(source.model)
+    # float: a mixture's routers and gates, and the layers transformers' weight initialisation reads on loading
+    read_by_init = init_read_layers(source.config)
+    float_layers = moe.kept_float(source.model) + read_by_init
     experts = moe.split_experts(source.model)
     if experts and not fmt.symmetric:
         raise ValueError(ASYMMETRIC_EXPERTS)
@@ -134,7 +137,7 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     for index in range(count):
         prefix = f"{source.prefix}.{index}."
         block = source.load_block(index)
-        kept_float = frozenset(name.removeprefix(prefix) for name in gates if name.startswith(prefix))
+        kept_float = frozenset(name.removeprefix(prefix) for name in float_layers if name.startswith(prefix))
         kwargs = source.block_kwargs(index) if hidden is not None else None
         checkpoint = _read_checkpoint(ctx.load_checkpoint(f"block_{index}"), fingerprint)
         if checkpoint is not None:
@@ -157,7 +160,7 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     writer.write(rest)
     writer.finish()
     config = source.config.to_dict()
-    config["quantization_config"] = export.quantization_config(fmt, ignore + gates, spec.algorithm == "gptq"
+    config["quantization_config"] = export.quantization_config(fmt, ignore + float_layers, spec.algorithm == "gptq"
                                                                and spec.gptq.act_order, embedding_table)
     config["dtype"] = str(dtype).removeprefix("torch.")
     if spec.lm_head == "quantize" or spec.embeddings == "int8":
@@ -172,9 +175,16 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
                "blocks": count, "resumed_blocks": resumed, "bytes": export.folder_bytes(output_dir),
                "calibration_tokens": int(calibration.numel()) if calibration is not None else 0,
                "mean_output_error": sum(errors) / len(errors) if errors else None,
-               "layers": layers, "time_s": round(time.monotonic() - started, 3),
+               "layers": layers, "kept_float": {name: "router or gate of a mixture of experts"
+                                                if name not in read_by_init else _READ_BY_INIT
+                                                for name in float_layers},
+               "time_s": round(time.monotonic() - started, 3),
                "peak_rss_mib": round(_peak_rss_mib(), 1)}
     return LLMPTQResult(output_dir, metrics)
+
+
+_READ_BY_INIT = ("its weight is read by the architecture's weight initialisation, which transformers runs when it "
+                 "loads the folder (a quantized layer has no float weight)")
 
 
 def _read_checkpoint(data: bytes | None, fingerprint: str) -> tuple[dict, dict] | None:

@@ -41,6 +41,9 @@ from compression.specs.llm import ASYMMETRIC_EXPERTS, LLM_PTQ_ALONE
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 MIN_LINEAR_SHARE = 0.9  # of a decoder block's weights (the rest: norms, biases; dense architectures hold > 0.99)
+# Of the blocks' linear weights, the most that may stay float because the weight initialisation reads them
+# (Mamba's out_proj and dt_proj hold a third, GPT-BigCode's c_proj 42 %; RWKV's are all of them).
+MAX_INIT_READ_SHARE = 0.5
 
 
 def load_tokenizer(folder: Path):
@@ -66,6 +69,7 @@ def check_applicable(folder: Path, stages: list) -> None:
     from compression.causal_lm_class import AutoCausalLM
     from compression.llm.awq import scaling_groups
     from compression.llm.blockwise import linear_layers
+    from compression.llm.init_reads import init_read_layers
     from compression.llm.model import LayerwiseModel
     from compression.llm.moe import kept_float, layout_problem, split_experts
 
@@ -91,12 +95,13 @@ def check_applicable(folder: Path, stages: list) -> None:
     if reason := layout_problem(model):
         raise ValueError(f"llm_ptq cannot write this {config.model_type} mixture of experts as a compressed-tensors "
                          f"folder: {reason}")
-    # The folder's model as transformers loads it (a mixture's experts stacked) runs the weight initialisation.
-    float_layers = set(kept_float(model))  # a mixture of experts' routers and gates
+    # Routers and gates of a mixture of experts, and layers the weight initialisation reads, stay float; the
+    # latter are found on the folder's model as transformers loads it (a mixture's experts stacked).
+    read_by_init = init_read_layers(config)
+    float_layers = set(kept_float(model)) | set(read_by_init)
     layerwise = LayerwiseModel(model)
     first_block = f"{layerwise.prefix}.0."
     kept = {name.removeprefix(first_block) for name in float_layers if name.startswith(first_block)}
-    init_problem = _weight_init_needs_linear_weights(model, layerwise.blocks[0], kept)
     # each expert as its own linear layers, as the stage quantizes them (`compression.llm.moe`)
     if split_experts(model) and not all(spec.is_symmetric for spec in stages):
         raise ValueError(ASYMMETRIC_EXPERTS)
@@ -122,34 +127,26 @@ def check_applicable(folder: Path, stages: list) -> None:
         raise ValueError(f"only {in_linears / total:.0%} of the weights of this {config.model_type} model's decoder "
                          f"blocks are nn.Linear layers, which is what llm_ptq quantizes (the rest would stay "
                          "unquantized); llm_ptq does not support this architecture")
-    if reason := init_problem:
+    if read_by_init and _weight_share(layerwise, read_by_init) > MAX_INIT_READ_SHARE:
         # GPTBigCode's `_init_weights` reads `c_proj.weight`: transformers runs it on every module of a loaded
-        # model, and the folder would fail to load ("'Linear' object has no attribute 'weight'") after the work.
+        # model, and the folder would fail to load ("'Linear' object has no attribute 'weight'") unless those
+        # layers stay float; most of the blocks' weights float would be a folder barely smaller.
         raise ValueError(f"transformers cannot load a compressed-tensors folder of this {config.model_type} model: "
-                         f"its weight initialisation reads the float weight of a linear layer, which a quantized "
-                         f"layer replaces ({reason}); this architecture is not supported")
+                         "its weight initialisation reads the float weight of linear layers holding "
+                         f"{_weight_share(layerwise, read_by_init):.0%} of its decoder blocks' linear weights, "
+                         "which a quantized layer replaces, and so much kept float would leave the folder barely "
+                         "smaller; this architecture is not supported")
     if any(spec.algorithm == "awq" for spec in stages):
         scaling_groups(block)
 
 
-def _weight_init_needs_linear_weights(model, block: torch.nn.Module, kept_float: set[str]) -> str | None:
-    """Run the architecture's `_init_weights` over a copy of a decoder block (on the meta device) whose linear
-    layers but those `kept_float` lost their `weight`, as compressed-tensors' quantized layers do; the
-    AttributeError it raises, if any."""
-    import copy
-
+def _weight_share(layerwise, names: list[str]) -> float:
+    """The share of the decoder blocks' linear weights that the layers `names` hold."""
     from compression.llm.blockwise import linear_layers
 
-    probe = copy.deepcopy(block)
-    for name, layer in linear_layers(probe).items():
-        if name not in kept_float:
-            del layer.weight
-    for module in probe.modules():
-        try:
-            model._init_weights(module)
-        except AttributeError as exc:
-            return str(exc)
-    return None
+    sizes = {f"{layerwise.prefix}.{index}.{name}": layer.weight.numel()
+             for index, block in enumerate(layerwise.blocks) for name, layer in linear_layers(block).items()}
+    return sum(sizes[name] for name in names) / sum(sizes.values())
 
 
 def split_tokens(splits: dict, name: str, tokenizer) -> torch.Tensor | None:

@@ -1,0 +1,69 @@
+"""The linear layers whose float weight an architecture's weight initialisation reads.
+
+transformers runs the model's `_init_weights` over every module of a model it loads, the weights it loads
+included (its init functions then skip the loaded tensors, but the code still looks the attribute up). In a
+compressed-tensors folder a quantized linear layer has no `weight` (`weight_packed`, `weight_scale`, ...), so an
+architecture whose `_init_weights` reads, say, `out_proj.weight` (Mamba's mixer, GPT-BigCode's `c_proj`) fails to
+load with "'Linear' object has no attribute 'weight'". Those layers stay float (in the folder's `ignore` list),
+the rest of the block is quantized.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def init_read_layers(config) -> list[str]:
+    """Full names of the decoder blocks' linear layers whose `weight` the weight initialisation of the model
+    `config` describes reads without tolerating its absence; found on the model built on the meta device, so
+    no weight is touched."""
+    from compression.causal_lm_class import AutoCausalLM
+    from compression.llm.blockwise import linear_layers
+    from compression.llm.model import LayerwiseModel
+
+    with torch.device("meta"):
+        model = AutoCausalLM.from_config(config)
+    layout = LayerwiseModel(model)
+    probe = _WeightProbe()
+    for index, block in enumerate(layout.blocks):
+        for name, layer in linear_layers(block).items():
+            probe.watch(layer, f"{layout.prefix}.{index}.{name}")
+    for block in layout.blocks:
+        for module in block.modules():
+            probe.initialise(model, module)
+    return sorted(probe.read)
+
+
+class _WeightProbe:
+    """Linear layers without `weight`, as compressed-tensors leaves them. A lookup of the missing weight fails as
+    it would there; when the failure escapes `_init_weights` (code such as `getattr(layer, "weight", None)`
+    tolerates it), the layer is noted as read and answers from then on, and the initialisation is run again."""
+
+    def __init__(self):
+        self.read: set[str] = set()
+        self.failed: list[str] = []
+
+    def watch(self, layer: nn.Linear, name: str) -> None:
+        weight, base, probe = layer._parameters.pop("weight"), type(layer), self
+
+        def __getattr__(self, attribute):
+            if attribute != "weight":
+                return base.__getattr__(self, attribute)
+            if name in probe.read:
+                return weight
+            probe.failed.append(name)
+            raise AttributeError(f"'{base.__name__}' object has no attribute 'weight'")
+
+        layer.__class__ = type(f"Probed{base.__name__}", (base,), {"__getattr__": __getattr__})
+
+    def initialise(self, model: nn.Module, module: nn.Module) -> None:
+        while True:
+            self.failed.clear()
+            try:
+                model._init_weights(module)
+                return
+            except AttributeError:
+                if not self.failed or self.failed[-1] in self.read:
+                    raise  # not a weight this probe withheld
+                self.read.add(self.failed[-1])
