@@ -45,6 +45,7 @@ from compression.hf_folder_graph import (
 )
 from compression.hf_program import load_folder_model
 from compression.llm import export
+from compression.llm.init_reads import init_read_layers
 from compression.llm.quantize import QuantizedWeight, WeightFormat
 from compression.moe_experts import is_router
 from compression.moe_folder import (
@@ -95,6 +96,22 @@ def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Mod
                              f"'{transposed[0]}'), quantized as linears; a compressed-tensors folder holds "
                              "quantized nn.Linear modules only: the stage's other artifacts hold the quantized "
                              "model")
+
+
+def _dequantize_init_reads(layout: FolderLayout, source_model: torch.nn.Module,
+                           source: dict[str, torch.Tensor]) -> list[str]:
+    """Quantized linear layers whose weight the architecture's weight initialisation reads (Mamba's out_proj,
+    GPT-BigCode's c_proj: `compression.llm.init_reads`) are written as their dequantized float weights, as
+    transformers could not load the folder otherwise; returns their names."""
+    try:
+        read = set(init_read_layers(lambda: type(source_model)(source_model.config))) & set(layout.weights)
+    except Exception:  # noqa: BLE001 - a class not built from its config alone: loading the folder is the check
+        return []
+    read -= layout.embeddings | set(layout.inputs)  # an input quantizer needs its layer quantized: left to the check
+    for name in sorted(read):
+        layout.floats[f"{name}.weight"] = layout.weights.pop(name).dequantize(source[f"{name}.weight"].dtype)
+        layout.float_layers.add(name)
+    return sorted(read)
 
 
 def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayout) -> str:
@@ -355,6 +372,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
         restack(layout.floats, set(layout.weights) | set(layout.inputs), experts)
     except StackedExpertsNotWritable as exc:
         raise NotExpressible(f"this model is a mixture of experts: {exc}") from exc
+    kept_float = _dequantize_init_reads(layout, source_model, source)
     own_forward = _modules_with_own_forward(source_model, layout)
     untied = _fill_tied(model, tied, layout)
     _merge_source(layout, source)
@@ -423,6 +441,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             "float_activations": layout.float_activations, "float_input_layers": sorted(layout.float_inputs),
             "dequantized_tables": layout.dequantized_tables,
             "dequantized_routers": layout.dequantized_routers,
+            "dequantized_for_weight_initialisation": kept_float,
             "copied_from_source": layout.from_source, "config_changes": layout.config_changes,
             "sentence_transformers_files": sentence_transformers_files,
             "compared_output": "sentence_embedding" if embedding is not None else float_model.output,

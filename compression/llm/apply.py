@@ -23,7 +23,7 @@ from compression.context import RunContext
 from compression.llm import export, moe
 from compression.llm.blockwise import Recipe, linear_layers, quantize_block, quantize_weight
 from compression.llm.gptq import HessianAccumulator
-from compression.llm.init_reads import init_read_layers
+from compression.llm.init_reads import causal_lm_init_reads
 from compression.llm.model import LayerwiseModel, run_block
 from compression.llm.quantize import WeightFormat, output_error, rtn, weight_sqnr_db
 from compression.llm.text import batches as split_batches
@@ -119,7 +119,7 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
         calibration = _checked_calibration(calibration, spec, source.text_config.vocab_size, ctx.seed)
     fmt, dtype = weight_format(spec), _output_dtype(spec, source)
     # float: a mixture's routers and gates, and the layers transformers' weight initialisation reads on loading
-    read_by_init = init_read_layers(source.config)
+    read_by_init = [name for name in causal_lm_init_reads(source.config) if source.in_blocks(name)]
     float_layers = moe.kept_float(source.model) + read_by_init
     experts = moe.split_experts(source.model)
     if experts and not fmt.symmetric:

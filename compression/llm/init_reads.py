@@ -10,29 +10,32 @@ the rest of the block is quantized.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
 
-def init_read_layers(config) -> list[str]:
-    """Full names of the decoder blocks' linear layers whose `weight` the weight initialisation of the model
-    `config` describes reads without tolerating its absence; found on the model built on the meta device, so
-    no weight is touched."""
-    from compression.causal_lm_class import AutoCausalLM
-    from compression.llm.blockwise import linear_layers
-    from compression.llm.model import LayerwiseModel
-
+def init_read_layers(build: Callable[[], nn.Module]) -> list[str]:
+    """Names of the linear layers whose `weight` the weight initialisation of the model `build()` returns (a
+    transformers model) reads without tolerating its absence; found on that model built on the meta device, so no
+    weight is touched."""
     with torch.device("meta"):
-        model = AutoCausalLM.from_config(config)
-    layout = LayerwiseModel(model)
+        model = build()
     probe = _WeightProbe()
-    for index, block in enumerate(layout.blocks):
-        for name, layer in linear_layers(block).items():
-            probe.watch(layer, f"{layout.prefix}.{index}.{name}")
-    for block in layout.blocks:
-        for module in block.modules():
-            probe.initialise(model, module)
+    for name, layer in model.named_modules():
+        if isinstance(layer, nn.Linear):
+            probe.watch(layer, name)
+    for module in model.modules():
+        probe.initialise(model, module)
     return sorted(probe.read)
+
+
+def causal_lm_init_reads(config) -> list[str]:
+    """`init_read_layers` of the causal LM transformers builds from `config`."""
+    from compression.causal_lm_class import AutoCausalLM
+
+    return init_read_layers(lambda: AutoCausalLM.from_config(config))
 
 
 class _WeightProbe:

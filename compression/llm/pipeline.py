@@ -69,7 +69,7 @@ def check_applicable(folder: Path, stages: list) -> None:
     from compression.causal_lm_class import AutoCausalLM
     from compression.llm.awq import scaling_groups
     from compression.llm.blockwise import linear_layers
-    from compression.llm.init_reads import init_read_layers
+    from compression.llm.init_reads import causal_lm_init_reads
     from compression.llm.model import LayerwiseModel
     from compression.llm.moe import kept_float, layout_problem, split_experts
 
@@ -97,9 +97,9 @@ def check_applicable(folder: Path, stages: list) -> None:
                          f"folder: {reason}")
     # Routers and gates of a mixture of experts, and layers the weight initialisation reads, stay float; the
     # latter are found on the folder's model as transformers loads it (a mixture's experts stacked).
-    read_by_init = init_read_layers(config)
-    float_layers = set(kept_float(model)) | set(read_by_init)
     layerwise = LayerwiseModel(model)
+    read_by_init = [name for name in causal_lm_init_reads(config) if layerwise.in_blocks(name)]
+    float_layers = set(kept_float(model)) | set(read_by_init)
     first_block = f"{layerwise.prefix}.0."
     kept = {name.removeprefix(first_block) for name in float_layers if name.startswith(first_block)}
     # each expert as its own linear layers, as the stage quantizes them (`compression.llm.moe`)

@@ -105,6 +105,18 @@ def test_what_llm_ptq_cannot_do_is_refused_at_once_with_the_reason(tmp_path, mod
                                                                           "group_size": 32}))
 
 
+def test_a_weight_only_folder_keeps_float_the_layers_the_weight_initialisation_reads(tmp_path):
+    # GPT-BigCode's `_init_weights` reads `c_proj.weight`, which a compressed-tensors layer does not have: the
+    # folder did not load back ("'Linear' object has no attribute 'weight'") until those layers were left float.
+    spec = PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 32}, activations=None,
+                   export_onnx=False, selection_samples=16)
+    folder = _job(tmp_path, "gpt_bigcode", "causal-lm", spec).stages[0].metrics["hf_folder"]
+    assert folder["written"] and folder["relative_difference_to_stage_model"] < 1e-3, folder
+    assert folder["dequantized_for_weight_initialisation"] == [f"transformer.h.{block}.{layer}.c_proj"
+                                                              for block in (0, 1) for layer in ("attn", "mlp")]
+    assert folder["quantized_modules"] >= 4  # c_attn and c_fc of each block (and the output layer)
+
+
 def test_a_tokenizer_that_reads_no_tokens_is_refused(tmp_path):
     # transformers loads a qwen2 folder's tokenizer.json with Qwen2Tokenizer (byte-level BPE), which reads no word
     # of a word-level tokenizer: the job ran on padding alone.

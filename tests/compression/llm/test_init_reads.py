@@ -8,7 +8,7 @@ import torch
 
 from compression.llm import apply_llm_ptq
 from compression.llm.evaluate import load_quantized
-from compression.llm.init_reads import init_read_layers
+from compression.llm.init_reads import causal_lm_init_reads
 from compression.llm.pipeline import check_applicable
 from compression.specs.llm import LLMPTQSpec
 
@@ -27,13 +27,13 @@ def test_the_layers_read_are_found_without_touching_a_weight():
 
     mamba = _mamba()
     before = {name: tensor.clone() for name, tensor in mamba.state_dict().items()}
-    assert init_read_layers(mamba.config) == [f"backbone.layers.{block}.mixer.{layer}"
+    assert causal_lm_init_reads(mamba.config) == [f"backbone.layers.{block}.mixer.{layer}"
                                               for block in (0, 1) for layer in ("dt_proj", "out_proj")]
     assert all(torch.equal(before[name], tensor) for name, tensor in mamba.state_dict().items())
-    assert init_read_layers(GPTBigCodeConfig(n_embd=32, n_layer=1, n_head=2)) == [
+    assert causal_lm_init_reads(GPTBigCodeConfig(n_embd=32, n_layer=1, n_head=2)) == [
         "transformer.h.0.attn.c_proj", "transformer.h.0.mlp.c_proj"]
     # Llama's reads `getattr(module, "weight", None)`, which a quantized layer answers
-    assert init_read_layers(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+    assert causal_lm_init_reads(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                         num_attention_heads=2)) == []
 
 
@@ -44,7 +44,7 @@ def test_a_mamba_folder_keeps_those_layers_float_and_loads_with_transformers(tmp
         original = model(input_ids=tokens).logits
     result = apply_llm_ptq(LLMPTQSpec(algorithm="gptq", bits=4, group_size=32), model, tmp_path / "q", tokens)
     kept = [name for name, reason in result.metrics["kept_float"].items() if "weight initialisation" in reason]
-    assert kept == init_read_layers(model.config)
+    assert kept == causal_lm_init_reads(model.config)
     assert set(result.metrics["layers"]) == {f"backbone.layers.{block}.mixer.{layer}"
                                              for block in (0, 1) for layer in ("in_proj", "x_proj")}
     ignore = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]["ignore"]
