@@ -60,7 +60,11 @@ DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3",
             # newer families, added 2026-12-04 (dense, then mixtures of experts)
             "gemma3_text", "gemma4_text", "glm4", "ernie4_5", "hunyuan_v1_dense", "seed_oss", "lfm2", "olmo3",
             "cohere2", "apertus", "bitnet", "doge", "deepseek_v3", "ernie4_5_moe", "qwen3_next", "dots1", "glm4_moe",
-            "minimax", "hunyuan_v1_moe", "lfm2_moe")
+            "minimax", "hunyuan_v1_moe", "lfm2_moe",
+            # state-space and recurrent models, added 2026-12-05
+            "mamba", "mamba2", "falcon_mamba", "rwkv",
+            # hybrids of state-space (or recurrent) and attention layers, one of each here
+            "jamba", "bamba", "granitemoehybrid", "recurrent_gemma", "falcon_h1", "nemotron_h")
 # Sequence-classification heads: a few encoders and decoders (a decoder classifies from its last real token).
 CLASSIFIERS = ("bert", "roberta", "deberta-v2", "modernbert", "llama", "qwen2", "gpt2", "mixtral", "qwen2_moe")
 # Token-classification heads (NER taggers), trained on word tags (`tags` in the .jsonl).
@@ -154,6 +158,23 @@ SPECIFIC = {
     "hunyuan_v1_moe": {"head_dim": 16, "num_key_value_heads": 2, "num_experts": 4, "moe_topk": 2},
     "lfm2_moe": {"head_dim": 16, "num_key_value_heads": 2, "num_experts": 4, "num_experts_per_tok": 2,
                  "moe_intermediate_size": 32, "num_dense_layers": 1, "layer_types": ["conv", "full_attention"]},
+    **{model_type: {"state_size": 8, "expand": 2, "conv_kernel": 4, "time_step_rank": 8}
+       for model_type in ("mamba", "falcon_mamba")},
+    "mamba2": {"state_size": 8, "expand": 2, "conv_kernel": 4, "head_dim": 16, "num_heads": 8, "n_groups": 1,
+               "chunk_size": 16},
+    "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "mamba_d_state": 8, "mamba_dt_rank": 8,
+              "num_key_value_heads": 2, "num_experts": 4, "expert_layer_period": 2, "expert_layer_offset": 1},
+    "bamba": {"attn_layer_indices": [1], "mamba_n_heads": 8, "mamba_d_state": 8, "mamba_n_groups": 1,
+              "num_key_value_heads": 2, "mamba_chunk_size": 16},
+    "granitemoehybrid": {"layer_types": ["mamba", "attention"], "mamba_n_heads": 8, "mamba_d_state": 8,
+                         "mamba_n_groups": 1, "num_key_value_heads": 2, "num_local_experts": 4,
+                         "num_experts_per_tok": 2, "shared_intermediate_size": 64, "mamba_chunk_size": 16},
+    "recurrent_gemma": {"block_types": ["recurrent", "attention"], "lru_width": HIDDEN, "attention_window_size": 16,
+                        "num_key_value_heads": 2, "head_dim": 16},
+    "falcon_h1": {"mamba_d_ssm": 2 * HIDDEN, "mamba_n_heads": 8, "mamba_d_state": 8, "mamba_n_groups": 1,
+                  "num_key_value_heads": 2, "head_dim": 16, "mamba_chunk_size": 16},
+    "nemotron_h": {"layers_block_type": ["mamba", "attention"], "mamba_num_heads": 8, "mamba_head_dim": 16,
+                   "ssm_state_size": 8, "n_groups": 1, "num_key_value_heads": 2, "head_dim": 16, "chunk_size": 16},
     "modernbert": {"global_attn_every_n_layers": 2, "local_attention": 16},
     "deberta-v2": {"pooler_hidden_size": HIDDEN},
     "xlm-roberta": {},
