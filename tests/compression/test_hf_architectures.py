@@ -61,6 +61,26 @@ def test_encoders_without_sdpa_attention_export_with_eager_attention(tmp_path, m
     assert torch.allclose(program(*example), expected, atol=1e-5)
 
 
+def test_a_model_that_rescales_its_weights_on_its_first_call_is_exported_without_that_step(tmp_path):
+    # RWKV divides some weights in place on its first call in eval mode: the program recorded the division (a
+    # parameter mutation, repeated on each call) and every method failed on it ("a leaf Variable that requires
+    # grad is being used in an in-place operation").
+    from compression.hf_program import _mutates_parameters
+
+    folder = tmp_path / "rwkv"
+    model = tiny_model("rwkv", "causal-lm")
+    model.config.rescale_every = 1  # the second block's weights halved
+    model.save_pretrained(folder)
+    save_tokenizer(folder)
+    splits = read_jsonl(text_dataset(tmp_path, labels=False), keep_text=True)
+    example = folder_to_program(folder, "causal-lm", splits, tmp_path / "m.pt2", tmp_path / "d.npz")
+    program = load_program(tmp_path / "m.pt2")
+    assert not _mutates_parameters(program)
+    expected = load_folder_model(folder, "causal-lm")(*example)
+    assert torch.allclose(program.module()(*example), expected, atol=1e-5)
+    assert torch.allclose(program.module()(*example), expected, atol=1e-5)  # the weights stay as they are
+
+
 @pytest.mark.parametrize("model_type", [
     "opt",  # tied lm_head: written as two tensors sharing memory, which safetensors refuses
     "gpt_neo",  # its causal mask is a buffer no checkpoint stores: left on the meta device
