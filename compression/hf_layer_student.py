@@ -89,7 +89,14 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
         # are its own (the teacher's last stage is not among them, and such a folder would not load).
         config.stage_names = ["stem", *(f"stage{index}" for index in range(1, len(kept) + 1))]
         config.out_features = None  # transformers' default: the last stage
-    student = type(teacher)(config).eval()
+    try:
+        student = type(teacher)(config).eval()
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - RWKV's layer init divides by (layers - 1): one layer cannot be built
+        raise ValueError(f"transformers cannot build this {teacher.config.model_type} model with {len(kept)} "
+                         f"layer(s) ({type(exc).__name__}: {str(exc)[:200]}); keep more layers or use a "
+                         "'low_rank' or uploaded student") from exc
     state = teacher.state_dict()
     for prefix, _ in stacks:
         state = _renumbered(state, prefix, kept)

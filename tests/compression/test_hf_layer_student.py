@@ -112,6 +112,17 @@ def test_keeping_every_layer_fails_the_job_in_its_dry_run(tmp_path):
         _job(tmp_path, bert_folder(tmp_path / "bert"), [kd])
 
 
+def test_a_student_transformers_cannot_build_is_refused_with_the_reason(tmp_path):
+    # RWKV's weight initialisation divides by (layers - 1): a one-layer student raised a bare ZeroDivisionError
+    from bench.hf_architecture_sweep import save_tokenizer, tiny_model
+    from compression.hf_layer_student import write_layers_student
+
+    tiny_model("rwkv", "causal-lm").save_pretrained(tmp_path / "rwkv")
+    save_tokenizer(tmp_path / "rwkv")
+    with pytest.raises(ValueError, match=r"cannot build this rwkv model with 1 layer\(s\) \(ZeroDivisionError"):
+        write_layers_student(tmp_path / "rwkv", "causal-lm", LayersStudent(keep=1), tmp_path / "student")
+
+
 def test_a_pt2_job_refuses_a_layers_student_in_its_dry_run(tmp_path, example_files):
     model_path, dataset_path = example_files
     kd = KDSpec(student={"kind": "layers", "keep": 1}, training={"steps": 1})
