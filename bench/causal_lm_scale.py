@@ -13,7 +13,8 @@ the resources and the ratios.
 `--model mixtral`: a mixture of experts instead (Mixtral's architecture, 8 experts of which each token uses 2,
 hidden 512, 4 layers, a 32,000-token vocabulary: 83M parameters), whose program runs each expert as its own
 linear layers on every token (`compression.moe_experts`); llm_ptq quantizes each expert's linear layers
-(`compression.llm.moe`).
+(`compression.llm.moe`). `--model mamba`: a state-space model at Mamba-130m's shape, whose mixers' out_proj and
+dt_proj llm_ptq keeps float (their weight initialisation reads them: `compression.llm.init_reads`).
 """
 
 from __future__ import annotations
@@ -67,7 +68,19 @@ def mixtral_folder(folder: Path) -> Path:
     return folder
 
 
-MODELS = {"gpt2": gpt2_small_folder, "mixtral": mixtral_folder}
+def mamba_folder(folder: Path) -> Path:
+    """Mamba-130m's shape (hidden 768, 24 layers, state 16, 50,280-token vocabulary, tied output layer)."""
+    from transformers import MambaConfig, MambaForCausalLM
+
+    save_tokenizer(folder)
+    torch.manual_seed(0)
+    config = MambaConfig(vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=16, expand=2,
+                         conv_kernel=4, bos_token_id=2, eos_token_id=2)
+    MambaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+MODELS = {"gpt2": gpt2_small_folder, "mixtral": mixtral_folder, "mamba": mamba_folder}
 
 
 def main() -> None:

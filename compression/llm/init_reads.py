@@ -70,3 +70,5 @@ class _WeightProbe:
                 if not self.failed or self.failed[-1] in self.read:
                     raise  # not a weight this probe withheld
                 self.read.add(self.failed[-1])
+            except Exception:  # noqa: BLE001 - an init that fails on meta tensors otherwise: not probed further
+                return
