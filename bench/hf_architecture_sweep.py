@@ -162,7 +162,7 @@ SPECIFIC = {
        for model_type in ("mamba", "falcon_mamba")},
     "mamba2": {"state_size": 8, "expand": 2, "conv_kernel": 4, "head_dim": 16, "num_heads": 8, "n_groups": 1,
                "chunk_size": 16},
-    "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "mamba_d_state": 8, "mamba_dt_rank": 8,
+    "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "mamba_d_state": 8, "mamba_dt_rank": 32,
               "num_key_value_heads": 2, "num_experts": 4, "expert_layer_period": 2, "expert_layer_offset": 1},
     "bamba": {"attn_layer_indices": [1], "mamba_n_heads": 8, "mamba_d_state": 8, "mamba_n_groups": 1,
               "num_key_value_heads": 2, "mamba_chunk_size": 16},

@@ -45,7 +45,7 @@ from compression.hf_folder_graph import (
 )
 from compression.hf_program import load_folder_model
 from compression.llm import export
-from compression.llm.init_reads import init_read_layers
+from compression.llm.init_reads import MAX_INIT_READ_SHARE, init_read_layers
 from compression.llm.quantize import QuantizedWeight, WeightFormat
 from compression.moe_experts import is_router
 from compression.moe_folder import (
@@ -108,6 +108,13 @@ def _dequantize_init_reads(layout: FolderLayout, source_model: torch.nn.Module,
     except Exception:  # noqa: BLE001 - a class not built from its config alone: loading the folder is the check
         return []
     read -= layout.embeddings | set(layout.inputs)  # an input quantizer needs its layer quantized: left to the check
+    share = sum(layout.weights[name].codes.numel() for name in read) / max(
+        sum(weight.codes.numel() for weight in layout.weights.values()), 1)
+    if share > MAX_INIT_READ_SHARE:
+        raise NotExpressible(f"transformers' weight initialisation of this architecture reads the float weight of "
+                             f"layers holding {share:.0%} of the quantized weights, which a compressed-tensors "
+                             "layer does not have: they would be written float, and the folder barely smaller; "
+                             "the stage's .pt2 is its model")
     for name in sorted(read):
         layout.floats[f"{name}.weight"] = layout.weights.pop(name).dequantize(source[f"{name}.weight"].dtype)
         layout.float_layers.add(name)

@@ -41,9 +41,6 @@ from compression.specs.llm import ASYMMETRIC_EXPERTS, LLM_PTQ_ALONE
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 MIN_LINEAR_SHARE = 0.9  # of a decoder block's weights (the rest: norms, biases; dense architectures hold > 0.99)
-# Of the blocks' linear weights, the most that may stay float because the weight initialisation reads them
-# (Mamba's out_proj and dt_proj hold a third, GPT-BigCode's c_proj 42 %; RWKV's are all of them).
-MAX_INIT_READ_SHARE = 0.5
 
 
 def load_tokenizer(folder: Path):
@@ -69,7 +66,7 @@ def check_applicable(folder: Path, stages: list) -> None:
     from compression.causal_lm_class import AutoCausalLM
     from compression.llm.awq import scaling_groups
     from compression.llm.blockwise import linear_layers
-    from compression.llm.init_reads import causal_lm_init_reads
+    from compression.llm.init_reads import MAX_INIT_READ_SHARE, causal_lm_init_reads
     from compression.llm.model import LayerwiseModel
     from compression.llm.moe import kept_float, layout_problem, split_experts
 

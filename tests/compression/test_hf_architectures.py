@@ -137,6 +137,9 @@ def test_a_weight_only_folder_keeps_float_the_layers_the_weight_initialisation_r
     assert folder["dequantized_for_weight_initialisation"] == [f"transformer.h.{block}.{layer}.c_proj"
                                                               for block in (0, 1) for layer in ("attn", "mlp")]
     assert folder["quantized_modules"] >= 4  # c_attn and c_fc of each block (and the output layer)
+    # RWKV's reads every linear layer's weight: such a folder would be float, and is not written
+    folder = _job(tmp_path / "rwkv", "rwkv", "causal-lm", spec).stages[0].metrics["hf_folder"]
+    assert not folder["written"] and "reads the float weight of layers holding" in folder["reason"], folder
 
 
 def test_a_tokenizer_that_reads_no_tokens_is_refused(tmp_path):
