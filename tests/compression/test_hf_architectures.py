@@ -137,9 +137,28 @@ def test_a_weight_only_folder_keeps_float_the_layers_the_weight_initialisation_r
     assert folder["dequantized_for_weight_initialisation"] == [f"transformer.h.{block}.{layer}.c_proj"
                                                               for block in (0, 1) for layer in ("attn", "mlp")]
     assert folder["quantized_modules"] >= 4  # c_attn and c_fc of each block (and the output layer)
-    # RWKV's reads every linear layer's weight: such a folder would be float, and is not written
-    folder = _job(tmp_path / "rwkv", "rwkv", "causal-lm", spec).stages[0].metrics["hf_folder"]
-    assert not folder["written"] and "reads the float weight of layers holding" in folder["reason"], folder
+
+
+def test_a_folder_whose_quantized_weights_the_initialisation_mostly_reads_is_not_written_float():
+    # RWKV's reads every block linear's weight: written float, its folder would not be smaller
+    from compression.hf_folder_export import _dequantize_init_reads
+    from compression.hf_folder_graph import FolderLayout, NotExpressible
+    from compression.llm.quantize import WeightFormat, rtn
+
+    model = tiny_model("rwkv", "causal-lm")
+    source = model.state_dict()
+    layout = FolderLayout(weights={name: rtn(layer.weight.detach(), WeightFormat(bits=8, group_size=None),
+                                             torch.float32)
+                                   for name, layer in model.named_modules() if isinstance(layer, torch.nn.Linear)})
+    with pytest.raises(NotExpressible, match="reads the float weight of layers holding 100% of the quantized"):
+        _dequantize_init_reads(layout, model, source)
+    # one such layer beside a larger quantized embedding table: written float, the table stays quantized
+    table = rtn(model.rwkv.embeddings.weight.detach(), WeightFormat(bits=8, group_size=None), torch.float32)
+    layout.weights = {"rwkv.embeddings": table, "rwkv.blocks.0.attention.key":
+                      layout.weights["rwkv.blocks.0.attention.key"]}
+    layout.embeddings.add("rwkv.embeddings")
+    assert _dequantize_init_reads(layout, model, source) == ["rwkv.blocks.0.attention.key"]
+    assert list(layout.weights) == ["rwkv.embeddings"] and "rwkv.blocks.0.attention.key.weight" in layout.floats
 
 
 def test_a_tokenizer_that_reads_no_tokens_is_refused(tmp_path):
