@@ -71,9 +71,7 @@ class _WeightProbe:
             try:
                 model._init_weights(module)
                 return
-            except AttributeError:
-                if not self.failed or self.failed[-1] in self.read:
-                    raise  # not a weight this probe withheld
+            except Exception as exc:  # noqa: BLE001 - whatever else fails on meta tensors: not probed further
+                if not isinstance(exc, AttributeError) or not self.failed or self.failed[-1] in self.read:
+                    return
                 self.read.add(self.failed[-1])
-            except Exception:  # noqa: BLE001 - an init that fails on meta tensors otherwise: not probed further
-                return

@@ -124,13 +124,13 @@ def check_applicable(folder: Path, stages: list) -> None:
         raise ValueError(f"only {in_linears / total:.0%} of the weights of this {config.model_type} model's decoder "
                          f"blocks are nn.Linear layers, which is what llm_ptq quantizes (the rest would stay "
                          "unquantized); llm_ptq does not support this architecture")
-    if read_by_init and _weight_share(layerwise, read_by_init) > MAX_INIT_READ_SHARE:
+    if (read_share := _weight_share(layerwise, read_by_init)) > MAX_INIT_READ_SHARE:
         # GPTBigCode's `_init_weights` reads `c_proj.weight`: transformers runs it on every module of a loaded
         # model, and the folder would fail to load ("'Linear' object has no attribute 'weight'") unless those
         # layers stay float; most of the blocks' weights float would be a folder barely smaller.
         raise ValueError(f"transformers cannot load a compressed-tensors folder of this {config.model_type} model: "
                          "its weight initialisation reads the float weight of linear layers holding "
-                         f"{_weight_share(layerwise, read_by_init):.0%} of its decoder blocks' linear weights, "
+                         f"{read_share:.0%} of its decoder blocks' linear weights, "
                          "which a quantized layer replaces, and so much kept float would leave the folder barely "
                          "smaller; this architecture is not supported")
     if any(spec.algorithm == "awq" for spec in stages):
@@ -143,7 +143,7 @@ def _weight_share(layerwise, names: list[str]) -> float:
 
     sizes = {f"{layerwise.prefix}.{index}.{name}": layer.weight.numel()
              for index, block in enumerate(layerwise.blocks) for name, layer in linear_layers(block).items()}
-    return sum(sizes[name] for name in names) / sum(sizes.values())
+    return sum(sizes.get(name, 0) for name in names) / max(sum(sizes.values()), 1)
 
 
 def split_tokens(splits: dict, name: str, tokenizer) -> torch.Tensor | None:
