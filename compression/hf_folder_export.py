@@ -116,7 +116,7 @@ def _dequantize_init_reads(layout: FolderLayout, source_model: torch.nn.Module,
                              "layer does not have: they would be written float, and the folder barely smaller; "
                              "the stage's .pt2 is its model")
     for name in sorted(read):
-        layout.floats[f"{name}.weight"] = layout.weights.pop(name).dequantize(source[f"{name}.weight"].dtype)
+        layout.write_float(name, source[f"{name}.weight"].dtype)
         layout.float_layers.add(name)
     return sorted(read)
 
@@ -135,14 +135,13 @@ def _modules_with_own_forward(source_model: torch.nn.Module, layout: FolderLayou
                  if name in modules and type(modules[name]).forward not in (torch.nn.Linear.forward,
                                                                             torch.nn.Embedding.forward))
     for name in [name for name in own if name in layout.embeddings and name not in layout.inputs]:
-        table = layout.weights.pop(name)
+        layout.write_float(name)
         layout.embeddings.discard(name)
-        layout.floats[f"{name}.weight"] = table.dequantize()
         layout.dequantized_tables.append(name)
         own.remove(name)
     for name in [name for name in own if is_router(modules, name)]:
         if name in layout.weights:
-            layout.floats[f"{name}.weight"] = layout.weights.pop(name).dequantize()
+            layout.write_float(name)
         if layout.inputs.pop(name, None) is not None:
             layout.float_inputs.add(name)
         layout.dequantized_routers.append(name)

@@ -77,6 +77,10 @@ class FolderLayout:
     expert_layers: set[str] = field(default_factory=set)
     stacked_experts: dict[str, torch.Size] = field(default_factory=dict)
 
+    def write_float(self, name: str, dtype: torch.dtype = torch.float32) -> None:
+        """Write the quantized module `name` as its dequantized float weight instead."""
+        self.floats[f"{name}.weight"] = self.weights.pop(name).dequantize(dtype)
+
     def packed(self, name: str) -> bool:
         """Below 8 bits, Linear weights are int32-packed (`pack-quantized`); compressed-tensors' Embedding loader
         has only the unpacked layout (`int-quantized`: each code in an int8). Experts are packed at 8 bits too:

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 # Of the quantized linear weights, the most that may stay float because the weight initialisation reads them
-# (Mamba's out_proj and dt_proj hold a third, GPT-BigCode's c_proj 42 %; RWKV's and Falcon's are all of them):
+# (Mamba's out_proj and dt_proj hold a third, GPT-BigCode's c_proj 42 %, or 49.8 % at StarCoder's shapes with its
+# multi-query attention; RWKV's and Falcon's are all of them):
 # beyond it the folder would be barely smaller than the float one.
 MAX_INIT_READ_SHARE = 0.5
 
