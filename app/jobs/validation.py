@@ -167,7 +167,6 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
         if "llm_ptq" in methods and set(methods) != {"llm_ptq"}:
             problems.append(LLM_PTQ_ALONE)
         elif "llm_ptq" in methods:
-            problems += _group_size_problems(spec, folder.get("block_linear_widths") or [])
             problems += _position_problems(spec, folder.get("max_positions"))
             problems += _awq_problems(spec, folder.get("awq_missing"), folder.get("model_type"))
             if folder.get("per_expert_tensors"):
@@ -211,20 +210,6 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
                 kept_layers(student, folder["num_hidden_layers"])
             except ValueError as exc:
                 problems.append(f"{where}: {exc}")
-    return problems
-
-
-def _group_size_problems(spec: JobCreate, widths: list[int]) -> list[str]:
-    """A group of input columns shares a scale, so the group size must divide every quantized layer's width."""
-    problems = []
-    for index, stage in enumerate(spec.stages):
-        size = getattr(stage, "group_size", None) if stage.method == "llm_ptq" else None
-        uneven = [width for width in widths if size and width % size]
-        if uneven:
-            fitting = [g for g in (128, 64, 32) if all(width % g == 0 for width in widths)]
-            problems.append(f"stages.{index}.group_size: {size} does not divide the input width(s) {uneven} of the "
-                            f"model's linear layers; use group_size {fitting[0] if fitting else 'null'} "
-                            "(null: one scale per output channel)")
     return problems
 
 

@@ -124,6 +124,7 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     experts = moe.split_experts(source.model)
     if experts and not fmt.symmetric:
         raise ValueError(ASYMMETRIC_EXPERTS)
+    moe.check_expert_widths(source.model, fmt)
     recipe = Recipe(spec.algorithm, fmt, dtype, gptq=spec.gptq.model_dump(), awq=spec.awq.model_dump(),
                     hqq=spec.hqq.model_dump())
     fingerprint = _fingerprint(spec, calibration)
@@ -160,8 +161,9 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     writer.write(rest)
     writer.finish()
     config = source.config.to_dict()
+    fitted = {name: layer["group_size"] for name, layer in layers.items() if "group_size" in layer}
     config["quantization_config"] = export.quantization_config(fmt, ignore + float_layers, spec.algorithm == "gptq"
-                                                               and spec.gptq.act_order, embedding_table)
+                                                               and spec.gptq.act_order, embedding_table, fitted)
     config["dtype"] = str(dtype).removeprefix("torch.")
     if spec.lm_head == "quantize" or spec.embeddings == "int8":
         config["tie_word_embeddings"] = False
@@ -180,7 +182,19 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
                                                 for name in float_layers},
                "time_s": round(time.monotonic() - started, 3),
                "peak_rss_mib": round(_peak_rss_mib(), 1)}
+    if fitted:
+        metrics["warnings"] = [_fitted_groups_warning(fmt, fitted)]
     return LLMPTQResult(output_dir, metrics)
+
+
+def _fitted_groups_warning(fmt: WeightFormat, fitted: dict[str, int | None]) -> str:
+    by_size: dict[int | None, int] = {}
+    for size in fitted.values():
+        by_size[size] = by_size.get(size, 0) + 1
+    taken = ", ".join(f"{count} use {f'group_size {size}' if size else 'one scale per output channel'}"
+                      for size, count in by_size.items())
+    return (f"group_size {fmt.group_size} does not divide the input width of {len(fitted)} layer(s): {taken} "
+            "(metrics.layers gives each one's group_size)")
 
 
 _READ_BY_INIT = ("its weight is read by the architecture's weight initialisation, which transformers runs when it "
@@ -225,6 +239,8 @@ def _outside_blocks(spec: LLMPTQSpec, source: LayerwiseModel, hidden: list[torch
         tensors.update(export.compressed_tensors(head_name, quantized))
         _keep_in_memory(source, head, quantized.dequantize())
         layers[head_name] = {"sqnr_db": round(weight_sqnr_db(weight, quantized.dequantize()), 3)}
+        if quantized.format != recipe.format:
+            layers[head_name]["group_size"] = quantized.format.group_size
         if hessian is not None:
             layers[head_name]["output_error"] = output_error(weight, quantized.dequantize(), hessian)
         ignore = ignore[1:]

@@ -125,7 +125,8 @@ def apply_awq(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dict], 
         calls = _captured_inputs(block, [scored, names[0]], hidden, kwargs)
         scales, loss, unscaled = awq_search.search_scales(
             [modules[name] for name in names], modules[scored], calls[scored],
-            [_first_input(call) for call in calls[names[0]]], recipe.format, recipe.scale_dtype,
+            [_first_input(call) for call in calls[names[0]]],
+            recipe.format.for_columns(modules[names[0]].in_features), recipe.scale_dtype,
             recipe.awq.get("grid", 20), recipe.awq.get("duo_scaling", True))
         awq_search.fold_scales(modules[previous], [modules[name] for name in names], scales)
         losses[",".join(names)] = {"scaled_mse": loss, "unscaled_mse": unscaled}
@@ -141,20 +142,23 @@ def apply_awq(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dict], 
         for name in names:
             if calls[name]:
                 inputs = torch.cat([_first_input(c).reshape(-1, modules[name].in_features) for c in calls[name]])
-                clips[name] = awq_search.search_clip(modules[name].weight.detach(), inputs, recipe.format,
+                clips[name] = awq_search.search_clip(modules[name].weight.detach(), inputs,
+                                                     recipe.format.for_columns(modules[name].in_features),
                                                      recipe.scale_dtype)
     return clips, losses
 
 
 def quantize_weight(weight: torch.Tensor, recipe: Recipe, hessian: torch.Tensor | None,
                     clip: torch.Tensor | float = 1.0) -> QuantizedWeight:
+    """`weight` quantized in the recipe's format, its group size fitted to the weight's width (`for_columns`)."""
+    fmt = recipe.format.for_columns(weight.shape[1])
     if recipe.algorithm == "gptq":
         if hessian is None:
             raise ValueError("gptq needs calibration data")
-        return gptq(weight, hessian, recipe.format, recipe.scale_dtype, **recipe.gptq)
+        return gptq(weight, hessian, fmt, recipe.scale_dtype, **recipe.gptq)
     if recipe.algorithm == "hqq":
-        return hqq(weight, recipe.format, recipe.scale_dtype, **recipe.hqq)
-    return rtn(weight, recipe.format, recipe.scale_dtype, clip)
+        return hqq(weight, fmt, recipe.scale_dtype, **recipe.hqq)
+    return rtn(weight, fmt, recipe.scale_dtype, clip)
 
 
 @torch.no_grad()
@@ -184,6 +188,8 @@ def quantize_block(block: nn.Module, hidden: list[torch.Tensor] | None, kwargs: 
                 layer_recipe, layer = replace(recipe, algorithm="rtn"), {"algorithm": "rtn (no calibration input)"}
             result = quantize_weight(weight, layer_recipe, hessians.get(name), clips.get(name, 1.0))
             dequantized = result.dequantize()
+            if result.format != recipe.format:  # its width takes a smaller group, or none (`for_columns`)
+                layer["group_size"] = result.format.group_size
             layer["sqnr_db"] = round(weight_sqnr_db(weight, dequantized), 3)
             if name in hessians:
                 layer["output_error"] = output_error(weight, dequantized, hessians[name])

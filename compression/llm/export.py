@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -81,12 +82,19 @@ def weight_args(fmt: WeightFormat, act_order: bool) -> dict:
 
 
 def quantization_config(fmt: WeightFormat, ignore: list[str], act_order: bool = False,
-                        embedding: tuple[WeightFormat, str] | None = None) -> dict:
+                        embedding: tuple[WeightFormat, str] | None = None,
+                        fitted: dict[str, int | None] | None = None) -> dict:
     """The `quantization_config` of a causal LM's config.json: every Linear (and the input embedding table, given
     as its format and module name) quantized. The table is targeted by name: the class "Embedding" would also take
-    position tables (OPT's learned positions, whose own forward compressed-tensors would replace)."""
+    position tables (OPT's learned positions, whose own forward compressed-tensors would replace). `fitted` names
+    the layers quantized with another group size (None: per channel) than `fmt`'s, their width being no multiple
+    of it; compressed-tensors prefers a module's own name over its class among the targets."""
     linear_format = "float-quantized" if fmt.kind == "fp8" else "pack-quantized"
     schemes = [{"targets": ["Linear"], "weights": weight_args(fmt, act_order), "format": linear_format}]
+    for size in dict.fromkeys((fitted or {}).values()):
+        names = sorted(name for name, fitted_size in fitted.items() if fitted_size == size)
+        schemes.append({"targets": names, "weights": weight_args(replace(fmt, group_size=size), act_order),
+                        "format": linear_format})
     if embedding is not None:
         table_format, table_name = embedding
         schemes.append({"targets": [table_name], "weights": weight_args(table_format, False),

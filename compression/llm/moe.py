@@ -55,6 +55,19 @@ def kept_float(model: torch.nn.Module) -> list[str]:
             and (module.out_features == 1 or is_router(modules, name))]
 
 
+def check_expert_widths(model: torch.nn.Module, fmt: WeightFormat) -> None:
+    """Refuses a group size that does not divide the width of `model`'s (split) experts' layers. Other layers of
+    such a width take a smaller group (`WeightFormat.for_columns`), named in the folder's config; an expert's layer
+    would be named there as the checkpoint stores it, not as it is quantized."""
+    uneven = sorted({module.in_features for name, module in model.named_modules()
+                     if isinstance(module, torch.nn.Linear) and parallel_experts(name)
+                     and fmt.for_columns(module.in_features) != fmt})
+    if uneven:
+        fitting = min((fmt.for_columns(width).group_size for width in uneven), key=lambda size: size or 0)
+        raise ValueError(f"group_size {fmt.group_size} does not divide the input width(s) {uneven} of this model's "
+                         f"experts; use group_size {fitting or 'null'} (null: one scale per output channel)")
+
+
 def parallel_experts(name: str) -> str | None:
     """The projection an expert layer belongs to (`...experts.down_proj` for `...experts.down_proj.3`), else None:
     the layers of one projection read inputs that none of them computes, so they can be calibrated together."""

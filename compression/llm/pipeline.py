@@ -64,11 +64,12 @@ def check_applicable(folder: Path, stages: list) -> None:
     from transformers import AutoConfig
 
     from compression.causal_lm_class import AutoCausalLM
+    from compression.llm.apply import weight_format
     from compression.llm.awq import scaling_groups
     from compression.llm.blockwise import linear_layers
     from compression.llm.init_reads import MAX_INIT_READ_SHARE, causal_lm_init_reads
     from compression.llm.model import LayerwiseModel
-    from compression.llm.moe import kept_float, layout_problem, split_experts
+    from compression.llm.moe import check_expert_widths, kept_float, layout_problem, split_experts
 
     config = AutoConfig.from_pretrained(folder, **LOCAL_ONLY)
     if config.model_type == "gpt2":
@@ -102,6 +103,8 @@ def check_applicable(folder: Path, stages: list) -> None:
     # each expert as its own linear layers, as the stage quantizes them (`compression.llm.moe`)
     if split_experts(model) and not all(spec.is_symmetric for spec in stages):
         raise ValueError(ASYMMETRIC_EXPERTS)
+    for spec in stages:
+        check_expert_widths(model, weight_format(spec))
     block = layerwise.blocks[0]
     if not linear_layers(block):
         raise ValueError(f"the decoder blocks of this {config.model_type} model hold no nn.Linear layers "

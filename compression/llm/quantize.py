@@ -10,11 +10,12 @@ FP8 codes are float8_e4m3fn with `w ~= code * scale`, `scale = max|w| / 448` per
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 FP8_MAX = 448.0
+GROUP_SIZES = (128, 64, 32)  # what a spec may ask for, largest first
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,15 @@ class WeightFormat:
         if columns % self.group_size:
             raise ValueError(f"{columns} input columns are not a multiple of group size {self.group_size}")
         return columns // self.group_size
+
+    def for_columns(self, columns: int) -> WeightFormat:
+        """This format for a layer of `columns` input columns: the spec's group size where it divides them, else
+        the largest smaller one of GROUP_SIZES that does (SmolLM's 576-wide layers take 64 for 128), else one
+        scale per output channel (Mamba's 48-wide dt_proj); a group never straddles two rows."""
+        if self.group_size is None or columns % self.group_size == 0:
+            return self
+        fitting = next((size for size in GROUP_SIZES if size < self.group_size and columns % size == 0), None)
+        return replace(self, group_size=fitting)
 
 
 @dataclass

@@ -95,6 +95,8 @@ def test_jobs_check_what_runs_on_what(api, auth, hf, uploaded):
     assert status == 422 and "match no layer of the model" in text and "model.lm_head" in text
     assert _job(api, auth, hf["bert"], hf["text"], [{"method": "ptq"}])[0] == 201
     assert _job(api, auth, hf["bert"], hf["text"], [LAYERS_KD])[0] == 201
+    # a group size wider than a layer: that layer takes a group that fits (`WeightFormat.for_columns`)
+    assert _job(api, auth, hf["llama"], hf["text"], [LLM_STAGE | {"group_size": 128}])[0] == 201
     for model, dataset, stages, expected in [
         (uploaded["model"], uploaded["dataset"], [LLM_STAGE], "this model is a .pt2 program"),
         (uploaded["model"], hf["text"], [{"method": "ptq"}], "a .jsonl text dataset needs a Hugging Face folder"),
@@ -104,8 +106,6 @@ def test_jobs_check_what_runs_on_what(api, auth, hf, uploaded):
         (hf["bert"], hf["text"], [LLM_STAGE], "this folder's task is feature-extraction"),
         (hf["bert"], hf["labelled"], [{"method": "ptq"}], "holds class labels but the model output"),
         (hf["llama"], hf["text"], [LLM_STAGE, LLM_STAGE], "cannot follow stage 0 (llm_ptq)"),
-        (hf["llama"], hf["text"], [LLM_STAGE | {"group_size": 128}],
-         "group_size: 128 does not divide the input width(s) [64] of the model's linear layers; use group_size 64"),
         (uploaded["model"], uploaded["dataset"], [LAYERS_KD | {"student": {"kind": "layers", "keep": 1}}],
          "stages.0.student: a 'layers' student is made from the layers of a Hugging Face folder upload"),
         (hf["bert"], hf["text"], [LAYERS_KD | {"student": {"kind": "layers", "keep": 2}}],

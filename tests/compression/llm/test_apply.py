@@ -82,6 +82,28 @@ def test_folders_load_with_transformers_in_a_fresh_process_and_compute_what_the_
     assert "model.embed_tokens" in results["rtn_int8_head_and_embeddings"].metrics["layers"]
 
 
+def test_a_layer_the_group_size_does_not_divide_takes_the_largest_group_that_fits(tmp_path, calibration_tokens):
+    """SmolLM's 576-wide layers take no group of 128: each such layer takes the largest of 64 and 32 that divides
+    its width, else one scale per output channel; the folder's config names those layers with their scheme, and
+    transformers loads it computing what the stage computed."""
+    model = tiny_llama(hidden=80)  # attention, gate/up and lm_head read 80 columns (no group fits), down 160 (32)
+    spec = LLMPTQSpec(algorithm="gptq", bits=4, group_size=128, lm_head="quantize")
+    result = apply_llm_ptq(spec, model, tmp_path / "q", calibration_tokens)
+    fitted = {name: layer["group_size"] for name, layer in result.metrics["layers"].items()}
+    assert fitted == {name: 32 if name.endswith("down_proj") else None for name in fitted} and len(fitted) == 15
+    config = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
+    schemes = {len(group["targets"]): group["weights"] for group in config["config_groups"].values()}
+    assert schemes[1]["group_size"] == 128  # the class target "Linear": what the spec asked for
+    assert (schemes[2]["strategy"], schemes[2]["group_size"]) == ("group", 32)  # the two down_proj layers
+    assert (schemes[13]["strategy"], schemes[13].get("group_size")) == ("channel", None)
+    assert result.metrics["warnings"] == [
+        "group_size 128 does not divide the input width of 15 layer(s): 13 use one scale per output channel, "
+        "2 use group_size 32 (metrics.layers gives each one's group_size)"]
+    tokens = calibration_tokens[:2]
+    [loaded] = _logits_in_fresh_process(tmp_path, [tmp_path / "q"], tokens)
+    assert torch.allclose(loaded, _logits(model, tokens), atol=1e-4, rtol=1e-4)
+
+
 def test_sizes_and_per_layer_errors_are_reported(tmp_path, llama_folder, calibration_tokens):
     source_bytes = sum(p.stat().st_size for p in llama_folder.glob("*.safetensors"))
     result = apply_llm_ptq(LLMPTQSpec(algorithm="gptq", bits=4, group_size=32), llama_folder, tmp_path / "q",

@@ -28,7 +28,7 @@ def test_an_image_text_models_language_model_is_quantized_and_its_vision_tower_k
     (tmp_path / "upload.zip").write_bytes(zip_bytes(tmp_path / "source"))
     folder = read_hf_folder(tmp_path / "upload.zip")
     assert folder.task == "causal-lm"  # what its architecture was saved for, not feature-extraction
-    assert folder.block_linear_widths == [64, 128]  # the API's group-size check: the language model's widths
+    assert folder.block_linear_widths == [64, 128]  # the language model's widths
     spec = LLMPTQSpec(algorithm="gptq", bits=4, group_size=32)
     check_applicable(tmp_path / "source", [spec])
 

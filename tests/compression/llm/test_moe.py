@@ -120,6 +120,15 @@ def test_experts_with_zero_points_are_refused_before_any_work(tmp_path):
         apply_llm_ptq(LLMPTQSpec(algorithm="rtn", symmetric=False), tmp_path / "source", tmp_path / "out")
 
 
+def test_a_group_size_that_does_not_divide_the_experts_widths_is_refused_before_any_work(tmp_path):
+    """Other layers take a group that fits (`WeightFormat.for_columns`), named in the folder's config; an expert's
+    layer would be named there as stored, not as quantized."""
+    tiny_model("mixtral", "causal-lm").save_pretrained(tmp_path / "source")
+    with pytest.raises(ValueError, match=r"does not divide the input width\(s\) \[64\] of this model's experts; "
+                                         "use group_size 64"):
+        check_applicable(tmp_path / "source", [LLMPTQSpec(algorithm="rtn", group_size=128)])
+
+
 def test_a_mixture_of_experts_run_resumes_from_its_block_checkpoints(tmp_path):
     """Blocks are checkpointed under the split names (a float gate among them) and renamed to the checkpoint's
     layout when written, so a resumed run writes the same folder as an uninterrupted one."""

@@ -25,6 +25,17 @@ def test_rtn_codes_stay_in_range_and_error_is_at_most_half_a_step(bits, symmetri
     assert bool((error <= step * 0.5 * (1 + 1e-4)).all())
 
 
+@pytest.mark.parametrize("group_size, columns, fitted", [
+    (128, 256, 128), (128, 576, 64), (128, 96, 32), (64, 96, 32), (128, 48, None), (32, 48, None), (None, 48, None),
+    (32, 32, 32)])
+def test_a_layer_takes_the_largest_group_size_up_to_the_asked_one_that_divides_its_width(group_size, columns,
+                                                                                          fitted):
+    fmt = WeightFormat(4, group_size, True)
+    assert fmt.for_columns(columns) == WeightFormat(4, fitted, True)
+    quantized = rtn(_weight(columns=columns), fmt.for_columns(columns), torch.float32)
+    assert quantized.scale.shape == (64, columns // (fitted or columns))
+
+
 def test_more_bits_and_smaller_groups_mean_less_error():
     weight = _weight()
     sqnr = {(bits, group): weight_sqnr_db(weight, rtn(weight, WeightFormat(bits, group), torch.float32).dequantize())
