@@ -32,6 +32,7 @@ from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.io import export_model, save_program
 from compression.llm.text import check_tokenizes
 from compression.moe_experts import split_stacked_experts
+from compression.parameter_writes import written_parameters
 from compression.sentence_pooling import SentencePooling
 from compression.text_labels import ModelClasses, label_array, word_tags
 
@@ -389,13 +390,13 @@ def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
     try:
         with torch.no_grad():
             program = export_model(model, example)
-            if _mutates_parameters(program):
+            if written_parameters(program):
                 # RWKV rescales its weights in place on its first call in eval mode: the program recorded that
                 # (and would repeat it on every call, failing on weights that require grad). Once run, the model
                 # holds its inference weights and its next trace has no such step.
                 model(*example)
                 program = export_model(model, example)
-        if _mutates_parameters(program):
+        if written_parameters(program):
             raise ValueError("the model changes its own weights each time it runs")
     except (MemoryError, KeyboardInterrupt):
         raise
@@ -411,21 +412,6 @@ def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
     program.graph_module.graph.eliminate_dead_code()
     program.graph_module.recompile()
     return program
-
-
-def _mutates_parameters(program: torch.export.ExportedProgram) -> bool:
-    """Whether the graph writes to one of its parameters in place (export keeps such an op, `div_` on a weight,
-    in the graph rather than as a mutation in its signature)."""
-    parameters = set(program.graph_signature.inputs_to_parameters)
-    for node in program.graph.nodes:
-        schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
-        if schema is None:
-            continue
-        for argument, value in zip(schema.arguments, node.args):
-            written = argument.alias_info is not None and argument.alias_info.is_write
-            if written and isinstance(value, torch.fx.Node) and value.name in parameters:
-                return True
-    return False
 
 
 def stacked_experts(model: torch.nn.Module) -> str | None:

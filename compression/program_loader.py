@@ -34,6 +34,7 @@ from compression.archive.program_rules import (
     called_operators,
 )
 from compression.archive.pt2 import CONSTANTS_DIR, MODEL_JSON, SAMPLE_INPUTS, WEIGHTS_DIR, Pt2Archive, read_pt2
+from compression.parameter_writes import written_parameters
 from compression.positional_inputs import make_inputs_positional
 from compression.program_device import retarget_devices
 
@@ -59,6 +60,11 @@ def load_checked_program(source: str | Path | BinaryIO, limits: ArchiveLimits = 
     except Exception as exc:  # torch's own consistency checks, on a program that passed ours
         raise InvalidUpload(f"{where}: torch cannot rebuild the program ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:500] if str(exc) else ''})") from None
+    if written := written_parameters(program):
+        raise InvalidUpload(f"{where}: the program writes to its own parameters each time it runs "
+                            f"({', '.join(written[:5])}{', ...' if len(written) > 5 else ''}), so no two calls "
+                            "compute the same; export the model after the step that changes its weights has run "
+                            "once (e.g. call it once in eval mode before torch.export.export)")
     # Tensors are loaded on the CPU; a program exported on a GPU names cuda in its factory and cast ops.
     retarget_devices(program.graph_module, "cpu")
     return make_inputs_positional(program)

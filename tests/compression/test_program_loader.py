@@ -169,3 +169,29 @@ def test_a_constant_argument_is_baked_in_and_no_longer_an_input(by_name, tmp_pat
     saved = tmp_path / "again.pt2"
     save_program(export_model(ours.module(), (new,)), saved)
     torch.testing.assert_close(load_program(saved).module()(new), expected)
+
+
+class _HalvesItsWeight(torch.nn.Module):
+    def __init__(self, row: bool):
+        super().__init__()
+        self.linear, self.row = torch.nn.Linear(4, 2), row
+
+    def forward(self, x):
+        with torch.no_grad():  # as RWKV's first call in eval mode rescales its weights
+            halved = (self.linear.weight[0] if self.row else self.linear.weight).mul_(0.5).sum()
+        return self.linear(x) + halved + self.linear.bias.to(torch.float16).mul_(2).float()  # a copy's write
+
+
+@pytest.mark.parametrize("row", [False, True])
+def test_a_program_that_writes_to_its_own_parameters_is_refused(tmp_path, row):
+    """Each call would compute with other weights, and every method would fail on it in its own way; a write to a
+    view of a parameter counts, one to a copy (the bias cast to another dtype) does not."""
+    from compression.archive import InvalidUpload
+    from compression.parameter_writes import written_parameters
+
+    program = torch.export.export(_HalvesItsWeight(row), (torch.randn(2, 4),))
+    path = save_program(program, tmp_path / "m.pt2")
+    with pytest.raises(InvalidUpload, match=r"writes to its own parameters each time it runs \(linear.weight\)"):
+        load_program(path)
+    assert written_parameters(export_model(zoo.build("mlp", input_shape=(1, 8, 8), num_classes=3),
+                                           (torch.randn(2, 1, 8, 8),))) == []
