@@ -30,8 +30,34 @@ def available_backends() -> list[Backend]:
     backends = [Backend("sqlite", None, None)]
     database, broker = os.environ.get("MODELPRESS_TEST_DATABASE_URL"), os.environ.get("MODELPRESS_TEST_BROKER_URL")
     if database and broker:
-        backends.append(Backend("postgres", database, broker))
+        backends.append(Backend("postgres", *_for_this_test_process(database, broker)))
     return backends
+
+
+def _for_this_test_process(database: str, broker: str) -> tuple[str, str]:
+    """Under pytest-xdist each test process (`gw<N>`) gets a database and a Redis database of its own: a session
+    wipes its schema and purges its queue, which would pull the ground from under the other process's tests.
+    Worker N uses `<database>_gw<N>` (created on first use) and the Redis database N below the given one."""
+    from sqlalchemy.engine import make_url
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return database, broker
+    index = int(worker.removeprefix("gw"))
+    url = make_url(database)
+    own = url.set(database=f"{url.database}_{worker}")
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")  # CREATE DATABASE runs outside a transaction
+    with engine.connect() as connection:
+        exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                    {"name": own.database}).first()
+        if not exists:
+            connection.execute(text(f'CREATE DATABASE "{own.database}"'))
+    engine.dispose()
+    base, _, number = broker.rpartition("/")
+    if not number.isdigit() or int(number) < index:
+        raise ValueError(f"MODELPRESS_TEST_BROKER_URL must end in a Redis database number of at least {index} "
+                         f"(test process {worker} uses that number minus {index}); got {broker}")
+    return own.render_as_string(hide_password=False), f"{base}/{int(number) - index}"
 
 
 def reset_database(url: str) -> None:

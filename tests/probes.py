@@ -55,7 +55,11 @@ def start(name: str) -> None:
 
 
 def start_collected(paths: set[str]) -> None:
-    """Start every probe whose test file is among the collected `paths` (relative to the repository root)."""
+    """Start every probe whose test file is among the collected `paths` (relative to the repository root). Under
+    pytest-xdist every test process collects every test and the cores are busy anyway: each probe then starts in
+    the process that runs its test, when the test asks for its figures."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     for name, probe in PROBES.items():
         if probe.tests in paths:
             start(name)
