@@ -63,7 +63,8 @@ class FolderLayout:
     float_activations: list[str] = field(default_factory=list)
     # linear modules the graph runs in float (include/exclude): the config's `ignore` names them
     float_layers: set[str] = field(default_factory=set)
-    # quantized tables whose module has its own forward, written as their dequantized float values
+    # quantized tables written as their dequantized float values: their module has its own forward, or a decoder the
+    # folder keeps float reads them too (`compression.hf_whole_model_folder`)
     dequantized_tables: list[str] = field(default_factory=list)
     # mixture-of-experts routers the stage quantized, written as their dequantized float weights (own forward)
     dequantized_routers: list[str] = field(default_factory=list)

@@ -29,6 +29,7 @@ from compression.archive.jsonl import (
 )
 from compression.archive.npz import IGNORED_LABEL
 from compression.archive.sentence_transformers import SentenceEmbedding
+from compression.hf_whole_model_folder import EncoderOf, decompress, encoder_of
 from compression.io import export_model, save_program
 from compression.llm.text import check_tokenizes
 from compression.moe_experts import split_stacked_experts
@@ -54,6 +55,7 @@ class _TensorOutput(torch.nn.Module):
                  options: dict | None = None):
         super().__init__()
         self.model, self.output, self.pooling, self.options = model, output, pooling, options or {}
+        self.encoder_of: EncoderOf | None = None  # set where `model` is the encoder of a whole model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -209,10 +211,18 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         # (T5EncoderModel, MT5EncoderModel, ...) the folder is loaded as that, so that a stage's folder is one
         # `from_pretrained` loads; else the encoder module itself.
         encoder_class = _encoder_only_class(model)
-        model = (encoder_class.from_pretrained(folder, use_safetensors=True, dtype=dtype, **LOCAL_ONLY)
-                 if encoder_class is not None else model.get_encoder()).eval()
-    pooling = SentencePooling(embedding) if embedding is not None else None
-    return _TensorOutput(model, "last_hidden_state", pooling).eval()
+        if encoder_class is None:  # its folder is the whole model with this encoder (`hf_whole_model_folder`)
+            decompress(model)
+            whole, model = model, model.get_encoder()
+            wrapper = _TensorOutput(model, "last_hidden_state", _pooling(embedding)).eval()
+            wrapper.encoder_of = encoder_of(whole, model)
+            return wrapper
+        model = encoder_class.from_pretrained(folder, use_safetensors=True, dtype=dtype, **LOCAL_ONLY).eval()
+    return _TensorOutput(model, "last_hidden_state", _pooling(embedding)).eval()
+
+
+def _pooling(embedding: SentenceEmbedding | None) -> SentencePooling | None:
+    return SentencePooling(embedding) if embedding is not None else None
 
 
 def _encoder_only_class(model: torch.nn.Module):

@@ -19,6 +19,7 @@ from compression.archive.hf_folder import read_hf_folder
 from compression.archive.jsonl import read_jsonl
 from compression.context import RunContext
 from compression.dry_run import DryRunFailed
+from compression.fidelity import relative_max_gap
 from compression.formats import hf_folder
 from compression.hf_program import (
     folder_to_program,
@@ -340,6 +341,11 @@ def _encoder_decoder_folder(tmp_path, architecture: str):
     if architecture.startswith("T5"):
         config = transformers.T5Config(vocab_size=320, d_model=32, num_layers=1, num_heads=2, d_ff=64, d_kv=16,
                                        pad_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    elif architecture.startswith("Marian"):
+        config = transformers.MarianConfig(vocab_size=320, d_model=32, encoder_layers=1, decoder_layers=1,
+                                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                                           decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=1,
+                                           eos_token_id=2, decoder_start_token_id=1, decoder_vocab_size=320)
     else:
         config = transformers.BartConfig(vocab_size=320, d_model=32, encoder_layers=1, decoder_layers=1,
                                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
@@ -372,6 +378,49 @@ def test_a_t5_checkpoint_gives_its_encoder_features(tmp_path):
     assert result.stages[0].metrics["hf_folder"]["written"], result.stages[0].metrics["hf_folder"]
     [written] = [a for a in result.stages[0].artifacts if a.name == hf_folder.ARTIFACT_NAME]
     assert type(hf_folder.load(written.path)).__name__ == "T5EncoderModel"
+
+
+W4_PER_GROUP = PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 16}, activations=None,
+                       export_onnx=False, selection_samples=16)
+
+
+@pytest.mark.parametrize(("architecture", "spec"), [("BartForConditionalGeneration", PTQSpec(calibration_samples=8)),
+                                                    ("BartForConditionalGeneration", W4_PER_GROUP),
+                                                    ("MarianMTModel", PTQSpec(calibration_samples=8))],
+                         ids=["bart-w8a8", "bart-w4-packed", "marian-w8a8-int8-table"])
+def test_an_encoder_decoders_features_are_written_as_the_whole_model_with_its_encoder_compressed(tmp_path,
+                                                                                              architecture, spec):
+    # transformers has no BartEncoderModel: the folder of the encoder's tensors alone did not load (AutoModel built
+    # BartModel, found none of its names and started them random), so no stage of a BART, mBART, Pegasus, Marian,
+    # ... feature extractor had a folder. It is the whole model now, the decoder as uploaded.
+    model, archive = _encoder_decoder_folder(tmp_path, architecture)
+    assert read_hf_folder(archive).task == "feature-extraction"
+    [stage] = run_folder_pipeline(archive, text_dataset(tmp_path, labels=False), None, [spec],
+                                  EvaluationSpec(latency=False), RunContext(), tmp_path / "work").stages
+    assert stage.metrics["hf_folder"]["written"], stage.metrics["hf_folder"]
+    [written] = [a for a in stage.artifacts if a.name == hf_folder.ARTIFACT_NAME]
+    loaded = hf_folder.load(written.path)
+    assert type(loaded).__name__ == type(model.model).__name__  # BartModel, MarianModel
+    # compressed-tensors finds the encoder's layers by the whole model's names; the decoder is the upload's
+    assert "encoder.layers.0.fc1" in json.dumps(loaded.config.quantization_config.to_dict())
+    torch.testing.assert_close(loaded.get_decoder().layers[0].fc1.weight, model.model.decoder.layers[0].fc1.weight)
+    # The int8 token table, which the decoder reads too (`shared`), is held dequantized: Marian's is a plain
+    # Embedding (BART's has its own forward, dequantized for that), and int8 codes there broke the decoder.
+    assert "embed_tokens" in stage.metrics["hf_folder"]["dequantized_tables"] or spec.activations is None
+    assert loaded.get_decoder().embed_tokens.weight.is_floating_point()
+    assert stage.metrics["hf_folder"]["encoder_features"].startswith("model.get_encoder()")
+    loaded.hf_quantizer.compressor.decompress_model(loaded)  # as encoder_features says
+    rows = np.load(tmp_path / "work" / "dataset.npz")
+    ids, mask = (torch.from_numpy(rows[f"val.{name}"][:4]) for name in ("input_ids", "attention_mask"))
+    features = loaded.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    # what the writer measured of the folder against the upload's encoder (its check against the stage's model
+    # passed), so running the encoder alone computes what the folder was checked to compute
+    float_features = model.model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    measured = stage.metrics["hf_folder"]["folder_relative_difference_to_float"]
+    assert 0 < relative_max_gap(features, float_features) <= 2 * measured
+    # and the whole model, decoder included, runs (its token table float, as it reads it)
+    whole = loaded(input_ids=ids, attention_mask=mask, decoder_input_ids=ids[:, :3])
+    torch.testing.assert_close(whole.encoder_last_hidden_state, features)
 
 
 def test_a_bart_classifier_reads_its_last_eos_token_without_a_boolean_mask(tmp_path):
