@@ -107,21 +107,25 @@ def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Mod
 
 def _dequantize_init_reads(layout: FolderLayout, source_model: torch.nn.Module,
                            source: dict[str, torch.Tensor]) -> list[str]:
-    """Quantized linear layers whose weight the architecture's weight initialisation reads (Mamba's out_proj,
-    GPT-BigCode's c_proj: `compression.llm.init_reads`) are written as their dequantized float weights, as
-    transformers could not load the folder otherwise; returns their names."""
+    """Packed quantized linear layers (below 8 bits) whose weight the architecture's weight initialisation reads
+    (Mamba's out_proj, GPT-BigCode's c_proj: `compression.llm.init_reads`) are written as their dequantized float
+    weights, as transformers could not load the folder otherwise ("'Linear' object has no attribute 'weight'": a
+    packed layer holds `weight_packed`); returns their names. An 8-bit layer keeps its int8 `weight`, which the
+    initialisation reads without harm. A layer with a static input quantizer keeps it (a "dense" scheme with
+    input activations), as QAT's and W8A8's layers have: those were left packed before, and such a folder failed
+    to load."""
     try:
         read = set(init_read_layers(lambda: type(source_model)(source_model.config))) & set(layout.weights)
     except Exception:  # noqa: BLE001 - a class not built from its config alone: loading the folder is the check
         return []
-    read -= layout.embeddings | set(layout.inputs)  # an input quantizer needs its layer quantized: left to the check
+    read = {name for name in read - layout.embeddings if layout.packed(name)}
     share = sum(layout.weights[name].codes.numel() for name in read) / max(
         sum(weight.codes.numel() for weight in layout.weights.values()), 1)
     if share > MAX_INIT_READ_SHARE:
         raise NotExpressible(f"transformers' weight initialisation of this architecture reads the float weight of "
-                             f"layers holding {share:.0%} of the quantized weights, which a compressed-tensors "
-                             "layer does not have: they would be written float, and the folder barely smaller; "
-                             "the stage's .pt2 is its model")
+                             f"layers holding {share:.0%} of the quantized weights, which a packed "
+                             "compressed-tensors layer does not have: they would be written float, and the folder "
+                             "barely smaller; the stage's .pt2 is its model")
     for name in sorted(read):
         layout.write_float(name, source[f"{name}.weight"].dtype)
         layout.float_layers.add(name)
