@@ -191,6 +191,9 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", dtype=dtype,
                                      **LOCAL_ONLY)
     model.eval()
+    # A compressed-tensors folder decompresses in a hook on the model's own first call, which a wrapper that
+    # runs a part of it never makes (a BART classifier's base model and head, an encoder-decoder's encoder).
+    decompress(model)
     if task == "sequence-classification":
         return (_LastEosClassifier(model) if _reads_last_eos(model) else _TensorOutput(model, "logits")).eval()
     if task == "token-classification":
@@ -212,7 +215,6 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         # `from_pretrained` loads; else the encoder module itself.
         encoder_class = _encoder_only_class(model)
         if encoder_class is None:  # its folder is the whole model with this encoder (`hf_whole_model_folder`)
-            decompress(model)
             whole, model = model, model.get_encoder()
             wrapper = _TensorOutput(model, "last_hidden_state", _pooling(embedding)).eval()
             wrapper.encoder_of = encoder_of(whole, model)

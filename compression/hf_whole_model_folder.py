@@ -39,8 +39,8 @@ def encoder_of(whole: torch.nn.Module, encoder: torch.nn.Module) -> EncoderOf:
 
 def decompress(whole: torch.nn.Module) -> None:
     """Decompress a compressed-tensors folder's weights now: compressed-tensors does it in a hook on the whole
-    model's first call, which running its encoder alone never makes (its linears then ran on their int8 codes and
-    failed: "self and mat2 must have the same dtype")."""
+    model's first call, which running a part of it (its encoder alone) never makes (its linears then ran on their
+    int8 codes and failed: "self and mat2 must have the same dtype"). A no-op on any other model."""
     quantizer = getattr(whole, "hf_quantizer", None)
     if hasattr(whole, "ct_decompress_hook") and hasattr(quantizer, "compressor"):
         quantizer.compressor.decompress_model(whole)

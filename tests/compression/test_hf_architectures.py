@@ -3,6 +3,7 @@ path (`run_folder_pipeline`), each one that failed before (bench/hf_architecture
 models of a few hundred thousand parameters, a few seconds each."""
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ from compression.hf_program import (
 )
 from compression.io import load_program
 from compression.llm.pipeline import run_folder_pipeline
-from compression.specs import EvaluationSpec, KDSpec, LLMPTQSpec, PruneSpec, PTQSpec
+from compression.specs import EvaluationSpec, KDSpec, LLMPTQSpec, PruneSpec, PTQSpec, QATSpec
 
 RTN = LLMPTQSpec(algorithm="rtn", bits=8, group_size=None, calibration={"samples": 4, "sequence_length": 16},
                  evaluation={"context_length": 16, "generation_tokens": 0})
@@ -140,6 +141,24 @@ def test_a_weight_only_folder_keeps_float_the_layers_the_weight_initialisation_r
     assert folder["quantized_modules"] >= 4  # c_attn and c_fc of each block (and the output layer)
 
 
+def test_a_qat_folder_writes_float_the_layers_the_weight_initialisation_reads_and_keeps_their_input_quantizers(
+        tmp_path):
+    # QAT quantizes the inputs of GPT-BigCode's c_proj too: such layers were left packed, and the folder did not
+    # load ("'Linear' object has no attribute 'weight'"). Now their weight is written float with the input
+    # quantizer kept (a "dense" scheme with input activations).
+    spec = QATSpec(calibration_samples=16, training={"steps": 2, "batch_size": 8, "warmup_steps": 0})
+    [stage] = _job(tmp_path, "gpt_bigcode", "causal-lm", spec).stages
+    folder = stage.metrics["hf_folder"]
+    assert folder["written"] and folder["relative_difference_to_stage_model"] < 1e-3, folder
+    read = [f"transformer.h.{block}.{layer}.c_proj" for block in (0, 1) for layer in ("attn", "mlp")]
+    assert folder["dequantized_for_weight_initialisation"] == read
+    [written] = [a for a in stage.artifacts if a.name == hf_folder.ARTIFACT_NAME]
+    with zipfile.ZipFile(written.path) as archive:
+        groups = json.loads(archive.read("config.json"))["quantization_config"]["config_groups"].values()
+    [dense] = [group for group in groups if group["format"] == "dense"]
+    assert set(read) <= set(dense["targets"]) and dense["input_activations"]["num_bits"] == 8
+
+
 def test_a_folder_whose_quantized_weights_the_initialisation_mostly_reads_is_not_written_float():
     # RWKV's reads every block linear's weight: written float, its folder would not be smaller
     from compression.hf_folder_export import _dequantize_init_reads
@@ -148,13 +167,19 @@ def test_a_folder_whose_quantized_weights_the_initialisation_mostly_reads_is_not
 
     model = tiny_model("rwkv", "causal-lm")
     source = model.state_dict()
-    layout = FolderLayout(weights={name: rtn(layer.weight.detach(), WeightFormat(bits=8, group_size=None),
-                                             torch.float32)
-                                   for name, layer in model.named_modules() if isinstance(layer, torch.nn.Linear)})
+
+    def quantized(bits: int) -> dict:
+        return {name: rtn(layer.weight.detach(), WeightFormat(bits=bits, group_size=None), torch.float32)
+                for name, layer in model.named_modules() if isinstance(layer, torch.nn.Linear)}
+
+    # int8 layers keep their `weight` (int8 codes), which the initialisation reads without harm: left quantized
+    layout = FolderLayout(weights=quantized(8))
+    assert _dequantize_init_reads(layout, model, source) == [] and not layout.floats
+    layout = FolderLayout(weights=quantized(4))  # packed: no `weight`
     with pytest.raises(NotExpressible, match="reads the float weight of layers holding 100% of the quantized"):
         _dequantize_init_reads(layout, model, source)
     # one such layer beside a larger quantized embedding table: written float, the table stays quantized
-    table = rtn(model.rwkv.embeddings.weight.detach(), WeightFormat(bits=8, group_size=None), torch.float32)
+    table = rtn(model.rwkv.embeddings.weight.detach(), WeightFormat(bits=4, group_size=None), torch.float32)
     layout.weights = {"rwkv.embeddings": table, "rwkv.blocks.0.attention.key":
                       layout.weights["rwkv.blocks.0.attention.key"]}
     layout.embeddings.add("rwkv.embeddings")
@@ -438,6 +463,17 @@ def test_a_bart_classifier_reads_its_last_eos_token_without_a_boolean_mask(tmp_p
                                  [PruneSpec(), PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False),
                                  RunContext(), tmp_path / "work")
     assert result.stages[1].metrics["accuracy"] is not None
-    # The pruned (float) model is written back as a folder transformers loads and that computes the same logits
-    # (the int8 one is not: its embedding table is tied to the decoder's, which the writer cannot express).
-    assert result.stages[0].metrics["hf_folder"]["written"], result.stages[0].metrics["hf_folder"]
+    # Both stages are written back as folders transformers loads and that compute the stage's logits. The int8 one
+    # was not: the check ran the base model and the head apart, so compressed-tensors' decompression (a hook on the
+    # whole model's first call) never ran ("self and mat2 must have the same dtype").
+    for stage in result.stages:
+        assert stage.metrics["hf_folder"]["written"], stage.metrics["hf_folder"]
+    [written] = [a for a in result.stages[1].artifacts if a.name == hf_folder.ARTIFACT_NAME]
+    loaded = hf_folder.load(written.path)  # the recipe: its own call decompresses
+    assert type(loaded).__name__ == "BartForSequenceClassification"
+    rows = np.load(tmp_path / "work" / "dataset.npz")
+    ids, mask = (torch.from_numpy(rows[f"val.{name}"][:4]) for name in ("input_ids", "attention_mask"))
+    ids[:, -1], mask[:, -1] = 2, 1  # transformers' head wants an <eos> in every row
+    [program] = [a for a in result.stages[1].artifacts if a.name.endswith(".pt2")]
+    torch.testing.assert_close(loaded(input_ids=ids, attention_mask=mask).logits,
+                               load_program(program.path).module()(ids, mask), atol=0.05, rtol=0)
