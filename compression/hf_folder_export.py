@@ -52,7 +52,7 @@ from compression.hf_whole_model_folder import (
     whole_model_tensors,
 )
 from compression.llm import export
-from compression.llm.init_reads import MAX_INIT_READ_SHARE, init_read_layers
+from compression.llm.init_reads import init_read_layers
 from compression.llm.quantize import QuantizedWeight, WeightFormat
 from compression.moe_experts import is_router
 from compression.moe_folder import (
@@ -105,30 +105,19 @@ def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Mod
                              "model")
 
 
-def _dequantize_init_reads(layout: FolderLayout, source_model: torch.nn.Module,
-                           source: dict[str, torch.Tensor]) -> list[str]:
-    """Packed quantized linear layers (below 8 bits) whose weight the architecture's weight initialisation reads
-    (Mamba's out_proj, GPT-BigCode's c_proj: `compression.llm.init_reads`) are written as their dequantized float
-    weights, as transformers could not load the folder otherwise ("'Linear' object has no attribute 'weight'": a
-    packed layer holds `weight_packed`); returns their names. An 8-bit layer keeps its int8 `weight`, which the
-    initialisation reads without harm. A layer with a static input quantizer keeps it (a "dense" scheme with
-    input activations), as QAT's and W8A8's layers have: those were left packed before, and such a folder failed
-    to load."""
+def _unpack_init_reads(layout: FolderLayout, source_model: torch.nn.Module) -> list[str]:
+    """Layers below 8 bits whose weight the architecture's weight initialisation reads (Mamba's out_proj,
+    GPT-BigCode's c_proj, ModernBERT's and Falcon's linears: `compression.llm.init_reads`) are stored one code per
+    int8 (`int-quantized`), as their `weight`: packed, they have none, and transformers could not load the folder
+    ("'Linear' object has no attribute 'weight'"). Returns their names. Before 2026-12-05 they were written as
+    dequantized float weights, and a folder where they held over half the quantized weights was not written
+    (RWKV, T5, ModernBERT's and Falcon's QAT); twice a packed layer's bytes is still a quarter of float32's."""
     try:
         read = set(init_read_layers(lambda: type(source_model)(source_model.config))) & set(layout.weights)
     except Exception:  # noqa: BLE001 - a class not built from its config alone: loading the folder is the check
         return []
-    read = {name for name in read - layout.embeddings if layout.packed(name)}
-    share = sum(layout.weights[name].codes.numel() for name in read) / max(
-        sum(weight.codes.numel() for weight in layout.weights.values()), 1)
-    if share > MAX_INIT_READ_SHARE:
-        raise NotExpressible(f"transformers' weight initialisation of this architecture reads the float weight of "
-                             f"layers holding {share:.0%} of the quantized weights, which a packed "
-                             "compressed-tensors layer does not have: they would be written float, and the folder "
-                             "barely smaller; the stage's .pt2 is its model")
-    for name in sorted(read):
-        layout.write_float(name, source[f"{name}.weight"].dtype)
-        layout.float_layers.add(name)
+    read = {name for name in read if layout.packed(name)}
+    layout.unpacked |= read
     return sorted(read)
 
 
@@ -389,7 +378,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
         restack(layout.floats, set(layout.weights) | set(layout.inputs), experts)
     except StackedExpertsNotWritable as exc:
         raise NotExpressible(f"this model is a mixture of experts: {exc}") from exc
-    kept_float = _dequantize_init_reads(layout, source_model, source)
+    unpacked = _unpack_init_reads(layout, source_model)
     own_forward = _modules_with_own_forward(source_model, layout)
     untied = _fill_tied(model, tied, layout)
     _merge_source(layout, source)
@@ -471,7 +460,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             "float_activations": layout.float_activations, "float_input_layers": sorted(layout.float_inputs),
             "dequantized_tables": layout.dequantized_tables,
             "dequantized_routers": layout.dequantized_routers,
-            "dequantized_for_weight_initialisation": kept_float,
+            "unpacked_for_weight_initialisation": unpacked,
             "copied_from_source": layout.from_source, "config_changes": layout.config_changes,
             "sentence_transformers_files": sentence_transformers_files,
             "compared_output": "sentence_embedding" if embedding is not None else float_model.output,

@@ -77,6 +77,9 @@ class FolderLayout:
     # and the shapes of the stacked tensors of the folder's model they stand for
     expert_layers: set[str] = field(default_factory=set)
     stacked_experts: dict[str, torch.Size] = field(default_factory=dict)
+    # layers below 8 bits stored one code per int8 (`int-quantized`), as their `weight`, which the architecture's
+    # weight initialisation reads (a packed layer has none: `hf_folder_export._unpack_init_reads`)
+    unpacked: set[str] = field(default_factory=set)
 
     def write_float(self, name: str, dtype: torch.dtype = torch.float32) -> None:
         """Write the quantized module `name` as its dequantized float weight instead."""
@@ -84,9 +87,11 @@ class FolderLayout:
 
     def packed(self, name: str) -> bool:
         """Below 8 bits, Linear weights are int32-packed (`pack-quantized`); compressed-tensors' Embedding loader
-        has only the unpacked layout (`int-quantized`: each code in an int8). Experts are packed at 8 bits too:
-        transformers decompresses packed experts only."""
-        return (self.weights[name].format.bits < 8 or name in self.expert_layers) and name not in self.embeddings
+        has only the unpacked layout (`int-quantized`: each code in an int8), and so do the layers the
+        architecture's weight initialisation reads (`unpacked`). Experts are packed at 8 bits too: transformers
+        decompresses packed experts only."""
+        return ((self.weights[name].format.bits < 8 or name in self.expert_layers) and name not in self.embeddings
+                and name not in self.unpacked)
 
 
 def _scalar(gm: fx.GraphModule, value) -> float:

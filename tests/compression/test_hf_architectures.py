@@ -129,62 +129,65 @@ def test_what_llm_ptq_cannot_do_is_refused_at_once_with_the_reason(tmp_path, mod
                                                                           "group_size": 32}))
 
 
-def test_a_weight_only_folder_keeps_float_the_layers_the_weight_initialisation_reads(tmp_path):
-    # GPT-BigCode's `_init_weights` reads `c_proj.weight`, which a compressed-tensors layer does not have: the
-    # folder did not load back ("'Linear' object has no attribute 'weight'") until those layers were left float.
+def _groups(stage) -> list[dict]:
+    [written] = [a for a in stage.artifacts if a.name == hf_folder.ARTIFACT_NAME]
+    with zipfile.ZipFile(written.path) as archive:
+        return list(json.loads(archive.read("config.json"))["quantization_config"]["config_groups"].values())
+
+
+GPT_BIGCODE_INIT_READS = [f"transformer.h.{block}.{layer}.c_proj" for block in (0, 1) for layer in ("attn", "mlp")]
+
+
+def test_a_4_bit_folder_stores_the_layers_the_weight_initialisation_reads_one_code_per_int8(tmp_path):
+    # GPT-BigCode's `_init_weights` reads `c_proj.weight`, which a packed compressed-tensors layer does not have:
+    # the folder did not load back ("'Linear' object has no attribute 'weight'"); then those layers were written
+    # float. Now they hold their 4-bit codes in int8 (`int-quantized`), as their `weight`.
     spec = PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 32}, activations=None,
                    export_onnx=False, selection_samples=16)
-    folder = _job(tmp_path, "gpt_bigcode", "causal-lm", spec).stages[0].metrics["hf_folder"]
+    [stage] = _job(tmp_path, "gpt_bigcode", "causal-lm", spec).stages
+    folder = stage.metrics["hf_folder"]
     assert folder["written"] and folder["relative_difference_to_stage_model"] < 1e-3, folder
-    assert folder["dequantized_for_weight_initialisation"] == [f"transformer.h.{block}.{layer}.c_proj"
-                                                              for block in (0, 1) for layer in ("attn", "mlp")]
-    assert folder["quantized_modules"] >= 4  # c_attn and c_fc of each block (and the output layer)
+    assert folder["unpacked_for_weight_initialisation"] == GPT_BIGCODE_INIT_READS
+    groups = _groups(stage)
+    [unpacked] = [group for group in groups if GPT_BIGCODE_INIT_READS[0] in group["targets"]]
+    assert unpacked["format"] == "int-quantized" and unpacked["weights"]["num_bits"] == 4
+    assert set(GPT_BIGCODE_INIT_READS) <= set(unpacked["targets"])
+    [packed] = [group for group in groups if group["format"] == "pack-quantized"]
+    assert "transformer.h.0.attn.c_attn" in packed["targets"]  # the layers the initialisation does not read
 
 
-def test_a_qat_folder_writes_float_the_layers_the_weight_initialisation_reads_and_keeps_their_input_quantizers(
-        tmp_path):
+def test_a_qat_folder_keeps_the_input_quantizers_of_the_layers_the_weight_initialisation_reads(tmp_path):
     # QAT quantizes the inputs of GPT-BigCode's c_proj too: such layers were left packed, and the folder did not
-    # load ("'Linear' object has no attribute 'weight'"). Now their weight is written float with the input
-    # quantizer kept (a "dense" scheme with input activations).
+    # load ("'Linear' object has no attribute 'weight'").
     spec = QATSpec(calibration_samples=16, training={"steps": 2, "batch_size": 8, "warmup_steps": 0})
     [stage] = _job(tmp_path, "gpt_bigcode", "causal-lm", spec).stages
     folder = stage.metrics["hf_folder"]
     assert folder["written"] and folder["relative_difference_to_stage_model"] < 1e-3, folder
-    read = [f"transformer.h.{block}.{layer}.c_proj" for block in (0, 1) for layer in ("attn", "mlp")]
-    assert folder["dequantized_for_weight_initialisation"] == read
-    [written] = [a for a in stage.artifacts if a.name == hf_folder.ARTIFACT_NAME]
-    with zipfile.ZipFile(written.path) as archive:
-        groups = json.loads(archive.read("config.json"))["quantization_config"]["config_groups"].values()
-    [dense] = [group for group in groups if group["format"] == "dense"]
-    assert set(read) <= set(dense["targets"]) and dense["input_activations"]["num_bits"] == 8
+    assert folder["unpacked_for_weight_initialisation"] == GPT_BIGCODE_INIT_READS
+    [unpacked] = [group for group in _groups(stage) if GPT_BIGCODE_INIT_READS[0] in group["targets"]]
+    assert unpacked["format"] == "int-quantized" and unpacked["input_activations"]["num_bits"] == 8
+    assert set(GPT_BIGCODE_INIT_READS) <= set(unpacked["targets"])
 
 
-def test_a_folder_whose_quantized_weights_the_initialisation_mostly_reads_is_not_written_float():
-    # RWKV's reads every block linear's weight: written float, its folder would not be smaller
-    from compression.hf_folder_export import _dequantize_init_reads
-    from compression.hf_folder_graph import FolderLayout, NotExpressible
+def test_only_packed_layers_the_initialisation_reads_are_unpacked():
+    # RWKV's reads every block linear's weight
+    from compression.hf_folder_export import _unpack_init_reads
+    from compression.hf_folder_graph import FolderLayout
     from compression.llm.quantize import WeightFormat, rtn
 
     model = tiny_model("rwkv", "causal-lm")
-    source = model.state_dict()
 
     def quantized(bits: int) -> dict:
         return {name: rtn(layer.weight.detach(), WeightFormat(bits=bits, group_size=None), torch.float32)
                 for name, layer in model.named_modules() if isinstance(layer, torch.nn.Linear)}
 
-    # int8 layers keep their `weight` (int8 codes), which the initialisation reads without harm: left quantized
+    # int8 layers keep their `weight` (int8 codes), which the initialisation reads without harm
     layout = FolderLayout(weights=quantized(8))
-    assert _dequantize_init_reads(layout, model, source) == [] and not layout.floats
-    layout = FolderLayout(weights=quantized(4))  # packed: no `weight`
-    with pytest.raises(NotExpressible, match="reads the float weight of layers holding 100% of the quantized"):
-        _dequantize_init_reads(layout, model, source)
-    # one such layer beside a larger quantized embedding table: written float, the table stays quantized
-    table = rtn(model.rwkv.embeddings.weight.detach(), WeightFormat(bits=4, group_size=None), torch.float32)
-    layout.weights = {"rwkv.embeddings": table, "rwkv.blocks.0.attention.key":
-                      layout.weights["rwkv.blocks.0.attention.key"]}
-    layout.embeddings.add("rwkv.embeddings")
-    assert _dequantize_init_reads(layout, model, source) == ["rwkv.blocks.0.attention.key"]
-    assert list(layout.weights) == ["rwkv.embeddings"] and "rwkv.blocks.0.attention.key.weight" in layout.floats
+    assert _unpack_init_reads(layout, model) == [] and not layout.unpacked
+    layout = FolderLayout(weights=quantized(4))
+    blocks = {name for name in layout.weights if name.startswith("rwkv.blocks.")}
+    unpacked = _unpack_init_reads(layout, model)
+    assert blocks <= set(unpacked) and not any(layout.packed(name) for name in unpacked) and not layout.floats
 
 
 def test_a_tokenizer_that_reads_no_tokens_is_refused(tmp_path):
