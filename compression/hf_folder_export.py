@@ -43,12 +43,11 @@ from compression.hf_folder_graph import (
     shift_to_signed,
     tied_module,
 )
-from compression.hf_program import LOCAL_ONLY, load_folder_model
+from compression.hf_program import load_folder_model
 from compression.hf_whole_model_folder import (
     ENCODER_FEATURES,
-    EncoderOf,
+    keep_shared_tables_float,
     prefixed_targets,
-    shared_with_the_rest,
     whole_model_tensors,
 )
 from compression.llm import export
@@ -386,15 +385,10 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
         shutil.rmtree(output_dir)
     whole = getattr(float_model, "encoder_of", None)  # an encoder-decoder's encoder: the folder is the whole model
     if whole is not None:
-        whole_state = _whole_state(whole, source_folder, model)
-        for name in shared_with_the_rest(whole, whole_state):  # a token table the decoder reads too: float
-            if (module := name.removesuffix(".weight")) in layout.weights:
-                layout.write_float(module, source[name].dtype)
-                layout.embeddings.discard(module)
-                layout.dequantized_tables.append(module)
+        keep_shared_tables_float(whole, layout)
     tensors = _tensors(layout)
     if whole is not None:
-        tensors = _unshared(whole_model_tensors(whole, whole_state, tensors))
+        tensors = _unshared(whole_model_tensors(whole, tensors))
     writer = export.ShardWriter(output_dir, 1)
     writer.write(tensors)
     writer.finish()
@@ -407,7 +401,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
         config["tie_word_embeddings"] = False
     # The class whose weights the folder holds: an encoder-decoder checkpoint's features are written as its
     # encoder-only class (T5EncoderModel), which the saved name (T5ForConditionalGeneration) would not load.
-    config["architectures"] = [(whole.whole_class if whole is not None else type(source_model)).__name__]
+    config["architectures"] = [type(whole.whole if whole is not None else source_model).__name__]
     schemes = _schemes(layout)
     if schemes:
         # the schemes target quantized modules by name, so a float layer is left alone either way; `ignore` says so
@@ -469,13 +463,6 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             "folder_relative_difference_to_float": folder_error,
             "size_bytes": export.folder_bytes(output_dir),
             **({"encoder_features": ENCODER_FEATURES} if whole is not None else {})}
-
-
-def _whole_state(where: EncoderOf, source_folder: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The whole uploaded model's tensors, in the dtype the stage computed in."""
-    whole = where.whole_class.from_pretrained(source_folder, use_safetensors=True, **LOCAL_ONLY,
-                                              dtype="auto" if half_precision(model) else torch.float32)
-    return whole.state_dict()
 
 
 def _experts_as_checkpoint_layers(layout: FolderLayout, experts: list[StackedProjection],

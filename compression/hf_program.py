@@ -29,7 +29,7 @@ from compression.archive.jsonl import (
 )
 from compression.archive.npz import IGNORED_LABEL
 from compression.archive.sentence_transformers import SentenceEmbedding
-from compression.hf_whole_model_folder import EncoderOf, decompress, encoder_of
+from compression.hf_whole_model_folder import EncoderOf, encoder_of
 from compression.io import export_model, save_program
 from compression.llm.text import check_tokenizes
 from compression.moe_experts import split_stacked_experts
@@ -191,9 +191,7 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", dtype=dtype,
                                      **LOCAL_ONLY)
     model.eval()
-    # A compressed-tensors folder decompresses in a hook on the model's own first call, which a wrapper that
-    # runs a part of it never makes (a BART classifier's base model and head, an encoder-decoder's encoder).
-    decompress(model)
+    _decompress(model)
     if task == "sequence-classification":
         return (_LastEosClassifier(model) if _reads_last_eos(model) else _TensorOutput(model, "logits")).eval()
     if task == "token-classification":
@@ -221,6 +219,16 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
             return wrapper
         model = encoder_class.from_pretrained(folder, use_safetensors=True, dtype=dtype, **LOCAL_ONLY).eval()
     return _TensorOutput(model, "last_hidden_state", _pooling(embedding)).eval()
+
+
+def _decompress(model: torch.nn.Module) -> None:
+    """Decompress a compressed-tensors folder's weights now: compressed-tensors does it in a hook on the model's
+    own first call, which a wrapper that runs a part of it never makes (a BART classifier's base model and head,
+    an encoder-decoder's encoder): its linears then ran on their int8 codes ("self and mat2 must have the same
+    dtype"). A no-op on any other model."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if hasattr(model, "ct_decompress_hook") and hasattr(quantizer, "compressor"):
+        quantizer.compressor.decompress_model(model)
 
 
 def _pooling(embedding: SentenceEmbedding | None) -> SentencePooling | None:

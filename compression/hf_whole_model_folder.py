@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from compression.hf_folder_graph import NotExpressible
+from compression.hf_folder_graph import FolderLayout, NotExpressible
 from compression.tied_copies import shared_groups
 
 # What the folder's metrics tell a user: the features are the encoder's, and compressed-tensors decompresses the
@@ -25,45 +25,38 @@ ENCODER_FEATURES = ("model.get_encoder()(input_ids=..., attention_mask=...).last
 
 @dataclass(frozen=True)
 class EncoderOf:
-    """Where the encoder a stage compresses sits: transformers' class of the whole model, and the encoder's name
-    in it (`encoder`)."""
+    """The whole model a stage's encoder was taken from, as loaded (the folder's other tensors come from it rather
+    than from a second load), and the encoder's name in it (`encoder`)."""
 
-    whole_class: type
+    whole: torch.nn.Module
     name: str
 
 
 def encoder_of(whole: torch.nn.Module, encoder: torch.nn.Module) -> EncoderOf:
     name = next(name for name, module in whole.named_modules() if module is encoder)
-    return EncoderOf(type(whole), name)
+    return EncoderOf(whole, name)
 
 
-def decompress(whole: torch.nn.Module) -> None:
-    """Decompress a compressed-tensors folder's weights now: compressed-tensors does it in a hook on the whole
-    model's first call, which running a part of it (its encoder alone) never makes (its linears then ran on their
-    int8 codes and failed: "self and mat2 must have the same dtype"). A no-op on any other model."""
-    quantizer = getattr(whole, "hf_quantizer", None)
-    if hasattr(whole, "ct_decompress_hook") and hasattr(quantizer, "compressor"):
-        quantizer.compressor.decompress_model(whole)
-
-
-def shared_with_the_rest(where: EncoderOf, state: dict[str, torch.Tensor]) -> list[str]:
-    """The encoder's tensors (named inside it) that the whole model shares with its other parts: BART's token
-    table, which the decoder reads as `shared`. The folder holds them float, as the decoder reads them."""
+def keep_shared_tables_float(where: EncoderOf, layout: FolderLayout) -> None:
+    """A token table the encoder shares with the rest of the model (BART's `shared`, which the decoder reads too)
+    and the stage quantized is written as its dequantized values: the decoder reads it as floats."""
+    state = where.whole.state_dict()
     prefix = f"{where.name}."
-    shared = []
     for names in shared_groups(state.items()):
-        ours = [name.removeprefix(prefix) for name in names if name.startswith(prefix)]
-        if ours and len(ours) < len(names):
-            shared += ours
-    return shared
+        ours = [name for name in names if name.startswith(prefix)]
+        for name in ours if len(ours) < len(names) else []:
+            if (module := name.removeprefix(prefix).removesuffix(".weight")) in layout.weights:
+                layout.write_float(module, state[name].dtype)
+                layout.embeddings.discard(module)
+                layout.dequantized_tables.append(module)
 
 
-def whole_model_tensors(where: EncoderOf, state: dict[str, torch.Tensor],
-                        encoder_tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The folder's tensors: the whole uploaded model's (`state`), with the encoder's replaced by `encoder_tensors`
-    (the stage's, named inside the encoder). A table the encoder shares with the rest of the model (BART's `shared`
+def whole_model_tensors(where: EncoderOf, encoder_tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The folder's tensors: the whole uploaded model's, with the encoder's replaced by `encoder_tensors` (the
+    stage's, named inside the encoder). A table the encoder shares with the rest of the model (BART's `shared`
     token embedding, which the decoder reads too) takes the encoder's values, under the one name the whole model
     keeps it by (transformers ties the others to it when it loads the folder)."""
+    state = where.whole.state_dict()
     prefix = f"{where.name}."
     tensors = {name: tensor for name, tensor in state.items() if not name.startswith(prefix)}
     tensors |= {prefix + name: tensor for name, tensor in encoder_tensors.items()}
@@ -71,7 +64,7 @@ def whole_model_tensors(where: EncoderOf, state: dict[str, torch.Tensor],
         ours = [name for name in names if name.startswith(prefix)]
         if not ours:
             continue
-        if ours[0] not in tensors or not tensors[ours[0]].is_floating_point():  # `shared_with_the_rest` was not
+        if ours[0] not in tensors or not tensors[ours[0]].is_floating_point():  # `keep_shared_tables_float` was not
             raise NotExpressible(f"the folder holds '{ours[0]}' quantized, which the whole model shares with "
                                  f"{[name for name in names if name not in ours]}")
         values = tensors[ours[0]]
