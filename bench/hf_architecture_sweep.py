@@ -131,6 +131,7 @@ SPECIFIC = {
     "olmoe": {"num_key_value_heads": 2, "num_experts": 4, "num_experts_per_tok": 2},
     "gpt_oss": {"head_dim": 16, "num_key_value_heads": 2, "num_local_experts": 4, "sliding_window": 16},
     "granitemoe": {"num_key_value_heads": 2, "num_local_experts": 4},
+    "plbart": {"decoder_attention_heads": HEADS},  # its attribute_map sets the encoder's heads only
     "phimoe": {"num_key_value_heads": 2, "num_local_experts": 4},
     **{model_type: {"head_dim": 16, "num_key_value_heads": 2} for model_type in (
         "glm4", "ernie4_5", "hunyuan_v1_dense", "seed_oss", "lfm2", "olmo3", "apertus", "bitnet", "doge")},

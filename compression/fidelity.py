@@ -165,3 +165,10 @@ def relative_max_gap(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """Largest absolute difference, relative to `expected`'s largest magnitude: how two programs that should
     compute the same function (a rewrite, a written folder) are compared."""
     return float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
+
+
+def examples_moved(actual: torch.Tensor, expected: torch.Tensor, tolerance: float) -> int:
+    """How many examples (rows of the batch) `actual` computes differently from `expected`, by more than
+    `tolerance` of `expected`'s largest magnitude."""
+    gaps = (actual - expected).abs().flatten(1).amax(1) / expected.abs().max().clamp_min(1e-12)
+    return int((gaps > tolerance).sum())

@@ -31,7 +31,7 @@ import torch
 from torch import fx
 
 from compression.archive.sentence_transformers import SentenceEmbedding
-from compression.fidelity import relative_max_gap
+from compression.fidelity import examples_moved, relative_max_gap
 from compression.half_precision import half_precision
 from compression.hf_folder_graph import (
     PROGRAM_PREFIX,
@@ -84,7 +84,24 @@ SHARE_OF_COMPRESSION_ERROR = 0.25
 # float model than the stage model is (by MAX_FOLDER_ERROR_GROWTH): a missing operation fails both.
 SHARE_OF_COMPRESSION_ERROR_POOLED = 0.5
 MAX_FOLDER_ERROR_GROWTH = 1.25
+# A tie moves only the examples it lands in (through attention, every token of that example), while an operation
+# the folder lacks moves every example. Measured on a tiny T5 encoder int8: 7 of 8 sentences identical, the eighth
+# 0.0081 of the scale away (the stage model 0.031 from fp32). So where no quantizer was left out and at most this
+# share of the examples moved, the outputs may differ by the pooled share of the compression's error.
+MAX_SHARE_OF_EXAMPLES_MOVED_BY_TIES = 0.5
 MAX_CONFIG_FIELDS = 4  # config fields tried together when fitting pruned widths
+
+
+def allowed_difference(compression_error: float, folder_error: float, *, pooled: bool, quantizers_left_out: bool,
+                       examples_moved: int, examples: int) -> float:
+    """The largest difference, relative to the output's scale, between the folder's output and the stage model's
+    that rounding ties explain (see the constants above); `folder_error` and `compression_error` are the
+    folder's and the stage model's distances from the float model."""
+    share = SHARE_OF_COMPRESSION_ERROR
+    ties_only = not quantizers_left_out and examples_moved <= MAX_SHARE_OF_EXAMPLES_MOVED_BY_TIES * examples
+    if (pooled or ties_only) and folder_error <= MAX_FOLDER_ERROR_GROWTH * compression_error:
+        share = SHARE_OF_COMPRESSION_ERROR_POOLED
+    return max(MAX_RELATIVE_DIFFERENCE, share * compression_error)
 
 
 def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Module,
@@ -433,10 +450,9 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
         difference_in_float = relative_max_gap(got, expected_in_float) if left_out else difference
         compression_error = relative_max_gap(expected, reference)
         folder_error = relative_max_gap(got, reference)
-    share = SHARE_OF_COMPRESSION_ERROR
-    if embedding is not None and folder_error <= MAX_FOLDER_ERROR_GROWTH * compression_error:
-        share = SHARE_OF_COMPRESSION_ERROR_POOLED
-    allowed = max(MAX_RELATIVE_DIFFERENCE, share * compression_error)
+        moved = examples_moved(got, expected, MAX_RELATIVE_DIFFERENCE)
+    allowed = allowed_difference(compression_error, folder_error, pooled=embedding is not None,
+                                 quantizers_left_out=bool(left_out), examples_moved=moved, examples=len(got))
     wrong = _wrong_weights(loaded.model, model, layout, source_model)
     if wrong or not difference <= allowed:
         shutil.rmtree(output_dir)
@@ -459,6 +475,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             "sentence_transformers_files": sentence_transformers_files,
             "compared_output": "sentence_embedding" if embedding is not None else float_model.output,
             "relative_difference_to_stage_model": difference,
+            "examples_differing_from_stage_model": f"{moved} of {len(got)}",
             "stage_model_relative_difference_to_float": compression_error,
             "folder_relative_difference_to_float": folder_error,
             "size_bytes": export.folder_bytes(output_dir),
