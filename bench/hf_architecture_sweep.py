@@ -409,6 +409,9 @@ def folder_outcome(task: str, result) -> str:
     if "hf_folder" not in stage.metrics and task == "causal-lm":  # llm_ptq: its folder is the stage's model
         return perplexity.removesuffix("; ")
     folder = stage.metrics.get("hf_folder") or {}
+    if own := folder.get("measured_as_its_own_model"):  # the stage's model with some quantizers in float
+        return (f"{perplexity}loads as its own model ({own['computes'].split(' with ')[1]}): "
+                f"{own['metric_points']:.1f} {own['metric']} points vs the stage's {own['stage_metric_points']:.1f}")
     if folder.get("written"):
         return f"{perplexity}loads, rel diff {folder['relative_difference_to_stage_model']:.1e}"
     return f"{perplexity}no folder: {str(folder.get('reason', '?')).splitlines()[0][:160]}"

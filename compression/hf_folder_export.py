@@ -43,6 +43,7 @@ from compression.hf_folder_graph import (
     shift_to_signed,
     tied_module,
 )
+from compression.hf_folder_variant import Measure, measured_variant
 from compression.hf_program import load_folder_model
 from compression.hf_whole_model_folder import (
     ENCODER_FEATURES,
@@ -364,13 +365,17 @@ def _wrong_weights(loaded: torch.nn.Module, model: torch.nn.Module, layout: Fold
 
 def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, output_dir: Path,
                        example_inputs: tuple[torch.Tensor, ...], packed_path: Path | None = None,
-                       source_rounds: int = 0, embedding: SentenceEmbedding | None = None) -> dict:
+                       source_rounds: int = 0, embedding: SentenceEmbedding | None = None,
+                       measure: Measure | None = None, stage_metrics: dict | None = None) -> dict:
     """Write the stage's `model` as a folder of the source's architecture to `output_dir`; returns what was
     written (format, quantized modules, copied tensors, the check against the stage's model). `packed_path`: the
     stage's `packed.safetensors` (general PTQ path), whose integer weights the model holds dequantized. Raises
     NotExpressible when the model cannot be written so or the written folder computes something else.
     `embedding`: the sentence embedding the stage's program outputs; the folder's transformer output is pooled
-    the same way before the comparison. A sentence-transformers source's own files are copied unchanged."""
+    the same way before the comparison. A sentence-transformers source's own files are copied unchanged.
+    `measure` (the job's evaluation of a model) and `stage_metrics` (what it gave the stage's model): a folder
+    that differs from the stage's model only by activation quantizers it cannot hold is measured itself and kept
+    if it scores no worse (`compression.hf_folder_variant`)."""
     # A quantizing stage of a half-precision upload ran in float32 (`compression.half_precision`): its folder's
     # float tensors and compute dtype are float32 too, so transformers runs what the stage measured.
     float_model = load_folder_model(source_folder, task, embedding,
@@ -451,20 +456,33 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
         compression_error = relative_max_gap(expected, reference)
         folder_error = relative_max_gap(got, reference)
         moved = examples_moved(got, expected, MAX_RELATIVE_DIFFERENCE)
+        moved_in_float = examples_moved(got, expected_in_float, MAX_RELATIVE_DIFFERENCE) if left_out else moved
     allowed = allowed_difference(compression_error, folder_error, pooled=embedding is not None,
                                  quantizers_left_out=bool(left_out), examples_moved=moved, examples=len(got))
+    # what the folder should compute exactly: the stage's model with the quantizers it cannot hold left out
+    allowed_in_float = allowed_difference(compression_error, folder_error, pooled=embedding is not None,
+                                          quantizers_left_out=False, examples_moved=moved_in_float,
+                                          examples=len(got))
     wrong = _wrong_weights(loaded.model, model, layout, source_model)
+    variant = None
     if wrong or not difference <= allowed:
-        shutil.rmtree(output_dir)
         in_float = len(layout.float_activations) + len(layout.float_inputs)
-        why = ("the graph computes something the architecture does not" if difference_in_float > allowed else
-               f"{in_float} activation quantizers compressed-tensors cannot hold run in float there (e.g. "
-               f"{(layout.float_activations + sorted(layout.float_inputs))[:2]}), and with them in float the stage's "
-               f"model computes what the folder does ({difference_in_float:.3g}): a weight-only stage "
-               "(\"activations\": null) gets a folder that computes what its .pt2 does")
-        raise NotExpressible((f"the folder's weight '{wrong[0]}' differs from the stage model's" if wrong else
-                              f"the folder's output differs from the stage's model by {difference:.3g} of its "
-                              f"scale (allowed {allowed:.3g}): {why}") + own_forward)
+        if not wrong and difference_in_float <= allowed_in_float:
+            try:
+                variant = measured_variant(loaded, measure, stage_metrics, in_float)
+            except BaseException:  # scored worse, failed to run, or the job was cancelled: no folder either way
+                shutil.rmtree(output_dir)
+                raise
+        if variant is None:
+            shutil.rmtree(output_dir)
+            why = ("the graph computes something the architecture does not" if difference_in_float > allowed_in_float
+                   else f"{in_float} activation quantizers compressed-tensors cannot hold run in float there (e.g. "
+                   f"{(layout.float_activations + sorted(layout.float_inputs))[:2]}), and with them in float the "
+                   f"stage's model computes what the folder does ({difference_in_float:.3g}): a weight-only stage "
+                   "(\"activations\": null) gets a folder that computes what its .pt2 does")
+            raise NotExpressible((f"the folder's weight '{wrong[0]}' differs from the stage model's" if wrong else
+                                  f"the folder's output differs from the stage's model by {difference:.3g} of its "
+                                  f"scale (allowed {allowed:.3g}): {why}") + own_forward)
     return {"format": config.get("quantization_config", {}).get("format", "dense (float)"),
             "quantized_modules": len(layout.weights), "static_input_quantizers": len(layout.inputs),
             "float_activations": layout.float_activations, "float_input_layers": sorted(layout.float_inputs),
@@ -476,6 +494,8 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             "compared_output": "sentence_embedding" if embedding is not None else float_model.output,
             "relative_difference_to_stage_model": difference,
             "examples_differing_from_stage_model": f"{moved} of {len(got)}",
+            **({"measured_as_its_own_model": variant,
+                "relative_difference_to_stage_model_in_float": difference_in_float} if variant else {}),
             "stage_model_relative_difference_to_float": compression_error,
             "folder_relative_difference_to_float": folder_error,
             "size_bytes": export.folder_bytes(output_dir),
@@ -551,7 +571,8 @@ def stage_folder_artifacts(result, source_folder: Path | list[Path], task: str,
     `source_folder`: the upload's folder, or one per stage (a 'layers' student's folder from its stage on).
     `hands_on`: stages (a 'layers' student's training) whose written folder becomes the source of the stages after
     them that had its source: a later `ptq` is then checked against the trained float student, not the untrained
-    one, so its tolerance is its own compression error."""
+    one, so its tolerance is its own compression error. A folder that is not exactly the stage's model
+    (`write_stage_folder`) is measured with the job's own evaluation (`PipelineResult.evaluate_model`)."""
     from compression import formats
     from compression.context import Cancelled
     from compression.formats import hf_folder
@@ -565,7 +586,7 @@ def stage_folder_artifacts(result, source_folder: Path | list[Path], task: str,
         folder = workdir / f"{index}_{stage.method}_hf"
         try:
             details = write_stage_folder(stage.model, sources[index], task, folder, example_inputs, packed,
-                                         source_rounds, embedding)
+                                         source_rounds, embedding, result.evaluate_model, stage.metrics)
         except Cancelled:
             raise
         except Exception as exc:  # the .pt2 is the stage's result; a folder it cannot be written as is not a failure

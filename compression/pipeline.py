@@ -72,6 +72,9 @@ class PipelineResult:
     baseline: dict
     stages: list[StageOutcome]
     dry_run: dict = field(default_factory=dict)  # what each stage's dry run checked (compression.dry_run)
+    # The job's evaluation of another model of the upload's inputs and outputs (a stage's Hugging Face folder),
+    # eagerly, on the split, settings and upload outputs the stages were measured with: {"metric_points", ...}.
+    evaluate_model: Callable[[torch.nn.Module], dict] | None = field(default=None, repr=False)
 
     @property
     def final(self) -> dict:
@@ -212,7 +215,13 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
         if evaluation.max_metric_drop is not None and metrics["metric_drop"] > evaluation.max_metric_drop:
             raise QualityBudgetExceeded(index, spec.method, metrics, evaluation.max_metric_drop)
         model = result.model
-    return PipelineResult(baseline, outcomes, checked)
+
+    def evaluate_model(candidate: torch.nn.Module) -> dict:
+        return evaluate(candidate, eval_split, reference=reference, batch_size=evaluation_batch_size(evaluation),
+                        max_samples=evaluation.max_samples, output_kind=output_kind, metric=metric,
+                        expected=upload_outputs.outputs(reference))
+
+    return PipelineResult(baseline, outcomes, checked, evaluate_model)
 
 
 def _output_kind(declared: str | None, reference: torch.nn.Module, output: torch.Tensor, dataset: Dataset) -> str:

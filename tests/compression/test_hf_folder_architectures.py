@@ -3,6 +3,7 @@ hf_architecture_sweep.py): the quantize/dequantize pairs compressed-tensors cann
 product, a shared layer's input on a grid per call) run in float in the folder, which is kept only if it still
 computes what the stage's model computes. Tiny random models, a few seconds each."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,8 @@ from compression.archive.hf_folder import read_hf_folder
 from compression.context import RunContext
 from compression.fidelity import examples_moved
 from compression.hf_folder_export import allowed_difference
+from compression.hf_folder_graph import NotExpressible
+from compression.hf_folder_variant import MAX_METRIC_LOSS_POINTS, measured_variant
 from compression.hf_program import example_rows
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, PTQSpec
@@ -65,12 +68,43 @@ def test_modernbert_gated_mlp_product_runs_in_float_and_the_linears_keep_w8a8(tm
     assert details["relative_difference_to_stage_model"] <= 1e-3
 
 
-def test_llama_classifier_whose_float_gate_drifts_too_far_keeps_no_folder_and_says_why(tmp_path):
+def test_a_llama_classifier_folder_with_its_gate_product_in_float_is_measured_as_its_own_model(tmp_path):
+    """int8 PTQ quantizes both factors of the SwiGLU product, which a compressed-tensors folder runs in float: the
+    folder moves every row (0.023 of the scale) and was refused before 2026-12-05. It is exactly the stage's model
+    with those quantizers left out, so it is evaluated itself, on the job's split against the upload, and kept."""
     stage = _ptq_stage(tmp_path, "llama", "sequence-classification")
-    reason = stage.metrics["hf_folder"]["reason"]
-    assert stage.metrics["hf_folder"]["written"] is False
-    assert "differs from the stage's model" in reason and "run in float there" in reason
-    assert [a.kind for a in stage.artifacts] == ["model.pt2"]
+    details = stage.metrics["hf_folder"]
+    assert details["written"], details
+    assert len(details["float_activations"]) == 4  # the gate product's two factors in each of 2 layers
+    assert details["relative_difference_to_stage_model"] > 1e-3
+    assert details["relative_difference_to_stage_model_in_float"] <= 1e-3
+    own = details["measured_as_its_own_model"]
+    assert own["computes"] == "the stage's model with 4 activation quantizers in float"
+    assert own["metric"] == stage.metrics["metric"] and own["stage_metric_points"] == stage.metrics["metric_points"]
+    assert own["metric_points"] >= stage.metrics["metric_points"] - MAX_METRIC_LOSS_POINTS
+    assert own["samples"] == 16  # the evaluation split's rows
+    # what the job measured it on: the loaded folder agrees with its measurement
+    loaded = _loaded_folder(stage)
+    inputs = example_rows(tmp_path / "work" / "dataset.npz", "val", rows=16)
+    with np.load(tmp_path / "work" / "dataset.npz") as arrays:
+        labels = torch.from_numpy(arrays["val.y"])
+    with torch.no_grad():
+        logits = loaded(input_ids=inputs[0], attention_mask=inputs[1]).logits
+        accuracy = float((logits.argmax(-1) == labels).float().mean())
+    assert 100 * accuracy == pytest.approx(own["metric_points"])
+
+
+def test_a_folder_that_scores_worse_than_the_stage_model_is_refused_with_both_figures():
+    def measure(model):
+        return {"metric": "accuracy", "metric_points": 80.0, "samples": 16}
+
+    with pytest.raises(NotExpressible, match="scores 80 accuracy points against the stage model's 81"):
+        measured_variant(torch.nn.Identity(), measure, {"metric_points": 81.0}, 4)
+    kept = measured_variant(torch.nn.Identity(), measure, {"metric_points": 80.05}, 4)
+    assert kept["metric_points"] == 80.0 and kept["stage_metric_points"] == 80.05
+    # nothing to measure with (a caller that gives no evaluation): the folder is refused as before
+    assert measured_variant(torch.nn.Identity(), None, {"metric_points": 81.0}, 4) is None
+    assert measured_variant(torch.nn.Identity(), measure, {}, 4) is None
 
 
 def test_falcon_linear_layers_with_their_own_forward_are_written_when_the_folder_computes_the_same(tmp_path):
