@@ -132,6 +132,9 @@ SPECIFIC = {
     "gpt_oss": {"head_dim": 16, "num_key_value_heads": 2, "num_local_experts": 4, "sliding_window": 16},
     "granitemoe": {"num_key_value_heads": 2, "num_local_experts": 4},
     "plbart": {"decoder_attention_heads": HEADS},  # its attribute_map sets the encoder's heads only
+    # sliding windows of 16 tokens: the default 512 pads every row to 512 tokens
+    "longformer": {"attention_window": 16},
+    "led": {"attention_window": 16, "decoder_attention_heads": HEADS},
     "phimoe": {"num_key_value_heads": 2, "num_local_experts": 4},
     **{model_type: {"head_dim": 16, "num_key_value_heads": 2} for model_type in (
         "glm4", "ernie4_5", "hunyuan_v1_dense", "seed_oss", "lfm2", "olmo3", "apertus", "bitnet", "doge")},

@@ -598,6 +598,8 @@ def stage_folder_artifacts(result, source_folder: Path | list[Path], task: str,
             sources[index + 1:] = [folder if source == sources[index] else source for source in sources[index + 1:]]
         archive = hf_folder.write(folder, workdir / f"{index}_{stage.method}_{hf_folder.ARTIFACT_NAME}")
         stage.artifacts.append(formats.artifact(hf_folder.KIND, hf_folder.ARTIFACT_NAME, archive, task=task,
-                                                quantization=details["format"]))
+                                                quantization=details["format"],
+                                                **({"computes": details["measured_as_its_own_model"]["computes"]}
+                                                   if "measured_as_its_own_model" in details else {})))
         stage.metrics["hf_folder"] = {"written": True, **details, "size_bytes": archive.stat().st_size}
         stage_ctx.progress("hf_folder", 1, 1)

@@ -32,8 +32,8 @@ from compression.students import layers_student_id, parameter_count
 
 LAYER_COUNT_FIELD = "num_hidden_layers"
 # Config lists with one entry per layer (Qwen2's and Gemma2's sliding or full attention, GPT-Neo's expanded
-# `attention_layers`).
-PER_LAYER_FIELDS = ("layer_types", "attention_layers")
+# `attention_layers`, Longformer's and LED's window per layer).
+PER_LAYER_FIELDS = ("layer_types", "attention_layers", "attention_window")
 
 
 def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:

@@ -30,7 +30,7 @@ from compression.archive.jsonl import (
 from compression.archive.npz import IGNORED_LABEL
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.hf_whole_model_folder import EncoderOf, encoder_of
-from compression.io import export_model, save_program
+from compression.io import export_branching_model, save_program
 from compression.llm.text import check_tokenizes
 from compression.moe_experts import split_stacked_experts
 from compression.parameter_writes import written_parameters
@@ -409,13 +409,13 @@ def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
                          "architecture is not supported")
     try:
         with torch.no_grad():
-            program = export_model(model, example)
+            program = export_branching_model(model, example)
             if written_parameters(program):
                 # RWKV rescales its weights in place on its first call in eval mode: the program recorded that
                 # (and would repeat it on every call, failing on weights that require grad). Once run, the model
                 # holds its inference weights and its next trace has no such step.
                 model(*example)
-                program = export_model(model, example)
+                program = export_branching_model(model, example)
         if written_parameters(program):
             raise ValueError("the model changes its own weights each time it runs")
     except (MemoryError, KeyboardInterrupt):

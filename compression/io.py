@@ -94,8 +94,10 @@ def input_shapes(program: ExportedProgram) -> dict[str, list[int | None]]:
             for name in input_names(program)}
 
 
-def export_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> ExportedProgram:
-    """Export `model` (plain or already exported) with the dynamic shapes of `dynamic_shapes_of(model)`.
+def export_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                 draft: bool = False) -> ExportedProgram:
+    """Export `model` (plain or already exported) with the dynamic shapes of `dynamic_shapes_of(model)`
+    (`draft`: with torch.export.draft_export, see `export_branching_model`).
 
     The model must be in the mode it should be exported in (normally eval). A batch of one is tiled to two:
     torch.export specialises a dimension of size 1 to a constant.
@@ -105,8 +107,35 @@ def export_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
         example_inputs = inputs_at_batch(example_inputs, 2)
     dynamic_shapes = dynamic_shapes_of(model, len(example_inputs))
     example_inputs = _within_bounds(example_inputs, dynamic_shapes)
-    program = torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
+    export = torch.export.draft_export if draft else torch.export.export
+    program = export(model, example_inputs, dynamic_shapes=dynamic_shapes)
     _keep_ranges_on_inputs(program)
+    return program
+
+
+def export_branching_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> ExportedProgram:
+    """`export_model`, or for a forward that branches on its data (Longformer's and LED's `.any().item()` switch
+    for global attention, which no `input_ids`/`attention_mask` input turns on) torch.export.draft_export: it
+    takes the branch the example takes and asserts at run time that later inputs take it too, so an input that
+    would not fails loudly instead of computing the other branch's function. Only data-dependent decisions are
+    taken from the draft; any other issue it reports raises."""
+    from torch.export._draft_export import FailureType
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+    try:
+        return export_model(model, example_inputs)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is a data-dependent guard
+        cause = exc
+        while cause is not None and not isinstance(cause, GuardOnDataDependentSymNode):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        failed = exc
+    program = export_model(model, example_inputs, draft=True)
+    other = [f.failure_type.name for f in program._report.failures
+             if f.failure_type != FailureType.DATA_DEPENDENT_ERROR]
+    if other:
+        raise ValueError(f"draft export found more than data-dependent branches ({other})") from failed
     return program
 
 

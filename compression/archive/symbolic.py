@@ -29,6 +29,8 @@ _SYMPY_FUNCTIONS = {
     "Symbol", "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Mod", "Max", "Min", "Abs", "floor", "ceiling",
     "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "Equality", "Unequality", "StrictLessThan", "LessThan",
     "StrictGreaterThan", "GreaterThan", "And", "Or", "Not",
+    # a data-dependent bool as an integer (draft_export's `.item()` of a bool): Piecewise((1, Eq(u0, 1)), (0, True))
+    "Piecewise", "ExprCondPair",
 }
 # torch.utils._sympy.functions that the deserializer hands to sympify, less the literal-driven ones named above.
 _TORCH_FUNCTIONS = {

@@ -246,11 +246,44 @@ def test_modernbert_structured_pruning_cuts_the_fused_gated_mlp_and_writes_its_f
 
 
 def test_an_architecture_torch_export_cannot_trace_is_refused_with_what_to_do(tmp_path):
-    # Longformer's attention windows are data-dependent: torch.export raised GuardOnDataDependentSymNode, which the
-    # job reported as an internal error with a traceback.
-    with pytest.raises(ValueError, match=r"this longformer model \(LongformerModel\) could not be run and exported "
+    # X-MOD needs a language chosen before it runs; such a failure was reported as an internal error with a
+    # traceback.
+    with pytest.raises(ValueError, match=r"this xmod model \(XmodModel\) could not be run and exported "
                                          r"with torch\.export .*upload the \.pt2"):
-        _job(tmp_path, "longformer", "feature-extraction", PTQSpec(calibration_samples=8))
+        _job(tmp_path, "xmod", "feature-extraction", PTQSpec(calibration_samples=8))
+
+
+def test_longformer_exports_with_its_global_attention_switch_taken_and_asserted(tmp_path):
+    """Longformer (and LED) turn global attention on with `.any().item()` over the mask, a data-dependent branch
+    torch.export refused (GuardOnDataDependentSymNode): the job failed in its first seconds. Drafted, the program
+    takes the branch the example takes (no global attention: no input here can ask for it) and asserts it."""
+    result = _job(tmp_path, "longformer", "feature-extraction", PTQSpec(calibration_samples=8))
+    stage = result.stages[0]
+    assert stage.metrics["method_metrics"]["quantized_layers"] == 12
+    assert stage.metrics["hf_folder"]["written"], stage.metrics["hf_folder"]
+    assert stage.metrics["hf_folder"]["relative_difference_to_stage_model"] <= 1e-3
+    program = load_program(tmp_path / "work" / "model.pt2")  # through the safe loader: its Piecewise expression
+    assert any(node.target == torch.ops.aten._assert_scalar.default for node in program.graph.nodes)
+
+
+def test_only_a_data_dependent_branch_is_drafted_and_its_other_side_fails_loudly():
+    from compression.io import export_branching_model
+
+    class Switch(torch.nn.Module):
+        def forward(self, x):
+            return x * 2 if (x > 0).any().item() else x * 3
+
+    program = export_branching_model(Switch(), (-torch.ones(4, 3),)).module()
+    torch.testing.assert_close(program(-torch.ones(2, 3)), -3 * torch.ones(2, 3))
+    with pytest.raises(RuntimeError, match="Runtime assertion failed"):
+        program(torch.ones(2, 3))
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            return x @ torch.ones(5, 5)  # a shape error is no branch to draft
+
+    with pytest.raises(Exception, match="same reduction dim"):
+        export_branching_model(Broken(), (torch.ones(4, 3),))
 
 
 def test_an_embedding_with_its_own_forward_is_written_dequantized_in_the_folder(tmp_path):

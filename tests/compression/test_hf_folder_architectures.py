@@ -83,6 +83,8 @@ def test_a_llama_classifier_folder_with_its_gate_product_in_float_is_measured_as
     assert own["metric"] == stage.metrics["metric"] and own["stage_metric_points"] == stage.metrics["metric_points"]
     assert own["metric_points"] >= stage.metrics["metric_points"] - MAX_METRIC_LOSS_POINTS
     assert own["samples"] == 16  # the evaluation split's rows
+    [artifact] = [a for a in stage.artifacts if a.kind == "model.hf_folder"]
+    assert artifact.metadata["computes"] == own["computes"]  # what the download lists says which model it is
     # what the job measured it on: the loaded folder agrees with its measurement
     loaded = _loaded_folder(stage)
     inputs = example_rows(tmp_path / "work" / "dataset.npz", "val", rows=16)

@@ -168,3 +168,22 @@ def test_a_decoder_student_keeps_the_attention_kind_of_each_kept_layer(tmp_path)
     teacher = load_folder_model(tmp_path / "neo", "causal-lm").model
     torch.testing.assert_close(student.transformer.h[0].attn.attention.k_proj.weight,
                                teacher.transformer.h[1].attn.attention.k_proj.weight)
+
+
+def test_a_longformer_student_keeps_the_window_of_each_kept_layer(tmp_path):
+    """Longformer lists one attention window per layer and refuses a config whose list is longer than its layers:
+    the student of layers 0 and 2 of windows [4, 8, 12] has [4, 12]."""
+    from transformers import LongformerConfig, LongformerModel
+
+    from compression.hf_layer_student import write_layers_student
+    from tests.hf_folders import save_tokenizer
+
+    vocab = save_tokenizer(tmp_path / "longformer")
+    config = LongformerConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                              intermediate_size=64, max_position_embeddings=80, attention_window=[4, 8, 12])
+    torch.manual_seed(0)
+    LongformerModel(config).save_pretrained(tmp_path / "longformer")
+    write_layers_student(tmp_path / "longformer", "feature-extraction", LayersStudent(layers=[0, 2]),
+                         tmp_path / "student")
+    student = load_folder_model(tmp_path / "student", "feature-extraction").model
+    assert student.config.attention_window == [4, 12]

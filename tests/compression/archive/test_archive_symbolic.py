@@ -11,6 +11,9 @@ EXPRESSIONS = [
     "Min(Integer(32), Mul(Integer(32), Symbol('s53', positive=True, integer=True)))",
     "FloorDiv(Symbol('s0', positive=True, integer=True), Integer(2))",
     "Float('1.5', precision=53)", "Rational(-1, 2)", "-oo", "s0 + 1", "2*s0", "s0**2", "u3 // 4",
+    # a draft-exported Longformer's data-dependent global-attention switch
+    "Unequality(Piecewise(ExprCondPair(Integer(1), Equality(Symbol('u0', integer=True), Integer(1))), "
+    "ExprCondPair(Integer(0), true)), Integer(1))",
 ]
 REFUSED = {
     "exec(chr(112)+chr(114))": "'exec'",
