@@ -389,9 +389,39 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     first = next(iter(splits))
     example = tuple(torch.from_numpy(arrays[f"{first}.{name}"][:EXAMPLE_ROWS])
                     for name in text_input_names(splits, tokenizer))
-    save_program(model_program(model, example), program_path)
+    program = model_program(model, example)
+    if getattr(program, "_report", None) is not None and program._report.failures:  # drafted: branches asserted
+        check_branches_hold(program, arrays, splits, text_input_names(splits, tokenizer))
+    save_program(program, program_path)
     np.savez(dataset_path, **arrays)
     return example
+
+
+BRANCH_CHECK_ROWS, BRANCH_CHECK_BATCH = 256, 32  # per split: the rows a drafted program runs on before the job
+
+
+def check_branches_hold(program: torch.export.ExportedProgram, arrays: dict[str, np.ndarray], splits,
+                        names: list[str]) -> None:
+    """A program drafted with its example's branch (`compression.io.export_branching_model`) asserts that every
+    input takes that branch: run it on the first rows of each split, so that rows taking the other branch fail
+    the job here, with the reason, rather than in the middle of a stage."""
+    module = program.module()
+    for split in splits:
+        rows = min(BRANCH_CHECK_ROWS, len(arrays[f"{split}.{names[0]}"]))
+        for start in range(0, rows, BRANCH_CHECK_BATCH):
+            batch = tuple(torch.from_numpy(arrays[f"{split}.{name}"][start:min(rows, start + BRANCH_CHECK_BATCH)])
+                          for name in names)
+            try:
+                with torch.no_grad():
+                    module(*batch)
+            except RuntimeError as exc:
+                if "Runtime assertion failed" not in str(exc):
+                    raise
+                raise ValueError(f"this model's forward branches on its data (such as Longformer's switch for "
+                                 f"global attention); it was exported with the branch its first rows take, and rows "
+                                 f"{start}-{start + len(batch[0]) - 1} of split '{split}' take another: the service "
+                                 "cannot compress it from a Hugging Face folder; export it yourself "
+                                 "(torch.export.export) and upload the .pt2") from exc
 
 
 def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:

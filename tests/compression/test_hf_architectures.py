@@ -267,16 +267,24 @@ def test_longformer_exports_with_its_global_attention_switch_taken_and_asserted(
 
 
 def test_only_a_data_dependent_branch_is_drafted_and_its_other_side_fails_loudly():
+    from compression.hf_program import check_branches_hold
     from compression.io import export_branching_model
 
     class Switch(torch.nn.Module):
         def forward(self, x):
             return x * 2 if (x > 0).any().item() else x * 3
 
-    program = export_branching_model(Switch(), (-torch.ones(4, 3),)).module()
+    drafted = export_branching_model(Switch(), (-torch.ones(4, 3),))
+    program = drafted.module()
     torch.testing.assert_close(program(-torch.ones(2, 3)), -3 * torch.ones(2, 3))
     with pytest.raises(RuntimeError, match="Runtime assertion failed"):
         program(torch.ones(2, 3))
+    # the job runs a drafted program on its splits' first rows before any work, and names the rows that differ
+    arrays = {"train.x": -np.ones((40, 3), np.float32),
+              "val.x": np.concatenate([-np.ones((33, 3)), np.ones((1, 3))]).astype(np.float32)}
+    check_branches_hold(drafted, {"train.x": arrays["train.x"]}, ["train"], ["x"])
+    with pytest.raises(ValueError, match="rows 32-33 of split 'val' take another"):
+        check_branches_hold(drafted, arrays, ["train", "val"], ["x"])
 
     class Broken(torch.nn.Module):
         def forward(self, x):
