@@ -134,6 +134,7 @@ SPECIFIC = {
     "plbart": {"decoder_attention_heads": HEADS},  # its attribute_map sets the encoder's heads only
     # sliding windows of 16 tokens: the default 512 pads every row to 512 tokens
     "longformer": {"attention_window": 16},
+    "xmod": {"default_language": "en_XX"},  # the language its adapters run for inputs without `lang_ids`
     "led": {"attention_window": 16, "decoder_attention_heads": HEADS},
     "phimoe": {"num_key_value_heads": 2, "num_local_experts": 4},
     **{model_type: {"head_dim": 16, "num_key_value_heads": 2} for model_type in (

@@ -385,6 +385,18 @@ def _listed(names: list[str], shown: int = 8) -> str:
     return quoted + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
+def _check_default_language(model_type: str, config: dict) -> None:
+    """X-MOD runs one language adapter per input, chosen by `lang_ids`, which the job's inputs (`input_ids`,
+    `attention_mask`) do not carry: it runs its config's `default_language`, and without one it cannot run."""
+    if model_type != "xmod":
+        return
+    languages = config.get("languages") or []
+    if config.get("default_language") not in languages:
+        raise InvalidUpload(f"an X-MOD model picks its language adapter from config.json 'default_language', which "
+                            f"is {config.get('default_language')!r}: set it to one of its languages {languages} "
+                            "(model.set_default_language(...) before save_pretrained)")
+
+
 def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], str | None]:
     model_type = config.get("model_type")
     if not isinstance(model_type, str):
@@ -396,6 +408,7 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
     if not any(model_type in table for table in tables.values()):
         raise InvalidUpload(f"config.json model_type '{model_type}' is not an architecture the installed "
                             "transformers ships (remote code is never run)")
+    _check_default_language(model_type, config)
     saved_for = next((t for t in map(task_of_architecture, architectures) if t), None)
     reads = non_text_input(model_type)
     if reads is not None and (task or saved_for) not in ARRAY_TASKS:

@@ -16,6 +16,7 @@ from bench.hf_architecture_sweep import (
     text_dataset,
     tiny_model,
 )
+from compression.archive import InvalidUpload
 from compression.archive.hf_folder import read_hf_folder
 from compression.archive.jsonl import read_jsonl
 from compression.context import RunContext
@@ -246,11 +247,27 @@ def test_modernbert_structured_pruning_cuts_the_fused_gated_mlp_and_writes_its_f
 
 
 def test_an_architecture_torch_export_cannot_trace_is_refused_with_what_to_do(tmp_path):
-    # X-MOD needs a language chosen before it runs; such a failure was reported as an internal error with a
-    # traceback.
-    with pytest.raises(ValueError, match=r"this xmod model \(XmodModel\) could not be run and exported "
-                                         r"with torch\.export .*upload the \.pt2"):
-        _job(tmp_path, "xmod", "feature-extraction", PTQSpec(calibration_samples=8))
+    # Longformer's sequence classifier gives its first token global attention, whose positions (`nonzero`) size
+    # tensors by the data; such a failure was reported as an internal error with a traceback.
+    with pytest.raises(ValueError, match=r"this longformer model \(LongformerForSequenceClassification\) could not "
+                                         r"be run and exported with torch\.export .*upload the \.pt2"):
+        _job(tmp_path, "longformer", "sequence-classification", PTQSpec(calibration_samples=8))
+
+
+def test_an_xmod_folder_without_a_default_language_is_refused_at_upload(tmp_path):
+    # X-MOD picks a language adapter per input from `lang_ids`, which no job input carries: without a default
+    # language its forward raised in the job's export ("Input language unknown").
+    archive = folder_zip("xmod", "feature-extraction", tmp_path)
+    read_hf_folder(archive, task="feature-extraction")  # with one, accepted (and it runs: the sweep)
+    with zipfile.ZipFile(archive) as source:
+        files = {name: source.read(name) for name in source.namelist()}
+    files["config.json"] = json.dumps(json.loads(files["config.json"]) | {"default_language": None}).encode()
+    with zipfile.ZipFile(archive, "w") as out:
+        for name, data in files.items():
+            out.writestr(name, data)
+    with pytest.raises(InvalidUpload, match=r"'default_language', which is None: set it to one of its languages "
+                                            r"\['en_XX'\]"):
+        read_hf_folder(archive, task="feature-extraction")
 
 
 def test_longformer_exports_with_its_global_attention_switch_taken_and_asserted(tmp_path):
