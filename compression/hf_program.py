@@ -425,10 +425,12 @@ def check_branches_hold(program: torch.export.ExportedProgram, arrays: dict[str,
 
 
 def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
-    """A loaded folder model (`load_folder_model`) exported with a dynamic batch, its dead branches dropped. A model
-    that cannot be run on the example or exported (a transformers class torch.export cannot trace, such as
-    Longformer's data-dependent attention windows) is refused with a ValueError that says so, not left to fail as
-    an internal error. A mixture of experts has its stacked expert tensors split into per-expert linear layers
+    """A loaded folder model (`load_folder_model`) exported with a dynamic batch, its dead branches dropped; a
+    forward that branches on its data (Longformer's global-attention switch) with the example's branch, asserted
+    (`compression.io.export_branching_model`). A model that cannot be run on the example or exported (a
+    transformers class torch.export cannot trace, such as Longformer's sequence classifier, whose global-attention
+    positions size tensors by the data) is refused with a ValueError that says so, not left to fail as an
+    internal error. A mixture of experts has its stacked expert tensors split into per-expert linear layers
     first (`compression.moe_experts`); one whose experts are stacked in a layout that split does not know
     (`stacked_experts`) is refused."""
     split_stacked_experts(model)
