@@ -216,10 +216,15 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
             raise QualityBudgetExceeded(index, spec.method, metrics, evaluation.max_metric_drop)
         model = result.model
 
+    # The upload's kept outputs stand for the upload: holding it for the folders would keep a whole model in
+    # memory while they are written (only outputs too large to keep need it).
+    expected = upload_outputs.outputs(reference) if outcomes else None  # kept by the stages' evaluations
+    upload = reference if expected is None else None
+
     def evaluate_model(candidate: torch.nn.Module) -> dict:
-        return evaluate(candidate, eval_split, reference=reference, batch_size=evaluation_batch_size(evaluation),
+        return evaluate(candidate, eval_split, reference=upload, batch_size=evaluation_batch_size(evaluation),
                         max_samples=evaluation.max_samples, output_kind=output_kind, metric=metric,
-                        expected=upload_outputs.outputs(reference))
+                        expected=expected)
 
     return PipelineResult(baseline, outcomes, checked, evaluate_model)
 
