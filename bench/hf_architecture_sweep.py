@@ -414,7 +414,8 @@ def folder_outcome(task: str, result) -> str:
         return perplexity.removesuffix("; ")
     folder = stage.metrics.get("hf_folder") or {}
     if own := folder.get("measured_as_its_own_model"):  # the stage's model with some quantizers in float
-        return (f"{perplexity}loads as its own model ({own['computes'].split(' with ')[1]}): "
+        in_float = len(folder["float_activations"]) + len(folder["float_input_layers"])
+        return (f"{perplexity}loads as its own model ({in_float} activation quantizers in float): "
                 f"{own['metric_points']:.1f} {own['metric']} points vs the stage's {own['stage_metric_points']:.1f}")
     if folder.get("written"):
         return f"{perplexity}loads, rel diff {folder['relative_difference_to_stage_model']:.1e}"

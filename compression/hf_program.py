@@ -387,11 +387,11 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     arrays = tokenized_arrays(splits, tokenizer, length, ModelClasses.of_config(model.model.config, task, multi_label),
                               next_tokens=causal)
     first = next(iter(splits))
-    example = tuple(torch.from_numpy(arrays[f"{first}.{name}"][:EXAMPLE_ROWS])
-                    for name in text_input_names(splits, tokenizer))
+    names = text_input_names(splits, tokenizer)
+    example = tuple(torch.from_numpy(arrays[f"{first}.{name}"][:EXAMPLE_ROWS]) for name in names)
     program = model_program(model, example)
     if getattr(program, "_report", None) is not None and program._report.failures:  # drafted: branches asserted
-        check_branches_hold(program, arrays, splits, text_input_names(splits, tokenizer))
+        check_branches_hold(program, arrays, splits, names)
     save_program(program, program_path)
     np.savez(dataset_path, **arrays)
     return example
