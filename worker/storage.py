@@ -108,10 +108,9 @@ class CheckpointStore:
                 existing.blob_id, existing.updated_at = blob.id, utcnow()
             else:
                 session.add(JobCheckpoint(job_id=self.job_id, name=name, blob_id=blob.id))
-        # The previous state is released only once the new one is committed. Releasing it in the same transaction
-        # deletes its object before the commit, so a worker killed in between left the row pointing at a deleted
-        # object and the resumed job failed (ObjectMissing). Killed here, it leaves an unused blob the store's
-        # sweep removes (`modelpress store sweep`).
+        # The previous state is released only once the new one is committed, in a transaction of its own (whose
+        # commit removes the object after the row): a worker killed in between leaves an unused blob that the
+        # store's sweep removes (`modelpress store sweep`), never a checkpoint row naming missing bytes.
         if replaced:
             with session_scope() as session:
                 release_blobs(session, [replaced])

@@ -2,13 +2,16 @@
 
 Writing streams the bytes to a staging key while hashing them, then moves them to `tenants/<t>/sha256/<hex>`
 unless that object exists already (the same bytes are stored once). Deleting the last row that uses a blob
-deletes the blob's row and object.
+deletes the blob's row, and once that deletion has committed, its object.
 
-Every step that creates, keeps or removes a blob's object runs while this transaction holds the lock of the
-blob's row (`_lock`: an UPDATE, or the INSERT of the row; a row lock on PostgreSQL, the write lock on SQLite),
-so a concurrent upload of the same bytes and the deletion of the last user of them cannot leave a row without
-its object. A write whose transaction rolls back removes the object it added (`_forget_on_rollback`); what a
-crash leaves between the steps is removed by `core.store.lifecycle.sweep`.
+The order keeps one promise, whatever process is killed between two steps: a committed blob row always has its
+object. A write stores the object before its row commits; a delete removes the object only after the row's
+removal commits. A kill in between leaves an object without a row, which `core.store.lifecycle.sweep` removes.
+
+Every step that creates, keeps or removes a blob's object runs while a transaction holds the lock of the blob's
+row (`_lock`: an UPDATE, or the INSERT of the row; a row lock on PostgreSQL, the write lock on SQLite), so a
+concurrent upload of the same bytes and the deletion of the last user of them cannot leave a row without its
+object. A write whose transaction rolls back removes the object it added (`_forget_on_rollback`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.db.models import Artifact, Blob, Dataset, JobCheckpoint, Model, new_id, utcnow
-from core.db.session import on_rollback, session_scope
+from core.db.session import after_commit, on_rollback, session_scope
 from core.store import get_store
 from core.store.base import Written, blob_key, staging_key
 
@@ -54,7 +57,7 @@ def _publish(session: Session, tenant_id: str, staged: str, written: Written) ->
     store = get_store()
     blob, created = _lock(session, tenant_id, written.sha256, written.size_bytes)
     key = blob_key(tenant_id, written.sha256)
-    if not store.exists(key):  # a new blob, or a row whose object a rolled-back delete removed
+    if not store.exists(key):  # a new blob, or a row whose object is missing (the sweep reports such rows)
         store.move(staged, key)
     if created:
         _forget_on_rollback(session, tenant_id, written.sha256)
@@ -85,13 +88,16 @@ def _lock(session: Session, tenant_id: str, sha256: str, size: int) -> tuple[Blo
 
 
 def _forget_on_rollback(session: Session, tenant_id: str, sha256: str) -> None:
-    def remove_if_unrecorded() -> None:
-        with session_scope() as cleanup:
-            _, created = _lock(cleanup, tenant_id, sha256, 0)
-            if created:  # no committed row names these bytes: nothing may keep the object
-                get_store().delete(blob_key(tenant_id, sha256))
-            cleanup.rollback()
-    on_rollback(session, remove_if_unrecorded)
+    on_rollback(session, lambda: _delete_object_if_unrecorded(tenant_id, sha256))
+
+
+def _delete_object_if_unrecorded(tenant_id: str, sha256: str) -> None:
+    """Delete a blob's object unless a committed row names it (again), deciding under the row's lock."""
+    with session_scope() as cleanup:
+        _, created = _lock(cleanup, tenant_id, sha256, 0)
+        if created:  # no committed row names these bytes: nothing may keep the object
+            get_store().delete(blob_key(tenant_id, sha256))
+        cleanup.rollback()  # the placeholder row only held the lock
 
 
 def read_blob(blob: Blob, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -126,9 +132,12 @@ def release_blobs(session: Session, blob_ids: Iterable[str]) -> None:
         if referenced(session, blob_id):
             continue
         blob = session.get(Blob, blob_id)
-        key = key_of(blob)
+        tenant_id, sha256 = blob.tenant_id, blob.sha256
         session.delete(blob)
         session.flush()
-        # Under the row's lock and before the commit: an upload of the same bytes waits for this transaction,
-        # then finds no row and no object, and stores both again.
-        get_store().delete(key)
+        # The object goes only once the row's removal has committed: deleted before the commit, a process killed
+        # in between (or a rollback) left a committed row, and perhaps its users, naming bytes that were gone.
+        # The deletion takes the row's lock again, so an upload of the same bytes that committed a new row
+        # meanwhile keeps the object.
+        after_commit(session, lambda tenant_id=tenant_id, sha256=sha256: _delete_object_if_unrecorded(
+            tenant_id, sha256))

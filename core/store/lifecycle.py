@@ -68,9 +68,10 @@ def find_orphans(min_age_s: float = 0, tenant_id: str | None = None) -> Orphans:
 
 def _without_objects(blob_ids: list[str]) -> list[str]:
     """The rows among `blob_ids` whose object is missing while the row's lock is held. The listing and the rows
-    are read at different moments, and both a write (object first, then the row's commit) and a delete (object
-    first, then the commit that removes the row) leave a moment in which they disagree; under the lock, a
-    write has committed its object and a delete has committed the row's removal."""
+    are read at different moments: a write that stores its object after the listing and commits its row before
+    the rows are read looks like a row without its object. Under the lock, such a write has committed, and its
+    object is there. (A delete commits the row's removal before it removes the object, so it can only look like
+    an object without a row, which `min_age_s` covers.)"""
     store, missing = get_store(), []
     with session_scope() as session:
         for blob_id in blob_ids:

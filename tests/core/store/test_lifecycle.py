@@ -66,20 +66,54 @@ def test_expired_uploads_go_with_their_parts(store, tenant):
         session.delete(session.get(UploadSession, uploads[1].id))
 
 
-def test_a_delete_in_flight_is_not_reported_as_a_row_without_its_object(store, tenant):
-    """A delete removes the object before it commits the row's removal: the check waits for the row's lock
-    instead of reporting a row that is about to go (a concurrent reaper made the e2e store check fail)."""
+def _model_on_new_blob(tenant: str, data: bytes):
+    from core.db.models import Model
+    from core.db.session import session_scope
+    from core.store.blobs import write_blob
+    with session_scope() as session:
+        blob = write_blob(session, tenant, io.BytesIO(data))
+        model = Model(tenant_id=tenant, name="m", blob_id=blob.id, size_bytes=len(data), sha256="", signature={})
+        session.add(model)
+    return model, blob
+
+
+def test_a_delete_removes_the_object_only_after_its_commit(store, tenant):
+    """The object of a deleted blob goes once the row's removal has committed. It used to go first, so a worker
+    killed before the commit left a committed row naming missing bytes (the e2e store check caught one)."""
+    from core.db.models import Blob, Model
+    from core.db.session import session_scope
+    from core.store.blobs import key_of, read_blob, release_blobs
+    from core.store.lifecycle import find_orphans
+    model, blob = _model_on_new_blob(tenant, b"deleted, then rolled back")
+    clean = {"objects_without_rows": 0, "rows_without_objects": 0, "unused_blob_rows": 0}
+    with pytest.raises(RuntimeError, match="killed"):
+        with session_scope() as session:
+            session.delete(session.get(Model, model.id))
+            release_blobs(session, [blob.id])
+            assert store.exists(key_of(blob))  # nothing is removed before the commit
+            raise RuntimeError("killed before the commit")  # the database rolls back as for a dead connection
+    with session_scope() as session:
+        assert b"".join(read_blob(session.get(Blob, blob.id))) == b"deleted, then rolled back"
+    assert find_orphans(0, tenant).counts() == clean
+    with session_scope() as session:
+        session.delete(session.get(Model, model.id))
+        release_blobs(session, [blob.id])
+        assert find_orphans(0, tenant).counts() == clean  # in flight: the committed row still has its object
+    assert not store.exists(key_of(blob)) and find_orphans(0, tenant).counts() == clean
+
+
+def test_an_upload_of_the_same_bytes_during_the_last_delete_keeps_its_object(store, tenant):
+    """The object is deleted after the commit under the row's lock again: an upload of the same bytes that
+    waited for the delete and committed a new row keeps it."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from core.db.models import Model
+    from core.db.models import Blob, Model
     from core.db.session import session_scope
-    from core.store.blobs import key_of, release_blobs, write_blob
+    from core.store.blobs import key_of, read_blob, release_blobs, write_blob
     from core.store.lifecycle import find_orphans
-    with session_scope() as session:
-        blob = write_blob(session, tenant, io.BytesIO(b"deleted while the check runs"))
-        model = Model(tenant_id=tenant, name="m", blob_id=blob.id, size_bytes=1, sha256="", signature={})
-        session.add(model)
+    data = b"deleted and uploaded again at once"
+    model, blob = _model_on_new_blob(tenant, data)
     deleted, commit = threading.Event(), threading.Event()
 
     def delete_and_wait() -> None:
@@ -89,15 +123,26 @@ def test_a_delete_in_flight_is_not_reported_as_a_row_without_its_object(store, t
             deleted.set()
             assert commit.wait(30)
 
+    def upload() -> str:
+        with session_scope() as session:
+            again = write_blob(session, tenant, io.BytesIO(data))
+            session.add(Model(tenant_id=tenant, name="again", blob_id=again.id, size_bytes=len(data), sha256="",
+                              signature={}))
+            return again.id
+
     with ThreadPoolExecutor(2) as pool:
         deleting = pool.submit(delete_and_wait)
-        assert deleted.wait(30) and not store.exists(key_of(blob))  # the row is still committed
-        checking = pool.submit(find_orphans, 0, tenant)
+        assert deleted.wait(30)
+        uploading = pool.submit(upload)
         with pytest.raises(TimeoutError):
-            checking.result(timeout=1)  # waiting for the deleting transaction
+            uploading.result(timeout=0.5)  # waiting for the deleting transaction's lock
         commit.set()
         deleting.result(30)
-        assert checking.result(30).counts() == {"objects_without_rows": 0, "rows_without_objects": 0,
+        again = uploading.result(30)
+    with session_scope() as session:
+        kept = session.get(Blob, again)
+        assert b"".join(read_blob(kept)) == data and store.exists(key_of(kept))
+    assert find_orphans(0, tenant).counts() == {"objects_without_rows": 0, "rows_without_objects": 0,
                                                  "unused_blob_rows": 0}
 
 
