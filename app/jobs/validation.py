@@ -168,7 +168,6 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
             problems.append(LLM_PTQ_ALONE)
         elif "llm_ptq" in methods:
             problems += _position_problems(spec, folder.get("max_positions"))
-            problems += _awq_problems(spec, folder.get("awq_missing"), folder.get("model_type"))
             if folder.get("per_expert_tensors"):
                 problems += [f"stages.{index}.symmetric: {ASYMMETRIC_EXPERTS}" for index, stage in
                              enumerate(spec.stages) if not stage.is_symmetric]
@@ -223,16 +222,6 @@ def _position_problems(spec: JobCreate, positions: int | None) -> list[str]:
                             "(calibration.sequence_length, evaluation.context_length) exceed the model's "
                             f"{positions} positions; set both to at most {positions}")
     return problems
-
-
-def _awq_problems(spec: JobCreate, missing: list[str] | None, model_type: str | None) -> list[str]:
-    """AWQ folds its scales into Llama-family blocks' norms and projections; the folder's tensor names show them
-    (folders uploaded before these were recorded are checked when the job starts)."""
-    return [f"stages.{index}.algorithm: awq needs Llama-family decoder blocks (norms with weights, q/k/v/o and "
-            f"gate/up/down projections); this {model_type} model's blocks have no {', '.join(missing[:4])}: use "
-            "gptq, hqq or rtn"
-            for index, stage in enumerate(spec.stages)
-            if stage.method == "llm_ptq" and stage.algorithm == "awq" and missing]
 
 
 def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifest, spec: JobCreate,

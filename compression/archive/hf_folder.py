@@ -78,13 +78,7 @@ _LANGUAGE_MODEL = re.compile(r"(^|\.)language_model\.")  # an image-text model's
 # ... or, where its checkpoint names no language_model, the towers beside it (Qwen2.5-VL's `visual.blocks.0`)
 _OTHER_TOWER = re.compile(r"(^|\.)(visual|vision_tower|vision_model|vision_encoder|audio_tower|audio_model|"
                           r"multi_modal_projector)\.")
-_FIRST_BLOCK = re.compile(r"^(?:.*\.)?0\.(.+)$")
 EXPERT_TENSOR = re.compile(r"\.experts\.\d+\.")  # one expert's tensor in a mixture of experts' checkpoint
-# The weights AWQ's scaling groups use in a Llama-family block (`compression.llm.awq.LLAMA_GROUPS`): it folds its
-# scales into the norms and the v/up projections before the q/k/v, o, gate/up and down projections.
-AWQ_BLOCK_WEIGHTS = tuple(f"{name}.weight" for name in (
-    "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"))
 
 
 @dataclass
@@ -113,14 +107,6 @@ class HFFolder:
         """Whether the checkpoint stores a mixture of experts one expert at a time (`...experts.3.w1.weight`): a
         quantized folder of it holds its experts the same way (`compression.llm.moe`)."""
         return any(EXPERT_TENSOR.search(name) for name in self.tensors)
-
-    @property
-    def awq_missing(self) -> list[str] | None:
-        """For a causal LM: the weights of AWQ_BLOCK_WEIGHTS its first decoder block lacks (empty: AWQ applies)."""
-        if self.task != "causal-lm":
-            return None
-        first_block = {match.group(1) for name in self.tensors if (match := _FIRST_BLOCK.match(name))}
-        return [name for name in AWQ_BLOCK_WEIGHTS if name not in first_block]
 
     @property
     def has_tokenizer(self) -> bool:
@@ -180,7 +166,6 @@ class HFFolder:
                                          "block_linear_widths": self.block_linear_widths,
                                          "num_hidden_layers": _layer_count(config),
                                          "max_positions": self.max_positions,
-                                         "awq_missing": self.awq_missing,
                                          "per_expert_tensors": self.per_expert_tensors,
                                          "classes": classes,
                                          "sentence_embedding": self.sentence_embedding and

@@ -1,11 +1,12 @@
-"""AWQ, activation-aware weight quantization (Lin et al., 2023), for Llama-family decoder blocks.
+"""AWQ, activation-aware weight quantization (Lin et al., 2023), for any decoder block of linear layers.
 
-For each group of linear layers that read one input (q/k/v after the attention norm, o after v, gate/up after the
-MLP norm, down after up), search per-input-channel scales s = mean|x|^r / mean|w|^(1-r) (duo scaling; or
-mean|x|^r) over a grid of r, scoring each by the MSE of the enclosing module's output with the group's weights
-quantized as Q(W * s) / s; the identity scale is scored too, so the chosen scales are never worse than none on the
-calibration data. The winner is folded into the previous operation (norm weight or the previous linear's rows),
-which leaves the float model's function unchanged. Then, as AutoAWQ's `auto_clip`, each linear but q/k gets a
+For each group of linear layers that read one input (q/k/v after the attention norm, o after v, gate/up after
+the MLP norm, down after up; `compression.llm.awq_groups` finds them in the block's own forward), search
+per-input-channel scales s = mean|x|^r / mean|w|^(1-r) (duo scaling; or mean|x|^r) over a grid of r, scoring each
+by the MSE of the enclosing module's output with the group's weights quantized as Q(W * s) / s; the identity scale
+is scored too, so the chosen scales are never worse than none on the calibration data. The winner is folded into
+the previous operation (norm weight or the previous linear's rows), which leaves the float model's function
+unchanged. Then, as AutoAWQ's `auto_clip`, each linear but those feeding the attention's softmax (q/k) gets a
 per-(row, group) clipping ratio that minimises the error of its own output on sampled tokens.
 """
 
@@ -15,41 +16,6 @@ import torch
 from torch import nn
 
 from compression.llm.quantize import WeightFormat, dequantize, qparams, quantize
-
-# (operation whose output feeds the group, the group's linears, the module whose output scores the search)
-LLAMA_GROUPS = (
-    ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn"),
-    ("self_attn.v_proj", ("self_attn.o_proj",), "self_attn.o_proj"),
-    ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), "mlp"),
-    ("mlp.up_proj", ("mlp.down_proj",), "mlp.down_proj"),
-)
-MLP_INPUT_NORM = "pre_feedforward_layernorm"
-NO_CLIP = ("self_attn.q_proj", "self_attn.k_proj")  # their errors pass through softmax; AutoAWQ skips them too
-
-
-def scaling_groups(block: nn.Module) -> list[tuple[str, tuple[str, ...], str]]:
-    """The groups this block supports; v -> o only when every o input column has its own v output row (no
-    grouped-query attention), as in AutoAWQ."""
-    modules = dict(block.named_modules())
-    missing = [name for group in LLAMA_GROUPS for name in (group[0], *group[1], group[2]) if name not in modules]
-    if missing:
-        raise ValueError(f"AWQ supports Llama-family decoder blocks (Llama, Mistral, Qwen2/3); this block has no "
-                         f"{', '.join(sorted(set(missing)))}: use gptq, hqq or rtn")
-    weightless = sorted({group[0] for group in LLAMA_GROUPS if getattr(modules[group[0]], "weight", None) is None})
-    if weightless:  # OLMo's layer norms have no affine weight
-        raise ValueError(f"AWQ folds its scales into the layer before each group of linears; this block's "
-                         f"{', '.join(weightless)} ({type(modules[weightless[0]]).__name__}) has no weight to "
-                         "fold them into: use gptq, hqq or rtn")
-    groups = []
-    for previous, linears, scored in LLAMA_GROUPS:
-        if previous == "self_attn.v_proj" and modules[previous].out_features != modules[linears[0]].in_features:
-            continue
-        if previous == "post_attention_layernorm" and MLP_INPUT_NORM in modules:
-            # Gemma 2/3/4 normalise the attention's output with post_attention_layernorm and the MLP's input with
-            # pre_feedforward_layernorm: the scales fold into the norm that feeds gate/up.
-            previous = MLP_INPUT_NORM
-        groups.append((previous, linears, scored))
-    return groups
 
 
 def fake_quantize(weight: torch.Tensor, fmt: WeightFormat, scale_dtype: torch.dtype,
@@ -110,13 +76,17 @@ def search_scales(linears: list[nn.Linear], scored: nn.Module, calls: list[tuple
 
 
 @torch.no_grad()
-def fold_scales(previous: nn.Module, linears: list[nn.Linear], scales: torch.Tensor) -> None:
-    """previous(x) / s feeds W * s: the float function is unchanged. A norm whose scale is `1 + weight` (Gemma's
-    RMSNorm) takes (1 + w) / s - 1; a norm that does not then give its output divided by s is refused."""
+def fold_scales(previous: nn.Module, linears: list[nn.Module], scales: torch.Tensor,
+                rows: tuple[int, int] | None = None) -> None:
+    """previous(x) / s feeds W * s: the float function is unchanged. `previous` is a linear layer (only its output
+    rows [start, stop) when `rows` is given: the up half of a fused gate_up_proj) or a norm; a norm whose scale is
+    `1 + weight` (Gemma's RMSNorm) takes (1 + w) / s - 1, and one that does not then give its output divided by s
+    is refused. `linears` are the modules whose weight columns take s (every reader of that output)."""
     if isinstance(previous, nn.Linear):
-        previous.weight.div_(scales.view(-1, 1).to(previous.weight.dtype))
+        start, stop = rows or (0, previous.out_features)
+        previous.weight[start:stop].div_(scales.view(-1, 1).to(previous.weight.dtype))
         if previous.bias is not None:
-            previous.bias.div_(scales.to(previous.bias.dtype))
+            previous.bias[start:stop].div_(scales.to(previous.bias.dtype))
     else:
         probe = torch.randn(4, scales.numel(), generator=torch.Generator().manual_seed(0)).to(previous.weight.dtype)
         expected = previous(probe).float() / scales

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from compression.llm import awq as awq_search
+from compression.llm import awq_groups
 from compression.llm.gptq import HessianAccumulator, gptq
 from compression.llm.hqq import hqq
 from compression.llm.model import run_block
@@ -116,28 +117,34 @@ def _first_input(call: tuple[tuple, dict]) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-def apply_awq(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dict], recipe: Recipe) -> tuple[dict, dict]:
-    """Fold searched scales into the block; returns (clip ratio per linear, search losses)."""
+def apply_awq(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dict], recipe: Recipe,
+              kept_float: frozenset[str] = frozenset()) -> tuple[dict, dict]:
+    """Fold searched scales into the block; returns (clip ratio per linear, the search's losses per group and
+    the groups left unscaled)."""
     modules = dict(block.named_modules())
-    losses = {}
-    before = run_block(block, hidden[:1], kwargs[:1])[0]
-    for previous, names, scored in awq_search.scaling_groups(block):
-        calls = _captured_inputs(block, [scored, names[0]], hidden, kwargs)
+    found = awq_groups.scaling_groups(block, hidden[0], kwargs[0], kept_float)
+    losses: dict = {}
+    for group in found.scaled:
+        linears = [modules[name] for name in group.linears]
+        calls = _captured_inputs(block, list(dict.fromkeys([group.scored, group.linears[0]])), hidden, kwargs)
         scales, loss, unscaled = awq_search.search_scales(
-            [modules[name] for name in names], modules[scored], calls[scored],
-            [_first_input(call) for call in calls[names[0]]],
-            recipe.format.for_columns(modules[names[0]].in_features), recipe.scale_dtype,
+            linears, modules[group.scored], calls[group.scored],
+            [_first_input(call) for call in calls[group.linears[0]]],
+            recipe.format.for_columns(linears[0].in_features), recipe.scale_dtype,
             recipe.awq.get("grid", 20), recipe.awq.get("duo_scaling", True))
-        awq_search.fold_scales(modules[previous], [modules[name] for name in names], scales)
-        losses[",".join(names)] = {"scaled_mse": loss, "unscaled_mse": unscaled}
-    after = run_block(block, hidden[:1], kwargs[:1])[0]
-    if not torch.allclose(after, before, rtol=1e-3, atol=1e-4 * float(before.abs().max())):
-        # the layer AWQ folds a group's scales into does not feed that group in this architecture
-        raise ValueError("AWQ's scales, folded into this block, changed what it computes (its norms or "
-                         "projections are not arranged as in Llama's blocks): use gptq, hqq or rtn")
+        awq_search.fold_scales(modules[group.previous], linears + [modules[name] for name in group.passengers],
+                               scales, group.rows)
+        losses[",".join(group.linears)] = {"folded_into": group.folded_into, "scaled_mse": loss,
+                                           "unscaled_mse": unscaled}
+        if group.passengers:
+            losses[",".join(group.linears)]["also_scaled"] = list(group.passengers)
+    weights = {"scaled": sum(modules[name].weight.numel() for group in found.scaled for name in group.linears),
+               "unscaled": sum(modules[name].weight.numel() for names in found.unscaled for name in names)}
+    metrics = {"groups": losses, "unscaled_groups": [",".join(names) for names in found.unscaled],
+               "weights": weights}
     clips = {}
     if recipe.awq.get("clip_search", True):
-        names = [name for name in linear_layers(block) if name not in awq_search.NO_CLIP]
+        names = [name for name in linear_layers(block) if awq_groups.clipped(name) and name not in kept_float]
         calls = _captured_inputs(block, names, hidden, kwargs)
         for name in names:
             if calls[name]:
@@ -145,7 +152,7 @@ def apply_awq(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dict], 
                 clips[name] = awq_search.search_clip(modules[name].weight.detach(), inputs,
                                                      recipe.format.for_columns(modules[name].in_features),
                                                      recipe.scale_dtype)
-    return clips, losses
+    return clips, metrics
 
 
 def quantize_weight(weight: torch.Tensor, recipe: Recipe, hessian: torch.Tensor | None,
@@ -172,7 +179,7 @@ def quantize_block(block: nn.Module, hidden: list[torch.Tensor] | None, kwargs: 
     if recipe.algorithm == "awq":
         if not hidden:
             raise ValueError("awq needs calibration data")
-        clips, metrics["awq"] = apply_awq(block, hidden, kwargs, recipe)
+        clips, metrics["awq"] = apply_awq(block, hidden, kwargs, recipe, kept_float)
     groups = _input_groups(block, hidden, kwargs) if hidden else [[name] for name in linears]
     groups = [kept for group in groups if (kept := [name for name in group if name in linears])]
     quantized = {}

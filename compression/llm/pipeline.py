@@ -65,7 +65,6 @@ def check_applicable(folder: Path, stages: list) -> None:
 
     from compression.causal_lm_class import AutoCausalLM
     from compression.llm.apply import weight_format
-    from compression.llm.awq import scaling_groups
     from compression.llm.blockwise import linear_layers
     from compression.llm.init_reads import MAX_INIT_READ_SHARE, causal_lm_init_reads
     from compression.llm.model import LayerwiseModel
@@ -136,8 +135,6 @@ def check_applicable(folder: Path, stages: list) -> None:
                          f"{read_share:.0%} of its decoder blocks' linear weights, "
                          "which a quantized layer replaces, and so much kept float would leave the folder barely "
                          "smaller; this architecture is not supported")
-    if any(spec.algorithm == "awq" for spec in stages):
-        scaling_groups(block)
 
 
 def _weight_share(layerwise, names: list[str]) -> float:
@@ -212,6 +209,8 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
                     "model_artifact": result.artifacts[0].name,
                     "perplexity_increase": metrics["perplexity"] / baseline["perplexity"] - 1,
                     "method_metrics": result.metrics}
+        if result.metrics.get("warnings"):  # the job's warnings are its stages' (`PipelineResult.warnings`)
+            metrics["warnings"] = result.metrics["warnings"]
         outcomes.append(StageOutcome(spec.method, metrics, result.artifacts))
     return PipelineResult(baseline, outcomes, checked)
 

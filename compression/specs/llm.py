@@ -70,7 +70,9 @@ class LLMPTQSpec(Spec):
     calibration inputs are the outputs of the blocks already quantized).
 
     - `rtn`: round to nearest (no data needed); `gptq`: error-compensating rounding with the layer Hessian;
-      `awq`: activation-aware scaling search plus clipping search, then rounding (Llama-family blocks);
+      `awq`: activation-aware scaling search plus clipping search, then rounding (scaling groups found in each
+      block's forward: every linear reading one tensor, scaled where a norm or linear before it can take the
+      scales without changing the model; the others are clipped and rounded, and a warning says so);
       `hqq`: calibration-free half-quadratic zero-point optimisation (asymmetric).
     - `weights`: `int` with `bits` and `group_size` (null: one scale per output channel), or `fp8` (E4M3, one
       scale per output channel, round to nearest).

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from compression.llm import awq
+from compression.llm import awq, awq_groups
 from compression.llm.blockwise import _captured_inputs
 from compression.llm.gptq import HessianAccumulator, gptq
 from compression.llm.hqq import hqq
@@ -126,14 +126,76 @@ def test_awq_folding_leaves_the_float_block_unchanged():
     hidden, kwargs = _block_inputs(model, torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(0)))
     before = run_block(block, hidden, kwargs)
     modules = dict(block.named_modules())
-    groups = awq.scaling_groups(block)
-    assert [group[0] for group in groups] == ["input_layernorm", "self_attn.v_proj", "post_attention_layernorm",
-                                              "mlp.up_proj"]
-    for previous, names, _ in groups:
-        scales = torch.rand(modules[names[0]].in_features) + 0.5
-        awq.fold_scales(modules[previous], [modules[n] for n in names], scales)
+    found = awq_groups.scaling_groups(block, hidden[0], kwargs[0])
+    assert [(group.previous, group.scored) for group in found.scaled] == [
+        ("input_layernorm", "self_attn"), ("self_attn.v_proj", "self_attn.o_proj"),
+        ("post_attention_layernorm", "mlp"), ("mlp.up_proj", "mlp.down_proj")]
+    assert found.unscaled == []
+    for group in found.scaled:
+        scales = torch.rand(modules[group.linears[0]].in_features) + 0.5
+        awq.fold_scales(modules[group.previous], [modules[n] for n in group.linears], scales)
     after = run_block(block, hidden, kwargs)
     assert torch.allclose(before[0], after[0], atol=1e-4)
+
+
+def _groups_of(model_type: str):
+    from bench.hf_architecture_sweep import tiny_model
+    from compression.llm.model import LayerwiseModel
+
+    model = tiny_model(model_type, "causal-lm").eval()
+    layerwise = LayerwiseModel.load(model)
+    tokens = torch.randint(6, 300, (2, 16), generator=torch.Generator().manual_seed(0))
+    hidden, kwargs = layerwise.first_block_inputs([tokens])
+    block = layerwise.load_block(0)
+    found = awq_groups.scaling_groups(block, hidden[0], kwargs[0])
+    return block, hidden, kwargs, {group.linears: (group.folded_into, group.scored) for group in found.scaled}, \
+        found.unscaled, found.scaled
+
+
+# Per architecture, groups found in its own forward (linears: (folded into, scored on)) and groups left unscaled.
+# OPT's ReLU commutes with positive scales, GPT-NeoX's GELU and Nemotron's squared ReLU do not; Phi and GPT-J read
+# one norm in parallel attention and MLP (scored on the whole block); Phi-3 fuses qkv and gate/up (scored on
+# their parents; down_proj's scales fold into the up half of gate_up_proj, rows 128-255); OLMo's norms have no
+# weight and OLMo-2's q/k/v read the raw residual (post-norm blocks).
+EXPECTED_GROUPS = {
+    "opt": ({("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"): ("self_attn_layer_norm", "self_attn"),
+             ("self_attn.out_proj",): ("self_attn.v_proj", "self_attn.out_proj"),
+             ("fc1",): ("final_layer_norm", "fc1"), ("fc2",): ("fc1", "fc2")}, []),
+    "gpt_neox": ({("attention.query_key_value",): ("input_layernorm", "attention"),
+                  ("mlp.dense_h_to_4h",): ("post_attention_layernorm", "mlp")},
+                 [("attention.dense",), ("mlp.dense_4h_to_h",)]),
+    "nemotron": ({("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"): ("input_layernorm", "self_attn"),
+                  ("mlp.up_proj",): ("post_attention_layernorm", "mlp")}, [("self_attn.o_proj",), ("mlp.down_proj",)]),
+    "phi": ({("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.fc1"): ("input_layernorm", ""),
+             ("self_attn.dense",): ("self_attn.v_proj", "self_attn.dense")}, [("mlp.fc2",)]),
+    "phi3": ({("self_attn.qkv_proj",): ("input_layernorm", "self_attn"),
+              ("mlp.gate_up_proj",): ("post_attention_layernorm", "mlp"),
+              ("mlp.down_proj",): ("mlp.gate_up_proj[128:256]", "mlp.down_proj")}, [("self_attn.o_proj",)]),
+    "olmo": ({("self_attn.o_proj",): ("self_attn.v_proj", "self_attn.o_proj"),
+              ("mlp.down_proj",): ("mlp.up_proj", "mlp.down_proj")},
+             [("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.gate_proj", "mlp.up_proj")]),
+    "olmo2": ({("self_attn.o_proj",): ("self_attn.v_proj", "self_attn.o_proj"),
+               ("mlp.down_proj",): ("mlp.up_proj", "mlp.down_proj")},
+              [("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.gate_proj", "mlp.up_proj")]),
+    "gemma2": ({("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"): ("input_layernorm", "self_attn"),
+                ("mlp.gate_proj", "mlp.up_proj"): ("pre_feedforward_layernorm", "mlp"),
+                ("mlp.down_proj",): ("mlp.up_proj", "mlp.down_proj")}, [("self_attn.o_proj",)]),
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(EXPECTED_GROUPS))
+def test_awq_finds_each_architectures_groups_in_its_forward_and_folding_them_keeps_its_function(model_type):
+    block, hidden, kwargs, scaled, unscaled, groups = _groups_of(model_type)
+    modules = dict(block.named_modules())
+    assert (scaled, unscaled) == EXPECTED_GROUPS[model_type]
+    with torch.no_grad():
+        before = run_block(block, hidden, kwargs)[0]
+        for group in groups:
+            scales = torch.rand(modules[group.linears[0]].in_features,
+                                generator=torch.Generator().manual_seed(1)) + 0.5
+            awq.fold_scales(modules[group.previous], [modules[name] for name in group.linears], scales, group.rows)
+        after = run_block(block, hidden, kwargs)[0]
+    assert (after - before).abs().max() < 1e-4 * before.abs().max()
 
 
 @pytest.mark.parametrize("model_type", ["gemma", "gemma2", "gemma3_text"])
@@ -142,16 +204,19 @@ def test_awq_folding_leaves_gemma_unchanged(model_type):
     post_attention_layernorm normalises the attention's output): dividing the weights of the norms Llama's
     blocks use moved the logits by 1 % (Gemma) and 56-59 % (Gemma 2/3) of their scale before any rounding."""
     from bench.hf_architecture_sweep import tiny_model
+    from compression.llm.model import LayerwiseModel
 
-    model = tiny_model(model_type, "causal-lm")
+    model = tiny_model(model_type, "causal-lm").eval()
     tokens = torch.randint(4, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    hidden, kwargs = LayerwiseModel.load(model).first_block_inputs([tokens])
     with torch.no_grad():
         before = model(input_ids=tokens).logits
-        for block in model.model.layers:
+        for block in model.model.layers:  # the first block's inputs serve every block's fold check
             modules = dict(block.named_modules())
-            for previous, names, _ in awq.scaling_groups(block):
-                scales = torch.rand(modules[names[0]].in_features, generator=torch.Generator().manual_seed(1)) + 0.5
-                awq.fold_scales(modules[previous], [modules[n] for n in names], scales)
+            for group in awq_groups.scaling_groups(block, hidden[0], kwargs[0]).scaled:
+                scales = torch.rand(modules[group.linears[0]].in_features,
+                                    generator=torch.Generator().manual_seed(1)) + 0.5
+                awq.fold_scales(modules[group.previous], [modules[n] for n in group.linears], scales, group.rows)
         after = model(input_ids=tokens).logits
     assert (after - before).abs().max() < 1e-5 * before.abs().max()
 
@@ -170,13 +235,39 @@ def test_awq_refuses_a_norm_that_does_not_scale_its_output_by_its_weight():
 
 
 def test_awq_skips_v_to_o_under_grouped_query_attention():
-    block = tiny_llama(kv_heads=2).model.layers[0]
-    assert "self_attn.v_proj" not in [group[0] for group in awq.scaling_groups(block)]
+    model = tiny_llama(kv_heads=2)
+    hidden, kwargs = _block_inputs(model, torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(0)))
+    found = awq_groups.scaling_groups(model.model.layers[0], hidden[0], kwargs[0])
+    assert "self_attn.v_proj" not in [group.previous for group in found.scaled]
+    assert found.unscaled == [("self_attn.o_proj",)]
 
 
-def test_awq_refuses_blocks_it_does_not_know():
-    with pytest.raises(ValueError, match="Llama-family"):
-        awq.scaling_groups(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+def test_awq_leaves_a_group_unscaled_when_its_norm_also_feeds_something_else():
+    """A router that is not a linear layer reads the MLP norm's output: folding into that norm would change the
+    routing, so the group stays unscaled (and the block's function with it)."""
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = torch.nn.LayerNorm(16)
+            self.up = torch.nn.Linear(16, 32)
+            self.down = torch.nn.Linear(32, 16)
+            self.gate_weight = torch.nn.Parameter(torch.randn(16))
+
+        def forward(self, x):
+            normed = self.norm(x)
+            return x + self.down(torch.relu(self.up(normed))) * (normed @ self.gate_weight).sigmoid()[..., None]
+
+    block = Block()
+    found = awq_groups.scaling_groups(block, torch.randn(2, 5, 16), {})
+    assert found.unscaled == [("up",)]
+    assert [(group.previous, group.linears) for group in found.scaled] == [("up", ("down",))]
+
+
+def test_awq_does_not_clip_what_feeds_the_softmax():
+    assert [name for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.qkv_proj", "attn.c_attn",
+                              "attention.query_key_value", "attn.Wqkv", "self_attn.v_proj", "mlp.up_proj",
+                              "self_attn.o_proj", "fc1") if awq_groups.clipped(name)] == [
+        "self_attn.v_proj", "mlp.up_proj", "self_attn.o_proj", "fc1"]
 
 
 def test_awq_clip_search_never_increases_the_output_error():

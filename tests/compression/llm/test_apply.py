@@ -227,3 +227,34 @@ def test_bad_inputs_are_refused_with_what_to_do(tmp_path, llama_folder):
     save_file({"model.embed_tokens.weight": torch.zeros(256, 128)}, broken / "model.safetensors")
     with pytest.raises(ValueError, match="weights missing"):
         apply_llm_ptq(LLMPTQSpec(algorithm="rtn"), broken, tmp_path / "q")
+
+
+def test_awq_runs_on_blocks_that_are_not_llamas_and_says_which_groups_it_left_unscaled(tmp_path, calibration_tokens):
+    """OPT folds fc2's scales into fc1 across its ReLU; GPT-NeoX's GELU takes no scales, so its dense and
+    dense_4h_to_h are clipped and rounded without them, which the stage's warnings say. Both folders load with
+    transformers in a fresh process computing what the stage computed (AWQ was refused for both until
+    2026-12-05)."""
+    from bench.hf_architecture_sweep import tiny_model
+
+    spec = LLMPTQSpec(algorithm="awq", bits=4, group_size=32, calibration={"sequence_length": 32})
+    models, results = {}, {}
+    for model_type in ("opt", "gpt_neox"):
+        models[model_type] = tiny_model(model_type, "causal-lm").eval()
+        results[model_type] = apply_llm_ptq(spec, models[model_type], tmp_path / model_type, calibration_tokens)
+    opt = results["opt"].metrics["awq"]
+    assert opt["unscaled_groups"] == [] and "warnings" not in results["opt"].metrics
+    assert opt["scaled_groups"]["model.decoder.layers.0.fc2"]["folded_into"] == "fc1"
+    assert opt["scaled_groups"]["model.decoder.layers.1.self_attn.out_proj"]["folded_into"] == "self_attn.v_proj"
+    assert all(group["scaled_mse"] <= group["unscaled_mse"] for group in opt["scaled_groups"].values())
+    neox = results["gpt_neox"].metrics
+    assert neox["awq"]["unscaled_groups"] == [f"gpt_neox.layers.{index}.{name}" for index in (0, 1)
+                                              for name in ("attention.dense", "mlp.dense_4h_to_h")]
+    assert neox["awq"]["weights"]["unscaled"] >= 0.25 * sum(neox["awq"]["weights"].values())
+    assert neox["warnings"] == [
+        "awq scaled 4 of 8 groups of linear layers; the other 4, 38% of the quantized weights "
+        "(metrics.awq.unscaled_groups), follow no layer that could take the scales without changing what the model "
+        "computes, so they were only clipped and rounded"]
+    tokens = calibration_tokens[:2]
+    loaded = _logits_in_fresh_process(tmp_path, [tmp_path / "opt", tmp_path / "gpt_neox"], tokens)
+    for model_type, got in zip(("opt", "gpt_neox"), loaded):
+        assert torch.allclose(got, _logits(models[model_type], tokens), atol=1e-4, rtol=1e-4), model_type
