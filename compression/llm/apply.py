@@ -160,11 +160,7 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
         writer.write(moe.in_checkpoint_layout(tensors, experts, source.model, fmt) if experts else tensors)
         layers.update({prefix + name: value for name, value in block_metrics["layers"].items()})
         if "awq" in block_metrics:
-            awq["scaled_groups"] |= {_prefixed(prefix, group): value
-                                     for group, value in block_metrics["awq"]["groups"].items()}
-            awq["unscaled_groups"] += [_prefixed(prefix, group) for group in block_metrics["awq"]["unscaled_groups"]]
-            for kind, count in block_metrics["awq"]["weights"].items():
-                awq["weights"][kind] += count
+            _add_awq_block(awq, prefix, block_metrics["awq"])
         source.release_block(index)
         ctx.progress("quantize", index + 1, count, block=index, peak_rss_mib=round(_peak_rss_mib(), 1))
 
@@ -196,11 +192,19 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     warnings = [_fitted_groups_warning(fmt, fitted)] if fitted else []
     if spec.algorithm == "awq":
         metrics["awq"] = awq
-        if awq["weights"]["unscaled"] >= MOSTLY_UNSCALED * sum(awq["weights"].values()):
+        if 0 < awq["weights"]["unscaled"] >= MOSTLY_UNSCALED * sum(awq["weights"].values()):
             warnings.append(_unscaled_groups_warning(awq))
     if warnings:
         metrics["warnings"] = warnings
     return LLMPTQResult(output_dir, metrics)
+
+
+def _add_awq_block(awq: dict, prefix: str, block: dict) -> None:
+    # .get: a block checkpointed before 2026-12-06 (a job resumed across that deploy) has its search losses only
+    awq["scaled_groups"] |= {_prefixed(prefix, group): value for group, value in block.get("groups", {}).items()}
+    awq["unscaled_groups"] += [_prefixed(prefix, group) for group in block.get("unscaled_groups", [])]
+    for kind, count in block.get("weights", {}).items():
+        awq["weights"][kind] += count
 
 
 def _prefixed(prefix: str, group: str) -> str:

@@ -34,6 +34,7 @@ _SOFTMAX_INPUT = re.compile(r"(^|[._])(q|k|qk|qkv|query|key|query_key_value|c_at
 # A fold that keeps the block's function changes its float32 output only by rounding (measured <= 2e-6 of the
 # output's change across the block); one that does not changes it by tens of percent.
 FOLD_TOLERANCE = 1e-3
+MAX_FOLD_TRIALS = 6  # places tried per group: the norm, then up to 5 earlier layers or row slices
 
 
 @dataclass(frozen=True)
@@ -183,16 +184,21 @@ def _keeps_function(block: nn.Module, previous: nn.Module, rows: tuple[int, int]
             tensor.copy_(original)
 
 
-def _candidates(key: tuple, width: int, norm_outputs: dict, seen: list[str], modules: dict) -> list[tuple]:
-    """Where a group's scales might fold, most likely first: the norm whose output it reads, the earlier linears
-    as wide as its input, then each width-wide slice of the rows of a wider one (fused gate_up, qkv)."""
+def _candidates(key: tuple, width: int, norm_outputs: dict, earlier: list[str], modules: dict) -> list[tuple]:
+    """Where a group's scales might fold, most likely first: the norm whose output it reads, then the linears
+    called before it, the most recent first (down_proj follows up_proj; an expert's down_proj its own
+    gate_up_proj), each as a whole if as wide as the group's input, else each width-wide slice of its rows, the
+    last first (the up half of a fused gate_up, the v of a fused qkv). At most MAX_FOLD_TRIALS: each costs a run
+    of the block, and a group no recent layer can take (a layer after GELU in a mixture of many experts) would
+    otherwise try every expert's."""
     found: list[tuple[str, tuple[int, int] | None]] = [(norm_outputs[key], None)] if key in norm_outputs else []
-    linears = [name for name in seen if isinstance(modules[name], nn.Linear)]
-    found += [(name, None) for name in linears if modules[name].out_features == width]
-    found += [(name, (start, start + width)) for name in linears if modules[name].out_features > width
-              and modules[name].out_features % width == 0
-              for start in range(0, modules[name].out_features, width)]
-    return found
+    for name in reversed(earlier):
+        rows = modules[name].out_features if isinstance(modules[name], nn.Linear) else 0
+        if rows == width:
+            found.append((name, None))
+        elif rows > width and rows % width == 0:
+            found += [(name, (start, start + width)) for start in reversed(range(0, rows, width))]
+    return found[:MAX_FOLD_TRIALS]
 
 
 @torch.no_grad()
@@ -204,12 +210,11 @@ def scaling_groups(block: nn.Module, hidden: torch.Tensor, kwargs: dict,
     inputs, norm_outputs = _trace(block, hidden, kwargs)
     called = _called_modules(block, hidden, kwargs)
     before = run_block(block, [hidden], [kwargs])[0]
-    seen: list[str] = []
+    order = list(dict.fromkeys(name for name, _ in inputs))  # each reader's first call, in call order
     scaled, unscaled = [], []
     for key, names in _readers(inputs):
         quantized = tuple(name for name in names if isinstance(modules[name], nn.Linear) and name not in kept_float)
         passengers = tuple(name for name in names if name not in quantized)
-        seen += names
         if not quantized:
             continue
         readers = [modules[name] for name in (*quantized, *passengers)]
@@ -217,9 +222,9 @@ def scaling_groups(block: nn.Module, hidden: torch.Tensor, kwargs: dict,
         if any(reader.weight.shape[1] != width for reader in readers):
             unscaled.append(quantized)
             continue
-        fold = next(((previous, rows) for previous, rows in _candidates(key, width, norm_outputs, seen, modules)
-                     if previous not in names
-                     and _keeps_function(block, modules[previous], rows, readers, hidden, kwargs, before)), None)
+        earlier = order[:min(order.index(name) for name in names)]
+        fold = next(((previous, rows) for previous, rows in _candidates(key, width, norm_outputs, earlier, modules)
+                     if _keeps_function(block, modules[previous], rows, readers, hidden, kwargs, before)), None)
         if fold is None:
             unscaled.append(quantized)
         else:

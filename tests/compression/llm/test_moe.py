@@ -40,7 +40,10 @@ def _stored_names(folder):
     # a shared expert beside, and its single-output gate, kept float as vLLM keeps it
     ("qwen2_moe", LLMPTQSpec(algorithm="rtn", bits=8, group_size=None)),
     ("olmoe", LLMPTQSpec(algorithm="rtn", weights="fp8", group_size=None)),
-    ("phimoe", LLMPTQSpec(algorithm="rtn", bits=4, group_size=32))])  # its router is an nn.Linear: kept float
+    ("phimoe", LLMPTQSpec(algorithm="rtn", bits=4, group_size=32)),  # its router is an nn.Linear: kept float
+    # AWQ scales every expert: the routers (Mixtral's own module, PhiMoE's float nn.Linear) take the scales too
+    ("mixtral", LLMPTQSpec(algorithm="awq", bits=4, group_size=32)),
+    ("phimoe", LLMPTQSpec(algorithm="awq", bits=4, group_size=32))])
 def test_a_quantized_mixture_of_experts_loads_from_its_folder_as_the_stage_computed(tmp_path, model_type, spec):
     """In memory, the stage's model ends with each expert's dequantized weights; transformers loads the folder
     (per-expert tensors, decompressed and stacked again) into the same weights and logits."""
@@ -48,6 +51,17 @@ def test_a_quantized_mixture_of_experts_loads_from_its_folder_as_the_stage_compu
     original = _logits(model, CALIBRATION[:2])
 
     result = apply_llm_ptq(spec, model, tmp_path / "out", CALIBRATION, RunContext())
+
+    if spec.algorithm == "awq":
+        awq = result.metrics["awq"]
+        assert awq["unscaled_groups"] == [f"model.layers.{block}.self_attn.o_proj" for block in (0, 1)]  # GQA
+        experts = awq["scaled_groups"][",".join(f"model.layers.1.mlp.experts.gate_up_proj.{n}" for n in range(4))]
+        assert experts["folded_into"] == "post_attention_layernorm"
+        assert experts["also_scaled"] == [{"mixtral": "mlp.gate", "phimoe": "mlp.router"}[model_type]]
+        width = model.model.layers[1].mlp.experts.down_proj[0].in_features
+        for expert in range(4):  # each expert's down_proj reads the product of its own gate and up halves
+            assert awq["scaled_groups"][f"model.layers.1.mlp.experts.down_proj.{expert}"]["folded_into"] == (
+                f"mlp.experts.gate_up_proj.{expert}[{width}:{2 * width}]")
 
     layers = result.metrics["layers"]
     experts = [name for name in layers if ".experts." in name]
