@@ -11,6 +11,7 @@ memory is bounded by one block.
     .venv/bin/python -m bench.llm.run --quick     # 32 calibration windows, 20k test tokens
     .venv/bin/python -m bench.llm.run             # 128 calibration windows, the whole test split
     .venv/bin/python -m bench.llm.run --row memory   # the memory row alone (prints its JSON)
+    .venv/bin/python -m bench.llm.run --quick --architecture opt --rows fp32,rtn_int4_g128,gptq_int4_g128,awq_int4_g128
 
 Rows run with OMP_NUM_THREADS=1 unless it is set.
 """
@@ -54,6 +55,7 @@ ROWS = {
     "hqq_int4_g128": {"algorithm": "hqq", "bits": 4, "group_size": 128},
     "rtn_int3_g128": {"algorithm": "rtn", "bits": 3, "group_size": 128},
     "gptq_int3_g128": {"algorithm": "gptq", "bits": 3, "group_size": 128},
+    "awq_int3_g128": {"algorithm": "awq", "bits": 3, "group_size": 128},
 }
 SETTINGS = {True: {"samples": 32, "sequence_length": 256, "test_tokens": 20_000, "questions": 100},
             False: {"samples": 128, "sequence_length": 256, "test_tokens": None, "questions": 300}}
@@ -124,11 +126,14 @@ def run_row(name: str, quick: bool, model_dir: Path) -> dict:
                                       settings["sequence_length"])
     baseline = _peak_rss_mib()
     started = time.monotonic()
-    result = apply_llm_ptq(LLMPTQSpec(**ROWS[name]), model_dir, WORK / name, calibration)
+    output = WORK / model_dir.name / name
+    result = apply_llm_ptq(LLMPTQSpec(**ROWS[name]), model_dir, output, calibration)
     row = {"bytes": result.metrics["bytes"], "calibration_s": round(time.monotonic() - started, 1),
            "peak_rss_mib": round(_peak_rss_mib(), 1), "rss_before_mib": round(baseline, 1),  # before evaluation
            "mean_output_error": result.metrics["mean_output_error"]}
-    row.update(evaluate_folder(WORK / name, tokenizer, settings))
+    if "awq" in result.metrics:  # how much of the model AWQ's scales reached
+        row["awq_weights"] = result.metrics["awq"]["weights"]
+    row.update(evaluate_folder(output, tokenizer, settings))
     return row
 
 
@@ -173,7 +178,7 @@ def _in_fresh_process(arguments: list[str]) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def table(rows: dict, memory: dict) -> str:
+def table(rows: dict, memory: dict | None) -> str:
     fp32 = rows["fp32"]
     lines = ["| config | perplexity (vs fp32) | cloze acc | bytes (x smaller) | calibration s | "
              "RSS before / peak MiB | CPU tokens/s |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -182,6 +187,8 @@ def table(rows: dict, memory: dict) -> str:
                      f" | {row['accuracy']:.3f} | {row['bytes']:,} ({fp32['bytes'] / row['bytes']:.2f}) "
                      f"| {row['calibration_s']:.1f} | {row.get('rss_before_mib', '')} / {row.get('peak_rss_mib', '')}"
                      f" | {row['tokens_per_s']} |")
+    if memory is None:
+        return "\n".join(lines)
     lines.append("")
     lines.append(f"Memory: GPTQ int4 g128 of a random {memory['blocks']}-block Llama streamed from disk: model "
                  f"{memory['model_mib']} MiB, one block {memory['block_mib']} MiB, calibration activations "
@@ -196,9 +203,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--row", help="run one row in this process and print its JSON (used internally)")
-    parser.add_argument("--model-dir", type=Path, help="a Hugging Face Llama folder instead of the trained one")
+    parser.add_argument("--model-dir", type=Path, help="a Hugging Face folder instead of the trained one")
+    parser.add_argument("--architecture", choices=pretrained.ARCHITECTURES, default="llama",
+                        help="which trained model (bench/llm/pretrained.py) to quantize")
+    parser.add_argument("--rows", help="comma-separated rows to run (default: all, with the memory row)")
     args = parser.parse_args()
-    model_dir = args.model_dir or pretrained.model_dir()
+    model_dir = args.model_dir or pretrained.model_dir(architecture=args.architecture)
     if args.row == "memory":
         print(json.dumps(memory_row(args.quick)))
         return
@@ -207,9 +217,12 @@ def main() -> None:
         return
     common = ["--model-dir", str(model_dir)] + (["--quick"] if args.quick else [])
     rows = {}
-    for name in ("fp32", "bf16", *ROWS):
+    for name in args.rows.split(",") if args.rows else ("fp32", "bf16", *ROWS):
         rows[name] = _in_fresh_process(["--row", name, *common])
         print(name, json.dumps(rows[name]), flush=True)
+    if args.rows:  # a chosen subset: its table only
+        print(table(rows, None))
+        return
     memory = _in_fresh_process(["--row", "memory", *common])
     if "created" in memory:
         memory = _in_fresh_process(["--row", "memory", *common])
