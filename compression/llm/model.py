@@ -145,19 +145,23 @@ def _stored_names(stored: list[str], model: nn.Module) -> dict[str, str]:
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import WeightRenaming, rename_source_key
 
-    renamings = []
-    for transform in get_model_conversion_mapping(model):
-        sources = getattr(transform, "compiled_sources", None)
-        if sources is not None and not any(sources.search(name) for name in stored):
-            continue  # converts tensors this checkpoint does not hold (Nemotron-H's experts, in a dense one)
-        if not isinstance(transform, WeightRenaming):  # renames, and PrefixChange (a renaming) too
-            raise ValueError(f"transformers converts the stored tensors of {type(model).__name__} when it loads "
-                             f"them ({transform.source_patterns} -> {transform.target_patterns}); streaming one "
-                             "block at a time reads them as stored, so this architecture is not supported")
-        renamings.append(transform)
+    transforms = get_model_conversion_mapping(model)
+    # Every renaming fires in turn, and they chain (EXAONE's `.attn.attention.` becomes `.self_attn.`, whose
+    # `.self_attn.out_proj.` then becomes `.self_attn.o_proj.`): none is skipped for not matching a stored name.
+    renamings = [transform for transform in transforms if isinstance(transform, WeightRenaming)]
     own = model.state_dict()
-    return {rename_source_key(name, renamings, [], getattr(model, "base_model_prefix", None), own)[0]: name
-            for name in stored}
+    renamed = {rename_source_key(name, renamings, [], getattr(model, "base_model_prefix", None), own)[0]: name
+               for name in stored}
+    for transform in transforms:
+        if isinstance(transform, WeightRenaming):  # renames, and PrefixChange (a renaming) too
+            continue
+        sources = getattr(transform, "compiled_sources", None)
+        if sources is not None and not any(sources.search(name) for name in (*stored, *renamed)):
+            continue  # converts tensors this checkpoint does not hold (Nemotron-H's experts, in a dense one)
+        raise ValueError(f"transformers converts the stored tensors of {type(model).__name__} when it loads "
+                         f"them ({transform.source_patterns} -> {transform.target_patterns}); streaming one "
+                         "block at a time reads them as stored, so this architecture is not supported")
+    return renamed
 
 
 def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:

@@ -258,3 +258,20 @@ def test_awq_runs_on_blocks_that_are_not_llamas_and_says_which_groups_it_left_un
     loaded = _logits_in_fresh_process(tmp_path, [tmp_path / "opt", tmp_path / "gpt_neox"], tokens)
     for model_type, got in zip(("opt", "gpt_neox"), loaded):
         assert torch.allclose(got, _logits(models[model_type], tokens), atol=1e-4, rtol=1e-4), model_type
+
+
+def test_a_checkpoint_whose_names_transformers_renames_in_a_chain_is_streamed(tmp_path, calibration_tokens):
+    """EXAONE 3 checkpoints store `transformer.h.0.attn.attention.out_proj`; transformers renames `.attn.attention.`
+    to `.self_attn.` and then `.self_attn.out_proj.` to `.self_attn.o_proj.`. Streaming skipped the second renaming
+    (it matches no stored name) and failed with "weights missing: model.layers.0.self_attn.o_proj.weight"."""
+    from bench.hf_architecture_sweep import tiny_model
+
+    model = tiny_model("exaone", "causal-lm").eval()
+    model.save_pretrained(tmp_path / "source")
+    result = apply_llm_ptq(LLMPTQSpec(algorithm="rtn", bits=8, group_size=None), tmp_path / "source",
+                           tmp_path / "q", calibration_tokens)
+    assert "model.layers.1.self_attn.o_proj" in result.metrics["layers"]
+    tokens = calibration_tokens[:2]
+    [loaded] = _logits_in_fresh_process(tmp_path, [tmp_path / "q"], tokens)
+    original = _logits(model, tokens)
+    assert float((loaded - original).norm() / original.norm()) < 0.02
