@@ -32,8 +32,10 @@ from compression.students import layers_student_id, parameter_count
 
 LAYER_COUNT_FIELD = "num_hidden_layers"
 # Config lists with one entry per layer (Qwen2's and Gemma2's sliding or full attention, GPT-Neo's expanded
-# `attention_layers`, Longformer's and LED's window per layer).
+# `attention_layers`, Longformer's and LED's window per layer), and any other `*layer_types` list (Mellum's and
+# Cohere2-MoE's dense or sparse MLP per layer, `mlp_layer_types`).
 PER_LAYER_FIELDS = ("layer_types", "attention_layers", "attention_window")
+PER_LAYER_SUFFIX = "layer_types"
 
 
 def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
@@ -77,7 +79,9 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     kept = kept_layers(spec, count)
     config = copy.deepcopy(teacher.config)
     setattr(config, LAYER_COUNT_FIELD, len(kept))
-    for name in PER_LAYER_FIELDS:
+    per_layer = [*PER_LAYER_FIELDS, *(name for name in config.to_dict()
+                                      if name.endswith(PER_LAYER_SUFFIX) and name not in PER_LAYER_FIELDS)]
+    for name in per_layer:
         value = getattr(config, name, None)
         if isinstance(value, list) and len(value) == count:
             setattr(config, name, [value[index] for index in kept])

@@ -31,8 +31,9 @@ from compression.llm.model import run_block
 # Linears whose output goes through the attention's softmax: their clipping error is amplified there, so AWQ
 # does not clip them (AutoAWQ skips "q_", "k_", "query", "key" and "Wqkv" the same way).
 _SOFTMAX_INPUT = re.compile(r"(^|[._])(q|k|qk|qkv|query|key|query_key_value|c_attn|wqkv)(_proj)?$", re.IGNORECASE)
-# A fold that keeps the block's function changes its float32 output only by rounding (measured <= 2e-6 of the
-# output's change across the block); one that does not changes it by tens of percent.
+# A fold that keeps the block's function moves its float32 output by rounding only, one that does not by far more:
+# on the first blocks of 14 of the sweep's tiny models, at most 5.8e-7 of what the block adds to its input for the
+# 36 folds kept, at least 9.2e-3 for the 29 refused (most by tens of percent).
 FOLD_TOLERANCE = 1e-3
 MAX_FOLD_TRIALS = 6  # places tried per group: the norm, then up to 5 earlier layers or row slices
 

@@ -187,3 +187,19 @@ def test_a_longformer_student_keeps_the_window_of_each_kept_layer(tmp_path):
                          tmp_path / "student")
     student = load_folder_model(tmp_path / "student", "feature-extraction").model
     assert student.config.attention_window == [4, 12]
+
+
+def test_a_student_keeps_every_per_layer_kind_list_of_its_kept_layers(tmp_path):
+    """Cohere2-MoE lists each layer's attention (`layer_types`) and MLP (`mlp_layer_types`, dense or sparse); the
+    second list was not cut, and transformers refused the student's config (StrictDataclassClassValidationError)."""
+    from bench.hf_architecture_sweep import tiny_model
+    from compression.hf_layer_student import write_layers_student
+    from tests.hf_folders import save_tokenizer
+
+    teacher = tiny_model("cohere2_moe", "causal-lm")
+    teacher.config.mlp_layer_types = ["dense", "sparse"]  # distinguishable kinds: the student keeps layer 1's
+    save_tokenizer(tmp_path / "teacher")
+    type(teacher)(teacher.config).save_pretrained(tmp_path / "teacher")
+    write_layers_student(tmp_path / "teacher", "causal-lm", LayersStudent(layers=[1]), tmp_path / "student")
+    student = load_folder_model(tmp_path / "student", "causal-lm").model
+    assert student.config.layer_types == ["full_attention"] and student.config.mlp_layer_types == ["sparse"]
