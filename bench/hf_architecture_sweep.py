@@ -64,7 +64,10 @@ DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3",
             # state-space and recurrent models, added 2026-12-05
             "mamba", "mamba2", "falcon_mamba", "rwkv",
             # hybrids of state-space (or recurrent) and attention layers, one of each here
-            "jamba", "bamba", "granitemoehybrid", "recurrent_gemma", "falcon_h1", "nemotron_h")
+            "jamba", "bamba", "granitemoehybrid", "recurrent_gemma", "falcon_h1", "nemotron_h",
+            # families of the installed transformers not swept before, added 2026-12-06 (dense, then mixtures)
+            "exaone", "ministral3", "solar_open", "internlm3", "vaultgemma", "diffllama", "flex_olmo", "mellum",
+            "nanochat", "qwen3_5_text", "minimax_m2", "deepseek_v2", "cohere2_moe", "glm4_moe_lite", "afmoe")
 # Sequence-classification heads: a few encoders and decoders (a decoder classifies from its last real token).
 CLASSIFIERS = ("bert", "roberta", "deberta-v2", "modernbert", "llama", "qwen2", "gpt2", "mixtral", "qwen2_moe")
 # Token-classification heads (NER taggers), trained on word tags (`tags` in the .jsonl).
@@ -190,6 +193,32 @@ SPECIFIC = {
     "ministral": {"head_dim": 16, "num_key_value_heads": 2},
     "nemotron": {"head_dim": 16, "num_key_value_heads": 2},
     "squeezebert": {"embedding_size": HIDDEN},
+    # decoders added on 2026-12-06 (`--types` of the second decoder table in docs/huggingface.md); the mixtures
+    # with 4 experts of 32 channels, each token routed to 2 (their defaults hold 7 to 256 experts)
+    **{model_type: {"head_dim": 16, "num_key_value_heads": 2} for model_type in (
+        "exaone", "ministral3", "internlm3", "vaultgemma", "diffllama")},
+    "solar_open": {"head_dim": 16, "num_key_value_heads": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
+                   "moe_intermediate_size": 32},
+    "flex_olmo": {"head_dim": 16, "num_key_value_heads": 2, "num_experts": 4, "num_experts_per_tok": 2},
+    "mellum": {"head_dim": 16, "num_key_value_heads": 2, "num_local_experts": 4, "num_experts_per_tok": 2,
+               "moe_intermediate_size": 32, "layer_types": ["full_attention"] * LAYERS,
+               "mlp_layer_types": ["sparse"] * LAYERS},
+    "minimax_m2": {"head_dim": 16, "num_key_value_heads": 2, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "deepseek_v2": {"n_routed_experts": 4, "n_shared_experts": 1, "num_experts_per_tok": 2,
+                    "moe_intermediate_size": 32, "first_k_dense_replace": 1, "q_lora_rank": None, "kv_lora_rank": 16,
+                    "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16, "num_key_value_heads": HEADS},
+    "glm4_moe_lite": {"n_routed_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                      "q_lora_rank": None, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8,
+                      "v_head_dim": 16, "num_key_value_heads": HEADS, "mlp_layer_types": ["dense", "sparse"]},
+    "cohere2_moe": {"head_dim": 16, "num_key_value_heads": 2, "num_experts": 4, "num_experts_per_tok": 2,
+                    "sliding_window": 16, "layer_types": ["sliding_attention", "full_attention"],
+                    "mlp_layer_types": ["sparse"] * LAYERS},
+    "afmoe": {"head_dim": 16, "num_key_value_heads": 2, "num_experts": 4, "num_experts_per_tok": 2,
+              "num_shared_experts": 1, "moe_intermediate_size": 32, "num_dense_layers": 1, "sliding_window": 16,
+              "layer_types": ["sliding_attention", "full_attention"]},
+    "qwen3_5_text": {"head_dim": 16, "num_key_value_heads": 2, "linear_num_key_heads": 2,
+                     "linear_num_value_heads": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+                     "layer_types": ["linear_attention", "full_attention"]},
 }
 
 # Image configs name their sizes otherwise (hidden_sizes, depths, embed_dim, ...) and get none of COMMON: each one
