@@ -155,7 +155,7 @@ def _called_modules(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> set
     return called
 
 
-def _changed(before: torch.Tensor, after: torch.Tensor, hidden: torch.Tensor) -> float:
+def changed(before: torch.Tensor, after: torch.Tensor, hidden: torch.Tensor) -> float:
     """How far a fold moved the block's output, relative to what the block adds to its input (the residual
     stream would hide a changed branch otherwise)."""
     reference = before - hidden if before.shape == hidden.shape else before
@@ -175,7 +175,7 @@ def _keeps_function(block: nn.Module, previous: nn.Module, rows: tuple[int, int]
     try:
         fold_scales(previous, readers, 10 ** exponents, rows)
         after = run_block(block, [hidden], [kwargs])[0]
-        return _changed(before, after, hidden) <= FOLD_TOLERANCE
+        return changed(before, after, hidden) <= FOLD_TOLERANCE
     except (ValueError, RuntimeError, TypeError):
         # a norm that does not scale its output by its weight, or whose forward takes more than the tensor (a gated
         # norm's gate), a shape mismatch

@@ -59,8 +59,9 @@ def check_applicable(folder: Path, stages: list) -> None:
     """Seconds, not minutes, into the job: the model built on the meta device (no weights read) must have
     `nn.Linear` layers in its decoder blocks holding most of their weights (a mixture of experts' once split per
     expert, in a layout a folder can hold per expert, with symmetric weights: `compression.llm.moe`), a learned
-    position table (if any) as long as the stages' windows, and the blocks AWQ needs when a stage asks for it. A
-    GPT-2 model is checked as the `nn.Linear` rewrite the job runs on (`compression.llm.gpt2_linear`)."""
+    position table (if any) as long as the stages' windows. (AWQ's scaling groups are found in each block's forward
+    as it runs: `compression.llm.awq_groups`.) A GPT-2 model is checked as the `nn.Linear` rewrite the job runs on
+    (`compression.llm.gpt2_linear`)."""
     from transformers import AutoConfig
 
     from compression.causal_lm_class import AutoCausalLM
