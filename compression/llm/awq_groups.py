@@ -55,14 +55,11 @@ class ScalingGroup:
 class BlockGroups:
     scaled: list[ScalingGroup]
     unscaled: list[tuple[str, ...]]  # groups no fold kept the block's function for: quantized without scales
+    output: torch.Tensor  # the block's output on the window before any fold, to check the folds against
 
 
 def clipped(name: str) -> bool:
     return not _SOFTMAX_INPUT.search(name)
-
-
-def _linears(block: nn.Module) -> dict[str, nn.Linear]:
-    return {name: child for name, child in block.named_modules() if isinstance(child, nn.Linear)}
 
 
 def _key(tensor: torch.Tensor) -> tuple:
@@ -75,11 +72,14 @@ def _first_argument(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return x if isinstance(x, torch.Tensor) else None
 
 
-def _trace(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> tuple[list[tuple[str, tuple]], dict]:
-    """(reader name, input key) in call order, for the linears and the other modules with a 2-D weight (routers),
-    and {output key: module name} of the modules with a 1-D weight (the norms)."""
+def _trace(block: nn.Module, hidden: torch.Tensor,
+           kwargs: dict) -> tuple[list[tuple[str, tuple]], dict, set[str], torch.Tensor]:
+    """One run of the block: (reader name, input key) in call order, for the linears and the other modules with a
+    2-D weight (routers); {output key: module name} of the modules with a 1-D weight (the norms); the names of
+    the modules called; and the block's output."""
     inputs: list[tuple[str, tuple]] = []
     norm_outputs: dict[tuple, str] = {}
+    called: set[str] = set()
     kept: list[torch.Tensor] = []
 
     def record_input(name):
@@ -98,6 +98,8 @@ def _trace(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> tuple[list[t
 
     hooks = []
     for name, module in block.named_modules():
+        if name:
+            hooks.append(module.register_forward_pre_hook(lambda *_, name=name: called.add(name)))
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor):
             continue
@@ -106,11 +108,11 @@ def _trace(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> tuple[list[t
         elif weight.dim() == 1:
             hooks.append(module.register_forward_hook(record_output(name)))
     try:
-        run_block(block, [hidden], [kwargs])
+        output = run_block(block, [hidden], [kwargs])[0]
     finally:
         for hook in hooks:
             hook.remove()
-    return inputs, norm_outputs
+    return inputs, norm_outputs, called, output
 
 
 def _readers(inputs: list[tuple[str, tuple]]) -> list[tuple[tuple, tuple[str, ...]]]:
@@ -141,18 +143,6 @@ def _scored(names: tuple[str, ...], called: set[str], after_norm: bool) -> str:
     while common and ".".join(common) not in called:
         common.pop()
     return ".".join(common)
-
-
-def _called_modules(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> set[str]:
-    called: set[str] = set()
-    hooks = [module.register_forward_pre_hook(lambda *_, name=name: called.add(name))
-             for name, module in block.named_modules() if name]
-    try:
-        run_block(block, [hidden], [kwargs])
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return called
 
 
 def changed(before: torch.Tensor, after: torch.Tensor, hidden: torch.Tensor) -> float:
@@ -208,9 +198,7 @@ def scaling_groups(block: nn.Module, hidden: torch.Tensor, kwargs: dict,
     """The block's scaling groups, found on one calibration window (`hidden`, `kwargs`: the block's inputs).
     `kept_float` linears are not quantized: they take a group's scales as passengers."""
     modules = dict(block.named_modules())
-    inputs, norm_outputs = _trace(block, hidden, kwargs)
-    called = _called_modules(block, hidden, kwargs)
-    before = run_block(block, [hidden], [kwargs])[0]
+    inputs, norm_outputs, called, before = _trace(block, hidden, kwargs)
     order = list(dict.fromkeys(name for name, _ in inputs))  # each reader's first call, in call order
     scaled, unscaled = [], []
     for key, names in _readers(inputs):
@@ -232,4 +220,4 @@ def scaling_groups(block: nn.Module, hidden: torch.Tensor, kwargs: dict,
             previous, rows = fold
             after_norm = previous in norm_outputs.values()
             scaled.append(ScalingGroup(previous, quantized, _scored(quantized, called, after_norm), rows, passengers))
-    return BlockGroups(scaled, unscaled)
+    return BlockGroups(scaled, unscaled, before)

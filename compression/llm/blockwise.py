@@ -123,7 +123,6 @@ def apply_awq(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dict], 
     the groups left unscaled)."""
     modules = dict(block.named_modules())
     found = awq_groups.scaling_groups(block, hidden[0], kwargs[0], kept_float)
-    before = run_block(block, hidden[:1], kwargs[:1])[0]
     losses: dict = {}
     for group in found.scaled:
         linears = [modules[name] for name in group.linears]
@@ -139,7 +138,8 @@ def apply_awq(block: nn.Module, hidden: list[torch.Tensor], kwargs: list[dict], 
                                            "unscaled_mse": unscaled}
         if group.passengers:
             losses[",".join(group.linears)]["also_scaled"] = list(group.passengers)
-    if awq_groups.changed(before, run_block(block, hidden[:1], kwargs[:1])[0], hidden[0]) > awq_groups.FOLD_TOLERANCE:
+    if awq_groups.changed(found.output, run_block(block, hidden[:1], kwargs[:1])[0],
+                          hidden[0]) > awq_groups.FOLD_TOLERANCE:
         # each fold was checked alone with random scales; this checks them together, with the searched ones
         raise ValueError("AWQ's scales, folded into this block, changed what it computes: use gptq, hqq or rtn")
     weights = {"scaled": sum(modules[name].weight.numel() for group in found.scaled for name in group.linears),
