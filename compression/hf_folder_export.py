@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -78,6 +79,7 @@ aten = torch.ops.aten
 # the structural checks of `read_graph` could still miss (a missing operation) differs by about the output's scale.
 MAX_RELATIVE_DIFFERENCE = 1e-3
 SHARE_OF_COMPRESSION_ERROR = 0.25
+MIN_SPLIT_GROUP = 8  # narrowest group a zero-padded last group may be cut into (`_dividing_width`)
 # A sentence embedding pools the tokens: the compression's own per-token error averages out there, while a tie
 # rounded the other way early on moves every token of a sentence alike. Measured on all-MiniLM-L6-v2 int8 (mean
 # pooling + normalize): the folder 0.036 of the scale from the stage model, the stage model 0.133 from fp32. So
@@ -522,6 +524,26 @@ def _per_row(tensor: torch.Tensor, rows: int) -> torch.Tensor:
     return tensor.reshape(1, 1).expand(rows, 1) if tensor.numel() == 1 else tensor.reshape(rows, -1)
 
 
+def _dividing_width(columns: int, group: int, attr: str) -> int:
+    """The group size that divides a row of `columns` and cuts no group of `group` columns across two: compressed-
+    tensors has no shorter last group, which the packed format zero-pads. A row narrower than the group is one
+    group, else the parts are gcd(columns, group) wide. Exact, as each part repeats its group's scale and zero
+    point (`_regroup`), but refused where the parts would be narrower than MIN_SPLIT_GROUP (the scales would then
+    outweigh the codes)."""
+    width = columns if columns < group else math.gcd(columns, group)
+    if width < MIN_SPLIT_GROUP:
+        raise NotExpressible(f"'{attr}': its {columns} input columns in groups of {group} end in a group of "
+                             f"{columns % group}; compressed-tensors needs one group size that divides the row, and "
+                             f"the widest that cuts no group across two is {width}, under {MIN_SPLIT_GROUP}: a "
+                             f"group size dividing {columns} gives a folder")
+    return width
+
+
+def _regroup(per_group: torch.Tensor, group: int, width: int, columns: int) -> torch.Tensor:
+    """[rows, groups of `group`] scales or zero points -> [rows, columns // width], each part its group's."""
+    return per_group[:, torch.arange(0, columns, width) // group].contiguous()
+
+
 def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str, torch.Tensor],
                        tables: frozenset[str] = frozenset(), tied: list[list[str]] | None = None) -> None:
     """The general PTQ path's integer weights (`packed.safetensors`) into `layout`, replacing their dequantized
@@ -540,8 +562,7 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
                                  "has no layout for here (integer Linear weights and embedding tables only)")
         rows, columns = entry["shape"]
         qmin, group = entry["qmin"], entry.get("group_size")
-        if group is not None and columns % group:
-            raise NotExpressible(f"'{attr}': {columns} input columns are not a multiple of the group size {group}")
+        width = group if group is None or columns % group == 0 else _dividing_width(columns, group, attr)
         bits, shift = shift_to_signed(qmin, entry["qmax"], f"'{attr}'")
         codes = unpack_codes(tensors[f"{attr}.codes"], entry["bits"], qmin, (rows, columns)) - shift
         scale = _per_row(tensors[f"{attr}.scale"].float(), rows).contiguous()
@@ -551,6 +572,9 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
             zero = torch.zeros(scale.shape, dtype=torch.int32)
         if zero is not None:
             zero = (zero.expand_as(scale) - shift).to(torch.int8).contiguous()
+        if width != group:
+            scale = _regroup(scale, group, width, columns)
+            zero, group = None if zero is None else _regroup(zero, group, width, columns), width
         layout.weights[name] = QuantizedWeight(codes.to(torch.int8), scale, zero,
                                                WeightFormat(bits=bits, group_size=group, symmetric=zero is None))
         if entry.get("embedding"):

@@ -88,10 +88,12 @@ class FolderLayout:
     def packed(self, name: str) -> bool:
         """Below 8 bits, Linear weights are int32-packed (`pack-quantized`); compressed-tensors' Embedding loader
         has only the unpacked layout (`int-quantized`: each code in an int8), and so do the layers the
-        architecture's weight initialisation reads (`unpacked`). Experts are packed at 8 bits too: transformers
-        decompresses packed experts only."""
-        return ((self.weights[name].format.bits < 8 or name in self.expert_layers) and name not in self.embeddings
-                and name not in self.unpacked)
+        architecture's weight initialisation reads (`unpacked`) and those with zero points, which transformers 5
+        loads packed only by decompressing the whole model, one scheme for all (vllm-project/llm-compressor#1618).
+        Experts are packed at 8 bits too: transformers decompresses packed experts only (and has them symmetric)."""
+        quantized = self.weights[name]
+        packable = name in self.expert_layers or (quantized.format.bits < 8 and quantized.zero_point is None)
+        return packable and name not in self.embeddings and name not in self.unpacked
 
 
 def _scalar(gm: fx.GraphModule, value) -> float:

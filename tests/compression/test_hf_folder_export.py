@@ -107,6 +107,27 @@ def test_weight_only_int4_groups_become_a_pack_quantized_folder(tmp_path):
     assert not torch.allclose(got, fp32, atol=1e-4)
 
 
+@pytest.mark.parametrize("symmetric, storage", [(True, "pack-quantized"), (False, "int-quantized")])
+def test_groups_that_do_not_divide_a_row_are_cut_into_parts_that_do(tmp_path, symmetric, storage):
+    # hidden 32 and intermediate 64 in groups of 48: the .pt2 zero-pads each row's last group; the folder stores
+    # the 32-wide rows as one group of 32 and the 64-wide ones as groups of 16, each repeating its group's scale.
+    # Zero points are stored unpacked: transformers refuses packed ones in a folder of several formats.
+    spec = PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 48, "symmetric": symmetric},
+                   activations=None, export_onnx=False)
+    _, result = _job(tmp_path, "feature-extraction", [spec])
+    stage = result.stages[0]
+    loaded = formats.load("model.hf_folder", _folder_artifact(stage).path).eval()
+    config = json.loads((tmp_path / "work" / "hf" / "0_ptq_hf" / "config.json").read_text())["quantization_config"]
+    schemes = {target: group for group in config["config_groups"].values() for target in group["targets"]}
+    query, output = schemes["encoder.layer.0.attention.self.query"], schemes["encoder.layer.0.output.dense"]
+    assert (query["weights"]["group_size"], output["weights"]["group_size"]) == (32, 16)  # gcd(64, 48) = 16
+    assert query["format"] == output["format"] == storage and query["weights"]["symmetric"] is symmetric
+    inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
+    with torch.no_grad():
+        got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
+        torch.testing.assert_close(got, stage.model(*inputs), atol=1e-4, rtol=1e-4)
+
+
 def test_evenly_pruned_layers_are_written_with_the_config_width_that_matches(tmp_path):
     # Structured pruning keeps 32 of each layer's 64 MLP channels (attention excluded: pruned heads have no config
     # field, see the next test); then int8.
@@ -154,7 +175,10 @@ def test_qat_becomes_static_input_quantizers_and_its_packed_weights(tmp_path, qu
     # one layer pruned, the other kept whole: two MLP widths, one intermediate_size
     (PruneSpec(kind="structured", sparsity=0.5, exclude=["model.encoder.layer.1.*"]),
      "layers shrunk by different amounts"),
-    (PTQSpec(weights={"granularity": "per_tensor"}, export_onnx=False), "fake-quantized activations")])
+    (PTQSpec(weights={"granularity": "per_tensor"}, export_onnx=False), "fake-quantized activations"),
+    # rows of 32 in groups of 30 would need groups of gcd(32, 30) = 2
+    (PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 30}, activations=None,
+             export_onnx=False), "the widest that cuts no group across two is 2")])
 def test_a_model_the_architecture_cannot_express_keeps_its_pt2_and_says_why(tmp_path, spec, reason):
     _, result = _job(tmp_path, "feature-extraction", [spec])
     stage = result.stages[0]
