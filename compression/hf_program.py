@@ -179,17 +179,19 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
                       dtype: torch.dtype | str = "auto") -> torch.nn.Module:
     """`embedding`: a feature-extraction folder's declared sentence embedding, which then is the output. `dtype`:
     what the weights are loaded as; "auto" keeps the checkpoint's (a bfloat16 folder stays bfloat16)."""
-    auto = auto_class(task)
+    from compression.formats.hf_folder import loading_options
+
+    auto, options = auto_class(task), {**LOCAL_ONLY, **loading_options(folder)}
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
     # Architectures without it (DeBERTa-v2, MPNet; convolutional networks, which have no attention) refuse "sdpa"
     # with a ValueError and run with eager attention.
     try:
         model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa", dtype=dtype,
-                                     **LOCAL_ONLY)
+                                     **options)
     except ValueError:
         model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", dtype=dtype,
-                                     **LOCAL_ONLY)
+                                     **options)
     model.eval()
     _decompress(model)
     if task == "sequence-classification":

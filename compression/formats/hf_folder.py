@@ -6,6 +6,7 @@ installed, and vLLM serves it. Written by `llm_ptq` for causal LMs (`compression
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -13,15 +14,25 @@ KIND = "model.hf_folder"
 ARTIFACT_NAME = "model.hf.zip"
 DESCRIPTION = "Hugging Face folder, compressed-tensors (zip)"
 PACKAGES = ("transformers>=4.45", "compressed-tensors", "torch")
-RECIPE = '''import zipfile
+RECIPE = '''import json
+import zipfile
 
 import transformers
 
 folder = "{path}".removesuffix(".zip")
 zipfile.ZipFile("{path}").extractall(folder)
 config = transformers.AutoConfig.from_pretrained(folder)
+# Packed zero points (asymmetric pack-quantized weights, e.g. hqq's): transformers 5 loads them only with the
+# weights decompressed to float (vllm-project/llm-compressor#1618); vLLM serves the folder as written.
+quantization = json.load(open(folder + "/config.json")).get("quantization_config", {{}})  # none: a float model
+packs_zero_points = any(
+    not group["weights"].get("symmetric", True) and group.get("format", quantization.get("format")) == "pack-quantized"
+    for group in quantization.get("config_groups", {{}}).values() if group.get("weights"))
+options = {{}}
+if packs_zero_points:
+    options["quantization_config"] = transformers.CompressedTensorsConfig(dequantize=True)
 # the class it was saved as (e.g. BertForSequenceClassification); AutoModel... classes load it the same way
-model = getattr(transformers, config.architectures[0]).from_pretrained(folder)
+model = getattr(transformers, config.architectures[0]).from_pretrained(folder, **options)
 '''
 
 
@@ -47,4 +58,30 @@ def load(path: str | Path):
         archive.extractall(folder)
     config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     return getattr(transformers, config.architectures[0]).from_pretrained(
-        folder, local_files_only=True, trust_remote_code=False, use_safetensors=True)
+        folder, local_files_only=True, trust_remote_code=False, use_safetensors=True, **loading_options(folder))
+
+
+def loading_options(folder: str | Path) -> dict:
+    """`from_pretrained` options for a folder with packed zero points (asymmetric `pack-quantized` weights):
+    transformers 5's compressed layout expects them unpacked and refuses them (vllm-project/llm-compressor#1618),
+    so such a folder loads with its weights decompressed (`CompressedTensorsConfig(dequantize=True)`). None for
+    any other folder, quantized or not."""
+    if not _packs_zero_points(Path(folder) / "config.json"):
+        return {}
+    from transformers import CompressedTensorsConfig
+
+    return {"quantization_config": CompressedTensorsConfig(dequantize=True)}
+
+
+def _packs_zero_points(config_path: Path) -> bool:
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return False  # from_pretrained says what is wrong with the folder
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    groups = quantization.get("config_groups") if isinstance(quantization, dict) else None
+    if not isinstance(groups, dict):
+        return False
+    return any(isinstance(group, dict) and isinstance(group.get("weights"), dict)
+               and group["weights"].get("symmetric", True) is False
+               and group.get("format", quantization.get("format")) == "pack-quantized" for group in groups.values())

@@ -28,6 +28,7 @@ from compression.llm.model import LayerwiseModel, run_block
 from compression.llm.quantize import WeightFormat, output_error, rtn, weight_sqnr_db
 from compression.llm.text import batches as split_batches
 from compression.llm.text import calibration_windows
+from compression.llm.zero_points import one_group_size
 from compression.specs.llm import ASYMMETRIC_EXPERTS, LLMPTQSpec
 
 EMBEDDING_FORMAT = WeightFormat(bits=8, group_size=None, symmetric=True)
@@ -129,6 +130,7 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
     if experts and not fmt.symmetric:
         raise ValueError(ASYMMETRIC_EXPERTS)
     moe.check_expert_widths(source.model, fmt)
+    fmt, one_format = one_group_size(fmt, _quantized_widths(source, spec, float_layers))
     recipe = Recipe(spec.algorithm, fmt, dtype, gptq=spec.gptq.model_dump(), awq=spec.awq.model_dump(),
                     hqq=spec.hqq.model_dump())
     fingerprint = _fingerprint(spec, calibration)
@@ -191,6 +193,8 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
                "time_s": round(time.monotonic() - started, 3),
                "peak_rss_mib": round(_peak_rss_mib(), 1)}
     warnings = [_fitted_groups_warning(fmt, fitted)] if fitted else []
+    if one_format:
+        warnings.append(one_format)
     if spec.algorithm == "awq":
         metrics["awq"] = awq
         if 0 < awq["weights"]["unscaled"] >= MOSTLY_UNSCALED * sum(awq["weights"].values()):
@@ -287,6 +291,17 @@ def _outside_blocks(spec: LLMPTQSpec, source: LayerwiseModel, hidden: list[torch
         _keep_in_memory(source, embedding, quantized.dequantize())
         layers[embedding_name] = {"sqnr_db": round(weight_sqnr_db(weight, quantized.dequantize()), 3)}
     return tensors, ignore, embedding_table
+
+
+def _quantized_widths(source: LayerwiseModel, spec: LLMPTQSpec, float_layers: list[str]) -> set[int]:
+    """The input widths of the linear layers the spec quantizes: the blocks' but the kept-float ones, and lm_head
+    when asked."""
+    kept = set(float_layers)
+    widths = {module.in_features for name, module in source.model.named_modules()
+              if isinstance(module, torch.nn.Linear) and source.in_blocks(name) and name not in kept}
+    if spec.lm_head == "quantize":
+        widths.add(source.model.get_output_embeddings().weight.shape[1])
+    return widths
 
 
 def _keep_in_memory(source: LayerwiseModel, module: torch.nn.Module, weight: torch.Tensor) -> None:

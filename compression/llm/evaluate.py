@@ -18,17 +18,12 @@ import torch
 
 
 def load_quantized(folder: str | Path, dtype: torch.dtype | None = None):
-    """A compressed-tensors folder as a transformers model. Asymmetric int folders (packed zero points) load
-    through `CompressedTensorsConfig(dequantize=True)`: transformers 5's compressed layout expects unpacked zero
-    points and refuses them otherwise (vllm-project/llm-compressor#1618); vLLM reads them as written."""
-    from transformers import CompressedTensorsConfig
-
+    """A compressed-tensors folder as a transformers model (an asymmetric one with its weights decompressed:
+    `compression.formats.hf_folder.loading_options`)."""
     from compression.causal_lm_class import AutoCausalLM
+    from compression.formats.hf_folder import loading_options
 
-    config = json.loads((Path(folder) / "config.json").read_text()).get("quantization_config", {})
-    asymmetric = any(not group.get("weights", {}).get("symmetric", True)
-                     for group in config.get("config_groups", {}).values())
-    kwargs = {"quantization_config": CompressedTensorsConfig(dequantize=True)} if asymmetric else {}
+    kwargs = loading_options(folder)
     if dtype is not None:
         kwargs["dtype"] = dtype
     return AutoCausalLM.from_pretrained(folder, **kwargs).eval()

@@ -7,7 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from compression import formats
 from compression.context import Cancelled, RunContext
+from compression.formats import hf_folder
 from compression.llm import apply_llm_ptq
 from compression.llm.evaluate import load_quantized
 from compression.specs.llm import LLMPTQSpec
@@ -102,6 +104,40 @@ def test_a_layer_the_group_size_does_not_divide_takes_the_largest_group_that_fit
     tokens = calibration_tokens[:2]
     [loaded] = _logits_in_fresh_process(tmp_path, [tmp_path / "q"], tokens)
     assert torch.allclose(loaded, _logits(model, tokens), atol=1e-4, rtol=1e-4)
+
+
+def test_zero_points_take_one_group_size_for_all_layers_and_load_from_the_recipe(tmp_path, calibration_tokens):
+    """transformers loads packed zero points only by decompressing the folder in one format, so an asymmetric
+    spec whose group size some widths refuse takes one that divides them all; the artifact's recipe loads it."""
+    model = tiny_llama(hidden=96)  # attention and gate/up read 96 columns (no group of 64), down 192
+    model.config.architectures = ["LlamaForCausalLM"]  # what a saved folder's config names, and the recipe loads
+    spec = LLMPTQSpec(algorithm="hqq", bits=4, group_size=64)
+    result = apply_llm_ptq(spec, model, tmp_path / "q", calibration_tokens)
+    assert result.metrics["group_size"] == 32 and result.metrics["symmetric"] is False
+    assert result.metrics["warnings"] == [
+        "group_size 64 does not divide the input width(s) [96]; with zero points (asymmetric weights) transformers "
+        "loads a folder in one format only, so every layer uses group_size 32"]
+    config = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
+    [scheme] = config["config_groups"].values()
+    assert (scheme["format"], scheme["weights"]["group_size"], scheme["weights"]["symmetric"]) == (
+        "pack-quantized", 32, False)
+
+    tokens = calibration_tokens[:2]
+    torch.save(tokens, tmp_path / "tokens.pt")
+    formats.format_of(hf_folder.KIND).write(tmp_path / "q", tmp_path / "model.hf.zip")
+    code = formats.recipe(hf_folder.KIND, "model.hf.zip") + textwrap.dedent("""
+        import sys
+        import torch
+        from safetensors.torch import save_file
+        with torch.no_grad():
+            logits = model.eval()(input_ids=torch.load("tokens.pt", weights_only=True)).logits
+        save_file({"logits": logits.contiguous()}, "logits.safetensors")
+        assert "compression" not in sys.modules, "the recipe needs this library"
+    """)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    expected = _logits(model, tokens)
+    assert torch.allclose(load_file(tmp_path / "logits.safetensors")["logits"], expected, atol=1e-4, rtol=1e-4)
 
 
 def test_sizes_and_per_layer_errors_are_reported(tmp_path, llama_folder, calibration_tokens):

@@ -27,6 +27,8 @@ def test_fp8_alone_takes_its_own_recipe_not_the_int_defaults():
     ({"weights": "fp8", "algorithm": "rtn", "group_size": 128}, "fp8"),
     ({"algorithm": "hqq", "symmetric": True}, "hqq"),
     ({"bits": 5}, "2, 3, 4 or 8"),
+    ({"algorithm": "hqq", "embeddings": "int8"}, "embeddings 'int8'"),
+    ({"algorithm": "rtn", "symmetric": False, "embeddings": "int8"}, "one format only"),
     ({"group_size": 48}, "group_size"),
     ({"algorithm": "smoothquant"}, "algorithm"),
     ({"gptq": {"damp_percent": 0}}, "damp_percent"),
