@@ -2,7 +2,8 @@
 
 Every conv/linear whose weight is a `get_attr` starts a channel group: the channels of its output. The pass follows
 each tensor through ops that keep channels apart and tracks where the channels sit (`channel_layout.Layout`):
-activations, dropout, BatchNorm, pooling, upsampling and padding over other dimensions, softmax over another dimension,
+activations, dropout, BatchNorm, depthwise convs (one filter per channel: its filters, bias entries and `groups`
+count go with the channels), pooling, upsampling and padding over other dimensions, softmax over another dimension,
 permutes and transposes (the channel axis moves), slicing other dimensions, reshapes that keep the channels
 together (flatten into a linear, `permute(0, 2, 1, 3).reshape(N, -1)`, squeeze/unsqueeze). It records who reads the
 channels (the next conv's or linear's input dimension, BatchNorm's per-channel parameters) and merges groups whose
@@ -100,6 +101,14 @@ class CutLiteral:
     per_channel: int
 
 
+@dataclass(frozen=True)
+class GroupsLiteral:
+    """A depthwise conv `node`'s `groups` argument (at `index`): one group per channel it carries."""
+
+    node: fx.Node
+    index: int
+
+
 @dataclass
 class ChannelGroup:
     size: int
@@ -107,6 +116,7 @@ class ChannelGroup:
     slices: list[Slice] = field(default_factory=list)  # everything resized when channels go
     reshapes: list[SizeLiteral] = field(default_factory=list)  # literal sizes to rewrite
     cuts: list[CutLiteral] = field(default_factory=list)  # split sizes and slice bounds to rewrite
+    conv_groups: list[GroupsLiteral] = field(default_factory=list)  # depthwise convs' group counts to rewrite
     # BatchNorm (weight, running_var, eps, offset of the group's channels in them)
     norms: list[tuple[str, str, float, int]] = field(default_factory=list)
     frozen_because: list[str] = field(default_factory=list)
@@ -159,6 +169,7 @@ class _Groups:
         group_a.slices += group_b.slices
         group_a.reshapes += group_b.reshapes
         group_a.cuts += group_b.cuts
+        group_a.conv_groups += group_b.conv_groups
         group_a.norms += group_b.norms
         group_a.frozen_because += group_b.frozen_because
         if group_a.size != group_b.size:
@@ -182,7 +193,8 @@ class _Groups:
             self.groups[run] = ChannelGroup(
                 stop - start, producers=[_shifted(p, start, whole.size) for p in whole.producers],
                 slices=[_shifted(p, start, whole.size) for p in whole.slices], reshapes=list(whole.reshapes),
-                cuts=list(whole.cuts), frozen_because=list(whole.frozen_because), unit=whole.unit,
+                cuts=list(whole.cuts), conv_groups=list(whole.conv_groups),
+                frozen_because=list(whole.frozen_because), unit=whole.unit,
                 norms=[(weight, variance, eps, offset + start) for weight, variance, eps, offset in whole.norms])
             runs.append((run, start))
         self.retired.add(root)
@@ -309,6 +321,9 @@ def _visit_layer(node: fx.Node, name: str, tracks: dict, groups: _Groups) -> Non
     conv_groups = node.args[6] if name != "linear" and len(node.args) > 6 else 1  # the same place in both convs
     transposed = name.startswith("conv_transpose")
     input_tracks = tracks.get(source, []) if isinstance(source, fx.Node) else []
+    if _depthwise(node, name, conv_groups):
+        _visit_depthwise(node, input_tracks, tracks, groups)
+        return
     owns_weight = isinstance(weight, fx.Node) and weight.op == "get_attr" and conv_groups == 1
     for input_track in input_tracks:
         layout = input_track.layout
@@ -333,6 +348,51 @@ def _visit_layer(node: fx.Node, name: str, tracks: dict, groups: _Groups) -> Non
         else:
             group.frozen_because.append(f"computed bias at {node.name}")
     tracks[node] = [_Track(index, Layout(1 if name != "linear" else len(out_shape) - 1))]
+
+
+def _depthwise(node: fx.Node, name: str, conv_groups) -> bool:
+    """A conv with one filter per channel (MobileNet's, EfficientNet's, ConvNeXt's 7x7, ShuffleNet's): channel c
+    of its output is computed from channel c of its input alone, so it carries channels like a BatchNorm does."""
+    if not name.startswith("conv") or name.startswith("conv_transpose") or not isinstance(conv_groups, int):
+        return False
+    weight, source = _stored_weight(node.args[1]), node.args[0]
+    if weight is None or not isinstance(source, fx.Node):
+        return False
+    channels = shape_of(source)[1] if shape_of(source) else None
+    out_shape = shape_of(node)
+    return conv_groups > 1 and channels == conv_groups and out_shape is not None and out_shape[1] == channels
+
+
+def _stored_weight(weight) -> fx.Node | None:
+    """The parameter a conv's weight is, through squeezes and unsqueezes of later dimensions (Mamba's slow path
+    passes `conv1d.weight` squeezed to [C, K] and unsqueezed back): its dim 0 is the conv's output channels."""
+    while (isinstance(weight, fx.Node) and weight.op == "call_function" and op_name(weight) in ("squeeze", "unsqueeze")
+           and len(weight.args) == 2 and isinstance(weight.args[1], int) and weight.args[1] >= 1):
+        weight = weight.args[0]
+    return weight if isinstance(weight, fx.Node) and weight.op == "get_attr" else None
+
+
+def _visit_depthwise(node: fx.Node, input_tracks: list[_Track], tracks: dict, groups: _Groups) -> None:
+    """Each group the input carries (side by side after a concat) keeps its place in the output; the filters and
+    bias entries of its channels go with them, and the conv's group count drops by every channel removed."""
+    weight, bias = _stored_weight(node.args[1]), node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    passed = []
+    for track in input_tracks:
+        layout = track.layout
+        if layout.dim != 1 or not layout.plain:
+            groups.freeze(track.group, f"depthwise conv at {node.name} reads channels it cannot place")
+            continue
+        group = groups.get(track.group)
+        group.slices.append(Slice(weight.target, 0, offset=layout.offset, span=layout.span))
+        if isinstance(bias, fx.Node):
+            if bias.op == "get_attr":
+                group.slices.append(Slice(bias.target, 0, offset=layout.offset, span=layout.span))
+            else:
+                group.frozen_because.append(f"computed bias at {node.name}")
+        group.conv_groups.append(GroupsLiteral(node, 6))
+        passed.append(track)
+    if passed:
+        tracks[node] = passed
 
 
 def _join(node: fx.Node, parts: list[list[_Track]], groups: _Groups) -> list[_Track] | None:

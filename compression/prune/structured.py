@@ -104,6 +104,10 @@ def prune_channels(model: fx.GraphModule, plans: list[GroupPlan]) -> None:
         for cut in plan.group.cuts:  # a split may hold several groups' channels in one piece
             _, sizes = cut_sizes.setdefault(cut.node, (cut, list(cut.sizes)))
             sizes[cut.piece] -= gone.numel() * cut.per_channel
+        for literal in plan.group.conv_groups:  # a depthwise conv may carry several groups' channels
+            args = list(literal.node.args)
+            args[literal.index] -= gone.numel()
+            literal.node.args = tuple(args)
     for cut, sizes in cut_sizes.values():
         _rewrite_cut(cut, sizes)
     for (name, dim), indices in removed.items():
