@@ -255,6 +255,8 @@ class AdaptivePool(nn.Module):
 
 
 def _image_cases() -> dict[str, Callable[[], nn.Module]]:
+    from bench.cnn_more_families import more_image_cases  # it builds on this module's blocks
+
     return {
         "resnet_basic": lambda: Classifier(nn.Sequential(BasicBlock(8, 8), BasicBlock(8, 16, 2)), 16),
         "resnet_bottleneck": lambda: Classifier(nn.Sequential(Bottleneck(8, 4, 16), Bottleneck(16, 4, 16),
@@ -283,6 +285,7 @@ def _image_cases() -> dict[str, Callable[[], nn.Module]]:
         "unused_branch": UnusedBranch,
         "adaptive_pool_3x3": AdaptivePool,
         "bounded_batch": lambda: Classifier(nn.Sequential(BasicBlock(8, 8), BasicBlock(8, 16, 2)), 16),
+        **more_image_cases(),
     }
 
 
@@ -301,6 +304,10 @@ def build_case(name: str, samples: int = 96, seed: int = 0) -> CnnCase:
         model, inputs = TextCNN(), generator.integers(0, 50, (samples, 24)).astype(np.int64)
     elif name == "tall_audio":
         model, inputs = TallAudio(), generator.standard_normal((samples, AUDIO_SAMPLES)).astype(np.float32)
+    elif name == "video_conv3d":
+        from bench.cnn_more_families import VIDEO, VideoR2Plus1d
+
+        model, inputs = VideoR2Plus1d(), generator.standard_normal((samples, *VIDEO)).astype(np.float32)
     else:
         model = _image_cases()[name]()
         inputs = generator.standard_normal((samples, *IMAGE)).astype(np.float32)
@@ -308,7 +315,7 @@ def build_case(name: str, samples: int = 96, seed: int = 0) -> CnnCase:
     return CnnCase(name, teach(model.eval(), inputs, seed=seed), inputs, 64 if name == "bounded_batch" else None)
 
 
-CASE_NAMES = (*_image_cases(), "text_conv1d", "tall_audio")
+CASE_NAMES = (*_image_cases(), "text_conv1d", "tall_audio", "video_conv3d")
 
 
 def randomize_batch_norm(model: nn.Module, seed: int = 0) -> None:
@@ -366,6 +373,8 @@ def teach(model: nn.Module, inputs: np.ndarray, steps: int = 60, seed: int = 0) 
         features = F.one_hot(x, 50).float().mean(1)
     elif x.dim() == 2:  # audio frames
         features = F.adaptive_avg_pool1d(x[:, None], 16).flatten(1)
+    elif x.dim() == 5:  # video clips
+        features = F.adaptive_avg_pool3d(x, (1, 4, 4)).flatten(1)
     else:
         features = F.adaptive_avg_pool2d(x, 4).flatten(1)
     features = (features - features.mean(0)) / (features.std(0) + 1e-6)
