@@ -145,3 +145,18 @@ def test_prune_distil_prune_quantize_runs_on_what_each_stage_hands_on(tmp_path, 
     assert [stage.metrics["method_metrics"].get("tall_convs_on_their_side") for stage in result.stages] == turned
     assert result.stages[2].metrics["method_metrics"]["parameter_reduction"] > 0
     assert result.stages[-1].metrics["method_metrics"]["quantized_layers"] >= 3
+
+
+def test_every_family_of_the_sweep_builds_and_exports_with_a_dynamic_batch(tmp_path):
+    """The sweep's cases (bench/cnn_families.py, bench/cnn_more_families.py) stay buildable: each exports and its
+    program runs at another batch size than the one it was exported with."""
+    from bench.cnn_families import CASE_NAMES
+
+    for name in CASE_NAMES:
+        case = build_case(name, samples=6)
+        model_path, _ = export_case(case, tmp_path)
+        inputs = torch.from_numpy(case.inputs[:5])
+        with torch.no_grad():
+            got, want = load_program(model_path).module()(inputs), case.model(inputs)
+        for g, w in zip(*((o if isinstance(o, tuple) else (o,)) for o in (got, want))):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
