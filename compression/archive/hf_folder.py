@@ -382,6 +382,24 @@ def _check_default_language(model_type: str, config: dict) -> None:
                             "(model.set_default_language(...) before save_pretrained)")
 
 
+def _check_float_weights(config: dict) -> None:
+    """A checkpoint already quantized (a `quantization_config`, top level or in an image-text model's language
+    config) is refused: its packed codes do not export and quantizing them again compounds the error. It was
+    accepted and failed in the job ("could not be run and exported with torch.export ... Cannot access data
+    pointer"), or in llm_ptq's first step."""
+    for where, document in (("config.json", config), ("config.json text_config", config.get("text_config"))):
+        quantization = document.get("quantization_config") if isinstance(document, dict) else None
+        if not quantization:
+            continue
+        method = quantization.get("quant_method", "unnamed") if isinstance(quantization, dict) else "unnamed"
+        hint = (" (gpt-oss ships its experts in MXFP4 only: load it with transformers' "
+                "Mxfp4Config(dequantize=True) and save_pretrained the bfloat16 model)" if method == "mxfp4" else "")
+        raise InvalidUpload(f"{where} has a quantization_config (quant_method '{method}'): the weights are already "
+                            "quantized, and modelpress compresses float checkpoints (quantizing the codes again "
+                            "compounds the error); upload the model's float checkpoint (float32, bfloat16 or "
+                            f"float16){hint}")
+
+
 def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], str | None]:
     model_type = config.get("model_type")
     if not isinstance(model_type, str):
@@ -394,6 +412,7 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
         raise InvalidUpload(f"config.json model_type '{model_type}' is not an architecture the installed "
                             "transformers ships (remote code is never run)")
     _check_default_language(model_type, config)
+    _check_float_weights(config)
     saved_for = next((t for t in map(task_of_architecture, architectures) if t), None)
     reads = non_text_input(model_type)
     if reads is not None and (task or saved_for) not in ARRAY_TASKS:

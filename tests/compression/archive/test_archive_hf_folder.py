@@ -96,6 +96,20 @@ def test_remote_code_in_the_config_is_refused(llama_dir):
             _read(_replace(llama_dir, "config.json", json.dumps(document).encode()))
 
 
+@pytest.mark.parametrize("change, expected", [
+    ({"quantization_config": {"quant_method": "compressed-tensors", "format": "pack-quantized"}},
+     "quant_method 'compressed-tensors'"),
+    ({"quantization_config": {"quant_method": "mxfp4"}}, "Mxfp4Config"),
+    ({"text_config": {"quantization_config": {"quant_method": "gptq", "bits": 4}}}, "text_config has a quant")])
+def test_an_already_quantized_checkpoint_is_refused_at_upload(llama_dir, change, expected):
+    config = json.loads((llama_dir / "config.json").read_text())
+    with pytest.raises(InvalidUpload, match=expected) as refused:
+        _read(_replace(llama_dir, "config.json", json.dumps(config | change).encode()))
+    assert "upload the model's float checkpoint" in str(refused.value)
+    # a null or empty entry (some float checkpoints save one) is no quantization
+    _read(_replace(llama_dir, "config.json", json.dumps(config | {"quantization_config": None}).encode()))
+
+
 def _replace(folder, name: str, content: bytes) -> bytes:
     import zipfile
     buffer = io.BytesIO()
