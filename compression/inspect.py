@@ -17,6 +17,7 @@ from compression.archive.folder import is_tar
 from compression.archive.hf_folder import read_hf_folder
 from compression.archive.jsonl import looks_like_jsonl, manifest_splits, read_jsonl
 from compression.archive.npz import LABEL_ARRAY, read_npz
+from compression.archive.program_rules import called_operators
 from compression.archive.pt2 import read_pt2
 from compression.archive.signature import ModelSignature, TensorSpec
 from compression.archive.zipread import BoundedZip, NotAZip
@@ -49,7 +50,25 @@ def inspect_model(source: BinaryIO, limits: ArchiveLimits = DEFAULT_LIMITS, task
     if task is not None:
         raise InvalidUpload("a task is given only with a Hugging Face folder upload; a .pt2 program's outputs "
                             "are what it computes")
-    return InspectedModel("pt2", inspect_pt2(source, limits).to_json())
+    archive = read_pt2(source, limits)
+    _refuse_quantized(archive.program)
+    return InspectedModel("pt2", archive.signature.to_json())
+
+
+# Namespaces whose operators only a quantization flow writes (torchao's pt2e convert, its quantize_ API)
+QUANTIZED_NAMESPACES = ("torch.ops.quantized_decomposed.", "torch.ops.torchao.")
+
+
+def _refuse_quantized(program: dict) -> None:
+    """An already quantized program (a stage's int8 `.pt2` uploaded again) is refused: quantizing it once more
+    wrote a larger program and reported success (0.95x, no warning), and pruning or factorising its int8 weights
+    has nothing to work on. QAT's fake quantization (aten ops on float weights) is a float program and passes."""
+    quantized = sorted({target.rsplit(".", 1)[0] for target in called_operators(program)
+                        if target.startswith(QUANTIZED_NAMESPACES)})
+    if quantized:
+        shown = ", ".join(name.removeprefix("torch.ops.") for name in quantized[:3])
+        raise InvalidUpload(f"the program is already quantized (it calls {shown}): modelpress compresses float "
+                            "programs; upload the model exported before quantization")
 
 
 def _is_hf_folder(source: BinaryIO, limits: ArchiveLimits) -> bool:

@@ -42,6 +42,31 @@ def test_int8_weights_count_as_parameters(example_files):
     assert 0.99 * fp32 < int8 <= fp32  # batch norm is folded into the conv weights
 
 
+def test_an_already_quantized_program_is_refused_at_upload_and_fake_quantization_is_not(example_files, tmp_path):
+    """A stage's int8 `.pt2` uploaded again was accepted, and ptq on it wrote a larger program that read as done."""
+    from compression.examples import digits_dataset
+    from compression.inspect import inspect_model
+    from compression.io import load_model
+    from compression.ptq.quantize import quantize_int8
+    model = load_model(example_files[0])
+    x = torch.from_numpy(digits_dataset()["train.x"][:64])
+    int8 = save_program(export_model(quantize_int8(model, (x[:2],), [(x,)]), (x[:2],)), tmp_path / "int8.pt2")
+    with pytest.raises(InvalidUpload, match=r"already quantized \(it calls quantized_decomposed\.dequantize_per"):
+        inspect_model(open(int8, "rb"))
+    inspect_pt2(int8)  # the worker still reads its own stages' programs
+
+    class FakeQuantized(torch.nn.Module):  # what QAT's .pt2 holds: fake quantization traced into plain aten ops
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.linear(torch.clamp(torch.round(x / 0.1), -128, 127) * 0.1)
+
+    fake = save_program(export_model(FakeQuantized().eval(), (torch.randn(2, 4),)), tmp_path / "fake.pt2")
+    assert inspect_model(open(fake, "rb")).kind == "pt2"
+
+
 def test_bind_inputs_by_position_or_name():
     assert bind_inputs(["x"], ["images", "y"], "train") == {"x": "images"}
     assert bind_inputs(["input_ids", "attention_mask"], ["attention_mask", "input_ids", "y"], "val") == {
