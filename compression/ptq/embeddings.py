@@ -41,6 +41,7 @@ class EmbeddingFormat:
 
 
 SHARED_FORMAT = EmbeddingFormat(bits=8)  # a table read from its tied output layer's int8 codes
+MIN_GROUP = 8  # the smallest group a 4-bit table is fitted to (EmbeddingQuantSpec's own minimum)
 
 
 def lookup_tables(gm: fx.GraphModule) -> tuple[dict[str, list[fx.Node]], dict[str, str]]:
@@ -71,32 +72,49 @@ def quantize_embeddings(gm: fx.GraphModule, fmt: EmbeddingFormat) -> dict:
     """Rewrite every `aten.embedding` on a float table of `gm` (in place) to read an integer table.
 
     Returns the report for the metrics: {"format", "tables": quantized table attributes, "kept_float": {table:
-    why}, and "shared_with_output_layer": the tables stored as a tied output layer's int8 weight, if any (in
-    int8 under a 4-bit `fmt` too)}."""
-    quantized, shared_tables = [], []
+    why}, "group_sizes": {table: group} for 4-bit tables whose width `fmt`'s group does not divide (`_fitted`),
+    and "shared_with_output_layer": the tables stored as a tied output layer's int8 weight, if any (in int8 under a
+    4-bit `fmt` too)}."""
+    quantized, shared_tables, fitted = [], [], {}
     lookups, skipped = lookup_tables(gm)
     for attr, nodes in lookups.items():
         weight = _get(gm, attr)
         shared = _output_layer_codes(gm, weight)
+        table_fmt = fmt
         if shared is None and fmt.bits == 4 and weight.shape[1] % fmt.group_size:
-            skipped[attr] = f"width {weight.shape[1]} is not a multiple of group_size {fmt.group_size}"
-            continue
+            table_fmt = _fitted(fmt, weight.shape[1])
+            if table_fmt is None:
+                skipped[attr] = (f"width {weight.shape[1]} is not a multiple of group_size {fmt.group_size} nor of "
+                                 f"any smaller group of {MIN_GROUP} or more")
+                continue
+            fitted[attr] = table_fmt.group_size
         if shared is not None:  # in int8 whatever `fmt`: sharing costs nothing, a 4-bit copy half a byte an entry
             codes_attr, scale_attr = _share(gm, attr, *shared)
             shared_tables.append(attr)
         else:
-            codes_attr, scale_attr = _register(gm, attr, weight.detach(), fmt)
+            codes_attr, scale_attr = _register(gm, attr, weight.detach(), table_fmt)
         for node in nodes:
-            _rewrite_lookup(gm, node, codes_attr, scale_attr, SHARED_FORMAT if shared is not None else fmt)
+            _rewrite_lookup(gm, node, codes_attr, scale_attr, SHARED_FORMAT if shared is not None else table_fmt)
         gm.graph.eliminate_dead_code()
         owner, _, leaf = attr.rpartition(".")
         delattr(gm.get_submodule(owner) if owner else gm, leaf)
         quantized.append(attr)
     gm.recompile()
     report = {"format": fmt.describe(), "tables": quantized, "kept_float": skipped}
+    if fitted:
+        report["group_sizes"] = fitted
     if shared_tables:
         report["shared_with_output_layer"] = shared_tables
     return report
+
+
+def _fitted(fmt: EmbeddingFormat, width: int) -> EmbeddingFormat | None:
+    """`fmt` with the largest group size below its own that divides `width` (an even one, as two codes share a
+    byte), at least MIN_GROUP; None if there is none. A group size that does not divide the rows kept the whole
+    table float before, reported only under kept_float."""
+    size = next((size for size in range(fmt.group_size - 1, MIN_GROUP - 1, -1) if width % size == 0 and size % 2 == 0),
+                None)
+    return None if size is None else EmbeddingFormat(fmt.bits, size)
 
 
 def quantize_rows_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
