@@ -79,6 +79,7 @@ aten = torch.ops.aten
 # the structural checks of `read_graph` could still miss (a missing operation) differs by about the output's scale.
 MAX_RELATIVE_DIFFERENCE = 1e-3
 SHARE_OF_COMPRESSION_ERROR = 0.25
+MAX_DEQUANTIZED_SHARE = 0.5  # of the quantized weights a folder may hold as float convolutions (`_keep_convs_float`)
 MIN_SPLIT_GROUP = 8  # narrowest group a zero-padded last group may be cut into (`_dividing_width`)
 # A sentence embedding pools the tokens: the compression's own per-token error averages out there, while a tie
 # rounded the other way early on moves every token of a sentence alike. Measured on all-MiniLM-L6-v2 int8 (mean
@@ -490,6 +491,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             "float_activations": layout.float_activations, "float_input_layers": sorted(layout.float_inputs),
             "dequantized_tables": layout.dequantized_tables,
             "dequantized_routers": layout.dequantized_routers,
+            "dequantized_convs": layout.dequantized_convs,
             "unpacked_for_weight_initialisation": unpacked,
             "copied_from_source": layout.from_source, "config_changes": layout.config_changes,
             "sentence_transformers_files": sentence_transformers_files,
@@ -553,10 +555,14 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
     from compression.quant.packed import FORMAT, open_with_graph, unpack_codes
 
     _, tensors, manifest = open_with_graph(packed_path, FORMAT)
+    convs = {}  # quantized convolutions left as their dequantized float copies: name -> weight elements
     for entry in manifest:
         attr = entry["attr"]
         name = tied_module(attr.removeprefix(PROGRAM_PREFIX).removesuffix(".weight"), tied or [], tables,
                            table=bool(entry.get("embedding")))
+        if entry["dtype"] == "int" and len(entry["shape"]) > 2 and f"{name}.weight" in layout.floats:
+            convs[name] = math.prod(entry["shape"])
+            continue
         if entry["dtype"] != "int" or len(entry["shape"]) != 2 or f"{name}.weight" not in source:
             raise NotExpressible(f"'{attr}' is stored as {entry['dtype']} {entry['shape']}, which compressed-tensors "
                                  "has no layout for here (integer Linear weights and embedding tables only)")
@@ -580,6 +586,20 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
         if entry.get("embedding"):
             layout.embeddings.add(name)  # stored unpacked: compressed-tensors' Embedding loader reads no other
         layout.floats.pop(f"{name}.weight", None)
+    _keep_convs_float(layout, convs, manifest)
+
+
+def _keep_convs_float(layout: FolderLayout, convs: dict[str, int], manifest: list[dict]) -> None:
+    """The quantized convolutions stay in the folder as their dequantized float weights (exact: the values the
+    stage computes with) where they hold a minority of the quantized weights, as ConvBERT's depthwise convs do;
+    a model made mostly of them (SqueezeBERT's Conv1d layers) would get a float folder, which is refused."""
+    total = sum(math.prod(entry["shape"]) for entry in manifest)
+    if sum(convs.values()) > MAX_DEQUANTIZED_SHARE * total:
+        shown = ", ".join(list(convs)[:3])
+        raise NotExpressible(f"{len(convs)} of the quantized layers are convolutions ({shown}), which compressed-"
+                             f"tensors has no layout for, and they hold {sum(convs.values()) / total:.0%} of the "
+                             "quantized weights: the folder would be a float model")
+    layout.dequantized_convs = sorted(convs)
 
 
 def rounding_ops(program: torch.export.ExportedProgram) -> int:

@@ -68,6 +68,9 @@ class FolderLayout:
     dequantized_tables: list[str] = field(default_factory=list)
     # mixture-of-experts routers the stage quantized, written as their dequantized float weights (own forward)
     dequantized_routers: list[str] = field(default_factory=list)
+    # convolutions the general path quantized (ConvBERT's depthwise convs), written as their dequantized float
+    # weights: compressed-tensors holds Linear and Embedding weights only
+    dequantized_convs: list[str] = field(default_factory=list)
     # layers (the program's names) whose static input quantizer the folder cannot hold: they read float inputs
     # there (experts and routers), which the comparison with the stage's model takes into account
     float_inputs: set[str] = field(default_factory=set)

@@ -169,3 +169,41 @@ def test_a_t5_encoder_int8_folder_is_written_where_only_rounding_ties_move_its_o
     assert moved <= examples // 2
     assert details["relative_difference_to_stage_model"] <= 0.5 * details["stage_model_relative_difference_to_float"]
     assert type(_loaded_folder(stage)).__name__ == "T5EncoderModel"
+
+
+def _weight_only_int4_stage(tmp_path, model_type):
+    archive = folder_zip(model_type, "feature-extraction", tmp_path)
+    spec = PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 32}, activations=None,
+                   export_onnx=False)
+    result = run_folder_pipeline(archive, text_dataset(tmp_path, labels=False), "feature-extraction", [spec],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    return result.stages[0]
+
+
+def test_quantized_convolutions_are_written_as_their_dequantized_weights_beside_the_int4_linears(tmp_path):
+    """ConvBERT's span-based dynamic convolutions (a depthwise and a pointwise Conv1d per layer): compressed-tensors
+    holds no convolution, and the whole folder was refused; they are a minority of its quantized weights."""
+    stage = _weight_only_int4_stage(tmp_path, "convbert")
+    details = stage.metrics["hf_folder"]
+    assert details["written"] and details["relative_difference_to_stage_model"] == 0, details
+    assert details["dequantized_convs"] == [f"encoder.layer.{i}.attention.self.key_conv_attn_layer.{kind}"
+                                            for i in (0, 1) for kind in ("depthwise", "pointwise")]
+    loaded = _loaded_folder(stage)
+    assert loaded.get_submodule("encoder.layer.0.attention.self.query").weight_packed.dtype == torch.int32
+    conv = loaded.get_submodule("encoder.layer.0.attention.self.key_conv_attn_layer.depthwise").weight
+    # the stage's int4 grid: one scale per 9-tap row, every tap a multiple of it
+    steps = conv.detach().reshape(conv.shape[0], -1)
+    scale = steps.abs().amax(1, keepdim=True) / 7
+    assert torch.allclose(steps / scale, (steps / scale).round(), atol=1e-3)
+
+
+def test_a_folder_whose_quantized_weights_are_mostly_convolutions_is_refused():
+    from compression.hf_folder_export import _keep_convs_float
+    from compression.hf_folder_graph import FolderLayout
+
+    manifest = [{"shape": [64, 64, 1]}, {"shape": [64, 64, 1]}, {"shape": [100, 64]}]
+    with pytest.raises(NotExpressible, match="2 of the quantized layers are convolutions .* hold 56% of the"):
+        _keep_convs_float(FolderLayout(), {"a": 4096, "b": 4096}, manifest)
+    layout = FolderLayout()
+    _keep_convs_float(layout, {"b": 4096}, manifest)
+    assert layout.dequantized_convs == ["b"]
