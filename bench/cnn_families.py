@@ -16,28 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMAGE = (3, 16, 16)
-AUDIO_SAMPLES = 256
-CLASSES = 10
-
-
-def conv_bn(cin: int, cout: int, kernel=3, stride=1, groups=1, dilation=1, act: type[nn.Module] = nn.ReLU):
-    padding = tuple((k - 1) // 2 * dilation for k in ((kernel, kernel) if isinstance(kernel, int) else kernel))
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, dilation=dilation, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), act())
-
-
-class Classifier(nn.Module):
-    """stem -> body -> global average pool -> linear: the frame every ImageNet family shares."""
-
-    def __init__(self, body: nn.Module, width: int, stem_width: int = 8):
-        super().__init__()
-        self.stem = conv_bn(IMAGE[0], stem_width)
-        self.body = body
-        self.head = nn.Linear(width, CLASSES)
-
-    def forward(self, x):
-        return self.head(F.adaptive_avg_pool2d(self.body(self.stem(x)), 1).flatten(1))
+from bench.cnn_blocks import AUDIO_SAMPLES, CLASSES, IMAGE, Classifier, conv_bn
+from bench.cnn_more_families import VIDEO, VideoR2Plus1d, more_image_cases
 
 
 class BasicBlock(nn.Module):
@@ -255,8 +235,6 @@ class AdaptivePool(nn.Module):
 
 
 def _image_cases() -> dict[str, Callable[[], nn.Module]]:
-    from bench.cnn_more_families import more_image_cases  # it builds on this module's blocks
-
     return {
         "resnet_basic": lambda: Classifier(nn.Sequential(BasicBlock(8, 8), BasicBlock(8, 16, 2)), 16),
         "resnet_bottleneck": lambda: Classifier(nn.Sequential(Bottleneck(8, 4, 16), Bottleneck(16, 4, 16),
@@ -305,8 +283,6 @@ def build_case(name: str, samples: int = 96, seed: int = 0) -> CnnCase:
     elif name == "tall_audio":
         model, inputs = TallAudio(), generator.standard_normal((samples, AUDIO_SAMPLES)).astype(np.float32)
     elif name == "video_conv3d":
-        from bench.cnn_more_families import VIDEO, VideoR2Plus1d
-
         model, inputs = VideoR2Plus1d(), generator.standard_normal((samples, *VIDEO)).astype(np.float32)
     else:
         model = _image_cases()[name]()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.cnn_families import CLASSES, IMAGE, Classifier, conv_bn
+from bench.cnn_blocks import CLASSES, IMAGE, Classifier, conv_bn
 
 VIDEO = (3, 4, 16, 16)  # channels, frames, height, width
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from app.core.errors import InvalidInput
-from bench.cnn_families import build_case, export_case
+from bench.cnn_families import CASE_NAMES, build_case, export_case
 from compression.context import RunContext
 from compression.dry_run import DryRunFailed
 from compression.inspect import inspect_npz, inspect_pt2
@@ -150,8 +150,6 @@ def test_prune_distil_prune_quantize_runs_on_what_each_stage_hands_on(tmp_path, 
 def test_every_family_of_the_sweep_builds_and_exports_with_a_dynamic_batch(tmp_path):
     """The sweep's cases (bench/cnn_families.py, bench/cnn_more_families.py) stay buildable: each exports and its
     program runs at another batch size than the one it was exported with."""
-    from bench.cnn_families import CASE_NAMES
-
     for name in CASE_NAMES:
         case = build_case(name, samples=6)
         model_path, _ = export_case(case, tmp_path)
