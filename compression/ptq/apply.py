@@ -63,8 +63,8 @@ def apply_ptq(spec: PTQSpec, model: torch.nn.Module, task: Task, ctx: RunContext
     embedding_storage = report["embeddings"]["format"] if report.get("embeddings", {}).get("tables") else "fp32"
     float_layers = report.get("float_layers", [])
     weights = "int8 symmetric, per output channel (conv, linear)"
-    if report.get("recurrent_weights"):
-        weights += "; recurrent layers' weights int8 per row, dequantized before the recurrence"
+    if report.get("weights_int8_without_kernel"):
+        weights += "; recurrent, 3-D and transposed conv weights int8, dequantized before their float op"
     artifact = formats.artifact("model.pt2", ARTIFACT_NAME, path,
                                 weights=weights + (f"; {len(float_layers)} layers kept float" if float_layers else ""),
                                 activations=activation_range_note(spec.reduce_range),

@@ -19,8 +19,8 @@ from compression.quant.graph import get_tensor
 # `embeddings: null`) and reported as such elsewhere (`float_layers`).
 MAX_FLOAT_SHARE = 0.5
 # What the x86 int8 recipe quantizes (torchao's X86InductorQuantizer annotates conv1d, conv2d and linear; tables
-# are ours): a 3-D convolution's weights stay float there (a video or volume CNN was reported 1.1x smaller and
-# no warning), while the weight-only path quantizes them.
+# are ours). Conv3d, transposed-conv and recurrent weights are stored int8 after it (`kernelless_weights.py`); one
+# of them still float (read by another op too) counts here.
 QUANTIZABLE_READERS = frozenset({"linear", "conv1d", "conv2d", "embedding"})
 SHOWN = 3
 
@@ -59,7 +59,7 @@ def float_weight_warning(report: dict) -> str | None:
         return None
     shown = "; ".join(report["largest_unquantizable"])
     hint = ("3-D convolutions have no int8 kernel in this recipe: the weight-only path (`activations: null`, "
-            "`weights: {bits: 8}` or 4) quantizes their weights" if " read by conv3d" in shown else
+            "`weights: {bits: 8}` or 4) quantizes their weights" if "conv3d" in shown else
             "A mixture of experts exported with stacked expert tensors is one such model: upload its Hugging Face "
             "folder instead, whose experts run as linear layers")
     return (f"{report['unquantizable_share']:.0%} of the model's weights stay float: int8 PTQ quantizes 1-D and "

@@ -44,7 +44,7 @@ from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
 from compression.ptq.explicit_padding import pad_long_kernels_explicitly
 from compression.ptq.functional_layers import mark_functional_layers
 from compression.ptq.graph_rewrites import holds_float
-from compression.ptq.recurrent_weights import quantize_recurrent_weights
+from compression.ptq.kernelless_weights import quantize_kernelless_weights
 from compression.ptq.smoothquant import smooth_linears
 from compression.ptq.string_padding import numeric_conv_padding
 from compression.quant.graph import find_layers, select_layers
@@ -68,8 +68,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     "addmm_as_linear" and "tall_convs_on_their_side" (how many),
     "explicitly_padded" (the long-kernel convs whose padding became a separate op), "functional_layers" (the
     modules whose linear/conv calls the quantizer would have left float, `functional_layers.py`), "embeddings",
-    "smoothquant", "float_layers" (the layers left float, when patterns were given), "recurrent_weights" (GRU/LSTM
-    weights stored int8, `recurrent_weights.py`) and "activation_range".
+    "smoothquant", "float_layers" (the layers left float, when patterns were given), "weights_int8_without_kernel"
+    (GRU/LSTM, Conv3d and transposed-conv weights stored int8, `kernelless_weights.py`) and "activation_range".
     `reduce_range` True calibrates activations to 0..127 (exact on CPUs without VNNI, `int8_kernels.py`), False
     to 0..255.
     """
@@ -95,8 +95,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     eval_mode(converted)
     if embeddings is not None:
         report["embeddings"] = quantize_embeddings(converted, embeddings)
-    if recurrent := quantize_recurrent_weights(converted):
-        report["recurrent_weights"] = recurrent
+    if kernelless := quantize_kernelless_weights(converted):
+        report["weights_int8_without_kernel"] = kernelless
     drop_unreferenced_tensors(converted)
     return converted
 

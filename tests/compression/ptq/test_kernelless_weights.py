@@ -1,5 +1,6 @@
-"""GRU and LSTM weights in the int8 program: int8 codes with one scale per row, dequantized before the recurrent
-op (torchao's x86 recipe has no recurrent layer; they stayed float32, half of a CRNN's weights)."""
+"""Weights of layers the x86 int8 recipe has no kernel for (GRU, LSTM, Conv3d, transposed convs) in the int8
+program: int8 codes with one scale per slice of their first dimension, dequantized before the op (they stayed
+float32: half of a CRNN's weights, 96 % of a video CNN's)."""
 
 import torch
 
@@ -32,7 +33,7 @@ def test_gru_and_lstm_weights_are_stored_int8_per_row_and_compute_close_to_float
     for kind, gates in ((torch.nn.GRU, 3), (torch.nn.LSTM, 4)):
         model, x, program, report = _int8(kind)
         # 2 layers x 2 directions x (input and hidden weights); the biases stay float
-        assert len(report["recurrent_weights"]) == 8
+        assert len(report["weights_int8_without_kernel"]) == 8
         codes = program.get_buffer("rnn.weight_hh_l0_codes")
         assert codes.dtype == torch.int8 and codes.shape == (gates * 24, 24)
         assert program.get_buffer("rnn.weight_hh_l0_scale").shape == (gates * 24,)
@@ -44,3 +45,34 @@ def test_gru_and_lstm_weights_are_stored_int8_per_row_and_compute_close_to_float
         path = save_program(export_model(program, (x,)), tmp_path / f"{kind.__name__}.pt2")
         float_path = save_program(export_model(model, (x,)), tmp_path / f"{kind.__name__}_fp32.pt2")
         assert path.stat().st_size < 0.5 * float_path.stat().st_size
+
+
+class VideoDecoder(torch.nn.Module):
+    """A Conv3d encoder and a ConvTranspose2d / ConvTranspose1d decoder, beside an ordinary conv2d."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.encode = torch.nn.Conv3d(3, 8, (2, 3, 3), padding=(0, 1, 1))
+        self.mix = torch.nn.Conv2d(8, 8, 1)
+        self.up = torch.nn.ConvTranspose2d(8, 4, 2, 2)
+        self.up1d = torch.nn.ConvTranspose1d(4, 2, 2, 2)
+
+    def forward(self, clip):
+        frames = torch.relu(self.encode(clip)).mean(2)
+        image = self.up(torch.relu(self.mix(frames)))
+        return self.up1d(image.mean(2))
+
+
+def test_3d_and_transposed_conv_weights_are_stored_int8_per_first_dimension():
+    model, clip = VideoDecoder().eval(), torch.randn(4, 3, 2, 8, 8)
+    report = {}
+    program = quantize_int8(model, (clip,), [(clip,)], report=report)
+    assert report["weights_int8_without_kernel"] == ["encode.weight", "up.weight", "up1d.weight"]
+    codes = program.get_buffer("encode.weight_codes")
+    assert codes.dtype == torch.int8 and codes.shape == (8, 3, 2, 3, 3)
+    assert program.get_buffer("up.weight_scale").shape == (8,)  # a transposed conv's weight is [in, out, k, k]
+    assert float_weight_report(program)["float_share"] == 0
+    with torch.no_grad():
+        expected, got = model(clip), program(clip)
+    assert float((got - expected).abs().max() / expected.abs().max()) < 0.05
