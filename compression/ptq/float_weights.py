@@ -22,10 +22,14 @@ MAX_FLOAT_SHARE = 0.5
 # are ours). Conv3d, transposed-conv and recurrent weights are stored int8 after it (`kernelless_weights.py`); one
 # of them still float (read by another op too) counts here.
 QUANTIZABLE_READERS = frozenset({"linear", "conv1d", "conv2d", "embedding"})
+# The general path's layers (`compression.quant.graph.find_layers`) and tables
+GENERAL_PATH_READERS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "embedding"})
+INT8_RECIPE = "int8 PTQ quantizes 1-D and 2-D convolution and linear layers with stored weights and embedding tables"
+GENERAL_RECIPE = "the general PTQ path quantizes convolution and linear layers with stored weights and embedding tables"
 SHOWN = 3
 
 
-def float_weight_report(graph: fx.GraphModule) -> dict:
+def float_weight_report(graph: fx.GraphModule, quantizable_readers: frozenset = QUANTIZABLE_READERS) -> dict:
     """Over the weight elements the graph reads (tensors of 2 or more dimensions): {"float_share": the share stored
     in a float dtype, "unquantizable_share": the share stored float and read by operations other than linear,
     convolution and embedding layers, "largest_unquantizable": the largest of those, as "name [shape] read by
@@ -45,7 +49,7 @@ def float_weight_report(graph: fx.GraphModule) -> dict:
             continue
         floating += tensor.numel()
         readers = sorted({op_name(user) for user in node.users})
-        if not set(readers) <= QUANTIZABLE_READERS:
+        if not set(readers) <= quantizable_readers:
             others.append((tensor.numel(), f"{node.target} {list(tensor.shape)} read by {', '.join(readers)}"))
     others.sort(key=lambda item: -item[0])
     return {"float_share": round(floating / total, 4) if total else 0.0,
@@ -53,15 +57,23 @@ def float_weight_report(graph: fx.GraphModule) -> dict:
             "largest_unquantizable": [described for _, described in others[:SHOWN]]}
 
 
-def float_weight_warning(report: dict) -> str | None:
-    """The warning for a program that left most of its weights float, or None."""
+def float_weight_warning(report: dict, recipe: str = INT8_RECIPE) -> str | None:
+    """The warning for a program that left most of its weights float, or None; `recipe` says what it quantizes."""
     if report["unquantizable_share"] <= MAX_FLOAT_SHARE:
         return None
     shown = "; ".join(report["largest_unquantizable"])
-    hint = ("3-D convolutions have no int8 kernel in this recipe: the weight-only path (`activations: null`, "
-            "`weights: {bits: 8}` or 4) quantizes their weights" if "conv3d" in shown else
-            "A mixture of experts exported with stacked expert tensors is one such model: upload its Hugging Face "
-            "folder instead, whose experts run as linear layers")
-    return (f"{report['unquantizable_share']:.0%} of the model's weights stay float: int8 PTQ quantizes 1-D and "
-            "2-D convolution and linear layers with stored weights and embedding tables, and these tensors are "
-            f"read by other operations ({shown}). {hint}")
+    return (f"{report['unquantizable_share']:.0%} of the model's weights stay float: {recipe}, and these tensors "
+            f"are read by other operations ({shown}).{_hint(shown)}")
+
+
+def _hint(shown: str) -> str:
+    if "conv3d" in shown:
+        return (" 3-D convolutions have no int8 kernel in this recipe: the weight-only path (`activations: null`, "
+                "`weights: {bits: 8}` or 4) quantizes their weights")
+    if any(op in shown for op in ("read by gru", "read by lstm", "read by rnn_", "conv_transpose")):
+        return (" The default int8 recipe (`{\"method\": \"ptq\"}`) stores recurrent layers' and transposed "
+                "convolutions' weights int8")
+    if "bmm" in shown or "index" in shown:
+        return (" A mixture of experts exported with stacked expert tensors is one such model: upload its Hugging "
+                "Face folder instead, whose experts run as linear layers")
+    return ""

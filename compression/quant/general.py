@@ -17,11 +17,30 @@ from compression.io import export_model
 from compression.modes import eval_mode
 from compression.onnx_export import export_onnx_qdq
 from compression.ptq.addmm_linear import addmm_as_linear_in_place
+from compression.ptq.float_weights import (
+    GENERAL_PATH_READERS,
+    GENERAL_RECIPE,
+    float_weight_report,
+    float_weight_warning,
+)
 from compression.quant.blocks import block_sensitivity
-from compression.quant.diagnostics import describe, layer_report, meet_budget, output_sqnr, sensitivity, weight_sqnr
+from compression.quant.diagnostics import (
+    describe,
+    layer_report,
+    meet_budget,
+    output_sqnr,
+    sensitivity,
+    weight_sqnr,
+)
 from compression.quant.embedding_tables import EmbeddingTables, quantize_tables
 from compression.quant.evaluate import Evaluator
-from compression.quant.graph import as_graph_module, find_layers, fold_batchnorm, layer_bits, select_layers
+from compression.quant.graph import (
+    as_graph_module,
+    find_layers,
+    fold_batchnorm,
+    layer_bits,
+    select_layers,
+)
 from compression.quant.observers import make_observer
 from compression.quant.packed import load_packed, write_packed
 from compression.quant.simulation import QuantSimulation
@@ -116,6 +135,11 @@ def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> Stag
                                      requested)
 
     metrics["embeddings"] = tables.report(written=sim.tables_quantized)
+    # a GRU's or a transposed conv's weights, stacked expert tensors: what no layer of this path reads stays float
+    metrics["float_weights"] = float_weight_report(sim.gm, GENERAL_PATH_READERS)
+    del metrics["float_weights"]["float_share"]  # the simulation holds every weight in float
+    if mostly_float := float_weight_warning(metrics["float_weights"], GENERAL_RECIPE):
+        metrics.setdefault("warnings", []).insert(0, mostly_float)
 
     ctx.progress("export", 0, 1)
     artifacts, deployed = write_artifacts(spec, sim, config, task, quantized_metric, metrics["embeddings"]["format"])

@@ -76,3 +76,24 @@ def test_3d_and_transposed_conv_weights_are_stored_int8_per_first_dimension():
     with torch.no_grad():
         expected, got = model(clip), program(clip)
     assert float((got - expected).abs().max() / expected.abs().max()) < 0.05
+
+
+def test_the_general_path_warns_when_a_recurrent_layer_holds_most_weights_and_names_the_int8_recipe(tmp_path):
+    import numpy as np
+
+    from compression.context import RunContext
+    from compression.data import Dataset
+    from compression.quant.general import apply_general_ptq
+    from compression.specs.ptq import PTQSpec
+    from compression.task import Task
+
+    model = ConvThenRecurrent(torch.nn.GRU).eval()
+    x = np.random.default_rng(0).standard_normal((48, 4, 10)).astype(np.float32)
+    dataset = Dataset.from_arrays({"train.x": x[:32], "val.x": x[32:]}, ["x"])
+    task = Task(dataset, model, (torch.from_numpy(x[:4]),), tmp_path)
+    result = apply_general_ptq(PTQSpec(activations=None, export_onnx=False), model, task, RunContext())
+    report = result.metrics["float_weights"]
+    assert report["unquantizable_share"] > 0.9 and "read by gru" in report["largest_unquantizable"][0]
+    warning = result.metrics["warnings"][0]
+    assert warning.startswith(f"{report['unquantizable_share']:.0%} of the model's weights stay float: the general")
+    assert "default int8 recipe" in warning and "experts" not in warning
