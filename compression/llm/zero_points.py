@@ -1,4 +1,4 @@
-"""What transformers 5 loads of a folder with zero points (asymmetric weights below 8 bits, e.g. hqq's).
+"""What transformers 5 loads of a folder with zero points (asymmetric int weights, e.g. hqq's).
 
 compressed-tensors packs such a layer's zero points into int32 along with its codes, which transformers 5's
 compressed layout expects unpacked and refuses (vllm-project/llm-compressor#1618). It loads the folder only by
@@ -16,7 +16,8 @@ from compression.llm.quantize import GROUP_SIZES, WeightFormat
 
 
 def packs_zero_points(fmt: WeightFormat) -> bool:
-    return fmt.kind == "int" and not fmt.symmetric and fmt.bits < 8
+    """llm_ptq's export packs asymmetric layers at every bit width, 8 included."""
+    return fmt.kind == "int" and not fmt.symmetric
 
 
 def one_group_size(fmt: WeightFormat, widths: set[int]) -> tuple[WeightFormat, str | None]:

@@ -16,7 +16,7 @@ ASYMMETRIC_EXPERTS = ("a mixture of experts' folder holds each expert as a quant
 # compression.llm.zero_points: transformers 5 loads packed zero points only by decompressing all layers in one format
 ZERO_POINTS_WITH_INT8_EMBEDDINGS = (
     "embeddings 'int8' stores the embedding table in a format of its own, and transformers loads a folder with "
-    "zero points (asymmetric weights below 8 bits: hqq, or symmetric false) in one format only: keep the "
+    "zero points (asymmetric weights: hqq, or symmetric false) in one format only: keep the "
     "embeddings float ('keep'), or use symmetric weights (gptq or rtn with symmetric true or null)")
 
 LLM_PTQ_ALONE = ("llm_ptq writes a compressed-tensors folder from the uploaded checkpoint, so it runs alone: a job "
@@ -122,7 +122,7 @@ class LLMPTQSpec(Spec):
             raise ValueError("hqq optimises the zero point: it needs symmetric false (or null)")
         if self.weights == "int" and self.bits not in (2, 3, 4, 8):
             raise ValueError("integer weights take 2, 3, 4 or 8 bits")
-        if self.weights == "int" and not self.is_symmetric and self.bits < 8 and self.embeddings == "int8":
+        if self.weights == "int" and not self.is_symmetric and self.embeddings == "int8":
             raise ValueError(ZERO_POINTS_WITH_INT8_EMBEDDINGS)
         return self
 

@@ -29,6 +29,7 @@ def test_fp8_alone_takes_its_own_recipe_not_the_int_defaults():
     ({"bits": 5}, "2, 3, 4 or 8"),
     ({"algorithm": "hqq", "embeddings": "int8"}, "embeddings 'int8'"),
     ({"algorithm": "rtn", "symmetric": False, "embeddings": "int8"}, "one format only"),
+    ({"algorithm": "hqq", "bits": 8, "embeddings": "int8"}, "one format only"),  # 8-bit layers are packed too
     ({"group_size": 48}, "group_size"),
     ({"algorithm": "smoothquant"}, "algorithm"),
     ({"gptq": {"damp_percent": 0}}, "damp_percent"),
