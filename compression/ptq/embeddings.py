@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
+from compression.ptq.graph_rewrites import register_codes
+
 aten = torch.ops.aten
 
 
@@ -132,12 +134,7 @@ def quantize_groups_int4(weight: torch.Tensor, group_size: int) -> tuple[torch.T
 
 def _register(gm: fx.GraphModule, attr: str, weight: torch.Tensor, fmt: EmbeddingFormat) -> tuple[str, str]:
     codes, scale = (quantize_rows_int8(weight) if fmt.bits == 8 else quantize_groups_int4(weight, fmt.group_size))
-    owner, _, leaf = attr.rpartition(".")
-    holder = gm.get_submodule(owner) if owner else gm
-    holder.register_buffer(f"{leaf}_codes", codes)
-    holder.register_buffer(f"{leaf}_scale", scale)
-    prefix = f"{owner}." if owner else ""
-    return f"{prefix}{leaf}_codes", f"{prefix}{leaf}_scale"
+    return register_codes(gm, attr, codes, scale)
 
 
 def _output_layer_codes(gm: fx.GraphModule, table: torch.Tensor) -> tuple[fx.Node, torch.Tensor] | None:

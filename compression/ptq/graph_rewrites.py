@@ -93,3 +93,14 @@ def holds_float(node: fx.Node) -> bool:
     """Whether the traced value of `node` is a float tensor (or is not known: no traced shape)."""
     value = node.meta.get("val")
     return not isinstance(value, torch.Tensor) or value.dtype.is_floating_point
+
+
+def register_codes(gm: fx.GraphModule, attr: str, codes: torch.Tensor, scale: torch.Tensor) -> tuple[str, str]:
+    """Store a weight's integer `codes` and `scale` as buffers beside it (`<leaf>_codes`, `<leaf>_scale`); returns
+    their attribute names. The caller rewrites the graph to read them and deletes the float weight."""
+    owner, _, leaf = attr.rpartition(".")
+    holder = gm.get_submodule(owner) if owner else gm
+    holder.register_buffer(f"{leaf}_codes", codes)
+    holder.register_buffer(f"{leaf}_scale", scale)
+    prefix = f"{owner}." if owner else ""
+    return f"{prefix}{leaf}_codes", f"{prefix}{leaf}_scale"

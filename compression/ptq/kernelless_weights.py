@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from compression.ptq.graph_rewrites import register_codes
 from compression.quant.graph import get_tensor
 
 aten = torch.ops.aten
@@ -68,12 +69,7 @@ def _register(gm: fx.GraphModule, attr: str, weight: torch.Tensor) -> tuple[str,
     rows = weight.detach().float().reshape(weight.shape[0], -1)
     scale = rows.abs().amax(dim=1).clamp(min=1e-12) / 127  # 1-D: a scale, not a weight, for the float report
     codes = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8).reshape(weight.shape)
-    owner, _, leaf = attr.rpartition(".")
-    holder = gm.get_submodule(owner) if owner else gm
-    holder.register_buffer(f"{leaf}_codes", codes)
-    holder.register_buffer(f"{leaf}_scale", scale)
-    prefix = f"{owner}." if owner else ""
-    return f"{prefix}{leaf}_codes", f"{prefix}{leaf}_scale"
+    return register_codes(gm, attr, codes, scale)
 
 
 def _dequantized(graph: fx.Graph, before: fx.Node, codes_attr: str, scale_attr: str,
