@@ -33,10 +33,11 @@ def float_weight_report(graph: fx.GraphModule, quantizable_readers: frozenset = 
     """Over the weight elements the graph reads (tensors of 2 or more dimensions): {"float_share": the share stored
     in a float dtype, "unquantizable_share": the share stored float and read by operations other than linear,
     convolution and embedding layers, "largest_unquantizable": the largest of those, as "name [shape] read by
-    op"}."""
+    op", "unquantizable_readers": the ops that read them}."""
     seen: set[int] = set()
     total = floating = 0
     others: list[tuple[int, str]] = []
+    other_readers: set[str] = set()
     for node in graph.graph.nodes:
         if node.op != "get_attr":
             continue
@@ -51,10 +52,12 @@ def float_weight_report(graph: fx.GraphModule, quantizable_readers: frozenset = 
         readers = sorted({op_name(user) for user in node.users})
         if not set(readers) <= quantizable_readers:
             others.append((tensor.numel(), f"{node.target} {list(tensor.shape)} read by {', '.join(readers)}"))
+            other_readers.update(readers)
     others.sort(key=lambda item: -item[0])
     return {"float_share": round(floating / total, 4) if total else 0.0,
             "unquantizable_share": round(sum(n for n, _ in others) / total, 4) if total else 0.0,
-            "largest_unquantizable": [described for _, described in others[:SHOWN]]}
+            "largest_unquantizable": [described for _, described in others[:SHOWN]],
+            "unquantizable_readers": sorted(other_readers)}
 
 
 def float_weight_warning(report: dict, recipe: str = INT8_RECIPE) -> str | None:
@@ -63,17 +66,21 @@ def float_weight_warning(report: dict, recipe: str = INT8_RECIPE) -> str | None:
         return None
     shown = "; ".join(report["largest_unquantizable"])
     return (f"{report['unquantizable_share']:.0%} of the model's weights stay float: {recipe}, and these tensors "
-            f"are read by other operations ({shown}).{_hint(shown)}")
+            f"are read by other operations ({shown}).{_hint(set(report['unquantizable_readers']))}")
 
 
-def _hint(shown: str) -> str:
-    if "conv3d" in shown:
+RECURRENT_READERS = {"gru", "lstm", "rnn_tanh", "rnn_relu"}
+TRANSPOSED_READERS = {"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
+
+
+def _hint(readers: set[str]) -> str:
+    if "conv3d" in readers:
         return (" 3-D convolutions have no int8 kernel in this recipe: the weight-only path (`activations: null`, "
                 "`weights: {bits: 8}` or 4) quantizes their weights")
-    if any(op in shown for op in ("read by gru", "read by lstm", "read by rnn_", "conv_transpose")):
+    if readers & (RECURRENT_READERS | TRANSPOSED_READERS):
         return (" The default int8 recipe (`{\"method\": \"ptq\"}`) stores recurrent layers' and transposed "
                 "convolutions' weights int8")
-    if "bmm" in shown or "index" in shown:
+    if readers & {"bmm", "index", "index_select"}:
         return (" A mixture of experts exported with stacked expert tensors is one such model: upload its Hugging "
                 "Face folder instead, whose experts run as linear layers")
     return ""

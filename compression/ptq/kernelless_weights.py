@@ -34,16 +34,17 @@ def quantize_kernelless_weights(gm: fx.GraphModule) -> list[str]:
             readers.setdefault(node.target, set()).update(user.target for user in node.users)
     done: dict[str, tuple[str, str, torch.Tensor]] = {}
 
-    def stored_int8(param, rank_ok) -> fx.Node | None:
+    def stored_int8(param, rank_ok) -> bool:
+        """Whether `param` is such a weight; its codes are registered (once) when it is."""
         if not (isinstance(param, fx.Node) and param.op == "get_attr"
                 and readers[param.target] <= set(RECURRENT_OPS + CONV_OPS)):
-            return None
+            return False
         weight = get_tensor(gm, param.target)
         if not (isinstance(weight, torch.Tensor) and weight.is_floating_point() and rank_ok(weight.dim())):
-            return None
+            return False
         if param.target not in done:
             done[param.target] = (*_register(gm, param.target, weight), weight)
-        return param
+        return True
 
     for node in list(gm.graph.nodes):
         if node.op != "call_function":
@@ -51,10 +52,10 @@ def quantize_kernelless_weights(gm: fx.GraphModule) -> list[str]:
         if node.target in RECURRENT_OPS:
             params = list(node.args[PARAMS_ARG])
             for index, param in enumerate(params):
-                if stored_int8(param, lambda rank: rank == 2) is not None:
+                if stored_int8(param, lambda rank: rank == 2):
                     params[index] = _dequantized(gm.graph, node, *done[param.target])
             node.args = (*node.args[:PARAMS_ARG], params, *node.args[PARAMS_ARG + 1:])
-        elif node.target in CONV_OPS and stored_int8(node.args[WEIGHT_ARG], lambda rank: rank >= 3) is not None:
+        elif node.target in CONV_OPS and stored_int8(node.args[WEIGHT_ARG], lambda rank: rank >= 3):
             weight = _dequantized(gm.graph, node, *done[node.args[WEIGHT_ARG].target])
             node.args = (*node.args[:WEIGHT_ARG], weight, *node.args[WEIGHT_ARG + 1:])
     gm.graph.eliminate_dead_code()

@@ -59,6 +59,7 @@ def test_3d_convolutions_left_float_are_warned_about_with_the_path_that_quantize
     # int8 PTQ stores a Conv3d's weights int8 (`kernelless_weights.py`); one it could not (read by another op too)
     # is named with the weight-only path, and no mixture-of-experts hint
     report = {"float_share": 0.96, "unquantizable_share": 0.96,
-              "largest_unquantizable": ["conv.weight [16, 3, 3, 3, 3] read by conv3d, mul"]}
+              "largest_unquantizable": ["conv.weight [16, 3, 3, 3, 3] read by conv3d, mul"],
+              "unquantizable_readers": ["conv3d", "mul"]}
     warning = float_weight_warning(report)
     assert "3-D convolutions" in warning and "activations: null" in warning and "experts" not in warning
