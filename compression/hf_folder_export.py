@@ -35,6 +35,7 @@ from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.fidelity import examples_moved, relative_max_gap
 from compression.half_precision import half_precision
 from compression.hf_folder_graph import (
+    MAX_DEQUANTIZED_SHARE,
     PROGRAM_PREFIX,
     FolderLayout,
     NotExpressible,
@@ -79,7 +80,6 @@ aten = torch.ops.aten
 # the structural checks of `read_graph` could still miss (a missing operation) differs by about the output's scale.
 MAX_RELATIVE_DIFFERENCE = 1e-3
 SHARE_OF_COMPRESSION_ERROR = 0.25
-MAX_DEQUANTIZED_SHARE = 0.5  # of the quantized weights a folder may hold as float convolutions (`_keep_convs_float`)
 MIN_SPLIT_GROUP = 8  # narrowest group a zero-padded last group may be cut into (`_dividing_width`)
 # A sentence embedding pools the tokens: the compression's own per-token error averages out there, while a tie
 # rounded the other way early on moves every token of a sentence alike. Measured on all-MiniLM-L6-v2 int8 (mean
@@ -492,6 +492,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             "dequantized_tables": layout.dequantized_tables,
             "dequantized_routers": layout.dequantized_routers,
             "dequantized_convs": layout.dequantized_convs,
+            "dequantized_uneven_groups": layout.dequantized_uneven_groups,
             "unpacked_for_weight_initialisation": unpacked,
             "copied_from_source": layout.from_source, "config_changes": layout.config_changes,
             "sentence_transformers_files": sentence_transformers_files,
@@ -526,19 +527,21 @@ def _per_row(tensor: torch.Tensor, rows: int) -> torch.Tensor:
     return tensor.reshape(1, 1).expand(rows, 1) if tensor.numel() == 1 else tensor.reshape(rows, -1)
 
 
-def _dividing_width(columns: int, group: int, attr: str) -> int:
+def _dividing_width(columns: int, group: int) -> int | None:
     """The group size that divides a row of `columns` and cuts no group of `group` columns across two: compressed-
     tensors has no shorter last group, which the packed format zero-pads. A row narrower than the group is one
     group, else the parts are gcd(columns, group) wide. Exact, as each part repeats its group's scale and zero
-    point (`_regroup`), but refused where the parts would be narrower than MIN_SPLIT_GROUP (the scales would then
-    outweigh the codes)."""
+    point (`_regroup`); None where the parts would be narrower than MIN_SPLIT_GROUP (the scales would outweigh
+    the codes: the layer is better written as its float weight, `_keep_float`)."""
     width = columns if columns < group else math.gcd(columns, group)
-    if width < MIN_SPLIT_GROUP:
-        raise NotExpressible(f"'{attr}': its {columns} input columns in groups of {group} end in a group of "
-                             f"{columns % group}; compressed-tensors needs one group size that divides the row, and "
-                             f"the widest that cuts no group across two is {width}, under {MIN_SPLIT_GROUP}: a "
-                             f"group size dividing {columns} gives a folder")
-    return width
+    return width if width >= MIN_SPLIT_GROUP else None
+
+
+def _uneven_reason(columns: int, group: int) -> str:
+    width = columns if columns < group else math.gcd(columns, group)
+    return (f"its {columns} input columns in groups of {group} end in a group of {columns % group}; compressed-"
+            f"tensors needs one group size that divides the row, and the widest that cuts no group across two is "
+            f"{width}, under {MIN_SPLIT_GROUP}: a group size dividing {columns} gives a folder")
 
 
 def _regroup(per_group: torch.Tensor, group: int, width: int, columns: int) -> torch.Tensor:
@@ -556,6 +559,7 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
 
     _, tensors, manifest = open_with_graph(packed_path, FORMAT)
     convs = {}  # quantized convolutions left as their dequantized float copies: name -> weight elements
+    uneven = {}  # layers no group size of MIN_SPLIT_GROUP or more divides, left so too: name -> (elements, why)
     for entry in manifest:
         attr = entry["attr"]
         name = tied_module(attr.removeprefix(PROGRAM_PREFIX).removesuffix(".weight"), tied or [], tables,
@@ -568,7 +572,10 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
                                  "has no layout for here (integer Linear weights and embedding tables only)")
         rows, columns = entry["shape"]
         qmin, group = entry["qmin"], entry.get("group_size")
-        width = group if group is None or columns % group == 0 else _dividing_width(columns, group, attr)
+        width = group if group is None or columns % group == 0 else _dividing_width(columns, group)
+        if group is not None and width is None:  # Swin V2's position-bias MLP: 2 input columns in groups of 32
+            uneven[name] = (rows * columns, f"'{attr}': {_uneven_reason(columns, group)}")
+            continue
         bits, shift = shift_to_signed(qmin, entry["qmax"], f"'{attr}'")
         codes = unpack_codes(tensors[f"{attr}.codes"], entry["bits"], qmin, (rows, columns)) - shift
         scale = _per_row(tensors[f"{attr}.scale"].float(), rows).contiguous()
@@ -586,20 +593,28 @@ def add_packed_weights(layout: FolderLayout, packed_path: Path, source: dict[str
         if entry.get("embedding"):
             layout.embeddings.add(name)  # stored unpacked: compressed-tensors' Embedding loader reads no other
         layout.floats.pop(f"{name}.weight", None)
-    _keep_convs_float(layout, convs, manifest)
+    _keep_float(layout, convs, uneven, manifest)
 
 
-def _keep_convs_float(layout: FolderLayout, convs: dict[str, int], manifest: list[dict]) -> None:
-    """The quantized convolutions stay in the folder as their dequantized float weights (exact: the values the
-    stage computes with) where they hold a minority of the quantized weights, as ConvBERT's depthwise convs do;
-    a model made mostly of them (SqueezeBERT's Conv1d layers) would get a float folder, which is refused."""
+def _keep_float(layout: FolderLayout, convs: dict[str, int], uneven: dict[str, tuple[int, str]],
+                manifest: list[dict]) -> None:
+    """The quantized convolutions, and the layers whose rows no group size divides (`_dividing_width`), stay in
+    the folder as their dequantized float weights (exact: the values the stage computes with; a float linear layer
+    is named in the config's `ignore`) where they hold a minority of the quantized weights, as ConvBERT's
+    depthwise convs and Swin V2's position-bias MLP do; a model made mostly of them (SqueezeBERT's Conv1d layers,
+    a group size that divides no row) would get a float folder, which is refused."""
     total = sum(math.prod(entry["shape"]) for entry in manifest)
-    if sum(convs.values()) > MAX_DEQUANTIZED_SHARE * total:
+    kept = sum(convs.values()) + sum(elements for elements, _ in uneven.values())
+    if kept > MAX_DEQUANTIZED_SHARE * total:
+        share = f"they hold {kept / total:.0%} of the quantized weights: the folder would be a float model"
+        if uneven:
+            raise NotExpressible(f"{len(uneven)} of the quantized layers have rows no group size divides "
+                                 f"({next(iter(uneven.values()))[1]}), {len(convs)} are convolutions, and {share}")
         shown = ", ".join(list(convs)[:3])
         raise NotExpressible(f"{len(convs)} of the quantized layers are convolutions ({shown}), which compressed-"
-                             f"tensors has no layout for, and they hold {sum(convs.values()) / total:.0%} of the "
-                             "quantized weights: the folder would be a float model")
+                             f"tensors has no layout for, and {share}")
     layout.dequantized_convs = sorted(convs)
+    layout.dequantized_uneven_groups = sorted(uneven)
 
 
 def rounding_ops(program: torch.export.ExportedProgram) -> int:

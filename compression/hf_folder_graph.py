@@ -41,6 +41,12 @@ from compression.ptq.graph_rewrites import stored_tensor
 
 aten = torch.ops.aten
 PROGRAM_PREFIX = "model."  # the program's module names are the folder model's, under `_TensorOutput.model`
+# Of the quantized weights, the share a folder may hold as float convolutions (compressed-tensors has no
+# convolution layout): a ViT's patch embedding, a speech model's feature encoder; a CNN would be a float folder.
+MAX_DEQUANTIZED_SHARE = 0.5
+CONVOLUTIONS = frozenset({aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.convolution.default,
+                          aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding})
+QUANTIZED_INPUT_READERS = CONVOLUTIONS | {aten.linear.default}
 
 
 class NotExpressible(ValueError):
@@ -68,9 +74,12 @@ class FolderLayout:
     dequantized_tables: list[str] = field(default_factory=list)
     # mixture-of-experts routers the stage quantized, written as their dequantized float weights (own forward)
     dequantized_routers: list[str] = field(default_factory=list)
-    # convolutions the general path quantized (ConvBERT's depthwise convs), written as their dequantized float
-    # weights: compressed-tensors holds Linear and Embedding weights only
+    # quantized convolutions (the general path's: ConvBERT's depthwise convs; int8 PTQ's: a ViT's patch embedding),
+    # written as their dequantized float weights: compressed-tensors holds Linear and Embedding weights only
     dequantized_convs: list[str] = field(default_factory=list)
+    # layers of the general path whose rows no group size of 8 or more divides without cutting one of the stage's
+    # groups across two (`hf_folder_export._dividing_width`), written as their dequantized float weights
+    dequantized_uneven_groups: list[str] = field(default_factory=list)
     # layers (the program's names) whose static input quantizer the folder cannot hold: they read float inputs
     # there (experts and routers), which the comparison with the stage's model takes into account
     float_inputs: set[str] = field(default_factory=set)
@@ -180,8 +189,8 @@ def _input_quantizer(gm: fx.GraphModule, node) -> tuple[float, int, int] | None:
 
 
 def _input_quantizer_modules(gm: fx.GraphModule) -> set[fx.Node]:
-    """Modules the graph calls that are activation quantizers feeding only linear layers; any other module holding
-    tensors is something the folder's architecture does not have."""
+    """Modules the graph calls that are activation quantizers feeding only linear layers or convolutions (QAT's);
+    any other module holding tensors is something the folder's architecture does not have."""
     found = set()
     for node in gm.graph.nodes:
         if node.op != "call_module":
@@ -190,7 +199,7 @@ def _input_quantizer_modules(gm: fx.GraphModule) -> set[fx.Node]:
         if not _holds_tensors(module):
             continue  # export's `_guards_fn`: shape checks only
         if not callable(getattr(module, "grid", None)) or not all(
-                user.op == "call_function" and user.target == aten.linear.default and user.args[0] is node
+                user.op == "call_function" and user.target in QUANTIZED_INPUT_READERS and user.args[0] is node
                 for user in node.users):
             raise NotExpressible(f"the graph calls module '{node.target}' ({type(module).__name__}), which the "
                                  "folder's layers cannot hold")
@@ -198,8 +207,65 @@ def _input_quantizer_modules(gm: fx.GraphModule) -> set[fx.Node]:
     return found
 
 
+def _float_conv_inputs(gm: fx.GraphModule, layout: FolderLayout) -> None:
+    """Convolutions reading a QAT activation quantizer module's output: compressed-tensors quantizes no convolution's
+    input, so they read float inputs in the folder (their weights are written float, `hf_folder_export._keep_float`),
+    which the folder check measures as a model of its own."""
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in CONVOLUTIONS and isinstance(node.args[0], fx.Node) \
+                and node.args[0].op == "call_module" and (name := folder_module_name(node)):
+            layout.float_inputs.add(name)
+
+
 def _same_weight(a: QuantizedWeight, b: QuantizedWeight) -> bool:
     return a.codes.shape == b.codes.shape and torch.equal(a.codes, b.codes) and torch.equal(a.scale, b.scale)
+
+
+def _int8_convs(gm: fx.GraphModule, nodes: list[fx.Node], source: dict[str, torch.Tensor]) -> dict[fx.Node, tuple]:
+    """The weight quantizers among `nodes` that feed only the convolution of one module of the folder (int8 PTQ's
+    per-channel weights of a ViT's patch embedding): node -> (module name, dequantized float weight, the graph's
+    tensors it reads). The weight is computed by the graph's own op, so the folder holds exactly the stage's values."""
+    found = {}
+    for node in nodes:
+        readers = list(node.users)
+        names = {folder_module_name(reader) for reader in readers}
+        if not _is(node, "dequantize_per_channel") or not readers or len(names) != 1 or not all(
+                reader.op == "call_function" and reader.target in CONVOLUTIONS and reader.args[1] is node
+                for reader in readers):
+            continue
+        name = names.pop()
+        stored = [stored_tensor(gm, arg) for arg in node.args[:3]]
+        if name is None or f"{name}.weight" not in source or any(tensor is None for tensor in stored):
+            continue
+        weight = _as_source_shape(node.target(*stored, *node.args[3:], **node.kwargs), source[f"{name}.weight"])
+        found[node] = (name, weight.detach(), [arg.target for arg in node.args[:3]])
+    return found
+
+
+def _as_source_shape(weight: torch.Tensor, source_weight: torch.Tensor) -> torch.Tensor:
+    """A convolution weight in its module's shape: int8 PTQ runs a Conv1d as a 2-D convolution (its kernel given
+    a unit axis, `compression.ptq.conv1d`), whose weight has that axis too."""
+    if weight.dim() == source_weight.dim() + 1 and any(
+            size == 1 and weight.shape[:axis] + weight.shape[axis + 1:] == source_weight.shape
+            for axis, size in enumerate(weight.shape)):
+        return weight.reshape(source_weight.shape)
+    return weight
+
+
+def _dequantized_convs(layout: FolderLayout, convs: dict[fx.Node, tuple], consumed: set[str]) -> bool:
+    """The int8 convolutions as their dequantized float weights, where they hold a minority of the quantized
+    weights; their input quantizers are already left to run in float (`_activation_pair`), so the folder computes
+    the stage's model with those activations in float, which the folder check measures as a model of its own.
+    False where they hold most of them (left to be refused with the convolutions named)."""
+    conv_elements = sum(weight.numel() for _, weight, _ in convs.values())
+    total = conv_elements + sum(quantized.codes.numel() for quantized in layout.weights.values())
+    if conv_elements > MAX_DEQUANTIZED_SHARE * total:
+        return False
+    for name, weight, tensors in convs.values():
+        layout.floats[f"{name}.weight"] = weight
+        consumed.update(tensors)
+    layout.dequantized_convs = sorted({name for name, _, _ in convs.values()})
+    return True
 
 
 def _activation_pair(node: fx.Node) -> tuple[fx.Node, ...]:
@@ -243,6 +309,7 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
     input_quantizers: dict[str, set[fx.Node]] = {}  # module name -> the quantize/dequantize nodes of its input
     shared_inputs: set[str] = set()  # modules called on different input grids: their inputs run in float
     _input_quantizer_modules(gm)
+    _float_conv_inputs(gm, layout)
     for node in gm.graph.nodes:
         if node.op == "call_function" and node.target == aten.linear.default:
             weight, quantizer = node.args[1], _input_quantizer(gm, node.args[0])
@@ -290,6 +357,9 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
     pairs = {member for node in unexpressed for member in _activation_pair(node)}
     _run_in_float(layout, pairs)
     unexpressed = [node for node in unexpressed if node not in pairs]
+    convs = _int8_convs(gm, unexpressed, source)
+    if convs and _dequantized_convs(layout, convs, consumed):
+        unexpressed = [node for node in unexpressed if node not in convs]
     if unexpressed:  # e.g. a weight quantizer of an op that is no linear layer (GPT-2's Conv1D addmm, a conv)
         # A few such layers (a ViT's patch-embedding convolution) can stay float; a CNN's many cannot usefully.
         modules = sorted({PROGRAM_PREFIX + module for node in unexpressed for user in node.users
@@ -348,7 +418,7 @@ def quantizers_left_out(gm: torch.nn.Module, layout: FolderLayout):
                 for reader in list(dequantized.users):
                     bypassed.setdefault(reader, (reader.args, reader.kwargs))
                     reader.replace_input_with(dequantized, node.args[0])
-        elif node.target == aten.linear.default and folder_module_name(node) in layout.float_inputs:
+        elif node.target in QUANTIZED_INPUT_READERS and folder_module_name(node) in layout.float_inputs:
             quantized = node.args[0]
             if not isinstance(quantized, fx.Node):
                 continue

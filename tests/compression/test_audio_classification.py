@@ -9,6 +9,7 @@ from compression.archive import InvalidUpload
 from compression.archive.hf_folder import read_hf_folder
 from compression.context import RunContext
 from compression.hf_arrays import normalized_waveforms
+from compression.hf_folder_variant import MAX_METRIC_LOSS_POINTS
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, PTQSpec
 from tests.hf_folders import audio_folder, bert_folder, zip_bytes
@@ -51,8 +52,14 @@ def test_the_task_and_the_input_are_read_from_the_folder_and_a_job_runs(model_ty
     assert result.baseline["metric"] == "accuracy"
     stage = result.stages[0]
     assert 0 <= stage.metrics["accuracy"] <= 1 and stage.metrics["compression_ratio"] > 1
-    # Their convolutions (wav2vec2's feature encoder, AST's patches, Whisper's stem) are int8 in the .pt2 only.
-    assert not stage.metrics["hf_folder"]["written"] and "conv" in stage.metrics["hf_folder"]["reason"]
+    # Their convolutions (wav2vec2's feature encoder, AST's patches, Whisper's stem) are int8 in the .pt2; the
+    # folder holds them as their dequantized float weights, their inputs in float, and is measured itself.
+    folder = stage.metrics["hf_folder"]
+    assert folder["written"] and folder["dequantized_convs"], folder
+    own = folder["measured_as_its_own_model"]
+    assert own["metric_points"] >= stage.metrics["metric_points"] - MAX_METRIC_LOSS_POINTS
+    in_float = len(folder["float_activations"])
+    assert own["computes"] == f"the stage's model with {in_float} activation quantizers in float"
 
 
 def test_waveforms_are_normalized_as_the_feature_extractor_says(tmp_path):

@@ -198,12 +198,33 @@ def test_quantized_convolutions_are_written_as_their_dequantized_weights_beside_
 
 
 def test_a_folder_whose_quantized_weights_are_mostly_convolutions_is_refused():
-    from compression.hf_folder_export import _keep_convs_float
+    from compression.hf_folder_export import _keep_float
     from compression.hf_folder_graph import FolderLayout
 
     manifest = [{"shape": [64, 64, 1]}, {"shape": [64, 64, 1]}, {"shape": [100, 64]}]
     with pytest.raises(NotExpressible, match="2 of the quantized layers are convolutions .* hold 56% of the"):
-        _keep_convs_float(FolderLayout(), {"a": 4096, "b": 4096}, manifest)
+        _keep_float(FolderLayout(), {"a": 4096, "b": 4096}, {}, manifest)
     layout = FolderLayout()
-    _keep_convs_float(layout, {"b": 4096}, manifest)
+    _keep_float(layout, {"b": 4096}, {}, manifest)
     assert layout.dequantized_convs == ["b"]
+
+
+def test_int8_convolutions_holding_most_of_the_quantized_weights_stay_unwritten():
+    """int8 PTQ's convolutions are written as float weights only where they are a minority (a patch embedding);
+    a CNN's would make a float folder, and the graph's refusal then names them."""
+    from compression.hf_folder_graph import FolderLayout, _as_source_shape, _dequantized_convs
+    from compression.llm.quantize import QuantizedWeight, WeightFormat
+
+    layout = FolderLayout()
+    layout.weights["fc"] = QuantizedWeight(torch.zeros(10, 100, dtype=torch.int8), torch.ones(10, 1), None,
+                                           WeightFormat(bits=8, group_size=None, symmetric=True))
+    consumed = set()
+    # 1152 of 2152 quantized weights
+    assert not _dequantized_convs(layout, {"a": ("conv", torch.ones(16, 8, 9), ["c", "s", "z"])}, consumed)
+    assert layout.dequantized_convs == [] and not consumed and "conv.weight" not in layout.floats
+    # 576 of 1576
+    assert _dequantized_convs(layout, {"a": ("conv", torch.ones(8, 8, 9), ["c", "s", "z"])}, consumed)
+    assert layout.dequantized_convs == ["conv"] and consumed == {"c", "s", "z"}
+    # a Conv1d the int8 path ran as a 2-D convolution: its kernel's unit axis is dropped again
+    assert _as_source_shape(torch.ones(16, 1, 1, 10), torch.ones(16, 1, 10)).shape == (16, 1, 10)
+    assert _as_source_shape(torch.ones(16, 4, 3, 3), torch.ones(16, 4, 3, 3)).shape == (16, 4, 3, 3)

@@ -178,13 +178,31 @@ def test_qat_becomes_static_input_quantizers_and_its_packed_weights(tmp_path, qu
     (PTQSpec(weights={"granularity": "per_tensor"}, export_onnx=False), "fake-quantized activations"),
     # rows of 32 in groups of 30 would need groups of gcd(32, 30) = 2
     (PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 30}, activations=None,
-             export_onnx=False), "the widest that cuts no group across two is 2")])
+             export_onnx=False),
+     "12 of the quantized layers have rows no group size divides ('model.encoder.layer.0.")])
 def test_a_model_the_architecture_cannot_express_keeps_its_pt2_and_says_why(tmp_path, spec, reason):
     _, result = _job(tmp_path, "feature-extraction", [spec])
     stage = result.stages[0]
     assert [a.kind for a in stage.artifacts] == ["model.pt2"] if spec.method == "prune" else ["packed.safetensors"]
     assert stage.metrics["hf_folder"]["written"] is False
     assert reason in stage.metrics["hf_folder"]["reason"]
+
+
+def test_layers_whose_rows_no_group_size_divides_are_written_float_beside_the_grouped_ones(tmp_path):
+    """Groups of 36: the 32-wide rows are one group each, but the FFN outputs' 64 columns would need groups of
+    gcd(64, 36) = 4, whose scales outweigh their codes; those two layers (a quarter of the weights) are written as
+    the float weights the stage computes with and ignored by the config, where the whole folder was refused (Swin
+    V2's position-bias MLP, 2 columns in groups of 32, cost its int4 folder so)."""
+    spec = PTQSpec(weights={"bits": 4, "granularity": "per_group", "group_size": 36}, activations=None,
+                   export_onnx=False)
+    _, result = _job(tmp_path, "feature-extraction", [spec])
+    stage = result.stages[0]
+    written = stage.metrics["hf_folder"]
+    uneven = ["encoder.layer.0.output.dense", "encoder.layer.1.output.dense"]
+    assert written["written"] and written["dequantized_uneven_groups"] == uneven, written
+    assert written["relative_difference_to_stage_model"] == 0
+    config = json.loads((tmp_path / "work" / "hf" / "0_ptq_hf" / "config.json").read_text())["quantization_config"]
+    assert set(uneven) <= set(config["ignore"])
 
 
 def test_int4_embedding_tables_are_kept_as_int4_codes_the_embedding_loader_reads(tmp_path):

@@ -109,13 +109,27 @@ def test_an_image_classifier_job_is_judged_on_labels_and_written_back_as_a_folde
         assert (predictions == arrays["val.y"]).mean() == pytest.approx(stage.metrics["accuracy"], abs=1 / 16 + 1e-6)
 
 
-def test_a_convolution_int8_has_no_folder_and_the_reason_says_what_to_keep_float(vit, images, tmp_path):
+def test_an_int8_patch_convolution_is_written_as_its_dequantized_weight_and_the_folder_measured(vit, images,
+                                                                                                 tmp_path):
+    """compressed-tensors has no convolution: the int8 patch embedding is written as the float weight the stage
+    computes with (its input in float), and the folder, another model than the stage's, is measured itself. It had
+    no folder before 2026-12-06 (the reason said to exclude the convolution)."""
     result = run_folder_pipeline(vit, images, "image-classification", [PTQSpec(calibration_samples=8)],
                                  EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
-    written = result.stages[0].metrics["hf_folder"]
-    assert not written["written"]
-    assert "conv2d in vit.embeddings.patch_embeddings.projection" in written["reason"]
-    assert "\"exclude\": ['model.vit.embeddings.patch_embeddings.projection']" in written["reason"]
+    stage = result.stages[0]
+    written = stage.metrics["hf_folder"]
+    assert written["written"] and written["dequantized_convs"] == ["vit.embeddings.patch_embeddings.projection"]
+    assert written["measured_as_its_own_model"]["metric_points"] >= stage.metrics["metric_points"] - 0.1
+    [artifact] = [artifact for artifact in stage.artifacts if artifact.name == hf_folder.ARTIFACT_NAME]
+    loaded = hf_folder.load(artifact.path)
+    conv = loaded.vit.embeddings.patch_embeddings.projection.weight.detach()
+    # the stage's int8 grid: per output channel, the gaps between its values are whole multiples of one step
+    # (a float weight's are not)
+    for channel in conv.reshape(conv.shape[0], -1):
+        gaps = channel.unique().diff()
+        steps = gaps / gaps.min()
+        assert torch.allclose(steps, steps.round(), atol=1e-2)
+    assert sum(hasattr(module, "weight_scale") for module in loaded.modules()) == 13  # the linears stay int8
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
