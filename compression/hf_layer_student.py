@@ -78,7 +78,12 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     count = len(stacks[0][1])
     kept = kept_layers(spec, count)
     config = copy.deepcopy(teacher.config)
-    setattr(config, LAYER_COUNT_FIELD, len(kept))
+    try:
+        setattr(config, LAYER_COUNT_FIELD, len(kept))
+    except (AttributeError, NotImplementedError) as exc:  # Funnel's count is the sum of its `block_sizes`
+        raise ValueError(f"a 'layers' student sets the config's num_hidden_layers, which this "
+                         f"{config.model_type} config derives from other fields and refuses ({exc}); distill into "
+                         "a 'low_rank' or 'zoo' student, or prune") from None
     per_layer = [*PER_LAYER_FIELDS, *(name for name in config.to_dict()
                                       if name.endswith(PER_LAYER_SUFFIX) and name not in PER_LAYER_FIELDS)]
     for name in per_layer:

@@ -12,6 +12,7 @@ sentence-transformers max_seq_length), so the exported program and every stage's
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -208,7 +209,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
             raise ValueError(f"this {model.config.model_type} classifier takes '{model.main_input_name}', not "
                              f"one of {sorted(ARRAY_WRAPPERS)}; export it yourself and upload the .pt2")
         return wrapper(model).eval()
-    if isinstance(getattr(model, "decoder", None), torch.nn.Module) and hasattr(model, "get_encoder"):
+    if "decoder_input_ids" in inspect.signature(model.forward).parameters and hasattr(model, "get_encoder"):
+        # (Funnel's `decoder` reads no decoder inputs: it upsamples the pooled encoder's features into the output.)
         # T5, BART, ...: the features are the encoder's (what T5EncoderModel and sentence-T5 compute); the whole
         # model would want decoder inputs too, and its export failed. Where transformers has an encoder-only class
         # (T5EncoderModel, MT5EncoderModel, ...) the folder is loaded as that, so that a stage's folder is one

@@ -123,6 +123,18 @@ def test_a_student_transformers_cannot_build_is_refused_with_the_reason(tmp_path
         write_layers_student(tmp_path / "rwkv", "causal-lm", LayersStudent(keep=1), tmp_path / "student")
 
 
+def test_a_config_that_refuses_a_layer_count_is_refused_with_the_other_students(tmp_path):
+    # Funnel's num_hidden_layers is the sum of its block_sizes: setting it raised a bare NotImplementedError
+    from bench.hf_architecture_sweep import save_tokenizer, tiny_model
+    from compression.hf_layer_student import write_layers_student
+
+    tiny_model("funnel", "feature-extraction").save_pretrained(tmp_path / "funnel")
+    save_tokenizer(tmp_path / "funnel")
+    with pytest.raises(ValueError, match="num_hidden_layers, which this funnel config derives from other fields "
+                                         r"and refuses .*; distill into a 'low_rank' or 'zoo' student, or prune"):
+        write_layers_student(tmp_path / "funnel", "feature-extraction", LayersStudent(keep=1), tmp_path / "student")
+
+
 def test_a_pt2_job_refuses_a_layers_student_in_its_dry_run(tmp_path, example_files):
     model_path, dataset_path = example_files
     kd = KDSpec(student={"kind": "layers", "keep": 1}, training={"steps": 1})

@@ -40,3 +40,20 @@ def test_a_folder_exports_to_a_program_with_its_tokenized_text(tmp_path, task, c
     # Layer patterns are checked at submission against the names the program will have.
     folder_layers = read_hf_folder(io.BytesIO(zip_bytes(folder)), task=task).signature()["layers"]
     assert set(inspect_pt2(tmp_path / "m.pt2").layers) <= set(folder_layers)
+
+
+def test_funnel_features_are_the_whole_model_whose_decoder_upsamples_the_encoder(tmp_path):
+    """Funnel's `decoder` reads no decoder inputs (it upsamples the pooled encoder's features back to every token):
+    taken for an encoder-decoder's, the encoder alone was exported and failed ("unexpected keyword argument
+    'input_ids'"), and every job on a Funnel folder with it. T5's features stay its encoder's."""
+    from bench.hf_architecture_sweep import save_tokenizer, tiny_model
+
+    for model_type, expected in (("funnel", "FunnelModel"), ("t5", "T5EncoderModel")):
+        tiny_model(model_type, "feature-extraction").save_pretrained(tmp_path / model_type)
+        save_tokenizer(tmp_path / model_type)
+        wrapper = load_folder_model(tmp_path / model_type, "feature-extraction")
+        assert type(wrapper.model).__name__ == expected
+        ids = torch.tensor([[3, 7, 8, 9, 4]])
+        with torch.no_grad():
+            features = wrapper(ids, torch.ones_like(ids))
+        assert features.shape == (1, 5, wrapper.model.config.d_model)  # a feature per token
