@@ -173,9 +173,17 @@ def _decomposed_eps(node: torch.fx.Node) -> float:
     return node.args[7] if node.target is _DECOMPOSED_TRAINING else node.args[6]
 
 
+def batch_statistics_only(node: torch.fx.Node) -> bool:
+    """A batch-norm call without running statistics: it normalises by its input's own statistics in either mode,
+    as BiT's weight-standardized convolutions do to their weights (`F.batch_norm(w, None, None, training=True)`).
+    Its `training` flag must stay True: in eval mode aten refuses it ("running_mean must be defined")."""
+    return node.target is torch.ops.aten.batch_norm.default and node.args[3] is None and node.args[4] is None
+
+
 def _set_exported_mode(model: torch.fx.GraphModule, training: bool) -> torch.fx.GraphModule:
     mode_dependent = [node for node in model.graph.nodes if node.op == "call_function"
-                      and any(op in str(node.target) for op in _MODE_DEPENDENT_OPS)]
+                      and any(op in str(node.target) for op in _MODE_DEPENDENT_OPS)
+                      and not batch_statistics_only(node)]
     decomposed = (_DECOMPOSED_TRAINING, _DECOMPOSED_INFERENCE)
     if any(node.target not in _TRAINING_FLAG and node.target not in decomposed for node in mode_dependent):
         return move_exported_model_to_train(model) if training else move_exported_model_to_eval(model)

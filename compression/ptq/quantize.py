@@ -38,6 +38,7 @@ from compression.io import export_model
 from compression.modes import eval_mode
 from compression.ptq.addmm_linear import addmm_as_linear
 from compression.ptq.batch_norm_affine import batch_norms_as_affine
+from compression.ptq.computed_weights import store_computed_weights
 from compression.ptq.conv1d import conv1d_as_conv2d
 from compression.ptq.conv_orientation import tall_convs_on_their_side
 from compression.ptq.embeddings import EmbeddingFormat, quantize_embeddings
@@ -66,7 +67,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     the conv/linear layers to quantize; the others stay float. `report`, when given, receives what was done beyond
     quantizing: "dropped_branches", "numeric_conv_padding" (string-padded convs), "conv1d_as_conv2d",
     "addmm_as_linear" and "tall_convs_on_their_side" (how many),
-    "explicitly_padded" (the long-kernel convs whose padding became a separate op), "functional_layers" (the
+    "explicitly_padded" (the long-kernel convs whose padding became a separate op), "computed_weights_stored"
+    (layer weights computed from parameters alone, stored computed: `computed_weights.py`), "functional_layers" (the
     modules whose linear/conv calls the quantizer would have left float, `functional_layers.py`), "embeddings",
     "smoothquant", "float_layers" (the layers left float, when patterns were given), "weights_int8_without_kernel"
     (GRU/LSTM, Conv3d and transposed-conv weights stored int8, `kernelless_weights.py`) and "activation_range".
@@ -113,6 +115,8 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     eval_mode(model)
     graph = export_model(model, example_inputs).module()
     report["dropped_branches"] = drop_dead_branches(graph).to_metrics()
+    if computed := store_computed_weights(graph):  # BiT's standardized convolution weights
+        report["computed_weights_stored"] = computed
     if string_padded := numeric_conv_padding(graph):  # first: the 1-D rewrite reads numeric padding only
         report["numeric_conv_padding"] = string_padded
     if conv1d_count := conv1d_as_conv2d(graph):

@@ -24,8 +24,12 @@ import torch
 from torch import fx, nn
 
 from compression.errors import check_finite_range
-from compression.qat.activation_quantizers import (LSQActivationQuantizer, PACTActivationQuantizer,
-                                                   make_activation_quantizer)
+from compression.modes import batch_statistics_only
+from compression.qat.activation_quantizers import (
+    LSQActivationQuantizer,
+    PACTActivationQuantizer,
+    make_activation_quantizer,
+)
 from compression.qat.weight_quantizers import make_weight_quantizer
 from compression.quant.affine import QParams, dequantize
 from compression.quant.graph import as_graph_module, find_layers, get_tensor
@@ -144,7 +148,8 @@ def freeze_batchnorm(model: nn.Module) -> bool:
         return changed
     changed = False
     for node in model.graph.nodes:
-        if node.op == "call_function" and node.target == torch.ops.aten.batch_norm.default and node.args[5]:
+        if node.op == "call_function" and node.target == torch.ops.aten.batch_norm.default and node.args[5] \
+                and not batch_statistics_only(node):
             node.args = (*node.args[:5], False, *node.args[6:])
             changed = True
     if changed:

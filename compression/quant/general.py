@@ -17,6 +17,7 @@ from compression.io import export_model
 from compression.modes import eval_mode
 from compression.onnx_export import export_onnx_qdq
 from compression.ptq.addmm_linear import addmm_as_linear_in_place
+from compression.ptq.computed_weights import store_computed_weights
 from compression.ptq.float_weights import (
     GENERAL_PATH_READERS,
     GENERAL_RECIPE,
@@ -57,6 +58,7 @@ def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext
                      ) -> tuple[QuantSimulation, DroppedBranches, EmbeddingTables]:
     gm = eval_mode(as_graph_module(model, task.example_inputs))
     dropped = drop_dead_branches(gm)  # an unused branch's layers would be quantized, reported and shipped
+    store_computed_weights(gm)  # BiT's standardized convolution weights, a weight-normed convolution's
     if addmm_as_linear_in_place(gm):
         # GPT-2's Conv1D layers are addmm calls, which find_layers does not take for layers: as linears they are
         # quantized like any other; the re-export gives the new nodes their traced shapes.

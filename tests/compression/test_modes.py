@@ -110,3 +110,28 @@ def test_in_place_dropout_switches_in_place_and_batch_norms_keep_their_eps_and_m
         assert not is_training(exported) and torch.equal(exported(x), exported(x))
     norms = [node for node in exported.graph.nodes if "batch_norm" in str(node.target)]
     assert norms and all(0.001 in node.args and 0.997 in node.args for node in norms)
+
+
+class WeightStandardizedConv(nn.Conv2d):
+    """BiT's convolution: its weight normalised by its own statistics through a batch norm without running ones."""
+
+    def forward(self, x):
+        weight = nn.functional.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True,
+                                          momentum=0.0, eps=1e-8).reshape_as(self.weight)
+        return nn.functional.conv2d(x, weight, self.bias, padding=1)
+
+
+def test_a_batch_norm_without_running_statistics_normalises_by_its_input_in_both_modes():
+    """Switched to eval mode as a batch norm with statistics is, aten refused it ("running_mean must be defined in
+    evaluation mode"), and every job on a BiT model failed before its baseline."""
+    torch.manual_seed(0)
+    model = nn.Sequential(WeightStandardizedConv(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    expected = model(x)
+    exported = torch.export.export(model, (x,)).module()
+    for switch in (eval_mode, train_mode, eval_mode):
+        switch(exported)
+        if switch is eval_mode:
+            torch.testing.assert_close(exported(x), expected)
+    batch_norms = [node for node in exported.graph.nodes if node.target is torch.ops.aten.batch_norm.default]
+    assert [node.args[5] for node in batch_norms] == [True, False]  # the standardization, the real batch norm
