@@ -25,6 +25,7 @@ from compression.program_device import move_model
 from compression.specs.training import TrainingSpec
 from compression.task import Task
 from compression.training.checkpoint import CHECKPOINT_NAME, TrainingState
+from compression.training.in_place_ops import rewrite_in_place_ops
 from compression.training.schedule import build_optimizer, set_learning_rates
 
 LossFn = Callable[[nn.Module, Batch, int], Tensor]
@@ -81,6 +82,7 @@ def train(model: nn.Module, loss_fn: LossFn, spec: TrainingSpec, task: Task, ctx
         torch.manual_seed(ctx.seed)
     batch_iterator = _batch_iterator(batches, task, spec, ctx, start_step)
 
+    rewrite_in_place_ops(model)  # before the first backward, which some in-place ops fail
     _set_training(model, extra_modules, True)
     metrics: dict = {}
     completed = start_step
