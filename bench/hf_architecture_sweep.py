@@ -78,10 +78,14 @@ READERS = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "xlm-robert
            "qwen2")
 # Image classifiers (task image-classification), one per family: vision transformers, CNNs and hybrids.
 IMAGE_CLASSIFIERS = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "convnextv2", "resnet", "regnet",
-                     "mobilenet_v2", "efficientnet", "mobilevit", "levit", "poolformer")
+                     "mobilenet_v2", "efficientnet", "mobilevit", "levit", "poolformer",
+                     # added 2026-12-06
+                     "swinv2", "vit_msn", "data2vec-vision", "dinov2_with_registers", "ijepa", "pvt_v2", "segformer",
+                     "mobilenet_v1", "bit", "focalnet", "hiera", "hgnet_v2")
 # Audio classifiers (task audio-classification): waveform models, and two that read spectrogram features.
 AUDIO_CLASSIFIERS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "unispeech",
-                     "audio-spectrogram-transformer", "whisper")
+                     "audio-spectrogram-transformer", "whisper",
+                     "unispeech-sat", "wav2vec2-conformer", "sew-d")  # the last three added 2026-12-06
 FEW_STEPS = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
 ENCODER_METHODS = {
     "ptq": PTQSpec(calibration_samples=16),
@@ -193,6 +197,7 @@ SPECIFIC = {
     "ministral": {"head_dim": 16, "num_key_value_heads": 2},
     "nemotron": {"head_dim": 16, "num_key_value_heads": 2},
     "squeezebert": {"embedding_size": HIDDEN},
+    "funnel": {"block_sizes": [1, 1], "num_decoder_layers": 1},
     # decoders added on 2026-12-06 (`--types` of the second decoder table in docs/huggingface.md); the mixtures
     # with 4 experts of 32 channels, each token routed to 2 (their defaults hold 7 to 256 experts)
     **{model_type: {"head_dim": 16, "num_key_value_heads": 2} for model_type in (
@@ -220,6 +225,8 @@ SPECIFIC = {
                      "linear_num_value_heads": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
                      "layer_types": ["linear_attention", "full_attention"]},
 }
+# COMMON fields a config refuses to be given: Funnel derives its depth from `block_sizes`.
+UNSETTABLE = {"funnel": ("num_hidden_layers",)}
 
 # Image configs name their sizes otherwise (hidden_sizes, depths, embed_dim, ...) and get none of COMMON: each one
 # here runs on 32x32 RGB images (image_size 32 where the config has one) with 2k-70k parameters.
@@ -252,6 +259,29 @@ IMAGE_SPECIFIC = {
               "attention_ratio": [2, 2, 2]},
     "poolformer": {"num_encoder_blocks": 2, "depths": [1, 1], "hidden_sizes": [16, 32], "patch_sizes": [7, 3],
                    "strides": [4, 2], "padding": [2, 1], "pool_size": 3, "mlp_ratio": 2.0},
+    # added 2026-12-06
+    "swinv2": {"image_size": IMAGE_SIZE, "patch_size": 2, "embed_dim": 16, "depths": [1, 1], "num_heads": [2, 2],
+               "window_size": 4, "mlp_ratio": 2.0},
+    "vit_msn": VISION_TRANSFORMER,
+    "ijepa": VISION_TRANSFORMER,
+    "data2vec-vision": {**VISION_TRANSFORMER, "use_mean_pooling": True},
+    "dinov2_with_registers": {**{k: v for k, v in VISION_TRANSFORMER.items() if k != "intermediate_size"},
+                              "mlp_ratio": 2, "num_register_tokens": 2},
+    **{model_type: {"image_size": IMAGE_SIZE, "num_encoder_blocks": 2, "depths": [1, 1], "sr_ratios": [2, 1],
+                    "hidden_sizes": [16, 32], "patch_sizes": [7, 3], "strides": [4, 2], "num_attention_heads": [1, 2],
+                    "mlp_ratios": [2, 2], "decoder_hidden_size": 32} for model_type in ("pvt_v2", "segformer")},
+    "mobilenet_v1": {"image_size": IMAGE_SIZE, "depth_multiplier": 0.1, "min_depth": 4},
+    "bit": {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "num_groups": 4},
+    "focalnet": {"image_size": IMAGE_SIZE, "patch_size": 4, "embed_dim": 16, "depths": [1, 1],
+                 "focal_levels": [2, 2], "focal_windows": [3, 3], "mlp_ratio": 2.0},
+    "hiera": {"image_size": [IMAGE_SIZE, IMAGE_SIZE], "patch_size": [3, 3], "patch_stride": [2, 2],
+              "patch_padding": [1, 1], "embed_dim": 16, "num_heads": [1, 2], "depths": [1, 1], "query_stride": [2, 2],
+              "num_query_pool": 1, "masked_unit_size": [4, 4], "masked_unit_attention": [True, False],
+              "mlp_ratio": 2.0},
+    "hgnet_v2": {"stem_channels": [3, 8, 8], "stage_in_channels": [8, 16], "stage_mid_channels": [8, 16],
+                 "stage_out_channels": [16, 32], "stage_num_blocks": [1, 1], "stage_downsample": [False, True],
+                 "stage_light_block": [False, False], "stage_kernel_size": [3, 3], "stage_numb_of_layers": [2, 2],
+                 "hidden_sizes": [16, 32], "depths": [1, 1]},
 }
 # Audio configs: a three-layer feature encoder (not two: as many as the transformer's layers would make a
 # 'layers' student's layer list ambiguous, which real models' 7 and 12 are not) over 1600-sample waveforms, or
@@ -263,6 +293,9 @@ _WAVEFORM = {"conv_dim": (16, 16, 16), "conv_stride": (5, 2, 2), "conv_kernel": 
 AUDIO_SPECIFIC = {
     **{model_type: _WAVEFORM for model_type in ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech")},
     "sew": {**_WAVEFORM, "squeeze_factor": 1},
+    "unispeech-sat": _WAVEFORM,
+    "wav2vec2-conformer": {**_WAVEFORM, "conv_depthwise_kernel_size": 7},
+    "sew-d": {**_WAVEFORM, "squeeze_factor": 1, "position_buckets": 16, "max_relative_positions": 32},
     "audio-spectrogram-transformer": {"max_length": 64, "num_mel_bins": 32, "patch_size": 16, "hidden_size": 32,
                                       "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
     "whisper": {"d_model": 32, "encoder_layers": 2, "decoder_layers": 1, "encoder_attention_heads": 2,
@@ -329,7 +362,11 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
         config.architectures = config.architectures or []
         torch.manual_seed(seed)
         return settle_batch_norms(auto_class(task).from_config(config)).eval()
-    config = AutoConfig.for_model(model_type, **COMMON, **SPECIFIC.get(model_type, {}))
+    settings = {**COMMON, **SPECIFIC.get(model_type, {})}
+    for name in UNSETTABLE.get(model_type, ()):
+        settings.pop(name)
+    config = AutoConfig.for_model(model_type, **settings)
+    config.architectures = config.architectures or []  # Funnel's mapping holds two classes: see above
     if task in ("sequence-classification", "token-classification"):
         config.num_labels = 3
     torch.manual_seed(seed)
