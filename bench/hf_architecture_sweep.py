@@ -198,6 +198,7 @@ SPECIFIC = {
     "nemotron": {"head_dim": 16, "num_key_value_heads": 2},
     "squeezebert": {"embedding_size": HIDDEN},
     "funnel": {"block_sizes": [1, 1], "num_decoder_layers": 1},
+    "xlnet": {"d_head": HIDDEN // HEADS},
     # decoders added on 2026-12-06 (`--types` of the second decoder table in docs/huggingface.md); the mixtures
     # with 4 experts of 32 channels, each token routed to 2 (their defaults hold 7 to 256 experts)
     **{model_type: {"head_dim": 16, "num_key_value_heads": 2} for model_type in (
@@ -225,8 +226,9 @@ SPECIFIC = {
                      "linear_num_value_heads": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
                      "layer_types": ["linear_attention", "full_attention"]},
 }
-# COMMON fields a config refuses to be given: Funnel derives its depth from `block_sizes`.
-UNSETTABLE = {"funnel": ("num_hidden_layers",)}
+# COMMON fields a config refuses to be given: Funnel derives its depth from `block_sizes`, XLNet has no length
+# limit.
+UNSETTABLE = {"funnel": ("num_hidden_layers",), "xlnet": ("max_position_embeddings",)}  # XLNet has no limit
 
 # Image configs name their sizes otherwise (hidden_sizes, depths, embed_dim, ...) and get none of COMMON: each one
 # here runs on 32x32 RGB images (image_size 32 where the config has one) with 2k-70k parameters.

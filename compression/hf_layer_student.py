@@ -48,6 +48,9 @@ def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
                          f"{model.config.model_type} config does not")
     stacks = [(name, module) for name, module in model.named_modules()
               if isinstance(module, nn.ModuleList) and len(module) == count]
+    # lists inside a layer that happen to be as long (T5's block.0.layer: attention and MLP, in a 2-layer model)
+    stacks = [(name, module) for name, module in stacks
+              if not any(name.startswith(f"{outer}.") for outer, _ in stacks)]
     parents = {name.rpartition(".")[0] for name, _ in stacks}
     if not stacks or len(parents) != 1:
         raise ValueError(f"a 'layers' student needs one list of {count} layers (or sibling lists of their parts) in "

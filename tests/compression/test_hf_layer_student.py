@@ -135,6 +135,24 @@ def test_a_config_that_refuses_a_layer_count_is_refused_with_the_other_students(
         write_layers_student(tmp_path / "funnel", "feature-extraction", LayersStudent(keep=1), tmp_path / "student")
 
 
+def test_lists_inside_a_layer_as_long_as_the_layer_list_are_not_taken_for_layers():
+    # T5's blocks each hold a list of their attention and MLP: in a 2-layer T5 it looked like a second layer list
+    from compression.hf_layer_student import layer_stacks
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = type("Config", (), {"num_hidden_layers": 2, "model_type": "t5"})()
+            self.block = torch.nn.ModuleList([Block(), Block()])
+
+    assert [name for name, _ in layer_stacks(Model())] == ["block"]
+
+
 def test_a_pt2_job_refuses_a_layers_student_in_its_dry_run(tmp_path, example_files):
     model_path, dataset_path = example_files
     kd = KDSpec(student={"kind": "layers", "keep": 1}, training={"steps": 1})
