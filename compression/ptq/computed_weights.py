@@ -1,11 +1,13 @@
-"""Layer weights that the graph computes from parameters alone, computed once before quantization.
+"""Layer weights that the graph computes from one parameter, computed once before quantization.
 
 Some layers do not read their weight as stored: BiT's convolutions standardize it first (a batch norm over the
-weight's own statistics), a weight-normed convolution (wav2vec2's positional convolution) scales its direction by
-its norm. Both PTQ paths quantize layers whose weight is a stored tensor, so those layers stayed float (BiT: 98 %
-of its weights, "weights stay float" warned). With the weights frozen, the computation gives one tensor: it is
-stored in the parameter it was computed from, under the same name, and the layer reads that. Computed only where
-the parameters feed nothing else, so nothing is stored twice.
+weight's own statistics). Both PTQ paths quantize layers whose weight is a stored tensor, so those layers stayed
+float (BiT: 98 % of its weights, "weights stay float" warned). With the weights frozen, the computation gives one
+tensor: it is stored in the parameter it was computed from, under the same name, and the layer reads that.
+Computed only where the parameter feeds nothing else, so nothing is stored twice, and only from one parameter: a
+weight-normed convolution (wav2vec2's positional convolution, direction and norm) stored in its direction would
+give that parameter another meaning, and the model's Hugging Face folder (whose architecture recomputes the weight
+from both) would no longer be writable; it stays float, as before.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ def _evaluate(graph_module: fx.GraphModule, cone: list[fx.Node]) -> torch.Tensor
 
 
 def store_computed_weights(graph_module: fx.GraphModule) -> list[str]:
-    """Replace, in place, each conv/linear weight computed from parameters only by its value, stored in the
-    parameter of the same shape it was computed from; returns those parameters' names."""
+    """Replace, in place, each conv/linear weight computed from one parameter of its shape (and constants) by its
+    value, stored in that parameter; returns those parameters' names."""
     stored = []
     with torch.no_grad():
         for node in list(graph_module.graph.nodes):
@@ -68,9 +70,9 @@ def store_computed_weights(graph_module: fx.GraphModule) -> list[str]:
                                    for user in member.users) or _read_elsewhere(graph_module, cone):
                 continue  # a parameter or a step that something else reads too: it would be stored twice
             value = _evaluate(graph_module, cone)
-            sources = [member for member in cone if member.op == "get_attr"
-                       and get_tensor(graph_module, member.target).shape == value.shape]
-            if not isinstance(value, torch.Tensor) or not sources:
+            sources = [member for member in cone if member.op == "get_attr"]
+            if not isinstance(value, torch.Tensor) or len(sources) != 1 \
+                    or get_tensor(graph_module, sources[0].target).shape != value.shape:
                 continue
             set_tensor(graph_module, sources[0].target, value.detach().clone())
             node.replace_input_with(weight, sources[0])
