@@ -125,6 +125,29 @@ def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Mod
                              "model")
 
 
+def _folded_norms_as_identities(layout: FolderLayout, folded: dict[str, dict], source_model: torch.nn.Module) -> None:
+    """Each batch norm the stage folded into the convolution before it (the weight-only path folds them before
+    quantizing) is written as the identity plus the folded bias: weight 1, running mean 0, running variance
+    1 - eps (so that variance + eps is 1), and bias the folded shift where the conv had no bias of its own to hold
+    it (`read_graph` put it there). The folder's architecture still runs the norm; it then changes nothing."""
+    for conv, details in folded.items():
+        name = details["batch_norm"].removeprefix(PROGRAM_PREFIX)
+        try:
+            norm = source_model.get_submodule(name)
+        except AttributeError:
+            continue  # not a module of the folder's model: its tensors are refused as foreign by the check
+        if not isinstance(norm, torch.nn.modules.batchnorm._BatchNorm) or not norm.track_running_stats:
+            continue
+        channels = norm.num_features
+        layout.floats[f"{name}.running_mean"] = torch.zeros(channels)
+        layout.floats[f"{name}.running_var"] = torch.full((channels,), 1.0 - norm.eps)
+        if norm.affine:
+            layout.floats[f"{name}.weight"] = torch.ones(channels)
+            if details["conv_had_bias"] or f"{name}.bias" not in layout.floats:
+                layout.floats[f"{name}.bias"] = torch.zeros(channels)
+        layout.folded_norms.append(name)
+
+
 def _unpack_init_reads(layout: FolderLayout, source_model: torch.nn.Module) -> list[str]:
     """Layers below 8 bits whose weight the architecture's weight initialisation reads (Mamba's out_proj,
     GPT-BigCode's c_proj, ModernBERT's and Falcon's linears: `compression.llm.init_reads`) are stored one code per
@@ -393,7 +416,9 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     # stacked back into the folder's tensors (`compression.moe_folder`).
     experts = stacked_projections(source_model)
     program_source = split_source(source, experts) if experts else source
-    layout = read_graph(model, program_source, source_rounds, computed, tables, tied)
+    folded = ((stage_metrics or {}).get("method_metrics") or {}).get("folded_batch_norms") or {}
+    layout = read_graph(model, program_source, source_rounds, computed, tables, tied, folded)
+    _folded_norms_as_identities(layout, folded, source_model)
     _refuse_transposed_layers(source_model, model, layout)
     if packed_path is not None:
         add_packed_weights(layout, packed_path, program_source, tables, tied)
@@ -493,6 +518,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             "dequantized_routers": layout.dequantized_routers,
             "dequantized_convs": layout.dequantized_convs,
             "dequantized_uneven_groups": layout.dequantized_uneven_groups,
+            "batch_norms_as_identities": layout.folded_norms,
             "unpacked_for_weight_initialisation": unpacked,
             "copied_from_source": layout.from_source, "config_changes": layout.config_changes,
             "sentence_transformers_files": sentence_transformers_files,

@@ -80,6 +80,8 @@ class FolderLayout:
     # layers of the general path whose rows no group size of 8 or more divides without cutting one of the stage's
     # groups across two (`hf_folder_export._dividing_width`), written as their dequantized float weights
     dequantized_uneven_groups: list[str] = field(default_factory=list)
+    # batch norms the stage folded into the convolution before them, written as identities (plus the folded bias)
+    folded_norms: list[str] = field(default_factory=list)
     # layers (the program's names) whose static input quantizer the folder cannot hold: they read float inputs
     # there (experts and routers), which the comparison with the stage's model takes into account
     float_inputs: set[str] = field(default_factory=set)
@@ -296,10 +298,12 @@ def _embedding(codes: torch.Tensor, scale: torch.Tensor) -> QuantizedWeight:
 
 def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_rounds: int = 0,
                computed: frozenset[str] = frozenset(), tables: frozenset[str] = frozenset(),
-               tied: list[list[str]] | None = None) -> FolderLayout:
+               tied: list[list[str]] | None = None, folded: dict[str, dict] | None = None) -> FolderLayout:
     """The folder's tensors as the stage's graph holds them; `source` is the folder model's state dict,
     `source_rounds` how many `aten.round` the uploaded program itself computes, `tables` the names of its
-    `nn.Embedding` modules, `tied` its groups of shared tensors (`shared_groups`)."""
+    `nn.Embedding` modules, `tied` its groups of shared tensors (`shared_groups`), `folded` the batch norms the
+    stage folded into convolutions (`compression.quant.graph.fold_batchnorm`: conv layer -> its norm), whose bias
+    a bias-free conv holds as `weight_bias`: it is the norm's bias in the folder (`hf_folder_export`)."""
     tied = tied or []
     if not isinstance(gm, fx.GraphModule):
         raise NotExpressible(f"the stage's model is a {type(gm).__name__}, not a graph of the uploaded folder")
@@ -382,6 +386,10 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
             continue
         name = attr.removeprefix(PROGRAM_PREFIX)
         if name in computed:  # a buffer the architecture computes (rotary inv_freq), in no checkpoint
+            continue
+        norm = (folded or {}).get(attr.removesuffix(".weight_bias"), {}).get("batch_norm")
+        if attr.endswith(".weight_bias") and norm is not None and norm.startswith(PROGRAM_PREFIX):
+            layout.floats[f"{norm.removeprefix(PROGRAM_PREFIX)}.bias"] = tensor.detach()
             continue
         if not attr.startswith(PROGRAM_PREFIX) or name not in source:
             if tensor.is_floating_point() and tensor.numel() > 1:

@@ -63,8 +63,7 @@ def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext
         # GPT-2's Conv1D layers are addmm calls, which find_layers does not take for layers: as linears they are
         # quantized like any other; the re-export gives the new nodes their traced shapes.
         gm = eval_mode(export_model(gm, task.example_inputs).module())
-    if spec.fold_batchnorm:
-        fold_batchnorm(gm)
+    folded = fold_batchnorm(gm) if spec.fold_batchnorm else {}
     layers = select_layers(find_layers(gm), spec.include, spec.exclude)
     if not layers:
         raise ValueError("no conv/linear layer left to quantize after include/exclude")
@@ -74,7 +73,7 @@ def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext
         observers = {layer.name: make_observer(act.observer, act.bits, act.symmetric, act.percentile,
                                                act.averaging_constant, ctx.seed) for layer in layers}
     tables = quantize_tables(gm, spec.embeddings, {layer.weight_attr: layer.name for layer in layers})
-    return QuantSimulation(gm, layers, observers, tables.quantized), dropped, tables
+    return QuantSimulation(gm, layers, observers, tables.quantized, folded), dropped, tables
 
 
 def _reporting(batches: list, ctx: RunContext, phase: str):
@@ -110,6 +109,8 @@ def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> Stag
                             lambda step, total: ctx.progress("sensitivity", step, total))
     metrics: dict = {"metric_name": evaluate.name, "float_metric": round(float_metric, 2),
                      "dropped_branches": dropped.to_metrics()}
+    if sim.folded_batch_norms:  # what a Hugging Face folder of the model writes as identities
+        metrics["folded_batch_norms"] = sim.folded_batch_norms
     if spec.sensitivity:
         metrics["blocks"] = block_sensitivity(sim, config, evaluate, float_metric,
                                               lambda step, total: ctx.progress("block_sensitivity", step, total))

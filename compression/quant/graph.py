@@ -41,12 +41,30 @@ def as_graph_module(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, 
     return export_model(copy.deepcopy(model).eval(), example_inputs).module()
 
 
-def fold_batchnorm(gm: fx.GraphModule) -> None:
-    """Fold every BatchNorm that directly follows a conv into the conv's weight and bias (eval statistics)."""
-    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+_BATCH_NORMS = (torch.ops.aten._native_batch_norm_legit_no_training.default, torch.ops.aten.batch_norm.default)
+
+
+def fold_batchnorm(gm: fx.GraphModule) -> dict[str, dict]:
+    """Fold every BatchNorm that directly follows a conv into the conv's weight and bias (eval statistics); returns
+    what was folded: conv layer name -> {"batch_norm": the norm's module, "conv_had_bias": bool}, which a Hugging
+    Face folder of the model needs to write the norm as the identity it has become."""
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_, _is_conv_or_conv_transpose_node
 
     eval_mode(gm)
+    candidates = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in _BATCH_NORMS \
+                or not _is_conv_or_conv_transpose_node(node.args[0]):
+            continue
+        conv, stack = node.args[0], node.meta.get("nn_module_stack")
+        weight = _attr_of(conv.args[1])
+        if weight is not None and stack:
+            module = next(reversed(stack.values()))[0].split("@")[0]
+            candidates[node] = (weight.rpartition(".")[0], module, len(conv.args) > 2 and conv.args[2] is not None)
     _fuse_conv_bn_(gm)
+    remaining = set(gm.graph.nodes)
+    return {conv: {"batch_norm": norm, "conv_had_bias": had_bias}
+            for node, (conv, norm, had_bias) in candidates.items() if node not in remaining}
 
 
 def _attr_of(node) -> str | None:

@@ -73,10 +73,11 @@ def _module_name(layer: Layer, role: str) -> str:
 
 class QuantSimulation:
     def __init__(self, gm: fx.GraphModule, layers: list[Layer], observers: dict[str, Observer] | None,
-                 tables: dict[str, QuantizedWeight] | None = None):
+                 tables: dict[str, QuantizedWeight] | None = None, folded_batch_norms: dict[str, dict] | None = None):
         """`observers` maps layer name -> activation observer (None: weights only); `tables` embedding table
-        attribute -> its quantized value."""
+        attribute -> its quantized value; `folded_batch_norms` what `fold_batchnorm` folded into `gm`'s convs."""
         self.gm = gm
+        self.folded_batch_norms = folded_batch_norms or {}
         self.tables = tables or {}
         self.float_tables = {attr: get_tensor(gm, attr).detach().clone() for attr in self.tables}
         self.layers = {layer.name: layer for layer in layers}

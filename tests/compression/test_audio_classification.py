@@ -95,3 +95,22 @@ def test_a_speech_checkpoint_without_a_classification_head_is_refused_with_the_w
         read_hf_folder(tmp_path / "ctc.zip")
     with pytest.raises(InvalidUpload, match="has no trained audio-classification head"):
         read_hf_folder(tmp_path / "ctc.zip", task="audio-classification")
+
+
+def test_batch_norms_folded_into_convolutions_are_written_as_identities(tmp_path):
+    """The weight-only path folds each batch norm into the convolution before it (Wav2Vec2-Conformer's depthwise
+    convolution, which has no bias): the folder holds the folded weight and writes the norm as the identity plus the
+    folded shift. Its folder was refused before 2026-12-06 ('weight_bias' is no tensor of the folder's model)."""
+    from bench.hf_architecture_sweep import audio_npz, folder_zip
+
+    archive = folder_zip("wav2vec2-conformer", "audio-classification", tmp_path)
+    spec = PTQSpec(weights={"bits": 8}, activations=None, export_onnx=False, selection_samples=16)
+    result = run_folder_pipeline(archive, audio_npz(tmp_path, "wav2vec2-conformer"), None, [spec],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    stage = result.stages[0]
+    folder = stage.metrics["hf_folder"]
+    norms = [f"wav2vec2_conformer.encoder.layers.{index}.conv_module.batch_norm" for index in (0, 1)]
+    assert folder["written"] and folder["batch_norms_as_identities"] == norms, folder
+    assert folder["relative_difference_to_stage_model"] == 0
+    folded = stage.metrics["method_metrics"]["folded_batch_norms"]
+    assert {details["batch_norm"] for details in folded.values()} == {f"model.{norm}" for norm in norms}
