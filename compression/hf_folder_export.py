@@ -129,7 +129,7 @@ def _folded_norms_as_identities(layout: FolderLayout, folded: dict[str, dict], s
     """Each batch norm the stage folded into the convolution before it (the weight-only path folds them before
     quantizing) is written as the identity plus the folded bias: weight 1, running mean 0, running variance
     1 - eps (so that variance + eps is 1), and bias the folded shift where the conv had no bias of its own to hold
-    it (`read_graph` put it there). The folder's architecture still runs the norm; it then changes nothing."""
+    it (`read_graph` kept it apart). The folder's architecture still runs the norm; it then changes nothing."""
     for conv, details in folded.items():
         name = details["batch_norm"].removeprefix(PROGRAM_PREFIX)
         try:
@@ -141,10 +141,13 @@ def _folded_norms_as_identities(layout: FolderLayout, folded: dict[str, dict], s
         channels = norm.num_features
         layout.floats[f"{name}.running_mean"] = torch.zeros(channels)
         layout.floats[f"{name}.running_var"] = torch.full((channels,), 1.0 - norm.eps)
+        shift = layout.folded_shifts.get(name)
+        if not norm.affine and shift is not None:
+            continue  # no bias to hold the shift: left as it was, and the folder check finds the output differs
         if norm.affine:
             layout.floats[f"{name}.weight"] = torch.ones(channels)
-            if details["conv_had_bias"] or f"{name}.bias" not in layout.floats:
-                layout.floats[f"{name}.bias"] = torch.zeros(channels)
+            # the shift is in the conv's own bias where it had one
+            layout.floats[f"{name}.bias"] = shift if shift is not None else torch.zeros(channels)
         layout.folded_norms.append(name)
 
 

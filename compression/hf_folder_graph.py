@@ -31,6 +31,7 @@ What is read back from the graph:
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -47,6 +48,7 @@ MAX_DEQUANTIZED_SHARE = 0.5
 CONVOLUTIONS = frozenset({aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.convolution.default,
                           aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding})
 QUANTIZED_INPUT_READERS = CONVOLUTIONS | {aten.linear.default}
+AFFINE_BATCH_NORM = re.compile(r"[^.]+_affine_(scale|shift)")  # `compression.ptq.batch_norm_affine`'s buffers
 
 
 class NotExpressible(ValueError):
@@ -80,8 +82,12 @@ class FolderLayout:
     # layers of the general path whose rows no group size of 8 or more divides without cutting one of the stage's
     # groups across two (`hf_folder_export._dividing_width`), written as their dequantized float weights
     dequantized_uneven_groups: list[str] = field(default_factory=list)
-    # batch norms the stage folded into the convolution before them, written as identities (plus the folded bias)
+    # batch norms the stage folded into the convolution before them, written as identities (plus the folded bias),
+    # and the folded shift a bias-free convolution held as `weight_bias`, by norm
     folded_norms: list[str] = field(default_factory=list)
+    folded_shifts: dict[str, torch.Tensor] = field(default_factory=dict)
+    # tensors of int8 PTQ's batch norms rewritten as affine maps, whose norms the folder keeps as the checkpoint's
+    affine_norms: int = 0
     # layers (the program's names) whose static input quantizer the folder cannot hold: they read float inputs
     # there (experts and routers), which the comparison with the stage's model takes into account
     float_inputs: set[str] = field(default_factory=set)
@@ -302,8 +308,9 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
     """The folder's tensors as the stage's graph holds them; `source` is the folder model's state dict,
     `source_rounds` how many `aten.round` the uploaded program itself computes, `tables` the names of its
     `nn.Embedding` modules, `tied` its groups of shared tensors (`shared_groups`), `folded` the batch norms the
-    stage folded into convolutions (`compression.quant.graph.fold_batchnorm`: conv layer -> its norm), whose bias
-    a bias-free conv holds as `weight_bias`: it is the norm's bias in the folder (`hf_folder_export`)."""
+    stage folded into convolutions (`compression.quant.graph.fold_batchnorm`: conv layer -> its norm), whose shift
+    a bias-free conv holds as `weight_bias`: it is the norm's bias in the folder (`hf_folder_export`), kept apart
+    from the graph's tensors, where the unused norm's own parameters may still be."""
     tied = tied or []
     if not isinstance(gm, fx.GraphModule):
         raise NotExpressible(f"the stage's model is a {type(gm).__name__}, not a graph of the uploaded folder")
@@ -389,7 +396,13 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
             continue
         norm = (folded or {}).get(attr.removesuffix(".weight_bias"), {}).get("batch_norm")
         if attr.endswith(".weight_bias") and norm is not None and norm.startswith(PROGRAM_PREFIX):
-            layout.floats[f"{norm.removeprefix(PROGRAM_PREFIX)}.bias"] = tensor.detach()
+            layout.folded_shifts[norm.removeprefix(PROGRAM_PREFIX)] = tensor.detach()
+            continue
+        if AFFINE_BATCH_NORM.fullmatch(attr):
+            # int8 PTQ's batch norm with no conv before it, as x * scale + shift of its frozen statistics
+            # (`compression.ptq.batch_norm_affine`): the folder's norm computes the same from the checkpoint's own
+            # statistics, which it holds (`hf_folder_export` copies the tensors the graph lacks from the source)
+            layout.affine_norms += 1
             continue
         if not attr.startswith(PROGRAM_PREFIX) or name not in source:
             if tensor.is_floating_point() and tensor.numel() > 1:

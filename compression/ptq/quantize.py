@@ -48,7 +48,7 @@ from compression.ptq.graph_rewrites import holds_float
 from compression.ptq.kernelless_weights import quantize_kernelless_weights
 from compression.ptq.smoothquant import smooth_linears
 from compression.ptq.string_padding import numeric_conv_padding
-from compression.quant.graph import find_layers, select_layers
+from compression.quant.graph import conv_batch_norm_pairs, find_layers, select_layers
 
 QUANTIZED_WEIGHT_OPS = ("dequantize_per_channel",)
 
@@ -142,6 +142,9 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     report["activation_range"] = "0..127" if reduce_range else "0..255"
     config = get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
     quantizer = FloatOnlyX86Quantizer(float_nodes).set_global(config)
+    # what a Hugging Face folder of the model writes as identities (`hf_folder_export`): the norms prepare folds
+    if folded := {conv: details for conv, details in conv_batch_norm_pairs(graph).values()}:
+        report["folded_batch_norms"] = folded
     return prepare_pt2e(graph, quantizer)
 
 

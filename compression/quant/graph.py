@@ -48,10 +48,21 @@ def fold_batchnorm(gm: fx.GraphModule) -> dict[str, dict]:
     """Fold every BatchNorm that directly follows a conv into the conv's weight and bias (eval statistics); returns
     what was folded: conv layer name -> {"batch_norm": the norm's module, "conv_had_bias": bool}, which a Hugging
     Face folder of the model needs to write the norm as the identity it has become."""
-    from torchao.quantization.pt2e.utils import _fuse_conv_bn_, _is_conv_or_conv_transpose_node
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
     eval_mode(gm)
-    candidates = {}
+    candidates = conv_batch_norm_pairs(gm)
+    _fuse_conv_bn_(gm)
+    remaining = set(gm.graph.nodes)
+    return {conv: details for node, (conv, details) in candidates.items() if node not in remaining}
+
+
+def conv_batch_norm_pairs(gm: fx.GraphModule) -> dict[fx.Node, tuple[str, dict]]:
+    """The batch norms that torchao folds into the convolution before them (`_fuse_conv_bn_`, which int8 PTQ's
+    `prepare_pt2e` runs too): norm node -> (conv layer name, {"batch_norm": the norm's module, "conv_had_bias"})."""
+    from torchao.quantization.pt2e.utils import _is_conv_or_conv_transpose_node
+
+    pairs = {}
     for node in gm.graph.nodes:
         if node.op != "call_function" or node.target not in _BATCH_NORMS \
                 or not _is_conv_or_conv_transpose_node(node.args[0]):
@@ -60,11 +71,9 @@ def fold_batchnorm(gm: fx.GraphModule) -> dict[str, dict]:
         weight = _attr_of(conv.args[1])
         if weight is not None and stack:
             module = next(reversed(stack.values()))[0].split("@")[0]
-            candidates[node] = (weight.rpartition(".")[0], module, len(conv.args) > 2 and conv.args[2] is not None)
-    _fuse_conv_bn_(gm)
-    remaining = set(gm.graph.nodes)
-    return {conv: {"batch_norm": norm, "conv_had_bias": had_bias}
-            for node, (conv, norm, had_bias) in candidates.items() if node not in remaining}
+            had_bias = len(conv.args) > 2 and conv.args[2] is not None
+            pairs[node] = (weight.rpartition(".")[0], {"batch_norm": module, "conv_had_bias": had_bias})
+    return pairs
 
 
 def _attr_of(node) -> str | None:

@@ -200,3 +200,29 @@ def test_images_of_another_size_are_resized_and_cropped_as_the_processor_declare
     np.testing.assert_allclose(values, expected, atol=1e-5)
     with pytest.raises(InvalidUpload, match="which the folder's processor does not bring to the model's 32x32"):
         image_dataset(tmp_path / "big.npz", PixelScaling.from_processor(VIT_PROCESSOR), [None, 3, 32, 32], tmp_path)
+
+
+@pytest.mark.parametrize("spec", [PTQSpec(calibration_samples=8),
+                                  PTQSpec(weights={"bits": 8}, activations=None, export_onnx=False)],
+                         ids=["int8", "weight-only"])
+def test_levit_batch_norms_folded_or_rewritten_by_the_stage_are_written_as_the_folder_computes_them(tmp_path, spec):
+    """LeViT's patch embedding convolutions are each followed by a batch norm, which both paths fold into them, and
+    its MLPs are Linear + BatchNorm1d, which int8 PTQ rewrites as affine maps: the folded norms are written as
+    identities plus the folded shift, and the rewritten ones keep the checkpoint's statistics. Neither path had a
+    folder before 2026-12-06 ('weight_bias', 'batch_norm_affine_scale': no tensors of the folder's model)."""
+    from bench.hf_architecture_sweep import folder_zip, image_npz
+
+    archive = folder_zip("levit", "image-classification", tmp_path)
+    result = run_folder_pipeline(archive, image_npz(tmp_path), None, [spec], EvaluationSpec(latency=False),
+                                 RunContext(), tmp_path / "work")
+    stage = result.stages[0]
+    folder = stage.metrics["hf_folder"]
+    assert folder["written"], folder
+    assert folder["batch_norms_as_identities"] == [f"levit.patch_embeddings.embedding_layer_{index}.batch_norm"
+                                                   for index in range(1, 5)]
+    assert len(stage.metrics["method_metrics"]["folded_batch_norms"]) == 4
+    if spec.activations is None:
+        assert folder["relative_difference_to_stage_model"] == 0
+    else:  # the int8 patch convolutions are written as their dequantized weights, their inputs run in float
+        assert folder["dequantized_convs"] == [f"levit.patch_embeddings.embedding_layer_{index}.convolution"
+                                               for index in range(1, 5)]
