@@ -22,6 +22,8 @@ LAYER_OPS = CONV_OPS | LINEAR_OPS | {torch.ops.aten.conv1d.padding, torch.ops.at
                                      torch.ops.aten.conv3d.padding}
 # Ops whose value is not a function of their inputs alone
 _RANDOM = ("dropout", "rand", "bernoulli", "normal", "multinomial")
+# Ops that only move or copy values; most views are found by their schema (`_moves_values`)
+_COPIES = {"clone", "contiguous", "_to_copy", "to", "reshape", "flatten", "unflatten", "detach", "lift_fresh_copy"}
 
 
 def _cone(weight: fx.Node) -> list[fx.Node] | None:
@@ -69,6 +71,11 @@ def store_computed_weights(graph_module: fx.GraphModule) -> list[str]:
             if cone is None or any(user not in cone and user is not node for member in cone
                                    for user in member.users) or _read_elsewhere(graph_module, cone):
                 continue  # a parameter or a step that something else reads too: it would be stored twice
+            if all(_moves_values(member) for member in cone if member.op == "call_function"):
+                # the parameter reshaped (Mamba's conv weight squeezed and unsqueezed back): no value is
+                # computed, and such a layer, called from its parent's forward, has no module of its own that
+                # a Hugging Face folder could write its quantized weight to, so it stays as it was
+                continue
             value = _evaluate(graph_module, cone)
             sources = [member for member in cone if member.op == "get_attr"]
             if not isinstance(value, torch.Tensor) or len(sources) != 1 \
@@ -83,6 +90,16 @@ def store_computed_weights(graph_module: fx.GraphModule) -> list[str]:
     if stored:
         graph_module.recompile()
     return stored
+
+
+def _moves_values(node: fx.Node) -> bool:
+    """A view or copy: the op's values are its input's (squeeze, view, permute, transpose, clone, ...)."""
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        if any(value.alias_info is not None for value in target._schema.returns):
+            return True
+        return target._schema.name.split("::")[-1] in _COPIES
+    return False
 
 
 def _read_elsewhere(graph_module: fx.GraphModule, cone: list[fx.Node]) -> bool:

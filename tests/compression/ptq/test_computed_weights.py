@@ -62,3 +62,21 @@ def test_int8_ptq_quantizes_standardized_convolutions():
     with torch.no_grad():
         cosine = nn.functional.cosine_similarity(program(x).flatten(), model(x).flatten(), 0)
     assert cosine > 0.99
+
+
+class ReshapedWeight(nn.Module):
+    """Mamba's depthwise convolution: its weight squeezed and unsqueezed back, a view of the parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 4, 3, groups=4, padding=2)
+
+    def forward(self, x):
+        return nn.functional.conv1d(x, self.conv.weight.squeeze(1).unsqueeze(1), self.conv.bias, padding=2, groups=4)
+
+
+def test_a_weight_only_reshaped_is_left_as_it_is():
+    # no value is computed, and the layer (called from its parent's forward) would lose its Hugging Face folder
+    x = torch.randn(2, 4, 8)
+    graph = export_model(ReshapedWeight().eval(), (x,)).module()
+    assert store_computed_weights(graph) == []
