@@ -126,10 +126,11 @@ def _refuse_transposed_layers(source_model: torch.nn.Module, model: torch.nn.Mod
 
 
 def _folded_norms_as_identities(layout: FolderLayout, folded: dict[str, dict], source_model: torch.nn.Module) -> None:
-    """Each batch norm the stage folded into the convolution before it (the weight-only path folds them before
-    quantizing) is written as the identity plus the folded bias: weight 1, running mean 0, running variance
-    1 - eps (so that variance + eps is 1), and bias the folded shift where the conv had no bias of its own to hold
-    it (`read_graph` kept it apart). The folder's architecture still runs the norm; it then changes nothing."""
+    """Each batch norm the stage folded into the convolution before it (both PTQ paths fold them before
+    quantizing, and report them as `folded_batch_norms`) is written as the identity plus the folded bias: weight 1,
+    running mean 0, running variance 1 - eps (so that variance + eps is 1), and bias the folded shift where the conv
+    had no bias of its own to hold it (`read_graph` kept it apart). The folder's architecture still runs the norm;
+    it then changes nothing."""
     for conv, details in folded.items():
         name = details["batch_norm"].removeprefix(PROGRAM_PREFIX)
         try:
@@ -522,6 +523,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
             "dequantized_convs": layout.dequantized_convs,
             "dequantized_uneven_groups": layout.dequantized_uneven_groups,
             "batch_norms_as_identities": layout.folded_norms,
+            "affine_batch_norm_tensors_from_checkpoint": layout.affine_norms,
             "unpacked_for_weight_initialisation": unpacked,
             "copied_from_source": layout.from_source, "config_changes": layout.config_changes,
             "sentence_transformers_files": sentence_transformers_files,

@@ -43,7 +43,8 @@ from compression.ptq.graph_rewrites import stored_tensor
 aten = torch.ops.aten
 PROGRAM_PREFIX = "model."  # the program's module names are the folder model's, under `_TensorOutput.model`
 # Of the quantized weights, the share a folder may hold as float convolutions (compressed-tensors has no
-# convolution layout): a ViT's patch embedding, a speech model's feature encoder; a CNN would be a float folder.
+# convolution layout: a ViT's patch embedding, a speech model's feature encoder) and as float layers whose rows no
+# group divides (`hf_folder_export._keep_float`); a CNN would be a float folder.
 MAX_DEQUANTIZED_SHARE = 0.5
 CONVOLUTIONS = frozenset({aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.convolution.default,
                           aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding})

@@ -68,7 +68,8 @@ def quantize_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     quantizing: "dropped_branches", "numeric_conv_padding" (string-padded convs), "conv1d_as_conv2d",
     "addmm_as_linear" and "tall_convs_on_their_side" (how many),
     "explicitly_padded" (the long-kernel convs whose padding became a separate op), "computed_weights_stored"
-    (layer weights computed from parameters alone, stored computed: `computed_weights.py`), "functional_layers" (the
+    (layer weights computed from one parameter, stored computed: `computed_weights.py`), "folded_batch_norms"
+    (the norms `prepare_pt2e` folds into convs, for a Hugging Face folder), "functional_layers" (the
     modules whose linear/conv calls the quantizer would have left float, `functional_layers.py`), "embeddings",
     "smoothquant", "float_layers" (the layers left float, when patterns were given), "weights_int8_without_kernel"
     (GRU/LSTM, Conv3d and transposed-conv weights stored int8, `kernelless_weights.py`) and "activation_range".

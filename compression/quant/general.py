@@ -58,7 +58,7 @@ def build_simulation(spec: PTQSpec, model, task: Task, ctx: RunContext
                      ) -> tuple[QuantSimulation, DroppedBranches, EmbeddingTables]:
     gm = eval_mode(as_graph_module(model, task.example_inputs))
     dropped = drop_dead_branches(gm)  # an unused branch's layers would be quantized, reported and shipped
-    store_computed_weights(gm)  # BiT's standardized convolution weights, a weight-normed convolution's
+    store_computed_weights(gm)  # BiT's standardized convolution weights
     if addmm_as_linear_in_place(gm):
         # GPT-2's Conv1D layers are addmm calls, which find_layers does not take for layers: as linears they are
         # quantized like any other; the re-export gives the new nodes their traced shapes.
