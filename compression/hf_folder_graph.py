@@ -39,6 +39,7 @@ from torch import fx
 
 from compression.llm.quantize import QuantizedWeight, WeightFormat
 from compression.ptq.graph_rewrites import stored_tensor
+from compression.quant.graph import CONVOLUTION_CALLS
 
 aten = torch.ops.aten
 PROGRAM_PREFIX = "model."  # the program's module names are the folder model's, under `_TensorOutput.model`
@@ -46,9 +47,7 @@ PROGRAM_PREFIX = "model."  # the program's module names are the folder model's, 
 # convolution layout: a ViT's patch embedding, a speech model's feature encoder) and as float layers whose rows no
 # group divides (`hf_folder_export._keep_float`); a CNN would be a float folder.
 MAX_DEQUANTIZED_SHARE = 0.5
-CONVOLUTIONS = frozenset({aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.convolution.default,
-                          aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding})
-QUANTIZED_INPUT_READERS = CONVOLUTIONS | {aten.linear.default}
+QUANTIZED_INPUT_READERS = CONVOLUTION_CALLS | {aten.linear.default}
 AFFINE_BATCH_NORM = re.compile(r"[^.]+_affine_(scale|shift)")  # `compression.ptq.batch_norm_affine`'s buffers
 
 
@@ -221,7 +220,7 @@ def _float_conv_inputs(gm: fx.GraphModule, layout: FolderLayout) -> None:
     input, so they read float inputs in the folder (their weights are written float, `hf_folder_export._keep_float`),
     which the folder check measures as a model of its own."""
     for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target in CONVOLUTIONS and isinstance(node.args[0], fx.Node) \
+        if node.op == "call_function" and node.target in CONVOLUTION_CALLS and isinstance(node.args[0], fx.Node) \
                 and node.args[0].op == "call_module" and (name := folder_module_name(node)):
             layout.float_inputs.add(name)
 
@@ -239,7 +238,7 @@ def _int8_convs(gm: fx.GraphModule, nodes: list[fx.Node], source: dict[str, torc
         readers = list(node.users)
         names = {folder_module_name(reader) for reader in readers}
         if not _is(node, "dequantize_per_channel") or not readers or len(names) != 1 or not all(
-                reader.op == "call_function" and reader.target in CONVOLUTIONS and reader.args[1] is node
+                reader.op == "call_function" and reader.target in CONVOLUTION_CALLS and reader.args[1] is node
                 for reader in readers):
             continue
         name = names.pop()

@@ -16,10 +16,10 @@ import torch
 from torch import fx
 from torch.fx.node import map_arg
 
-from compression.quant.graph import CONV_OPS, LINEAR_OPS, get_tensor, set_tensor
+from compression.graph_ops import returns_view
+from compression.quant.graph import CONVOLUTION_CALLS, LINEAR_OPS, get_tensor, set_tensor
 
-LAYER_OPS = CONV_OPS | LINEAR_OPS | {torch.ops.aten.conv1d.padding, torch.ops.aten.conv2d.padding,
-                                     torch.ops.aten.conv3d.padding}
+LAYER_OPS = CONVOLUTION_CALLS | LINEAR_OPS
 # Ops whose value is not a function of their inputs alone
 _RANDOM = ("dropout", "rand", "bernoulli", "normal", "multinomial")
 # Ops that only move or copy values; most views are found by their schema (`_moves_values`)
@@ -95,11 +95,8 @@ def store_computed_weights(graph_module: fx.GraphModule) -> list[str]:
 def _moves_values(node: fx.Node) -> bool:
     """A view or copy: the op's values are its input's (squeeze, view, permute, transpose, clone, ...)."""
     target = node.target
-    if isinstance(target, torch._ops.OpOverload):
-        if any(value.alias_info is not None for value in target._schema.returns):
-            return True
-        return target._schema.name.split("::")[-1] in _COPIES
-    return False
+    return isinstance(target, torch._ops.OpOverload) and (
+        returns_view(target) or target._schema.name.split("::")[-1] in _COPIES)
 
 
 def _read_elsewhere(graph_module: fx.GraphModule, cone: list[fx.Node]) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from compression.ptq.embeddings import quantize_rows_int8
 from compression.ptq.graph_rewrites import register_codes
 from compression.quant.graph import get_tensor
 
@@ -67,10 +68,9 @@ def quantize_kernelless_weights(gm: fx.GraphModule) -> list[str]:
 
 
 def _register(gm: fx.GraphModule, attr: str, weight: torch.Tensor) -> tuple[str, str]:
-    rows = weight.detach().float().reshape(weight.shape[0], -1)
-    scale = rows.abs().amax(dim=1).clamp(min=1e-12) / 127  # 1-D: a scale, not a weight, for the float report
-    codes = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8).reshape(weight.shape)
-    return register_codes(gm, attr, codes, scale)
+    codes, scale = quantize_rows_int8(weight.detach().float().reshape(weight.shape[0], -1))
+    # the scale 1-D: a scale, not a weight, for the float report
+    return register_codes(gm, attr, codes.reshape(weight.shape), scale.flatten())
 
 
 def _dequantized(graph: fx.Graph, before: fx.Node, codes_attr: str, scale_attr: str,

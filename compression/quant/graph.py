@@ -20,6 +20,9 @@ from compression.modes import eval_mode
 
 CONV_OPS = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default}
 LINEAR_OPS = {torch.ops.aten.linear.default}
+# every call of a (non-transposed) convolution: the string-padded overloads and the generic one too
+CONVOLUTION_CALLS = frozenset(CONV_OPS | {torch.ops.aten.conv1d.padding, torch.ops.aten.conv2d.padding,
+                                         torch.ops.aten.conv3d.padding, torch.ops.aten.convolution.default})
 
 
 @dataclass

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from compression.graph_ops import returns_view
+
 
 def _functional_variant(target) -> torch._ops.OpOverload | None:
     """aten.masked_fill_.Scalar -> aten.masked_fill.Scalar, for an op that writes its first argument in place."""
@@ -31,10 +33,9 @@ def _functional_variant(target) -> torch._ops.OpOverload | None:
 
 
 def _is_view(node: fx.Node) -> bool:
-    target = node.target
-    if not isinstance(target, torch._ops.OpOverload):
+    if not isinstance(node.target, torch._ops.OpOverload):
         return node.op == "call_function"  # an unknown function may return a view: assume it does
-    return any(value.alias_info is not None for value in target._schema.returns)
+    return returns_view(node.target)
 
 
 def rewrite_in_place_ops(model: torch.nn.Module) -> int:
