@@ -93,8 +93,8 @@ def _check_resolved(target: str, where: str) -> None:
 
 
 def _tensors(archive: Pt2Archive, payloads: dict[str, Payload], directory: str) -> dict[str, torch.Tensor]:
-    """The config's tensors as strided views of their files (shared files stay shared, like torch.export's
-    aliasing), on the CPU: the library moves models to where they run."""
+    """The config's tensors over their files' storage (shared files stay shared, like torch.export's aliasing),
+    on the CPU: the library moves models to where they run."""
     files: dict[str, torch.Tensor] = {}
     tensors = {}
     for fqn, payload in payloads.items():
@@ -103,7 +103,11 @@ def _tensors(archive: Pt2Archive, payloads: dict[str, Payload], directory: str) 
             dtype = _SERIALIZE_TO_TORCH_DTYPE[payload.dtype]
             files[payload.path_name] = (torch.frombuffer(data, dtype=dtype) if len(data)
                                         else torch.empty(0, dtype=dtype))
-        view = torch.as_strided(files[payload.path_name], payload.sizes, payload.strides, payload.storage_offset)
+        # Sharing the file's storage, not a view of it (as torch.export.load does): a re-export refuses in-place
+        # ops on views, and a program's constants go through `detach_` (CPM-Ant's `torch.tensor(False)`).
+        shared = files[payload.path_name]
+        view = torch.empty(0, dtype=shared.dtype).set_(shared.untyped_storage(), payload.storage_offset,
+                                                       payload.sizes, payload.strides)
         if payload.is_param:
             tensors[fqn] = torch.nn.Parameter(view, requires_grad=payload.requires_grad)
         else:

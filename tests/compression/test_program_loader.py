@@ -125,6 +125,23 @@ def test_a_program_exported_with_keyword_arguments_is_called_positionally(positi
     assert again.module()(ids, mask).shape == (2, 8)
 
 
+def test_a_program_with_tensor_constants_reexports_after_loading(tmp_path):
+    """A tensor built in forward (CPM-Ant's reversed positions, `torch.tensor(list(range(n))[::-1])`) is a lifted
+    constant that the program detaches in place; loaded as a view of its file, re-exporting (what every stage
+    does) failed with "Can't detach views in-place"."""
+
+    class ReversedPositions(torch.nn.Module):
+        def forward(self, scores):
+            return scores + torch.tensor(list(range(4))[::-1])[None, :]
+
+    scores = torch.randn(3, 4)
+    path = save_program(export_model(ReversedPositions(), (scores,)), tmp_path / "positions.pt2")
+    ours = load_program(path)
+    assert any(str(node.target) == "aten.detach_.default" for node in ours.graph.nodes)
+    again = export_model(ours.module(), (scores,))
+    torch.testing.assert_close(again.module()(scores), ReversedPositions()(scores), rtol=0, atol=0)
+
+
 def test_a_program_with_a_nested_input_keeps_its_calling_convention(tmp_path):
     class Pair(torch.nn.Module):
         def forward(self, x, extra):
