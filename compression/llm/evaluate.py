@@ -52,7 +52,7 @@ def perplexity(model, tokens: torch.Tensor, context_length: int = 512, stride: i
             by_length.setdefault(window[1] - window[0], []).append(window)
         for same_length in by_length.values():
             ids = torch.stack([tokens[begin:end] for begin, end, _ in same_length])
-            log_probs = torch.log_softmax(model(input_ids=ids).logits[:, :-1].float(), dim=-1)
+            log_probs = torch.log_softmax(model(input_ids=ids, use_cache=False).logits[:, :-1].float(), dim=-1)
             target_log_probs = log_probs.gather(2, ids[:, 1:].unsqueeze(2)).squeeze(2)
             for row, (_, _, first_target) in enumerate(same_length):
                 values = target_log_probs[row, first_target - 1:]
@@ -94,7 +94,7 @@ def multiple_choice_accuracy(model, tokenizer, rows: list[dict]) -> dict:
         for choice in row["choices"]:
             continuation = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
             ids = torch.tensor([context + continuation])
-            log_probs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+            log_probs = torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0, :-1].float(), dim=-1)
             targets = ids[0, len(context):]
             score = float(log_probs[len(context) - 1:].gather(1, targets.unsqueeze(1)).sum())
             scores.append(score)

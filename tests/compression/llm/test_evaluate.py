@@ -37,6 +37,27 @@ def test_sliding_window_perplexity_scores_every_token_once_with_its_window_conte
     assert math.log(result["perplexity"]) == pytest.approx(want / 39, rel=1e-4)
 
 
+def test_perplexity_is_scored_without_a_generation_cache():
+    """Scoring needs no cache, and some models cannot build one: a hybrid whose layers are all linear attention
+    (Bailing-hybrid and Kimi-Linear with few layers) fails in transformers' cache ("`get_mask_sizes` can only be
+    called on Attention layers"); llm_ptq reported that as a model that cannot compute logits from text."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("bailing_hybrid", vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+                                  layer_types=["linear_attention"] * 2, linear_num_heads=4, linear_head_dim=8,
+                                  num_experts=4, num_experts_per_token=2, moe_intermediate_size=16,
+                                  num_expert_group=1, topk_group=1, mlp_layer_types=["dense"] * 2, pad_token_id=0,
+                                  eos_token_id=1, bos_token_id=1)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    tokens = torch.randint(0, 64, (24,), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="get_mask_sizes"):
+        model(input_ids=tokens[None, :8])  # the cache transformers builds by default
+    result = perplexity(model, tokens, context_length=16)
+    assert result["tokens"] == 23 and math.isfinite(result["perplexity"])
+
+
 class _CountingTokenizer:
     """Each character is a token (its code point modulo 256)."""
 
