@@ -168,11 +168,12 @@ def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The decoder's list of blocks, searched in the text decoder (`get_decoder`): an image-text model (Gemma 3
     4B+, Mistral 3, Qwen2.5-VL) also holds its vision tower's layers, whose count may be the same."""
     layers = model.config.get_text_config().num_hidden_layers
-    decoder = _text_decoder(model)
     names = {module: name for name, module in model.named_modules()}
-    for module in decoder.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == layers:
-            return names[module], module
+    # `get_decoder` can name something else: ModernBERT-decoder's output projection is its `decoder` attribute.
+    for searched in (_text_decoder(model), model):
+        for module in searched.modules():
+            if isinstance(module, nn.ModuleList) and len(module) == layers:
+                return names[module], module
     raise ValueError(f"no list of {layers} decoder blocks found in {type(model).__name__}")
 
 
