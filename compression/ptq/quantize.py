@@ -46,6 +46,7 @@ from compression.ptq.explicit_padding import pad_long_kernels_explicitly
 from compression.ptq.functional_layers import mark_functional_layers
 from compression.ptq.graph_rewrites import holds_float
 from compression.ptq.kernelless_weights import quantize_kernelless_weights
+from compression.ptq.scalar_adds import scalar_adds_after_layers
 from compression.ptq.smoothquant import smooth_linears
 from compression.ptq.string_padding import numeric_conv_padding
 from compression.quant.graph import conv_batch_norm_pairs, find_layers, select_layers
@@ -135,6 +136,8 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
         # The quantizer reads every node's traced shape (meta "val"), which the inserted nodes lack.
         graph = export_model(graph, example_inputs).module()
     separate_repeated_module_calls(graph)
+    if scalar_adds := scalar_adds_after_layers(graph):
+        report["scalar_adds_after_layers"] = scalar_adds
     if functional := mark_functional_layers(graph):
         report["functional_layers"] = functional
     float_nodes = set()
