@@ -50,6 +50,17 @@ ENCODERS = ("bert", "roberta", "distilbert", "albert", "electra", "deberta-v2", 
             "camembert", "mobilebert", "squeezebert", "convbert", "big_bird", "ernie", "xlm", "data2vec-text",
             "megatron-bert", "rembert", "roformer", "esm", "ibert", "nystromformer", "yoso", "mra", "roc_bert",
             "longformer", "xmod")
+# The installed transformers' text-only decoders swept last (2026-12-06, second sweep); their configs are shrunk by
+# SHRUNK_WHERE_PRESENT.
+LATER_DECODERS = ("apertus1p5_text", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cpmant", "ctrl", "cwm",
+                  "deepseek_v32", "deepseek_v4", "dory", "dots3_note_text", "ergo", "exaone_moe", "flint",
+                  "gemma3n_text", "gemma4_unified_text", "glm_moe_dsa", "gpt-sw3", "gpt_neox_japanese", "granite_swa",
+                  "granitemoe_swa", "granitemoeshared", "hrm_text", "hy_v3", "hy_v4", "hyperclovax",
+                  "inkling2_loop_text", "inkling2_text", "inkling_text", "iquestcoder", "jais2", "jetmoe",
+                  "kimi_linear", "kolibri1", "kolibri1_1", "laguna", "lara_mini", "lfm3", "llama4_text",
+                  "longcat_flash", "mimo_v2_flash", "minicpm3", "minicpm5_moe", "minimax_m3_vl_text", "mistral4",
+                  "modernbert-decoder", "olmo_hybrid", "openai-gpt", "param2moe", "qwen3_5_moe_text", "qwen4_exp_text",
+                  "reformer", "sarvam_mla", "sarvam_moe", "xlstm", "youtu", "zamba2", "zaya")
 DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "phi", "phi3", "opt", "bloom",
             "falcon", "gemma", "gemma2", "olmo", "stablelm", "mixtral", "qwen2_moe",
             # added 2026-12-02
@@ -67,7 +78,9 @@ DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3",
             "jamba", "bamba", "granitemoehybrid", "recurrent_gemma", "falcon_h1", "nemotron_h",
             # families of the installed transformers not swept before, added 2026-12-06 (dense, then mixtures)
             "exaone", "ministral3", "solar_open", "internlm3", "vaultgemma", "diffllama", "flex_olmo", "mellum",
-            "nanochat", "qwen3_5_text", "minimax_m2", "deepseek_v2", "cohere2_moe", "glm4_moe_lite", "afmoe")
+            "nanochat", "qwen3_5_text", "minimax_m2", "deepseek_v2", "cohere2_moe", "glm4_moe_lite", "afmoe",
+            # the rest of the installed transformers' text-only decoders, added 2026-12-06 (second sweep)
+            *LATER_DECODERS)
 # Sequence-classification heads: a few encoders and decoders (a decoder classifies from its last real token).
 CLASSIFIERS = ("bert", "roberta", "deberta-v2", "modernbert", "llama", "qwen2", "gpt2", "mixtral", "qwen2_moe")
 # Token-classification heads (NER taggers), trained on word tags (`tags` in the .jsonl).
@@ -225,10 +238,41 @@ SPECIFIC = {
     "qwen3_5_text": {"head_dim": 16, "num_key_value_heads": 2, "linear_num_key_heads": 2,
                      "linear_num_value_heads": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
                      "layer_types": ["linear_attention", "full_attention"]},
+    # LATER_DECODERS: hybrids with a full-attention layer among the linear ones, as their real configs have
+    **{model_type: {"layer_types": ["linear_attention", "full_attention"]} for model_type in (
+        "bailing_hybrid", "kimi_linear", "qwen3_5_moe_text")},
+    "dots3_note_text": {"num_key_value_heads": HEADS},
+    "reformer": {"is_decoder": True, "axial_pos_embds_dim": [32, 32], "axial_pos_shape": [16, 32],
+                 "attn_layers": ["local", "local"], "local_attn_chunk_length": 16},
+    "zamba2": {"layer_types": ["mamba", "hybrid"]},
+    "zaya": {"num_experts_per_tok": 1},
+    "gemma3n_text": {"num_kv_shared_layers": 0, "layer_types": ["sliding_attention", "full_attention"],
+                     "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 16},
+    "kolibri1_1": {"index_num_heads": 2, "index_layers": [1],
+                   "layer_types": ["sliding_attention", "indexed_attention"]},
+    "qwen4_exp_text": {"layer_types": ["linear_attention", "indexed_attention"], "indexer_n_heads": 2,
+                       "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 16,
+                       "indexer_compress_ratio": 4},
 }
 # COMMON fields a config refuses to be given: Funnel derives its depth from `block_sizes`, XLNet has no length
 # limit.
-UNSETTABLE = {"funnel": ("num_hidden_layers",), "xlnet": ("max_position_embeddings",)}  # XLNet has no limit
+UNSETTABLE = {"funnel": ("num_hidden_layers",), "xlnet": ("max_position_embeddings",)}
+# LATER_DECODERS get these sizes where their default config has the field (SPECIFIC still wins): the defaults of
+# the newer mixtures hold 64-512 experts of 512-4096 channels and 128-wide heads, which made a "tiny" case take
+# minutes (Kimi-Linear: 55M parameters, 585 s for one int8 job).
+SHRUNK_WHERE_PRESENT = {
+    "head_dim": 16, "num_key_value_heads": 2, "global_head_dim": 16, "swa_head_dim": 16, "swa_num_key_value_heads": 2,
+    "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "moe_num_experts": 4,
+    "num_experts_per_tok": 2, "num_experts_per_token": 2, "moe_topk": 2, "moe_k": 2,
+    "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32, "expert_ffn_hidden_size": 32,
+    "n_group": 1, "topk_group": 1, "num_expert_group": 1,
+    # multi-head latent attention and its sparse indexer
+    "q_lora_rank": 16, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16,
+    "index_head_dim": 16, "index_n_heads": 4,
+    # linear-attention layers
+    "linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+    "linear_num_heads": 4, "linear_head_dim": 16,
+}
 
 # Image configs name their sizes otherwise (hidden_sizes, depths, embed_dim, ...) and get none of COMMON: each one
 # here runs on 32x32 RGB images (image_size 32 where the config has one) with 2k-70k parameters.
@@ -364,7 +408,20 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
         config.architectures = config.architectures or []
         torch.manual_seed(seed)
         return settle_batch_norms(auto_class(task).from_config(config)).eval()
-    settings = {**COMMON, **SPECIFIC.get(model_type, {})}
+    shrunk = {}
+    if model_type in LATER_DECODERS:
+        defaults = AutoConfig.for_model(model_type).to_dict()
+        shrunk = {name: value for name, value in SHRUNK_WHERE_PRESENT.items() if name in defaults}
+        # Multi-head latent attention: keys and values have a head per query head, and where the default head_dim
+        # is the rotary part (or the whole query head) the rotary embedding is sized by it, so it stays that part.
+        if "qk_rope_head_dim" in defaults:
+            shrunk["num_key_value_heads"] = HEADS
+        if "qk_rope_head_dim" in defaults and defaults.get("head_dim") == defaults["qk_rope_head_dim"]:
+            shrunk["head_dim"] = shrunk["qk_rope_head_dim"]
+        elif "qk_rope_head_dim" in defaults and defaults.get("head_dim") == defaults["qk_rope_head_dim"] + \
+                defaults.get("qk_nope_head_dim", 0):
+            shrunk["head_dim"] = shrunk["qk_rope_head_dim"] + shrunk.get("qk_nope_head_dim", 0)
+    settings = {**COMMON, **shrunk, **SPECIFIC.get(model_type, {})}
     for name in UNSETTABLE.get(model_type, ()):
         settings.pop(name)
     config = AutoConfig.for_model(model_type, **settings)
@@ -544,6 +601,8 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
             tasks.append("question-answering")
         if model_type in DECODERS:
             tasks.append("causal-lm")
+        # A task named on the command line is swept for every listed type that ships a head for it.
+        tasks += [task for task in only_tasks or () if task not in tasks and model_type in shipped.get(task, ())]
         for task in tasks:
             if only_tasks and task not in only_tasks:
                 continue
