@@ -15,7 +15,8 @@ Image classifiers (IMAGE_CLASSIFIERS, task image-classification: a tiny 32x32 mo
 preprocessor_config.json instead of a tokenizer, run on an .npz of random uint8 images) and audio classifiers
 (AUDIO_CLASSIFIERS, task audio-classification: waveform models on random 1600-sample waveforms, AST and Whisper on
 random features) are swept only when asked for: `--tasks image-classification` / `audio-classification`, or
-`--types` naming them.
+`--types` naming them. A task named in `--tasks` is swept for every listed type whose family ships a head for it
+(`--tasks sequence-classification` runs every encoder's and decoder's classifier, not only CLASSIFIERS').
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep [--types bert,llama] [--methods ptq,kd]
         [--tasks token-classification] [--dtype bfloat16] [--json sweep.json]
@@ -56,7 +57,7 @@ LATER_DECODERS = ("apertus1p5_text", "aria_text", "axk1", "axk2", "bailing_hybri
                   "deepseek_v32", "deepseek_v4", "dory", "dots3_note_text", "ergo", "exaone_moe", "flint",
                   "gemma3n_text", "gemma4_unified_text", "glm_moe_dsa", "gpt-sw3", "gpt_neox_japanese", "granite_swa",
                   "granitemoe_swa", "granitemoeshared", "hrm_text", "hy_v3", "hy_v4", "hyperclovax",
-                  "inkling2_loop_text", "inkling2_text", "inkling_text", "iquestcoder", "jais2", "jetmoe",
+                  "inkling_text", "iquestcoder", "jais2", "jetmoe",
                   "kimi_linear", "kolibri1", "kolibri1_1", "laguna", "lara_mini", "lfm3", "llama4_text",
                   "longcat_flash", "mimo_v2_flash", "minicpm3", "minicpm5_moe", "minimax_m3_vl_text", "mistral4",
                   "modernbert-decoder", "olmo_hybrid", "openai-gpt", "param2moe", "qwen3_5_moe_text", "qwen4_exp_text",

@@ -104,7 +104,8 @@ def _tensors(archive: Pt2Archive, payloads: dict[str, Payload], directory: str) 
             files[payload.path_name] = (torch.frombuffer(data, dtype=dtype) if len(data)
                                         else torch.empty(0, dtype=dtype))
         # Sharing the file's storage, not a view of it (as torch.export.load does): a re-export refuses in-place
-        # ops on views, and a program's constants go through `detach_` (CPM-Ant's `torch.tensor(False)`).
+        # ops on views, and a tensor built in forward is a constant the program detaches in place (CPM-Ant's
+        # reversed positions, `torch.tensor(list(range(n))[::-1])`).
         shared = files[payload.path_name]
         view = torch.empty(0, dtype=shared.dtype).set_(shared.untyped_storage(), payload.storage_offset,
                                                        payload.sizes, payload.strides)
