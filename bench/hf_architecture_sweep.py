@@ -245,7 +245,7 @@ SPECIFIC = {
     "dots3_note_text": {"num_key_value_heads": HEADS},
     "reformer": {"is_decoder": True, "axial_pos_embds_dim": [32, 32], "axial_pos_shape": [16, 32],
                  "attn_layers": ["local", "local"], "local_attn_chunk_length": 16},
-    "zamba2": {"layer_types": ["mamba", "hybrid"]},
+    "zamba2": {"layer_types": ["mamba", "hybrid"], "hybrid_layer_ids": [1]},
     "zaya": {"num_experts_per_tok": 1},
     "gemma3n_text": {"num_kv_shared_layers": 0, "layer_types": ["sliding_attention", "full_attention"],
                      "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 16},
