@@ -222,7 +222,9 @@ def test_levit_batch_norms_folded_or_rewritten_by_the_stage_are_written_as_the_f
                                                    for index in range(1, 5)]
     assert len(stage.metrics["method_metrics"]["folded_batch_norms"]) == 4
     if spec.activations is None:
-        assert folder["relative_difference_to_stage_model"] == 0
+        # The folder adds the folded shift after the convolution, the stage inside it: equal up to float rounding,
+        # which the CPU's kernels decide (0 on one machine, 4e-7 on another).
+        assert folder["relative_difference_to_stage_model"] < 1e-5
     else:  # the int8 patch convolutions are written as their dequantized weights, their inputs run in float
         assert folder["dequantized_convs"] == [f"levit.patch_embeddings.embedding_layer_{index}.convolution"
                                                for index in range(1, 5)]
