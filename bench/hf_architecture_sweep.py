@@ -56,12 +56,12 @@ ENCODERS = ("bert", "roberta", "distilbert", "albert", "electra", "deberta-v2", 
 LATER_DECODERS = ("apertus1p5_text", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cpmant", "ctrl", "cwm",
                   "deepseek_v32", "deepseek_v4", "dory", "dots3_note_text", "ergo", "exaone_moe", "flint",
                   "gemma3n_text", "gemma4_unified_text", "glm_moe_dsa", "gpt-sw3", "gpt_neox_japanese", "granite_swa",
-                  "granitemoe_swa", "granitemoeshared", "hrm_text", "hy_v3", "hy_v4", "hyperclovax",
-                  "inkling_text", "iquestcoder", "jais2", "jetmoe",
-                  "kimi_linear", "kolibri1", "kolibri1_1", "laguna", "lara_mini", "lfm3", "llama4_text",
-                  "longcat_flash", "mimo_v2_flash", "minicpm3", "minicpm5_moe", "minimax_m3_vl_text", "mistral4",
-                  "modernbert-decoder", "olmo_hybrid", "openai-gpt", "param2moe", "qwen3_5_moe_text", "qwen4_exp_text",
-                  "reformer", "sarvam_mla", "sarvam_moe", "xlstm", "youtu", "zamba2", "zaya")
+                  "granitemoe_swa", "granitemoeshared", "hrm_text", "hy_v3", "hy_v4", "hyperclovax", "inkling_text",
+                  "iquestcoder", "jais2", "jetmoe", "kimi_linear", "kolibri1", "kolibri1_1", "laguna", "lara_mini",
+                  "lfm3", "llama4_text", "longcat_flash", "mimo_v2_flash", "minicpm3", "minicpm5_moe",
+                  "minimax_m3_vl_text", "mistral4", "modernbert-decoder", "olmo_hybrid", "openai-gpt", "param2moe",
+                  "qwen3_5_moe_text", "qwen4_exp_text", "reformer", "sarvam_mla", "sarvam_moe", "xlstm", "youtu",
+                  "zamba2", "zaya")
 DECODERS = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "phi", "phi3", "opt", "bloom",
             "falcon", "gemma", "gemma2", "olmo", "stablelm", "mixtral", "qwen2_moe",
             # added 2026-12-02
@@ -393,6 +393,25 @@ def save_readable_tokenizer(folder: Path) -> None:
         save_tokenizer(folder, byte_level=True)
 
 
+def shrunk_sizes(model_type: str) -> dict:
+    """SHRUNK_WHERE_PRESENT's sizes for the fields `model_type`'s default config has."""
+    from transformers import AutoConfig
+
+    defaults = AutoConfig.for_model(model_type).to_dict()
+    shrunk = {name: value for name, value in SHRUNK_WHERE_PRESENT.items() if name in defaults}
+    if "qk_rope_head_dim" not in defaults:
+        return shrunk
+    # Multi-head latent attention: keys and values have a head per query head, and where the default head_dim is
+    # the rotary part (or the whole query head) the rotary embedding is sized by it, so it stays that part.
+    shrunk["num_key_value_heads"] = HEADS
+    rope, nope = defaults["qk_rope_head_dim"], defaults.get("qk_nope_head_dim", 0)
+    if defaults.get("head_dim") == rope:
+        shrunk["head_dim"] = shrunk["qk_rope_head_dim"]
+    elif defaults.get("head_dim") == rope + nope:
+        shrunk["head_dim"] = shrunk["qk_rope_head_dim"] + shrunk.get("qk_nope_head_dim", 0)
+    return shrunk
+
+
 def tiny_model(model_type: str, task: str, seed: int = 0):
     from transformers import AutoConfig
 
@@ -409,19 +428,7 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
         config.architectures = config.architectures or []
         torch.manual_seed(seed)
         return settle_batch_norms(auto_class(task).from_config(config)).eval()
-    shrunk = {}
-    if model_type in LATER_DECODERS:
-        defaults = AutoConfig.for_model(model_type).to_dict()
-        shrunk = {name: value for name, value in SHRUNK_WHERE_PRESENT.items() if name in defaults}
-        # Multi-head latent attention: keys and values have a head per query head, and where the default head_dim
-        # is the rotary part (or the whole query head) the rotary embedding is sized by it, so it stays that part.
-        if "qk_rope_head_dim" in defaults:
-            shrunk["num_key_value_heads"] = HEADS
-        if "qk_rope_head_dim" in defaults and defaults.get("head_dim") == defaults["qk_rope_head_dim"]:
-            shrunk["head_dim"] = shrunk["qk_rope_head_dim"]
-        elif "qk_rope_head_dim" in defaults and defaults.get("head_dim") == defaults["qk_rope_head_dim"] + \
-                defaults.get("qk_nope_head_dim", 0):
-            shrunk["head_dim"] = shrunk["qk_rope_head_dim"] + shrunk.get("qk_nope_head_dim", 0)
+    shrunk = shrunk_sizes(model_type) if model_type in LATER_DECODERS else {}
     settings = {**COMMON, **shrunk, **SPECIFIC.get(model_type, {})}
     for name in UNSETTABLE.get(model_type, ()):
         settings.pop(name)

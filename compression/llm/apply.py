@@ -61,20 +61,6 @@ def _fingerprint(spec: LLMPTQSpec, calibration: torch.Tensor | None) -> str:
     return digest.hexdigest()[:16]
 
 
-def _quantized_block(block, hidden, kwargs, recipe: Recipe, kept_float: frozenset):
-    """`quantize_block`, whose calibration replays the block as `block(hidden_states, **arguments the model passed
-    it)`; a block whose first argument is something else (Reformer's takes the previous attention output) refuses
-    that call with a TypeError, which the job reports as what it is."""
-    try:
-        return quantize_block(block, hidden, kwargs, recipe, kept_float)
-    except TypeError as exc:
-        if hidden is None:
-            raise
-        raise ValueError(f"llm_ptq calibrates each decoder block by calling it with the hidden states and the "
-                         f"arguments the model passed it, which this model's {type(block).__name__} refuses "
-                         f"({exc}); llm_ptq does not support this architecture") from exc
-
-
 def _checked_calibration(tokens: torch.Tensor, spec: LLMPTQSpec, vocab_size: int, seed: int) -> torch.Tensor:
     if tokens.is_floating_point() or tokens.dim() not in (1, 2) or tokens.numel() == 0:
         raise ValueError("calibration must be integer token ids: a 1-D stream or [samples, tokens] windows")
@@ -168,7 +154,7 @@ def apply_llm_ptq(spec: LLMPTQSpec, model: str | Path | torch.nn.Module, output_
             _restore_block(block, prefix, tensors, fmt, kept_float)
             resumed += 1
         else:
-            quantized, block_metrics = _quantized_block(block, hidden, kwargs, recipe, kept_float)
+            quantized, block_metrics = quantize_block(block, hidden, kwargs, recipe, kept_float)
             tensors = _block_tensors(prefix, block, quantized, dtype)
             metadata = {"modelpress": json.dumps({"fingerprint": fingerprint, "metrics": block_metrics})}
             ctx.save_checkpoint(f"block_{index}", save_safetensors(tensors, metadata=metadata))

@@ -49,6 +49,7 @@ class _StandIn(nn.Module):
         self.block, self.index, self.calls, self.last = block, index, calls, last
 
     def forward(self, hidden_states, *args, **kwargs):
+        _check_hidden_states_come_first(self._modules["block"], kwargs)
         arguments = _named_arguments(self._modules["block"], hidden_states, args, kwargs)
         if self.calls is None:  # the catcher: stop the model at the first block
             raise _Caught(hidden_states, arguments)
@@ -62,6 +63,19 @@ class _StandIn(nn.Module):
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self._modules["block"], name)
+
+
+def _check_hidden_states_come_first(block: nn.Module, kwargs: dict) -> None:
+    """Calibration replays each block as `block(hidden_states, **arguments)`. A block whose first parameter the
+    model passed by name, the hidden states under another name (Reformer's layer takes the previous attention
+    output first), cannot be replayed so: refused here, before any block is quantized."""
+    import inspect
+
+    parameters = list(inspect.signature(block.forward).parameters.values())
+    if parameters and parameters[0].kind is not inspect.Parameter.VAR_POSITIONAL and parameters[0].name in kwargs:
+        raise ValueError(f"llm_ptq calibrates each decoder block by calling it with the hidden states first, but "
+                         f"this model's {type(block).__name__} takes `{parameters[0].name}` first; llm_ptq does not "
+                         f"support this architecture")
 
 
 def _named_arguments(block: nn.Module, hidden_states, args: tuple, kwargs: dict) -> dict:

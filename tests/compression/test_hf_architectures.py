@@ -125,9 +125,9 @@ def test_an_int8_embedding_table_is_targeted_by_name_not_every_embedding_class(t
     # the same for ModernBERT-decoder, whose blocks are found although its `get_decoder()` is its output layer
     # (before: "no list of 2 decoder blocks found")
     ("modernbert-decoder", "rtn", "its weight initialisation reads the float weight of linear layers holding 100%"),
-    # Reformer's blocks take the previous attention output first: replaying them with the hidden states fails
-    # (before: an internal TypeError)
-    ("reformer", "rtn", "which this model's ReformerLayer refuses"),
+    # Reformer's blocks take the previous attention output first, which the model passes by name: refused when the
+    # calibration inputs are recorded (before: an internal TypeError while the first block was quantized)
+    ("reformer", "rtn", "this model's ReformerLayer takes `prev_attn_output` first"),
 ])
 def test_what_llm_ptq_cannot_do_is_refused_at_once_with_the_reason(tmp_path, model_type, algorithm, reason):
     with pytest.raises(ValueError, match=reason):
