@@ -55,6 +55,18 @@ def gpt2_folder(folder: Path) -> Path:
     return folder
 
 
+def gpt1_folder(folder: Path) -> Path:
+    """A GPT-1 causal LM (`openai-gpt`: GPT-2's Conv1D layers in post-norm blocks)."""
+    import torch
+    from transformers import OpenAIGPTConfig, OpenAIGPTLMHeadModel
+
+    vocab = save_tokenizer(folder)
+    torch.manual_seed(0)
+    OpenAIGPTLMHeadModel(OpenAIGPTConfig(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2,
+                                         n_positions=64)).save_pretrained(folder)
+    return folder
+
+
 def bert_folder(folder: Path, classes: int | None = None, layers: int = 2, dtype: str = "float32",
                 per_token: bool = False, answers: bool = False, **config_fields) -> Path:
     """A BERT encoder (`BertModel`), or a sequence classifier with `classes` labels (with `per_token`, a token

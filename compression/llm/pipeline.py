@@ -16,6 +16,7 @@ from typing import Mapping
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
+from compression.archive.gpt2_names import CONV1D_DECODERS
 from compression.archive.hf_architectures import ARRAY_TASKS
 from compression.archive.hf_folder import REGRESSION_PROBLEM, class_count, learned_positions, read_hf_folder
 from compression.archive.jsonl import PAIRS_NOT_FOR_CAUSAL_LM, read_jsonl
@@ -61,7 +62,7 @@ def check_applicable(folder: Path, stages: list) -> None:
     expert, in a layout a folder can hold per expert, with symmetric weights: `compression.llm.moe`), a learned
     position table (if any) as long as the stages' windows. (AWQ's scaling groups are found in each block's forward
     as it runs: `compression.llm.awq_groups`.) A GPT-2 model is checked as the `nn.Linear` rewrite the job runs on
-    (`compression.llm.gpt2_linear`)."""
+    (`compression.llm.gpt2_linear`), GPT-1 likewise."""
     from transformers import AutoConfig
 
     from compression.causal_lm_class import AutoCausalLM
@@ -72,7 +73,7 @@ def check_applicable(folder: Path, stages: list) -> None:
     from compression.llm.moe import check_expert_widths, kept_float, layout_problem, split_experts
 
     config = AutoConfig.from_pretrained(folder, **LOCAL_ONLY)
-    if config.model_type == "gpt2":
+    if config.model_type in CONV1D_DECODERS:
         config = opt_config(config.to_dict())
     with torch.device("meta"):
         model = AutoCausalLM.from_config(config)
@@ -218,10 +219,10 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
 
 def export_folder(source: Path, task: str, splits: dict, workdir: Path, embedding, split: str,
                   multi_label: bool = False) -> tuple[Path, tuple[torch.Tensor, ...], dict | None]:
-    """`folder_to_program` (model.pt2, dataset.npz in `workdir`) of the folder the job runs on: for GPT-2 its OPT
-    rewrite (`compression.llm.gpt2_linear`), whose nn.Linear layers a compressed-tensors folder can hold, when it
-    gives the upload's outputs on the job's own padded rows; else the upload itself. Returns that folder, the
-    example rows and what the baseline reports about the rewrite."""
+    """`folder_to_program` (model.pt2, dataset.npz in `workdir`) of the folder the job runs on: for GPT-2 (and
+    GPT-1) its OPT rewrite (`compression.llm.gpt2_linear`), whose nn.Linear layers a compressed-tensors folder
+    can hold, when it gives the upload's outputs on the job's own padded rows; else the upload itself. Returns
+    that folder, the example rows and what the baseline reports about the rewrite."""
     from compression.hf_program import example_rows, folder_to_program, load_folder_model
 
     def export(folder: Path):
@@ -232,19 +233,20 @@ def export_folder(source: Path, task: str, splits: dict, workdir: Path, embeddin
         return source, export(source), None
     linear = workdir / "source_linear"
     upload = load_folder_model(source, task, embedding)
+    model_type = upload.model.config.model_type
     try:
         write_opt_folder(source, linear, gpt2_as_opt(upload.model))
     except ValueError as exc:  # what OPT cannot express (layer-norm epsilon, cross-attention): run the upload
-        return source, export(source), {"from": "gpt2", "to": None, "why": str(exc)}
+        return source, export(source), {"from": model_type, "to": None, "why": str(exc)}
     example = export(linear)
     rows = example_rows(workdir / "dataset.npz", split if split in splits else next(iter(splits)), 32)
     gap = masked_output_gap(upload, load_folder_model(linear, task, embedding), rows)
     if gap <= MAX_OUTPUT_GAP:
-        return linear, example, rewrite_note(gap)
+        return linear, example, rewrite_note(model_type, gap)
     # e.g. left padding: OPT counts positions over the mask, GPT-2 over every slot
     shutil.rmtree(linear)
     return source, export(source), {
-        "from": "gpt2", "to": None, "max_output_gap": gap,
+        "from": model_type, "to": None, "max_output_gap": gap,
         "why": "the OPT rewrite differs from the upload on this job's rows; the upload runs as it is, and its "
                "stages' folders are refused for its Conv1D layers"}
 

@@ -15,15 +15,22 @@ from tests.hf_folders import CORPUS, save_tokenizer, zip_bytes
 
 @pytest.mark.parametrize("task, model_class", [("causal-lm", "GPT2LMHeadModel"),
                                                ("feature-extraction", "GPT2Model"),
-                                               ("sequence-classification", "GPT2ForSequenceClassification")])
+                                               ("sequence-classification", "GPT2ForSequenceClassification"),
+                                               # GPT-1: its own embedding names, no final norm
+                                               ("causal-lm", "OpenAIGPTLMHeadModel"),
+                                               ("sequence-classification", "OpenAIGPTForSequenceClassification")])
 def test_the_apis_layer_names_are_the_programs(tmp_path, task, model_class):
     import transformers
 
     folder = tmp_path / "gpt2"
     vocab = save_tokenizer(folder)
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=64,
-                                     bos_token_id=2, eos_token_id=2, pad_token_id=1, num_labels=2)
+    if model_class.startswith("OpenAIGPT"):
+        config = transformers.OpenAIGPTConfig(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                                              pad_token_id=1, num_labels=2)
+    else:
+        config = transformers.GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                                         bos_token_id=2, eos_token_id=2, pad_token_id=1, num_labels=2)
     getattr(transformers, model_class)(config).save_pretrained(folder)
     (tmp_path / "gpt2.zip").write_bytes(zip_bytes(folder))
     signature = read_hf_folder(tmp_path / "gpt2.zip", task=task).signature()

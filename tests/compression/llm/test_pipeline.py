@@ -8,7 +8,14 @@ import pytest
 from compression.context import Cancelled, RunContext
 from compression.llm.pipeline import run_llm_pipeline
 from compression.specs import EvaluationSpec, LLMPTQSpec
-from tests.hf_folders import CORPUS, gpt2_folder, jsonl_bytes, llama_dir, zip_bytes  # noqa: F401 (fixture)
+from tests.hf_folders import (  # noqa: F401 (fixture)
+    CORPUS,
+    gpt1_folder,
+    gpt2_folder,
+    jsonl_bytes,
+    llama_dir,
+    zip_bytes,
+)
 
 SPEC = LLMPTQSpec(algorithm="gptq", group_size=32, calibration={"samples": 8, "sequence_length": 32},
                   evaluation={"context_length": 32, "generation_tokens": 0})
@@ -54,13 +61,16 @@ def test_missing_splits_fail_with_the_reason(inputs, tmp_path):
         run_llm_pipeline(*inputs, [SPEC], EvaluationSpec(), RunContext(), tmp_path / "b", train_split="calib")
 
 
-def test_a_gpt2_model_is_compressed_as_its_opt_rewrite(inputs, tmp_path):
+@pytest.mark.parametrize("model_type, make_folder", [("gpt2", gpt2_folder), ("openai-gpt", gpt1_folder)])
+def test_a_gpt2_model_is_compressed_as_its_opt_rewrite(inputs, tmp_path, model_type, make_folder):
     # GPT-2's Conv1D blocks hold no nn.Linear: the job used to refuse it. Now it quantizes the OPT model that
     # computes the same function, and the written folder (loaded back with transformers for the metrics) is OPT's.
-    (tmp_path / "gpt2.zip").write_bytes(zip_bytes(gpt2_folder(tmp_path / "gpt2")))
+    # GPT-1's (post-norm) was refused the same way until 2026-12-06 ("GPT-1's Conv1D blocks").
+    (tmp_path / "gpt2.zip").write_bytes(zip_bytes(make_folder(tmp_path / "gpt2")))
     result = run_llm_pipeline(tmp_path / "gpt2.zip", inputs[1], [SPEC], EvaluationSpec(), RunContext(),
                               tmp_path / "a")
     assert result.baseline["rewritten_as"]["to"] == "opt" and result.baseline["rewritten_as"]["max_output_gap"] < 1e-5
+    assert result.baseline["rewritten_as"]["from"] == model_type
     metrics = result.stages[0].metrics
     assert metrics["perplexity"] == pytest.approx(result.baseline["perplexity"], rel=0.05)
     assert metrics["method_metrics"]["blocks"] == 2 and metrics["compression_ratio"] > 2
