@@ -385,7 +385,7 @@ def _wrong_weights(loaded: torch.nn.Module, model: torch.nn.Module, layout: Fold
     experts = checkpoint_expert_weights(loaded, source_model, layout.expert_layers) if layout.expert_layers else {}
     wrong = []
     for name, quantized in layout.weights.items():
-        stored = parameters.get(f"{PROGRAM_PREFIX}{name}.weight")
+        stored = None if name in layout.quantized_in_graph else parameters.get(f"{PROGRAM_PREFIX}{name}.weight")
         expected = stored.detach().float() if stored is not None else quantized.dequantize()
         got = (experts[name] if name in experts else loaded.get_submodule(name).weight).detach().float()
         if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-7):

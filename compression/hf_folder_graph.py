@@ -82,6 +82,9 @@ class FolderLayout:
     # layers of the general path whose rows no group size of 8 or more divides without cutting one of the stage's
     # groups across two (`hf_folder_export._dividing_width`), written as their dequantized float weights
     dequantized_uneven_groups: list[str] = field(default_factory=list)
+    # quantized modules whose codes the graph computes from their float weight (`_weight_codes`): that float
+    # parameter is no stage weight to compare the folder's with, the codes are
+    quantized_in_graph: set[str] = field(default_factory=set)
     # batch norms the stage folded into the convolution before them, written as identities (plus the folded bias),
     # and the folded shift a bias-free convolution held as `weight_bias`, by norm
     folded_norms: list[str] = field(default_factory=list)
@@ -154,9 +157,22 @@ def _is(node, name: str) -> bool:
     return isinstance(node, fx.Node) and node.op == "call_function" and name in str(node.target)
 
 
+def _weight_codes(gm: fx.GraphModule, codes_node) -> torch.Tensor | None:
+    """The int8 codes a weight's dequantize reads: stored, or computed in the graph by a quantize of stored
+    tensors that convert left unfolded (DeepSeek-V2's classifier kept `kv_b_proj`'s), folded here with the same
+    op the program runs."""
+    codes = stored_tensor(gm, codes_node)
+    if codes is not None or not _is(codes_node, "quantize_per_channel"):
+        return codes
+    weight, scale, zero = (stored_tensor(gm, arg) for arg in codes_node.args[:3])
+    if weight is None or scale is None or zero is None:
+        return None
+    return codes_node.target(weight, scale, zero, *codes_node.args[3:])
+
+
 def _int8_linear(gm: fx.GraphModule, dequant: fx.Node) -> QuantizedWeight:
     codes_node, scale_node, zero_node, axis, qmin, qmax = dequant.args[:6]
-    codes, scale, zero = stored_tensor(gm, codes_node), stored_tensor(gm, scale_node), stored_tensor(gm, zero_node)
+    codes, scale, zero = _weight_codes(gm, codes_node), stored_tensor(gm, scale_node), stored_tensor(gm, zero_node)
     if codes is None or scale is None or axis != 0 or (qmin, qmax) != (-128, 127) or codes.dim() != 2:
         raise NotExpressible(f"weight quantizer {dequant.name} is not int8 per output channel")
     if zero is not None and bool((zero != 0).any()):
@@ -336,9 +352,13 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
                 if name in layout.weights and not _same_weight(layout.weights[name], quantized):
                     raise NotExpressible(f"module '{name}' is called with different quantized weights")
                 layout.weights[name] = quantized
-                consumed.update(arg.target for arg in weight.args[:3]
-                                if isinstance(arg, fx.Node) and arg.op == "get_attr")
-                expressed.add(weight)
+                # the codes' own quantize, where convert left one (`_weight_codes`), is the same quantizer
+                quantize = weight.args[0] if _is(weight.args[0], "quantize_per_channel") else None
+                reads = [*weight.args[:3], *(quantize.args[:3] if quantize is not None else ())]
+                consumed.update(arg.target for arg in reads if isinstance(arg, fx.Node) and arg.op == "get_attr")
+                expressed.update({weight, quantize} - {None})
+                if quantize is not None:
+                    layout.quantized_in_graph.add(name)
             if quantizer is not None:
                 input_nodes = {node.args[0], node.args[0].args[0]} if node.args[0].op == "call_function" else set()
                 expressed.update(input_nodes)

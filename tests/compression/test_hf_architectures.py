@@ -535,3 +535,15 @@ def test_a_bart_classifier_reads_its_last_eos_token_without_a_boolean_mask(tmp_p
     [program] = [a for a in result.stages[1].artifacts if a.name.endswith(".pt2")]
     torch.testing.assert_close(loaded(input_ids=ids, attention_mask=mask).logits,
                                load_program(program.path).module()(ids, mask), atol=0.05, rtol=0)
+
+
+def test_a_weight_quantized_inside_the_graph_is_written_as_its_codes(tmp_path):
+    """DeepSeek-V2's classifier came out of convert with `kv_b_proj`'s weight quantize left in the graph (the codes
+    computed from the float weight at run time, not stored): the folder writer read no codes there and its int8
+    folder was refused ("weight quantizer ... is not int8 per output channel"). The codes are now folded with the
+    graph's own quantize op, and the folder is checked against them, not against the float weight they come from."""
+    [stage] = _job(tmp_path, "deepseek_v2", "sequence-classification", PTQSpec(calibration_samples=8)).stages
+    folder = stage.metrics["hf_folder"]
+    assert folder["written"], folder
+    int8 = {target for group in _groups(stage) if group["weights"]["num_bits"] == 8 for target in group["targets"]}
+    assert "model.layers.0.self_attn.kv_b_proj" in int8, sorted(int8)
