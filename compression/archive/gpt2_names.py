@@ -13,7 +13,7 @@ import re
 OPT_LAYER_NORM_EPS = 1e-5  # OPT's LayerNorms use torch's default, not a config value; other epsilons stay GPT-2
 # the OPT class each task's rewrite is, and where its decoder sits in it
 DECODER_PATH = {"causal-lm": "model.decoder", "sequence-classification": "model.decoder",
-                "feature-extraction": "decoder"}
+                "question-answering": "model.decoder", "feature-extraction": "decoder"}
 BLOCK_PARTS = {"attn.c_attn": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
                "attn.c_proj": ("self_attn.out_proj",), "mlp.c_fc": ("fc1",), "mlp.c_proj": ("fc2",),
                "ln_1": ("self_attn_layer_norm",), "ln_2": ("final_layer_norm",)}

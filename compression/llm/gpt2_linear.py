@@ -39,6 +39,7 @@ LABEL_KEYS = ("num_labels", "id2label", "label2id", "problem_type")
 # GPT-2 class -> the OPT class computing the same (transformers names)
 COUNTERPARTS = {"GPT2LMHeadModel": "OPTForCausalLM", "GPT2Model": "OPTModel",
                 "GPT2ForSequenceClassification": "OPTForSequenceClassification",
+                "GPT2ForQuestionAnswering": "OPTForQuestionAnswering",
                 "OpenAIGPTLMHeadModel": "OPTForCausalLM", "OpenAIGPTModel": "OPTModel",
                 "OpenAIGPTForSequenceClassification": "OPTForSequenceClassification"}
 BASE_MODELS = ("GPT2Model", "OpenAIGPTModel")
@@ -137,6 +138,8 @@ def gpt2_as_opt(gpt2_model):
         copy_block(block, layer, query_scale(config, index))
     if kind.endswith("ForSequenceClassification"):
         model.score.weight.copy_(gpt2_model.score.weight)
+    elif kind.endswith("ForQuestionAnswering"):  # the start and end logits of each token: the same Linear
+        model.qa_outputs.load_state_dict(gpt2_model.qa_outputs.state_dict())
     elif kind.endswith("LMHeadModel") and not model.config.tie_word_embeddings:
         model.lm_head.weight.copy_(gpt2_model.lm_head.weight)
     return model
@@ -180,9 +183,11 @@ def write_opt_folder(source: Path, target: Path, opt_model) -> None:
 @torch.no_grad()
 def masked_output_gap(first, second, inputs: tuple[torch.Tensor, torch.Tensor]) -> float:
     """Largest difference of two folder programs' outputs on `inputs` (input_ids, attention_mask), over the real
-    tokens only where the output is per token, relative to the first's largest magnitude there."""
+    tokens only where the output is per token ([batch, tokens, features], or a reader's [batch, 2, tokens] span
+    logits), relative to the first's largest magnitude there."""
     expected, actual = first(*inputs).float(), second(*inputs).float()
     if expected.dim() == 3:
-        mask = inputs[1].to(expected.dtype).unsqueeze(-1)
+        mask = inputs[1].to(expected.dtype)
+        mask = mask.unsqueeze(1) if getattr(first, "output", None) == "span_logits" else mask.unsqueeze(-1)
         expected, actual = expected * mask, actual * mask
     return relative_max_gap(actual, expected)

@@ -238,7 +238,12 @@ def export_folder(source: Path, task: str, splits: dict, workdir: Path, embeddin
         write_opt_folder(source, linear, gpt2_as_opt(upload.model))
     except ValueError as exc:  # what OPT cannot express (layer-norm epsilon, cross-attention): run the upload
         return source, export(source), {"from": model_type, "to": None, "why": str(exc)}
-    example = export(linear)
+    try:
+        example = export(linear)
+    except ValueError as exc:  # e.g. a tokenizer giving GPT-2 `token_type_ids`, which OPT's forward does not take
+        shutil.rmtree(linear)
+        return source, export(source), {"from": model_type, "to": None, "why": f"the OPT rewrite did not run on "
+                                        f"this job's rows ({str(exc)[:300]}); the upload runs as it is"}
     rows = example_rows(workdir / "dataset.npz", split if split in splits else next(iter(splits)), 32)
     gap = masked_output_gap(upload, load_folder_model(linear, task, embedding), rows)
     if gap <= MAX_OUTPUT_GAP:

@@ -16,6 +16,8 @@ from tests.hf_folders import CORPUS, save_tokenizer, zip_bytes
 @pytest.mark.parametrize("task, model_class", [("causal-lm", "GPT2LMHeadModel"),
                                                ("feature-extraction", "GPT2Model"),
                                                ("sequence-classification", "GPT2ForSequenceClassification"),
+                                               # a reader: OPTForQuestionAnswering (since 2026-12-06)
+                                               ("question-answering", "GPT2ForQuestionAnswering"),
                                                # GPT-1: its own embedding names, no final norm
                                                ("causal-lm", "OpenAIGPTLMHeadModel"),
                                                ("sequence-classification", "OpenAIGPTForSequenceClassification")])
@@ -37,7 +39,10 @@ def test_the_apis_layer_names_are_the_programs(tmp_path, task, model_class):
     checked = signature.get("program_layers", signature["layers"])
     splits = {"train": TextSplit(8, CORPUS[:8], labels=[0, 1] * 4), "val": TextSplit(4, CORPUS[8:12],
                                                                                         labels=[0, 1] * 2)}
-    if task != "sequence-classification":
+    if task == "question-answering":  # questions and their contexts
+        splits = {name: TextSplit(split.rows, split.texts, paired=True, pairs=list(reversed(split.texts)))
+                  for name, split in splits.items()}
+    elif task != "sequence-classification":
         splits = {name: TextSplit(split.rows, split.texts) for name, split in splits.items()}
     source, _, note = export_folder(folder, task, splits, tmp_path / "work", None, "val")
     assert note["to"] == "opt"  # the rewrite ran

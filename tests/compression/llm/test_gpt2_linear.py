@@ -80,6 +80,21 @@ def test_gpt1_encoders_and_classifiers_have_their_opt_counterparts(model_class):
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_a_gpt2_reader_is_opts_with_the_same_span_logits():
+    from transformers import GPT2Config, GPT2ForQuestionAnswering
+
+    torch.manual_seed(0)
+    gpt2 = GPT2ForQuestionAnswering(GPT2Config(vocab_size=96, n_positions=40, n_embd=32, n_layer=2,
+                                               n_head=4)).eval()
+    opt = gpt2_as_opt(gpt2)
+    assert type(opt).__name__ == "OPTForQuestionAnswering"
+    tokens = torch.randint(0, 96, (2, 24))
+    with torch.no_grad():
+        expected, actual = gpt2(input_ids=tokens), opt(input_ids=tokens)
+    torch.testing.assert_close(actual.start_logits, expected.start_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(actual.end_logits, expected.end_logits, atol=1e-5, rtol=1e-5)
+
+
 def test_a_position_off_by_one_would_be_caught():
     # The check the job runs before using the rewrite: a table shifted by one row is a different function.
     gpt2 = _gpt2()
