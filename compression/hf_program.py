@@ -34,6 +34,7 @@ from compression.hf_whole_model_folder import EncoderOf, encoder_of
 from compression.io import export_branching_model, save_program
 from compression.llm.text import check_tokenizes
 from compression.moe_experts import split_stacked_experts
+from compression.parallel_experts import split_parallel_experts
 from compression.parameter_writes import written_parameters
 from compression.sentence_pooling import SentencePooling
 from compression.text_labels import ModelClasses, label_array, word_tags
@@ -435,9 +436,10 @@ def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
     transformers class torch.export cannot trace, such as Longformer's sequence classifier, whose global-attention
     positions size tensors by the data) is refused with a ValueError that says so, not left to fail as an
     internal error. A mixture of experts has its stacked expert tensors split into per-expert linear layers
-    first (`compression.moe_experts`); one whose experts are stacked in a layout that split does not know
-    (`stacked_experts`) is refused."""
+    first (`compression.moe_experts`, and JetMoE's `compression.parallel_experts`); one whose experts are stacked
+    in a layout those do not know (`stacked_experts`) is refused."""
     split_stacked_experts(model)
+    split_parallel_experts(model)
     if experts := stacked_experts(model):
         raise ValueError(f"this {model.model.config.model_type} model is a mixture of experts whose experts' weights "
                          f"are stacked 3-D tensors in a layout the service does not know ({experts}); no method "

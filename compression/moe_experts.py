@@ -59,7 +59,7 @@ def _split(experts: torch.nn.Module) -> None:
     for projection in projections(experts):
         weight = getattr(experts, projection)
         bias = getattr(experts, f"{projection}_bias", None) if experts.has_bias else None
-        layers = torch.nn.ModuleList(_linear(weight[index], None if bias is None else bias[index],
+        layers = torch.nn.ModuleList(expert_linear(weight[index], None if bias is None else bias[index],
                                              experts.is_transposed)
                                      for index in range(weight.shape[0]))
         delattr(experts, projection)
@@ -71,7 +71,7 @@ def _split(experts: torch.nn.Module) -> None:
     experts.forward = types.MethodType(_dense_forward, experts)
 
 
-def _linear(weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> torch.nn.Linear:
+def expert_linear(weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> torch.nn.Linear:
     """One expert's projection: transposed layouts store [in, out], nn.Linear wants [out, in]."""
     weight = (weight.t() if transposed else weight).detach().contiguous().clone()
     layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,

@@ -23,6 +23,7 @@ import torch
 
 from compression.llm.quantize import QuantizedWeight
 from compression.moe_experts import is_stacked_experts, projections
+from compression.parallel_experts import is_parallel_experts
 
 
 class StackedExpertsNotWritable(ValueError):
@@ -37,15 +38,20 @@ class StackedProjection:
     experts: int
     transposed: bool
     bias: str | None
+    # the program's per-expert layers are `<layers>.<expert>`; by default `<name>.<expert>`
+    layers: str | None = None
 
     def layer(self, expert: int) -> str:
-        return f"{self.name}.{expert}"
+        return f"{self.layers or self.name}.{expert}"
 
 
 def stacked_projections(model: torch.nn.Module) -> list[StackedProjection]:
     """The stacked projections of every experts module of a (not split) transformers model."""
     found = []
     for module_name, module in model.named_modules():
+        if is_parallel_experts(module):  # JetMoE's: `<module>.weight`, split into `<module>.experts.<i>`
+            found.append(StackedProjection(f"{module_name}.weight", module.weight.shape[0], False, None,
+                                           f"{module_name}.experts"))
         if not is_stacked_experts(module):
             continue
         for projection in projections(module):

@@ -34,8 +34,11 @@ def weight_sqnr(sim: QuantSimulation, config: Config) -> dict[str, float]:
 
 
 def output_sqnr(sim: QuantSimulation, config: Config, batches: Iterable[tuple[torch.Tensor, ...]]) -> dict[str, float]:
+    """Each quantized layer's output SQNR over `batches`. A layer whose output has another shape quantized (an
+    expert's rows, where quantization moved the router's choices: JetMoE) has no figure (None in the report)."""
     signal = {name: 0.0 for name in sim.layers}
     noise = {name: 0.0 for name in sim.layers}
+    rerouted: set[str] = set()
     for tap in sim.taps.values():
         tap.keep = True
     try:
@@ -43,6 +46,9 @@ def output_sqnr(sim: QuantSimulation, config: Config, batches: Iterable[tuple[to
             for inputs in batches:
                 float_out, quant_out = (_layer_outputs(sim, current, inputs) for current in ({}, config))
                 for name in sim.layers:
+                    if float_out[name].shape != quant_out[name].shape:
+                        rerouted.add(name)
+                        continue
                     reference = float_out[name].double()
                     signal[name] += float(reference.pow(2).sum())
                     noise[name] += float((reference - quant_out[name].double()).pow(2).sum())
@@ -51,7 +57,7 @@ def output_sqnr(sim: QuantSimulation, config: Config, batches: Iterable[tuple[to
             tap.keep = False
             tap.kept.clear()
     return {name: (math.inf if noise[name] == 0 else 10 * math.log10(signal[name] / noise[name]))
-            for name, fmt in config.items() if fmt is not None}
+            for name, fmt in config.items() if fmt is not None and name not in rerouted}
 
 
 def _layer_outputs(sim: QuantSimulation, config: Config, inputs: tuple[torch.Tensor, ...]) -> dict:

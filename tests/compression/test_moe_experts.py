@@ -190,3 +190,38 @@ def test_a_pruned_mixture_of_experts_is_written_as_a_folder_transformers_loads(t
     experts = model.model.layers[0].mlp.experts
     assert experts.gate_up_proj.dim() == 3  # stacked again, half of its weights pruned to zero
     assert (experts.gate_up_proj == 0).float().mean() == pytest.approx(0.5, abs=0.05)
+
+
+def test_jetmoe_parallel_experts_split_into_linears_compute_the_same_and_export():
+    # JetMoE keeps each projection's experts in one [experts, out, in] `weight`, called on the routed rows
+    # grouped by expert: int8 PTQ quantized none of them (84 % of a classifier's weights stayed float, 1.13x).
+    from compression.parallel_experts import split_parallel_experts
+
+    torch.manual_seed(0)
+    model = tiny_model("jetmoe", "causal-lm").eval()
+    ids = torch.randint(0, model.config.vocab_size, (3, 12))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        expected = _Logits(model)(ids, mask)
+    split = split_parallel_experts(model)
+    # each block's MLP and its mixture of attention heads: input and output projections
+    assert len(split) == 4 * model.config.num_hidden_layers
+    assert not [name for name, parameter in model.named_parameters() if parameter.dim() == 3]
+    assert isinstance(model.get_submodule(f"{split[0]}.experts.3"), torch.nn.Linear)
+    with torch.no_grad():
+        assert torch.allclose(_Logits(model)(ids, mask), expected, atol=1e-5)
+        program = export_model(_Logits(model).eval(), (ids, mask))
+        assert torch.allclose(program.module()(ids, mask), expected, atol=1e-5)
+
+
+def test_jetmoe_experts_are_quantized_and_a_float_stage_is_stacked_back_into_its_folder(tmp_path):
+    archive = folder_zip("jetmoe", "causal-lm", tmp_path)
+    dataset = text_dataset(tmp_path, labels=False)
+    int8, pruned = (run_folder_pipeline(archive, dataset, "causal-lm", [spec], EvaluationSpec(latency=False),
+                                        RunContext(), tmp_path / name).stages[0].metrics
+                    for name, spec in (("int8", PTQSpec(calibration_samples=16)), ("pruned", PruneSpec())))
+    assert int8["compression_ratio"] > 3  # 1.13x while the experts stayed float
+    assert not int8["method_metrics"].get("warnings"), int8["method_metrics"].get("warnings")
+    # the checkpoint holds the experts stacked: no per-expert layer of it can hold them quantized
+    assert "saves the experts of 'model.layers.0.mlp.input_linear.weight' stacked" in int8["hf_folder"]["reason"]
+    assert pruned["hf_folder"]["written"] and pruned["hf_folder"]["relative_difference_to_stage_model"] < 1e-5
