@@ -47,7 +47,7 @@ GPT1_ACTIVATIONS = {"gelu": "gelu_new", "relu": "relu", "silu": "silu", "swish":
 NAMES = {"gpt2": "GPT-2", "openai-gpt": "GPT-1"}
 
 
-def is_gpt2(folder: Path) -> bool:
+def runs_as_opt(folder: Path) -> bool:
     """Whether the folder's model is a Conv1D decoder the job runs as its OPT rewrite (GPT-2 or GPT-1)."""
     return json.loads((folder / "config.json").read_text()).get("model_type") in CONV1D_DECODERS
 
@@ -58,7 +58,7 @@ def opt_config(gpt2: dict):
     from transformers import OPTConfig
 
     gpt1 = gpt2.get("model_type") == "openai-gpt"
-    name = NAMES["openai-gpt" if gpt1 else "gpt2"]
+    name = NAMES["openai-gpt" if gpt1 else "gpt2"]  # a config without model_type is read as GPT-2
     if gpt2.get("add_cross_attention"):
         raise ValueError(f"this {name} model has cross-attention layers (add_cross_attention), which OPT (what "
                          f"{name} is rewritten as, so that its Conv1D layers can be quantized) does not have")

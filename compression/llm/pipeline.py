@@ -26,10 +26,10 @@ from compression.llm.export import folder_bytes
 from compression.llm.gpt2_linear import (
     MAX_OUTPUT_GAP,
     gpt2_as_opt,
-    is_gpt2,
     masked_output_gap,
     opt_config,
     rewrite_note,
+    runs_as_opt,
     write_linear_folder,
     write_opt_folder,
 )
@@ -190,7 +190,7 @@ def run_llm_pipeline(model_path: str | Path, dataset_path: str | Path, stages: l
                          f"next-token logits from text alone ({type(exc).__name__}: {first_line}); llm_ptq "
                          "compresses causal LMs, and image-text models through their text-only forward") from exc
     baseline |= {"size_bytes": folder_bytes(source), "parameters": sum(p.numel() for p in reference.parameters())}
-    if is_gpt2(source):
+    if runs_as_opt(source):
         # The upload is measured as it is; the stages compress its nn.Linear rewrite (checked equal on this text).
         baseline["rewritten_as"] = write_linear_folder(source, workdir / "source_linear", reference, eval_tokens)
         source = workdir / "source_linear"
@@ -229,7 +229,7 @@ def export_folder(source: Path, task: str, splits: dict, workdir: Path, embeddin
         return folder_to_program(folder, task, splits, workdir / "model.pt2", workdir / "dataset.npz", embedding,
                                  multi_label)
 
-    if not is_gpt2(source):
+    if not runs_as_opt(source):
         return source, export(source), None
     linear = workdir / "source_linear"
     upload = load_folder_model(source, task, embedding)
