@@ -42,8 +42,10 @@ def _as_conv2d(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
         output = graph.graph.call_function(torch.ops.aten.squeeze.dim, (conv, 2))
     if "nn_module_stack" in node.meta:
         # The quantizer finds convs by the innermost module they came from (`get_source_partitions`): the conv
-        # is marked as a Conv2d's, the reshapes around it stay the Conv1d's (outside its partition).
-        stack = dict(node.meta["nn_module_stack"])
-        inputs_2d.meta["nn_module_stack"] = output.meta["nn_module_stack"] = dict(stack)
+        # is marked as a Conv2d's, the reshapes around it as the enclosing module's. Left the Conv1d's, they were
+        # a partition of two outputs (the unsqueeze feeds the conv outside it), which the quantizer refuses when
+        # a ReLU follows ("Input partition has more than one output node": LASR's subsampling convolutions).
+        enclosing = dict(list(node.meta["nn_module_stack"].items())[:-1])
+        inputs_2d.meta["nn_module_stack"], output.meta["nn_module_stack"] = dict(enclosing), dict(enclosing)
         mark_module_type(conv, node, "torch.nn.modules.conv.Conv2d")
     return output
