@@ -14,14 +14,17 @@ programs on the rows, next to their folder's check).
 Image classifiers (IMAGE_CLASSIFIERS, task image-classification: a tiny 32x32 model of each family with a
 preprocessor_config.json instead of a tokenizer, run on an .npz of random uint8 images) and audio classifiers
 (AUDIO_CLASSIFIERS, task audio-classification: waveform models on random 1600-sample waveforms, AST and Whisper on
-random features) are swept only when asked for: `--tasks image-classification` / `audio-classification`, or
-`--types` naming them. A task named in `--tasks` is swept for every listed type whose family ships a head for it
-(`--tasks sequence-classification` runs every encoder's and decoder's classifier, not only CLASSIFIERS').
+random features) and CTC speech recognizers (SPEECH_RECOGNIZERS, task speech-recognition: the same inputs,
+unlabelled, with a character vocab.json) are swept only when asked for: `--tasks image-classification` /
+`audio-classification` / `speech-recognition`, or `--types` naming them. A task named in `--tasks` is swept for
+every listed type whose family ships a head for it (`--tasks sequence-classification` runs every encoder's and
+decoder's classifier, not only CLASSIFIERS').
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep [--types bert,llama] [--methods ptq,kd]
         [--tasks token-classification] [--dtype bfloat16] [--json sweep.json]
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks image-classification
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks audio-classification
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks speech-recognition
 """
 
 from __future__ import annotations
@@ -100,6 +103,11 @@ IMAGE_CLASSIFIERS = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "convn
 AUDIO_CLASSIFIERS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "unispeech",
                      "audio-spectrogram-transformer", "whisper",
                      "unispeech-sat", "wav2vec2-conformer", "sew-d")  # the last three added 2026-12-06
+# CTC speech recognizers (task speech-recognition): the waveform models' CTC heads, and the ones that read log-mel
+# features (w2v-BERT's stacked frames; Parakeet's, LASR's and Granite Speech's mel frames).
+SPEECH_RECOGNIZERS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "sew-d", "unispeech", "unispeech-sat",
+                      "wav2vec2-conformer", "wav2vec2-bert", "parakeet_ctc", "lasr_ctc", "granite_speech5_ctc",
+                      "omniasr_ctc")
 FEW_STEPS = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
 ENCODER_METHODS = {
     "ptq": PTQSpec(calibration_samples=16),
@@ -337,6 +345,9 @@ _WAVEFORM = {"conv_dim": (16, 16, 16), "conv_stride": (5, 2, 2), "conv_kernel": 
              "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2, "hidden_size": 32,
              "num_hidden_layers": 2,
              "num_attention_heads": 2, "intermediate_size": 64}
+# A CTC recognizer's characters (wav2vec2-base-960h's vocab.json): the blank (its pad token) first, "|" between
+# words; its tokenizer is transformers' Wav2Vec2CTCTokenizer.
+CTC_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
 AUDIO_SPECIFIC = {
     **{model_type: _WAVEFORM for model_type in ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech")},
     "sew": {**_WAVEFORM, "squeeze_factor": 1},
@@ -348,8 +359,24 @@ AUDIO_SPECIFIC = {
     "whisper": {"d_model": 32, "encoder_layers": 2, "decoder_layers": 1, "encoder_attention_heads": 2,
                 "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "num_mel_bins": 16,
                 "max_source_positions": 50},
+    "wav2vec2-bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                      "output_hidden_size": 32, "conv_depthwise_kernel_size": 7},
+    # (Parakeet's subsampling convolutions, initialised at std 0.02 over 8 channels, shrink the tiny model's
+    # activations 30-fold each, to 1e-5, below the int8 activation scale's floor: 0.2 keeps them at scale.)
+    **{model_type: {"encoder_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                       "num_key_value_heads": 2, "intermediate_size": 64, "num_mel_bins": 16,
+                                       "subsampling_conv_channels": 8, "conv_kernel_size": 7,
+                                       "initializer_range": 0.2}}
+       for model_type in ("parakeet_ctc", "lasr_ctc")},
+    "granite_speech5_ctc": {"encoder_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                               "num_key_value_heads": 2, "intermediate_size": 64, "head_dim": 16,
+                                               "num_mel_bins": 16, "context_size": 16, "conv_kernel_size": 7,
+                                               "vocab_size": len(CTC_VOCAB)}},
+    "omniasr_ctc": {"audio_config": _WAVEFORM, "blank_token_id": 0, "pad_token_id": 1},
 }
-AUDIO_INPUT_SHAPES = {"audio-spectrogram-transformer": (64, 32), "whisper": (16, 100)}  # else a waveform
+AUDIO_INPUT_SHAPES = {"audio-spectrogram-transformer": (64, 32), "whisper": (16, 100),  # else a waveform
+                      "wav2vec2-bert": (40, 160), "parakeet_ctc": (64, 16), "lasr_ctc": (64, 16),
+                      "granite_speech5_ctc": (64, 64)}
 WAVEFORM_SAMPLES = 1600
 # What Wav2Vec2FeatureExtractor writes: each waveform normalized.
 AUDIO_EXTRACTOR = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": True,
@@ -393,6 +420,14 @@ def save_readable_tokenizer(folder: Path) -> None:
         save_tokenizer(folder, byte_level=True)
 
 
+def save_ctc_tokenizer(folder: Path) -> None:
+    """CTC_VOCAB as Wav2Vec2CTCTokenizer saves it: vocab.json and tokenizer_config.json."""
+    (folder / "vocab.json").write_text(json.dumps({token: index for index, token in enumerate(CTC_VOCAB)}))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "Wav2Vec2CTCTokenizer", "pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>",
+        "eos_token": "</s>", "word_delimiter_token": "|", "do_lower_case": False}))
+
+
 def shrunk_sizes(model_type: str) -> dict:
     """SHRUNK_WHERE_PRESENT's sizes for the fields `model_type`'s default config has."""
     from transformers import AutoConfig
@@ -419,6 +454,11 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
 
     if task == "audio-classification":
         config = AutoConfig.for_model(model_type, num_labels=3, **AUDIO_SPECIFIC.get(model_type, {}))
+        torch.manual_seed(seed)
+        return auto_class(task).from_config(config).eval()
+    if task == "speech-recognition":
+        config = AutoConfig.for_model(model_type, **{"vocab_size": len(CTC_VOCAB), "pad_token_id": 0,
+                                                     **AUDIO_SPECIFIC.get(model_type, {})})
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
     if task == "image-classification":
@@ -466,9 +506,11 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
     folder = directory / f"{model_type}-{task}"
     # config.json first: it picks the tokenizer class
     tiny_model(model_type, task).to(getattr(torch, dtype)).save_pretrained(folder)
-    if task in ("image-classification", "audio-classification"):  # no tokenizer: the processor's settings
+    if task in ("image-classification", "audio-classification", "speech-recognition"):  # the processor's settings
         processor = IMAGE_PROCESSOR if task == "image-classification" else AUDIO_EXTRACTOR
         (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+        if task == "speech-recognition":
+            save_ctc_tokenizer(folder)
     else:
         save_readable_tokenizer(folder)
     archive = directory / f"{model_type}-{task}.zip"
@@ -518,9 +560,9 @@ def image_npz(directory: Path) -> Path:
     return path
 
 
-def audio_npz(directory: Path, model_type: str) -> Path:
+def audio_npz(directory: Path, model_type: str, labels: bool = True) -> Path:
     """Random float waveforms [N, 1600] (or a spectrogram model's features), 48 train and 16 val rows, each with a
-    label in 0..2 (`<split>.y`)."""
+    label in 0..2 (`<split>.y`) when `labels`."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -528,7 +570,8 @@ def audio_npz(directory: Path, model_type: str) -> Path:
     arrays = {}
     for split, rows in (("train", 48), ("val", 16)):
         arrays[f"{split}.x"] = rng.normal(size=(rows, *shape)).astype(np.float32)
-        arrays[f"{split}.y"] = rng.integers(0, 3, rows)
+        if labels:
+            arrays[f"{split}.y"] = rng.integers(0, 3, rows)
     path = directory / "audio.npz"
     np.savez(path, **arrays)
     return path
@@ -563,8 +606,11 @@ def stage_effect(result) -> str:
     effect = f"{metrics.get('compression_ratio', 0):.2f}x"
     layers = (metrics.get("method_metrics") or {}).get("quantized_layers")
     if isinstance(layers, dict):  # iPQ: its k-means report per layer
-        return effect + f", {len(layers)} layers quantized"
-    effect += f", {layers} layers int8" if isinstance(layers, int) else ""
+        effect += f", {len(layers)} layers quantized"
+    elif isinstance(layers, int):
+        effect += f", {layers} layers int8"
+    if transcripts := metrics.get("transcripts"):  # a CTC recognizer's: how far its greedy transcripts moved
+        effect += f", token error rate {transcripts['token_error_rate']:.1f}% vs the upload's transcripts"
     # A stage's own warnings (most weights left float, quality collapsed) show beside what it did.
     return effect + "".join(f"; WARNING {warning[:120]}" for warning in metrics.get("warnings", []))
 
@@ -576,7 +622,8 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
         archive = folder_zip(model_type, task, directory, dtype)
         read_hf_folder(archive, task=task)
         dataset = image_npz(directory) if task == "image-classification" else audio_npz(
-            directory, model_type) if task == "audio-classification" else text_dataset(
+            directory, model_type, labels=task == "audio-classification") if task in (
+            "audio-classification", "speech-recognition") else text_dataset(
             directory, labels=task == "sequence-classification", tags=task == "token-classification",
             pairs=task == "question-answering")
         result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(latency=False), RunContext(),
@@ -588,27 +635,25 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
     return row
 
 
+# The task each list's model types are swept for: an image or audio model's one task, and the text models' heads.
+ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), ("audio-classification", AUDIO_CLASSIFIERS),
+                  ("speech-recognition", SPEECH_RECOGNIZERS))
+HEAD_FAMILIES = (("sequence-classification", CLASSIFIERS), ("token-classification", TAGGERS),
+                 ("question-answering", READERS), ("causal-lm", DECODERS))
+
+
 def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[str] | None = None):
     shipped = model_types_by_task()
     # Image and audio classifiers only when asked for (the default run sweeps the text models).
     images = IMAGE_CLASSIFIERS if only_tasks and "image-classification" in only_tasks else ()
     sounds = AUDIO_CLASSIFIERS if only_tasks and "audio-classification" in only_tasks else ()
-    for model_type in types or ENCODERS + DECODERS + images + sounds:
-        tasks = []
-        if model_type in IMAGE_CLASSIFIERS:
-            tasks.append("image-classification")
-        elif model_type in AUDIO_CLASSIFIERS:
-            tasks.append("audio-classification")
-        elif model_type in ENCODERS or model_type not in DECODERS:
-            tasks.append("feature-extraction")
-        if model_type in CLASSIFIERS:
-            tasks.append("sequence-classification")
-        if model_type in TAGGERS:
-            tasks.append("token-classification")
-        if model_type in READERS:
-            tasks.append("question-answering")
-        if model_type in DECODERS:
-            tasks.append("causal-lm")
+    speech = SPEECH_RECOGNIZERS if only_tasks and "speech-recognition" in only_tasks else ()
+    for model_type in types or list(dict.fromkeys(ENCODERS + DECODERS + images + sounds + speech)):
+        # An image or audio model's task, else an encoder's features; then every head its lists give it.
+        tasks = [next((task for task, listed in ARRAY_FAMILIES if model_type in listed), None)]
+        if tasks[0] is None:
+            tasks = ["feature-extraction"] if model_type in ENCODERS or model_type not in DECODERS else []
+        tasks += [task for task, listed in HEAD_FAMILIES if model_type in listed]
         # A task named on the command line is swept for every listed type that ships a head for it.
         tasks += [task for task in only_tasks or () if task not in tasks and model_type in shipped.get(task, ())]
         for task in tasks:

@@ -1,6 +1,7 @@
-"""Image and audio classifiers uploaded as Hugging Face folders (tasks `image-classification`: ViT, DeiT, Swin,
+"""Image and audio models uploaded as Hugging Face folders (tasks `image-classification`: ViT, DeiT, Swin,
 ResNet, ConvNeXt, MobileNet, EfficientNet, ...; `audio-classification`: wav2vec2, HuBERT, WavLM, AST, Whisper,
-...), run through the ordinary `.pt2` pipeline on an `.npz` of their input.
+...; `speech-recognition`: the CTC recognizers Wav2Vec2ForCTC, HubertForCTC, ParakeetForCTC, ...), run through
+the ordinary `.pt2` pipeline on an `.npz` of their input.
 
 The folder's model is exported with its one input (`pixel_values` [batch, channels, height, width]; a waveform's
 `input_values` [batch, samples]; AST's and Whisper's spectrogram features) and a dynamic batch, from the dataset's
@@ -21,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from compression.archive.errors import InvalidUpload
-from compression.archive.hf_architectures import IMAGE_TASKS
-from compression.archive.hf_folder import SPECTROGRAM_INPUTS, HFFolder, image_input_shape
+from compression.archive.hf_architectures import IMAGE_TASKS, SPEECH_LABELS
+from compression.archive.hf_folder import CHANNEL_WAVEFORMS, SPECTROGRAM_INPUTS, HFFolder, image_input_shape
 from compression.archive.npz import LABEL_ARRAY
 from compression.archive.pixel_scaling import CHUNK_ROWS, NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
 
@@ -92,12 +93,36 @@ def _at_size(name: str, pixels: np.ndarray, scaling: PixelScaling, channels: int
 def prepared_dataset(folder: HFFolder, dataset_path: Path, workdir: Path) -> Path:
     """The `.npz` the folder's job runs on: uint8 images scaled, waveforms normalized as the folder's processor
     says; spectrogram features and pixel values as they are."""
+    if folder.task == "speech-recognition":
+        with np.load(dataset_path, allow_pickle=False) as arrays:
+            labels = sorted(name for name in arrays.files if name.endswith(f".{LABEL_ARRAY}"))
+        if labels:
+            raise InvalidUpload(SPEECH_LABELS.format(labels=labels))
     if folder.task in IMAGE_TASKS:
         return image_dataset(dataset_path, folder.pixel_scaling, image_input_shape(folder.config, folder.processor),
                              workdir)
     if folder.model_type not in SPECTROGRAM_INPUTS:
-        return normalized_waveforms(dataset_path, folder.processor, workdir)
+        normalized = normalized_waveforms(dataset_path, folder.processor, workdir)
+        return with_channel(normalized, workdir) if folder.model_type in CHANNEL_WAVEFORMS else normalized
     return dataset_path
+
+
+def with_channel(dataset_path: Path, workdir: Path) -> Path:
+    """The `.npz` with each [N, samples] waveform as [N, 1, samples], the input of a model whose feature extractor
+    gives waveforms a channel (Omnilingual ASR): the program is exported on the dataset's first rows."""
+    arrays = _loaded(dataset_path)
+    if not any(_is_waveform(name, values) and values.ndim == 2 for name, values in arrays.items()):
+        return dataset_path
+    path = workdir / "dataset_channel.npz"
+    np.savez(path, **{name: values[:, None] if _is_waveform(name, values) and values.ndim == 2 else values
+                      for name, values in arrays.items()})
+    return path
+
+
+def _is_waveform(name: str, values: np.ndarray) -> bool:
+    """A split's waveforms: [N, samples], or [N, 1, samples] with the channel a model reads them with."""
+    return (not name.endswith(f".{LABEL_ARRAY}") and values.dtype.kind in "fi"
+            and (values.ndim == 2 or (values.ndim == 3 and values.shape[1] == 1)))
 
 
 def normalized_waveforms(dataset_path: Path, processor: dict | None, workdir: Path) -> Path:
@@ -107,8 +132,7 @@ def normalized_waveforms(dataset_path: Path, processor: dict | None, workdir: Pa
     itself where neither applies."""
     normalize = isinstance(processor, dict) and bool(processor.get("do_normalize"))
     arrays = _loaded(dataset_path)
-    waveforms = [name for name, values in arrays.items() if not name.endswith(f".{LABEL_ARRAY}")
-                 and values.ndim == 2 and values.dtype.kind in "fi"]
+    waveforms = [name for name, values in arrays.items() if _is_waveform(name, values)]
     if not normalize and not any(arrays[name].dtype == np.int16 for name in waveforms):
         return dataset_path
     converted = {}
@@ -116,8 +140,8 @@ def normalized_waveforms(dataset_path: Path, processor: dict | None, workdir: Pa
         if name in waveforms:
             values = values.astype(np.float32) / (PCM_SCALE if values.dtype == np.int16 else 1)
             if normalize:
-                values = (values - values.mean(axis=1, keepdims=True)) / np.sqrt(
-                    values.var(axis=1, keepdims=True) + WAVEFORM_EPSILON)
+                values = (values - values.mean(axis=-1, keepdims=True)) / np.sqrt(
+                    values.var(axis=-1, keepdims=True) + WAVEFORM_EPSILON)
         converted[name] = values
     path = workdir / "dataset.npz"
     np.savez(path, **converted)

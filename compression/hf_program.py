@@ -3,7 +3,8 @@ ordinary `.pt2` pipeline. The folder is loaded with transformers (safetensors on
 code), wrapped so that it takes `input_ids` and `attention_mask` (and, for sentence pairs, `token_type_ids` where the
 model reads them) and returns one tensor (`last_hidden_state` for feature-extraction, `logits` for
 sequence-classification, a row of class logits per token for token-classification, the answer span's start and end
-logits for question-answering, the next-token logits for causal-lm; for a sentence-transformers folder's
+logits for question-answering, the next-token logits for causal-lm, the logits over the vocabulary at each audio frame
+for speech-recognition (a CTC head); for a sentence-transformers folder's
 feature-extraction, the sentence embedding it declares: `compression.sentence_pooling`), and exported with a dynamic
 batch like every program here. Text is tokenized with the folder's own tokenizer, padded to one length per job: the
 longest row of the dataset, at most the model's positions (and MAX_TOKENS, a causal LM's MAX_CAUSAL_LM_TOKENS, and a
@@ -112,10 +113,11 @@ class _SpanLogits(torch.nn.Module):
 
 
 class _ArrayLogits(torch.nn.Module):
-    """An image or audio classifier with its one array input (named by each subclass's `forward`, as the program's
-    input is) and its class logits as the output. Holds the model as `model`, as `_TensorOutput` does, so the
-    program's names are the folder's. The program takes float32; a half-precision model gets its own dtype (a
-    bfloat16 ResNet's convolutions refused float32 pixels; ViT's embeddings cast them themselves)."""
+    """An image or audio model with its one array input (named by each subclass's `forward`, as the program's
+    input is) and its logits as the output (a classifier's classes; a CTC recognizer's vocabulary per frame).
+    Holds the model as `model`, as `_TensorOutput` does, so the program's names are the folder's. The program
+    takes float32; a half-precision model gets its own dtype (a bfloat16 ResNet's convolutions refused float32
+    pixels; ViT's embeddings cast them themselves)."""
 
     output = "logits"
     pooling = None
@@ -173,7 +175,8 @@ def auto_class(task: str):
             "token-classification": "AutoModelForTokenClassification",
             "question-answering": "AutoModelForQuestionAnswering",
             "image-classification": "AutoModelForImageClassification",
-            "audio-classification": "AutoModelForAudioClassification"}.get(task, "AutoModel")
+            "audio-classification": "AutoModelForAudioClassification",
+            "speech-recognition": "AutoModelForCTC"}.get(task, "AutoModel")
     return getattr(transformers, name)
 
 
@@ -207,7 +210,7 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     if task in ARRAY_TASKS:  # the model's one array input, by the name transformers' class gives it
         wrapper = ARRAY_WRAPPERS.get(model.main_input_name)
         if wrapper is None:
-            raise ValueError(f"this {model.config.model_type} classifier takes '{model.main_input_name}', not "
+            raise ValueError(f"this {model.config.model_type} model takes '{model.main_input_name}', not "
                              f"one of {sorted(ARRAY_WRAPPERS)}; export it yourself and upload the .pt2")
         return wrapper(model).eval()
     if "decoder_input_ids" in inspect.signature(model.forward).parameters and hasattr(model, "get_encoder"):

@@ -161,6 +161,24 @@ def audio_folder(folder: Path, model_type: str = "wav2vec2", classes: int = 3,
     return folder
 
 
+def ctc_folder(folder: Path, model_type: str = "wav2vec2", extractor: dict | None = WAV2VEC2_EXTRACTOR) -> Path:
+    """A tiny CTC speech recognizer of `model_type` (AUDIO_CONFIGS) over the sweep's character vocabulary
+    (CTC_VOCAB: blank first, "|" between words), saved as Wav2Vec2ForCTC and its kin are, with its tokenizer's
+    vocab.json and its feature extractor's `extractor` settings."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCTC
+
+    from bench.hf_architecture_sweep import CTC_VOCAB, save_ctc_tokenizer
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(model_type, vocab_size=len(CTC_VOCAB), pad_token_id=0, **AUDIO_CONFIGS[model_type])
+    AutoModelForCTC.from_config(config).save_pretrained(folder)
+    save_ctc_tokenizer(folder)
+    if extractor is not None:
+        (folder / "preprocessor_config.json").write_text(json.dumps(extractor))
+    return folder
+
+
 def add_sentence_transformers_files(folder: Path, pooling: str = "mean", normalize: bool = True,
                                     max_seq_length: int | None = None) -> Path:
     """What sentence-transformers' `save` adds to a transformer folder (all-MiniLM-L6-v2's layout): modules.json,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from compression.archive.hf_architectures import ARRAY_TASKS, AUDIO_TASKS, IMAGE_TASKS
+from compression.archive.hf_architectures import ARRAY_TASKS, AUDIO_TASKS, IMAGE_TASKS, SPEECH_LABELS
 from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
 from compression.archive.npz import IGNORED_LABEL, is_multi_hot
 from compression.archive.pixel_scaling import NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
@@ -176,8 +176,12 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
             what = ("uint8 images, or the pixel_values its image processor makes"
                     if task in IMAGE_TASKS else "the waveforms at its feature extractor's sampling rate, or the "
                     "spectrogram features a spectrogram model takes")
-            problems.append(f"an {task} folder takes an .npz per split (<split>.x: {what}; <split>.y labels where "
-                            "known), not text")
+            labels = "" if task == "speech-recognition" else "; <split>.y labels where known"
+            problems.append(f"{'a' if task == 'speech-recognition' else 'an'} {task} folder takes an .npz per split "
+                            f"(<split>.x: {what}{labels}), not text")
+        labelled = sorted(split for split in manifest.splits if manifest.has_labels(split))
+        if task == "speech-recognition" and labelled:
+            problems.append(SPEECH_LABELS.format(labels=[f"{split}.y" for split in labelled]))
     elif manifest.format != "jsonl":
         problems.append("a Hugging Face folder takes a .jsonl text dataset of {\"split\": ..., \"text\": ...} "
                         "rows, tokenized with the folder's own tokenizer")
@@ -259,7 +263,7 @@ def _pcm_waveform(folder: dict, dtype: str, model_input) -> bool:
     """int16 waveforms (16-bit PCM, as WAV files hold them) for an audio folder's waveform input: scaled to
     floats in the worker (`compression.hf_arrays`)."""
     return (folder.get("task") in AUDIO_TASKS and dtype.lstrip("<>=|") in ("int16", "i2")
-            and list(model_input.shape) == [None, None])
+            and list(model_input.shape) in ([None, None], [None, 1, None]))
 
 
 def _raw_image_problems(where: str, shape: list[int], model_input, scaling: dict | None) -> list[str]:

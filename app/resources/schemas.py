@@ -7,7 +7,7 @@ from app.core.schemas import Stored
 # The task of a Hugging Face folder upload (POST /v1/models, or completing a resumable model upload).
 Task = Annotated[Literal["feature-extraction", "sequence-classification", "token-classification",
                          "question-answering", "image-classification", "audio-classification",
-                         "causal-lm"]
+                         "speech-recognition", "causal-lm"]
                  | None, Query(
     description="For a Hugging Face folder: what the model is used for; by default inferred from "
                 "`architectures` in its config.json. Not allowed with a .pt2.")]

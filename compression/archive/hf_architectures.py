@@ -19,16 +19,21 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "question-answering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
                  "image-classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
                  "audio-classification": "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
+                 # a CTC speech recognizer (Wav2Vec2ForCTC, HubertForCTC, ParakeetForCTC): logits over its
+                 # characters or word pieces at every audio frame
+                 "speech-recognition": "MODEL_FOR_CTC_MAPPING_NAMES",
                  "causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"}
 IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "image-classification",
-              "audio-classification")
+              "audio-classification", "speech-recognition")
 # Tasks whose model reads images (`pixel_values`) or audio (a waveform's `input_values`, or the spectrogram
 # features of AST and Whisper) from an .npz, instead of text tokenized from a .jsonl.
 IMAGE_TASKS = ("image-classification",)
-AUDIO_TASKS = ("audio-classification",)
+AUDIO_TASKS = ("audio-classification", "speech-recognition")
 ARRAY_TASKS = IMAGE_TASKS + AUDIO_TASKS
+SPEECH_LABELS = ("a speech-recognition job is measured against the original model's transcripts, and class labels "
+                 "mean nothing for it; remove {labels} from the .npz")
 TASKS = tuple(TASK_MAPPINGS)
 # Mappings of models that read text (token ids; multimodal ones too, whose text-only forward the worker's export
 # tries), and of models that read something else, by what they read: a model_type found only among the latter
@@ -96,7 +101,7 @@ def task_of_architecture(architecture: str) -> str | None:
     """The task a checkpoint's `architectures` entry was saved for, by the class-name conventions of
     transformers (`LlamaForCausalLM`, `GPT2LMHeadModel`, `BertForSequenceClassification`,
     `BertForTokenClassification`, `BertForQuestionAnswering`, `ViTForImageClassification`,
-    `Wav2Vec2ForSequenceClassification`, `BertModel`)."""
+    `Wav2Vec2ForSequenceClassification`, `Wav2Vec2ForCTC`, `BertModel`)."""
     tables = model_types_by_task()
     for task in ("causal-lm", *HEAD_TASKS, "feature-extraction"):
         if architecture in tables[task].values():

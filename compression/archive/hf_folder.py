@@ -127,6 +127,8 @@ class HFFolder:
             ids = [{"name": name, "shape": shape, "dtype": "float32"}]
         if self.task == "causal-lm":
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
+        elif self.task == "speech-recognition":  # CTC logits over the vocabulary at each audio frame
+            output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
         elif self.task in ("sequence-classification", *ARRAY_TASKS):
             labels = class_count(config)
             output = {"name": "logits", "shape": [None, labels], "dtype": "float32"}
@@ -173,27 +175,41 @@ class HFFolder:
                                          "pixel_scaling": self.pixel_scaling and self.pixel_scaling.to_json()}}
 
 
-# Audio classifiers that read spectrogram features, not the waveform: the input's name and its shape from the
+# Audio models that read spectrogram features, not the waveform: the input's name and its shape from the
 # config (AST's frames x mel bins; Whisper's mel bins x its fixed 30 s of frames; w2v-BERT's stacked fbank frames).
 SPECTROGRAM_INPUTS = {
     "audio-spectrogram-transformer": ("input_values", lambda c: [None, c.get("max_length"), c.get("num_mel_bins")]),
-    "whisper": ("input_features", lambda c: [None, c.get("num_mel_bins"), _twice(c.get("max_source_positions"))]),
+    "whisper": ("input_features", lambda c: [None, c.get("num_mel_bins"), _times(c.get("max_source_positions"), 2)]),
     "wav2vec2-bert": ("input_features", lambda c: [None, None, c.get("feature_projection_input_dim")]),
+    # CTC recognizers of log-mel frames [batch, frames, mel bins], the bins set in their encoder's config; Granite
+    # Speech's frames are each concatenated with their deltas and stacked in pairs (4 x the bins)
+    **{model_type: ("input_features", lambda c: [None, None, _encoder_bins(c)]) for model_type in ("parakeet_ctc",
+                                                                                                  "lasr_ctc")},
+    "granite_speech5_ctc": ("input_features", lambda c: [None, None, _times(_encoder_bins(c), 4)]),
 }
 WAVEFORM_INPUT = "input_values"
+# Waveform models whose feature extractor gives each waveform a channel dimension, [batch, 1, samples]
+# (Omnilingual ASR); a [batch, samples] array gets it when the job runs, as a mono signal does for a .pt2.
+CHANNEL_WAVEFORMS = ("omniasr_ctc",)
 
 
 def audio_input(model_type: str, config: dict) -> tuple[str, list[int | None]]:
-    """The input name and shape of an audio classifier: [batch, samples] of the waveform (wav2vec2, HuBERT, WavLM,
+    """The input name and shape of an audio model: [batch, samples] of the waveform (wav2vec2, HuBERT, WavLM,
     ...), or a spectrogram model's features."""
+    if model_type in CHANNEL_WAVEFORMS:
+        return WAVEFORM_INPUT, [None, 1, None]
     if model_type not in SPECTROGRAM_INPUTS:
         return WAVEFORM_INPUT, [None, None]
     name, shape = SPECTROGRAM_INPUTS[model_type]
     return name, [side if type(side) is int and side > 0 else None for side in shape(config)]
 
 
-def _twice(value) -> int | None:
-    return 2 * value if type(value) is int else None
+def _times(value, factor: int) -> int | None:
+    return factor * value if type(value) is int else None
+
+
+def _encoder_bins(config: dict) -> int | None:
+    return (config.get("encoder_config") or {}).get("num_mel_bins")
 
 
 def image_input_shape(config: dict, processor: dict | None = None) -> list[int | None]:
@@ -419,8 +435,8 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
         heads = [name for name in ARRAY_TASKS if model_type in tables[name]]
         raise InvalidUpload(f"model_type '{model_type}' reads {reads}, not text: a Hugging Face folder is read as a "
                             "text model (its tokenizer turns a .jsonl dataset into its inputs)"
-                            + (f" or as a classifier (task {heads[0]}: upload a checkpoint saved with its "
-                               "classification head, and an .npz of its input)" if heads else "")
+                            + (f" or with a trained head (task {' or '.join(heads)}: upload a checkpoint saved "
+                               "with that head, and an .npz of its input)" if heads else "")
                             + "; or export this model with torch.export and upload the .pt2, with an .npz of the "
                             "arrays it takes")
     if task is None:
@@ -440,7 +456,7 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
     # A head checkpoint can serve as its base model, but a head the weights lack would be random.
     if task != "feature-extraction" and saved_for is not None and saved_for != task:
         raise InvalidUpload(f"the weights were saved for {saved_for} ({architectures[0]}), which has no trained "
-                            f"{task} head; upload a {task} checkpoint or choose task '{saved_for}'")
+                            f"{task} head; upload a checkpoint saved for {task} or choose task '{saved_for}'")
     if task in HEAD_TASKS and architectures and saved_for != task:
         raise InvalidUpload(f"the weights were saved as {architectures[0]}, which has no trained {task} head (it "
                             f"would start random); upload a checkpoint saved for {task} or choose task "

@@ -295,11 +295,13 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         raise ValueError(LLM_PTQ_ALONE)
     if task == "causal-lm" and all(llm_stages):
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
+    from compression.ctc_transcripts import add_transcript_changes
     from compression.hf_arrays import array_folder_to_program, array_rows, prepared_dataset
     from compression.hf_folder_export import rounding_ops, stage_folder_artifacts
     from compression.hf_layer_student import build_layer_students
     from compression.hf_program import example_rows
     from compression.io import load_program
+    from compression.modes import eval_mode
     from compression.pipeline import run_pipeline
 
     workdir = Path(workdir)
@@ -313,9 +315,9 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # Declared, not detected: a cls or last-token vector ends in a layer norm or a gather, which the detector
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
-    if task in ("question-answering", "causal-lm") and evaluation.output_kind is None:
-        # Start and end logits over the tokens, stacked (distributions over positions), or a causal LM's logits
-        # over its vocabulary at each position: the detector could take either for hidden states.
+    if task in ("question-answering", "causal-lm", "speech-recognition") and evaluation.output_kind is None:
+        # Start and end logits over the tokens, stacked (distributions over positions), or a causal LM's or CTC
+        # recognizer's logits over its vocabulary at each position: the detector could take them for hidden states.
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
     rewritten = None
     if task in ARRAY_TASKS:
@@ -340,6 +342,12 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         result.baseline["sentence_embedding"] = declared.to_metrics() | {"applied": embedding is not None}
     if rewritten is not None:
         result.baseline["rewritten_as"] = rewritten
+    if task == "speech-recognition":
+        # The blank is the pad token (transformers' CTC loss and tokenizers), unless the config names its own.
+        blank = folder.config.get("blank_token_id", folder.config.get("pad_token_id"))
+        add_transcript_changes(result, eval_mode(load_program(workdir / "model.pt2", limits).module()),
+                               array_rows(dataset, evaluation.split, task, rows=result.baseline["samples"])[0],
+                               blank if type(blank) is int else 0, source, ctx)
     rows = (array_rows(dataset, evaluation.split, task) if task in ARRAY_TASKS
             else example_rows(dataset, evaluation.split))
     stage_folder_artifacts(result, students.source_folders(source), task, rows, workdir / "hf", ctx,

@@ -12,6 +12,7 @@ from tests.hf_folders import (  # noqa: F401 (fixtures)
     audio_folder,
     bert_dir,
     bert_folder,
+    ctc_folder,
     gpt2_folder,
     image_folder,
     jsonl_bytes,
@@ -414,10 +415,12 @@ def test_a_question_answering_folder_keeps_its_task_and_takes_answers(api, auth,
         assert status == 422 and expected in text, text
 
 
-def _array_dataset(api, auth, name: str, inputs: np.ndarray, classes: int) -> dict:
-    """An uploaded .npz whose train and val splits are `inputs`, val labelled with classes below `classes`."""
+def _array_dataset(api, auth, name: str, inputs: np.ndarray, classes: int | None) -> dict:
+    """An uploaded .npz whose train and val splits are `inputs`, val labelled with classes below `classes` (None:
+    unlabelled)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **{"train.x": inputs, "val.x": inputs, "val.y": np.arange(len(inputs)) % classes})
+    labels = {} if classes is None else {"val.y": np.arange(len(inputs)) % classes}
+    np.savez(buffer, **{"train.x": inputs, "val.x": inputs, **labels})
     response = _upload(api, auth, "datasets", f"{name}.npz", buffer.getvalue())
     assert response.status_code == 201, response.text
     return response.json()
@@ -486,6 +489,28 @@ def test_an_audio_classifier_folder_takes_waveforms_or_its_features(api, auth, t
          "'train.x' has dtype int16 but the model input is input_values[N, 64, 32] float32"),
     ]:
         status, response = _job(api, auth, model_json, data, [{"method": "ptq"}])
+        assert status == 422 and expected in response, response
+
+
+def test_a_ctc_speech_recognizer_folder_takes_unlabelled_waveforms(api, auth, tmp_path):
+    """Wav2Vec2ForCTC is a speech-recognition folder: judged against the original's outputs and transcripts, so
+    class labels are refused with what to remove."""
+    model = _upload(api, auth, "models", "ctc.zip", zip_bytes(ctc_folder(tmp_path / "ctc")))
+    assert model.status_code == 201 and model.json()["task"] == "speech-recognition", model.text
+    assert model.json()["signature"]["outputs"] == [{"name": "logits", "shape": [None, None, 32],
+                                                     "dtype": "float32"}]
+    rng = np.random.default_rng(0)
+    waveforms = rng.normal(size=(8, 1600)).astype(np.float32)
+    assert _job(api, auth, model.json(), _array_dataset(api, auth, "speech", waveforms, None),
+                [{"method": "prune"}, {"method": "ptq"}])[0] == 201
+    text = _upload(api, auth, "datasets", "text.jsonl", jsonl_bytes({"train": CORPUS[:4]})).json()
+    for data, expected in [
+        (_array_dataset(api, auth, "labelled", waveforms, 3),
+         "class labels mean nothing for it; remove ['val.y'] from the .npz"),
+        (text, "a speech-recognition folder takes an .npz per split (<split>.x: the waveforms at its feature "
+               "extractor's sampling rate, or the spectrogram features a spectrogram model takes), not text"),
+    ]:
+        status, response = _job(api, auth, model.json(), data, [{"method": "ptq"}])
         assert status == 422 and expected in response, response
 
 

@@ -12,7 +12,7 @@ from compression.hf_arrays import normalized_waveforms
 from compression.hf_folder_variant import MAX_METRIC_LOSS_POINTS
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, PTQSpec
-from tests.hf_folders import audio_folder, bert_folder, zip_bytes
+from tests.hf_folders import AUDIO_CONFIGS, audio_folder, bert_folder, zip_bytes
 
 CLASSES = 3
 # The input each tiny model reads per example, and what it is called.
@@ -80,20 +80,30 @@ def test_waveforms_are_normalized_as_the_feature_extractor_says(tmp_path):
         assert arrays["val.x"].dtype == np.float32
 
 
-def test_a_speech_checkpoint_without_a_classification_head_is_refused_with_the_way_in(tmp_path):
+def test_a_checkpoint_without_the_classification_head_is_refused_with_the_way_in(tmp_path):
+    """A text model is no audio classifier; a base wav2vec2 (no head) is told the tasks with a head it could be
+    uploaded for; a CTC recognizer is a speech-recognition folder, whose head classifies no audio."""
+    import json
+
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
     text = tmp_path / "bert.zip"
     text.write_bytes(zip_bytes(bert_folder(tmp_path / "bert", classes=2)))
     with pytest.raises(InvalidUpload, match="transformers has no audio-classification model for model_type 'bert'"):
         read_hf_folder(text, task="audio-classification")
-    import json
+    Wav2Vec2Model(Wav2Vec2Config(**AUDIO_CONFIGS["wav2vec2"])).save_pretrained(tmp_path / "base")
+    (tmp_path / "base.zip").write_bytes(zip_bytes(tmp_path / "base"))
+    with pytest.raises(InvalidUpload, match="or with a trained head \\(task audio-classification or "
+                                            "speech-recognition: upload a checkpoint saved with that head"):
+        read_hf_folder(tmp_path / "base.zip")
 
     folder = audio_folder(tmp_path / "ctc", "wav2vec2", CLASSES)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(config | {"architectures": ["Wav2Vec2ForCTC"]}))
     (tmp_path / "ctc.zip").write_bytes(zip_bytes(folder))
-    with pytest.raises(InvalidUpload, match="or as a classifier \\(task audio-classification"):
-        read_hf_folder(tmp_path / "ctc.zip")
-    with pytest.raises(InvalidUpload, match="has no trained audio-classification head"):
+    assert read_hf_folder(tmp_path / "ctc.zip").task == "speech-recognition"
+    with pytest.raises(InvalidUpload, match="which has no trained audio-classification head; upload a checkpoint "
+                                            "saved for audio-classification or choose task 'speech-recognition'"):
         read_hf_folder(tmp_path / "ctc.zip", task="audio-classification")
 
 

@@ -2,6 +2,7 @@
 llm_ptq writes a compressed-tensors folder that transformers loads in a fresh process; an encoder folder's int8
 PTQ job offers its model as such a folder too, next to the .pt2."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -161,6 +162,44 @@ def test_an_image_classifier_folder_compresses_raw_images_through_a_worker(clien
     final = job["metrics"]["final"]
     assert final["metric"] == "accuracy" and final["top1_agreement"] > 0.8 and final["hf_folder"]["written"]
     assert {"model.pt2", "model.hf_folder"} <= {artifact["kind"] for artifact in client.artifacts(job["id"])}
+
+
+def test_a_ctc_speech_recognizer_folder_is_quantized_through_a_worker_and_its_folder_transcribes(client, tmp_path):
+    """A Wav2Vec2ForCTC folder and an unlabelled .npz of 16-bit PCM waveforms (as WAV files hold them), through
+    HTTP and a real worker: int8 PTQ judged per frame, the transcripts' change reported, and its folder (with the
+    tokenizer) transcribes in a fresh process as transformers' speech-recognition pipeline decodes."""
+    import numpy as np
+
+    from tests.hf_folders import ctc_folder
+
+    (tmp_path / "ctc.zip").write_bytes(zip_bytes(ctc_folder(tmp_path / "ctc")))
+    pcm = (np.random.default_rng(0).normal(0, 0.1, (24, 1600)) * 32768).clip(-32768, 32767).astype(np.int16)
+    np.savez(tmp_path / "speech.npz", **{"train.x": pcm[:16], "val.x": pcm[16:]})
+    model = client.upload_model(tmp_path / "ctc.zip")
+    assert model.info["task"] == "speech-recognition"
+    dataset = client.upload_dataset(tmp_path / "speech.npz")
+    spec = {"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
+            "stages": [{"method": "ptq", "calibration_samples": 16}]}
+    job = client.wait(client.submit_job(spec)["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    final = job["metrics"]["final"]
+    assert final["metric"] == "top1_agreement" and final["hf_folder"]["written"], final
+    assert final["transcripts"]["samples"] == 8 and "word_error_rate" in final["transcripts"]
+    artifacts = {artifact["kind"]: artifact for artifact in client.artifacts(job["id"])}
+    with zipfile.ZipFile(client.download(artifacts["model.hf_folder"], tmp_path / "model.hf.zip")) as archive:
+        archive.extractall(tmp_path / "int8")
+    transcribed = subprocess.run([sys.executable, "-c", """
+import sys, torch
+from transformers import AutoModelForCTC, AutoTokenizer
+model = AutoModelForCTC.from_pretrained(sys.argv[1], local_files_only=True).eval()
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+with torch.no_grad():
+    frames = model(input_values=torch.randn(1, 1600)).logits.argmax(-1)[0].tolist()
+print(repr(tokenizer.decode(frames)))
+""", str(tmp_path / "int8")], capture_output=True, text=True, timeout=120)
+    assert transcribed.returncode == 0, transcribed.stderr[-3000:]
+    text = ast.literal_eval(transcribed.stdout.strip().splitlines()[-1])
+    assert isinstance(text, str) and set(text) <= set("ETAONIHSRDLUMWCFGYPBVK'XJQZ <>/su"), text
 
 
 def test_a_causal_lm_folder_is_pruned_and_quantized_as_a_program_and_its_folder_loads_in_a_fresh_process(
