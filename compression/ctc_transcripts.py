@@ -13,7 +13,10 @@ with the original model's transcripts of the same audio:
 - `examples_changed`: how many transcripts differ at all.
 
 Rates are percentages of the original's length (0: the same transcripts; above 100 when the model writes more
-than the original did).
+than the original did). Where the dataset holds reference transcripts of the evaluated audio
+(`<split>.transcript`), the original's and each stage's word and character error rates against them are given
+too (`against_references`; both sides case-folded, whitespace collapsed): what the compression costs in the
+error rate users know.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from compression.archive.errors import InvalidUpload
+from compression.archive.hf_architectures import TRANSCRIPTS_NEED_A_TOKENIZER
 
 BATCH_SIZE = 8
 
@@ -95,51 +101,92 @@ class TranscriptChange:
 
 
 def folder_decoder(folder: Path):
-    """The folder's own tokenizer's `decode` of frame ids (transformers' CTC tokenizers merge repeats and drop the
-    blank themselves), or None where it has none that loads."""
+    """The folder's own tokenizer's `decode` of frame ids as transformers' speech-recognition pipeline calls it
+    (its CTC tokenizers merge repeats and drop the blank themselves; asked to skip special tokens, they would drop
+    the blank first and merge the two L of HELLO), then special tokens (`<s>`, `<unk>`) left out of the text, as
+    no reference transcript holds them; None where the folder has no tokenizer that loads."""
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except Exception:  # noqa: BLE001 - no tokenizer files, or ones transformers cannot read: token rates only
         return None
-    return lambda frames: tokenizer.decode(frames, skip_special_tokens=False)
+    specials = [token for token in tokenizer.all_special_tokens if token]
+
+    def decode(frames: list[int]) -> str:
+        text = tokenizer.decode(frames, skip_special_tokens=False)
+        for token in specials:
+            text = text.replace(token, "")
+        return " ".join(text.split())
+
+    return decode
 
 
 class TranscriptComparison:
-    """The original's transcripts of some audio, decoded once; `__call__` gives another model's change from them."""
+    """The original's transcripts of some audio, decoded once; `__call__` gives another model's change from them
+    and, with `references` (the dataset's transcripts of the audio), its error rates against those."""
 
-    def __init__(self, reference: torch.nn.Module, inputs: torch.Tensor, blank: int, decode=None):
+    def __init__(self, reference: torch.nn.Module, inputs: torch.Tensor, blank: int, decode=None,
+                 references: list[str] | None = None):
         self.batches = list(torch.split(inputs, BATCH_SIZE))
         self.blank, self.decode = blank, decode
-        self.reference = [self._read(reference, batch) for batch in self.batches]
+        self.references = references if decode is not None else None
+        self.original = self._read(reference)
 
-    def _read(self, model: torch.nn.Module, batch: torch.Tensor) -> list[tuple[list[int], str | None]]:
-        with torch.no_grad():
-            logits = model(batch)
-        logits = logits if isinstance(logits, torch.Tensor) else logits[0]
-        frames = logits.argmax(-1).tolist()
-        tokens = greedy_tokens(logits, self.blank)
-        texts = [self.decode(row) for row in frames] if self.decode else [None] * len(frames)
-        return list(zip(tokens, texts))
+    def _read(self, model: torch.nn.Module) -> list[tuple[list[int], str | None]]:
+        """Each example's (tokens, decoded text or None)."""
+        readings = []
+        for batch in self.batches:
+            with torch.no_grad():
+                logits = model(batch)
+            logits = logits if isinstance(logits, torch.Tensor) else logits[0]
+            frames = logits.argmax(-1).tolist()
+            texts = [self.decode(row) for row in frames] if self.decode else [None] * len(frames)
+            readings += zip(greedy_tokens(logits, self.blank), texts)
+        return readings
+
+    def original_against_references(self) -> dict | None:
+        return self._against_references(self.original)
+
+    def _against_references(self, readings) -> dict | None:
+        """Word and character error rates of the decoded text against the references, both case-folded with their
+        whitespace collapsed (a reference in lower case reads as wav2vec2's upper-case output)."""
+        if self.references is None:
+            return None
+        words, characters = _Rate(), _Rate()
+        for (_, text), reference in zip(readings, self.references):
+            said, wanted = " ".join(text.casefold().split()), " ".join(reference.casefold().split())
+            words.add(said.split(), wanted.split())
+            characters.add(list(said), list(wanted))
+        return {"samples": len(readings), "word_error_rate": words.percent(),
+                "character_error_rate": characters.percent()}
 
     def __call__(self, model: torch.nn.Module) -> dict:
+        readings = self._read(model)
         change = TranscriptChange()
-        for batch, expected in zip(self.batches, self.reference):
-            for (tokens, text), (reference_tokens, reference_text) in zip(self._read(model, batch), expected):
-                change.add(tokens, reference_tokens, text, reference_text)
-        return change.result(self.decode is not None)
+        for (tokens, text), (original_tokens, original_text) in zip(readings, self.original):
+            change.add(tokens, original_tokens, text, original_text)
+        moved = change.result(self.decode is not None)
+        if (against := self._against_references(readings)) is not None:
+            moved["against_references"] = against
+        return moved
 
 
 def add_transcript_changes(result, reference: torch.nn.Module, inputs: torch.Tensor, blank: int, folder: Path,
-                           ctx) -> None:
+                           ctx, references: list[str] | None = None) -> None:
     """Give each stage of a speech-recognition job's `result` (a `PipelineResult`) its transcripts' change from the
     `reference`'s (the exported original) on `inputs` (the evaluated examples), under its metrics'
-    "transcripts"; the baseline says how they were read."""
+    "transcripts", and, given the dataset's `references` for those examples, the error rates against them of the
+    stage (there) and of the original (in the baseline's, which says how the transcripts were read)."""
     decode = folder_decoder(folder)
-    comparison = TranscriptComparison(reference, inputs, blank, decode)
+    if references is not None and decode is None:  # its tokenizer files are there (checked first) but do not load
+        raise InvalidUpload(TRANSCRIPTS_NEED_A_TOKENIZER.format(arrays="<split>.transcript") + " that transformers "
+                            "loads")
+    comparison = TranscriptComparison(reference, inputs, blank, decode, references)
     result.baseline["transcripts"] = {"samples": len(inputs), "decoding": "greedy CTC", "blank_token": blank,
                                       "text_decoded_with": "the folder's tokenizer" if decode else None}
+    if (against := comparison.original_against_references()) is not None:
+        result.baseline["transcripts"]["against_references"] = against
     for index, stage in enumerate(result.stages):
         ctx.progress("transcripts", index, len(result.stages))
         if stage.model is not None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
-from compression.archive.npz import as_labels, is_value_labels, read_npz
+from compression.archive.npz import NOT_INPUTS, as_labels, is_value_labels, read_npz
 from compression.errors import NonFiniteValues
 from compression.inspect import LABEL_ARRAY, InvalidUpload, adds_channel_dim, bind_inputs
 
@@ -195,7 +195,7 @@ class Dataset:
         for split_name, split_arrays in grouped.items():
             binding = bind_inputs(list(input_names), list(split_arrays), split_name)
             ignored += [f"{split_name}.{name}" for name in split_arrays
-                        if name != LABEL_ARRAY and name not in binding.values()]
+                        if name not in NOT_INPUTS and name not in binding.values()]
             for name in input_names:
                 array, wanted = split_arrays[binding[name]], (input_shapes or {}).get(name)
                 if wanted is not None and adds_channel_dim(array.shape, wanted):

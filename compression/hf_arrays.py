@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from compression.archive.errors import InvalidUpload
-from compression.archive.hf_architectures import IMAGE_TASKS, SPEECH_LABELS
+from compression.archive.hf_architectures import IMAGE_TASKS, SPEECH_LABELS, TRANSCRIPTS_NEED_A_TOKENIZER
 from compression.archive.hf_folder import CHANNEL_WAVEFORMS, SPECTROGRAM_INPUTS, HFFolder, image_input_shape
-from compression.archive.npz import LABEL_ARRAY
+from compression.archive.npz import LABEL_ARRAY, NOT_INPUTS, TRANSCRIPT_ARRAY
 from compression.archive.pixel_scaling import CHUNK_ROWS, NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
 
 EXAMPLE_ROWS = 2
@@ -40,9 +40,11 @@ def _loaded(dataset_path: Path) -> dict[str, np.ndarray]:
 
 def _input_key(arrays, split: str) -> str:
     """The split's one input array (a single-input model takes it whatever its name, as `bind_inputs` does)."""
-    names = [name for name in arrays.files if name.startswith(f"{split}.") and name != f"{split}.{LABEL_ARRAY}"]
+    names = [name for name in arrays.files if name.startswith(f"{split}.")
+             and name.partition(".")[2] not in NOT_INPUTS]
     if len(names) != 1:
-        raise InvalidUpload(f"split '{split}' needs exactly one input array besides its labels (found {names})")
+        raise InvalidUpload(f"split '{split}' needs exactly one input array besides its labels and transcripts "
+                            f"(found {names})")
     return names[0]
 
 
@@ -96,8 +98,11 @@ def prepared_dataset(folder: HFFolder, dataset_path: Path, workdir: Path) -> Pat
     if folder.task == "speech-recognition":
         with np.load(dataset_path, allow_pickle=False) as arrays:
             labels = sorted(name for name in arrays.files if name.endswith(f".{LABEL_ARRAY}"))
+            transcripts = sorted(name for name in arrays.files if name.endswith(f".{TRANSCRIPT_ARRAY}"))
         if labels:
             raise InvalidUpload(SPEECH_LABELS.format(labels=labels))
+        if transcripts and not folder.has_tokenizer:
+            raise InvalidUpload(TRANSCRIPTS_NEED_A_TOKENIZER.format(arrays=transcripts))
     if folder.task in IMAGE_TASKS:
         return image_dataset(dataset_path, folder.pixel_scaling, image_input_shape(folder.config, folder.processor),
                              workdir)
@@ -146,6 +151,13 @@ def normalized_waveforms(dataset_path: Path, processor: dict | None, workdir: Pa
     path = workdir / "dataset.npz"
     np.savez(path, **converted)
     return path
+
+
+def reference_transcripts(dataset_path: Path, split: str, rows: int) -> list[str] | None:
+    """The first `rows` of the split's reference transcripts (`<split>.transcript`), None where it has none."""
+    with np.load(dataset_path, allow_pickle=False) as arrays:
+        key = f"{split}.{TRANSCRIPT_ARRAY}"
+        return [str(text) for text in arrays[key][:rows]] if key in arrays.files else None
 
 
 def array_rows(dataset_path: Path, split: str, task: str, rows: int = 8) -> tuple[torch.Tensor, ...]:

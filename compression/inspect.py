@@ -16,7 +16,7 @@ from compression.archive.file_kinds import describe_dataset_bytes, peek
 from compression.archive.folder import is_tar
 from compression.archive.hf_folder import read_hf_folder
 from compression.archive.jsonl import looks_like_jsonl, manifest_splits, read_jsonl
-from compression.archive.npz import LABEL_ARRAY, read_npz
+from compression.archive.npz import LABEL_ARRAY, NOT_INPUTS, read_npz
 from compression.archive.program_rules import called_operators
 from compression.archive.pt2 import read_pt2
 from compression.archive.signature import ModelSignature, TensorSpec
@@ -105,7 +105,7 @@ class DatasetManifest:
         return cls(data["splits"], data.get("label_range", {}), data.get("format", "npz"))
 
     def inputs(self, split: str) -> dict[str, dict]:
-        return {k: v for k, v in self.splits[split].items() if k != LABEL_ARRAY}
+        return {k: v for k, v in self.splits[split].items() if k not in NOT_INPUTS}
 
     def has_labels(self, split: str) -> bool:
         return LABEL_ARRAY in self.splits.get(split, {})
@@ -132,10 +132,10 @@ def inspect_dataset(source: BinaryIO, limits: ArchiveLimits = DEFAULT_LIMITS) ->
 def bind_inputs(model_inputs: list[str], arrays: list[str], split: str) -> dict[str, str]:
     """Map each model input to the dataset array that feeds it.
 
-    A single-input model takes the split's only non-label array whatever its name; a model with several inputs
-    takes the arrays named like its forward arguments (`train.input_ids` feeds `input_ids`).
+    A single-input model takes the split's only array besides its labels and transcripts whatever its name; a model
+    with several inputs takes the arrays named like its forward arguments (`train.input_ids` feeds `input_ids`).
     """
-    candidates = [a for a in arrays if a != LABEL_ARRAY]
+    candidates = [a for a in arrays if a not in NOT_INPUTS]
     if len(model_inputs) == 1 and len(candidates) == 1:
         return {model_inputs[0]: candidates[0]}
     missing = [name for name in model_inputs if name not in candidates]

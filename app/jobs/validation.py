@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from app.core.errors import InvalidInput
-from compression.archive.hf_architectures import ARRAY_TASKS, AUDIO_TASKS, IMAGE_TASKS, SPEECH_LABELS
+from compression.archive.hf_architectures import (
+    ARRAY_TASKS,
+    AUDIO_TASKS,
+    IMAGE_TASKS,
+    SPEECH_LABELS,
+    TRANSCRIPTS_NEED_A_TOKENIZER,
+)
 from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
-from compression.archive.npz import IGNORED_LABEL, is_multi_hot
+from compression.archive.npz import IGNORED_LABEL, TRANSCRIPT_ARRAY, is_multi_hot
 from compression.archive.pixel_scaling import NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
 from compression.inspect import (
     LABEL_ARRAY,
@@ -182,6 +188,10 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
         labelled = sorted(split for split in manifest.splits if manifest.has_labels(split))
         if task == "speech-recognition" and labelled:
             problems.append(SPEECH_LABELS.format(labels=[f"{split}.y" for split in labelled]))
+        transcribed = [f"{split}.{TRANSCRIPT_ARRAY}" for split, arrays in sorted(manifest.splits.items())
+                       if TRANSCRIPT_ARRAY in arrays]
+        if task == "speech-recognition" and transcribed and not folder.get("has_tokenizer"):
+            problems.append(TRANSCRIPTS_NEED_A_TOKENIZER.format(arrays=transcribed))
     elif manifest.format != "jsonl":
         problems.append("a Hugging Face folder takes a .jsonl text dataset of {\"split\": ..., \"text\": ...} "
                         "rows, tokenized with the folder's own tokenizer")

@@ -33,7 +33,11 @@ IMAGE_TASKS = ("image-classification",)
 AUDIO_TASKS = ("audio-classification", "speech-recognition")
 ARRAY_TASKS = IMAGE_TASKS + AUDIO_TASKS
 SPEECH_LABELS = ("a speech-recognition job is measured against the original model's transcripts, and class labels "
-                 "mean nothing for it; remove {labels} from the .npz")
+                 "mean nothing for it; remove {labels} from the .npz (reference transcripts go in "
+                 "'<split>.transcript', one string per example)")
+TRANSCRIPTS_NEED_A_TOKENIZER = ("the dataset has reference transcripts ({arrays}), but the model folder has no "
+                                "tokenizer files to turn its tokens into text; upload the folder with them (vocab.json "
+                                "and tokenizer_config.json, or tokenizer.json)")
 TASKS = tuple(TASK_MAPPINGS)
 # Mappings of models that read text (token ids; multimodal ones too, whose text-only forward the worker's export
 # tries), and of models that read something else, by what they read: a model_type found only among the latter

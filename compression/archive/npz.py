@@ -22,6 +22,10 @@ from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.zipread import CHUNK_BYTES, BoundedZip, MemberReader, NotAZip
 
 LABEL_ARRAY = "y"
+# A speech-recognition split's reference transcripts, one string per example (numpy unicode, never objects): read
+# for the transcripts' word error rate, by no model input (`compression.ctc_transcripts`).
+TRANSCRIPT_ARRAY = "transcript"
+NOT_INPUTS = (LABEL_ARRAY, TRANSCRIPT_ARRAY)
 # A position no label reads in the [N, L] labels of a sequence output (transformers' ignore index).
 IGNORED_LABEL = -100
 _MAX_HEADER_BYTES = 10_000  # numpy's own default cap on a header it will parse
@@ -103,6 +107,13 @@ def _header(member: MemberReader, key: str) -> tuple[tuple[int, ...], np.dtype, 
             raise ValueError(f".npy format version {version} is not read; write the file with numpy.savez")
     except (ValueError, SyntaxError, EOFError) as exc:
         raise InvalidUpload(f"array '{key}' is damaged or truncated ({exc}); upload the file again") from None
+    if key.partition(".")[2] == TRANSCRIPT_ARRAY:
+        if dtype.kind != "U" or len(shape) != 1:
+            raise InvalidUpload(f"transcripts '{key}' must be one string per example, a 1-D numpy unicode array "
+                                f"(numpy.array(['HELLO WORLD', ...])), not {dtype} of shape {list(shape)}")
+        if shape[0] == 0:
+            raise InvalidUpload(f"array '{key}' is empty: every split needs at least one example")
+        return shape, dtype, fortran
     if key.partition(".")[2] == LABEL_ARRAY and dtype.kind in "USO":
         raise InvalidUpload(f"labels '{key}' are {'strings' if dtype.kind in 'US' else 'Python objects'} "
                             f"(dtype {dtype}); store class indices 0..C-1 instead, e.g. "
@@ -190,8 +201,9 @@ def _check_splits(splits: dict[str, dict[str, dict]]) -> None:
     if not splits:
         raise InvalidUpload("the .npz holds no arrays")
     for split, arrays in splits.items():
-        if set(arrays) == {LABEL_ARRAY}:
-            raise InvalidUpload(f"split '{split}' has labels but no inputs")
+        if set(arrays) <= set(NOT_INPUTS):
+            held = " and ".join("labels" if name == LABEL_ARRAY else "transcripts" for name in sorted(arrays))
+            raise InvalidUpload(f"split '{split}' has {held} but no inputs")
         lengths = {name: meta["shape"][0] for name, meta in arrays.items()}
         if len(set(lengths.values())) != 1:
             raise InvalidUpload(f"split '{split}' arrays disagree on the number of examples: {lengths}")

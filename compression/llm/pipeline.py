@@ -296,7 +296,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     if task == "causal-lm" and all(llm_stages):
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
     from compression.ctc_transcripts import add_transcript_changes
-    from compression.hf_arrays import array_folder_to_program, array_rows, prepared_dataset
+    from compression.hf_arrays import array_folder_to_program, array_rows, prepared_dataset, reference_transcripts
     from compression.hf_folder_export import rounding_ops, stage_folder_artifacts
     from compression.hf_layer_student import build_layer_students
     from compression.hf_program import example_rows
@@ -345,9 +345,11 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     if task == "speech-recognition":
         # The blank is the pad token (transformers' CTC loss and tokenizers), unless the config names its own.
         blank = folder.config.get("blank_token_id", folder.config.get("pad_token_id"))
+        samples = result.baseline["samples"]
         add_transcript_changes(result, eval_mode(load_program(workdir / "model.pt2", limits).module()),
-                               array_rows(dataset, evaluation.split, task, rows=result.baseline["samples"])[0],
-                               blank if type(blank) is int else 0, source, ctx)
+                               array_rows(dataset, evaluation.split, task, rows=samples)[0],
+                               blank if type(blank) is int else 0, source, ctx,
+                               reference_transcripts(dataset, evaluation.split, samples))
     rows = (array_rows(dataset, evaluation.split, task) if task in ARRAY_TASKS
             else example_rows(dataset, evaluation.split))
     stage_folder_artifacts(result, students.source_folders(source), task, rows, workdir / "hf", ctx,

@@ -503,14 +503,26 @@ def test_a_ctc_speech_recognizer_folder_takes_unlabelled_waveforms(api, auth, tm
     waveforms = rng.normal(size=(8, 1600)).astype(np.float32)
     assert _job(api, auth, model.json(), _array_dataset(api, auth, "speech", waveforms, None),
                 [{"method": "prune"}, {"method": "ptq"}])[0] == 201
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"train.x": waveforms, "val.x": waveforms, "val.transcript": np.array(["HELLO WORLD"] * 8)})
+    transcribed = _upload(api, auth, "datasets", "transcribed.npz", buffer.getvalue())
+    assert transcribed.status_code == 201, transcribed.text
+    assert _job(api, auth, model.json(), transcribed.json(), [{"method": "ptq"}])[0] == 201
+    bare = ctc_folder(tmp_path / "bare")
+    for name in ("vocab.json", "tokenizer_config.json"):
+        (bare / name).unlink()
+    untokenized = _upload(api, auth, "models", "bare.zip", zip_bytes(bare)).json()
     text = _upload(api, auth, "datasets", "text.jsonl", jsonl_bytes({"train": CORPUS[:4]})).json()
-    for data, expected in [
-        (_array_dataset(api, auth, "labelled", waveforms, 3),
+    for model_json, data, expected in [
+        (untokenized, transcribed.json(), "reference transcripts (['val.transcript']), but the model folder has no "
+                                          "tokenizer files"),
+        (model.json(), _array_dataset(api, auth, "labelled", waveforms, 3),
          "class labels mean nothing for it; remove ['val.y'] from the .npz"),
-        (text, "a speech-recognition folder takes an .npz per split (<split>.x: the waveforms at its feature "
-               "extractor's sampling rate, or the spectrogram features a spectrogram model takes), not text"),
+        (model.json(), text, "a speech-recognition folder takes an .npz per split (<split>.x: the waveforms at its "
+                             "feature extractor's sampling rate, or the spectrogram features a spectrogram model "
+                             "takes), not text"),
     ]:
-        status, response = _job(api, auth, model.json(), data, [{"method": "ptq"}])
+        status, response = _job(api, auth, model_json, data, [{"method": "ptq"}])
         assert status == 422 and expected in response, response
 
 

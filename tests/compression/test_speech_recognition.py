@@ -66,6 +66,45 @@ def test_a_job_is_judged_per_frame_and_reports_how_its_transcripts_moved(tmp_pat
     assert {"vocab.json", "tokenizer_config.json", "preprocessor_config.json", "config.json"} <= names, names
 
 
+def _transformers_transcripts(folder, waveforms: np.ndarray) -> list[str]:
+    """What transformers' own CTC model and tokenizer write for the waveforms, normalized as the extractor says."""
+    from transformers import AutoModelForCTC, AutoTokenizer
+
+    model = AutoModelForCTC.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    values = torch.from_numpy(waveforms)
+    values = (values - values.mean(-1, keepdim=True)) / torch.sqrt(values.var(-1, keepdim=True, unbiased=False) + 1e-7)
+    with torch.no_grad():
+        frames = model(input_values=values).logits.argmax(-1)
+    texts = []
+    for row in frames:
+        text = tokenizer.decode(row.tolist())  # as the speech-recognition pipeline decodes CTC frames
+        for token in tokenizer.all_special_tokens:
+            text = text.replace(token, "")
+        texts.append(" ".join(text.split()))
+    return texts
+
+
+def test_reference_transcripts_give_each_model_its_error_rates_against_them(tmp_path):
+    """With the original's own transcripts (lower-cased) as the references, the original scores 0 against them,
+    and each stage's error rates against them are its change from the original."""
+    archive = _zipped(tmp_path)
+    speech = _waveforms(tmp_path / "plain.npz")
+    with np.load(speech) as arrays:
+        values = {name: arrays[name] for name in arrays.files}
+    references = [text.lower() for text in _transformers_transcripts(tmp_path / "ctc", values["val.x"])]
+    assert any(len(text.split()) > 1 for text in references), references
+    np.savez(tmp_path / "transcribed.npz", **values, **{"val.transcript": np.array(references)})
+    result = run_folder_pipeline(archive, tmp_path / "transcribed.npz", None, [PruneSpec()],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    assert result.baseline["transcripts"]["against_references"] == {
+        "samples": EXAMPLES, "word_error_rate": 0.0, "character_error_rate": 0.0}
+    moved = result.stages[0].metrics["transcripts"]
+    assert moved["word_error_rate"] > 0
+    assert moved["against_references"] == {"samples": EXAMPLES, "word_error_rate": moved["word_error_rate"],
+                                           "character_error_rate": moved["character_error_rate"]}
+
+
 def test_greedy_decoding_merges_repeats_and_drops_blanks_as_transformers_does(tmp_path):
     index = {token: position for position, token in enumerate(CTC_VOCAB)}
     frames = [index[token] for token in ["H", "H", "<pad>", "E", "L", "<pad>", "L", "O", "|", "|", "W", "O", "R",
@@ -125,9 +164,21 @@ def test_transcripts_are_compared_with_the_originals():
     assert moved["character_error_rate"] == pytest.approx(100 / 11)
 
 
-def test_class_labels_are_refused_with_what_to_remove(tmp_path):
+def test_class_labels_and_transcripts_without_a_tokenizer_are_refused_with_what_to_do(tmp_path):
     with pytest.raises(InvalidUpload, match=r"class labels mean nothing for it; remove \['val.y'\]"):
         run_folder_pipeline(_zipped(tmp_path), _waveforms(tmp_path / "labelled.npz", labels=True), None,
+                            [PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
+                            tmp_path / "work")
+    bare = ctc_folder(tmp_path / "bare")
+    for name in ("vocab.json", "tokenizer_config.json"):
+        (bare / name).unlink()
+    (tmp_path / "bare.zip").write_bytes(zip_bytes(bare))
+    with np.load(_waveforms(tmp_path / "plain.npz")) as arrays:
+        np.savez(tmp_path / "transcribed.npz", **{name: arrays[name] for name in arrays.files},
+                 **{"val.transcript": np.array(["HELLO"] * EXAMPLES)})
+    with pytest.raises(InvalidUpload, match=r"reference transcripts \(\['val.transcript'\]\), but the model folder "
+                                            "has no tokenizer files"):
+        run_folder_pipeline(tmp_path / "bare.zip", tmp_path / "transcribed.npz", None,
                             [PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
                             tmp_path / "work")
 

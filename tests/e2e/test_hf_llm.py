@@ -165,16 +165,17 @@ def test_an_image_classifier_folder_compresses_raw_images_through_a_worker(clien
 
 
 def test_a_ctc_speech_recognizer_folder_is_quantized_through_a_worker_and_its_folder_transcribes(client, tmp_path):
-    """A Wav2Vec2ForCTC folder and an unlabelled .npz of 16-bit PCM waveforms (as WAV files hold them), through
-    HTTP and a real worker: int8 PTQ judged per frame, the transcripts' change reported, and its folder (with the
-    tokenizer) transcribes in a fresh process as transformers' speech-recognition pipeline decodes."""
+    """A Wav2Vec2ForCTC folder and an .npz of 16-bit PCM waveforms (as WAV files hold them) with reference
+    transcripts, through HTTP and a real worker: int8 PTQ judged per frame, the transcripts' change and error rates
+    against the references reported, and its folder (with the tokenizer) transcribes in a fresh process."""
     import numpy as np
 
     from tests.hf_folders import ctc_folder
 
     (tmp_path / "ctc.zip").write_bytes(zip_bytes(ctc_folder(tmp_path / "ctc")))
     pcm = (np.random.default_rng(0).normal(0, 0.1, (24, 1600)) * 32768).clip(-32768, 32767).astype(np.int16)
-    np.savez(tmp_path / "speech.npz", **{"train.x": pcm[:16], "val.x": pcm[16:]})
+    np.savez(tmp_path / "speech.npz", **{"train.x": pcm[:16], "val.x": pcm[16:],
+                                         "val.transcript": np.array(["HELLO WORLD"] * 8)})
     model = client.upload_model(tmp_path / "ctc.zip")
     assert model.info["task"] == "speech-recognition"
     dataset = client.upload_dataset(tmp_path / "speech.npz")
@@ -185,6 +186,9 @@ def test_a_ctc_speech_recognizer_folder_is_quantized_through_a_worker_and_its_fo
     final = job["metrics"]["final"]
     assert final["metric"] == "top1_agreement" and final["hf_folder"]["written"], final
     assert final["transcripts"]["samples"] == 8 and "word_error_rate" in final["transcripts"]
+    against = job["metrics"]["baseline"]["transcripts"]["against_references"]  # the random original's own
+    assert against["samples"] == 8 and against["word_error_rate"] >= 50, against
+    assert final["transcripts"]["against_references"]["samples"] == 8
     artifacts = {artifact["kind"]: artifact for artifact in client.artifacts(job["id"])}
     with zipfile.ZipFile(client.download(artifacts["model.hf_folder"], tmp_path / "model.hf.zip")) as archive:
         archive.extractall(tmp_path / "int8")

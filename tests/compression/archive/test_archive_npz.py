@@ -80,6 +80,11 @@ def test_a_claim_beyond_the_member_cap_is_refused_before_reading():
      "shape \\[N\\] or \\[N, 1\\], a 0/1 matrix .* or the float values"),
     ({"t.x": np.array([[0.0, np.inf]])}, r"'t.x' holds NaN or Inf \(first at row 0\)"),
     ({"t.y": np.zeros(2, int)}, "labels but no inputs"),
+    ({"t.transcript": np.array(["a", "b"])}, "split 't' has transcripts but no inputs"),
+    ({"t.x": np.zeros(2), "t.transcript": np.array([b"a", b"b"])}, "transcripts 't.transcript' must be one string "
+                                                                     "per example, a 1-D numpy unicode array"),
+    ({"t.x": np.zeros(2), "t.transcript": np.array([["a"], ["b"]])}, "not <U1 of shape \\[2, 1\\]"),
+    ({"t.x": np.zeros(2), "t.transcript": np.array(["a", "b", "c"])}, "disagree"),
     ({"t.x": np.zeros(2), "t.z": np.zeros(3)}, "disagree"),
     ({"tx": np.zeros(2)}, "not named"),
     ({"train_x": np.zeros(2)}, r"to name it 'train.x' pass a dict: numpy.savez\(path, \*\*\{'train.x': ...\}\)"),
@@ -89,6 +94,13 @@ def test_bad_arrays_are_refused(arrays, reason):
     np.savez(buffer, **arrays)
     with pytest.raises(InvalidUpload, match=reason):
         read_npz(io.BytesIO(buffer.getvalue()))
+
+
+def test_transcripts_are_strings_read_without_unpickling():
+    arrays = {"val.x": np.zeros((2, 4), np.float32), "val.transcript": np.array(["HELLO WORLD", "ÇA VA"])}
+    contents = read_npz(io.BytesIO(_npz(**arrays)), keep_arrays=True)
+    assert contents.splits["val"]["transcript"] == {"shape": [2], "dtype": "<U11"}
+    assert contents.arrays["val.transcript"].tolist() == ["HELLO WORLD", "ÇA VA"]
 
 
 def test_a_zero_one_label_matrix_is_read_as_multi_label():
