@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compression.archive.hf_folder import copy_side_files
+from compression.archive.hf_folder import LAYER_SUBCONFIGS, copy_side_files
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.dry_run import DryRunFailed
 from compression.hf_program import load_folder_model, model_program
@@ -38,11 +38,21 @@ PER_LAYER_FIELDS = ("layer_types", "attention_layers", "attention_window")
 PER_LAYER_SUFFIX = "layer_types"
 
 
+def layer_config(config):
+    """The config that holds `num_hidden_layers`: the model's own, else its one sub-config that does
+    (`LAYER_SUBCONFIGS`: a CTC recognizer's encoder or audio tower); the model's own when none does."""
+    if isinstance(getattr(config, LAYER_COUNT_FIELD, None), int):
+        return config
+    holders = [sub for sub in (getattr(config, name, None) for name in LAYER_SUBCONFIGS)
+               if isinstance(getattr(sub, LAYER_COUNT_FIELD, None), int)]
+    return holders[0] if len(holders) == 1 else config
+
+
 def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
     """The names and modules of the model's lists of encoder layers: the `nn.ModuleList`s as long as the config's
     `num_hidden_layers`; one in most architectures, or several siblings holding each layer's parts (XLM's
     attentions, layer_norm1, ffns, layer_norm2), which a student keeps at the same indices."""
-    count = getattr(model.config, LAYER_COUNT_FIELD, None)
+    count = getattr(layer_config(model.config), LAYER_COUNT_FIELD, None)
     if not isinstance(count, int):
         raise ValueError(f"a 'layers' student needs the folder's config to give num_hidden_layers; this "
                          f"{model.config.model_type} config does not")
@@ -81,18 +91,19 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     count = len(stacks[0][1])
     kept = kept_layers(spec, count)
     config = copy.deepcopy(teacher.config)
+    holder = layer_config(config)  # the config itself, or its encoder's
     try:
-        setattr(config, LAYER_COUNT_FIELD, len(kept))
+        setattr(holder, LAYER_COUNT_FIELD, len(kept))
     except (AttributeError, NotImplementedError) as exc:  # Funnel's count is the sum of its `block_sizes`
         raise ValueError(f"a 'layers' student sets the config's num_hidden_layers, which this "
                          f"{config.model_type} config derives from other fields and refuses ({exc}); distill into "
                          "a 'low_rank' or 'zoo' student, or prune") from None
-    per_layer = [*PER_LAYER_FIELDS, *(name for name in config.to_dict()
+    per_layer = [*PER_LAYER_FIELDS, *(name for name in holder.to_dict()
                                       if name.endswith(PER_LAYER_SUFFIX) and name not in PER_LAYER_FIELDS)]
     for name in per_layer:
-        value = getattr(config, name, None)
+        value = getattr(holder, name, None)
         if isinstance(value, list) and len(value) == count:
-            setattr(config, name, [value[index] for index in kept])
+            setattr(holder, name, [value[index] for index in kept])
     if isinstance(getattr(config, "attention_types", None), list) and isinstance(config.attention_layers, list):
         # GPT-Neo rebuilds `attention_layers` from its run-length form ([[["global", "local"], 12]]) when loaded
         config.attention_types = [[config.attention_layers, 1]]

@@ -244,10 +244,21 @@ def ordered_label_names(id2label: dict | None, classes: int) -> list[str] | None
     return None if None in names else names
 
 
+# The sub-configs that hold the layer count of a model whose own config does not (Parakeet's, LASR's and Granite
+# Speech's conformer encoder; Omnilingual ASR's audio tower).
+LAYER_SUBCONFIGS = ("encoder_config", "audio_config")
+
+
 def _layer_count(config: dict) -> int | None:
-    """The encoder's layer count as transformers' configs name it (what a 'layers' student keeps some of)."""
+    """The encoder's layer count as transformers' configs name it (what a 'layers' student keeps some of), in
+    the config or in the one sub-config of LAYER_SUBCONFIGS that has it."""
     count = config.get("num_hidden_layers")
-    return count if type(count) is int else None
+    if type(count) is int:
+        return count
+    counts = [sub.get("num_hidden_layers") for sub in (config.get(name) for name in LAYER_SUBCONFIGS)
+              if isinstance(sub, dict)]
+    counts = [count for count in counts if type(count) is int]
+    return counts[0] if len(counts) == 1 else None
 
 
 def max_positions(config: dict) -> int | None:

@@ -233,3 +233,32 @@ def test_a_student_keeps_every_per_layer_kind_list_of_its_kept_layers(tmp_path):
     write_layers_student(tmp_path / "teacher", "causal-lm", LayersStudent(layers=[1]), tmp_path / "student")
     student = load_folder_model(tmp_path / "student", "causal-lm").model
     assert student.config.layer_types == ["full_attention"] and student.config.mlp_layer_types == ["sparse"]
+
+
+def test_a_speech_recognizer_whose_encoder_config_counts_the_layers_keeps_some_of_them(tmp_path):
+    """Parakeet's config holds `num_hidden_layers` in its `encoder_config` (Omnilingual ASR's in `audio_config`):
+    the student sets it there, and the folder check reads it there (refused for lack of a count before
+    2026-12-06)."""
+    from transformers import AutoModelForCTC
+
+    from bench.hf_architecture_sweep import folder_zip
+    from compression.archive.hf_folder import read_hf_folder
+    from compression.hf_layer_student import write_layers_student
+
+    archive = folder_zip("parakeet_ctc", "speech-recognition", tmp_path)
+    assert read_hf_folder(archive).signature()["hf"]["num_hidden_layers"] == 2
+    with zipfile.ZipFile(archive) as files:
+        files.extractall(tmp_path / "parakeet")
+    details = write_layers_student(tmp_path / "parakeet", "speech-recognition", LayersStudent(layers=[1]),
+                                   tmp_path / "student")
+    assert (details["layers"], details["teacher_layers"]) == ([1], 2)
+    teacher = AutoModelForCTC.from_pretrained(tmp_path / "parakeet", local_files_only=True)
+    student = AutoModelForCTC.from_pretrained(tmp_path / "student", local_files_only=True)
+    assert student.config.encoder_config.num_hidden_layers == 1 and (tmp_path / "student" / "vocab.json").exists()
+    ours, theirs = student.state_dict(), teacher.state_dict()
+    first, second = "encoder.layers.0.", "encoder.layers.1."  # the teacher's second layer is the student's first
+    assert set(ours) == {name for name in theirs if not name.startswith(first)} - {
+        name for name in theirs if name.startswith(second)} | {
+        name.replace(second, first) for name in theirs if name.startswith(second)}
+    assert all(torch.equal(tensor, theirs[name.replace(first, second) if name.startswith(first) else name])
+               for name, tensor in ours.items())
