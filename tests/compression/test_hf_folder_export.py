@@ -14,6 +14,7 @@ import torch
 
 from compression import formats
 from compression.context import RunContext
+from compression.hf_folder_export import computes_something_else
 from compression.hf_program import example_rows, load_folder_model
 from compression.llm.pipeline import run_folder_pipeline
 from compression.modes import lacks_traced_shapes
@@ -285,3 +286,13 @@ def test_tensors_that_share_memory_are_written_as_copies_safetensors_accepts(tmp
     save_file(tensors, tmp_path / "model.safetensors")
     loaded = load_file(tmp_path / "model.safetensors")
     assert torch.equal(loaded["lm_head.weight"], codes) and torch.equal(loaded["model.embed_tokens.weight"], codes)
+
+
+@pytest.mark.parametrize("difference, folder_error, structural", [
+    (0.0005, 0.0434, False),  # within what rounding ties allow
+    (0.0393, 0.0431, False),  # wav2vec2-base int8: ties carried through 12 layers, the folder as close to fp32
+    (0.0393, 0.9, True),  # an operation the folder lacks: about the output's scale from fp32
+])
+def test_a_folder_computes_something_else_only_when_it_also_strays_from_the_float_model(difference, folder_error,
+                                                                                          structural):
+    assert computes_something_else(difference, 0.0108, folder_error, compression_error=0.0434) is structural
