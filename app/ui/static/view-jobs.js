@@ -46,7 +46,8 @@ function stageSections(job) {
     sections.push(el("h2", {}, "Result"), table(["", "uploaded", "compressed"], [
       [s.metric || "metric", fmt(s.baselineValue), fmt(s.value)],
       ["bytes", fmt(s.baselineBytes), fmt(s.bytes)],
-      [`latency batch ${s.latencyBatch || "-"} (ms)`, fmt(s.baselineLatency), fmt(s.latency)]], [1, 2]));
+      [`latency batch ${s.latencyBatch || "-"} (ms)`, fmt(s.baselineLatency), fmt(s.latency)],
+      ...transcriptRows(metrics.baseline || {}, metrics.final)], [1, 2]));
   }
   (metrics.stages || []).forEach((stage, index) => {
     sections.push(el("h2", {}, `Stage ${index}: ${stage.method}`));
@@ -64,6 +65,18 @@ function stageSections(job) {
     }
   });
   return sections;
+}
+
+function transcriptRows(baseline, final) {
+  // A speech recognizer's: how far the compressed model's transcripts moved from the upload's, and, given
+  // reference transcripts, both models' word error rate against them (what its users know).
+  const moved = final.transcripts;
+  if (!moved) return [];
+  const rows = [["word error rate vs the uploaded model's transcripts (%)", fmt(0), fmt(moved.word_error_rate)]];
+  const theirs = (baseline.transcripts || {}).against_references, ours = moved.against_references;
+  if (ours) rows.push(["word error rate vs reference transcripts (%)", fmt(theirs && theirs.word_error_rate),
+                       fmt(ours.word_error_rate)]);
+  return rows.filter((row) => row[2] !== fmt(undefined));
 }
 
 function flat(object, prefix = "") {
