@@ -302,7 +302,8 @@ def _fill_tied(gm: fx.GraphModule, tied: list[list[str]], layout: FolderLayout) 
     for names in tied:
         modules = [name.rsplit(".", 1)[0] for name in names]
         for name, module in zip(names, modules):
-            if module not in layout.weights and reads.get(module) is not None:
+            # (a tied bias, Granite Speech's CTC head's, is read under its own name: `reads` holds weights only)
+            if name.endswith(".weight") and module not in layout.weights and reads.get(module) is not None:
                 layout.floats[name] = reads[module].detach()
         quantized = [module for module in modules if module in layout.weights]
         values = next((layout.floats[name] for name in names if name in layout.floats), None)

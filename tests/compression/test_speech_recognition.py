@@ -205,3 +205,16 @@ def test_other_inputs_and_convolutions_run_int8(model_type, expected_input, tmp_
     quantized = stage.metrics["method_metrics"]
     left_float = quantized["float_weights"]["largest_unquantizable"]
     assert quantized["conv1d_as_conv2d"] > 0 and all(name.startswith("batch_norm") for name in left_float), quantized
+
+
+def test_a_head_tied_to_an_encoder_layer_bias_included_is_written_with_its_bias(tmp_path):
+    """Granite Speech 5 ties its CTC head, weight and bias, to its encoder's intermediate output layer: the folder
+    writer gave the bias the layer's weight ("'encoder.out.bias' has 2 dimensions") before 2026-12-06."""
+    from bench.hf_architecture_sweep import audio_npz, folder_zip
+
+    archive = folder_zip("granite_speech5_ctc", "speech-recognition", tmp_path)
+    result = run_folder_pipeline(archive, audio_npz(tmp_path, "granite_speech5_ctc", labels=False), None,
+                                 [PTQSpec(weights={"bits": 8}, activations=None, export_onnx=False)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    folder = result.stages[0].metrics["hf_folder"]
+    assert folder["written"] and folder["relative_difference_to_stage_model"] == 0, folder
