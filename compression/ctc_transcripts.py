@@ -7,13 +7,14 @@ speech-recognition pipeline (the most likely token at each frame, repeats merged
 with the original model's transcripts of the same audio:
 
 - `token_error_rate`: the edit distance between the token sequences over the original's token count (needs
-  nothing but the blank's id, the config's `pad_token_id`);
+  nothing but the blank's id: the config's `blank_token_id`, else its `pad_token_id`, as transformers' CTC loss
+  and tokenizers take it);
 - `word_error_rate` and `character_error_rate`: the same on the text the folder's own tokenizer decodes from the
   frames, where the folder has one (words split at whitespace, characters counted with the spaces);
 - `examples_changed`: how many transcripts differ at all.
 
 Rates are percentages of the original's length (0: the same transcripts; above 100 when the model writes more
-than the original did). Where the dataset holds reference transcripts of the evaluated audio
+than the original did; 100 where the original wrote nothing and the model something). Where the dataset holds reference transcripts of the evaluated audio
 (`<split>.transcript`), the original's and each stage's word and character error rates against them are given
 too (`against_references`; both sides case-folded, whitespace collapsed): what the compression costs in the
 error rate users know.
