@@ -22,7 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from compression.archive.errors import InvalidUpload
-from compression.archive.hf_architectures import IMAGE_TASKS, SPEECH_LABELS, TRANSCRIPTS_NEED_A_TOKENIZER
+from compression.archive.hf_architectures import (
+    IMAGE_TASKS,
+    SPEECH_LABELS,
+    TRANSCRIPTS_NEED_A_TOKENIZER,
+    one_shape_problem,
+)
 from compression.archive.hf_folder import CHANNEL_WAVEFORMS, SPECTROGRAM_INPUTS, HFFolder, image_input_shape
 from compression.archive.npz import LABEL_ARRAY, NOT_INPUTS, TRANSCRIPT_ARRAY
 from compression.archive.pixel_scaling import CHUNK_ROWS, NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
@@ -151,6 +156,17 @@ def normalized_waveforms(dataset_path: Path, processor: dict | None, workdir: Pa
     path = workdir / "dataset.npz"
     np.savez(path, **converted)
     return path
+
+
+def check_one_shape(dataset_path: Path, splits: list[str]) -> None:
+    """The program is exported at the shape of the dataset's rows, its batch alone dynamic: the job's splits must
+    hold inputs of one shape (after the worker's conversions), or the first stage fails on the other one."""
+    with np.load(dataset_path, allow_pickle=False) as arrays:
+        present = [split for split in dict.fromkeys(splits)
+                   if any(name.startswith(f"{split}.") for name in arrays.files)]
+        shapes = {split: [list(arrays[_input_key(arrays, split)].shape[1:])] for split in present}
+    if problem := one_shape_problem(shapes):
+        raise InvalidUpload(problem)
 
 
 def reference_transcripts(dataset_path: Path, split: str, rows: int) -> list[str] | None:

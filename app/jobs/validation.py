@@ -9,6 +9,7 @@ from compression.archive.hf_architectures import (
     IMAGE_TASKS,
     SPEECH_LABELS,
     TRANSCRIPTS_NEED_A_TOKENIZER,
+    one_shape_problem,
 )
 from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
 from compression.archive.npz import IGNORED_LABEL, TRANSCRIPT_ARRAY, is_multi_hot
@@ -89,6 +90,7 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
             problems += _check_split(split, signature, manifest, spec, folder or {})
         elif manifest.has_labels(split) and not next_tokens:  # text: the tokenizer makes the inputs; labels fit
             problems += _check_text_labels(split, manifest, signature, spec, folder or {})
+    problems += _one_shape_problems(spec, signature, manifest, folder)
     problems += _metric_problems(spec, manifest, labelled)
     problems += _score_metric_problems(spec, signature)
     problems += [problem for stage in spec.stages if stage.method == "quant_noise" and spec.train_split in
@@ -96,6 +98,28 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
                                                                            labelled(spec.train_split)))]
     if problems:
         raise InvalidInput("; ".join(problems))
+
+
+def _one_shape_problems(spec: JobCreate, signature: ModelSignature, manifest: DatasetManifest,
+                        folder: dict | None) -> list[str]:
+    """An image or audio folder's program is exported at the shape of the dataset's rows, its batch alone dynamic:
+    splits of a waveform model whose waveforms differ in length (or images of a convolutional network in size)
+    would fail in the worker's first stage on the split it was not exported at."""
+    if (not folder or folder.get("task") not in ARRAY_TASKS or manifest.format != "npz"
+            or not any(None in t.shape[1:] for t in signature.inputs)):
+        return []
+    shapes = {}
+    for split in sorted(splits_used(spec) & set(manifest.splits)):
+        try:
+            binding = bind_inputs([t.name for t in signature.inputs], list(manifest.splits[split]), split)
+        except InvalidUpload:
+            continue  # said by the split's own check
+        arrays = [manifest.splits[split][binding[t.name]] for t in signature.inputs]
+        if any(array["dtype"].lstrip("<>=|") in (PIXEL_DTYPE, "u1") for array in arrays):
+            return []  # uint8 images: brought to one size by the folder's processor in the worker, where it resizes
+        shapes[split] = [array["shape"][1:] for array in arrays]
+    problem = one_shape_problem(shapes)
+    return [problem] if problem else []
 
 
 def _metric_problems(spec: JobCreate, manifest: DatasetManifest, labelled) -> list[str]:

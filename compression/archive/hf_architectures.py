@@ -35,6 +35,18 @@ ARRAY_TASKS = IMAGE_TASKS + AUDIO_TASKS
 SPEECH_LABELS = ("a speech-recognition job is measured against the original model's transcripts, and class labels "
                  "mean nothing for it; remove {labels} from the .npz (reference transcripts go in "
                  "'<split>.transcript', one string per example)")
+def one_shape_problem(shapes: dict[str, list]) -> str | None:
+    """Why the splits' input shapes (split -> each input's shape after the batch) cannot feed one image or audio
+    folder's program, which is exported at the shape of the dataset's rows with its batch alone dynamic; None when
+    they are one."""
+    if len({str(shape) for shape in shapes.values()}) < 2:
+        return None
+    listed = ", ".join(f"{split} {shape[0] if len(shape) == 1 else shape}" for split, shape in shapes.items())
+    return (f"the job's splits hold inputs of different shapes ({listed}, after the batch): a Hugging Face folder's "
+            "model is exported at one input shape, its batch alone varying; pad or crop every split to one length "
+            "(or size)")
+
+
 TRANSCRIPTS_NEED_A_TOKENIZER = ("the dataset has reference transcripts ({arrays}), but the model folder has no "
                                 "tokenizer files to turn its tokens into text; upload the folder with them (vocab.json "
                                 "and tokenizer_config.json, or tokenizer.json)")

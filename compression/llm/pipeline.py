@@ -296,7 +296,13 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     if task == "causal-lm" and all(llm_stages):
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
     from compression.ctc_transcripts import add_transcript_changes
-    from compression.hf_arrays import array_folder_to_program, array_rows, prepared_dataset, reference_transcripts
+    from compression.hf_arrays import (
+        array_folder_to_program,
+        array_rows,
+        check_one_shape,
+        prepared_dataset,
+        reference_transcripts,
+    )
     from compression.hf_folder_export import rounding_ops, stage_folder_artifacts
     from compression.hf_layer_student import build_layer_students
     from compression.hf_program import example_rows
@@ -323,6 +329,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     if task in ARRAY_TASKS:
         evaluation = evaluation.declared_by_head(folder.signature()["hf"]["classes"])
         dataset = prepared_dataset(folder, Path(dataset_path), workdir)
+        check_one_shape(dataset, [evaluation.split, train_split])
         example = array_folder_to_program(source, task, dataset, evaluation.split, workdir / "model.pt2")
     else:
         splits = read_jsonl(dataset_path, limits, keep_text=True)

@@ -513,7 +513,12 @@ def test_a_ctc_speech_recognizer_folder_takes_unlabelled_waveforms(api, auth, tm
         (bare / name).unlink()
     untokenized = _upload(api, auth, "models", "bare.zip", zip_bytes(bare)).json()
     text = _upload(api, auth, "datasets", "text.jsonl", jsonl_bytes({"train": CORPUS[:4]})).json()
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"train.x": waveforms, "val.x": rng.normal(size=(8, 3200)).astype(np.float32)})
+    lengths = _upload(api, auth, "datasets", "lengths.npz", buffer.getvalue()).json()
     for model_json, data, expected in [
+        (model.json(), lengths, "the job's splits hold inputs of different shapes (train [1600], val [3200], after "
+                                "the batch): a Hugging Face folder's model is exported at one input shape"),
         (untokenized, transcribed.json(), "reference transcripts (['val.transcript']), but the model folder has no "
                                           "tokenizer files"),
         (model.json(), _array_dataset(api, auth, "labelled", waveforms, 3),

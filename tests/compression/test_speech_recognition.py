@@ -164,6 +164,17 @@ def test_transcripts_are_compared_with_the_originals():
     assert moved["character_error_rate"] == pytest.approx(100 / 11)
 
 
+def test_splits_of_different_lengths_are_refused_before_the_export(tmp_path):
+    """The program is exported at the rows' length: a val split of longer waveforms failed the first stage on a
+    shape guard ("Guard failed: input_values.size()[1] == 4000") before 2026-12-06."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "lengths.npz", **{"train.x": rng.normal(size=(16, 1600)).astype(np.float32),
+                                          "val.x": rng.normal(size=(8, 4000)).astype(np.float32)})
+    with pytest.raises(InvalidUpload, match=r"different shapes \(val \[4000\], train \[1600\], after the batch\)"):
+        run_folder_pipeline(_zipped(tmp_path), tmp_path / "lengths.npz", None, [PTQSpec(calibration_samples=8)],
+                            EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+
+
 def test_class_labels_and_transcripts_without_a_tokenizer_are_refused_with_what_to_do(tmp_path):
     with pytest.raises(InvalidUpload, match=r"class labels mean nothing for it; remove \['val.y'\]"):
         run_folder_pipeline(_zipped(tmp_path), _waveforms(tmp_path / "labelled.npz", labels=True), None,
