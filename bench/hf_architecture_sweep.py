@@ -513,7 +513,11 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
             save_ctc_tokenizer(folder)
     else:
         save_readable_tokenizer(folder)
-    archive = directory / f"{model_type}-{task}.zip"
+    return zip_folder(folder, directory / f"{model_type}-{task}.zip")
+
+
+def zip_folder(folder: Path, archive: Path) -> Path:
+    """The folder's files at the top of a zip, as a Hugging Face folder is uploaded."""
     with zipfile.ZipFile(archive, "w") as out:
         for path in sorted(folder.iterdir()):
             out.write(path, path.name)

@@ -18,13 +18,12 @@ import argparse
 import json
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.hf_architecture_sweep import AUDIO_EXTRACTOR, save_ctc_tokenizer
+from bench.hf_architecture_sweep import AUDIO_EXTRACTOR, save_ctc_tokenizer, zip_folder
 from compression.context import RunContext
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, PTQSpec
@@ -44,11 +43,7 @@ def base_folder(directory: Path) -> Path:
     Wav2Vec2ForCTC(Wav2Vec2Config(vocab_size=len(CTC_VOCAB), pad_token_id=0)).eval().save_pretrained(folder)
     save_ctc_tokenizer(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(AUDIO_EXTRACTOR))
-    archive = directory / "wav2vec2-base-ctc.zip"
-    with zipfile.ZipFile(archive, "w") as out:
-        for path in sorted(folder.iterdir()):
-            out.write(path, path.name)
-    return archive
+    return zip_folder(folder, directory / "wav2vec2-base-ctc.zip")
 
 
 def synthetic_speech(directory: Path, train: int = 32, val: int = 8) -> Path:

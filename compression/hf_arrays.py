@@ -29,7 +29,7 @@ from compression.archive.hf_architectures import (
     one_shape_problem,
 )
 from compression.archive.hf_folder import CHANNEL_WAVEFORMS, SPECTROGRAM_INPUTS, HFFolder, image_input_shape
-from compression.archive.npz import LABEL_ARRAY, NOT_INPUTS, TRANSCRIPT_ARRAY
+from compression.archive.npz import LABEL_ARRAY, NOT_INPUTS, TRANSCRIPT_ARRAY, array_shapes
 from compression.archive.pixel_scaling import CHUNK_ROWS, NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
 
 EXAMPLE_ROWS = 2
@@ -43,10 +43,10 @@ def _loaded(dataset_path: Path) -> dict[str, np.ndarray]:
         return {name: arrays[name] for name in arrays.files}
 
 
-def _input_key(arrays, split: str) -> str:
-    """The split's one input array (a single-input model takes it whatever its name, as `bind_inputs` does)."""
-    names = [name for name in arrays.files if name.startswith(f"{split}.")
-             and name.partition(".")[2] not in NOT_INPUTS]
+def _input_key(files, split: str) -> str:
+    """The split's one input array among the `.npz`'s `files` (a single-input model takes it whatever its name, as
+    `bind_inputs` does)."""
+    names = [name for name in files if name.startswith(f"{split}.") and name.partition(".")[2] not in NOT_INPUTS]
     if len(names) != 1:
         raise InvalidUpload(f"split '{split}' needs exactly one input array besides its labels and transcripts "
                             f"(found {names})")
@@ -161,11 +161,9 @@ def normalized_waveforms(dataset_path: Path, processor: dict | None, workdir: Pa
 def check_one_shape(dataset_path: Path, splits: list[str]) -> None:
     """The program is exported at the shape of the dataset's rows, its batch alone dynamic: the job's splits must
     hold inputs of one shape (after the worker's conversions), or the first stage fails on the other one."""
-    with np.load(dataset_path, allow_pickle=False) as arrays:
-        present = [split for split in dict.fromkeys(splits)
-                   if any(name.startswith(f"{split}.") for name in arrays.files)]
-        shapes = {split: [list(arrays[_input_key(arrays, split)].shape[1:])] for split in present}
-    if problem := one_shape_problem(shapes):
+    shapes = array_shapes(dataset_path)  # headers only: the inputs may be gigabytes of audio
+    present = [split for split in dict.fromkeys(splits) if any(key.startswith(f"{split}.") for key in shapes)]
+    if problem := one_shape_problem({split: [shapes[_input_key(shapes, split)][1:]] for split in present}):
         raise InvalidUpload(problem)
 
 
@@ -180,7 +178,7 @@ def array_rows(dataset_path: Path, split: str, task: str, rows: int = 8) -> tupl
     """The first `rows` examples of a split of the job's dataset, as the program's input (float32; a one-channel
     image model's [N, H, W] images get their channel dimension, as the dataset loader gives them)."""
     with np.load(dataset_path, allow_pickle=False) as arrays:
-        values = np.asarray(arrays[_input_key(arrays, split)][:rows], np.float32)
+        values = np.asarray(arrays[_input_key(arrays.files, split)][:rows], np.float32)
     gray = task in IMAGE_TASKS and values.ndim == 3
     return (torch.from_numpy(values[:, None] if gray else values),)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compression.archive.hf_folder import LAYER_SUBCONFIGS, copy_side_files
+from compression.archive.hf_folder import copy_side_files, layer_count_section
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.dry_run import DryRunFailed
 from compression.hf_program import load_folder_model, model_program
@@ -39,13 +39,12 @@ PER_LAYER_SUFFIX = "layer_types"
 
 
 def layer_config(config):
-    """The config that holds `num_hidden_layers`: the model's own, else its one sub-config that does
-    (`LAYER_SUBCONFIGS`: a CTC recognizer's encoder or audio tower); the model's own when none does."""
+    """The config that holds `num_hidden_layers`: the model's own, else its sub-config that does
+    (`layer_count_section`: a CTC recognizer's encoder or audio tower); the model's own when none does."""
     if isinstance(getattr(config, LAYER_COUNT_FIELD, None), int):
         return config
-    holders = [sub for sub in (getattr(config, name, None) for name in LAYER_SUBCONFIGS)
-               if isinstance(getattr(sub, LAYER_COUNT_FIELD, None), int)]
-    return holders[0] if len(holders) == 1 else config
+    section = layer_count_section(config.to_dict())
+    return getattr(config, section) if section else config
 
 
 def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:

@@ -249,16 +249,20 @@ def ordered_label_names(id2label: dict | None, classes: int) -> list[str] | None
 LAYER_SUBCONFIGS = ("encoder_config", "audio_config")
 
 
+def layer_count_section(config: dict) -> str | None:
+    """Where the config (as a dict) keeps the encoder's layer count `num_hidden_layers`: "" for the config itself,
+    else the one sub-config of LAYER_SUBCONFIGS that does; None where none does."""
+    if type(config.get("num_hidden_layers")) is int:
+        return ""
+    holders = [name for name in LAYER_SUBCONFIGS if isinstance(config.get(name), dict)
+               and type(config[name].get("num_hidden_layers")) is int]
+    return holders[0] if len(holders) == 1 else None
+
+
 def _layer_count(config: dict) -> int | None:
-    """The encoder's layer count as transformers' configs name it (what a 'layers' student keeps some of), in
-    the config or in the one sub-config of LAYER_SUBCONFIGS that has it."""
-    count = config.get("num_hidden_layers")
-    if type(count) is int:
-        return count
-    counts = [sub.get("num_hidden_layers") for sub in (config.get(name) for name in LAYER_SUBCONFIGS)
-              if isinstance(sub, dict)]
-    counts = [count for count in counts if type(count) is int]
-    return counts[0] if len(counts) == 1 else None
+    """The encoder's layer count as transformers' configs name it (what a 'layers' student keeps some of)."""
+    section = layer_count_section(config)
+    return None if section is None else (config[section] if section else config)["num_hidden_layers"]
 
 
 def max_positions(config: dict) -> int | None:

@@ -87,6 +87,16 @@ def read_npz(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
     return contents
 
 
+def array_shapes(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMITS) -> dict[str, list[int]]:
+    """Each array's shape by key ("train.x"), from the members' headers alone: no data is read."""
+    with BoundedZip(source, limits, "the .npz file") as archive:
+        shapes = {}
+        for name in archive.members:
+            with archive.open(name) as member:
+                shapes[name.removesuffix(".npy")] = list(_header(member, name.removesuffix(".npy"))[0])
+    return shapes
+
+
 def _naming_hint(key: str) -> str:
     """`numpy.savez(path, train_x=...)` is how keyword arguments allow it; the dotted name needs a dict."""
     split, underscore, array_name = key.partition("_")
