@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from compression.archive.hf_architectures import model_types_by_task
+from compression.archive.hf_architectures import ARRAY_TASKS, AUDIO_TASKS, IMAGE_TASKS, model_types_by_task
 from compression.archive.hf_folder import read_hf_folder
 from compression.context import RunContext
 from compression.llm.pipeline import run_folder_pipeline
@@ -452,7 +452,7 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
 
     from compression.hf_program import auto_class
 
-    if task == "audio-classification":
+    if task in ("audio-classification", "audio-feature-extraction"):
         config = AutoConfig.for_model(model_type, num_labels=3, **AUDIO_SPECIFIC.get(model_type, {}))
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
@@ -461,7 +461,7 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
                                                      **AUDIO_SPECIFIC.get(model_type, {})})
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
-    if task == "image-classification":
+    if task in ("image-classification", "image-feature-extraction"):
         config = AutoConfig.for_model(model_type, num_labels=3, **IMAGE_SPECIFIC.get(model_type, {}))
         # Where the mapping holds several classes (DeiT, LeViT: the plain head and the one "WithTeacher"),
         # from_config iterates config.architectures, None in a fresh config; empty, it takes the first class.
@@ -506,8 +506,8 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
     folder = directory / f"{model_type}-{task}"
     # config.json first: it picks the tokenizer class
     tiny_model(model_type, task).to(getattr(torch, dtype)).save_pretrained(folder)
-    if task in ("image-classification", "audio-classification", "speech-recognition"):  # the processor's settings
-        processor = IMAGE_PROCESSOR if task == "image-classification" else AUDIO_EXTRACTOR
+    if task in ARRAY_TASKS:  # the processor's settings
+        processor = IMAGE_PROCESSOR if task in IMAGE_TASKS else AUDIO_EXTRACTOR
         (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
         if task == "speech-recognition":
             save_ctc_tokenizer(folder)
@@ -549,16 +549,17 @@ def text_dataset(directory: Path, labels: bool = False, tags: bool = False, pair
     return path
 
 
-def image_npz(directory: Path) -> Path:
+def image_npz(directory: Path, labels: bool = True) -> Path:
     """Random uint8 RGB images [N, 32, 32, 3] (channels-last, as image libraries give them), 48 train and 16 val
-    rows, each with a label in 0..2 (`<split>.y`)."""
+    rows, each with a label in 0..2 (`<split>.y`) when `labels`."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     arrays = {}
     for split, rows in (("train", 48), ("val", 16)):
         arrays[f"{split}.x"] = rng.integers(0, 256, (rows, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-        arrays[f"{split}.y"] = rng.integers(0, 3, rows)
+        if labels:
+            arrays[f"{split}.y"] = rng.integers(0, 3, rows)
     path = directory / "images.npz"
     np.savez(path, **arrays)
     return path
@@ -625,9 +626,8 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
     try:
         archive = folder_zip(model_type, task, directory, dtype)
         read_hf_folder(archive, task=task)
-        dataset = image_npz(directory) if task == "image-classification" else audio_npz(
-            directory, model_type, labels=task == "audio-classification") if task in (
-            "audio-classification", "speech-recognition") else text_dataset(
+        dataset = image_npz(directory, labels=task == "image-classification") if task in IMAGE_TASKS else audio_npz(
+            directory, model_type, labels=task == "audio-classification") if task in AUDIO_TASKS else text_dataset(
             directory, labels=task == "sequence-classification", tags=task == "token-classification",
             pairs=task == "question-answering")
         result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(latency=False), RunContext(),
@@ -649,8 +649,8 @@ HEAD_FAMILIES = (("sequence-classification", CLASSIFIERS), ("token-classificatio
 def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[str] | None = None):
     shipped = model_types_by_task()
     # Image and audio classifiers only when asked for (the default run sweeps the text models).
-    images = IMAGE_CLASSIFIERS if only_tasks and "image-classification" in only_tasks else ()
-    sounds = AUDIO_CLASSIFIERS if only_tasks and "audio-classification" in only_tasks else ()
+    images = IMAGE_CLASSIFIERS if set(only_tasks or ()) & set(IMAGE_TASKS) else ()
+    sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     speech = SPEECH_RECOGNIZERS if only_tasks and "speech-recognition" in only_tasks else ()
     for model_type in types or list(dict.fromkeys(ENCODERS + DECODERS + images + sounds + speech)):
         # An image or audio model's task, else an encoder's features; then every head its lists give it.

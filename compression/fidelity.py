@@ -19,8 +19,10 @@ measure of quantization error). Then by kind:
   its threshold: on a salience map whose peak sits near 0.5 (CREPE's pitch bins) F1 flips with any change of the
   peak's height, so CREPE after iPQ + int8, its pitch accuracy as good as fp32's, scored 39.6 on F1 and 86.6 on
   soft Dice (issue 10);
-- hidden states: cosine; with a token mask also the Spearman of the masked-mean-pooled vectors, as for
-  embeddings (the sentence vector a sentence encoder's users pool from `last_hidden_state`).
+- hidden states: cosine; also the Spearman of the mean-pooled vectors, as for embeddings: over the real tokens
+  with a token mask (the sentence vector a sentence encoder's users pool from `last_hidden_state`), else over
+  the tokens or frames of [N, L, H] (an image transformer's patches, an audio encoder's frames) or the positions
+  of a feature map [N, C, H, W] (a convolutional backbone's global average pool).
 
 Token outputs ([N, L, ...]) of a model fed an attention mask are compared on the real tokens only (`add(...,
 token_mask=)`): what a model computes at padded positions is never read, and counting it made an encoder's
@@ -94,9 +96,13 @@ class Fidelity:
             self.bins_agreeing += (on == reference_on).sum().item()
             self.overlap += (rows * reference_rows).sum().item()
             self.energy += rows.pow(2).sum().item() + reference_rows.pow(2).sum().item()
-        if self.kind == "embeddings" or (self.kind == "hidden_states" and real is not None):
+        if self.kind == "embeddings" or (self.kind == "hidden_states" and output.dim() in (3, 4)):
             if real is not None and output.dim() == 3:  # the sentence vectors: mean over the real tokens
                 flat, flat_reference = pool(output, real, "mean"), pool(reference, real, "mean")
+            elif self.kind == "hidden_states":  # an image's or utterance's vector: the mean over its tokens,
+                # frames or (a feature map [N, C, H, W]) positions, as a global average pool reads it
+                dims = (1,) if output.dim() == 3 else (2, 3)
+                flat, flat_reference = output.mean(dims), reference.mean(dims)
             room = MAX_SIMILARITY_EXAMPLES - sum(len(e) for e in self.embeddings)
             if room > 0:
                 self.embeddings.append(flat[:room])

@@ -1,7 +1,9 @@
 """Image and audio models uploaded as Hugging Face folders (tasks `image-classification`: ViT, DeiT, Swin,
 ResNet, ConvNeXt, MobileNet, EfficientNet, ...; `audio-classification`: wav2vec2, HuBERT, WavLM, AST, Whisper,
-...; `speech-recognition`: the CTC recognizers Wav2Vec2ForCTC, HubertForCTC, ParakeetForCTC, ...), run through
-the ordinary `.pt2` pipeline on an `.npz` of their input.
+...; `speech-recognition`: the CTC recognizers Wav2Vec2ForCTC, HubertForCTC, ParakeetForCTC, ...; and
+`image-feature-extraction` / `audio-feature-extraction`: the base models' features, Dinov2Model, ViTModel,
+ConvNextModel, Wav2Vec2Model, HubertModel, ...), run through the ordinary `.pt2` pipeline on an `.npz` of their
+input.
 
 The folder's model is exported with its one input (`pixel_values` [batch, channels, height, width]; a waveform's
 `input_values` [batch, samples]; AST's and Whisper's spectrogram features) and a dynamic batch, from the dataset's
@@ -23,10 +25,11 @@ import torch.nn.functional as F
 
 from compression.archive.errors import InvalidUpload
 from compression.archive.hf_architectures import (
+    FEATURE_TASKS,
     IMAGE_TASKS,
-    SPEECH_LABELS,
     TRANSCRIPTS_NEED_A_TOKENIZER,
     one_shape_problem,
+    unlabelled_task_problem,
 )
 from compression.archive.hf_folder import CHANNEL_WAVEFORMS, SPECTROGRAM_INPUTS, HFFolder, image_input_shape
 from compression.archive.npz import LABEL_ARRAY, NOT_INPUTS, TRANSCRIPT_ARRAY, array_shapes
@@ -100,12 +103,12 @@ def _at_size(name: str, pixels: np.ndarray, scaling: PixelScaling, channels: int
 def prepared_dataset(folder: HFFolder, dataset_path: Path, workdir: Path) -> Path:
     """The `.npz` the folder's job runs on: uint8 images scaled, waveforms normalized as the folder's processor
     says; spectrogram features and pixel values as they are."""
-    if folder.task == "speech-recognition":
+    if folder.task == "speech-recognition" or folder.task in FEATURE_TASKS:
         with np.load(dataset_path, allow_pickle=False) as arrays:
             labels = sorted(name for name in arrays.files if name.endswith(f".{LABEL_ARRAY}"))
             transcripts = sorted(name for name in arrays.files if name.endswith(f".{TRANSCRIPT_ARRAY}"))
         if labels:
-            raise InvalidUpload(SPEECH_LABELS.format(labels=labels))
+            raise InvalidUpload(unlabelled_task_problem(folder.task, labels))
         if transcripts and not folder.has_tokenizer:
             raise InvalidUpload(TRANSCRIPTS_NEED_A_TOKENIZER.format(arrays=transcripts))
     if folder.task in IMAGE_TASKS:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from compression.archive.errors import InvalidUpload
-from compression.archive.hf_architectures import ARRAY_TASKS
+from compression.archive.hf_architectures import ARRAY_TASKS, FEATURE_TASKS
 from compression.archive.jsonl import (
     ANSWERS_NEED_A_READER,
     ANSWERS_NOT_READ,
@@ -112,49 +112,48 @@ class _SpanLogits(torch.nn.Module):
         return torch.stack([output.start_logits, output.end_logits], dim=1)
 
 
-class _ArrayLogits(torch.nn.Module):
+class _ArrayModel(torch.nn.Module):
     """An image or audio model with its one array input (named by each subclass's `forward`, as the program's
-    input is) and its logits as the output (a classifier's classes; a CTC recognizer's vocabulary per frame).
-    Holds the model as `model`, as `_TensorOutput` does, so the program's names are the folder's. The program
-    takes float32; a half-precision model gets its own dtype (a bfloat16 ResNet's convolutions refused float32
-    pixels; ViT's embeddings cast them themselves)."""
+    input is) and one output: its logits (a classifier's classes; a CTC recognizer's vocabulary per frame), or a
+    base model's features (`last_hidden_state`). Holds the model as `model`, as `_TensorOutput` does, so the
+    program's names are the folder's. The program takes float32; a half-precision model gets its own dtype (a
+    bfloat16 ResNet's convolutions refused float32 pixels; ViT's embeddings cast them themselves)."""
 
-    output = "logits"
     pooling = None
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, output: str = "logits"):
         super().__init__()
-        self.model = model
+        self.model, self.output = model, output
 
-    def logits(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        return self.model(**{name: value.to(self.model.dtype)}, return_dict=True).logits
+    def run(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model(**{name: value.to(self.model.dtype)}, return_dict=True), self.output)
 
 
-class _PixelLogits(_ArrayLogits):
-    """An image classifier (ViT, ResNet, ConvNeXt, ...): the processor's `pixel_values` [batch, channels, height,
-    width]."""
+class _PixelModel(_ArrayModel):
+    """An image model (ViT, DINOv2, ResNet, ConvNeXt, ...): the processor's `pixel_values` [batch, channels,
+    height, width]."""
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.logits("pixel_values", pixel_values)
+        return self.run("pixel_values", pixel_values)
 
 
-class _WaveformLogits(_ArrayLogits):
-    """An audio classifier of the waveform (wav2vec2, HuBERT, WavLM, ...): `input_values` [batch, samples]; or
-    AST, whose `input_values` are its filter-bank frames [batch, frames, mel bins]."""
+class _WaveformModel(_ArrayModel):
+    """An audio model of the waveform (wav2vec2, HuBERT, WavLM, ...): `input_values` [batch, samples]; or AST,
+    whose `input_values` are its filter-bank frames [batch, frames, mel bins]."""
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
-        return self.logits("input_values", input_values)
+        return self.run("input_values", input_values)
 
 
-class _FeatureLogits(_ArrayLogits):
-    """An audio classifier of spectrogram features named `input_features` (Whisper [batch, mel bins, frames],
-    w2v-BERT)."""
+class _SpectrogramModel(_ArrayModel):
+    """An audio model of spectrogram features named `input_features` (Whisper [batch, mel bins, frames],
+    w2v-BERT, Parakeet)."""
 
     def forward(self, input_features: torch.Tensor) -> torch.Tensor:
-        return self.logits("input_features", input_features)
+        return self.run("input_features", input_features)
 
 
-ARRAY_WRAPPERS = {"pixel_values": _PixelLogits, "input_values": _WaveformLogits, "input_features": _FeatureLogits}
+ARRAY_WRAPPERS = {"pixel_values": _PixelModel, "input_values": _WaveformModel, "input_features": _SpectrogramModel}
 
 
 def _reads_last_eos(model: torch.nn.Module) -> bool:
@@ -164,7 +163,7 @@ def _reads_last_eos(model: torch.nn.Module) -> bool:
 
 
 def auto_class(task: str):
-    """transformers' Auto class that builds a model for `task` (AutoModel: feature-extraction)."""
+    """transformers' Auto class that builds a model for `task` (AutoModel: the feature tasks)."""
     import transformers
 
     if task == "causal-lm":  # an image-text model's too (`compression.causal_lm_class`)
@@ -212,7 +211,7 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         if wrapper is None:
             raise ValueError(f"this {model.config.model_type} model takes '{model.main_input_name}', not "
                              f"one of {sorted(ARRAY_WRAPPERS)}; export it yourself and upload the .pt2")
-        return wrapper(model).eval()
+        return wrapper(model, "last_hidden_state" if task in FEATURE_TASKS else "logits").eval()
     if "decoder_input_ids" in inspect.signature(model.forward).parameters and hasattr(model, "get_encoder"):
         # (Funnel's `decoder` reads no decoder inputs: it upsamples the pooled encoder's features into the output.)
         # T5, BART, ...: the features are the encoder's (what T5EncoderModel and sentence-T5 compute); the whole

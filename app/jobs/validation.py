@@ -6,10 +6,11 @@ from app.core.errors import InvalidInput
 from compression.archive.hf_architectures import (
     ARRAY_TASKS,
     AUDIO_TASKS,
+    FEATURE_TASKS,
     IMAGE_TASKS,
-    SPEECH_LABELS,
     TRANSCRIPTS_NEED_A_TOKENIZER,
     one_shape_problem,
+    unlabelled_task_problem,
 )
 from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
 from compression.archive.npz import IGNORED_LABEL, TRANSCRIPT_ARRAY, is_multi_hot
@@ -206,12 +207,13 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
             what = ("uint8 images, or the pixel_values its image processor makes"
                     if task in IMAGE_TASKS else "the waveforms at its feature extractor's sampling rate, or the "
                     "spectrogram features a spectrogram model takes")
-            labels = "" if task == "speech-recognition" else "; <split>.y labels where known"
-            problems.append(f"{'a' if task == 'speech-recognition' else 'an'} {task} folder takes an .npz per split "
+            unlabelled = task == "speech-recognition" or task in FEATURE_TASKS
+            labels = "" if unlabelled else "; <split>.y labels where known"
+            problems.append(f"{'an' if task[0] in 'aeiou' else 'a'} {task} folder takes an .npz per split "
                             f"(<split>.x: {what}{labels}), not text")
         labelled = sorted(split for split in manifest.splits if manifest.has_labels(split))
-        if task == "speech-recognition" and labelled:
-            problems.append(SPEECH_LABELS.format(labels=[f"{split}.y" for split in labelled]))
+        if (task == "speech-recognition" or task in FEATURE_TASKS) and labelled:
+            problems.append(unlabelled_task_problem(task, [f"{split}.y" for split in labelled]))
         transcribed = [f"{split}.{TRANSCRIPT_ARRAY}" for split, arrays in sorted(manifest.splits.items())
                        if TRANSCRIPT_ARRAY in arrays]
         if task == "speech-recognition" and transcribed and not folder.get("has_tokenizer"):

@@ -22,19 +22,42 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  # a CTC speech recognizer (Wav2Vec2ForCTC, HubertForCTC, ParakeetForCTC): logits over its
                  # characters or word pieces at every audio frame
                  "speech-recognition": "MODEL_FOR_CTC_MAPPING_NAMES",
-                 "causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"}
+                 "causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+                 # the base model of an image or audio encoder (Dinov2Model, ViTModel, ConvNextModel; Wav2Vec2Model,
+                 # HubertModel): its features (`last_hidden_state`) for an .npz of images or waveforms, what
+                 # transformers' image-feature-extraction pipeline gives (`array_feature_types` picks the types)
+                 "image-feature-extraction": "MODEL_MAPPING_NAMES",
+                 "audio-feature-extraction": "MODEL_MAPPING_NAMES"}
 IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "image-classification",
               "audio-classification", "speech-recognition")
 # Tasks whose model reads images (`pixel_values`) or audio (a waveform's `input_values`, or the spectrogram
 # features of AST and Whisper) from an .npz, instead of text tokenized from a .jsonl.
-IMAGE_TASKS = ("image-classification",)
-AUDIO_TASKS = ("audio-classification", "speech-recognition")
+IMAGE_TASKS = ("image-classification", "image-feature-extraction")
+AUDIO_TASKS = ("audio-classification", "speech-recognition", "audio-feature-extraction")
 ARRAY_TASKS = IMAGE_TASKS + AUDIO_TASKS
+# Tasks whose output is the base model's features, with no head and no classes.
+FEATURE_TASKS = ("feature-extraction", "image-feature-extraction", "audio-feature-extraction")
+# The array feature task of a base model that reads images or audio, by what `non_text_input` says it reads.
+ARRAY_FEATURE_TASK = {"images (pixel_values)": "image-feature-extraction",
+                      "audio (input_values or input_features)": "audio-feature-extraction"}
 SPEECH_LABELS = ("a speech-recognition job is measured against the original model's transcripts, and class labels "
                  "mean nothing for it; remove {labels} from the .npz (reference transcripts go in "
                  "'<split>.transcript', one string per example)")
+FEATURES_HAVE_NO_LABELS = ("an {task} job compares the compressed model's features with the original's, and class "
+                           "labels mean nothing for features; remove {labels} from the .npz, or upload a checkpoint "
+                           "saved with its classification head (task {head})")
+
+
+def unlabelled_task_problem(task: str, labels: list[str]) -> str:
+    """Why an .npz's class `labels` (array names) cannot go with `task`, a task whose output has no classes."""
+    if task == "speech-recognition":
+        return SPEECH_LABELS.format(labels=labels)
+    head = "image-classification" if task in IMAGE_TASKS else "audio-classification"
+    return FEATURES_HAVE_NO_LABELS.format(task=task, labels=labels, head=head)
+
+
 def one_shape_problem(shapes: dict[str, list]) -> str | None:
     """Why the splits' input shapes (split -> each input's shape after the batch) cannot feed one image or audio
     folder's program, which is exported at the shape of the dataset's rows with its batch alone dynamic; None when
@@ -74,6 +97,8 @@ def model_types_by_task() -> dict[str, dict[str, str]]:
     if missing:
         raise RuntimeError(f"transformers' modeling_auto.py no longer defines the mappings for {sorted(missing)}")
     tables = {task: mappings[name] for task, name in TASK_MAPPINGS.items()}
+    for task in ARRAY_FEATURE_TASK.values():
+        tables[task] = array_feature_types(task)
     # An image-text model transformers builds only as image-text-to-text (Mistral 3, Qwen2.5-VL, LLaVA) is a
     # causal LM for text (`compression.causal_lm_class`).
     image_text = mappings.get(IMAGE_TEXT_TO_TEXT, {})
@@ -99,6 +124,28 @@ def _mappings() -> dict[str, dict[str, str]]:
                 continue  # not a literal: no mapping the checks read
             found[name] = {key: value if isinstance(value, str) else value[0] for key, value in pairs}
     return found
+
+
+def array_feature_types(task: str) -> dict[str, str]:
+    """The base models an image or audio feature task runs: {model_type: class name} of MODEL_MAPPING_NAMES whose
+    type reads images (or audio), not text. Images: only where that class is also the one transformers lists for
+    images alone (MODEL_FOR_IMAGE_MAPPING_NAMES: a dual encoder such as CLIP needs text too, SAM its prompts) and
+    the model reads single images (a video model's pixel_values are clips). Audio: the encoders transformers also
+    builds with a classification, CTC or x-vector head (a sequence-to-sequence recognizer's base model needs the
+    decoder's inputs too)."""
+    mappings = _mappings()
+    reads = next(what for what, name in ARRAY_FEATURE_TASK.items() if name == task)
+    if task == "image-feature-extraction":
+        alone = mappings.get("MODEL_FOR_IMAGE_MAPPING_NAMES", {})
+        video = {model_type for name, table in mappings.items() if "VIDEO" in name for model_type in table}
+        kept = {model_type for model_type, name in alone.items() if model_type not in video}
+    else:
+        kept = {model_type for name in ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_CTC_MAPPING_NAMES",
+                                        "MODEL_FOR_AUDIO_XVECTOR_MAPPING_NAMES")
+                for model_type in mappings.get(name, {})}
+    return {model_type: name for model_type, name in mappings["MODEL_MAPPING_NAMES"].items()
+            if model_type in kept and non_text_input(model_type) == reads
+            and (task != "image-feature-extraction" or mappings["MODEL_FOR_IMAGE_MAPPING_NAMES"][model_type] == name)}
 
 
 def non_text_input(model_type: str) -> str | None:

@@ -29,8 +29,10 @@ from compression.archive.errors import InvalidUpload
 from compression.archive.folder import FolderArchive
 from compression.archive.gpt2_names import opt_module_names, rewritten_as_opt
 from compression.archive.hf_architectures import (
+    ARRAY_FEATURE_TASK,
     ARRAY_TASKS,
     AUDIO_TASKS,
+    FEATURE_TASKS,
     HEAD_TASKS,
     IMAGE_TASKS,
     TASKS,
@@ -129,6 +131,8 @@ class HFFolder:
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
         elif self.task == "speech-recognition":  # CTC logits over the vocabulary at each audio frame
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
+        elif self.task in ARRAY_FEATURE_TASK.values():  # the base model's features, whose shape the config tells
+            output = {"name": "last_hidden_state", "shape": feature_map_shape(config), "dtype": "float32"}
         elif self.task in ("sequence-classification", *ARRAY_TASKS):
             labels = class_count(config)
             output = {"name": "logits", "shape": [None, labels], "dtype": "float32"}
@@ -282,6 +286,17 @@ def learned_positions(config: dict, shapes: list[list[int]]) -> int | None:
         return None
     rows = {shape[0] for shape in shapes if len(shape) == 2 and shape[0] != config.get("vocab_size")}
     return positions if any(positions <= count <= positions + 2 for count in rows) else None
+
+
+def feature_map_shape(config: dict) -> list:
+    """The shape of an image or audio base model's `last_hidden_state` as its config tells it: a transformer's
+    vectors [batch, tokens (or frames), hidden_size]; a convolutional network's (config `hidden_sizes`, one per
+    stage) feature map [batch, channels of the last stage, height, width]. The sizes a config does not give stay
+    None; the worker measures the output itself."""
+    stages = config.get("hidden_sizes")
+    if isinstance(stages, list) and stages and isinstance(stages[-1], int):
+        return [None, stages[-1], None, None]
+    return [None, None, _hidden_size(config)]
 
 
 def _hidden_size(config: dict) -> int | None:
@@ -446,12 +461,20 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
     _check_float_weights(config)
     saved_for = next((t for t in map(task_of_architecture, architectures) if t), None)
     reads = non_text_input(model_type)
+    features = ARRAY_FEATURE_TASK.get(reads)
+    if features is not None and model_type in tables[features] and task in (None, "feature-extraction") \
+            and (task is not None or saved_for in (None, "feature-extraction")):
+        # A base image or audio model (Dinov2Model, Wav2Vec2Model): its features are what it is used for, read
+        # from an .npz of images or waveforms; "feature-extraction" of it means the same.
+        task = features
+    if features is not None and model_type in tables[features] and saved_for == "feature-extraction":
+        saved_for = features  # what its weights can do, said in the refusal of a head they lack
     if reads is not None and (task or saved_for) not in ARRAY_TASKS:
         heads = [name for name in ARRAY_TASKS if model_type in tables[name]]
         raise InvalidUpload(f"model_type '{model_type}' reads {reads}, not text: a Hugging Face folder is read as a "
                             "text model (its tokenizer turns a .jsonl dataset into its inputs)"
-                            + (f" or with a trained head (task {' or '.join(heads)}: upload a checkpoint saved "
-                               "with that head, and an .npz of its input)" if heads else "")
+                            + (f" or as an image or audio model (task {' or '.join(heads)}, with an .npz of its "
+                               "input)" if heads else "")
                             + "; or export this model with torch.export and upload the .pt2, with an .npz of the "
                             "arrays it takes")
     if task is None:
@@ -469,13 +492,13 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
         raise InvalidUpload(f"transformers has no {task} model for model_type '{model_type}'; choose a task it "
                             f"can do ({[t for t in TASKS if model_type in tables[t]]})")
     # A head checkpoint can serve as its base model, but a head the weights lack would be random.
-    if task != "feature-extraction" and saved_for is not None and saved_for != task:
+    if task not in FEATURE_TASKS and saved_for is not None and saved_for != task:
         raise InvalidUpload(f"the weights were saved for {saved_for} ({architectures[0]}), which has no trained "
                             f"{task} head; upload a checkpoint saved for {task} or choose task '{saved_for}'")
     if task in HEAD_TASKS and architectures and saved_for != task:
+        base = ARRAY_FEATURE_TASK.get(reads, "feature-extraction")
         raise InvalidUpload(f"the weights were saved as {architectures[0]}, which has no trained {task} head (it "
-                            f"would start random); upload a checkpoint saved for {task} or choose task "
-                            "'feature-extraction'")
+                            f"would start random); upload a checkpoint saved for {task} or choose task '{base}'")
     return model_type, task, architectures, saved_for
 
 

@@ -17,7 +17,7 @@ import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.gpt2_names import CONV1D_DECODERS
-from compression.archive.hf_architectures import ARRAY_TASKS
+from compression.archive.hf_architectures import ARRAY_FEATURE_TASK, ARRAY_TASKS
 from compression.archive.hf_folder import REGRESSION_PROBLEM, class_count, learned_positions, read_hf_folder
 from compression.archive.jsonl import PAIRS_NOT_FOR_CAUSAL_LM, read_jsonl
 from compression.context import RunContext
@@ -325,6 +325,9 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # Start and end logits over the tokens, stacked (distributions over positions), or a causal LM's or CTC
         # recognizer's logits over its vocabulary at each position: the detector could take them for hidden states.
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
+    if task in ARRAY_FEATURE_TASK.values() and evaluation.output_kind is None:
+        # A base model's features: the detector would take a last layer that ends in a linear for logits.
+        evaluation = evaluation.model_copy(update={"output_kind": "hidden_states"})
     rewritten = None
     if task in ARRAY_TASKS:
         evaluation = evaluation.declared_by_head(folder.signature()["hf"]["classes"])

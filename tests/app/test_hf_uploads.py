@@ -435,9 +435,12 @@ def test_an_image_classifier_folder_takes_images_at_its_size(api, auth, tmp_path
     bare = _upload(api, auth, "models", "resnet.zip", zip_bytes(image_folder(tmp_path / "resnet", "resnet",
                                                                              processor=None)))
     assert bare.status_code == 201, bare.text
+    # A base model (ViTModel) is an image feature extractor: unlabelled images, its features compared.
     encoder = _upload(api, auth, "models", "vitmodel.zip", zip_bytes(image_folder(tmp_path / "base",
                                                                                 feature_extraction=True)))
-    assert encoder.status_code == 422 and "task image-classification" in encoder.text, encoder.text
+    assert encoder.status_code == 201 and encoder.json()["task"] == "image-feature-extraction", encoder.text
+    assert encoder.json()["signature"]["outputs"] == [{"name": "last_hidden_state", "shape": [None, None, 32],
+                                                       "dtype": "float32"}]
 
     def dataset(name: str, pixels: np.ndarray) -> dict:
         return _array_dataset(api, auth, name, pixels, classes=4)
@@ -448,6 +451,8 @@ def test_an_image_classifier_folder_takes_images_at_its_size(api, auth, tmp_path
     text = _upload(api, auth, "datasets", "text.jsonl", jsonl_bytes({"train": CORPUS[:4]})).json()
     assert _job(api, auth, vit.json(), images, [{"method": "ptq"}])[0] == 201
     assert _job(api, auth, vit.json(), values, [{"method": "ptq"}])[0] == 201
+    unlabelled = _array_dataset(api, auth, "unlabelled", rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), None)
+    assert _job(api, auth, encoder.json(), unlabelled, [{"method": "ptq"}])[0] == 201
     # A processor that resizes to the model's size takes images of any size (resized in the worker).
     sized = _upload(api, auth, "models", "sized.zip", zip_bytes(image_folder(
         tmp_path / "sized", processor={**VIT_PROCESSOR, "size": {"height": 32, "width": 32}})))
@@ -460,6 +465,10 @@ def test_an_image_classifier_folder_takes_images_at_its_size(api, auth, tmp_path
          "uint8 images for this model are [N, H, W, 3] or [N, 3, H, W]"),
         (vit.json(), text, "an image-classification folder takes an .npz per split (<split>.x: uint8 images"),
         (bare.json(), images, "holds uint8 images, but the model folder has no preprocessor_config.json"),
+        (encoder.json(), images, "an image-feature-extraction job compares the compressed model's features with "
+                                 "the original's, and class labels mean nothing for features; remove ['val.y']"),
+        (encoder.json(), text, "an image-feature-extraction folder takes an .npz per split (<split>.x: uint8 "
+                               "images, or the pixel_values its image processor makes), not text"),
     ]:
         status, response = _job(api, auth, model_json, data, [{"method": "ptq"}])
         assert status == 422 and expected in response, response

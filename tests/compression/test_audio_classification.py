@@ -81,8 +81,9 @@ def test_waveforms_are_normalized_as_the_feature_extractor_says(tmp_path):
 
 
 def test_a_checkpoint_without_the_classification_head_is_refused_with_the_way_in(tmp_path):
-    """A text model is no audio classifier; a base wav2vec2 (no head) is told the tasks with a head it could be
-    uploaded for; a CTC recognizer is a speech-recognition folder, whose head classifies no audio."""
+    """A text model is no audio classifier; a base wav2vec2 (no head) is an audio feature extractor, and as a
+    classifier it is told the task it can do; a CTC recognizer is a speech-recognition folder, whose head
+    classifies no audio."""
     import json
 
     from transformers import Wav2Vec2Config, Wav2Vec2Model
@@ -93,9 +94,12 @@ def test_a_checkpoint_without_the_classification_head_is_refused_with_the_way_in
         read_hf_folder(text, task="audio-classification")
     Wav2Vec2Model(Wav2Vec2Config(**AUDIO_CONFIGS["wav2vec2"])).save_pretrained(tmp_path / "base")
     (tmp_path / "base.zip").write_bytes(zip_bytes(tmp_path / "base"))
-    with pytest.raises(InvalidUpload, match="or with a trained head \\(task audio-classification or "
-                                            "speech-recognition: upload a checkpoint saved with that head"):
-        read_hf_folder(tmp_path / "base.zip")
+    assert read_hf_folder(tmp_path / "base.zip").task == "audio-feature-extraction"  # its features
+    with pytest.raises(InvalidUpload, match="the weights were saved for audio-feature-extraction \\(Wav2Vec2Model\\), "
+                                            "which has no trained audio-classification head; upload a checkpoint "
+                                            "saved for audio-classification or choose task "
+                                            "'audio-feature-extraction'"):
+        read_hf_folder(tmp_path / "base.zip", task="audio-classification")
 
     folder = audio_folder(tmp_path / "ctc", "wav2vec2", CLASSES)
     config = json.loads((folder / "config.json").read_text())

@@ -153,10 +153,11 @@ def test_token_outputs_are_compared_on_real_tokens_and_pooled_for_rank_agreement
     assert same_tokens["cosine"] == pytest.approx(1.0, abs=1e-6) and same_tokens["mse"] == pytest.approx(0.0)
     assert same_tokens["similarity_spearman"] == pytest.approx(1.0, abs=1e-6)
 
-    # Without the mask input, the padded positions count (what every job reported before).
+    # Without the mask input, the padded positions count (what every job reported before), in the pooled vectors
+    # too (the mean over every position, as for an image's tokens).
     unmasked = Dataset.from_arrays({"val.ids": ids.numpy(), "val.m": mask.numpy()}, ["ids", "m"]).split("val")
     counted = evaluate(noisy_pads, unmasked, reference, batch_size=8, output_kind="hidden_states")
-    assert counted["cosine"] < 0.9 and "similarity_spearman" not in counted
+    assert counted["cosine"] < 0.9 and counted["similarity_spearman"] < 0.9
 
     # A difference at real tokens is still seen.
     changed = _TokenStates(pad_noise=0.0).eval()
