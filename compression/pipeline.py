@@ -42,6 +42,7 @@ from compression.methods import apply_stage
 from compression.modes import eval_mode, evaluating
 from compression.output_kind import detect_output_kind
 from compression.ptq.addmm_linear import weight_products_as_linear
+from compression.ptq.string_padding import even_conv_padding_in_place
 from compression.quality import QualityBudgetExceeded, quality_warnings
 from compression.result import Artifact
 from compression.specs.common import EvaluationSpec
@@ -128,6 +129,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     reference = eval_mode(program.module())
     tie_shared_parameters(reference)  # else every stage's program stores a tied table twice
     weight_products_as_linear(reference)  # Falcon's `x @ W.T` layers: linear layers for every method
+    even_conv_padding_in_place(reference)  # EfficientNet's padding="same" convs: conv layers for every method
     with evaluating(reference), torch.no_grad():
         first_output = output_tensor(reference(*example_inputs))
     # Each evaluation batch, and each kept output of the upload, at most MAX_EVALUATION_OUTPUT_BYTES of float32.

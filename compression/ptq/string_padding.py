@@ -29,7 +29,17 @@ def numeric_conv_padding(graph: fx.GraphModule) -> int:
                for source, numeric in NUMERIC_OVERLOAD.items())
 
 
-def _numeric(node: fx.Node, numeric) -> fx.Node | None:
+def even_conv_padding_in_place(graph: fx.GraphModule) -> int:
+    """Rewrite, in place, every string-padded conv whose padding is the same on both sides of each axis (every
+    "valid" one, and "same" with odd kernels: EfficientNet's depthwise 3x3 and 5x5) as the numeric conv, keeping
+    the traced output of the node it replaces, so that the graph runs and is analysed without a re-export; returns
+    how many. Every method's layer search (weight-only, QAT, iPQ, pruning) knows the numeric convs only: a model
+    whose convolutions are all string-padded (transformers' EfficientNet) had no layer for them to compress."""
+    return sum(rewrite_calls(graph, source, lambda graph, node, numeric=numeric: _numeric(node, numeric, True))
+               for source, numeric in NUMERIC_OVERLOAD.items())
+
+
+def _numeric(node: fx.Node, numeric, even_only: bool = False) -> fx.Node | None:
     inputs, weight, bias, stride, padding, dilation, groups = conv_arguments(node, numeric)
     if not isinstance(padding, str):
         padding = "valid"  # the overload's default, which conv_arguments fills in as the numeric one's
@@ -40,6 +50,8 @@ def _numeric(node: fx.Node, numeric) -> fx.Node | None:
     dilation = list(dilation) * len(kernel) if len(list(dilation)) == 1 else list(dilation)
     totals = [0] * len(kernel) if padding == "valid" else [d * (k - 1) for d, k in zip(dilation, kernel)]
     before, extra = [total // 2 for total in totals], [total % 2 for total in totals]
+    if even_only and any(extra):
+        return None  # its extra pad element would be a node with no traced shape
     with node.graph.inserting_before(node):
         if any(extra):
             # constant_pad_nd lists (before, after) pairs from the last axis: the extra element goes after.
@@ -53,4 +65,6 @@ def _numeric(node: fx.Node, numeric) -> fx.Node | None:
         conv.meta["nn_module_stack"] = dict(stack)
         if any(extra):
             inputs.meta["nn_module_stack"] = dict(list(stack.items())[:-1])
+    if even_only:  # the same output as the string-padded call's
+        conv.meta.update({key: node.meta[key] for key in ("val", "tensor_meta", "stack_trace") if key in node.meta})
     return conv
