@@ -40,7 +40,13 @@ from pathlib import Path
 
 import torch
 
-from compression.archive.hf_architectures import ARRAY_TASKS, AUDIO_TASKS, IMAGE_TASKS, model_types_by_task
+from compression.archive.hf_architectures import (
+    ARRAY_TASKS,
+    AUDIO_TASKS,
+    IMAGE_TASKS,
+    image_text_encoder,
+    model_types_by_task,
+)
 from compression.archive.hf_folder import read_hf_folder
 from compression.context import RunContext
 from compression.llm.pipeline import run_folder_pipeline
@@ -288,6 +294,17 @@ SHRUNK_WHERE_PRESENT = {
 IMAGE_SIZE = 32
 VISION_TRANSFORMER = {"image_size": IMAGE_SIZE, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
                       "num_attention_heads": 2, "intermediate_size": 64}
+# The image-text dual encoders (task image-feature-extraction: their image embedding), each with a tiny vision
+# transformer and text tower unless listed; ALIGN's vision tower is an EfficientNet.
+IMAGE_TEXT_ENCODERS = ("clip", "siglip", "siglip2", "align", "altclip", "chinese_clip", "metaclip_2", "clipseg",
+                       "tipsv2")
+TEXT_TOWER = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 64, "max_position_embeddings": 64}
+IMAGE_TEXT_SPECIFIC = {
+    "clip": {"vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER, "projection_dim": 16},
+    "align": {"vision_config": {"image_size": IMAGE_SIZE, "width_coefficient": 0.1, "depth_coefficient": 0.1,
+                                "hidden_dim": 64}, "text_config": TEXT_TOWER, "projection_dim": 16},
+}
 IMAGE_SPECIFIC = {
     "vit": VISION_TRANSFORMER,
     "deit": VISION_TRANSFORMER,
@@ -459,6 +476,11 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
     if task == "speech-recognition":
         config = AutoConfig.for_model(model_type, **{"vocab_size": len(CTC_VOCAB), "pad_token_id": 0,
                                                      **AUDIO_SPECIFIC.get(model_type, {})})
+        torch.manual_seed(seed)
+        return auto_class(task).from_config(config).eval()
+    if task == "image-feature-extraction" and image_text_encoder(model_type):  # CLIP's kin: two tiny towers
+        config = AutoConfig.for_model(model_type, **IMAGE_TEXT_SPECIFIC.get(model_type, {
+            "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
     if task in ("image-classification", "image-feature-extraction"):
@@ -650,6 +672,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     shipped = model_types_by_task()
     # Image and audio classifiers only when asked for (the default run sweeps the text models).
     images = IMAGE_CLASSIFIERS if set(only_tasks or ()) & set(IMAGE_TASKS) else ()
+    images += IMAGE_TEXT_ENCODERS if "image-feature-extraction" in (only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     speech = SPEECH_RECOGNIZERS if only_tasks and "speech-recognition" in only_tasks else ()
     for model_type in types or list(dict.fromkeys(ENCODERS + DECODERS + images + sounds + speech)):

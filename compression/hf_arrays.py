@@ -193,5 +193,8 @@ def array_folder_to_program(folder: Path, task: str, dataset_path: Path, split: 
     from compression.io import save_program
 
     example = array_rows(dataset_path, split, task, EXAMPLE_ROWS)
-    save_program(model_program(load_folder_model(folder, task), example), program_path)
+    model = load_folder_model(folder, task)
+    if hasattr(model, "without_text_tower"):  # an image-text dual encoder read for its image embedding
+        model.without_text_tower(example)
+    save_program(model_program(model, example), program_path)
     return example

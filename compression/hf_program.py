@@ -21,7 +21,12 @@ import numpy as np
 import torch
 
 from compression.archive.errors import InvalidUpload
-from compression.archive.hf_architectures import ARRAY_TASKS, FEATURE_TASKS
+from compression.archive.hf_architectures import (
+    ARRAY_TASKS,
+    FEATURE_TASKS,
+    IMAGE_EMBEDDING,
+    image_text_encoder,
+)
 from compression.archive.jsonl import (
     ANSWERS_NEED_A_READER,
     ANSWERS_NOT_READ,
@@ -153,6 +158,48 @@ class _SpectrogramModel(_ArrayModel):
         return self.run("input_features", input_features)
 
 
+class _ImageEmbedding(_PixelModel):
+    """An image-text dual encoder (CLIP, SigLIP, ALIGN, ...) read for its image embedding: `get_image_features`
+    ([batch, projection]: the vision tower's pooled output, projected where the model has a projection), the
+    vector a search over images, or against the text embeddings, compares. The text tower is not run."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__(model, IMAGE_EMBEDDING)
+
+    def run(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        features = self.model.get_image_features(**{name: value.to(self.model.dtype)}, return_dict=True)
+        return features if isinstance(features, torch.Tensor) else features.pooler_output
+
+    def without_text_tower(self, example: tuple[torch.Tensor, ...]) -> list[str]:
+        """Remove, in place, the model's parts the image embedding never reads (the text tower, its projection,
+        the logit scale), found by running `example`; returns their names. torch.export keeps every parameter of
+        the module in the program, read or not: a stage would prune or count the text tower's weights too (a
+        CLIP's pruned text embeddings were 70 % zeros in its folder). The folder written from a stage takes them
+        from the upload unchanged."""
+        called = set()
+        hooks = [child.register_forward_hook(lambda module, args, output, name=name: called.add(name))
+                 for name, child in self.model.named_children()]
+        try:
+            with torch.no_grad():
+                self(*example)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the user's architecture raises on images
+            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise ValueError(f"this {self.model.config.model_type} model ({type(self.model).__name__}) could not "
+                             f"compute its image embedding from pixel_values [batch, channels, height, width] "
+                             f"({type(exc).__name__}: {first_line}); export it yourself (torch.export.export) and "
+                             "upload the .pt2") from exc
+        finally:
+            for hook in hooks:
+                hook.remove()
+        unread = [name for name, _ in self.model.named_children() if name not in called]
+        unread += [name for name, _ in self.model.named_parameters(recurse=False)]
+        for name in unread:
+            delattr(self.model, name)
+        return unread
+
+
 ARRAY_WRAPPERS = {"pixel_values": _PixelModel, "input_values": _WaveformModel, "input_features": _SpectrogramModel}
 
 
@@ -206,6 +253,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _TensorOutput(model, "logits", options={"use_cache": False}).eval()
     if task == "question-answering":
         return _SpanLogits(model).eval()
+    if task == "image-feature-extraction" and image_text_encoder(model.config.model_type):
+        return _ImageEmbedding(model).eval()
     if task in ARRAY_TASKS:  # the model's one array input, by the name transformers' class gives it
         wrapper = ARRAY_WRAPPERS.get(model.main_input_name)
         if wrapper is None:

@@ -29,6 +29,8 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "image-feature-extraction": "MODEL_MAPPING_NAMES",
                  "audio-feature-extraction": "MODEL_MAPPING_NAMES"}
 IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
+IMAGE_TEXT_ENCODERS = "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"
+IMAGE_EMBEDDING = "image_embeds"  # the output of an image-text dual encoder's image-feature-extraction program
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "image-classification",
               "audio-classification", "speech-recognition")
@@ -128,24 +130,32 @@ def _mappings() -> dict[str, dict[str, str]]:
 
 def array_feature_types(task: str) -> dict[str, str]:
     """The base models an image or audio feature task runs: {model_type: class name} of MODEL_MAPPING_NAMES whose
-    type reads images (or audio), not text. Images: only where that class is also the one transformers lists for
-    images alone (MODEL_FOR_IMAGE_MAPPING_NAMES: a dual encoder such as CLIP needs text too, SAM its prompts) and
-    the model reads single images (a video model's pixel_values are clips). Audio: the encoders transformers also
-    builds with a classification, CTC or x-vector head (a sequence-to-sequence recognizer's base model needs the
-    decoder's inputs too)."""
+    type reads images (or audio), not text. Images: where that class is also the one transformers lists for
+    images alone (MODEL_FOR_IMAGE_MAPPING_NAMES), or for zero-shot image classification (an image-text dual
+    encoder such as CLIP or SigLIP, whose image embedding `get_image_features` computes: `image_text_encoder`),
+    for a model of single images (a video model's pixel_values are clips; SAM wants its prompts too). Audio: the
+    encoders transformers also builds with a classification, CTC or x-vector head (a sequence-to-sequence
+    recognizer's base model needs the decoder's inputs too)."""
     mappings = _mappings()
+    base = mappings["MODEL_MAPPING_NAMES"]
     reads = next(what for what, name in ARRAY_FEATURE_TASK.items() if name == task)
     if task == "image-feature-extraction":
-        alone = mappings.get("MODEL_FOR_IMAGE_MAPPING_NAMES", {})
         video = {model_type for name, table in mappings.items() if "VIDEO" in name for model_type in table}
-        kept = {model_type for model_type, name in alone.items() if model_type not in video}
+        kept = {model_type for name in ("MODEL_FOR_IMAGE_MAPPING_NAMES", IMAGE_TEXT_ENCODERS)
+                for model_type, class_name in mappings.get(name, {}).items()
+                if base.get(model_type) == class_name and model_type not in video}
     else:
         kept = {model_type for name in ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_CTC_MAPPING_NAMES",
                                         "MODEL_FOR_AUDIO_XVECTOR_MAPPING_NAMES")
                 for model_type in mappings.get(name, {})}
-    return {model_type: name for model_type, name in mappings["MODEL_MAPPING_NAMES"].items()
-            if model_type in kept and non_text_input(model_type) == reads
-            and (task != "image-feature-extraction" or mappings["MODEL_FOR_IMAGE_MAPPING_NAMES"][model_type] == name)}
+    return {model_type: name for model_type, name in base.items()
+            if model_type in kept and non_text_input(model_type) == reads}
+
+
+def image_text_encoder(model_type: str) -> bool:
+    """Whether the model_type is an image-text dual encoder (CLIP, SigLIP, ALIGN, ...): its image features are the
+    embedding `get_image_features` gives, in the space its text embeddings share."""
+    return model_type in _mappings().get(IMAGE_TEXT_ENCODERS, {})
 
 
 def non_text_input(model_type: str) -> str | None:

@@ -34,8 +34,10 @@ from compression.archive.hf_architectures import (
     AUDIO_TASKS,
     FEATURE_TASKS,
     HEAD_TASKS,
+    IMAGE_EMBEDDING,
     IMAGE_TASKS,
     TASKS,
+    image_text_encoder,
     model_types_by_task,
     non_text_input,
     task_of_architecture,
@@ -131,6 +133,9 @@ class HFFolder:
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
         elif self.task == "speech-recognition":  # CTC logits over the vocabulary at each audio frame
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
+        elif self.task == "image-feature-extraction" and image_text_encoder(self.model_type):
+            # CLIP's, SigLIP's image embedding, in the space the text embeddings share
+            output = {"name": IMAGE_EMBEDDING, "shape": [None, image_embedding_size(config)], "dtype": "float32"}
         elif self.task in ARRAY_FEATURE_TASK.values():  # the base model's features, whose shape the config tells
             output = {"name": "last_hidden_state", "shape": feature_map_shape(config), "dtype": "float32"}
         elif self.task in ("sequence-classification", *ARRAY_TASKS):
@@ -221,6 +226,7 @@ def image_input_shape(config: dict, processor: dict | None = None) -> list[int |
     says otherwise) and the size its image processor gives the model (`processed_size`), else the config's
     `image_size` (a ViT's patch grid and position table are built for it); a convolutional network (ResNet,
     ConvNeXt, ...) whose processor resizes by the shortest edge takes any size."""
+    config = {**(config.get("vision_config") or {}), **config}  # a dual encoder's (CLIP's) vision tower's
     channels = config.get("num_channels")
     size = processed_size(processor) if isinstance(processor, dict) else side_pair(config.get("image_size"))
     if size is NO_SIZE:
@@ -286,6 +292,15 @@ def learned_positions(config: dict, shapes: list[list[int]]) -> int | None:
         return None
     rows = {shape[0] for shape in shapes if len(shape) == 2 and shape[0] != config.get("vocab_size")}
     return positions if any(positions <= count <= positions + 2 for count in rows) else None
+
+
+def image_embedding_size(config: dict) -> int | None:
+    """The width of an image-text dual encoder's image embedding: its projection's (CLIP's `projection_dim`), else
+    the vision tower's hidden size (SigLIP, ALIGN: no projection)."""
+    if isinstance(config.get("projection_dim"), int):
+        return config["projection_dim"]
+    vision = config.get("vision_config")
+    return _hidden_size(vision) if isinstance(vision, dict) else None
 
 
 def feature_map_shape(config: dict) -> list:

@@ -17,7 +17,7 @@ import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.gpt2_names import CONV1D_DECODERS
-from compression.archive.hf_architectures import ARRAY_FEATURE_TASK, ARRAY_TASKS
+from compression.archive.hf_architectures import ARRAY_FEATURE_TASK, ARRAY_TASKS, IMAGE_EMBEDDING
 from compression.archive.hf_folder import REGRESSION_PROBLEM, class_count, learned_positions, read_hf_folder
 from compression.archive.jsonl import PAIRS_NOT_FOR_CAUSAL_LM, read_jsonl
 from compression.context import RunContext
@@ -326,8 +326,11 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # recognizer's logits over its vocabulary at each position: the detector could take them for hidden states.
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
     if task in ARRAY_FEATURE_TASK.values() and evaluation.output_kind is None:
-        # A base model's features: the detector would take a last layer that ends in a linear for logits.
-        evaluation = evaluation.model_copy(update={"output_kind": "hidden_states"})
+        # A base model's features, or a dual encoder's image embedding: the detector would take a last layer that
+        # ends in a linear (CLIP's projection) for logits.
+        embedding_output = folder.signature()["outputs"][0]["name"] == IMAGE_EMBEDDING
+        evaluation = evaluation.model_copy(update={"output_kind": "embeddings" if embedding_output
+                                                   else "hidden_states"})
     rewritten = None
     if task in ARRAY_TASKS:
         evaluation = evaluation.declared_by_head(folder.signature()["hf"]["classes"])

@@ -119,6 +119,43 @@ def test_an_audio_feature_job_runs_on_waveforms(wav2vec2_base, tmp_path):
     assert "similarity_spearman" in result.stages[0].metrics
 
 
+def test_a_dual_encoder_gives_its_image_embedding_and_keeps_its_text_tower(tmp_path):
+    """CLIP (and SigLIP, ALIGN, ...: transformers' zero-shot image classifiers) read for images: the program is
+    `get_image_features`, [batch, projection], judged as embeddings; the text tower is not in the program (a
+    stage pruned it too, 70 % of its token embeddings) and the stage's folder holds the upload's unchanged."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from compression.io import load_program
+
+    tower = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(vision_config={**tower, "image_size": 32, "patch_size": 8},
+                                text_config={**tower, "vocab_size": 100, "max_position_embeddings": 16},
+                                projection_dim=16)).eval()
+    clip.save_pretrained(tmp_path / "clip")
+    (tmp_path / "clip" / "preprocessor_config.json").write_text(json.dumps(VIT_PROCESSOR))
+    archive = _zip(tmp_path / "clip")
+    signature = read_hf_folder(archive).signature()
+    assert signature["hf"]["task"] == "image-feature-extraction"
+    assert signature["inputs"] == [{"name": "pixel_values", "shape": [None, 3, 32, 32], "dtype": "float32"}]
+    assert signature["outputs"] == [{"name": "image_embeds", "shape": [None, 16], "dtype": "float32"}]
+
+    result = run_folder_pipeline(archive, _images(tmp_path), None, [PruneSpec(sparsity=0.3)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    assert result.baseline["output_kind"] == "embeddings" and result.baseline["metric"] == "similarity_spearman"
+    program = load_program(tmp_path / "work" / "model.pt2")
+    assert not any("text" in name or "logit_scale" in name for name in program.state_dict)
+    [artifact] = [artifact for artifact in result.stages[0].artifacts if artifact.name == hf_folder.ARTIFACT_NAME]
+    loaded = hf_folder.load(artifact.path)
+    ids = torch.randint(0, 100, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded.get_text_features(input_ids=ids).pooler_output,
+                           clip.get_text_features(input_ids=ids).pooler_output)
+        pixels = torch.randn(2, 3, 32, 32)
+        pruned = loaded.get_image_features(pixel_values=pixels).pooler_output
+        assert not torch.equal(pruned, clip.get_image_features(pixel_values=pixels).pooler_output)
+
+
 def test_class_labels_for_features_are_refused_with_the_way_in(vit_base, tmp_path):
     with pytest.raises(InvalidUpload, match="class labels mean nothing for features; remove \\['val.y'\\] from the "
                                             ".npz, or upload a checkpoint saved with its classification head "

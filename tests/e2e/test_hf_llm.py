@@ -164,6 +164,39 @@ def test_an_image_classifier_folder_compresses_raw_images_through_a_worker(clien
     assert {"model.pt2", "model.hf_folder"} <= {artifact["kind"] for artifact in client.artifacts(job["id"])}
 
 
+def test_an_image_text_encoder_folder_gives_its_image_embedding_through_a_worker(client, tmp_path):
+    """A CLIP folder and unlabelled uint8 images, through HTTP and a real worker: task image-feature-extraction
+    read from its config, the image embedding int8 and judged by the rank agreement of its similarities, and the
+    whole model handed back as a folder (its text tower as uploaded)."""
+    import json
+
+    import numpy as np
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from tests.hf_folders import VIT_PROCESSOR
+
+    tower = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(vision_config={**tower, "image_size": 32, "patch_size": 8},
+                         text_config={**tower, "vocab_size": 100, "max_position_embeddings": 16},
+                         projection_dim=16)).save_pretrained(tmp_path / "clip")
+    (tmp_path / "clip" / "preprocessor_config.json").write_text(json.dumps(VIT_PROCESSOR))
+    (tmp_path / "clip.zip").write_bytes(zip_bytes(tmp_path / "clip"))
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "images.npz", **{"train.x": pixels[:24], "val.x": pixels[24:]})
+    model = client.upload_model(tmp_path / "clip.zip")
+    assert model.info["task"] == "image-feature-extraction"
+    dataset = client.upload_dataset(tmp_path / "images.npz")
+    spec = {"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
+            "stages": [{"method": "ptq", "calibration_samples": 16}]}
+    job = client.wait(client.submit_job(spec)["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    final = job["metrics"]["final"]
+    assert final["metric"] == "similarity_spearman" and final["cosine"] > 0.95 and final["hf_folder"]["written"]
+    assert {"model.pt2", "model.hf_folder"} <= {artifact["kind"] for artifact in client.artifacts(job["id"])}
+
+
 def test_a_ctc_speech_recognizer_folder_is_quantized_through_a_worker_and_its_folder_transcribes(client, tmp_path):
     """A Wav2Vec2ForCTC folder and an .npz of 16-bit PCM waveforms (as WAV files hold them) with reference
     transcripts, through HTTP and a real worker: int8 PTQ judged per frame, the transcripts' change and error rates
