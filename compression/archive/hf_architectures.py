@@ -145,9 +145,12 @@ def array_feature_types(task: str) -> dict[str, str]:
                 for model_type, class_name in mappings.get(name, {}).items()
                 if base.get(model_type) == class_name and model_type not in video}
     else:
-        kept = {model_type for name in ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_CTC_MAPPING_NAMES",
-                                        "MODEL_FOR_AUDIO_XVECTOR_MAPPING_NAMES")
-                for model_type in mappings.get(name, {})}
+        heads = [mappings.get(name, {}) for name in ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
+                                                     "MODEL_FOR_CTC_MAPPING_NAMES",
+                                                     "MODEL_FOR_AUDIO_XVECTOR_MAPPING_NAMES")]
+        # (Parakeet's, LASR's and Granite Speech's CTC types have no base model: AutoModel builds the CTC head.)
+        kept = {model_type for table in heads for model_type in table
+                if not any(head.get(model_type) == base.get(model_type) for head in heads)}
     return {model_type: name for model_type, name in base.items()
             if model_type in kept and non_text_input(model_type) == reads}
 

@@ -86,6 +86,21 @@ def test_base_image_and_audio_models_are_read_as_feature_extractors(vit_base, wa
         read_hf_folder(text, task="image-feature-extraction")
 
 
+def test_the_feature_tasks_take_the_base_models_of_single_images_and_audio_encoders():
+    from compression.archive.hf_architectures import model_types_by_task
+
+    tables = model_types_by_task()
+    images, audio = tables["image-feature-extraction"], tables["audio-feature-extraction"]
+    assert {"dinov2": "Dinov2Model", "vit": "ViTModel", "resnet": "ResNetModel", "clip": "CLIPModel"}.items() \
+        <= images.items()
+    # a video model's pixel_values are clips; SAM wants prompts; a text model reads no images
+    assert not {"videomae", "vivit", "sam", "bert"} & set(images)
+    assert {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel", "audio-spectrogram-transformer": "ASTModel"}.items() \
+        <= audio.items()
+    # AutoModel builds Parakeet's CTC head itself (no base model); Whisper's base model needs decoder inputs
+    assert not {"parakeet_ctc", "whisper", "bert"} & set(audio)
+
+
 def test_an_image_feature_job_is_judged_on_its_features_and_written_back_as_a_folder(vit_base, tmp_path):
     images = _images(tmp_path)
     result = run_folder_pipeline(vit_base, images, None, [PTQSpec(calibration_samples=8)],
