@@ -1,0 +1,113 @@
+"""Base-sized image feature extractors through the worker's folder path: what int8 PTQ does to their size and speed.
+
+Two models at their Hub shapes, randomly initialised (nothing may be downloaded here; size and speed do not depend
+on the weights, fidelity does, so it is printed but means less than on trained weights):
+- `dinov2-small`: Dinov2Model as facebook/dinov2-small (22M parameters, 12 layers of width 384, 14x14 patches),
+  read for `last_hidden_state` on 224x224 images;
+- `clip-b32`: CLIPModel as openai/clip-vit-base-patch32 (151M parameters, of which the 88M vision tower and its
+  projection are the image embedding's), read for `get_image_features`; its text tower stays in the folder as
+  uploaded and out of the program.
+The images are synthetic (smooth random colour fields, uint8 224x224, scaled by a DINOv2-style processor): 32 to
+calibrate and 16 to evaluate. Printed per model and stage: seconds, bytes against the upload's program, cosine and
+the rank agreement of the similarities against the fp32 features, the latency at batch 1 and 8 of fp32 and of the
+stage's model as the job measures them (both in one run: read their ratio on a shared machine), and whether the
+stage's Hugging Face folder was written.
+
+    OMP_NUM_THREADS=2 .venv/bin/python -m bench.image_features [--models dinov2-small,clip-b32] [--stages ptq,ptq_w8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.hf_architecture_sweep import zip_folder
+from compression.context import RunContext
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, PTQSpec
+
+SIZE = 224
+# What BitImageProcessor writes for facebook/dinov2-small (CLIP's differs only in its mean and std).
+PROCESSOR = {"image_processor_type": "BitImageProcessor", "do_resize": True, "size": {"shortest_edge": 256},
+             "do_center_crop": True, "crop_size": {"height": SIZE, "width": SIZE}, "do_rescale": True,
+             "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.485, 0.456, 0.406],
+             "image_std": [0.229, 0.224, 0.225]}
+STAGES = {"ptq": PTQSpec(calibration_samples=32),
+          "ptq_w8": PTQSpec(weights={"bits": 8}, activations=None, export_onnx=False)}
+
+
+def dinov2_small():
+    from transformers import Dinov2Config, Dinov2Model
+
+    return Dinov2Model(Dinov2Config(hidden_size=384, num_attention_heads=6, image_size=518, patch_size=14))
+
+
+def clip_b32():
+    from transformers import CLIPConfig, CLIPModel
+
+    return CLIPModel(CLIPConfig())  # the defaults are ViT-B/32's
+
+
+MODELS = {"dinov2-small": dinov2_small, "clip-b32": clip_b32}
+
+
+def model_folder(name: str, directory: Path) -> Path:
+    torch.manual_seed(0)
+    folder = directory / name
+    MODELS[name]().eval().save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(PROCESSOR))
+    return zip_folder(folder, directory / f"{name}.zip")
+
+
+def synthetic_images(directory: Path, train: int = 32, val: int = 16) -> Path:
+    """Smooth colour fields: random 7x7x3 grids upsampled to 224x224, as uint8 channels-last images."""
+    generator = torch.Generator().manual_seed(0)
+    grids = torch.rand(train + val, 3, 7, 7, generator=generator)
+    fields = torch.nn.functional.interpolate(grids, size=(SIZE, SIZE), mode="bicubic", align_corners=False)
+    pixels = (fields.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    path = directory / "images.npz"
+    np.savez(path, **{"train.x": pixels[:train], "val.x": pixels[train:]})
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="dinov2-small,clip-b32", help=f"comma-separated of {list(MODELS)}")
+    parser.add_argument("--stages", default="ptq,ptq_w8", help=f"comma-separated of {list(STAGES)}")
+    parser.add_argument("--no-compile", action="store_true", help="time both models eagerly")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    with tempfile.TemporaryDirectory() as temporary:
+        directory = Path(temporary)
+        dataset = synthetic_images(directory)
+        for model in args.models.split(","):
+            archive = model_folder(model, directory)
+            print(f"{model}: upload {archive.stat().st_size / 2**20:.1f} MiB")
+            for name in args.stages.split(","):
+                started = time.monotonic()
+                evaluation = EvaluationSpec(latency_batch_sizes=[1, 8], compile=not args.no_compile)
+                result = run_folder_pipeline(archive, dataset, None, [STAGES[name]], evaluation, RunContext(),
+                                             directory / f"{model}-{name}")
+                seconds = time.monotonic() - started
+                stage = result.stages[0].metrics
+                folder = stage["hf_folder"]
+                print(f"  {name}: {seconds:.0f} s, program {result.baseline['size_bytes'] / 2**20:.1f} -> "
+                      f"{stage['size_bytes'] / 2**20:.1f} MiB ({stage['compression_ratio']:.2f}x smaller), cosine "
+                      f"{stage['cosine']:.4f}, similarity_spearman {stage['similarity_spearman']:.4f}, folder "
+                      f"{'written' if folder.get('written') else 'not written: ' + str(folder.get('reason'))[:160]}")
+                for size, fp32 in stage.get("reference_latency_ms", {}).items():
+                    compressed = stage["latency_ms"][size]
+                    print(f"    batch {size}: fp32 {fp32:.1f} ms, {name} {compressed:.1f} ms "
+                          f"({fp32 / compressed:.2f}x)")
+                if not stage.get("latency_reliable", True):
+                    print(f"    latency unreliable: {stage['latency_unreliable']}")
+
+
+if __name__ == "__main__":
+    main()
