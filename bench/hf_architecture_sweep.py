@@ -295,9 +295,10 @@ IMAGE_SIZE = 32
 VISION_TRANSFORMER = {"image_size": IMAGE_SIZE, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
                       "num_attention_heads": 2, "intermediate_size": 64}
 # The image-text dual encoders (task image-feature-extraction: their image embedding), each with a tiny vision
-# transformer and text tower unless listed; ALIGN's vision tower is an EfficientNet.
+# transformer and text tower unless listed (ALIGN's vision tower is an EfficientNet); then two vision towers saved
+# alone (CLIPVisionModel: their features).
 IMAGE_TEXT_ENCODERS = ("clip", "siglip", "siglip2", "align", "altclip", "chinese_clip", "metaclip_2", "clipseg",
-                       "tipsv2")
+                       "tipsv2", "clip_vision_model", "chinese_clip_vision_model")
 TEXT_TOWER = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
               "intermediate_size": 64, "max_position_embeddings": 64}
 IMAGE_TEXT_SPECIFIC = {
@@ -307,6 +308,8 @@ IMAGE_TEXT_SPECIFIC = {
 }
 IMAGE_SPECIFIC = {
     "vit": VISION_TRANSFORMER,
+    "clip_vision_model": VISION_TRANSFORMER,  # a dual encoder's vision tower saved alone (CLIPVisionModel)
+    "chinese_clip_vision_model": VISION_TRANSFORMER,
     "deit": VISION_TRANSFORMER,
     "beit": {**VISION_TRANSFORMER, "use_mean_pooling": True},
     "dinov2": {**{k: v for k, v in VISION_TRANSFORMER.items() if k != "intermediate_size"}, "mlp_ratio": 2},

@@ -31,6 +31,7 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
 IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
 IMAGE_TEXT_ENCODERS = "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"
 IMAGE_EMBEDDING = "image_embeds"  # the output of an image-text dual encoder's image-feature-extraction program
+TOWER = "_vision_model"  # the model_type of a dual encoder's vision tower saved alone (clip_vision_model)
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "image-classification",
               "audio-classification", "speech-recognition")
@@ -132,7 +133,8 @@ def array_feature_types(task: str) -> dict[str, str]:
     """The base models an image or audio feature task runs: {model_type: class name} of MODEL_MAPPING_NAMES whose
     type reads images (or audio), not text. Images: where that class is also the one transformers lists for
     images alone (MODEL_FOR_IMAGE_MAPPING_NAMES), or for zero-shot image classification (an image-text dual
-    encoder such as CLIP or SigLIP, whose image embedding `get_image_features` computes: `image_text_encoder`),
+    encoder such as CLIP or SigLIP, whose image embedding `get_image_features` computes: `image_text_encoder`;
+    or its vision tower saved alone, CLIPVisionModel: `dual_encoder_tower`),
     for a model of single images (a video model's pixel_values are clips; SAM wants its prompts too). Audio: the
     encoders transformers also builds with a classification, CTC or x-vector head (a sequence-to-sequence
     recognizer's base model needs the decoder's inputs too)."""
@@ -141,9 +143,13 @@ def array_feature_types(task: str) -> dict[str, str]:
     reads = next(what for what, name in ARRAY_FEATURE_TASK.items() if name == task)
     if task == "image-feature-extraction":
         video = {model_type for name, table in mappings.items() if "VIDEO" in name for model_type in table}
+        # a video model's vision tower (VideoPrism's) makes the model and its tower video models
+        video |= {model_type.removesuffix(TOWER) for model_type in video if model_type.endswith(TOWER)}
+        video |= {f"{model_type}{TOWER}" for model_type in video}
         kept = {model_type for name in ("MODEL_FOR_IMAGE_MAPPING_NAMES", IMAGE_TEXT_ENCODERS)
-                for model_type, class_name in mappings.get(name, {}).items()
-                if base.get(model_type) == class_name and model_type not in video}
+                for model_type, class_name in mappings.get(name, {}).items() if base.get(model_type) == class_name}
+        kept |= {model_type for model_type in base if dual_encoder_tower(model_type)}  # CLIPVisionModel
+        kept -= video
     else:
         heads = [mappings.get(name, {}) for name in ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
                                                      "MODEL_FOR_CTC_MAPPING_NAMES",
@@ -153,6 +159,13 @@ def array_feature_types(task: str) -> dict[str, str]:
                 if not any(head.get(model_type) == base.get(model_type) for head in heads)}
     return {model_type: name for model_type, name in base.items()
             if model_type in kept and non_text_input(model_type) == reads}
+
+
+def dual_encoder_tower(model_type: str) -> bool:
+    """Whether the model_type is the vision tower of an image-text dual encoder saved on its own
+    (`clip_vision_model`: CLIPVisionModel), which no mapping but the base one lists."""
+    return (model_type.endswith(TOWER) and image_text_encoder(model_type.removesuffix(TOWER))
+            and model_type in _mappings()["MODEL_MAPPING_NAMES"])
 
 
 def image_text_encoder(model_type: str) -> bool:
@@ -167,6 +180,8 @@ def non_text_input(model_type: str) -> str | None:
     mappings = _mappings()
     if any(model_type in mappings.get(name, {}) for name in TEXT_MAPPINGS):
         return None
+    if dual_encoder_tower(model_type):
+        return "images (pixel_values)"
     for reads, markers in OTHER_INPUTS.items():
         if any(marker in name and model_type in table for name, table in mappings.items() for marker in markers):
             return reads

@@ -93,8 +93,10 @@ def test_the_feature_tasks_take_the_base_models_of_single_images_and_audio_encod
     images, audio = tables["image-feature-extraction"], tables["audio-feature-extraction"]
     assert {"dinov2": "Dinov2Model", "vit": "ViTModel", "resnet": "ResNetModel", "clip": "CLIPModel"}.items() \
         <= images.items()
-    # a video model's pixel_values are clips; SAM wants prompts; a text model reads no images
-    assert not {"videomae", "vivit", "sam", "bert"} & set(images)
+    # a dual encoder's vision tower saved alone reads images too (no mapping but the base one lists it)
+    assert images["clip_vision_model"] == "CLIPVisionModel"
+    # a video model's pixel_values are clips (VideoPrism's tower too); SAM wants prompts; a text model reads none
+    assert not {"videomae", "vivit", "videoprism", "videoprism_vision_model", "sam", "bert"} & set(images)
     assert {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel", "audio-spectrogram-transformer": "ASTModel"}.items() \
         <= audio.items()
     # AutoModel builds Parakeet's CTC head itself (no base model); Whisper's base model needs decoder inputs

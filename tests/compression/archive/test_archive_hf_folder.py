@@ -202,8 +202,10 @@ def test_a_masked_lm_checkpoint_is_read_for_its_features_and_has_no_classifier(b
 
 
 @pytest.mark.parametrize("model_type, architecture, reads", [
-    ("vit", "ViTModel", "images (pixel_values)"),  # an image classifier is read (test_image_classification)
-    ("wav2vec2", "Wav2Vec2Model", "audio"),  # a speech recognizer is read (test_speech_recognition)
+    # a base image or audio model (ViTModel, Wav2Vec2Model) is read for its features (test_array_features), an
+    # image classifier (test_image_classification) and a speech recognizer (test_speech_recognition) too
+    ("videomae", "VideoMAEModel", "images (pixel_values)"),  # clips of images
+    ("sam", "SamModel", "images (pixel_values)"),  # SAM wants its prompts too
     ("patchtst", "PatchTSTForClassification", "time series"),
 ])
 def test_a_folder_of_a_model_that_does_not_read_text_is_refused_at_upload(bert_dir, tmp_path, model_type,
