@@ -18,19 +18,15 @@ stage's Hugging Face folder was written.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from bench.folder_stage import folder_status, print_latencies, run_stage, save_train_val, stage_parser
 from bench.hf_architecture_sweep import zip_folder
-from compression.context import RunContext
-from compression.llm.pipeline import run_folder_pipeline
-from compression.specs import EvaluationSpec, PTQSpec
+from compression.specs import PTQSpec
 
 SIZE = 224
 # What BitImageProcessor writes for facebook/dinov2-small (CLIP's differs only in its mean and std).
@@ -71,16 +67,12 @@ def synthetic_images(directory: Path, train: int = 32, val: int = 16) -> Path:
     grids = torch.rand(train + val, 3, 7, 7, generator=generator)
     fields = torch.nn.functional.interpolate(grids, size=(SIZE, SIZE), mode="bicubic", align_corners=False)
     pixels = (fields.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    path = directory / "images.npz"
-    np.savez(path, **{"train.x": pixels[:train], "val.x": pixels[train:]})
-    return path
+    return save_train_val(directory / "images.npz", pixels, train)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__doc__, list(STAGES))
     parser.add_argument("--models", default="dinov2-small,clip-b32", help=f"comma-separated of {list(MODELS)}")
-    parser.add_argument("--stages", default="ptq,ptq_w8", help=f"comma-separated of {list(STAGES)}")
-    parser.add_argument("--no-compile", action="store_true", help="time both models eagerly")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as temporary:
@@ -90,23 +82,13 @@ def main() -> None:
             archive = model_folder(model, directory)
             print(f"{model}: upload {archive.stat().st_size / 2**20:.1f} MiB")
             for name in args.stages.split(","):
-                started = time.monotonic()
-                evaluation = EvaluationSpec(latency_batch_sizes=[1, 8], compile=not args.no_compile)
-                result = run_folder_pipeline(archive, dataset, None, [STAGES[name]], evaluation, RunContext(),
-                                             directory / f"{model}-{name}")
-                seconds = time.monotonic() - started
-                stage = result.stages[0].metrics
-                folder = stage["hf_folder"]
-                print(f"  {name}: {seconds:.0f} s, program {result.baseline['size_bytes'] / 2**20:.1f} -> "
-                      f"{stage['size_bytes'] / 2**20:.1f} MiB ({stage['compression_ratio']:.2f}x smaller), cosine "
-                      f"{stage['cosine']:.4f}, similarity_spearman {stage['similarity_spearman']:.4f}, folder "
-                      f"{'written' if folder.get('written') else 'not written: ' + str(folder.get('reason'))[:160]}")
-                for size, fp32 in stage.get("reference_latency_ms", {}).items():
-                    compressed = stage["latency_ms"][size]
-                    print(f"    batch {size}: fp32 {fp32:.1f} ms, {name} {compressed:.1f} ms "
-                          f"({fp32 / compressed:.2f}x)")
-                if not stage.get("latency_reliable", True):
-                    print(f"    latency unreliable: {stage['latency_unreliable']}")
+                seconds, stage = run_stage(archive, dataset, STAGES[name], not args.no_compile,
+                                           directory / f"{model}-{name}")
+                sizes = f"{stage['upload_size_bytes'] / 2**20:.1f} -> {stage['size_bytes'] / 2**20:.1f} MiB"
+                print(f"  {name}: {seconds:.0f} s, program {sizes} ({stage['compression_ratio']:.2f}x smaller), "
+                      f"cosine {stage['cosine']:.4f}, similarity_spearman {stage['similarity_spearman']:.4f}, "
+                      f"{folder_status(stage)}")
+                print_latencies(stage, name, "    ")
 
 
 if __name__ == "__main__":

@@ -14,19 +14,16 @@ the stage's Hugging Face folder was written.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.folder_stage import folder_status, print_latencies, run_stage, save_train_val, stage_parser
 from bench.hf_architecture_sweep import AUDIO_EXTRACTOR, save_ctc_tokenizer, zip_folder
-from compression.context import RunContext
-from compression.llm.pipeline import run_folder_pipeline
-from compression.specs import EvaluationSpec, PTQSpec
+from compression.specs import PTQSpec
 
 SAMPLE_RATE = 16_000
 STAGES = {"ptq": PTQSpec(calibration_samples=32),
@@ -53,38 +50,23 @@ def synthetic_speech(directory: Path, train: int = 32, val: int = 8) -> Path:
     pitches = rng.uniform(100, 2000, (train + val, 3, 1))
     waves = np.sin(2 * np.pi * pitches * time_axis).sum(axis=1) / 3 + rng.normal(0, 0.05, (train + val, SAMPLE_RATE))
     pcm = (waves * 0.5 * 32767).astype(np.int16)
-    path = directory / "speech.npz"
-    np.savez(path, **{"train.x": pcm[:train], "val.x": pcm[train:]})
-    return path
+    return save_train_val(directory / "speech.npz", pcm, train)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", default="ptq,ptq_w8", help=f"comma-separated of {list(STAGES)}")
-    parser.add_argument("--no-compile", action="store_true", help="time both models eagerly")
-    args = parser.parse_args()
+    args = stage_parser(__doc__, list(STAGES)).parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
         archive, dataset = base_folder(directory), synthetic_speech(directory)
         print(f"upload: {archive.stat().st_size / 2**20:.1f} MiB")
         for name in args.stages.split(","):
-            started = time.monotonic()
-            evaluation = EvaluationSpec(latency_batch_sizes=[1, 8], compile=not args.no_compile)
-            result = run_folder_pipeline(archive, dataset, None, [STAGES[name]], evaluation, RunContext(),
-                                         directory / name)
-            seconds = time.monotonic() - started
-            stage = result.stages[0].metrics
-            latency = {size: (stage["reference_latency_ms"][size], stage["latency_ms"][size])
-                       for size in stage.get("reference_latency_ms", {})}
+            seconds, stage = run_stage(archive, dataset, STAGES[name], not args.no_compile, directory / name)
             print(f"{name}: {seconds:.0f} s, {stage['compression_ratio']:.2f}x smaller, "
                   f"top1_agreement {stage['top1_agreement']:.4f}, token error rate "
-                  f"{stage['transcripts']['token_error_rate']:.1f}% vs the original's transcripts, folder "
-                  f"{'written' if stage['hf_folder']['written'] else 'not written: ' + stage['hf_folder']['reason']}")
-            for size, (fp32, compressed) in latency.items():
-                print(f"  batch {size}: fp32 {fp32:.1f} ms, {name} {compressed:.1f} ms ({fp32 / compressed:.2f}x)")
-            if not stage.get("latency_reliable", True):
-                print(f"  latency unreliable: {stage['latency_unreliable']}")
+                  f"{stage['transcripts']['token_error_rate']:.1f}% vs the original's transcripts, "
+                  f"{folder_status(stage)}")
+            print_latencies(stage, name, "  ")
 
 
 if __name__ == "__main__":

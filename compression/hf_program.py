@@ -172,7 +172,8 @@ class _ImageEmbedding(_PixelModel):
 
     def without_text_tower(self, example: tuple[torch.Tensor, ...]) -> list[str]:
         """Remove, in place, the model's parts the image embedding never reads (the text tower, its projection,
-        the logit scale), found by running `example`; returns their names. torch.export keeps every parameter of
+        the logit scale), found by running `example`; returns their names (none, all kept, where the image side
+        turns out to read one of the model's own parameters). torch.export keeps every parameter of
         the module in the program, read or not: a stage would prune or count the text tower's weights too (a
         CLIP's pruned text embeddings were 70 % zeros in its folder). The folder written from a stage takes them
         from the upload unchanged."""
@@ -195,8 +196,16 @@ class _ImageEmbedding(_PixelModel):
                 hook.remove()
         unread = [name for name, _ in self.model.named_children() if name not in called]
         unread += [name for name, _ in self.model.named_parameters(recurse=False)]
+        removed = {name: getattr(self.model, name) for name in unread}
         for name in unread:
             delattr(self.model, name)
+        try:  # a parameter of the model itself is not seen by the hooks: one the image side reads stays
+            with torch.no_grad():
+                self(*example)
+        except (AttributeError, TypeError):
+            for name, value in removed.items():
+                setattr(self.model, name, value)
+            return []
         return unread
 
 

@@ -132,6 +132,28 @@ def image_folder(folder: Path, architecture: str = "vit", classes: int = 4, proc
     return folder
 
 
+def loaded_image_folder(stage):
+    """The stage's Hugging Face folder loaded with `from_pretrained`, after checking that it ships the processor
+    settings its users scale their images with."""
+    from compression.formats import hf_folder
+
+    [artifact] = [artifact for artifact in stage.artifacts if artifact.name == hf_folder.ARTIFACT_NAME]
+    with zipfile.ZipFile(artifact.path) as archive:
+        assert "preprocessor_config.json" in archive.namelist()
+    return hf_folder.load(artifact.path)
+
+
+def scaled_val_images(images: Path):
+    """The `val.x` uint8 images of an .npz as the pixel values VIT_PROCESSOR makes of them."""
+    import numpy as np
+    import torch
+
+    from compression.archive.pixel_scaling import PixelScaling
+
+    with np.load(images) as arrays:
+        return torch.from_numpy(PixelScaling.from_processor(VIT_PROCESSOR).apply(arrays["val.x"], 3))
+
+
 # What Wav2Vec2FeatureExtractor writes for facebook/wav2vec2-base: it normalizes each waveform.
 WAV2VEC2_EXTRACTOR = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": True,
                       "sampling_rate": 16000, "feature_size": 1, "padding_value": 0.0, "return_attention_mask": False}

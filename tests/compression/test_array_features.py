@@ -13,13 +13,21 @@ import torch
 
 from compression.archive import InvalidUpload
 from compression.archive.hf_folder import read_hf_folder
-from compression.archive.pixel_scaling import PixelScaling
 from compression.context import RunContext
 from compression.fidelity import Fidelity, similarity_spearman
 from compression.formats import hf_folder
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, PruneSpec, PTQSpec
-from tests.hf_folders import AUDIO_CONFIGS, VIT_PROCESSOR, WAV2VEC2_EXTRACTOR, bert_folder, image_folder, zip_bytes
+from tests.hf_folders import (
+    AUDIO_CONFIGS,
+    VIT_PROCESSOR,
+    WAV2VEC2_EXTRACTOR,
+    bert_folder,
+    image_folder,
+    loaded_image_folder,
+    scaled_val_images,
+    zip_bytes,
+)
 
 
 def _zip(folder):
@@ -111,13 +119,9 @@ def test_an_image_feature_job_is_judged_on_its_features_and_written_back_as_a_fo
     stage = result.stages[0]
     assert stage.metrics["cosine"] > 0.95 and stage.metrics["similarity_spearman"] > 0.5
     assert stage.metrics["method_metrics"]["quantized_layers"] >= 12  # the blocks' linears, int8
-    [artifact] = [artifact for artifact in stage.artifacts if artifact.name == hf_folder.ARTIFACT_NAME]
-    loaded = hf_folder.load(artifact.path)
+    loaded = loaded_image_folder(stage)
     assert type(loaded).__name__ == "ViTModel"
-    with zipfile.ZipFile(artifact.path) as archive:  # what the folder's users scale their images with
-        assert "preprocessor_config.json" in archive.namelist()
-    with np.load(images) as arrays:
-        pixels = torch.from_numpy(PixelScaling.from_processor(VIT_PROCESSOR).apply(arrays["val.x"], 3))
+    pixels = scaled_val_images(images)
     original = hf_folder.load(vit_base)
     with torch.no_grad():
         ours, theirs = loaded(pixel_values=pixels).last_hidden_state, original(pixel_values=pixels).last_hidden_state

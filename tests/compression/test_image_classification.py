@@ -3,8 +3,6 @@ head, takes the `.npz`'s images (uint8 pixels scaled as its preprocessor_config.
 every method as a `.pt2` job does, and is handed back as a folder `from_pretrained` loads where compressed-tensors
 can hold it."""
 
-import zipfile
-
 import numpy as np
 import pytest
 import torch
@@ -17,7 +15,7 @@ from compression.formats import hf_folder
 from compression.hf_arrays import image_dataset
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, KDSpec, PruneSpec, PTQSpec
-from tests.hf_folders import VIT_PROCESSOR, bert_folder, image_folder, zip_bytes
+from tests.hf_folders import VIT_PROCESSOR, bert_folder, image_folder, loaded_image_folder, scaled_val_images, zip_bytes
 
 CLASSES = 4
 
@@ -96,15 +94,10 @@ def test_an_image_classifier_job_is_judged_on_labels_and_written_back_as_a_folde
     assert result.baseline["metric"] == "accuracy" and result.baseline["output_kind"] == "logits"
     stage = result.stages[0]
     assert stage.metrics["top1_agreement"] > 0.8 and stage.metrics["hf_folder"]["format"] == "int-quantized"
-    [artifact] = [artifact for artifact in stage.artifacts if artifact.name == hf_folder.ARTIFACT_NAME]
-    loaded = hf_folder.load(artifact.path)
+    loaded = loaded_image_folder(stage)
     assert type(loaded).__name__ == "ViTForImageClassification"
-    with zipfile.ZipFile(artifact.path) as archive:  # what the folder's users scale their images with
-        assert "preprocessor_config.json" in archive.namelist()
-    with np.load(images) as arrays:
-        pixels = PixelScaling.from_processor(VIT_PROCESSOR).apply(arrays["val.x"], 3)
     with torch.no_grad():
-        predictions = loaded(pixel_values=torch.from_numpy(pixels)).logits.argmax(1).numpy()
+        predictions = loaded(pixel_values=scaled_val_images(images)).logits.argmax(1).numpy()
     with np.load(images) as arrays:
         assert (predictions == arrays["val.y"]).mean() == pytest.approx(stage.metrics["accuracy"], abs=1 / 16 + 1e-6)
 

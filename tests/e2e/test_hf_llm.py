@@ -152,16 +152,23 @@ def test_an_image_classifier_folder_compresses_raw_images_through_a_worker(clien
     pixels = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
     np.savez(tmp_path / "images.npz", **{"train.x": pixels[:32], "val.x": pixels[32:],
                                          "val.y": rng.integers(0, 4, 16)})
-    model = client.upload_model(tmp_path / "vit.zip")
-    assert model.info["task"] == "image-classification"
-    dataset = client.upload_dataset(tmp_path / "images.npz")
-    spec = {"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
-            "stages": [{"method": "ptq", "calibration_samples": 16, "exclude": ["*patch_embeddings*"]}]}
+    final = _image_folder_job(client, tmp_path / "vit.zip", tmp_path / "images.npz", "image-classification",
+                              {"method": "ptq", "calibration_samples": 16, "exclude": ["*patch_embeddings*"]})
+    assert final["metric"] == "accuracy" and final["top1_agreement"] > 0.8
+
+
+def _image_folder_job(client, archive, images, task: str, stage: dict) -> dict:
+    """Upload the folder (checking the task read from it) and the images, run one stage through the worker, and
+    return the job's final metrics, once its model came back as a .pt2 and as a folder."""
+    model = client.upload_model(archive)
+    assert model.info["task"] == task
+    dataset = client.upload_dataset(images)
+    spec = {"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False}, "stages": [stage]}
     job = client.wait(client.submit_job(spec)["id"], timeout=300)
     assert job["status"] == "succeeded", job["error"]
-    final = job["metrics"]["final"]
-    assert final["metric"] == "accuracy" and final["top1_agreement"] > 0.8 and final["hf_folder"]["written"]
+    assert job["metrics"]["final"]["hf_folder"]["written"]
     assert {"model.pt2", "model.hf_folder"} <= {artifact["kind"] for artifact in client.artifacts(job["id"])}
+    return job["metrics"]["final"]
 
 
 def test_an_image_text_encoder_folder_gives_its_image_embedding_through_a_worker(client, tmp_path):
@@ -185,16 +192,9 @@ def test_an_image_text_encoder_folder_gives_its_image_embedding_through_a_worker
     (tmp_path / "clip.zip").write_bytes(zip_bytes(tmp_path / "clip"))
     pixels = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     np.savez(tmp_path / "images.npz", **{"train.x": pixels[:24], "val.x": pixels[24:]})
-    model = client.upload_model(tmp_path / "clip.zip")
-    assert model.info["task"] == "image-feature-extraction"
-    dataset = client.upload_dataset(tmp_path / "images.npz")
-    spec = {"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
-            "stages": [{"method": "ptq", "calibration_samples": 16}]}
-    job = client.wait(client.submit_job(spec)["id"], timeout=300)
-    assert job["status"] == "succeeded", job["error"]
-    final = job["metrics"]["final"]
-    assert final["metric"] == "similarity_spearman" and final["cosine"] > 0.95 and final["hf_folder"]["written"]
-    assert {"model.pt2", "model.hf_folder"} <= {artifact["kind"] for artifact in client.artifacts(job["id"])}
+    final = _image_folder_job(client, tmp_path / "clip.zip", tmp_path / "images.npz", "image-feature-extraction",
+                              {"method": "ptq", "calibration_samples": 16})
+    assert final["metric"] == "similarity_spearman" and final["cosine"] > 0.95
 
 
 def test_a_ctc_speech_recognizer_folder_is_quantized_through_a_worker_and_its_folder_transcribes(client, tmp_path):
