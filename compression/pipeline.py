@@ -44,6 +44,7 @@ from compression.output_kind import detect_output_kind
 from compression.ptq.addmm_linear import weight_products_as_linear
 from compression.ptq.string_padding import even_conv_padding_in_place
 from compression.quality import QualityBudgetExceeded, quality_warnings
+from compression.repeatable import check_repeatable
 from compression.result import Artifact
 from compression.specs.common import EvaluationSpec
 from compression.specs.metrics import chosen_metric
@@ -132,6 +133,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     even_conv_padding_in_place(reference)  # EfficientNet's padding="same" convs: conv layers for every method
     with evaluating(reference), torch.no_grad():
         first_output = output_tensor(reference(*example_inputs))
+    check_repeatable(reference, example_inputs, first_output)
     # Each evaluation batch, and each kept output of the upload, at most MAX_EVALUATION_OUTPUT_BYTES of float32.
     eval_split.evaluation_max_batch = max(1, MAX_EVALUATION_OUTPUT_BYTES // max(1, 4 * first_output[0].numel()))
     per_position = first_output.dim() >= 3 and evaluation.output_kind != "regression"
