@@ -60,7 +60,7 @@ def _check_uploaded_students(session: Session, tenant: Tenant, spec: JobCreate, 
                                                    f"stages.{index}.student.model_id").signature)
         for what, theirs, ours in (("inputs", uploaded.inputs, signature.inputs),
                                    ("outputs", uploaded.outputs, signature.outputs)):
-            if [_fit_key(t, what) for t in theirs] != [_fit_key(t, what) for t in ours]:
+            if not _fits([_fit_key(t, what) for t in theirs], [_fit_key(t, what) for t in ours]):
                 raise InvalidInput(f"stages.{index}.student: the student's {what} "
                                    f"{[t.describe() for t in theirs]} differ from the model's "
                                    f"{[t.describe() for t in ours]}")
@@ -72,6 +72,18 @@ def _fit_key(tensor: TensorSpec, what: str) -> tuple:
     if what == "outputs" and is_float_dtype(tensor.dtype):
         return tensor.shape[1:], "float"
     return tensor.shape[1:], tensor.dtype
+
+
+def _fits(theirs: list[tuple], ours: list[tuple]) -> bool:
+    """Whether the student's tensors (`_fit_key`s) are the model's: as many, the same dtypes and ranks, and the
+    same size on every axis both fix. An axis either leaves open fits any size: a Hugging Face folder's signature
+    is read from its config, which does not fix every size (a ViT feature extractor's token count), while a
+    student's .pt2 fixes what it was exported with."""
+    if len(theirs) != len(ours):
+        return False
+    return all(len(their_shape) == len(our_shape) and their_dtype == our_dtype
+               and all(a is None or b is None or a == b for a, b in zip(their_shape, our_shape))
+               for (their_shape, their_dtype), (our_shape, our_dtype) in zip(theirs, ours))
 
 
 def create_job(session: Session, tenant: Tenant, spec: JobCreate, settings: Settings) -> Job:

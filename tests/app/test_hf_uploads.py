@@ -426,6 +426,27 @@ def _array_dataset(api, auth, name: str, inputs: np.ndarray, classes: int | None
     return response.json()
 
 
+def _patch_student_bytes(directory, width: int) -> bytes:
+    """A .pt2 of a ViT-like student: 8x8 patches of 32x32 pixels embedded to `width`, plus a class token,
+    [N, 17, width]."""
+    import torch
+
+    from compression.io import export_model, save_program
+
+    class Patches(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Conv2d(3, width, 8, stride=8)
+            self.cls = torch.nn.Parameter(torch.zeros(1, 1, width))
+
+        def forward(self, pixel_values):
+            tokens = self.embed(pixel_values).flatten(2).transpose(1, 2)
+            return torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], 1)
+
+    path = save_program(export_model(Patches().eval(), (torch.zeros(2, 3, 32, 32),)), directory / f"s{width}.pt2")
+    return path.read_bytes()
+
+
 def test_an_image_classifier_folder_takes_images_at_its_size(api, auth, tmp_path):
     vit = _upload(api, auth, "models", "vit.zip", zip_bytes(image_folder(tmp_path / "vit")))
     assert vit.status_code == 201, vit.text
@@ -453,6 +474,13 @@ def test_an_image_classifier_folder_takes_images_at_its_size(api, auth, tmp_path
     assert _job(api, auth, vit.json(), values, [{"method": "ptq"}])[0] == 201
     unlabelled = _array_dataset(api, auth, "unlabelled", rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), None)
     assert _job(api, auth, encoder.json(), unlabelled, [{"method": "ptq"}])[0] == 201
+    # A .pt2 student fixes the token count the folder's signature leaves open (its config does not give it): it
+    # fits; one of another width does not.
+    for width, expected in ((32, 201), (16, 422)):
+        student = _upload(api, auth, "models", f"student{width}.pt2", _patch_student_bytes(tmp_path, width))
+        status, detail = _job(api, auth, encoder.json(), unlabelled,
+                              [{"method": "kd", "student": {"kind": "upload", "model_id": student.json()["id"]}}])
+        assert status == expected, detail
     # A processor that resizes to the model's size takes images of any size (resized in the worker).
     sized = _upload(api, auth, "models", "sized.zip", zip_bytes(image_folder(
         tmp_path / "sized", processor={**VIT_PROCESSOR, "size": {"height": 32, "width": 32}})))
