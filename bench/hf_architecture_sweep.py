@@ -297,7 +297,7 @@ VISION_TRANSFORMER = {"image_size": IMAGE_SIZE, "patch_size": 8, "hidden_size": 
 # The image-text dual encoders (task image-feature-extraction: their image embedding), each with a tiny vision
 # transformer and text tower unless listed (ALIGN's vision tower is an EfficientNet); then two vision towers saved
 # alone (CLIPVisionModel: their features).
-IMAGE_TEXT_ENCODERS = ("clip", "siglip", "siglip2", "align", "altclip", "chinese_clip", "metaclip_2", "clipseg",
+DUAL_ENCODERS = ("clip", "siglip", "siglip2", "align", "altclip", "chinese_clip", "metaclip_2", "clipseg",
                        "tipsv2", "clip_vision_model", "chinese_clip_vision_model")
 TEXT_TOWER = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
               "intermediate_size": 64, "max_position_embeddings": 64}
@@ -675,7 +675,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     shipped = model_types_by_task()
     # Image and audio classifiers only when asked for (the default run sweeps the text models).
     images = IMAGE_CLASSIFIERS if set(only_tasks or ()) & set(IMAGE_TASKS) else ()
-    images += IMAGE_TEXT_ENCODERS if "image-feature-extraction" in (only_tasks or ()) else ()
+    images += DUAL_ENCODERS if "image-feature-extraction" in (only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     speech = SPEECH_RECOGNIZERS if only_tasks and "speech-recognition" in only_tasks else ()
     for model_type in types or list(dict.fromkeys(ENCODERS + DECODERS + images + sounds + speech)):

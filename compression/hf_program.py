@@ -174,9 +174,9 @@ class _ImageEmbedding(_PixelModel):
         """Remove, in place, the model's parts the image embedding never reads (the text tower, its projection,
         the logit scale), found by running `example`; returns their names (none, all kept, where the image side
         turns out to read one of the model's own parameters). torch.export keeps every parameter of
-        the module in the program, read or not: a stage would prune or count the text tower's weights too (a
-        CLIP's pruned text embeddings were 70 % zeros in its folder). The folder written from a stage takes them
-        from the upload unchanged."""
+        the module in the program, read or not: the stages leave unread weights alone (`run_pipeline`), but the
+        program file, whose size every stage's `compression_ratio` is measured against, would hold the text tower
+        too. The folder written from a stage takes it from the upload unchanged."""
         called = set()
         hooks = [child.register_forward_hook(lambda module, args, output, name=name: called.add(name))
                  for name, child in self.model.named_children()]

@@ -42,6 +42,7 @@ from compression.methods import apply_stage
 from compression.modes import eval_mode, evaluating
 from compression.output_kind import detect_output_kind
 from compression.ptq.addmm_linear import weight_products_as_linear
+from compression.ptq.quantize import drop_unreferenced_tensors
 from compression.ptq.string_padding import even_conv_padding_in_place
 from compression.quality import QualityBudgetExceeded, quality_warnings
 from compression.repeatable import check_repeatable
@@ -131,6 +132,9 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     tie_shared_parameters(reference)  # else every stage's program stores a tied table twice
     weight_products_as_linear(reference)  # Falcon's `x @ W.T` layers: linear layers for every method
     even_conv_padding_in_place(reference)  # EfficientNet's padding="same" convs: conv layers for every method
+    # torch.export keeps every parameter of the module, read or not (BERT's pooler under last_hidden_state): no
+    # method should compress, prune or count a weight no operation reads (a folder takes those from the upload).
+    drop_unreferenced_tensors(reference)
     with evaluating(reference), torch.no_grad():
         first_output = output_tensor(reference(*example_inputs))
     check_repeatable(reference, example_inputs, first_output)

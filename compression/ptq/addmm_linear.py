@@ -82,9 +82,6 @@ def weight_products_as_linear(graph: fx.GraphModule) -> int:
         if node.op == "call_function" and node.target in _PRODUCTS and _product_as_linear(graph, node):
             rewritten += 1
     if rewritten:
-        for node in graph.graph.find_nodes(op="get_attr"):
-            if not node.users:
-                graph.graph.erase_node(node)
         from compression.ptq.quantize import drop_unreferenced_tensors  # quantize imports this module
 
         drop_unreferenced_tensors(graph)

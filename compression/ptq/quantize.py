@@ -252,11 +252,14 @@ def separate_repeated_module_calls(graph: torch.fx.GraphModule) -> None:
 
 
 def drop_unreferenced_tensors(graph: torch.fx.GraphModule) -> None:
-    """Delete parameters and buffers the graph no longer reads.
+    """Delete parameters and buffers the graph no longer reads (and the reads of them nothing uses).
 
     `convert_pt2e` stores each quantized weight as a new int8 attribute but leaves the fp32 original registered
     on its submodule; exporting would then ship both and the int8 file would be larger than the fp32 one.
     """
+    for node in graph.graph.find_nodes(op="get_attr"):
+        if not node.users:  # an unlifted program reads every parameter, used or not (a pooler nothing reads)
+            graph.graph.erase_node(node)
     referenced = {node.target for node in graph.graph.nodes if node.op == "get_attr"}
     for name, _ in [*graph.named_parameters(), *graph.named_buffers()]:
         if name not in referenced:

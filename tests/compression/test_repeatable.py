@@ -51,3 +51,4 @@ def test_a_vit_mae_base_model_is_refused_for_its_random_masking(tmp_path):
     with pytest.raises(ValueError, match=RANDOM):
         run_folder_pipeline(tmp_path / "mae.zip", tmp_path / "images.npz", None, [PTQSpec()],
                             EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+
