@@ -114,6 +114,11 @@ AUDIO_CLASSIFIERS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "un
 SPEECH_RECOGNIZERS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "sew-d", "unispeech", "unispeech-sat",
                       "wav2vec2-conformer", "wav2vec2-bert", "parakeet_ctc", "lasr_ctc", "granite_speech5_ctc",
                       "omniasr_ctc")
+# Encoder-decoders that write text (task seq2seq-lm, added 2026-12-06): each family transformers builds with
+# AutoModelForSeq2SeqLM that reads text alone (the speech and audio LMs of that mapping read audio too).
+SEQ2SEQ_LMS = ("t5", "mt5", "umt5", "longt5", "switch_transformers", "t5gemma", "t5gemma2", "bart", "mbart", "plbart",
+               "mvp", "marian", "pegasus", "pegasus_x", "bigbird_pegasus", "led", "blenderbot", "blenderbot-small",
+               "m2m_100", "nllb-moe", "fsmt", "prophetnet", "seamless_m4t", "seamless_m4t_v2")
 FEW_STEPS = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
 ENCODER_METHODS = {
     "ptq": PTQSpec(calibration_samples=16),
@@ -615,7 +620,9 @@ def first_line(exc: BaseException) -> str:
 def folder_outcome(task: str, result) -> str:
     stage = result.stages[-1]
     perplexity = f"ppl {stage.metrics['perplexity']:.1f} vs {result.baseline['perplexity']:.1f}; " \
-        if task == "causal-lm" else ""
+        if task in ("causal-lm", "seq2seq-lm") else ""
+    if task == "seq2seq-lm":  # the share of the upload's own output tokens the stage's model predicts
+        perplexity += f"{100 * stage.metrics['accuracy']:.0f}% of the upload's tokens; "
     if "hf_folder" not in stage.metrics and task == "causal-lm":  # llm_ptq: its folder is the stage's model
         return perplexity.removesuffix("; ")
     folder = stage.metrics.get("hf_folder") or {}
@@ -668,7 +675,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
 ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), ("audio-classification", AUDIO_CLASSIFIERS),
                   ("speech-recognition", SPEECH_RECOGNIZERS))
 HEAD_FAMILIES = (("sequence-classification", CLASSIFIERS), ("token-classification", TAGGERS),
-                 ("question-answering", READERS), ("causal-lm", DECODERS))
+                 ("question-answering", READERS), ("causal-lm", DECODERS), ("seq2seq-lm", SEQ2SEQ_LMS))
 
 
 def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[str] | None = None):
@@ -678,6 +685,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     images += DUAL_ENCODERS if "image-feature-extraction" in (only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     speech = SPEECH_RECOGNIZERS if only_tasks and "speech-recognition" in only_tasks else ()
+    speech += SEQ2SEQ_LMS if only_tasks and "seq2seq-lm" in only_tasks else ()
     for model_type in types or list(dict.fromkeys(ENCODERS + DECODERS + images + sounds + speech)):
         # An image or audio model's task, else an encoder's features; then every head its lists give it.
         tasks = [next((task for task, listed in ARRAY_FAMILIES if model_type in listed), None)]

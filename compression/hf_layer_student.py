@@ -27,7 +27,7 @@ from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.dry_run import DryRunFailed
 from compression.hf_program import load_folder_model, model_program
 from compression.io import save_program
-from compression.specs.distill import LayersStudent, kept_layers
+from compression.specs.distill import LAYERS_STUDENT_NOT_FOR_SEQ2SEQ, LayersStudent, kept_layers
 from compression.students import layers_student_id, parameter_count
 
 LAYER_COUNT_FIELD = "num_hidden_layers"
@@ -183,6 +183,8 @@ def build_layer_students(stages: list, source: Path, task: str, example: tuple[t
         if not isinstance(student, LayersStudent):
             continue
         folder = workdir / str(index) / "folder"
+        if task == "seq2seq-lm":  # (refused at submission too)
+            raise DryRunFailed(f"dry run: stage {index} ({spec.method}): {LAYERS_STUDENT_NOT_FOR_SEQ2SEQ}")
         try:
             details = write_layers_student(source, task, student, folder)
         except ValueError as exc:  # said as the dry run says it: seconds into the job, before any evaluation

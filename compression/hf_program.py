@@ -32,6 +32,9 @@ from compression.archive.jsonl import (
     ANSWERS_NOT_READ,
     LABEL_ARRAY,
     PAIRS_NOT_FOR_CAUSAL_LM,
+    PAIRS_NOT_FOR_SEQ2SEQ,
+    SEQ2SEQ_READS_TARGETS,
+    TARGETS_NEED_SEQ2SEQ,
     TextSplit,
 )
 from compression.archive.npz import IGNORED_LABEL
@@ -43,6 +46,7 @@ from compression.moe_experts import split_stacked_experts
 from compression.parallel_experts import split_parallel_experts
 from compression.parameter_writes import written_parameters
 from compression.sentence_pooling import SentencePooling
+from compression.seq2seq_lm import DECODER_INPUT, Seq2SeqLogits, output_arrays
 from compression.text_labels import ModelClasses, label_array, word_tags
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
@@ -231,7 +235,8 @@ def auto_class(task: str):
             "question-answering": "AutoModelForQuestionAnswering",
             "image-classification": "AutoModelForImageClassification",
             "audio-classification": "AutoModelForAudioClassification",
-            "speech-recognition": "AutoModelForCTC"}.get(task, "AutoModel")
+            "speech-recognition": "AutoModelForCTC",
+            "seq2seq-lm": "AutoModelForSeq2SeqLM"}.get(task, "AutoModel")
     return getattr(transformers, name)
 
 
@@ -239,7 +244,7 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
                       dtype: torch.dtype | str = "auto") -> torch.nn.Module:
     """`embedding`: a feature-extraction folder's declared sentence embedding, which then is the output. `dtype`:
     what the weights are loaded as; "auto" keeps the checkpoint's (a bfloat16 folder stays bfloat16)."""
-    from compression.formats.hf_folder import loading_options
+    from compression.formats.hf_folder import decompress, loading_options
 
     auto, options = auto_class(task), {**LOCAL_ONLY, **loading_options(folder)}
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
@@ -253,7 +258,7 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", dtype=dtype,
                                      **options)
     model.eval()
-    _decompress(model)
+    decompress(model)
     if task == "sequence-classification":
         return (_LastEosClassifier(model) if _reads_last_eos(model) else _TensorOutput(model, "logits")).eval()
     if task == "token-classification":
@@ -262,6 +267,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _TensorOutput(model, "logits", options={"use_cache": False}).eval()
     if task == "question-answering":
         return _SpanLogits(model).eval()
+    if task == "seq2seq-lm":
+        return Seq2SeqLogits(model).eval()
     if task == "image-feature-extraction" and image_text_encoder(model.config.model_type):
         return _ImageEmbedding(model).eval()
     if task in ARRAY_TASKS:  # the model's one array input, by the name transformers' class gives it
@@ -284,16 +291,6 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
             return wrapper
         model = encoder_class.from_pretrained(folder, use_safetensors=True, dtype=dtype, **LOCAL_ONLY).eval()
     return _TensorOutput(model, "last_hidden_state", _pooling(embedding)).eval()
-
-
-def _decompress(model: torch.nn.Module) -> None:
-    """Decompress a compressed-tensors folder's weights now: compressed-tensors does it in a hook on the model's
-    own first call, which a wrapper that runs a part of it never makes (a BART classifier's base model and head,
-    an encoder-decoder's encoder): its linears then ran on their int8 codes ("self and mat2 must have the same
-    dtype"). A no-op on any other model."""
-    quantizer = getattr(model, "hf_quantizer", None)
-    if hasattr(model, "ct_decompress_hook") and hasattr(quantizer, "compressor"):
-        quantizer.compressor.decompress_model(model)
 
 
 def _pooling(embedding: SentenceEmbedding | None) -> SentencePooling | None:
@@ -442,17 +439,25 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     if causal:
         # Decoders count positions over every slot: padding on the left would shift each row's text.
         tokenizer.padding_side = "right"
+    seq2seq = task == "seq2seq-lm"
     for rows in splits.values():
         if causal and rows.paired:
             raise InvalidUpload(PAIRS_NOT_FOR_CAUSAL_LM)
+        if rows.targeted != seq2seq and (rows.targeted or rows.labels):
+            raise InvalidUpload(TARGETS_NEED_SEQ2SEQ if rows.targeted else SEQ2SEQ_READS_TARGETS)
+        if seq2seq and rows.paired:
+            raise InvalidUpload(PAIRS_NOT_FOR_SEQ2SEQ)
         if rows.labels and not causal and (task == "question-answering") != rows.answers:
             raise InvalidUpload(ANSWERS_NEED_A_READER if rows.answers else ANSWERS_NOT_READ)
     model = load_folder_model(folder, task, embedding)
     length = token_length(model, splits, tokenizer, embedding, MAX_CAUSAL_LM_TOKENS if causal else MAX_TOKENS)
     arrays = tokenized_arrays(splits, tokenizer, length, ModelClasses.of_config(model.model.config, task, multi_label),
                               next_tokens=causal)
-    first = next(iter(splits))
     names = text_input_names(splits, tokenizer)
+    if seq2seq:  # the output each row's logits are read at: its target, or what the upload writes
+        arrays |= output_arrays(model, tokenizer, splits, arrays)
+        names = (*names, DECODER_INPUT)
+    first = next(iter(splits))
     example = tuple(torch.from_numpy(arrays[f"{first}.{name}"][:EXAMPLE_ROWS]) for name in names)
     program = model_program(model, example)
     if getattr(program, "_report", None) is not None and program._report.failures:  # drafted: branches asserted
@@ -546,4 +551,5 @@ def example_rows(dataset_path: Path, split: str, rows: int = 8) -> tuple[torch.T
     """The first `rows` rows of a split of the arrays `folder_to_program` wrote, as the program's inputs."""
     with np.load(dataset_path) as arrays:
         return tuple(torch.from_numpy(arrays[f"{split}.{name}"][:rows])
-                     for name in ("input_ids", "attention_mask", "token_type_ids") if f"{split}.{name}" in arrays)
+                     for name in ("input_ids", "attention_mask", "token_type_ids", DECODER_INPUT)
+                     if f"{split}.{name}" in arrays)

@@ -67,6 +67,29 @@ def gpt1_folder(folder: Path) -> Path:
     return folder
 
 
+def seq2seq_folder(folder: Path, model_type: str = "t5", decoder_layers: int = 2) -> Path:
+    """A tiny encoder-decoder that writes text (task seq2seq-lm): T5 (relative positions, its own start token, the
+    pad token) or BART (learned positions, tied token tables), with 2 encoder layers."""
+    import torch
+    import transformers
+
+    vocab = save_tokenizer(folder)  # [PAD] 1, [EOS] 2
+    torch.manual_seed(0)
+    if model_type == "t5":
+        config = transformers.T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                       num_decoder_layers=decoder_layers, decoder_start_token_id=1, pad_token_id=1,
+                                       eos_token_id=2)
+        transformers.T5ForConditionalGeneration(config).save_pretrained(folder)
+    else:
+        config = transformers.BartConfig(vocab_size=vocab, d_model=32, encoder_layers=2, decoder_layers=decoder_layers,
+                                         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                                         decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=1,
+                                         eos_token_id=2, bos_token_id=0, decoder_start_token_id=2,
+                                         forced_bos_token_id=None)
+        transformers.BartForConditionalGeneration(config).save_pretrained(folder)
+    return folder
+
+
 def bert_folder(folder: Path, classes: int | None = None, layers: int = 2, dtype: str = "float32",
                 per_token: bool = False, answers: bool = False, **config_fields) -> Path:
     """A BERT encoder (`BertModel`), or a sequence classifier with `classes` labels (with `per_token`, a token

@@ -12,7 +12,16 @@ from compression.archive.hf_architectures import (
     one_shape_problem,
     unlabelled_task_problem,
 )
-from compression.archive.jsonl import ANSWERS_NEED_A_READER, ANSWERS_NOT_READ, PAIR_INPUT, PAIRS_NOT_FOR_CAUSAL_LM
+from compression.archive.jsonl import (
+    ANSWERS_NEED_A_READER,
+    ANSWERS_NOT_READ,
+    PAIR_INPUT,
+    PAIRS_NOT_FOR_CAUSAL_LM,
+    PAIRS_NOT_FOR_SEQ2SEQ,
+    SEQ2SEQ_READS_TARGETS,
+    TARGET,
+    TARGETS_NEED_SEQ2SEQ,
+)
 from compression.archive.npz import IGNORED_LABEL, TRANSCRIPT_ARRAY, is_multi_hot
 from compression.archive.pixel_scaling import NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
 from compression.inspect import (
@@ -24,7 +33,7 @@ from compression.inspect import (
     bind_inputs,
 )
 from compression.specs.batch_bound import batch_bound_problems
-from compression.specs.distill import kept_layers
+from compression.specs.distill import LAYERS_STUDENT_NOT_FOR_SEQ2SEQ, kept_layers
 from compression.specs.ipq import quant_noise_label_problem
 from compression.specs.llm import ASYMMETRIC_EXPERTS, LLM_PTQ_ALONE
 from compression.specs.metrics import metric_problem
@@ -76,8 +85,9 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
     available = sorted(manifest.splits)
     # A causal LM's general-path job labels every split with each position's next token (its rows' own labels
     # are not read): llm_ptq reads the text alone.
-    next_tokens = bool(folder) and folder.get("task") == "causal-lm" and "llm_ptq" not in {
-        stage.method for stage in spec.stages}
+    # A seq2seq-lm job's labels are its targets' tokens, or those the upload writes where a split has none.
+    next_tokens = bool(folder) and (folder.get("task") == "seq2seq-lm" or folder.get("task") == "causal-lm"
+                                    and "llm_ptq" not in {stage.method for stage in spec.stages})
 
     def labelled(split: str) -> bool:
         return next_tokens or manifest.has_labels(split)
@@ -224,6 +234,22 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
     elif not folder.get("has_tokenizer"):
         problems.append("the model folder has no tokenizer files (tokenizer.json, vocab files), which the .jsonl "
                         "text needs; upload the folder with its tokenizer")
+    else:
+        problems += _target_problems(task, manifest)
+    return problems
+
+
+def _target_problems(task: str, manifest: DatasetManifest) -> list[str]:
+    """A .jsonl's `target` texts are what a seq2seq-lm model writes; such a model is labelled by nothing else, and
+    reads one text per row."""
+    targeted = sorted(split for split, arrays in manifest.splits.items() if TARGET in arrays)
+    if task != "seq2seq-lm":
+        return [f"splits {targeted}: {TARGETS_NEED_SEQ2SEQ}"] if targeted else []
+    problems = []
+    if labelled := sorted(split for split in manifest.splits if manifest.has_labels(split)):
+        problems.append(f"splits {labelled}: {SEQ2SEQ_READS_TARGETS}")
+    if any(PAIR_INPUT in arrays for arrays in manifest.splits.values()):
+        problems.append(PAIRS_NOT_FOR_SEQ2SEQ)
     return problems
 
 
@@ -239,6 +265,8 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
         if folder is None:
             problems.append(f"{where}: a 'layers' student is made from the layers of a Hugging Face folder "
                             "upload; this model is a .pt2 program: choose a 'low_rank', 'zoo' or 'upload' student")
+        elif folder.get("task") == "seq2seq-lm":
+            problems.append(f"{where}: {LAYERS_STUDENT_NOT_FOR_SEQ2SEQ}")
         elif "num_hidden_layers" not in folder:
             continue  # recorded before layer counts were (checked when the job starts)
         elif folder["num_hidden_layers"] is None:

@@ -23,6 +23,10 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  # characters or word pieces at every audio frame
                  "speech-recognition": "MODEL_FOR_CTC_MAPPING_NAMES",
                  "causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+                 # an encoder-decoder that writes text for a text (T5, BART, Marian, Pegasus, mBART, ...: translation,
+                 # summarization): the logits over its vocabulary at each position of the decoder's output, read
+                 # with the reference output given (teacher forcing): `compression.seq2seq_lm`
+                 "seq2seq-lm": "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
                  # the base model of an image or audio encoder (Dinov2Model, ViTModel, ConvNextModel; Wav2Vec2Model,
                  # HubertModel): its features (`last_hidden_state`) for an .npz of images or waveforms, what
                  # transformers' image-feature-extraction pipeline gives (`array_feature_types` picks the types)
@@ -192,9 +196,9 @@ def task_of_architecture(architecture: str) -> str | None:
     """The task a checkpoint's `architectures` entry was saved for, by the class-name conventions of
     transformers (`LlamaForCausalLM`, `GPT2LMHeadModel`, `BertForSequenceClassification`,
     `BertForTokenClassification`, `BertForQuestionAnswering`, `ViTForImageClassification`,
-    `Wav2Vec2ForSequenceClassification`, `Wav2Vec2ForCTC`, `BertModel`)."""
+    `Wav2Vec2ForSequenceClassification`, `Wav2Vec2ForCTC`, `T5ForConditionalGeneration`, `BertModel`)."""
     tables = model_types_by_task()
-    for task in ("causal-lm", *HEAD_TASKS, "feature-extraction"):
+    for task in ("causal-lm", "seq2seq-lm", *HEAD_TASKS, "feature-extraction"):
         if architecture in tables[task].values():
             return task
     return None

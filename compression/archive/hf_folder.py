@@ -129,8 +129,12 @@ class HFFolder:
         elif self.task in AUDIO_TASKS:  # one float input: the waveform, or a spectrogram model's features
             name, shape = audio_input(self.model_type, config)
             ids = [{"name": name, "shape": shape, "dtype": "float32"}]
+        if self.task == "seq2seq-lm":  # the decoder's input: the output so far (`compression.seq2seq_lm`)
+            ids.append({"name": "decoder_input_ids", "shape": [None, None], "dtype": "int64"})
         if self.task == "causal-lm":
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
+        elif self.task == "seq2seq-lm":  # logits over the output vocabulary at each output position
+            output = {"name": "logits", "shape": [None, None, output_vocabulary(config)], "dtype": "float32"}
         elif self.task == "speech-recognition":  # CTC logits over the vocabulary at each audio frame
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
         elif self.task == "image-feature-extraction" and image_text_encoder(self.model_type):
@@ -211,6 +215,14 @@ def audio_input(model_type: str, config: dict) -> tuple[str, list[int | None]]:
         return WAVEFORM_INPUT, [None, None]
     name, shape = SPECTROGRAM_INPUTS[model_type]
     return name, [side if type(side) is int and side > 0 else None for side in shape(config)]
+
+
+def output_vocabulary(config: dict) -> int | None:
+    """The tokens an encoder-decoder writes: its vocabulary, or Marian's own target vocabulary where the encoder's
+    and decoder's tables are not shared."""
+    if config.get("share_encoder_decoder_embeddings") is False and config.get("decoder_vocab_size"):
+        return config["decoder_vocab_size"]
+    return config.get("vocab_size")
 
 
 def _times(value, factor: int) -> int | None:

@@ -12,14 +12,16 @@ numbers only is told from a class list by the model, `compression.text_labels`).
 names, single labels or lists, or values. `text_pair`
 (optional: in the whole file, every row or none) is the second text of a sentence pair, for cross-encoders and NLI
 classifiers, which the tokenizer joins to `text` with its separator (and, for BERT-style models, segment ids).
-Instead of `label` (a file gives one of the three): `tags` labels the words of `text` (as `text.split()` cuts them)
+Instead of `label` (a file gives one of the four): `tags` labels the words of `text` (as `text.split()` cuts them)
 for a token classifier, one class per word (index or name; -100 for a word no tag reads), as NER datasets do
 (`" ".join(tokens)` and `ner_tags`), and the worker gives each word's tag to its first token; `answer` (or SQuAD's
 `answers`, `compression.archive.answers`) is where in `text_pair`, a reader's context, the answer to the question
-`text` lies. Lines are read one at a time, each capped at `max_metadata_bytes` and parsed under the JSON depth cap;
-the file as a whole is capped by the upload size. Nothing else is allowed in a row, so a typo (`"lable"`) is
-refused rather than ignored. Read for a manifest only (the API's upload check), a split's labels are summarized,
-not kept (`compression.archive.label_summary`).
+`text` lies; `target` is the text a sequence-to-sequence model (task seq2seq-lm: T5, BART, Marian) should write for
+`text` (its translation, its summary; in a split, every row or none: where none, the job measures the compressed
+model against what the upload writes, `compression.seq2seq_lm`). Lines are read one at a time, each capped at
+`max_metadata_bytes` and parsed under the JSON depth cap; the file as a whole is capped by the upload size.
+Nothing else is allowed in a row, so a typo (`"lable"`) is refused rather than ignored. Read for a manifest only
+(the API's upload check), a split's labels are summarized, not kept (`compression.archive.label_summary`).
 """
 
 from __future__ import annotations
@@ -51,7 +53,17 @@ ANSWERS_NEED_A_READER = ("rows give answers, which label an extractive question-
                          "question-answering); this model is not one: give a 'label' per row, or none")
 LABEL_ARRAY = "y"  # the name labels have in a manifest, as in an .npz
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
-_ROW_KEYS = {"split", "text", "text_pair", "label", "tags", *ANSWER_KEYS}
+TARGET = "target"
+_ROW_KEYS = {"split", "text", "text_pair", "label", "tags", TARGET, *ANSWER_KEYS}
+# Checked at submission (app.jobs.validation) and again by the worker (compression.hf_program).
+TARGETS_NEED_SEQ2SEQ = ("rows give a 'target', the text a sequence-to-sequence model (task seq2seq-lm: T5, BART, "
+                        "Marian, ...) writes for 'text'; this model is not one: remove 'target', or give a 'label' "
+                        "per row")
+PAIRS_NOT_FOR_SEQ2SEQ = ("a seq2seq-lm model reads one text per row: join a pair into 'text' as the model was "
+                         "trained on it (T5's 'question: ... context: ...'), without 'text_pair'")
+SEQ2SEQ_READS_TARGETS = ("a seq2seq-lm model writes text: label its rows with 'target', the text it should write "
+                         "(or give none, and the job compares the compressed model with what the upload writes), "
+                         "not with 'label', 'tags' or answers")
 MAX_NAME_CHARS = 200  # a class name; config.json's id2label names are short
 MAX_LABEL_NAMES = 10_000  # distinct class names in a file, kept in the manifest for the submission check
 MAX_LABELS_PER_ROW = 1_000  # entries of one multi-label row
@@ -86,6 +98,8 @@ class TextSplit:
     mixed_lists: bool = False  # lists of one length, some 0/1 flag vectors, some not: a regression head's values only
     per_word: bool = False  # each label is the list of its text's word tags (`tags`), for a token classifier
     answers: bool = False  # each label is the answer's character span in `text_pair` (None: no answer), a reader's
+    targeted: bool = False  # every row gives a `target` text (a seq2seq-lm model's reference output)
+    targets: list[str] = field(default_factory=list)  # those texts, kept like texts
 
     @property
     def labelled(self) -> int:
@@ -138,12 +152,13 @@ class LabelForm:
     field: str | None = None  # "label", "tags" or "answer": what the file's rows give
 
     def check_field(self, given: str, number: int) -> None:
-        """A file labels whole texts ('label'), the words of a token classifier's texts ('tags') or the answers of
-        a reader's questions ('answer'), one of them throughout."""
+        """A file labels whole texts ('label'), the words of a token classifier's texts ('tags'), the answers of
+        a reader's questions ('answer') or the texts a seq2seq-lm model writes ('target'), one of them throughout."""
         if self.field is not None and self.field != given:
             raise InvalidUpload(f"line {number}: '{given}' where the rows before give '{self.field}'; a file labels "
-                                "whole texts ('label'), the words of a token classifier's texts ('tags') or the "
-                                "answers of a question-answering model ('answer'), one of them")
+                                "whole texts ('label'), the words of a token classifier's texts ('tags'), the "
+                                "answers of a question-answering model ('answer') or the texts a seq2seq-lm model "
+                                "writes ('target'), one of them")
         self.field = given
 
     def check_tags(self, tags: list, number: int) -> None:
@@ -207,7 +222,8 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
         if unknown:
             raise InvalidUpload(f"line {number} has unknown field(s) {sorted(unknown)}; a row holds 'split', "
                                 "'text' and optionally 'text_pair' and one of 'label', 'tags' (a token classifier's "
-                                "word tags) and 'answer' (a question-answering model's)")
+                                "word tags), 'answer' (a question-answering model's) and 'target' (the text a "
+                                "seq2seq-lm model writes)")
         split, text, label = row.get("split"), row.get("text"), row.get("label")
         if split is None:
             raise InvalidUpload(f"line {number} has no 'split': every row names the split it belongs to (\"train\" "
@@ -233,6 +249,19 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
                                 "them has no 'label' (one class for the whole text), answer or 'text_pair'")
         if answered and label is not None:
             raise InvalidUpload(f"line {number}: a row gives a question's answer or a 'label', not both")
+        target = row.get(TARGET)
+        if target is not None and (not isinstance(target, str) or not target):
+            raise InvalidUpload(f"line {number}: 'target' must be a non-empty string (the text a seq2seq-lm model "
+                                "writes for 'text')")
+        if target is not None and (label is not None or tags is not None or answered or pair is not None):
+            raise InvalidUpload(f"line {number}: a row with a 'target' (the text a seq2seq-lm model writes for "
+                                "'text') has no 'label', 'tags', answer or 'text_pair'")
+        if target is not None:
+            form.check_field(TARGET, number)
+        rows = splits.get(split)
+        if rows is not None and rows.rows and rows.targeted != (target is not None):
+            raise InvalidUpload(f"line {number}: split '{split}' mixes rows with and without 'target'; give every "
+                                "row of a split its target text, or none")
         has_label = label is not None or tags is not None or answered
         if label is not None:
             label = _row_label(label, number)
@@ -250,10 +279,14 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
         rows.rows += 1
         rows.characters += len(text) + len(pair or "")
         rows.paired = pair is not None
+        rows.targeted = target is not None
+        rows.characters += len(target or "")
         if keep_text:
             rows.texts.append(text)
             if pair is not None:
                 rows.pairs.append(pair)
+            if target is not None:
+                rows.targets.append(target)
         if has_label:
             if rows.summary is not None:
                 rows.summary.add(label)
@@ -393,6 +426,8 @@ def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict
         arrays = {TEXT_INPUT: {"shape": [rows.rows], "dtype": "str", "characters": rows.characters}}
         if rows.paired:
             arrays[PAIR_INPUT] = {"shape": [rows.rows], "dtype": "str"}
+        if rows.targeted:
+            arrays[TARGET] = {"shape": [rows.rows], "dtype": "str"}
         if rows.labelled:
             indices = rows.index_range()
             value_lists = rows.values and rows.list_width is not None

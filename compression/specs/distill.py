@@ -50,6 +50,12 @@ class LowRankStudent(Spec):
 
 
 MAX_LAYERS = 1024  # encoder layers a model may have (bounds the spec's numbers)
+# Checked at submission (app.jobs.validation) and when the job starts (compression.hf_layer_student).
+LAYERS_STUDENT_NOT_FOR_SEQ2SEQ = ("a 'layers' student keeps some of one stack of layers, and a seq2seq-lm model has "
+                                  "two (its encoder's and its decoder's), which this student kind does not cut; "
+                                  "distil it into a 'low_rank' student, or a smaller model you upload (student kind "
+                                  "'upload': a .pt2 that takes input_ids, attention_mask and decoder_input_ids and "
+                                  "gives the logits)")
 
 
 class LayersStudent(Spec):

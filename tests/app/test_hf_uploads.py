@@ -18,6 +18,7 @@ from tests.hf_folders import (  # noqa: F401 (fixtures)
     jsonl_bytes,
     llama_dir,
     llama_folder,
+    seq2seq_folder,
     tar_bytes,
     zip_bytes,
 )
@@ -592,3 +593,27 @@ def test_an_image_heads_problem_type_declares_its_labels(api, auth, tmp_path):
     assert _job(api, auth, scorer, values, [{"method": "ptq"}])[0] == 201
     status, text = _job(api, auth, plain, matrix, [{"method": "ptq"}])
     assert status == 422 and "set evaluation.multi_label to true" in text, text
+
+
+def test_a_seq2seq_lm_folder_takes_text_with_or_without_targets(api, auth, hf, tmp_path):
+    model = _upload(api, auth, "models", "t5.zip", zip_bytes(seq2seq_folder(tmp_path / "t5", "t5")))
+    assert model.status_code == 201, model.text
+    assert model.json()["task"] == "seq2seq-lm"
+    assert [t["name"] for t in model.json()["signature"]["inputs"]] == ["input_ids", "attention_mask",
+                                                                       "decoder_input_ids"]
+    rows = [{"split": split, "text": text} for split, texts in (("train", CORPUS[:4]), ("val", CORPUS[4:8]))
+            for text in texts]
+    targeted = _upload(api, auth, "datasets", "targets.jsonl", "\n".join(
+        json.dumps(row | {"target": row["text"].upper()}) for row in rows).encode()).json()
+    assert targeted["manifest"]["splits"]["val"]["target"] == {"shape": [4], "dtype": "str"}
+    assert _job(api, auth, model.json(), targeted, [{"method": "ptq"}])[0] == 201
+    assert _job(api, auth, model.json(), hf["text"], [{"method": "ptq"}])[0] == 201  # the upload's own output
+    for model_json, data, stages, expected in [
+        (model.json(), hf["labelled"], [{"method": "ptq"}], "label its rows with 'target'"),
+        (hf["bert"], targeted, [{"method": "ptq"}], "this model is not one: remove 'target'"),
+        (model.json(), hf["text"], [{"method": "kd", "student": {"kind": "layers", "keep": 1}}],
+         "a seq2seq-lm model has two"),
+        (model.json(), hf["text"], [{"method": "llm_ptq"}], "llm_ptq quantizes a causal language model"),
+    ]:
+        status, text = _job(api, auth, model_json, data, stages)
+        assert status == 422 and expected in text, text

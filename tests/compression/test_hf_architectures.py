@@ -446,12 +446,13 @@ def _encoder_decoder_folder(tmp_path, architecture: str):
 
 
 def test_a_t5_checkpoint_gives_its_encoder_features(tmp_path):
-    # T5ForConditionalGeneration names no task modelpress runs: its base model's features are inferred (as
-    # transformers' feature-extraction pipeline reads it), and those of an encoder-decoder are the encoder's
-    # (the whole model wants decoder inputs too: its export failed).
+    # T5ForConditionalGeneration's task is seq2seq-lm (`test_seq2seq_lm`); its features, asked for, are those of
+    # the encoder (the whole model wants decoder inputs too: its export failed), as sentence-T5's are.
     model, archive = _encoder_decoder_folder(tmp_path, "T5ForConditionalGeneration")
-    assert read_hf_folder(archive).task == "feature-extraction"
-    result = run_folder_pipeline(archive, text_dataset(tmp_path, labels=False), None, [PTQSpec(calibration_samples=8)],
+    assert read_hf_folder(archive).task == "seq2seq-lm"
+    assert read_hf_folder(archive, task="feature-extraction").task == "feature-extraction"
+    result = run_folder_pipeline(archive, text_dataset(tmp_path, labels=False), "feature-extraction",
+                                 [PTQSpec(calibration_samples=8)],
                                  EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
     assert result.stages[0].metrics["metric_points"] > 90
     ids = torch.randint(6, 300, (2, 7))
@@ -477,8 +478,7 @@ def test_an_encoder_decoders_features_are_written_as_the_whole_model_with_its_en
     # BartModel, found none of its names and started them random), so no stage of a BART, mBART, Pegasus, Marian,
     # ... feature extractor had a folder. It is the whole model now, the decoder as uploaded.
     model, archive = _encoder_decoder_folder(tmp_path, architecture)
-    assert read_hf_folder(archive).task == "feature-extraction"
-    [stage] = run_folder_pipeline(archive, text_dataset(tmp_path, labels=False), None, [spec],
+    [stage] = run_folder_pipeline(archive, text_dataset(tmp_path, labels=False), "feature-extraction", [spec],
                                   EvaluationSpec(latency=False), RunContext(), tmp_path / "work").stages
     assert stage.metrics["hf_folder"]["written"], stage.metrics["hf_folder"]
     [written] = [a for a in stage.artifacts if a.name == hf_folder.ARTIFACT_NAME]
@@ -492,7 +492,7 @@ def test_an_encoder_decoders_features_are_written_as_the_whole_model_with_its_en
     assert "embed_tokens" in stage.metrics["hf_folder"]["dequantized_tables"] or spec.activations is None
     assert loaded.get_decoder().embed_tokens.weight.is_floating_point()
     assert stage.metrics["hf_folder"]["encoder_features"].startswith("model.get_encoder()")
-    loaded.hf_quantizer.compressor.decompress_model(loaded)  # as encoder_features says
+    assert not hasattr(loaded, "ct_decompress_hook")  # the recipe decompressed the weights (encoder_features)
     rows = np.load(tmp_path / "work" / "dataset.npz")
     ids, mask = (torch.from_numpy(rows[f"val.{name}"][:4]) for name in ("input_ids", "attention_mask"))
     features = loaded.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
