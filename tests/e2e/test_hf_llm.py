@@ -300,3 +300,34 @@ def test_a_causal_lm_folder_is_pruned_and_quantized_as_a_program_and_its_folder_
                             capture_output=True, text=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert json.loads(loaded.stdout.strip().splitlines()[-1])["quantized"]
+
+
+def test_a_seq2seq_folder_is_quantized_through_a_worker_and_its_folder_generates_from_its_recipe(client, tmp_path):
+    """A T5 folder and a .jsonl whose validation rows give target texts (the training rows none), through HTTP and
+    a real worker: int8 PTQ of the forward generation repeats, judged by the share of the targets' tokens each
+    model predicts; the folder, loaded by the artifact's own recipe in a fresh process, generates."""
+    from tests.hf_folders import seq2seq_folder
+
+    (tmp_path / "t5.zip").write_bytes(zip_bytes(seq2seq_folder(tmp_path / "t5", "t5")))
+    rows = [{"split": "train", "text": text} for text in CORPUS[:24]]
+    rows += [{"split": "val", "text": text, "target": " ".join(reversed(text.split()))} for text in CORPUS[24:40]]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    model = client.upload_model(tmp_path / "t5.zip")
+    assert model.info["task"] == "seq2seq-lm"
+    dataset = client.upload_dataset(tmp_path / "pairs.jsonl")
+    spec = {"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False},
+            "stages": [{"method": "ptq", "calibration_samples": 16}]}
+    job = client.wait(client.submit_job(spec)["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    final = job["metrics"]["final"]
+    assert final["metric"] == "accuracy" and "perplexity" in final and final["hf_folder"]["written"], final
+    folder = {artifact["kind"]: artifact for artifact in client.artifacts(job["id"])}["model.hf_folder"]
+    path = client.download(folder, tmp_path / "model.hf.zip")
+    assert path.name == "model.hf.zip"  # the recipe names the file as the job stored it, beside the caller
+    generated = subprocess.run([sys.executable, "-c", folder["details"]["recipe"] + """
+import torch
+with torch.no_grad():
+    print(model.generate(input_ids=torch.tensor([[3, 4, 5, 6, 2]]), max_new_tokens=4, do_sample=False).shape)
+"""], capture_output=True, text=True, timeout=120, cwd=path.parent)
+    assert generated.returncode == 0, generated.stderr[-3000:]
+    assert generated.stdout.strip().splitlines()[-1].startswith("torch.Size([1, ")
