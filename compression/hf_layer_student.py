@@ -22,12 +22,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compression.archive.hf_folder import copy_side_files, layer_count_section
+from compression.archive.hf_folder import (
+    DECODER_LAYER_FIELDS,
+    copy_side_files,
+    decoder_layer_field,
+    layer_count_section,
+)
 from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.dry_run import DryRunFailed
 from compression.hf_program import load_folder_model, model_program
 from compression.io import save_program
-from compression.specs.distill import LAYERS_STUDENT_NOT_FOR_SEQ2SEQ, LayersStudent, kept_layers
+from compression.specs.distill import LayersStudent, kept_layers
 from compression.students import layers_student_id, parameter_count
 
 LAYER_COUNT_FIELD = "num_hidden_layers"
@@ -67,6 +72,28 @@ def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
     return stacks
 
 
+def decoder_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    """An encoder-decoder's list of decoder layers (`decoder.block` of T5, `model.decoder.layers` of BART), as
+    long as its config's decoder layer count: what a seq2seq-lm model's 'layers' student keeps some of. Generation
+    runs the decoder once per written token and the encoder once per text, so the decoder is what a smaller
+    student saves time on (DistilBART's and Distil-Whisper's students keep the encoder whole)."""
+    field = decoder_layer_field(model.config.to_dict())
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if field is None or decoder is None:
+        fields = " or ".join(DECODER_LAYER_FIELDS)
+        raise ValueError(f"a 'layers' student of a seq2seq-lm model keeps some of its decoder's layers, and this "
+                         f"{model.config.model_type} config gives no decoder layer count ({fields}); use a "
+                         "'low_rank' or uploaded student")
+    count = getattr(model.config, field)
+    prefix = next(name for name, module in model.named_modules() if module is decoder)
+    stacks = [(f"{prefix}.{name}", module) for name, module in decoder.named_children()
+              if isinstance(module, nn.ModuleList) and len(module) == count]
+    if len(stacks) != 1:
+        raise ValueError(f"a 'layers' student needs one list of the decoder's {count} layers in the "
+                         f"{type(model).__name__} model; found {[name for name, _ in stacks] or 'none'}")
+    return stacks
+
+
 def _renumbered(state: dict[str, torch.Tensor], prefix: str, kept: list[int]) -> dict[str, torch.Tensor]:
     """The teacher's tensors under the student's names: layer kept[i] becomes layer i, the dropped ones go."""
     new_index = {old: new for new, old in enumerate(kept)}
@@ -86,19 +113,23 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     kept layers, the teacher's count, parameters). ValueError when the folder's model has no such layers or too
     few of them."""
     teacher = load_folder_model(source, task).model
-    stacks = layer_stacks(teacher)
+    config = copy.deepcopy(teacher.config)
+    if task == "seq2seq-lm":  # the decoder's layers, its count under the decoder's own field
+        stacks, holder, field = decoder_stacks(teacher), config, decoder_layer_field(config.to_dict())
+    else:
+        stacks, holder, field = layer_stacks(teacher), layer_config(config), LAYER_COUNT_FIELD
     count = len(stacks[0][1])
     kept = kept_layers(spec, count)
-    config = copy.deepcopy(teacher.config)
-    holder = layer_config(config)  # the config itself, or its encoder's
     try:
-        setattr(holder, LAYER_COUNT_FIELD, len(kept))
+        setattr(holder, field, len(kept))
     except (AttributeError, NotImplementedError) as exc:  # Funnel's count is the sum of its `block_sizes`
-        raise ValueError(f"a 'layers' student sets the config's num_hidden_layers, which this "
+        raise ValueError(f"a 'layers' student sets the config's {field}, which this "
                          f"{config.model_type} config derives from other fields and refuses ({exc}); distill into "
                          "a 'low_rank' or 'zoo' student, or prune") from None
-    per_layer = [*PER_LAYER_FIELDS, *(name for name in holder.to_dict()
-                                      if name.endswith(PER_LAYER_SUFFIX) and name not in PER_LAYER_FIELDS)]
+    # (an encoder-decoder's per-layer lists, LED's attention windows, are its encoder's: its decoder is cut)
+    per_layer = [] if task == "seq2seq-lm" else [
+        *PER_LAYER_FIELDS, *(name for name in holder.to_dict()
+                             if name.endswith(PER_LAYER_SUFFIX) and name not in PER_LAYER_FIELDS)]
     for name in per_layer:
         value = getattr(holder, name, None)
         if isinstance(value, list) and len(value) == count:
@@ -138,6 +169,8 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
                          "layers), which a 'layers' student cannot copy from the teacher; use a 'low_rank' or "
                          "uploaded student")
     student.load_state_dict(state, strict=True)
+    if getattr(teacher, "generation_config", None) is not None:  # BART's forced tokens, T5's start token
+        student.generation_config = copy.deepcopy(teacher.generation_config)
     if destination.exists():
         shutil.rmtree(destination)
     destination.mkdir(parents=True)
@@ -183,8 +216,6 @@ def build_layer_students(stages: list, source: Path, task: str, example: tuple[t
         if not isinstance(student, LayersStudent):
             continue
         folder = workdir / str(index) / "folder"
-        if task == "seq2seq-lm":  # (refused at submission too)
-            raise DryRunFailed(f"dry run: stage {index} ({spec.method}): {LAYERS_STUDENT_NOT_FOR_SEQ2SEQ}")
         try:
             details = write_layers_student(source, task, student, folder)
         except ValueError as exc:  # said as the dry run says it: seconds into the job, before any evaluation

@@ -244,7 +244,7 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
                       dtype: torch.dtype | str = "auto") -> torch.nn.Module:
     """`embedding`: a feature-extraction folder's declared sentence embedding, which then is the output. `dtype`:
     what the weights are loaded as; "auto" keeps the checkpoint's (a bfloat16 folder stays bfloat16)."""
-    from compression.formats.hf_folder import decompress, loading_options
+    from compression.formats.hf_folder import loading_options
 
     auto, options = auto_class(task), {**LOCAL_ONLY, **loading_options(folder)}
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
@@ -258,7 +258,7 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", dtype=dtype,
                                      **options)
     model.eval()
-    decompress(model)
+    _decompress(model)
     if task == "sequence-classification":
         return (_LastEosClassifier(model) if _reads_last_eos(model) else _TensorOutput(model, "logits")).eval()
     if task == "token-classification":
@@ -291,6 +291,16 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
             return wrapper
         model = encoder_class.from_pretrained(folder, use_safetensors=True, dtype=dtype, **LOCAL_ONLY).eval()
     return _TensorOutput(model, "last_hidden_state", _pooling(embedding)).eval()
+
+
+def _decompress(model: torch.nn.Module) -> None:
+    """Decompress a compressed-tensors folder's weights now: compressed-tensors does it in a hook on the model's
+    own first call, which a wrapper that runs a part of it never makes (a BART classifier's base model and head,
+    an encoder-decoder's encoder): its linears then ran on their int8 codes ("self and mat2 must have the same
+    dtype"). A no-op on any other model."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if hasattr(model, "ct_decompress_hook") and hasattr(quantizer, "compressor"):
+        quantizer.compressor.decompress_model(model)
 
 
 def _pooling(embedding: SentenceEmbedding | None) -> SentencePooling | None:

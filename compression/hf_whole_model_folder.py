@@ -19,9 +19,10 @@ from compression.tied_copies import shared_groups
 # What the folder's metrics tell a user: the features are the encoder's, and compressed-tensors decompresses the
 # weights in a hook on the whole model's first call, which running the encoder alone skips.
 ENCODER_FEATURES = ("model.get_encoder()(input_ids=..., attention_mask=...).last_hidden_state, with a quantized "
-                    "folder's weights decompressed first: the artifact's recipe does it as it loads the folder "
-                    "(from_pretrained alone leaves it to the whole model's first call, which the encoder alone never "
-                    "makes: then call model.hf_quantizer.compressor.decompress_model(model) once)")
+                    "folder's weights decompressed first: the artifact's recipe loads them dequantized "
+                    "(CompressedTensorsConfig(dequantize=True)); from_pretrained alone leaves it to the whole "
+                    "model's first call, which the encoder alone never makes: then call "
+                    "model.hf_quantizer.compressor.decompress_model(model) once")
 
 
 @dataclass(frozen=True)

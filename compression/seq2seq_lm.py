@@ -29,6 +29,10 @@ DECODER_INPUT = "decoder_input_ids"
 MAX_TARGET_TOKENS = 128
 GENERATED_TOKENS = 64
 GENERATION_BATCH = 16
+# The output axis is padded to at least 3 positions: torch.export fixes an axis of size 1 (a random or terse model
+# that writes only its end token), and [batch, 2, vocabulary] logits with [batch, 2] labels read as a
+# question-answering reader's start and end logits.
+MIN_OUTPUT_TOKENS = 3
 
 
 class Seq2SeqLogits(torch.nn.Module):
@@ -63,7 +67,7 @@ def output_arrays(model: Seq2SeqLogits, tokenizer, splits: dict[str, TextSplit],
         else:
             outputs[name] = _written_tokens(model.model, arrays[f"{name}.input_ids"],
                                             arrays[f"{name}.attention_mask"])
-    length = max(1, max(len(labels) for rows in outputs.values() for _, labels in rows))
+    length = max(MIN_OUTPUT_TOKENS, max(len(labels) for rows in outputs.values() for _, labels in rows))
     pad = _token(model.model, "pad_token_id") or 0
     out = {}
     for name, rows in outputs.items():

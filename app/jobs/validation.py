@@ -12,6 +12,7 @@ from compression.archive.hf_architectures import (
     one_shape_problem,
     unlabelled_task_problem,
 )
+from compression.archive.hf_folder import DECODER_LAYER_FIELDS
 from compression.archive.jsonl import (
     ANSWERS_NEED_A_READER,
     ANSWERS_NOT_READ,
@@ -33,7 +34,7 @@ from compression.inspect import (
     bind_inputs,
 )
 from compression.specs.batch_bound import batch_bound_problems
-from compression.specs.distill import LAYERS_STUDENT_NOT_FOR_SEQ2SEQ, kept_layers
+from compression.specs.distill import kept_layers
 from compression.specs.ipq import quant_noise_label_problem
 from compression.specs.llm import ASYMMETRIC_EXPERTS, LLM_PTQ_ALONE
 from compression.specs.metrics import metric_problem
@@ -265,10 +266,12 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
         if folder is None:
             problems.append(f"{where}: a 'layers' student is made from the layers of a Hugging Face folder "
                             "upload; this model is a .pt2 program: choose a 'low_rank', 'zoo' or 'upload' student")
-        elif folder.get("task") == "seq2seq-lm":
-            problems.append(f"{where}: {LAYERS_STUDENT_NOT_FOR_SEQ2SEQ}")
         elif "num_hidden_layers" not in folder:
             continue  # recorded before layer counts were (checked when the job starts)
+        elif folder["num_hidden_layers"] is None and folder.get("task") == "seq2seq-lm":
+            problems.append(f"{where}: a 'layers' student of a seq2seq-lm model keeps some of its decoder's layers, "
+                            f"and this {folder.get('model_type')} config.json gives no decoder layer count "
+                            f"({' or '.join(DECODER_LAYER_FIELDS)})")
         elif folder["num_hidden_layers"] is None:
             problems.append(f"{where}: a 'layers' student needs the folder's config.json to give num_hidden_layers, "
                             f"which this {folder.get('model_type')} config does not")

@@ -179,7 +179,9 @@ class HFFolder:
                                          "architectures": self.architectures, "files": sorted(self.files),
                                          "has_tokenizer": self.has_tokenizer,
                                          "block_linear_widths": self.block_linear_widths,
-                                         "num_hidden_layers": _layer_count(config),
+                                         # what a 'layers' student keeps some of: a
+                                         # seq2seq-lm model's decoder layers
+                                         "num_hidden_layers": _student_layer_count(self.task, config),
                                          "max_positions": self.max_positions,
                                          "per_expert_tensors": self.per_expert_tensors,
                                          "classes": classes,
@@ -281,10 +283,26 @@ def layer_count_section(config: dict) -> str | None:
     return holders[0] if len(holders) == 1 else None
 
 
+def _student_layer_count(task: str, config: dict) -> int | None:
+    if task != "seq2seq-lm":
+        return _layer_count(config)
+    field = decoder_layer_field(config)
+    return config[field] if field else None
+
+
 def _layer_count(config: dict) -> int | None:
     """The encoder's layer count as transformers' configs name it (what a 'layers' student keeps some of)."""
     section = layer_count_section(config)
     return None if section is None else (config[section] if section else config)["num_hidden_layers"]
+
+
+# Where encoder-decoder configs keep the decoder's layer count (T5's and ProphetNet's; BART's, Marian's, Pegasus'...)
+DECODER_LAYER_FIELDS = ("num_decoder_layers", "decoder_layers")
+
+
+def decoder_layer_field(config: dict) -> str | None:
+    """The config field (as a dict) that holds an encoder-decoder's decoder layer count, or None."""
+    return next((name for name in DECODER_LAYER_FIELDS if type(config.get(name)) is int), None)
 
 
 def max_positions(config: dict) -> int | None:

@@ -29,14 +29,13 @@ packs_zero_points = any(
     not group["weights"].get("symmetric", True) and group.get("format", quantization.get("format")) == "pack-quantized"
     for group in quantization.get("config_groups", {{}}).values() if group.get("weights"))
 options = {{}}
-if packs_zero_points:
+# An encoder-decoder (T5, BART, Marian) loads dequantized too: compressed-tensors decompresses its weights in a hook
+# on the model's first call, which generate() skips (it runs the encoder alone first, on int8 codes), and its
+# offloading wrappers turn the encoder's output into a dict that BART's forward cannot read.
+if packs_zero_points or (quantization and config.is_encoder_decoder):
     options["quantization_config"] = transformers.CompressedTensorsConfig(dequantize=True)
 # the class it was saved as (e.g. BertForSequenceClassification); AutoModel... classes load it the same way
 model = getattr(transformers, config.architectures[0]).from_pretrained(folder, **options)
-# compressed-tensors decompresses the weights in a hook on the model's first call, which an encoder-decoder's
-# generate() skips (it runs the encoder alone first): decompress them now (a float folder has no hook)
-if model.config.is_encoder_decoder and hasattr(model, "ct_decompress_hook"):
-    model.hf_quantizer.compressor.decompress_model(model)
 '''
 
 
@@ -53,7 +52,7 @@ def write(folder: str | Path, destination: str | Path) -> Path:
 
 def load(path: str | Path):
     """What the recipe does: unzip next to the file and load the model class `config.json` names (no download,
-    no remote code), an encoder-decoder's weights decompressed (`decompress`)."""
+    no remote code); a quantized encoder-decoder with its weights dequantized as it loads (the recipe says why)."""
     import transformers
 
     path = Path(path)
@@ -61,21 +60,11 @@ def load(path: str | Path):
     with zipfile.ZipFile(path) as archive:
         archive.extractall(folder)
     config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-    model = getattr(transformers, config.architectures[0]).from_pretrained(
-        folder, local_files_only=True, trust_remote_code=False, use_safetensors=True, **loading_options(folder))
-    if model.config.is_encoder_decoder:
-        decompress(model)
-    return model
-
-
-def decompress(model) -> None:
-    """Decompress a compressed-tensors folder's weights now: compressed-tensors does it in a hook on the model's
-    own first call, which a caller that runs a part of it first never makes (an encoder-decoder's generate() runs
-    the encoder alone; a wrapper runs a BART classifier's base model and head): its linears then ran on their int8
-    codes ("expected m1 and m2 to have the same dtype"). A no-op on any other model."""
-    quantizer = getattr(model, "hf_quantizer", None)
-    if hasattr(model, "ct_decompress_hook") and hasattr(quantizer, "compressor"):
-        quantizer.compressor.decompress_model(model)
+    options = loading_options(folder)
+    if config.is_encoder_decoder and getattr(config, "quantization_config", None):
+        options = {"quantization_config": transformers.CompressedTensorsConfig(dequantize=True)}
+    return getattr(transformers, config.architectures[0]).from_pretrained(
+        folder, local_files_only=True, trust_remote_code=False, use_safetensors=True, **options)
 
 
 def loading_options(folder: str | Path) -> dict:

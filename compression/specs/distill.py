@@ -50,28 +50,24 @@ class LowRankStudent(Spec):
 
 
 MAX_LAYERS = 1024  # encoder layers a model may have (bounds the spec's numbers)
-# Checked at submission (app.jobs.validation) and when the job starts (compression.hf_layer_student).
-LAYERS_STUDENT_NOT_FOR_SEQ2SEQ = ("a 'layers' student keeps some of one stack of layers, and a seq2seq-lm model has "
-                                  "two (its encoder's and its decoder's), which this student kind does not cut; "
-                                  "distil it into a 'low_rank' student, or a smaller model you upload (student kind "
-                                  "'upload': a .pt2 that takes input_ids, attention_mask and decoder_input_ids and "
-                                  "gives the logits)")
 
 
 class LayersStudent(Spec):
     """The teacher with fewer encoder layers, initialised from its own weights (DistilBERT's student): the kept
     layers' weights and everything around them (embeddings, pooler, classifier) are copied from the teacher.
     Only for a Hugging Face folder upload (not with llm_ptq), whose config says the
-    layer count (`num_hidden_layers`). Give exactly one of `keep` (how many layers, evenly spaced and always
-    including the last: 3 of 6 keeps 1, 3, 5) or `layers` (their indices, from 0)."""
+    layer count (`num_hidden_layers`). A seq2seq-lm model's student keeps some of its decoder's layers (its
+    `num_decoder_layers` or `decoder_layers`) and its whole encoder: generation runs the decoder once per token.
+    Give exactly one of `keep` (how many layers, evenly spaced and always including the last: 3 of 6 keeps 1, 3,
+    5) or `layers` (their indices, from 0)."""
 
     kind: Literal["layers"] = "layers"
     keep: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = Field(
-        None, description="How many encoder layers to keep (fewer than the model has), evenly spaced, always "
-                          "including the last; give this or layers.")
+        None, description="How many encoder layers (a seq2seq-lm model's decoder layers) to keep (fewer than the "
+                          "model has), evenly spaced, always including the last; give this or layers.")
     layers: Annotated[list[Annotated[int, Field(ge=0, lt=MAX_LAYERS)]], Field(min_length=1, max_length=MAX_LAYERS)] \
-        | None = Field(None, description="Indices (from 0, increasing) of the encoder layers to keep; give this or "
-                                         "keep.")
+        | None = Field(None, description="Indices (from 0, increasing) of the encoder layers (a seq2seq-lm "
+                                         "model's decoder layers) to keep; give this or keep.")
 
     @model_validator(mode="after")
     def _exactly_one_choice(self):

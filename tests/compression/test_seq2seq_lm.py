@@ -144,11 +144,21 @@ def test_a_seq2seq_lm_job_distils_into_a_low_rank_student(t5, tmp_path):
     assert 0 <= result.stages[0].metrics["accuracy"] <= 1
 
 
-def test_a_layers_student_is_refused_for_two_stacks(t5, tmp_path):
-    with pytest.raises(ValueError, match="two"):
-        run_folder_pipeline(t5, _rows(tmp_path / "rows.jsonl"), None,
-                            [KDSpec(student={"kind": "layers", "keep": 1}, training={"steps": 2, "batch_size": 4})],
-                            EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+def test_a_layers_student_keeps_the_encoder_and_some_of_the_decoders_layers(bart, tmp_path):
+    result = run_folder_pipeline(bart, _rows(tmp_path / "rows.jsonl"), None,
+                                 [KDSpec(student={"kind": "layers", "keep": 1}, training={"steps": 2, "batch_size": 4}),
+                                  PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
+                                 tmp_path / "work")
+    student = result.stages[0].metrics["method_metrics"]["student_spec"]
+    assert student["layers"] == [1] and student["teacher_layers"] == 2
+    assert student["layer_list"] == "model.decoder.layers"
+    for stage in result.stages:
+        assert stage.metrics["hf_folder"]["written"], stage.metrics["hf_folder"]
+    [artifact] = [a for a in result.stages[-1].artifacts if a.name == hf_folder.ARTIFACT_NAME]
+    loaded = hf_folder.load(artifact.path)
+    assert (loaded.config.encoder_layers, loaded.config.decoder_layers) == (2, 1)
+    with torch.no_grad():
+        assert loaded.generate(input_ids=torch.tensor([[3, 4, 5, 2]]), max_new_tokens=3).shape[0] == 1
 
 
 @pytest.mark.parametrize("rows, problem", [
