@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compression.archive.jsonl import TextSplit
+from compression.archive.errors import InvalidUpload
+from compression.archive.jsonl import MAX_WRITTEN_ROWS, TOO_MANY_TO_WRITE, TextSplit
 from compression.archive.npz import IGNORED_LABEL
 
 DECODER_INPUT = "decoder_input_ids"
@@ -61,6 +62,8 @@ def output_arrays(model: Seq2SeqLogits, tokenizer, splits: dict[str, TextSplit],
     decoder before each of them; one length for every split (the program's shape)."""
     outputs = {}  # split -> [(decoder input, labels)] per row
     for name, rows in splits.items():
+        if not rows.targeted and rows.rows > MAX_WRITTEN_ROWS:  # (refused at submission too)
+            raise InvalidUpload(TOO_MANY_TO_WRITE.format(split=name, rows=rows.rows))
         if rows.targeted:
             outputs[name] = [(shifted(model.model, labels), labels)
                              for labels in _target_tokens(tokenizer, rows.targets)]

@@ -16,12 +16,15 @@ from compression.archive.hf_folder import DECODER_LAYER_FIELDS
 from compression.archive.jsonl import (
     ANSWERS_NEED_A_READER,
     ANSWERS_NOT_READ,
+    MAX_WRITTEN_ROWS,
     PAIR_INPUT,
     PAIRS_NOT_FOR_CAUSAL_LM,
     PAIRS_NOT_FOR_SEQ2SEQ,
     SEQ2SEQ_READS_TARGETS,
     TARGET,
     TARGETS_NEED_SEQ2SEQ,
+    TEXT_INPUT,
+    TOO_MANY_TO_WRITE,
 )
 from compression.archive.npz import IGNORED_LABEL, TRANSCRIPT_ARRAY, is_multi_hot
 from compression.archive.pixel_scaling import NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
@@ -251,6 +254,8 @@ def _target_problems(task: str, manifest: DatasetManifest) -> list[str]:
         problems.append(f"splits {labelled}: {SEQ2SEQ_READS_TARGETS}")
     if any(PAIR_INPUT in arrays for arrays in manifest.splits.values()):
         problems.append(PAIRS_NOT_FOR_SEQ2SEQ)
+    problems += [TOO_MANY_TO_WRITE.format(split=split, rows=rows) for split, arrays in sorted(manifest.splits.items())
+                 if TARGET not in arrays and (rows := arrays[TEXT_INPUT]["shape"][0]) > MAX_WRITTEN_ROWS]
     return problems
 
 

@@ -608,7 +608,9 @@ def test_a_seq2seq_lm_folder_takes_text_with_or_without_targets(api, auth, hf, t
     assert targeted["manifest"]["splits"]["val"]["target"] == {"shape": [4], "dtype": "str"}
     assert _job(api, auth, model.json(), targeted, [{"method": "ptq"}])[0] == 201
     assert _job(api, auth, model.json(), hf["text"], [{"method": "ptq"}])[0] == 201  # the upload's own output
+    many = _upload(api, auth, "datasets", "many.jsonl", jsonl_bytes({"train": CORPUS[:4] * 257, "val": CORPUS[:4]}))
     for model_json, data, stages, expected in [
+        (model.json(), many.json(), [{"method": "ptq"}], "split 'train' has 1,028 rows and no 'target'"),
         (model.json(), hf["labelled"], [{"method": "ptq"}], "label its rows with 'target'"),
         (hf["bert"], targeted, [{"method": "ptq"}], "this model is not one: remove 'target'"),
         (model.json(), hf["text"], [{"method": "kd", "student": {"kind": "layers", "keep": 2}}],
