@@ -150,9 +150,14 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
         raise ValueError(f"transformers cannot build this {teacher.config.model_type} model with {len(kept)} "
                          f"layer(s) ({type(exc).__name__}: {str(exc)[:200]}); keep more layers or use a "
                          "'low_rank' or uploaded student") from exc
-    state = teacher.state_dict()
+    teacher_state = state = teacher.state_dict()
     for prefix, _ in stacks:
         state = _renumbered(state, prefix, kept)
+    # A table only the first layer holds and every layer reads (T5's relative position bias, computed in layer 0
+    # and passed on) comes from the teacher's first layer when the student's first layer is another one.
+    firsts = tuple(f"{prefix}.0." for prefix, _ in stacks)
+    state |= {name: teacher_state[name] for name in set(student.state_dict()) - set(state)
+              if name.startswith(firsts) and name in teacher_state}
     differing = sorted(set(state) ^ set(student.state_dict()))
     if differing:
         # ModernBERT's first layer has no attention norm: another layer cannot take its place.

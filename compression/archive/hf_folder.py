@@ -540,6 +540,13 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
     if task not in FEATURE_TASKS and saved_for is not None and saved_for != task:
         raise InvalidUpload(f"the weights were saved for {saved_for} ({architectures[0]}), which has no trained "
                             f"{task} head; upload a checkpoint saved for {task} or choose task '{saved_for}'")
+    if task == "seq2seq-lm" and isinstance(config.get("text_config"), dict):
+        # transformers lists audio language models (Qwen2-Audio, Voxtral, Granite Speech) for seq2seq generation
+        # too: a text model behind an audio encoder, which takes no decoder input
+        nested = sorted(key for key, value in config.items() if isinstance(value, dict) and key.endswith("_config"))
+        raise InvalidUpload(f"model_type '{model_type}' is a language model that reads more than text (config.json "
+                            f"nests {nested}); task seq2seq-lm runs encoder-decoders that write text for a text (T5, "
+                            "BART, Marian, ...): export this model with torch.export and upload the .pt2")
     if task in HEAD_TASKS and architectures and saved_for != task:
         base = ARRAY_FEATURE_TASK.get(reads, "feature-extraction")
         raise InvalidUpload(f"the weights were saved as {architectures[0]}, which has no trained {task} head (it "

@@ -66,6 +66,14 @@ def test_a_base_checkpoint_has_no_trained_output_layer_for_seq2seq_lm(tmp_path):
         read_hf_folder(io.BytesIO(zip_bytes(folder)), task="seq2seq-lm")
 
 
+def test_an_audio_language_model_listed_for_generation_is_refused(tmp_path):
+    folder = seq2seq_folder(tmp_path / "t5", "t5")  # files of a folder, its config made a Qwen2-Audio's
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2_audio", "audio_config": {}, "text_config": {},
+                                                    "architectures": ["Qwen2AudioForConditionalGeneration"]}))
+    with pytest.raises(InvalidUpload, match="reads more than text"):
+        read_hf_folder(io.BytesIO(zip_bytes(folder)))
+
+
 def test_without_targets_the_compressed_model_is_measured_against_what_the_upload_writes(t5, tmp_path):
     result = run_folder_pipeline(t5, _rows(tmp_path / "rows.jsonl"), None, [PTQSpec(calibration_samples=8)],
                                  EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
@@ -142,6 +150,27 @@ def test_a_seq2seq_lm_job_distils_into_a_low_rank_student(t5, tmp_path):
                                  EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
     assert result.stages[0].metrics["method_metrics"]["loss"] == "kl"
     assert 0 <= result.stages[0].metrics["accuracy"] <= 1
+
+
+def test_a_t5_student_takes_the_relative_position_table_from_the_teachers_first_layer(tmp_path):
+    # Only T5's layer 0 holds the table every layer reads: keeping layer 1 alone left the student without it, and
+    # the student was refused.
+    from transformers import T5ForConditionalGeneration
+
+    from compression.hf_layer_student import write_layers_student
+    from compression.specs.distill import LayersStudent
+
+    folder = seq2seq_folder(tmp_path / "t5", "t5")
+    details = write_layers_student(folder, "seq2seq-lm", LayersStudent(keep=1), tmp_path / "student")
+    assert details["layers"] == [1] and details["layer_list"] == "decoder.block"
+    teacher = T5ForConditionalGeneration.from_pretrained(folder)
+    student = T5ForConditionalGeneration.from_pretrained(tmp_path / "student")
+    assert (student.config.num_layers, student.config.num_decoder_layers) == (2, 1)
+    table = "layer.0.SelfAttention.relative_attention_bias.weight"
+    torch.testing.assert_close(student.decoder.block[0].get_parameter(table),
+                               teacher.decoder.block[0].get_parameter(table))
+    torch.testing.assert_close(student.decoder.block[0].get_parameter("layer.2.DenseReluDense.wo.weight"),
+                               teacher.decoder.block[1].get_parameter("layer.2.DenseReluDense.wo.weight"))
 
 
 def test_a_layers_student_keeps_the_encoder_and_some_of_the_decoders_layers(bart, tmp_path):
