@@ -146,6 +146,8 @@ COMMON = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYER
           "intermediate_size": 2 * HIDDEN, "max_position_embeddings": 512, "pad_token_id": 1, "eos_token_id": 2,
           "bos_token_id": 2, "cls_token_id": 3, "sep_token_id": 4}
 SPECIFIC = {
+    # Marian's default start token is its 58100-row vocabulary's pad: the tiny vocabulary's pad starts its outputs
+    "marian": {"decoder_start_token_id": 1, "decoder_vocab_size": VOCAB},
     "albert": {"embedding_size": 32},
     "electra": {"embedding_size": 32},
     "distilbert": {"dim": HIDDEN, "n_layers": LAYERS, "n_heads": HEADS, "hidden_dim": 2 * HIDDEN},

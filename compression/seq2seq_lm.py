@@ -60,6 +60,7 @@ def output_arrays(model: Seq2SeqLogits, tokenizer, splits: dict[str, TextSplit],
     `arrays` holds (`<split>.input_ids`, `<split>.attention_mask`): the labels are its targets' tokens, or the
     upload's own greedy output, IGNORED_LABEL after the end, and the decoder's input is what generation feeds the
     decoder before each of them; one length for every split (the program's shape)."""
+    _check_start_token(model.model)
     outputs = {}  # split -> [(decoder input, labels)] per row
     for name, rows in splits.items():
         if not rows.targeted and rows.rows > MAX_WRITTEN_ROWS:  # (refused at submission too)
@@ -102,18 +103,40 @@ def _written_tokens(model: torch.nn.Module, input_ids: np.ndarray,
         mask = torch.from_numpy(attention_mask[start:start + GENERATION_BATCH])
         try:
             generated = _greedy(model, ids, mask, options)
-        except IndexError:
-            if options:
-                raise
+        except IndexError as exc:
+            if options or "list index out of range" not in str(exc):
+                raise _not_written(model, exc) from exc
             # transformers sizes the key/value cache by the encoder's layer count: a T5 whose decoder has more
             # layers (num_decoder_layers, as T5-efficient checkpoints have) failed ("list index out of range");
             # without the cache each step recomputes the output so far, and gives the same tokens.
             options = {"use_cache": False}
             generated = _greedy(model, ids, mask, options)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the user's architecture raises in generate()
+            raise _not_written(model, exc) from exc
         for row in generated.tolist():
             end = row.index(eos, 1) if eos in row[1:] else len(row) - 1
             written.append((row[:end], row[1:end + 1]))
     return written
+
+
+def _check_start_token(model: torch.nn.Module) -> None:
+    """The decoder's start token must be a row of its token table (a config copied from another checkpoint can name
+    one past it: Marian's default 58100 in a smaller vocabulary), or generation fails inside an embedding lookup."""
+    start, rows = _token(model, "decoder_start_token_id"), model.get_decoder().get_input_embeddings()
+    size = getattr(rows, "num_embeddings", None)
+    if isinstance(start, int) and isinstance(size, int) and not 0 <= start < size:
+        raise ValueError(f"the folder's decoder start token {start} (decoder_start_token_id in config.json or "
+                         f"generation_config.json) is not in the decoder's vocabulary of {size} tokens: every "
+                         "output begins with it; fix it")
+
+
+def _not_written(model: torch.nn.Module, exc: Exception) -> ValueError:
+    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+    return ValueError(f"this {model.config.model_type} model could not write its outputs with generate() "
+                      f"({type(exc).__name__}: {first_line}), which a split without 'target' texts is measured "
+                      "against; give its rows their targets")
 
 
 def _greedy(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, options: dict) -> torch.Tensor:

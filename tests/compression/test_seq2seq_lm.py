@@ -143,6 +143,24 @@ def test_a_t5_whose_decoder_has_more_layers_writes_its_output_without_the_cache(
     assert written["val.decoder_input_ids"][0, 0] == 1
 
 
+def test_a_start_token_outside_the_vocabulary_is_named(tmp_path):
+    # (a config copied from another checkpoint: Marian's default start token 58100 failed inside an embedding)
+    from transformers import AutoTokenizer
+
+    from compression.hf_program import load_folder_model
+    from compression.seq2seq_lm import output_arrays
+
+    folder = seq2seq_folder(tmp_path / "t5", "t5")
+    for name in ("config.json", "generation_config.json"):
+        config = json.loads((folder / name).read_text())
+        (folder / name).write_text(json.dumps(config | {"decoder_start_token_id": 58100}))
+    splits = read_jsonl(_rows(tmp_path / "rows.jsonl", targets=True), keep_text=True)
+    ids = np.array([[3, 4, 5, 2]] * 24, np.int64)
+    arrays = {f"{split}.{name}": ids for split in splits for name in ("input_ids", "attention_mask")}
+    with pytest.raises(ValueError, match="decoder start token 58100 .* not in the decoder's vocabulary"):
+        output_arrays(load_folder_model(folder, "seq2seq-lm"), AutoTokenizer.from_pretrained(folder), splits, arrays)
+
+
 def test_a_seq2seq_lm_job_distils_into_a_low_rank_student(t5, tmp_path):
     result = run_folder_pipeline(t5, _rows(tmp_path / "rows.jsonl"), None,
                                  [KDSpec(student={"kind": "low_rank", "energy": 0.9},
