@@ -124,8 +124,11 @@ def _written_tokens(model: torch.nn.Module, input_ids: np.ndarray,
 def _check_start_token(model: torch.nn.Module) -> None:
     """The decoder's start token must be a row of its token table (a config copied from another checkpoint can name
     one past it: Marian's default 58100 in a smaller vocabulary), or generation fails inside an embedding lookup."""
-    start, rows = _token(model, "decoder_start_token_id"), model.get_decoder().get_input_embeddings()
-    size = getattr(rows, "num_embeddings", None)
+    try:
+        size = getattr(model.get_decoder().get_input_embeddings(), "num_embeddings", None)
+    except (AttributeError, NotImplementedError):  # a decoder that does not say where its token table is
+        return
+    start = _token(model, "decoder_start_token_id")
     if isinstance(start, int) and isinstance(size, int) and not 0 <= start < size:
         raise ValueError(f"the folder's decoder start token {start} (decoder_start_token_id in config.json or "
                          f"generation_config.json) is not in the decoder's vocabulary of {size} tokens: every "
@@ -162,7 +165,7 @@ def shifted(model: torch.nn.Module, labels: list[int]) -> list[int]:
     if prepare is not None:
         try:
             return prepare(labels=torch.tensor([labels])).tolist()[0]
-        except (AttributeError, TypeError):  # the start token only in generation_config.json (transformers 5)
+        except (AttributeError, TypeError, ValueError):  # the start token in generation_config.json alone
             pass
     start = _token(model, "decoder_start_token_id")
     if start is None:
