@@ -16,7 +16,9 @@ preprocessor_config.json instead of a tokenizer, run on an .npz of random uint8 
 (AUDIO_CLASSIFIERS, task audio-classification: waveform models on random 1600-sample waveforms, AST and Whisper on
 random features) and CTC speech recognizers (SPEECH_RECOGNIZERS, task speech-recognition: the same inputs,
 unlabelled, with a character vocab.json) are swept only when asked for: `--tasks image-classification` /
-`audio-classification` / `speech-recognition`, or `--types` naming them. A task named in `--tasks` is swept for
+`audio-classification` / `speech-recognition`, or `--types` naming them; so are the encoder-decoders that write
+text (SEQ2SEQ_LMS, task seq2seq-lm: `--tasks seq2seq-lm`, unlabelled text, each stage measured against what the
+upload writes, with the share of those tokens it predicts on the row). A task named in `--tasks` is swept for
 every listed type whose family ships a head for it (`--tasks sequence-classification` runs every encoder's and
 decoder's classifier, not only CLASSIFIERS').
 
@@ -25,6 +27,7 @@ decoder's classifier, not only CLASSIFIERS').
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks image-classification
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks audio-classification
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks speech-recognition
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks seq2seq-lm
 """
 
 from __future__ import annotations

@@ -284,7 +284,9 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
             try:
                 kept_layers(student, folder["num_hidden_layers"])
             except ValueError as exc:
-                problems.append(f"{where}: {exc}")
+                decoder = " (a seq2seq-lm model's student keeps some of its decoder's layers)" \
+                    if folder.get("task") == "seq2seq-lm" else ""
+                problems.append(f"{where}: {exc}{decoder}")
     return problems
 
 

@@ -81,7 +81,9 @@ def delete_model(session: SessionDep, tenant: TenantDep, model_id: str) -> Respo
              openapi_extra=multipart_body("An .npz whose arrays are named <split>.<input> (train.x, train.y, "
                                           "val.x, ...); labels 'y' are optional. Object arrays are refused. Or a "
                                           ".jsonl of {\"split\", \"text\", \"label\"?} rows for a Hugging Face "
-                                          "folder model."))
+                                          "folder model (\"text_pair\" for sentence pairs, \"tags\" for a token "
+                                          "classifier, \"answer\" for a reader, \"target\" for a seq2seq-lm "
+                                          "model's output text)."))
 def upload_dataset(session: SessionDep, tenant: TenantDep, file: DatasetFile,
                    idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Upload a dataset. Array names, dtypes and sizes are checked at once; nothing is unpickled. 413 over the

@@ -614,7 +614,8 @@ def test_a_seq2seq_lm_folder_takes_text_with_or_without_targets(api, auth, hf, t
         (model.json(), hf["labelled"], [{"method": "ptq"}], "label its rows with 'target'"),
         (hf["bert"], targeted, [{"method": "ptq"}], "this model is not one: remove 'target'"),
         (model.json(), hf["text"], [{"method": "kd", "student": {"kind": "layers", "keep": 2}}],
-         "keeps fewer layers than the model has (2)"),  # its decoder's
+         "keeps fewer layers than the model has (2); got keep 2 (a seq2seq-lm model's student keeps some of its "
+         "decoder's layers)"),
         (model.json(), hf["text"], [{"method": "llm_ptq"}], "llm_ptq quantizes a causal language model"),
     ]:
         status, text = _job(api, auth, model_json, data, stages)
