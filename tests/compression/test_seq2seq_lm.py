@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from compression.archive import InvalidUpload
 from compression.archive.hf_architectures import task_of_architecture
@@ -95,6 +96,12 @@ def test_without_targets_the_compressed_model_is_measured_against_what_the_uploa
     [artifact] = [a for a in stage.artifacts if a.name == hf_folder.ARTIFACT_NAME]
     loaded = hf_folder.load(artifact.path)
     assert type(loaded).__name__ == "T5ForConditionalGeneration"
+    # the encoder's and decoder's handles of the int8 token table hold its codes too, not float copies of it
+    [weights] = artifact.path.with_name(artifact.path.name.removesuffix(".zip")).glob("*.safetensors")
+    with safe_open(weights, "pt") as stored:
+        tables = {name: stored.get_slice(name).get_dtype() for name in stored.keys()
+                  if name.endswith("embed_tokens.weight")}
+    assert tables == {"encoder.embed_tokens.weight": "I8", "decoder.embed_tokens.weight": "I8"}, tables
     with torch.no_grad():  # the folder generates, as users run it
         generated = loaded.generate(input_ids=torch.tensor([[3, 4, 5, 6]]), max_new_tokens=5, do_sample=False)
     assert generated.shape[0] == 1 and 1 < generated.shape[1] <= 6
