@@ -63,7 +63,7 @@ PAIRS_NOT_FOR_SEQ2SEQ = ("a seq2seq-lm model reads one text per row: join a pair
                          "trained on it (T5's 'question: ... context: ...'), without 'text_pair'")
 # The rows of a split without targets whose outputs the upload writes before a seq2seq-lm job starts: greedy
 # generation runs the decoder once per token, 64 tokens a row: measured 4.1 s per 16 rows of a T5-small-sized model
-# on one core (2026-12-06), about 4 minutes per thousand rows, several times that for a BART-large.
+# on one core (2026-12-06), about 4 minutes per thousand rows (larger models take longer; not measured).
 MAX_WRITTEN_ROWS = 1024
 TOO_MANY_TO_WRITE = ("split '{split}' has {rows:,} rows and no 'target': the upload would write the output of each "
                      "before the job starts (greedy generation, one decoder pass per token), and the service does it "
