@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from compression.archive.hf_architectures import SEQ2SEQ_TASKS
 from compression.archive.hf_folder import (
     DECODER_LAYER_FIELDS,
     copy_side_files,
@@ -74,14 +75,15 @@ def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
 
 def decoder_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
     """An encoder-decoder's list of decoder layers (`decoder.block` of T5, `model.decoder.layers` of BART), as
-    long as its config's decoder layer count: what a seq2seq-lm model's 'layers' student keeps some of. Generation
-    runs the decoder once per written token and the encoder once per text, so the decoder is what a smaller
-    student saves time on (DistilBART's and Distil-Whisper's students keep the encoder whole)."""
+    long as its config's decoder layer count: what a seq2seq-lm or speech-seq2seq model's 'layers' student keeps
+    some of. Generation runs the decoder once per written token and the encoder once per text (or recording), so
+    the decoder is what a smaller student saves time on (DistilBART's and Distil-Whisper's students keep the
+    encoder whole)."""
     field = decoder_layer_field(model.config.to_dict())
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if field is None or decoder is None:
         fields = " or ".join(DECODER_LAYER_FIELDS)
-        raise ValueError(f"a 'layers' student of a seq2seq-lm model keeps some of its decoder's layers, and this "
+        raise ValueError(f"a 'layers' student of an encoder-decoder keeps some of its decoder's layers, and this "
                          f"{model.config.model_type} config gives no decoder layer count ({fields}); use a "
                          "'low_rank' or uploaded student")
     count = getattr(model.config, field)
@@ -114,7 +116,7 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     few of them."""
     teacher = load_folder_model(source, task).model
     config = copy.deepcopy(teacher.config)
-    if task == "seq2seq-lm":  # the decoder's layers, its count under the decoder's own field
+    if task in SEQ2SEQ_TASKS:  # the decoder's layers, its count under the decoder's own field
         stacks, holder, field = decoder_stacks(teacher), config, decoder_layer_field(config.to_dict())
     else:
         stacks, holder, field = layer_stacks(teacher), layer_config(config), LAYER_COUNT_FIELD
@@ -127,7 +129,7 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
                          f"{config.model_type} config derives from other fields and refuses ({exc}); distill into "
                          "a 'low_rank' or 'zoo' student, or prune") from None
     # (an encoder-decoder's per-layer lists, LED's attention windows, are its encoder's: its decoder is cut)
-    per_layer = [] if task == "seq2seq-lm" else [
+    per_layer = [] if task in SEQ2SEQ_TASKS else [
         *PER_LAYER_FIELDS, *(name for name in holder.to_dict()
                              if name.endswith(PER_LAYER_SUFFIX) and name not in PER_LAYER_FIELDS)]
     for name in per_layer:

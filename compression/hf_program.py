@@ -23,6 +23,7 @@ import torch
 from compression.archive.errors import InvalidUpload
 from compression.archive.hf_architectures import (
     ARRAY_TASKS,
+    DECODER_INPUT,
     FEATURE_TASKS,
     IMAGE_EMBEDDING,
     image_text_encoder,
@@ -46,7 +47,8 @@ from compression.moe_experts import split_stacked_experts
 from compression.parallel_experts import split_parallel_experts
 from compression.parameter_writes import written_parameters
 from compression.sentence_pooling import SentencePooling
-from compression.seq2seq_lm import DECODER_INPUT, Seq2SeqLogits, output_arrays
+from compression.seq2seq_lm import Seq2SeqLogits, text_output_arrays
+from compression.speech_seq2seq import speech_seq2seq_wrapper
 from compression.text_labels import ModelClasses, label_array, word_tags
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
@@ -236,7 +238,8 @@ def auto_class(task: str):
             "image-classification": "AutoModelForImageClassification",
             "audio-classification": "AutoModelForAudioClassification",
             "speech-recognition": "AutoModelForCTC",
-            "seq2seq-lm": "AutoModelForSeq2SeqLM"}.get(task, "AutoModel")
+            "seq2seq-lm": "AutoModelForSeq2SeqLM",
+            "speech-seq2seq": "AutoModelForSpeechSeq2Seq"}.get(task, "AutoModel")
     return getattr(transformers, name)
 
 
@@ -269,6 +272,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _SpanLogits(model).eval()
     if task == "seq2seq-lm":
         return Seq2SeqLogits(model).eval()
+    if task == "speech-seq2seq":
+        return speech_seq2seq_wrapper(model)
     if task == "image-feature-extraction" and image_text_encoder(model.config.model_type):
         return _ImageEmbedding(model).eval()
     if task in ARRAY_TASKS:  # the model's one array input, by the name transformers' class gives it
@@ -465,7 +470,7 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
                               next_tokens=causal)
     names = text_input_names(splits, tokenizer)
     if seq2seq:  # the output each row's logits are read at: its target, or what the upload writes
-        arrays |= output_arrays(model, tokenizer, splits, arrays)
+        arrays |= text_output_arrays(model, tokenizer, splits, arrays)
         names = (*names, DECODER_INPUT)
     first = next(iter(splits))
     example = tuple(torch.from_numpy(arrays[f"{first}.{name}"][:EXAMPLE_ROWS]) for name in names)

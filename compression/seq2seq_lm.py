@@ -20,16 +20,19 @@ import numpy as np
 import torch
 
 from compression.archive.errors import InvalidUpload
+from compression.archive.hf_architectures import DECODER_INPUT
 from compression.archive.jsonl import MAX_WRITTEN_ROWS, TOO_MANY_TO_WRITE, TextSplit
 from compression.archive.npz import IGNORED_LABEL
 
-DECODER_INPUT = "decoder_input_ids"
 # An output's tokens: a target's at most (longer ones are cut), and what the upload writes where no target is given.
 # The program's logits are [batch, output tokens, vocabulary] float32: 128 tokens of T5's 32k vocabulary take
 # 16 MiB per row, which every evaluation batch and kept reference output holds.
 MAX_TARGET_TOKENS = 128
 GENERATED_TOKENS = 64
 GENERATION_BATCH = 16
+# What a decoder is fed before the tokens it writes, at most: the start token, and Whisper's language, task and
+# no-timestamps tokens.
+OUTPUT_PROMPT_TOKENS = 4
 # The output axis is padded to at least 3 positions: torch.export fixes an axis of size 1 (a random or terse model
 # that writes only its end token), and [batch, 2, vocabulary] logits with [batch, 2] labels read as a
 # question-answering reader's start and end logits.
@@ -54,25 +57,36 @@ class Seq2SeqLogits(torch.nn.Module):
                           use_cache=False, return_dict=True).logits
 
 
-def output_arrays(model: Seq2SeqLogits, tokenizer, splits: dict[str, TextSplit],
-                  arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """`<split>.decoder_input_ids` and `<split>.y` ([rows, output tokens], int64) for each split whose source
-    `arrays` holds (`<split>.input_ids`, `<split>.attention_mask`): the labels are its targets' tokens, or the
-    upload's own greedy output, IGNORED_LABEL after the end, and the decoder's input is what generation feeds the
-    decoder before each of them; one length for every split (the program's shape)."""
-    _check_start_token(model.model)
+def text_output_arrays(model: Seq2SeqLogits, tokenizer, splits: dict[str, TextSplit],
+                       arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`output_arrays` of a seq2seq-lm job's text: each split's targets where its rows give them, the source its
+    tokenized `arrays` hold (`<split>.input_ids`, `<split>.attention_mask`)."""
+    return output_arrays(model.model, tokenizer,
+                         {name: rows.targets if rows.targeted else None for name, rows in splits.items()},
+                         {name: {key: arrays[f"{name}.{key}"] for key in ("input_ids", "attention_mask")}
+                          for name in splits}, TOO_MANY_TO_WRITE)
+
+
+def output_arrays(model: torch.nn.Module, tokenizer, targets: dict[str, list[str] | None],
+                  sources: dict[str, dict[str, np.ndarray]], too_many: str) -> dict[str, np.ndarray]:
+    """`<split>.decoder_input_ids` and `<split>.y` ([rows, output tokens], int64) for each split of `targets`
+    (split -> its reference texts, None where it has none) whose encoder inputs `sources` holds (split -> input
+    name -> [rows, ...]): the labels are the targets' tokens, or the upload's (`model`, a transformers
+    encoder-decoder) own greedy output, IGNORED_LABEL after the end, and the decoder's input is what generation
+    feeds the decoder before each of them; one length for every split (the program's shape). `too_many`: the
+    refusal of an untargeted split of more than MAX_WRITTEN_ROWS rows (format fields split and rows)."""
+    _check_start_token(model)
     outputs = {}  # split -> [(decoder input, labels)] per row
-    for name, rows in splits.items():
-        if not rows.targeted and rows.rows > MAX_WRITTEN_ROWS:  # (refused at submission too)
-            raise InvalidUpload(TOO_MANY_TO_WRITE.format(split=name, rows=rows.rows))
-        if rows.targeted:
-            outputs[name] = [(shifted(model.model, labels), labels)
-                             for labels in _target_tokens(tokenizer, rows.targets)]
-        else:
-            outputs[name] = _written_tokens(model.model, arrays[f"{name}.input_ids"],
-                                            arrays[f"{name}.attention_mask"])
+    for name, texts in targets.items():
+        if texts is not None:
+            outputs[name] = [(shifted(model, labels), labels) for labels in _target_tokens(model, tokenizer, texts)]
+            continue
+        rows = len(next(iter(sources[name].values())))
+        if rows > MAX_WRITTEN_ROWS:  # (refused at submission too)
+            raise InvalidUpload(too_many.format(split=name, rows=rows))
+        outputs[name] = _written_tokens(model, sources[name])
     length = max(MIN_OUTPUT_TOKENS, max(len(labels) for rows in outputs.values() for _, labels in rows))
-    pad = _token(model.model, "pad_token_id") or 0
+    pad = _token(model, "pad_token_id") or 0
     out = {}
     for name, rows in outputs.items():
         decoder = np.full((len(rows), length), pad, np.int64)
@@ -83,26 +97,30 @@ def output_arrays(model: Seq2SeqLogits, tokenizer, splits: dict[str, TextSplit],
     return out
 
 
-def _target_tokens(tokenizer, targets: list[str]) -> list[list[int]]:
-    """The targets tokenized as the model's outputs (`text_target`: Marian's target vocabulary, the end token)."""
-    encoded = tokenizer(text_target=targets, truncation=True, max_length=MAX_TARGET_TOKENS)
-    return [list(ids) for ids in encoded["input_ids"]]
+def _target_tokens(model: torch.nn.Module, tokenizer, targets: list[str]) -> list[list[int]]:
+    """The targets tokenized as the model's outputs (`text_target`: Marian's target vocabulary, the end token),
+    without a leading decoder start token, which the decoder is fed and never predicts (Whisper's tokenizer begins
+    every text with its <|startoftranscript|>; transformers' speech fine-tuning recipe drops it so)."""
+    encoded = tokenizer(text_target=targets, truncation=True, max_length=_most_tokens(model, MAX_TARGET_TOKENS))
+    start = _token(model, "decoder_start_token_id")
+    return [list(ids[1:] if len(ids) > 1 and ids[0] == start else ids) for ids in encoded["input_ids"]]
 
 
-def _written_tokens(model: torch.nn.Module, input_ids: np.ndarray,
-                    attention_mask: np.ndarray) -> list[tuple[list[int], list[int]]]:
-    """What the upload writes for each source, greedily, as (what the decoder was fed, the tokens it wrote): its
-    tokens after the decoder's start through its end token (or GENERATED_TOKENS of them), each fed back behind the
-    start token. Greedy, so that the upload itself predicts each of them: its accuracy is 1 and a compressed model's
-    the share of them it agrees on; the folder's generation settings hold otherwise (BART's forced first token, a
-    minimum length)."""
+def _written_tokens(model: torch.nn.Module, sources: dict[str, np.ndarray]) -> list[tuple[list[int], list[int]]]:
+    """What the upload writes for each source (the encoder's inputs by name), greedily, as (what the decoder was
+    fed, the tokens it wrote): its tokens after the decoder's start through its end token (or GENERATED_TOKENS of
+    them), each fed back behind the start token. Greedy, so that the upload itself predicts each of them: its
+    accuracy is 1 and a compressed model's the share of them it agrees on. The folder's generation settings hold
+    otherwise (BART's forced first token, Whisper's language and task tokens, a minimum length, suppressed
+    tokens): where they, not the model, chose a token, the upload's own prediction differs from it, and the
+    position is not scored (IGNORED_LABEL): generation would choose it so for the compressed model too."""
     eos = _token(model, "eos_token_id")
     written, options = [], {}
-    for start in range(0, len(input_ids), GENERATION_BATCH):
-        ids = torch.from_numpy(input_ids[start:start + GENERATION_BATCH])
-        mask = torch.from_numpy(attention_mask[start:start + GENERATION_BATCH])
+    rows = len(next(iter(sources.values())))
+    for start in range(0, rows, GENERATION_BATCH):
+        batch = {name: torch.from_numpy(values[start:start + GENERATION_BATCH]) for name, values in sources.items()}
         try:
-            generated = _greedy(model, ids, mask, options)
+            generated = _greedy(model, batch, options)
         except IndexError as exc:
             if options or "list index out of range" not in str(exc):
                 raise _not_written(model, exc) from exc
@@ -110,15 +128,26 @@ def _written_tokens(model: torch.nn.Module, input_ids: np.ndarray,
             # layers (num_decoder_layers, as T5-efficient checkpoints have) failed ("list index out of range");
             # without the cache each step recomputes the output so far, and gives the same tokens.
             options = {"use_cache": False}
-            generated = _greedy(model, ids, mask, options)
+            generated = _greedy(model, batch, options)
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - whatever the user's architecture raises in generate()
             raise _not_written(model, exc) from exc
-        for row in generated.tolist():
+        chosen = _own_choices(model, batch, generated)
+        for row, own in zip(generated.tolist(), chosen.tolist()):
             end = row.index(eos, 1) if eos in row[1:] else len(row) - 1
-            written.append((row[:end], row[1:end + 1]))
+            labels = [token if token == predicted else IGNORED_LABEL
+                      for token, predicted in zip(row[1:end + 1], own[:end])]
+            written.append((row[:end], labels))
     return written
+
+
+def _own_choices(model: torch.nn.Module, batch: dict[str, torch.Tensor], generated: torch.Tensor) -> torch.Tensor:
+    """[rows, tokens - 1]: the token the model itself ranks first after each prefix of `generated` (teacher
+    forcing), which generation's settings may have overridden."""
+    with torch.no_grad():
+        logits = model(**batch, decoder_input_ids=generated[:, :-1], use_cache=False, return_dict=True).logits
+    return logits.argmax(-1)
 
 
 def _check_start_token(model: torch.nn.Module) -> None:
@@ -138,14 +167,27 @@ def _check_start_token(model: torch.nn.Module) -> None:
 def _not_written(model: torch.nn.Module, exc: Exception) -> ValueError:
     first_line = (str(exc).strip().splitlines() or [""])[0][:300]
     return ValueError(f"this {model.config.model_type} model could not write its outputs with generate() "
-                      f"({type(exc).__name__}: {first_line}), which a split without 'target' texts is measured "
-                      "against; give its rows their targets")
+                      f"({type(exc).__name__}: {first_line}), which a split without reference outputs is measured "
+                      "against; give its rows theirs ('target' texts in the .jsonl; an audio split's "
+                      "'<split>.transcript')")
 
 
-def _greedy(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, options: dict) -> torch.Tensor:
+def _greedy(model: torch.nn.Module, batch: dict[str, torch.Tensor], options: dict) -> torch.Tensor:
+    """[rows, tokens]: the decoder's start token and what generate() wrote after it (the output as a dict: Whisper's
+    generate() returns its text alone, without the start and the forced tokens, unless asked for the dict)."""
     with torch.no_grad():
-        return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=GENERATED_TOKENS, do_sample=False,
-                              num_beams=1, num_return_sequences=1, **options)
+        return model.generate(**batch, max_new_tokens=_most_tokens(model, GENERATED_TOKENS), do_sample=False,
+                              num_beams=1,
+                              num_return_sequences=1, return_dict_in_generate=True, **options).sequences
+
+
+def _most_tokens(model: torch.nn.Module, wanted: int) -> int:
+    """`wanted` output tokens, fewer where the decoder's position table is shorter (Whisper's and Speech2Text's
+    `max_target_positions`), less the start token and a prompt's language and task tokens (generate() refuses
+    more)."""
+    positions = getattr(model.config, "max_target_positions", None)
+    return min(wanted, positions - OUTPUT_PROMPT_TOKENS) if type(positions) is int and positions > 2 * \
+        OUTPUT_PROMPT_TOKENS else wanted
 
 
 def _token(model: torch.nn.Module, name: str) -> int | None:

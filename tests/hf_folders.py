@@ -90,6 +90,70 @@ def seq2seq_folder(folder: Path, model_type: str = "t5", decoder_layers: int = 2
     return folder
 
 
+WHISPER_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|fr|>", "<|translate|>", "<|transcribe|>",
+                    "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+WHISPER_FRAMES, WHISPER_BINS = 100, 16  # a tiny Whisper's fixed input: 16 mel bins x 2 x 50 source positions
+
+
+def save_whisper_tokenizer(folder: Path) -> dict[str, int]:
+    """A Whisper tokenizer (byte-level BPE of CORPUS, Whisper's special tokens after it, English transcription as
+    its prefix) saved as transformers writes one; returns the special tokens' ids."""
+    import tempfile
+
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import WhisperTokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=300, min_frequency=1, show_progress=False)
+    with tempfile.TemporaryDirectory() as saved:
+        bpe.save_model(saved)
+        vocab = json.loads((Path(saved) / "vocab.json").read_text())
+        merges = [tuple(line.split()) for line in (Path(saved) / "merges.txt").read_text().splitlines()[1:] if line]
+    specials = {token: len(vocab) + index for index, token in enumerate(WHISPER_SPECIALS)}
+    tokenizer = WhisperTokenizer(vocab=vocab | specials, merges=merges, language="en", task="transcribe")
+    tokenizer.add_special_tokens({"additional_special_tokens": WHISPER_SPECIALS[1:]})
+    tokenizer.save_pretrained(folder)
+    return specials
+
+
+def whisper_folder(folder: Path, decoder_layers: int = 2, weight_scale: float = 0.3) -> Path:
+    """A tiny multilingual Whisper (task speech-seq2seq) with its tokenizer and a generation config laid out as
+    openai/whisper-tiny's (language detection among <|en|> and <|fr|>, transcription, no timestamps), its weights
+    drawn at `weight_scale` so that it writes varied tokens rather than one token again and again."""
+    import torch
+    import transformers
+
+    specials = save_whisper_tokenizer(folder)
+    end, start = specials["<|endoftext|>"], specials["<|startoftranscript|>"]
+    config = transformers.WhisperConfig(
+        vocab_size=end + len(WHISPER_SPECIALS), d_model=32, encoder_layers=1, decoder_layers=decoder_layers,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        num_mel_bins=WHISPER_BINS, max_source_positions=WHISPER_FRAMES // 2, max_target_positions=96,
+        pad_token_id=end, eos_token_id=end, bos_token_id=end, decoder_start_token_id=start,
+        begin_suppress_tokens=[end], suppress_tokens=[])
+    torch.manual_seed(0)
+    model = transformers.WhisperForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0.0, weight_scale)
+    model.generation_config = transformers.GenerationConfig(
+        decoder_start_token_id=start, eos_token_id=end, pad_token_id=end, bos_token_id=end, max_length=96,
+        is_multilingual=True, lang_to_id={"<|en|>": specials["<|en|>"], "<|fr|>": specials["<|fr|>"]},
+        task_to_id={"translate": specials["<|translate|>"], "transcribe": specials["<|transcribe|>"]},
+        no_timestamps_token_id=specials["<|notimestamps|>"], begin_suppress_tokens=[end], suppress_tokens=[])
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(WHISPER_EXTRACTOR))
+    return folder
+
+
+# What WhisperFeatureExtractor writes (openai/whisper-tiny's, at the tiny model's mel bins and 1 s of frames).
+WHISPER_EXTRACTOR = {"feature_extractor_type": "WhisperFeatureExtractor", "feature_size": WHISPER_BINS,
+                     "sampling_rate": 16000, "hop_length": 160, "chunk_length": 1, "n_fft": 400,
+                     "n_samples": 16000, "nb_max_frames": WHISPER_FRAMES, "padding_side": "right",
+                     "padding_value": 0.0, "return_attention_mask": False}
+
+
 def bert_folder(folder: Path, classes: int | None = None, layers: int = 2, dtype: str = "float32",
                 per_token: bool = False, answers: bool = False, **config_fields) -> Path:
     """A BERT encoder (`BertModel`), or a sequence classifier with `classes` labels (with `per_token`, a token

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from app.core.errors import InvalidInput
 from compression.archive.hf_architectures import (
     ARRAY_TASKS,
     AUDIO_TASKS,
+    DECODER_INPUT,
     FEATURE_TASKS,
     IMAGE_TASKS,
+    SEQ2SEQ_TASKS,
+    TOO_MANY_TO_TRANSCRIBE,
+    TRANSCRIBING_TASKS,
     TRANSCRIPTS_NEED_A_TOKENIZER,
     one_shape_problem,
     unlabelled_task_problem,
@@ -77,6 +83,10 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
     """`folder`: the facts of a Hugging Face folder upload (the signature's "hf"), None for a .pt2."""
     if folder and folder.get("task") in ARRAY_TASKS:  # an .npz job: the head's config says what it outputs
         spec = spec.model_copy(update={"evaluation": spec.evaluation.declared_by_head(folder.get("classes"))})
+    if folder and folder.get("task") == "speech-seq2seq":
+        # The .npz gives the audio alone: the worker makes the decoder's input from the transcripts (or from what
+        # the upload writes).
+        signature = replace(signature, inputs=[t for t in signature.inputs if t.name != DECODER_INPUT])
     problems = [f"model input {t.describe()} has a fixed batch size; export the model with a dynamic batch "
                 "dimension (torch.export.Dim) so it can run on batches" for t in signature.inputs
                 if not t.shape or t.shape[0] is not None]
@@ -89,8 +99,9 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
     available = sorted(manifest.splits)
     # A causal LM's general-path job labels every split with each position's next token (its rows' own labels
     # are not read): llm_ptq reads the text alone.
-    # A seq2seq-lm job's labels are its targets' tokens, or those the upload writes where a split has none.
-    next_tokens = bool(folder) and (folder.get("task") == "seq2seq-lm" or folder.get("task") == "causal-lm"
+    # A seq2seq-lm (speech-seq2seq) job's labels are its targets' (transcripts') tokens, or those the upload writes
+    # where a split has none.
+    next_tokens = bool(folder) and (folder.get("task") in SEQ2SEQ_TASKS or folder.get("task") == "causal-lm"
                                     and "llm_ptq" not in {stage.method for stage in spec.stages})
 
     def labelled(split: str) -> bool:
@@ -221,17 +232,22 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
             what = ("uint8 images, or the pixel_values its image processor makes"
                     if task in IMAGE_TASKS else "the waveforms at its feature extractor's sampling rate, or the "
                     "spectrogram features a spectrogram model takes")
-            unlabelled = task == "speech-recognition" or task in FEATURE_TASKS
+            unlabelled = task in TRANSCRIBING_TASKS or task in FEATURE_TASKS
             labels = "" if unlabelled else "; <split>.y labels where known"
             problems.append(f"{'an' if task[0] in 'aeiou' else 'a'} {task} folder takes an .npz per split "
                             f"(<split>.x: {what}{labels}), not text")
         labelled = sorted(split for split in manifest.splits if manifest.has_labels(split))
-        if (task == "speech-recognition" or task in FEATURE_TASKS) and labelled:
+        if (task in TRANSCRIBING_TASKS or task in FEATURE_TASKS) and labelled:
             problems.append(unlabelled_task_problem(task, [f"{split}.y" for split in labelled]))
         transcribed = [f"{split}.{TRANSCRIPT_ARRAY}" for split, arrays in sorted(manifest.splits.items())
                        if TRANSCRIPT_ARRAY in arrays]
-        if task == "speech-recognition" and transcribed and not folder.get("has_tokenizer"):
+        if task in TRANSCRIBING_TASKS and transcribed and not folder.get("has_tokenizer"):
             problems.append(TRANSCRIPTS_NEED_A_TOKENIZER.format(arrays=transcribed))
+        if task == "speech-seq2seq":
+            problems += [TOO_MANY_TO_TRANSCRIBE.format(split=split, rows=rows)
+                         for split, arrays in sorted(manifest.splits.items()) if TRANSCRIPT_ARRAY not in arrays
+                         and (rows := max((meta["shape"][0] for meta in manifest.inputs(split).values()
+                                           if meta["shape"]), default=0)) > MAX_WRITTEN_ROWS]
     elif manifest.format != "jsonl":
         problems.append("a Hugging Face folder takes a .jsonl text dataset of {\"split\": ..., \"text\": ...} "
                         "rows, tokenized with the folder's own tokenizer")
@@ -273,8 +289,9 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
                             "upload; this model is a .pt2 program: choose a 'low_rank', 'zoo' or 'upload' student")
         elif "num_hidden_layers" not in folder:
             continue  # recorded before layer counts were (checked when the job starts)
-        elif folder["num_hidden_layers"] is None and folder.get("task") == "seq2seq-lm":
-            problems.append(f"{where}: a 'layers' student of a seq2seq-lm model keeps some of its decoder's layers, "
+        elif folder["num_hidden_layers"] is None and folder.get("task") in SEQ2SEQ_TASKS:
+            problems.append(f"{where}: a 'layers' student of a {folder['task']} model keeps some of its decoder's "
+                            "layers, "
                             f"and this {folder.get('model_type')} config.json gives no decoder layer count "
                             f"({' or '.join(DECODER_LAYER_FIELDS)})")
         elif folder["num_hidden_layers"] is None:
@@ -284,8 +301,8 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
             try:
                 kept_layers(student, folder["num_hidden_layers"])
             except ValueError as exc:
-                decoder = " (a seq2seq-lm model's student keeps some of its decoder's layers)" \
-                    if folder.get("task") == "seq2seq-lm" else ""
+                decoder = f" (a {folder['task']} model's student keeps some of its decoder's layers)" \
+                    if folder.get("task") in SEQ2SEQ_TASKS else ""
                 problems.append(f"{where}: {exc}{decoder}")
     return problems
 

@@ -7,13 +7,14 @@ from app.core.schemas import Stored
 # The task of a Hugging Face folder upload (POST /v1/models, or completing a resumable model upload).
 Task = Annotated[Literal["feature-extraction", "sequence-classification", "token-classification",
                          "question-answering", "image-classification", "audio-classification",
-                         "speech-recognition", "causal-lm", "seq2seq-lm", "image-feature-extraction",
-                         "audio-feature-extraction"]
+                         "speech-recognition", "causal-lm", "seq2seq-lm", "speech-seq2seq",
+                         "image-feature-extraction", "audio-feature-extraction"]
                  | None, Query(
     description="For a Hugging Face folder: what the model is used for; by default inferred from "
                 "`architectures` in its config.json (a base image or audio model, such as Dinov2Model or "
                 "Wav2Vec2Model, is image- or audio-feature-extraction; T5ForConditionalGeneration, "
-                "BartForConditionalGeneration or MarianMTModel is seq2seq-lm). Not allowed with a .pt2.")]
+                "BartForConditionalGeneration or MarianMTModel is seq2seq-lm, WhisperForConditionalGeneration "
+                "speech-seq2seq). Not allowed with a .pt2.")]
 
 
 class ModelOut(Stored):

@@ -12,6 +12,8 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
+from compression.archive.jsonl import MAX_WRITTEN_ROWS
+
 # task -> the mapping of modeling_auto.py whose model types can run it
 TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "sequence-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
@@ -27,6 +29,10 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  # summarization): the logits over its vocabulary at each position of the decoder's output, read
                  # with the reference output given (teacher forcing): `compression.seq2seq_lm`
                  "seq2seq-lm": "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
+                 # an encoder-decoder that writes text for audio (Whisper, Speech2Text, Moonshine: transcription
+                 # and speech translation), read the same way from the audio's features or waveform:
+                 # `compression.speech_seq2seq`
+                 "speech-seq2seq": "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES",
                  # the base model of an image or audio encoder (Dinov2Model, ViTModel, ConvNextModel; Wav2Vec2Model,
                  # HubertModel): its features (`last_hidden_state`) for an .npz of images or waveforms, what
                  # transformers' image-feature-extraction pipeline gives (`array_feature_types` picks the types)
@@ -42,16 +48,28 @@ HEAD_TASKS = ("sequence-classification", "token-classification", "question-answe
 # Tasks whose model reads images (`pixel_values`) or audio (a waveform's `input_values`, or the spectrogram
 # features of AST and Whisper) from an .npz, instead of text tokenized from a .jsonl.
 IMAGE_TASKS = ("image-classification", "image-feature-extraction")
-AUDIO_TASKS = ("audio-classification", "speech-recognition", "audio-feature-extraction")
+AUDIO_TASKS = ("audio-classification", "speech-recognition", "speech-seq2seq", "audio-feature-extraction")
+# Tasks of an encoder-decoder that writes text: the program also reads the decoder's input (the output so far), and
+# the labels are the output's tokens (`compression.seq2seq_lm`); a 'layers' student keeps some of the decoder's
+# layers.
+SEQ2SEQ_TASKS = ("seq2seq-lm", "speech-seq2seq")
+DECODER_INPUT = "decoder_input_ids"  # the program's input of the decoder's output so far
 ARRAY_TASKS = IMAGE_TASKS + AUDIO_TASKS
 # Tasks whose output is the base model's features, with no head and no classes.
 FEATURE_TASKS = ("feature-extraction", "image-feature-extraction", "audio-feature-extraction")
+# Audio tasks judged against transcripts (a split's '<split>.transcript' strings, which the folder's tokenizer reads)
+# or the original model's own output, never class labels.
+TRANSCRIBING_TASKS = ("speech-recognition", "speech-seq2seq")
 # The array feature task of a base model that reads images or audio, by what `non_text_input` says it reads.
 ARRAY_FEATURE_TASK = {"images (pixel_values)": "image-feature-extraction",
                       "audio (input_values or input_features)": "audio-feature-extraction"}
 SPEECH_LABELS = ("a speech-recognition job is measured against the original model's transcripts, and class labels "
                  "mean nothing for it; remove {labels} from the .npz (reference transcripts go in "
                  "'<split>.transcript', one string per example)")
+SPEECH_SEQ2SEQ_LABELS = ("a speech-seq2seq model writes text: its job is measured against each split's transcripts "
+                         "(reference texts in '<split>.transcript', one string per example), or against what the "
+                         "original model writes where a split has none, and class labels mean nothing for it; remove "
+                         "{labels} from the .npz")
 FEATURES_HAVE_NO_LABELS = ("an {task} job compares the compressed model's features with the original's, and class "
                            "labels mean nothing for features; remove {labels} from the .npz, or upload a checkpoint "
                            "saved with its classification head (task {head})")
@@ -61,6 +79,8 @@ def unlabelled_task_problem(task: str, labels: list[str]) -> str:
     """Why an .npz's class `labels` (array names) cannot go with `task`, a task whose output has no classes."""
     if task == "speech-recognition":
         return SPEECH_LABELS.format(labels=labels)
+    if task == "speech-seq2seq":
+        return SPEECH_SEQ2SEQ_LABELS.format(labels=labels)
     head = "image-classification" if task in IMAGE_TASKS else "audio-classification"
     return FEATURES_HAVE_NO_LABELS.format(task=task, labels=labels, head=head)
 
@@ -77,6 +97,11 @@ def one_shape_problem(shapes: dict[str, list]) -> str | None:
             "(or size)")
 
 
+TOO_MANY_TO_TRANSCRIBE = ("split '{split}' has {rows:,} examples and no transcripts: the upload would write the text "
+                          "of each before the job starts (greedy generation, one decoder pass per token), and the "
+                          f"service does it for at most {MAX_WRITTEN_ROWS:,} examples a split; give the split its "
+                          "reference transcripts ('<split>.transcript', one string per example), or keep "
+                          f"{MAX_WRITTEN_ROWS:,} examples")
 TRANSCRIPTS_NEED_A_TOKENIZER = ("the dataset has reference transcripts ({arrays}), but the model folder has no "
                                 "tokenizer files to turn its tokens into text; upload the folder with them (vocab.json "
                                 "and tokenizer_config.json, or tokenizer.json)")
@@ -198,7 +223,7 @@ def task_of_architecture(architecture: str) -> str | None:
     `BertForTokenClassification`, `BertForQuestionAnswering`, `ViTForImageClassification`,
     `Wav2Vec2ForSequenceClassification`, `Wav2Vec2ForCTC`, `T5ForConditionalGeneration`, `BertModel`)."""
     tables = model_types_by_task()
-    for task in ("causal-lm", "seq2seq-lm", *HEAD_TASKS, "feature-extraction"):
+    for task in ("causal-lm", *SEQ2SEQ_TASKS, *HEAD_TASKS, "feature-extraction"):
         if architecture in tables[task].values():
             return task
     return None

@@ -36,6 +36,7 @@ from compression.archive.hf_architectures import (
     HEAD_TASKS,
     IMAGE_EMBEDDING,
     IMAGE_TASKS,
+    SEQ2SEQ_TASKS,
     TASKS,
     image_text_encoder,
     model_types_by_task,
@@ -129,11 +130,11 @@ class HFFolder:
         elif self.task in AUDIO_TASKS:  # one float input: the waveform, or a spectrogram model's features
             name, shape = audio_input(self.model_type, config)
             ids = [{"name": name, "shape": shape, "dtype": "float32"}]
-        if self.task == "seq2seq-lm":  # the decoder's input: the output so far (`compression.seq2seq_lm`)
+        if self.task in SEQ2SEQ_TASKS:  # the decoder's input: the output so far (`compression.seq2seq_lm`)
             ids.append({"name": "decoder_input_ids", "shape": [None, None], "dtype": "int64"})
         if self.task == "causal-lm":
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
-        elif self.task == "seq2seq-lm":  # logits over the output vocabulary at each output position
+        elif self.task in SEQ2SEQ_TASKS:  # logits over the output vocabulary at each output position
             output = {"name": "logits", "shape": [None, None, output_vocabulary(config)], "dtype": "float32"}
         elif self.task == "speech-recognition":  # CTC logits over the vocabulary at each audio frame
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
@@ -284,7 +285,7 @@ def layer_count_section(config: dict) -> str | None:
 
 
 def _student_layer_count(task: str, config: dict) -> int | None:
-    if task != "seq2seq-lm":
+    if task not in SEQ2SEQ_TASKS:
         return _layer_count(config)
     field = decoder_layer_field(config)
     return config[field] if field else None
@@ -540,13 +541,15 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
     if task not in FEATURE_TASKS and saved_for is not None and saved_for != task:
         raise InvalidUpload(f"the weights were saved for {saved_for} ({architectures[0]}), which has no trained "
                             f"{task} head; upload a checkpoint saved for {task} or choose task '{saved_for}'")
-    if task == "seq2seq-lm" and isinstance(config.get("text_config"), dict):
+    if task in SEQ2SEQ_TASKS and isinstance(config.get("text_config"), dict):
         # transformers lists audio language models (Qwen2-Audio, Voxtral, Granite Speech) for seq2seq generation
-        # too: a text model behind an audio encoder, which takes no decoder input
+        # (and for speech seq2seq) too: a text model behind an audio encoder, which takes no decoder input
         nested = sorted(key for key, value in config.items() if isinstance(value, dict) and key.endswith("_config"))
+        runs = ("encoder-decoders that write text for a text (T5, BART, Marian, ...)" if task == "seq2seq-lm" else
+                "encoder-decoders that write text for audio (Whisper, Speech2Text, Moonshine, ...)")
         raise InvalidUpload(f"model_type '{model_type}' is a language model that reads more than text (config.json "
-                            f"nests {nested}); task seq2seq-lm runs encoder-decoders that write text for a text (T5, "
-                            "BART, Marian, ...): export this model with torch.export and upload the .pt2")
+                            f"nests {nested}); task {task} runs {runs}: export this model with torch.export and "
+                            "upload the .pt2")
     if task in HEAD_TASKS and architectures and saved_for != task:
         base = ARRAY_FEATURE_TASK.get(reads, "feature-extraction")
         raise InvalidUpload(f"the weights were saved as {architectures[0]}, which has no trained {task} head (it "

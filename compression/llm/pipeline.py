@@ -17,7 +17,7 @@ import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.gpt2_names import CONV1D_DECODERS
-from compression.archive.hf_architectures import ARRAY_FEATURE_TASK, ARRAY_TASKS, IMAGE_EMBEDDING
+from compression.archive.hf_architectures import ARRAY_FEATURE_TASK, ARRAY_TASKS, IMAGE_EMBEDDING, SEQ2SEQ_TASKS
 from compression.archive.hf_folder import REGRESSION_PROBLEM, class_count, learned_positions, read_hf_folder
 from compression.archive.jsonl import PAIRS_NOT_FOR_CAUSAL_LM, read_jsonl
 from compression.context import RunContext
@@ -309,6 +309,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     from compression.io import load_program
     from compression.modes import eval_mode
     from compression.pipeline import run_pipeline
+    from compression.speech_seq2seq import speech_folder_to_program, speech_rows
 
     workdir = Path(workdir)
     ctx.progress("export", 0, 1)
@@ -321,7 +322,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # Declared, not detected: a cls or last-token vector ends in a layer norm or a gather, which the detector
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
-    if task in ("question-answering", "causal-lm", "seq2seq-lm", "speech-recognition") \
+    if task in ("question-answering", "causal-lm", *SEQ2SEQ_TASKS, "speech-recognition") \
             and evaluation.output_kind is None:
         # Start and end logits over the tokens, stacked (distributions over positions), or a causal LM's or CTC
         # recognizer's logits over its vocabulary at each position: the detector could take them for hidden states.
@@ -337,7 +338,12 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         evaluation = evaluation.declared_by_head(folder.signature()["hf"]["classes"])
         dataset = prepared_dataset(folder, Path(dataset_path), workdir)
         check_one_shape(dataset, [evaluation.split, train_split])
-        example = array_folder_to_program(source, task, dataset, evaluation.split, workdir / "model.pt2")
+        if task == "speech-seq2seq":  # the decoder's input and the labels: transcripts, or what the upload writes
+            example = speech_folder_to_program(source, dataset, evaluation.split, workdir / "model.pt2",
+                                               workdir / "speech.npz")
+            dataset = workdir / "speech.npz"
+        else:
+            example = array_folder_to_program(source, task, dataset, evaluation.split, workdir / "model.pt2")
     else:
         splits = read_jsonl(dataset_path, limits, keep_text=True)
         evaluation = regression_kind(scorer_metric(evaluation, task, folder.config, splits), task, folder.config,
@@ -364,7 +370,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
                                array_rows(dataset, evaluation.split, task, rows=samples)[0],
                                blank if type(blank) is int else 0, source, ctx,
                                reference_transcripts(dataset, evaluation.split, samples))
-    rows = (array_rows(dataset, evaluation.split, task) if task in ARRAY_TASKS
+    rows = (speech_rows(dataset, evaluation.split) if task == "speech-seq2seq"
+            else array_rows(dataset, evaluation.split, task) if task in ARRAY_TASKS
             else example_rows(dataset, evaluation.split))
     stage_folder_artifacts(result, students.source_folders(source), task, rows, workdir / "hf", ctx,
                            rounding_ops(load_program(workdir / "model.pt2", limits)), embedding,

@@ -130,7 +130,7 @@ def test_a_t5_whose_decoder_has_more_layers_writes_its_output_without_the_cache(
     from transformers import AutoTokenizer
 
     from compression.hf_program import load_folder_model
-    from compression.seq2seq_lm import output_arrays
+    from compression.seq2seq_lm import text_output_arrays
 
     folder = seq2seq_folder(tmp_path / "t5", "t5", decoder_layers=3)
     config = json.loads((folder / "config.json").read_text())
@@ -141,7 +141,7 @@ def test_a_t5_whose_decoder_has_more_layers_writes_its_output_without_the_cache(
     ids = np.array([[3, 4, 5, 2]] * 24, np.int64)
     arrays = {f"{split}.{name}": value for split in splits for name, value in (("input_ids", ids),
                                                                               ("attention_mask", ids > 0))}
-    written = output_arrays(model, AutoTokenizer.from_pretrained(folder), splits, arrays)
+    written = text_output_arrays(model, AutoTokenizer.from_pretrained(folder), splits, arrays)
     with torch.no_grad():
         expected = model.model.generate(input_ids=torch.from_numpy(ids[:1]), max_new_tokens=64, do_sample=False,
                                         use_cache=False)[0, 1:]
@@ -155,7 +155,7 @@ def test_a_start_token_outside_the_vocabulary_is_named(tmp_path):
     from transformers import AutoTokenizer
 
     from compression.hf_program import load_folder_model
-    from compression.seq2seq_lm import output_arrays
+    from compression.seq2seq_lm import text_output_arrays
 
     folder = seq2seq_folder(tmp_path / "t5", "t5")
     for name in ("config.json", "generation_config.json"):
@@ -165,7 +165,8 @@ def test_a_start_token_outside_the_vocabulary_is_named(tmp_path):
     ids = np.array([[3, 4, 5, 2]] * 24, np.int64)
     arrays = {f"{split}.{name}": ids for split in splits for name in ("input_ids", "attention_mask")}
     with pytest.raises(ValueError, match="decoder start token 58100 .* not in the decoder's vocabulary"):
-        output_arrays(load_folder_model(folder, "seq2seq-lm"), AutoTokenizer.from_pretrained(folder), splits, arrays)
+        text_output_arrays(load_folder_model(folder, "seq2seq-lm"), AutoTokenizer.from_pretrained(folder), splits,
+                           arrays)
 
 
 def test_a_seq2seq_lm_job_distils_into_a_low_rank_student(t5, tmp_path):

@@ -1,0 +1,112 @@
+"""Encoder-decoders that write text for audio (task speech-seq2seq: Whisper, Speech2Text, Moonshine, ...;
+transcription and speech translation), run through the ordinary `.pt2` pipeline as a seq2seq-lm model is
+(`compression.seq2seq_lm`), with the audio in place of the source text.
+
+The program takes the audio as the folder's class reads it (Whisper's and Speech2Text's spectrogram
+`input_features`, Moonshine's waveform `input_values`) and `decoder_input_ids` (the output so far, behind the
+decoder's start token), and returns the logits over the vocabulary at every output position. The `.npz` gives each
+split's audio (one array, as for any audio folder) and, where known, its reference transcripts (`<split>.transcript`,
+one string per example): their tokens are the labels, so the job's accuracy is the share of the transcripts' tokens
+the model predicts. A split without transcripts is labelled with what the uploaded model itself writes (greedy,
+its generation settings applied: Whisper's language and task tokens), and a compressed model's accuracy is the share
+of those tokens it would write too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compression.archive.hf_architectures import DECODER_INPUT, TOO_MANY_TO_TRANSCRIBE
+from compression.archive.npz import NOT_INPUTS, TRANSCRIPT_ARRAY
+from compression.seq2seq_lm import output_arrays
+
+EXAMPLE_ROWS = 2
+
+
+class _SpeechSeq2SeqLogits(torch.nn.Module):
+    """The encoder-decoder with its audio input and the decoder's input ids, and one output: the logits at every
+    output position (without the key/value cache generation keeps). Holds the model as `model`, so that the
+    program's names are the folder's."""
+
+    output = "logits"
+    pooling = None
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def run(self, name: str, audio: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(**{name: audio.to(self.model.dtype)}, decoder_input_ids=decoder_input_ids,
+                          use_cache=False, return_dict=True).logits
+
+
+class _SpectrogramSeq2Seq(_SpeechSeq2SeqLogits):
+    """Whisper ([batch, mel bins, frames]), Speech2Text ([batch, frames, filter banks])."""
+
+    def forward(self, input_features: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        return self.run("input_features", input_features, decoder_input_ids)
+
+
+class _WaveformSeq2Seq(_SpeechSeq2SeqLogits):
+    """Moonshine: the waveform [batch, samples]."""
+
+    def forward(self, input_values: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        return self.run("input_values", input_values, decoder_input_ids)
+
+
+WRAPPERS = {"input_features": _SpectrogramSeq2Seq, "input_values": _WaveformSeq2Seq}
+
+
+def speech_seq2seq_wrapper(model: torch.nn.Module) -> torch.nn.Module:
+    """The loaded folder model (AutoModelForSpeechSeq2Seq) wrapped for its audio input and the decoder's."""
+    wrapper = WRAPPERS.get(model.main_input_name)
+    if wrapper is None:
+        raise ValueError(f"this {model.config.model_type} model reads '{model.main_input_name}', not one of "
+                         f"{sorted(WRAPPERS)}; export it yourself (torch.export.export) and upload the .pt2")
+    return wrapper(model).eval()
+
+
+def speech_folder_to_program(folder: Path, dataset_path: Path, example_split: str, program_path: Path,
+                             job_dataset: Path) -> tuple[torch.Tensor, ...]:
+    """Write the folder's model as a `.pt2` exported on the first rows of `example_split`, and the job's `.npz`
+    (`job_dataset`): per split the audio under the program's input name, `decoder_input_ids` and the labels
+    (`compression.seq2seq_lm.output_arrays`); returns the example inputs."""
+    from compression.hf_program import LOCAL_ONLY, load_folder_model, model_program
+    from compression.io import save_program
+
+    model = load_folder_model(folder, "speech-seq2seq")
+    audio_name = model.model.main_input_name
+    with np.load(dataset_path, allow_pickle=False) as arrays:
+        sources, targets = {}, {}
+        for split in sorted({name.partition(".")[0] for name in arrays.files}):
+            inputs = [name for name in arrays.files if name.partition(".")[0] == split
+                      and name.partition(".")[2] not in NOT_INPUTS]
+            if len(inputs) != 1:  # a split of transcripts alone, or of several arrays (refused at submission)
+                continue
+            sources[split] = {audio_name: np.asarray(arrays[inputs[0]], np.float32)}
+            transcripts = f"{split}.{TRANSCRIPT_ARRAY}"
+            targets[split] = [str(text) for text in arrays[transcripts]] if transcripts in arrays.files else None
+    tokenizer = None
+    if any(texts is not None for texts in targets.values()):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
+    job_arrays = output_arrays(model.model, tokenizer, targets, sources, TOO_MANY_TO_TRANSCRIBE)
+    for split, source in sources.items():
+        job_arrays[f"{split}.{audio_name}"] = source[audio_name]
+    example = tuple(torch.from_numpy(job_arrays[f"{example_split}.{name}"][:EXAMPLE_ROWS])
+                    for name in (audio_name, DECODER_INPUT))
+    save_program(model_program(model, example), program_path)
+    np.savez(job_dataset, **job_arrays)
+    return example
+
+
+def speech_rows(dataset_path: Path, split: str, rows: int = 8) -> tuple[torch.Tensor, ...]:
+    """The first `rows` rows of a split of the `.npz` `speech_folder_to_program` wrote, as the program's inputs."""
+    with np.load(dataset_path, allow_pickle=False) as arrays:
+        audio = next(name for name in arrays.files if name.startswith(f"{split}.") and name.partition(".")[2]
+                     in WRAPPERS)
+        return (torch.from_numpy(arrays[audio][:rows]), torch.from_numpy(arrays[f"{split}.{DECODER_INPUT}"][:rows]))
