@@ -9,6 +9,8 @@ import pytest
 from tests.hf_folders import (  # noqa: F401 (fixtures)
     CORPUS,
     VIT_PROCESSOR,
+    WHISPER_BINS,
+    WHISPER_FRAMES,
     audio_folder,
     bert_dir,
     bert_folder,
@@ -20,6 +22,7 @@ from tests.hf_folders import (  # noqa: F401 (fixtures)
     llama_folder,
     seq2seq_folder,
     tar_bytes,
+    whisper_folder,
     zip_bytes,
 )
 
@@ -619,4 +622,36 @@ def test_a_seq2seq_lm_folder_takes_text_with_or_without_targets(api, auth, hf, t
         (model.json(), hf["text"], [{"method": "llm_ptq"}], "llm_ptq quantizes a causal language model"),
     ]:
         status, text = _job(api, auth, model_json, data, stages)
+        assert status == 422 and expected in text, text
+
+
+def test_a_speech_seq2seq_folder_takes_its_audio_with_or_without_transcripts(api, auth, tmp_path):
+    """WhisperForConditionalGeneration is a speech-seq2seq folder: the .npz gives the audio alone (the worker makes
+    the decoder's input), with transcripts or without (the upload's own output, for at most 1,024 examples)."""
+    model = _upload(api, auth, "models", "whisper.zip", zip_bytes(whisper_folder(tmp_path / "whisper")))
+    assert model.status_code == 201 and model.json()["task"] == "speech-seq2seq", model.text
+    assert [t["name"] for t in model.json()["signature"]["inputs"]] == ["input_features", "decoder_input_ids"]
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(8, WHISPER_BINS, WHISPER_FRAMES)).astype(np.float32)
+    status, text = _job(api, auth, model.json(), _array_dataset(api, auth, "speech", features, None),
+                        [LAYERS_KD, {"method": "ptq"}])
+    assert status == 201, text
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"train.x": features, "val.x": features, "val.transcript": np.array(CORPUS[:8])})
+    transcribed = _upload(api, auth, "datasets", "transcribed.npz", buffer.getvalue()).json()
+    assert _job(api, auth, model.json(), transcribed, [{"method": "ptq"}])[0] == 201
+    many = np.broadcast_to(features[:1], (1025, WHISPER_BINS, WHISPER_FRAMES))
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"train.x": many, "val.x": features, "val.transcript": np.array(CORPUS[:8])})
+    untranscribed = _upload(api, auth, "datasets", "many.npz", buffer.getvalue()).json()
+    frames = _array_dataset(api, auth, "short", features[:, :, :50], None)
+    for data, stages, expected in [
+        (_array_dataset(api, auth, "labelled", features, 2), [{"method": "ptq"}],
+         "class labels mean nothing for it; remove ['val.y'] from the .npz"),
+        (untranscribed, [{"method": "ptq"}], "split 'train' has 1,025 examples and no transcripts"),
+        (frames, [{"method": "ptq"}], f"has shape [8, {WHISPER_BINS}, 50] but the model input is input_features"),
+        (transcribed, [{"method": "kd", "student": {"kind": "layers", "keep": 2}}],
+         "(a speech-seq2seq model's student keeps some of its decoder's layers)"),
+    ]:
+        status, text = _job(api, auth, model.json(), data, stages)
         assert status == 422 and expected in text, text

@@ -327,3 +327,33 @@ with torch.no_grad():
 """], capture_output=True, text=True, timeout=120, cwd=path.parent)
     assert generated.returncode == 0, generated.stderr[-3000:]
     assert generated.stdout.strip().splitlines()[-1].startswith("torch.Size([1, ")
+
+
+def test_a_whisper_folder_is_quantized_through_a_worker_and_its_folder_transcribes_from_its_recipe(client, tmp_path):
+    """A Whisper folder (task speech-seq2seq) and an .npz of log-mel features whose validation examples have
+    reference transcripts (the training ones none: what the upload writes labels them), through HTTP and a real
+    worker: int8 PTQ judged by the share of the transcripts' tokens each model predicts; the folder, loaded by the
+    artifact's own recipe in a fresh process, transcribes with generate() and its tokenizer."""
+    import numpy as np
+
+    from tests.hf_folders import WHISPER_BINS, WHISPER_FRAMES, whisper_folder
+
+    (tmp_path / "whisper.zip").write_bytes(zip_bytes(whisper_folder(tmp_path / "whisper")))
+    features = np.random.default_rng(0).normal(size=(24, WHISPER_BINS, WHISPER_FRAMES)).astype(np.float32)
+    np.savez(tmp_path / "speech.npz", **{"train.input_features": features[:16], "val.input_features": features[16:],
+                                         "val.transcript": np.array(CORPUS[:8])})
+    job = _folder_job(client, tmp_path / "whisper.zip", tmp_path / "speech.npz", "speech-seq2seq",
+                      {"method": "ptq", "calibration_samples": 16})
+    final = job["metrics"]["final"]
+    assert final["metric"] == "accuracy" and "perplexity" in final and final["compression_ratio"] > 1.5, final
+    folder = {artifact["kind"]: artifact for artifact in client.artifacts(job["id"])}["model.hf_folder"]
+    path = client.download(folder, tmp_path / "model.hf.zip")
+    transcribed = subprocess.run([sys.executable, "-c", folder["details"]["recipe"] + f"""
+import torch
+tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+with torch.no_grad():
+    ids = model.generate(input_features=torch.randn(1, {WHISPER_BINS}, {WHISPER_FRAMES}), max_new_tokens=6)
+print(type(model).__name__, repr(tokenizer.batch_decode(ids, skip_special_tokens=True)[0]))
+"""], capture_output=True, text=True, timeout=120, cwd=path.parent)
+    assert transcribed.returncode == 0, transcribed.stderr[-3000:]
+    assert transcribed.stdout.strip().splitlines()[-1].startswith("WhisperForConditionalGeneration '")
