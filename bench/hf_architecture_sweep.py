@@ -18,9 +18,10 @@ random features) and CTC speech recognizers (SPEECH_RECOGNIZERS, task speech-rec
 unlabelled, with a character vocab.json) are swept only when asked for: `--tasks image-classification` /
 `audio-classification` / `speech-recognition`, or `--types` naming them; so are the encoder-decoders that write
 text (SEQ2SEQ_LMS, task seq2seq-lm: `--tasks seq2seq-lm`, unlabelled text, each stage measured against what the
-upload writes, with the share of those tokens it predicts on the row). A task named in `--tasks` is swept for
-every listed type whose family ships a head for it (`--tasks sequence-classification` runs every encoder's and
-decoder's classifier, not only CLASSIFIERS').
+upload writes, with the share of those tokens it predicts on the row) and those that write text for audio
+(SPEECH_SEQ2SEQS, task speech-seq2seq: `--tasks speech-seq2seq`, the same audio, unlabelled). A task named in
+`--tasks` is swept for every listed type whose family ships a head for it (`--tasks sequence-classification` runs
+every encoder's and decoder's classifier, not only CLASSIFIERS').
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep [--types bert,llama] [--methods ptq,kd]
         [--tasks token-classification] [--dtype bfloat16] [--json sweep.json]
@@ -28,6 +29,7 @@ decoder's classifier, not only CLASSIFIERS').
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks audio-classification
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks speech-recognition
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks seq2seq-lm
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.hf_architecture_sweep --tasks speech-seq2seq
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from compression.archive.hf_architectures import (
     ARRAY_TASKS,
     AUDIO_TASKS,
     IMAGE_TASKS,
+    SEQ2SEQ_TASKS,
     image_text_encoder,
     model_types_by_task,
 )
@@ -122,6 +125,10 @@ SPEECH_RECOGNIZERS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "s
 SEQ2SEQ_LMS = ("t5", "mt5", "umt5", "longt5", "switch_transformers", "t5gemma", "t5gemma2", "bart", "mbart", "plbart",
                "mvp", "marian", "pegasus", "pegasus_x", "bigbird_pegasus", "led", "blenderbot", "blenderbot-small",
                "m2m_100", "nllb-moe", "fsmt", "prophetnet", "seamless_m4t", "seamless_m4t_v2")
+# Encoder-decoders that write text for audio (task speech-seq2seq, added 2026-12-06): the ones transformers builds
+# with AutoModelForSpeechSeq2Seq whose encoder reads the audio (the mapping's audio LMs and text-to-speech models
+# are refused at upload); unlabelled audio, each stage measured against what the upload writes.
+SPEECH_SEQ2SEQS = ("whisper", "speech_to_text", "moonshine", "speecht5")
 FEW_STEPS = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
 ENCODER_METHODS = {
     "ptq": PTQSpec(calibration_samples=16),
@@ -386,9 +393,18 @@ AUDIO_SPECIFIC = {
     "sew-d": {**_WAVEFORM, "squeeze_factor": 1, "position_buckets": 16, "max_relative_positions": 32},
     "audio-spectrogram-transformer": {"max_length": 64, "num_mel_bins": 32, "patch_size": 16, "hidden_size": 32,
                                       "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
-    "whisper": {"d_model": 32, "encoder_layers": 2, "decoder_layers": 1, "encoder_attention_heads": 2,
+    "whisper": {"d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
                 "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "num_mel_bins": 16,
                 "max_source_positions": 50},
+    "speech_to_text": {"d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
+                       "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "conv_channels": 32,
+                       "input_feat_per_channel": 16, "max_source_positions": 128, "max_target_positions": 128},
+    "moonshine": {"hidden_size": 32, "intermediate_size": 64, "encoder_num_hidden_layers": 2,
+                  "decoder_num_hidden_layers": 2, "encoder_num_attention_heads": 2, "decoder_num_attention_heads": 2,
+                  "encoder_num_key_value_heads": 2, "decoder_num_key_value_heads": 2},
+    "speecht5": {**_WAVEFORM, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
+                 "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
+                 "encoder_max_relative_position": 16},
     "wav2vec2-bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
                       "output_hidden_size": 32, "conv_depthwise_kernel_size": 7},
     # (Parakeet's subsampling convolutions, initialised at std 0.02 over 8 channels, shrink the tiny model's
@@ -406,7 +422,8 @@ AUDIO_SPECIFIC = {
 }
 AUDIO_INPUT_SHAPES = {"audio-spectrogram-transformer": (64, 32), "whisper": (16, 100),  # else a waveform
                       "wav2vec2-bert": (40, 160), "parakeet_ctc": (64, 16), "lasr_ctc": (64, 16),
-                      "granite_speech5_ctc": (64, 64)}
+                      "granite_speech5_ctc": (64, 64), "speech_to_text": (64, 16),
+                      "moonshine": (16000,)}  # Moonshine's first convolution strides 64 samples
 WAVEFORM_SAMPLES = 1600
 # What Wav2Vec2FeatureExtractor writes: each waveform normalized.
 AUDIO_EXTRACTOR = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": True,
@@ -484,6 +501,10 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
 
     if task in ("audio-classification", "audio-feature-extraction"):
         config = AutoConfig.for_model(model_type, num_labels=3, **AUDIO_SPECIFIC.get(model_type, {}))
+        torch.manual_seed(seed)
+        return auto_class(task).from_config(config).eval()
+    if task == "speech-seq2seq":  # the vocabulary and special tokens of the family's default config
+        config = AutoConfig.for_model(model_type, **AUDIO_SPECIFIC.get(model_type, {}))
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
     if task == "speech-recognition":
@@ -625,8 +646,8 @@ def first_line(exc: BaseException) -> str:
 def folder_outcome(task: str, result) -> str:
     stage = result.stages[-1]
     perplexity = f"ppl {stage.metrics['perplexity']:.1f} vs {result.baseline['perplexity']:.1f}; " \
-        if task in ("causal-lm", "seq2seq-lm") else ""
-    if task == "seq2seq-lm":  # the share of the upload's own output tokens the stage's model predicts
+        if task in ("causal-lm", *SEQ2SEQ_TASKS) else ""
+    if task in SEQ2SEQ_TASKS:  # the share of the upload's own output tokens the stage's model predicts
         perplexity += f"{100 * stage.metrics['accuracy']:.0f}% of the upload's tokens; "
     if "hf_folder" not in stage.metrics and task == "causal-lm":  # llm_ptq: its folder is the stage's model
         return perplexity.removesuffix("; ")
@@ -678,7 +699,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
 
 # The task each list's model types are swept for: an image or audio model's one task, and the text models' heads.
 ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), ("audio-classification", AUDIO_CLASSIFIERS),
-                  ("speech-recognition", SPEECH_RECOGNIZERS))
+                  ("speech-recognition", SPEECH_RECOGNIZERS), ("speech-seq2seq", SPEECH_SEQ2SEQS))
 HEAD_FAMILIES = (("sequence-classification", CLASSIFIERS), ("token-classification", TAGGERS),
                  ("question-answering", READERS), ("causal-lm", DECODERS), ("seq2seq-lm", SEQ2SEQ_LMS))
 
@@ -691,6 +712,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     speech = SPEECH_RECOGNIZERS if only_tasks and "speech-recognition" in only_tasks else ()
     speech += SEQ2SEQ_LMS if only_tasks and "seq2seq-lm" in only_tasks else ()
+    speech += SPEECH_SEQ2SEQS if only_tasks and "speech-seq2seq" in only_tasks else ()
     for model_type in types or list(dict.fromkeys(ENCODERS + DECODERS + images + sounds + speech)):
         # An image or audio model's task, else an encoder's features; then every head its lists give it.
         tasks = [next((task for task, listed in ARRAY_FAMILIES if model_type in listed), None)]

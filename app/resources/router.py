@@ -79,7 +79,9 @@ def delete_model(session: SessionDep, tenant: TenantDep, model_id: str) -> Respo
 
 @router.post("/datasets", status_code=201, response_model=DatasetOut, tags=["datasets"], responses=UPLOAD_ERRORS,
              openapi_extra=multipart_body("An .npz whose arrays are named <split>.<input> (train.x, train.y, "
-                                          "val.x, ...); labels 'y' are optional. Object arrays are refused. Or a "
+                                          "val.x, ...); labels 'y' are optional; a speech model's reference "
+                                          "transcripts go in <split>.transcript (one string per example, a numpy "
+                                          "unicode array). Object arrays are refused. Or a "
                                           ".jsonl of {\"split\", \"text\", \"label\"?} rows for a Hugging Face "
                                           "folder model (\"text_pair\" for sentence pairs, \"tags\" for a token "
                                           "classifier, \"answer\" for a reader, \"target\" for a seq2seq-lm "

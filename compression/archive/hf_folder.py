@@ -197,6 +197,9 @@ SPECTROGRAM_INPUTS = {
     "audio-spectrogram-transformer": ("input_values", lambda c: [None, c.get("max_length"), c.get("num_mel_bins")]),
     "whisper": ("input_features", lambda c: [None, c.get("num_mel_bins"), _times(c.get("max_source_positions"), 2)]),
     "wav2vec2-bert": ("input_features", lambda c: [None, None, c.get("feature_projection_input_dim")]),
+    # Speech2Text's filter banks [batch, frames, features x channels]
+    "speech_to_text": ("input_features", lambda c: [None, None, _times(c.get("input_feat_per_channel"),
+                                                                       c.get("input_channels"))]),
     # CTC recognizers of log-mel frames [batch, frames, mel bins], the bins set in their encoder's config; Granite
     # Speech's frames are each concatenated with their deltas and stacked in pairs (4 x the bins)
     **{model_type: ("input_features", lambda c: [None, None, _encoder_bins(c)]) for model_type in ("parakeet_ctc",
@@ -228,8 +231,9 @@ def output_vocabulary(config: dict) -> int | None:
     return config.get("vocab_size")
 
 
-def _times(value, factor: int) -> int | None:
-    return factor * value if type(value) is int else None
+def _times(value, factor) -> int | None:
+    """value x factor where both are ints (config fields), else None (the size left open)."""
+    return factor * value if type(value) is int and type(factor) is int else None
 
 
 def _encoder_bins(config: dict) -> int | None:
@@ -297,8 +301,9 @@ def _layer_count(config: dict) -> int | None:
     return None if section is None else (config[section] if section else config)["num_hidden_layers"]
 
 
-# Where encoder-decoder configs keep the decoder's layer count (T5's and ProphetNet's; BART's, Marian's, Pegasus'...)
-DECODER_LAYER_FIELDS = ("num_decoder_layers", "decoder_layers")
+# Where encoder-decoder configs keep the decoder's layer count (T5's and ProphetNet's; BART's, Marian's, Pegasus',
+# Whisper's...; Moonshine's)
+DECODER_LAYER_FIELDS = ("num_decoder_layers", "decoder_layers", "decoder_num_hidden_layers")
 
 
 def decoder_layer_field(config: dict) -> str | None:
@@ -550,6 +555,11 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
         raise InvalidUpload(f"model_type '{model_type}' is a language model that reads more than text (config.json "
                             f"nests {nested}); task {task} runs {runs}: export this model with torch.export and "
                             "upload the .pt2")
+    if task == "speech-seq2seq" and config.get("is_encoder_decoder") is not True:
+        # (Kyutai's speech-to-text is a decoder over audio codes: no encoder reads the audio, no decoder input)
+        raise InvalidUpload(f"model_type '{model_type}' is not an encoder-decoder (config.json is_encoder_decoder): "
+                            "task speech-seq2seq runs encoder-decoders that write text for audio (Whisper, "
+                            "Speech2Text, Moonshine, ...): export this model with torch.export and upload the .pt2")
     if task in HEAD_TASKS and architectures and saved_for != task:
         base = ARRAY_FEATURE_TASK.get(reads, "feature-extraction")
         raise InvalidUpload(f"the weights were saved as {architectures[0]}, which has no trained {task} head (it "

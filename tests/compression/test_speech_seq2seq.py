@@ -138,3 +138,44 @@ def test_a_layers_student_keeps_the_encoder_and_some_of_the_decoders_layers(whis
     [artifact] = [a for a in result.stages[0].artifacts if a.name == hf_folder.ARTIFACT_NAME]
     loaded = hf_folder.load(artifact.path)
     assert (loaded.config.encoder_layers, loaded.config.decoder_layers) == (1, 1)
+
+
+def test_a_speech2text_folder_reads_its_filter_banks_and_a_moonshine_folder_its_waveform(tmp_path):
+    import transformers
+
+    from compression.specs import PruneSpec
+
+    small = {"encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
+    speech2text = transformers.Speech2TextForConditionalGeneration(transformers.Speech2TextConfig(
+        d_model=32, encoder_layers=2, decoder_layers=2, conv_channels=32, input_feat_per_channel=16,
+        max_source_positions=128, max_target_positions=128, **small))
+    moonshine = transformers.MoonshineForConditionalGeneration(transformers.MoonshineConfig(
+        hidden_size=32, intermediate_size=64, encoder_num_hidden_layers=2, decoder_num_hidden_layers=2,
+        encoder_num_attention_heads=2, decoder_num_attention_heads=2, encoder_num_key_value_heads=2,
+        decoder_num_key_value_heads=2))
+    rng = np.random.default_rng(0)
+    for model, audio, signature_input in [
+            (speech2text, rng.normal(size=(12, 64, 16)), {"name": "input_features", "shape": [None, None, 16]}),
+            (moonshine, rng.normal(size=(12, 16000)), {"name": "input_values", "shape": [None, None]})]:
+        name = model.config.model_type
+        model.save_pretrained(tmp_path / name)
+        archive = tmp_path / f"{name}.zip"
+        archive.write_bytes(zip_bytes(tmp_path / name))
+        folder = read_hf_folder(archive)
+        assert folder.task == "speech-seq2seq"
+        assert folder.signature()["inputs"][0] == signature_input | {"dtype": "float32"}, name
+        assert folder.signature()["hf"]["num_hidden_layers"] == 2  # the decoder's (Moonshine's own field)
+        np.savez(tmp_path / f"{name}.npz", **{"train.x": audio[:8].astype(np.float32),
+                                              "val.x": audio[8:].astype(np.float32)})
+        result = run_folder_pipeline(archive, tmp_path / f"{name}.npz", None, [PruneSpec(sparsity=0.3)],
+                                     EvaluationSpec(latency=False), RunContext(), tmp_path / f"{name}-work")
+        assert result.baseline["accuracy"] == 1.0 and 0 <= result.stages[0].metrics["accuracy"] <= 1, name
+        assert result.stages[0].metrics["hf_folder"]["written"], name
+
+
+def test_a_model_that_is_not_an_encoder_decoder_is_refused(tmp_path):
+    folder = whisper_folder(tmp_path / "whisper")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"is_encoder_decoder": False}))
+    with pytest.raises(InvalidUpload, match="is not an encoder-decoder"):
+        read_hf_folder(io.BytesIO(zip_bytes(folder)))
