@@ -88,8 +88,11 @@ def decoder_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
                          "'low_rank' or uploaded student")
     count = getattr(model.config, field)
     prefix = next(name for name, module in model.named_modules() if module is decoder)
-    stacks = [(f"{prefix}.{name}", module) for name, module in decoder.named_children()
-              if isinstance(module, nn.ModuleList) and len(module) == count]
+    # (the decoder's own list; SpeechT5's holds it one module down, `wrapped_decoder.layers`)
+    stacks = [(f"{prefix}.{name}", module) for name, module in decoder.named_modules()
+              if name and isinstance(module, nn.ModuleList) and len(module) == count]
+    stacks = [(name, module) for name, module in stacks if not any(name.startswith(f"{outer}.")
+                                                                   for outer, _ in stacks)]
     if len(stacks) != 1:
         raise ValueError(f"a 'layers' student needs one list of the decoder's {count} layers in the "
                          f"{type(model).__name__} model; found {[name for name, _ in stacks] or 'none'}")
