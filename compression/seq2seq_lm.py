@@ -68,16 +68,22 @@ def text_output_arrays(model: Seq2SeqLogits, tokenizer, splits: dict[str, TextSp
 
 
 def output_arrays(model: torch.nn.Module, tokenizer, targets: dict[str, list[str] | None],
-                  sources: dict[str, dict[str, np.ndarray]], too_many: str) -> dict[str, np.ndarray]:
+                  sources: dict[str, dict[str, np.ndarray]], too_many: str,
+                  prompted: bool = False) -> dict[str, np.ndarray]:
     """`<split>.decoder_input_ids` and `<split>.y` ([rows, output tokens], int64) for each split of `targets`
     (split -> its reference texts, None where it has none) whose encoder inputs `sources` holds (split -> input
     name -> [rows, ...]): the labels are the targets' tokens, or the upload's (`model`, a transformers
     encoder-decoder) own greedy output, IGNORED_LABEL after the end, and the decoder's input is what generation
     feeds the decoder before each of them; one length for every split (the program's shape). `too_many`: the
-    refusal of an untargeted split of more than MAX_WRITTEN_ROWS rows (format fields split and rows)."""
+    refusal of an untargeted split of more than MAX_WRITTEN_ROWS rows (format fields split and rows). `prompted`:
+    where the folder's generation settings feed the decoder tokens before the text (Whisper's language, task and
+    no-timestamps tokens), the targets follow that prompt (`_after_prompts`)."""
     _check_start_token(model)
     outputs = {}  # split -> [(decoder input, labels)] per row
     for name, texts in targets.items():
+        if texts is not None and prompted and max(map(len, prompts := _generation_prompts(model, sources[name]))) > 1:
+            outputs[name] = _after_prompts(model, tokenizer, texts, prompts)
+            continue
         if texts is not None:
             outputs[name] = [(shifted(model, labels), labels) for labels in _target_tokens(model, tokenizer, texts)]
             continue
@@ -95,6 +101,41 @@ def output_arrays(model: torch.nn.Module, tokenizer, targets: dict[str, list[str
             decoder[index, :len(fed)], labels[index, :len(expected)] = fed, expected
         out[f"{name}.{DECODER_INPUT}"], out[f"{name}.y"] = decoder, labels
     return out
+
+
+def _generation_prompts(model: torch.nn.Module, sources: dict[str, np.ndarray]) -> list[list[int]]:
+    """What generate() feeds the decoder before the first token it writes, per row of the split: the start token,
+    and where the folder's settings say so more (Whisper: the language it detects in that row, its task, no
+    timestamps)."""
+    prompts = []
+    rows = len(next(iter(sources.values())))
+    for start in range(0, rows, GENERATION_BATCH):
+        batch = {name: torch.from_numpy(values[start:start + GENERATION_BATCH]) for name, values in sources.items()}
+        try:
+            prompts += _greedy(model, batch, {}, new_tokens=1)[:, :-1].tolist()
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the user's architecture raises in generate()
+            raise _not_written(model, exc) from exc
+    return prompts
+
+
+def _after_prompts(model: torch.nn.Module, tokenizer, texts: list[str],
+                   prompts: list[list[int]]) -> list[tuple[list[int], list[int]]]:
+    """(decoder input, labels) of each target text read after generation's prompt for its row, not after the
+    tokenizer's own special tokens: a multilingual Whisper's tokenizer, saved without a language, begins a text with
+    <|startoftranscript|><|notimestamps|>, a prefix generation never feeds the model (it detects the language and
+    feeds <|startoftranscript|><|en|><|transcribe|><|notimestamps|>): read after it, every model read the reference
+    from a position it is never in when it transcribes. The prompt's tokens are given, not scored; the text's and
+    the end token are."""
+    most = _most_tokens(model, MAX_TARGET_TOKENS) - max(map(len, prompts))
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max(1, most))["input_ids"]
+    end = _token(model, "eos_token_id")
+    rows = []
+    for prompt, ids in zip(prompts, encoded):
+        written = [*ids, end]
+        rows.append(([*prompt, *written[:-1]], [IGNORED_LABEL] * (len(prompt) - 1) + written))
+    return rows
 
 
 def _target_tokens(model: torch.nn.Module, tokenizer, targets: list[str]) -> list[list[int]]:
@@ -172,11 +213,12 @@ def _not_written(model: torch.nn.Module, exc: Exception) -> ValueError:
                       "'<split>.transcript')")
 
 
-def _greedy(model: torch.nn.Module, batch: dict[str, torch.Tensor], options: dict) -> torch.Tensor:
+def _greedy(model: torch.nn.Module, batch: dict[str, torch.Tensor], options: dict,
+            new_tokens: int = GENERATED_TOKENS) -> torch.Tensor:
     """[rows, tokens]: the decoder's start token and what generate() wrote after it (the output as a dict: Whisper's
     generate() returns its text alone, without the start and the forced tokens, unless asked for the dict)."""
     with torch.no_grad():
-        return model.generate(**batch, max_new_tokens=_most_tokens(model, GENERATED_TOKENS), do_sample=False,
+        return model.generate(**batch, max_new_tokens=_most_tokens(model, new_tokens), do_sample=False,
                               num_beams=1,
                               num_return_sequences=1, return_dict_in_generate=True, **options).sequences
 

@@ -6,8 +6,9 @@ The program takes the audio as the folder's class reads it (Whisper's and Speech
 `input_features`, Moonshine's waveform `input_values`) and `decoder_input_ids` (the output so far, behind the
 decoder's start token), and returns the logits over the vocabulary at every output position. The `.npz` gives each
 split's audio (one array, as for any audio folder) and, where known, its reference transcripts (`<split>.transcript`,
-one string per example): their tokens are the labels, so the job's accuracy is the share of the transcripts' tokens
-the model predicts. A split without transcripts is labelled with what the uploaded model itself writes (greedy,
+one string per example): their tokens are the labels, read after the prompt generate() feeds the decoder (Whisper's
+language, task and no-timestamps tokens, given and not scored), so the job's accuracy is the share of the
+transcripts' tokens the model predicts. A split without transcripts is labelled with what the uploaded model itself writes (greedy,
 its generation settings applied: Whisper's language and task tokens), and a compressed model's accuracy is the share
 of those tokens it would write too.
 """
@@ -94,7 +95,7 @@ def speech_folder_to_program(folder: Path, dataset_path: Path, example_split: st
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
-    job_arrays = output_arrays(model.model, tokenizer, targets, sources, TOO_MANY_TO_TRANSCRIBE)
+    job_arrays = output_arrays(model.model, tokenizer, targets, sources, TOO_MANY_TO_TRANSCRIBE, prompted=True)
     for split, source in sources.items():
         job_arrays[f"{split}.{audio_name}"] = source[audio_name]
     example = tuple(torch.from_numpy(job_arrays[f"{example_split}.{name}"][:EXAMPLE_ROWS])

@@ -71,7 +71,7 @@ def _user_commands(commands, common) -> None:
     submit.add_argument("--task", choices=["feature-extraction", "sequence-classification", "token-classification",
                                            "question-answering", "image-classification",
                                            "audio-classification", "speech-recognition", "causal-lm", "seq2seq-lm",
-                                           "image-feature-extraction", "audio-feature-extraction"],
+                                           "speech-seq2seq", "image-feature-extraction", "audio-feature-extraction"],
                         help="what a Hugging Face folder's model does (default: from its config.json)")
     submit.add_argument("--method", action="append", help="a stage's method (ptq, qat, kd, function_matching, "
                         "quantized_distillation, differentiable_quantization, quant_noise, ipq, prune); repeat "

@@ -21,6 +21,7 @@ from compression.moe_folder import (
     split_source,
     stacked_projections,
 )
+from compression.ptq.int8_kernels import SATURATION_WARNING
 from compression.specs import EvaluationSpec, PruneSpec, PTQSpec
 
 
@@ -221,7 +222,9 @@ def test_jetmoe_experts_are_quantized_and_a_float_stage_is_stacked_back_into_its
                                         RunContext(), tmp_path / name).stages[0].metrics
                     for name, spec in (("int8", PTQSpec(calibration_samples=16)), ("pruned", PruneSpec())))
     assert int8["compression_ratio"] > 3  # 1.13x while the experts stayed float
-    assert not int8["method_metrics"].get("warnings"), int8["method_metrics"].get("warnings")
+    # (a CPU without VNNI adds its saturation warning, which says nothing of the experts)
+    warnings = [w for w in int8["method_metrics"].get("warnings", []) if w != SATURATION_WARNING]
+    assert not warnings, warnings
     # the checkpoint holds the experts stacked: no per-expert layer of it can hold them quantized
     assert "saves the experts of 'model.layers.0.mlp.input_linear.weight' stacked" in int8["hf_folder"]["reason"]
     assert pruned["hf_folder"]["written"] and pruned["hf_folder"]["relative_difference_to_stage_model"] < 1e-5

@@ -100,24 +100,60 @@ def test_without_transcripts_the_compressed_model_is_measured_against_what_the_u
     assert written.shape[0] == 1
 
 
-def test_transcripts_label_their_tokens_behind_the_decoders_start_token(whisper, tmp_path):
-    from transformers import AutoTokenizer
+def test_transcripts_follow_the_prompt_generation_feeds_the_decoder(whisper, tmp_path):
+    # The tokenizer was saved for English transcription (<|startoftranscript|><|en|><|transcribe|><|notimestamps|>),
+    # but generate() detects the language (the random model picks <|fr|>) and feeds what its settings say: a
+    # reference read after another prefix would put every model where it never is when it transcribes.
+    from transformers import AutoTokenizer, WhisperForConditionalGeneration
 
     result = run_folder_pipeline(whisper, _features(tmp_path / "audio.npz", transcripts=True), "speech-seq2seq",
                                  [PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
                                  tmp_path / "work")
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "work" / "source")
-    expected = tokenizer(text_target=CORPUS[0])["input_ids"]
-    start = tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
-    assert expected[0] == start  # Whisper's tokenizer begins with the start token, which is fed, never predicted
+    source = tmp_path / "work" / "source"
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = WhisperForConditionalGeneration.from_pretrained(source).eval()
     with np.load(tmp_path / "work" / "speech.npz") as arrays:
         labels, decoder = arrays["val.y"][0], arrays["val.decoder_input_ids"][0]
+        features = torch.from_numpy(arrays["val.input_features"][:1])
         train_written = arrays["train.y"]  # a split without transcripts: what the upload writes
-    assert labels[:len(expected) - 1].tolist() == expected[1:] and (labels[len(expected) - 1:] == IGNORED_LABEL).all()
-    assert decoder[:len(expected) - 1].tolist() == expected[:-1]  # <|startoftranscript|><|en|><|transcribe|>...
+    with torch.no_grad():
+        prompt = model.generate(input_features=features, max_new_tokens=1,
+                                return_dict_in_generate=True).sequences[0, :-1].tolist()
+    assert prompt[0] == tokenizer.convert_tokens_to_ids("<|startoftranscript|>") and len(prompt) > 1
+    assert prompt != tokenizer(text_target=CORPUS[0])["input_ids"][:len(prompt)]
+    text = tokenizer(CORPUS[0], add_special_tokens=False)["input_ids"]
+    end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert decoder[:len(prompt) + len(text)].tolist() == prompt + text
+    # the prompt is given, not scored; the text and the end token are
+    expected = [IGNORED_LABEL] * (len(prompt) - 1) + text + [end]
+    assert labels[:len(expected)].tolist() == expected and (labels[len(expected):] == IGNORED_LABEL).all()
     assert (train_written != IGNORED_LABEL).any()
     # A random model does not write the reference: its accuracy is the share of the transcripts' tokens it predicts.
     assert 0 <= result.baseline["accuracy"] < 0.5
+
+
+def test_transcripts_of_a_model_fed_its_start_token_alone_drop_the_start_token_the_tokenizer_puts_first(tmp_path):
+    # A Whisper whose generation settings name no languages is fed <|startoftranscript|> alone: its transcripts are
+    # read as its tokenizer makes labels, without that start token (fed, never predicted), as transformers'
+    # fine-tuning recipe reads them.
+    from transformers import AutoTokenizer
+
+    folder = whisper_folder(tmp_path / "whisper")
+    generation = json.loads((folder / "generation_config.json").read_text())
+    for name in ("is_multilingual", "lang_to_id", "task_to_id", "no_timestamps_token_id"):
+        generation.pop(name)
+    (folder / "generation_config.json").write_text(json.dumps(generation))
+    (tmp_path / "whisper.zip").write_bytes(zip_bytes(folder))
+    run_folder_pipeline(tmp_path / "whisper.zip", _features(tmp_path / "audio.npz", transcripts=True), None,
+                        [PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
+                        tmp_path / "work")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    expected = tokenizer(text_target=CORPUS[0])["input_ids"]
+    assert expected[0] == tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
+    with np.load(tmp_path / "work" / "speech.npz") as arrays:
+        labels, decoder = arrays["val.y"][0], arrays["val.decoder_input_ids"][0]
+    assert labels[:len(expected) - 1].tolist() == expected[1:] and (labels[len(expected) - 1:] == IGNORED_LABEL).all()
+    assert decoder[:len(expected) - 1].tolist() == expected[:-1]
 
 
 def test_class_labels_are_refused_with_where_transcripts_go(whisper, tmp_path):
