@@ -8,9 +8,9 @@ decoder's start token), and returns the logits over the vocabulary at every outp
 split's audio (one array, as for any audio folder) and, where known, its reference transcripts (`<split>.transcript`,
 one string per example): their tokens are the labels, read after the prompt generate() feeds the decoder (Whisper's
 language, task and no-timestamps tokens, given and not scored), so the job's accuracy is the share of the
-transcripts' tokens the model predicts. A split without transcripts is labelled with what the uploaded model itself writes (greedy,
-its generation settings applied: Whisper's language and task tokens), and a compressed model's accuracy is the share
-of those tokens it would write too.
+transcripts' tokens the model predicts. A split without transcripts is labelled with what the uploaded model itself
+writes (greedy, its generation settings applied: Whisper's language and task tokens, not scored), and a compressed
+model's accuracy is the share of those tokens it would write too.
 """
 
 from __future__ import annotations
