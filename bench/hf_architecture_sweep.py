@@ -128,7 +128,7 @@ SEQ2SEQ_LMS = ("t5", "mt5", "umt5", "longt5", "switch_transformers", "t5gemma", 
 # Encoder-decoders that write text for audio (task speech-seq2seq, added 2026-12-06): the ones transformers builds
 # with AutoModelForSpeechSeq2Seq whose encoder reads the audio (the mapping's audio LMs and text-to-speech models
 # are refused at upload); unlabelled audio, each stage measured against what the upload writes.
-SPEECH_SEQ2SEQS = ("whisper", "speech_to_text", "moonshine", "speecht5")
+SPEECH_SEQ2SEQS = ("whisper", "speech_to_text", "moonshine", "speecht5", "canary", "cohere_asr")
 FEW_STEPS = {"steps": 2, "batch_size": 8, "warmup_steps": 0}
 ENCODER_METHODS = {
     "ptq": PTQSpec(calibration_samples=16),
@@ -385,6 +385,13 @@ _WAVEFORM = {"conv_dim": (16, 16, 16), "conv_stride": (5, 2, 2), "conv_kernel": 
 # A CTC recognizer's characters (wav2vec2-base-960h's vocab.json): the blank (its pad token) first, "|" between
 # words; its tokenizer is transformers' Wav2Vec2CTCTokenizer.
 CTC_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
+# (Parakeet's subsampling convolutions, initialised at std 0.02 over 8 channels, shrink the tiny model's
+# activations 30-fold each, to 1e-5, below the int8 activation scale's floor: 0.2 keeps them at scale.)
+PARAKEET_ENCODER = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
+                    "intermediate_size": 64, "num_mel_bins": 16, "subsampling_conv_channels": 8,
+                    "conv_kernel_size": 7, "initializer_range": 0.2}
+_SMALL_DECODER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                  "num_key_value_heads": 2}
 AUDIO_SPECIFIC = {
     **{model_type: _WAVEFORM for model_type in ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech")},
     "sew": {**_WAVEFORM, "squeeze_factor": 1},
@@ -407,13 +414,10 @@ AUDIO_SPECIFIC = {
                  "encoder_max_relative_position": 16},
     "wav2vec2-bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
                       "output_hidden_size": 32, "conv_depthwise_kernel_size": 7},
-    # (Parakeet's subsampling convolutions, initialised at std 0.02 over 8 channels, shrink the tiny model's
-    # activations 30-fold each, to 1e-5, below the int8 activation scale's floor: 0.2 keeps them at scale.)
-    **{model_type: {"encoder_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                       "num_key_value_heads": 2, "intermediate_size": 64, "num_mel_bins": 16,
-                                       "subsampling_conv_channels": 8, "conv_kernel_size": 7,
-                                       "initializer_range": 0.2}}
-       for model_type in ("parakeet_ctc", "lasr_ctc")},
+    **{model_type: {"encoder_config": PARAKEET_ENCODER} for model_type in ("parakeet_ctc", "lasr_ctc")},
+    # encoder-decoders with a Parakeet encoder: Canary's decoder in its own sub-config, Cohere ASR's in the config
+    "canary": {"encoder_config": PARAKEET_ENCODER, "decoder_config": {**_SMALL_DECODER, "head_dim": 16}},
+    "cohere_asr": {"encoder_config": PARAKEET_ENCODER, **_SMALL_DECODER, "head_dim": 16},
     "granite_speech5_ctc": {"encoder_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                                                "num_key_value_heads": 2, "intermediate_size": 64, "head_dim": 16,
                                                "num_mel_bins": 16, "context_size": 16, "conv_kernel_size": 7,
@@ -422,7 +426,8 @@ AUDIO_SPECIFIC = {
 }
 AUDIO_INPUT_SHAPES = {"audio-spectrogram-transformer": (64, 32), "whisper": (16, 100),  # else a waveform
                       "wav2vec2-bert": (40, 160), "parakeet_ctc": (64, 16), "lasr_ctc": (64, 16),
-                      "granite_speech5_ctc": (64, 64), "speech_to_text": (64, 16),
+                      "granite_speech5_ctc": (64, 64), "speech_to_text": (64, 16), "canary": (64, 16),
+                      "cohere_asr": (64, 16),
                       "moonshine": (16000,)}  # Moonshine's first convolution strides 64 samples
 WAVEFORM_SAMPLES = 1600
 # What Wav2Vec2FeatureExtractor writes: each waveform normalized.

@@ -44,8 +44,14 @@ def main() -> None:
     started = time.monotonic()
     result = run_folder_pipeline(root / "t5.zip", root / "rows.jsonl", None, [PTQSpec(calibration_samples=32)],
                                  EvaluationSpec(latency_batch_sizes=[1, 8]), RunContext(), root / "work")
-    baseline, stage = result.baseline, result.stages[0].metrics
     print(f"job: {time.monotonic() - started:.0f} s")
+    print_int8_figures(result)
+
+
+def print_int8_figures(result) -> None:
+    """The int8 stage's program and folder sizes, its latency against the float program's at each batch size, and
+    its accuracy and perplexity on the output tokens (an encoder-decoder job's one ptq stage)."""
+    baseline, stage = result.baseline, result.stages[0].metrics
     print(f"program: {baseline['size_bytes'] / 2**20:.1f} MiB float -> {stage['size_bytes'] / 2**20:.1f} MiB int8 "
           f"({stage['compression_ratio']:.2f}x)")
     print(f"folder: {stage['hf_folder'].get('size_bytes', 0) / 2**20:.1f} MiB "
@@ -55,7 +61,6 @@ def main() -> None:
         print(f"batch {batch}: {float_ms:.1f} ms float -> {int8_ms:.1f} ms int8 ({float_ms / int8_ms:.2f}x faster)")
     print(f"accuracy on the upload's own tokens: {baseline['accuracy']:.3f} -> {stage['accuracy']:.3f}; "
           f"perplexity {baseline['perplexity']:.1f} -> {stage['perplexity']:.1f}")
-
 
 if __name__ == "__main__":
     main()

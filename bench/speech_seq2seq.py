@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.seq2seq_lm import print_int8_figures
 from compression.context import RunContext
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, PTQSpec
@@ -63,20 +64,10 @@ def main() -> None:
     result = run_folder_pipeline(root / "whisper.zip", root / "speech.npz", None,
                                  [PTQSpec(calibration_samples=EXAMPLES)],
                                  EvaluationSpec(latency_batch_sizes=[1, 8]), RunContext(), root / "work")
-    baseline, stage = result.baseline, result.stages[0].metrics
     with np.load(root / "work" / "speech.npz") as arrays:
         output_tokens = arrays["val.y"].shape[1]
     print(f"job: {time.monotonic() - started:.0f} s ({output_tokens} output positions)")
-    print(f"program: {baseline['size_bytes'] / 2**20:.1f} MiB float -> {stage['size_bytes'] / 2**20:.1f} MiB int8 "
-          f"({stage['compression_ratio']:.2f}x)")
-    print(f"folder: {stage['hf_folder'].get('size_bytes', 0) / 2**20:.1f} MiB "
-          f"(written: {stage['hf_folder']['written']})")
-    for batch, float_ms in baseline["latency_ms"].items():
-        int8_ms = stage["latency_ms"][batch]
-        print(f"batch {batch}: {float_ms:.1f} ms float -> {int8_ms:.1f} ms int8 ({float_ms / int8_ms:.2f}x faster)")
-    print(f"accuracy on the upload's own tokens: {baseline['accuracy']:.3f} -> {stage['accuracy']:.3f}; "
-          f"perplexity {baseline['perplexity']:.1f} -> {stage['perplexity']:.1f}")
-
+    print_int8_figures(result)
 
 if __name__ == "__main__":
     main()

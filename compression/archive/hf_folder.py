@@ -200,10 +200,11 @@ SPECTROGRAM_INPUTS = {
     # Speech2Text's filter banks [batch, frames, features x channels]
     "speech_to_text": ("input_features", lambda c: [None, None, _times(c.get("input_feat_per_channel"),
                                                                        c.get("input_channels"))]),
-    # CTC recognizers of log-mel frames [batch, frames, mel bins], the bins set in their encoder's config; Granite
-    # Speech's frames are each concatenated with their deltas and stacked in pairs (4 x the bins)
-    **{model_type: ("input_features", lambda c: [None, None, _encoder_bins(c)]) for model_type in ("parakeet_ctc",
-                                                                                                  "lasr_ctc")},
+    # CTC recognizers of log-mel frames [batch, frames, mel bins], the bins set in their encoder's config (and the
+    # encoder-decoders with a Parakeet encoder: Canary, Cohere ASR); Granite Speech's frames are each concatenated
+    # with their deltas and stacked in pairs (4 x the bins)
+    **{model_type: ("input_features", lambda c: [None, None, _encoder_bins(c)])
+       for model_type in ("parakeet_ctc", "lasr_ctc", "canary", "cohere_asr")},
     "granite_speech5_ctc": ("input_features", lambda c: [None, None, _times(_encoder_bins(c), 4)]),
 }
 WAVEFORM_INPUT = "input_values"

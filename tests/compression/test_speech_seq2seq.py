@@ -176,7 +176,9 @@ def test_a_layers_student_keeps_the_encoder_and_some_of_the_decoders_layers(whis
     assert (loaded.config.encoder_layers, loaded.config.decoder_layers) == (1, 1)
 
 
-def test_a_speech2text_folder_reads_its_filter_banks_and_a_moonshine_folder_its_waveform(tmp_path):
+def test_speech2text_canary_and_moonshine_folders_read_their_features_or_waveform(tmp_path):
+    # Speech2Text's filter banks and Canary's log-mel frames (its Parakeet encoder's bins) are [N, frames, bins];
+    # Moonshine reads the waveform. Each folder's signature says so, and a job runs on that audio.
     import transformers
 
     from compression.specs import PruneSpec
@@ -189,10 +191,17 @@ def test_a_speech2text_folder_reads_its_filter_banks_and_a_moonshine_folder_its_
         hidden_size=32, intermediate_size=64, encoder_num_hidden_layers=2, decoder_num_hidden_layers=2,
         encoder_num_attention_heads=2, decoder_num_attention_heads=2, encoder_num_key_value_heads=2,
         decoder_num_key_value_heads=2))
+    heads = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 2}
+    canary = transformers.CanaryForConditionalGeneration(transformers.CanaryConfig(
+        encoder_config={**heads, "num_mel_bins": 16, "subsampling_conv_channels": 8, "conv_kernel_size": 7},
+        decoder_config={**heads, "head_dim": 16}))
     rng = np.random.default_rng(0)
-    for model, audio, signature_input in [
-            (speech2text, rng.normal(size=(12, 64, 16)), {"name": "input_features", "shape": [None, None, 16]}),
-            (moonshine, rng.normal(size=(12, 16000)), {"name": "input_values", "shape": [None, None]})]:
+    for model, audio, signature_input, decoder_layers in [
+            (speech2text, rng.normal(size=(12, 64, 16)), {"name": "input_features", "shape": [None, None, 16]}, 2),
+            (moonshine, rng.normal(size=(12, 16000)), {"name": "input_values", "shape": [None, None]}, 2),
+            # (Canary's decoder counts its layers in its own sub-config: no 'layers' student)
+            (canary, rng.normal(size=(12, 64, 16)), {"name": "input_features", "shape": [None, None, 16]}, None)]:
         name = model.config.model_type
         model.save_pretrained(tmp_path / name)
         archive = tmp_path / f"{name}.zip"
@@ -200,7 +209,7 @@ def test_a_speech2text_folder_reads_its_filter_banks_and_a_moonshine_folder_its_
         folder = read_hf_folder(archive)
         assert folder.task == "speech-seq2seq"
         assert folder.signature()["inputs"][0] == signature_input | {"dtype": "float32"}, name
-        assert folder.signature()["hf"]["num_hidden_layers"] == 2  # the decoder's (Moonshine's own field)
+        assert folder.signature()["hf"]["num_hidden_layers"] == decoder_layers, name
         np.savez(tmp_path / f"{name}.npz", **{"train.x": audio[:8].astype(np.float32),
                                               "val.x": audio[8:].astype(np.float32)})
         result = run_folder_pipeline(archive, tmp_path / f"{name}.npz", None, [PruneSpec(sparsity=0.3)],
