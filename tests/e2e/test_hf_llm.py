@@ -356,4 +356,5 @@ with torch.no_grad():
 print(type(model).__name__, repr(tokenizer.batch_decode(ids, skip_special_tokens=True)[0]))
 """], capture_output=True, text=True, timeout=120, cwd=path.parent)
     assert transcribed.returncode == 0, transcribed.stderr[-3000:]
-    assert transcribed.stdout.strip().splitlines()[-1].startswith("WhisperForConditionalGeneration '")
+    class_name, _, text = transcribed.stdout.strip().splitlines()[-1].partition(" ")
+    assert class_name == "WhisperForConditionalGeneration" and isinstance(ast.literal_eval(text), str)
