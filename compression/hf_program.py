@@ -48,6 +48,7 @@ from compression.parallel_experts import split_parallel_experts
 from compression.parameter_writes import written_parameters
 from compression.sentence_pooling import SentencePooling
 from compression.seq2seq_lm import Seq2SeqLogits, text_output_arrays
+from compression.speech_seq2seq import WRAPPERS as SPEECH_SEQ2SEQ_WRAPPERS
 from compression.speech_seq2seq import speech_seq2seq_wrapper
 from compression.text_labels import ModelClasses, label_array, word_tags
 
@@ -482,6 +483,7 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     return example
 
 
+SEQ2SEQ_AUDIO_INPUTS = tuple(SPEECH_SEQ2SEQ_WRAPPERS)  # a speech-seq2seq program's audio, before the decoder's input
 BRANCH_CHECK_ROWS, BRANCH_CHECK_BATCH = 256, 32  # per split: the rows a drafted program runs on before the job
 
 
@@ -563,8 +565,9 @@ def stacked_experts(model: torch.nn.Module) -> str | None:
 
 
 def example_rows(dataset_path: Path, split: str, rows: int = 8) -> tuple[torch.Tensor, ...]:
-    """The first `rows` rows of a split of the arrays `folder_to_program` wrote, as the program's inputs."""
-    with np.load(dataset_path) as arrays:
+    """The first `rows` rows of a split of the arrays `folder_to_program` (or, for a speech-seq2seq model, the audio
+    and decoder input `compression.speech_seq2seq.speech_folder_to_program`) wrote, as the program's inputs."""
+    with np.load(dataset_path, allow_pickle=False) as arrays:
         return tuple(torch.from_numpy(arrays[f"{split}.{name}"][:rows])
-                     for name in ("input_ids", "attention_mask", "token_type_ids", DECODER_INPUT)
+                     for name in ("input_ids", "attention_mask", "token_type_ids", *SEQ2SEQ_AUDIO_INPUTS, DECODER_INPUT)
                      if f"{split}.{name}" in arrays)

@@ -75,6 +75,7 @@ def speech_folder_to_program(folder: Path, dataset_path: Path, example_split: st
     """Write the folder's model as a `.pt2` exported on the first rows of `example_split`, and the job's `.npz`
     (`job_dataset`): per split the audio under the program's input name, `decoder_input_ids` and the labels
     (`compression.seq2seq_lm.output_arrays`); returns the example inputs."""
+    from compression.hf_arrays import _input_key
     from compression.hf_program import LOCAL_ONLY, load_folder_model, model_program
     from compression.io import save_program
 
@@ -82,12 +83,10 @@ def speech_folder_to_program(folder: Path, dataset_path: Path, example_split: st
     audio_name = model.model.main_input_name
     with np.load(dataset_path, allow_pickle=False) as arrays:
         sources, targets = {}, {}
-        for split in sorted({name.partition(".")[0] for name in arrays.files}):
-            inputs = [name for name in arrays.files if name.partition(".")[0] == split
-                      and name.partition(".")[2] not in NOT_INPUTS]
-            if len(inputs) != 1:  # a split of transcripts alone, or of several arrays (refused at submission)
-                continue
-            sources[split] = {audio_name: np.asarray(arrays[inputs[0]], np.float32)}
+        # (a split of transcripts alone feeds no model input)
+        for split in sorted({name.partition(".")[0] for name in arrays.files
+                             if name.partition(".")[2] not in NOT_INPUTS}):
+            sources[split] = {audio_name: np.asarray(arrays[_input_key(arrays.files, split)], np.float32)}
             transcripts = f"{split}.{TRANSCRIPT_ARRAY}"
             targets[split] = [str(text) for text in arrays[transcripts]] if transcripts in arrays.files else None
     tokenizer = None
@@ -104,10 +103,3 @@ def speech_folder_to_program(folder: Path, dataset_path: Path, example_split: st
     np.savez(job_dataset, **job_arrays)
     return example
 
-
-def speech_rows(dataset_path: Path, split: str, rows: int = 8) -> tuple[torch.Tensor, ...]:
-    """The first `rows` rows of a split of the `.npz` `speech_folder_to_program` wrote, as the program's inputs."""
-    with np.load(dataset_path, allow_pickle=False) as arrays:
-        audio = next(name for name in arrays.files if name.startswith(f"{split}.") and name.partition(".")[2]
-                     in WRAPPERS)
-        return (torch.from_numpy(arrays[audio][:rows]), torch.from_numpy(arrays[f"{split}.{DECODER_INPUT}"][:rows]))

@@ -309,7 +309,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     from compression.io import load_program
     from compression.modes import eval_mode
     from compression.pipeline import run_pipeline
-    from compression.speech_seq2seq import speech_folder_to_program, speech_rows
+    from compression.speech_seq2seq import speech_folder_to_program
 
     workdir = Path(workdir)
     ctx.progress("export", 0, 1)
@@ -370,8 +370,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
                                array_rows(dataset, evaluation.split, task, rows=samples)[0],
                                blank if type(blank) is int else 0, source, ctx,
                                reference_transcripts(dataset, evaluation.split, samples))
-    rows = (speech_rows(dataset, evaluation.split) if task == "speech-seq2seq"
-            else array_rows(dataset, evaluation.split, task) if task in ARRAY_TASKS
+    rows = (array_rows(dataset, evaluation.split, task) if task in ARRAY_TASKS and task != "speech-seq2seq"
             else example_rows(dataset, evaluation.split))
     stage_folder_artifacts(result, students.source_folders(source), task, rows, workdir / "hf", ctx,
                            rounding_ops(load_program(workdir / "model.pt2", limits)), embedding,
