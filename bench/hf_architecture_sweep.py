@@ -160,6 +160,7 @@ SPECIFIC = {
     "marian": {"decoder_start_token_id": 1, "decoder_vocab_size": VOCAB},
     "albert": {"embedding_size": 32},
     "electra": {"embedding_size": 32},
+    "mobilebert": {"embedding_size": 32, "true_hidden_size": 32, "intra_bottleneck_size": 32},
     "distilbert": {"dim": HIDDEN, "n_layers": LAYERS, "n_heads": HEADS, "hidden_dim": 2 * HIDDEN},
     "gpt2": {"n_embd": HIDDEN, "n_layer": LAYERS, "n_head": HEADS, "n_positions": 512},
     "gpt_neo": {"num_layers": LAYERS, "num_heads": HEADS, "attention_types": [[["global", "local"], 1]],

@@ -3,12 +3,14 @@ ordinary `.pt2` pipeline. The folder is loaded with transformers (safetensors on
 code), wrapped so that it takes `input_ids` and `attention_mask` (and, for sentence pairs, `token_type_ids` where the
 model reads them) and returns one tensor (`last_hidden_state` for feature-extraction, `logits` for
 sequence-classification, a row of class logits per token for token-classification, the answer span's start and end
-logits for question-answering, the next-token logits for causal-lm, the logits over the vocabulary at each audio frame
-for speech-recognition (a CTC head); for a sentence-transformers folder's
+logits for question-answering, the next-token logits for causal-lm, the logits over the vocabulary at every token
+for fill-mask (its text masked as `compression.masked_tokens` says), the logits over the vocabulary at each audio
+frame for speech-recognition (a CTC head); for a sentence-transformers folder's
 feature-extraction, the sentence embedding it declares: `compression.sentence_pooling`), and exported with a dynamic
 batch like every program here. Text is tokenized with the folder's own tokenizer, padded to one length per job: the
-longest row of the dataset, at most the model's positions (and MAX_TOKENS, a causal LM's MAX_CAUSAL_LM_TOKENS, and a
-sentence-transformers max_seq_length), so the exported program and every stage's re-export see one shape.
+longest row of the dataset, at most the model's positions (and MAX_TOKENS, a causal or masked LM's
+MAX_CAUSAL_LM_TOKENS, and a sentence-transformers max_seq_length), so the exported program and every stage's
+re-export see one shape.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from compression.archive.jsonl import (
     ANSWERS_NEED_A_READER,
     ANSWERS_NOT_READ,
     LABEL_ARRAY,
+    MASKED_LM_READS_TEXT,
     PAIRS_NOT_FOR_CAUSAL_LM,
     PAIRS_NOT_FOR_SEQ2SEQ,
     SEQ2SEQ_READS_TARGETS,
@@ -43,6 +46,7 @@ from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.hf_whole_model_folder import EncoderOf, encoder_of
 from compression.io import export_branching_model, save_program
 from compression.llm.text import check_tokenizes
+from compression.masked_tokens import mask_token_id, masked_tokens
 from compression.moe_experts import split_stacked_experts
 from compression.parallel_experts import split_parallel_experts
 from compression.parameter_writes import written_parameters
@@ -57,6 +61,7 @@ MAX_TOKENS = 512
 # A causal LM's program outputs [batch, tokens, vocabulary] logits (4 bytes each): 256 tokens of a 32k vocabulary
 # take 32 MiB per row, which every evaluation batch and kept reference output holds.
 MAX_CAUSAL_LM_TOKENS = 256
+VOCABULARY_TASKS = ("causal-lm", "fill-mask")  # tasks whose output is logits over the vocabulary at every token
 # transformers' model_max_length when neither the tokenizer nor its config names one (VERY_LARGE_INTEGER).
 UNSET_TOKENIZER_LIMIT = 10**9
 EXAMPLE_ROWS = 2
@@ -236,6 +241,7 @@ def auto_class(task: str):
     name = {"sequence-classification": "AutoModelForSequenceClassification",
             "token-classification": "AutoModelForTokenClassification",
             "question-answering": "AutoModelForQuestionAnswering",
+            "fill-mask": "AutoModelForMaskedLM",
             "image-classification": "AutoModelForImageClassification",
             "audio-classification": "AutoModelForAudioClassification",
             "speech-recognition": "AutoModelForCTC",
@@ -255,17 +261,25 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
     # Architectures without it (DeBERTa-v2, MPNet; convolutional networks, which have no attention) refuse "sdpa"
     # with a ValueError and run with eager attention.
+    # A fill-mask folder's loading report says whether the checkpoint holds the masked-LM head (`_check_head`).
+    report = {"output_loading_info": True} if task == "fill-mask" else {}
     try:
         model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa", dtype=dtype,
-                                     **options)
+                                     **options, **report)
     except ValueError:
         model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", dtype=dtype,
-                                     **options)
+                                     **options, **report)
+    if report:
+        model, loading = model
+        if getattr(model, "hf_quantizer", None) is None:  # (a compressed folder's report lists its codes' names)
+            _check_head(model, loading)
     model.eval()
     _decompress(model)
     if task == "sequence-classification":
         return (_LastEosClassifier(model) if _reads_last_eos(model) else _TensorOutput(model, "logits")).eval()
     if task == "token-classification":
+        return _TensorOutput(model, "logits").eval()
+    if task == "fill-mask":  # the logits over the vocabulary at every position
         return _TensorOutput(model, "logits").eval()
     if task == "causal-lm":  # the logits of every position, without the key/value cache generation would keep
         return _TensorOutput(model, "logits", options={"use_cache": False}).eval()
@@ -297,6 +311,19 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
             return wrapper
         model = encoder_class.from_pretrained(folder, use_safetensors=True, dtype=dtype, **LOCAL_ONLY).eval()
     return _TensorOutput(model, "last_hidden_state", _pooling(embedding)).eval()
+
+
+def _check_head(model: torch.nn.Module, loading: dict) -> None:
+    """Refuse a fill-mask folder whose checkpoint lacks weights of the masked-LM head (an ELECTRA discriminator saved
+    as ElectraForPreTraining, a base model's checkpoint): transformers would start them random, and the job would
+    compress a model that fills in nothing. (`from_pretrained` reports them in `loading`; a head tied to the word
+    embeddings, as BERT's decoder is, is not missing.)"""
+    missing = sorted(loading.get("missing_keys") or ())
+    if missing:
+        raise InvalidUpload(f"task fill-mask runs the checkpoint's masked-LM head, and these of its weights are not in "
+                            f"the folder ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): they "
+                            "would start random; upload a checkpoint saved with its masked-LM head (architectures "
+                            f"{type(model).__name__}), or choose task feature-extraction")
 
 
 def _decompress(model: torch.nn.Module) -> None:
@@ -365,17 +392,19 @@ def text_input_names(splits: dict[str, TextSplit], tokenizer) -> tuple[str, ...]
 
 
 def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int, classes: ModelClasses,
-                     next_tokens: bool = False) -> dict[str, np.ndarray]:
+                     next_tokens: bool = False, masked_with: int | None = None) -> dict[str, np.ndarray]:
     """`<split>.input_ids`, `<split>.attention_mask` (int64, [rows, length]), `<split>.token_type_ids` for
     sentence pairs where the model reads them, and `<split>.y` for labelled splits (class names and multi-label
     lists made indices and 0/1 matrices for the model's `classes`; word tags a class per token, `token_tags`):
     the arrays an `.npz` dataset of this model would hold. `next_tokens` (a causal LM's text): every split is
-    labelled with each position's next token (`next_token_labels`)."""
+    labelled with each position's next token (`next_token_labels`). `masked_with` (a masked LM's mask token id):
+    a share of each row's tokens is replaced by it and every split labelled with the tokens it hid
+    (`compression.masked_tokens`)."""
     arrays = {}
     names = text_input_names(splits, tokenizer)
     for name, rows in splits.items():
         # labels found in the text by the tokens' character offsets
-        located = not next_tokens and (rows.per_word or rows.answers)
+        located = not next_tokens and masked_with is None and (rows.per_word or rows.answers)
         if located and not getattr(tokenizer, "is_fast", False):
             raise InvalidUpload("word 'tags' and answers are given to tokens by their character offsets, which only "
                                 "a fast tokenizer reports: include the folder's tokenizer.json (save_pretrained of "
@@ -385,7 +414,10 @@ def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int, class
                           return_offsets_mapping=located)
         for input_name in names:
             arrays[f"{name}.{input_name}"] = encoded[input_name].astype(np.int64)
-        if next_tokens:
+        if masked_with is not None:
+            arrays[f"{name}.input_ids"], arrays[f"{name}.{LABEL_ARRAY}"] = masked_tokens(
+                arrays[f"{name}.input_ids"], arrays[f"{name}.attention_mask"], tokenizer.all_special_ids, masked_with)
+        elif next_tokens:
             arrays[f"{name}.{LABEL_ARRAY}"] = next_token_labels(arrays[f"{name}.input_ids"],
                                                                 arrays[f"{name}.attention_mask"])
         elif rows.answers:
@@ -452,6 +484,7 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     causal = task == "causal-lm"
+    mask = mask_token_id(tokenizer) if task == "fill-mask" else None
     if causal:
         # Decoders count positions over every slot: padding on the left would shift each row's text.
         tokenizer.padding_side = "right"
@@ -463,12 +496,15 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
             raise InvalidUpload(TARGETS_NEED_SEQ2SEQ if rows.targeted else SEQ2SEQ_READS_TARGETS)
         if seq2seq and rows.paired:
             raise InvalidUpload(PAIRS_NOT_FOR_SEQ2SEQ)
+        if mask is not None and rows.labels:
+            raise InvalidUpload(MASKED_LM_READS_TEXT)
         if rows.labels and not causal and (task == "question-answering") != rows.answers:
             raise InvalidUpload(ANSWERS_NEED_A_READER if rows.answers else ANSWERS_NOT_READ)
     model = load_folder_model(folder, task, embedding)
-    length = token_length(model, splits, tokenizer, embedding, MAX_CAUSAL_LM_TOKENS if causal else MAX_TOKENS)
+    length = token_length(model, splits, tokenizer, embedding,
+                          MAX_CAUSAL_LM_TOKENS if task in VOCABULARY_TASKS else MAX_TOKENS)
     arrays = tokenized_arrays(splits, tokenizer, length, ModelClasses.of_config(model.model.config, task, multi_label),
-                              next_tokens=causal)
+                              next_tokens=causal, masked_with=mask)
     names = text_input_names(splits, tokenizer)
     if seq2seq:  # the output each row's logits are read at: its target, or what the upload writes
         arrays |= text_output_arrays(model, tokenizer, splits, arrays)

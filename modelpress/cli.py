@@ -69,7 +69,7 @@ def _user_commands(commands, common) -> None:
     submit.add_argument("data", help="an .npz (or, with a text model's folder, .jsonl text) file to upload, or a "
                                      "dataset id (ds_...)")
     submit.add_argument("--task", choices=["feature-extraction", "sequence-classification", "token-classification",
-                                           "question-answering", "image-classification",
+                                           "question-answering", "fill-mask", "image-classification",
                                            "audio-classification", "speech-recognition", "causal-lm", "seq2seq-lm",
                                            "speech-seq2seq", "image-feature-extraction", "audio-feature-extraction"],
                         help="what a Hugging Face folder's model does (default: from its config.json)")

@@ -15,16 +15,24 @@ CORPUS = [f"the {animal} {verb} the {thing} near the {place}" for animal in ("ca
           for verb in ("sees", "finds", "likes") for thing in ("ball", "stick", "box") for place in ("house", "tree")]
 
 
-def save_tokenizer(folder: Path) -> int:
-    """A word-level tokenizer of CORPUS saved as transformers writes one; returns its vocabulary size."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+def save_tokenizer(folder: Path, mask: bool = False) -> int:
+    """A word-level tokenizer of CORPUS saved as transformers writes one (with `mask`, a masked LM's: [CLS] and
+    [SEP] around each text, and a [MASK] token); returns its vocabulary size."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
+    specials = ["[UNK]", "[PAD]", "[EOS]", *(("[CLS]", "[SEP]", "[MASK]") if mask else ())]
     tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]", "[EOS]"]))
+    tokenizer.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=specials))
+    roles = {}
+    if mask:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+            special_tokens=[(token, tokenizer.token_to_id(token)) for token in ("[CLS]", "[SEP]")])
+        roles = {"cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                   eos_token="[EOS]")
+                                   eos_token="[EOS]", **roles)
     fast.save_pretrained(folder)
     return tokenizer.get_vocab_size()
 
@@ -155,26 +163,29 @@ WHISPER_EXTRACTOR = {"feature_extractor_type": "WhisperFeatureExtractor", "featu
 
 
 def bert_folder(folder: Path, classes: int | None = None, layers: int = 2, dtype: str = "float32",
-                per_token: bool = False, answers: bool = False, **config_fields) -> Path:
+                per_token: bool = False, answers: bool = False, masked_lm: bool = False, **config_fields) -> Path:
     """A BERT encoder (`BertModel`), or a sequence classifier with `classes` labels (with `per_token`, a token
-    classifier: an NER tagger), or with `answers` an extractive question-answering model; its weights saved as
-    `dtype` (most checkpoints on the Hub are bfloat16 or float16). `config_fields`: more of the config
-    (`id2label`, `problem_type`, ...)."""
+    classifier: an NER tagger), or with `answers` an extractive question-answering model, or with `masked_lm` a
+    pretrained encoder's checkpoint (`BertForMaskedLM`, with a [MASK] token); its weights saved as `dtype` (most
+    checkpoints on the Hub are bfloat16 or float16). `config_fields`: more of the config (`id2label`,
+    `problem_type`, ...)."""
     import torch
     from transformers import (
         BertConfig,
+        BertForMaskedLM,
         BertForQuestionAnswering,
         BertForSequenceClassification,
         BertForTokenClassification,
         BertModel,
     )
 
-    vocab = save_tokenizer(folder)
+    vocab = save_tokenizer(folder, mask=masked_lm)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=classes or 2, **config_fields)
     head = BertForTokenClassification if per_token else BertForSequenceClassification
-    model = BertForQuestionAnswering(config) if answers else head(config) if classes else BertModel(config)
+    model = (BertForQuestionAnswering(config) if answers else BertForMaskedLM(config) if masked_lm else
+             head(config) if classes else BertModel(config))
     model.to(getattr(torch, dtype)).save_pretrained(folder)
     return folder
 

@@ -22,6 +22,7 @@ from compression.archive.hf_folder import DECODER_LAYER_FIELDS
 from compression.archive.jsonl import (
     ANSWERS_NEED_A_READER,
     ANSWERS_NOT_READ,
+    MASKED_LM_READS_TEXT,
     MAX_WRITTEN_ROWS,
     PAIR_INPUT,
     PAIRS_NOT_FOR_CAUSAL_LM,
@@ -101,7 +102,9 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
     # are not read): llm_ptq reads the text alone.
     # A seq2seq-lm (speech-seq2seq) job's labels are its targets' (transcripts') tokens, or those the upload writes
     # where a split has none.
-    next_tokens = bool(folder) and (folder.get("task") in SEQ2SEQ_TASKS or folder.get("task") == "causal-lm"
+    # A fill-mask job's labels are the tokens the worker masks in the text (`compression.masked_tokens`).
+    next_tokens = bool(folder) and (folder.get("task") in (*SEQ2SEQ_TASKS, "fill-mask")
+                                    or folder.get("task") == "causal-lm"
                                     and "llm_ptq" not in {stage.method for stage in spec.stages})
 
     def labelled(split: str) -> bool:
@@ -256,6 +259,8 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
                         "text needs; upload the folder with its tokenizer")
     else:
         problems += _target_problems(task, manifest)
+        if task == "fill-mask" and (labelled := sorted(s for s in manifest.splits if manifest.has_labels(s))):
+            problems.append(f"splits {labelled}: {MASKED_LM_READS_TEXT}")
     return problems
 
 

@@ -6,7 +6,7 @@ from app.core.schemas import Stored
 
 # The task of a Hugging Face folder upload (POST /v1/models, or completing a resumable model upload).
 Task = Annotated[Literal["feature-extraction", "sequence-classification", "token-classification",
-                         "question-answering", "image-classification", "audio-classification",
+                         "question-answering", "fill-mask", "image-classification", "audio-classification",
                          "speech-recognition", "causal-lm", "seq2seq-lm", "speech-seq2seq",
                          "image-feature-extraction", "audio-feature-extraction"]
                  | None, Query(
@@ -14,7 +14,9 @@ Task = Annotated[Literal["feature-extraction", "sequence-classification", "token
                 "`architectures` in its config.json (a base image or audio model, such as Dinov2Model or "
                 "Wav2Vec2Model, is image- or audio-feature-extraction; T5ForConditionalGeneration, "
                 "BartForConditionalGeneration or MarianMTModel is seq2seq-lm, WhisperForConditionalGeneration "
-                "speech-seq2seq). Not allowed with a .pt2.")]
+                "speech-seq2seq; a pretrained encoder saved as BertForMaskedLM is feature-extraction, and "
+                "fill-mask on request: its masked-LM head judged on tokens the worker masks in the text). "
+                "Not allowed with a .pt2.")]
 
 
 class ModelOut(Stored):

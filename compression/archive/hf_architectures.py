@@ -19,6 +19,10 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "sequence-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
                  "token-classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
                  "question-answering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+                 # a masked language model (BERT, RoBERTa, ALBERT, DeBERTa, ModernBERT, ... as their pretrained
+                 # checkpoints are saved): the logits over its vocabulary at each position, judged on the tokens the
+                 # worker masks in the text (`compression.masked_tokens`)
+                 "fill-mask": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
                  "image-classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
                  "audio-classification": "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
                  # a CTC speech recognizer (Wav2Vec2ForCTC, HubertForCTC, ParakeetForCTC): logits over its
@@ -43,8 +47,8 @@ IMAGE_TEXT_ENCODERS = "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"
 IMAGE_EMBEDDING = "image_embeds"  # the output of an image-text dual encoder's image-feature-extraction program
 TOWER = "_vision_model"  # the model_type of a dual encoder's vision tower saved alone (clip_vision_model)
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
-HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "image-classification",
-              "audio-classification", "speech-recognition")
+HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "fill-mask",
+              "image-classification", "audio-classification", "speech-recognition")
 # Tasks whose model reads images (`pixel_values`) or audio (a waveform's `input_values`, or the spectrogram
 # features of AST and Whisper) from an .npz, instead of text tokenized from a .jsonl.
 IMAGE_TASKS = ("image-classification", "image-feature-extraction")
@@ -156,6 +160,11 @@ def _mappings() -> dict[str, dict[str, str]]:
                 continue  # not a literal: no mapping the checks read
             found[name] = {key: value if isinstance(value, str) else value[0] for key, value in pairs}
     return found
+
+
+def pretraining_classes() -> dict[str, str]:
+    """{model_type: class} of transformers' pretraining heads (BertForPreTraining: masked LM and next sentence)."""
+    return _mappings().get("MODEL_FOR_PRETRAINING_MAPPING_NAMES", {})
 
 
 def array_feature_types(task: str) -> dict[str, str]:

@@ -41,6 +41,7 @@ from compression.archive.hf_architectures import (
     image_text_encoder,
     model_types_by_task,
     non_text_input,
+    pretraining_classes,
     task_of_architecture,
 )
 from compression.archive.jsontext import parse_json
@@ -132,7 +133,7 @@ class HFFolder:
             ids = [{"name": name, "shape": shape, "dtype": "float32"}]
         if self.task in SEQ2SEQ_TASKS:  # the decoder's input: the output so far (`compression.seq2seq_lm`)
             ids.append({"name": "decoder_input_ids", "shape": [None, None], "dtype": "int64"})
-        if self.task == "causal-lm":
+        if self.task in ("causal-lm", "fill-mask"):  # logits over the vocabulary at every token
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
         elif self.task in SEQ2SEQ_TASKS:  # logits over the output vocabulary at each output position
             output = {"name": "logits", "shape": [None, None, output_vocabulary(config)], "dtype": "float32"}
@@ -512,6 +513,9 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
     _check_default_language(model_type, config)
     _check_float_weights(config)
     saved_for = next((t for t in map(task_of_architecture, architectures) if t), None)
+    if task in tables and any(name in tables[task].values() for name in architectures):
+        saved_for = task  # a class transformers builds for several tasks (XLMWithLMHeadModel: causal and masked LM)
+    pretraining = set(pretraining_classes().values())
     reads = non_text_input(model_type)
     features = ARRAY_FEATURE_TASK.get(reads)
     if features is not None and model_type in tables[features] and task in (None, "feature-extraction") \
@@ -530,9 +534,10 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
                             + "; or export this model with torch.export and upload the .pt2, with an .npz of the "
                             "arrays it takes")
     if task is None:
-        if saved_for is None and architectures and model_type in tables["feature-extraction"]:
-            # A head modelpress does not compress (BertForMaskedLM, as bert-base-uncased is saved): its base
-            # model's hidden states, as transformers' feature-extraction pipeline reads such a checkpoint.
+        if saved_for in (None, "fill-mask") and architectures and model_type in tables["feature-extraction"]:
+            # A pretrained encoder's checkpoint (BertForMaskedLM, as bert-base-uncased is saved; BertForPreTraining)
+            # is mostly taken for its base model's hidden states, as transformers' feature-extraction pipeline
+            # reads it; its masked-LM head is compressed on request (task fill-mask).
             saved_for = "feature-extraction"
         if saved_for is None:
             raise InvalidUpload(f"cannot tell the task from config.json architectures {architectures}; give it "
@@ -561,6 +566,10 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
         raise InvalidUpload(f"model_type '{model_type}' is not an encoder-decoder (config.json is_encoder_decoder): "
                             "task speech-seq2seq runs encoder-decoders that write text for audio (Whisper, "
                             "Speech2Text, Moonshine, ...): export this model with torch.export and upload the .pt2")
+    if task == "fill-mask" and saved_for is None and any(name in pretraining for name in architectures):
+        # BertForPreTraining, AlbertForPreTraining, ...: a masked-LM head beside another (next-sentence prediction);
+        # one without it (ElectraForPreTraining, a discriminator) is refused when the worker loads it
+        saved_for = task
     if task in HEAD_TASKS and architectures and saved_for != task:
         base = ARRAY_FEATURE_TASK.get(reads, "feature-extraction")
         raise InvalidUpload(f"the weights were saved as {architectures[0]}, which has no trained {task} head (it "

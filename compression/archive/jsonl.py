@@ -59,6 +59,10 @@ _ROW_KEYS = {"split", "text", "text_pair", "label", "tags", TARGET, *ANSWER_KEYS
 TARGETS_NEED_SEQ2SEQ = ("rows give a 'target', the text a sequence-to-sequence model (task seq2seq-lm: T5, BART, "
                         "Marian, ...) writes for 'text'; this model is not one: remove 'target', or give a 'label' "
                         "per row")
+MASKED_LM_READS_TEXT = ("a fill-mask job is judged on tokens the worker masks in each row's text (masked-LM "
+                        "accuracy), and its rows take no 'label', 'tags' or 'answer': remove them, or upload a "
+                        "checkpoint saved with the head they label (task sequence-classification, "
+                        "token-classification or question-answering)")
 PAIRS_NOT_FOR_SEQ2SEQ = ("a seq2seq-lm model reads one text per row: join a pair into 'text' as the model was "
                          "trained on it (T5's 'question: ... context: ...'), without 'text_pair'")
 # The rows of a split without targets whose outputs the upload writes before a seq2seq-lm job starts: greedy

@@ -322,10 +322,11 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # Declared, not detected: a cls or last-token vector ends in a layer norm or a gather, which the detector
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
-    if task in ("question-answering", "causal-lm", *SEQ2SEQ_TASKS, "speech-recognition") \
+    if task in ("question-answering", "causal-lm", "fill-mask", *SEQ2SEQ_TASKS, "speech-recognition") \
             and evaluation.output_kind is None:
-        # Start and end logits over the tokens, stacked (distributions over positions), or a causal LM's or CTC
-        # recognizer's logits over its vocabulary at each position: the detector could take them for hidden states.
+        # Start and end logits over the tokens, stacked (distributions over positions), or a causal or masked LM's
+        # or CTC recognizer's logits over its vocabulary at each position: the detector could take them for hidden
+        # states.
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
     if task in ARRAY_FEATURE_TASK.values() and evaluation.output_kind is None:
         # A base model's features, or a dual encoder's image embedding: the detector would take a last layer that

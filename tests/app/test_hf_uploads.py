@@ -625,6 +625,22 @@ def test_a_seq2seq_lm_folder_takes_text_with_or_without_targets(api, auth, hf, t
         assert status == 422 and expected in text, text
 
 
+def test_a_masked_lm_folder_is_features_by_default_and_fill_mask_on_request(api, auth, hf, tmp_path):
+    folder = bert_folder(tmp_path / "mlm", masked_lm=True)
+    assert _upload(api, auth, "models", "mlm.zip", zip_bytes(folder)).json()["task"] == "feature-extraction"
+    model = _upload(api, auth, "models", "mlm.zip", zip_bytes(folder), task="fill-mask")
+    assert model.status_code == 201, model.text
+    assert model.json()["task"] == "fill-mask"
+    assert model.json()["signature"]["outputs"][0]["shape"][:2] == [None, None]  # logits at every token
+    # Unlabelled text: the worker masks it and labels the masked tokens, so accuracy is the default metric.
+    assert _job(api, auth, model.json(), hf["text"], [{"method": "ptq"}], {"metric": "accuracy"})[0] == 201
+    status, text = _job(api, auth, model.json(), hf["labelled"], [{"method": "ptq"}])
+    assert status == 422 and "its rows take no 'label', 'tags' or 'answer'" in text, text
+    encoder = _upload(api, auth, "models", "encoder.zip", zip_bytes(bert_folder(tmp_path / "encoder")),
+                      task="fill-mask")
+    assert encoder.status_code == 422 and "has no trained fill-mask head" in encoder.text, encoder.text
+
+
 def test_a_speech_seq2seq_folder_takes_its_audio_with_or_without_transcripts(api, auth, tmp_path):
     """WhisperForConditionalGeneration is a speech-seq2seq folder: the .npz gives the audio alone (the worker makes
     the decoder's input), with transcripts or without (the upload's own output, for at most 1,024 examples)."""
