@@ -55,6 +55,7 @@ from compression.seq2seq_lm import Seq2SeqLogits, text_output_arrays
 from compression.speech_seq2seq import WRAPPERS as SPEECH_SEQ2SEQ_WRAPPERS
 from compression.speech_seq2seq import speech_seq2seq_wrapper
 from compression.text_labels import ModelClasses, label_array, word_tags
+from compression.unread_weights import drop_unread_weights
 
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 MAX_TOKENS = 512
@@ -587,7 +588,9 @@ def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
     # quantizers that expect every linear to feed something (issue 10).
     program.graph_module.graph.eliminate_dead_code()
     program.graph_module.recompile()
-    return program
+    # ... and the weights only they read (the pooler's; a BertForPreTraining checkpoint's next-sentence head): else
+    # the float program the job starts from stores them, and every stage looked smaller by their bytes
+    return drop_unread_weights(program)[0]
 
 
 def stacked_experts(model: torch.nn.Module) -> str | None:

@@ -37,6 +37,8 @@ def test_a_folder_exports_to_a_program_with_its_tokenized_text(tmp_path, task, c
     # The pooler (linear -> tanh) feeds a classifier's head; under last_hidden_state it is dead and dropped.
     pooler = any(node.op == "call_function" and "tanh" in str(node.target) for node in program.graph.nodes)
     assert pooler == bool(classes)
+    # ... and so are its weights: the program the job's sizes are measured against does not store them.
+    assert any("pooler" in name for name in program.state_dict) == bool(classes)
     # Layer patterns are checked at submission against the names the program will have.
     folder_layers = read_hf_folder(io.BytesIO(zip_bytes(folder)), task=task).signature()["layers"]
     assert set(inspect_pt2(tmp_path / "m.pt2").layers) <= set(folder_layers)

@@ -39,3 +39,19 @@ def test_weights_no_operation_reads_are_left_out_of_every_stage(tmp_path):
     assert not any("unused" in name for name, _ in stage.model.named_parameters())
     weight = dict(stage.model.named_parameters())["layer.weight"]
     assert (weight == 0).float().mean() == pytest.approx(0.5, abs=0.05)  # the sparsity went to the read layer
+
+
+def test_a_folders_program_stores_no_weight_it_never_reads(tmp_path):
+    """A Hugging Face folder's float program is the one the job's sizes are measured against: the weights dead code
+    left unread (the pooler, a next-sentence head, LUKE's entity table) are not stored in it."""
+    from compression.io import load_program
+    from compression.unread_weights import drop_unread_weights
+
+    x = torch.randn(4, 8)
+    model = _WithUnusedLayer().eval()
+    program, gone = drop_unread_weights(export_model(model, (x,)))
+    assert gone == ["unused.bias", "unused.weight"]
+    assert set(program.state_dict) == {"layer.weight", "layer.bias"}
+    loaded = load_program(save_program(program, tmp_path / "model.pt2"))
+    assert torch.equal(loaded.module()(x), model(x))
+    assert drop_unread_weights(loaded)[1] == []
