@@ -8,7 +8,11 @@ from app.core.schemas import Stored
 Task = Annotated[Literal["feature-extraction", "sequence-classification", "token-classification",
                          "question-answering", "fill-mask", "image-classification", "audio-classification",
                          "speech-recognition", "causal-lm", "seq2seq-lm", "speech-seq2seq",
-                         "image-feature-extraction", "audio-feature-extraction"]
+                         "image-feature-extraction", "audio-feature-extraction",
+                         # transformers' pipeline names for them (compression.archive.hf_architectures.TASK_ALIASES)
+                         "text-classification", "zero-shot-classification", "ner", "text-generation",
+                         "text2text-generation", "translation", "summarization", "sentence-similarity",
+                         "automatic-speech-recognition"]
                  | None, Query(
     description="For a Hugging Face folder: what the model is used for; by default inferred from "
                 "`architectures` in its config.json (a base image or audio model, such as Dinov2Model or "
@@ -16,7 +20,10 @@ Task = Annotated[Literal["feature-extraction", "sequence-classification", "token
                 "BartForConditionalGeneration or MarianMTModel is seq2seq-lm, WhisperForConditionalGeneration "
                 "speech-seq2seq; a pretrained encoder saved as BertForMaskedLM is feature-extraction, and "
                 "fill-mask on request: its masked-LM head judged on tokens the worker masks in the text). "
-                "Not allowed with a .pt2.")]
+                "transformers' pipeline names are taken for the task they run (text-classification: "
+                "sequence-classification, text-generation: causal-lm, translation and summarization: seq2seq-lm, "
+                "automatic-speech-recognition: speech-recognition for a CTC head, speech-seq2seq for Whisper's "
+                "kind, ...); the model records the task's own name. Not allowed with a .pt2.")]
 
 
 class ModelOut(Stored):

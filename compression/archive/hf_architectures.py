@@ -110,6 +110,12 @@ TRANSCRIPTS_NEED_A_TOKENIZER = ("the dataset has reference transcripts ({arrays}
                                 "tokenizer files to turn its tokens into text; upload the folder with them (vocab.json "
                                 "and tokenizer_config.json, or tokenizer.json)")
 TASKS = tuple(TASK_MAPPINGS)
+# transformers' pipeline names (a model card's `pipeline_tag`) for the tasks above, taken as them; speech recognition
+# is the CTC task or the encoder-decoder one by what the checkpoint is (`canonical_task`).
+TASK_ALIASES = {"text-classification": "sequence-classification", "zero-shot-classification": "sequence-classification",
+                "ner": "token-classification", "text-generation": "causal-lm", "text2text-generation": "seq2seq-lm",
+                "translation": "seq2seq-lm", "summarization": "seq2seq-lm", "sentence-similarity": "feature-extraction",
+                "automatic-speech-recognition": "speech-recognition"}
 # Mappings of models that read text (token ids; multimodal ones too, whose text-only forward the worker's export
 # tries), and of models that read something else, by what they read: a model_type found only among the latter
 # cannot take a .jsonl dataset (ViT's pixel_values, Wav2Vec2's waveform).
@@ -224,6 +230,21 @@ def non_text_input(model_type: str) -> str | None:
         if any(marker in name and model_type in table for name, table in mappings.items() for marker in markers):
             return reads
     return None
+
+
+def canonical_task(task: str | None, model_type: str, architectures: list[str]) -> str | None:
+    """The task a pipeline name (`TASK_ALIASES`) stands for with this checkpoint; any other task as given.
+    "automatic-speech-recognition" is speech-seq2seq for an encoder-decoder (Whisper, Speech2Text), saved as one or
+    with no CTC head in transformers, else speech-recognition (a CTC head: wav2vec2, HuBERT)."""
+    if task not in TASK_ALIASES:
+        return task
+    if task == "automatic-speech-recognition":
+        tables = model_types_by_task()
+        saved = {task_of_architecture(name) for name in architectures}
+        if model_type in tables["speech-seq2seq"] and ("speech-seq2seq" in saved
+                                                        or model_type not in tables["speech-recognition"]):
+            return "speech-seq2seq"
+    return TASK_ALIASES[task]
 
 
 def task_of_architecture(architecture: str) -> str | None:

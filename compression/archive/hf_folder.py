@@ -38,6 +38,7 @@ from compression.archive.hf_architectures import (
     IMAGE_TASKS,
     SEQ2SEQ_TASKS,
     TASKS,
+    canonical_task,
     image_text_encoder,
     model_types_by_task,
     non_text_input,
@@ -510,6 +511,7 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
     if not any(model_type in table for table in tables.values()):
         raise InvalidUpload(f"config.json model_type '{model_type}' is not an architecture the installed "
                             "transformers ships (remote code is never run)")
+    task = canonical_task(task, model_type, architectures)
     _check_default_language(model_type, config)
     _check_float_weights(config)
     saved_for = next((t for t in map(task_of_architecture, architectures) if t), None)

@@ -641,6 +641,24 @@ def test_a_masked_lm_folder_is_features_by_default_and_fill_mask_on_request(api,
     assert encoder.status_code == 422 and "has no trained fill-mask head" in encoder.text, encoder.text
 
 
+def test_transformers_pipeline_names_are_taken_for_the_task_they_run(api, auth, llama_dir, tmp_path):
+    """A model card's pipeline_tag as the task: the model records the service's own name for it; speech recognition
+    is the CTC task or the encoder-decoder one by what the checkpoint is."""
+    for folder, alias, task in [
+        (llama_dir, "text-generation", "causal-lm"),
+        (bert_folder(tmp_path / "sst", 2), "text-classification", "sequence-classification"),
+        (bert_folder(tmp_path / "nli", 3), "zero-shot-classification", "sequence-classification"),
+        (bert_folder(tmp_path / "ner", 3, per_token=True), "ner", "token-classification"),
+        (seq2seq_folder(tmp_path / "t5", "t5"), "translation", "seq2seq-lm"),
+        (ctc_folder(tmp_path / "ctc"), "automatic-speech-recognition", "speech-recognition"),
+        (whisper_folder(tmp_path / "whisper"), "automatic-speech-recognition", "speech-seq2seq"),
+    ]:
+        model = _upload(api, auth, "models", f"{alias}.zip", zip_bytes(folder), task=alias)
+        assert model.status_code == 201 and model.json()["task"] == task, (alias, model.text)
+    refused = _upload(api, auth, "models", "gpt.zip", zip_bytes(llama_dir), task="summarization")
+    assert refused.status_code == 422 and "transformers has no seq2seq-lm model for model_type 'llama'" in refused.text
+
+
 def test_a_speech_seq2seq_folder_takes_its_audio_with_or_without_transcripts(api, auth, tmp_path):
     """WhisperForConditionalGeneration is a speech-seq2seq folder: the .npz gives the audio alone (the worker makes
     the decoder's input), with transcripts or without (the upload's own output, for at most 1,024 examples)."""

@@ -96,14 +96,15 @@ def test_keys_create_list_and_revoke(backend, capsys):
 
 
 def test_the_task_choices_are_the_tasks_the_service_runs():
-    """`--task` and the API's `task` parameter offer every task a folder can be read for, and only those (the
-    speech-recognition task was once added to the library alone)."""
+    """`--task` and the API's `task` parameter offer every task a folder can be read for, and transformers' pipeline
+    names for them, and only those (the speech-recognition task was once added to the library alone)."""
     import typing
 
     from app.resources.schemas import Task
-    from compression.archive.hf_architectures import TASKS
+    from compression.archive.hf_architectures import TASK_ALIASES, TASKS
 
     submit = build_parser()._subparsers._group_actions[0].choices["submit"]
     choices = next(action.choices for action in submit._actions if action.dest == "task")
     literal = next(arg for arg in typing.get_args(typing.get_args(Task)[0]) if arg is not type(None))
-    assert sorted(choices) == sorted(TASKS) == sorted(typing.get_args(literal))
+    assert sorted(choices) == sorted(TASKS + tuple(TASK_ALIASES)) == sorted(typing.get_args(literal))
+    assert set(TASK_ALIASES.values()) <= set(TASKS)
