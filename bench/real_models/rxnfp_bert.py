@@ -74,11 +74,13 @@ ARGUMENTS = {
 VAL_PER_CLASS = 8
 
 
-def package_folder() -> Path:
+def package_folder(model: str = "bert_ft") -> Path:
+    """The wheel's folder of `model`: `bert_ft` (fine-tuned, the fingerprint model) or `bert_pretrained` (the
+    masked-LM pretrained checkpoint, saved as BertForPreTraining: masked-LM and next-sentence heads)."""
     spec = importlib.util.find_spec("rxnfp")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("rxnfp is not installed: pip install --no-deps rxnfp==0.1.0")
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / "transformers" / "bert_ft"
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / "transformers" / model
 
 
 def reactions(train_rows: int, seed: int = 0) -> dict[str, list]:
@@ -97,8 +99,9 @@ def reactions(train_rows: int, seed: int = 0) -> dict[str, list]:
     return {"train": train[:train_rows], "val": val, "val_labels": labels}
 
 
-def write_upload_folder(folder: Path) -> Path:
-    """The folder a user would upload (safetensors, config with model_type, tokenizer.json), written once."""
+def write_upload_folder(folder: Path, model: str = "bert_ft", architecture: str = "BertModel") -> Path:
+    """The folder a user would upload (safetensors, config with model_type, tokenizer.json), written once, of the
+    wheel's `model` (`package_folder`) saved as `architecture`."""
     if (folder / "model.safetensors").exists():
         return folder
     import torch
@@ -106,12 +109,18 @@ def write_upload_folder(folder: Path) -> Path:
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    source = package_folder()
+    source = package_folder(model)
     folder.mkdir(parents=True, exist_ok=True)
     state = torch.load(source / "pytorch_model.bin", weights_only=True, map_location="cpu")
-    save_file({name: tensor.contiguous() for name, tensor in state.items()}, folder / "model.safetensors")
+    # One copy of a tied tensor (the pretrained model's masked-LM decoder is its word embeddings), as
+    # save_pretrained writes it: transformers ties the other name again when it loads the folder.
+    stored = {}
+    for name, tensor in state.items():
+        if tensor.untyped_storage().data_ptr() not in {t.untyped_storage().data_ptr() for t in stored.values()}:
+            stored[name] = tensor.contiguous()
+    save_file(stored, folder / "model.safetensors")
     config = json.loads((source / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps(config | {"model_type": "bert", "architectures": ["BertModel"]},
+    (folder / "config.json").write_text(json.dumps(config | {"model_type": "bert", "architectures": [architecture]},
                                                    indent=1))
     vocab = {token: index for index, token in enumerate((source / "vocab.txt").read_text().splitlines())}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
