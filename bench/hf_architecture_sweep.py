@@ -376,6 +376,21 @@ IMAGE_SPECIFIC = {
                  "stage_light_block": [False, False], "stage_kernel_size": [3, 3], "stage_numb_of_layers": [2, 2],
                  "hidden_sizes": [16, 32], "depths": [1, 1]},
 }
+# What a segmentation head of these types needs beyond the classifier's tiny config: the encoder layers its decoder
+# reads (BEiT, data2vec-vision, DPT: a feature map from each of four layers, so four layers) and DPT's neck widths.
+SEGMENTATION_SPECIFIC = {
+    "beit": {"num_hidden_layers": 4, "out_indices": [1, 2, 3, 4], "pool_scales": [1, 2], "auxiliary_channels": 16},
+    "data2vec-vision": {"num_hidden_layers": 4, "out_indices": [1, 2, 3, 4], "pool_scales": [1, 2],
+                        "auxiliary_channels": 16},
+    # UperNet over a two-stage ConvNeXt backbone
+    "upernet": {"backbone_config": {"model_type": "convnext", "num_stages": 2, "hidden_sizes": [16, 32],
+                                    "depths": [1, 1], "out_features": ["stage1", "stage2"]},
+                "hidden_size": 32, "use_auxiliary_head": False, "pool_scales": [1, 2]},
+    "dpt": {**VISION_TRANSFORMER, "num_hidden_layers": 4, "backbone_out_indices": [0, 1, 2, 3],
+            "neck_hidden_sizes": [8, 16, 16, 32], "fusion_hidden_size": 16, "auxiliary_loss": False},
+}
+# Semantic segmentation models (task semantic-segmentation), swept when the task is asked for.
+SEGMENTERS = ("segformer", "beit", "data2vec-vision", "dpt", "mobilevit", "mobilevitv2", "upernet")
 # Audio configs: a three-layer feature encoder (not two: as many as the transformer's layers would make a
 # 'layers' student's layer list ambiguous, which real models' 7 and 12 are not) over 1600-sample waveforms, or
 # AST's 64 frames x 32 mel bins and Whisper's 16 mel bins x 100 frames.
@@ -523,8 +538,10 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
             "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
-    if task in ("image-classification", "image-feature-extraction"):
-        config = AutoConfig.for_model(model_type, num_labels=3, **IMAGE_SPECIFIC.get(model_type, {}))
+    if task in ("image-classification", "semantic-segmentation", "image-feature-extraction"):
+        segmenting = SEGMENTATION_SPECIFIC.get(model_type, {}) if task == "semantic-segmentation" else {}
+        config = AutoConfig.for_model(model_type, num_labels=3, **{**IMAGE_SPECIFIC.get(model_type, {}),
+                                                                   **segmenting})
         # Where the mapping holds several classes (DeiT, LeViT: the plain head and the one "WithTeacher"),
         # from_config iterates config.architectures, None in a fresh config; empty, it takes the first class.
         config.architectures = config.architectures or []
@@ -704,7 +721,8 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
 
 
 # The task each list's model types are swept for: an image or audio model's one task, and the text models' heads.
-ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), ("audio-classification", AUDIO_CLASSIFIERS),
+ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), ("semantic-segmentation", SEGMENTERS),
+                  ("audio-classification", AUDIO_CLASSIFIERS),
                   ("speech-recognition", SPEECH_RECOGNIZERS), ("speech-seq2seq", SPEECH_SEQ2SEQS))
 HEAD_FAMILIES = (("sequence-classification", CLASSIFIERS), ("token-classification", TAGGERS),
                  ("question-answering", READERS), ("causal-lm", DECODERS), ("seq2seq-lm", SEQ2SEQ_LMS))
@@ -714,6 +732,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     shipped = model_types_by_task()
     # Image and audio classifiers only when asked for (the default run sweeps the text models).
     images = IMAGE_CLASSIFIERS if set(only_tasks or ()) & set(IMAGE_TASKS) else ()
+    images += SEGMENTERS if "semantic-segmentation" in (only_tasks or ()) else ()
     images += DUAL_ENCODERS if "image-feature-extraction" in (only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     speech = SPEECH_RECOGNIZERS if only_tasks and "speech-recognition" in only_tasks else ()

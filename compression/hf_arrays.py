@@ -25,10 +25,9 @@ import torch.nn.functional as F
 
 from compression.archive.errors import InvalidUpload
 from compression.archive.hf_architectures import (
-    FEATURE_TASKS,
     IMAGE_TASKS,
-    TRANSCRIBING_TASKS,
     TRANSCRIPTS_NEED_A_TOKENIZER,
+    UNLABELLED_ARRAY_TASKS,
     one_shape_problem,
     unlabelled_task_problem,
 )
@@ -104,7 +103,7 @@ def _at_size(name: str, pixels: np.ndarray, scaling: PixelScaling, channels: int
 def prepared_dataset(folder: HFFolder, dataset_path: Path, workdir: Path) -> Path:
     """The `.npz` the folder's job runs on: uint8 images scaled, waveforms normalized as the folder's processor
     says; spectrogram features and pixel values as they are."""
-    if folder.task in TRANSCRIBING_TASKS or folder.task in FEATURE_TASKS:
+    if folder.task in UNLABELLED_ARRAY_TASKS:
         with np.load(dataset_path, allow_pickle=False) as arrays:
             labels = sorted(name for name in arrays.files if name.endswith(f".{LABEL_ARRAY}"))
             transcripts = sorted(name for name in arrays.files if name.endswith(f".{TRANSCRIPT_ARRAY}"))

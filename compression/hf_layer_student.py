@@ -113,6 +113,27 @@ def _renumbered(state: dict[str, torch.Tensor], prefix: str, kept: list[int]) ->
     return renamed
 
 
+# A head that reads the outputs of chosen layers (BEiT's and data2vec-vision's segmentation decoder, DPT's neck):
+# their numbers, and the number of the first layer's output (out_indices 1-based, hidden_states[0] being the
+# embeddings; DPT's backbone_out_indices 0-based).
+FEATURE_LAYER_FIELDS = {"out_indices": 1, "backbone_out_indices": 0}
+
+
+def _renumber_feature_layers(config, teacher_config, kept: list[int]) -> None:
+    """Point a head's feature layers at the student's: the output of teacher layer L becomes that of the last kept
+    layer at or before it. ValueError where one would have none, or two the same (too few layers kept)."""
+    for field, base in FEATURE_LAYER_FIELDS.items():
+        chosen = getattr(teacher_config, field, None)
+        if not isinstance(chosen, (list, tuple)) or not all(type(index) is int for index in chosen):
+            continue
+        before = [sum(1 for layer in kept if layer <= index - base) for index in chosen]
+        if 0 in before or len(set(before)) < len(before):
+            raise ValueError(f"the model's head reads the outputs of layers {list(chosen)} ({field}), and the kept "
+                             f"layers {kept} leave it {len(set(before) - {0})} distinct ones: keep a layer in each "
+                             "stretch up to those (or distill into a 'low_rank' or uploaded student)")
+        setattr(config, field, [count - 1 + base for count in before])
+
+
 def write_layers_student(source: Path, task: str, spec: LayersStudent, destination: Path) -> dict:
     """Write the student of `spec` as a Hugging Face folder at `destination`; returns what it is made of (the
     kept layers, the teacher's count, parameters). ValueError when the folder's model has no such layers or too
@@ -147,6 +168,8 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
         # are its own (the teacher's last stage is not among them, and such a folder would not load).
         config.stage_names = ["stem", *(f"stage{index}" for index in range(1, len(kept) + 1))]
         config.out_features = None  # transformers' default: the last stage
+    if task == "semantic-segmentation":  # (other heads of these models read no chosen layers)
+        _renumber_feature_layers(config, teacher.config, kept)
     try:
         student = type(teacher)(config).eval()
     except (MemoryError, KeyboardInterrupt):

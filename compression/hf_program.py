@@ -155,6 +155,16 @@ class _PixelModel(_ArrayModel):
         return self.run("pixel_values", pixel_values)
 
 
+class _PixelClassMap(_PixelModel):
+    """A semantic segmentation model (SegFormer, DPT, BEiT, MobileViT, UperNet): its class logits over its output
+    map, as transformers returns them ([batch, classes, height, width]; SegFormer's at a quarter of the input's
+    size), channels last: [batch, height, width, classes], so that each pixel is a row of class logits that top-1
+    agreement and KL read, as a token classifier's tokens are."""
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return super().forward(pixel_values).permute(0, 2, 3, 1)
+
+
 class _WaveformModel(_ArrayModel):
     """An audio model of the waveform (wav2vec2, HuBERT, WavLM, ...): `input_values` [batch, samples]; or AST,
     whose `input_values` are its filter-bank frames [batch, frames, mel bins]."""
@@ -244,6 +254,7 @@ def auto_class(task: str):
             "question-answering": "AutoModelForQuestionAnswering",
             "fill-mask": "AutoModelForMaskedLM",
             "image-classification": "AutoModelForImageClassification",
+            "semantic-segmentation": "AutoModelForSemanticSegmentation",
             "audio-classification": "AutoModelForAudioClassification",
             "speech-recognition": "AutoModelForCTC",
             "seq2seq-lm": "AutoModelForSeq2SeqLM",
@@ -292,6 +303,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return speech_seq2seq_wrapper(model)
     if task == "image-feature-extraction" and image_text_encoder(model.config.model_type):
         return _ImageEmbedding(model).eval()
+    if task == "semantic-segmentation":
+        return _PixelClassMap(model, "logits").eval()
     if task in ARRAY_TASKS:  # the model's one array input, by the name transformers' class gives it
         wrapper = ARRAY_WRAPPERS.get(model.main_input_name)
         if wrapper is None:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from compression.answer_spans import SpanScore, is_span_output
 from compression.archive.npz import IGNORED_LABEL
 from compression.ranks import column_spearman
+from compression.segmentation import ClassMapScore, is_class_map
 
 # Keeps log() finite on probabilities that saturated at 0 or 1.
 _PROBABILITY_EPS = 1e-6
@@ -113,12 +114,15 @@ class LabelScore:
         self.outputs: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.spans = SpanScore()  # an extractive reader's answer spans (`compression.answer_spans`)
+        self.class_maps = ClassMapScore()  # a segmentation model's masks (`compression.segmentation`)
 
     def add(self, output: torch.Tensor, labels: torch.Tensor) -> None:
         labels = labels.to(output.device)
         if self.kind != "regression":
             if is_span_output(output, labels):
                 self.spans.add(output, labels)
+            elif is_class_map(output, labels):
+                self.class_maps.add(output, labels)
             agreeing, count = correct_labels(output, labels, self.kind)
             self.correct, self.count = self.correct + agreeing, self.count + count
             if output.dim() == 3 and labels.dim() == 2 and not binary_targets(output, labels) and count:
@@ -138,7 +142,8 @@ class LabelScore:
         if self.kind != "regression":
             perplexity = {"perplexity": math.exp(min(self.token_loss / self.tokens, MAX_LOG_PERPLEXITY))} \
                 if self.tokens else {}
-            return {"accuracy": self.correct / max(self.count, 1)} | perplexity | self.spans.result()
+            return {"accuracy": self.correct / max(self.count, 1)} | perplexity | self.spans.result() \
+                | self.class_maps.result()
         outputs, values = torch.cat(self.outputs), torch.cat(self.values)
         if len(values) < 3:
             raise ValueError("ranking a regression model's outputs against their values needs at least 3 labelled "

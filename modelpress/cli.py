@@ -70,11 +70,13 @@ def _user_commands(commands, common) -> None:
                                      "dataset id (ds_...)")
     submit.add_argument("--task", choices=["feature-extraction", "sequence-classification", "token-classification",
                                            "question-answering", "fill-mask", "image-classification",
+                                           "semantic-segmentation",
                                            "audio-classification", "speech-recognition", "causal-lm", "seq2seq-lm",
                                            "speech-seq2seq", "image-feature-extraction", "audio-feature-extraction",
                                            "text-classification", "zero-shot-classification", "ner",
                                            "text-generation", "text2text-generation", "translation",
-                                           "summarization", "sentence-similarity", "automatic-speech-recognition"],
+                                           "summarization", "sentence-similarity", "automatic-speech-recognition",
+                                           "image-segmentation"],
                         help="what a Hugging Face folder's model does (default: from its config.json); "
                              "transformers' pipeline names are taken for the task they run")
     submit.add_argument("--method", action="append", help="a stage's method (ptq, qat, kd, function_matching, "

@@ -230,6 +230,28 @@ def image_folder(folder: Path, architecture: str = "vit", classes: int = 4, proc
     return folder
 
 
+SEGFORMER_PROCESSOR = {"image_processor_type": "SegformerImageProcessor", "do_resize": True,
+                       "size": {"height": 64, "width": 64}, "do_rescale": True, "rescale_factor": 1 / 255,
+                       "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+
+
+def segformer_folder(folder: Path, classes: int = 5) -> Path:
+    """A tiny SegFormer (`SegformerForSemanticSegmentation`, two stages, 64x64 images in, class logits at 16x16
+    out) with its image processor's settings."""
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    torch.manual_seed(0)
+    config = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32],
+                             patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
+                             decoder_hidden_size=32, num_labels=classes,
+                             id2label={index: f"class{index}" for index in range(classes)},
+                             label2id={f"class{index}": index for index in range(classes)})
+    SegformerForSemanticSegmentation(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(SEGFORMER_PROCESSOR))
+    return folder
+
+
 def loaded_image_folder(stage):
     """The stage's Hugging Face folder loaded with `from_pretrained`, after checking that it ships the processor
     settings its users scale their images with."""

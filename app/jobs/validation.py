@@ -9,12 +9,12 @@ from compression.archive.hf_architectures import (
     ARRAY_TASKS,
     AUDIO_TASKS,
     DECODER_INPUT,
-    FEATURE_TASKS,
     IMAGE_TASKS,
     SEQ2SEQ_TASKS,
     TOO_MANY_TO_TRANSCRIBE,
     TRANSCRIBING_TASKS,
     TRANSCRIPTS_NEED_A_TOKENIZER,
+    UNLABELLED_ARRAY_TASKS,
     one_shape_problem,
     unlabelled_task_problem,
 )
@@ -33,7 +33,7 @@ from compression.archive.jsonl import (
     TEXT_INPUT,
     TOO_MANY_TO_WRITE,
 )
-from compression.archive.npz import IGNORED_LABEL, TRANSCRIPT_ARRAY, is_multi_hot
+from compression.archive.npz import IGNORED_LABEL, MASK_IGNORE_INDEX, TRANSCRIPT_ARRAY, is_multi_hot
 from compression.archive.pixel_scaling import NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
 from compression.inspect import (
     LABEL_ARRAY,
@@ -235,12 +235,12 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
             what = ("uint8 images, or the pixel_values its image processor makes"
                     if task in IMAGE_TASKS else "the waveforms at its feature extractor's sampling rate, or the "
                     "spectrogram features a spectrogram model takes")
-            unlabelled = task in TRANSCRIBING_TASKS or task in FEATURE_TASKS
+            unlabelled = task in UNLABELLED_ARRAY_TASKS
             labels = "" if unlabelled else "; <split>.y labels where known"
             problems.append(f"{'an' if task[0] in 'aeiou' else 'a'} {task} folder takes an .npz per split "
                             f"(<split>.x: {what}{labels}), not text")
         labelled = sorted(split for split in manifest.splits if manifest.has_labels(split))
-        if (task in TRANSCRIBING_TASKS or task in FEATURE_TASKS) and labelled:
+        if task in UNLABELLED_ARRAY_TASKS and labelled:
             problems.append(unlabelled_task_problem(task, [f"{split}.y" for split in labelled]))
         transcribed = [f"{split}.{TRANSCRIPT_ARRAY}" for split, arrays in sorted(manifest.splits.items())
                        if TRANSCRIPT_ARRAY in arrays]
@@ -351,7 +351,7 @@ def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifes
             problems.append(f"'{split}.{key}' has dtype {dtype} but the model input is {expected}"
                             f"{_dtype_hint(dtype, model_input.dtype)}")
     if split in manifest.label_range:
-        problems += _check_labels(split, manifest, signature, spec)
+        problems += _check_labels(split, manifest, signature, spec, folder.get("task") == "semantic-segmentation")
     return problems
 
 
@@ -413,7 +413,8 @@ def is_float_dtype(dtype: str) -> bool:
     return dtype.lstrip("<>=|").startswith(("float", "bfloat", "f"))
 
 
-def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignature, spec: JobCreate) -> list[str]:
+def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignature, spec: JobCreate,
+                  segmentation_folder: bool = False) -> list[str]:
     """Labels must fit the model's first output (`compression.labels`): class indices 0..C-1 of [batch, C] logits,
     0/1 for a binary classifier's single output ([batch] or [batch, 1]), or a 0/1 matrix [N, K] matching a
     [batch, K] multi-label output the spec declares (evaluation.multi_label, or output_kind 'sigmoid') or the
@@ -424,6 +425,15 @@ def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignatu
     label_shape = labels.get("shape", [])
     if len(output.shape) == 3 and len(label_shape) == 2 and spec.evaluation.output_kind != "regression":
         return _check_position_labels(split, label_shape, low, high, output)
+    if segmentation_folder:  # masks at the image's size, sampled at the model's map in the worker
+        return _check_mask_labels(split, label_shape, low, high, output.shape[3])
+    if len(label_shape) == 3:  # a .pt2's masks: already at its map, whose classes are the last axis
+        if len(output.shape) != 4 or any(want is not None and got != want
+                                         for got, want in zip(label_shape[1:], output.shape[1:3])):
+            return [f"'{split}.y' holds masks {label_shape}, which label a class map [batch, height, width, classes] "
+                    f"of that height and width; the model output is {output.describe()}: export it with its class "
+                    "logits last, or drop the masks to measure fidelity to the original model"]
+        return _check_mask_labels(split, label_shape, low, high, output.shape[3])
     if labels.get("values") or spec.evaluation.output_kind == "regression":
         return _check_label_values(split, label_shape, bool(labels.get("values")), output, spec)
     if is_multi_hot(label_shape):
@@ -441,6 +451,20 @@ def _check_labels(split: str, manifest: DatasetManifest, signature: ModelSignatu
     if low < 0 or high >= classes:
         return [f"labels in '{split}.y' range over [{low}, {high}] but the model has {classes} outputs "
                 f"(classes 0..{classes - 1})"]
+    return []
+
+
+def _check_mask_labels(split: str, label_shape: list[int], low: float, high: float, classes: int | None) -> list[str]:
+    """Masks [N, H, W] of a segmentation model's class map [batch, height, width, classes]
+    (`compression.segmentation`): a class index 0..C-1 per pixel, or the ignore index (255, or -100) where none
+    applies; brought to the map's size in the worker."""
+    if len(label_shape) != 3:
+        return [f"'{split}.y' has shape {label_shape}, but a semantic-segmentation model's labels are masks [N, H, W]: "
+                "a class index per pixel of each image"]
+    if (low < 0 and low != IGNORED_LABEL) or (classes is not None and high >= classes and high != MASK_IGNORE_INDEX):
+        return [f"'{split}.y' ranges over [{low}, {high}] but the model has {classes} classes: masks hold class "
+                f"indices 0..{classes - 1}, and {MASK_IGNORE_INDEX} (or {IGNORED_LABEL}) where a pixel is "
+                "unlabelled"]
     return []
 
 

@@ -6,13 +6,13 @@ from app.core.schemas import Stored
 
 # The task of a Hugging Face folder upload (POST /v1/models, or completing a resumable model upload).
 Task = Annotated[Literal["feature-extraction", "sequence-classification", "token-classification",
-                         "question-answering", "fill-mask", "image-classification", "audio-classification",
-                         "speech-recognition", "causal-lm", "seq2seq-lm", "speech-seq2seq",
+                         "question-answering", "fill-mask", "image-classification", "semantic-segmentation",
+                         "audio-classification", "speech-recognition", "causal-lm", "seq2seq-lm", "speech-seq2seq",
                          "image-feature-extraction", "audio-feature-extraction",
                          # transformers' pipeline names for them (compression.archive.hf_architectures.TASK_ALIASES)
                          "text-classification", "zero-shot-classification", "ner", "text-generation",
                          "text2text-generation", "translation", "summarization", "sentence-similarity",
-                         "automatic-speech-recognition"]
+                         "automatic-speech-recognition", "image-segmentation"]
                  | None, Query(
     description="For a Hugging Face folder: what the model is used for; by default inferred from "
                 "`architectures` in its config.json (a base image or audio model, such as Dinov2Model or "

@@ -24,6 +24,9 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  # worker masks in the text (`compression.masked_tokens`)
                  "fill-mask": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
                  "image-classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+                 # a semantic segmentation model (SegFormer, DPT, BEiT, MobileViT, UperNet): class logits at every
+                 # pixel of its output map, channels last (`compression.segmentation`)
+                 "semantic-segmentation": "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
                  "audio-classification": "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
                  # a CTC speech recognizer (Wav2Vec2ForCTC, HubertForCTC, ParakeetForCTC): logits over its
                  # characters or word pieces at every audio frame
@@ -48,10 +51,10 @@ IMAGE_EMBEDDING = "image_embeds"  # the output of an image-text dual encoder's i
 TOWER = "_vision_model"  # the model_type of a dual encoder's vision tower saved alone (clip_vision_model)
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "fill-mask",
-              "image-classification", "audio-classification", "speech-recognition")
+              "image-classification", "semantic-segmentation", "audio-classification", "speech-recognition")
 # Tasks whose model reads images (`pixel_values`) or audio (a waveform's `input_values`, or the spectrogram
 # features of AST and Whisper) from an .npz, instead of text tokenized from a .jsonl.
-IMAGE_TASKS = ("image-classification", "image-feature-extraction")
+IMAGE_TASKS = ("image-classification", "semantic-segmentation", "image-feature-extraction")
 AUDIO_TASKS = ("audio-classification", "speech-recognition", "speech-seq2seq", "audio-feature-extraction")
 # Tasks of an encoder-decoder that writes text: the program also reads the decoder's input (the output so far), and
 # the labels are the output's tokens (`compression.seq2seq_lm`); a 'layers' student keeps some of the decoder's
@@ -64,6 +67,8 @@ FEATURE_TASKS = ("feature-extraction", "image-feature-extraction", "audio-featur
 # Audio tasks judged against transcripts (a split's '<split>.transcript' strings, which the folder's tokenizer reads)
 # or the original model's own output, never class labels.
 TRANSCRIBING_TASKS = ("speech-recognition", "speech-seq2seq")
+# Tasks judged against the original model's own outputs only: the class arrays of an .npz are refused for them.
+UNLABELLED_ARRAY_TASKS = (*TRANSCRIBING_TASKS, *FEATURE_TASKS)
 # The array feature task of a base model that reads images or audio, by what `non_text_input` says it reads.
 ARRAY_FEATURE_TASK = {"images (pixel_values)": "image-feature-extraction",
                       "audio (input_values or input_features)": "audio-feature-extraction"}
@@ -115,7 +120,7 @@ TASKS = tuple(TASK_MAPPINGS)
 TASK_ALIASES = {"text-classification": "sequence-classification", "zero-shot-classification": "sequence-classification",
                 "ner": "token-classification", "text-generation": "causal-lm", "text2text-generation": "seq2seq-lm",
                 "translation": "seq2seq-lm", "summarization": "seq2seq-lm", "sentence-similarity": "feature-extraction",
-                "automatic-speech-recognition": "speech-recognition"}
+                "automatic-speech-recognition": "speech-recognition", "image-segmentation": "semantic-segmentation"}
 # Mappings of models that read text (token ids; multimodal ones too, whose text-only forward the worker's export
 # tries), and of models that read something else, by what they read: a model_type found only among the latter
 # cannot take a .jsonl dataset (ViT's pixel_values, Wav2Vec2's waveform).

@@ -145,6 +145,11 @@ class HFFolder:
             output = {"name": IMAGE_EMBEDDING, "shape": [None, image_embedding_size(config)], "dtype": "float32"}
         elif self.task in ARRAY_FEATURE_TASK.values():  # the base model's features, whose shape the config tells
             output = {"name": "last_hidden_state", "shape": feature_map_shape(config), "dtype": "float32"}
+        elif self.task == "semantic-segmentation":  # class logits at each pixel of the output map, channels last
+            labels = class_count(config)
+            output = {"name": "logits", "shape": [None, None, None, labels], "dtype": "float32"}
+            classes = {"names": ordered_label_names(config.get("id2label"), labels), "multi_label": False,
+                       "regression": False}
         elif self.task in ("sequence-classification", *ARRAY_TASKS):
             labels = class_count(config)
             output = {"name": "logits", "shape": [None, labels], "dtype": "float32"}

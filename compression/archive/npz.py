@@ -29,6 +29,9 @@ TRANSCRIPT_ARRAY = "transcript"
 NOT_INPUTS = (LABEL_ARRAY, TRANSCRIPT_ARRAY)
 # A position no label reads in the [N, L] labels of a sequence output (transformers' ignore index).
 IGNORED_LABEL = -100
+# A segmentation mask's value for an unlabelled pixel where config.json names none (transformers'
+# semantic_loss_ignore_index default; ADE20K's and Cityscapes' masks use it)
+MASK_IGNORE_INDEX = 255
 _MAX_HEADER_BYTES = 10_000  # numpy's own default cap on a header it will parse
 
 
@@ -235,11 +238,14 @@ def label_layout_problem(key: str, shape: tuple[int, ...] | list[int], dtype: np
     """Why labels of this shape and dtype are none of class indices, a 0/1 label matrix or values, or None. A column
     [N, 1] is taken as [N], booleans as classes 0 and 1, and floats as class indices when every value is whole
     (`label_values`); a matrix [N, K] is multi-label when it holds only 0 and 1. Whether the model's outputs fit
-    them is checked when a job is submitted."""
+    them is checked when a job is submitted. Integer masks [N, H, W] are a segmentation model's: a class per
+    pixel."""
+    if len(shape) == 3 and dtype.kind in "biu":
+        return None
     if len(shape) not in (1, 2) or dtype.kind not in "biuf":
         return (f"labels '{key}' must be class indices: integers (booleans, or whole-number floats) of shape [N] or "
-                "[N, 1], a 0/1 matrix [N, K] for a multi-label model, or the float values [N] or [N, K] a "
-                "regression model predicts")
+                "[N, 1], a 0/1 matrix [N, K] for a multi-label model, the float values [N] or [N, K] a "
+                "regression model predicts, or integer masks [N, H, W] for a segmentation model")
     return None
 
 
@@ -261,11 +267,14 @@ def label_values(labels: np.ndarray, key: str, first_index: int = 0, width: int 
 
 def as_labels(labels: np.ndarray, key: str) -> np.ndarray:
     """Labels as the library keeps them: 1-d int64 class indices (an [N, 1] column squeezed, whole-number floats
-    cast), a 0/1 matrix [N, K] as float32 (multi-label targets), or values as float32 [N] or [N, K] (a regression
-    model's; `is_value_labels` tells them from the others); anything else refused with what to change."""
+    cast), a 0/1 matrix [N, K] as float32 (multi-label targets), values as float32 [N] or [N, K] (a regression
+    model's; `is_value_labels` tells them from the others), or int64 masks [N, H, W]; anything else refused with
+    what to change."""
     problem = label_layout_problem(key, labels.shape, labels.dtype)
     if problem:
         raise InvalidUpload(problem)
+    if labels.ndim == 3:  # a segmentation model's masks: a class per pixel
+        return np.ascontiguousarray(labels, np.int64)
     values = label_values(labels, key, width=_label_width(labels.shape))
     if is_multi_hot(labels.shape):
         return np.ascontiguousarray(labels, np.float32)

@@ -309,6 +309,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     from compression.io import load_program
     from compression.modes import eval_mode
     from compression.pipeline import run_pipeline
+    from compression.segmentation import masks_for_program
     from compression.speech_seq2seq import speech_folder_to_program
 
     workdir = Path(workdir)
@@ -322,11 +323,12 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # Declared, not detected: a cls or last-token vector ends in a layer norm or a gather, which the detector
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
-    if task in ("question-answering", "causal-lm", "fill-mask", *SEQ2SEQ_TASKS, "speech-recognition") \
+    if task in ("question-answering", "causal-lm", "fill-mask", *SEQ2SEQ_TASKS, "speech-recognition",
+                "semantic-segmentation") \
             and evaluation.output_kind is None:
         # Start and end logits over the tokens, stacked (distributions over positions), or a causal or masked LM's
-        # or CTC recognizer's logits over its vocabulary at each position: the detector could take them for hidden
-        # states.
+        # or CTC recognizer's logits over its vocabulary at each position, a segmentation model's class logits at
+        # each pixel: the detector could take them for hidden states.
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
     if task in ARRAY_FEATURE_TASK.values() and evaluation.output_kind is None:
         # A base model's features, or a dual encoder's image embedding: the detector would take a last layer that
@@ -345,6 +347,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
             dataset = workdir / "speech.npz"
         else:
             example = array_folder_to_program(source, task, dataset, evaluation.split, workdir / "model.pt2")
+        if task == "semantic-segmentation":  # label masks sampled at the model's output map
+            dataset = masks_for_program(dataset, workdir / "model.pt2", example, folder.config, workdir)
     else:
         splits = read_jsonl(dataset_path, limits, keep_text=True)
         evaluation = regression_kind(scorer_metric(evaluation, task, folder.config, splits), task, folder.config,

@@ -20,6 +20,7 @@ from tests.hf_folders import (  # noqa: F401 (fixtures)
     jsonl_bytes,
     llama_dir,
     llama_folder,
+    segformer_folder,
     seq2seq_folder,
     tar_bytes,
     whisper_folder,
@@ -504,6 +505,31 @@ def test_an_image_classifier_folder_takes_images_at_its_size(api, auth, tmp_path
     ]:
         status, response = _job(api, auth, model_json, data, [{"method": "ptq"}])
         assert status == 422 and expected in response, response
+
+
+def test_a_segmentation_folder_takes_images_with_or_without_masks(api, auth, tmp_path):
+    model = _upload(api, auth, "models", "segformer.zip", zip_bytes(segformer_folder(tmp_path / "segformer")))
+    assert model.status_code == 201 and model.json()["task"] == "semantic-segmentation", model.text
+    assert model.json()["signature"]["outputs"][0]["shape"] == [None, None, None, 5]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+
+    def dataset(name: str, masks: np.ndarray | None) -> dict:
+        buffer = io.BytesIO()
+        np.savez(buffer, **{"train.x": images, "val.x": images, **({} if masks is None else {"val.y": masks})})
+        response = _upload(api, auth, "datasets", f"{name}.npz", buffer.getvalue())
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    masks = rng.integers(0, 5, (8, 64, 64)).astype(np.uint8)
+    masks[:, :8] = 255  # unlabelled pixels
+    assert _job(api, auth, model.json(), dataset("images", None), [{"method": "ptq"}])[0] == 201
+    assert _job(api, auth, model.json(), dataset("masks", masks), [{"method": "ptq"}])[0] == 201
+    for data, expected in [(dataset("classes", np.arange(8) % 5), "labels are masks [N, H, W]"),
+                           (dataset("wrong", masks.astype(np.int64) + 3), "ranges over [3, 258] but the model "
+                                                                              "has 5 classes")]:
+        status, text = _job(api, auth, model.json(), data, [{"method": "ptq"}])
+        assert status == 422 and expected in text, text
 
 
 def test_an_audio_classifier_folder_takes_waveforms_or_its_features(api, auth, tmp_path):

@@ -262,3 +262,28 @@ def test_a_speech_recognizer_whose_encoder_config_counts_the_layers_keeps_some_o
         name.replace(second, first) for name in theirs if name.startswith(second)}
     assert all(torch.equal(tensor, theirs[name.replace(first, second) if name.startswith(first) else name])
                for name, tensor in ours.items())
+
+
+def test_a_segmentation_heads_feature_layers_follow_the_kept_layers(tmp_path):
+    """BEiT's segmentation decoder reads the outputs of four chosen layers (`out_indices`, 1-based): the student's
+    point at the last kept layer at or before each, and a student that would leave the decoder fewer distinct
+    layers than it reads is refused with why."""
+    from transformers import BeitConfig, BeitForSemanticSegmentation
+
+    from compression.hf_layer_student import write_layers_student
+
+    torch.manual_seed(0)
+    config = BeitConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
+                        intermediate_size=64, out_indices=[2, 3, 5, 6], pool_scales=[1, 2], auxiliary_channels=16,
+                        num_labels=3)
+    BeitForSemanticSegmentation(config).save_pretrained(tmp_path / "beit")
+    details = write_layers_student(tmp_path / "beit", "semantic-segmentation", LayersStudent(keep=4),
+                                   tmp_path / "student")
+    assert details["layers"] == [1, 2, 4, 5]
+    student = BeitForSemanticSegmentation.from_pretrained(tmp_path / "student")
+    assert student.config.out_indices == [1, 2, 3, 4]
+    with torch.no_grad():
+        assert student(pixel_values=torch.randn(1, 3, 32, 32)).logits.shape == (1, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"reads the outputs of layers \[2, 3, 5, 6\] \(out_indices\), and the kept "
+                                         r"layers \[2, 5\] leave it 2 distinct ones"):
+        write_layers_student(tmp_path / "beit", "semantic-segmentation", LayersStudent(keep=2), tmp_path / "two")

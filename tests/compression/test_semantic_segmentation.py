@@ -1,0 +1,106 @@
+"""A semantic segmentation model (`SegformerForSemanticSegmentation`, DPT, BEiT, MobileViT, UperNet) uploaded as a
+Hugging Face folder is read for its task from `architectures`: the program outputs the class logits at every pixel
+of its output map, channels last, the job compares them pixel by pixel with the upload's (top-1 agreement, KL), and
+the compressed model comes back as a folder `from_pretrained` loads; with label masks, by pixel accuracy and mean
+IoU."""
+
+import numpy as np
+import pytest
+import torch
+
+from compression.archive import InvalidUpload
+from compression.archive.hf_folder import read_hf_folder
+from compression.archive.npz import IGNORED_LABEL
+from compression.context import RunContext
+from compression.formats import hf_folder
+from compression.io import load_program
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, PTQSpec
+from tests.hf_folders import image_folder, segformer_folder, zip_bytes
+
+
+@pytest.fixture(scope="module")
+def segformer(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("segformer")
+    archive = directory / "segformer.zip"
+    archive.write_bytes(zip_bytes(segformer_folder(directory / "segformer")))
+    return archive
+
+
+def _images(path):
+    rng = np.random.default_rng(0)
+    np.savez(path, **{f"{split}.x": rng.integers(0, 256, (12, 64, 64, 3), dtype=np.uint8)
+                      for split in ("train", "val")})
+    return path
+
+
+def test_the_task_is_read_from_the_head_and_the_output_is_class_logits_per_pixel(segformer, tmp_path):
+    folder = read_hf_folder(segformer)
+    assert folder.task == "semantic-segmentation"
+    signature = folder.signature()
+    assert signature["inputs"] == [{"name": "pixel_values", "shape": [None, 3, 64, 64], "dtype": "float32"}]
+    assert signature["outputs"] == [{"name": "logits", "shape": [None, None, None, 5], "dtype": "float32"}]
+    assert signature["hf"]["classes"]["names"] == [f"class{index}" for index in range(5)]
+    assert read_hf_folder(segformer, task="image-segmentation").task == "semantic-segmentation"  # pipeline name
+    classifier = tmp_path / "vit.zip"
+    classifier.write_bytes(zip_bytes(image_folder(tmp_path / "vit")))
+    with pytest.raises(InvalidUpload, match="transformers has no semantic-segmentation model for model_type 'vit'"):
+        read_hf_folder(classifier, task="semantic-segmentation")
+
+
+def test_a_segmentation_job_is_judged_pixel_by_pixel_and_written_back_as_a_folder(segformer, tmp_path):
+    from transformers import SegformerForSemanticSegmentation
+
+    result = run_folder_pipeline(segformer, _images(tmp_path / "images.npz"), None, [PTQSpec(calibration_samples=8)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    assert result.baseline["output_kind"] == "logits" and result.baseline["metric"] == "top1_agreement"
+    # The program computes what transformers does, its class axis last: SegFormer's map is a quarter of the image.
+    with np.load(tmp_path / "work" / "dataset.npz") as arrays:
+        pixels = torch.from_numpy(arrays["val.x"][:4])
+    upload = SegformerForSemanticSegmentation.from_pretrained(tmp_path / "work" / "source").eval()
+    with torch.no_grad():
+        expected = upload(pixel_values=pixels).logits
+        got = load_program(tmp_path / "work" / "model.pt2").module()(pixels)
+    assert got.shape == (4, 16, 16, 5)
+    torch.testing.assert_close(got, expected.permute(0, 2, 3, 1), atol=1e-5, rtol=1e-4)
+    stage = result.stages[0]
+    assert stage.metrics["metric"] == "top1_agreement" and 0.9 <= stage.metrics["top1_agreement"] <= 1
+    assert stage.metrics["hf_folder"]["written"] and stage.metrics["hf_folder"]["compared_output"] == "logits"
+    [artifact] = [artifact for artifact in stage.artifacts if artifact.name == hf_folder.ARTIFACT_NAME]
+    assert type(hf_folder.load(artifact.path)).__name__ == "SegformerForSemanticSegmentation"
+
+
+def test_label_masks_at_the_images_size_judge_pixel_accuracy_and_mean_iou(segformer, tmp_path):
+    """Masks as datasets ship them ([N, H, W] at the image's size, 255 where a pixel is unlabelled) are sampled at
+    the model's 16x16 map: each 4x4 block of pixels is one label there."""
+    rng = np.random.default_rng(1)
+    blocks = rng.integers(0, 5, (12, 16, 16))
+    blocks[:, :2] = 255  # unlabelled rows of the map
+    masks = np.kron(blocks, np.ones((4, 4), np.int64)).astype(np.uint8)
+    images = _images(tmp_path / "images.npz")
+    with np.load(images) as arrays:
+        np.savez(tmp_path / "labelled.npz", **arrays, **{"val.y": masks, "train.y": masks})
+    result = run_folder_pipeline(segformer, tmp_path / "labelled.npz", None, [PTQSpec(calibration_samples=8)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    with np.load(tmp_path / "work" / "masks.npz") as arrays:
+        assert (arrays["val.y"] == np.where(blocks == 255, IGNORED_LABEL, blocks)).all()
+        pixels = torch.from_numpy(arrays["val.x"])
+    with torch.no_grad():
+        predicted = load_program(tmp_path / "work" / "model.pt2").module()(pixels).argmax(-1).numpy()
+    labelled = blocks != 255
+    baseline = result.baseline
+    assert baseline["metric"] == "accuracy"
+    assert baseline["accuracy"] == pytest.approx((predicted == blocks)[labelled].mean())
+    ious = [((predicted == c) & (blocks == c) & labelled).sum() / (((predicted == c) | (blocks == c)) & labelled).sum()
+            for c in range(5) if (((predicted == c) | (blocks == c)) & labelled).any()]
+    assert baseline["mean_iou"] == pytest.approx(np.mean(ious))
+    assert "mean_iou" in result.stages[0].metrics
+
+
+def test_masks_that_do_not_fit_the_model_are_refused(segformer, tmp_path):
+    images = _images(tmp_path / "images.npz")
+    with np.load(images) as arrays:
+        np.savez(tmp_path / "labelled.npz", **arrays, **{"val.y": np.full((12, 64, 64), 7, np.uint8)})
+    with pytest.raises(InvalidUpload, match=r"'val.y' holds class 7, but the model has 5 classes"):
+        run_folder_pipeline(segformer, tmp_path / "labelled.npz", None, [PTQSpec(calibration_samples=8)],
+                            EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
