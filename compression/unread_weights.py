@@ -24,6 +24,10 @@ def drop_unread_weights(program: ExportedProgram) -> tuple[ExportedProgram, list
     specs = program.graph_signature.input_specs
     unread = [spec for spec in specs if spec.kind in WEIGHT_KINDS and getattr(spec.arg, "name", None) in placeholders
               and not placeholders[spec.arg.name].users]
+    # A tied name (a causal LM's word embeddings, which its output layer reads under the other name) stays: its
+    # tensor is stored anyway, and the program's names are the folder's.
+    read_storage = {_storage(program, spec.target) for spec in specs if spec not in unread}
+    unread = [spec for spec in unread if _storage(program, spec.target) not in read_storage]
     if not unread:
         return program, []
     kept = [spec for spec in specs if spec not in unread]
@@ -36,3 +40,9 @@ def drop_unread_weights(program: ExportedProgram) -> tuple[ExportedProgram, list
     state_dict = {name: value for name, value in program.state_dict.items() if name not in gone}
     constants = {name: value for name, value in program.constants.items() if name not in gone}
     return program._update(program.graph_module, signature, state_dict=state_dict, constants=constants), gone
+
+
+def _storage(program: ExportedProgram, target: str | None) -> int | None:
+    """The address of the storage behind a lifted weight (None for an input that is no stored tensor)."""
+    tensor = program.state_dict.get(target, program.constants.get(target)) if target is not None else None
+    return tensor.untyped_storage().data_ptr() if hasattr(tensor, "untyped_storage") else None

@@ -55,3 +55,25 @@ def test_a_folders_program_stores_no_weight_it_never_reads(tmp_path):
     loaded = load_program(save_program(program, tmp_path / "model.pt2"))
     assert torch.equal(loaded.module()(x), model(x))
     assert drop_unread_weights(loaded)[1] == []
+
+
+class _TiedUnread(nn.Module):
+    """A tied pair whose forward reads one name (a causal LM's embeddings and output layer, as export lifts them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(8, 8)
+        self.tied = nn.Linear(8, 8)
+        self.tied.weight = self.layer.weight
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+def test_a_tied_name_stays_with_the_tensor_it_shares():
+    from compression.unread_weights import drop_unread_weights
+
+    x = torch.randn(2, 8)
+    program, gone = drop_unread_weights(export_model(_TiedUnread().eval(), (x,)))
+    assert gone == ["tied.bias"]
+    assert {"layer.weight", "layer.bias"} <= set(program.state_dict) and "tied.bias" not in program.state_dict

@@ -76,8 +76,9 @@ def test_a_claim_beyond_the_member_cap_is_refused_before_reading():
     ({"t.x": np.zeros(2), "t.y": np.array([0.0, np.nan])}, "labels 't.y' hold NaN or Inf at row 1"),
     ({"t.x": np.zeros(3), "t.y": np.array([[1, 0], [0, 1], [np.inf, 0.7]])}, "NaN or Inf at row 2"),
     ({"t.x": np.zeros(2), "t.y": np.array(["cat", "dog"])}, "are strings"),
-    ({"t.x": np.zeros(2), "t.y": np.zeros((2, 1, 1), int)},
-     "shape \\[N\\] or \\[N, 1\\], a 0/1 matrix .* or the float values"),
+    ({"t.x": np.zeros(2), "t.y": np.zeros((2, 1, 1, 1), int)},
+     "shape \\[N\\] or \\[N, 1\\], a 0/1 matrix .* the float values .* or integer masks \\[N, H, W\\]"),
+    ({"t.x": np.zeros(2), "t.y": np.zeros((2, 1, 1))}, "or integer masks"),  # float masks are none of them
     ({"t.x": np.array([[0.0, np.inf]])}, r"'t.x' holds NaN or Inf \(first at row 0\)"),
     ({"t.y": np.zeros(2, int)}, "labels but no inputs"),
     ({"t.transcript": np.array(["a", "b"])}, "split 't' has transcripts but no inputs"),
