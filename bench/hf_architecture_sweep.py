@@ -389,6 +389,19 @@ SEGMENTATION_SPECIFIC = {
     "dpt": {**VISION_TRANSFORMER, "num_hidden_layers": 4, "backbone_out_indices": [0, 1, 2, 3],
             "neck_hidden_sizes": [8, 16, 16, 32], "fusion_hidden_size": 16, "auxiliary_loss": False},
 }
+# Depth models' tiny configs (task depth-estimation): Depth Anything over a four-layer DINOv2, DPT as above.
+DEPTH_SPECIFIC = {
+    "depth_anything": {"backbone_config": {"model_type": "dinov2", "image_size": 28, "patch_size": 14,
+                                           "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2,
+                                           "mlp_ratio": 2, "out_indices": [1, 2, 3, 4],
+                                           "reshape_hidden_states": False},
+                       "reassemble_hidden_size": 32, "patch_size": 14, "neck_hidden_sizes": [8, 16, 16, 32],
+                       "fusion_hidden_size": 16, "head_hidden_size": 8},
+    "glpn": {"num_encoder_blocks": 2, "depths": [1, 1], "sr_ratios": [2, 1], "hidden_sizes": [16, 32],
+             "patch_sizes": [7, 3], "strides": [4, 2], "num_attention_heads": [1, 2], "mlp_ratios": [2, 2],
+             "decoder_hidden_size": 16},
+}
+DEPTH_MODELS = ("depth_anything", "dpt", "glpn")
 # Semantic segmentation models (task semantic-segmentation), swept when the task is asked for.
 SEGMENTERS = ("segformer", "beit", "data2vec-vision", "dpt", "mobilevit", "mobilevitv2", "upernet")
 # Audio configs: a three-layer feature encoder (not two: as many as the transformer's layers would make a
@@ -538,8 +551,10 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
             "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
-    if task in ("image-classification", "semantic-segmentation", "image-feature-extraction"):
-        segmenting = SEGMENTATION_SPECIFIC.get(model_type, {}) if task == "semantic-segmentation" else {}
+    if task in ("image-classification", "semantic-segmentation", "depth-estimation", "image-feature-extraction"):
+        segmenting = (SEGMENTATION_SPECIFIC.get(model_type, {}) if task == "semantic-segmentation" else
+                      {**SEGMENTATION_SPECIFIC.get(model_type, {}), **DEPTH_SPECIFIC.get(model_type, {})}
+                      if task == "depth-estimation" else {})
         config = AutoConfig.for_model(model_type, num_labels=3, **{**IMAGE_SPECIFIC.get(model_type, {}),
                                                                    **segmenting})
         # Where the mapping holds several classes (DeiT, LeViT: the plain head and the one "WithTeacher"),
@@ -722,6 +737,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
 
 # The task each list's model types are swept for: an image or audio model's one task, and the text models' heads.
 ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), ("semantic-segmentation", SEGMENTERS),
+                  ("depth-estimation", DEPTH_MODELS),
                   ("audio-classification", AUDIO_CLASSIFIERS),
                   ("speech-recognition", SPEECH_RECOGNIZERS), ("speech-seq2seq", SPEECH_SEQ2SEQS))
 HEAD_FAMILIES = (("sequence-classification", CLASSIFIERS), ("token-classification", TAGGERS),
@@ -733,6 +749,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     # Image and audio classifiers only when asked for (the default run sweeps the text models).
     images = IMAGE_CLASSIFIERS if set(only_tasks or ()) & set(IMAGE_TASKS) else ()
     images += SEGMENTERS if "semantic-segmentation" in (only_tasks or ()) else ()
+    images += DEPTH_MODELS if "depth-estimation" in (only_tasks or ()) else ()
     images += DUAL_ENCODERS if "image-feature-extraction" in (only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     speech = SPEECH_RECOGNIZERS if only_tasks and "speech-recognition" in only_tasks else ()

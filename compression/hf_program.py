@@ -255,6 +255,7 @@ def auto_class(task: str):
             "fill-mask": "AutoModelForMaskedLM",
             "image-classification": "AutoModelForImageClassification",
             "semantic-segmentation": "AutoModelForSemanticSegmentation",
+            "depth-estimation": "AutoModelForDepthEstimation",
             "audio-classification": "AutoModelForAudioClassification",
             "speech-recognition": "AutoModelForCTC",
             "seq2seq-lm": "AutoModelForSeq2SeqLM",
@@ -305,6 +306,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _ImageEmbedding(model).eval()
     if task == "semantic-segmentation":
         return _PixelClassMap(model, "logits").eval()
+    if task == "depth-estimation":
+        return _PixelModel(model, "predicted_depth").eval()
     if task in ARRAY_TASKS:  # the model's one array input, by the name transformers' class gives it
         wrapper = ARRAY_WRAPPERS.get(model.main_input_name)
         if wrapper is None:

@@ -70,7 +70,7 @@ def _user_commands(commands, common) -> None:
                                      "dataset id (ds_...)")
     submit.add_argument("--task", choices=["feature-extraction", "sequence-classification", "token-classification",
                                            "question-answering", "fill-mask", "image-classification",
-                                           "semantic-segmentation",
+                                           "semantic-segmentation", "depth-estimation",
                                            "audio-classification", "speech-recognition", "causal-lm", "seq2seq-lm",
                                            "speech-seq2seq", "image-feature-extraction", "audio-feature-extraction",
                                            "text-classification", "zero-shot-classification", "ner",

@@ -252,6 +252,30 @@ def segformer_folder(folder: Path, classes: int = 5) -> Path:
     return folder
 
 
+DEPTH_PROCESSOR = {"image_processor_type": "DPTImageProcessor", "do_resize": True,
+                   "size": {"height": 56, "width": 56}, "do_rescale": True, "rescale_factor": 1 / 255,
+                   "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+
+
+def depth_anything_folder(folder: Path) -> Path:
+    """A tiny Depth Anything (a four-layer DINOv2 backbone, 56x56 images, a depth per pixel)."""
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(image_size=56, patch_size=14, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                            mlp_ratio=2, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, patch_size=14,
+                                 neck_hidden_sizes=[8, 16, 16, 32], fusion_hidden_size=16, head_hidden_size=8)
+    model = DepthAnythingForDepthEstimation(config)
+    with torch.no_grad():  # depths that vary by about 1 (a random head's are ~1e-7: nothing a quantizer keeps)
+        model.head.conv3.weight.mul_(1e6)
+        model.head.conv3.bias.fill_(1.0)
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(DEPTH_PROCESSOR))
+    return folder
+
+
 def loaded_image_folder(stage):
     """The stage's Hugging Face folder loaded with `from_pretrained`, after checking that it ships the processor
     settings its users scale their images with."""

@@ -7,7 +7,8 @@ from app.core.schemas import Stored
 # The task of a Hugging Face folder upload (POST /v1/models, or completing a resumable model upload).
 Task = Annotated[Literal["feature-extraction", "sequence-classification", "token-classification",
                          "question-answering", "fill-mask", "image-classification", "semantic-segmentation",
-                         "audio-classification", "speech-recognition", "causal-lm", "seq2seq-lm", "speech-seq2seq",
+                         "depth-estimation", "audio-classification", "speech-recognition", "causal-lm", "seq2seq-lm",
+                         "speech-seq2seq",
                          "image-feature-extraction", "audio-feature-extraction",
                          # transformers' pipeline names for them (compression.archive.hf_architectures.TASK_ALIASES)
                          "text-classification", "zero-shot-classification", "ner", "text-generation",

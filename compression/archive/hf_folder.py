@@ -145,6 +145,8 @@ class HFFolder:
             output = {"name": IMAGE_EMBEDDING, "shape": [None, image_embedding_size(config)], "dtype": "float32"}
         elif self.task in ARRAY_FEATURE_TASK.values():  # the base model's features, whose shape the config tells
             output = {"name": "last_hidden_state", "shape": feature_map_shape(config), "dtype": "float32"}
+        elif self.task == "depth-estimation":  # a depth per pixel of the model's output map
+            output = {"name": "predicted_depth", "shape": [None, None, None], "dtype": "float32"}
         elif self.task == "semantic-segmentation":  # class logits at each pixel of the output map, channels last
             labels = class_count(config)
             output = {"name": "logits", "shape": [None, None, None, labels], "dtype": "float32"}

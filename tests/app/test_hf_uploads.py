@@ -15,6 +15,7 @@ from tests.hf_folders import (  # noqa: F401 (fixtures)
     bert_dir,
     bert_folder,
     ctc_folder,
+    depth_anything_folder,
     gpt2_folder,
     image_folder,
     jsonl_bytes,
@@ -530,6 +531,18 @@ def test_a_segmentation_folder_takes_images_with_or_without_masks(api, auth, tmp
                                                                               "has 5 classes")]:
         status, text = _job(api, auth, model.json(), data, [{"method": "ptq"}])
         assert status == 422 and expected in text, text
+
+
+def test_a_depth_folder_takes_unlabelled_images(api, auth, tmp_path):
+    model = _upload(api, auth, "models", "depth.zip", zip_bytes(depth_anything_folder(tmp_path / "depth")))
+    assert model.status_code == 201 and model.json()["task"] == "depth-estimation", model.text
+    assert model.json()["signature"]["outputs"] == [{"name": "predicted_depth", "shape": [None, None, None],
+                                                     "dtype": "float32"}]
+    images = np.random.default_rng(0).integers(0, 256, (8, 56, 56, 3), dtype=np.uint8)
+    assert _job(api, auth, model.json(), _array_dataset(api, auth, "images", images, None), [{"method": "ptq"}])[0] \
+        == 201
+    status, text = _job(api, auth, model.json(), _array_dataset(api, auth, "labelled", images, 3), [{"method": "ptq"}])
+    assert status == 422 and "ground-truth depths are not read: remove ['val.y']" in text, text
 
 
 def test_an_audio_classifier_folder_takes_waveforms_or_its_features(api, auth, tmp_path):
