@@ -116,6 +116,34 @@ print(model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_stat
     assert again["metrics"]["baseline"]["reused"] and not job["metrics"]["baseline"].get("reused")
 
 
+def test_a_masked_lm_folder_fills_in_masks_through_a_worker_and_its_folder_from_its_recipe(client, tmp_path):
+    """A BertForMaskedLM folder uploaded with task fill-mask and unlabelled text, through HTTP and a real worker:
+    int8 PTQ judged by masked-token accuracy; the folder, loaded by the artifact's own recipe in a fresh process,
+    runs transformers' fill-mask pipeline with the tokenizer it carries."""
+    from tests.hf_folders import bert_folder
+
+    (tmp_path / "mlm.zip").write_bytes(zip_bytes(bert_folder(tmp_path / "mlm", masked_lm=True)))
+    (tmp_path / "text.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:48], "val": CORPUS[48:]}))
+    model = client.upload_model(tmp_path / "mlm.zip", task="fill-mask")
+    assert model.info["task"] == "fill-mask"
+    dataset = client.upload_dataset(tmp_path / "text.jsonl")
+    job = client.wait(client.submit_job({"model_id": model.id, "dataset_id": dataset.id,
+                                         "evaluation": {"latency": False},
+                                         "stages": [{"method": "ptq", "calibration_samples": 16}]})["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    final = job["metrics"]["final"]
+    assert final["metric"] == "accuracy" and "perplexity" in final and final["hf_folder"]["written"], final
+    folder = {artifact["kind"]: artifact for artifact in client.artifacts(job["id"])}["model.hf_folder"]
+    path = client.download(folder, tmp_path / "model.hf.zip")
+    filled = subprocess.run([sys.executable, "-c", folder["details"]["recipe"] + """
+from transformers import AutoTokenizer, pipeline
+tokenizer = AutoTokenizer.from_pretrained(folder)
+print(type(model).__name__, len(pipeline("fill-mask", model=model, tokenizer=tokenizer)("the cat [MASK] the ball")))
+"""], capture_output=True, text=True, timeout=120, cwd=path.parent)
+    assert filled.returncode == 0, filled.stderr[-3000:]
+    assert filled.stdout.strip().splitlines()[-1] == "BertForMaskedLM 5"
+
+
 def test_a_token_classifier_folder_trains_on_word_tags_through_a_worker(client, tmp_path):
     """An NER tagger's folder and a .jsonl of word tags (by name), through HTTP and a real worker: the job keeps
     the tagger's head, is judged by per-token accuracy, distils with the tags mixed in and hands back a folder."""
