@@ -552,11 +552,10 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
     if task in ("image-classification", "semantic-segmentation", "depth-estimation", "image-feature-extraction"):
-        segmenting = (SEGMENTATION_SPECIFIC.get(model_type, {}) if task == "semantic-segmentation" else
-                      {**SEGMENTATION_SPECIFIC.get(model_type, {}), **DEPTH_SPECIFIC.get(model_type, {})}
-                      if task == "depth-estimation" else {})
-        config = AutoConfig.for_model(model_type, num_labels=3, **{**IMAGE_SPECIFIC.get(model_type, {}),
-                                                                   **segmenting})
+        # a dense head's (segmentation, depth) needs on top of the classifier's tiny config
+        dense = {**SEGMENTATION_SPECIFIC.get(model_type, {}), **DEPTH_SPECIFIC.get(model_type, {})} if task in (
+            "semantic-segmentation", "depth-estimation") else {}
+        config = AutoConfig.for_model(model_type, num_labels=3, **{**IMAGE_SPECIFIC.get(model_type, {}), **dense})
         # Where the mapping holds several classes (DeiT, LeViT: the plain head and the one "WithTeacher"),
         # from_config iterates config.architectures, None in a fresh config; empty, it takes the first class.
         config.architectures = config.architectures or []

@@ -62,5 +62,6 @@ def print_int8_figures(result) -> None:
     print(f"accuracy on the upload's own tokens: {baseline['accuracy']:.3f} -> {stage['accuracy']:.3f}; "
           f"perplexity {baseline['perplexity']:.1f} -> {stage['perplexity']:.1f}")
 
+
 if __name__ == "__main__":
     main()

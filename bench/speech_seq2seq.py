@@ -69,5 +69,6 @@ def main() -> None:
     print(f"job: {time.monotonic() - started:.0f} s ({output_tokens} output positions)")
     print_int8_figures(result)
 
+
 if __name__ == "__main__":
     main()

@@ -46,7 +46,7 @@ def _loaded(dataset_path: Path) -> dict[str, np.ndarray]:
         return {name: arrays[name] for name in arrays.files}
 
 
-def _input_key(files, split: str) -> str:
+def input_key(files, split: str) -> str:
     """The split's one input array among the `.npz`'s `files` (a single-input model takes it whatever its name, as
     `bind_inputs` does)."""
     names = [name for name in files if name.startswith(f"{split}.") and name.partition(".")[2] not in NOT_INPUTS]
@@ -166,7 +166,7 @@ def check_one_shape(dataset_path: Path, splits: list[str]) -> None:
     hold inputs of one shape (after the worker's conversions), or the first stage fails on the other one."""
     shapes = array_shapes(dataset_path)  # headers only: the inputs may be gigabytes of audio
     present = [split for split in dict.fromkeys(splits) if any(key.startswith(f"{split}.") for key in shapes)]
-    if problem := one_shape_problem({split: [shapes[_input_key(shapes, split)][1:]] for split in present}):
+    if problem := one_shape_problem({split: [shapes[input_key(shapes, split)][1:]] for split in present}):
         raise InvalidUpload(problem)
 
 
@@ -181,7 +181,7 @@ def array_rows(dataset_path: Path, split: str, task: str, rows: int = 8) -> tupl
     """The first `rows` examples of a split of the job's dataset, as the program's input (float32; a one-channel
     image model's [N, H, W] images get their channel dimension, as the dataset loader gives them)."""
     with np.load(dataset_path, allow_pickle=False) as arrays:
-        values = np.asarray(arrays[_input_key(arrays.files, split)][:rows], np.float32)
+        values = np.asarray(arrays[input_key(arrays.files, split)][:rows], np.float32)
     gray = task in IMAGE_TASKS and values.ndim == 3
     return (torch.from_numpy(values[:, None] if gray else values),)
 

@@ -75,7 +75,7 @@ def speech_folder_to_program(folder: Path, dataset_path: Path, example_split: st
     """Write the folder's model as a `.pt2` exported on the first rows of `example_split`, and the job's `.npz`
     (`job_dataset`): per split the audio under the program's input name, `decoder_input_ids` and the labels
     (`compression.seq2seq_lm.output_arrays`); returns the example inputs."""
-    from compression.hf_arrays import _input_key
+    from compression.hf_arrays import input_key
     from compression.hf_program import LOCAL_ONLY, load_folder_model, model_program
     from compression.io import save_program
 
@@ -86,7 +86,7 @@ def speech_folder_to_program(folder: Path, dataset_path: Path, example_split: st
         # (a split of transcripts alone feeds no model input)
         for split in sorted({name.partition(".")[0] for name in arrays.files
                              if name.partition(".")[2] not in NOT_INPUTS}):
-            sources[split] = {audio_name: np.asarray(arrays[_input_key(arrays.files, split)], np.float32)}
+            sources[split] = {audio_name: np.asarray(arrays[input_key(arrays.files, split)], np.float32)}
             transcripts = f"{split}.{TRANSCRIPT_ARRAY}"
             targets[split] = [str(text) for text in arrays[transcripts]] if transcripts in arrays.files else None
     tokenizer = None

@@ -68,6 +68,8 @@ def _user_commands(commands, common) -> None:
                                       "job's final model")
     submit.add_argument("data", help="an .npz (or, with a text model's folder, .jsonl text) file to upload, or a "
                                      "dataset id (ds_...)")
+    # (the server's TASKS and TASK_ALIASES, written out: importing compression.archive would load numpy into the
+    # CLI; tests/modelpress/test_cli.py keeps the lists equal)
     submit.add_argument("--task", choices=["feature-extraction", "sequence-classification", "token-classification",
                                            "question-answering", "fill-mask", "image-classification",
                                            "semantic-segmentation", "depth-estimation",

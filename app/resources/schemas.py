@@ -3,17 +3,10 @@ from typing import Annotated, Literal
 from fastapi import Query
 
 from app.core.schemas import Stored
+from compression.archive.hf_architectures import TASK_ALIASES, TASKS
 
 # The task of a Hugging Face folder upload (POST /v1/models, or completing a resumable model upload).
-Task = Annotated[Literal["feature-extraction", "sequence-classification", "token-classification",
-                         "question-answering", "fill-mask", "image-classification", "semantic-segmentation",
-                         "depth-estimation", "audio-classification", "speech-recognition", "causal-lm", "seq2seq-lm",
-                         "speech-seq2seq",
-                         "image-feature-extraction", "audio-feature-extraction",
-                         # transformers' pipeline names for them (compression.archive.hf_architectures.TASK_ALIASES)
-                         "text-classification", "zero-shot-classification", "ner", "text-generation",
-                         "text2text-generation", "translation", "summarization", "sentence-similarity",
-                         "automatic-speech-recognition", "image-segmentation"]
+Task = Annotated[Literal[TASKS + tuple(TASK_ALIASES)]  # transformers' pipeline names too, taken as the task they run
                  | None, Query(
     description="For a Hugging Face folder: what the model is used for; by default inferred from "
                 "`architectures` in its config.json (a base image or audio model, such as Dinov2Model or "

@@ -116,9 +116,8 @@ def write_upload_folder(folder: Path, model: str = "bert_ft", architecture: str 
     # save_pretrained writes it: transformers ties the other name again when it loads the folder.
     stored = {}
     for name, tensor in state.items():
-        if tensor.untyped_storage().data_ptr() not in {t.untyped_storage().data_ptr() for t in stored.values()}:
-            stored[name] = tensor.contiguous()
-    save_file(stored, folder / "model.safetensors")
+        stored.setdefault(tensor.untyped_storage().data_ptr(), (name, tensor.contiguous()))
+    save_file(dict(stored.values()), folder / "model.safetensors")
     config = json.loads((source / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(config | {"model_type": "bert", "architectures": [architecture]},
                                                    indent=1))
