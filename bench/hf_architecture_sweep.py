@@ -402,6 +402,20 @@ DEPTH_SPECIFIC = {
              "decoder_hidden_size": 16},
 }
 DEPTH_MODELS = ("depth_anything", "dpt", "glpn")
+# Object detectors' tiny configs (task object-detection): one encoder and one decoder layer of width 32 and ten
+# object queries over a two-stage ResNet (transformers' own, not timm's); Deformable DETR reads both stages.
+_BACKBONE = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
+             "out_features": ["stage2"]}
+_DETR = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32,
+         "encoder_attention_heads": 2, "decoder_attention_heads": 2, "num_queries": 10, "backbone_config": _BACKBONE}
+DETECTION_SPECIFIC = {
+    "detr": _DETR, "table-transformer": _DETR, "conditional_detr": _DETR, "dab-detr": {**_DETR, "hidden_size": 32},
+    # (two decoder layers: its box heads are tied across the later layers)
+    "deformable_detr": {**_DETR, "decoder_layers": 2, "num_feature_levels": 2, "encoder_n_points": 2,
+                        "decoder_n_points": 2, "backbone_config": {**_BACKBONE, "out_features": ["stage1", "stage2"]}},
+    "yolos": {**VISION_TRANSFORMER, "image_size": [IMAGE_SIZE, IMAGE_SIZE], "num_detection_tokens": 10},
+}
+DETECTORS = tuple(DETECTION_SPECIFIC)
 # Semantic segmentation models (task semantic-segmentation), swept when the task is asked for.
 SEGMENTERS = ("segformer", "beit", "data2vec-vision", "dpt", "mobilevit", "mobilevitv2", "upernet")
 # Audio configs: a three-layer feature encoder (not two: as many as the transformer's layers would make a
@@ -551,10 +565,11 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
             "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
-    if task in ("image-classification", "semantic-segmentation", "depth-estimation", "image-feature-extraction"):
-        # a dense head's (segmentation, depth) needs on top of the classifier's tiny config
+    if task in ("image-classification", "semantic-segmentation", "depth-estimation", "object-detection",
+                "image-feature-extraction"):
+        # a dense head's (segmentation, depth) or a detector's needs on top of the classifier's tiny config
         dense = {**SEGMENTATION_SPECIFIC.get(model_type, {}), **DEPTH_SPECIFIC.get(model_type, {})} if task in (
-            "semantic-segmentation", "depth-estimation") else {}
+            "semantic-segmentation", "depth-estimation") else DETECTION_SPECIFIC.get(model_type, {})
         config = AutoConfig.for_model(model_type, num_labels=3, **{**IMAGE_SPECIFIC.get(model_type, {}), **dense})
         # Where the mapping holds several classes (DeiT, LeViT: the plain head and the one "WithTeacher"),
         # from_config iterates config.architectures, None in a fresh config; empty, it takes the first class.
@@ -736,7 +751,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
 
 # The task each list's model types are swept for: an image or audio model's one task, and the text models' heads.
 ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), ("semantic-segmentation", SEGMENTERS),
-                  ("depth-estimation", DEPTH_MODELS),
+                  ("depth-estimation", DEPTH_MODELS), ("object-detection", DETECTORS),
                   ("audio-classification", AUDIO_CLASSIFIERS),
                   ("speech-recognition", SPEECH_RECOGNIZERS), ("speech-seq2seq", SPEECH_SEQ2SEQS))
 HEAD_FAMILIES = (("sequence-classification", CLASSIFIERS), ("token-classification", TAGGERS),
@@ -749,6 +764,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     images = IMAGE_CLASSIFIERS if set(only_tasks or ()) & set(IMAGE_TASKS) else ()
     images += SEGMENTERS if "semantic-segmentation" in (only_tasks or ()) else ()
     images += DEPTH_MODELS if "depth-estimation" in (only_tasks or ()) else ()
+    images += DETECTORS if "object-detection" in (only_tasks or ()) else ()
     images += DUAL_ENCODERS if "image-feature-extraction" in (only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     speech = SPEECH_RECOGNIZERS if only_tasks and "speech-recognition" in only_tasks else ()

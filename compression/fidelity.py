@@ -22,7 +22,9 @@ measure of quantization error). Then by kind:
 - hidden states: cosine; also the Spearman of the mean-pooled vectors, as for embeddings: over the real tokens
   with a token mask (the sentence vector a sentence encoder's users pool from `last_hidden_state`), else over
   the tokens or frames of [N, L, H] (an image transformer's patches, an audio encoder's frames) or the positions
-  of a feature map [N, C, H, W] (a convolutional backbone's global average pool).
+  of a feature map [N, C, H, W] (a convolutional backbone's global average pool);
+- detections (an object detector's class scores and box per query, [N, queries, classes + 4]): `detection_map`,
+  the mean average precision of the model's detections against the reference's (`compression.detection`).
 
 Token outputs ([N, L, ...]) of a model fed an attention mask are compared on the real tokens only (`add(...,
 token_mask=)`): what a model computes at padded positions is never read, and counting it made an encoder's
@@ -36,6 +38,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from compression.detection import DetectionScore
 from compression.labels import as_class_logits
 from compression.ranks import column_spearman, spearman
 from compression.sentence_pooling import pool
@@ -56,10 +59,13 @@ class Fidelity:
         self.reference_embeddings: list[torch.Tensor] = []
         self.scores: list[torch.Tensor] = []
         self.reference_scores: list[torch.Tensor] = []
+        self.detections = DetectionScore() if output_kind == "detections" else None
 
     def add(self, output: torch.Tensor, reference: torch.Tensor, token_mask: torch.Tensor | None = None) -> None:
         """`token_mask` ([N, L], nonzero at real tokens): compare token outputs [N, L, ...] on real tokens only."""
         output, reference = output.float().cpu(), reference.float().cpu()
+        if self.detections is not None:
+            self.detections.add(output, reference)
         if self.kind == "regression" or (self.kind == "logits" and is_single_score(output)):
             columns = output[0].numel() if len(output) else 1
             room = MAX_SCORE_EXAMPLES // columns - sum(len(s) for s in self.scores)
@@ -124,6 +130,8 @@ class Fidelity:
         if self.embeddings:
             metrics["similarity_spearman"] = similarity_spearman(torch.cat(self.embeddings),
                                                                  torch.cat(self.reference_embeddings))
+        if self.detections is not None:
+            metrics |= self.detections.result()
         if self.scores and sum(len(s) for s in self.scores) >= 3:
             metrics["score_spearman"] = column_spearman(torch.cat(self.scores), torch.cat(self.reference_scores))
         return metrics

@@ -43,6 +43,7 @@ from compression.archive.jsonl import (
 )
 from compression.archive.npz import IGNORED_LABEL
 from compression.archive.sentence_transformers import SentenceEmbedding
+from compression.detection import class_probabilities
 from compression.hf_whole_model_folder import EncoderOf, encoder_of
 from compression.io import export_branching_model, save_program
 from compression.llm.text import check_tokenizes
@@ -165,6 +166,17 @@ class _PixelClassMap(_PixelModel):
         return super().forward(pixel_values).permute(0, 2, 3, 1)
 
 
+class _PixelDetections(_PixelModel):
+    """An object detector (DETR, YOLOS, RT-DETR, ...): for each object query, the probability of each class and the
+    box, [batch, queries, classes + 4] (`compression.detection`): what transformers' post-processing reads,
+    whichever way the family scores classes (softmax with a "no object" class, or a sigmoid per class)."""
+
+    def run(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        output = self.model(**{name: value.to(self.model.dtype)}, return_dict=True)
+        scores = class_probabilities(output.logits, self.model.config.num_labels)
+        return torch.cat([scores, output.pred_boxes.to(scores.dtype)], -1)
+
+
 class _WaveformModel(_ArrayModel):
     """An audio model of the waveform (wav2vec2, HuBERT, WavLM, ...): `input_values` [batch, samples]; or AST,
     whose `input_values` are its filter-bank frames [batch, frames, mel bins]."""
@@ -256,6 +268,7 @@ def auto_class(task: str):
             "image-classification": "AutoModelForImageClassification",
             "semantic-segmentation": "AutoModelForSemanticSegmentation",
             "depth-estimation": "AutoModelForDepthEstimation",
+            "object-detection": "AutoModelForObjectDetection",
             "audio-classification": "AutoModelForAudioClassification",
             "speech-recognition": "AutoModelForCTC",
             "seq2seq-lm": "AutoModelForSeq2SeqLM",
@@ -308,6 +321,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _PixelClassMap(model, "logits").eval()
     if task == "depth-estimation":
         return _PixelModel(model, "predicted_depth").eval()
+    if task == "object-detection":
+        return _PixelDetections(model).eval()
     if task in ARRAY_TASKS:  # the model's one array input, by the name transformers' class gives it
         wrapper = ARRAY_WRAPPERS.get(model.main_input_name)
         if wrapper is None:

@@ -47,7 +47,7 @@ from compression.specs.batch_bound import batch_bound_problems
 from compression.specs.distill import kept_layers
 from compression.specs.ipq import quant_noise_label_problem
 from compression.specs.llm import ASYMMETRIC_EXPERTS, LLM_PTQ_ALONE
-from compression.specs.metrics import metric_problem
+from compression.specs.metrics import BOX, DETECTIONS_SHAPE, metric_problem
 from compression.specs.order import order_problems
 from compression.specs.student_fit import zoo_student_problems
 from compression.specs.training import TrainingSpec
@@ -84,6 +84,8 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
     """`folder`: the facts of a Hugging Face folder upload (the signature's "hf"), None for a .pt2."""
     if folder and folder.get("task") in ARRAY_TASKS:  # an .npz job: the head's config says what it outputs
         spec = spec.model_copy(update={"evaluation": spec.evaluation.declared_by_head(folder.get("classes"))})
+    if folder and folder.get("task") == "object-detection" and spec.evaluation.output_kind is None:
+        spec = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"output_kind": "detections"})})
     if folder and folder.get("task") == "speech-seq2seq":
         # The .npz gives the audio alone: the worker makes the decoder's input from the transcripts (or from what
         # the upload writes).
@@ -122,6 +124,7 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
     problems += _one_shape_problems(spec, signature, manifest, folder)
     problems += _metric_problems(spec, manifest, labelled)
     problems += _score_metric_problems(spec, signature)
+    problems += _detection_output_problems(spec, signature)
     problems += [problem for stage in spec.stages if stage.method == "quant_noise" and spec.train_split in
                  manifest.splits and (problem := quant_noise_label_problem(stage, spec.train_split,
                                                                            labelled(spec.train_split)))]
@@ -187,6 +190,17 @@ def _score_metric_problems(spec: JobCreate, signature: ModelSignature) -> list[s
             "classifier's logit)"]
 
 
+def _detection_output_problems(spec: JobCreate, signature: ModelSignature) -> list[str]:
+    """'detections' outputs are [batch, queries, classes + 4] (`compression.detection`)."""
+    output = signature.outputs[0] if signature.outputs else None
+    if spec.evaluation.output_kind != "detections" or output is None or not output.shape:
+        return []
+    last = output.shape[-1]
+    if len(output.shape) == 3 and (last is None or last > BOX):
+        return []
+    return [f"evaluation.output_kind: {DETECTIONS_SHAPE}, but the model output is {output.describe()}"]
+
+
 def _student_problems(spec: JobCreate, signature: ModelSignature) -> list[str]:
     """A zoo student must take the model's input and give its output shape (a stage after one that swapped the
     model for a student gets that student's shapes, which are the same by construction)."""
@@ -230,6 +244,9 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
             if folder.get("per_expert_tensors"):
                 problems += [f"stages.{index}.symmetric: {ASYMMETRIC_EXPERTS}" for index, stage in
                              enumerate(spec.stages) if not stage.is_symmetric]
+    if task == "object-detection" and spec.evaluation.output_kind not in (None, "detections"):
+        problems.append(f"an object-detection folder's outputs are detections (a score per class and a box per "
+                        f"object query), not '{spec.evaluation.output_kind}': leave evaluation.output_kind unset")
     if task in ARRAY_TASKS:
         if manifest.format != "npz":
             what = ("uint8 images, or the pixel_values its image processor makes"

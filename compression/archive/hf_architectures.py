@@ -29,6 +29,10 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "semantic-segmentation": "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
                  # a monocular depth model (Depth Anything, DPT, GLPN, ZoeDepth): its predicted depth map
                  "depth-estimation": "MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES",
+                 # an object detector (DETR, Conditional/Deformable DETR, YOLOS, RT-DETR, D-FINE, ...): a score per
+                 # class and a box for each object query, judged against the original's detections
+                 # (`compression.detection`)
+                 "object-detection": "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",
                  "audio-classification": "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
                  # a CTC speech recognizer (Wav2Vec2ForCTC, HubertForCTC, ParakeetForCTC): logits over its
                  # characters or word pieces at every audio frame
@@ -53,11 +57,12 @@ IMAGE_EMBEDDING = "image_embeds"  # the output of an image-text dual encoder's i
 TOWER = "_vision_model"  # the model_type of a dual encoder's vision tower saved alone (clip_vision_model)
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "fill-mask",
-              "image-classification", "semantic-segmentation", "depth-estimation", "audio-classification",
-              "speech-recognition")
+              "image-classification", "semantic-segmentation", "depth-estimation", "object-detection",
+              "audio-classification", "speech-recognition")
 # Tasks whose model reads images (`pixel_values`) or audio (a waveform's `input_values`, or the spectrogram
 # features of AST and Whisper) from an .npz, instead of text tokenized from a .jsonl.
-IMAGE_TASKS = ("image-classification", "semantic-segmentation", "depth-estimation", "image-feature-extraction")
+IMAGE_TASKS = ("image-classification", "semantic-segmentation", "depth-estimation", "object-detection",
+               "image-feature-extraction")
 AUDIO_TASKS = ("audio-classification", "speech-recognition", "speech-seq2seq", "audio-feature-extraction")
 # Tasks of an encoder-decoder that writes text: the program also reads the decoder's input (the output so far), and
 # the labels are the output's tokens (`compression.seq2seq_lm`); a 'layers' student keeps some of the decoder's
@@ -71,7 +76,7 @@ FEATURE_TASKS = ("feature-extraction", "image-feature-extraction", "audio-featur
 # or the original model's own output, never class labels.
 TRANSCRIBING_TASKS = ("speech-recognition", "speech-seq2seq")
 # Tasks judged against the original model's own outputs only: the class arrays of an .npz are refused for them.
-UNLABELLED_ARRAY_TASKS = (*TRANSCRIBING_TASKS, *FEATURE_TASKS, "depth-estimation")
+UNLABELLED_ARRAY_TASKS = (*TRANSCRIBING_TASKS, *FEATURE_TASKS, "depth-estimation", "object-detection")
 # The array feature task of a base model that reads images or audio, by what `non_text_input` says it reads.
 ARRAY_FEATURE_TASK = {"images (pixel_values)": "image-feature-extraction",
                       "audio (input_values or input_features)": "audio-feature-extraction"}
@@ -89,6 +94,10 @@ FEATURES_HAVE_NO_LABELS = ("an {task} job compares the compressed model's featur
 
 DEPTH_LABELS = ("a depth-estimation job compares each of the compressed model's depth maps with the original's "
                 "(cosine of the whole map, SQNR); ground-truth depths are not read: remove {labels} from the .npz")
+DETECTION_LABELS = ("an object-detection job compares the compressed model's detections with the original's (metric "
+                    "'detection_map', their mean average precision with the original's as the objects); class "
+                    "labels cannot say where objects are, and ground-truth boxes are not read: remove {labels} "
+                    "from the .npz")
 
 
 def unlabelled_task_problem(task: str, labels: list[str]) -> str:
@@ -96,6 +105,8 @@ def unlabelled_task_problem(task: str, labels: list[str]) -> str:
     outputs alone."""
     if task == "depth-estimation":
         return DEPTH_LABELS.format(labels=labels)
+    if task == "object-detection":
+        return DETECTION_LABELS.format(labels=labels)
     if task == "speech-recognition":
         return SPEECH_LABELS.format(labels=labels)
     if task == "speech-seq2seq":

@@ -147,6 +147,11 @@ class HFFolder:
             output = {"name": "last_hidden_state", "shape": feature_map_shape(config), "dtype": "float32"}
         elif self.task == "depth-estimation":  # a depth per pixel of the model's output map
             output = {"name": "predicted_depth", "shape": [None, None, None], "dtype": "float32"}
+        elif self.task == "object-detection":  # each object query's class scores, then its box
+            labels = class_count(config)
+            output = {"name": "detections", "shape": [None, None, labels + 4], "dtype": "float32"}
+            classes = {"names": ordered_label_names(config.get("id2label"), labels), "multi_label": False,
+                       "regression": False}
         elif self.task == "semantic-segmentation":  # class logits at each pixel of the output map, channels last
             labels = class_count(config)
             output = {"name": "logits", "shape": [None, None, None, labels], "dtype": "float32"}

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from compression.detection import detection_loss
 from compression.labels import as_class_logits, binary_targets, label_loss, probability_bce
 from compression.output_kind import task_output_kind
 
@@ -13,9 +14,9 @@ from compression.output_kind import task_output_kind
 # logits, cosine for embeddings (their direction is what similarities read), binary cross-entropy against the
 # teacher's probabilities for independent sigmoid outputs (softmax would couple bins that are independent), MSE
 # for hidden states and for the values a regression head predicts (a KL over [0, z] would read a value as a
-# binary logit).
+# binary logit), and for a detector's class scores and boxes their cross-entropy and L1 (`detection_loss`).
 OUTPUT_LOSSES = {"logits": "kl", "embeddings": "cosine", "sigmoid": "bce", "hidden_states": "mse",
-                 "regression": "mse"}
+                 "regression": "mse", "detections": "detection"}
 # The losses of outputs that labels can also train (class logits, a binary logit, sigmoid probabilities,
 # multi-label logits); and MSE for a regression output, whose labels are its values (`mixes_labels`).
 LABEL_LOSSES = ("kl", "bce", "bce_logits")
@@ -71,10 +72,13 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
 
 def output_loss(student: Tensor, teacher: Tensor, loss: str, temperature: float = 1.0) -> Tensor:
     """How far the student's output is from the teacher's: 'kl' (`kd_loss`), 'cosine' (1 - cosine per row),
-    'mse', 'bce' (binary cross-entropy of the student's probabilities against the teacher's) or 'bce_logits' (the
-    same for logits: of sigmoid(student) against sigmoid(teacher), computed on the logits)."""
+    'mse', 'bce' (binary cross-entropy of the student's probabilities against the teacher's), 'bce_logits' (the
+    same for logits: of sigmoid(student) against sigmoid(teacher), computed on the logits) or 'detection' (a
+    detector's class scores and boxes: `compression.detection.detection_loss`)."""
     if loss == "kl":
         return kd_loss(student, teacher, temperature)
+    if loss == "detection":
+        return detection_loss(student, teacher)
     student, teacher = _rows(student), _rows(teacher).detach()
     if loss == "cosine":
         return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
@@ -84,7 +88,7 @@ def output_loss(student: Tensor, teacher: Tensor, loss: str, temperature: float 
         return probability_bce(student, teacher)
     if loss == "bce_logits":
         return F.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher))
-    raise ValueError(f"unknown distillation loss '{loss}'; known: kl, cosine, mse, bce, bce_logits")
+    raise ValueError(f"unknown distillation loss '{loss}'; known: kl, cosine, mse, bce, bce_logits, detection")
 
 
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None, *,

@@ -332,6 +332,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
     if task == "depth-estimation" and evaluation.output_kind is None:  # a map of values, compared whole
         evaluation = evaluation.model_copy(update={"output_kind": "hidden_states"})
+    if task == "object-detection" and evaluation.output_kind is None:  # class scores, boxes (`compression.detection`)
+        evaluation = evaluation.model_copy(update={"output_kind": "detections"})
     if task in ARRAY_FEATURE_TASK.values() and evaluation.output_kind is None:
         # A base model's features, or a dual encoder's image embedding: the detector would take a last layer that
         # ends in a linear (CLIP's projection) for logits.

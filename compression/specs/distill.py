@@ -129,10 +129,11 @@ class KDSpec(Spec):
     student: StudentSpec = Field(description="The model trained to mimic the teacher: 'zoo', 'low_rank', "
                                              "'layers' (Hugging Face folders), 'upload' or 'input' (see each "
                                              "kind).")
-    loss: Literal["kl", "cosine", "mse", "bce", "bce_logits"] | None = Field(
+    loss: Literal["kl", "cosine", "mse", "bce", "bce_logits", "detection"] | None = Field(
         None, description="Output loss: 'kl' (temperature KL, class logits), 'cosine' or 'mse' (embeddings, hidden "
                           "states), 'bce' (sigmoid probabilities), 'bce_logits' (logits of independent labels: "
-                          "binary cross-entropy against the teacher's sigmoid); null chooses it from the output "
+                          "binary cross-entropy against the teacher's sigmoid), 'detection' (an object "
+                          "detector's class scores and boxes); null chooses it from the output "
                           "kind (evaluation.output_kind, or detected), 'bce_logits' for the logits of a "
                           "multi-label model (evaluation.multi_label, or 0/1 label matrices).")
     temperature: Annotated[float, Field(gt=0, le=100)] = Field(4.0, description="Softmax temperature T of the "

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-OutputKind = Literal["logits", "embeddings", "sigmoid", "hidden_states", "regression"]
+# 'detections': an object detector's class scores and box per query (`compression.detection`)
+OutputKind = Literal["logits", "embeddings", "sigmoid", "hidden_states", "regression", "detections"]
 OUTPUT_KINDS: tuple[str, ...] = OutputKind.__args__
 MetricName = Literal["accuracy", "top1_agreement", "cosine", "similarity_spearman", "bin_f1", "bin_agreement",
-                     "soft_dice", "score_spearman", "label_spearman"]
+                     "soft_dice", "score_spearman", "label_spearman", "detection_map"]
 METRICS: tuple[str, ...] = MetricName.__args__
 
 # What each metric compares, and the output kinds it means something for (accuracy needs labels instead).
@@ -30,12 +31,19 @@ METRIC_KINDS = {
     # known
     "score_spearman": ("logits", "regression"),
     "label_spearman": ("regression",),  # against the labels (values), which it needs
+    "detection_map": ("detections",),  # against the reference's detections (`compression.detection`)
 }
 # The metrics that read the evaluation split's labels rather than the reference's outputs.
 LABEL_METRICS = ("accuracy", "label_spearman")
 # The metric of an output kind when the split has no labels and the spec names none.
 DEFAULT_METRIC = {"logits": "top1_agreement", "embeddings": "similarity_spearman", "sigmoid": "soft_dice",
-                  "hidden_states": "cosine", "regression": "score_spearman"}
+                  "hidden_states": "cosine", "regression": "score_spearman", "detections": "detection_map"}
+BOX = 4  # a detection's box (centre x, centre y, width, height) after its class scores
+DETECTIONS_SHAPE = ("'detections' outputs are [batch, queries, classes + 4]: a score per class of each object "
+                    "query, then its box (centre x, centre y, width, height)")
+DETECTIONS_READ_NO_LABELS = ("a detector's outputs are judged against the original model's detections "
+                             "(metric 'detection_map'); class labels cannot say where objects are: remove '<split>.y' "
+                             "from the dataset")
 
 
 def label_metric(output_kind: str | None) -> str:
@@ -46,6 +54,8 @@ def label_metric(output_kind: str | None) -> str:
 
 def metric_problem(metric: str | None, output_kind: str, has_labels: bool) -> str | None:
     """Why `metric` cannot judge a model with this output kind (None: it can, or is chosen automatically)."""
+    if output_kind == "detections" and (has_labels or metric in LABEL_METRICS):
+        return DETECTIONS_READ_NO_LABELS
     if metric is None:
         return None
     if metric in LABEL_METRICS and not has_labels:
