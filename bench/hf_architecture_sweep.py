@@ -408,12 +408,22 @@ _BACKBONE = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16
              "out_features": ["stage2"]}
 _DETR = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32,
          "encoder_attention_heads": 2, "decoder_attention_heads": 2, "num_queries": 10, "backbone_config": _BACKBONE}
+_RT_DETR = {"backbone_config": {"model_type": "rt_detr_resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 24, 32],
+                                "depths": [1, 1, 1, 1], "out_features": ["stage2", "stage3", "stage4"]},
+            "encoder_in_channels": [16, 24, 32], "encoder_hidden_dim": 32, "encoder_ffn_dim": 32,
+            "encoder_attention_heads": 2, "d_model": 32, "decoder_in_channels": [32, 32, 32], "decoder_ffn_dim": 32,
+            "decoder_layers": 2, "decoder_attention_heads": 2, "decoder_n_points": 2, "num_queries": 10}
 DETECTION_SPECIFIC = {
     "detr": _DETR, "table-transformer": _DETR, "conditional_detr": _DETR, "dab-detr": {**_DETR, "hidden_size": 32},
     # (two decoder layers: its box heads are tied across the later layers)
     "deformable_detr": {**_DETR, "decoder_layers": 2, "num_feature_levels": 2, "encoder_n_points": 2,
                         "decoder_n_points": 2, "backbone_config": {**_BACKBONE, "out_features": ["stage1", "stage2"]}},
     "yolos": {**VISION_TRANSFORMER, "image_size": [IMAGE_SIZE, IMAGE_SIZE], "num_detection_tokens": 10},
+    # RT-DETR over a four-stage ResNet whose last three stages its hybrid encoder reads
+    "rt_detr": _RT_DETR, "rt_detr_v2": _RT_DETR,
+    # (their default HGNetV2 backbones and encoders, 30M parameters; ten queries)
+    "d_fine": {"num_queries": 10}, "deimv2": {"num_queries": 10}, "rf_detr": {"num_queries": 10},
+    "lw_detr": {"num_queries": 10},
 }
 DETECTORS = tuple(DETECTION_SPECIFIC)
 # Semantic segmentation models (task semantic-segmentation), swept when the task is asked for.

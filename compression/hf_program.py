@@ -55,6 +55,7 @@ from compression.sentence_pooling import SentencePooling
 from compression.seq2seq_lm import Seq2SeqLogits, text_output_arrays
 from compression.speech_seq2seq import WRAPPERS as SPEECH_SEQ2SEQ_WRAPPERS
 from compression.speech_seq2seq import speech_seq2seq_wrapper
+from compression.symbolic_len import symbolic_len
 from compression.text_labels import ModelClasses, label_array, word_tags
 from compression.unread_weights import drop_unread_weights
 
@@ -596,7 +597,7 @@ def model_program(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
                          "here quantizes or prunes those (they work on linear and convolution layers): this "
                          "architecture is not supported")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), symbolic_len(model):
             program = export_branching_model(model, example)
             if written_parameters(program):
                 # RWKV rescales its weights in place on its first call in eval mode: the program recorded that

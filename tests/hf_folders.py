@@ -429,3 +429,55 @@ def kd_and_ptq_job(archive: Path, rows: list[dict], task: str, workdir: Path, al
                                [KDSpec(student={"kind": "input"}, alpha=alpha, training={"steps": 2, "batch_size": 4}),
                                 PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
                                workdir / "work")
+
+
+# DETR's processor (resize by the shortest edge, ImageNet statistics), at a tiny model's size
+DETECTION_PROCESSOR = {"image_processor_type": "DetrImageProcessor", "do_resize": True,
+                       "size": {"shortest_edge": 64, "longest_edge": 64}, "do_rescale": True, "rescale_factor": 1 / 255,
+                       "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+_DETECTION_BACKBONE = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
+                       "out_features": ["stage2"]}
+
+
+def detr_folder(folder: Path) -> Path:
+    """A tiny DETR (transformers' own two-stage ResNet backbone, one encoder and one decoder layer, ten object
+    queries, three classes and "no object"), its classifier's bias set so that a few queries hold confident
+    objects, as a trained detector's do."""
+    import torch
+    from transformers import DetrConfig, DetrForObjectDetection
+
+    torch.manual_seed(0)
+    config = DetrConfig(backbone_config=_DETECTION_BACKBONE, d_model=32, encoder_layers=1, decoder_layers=1,
+                        encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2,
+                        num_queries=10, num_labels=3, id2label={0: "cat", 1: "dog", 2: "bird"},
+                        label2id={"cat": 0, "dog": 1, "bird": 2})
+    model = DetrForObjectDetection(config)
+    with torch.no_grad():  # heads of a trained detector's scale (transformers starts the box head at zero)
+        for parameter in (*model.class_labels_classifier.parameters(), *model.bbox_predictor.parameters()):
+            parameter.normal_(0, 0.3)
+        # queries that attend to different places (a random decoder gives every query the same output)
+        model.model.query_position_embeddings.weight.mul_(30)
+        for layer in model.model.decoder.layers:
+            layer.encoder_attn.q_proj.weight.mul_(5)
+            layer.encoder_attn.k_proj.weight.mul_(5)
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(DETECTION_PROCESSOR))
+    return folder
+
+
+def rt_detr_folder(folder: Path) -> Path:
+    """A tiny RT-DETR (a four-stage ResNet whose last three stages its hybrid encoder reads, ten queries scored by
+    a sigmoid per class): its forward takes `len()` of a batch tensor (`compression.symbolic_len`)."""
+    import torch
+    from transformers import RTDetrConfig, RTDetrForObjectDetection
+
+    torch.manual_seed(0)
+    backbone = {"model_type": "rt_detr_resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 24, 32],
+                "depths": [1, 1, 1, 1], "out_features": ["stage2", "stage3", "stage4"]}
+    config = RTDetrConfig(backbone_config=backbone, encoder_in_channels=[16, 24, 32], encoder_hidden_dim=32,
+                          encoder_ffn_dim=32, encoder_attention_heads=2, d_model=32, decoder_in_channels=[32, 32, 32],
+                          decoder_ffn_dim=32, decoder_layers=2, decoder_attention_heads=2, decoder_n_points=2,
+                          num_queries=10, num_labels=3)
+    RTDetrForObjectDetection(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(DETECTION_PROCESSOR))
+    return folder

@@ -89,3 +89,18 @@ def test_a_class_per_position_labels_a_sequence_output():
         validate_job(_job(), signature, manifest(-1, 3))
     with pytest.raises(InvalidInput, match="labels 5 positions per example but the model output .* has 6"):
         validate_job(_job(), signature, manifest(0, 3, positions=5))
+
+
+def test_a_program_declared_to_output_detections_gives_scores_and_boxes_per_query():
+    detections = {"output_kind": "detections"}
+
+    def signature(shape: list) -> ModelSignature:
+        return ModelSignature([TensorSpec("x", [None, 4], "float32")], [TensorSpec("out", shape, "float32")], 1)
+
+    validate_job(_job(evaluation=detections), signature([None, 100, 95]), _manifest(None))
+    for shape in ([None, 95], [None, 100, 4]):
+        with pytest.raises(InvalidInput, match=r"'detections' outputs are \[batch, queries, classes \+ 4\].* but the "
+                                               r"model output is out\["):
+            validate_job(_job(evaluation=detections), signature(shape), _manifest(None))
+    with pytest.raises(InvalidInput, match="judged against the original model's detections .* remove '<split>.y'"):
+        validate_job(_job(evaluation=detections), signature([None, 100, 95]), _manifest([0, 1]))

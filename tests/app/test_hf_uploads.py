@@ -16,6 +16,7 @@ from tests.hf_folders import (  # noqa: F401 (fixtures)
     bert_folder,
     ctc_folder,
     depth_anything_folder,
+    detr_folder,
     gpt2_folder,
     image_folder,
     jsonl_bytes,
@@ -543,6 +544,23 @@ def test_a_depth_folder_takes_unlabelled_images(api, auth, tmp_path):
         == 201
     status, text = _job(api, auth, model.json(), _array_dataset(api, auth, "labelled", images, 3), [{"method": "ptq"}])
     assert status == 422 and "ground-truth depths are not read: remove ['val.y']" in text, text
+
+
+def test_a_detector_folder_takes_unlabelled_images_and_is_judged_by_its_detections(api, auth, tmp_path):
+    model = _upload(api, auth, "models", "detr.zip", zip_bytes(detr_folder(tmp_path / "detr")))
+    assert model.status_code == 201 and model.json()["task"] == "object-detection", model.text
+    assert model.json()["signature"]["outputs"] == [{"name": "detections", "shape": [None, None, 7],
+                                                     "dtype": "float32"}]
+    images = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    unlabelled = _array_dataset(api, auth, "images", images, None)
+    assert _job(api, auth, model.json(), unlabelled, [{"method": "ptq"}])[0] == 201
+    for dataset, evaluation, expected in [
+            (_array_dataset(api, auth, "labelled", images, 3), {}, "ground-truth boxes are not read: remove "
+                                                                   "['val.y']"),
+            (unlabelled, {"output_kind": "logits"}, "an object-detection folder's outputs are detections"),
+            (unlabelled, {"metric": "top1_agreement"}, "metric 'top1_agreement' does not apply to detections")]:
+        status, text = _job(api, auth, model.json(), dataset, [{"method": "ptq"}], evaluation)
+        assert status == 422 and expected in text, text
 
 
 def test_an_audio_classifier_folder_takes_waveforms_or_its_features(api, auth, tmp_path):
