@@ -17,7 +17,13 @@ import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.gpt2_names import CONV1D_DECODERS
-from compression.archive.hf_architectures import ARRAY_FEATURE_TASK, ARRAY_TASKS, IMAGE_EMBEDDING, SEQ2SEQ_TASKS
+from compression.archive.hf_architectures import (
+    ARRAY_FEATURE_TASK,
+    ARRAY_TASKS,
+    IMAGE_EMBEDDING,
+    IMAGE_TASKS,
+    SEQ2SEQ_TASKS,
+)
 from compression.archive.hf_folder import REGRESSION_PROBLEM, class_count, learned_positions, read_hf_folder
 from compression.archive.jsonl import PAIRS_NOT_FOR_CAUSAL_LM, read_jsonl
 from compression.context import RunContext
@@ -311,12 +317,15 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     from compression.pipeline import run_pipeline
     from compression.segmentation import masks_for_program
     from compression.speech_seq2seq import speech_folder_to_program
+    from compression.timm_resnet import convert_timm_resnet
 
     workdir = Path(workdir)
     ctx.progress("export", 0, 1)
     source = workdir / "source"
     folder = read_hf_folder(model_path, limits, task=task, extract_to=source)
     task = folder.task  # the one read from config.json when the caller gave none
+    if task in IMAGE_TASKS:  # a DETR checkpoint's timm ResNet, as transformers' own (timm is not installed)
+        convert_timm_resnet(source)
     declared = folder.sentence_embedding
     embedding = declared if evaluation.sentence_embedding else None
     if embedding is not None and evaluation.output_kind is None:
