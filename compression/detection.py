@@ -10,11 +10,12 @@ transformers' `pred_boxes` is.
 
 A job's metric, `detection_map`, is the mean average precision (IoU 0.5, COCO's 101-point interpolation) of the
 model's detections against the original model's, a mAP whose ground truth is what the upload detects: its (query,
-class) pairs scored at least DETECTED_SCORE (or, where some image has none that confident, at least the lowest of
-the images' best scores, for every image alike, so that each image holds one object at least) are the objects,
-and each image's MAX_DETECTIONS most confident pairs of the judged model are ranked against them. The original
-model scores 100 against itself. Ground-truth boxes are not read: a detection dataset's boxes vary in number from
-image to image, which an .npz of arrays does not hold.
+class) pairs scored at least DETECTED_SCORE are the objects (an image with none is a background image, where any
+detection is a false one), and each image's MAX_DETECTIONS most confident pairs of the judged model are ranked
+against them. Where no image has a detection that confident (a model that was never trained, or scores low), the
+threshold is the lowest of the images' best scores instead, for every image alike. The original model scores 100
+against itself. Ground-truth boxes are not read: a detection dataset's boxes vary in number from image to image,
+which an .npz of arrays does not hold.
 """
 
 from __future__ import annotations
@@ -86,11 +87,12 @@ class DetectionScore:
     def add(self, output: torch.Tensor, reference: torch.Tensor) -> None:
         check_detections(output)
         for detections, truth in zip(output.detach().float().cpu(), reference.detach().float().cpu()):
-            # (every reference pair that can be an object at the lowest threshold: the image's best one at least)
             self.images.append((ranked_pairs(detections), ranked_pairs(truth)))
 
     def truth_score(self) -> float:
-        return min([DETECTED_SCORE] + [float(truth.scores[0]) for _, truth in self.images])
+        """DETECTED_SCORE, or where no image has a pair that sure, the lowest of the images' best scores."""
+        best = [float(truth.scores[0]) for _, truth in self.images]
+        return DETECTED_SCORE if max(best) >= DETECTED_SCORE else min(best)
 
     def result(self) -> dict:
         if not self.images:

@@ -67,16 +67,25 @@ def test_the_reference_scores_100_against_itself_and_a_moved_box_or_class_loses(
     assert score(close)["detection_map"] == pytest.approx(1.0)
 
 
-def test_where_an_image_has_no_confident_detection_its_best_one_sets_the_threshold_for_all():
+def test_an_image_without_confident_detections_is_background_unless_no_image_has_any():
     unsure = _detections([[0.3, 0.1], [0.2, 0.25]], [[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])
     sure = _detections([[0.9, 0.1], [0.28, 0.1]], [[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])
-    reference = torch.stack([unsure, sure])
-    detections = DetectionScore()
-    detections.add(reference, reference)
-    result = detections.result()
-    # 0.3 (the unsure image's best): its cat, and the sure image's cat; not the 0.28 or 0.25 pairs
-    assert result["reference_score_threshold"] == pytest.approx(0.3) and result["reference_objects"] == 2
-    assert result["detection_map"] == pytest.approx(1.0)
+
+    def result(*images):
+        reference = torch.stack(images)
+        detections = DetectionScore()
+        detections.add(reference, reference)
+        return detections.result()
+
+    # the sure image's cat alone is an object: the unsure image is background
+    mixed = result(unsure, sure)
+    assert mixed["reference_score_threshold"] == 0.5 and mixed["reference_objects"] == 1
+    assert mixed["detection_map"] == pytest.approx(1.0)
+    # nothing scored 0.5 anywhere (the second image's cats scaled to 0.279 and 0.087): the lowest best score, 0.279,
+    # is the threshold, so each image holds its best (and the first image's 0.25 dog is no object)
+    lows = result(unsure, sure * torch.tensor([0.31, 1, 1, 1, 1, 1]))
+    assert lows["reference_score_threshold"] == pytest.approx(0.279) and lows["reference_objects"] == 2
+    assert lows["detection_map"] == pytest.approx(1.0)
 
 
 def test_outputs_that_are_not_detections_are_refused():
