@@ -402,11 +402,11 @@ DEPTH_SPECIFIC = {
              "decoder_hidden_size": 16},
 }
 DEPTH_MODELS = ("depth_anything", "dpt", "glpn")
-# Object detectors' tiny configs (task object-detection): one encoder and one decoder layer of width 32 and ten
+# Object detectors' tiny configs (task object-detection): one encoder and two decoder layers of width 32 and ten
 # object queries over a two-stage ResNet (transformers' own, not timm's); Deformable DETR reads both stages.
 _BACKBONE = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
              "out_features": ["stage2"]}
-_DETR = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32,
+_DETR = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 2, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32,
          "encoder_attention_heads": 2, "decoder_attention_heads": 2, "num_queries": 10, "backbone_config": _BACKBONE}
 _RT_DETR = {"backbone_config": {"model_type": "rt_detr_resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 24, 32],
                                 "depths": [1, 1, 1, 1], "out_features": ["stage2", "stage3", "stage4"]},
@@ -415,8 +415,7 @@ _RT_DETR = {"backbone_config": {"model_type": "rt_detr_resnet", "embedding_size"
             "decoder_layers": 2, "decoder_attention_heads": 2, "decoder_n_points": 2, "num_queries": 10}
 DETECTION_SPECIFIC = {
     "detr": _DETR, "table-transformer": _DETR, "conditional_detr": _DETR, "dab-detr": {**_DETR, "hidden_size": 32},
-    # (two decoder layers: its box heads are tied across the later layers)
-    "deformable_detr": {**_DETR, "decoder_layers": 2, "num_feature_levels": 2, "encoder_n_points": 2,
+    "deformable_detr": {**_DETR, "num_feature_levels": 2, "encoder_n_points": 2,
                         "decoder_n_points": 2, "backbone_config": {**_BACKBONE, "out_features": ["stage1", "stage2"]}},
     "yolos": {**VISION_TRANSFORMER, "image_size": [IMAGE_SIZE, IMAGE_SIZE], "num_detection_tokens": 10},
     # RT-DETR over a four-stage ResNet whose last three stages its hybrid encoder reads

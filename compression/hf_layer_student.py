@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compression.archive.hf_architectures import SEQ2SEQ_TASKS
+from compression.archive.hf_architectures import DECODER_STUDENT_TASKS, SEQ2SEQ_TASKS
 from compression.archive.hf_folder import (
     DECODER_LAYER_FIELDS,
     copy_side_files,
@@ -99,6 +99,30 @@ def decoder_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
     return stacks
 
 
+# A DETR-style detector's decoder layer count, and its heads at every decoder layer (Deformable DETR's box
+# refinement, RT-DETR's and D-FINE's class and box heads), in lists parallel to the layers that a student cuts
+# with them.
+DETECTOR_DECODER_FIELD = "decoder_layers"
+PER_LAYER_HEADS = ("class_embed", "bbox_embed")
+
+
+def detector_decoder_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    """A detector's list of decoder layers (`model.decoder.layers`) and the per-layer head lists beside it, each
+    as long as the config's `decoder_layers`: what an object-detection model's 'layers' student keeps some of."""
+    count = getattr(model.config, DETECTOR_DECODER_FIELD, None)
+    if type(count) is not int:
+        raise ValueError(f"a 'layers' student of an object detector keeps some of its decoder's layers, and this "
+                         f"{model.config.model_type} config gives no decoder_layers (YOLOS is an encoder alone); "
+                         "use a 'low_rank' or uploaded student")
+    stacks = [(name, module) for name, module in model.named_modules()
+              if isinstance(module, nn.ModuleList) and len(module) == count
+              and (name.endswith("decoder.layers") or name.rpartition(".")[2] in PER_LAYER_HEADS)]
+    if sum(name.endswith("decoder.layers") for name, _ in stacks) != 1:
+        raise ValueError(f"a 'layers' student needs one list of the decoder's {count} layers in the "
+                         f"{type(model).__name__} model; found {[name for name, _ in stacks] or 'none'}")
+    return stacks
+
+
 def _renumbered(state: dict[str, torch.Tensor], prefix: str, kept: list[int]) -> dict[str, torch.Tensor]:
     """The teacher's tensors under the student's names: layer kept[i] becomes layer i, the dropped ones go."""
     new_index = {old: new for new, old in enumerate(kept)}
@@ -142,6 +166,8 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     config = copy.deepcopy(teacher.config)
     if task in SEQ2SEQ_TASKS:  # the decoder's layers, its count under the decoder's own field
         stacks, holder, field = decoder_stacks(teacher), config, decoder_layer_field(config.to_dict())
+    elif task == "object-detection":  # the decoder's layers and the heads it has at each
+        stacks, holder, field = detector_decoder_stacks(teacher), config, DETECTOR_DECODER_FIELD
     else:
         stacks, holder, field = layer_stacks(teacher), layer_config(config), LAYER_COUNT_FIELD
     count = len(stacks[0][1])
@@ -153,7 +179,7 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
                          f"{config.model_type} config derives from other fields and refuses ({exc}); distill into "
                          "a 'low_rank' or 'zoo' student, or prune") from None
     # (an encoder-decoder's per-layer lists, LED's attention windows, are its encoder's: its decoder is cut)
-    per_layer = [] if task in SEQ2SEQ_TASKS else [
+    per_layer = [] if task in DECODER_STUDENT_TASKS else [
         *PER_LAYER_FIELDS, *(name for name in holder.to_dict()
                              if name.endswith(PER_LAYER_SUFFIX) and name not in PER_LAYER_FIELDS)]
     for name in per_layer:

@@ -9,6 +9,7 @@ from compression.archive.hf_architectures import (
     ARRAY_TASKS,
     AUDIO_TASKS,
     DECODER_INPUT,
+    DECODER_STUDENT_TASKS,
     IMAGE_TASKS,
     SEQ2SEQ_TASKS,
     TOO_MANY_TO_TRANSCRIBE,
@@ -254,7 +255,7 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
                     "spectrogram features a spectrogram model takes")
             unlabelled = task in UNLABELLED_ARRAY_TASKS
             labels = "" if unlabelled else "; <split>.y labels where known"
-            problems.append(f"{'an' if task[0] in 'aeiou' else 'a'} {task} folder takes an .npz per split "
+            problems.append(f"{_a(task)} folder takes an .npz per split "
                             f"(<split>.x: {what}{labels}), not text")
         labelled = sorted(split for split in manifest.splits if manifest.has_labels(split))
         if task in UNLABELLED_ARRAY_TASKS and labelled:
@@ -311,8 +312,8 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
                             "upload; this model is a .pt2 program: choose a 'low_rank', 'zoo' or 'upload' student")
         elif "num_hidden_layers" not in folder:
             continue  # recorded before layer counts were (checked when the job starts)
-        elif folder["num_hidden_layers"] is None and folder.get("task") in SEQ2SEQ_TASKS:
-            problems.append(f"{where}: a 'layers' student of a {folder['task']} model keeps some of its decoder's "
+        elif folder["num_hidden_layers"] is None and folder.get("task") in DECODER_STUDENT_TASKS:
+            problems.append(f"{where}: a 'layers' student of {_a(folder['task'])} model keeps some of its decoder's "
                             "layers, "
                             f"and this {folder.get('model_type')} config.json gives no decoder layer count "
                             f"({' or '.join(DECODER_LAYER_FIELDS)})")
@@ -323,10 +324,14 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
             try:
                 kept_layers(student, folder["num_hidden_layers"])
             except ValueError as exc:
-                decoder = f" (a {folder['task']} model's student keeps some of its decoder's layers)" \
-                    if folder.get("task") in SEQ2SEQ_TASKS else ""
+                decoder = f" ({_a(folder['task'])} model's student keeps some of its decoder's layers)" \
+                    if folder.get("task") in DECODER_STUDENT_TASKS else ""
                 problems.append(f"{where}: {exc}{decoder}")
     return problems
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 def _position_problems(spec: JobCreate, positions: int | None) -> list[str]:

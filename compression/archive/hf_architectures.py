@@ -68,6 +68,10 @@ AUDIO_TASKS = ("audio-classification", "speech-recognition", "speech-seq2seq", "
 # the labels are the output's tokens (`compression.seq2seq_lm`); a 'layers' student keeps some of the decoder's
 # layers.
 SEQ2SEQ_TASKS = ("seq2seq-lm", "speech-seq2seq")
+# Tasks whose 'layers' student keeps some of the decoder's layers (its count under the config's decoder field): an
+# encoder-decoder that writes text, and a DETR-style detector, whose decoder turns its object queries into
+# detections (RT-DETR's paper runs fewer of its decoder layers for speed).
+DECODER_STUDENT_TASKS = (*SEQ2SEQ_TASKS, "object-detection")
 DECODER_INPUT = "decoder_input_ids"  # the program's input of the decoder's output so far
 ARRAY_TASKS = IMAGE_TASKS + AUDIO_TASKS
 # Tasks whose output is the base model's features, with no head and no classes.

@@ -32,6 +32,7 @@ from compression.archive.hf_architectures import (
     ARRAY_FEATURE_TASK,
     ARRAY_TASKS,
     AUDIO_TASKS,
+    DECODER_STUDENT_TASKS,
     FEATURE_TASKS,
     HEAD_TASKS,
     IMAGE_EMBEDDING,
@@ -304,7 +305,7 @@ def layer_count_section(config: dict) -> str | None:
 
 
 def _student_layer_count(task: str, config: dict) -> int | None:
-    if task not in SEQ2SEQ_TASKS:
+    if task not in DECODER_STUDENT_TASKS:
         return _layer_count(config)
     field = decoder_layer_field(config)
     return config[field] if field else None

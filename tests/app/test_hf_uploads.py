@@ -561,6 +561,11 @@ def test_a_detector_folder_takes_unlabelled_images_and_is_judged_by_its_detectio
             (unlabelled, {"metric": "top1_agreement"}, "metric 'top1_agreement' does not apply to detections")]:
         status, text = _job(api, auth, model.json(), dataset, [{"method": "ptq"}], evaluation)
         assert status == 422 and expected in text, text
+    # its 'layers' student keeps decoder layers, of which this DETR has one
+    layers = {"method": "kd", "student": {"kind": "layers", "keep": 1}}
+    status, text = _job(api, auth, model.json(), unlabelled, [layers])
+    assert status == 422 and "fewer layers than the model has (1); got keep 1 (an object-detection model's student " \
+                             "keeps some of its decoder's layers)" in text, text
 
 
 def test_an_audio_classifier_folder_takes_waveforms_or_its_features(api, auth, tmp_path):

@@ -13,10 +13,12 @@ from compression.archive import InvalidUpload
 from compression.archive.hf_folder import read_hf_folder
 from compression.context import RunContext
 from compression.detection import class_probabilities
+from compression.hf_layer_student import write_layers_student
 from compression.hf_program import load_folder_model, model_program
 from compression.io import load_program
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, KDSpec, PTQSpec
+from compression.specs.distill import LayersStudent
 from compression.specs.training import TrainingSpec
 from tests.hf_folders import detr_folder, rt_detr_folder, zip_bytes
 
@@ -94,3 +96,19 @@ def test_rt_detr_takes_len_of_its_batch_and_still_exports_at_a_dynamic_batch(tmp
         with torch.no_grad():
             torch.testing.assert_close(program(images), model(images), atol=1e-5, rtol=1e-4)
     assert "len" not in vars(modeling)  # the export's `len` is gone from transformers' module again
+
+
+def test_a_layers_student_of_a_detector_keeps_decoder_layers_with_their_heads(tmp_path):
+    from transformers import RTDetrForObjectDetection
+
+    source = rt_detr_folder(tmp_path / "rt_detr")
+    details = write_layers_student(source, "object-detection", LayersStudent(keep=1), tmp_path / "student")
+    assert details["layers"] == [1] and details["teacher_layers"] == 2
+    assert details["layer_list"] == "model.decoder.layers, model.decoder.class_embed, model.decoder.bbox_embed"
+    teacher = RTDetrForObjectDetection.from_pretrained(source)
+    student = RTDetrForObjectDetection.from_pretrained(tmp_path / "student")
+    assert student.config.decoder_layers == 1 and len(student.model.decoder.layers) == 1
+    # the kept layer comes with the class and box heads RT-DETR reads its detections with
+    torch.testing.assert_close(student.model.decoder.class_embed[0].weight, teacher.model.decoder.class_embed[1].weight)
+    torch.testing.assert_close(student.model.decoder.layers[0].mlp.fc1.weight,
+                               teacher.model.decoder.layers[1].mlp.fc1.weight)
