@@ -584,7 +584,8 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
         # from_config iterates config.architectures, None in a fresh config; empty, it takes the first class.
         config.architectures = config.architectures or []
         torch.manual_seed(seed)
-        return settle_batch_norms(auto_class(task).from_config(config)).eval()
+        model = settle_batch_norms(auto_class(task).from_config(config)).eval()
+        return spread_class_scores(model) if task == "object-detection" else model
     shrunk = shrunk_sizes(model_type) if model_type in LATER_DECODERS else {}
     settings = {**COMMON, **shrunk, **SPECIFIC.get(model_type, {})}
     for name in UNSETTABLE.get(model_type, ()):
@@ -595,6 +596,18 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
         config.num_labels = 3
     torch.manual_seed(seed)
     return auto_class(task).from_config(config).eval()
+
+
+def spread_class_scores(model, scale: float = 30.0):
+    """The detector with its class heads' weights (every linear layer with the config's classes as outputs, or
+    one more) scaled: a random detector scores every class of every query near the same value (1/(C+1), or 0.5),
+    where any change of a quantizer reorders its detections, and none of a trained one's confident detections."""
+    classes = model.config.num_labels
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.out_features in (classes, classes + 1):
+                module.weight.mul_(scale)
+    return model
 
 
 def settle_batch_norms(model, batches: int = 4):

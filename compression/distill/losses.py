@@ -33,6 +33,9 @@ def kind_and_loss(task, teacher: torch.nn.Module, alpha: float = 0.0, loss: str 
     labels that cannot train that output."""
     kind = task_output_kind(task.output_kind, teacher, task.example_inputs)
     loss = loss or output_loss_name(kind, task.multi_label)
+    if (loss == "detection") != (kind == "detections"):  # boxes and class scores are read apart
+        raise ValueError(f"the 'detection' loss fits 'detections' outputs (an object detector's class scores and "
+                         f"boxes) alone; this model's outputs are {kind} and the loss '{loss}': leave kd.loss unset")
     check_label_mix(alpha, loss, kind)
     return kind, loss
 

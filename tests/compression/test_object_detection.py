@@ -13,6 +13,7 @@ from compression.archive import InvalidUpload
 from compression.archive.hf_folder import read_hf_folder
 from compression.context import RunContext
 from compression.detection import class_probabilities
+from compression.dry_run import DryRunFailed
 from compression.hf_layer_student import write_layers_student
 from compression.hf_program import load_folder_model, model_program
 from compression.io import load_program
@@ -78,6 +79,11 @@ def test_distilling_a_detector_trains_on_its_scores_and_boxes(detr, tmp_path):
     method = stage["method_metrics"]
     assert stage["metric"] == "detection_map" and method["loss"] == "detection"
     assert method["student_fidelity"]["metric"] == "detection_map" and 0 <= method["student_fidelity"]["after"] <= 100
+    # a class-logit KL would read the boxes as classes: refused by the dry run, before any training
+    with pytest.raises(DryRunFailed, match="'detection' loss fits 'detections' outputs .* the loss 'kl'"):
+        run_folder_pipeline(detr, tmp_path / "images.npz", None,
+                            [KDSpec(student=student, loss="kl", training=TrainingSpec(steps=4, batch_size=4))],
+                            EvaluationSpec(latency=False), RunContext(), tmp_path / "kl")
 
 
 def test_labels_and_other_output_kinds_are_refused_with_what_the_job_measures(detr, tmp_path):
