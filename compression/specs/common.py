@@ -74,10 +74,12 @@ class EvaluationSpec(Spec):
     output_kind: OutputKind | None = Field(
         None, description="What the model outputs: 'logits' (classes), 'embeddings' (one vector per example), "
                           "'sigmoid' (independent probabilities in [0, 1]), 'hidden_states' (a vector per "
-                          "position) or 'regression' (the values a regression head predicts, [batch] or "
-                          "[batch, K]: labels are those values, trained with MSE and judged by label_spearman); "
-                          "null detects it from the model's output ('regression' for a Hugging Face folder whose "
-                          "config.json problem_type is 'regression' or whose .jsonl labels are values). Chooses "
+                          "position), 'regression' (the values a regression head predicts, [batch] or "
+                          "[batch, K]: labels are those values, trained with MSE and judged by label_spearman) or "
+                          "'detections' (an object detector's [batch, queries, classes + 4]: each query's class "
+                          "probabilities, then its box); null detects it from the model's output ('regression' for "
+                          "a Hugging Face folder whose config.json problem_type is 'regression' or whose .jsonl "
+                          "labels are values, 'detections' for an object-detection folder). Chooses "
                           "the fidelity metrics and the distillation loss.")
     multi_label: bool = Field(
         False, description="The labels ('<split>.y') are a 0/1 matrix [N, K], one independent label per output of a "
@@ -100,9 +102,11 @@ class EvaluationSpec(Spec):
                           "off in both) or 'score_spearman' (one score per example, [batch] or [batch, 1]: rank "
                           "correlation of the scores across examples, for rerankers and regression heads; per "
                           "target, averaged, for a regression output [batch, K]) or 'label_spearman' (regression: "
-                          "rank correlation of the outputs with the values in the labels). Null: accuracy with "
-                          "labels (label_spearman for regression), else the output kind's default (top1_agreement, "
-                          "similarity_spearman, soft_dice, cosine), and score_spearman for a Hugging Face "
+                          "rank correlation of the outputs with the values in the labels) or 'detection_map' "
+                          "(detections: mean average precision against the upload's detections). Null: accuracy "
+                          "with labels (label_spearman for regression), else the output kind's default "
+                          "(top1_agreement, similarity_spearman, soft_dice, cosine, detection_map), and "
+                          "score_spearman for a Hugging Face "
                           "sequence classifier with one label.")
     max_metric_drop: Annotated[float, Field(ge=0, le=100)] | None = Field(
         None, description="Budget in points of the metric: a stage whose model falls further below the uploaded "
