@@ -33,25 +33,43 @@ def weight_sqnr(sim: QuantSimulation, config: Config) -> dict[str, float]:
             for name, fmt in config.items() if fmt is not None}
 
 
-def output_sqnr(sim: QuantSimulation, config: Config, batches: Iterable[tuple[torch.Tensor, ...]]) -> dict[str, float]:
-    """Each quantized layer's output SQNR over `batches`. A layer whose output has another shape quantized (an
-    expert's rows, where quantization moved the router's choices: JetMoE) has no figure (None in the report)."""
+# The layer outputs output SQNR holds at once (every layer's, float and quantized, for a slice of a batch): a
+# ResNet-50 at 512x512 keeps about 220 MB per image, and a whole calibration batch of 48 such images needed 21 GB
+# (DETR-ResNet-50's weight-only PTQ was killed for memory).
+OUTPUT_SQNR_BYTES = 1 << 30
+
+
+def output_sqnr(sim: QuantSimulation, config: Config, batches: Iterable[tuple[torch.Tensor, ...]],
+                max_bytes: int = OUTPUT_SQNR_BYTES) -> dict[str, float]:
+    """Each quantized layer's output SQNR over `batches`, run in slices of as many examples as keep the layer
+    outputs under `max_bytes` (measured on the first example). A layer whose output has another shape quantized
+    (an expert's rows, where quantization moved the router's choices: JetMoE) has no figure (None in the report)."""
     signal = {name: 0.0 for name in sim.layers}
     noise = {name: 0.0 for name in sim.layers}
     rerouted: set[str] = set()
+    rows = None
     for tap in sim.taps.values():
         tap.keep = True
     try:
         with torch.no_grad():
-            for inputs in batches:
-                float_out, quant_out = (_layer_outputs(sim, current, inputs) for current in ({}, config))
-                for name in sim.layers:
-                    if float_out[name].shape != quant_out[name].shape:
-                        rerouted.add(name)
-                        continue
-                    reference = float_out[name].double()
-                    signal[name] += float(reference.pow(2).sum())
-                    noise[name] += float((reference - quant_out[name].double()).pow(2).sum())
+            for batch in batches:
+                start = 0
+                while start < len(batch[0]):
+                    step = rows or 1
+                    inputs = tuple(tensor[start:start + step] for tensor in batch)
+                    start += step
+                    float_out, quant_out = (_layer_outputs(sim, current, inputs) for current in ({}, config))
+                    if rows is None:  # both passes' outputs of one example: how many fit in max_bytes
+                        kept = sum(t.numel() * t.element_size() for t in (*float_out.values(), *quant_out.values()))
+                        rows = max(1, max_bytes // max(kept, 1))
+                    for name in sim.layers:
+                        if float_out[name].shape != quant_out[name].shape:
+                            rerouted.add(name)
+                            continue
+                        reference = float_out[name].double()
+                        signal[name] += float(reference.pow(2).sum())
+                        noise[name] += float((reference - quant_out[name].double()).pow(2).sum())
+                    del float_out, quant_out
     finally:
         for tap in sim.taps.values():
             tap.keep = False
