@@ -104,3 +104,33 @@ def test_a_job_on_a_timm_backbone_detector_runs_and_other_timm_backbones_are_ref
     save_file(deep_stem, timm / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(InvalidUpload, match="timm's 'resnet50'.* not a plain ResNet|this one is not"):
         convert_timm_resnet(timm)
+
+
+def test_a_deformable_detr_reads_the_last_three_stages_of_the_rewritten_backbone(tmp_path):
+    """Deformable DETR's timm backbone gives stages 2-4 (`out_indices` [2, 3, 4]) to its multi-scale encoder."""
+    from transformers import DeformableDetrConfig, DeformableDetrForObjectDetection
+
+    torch.manual_seed(0)
+    backbone = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [16, 32, 48, 64], "depths": [1, 1, 1, 1],
+                "layer_type": "bottleneck", "out_features": ["stage2", "stage3", "stage4"]}
+    config = DeformableDetrConfig(backbone_config=backbone, d_model=32, encoder_layers=1, decoder_layers=2,
+                                  encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2,
+                                  decoder_attention_heads=2, num_queries=10, num_labels=3, num_feature_levels=4,
+                                  encoder_n_points=2, decoder_n_points=2)
+    model = DeformableDetrForObjectDetection(config).eval()
+    model.save_pretrained(tmp_path / "timm")
+    tensors = load_file(tmp_path / "timm" / "model.safetensors")
+    save_file({_timm_name(name): tensor for name, tensor in tensors.items()}, tmp_path / "timm" / "model.safetensors",
+              metadata={"format": "pt"})
+    document = json.loads((tmp_path / "timm" / "config.json").read_text())
+    del document["backbone_config"]
+    (tmp_path / "timm" / "config.json").write_text(json.dumps(document | {"use_timm_backbone": True,
+                                                                         "backbone": "resnet50"}))
+    assert convert_timm_resnet(tmp_path / "timm")
+    assert json.loads((tmp_path / "timm" / "config.json").read_text())["backbone_config"]["out_indices"] == [2, 3, 4]
+    converted = DeformableDetrForObjectDetection.from_pretrained(tmp_path / "timm").eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected, got = model(pixel_values=images), converted(pixel_values=images)
+    torch.testing.assert_close(got.logits, expected.logits)
+    torch.testing.assert_close(got.pred_boxes, expected.pred_boxes)
