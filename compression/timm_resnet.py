@@ -116,15 +116,21 @@ def convert_timm_resnet(folder: Path) -> bool:
     document["backbone_config"] = resnet_config(shapes, out_indices)
     document["use_timm_backbone"] = False
     (folder / "config.json").write_text(json.dumps(document, indent=2))
+    names = converted_names(list(shapes))
     for path in files:
-        tensors = load_file(path)
-        names = {name: renamed(name) for name in tensors}
-        save_file({names[name] if names[name] is not None else name: tensor for name, tensor in tensors.items()
-                   if names[name] != ""}, path, metadata={"format": "pt"})
+        save_file({names[name]: tensor for name, tensor in load_file(path).items() if name in names}, path,
+                  metadata={"format": "pt"})
     index = folder / "model.safetensors.index.json"
     if index.exists():
         document = json.loads(index.read_text())
-        document["weight_map"] = {(renamed(name) if renamed(name) is not None else name): file
-                                  for name, file in document.get("weight_map", {}).items() if renamed(name) != ""}
+        document["weight_map"] = {names[name]: file for name, file in document.get("weight_map", {}).items()
+                                  if name in names}
         index.write_text(json.dumps(document, indent=2))
     return True
+
+
+def converted_names(names: list[str]) -> dict[str, str]:
+    """Each tensor's name in the rewritten folder: a timm backbone tensor's transformers name (`renamed`), any
+    other tensor's own; the batch norms' counters, which are dropped, are left out."""
+    converted = {name: renamed(name) for name in names}
+    return {name: name if new is None else new for name, new in converted.items() if new != ""}
