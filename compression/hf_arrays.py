@@ -186,15 +186,18 @@ def array_rows(dataset_path: Path, split: str, task: str, rows: int = 8) -> tupl
     return (torch.from_numpy(values[:, None] if gray else values),)
 
 
-def array_folder_to_program(folder: Path, task: str, dataset_path: Path, split: str,
-                            program_path: Path) -> tuple[torch.Tensor, ...]:
-    """Write the folder's model as a `.pt2` exported on the first rows of `split`; returns those example inputs."""
+def array_folder_to_program(folder: Path, task: str, dataset_path: Path, split: str, program_path: Path,
+                            prompts: list[str] | None = None) -> tuple[torch.Tensor, ...]:
+    """Write the folder's model as a `.pt2` exported on the first rows of `split`; returns those example inputs.
+    `prompts`: a zero-shot image classifier's candidate texts."""
     from compression.hf_program import load_folder_model, model_program
     from compression.io import save_program
 
     example = array_rows(dataset_path, split, task, EXAMPLE_ROWS)
-    model = load_folder_model(folder, task)
-    if hasattr(model, "without_text_tower"):  # an image-text dual encoder read for its image embedding
+    model = load_folder_model(folder, task, prompts=prompts)
+    if hasattr(model, "check_scores"):  # a zero-shot image classifier: its scores as the model's own forward's
+        model.check_scores(example)
+    if hasattr(model, "without_text_tower"):  # an image-text dual encoder read for its image side
         model.without_text_tower(example)
     save_program(model_program(model, example), program_path)
     return example

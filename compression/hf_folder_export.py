@@ -391,11 +391,12 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_written_folder(folder: Path, task: str, embedding: SentenceEmbedding | None = None) -> torch.nn.Module:
+def load_written_folder(folder: Path, task: str, embedding: SentenceEmbedding | None = None,
+                        prompts: list[str] | None = None) -> torch.nn.Module:
     """The folder as transformers loads it (with compressed-tensors installed: weights decompressed at the first
     call, each static input quantizer applied), wrapped like the upload (token inputs, the task's one output,
     pooled like the program when it outputs a sentence embedding)."""
-    return load_folder_model(folder, task, embedding)
+    return load_folder_model(folder, task, embedding, prompts=prompts)
 
 
 def _wrong_weights(loaded: torch.nn.Module, model: torch.nn.Module, layout: FolderLayout,
@@ -418,7 +419,8 @@ def _wrong_weights(loaded: torch.nn.Module, model: torch.nn.Module, layout: Fold
 def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, output_dir: Path,
                        example_inputs: tuple[torch.Tensor, ...], packed_path: Path | None = None,
                        source_rounds: int = 0, embedding: SentenceEmbedding | None = None,
-                       measure: Measure | None = None, stage_metrics: dict | None = None) -> dict:
+                       measure: Measure | None = None, stage_metrics: dict | None = None,
+                       prompts: list[str] | None = None) -> dict:
     """Write the stage's `model` as a folder of the source's architecture to `output_dir`; returns what was
     written (format, quantized modules, copied tensors, the check against the stage's model). `packed_path`: the
     stage's `packed.safetensors` (general PTQ path), whose integer weights the model holds dequantized. Raises
@@ -427,14 +429,16 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     the same way before the comparison. A sentence-transformers source's own files are copied unchanged.
     `measure` (the job's evaluation of a model) and `stage_metrics` (what it gave the stage's model): a folder
     that differs from the stage's model only by activation quantizers it cannot hold is measured itself and kept
-    if it scores no worse (`compression.hf_folder_variant`)."""
+    if it scores no worse (`compression.hf_folder_variant`). `prompts`: a zero-shot image classifier's candidate
+    texts (the program holds their embeddings as buffers of its own, which no folder holds)."""
     # A quantizing stage of a half-precision upload ran in float32 (`compression.half_precision`): its folder's
     # float tensors and compute dtype are float32 too, so transformers runs what the stage measured.
     float_model = load_folder_model(source_folder, task, embedding,
-                                    dtype="auto" if half_precision(model) else torch.float32)
+                                    dtype="auto" if half_precision(model) else torch.float32, prompts=prompts)
     source_model = float_model.model
     source = source_model.state_dict()
     computed = frozenset(name for name, _ in source_model.named_buffers()) - set(source)
+    computed |= {name for name, _ in float_model.named_buffers(recurse=False)}  # the label embeddings
     _refuse_transposed_layers(source_model, model)  # before read_graph, which would call them foreign tensors
     tables = frozenset(name for name, module in source_model.named_modules() if isinstance(module, torch.nn.Embedding))
     tied = shared_groups(source.items())
@@ -495,7 +499,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
         with quantizers_left_out(model, layout) as left_out:
             expected_in_float = model(*example_inputs) if left_out else expected
         try:
-            loaded = load_written_folder(output_dir, task, embedding)
+            loaded = load_written_folder(output_dir, task, embedding, prompts)
             got = loaded(*example_inputs)  # the first call decompresses the weights
         except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as exc:
             # e.g. T5's weight initialisation, which reads `.weight` of linears compressed-tensors has packed;
@@ -677,7 +681,8 @@ def rounding_ops(program: torch.export.ExportedProgram) -> int:
 
 def stage_folder_artifacts(result, source_folder: Path | list[Path], task: str,
                            example_inputs: tuple[torch.Tensor, ...], workdir: Path, ctx, source_rounds: int = 0,
-                           embedding: SentenceEmbedding | None = None, hands_on: frozenset[int] = frozenset()) -> None:
+                           embedding: SentenceEmbedding | None = None, hands_on: frozenset[int] = frozenset(),
+                           prompts: list[str] | None = None) -> None:
     """Add to each stage of a folder job's `result` (a `PipelineResult`) its model as a zipped Hugging Face folder
     (`model.hf.zip`, kind `model.hf_folder`), and under the stage's metrics `hf_folder` what was written or why
     nothing could be. The folder is an extra download: a stage whose model it cannot express keeps its `.pt2`.
@@ -685,7 +690,8 @@ def stage_folder_artifacts(result, source_folder: Path | list[Path], task: str,
     `hands_on`: stages (a 'layers' student's training) whose written folder becomes the source of the stages after
     them that had its source: a later `ptq` is then checked against the trained float student, not the untrained
     one, so its tolerance is its own compression error. A folder that is not exactly the stage's model
-    (`write_stage_folder`) is measured with the job's own evaluation (`PipelineResult.evaluate_model`)."""
+    (`write_stage_folder`) is measured with the job's own evaluation (`PipelineResult.evaluate_model`).
+    `prompts`: a zero-shot image classifier's candidate texts, which the folder's model is scored against."""
     from compression import formats
     from compression.context import Cancelled
     from compression.formats import hf_folder
@@ -699,7 +705,7 @@ def stage_folder_artifacts(result, source_folder: Path | list[Path], task: str,
         folder = workdir / f"{index}_{stage.method}_hf"
         try:
             details = write_stage_folder(stage.model, sources[index], task, folder, example_inputs, packed,
-                                         source_rounds, embedding, result.evaluate_model, stage.metrics)
+                                         source_rounds, embedding, result.evaluate_model, stage.metrics, prompts)
         except Cancelled:
             raise
         except Exception as exc:  # the .pt2 is the stage's result; a folder it cannot be written as is not a failure

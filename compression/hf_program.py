@@ -28,6 +28,7 @@ from compression.archive.hf_architectures import (
     DECODER_INPUT,
     FEATURE_TASKS,
     IMAGE_EMBEDDING,
+    ZERO_SHOT_IMAGES,
     image_text_encoder,
 )
 from compression.archive.jsonl import (
@@ -194,7 +195,7 @@ class _SpectrogramModel(_ArrayModel):
         return self.run("input_features", input_features)
 
 
-class _ImageEmbedding(_PixelModel):
+class ImageEmbedding(_PixelModel):
     """An image-text dual encoder (CLIP, SigLIP, ALIGN, ...) read for its image embedding: `get_image_features`
     ([batch, projection]: the vision tower's pooled output, projected where the model has a projection), the
     vector a search over images, or against the text embeddings, compares. The text tower is not run."""
@@ -278,9 +279,10 @@ def auto_class(task: str):
 
 
 def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | None = None,
-                      dtype: torch.dtype | str = "auto") -> torch.nn.Module:
+                      dtype: torch.dtype | str = "auto", prompts: list[str] | None = None) -> torch.nn.Module:
     """`embedding`: a feature-extraction folder's declared sentence embedding, which then is the output. `dtype`:
-    what the weights are loaded as; "auto" keeps the checkpoint's (a bfloat16 folder stays bfloat16)."""
+    what the weights are loaded as; "auto" keeps the checkpoint's (a bfloat16 folder stays bfloat16). `prompts`:
+    a zero-shot image classifier's candidate texts (`EvaluationSpec.prompts`), which its output scores."""
     from compression.formats.hf_folder import loading_options
 
     auto, options = auto_class(task), {**LOCAL_ONLY, **loading_options(folder)}
@@ -316,8 +318,14 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return Seq2SeqLogits(model).eval()
     if task == "speech-seq2seq":
         return speech_seq2seq_wrapper(model)
+    if task == ZERO_SHOT_IMAGES:
+        from compression.zero_shot_images import ZeroShotImageClassifier, tokenized_prompts
+
+        if not prompts:
+            raise ValueError("a zero-shot-image-classification job needs evaluation.candidate_labels")
+        return ZeroShotImageClassifier(model, tokenized_prompts(folder, model.config.model_type, prompts)).eval()
     if task == "image-feature-extraction" and image_text_encoder(model.config.model_type):
-        return _ImageEmbedding(model).eval()
+        return ImageEmbedding(model).eval()
     if task == "semantic-segmentation":
         return _PixelClassMap(model, "logits").eval()
     if task == "depth-estimation":

@@ -73,7 +73,7 @@ def _user_commands(commands, common) -> None:
     submit.add_argument("--task", choices=["feature-extraction", "sequence-classification", "token-classification",
                                            "question-answering", "fill-mask", "image-classification",
                                            "semantic-segmentation", "depth-estimation", "object-detection",
-                                           "audio-classification", "speech-recognition", "causal-lm", "seq2seq-lm",
+                                           "zero-shot-image-classification", "audio-classification", "speech-recognition", "causal-lm", "seq2seq-lm",
                                            "speech-seq2seq", "image-feature-extraction", "audio-feature-extraction",
                                            "text-classification", "zero-shot-classification", "ner",
                                            "text-generation", "text2text-generation", "translation",

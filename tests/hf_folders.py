@@ -481,3 +481,26 @@ def rt_detr_folder(folder: Path) -> Path:
     RTDetrForObjectDetection(config).save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(DETECTION_PROCESSOR))
     return folder
+
+
+DUAL_ENCODER_TOWER = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def dual_encoder_folder(folder: Path, model_type: str = "clip", seed: int = 0) -> Path:
+    """A tiny image-text dual encoder (CLIP, SigLIP) with CORPUS's word-level tokenizer and a ViT image processor:
+    32x32 images in patches of 8."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    vocab = save_tokenizer(folder)
+    config = AutoConfig.for_model(model_type,
+                                  vision_config={**DUAL_ENCODER_TOWER, "image_size": 32, "patch_size": 8},
+                                  # CLIP pools its texts at the end-of-text token; 2 is the legacy id that
+                                  # makes it take each text's largest token id instead
+                                  text_config={**DUAL_ENCODER_TOWER, "vocab_size": vocab,
+                                               "max_position_embeddings": 64, "eos_token_id": 2},
+                                  **({"projection_dim": 16} if model_type == "clip" else {}))
+    torch.manual_seed(seed)
+    AutoModel.from_config(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(VIT_PROCESSOR))
+    return folder

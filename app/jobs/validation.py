@@ -11,11 +11,14 @@ from compression.archive.hf_architectures import (
     DECODER_INPUT,
     DECODER_STUDENT_TASKS,
     IMAGE_TASKS,
+    LABELS_NEED_ZERO_SHOT,
     SEQ2SEQ_TASKS,
     TOO_MANY_TO_TRANSCRIBE,
     TRANSCRIBING_TASKS,
     TRANSCRIPTS_NEED_A_TOKENIZER,
     UNLABELLED_ARRAY_TASKS,
+    ZERO_SHOT_IMAGES,
+    ZERO_SHOT_NEEDS_LABELS,
     one_shape_problem,
     unlabelled_task_problem,
 )
@@ -91,6 +94,10 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
         # The .npz gives the audio alone: the worker makes the decoder's input from the transcripts (or from what
         # the upload writes).
         signature = replace(signature, inputs=[t for t in signature.inputs if t.name != DECODER_INPUT])
+    if folder and folder.get("task") == ZERO_SHOT_IMAGES and spec.evaluation.candidate_labels:
+        # one score per candidate label: the classes its labels index
+        scores = replace(signature.outputs[0], shape=[None, len(spec.evaluation.candidate_labels)])
+        signature = replace(signature, outputs=[scores, *signature.outputs[1:]])
     problems = [f"model input {t.describe()} has a fixed batch size; export the model with a dynamic batch "
                 "dimension (torch.export.Dim) so it can run on batches" for t in signature.inputs
                 if not t.shape or t.shape[0] is not None]
@@ -221,6 +228,11 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
     exported program); a folder only with text, and text only with a folder's tokenizer."""
     methods = [stage.method for stage in spec.stages]
     problems = _layers_student_problems(spec, folder)
+    zero_shot = bool(folder) and folder["task"] == ZERO_SHOT_IMAGES
+    if zero_shot and not spec.evaluation.candidate_labels:
+        problems.append(ZERO_SHOT_NEEDS_LABELS)
+    if not zero_shot and spec.evaluation.candidate_labels:
+        problems.append(LABELS_NEED_ZERO_SHOT)
     if folder is None:
         if "llm_ptq" in methods:
             problems.append("llm_ptq quantizes a causal language model uploaded as a Hugging Face folder "

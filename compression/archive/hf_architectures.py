@@ -33,6 +33,9 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  # class and a box for each object query, judged against the original's detections
                  # (`compression.detection`)
                  "object-detection": "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",
+                 # an image-text dual encoder (CLIP, SigLIP, ALIGN, ...) choosing among the job's candidate labels:
+                 # its scores of each image against their texts (`compression.zero_shot_images`)
+                 "zero-shot-image-classification": "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",
                  "audio-classification": "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
                  # a CTC speech recognizer (Wav2Vec2ForCTC, HubertForCTC, ParakeetForCTC): logits over its
                  # characters or word pieces at every audio frame
@@ -62,7 +65,18 @@ HEAD_TASKS = ("sequence-classification", "token-classification", "question-answe
 # Tasks whose model reads images (`pixel_values`) or audio (a waveform's `input_values`, or the spectrogram
 # features of AST and Whisper) from an .npz, instead of text tokenized from a .jsonl.
 IMAGE_TASKS = ("image-classification", "semantic-segmentation", "depth-estimation", "object-detection",
-               "image-feature-extraction")
+               "zero-shot-image-classification", "image-feature-extraction")
+ZERO_SHOT_IMAGES = "zero-shot-image-classification"
+ZERO_SHOT_NEEDS_LABELS = ("a zero-shot-image-classification model chooses among the classes the job names: set "
+                          "evaluation.candidate_labels to them (e.g. [\"cat\", \"dog\"]; each is read in "
+                          "evaluation.hypothesis_template, 'This is a photo of {}.' unless set), and label "
+                          "'<split>.y' by their indices")
+LABELS_NEED_ZERO_SHOT = ("evaluation.candidate_labels name the classes of a zero-shot image classifier (a "
+                         "zero-shot-image-classification folder: CLIP, SigLIP, ...); this model's classes are its "
+                         "own: remove them")
+ZERO_SHOT_NEEDS_A_TOKENIZER = ("a zero-shot-image-classification model reads each candidate label's text with its "
+                               "tokenizer, and the folder has no tokenizer files; upload it with them (vocab.json "
+                               "and merges.txt, tokenizer.json or its SentencePiece model, and tokenizer_config.json)")
 AUDIO_TASKS = ("audio-classification", "speech-recognition", "speech-seq2seq", "audio-feature-extraction")
 # Tasks of an encoder-decoder that writes text: the program also reads the decoder's input (the output so far), and
 # the labels are the output's tokens (`compression.seq2seq_lm`); a 'layers' student keeps some of the decoder's
@@ -171,6 +185,9 @@ def model_types_by_task() -> dict[str, dict[str, str]]:
     tables = {task: mappings[name] for task, name in TASK_MAPPINGS.items()}
     for task in ARRAY_FEATURE_TASK.values():
         tables[task] = array_feature_types(task)
+    # a zero-shot video classifier (VideoPrism) reads clips, not images
+    tables[ZERO_SHOT_IMAGES] = {model_type: name for model_type, name in tables[ZERO_SHOT_IMAGES].items()
+                                if model_type not in _video_types(mappings)}
     # An image-text model transformers builds only as image-text-to-text (Mistral 3, Qwen2.5-VL, LLaVA) is a
     # causal LM for text (`compression.causal_lm_class`).
     image_text = mappings.get(IMAGE_TEXT_TO_TEXT, {})
@@ -216,10 +233,7 @@ def array_feature_types(task: str) -> dict[str, str]:
     base = mappings["MODEL_MAPPING_NAMES"]
     reads = next(what for what, name in ARRAY_FEATURE_TASK.items() if name == task)
     if task == "image-feature-extraction":
-        video = {model_type for name, table in mappings.items() if "VIDEO" in name for model_type in table}
-        # a video model's vision tower (VideoPrism's) makes the model and its tower video models
-        video |= {model_type.removesuffix(TOWER) for model_type in video if model_type.endswith(TOWER)}
-        video |= {f"{model_type}{TOWER}" for model_type in video}
+        video = _video_types(mappings)
         kept = {model_type for name in ("MODEL_FOR_IMAGE_MAPPING_NAMES", IMAGE_TEXT_ENCODERS)
                 for model_type, class_name in mappings.get(name, {}).items() if base.get(model_type) == class_name}
         kept |= {model_type for model_type in base if dual_encoder_tower(model_type)}  # CLIPVisionModel
@@ -233,6 +247,14 @@ def array_feature_types(task: str) -> dict[str, str]:
                 if not any(head.get(model_type) == base.get(model_type) for head in heads)}
     return {model_type: name for model_type, name in base.items()
             if model_type in kept and non_text_input(model_type) == reads}
+
+
+def _video_types(mappings: dict[str, dict[str, str]]) -> set[str]:
+    """The model_types of video models: any a video mapping lists, and a video model's vision tower (VideoPrism's),
+    which makes the model and its tower video models."""
+    video = {model_type for name, table in mappings.items() if "VIDEO" in name for model_type in table}
+    video |= {model_type.removesuffix(TOWER) for model_type in video if model_type.endswith(TOWER)}
+    return video | {f"{model_type}{TOWER}" for model_type in video}
 
 
 def dual_encoder_tower(model_type: str) -> bool:

@@ -39,6 +39,8 @@ from compression.archive.hf_architectures import (
     IMAGE_TASKS,
     SEQ2SEQ_TASKS,
     TASKS,
+    ZERO_SHOT_IMAGES,
+    ZERO_SHOT_NEEDS_A_TOKENIZER,
     canonical_task,
     image_text_encoder,
     model_types_by_task,
@@ -118,8 +120,12 @@ class HFFolder:
 
     @property
     def has_tokenizer(self) -> bool:
-        return any(name in self.files for name in ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model",
-                                                   "spiece.model", "sentencepiece.bpe.model"))
+        return self.tokenizer_among(self.files)
+
+    @staticmethod
+    def tokenizer_among(files) -> bool:
+        return any(name in files for name in ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                                              "spiece.model", "sentencepiece.bpe.model"))
 
     def signature(self) -> dict:
         """A ModelSignature (JSON) of the program the worker exports from the folder, plus the folder's facts under
@@ -146,6 +152,8 @@ class HFFolder:
             output = {"name": IMAGE_EMBEDDING, "shape": [None, image_embedding_size(config)], "dtype": "float32"}
         elif self.task in ARRAY_FEATURE_TASK.values():  # the base model's features, whose shape the config tells
             output = {"name": "last_hidden_state", "shape": feature_map_shape(config), "dtype": "float32"}
+        elif self.task == ZERO_SHOT_IMAGES:  # a score per candidate label, whose count the job gives
+            output = {"name": "logits_per_image", "shape": [None, None], "dtype": "float32"}
         elif self.task == "depth-estimation":  # a depth per pixel of the model's output map
             output = {"name": "predicted_depth", "shape": [None, None, None], "dtype": "float32"}
         elif self.task == "object-detection":  # each object query's class scores, then its box
@@ -414,6 +422,8 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
     parameters = sum(math.prod(header[key]["shape"]) for header in headers.values()
                      for key in header if key != "__metadata__")
     shapes = [header[key]["shape"] for header in headers.values() for key in header if key != "__metadata__"]
+    if chosen_task == ZERO_SHOT_IMAGES and not HFFolder.tokenizer_among(sizes):
+        raise InvalidUpload(ZERO_SHOT_NEEDS_A_TOKENIZER)
     processor = documents.get(PREPROCESSOR_FILE) if chosen_task in ARRAY_TASKS else None
     scaling = PixelScaling.from_processor(processor) if chosen_task in IMAGE_TASKS else None
     return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, widths, config, saved_for,

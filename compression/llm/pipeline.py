@@ -16,6 +16,7 @@ from typing import Mapping
 import torch
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
+from compression.archive.errors import InvalidUpload
 from compression.archive.gpt2_names import CONV1D_DECODERS
 from compression.archive.hf_architectures import (
     ARRAY_FEATURE_TASK,
@@ -23,6 +24,8 @@ from compression.archive.hf_architectures import (
     IMAGE_EMBEDDING,
     IMAGE_TASKS,
     SEQ2SEQ_TASKS,
+    ZERO_SHOT_IMAGES,
+    ZERO_SHOT_NEEDS_LABELS,
 )
 from compression.archive.hf_folder import REGRESSION_PROBLEM, class_count, learned_positions, read_hf_folder
 from compression.archive.jsonl import PAIRS_NOT_FOR_CAUSAL_LM, read_jsonl
@@ -339,6 +342,11 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # or CTC recognizer's logits over its vocabulary at each position, a segmentation model's class logits at
         # each pixel: the detector could take them for hidden states.
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
+    prompts = evaluation.prompts() if task == ZERO_SHOT_IMAGES else None
+    if task == ZERO_SHOT_IMAGES and prompts is None:
+        raise InvalidUpload(ZERO_SHOT_NEEDS_LABELS)
+    if task == ZERO_SHOT_IMAGES and evaluation.output_kind is None:  # a score per candidate label
+        evaluation = evaluation.model_copy(update={"output_kind": "logits"})
     if task == "depth-estimation" and evaluation.output_kind is None:  # a map of values, compared whole
         evaluation = evaluation.model_copy(update={"output_kind": "hidden_states"})
     if task == "object-detection" and evaluation.output_kind is None:  # class scores, boxes (`compression.detection`)
@@ -359,7 +367,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
                                                workdir / "speech.npz")
             dataset = workdir / "speech.npz"
         else:
-            example = array_folder_to_program(source, task, dataset, evaluation.split, workdir / "model.pt2")
+            example = array_folder_to_program(source, task, dataset, evaluation.split, workdir / "model.pt2",
+                                              prompts)
         if task == "semantic-segmentation":  # label masks sampled at the model's output map
             dataset = masks_for_program(dataset, workdir / "model.pt2", example, folder.config, workdir)
     else:
@@ -392,5 +401,5 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
             else example_rows(dataset, evaluation.split))
     stage_folder_artifacts(result, students.source_folders(source), task, rows, workdir / "hf", ctx,
                            rounding_ops(load_program(workdir / "model.pt2", limits)), embedding,
-                           frozenset(students.folders))
+                           frozenset(students.folders), prompts)
     return result

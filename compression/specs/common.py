@@ -21,6 +21,11 @@ Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 Patterns = Annotated[list[Name], Field(max_length=MAX_PATTERNS)]
 SplitName = Annotated[str, Field(min_length=1, max_length=100)]
 Steps = Annotated[int, Field(ge=0, le=MAX_STEPS)]
+# A zero-shot image classifier's class names: what its text tower reads, one prompt each (transformers' pipeline
+# takes up to a few hundred; ImageNet's 1,000 fit).
+MAX_CANDIDATE_LABELS = 1000
+CandidateLabel = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+DEFAULT_HYPOTHESIS = "This is a photo of {}."  # transformers' zero-shot-image-classification pipeline's
 
 
 class Spec(BaseModel):
@@ -108,6 +113,16 @@ class EvaluationSpec(Spec):
                           "(top1_agreement, similarity_spearman, soft_dice, cosine, detection_map), and "
                           "score_spearman for a Hugging Face "
                           "sequence classifier with one label.")
+    candidate_labels: Annotated[list[CandidateLabel], Field(min_length=2, max_length=MAX_CANDIDATE_LABELS)] | \
+            None = Field(
+        None, description="For a zero-shot-image-classification Hugging Face folder (CLIP, SigLIP, ALIGN, ...), "
+                          "required: the classes it chooses among, as transformers' pipeline takes them "
+                          "(2-1,000 distinct names); each is put in hypothesis_template and read by the text "
+                          "tower once, and the program scores every image against those texts. Labels "
+                          "('<split>.y') are indices into this list. Refused for other models.")
+    hypothesis_template: str = Field(
+        DEFAULT_HYPOTHESIS, min_length=2, max_length=MAX_NAME_CHARS,
+        description="The text each candidate label is put into, at its one '{}' (no other braces).")
     max_metric_drop: Annotated[float, Field(ge=0, le=100)] | None = Field(
         None, description="Budget in points of the metric: a stage whose model falls further below the uploaded "
                           "model fails the job (its measured metrics are kept). Null: no budget; a collapse is "
@@ -115,6 +130,24 @@ class EvaluationSpec(Spec):
     warn_metric_drop: Annotated[float, Field(gt=0, le=100)] = Field(
         20.0, description="A stage whose metric drops more than this many points below the upload's, or below "
                           "half of it, ends with a warning in its metrics (when no budget fails it).")
+
+    @model_validator(mode="after")
+    def _one_label_slot(self):
+        rest = self.hypothesis_template.replace("{}", "")
+        if self.hypothesis_template.count("{}") != 1 or "{" in rest or "}" in rest:
+            raise ValueError(f"hypothesis_template must hold '{{}}' once, where each candidate label goes, and no "
+                             f"other braces (got {self.hypothesis_template!r})")
+        if self.candidate_labels is not None and len(set(self.candidate_labels)) != len(self.candidate_labels):
+            twice = sorted({label for label in self.candidate_labels if self.candidate_labels.count(label) > 1})
+            raise ValueError(f"candidate_labels must be distinct ({twice[:5]} appear more than once)")
+        return self
+
+    def prompts(self) -> list[str] | None:
+        """The texts a zero-shot image classifier's text tower reads: each candidate label in the template (by
+        replacement, not str.format, which would read attributes named in the template)."""
+        if self.candidate_labels is None:
+            return None
+        return [self.hypothesis_template.replace("{}", label) for label in self.candidate_labels]
 
     def declared_by_head(self, head: dict | None) -> "EvaluationSpec":
         """What a Hugging Face classifier's config.json problem_type declares, where the job did not say: `head`

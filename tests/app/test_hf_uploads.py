@@ -17,6 +17,7 @@ from tests.hf_folders import (  # noqa: F401 (fixtures)
     ctc_folder,
     depth_anything_folder,
     detr_folder,
+    dual_encoder_folder,
     gpt2_folder,
     image_folder,
     jsonl_bytes,
@@ -566,6 +567,31 @@ def test_a_detector_folder_takes_unlabelled_images_and_is_judged_by_its_detectio
     status, text = _job(api, auth, model.json(), unlabelled, [layers])
     assert status == 422 and "fewer layers than the model has (1); got keep 1 (an object-detection model's student " \
                              "keeps some of its decoder's layers)" in text, text
+
+
+def test_a_zero_shot_image_classifier_takes_its_candidate_labels_in_the_job(api, auth, tmp_path):
+    """CLIP with task zero-shot-image-classification: its scores are one per candidate label, which the job names
+    (required; refused for any other model), and labels index them."""
+    model = _upload(api, auth, "models", "clip.zip", zip_bytes(dual_encoder_folder(tmp_path / "clip")),
+                    task="zero-shot-image-classification")
+    assert model.status_code == 201 and model.json()["task"] == "zero-shot-image-classification", model.text
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    labelled = _array_dataset(api, auth, "labelled", images, 3)
+    animals = {"candidate_labels": ["cat", "dog", "bird"]}
+    assert _job(api, auth, model.json(), labelled, [{"method": "ptq"}], animals)[0] == 201
+    for dataset, evaluation, expected in [
+            (labelled, {}, "set evaluation.candidate_labels to them"),
+            (labelled, {"candidate_labels": ["cat", "dog"]}, "labels in 'val.y' range over [0, 2] but the model has "
+                                                            "2 outputs"),
+            (labelled, {**animals, "hypothesis_template": "a photo of {0.__class__}"}, "hypothesis_template must "
+                                                                                      "hold '{}' once")]:
+        status, text = _job(api, auth, model.json(), dataset, [{"method": "ptq"}], evaluation)
+        assert status == 422 and expected in text, text
+    features = _upload(api, auth, "models", "clip.zip", zip_bytes(tmp_path / "clip"))
+    assert features.json()["task"] == "image-feature-extraction", features.text
+    status, text = _job(api, auth, features.json(), _array_dataset(api, auth, "images", images, None),
+                        [{"method": "ptq"}], animals)
+    assert status == 422 and "this model's classes are its own: remove them" in text, text
 
 
 def test_an_audio_classifier_folder_takes_waveforms_or_its_features(api, auth, tmp_path):
