@@ -50,6 +50,7 @@ from compression.archive.hf_architectures import (
     AUDIO_TASKS,
     IMAGE_TASKS,
     SEQ2SEQ_TASKS,
+    ZERO_SHOT_IMAGES,
     image_text_encoder,
     model_types_by_task,
 )
@@ -319,10 +320,16 @@ DUAL_ENCODERS = ("clip", "siglip", "siglip2", "align", "altclip", "chinese_clip"
                        "tipsv2", "clip_vision_model", "chinese_clip_vision_model")
 TEXT_TOWER = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
               "intermediate_size": 64, "max_position_embeddings": 64}
+# A zero-shot classifier's job: the image's labels (0..2) name these; each label alone is its text, so that
+# every text tower's pooling (CLIP's causal one at the first token of these tiny configs) tells them apart.
+ZERO_SHOT_LABELS = {"candidate_labels": ["cat", "dog", "bird"], "hypothesis_template": "{}"}
 IMAGE_TEXT_SPECIFIC = {
     "clip": {"vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER, "projection_dim": 16},
     "align": {"vision_config": {"image_size": IMAGE_SIZE, "width_coefficient": 0.1, "depth_coefficient": 0.1,
-                                "hidden_dim": 64}, "text_config": TEXT_TOWER, "projection_dim": 16},
+                                "hidden_dim": 64}, "text_config": TEXT_TOWER,
+              # its image embedding is the EfficientNet's pooled output (32 wide here), unprojected: the text
+              # embedding must match it for the scores (zero-shot-image-classification)
+              "projection_dim": 32},
 }
 IMAGE_SPECIFIC = {
     "vit": VISION_TRANSFORMER,
@@ -569,11 +576,12 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
                                                      **AUDIO_SPECIFIC.get(model_type, {})})
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
-    if task == "image-feature-extraction" and image_text_encoder(model_type):  # CLIP's kin: two tiny towers
+    if task in ("image-feature-extraction", ZERO_SHOT_IMAGES) and image_text_encoder(model_type):
+        # CLIP's kin: two tiny towers
         config = AutoConfig.for_model(model_type, **IMAGE_TEXT_SPECIFIC.get(model_type, {
             "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
-        return auto_class(task).from_config(config).eval()
+        return settle_batch_norms(auto_class(task).from_config(config)).eval()
     if task in ("image-classification", "semantic-segmentation", "depth-estimation", "object-detection",
                 "image-feature-extraction"):
         # a dense head's (segmentation, depth) or a detector's needs on top of the classifier's tiny config
@@ -626,7 +634,9 @@ def settle_batch_norms(model, batches: int = 4):
     model.train()
     with torch.no_grad():
         for _ in range(batches):
-            model(pixel_values=torch.rand(16, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * 2 - 1)
+            # (a dual encoder's image side alone: ALIGN's EfficientNet)
+            image_side = getattr(model, "get_image_features", model)
+            image_side(pixel_values=torch.rand(16, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * 2 - 1)
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
     return model
@@ -641,6 +651,8 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
         (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
         if task == "speech-recognition":
             save_ctc_tokenizer(folder)
+        if task == ZERO_SHOT_IMAGES:  # the text tower reads the candidate labels
+            save_readable_tokenizer(folder)
     else:
         save_readable_tokenizer(folder)
     return zip_folder(folder, directory / f"{model_type}-{task}.zip")
@@ -758,11 +770,13 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
     try:
         archive = folder_zip(model_type, task, directory, dtype)
         read_hf_folder(archive, task=task)
-        dataset = image_npz(directory, labels=task == "image-classification") if task in IMAGE_TASKS else audio_npz(
+        dataset = image_npz(directory, labels=task in ("image-classification", ZERO_SHOT_IMAGES)) \
+            if task in IMAGE_TASKS else audio_npz(
             directory, model_type, labels=task == "audio-classification") if task in AUDIO_TASKS else text_dataset(
             directory, labels=task == "sequence-classification", tags=task == "token-classification",
             pairs=task == "question-answering")
-        result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(latency=False), RunContext(),
+        result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(
+            latency=False, **(ZERO_SHOT_LABELS if task == ZERO_SHOT_IMAGES else {})), RunContext(),
                                      directory / f"{model_type}-{task}-{method}")
         row |= {"ok": True, "folder": folder_outcome(task, result), "effect": stage_effect(result)}
     except Exception as exc:  # noqa: BLE001 - the sweep reports every failure and goes on
@@ -787,7 +801,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     images += SEGMENTERS if "semantic-segmentation" in (only_tasks or ()) else ()
     images += DEPTH_MODELS if "depth-estimation" in (only_tasks or ()) else ()
     images += DETECTORS if "object-detection" in (only_tasks or ()) else ()
-    images += DUAL_ENCODERS if "image-feature-extraction" in (only_tasks or ()) else ()
+    images += DUAL_ENCODERS if {"image-feature-extraction", ZERO_SHOT_IMAGES} & set(only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     speech = SPEECH_RECOGNIZERS if only_tasks and "speech-recognition" in only_tasks else ()
     speech += SEQ2SEQ_LMS if only_tasks and "seq2seq-lm" in only_tasks else ()

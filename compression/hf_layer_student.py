@@ -158,11 +158,12 @@ def _renumber_feature_layers(config, teacher_config, kept: list[int]) -> None:
         setattr(config, field, [count - 1 + base for count in before])
 
 
-def write_layers_student(source: Path, task: str, spec: LayersStudent, destination: Path) -> dict:
+def write_layers_student(source: Path, task: str, spec: LayersStudent, destination: Path,
+                         prompts: list[str] | None = None) -> dict:
     """Write the student of `spec` as a Hugging Face folder at `destination`; returns what it is made of (the
     kept layers, the teacher's count, parameters). ValueError when the folder's model has no such layers or too
-    few of them."""
-    teacher = load_folder_model(source, task).model
+    few of them. `prompts`: a zero-shot image classifier's candidate texts."""
+    teacher = load_folder_model(source, task, prompts=prompts).model
     config = copy.deepcopy(teacher.config)
     if task in SEQ2SEQ_TASKS:  # the decoder's layers, its count under the decoder's own field
         stacks, holder, field = decoder_stacks(teacher), config, decoder_layer_field(config.to_dict())
@@ -266,9 +267,11 @@ class LayerStudents:
 
 
 def build_layer_students(stages: list, source: Path, task: str, example: tuple[torch.Tensor, ...],
-                         embedding: SentenceEmbedding | None, workdir: Path) -> LayerStudents:
+                         embedding: SentenceEmbedding | None, workdir: Path,
+                         prompts: list[str] | None = None) -> LayerStudents:
     """For each stage whose student is 'layers': its folder under `workdir/<index>/` and its program (with the
-    upload program's output: `embedding` pooled when given), exported on `example`."""
+    upload program's output: `embedding` pooled when given, a zero-shot classifier's scores of `prompts`),
+    exported on `example`."""
     built = LayerStudents(list(stages))
     for index, spec in enumerate(stages):
         student = getattr(spec, "student", None)
@@ -276,11 +279,11 @@ def build_layer_students(stages: list, source: Path, task: str, example: tuple[t
             continue
         folder = workdir / str(index) / "folder"
         try:
-            details = write_layers_student(source, task, student, folder)
+            details = write_layers_student(source, task, student, folder, prompts)
         except ValueError as exc:  # said as the dry run says it: seconds into the job, before any evaluation
             raise DryRunFailed(f"dry run: stage {index} ({spec.method}) cannot run on this model: {exc}") from exc
         resolved = LayersStudent(layers=details["layers"])
-        program = save_program(model_program(load_folder_model(folder, task, embedding), example),
+        program = save_program(model_program(load_folder_model(folder, task, embedding, prompts=prompts), example),
                                workdir / str(index) / "student.pt2")
         built.stages[index] = spec.model_copy(update={"student": resolved})
         built.programs[layers_student_id(resolved)] = program

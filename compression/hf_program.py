@@ -207,6 +207,13 @@ class ImageEmbedding(_PixelModel):
         features = self.model.get_image_features(**{name: value.to(self.model.dtype)}, return_dict=True)
         return features if isinstance(features, torch.Tensor) else features.pooler_output
 
+    def cannot_compute(self, what: str, exc: Exception) -> ValueError:
+        """The refusal of an architecture that raised `exc` computing `what` (SigLIP 2 wants patchified pixels)."""
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        return ValueError(f"this {self.model.config.model_type} model ({type(self.model).__name__}) could not "
+                          f"compute {what} ({type(exc).__name__}: {first_line}); export it yourself "
+                          "(torch.export.export) and upload the .pt2")
+
     def without_text_tower(self, example: tuple[torch.Tensor, ...]) -> list[str]:
         """Remove, in place, the model's parts the image embedding never reads (the text tower, its projection,
         the logit scale), found by running `example`; returns their names (none, all kept, where the image side
@@ -223,11 +230,8 @@ class ImageEmbedding(_PixelModel):
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - whatever the user's architecture raises on images
-            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-            raise ValueError(f"this {self.model.config.model_type} model ({type(self.model).__name__}) could not "
-                             f"compute its image embedding from pixel_values [batch, channels, height, width] "
-                             f"({type(exc).__name__}: {first_line}); export it yourself (torch.export.export) and "
-                             "upload the .pt2") from exc
+            raise self.cannot_compute("its image embedding from pixel_values [batch, channels, height, width]",
+                                      exc) from exc
         finally:
             for hook in hooks:
                 hook.remove()
@@ -271,6 +275,8 @@ def auto_class(task: str):
             "semantic-segmentation": "AutoModelForSemanticSegmentation",
             "depth-estimation": "AutoModelForDepthEstimation",
             "object-detection": "AutoModelForObjectDetection",
+            # (BLIP-2's is its retrieval class; the others' their dual encoder, CLIPModel, SiglipModel, ...)
+            "zero-shot-image-classification": "AutoModelForZeroShotImageClassification",
             "audio-classification": "AutoModelForAudioClassification",
             "speech-recognition": "AutoModelForCTC",
             "seq2seq-lm": "AutoModelForSeq2SeqLM",

@@ -39,9 +39,15 @@ class ZeroShotImageClassifier(ImageEmbedding):
         super().__init__(model)
         self.output = "logits_per_image"
         self.text_inputs = text_inputs  # (a plain attribute: the program reads the embeddings, not the tokens)
+        try:
+            with torch.no_grad():
+                texts = model.get_text_features(**text_inputs, return_dict=True)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the user's architecture raises on the texts
+            raise self.cannot_compute("the candidate labels' text embeddings", exc) from exc
+        texts = texts if isinstance(texts, torch.Tensor) else texts.pooler_output
         with torch.no_grad():
-            texts = model.get_text_features(**text_inputs, return_dict=True)
-            texts = texts if isinstance(texts, torch.Tensor) else texts.pooler_output
             self.register_buffer("label_embeddings", _normalized(texts.float()))
             self.register_buffer("logit_scale", _logit_scale(model).reshape(()))
             bias = getattr(model, "logit_bias", None)
@@ -56,10 +62,20 @@ class ZeroShotImageClassifier(ImageEmbedding):
     def check_scores(self, example: tuple[torch.Tensor, ...]) -> None:
         """Refuse an architecture whose own forward scores `example` otherwise (before the text tower is
         removed)."""
-        with torch.no_grad():
-            own = self.model(pixel_values=example[0].to(self.model.dtype), **self.text_inputs,
-                             return_dict=True).logits_per_image.float()
-            ours = self(*example)
+        try:
+            with torch.no_grad():
+                own = self.model(pixel_values=example[0].to(self.model.dtype), **self.text_inputs,
+                                 return_dict=True).logits_per_image.float()
+                ours = self(*example)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the user's architecture raises on images
+            raise self.cannot_compute("its scores of pixel_values [batch, channels, height, width] against the "
+                                      "candidate labels' texts (logits_per_image)", exc) from exc
+        if not torch.isfinite(own).all():
+            raise ValueError(f"this {self.model.config.model_type} model's own scores (logits_per_image) of the "
+                             "job's first images are not finite (an image embedding of zeros, or an overflow); check "
+                             "the upload's weights, or export it yourself and upload the .pt2")
         gap = relative_max_gap(ours, own)
         if not gap <= MAX_SCORE_GAP:
             raise ValueError(f"this {self.model.config.model_type} model ({type(self.model).__name__}) scores images "

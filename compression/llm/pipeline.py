@@ -378,7 +378,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         source, example, rewritten = export_folder(source, task, splits, workdir, embedding, evaluation.split,
                                                    evaluation.multi_label)
         dataset = workdir / "dataset.npz"
-    students = build_layer_students(stages, source, task, example, embedding, workdir / "students")
+    students = build_layer_students(stages, source, task, example, embedding, workdir / "students", prompts)
     ctx.progress("export", 1, 1)
     # pipeline_options: what the worker gives any job (on_measured, known_baseline, upload_outputs_file).
     result = run_pipeline(workdir / "model.pt2", dataset, students.stages, evaluation, ctx,

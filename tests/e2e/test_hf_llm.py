@@ -186,13 +186,15 @@ def test_an_image_classifier_folder_compresses_raw_images_through_a_worker(clien
     assert final["metric"] == "accuracy" and final["top1_agreement"] > 0.8
 
 
-def _folder_job(client, archive, data, task: str, stage: dict) -> dict:
-    """Upload the folder (checking the task read from it) and the data, run one stage through the worker, and
-    return the job, once its model came back as a .pt2 and as a folder."""
-    model = client.upload_model(archive)
+def _folder_job(client, archive, data, task: str, stage: dict, asked: str | None = None,
+                evaluation: dict | None = None) -> dict:
+    """Upload the folder (checking the task read from it, or `asked`) and the data, run one stage through the
+    worker, and return the job, once its model came back as a .pt2 and as a folder."""
+    model = client.upload_model(archive, task=asked)
     assert model.info["task"] == task
     dataset = client.upload_dataset(data)
-    spec = {"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False}, "stages": [stage]}
+    spec = {"model_id": model.id, "dataset_id": dataset.id, "evaluation": {"latency": False, **(evaluation or {})},
+            "stages": [stage]}
     job = client.wait(client.submit_job(spec)["id"], timeout=300)
     assert job["status"] == "succeeded", job["error"]
     assert job["metrics"]["final"]["hf_folder"]["written"]
@@ -224,6 +226,26 @@ def test_an_image_text_encoder_folder_gives_its_image_embedding_through_a_worker
     final = _folder_job(client, tmp_path / "clip.zip", tmp_path / "images.npz", "image-feature-extraction",
                         {"method": "ptq", "calibration_samples": 16})["metrics"]["final"]
     assert final["metric"] == "similarity_spearman" and final["cosine"] > 0.95
+
+
+def test_a_zero_shot_image_classifier_chooses_among_the_jobs_labels_through_a_worker(client, tmp_path):
+    """A CLIP folder asked for zero-shot-image-classification and labelled uint8 images, through HTTP and a real
+    worker: the candidate labels of the job's spec reach the worker, whose program scores each image against them
+    (accuracy against the labels, top-1 agreement beside it), and the whole model comes back as a folder."""
+    import numpy as np
+
+    from tests.hf_folders import dual_encoder_folder
+
+    (tmp_path / "clip.zip").write_bytes(zip_bytes(dual_encoder_folder(tmp_path / "clip")))
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "images.npz", **{"train.x": pixels[:24], "val.x": pixels[24:], "val.y": rng.integers(0, 3, 16)})
+    job = _folder_job(client, tmp_path / "clip.zip", tmp_path / "images.npz", "zero-shot-image-classification",
+                      {"method": "ptq", "calibration_samples": 16},
+                      asked="zero-shot-image-classification",
+                      evaluation={"candidate_labels": ["cat", "dog", "bird"], "hypothesis_template": "the {}"})
+    final = job["metrics"]["final"]
+    assert final["metric"] == "accuracy" and final["top1_agreement"] > 0.9, final
 
 
 def test_a_ctc_speech_recognizer_folder_is_quantized_through_a_worker_and_its_folder_transcribes(client, tmp_path):
