@@ -44,6 +44,8 @@ from compression.archive.jsonl import (
 )
 from compression.archive.npz import IGNORED_LABEL
 from compression.archive.sentence_transformers import SentenceEmbedding
+from compression.array_seq2seq import WRAPPERS as ARRAY_SEQ2SEQ_WRAPPERS
+from compression.array_seq2seq import array_seq2seq_wrapper
 from compression.detection import class_probabilities
 from compression.hf_whole_model_folder import EncoderOf, encoder_of
 from compression.io import export_branching_model, save_program
@@ -54,8 +56,6 @@ from compression.parallel_experts import split_parallel_experts
 from compression.parameter_writes import written_parameters
 from compression.sentence_pooling import SentencePooling
 from compression.seq2seq_lm import Seq2SeqLogits, text_output_arrays
-from compression.speech_seq2seq import WRAPPERS as SPEECH_SEQ2SEQ_WRAPPERS
-from compression.speech_seq2seq import speech_seq2seq_wrapper
 from compression.symbolic_len import symbolic_len
 from compression.text_labels import ModelClasses, label_array, word_tags
 from compression.unread_weights import drop_unread_weights
@@ -280,7 +280,8 @@ def auto_class(task: str):
             "audio-classification": "AutoModelForAudioClassification",
             "speech-recognition": "AutoModelForCTC",
             "seq2seq-lm": "AutoModelForSeq2SeqLM",
-            "speech-seq2seq": "AutoModelForSpeechSeq2Seq"}.get(task, "AutoModel")
+            "speech-seq2seq": "AutoModelForSpeechSeq2Seq",
+            "image-to-text": "AutoModelForImageTextToText"}.get(task, "AutoModel")
     return getattr(transformers, name)
 
 
@@ -322,8 +323,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _SpanLogits(model).eval()
     if task == "seq2seq-lm":
         return Seq2SeqLogits(model).eval()
-    if task == "speech-seq2seq":
-        return speech_seq2seq_wrapper(model)
+    if task in ("speech-seq2seq", "image-to-text"):
+        return array_seq2seq_wrapper(model)
     if task == ZERO_SHOT_IMAGES:
         from compression.zero_shot_images import ZeroShotImageClassifier, tokenized_prompts
 
@@ -566,7 +567,8 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
     return example
 
 
-SEQ2SEQ_AUDIO_INPUTS = tuple(SPEECH_SEQ2SEQ_WRAPPERS)  # a speech-seq2seq program's audio, before the decoder's input
+# an array seq2seq program's audio or image, before the decoder's input
+SEQ2SEQ_ARRAY_INPUTS = tuple(ARRAY_SEQ2SEQ_WRAPPERS)
 BRANCH_CHECK_ROWS, BRANCH_CHECK_BATCH = 256, 32  # per split: the rows a drafted program runs on before the job
 
 
@@ -650,9 +652,10 @@ def stacked_experts(model: torch.nn.Module) -> str | None:
 
 
 def example_rows(dataset_path: Path, split: str, rows: int = 8) -> tuple[torch.Tensor, ...]:
-    """The first `rows` rows of a split of the arrays `folder_to_program` (or, for a speech-seq2seq model, the audio
-    and decoder input `compression.speech_seq2seq.speech_folder_to_program`) wrote, as the program's inputs."""
+    """The first `rows` rows of a split of the arrays `folder_to_program` (or, for a speech-seq2seq or image-to-text
+    model, the audio or image and the decoder's input `compression.array_seq2seq.array_seq2seq_folder_to_program`)
+    wrote, as the program's inputs."""
     with np.load(dataset_path, allow_pickle=False) as arrays:
         return tuple(torch.from_numpy(arrays[f"{split}.{name}"][:rows])
-                     for name in ("input_ids", "attention_mask", "token_type_ids", *SEQ2SEQ_AUDIO_INPUTS, DECODER_INPUT)
+                     for name in ("input_ids", "attention_mask", "token_type_ids", *SEQ2SEQ_ARRAY_INPUTS, DECODER_INPUT)
                      if f"{split}.{name}" in arrays)

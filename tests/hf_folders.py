@@ -504,3 +504,31 @@ def dual_encoder_folder(folder: Path, model_type: str = "clip", seed: int = 0) -
     AutoModel.from_config(config).save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(VIT_PROCESSOR))
     return folder
+
+
+def vision_encoder_decoder_folder(folder: Path, decoder: str = "trocr", weight_scale: float = 0.5) -> Path:
+    """A tiny VisionEncoderDecoderModel as TrOCR (`decoder` "trocr") and ViT-GPT2 ("gpt2") are saved: a ViT encoder
+    of 32x32 images, a decoder with cross-attention writing CORPUS's words ([EOS] starts and ends its output), the
+    word-level tokenizer and a ViT image processor; its weights drawn at `weight_scale` so that it writes varied
+    tokens rather than its start token again and again."""
+    import torch
+    from transformers import GPT2Config, TrOCRConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
+
+    vocab = save_tokenizer(folder)
+    encoder = ViTConfig(**DUAL_ENCODER_TOWER, image_size=32, patch_size=8)
+    tokens = {"bos_token_id": 2, "eos_token_id": 2, "pad_token_id": 1}
+    decoder = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=128, add_cross_attention=True,
+                         is_decoder=True, **tokens) if decoder == "gpt2" else TrOCRConfig(
+        vocab_size=vocab, d_model=32, decoder_layers=2, decoder_attention_heads=2, decoder_ffn_dim=64,
+        max_position_embeddings=128, cross_attention_hidden_size=32, decoder_start_token_id=2, **tokens)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.eos_token_id, config.pad_token_id = 2, 2, 1
+    torch.manual_seed(0)
+    model = VisionEncoderDecoderModel(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0.0, weight_scale)
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(VIT_PROCESSOR))
+    return folder

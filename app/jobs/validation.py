@@ -90,9 +90,9 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
         spec = spec.model_copy(update={"evaluation": spec.evaluation.declared_by_head(folder.get("classes"))})
     if folder and folder.get("task") == "object-detection" and spec.evaluation.output_kind is None:
         spec = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"output_kind": "detections"})})
-    if folder and folder.get("task") == "speech-seq2seq":
-        # The .npz gives the audio alone: the worker makes the decoder's input from the transcripts (or from what
-        # the upload writes).
+    if folder and folder.get("task") in ARRAY_TASKS and folder.get("task") in SEQ2SEQ_TASKS:
+        # The .npz gives the audio or images alone: the worker makes the decoder's input from the reference texts
+        # (or from what the upload writes).
         signature = replace(signature, inputs=[t for t in signature.inputs if t.name != DECODER_INPUT])
     if folder and folder.get("task") == ZERO_SHOT_IMAGES and spec.evaluation.candidate_labels:
         # one score per candidate label: the classes its labels index
@@ -276,7 +276,7 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
                        if TRANSCRIPT_ARRAY in arrays]
         if task in TRANSCRIBING_TASKS and transcribed and not folder.get("has_tokenizer"):
             problems.append(TRANSCRIPTS_NEED_A_TOKENIZER.format(arrays=transcribed))
-        if task == "speech-seq2seq":
+        if task in SEQ2SEQ_TASKS:
             problems += [TOO_MANY_TO_TRANSCRIBE.format(split=split, rows=rows)
                          for split, arrays in sorted(manifest.splits.items()) if TRANSCRIPT_ARRAY not in arrays
                          and (rows := max((meta["shape"][0] for meta in manifest.inputs(split).values()

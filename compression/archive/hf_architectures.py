@@ -47,8 +47,12 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "seq2seq-lm": "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
                  # an encoder-decoder that writes text for audio (Whisper, Speech2Text, Moonshine: transcription
                  # and speech translation), read the same way from the audio's features or waveform:
-                 # `compression.speech_seq2seq`
+                 # `compression.array_seq2seq`
                  "speech-seq2seq": "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES",
+                 # an encoder-decoder that writes text for an image (a VisionEncoderDecoderModel: TrOCR, Donut,
+                 # ViT-GPT2 captioning), read the same way from the image's pixel values; of the image-text-to-text
+                 # mapping, the classes of IMAGE_ENCODER_DECODERS (the others take a text prompt too)
+                 "image-to-text": "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",
                  # the base model of an image or audio encoder (Dinov2Model, ViTModel, ConvNextModel; Wav2Vec2Model,
                  # HubertModel): its features (`last_hidden_state`) for an .npz of images or waveforms, what
                  # transformers' image-feature-extraction pipeline gives (`array_feature_types` picks the types)
@@ -65,7 +69,9 @@ HEAD_TASKS = ("sequence-classification", "token-classification", "question-answe
 # Tasks whose model reads images (`pixel_values`) or audio (a waveform's `input_values`, or the spectrogram
 # features of AST and Whisper) from an .npz, instead of text tokenized from a .jsonl.
 IMAGE_TASKS = ("image-classification", "semantic-segmentation", "depth-estimation", "object-detection",
-               "zero-shot-image-classification", "image-feature-extraction")
+               "zero-shot-image-classification", "image-to-text", "image-feature-extraction")
+# The classes of an image-to-text model whose program reads the image and the decoder's input alone.
+IMAGE_ENCODER_DECODERS = ("VisionEncoderDecoderModel",)
 ZERO_SHOT_IMAGES = "zero-shot-image-classification"
 ZERO_SHOT_NEEDS_LABELS = ("a zero-shot-image-classification model chooses among the classes the job names: set "
                           "evaluation.candidate_labels to them (e.g. [\"cat\", \"dog\"]; each is read in "
@@ -81,7 +87,7 @@ AUDIO_TASKS = ("audio-classification", "speech-recognition", "speech-seq2seq", "
 # Tasks of an encoder-decoder that writes text: the program also reads the decoder's input (the output so far), and
 # the labels are the output's tokens (`compression.seq2seq_lm`); a 'layers' student keeps some of the decoder's
 # layers.
-SEQ2SEQ_TASKS = ("seq2seq-lm", "speech-seq2seq")
+SEQ2SEQ_TASKS = ("seq2seq-lm", "speech-seq2seq", "image-to-text")
 # Tasks whose 'layers' student keeps some of the decoder's layers (its count under the config's decoder field): an
 # encoder-decoder that writes text, and a DETR-style detector, whose decoder turns its object queries into
 # detections (RT-DETR's paper runs fewer of its decoder layers for speed).
@@ -92,7 +98,7 @@ ARRAY_TASKS = IMAGE_TASKS + AUDIO_TASKS
 FEATURE_TASKS = ("feature-extraction", "image-feature-extraction", "audio-feature-extraction")
 # Audio tasks judged against transcripts (a split's '<split>.transcript' strings, which the folder's tokenizer reads)
 # or the original model's own output, never class labels.
-TRANSCRIBING_TASKS = ("speech-recognition", "speech-seq2seq")
+TRANSCRIBING_TASKS = ("speech-recognition", "speech-seq2seq", "image-to-text")
 # Tasks judged against the original model's own outputs only: the class arrays of an .npz are refused for them.
 UNLABELLED_ARRAY_TASKS = (*TRANSCRIBING_TASKS, *FEATURE_TASKS, "depth-estimation", "object-detection")
 # The array feature task of a base model that reads images or audio, by what `non_text_input` says it reads.
@@ -105,6 +111,10 @@ SPEECH_SEQ2SEQ_LABELS = ("a speech-seq2seq model writes text: its job is measure
                          "(reference texts in '<split>.transcript', one string per example), or against what the "
                          "original model writes where a split has none, and class labels mean nothing for it; remove "
                          "{labels} from the .npz")
+IMAGE_TO_TEXT_LABELS = ("an image-to-text model writes text: its job is measured against each split's reference texts "
+                        "(an image's text or caption in '<split>.transcript', one string per example), or against "
+                        "what the original model writes where a split has none, and class labels mean nothing for "
+                        "it; remove {labels} from the .npz")
 FEATURES_HAVE_NO_LABELS = ("an {task} job compares the compressed model's features with the original's, and class "
                            "labels mean nothing for features; remove {labels} from the .npz, or upload a checkpoint "
                            "saved with its classification head (task {head})")
@@ -129,6 +139,8 @@ def unlabelled_task_problem(task: str, labels: list[str]) -> str:
         return SPEECH_LABELS.format(labels=labels)
     if task == "speech-seq2seq":
         return SPEECH_SEQ2SEQ_LABELS.format(labels=labels)
+    if task == "image-to-text":
+        return IMAGE_TO_TEXT_LABELS.format(labels=labels)
     head = "image-classification" if task in IMAGE_TASKS else "audio-classification"
     return FEATURES_HAVE_NO_LABELS.format(task=task, labels=labels, head=head)
 
@@ -192,7 +204,10 @@ def model_types_by_task() -> dict[str, dict[str, str]]:
     # causal LM for text (`compression.causal_lm_class`).
     image_text = mappings.get(IMAGE_TEXT_TO_TEXT, {})
     tables["causal-lm"] = tables["causal-lm"] | {model_type: name for model_type, name in image_text.items()
-                                                 if model_type not in tables["causal-lm"]}
+                                                 if model_type not in tables["causal-lm"]
+                                                 and name not in IMAGE_ENCODER_DECODERS}
+    tables["image-to-text"] = {model_type: name for model_type, name in image_text.items()
+                               if name in IMAGE_ENCODER_DECODERS}
     return tables
 
 

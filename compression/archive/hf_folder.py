@@ -248,10 +248,12 @@ def audio_input(model_type: str, config: dict) -> tuple[str, list[int | None]]:
 
 
 def output_vocabulary(config: dict) -> int | None:
-    """The tokens an encoder-decoder writes: its vocabulary, or Marian's own target vocabulary where the encoder's
-    and decoder's tables are not shared."""
+    """The tokens an encoder-decoder writes: its vocabulary, Marian's own target vocabulary where the encoder's
+    and decoder's tables are not shared, or a VisionEncoderDecoderModel's decoder's."""
     if config.get("share_encoder_decoder_embeddings") is False and config.get("decoder_vocab_size"):
         return config["decoder_vocab_size"]
+    if isinstance(config.get("decoder"), dict):  # a VisionEncoderDecoderModel's text decoder
+        return config["decoder"].get("vocab_size")
     return config.get("vocab_size")
 
 
@@ -269,7 +271,9 @@ def image_input_shape(config: dict, processor: dict | None = None) -> list[int |
     says otherwise) and the size its image processor gives the model (`processed_size`), else the config's
     `image_size` (a ViT's patch grid and position table are built for it); a convolutional network (ResNet,
     ConvNeXt, ...) whose processor resizes by the shortest edge takes any size."""
-    config = {**(config.get("vision_config") or {}), **config}  # a dual encoder's (CLIP's) vision tower's
+    # a dual encoder's (CLIP's) vision tower's, a VisionEncoderDecoderModel's encoder's
+    towers = [config.get(name) for name in ("vision_config", "encoder")]
+    config = {key: value for tower in towers if isinstance(tower, dict) for key, value in tower.items()} | config
     channels = config.get("num_channels")
     size = processed_size(processor) if isinstance(processor, dict) else side_pair(config.get("image_size"))
     if size is NO_SIZE:

@@ -22,9 +22,10 @@ from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.zipread import CHUNK_BYTES, BoundedZip, MemberReader, NotAZip
 
 LABEL_ARRAY = "y"
-# A speech split's reference transcripts, one string per example (numpy unicode, never objects), read by no model
-# input: a CTC recognizer's transcripts' word error rate (`compression.ctc_transcripts`); the labels of a
-# speech-seq2seq model, their tokens (`compression.speech_seq2seq`).
+# A speech split's reference transcripts (an image-to-text split's reference texts), one string per example (numpy
+# unicode, never objects), read by no model input: a CTC recognizer's transcripts' word error rate
+# (`compression.ctc_transcripts`); the labels of a speech-seq2seq or image-to-text model, their tokens
+# (`compression.array_seq2seq`).
 TRANSCRIPT_ARRAY = "transcript"
 NOT_INPUTS = (LABEL_ARRAY, TRANSCRIPT_ARRAY)
 # A position no label reads in the [N, L] labels of a sequence output (transformers' ignore index).

@@ -304,6 +304,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         raise ValueError(LLM_PTQ_ALONE)
     if task == "causal-lm" and all(llm_stages):
         return run_llm_pipeline(model_path, dataset_path, stages, evaluation, ctx, workdir, train_split, limits)
+    from compression.array_seq2seq import array_seq2seq_folder_to_program
     from compression.ctc_transcripts import add_transcript_changes
     from compression.hf_arrays import (
         array_folder_to_program,
@@ -319,7 +320,6 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     from compression.modes import eval_mode
     from compression.pipeline import run_pipeline
     from compression.segmentation import masks_for_program
-    from compression.speech_seq2seq import speech_folder_to_program
     from compression.timm_resnet import convert_timm_resnet
 
     workdir = Path(workdir)
@@ -362,10 +362,10 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         evaluation = evaluation.declared_by_head(folder.signature()["hf"]["classes"])
         dataset = prepared_dataset(folder, Path(dataset_path), workdir)
         check_one_shape(dataset, [evaluation.split, train_split])
-        if task == "speech-seq2seq":  # the decoder's input and the labels: transcripts, or what the upload writes
-            example = speech_folder_to_program(source, dataset, evaluation.split, workdir / "model.pt2",
-                                               workdir / "speech.npz")
-            dataset = workdir / "speech.npz"
+        if task in SEQ2SEQ_TASKS:  # the decoder's input and the labels: references, or what the upload writes
+            example = array_seq2seq_folder_to_program(source, task, dataset, evaluation.split, workdir / "model.pt2",
+                                                      workdir / "seq2seq.npz")
+            dataset = workdir / "seq2seq.npz"
         else:
             example = array_folder_to_program(source, task, dataset, evaluation.split, workdir / "model.pt2",
                                               prompts)
@@ -397,7 +397,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
                                array_rows(dataset, evaluation.split, task, rows=samples)[0],
                                blank if type(blank) is int else 0, source, ctx,
                                reference_transcripts(dataset, evaluation.split, samples))
-    rows = (array_rows(dataset, evaluation.split, task) if task in ARRAY_TASKS and task != "speech-seq2seq"
+    rows = (array_rows(dataset, evaluation.split, task) if task in ARRAY_TASKS and task not in SEQ2SEQ_TASKS
             else example_rows(dataset, evaluation.split))
     stage_folder_artifacts(result, students.source_folders(source), task, rows, workdir / "hf", ctx,
                            rounding_ops(load_program(workdir / "model.pt2", limits)), embedding,

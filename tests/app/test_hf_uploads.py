@@ -26,6 +26,7 @@ from tests.hf_folders import (  # noqa: F401 (fixtures)
     segformer_folder,
     seq2seq_folder,
     tar_bytes,
+    vision_encoder_decoder_folder,
     whisper_folder,
     zip_bytes,
 )
@@ -774,6 +775,28 @@ def test_a_speech_seq2seq_folder_takes_its_audio_with_or_without_transcripts(api
         (frames, [{"method": "ptq"}], f"has shape [8, {WHISPER_BINS}, 50] but the model input is input_features"),
         (transcribed, [{"method": "kd", "student": {"kind": "layers", "keep": 2}}],
          "(a speech-seq2seq model's student keeps some of its decoder's layers)"),
+    ]:
+        status, text = _job(api, auth, model.json(), data, stages)
+        assert status == 422 and expected in text, text
+
+
+def test_an_image_to_text_folder_takes_its_images_with_or_without_reference_texts(api, auth, tmp_path):
+    """A VisionEncoderDecoderModel (TrOCR, ViT-GPT2) is an image-to-text folder: the .npz gives the images alone
+    (the worker makes the decoder's input), with reference texts or without (the upload's own output)."""
+    model = _upload(api, auth, "models", "trocr.zip", zip_bytes(vision_encoder_decoder_folder(tmp_path / "trocr")))
+    assert model.status_code == 201 and model.json()["task"] == "image-to-text", model.text
+    assert [t["name"] for t in model.json()["signature"]["inputs"]] == ["pixel_values", "decoder_input_ids"]
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    assert _job(api, auth, model.json(), _array_dataset(api, auth, "images", images, None), [{"method": "ptq"}])[0] \
+        == 201
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"train.x": images, "val.x": images, "val.transcript": np.array(CORPUS[:8])})
+    described = _upload(api, auth, "datasets", "described.npz", buffer.getvalue()).json()
+    assert _job(api, auth, model.json(), described, [{"method": "ptq"}])[0] == 201
+    for data, stages, expected in [
+        (_array_dataset(api, auth, "labelled", images, 2), [{"method": "ptq"}],
+         "an image-to-text model writes text: its job is measured against each split's reference texts"),
+        (described, [LAYERS_KD], "this vision-encoder-decoder config.json gives no decoder layer count"),
     ]:
         status, text = _job(api, auth, model.json(), data, stages)
         assert status == 422 and expected in text, text

@@ -73,7 +73,7 @@ def test_without_transcripts_the_compressed_model_is_measured_against_what_the_u
     baseline = result.baseline
     assert baseline["metric"] == "accuracy" and baseline["output_kind"] == "logits"
     assert baseline["accuracy"] == 1.0  # the upload predicts every token it wrote itself
-    with np.load(tmp_path / "work" / "speech.npz") as arrays:
+    with np.load(tmp_path / "work" / "seq2seq.npz") as arrays:
         labels, decoder = arrays["val.y"], arrays["val.decoder_input_ids"]
         assert arrays["val.input_features"].shape == (VAL, WHISPER_BINS, WHISPER_FRAMES)
     source = tmp_path / "work" / "source"
@@ -112,7 +112,7 @@ def test_transcripts_follow_the_prompt_generation_feeds_the_decoder(whisper, tmp
     source = tmp_path / "work" / "source"
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = WhisperForConditionalGeneration.from_pretrained(source).eval()
-    with np.load(tmp_path / "work" / "speech.npz") as arrays:
+    with np.load(tmp_path / "work" / "seq2seq.npz") as arrays:
         labels, decoder = arrays["val.y"][0], arrays["val.decoder_input_ids"][0]
         features = torch.from_numpy(arrays["val.input_features"][:1])
         train_written = arrays["train.y"]  # a split without transcripts: what the upload writes
@@ -150,7 +150,7 @@ def test_transcripts_of_a_model_fed_its_start_token_alone_drop_the_start_token_t
     tokenizer = AutoTokenizer.from_pretrained(folder)
     expected = tokenizer(text_target=CORPUS[0])["input_ids"]
     assert expected[0] == tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
-    with np.load(tmp_path / "work" / "speech.npz") as arrays:
+    with np.load(tmp_path / "work" / "seq2seq.npz") as arrays:
         labels, decoder = arrays["val.y"][0], arrays["val.decoder_input_ids"][0]
     assert labels[:len(expected) - 1].tolist() == expected[1:] and (labels[len(expected) - 1:] == IGNORED_LABEL).all()
     assert decoder[:len(expected) - 1].tolist() == expected[:-1]

@@ -1,0 +1,102 @@
+"""An encoder-decoder that writes text for an image (a VisionEncoderDecoderModel: TrOCR, ViT-GPT2, Donut; task
+image-to-text) uploaded as a Hugging Face folder: the program is the forward generation repeats (the image's
+pixel values, the output so far -> the next token's logits at every output position), labelled by the `.npz`'s
+reference texts or, where a split has none, by what the upload itself writes; the stage's folder is one
+`from_pretrained` loads and generates with."""
+
+import numpy as np
+import pytest
+import torch
+
+from compression.archive import InvalidUpload
+from compression.archive.hf_architectures import model_types_by_task, task_of_architecture
+from compression.archive.hf_folder import read_hf_folder
+from compression.archive.npz import IGNORED_LABEL
+from compression.context import RunContext
+from compression.formats import hf_folder
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, PTQSpec
+from tests.hf_folders import CORPUS, vision_encoder_decoder_folder, zip_bytes
+
+TRAIN, VAL = 12, 6
+
+
+@pytest.fixture(scope="module")
+def trocr(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("trocr")
+    folder = vision_encoder_decoder_folder(directory / "trocr")
+    archive = directory / "trocr.zip"
+    archive.write_bytes(zip_bytes(folder))
+    return folder, archive
+
+
+def _images(path, texts: bool = False, labels: bool = False):
+    """uint8 images [N, 32, 32, 3] per split (channels-last, as image libraries give them)."""
+    pixels = np.random.default_rng(0).integers(0, 256, (TRAIN + VAL, 32, 32, 3), dtype=np.uint8)
+    arrays = {"train.x": pixels[:TRAIN], "val.x": pixels[TRAIN:]}
+    if texts:
+        arrays["val.transcript"] = np.array(CORPUS[:VAL])
+    if labels:
+        arrays["val.y"] = np.arange(VAL) % 2
+    np.savez(path, **arrays)
+    return path
+
+
+def test_the_task_is_read_from_the_architecture_and_the_program_reads_the_image_and_the_decoders_input(trocr):
+    """A VisionEncoderDecoderModel is image-to-text (it was taken for a causal LM and failed in its export); the
+    other image-text-to-text classes (BLIP's captioner, VLMs) take a text prompt too and stay text models."""
+    assert task_of_architecture("VisionEncoderDecoderModel") == "image-to-text"
+    tables = model_types_by_task()
+    assert tables["image-to-text"] == {"vision-encoder-decoder": "VisionEncoderDecoderModel"}
+    assert "vision-encoder-decoder" not in tables["causal-lm"] and "blip" in tables["causal-lm"]
+    folder = read_hf_folder(trocr[1])
+    assert folder.task == "image-to-text"
+    signature = folder.signature()
+    assert signature["inputs"] == [{"name": "pixel_values", "shape": [None, 3, 32, 32], "dtype": "float32"},
+                                   {"name": "decoder_input_ids", "shape": [None, None], "dtype": "int64"}]
+    assert signature["outputs"] == [{"name": "logits", "shape": [None, None, folder.config["decoder"]["vocab_size"]],
+                                     "dtype": "float32"}]
+
+
+def test_reference_texts_are_the_labels_and_the_int8_folder_generates(trocr, tmp_path):
+    """With a split's reference texts, its labels are their tokens (the decoder fed them shifted behind its start
+    token); int8 PTQ's folder is a VisionEncoderDecoderModel that loads and writes text."""
+    folder, archive = trocr
+    result = run_folder_pipeline(archive, _images(tmp_path / "images.npz", texts=True), None, [PTQSpec()],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    assert result.baseline["metric"] == "accuracy"
+    from transformers import AutoTokenizer
+
+    expected = AutoTokenizer.from_pretrained(folder)(text_target=CORPUS[:VAL])["input_ids"]
+    with np.load(tmp_path / "work" / "seq2seq.npz") as arrays:
+        labels, fed = arrays["val.y"], arrays["val.decoder_input_ids"]
+    for row, tokens in enumerate(expected):
+        assert labels[row, :len(tokens)].tolist() == tokens
+        assert (labels[row, len(tokens):] == IGNORED_LABEL).all()
+        assert fed[row, :len(tokens)].tolist() == [2, *tokens[:-1]]  # behind the decoder's start token
+    stage = result.stages[0]
+    assert stage.metrics["compression_ratio"] > 1.5 and stage.metrics["hf_folder"]["written"], stage.metrics
+    [artifact] = [a for a in stage.artifacts if a.name == hf_folder.ARTIFACT_NAME]
+    loaded = hf_folder.load(artifact.path)
+    assert type(loaded).__name__ == "VisionEncoderDecoderModel"
+    with torch.no_grad():
+        written = loaded.generate(pixel_values=torch.randn(2, 3, 32, 32), max_new_tokens=4, do_sample=False)
+    assert written.shape[0] == 2
+
+
+def test_without_references_the_upload_writes_the_labels_and_predicts_all_of_them(trocr, tmp_path):
+    _, archive = trocr
+    result = run_folder_pipeline(archive, _images(tmp_path / "images.npz"), None, [PTQSpec()],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    with np.load(tmp_path / "work" / "seq2seq.npz") as arrays:
+        written = (arrays["val.y"] != IGNORED_LABEL).sum(1)
+    assert written.max() > 3  # it writes text, not its end token alone
+    assert result.baseline["accuracy"] == 1.0
+    assert 0.5 < result.stages[0].metrics["accuracy"] <= 1.0
+
+
+def test_class_labels_are_refused_with_where_reference_texts_go(trocr, tmp_path):
+    with pytest.raises(InvalidUpload, match="an image-to-text model writes text: its job is measured against each "
+                                            "split's reference texts"):
+        run_folder_pipeline(trocr[1], _images(tmp_path / "images.npz", labels=True), None, [PTQSpec()],
+                            EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
