@@ -506,7 +506,7 @@ def dual_encoder_folder(folder: Path, model_type: str = "clip", seed: int = 0) -
     return folder
 
 
-def vision_encoder_decoder_folder(folder: Path, decoder: str = "trocr", weight_scale: float = 0.5) -> Path:
+def vision_encoder_decoder_folder(folder: Path, decoder: str = "trocr", weight_scale: float = 0.3) -> Path:
     """A tiny VisionEncoderDecoderModel as TrOCR (`decoder` "trocr") and ViT-GPT2 ("gpt2") are saved: a ViT encoder
     of 32x32 images, a decoder with cross-attention writing CORPUS's words ([EOS] starts and ends its output), the
     word-level tokenizer and a ViT image processor; its weights drawn at `weight_scale` so that it writes varied
