@@ -20,7 +20,7 @@ initialisation makes a tiny decoder write its start token again and again; at 0.
 weight-only int8's rounding grew to 10 logits by the output, 77 % of the tokens kept, 97 % at 0.3).
 
     OMP_NUM_THREADS=2 .venv/bin/python -m bench.image_to_text [--models trocr-small,vit-gpt2] [--stages ptq,ptq_w8]
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.image_to_text --sweep
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.image_to_text --sweep [--methods ptq,ptq_w4]
 """
 
 from __future__ import annotations
@@ -125,11 +125,13 @@ PAIRS = [("vit", "trocr"), ("deit", "trocr"), ("vit", "gpt2"), ("beit", "bert"),
          ("swin", "bart"), ("swin", "mbart")]
 
 
-def sweep(directory: Path) -> None:
+def sweep(directory: Path, methods: list[str] | None = None) -> None:
     dataset = synthetic_images(directory, 32, train=24, val=8)
     print("| encoder | decoder | method | result | s | x smaller | HF folder |\n|---|---|---|---|---|---|---|")
     for encoder, decoder in PAIRS:
         for method, spec in ENCODER_METHODS.items():
+            if methods and method not in methods:
+                continue
             started, name = time.monotonic(), f"{encoder}-{decoder}-{method}"
             try:
                 archive = model_folder(name, tiny_pair(encoder, decoder), directory, weight_scale=0.3)
@@ -148,12 +150,13 @@ def main() -> None:
     parser = stage_parser(__doc__, list(STAGES))
     parser.add_argument("--models", default="trocr-small,vit-gpt2", help=f"comma-separated of {list(MODELS)}")
     parser.add_argument("--sweep", action="store_true", help="every method on tiny encoder-decoder pairs")
+    parser.add_argument("--methods", help=f"with --sweep: comma-separated of {list(ENCODER_METHODS)}")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
         if args.sweep:
-            sweep(directory)
+            sweep(directory, args.methods.split(",") if args.methods else None)
             return
         for model in args.models.split(","):
             configs = MODELS[model]()

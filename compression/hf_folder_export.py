@@ -263,6 +263,17 @@ def fitted_config(source_model: torch.nn.Module, layout: FolderLayout) -> dict:
                          f"\"exclude\": {json.dumps(exclude_patterns(unexplained))}")
 
 
+def _untie_word_embeddings(config: dict) -> None:
+    """Set `tie_word_embeddings` false wherever the config (as a dict) sets it true: at the top, and in a nested
+    model's config (a VisionEncoderDecoderModel's `decoder`, a multimodal model's `text_config`), whose own tie
+    transformers applies too."""
+    if config.get("tie_word_embeddings"):
+        config["tie_word_embeddings"] = False
+    for value in config.values():
+        if isinstance(value, dict) and "model_type" in value:
+            _untie_word_embeddings(value)
+
+
 def exclude_patterns(tensor_names: set[str]) -> list[str]:
     """`PruneSpec.exclude` patterns (matched against the stage program's parameter names) that keep whole the
     modules of `tensor_names`, one pattern per kind of layer: layer indices become '*'."""
@@ -474,11 +485,11 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     writer.finish()
     config = fitted_config(source_model, layout)
     config.pop("quantization_config", None)
-    if config.get("tie_word_embeddings") and untied:
+    if untied:
         # A causal LM's output layer shares the input embedding's table (GPT-2, Llama 3.2, Qwen2.5, Gemma): once a
         # stage quantized or changed one of them, transformers must not tie them again when it loads the folder
-        # (it would replace the quantized output layer with the table).
-        config["tie_word_embeddings"] = False
+        # (it would replace the quantized output layer with the table, or fail to find a packed layer's weight).
+        _untie_word_embeddings(config)
     # The class whose weights the folder holds: an encoder-decoder checkpoint's features are written as its
     # encoder-only class (T5EncoderModel), which the saved name (T5ForConditionalGeneration) would not load.
     config["architectures"] = [type(whole.whole if whole is not None else source_model).__name__]

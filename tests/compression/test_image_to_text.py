@@ -100,3 +100,17 @@ def test_class_labels_are_refused_with_where_reference_texts_go(trocr, tmp_path)
                                             "split's reference texts"):
         run_folder_pipeline(trocr[1], _images(tmp_path / "images.npz", labels=True), None, [PTQSpec()],
                             EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+
+
+def test_a_4_bit_folder_unties_the_decoders_output_layer_from_its_token_table(trocr, tmp_path):
+    """TrOCR's output layer shares its token table (`tie_word_embeddings` in the nested decoder config): packed to 4
+    bits, the layer has no `weight` for transformers to tie, and the folder did not load until the nested config
+    said untied too."""
+    _, archive = trocr
+    result = run_folder_pipeline(archive, _images(tmp_path / "images.npz"), None,
+                                 [PTQSpec(weights={"bits": 4}, activations=None, export_onnx=False)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    written = result.stages[0].metrics["hf_folder"]
+    assert written["written"] and written["format"] == "pack-quantized", written
+    [artifact] = [a for a in result.stages[0].artifacts if a.name == hf_folder.ARTIFACT_NAME]
+    assert hf_folder.load(artifact.path).config.decoder.tie_word_embeddings is False
