@@ -96,8 +96,8 @@ DECODER_INPUT = "decoder_input_ids"  # the program's input of the decoder's outp
 ARRAY_TASKS = IMAGE_TASKS + AUDIO_TASKS
 # Tasks whose output is the base model's features, with no head and no classes.
 FEATURE_TASKS = ("feature-extraction", "image-feature-extraction", "audio-feature-extraction")
-# Audio tasks judged against transcripts (a split's '<split>.transcript' strings, which the folder's tokenizer reads)
-# or the original model's own output, never class labels.
+# Tasks judged against reference texts (a split's '<split>.transcript' strings, which the folder's tokenizer reads:
+# a recording's transcript, an image's text or caption) or the original model's own output, never class labels.
 TRANSCRIBING_TASKS = ("speech-recognition", "speech-seq2seq", "image-to-text")
 # Tasks judged against the original model's own outputs only: the class arrays of an .npz are refused for them.
 UNLABELLED_ARRAY_TASKS = (*TRANSCRIBING_TASKS, *FEATURE_TASKS, "depth-estimation", "object-detection")
