@@ -26,7 +26,7 @@ from compression.archive.hf_architectures import DECODER_STUDENT_TASKS, SEQ2SEQ_
 from compression.archive.hf_folder import (
     DECODER_LAYER_FIELDS,
     copy_side_files,
-    decoder_layer_field,
+    decoder_layer_place,
     layer_count_section,
 )
 from compression.archive.sentence_transformers import SentenceEmbedding
@@ -79,14 +79,14 @@ def decoder_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
     some of. Generation runs the decoder once per written token and the encoder once per text (or recording), so
     the decoder is what a smaller student saves time on (DistilBART's and Distil-Whisper's students keep the
     encoder whole)."""
-    field = decoder_layer_field(model.config.to_dict())
+    holder, field = decoder_layer_holder(model.config)
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if field is None or decoder is None:
         fields = " or ".join(DECODER_LAYER_FIELDS)
         raise ValueError(f"a 'layers' student of an encoder-decoder keeps some of its decoder's layers, and this "
                          f"{model.config.model_type} config gives no decoder layer count ({fields}); use a "
                          "'low_rank' or uploaded student")
-    count = getattr(model.config, field)
+    count = getattr(holder, field)
     prefix = next(name for name, module in model.named_modules() if module is decoder)
     # (the decoder's own list; SpeechT5's holds it one module down, `wrapped_decoder.layers`)
     stacks = [(f"{prefix}.{name}", module) for name, module in decoder.named_modules()
@@ -97,6 +97,14 @@ def decoder_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
         raise ValueError(f"a 'layers' student needs one list of the decoder's {count} layers in the "
                          f"{type(model).__name__} model; found {[name for name, _ in stacks] or 'none'}")
     return stacks
+
+
+def decoder_layer_holder(config):
+    """The config object that holds an encoder-decoder's decoder layer count (the config, or a
+    VisionEncoderDecoderModel's nested decoder config) and the field (`decoder_layer_place`); field None where none
+    does."""
+    section, field = decoder_layer_place(config.to_dict())
+    return (getattr(config, section) if section else config), field
 
 
 # A DETR-style detector's decoder layer count, and its heads at every decoder layer (Deformable DETR's box
@@ -166,7 +174,7 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     teacher = load_folder_model(source, task, prompts=prompts).model
     config = copy.deepcopy(teacher.config)
     if task in SEQ2SEQ_TASKS:  # the decoder's layers, its count under the decoder's own field
-        stacks, holder, field = decoder_stacks(teacher), config, decoder_layer_field(config.to_dict())
+        stacks, (holder, field) = decoder_stacks(teacher), decoder_layer_holder(config)
     elif task == "object-detection":  # the decoder's layers and the heads it has at each
         stacks, holder, field = detector_decoder_stacks(teacher), config, DETECTOR_DECODER_FIELD
     else:

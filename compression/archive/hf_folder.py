@@ -319,8 +319,8 @@ def layer_count_section(config: dict) -> str | None:
 def _student_layer_count(task: str, config: dict) -> int | None:
     if task not in DECODER_STUDENT_TASKS:
         return _layer_count(config)
-    field = decoder_layer_field(config)
-    return config[field] if field else None
+    section, field = decoder_layer_place(config)
+    return None if field is None else (config[section] if section else config)[field]
 
 
 def _layer_count(config: dict) -> int | None:
@@ -337,6 +337,21 @@ DECODER_LAYER_FIELDS = ("num_decoder_layers", "decoder_layers", "decoder_num_hid
 def decoder_layer_field(config: dict) -> str | None:
     """The config field (as a dict) that holds an encoder-decoder's decoder layer count, or None."""
     return next((name for name in DECODER_LAYER_FIELDS if type(config.get(name)) is int), None)
+
+
+# A VisionEncoderDecoderModel's decoder is a causal LM with a config of its own, under `decoder`, whose layer count
+# is its decoder field (TrOCR's, BART's decoder_layers) or its layer count (BERT's num_hidden_layers, GPT-2's n_layer).
+NESTED_DECODER = "decoder"
+NESTED_DECODER_FIELDS = (*DECODER_LAYER_FIELDS, "num_hidden_layers", "n_layer")
+
+
+def decoder_layer_place(config: dict) -> tuple[str, str | None]:
+    """Where the config (as a dict) keeps the decoder's layer count: ("", field) for the config itself,
+    (NESTED_DECODER, field) for a nested decoder's config; the field None where neither holds one."""
+    if (field := decoder_layer_field(config)) is not None or not isinstance(config.get(NESTED_DECODER), dict):
+        return "", field
+    nested = config[NESTED_DECODER]
+    return NESTED_DECODER, next((name for name in NESTED_DECODER_FIELDS if type(nested.get(name)) is int), None)
 
 
 def max_positions(config: dict) -> int | None:

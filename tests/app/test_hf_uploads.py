@@ -792,11 +792,12 @@ def test_an_image_to_text_folder_takes_its_images_with_or_without_reference_text
     buffer = io.BytesIO()
     np.savez(buffer, **{"train.x": images, "val.x": images, "val.transcript": np.array(CORPUS[:8])})
     described = _upload(api, auth, "datasets", "described.npz", buffer.getvalue()).json()
-    assert _job(api, auth, model.json(), described, [{"method": "ptq"}])[0] == 201
+    assert _job(api, auth, model.json(), described, [LAYERS_KD, {"method": "ptq"}])[0] == 201
     for data, stages, expected in [
         (_array_dataset(api, auth, "labelled", images, 2), [{"method": "ptq"}],
          "an image-to-text model writes text: its job is measured against each split's reference texts"),
-        (described, [LAYERS_KD], "this vision-encoder-decoder config.json gives no decoder layer count"),
+        (described, [{"method": "kd", "student": {"kind": "layers", "keep": 2}}],
+         "(an image-to-text model's student keeps some of its decoder's layers)"),
     ]:
         status, text = _job(api, auth, model.json(), data, stages)
         assert status == 422 and expected in text, text

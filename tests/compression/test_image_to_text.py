@@ -15,7 +15,7 @@ from compression.archive.npz import IGNORED_LABEL
 from compression.context import RunContext
 from compression.formats import hf_folder
 from compression.llm.pipeline import run_folder_pipeline
-from compression.specs import EvaluationSpec, PTQSpec
+from compression.specs import EvaluationSpec, KDSpec, PTQSpec
 from tests.hf_folders import CORPUS, vision_encoder_decoder_folder, zip_bytes
 
 TRAIN, VAL = 12, 6
@@ -114,3 +114,20 @@ def test_a_4_bit_folder_unties_the_decoders_output_layer_from_its_token_table(tr
     assert written["written"] and written["format"] == "pack-quantized", written
     [artifact] = [a for a in result.stages[0].artifacts if a.name == hf_folder.ARTIFACT_NAME]
     assert hf_folder.load(artifact.path).config.decoder.tie_word_embeddings is False
+
+
+@pytest.mark.parametrize("decoder", ["trocr", "gpt2"])
+def test_a_layers_student_keeps_some_of_the_nested_decoders_layers(decoder, tmp_path):
+    """The decoder's layer count sits in the nested `decoder` config (TrOCR's decoder_layers, GPT-2's n_layer): a
+    'layers' student keeps one of its two layers, the encoder whole, and its folder says so."""
+    folder = vision_encoder_decoder_folder(tmp_path / decoder, decoder=decoder)
+    archive = tmp_path / f"{decoder}.zip"
+    archive.write_bytes(zip_bytes(folder))
+    assert read_hf_folder(archive).signature()["hf"]["num_hidden_layers"] == 2
+    result = run_folder_pipeline(archive, _images(tmp_path / "images.npz"), None,
+                                 [KDSpec(student={"kind": "layers", "keep": 1}, training={"steps": 2})],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    stage = result.stages[0]
+    assert stage.metrics["compression_ratio"] > 1.1 and stage.metrics["hf_folder"]["written"], stage.metrics
+    [artifact] = [a for a in stage.artifacts if a.name == hf_folder.ARTIFACT_NAME]
+    assert hf_folder.load(artifact.path).config.decoder.num_hidden_layers == 1
