@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import torch
 
 from compression.context import RunContext
 from compression.llm.pipeline import run_folder_pipeline
@@ -48,3 +50,25 @@ def print_latencies(stage: dict, name: str, indent: str) -> None:
         print(f"{indent}batch {size}: fp32 {fp32:.1f} ms, {name} {compressed:.1f} ms ({fp32 / compressed:.2f}x)")
     if not stage.get("latency_reliable", True):
         print(f"{indent}latency unreliable: {stage['latency_unreliable']}")
+
+
+def print_stages(archive: Path, dataset: Path, stages: dict, names: list[str], compile_models: bool, workdir: Path,
+                 quality: Callable[[dict], str]) -> None:
+    """Run each named stage of `stages` on the folder and print its seconds, program sizes, `quality(metrics)`,
+    folder and latencies."""
+    for name in names:
+        seconds, stage = run_stage(archive, dataset, stages[name], compile_models, workdir / name)
+        sizes = f"{stage['upload_size_bytes'] / 2**20:.1f} -> {stage['size_bytes'] / 2**20:.1f} MiB"
+        print(f"  {name}: {seconds:.0f} s, program {sizes} ({stage['compression_ratio']:.2f}x smaller), "
+              f"{quality(stage)}, {folder_status(stage)}")
+        print_latencies(stage, name, "    ")
+
+
+def smooth_images(directory: Path, size: int, train: int = 32, val: int = 16) -> Path:
+    """Smooth colour fields: random 7x7x3 grids upsampled to `size` x `size`, as uint8 channels-last images, in a
+    train and a val split."""
+    generator = torch.Generator().manual_seed(0)
+    grids = torch.rand(train + val, 3, 7, 7, generator=generator)
+    fields = torch.nn.functional.interpolate(grids, size=(size, size), mode="bicubic", align_corners=False)
+    pixels = (fields.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return save_train_val(directory / f"images{size}.npz", pixels, train)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bench.folder_stage import folder_status, print_latencies, run_stage, save_train_val, stage_parser
+from bench.folder_stage import print_stages, smooth_images, stage_parser
 from bench.hf_architecture_sweep import zip_folder
 from compression.specs import PTQSpec
 
@@ -61,15 +61,6 @@ def model_folder(name: str, directory: Path) -> Path:
     return zip_folder(folder, directory / f"{name}.zip")
 
 
-def synthetic_images(directory: Path, train: int = 32, val: int = 16) -> Path:
-    """Smooth colour fields: random 7x7x3 grids upsampled to 224x224, as uint8 channels-last images."""
-    generator = torch.Generator().manual_seed(0)
-    grids = torch.rand(train + val, 3, 7, 7, generator=generator)
-    fields = torch.nn.functional.interpolate(grids, size=(SIZE, SIZE), mode="bicubic", align_corners=False)
-    pixels = (fields.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return save_train_val(directory / "images.npz", pixels, train)
-
-
 def main() -> None:
     parser = stage_parser(__doc__, list(STAGES))
     parser.add_argument("--models", default="dinov2-small,clip-b32", help=f"comma-separated of {list(MODELS)}")
@@ -77,18 +68,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
-        dataset = synthetic_images(directory)
+        dataset = smooth_images(directory, SIZE)
         for model in args.models.split(","):
             archive = model_folder(model, directory)
             print(f"{model}: upload {archive.stat().st_size / 2**20:.1f} MiB")
-            for name in args.stages.split(","):
-                seconds, stage = run_stage(archive, dataset, STAGES[name], not args.no_compile,
-                                           directory / f"{model}-{name}")
-                sizes = f"{stage['upload_size_bytes'] / 2**20:.1f} -> {stage['size_bytes'] / 2**20:.1f} MiB"
-                print(f"  {name}: {seconds:.0f} s, program {sizes} ({stage['compression_ratio']:.2f}x smaller), "
-                      f"cosine {stage['cosine']:.4f}, similarity_spearman {stage['similarity_spearman']:.4f}, "
-                      f"{folder_status(stage)}")
-                print_latencies(stage, name, "    ")
+            print_stages(archive, dataset, STAGES, args.stages.split(","), not args.no_compile, directory / model,
+                         lambda stage: f"cosine {stage['cosine']:.4f}, "
+                                       f"similarity_spearman {stage['similarity_spearman']:.4f}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from bench.folder_stage import folder_status, print_latencies, run_stage, save_train_val, stage_parser
+from bench.folder_stage import folder_status, print_stages, smooth_images, stage_parser
 from bench.hf_architecture_sweep import ENCODER_METHODS, first_line, save_tokenizer, stage_effect, zip_folder
 from compression.context import RunContext
 from compression.llm.pipeline import run_folder_pipeline
@@ -112,21 +112,12 @@ def model_folder(name: str, configs, directory: Path, weight_scale: float | None
     return zip_folder(folder, directory / f"{name}.zip")
 
 
-def synthetic_images(directory: Path, size: int, train: int = 32, val: int = 16) -> Path:
-    """Smooth colour fields: random 7x7x3 grids upsampled to `size`, as uint8 channels-last images."""
-    generator = torch.Generator().manual_seed(0)
-    grids = torch.rand(train + val, 3, 7, 7, generator=generator)
-    fields = torch.nn.functional.interpolate(grids, size=(size, size), mode="bicubic", align_corners=False)
-    pixels = (fields.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return save_train_val(directory / f"images{size}.npz", pixels, train)
-
-
 PAIRS = [("vit", "trocr"), ("deit", "trocr"), ("vit", "gpt2"), ("beit", "bert"), ("vit", "roberta"),
          ("swin", "bart"), ("swin", "mbart")]
 
 
 def sweep(directory: Path, methods: list[str] | None = None) -> None:
-    dataset = synthetic_images(directory, 32, train=24, val=8)
+    dataset = smooth_images(directory, 32, train=24, val=8)
     print("| encoder | decoder | method | result | s | x smaller | HF folder |\n|---|---|---|---|---|---|---|")
     for encoder, decoder in PAIRS:
         for method, spec in ENCODER_METHODS.items():
@@ -161,15 +152,10 @@ def main() -> None:
         for model in args.models.split(","):
             configs = MODELS[model]()
             archive = model_folder(model, configs, directory)
-            dataset = synthetic_images(directory, configs[2])
+            dataset = smooth_images(directory, configs[2])
             print(f"{model}: upload {archive.stat().st_size / 2**20:.1f} MiB")
-            for name in args.stages.split(","):
-                seconds, stage = run_stage(archive, dataset, STAGES[name], not args.no_compile,
-                                           directory / f"{model}-{name}")
-                sizes = f"{stage['upload_size_bytes'] / 2**20:.1f} -> {stage['size_bytes'] / 2**20:.1f} MiB"
-                print(f"  {name}: {seconds:.0f} s, program {sizes} ({stage['compression_ratio']:.2f}x smaller), "
-                      f"{100 * stage['accuracy']:.1f}% of the upload's tokens, {folder_status(stage)}")
-                print_latencies(stage, name, "    ")
+            print_stages(archive, dataset, STAGES, args.stages.split(","), not args.no_compile, directory / model,
+                         lambda stage: f"{100 * stage['accuracy']:.1f}% of the upload's tokens")
 
 
 if __name__ == "__main__":
