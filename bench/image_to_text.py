@@ -16,8 +16,8 @@ whether the stage's folder was written.
 
 `--sweep` instead runs every method on tiny pairs of encoder and decoder (32x32 images, two layers of width 32)
 and prints one row per case, as `bench.hf_architecture_sweep` does. Their weights are drawn at 0.3 (default
-initialisation makes a tiny decoder write its start token again and again; at 0.5 a layer's gain is about 2.8 and
-weight-only int8's rounding grew to 10 logits by the output, 77 % of the tokens kept, 97 % at 0.3).
+initialisation makes a tiny decoder write its start token again and again; at 0.5 weight-only int8's rounding
+grew to a gap of 10.3 logits at the output, 77 % of the tokens kept, against 0.9 and 97 % at 0.3).
 
     OMP_NUM_THREADS=2 .venv/bin/python -m bench.image_to_text [--models trocr-small,vit-gpt2] [--stages ptq,ptq_w8]
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.image_to_text --sweep [--methods ptq,ptq_w4]

@@ -29,6 +29,7 @@ from compression.archive.hf_architectures import (
     FEATURE_TASKS,
     IMAGE_EMBEDDING,
     ZERO_SHOT_IMAGES,
+    ZERO_SHOT_NEEDS_LABELS,
     image_text_encoder,
 )
 from compression.archive.jsonl import (
@@ -276,7 +277,7 @@ def auto_class(task: str):
             "depth-estimation": "AutoModelForDepthEstimation",
             "object-detection": "AutoModelForObjectDetection",
             # (BLIP-2's is its retrieval class; the others' their dual encoder, CLIPModel, SiglipModel, ...)
-            "zero-shot-image-classification": "AutoModelForZeroShotImageClassification",
+            ZERO_SHOT_IMAGES: "AutoModelForZeroShotImageClassification",
             "audio-classification": "AutoModelForAudioClassification",
             "speech-recognition": "AutoModelForCTC",
             "seq2seq-lm": "AutoModelForSeq2SeqLM",
@@ -329,7 +330,7 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         from compression.zero_shot_images import ZeroShotImageClassifier, tokenized_prompts
 
         if not prompts:
-            raise ValueError("a zero-shot-image-classification job needs evaluation.candidate_labels")
+            raise ValueError(ZERO_SHOT_NEEDS_LABELS)
         return ZeroShotImageClassifier(model, tokenized_prompts(folder, model.config.model_type, prompts)).eval()
     if task == "image-feature-extraction" and image_text_encoder(model.config.model_type):
         return ImageEmbedding(model).eval()

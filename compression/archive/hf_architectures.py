@@ -14,6 +14,9 @@ from pathlib import Path
 
 from compression.archive.jsonl import MAX_WRITTEN_ROWS
 
+IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
+IMAGE_TEXT_ENCODERS = "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"
+ZERO_SHOT_IMAGES = "zero-shot-image-classification"
 # task -> the mapping of modeling_auto.py whose model types can run it
 TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "sequence-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
@@ -35,7 +38,7 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "object-detection": "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",
                  # an image-text dual encoder (CLIP, SigLIP, ALIGN, ...) choosing among the job's candidate labels:
                  # its scores of each image against their texts (`compression.zero_shot_images`)
-                 "zero-shot-image-classification": "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+                 ZERO_SHOT_IMAGES: IMAGE_TEXT_ENCODERS,
                  "audio-classification": "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
                  # a CTC speech recognizer (Wav2Vec2ForCTC, HubertForCTC, ParakeetForCTC): logits over its
                  # characters or word pieces at every audio frame
@@ -52,14 +55,12 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  # an encoder-decoder that writes text for an image (a VisionEncoderDecoderModel: TrOCR, Donut,
                  # ViT-GPT2 captioning), read the same way from the image's pixel values; of the image-text-to-text
                  # mapping, the classes of IMAGE_ENCODER_DECODERS (the others take a text prompt too)
-                 "image-to-text": "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",
+                 "image-to-text": IMAGE_TEXT_TO_TEXT,
                  # the base model of an image or audio encoder (Dinov2Model, ViTModel, ConvNextModel; Wav2Vec2Model,
                  # HubertModel): its features (`last_hidden_state`) for an .npz of images or waveforms, what
                  # transformers' image-feature-extraction pipeline gives (`array_feature_types` picks the types)
                  "image-feature-extraction": "MODEL_MAPPING_NAMES",
                  "audio-feature-extraction": "MODEL_MAPPING_NAMES"}
-IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
-IMAGE_TEXT_ENCODERS = "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"
 IMAGE_EMBEDDING = "image_embeds"  # the output of an image-text dual encoder's image-feature-extraction program
 TOWER = "_vision_model"  # the model_type of a dual encoder's vision tower saved alone (clip_vision_model)
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
@@ -69,10 +70,9 @@ HEAD_TASKS = ("sequence-classification", "token-classification", "question-answe
 # Tasks whose model reads images (`pixel_values`) or audio (a waveform's `input_values`, or the spectrogram
 # features of AST and Whisper) from an .npz, instead of text tokenized from a .jsonl.
 IMAGE_TASKS = ("image-classification", "semantic-segmentation", "depth-estimation", "object-detection",
-               "zero-shot-image-classification", "image-to-text", "image-feature-extraction")
+               ZERO_SHOT_IMAGES, "image-to-text", "image-feature-extraction")
 # The classes of an image-to-text model whose program reads the image and the decoder's input alone.
 IMAGE_ENCODER_DECODERS = ("VisionEncoderDecoderModel",)
-ZERO_SHOT_IMAGES = "zero-shot-image-classification"
 ZERO_SHOT_NEEDS_LABELS = ("a zero-shot-image-classification model chooses among the classes the job names: set "
                           "evaluation.candidate_labels to them (e.g. [\"cat\", \"dog\"]; each is read in "
                           "evaluation.hypothesis_template, 'This is a photo of {}.' unless set), and label "
