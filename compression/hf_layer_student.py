@@ -166,6 +166,13 @@ def _renumber_feature_layers(config, teacher_config, kept: list[int]) -> None:
         setattr(config, field, [count - 1 + base for count in before])
 
 
+def first_layer_differs(stacks: list[tuple[str, nn.ModuleList]]) -> bool:
+    """Whether a stack's first layer holds other tensors than its last (ModernBERT's first layer has no attention
+    norm, as the embeddings' norm comes just before it): then only it can be a student's first layer."""
+    return any(len(layers) > 1 and set(layers[0].state_dict()) != set(layers[-1].state_dict())
+               for _, layers in stacks)
+
+
 def write_layers_student(source: Path, task: str, spec: LayersStudent, destination: Path,
                          prompts: list[str] | None = None) -> dict:
     """Write the student of `spec` as a Hugging Face folder at `destination`; returns what it is made of (the
@@ -180,7 +187,7 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     else:
         stacks, holder, field = layer_stacks(teacher), layer_config(config), LAYER_COUNT_FIELD
     count = len(stacks[0][1])
-    kept = kept_layers(spec, count)
+    kept = kept_layers(spec, count, keep_first=first_layer_differs(stacks))
     try:
         setattr(holder, field, len(kept))
     except (AttributeError, NotImplementedError) as exc:  # Funnel's count is the sum of its `block_sizes`

@@ -59,7 +59,8 @@ class LayersStudent(Spec):
     layer count (`num_hidden_layers`). A seq2seq-lm model's student keeps some of its decoder's layers (its
     `num_decoder_layers` or `decoder_layers`) and its whole encoder: generation runs the decoder once per token.
     Give exactly one of `keep` (how many layers, evenly spaced and always including the last: 3 of 6 keeps 1, 3,
-    5) or `layers` (their indices, from 0)."""
+    5; where the first layer is built unlike the others, as ModernBERT's without an attention norm, it is kept too
+    and the rest spaced over the later layers: 0, 3, 5) or `layers` (their indices, from 0)."""
 
     kind: Literal["layers"] = "layers"
     keep: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = Field(
@@ -78,8 +79,10 @@ class LayersStudent(Spec):
         return self
 
 
-def kept_layers(student: LayersStudent, teacher_layers: int) -> list[int]:
-    """The indices of the teacher's layers the student keeps; ValueError saying why when the teacher has too few."""
+def kept_layers(student: LayersStudent, teacher_layers: int, keep_first: bool = False) -> list[int]:
+    """The indices of the teacher's layers the student keeps; ValueError saying why when the teacher has too few.
+    `keep_first`: the teacher's first layer is built unlike the others (ModernBERT's has no attention norm), so no
+    other can stand in its place: a `keep` count keeps it, and the rest evenly spaced over the later layers."""
     if student.layers is not None:
         if len(student.layers) >= teacher_layers or student.layers[-1] >= teacher_layers:
             raise ValueError(f"a 'layers' student keeps fewer layers than the model's {teacher_layers}, with indices "
@@ -88,6 +91,9 @@ def kept_layers(student: LayersStudent, teacher_layers: int) -> list[int]:
     if student.keep >= teacher_layers:
         raise ValueError(f"a 'layers' student keeps fewer layers than the model has ({teacher_layers}); got keep "
                          f"{student.keep}")
+    if keep_first:
+        rest = kept_layers(LayersStudent(keep=student.keep - 1), teacher_layers - 1) if student.keep > 1 else []
+        return [0, *(index + 1 for index in rest)]
     # Layer i of the student stands for the teacher's (i + 1) * n / k - 1, rounded half up: evenly spaced, ending
     # at the last layer (whose output the task reads).
     return [((index + 1) * teacher_layers * 2 + student.keep) // (2 * student.keep) - 1

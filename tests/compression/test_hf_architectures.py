@@ -223,10 +223,15 @@ def test_a_decoder_classifier_distilled_into_its_last_layer_is_written_as_its_fo
     assert folder["written"] and folder["relative_difference_to_stage_model"] < 1e-3, folder
 
 
-def test_a_layers_student_whose_layers_differ_in_structure_is_refused_in_the_dry_run(tmp_path):
-    # ModernBERT's layer 0 has no attention norm; its last layer cannot become the student's layer 0.
+def test_a_first_layer_built_unlike_the_others_is_kept_by_a_count_and_refused_when_left_out(tmp_path):
+    # ModernBERT's layer 0 has no attention norm; its last layer cannot become the student's layer 0. A `keep`
+    # count keeps layer 0 (that student was refused before); a list without it is refused in the dry run.
+    result = _job(tmp_path / "keep", "modernbert", "feature-extraction",
+                  KDSpec(student={"kind": "layers", "keep": 1}, training={"steps": 1, "batch_size": 8}))
+    assert result.stages[0].metrics["method_metrics"]["student_spec"]["layers"] == [0]
+    assert result.stages[0].metrics["hf_folder"]["written"]
     with pytest.raises(DryRunFailed, match=r"tensors \['layers.0.attn_norm.weight'\] differ\); keep the layers"):
-        _job(tmp_path, "modernbert", "feature-extraction", KDSpec(student={"kind": "layers", "keep": 1}))
+        _job(tmp_path / "list", "modernbert", "feature-extraction", KDSpec(student={"kind": "layers", "layers": [1]}))
 
 
 def test_modernbert_structured_pruning_cuts_the_fused_gated_mlp_and_writes_its_folder(tmp_path):

@@ -26,6 +26,12 @@ def test_kept_layers_are_evenly_spaced_and_end_at_the_last(teacher, keep, expect
     assert kept_layers(LayersStudent(keep=keep), teacher) == expected
 
 
+@pytest.mark.parametrize("teacher, keep, expected", [(4, 1, [0]), (4, 2, [0, 3]), (6, 3, [0, 3, 5]),
+                                                     (10, 9, [0, 1, 2, 3, 5, 6, 7, 8, 9])])
+def test_a_first_layer_unlike_the_others_is_kept_and_the_rest_spaced_over_the_later_ones(teacher, keep, expected):
+    assert kept_layers(LayersStudent(keep=keep), teacher, keep_first=True) == expected
+
+
 @pytest.mark.parametrize("spec, message", [({"keep": 0}, "greater than or equal to 1"),
                                            ({"keep": 2, "layers": [0]}, "exactly one of"), ({}, "exactly one of"),
                                            ({"layers": [2, 0]}, "increasing"), ({"layers": [1, 1]}, "increasing")])
