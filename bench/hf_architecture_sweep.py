@@ -49,6 +49,7 @@ from compression.archive.hf_architectures import (
     ARRAY_TASKS,
     AUDIO_TASKS,
     IMAGE_TASKS,
+    MULTIPLE_CHOICE,
     SEQ2SEQ_TASKS,
     ZERO_SHOT_IMAGES,
     image_text_encoder,
@@ -106,6 +107,8 @@ TAGGERS = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "xlm-robert
 # Extractive question-answering heads (SQuAD readers), run on question/context pairs.
 READERS = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "xlm-roberta", "modernbert", "albert", "llama",
            "qwen2")
+# Multiple-choice heads (SWAG, RACE), run on a text and four endings.
+CHOOSERS = ("bert", "roberta", "distilbert", "albert", "electra", "deberta-v2", "xlm-roberta", "modernbert", "mpnet")
 # Image classifiers (task image-classification), one per family: vision transformers, CNNs and hybrids.
 IMAGE_CLASSIFIERS = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "convnextv2", "resnet", "regnet",
                      "mobilenet_v2", "efficientnet", "mobilevit", "levit", "poolformer",
@@ -666,9 +669,11 @@ def zip_folder(folder: Path, archive: Path) -> Path:
     return archive
 
 
-def text_dataset(directory: Path, labels: bool = False, tags: bool = False, pairs: bool = False) -> Path:
+def text_dataset(directory: Path, labels: bool = False, tags: bool = False, pairs: bool = False,
+                 choices: bool = False) -> Path:
     """Rows of WORDS: with `labels` a class per row (a sequence classifier's), with `tags` a class per word (a
-    token classifier's), with `pairs` a question, a context and the answer in it (a reader's)."""
+    token classifier's), with `pairs` a question, a context and the answer in it (a reader's), with `choices` four
+    endings of two to five words and the right one's index (a multiple-choice model's)."""
     generator = torch.Generator().manual_seed(0)
     lines = []
     for split, rows in (("train", 48), ("val", 16)):
@@ -680,13 +685,17 @@ def text_dataset(directory: Path, labels: bool = False, tags: bool = False, pair
                 answer = text.split()[1]
                 line = {"split": split, "text": "where is the cat", "text_pair": text,
                         "answer": {"text": answer, "start": text.index(f" {answer}") + 1}}
-            if labels:
+            if choices:
+                line |= {"choices": [" ".join(WORDS[int(i)] for i in torch.randint(
+                    0, len(WORDS), (int(torch.randint(2, 6, (1,), generator=generator)),), generator=generator))
+                    for _ in range(4)], "label": row % 4}
+            elif labels:
                 line["label"] = row % 3
             elif tags:
                 line["tags"] = [(row + word) % 3 for word in range(count)]
             lines.append(json.dumps(line))
-    path = directory / ("labelled.jsonl" if labels else "tagged.jsonl" if tags else "pairs.jsonl" if pairs
-                        else "text.jsonl")
+    path = directory / ("choices.jsonl" if choices else "labelled.jsonl" if labels else "tagged.jsonl" if tags
+                        else "pairs.jsonl" if pairs else "text.jsonl")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -774,7 +783,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
             if task in IMAGE_TASKS else audio_npz(
             directory, model_type, labels=task == "audio-classification") if task in AUDIO_TASKS else text_dataset(
             directory, labels=task == "sequence-classification", tags=task == "token-classification",
-            pairs=task == "question-answering")
+            pairs=task == "question-answering", choices=task == MULTIPLE_CHOICE)
         result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(
             latency=False, **(ZERO_SHOT_LABELS if task == ZERO_SHOT_IMAGES else {})), RunContext(),
                                      directory / f"{model_type}-{task}-{method}")
@@ -791,7 +800,8 @@ ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), ("semantic-segmen
                   ("audio-classification", AUDIO_CLASSIFIERS),
                   ("speech-recognition", SPEECH_RECOGNIZERS), ("speech-seq2seq", SPEECH_SEQ2SEQS))
 HEAD_FAMILIES = (("sequence-classification", CLASSIFIERS), ("token-classification", TAGGERS),
-                 ("question-answering", READERS), ("causal-lm", DECODERS), ("seq2seq-lm", SEQ2SEQ_LMS))
+                 ("question-answering", READERS), (MULTIPLE_CHOICE, CHOOSERS), ("causal-lm", DECODERS),
+                 ("seq2seq-lm", SEQ2SEQ_LMS))
 
 
 def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[str] | None = None):

@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compression.archive.choices import CHOICES_NEED_MULTIPLE_CHOICE, MULTIPLE_CHOICE_NEEDS_CHOICES
 from compression.archive.errors import InvalidUpload
 from compression.archive.hf_architectures import (
     ARRAY_TASKS,
     DECODER_INPUT,
     FEATURE_TASKS,
     IMAGE_EMBEDDING,
+    MULTIPLE_CHOICE,
     ZERO_SHOT_IMAGES,
     ZERO_SHOT_NEEDS_LABELS,
     image_text_encoder,
@@ -271,6 +273,7 @@ def auto_class(task: str):
     name = {"sequence-classification": "AutoModelForSequenceClassification",
             "token-classification": "AutoModelForTokenClassification",
             "question-answering": "AutoModelForQuestionAnswering",
+            MULTIPLE_CHOICE: "AutoModelForMultipleChoice",
             "fill-mask": "AutoModelForMaskedLM",
             "image-classification": "AutoModelForImageClassification",
             "semantic-segmentation": "AutoModelForSemanticSegmentation",
@@ -314,7 +317,7 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     _decompress(model)
     if task == "sequence-classification":
         return (_LastEosClassifier(model) if _reads_last_eos(model) else _TensorOutput(model, "logits")).eval()
-    if task == "token-classification":
+    if task in ("token-classification", MULTIPLE_CHOICE):  # a class per token; a logit per choice
         return _TensorOutput(model, "logits").eval()
     if task == "fill-mask":  # the logits over the vocabulary at every position
         return _TensorOutput(model, "logits").eval()
@@ -428,14 +431,18 @@ def usable_positions(model: torch.nn.Module) -> int:
 
 def _encode(tokenizer, rows: TextSplit, **options):
     """The tokenizer's encoding of the split's texts, or of its sentence pairs (text, text_pair) joined as the
-    model was trained on them (separator tokens; segment ids where the model reads them)."""
+    model was trained on them (separator tokens; segment ids where the model reads them); for rows with choices,
+    of each (text, choice) pair, row after row ([rows x choices, tokens]: `tokenized_arrays` shapes it)."""
+    if rows.choice_count:
+        return tokenizer([text for text in rows.texts for _ in range(rows.choice_count)],
+                         [choice for choices in rows.choices for choice in choices], **options)
     return tokenizer(rows.texts, rows.pairs, **options) if rows.paired else tokenizer(rows.texts, **options)
 
 
 def text_input_names(splits: dict[str, TextSplit], tokenizer) -> tuple[str, ...]:
     """The program's inputs: ids and mask, and for sentence pairs the segment ids when the tokenizer makes them
     (BERT-style cross-encoders tell the two texts apart by them; RoBERTa-style ones by separators only)."""
-    paired = any(rows.paired for rows in splits.values())
+    paired = any(rows.paired or rows.choice_count for rows in splits.values())
     segments = paired and "token_type_ids" in getattr(tokenizer, "model_input_names", ())
     return ("input_ids", "attention_mask", *(("token_type_ids",) if segments else ()))
 
@@ -463,6 +470,9 @@ def tokenized_arrays(splits: dict[str, TextSplit], tokenizer, length: int, class
                           return_offsets_mapping=located)
         for input_name in names:
             arrays[f"{name}.{input_name}"] = encoded[input_name].astype(np.int64)
+            if rows.choice_count:  # [rows, choices, tokens], the input of a multiple-choice model
+                arrays[f"{name}.{input_name}"] = arrays[f"{name}.{input_name}"].reshape(rows.rows, rows.choice_count,
+                                                                                        length)
         if masked_with is not None:
             arrays[f"{name}.input_ids"], arrays[f"{name}.{LABEL_ARRAY}"] = masked_tokens(
                 arrays[f"{name}.input_ids"], arrays[f"{name}.attention_mask"], tokenizer.all_special_ids, masked_with)
@@ -549,6 +559,8 @@ def folder_to_program(folder: Path, task: str, splits: dict[str, TextSplit], pro
             raise InvalidUpload(MASKED_LM_READS_TEXT)
         if rows.labels and not causal and (task == "question-answering") != rows.answers:
             raise InvalidUpload(ANSWERS_NEED_A_READER if rows.answers else ANSWERS_NOT_READ)
+        if (task == MULTIPLE_CHOICE) != bool(rows.choice_count):
+            raise InvalidUpload(CHOICES_NEED_MULTIPLE_CHOICE if rows.choice_count else MULTIPLE_CHOICE_NEEDS_CHOICES)
     model = load_folder_model(folder, task, embedding)
     length = token_length(model, splits, tokenizer, embedding,
                           MAX_CAUSAL_LM_TOKENS if task in VOCABULARY_TASKS else MAX_TOKENS)

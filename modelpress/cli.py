@@ -71,7 +71,8 @@ def _user_commands(commands, common) -> None:
     # (the server's TASKS and TASK_ALIASES, written out: importing compression.archive would load numpy into the
     # CLI; tests/modelpress/test_cli.py keeps the lists equal)
     submit.add_argument("--task", choices=["feature-extraction", "sequence-classification", "token-classification",
-                                           "question-answering", "fill-mask", "image-classification",
+                                           "question-answering", "multiple-choice", "fill-mask",
+                                           "image-classification",
                                            "semantic-segmentation", "depth-estimation", "object-detection",
                                            "zero-shot-image-classification", "audio-classification",
                                            "speech-recognition", "causal-lm", "seq2seq-lm", "speech-seq2seq",

@@ -163,9 +163,11 @@ WHISPER_EXTRACTOR = {"feature_extractor_type": "WhisperFeatureExtractor", "featu
 
 
 def bert_folder(folder: Path, classes: int | None = None, layers: int = 2, dtype: str = "float32",
-                per_token: bool = False, answers: bool = False, masked_lm: bool = False, **config_fields) -> Path:
+                per_token: bool = False, answers: bool = False, masked_lm: bool = False, multiple_choice: bool = False,
+                **config_fields) -> Path:
     """A BERT encoder (`BertModel`), or a sequence classifier with `classes` labels (with `per_token`, a token
-    classifier: an NER tagger), or with `answers` an extractive question-answering model, or with `masked_lm` a
+    classifier: an NER tagger), or with `answers` an extractive question-answering model, with `multiple_choice`
+    a multiple-choice model (`BertForMultipleChoice`: a logit per choice), or with `masked_lm` a
     pretrained encoder's checkpoint (`BertForMaskedLM`, with a [MASK] token); its weights saved as `dtype` (most
     checkpoints on the Hub are bfloat16 or float16). `config_fields`: more of the config (`id2label`,
     `problem_type`, ...)."""
@@ -173,6 +175,7 @@ def bert_folder(folder: Path, classes: int | None = None, layers: int = 2, dtype
     from transformers import (
         BertConfig,
         BertForMaskedLM,
+        BertForMultipleChoice,
         BertForQuestionAnswering,
         BertForSequenceClassification,
         BertForTokenClassification,
@@ -185,7 +188,7 @@ def bert_folder(folder: Path, classes: int | None = None, layers: int = 2, dtype
                         intermediate_size=64, max_position_embeddings=64, num_labels=classes or 2, **config_fields)
     head = BertForTokenClassification if per_token else BertForSequenceClassification
     model = (BertForQuestionAnswering(config) if answers else BertForMaskedLM(config) if masked_lm else
-             head(config) if classes else BertModel(config))
+             BertForMultipleChoice(config) if multiple_choice else head(config) if classes else BertModel(config))
     model.to(getattr(torch, dtype)).save_pretrained(folder)
     return folder
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from app.core.errors import InvalidInput
+from compression.archive.choices import CHOICES, CHOICES_NEED_MULTIPLE_CHOICE, MULTIPLE_CHOICE_NEEDS_CHOICES
 from compression.archive.hf_architectures import (
     ARRAY_TASKS,
     AUDIO_TASKS,
@@ -12,6 +13,7 @@ from compression.archive.hf_architectures import (
     DECODER_STUDENT_TASKS,
     IMAGE_TASKS,
     LABELS_NEED_ZERO_SHOT,
+    MULTIPLE_CHOICE,
     SEQ2SEQ_TASKS,
     TOO_MANY_TO_TRANSCRIBE,
     TRANSCRIBING_TASKS,
@@ -94,6 +96,11 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
         # The .npz gives the audio or images alone: the worker makes the decoder's input from the reference texts
         # (or from what the upload writes).
         signature = replace(signature, inputs=[t for t in signature.inputs if t.name != DECODER_INPUT])
+    choice_counts = {arrays[CHOICES]["shape"][1] for arrays in manifest.splits.values() if CHOICES in arrays}
+    if folder and folder.get("task") == MULTIPLE_CHOICE and len(choice_counts) == 1:
+        # a logit per choice: the classes its labels index
+        logits = replace(signature.outputs[0], shape=[None, *choice_counts])
+        signature = replace(signature, outputs=[logits, *signature.outputs[1:]])
     if folder and folder.get("task") == ZERO_SHOT_IMAGES and spec.evaluation.candidate_labels:
         # one score per candidate label: the classes its labels index
         scores = replace(signature.outputs[0], shape=[None, len(spec.evaluation.candidate_labels)])
@@ -289,6 +296,11 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
                         "text needs; upload the folder with its tokenizer")
     else:
         problems += _target_problems(task, manifest)
+        chosen = sorted(split for split, arrays in manifest.splits.items() if CHOICES in arrays)
+        if task != MULTIPLE_CHOICE and chosen:
+            problems.append(f"splits {chosen}: {CHOICES_NEED_MULTIPLE_CHOICE}")
+        if task == MULTIPLE_CHOICE and len(chosen) < len(manifest.splits):
+            problems.append(MULTIPLE_CHOICE_NEEDS_CHOICES)
         if task == "fill-mask" and (labelled := sorted(s for s in manifest.splits if manifest.has_labels(s))):
             problems.append(f"splits {labelled}: {MASKED_LM_READS_TEXT}")
     return problems

@@ -17,11 +17,16 @@ from compression.archive.jsonl import MAX_WRITTEN_ROWS
 IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
 IMAGE_TEXT_ENCODERS = "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"
 ZERO_SHOT_IMAGES = "zero-shot-image-classification"
+MULTIPLE_CHOICE = "multiple-choice"
 # task -> the mapping of modeling_auto.py whose model types can run it
 TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "sequence-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
                  "token-classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
                  "question-answering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+                 # a multiple-choice model (SWAG, RACE, ARC heads): one logit per candidate, each read after the
+                 # row's text as a sentence pair, [batch, choices, tokens] -> [batch, choices]
+                 # (`compression.archive.choices`)
+                 MULTIPLE_CHOICE: "MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES",
                  # a masked language model (BERT, RoBERTa, ALBERT, DeBERTa, ModernBERT, ... as their pretrained
                  # checkpoints are saved): the logits over its vocabulary at each position, judged on the tokens the
                  # worker masks in the text (`compression.masked_tokens`)
@@ -64,7 +69,7 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
 IMAGE_EMBEDDING = "image_embeds"  # the output of an image-text dual encoder's image-feature-extraction program
 TOWER = "_vision_model"  # the model_type of a dual encoder's vision tower saved alone (clip_vision_model)
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
-HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", "fill-mask",
+HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", MULTIPLE_CHOICE, "fill-mask",
               "image-classification", "semantic-segmentation", "depth-estimation", "object-detection",
               "audio-classification", "speech-recognition")
 # Tasks whose model reads images (`pixel_values`) or audio (a waveform's `input_values`, or the spectrogram

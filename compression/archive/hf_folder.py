@@ -37,6 +37,7 @@ from compression.archive.hf_architectures import (
     HEAD_TASKS,
     IMAGE_EMBEDDING,
     IMAGE_TASKS,
+    MULTIPLE_CHOICE,
     SEQ2SEQ_TASKS,
     TASKS,
     ZERO_SHOT_IMAGES,
@@ -134,6 +135,9 @@ class HFFolder:
         config = self.config
         ids = [{"name": name, "shape": [None, None], "dtype": "int64"} for name in ("input_ids", "attention_mask")]
         classes = None
+        if self.task == MULTIPLE_CHOICE:  # each row's choices, each read after its text: [batch, choices, tokens]
+            ids = [{"name": name, "shape": [None, None, None], "dtype": "int64"} for name in ("input_ids",
+                                                                                                "attention_mask")]
         if self.task in IMAGE_TASKS:  # one float input, the processor's pixel values
             ids = [{"name": IMAGE_INPUT, "shape": image_input_shape(config, self.processor), "dtype": "float32"}]
         elif self.task in AUDIO_TASKS:  # one float input: the waveform, or a spectrogram model's features
@@ -173,6 +177,8 @@ class HFFolder:
             classes = {"names": ordered_label_names(config.get("id2label"), labels),
                        "multi_label": config.get("problem_type") == MULTI_LABEL_PROBLEM,
                        "regression": config.get("problem_type") == REGRESSION_PROBLEM}
+        elif self.task == MULTIPLE_CHOICE:  # a logit per choice, whose count the dataset gives
+            output = {"name": "logits", "shape": [None, None], "dtype": "float32"}
         elif self.task == "question-answering":  # the answer span's start and end logits over the tokens
             output = {"name": "span_logits", "shape": [None, 2, None], "dtype": "float32"}
         elif self.task == "token-classification":  # a class per token (an NER tagger's B-PER, I-PER, O, ...)

@@ -18,7 +18,9 @@ for a token classifier, one class per word (index or name; -100 for a word no ta
 `answers`, `compression.archive.answers`) is where in `text_pair`, a reader's context, the answer to the question
 `text` lies; `target` is the text a sequence-to-sequence model (task seq2seq-lm: T5, BART, Marian) should write for
 `text` (its translation, its summary; in a split, every row or none: where none, the job measures the compressed
-model against what the upload writes, `compression.seq2seq_lm`). Lines are read one at a time, each capped at
+model against what the upload writes, `compression.seq2seq_lm`). `choices` (in the whole file, every row or none,
+each row as many) are the candidates a multiple-choice model scores after `text`, and `label` then the index of the
+right one or its text (`compression.archive.choices`). Lines are read one at a time, each capped at
 `max_metadata_bytes` and parsed under the JSON depth cap; the file as a whole is capped by the upload size.
 Nothing else is allowed in a row, so a typo (`"lable"`) is refused rather than ignored. Read for a manifest only
 (the API's upload check), a split's labels are summarized, not kept (`compression.archive.label_summary`).
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from compression.archive.answers import ANSWER_KEYS, row_answer
+from compression.archive.choices import CHOICES, choice_label, row_choices
 from compression.archive.errors import InvalidUpload
 from compression.archive.jsontext import parse_json
 from compression.archive.label_summary import IGNORED_LABEL, LabelSummary
@@ -54,7 +57,7 @@ ANSWERS_NEED_A_READER = ("rows give answers, which label an extractive question-
 LABEL_ARRAY = "y"  # the name labels have in a manifest, as in an .npz
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 TARGET = "target"
-_ROW_KEYS = {"split", "text", "text_pair", "label", "tags", TARGET, *ANSWER_KEYS}
+_ROW_KEYS = {"split", "text", "text_pair", "label", "tags", TARGET, CHOICES, *ANSWER_KEYS}
 # Checked at submission (app.jobs.validation) and again by the worker (compression.hf_program).
 TARGETS_NEED_SEQ2SEQ = ("rows give a 'target', the text a sequence-to-sequence model (task seq2seq-lm: T5, BART, "
                         "Marian, ...) writes for 'text'; this model is not one: remove 'target', or give a 'label' "
@@ -112,6 +115,8 @@ class TextSplit:
     answers: bool = False  # each label is the answer's character span in `text_pair` (None: no answer), a reader's
     targeted: bool = False  # every row gives a `target` text (a seq2seq-lm model's reference output)
     targets: list[str] = field(default_factory=list)  # those texts, kept like texts
+    choice_count: int | None = None  # every row's number of `choices` (a multiple-choice model's candidates)
+    choices: list[list[str]] = field(default_factory=list)  # each row's choices, kept like texts
 
     @property
     def labelled(self) -> int:
@@ -222,6 +227,7 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
     labelled: dict[str, bool] = {}
     form = LabelForm()
     paired: bool | None = None
+    choice_count: int | None = None  # the file's number of choices per row (0: rows without)
     number = 0
     while line := source.readline(limits.max_metadata_bytes + 1):
         number += 1
@@ -234,8 +240,8 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
         if unknown:
             raise InvalidUpload(f"line {number} has unknown field(s) {sorted(unknown)}; a row holds 'split', "
                                 "'text' and optionally 'text_pair' and one of 'label', 'tags' (a token classifier's "
-                                "word tags), 'answer' (a question-answering model's) and 'target' (the text a "
-                                "seq2seq-lm model writes)")
+                                "word tags), 'answer' (a question-answering model's), 'target' (the text a "
+                                "seq2seq-lm model writes) and 'choices' (a multiple-choice model's candidates)")
         split, text, label = row.get("split"), row.get("text"), row.get("label")
         if split is None:
             raise InvalidUpload(f"line {number} has no 'split': every row names the split it belongs to (\"train\" "
@@ -270,6 +276,18 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
                                 "'text') has no 'label', 'tags', answer or 'text_pair'")
         if target is not None:
             form.check_field(TARGET, number)
+        choices = row_choices(row, number) if CHOICES in row else None
+        if choices is not None and (pair is not None or tags is not None or answered or target is not None):
+            raise InvalidUpload(f"line {number}: a row with 'choices' (a multiple-choice model pairs each with "
+                                "'text') has no 'text_pair', 'tags', answer or 'target'")
+        if choice_count is None:
+            choice_count = len(choices) if choices is not None else 0
+        elif choice_count != (len(choices) if choices is not None else 0):
+            raise InvalidUpload(f"line {number}: {len(choices) if choices else 'no'} 'choices' where the rows before "
+                                f"give {choice_count or 'none'}; every row of a file gives the same number of "
+                                "choices (the model takes [batch, choices, tokens]), or none")
+        if choices is not None and label is not None:
+            label = choice_label(label, choices, number)
         rows = splits.get(split)
         if rows is not None and rows.rows and rows.targeted != (target is not None):
             raise InvalidUpload(f"line {number}: split '{split}' mixes rows with and without 'target'; give every "
@@ -293,12 +311,17 @@ def read_jsonl(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LI
         rows.paired = pair is not None
         rows.targeted = target is not None
         rows.characters += len(target or "")
+        if choices:  # each choice is read after its own copy of the text
+            rows.characters += sum(map(len, choices)) + len(text) * (len(choices) - 1)
+        rows.choice_count = len(choices) if choices is not None else None
         if keep_text:
             rows.texts.append(text)
             if pair is not None:
                 rows.pairs.append(pair)
             if target is not None:
                 rows.targets.append(target)
+            if choices is not None:
+                rows.choices.append(choices)
         if has_label:
             if rows.summary is not None:
                 rows.summary.add(label)
@@ -440,6 +463,8 @@ def manifest_splits(splits: dict[str, TextSplit]) -> tuple[dict[str, dict], dict
             arrays[PAIR_INPUT] = {"shape": [rows.rows], "dtype": "str"}
         if rows.targeted:
             arrays[TARGET] = {"shape": [rows.rows], "dtype": "str"}
+        if rows.choice_count:
+            arrays[CHOICES] = {"shape": [rows.rows, rows.choice_count], "dtype": "str"}
         if rows.labelled:
             indices = rows.index_range()
             value_lists = rows.values and rows.list_width is not None

@@ -424,6 +424,29 @@ def test_a_question_answering_folder_keeps_its_task_and_takes_answers(api, auth,
         assert status == 422 and expected in text, text
 
 
+def test_a_multiple_choice_folder_keeps_its_task_and_takes_rows_with_choices(api, auth, tmp_path):
+    model = _upload(api, auth, "models", "mc.zip", zip_bytes(bert_folder(tmp_path / "mc", multiple_choice=True)))
+    assert model.status_code == 201, model.text
+    assert model.json()["task"] == "multiple-choice"
+    classifier = _upload(api, auth, "models", "classifier.zip", zip_bytes(bert_folder(tmp_path / "classifier", 3)))
+    rows = [{"split": split, "text": text} for split, texts in (("train", CORPUS[:4]), ("val", CORPUS[4:8]))
+            for text in texts]
+    extras = {"plain": [{}] * 8, "choices": [{"choices": ["the cat", "the dog", "the fox"]}] * 8,
+              "labelled": [{"choices": ["the cat", "the dog", "the fox"], "label": index % 3} for index in range(8)]}
+    datasets = {name: _upload(api, auth, "datasets", f"{name}.jsonl", "\n".join(
+        json.dumps(row | extra) for row, extra in zip(rows, extra_rows)).encode()).json()
+        for name, extra_rows in extras.items()}
+    assert datasets["labelled"]["manifest"]["splits"]["val"]["choices"] == {"shape": [4, 3], "dtype": "str"}
+    assert _job(api, auth, model.json(), datasets["choices"], [{"method": "ptq"}])[0] == 201
+    assert _job(api, auth, model.json(), datasets["labelled"], [{"method": "ptq"}], {"metric": "accuracy"})[0] == 201
+    for model_json, dataset, expected in [
+        (model.json(), datasets["plain"], "a multiple-choice model scores candidate answers: give every row"),
+        (classifier.json(), datasets["choices"], "rows give 'choices', the candidate answers a multiple-choice"),
+    ]:
+        status, text = _job(api, auth, model_json, dataset, [{"method": "ptq"}])
+        assert status == 422 and expected in text, text
+
+
 def _array_dataset(api, auth, name: str, inputs: np.ndarray, classes: int | None) -> dict:
     """An uploaded .npz whose train and val splits are `inputs`, val labelled with classes below `classes` (None:
     unlabelled)."""
