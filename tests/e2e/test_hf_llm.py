@@ -167,6 +167,24 @@ def test_a_token_classifier_folder_trains_on_word_tags_through_a_worker(client, 
     assert {"model.pt2", "model.hf_folder"} <= {artifact["kind"] for artifact in client.artifacts(job["id"])}
 
 
+def test_a_multiple_choice_folder_scores_each_rows_choices_through_a_worker(client, tmp_path):
+    """A BertForMultipleChoice folder (its task read from config.json) and a .jsonl of rows with four choices and
+    the right one's text as label, through HTTP and a real worker: int8, judged by accuracy over the rows, and
+    handed back as a folder too."""
+    from tests.hf_folders import bert_folder
+
+    (tmp_path / "mc.zip").write_bytes(zip_bytes(bert_folder(tmp_path / "mc", multiple_choice=True)))
+    endings = ["near the house", "finds the stick", "likes the ball", "sees the box"]
+    rows = [{"split": split, "text": text, "choices": endings, "label": endings[index % 4]}
+            for split, texts in (("train", CORPUS[:16]), ("val", CORPUS[16:32])) for index, text in enumerate(texts)]
+    (tmp_path / "choices.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    job = _folder_job(client, tmp_path / "mc.zip", tmp_path / "choices.jsonl", "multiple-choice",
+                      {"method": "ptq", "calibration_samples": 16})
+    final = job["metrics"]["final"]
+    assert final["metric"] == job["metrics"]["baseline"]["metric"] == "accuracy"
+    assert round(final["accuracy"] * 16, 6) % 1 == 0
+
+
 def test_an_image_classifier_folder_compresses_raw_images_through_a_worker(client, tmp_path):
     """A ViT folder and an .npz of labelled uint8 images (channels-last, as image libraries give them), through HTTP
     and a real worker: scaled by the folder's processor settings, int8 with the patch convolution kept float, and
