@@ -166,10 +166,12 @@ def _renumber_feature_layers(config, teacher_config, kept: list[int]) -> None:
         setattr(config, field, [count - 1 + base for count in before])
 
 
-def first_layer_differs(stacks: list[tuple[str, nn.ModuleList]]) -> bool:
-    """Whether a stack's first layer holds other tensors than its last (ModernBERT's first layer has no attention
-    norm, as the embeddings' norm comes just before it): then only it can be a student's first layer."""
-    return any(len(layers) > 1 and set(layers[0].state_dict()) != set(layers[-1].state_dict())
+def first_layer_lacks_parts(stacks: list[tuple[str, nn.ModuleList]]) -> bool:
+    """Whether a stack's first layer lacks tensors its last one has (ModernBERT's first layer has no attention
+    norm, as the embeddings' norm comes just before it; DeepSeek-V3's first layers have a dense MLP where the others
+    have experts): then no other layer can be a student's first layer. A first layer that only holds more (T5's
+    and WavLM's relative position table, which every layer reads) lends those to whichever layer comes first."""
+    return any(len(layers) > 1 and set(layers[-1].state_dict()) - set(layers[0].state_dict())
                for _, layers in stacks)
 
 
@@ -187,7 +189,7 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     else:
         stacks, holder, field = layer_stacks(teacher), layer_config(config), LAYER_COUNT_FIELD
     count = len(stacks[0][1])
-    kept = kept_layers(spec, count, keep_first=first_layer_differs(stacks))
+    kept = kept_layers(spec, count, keep_first=first_layer_lacks_parts(stacks))
     try:
         setattr(holder, field, len(kept))
     except (AttributeError, NotImplementedError) as exc:  # Funnel's count is the sum of its `block_sizes`

@@ -59,7 +59,7 @@ class LayersStudent(Spec):
     layer count (`num_hidden_layers`). A seq2seq-lm model's student keeps some of its decoder's layers (its
     `num_decoder_layers` or `decoder_layers`) and its whole encoder: generation runs the decoder once per token.
     Give exactly one of `keep` (how many layers, evenly spaced and always including the last: 3 of 6 keeps 1, 3,
-    5; where the first layer is built unlike the others, as ModernBERT's without an attention norm, it is kept too
+    5; where the first layer lacks parts the others have, as ModernBERT's without an attention norm, it is kept too
     and the rest spaced over the later layers: 0, 3, 5) or `layers` (their indices, from 0)."""
 
     kind: Literal["layers"] = "layers"
@@ -81,7 +81,7 @@ class LayersStudent(Spec):
 
 def kept_layers(student: LayersStudent, teacher_layers: int, keep_first: bool = False) -> list[int]:
     """The indices of the teacher's layers the student keeps; ValueError saying why when the teacher has too few.
-    `keep_first`: the teacher's first layer is built unlike the others (ModernBERT's has no attention norm), so no
+    `keep_first`: the teacher's first layer lacks parts the others have (ModernBERT's has no attention norm), so no
     other can stand in its place: a `keep` count keeps it, and the rest evenly spaced over the later layers."""
     if student.layers is not None:
         if len(student.layers) >= teacher_layers or student.layers[-1] >= teacher_layers:

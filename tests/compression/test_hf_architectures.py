@@ -234,6 +234,15 @@ def test_a_first_layer_built_unlike_the_others_is_kept_by_a_count_and_refused_wh
         _job(tmp_path / "list", "modernbert", "feature-extraction", KDSpec(student={"kind": "layers", "layers": [1]}))
 
 
+def test_a_dense_first_layer_before_experts_is_kept_by_a_layer_count(tmp_path):
+    # DeepSeek-V3's first layer (`first_k_dense_replace`) has a dense MLP, the others experts: keeping the last
+    # layer gave the student's layer 0 the experts its config builds as a dense MLP, and the student was refused.
+    result = _job(tmp_path, "deepseek_v3", "causal-lm", KDSpec(student={"kind": "layers", "keep": 1},
+                                                               training={"steps": 1, "batch_size": 8}))
+    assert result.stages[0].metrics["method_metrics"]["student_spec"]["layers"] == [0]
+    assert result.stages[0].metrics["hf_folder"]["written"]
+
+
 def test_modernbert_structured_pruning_cuts_the_fused_gated_mlp_and_writes_its_folder(tmp_path):
     # ModernBERT's MLP is `input, gate = Wi(x).chunk(2, -1); Wo(act(input) * gate)`: the chunk froze every group
     # (the job was refused). Channel j is now row j and row 128 + j of Wi and column j of Wo, in both layers.
