@@ -33,6 +33,7 @@ from compression.archive.sentence_transformers import SentenceEmbedding
 from compression.dry_run import DryRunFailed
 from compression.hf_program import load_folder_model, model_program
 from compression.io import save_program
+from compression.shared_layer_student import shared_layer_student
 from compression.specs.distill import LayersStudent, kept_layers
 from compression.students import layers_student_id, parameter_count
 
@@ -181,6 +182,22 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     kept layers, the teacher's count, parameters). ValueError when the folder's model has no such layers or too
     few of them. `prompts`: a zero-shot image classifier's candidate texts."""
     teacher = load_folder_model(source, task, prompts=prompts).model
+    shared = None if task in DECODER_STUDENT_TASKS else shared_layer_student(teacher, spec)
+    student, details = shared or _cut_student(teacher, task, spec)
+    if getattr(teacher, "generation_config", None) is not None:  # BART's forced tokens, T5's start token
+        student.generation_config = copy.deepcopy(teacher.generation_config)
+    if destination.exists():
+        shutil.rmtree(destination)
+    destination.mkdir(parents=True)
+    copy_side_files(source, destination)
+    student.save_pretrained(destination)
+    return {"kind": "layers", **details, "parameters": parameter_count(student),
+            "teacher_parameters": parameter_count(teacher)}
+
+
+def _cut_student(teacher: nn.Module, task: str, spec: LayersStudent) -> tuple[nn.Module, dict]:
+    """The teacher with the layers `spec` keeps (its config's layer count set), their weights and everything
+    around them copied; and its description (the kept layers, the teacher's count, the lists cut)."""
     config = copy.deepcopy(teacher.config)
     if task in SEQ2SEQ_TASKS:  # the decoder's layers, its count under the decoder's own field
         stacks, (holder, field) = decoder_stacks(teacher), decoder_layer_holder(config)
@@ -246,16 +263,7 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
                          "layers), which a 'layers' student cannot copy from the teacher; use a 'low_rank' or "
                          "uploaded student")
     student.load_state_dict(state, strict=True)
-    if getattr(teacher, "generation_config", None) is not None:  # BART's forced tokens, T5's start token
-        student.generation_config = copy.deepcopy(teacher.generation_config)
-    if destination.exists():
-        shutil.rmtree(destination)
-    destination.mkdir(parents=True)
-    copy_side_files(source, destination)
-    student.save_pretrained(destination)
-    return {"kind": "layers", "layers": kept, "teacher_layers": count,
-            "layer_list": ", ".join(prefix for prefix, _ in stacks),
-            "parameters": parameter_count(student), "teacher_parameters": parameter_count(teacher)}
+    return student, {"layers": kept, "teacher_layers": count, "layer_list": ", ".join(prefix for prefix, _ in stacks)}
 
 
 @dataclass

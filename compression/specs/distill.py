@@ -60,7 +60,8 @@ class LayersStudent(Spec):
     `num_decoder_layers` or `decoder_layers`) and its whole encoder: generation runs the decoder once per token.
     Give exactly one of `keep` (how many layers, evenly spaced and always including the last: 3 of 6 keeps 1, 3,
     5; where the first layer lacks parts the others have, as ModernBERT's without an attention norm, it is kept too
-    and the rest spaced over the later layers: 0, 3, 5) or `layers` (their indices, from 0)."""
+    and the rest spaced over the later layers: 0, 3, 5) or `layers` (their indices, from 0). ALBERT, whose layers
+    share one set of weights, takes `keep` alone: that many passes of its shared layer."""
 
     kind: Literal["layers"] = "layers"
     keep: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = Field(

@@ -234,6 +234,20 @@ def test_a_first_layer_built_unlike_the_others_is_kept_by_a_count_and_refused_wh
         _job(tmp_path / "list", "modernbert", "feature-extraction", KDSpec(student={"kind": "layers", "layers": [1]}))
 
 
+def test_albert_is_distilled_into_fewer_passes_of_its_shared_layer(tmp_path):
+    # ALBERT applies one layer group num_hidden_layers times: a 'layers' student found no list of layers and was
+    # refused. It is now the same weights applied fewer times; a list of layers names nothing to choose among.
+    result = _job(tmp_path / "keep", "albert", "feature-extraction", KDSpec(student={"kind": "layers", "keep": 1},
+                                                                             training={"steps": 1, "batch_size": 8}))
+    student = result.stages[0].metrics["method_metrics"]["student_spec"]
+    assert (student["shared_passes"], student["teacher_layers"]) == (1, 2)
+    assert student["layer_list"] == "encoder.albert_layer_groups"
+    [folder] = [a for a in result.stages[0].artifacts if a.name == hf_folder.ARTIFACT_NAME]
+    assert hf_folder.load(folder.path).config.num_hidden_layers == 1
+    with pytest.raises(DryRunFailed, match="passes of the same weights, not layers to choose among: give 'keep'"):
+        _job(tmp_path / "list", "albert", "feature-extraction", KDSpec(student={"kind": "layers", "layers": [1]}))
+
+
 def test_a_dense_first_layer_before_experts_is_kept_by_a_layer_count(tmp_path):
     # DeepSeek-V3's first layer (`first_k_dense_replace`) has a dense MLP, the others experts: keeping the last
     # layer gave the student's layer 0 the experts its config builds as a dense MLP, and the student was refused.
