@@ -74,8 +74,15 @@ def correct_labels(output: torch.Tensor, labels: torch.Tensor, output_kind: str)
     element."""
     labels = labels.to(output.device)
     if not binary_targets(output, labels):
-        read = labels != IGNORED_LABEL
-        return int(((output.argmax(-1) == labels) & read).sum()), int(read.sum())
+        read, predicted = labels != IGNORED_LABEL, output.argmax(-1)
+        if predicted.shape != labels.shape:
+            # (an output with a unit axis, [N, 1, C], against [N] labels: compared as they are, they broadcast to
+            # N x N comparisons and an accuracy over 100 %)
+            if predicted.numel() != labels.numel():
+                raise ValueError(f"labels of shape {list(labels.shape)} do not fit the model's output "
+                                 f"{list(output.shape)}: one class index per row of class scores")
+            predicted = predicted.reshape(labels.shape)
+        return int(((predicted == labels) & read).sum()), int(read.sum())
     threshold = 0.5 if output_kind == "sigmoid" else 0.0
     predicted = output.reshape(labels.shape[0], -1) > threshold
     return int((predicted == (labels.reshape(predicted.shape) > 0.5)).sum()), predicted.numel()

@@ -14,7 +14,7 @@ from compression.distill.losses import distillation_loss, kd_loss
 from compression.evaluate import evaluate
 from compression.fidelity import Fidelity
 from compression.io import export_model, save_program
-from compression.labels import label_loss
+from compression.labels import correct_labels, label_loss
 from compression.pipeline import run_pipeline
 from compression.prune.apply import apply_prune
 from compression.qat.apply import train_qat
@@ -163,3 +163,11 @@ def test_ptq_is_judged_by_the_thresholded_accuracy(tmp_path, arrays, build, kind
     assert abs(baseline["accuracy"] - (y[384:] == 0).mean()) > 0.3
     assert final["metric_drop"] == pytest.approx(baseline["metric_points"] - final["metric_points"], abs=1e-3)
     assert final["metric_drop"] < 3.0 and final["accuracy"] > 0.85
+
+
+def test_labels_are_compared_per_row_of_an_output_with_a_unit_axis_and_a_misfit_is_refused():
+    # [N, 1, C] scores against [N] labels broadcast to N x N comparisons: an accuracy of several hundred percent
+    output = torch.tensor([[[0.0, 1.0, 0.0]], [[2.0, 0.0, 0.0]], [[0.0, 0.0, 3.0]]])
+    assert correct_labels(output, torch.tensor([1, 0, 0]), "logits") == (2, 3)
+    with pytest.raises(ValueError, match=r"labels of shape \[3\] do not fit the model's output \[3, 2, 3\]"):
+        correct_labels(output.expand(3, 2, 3), torch.tensor([1, 0, 0]), "logits")
