@@ -51,6 +51,7 @@ from compression.archive.hf_architectures import (
     IMAGE_TASKS,
     MULTIPLE_CHOICE,
     SEQ2SEQ_TASKS,
+    VIDEO_CLASSIFICATION,
     ZERO_SHOT_IMAGES,
     image_text_encoder,
     model_types_by_task,
@@ -435,6 +436,25 @@ DETECTION_SPECIFIC = {
     "lw_detr": {"num_queries": 10},
 }
 DETECTORS = tuple(DETECTION_SPECIFIC)
+# Video classifiers (task video-classification): clips of four 32x32 frames, tubelets of two frames where the
+# architecture has them, 16x16 patches.
+VIDEO_FRAMES = 4
+TINY_VIDEO_TRANSFORMER = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+VIDEO_SPECIFIC = {
+    "videomae": {**TINY_VIDEO_TRANSFORMER, "image_size": IMAGE_SIZE, "patch_size": 16, "num_frames": VIDEO_FRAMES,
+                 "tubelet_size": 2, "num_hidden_layers": 2},
+    "timesformer": {**TINY_VIDEO_TRANSFORMER, "image_size": IMAGE_SIZE, "patch_size": 16,
+                    "num_frames": VIDEO_FRAMES, "num_hidden_layers": 2},
+    "vivit": {**TINY_VIDEO_TRANSFORMER, "image_size": IMAGE_SIZE, "num_frames": VIDEO_FRAMES,
+              "tubelet_size": [2, 16, 16], "num_hidden_layers": 2},
+    "vjepa2": {"hidden_size": 32, "num_attention_heads": 2, "mlp_ratio": 2.0, "crop_size": IMAGE_SIZE,
+               "patch_size": 16, "frames_per_clip": VIDEO_FRAMES, "tubelet_size": 2, "num_hidden_layers": 2,
+               "num_pooler_layers": 1, "pred_hidden_size": 32, "pred_num_attention_heads": 2,
+               "pred_num_hidden_layers": 1},
+    "videoprism_vision_model": {**TINY_VIDEO_TRANSFORMER, "image_size": IMAGE_SIZE, "num_frames": VIDEO_FRAMES,
+                                "num_spatial_layers": 2, "num_temporal_layers": 1, "num_auxiliary_layers": 1},
+}
+VIDEO_CLASSIFIERS = tuple(VIDEO_SPECIFIC)
 # Semantic segmentation models (task semantic-segmentation), swept when the task is asked for.
 SEGMENTERS = ("segformer", "beit", "data2vec-vision", "dpt", "mobilevit", "mobilevitv2", "upernet")
 # Audio configs: a three-layer feature encoder (not two: as many as the transformer's layers would make a
@@ -579,6 +599,10 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
                                                      **AUDIO_SPECIFIC.get(model_type, {})})
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
+    if task == VIDEO_CLASSIFICATION:
+        config = AutoConfig.for_model(model_type, num_labels=3, **VIDEO_SPECIFIC.get(model_type, {}))
+        torch.manual_seed(seed)
+        return auto_class(task).from_config(config).eval()
     if task in ("image-feature-extraction", ZERO_SHOT_IMAGES) and image_text_encoder(model_type):
         # CLIP's kin: two tiny towers
         config = AutoConfig.for_model(model_type, **IMAGE_TEXT_SPECIFIC.get(model_type, {
@@ -700,6 +724,21 @@ def text_dataset(directory: Path, labels: bool = False, tags: bool = False, pair
     return path
 
 
+def video_npz(directory: Path) -> Path:
+    """Random uint8 RGB clips [N, VIDEO_FRAMES, 32, 32, 3] (frames channels-last, as video decoders give them), 48
+    train and 16 val rows, each labelled 0..2."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, rows in (("train", 48), ("val", 16)):
+        arrays[f"{split}.x"] = rng.integers(0, 256, (rows, VIDEO_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        arrays[f"{split}.y"] = rng.integers(0, 3, rows)
+    path = directory / "clips.npz"
+    np.savez(path, **arrays)
+    return path
+
+
 def image_npz(directory: Path, labels: bool = True) -> Path:
     """Random uint8 RGB images [N, 32, 32, 3] (channels-last, as image libraries give them), 48 train and 16 val
     rows, each with a label in 0..2 (`<split>.y`) when `labels`."""
@@ -779,8 +818,8 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
     try:
         archive = folder_zip(model_type, task, directory, dtype)
         read_hf_folder(archive, task=task)
-        dataset = image_npz(directory, labels=task in ("image-classification", ZERO_SHOT_IMAGES)) \
-            if task in IMAGE_TASKS else audio_npz(
+        dataset = video_npz(directory) if task == VIDEO_CLASSIFICATION else image_npz(
+            directory, labels=task in ("image-classification", ZERO_SHOT_IMAGES)) if task in IMAGE_TASKS else audio_npz(
             directory, model_type, labels=task == "audio-classification") if task in AUDIO_TASKS else text_dataset(
             directory, labels=task == "sequence-classification", tags=task == "token-classification",
             pairs=task == "question-answering", choices=task == MULTIPLE_CHOICE)
@@ -795,7 +834,8 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
 
 
 # The task each list's model types are swept for: an image or audio model's one task, and the text models' heads.
-ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), ("semantic-segmentation", SEGMENTERS),
+ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), (VIDEO_CLASSIFICATION, VIDEO_CLASSIFIERS),
+                  ("semantic-segmentation", SEGMENTERS),
                   ("depth-estimation", DEPTH_MODELS), ("object-detection", DETECTORS),
                   ("audio-classification", AUDIO_CLASSIFIERS),
                   ("speech-recognition", SPEECH_RECOGNIZERS), ("speech-seq2seq", SPEECH_SEQ2SEQS))
@@ -811,6 +851,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     images += SEGMENTERS if "semantic-segmentation" in (only_tasks or ()) else ()
     images += DEPTH_MODELS if "depth-estimation" in (only_tasks or ()) else ()
     images += DETECTORS if "object-detection" in (only_tasks or ()) else ()
+    images += VIDEO_CLASSIFIERS if VIDEO_CLASSIFICATION in (only_tasks or ()) else ()
     images += DUAL_ENCODERS if {"image-feature-extraction", ZERO_SHOT_IMAGES} & set(only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     speech = SPEECH_RECOGNIZERS if only_tasks and "speech-recognition" in only_tasks else ()

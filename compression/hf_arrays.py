@@ -31,7 +31,7 @@ from compression.archive.hf_architectures import (
     one_shape_problem,
     unlabelled_task_problem,
 )
-from compression.archive.hf_folder import CHANNEL_WAVEFORMS, SPECTROGRAM_INPUTS, HFFolder, image_input_shape
+from compression.archive.hf_folder import CHANNEL_WAVEFORMS, SPECTROGRAM_INPUTS, HFFolder, pixel_input_shape
 from compression.archive.npz import LABEL_ARRAY, NOT_INPUTS, TRANSCRIPT_ARRAY, array_shapes
 from compression.archive.pixel_scaling import CHUNK_ROWS, NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
 
@@ -60,20 +60,44 @@ def image_dataset(dataset_path: Path, scaling: PixelScaling | None, shape: list[
                   workdir: Path) -> Path:
     """The `.npz` the job runs on: the upload itself when its images are float pixel values; else a copy in
     `workdir` whose uint8 images are the pixel values `scaling` makes of them (resized and cropped first, as the
-    processor does, where they are not at the model's size: `shape`, [batch, channels, height, width])."""
-    channels, size = shape[1], tuple(shape[2:])
+    processor does, where they are not at the model's size: `shape`, [batch, channels, height, width]). A video
+    model's (`shape` [batch, frames, channels, height, width]) uint8 clips [N, frames, ...] are scaled frame by
+    frame, as its video processor does."""
+    channels, size = shape[-3], tuple(shape[-2:])
     arrays = _loaded(dataset_path)
+    if len(shape) == 5:
+        _check_frames(arrays, shape[1])
     raw = [name for name, values in arrays.items() if not name.endswith(f".{LABEL_ARRAY}")
            and values.dtype == np.dtype(PIXEL_DTYPE)]
     if not raw:
         return dataset_path
     if scaling is None:
         raise InvalidUpload(f"'{raw[0]}' {NO_PROCESSOR}")
-    converted = {name: scaling.apply(_at_size(name, values, scaling, channels, size), channels)
+    def scaled(name: str, images: np.ndarray) -> np.ndarray:
+        return scaling.apply(_at_size(name, images, scaling, channels, size), channels)
+
+    converted = {name: (_scaled_frames(name, values, scaled) if len(shape) == 5 else scaled(name, values))
                  if name in raw else values for name, values in arrays.items()}
     path = workdir / "dataset.npz"
     np.savez(path, **converted)
     return path
+
+
+def _check_frames(arrays: dict[str, np.ndarray], frames: int | None) -> None:
+    """A video model's position table is built for its config's number of frames: every clip has that many."""
+    for name, values in arrays.items():
+        if name.partition(".")[2] not in NOT_INPUTS and frames is not None and (
+                values.ndim < 4 or values.shape[1] != frames):
+            raise InvalidUpload(f"'{name}' has shape {list(values.shape)}, but this video model takes clips of "
+                                f"{frames} frames (its config's num_frames), [N, {frames}, H, W, 3]: sample or pad "
+                                f"each clip to {frames} frames")
+
+
+def _scaled_frames(name: str, clips: np.ndarray, scaled) -> np.ndarray:
+    """uint8 clips [N, frames, ...] as the pixel values `scaled` makes of each frame, [N, frames, channels, height,
+    width]."""
+    frames = scaled(name, clips.reshape(clips.shape[0] * clips.shape[1], *clips.shape[2:]))
+    return frames.reshape(clips.shape[0], clips.shape[1], *frames.shape[1:])
 
 
 def _at_size(name: str, pixels: np.ndarray, scaling: PixelScaling, channels: int,
@@ -112,8 +136,8 @@ def prepared_dataset(folder: HFFolder, dataset_path: Path, workdir: Path) -> Pat
         if transcripts and not folder.has_tokenizer:
             raise InvalidUpload(TRANSCRIPTS_NEED_A_TOKENIZER.format(arrays=transcripts))
     if folder.task in IMAGE_TASKS:
-        return image_dataset(dataset_path, folder.pixel_scaling, image_input_shape(folder.config, folder.processor),
-                             workdir)
+        return image_dataset(dataset_path, folder.pixel_scaling,
+                             pixel_input_shape(folder.task, folder.config, folder.processor), workdir)
     if folder.model_type not in SPECTROGRAM_INPUTS:
         normalized = normalized_waveforms(dataset_path, folder.processor, workdir)
         return with_channel(normalized, workdir) if folder.model_type in CHANNEL_WAVEFORMS else normalized

@@ -449,6 +449,9 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     source_model = float_model.model
     source = source_model.state_dict()
     computed = frozenset(name for name, _ in source_model.named_buffers()) - set(source)
+    # ... and plain tensor attributes the architecture builds from its config (VideoMAE's sinusoid position table)
+    computed |= {f"{module_name}.{attr}".lstrip(".") for module_name, module in source_model.named_modules()
+                 for attr, value in vars(module).items() if isinstance(value, torch.Tensor)}
     computed |= {name for name, _ in float_model.named_buffers(recurse=False)}  # the label embeddings
     _refuse_transposed_layers(source_model, model)  # before read_graph, which would call them foreign tensors
     tables = frozenset(name for name, module in source_model.named_modules() if isinstance(module, torch.nn.Embedding))

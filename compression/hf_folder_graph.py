@@ -373,6 +373,18 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
                 else:
                     layout.inputs[name] = quantizer
                     input_quantizers.setdefault(name, set()).update(input_nodes)
+        elif node.op == "get_attr" and node.target.endswith(".weight_codes") and (
+                stored_tensor(gm, node).dim() > 2):
+            # a kernel int8 PTQ stores int8 with no int8 kernel to run it (`compression.ptq.kernelless_weights`: a
+            # video model's Conv3d, a transposed convolution), one scale per slice of its first dimension; the
+            # folder holds it as its dequantized float weight, as the convolutions above
+            name = node.target.removeprefix(PROGRAM_PREFIX).removesuffix(".weight_codes")
+            scale_attr = node.target.removesuffix("_codes") + "_scale"
+            codes = stored_tensor(gm, node)
+            scale = stored_tensor(gm, gm.graph.find_nodes(op="get_attr", target=scale_attr)[0])
+            layout.floats[f"{name}.weight"] = codes.float() * scale.float().view(-1, *[1] * (codes.dim() - 1))
+            layout.dequantized_convs.append(name)
+            consumed.update({node.target, scale_attr})
         elif node.op == "get_attr" and node.target.endswith(".weight_codes"):
             name = node.target.removeprefix(PROGRAM_PREFIX).removesuffix(".weight_codes")
             # A re-exported program names a table tied to the output layer after that layer (`lm_head`): the

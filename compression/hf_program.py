@@ -30,6 +30,7 @@ from compression.archive.hf_architectures import (
     FEATURE_TASKS,
     IMAGE_EMBEDDING,
     MULTIPLE_CHOICE,
+    VIDEO_CLASSIFICATION,
     ZERO_SHOT_IMAGES,
     ZERO_SHOT_NEEDS_LABELS,
     image_text_encoder,
@@ -161,6 +162,21 @@ class _PixelModel(_ArrayModel):
         return self.run("pixel_values", pixel_values)
 
 
+class _VideoClassifier(_ArrayModel):
+    """A video classifier (VideoMAE, TimeSformer, ViViT, V-JEPA 2, VideoPrism): clips [batch, frames, channels,
+    height, width] as the program's `pixel_values` (V-JEPA 2 and VideoPrism name theirs `pixel_values_videos`) ->
+    class logits [batch, classes] (VideoPrism's keep a unit token axis, [batch, 1, classes], which labels of one
+    class per clip do not have)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__(model)
+        self.input_name = model.main_input_name
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        logits = self.run(self.input_name, pixel_values)
+        return logits.reshape(logits.shape[0], logits.shape[-1])
+
+
 class _PixelClassMap(_PixelModel):
     """A semantic segmentation model (SegFormer, DPT, BEiT, MobileViT, UperNet): its class logits over its output
     map, as transformers returns them ([batch, classes, height, width]; SegFormer's at a quarter of the input's
@@ -276,6 +292,7 @@ def auto_class(task: str):
             MULTIPLE_CHOICE: "AutoModelForMultipleChoice",
             "fill-mask": "AutoModelForMaskedLM",
             "image-classification": "AutoModelForImageClassification",
+            VIDEO_CLASSIFICATION: "AutoModelForVideoClassification",
             "semantic-segmentation": "AutoModelForSemanticSegmentation",
             "depth-estimation": "AutoModelForDepthEstimation",
             "object-detection": "AutoModelForObjectDetection",
@@ -337,6 +354,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return ZeroShotImageClassifier(model, tokenized_prompts(folder, model.config.model_type, prompts)).eval()
     if task == "image-feature-extraction" and image_text_encoder(model.config.model_type):
         return ImageEmbedding(model).eval()
+    if task == VIDEO_CLASSIFICATION:
+        return _VideoClassifier(model).eval()
     if task == "semantic-segmentation":
         return _PixelClassMap(model, "logits").eval()
     if task == "depth-estimation":

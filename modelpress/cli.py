@@ -72,7 +72,7 @@ def _user_commands(commands, common) -> None:
     # CLI; tests/modelpress/test_cli.py keeps the lists equal)
     submit.add_argument("--task", choices=["feature-extraction", "sequence-classification", "token-classification",
                                            "question-answering", "multiple-choice", "fill-mask",
-                                           "image-classification",
+                                           "image-classification", "video-classification",
                                            "semantic-segmentation", "depth-estimation", "object-detection",
                                            "zero-shot-image-classification", "audio-classification",
                                            "speech-recognition", "causal-lm", "seq2seq-lm", "speech-seq2seq",

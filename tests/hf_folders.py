@@ -233,6 +233,28 @@ def image_folder(folder: Path, architecture: str = "vit", classes: int = 4, proc
     return folder
 
 
+# What VideoMAEImageProcessor writes for MCG-NJU/videomae-base-finetuned-kinetics, at a tiny model's size: each
+# frame resized by its shortest edge, center-cropped, rescaled and normalized with ImageNet's statistics.
+VIDEOMAE_PROCESSOR = {"image_processor_type": "VideoMAEImageProcessor", "do_resize": True,
+                      "size": {"shortest_edge": 32}, "resample": 2, "do_center_crop": True,
+                      "crop_size": {"height": 32, "width": 32}, "do_rescale": True, "rescale_factor": 1 / 255,
+                      "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+
+
+def video_folder(folder: Path, classes: int = 3, frames: int = 4) -> Path:
+    """A video classifier (`VideoMAEForVideoClassification`) of 32x32 clips of `frames` frames (tubelets of two
+    frames and 16x16 patches) with `classes` labels and VideoMAE's processor settings."""
+    import torch
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    torch.manual_seed(0)
+    config = VideoMAEConfig(image_size=32, patch_size=16, num_frames=frames, tubelet_size=2, hidden_size=32,
+                            num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=classes)
+    VideoMAEForVideoClassification(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(VIDEOMAE_PROCESSOR))
+    return folder
+
+
 SEGFORMER_PROCESSOR = {"image_processor_type": "SegformerImageProcessor", "do_resize": True,
                        "size": {"height": 64, "width": 64}, "do_rescale": True, "rescale_factor": 1 / 255,
                        "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}

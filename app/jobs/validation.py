@@ -19,6 +19,7 @@ from compression.archive.hf_architectures import (
     TRANSCRIBING_TASKS,
     TRANSCRIPTS_NEED_A_TOKENIZER,
     UNLABELLED_ARRAY_TASKS,
+    VIDEO_CLASSIFICATION,
     ZERO_SHOT_IMAGES,
     ZERO_SHOT_NEEDS_LABELS,
     one_shape_problem,
@@ -269,7 +270,8 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
                         f"object query), not '{spec.evaluation.output_kind}': leave evaluation.output_kind unset")
     if task in ARRAY_TASKS:
         if manifest.format != "npz":
-            what = ("uint8 images, or the pixel_values its image processor makes"
+            what = ("uint8 clips [N, frames, H, W, 3], or the pixel_values its video processor makes"
+                    if task == VIDEO_CLASSIFICATION else "uint8 images, or the pixel_values its image processor makes"
                     if task in IMAGE_TASKS else "the waveforms at its feature extractor's sampling rate, or the "
                     "spectrogram features a spectrogram model takes")
             unlabelled = task in UNLABELLED_ARRAY_TASKS
@@ -413,7 +415,16 @@ def _raw_image_problems(where: str, shape: list[int], model_input, scaling: dict
     scaling (`PixelScaling`) in the worker (`compression.hf_arrays`)."""
     if scaling is None:
         return [f"{where} {NO_PROCESSOR}"]
-    channels, *size = model_input.shape[1:]
+    dims = model_input.shape[1:]
+    if len(dims) == 4:  # a video classifier's clips: each frame is an image
+        frames, dims = dims[0], dims[1:]
+        if len(shape) not in (4, 5) or (frames is not None and shape[1] != frames) or (
+                len(shape) == 4 and dims[0] != 1):
+            return [f"{where} has shape {shape}: uint8 clips for this model are [N, {frames or 'frames'}, H, W, "
+                    f"{dims[0]}] or [N, {frames or 'frames'}, {dims[0]}, H, W] (its config's num_frames frames "
+                    "each; sample or pad each clip to that many)"]
+        shape = [shape[0] * shape[1], *shape[2:]]
+    channels, *size = dims
     layout = pixel_layout(shape, channels)
     if layout is None:
         return [f"{where} has shape {shape}: uint8 images for this model are [N, H, W, {channels}] or "

@@ -18,6 +18,7 @@ IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
 IMAGE_TEXT_ENCODERS = "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"
 ZERO_SHOT_IMAGES = "zero-shot-image-classification"
 MULTIPLE_CHOICE = "multiple-choice"
+VIDEO_CLASSIFICATION = "video-classification"
 # task -> the mapping of modeling_auto.py whose model types can run it
 TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "sequence-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
@@ -32,6 +33,9 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  # worker masks in the text (`compression.masked_tokens`)
                  "fill-mask": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
                  "image-classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+                 # a video classifier (VideoMAE, TimeSformer, ViViT, V-JEPA 2): a clip of the config's number of
+                 # frames, each scaled as an image, [batch, frames, channels, height, width] -> class logits
+                 VIDEO_CLASSIFICATION: "MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES",
                  # a semantic segmentation model (SegFormer, DPT, BEiT, MobileViT, UperNet): class logits at every
                  # pixel of its output map, channels last (`compression.segmentation`)
                  "semantic-segmentation": "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
@@ -70,12 +74,13 @@ IMAGE_EMBEDDING = "image_embeds"  # the output of an image-text dual encoder's i
 TOWER = "_vision_model"  # the model_type of a dual encoder's vision tower saved alone (clip_vision_model)
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", MULTIPLE_CHOICE, "fill-mask",
-              "image-classification", "semantic-segmentation", "depth-estimation", "object-detection",
-              "audio-classification", "speech-recognition")
-# Tasks whose model reads images (`pixel_values`) or audio (a waveform's `input_values`, or the spectrogram
-# features of AST and Whisper) from an .npz, instead of text tokenized from a .jsonl.
-IMAGE_TASKS = ("image-classification", "semantic-segmentation", "depth-estimation", "object-detection",
-               ZERO_SHOT_IMAGES, "image-to-text", "image-feature-extraction")
+              "image-classification", VIDEO_CLASSIFICATION, "semantic-segmentation", "depth-estimation",
+              "object-detection", "audio-classification", "speech-recognition")
+# Tasks whose model reads images (`pixel_values`; a video classifier's clips of them) or audio (a waveform's
+# `input_values`, or the spectrogram features of AST and Whisper) from an .npz, instead of text tokenized from a
+# .jsonl.
+IMAGE_TASKS = ("image-classification", VIDEO_CLASSIFICATION, "semantic-segmentation", "depth-estimation",
+               "object-detection", ZERO_SHOT_IMAGES, "image-to-text", "image-feature-extraction")
 # The classes of an image-to-text model whose program reads the image and the decoder's input alone.
 IMAGE_ENCODER_DECODERS = ("VisionEncoderDecoderModel",)
 ZERO_SHOT_NEEDS_LABELS = ("a zero-shot-image-classification model chooses among the classes the job names: set "

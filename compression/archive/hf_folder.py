@@ -40,6 +40,7 @@ from compression.archive.hf_architectures import (
     MULTIPLE_CHOICE,
     SEQ2SEQ_TASKS,
     TASKS,
+    VIDEO_CLASSIFICATION,
     ZERO_SHOT_IMAGES,
     ZERO_SHOT_NEEDS_A_TOKENIZER,
     canonical_task,
@@ -139,7 +140,8 @@ class HFFolder:
             ids = [{"name": name, "shape": [None, None, None], "dtype": "int64"} for name in ("input_ids",
                                                                                                 "attention_mask")]
         if self.task in IMAGE_TASKS:  # one float input, the processor's pixel values
-            ids = [{"name": IMAGE_INPUT, "shape": image_input_shape(config, self.processor), "dtype": "float32"}]
+            ids = [{"name": IMAGE_INPUT, "shape": pixel_input_shape(self.task, config, self.processor),
+                    "dtype": "float32"}]
         elif self.task in AUDIO_TASKS:  # one float input: the waveform, or a spectrogram model's features
             name, shape = audio_input(self.model_type, config)
             ids = [{"name": name, "shape": shape, "dtype": "float32"}]
@@ -285,6 +287,17 @@ def image_input_shape(config: dict, processor: dict | None = None) -> list[int |
     if size is NO_SIZE:
         size = side_pair(config.get("image_size"))
     return [None, channels if type(channels) is int and channels > 0 else 3, *(size or [None, None])]
+
+
+def pixel_input_shape(task: str, config: dict, processor: dict | None = None) -> list[int | None]:
+    """The pixel values an image task's model takes (`image_input_shape`), or a video classifier's clips of them,
+    [batch, frames, channels, height, width]: the config's `num_frames` (V-JEPA 2's `frames_per_clip`), each frame
+    scaled as an image, at the processor's size or the config's `image_size` (V-JEPA 2's `crop_size`)."""
+    if task != VIDEO_CLASSIFICATION:
+        return image_input_shape(config, processor)
+    frames = config.get("num_frames") or config.get("frames_per_clip")
+    _, channels, *size = image_input_shape({"image_size": config.get("crop_size")} | config, processor)
+    return [None, frames if type(frames) is int and frames > 0 else None, channels, *size]
 
 
 def class_count(config: dict) -> int:

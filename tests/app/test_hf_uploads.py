@@ -458,6 +458,23 @@ def _array_dataset(api, auth, name: str, inputs: np.ndarray, classes: int | None
     return response.json()
 
 
+def test_a_video_classifier_folder_takes_clips_of_its_frame_count(api, auth, tmp_path):
+    from tests.hf_folders import video_folder
+
+    model = _upload(api, auth, "models", "videomae.zip", zip_bytes(video_folder(tmp_path / "videomae")))
+    assert model.status_code == 201, model.text
+    assert model.json()["task"] == "video-classification"
+    rng = np.random.default_rng(0)
+    clips = _array_dataset(api, auth, "clips", rng.integers(0, 256, (8, 4, 40, 48, 3), dtype=np.uint8), 3)
+    assert _job(api, auth, model.json(), clips, [{"method": "ptq"}])[0] == 201
+    for name, inputs, expected in [
+        ("long", rng.integers(0, 256, (8, 6, 32, 32, 3), dtype=np.uint8), "uint8 clips for this model are [N, 4, H, W"),
+        ("images", rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), "uint8 clips for this model are [N, 4, H, W"),
+    ]:
+        status, text = _job(api, auth, model.json(), _array_dataset(api, auth, name, inputs, 3), [{"method": "ptq"}])
+        assert status == 422 and expected in text, text
+
+
 def _patch_student_bytes(directory, width: int) -> bytes:
     """A .pt2 of a ViT-like student: 8x8 patches of 32x32 pixels embedded to `width`, plus a class token,
     [N, 17, width]."""
