@@ -67,11 +67,19 @@ def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
     # lists inside a layer that happen to be as long (T5's block.0.layer: attention and MLP, in a 2-layer model)
     stacks = [(name, module) for name, module in stacks
               if not any(name.startswith(f"{outer}.") for outer, _ in stacks)]
+    if len({name.rpartition(".")[0] for name, _ in stacks}) > 1:
+        # lists of other parts that happen to be as long (a tiny wav2vec2's two feature-encoder convolutions beside
+        # its two transformer layers): the layers a student keeps are the ones that attend
+        stacks = [(name, module) for name, module in stacks if _attends(module[0])] or stacks
     parents = {name.rpartition(".")[0] for name, _ in stacks}
     if not stacks or len(parents) != 1:
         raise ValueError(f"a 'layers' student needs one list of {count} layers (or sibling lists of their parts) in "
                          f"the {type(model).__name__} model; found {[name for name, _ in stacks] or 'none'}")
     return stacks
+
+
+def _attends(layer: nn.Module) -> bool:
+    return any("attention" in type(module).__name__.lower() for module in layer.modules())
 
 
 def decoder_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
