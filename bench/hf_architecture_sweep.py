@@ -47,7 +47,9 @@ import torch
 
 from compression.archive.hf_architectures import (
     ARRAY_TASKS,
+    AUDIO_FRAMES,
     AUDIO_TASKS,
+    AUDIO_XVECTOR,
     IMAGE_TASKS,
     MULTIPLE_CHOICE,
     SEQ2SEQ_TASKS,
@@ -120,6 +122,8 @@ IMAGE_CLASSIFIERS = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "convn
 AUDIO_CLASSIFIERS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "unispeech",
                      "audio-spectrogram-transformer", "whisper",
                      "unispeech-sat", "wav2vec2-conformer", "sew-d")  # the last three added 2026-12-06
+# Speaker-verification (x-vector) and audio-frame-classification heads: the waveform models that ship them.
+SPEAKER_MODELS = ("wav2vec2", "wavlm", "data2vec-audio", "unispeech-sat", "wav2vec2-conformer", "wav2vec2-bert")
 # CTC speech recognizers (task speech-recognition): the waveform models' CTC heads, and the ones that read log-mel
 # features (w2v-BERT's stacked frames; Parakeet's, LASR's and Granite Speech's mel frames).
 SPEECH_RECOGNIZERS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "sew-d", "unispeech", "unispeech-sat",
@@ -586,8 +590,11 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
 
     from compression.hf_program import auto_class
 
-    if task in ("audio-classification", "audio-feature-extraction"):
-        config = AutoConfig.for_model(model_type, num_labels=3, **AUDIO_SPECIFIC.get(model_type, {}))
+    if task in ("audio-classification", "audio-feature-extraction", AUDIO_XVECTOR, AUDIO_FRAMES):
+        # (an x-vector head's TDNN layers and embedding shrunk to the tiny model's width)
+        xvector = {"tdnn_dim": [32, 32, 64], "tdnn_kernel": [5, 3, 1], "tdnn_dilation": [1, 2, 1],
+                   "xvector_output_dim": 32} if task == AUDIO_XVECTOR else {}
+        config = AutoConfig.for_model(model_type, num_labels=3, **AUDIO_SPECIFIC.get(model_type, {}), **xvector)
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
     if task == "speech-seq2seq":  # the vocabulary and special tokens of the family's default config
@@ -854,6 +861,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     images += VIDEO_CLASSIFIERS if VIDEO_CLASSIFICATION in (only_tasks or ()) else ()
     images += DUAL_ENCODERS if {"image-feature-extraction", ZERO_SHOT_IMAGES} & set(only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
+    sounds += SPEAKER_MODELS if set(only_tasks or ()) & {AUDIO_XVECTOR, AUDIO_FRAMES} else ()
     speech = SPEECH_RECOGNIZERS if only_tasks and "speech-recognition" in only_tasks else ()
     speech += SEQ2SEQ_LMS if only_tasks and "seq2seq-lm" in only_tasks else ()
     speech += SPEECH_SEQ2SEQS if only_tasks and "speech-seq2seq" in only_tasks else ()

@@ -26,6 +26,8 @@ from compression.archive.choices import CHOICES_NEED_MULTIPLE_CHOICE, MULTIPLE_C
 from compression.archive.errors import InvalidUpload
 from compression.archive.hf_architectures import (
     ARRAY_TASKS,
+    AUDIO_FRAMES,
+    AUDIO_XVECTOR,
     DECODER_INPUT,
     FEATURE_TASKS,
     IMAGE_EMBEDDING,
@@ -299,6 +301,8 @@ def auto_class(task: str):
             # (BLIP-2's is its retrieval class; the others' their dual encoder, CLIPModel, SiglipModel, ...)
             ZERO_SHOT_IMAGES: "AutoModelForZeroShotImageClassification",
             "audio-classification": "AutoModelForAudioClassification",
+            AUDIO_XVECTOR: "AutoModelForAudioXVector",
+            AUDIO_FRAMES: "AutoModelForAudioFrameClassification",
             "speech-recognition": "AutoModelForCTC",
             "seq2seq-lm": "AutoModelForSeq2SeqLM",
             "speech-seq2seq": "AutoModelForSpeechSeq2Seq",
@@ -367,7 +371,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         if wrapper is None:
             raise ValueError(f"this {model.config.model_type} model takes '{model.main_input_name}', not "
                              f"one of {sorted(ARRAY_WRAPPERS)}; export it yourself and upload the .pt2")
-        return wrapper(model, "last_hidden_state" if task in FEATURE_TASKS else "logits").eval()
+        output = "last_hidden_state" if task in FEATURE_TASKS else "embeddings" if task == AUDIO_XVECTOR else "logits"
+        return wrapper(model, output).eval()
     if "decoder_input_ids" in inspect.signature(model.forward).parameters and hasattr(model, "get_encoder"):
         # (Funnel's `decoder` reads no decoder inputs: it upsamples the pooled encoder's features into the output.)
         # T5, BART, ...: the features are the encoder's (what T5EncoderModel and sentence-T5 compute); the whole

@@ -75,6 +75,7 @@ def _user_commands(commands, common) -> None:
                                            "image-classification", "video-classification",
                                            "semantic-segmentation", "depth-estimation", "object-detection",
                                            "zero-shot-image-classification", "audio-classification",
+                                           "audio-xvector", "audio-frame-classification",
                                            "speech-recognition", "causal-lm", "seq2seq-lm", "speech-seq2seq",
                                            "image-to-text", "image-feature-extraction", "audio-feature-extraction",
                                            "text-classification", "zero-shot-classification", "ner",

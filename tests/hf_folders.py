@@ -338,15 +338,25 @@ AUDIO_CONFIGS = {  # tiny configs: a waveform model, and two that read spectrogr
 
 
 def audio_folder(folder: Path, model_type: str = "wav2vec2", classes: int = 3,
-                 extractor: dict | None = WAV2VEC2_EXTRACTOR) -> Path:
+                 extractor: dict | None = WAV2VEC2_EXTRACTOR, head: str = "classification") -> Path:
     """A tiny audio classifier of `model_type` (AUDIO_CONFIGS) with `classes` labels, and its feature extractor's
-    `extractor` settings."""
+    `extractor` settings; `head` "xvector": a speaker-verification head (`Wav2Vec2ForXVector`, 16-wide x-vectors)
+    instead, "frames": a class per audio frame (`Wav2Vec2ForAudioFrameClassification`)."""
     import torch
-    from transformers import AutoConfig, AutoModelForAudioClassification
+    from transformers import (
+        AutoConfig,
+        AutoModelForAudioClassification,
+        AutoModelForAudioFrameClassification,
+        AutoModelForAudioXVector,
+    )
 
     torch.manual_seed(0)
-    config = AutoConfig.for_model(model_type, num_labels=classes, **AUDIO_CONFIGS[model_type])
-    AutoModelForAudioClassification.from_config(config).save_pretrained(folder)
+    xvector = {"tdnn_dim": [16, 16, 32], "tdnn_kernel": [3, 3, 1], "tdnn_dilation": [1, 2, 1],
+               "xvector_output_dim": 16} if head == "xvector" else {}
+    config = AutoConfig.for_model(model_type, num_labels=classes, **AUDIO_CONFIGS[model_type], **xvector)
+    auto = {"classification": AutoModelForAudioClassification, "xvector": AutoModelForAudioXVector,
+            "frames": AutoModelForAudioFrameClassification}[head]
+    auto.from_config(config).save_pretrained(folder)
     if extractor is not None:
         (folder / "preprocessor_config.json").write_text(json.dumps(extractor))
     return folder

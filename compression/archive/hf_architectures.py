@@ -19,6 +19,8 @@ IMAGE_TEXT_ENCODERS = "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"
 ZERO_SHOT_IMAGES = "zero-shot-image-classification"
 MULTIPLE_CHOICE = "multiple-choice"
 VIDEO_CLASSIFICATION = "video-classification"
+AUDIO_XVECTOR = "audio-xvector"
+AUDIO_FRAMES = "audio-frame-classification"
 # task -> the mapping of modeling_auto.py whose model types can run it
 TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  "sequence-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
@@ -49,6 +51,12 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  # its scores of each image against their texts (`compression.zero_shot_images`)
                  ZERO_SHOT_IMAGES: IMAGE_TEXT_ENCODERS,
                  "audio-classification": "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
+                 # a speaker-verification head (Wav2Vec2ForXVector, WavLMForXVector: microsoft/wavlm-base-plus-sv):
+                 # the x-vector of each recording, [batch, xvector_output_dim], judged against the original's
+                 AUDIO_XVECTOR: "MODEL_FOR_AUDIO_XVECTOR_MAPPING_NAMES",
+                 # a class per audio frame (speaker diarization, voice activity: WavLMForAudioFrameClassification):
+                 # logits [batch, frames, labels], judged per frame as a token classifier is per token
+                 AUDIO_FRAMES: "MODEL_FOR_AUDIO_FRAME_CLASSIFICATION_MAPPING_NAMES",
                  # a CTC speech recognizer (Wav2Vec2ForCTC, HubertForCTC, ParakeetForCTC): logits over its
                  # characters or word pieces at every audio frame
                  "speech-recognition": "MODEL_FOR_CTC_MAPPING_NAMES",
@@ -75,7 +83,7 @@ TOWER = "_vision_model"  # the model_type of a dual encoder's vision tower saved
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", MULTIPLE_CHOICE, "fill-mask",
               "image-classification", VIDEO_CLASSIFICATION, "semantic-segmentation", "depth-estimation",
-              "object-detection", "audio-classification", "speech-recognition")
+              "object-detection", "audio-classification", AUDIO_XVECTOR, AUDIO_FRAMES, "speech-recognition")
 # Tasks whose model reads images (`pixel_values`; a video classifier's clips of them) or audio (a waveform's
 # `input_values`, or the spectrogram features of AST and Whisper) from an .npz, instead of text tokenized from a
 # .jsonl.
@@ -93,7 +101,8 @@ LABELS_NEED_ZERO_SHOT = ("evaluation.candidate_labels name the classes of a zero
 ZERO_SHOT_NEEDS_A_TOKENIZER = ("a zero-shot-image-classification model reads each candidate label's text with its "
                                "tokenizer, and the folder has no tokenizer files; upload it with them (vocab.json "
                                "and merges.txt, tokenizer.json or its SentencePiece model, and tokenizer_config.json)")
-AUDIO_TASKS = ("audio-classification", "speech-recognition", "speech-seq2seq", "audio-feature-extraction")
+AUDIO_TASKS = ("audio-classification", AUDIO_XVECTOR, AUDIO_FRAMES, "speech-recognition", "speech-seq2seq",
+               "audio-feature-extraction")
 # Tasks of an encoder-decoder that writes text: the program also reads the decoder's input (the output so far), and
 # the labels are the output's tokens (`compression.seq2seq_lm`); a 'layers' student keeps some of the decoder's
 # layers.
@@ -110,7 +119,7 @@ FEATURE_TASKS = ("feature-extraction", "image-feature-extraction", "audio-featur
 # a recording's transcript, an image's text or caption) or the original model's own output, never class labels.
 TRANSCRIBING_TASKS = ("speech-recognition", "speech-seq2seq", "image-to-text")
 # Tasks judged against the original model's own outputs only: the class arrays of an .npz are refused for them.
-UNLABELLED_ARRAY_TASKS = (*TRANSCRIBING_TASKS, *FEATURE_TASKS, "depth-estimation", "object-detection")
+UNLABELLED_ARRAY_TASKS = (*TRANSCRIBING_TASKS, *FEATURE_TASKS, AUDIO_XVECTOR, "depth-estimation", "object-detection")
 # The array feature task of a base model that reads images or audio, by what `non_text_input` says it reads.
 ARRAY_FEATURE_TASK = {"images (pixel_values)": "image-feature-extraction",
                       "audio (input_values or input_features)": "audio-feature-extraction"}

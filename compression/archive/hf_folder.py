@@ -31,7 +31,9 @@ from compression.archive.gpt2_names import opt_module_names, rewritten_as_opt
 from compression.archive.hf_architectures import (
     ARRAY_FEATURE_TASK,
     ARRAY_TASKS,
+    AUDIO_FRAMES,
     AUDIO_TASKS,
+    AUDIO_XVECTOR,
     DECODER_STUDENT_TASKS,
     FEATURE_TASKS,
     HEAD_TASKS,
@@ -151,6 +153,14 @@ class HFFolder:
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
         elif self.task in SEQ2SEQ_TASKS:  # logits over the output vocabulary at each output position
             output = {"name": "logits", "shape": [None, None, output_vocabulary(config)], "dtype": "float32"}
+        elif self.task == AUDIO_XVECTOR:  # a speaker embedding per recording
+            output = {"name": "embeddings", "shape": [None, config.get("xvector_output_dim", 512)],
+                      "dtype": "float32"}
+        elif self.task == AUDIO_FRAMES:  # class logits at each audio frame, whose count the recording's length gives
+            labels = class_count(config)
+            output = {"name": "logits", "shape": [None, None, labels], "dtype": "float32"}
+            classes = {"names": ordered_label_names(config.get("id2label"), labels), "multi_label": False,
+                       "regression": False}
         elif self.task == "speech-recognition":  # CTC logits over the vocabulary at each audio frame
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
         elif self.task == "image-feature-extraction" and image_text_encoder(self.model_type):

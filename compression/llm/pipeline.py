@@ -21,6 +21,8 @@ from compression.archive.gpt2_names import CONV1D_DECODERS
 from compression.archive.hf_architectures import (
     ARRAY_FEATURE_TASK,
     ARRAY_TASKS,
+    AUDIO_FRAMES,
+    AUDIO_XVECTOR,
     IMAGE_EMBEDDING,
     IMAGE_TASKS,
     SEQ2SEQ_TASKS,
@@ -336,7 +338,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
     if task in ("question-answering", "causal-lm", "fill-mask", *SEQ2SEQ_TASKS, "speech-recognition",
-                "semantic-segmentation") \
+                "semantic-segmentation", AUDIO_FRAMES) \
             and evaluation.output_kind is None:
         # Start and end logits over the tokens, stacked (distributions over positions), or a causal or masked LM's
         # or CTC recognizer's logits over its vocabulary at each position, a segmentation model's class logits at
@@ -347,6 +349,9 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         raise InvalidUpload(ZERO_SHOT_NEEDS_LABELS)
     if task == ZERO_SHOT_IMAGES and evaluation.output_kind is None:  # a score per candidate label
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
+    if task == AUDIO_XVECTOR and evaluation.output_kind is None:
+        # a speaker embedding, which ends in a linear layer: the detector would take it for logits
+        evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
     if task == "depth-estimation" and evaluation.output_kind is None:  # a map of values, compared whole
         evaluation = evaluation.model_copy(update={"output_kind": "hidden_states"})
     if task == "object-detection" and evaluation.output_kind is None:  # class scores, boxes (`compression.detection`)

@@ -475,6 +475,22 @@ def test_a_video_classifier_folder_takes_clips_of_its_frame_count(api, auth, tmp
         assert status == 422 and expected in text, text
 
 
+@pytest.mark.parametrize("head, task", [("xvector", "audio-xvector"), ("frames", "audio-frame-classification")])
+def test_speaker_heads_keep_their_task(api, auth, tmp_path, head, task):
+    from tests.hf_folders import audio_folder
+
+    model = _upload(api, auth, "models", f"{head}.zip", zip_bytes(audio_folder(tmp_path / head, head=head)))
+    assert model.status_code == 201, model.text
+    assert model.json()["task"] == task
+    waveforms = np.random.default_rng(0).normal(size=(8, 1600)).astype(np.float32)
+    assert _job(api, auth, model.json(), _array_dataset(api, auth, "audio", waveforms, None), [{"method": "ptq"}])[0] \
+        == 201
+    if head == "xvector":  # speaker embeddings: class labels mean nothing for them
+        status, text = _job(api, auth, model.json(), _array_dataset(api, auth, "labelled", waveforms, 3),
+                            [{"method": "ptq"}])
+        assert status == 422 and "remove ['val.y']" in text, text
+
+
 def _patch_student_bytes(directory, width: int) -> bytes:
     """A .pt2 of a ViT-like student: 8x8 patches of 32x32 pixels embedded to `width`, plus a class token,
     [N, 17, width]."""
