@@ -51,6 +51,7 @@ from compression.archive.hf_architectures import (
     AUDIO_TASKS,
     AUDIO_XVECTOR,
     IMAGE_TASKS,
+    IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
     SEQ2SEQ_TASKS,
     VIDEO_CLASSIFICATION,
@@ -459,6 +460,8 @@ VIDEO_SPECIFIC = {
                                 "num_spatial_layers": 2, "num_temporal_layers": 1, "num_auxiliary_layers": 1},
 }
 VIDEO_CLASSIFIERS = tuple(VIDEO_SPECIFIC)
+# Image restorers (task image-to-image): Swin2SR at 2x, one block per stage, 4x4 windows.
+RESTORERS = ("swin2sr",)
 # Semantic segmentation models (task semantic-segmentation), swept when the task is asked for.
 SEGMENTERS = ("segformer", "beit", "data2vec-vision", "dpt", "mobilevit", "mobilevitv2", "upernet")
 # Audio configs: a three-layer feature encoder (not two: as many as the transformer's layers would make a
@@ -616,6 +619,11 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
             "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
         return settle_batch_norms(auto_class(task).from_config(config)).eval()
+    if task == IMAGE_TO_IMAGE:
+        config = AutoConfig.for_model(model_type, image_size=16, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+                                      window_size=4, upscale=2)
+        torch.manual_seed(seed)
+        return auto_class(task).from_config(config).eval()
     if task in ("image-classification", "semantic-segmentation", "depth-estimation", "object-detection",
                 "image-feature-extraction"):
         # a dense head's (segmentation, depth) or a detector's needs on top of the classifier's tiny config
@@ -842,7 +850,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
 
 # The task each list's model types are swept for: an image or audio model's one task, and the text models' heads.
 ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), (VIDEO_CLASSIFICATION, VIDEO_CLASSIFIERS),
-                  ("semantic-segmentation", SEGMENTERS),
+                  ("semantic-segmentation", SEGMENTERS), (IMAGE_TO_IMAGE, RESTORERS),
                   ("depth-estimation", DEPTH_MODELS), ("object-detection", DETECTORS),
                   ("audio-classification", AUDIO_CLASSIFIERS),
                   ("speech-recognition", SPEECH_RECOGNIZERS), ("speech-seq2seq", SPEECH_SEQ2SEQS))
@@ -859,6 +867,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     images += DEPTH_MODELS if "depth-estimation" in (only_tasks or ()) else ()
     images += DETECTORS if "object-detection" in (only_tasks or ()) else ()
     images += VIDEO_CLASSIFIERS if VIDEO_CLASSIFICATION in (only_tasks or ()) else ()
+    images += RESTORERS if IMAGE_TO_IMAGE in (only_tasks or ()) else ()
     images += DUAL_ENCODERS if {"image-feature-extraction", ZERO_SHOT_IMAGES} & set(only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     sounds += SPEAKER_MODELS if set(only_tasks or ()) & {AUDIO_XVECTOR, AUDIO_FRAMES} else ()

@@ -39,9 +39,10 @@ from compression.students import layers_student_id, parameter_count
 
 LAYER_COUNT_FIELD = "num_hidden_layers"
 # Config lists with one entry per layer (Qwen2's and Gemma2's sliding or full attention, GPT-Neo's expanded
-# `attention_layers`, Longformer's and LED's window per layer), and any other `*layer_types` list (Mellum's and
-# Cohere2-MoE's dense or sparse MLP per layer, `mlp_layer_types`).
-PER_LAYER_FIELDS = ("layer_types", "attention_layers", "attention_window")
+# `attention_layers`, Longformer's and LED's window per layer; the blocks and heads of each of Swin2SR's stages,
+# `depths` and `num_heads`), and any other `*layer_types` list (Mellum's and Cohere2-MoE's dense or sparse MLP per
+# layer, `mlp_layer_types`).
+PER_LAYER_FIELDS = ("layer_types", "attention_layers", "attention_window", "depths", "num_heads")
 PER_LAYER_SUFFIX = "layer_types"
 
 

@@ -31,6 +31,7 @@ from compression.archive.hf_architectures import (
     DECODER_INPUT,
     FEATURE_TASKS,
     IMAGE_EMBEDDING,
+    IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
     VIDEO_CLASSIFICATION,
     ZERO_SHOT_IMAGES,
@@ -297,6 +298,7 @@ def auto_class(task: str):
             VIDEO_CLASSIFICATION: "AutoModelForVideoClassification",
             "semantic-segmentation": "AutoModelForSemanticSegmentation",
             "depth-estimation": "AutoModelForDepthEstimation",
+            IMAGE_TO_IMAGE: "AutoModelForImageToImage",
             "object-detection": "AutoModelForObjectDetection",
             # (BLIP-2's is its retrieval class; the others' their dual encoder, CLIPModel, SiglipModel, ...)
             ZERO_SHOT_IMAGES: "AutoModelForZeroShotImageClassification",
@@ -364,6 +366,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _PixelClassMap(model, "logits").eval()
     if task == "depth-estimation":
         return _PixelModel(model, "predicted_depth").eval()
+    if task == IMAGE_TO_IMAGE:
+        return _PixelModel(model, "reconstruction").eval()
     if task == "object-detection":
         return _PixelDetections(model).eval()
     if task in ARRAY_TASKS:  # the model's one array input, by the name transformers' class gives it

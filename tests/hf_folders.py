@@ -255,6 +255,24 @@ def video_folder(folder: Path, classes: int = 3, frames: int = 4) -> Path:
     return folder
 
 
+# What Swin2SRImageProcessor writes for caidas/swin2SR-classical-sr-x2-64: rescale, then pad to the window.
+SWIN2SR_PROCESSOR = {"image_processor_type": "Swin2SRImageProcessor", "do_rescale": True, "rescale_factor": 1 / 255,
+                     "do_pad": True, "pad_size": 8}
+
+
+def super_resolution_folder(folder: Path) -> Path:
+    """A 2x super-resolution model (`Swin2SRForImageSuperResolution`: one stage of one block, 4x4 windows) with
+    Swin2SR's processor settings."""
+    import torch
+    from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
+
+    torch.manual_seed(0)
+    config = Swin2SRConfig(image_size=16, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, upscale=2)
+    Swin2SRForImageSuperResolution(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(SWIN2SR_PROCESSOR))
+    return folder
+
+
 SEGFORMER_PROCESSOR = {"image_processor_type": "SegformerImageProcessor", "do_resize": True,
                        "size": {"height": 64, "width": 64}, "do_rescale": True, "rescale_factor": 1 / 255,
                        "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}

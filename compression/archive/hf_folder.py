@@ -39,6 +39,7 @@ from compression.archive.hf_architectures import (
     HEAD_TASKS,
     IMAGE_EMBEDDING,
     IMAGE_TASKS,
+    IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
     SEQ2SEQ_TASKS,
     TASKS,
@@ -170,6 +171,9 @@ class HFFolder:
             output = {"name": "last_hidden_state", "shape": feature_map_shape(config), "dtype": "float32"}
         elif self.task == ZERO_SHOT_IMAGES:  # a score per candidate label, whose count the job gives
             output = {"name": "logits_per_image", "shape": [None, None], "dtype": "float32"}
+        elif self.task == IMAGE_TO_IMAGE:  # the image it makes (upscaled, restored)
+            channels = config.get("num_channels_out") or ids[0]["shape"][1]
+            output = {"name": "reconstruction", "shape": [None, channels, None, None], "dtype": "float32"}
         elif self.task == "depth-estimation":  # a depth per pixel of the model's output map
             output = {"name": "predicted_depth", "shape": [None, None, None], "dtype": "float32"}
         elif self.task == "object-detection":  # each object query's class scores, then its box
@@ -303,6 +307,8 @@ def pixel_input_shape(task: str, config: dict, processor: dict | None = None) ->
     """The pixel values an image task's model takes (`image_input_shape`), or a video classifier's clips of them,
     [batch, frames, channels, height, width]: the config's `num_frames` (V-JEPA 2's `frames_per_clip`), each frame
     scaled as an image, at the processor's size or the config's `image_size` (V-JEPA 2's `crop_size`)."""
+    if task == IMAGE_TO_IMAGE:  # a restorer pads any image to its window (Swin2SR), and keeps its size
+        return image_input_shape(config, processor)[:2] + [None, None]
     if task != VIDEO_CLASSIFICATION:
         return image_input_shape(config, processor)
     frames = config.get("num_frames") or config.get("frames_per_clip")

@@ -29,6 +29,9 @@ NO_PROCESSOR = ("holds uint8 images, but the model folder has no preprocessor_co
 # whose resize would pass it are refused, so no upload makes the worker allocate without bound.
 MAX_IMAGE_SIDE = 8192
 CHUNK_ROWS = 256  # rows converted at a time: the float copy of a chunk, not of the split, is the extra memory
+# Image processors with no normalize step (a restorer's: Swin2SR rescales to [0, 1] and leaves the mean to its
+# model), whose preprocessor_config.json then says nothing of `do_normalize`, transformers' default elsewhere.
+UNNORMALIZED_PROCESSORS = ("Swin2SRImageProcessor", "Swin2SRImageProcessorFast")
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class PixelScaling:
                 return None
             rescale = float(factor)
         mean = std = None
-        if document.get("do_normalize", True):
+        if document.get("do_normalize", document.get("image_processor_type") not in UNNORMALIZED_PROCESSORS):
             mean, std = _channel_values(document.get("image_mean")), _channel_values(document.get("image_std"))
             if mean is None or std is None or len(mean) != len(std) or not all(value > 0 for value in std):
                 return None

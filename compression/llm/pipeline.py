@@ -25,6 +25,7 @@ from compression.archive.hf_architectures import (
     AUDIO_XVECTOR,
     IMAGE_EMBEDDING,
     IMAGE_TASKS,
+    IMAGE_TO_IMAGE,
     SEQ2SEQ_TASKS,
     ZERO_SHOT_IMAGES,
     ZERO_SHOT_NEEDS_LABELS,
@@ -352,7 +353,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     if task == AUDIO_XVECTOR and evaluation.output_kind is None:
         # a speaker embedding, which ends in a linear layer: the detector would take it for logits
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
-    if task == "depth-estimation" and evaluation.output_kind is None:  # a map of values, compared whole
+    if task in ("depth-estimation", IMAGE_TO_IMAGE) and evaluation.output_kind is None:  # compared whole
         evaluation = evaluation.model_copy(update={"output_kind": "hidden_states"})
     if task == "object-detection" and evaluation.output_kind is None:  # class scores, boxes (`compression.detection`)
         evaluation = evaluation.model_copy(update={"output_kind": "detections"})

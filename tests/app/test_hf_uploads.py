@@ -491,6 +491,19 @@ def test_speaker_heads_keep_their_task(api, auth, tmp_path, head, task):
         assert status == 422 and "remove ['val.y']" in text, text
 
 
+def test_an_image_restorer_takes_images_of_any_one_size_and_no_labels(api, auth, tmp_path):
+    from tests.hf_folders import super_resolution_folder
+
+    model = _upload(api, auth, "models", "swin2sr.zip", zip_bytes(super_resolution_folder(tmp_path / "swin2sr")))
+    assert model.status_code == 201, model.text
+    assert model.json()["task"] == "image-to-image"
+    images = np.random.default_rng(0).integers(0, 256, (8, 20, 24, 3), dtype=np.uint8)
+    assert _job(api, auth, model.json(), _array_dataset(api, auth, "images", images, None), [{"method": "ptq"}])[0] \
+        == 201
+    status, text = _job(api, auth, model.json(), _array_dataset(api, auth, "labelled", images, 2), [{"method": "ptq"}])
+    assert status == 422 and "an image-to-image job compares each image" in text, text
+
+
 def _patch_student_bytes(directory, width: int) -> bytes:
     """A .pt2 of a ViT-like student: 8x8 patches of 32x32 pixels embedded to `width`, plus a class token,
     [N, 17, width]."""
