@@ -394,6 +394,8 @@ IMAGE_SPECIFIC = {
 }
 # What a segmentation head of these types needs beyond the classifier's tiny config: the encoder layers its decoder
 # reads (BEiT, data2vec-vision, DPT: a feature map from each of four layers, so four layers) and DPT's neck widths.
+TINY_SWIN_BACKBONE = {"model_type": "swin", "embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1],
+                      "image_size": IMAGE_SIZE, "out_features": ["stage1", "stage2", "stage3", "stage4"]}
 SEGMENTATION_SPECIFIC = {
     "beit": {"num_hidden_layers": 4, "out_indices": [1, 2, 3, 4], "pool_scales": [1, 2], "auxiliary_channels": 16},
     "data2vec-vision": {"num_hidden_layers": 4, "out_indices": [1, 2, 3, 4], "pool_scales": [1, 2],
@@ -404,6 +406,17 @@ SEGMENTATION_SPECIFIC = {
                 "hidden_size": 32, "use_auxiliary_head": False, "pool_scales": [1, 2]},
     "dpt": {**VISION_TRANSFORMER, "num_hidden_layers": 4, "backbone_out_indices": [0, 1, 2, 3],
             "neck_hidden_sizes": [8, 16, 16, 32], "fusion_hidden_size": 16, "auxiliary_loss": False},
+    # mask classifiers (their semantic class map): over a four-stage Swin, ten object queries
+    "mask2former": {"backbone_config": TINY_SWIN_BACKBONE, "hidden_dim": 32, "mask_feature_size": 32,
+                    "feature_size": 32, "encoder_layers": 1, "decoder_layers": 2, "num_queries": 10,
+                    "encoder_feedforward_dim": 64, "dim_feedforward": 64, "num_attention_heads": 2},
+    "maskformer": {"backbone_config": TINY_SWIN_BACKBONE, "num_queries": 10, "fpn_feature_size": 32,
+                   "mask_feature_size": 32,
+                   "decoder_config": {"model_type": "detr", "d_model": 32, "encoder_layers": 1, "decoder_layers": 1,
+                                      "encoder_attention_heads": 2, "decoder_attention_heads": 2,
+                                      "decoder_ffn_dim": 64, "encoder_ffn_dim": 64, "num_queries": 10}},
+    "eomt": {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
+             "image_size": IMAGE_SIZE, "patch_size": 8, "num_queries": 10, "num_blocks": 2},
 }
 # Depth models' tiny configs (task depth-estimation): Depth Anything over a four-layer DINOv2, DPT as above.
 DEPTH_SPECIFIC = {
@@ -463,7 +476,8 @@ VIDEO_CLASSIFIERS = tuple(VIDEO_SPECIFIC)
 # Image restorers (task image-to-image): Swin2SR at 2x, one block per stage, 4x4 windows.
 RESTORERS = ("swin2sr",)
 # Semantic segmentation models (task semantic-segmentation), swept when the task is asked for.
-SEGMENTERS = ("segformer", "beit", "data2vec-vision", "dpt", "mobilevit", "mobilevitv2", "upernet")
+SEGMENTERS = ("segformer", "beit", "data2vec-vision", "dpt", "mobilevit", "mobilevitv2", "upernet", "mask2former",
+              "maskformer", "eomt")
 # Audio configs: a three-layer feature encoder (not two: as many as the transformer's layers would make a
 # 'layers' student's layer list ambiguous, which real models' 7 and 12 are not) over 1600-sample waveforms, or
 # AST's 64 frames x 32 mel bins and Whisper's 16 mel bins x 100 frames.

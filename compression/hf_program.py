@@ -61,6 +61,7 @@ from compression.masked_tokens import mask_token_id, masked_tokens
 from compression.moe_experts import split_stacked_experts
 from compression.parallel_experts import split_parallel_experts
 from compression.parameter_writes import written_parameters
+from compression.segmenter_class import MASK_SEGMENTERS
 from compression.sentence_pooling import SentencePooling
 from compression.seq2seq_lm import Seq2SeqLogits, text_output_arrays
 from compression.symbolic_len import symbolic_len
@@ -190,6 +191,20 @@ class _PixelClassMap(_PixelModel):
         return super().forward(pixel_values).permute(0, 2, 3, 1)
 
 
+class _PixelMaskClassMap(_PixelModel):
+    """A mask classifier (Mask2Former, MaskFormer, EoMT) as a semantic segmentation model: each object query's class
+    probabilities (less "no object") weigh its mask's sigmoid at every pixel, summed over the queries, as
+    transformers' `post_process_semantic_segmentation` computes the class map; given as log-probabilities over the
+    classes at each pixel of the mask map, channels last ([batch, height, width, classes]), so that top-1 agreement
+    reads the class the post-processing picks and KL compares distributions."""
+
+    def run(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        output = self.model(**{name: value.to(self.model.dtype)}, return_dict=True)
+        classes = output.class_queries_logits.softmax(-1)[..., :-1]
+        scores = torch.einsum("bqc,bqhw->bhwc", classes, output.masks_queries_logits.sigmoid())
+        return (scores / scores.sum(-1, keepdim=True).clamp_min(1e-12)).clamp_min(1e-12).log()
+
+
 class _PixelDetections(_PixelModel):
     """An object detector (DETR, YOLOS, RT-DETR, ...): for each object query, the probability of each class and the
     box, [batch, queries, classes + 4] (`compression.detection`): what transformers' post-processing reads,
@@ -289,6 +304,10 @@ def auto_class(task: str):
         from compression.causal_lm_class import AutoCausalLM
 
         return AutoCausalLM
+    if task == "semantic-segmentation":  # a mask classifier's too (`compression.segmenter_class`)
+        from compression.segmenter_class import AutoSegmenter
+
+        return AutoSegmenter
     name = {"sequence-classification": "AutoModelForSequenceClassification",
             "token-classification": "AutoModelForTokenClassification",
             "question-answering": "AutoModelForQuestionAnswering",
@@ -296,7 +315,6 @@ def auto_class(task: str):
             "fill-mask": "AutoModelForMaskedLM",
             "image-classification": "AutoModelForImageClassification",
             VIDEO_CLASSIFICATION: "AutoModelForVideoClassification",
-            "semantic-segmentation": "AutoModelForSemanticSegmentation",
             "depth-estimation": "AutoModelForDepthEstimation",
             IMAGE_TO_IMAGE: "AutoModelForImageToImage",
             "object-detection": "AutoModelForObjectDetection",
@@ -363,7 +381,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     if task == VIDEO_CLASSIFICATION:
         return _VideoClassifier(model).eval()
     if task == "semantic-segmentation":
-        return _PixelClassMap(model, "logits").eval()
+        masks = getattr(model.config, "model_type", None) in MASK_SEGMENTERS
+        return (_PixelMaskClassMap(model) if masks else _PixelClassMap(model, "logits")).eval()
     if task == "depth-estimation":
         return _PixelModel(model, "predicted_depth").eval()
     if task == IMAGE_TO_IMAGE:

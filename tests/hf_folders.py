@@ -295,6 +295,23 @@ def segformer_folder(folder: Path, classes: int = 5) -> Path:
     return folder
 
 
+def mask2former_folder(folder: Path, classes: int = 5) -> Path:
+    """A tiny Mask2Former (`Mask2FormerForUniversalSegmentation` over a four-stage Swin, ten object queries, 64x64
+    images in, masks at 16x16 out) with SegFormer's processor settings (rescale, ImageNet normalization)."""
+    import torch
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+
+    torch.manual_seed(0)
+    backbone = {"model_type": "swin", "embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1],
+                "image_size": 64, "out_features": ["stage1", "stage2", "stage3", "stage4"]}
+    config = Mask2FormerConfig(backbone_config=backbone, hidden_dim=32, mask_feature_size=32, feature_size=32,
+                               encoder_layers=1, decoder_layers=2, num_queries=10, encoder_feedforward_dim=64,
+                               dim_feedforward=64, num_attention_heads=2, num_labels=classes)
+    Mask2FormerForUniversalSegmentation(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(SEGFORMER_PROCESSOR))
+    return folder
+
+
 DEPTH_PROCESSOR = {"image_processor_type": "DPTImageProcessor", "do_resize": True,
                    "size": {"height": 56, "width": 56}, "do_rescale": True, "rescale_factor": 1 / 255,
                    "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}

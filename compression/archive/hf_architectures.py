@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from compression.archive.jsonl import MAX_WRITTEN_ROWS
+from compression.segmenter_class import MASK_SEGMENTERS
 
 IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
 IMAGE_TEXT_ENCODERS = "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"
@@ -238,6 +239,11 @@ def model_types_by_task() -> dict[str, dict[str, str]]:
                                                  and name not in IMAGE_ENCODER_DECODERS}
     tables["image-to-text"] = {model_type: name for model_type, name in image_text.items()
                                if name in IMAGE_ENCODER_DECODERS}
+    # A mask classifier (Mask2Former, MaskFormer, EoMT) segments as its semantic class map
+    # (`compression.segmenter_class`), whichever of semantic, instance or panoptic data it was trained on.
+    universal = mappings.get("MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES", {})
+    tables["semantic-segmentation"] = tables["semantic-segmentation"] | {
+        model_type: name for model_type, name in universal.items() if model_type in MASK_SEGMENTERS}
     return tables
 
 

@@ -16,7 +16,7 @@ from compression.formats import hf_folder
 from compression.io import load_program
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, PTQSpec
-from tests.hf_folders import image_folder, segformer_folder, zip_bytes
+from tests.hf_folders import image_folder, mask2former_folder, segformer_folder, zip_bytes
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,28 @@ def test_masks_that_do_not_fit_the_model_are_refused(segformer, tmp_path):
     with pytest.raises(InvalidUpload, match=r"'val.y' holds class 7, but the model has 5 classes"):
         run_folder_pipeline(segformer, tmp_path / "labelled.npz", None, [PTQSpec(calibration_samples=8)],
                             EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+
+
+def test_a_mask_classifier_segments_as_the_class_map_of_its_queries_and_masks(tmp_path):
+    """Mask2Former scores object queries and their masks: its program gives the class map transformers' semantic
+    post-processing computes from them, as log-probabilities per pixel, on which a job is judged as on any
+    segmentation model's (the whole job, and its stages' Mask2Former folders: the architecture sweep)."""
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    from compression.hf_program import load_folder_model, model_program
+
+    archive = tmp_path / "mask2former.zip"
+    archive.write_bytes(zip_bytes(mask2former_folder(tmp_path / "mask2former")))
+    folder = read_hf_folder(archive, extract_to=tmp_path / "source")
+    assert folder.task == "semantic-segmentation"
+    assert folder.signature()["outputs"][0]["shape"] == [None, None, None, 5]
+    pixels = torch.rand(2, 3, 64, 64)
+    upload = Mask2FormerForUniversalSegmentation.from_pretrained(tmp_path / "source").eval()
+    with torch.no_grad():
+        output = upload(pixel_values=pixels)
+        got = model_program(load_folder_model(tmp_path / "source", "semantic-segmentation"), (pixels,)).module()(
+            pixels)
+    classes = output.class_queries_logits.softmax(-1)[..., :-1]
+    expected = torch.einsum("bqc,bqhw->bchw", classes, output.masks_queries_logits.sigmoid()).argmax(1)
+    assert got.shape == (2, 16, 16, 5) and (got.argmax(-1) == expected).all()
+    torch.testing.assert_close(got.exp().sum(-1), torch.ones(2, 16, 16))

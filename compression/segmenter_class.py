@@ -1,0 +1,35 @@
+"""The transformers class that builds a semantic segmentation model from a folder: `AutoModelForSemanticSegmentation`
+(SegFormer, DPT, BEiT, UperNet: class logits per pixel), or for a mask classifier (Mask2Former, MaskFormer, EoMT:
+facebook/mask2former-swin-large-ade-semantic and their instance and panoptic checkpoints)
+`AutoModelForUniversalSegmentation`, whose per-query classes and masks `compression.hf_program` turns into the
+class map transformers' semantic post-processing computes.
+"""
+
+from __future__ import annotations
+
+# Mask classifiers read as semantic segmentation: their universal segmentation class scores object queries and
+# their masks. (OneFormer also reads a task prompt's tokens; DETR's segmentation head is its detector's.)
+MASK_SEGMENTERS = ("mask2former", "maskformer", "eomt", "eomt_dinov3")
+
+
+class AutoSegmenter:
+    """`from_config` / `from_pretrained` as transformers' Auto classes, choosing one by the config."""
+
+    @staticmethod
+    def auto_class(config):
+        from transformers import AutoModelForSemanticSegmentation, AutoModelForUniversalSegmentation
+
+        if config.model_type in MASK_SEGMENTERS:
+            return AutoModelForUniversalSegmentation
+        return AutoModelForSemanticSegmentation
+
+    @classmethod
+    def from_config(cls, config, **kwargs):
+        return cls.auto_class(config).from_config(config, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, folder, **kwargs):
+        from transformers import AutoConfig
+
+        local = {key: kwargs[key] for key in ("local_files_only", "trust_remote_code") if key in kwargs}
+        return cls.auto_class(AutoConfig.from_pretrained(folder, **local)).from_pretrained(folder, **kwargs)
