@@ -6,8 +6,10 @@ such a model as the causal LM it is for text, its vision tower kept as it is.
 
 from __future__ import annotations
 
+from compression.auto_by_config import AutoByConfig
 
-class AutoCausalLM:
+
+class AutoCausalLM(AutoByConfig):
     """`from_config` / `from_pretrained` as transformers' Auto classes, choosing one by the config."""
 
     @staticmethod
@@ -17,14 +19,3 @@ class AutoCausalLM:
         if type(config) in AutoModelForCausalLM._model_mapping:
             return AutoModelForCausalLM
         return AutoModelForImageTextToText
-
-    @classmethod
-    def from_config(cls, config, **kwargs):
-        return cls.auto_class(config).from_config(config, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, folder, **kwargs):
-        from transformers import AutoConfig
-
-        local = {key: kwargs[key] for key in ("local_files_only", "trust_remote_code") if key in kwargs}
-        return cls.auto_class(AutoConfig.from_pretrained(folder, **local)).from_pretrained(folder, **kwargs)

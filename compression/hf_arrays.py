@@ -73,6 +73,7 @@ def image_dataset(dataset_path: Path, scaling: PixelScaling | None, shape: list[
         return dataset_path
     if scaling is None:
         raise InvalidUpload(f"'{raw[0]}' {NO_PROCESSOR}")
+
     def scaled(name: str, images: np.ndarray) -> np.ndarray:
         return scaling.apply(_at_size(name, images, scaling, channels, size), channels)
 

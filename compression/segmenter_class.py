@@ -7,12 +7,14 @@ class map transformers' semantic post-processing computes.
 
 from __future__ import annotations
 
+from compression.auto_by_config import AutoByConfig
+
 # Mask classifiers read as semantic segmentation: their universal segmentation class scores object queries and
 # their masks. (OneFormer also reads a task prompt's tokens; DETR's segmentation head is its detector's.)
 MASK_SEGMENTERS = ("mask2former", "maskformer", "eomt", "eomt_dinov3")
 
 
-class AutoSegmenter:
+class AutoSegmenter(AutoByConfig):
     """`from_config` / `from_pretrained` as transformers' Auto classes, choosing one by the config."""
 
     @staticmethod
@@ -22,14 +24,3 @@ class AutoSegmenter:
         if config.model_type in MASK_SEGMENTERS:
             return AutoModelForUniversalSegmentation
         return AutoModelForSemanticSegmentation
-
-    @classmethod
-    def from_config(cls, config, **kwargs):
-        return cls.auto_class(config).from_config(config, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, folder, **kwargs):
-        from transformers import AutoConfig
-
-        local = {key: kwargs[key] for key in ("local_files_only", "trust_remote_code") if key in kwargs}
-        return cls.auto_class(AutoConfig.from_pretrained(folder, **local)).from_pretrained(folder, **kwargs)

@@ -347,6 +347,18 @@ def loaded_image_folder(stage):
     return hf_folder.load(artifact.path)
 
 
+def last_folder_of_accuracy_job(result, rows: int):
+    """The last stage's folder loaded with `from_pretrained`, once every stage of `result` was judged by accuracy
+    over `rows` labelled examples (a whole number of them right) and written back as a folder."""
+    from compression.formats import hf_folder
+
+    assert result.baseline["metric"] == "accuracy"
+    for stage in result.stages:
+        assert round(stage.metrics["accuracy"] * rows, 6) % 1 == 0 and stage.metrics["hf_folder"]["written"]
+    [artifact] = [artifact for artifact in result.stages[-1].artifacts if artifact.name == hf_folder.ARTIFACT_NAME]
+    return hf_folder.load(artifact.path)
+
+
 def scaled_val_images(images: Path):
     """The `val.x` uint8 images of an .npz as the pixel values VIT_PROCESSOR makes of them."""
     import numpy as np
