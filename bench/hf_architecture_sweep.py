@@ -53,6 +53,7 @@ from compression.archive.hf_architectures import (
     IMAGE_TASKS,
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
+    POSE_ESTIMATION,
     SEQ2SEQ_TASKS,
     VIDEO_CLASSIFICATION,
     ZERO_SHOT_IMAGES,
@@ -475,6 +476,8 @@ VIDEO_SPECIFIC = {
 VIDEO_CLASSIFIERS = tuple(VIDEO_SPECIFIC)
 # Image restorers (task image-to-image): Swin2SR at 2x, one block per stage, 4x4 windows.
 RESTORERS = ("swin2sr",)
+# Top-down pose estimators (task pose-estimation): ViTPose over a two-layer ViT on 32x32 crops, five keypoints.
+POSE_ESTIMATORS = ("vitpose",)
 # Semantic segmentation models (task semantic-segmentation), swept when the task is asked for.
 SEGMENTERS = ("segformer", "beit", "data2vec-vision", "dpt", "mobilevit", "mobilevitv2", "upernet", "mask2former",
               "maskformer", "eomt")
@@ -633,6 +636,12 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
             "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
         return settle_batch_norms(auto_class(task).from_config(config)).eval()
+    if task == POSE_ESTIMATION:
+        backbone = {"model_type": "vitpose_backbone", "image_size": [IMAGE_SIZE, IMAGE_SIZE], "patch_size": [8, 8],
+                    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2}
+        config = AutoConfig.for_model(model_type, backbone_config=backbone, num_labels=5)
+        torch.manual_seed(seed)
+        return auto_class(task).from_config(config).eval()
     if task == IMAGE_TO_IMAGE:
         config = AutoConfig.for_model(model_type, image_size=16, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
                                       window_size=4, upscale=2)
@@ -865,6 +874,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
 # The task each list's model types are swept for: an image or audio model's one task, and the text models' heads.
 ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), (VIDEO_CLASSIFICATION, VIDEO_CLASSIFIERS),
                   ("semantic-segmentation", SEGMENTERS), (IMAGE_TO_IMAGE, RESTORERS),
+                  (POSE_ESTIMATION, POSE_ESTIMATORS),
                   ("depth-estimation", DEPTH_MODELS), ("object-detection", DETECTORS),
                   ("audio-classification", AUDIO_CLASSIFIERS),
                   ("speech-recognition", SPEECH_RECOGNIZERS), ("speech-seq2seq", SPEECH_SEQ2SEQS))
@@ -882,6 +892,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     images += DETECTORS if "object-detection" in (only_tasks or ()) else ()
     images += VIDEO_CLASSIFIERS if VIDEO_CLASSIFICATION in (only_tasks or ()) else ()
     images += RESTORERS if IMAGE_TO_IMAGE in (only_tasks or ()) else ()
+    images += POSE_ESTIMATORS if POSE_ESTIMATION in (only_tasks or ()) else ()
     images += DUAL_ENCODERS if {"image-feature-extraction", ZERO_SHOT_IMAGES} & set(only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     sounds += SPEAKER_MODELS if set(only_tasks or ()) & {AUDIO_XVECTOR, AUDIO_FRAMES} else ()

@@ -33,6 +33,7 @@ from compression.archive.hf_architectures import (
     IMAGE_EMBEDDING,
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
+    POSE_ESTIMATION,
     VIDEO_CLASSIFICATION,
     ZERO_SHOT_IMAGES,
     ZERO_SHOT_NEEDS_LABELS,
@@ -205,6 +206,16 @@ class _PixelMaskClassMap(_PixelModel):
         return (scores / scores.sum(-1, keepdim=True).clamp_min(1e-12)).clamp_min(1e-12).log()
 
 
+class _PixelHeatmaps(_PixelModel):
+    """A top-down pose estimator (ViTPose, Sapiens 2): each keypoint's heatmap [batch, keypoints, height, width] with
+    its positions flattened, [batch, keypoints, height x width], so that each keypoint is a row over positions that
+    top-1 agreement reads where it peaks (the location transformers' post-processing takes), as a reader's start
+    and end are rows over tokens."""
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return super().forward(pixel_values).flatten(2)
+
+
 class _PixelDetections(_PixelModel):
     """An object detector (DETR, YOLOS, RT-DETR, ...): for each object query, the probability of each class and the
     box, [batch, queries, classes + 4] (`compression.detection`): what transformers' post-processing reads,
@@ -317,6 +328,7 @@ def auto_class(task: str):
             VIDEO_CLASSIFICATION: "AutoModelForVideoClassification",
             "depth-estimation": "AutoModelForDepthEstimation",
             IMAGE_TO_IMAGE: "AutoModelForImageToImage",
+            POSE_ESTIMATION: "AutoModelForPoseEstimation",
             "object-detection": "AutoModelForObjectDetection",
             # (BLIP-2's is its retrieval class; the others' their dual encoder, CLIPModel, SiglipModel, ...)
             ZERO_SHOT_IMAGES: "AutoModelForZeroShotImageClassification",
@@ -387,6 +399,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _PixelModel(model, "predicted_depth").eval()
     if task == IMAGE_TO_IMAGE:
         return _PixelModel(model, "reconstruction").eval()
+    if task == POSE_ESTIMATION:
+        return _PixelHeatmaps(model, "heatmaps").eval()
     if task == "object-detection":
         return _PixelDetections(model).eval()
     if task in ARRAY_TASKS:  # the model's one array input, by the name transformers' class gives it

@@ -74,7 +74,7 @@ def _user_commands(commands, common) -> None:
                                            "question-answering", "multiple-choice", "fill-mask",
                                            "image-classification", "video-classification",
                                            "semantic-segmentation", "depth-estimation", "image-to-image",
-                                           "object-detection",
+                                           "pose-estimation", "object-detection",
                                            "zero-shot-image-classification", "audio-classification",
                                            "audio-xvector", "audio-frame-classification",
                                            "speech-recognition", "causal-lm", "seq2seq-lm", "speech-seq2seq",

@@ -295,6 +295,27 @@ def segformer_folder(folder: Path, classes: int = 5) -> Path:
     return folder
 
 
+# What VitPoseImageProcessor writes for usyd-community/vitpose-base-simple, at a tiny model's crop size (its affine
+# transform crops each person's box to that size; the service takes the crops).
+VITPOSE_PROCESSOR = {"image_processor_type": "VitPoseImageProcessor", "do_affine_transform": True,
+                     "size": {"height": 64, "width": 48}, "do_rescale": True, "rescale_factor": 1 / 255,
+                     "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+
+
+def vitpose_folder(folder: Path, keypoints: int = 5) -> Path:
+    """A tiny top-down pose estimator (`VitPoseForPoseEstimation`: a two-layer ViT over 64x48 crops, its simple
+    decoder's heatmaps at 16x12) with ViTPose's processor settings."""
+    import torch
+    from transformers import VitPoseConfig, VitPoseForPoseEstimation
+
+    torch.manual_seed(0)
+    backbone = {"model_type": "vitpose_backbone", "image_size": [64, 48], "patch_size": [16, 16], "hidden_size": 32,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2}
+    VitPoseForPoseEstimation(VitPoseConfig(backbone_config=backbone, num_labels=keypoints)).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(VITPOSE_PROCESSOR))
+    return folder
+
+
 def mask2former_folder(folder: Path, classes: int = 5) -> Path:
     """A tiny Mask2Former (`Mask2FormerForUniversalSegmentation` over a four-stage Swin, ten object queries, 64x64
     images in, masks at 16x16 out) with SegFormer's processor settings (rescale, ImageNet normalization)."""

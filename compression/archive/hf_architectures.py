@@ -22,6 +22,7 @@ MULTIPLE_CHOICE = "multiple-choice"
 VIDEO_CLASSIFICATION = "video-classification"
 AUDIO_XVECTOR = "audio-xvector"
 IMAGE_TO_IMAGE = "image-to-image"
+POSE_ESTIMATION = "pose-estimation"
 AUDIO_FRAMES = "audio-frame-classification"
 # task -> the mapping of modeling_auto.py whose model types can run it
 TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
@@ -48,6 +49,9 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  # an image restorer (Swin2SR: super-resolution, denoising, JPEG artifact removal): the image it
                  # makes, [batch, channels, height x upscale, width x upscale], compared whole with the original's
                  IMAGE_TO_IMAGE: "MODEL_FOR_IMAGE_TO_IMAGE_MAPPING_NAMES",
+                 # a top-down pose estimator (ViTPose, Sapiens 2): a heatmap per keypoint of a person's crop, read
+                 # as a distribution over the map's positions, judged by where each keypoint's peak falls
+                 POSE_ESTIMATION: "MODEL_FOR_POSE_ESTIMATION_MAPPING_NAMES",
                  # an object detector (DETR, Conditional/Deformable DETR, YOLOS, RT-DETR, D-FINE, ...): a score per
                  # class and a box for each object query, judged against the original's detections
                  # (`compression.detection`)
@@ -88,13 +92,14 @@ TOWER = "_vision_model"  # the model_type of a dual encoder's vision tower saved
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", MULTIPLE_CHOICE, "fill-mask",
               "image-classification", VIDEO_CLASSIFICATION, "semantic-segmentation", "depth-estimation",
-              IMAGE_TO_IMAGE, "object-detection", "audio-classification", AUDIO_XVECTOR, AUDIO_FRAMES,
-              "speech-recognition")
+              IMAGE_TO_IMAGE, POSE_ESTIMATION, "object-detection", "audio-classification", AUDIO_XVECTOR,
+              AUDIO_FRAMES, "speech-recognition")
 # Tasks whose model reads images (`pixel_values`; a video classifier's clips of them) or audio (a waveform's
 # `input_values`, or the spectrogram features of AST and Whisper) from an .npz, instead of text tokenized from a
 # .jsonl.
 IMAGE_TASKS = ("image-classification", VIDEO_CLASSIFICATION, "semantic-segmentation", "depth-estimation",
-               IMAGE_TO_IMAGE, "object-detection", ZERO_SHOT_IMAGES, "image-to-text", "image-feature-extraction")
+               IMAGE_TO_IMAGE, POSE_ESTIMATION, "object-detection", ZERO_SHOT_IMAGES, "image-to-text",
+               "image-feature-extraction")
 # The classes of an image-to-text model whose program reads the image and the decoder's input alone.
 IMAGE_ENCODER_DECODERS = ("VisionEncoderDecoderModel",)
 ZERO_SHOT_NEEDS_LABELS = ("a zero-shot-image-classification model chooses among the classes the job names: set "
@@ -126,7 +131,7 @@ FEATURE_TASKS = ("feature-extraction", "image-feature-extraction", "audio-featur
 TRANSCRIBING_TASKS = ("speech-recognition", "speech-seq2seq", "image-to-text")
 # Tasks judged against the original model's own outputs only: the class arrays of an .npz are refused for them.
 UNLABELLED_ARRAY_TASKS = (*TRANSCRIBING_TASKS, *FEATURE_TASKS, AUDIO_XVECTOR, "depth-estimation", IMAGE_TO_IMAGE,
-                          "object-detection")
+                          POSE_ESTIMATION, "object-detection")
 # The array feature task of a base model that reads images or audio, by what `non_text_input` says it reads.
 ARRAY_FEATURE_TASK = {"images (pixel_values)": "image-feature-extraction",
                       "audio (input_values or input_features)": "audio-feature-extraction"}
@@ -151,6 +156,9 @@ DEPTH_LABELS = ("a depth-estimation job compares each of the compressed model's 
 IMAGE_TO_IMAGE_LABELS = ("an image-to-image job compares each image the compressed model makes with the original's "
                          "(cosine of the whole image, SQNR); class labels mean nothing for it, and reference images "
                          "are not read: remove {labels} from the .npz")
+POSE_LABELS = ("a pose-estimation job compares where each keypoint's heatmap peaks in the compressed model's output "
+               "with the original's (metric top1_agreement over the heatmap's positions); ground-truth keypoints "
+               "are not read: remove {labels} from the .npz")
 DETECTION_LABELS = ("an object-detection job compares the compressed model's detections with the original's (metric "
                     "'detection_map', their mean average precision with the original's as the objects); class "
                     "labels cannot say where objects are, and ground-truth boxes are not read: remove {labels} "
@@ -164,6 +172,8 @@ def unlabelled_task_problem(task: str, labels: list[str]) -> str:
         return DEPTH_LABELS.format(labels=labels)
     if task == IMAGE_TO_IMAGE:
         return IMAGE_TO_IMAGE_LABELS.format(labels=labels)
+    if task == POSE_ESTIMATION:
+        return POSE_LABELS.format(labels=labels)
     if task == "object-detection":
         return DETECTION_LABELS.format(labels=labels)
     if task == "speech-recognition":

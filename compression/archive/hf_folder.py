@@ -41,6 +41,7 @@ from compression.archive.hf_architectures import (
     IMAGE_TASKS,
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
+    POSE_ESTIMATION,
     SEQ2SEQ_TASKS,
     TASKS,
     VIDEO_CLASSIFICATION,
@@ -171,6 +172,8 @@ class HFFolder:
             output = {"name": "last_hidden_state", "shape": feature_map_shape(config), "dtype": "float32"}
         elif self.task == ZERO_SHOT_IMAGES:  # a score per candidate label, whose count the job gives
             output = {"name": "logits_per_image", "shape": [None, None], "dtype": "float32"}
+        elif self.task == POSE_ESTIMATION:  # each keypoint's heatmap, its positions flattened
+            output = {"name": "heatmaps", "shape": [None, class_count(config), None], "dtype": "float32"}
         elif self.task == IMAGE_TO_IMAGE:  # the image it makes (upscaled, restored)
             channels = config.get("num_channels_out") or ids[0]["shape"][1]
             output = {"name": "reconstruction", "shape": [None, channels, None, None], "dtype": "float32"}
@@ -309,6 +312,9 @@ def pixel_input_shape(task: str, config: dict, processor: dict | None = None) ->
     scaled as an image, at the processor's size or the config's `image_size` (V-JEPA 2's `crop_size`)."""
     if task == IMAGE_TO_IMAGE:  # a restorer pads any image to its window (Swin2SR), and keeps its size
         return image_input_shape(config, processor)[:2] + [None, None]
+    if task == POSE_ESTIMATION:  # ViTPose's crop size is its backbone's
+        backbone = config.get("backbone_config") if isinstance(config.get("backbone_config"), dict) else {}
+        return image_input_shape({"image_size": backbone.get("image_size")} | config, processor)
     if task != VIDEO_CLASSIFICATION:
         return image_input_shape(config, processor)
     frames = config.get("num_frames") or config.get("frames_per_clip")

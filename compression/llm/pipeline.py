@@ -26,6 +26,7 @@ from compression.archive.hf_architectures import (
     IMAGE_EMBEDDING,
     IMAGE_TASKS,
     IMAGE_TO_IMAGE,
+    POSE_ESTIMATION,
     SEQ2SEQ_TASKS,
     ZERO_SHOT_IMAGES,
     ZERO_SHOT_NEEDS_LABELS,
@@ -339,7 +340,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # would take for logits.
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
     if task in ("question-answering", "causal-lm", "fill-mask", *SEQ2SEQ_TASKS, "speech-recognition",
-                "semantic-segmentation", AUDIO_FRAMES) \
+                "semantic-segmentation", AUDIO_FRAMES, POSE_ESTIMATION) \
             and evaluation.output_kind is None:
         # Start and end logits over the tokens, stacked (distributions over positions), or a causal or masked LM's
         # or CTC recognizer's logits over its vocabulary at each position, a segmentation model's class logits at
