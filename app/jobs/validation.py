@@ -301,7 +301,7 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
         chosen = sorted(split for split, arrays in manifest.splits.items() if CHOICES in arrays)
         if task != MULTIPLE_CHOICE and chosen:
             problems.append(f"splits {chosen}: {CHOICES_NEED_MULTIPLE_CHOICE}")
-        if task == MULTIPLE_CHOICE and len(chosen) < len(manifest.splits):
+        if task == MULTIPLE_CHOICE and not chosen:  # (a file gives choices in every row or in none)
             problems.append(MULTIPLE_CHOICE_NEEDS_CHOICES)
         if task == "fill-mask" and (labelled := sorted(s for s in manifest.splits if manifest.has_labels(s))):
             problems.append(f"splits {labelled}: {MASKED_LM_READS_TEXT}")
