@@ -43,6 +43,7 @@ import traceback
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from compression.archive.hf_architectures import (
@@ -61,6 +62,7 @@ from compression.archive.hf_architectures import (
     model_types_by_task,
 )
 from compression.archive.hf_folder import read_hf_folder
+from compression.archive.time_series import TIME_SERIES_TASKS, TS_CLASSIFICATION, TS_FORECASTING, TS_REGRESSION
 from compression.context import RunContext
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, IPQSpec, KDSpec, LLMPTQSpec, PruneSpec, PTQSpec, QATSpec
@@ -476,6 +478,13 @@ VIDEO_SPECIFIC = {
 VIDEO_CLASSIFIERS = tuple(VIDEO_SPECIFIC)
 # Image restorers (task image-to-image): Swin2SR at 2x, one block per stage, 4x4 windows.
 RESTORERS = ("swin2sr",)
+# Time-series heads (tasks time-series-classification, -regression, -forecasting): two layers over four 8-step
+# patches of 32-step windows of 3 channels.
+SERIES_MODELS = ("patchtst", "patchtsmixer")
+SERIES_SIZES = {"context_length": 32, "num_input_channels": 3, "patch_length": 8, "patch_stride": 8, "d_model": 16,
+                "num_targets": 3, "prediction_length": 8}
+SERIES_SPECIFIC = {"patchtst": {"num_attention_heads": 2, "num_hidden_layers": 2, "ffn_dim": 32},
+                   "patchtsmixer": {"num_layers": 2}}
 # Top-down pose estimators (task pose-estimation): ViTPose over a two-layer ViT on 32x32 crops, five keypoints.
 POSE_ESTIMATORS = ("vitpose",)
 # Semantic segmentation models (task semantic-segmentation), swept when the task is asked for.
@@ -636,6 +645,10 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
             "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
         return settle_batch_norms(auto_class(task).from_config(config)).eval()
+    if task in TIME_SERIES_TASKS:
+        config = AutoConfig.for_model(model_type, **SERIES_SIZES, **SERIES_SPECIFIC[model_type])
+        torch.manual_seed(seed)
+        return auto_class(task).from_config(config).eval()
     if task == POSE_ESTIMATION:
         backbone = {"model_type": "vitpose_backbone", "image_size": [IMAGE_SIZE, IMAGE_SIZE], "patch_size": [8, 8],
                     "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2}
@@ -711,7 +724,7 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
     folder = directory / f"{model_type}-{task}"
     # config.json first: it picks the tokenizer class
     tiny_model(model_type, task).to(getattr(torch, dtype)).save_pretrained(folder)
-    if task in ARRAY_TASKS:  # the processor's settings
+    if task in ARRAY_TASKS and task not in TIME_SERIES_TASKS:  # the processor's settings
         processor = IMAGE_PROCESSOR if task in IMAGE_TASKS else AUDIO_EXTRACTOR
         (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
         if task == "speech-recognition":
@@ -773,6 +786,23 @@ def video_npz(directory: Path) -> Path:
         arrays[f"{split}.x"] = rng.integers(0, 256, (rows, VIDEO_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
         arrays[f"{split}.y"] = rng.integers(0, 3, rows)
     path = directory / "clips.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def series_npz(directory: Path, task: str) -> Path:
+    """Random-walk windows [16, 32, 3] per split; a classifier's classes or a regression head's three values as
+    labels."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split in ("train", "val"):
+        arrays[f"{split}.x"] = rng.standard_normal((16, SERIES_SIZES["context_length"], 3)).cumsum(1).astype(
+            np.float32)
+        if task == TS_CLASSIFICATION:
+            arrays[f"{split}.y"] = np.arange(16) % 3
+        elif task == TS_REGRESSION:
+            arrays[f"{split}.y"] = rng.standard_normal((16, 3)).astype(np.float32)
+    path = directory / "series.npz"
     np.savez(path, **arrays)
     return path
 
@@ -856,7 +886,8 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
     try:
         archive = folder_zip(model_type, task, directory, dtype)
         read_hf_folder(archive, task=task)
-        dataset = video_npz(directory) if task == VIDEO_CLASSIFICATION else image_npz(
+        dataset = series_npz(directory, task) if task in TIME_SERIES_TASKS else video_npz(
+            directory) if task == VIDEO_CLASSIFICATION else image_npz(
             directory, labels=task in ("image-classification", ZERO_SHOT_IMAGES)) if task in IMAGE_TASKS else audio_npz(
             directory, model_type, labels=task == "audio-classification") if task in AUDIO_TASKS else text_dataset(
             directory, labels=task == "sequence-classification", tags=task == "token-classification",
@@ -874,7 +905,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
 # The task each list's model types are swept for: an image or audio model's one task, and the text models' heads.
 ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), (VIDEO_CLASSIFICATION, VIDEO_CLASSIFIERS),
                   ("semantic-segmentation", SEGMENTERS), (IMAGE_TO_IMAGE, RESTORERS),
-                  (POSE_ESTIMATION, POSE_ESTIMATORS),
+                  (POSE_ESTIMATION, POSE_ESTIMATORS), (TS_FORECASTING, SERIES_MODELS),
                   ("depth-estimation", DEPTH_MODELS), ("object-detection", DETECTORS),
                   ("audio-classification", AUDIO_CLASSIFIERS),
                   ("speech-recognition", SPEECH_RECOGNIZERS), ("speech-seq2seq", SPEECH_SEQ2SEQS))
@@ -893,6 +924,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     images += VIDEO_CLASSIFIERS if VIDEO_CLASSIFICATION in (only_tasks or ()) else ()
     images += RESTORERS if IMAGE_TO_IMAGE in (only_tasks or ()) else ()
     images += POSE_ESTIMATORS if POSE_ESTIMATION in (only_tasks or ()) else ()
+    images += SERIES_MODELS if set(TIME_SERIES_TASKS) & set(only_tasks or ()) else ()
     images += DUAL_ENCODERS if {"image-feature-extraction", ZERO_SHOT_IMAGES} & set(only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     sounds += SPEAKER_MODELS if set(only_tasks or ()) & {AUDIO_XVECTOR, AUDIO_FRAMES} else ()

@@ -32,8 +32,9 @@ from compression.archive.hf_architectures import (
     unlabelled_task_problem,
 )
 from compression.archive.hf_folder import CHANNEL_WAVEFORMS, SPECTROGRAM_INPUTS, HFFolder, pixel_input_shape
-from compression.archive.npz import LABEL_ARRAY, NOT_INPUTS, TRANSCRIPT_ARRAY, array_shapes
+from compression.archive.npz import LABEL_ARRAY, NOT_INPUTS, TRANSCRIPT_ARRAY, array_headers, array_shapes
 from compression.archive.pixel_scaling import CHUNK_ROWS, NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
+from compression.archive.time_series import TIME_SERIES_TASKS, series_input_shape
 
 EXAMPLE_ROWS = 2
 WAVEFORM_EPSILON = 1e-7  # transformers' zero_mean_unit_var_norm
@@ -136,6 +137,9 @@ def prepared_dataset(folder: HFFolder, dataset_path: Path, workdir: Path) -> Pat
             raise InvalidUpload(unlabelled_task_problem(folder.task, labels))
         if transcripts and not folder.has_tokenizer:
             raise InvalidUpload(TRANSCRIPTS_NEED_A_TOKENIZER.format(arrays=transcripts))
+    if folder.task in TIME_SERIES_TASKS:
+        _check_windows(dataset_path, series_input_shape(folder.config))
+        return dataset_path
     if folder.task in IMAGE_TASKS:
         return image_dataset(dataset_path, folder.pixel_scaling,
                              pixel_input_shape(folder.task, folder.config, folder.processor), workdir)
@@ -143,6 +147,22 @@ def prepared_dataset(folder: HFFolder, dataset_path: Path, workdir: Path) -> Pat
         normalized = normalized_waveforms(dataset_path, folder.processor, workdir)
         return with_channel(normalized, workdir) if folder.model_type in CHANNEL_WAVEFORMS else normalized
     return dataset_path
+
+
+def _check_windows(dataset_path: Path, shape: list[int | None]) -> None:
+    """A time-series model reads windows of its config's context length and channel count, as floats: PatchTST's
+    patching and position table are built for that length."""
+    for name, (array_shape, dtype) in array_headers(dataset_path).items():
+        if name.partition(".")[2] in NOT_INPUTS:
+            continue
+        if len(array_shape) != 3 or any(want is not None and got != want
+                                        for got, want in zip(array_shape[1:], shape[1:])):
+            raise InvalidUpload(f"'{name}' has shape {list(array_shape)}, but this time-series model reads windows "
+                                f"[N, {shape[1] or 'context_length'}, {shape[2] or 'channels'}] (its config's "
+                                "context_length and num_input_channels): cut each series into windows of that "
+                                "many steps, channels last")
+        if dtype.kind != "f":
+            raise InvalidUpload(f"'{name}' holds {dtype}; store the series' values as floats")
 
 
 def with_channel(dataset_path: Path, workdir: Path) -> Path:

@@ -52,6 +52,7 @@ from compression.archive.jsonl import (
 )
 from compression.archive.npz import IGNORED_LABEL
 from compression.archive.sentence_transformers import SentenceEmbedding
+from compression.archive.time_series import TIME_SERIES_TASKS, series_output
 from compression.array_seq2seq import WRAPPERS as ARRAY_SEQ2SEQ_WRAPPERS
 from compression.array_seq2seq import array_seq2seq_wrapper
 from compression.detection import class_probabilities
@@ -227,6 +228,20 @@ class _PixelDetections(_PixelModel):
         return torch.cat([scores, output.pred_boxes.to(scores.dtype)], -1)
 
 
+class _SeriesModel(_ArrayModel):
+    """A time-series head (PatchTST, PatchTSMixer): a window of the series, `past_values` [batch, context_length,
+    channels] -> its class logits, regression values or forecast (`compression.archive.time_series`). PatchTST's
+    classifier names its logits `prediction_logits`, PatchTSMixer's `prediction_outputs`."""
+
+    def forward(self, past_values: torch.Tensor) -> torch.Tensor:
+        output = self.model(past_values=past_values.to(self.model.dtype), return_dict=True)
+        return next(getattr(output, name) for name in self.outputs if getattr(output, name, None) is not None)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return ("prediction_logits", "prediction_outputs") if self.output == "logits" else (self.output,)
+
+
 class _WaveformModel(_ArrayModel):
     """An audio model of the waveform (wav2vec2, HuBERT, WavLM, ...): `input_values` [batch, samples]; or AST,
     whose `input_values` are its filter-bank frames [batch, frames, mel bins]."""
@@ -319,6 +334,10 @@ def auto_class(task: str):
         from compression.segmenter_class import AutoSegmenter
 
         return AutoSegmenter
+    if task in TIME_SERIES_TASKS:  # PatchTST's and PatchTSMixer's heads, which no Auto class of transformers builds
+        from compression.series_class import SERIES_HEADS
+
+        return SERIES_HEADS[task]
     name = {"sequence-classification": "AutoModelForSequenceClassification",
             "token-classification": "AutoModelForTokenClassification",
             "question-answering": "AutoModelForQuestionAnswering",
@@ -403,6 +422,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _PixelHeatmaps(model, "heatmaps").eval()
     if task == "object-detection":
         return _PixelDetections(model).eval()
+    if task in TIME_SERIES_TASKS:
+        return _SeriesModel(model, series_output(task, model.config.to_dict())["name"]).eval()
     if task in ARRAY_TASKS:  # the model's one array input, by the name transformers' class gives it
         wrapper = ARRAY_WRAPPERS.get(model.main_input_name)
         if wrapper is None:

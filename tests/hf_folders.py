@@ -316,6 +316,48 @@ def vitpose_folder(folder: Path, keypoints: int = 5) -> Path:
     return folder
 
 
+SERIES_CLASSES = {"time-series-classification": {"patchtst": "PatchTSTForClassification",
+                                                  "patchtsmixer": "PatchTSMixerForTimeSeriesClassification"},
+                  "time-series-regression": {"patchtst": "PatchTSTForRegression",
+                                              "patchtsmixer": "PatchTSMixerForRegression"},
+                  "time-series-forecasting": {"patchtst": "PatchTSTForPrediction",
+                                               "patchtsmixer": "PatchTSMixerForPrediction"}}
+
+
+def series_folder(folder: Path, task: str, model_type: str = "patchtst", context: int = 32, channels: int = 3,
+                  targets: int = 3, horizon: int = 8) -> Path:
+    """A tiny time-series head (PatchTST or PatchTSMixer, two layers over 8-step patches) saved for `task`, as
+    ibm-granite's PatchTST and TTM checkpoints are saved."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    shared = {"context_length": context, "num_input_channels": channels, "patch_length": 8, "patch_stride": 8,
+              "d_model": 16, "num_targets": targets, "prediction_length": horizon}
+    config = (transformers.PatchTSTConfig(**shared, num_attention_heads=2, num_hidden_layers=2, ffn_dim=32)
+              if model_type == "patchtst" else transformers.PatchTSMixerConfig(**shared, num_layers=2))
+    getattr(transformers, SERIES_CLASSES[task][model_type])(config).eval().save_pretrained(folder)
+    return folder
+
+
+def series_windows(path: Path, rows: int = 16, context: int = 32, channels: int = 3, labels=None) -> Path:
+    """An .npz of sine windows with noise, [rows, context, channels] per split (train, val), and `labels` (a
+    function of the split's row count) as '<split>.y' where given."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(context)[None, :, None]
+    arrays = {}
+    for split in ("train", "val"):
+        phase, scale = rng.uniform(0, 6, (rows, 1, channels)), rng.uniform(0.5, 3, (rows, 1, channels))
+        arrays[f"{split}.x"] = (scale * np.sin(steps / 3 + phase) + 0.1 * rng.standard_normal(
+            (rows, context, channels))).astype(np.float32)
+        if labels is not None:
+            arrays[f"{split}.y"] = labels(rows)
+    np.savez(path, **arrays)
+    return path
+
+
 def mask2former_folder(folder: Path, classes: int = 5) -> Path:
     """A tiny Mask2Former (`Mask2FormerForUniversalSegmentation` over a four-stage Swin, ten object queries, 64x64
     images in, masks at 16x16 out) with SegFormer's processor settings (rescale, ImageNet normalization)."""

@@ -42,6 +42,7 @@ from compression.archive.jsonl import (
 )
 from compression.archive.npz import IGNORED_LABEL, MASK_IGNORE_INDEX, TRANSCRIPT_ARRAY, is_multi_hot
 from compression.archive.pixel_scaling import NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
+from compression.archive.time_series import SERIES_DATASET, TIME_SERIES_TASKS
 from compression.inspect import (
     LABEL_ARRAY,
     DatasetManifest,
@@ -272,8 +273,9 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
         if manifest.format != "npz":
             what = ("uint8 clips [N, frames, H, W, 3], or the pixel_values its video processor makes"
                     if task == VIDEO_CLASSIFICATION else "uint8 images, or the pixel_values its image processor makes"
-                    if task in IMAGE_TASKS else "the waveforms at its feature extractor's sampling rate, or the "
-                    "spectrogram features a spectrogram model takes")
+                    if task in IMAGE_TASKS else SERIES_DATASET if task in TIME_SERIES_TASKS
+                    else "the waveforms at its feature extractor's sampling rate, or the spectrogram features a "
+                    "spectrogram model takes")
             unlabelled = task in UNLABELLED_ARRAY_TASKS
             labels = "" if unlabelled else "; <split>.y labels where known"
             problems.append(f"{_a(task)} folder takes an .npz per split "

@@ -13,6 +13,14 @@ from functools import lru_cache
 from pathlib import Path
 
 from compression.archive.jsonl import MAX_WRITTEN_ROWS
+from compression.archive.time_series import (
+    FORECAST_LABELS,
+    FORECASTERS,
+    TIME_SERIES_TASKS,
+    TS_CLASSIFICATION,
+    TS_FORECASTING,
+    TS_REGRESSION,
+)
 from compression.segmenter_class import MASK_SEGMENTERS
 
 IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
@@ -56,6 +64,11 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  # class and a box for each object query, judged against the original's detections
                  # (`compression.detection`)
                  "object-detection": "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",
+                 # a time-series model's head over a window of the series (PatchTST, PatchTSMixer): class logits,
+                 # regression values, or the forecast of the next steps (`compression.archive.time_series`)
+                 TS_CLASSIFICATION: "MODEL_FOR_TIME_SERIES_CLASSIFICATION_MAPPING_NAMES",
+                 TS_REGRESSION: "MODEL_FOR_TIME_SERIES_REGRESSION_MAPPING_NAMES",
+                 TS_FORECASTING: "MODEL_FOR_TIME_SERIES_PREDICTION_MAPPING_NAMES",
                  # an image-text dual encoder (CLIP, SigLIP, ALIGN, ...) choosing among the job's candidate labels:
                  # its scores of each image against their texts (`compression.zero_shot_images`)
                  ZERO_SHOT_IMAGES: IMAGE_TEXT_ENCODERS,
@@ -93,7 +106,7 @@ TOWER = "_vision_model"  # the model_type of a dual encoder's vision tower saved
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", MULTIPLE_CHOICE, "fill-mask",
               "image-classification", VIDEO_CLASSIFICATION, "semantic-segmentation", "depth-estimation",
               IMAGE_TO_IMAGE, POSE_ESTIMATION, "object-detection", "audio-classification", AUDIO_XVECTOR,
-              AUDIO_FRAMES, "speech-recognition")
+              AUDIO_FRAMES, "speech-recognition", *TIME_SERIES_TASKS)
 # Tasks whose model reads images (`pixel_values`; a video classifier's clips of them) or audio (a waveform's
 # `input_values`, or the spectrogram features of AST and Whisper) from an .npz, instead of text tokenized from a
 # .jsonl.
@@ -123,7 +136,8 @@ SEQ2SEQ_TASKS = ("seq2seq-lm", "speech-seq2seq", "image-to-text")
 # detections (RT-DETR's paper runs fewer of its decoder layers for speed).
 DECODER_STUDENT_TASKS = (*SEQ2SEQ_TASKS, "object-detection")
 DECODER_INPUT = "decoder_input_ids"  # the program's input of the decoder's output so far
-ARRAY_TASKS = IMAGE_TASKS + AUDIO_TASKS
+# ... or a window of a time series (`past_values`, `compression.archive.time_series`)
+ARRAY_TASKS = IMAGE_TASKS + AUDIO_TASKS + TIME_SERIES_TASKS
 # Tasks whose output is the base model's features, with no head and no classes.
 FEATURE_TASKS = ("feature-extraction", "image-feature-extraction", "audio-feature-extraction")
 # Tasks judged against reference texts (a split's '<split>.transcript' strings, which the folder's tokenizer reads:
@@ -131,7 +145,7 @@ FEATURE_TASKS = ("feature-extraction", "image-feature-extraction", "audio-featur
 TRANSCRIBING_TASKS = ("speech-recognition", "speech-seq2seq", "image-to-text")
 # Tasks judged against the original model's own outputs only: the class arrays of an .npz are refused for them.
 UNLABELLED_ARRAY_TASKS = (*TRANSCRIBING_TASKS, *FEATURE_TASKS, AUDIO_XVECTOR, "depth-estimation", IMAGE_TO_IMAGE,
-                          POSE_ESTIMATION, "object-detection")
+                          POSE_ESTIMATION, "object-detection", TS_FORECASTING)
 # The array feature task of a base model that reads images or audio, by what `non_text_input` says it reads.
 ARRAY_FEATURE_TASK = {"images (pixel_values)": "image-feature-extraction",
                       "audio (input_values or input_features)": "audio-feature-extraction"}
@@ -176,6 +190,8 @@ def unlabelled_task_problem(task: str, labels: list[str]) -> str:
         return POSE_LABELS.format(labels=labels)
     if task == "object-detection":
         return DETECTION_LABELS.format(labels=labels)
+    if task == TS_FORECASTING:
+        return FORECAST_LABELS.format(labels=labels)
     if task == "speech-recognition":
         return SPEECH_LABELS.format(labels=labels)
     if task == "speech-seq2seq":
@@ -254,6 +270,8 @@ def model_types_by_task() -> dict[str, dict[str, str]]:
     universal = mappings.get("MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES", {})
     tables["semantic-segmentation"] = tables["semantic-segmentation"] | {
         model_type: name for model_type, name in universal.items() if model_type in MASK_SEGMENTERS}
+    # PatchTST's and PatchTSMixer's forecasting heads, which transformers' prediction mapping (TimesFM) leaves out
+    tables[TS_FORECASTING] = tables[TS_FORECASTING] | FORECASTERS
     return tables
 
 

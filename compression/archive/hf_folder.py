@@ -58,6 +58,14 @@ from compression.archive.jsontext import parse_json
 from compression.archive.limits import DEFAULT_LIMITS, ArchiveLimits
 from compression.archive.pixel_scaling import NO_SIZE, PixelScaling, processed_size, side_pair
 from compression.archive.sentence_transformers import MODULES_FILE, SentenceEmbedding, sentence_embedding
+from compression.archive.time_series import (
+    SERIES_INPUT,
+    TIME_SERIES_TASKS,
+    series_config_problem,
+    series_head_classes,
+    series_input_shape,
+    series_output,
+)
 from compression.archive.zipread import CHUNK_BYTES
 
 MULTI_LABEL_PROBLEM = "multi_label_classification"  # config.json problem_type of a multi-label classifier
@@ -149,12 +157,16 @@ class HFFolder:
         elif self.task in AUDIO_TASKS:  # one float input: the waveform, or a spectrogram model's features
             name, shape = audio_input(self.model_type, config)
             ids = [{"name": name, "shape": shape, "dtype": "float32"}]
+        elif self.task in TIME_SERIES_TASKS:  # one float input: a window of every channel of the series
+            ids = [{"name": SERIES_INPUT, "shape": series_input_shape(config), "dtype": "float32"}]
         if self.task in SEQ2SEQ_TASKS:  # the decoder's input: the output so far (`compression.seq2seq_lm`)
             ids.append({"name": "decoder_input_ids", "shape": [None, None], "dtype": "int64"})
         if self.task in ("causal-lm", "fill-mask"):  # logits over the vocabulary at every token
             output = {"name": "logits", "shape": [None, None, config.get("vocab_size")], "dtype": "float32"}
         elif self.task in SEQ2SEQ_TASKS:  # logits over the output vocabulary at each output position
             output = {"name": "logits", "shape": [None, None, output_vocabulary(config)], "dtype": "float32"}
+        elif self.task in TIME_SERIES_TASKS:  # class logits, regression values or the forecast
+            output, classes = series_output(self.task, config), series_head_classes(self.task, config)
         elif self.task == AUDIO_XVECTOR:  # a speaker embedding per recording
             output = {"name": "embeddings", "shape": [None, config.get("xvector_output_dim", 512)],
                       "dtype": "float32"}
@@ -614,8 +626,8 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
         heads = [name for name in ARRAY_TASKS if model_type in tables[name]]
         raise InvalidUpload(f"model_type '{model_type}' reads {reads}, not text: a Hugging Face folder is read as a "
                             "text model (its tokenizer turns a .jsonl dataset into its inputs)"
-                            + (f" or as an image or audio model (task {' or '.join(heads)}, with an .npz of its "
-                               "input)" if heads else "")
+                            + (f" or as an image, audio or time-series model (task {' or '.join(heads)}, with an "
+                               ".npz of its input)" if heads else "")
                             + "; or export this model with torch.export and upload the .pt2, with an .npz of the "
                             "arrays it takes")
     if task is None:
@@ -655,6 +667,8 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
         # BertForPreTraining, AlbertForPreTraining, ...: a masked-LM head beside another (next-sentence prediction);
         # one without it (ElectraForPreTraining, a discriminator) is refused when the worker loads it
         saved_for = task
+    if task in TIME_SERIES_TASKS and (problem := series_config_problem(task, model_type, config)):
+        raise InvalidUpload(problem)
     if task in HEAD_TASKS and architectures and saved_for != task:
         base = ARRAY_FEATURE_TASK.get(reads, "feature-extraction")
         raise InvalidUpload(f"the weights were saved as {architectures[0]}, which has no trained {task} head (it "

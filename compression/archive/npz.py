@@ -94,12 +94,19 @@ def read_npz(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMI
 
 def array_shapes(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAULT_LIMITS) -> dict[str, list[int]]:
     """Each array's shape by key ("train.x"), from the members' headers alone: no data is read."""
+    return {key: shape for key, (shape, _) in array_headers(source, limits).items()}
+
+
+def array_headers(source: str | Path | BinaryIO,
+                  limits: ArchiveLimits = DEFAULT_LIMITS) -> dict[str, tuple[list[int], np.dtype]]:
+    """Each array's shape and dtype by key, from the members' headers alone."""
     with BoundedZip(source, limits, "the .npz file") as archive:
-        shapes = {}
+        headers = {}
         for name in archive.members:
             with archive.open(name) as member:
-                shapes[name.removesuffix(".npy")] = list(_header(member, name.removesuffix(".npy"))[0])
-    return shapes
+                shape, dtype, _ = _header(member, name.removesuffix(".npy"))
+                headers[name.removesuffix(".npy")] = (list(shape), dtype)
+    return headers
 
 
 def _naming_hint(key: str) -> str:

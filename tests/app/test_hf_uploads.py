@@ -504,6 +504,32 @@ def test_an_image_restorer_takes_images_of_any_one_size_and_no_labels(api, auth,
     assert status == 422 and "an image-to-image job compares each image" in text, text
 
 
+def test_time_series_folders_take_windows_at_their_context_length(api, auth, hf, tmp_path):
+    from tests.hf_folders import series_folder
+
+    forecaster = _upload(api, auth, "models", "patchtst.zip",
+                         zip_bytes(series_folder(tmp_path / "patchtst", "time-series-forecasting")))
+    classifier = _upload(api, auth, "models", "mixer.zip", zip_bytes(series_folder(
+        tmp_path / "mixer", "time-series-classification", "patchtsmixer")))
+    assert forecaster.status_code == 201 and classifier.status_code == 201, (forecaster.text, classifier.text)
+    assert (forecaster.json()["task"], classifier.json()["task"]) == ("time-series-forecasting",
+                                                                      "time-series-classification")
+    windows = np.random.default_rng(0).normal(size=(8, 32, 3)).astype(np.float32)
+    assert _job(api, auth, forecaster.json(), _array_dataset(api, auth, "windows", windows, None),
+                [{"method": "ptq"}])[0] == 201
+    assert _job(api, auth, classifier.json(), _array_dataset(api, auth, "classes", windows, 3),
+                [{"method": "ptq"}])[0] == 201
+    for model, dataset, expected in [
+        (forecaster.json(), _array_dataset(api, auth, "short", windows[:, :16], None),
+         "but the model input is past_values[N, 32, 3] float32"),
+        (forecaster.json(), _array_dataset(api, auth, "future", windows, 3), "future values are not read: remove"),
+        (classifier.json(), _array_dataset(api, auth, "many", windows, 5), "range over [0, 4] but the model has 3"),
+        (forecaster.json(), hf["text"], "takes an .npz per split (<split>.x: windows of the series as floats"),
+    ]:
+        status, text = _job(api, auth, model, dataset, [{"method": "ptq"}])
+        assert status == 422 and expected in text, text
+
+
 def _patch_student_bytes(directory, width: int) -> bytes:
     """A .pt2 of a ViT-like student: 8x8 patches of 32x32 pixels embedded to `width`, plus a class token,
     [N, 17, width]."""

@@ -206,7 +206,7 @@ def test_a_masked_lm_checkpoint_is_read_for_its_features_and_has_no_classifier(b
     # image classifier (test_image_classification) and a speech recognizer (test_speech_recognition) too
     ("videomae", "VideoMAEModel", "images (pixel_values)"),  # clips of images
     ("sam", "SamModel", "images (pixel_values)"),  # SAM wants its prompts too
-    ("patchtst", "PatchTSTForClassification", "time series"),
+    ("patchtst", "PatchTSTModel", "time series"),  # a base model: its heads are the time-series tasks
 ])
 def test_a_folder_of_a_model_that_does_not_read_text_is_refused_at_upload(bert_dir, tmp_path, model_type,
                                                                           architecture, reads):
