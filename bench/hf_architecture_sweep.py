@@ -57,6 +57,7 @@ from compression.archive.hf_architectures import (
     POSE_ESTIMATION,
     SEQ2SEQ_TASKS,
     VIDEO_CLASSIFICATION,
+    ZERO_SHOT_DETECTION,
     ZERO_SHOT_IMAGES,
     image_text_encoder,
     model_types_by_task,
@@ -485,6 +486,9 @@ SERIES_SIZES = {"context_length": 32, "num_input_channels": 3, "patch_length": 8
                 "num_targets": 3, "prediction_length": 8}
 SERIES_SPECIFIC = {"patchtst": {"num_attention_heads": 2, "num_hidden_layers": 2, "ffn_dim": 32},
                    "patchtsmixer": {"num_layers": 2}}
+# Open-vocabulary detectors (task zero-shot-object-detection): a tiny vision transformer and text tower, looking
+# for ZERO_SHOT_LABELS.
+ZERO_SHOT_DETECTORS = ("owlvit", "owlv2")
 # Top-down pose estimators (task pose-estimation): ViTPose over a two-layer ViT on 32x32 crops, five keypoints.
 POSE_ESTIMATORS = ("vitpose",)
 # Semantic segmentation models (task semantic-segmentation), swept when the task is asked for.
@@ -645,6 +649,15 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
             "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
         return settle_batch_norms(auto_class(task).from_config(config)).eval()
+    if task == ZERO_SHOT_DETECTION:  # (each patch's box near the patch, as a trained detector's: see owl_folder)
+        config = AutoConfig.for_model(model_type, vision_config=VISION_TRANSFORMER, text_config=TEXT_TOWER,
+                                      projection_dim=VISION_TRANSFORMER["hidden_size"])
+        torch.manual_seed(seed)
+        model = auto_class(task).from_config(config).eval()
+        with torch.no_grad():
+            model.box_head.dense2.weight.mul_(0.01)
+            model.box_head.dense2.bias.mul_(0.01)
+        return model
     if task in TIME_SERIES_TASKS:
         config = AutoConfig.for_model(model_type, **SERIES_SIZES, **SERIES_SPECIFIC[model_type])
         torch.manual_seed(seed)
@@ -729,7 +742,7 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
         (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
         if task == "speech-recognition":
             save_ctc_tokenizer(folder)
-        if task == ZERO_SHOT_IMAGES:  # the text tower reads the candidate labels
+        if task in (ZERO_SHOT_IMAGES, ZERO_SHOT_DETECTION):  # the text tower reads the candidate labels
             save_readable_tokenizer(folder)
     else:
         save_readable_tokenizer(folder)
@@ -892,9 +905,9 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
             directory, model_type, labels=task == "audio-classification") if task in AUDIO_TASKS else text_dataset(
             directory, labels=task == "sequence-classification", tags=task == "token-classification",
             pairs=task == "question-answering", choices=task == MULTIPLE_CHOICE)
-        result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(
-            latency=False, **(ZERO_SHOT_LABELS if task == ZERO_SHOT_IMAGES else {})), RunContext(),
-                                     directory / f"{model_type}-{task}-{method}")
+        queries = ZERO_SHOT_LABELS if task in (ZERO_SHOT_IMAGES, ZERO_SHOT_DETECTION) else {}
+        result = run_folder_pipeline(archive, dataset, task, [spec], EvaluationSpec(latency=False, **queries),
+                                     RunContext(), directory / f"{model_type}-{task}-{method}")
         row |= {"ok": True, "folder": folder_outcome(task, result), "effect": stage_effect(result)}
     except Exception as exc:  # noqa: BLE001 - the sweep reports every failure and goes on
         row |= {"ok": False, "error": first_line(exc), "where": traceback.format_exc().splitlines()[-3].strip()}
@@ -906,6 +919,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
 ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), (VIDEO_CLASSIFICATION, VIDEO_CLASSIFIERS),
                   ("semantic-segmentation", SEGMENTERS), (IMAGE_TO_IMAGE, RESTORERS),
                   (POSE_ESTIMATION, POSE_ESTIMATORS), (TS_FORECASTING, SERIES_MODELS),
+                  (ZERO_SHOT_DETECTION, ZERO_SHOT_DETECTORS),
                   ("depth-estimation", DEPTH_MODELS), ("object-detection", DETECTORS),
                   ("audio-classification", AUDIO_CLASSIFIERS),
                   ("speech-recognition", SPEECH_RECOGNIZERS), ("speech-seq2seq", SPEECH_SEQ2SEQS))
@@ -925,6 +939,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     images += RESTORERS if IMAGE_TO_IMAGE in (only_tasks or ()) else ()
     images += POSE_ESTIMATORS if POSE_ESTIMATION in (only_tasks or ()) else ()
     images += SERIES_MODELS if set(TIME_SERIES_TASKS) & set(only_tasks or ()) else ()
+    images += ZERO_SHOT_DETECTORS if ZERO_SHOT_DETECTION in (only_tasks or ()) else ()
     images += DUAL_ENCODERS if {"image-feature-extraction", ZERO_SHOT_IMAGES} & set(only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     sounds += SPEAKER_MODELS if set(only_tasks or ()) & {AUDIO_XVECTOR, AUDIO_FRAMES} else ()

@@ -29,12 +29,14 @@ from compression.archive.hf_architectures import (
     AUDIO_FRAMES,
     AUDIO_XVECTOR,
     DECODER_INPUT,
+    DETECTOR_NEEDS_QUERIES,
     FEATURE_TASKS,
     IMAGE_EMBEDDING,
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
     POSE_ESTIMATION,
     VIDEO_CLASSIFICATION,
+    ZERO_SHOT_DETECTION,
     ZERO_SHOT_IMAGES,
     ZERO_SHOT_NEEDS_LABELS,
     image_text_encoder,
@@ -351,6 +353,7 @@ def auto_class(task: str):
             "object-detection": "AutoModelForObjectDetection",
             # (BLIP-2's is its retrieval class; the others' their dual encoder, CLIPModel, SiglipModel, ...)
             ZERO_SHOT_IMAGES: "AutoModelForZeroShotImageClassification",
+            ZERO_SHOT_DETECTION: "AutoModelForZeroShotObjectDetection",
             "audio-classification": "AutoModelForAudioClassification",
             AUDIO_XVECTOR: "AutoModelForAudioXVector",
             AUDIO_FRAMES: "AutoModelForAudioFrameClassification",
@@ -407,6 +410,13 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         if not prompts:
             raise ValueError(ZERO_SHOT_NEEDS_LABELS)
         return ZeroShotImageClassifier(model, tokenized_prompts(folder, model.config.model_type, prompts)).eval()
+    if task == ZERO_SHOT_DETECTION:
+        from compression.zero_shot_detection import ZeroShotDetector
+        from compression.zero_shot_images import tokenized_prompts
+
+        if not prompts:
+            raise ValueError(DETECTOR_NEEDS_QUERIES)
+        return ZeroShotDetector(model, tokenized_prompts(folder, model.config.model_type, prompts)).eval()
     if task == "image-feature-extraction" and image_text_encoder(model.config.model_type):
         return ImageEmbedding(model).eval()
     if task == VIDEO_CLASSIFICATION:

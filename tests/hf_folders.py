@@ -651,6 +651,38 @@ def dual_encoder_folder(folder: Path, model_type: str = "clip", seed: int = 0) -
     return folder
 
 
+def settle_owl_boxes(model, scale: float = 0.01):
+    """An OWL detector whose box head's last layer is scaled down, so that each patch's box sits near the patch
+    (the box bias OWL adds to the head's output), as a trained one's do: a random head's large outputs saturate
+    the sigmoid into boxes of no width, which no detection can overlap, not even the same box."""
+    import torch
+
+    with torch.no_grad():
+        model.box_head.dense2.weight.mul_(scale)
+        model.box_head.dense2.bias.mul_(scale)
+    return model
+
+
+def owl_folder(folder: Path, model_type: str = "owlv2", seed: int = 0) -> Path:
+    """A tiny open-vocabulary detector (`Owlv2ForObjectDetection`, or OWL-ViT's) with CORPUS's word-level
+    tokenizer and a ViT image processor: 32x32 images in patches of 8, a box and a score per query for each of the
+    16 patches."""
+    import torch
+    from transformers import AutoConfig, AutoModelForZeroShotObjectDetection
+
+    vocab = save_tokenizer(folder)
+    config = AutoConfig.for_model(model_type, vision_config={**DUAL_ENCODER_TOWER, "image_size": 32, "patch_size": 8},
+                                  text_config={**DUAL_ENCODER_TOWER, "vocab_size": vocab,
+                                               "max_position_embeddings": 16, "eos_token_id": 2},
+                                  projection_dim=DUAL_ENCODER_TOWER["hidden_size"])
+    torch.manual_seed(seed)
+    model = AutoModelForZeroShotObjectDetection.from_config(config)
+    settle_owl_boxes(model)
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(VIT_PROCESSOR))
+    return folder
+
+
 def vision_encoder_decoder_folder(folder: Path, decoder: str = "trocr", weight_scale: float = 0.3) -> Path:
     """A tiny VisionEncoderDecoderModel as TrOCR (`decoder` "trocr") and ViT-GPT2 ("gpt2") are saved: a ViT encoder
     of 32x32 images, a decoder with cross-attention writing CORPUS's words ([EOS] starts and ends its output), the

@@ -9,6 +9,7 @@ from compression.archive.choices import CHOICES, CHOICES_NEED_MULTIPLE_CHOICE, M
 from compression.archive.hf_architectures import (
     ARRAY_TASKS,
     AUDIO_TASKS,
+    CANDIDATE_LABEL_TASKS,
     DECODER_INPUT,
     DECODER_STUDENT_TASKS,
     IMAGE_TASKS,
@@ -20,8 +21,8 @@ from compression.archive.hf_architectures import (
     TRANSCRIPTS_NEED_A_TOKENIZER,
     UNLABELLED_ARRAY_TASKS,
     VIDEO_CLASSIFICATION,
+    ZERO_SHOT_DETECTION,
     ZERO_SHOT_IMAGES,
-    ZERO_SHOT_NEEDS_LABELS,
     one_shape_problem,
     unlabelled_task_problem,
 )
@@ -92,7 +93,8 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
     """`folder`: the facts of a Hugging Face folder upload (the signature's "hf"), None for a .pt2."""
     if folder and folder.get("task") in ARRAY_TASKS:  # an .npz job: the head's config says what it outputs
         spec = spec.model_copy(update={"evaluation": spec.evaluation.declared_by_head(folder.get("classes"))})
-    if folder and folder.get("task") == "object-detection" and spec.evaluation.output_kind is None:
+    if folder and folder.get("task") in ("object-detection", ZERO_SHOT_DETECTION) and \
+            spec.evaluation.output_kind is None:
         spec = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"output_kind": "detections"})})
     if folder and folder.get("task") in ARRAY_TASKS and folder.get("task") in SEQ2SEQ_TASKS:
         # The .npz gives the audio or images alone: the worker makes the decoder's input from the reference texts
@@ -107,6 +109,10 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
         # one score per candidate label: the classes its labels index
         scores = replace(signature.outputs[0], shape=[None, len(spec.evaluation.candidate_labels)])
         signature = replace(signature, outputs=[scores, *signature.outputs[1:]])
+    if folder and folder.get("task") == ZERO_SHOT_DETECTION and spec.evaluation.candidate_labels:
+        # each patch's score per query, then its box
+        detections = replace(signature.outputs[0], shape=[None, None, len(spec.evaluation.candidate_labels) + 4])
+        signature = replace(signature, outputs=[detections, *signature.outputs[1:]])
     problems = [f"model input {t.describe()} has a fixed batch size; export the model with a dynamic batch "
                 "dimension (torch.export.Dim) so it can run on batches" for t in signature.inputs
                 if not t.shape or t.shape[0] is not None]
@@ -237,9 +243,9 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
     exported program); a folder only with text, and text only with a folder's tokenizer."""
     methods = [stage.method for stage in spec.stages]
     problems = _layers_student_problems(spec, folder)
-    zero_shot = bool(folder) and folder["task"] == ZERO_SHOT_IMAGES
+    zero_shot = bool(folder) and folder["task"] in CANDIDATE_LABEL_TASKS
     if zero_shot and not spec.evaluation.candidate_labels:
-        problems.append(ZERO_SHOT_NEEDS_LABELS)
+        problems.append(CANDIDATE_LABEL_TASKS[folder["task"]])
     if not zero_shot and spec.evaluation.candidate_labels:
         problems.append(LABELS_NEED_ZERO_SHOT)
     if folder is None:
@@ -266,9 +272,9 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
             if folder.get("per_expert_tensors"):
                 problems += [f"stages.{index}.symmetric: {ASYMMETRIC_EXPERTS}" for index, stage in
                              enumerate(spec.stages) if not stage.is_symmetric]
-    if task == "object-detection" and spec.evaluation.output_kind not in (None, "detections"):
-        problems.append(f"an object-detection folder's outputs are detections (a score per class and a box per "
-                        f"object query), not '{spec.evaluation.output_kind}': leave evaluation.output_kind unset")
+    if task in ("object-detection", ZERO_SHOT_DETECTION) and spec.evaluation.output_kind not in (None, "detections"):
+        problems.append(f"{_a(task)} folder's outputs are detections (a score per class and a box per object "
+                        f"query or patch), not '{spec.evaluation.output_kind}': leave evaluation.output_kind unset")
     if task in ARRAY_TASKS:
         if manifest.format != "npz":
             what = ("uint8 clips [N, frames, H, W, 3], or the pixel_values its video processor makes"

@@ -26,6 +26,9 @@ from compression.segmenter_class import MASK_SEGMENTERS
 IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
 IMAGE_TEXT_ENCODERS = "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"
 ZERO_SHOT_IMAGES = "zero-shot-image-classification"
+# an open-vocabulary detector (OWL-ViT, OWLv2): each patch's box, scored against text queries the job names
+# (`compression.zero_shot_detection`)
+ZERO_SHOT_DETECTION = "zero-shot-object-detection"
 MULTIPLE_CHOICE = "multiple-choice"
 VIDEO_CLASSIFICATION = "video-classification"
 AUDIO_XVECTOR = "audio-xvector"
@@ -64,6 +67,7 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  # class and a box for each object query, judged against the original's detections
                  # (`compression.detection`)
                  "object-detection": "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",
+                 ZERO_SHOT_DETECTION: "MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES",
                  # a time-series model's head over a window of the series (PatchTST, PatchTSMixer): class logits,
                  # regression values, or the forecast of the next steps (`compression.archive.time_series`)
                  TS_CLASSIFICATION: "MODEL_FOR_TIME_SERIES_CLASSIFICATION_MAPPING_NAMES",
@@ -105,26 +109,39 @@ TOWER = "_vision_model"  # the model_type of a dual encoder's vision tower saved
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", MULTIPLE_CHOICE, "fill-mask",
               "image-classification", VIDEO_CLASSIFICATION, "semantic-segmentation", "depth-estimation",
-              IMAGE_TO_IMAGE, POSE_ESTIMATION, "object-detection", "audio-classification", AUDIO_XVECTOR,
-              AUDIO_FRAMES, "speech-recognition", *TIME_SERIES_TASKS)
+              IMAGE_TO_IMAGE, POSE_ESTIMATION, "object-detection", ZERO_SHOT_DETECTION, "audio-classification",
+              AUDIO_XVECTOR, AUDIO_FRAMES, "speech-recognition", *TIME_SERIES_TASKS)
 # Tasks whose model reads images (`pixel_values`; a video classifier's clips of them) or audio (a waveform's
 # `input_values`, or the spectrogram features of AST and Whisper) from an .npz, instead of text tokenized from a
 # .jsonl.
 IMAGE_TASKS = ("image-classification", VIDEO_CLASSIFICATION, "semantic-segmentation", "depth-estimation",
-               IMAGE_TO_IMAGE, POSE_ESTIMATION, "object-detection", ZERO_SHOT_IMAGES, "image-to-text",
-               "image-feature-extraction")
+               IMAGE_TO_IMAGE, POSE_ESTIMATION, "object-detection", ZERO_SHOT_DETECTION, ZERO_SHOT_IMAGES,
+               "image-to-text", "image-feature-extraction")
 # The classes of an image-to-text model whose program reads the image and the decoder's input alone.
 IMAGE_ENCODER_DECODERS = ("VisionEncoderDecoderModel",)
 ZERO_SHOT_NEEDS_LABELS = ("a zero-shot-image-classification model chooses among the classes the job names: set "
                           "evaluation.candidate_labels to them (e.g. [\"cat\", \"dog\"]; each is read in "
                           "evaluation.hypothesis_template, 'This is a photo of {}.' unless set), and label "
                           "'<split>.y' by their indices")
-LABELS_NEED_ZERO_SHOT = ("evaluation.candidate_labels name the classes of a zero-shot image classifier (a "
-                         "zero-shot-image-classification folder: CLIP, SigLIP, ...); this model's classes are its "
-                         "own: remove them")
-ZERO_SHOT_NEEDS_A_TOKENIZER = ("a zero-shot-image-classification model reads each candidate label's text with its "
-                               "tokenizer, and the folder has no tokenizer files; upload it with them (vocab.json "
-                               "and merges.txt, tokenizer.json or its SentencePiece model, and tokenizer_config.json)")
+DETECTOR_NEEDS_QUERIES = ("a zero-shot-object-detection model looks for the objects the job names: set "
+                          "evaluation.candidate_labels to them (e.g. [\"cat\", \"remote control\"]; each is a text "
+                          "query as given, or read in evaluation.hypothesis_template where that is set)")
+LABELS_NEED_ZERO_SHOT = ("evaluation.candidate_labels name the classes of a zero-shot image classifier or the "
+                         "queries of a zero-shot object detector (a zero-shot-image-classification folder: CLIP, "
+                         "SigLIP, ...; a zero-shot-object-detection folder: OWL-ViT, OWLv2); this model's classes "
+                         "are its own: remove them")
+ZERO_SHOT_NEEDS_A_TOKENIZER = ("a {task} model reads each candidate label's text with its tokenizer, and the folder "
+                               "has no tokenizer files; upload it with them (vocab.json and merges.txt, "
+                               "tokenizer.json or its SentencePiece model, and tokenizer_config.json)")
+# Tasks whose model reads the job's candidate labels (evaluation.candidate_labels) with its own text tower.
+CANDIDATE_LABEL_TASKS = {ZERO_SHOT_IMAGES: ZERO_SHOT_NEEDS_LABELS, ZERO_SHOT_DETECTION: DETECTOR_NEEDS_QUERIES}
+# The zero-shot detectors whose text queries are embedded apart from the image (`compression.zero_shot_detection`);
+# Grounding DINO and OmDet-Turbo read the text inside the detector, token by token.
+QUERY_DETECTORS = ("owlvit", "owlv2")
+GROUNDED_DETECTOR = ("model_type '{model_type}' reads its text queries inside the detector, where text and image "
+                     "attend to each other token by token, and no program of the image alone scores them; the "
+                     "zero-shot-object-detection folders modelpress compresses are OWL-ViT's and OWLv2's: export "
+                     "this model with its queries fixed (torch.export) and upload the .pt2")
 AUDIO_TASKS = ("audio-classification", AUDIO_XVECTOR, AUDIO_FRAMES, "speech-recognition", "speech-seq2seq",
                "audio-feature-extraction")
 # Tasks of an encoder-decoder that writes text: the program also reads the decoder's input (the output so far), and
@@ -145,7 +162,7 @@ FEATURE_TASKS = ("feature-extraction", "image-feature-extraction", "audio-featur
 TRANSCRIBING_TASKS = ("speech-recognition", "speech-seq2seq", "image-to-text")
 # Tasks judged against the original model's own outputs only: the class arrays of an .npz are refused for them.
 UNLABELLED_ARRAY_TASKS = (*TRANSCRIBING_TASKS, *FEATURE_TASKS, AUDIO_XVECTOR, "depth-estimation", IMAGE_TO_IMAGE,
-                          POSE_ESTIMATION, "object-detection", TS_FORECASTING)
+                          POSE_ESTIMATION, "object-detection", ZERO_SHOT_DETECTION, TS_FORECASTING)
 # The array feature task of a base model that reads images or audio, by what `non_text_input` says it reads.
 ARRAY_FEATURE_TASK = {"images (pixel_values)": "image-feature-extraction",
                       "audio (input_values or input_features)": "audio-feature-extraction"}
@@ -173,7 +190,7 @@ IMAGE_TO_IMAGE_LABELS = ("an image-to-image job compares each image the compress
 POSE_LABELS = ("a pose-estimation job compares where each keypoint's heatmap peaks in the compressed model's output "
                "with the original's (metric top1_agreement over the heatmap's positions); ground-truth keypoints "
                "are not read: remove {labels} from the .npz")
-DETECTION_LABELS = ("an object-detection job compares the compressed model's detections with the original's (metric "
+DETECTION_LABELS = ("{a_task} job compares the compressed model's detections with the original's (metric "
                     "'detection_map', their mean average precision with the original's as the objects); class "
                     "labels cannot say where objects are, and ground-truth boxes are not read: remove {labels} "
                     "from the .npz")
@@ -188,8 +205,9 @@ def unlabelled_task_problem(task: str, labels: list[str]) -> str:
         return IMAGE_TO_IMAGE_LABELS.format(labels=labels)
     if task == POSE_ESTIMATION:
         return POSE_LABELS.format(labels=labels)
-    if task == "object-detection":
-        return DETECTION_LABELS.format(labels=labels)
+    if task in ("object-detection", ZERO_SHOT_DETECTION):
+        return DETECTION_LABELS.format(a_task="an object-detection" if task == "object-detection" else f"a {task}",
+                                       labels=labels)
     if task == TS_FORECASTING:
         return FORECAST_LABELS.format(labels=labels)
     if task == "speech-recognition":

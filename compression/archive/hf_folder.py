@@ -34,17 +34,21 @@ from compression.archive.hf_architectures import (
     AUDIO_FRAMES,
     AUDIO_TASKS,
     AUDIO_XVECTOR,
+    CANDIDATE_LABEL_TASKS,
     DECODER_STUDENT_TASKS,
     FEATURE_TASKS,
+    GROUNDED_DETECTOR,
     HEAD_TASKS,
     IMAGE_EMBEDDING,
     IMAGE_TASKS,
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
     POSE_ESTIMATION,
+    QUERY_DETECTORS,
     SEQ2SEQ_TASKS,
     TASKS,
     VIDEO_CLASSIFICATION,
+    ZERO_SHOT_DETECTION,
     ZERO_SHOT_IMAGES,
     ZERO_SHOT_NEEDS_A_TOKENIZER,
     canonical_task,
@@ -182,6 +186,8 @@ class HFFolder:
             output = {"name": IMAGE_EMBEDDING, "shape": [None, image_embedding_size(config)], "dtype": "float32"}
         elif self.task in ARRAY_FEATURE_TASK.values():  # the base model's features, whose shape the config tells
             output = {"name": "last_hidden_state", "shape": feature_map_shape(config), "dtype": "float32"}
+        elif self.task == ZERO_SHOT_DETECTION:  # each patch's score per candidate label (their count the job's), box
+            output = {"name": "detections", "shape": [None, None, None], "dtype": "float32"}
         elif self.task == ZERO_SHOT_IMAGES:  # a score per candidate label, whose count the job gives
             output = {"name": "logits_per_image", "shape": [None, None], "dtype": "float32"}
         elif self.task == POSE_ESTIMATION:  # each keypoint's heatmap, its positions flattened
@@ -494,8 +500,8 @@ def read_hf_folder(source: str | Path | BinaryIO, limits: ArchiveLimits = DEFAUL
     parameters = sum(math.prod(header[key]["shape"]) for header in headers.values()
                      for key in header if key != "__metadata__")
     shapes = [header[key]["shape"] for header in headers.values() for key in header if key != "__metadata__"]
-    if chosen_task == ZERO_SHOT_IMAGES and not HFFolder.tokenizer_among(sizes):
-        raise InvalidUpload(ZERO_SHOT_NEEDS_A_TOKENIZER)
+    if chosen_task in CANDIDATE_LABEL_TASKS and not HFFolder.tokenizer_among(sizes):
+        raise InvalidUpload(ZERO_SHOT_NEEDS_A_TOKENIZER.format(task=chosen_task))
     processor = documents.get(PREPROCESSOR_FILE) if chosen_task in ARRAY_TASKS else None
     scaling = PixelScaling.from_processor(processor) if chosen_task in IMAGE_TASKS else None
     return HFFolder(model_type, chosen_task, architectures, sizes, parameters, tensors, widths, config, saved_for,
@@ -667,6 +673,8 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
         # BertForPreTraining, AlbertForPreTraining, ...: a masked-LM head beside another (next-sentence prediction);
         # one without it (ElectraForPreTraining, a discriminator) is refused when the worker loads it
         saved_for = task
+    if task == ZERO_SHOT_DETECTION and model_type not in QUERY_DETECTORS:
+        raise InvalidUpload(GROUNDED_DETECTOR.format(model_type=model_type))
     if task in TIME_SERIES_TASKS and (problem := series_config_problem(task, model_type, config)):
         raise InvalidUpload(problem)
     if task in HEAD_TASKS and architectures and saved_for != task:

@@ -23,13 +23,14 @@ from compression.archive.hf_architectures import (
     ARRAY_TASKS,
     AUDIO_FRAMES,
     AUDIO_XVECTOR,
+    CANDIDATE_LABEL_TASKS,
     IMAGE_EMBEDDING,
     IMAGE_TASKS,
     IMAGE_TO_IMAGE,
     POSE_ESTIMATION,
     SEQ2SEQ_TASKS,
+    ZERO_SHOT_DETECTION,
     ZERO_SHOT_IMAGES,
-    ZERO_SHOT_NEEDS_LABELS,
 )
 from compression.archive.hf_folder import REGRESSION_PROBLEM, class_count, learned_positions, read_hf_folder
 from compression.archive.jsonl import PAIRS_NOT_FOR_CAUSAL_LM, read_jsonl
@@ -346,9 +347,10 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         # or CTC recognizer's logits over its vocabulary at each position, a segmentation model's class logits at
         # each pixel: the detector could take them for hidden states.
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
-    prompts = evaluation.prompts() if task == ZERO_SHOT_IMAGES else None
-    if task == ZERO_SHOT_IMAGES and prompts is None:
-        raise InvalidUpload(ZERO_SHOT_NEEDS_LABELS)
+    prompts = evaluation.prompts() if task == ZERO_SHOT_IMAGES else evaluation.queries() \
+        if task == ZERO_SHOT_DETECTION else None
+    if task in CANDIDATE_LABEL_TASKS and prompts is None:
+        raise InvalidUpload(CANDIDATE_LABEL_TASKS[task])
     if task == ZERO_SHOT_IMAGES and evaluation.output_kind is None:  # a score per candidate label
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
     if task == AUDIO_XVECTOR and evaluation.output_kind is None:
@@ -356,7 +358,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
     if task in ("depth-estimation", IMAGE_TO_IMAGE) and evaluation.output_kind is None:  # compared whole
         evaluation = evaluation.model_copy(update={"output_kind": "hidden_states"})
-    if task == "object-detection" and evaluation.output_kind is None:  # class scores, boxes (`compression.detection`)
+    if task in ("object-detection", ZERO_SHOT_DETECTION) and evaluation.output_kind is None:
+        # class scores, boxes (`compression.detection`)
         evaluation = evaluation.model_copy(update={"output_kind": "detections"})
     if task in ARRAY_FEATURE_TASK.values() and evaluation.output_kind is None:
         # A base model's features, or a dual encoder's image embedding: the detector would take a last layer that

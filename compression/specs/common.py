@@ -119,7 +119,10 @@ class EvaluationSpec(Spec):
                           "required: the classes it chooses among, as transformers' pipeline takes them "
                           "(2-1,000 distinct names); each is put in hypothesis_template and read by the text "
                           "tower once, and the program scores every image against those texts. Labels "
-                          "('<split>.y') are indices into this list. Refused for other models.")
+                          "('<split>.y') are indices into this list. For a zero-shot-object-detection folder "
+                          "(OWL-ViT, OWLv2), required: the objects it looks for, each a text query as given "
+                          "(in hypothesis_template only where that is set to another text). Refused for other "
+                          "models.")
     hypothesis_template: str = Field(
         DEFAULT_HYPOTHESIS, min_length=2, max_length=MAX_NAME_CHARS,
         description="The text each candidate label is put into, at its one '{}' (no other braces).")
@@ -148,6 +151,14 @@ class EvaluationSpec(Spec):
         if self.candidate_labels is None:
             return None
         return [self.hypothesis_template.replace("{}", label) for label in self.candidate_labels]
+
+    def queries(self) -> list[str] | None:
+        """The text queries a zero-shot object detector looks for: each candidate label as given, as transformers'
+        pipeline passes them (OWL-ViT was trained on bare object names), or in the hypothesis_template where the
+        job sets one other than the classifiers' default."""
+        if self.candidate_labels is None or self.hypothesis_template != DEFAULT_HYPOTHESIS:
+            return self.prompts()
+        return list(self.candidate_labels)
 
     def declared_by_head(self, head: dict | None) -> "EvaluationSpec":
         """What a Hugging Face classifier's config.json problem_type declares, where the job did not say: `head`

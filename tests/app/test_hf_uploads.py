@@ -530,6 +530,26 @@ def test_time_series_folders_take_windows_at_their_context_length(api, auth, hf,
         assert status == 422 and expected in text, text
 
 
+def test_a_zero_shot_detector_takes_the_objects_it_looks_for_and_no_labels(api, auth, tmp_path):
+    from tests.hf_folders import owl_folder
+
+    model = _upload(api, auth, "models", "owlv2.zip", zip_bytes(owl_folder(tmp_path / "owlv2")))
+    assert model.status_code == 201, model.text
+    assert model.json()["task"] == "zero-shot-object-detection"
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    plain, labelled = (_array_dataset(api, auth, "images", images, None),
+                       _array_dataset(api, auth, "labelled", images, 2))
+    queries = {"candidate_labels": ["cat", "remote control"]}
+    assert _job(api, auth, model.json(), plain, [{"method": "ptq"}], queries)[0] == 201
+    for dataset, evaluation, expected in [
+        (plain, {}, "looks for the objects the job names: set evaluation.candidate_labels"),
+        (labelled, queries, "a zero-shot-object-detection job compares the compressed model's detections"),
+        (plain, queries | {"output_kind": "logits"}, "folder's outputs are detections"),
+    ]:
+        status, text = _job(api, auth, model.json(), dataset, [{"method": "ptq"}], evaluation)
+        assert status == 422 and expected in text, text
+
+
 def _patch_student_bytes(directory, width: int) -> bytes:
     """A .pt2 of a ViT-like student: 8x8 patches of 32x32 pixels embedded to `width`, plus a class token,
     [N, 17, width]."""

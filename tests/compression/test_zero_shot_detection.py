@@ -1,0 +1,92 @@
+"""An open-vocabulary detector (`Owlv2ForObjectDetection`, `OwlViTForObjectDetection`, as google/owlv2-base-patch16
+is saved) uploaded as a Hugging Face folder with task zero-shot-object-detection: the job names the objects
+(evaluation.candidate_labels), the program embeds them once and scores every patch of each image against them,
+and the job judges the detections against the upload's."""
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from compression.archive import InvalidUpload
+from compression.archive.hf_folder import read_hf_folder
+from compression.context import RunContext
+from compression.io import load_program
+from compression.llm.pipeline import run_folder_pipeline
+from compression.specs import EvaluationSpec, PTQSpec
+from tests.hf_folders import loaded_image_folder, owl_folder, zip_bytes
+
+QUERIES = EvaluationSpec(latency=False, candidate_labels=["cat", "dog", "bird"])
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("owlv2")
+    archive = directory / "owlv2.zip"
+    archive.write_bytes(zip_bytes(owl_folder(directory / "owlv2")))
+    return archive
+
+
+def _images(path, labels: bool = False):
+    images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    np.savez(path, **{"train.x": images[:8], "val.x": images[8:], **({"val.y": np.arange(8) % 3} if labels else {})})
+    return path
+
+
+def test_each_patch_is_scored_against_the_jobs_queries_as_the_model_scores_them(detector, tmp_path):
+    from transformers import AutoTokenizer, Owlv2ForObjectDetection
+
+    folder = read_hf_folder(detector)
+    assert folder.task == "zero-shot-object-detection"
+    assert folder.signature()["outputs"] == [{"name": "detections", "shape": [None, None, None], "dtype": "float32"}]
+    result = run_folder_pipeline(detector, _images(tmp_path / "images.npz"), None, [PTQSpec(calibration_samples=8)],
+                                 QUERIES, RunContext(), tmp_path / "work")
+    with np.load(tmp_path / "work" / "dataset.npz") as arrays:
+        pixels = torch.from_numpy(arrays["val.x"][:2])
+    upload = Owlv2ForObjectDetection.from_pretrained(tmp_path / "work" / "source").eval()
+    # the queries as transformers' pipeline gives them: the labels themselves, each query of every image
+    texts = AutoTokenizer.from_pretrained(tmp_path / "work" / "source")(["cat", "dog", "bird"] * 2, padding=True,
+                                                                         return_tensors="pt")
+    program = load_program(tmp_path / "work" / "model.pt2")
+    with torch.no_grad():
+        own = upload(pixel_values=pixels, input_ids=texts["input_ids"], attention_mask=texts["attention_mask"])
+        got = program.module()(pixels)
+    torch.testing.assert_close(got, torch.cat([own.logits.sigmoid(), own.pred_boxes], -1))  # [2, 16 patches, 3 + 4]
+    assert not any("text_model" in name for name in program.state_dict)  # the queries' embeddings are constants
+    assert (result.baseline["output_kind"], result.baseline["metric"]) == ("detections", "detection_map")
+    assert result.baseline["metric_points"] == pytest.approx(100.0)
+    stage = result.stages[0].metrics
+    assert 0 <= stage["detection_map"] <= 1 and stage["hf_folder"]["written"], stage["hf_folder"]
+    # the stage's folder is the whole detector, its text tower copied from the upload
+    written = loaded_image_folder(result.stages[0])
+    assert type(written).__name__ == "Owlv2ForObjectDetection"
+    torch.testing.assert_close(written.owlv2.text_model.embeddings.token_embedding.weight,
+                               upload.owlv2.text_model.embeddings.token_embedding.weight)
+
+
+def test_a_detector_needs_queries_and_no_class_labels(detector, tmp_path):
+    with pytest.raises(InvalidUpload, match="looks for the objects the job names: set evaluation.candidate_labels"):
+        run_folder_pipeline(detector, _images(tmp_path / "images.npz"), None, [PTQSpec(calibration_samples=8)],
+                            EvaluationSpec(latency=False), RunContext(), tmp_path / "none")
+    with pytest.raises(InvalidUpload, match=r"a zero-shot-object-detection job compares .* remove \['val.y'\]"):
+        run_folder_pipeline(detector, _images(tmp_path / "labelled.npz", labels=True), None,
+                            [PTQSpec(calibration_samples=8)], QUERIES, RunContext(), tmp_path / "labelled")
+
+
+def test_queries_are_the_labels_unless_the_job_sets_a_template():
+    assert QUERIES.queries() == ["cat", "dog", "bird"]
+    assert QUERIES.model_copy(update={"hypothesis_template": "a photo of a {}"}).queries() == [
+        "a photo of a cat", "a photo of a dog", "a photo of a bird"]
+
+
+def test_detectors_that_read_the_text_inside_are_refused_at_upload(detector, tmp_path):
+    folder = tmp_path / "grounding"
+    shutil.unpack_archive(detector, folder, "zip")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"model_type": "grounding-dino",
+                                                             "architectures": ["GroundingDinoForObjectDetection"]}))
+    with pytest.raises(InvalidUpload, match="reads its text queries inside the detector"):
+        read_hf_folder(io.BytesIO(zip_bytes(folder)))
