@@ -145,7 +145,8 @@ def apply_general_ptq(spec: PTQSpec, model, task: Task, ctx: RunContext) -> Stag
         metrics.setdefault("warnings", []).insert(0, mostly_float)
 
     ctx.progress("export", 0, 1)
-    artifacts, deployed = write_artifacts(spec, sim, config, task, quantized_metric, metrics["embeddings"]["format"])
+    artifacts, deployed = write_artifacts(spec, sim, config, task, quantized_metric, metrics["embeddings"]["format"],
+                                          metrics)
     metrics["artifacts"] = {artifact.name: artifact.metadata for artifact in artifacts}
     return StageResult(deployed, artifacts, metrics)
 
@@ -155,7 +156,7 @@ def _fp32_bytes(model) -> int:
 
 
 def write_artifacts(spec: PTQSpec, sim: QuantSimulation, config: dict, task: Task, metric: float,
-                    table_storage: str = "fp32"):
+                    table_storage: str = "fp32", metrics: dict | None = None):
     """The packed safetensors (always) and the ONNX QDQ model (integer weights, 8-bit or float activations), with
     the embedding tables the simulation runs quantized stored as integers in both."""
     quantized = {name: fmt for name, fmt in config.items() if fmt is not None}
@@ -173,10 +174,21 @@ def write_artifacts(spec: PTQSpec, sim: QuantSimulation, config: dict, task: Tas
                        for name in quantized if sim.input_quantizers[name].qparams is not None}
         for quantizer in sim.input_quantizers.values():
             quantizer.mode = "off"  # the QDQ nodes take their place
-        onnx_path = export_onnx_qdq(sim.gm, task.example_inputs, task.workdir / "model_qdq.onnx", weights | tables,
-                                    activations)
+        try:
+            onnx_path = export_onnx_qdq(sim.gm, task.example_inputs, task.workdir / "model_qdq.onnx",
+                                        weights | tables, activations)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the ONNX file is an extra: the stage's own artifacts stand
+            # (torch.onnx could not decompose Grounding DINO's graph: a view of a transposed tensor)
+            onnx_path = None
+            reason = (str(exc).strip().splitlines() or [""])[0][:300]
+            (metrics if metrics is not None else {}).setdefault("warnings", []).append(
+                f"the ONNX QDQ model (model.onnx) was not written: torch.onnx could not export this model "
+                f"({type(exc).__name__}: {reason}); the stage's other artifacts hold it")
         sim.configure(config)
-        artifacts.append(formats.artifact("model.onnx", onnx_path.name, onnx_path))
+        if onnx_path is not None:
+            artifacts.append(formats.artifact("model.onnx", onnx_path.name, onnx_path))
     for artifact in artifacts:
         # Both files store the tables as integers (the ONNX model as int codes + DequantizeLinear before Gather).
         artifact.metadata |= {"metric": round(metric, 2), "embeddings": table_storage,

@@ -81,3 +81,28 @@ def test_transformer_without_labels_exports_matmul_qdq(tmp_path):
         expected = result.model(x).numpy()
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert np.abs(got - expected).max() < 0.02 * np.abs(expected).max()
+
+
+class _RunningMaximum(torch.nn.Module):
+    """A linear layer and its outputs' running maximum (`cummax`, which torch.onnx cannot convert)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return torch.cat([y, torch.cummax(y, dim=1).values], 1)
+
+
+def test_a_model_onnx_cannot_export_keeps_its_stage_and_says_why(tmp_path):
+    # The ONNX file is an extra: a Grounding DINO's weight-only stage failed on it, losing the stage's other files.
+    torch.manual_seed(0)
+    model = _RunningMaximum().eval()
+    x = np.random.default_rng(0).normal(size=(96, 8)).astype(np.float32)
+    dataset = Dataset.from_arrays({"train.x": x[:64], "val.x": x[64:]}, ["x"])
+    task = Task(dataset, model, (torch.from_numpy(x[:4]),), tmp_path)
+    result = apply_general_ptq(PTQSpec(activations=None, calibration_samples=64), model, task, RunContext())
+    assert "model.onnx" not in {artifact.kind for artifact in result.artifacts}
+    assert "packed.safetensors" in {artifact.kind for artifact in result.artifacts}
+    assert any("the ONNX QDQ model (model.onnx) was not written" in warning for warning in result.metrics["warnings"])
