@@ -51,6 +51,7 @@ from compression.archive.hf_architectures import (
     AUDIO_FRAMES,
     AUDIO_TASKS,
     AUDIO_XVECTOR,
+    GROUNDED_DETECTORS,
     IMAGE_TASKS,
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
@@ -488,7 +489,12 @@ SERIES_SPECIFIC = {"patchtst": {"num_attention_heads": 2, "num_hidden_layers": 2
                    "patchtsmixer": {"num_layers": 2}}
 # Open-vocabulary detectors (task zero-shot-object-detection): a tiny vision transformer and text tower, looking
 # for ZERO_SHOT_LABELS.
-ZERO_SHOT_DETECTORS = ("owlvit", "owlv2")
+ZERO_SHOT_DETECTORS = ("owlvit", "owlv2", "grounding-dino", "mm-grounding-dino")
+GROUNDING_BACKBONE = {"model_type": "swin", "image_size": IMAGE_SIZE, "patch_size": 4, "embed_dim": 16,
+                      "depths": [1, 1], "num_heads": [2, 2], "window_size": 4, "out_features": ["stage1", "stage2"]}
+GROUNDING_SIZES = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 2, "num_queries": 10, "encoder_ffn_dim": 32,
+                   "decoder_ffn_dim": 32, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
+                   "num_feature_levels": 2, "max_text_len": 16, "use_timm_backbone": False}
 # Top-down pose estimators (task pose-estimation): ViTPose over a two-layer ViT on 32x32 crops, five keypoints.
 POSE_ESTIMATORS = ("vitpose",)
 # Semantic segmentation models (task semantic-segmentation), swept when the task is asked for.
@@ -560,9 +566,10 @@ IMAGE_PROCESSOR = {"image_processor_type": "ViTImageProcessor", "do_rescale": Tr
 SPECIAL_TOKENS = ["[UNK]", "[PAD]", "[EOS]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0-5
 
 
-def save_tokenizer(folder: Path, byte_level: bool = False) -> None:
+def save_tokenizer(folder: Path, byte_level: bool = False, punctuation: bool = False) -> None:
     """A word-level tokenizer of WORDS (or a byte-level BPE one, what GPT-2-style classes such as Qwen2Tokenizer
-    read), saved as transformers writes one."""
+    read; with `punctuation`, full stops split from words as BERT's are, which Grounding DINO's label text needs),
+    saved as transformers writes one."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -574,9 +581,10 @@ def save_tokenizer(folder: Path, byte_level: bool = False) -> None:
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     else:
         tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        tokenizer.pre_tokenizer = (pre_tokenizers.BertPreTokenizer() if punctuation
+                                   else pre_tokenizers.WhitespaceSplit())
         trainer = trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS)
-    tokenizer.train_from_iterator([" ".join(WORDS)] * 4, trainer)
+    tokenizer.train_from_iterator([" ".join(WORDS) + (" ." if punctuation else "")] * 4, trainer)
     names = ("unk_token", "pad_token", "eos_token", "cls_token", "sep_token", "mask_token")
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, **dict(zip(names, SPECIAL_TOKENS))).save_pretrained(folder)
 
@@ -649,6 +657,11 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
             "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
         return settle_batch_norms(auto_class(task).from_config(config)).eval()
+    if model_type in GROUNDED_DETECTORS:  # a two-stage Swin, a two-layer BERT, ten object queries
+        config = AutoConfig.for_model(model_type, backbone_config=GROUNDING_BACKBONE,
+                                      text_config={"model_type": "bert", **TEXT_TOWER}, **GROUNDING_SIZES)
+        torch.manual_seed(seed)
+        return auto_class(task).from_config(config).eval()
     if task == ZERO_SHOT_DETECTION:  # (each patch's box near the patch, as a trained detector's: see owl_folder)
         config = AutoConfig.for_model(model_type, vision_config=VISION_TRANSFORMER, text_config=TEXT_TOWER,
                                       projection_dim=VISION_TRANSFORMER["hidden_size"])
@@ -742,7 +755,9 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
         (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
         if task == "speech-recognition":
             save_ctc_tokenizer(folder)
-        if task in (ZERO_SHOT_IMAGES, ZERO_SHOT_DETECTION):  # the text tower reads the candidate labels
+        if model_type in GROUNDED_DETECTORS:  # the labels' text, "cat. dog. bird."
+            save_tokenizer(folder, punctuation=True)
+        elif task in (ZERO_SHOT_IMAGES, ZERO_SHOT_DETECTION):  # the text tower reads the candidate labels
             save_readable_tokenizer(folder)
     else:
         save_readable_tokenizer(folder)

@@ -35,6 +35,7 @@ from compression.archive.hf_architectures import (
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
     POSE_ESTIMATION,
+    QUERY_DETECTORS,
     VIDEO_CLASSIFICATION,
     ZERO_SHOT_DETECTION,
     ZERO_SHOT_IMAGES,
@@ -375,14 +376,16 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
     # SDPA attention exports as one scaled_dot_product_attention op per layer: the pattern structured pruning
     # follows to remove whole heads (eager attention's matmul + softmax hid them, so only FFN channels went).
     # Architectures without it (DeBERTa-v2, MPNet; convolutional networks, which have no attention) refuse "sdpa"
-    # with a ValueError and run with eager attention.
+    # with a ValueError and load as transformers loads them by default: eager attention, except in the parts that
+    # have SDPA (Grounding DINO's BERT text backbone), which compute what users of `from_pretrained` get (eager
+    # attention there gave other scores).
     # A fill-mask folder's loading report says whether the checkpoint holds the masked-LM head (`_check_head`).
     report = {"output_loading_info": True} if task == "fill-mask" else {}
     try:
         model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa", dtype=dtype,
                                      **options, **report)
     except ValueError:
-        model = auto.from_pretrained(folder, use_safetensors=True, attn_implementation="eager", dtype=dtype,
+        model = auto.from_pretrained(folder, use_safetensors=True, dtype=dtype,
                                      **options, **report)
     if report:
         model, loading = model
@@ -411,11 +414,13 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
             raise ValueError(ZERO_SHOT_NEEDS_LABELS)
         return ZeroShotImageClassifier(model, tokenized_prompts(folder, model.config.model_type, prompts)).eval()
     if task == ZERO_SHOT_DETECTION:
-        from compression.zero_shot_detection import ZeroShotDetector
+        from compression.zero_shot_detection import ZeroShotDetector, grounded_detector
         from compression.zero_shot_images import tokenized_prompts
 
         if not prompts:
             raise ValueError(DETECTOR_NEEDS_QUERIES)
+        if model.config.model_type not in QUERY_DETECTORS:  # Grounding DINO: the text read inside the detector
+            return grounded_detector(model, folder, prompts).eval()
         return ZeroShotDetector(model, tokenized_prompts(folder, model.config.model_type, prompts)).eval()
     if task == "image-feature-extraction" and image_text_encoder(model.config.model_type):
         return ImageEmbedding(model).eval()

@@ -15,16 +15,18 @@ CORPUS = [f"the {animal} {verb} the {thing} near the {place}" for animal in ("ca
           for verb in ("sees", "finds", "likes") for thing in ("ball", "stick", "box") for place in ("house", "tree")]
 
 
-def save_tokenizer(folder: Path, mask: bool = False) -> int:
+def save_tokenizer(folder: Path, mask: bool = False, punctuation: bool = False) -> int:
     """A word-level tokenizer of CORPUS saved as transformers writes one (with `mask`, a masked LM's: [CLS] and
-    [SEP] around each text, and a [MASK] token); returns its vocabulary size."""
+    [SEP] around each text, and a [MASK] token; with `punctuation`, full stops split from words, as BERT's are);
+    returns its vocabulary size."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[UNK]", "[PAD]", "[EOS]", *(("[CLS]", "[SEP]", "[MASK]") if mask else ())]
     tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=specials))
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer() if punctuation else pre_tokenizers.WhitespaceSplit()
+    tokenizer.train_from_iterator([*CORPUS, "."] if punctuation else CORPUS,
+                                  trainers.WordLevelTrainer(special_tokens=specials))
     roles = {}
     if mask:
         tokenizer.post_processor = processors.TemplateProcessing(
@@ -679,6 +681,27 @@ def owl_folder(folder: Path, model_type: str = "owlv2", seed: int = 0) -> Path:
     model = AutoModelForZeroShotObjectDetection.from_config(config)
     settle_owl_boxes(model)
     model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(VIT_PROCESSOR))
+    return folder
+
+
+def grounding_dino_folder(folder: Path, seed: int = 0) -> Path:
+    """A tiny Grounding DINO (`GroundingDinoForObjectDetection`: a two-stage Swin over 32x32 images, a two-layer BERT
+    reading CORPUS's words with full stops split off, one encoder and two decoder layers, ten object queries, at
+    most 16 text tokens) with a ViT image processor."""
+    import torch
+    from transformers import AutoConfig, GroundingDinoForObjectDetection
+
+    vocab = save_tokenizer(folder, mask=True, punctuation=True)
+    backbone = {"model_type": "swin", "image_size": 32, "patch_size": 4, "embed_dim": 16, "depths": [1, 1],
+                "num_heads": [2, 2], "window_size": 4, "out_features": ["stage1", "stage2"]}
+    text = {"model_type": "bert", **DUAL_ENCODER_TOWER, "vocab_size": vocab, "max_position_embeddings": 32}
+    config = AutoConfig.for_model("grounding-dino", backbone_config=backbone, text_config=text, d_model=32,
+                                  encoder_layers=1, decoder_layers=2, num_queries=10, encoder_ffn_dim=32,
+                                  decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2,
+                                  num_feature_levels=2, max_text_len=16, use_timm_backbone=False)
+    torch.manual_seed(seed)
+    GroundingDinoForObjectDetection(config).eval().save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(VIT_PROCESSOR))
     return folder
 

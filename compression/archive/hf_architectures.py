@@ -135,13 +135,15 @@ ZERO_SHOT_NEEDS_A_TOKENIZER = ("a {task} model reads each candidate label's text
                                "tokenizer.json or its SentencePiece model, and tokenizer_config.json)")
 # Tasks whose model reads the job's candidate labels (evaluation.candidate_labels) with its own text tower.
 CANDIDATE_LABEL_TASKS = {ZERO_SHOT_IMAGES: ZERO_SHOT_NEEDS_LABELS, ZERO_SHOT_DETECTION: DETECTOR_NEEDS_QUERIES}
-# The zero-shot detectors whose text queries are embedded apart from the image (`compression.zero_shot_detection`);
-# Grounding DINO and OmDet-Turbo read the text inside the detector, token by token.
+# The zero-shot detectors whose text queries are embedded apart from the image, and those that read the text inside
+# the detector, token by token, run whole on it (`compression.zero_shot_detection`).
 QUERY_DETECTORS = ("owlvit", "owlv2")
-GROUNDED_DETECTOR = ("model_type '{model_type}' reads its text queries inside the detector, where text and image "
-                     "attend to each other token by token, and no program of the image alone scores them; the "
-                     "zero-shot-object-detection folders modelpress compresses are OWL-ViT's and OWLv2's: export "
-                     "this model with its queries fixed (torch.export) and upload the .pt2")
+GROUNDED_DETECTORS = ("grounding-dino", "mm-grounding-dino")
+# OmDet-Turbo reads its classes and a task prompt as two texts of its own layout.
+UNSUPPORTED_DETECTOR = ("model_type '{model_type}' reads its classes and a task prompt in a text layout of its own; "
+                        "the zero-shot-object-detection folders modelpress compresses are OWL-ViT's, OWLv2's and "
+                        "Grounding DINO's: export this model with its queries fixed (torch.export) and upload the "
+                        ".pt2")
 AUDIO_TASKS = ("audio-classification", AUDIO_XVECTOR, AUDIO_FRAMES, "speech-recognition", "speech-seq2seq",
                "audio-feature-extraction")
 # Tasks of an encoder-decoder that writes text: the program also reads the decoder's input (the output so far), and

@@ -37,7 +37,7 @@ from compression.archive.hf_architectures import (
     CANDIDATE_LABEL_TASKS,
     DECODER_STUDENT_TASKS,
     FEATURE_TASKS,
-    GROUNDED_DETECTOR,
+    GROUNDED_DETECTORS,
     HEAD_TASKS,
     IMAGE_EMBEDDING,
     IMAGE_TASKS,
@@ -47,6 +47,7 @@ from compression.archive.hf_architectures import (
     QUERY_DETECTORS,
     SEQ2SEQ_TASKS,
     TASKS,
+    UNSUPPORTED_DETECTOR,
     VIDEO_CLASSIFICATION,
     ZERO_SHOT_DETECTION,
     ZERO_SHOT_IMAGES,
@@ -673,8 +674,8 @@ def _check_config(config: dict, task: str | None) -> tuple[str, str, list[str], 
         # BertForPreTraining, AlbertForPreTraining, ...: a masked-LM head beside another (next-sentence prediction);
         # one without it (ElectraForPreTraining, a discriminator) is refused when the worker loads it
         saved_for = task
-    if task == ZERO_SHOT_DETECTION and model_type not in QUERY_DETECTORS:
-        raise InvalidUpload(GROUNDED_DETECTOR.format(model_type=model_type))
+    if task == ZERO_SHOT_DETECTION and model_type not in (*QUERY_DETECTORS, *GROUNDED_DETECTORS):
+        raise InvalidUpload(UNSUPPORTED_DETECTOR.format(model_type=model_type))
     if task in TIME_SERIES_TASKS and (problem := series_config_problem(task, model_type, config)):
         raise InvalidUpload(problem)
     if task in HEAD_TASKS and architectures and saved_for != task:

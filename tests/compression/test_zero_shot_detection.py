@@ -17,7 +17,7 @@ from compression.context import RunContext
 from compression.io import load_program
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, PTQSpec
-from tests.hf_folders import loaded_image_folder, owl_folder, zip_bytes
+from tests.hf_folders import grounding_dino_folder, loaded_image_folder, owl_folder, zip_bytes
 
 QUERIES = EvaluationSpec(latency=False, candidate_labels=["cat", "dog", "bird"])
 
@@ -82,11 +82,32 @@ def test_queries_are_the_labels_unless_the_job_sets_a_template():
         "a photo of a cat", "a photo of a dog", "a photo of a bird"]
 
 
-def test_detectors_that_read_the_text_inside_are_refused_at_upload(detector, tmp_path):
-    folder = tmp_path / "grounding"
+def test_grounding_dino_runs_whole_on_the_labels_text_each_label_scored_by_its_best_token(tmp_path):
+    from transformers import AutoTokenizer, GroundingDinoForObjectDetection
+
+    from compression.hf_arrays import array_folder_to_program
+
+    folder = grounding_dino_folder(tmp_path / "grounding")
+    assert read_hf_folder(io.BytesIO(zip_bytes(folder))).task == "zero-shot-object-detection"
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    np.savez(tmp_path / "pixels.npz", **{"val.x": images.numpy()})
+    # (the program the job's stages start from; every method runs on it in the architecture sweep)
+    array_folder_to_program(folder, "zero-shot-object-detection", tmp_path / "pixels.npz", "val",
+                            tmp_path / "model.pt2", QUERIES.queries())
+    upload = GroundingDinoForObjectDetection.from_pretrained(folder).eval()
+    # the text transformers' processor makes of the labels: [CLS] cat . dog . bird . [SEP]
+    text = AutoTokenizer.from_pretrained(folder)(["cat. dog. bird."] * 2, return_tensors="pt")
+    with torch.no_grad():
+        own = upload(pixel_values=images, **text)
+        got = load_program(tmp_path / "model.pt2").module()(images)
+    torch.testing.assert_close(got, torch.cat([own.logits.sigmoid()[..., [1, 3, 5]], own.pred_boxes], -1))
+
+
+def test_a_detector_of_another_text_layout_is_refused_at_upload(detector, tmp_path):
+    folder = tmp_path / "omdet"
     shutil.unpack_archive(detector, folder, "zip")
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps(config | {"model_type": "grounding-dino",
-                                                             "architectures": ["GroundingDinoForObjectDetection"]}))
-    with pytest.raises(InvalidUpload, match="reads its text queries inside the detector"):
+    (folder / "config.json").write_text(json.dumps(config | {"model_type": "omdet-turbo",
+                                                             "architectures": ["OmDetTurboForObjectDetection"]}))
+    with pytest.raises(InvalidUpload, match="reads its classes and a task prompt in a text layout of its own"):
         read_hf_folder(io.BytesIO(zip_bytes(folder)))
