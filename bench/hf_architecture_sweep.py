@@ -52,6 +52,7 @@ from compression.archive.hf_architectures import (
     AUDIO_TASKS,
     AUDIO_XVECTOR,
     GROUNDED_DETECTORS,
+    IMAGE_MATTING,
     IMAGE_TASKS,
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
@@ -487,6 +488,12 @@ SERIES_SIZES = {"context_length": 32, "num_input_channels": 3, "patch_length": 8
                 "num_targets": 3, "prediction_length": 8}
 SERIES_SPECIFIC = {"patchtst": {"num_attention_heads": 2, "num_hidden_layers": 2, "ffn_dim": 32},
                    "patchtsmixer": {"num_layers": 2}}
+# Image matting models (task image-matting): ViTMatte, a two-layer ViTDet over 16x16 patches of 32x32 images and
+# their trimaps (padded to 32 already), a small detail-capture decoder.
+MATTING_MODELS = ("vitmatte",)
+MATTING_BACKBONE = {"model_type": "vitdet", "num_channels": 4, "image_size": IMAGE_SIZE, "patch_size": 16,
+                    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2,
+                    "out_features": ["stage2"], "use_relative_position_embeddings": True}
 # Open-vocabulary detectors (task zero-shot-object-detection): a tiny vision transformer and text tower, looking
 # for ZERO_SHOT_LABELS.
 ZERO_SHOT_DETECTORS = ("owlvit", "owlv2", "grounding-dino", "mm-grounding-dino")
@@ -561,6 +568,10 @@ AUDIO_EXTRACTOR = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_nor
 # What ViTImageProcessor writes (less its resize settings, which are not read): uint8 pixels to [-1, 1].
 IMAGE_PROCESSOR = {"image_processor_type": "ViTImageProcessor", "do_rescale": True, "rescale_factor": 1 / 255,
                    "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+
+
+MATTING_PROCESSOR = {**IMAGE_PROCESSOR, "image_processor_type": "VitMatteImageProcessor", "do_pad": True,
+                     "size_divisibility": 32}
 
 
 SPECIAL_TOKENS = ["[UNK]", "[PAD]", "[EOS]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0-5
@@ -657,6 +668,11 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
             "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
         return settle_batch_norms(auto_class(task).from_config(config)).eval()
+    if task == IMAGE_MATTING:
+        config = AutoConfig.for_model(model_type, backbone_config=MATTING_BACKBONE, hidden_size=32,
+                                      convstream_hidden_sizes=[8, 16, 32], fusion_hidden_sizes=[32, 16, 8, 8])
+        torch.manual_seed(seed)
+        return auto_class(task).from_config(config).eval()
     if model_type in GROUNDED_DETECTORS:  # a two-stage Swin, a two-layer BERT, ten object queries
         config = AutoConfig.for_model(model_type, backbone_config=GROUNDING_BACKBONE,
                                       text_config={"model_type": "bert", **TEXT_TOWER}, **GROUNDING_SIZES)
@@ -751,7 +767,8 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
     # config.json first: it picks the tokenizer class
     tiny_model(model_type, task).to(getattr(torch, dtype)).save_pretrained(folder)
     if task in ARRAY_TASKS and task not in TIME_SERIES_TASKS:  # the processor's settings
-        processor = IMAGE_PROCESSOR if task in IMAGE_TASKS else AUDIO_EXTRACTOR
+        processor = (MATTING_PROCESSOR if task == IMAGE_MATTING else IMAGE_PROCESSOR if task in IMAGE_TASKS
+                     else AUDIO_EXTRACTOR)
         (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
         if task == "speech-recognition":
             save_ctc_tokenizer(folder)
@@ -835,15 +852,19 @@ def series_npz(directory: Path, task: str) -> Path:
     return path
 
 
-def image_npz(directory: Path, labels: bool = True) -> Path:
+def image_npz(directory: Path, labels: bool = True, trimaps: bool = False) -> Path:
     """Random uint8 RGB images [N, 32, 32, 3] (channels-last, as image libraries give them), 48 train and 16 val
-    rows, each with a label in 0..2 (`<split>.y`) when `labels`."""
+    rows, each with a label in 0..2 (`<split>.y`) when `labels`; with `trimaps`, a random trimap (0, 128 or 255) as
+    a fourth channel (an image matting model's input)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     arrays = {}
     for split, rows in (("train", 48), ("val", 16)):
         arrays[f"{split}.x"] = rng.integers(0, 256, (rows, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        if trimaps:
+            trimap = rng.choice(np.array([0, 128, 255], np.uint8), (rows, IMAGE_SIZE, IMAGE_SIZE, 1))
+            arrays[f"{split}.x"] = np.concatenate([arrays[f"{split}.x"], trimap], -1)
         if labels:
             arrays[f"{split}.y"] = rng.integers(0, 3, rows)
     path = directory / "images.npz"
@@ -916,7 +937,8 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
         read_hf_folder(archive, task=task)
         dataset = series_npz(directory, task) if task in TIME_SERIES_TASKS else video_npz(
             directory) if task == VIDEO_CLASSIFICATION else image_npz(
-            directory, labels=task in ("image-classification", ZERO_SHOT_IMAGES)) if task in IMAGE_TASKS else audio_npz(
+            directory, labels=task in ("image-classification", ZERO_SHOT_IMAGES), trimaps=task == IMAGE_MATTING
+        ) if task in IMAGE_TASKS else audio_npz(
             directory, model_type, labels=task == "audio-classification") if task in AUDIO_TASKS else text_dataset(
             directory, labels=task == "sequence-classification", tags=task == "token-classification",
             pairs=task == "question-answering", choices=task == MULTIPLE_CHOICE)
@@ -934,7 +956,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
 ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), (VIDEO_CLASSIFICATION, VIDEO_CLASSIFIERS),
                   ("semantic-segmentation", SEGMENTERS), (IMAGE_TO_IMAGE, RESTORERS),
                   (POSE_ESTIMATION, POSE_ESTIMATORS), (TS_FORECASTING, SERIES_MODELS),
-                  (ZERO_SHOT_DETECTION, ZERO_SHOT_DETECTORS),
+                  (ZERO_SHOT_DETECTION, ZERO_SHOT_DETECTORS), (IMAGE_MATTING, MATTING_MODELS),
                   ("depth-estimation", DEPTH_MODELS), ("object-detection", DETECTORS),
                   ("audio-classification", AUDIO_CLASSIFIERS),
                   ("speech-recognition", SPEECH_RECOGNIZERS), ("speech-seq2seq", SPEECH_SEQ2SEQS))
@@ -955,6 +977,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     images += POSE_ESTIMATORS if POSE_ESTIMATION in (only_tasks or ()) else ()
     images += SERIES_MODELS if set(TIME_SERIES_TASKS) & set(only_tasks or ()) else ()
     images += ZERO_SHOT_DETECTORS if ZERO_SHOT_DETECTION in (only_tasks or ()) else ()
+    images += MATTING_MODELS if IMAGE_MATTING in (only_tasks or ()) else ()
     images += DUAL_ENCODERS if {"image-feature-extraction", ZERO_SHOT_IMAGES} & set(only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     sounds += SPEAKER_MODELS if set(only_tasks or ()) & {AUDIO_XVECTOR, AUDIO_FRAMES} else ()

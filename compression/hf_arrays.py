@@ -25,16 +25,24 @@ import torch.nn.functional as F
 
 from compression.archive.errors import InvalidUpload
 from compression.archive.hf_architectures import (
+    IMAGE_MATTING,
     IMAGE_TASKS,
     TRANSCRIPTS_NEED_A_TOKENIZER,
     UNLABELLED_ARRAY_TASKS,
     one_shape_problem,
     unlabelled_task_problem,
 )
-from compression.archive.hf_folder import CHANNEL_WAVEFORMS, SPECTROGRAM_INPUTS, HFFolder, pixel_input_shape
+from compression.archive.hf_folder import (
+    CHANNEL_WAVEFORMS,
+    SPECTROGRAM_INPUTS,
+    HFFolder,
+    pixel_input_shape,
+    reads_trimap,
+)
 from compression.archive.npz import LABEL_ARRAY, NOT_INPUTS, TRANSCRIPT_ARRAY, array_headers, array_shapes
 from compression.archive.pixel_scaling import CHUNK_ROWS, NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
 from compression.archive.time_series import TIME_SERIES_TASKS, series_input_shape
+from compression.matting_pixels import matting_pixels, padded, size_divisor
 
 EXAMPLE_ROWS = 2
 WAVEFORM_EPSILON = 1e-7  # transformers' zero_mean_unit_var_norm
@@ -80,6 +88,27 @@ def image_dataset(dataset_path: Path, scaling: PixelScaling | None, shape: list[
 
     converted = {name: (_scaled_frames(name, values, scaled) if len(shape) == 5 else scaled(name, values))
                  if name in raw else values for name, values in arrays.items()}
+    path = workdir / "dataset.npz"
+    np.savez(path, **converted)
+    return path
+
+
+def matting_dataset(dataset_path: Path, scaling: PixelScaling | None, processor: dict | None,
+                    workdir: Path) -> Path:
+    """The `.npz` an image matting model's job runs on: uint8 images with their trimaps as the pixel values its
+    processor makes (`compression.matting_pixels`), float pixel values as they are; each padded with zeros to the
+    processor's size divisor, as the processor pads them."""
+    divisor = size_divisor(processor)
+    arrays = _loaded(dataset_path)
+    inputs = [name for name in arrays if name.partition(".")[2] not in NOT_INPUTS]
+    raw = [name for name in inputs if arrays[name].dtype == np.dtype(PIXEL_DTYPE)]
+    if raw and scaling is None:
+        raise InvalidUpload(f"'{raw[0]}' {NO_PROCESSOR}")
+    if not raw and all(arrays[name].shape[-2] % divisor == 0 and arrays[name].shape[-1] % divisor == 0
+                       for name in inputs):
+        return dataset_path
+    converted = {name: matting_pixels(name, values, scaling, divisor) if name in raw
+                 else padded(values, divisor) if name in inputs else values for name, values in arrays.items()}
     path = workdir / "dataset.npz"
     np.savez(path, **converted)
     return path
@@ -140,6 +169,8 @@ def prepared_dataset(folder: HFFolder, dataset_path: Path, workdir: Path) -> Pat
     if folder.task in TIME_SERIES_TASKS:
         _check_windows(dataset_path, series_input_shape(folder.config))
         return dataset_path
+    if folder.task == IMAGE_MATTING and reads_trimap(folder.config):
+        return matting_dataset(dataset_path, folder.pixel_scaling, folder.processor, workdir)
     if folder.task in IMAGE_TASKS:
         return image_dataset(dataset_path, folder.pixel_scaling,
                              pixel_input_shape(folder.task, folder.config, folder.processor), workdir)

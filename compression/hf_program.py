@@ -32,6 +32,7 @@ from compression.archive.hf_architectures import (
     DETECTOR_NEEDS_QUERIES,
     FEATURE_TASKS,
     IMAGE_EMBEDDING,
+    IMAGE_MATTING,
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
     POSE_ESTIMATION,
@@ -351,6 +352,7 @@ def auto_class(task: str):
             "depth-estimation": "AutoModelForDepthEstimation",
             IMAGE_TO_IMAGE: "AutoModelForImageToImage",
             POSE_ESTIMATION: "AutoModelForPoseEstimation",
+            IMAGE_MATTING: "AutoModelForImageMatting",
             "object-detection": "AutoModelForObjectDetection",
             # (BLIP-2's is its retrieval class; the others' their dual encoder, CLIPModel, SiglipModel, ...)
             ZERO_SHOT_IMAGES: "AutoModelForZeroShotImageClassification",
@@ -433,6 +435,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _PixelModel(model, "predicted_depth").eval()
     if task == IMAGE_TO_IMAGE:
         return _PixelModel(model, "reconstruction").eval()
+    if task == IMAGE_MATTING:  # each pixel's foreground opacity, [batch, 1, height, width]
+        return _PixelModel(model, "alphas").eval()
     if task == POSE_ESTIMATION:
         return _PixelHeatmaps(model, "heatmaps").eval()
     if task == "object-detection":

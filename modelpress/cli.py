@@ -74,7 +74,7 @@ def _user_commands(commands, common) -> None:
                                            "question-answering", "multiple-choice", "fill-mask",
                                            "image-classification", "video-classification",
                                            "semantic-segmentation", "depth-estimation", "image-to-image",
-                                           "pose-estimation", "object-detection",
+                                           "pose-estimation", "image-matting", "object-detection",
                                            "zero-shot-image-classification", "zero-shot-object-detection",
                                            "audio-classification",
                                            "audio-xvector", "audio-frame-classification",

@@ -360,6 +360,29 @@ def series_windows(path: Path, rows: int = 16, context: int = 32, channels: int 
     return path
 
 
+# What hustvl/vitmatte-small-composition-1k's preprocessor_config.json says (VitMatteImageProcessor).
+VITMATTE_PROCESSOR = {"image_processor_type": "VitMatteImageProcessor", "do_rescale": True, "rescale_factor": 1 / 255,
+                      "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                      "do_pad": True, "size_divisibility": 32}
+
+
+def vitmatte_folder(folder: Path) -> Path:
+    """A tiny image matting model (`VitMatteForImageMatting`: a two-layer ViTDet over 16x16 patches of the image and
+    its trimap, a small detail-capture decoder) with ViTMatte's processor settings."""
+    import torch
+    from transformers import VitMatteConfig, VitMatteForImageMatting
+
+    torch.manual_seed(0)
+    backbone = {"model_type": "vitdet", "num_channels": 4, "image_size": 64, "patch_size": 16, "hidden_size": 32,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2, "out_features": ["stage2"],
+                "use_relative_position_embeddings": True}
+    VitMatteForImageMatting(VitMatteConfig(backbone_config=backbone, hidden_size=32,
+                                           convstream_hidden_sizes=[8, 16, 32],
+                                           fusion_hidden_sizes=[32, 16, 8, 8])).eval().save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(VITMATTE_PROCESSOR))
+    return folder
+
+
 def mask2former_folder(folder: Path, classes: int = 5) -> Path:
     """A tiny Mask2Former (`Mask2FormerForUniversalSegmentation` over a four-stage Swin, ten object queries, 64x64
     images in, masks at 16x16 out) with SegFormer's processor settings (rescale, ImageNet normalization)."""

@@ -12,6 +12,7 @@ from compression.archive.hf_architectures import (
     CANDIDATE_LABEL_TASKS,
     DECODER_INPUT,
     DECODER_STUDENT_TASKS,
+    IMAGE_MATTING,
     IMAGE_TASKS,
     LABELS_NEED_ZERO_SHOT,
     MULTIPLE_CHOICE,
@@ -19,6 +20,7 @@ from compression.archive.hf_architectures import (
     TOO_MANY_TO_TRANSCRIBE,
     TRANSCRIBING_TASKS,
     TRANSCRIPTS_NEED_A_TOKENIZER,
+    TRIMAP_CHANNELS,
     UNLABELLED_ARRAY_TASKS,
     VIDEO_CLASSIFICATION,
     ZERO_SHOT_DETECTION,
@@ -278,8 +280,10 @@ def _model_kind_problems(spec: JobCreate, manifest: DatasetManifest, folder: dic
     if task in ARRAY_TASKS:
         if manifest.format != "npz":
             what = ("uint8 clips [N, frames, H, W, 3], or the pixel_values its video processor makes"
-                    if task == VIDEO_CLASSIFICATION else "uint8 images, or the pixel_values its image processor makes"
-                    if task in IMAGE_TASKS else SERIES_DATASET if task in TIME_SERIES_TASKS
+                    if task == VIDEO_CLASSIFICATION else "uint8 images (ViTMatte's with their trimap as a fourth "
+                    "channel, [N, H, W, 4]), or the pixel_values its image processor makes" if task == IMAGE_MATTING
+                    else "uint8 images, or the pixel_values its image processor makes" if task in IMAGE_TASKS
+                    else SERIES_DATASET if task in TIME_SERIES_TASKS
                     else "the waveforms at its feature extractor's sampling rate, or the spectrogram features a "
                     "spectrogram model takes")
             unlabelled = task in UNLABELLED_ARRAY_TASKS
@@ -396,7 +400,8 @@ def _check_split(split: str, signature: ModelSignature, manifest: DatasetManifes
         shape, dtype = meta["shape"], meta["dtype"]
         expected = model_input.describe()
         if folder.get("task") in IMAGE_TASKS and dtype.lstrip("<>=|") in (PIXEL_DTYPE, "u1"):
-            problems += _raw_image_problems(f"'{split}.{key}'", shape, model_input, folder.get("pixel_scaling"))
+            problems += _raw_image_problems(f"'{split}.{key}'", shape, model_input, folder.get("pixel_scaling"),
+                                            folder.get("task"))
         elif adds_channel_dim(shape, model_input.shape):
             pass  # the loader inserts the missing size-1 channel dimension
         elif len(shape) != len(model_input.shape) or any(
@@ -418,9 +423,11 @@ def _pcm_waveform(folder: dict, dtype: str, model_input) -> bool:
             and list(model_input.shape) in ([None, None], [None, 1, None]))
 
 
-def _raw_image_problems(where: str, shape: list[int], model_input, scaling: dict | None) -> list[str]:
+def _raw_image_problems(where: str, shape: list[int], model_input, scaling: dict | None,
+                        task: str | None = None) -> list[str]:
     """uint8 images for an image folder: channels-last or -first at the model's size, converted by its processor's
-    scaling (`PixelScaling`) in the worker (`compression.hf_arrays`)."""
+    scaling (`PixelScaling`) in the worker (`compression.hf_arrays`); an image matting model's with their trimap as
+    a last channel, which the processor's normalization leaves out."""
     if scaling is None:
         return [f"{where} {NO_PROCESSOR}"]
     dims = model_input.shape[1:]
@@ -444,7 +451,8 @@ def _raw_image_problems(where: str, shape: list[int], model_input, scaling: dict
         return [f"{where} holds {layout[0]}x{layout[1]} images but the model takes {size[0]}x{size[1]}, which its "
                 "processor's resize and crop do not make of them: resize them (as its image processor does) "
                 "before storing them"]
-    problem = processor.channel_problem(channels)
+    trimap = task == IMAGE_MATTING and channels == 3 + TRIMAP_CHANNELS  # ViTMatte's, after the image's channels
+    problem = processor.channel_problem(channels - TRIMAP_CHANNELS if trimap else channels)
     return [problem] if problem else []
 
 

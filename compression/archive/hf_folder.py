@@ -40,6 +40,7 @@ from compression.archive.hf_architectures import (
     GROUNDED_DETECTORS,
     HEAD_TASKS,
     IMAGE_EMBEDDING,
+    IMAGE_MATTING,
     IMAGE_TASKS,
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
@@ -47,6 +48,7 @@ from compression.archive.hf_architectures import (
     QUERY_DETECTORS,
     SEQ2SEQ_TASKS,
     TASKS,
+    TRIMAP_CHANNELS,
     UNSUPPORTED_DETECTOR,
     VIDEO_CLASSIFICATION,
     ZERO_SHOT_DETECTION,
@@ -191,6 +193,8 @@ class HFFolder:
             output = {"name": "detections", "shape": [None, None, None], "dtype": "float32"}
         elif self.task == ZERO_SHOT_IMAGES:  # a score per candidate label, whose count the job gives
             output = {"name": "logits_per_image", "shape": [None, None], "dtype": "float32"}
+        elif self.task == IMAGE_MATTING:  # each pixel's foreground opacity
+            output = {"name": "alphas", "shape": [None, 1, None, None], "dtype": "float32"}
         elif self.task == POSE_ESTIMATION:  # each keypoint's heatmap, its positions flattened
             output = {"name": "heatmaps", "shape": [None, class_count(config), None], "dtype": "float32"}
         elif self.task == IMAGE_TO_IMAGE:  # the image it makes (upscaled, restored)
@@ -331,6 +335,9 @@ def pixel_input_shape(task: str, config: dict, processor: dict | None = None) ->
     scaled as an image, at the processor's size or the config's `image_size` (V-JEPA 2's `crop_size`)."""
     if task == IMAGE_TO_IMAGE:  # a restorer pads any image to its window (Swin2SR), and keeps its size
         return image_input_shape(config, processor)[:2] + [None, None]
+    if task == IMAGE_MATTING and reads_trimap(config):  # the image and its trimap, of any size (ViTMatte's
+        # processor pads it to its divisor); a matting model of the image alone (Sapiens 2) takes it as others do
+        return [None, 3 + TRIMAP_CHANNELS, None, None]
     if task == POSE_ESTIMATION:  # ViTPose's crop size is its backbone's
         backbone = config.get("backbone_config") if isinstance(config.get("backbone_config"), dict) else {}
         return image_input_shape({"image_size": backbone.get("image_size")} | config, processor)
@@ -339,6 +346,14 @@ def pixel_input_shape(task: str, config: dict, processor: dict | None = None) ->
     frames = config.get("num_frames") or config.get("frames_per_clip")
     _, channels, *size = image_input_shape({"image_size": config.get("crop_size")} | config, processor)
     return [None, frames if type(frames) is int and frames > 0 else None, channels, *size]
+
+
+def reads_trimap(config: dict) -> bool:
+    """Whether an image matting model reads a trimap after the image's channels (ViTMatte: its backbone's
+    num_channels is 4), rather than the image alone (Sapiens 2)."""
+    backbone = config.get("backbone_config")
+    channels = (backbone if isinstance(backbone, dict) else config).get("num_channels")
+    return channels == 3 + TRIMAP_CHANNELS
 
 
 def class_count(config: dict) -> int:

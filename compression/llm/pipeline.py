@@ -25,6 +25,7 @@ from compression.archive.hf_architectures import (
     AUDIO_XVECTOR,
     CANDIDATE_LABEL_TASKS,
     IMAGE_EMBEDDING,
+    IMAGE_MATTING,
     IMAGE_TASKS,
     IMAGE_TO_IMAGE,
     POSE_ESTIMATION,
@@ -353,6 +354,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
         raise InvalidUpload(CANDIDATE_LABEL_TASKS[task])
     if task == ZERO_SHOT_IMAGES and evaluation.output_kind is None:  # a score per candidate label
         evaluation = evaluation.model_copy(update={"output_kind": "logits"})
+    if task == IMAGE_MATTING and evaluation.output_kind is None:  # opacities in [0, 1], a sigmoid's
+        evaluation = evaluation.model_copy(update={"output_kind": "sigmoid"})
     if task == AUDIO_XVECTOR and evaluation.output_kind is None:
         # a speaker embedding, which ends in a linear layer: the detector would take it for logits
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})

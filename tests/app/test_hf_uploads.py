@@ -550,6 +550,23 @@ def test_a_zero_shot_detector_takes_the_objects_it_looks_for_and_no_labels(api, 
         assert status == 422 and expected in text, text
 
 
+def test_a_matting_model_takes_images_with_their_trimaps(api, auth, hf, tmp_path):
+    from tests.hf_folders import vitmatte_folder
+
+    model = _upload(api, auth, "models", "vitmatte.zip", zip_bytes(vitmatte_folder(tmp_path / "vitmatte")))
+    assert model.status_code == 201, model.text
+    assert model.json()["task"] == "image-matting"
+    rgba = np.random.default_rng(0).integers(0, 256, (8, 40, 56, 4), dtype=np.uint8)
+    assert _job(api, auth, model.json(), _array_dataset(api, auth, "rgba", rgba, None), [{"method": "ptq"}])[0] == 201
+    for dataset, expected in [
+        (_array_dataset(api, auth, "rgb", rgba[..., :3].copy(), None), "uint8 images for this model are [N, H, W, 4]"),
+        (_array_dataset(api, auth, "labelled", rgba, 2), "an image-matting job compares each alpha matte"),
+        (hf["text"], "(<split>.x: uint8 images (ViTMatte's with their trimap as a fourth channel"),
+    ]:
+        status, text = _job(api, auth, model.json(), dataset, [{"method": "ptq"}])
+        assert status == 422 and expected in text, text
+
+
 def _patch_student_bytes(directory, width: int) -> bytes:
     """A .pt2 of a ViT-like student: 8x8 patches of 32x32 pixels embedded to `width`, plus a class token,
     [N, 17, width]."""
