@@ -266,6 +266,37 @@ def test_a_zero_shot_image_classifier_chooses_among_the_jobs_labels_through_a_wo
     assert final["metric"] == "accuracy" and final["top1_agreement"] > 0.9, final
 
 
+def test_a_zero_shot_detector_looks_for_the_jobs_objects_through_a_worker(client, tmp_path):
+    """An OWLv2 folder and unlabelled uint8 images, through HTTP and a real worker: the job's candidate labels reach
+    the worker, whose program scores every patch against them, judged by detection_map against the upload; the
+    whole detector comes back as a folder."""
+    import numpy as np
+
+    from tests.hf_folders import owl_folder
+
+    (tmp_path / "owl.zip").write_bytes(zip_bytes(owl_folder(tmp_path / "owl")))
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "images.npz", **{"train.x": pixels[:16], "val.x": pixels[16:]})
+    job = _folder_job(client, tmp_path / "owl.zip", tmp_path / "images.npz", "zero-shot-object-detection",
+                      {"method": "ptq", "calibration_samples": 16},
+                      evaluation={"candidate_labels": ["cat", "dog", "bird"]})
+    assert job["metrics"]["baseline"]["metric_points"] == 100.0
+    assert job["metrics"]["final"]["metric"] == "detection_map"
+
+
+def test_a_time_series_forecaster_is_quantized_through_a_worker(client, tmp_path):
+    """A PatchTSTForPrediction folder (its task read from config.json) and windows of a series, through HTTP and
+    a real worker: int8, judged against the upload's forecasts, and handed back as a folder too."""
+    from tests.hf_folders import series_folder, series_windows
+
+    (tmp_path / "patchtst.zip").write_bytes(zip_bytes(series_folder(tmp_path / "patchtst",
+                                                                    "time-series-forecasting")))
+    job = _folder_job(client, tmp_path / "patchtst.zip", series_windows(tmp_path / "windows.npz"),
+                      "time-series-forecasting", {"method": "ptq", "calibration_samples": 16})
+    final = job["metrics"]["final"]
+    assert final["metric"] == "score_spearman" and final["output_kind"] == "regression" and final["sqnr_db"] > 10
+
+
 def test_a_ctc_speech_recognizer_folder_is_quantized_through_a_worker_and_its_folder_transcribes(client, tmp_path):
     """A Wav2Vec2ForCTC folder and an .npz of 16-bit PCM waveforms (as WAV files hold them) with reference
     transcripts, through HTTP and a real worker: int8 PTQ judged per frame, the transcripts' change and error rates
