@@ -538,7 +538,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     wrong = _wrong_weights(loaded.model, model, layout, source_model)
     variant = None
     if wrong or not difference <= allowed:
-        in_float = len(layout.float_activations) + len(layout.float_inputs)
+        in_float = len(layout.float_activations) + len(layout.float_inputs) + len(layout.float_reads)
         structural = computes_something_else(difference_in_float, allowed_in_float, folder_error, compression_error)
         if not wrong and not structural:
             try:
@@ -559,6 +559,7 @@ def write_stage_folder(model: torch.nn.Module, source_folder: Path, task: str, o
     return {"format": config.get("quantization_config", {}).get("format", "dense (float)"),
             "quantized_modules": len(layout.weights), "static_input_quantizers": len(layout.inputs),
             "float_activations": layout.float_activations, "float_input_layers": sorted(layout.float_inputs),
+            "float_reads": layout.float_reads,
             "dequantized_tables": layout.dequantized_tables,
             "dequantized_routers": layout.dequantized_routers,
             "dequantized_convs": layout.dequantized_convs,

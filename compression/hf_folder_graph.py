@@ -69,6 +69,9 @@ class FolderLayout:
     # activation quantizers (quantize nodes) the folder runs in float: on no linear layer's input, or on a shared
     # module's input with different grids per call
     float_activations: list[str] = field(default_factory=list)
+    # dequantize nodes by which another op (PatchTSMixer's gating multiplication) reads an activation whose
+    # quantizer the folder holds as a linear layer's input quantizer: in the folder that op reads the float one
+    float_reads: list[str] = field(default_factory=list)
     # linear modules the graph runs in float (include/exclude): the config's `ignore` names them
     float_layers: set[str] = field(default_factory=set)
     # quantized tables written as their dequantized float values: their module has its own forward, or a decoder the
@@ -397,6 +400,10 @@ def read_graph(gm: torch.nn.Module, source: dict[str, torch.Tensor], source_roun
                 op="get_attr", target=node.target.removesuffix("_codes") + "_scale")[0]))
             consumed.update({node.target, node.target.removesuffix("_codes") + "_scale"})
     unexpressed = [node for node in gm.graph.nodes if node not in expressed and _is(node, "quantize")]
+    shared_reads = [node for node in unexpressed if _is(node, "dequantize_per_tensor") and node.args[0] in expressed
+                    and _is(node.args[0], "quantize_per_tensor")]
+    layout.float_reads = sorted(node.name for node in shared_reads)
+    unexpressed = [node for node in unexpressed if node not in shared_reads]
     pairs = {member for node in unexpressed for member in _activation_pair(node)}
     _run_in_float(layout, pairs)
     unexpressed = [node for node in unexpressed if node not in pairs]
@@ -460,7 +467,8 @@ def tied_module(name: str, tied: list[list[str]], tables: frozenset[str], table:
 @contextlib.contextmanager
 def quantizers_left_out(gm: torch.nn.Module, layout: FolderLayout):
     """Within the block, graph `gm` computes what the folder does: the activation quantizers the folder runs in
-    float (`layout.float_activations`) and the input quantizers of the layers reading float inputs there
+    float (`layout.float_activations`), the quantized reads of other ops where the folder reads the float
+    activation (`layout.float_reads`) and the input quantizers of the layers reading float inputs there
     (`layout.float_inputs`) are passed by; the graph is restored after."""
     bypassed = {}  # node -> its (args, kwargs) before
     for node in gm.graph.nodes:
@@ -471,6 +479,10 @@ def quantizers_left_out(gm: torch.nn.Module, layout: FolderLayout):
                 for reader in list(dequantized.users):
                     bypassed.setdefault(reader, (reader.args, reader.kwargs))
                     reader.replace_input_with(dequantized, node.args[0])
+        elif node.name in layout.float_reads:  # its readers read the quantizer's float input
+            for reader in list(node.users):
+                bypassed.setdefault(reader, (reader.args, reader.kwargs))
+                reader.replace_input_with(node, node.args[0].args[0])
         elif node.target in QUANTIZED_INPUT_READERS and folder_module_name(node) in layout.float_inputs:
             quantized = node.args[0]
             if not isinstance(quantized, fx.Node):
