@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compression.archive.hf_architectures import DECODER_STUDENT_TASKS, SEQ2SEQ_TASKS
+from compression.archive.hf_architectures import SEQ2SEQ_TASKS, decoder_student
 from compression.archive.hf_folder import (
     DECODER_LAYER_FIELDS,
     copy_side_files,
@@ -191,7 +191,8 @@ def write_layers_student(source: Path, task: str, spec: LayersStudent, destinati
     kept layers, the teacher's count, parameters). ValueError when the folder's model has no such layers or too
     few of them. `prompts`: a zero-shot image classifier's candidate texts."""
     teacher = load_folder_model(source, task, prompts=prompts).model
-    shared = None if task in DECODER_STUDENT_TASKS else shared_layer_student(teacher, spec)
+    decoder = decoder_student(task, teacher.config.model_type)
+    shared = None if decoder else shared_layer_student(teacher, spec)
     student, details = shared or _cut_student(teacher, task, spec)
     if getattr(teacher, "generation_config", None) is not None:  # BART's forced tokens, T5's start token
         student.generation_config = copy.deepcopy(teacher.generation_config)
@@ -210,7 +211,7 @@ def _cut_student(teacher: nn.Module, task: str, spec: LayersStudent) -> tuple[nn
     config = copy.deepcopy(teacher.config)
     if task in SEQ2SEQ_TASKS:  # the decoder's layers, its count under the decoder's own field
         stacks, (holder, field) = decoder_stacks(teacher), decoder_layer_holder(config)
-    elif task == "object-detection":  # the decoder's layers and the heads it has at each
+    elif decoder_student(task, config.model_type):  # a detector's decoder layers and the heads it has at each
         stacks, holder, field = detector_decoder_stacks(teacher), config, DETECTOR_DECODER_FIELD
     else:
         stacks, holder, field = layer_stacks(teacher), layer_config(config), LAYER_COUNT_FIELD
@@ -223,7 +224,7 @@ def _cut_student(teacher: nn.Module, task: str, spec: LayersStudent) -> tuple[nn
                          f"{config.model_type} config derives from other fields and refuses ({exc}); distill into "
                          "a 'low_rank' or 'zoo' student, or prune") from None
     # (an encoder-decoder's per-layer lists, LED's attention windows, are its encoder's: its decoder is cut)
-    per_layer = [] if task in DECODER_STUDENT_TASKS else [
+    per_layer = [] if decoder_student(task, config.model_type) else [
         *PER_LAYER_FIELDS, *(name for name in holder.to_dict()
                              if name.endswith(PER_LAYER_SUFFIX) and name not in PER_LAYER_FIELDS)]
     for name in per_layer:

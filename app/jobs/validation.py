@@ -11,7 +11,6 @@ from compression.archive.hf_architectures import (
     AUDIO_TASKS,
     CANDIDATE_LABEL_TASKS,
     DECODER_INPUT,
-    DECODER_STUDENT_TASKS,
     IMAGE_MATTING,
     IMAGE_TASKS,
     LABELS_NEED_ZERO_SHOT,
@@ -25,6 +24,7 @@ from compression.archive.hf_architectures import (
     VIDEO_CLASSIFICATION,
     ZERO_SHOT_DETECTION,
     ZERO_SHOT_IMAGES,
+    decoder_student,
     one_shape_problem,
     unlabelled_task_problem,
 )
@@ -350,7 +350,7 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
                             "upload; this model is a .pt2 program: choose a 'low_rank', 'zoo' or 'upload' student")
         elif "num_hidden_layers" not in folder:
             continue  # recorded before layer counts were (checked when the job starts)
-        elif folder["num_hidden_layers"] is None and folder.get("task") in DECODER_STUDENT_TASKS:
+        elif folder["num_hidden_layers"] is None and decoder_student(folder.get("task"), folder.get("model_type")):
             problems.append(f"{where}: a 'layers' student of {_a(folder['task'])} model keeps some of its decoder's "
                             "layers, "
                             f"and this {folder.get('model_type')} config.json gives no decoder layer count "
@@ -363,7 +363,7 @@ def _layers_student_problems(spec: JobCreate, folder: dict | None) -> list[str]:
                 kept_layers(student, folder["num_hidden_layers"])
             except ValueError as exc:
                 decoder = f" ({_a(folder['task'])} model's student keeps some of its decoder's layers)" \
-                    if folder.get("task") in DECODER_STUDENT_TASKS else ""
+                    if decoder_student(folder.get("task"), folder.get("model_type")) else ""
                 problems.append(f"{where}: {exc}{decoder}")
     return problems
 

@@ -161,6 +161,12 @@ SEQ2SEQ_TASKS = ("seq2seq-lm", "speech-seq2seq", "image-to-text")
 # encoder-decoder that writes text, and a DETR-style detector, whose decoder turns its object queries into
 # detections (RT-DETR's paper runs fewer of its decoder layers for speed).
 DECODER_STUDENT_TASKS = (*SEQ2SEQ_TASKS, "object-detection")
+
+
+def decoder_student(task: str | None, model_type: str | None) -> bool:
+    """Whether a 'layers' student of this folder keeps some of its decoder's layers: an encoder-decoder that
+    writes text, a DETR-style detector, and Grounding DINO (a DETR-style decoder over its object queries)."""
+    return task in DECODER_STUDENT_TASKS or (task == ZERO_SHOT_DETECTION and model_type in GROUNDED_DETECTORS)
 DECODER_INPUT = "decoder_input_ids"  # the program's input of the decoder's output so far
 # ... or a window of a time series (`past_values`, `compression.archive.time_series`)
 ARRAY_TASKS = IMAGE_TASKS + AUDIO_TASKS + TIME_SERIES_TASKS

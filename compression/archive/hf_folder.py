@@ -35,7 +35,6 @@ from compression.archive.hf_architectures import (
     AUDIO_TASKS,
     AUDIO_XVECTOR,
     CANDIDATE_LABEL_TASKS,
-    DECODER_STUDENT_TASKS,
     FEATURE_TASKS,
     GROUNDED_DETECTORS,
     HEAD_TASKS,
@@ -55,6 +54,7 @@ from compression.archive.hf_architectures import (
     ZERO_SHOT_IMAGES,
     ZERO_SHOT_NEEDS_A_TOKENIZER,
     canonical_task,
+    decoder_student,
     image_text_encoder,
     model_types_by_task,
     non_text_input,
@@ -392,7 +392,7 @@ def layer_count_section(config: dict) -> str | None:
 
 
 def _student_layer_count(task: str, config: dict) -> int | None:
-    if task not in DECODER_STUDENT_TASKS:
+    if not decoder_student(task, config.get("model_type")):
         return _layer_count(config)
     section, field = decoder_layer_place(config)
     return None if field is None else (config[section] if section else config)[field]

@@ -88,7 +88,9 @@ def test_grounding_dino_runs_whole_on_the_labels_text_each_label_scored_by_its_b
     from compression.hf_arrays import array_folder_to_program
 
     folder = grounding_dino_folder(tmp_path / "grounding")
-    assert read_hf_folder(io.BytesIO(zip_bytes(folder))).task == "zero-shot-object-detection"
+    read = read_hf_folder(io.BytesIO(zip_bytes(folder)))
+    assert read.task == "zero-shot-object-detection"
+    assert read.signature()["hf"]["num_hidden_layers"] == 2  # a 'layers' student keeps some decoder layers
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     np.savez(tmp_path / "pixels.npz", **{"val.x": images.numpy()})
     # (the program the job's stages start from; every method runs on it in the architecture sweep)
