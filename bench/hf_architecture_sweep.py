@@ -490,7 +490,7 @@ SERIES_SPECIFIC = {"patchtst": {"num_attention_heads": 2, "num_hidden_layers": 2
                    "patchtsmixer": {"num_layers": 2}}
 # Image matting models (task image-matting): ViTMatte, a two-layer ViTDet over 16x16 patches of 32x32 images and
 # their trimaps (padded to 32 already), a small detail-capture decoder.
-MATTING_MODELS = ("vitmatte",)
+MATTING_MODELS = ("vitmatte", "sapiens2")  # (Sapiens 2's reads the image alone)
 MATTING_BACKBONE = {"model_type": "vitdet", "num_channels": 4, "image_size": IMAGE_SIZE, "patch_size": 16,
                     "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2,
                     "out_features": ["stage2"], "use_relative_position_embeddings": True}
@@ -503,7 +503,14 @@ GROUNDING_SIZES = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 2, "num
                    "decoder_ffn_dim": 32, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
                    "num_feature_levels": 2, "max_text_len": 16, "use_timm_backbone": False}
 # Top-down pose estimators (task pose-estimation): ViTPose over a two-layer ViT on 32x32 crops, five keypoints.
-POSE_ESTIMATORS = ("vitpose",)
+POSE_ESTIMATORS = ("vitpose", "sapiens2")
+# Sapiens 2 (pose and matting heads): a two-layer ViT over 16x16 patches, a small upsampling head.
+SAPIENS2 = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "num_key_value_attention_heads": 2, "num_key_value_heads_per_layer": [2, 2],
+            "num_first_full_attention_layers": 1, "num_last_full_attention_layers": 1, "image_size": IMAGE_SIZE,
+            "patch_size": 16, "num_register_tokens": 0, "out_features": ["stage2"], "out_indices": [2],
+            "stage_names": ["stem", "stage1", "stage2"],
+            "head_config": {"upsample_out_channels": [16, 16], "conv_out_channels": [16]}}
 # Semantic segmentation models (task semantic-segmentation), swept when the task is asked for.
 SEGMENTERS = ("segformer", "beit", "data2vec-vision", "dpt", "mobilevit", "mobilevitv2", "upernet", "mask2former",
               "maskformer", "eomt")
@@ -668,6 +675,10 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
             "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
         return settle_batch_norms(auto_class(task).from_config(config)).eval()
+    if model_type == "sapiens2":  # its pose head's five keypoints; its matting head's alpha and foreground
+        config = AutoConfig.for_model(model_type, **SAPIENS2, num_labels=5 if task == POSE_ESTIMATION else 4)
+        torch.manual_seed(seed)
+        return auto_class(task).from_config(config).eval()
     if task == IMAGE_MATTING:
         config = AutoConfig.for_model(model_type, backbone_config=MATTING_BACKBONE, hidden_size=32,
                                       convstream_hidden_sizes=[8, 16, 32], fusion_hidden_sizes=[32, 16, 8, 8])
@@ -767,7 +778,7 @@ def folder_zip(model_type: str, task: str, directory: Path, dtype: str = "float3
     # config.json first: it picks the tokenizer class
     tiny_model(model_type, task).to(getattr(torch, dtype)).save_pretrained(folder)
     if task in ARRAY_TASKS and task not in TIME_SERIES_TASKS:  # the processor's settings
-        processor = (MATTING_PROCESSOR if task == IMAGE_MATTING else IMAGE_PROCESSOR if task in IMAGE_TASKS
+        processor = (MATTING_PROCESSOR if model_type == "vitmatte" else IMAGE_PROCESSOR if task in IMAGE_TASKS
                      else AUDIO_EXTRACTOR)
         (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
         if task == "speech-recognition":
@@ -937,7 +948,7 @@ def run_case(model_type: str, task: str, method: str, spec, directory: Path, dty
         read_hf_folder(archive, task=task)
         dataset = series_npz(directory, task) if task in TIME_SERIES_TASKS else video_npz(
             directory) if task == VIDEO_CLASSIFICATION else image_npz(
-            directory, labels=task in ("image-classification", ZERO_SHOT_IMAGES), trimaps=task == IMAGE_MATTING
+            directory, labels=task in ("image-classification", ZERO_SHOT_IMAGES), trimaps=model_type == "vitmatte"
         ) if task in IMAGE_TASKS else audio_npz(
             directory, model_type, labels=task == "audio-classification") if task in AUDIO_TASKS else text_dataset(
             directory, labels=task == "sequence-classification", tags=task == "token-classification",

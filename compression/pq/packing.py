@@ -268,7 +268,10 @@ def _architecture_bytes(program: torch.export.ExportedProgram) -> bytes:
 
 
 def _placeholder(value: Tensor) -> Tensor:
-    stub = torch.zeros((), dtype=value.dtype).expand(value.shape)
+    # (an empty tensor as itself: one element expanded to no elements failed torch.export.save, "numel: integer
+    # multiplication overflow", on a model with zero register tokens)
+    stub = torch.empty(value.shape, dtype=value.dtype) if value.numel() == 0 else \
+        torch.zeros((), dtype=value.dtype).expand(value.shape)
     return nn.Parameter(stub, requires_grad=False) if isinstance(value, nn.Parameter) else stub
 
 

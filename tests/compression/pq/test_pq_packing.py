@@ -208,3 +208,28 @@ def _rewrite(path, tensors: dict | None = None, metadata: dict | None = None) ->
         current = {key: packed.get_tensor(key) for key in packed.keys()}
         header = packed.metadata()
     save_file(current | (tensors or {}), str(path), metadata=header | (metadata or {}))
+
+
+class _WithEmptyTokens(torch.nn.Module):
+    """A linear layer beside an empty parameter, as a ViT with zero register tokens holds one ([1, 0, width])."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 16)
+        self.register_tokens = torch.nn.Parameter(torch.zeros(1, 0, 16))
+
+    def forward(self, x):
+        return self.fc(x) + self.register_tokens.sum()  # (a sum over no tokens: 0)
+
+
+def test_a_model_with_an_empty_parameter_packs_and_loads(tmp_path):
+    # Its architecture's placeholder, one element expanded to no elements, failed torch.export.save.
+    torch.manual_seed(0)
+    example = (torch.randn(4, 16),)
+    model = eval_mode(export_model(_WithEmptyTokens().eval(), example).module())
+    plans, _ = plan_layers(find_layer_weights(model), BlockSizes(), 16, 4)
+    for plan in plans:
+        quantize_layer(model, plan, iterations=3)
+    save_ipq(model, example, tmp_path / "m.ipq", dense_dtype="float32")
+    inputs = torch.randn(3, 16)
+    torch.testing.assert_close(load_ipq(tmp_path / "m.ipq")(inputs), model(inputs))
