@@ -56,6 +56,7 @@ from compression.archive.hf_architectures import (
     IMAGE_TASKS,
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
+    NORMAL_ESTIMATION,
     POSE_ESTIMATION,
     SEQ2SEQ_TASKS,
     VIDEO_CLASSIFICATION,
@@ -491,6 +492,7 @@ SERIES_SPECIFIC = {"patchtst": {"num_attention_heads": 2, "num_hidden_layers": 2
 # Image matting models (task image-matting): ViTMatte, a two-layer ViTDet over 16x16 patches of 32x32 images and
 # their trimaps (padded to 32 already), a small detail-capture decoder.
 MATTING_MODELS = ("vitmatte", "sapiens2")  # (Sapiens 2's reads the image alone)
+NORMAL_ESTIMATORS = ("sapiens2",)  # (task normal-estimation)
 MATTING_BACKBONE = {"model_type": "vitdet", "num_channels": 4, "image_size": IMAGE_SIZE, "patch_size": 16,
                     "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2,
                     "out_features": ["stage2"], "use_relative_position_embeddings": True}
@@ -675,8 +677,9 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
             "vision_config": VISION_TRANSFORMER, "text_config": TEXT_TOWER}))
         torch.manual_seed(seed)
         return settle_batch_norms(auto_class(task).from_config(config)).eval()
-    if model_type == "sapiens2":  # its pose head's five keypoints; its matting head's alpha and foreground
-        config = AutoConfig.for_model(model_type, **SAPIENS2, num_labels=5 if task == POSE_ESTIMATION else 4)
+    if model_type == "sapiens2":  # its pose head's five keypoints, matting head's alpha and foreground, normals
+        config = AutoConfig.for_model(model_type, **SAPIENS2,
+                                      num_labels={POSE_ESTIMATION: 5, IMAGE_MATTING: 4, NORMAL_ESTIMATION: 3}[task])
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
     if task == IMAGE_MATTING:
@@ -968,6 +971,7 @@ ARRAY_FAMILIES = (("image-classification", IMAGE_CLASSIFIERS), (VIDEO_CLASSIFICA
                   ("semantic-segmentation", SEGMENTERS), (IMAGE_TO_IMAGE, RESTORERS),
                   (POSE_ESTIMATION, POSE_ESTIMATORS), (TS_FORECASTING, SERIES_MODELS),
                   (ZERO_SHOT_DETECTION, ZERO_SHOT_DETECTORS), (IMAGE_MATTING, MATTING_MODELS),
+                  (NORMAL_ESTIMATION, NORMAL_ESTIMATORS),
                   ("depth-estimation", DEPTH_MODELS), ("object-detection", DETECTORS),
                   ("audio-classification", AUDIO_CLASSIFIERS),
                   ("speech-recognition", SPEECH_RECOGNIZERS), ("speech-seq2seq", SPEECH_SEQ2SEQS))
@@ -989,6 +993,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     images += SERIES_MODELS if set(TIME_SERIES_TASKS) & set(only_tasks or ()) else ()
     images += ZERO_SHOT_DETECTORS if ZERO_SHOT_DETECTION in (only_tasks or ()) else ()
     images += MATTING_MODELS if IMAGE_MATTING in (only_tasks or ()) else ()
+    images += NORMAL_ESTIMATORS if NORMAL_ESTIMATION in (only_tasks or ()) else ()
     images += DUAL_ENCODERS if {"image-feature-extraction", ZERO_SHOT_IMAGES} & set(only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     sounds += SPEAKER_MODELS if set(only_tasks or ()) & {AUDIO_XVECTOR, AUDIO_FRAMES} else ()

@@ -35,6 +35,7 @@ from compression.archive.hf_architectures import (
     IMAGE_MATTING,
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
+    NORMAL_ESTIMATION,
     POSE_ESTIMATION,
     QUERY_DETECTORS,
     VIDEO_CLASSIFICATION,
@@ -221,6 +222,15 @@ class _PixelHeatmaps(_PixelModel):
         return super().forward(pixel_values).flatten(2)
 
 
+class _PixelNormals(_PixelModel):
+    """A surface normal estimator (Sapiens 2, TIPSv2 DPT): each pixel's normal L2-normalized, [batch, 3, height,
+    width], as transformers' post-processing gives it: the cosine of two such maps, flattened, is then the mean
+    cosine of the angle between their normals at each pixel."""
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(super().forward(pixel_values).float(), p=2, dim=1, eps=1e-8)
+
+
 class _PixelDetections(_PixelModel):
     """An object detector (DETR, YOLOS, RT-DETR, ...): for each object query, the probability of each class and the
     box, [batch, queries, classes + 4] (`compression.detection`): what transformers' post-processing reads,
@@ -353,6 +363,7 @@ def auto_class(task: str):
             IMAGE_TO_IMAGE: "AutoModelForImageToImage",
             POSE_ESTIMATION: "AutoModelForPoseEstimation",
             IMAGE_MATTING: "AutoModelForImageMatting",
+            NORMAL_ESTIMATION: "AutoModelForNormalEstimation",
             "object-detection": "AutoModelForObjectDetection",
             # (BLIP-2's is its retrieval class; the others' their dual encoder, CLIPModel, SiglipModel, ...)
             ZERO_SHOT_IMAGES: "AutoModelForZeroShotImageClassification",
@@ -435,6 +446,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _PixelModel(model, "predicted_depth").eval()
     if task == IMAGE_TO_IMAGE:
         return _PixelModel(model, "reconstruction").eval()
+    if task == NORMAL_ESTIMATION:
+        return _PixelNormals(model, "normals").eval()
     if task == IMAGE_MATTING:  # each pixel's foreground opacity, [batch, 1, height, width]
         return _PixelModel(model, "alphas").eval()
     if task == POSE_ESTIMATION:

@@ -383,6 +383,27 @@ def vitmatte_folder(folder: Path) -> Path:
     return folder
 
 
+def sapiens2_folder(folder: Path, task: str = "normal-estimation") -> Path:
+    """A tiny Sapiens 2 (a two-layer ViT over 16x16 patches of 64x48 person crops, a small upsampling head) saved
+    for `task` (normal-estimation, pose-estimation or image-matting), with ViTPose's processor settings."""
+    import torch
+    from transformers import AutoConfig
+
+    from compression.hf_program import auto_class
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(
+        "sapiens2", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_attention_heads=2, num_key_value_heads_per_layer=[2, 2], num_first_full_attention_layers=1,
+        num_last_full_attention_layers=1, image_size=[64, 48], patch_size=16, num_register_tokens=2,
+        out_features=["stage2"], out_indices=[2], stage_names=["stem", "stage1", "stage2"],
+        head_config={"upsample_out_channels": [16, 16], "conv_out_channels": [16]},
+        num_labels={"normal-estimation": 3, "pose-estimation": 5, "image-matting": 4}[task])
+    auto_class(task).from_config(config).eval().save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(VITPOSE_PROCESSOR))
+    return folder
+
+
 def mask2former_folder(folder: Path, classes: int = 5) -> Path:
     """A tiny Mask2Former (`Mask2FormerForUniversalSegmentation` over a four-stage Swin, ten object queries, 64x64
     images in, masks at 16x16 out) with SegFormer's processor settings (rescale, ImageNet normalization)."""
@@ -547,6 +568,30 @@ def zip_bytes(folder: Path, top: str | None = None, extra: dict[str, bytes] | No
         for name, data in (extra or {}).items():
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+def zipped_folder(tmp_path_factory, name: str, make_folder) -> Path:
+    """A module-scoped upload: the folder `make_folder(path)` writes, zipped as `<name>.zip` in a fresh directory."""
+    directory = tmp_path_factory.mktemp(name)
+    archive = directory / f"{name}.zip"
+    archive.write_bytes(zip_bytes(make_folder(directory / name)))
+    return archive
+
+
+def int8_job_and_rows(archive: Path, dataset: Path, workdir: Path, rows: int = 2):
+    """An int8 PTQ job of the folder `archive` on `dataset` (latency not timed), and the first `rows` validation
+    inputs of the dataset the job ran on (as the worker prepared them)."""
+    import numpy as np
+    import torch
+
+    from compression.context import RunContext
+    from compression.llm.pipeline import run_folder_pipeline
+    from compression.specs import EvaluationSpec, PTQSpec
+
+    result = run_folder_pipeline(archive, dataset, None, [PTQSpec(calibration_samples=8)],
+                                 EvaluationSpec(latency=False), RunContext(), workdir)
+    with np.load(workdir / "dataset.npz") as arrays:
+        return result, torch.from_numpy(arrays["val.x"][:rows])
 
 
 def tar_bytes(folder: Path, extra: dict[str, bytes] | None = None, symlink: str | None = None) -> bytes:

@@ -43,6 +43,7 @@ from compression.archive.hf_architectures import (
     IMAGE_TASKS,
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
+    NORMAL_ESTIMATION,
     POSE_ESTIMATION,
     QUERY_DETECTORS,
     SEQ2SEQ_TASKS,
@@ -193,6 +194,8 @@ class HFFolder:
             output = {"name": "detections", "shape": [None, None, None], "dtype": "float32"}
         elif self.task == ZERO_SHOT_IMAGES:  # a score per candidate label, whose count the job gives
             output = {"name": "logits_per_image", "shape": [None, None], "dtype": "float32"}
+        elif self.task == NORMAL_ESTIMATION:  # each pixel's unit surface normal (x, y, z)
+            output = {"name": "normals", "shape": [None, 3, None, None], "dtype": "float32"}
         elif self.task == IMAGE_MATTING:  # each pixel's foreground opacity
             output = {"name": "alphas", "shape": [None, 1, None, None], "dtype": "float32"}
         elif self.task == POSE_ESTIMATION:  # each keypoint's heatmap, its positions flattened

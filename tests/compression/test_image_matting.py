@@ -13,15 +13,12 @@ from compression.context import RunContext
 from compression.io import load_program
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, PTQSpec
-from tests.hf_folders import vitmatte_folder, zip_bytes
+from tests.hf_folders import vitmatte_folder, zipped_folder
 
 
 @pytest.fixture(scope="module")
 def matting(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("vitmatte")
-    archive = directory / "vitmatte.zip"
-    archive.write_bytes(zip_bytes(vitmatte_folder(directory / "vitmatte")))
-    return archive
+    return zipped_folder(tmp_path_factory, "vitmatte", vitmatte_folder)
 
 
 def _images_with_trimaps(path, channels: int = 4, labels: bool = False):

@@ -13,7 +13,7 @@ from compression.context import RunContext
 from compression.io import load_program
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, PTQSpec
-from tests.hf_folders import vitpose_folder, zip_bytes
+from tests.hf_folders import int8_job_and_rows, vitpose_folder, zip_bytes
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +37,7 @@ def test_each_keypoints_heatmap_is_judged_by_where_it_peaks(estimator, tmp_path)
     assert folder.task == "pose-estimation"
     assert folder.signature()["inputs"][0]["shape"] == [None, 3, 64, 48]
     assert folder.signature()["outputs"] == [{"name": "heatmaps", "shape": [None, 5, None], "dtype": "float32"}]
-    result = run_folder_pipeline(estimator, _crops(tmp_path / "crops.npz"), None, [PTQSpec(calibration_samples=8)],
-                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
-    with np.load(tmp_path / "work" / "dataset.npz") as arrays:
-        pixels = torch.from_numpy(arrays["val.x"][:2])
+    result, pixels = int8_job_and_rows(estimator, _crops(tmp_path / "crops.npz"), tmp_path / "work")
     upload = VitPoseForPoseEstimation.from_pretrained(tmp_path / "work" / "source").eval()
     with torch.no_grad():
         expected = upload(pixel_values=pixels).heatmaps

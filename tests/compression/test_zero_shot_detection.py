@@ -17,17 +17,14 @@ from compression.context import RunContext
 from compression.io import load_program
 from compression.llm.pipeline import run_folder_pipeline
 from compression.specs import EvaluationSpec, PTQSpec
-from tests.hf_folders import grounding_dino_folder, loaded_image_folder, owl_folder, zip_bytes
+from tests.hf_folders import grounding_dino_folder, loaded_image_folder, owl_folder, zip_bytes, zipped_folder
 
 QUERIES = EvaluationSpec(latency=False, candidate_labels=["cat", "dog", "bird"])
 
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("owlv2")
-    archive = directory / "owlv2.zip"
-    archive.write_bytes(zip_bytes(owl_folder(directory / "owlv2")))
-    return archive
+    return zipped_folder(tmp_path_factory, "owlv2", owl_folder)
 
 
 def _images(path, labels: bool = False):
