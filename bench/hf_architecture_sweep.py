@@ -57,6 +57,7 @@ from compression.archive.hf_architectures import (
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
     NORMAL_ESTIMATION,
+    POINTMAP_ESTIMATION,
     POSE_ESTIMATION,
     SEQ2SEQ_TASKS,
     VIDEO_CLASSIFICATION,
@@ -493,6 +494,7 @@ SERIES_SPECIFIC = {"patchtst": {"num_attention_heads": 2, "num_hidden_layers": 2
 # their trimaps (padded to 32 already), a small detail-capture decoder.
 MATTING_MODELS = ("vitmatte", "sapiens2")  # (Sapiens 2's reads the image alone)
 NORMAL_ESTIMATORS = ("sapiens2",)  # (task normal-estimation)
+POINTMAP_ESTIMATORS = ("sapiens2",)  # (task pointmap-estimation)
 MATTING_BACKBONE = {"model_type": "vitdet", "num_channels": 4, "image_size": IMAGE_SIZE, "patch_size": 16,
                     "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2,
                     "out_features": ["stage2"], "use_relative_position_embeddings": True}
@@ -678,8 +680,12 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
         torch.manual_seed(seed)
         return settle_batch_norms(auto_class(task).from_config(config)).eval()
     if model_type == "sapiens2":  # its pose head's five keypoints, matting head's alpha and foreground, normals
-        config = AutoConfig.for_model(model_type, **SAPIENS2,
-                                      num_labels={POSE_ESTIMATION: 5, IMAGE_MATTING: 4, NORMAL_ESTIMATION: 3}[task])
+        scale = {"scale_conv_out_channels": [8], "scale_final_hidden_sizes": [8, 8]}  # a pointmap's scale branch
+        head = {**SAPIENS2["head_config"], **(scale if task == POINTMAP_ESTIMATION else {})}
+        # (the scale branch's instance norms need 2x2 or more after its stride-2 convolution: patches of 8)
+        patches = {"patch_size": 8} if task == POINTMAP_ESTIMATION else {}
+        config = AutoConfig.for_model(model_type, **{**SAPIENS2, "head_config": head, **patches}, num_labels={
+            POSE_ESTIMATION: 5, IMAGE_MATTING: 4, NORMAL_ESTIMATION: 3, POINTMAP_ESTIMATION: 3}[task])
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
     if task == IMAGE_MATTING:
@@ -994,6 +1000,7 @@ def cases(types: list[str] | None, methods: list[str] | None, only_tasks: list[s
     images += ZERO_SHOT_DETECTORS if ZERO_SHOT_DETECTION in (only_tasks or ()) else ()
     images += MATTING_MODELS if IMAGE_MATTING in (only_tasks or ()) else ()
     images += NORMAL_ESTIMATORS if NORMAL_ESTIMATION in (only_tasks or ()) else ()
+    images += POINTMAP_ESTIMATORS if POINTMAP_ESTIMATION in (only_tasks or ()) else ()
     images += DUAL_ENCODERS if {"image-feature-extraction", ZERO_SHOT_IMAGES} & set(only_tasks or ()) else ()
     sounds = AUDIO_CLASSIFIERS if set(only_tasks or ()) & {"audio-classification", "audio-feature-extraction"} else ()
     sounds += SPEAKER_MODELS if set(only_tasks or ()) & {AUDIO_XVECTOR, AUDIO_FRAMES} else ()

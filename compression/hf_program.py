@@ -36,6 +36,7 @@ from compression.archive.hf_architectures import (
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
     NORMAL_ESTIMATION,
+    POINTMAP_ESTIMATION,
     POSE_ESTIMATION,
     QUERY_DETECTORS,
     VIDEO_CLASSIFICATION,
@@ -231,6 +232,16 @@ class _PixelNormals(_PixelModel):
         return torch.nn.functional.normalize(super().forward(pixel_values).float(), p=2, dim=1, eps=1e-8)
 
 
+class _PixelPoints(_PixelModel):
+    """A pointmap estimator (Sapiens 2): each pixel's 3-D point in metric coordinates, [batch, 3, height, width]:
+    the canonical points divided by the model's scale per image, as transformers' post-processing gives them."""
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        output = self.model(pixel_values=pixel_values.to(self.model.dtype), return_dict=True)
+        points = output.pointmaps.float()
+        return points if output.scales is None else points / output.scales.float()[:, :, None, None]
+
+
 class _PixelDetections(_PixelModel):
     """An object detector (DETR, YOLOS, RT-DETR, ...): for each object query, the probability of each class and the
     box, [batch, queries, classes + 4] (`compression.detection`): what transformers' post-processing reads,
@@ -364,6 +375,7 @@ def auto_class(task: str):
             POSE_ESTIMATION: "AutoModelForPoseEstimation",
             IMAGE_MATTING: "AutoModelForImageMatting",
             NORMAL_ESTIMATION: "AutoModelForNormalEstimation",
+            POINTMAP_ESTIMATION: "AutoModelForPointmapEstimation",
             "object-detection": "AutoModelForObjectDetection",
             # (BLIP-2's is its retrieval class; the others' their dual encoder, CLIPModel, SiglipModel, ...)
             ZERO_SHOT_IMAGES: "AutoModelForZeroShotImageClassification",
@@ -448,6 +460,8 @@ def load_folder_model(folder: Path, task: str, embedding: SentenceEmbedding | No
         return _PixelModel(model, "reconstruction").eval()
     if task == NORMAL_ESTIMATION:
         return _PixelNormals(model, "normals").eval()
+    if task == POINTMAP_ESTIMATION:
+        return _PixelPoints(model, "pointmaps").eval()
     if task == IMAGE_MATTING:  # each pixel's foreground opacity, [batch, 1, height, width]
         return _PixelModel(model, "alphas").eval()
     if task == POSE_ESTIMATION:

@@ -75,7 +75,7 @@ def _user_commands(commands, common) -> None:
                                            "image-classification", "video-classification",
                                            "semantic-segmentation", "depth-estimation", "image-to-image",
                                            "pose-estimation", "image-matting", "normal-estimation",
-                                           "object-detection",
+                                           "pointmap-estimation", "object-detection",
                                            "zero-shot-image-classification", "zero-shot-object-detection",
                                            "audio-classification",
                                            "audio-xvector", "audio-frame-classification",

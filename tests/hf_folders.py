@@ -385,7 +385,8 @@ def vitmatte_folder(folder: Path) -> Path:
 
 def sapiens2_folder(folder: Path, task: str = "normal-estimation") -> Path:
     """A tiny Sapiens 2 (a two-layer ViT over 16x16 patches of 64x48 person crops, a small upsampling head) saved
-    for `task` (normal-estimation, pose-estimation or image-matting), with ViTPose's processor settings."""
+    for `task` (normal-estimation, pointmap-estimation, pose-estimation or image-matting), with ViTPose's processor
+    settings."""
     import torch
     from transformers import AutoConfig
 
@@ -397,8 +398,11 @@ def sapiens2_folder(folder: Path, task: str = "normal-estimation") -> Path:
         num_key_value_attention_heads=2, num_key_value_heads_per_layer=[2, 2], num_first_full_attention_layers=1,
         num_last_full_attention_layers=1, image_size=[64, 48], patch_size=16, num_register_tokens=2,
         out_features=["stage2"], out_indices=[2], stage_names=["stem", "stage1", "stage2"],
-        head_config={"upsample_out_channels": [16, 16], "conv_out_channels": [16]},
-        num_labels={"normal-estimation": 3, "pose-estimation": 5, "image-matting": 4}[task])
+        # (a pointmap head's scale branch: a convolution and an MLP to one scale per image)
+        head_config={"upsample_out_channels": [16, 16], "conv_out_channels": [16],
+                     **({"scale_conv_out_channels": [8], "scale_final_hidden_sizes": [8, 8]}
+                        if task == "pointmap-estimation" else {})},
+        num_labels={"normal-estimation": 3, "pointmap-estimation": 3, "pose-estimation": 5, "image-matting": 4}[task])
     auto_class(task).from_config(config).eval().save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(VITPOSE_PROCESSOR))
     return folder

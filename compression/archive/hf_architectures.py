@@ -39,6 +39,8 @@ POSE_ESTIMATION = "pose-estimation"
 IMAGE_MATTING = "image-matting"
 # a surface normal estimator (Sapiens 2, TIPSv2 DPT): a unit normal per pixel of its output map
 NORMAL_ESTIMATION = "normal-estimation"
+# a pointmap estimator (Sapiens 2): each pixel's 3-D point, in metric coordinates (its canonical point / its scale)
+POINTMAP_ESTIMATION = "pointmap-estimation"
 TRIMAP_CHANNELS = 1  # after the image's: unscaled but for the processor's rescale (0, 0.5, 1)
 AUDIO_FRAMES = "audio-frame-classification"
 # task -> the mapping of modeling_auto.py whose model types can run it
@@ -71,6 +73,7 @@ TASK_MAPPINGS = {"feature-extraction": "MODEL_MAPPING_NAMES",
                  POSE_ESTIMATION: "MODEL_FOR_POSE_ESTIMATION_MAPPING_NAMES",
                  IMAGE_MATTING: "MODEL_FOR_IMAGE_MATTING_MAPPING_NAMES",
                  NORMAL_ESTIMATION: "MODEL_FOR_NORMAL_ESTIMATION_MAPPING_NAMES",
+                 POINTMAP_ESTIMATION: "MODEL_FOR_POINTMAP_ESTIMATION_MAPPING_NAMES",
                  # an object detector (DETR, Conditional/Deformable DETR, YOLOS, RT-DETR, D-FINE, ...): a score per
                  # class and a box for each object query, judged against the original's detections
                  # (`compression.detection`)
@@ -117,15 +120,15 @@ TOWER = "_vision_model"  # the model_type of a dual encoder's vision tower saved
 # Tasks whose model is a base model plus a trained head (a checkpoint without the head would start it random).
 HEAD_TASKS = ("sequence-classification", "token-classification", "question-answering", MULTIPLE_CHOICE, "fill-mask",
               "image-classification", VIDEO_CLASSIFICATION, "semantic-segmentation", "depth-estimation",
-              IMAGE_TO_IMAGE, POSE_ESTIMATION, IMAGE_MATTING, NORMAL_ESTIMATION, "object-detection",
-              ZERO_SHOT_DETECTION, "audio-classification",
+              IMAGE_TO_IMAGE, POSE_ESTIMATION, IMAGE_MATTING, NORMAL_ESTIMATION, POINTMAP_ESTIMATION,
+              "object-detection", ZERO_SHOT_DETECTION, "audio-classification",
               AUDIO_XVECTOR, AUDIO_FRAMES, "speech-recognition", *TIME_SERIES_TASKS)
 # Tasks whose model reads images (`pixel_values`; a video classifier's clips of them) or audio (a waveform's
 # `input_values`, or the spectrogram features of AST and Whisper) from an .npz, instead of text tokenized from a
 # .jsonl.
 IMAGE_TASKS = ("image-classification", VIDEO_CLASSIFICATION, "semantic-segmentation", "depth-estimation",
-               IMAGE_TO_IMAGE, POSE_ESTIMATION, IMAGE_MATTING, NORMAL_ESTIMATION, "object-detection",
-               ZERO_SHOT_DETECTION, ZERO_SHOT_IMAGES,
+               IMAGE_TO_IMAGE, POSE_ESTIMATION, IMAGE_MATTING, NORMAL_ESTIMATION, POINTMAP_ESTIMATION,
+               "object-detection", ZERO_SHOT_DETECTION, ZERO_SHOT_IMAGES,
                "image-to-text", "image-feature-extraction")
 # The classes of an image-to-text model whose program reads the image and the decoder's input alone.
 IMAGE_ENCODER_DECODERS = ("VisionEncoderDecoderModel",)
@@ -180,8 +183,8 @@ FEATURE_TASKS = ("feature-extraction", "image-feature-extraction", "audio-featur
 TRANSCRIBING_TASKS = ("speech-recognition", "speech-seq2seq", "image-to-text")
 # Tasks judged against the original model's own outputs only: the class arrays of an .npz are refused for them.
 UNLABELLED_ARRAY_TASKS = (*TRANSCRIBING_TASKS, *FEATURE_TASKS, AUDIO_XVECTOR, "depth-estimation", IMAGE_TO_IMAGE,
-                          POSE_ESTIMATION, IMAGE_MATTING, NORMAL_ESTIMATION, "object-detection",
-                          ZERO_SHOT_DETECTION, TS_FORECASTING)
+                          POSE_ESTIMATION, IMAGE_MATTING, NORMAL_ESTIMATION, POINTMAP_ESTIMATION,
+                          "object-detection", ZERO_SHOT_DETECTION, TS_FORECASTING)
 # The array feature task of a base model that reads images or audio, by what `non_text_input` says it reads.
 ARRAY_FEATURE_TASK = {"images (pixel_values)": "image-feature-extraction",
                       "audio (input_values or input_features)": "audio-feature-extraction"}
@@ -212,6 +215,9 @@ POSE_LABELS = ("a pose-estimation job compares where each keypoint's heatmap pea
 NORMAL_LABELS = ("a normal-estimation job compares each pixel's unit normal the compressed model gives with the "
                  "original's (cosine: the mean cosine of their angle); ground-truth normals are not read: remove "
                  "{labels} from the .npz")
+POINTMAP_LABELS = ("a pointmap-estimation job compares each point map the compressed model gives with the "
+                   "original's (cosine of the whole map, SQNR); ground-truth points are not read: remove {labels} "
+                   "from the .npz")
 MATTING_LABELS = ("an image-matting job compares each alpha matte the compressed model makes with the original's "
                   "(soft Dice and mean absolute error over the pixels); ground-truth mattes are not read: remove "
                   "{labels} from the .npz")
@@ -234,6 +240,8 @@ def unlabelled_task_problem(task: str, labels: list[str]) -> str:
         return MATTING_LABELS.format(labels=labels)
     if task == NORMAL_ESTIMATION:
         return NORMAL_LABELS.format(labels=labels)
+    if task == POINTMAP_ESTIMATION:
+        return POINTMAP_LABELS.format(labels=labels)
     if task in ("object-detection", ZERO_SHOT_DETECTION):
         return DETECTION_LABELS.format(a_task="an object-detection" if task == "object-detection" else f"a {task}",
                                        labels=labels)

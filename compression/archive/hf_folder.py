@@ -44,6 +44,7 @@ from compression.archive.hf_architectures import (
     IMAGE_TO_IMAGE,
     MULTIPLE_CHOICE,
     NORMAL_ESTIMATION,
+    POINTMAP_ESTIMATION,
     POSE_ESTIMATION,
     QUERY_DETECTORS,
     SEQ2SEQ_TASKS,
@@ -194,8 +195,9 @@ class HFFolder:
             output = {"name": "detections", "shape": [None, None, None], "dtype": "float32"}
         elif self.task == ZERO_SHOT_IMAGES:  # a score per candidate label, whose count the job gives
             output = {"name": "logits_per_image", "shape": [None, None], "dtype": "float32"}
-        elif self.task == NORMAL_ESTIMATION:  # each pixel's unit surface normal (x, y, z)
-            output = {"name": "normals", "shape": [None, 3, None, None], "dtype": "float32"}
+        elif self.task in (NORMAL_ESTIMATION, POINTMAP_ESTIMATION):  # each pixel's unit normal, or 3-D point
+            name = "normals" if self.task == NORMAL_ESTIMATION else "pointmaps"
+            output = {"name": name, "shape": [None, 3, None, None], "dtype": "float32"}
         elif self.task == IMAGE_MATTING:  # each pixel's foreground opacity
             output = {"name": "alphas", "shape": [None, 1, None, None], "dtype": "float32"}
         elif self.task == POSE_ESTIMATION:  # each keypoint's heatmap, its positions flattened

@@ -29,6 +29,7 @@ from compression.archive.hf_architectures import (
     IMAGE_TASKS,
     IMAGE_TO_IMAGE,
     NORMAL_ESTIMATION,
+    POINTMAP_ESTIMATION,
     POSE_ESTIMATION,
     SEQ2SEQ_TASKS,
     ZERO_SHOT_DETECTION,
@@ -360,7 +361,8 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     if task == AUDIO_XVECTOR and evaluation.output_kind is None:
         # a speaker embedding, which ends in a linear layer: the detector would take it for logits
         evaluation = evaluation.model_copy(update={"output_kind": "embeddings"})
-    if task in ("depth-estimation", IMAGE_TO_IMAGE, NORMAL_ESTIMATION) and evaluation.output_kind is None:
+    if task in ("depth-estimation", IMAGE_TO_IMAGE, NORMAL_ESTIMATION, POINTMAP_ESTIMATION) \
+            and evaluation.output_kind is None:
         # compared whole (a normal map's cosine: the mean cosine of each pixel's angle)
         evaluation = evaluation.model_copy(update={"output_kind": "hidden_states"})
     if task in ("object-detection", ZERO_SHOT_DETECTION) and evaluation.output_kind is None:
