@@ -26,7 +26,8 @@ from compression.segmenter_class import MASK_SEGMENTERS
 IMAGE_TEXT_TO_TEXT = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
 IMAGE_TEXT_ENCODERS = "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"
 ZERO_SHOT_IMAGES = "zero-shot-image-classification"
-# an open-vocabulary detector (OWL-ViT, OWLv2): each patch's box, scored against text queries the job names
+# an open-vocabulary detector (OWL-ViT, OWLv2, Grounding DINO): each patch's or object query's box, scored against
+# text queries the job names
 # (`compression.zero_shot_detection`)
 ZERO_SHOT_DETECTION = "zero-shot-object-detection"
 MULTIPLE_CHOICE = "multiple-choice"
@@ -141,8 +142,8 @@ DETECTOR_NEEDS_QUERIES = ("a zero-shot-object-detection model looks for the obje
                           "query as given, or read in evaluation.hypothesis_template where that is set)")
 LABELS_NEED_ZERO_SHOT = ("evaluation.candidate_labels name the classes of a zero-shot image classifier or the "
                          "queries of a zero-shot object detector (a zero-shot-image-classification folder: CLIP, "
-                         "SigLIP, ...; a zero-shot-object-detection folder: OWL-ViT, OWLv2); this model's classes "
-                         "are its own: remove them")
+                         "SigLIP, ...; a zero-shot-object-detection folder: OWL-ViT, OWLv2, Grounding DINO); this "
+                         "model's classes are its own: remove them")
 ZERO_SHOT_NEEDS_A_TOKENIZER = ("a {task} model reads each candidate label's text with its tokenizer, and the folder "
                                "has no tokenizer files; upload it with them (vocab.json and merges.txt, "
                                "tokenizer.json or its SentencePiece model, and tokenizer_config.json)")

@@ -175,7 +175,7 @@ class HFFolder:
         elif self.task in SEQ2SEQ_TASKS:  # logits over the output vocabulary at each output position
             output = {"name": "logits", "shape": [None, None, output_vocabulary(config)], "dtype": "float32"}
         elif self.task in TIME_SERIES_TASKS:  # class logits, regression values or the forecast
-            output, classes = series_output(self.task, config), series_head_classes(self.task, config)
+            output, classes = series_output(self.task, config), series_head_classes(self.task)
         elif self.task == AUDIO_XVECTOR:  # a speaker embedding per recording
             output = {"name": "embeddings", "shape": [None, config.get("xvector_output_dim", 512)],
                       "dtype": "float32"}

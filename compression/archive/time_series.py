@@ -54,7 +54,7 @@ def series_output(task: str, config: dict) -> dict:
     return {"name": name, "shape": [None, _positive(config.get("num_targets"))], "dtype": "float32"}
 
 
-def series_head_classes(task: str, config: dict) -> dict:
+def series_head_classes(task: str) -> dict:
     """The folder's "classes" facts: a classifier's targets are unnamed classes; a regression or forecasting head
     predicts values (output kind 'regression')."""
     return {"names": None, "multi_label": False, "regression": task != TS_CLASSIFICATION}

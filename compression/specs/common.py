@@ -120,9 +120,9 @@ class EvaluationSpec(Spec):
                           "(2-1,000 distinct names); each is put in hypothesis_template and read by the text "
                           "tower once, and the program scores every image against those texts. Labels "
                           "('<split>.y') are indices into this list. For a zero-shot-object-detection folder "
-                          "(OWL-ViT, OWLv2), required: the objects it looks for, each a text query as given "
-                          "(in hypothesis_template only where that is set to another text). Refused for other "
-                          "models.")
+                          "(OWL-ViT, OWLv2, Grounding DINO), required: the objects it looks for, each a text "
+                          "query as given (in hypothesis_template only where that is set to another text). Refused "
+                          "for other models.")
     hypothesis_template: str = Field(
         DEFAULT_HYPOTHESIS, min_length=2, max_length=MAX_NAME_CHARS,
         description="The text each candidate label is put into, at its one '{}' (no other braces).")
