@@ -437,8 +437,14 @@ DEPTH_SPECIFIC = {
     "glpn": {"num_encoder_blocks": 2, "depths": [1, 1], "sr_ratios": [2, 1], "hidden_sizes": [16, 32],
              "patch_sizes": [7, 3], "strides": [4, 2], "num_attention_heads": [1, 2], "mlp_ratios": [2, 2],
              "decoder_hidden_size": 16},
+    # (its depth and normal heads over one backbone)
+    "tipsv2_dpt": {"backbone_config": {"model_type": "tipsv2_vision_model", "hidden_size": 32,
+                                       "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
+                                       "image_size": 32, "patch_size": 8, "out_indices": [1, 2, 3, 4],
+                                       "reshape_hidden_states": False},
+                   "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16, "num_depth_bins": 16},
 }
-DEPTH_MODELS = ("depth_anything", "dpt", "glpn")
+DEPTH_MODELS = ("depth_anything", "dpt", "glpn", "tipsv2_dpt")
 # Object detectors' tiny configs (task object-detection): one encoder and two decoder layers of width 32 and ten
 # object queries over a two-stage ResNet (transformers' own, not timm's); Deformable DETR reads both stages.
 _BACKBONE = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
@@ -493,7 +499,7 @@ SERIES_SPECIFIC = {"patchtst": {"num_attention_heads": 2, "num_hidden_layers": 2
 # Image matting models (task image-matting): ViTMatte, a two-layer ViTDet over 16x16 patches of 32x32 images and
 # their trimaps (padded to 32 already), a small detail-capture decoder.
 MATTING_MODELS = ("vitmatte", "sapiens2")  # (Sapiens 2's reads the image alone)
-NORMAL_ESTIMATORS = ("sapiens2",)  # (task normal-estimation)
+NORMAL_ESTIMATORS = ("sapiens2", "tipsv2_dpt")  # (task normal-estimation)
 POINTMAP_ESTIMATORS = ("sapiens2",)  # (task pointmap-estimation)
 MATTING_BACKBONE = {"model_type": "vitdet", "num_channels": 4, "image_size": IMAGE_SIZE, "patch_size": 16,
                     "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2,
@@ -722,11 +728,11 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
                                       window_size=4, upscale=2)
         torch.manual_seed(seed)
         return auto_class(task).from_config(config).eval()
-    if task in ("image-classification", "semantic-segmentation", "depth-estimation", "object-detection",
-                "image-feature-extraction"):
-        # a dense head's (segmentation, depth) or a detector's needs on top of the classifier's tiny config
+    if task in ("image-classification", "semantic-segmentation", "depth-estimation", NORMAL_ESTIMATION,
+                "object-detection", "image-feature-extraction"):
+        # a dense head's (segmentation, depth, normals) or a detector's needs on top of the classifier's tiny config
         dense = {**SEGMENTATION_SPECIFIC.get(model_type, {}), **DEPTH_SPECIFIC.get(model_type, {})} if task in (
-            "semantic-segmentation", "depth-estimation") else DETECTION_SPECIFIC.get(model_type, {})
+            "semantic-segmentation", "depth-estimation", NORMAL_ESTIMATION) else DETECTION_SPECIFIC.get(model_type, {})
         config = AutoConfig.for_model(model_type, num_labels=3, **{**IMAGE_SPECIFIC.get(model_type, {}), **dense})
         # Where the mapping holds several classes (DeiT, LeViT: the plain head and the one "WithTeacher"),
         # from_config iterates config.architectures, None in a fresh config; empty, it takes the first class.
