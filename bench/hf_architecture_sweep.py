@@ -849,8 +849,6 @@ def text_dataset(directory: Path, labels: bool = False, tags: bool = False, pair
 def video_npz(directory: Path) -> Path:
     """Random uint8 RGB clips [N, VIDEO_FRAMES, 32, 32, 3] (frames channels-last, as video decoders give them), 48
     train and 16 val rows, each labelled 0..2."""
-    import numpy as np
-
     rng = np.random.default_rng(0)
     arrays = {}
     for split, rows in (("train", 48), ("val", 16)):
@@ -882,8 +880,6 @@ def image_npz(directory: Path, labels: bool = True, trimaps: bool = False) -> Pa
     """Random uint8 RGB images [N, 32, 32, 3] (channels-last, as image libraries give them), 48 train and 16 val
     rows, each with a label in 0..2 (`<split>.y`) when `labels`; with `trimaps`, a random trimap (0, 128 or 255) as
     a fourth channel (an image matting model's input)."""
-    import numpy as np
-
     rng = np.random.default_rng(0)
     arrays = {}
     for split, rows in (("train", 48), ("val", 16)):
@@ -901,8 +897,6 @@ def image_npz(directory: Path, labels: bool = True, trimaps: bool = False) -> Pa
 def audio_npz(directory: Path, model_type: str, labels: bool = True) -> Path:
     """Random float waveforms [N, 1600] (or a spectrogram model's features), 48 train and 16 val rows, each with a
     label in 0..2 (`<split>.y`) when `labels`."""
-    import numpy as np
-
     rng = np.random.default_rng(0)
     shape = AUDIO_INPUT_SHAPES.get(model_type, (WAVEFORM_SAMPLES,))
     arrays = {}
