@@ -3,7 +3,9 @@ metrics and artifacts are kept."""
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+# How methods chain does not depend on the database or broker (test_service.py runs jobs on both): once is
+# enough.
+pytestmark = [pytest.mark.e2e, pytest.mark.one_backend]
 
 # A short run needs a larger step than iPQ's own default lr (1e-4, for long finetunes), which a partial
 # `training` object now keeps unless it names lr.
