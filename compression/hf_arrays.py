@@ -17,6 +17,7 @@ does; spectrogram features are taken as the feature extractor made them.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,8 @@ from compression.archive.npz import LABEL_ARRAY, NOT_INPUTS, TRANSCRIPT_ARRAY, a
 from compression.archive.pixel_scaling import CHUNK_ROWS, NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
 from compression.archive.time_series import TIME_SERIES_TASKS, series_input_shape
 from compression.matting_pixels import matting_pixels, padded, size_divisor
+
+BLURRED_ROWS = 16  # images blurred at a time: the blur works on float copies, four times the uint8 chunk's bytes
 
 EXAMPLE_ROWS = 2
 WAVEFORM_EPSILON = 1e-7  # transformers' zero_mean_unit_var_norm
@@ -142,17 +145,40 @@ def _at_size(name: str, pixels: np.ndarray, scaling: PixelScaling, channels: int
     if scaling.output_size(height, width) != size:
         raise InvalidUpload(f"'{name}' holds {height}x{width} images, which the folder's processor does not bring "
                             f"to the model's {size[0]}x{size[1]}: resize them before storing them")
-    resized = scaling.resized_size(height, width) or (height, width)
+    side = max(height, width) if scaling.pad_square else None
+    resized = scaling.resized_size(height, width) or ((side, side) if side else (height, width))
+    rows = BLURRED_ROWS if scaling.blur_resize else CHUNK_ROWS
     chunks = []
-    for start in range(0, len(pixels), CHUNK_ROWS):
-        chunk = torch.from_numpy(np.ascontiguousarray(pixels[start:start + CHUNK_ROWS]))
+    for start in range(0, len(pixels), rows):
+        chunk = torch.from_numpy(np.ascontiguousarray(pixels[start:start + rows]))
         chunk = chunk[:, None] if order == "gray" else chunk.permute(0, 3, 1, 2) if order == "last" else chunk
-        if resized != (height, width):
-            chunk = F.interpolate(chunk.contiguous(), size=resized, mode=scaling.resample,
-                                  antialias=scaling.resample != "nearest")
+        if side:  # black (0 before and after the rescale) below and to the right, as OWLv2's processor pads
+            chunk = F.pad(chunk, (0, side - width, 0, side - height))
+        if resized != tuple(chunk.shape[2:]):
+            chunk = _blurred_resize(chunk, resized, scaling.resample) if scaling.blur_resize else F.interpolate(
+                chunk.contiguous(), size=resized, mode=scaling.resample, antialias=scaling.resample != "nearest")
         top, left = (resized[0] - size[0]) // 2, (resized[1] - size[1]) // 2  # transformers' center crop
         chunks.append(chunk[:, :, top:top + size[0], left:left + size[1]].numpy())
     return np.concatenate(chunks)
+
+
+def _blurred_resize(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """float [N, C, *size] of uint8 images [N, C, H, W] resized as OWLv2's fast processor does (scikit-image's
+    way): blurred along each axis by a Gaussian of sigma (factor - 1) / 2 (torchvision's kernel: 2 * ceil(3 sigma)
+    + 1 taps, reflected edges; no blur at all unless both axes shrink), then interpolated without antialiasing."""
+    images = images.float()
+    sigmas = [max(0.0, (before / after - 1) / 2) for before, after in zip(images.shape[2:], size)]
+    if all(sigma > 0 for sigma in sigmas):
+        batch, channels, height, width = images.shape
+        planes = images.reshape(batch * channels, 1, height, width)
+        for axis, sigma in enumerate(sigmas):
+            radius = math.ceil(3 * sigma)
+            taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+            kernel = (taps / taps.sum()).reshape((1, 1, -1, 1) if axis == 0 else (1, 1, 1, -1))
+            padding = (0, 0, radius, radius) if axis == 0 else (radius, radius, 0, 0)
+            planes = F.conv2d(F.pad(planes, padding, mode="reflect"), kernel)
+        images = planes.reshape(batch, channels, height, width)
+    return F.interpolate(images, size=size, mode=mode, antialias=False)
 
 
 def prepared_dataset(folder: HFFolder, dataset_path: Path, workdir: Path) -> Path:

@@ -9,6 +9,10 @@ center-cropped as the processor declares (`do_resize` with `size` as height and 
 operation torchvision's tensor resize calls for transformers' fast image processors (not compared with a
 processor's output here: torchvision does not run with this torch build); a PIL-based processor's resampling
 differs slightly. A size the processor's steps do not bring to the model's is refused at submission.
+
+OWLv2's processor (`SQUARE_PADDING_PROCESSORS`) first pads each image with black to a square, bottom and right,
+and resizes as scikit-image does: a Gaussian blur of sigma (factor - 1) / 2 per axis, then plain bilinear
+interpolation; its fast (torchvision) processor's blur is followed (the PIL one's differs at the edges).
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ CHUNK_ROWS = 256  # rows converted at a time: the float copy of a chunk, not of 
 # Image processors with no normalize step (a restorer's: Swin2SR rescales to [0, 1] and leaves the mean to its
 # model), whose preprocessor_config.json then says nothing of `do_normalize`, transformers' default elsewhere.
 UNNORMALIZED_PROCESSORS = ("Swin2SRImageProcessor", "Swin2SRImageProcessorFast")
+# Image processors whose `do_pad` (their default) pads each image to a square before the resize; elsewhere `do_pad`
+# pads a batch to its largest image (DETR), which changes nothing for the same-size images of an .npz, or to a size
+# divisor (ViTMatte: `compression.matting_pixels`).
+SQUARE_PADDING_PROCESSORS = ("Owlv2ImageProcessor", "Owlv2ImageProcessorFast", "Owlv2ImageProcessorPil")
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,9 @@ class PixelScaling:
     resize: tuple | None = None
     crop: tuple[int, int] | None = None
     resample: str = "bilinear"
+    # OWLv2's: pad to a square with black before the resize; resize by a Gaussian blur and plain interpolation
+    pad_square: bool = False
+    blur_resize: bool = False
 
     @classmethod
     def from_processor(cls, document: dict | None) -> PixelScaling | None:
@@ -67,22 +78,28 @@ class PixelScaling:
                 return None
         resize, crop = processor_geometry(document)
         resample = PIL_RESAMPLING.get(document.get("resample"), "bilinear")  # absent: ViTImageProcessor's
-        return cls(rescale, mean, std, resize, crop, resample)
+        owl = document.get("image_processor_type") in SQUARE_PADDING_PROCESSORS
+        return cls(rescale, mean, std, resize, crop, resample, pad_square=owl and document.get("do_pad") is not False,
+                   blur_resize=owl)
 
     def to_json(self) -> dict:
+        owl = {"pad_square": self.pad_square, "blur_resize": self.blur_resize}
         return {"rescale": self.rescale, "mean": self.mean and list(self.mean), "std": self.std and list(self.std),
                 "resize": self.resize and list(self.resize), "crop": self.crop and list(self.crop),
-                "resample": self.resample}
+                "resample": self.resample, **{key: True for key, value in owl.items() if value}}
 
     @classmethod
     def from_json(cls, data: dict) -> PixelScaling:
         return cls(data["rescale"], data["mean"] and tuple(data["mean"]), data["std"] and tuple(data["std"]),
                    data.get("resize") and tuple(data["resize"]), data.get("crop") and tuple(data["crop"]),
-                   data.get("resample", "bilinear"))
+                   data.get("resample", "bilinear"), data.get("pad_square", False), data.get("blur_resize", False))
 
     def resized_size(self, height: int, width: int) -> tuple[int, int] | None:
         """(height, width) after the processor's resize, where it has one: exact, or the shortest edge made `edge`
-        and the longest scaled alike (transformers' `get_resize_output_image_size`)."""
+        and the longest scaled alike (transformers' `get_resize_output_image_size`); a square-padding processor's
+        resize takes the padded square."""
+        if self.pad_square:
+            height = width = max(height, width)
         if self.resize is None:
             return None
         if self.resize[0] == "exact":
@@ -97,10 +114,10 @@ class PixelScaling:
         resized = self.resized_size(height, width)
         if self.resize is not None and resized is None:
             return None
-        size = resized or (height, width)
+        size = resized or ((max(height, width),) * 2 if self.pad_square else (height, width))
         if self.crop is not None and self.crop[0] <= size[0] and self.crop[1] <= size[1]:
             return self.crop
-        return size if self.resize is not None else None
+        return size if self.resize is not None or self.pad_square else None
 
     def channel_problem(self, channels: int) -> str | None:
         if self.mean is not None and len(self.mean) not in (1, channels):

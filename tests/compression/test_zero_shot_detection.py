@@ -110,3 +110,48 @@ def test_a_detector_of_another_text_layout_is_refused_at_upload(detector, tmp_pa
                                                              "architectures": ["OmDetTurboForObjectDetection"]}))
     with pytest.raises(InvalidUpload, match="reads its classes and a task prompt in a text layout of its own"):
         read_hf_folder(io.BytesIO(zip_bytes(folder)))
+
+
+OWLV2_PROCESSOR = {"image_processor_type": "Owlv2ImageProcessor", "do_resize": True,
+                   "size": {"height": 32, "width": 32}, "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255,
+                   "do_normalize": True, "do_pad": True, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                   "image_std": [0.26862954, 0.26130258, 0.27577711]}
+
+
+def _owlv2_pixel_values(image: np.ndarray, side: int) -> np.ndarray:
+    """OWLv2's PIL image processor's steps for one uint8 image [H, W, 3]: rescale, pad with black to a square
+    (bottom, right), scikit-image's resize by scipy (Gaussian blur, then order-1 zoom), normalize."""
+    from scipy import ndimage
+
+    pixels = image.astype(np.float64) / 255
+    square = max(pixels.shape[:2])
+    pixels = np.pad(pixels, ((0, square - pixels.shape[0]), (0, square - pixels.shape[1]), (0, 0)))
+    factors = np.array([square / side, square / side, 1])
+    blurred = ndimage.gaussian_filter(pixels, np.maximum(0, (factors - 1) / 2), mode="mirror")
+    resized = ndimage.zoom(blurred, 1 / factors, order=1, mode="mirror", grid_mode=True)
+    normalized = (resized - OWLV2_PROCESSOR["image_mean"]) / OWLV2_PROCESSOR["image_std"]
+    return normalized.transpose(2, 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("height, width", [(48, 80), (90, 40), (64, 64)])
+def test_owlv2_images_are_padded_to_a_square_and_blurred_before_their_resize(tmp_path, height, width):
+    # Images not at the model's size were resized straight to its square (a wide image stretched, its objects at
+    # other places than the upload's processor puts them) with an antialiased interpolation; OWLv2's processor
+    # pads to a square first and resizes as scikit-image does.
+    from compression.archive.pixel_scaling import PixelScaling
+    from compression.hf_arrays import image_dataset
+
+    images = np.random.default_rng(0).integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+    np.savez(tmp_path / "raw.npz", **{"val.x": images})
+    scaling = PixelScaling.from_processor(OWLV2_PROCESSOR)
+    assert PixelScaling.from_json(json.loads(json.dumps(scaling.to_json()))) == scaling  # as the API hands it on
+    assert scaling.output_size(height, width) == (32, 32)
+    with np.load(image_dataset(tmp_path / "raw.npz", scaling, [None, 3, 32, 32], tmp_path)) as arrays:
+        pixel_values = arrays["val.x"]
+    expected = np.stack([_owlv2_pixel_values(image, 32) for image in images])
+    assert pixel_values.shape == expected.shape == (3, 3, 32, 32)
+    assert np.abs(pixel_values - expected).max() < 0.005  # torchvision's kernel spans 3 sigmas, scipy's 4
+    if height != width:  # the old way, stretched, is not close
+        stretched = PixelScaling.from_processor({**OWLV2_PROCESSOR, "image_processor_type": "ViTImageProcessor"})
+        with np.load(image_dataset(tmp_path / "raw.npz", stretched, [None, 3, 32, 32], tmp_path)) as arrays:
+            assert np.abs(arrays["val.x"] - expected).max() > 1
