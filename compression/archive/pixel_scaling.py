@@ -10,6 +10,10 @@ operation torchvision's tensor resize calls for transformers' fast image process
 processor's output here: torchvision does not run with this torch build); a PIL-based processor's resampling
 differs slightly. A size the processor's steps do not bring to the model's is refused at submission.
 
+DPT's processor (Depth Anything's, ZoeDepth's) may keep the image's aspect ratio (`keep_aspect_ratio`: scaled as
+little as possible to reach one side of `size`) and round each side to a multiple (`ensure_multiple_of`): its
+output size then depends on the image's, and the model is run at the size the dataset's images are brought to.
+
 OWLv2's processor (`SQUARE_PADDING_PROCESSORS`) first pads each image with black to a square, bottom and right,
 and resizes as scikit-image does: a Gaussian blur of sigma (factor - 1) / 2 per axis, then plain bilinear
 interpolation; its fast (torchvision) processor's blur is followed (the PIL one's differs at the edges).
@@ -50,7 +54,8 @@ class PixelScaling:
     rescale: float | None
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
-    # The processor's resize: ("exact", height, width) or ("shortest", edge), or None; its center crop (height,
+    # The processor's resize: ("exact", height, width), ("shortest", edge), DPT's ("fit", height, width, multiple,
+    # keep_aspect_ratio) or None; its center crop (height,
     # width) or None; and how it resamples, as torch's interpolation names it.
     resize: tuple | None = None
     crop: tuple[int, int] | None = None
@@ -104,6 +109,9 @@ class PixelScaling:
             return None
         if self.resize[0] == "exact":
             return self.resize[1], self.resize[2]
+        if self.resize[0] == "fit":
+            size = fitted_size(height, width, *self.resize[1:])
+            return size if 0 < min(size) and max(size) <= MAX_IMAGE_SIDE else None
         edge = self.resize[1]
         size = (edge, int(edge * width / height)) if height <= width else (int(edge * height / width), edge)
         return size if max(size) <= MAX_IMAGE_SIDE else None  # an extreme aspect ratio: not resized
@@ -118,6 +126,11 @@ class PixelScaling:
         if self.crop is not None and self.crop[0] <= size[0] and self.crop[1] <= size[1]:
             return self.crop
         return size if self.resize is not None or self.pad_square else None
+
+    @property
+    def keeps_aspect(self) -> bool:
+        """Whether the processor's output size follows the image's aspect ratio (DPT's `keep_aspect_ratio`)."""
+        return self.resize is not None and self.resize[0] == "fit" and self.resize[4]
 
     def channel_problem(self, channels: int) -> str | None:
         if self.mean is not None and len(self.mean) not in (1, channels):
@@ -177,8 +190,31 @@ def processor_geometry(document: dict) -> tuple[tuple | None, tuple[int, int] | 
     """The processor's resize (("exact", height, width), ("shortest", edge) or None) and center crop ((height,
     width) or None), as `do_resize`/`size` and `do_center_crop`/`crop_size` declare them."""
     resize = _resize(document.get("size")) if document.get("do_resize", True) else None
+    multiple = document.get("ensure_multiple_of")
+    multiple = multiple if type(multiple) is int and 1 <= multiple <= MAX_IMAGE_SIDE else 1
+    keep_aspect = document.get("keep_aspect_ratio") is True
+    if resize is not None and resize[0] == "exact" and (keep_aspect or multiple > 1):
+        resize = ("fit", *resize[1:], multiple, keep_aspect)
     crop = side_pair(document.get("crop_size")) if document.get("do_center_crop") else None
     return resize, crop
+
+
+def fitted_size(height: int, width: int, target_height: int, target_width: int, multiple: int,
+                keep_aspect: bool) -> tuple[int, int]:
+    """The size DPT's processor resizes a height x width image to (transformers' DPT
+    `get_resize_output_image_size`): scaled to the target, or with `keep_aspect` by whichever side's scale is
+    closer to 1 on both sides, each side then rounded to a multiple of `multiple`."""
+    scale_height, scale_width = target_height / height, target_width / width
+    if keep_aspect:
+        if abs(1 - scale_width) < abs(1 - scale_height):
+            scale_height = scale_width
+        else:
+            scale_width = scale_height
+    return (_to_multiple(scale_height * height, multiple), _to_multiple(scale_width * width, multiple))
+
+
+def _to_multiple(value: float, multiple: int) -> int:
+    return round(value / multiple) * multiple  # Python's rounding, as transformers'; 0 where value < multiple / 2
 
 
 def processed_size(document: dict):
@@ -190,6 +226,8 @@ def processed_size(document: dict):
         return crop
     if resize is not None and resize[0] == "exact":
         return resize[1:]
+    if resize is not None and resize[0] == "fit":  # kept aspect ratio: any size, the images' decides
+        return None if resize[4] else fitted_size(*resize[1:3], *resize[1:])
     return None if document.get("do_resize", True) and document.get("size") is not None else NO_SIZE
 
 

@@ -71,3 +71,45 @@ def test_depth_labels_are_refused_with_what_the_job_measures(depth_model, tmp_pa
         run_folder_pipeline(depth_model, _images(tmp_path / "labelled.npz", depths=True), None,
                             [PTQSpec(calibration_samples=8)], EvaluationSpec(latency=False), RunContext(),
                             tmp_path / "work")
+
+
+def test_a_processor_keeping_the_aspect_ratio_runs_the_model_at_the_size_it_gives_the_images(tmp_path):
+    # Depth Anything's processor scales an image as little as possible to reach one side of its size and rounds
+    # each side to a multiple of 14: a 60x90 image becomes 56x84 (scale 56/60 on both sides). The service took
+    # the size for the model's only one and stretched every image to 56x56, a program the user's 56x84 pixel
+    # values did not fit.
+    import json
+
+    from compression.archive.pixel_scaling import PixelScaling, processed_size
+    from tests.hf_folders import DEPTH_PROCESSOR
+
+    processor = {**DEPTH_PROCESSOR, "keep_aspect_ratio": True, "ensure_multiple_of": 14, "resample": 3}
+    scaling = PixelScaling.from_processor(processor)
+    assert processed_size(processor) is None and scaling.keeps_aspect
+    # the wider side decides where it is scaled less (100x40: by 56/40 to 140x56); rounded to the nearest multiple
+    assert [scaling.output_size(*size) for size in [(60, 90), (100, 40), (56, 56), (57, 57)]] == [
+        (56, 84), (140, 56), (56, 56), (56, 56)]
+    rounded = PixelScaling.from_processor({**DEPTH_PROCESSOR, "ensure_multiple_of": 14, "size": {"height": 60,
+                                                                                                 "width": 60}})
+    assert not rounded.keeps_aspect and rounded.output_size(90, 30) == (56, 56)  # 60 rounds to 56
+    folder = depth_anything_folder(tmp_path / "depth")
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    archive = tmp_path / "depth.zip"
+    archive.write_bytes(zip_bytes(folder))
+    assert read_hf_folder(archive).signature()["inputs"][0]["shape"] == [None, 3, None, None]
+    rng = np.random.default_rng(0)
+    images = {f"{split}.x": rng.integers(0, 256, (4, 60, 90, 3), dtype=np.uint8) for split in ("train", "val")}
+    np.savez(tmp_path / "images.npz", **images)
+    result = run_folder_pipeline(archive, tmp_path / "images.npz", None, [PruneSpec(sparsity=0.3)],
+                                 EvaluationSpec(latency=False), RunContext(), tmp_path / "work")
+    assert result.stages[0].metrics["cosine"] > 0.5
+    with np.load(tmp_path / "work" / "dataset.npz") as arrays:
+        pixels = arrays["val.x"]
+    assert pixels.shape == (4, 3, 56, 84)
+    # torchvision's resize of uint8 images (the fast processor's), as the service resizes every processor's
+    resized = torch.nn.functional.interpolate(torch.from_numpy(images["val.x"]).permute(0, 3, 1, 2).contiguous(),
+                                              size=(56, 84), mode="bicubic", antialias=True)
+    mean, std = (torch.tensor(processor[key]).reshape(1, 3, 1, 1) for key in ("image_mean", "image_std"))
+    torch.testing.assert_close(torch.from_numpy(pixels), (resized / 255 - mean) / std, atol=1e-5, rtol=0)
+    program = load_program(tmp_path / "work" / "model.pt2").module()
+    assert program(torch.from_numpy(pixels)).shape[-2:] == (56, 84)
