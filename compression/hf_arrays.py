@@ -140,8 +140,8 @@ def _at_size(name: str, pixels: np.ndarray, scaling: PixelScaling, channels: int
     center-cropped as the processor declares, channels-first, by torch's antialiased interpolation of the uint8
     pixels (the operation torchvision's tensor resize calls)."""
     height, width, order = pixel_layout(list(pixels.shape), channels)
-    if None in size:  # a model of any size: the images' own, or the one a processor keeping their aspect makes
-        size = scaling.output_size(height, width) if scaling.keeps_aspect else None
+    if None in size:  # a model of any size: the images' own, or where the processor sizes them all, its size
+        size = scaling.output_size(height, width) if scaling.resizes_for_any_model_size else None
     if size is None or (height, width) == size:
         return pixels
     if scaling.output_size(height, width) != size:

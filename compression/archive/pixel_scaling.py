@@ -43,6 +43,7 @@ UNNORMALIZED_PROCESSORS = ("Swin2SRImageProcessor", "Swin2SRImageProcessorFast")
 # Image processors whose `do_pad` (their default) pads each image to a square before the resize; elsewhere `do_pad`
 # pads a batch to its largest image (DETR), which changes nothing for the same-size images of an .npz, or to a size
 # divisor (ViTMatte: `compression.matting_pixels`).
+CROP_PCT_PROCESSORS = ("ConvNextImageProcessor", "ConvNextImageProcessorFast", "ConvNextImageProcessorPil")
 SQUARE_PADDING_PROCESSORS = ("Owlv2ImageProcessor", "Owlv2ImageProcessorFast", "Owlv2ImageProcessorPil")
 
 
@@ -63,6 +64,9 @@ class PixelScaling:
     # OWLv2's: pad to a square with black before the resize; resize by a Gaussian blur and plain interpolation
     pad_square: bool = False
     blur_resize: bool = False
+    # ConvNeXt's (and ResNet's) `crop_pct`: the shortest edge to `edge / crop_pct`, then the center edge x edge
+    # crop (an edge of 384 or more: a resize to edge x edge), a crop its processor_geometry does not declare
+    crop_from_pct: bool = False
 
     @classmethod
     def from_processor(cls, document: dict | None) -> PixelScaling | None:
@@ -84,11 +88,18 @@ class PixelScaling:
         resize, crop = processor_geometry(document)
         resample = PIL_RESAMPLING.get(document.get("resample"), "bilinear")  # absent: ViTImageProcessor's
         owl = document.get("image_processor_type") in SQUARE_PADDING_PROCESSORS
+        pct = document.get("crop_pct", 224 / 256)  # ConvNextImageProcessor's default
+        from_pct = (document.get("image_processor_type") in CROP_PCT_PROCESSORS and crop is None
+                    and resize is not None and resize[0] == "shortest" and _is_number(pct) and 0 < pct <= 1)
+        if from_pct:
+            edge = resize[1]
+            resize, crop = (("shortest", int(edge / pct)), (edge, edge)) if edge < 384 else (("exact", edge, edge),
+                                                                                             None)
         return cls(rescale, mean, std, resize, crop, resample, pad_square=owl and document.get("do_pad") is not False,
-                   blur_resize=owl)
+                   blur_resize=owl, crop_from_pct=from_pct)
 
     def to_json(self) -> dict:
-        owl = {"pad_square": self.pad_square, "blur_resize": self.blur_resize}
+        owl = {"pad_square": self.pad_square, "blur_resize": self.blur_resize, "crop_from_pct": self.crop_from_pct}
         return {"rescale": self.rescale, "mean": self.mean and list(self.mean), "std": self.std and list(self.std),
                 "resize": self.resize and list(self.resize), "crop": self.crop and list(self.crop),
                 "resample": self.resample, **{key: True for key, value in owl.items() if value}}
@@ -97,7 +108,8 @@ class PixelScaling:
     def from_json(cls, data: dict) -> PixelScaling:
         return cls(data["rescale"], data["mean"] and tuple(data["mean"]), data["std"] and tuple(data["std"]),
                    data.get("resize") and tuple(data["resize"]), data.get("crop") and tuple(data["crop"]),
-                   data.get("resample", "bilinear"), data.get("pad_square", False), data.get("blur_resize", False))
+                   data.get("resample", "bilinear"), data.get("pad_square", False), data.get("blur_resize", False),
+                   data.get("crop_from_pct", False))
 
     def resized_size(self, height: int, width: int) -> tuple[int, int] | None:
         """(height, width) after the processor's resize, where it has one: exact, or the shortest edge made `edge`
@@ -131,6 +143,12 @@ class PixelScaling:
     def keeps_aspect(self) -> bool:
         """Whether the processor's output size follows the image's aspect ratio (DPT's `keep_aspect_ratio`)."""
         return self.resize is not None and self.resize[0] == "fit" and self.resize[4]
+
+    @property
+    def resizes_for_any_model_size(self) -> bool:
+        """Whether images are brought to the processor's output size even for a model that takes any size (what
+        its program is then exported at): DPT's kept aspect ratio, ConvNeXt's crop_pct."""
+        return self.keeps_aspect or self.crop_from_pct
 
     def channel_problem(self, channels: int) -> str | None:
         if self.mean is not None and len(self.mean) not in (1, channels):

@@ -195,6 +195,28 @@ def test_images_of_another_size_are_resized_and_cropped_as_the_processor_declare
         image_dataset(tmp_path / "big.npz", PixelScaling.from_processor(VIT_PROCESSOR), [None, 3, 32, 32], tmp_path)
 
 
+def test_a_convnext_processor_crops_by_its_crop_pct_though_the_model_takes_any_size(tmp_path):
+    # ConvNeXt's (and ResNet's) processor resizes the shortest edge to edge / crop_pct and crops the center
+    # edge x edge. The model takes any size, and images of another size were used as they were: the program was
+    # exported at their size, which the user's 224x224 pixel values did not fit.
+    processor = {**VIT_PROCESSOR, "image_processor_type": "ConvNextImageProcessor", "do_resize": True,
+                 "size": {"shortest_edge": 32}, "crop_pct": 0.875, "resample": 3}
+    assert image_input_shape({}, processor) == [None, 3, None, None]
+    scaling = PixelScaling.from_processor(processor)
+    assert scaling.resizes_for_any_model_size and scaling.output_size(48, 64) == (32, 32)
+    assert scaling.resized_size(48, 64) == (36, 48)  # int(32 / 0.875) = 36
+    large = PixelScaling.from_processor({**processor, "size": {"shortest_edge": 384}})
+    assert large.output_size(480, 640) == (384, 384) and large.crop is None  # 384 and up: resized, not cropped
+    assert not PixelScaling.from_processor({**processor, "image_processor_type": "BitImageProcessor"}).crop
+    pixels = np.random.default_rng(5).integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
+    np.savez(tmp_path / "images.npz", **{"val.x": pixels})
+    with np.load(image_dataset(tmp_path / "images.npz", scaling, [None, 3, None, None], tmp_path)) as converted:
+        values = converted["val.x"]
+    resized = torch.nn.functional.interpolate(torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
+                                              size=(36, 48), mode="bicubic", antialias=True)
+    np.testing.assert_allclose(values, (resized[:, :, 2:34, 8:40].numpy() / 255 - 0.5) / 0.5, atol=1e-5)
+
+
 @pytest.mark.parametrize("spec", [PTQSpec(calibration_samples=8),
                                   PTQSpec(weights={"bits": 8}, activations=None, export_onnx=False)],
                          ids=["int8", "weight-only"])
