@@ -124,8 +124,7 @@ class PixelScaling:
         if self.resize[0] == "fit":
             size = fitted_size(height, width, *self.resize[1:])
             return size if 0 < min(size) and max(size) <= MAX_IMAGE_SIDE else None
-        edge = self.resize[1]
-        size = (edge, int(edge * width / height)) if height <= width else (int(edge * height / width), edge)
+        size = shortest_edge_size(height, width, *self.resize[1:])
         return size if max(size) <= MAX_IMAGE_SIDE else None  # an extreme aspect ratio: not resized
 
     def output_size(self, height: int, width: int) -> tuple[int, int] | None:
@@ -147,8 +146,9 @@ class PixelScaling:
     @property
     def resizes_for_any_model_size(self) -> bool:
         """Whether images are brought to the processor's output size even for a model that takes any size (what
-        its program is then exported at): DPT's kept aspect ratio, ConvNeXt's crop_pct."""
-        return self.keeps_aspect or self.crop_from_pct
+        its program is then exported at): any processor that resizes (DETR's shortest and longest edge, DPT's kept
+        aspect ratio, ConvNeXt's crop_pct) does so to what its model is run on."""
+        return self.resize is not None
 
     def channel_problem(self, channels: int) -> str | None:
         if self.mean is not None and len(self.mean) not in (1, channels):
@@ -217,6 +217,21 @@ def processor_geometry(document: dict) -> tuple[tuple | None, tuple[int, int] | 
     return resize, crop
 
 
+def shortest_edge_size(height: int, width: int, edge: int, longest: int | None = None) -> tuple[int, int]:
+    """The size a height x width image is resized to with its shortest side made `edge` and the other scaled alike,
+    or, where that would make the longest side pass `longest`, the longest made `longest` instead (transformers'
+    `get_size_with_aspect_ratio`, DETR's `{"shortest_edge": 800, "longest_edge": 1333}`)."""
+    raw = None
+    if longest is not None and max(height, width) / min(height, width) * edge > longest:
+        raw = longest * min(height, width) / max(height, width)
+        edge = int(round(raw))
+    if min(height, width) == edge:
+        return height, width
+    if width < height:
+        return int((raw or edge) * height / width), edge
+    return edge, int((raw or edge) * width / height)
+
+
 def fitted_size(height: int, width: int, target_height: int, target_width: int, multiple: int,
                 keep_aspect: bool) -> tuple[int, int]:
     """The size DPT's processor resizes a height x width image to (transformers' DPT
@@ -251,7 +266,9 @@ def processed_size(document: dict):
 
 def _resize(size) -> tuple | None:
     if isinstance(size, dict) and type(size.get("shortest_edge")) is int and "height" not in size:
-        return ("shortest", size["shortest_edge"]) if 0 < size["shortest_edge"] <= MAX_IMAGE_SIDE else None
+        longest = size.get("longest_edge")
+        longest = (longest,) if type(longest) is int and 0 < longest <= MAX_IMAGE_SIDE else ()
+        return ("shortest", size["shortest_edge"], *longest) if 0 < size["shortest_edge"] <= MAX_IMAGE_SIDE else None
     pair = side_pair(size)
     return ("exact", *pair) if pair else None
 

@@ -217,6 +217,25 @@ def test_a_convnext_processor_crops_by_its_crop_pct_though_the_model_takes_any_s
     np.testing.assert_allclose(values, (resized[:, :, 2:34, 8:40].numpy() / 255 - 0.5) / 0.5, atol=1e-5)
 
 
+def test_a_detr_processor_resizes_by_its_shortest_edge_within_its_longest(tmp_path):
+    # DETR's processor: the shortest side to 800 unless the longest would pass 1333, then the longest to 1333.
+    # The longest edge was not read, and images for a detector (which takes any size) were used at their own.
+    from transformers.image_transforms import get_size_with_aspect_ratio
+
+    scaling = PixelScaling.from_processor({**VIT_PROCESSOR, "image_processor_type": "DetrImageProcessor",
+                                           "do_resize": True, "size": {"shortest_edge": 800, "longest_edge": 1333}})
+    sizes = [(480, 640), (300, 1200), (1200, 300), (800, 1000), (1, 5000), (641, 481)]
+    assert [scaling.output_size(*size) for size in sizes] == [
+        get_size_with_aspect_ratio(size, 800, 1333) for size in sizes]
+    assert scaling.output_size(300, 1200) == (333, 1333) and scaling.resizes_for_any_model_size
+    pixels = np.random.default_rng(6).integers(0, 256, (2, 30, 40, 3), dtype=np.uint8)
+    np.savez(tmp_path / "images.npz", **{"val.x": pixels})
+    small = PixelScaling.from_processor({**VIT_PROCESSOR, "do_resize": True,
+                                         "size": {"shortest_edge": 24, "longest_edge": 30}})
+    with np.load(image_dataset(tmp_path / "images.npz", small, [None, 3, None, None], tmp_path)) as converted:
+        assert converted["val.x"].shape == (2, 3, 22, 30)  # 24 would make it 32 wide: the longest edge decides
+
+
 @pytest.mark.parametrize("spec", [PTQSpec(calibration_samples=8),
                                   PTQSpec(weights={"bits": 8}, activations=None, export_onnx=False)],
                          ids=["int8", "weight-only"])
