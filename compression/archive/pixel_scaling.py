@@ -43,6 +43,9 @@ UNNORMALIZED_PROCESSORS = ("Swin2SRImageProcessor", "Swin2SRImageProcessorFast")
 # Image processors whose `do_pad` (their default) pads each image to a square before the resize; elsewhere `do_pad`
 # pads a batch to its largest image (DETR), which changes nothing for the same-size images of an .npz, or to a size
 # divisor (ViTMatte: `compression.matting_pixels`).
+# YOLOS's processor cuts both sides of its resize down to a multiple of 16 (`get_size_with_aspect_ratio_yolos`).
+YOLOS_PROCESSORS = ("YolosImageProcessor", "YolosImageProcessorFast", "YolosImageProcessorPil")
+YOLOS_MULTIPLE = 16
 CROP_PCT_PROCESSORS = ("ConvNextImageProcessor", "ConvNextImageProcessorFast", "ConvNextImageProcessorPil")
 SQUARE_PADDING_PROCESSORS = ("Owlv2ImageProcessor", "Owlv2ImageProcessorFast", "Owlv2ImageProcessorPil")
 
@@ -125,7 +128,7 @@ class PixelScaling:
             size = fitted_size(height, width, *self.resize[1:])
             return size if 0 < min(size) and max(size) <= MAX_IMAGE_SIDE else None
         size = shortest_edge_size(height, width, *self.resize[1:])
-        return size if max(size) <= MAX_IMAGE_SIDE else None  # an extreme aspect ratio: not resized
+        return size if 0 < min(size) and max(size) <= MAX_IMAGE_SIDE else None  # an extreme aspect ratio
 
     def output_size(self, height: int, width: int) -> tuple[int, int] | None:
         """(height, width) images of this size end at after the resize and the center crop, or None where the
@@ -213,14 +216,20 @@ def processor_geometry(document: dict) -> tuple[tuple | None, tuple[int, int] | 
     keep_aspect = document.get("keep_aspect_ratio") is True
     if resize is not None and resize[0] == "exact" and (keep_aspect or multiple > 1):
         resize = ("fit", *resize[1:], multiple, keep_aspect)
+    if resize is not None and resize[0] == "shortest" and document.get("image_processor_type") in YOLOS_PROCESSORS:
+        resize = ("shortest", resize[1], resize[2] if len(resize) > 2 else None, YOLOS_MULTIPLE)
     crop = side_pair(document.get("crop_size")) if document.get("do_center_crop") else None
     return resize, crop
 
 
-def shortest_edge_size(height: int, width: int, edge: int, longest: int | None = None) -> tuple[int, int]:
+def shortest_edge_size(height: int, width: int, edge: int, longest: int | None = None,
+                       multiple: int = 1) -> tuple[int, int]:
     """The size a height x width image is resized to with its shortest side made `edge` and the other scaled alike,
     or, where that would make the longest side pass `longest`, the longest made `longest` instead (transformers'
-    `get_size_with_aspect_ratio`, DETR's `{"shortest_edge": 800, "longest_edge": 1333}`)."""
+    `get_size_with_aspect_ratio`, DETR's `{"shortest_edge": 800, "longest_edge": 1333}`); each side then cut down to
+    a `multiple` (YOLOS's 16)."""
+    if multiple > 1:
+        return tuple(side - side % multiple for side in shortest_edge_size(height, width, edge, longest))
     raw = None
     if longest is not None and max(height, width) / min(height, width) * edge > longest:
         raw = longest * min(height, width) / max(height, width)

@@ -224,10 +224,17 @@ def test_a_detr_processor_resizes_by_its_shortest_edge_within_its_longest(tmp_pa
 
     scaling = PixelScaling.from_processor({**VIT_PROCESSOR, "image_processor_type": "DetrImageProcessor",
                                            "do_resize": True, "size": {"shortest_edge": 800, "longest_edge": 1333}})
-    sizes = [(480, 640), (300, 1200), (1200, 300), (800, 1000), (1, 5000), (641, 481)]
+    sizes = [(480, 640), (300, 1200), (1200, 300), (800, 1000), (100, 5000), (641, 481)]
     assert [scaling.output_size(*size) for size in sizes] == [
         get_size_with_aspect_ratio(size, 800, 1333) for size in sizes]
     assert scaling.output_size(300, 1200) == (333, 1333) and scaling.resizes_for_any_model_size
+    assert scaling.output_size(1, 5000) is None  # transformers would make it 0 high: not resized
+    # YOLOS's get_size_with_aspect_ratio_yolos (its module imports torchvision): DETR's, cut down to multiples of 16
+    yolos = PixelScaling.from_processor({**VIT_PROCESSOR, "image_processor_type": "YolosImageProcessor",
+                                         "do_resize": True, "size": {"shortest_edge": 800, "longest_edge": 1333}})
+    assert [yolos.output_size(*size) for size in sizes] == [
+        tuple(side - side % 16 for side in get_size_with_aspect_ratio(size, 800, 1333)) for size in sizes]
+    assert yolos.output_size(480, 640) == (800, 1056)
     pixels = np.random.default_rng(6).integers(0, 256, (2, 30, 40, 3), dtype=np.uint8)
     np.savez(tmp_path / "images.npz", **{"val.x": pixels})
     small = PixelScaling.from_processor({**VIT_PROCESSOR, "do_resize": True,
