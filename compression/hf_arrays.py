@@ -148,15 +148,20 @@ def _at_size(name: str, pixels: np.ndarray, scaling: PixelScaling, channels: int
         raise InvalidUpload(f"'{name}' holds {height}x{width} images, which the folder's processor does not bring "
                             f"to the model's {size[0]}x{size[1]}: resize them before storing them")
     side = max(height, width) if scaling.pad_square else None
+    border = scaling.border(height, width)
     resized = scaling.resized_size(height, width) or ((side, side) if side else (height, width))
-    rows = BLURRED_ROWS if scaling.blur_resize else CHUNK_ROWS
+    rows = BLURRED_ROWS if scaling.blur_resize or scaling.reflect_border else CHUNK_ROWS
     chunks = []
     for start in range(0, len(pixels), rows):
         chunk = torch.from_numpy(np.ascontiguousarray(pixels[start:start + rows]))
         chunk = chunk[:, None] if order == "gray" else chunk.permute(0, 3, 1, 2) if order == "last" else chunk
         if side:  # black (0 before and after the rescale) below and to the right, as OWLv2's processor pads
             chunk = F.pad(chunk, (0, side - width, 0, side - height))
-        if resized != tuple(chunk.shape[2:]):
+        if scaling.reflect_border:  # ZoeDepth's: borders reflected, then a corner-aligned resize of the floats
+            chunk = F.pad(chunk.float(), (border[1], border[1], border[0], border[0]), mode="reflect")
+            chunk = F.interpolate(chunk, size=resized, mode=scaling.resample,
+                                  align_corners=None if scaling.resample == "nearest" else True)
+        elif resized != tuple(chunk.shape[2:]):
             chunk = _blurred_resize(chunk, resized, scaling.resample) if scaling.blur_resize else F.interpolate(
                 chunk.contiguous(), size=resized, mode=scaling.resample, antialias=scaling.resample != "nearest")
         top, left = (resized[0] - size[0]) // 2, (resized[1] - size[1]) // 2  # transformers' center crop

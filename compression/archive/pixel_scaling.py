@@ -21,6 +21,7 @@ interpolation; its fast (torchvision) processor's blur is followed (the PIL one'
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,8 +47,13 @@ UNNORMALIZED_PROCESSORS = ("Swin2SRImageProcessor", "Swin2SRImageProcessorFast")
 # YOLOS's processor cuts both sides of its resize down to a multiple of 16 (`get_size_with_aspect_ratio_yolos`).
 YOLOS_PROCESSORS = ("YolosImageProcessor", "YolosImageProcessorFast", "YolosImageProcessorPil")
 YOLOS_MULTIPLE = 16
+REFLECTING_PROCESSORS = ("ZoeDepthImageProcessor", "ZoeDepthImageProcessorFast", "ZoeDepthImageProcessorPil")
 CROP_PCT_PROCESSORS = ("ConvNextImageProcessor", "ConvNextImageProcessorFast", "ConvNextImageProcessorPil")
 SQUARE_PADDING_PROCESSORS = ("Owlv2ImageProcessor", "Owlv2ImageProcessorFast", "Owlv2ImageProcessorPil")
+
+
+# PixelScaling's processor-specific steps, written to its JSON only where set
+PROCESSOR_FLAGS = ("pad_square", "blur_resize", "crop_from_pct", "reflect_border")
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,9 @@ class PixelScaling:
     rescale: float | None
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
-    # The processor's resize: ("exact", height, width), ("shortest", edge), DPT's ("fit", height, width, multiple,
-    # keep_aspect_ratio) or None; its center crop (height,
-    # width) or None; and how it resamples, as torch's interpolation names it.
+    # The processor's resize: ("exact", height, width), ("shortest", edge[, longest_edge[, multiple]]), DPT's
+    # ("fit", height, width, multiple, keep_aspect_ratio) or None; its center crop (height, width) or None; and how
+    # it resamples, as torch's interpolation names it.
     resize: tuple | None = None
     crop: tuple[int, int] | None = None
     resample: str = "bilinear"
@@ -70,6 +76,9 @@ class PixelScaling:
     # ConvNeXt's (and ResNet's) `crop_pct`: the shortest edge to `edge / crop_pct`, then the center edge x edge
     # crop (an edge of 384 or more: a resize to edge x edge), a crop its processor_geometry does not declare
     crop_from_pct: bool = False
+    # ZoeDepth's: reflect int(sqrt(side / 2) * 3) pixels onto each border before the resize (its `do_pad`), then
+    # resize with corners aligned and no antialiasing
+    reflect_border: bool = False
 
     @classmethod
     def from_processor(cls, document: dict | None) -> PixelScaling | None:
@@ -98,21 +107,27 @@ class PixelScaling:
             edge = resize[1]
             resize, crop = (("shortest", int(edge / pct)), (edge, edge)) if edge < 384 else (("exact", edge, edge),
                                                                                              None)
+        zoe = document.get("image_processor_type") in REFLECTING_PROCESSORS and document.get("do_pad") is not False
         return cls(rescale, mean, std, resize, crop, resample, pad_square=owl and document.get("do_pad") is not False,
-                   blur_resize=owl, crop_from_pct=from_pct)
+                   blur_resize=owl, crop_from_pct=from_pct, reflect_border=zoe)
 
     def to_json(self) -> dict:
-        owl = {"pad_square": self.pad_square, "blur_resize": self.blur_resize, "crop_from_pct": self.crop_from_pct}
+        flags = {name: True for name in PROCESSOR_FLAGS if getattr(self, name)}  # absent where False
         return {"rescale": self.rescale, "mean": self.mean and list(self.mean), "std": self.std and list(self.std),
                 "resize": self.resize and list(self.resize), "crop": self.crop and list(self.crop),
-                "resample": self.resample, **{key: True for key, value in owl.items() if value}}
+                "resample": self.resample, **flags}
 
     @classmethod
     def from_json(cls, data: dict) -> PixelScaling:
         return cls(data["rescale"], data["mean"] and tuple(data["mean"]), data["std"] and tuple(data["std"]),
                    data.get("resize") and tuple(data["resize"]), data.get("crop") and tuple(data["crop"]),
-                   data.get("resample", "bilinear"), data.get("pad_square", False), data.get("blur_resize", False),
-                   data.get("crop_from_pct", False))
+                   data.get("resample", "bilinear"), **{name: data.get(name, False) for name in PROCESSOR_FLAGS})
+
+    def border(self, height: int, width: int) -> tuple[int, int]:
+        """The rows and columns ZoeDepth's processor reflects onto each border of a height x width image."""
+        if not self.reflect_border:
+            return 0, 0
+        return int(math.sqrt(height / 2) * 3), int(math.sqrt(width / 2) * 3)
 
     def resized_size(self, height: int, width: int) -> tuple[int, int] | None:
         """(height, width) after the processor's resize, where it has one: exact, or the shortest edge made `edge`
@@ -120,6 +135,8 @@ class PixelScaling:
         resize takes the padded square."""
         if self.pad_square:
             height = width = max(height, width)
+        rows, columns = self.border(height, width)
+        height, width = height + 2 * rows, width + 2 * columns
         if self.resize is None:
             return None
         if self.resize[0] == "exact":

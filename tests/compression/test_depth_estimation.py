@@ -113,3 +113,30 @@ def test_a_processor_keeping_the_aspect_ratio_runs_the_model_at_the_size_it_give
     torch.testing.assert_close(torch.from_numpy(pixels), (resized / 255 - mean) / std, atol=1e-5, rtol=0)
     program = load_program(tmp_path / "work" / "model.pt2").module()
     assert program(torch.from_numpy(pixels)).shape[-2:] == (56, 84)
+
+
+def test_zoedepth_reflects_each_border_before_its_resize_as_its_processor_does(tmp_path):
+    # ZoeDepth's processor (transformers' ZoeDepthImageProcessor, whose module needs torchvision here): rescale,
+    # reflect int(sqrt(side / 2) * 3) pixels onto each border, resize the padded image keeping its aspect ratio to
+    # multiples of 32 with corners aligned, normalize.
+    from compression.archive.pixel_scaling import PixelScaling
+    from compression.hf_arrays import image_dataset
+
+    processor = {"image_processor_type": "ZoeDepthImageProcessor", "do_resize": True, "do_pad": True,
+                 "size": {"height": 64, "width": 96}, "keep_aspect_ratio": True, "ensure_multiple_of": 32,
+                 "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    scaling = PixelScaling.from_processor(processor)
+    assert scaling.border(50, 72) == (15, 18)  # int(sqrt(25) * 3), int(sqrt(36) * 3)
+    # 80x108 padded: scales 0.8 and 0.89, the width's nearer 1 on both sides: 71 and 96, to multiples of 32
+    assert scaling.output_size(50, 72) == (64, 96)
+    assert PixelScaling.from_json(scaling.to_json()) == scaling
+    assert not PixelScaling.from_processor({**processor, "do_pad": False}).reflect_border
+    images = np.random.default_rng(7).integers(0, 256, (2, 50, 72, 3), dtype=np.uint8)
+    np.savez(tmp_path / "images.npz", **{"val.x": images})
+    with np.load(image_dataset(tmp_path / "images.npz", scaling, [None, 3, None, None], tmp_path)) as converted:
+        values = converted["val.x"]
+    padded = torch.nn.functional.pad(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, (18, 18, 15, 15),
+                                     mode="reflect")
+    resized = torch.nn.functional.interpolate(padded, size=(64, 96), mode="bilinear", align_corners=True)
+    np.testing.assert_allclose(values, ((resized - 0.5) / 0.5).numpy(), atol=1e-5)
