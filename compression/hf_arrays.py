@@ -142,7 +142,7 @@ def _at_size(name: str, pixels: np.ndarray, scaling: PixelScaling, channels: int
     height, width, order = pixel_layout(list(pixels.shape), channels)
     if None in size:  # a model of any size: the images' own, or where the processor sizes them all, its size
         size = scaling.output_size(height, width) if scaling.resizes_for_any_model_size else None
-    if size is None or (height, width) == size:
+    if size is None or ((height, width) == size and not scaling.reflect_border):
         return pixels
     if scaling.output_size(height, width) != size:
         raise InvalidUpload(f"'{name}' holds {height}x{width} images, which the folder's processor does not bring "

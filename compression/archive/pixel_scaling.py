@@ -41,14 +41,16 @@ CHUNK_ROWS = 256  # rows converted at a time: the float copy of a chunk, not of 
 # Image processors with no normalize step (a restorer's: Swin2SR rescales to [0, 1] and leaves the mean to its
 # model), whose preprocessor_config.json then says nothing of `do_normalize`, transformers' default elsewhere.
 UNNORMALIZED_PROCESSORS = ("Swin2SRImageProcessor", "Swin2SRImageProcessorFast")
-# Image processors whose `do_pad` (their default) pads each image to a square before the resize; elsewhere `do_pad`
-# pads a batch to its largest image (DETR), which changes nothing for the same-size images of an .npz, or to a size
-# divisor (ViTMatte: `compression.matting_pixels`).
 # YOLOS's processor cuts both sides of its resize down to a multiple of 16 (`get_size_with_aspect_ratio_yolos`).
 YOLOS_PROCESSORS = ("YolosImageProcessor", "YolosImageProcessorFast", "YolosImageProcessorPil")
 YOLOS_MULTIPLE = 16
+# ZoeDepth's processor, whose `do_pad` (its default) reflects each border before the resize (`PixelScaling.border`).
 REFLECTING_PROCESSORS = ("ZoeDepthImageProcessor", "ZoeDepthImageProcessorFast", "ZoeDepthImageProcessorPil")
+# ConvNeXt's processor (ResNet's too), whose `crop_pct` makes a center crop its config does not name as one.
 CROP_PCT_PROCESSORS = ("ConvNextImageProcessor", "ConvNextImageProcessorFast", "ConvNextImageProcessorPil")
+# Image processors whose `do_pad` (their default) pads each image to a square before the resize; elsewhere `do_pad`
+# pads a batch to its largest image (DETR), which changes nothing for the same-size images of an .npz, or to a size
+# divisor (ViTMatte: `compression.matting_pixels`).
 SQUARE_PADDING_PROCESSORS = ("Owlv2ImageProcessor", "Owlv2ImageProcessorFast", "Owlv2ImageProcessorPil")
 
 
@@ -225,8 +227,9 @@ NO_SIZE = object()  # a processor that says nothing of size: the config's image_
 
 
 def processor_geometry(document: dict) -> tuple[tuple | None, tuple[int, int] | None]:
-    """The processor's resize (("exact", height, width), ("shortest", edge) or None) and center crop ((height,
-    width) or None), as `do_resize`/`size` and `do_center_crop`/`crop_size` declare them."""
+    """The processor's resize (("exact", height, width), ("shortest", edge[, longest_edge[, multiple]]), DPT's
+    ("fit", height, width, ensure_multiple_of, keep_aspect_ratio) or None) and center crop ((height, width) or
+    None), as `do_resize`/`size` and `do_center_crop`/`crop_size` declare them."""
     resize = _resize(document.get("size")) if document.get("do_resize", True) else None
     multiple = document.get("ensure_multiple_of")
     multiple = multiple if type(multiple) is int and 1 <= multiple <= MAX_IMAGE_SIDE else 1
