@@ -41,7 +41,14 @@ from compression.archive.hf_folder import (
     reads_trimap,
 )
 from compression.archive.npz import LABEL_ARRAY, NOT_INPUTS, TRANSCRIPT_ARRAY, array_headers, array_shapes
-from compression.archive.pixel_scaling import CHUNK_ROWS, NO_PROCESSOR, PIXEL_DTYPE, PixelScaling, pixel_layout
+from compression.archive.pixel_scaling import (
+    CHUNK_ROWS,
+    NO_PROCESSOR,
+    PIXEL_DTYPE,
+    PixelScaling,
+    letterboxed_size,
+    pixel_layout,
+)
 from compression.archive.time_series import TIME_SERIES_TASKS, series_input_shape
 from compression.matting_pixels import matting_pixels, padded, size_divisor
 
@@ -155,6 +162,9 @@ def _at_size(name: str, pixels: np.ndarray, scaling: PixelScaling, channels: int
     for start in range(0, len(pixels), rows):
         chunk = torch.from_numpy(np.ascontiguousarray(pixels[start:start + rows]))
         chunk = chunk[:, None] if order == "gray" else chunk.permute(0, 3, 1, 2) if order == "last" else chunk
+        if scaling.letterbox:
+            chunks.append(_letterboxed(chunk.contiguous(), size, scaling).numpy())
+            continue
         if side:  # black (0 before and after the rescale) below and to the right, as OWLv2's processor pads
             chunk = F.pad(chunk, (0, side - width, 0, side - height))
         if scaling.reflect_border:  # ZoeDepth's: borders reflected, then a corner-aligned resize of the floats
@@ -167,6 +177,21 @@ def _at_size(name: str, pixels: np.ndarray, scaling: PixelScaling, channels: int
         top, left = (resized[0] - size[0]) // 2, (resized[1] - size[1]) // 2  # transformers' center crop
         chunks.append(chunk[:, :, top:top + size[0], left:left + size[1]].numpy())
     return np.concatenate(chunks)
+
+
+def _letterboxed(images: torch.Tensor, size: tuple[int, int], scaling: PixelScaling) -> torch.Tensor:
+    """uint8 images [N, C, H, W] as Donut's processor makes them `size`: turned a quarter clockwise where asked and
+    their long axis is not the size's, resized within it keeping their aspect (`letterboxed_size`), padded with
+    black, centered."""
+    height, width = images.shape[2:]
+    if scaling.align_long_axis and (size[1] < size[0] and width > height or size[1] > size[0] and width < height):
+        images = torch.rot90(images, 3, dims=(2, 3)).contiguous()
+        height, width = width, height
+    inner = letterboxed_size(height, width, *size)
+    if inner != (height, width):
+        images = F.interpolate(images, size=inner, mode=scaling.resample, antialias=scaling.resample != "nearest")
+    top, left = (size[0] - inner[0]) // 2, (size[1] - inner[1]) // 2
+    return F.pad(images, (left, size[1] - inner[1] - left, top, size[0] - inner[0] - top))
 
 
 def _blurred_resize(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:

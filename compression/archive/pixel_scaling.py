@@ -48,6 +48,10 @@ YOLOS_MULTIPLE = 16
 REFLECTING_PROCESSORS = ("ZoeDepthImageProcessor", "ZoeDepthImageProcessorFast", "ZoeDepthImageProcessorPil")
 # ConvNeXt's processor (ResNet's too), whose `crop_pct` makes a center crop its config does not name as one.
 CROP_PCT_PROCESSORS = ("ConvNextImageProcessor", "ConvNextImageProcessorFast", "ConvNextImageProcessorPil")
+# Donut's processor: the shortest edge to the smaller side of `size`, then shrunk to fit within `size` (its
+# `do_thumbnail`) and padded with black, centered, to it (its `do_pad`); with `do_align_long_axis`, turned a quarter
+# clockwise first where its long axis is not `size`'s. Its `size` as a list is [width, height].
+LETTERBOX_PROCESSORS = ("DonutImageProcessor", "DonutImageProcessorFast", "DonutImageProcessorPil")
 # Image processors whose `do_pad` (their default) pads each image to a square before the resize; elsewhere `do_pad`
 # pads a batch to its largest image (DETR), which changes nothing for the same-size images of an .npz, or to a size
 # divisor (ViTMatte: `compression.matting_pixels`).
@@ -55,7 +59,7 @@ SQUARE_PADDING_PROCESSORS = ("Owlv2ImageProcessor", "Owlv2ImageProcessorFast", "
 
 
 # PixelScaling's processor-specific steps, written to its JSON only where set
-PROCESSOR_FLAGS = ("pad_square", "blur_resize", "crop_from_pct", "reflect_border")
+PROCESSOR_FLAGS = ("pad_square", "blur_resize", "crop_from_pct", "reflect_border", "letterbox", "align_long_axis")
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,10 @@ class PixelScaling:
     # ZoeDepth's: reflect int(sqrt(side / 2) * 3) pixels onto each border before the resize (its `do_pad`), then
     # resize with corners aligned and no antialiasing
     reflect_border: bool = False
+    # Donut's: resized within the exact size and padded, centered, to it (`letterboxed_size`); turned first where
+    # the long axes differ
+    letterbox: bool = False
+    align_long_axis: bool = False
 
     @classmethod
     def from_processor(cls, document: dict | None) -> PixelScaling | None:
@@ -110,8 +118,12 @@ class PixelScaling:
             resize, crop = (("shortest", int(edge / pct)), (edge, edge)) if edge < 384 else (("exact", edge, edge),
                                                                                              None)
         zoe = document.get("image_processor_type") in REFLECTING_PROCESSORS and document.get("do_pad") is not False
+        donut = (document.get("image_processor_type") in LETTERBOX_PROCESSORS and resize is not None
+                 and resize[0] == "exact" and document.get("do_thumbnail") is not False
+                 and document.get("do_pad") is not False)
         return cls(rescale, mean, std, resize, crop, resample, pad_square=owl and document.get("do_pad") is not False,
-                   blur_resize=owl, crop_from_pct=from_pct, reflect_border=zoe)
+                   blur_resize=owl, crop_from_pct=from_pct, reflect_border=zoe, letterbox=donut,
+                   align_long_axis=donut and document.get("do_align_long_axis") is True)
 
     def to_json(self) -> dict:
         flags = {name: True for name in PROCESSOR_FLAGS if getattr(self, name)}  # absent where False
@@ -141,7 +153,7 @@ class PixelScaling:
         height, width = height + 2 * rows, width + 2 * columns
         if self.resize is None:
             return None
-        if self.resize[0] == "exact":
+        if self.resize[0] == "exact":  # Donut's letterbox too: padded to it
             return self.resize[1], self.resize[2]
         if self.resize[0] == "fit":
             size = fitted_size(height, width, *self.resize[1:])
@@ -230,7 +242,10 @@ def processor_geometry(document: dict) -> tuple[tuple | None, tuple[int, int] | 
     """The processor's resize (("exact", height, width), ("shortest", edge[, longest_edge[, multiple]]), DPT's
     ("fit", height, width, ensure_multiple_of, keep_aspect_ratio) or None) and center crop ((height, width) or
     None), as `do_resize`/`size` and `do_center_crop`/`crop_size` declare them."""
-    resize = _resize(document.get("size")) if document.get("do_resize", True) else None
+    size = document.get("size")
+    if document.get("image_processor_type") in LETTERBOX_PROCESSORS and isinstance(size, list):
+        size = size[::-1]  # Donut's [width, height]
+    resize = _resize(size) if document.get("do_resize", True) else None
     multiple = document.get("ensure_multiple_of")
     multiple = multiple if type(multiple) is int and 1 <= multiple <= MAX_IMAGE_SIDE else 1
     keep_aspect = document.get("keep_aspect_ratio") is True
@@ -240,6 +255,20 @@ def processor_geometry(document: dict) -> tuple[tuple | None, tuple[int, int] | 
         resize = ("shortest", resize[1], resize[2] if len(resize) > 2 else None, YOLOS_MULTIPLE)
     crop = side_pair(document.get("crop_size")) if document.get("do_center_crop") else None
     return resize, crop
+
+
+def letterboxed_size(height: int, width: int, target_height: int, target_width: int) -> tuple[int, int]:
+    """The size Donut's processor gives a height x width image before padding it to the target: its shortest edge
+    made the target's smaller side, then, where that passes the target, shrunk to fit (its `thumbnail`)."""
+    height, width = shortest_edge_size(height, width, min(target_height, target_width))
+    fitted_height, fitted_width = min(height, target_height), min(width, target_width)
+    if (fitted_height, fitted_width) == (height, width):
+        return height, width
+    if height > width:
+        return fitted_height, int(width * fitted_height / height)
+    if width > height:
+        return int(height * fitted_width / width), fitted_width
+    return fitted_height, fitted_width
 
 
 def shortest_edge_size(height: int, width: int, edge: int, longest: int | None = None,

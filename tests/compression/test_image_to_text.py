@@ -131,3 +131,39 @@ def test_a_layers_student_keeps_some_of_the_nested_decoders_layers(decoder, tmp_
     assert stage.metrics["compression_ratio"] > 1.1 and stage.metrics["hf_folder"]["written"], stage.metrics
     [artifact] = [a for a in stage.artifacts if a.name == hf_folder.ARTIFACT_NAME]
     assert hf_folder.load(artifact.path).config.decoder.num_hidden_layers == 1
+
+
+def test_donut_images_are_fitted_within_its_size_and_padded_centered_as_its_processor_does(tmp_path):
+    # Donut's processor (its module needs torchvision here): the shortest edge to the smaller side of `size`,
+    # shrunk to fit within `size`, padded with black, centered; `size` saved as a list is [width, height]. The
+    # service stretched every document image to `size`.
+    from compression.archive.pixel_scaling import PixelScaling, letterboxed_size
+    from compression.hf_arrays import image_dataset
+
+    processor = {"image_processor_type": "DonutImageProcessor", "do_resize": True, "size": [24, 32],
+                 "do_thumbnail": True, "do_pad": True, "do_align_long_axis": False, "resample": 2,
+                 "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    scaling = PixelScaling.from_processor(processor)
+    assert scaling.letterbox and scaling.output_size(50, 20) == (32, 24)  # [width, height] read as 32 high
+    assert letterboxed_size(50, 20, 32, 24) == (32, 12)  # 24 wide makes it 60 high: fitted to 32 high
+    assert letterboxed_size(20, 50, 32, 24) == (9, 24)  # 24 high makes it 60 wide: fitted to 24 wide
+    assert PixelScaling.from_json(scaling.to_json()) == scaling
+    images = np.random.default_rng(8).integers(0, 256, (2, 50, 20, 3), dtype=np.uint8)
+    np.savez(tmp_path / "pages.npz", **{"val.x": images})
+    with np.load(image_dataset(tmp_path / "pages.npz", scaling, [None, 3, 32, 24], tmp_path)) as converted:
+        values = converted["val.x"]
+    chw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    inner = torch.nn.functional.interpolate(chw, size=(32, 12), mode="bilinear", antialias=True)
+    expected = torch.zeros(2, 3, 32, 24, dtype=torch.uint8)
+    expected[:, :, :, 6:18] = inner  # (24 - 12) // 2 columns of black on each side
+    np.testing.assert_allclose(values, (expected.numpy() / 255 - 0.5) / 0.5, atol=1e-5)
+    # Turned a quarter clockwise first where asked and a wide page meets a tall size.
+    turned = PixelScaling.from_processor({**processor, "do_align_long_axis": True})
+    wide = images.transpose(0, 2, 1, 3).copy()  # 20 x 50
+    np.savez(tmp_path / "wide.npz", **{"val.x": wide})
+    with np.load(image_dataset(tmp_path / "wide.npz", turned, [None, 3, 32, 24], tmp_path)) as converted:
+        rotated = torch.rot90(torch.from_numpy(wide).permute(0, 3, 1, 2), 3, dims=(2, 3)).contiguous()
+        expected[:, :, :, 6:18] = torch.nn.functional.interpolate(rotated, size=(32, 12), mode="bilinear",
+                                                                  antialias=True)
+        np.testing.assert_allclose(converted["val.x"], (expected.numpy() / 255 - 0.5) / 0.5, atol=1e-5)
