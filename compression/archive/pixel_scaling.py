@@ -52,6 +52,10 @@ CROP_PCT_PROCESSORS = ("ConvNextImageProcessor", "ConvNextImageProcessorFast", "
 # `do_thumbnail`) and padded with black, centered, to it (its `do_pad`); with `do_align_long_axis`, turned a quarter
 # clockwise first where its long axis is not `size`'s. Its `size` as a list is [width, height].
 LETTERBOX_PROCESSORS = ("DonutImageProcessor", "DonutImageProcessorFast", "DonutImageProcessorPil")
+# MaskFormer's and Mask2Former's processors round their resize up to a multiple of `size_divisor` (32 by default).
+ROUNDING_UP_PROCESSORS = ("MaskFormerImageProcessor", "MaskFormerImageProcessorFast", "MaskFormerImageProcessorPil",
+                          "Mask2FormerImageProcessor", "Mask2FormerImageProcessorFast", "Mask2FormerImageProcessorPil")
+DEFAULT_SIZE_DIVISOR = 32
 # Image processors whose `do_pad` (their default) pads each image to a square before the resize; elsewhere `do_pad`
 # pads a batch to its largest image (DETR), which changes nothing for the same-size images of an .npz, or to a size
 # divisor (ViTMatte: `compression.matting_pixels`).
@@ -89,6 +93,8 @@ class PixelScaling:
     # the long axes differ
     letterbox: bool = False
     align_long_axis: bool = False
+    # MaskFormer's: the resize's sides rounded up to a multiple of this (0: not rounded)
+    round_up_to: int = 0
 
     @classmethod
     def from_processor(cls, document: dict | None) -> PixelScaling | None:
@@ -123,19 +129,21 @@ class PixelScaling:
                  and document.get("do_pad") is not False)
         return cls(rescale, mean, std, resize, crop, resample, pad_square=owl and document.get("do_pad") is not False,
                    blur_resize=owl, crop_from_pct=from_pct, reflect_border=zoe, letterbox=donut,
-                   align_long_axis=donut and document.get("do_align_long_axis") is True)
+                   align_long_axis=donut and document.get("do_align_long_axis") is True,
+                   round_up_to=rounding_divisor(document))
 
     def to_json(self) -> dict:
         flags = {name: True for name in PROCESSOR_FLAGS if getattr(self, name)}  # absent where False
         return {"rescale": self.rescale, "mean": self.mean and list(self.mean), "std": self.std and list(self.std),
                 "resize": self.resize and list(self.resize), "crop": self.crop and list(self.crop),
-                "resample": self.resample, **flags}
+                "resample": self.resample, **flags, **({"round_up_to": self.round_up_to} if self.round_up_to else {})}
 
     @classmethod
     def from_json(cls, data: dict) -> PixelScaling:
         return cls(data["rescale"], data["mean"] and tuple(data["mean"]), data["std"] and tuple(data["std"]),
                    data.get("resize") and tuple(data["resize"]), data.get("crop") and tuple(data["crop"]),
-                   data.get("resample", "bilinear"), **{name: data.get(name, False) for name in PROCESSOR_FLAGS})
+                   data.get("resample", "bilinear"), **{name: data.get(name, False) for name in PROCESSOR_FLAGS},
+                   round_up_to=data.get("round_up_to", 0))
 
     def border(self, height: int, width: int) -> tuple[int, int]:
         """The rows and columns ZoeDepth's processor reflects onto each border of a height x width image."""
@@ -158,7 +166,7 @@ class PixelScaling:
         if self.resize[0] == "fit":
             size = fitted_size(height, width, *self.resize[1:])
             return size if 0 < min(size) and max(size) <= MAX_IMAGE_SIDE else None
-        size = shortest_edge_size(height, width, *self.resize[1:])
+        size = _rounded_up(shortest_edge_size(height, width, *self.resize[1:]), self.round_up_to)
         return size if 0 < min(size) and max(size) <= MAX_IMAGE_SIDE else None  # an extreme aspect ratio
 
     def output_size(self, height: int, width: int) -> tuple[int, int] | None:
@@ -251,10 +259,25 @@ def processor_geometry(document: dict) -> tuple[tuple | None, tuple[int, int] | 
     keep_aspect = document.get("keep_aspect_ratio") is True
     if resize is not None and resize[0] == "exact" and (keep_aspect or multiple > 1):
         resize = ("fit", *resize[1:], multiple, keep_aspect)
+    if resize is not None and resize[0] == "exact" and rounding_divisor(document):
+        resize = ("exact", *_rounded_up(resize[1:], rounding_divisor(document)))
     if resize is not None and resize[0] == "shortest" and document.get("image_processor_type") in YOLOS_PROCESSORS:
         resize = ("shortest", resize[1], resize[2] if len(resize) > 2 else None, YOLOS_MULTIPLE)
     crop = side_pair(document.get("crop_size")) if document.get("do_center_crop") else None
     return resize, crop
+
+
+def rounding_divisor(document: dict) -> int:
+    """The multiple a MaskFormer or Mask2Former processor rounds its resize up to (its `size_divisor`); 0 for
+    other processors."""
+    if document.get("image_processor_type") not in ROUNDING_UP_PROCESSORS:
+        return 0
+    divisor = document.get("size_divisor", DEFAULT_SIZE_DIVISOR)
+    return divisor if type(divisor) is int and 0 < divisor <= MAX_IMAGE_SIDE else 0
+
+
+def _rounded_up(size, multiple: int) -> tuple[int, ...]:
+    return tuple(-(-side // multiple) * multiple if multiple else side for side in size)
 
 
 def letterboxed_size(height: int, width: int, target_height: int, target_width: int) -> tuple[int, int]:

@@ -129,3 +129,29 @@ def test_a_mask_classifier_segments_as_the_class_map_of_its_queries_and_masks(tm
     expected = torch.einsum("bqc,bqhw->bchw", classes, output.masks_queries_logits.sigmoid()).argmax(1)
     assert got.shape == (2, 16, 16, 5) and (got.argmax(-1) == expected).all()
     torch.testing.assert_close(got.exp().sum(-1), torch.ones(2, 16, 16))
+
+
+def test_a_mask2former_processor_rounds_its_resize_up_to_its_size_divisor(tmp_path):
+    # Mask2Former's and MaskFormer's processors resize to a multiple of size_divisor (32), rounding up: a 480x640
+    # image for {"shortest_edge": 512, "longest_edge": 2048} is 512x704, not 512x682.
+    from transformers.image_transforms import get_size_with_aspect_ratio
+
+    from compression.archive.hf_folder import image_input_shape
+    from compression.archive.pixel_scaling import PixelScaling
+    from compression.hf_arrays import image_dataset
+
+    processor = {"image_processor_type": "Mask2FormerImageProcessor", "do_resize": True, "resample": 2,
+                 "size": {"shortest_edge": 512, "longest_edge": 2048}, "do_rescale": True, "rescale_factor": 1 / 255,
+                 "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    scaling = PixelScaling.from_processor(processor)
+    for size in [(480, 640), (300, 1200), (512, 512), (333, 500)]:
+        expected = tuple(-(-side // 32) * 32 for side in get_size_with_aspect_ratio(size, 512, 2048))
+        assert scaling.output_size(*size) == expected, size
+    assert scaling.output_size(480, 640) == (512, 704)
+    assert PixelScaling.from_json(scaling.to_json()) == scaling
+    exact = {**processor, "size": {"height": 50, "width": 70}, "size_divisor": 16}
+    assert image_input_shape({}, exact) == [None, 3, 64, 80]
+    small = PixelScaling.from_processor({**processor, "size": {"shortest_edge": 20, "longest_edge": 40}})
+    np.savez(tmp_path / "images.npz", **{"val.x": np.zeros((2, 30, 40, 3), np.uint8)})
+    with np.load(image_dataset(tmp_path / "images.npz", small, [None, 3, None, None], tmp_path)) as converted:
+        assert converted["val.x"].shape == (2, 3, 32, 32)  # 20x26, rounded up
