@@ -14,7 +14,7 @@ DPT's processor (Depth Anything's, ZoeDepth's) may keep the image's aspect ratio
 little as possible to reach one side of `size`) and round each side to a multiple (`ensure_multiple_of`): its
 output size then depends on the image's, and the model is run at the size the dataset's images are brought to.
 
-OWLv2's processor (`SQUARE_PADDING_PROCESSORS`) first pads each image with black to a square, bottom and right,
+OWLv2's processor (`SQUARE_PADDING_FAMILY`) first pads each image with black to a square, bottom and right,
 and resizes as scikit-image does: a Gaussian blur of sigma (factor - 1) / 2 per axis, then plain bilinear
 interpolation; its fast (torchvision) processor's blur is followed (the PIL one's differs at the edges).
 """
@@ -38,28 +38,39 @@ NO_PROCESSOR = ("holds uint8 images, but the model folder has no preprocessor_co
 # whose resize would pass it are refused, so no upload makes the worker allocate without bound.
 MAX_IMAGE_SIDE = 8192
 CHUNK_ROWS = 256  # rows converted at a time: the float copy of a chunk, not of the split, is the extra memory
+# Processors are told apart by family, their class name without its suffix (`processor_family`): configs saved by
+# older transformers name a `feature_extractor_type` (ConvNextFeatureExtractor, as microsoft/resnet-50's).
+PROCESSOR_SUFFIXES = ("ImageProcessorFast", "ImageProcessorPil", "ImageProcessor", "FeatureExtractor")
+# Families whose `size` given as one number is the shortest edge (transformers' `default_to_square = False`); for
+# the others it is a square. DETR's older configs give the longest edge as `max_size`.
+SHORTEST_EDGE_FAMILIES = frozenset({
+    "Bit", "BridgeTower", "ChineseCLIP", "CLIP", "ConditionalDetr", "ConvNext", "DeformableDetr", "Detr", "Eomt",
+    "GroundingDino", "Levit", "Mask2Former", "MaskFormer", "MobileNetV1", "MobileNetV2", "MobileViT", "OneFormer",
+    "PoolFormer", "RfDetr", "RTDetr", "Siglip", "TextNet", "Tvp", "VideoMAE", "Vilt", "Yolos"})
+# GLPN's processor resizes each side down to a multiple of its `size_divisor` (32 by default).
+FLOORING_FAMILY = "GLPN"
 # Image processors with no normalize step (a restorer's: Swin2SR rescales to [0, 1] and leaves the mean to its
-# model), whose preprocessor_config.json then says nothing of `do_normalize`, transformers' default elsewhere.
-UNNORMALIZED_PROCESSORS = ("Swin2SRImageProcessor", "Swin2SRImageProcessorFast")
+# model; GLPN's), whose preprocessor_config.json then says nothing of `do_normalize`, transformers' default
+# elsewhere.
+UNNORMALIZED_FAMILIES = frozenset({"Swin2SR", "GLPN"})
 # YOLOS's processor cuts both sides of its resize down to a multiple of 16 (`get_size_with_aspect_ratio_yolos`).
-YOLOS_PROCESSORS = ("YolosImageProcessor", "YolosImageProcessorFast", "YolosImageProcessorPil")
+YOLOS_FAMILY = "Yolos"
 YOLOS_MULTIPLE = 16
 # ZoeDepth's processor, whose `do_pad` (its default) reflects each border before the resize (`PixelScaling.border`).
-REFLECTING_PROCESSORS = ("ZoeDepthImageProcessor", "ZoeDepthImageProcessorFast", "ZoeDepthImageProcessorPil")
+REFLECTING_FAMILY = "ZoeDepth"
 # ConvNeXt's processor (ResNet's too), whose `crop_pct` makes a center crop its config does not name as one.
-CROP_PCT_PROCESSORS = ("ConvNextImageProcessor", "ConvNextImageProcessorFast", "ConvNextImageProcessorPil")
+CROP_PCT_FAMILY = "ConvNext"
 # Donut's processor: the shortest edge to the smaller side of `size`, then shrunk to fit within `size` (its
 # `do_thumbnail`) and padded with black, centered, to it (its `do_pad`); with `do_align_long_axis`, turned a quarter
 # clockwise first where its long axis is not `size`'s. Its `size` as a list is [width, height].
-LETTERBOX_PROCESSORS = ("DonutImageProcessor", "DonutImageProcessorFast", "DonutImageProcessorPil")
+LETTERBOX_FAMILY = "Donut"
 # MaskFormer's and Mask2Former's processors round their resize up to a multiple of `size_divisor` (32 by default).
-ROUNDING_UP_PROCESSORS = ("MaskFormerImageProcessor", "MaskFormerImageProcessorFast", "MaskFormerImageProcessorPil",
-                          "Mask2FormerImageProcessor", "Mask2FormerImageProcessorFast", "Mask2FormerImageProcessorPil")
+ROUNDING_UP_FAMILIES = frozenset({"MaskFormer", "Mask2Former"})
 DEFAULT_SIZE_DIVISOR = 32
 # Image processors whose `do_pad` (their default) pads each image to a square before the resize; elsewhere `do_pad`
 # pads a batch to its largest image (DETR), which changes nothing for the same-size images of an .npz, or to a size
 # divisor (ViTMatte: `compression.matting_pixels`).
-SQUARE_PADDING_PROCESSORS = ("Owlv2ImageProcessor", "Owlv2ImageProcessorFast", "Owlv2ImageProcessorPil")
+SQUARE_PADDING_FAMILY = "Owlv2"
 
 
 # PixelScaling's processor-specific steps, written to its JSON only where set
@@ -75,8 +86,8 @@ class PixelScaling:
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
     # The processor's resize: ("exact", height, width), ("shortest", edge[, longest_edge[, multiple]]), DPT's
-    # ("fit", height, width, multiple, keep_aspect_ratio) or None; its center crop (height, width) or None; and how
-    # it resamples, as torch's interpolation names it.
+    # ("fit", height, width, multiple, keep_aspect_ratio), GLPN's ("floor", size_divisor) or None; its center crop
+    # (height, width) or None; and how it resamples, as torch's interpolation names it.
     resize: tuple | None = None
     crop: tuple[int, int] | None = None
     resample: str = "bilinear"
@@ -109,22 +120,22 @@ class PixelScaling:
                 return None
             rescale = float(factor)
         mean = std = None
-        if document.get("do_normalize", document.get("image_processor_type") not in UNNORMALIZED_PROCESSORS):
+        if document.get("do_normalize", processor_family(document) not in UNNORMALIZED_FAMILIES):
             mean, std = _channel_values(document.get("image_mean")), _channel_values(document.get("image_std"))
             if mean is None or std is None or len(mean) != len(std) or not all(value > 0 for value in std):
                 return None
         resize, crop = processor_geometry(document)
         resample = PIL_RESAMPLING.get(document.get("resample"), "bilinear")  # absent: ViTImageProcessor's
-        owl = document.get("image_processor_type") in SQUARE_PADDING_PROCESSORS
+        owl = processor_family(document) == SQUARE_PADDING_FAMILY
         pct = document.get("crop_pct", 224 / 256)  # ConvNextImageProcessor's default
-        from_pct = (document.get("image_processor_type") in CROP_PCT_PROCESSORS and crop is None
+        from_pct = (processor_family(document) == CROP_PCT_FAMILY and crop is None
                     and resize is not None and resize[0] == "shortest" and _is_number(pct) and 0 < pct <= 1)
         if from_pct:
             edge = resize[1]
             resize, crop = (("shortest", int(edge / pct)), (edge, edge)) if edge < 384 else (("exact", edge, edge),
                                                                                              None)
-        zoe = document.get("image_processor_type") in REFLECTING_PROCESSORS and document.get("do_pad") is not False
-        donut = (document.get("image_processor_type") in LETTERBOX_PROCESSORS and resize is not None
+        zoe = processor_family(document) == REFLECTING_FAMILY and document.get("do_pad") is not False
+        donut = (processor_family(document) == LETTERBOX_FAMILY and resize is not None
                  and resize[0] == "exact" and document.get("do_thumbnail") is not False
                  and document.get("do_pad") is not False)
         return cls(rescale, mean, std, resize, crop, resample, pad_square=owl and document.get("do_pad") is not False,
@@ -163,6 +174,9 @@ class PixelScaling:
             return None
         if self.resize[0] == "exact":  # Donut's letterbox too: padded to it
             return self.resize[1], self.resize[2]
+        if self.resize[0] == "floor":  # GLPN's: each side down to a multiple of its divisor
+            size = tuple(side - side % self.resize[1] for side in (height, width))
+            return size if 0 < min(size) else None
         if self.resize[0] == "fit":
             size = fitted_size(height, width, *self.resize[1:])
             return size if 0 < min(size) and max(size) <= MAX_IMAGE_SIDE else None
@@ -248,12 +262,18 @@ NO_SIZE = object()  # a processor that says nothing of size: the config's image_
 
 def processor_geometry(document: dict) -> tuple[tuple | None, tuple[int, int] | None]:
     """The processor's resize (("exact", height, width), ("shortest", edge[, longest_edge[, multiple]]), DPT's
-    ("fit", height, width, ensure_multiple_of, keep_aspect_ratio) or None) and center crop ((height, width) or
-    None), as `do_resize`/`size` and `do_center_crop`/`crop_size` declare them."""
-    size = document.get("size")
-    if document.get("image_processor_type") in LETTERBOX_PROCESSORS and isinstance(size, list):
+    ("fit", height, width, ensure_multiple_of, keep_aspect_ratio), GLPN's ("floor", size_divisor) or None) and
+    center crop ((height, width) or None), as `do_resize`/`size` and `do_center_crop`/`crop_size` declare them."""
+    size, family = document.get("size"), processor_family(document)
+    if family == LETTERBOX_FAMILY and isinstance(size, list):
         size = size[::-1]  # Donut's [width, height]
+    if type(size) is int and family in SHORTEST_EDGE_FAMILIES:
+        longest = document.get("max_size")
+        size = {"shortest_edge": size, **({"longest_edge": longest} if type(longest) is int else {})}
     resize = _resize(size) if document.get("do_resize", True) else None
+    if family == FLOORING_FAMILY and document.get("do_resize", True):
+        divisor = document.get("size_divisor", DEFAULT_SIZE_DIVISOR)
+        resize = ("floor", divisor) if type(divisor) is int and 0 < divisor <= MAX_IMAGE_SIDE else None
     multiple = document.get("ensure_multiple_of")
     multiple = multiple if type(multiple) is int and 1 <= multiple <= MAX_IMAGE_SIDE else 1
     keep_aspect = document.get("keep_aspect_ratio") is True
@@ -261,16 +281,25 @@ def processor_geometry(document: dict) -> tuple[tuple | None, tuple[int, int] | 
         resize = ("fit", *resize[1:], multiple, keep_aspect)
     if resize is not None and resize[0] == "exact" and rounding_divisor(document):
         resize = ("exact", *_rounded_up(resize[1:], rounding_divisor(document)))
-    if resize is not None and resize[0] == "shortest" and document.get("image_processor_type") in YOLOS_PROCESSORS:
+    if resize is not None and resize[0] == "shortest" and processor_family(document) == YOLOS_FAMILY:
         resize = ("shortest", resize[1], resize[2] if len(resize) > 2 else None, YOLOS_MULTIPLE)
     crop = side_pair(document.get("crop_size")) if document.get("do_center_crop") else None
     return resize, crop
 
 
+def processor_family(document: dict) -> str | None:
+    """The processor's class name without its suffix ("ConvNext" for ConvNextImageProcessorFast or
+    ConvNextFeatureExtractor), from `image_processor_type`, else `feature_extractor_type`; None if neither."""
+    name = document.get("image_processor_type") or document.get("feature_extractor_type")
+    if not isinstance(name, str):
+        return None
+    return next((name[:-len(suffix)] for suffix in PROCESSOR_SUFFIXES if name.endswith(suffix)), name)
+
+
 def rounding_divisor(document: dict) -> int:
     """The multiple a MaskFormer or Mask2Former processor rounds its resize up to (its `size_divisor`); 0 for
     other processors."""
-    if document.get("image_processor_type") not in ROUNDING_UP_PROCESSORS:
+    if processor_family(document) not in ROUNDING_UP_FAMILIES:
         return 0
     divisor = document.get("size_divisor", DEFAULT_SIZE_DIVISOR)
     return divisor if type(divisor) is int and 0 < divisor <= MAX_IMAGE_SIDE else 0
@@ -342,6 +371,8 @@ def processed_size(document: dict):
         return resize[1:]
     if resize is not None and resize[0] == "fit":  # kept aspect ratio: any size, the images' decides
         return None if resize[4] else fitted_size(*resize[1:3], *resize[1:])
+    if resize is not None and resize[0] == "floor":  # GLPN's: any size, cut to its divisor
+        return None
     return None if document.get("do_resize", True) and document.get("size") is not None else NO_SIZE
 
 

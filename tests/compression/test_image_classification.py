@@ -243,6 +243,31 @@ def test_a_detr_processor_resizes_by_its_shortest_edge_within_its_longest(tmp_pa
         assert converted["val.x"].shape == (2, 3, 22, 30)  # 24 would make it 32 wide: the longest edge decides
 
 
+def test_processors_saved_by_older_transformers_are_read_by_their_family():
+    # microsoft/resnet-50's preprocessor_config.json names a feature extractor and gives its size as one number,
+    # the shortest edge for ConvNeXt's processor: it was read as a 224x224 stretch.
+    from compression.archive.pixel_scaling import processor_family
+
+    assert [processor_family({"image_processor_type": name}) for name in (
+        "ConvNextImageProcessorFast", "Owlv2ImageProcessor", "GLPNFeatureExtractor")] == ["ConvNext", "Owlv2", "GLPN"]
+    resnet = {"feature_extractor_type": "ConvNextFeatureExtractor", "crop_pct": 0.875, "do_normalize": True,
+              "do_resize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+              "resample": 3, "size": 224}
+    scaling = PixelScaling.from_processor(resnet)
+    assert scaling.resized_size(480, 640) == (256, 341) and scaling.output_size(480, 640) == (224, 224)
+    assert image_input_shape({}, resnet) == [None, 3, None, None]  # a CNN: any size, images brought to 224
+    vit = PixelScaling.from_processor({**resnet, "feature_extractor_type": "ViTFeatureExtractor"})
+    assert vit.output_size(480, 640) == (224, 224) and vit.resize == ("exact", 224, 224)  # ViT's: a square
+    detr = PixelScaling.from_processor({**resnet, "feature_extractor_type": "DetrFeatureExtractor", "size": 800,
+                                        "max_size": 1333})
+    assert detr.output_size(300, 1200) == (333, 1333)  # max_size: the longest edge of older DETR configs
+    # GLPN's processor cuts each side down to a multiple of 32 and does not normalize.
+    glpn = PixelScaling.from_processor({"feature_extractor_type": "GLPNFeatureExtractor", "do_rescale": True,
+                                        "do_resize": True, "resample": 2, "size_divisor": 32})
+    assert glpn is not None and glpn.mean is None and glpn.output_size(480, 650) == (480, 640)
+    assert image_input_shape({}, {"image_processor_type": "GLPNImageProcessor"}) == [None, 3, None, None]
+
+
 @pytest.mark.parametrize("spec", [PTQSpec(calibration_samples=8),
                                   PTQSpec(weights={"bits": 8}, activations=None, export_onnx=False)],
                          ids=["int8", "weight-only"])
