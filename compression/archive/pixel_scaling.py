@@ -120,22 +120,23 @@ class PixelScaling:
                 return None
             rescale = float(factor)
         mean = std = None
-        if document.get("do_normalize", processor_family(document) not in UNNORMALIZED_FAMILIES):
+        family = processor_family(document)
+        if document.get("do_normalize", family not in UNNORMALIZED_FAMILIES):
             mean, std = _channel_values(document.get("image_mean")), _channel_values(document.get("image_std"))
             if mean is None or std is None or len(mean) != len(std) or not all(value > 0 for value in std):
                 return None
         resize, crop = processor_geometry(document)
         resample = PIL_RESAMPLING.get(document.get("resample"), "bilinear")  # absent: ViTImageProcessor's
-        owl = processor_family(document) == SQUARE_PADDING_FAMILY
+        owl = family == SQUARE_PADDING_FAMILY
         pct = document.get("crop_pct", 224 / 256)  # ConvNextImageProcessor's default
-        from_pct = (processor_family(document) == CROP_PCT_FAMILY and crop is None
+        from_pct = (family == CROP_PCT_FAMILY and crop is None
                     and resize is not None and resize[0] == "shortest" and _is_number(pct) and 0 < pct <= 1)
         if from_pct:
             edge = resize[1]
             resize, crop = (("shortest", int(edge / pct)), (edge, edge)) if edge < 384 else (("exact", edge, edge),
                                                                                              None)
-        zoe = processor_family(document) == REFLECTING_FAMILY and document.get("do_pad") is not False
-        donut = (processor_family(document) == LETTERBOX_FAMILY and resize is not None
+        zoe = family == REFLECTING_FAMILY and document.get("do_pad") is not False
+        donut = (family == LETTERBOX_FAMILY and resize is not None
                  and resize[0] == "exact" and document.get("do_thumbnail") is not False
                  and document.get("do_pad") is not False)
         return cls(rescale, mean, std, resize, crop, resample, pad_square=owl and document.get("do_pad") is not False,
@@ -193,11 +194,6 @@ class PixelScaling:
         if self.crop is not None and self.crop[0] <= size[0] and self.crop[1] <= size[1]:
             return self.crop
         return size if self.resize is not None or self.pad_square else None
-
-    @property
-    def keeps_aspect(self) -> bool:
-        """Whether the processor's output size follows the image's aspect ratio (DPT's `keep_aspect_ratio`)."""
-        return self.resize is not None and self.resize[0] == "fit" and self.resize[4]
 
     @property
     def resizes_for_any_model_size(self) -> bool:
@@ -272,16 +268,15 @@ def processor_geometry(document: dict) -> tuple[tuple | None, tuple[int, int] | 
         size = {"shortest_edge": size, **({"longest_edge": longest} if type(longest) is int else {})}
     resize = _resize(size) if document.get("do_resize", True) else None
     if family == FLOORING_FAMILY and document.get("do_resize", True):
-        divisor = document.get("size_divisor", DEFAULT_SIZE_DIVISOR)
-        resize = ("floor", divisor) if type(divisor) is int and 0 < divisor <= MAX_IMAGE_SIDE else None
+        resize = ("floor", _size_divisor(document)) if _size_divisor(document) else None
     multiple = document.get("ensure_multiple_of")
     multiple = multiple if type(multiple) is int and 1 <= multiple <= MAX_IMAGE_SIDE else 1
     keep_aspect = document.get("keep_aspect_ratio") is True
     if resize is not None and resize[0] == "exact" and (keep_aspect or multiple > 1):
         resize = ("fit", *resize[1:], multiple, keep_aspect)
-    if resize is not None and resize[0] == "exact" and rounding_divisor(document):
-        resize = ("exact", *_rounded_up(resize[1:], rounding_divisor(document)))
-    if resize is not None and resize[0] == "shortest" and processor_family(document) == YOLOS_FAMILY:
+    if resize is not None and resize[0] == "exact" and family in ROUNDING_UP_FAMILIES and _size_divisor(document):
+        resize = ("exact", *_rounded_up(resize[1:], _size_divisor(document)))
+    if resize is not None and resize[0] == "shortest" and family == YOLOS_FAMILY:
         resize = ("shortest", resize[1], resize[2] if len(resize) > 2 else None, YOLOS_MULTIPLE)
     crop = side_pair(document.get("crop_size")) if document.get("do_center_crop") else None
     return resize, crop
@@ -299,8 +294,11 @@ def processor_family(document: dict) -> str | None:
 def rounding_divisor(document: dict) -> int:
     """The multiple a MaskFormer or Mask2Former processor rounds its resize up to (its `size_divisor`); 0 for
     other processors."""
-    if processor_family(document) not in ROUNDING_UP_FAMILIES:
-        return 0
+    return _size_divisor(document) if processor_family(document) in ROUNDING_UP_FAMILIES else 0
+
+
+def _size_divisor(document: dict) -> int:
+    """The processor's `size_divisor` (32 where absent, MaskFormer's and GLPN's default), or 0 if it is not one."""
     divisor = document.get("size_divisor", DEFAULT_SIZE_DIVISOR)
     return divisor if type(divisor) is int and 0 < divisor <= MAX_IMAGE_SIDE else 0
 

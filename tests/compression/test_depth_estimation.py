@@ -85,13 +85,13 @@ def test_a_processor_keeping_the_aspect_ratio_runs_the_model_at_the_size_it_give
 
     processor = {**DEPTH_PROCESSOR, "keep_aspect_ratio": True, "ensure_multiple_of": 14, "resample": 3}
     scaling = PixelScaling.from_processor(processor)
-    assert processed_size(processor) is None and scaling.keeps_aspect
+    assert processed_size(processor) is None and scaling.resize == ("fit", 56, 56, 14, True)  # kept aspect
     # the wider side decides where it is scaled less (100x40: by 56/40 to 140x56); rounded to the nearest multiple
     assert [scaling.output_size(*size) for size in [(60, 90), (100, 40), (56, 56), (57, 57)]] == [
         (56, 84), (140, 56), (56, 56), (56, 56)]
     rounded = PixelScaling.from_processor({**DEPTH_PROCESSOR, "ensure_multiple_of": 14, "size": {"height": 60,
                                                                                                  "width": 60}})
-    assert not rounded.keeps_aspect and rounded.output_size(90, 30) == (56, 56)  # 60 rounds to 56
+    assert rounded.resize == ("fit", 60, 60, 14, False) and rounded.output_size(90, 30) == (56, 56)  # 60 rounds
     folder = depth_anything_folder(tmp_path / "depth")
     (folder / "preprocessor_config.json").write_text(json.dumps(processor))
     archive = tmp_path / "depth.zip"
