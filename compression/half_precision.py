@@ -53,7 +53,12 @@ def in_float32(model: torch.nn.Module) -> torch.nn.Module:
         if node.op == "placeholder" and isinstance(value, torch.Tensor) and value.dtype in HALF:
             with graph.inserting_after(node):
                 cast = graph.call_function(torch.ops.aten._to_copy.default, (node,), {"dtype": torch.float32})
+            cast.meta["val"] = value.float()
             node.replace_all_uses_with(cast, delete_user_cb=lambda user: user is not cast)
+        elif "val" in node.meta:
+            # What the node computes now: the quantizer reads these dtypes (a weight's dequantize would give
+            # bfloat16), and a graph whose traced values are whole is not exported again (`exported_copy`).
+            node.meta["val"] = fx.node.map_aggregate(value, _widen_traced)
     widened.recompile()
     return widened
 
@@ -76,6 +81,10 @@ def _drop_float32_casts_after(graph: fx.Graph, is_source) -> None:
 
 def _widen_dtype(value):
     return torch.float32 if isinstance(value, torch.dtype) and value in HALF else value
+
+
+def _widen_traced(value):
+    return value.float() if isinstance(value, torch.Tensor) and value.dtype in HALF else value
 
 
 def _widen_tensors(module: torch.nn.Module) -> None:

@@ -7,6 +7,7 @@ dynamic batch dimension on every input, so the user's deployment (and the next s
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import tempfile
@@ -20,7 +21,7 @@ from torch.utils._sympy.numbers import int_oo
 
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.deflate import deflate_zip
-from compression.modes import eval_mode
+from compression.modes import eval_mode, is_exported, lacks_traced_shapes
 from compression.program_loader import load_checked_program
 
 
@@ -111,6 +112,16 @@ def export_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     program = export(model, example_inputs, dynamic_shapes=dynamic_shapes)
     _keep_ranges_on_inputs(program)
     return program
+
+
+def exported_copy(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
+    """A private copy of `model` as an exported graph module, to rewrite in place. A program's module that no stage
+    rewrote by hand (every call carries its traced output) is copied as it is: exporting it again gives the same
+    graph and costs one to five seconds, twice per int8 stage (the job's dry run prepares the quantizer too).
+    The model must be in the mode it should be exported in (normally eval)."""
+    if is_exported(model) and not lacks_traced_shapes(model):
+        return copy.deepcopy(model)
+    return export_model(model, example_inputs).module()
 
 
 def export_branching_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> ExportedProgram:

@@ -41,8 +41,14 @@ def is_exported(model: torch.nn.Module) -> bool:
 def lacks_traced_shapes(model: torch.nn.Module) -> bool:
     """An exported graph that a stage rewrote by hand (a low-rank student's factorised layers): some of its calls
     carry no traced output (meta "val"), which every analysis that reads shapes needs, so it is re-exported first."""
-    return is_exported(model) and any("val" not in node.meta for node in model.graph.nodes
+    return is_exported(model) and any("val" not in node.meta and _returns_value(node) for node in model.graph.nodes
                                       if node.op == "call_function")
+
+
+def _returns_value(node: torch.fx.Node) -> bool:
+    """False for the calls export records without an output (`aten._assert_tensor_metadata`, `_assert_scalar`)."""
+    schema = getattr(node.target, "_schema", None)
+    return schema is None or bool(schema.returns)
 
 
 def is_training(model: torch.nn.Module) -> bool:

@@ -34,7 +34,7 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
 
 from compression.dead_branches import drop_dead_branches
 from compression.errors import check_finite_range
-from compression.io import export_model
+from compression.io import export_model, exported_copy
 from compression.modes import eval_mode
 from compression.ptq.addmm_linear import addmm_as_linear
 from compression.ptq.batch_norm_affine import batch_norms_as_affine
@@ -115,7 +115,7 @@ def prepare_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     fail."""
     report = {} if report is None else report
     eval_mode(model)
-    graph = export_model(model, example_inputs).module()
+    graph = exported_copy(model, example_inputs)
     report["dropped_branches"] = drop_dead_branches(graph).to_metrics()
     if computed := store_computed_weights(graph):  # BiT's standardized convolution weights
         report["computed_weights_stored"] = computed

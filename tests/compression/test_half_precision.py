@@ -66,6 +66,10 @@ def test_widening_computes_in_float32_and_takes_the_same_inputs(dtype):
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, float_model(x.float()), rtol=0, atol=1e-6)
     assert graph.linear.weight.dtype == dtype, "the original graph is left as it was"
+    traced = [value for node in widened.graph.nodes if node.op != "placeholder"
+              for value in torch.utils._pytree.tree_leaves(node.meta.get("val")) if isinstance(value, torch.Tensor)]
+    # The int8 quantizer reads these: a weight recorded as half precision was dequantized to it
+    assert traced and all(value.dtype == torch.float32 for value in traced)
 
 
 def test_a_float_output_is_stored_and_computes_in_the_uploads_precision(tmp_path):

@@ -4,6 +4,7 @@ from compression import zoo
 from compression.inspect import inspect_pt2
 from compression.io import (
     export_model,
+    exported_copy,
     input_dtypes,
     input_names,
     inputs_at_batch,
@@ -33,6 +34,46 @@ def test_re_exporting_an_exported_module_keeps_the_dynamic_batch():
     exported = export_model(zoo.build("mlp", input_shape=4, hidden=(8,)), (torch.randn(3, 4),)).module()
     again = export_model(exported, (torch.randn(3, 4),)).module()
     assert again(torch.randn(7, 4)).shape == (7, 10)
+
+
+class _MaskedLinear(torch.nn.Module):
+    """A layer whose mask is cast to the activations' dtype, as a Hugging Face encoder casts its attention mask:
+    export records the cast's input check (`aten._assert_tensor_metadata`), a call without an output."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x, mask):
+        return self.linear(x).relu() * mask.to(x.dtype)[:, None]
+
+
+def test_a_loaded_program_is_copied_without_a_new_export_and_a_hand_rewritten_graph_is_exported_again(
+        tmp_path, monkeypatch):
+    """Re-exporting a program's module gave the same graph at one to five seconds a call, twice per int8 stage;
+    the tensor-metadata checks read as a hand-rewritten graph, so every loaded encoder was exported again."""
+    inputs = (torch.randn(3, 4), torch.ones(3, dtype=torch.long))
+    program = load_program(save_program(export_model(_MaskedLinear().eval(), inputs), tmp_path / "m.pt2"))
+    loaded = program.module()
+    assert any(node.target is torch.ops.aten._assert_tensor_metadata.default for node in loaded.graph.nodes)
+    exports = []
+    real_export = torch.export.export
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: exports.append(1) or real_export(*a, **k))
+    copied = exported_copy(loaded, inputs)
+    assert exports == [] and copied is not loaded
+    copied.get_parameter("linear.weight").data.zero_()
+    assert loaded.get_parameter("linear.weight").abs().sum() > 0, "the copy is private"
+
+    relu = next(node for node in loaded.graph.nodes if node.target is torch.ops.aten.relu.default)
+    with loaded.graph.inserting_after(relu):  # a call without a traced output, as a low-rank rewrite adds
+        doubled = loaded.graph.call_function(torch.ops.aten.mul.Tensor, (relu, 2.0))
+    relu.replace_all_uses_with(doubled, delete_user_cb=lambda user: user is not doubled)
+    loaded.recompile()
+    again = exported_copy(loaded, inputs)
+    assert exports == [1]
+    assert all("val" in node.meta for node in again.graph.nodes if node.op == "call_function"
+               and node.target is not torch.ops.aten._assert_tensor_metadata.default)
+    torch.testing.assert_close(again(*inputs), loaded(*inputs))
 
 
 def test_inputs_at_batch_tiles_and_cuts():
