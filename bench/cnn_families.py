@@ -307,8 +307,10 @@ def randomize_batch_norm(model: nn.Module, seed: int = 0) -> None:
                 module.bias.copy_(torch.rand(size, generator=generator) * 0.2 - 0.1)
 
 
-def export_case(case: CnnCase, directory: Path, dtype: torch.dtype = torch.float32) -> tuple[Path, Path]:
-    """The upload (`.pt2`, exported like a user does) and its dataset. A classifier's labels are its own top-1
+def export_case(case: CnnCase, directory: Path, dtype: torch.dtype = torch.float32,
+                decomposed: bool = False) -> tuple[Path, Path]:
+    """The upload (`.pt2`, exported like a user does; `decomposed`: then lowered to core ATen with
+    `run_decompositions()`, as for ExecuTorch) and its dataset. A classifier's labels are its own top-1
     predictions (accuracy is then agreement with the upload, 100 before compression); a dense output has none
     (the metric is fidelity to the upload). `dtype`: what the model's weights and float inputs are stored in
     (`case.model` is cast in place); the dataset stays float32, which the job casts to what the model takes."""
@@ -318,6 +320,8 @@ def export_case(case: CnnCase, directory: Path, dtype: torch.dtype = torch.float
     case.model.to(dtype)
     example = _as_model_input(torch.from_numpy(case.inputs[:4]), dtype)
     program = torch.export.export(case.model, (example,), dynamic_shapes=({0: batch},))
+    if decomposed:
+        program = program.run_decompositions()
     model_path = save_program(program, directory / f"{case.name}.pt2")
     half = len(case.inputs) * 2 // 3
     dataset_path = directory / f"{case.name}.npz"

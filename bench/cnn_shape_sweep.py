@@ -7,6 +7,7 @@ while one of its outputs (a second head the metric does not read) has a mean cos
     .venv/bin/python -m bench.cnn_shape_sweep                          # every case, every method
     .venv/bin/python -m bench.cnn_shape_sweep --cases unet,convnext --methods ptq,prune_structured
     .venv/bin/python -m bench.cnn_shape_sweep --dtype bfloat16        # uploads stored in half precision
+    .venv/bin/python -m bench.cnn_shape_sweep --decomposed            # uploads lowered to core ATen
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ def output_cosines(model, reference, inputs: torch.Tensor) -> list[float]:
             if g is not None else 0.0 for g, w in zip(got + [None] * (len(want) - len(got)), want)]
 
 
-def run_case(case_name: str, methods: list[str], directory: Path, dtype: torch.dtype = torch.float32) -> list[dict]:
+def run_case(case_name: str, methods: list[str], directory: Path, dtype: torch.dtype = torch.float32,
+             decomposed: bool = False) -> list[dict]:
     case = build_case(case_name, samples=240)
-    model_path, dataset_path = export_case(case, directory, dtype)
+    model_path, dataset_path = export_case(case, directory, dtype, decomposed)
     probe = torch.from_numpy(case.inputs[-64:])
     probe = probe.to(dtype) if probe.is_floating_point() else probe
     rows = []
@@ -134,6 +136,8 @@ def main() -> None:
     parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(method_specs())}")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                         help="what the uploads' weights are stored in")
+    parser.add_argument("--decomposed", action="store_true",
+                        help="lower each upload to core ATen (`run_decompositions()`) before the job")
     args = parser.parse_args()
     cases = args.cases.split(",") if args.cases else list(CASE_NAMES)
     methods = args.methods.split(",") if args.methods else list(method_specs())
@@ -141,9 +145,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         for name in cases:
             (Path(directory) / name).mkdir()
-            rows += run_case(name, methods, Path(directory) / name, getattr(torch, args.dtype))
+            rows += run_case(name, methods, Path(directory) / name, getattr(torch, args.dtype), args.decomposed)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
+    suffix = ("" if args.dtype == "float32" else f"_{args.dtype}") + ("_decomposed" if args.decomposed else "")
     (RESULTS / f"cnn_shape_sweep{suffix}.json").write_text(json.dumps(rows, indent=1))
     print(table(rows))
     failed = sum(row["status"] != "ok" for row in rows)

@@ -20,6 +20,7 @@ import torch
 from compression import formats
 from compression.archive import DEFAULT_LIMITS, ArchiveLimits
 from compression.context import Cancelled, RunContext
+from compression.core_aten_layers import core_aten_layers
 from compression.data import Dataset, Split
 from compression.deflate import deflated_size
 from compression.dry_run import dry_run
@@ -130,6 +131,8 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     example_inputs = eval_split.head(EXAMPLE_BATCH).inputs
     reference = eval_mode(program.module())
     tie_shared_parameters(reference)  # else every stage's program stores a tied table twice
+    # A program decomposed to core ATen (`run_decompositions()`): its convolutions and linear layers as layer calls
+    core_layers = core_aten_layers(reference)
     weight_products_as_linear(reference)  # Falcon's `x @ W.T` layers: linear layers for every method
     even_conv_padding_in_place(reference)  # EfficientNet's padding="same" convs: conv layers for every method
     # torch.export keeps every parameter of the module, read or not (BERT's pooler under last_hidden_state): no
@@ -163,6 +166,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     evaluation, skipped = _latency_within_bound(evaluation, dataset.max_batch)
     noted |= {"latency_batch_sizes_skipped": skipped} if skipped else {}
     noted |= {"ignored_arrays": dataset.ignored_arrays} if dataset.ignored_arrays else {}
+    noted |= {"core_aten_layers": core_layers} if core_layers else {}
 
     # The upload's latency is not timed here: each stage times it in alternation with its own model, and the
     # first of those timings becomes the baseline's.
