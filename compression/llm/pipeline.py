@@ -417,6 +417,6 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     rows = (array_rows(dataset, evaluation.split, task) if task in ARRAY_TASKS and task not in SEQ2SEQ_TASKS
             else example_rows(dataset, evaluation.split))
     stage_folder_artifacts(result, students.source_folders(source), task, rows, workdir / "hf", ctx,
-                           rounding_ops(load_program(workdir / "model.pt2", limits)), embedding,
+                           rounding_ops(workdir / "model.pt2", limits), embedding,
                            frozenset(students.folders), prompts)
     return result

@@ -14,8 +14,9 @@ import torch
 
 from compression import formats
 from compression.context import RunContext
-from compression.hf_folder_export import computes_something_else
+from compression.hf_folder_export import computes_something_else, rounding_ops
 from compression.hf_program import example_rows, load_folder_model
+from compression.io import export_model, load_program, save_program
 from compression.llm.pipeline import run_folder_pipeline
 from compression.modes import lacks_traced_shapes
 from compression.specs import EvaluationSpec, IPQSpec, KDSpec, PruneSpec, PTQSpec, QATSpec
@@ -296,3 +297,15 @@ def test_tensors_that_share_memory_are_written_as_copies_safetensors_accepts(tmp
 def test_a_folder_computes_something_else_only_when_it_also_strays_from_the_float_model(difference, folder_error,
                                                                                           structural):
     assert computes_something_else(difference, 0.0108, folder_error, compression_error=0.0434) is structural
+
+
+class _Rounds(torch.nn.Module):
+    def forward(self, x):
+        return torch.round(x * 4) + torch.round(x).relu()
+
+
+def test_rounding_ops_are_counted_from_the_archive_as_in_the_loaded_program(tmp_path):
+    """The upload's own rounds are read from the archive's graph description instead of loading it once more."""
+    path = save_program(export_model(_Rounds(), (torch.randn(3, 4),)), tmp_path / "m.pt2")
+    loaded = [node for node in load_program(path).graph.nodes if node.target == torch.ops.aten.round.default]
+    assert rounding_ops(path) == len(loaded) == 2
