@@ -115,9 +115,7 @@ def validate_job(spec: JobCreate, signature: ModelSignature, manifest: DatasetMa
         # each patch's score per query, then its box
         detections = replace(signature.outputs[0], shape=[None, None, len(spec.evaluation.candidate_labels) + 4])
         signature = replace(signature, outputs=[detections, *signature.outputs[1:]])
-    problems = [f"model input {t.describe()} has a fixed batch size; export the model with a dynamic batch "
-                "dimension (torch.export.Dim) so it can run on batches" for t in signature.inputs
-                if not t.shape or t.shape[0] is not None]
+    problems = _fixed_batch_problems(signature.inputs)
     problems += order_problems([stage.method for stage in spec.stages])
     problems += batch_bound_problems(spec.stages, signature.max_batch)
     problems += _student_problems(spec, signature)
@@ -643,3 +641,16 @@ def _check_label_matrix(split: str, label_shape: list[int], output, spec: JobCre
         return [f"'{split}.y' holds {label_shape[1]} labels per example but the model output {output.describe()} "
                 f"is not [batch, {label_shape[1]}]: a multi-label model gives one output per label"]
     return []
+
+
+def _fixed_batch_problems(inputs) -> list[str]:
+    """One problem naming the inputs exported without a dynamic batch (torch.export's default: every size fixed
+    to the example's) and the export call that gives one, shared by every input."""
+    fixed = [tensor for tensor in inputs if not tensor.shape or tensor.shape[0] is not None]
+    if not fixed:
+        return []
+    shapes = ", ".join(f'"{tensor.name}": {{0: batch}}' for tensor in inputs)
+    return [f"model input{'s' if len(fixed) > 1 else ''} {', '.join(t.describe() for t in fixed)} "
+            f"{'have' if len(fixed) > 1 else 'has'} a fixed batch size, so the model cannot run on batches: export "
+            f'it with a dynamic batch dimension, batch = torch.export.Dim("batch"); '
+            f"torch.export.export(model, example, dynamic_shapes={{{shapes}}})"]

@@ -446,3 +446,27 @@ def test_a_multi_label_matrix_needs_a_multi_label_model_of_its_width(api, auth, 
     one_hot = _dataset(api, auth, **{"train.x": digits_x, "train.y": np.eye(10)[[3, 7]], "val.x": digits_x})
     response = api.post("/v1/jobs", headers=auth, json=_spec(uploaded, dataset_id=one_hot))
     assert response.status_code == 422 and "becomes y.argmax(axis=1)" in response.json()["detail"], response.text
+
+
+def test_a_program_exported_without_a_dynamic_batch_is_refused_with_the_export_call_that_fixes_it(api, auth, tmp_path):
+    import torch
+    from torch import nn
+
+    from compression.io import save_program
+
+    class TwoInputs(nn.Module):
+        def forward(self, pixels, scale):
+            return pixels.flatten(1) * scale
+
+    example = (torch.zeros(1, 1, 2, 2), torch.ones(1, 4))
+    path = save_program(torch.export.export(TwoInputs(), example), tmp_path / "m.pt2")  # export's default: fixed
+    response = api.post("/v1/models", headers=auth, files={"file": ("m.pt2", path.read_bytes())})
+    assert response.status_code == 201, response.text
+    dataset = _dataset(api, auth, **{f"{split}.{name}": np.zeros((4, *shape), np.float32) for split in ("train", "val")
+                                     for name, shape in (("pixels", (1, 2, 2)), ("scale", (4,)))})
+    response = api.post("/v1/jobs", headers=auth, json={"model_id": response.json()["id"], "dataset_id": dataset,
+                                                        "stages": [{"method": "ptq"}]})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "model inputs pixels[1, 1, 2, 2] float32, scale[1, 4] float32 have a fixed batch size" in detail
+    assert 'dynamic_shapes={"pixels": {0: batch}, "scale": {0: batch}}' in detail
