@@ -25,6 +25,12 @@ class LayerPlan:
         return self.layer.numel // self.block_size
 
 
+# A weight held by the program's root module itself (`F.linear(x, self.w)` or an einsum in the top-level forward):
+# a parametrization registered on the root graph module made it unreadable to every later copy of the graph, and
+# the stage failed ("'_CodeOnlyModule' object has no attribute 'w'").
+ROOT_WEIGHT = "a parameter of the model's root module, which iPQ cannot hold: it stays in full precision"
+
+
 def plan_layers(layers: list[LayerWeight], block_sizes, centroids: int, min_blocks_per_centroid: int,
                 min_weights: int = 0, min_embedding_rows: int = 0) -> tuple[list[LayerPlan], dict[str, str]]:
     """Block size and K per layer, and {weight name: reason} for the layers left in full precision.
@@ -36,6 +42,9 @@ def plan_layers(layers: list[LayerWeight], block_sizes, centroids: int, min_bloc
     """
     plans, skipped = [], {}
     for layer in layers:
+        if not layer.owner:
+            skipped[layer.name] = ROOT_WEIGHT
+            continue
         if layer.numel < min_weights:
             skipped[layer.name] = f"{layer.numel} weights, fewer than min_weights={min_weights}"
             continue
@@ -112,6 +121,8 @@ def add_quant_noise(model: nn.Module, layers: list[LayerWeight], config, seed: i
     """Register Quant-Noise (disabled until `set_noise(model, True)`) on the layers whose blocks fit; returns them."""
     noised = []
     for layer in layers:
+        if not layer.owner:  # ROOT_WEIGHT
+            continue
         block_size = block_size_for(layer, config.block_sizes)
         weight = stored_weight(model, layer.name)
         with torch.no_grad():

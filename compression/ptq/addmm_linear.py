@@ -12,7 +12,8 @@ the exported graph, which no method took for a layer: default int8 PTQ of a Falc
 output layer and came back 1.15x smaller, structured pruning found nothing to cut. `matmul(x, W^T) + b` equals
 `linear(x, W, b)` exactly and reads the same weight, so `weight_products_as_linear` rewrites it (and the
 `x @ W` form, W stored [in, out], with a transposed copy as for addmm) once, on the upload's graph, for every
-method.
+method. A layer written as `torch.einsum("bsi,oi->bso", x, W)` (einsum stays one op in the exported graph) is
+the same product and is rewritten alike: default int8 PTQ left such a model's weights float.
 """
 
 from __future__ import annotations
@@ -73,13 +74,15 @@ def _as_linear(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
 
 def weight_products_as_linear(graph: fx.GraphModule) -> int:
     """Rewrite, in place, every `matmul`/`mm` of an input by a stored 2-D weight, transposed (`x @ W.T`, W [out,
-    in]: read as it is) or not (`x @ W`, W [in, out]: a transposed copy stored as for addmm), and a stored [out]
-    bias added to it alone, as `aten.linear`; returns how many. Each new node keeps the traced value and module
+    in]: read as it is) or not (`x @ W`, W [in, out]: a transposed copy stored as for addmm), and every
+    `einsum` that computes the same (`"...i,oi->...o"`, `"bsi,io->bso"`), with a stored [out] bias added to it
+    alone, as `aten.linear`; returns how many. Each new node keeps the traced value and module
     stack of the node it replaces (its module's type set to nn.Linear), so the graph runs and is analysed
     without a re-export."""
     rewritten = 0
     for node in list(graph.graph.nodes):
-        if node.op == "call_function" and node.target in _PRODUCTS and _product_as_linear(graph, node):
+        if node.op == "call_function" and (node.target in _PRODUCTS and _product_as_linear(graph, node)
+                                           or node.target == aten.einsum.default and _einsum_as_linear(graph, node)):
             rewritten += 1
     if rewritten:
         from compression.ptq.quantize import drop_unreferenced_tensors  # quantize imports this module
@@ -96,6 +99,35 @@ _TRANSPOSES = {aten.numpy_T.default, aten.t.default, aten.transpose.int, aten.pe
 def _product_as_linear(graph: fx.GraphModule, node: fx.Node) -> bool:
     inputs, right = node.args[:2]
     weight, transposed = _stored_operand(graph, right)
+    return _as_linear_layer(graph, node, inputs, weight, transposed, right)
+
+
+def _einsum_as_linear(graph: fx.GraphModule, node: fx.Node) -> bool:
+    """einsum("...i,oi->...o", x, W) (W [out, in]: x @ W.T) or "...i,io->...o" (W [in, out]: x @ W), the operands
+    in either order, W a stored 2-D parameter: the linear layer it computes."""
+    equation, operands = node.args[:2] if len(node.args) >= 2 else (None, None)
+    if not isinstance(equation, str) or not isinstance(operands, (list, tuple)) or len(operands) != 2:
+        return False
+    sources, _, output = equation.replace(" ", "").partition("->")
+    subscripts = sources.split(",")
+    if len(subscripts) != 2 or not output:
+        return False
+    for (x_sub, w_sub), (inputs, right) in ((subscripts, operands), (subscripts[::-1], operands[::-1])):
+        weight, transposed = _stored_operand(graph, right)
+        if weight is None or right is not weight or len(w_sub) != 2 or not x_sub:
+            continue
+        contracted, kept = (w_sub[1], w_sub[0]) if w_sub[0] not in x_sub else (w_sub[0], w_sub[1])
+        letters = x_sub.replace("...", "")
+        if (x_sub[-1] == contracted and kept not in x_sub and output == x_sub[:-1] + kept
+                and len(set(letters)) == len(letters)):
+            return _as_linear_layer(graph, node, inputs, weight, w_sub == kept + contracted, right)
+    return False
+
+
+def _as_linear_layer(graph: fx.GraphModule, node: fx.Node, inputs, weight: fx.Node | None, transposed: bool,
+                     right) -> bool:
+    """Replace the product `node` of `inputs` by the stored `weight` (`transposed`: read as W.T, W [out, in]) with
+    aten.linear, folding a stored [out] bias added to it alone."""
     if weight is None or not isinstance(inputs, fx.Node) or not holds_float(inputs):
         return False
     if not transposed and _other_readers(graph, weight, node):

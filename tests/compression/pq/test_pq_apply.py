@@ -90,3 +90,38 @@ def test_rate_weight_reaches_kmeans_and_shrinks_the_coded_indices(digits_task):
     # every layer's indices carry fewer bits, and the packed file is smaller for it
     assert all(constrained[name]["index_entropy_bits"] < plain[name]["index_entropy_bits"] for name in plain)
     assert results[0.3]["packed_bytes"] < results[0.0]["packed_bytes"]
+
+
+class _RootWeights(torch.nn.Module):
+    """A layer whose weight the root module holds itself (`F.linear(x, self.w)`), then an nn.Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(64, 32) / 6)
+        self.head = torch.nn.Linear(64, 8)
+
+    def forward(self, x):
+        return self.head(torch.relu(torch.nn.functional.linear(x, self.w)))
+
+
+def test_a_weight_of_the_root_module_stays_full_precision_and_the_rest_is_quantized(tmp_path):
+    """Failed before: the parametrization registered on the root graph module left the weight unreadable to every
+    later copy ("'_CodeOnlyModule' object has no attribute 'w'")."""
+    import numpy as np
+
+    from compression.io import export_model, save_program
+    from compression.pipeline import run_pipeline
+    from compression.pq.quantize import ROOT_WEIGHT
+    from compression.specs import EvaluationSpec
+
+    torch.manual_seed(0)
+    save_program(export_model(_RootWeights().eval(), (torch.randn(4, 32),)), tmp_path / "m.pt2")
+    rows = np.random.default_rng(0).standard_normal((96, 32)).astype("float32")
+    np.savez(tmp_path / "d.npz", **{"train.x": rows[:64], "val.x": rows[64:]})
+    spec = IPQSpec(centroids=8, kmeans_iterations=2, min_weights=0, training=TrainingSpec(steps=2, batch_size=8,
+                                                                                         warmup_steps=0))
+    result = run_pipeline(tmp_path / "m.pt2", tmp_path / "d.npz", [spec], EvaluationSpec(latency=False),
+                          RunContext(), tmp_path / "work")
+    metrics = result.final["method_metrics"]
+    assert metrics["full_precision_layers"] == {"w": ROOT_WEIGHT}
+    assert list(metrics["quantized_layers"]) == ["head.weight"]

@@ -152,3 +152,38 @@ def test_every_falcon_layer_is_quantized_by_default_int8(tmp_path):
     assert metrics["method_metrics"]["quantized_layers"] == 1 + 2 * 4  # the output layer and each block's four
     # 1.15x with the output layer alone; this tiny model's program and scales keep it from 4x
     assert metrics["compression_ratio"] > 2 and metrics["top1_agreement"] >= 0.9
+
+
+class _EinsumLayers(torch.nn.Module):
+    """Layers written with einsum, stored [out, in] and [in, out], operands in either order; an einsum of two
+    activations and one contracting another axis of its weight are no layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.projection = torch.nn.Parameter(torch.randn(16, 8) / 3)  # [out, in]
+        self.bias = torch.nn.Parameter(torch.randn(16))
+        self.mix = torch.nn.Parameter(torch.randn(16, 12) / 4)  # [in, out]
+        self.square = torch.nn.Parameter(torch.randn(12, 12) / 4)
+
+    def forward(self, x):
+        hidden = torch.relu(torch.einsum("bsi,oi->bso", x, self.projection) + self.bias)
+        hidden = torch.einsum("io,...i->...o", self.mix, hidden)
+        gram = torch.einsum("bsi,bti->bst", hidden, hidden)
+        return torch.einsum("bst,bsi->bti", gram, hidden) + torch.einsum("bsi,ij->bsj", hidden, self.square).sum(1,
+                                                                                                           True)
+
+
+def test_einsum_layers_become_linears_and_every_one_is_quantized(tmp_path):
+    """Default int8 PTQ left a model of einsum layers float (its weights read by `aten.einsum`)."""
+    from compression.ptq.addmm_linear import weight_products_as_linear
+
+    model, x = _EinsumLayers().eval(), torch.randn(2, 5, 8)
+    graph = export_model(model, (x,)).module()
+    assert weight_products_as_linear(graph) == 3  # the two layers, and "bsi,ij->bsj": x @ W with W [in, out]
+    linears = graph.graph.find_nodes(op="call_function", target=_LINEAR)
+    assert linears[0].args[2] is not None  # the bias folded in
+    assert len(graph.graph.find_nodes(op="call_function", target=torch.ops.aten.einsum.default)) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), model(x), rtol=1e-4, atol=1e-4)
+    quantized = quantize_int8(graph, (x,), [(torch.randn(8, 5, 8),)])
+    assert quantized_layer_count(quantized) == 3
