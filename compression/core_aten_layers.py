@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from compression.ptq.addmm_linear import as_linear_layer, stored_operand
 from compression.ptq.graph_rewrites import mark_module_type, rewrite_calls, stored_parameter
 
 aten = torch.ops.aten
@@ -86,7 +87,8 @@ def _addmm_linear(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     if len(node.args) != 3 or node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
         return None
     bias, inputs, right = node.args
-    weight = _transposed_weight(graph, right)
+    weight, transposed = stored_operand(graph, right)
+    weight = weight if transposed else None
     stored_bias = stored_parameter(graph, bias)
     if weight is None or stored_bias is None or tuple(stored_bias.shape) != (_stored(graph, weight).shape[0],):
         return None
@@ -98,7 +100,8 @@ def _addmm_linear(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
 
 def _bmm_linears(graph: fx.GraphModule) -> int:
     """bmm(views of x [..., in], views of permute(W, [1, 0]) broadcast over the batch), viewed back to x's leading
-    dims and `out`: linear(x, W), replacing that last view (and a stored [out] bias added to it alone)."""
+    dims and `out`: linear(x, W), replacing that last view (and a stored [out] bias added to it alone:
+    `as_linear_layer`, which `x @ W.T` is rewritten with too)."""
     rewritten = 0
     for node in list(graph.graph.nodes):
         if node.op == "call_function" and node.target == aten.bmm.default and _bmm_linear(graph, node):
@@ -108,8 +111,8 @@ def _bmm_linears(graph: fx.GraphModule) -> int:
 
 def _bmm_linear(graph: fx.GraphModule, node: fx.Node) -> bool:
     left, right = node.args[:2]
-    weight = _transposed_weight(graph, _views_of(right)[-1])
-    if weight is None or len(node.users) != 1 or (view := next(iter(node.users))).target not in _VIEWS:
+    weight, transposed = stored_operand(graph, _views_of(right)[-1])
+    if not transposed or len(node.users) != 1 or (view := next(iter(node.users))).target not in _VIEWS:
         return False
     out_features, in_features = _stored(graph, weight).shape
     result = view.meta.get("val")
@@ -117,21 +120,8 @@ def _bmm_linear(graph: fx.GraphModule, node: fx.Node) -> bool:
     # rows of `in_features` viewed back to its leading dims are its rows (an expand that broadcast would not fit).
     inputs = next((candidate for candidate in reversed(_views_of(left)[1:])
                    if _rows_of(candidate, in_features, out_features, result)), None)
-    if inputs is None:
-        return False
-    replaced, bias = view, None
-    if len(view.users) == 1 and (add := next(iter(view.users))).target == aten.add.Tensor and not add.kwargs:
-        other = add.args[1] if add.args[0] is view else add.args[0]
-        stored_bias = stored_parameter(graph, other)
-        if stored_bias is not None and tuple(stored_bias.shape) == (out_features,):
-            replaced, bias = add, other
-    with graph.graph.inserting_before(replaced):
-        linear = graph.graph.call_function(aten.linear.default, (inputs, weight, bias))
-    mark_module_type(linear, node, _LINEAR_MODULE)
-    linear.meta["val"] = replaced.meta["val"]
-    replaced.replace_all_uses_with(linear)
-    graph.graph.erase_node(replaced)
-    return True
+    # the bmm and the views before it are left without a reader, erased by `_erase_unread`
+    return inputs is not None and as_linear_layer(graph, view, inputs, weight, True, right)
 
 
 def _linears_on_unflattened_inputs(graph: fx.GraphModule) -> None:
@@ -195,17 +185,6 @@ def _innermost(node: fx.Node) -> tuple | None:
         return None
     path, module_type = next(reversed(stack.values()))
     return (path, str(module_type)) if "Linear" in str(module_type) else None
-
-
-def _transposed_weight(graph: fx.GraphModule, node) -> fx.Node | None:
-    """The get_attr of a stored 2-D float parameter W when `node` is permute(W, [1, 0]) (or t(W))."""
-    if not (isinstance(node, fx.Node) and node.op == "call_function"):
-        return None
-    if not (node.target == aten.permute.default and list(node.args[1]) == [1, 0] or node.target == aten.t.default):
-        return None
-    weight = node.args[0]
-    stored = stored_parameter(graph, weight)
-    return weight if stored is not None and stored.dim() == 2 and stored.is_floating_point() else None
 
 
 def _stored(graph: fx.GraphModule, weight: fx.Node) -> torch.Tensor:

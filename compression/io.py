@@ -115,12 +115,17 @@ def export_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
 
 
 def exported_copy(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
-    """A private copy of `model` as an exported graph module, to rewrite in place. A program's module that no stage
-    rewrote by hand (every call carries its traced output) is copied as it is: exporting it again gives the same
-    graph and costs one to five seconds, twice per int8 stage (the job's dry run prepares the quantizer too).
+    """`model` as an exported graph module of its own, to rewrite in place, reading the same tensors as `model`
+    (as an export's module does: rewrites replace a tensor, never write into one). A program's module that no
+    stage rewrote by hand (every call carries its traced output) has its graph and modules copied: exporting it
+    again gives the same graph and costs one to five seconds, twice per int8 stage (the job's dry run prepares the
+    quantizer too), and copying its weights would double the memory a large model takes while it is prepared.
     The model must be in the mode it should be exported in (normally eval)."""
     if is_exported(model) and not lacks_traced_shapes(model):
-        return copy.deepcopy(model)
+        shared = {id(tensor): tensor for module in model.modules() for tensor in
+                  (*module._parameters.values(), *module._buffers.values(), *vars(module).values())
+                  if isinstance(tensor, torch.Tensor)}
+        return copy.deepcopy(model, shared)
     return export_model(model, example_inputs).module()
 
 

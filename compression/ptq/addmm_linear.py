@@ -98,8 +98,8 @@ _TRANSPOSES = {aten.numpy_T.default, aten.t.default, aten.transpose.int, aten.pe
 
 def _product_as_linear(graph: fx.GraphModule, node: fx.Node) -> bool:
     inputs, right = node.args[:2]
-    weight, transposed = _stored_operand(graph, right)
-    return _as_linear_layer(graph, node, inputs, weight, transposed, right)
+    weight, transposed = stored_operand(graph, right)
+    return as_linear_layer(graph, node, inputs, weight, transposed, right)
 
 
 def _einsum_as_linear(graph: fx.GraphModule, node: fx.Node) -> bool:
@@ -113,18 +113,18 @@ def _einsum_as_linear(graph: fx.GraphModule, node: fx.Node) -> bool:
     if len(subscripts) != 2 or not output:
         return False
     for (x_sub, w_sub), (inputs, right) in ((subscripts, operands), (subscripts[::-1], operands[::-1])):
-        weight, transposed = _stored_operand(graph, right)
+        weight, transposed = stored_operand(graph, right)
         if weight is None or right is not weight or len(w_sub) != 2 or not x_sub:
             continue
         contracted, kept = (w_sub[1], w_sub[0]) if w_sub[0] not in x_sub else (w_sub[0], w_sub[1])
         letters = x_sub.replace("...", "")
         if (x_sub[-1] == contracted and kept not in x_sub and output == x_sub[:-1] + kept
                 and len(set(letters)) == len(letters)):
-            return _as_linear_layer(graph, node, inputs, weight, w_sub == kept + contracted, right)
+            return as_linear_layer(graph, node, inputs, weight, w_sub == kept + contracted, right)
     return False
 
 
-def _as_linear_layer(graph: fx.GraphModule, node: fx.Node, inputs, weight: fx.Node | None, transposed: bool,
+def as_linear_layer(graph: fx.GraphModule, node: fx.Node, inputs, weight: fx.Node | None, transposed: bool,
                      right) -> bool:
     """Replace the product `node` of `inputs` by the stored `weight` (`transposed`: read as W.T, W [out, in]) with
     aten.linear, folding a stored [out] bias added to it alone."""
@@ -155,7 +155,7 @@ def _as_linear_layer(graph: fx.GraphModule, node: fx.Node, inputs, weight: fx.No
     return True
 
 
-def _stored_operand(graph: fx.GraphModule, operand) -> tuple[fx.Node | None, bool]:
+def stored_operand(graph: fx.GraphModule, operand) -> tuple[fx.Node | None, bool]:
     """(the get_attr of a 2-D float parameter, whether `operand` is its transpose) when `operand` is one of them;
     (None, False) for a computed operand (an activation, as attention's q @ k^T) and for a buffer or constant (a
     fixed matrix such as a mel filterbank is no layer to quantize or prune)."""
