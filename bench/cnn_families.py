@@ -18,6 +18,7 @@ from torch import nn
 
 from bench.cnn_blocks import AUDIO_SAMPLES, CLASSES, IMAGE, Classifier, conv_bn
 from bench.cnn_more_families import VIDEO, VideoR2Plus1d, more_image_cases
+from bench.layer_form_cases import LAYER_FORM_SEQUENCE_CASES, TOKENS, layer_form_image_cases
 
 
 class BasicBlock(nn.Module):
@@ -264,6 +265,7 @@ def _image_cases() -> dict[str, Callable[[], nn.Module]]:
         "adaptive_pool_3x3": AdaptivePool,
         "bounded_batch": lambda: Classifier(nn.Sequential(BasicBlock(8, 8), BasicBlock(8, 16, 2)), 16),
         **more_image_cases(),
+        **layer_form_image_cases(),
     }
 
 
@@ -284,6 +286,11 @@ def build_case(name: str, samples: int = 96, seed: int = 0) -> CnnCase:
         model, inputs = TallAudio(), generator.standard_normal((samples, AUDIO_SAMPLES)).astype(np.float32)
     elif name == "video_conv3d":
         model, inputs = VideoR2Plus1d(), generator.standard_normal((samples, *VIDEO)).astype(np.float32)
+    elif name in LAYER_FORM_SEQUENCE_CASES:
+        build, kind = LAYER_FORM_SEQUENCE_CASES[name]
+        model = build()
+        inputs = (generator.integers(0, TOKENS[1], (samples, TOKENS[0])).astype(np.int64) if kind == "tokens"
+                  else generator.standard_normal((samples, AUDIO_SAMPLES)).astype(np.float32))
     else:
         model = _image_cases()[name]()
         inputs = generator.standard_normal((samples, *IMAGE)).astype(np.float32)
@@ -291,7 +298,7 @@ def build_case(name: str, samples: int = 96, seed: int = 0) -> CnnCase:
     return CnnCase(name, teach(model.eval(), inputs, seed=seed), inputs, 64 if name == "bounded_batch" else None)
 
 
-CASE_NAMES = (*_image_cases(), "text_conv1d", "tall_audio", "video_conv3d")
+CASE_NAMES = (*_image_cases(), "text_conv1d", "tall_audio", "video_conv3d", *LAYER_FORM_SEQUENCE_CASES)
 
 
 def randomize_batch_norm(model: nn.Module, seed: int = 0) -> None:

@@ -2,9 +2,9 @@
 
 Every conv/linear whose weight is a `get_attr` starts a channel group: the channels of its output. The pass follows
 each tensor through ops that keep channels apart and tracks where the channels sit (`channel_layout.Layout`):
-activations, dropout, BatchNorm, depthwise convs (one filter per channel: its filters, bias entries and `groups`
-count go with the channels), pooling, upsampling and padding over other dimensions, softmax over another dimension,
-permutes and transposes (the channel axis moves), slicing other dimensions, reshapes that keep the channels
+activations, dropout, BatchNorm and InstanceNorm, depthwise convs (one filter per channel: its filters, bias entries
+and `groups` count go with the channels), pooling, upsampling and padding over other dimensions, softmax over another
+dimension, permutes and transposes (the channel axis moves), slicing other dimensions, reshapes that keep the channels
 together (flatten into a linear, `permute(0, 2, 1, 3).reshape(N, -1)`, squeeze/unsqueeze). It records who reads the
 channels (the next conv's or linear's input dimension, BatchNorm's per-channel parameters) and merges groups whose
 tensors meet in an elementwise op: a residual `add` makes the block's output channels and its shortcut channels one
@@ -50,8 +50,10 @@ _CHANNELWISE_UNARY = {
 }
 _ELEMENTWISE_BINARY = {"add", "add_", "sub", "mul", "div", "maximum", "minimum"}
 _REDUCTIONS = {"mean", "sum", "amax"}
+# per-channel normalizations whose args 1-4 are weight, bias, running mean and running variance (instance norm:
+# statistics per sample and channel, so channels stay apart as in BatchNorm; its running stats are usually None)
 _BATCH_NORMS = {"batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
-                "cudnn_batch_norm", "native_batch_norm"}
+                "cudnn_batch_norm", "native_batch_norm", "instance_norm"}
 _RESHAPES = {"view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze"}
 _LITERAL_SHAPES = {"view", "reshape", "_unsafe_view"}  # their size list may spell the channel count
 _POOLING = re.compile(r"^(adaptive_)?(max|avg|lp)_pool([123])d(_with_indices)?$")

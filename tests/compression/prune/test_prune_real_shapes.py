@@ -201,3 +201,41 @@ def test_a_dtype_cast_between_layers_does_not_freeze_their_channels():
     assert any(node.target is torch.ops.aten._assert_tensor_metadata.default for node in graph_module.graph.nodes)
     groups = {tuple(p.name for p in g.producers): g for g in find_channel_groups(graph_module)}
     assert groups[("first.weight",)].prunable, groups[("first.weight",)].frozen_because
+
+
+class _InstanceNormed(torch.nn.Module):
+    """Style-transfer layout: conv -> InstanceNorm2d(affine) -> ReLU twice, then a conv back to an image."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.norm1, self.norm2 = torch.nn.InstanceNorm2d(8, affine=True), torch.nn.InstanceNorm2d(8, affine=True)
+        self.out = torch.nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.relu(self.norm1(self.first(x)))
+        return self.out(torch.relu(self.norm2(self.second(x))))
+
+
+def test_instance_norm_keeps_channels_apart_and_loses_the_pruned_ones_affine_entries():
+    # InstanceNorm froze every group it read (style-transfer nets could not be pruned at all)
+    torch.manual_seed(0)
+    model = _InstanceNormed().eval()
+    example = (torch.randn(2, 3, 8, 8),)
+    graph_module = exported(model, example)
+    groups = {tuple(p.name for p in g.producers): g for g in find_channel_groups(graph_module)}
+    assert groups[("first.weight",)].prunable and groups[("second.weight",)].prunable
+    assert ("norm1.weight", 0) in {(s.name, s.dim) for s in groups[("first.weight",)].slices}
+    # a channel whose filter is zero is constant, which instance norm maps to its bias: 0 here, so relu gives 0 and
+    # removing those channels must not change the image
+    with torch.no_grad():
+        for conv, norm in (("first", "norm1"), ("second", "norm2")):
+            graph_module.get_submodule(conv).weight[::2] = 0
+            graph_module.get_parameter(f"{norm}.bias")[::2] = 0
+    images = torch.randn(3, 3, 8, 8)
+    expected = graph_module(images)
+    plans, _ = plan_structured(graph_module, 0.5, "l1")
+    prune_channels(graph_module, plans)
+    smaller = export_model(graph_module, example).module()
+    assert tuple(smaller.get_parameter("norm2.weight").shape) == (4,)
+    torch.testing.assert_close(smaller(images), expected, rtol=1e-5, atol=1e-5)
