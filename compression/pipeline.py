@@ -43,6 +43,7 @@ from compression.methods import apply_stage
 from compression.modes import eval_mode, evaluating
 from compression.output_kind import detect_output_kind
 from compression.ptq.addmm_linear import weight_products_as_linear
+from compression.ptq.computed_weights import store_factored_weights
 from compression.ptq.quantize import drop_unreferenced_tensors
 from compression.ptq.string_padding import even_conv_padding_in_place
 from compression.quality import QualityBudgetExceeded, quality_warnings
@@ -105,7 +106,8 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
                  uploaded_models: Mapping[str, str | Path] | None = None,
                  on_measured: Callable[[dict], None] | None = None,
                  known_baseline: dict | None = None,
-                 upload_outputs_file: str | Path | None = None) -> PipelineResult:
+                 upload_outputs_file: str | Path | None = None,
+                 keep_factored_weights: bool = False) -> PipelineResult:
     """Apply `stages` (StageSpecs) in order to the uploaded program; every stage starts from the previous model.
 
     The upload and the dataset are read under the archive rules and `limits` (`compression.archive`).
@@ -117,7 +119,9 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     `known_baseline`: the upload's metric, size and parameters measured on these inputs and evaluation settings
     by an earlier run; its evaluation is then skipped (its latency is always timed afresh, by the stages).
     `upload_outputs_file`: where the upload's outputs on the evaluation split are kept for later runs with the
-    same inputs and settings (`compression.upload_outputs`); read instead of running the upload when present."""
+    same inputs and settings (`compression.upload_outputs`); read instead of running the upload when present.
+    `keep_factored_weights`: leave weight-normed and spectral-normed layers' weights computed from their factors
+    (a Hugging Face folder's job: its architecture recomputes them, so stored ones could not be written back)."""
     workdir = Path(workdir)
     resolve_model = _file_resolver(dict(uploaded_models or {}), limits)
     ctx.progress("load", 0, 1)
@@ -131,6 +135,9 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     example_inputs = eval_split.head(EXAMPLE_BATCH).inputs
     reference = eval_mode(program.module())
     tie_shared_parameters(reference)  # else every stage's program stores a tied table twice
+    # weight-normed and spectral-normed layers compute their weight from stored factors: store it, so every
+    # method finds the layer
+    factored = [] if keep_factored_weights else store_factored_weights(reference)
     # A program decomposed to core ATen (`run_decompositions()`): its convolutions and linear layers as layer calls
     core_layers = core_aten_layers(reference)
     weight_products_as_linear(reference)  # Falcon's `x @ W.T` layers: linear layers for every method
@@ -167,6 +174,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     noted |= {"latency_batch_sizes_skipped": skipped} if skipped else {}
     noted |= {"ignored_arrays": dataset.ignored_arrays} if dataset.ignored_arrays else {}
     noted |= {"core_aten_layers": core_layers} if core_layers else {}
+    noted |= {"factored_weights_stored": factored} if factored else {}
 
     # The upload's latency is not timed here: each stage times it in alternation with its own model, and the
     # first of those timings becomes the baseline's.

@@ -1,4 +1,4 @@
-"""Layer weights that the graph computes from one parameter, computed once before quantization.
+"""Layer weights that the graph computes from parameters alone, computed once.
 
 Some layers do not read their weight as stored: BiT's convolutions standardize it first (a batch norm over the
 weight's own statistics). Both PTQ paths quantize layers whose weight is a stored tensor, so those layers stayed
@@ -8,9 +8,19 @@ Computed only where the parameter feeds nothing else, so nothing is stored twice
 weight-normed convolution (wav2vec2's positional convolution, direction and norm) stored in its direction would
 give that parameter another meaning, and the model's Hugging Face folder (whose architecture recomputes the weight
 from both) would no longer be writable; it stays float, as before.
+
+An uploaded `.pt2` has no folder to write back: `store_factored_weights`, run as such a job loads the upload, stores
+the weight of a layer under `torch.nn.utils.parametrizations.weight_norm` (WaveNet and HiFi-GAN vocoders, temporal
+conv nets: `_weight_norm(v, g)` in front of the conv) or `spectral_norm` (GAN discriminators: `W / (u . (W v))`)
+as the layer's own `weight`, which is what the parametrized module exposes in eager mode. Every method finds layers
+by a stored weight, so such an upload got nothing: int8 PTQ left 94 % of a weight-normed TCN float, iPQ, pruning
+and low-rank distillation found no layer. The program is the model in eval mode, where these weights are
+constants; trained methods then train the weight itself, as after `remove_parametrizations`.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 from torch import fx
@@ -20,9 +30,12 @@ from compression.graph_ops import returns_view
 from compression.quant.graph import CONVOLUTION_CALLS, LINEAR_OPS, get_tensor, set_tensor
 
 LAYER_OPS = CONVOLUTION_CALLS | LINEAR_OPS
+# op -> argument positions that hold a layer's weight and bias (an embedding's table comes first)
+_OPERANDS = {**{op: (1, 2) for op in LAYER_OPS}, torch.ops.aten.embedding.default: (0,)}
 # Ops whose value is not a function of their inputs alone
 _RANDOM = ("dropout", "rand", "bernoulli", "normal", "multinomial")
 # Ops that only move or copy values; most views are found by their schema (`_moves_values`)
+_MAX_FACTORED_STEPS = 64  # a parametrization is a handful of ops; a larger constant computation is not one
 _COPIES = {"clone", "contiguous", "_to_copy", "to", "reshape", "flatten", "unflatten", "detach", "lift_fresh_copy"}
 
 
@@ -104,3 +117,77 @@ def _read_elsewhere(graph_module: fx.GraphModule, cone: list[fx.Node]) -> bool:
     targets = {member.target for member in cone if member.op == "get_attr"}
     return any(node.op == "get_attr" and node.target in targets and node not in cone
                for node in graph_module.graph.nodes)
+
+
+def store_factored_weights(graph_module: fx.GraphModule) -> list[str]:
+    """Replace, in place, each conv/linear weight or bias and each embedding table that is computed from several
+    stored tensors (a parametrization's factors) by its value, stored as the layer's own attribute (`stem.weight`
+    for `stem.parametrizations.weight.original0/1`); returns the stored names. Left computed where something else
+    reads a factor or a step (it would be stored twice) and where the value takes more bytes than its factors (a
+    weight written as a low-rank product)."""
+    stored = []
+    with torch.no_grad():
+        for node in list(graph_module.graph.nodes):
+            positions = _OPERANDS.get(node.target, ()) if node.op == "call_function" else ()
+            for position in positions:
+                weight = node.args[position] if position < len(node.args) else None
+                if isinstance(weight, fx.Node) and weight.op == "call_function":
+                    name = _store_factored(graph_module, node, weight, "weight" if position < 2 else "bias")
+                    stored += [name] if name else []
+    if stored:
+        graph_module.graph.lint()
+        graph_module.recompile()
+    return stored
+
+
+def _store_factored(graph_module: fx.GraphModule, layer: fx.Node, weight: fx.Node, default: str) -> str | None:
+    cone = _cone(weight)
+    if cone is None or len(cone) > _MAX_FACTORED_STEPS or any(
+            user not in cone and user is not layer for member in cone for user in member.users) \
+            or _read_elsewhere(graph_module, cone):
+        return None
+    factors = [member for member in cone if member.op == "get_attr"]
+    if len(factors) < 2:
+        return None  # one parameter: `store_computed_weights`' case, at quantization
+    value = _evaluate(graph_module, cone)
+    tensors = [get_tensor(graph_module, member.target) for member in factors]
+    if not isinstance(value, torch.Tensor) or value.nbytes > sum(tensor.nbytes for tensor in tensors):
+        return None
+    owner, name = _attribute_for(graph_module, [member.target for member in factors], default)
+    if any(isinstance(tensor, torch.nn.Parameter) for tensor in tensors):
+        owner.register_parameter(name, torch.nn.Parameter(value.detach().clone()))
+    else:  # buffers alone (a fixed filterbank): still no parameter, as `stored_parameter` expects
+        owner.register_buffer(name, value.detach().clone())
+    path = next(path for path, module in graph_module.named_modules() if module is owner)
+    target = f"{path}.{name}" if path else name
+    with graph_module.graph.inserting_before(layer):
+        read = graph_module.graph.get_attr(target)
+    if "val" in weight.meta:
+        read.meta["val"] = weight.meta["val"]
+    layer.replace_input_with(weight, read)
+    for member in reversed(cone):  # the computation and its factors, now read by nothing
+        graph_module.graph.erase_node(member)
+    for factor in {member.target for member in factors}:
+        owner_path, _, leaf = factor.rpartition(".")
+        factor_owner = graph_module.get_submodule(owner_path) if owner_path else graph_module
+        factor_owner._parameters.pop(leaf, None)
+        factor_owner._buffers.pop(leaf, None)
+    return target
+
+
+def _attribute_for(graph_module: fx.GraphModule, factors: list[str], default: str) -> tuple[torch.nn.Module, str]:
+    """The module a parametrization sits on and the attribute it computes (`stem.parametrizations.weight.original0`
+    -> `stem`, `weight`); otherwise the innermost module holding every factor and `default`. A name in use gets a
+    `_stored` suffix."""
+    paths = [factor.split(".") for factor in factors]
+    cut = paths[0].index("parametrizations") if "parametrizations" in paths[0][:-2] else None
+    if cut is not None and all(path[:cut + 2] == paths[0][:cut + 2] for path in paths):
+        owner_path, name = paths[0][:cut], paths[0][cut + 1]
+    else:
+        owner_path = [parts[0] for parts in itertools.takewhile(lambda parts: len(set(parts)) == 1,
+                                                                zip(*(path[:-1] for path in paths)))]
+        name = default
+    owner = graph_module.get_submodule(".".join(owner_path)) if owner_path else graph_module
+    while hasattr(owner, name):
+        name = f"{name}_stored"
+    return owner, name
