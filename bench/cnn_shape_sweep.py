@@ -6,7 +6,7 @@ while one of its outputs (a second head the metric does not read) has a mean cos
 
     .venv/bin/python -m bench.cnn_shape_sweep                          # every case, every method
     .venv/bin/python -m bench.cnn_shape_sweep --cases unet,convnext --methods ptq,prune_structured
-    .venv/bin/python -m bench.cnn_shape_sweep --dtype bfloat16        # uploads stored in half precision
+    .venv/bin/python -m bench.cnn_shape_sweep --dtype bfloat16        # uploads stored in half precision (or float64)
     .venv/bin/python -m bench.cnn_shape_sweep --decomposed            # uploads lowered to core ATen
 """
 
@@ -134,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", help=f"comma-separated subset of {', '.join(CASE_NAMES)}")
     parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(method_specs())}")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "float64"], default="float32",
                         help="what the uploads' weights are stored in")
     parser.add_argument("--decomposed", action="store_true",
                         help="lower each upload to core ATen (`run_decompositions()`) before the job")

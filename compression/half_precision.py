@@ -1,11 +1,14 @@
-"""Models stored in float16 or bfloat16, as most Hugging Face checkpoints are, compressed in float32.
+"""Models stored in float16 or bfloat16, as most Hugging Face checkpoints are, or in float64 (a scientific model
+exported in double), compressed in float32.
 
 The int8 lowering, k-means, weight-only packing and quantizer training here are written for float32: a bfloat16
 model failed in them with dtype mismatches (x86 int8 convs fed a bfloat16 input, an int8 embedding's float32 rows
 meeting a bfloat16 layer norm), and float16 training overflowed. So every stage starts from a float32 copy of its
 model (`widened`): every half-precision weight, buffer and constant widened, every dtype the graph casts to or
 builds tensors in widened the same way, and half-precision inputs cast to float32 on entry, so the model still
-takes what the upload takes. Widening is exact. A quantizing stage's output keeps no float weights worth storing
+takes what the upload takes. Widening is exact. A float64 model is narrowed the same way (int8 PTQ failed on its
+double inputs, iPQ on a double matmul), within float32 rounding, which the stage's metrics measure against the
+upload; below, "half precision" stands for float64 too. A quantizing stage's output keeps no float weights worth storing
 in half precision (int8 or codes, plus float32 scales). A stage whose output is a float model (pruning,
 distillation into a float student) stores it in the upload's precision and computes it so (`stored_in`): the
 upload's size and speed.
@@ -20,13 +23,14 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
-HALF = (torch.float16, torch.bfloat16)
+# The precisions a stage computes in float32 rather than in
+NOT_FLOAT32 = (torch.float16, torch.bfloat16, torch.float64)
 
 
 def half_precision(model: torch.nn.Module) -> torch.dtype | None:
     """The half-precision dtype the model's floating weights are stored in, or None."""
     for tensor in (*model.parameters(), *model.buffers()):
-        if tensor.dtype in HALF:
+        if tensor.dtype in NOT_FLOAT32:
             return tensor.dtype
     return None
 
@@ -50,7 +54,7 @@ def in_float32(model: torch.nn.Module) -> torch.nn.Module:
         node.args = fx.node.map_aggregate(node.args, _widen_dtype)
         node.kwargs = fx.node.map_aggregate(node.kwargs, _widen_dtype)
         value = node.meta.get("val")
-        if node.op == "placeholder" and isinstance(value, torch.Tensor) and value.dtype in HALF:
+        if node.op == "placeholder" and isinstance(value, torch.Tensor) and value.dtype in NOT_FLOAT32:
             with graph.inserting_after(node):
                 cast = graph.call_function(torch.ops.aten._to_copy.default, (node,), {"dtype": torch.float32})
             cast.meta["val"] = value.float()
@@ -80,21 +84,21 @@ def _drop_float32_casts_after(graph: fx.Graph, is_source) -> None:
 
 
 def _widen_dtype(value):
-    return torch.float32 if isinstance(value, torch.dtype) and value in HALF else value
+    return torch.float32 if isinstance(value, torch.dtype) and value in NOT_FLOAT32 else value
 
 
 def _widen_traced(value):
-    return value.float() if isinstance(value, torch.Tensor) and value.dtype in HALF else value
+    return value.float() if isinstance(value, torch.Tensor) and value.dtype in NOT_FLOAT32 else value
 
 
 def _widen_tensors(module: torch.nn.Module) -> None:
     """Parameters and buffers in place, and tensor constants (plain tensor attributes read by get_attr nodes)."""
     for tensor in (*module.parameters(), *module.buffers()):
-        if tensor.dtype in HALF:
+        if tensor.dtype in NOT_FLOAT32:
             tensor.data = tensor.data.float()
     for node in module.graph.nodes:
         value = _read_tensor(module, node)
-        if value is not None and value.dtype in HALF:
+        if value is not None and value.dtype in NOT_FLOAT32:
             _replace_tensor(module, node, value.float())
 
 
@@ -227,7 +231,7 @@ def _drop_input_casts(graph: fx.Graph) -> None:
     """The casts `in_float32` put after half-precision inputs: the graph takes them as they come again."""
     def half_input(source: fx.Node) -> bool:
         value = source.meta.get("val")
-        return source.op == "placeholder" and isinstance(value, torch.Tensor) and value.dtype in HALF
+        return source.op == "placeholder" and isinstance(value, torch.Tensor) and value.dtype in NOT_FLOAT32
 
     _drop_float32_casts_after(graph, half_input)
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from compression import zoo
 from compression.distill.low_rank import low_rank_factorize
-from compression.half_precision import HALF, TakesHalfInputs, widened
+from compression.half_precision import NOT_FLOAT32, TakesHalfInputs, widened
 from compression.modes import evaluating
 from compression.prune.masks import WeightMasks, prunable_weights
 from compression.specs.distill import InputStudent, LayersStudent, LowRankStudent, UploadedStudent, ZooStudent
@@ -127,7 +127,7 @@ def _build(spec, teacher: nn.Module, task: Task, resolve_model: ModelResolver | 
         return Student(widened(model), {"kind": "layers", "layers": spec.layers})  # the folder's dtype: widened
     if isinstance(spec, ZooStudent):
         model = zoo.build(spec.architecture, **zoo_kwargs(spec, teacher, task))
-        if any(t.dtype in HALF for t in task.example_inputs):  # a half-precision upload's inputs
+        if any(t.dtype in NOT_FLOAT32 for t in task.example_inputs):  # a half-precision upload's inputs
             model = TakesHalfInputs(model)
         return Student(model, {"kind": "zoo", "architecture": spec.architecture, "width": spec.width,
                                "depth": spec.depth})

@@ -267,3 +267,15 @@ def test_a_layers_student_of_a_float16_folder_trains_in_float32(tmp_path):
     assert np.isfinite(stage.metrics["method_metrics"]["train"]["final_loss"])
     config_dtype, float_dtypes = _folder_dtypes(stage, tmp_path)
     assert config_dtype == "float16" and "F16" in float_dtypes, (config_dtype, float_dtypes)
+
+
+def test_a_float64_program_is_quantized_and_its_pruned_result_stays_float64(tmp_path):
+    """int8 PTQ failed on a double upload ("Expecting input to have dtype torch.float32"), iPQ on a double/float
+    matmul: stages compute on a float32 copy, as for half precision."""
+    pruned, quantized = _half_cnn_job(tmp_path / "int8", torch.float64,
+                                      [PruneSpec(sparsity=0.5), PTQSpec(calibration_samples=16)]).stages
+    download = load_program(next(a.path for a in pruned.artifacts if a.name == "pruned.pt2"))
+    assert {t.dtype for t in download.state_dict.values() if t.is_floating_point()} == {torch.float64}
+    assert quantized.metrics["method_metrics"]["quantized_layers"] == 5 and quantized.metrics["metric_points"] > 90
+    spec = IPQSpec(centroids=16, kmeans_iterations=2, training=FEW_STEPS, min_weights=0)
+    assert _half_cnn_job(tmp_path / "ipq", torch.float64, [spec]).stages[0].metrics["compression_ratio"] > 4
