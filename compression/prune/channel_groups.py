@@ -83,11 +83,15 @@ class Slice:
 
 @dataclass(frozen=True)
 class SizeLiteral:
-    """Position `index` of a view/reshape node's size list holds `per_channel` entries per group channel."""
+    """Position `index` of a view/reshape node's size list (argument `arg`: an unflatten's sizes come third) holds
+    `per_channel` entries per group channel. `infer`: the entry is a product with a symbolic size (the heads times
+    the dynamic batch that torch's MultiheadAttention views as one dimension); pruning writes -1 there."""
 
     node: fx.Node
     index: int
     per_channel: int
+    arg: int = 1
+    infer: bool = False
 
 
 @dataclass(frozen=True)

@@ -98,9 +98,11 @@ def prune_channels(model: fx.GraphModule, plans: list[GroupPlan]) -> None:
         for piece in plan.group.slices:
             removed.setdefault((piece.name, piece.dim), []).append(_indices(model, piece, plan.group.size, gone))
         for literal in plan.group.reshapes:  # a literal may count several groups' channels (after a concat)
-            sizes = list(literal.node.args[1])
-            sizes[literal.index] -= gone.numel() * literal.per_channel
-            literal.node.args = (literal.node.args[0], sizes, *literal.node.args[2:])
+            args = list(literal.node.args)
+            sizes = list(args[literal.arg])
+            sizes[literal.index] = -1 if literal.infer else sizes[literal.index] - gone.numel() * literal.per_channel
+            args[literal.arg] = sizes
+            literal.node.args = tuple(args)
         for cut in plan.group.cuts:  # a split may hold several groups' channels in one piece
             _, sizes = cut_sizes.setdefault(cut.node, (cut, list(cut.sizes)))
             sizes[cut.piece] -= gone.numel() * cut.per_channel

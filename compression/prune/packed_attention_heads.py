@@ -1,0 +1,118 @@
+"""Attention heads of `torch.nn.MultiheadAttention` (ViTs written with `nn.TransformerEncoderLayer`, torchvision's
+ViT, CLIP-style encoders), as channel groups.
+
+Its self-attention computes q, k and v with one packed projection (`in_proj_weight`, rows [q | k | v], each
+H heads of D rows) and splits them with ops `compression.prune.attention_heads` does not follow: `unflatten(-1,
+[3, E])`, an unsqueeze/transpose/squeeze, `select(0, i)`, then `view(L, N * H, D)` (the heads times the dynamic
+batch as one dimension), `transpose(0, 1)` and `view(N, H, L, D)`; after `scaled_dot_product_attention`,
+`permute(2, 0, 1, 3)` and `reshape(L * N, E)` into `out_proj`. That exact sequence (`F.multi_head_attention_forward`
+with `need_weights=False`, as `nn.TransformerEncoderLayer` calls it) is matched here. A head is D rows of each of
+the three thirds of `in_proj_weight` and its bias (`outer` 3) and D columns of `out_proj`; the literal E and H in
+the unflatten, views and reshape are rewritten, and the N * H product becomes -1. Anything else (separate q/k/v
+weights, attention weights returned, masks per head) is left alone: its heads are not pruned.
+"""
+
+from __future__ import annotations
+
+from torch import fx
+
+from compression.graph_ops import op_name
+from compression.prune.channel_groups import ChannelGroup, SizeLiteral, Slice
+from compression.prune.channel_layout import shape_of
+
+
+def packed_head_group(attention: fx.Node) -> ChannelGroup | None:
+    """The heads of the MultiheadAttention whose `scaled_dot_product_attention` is `attention`, or None."""
+    query_shape = shape_of(attention.args[0])
+    if query_shape is None or len(query_shape) != 4 or len(attention.args) > 3 or attention.kwargs.get("attn_mask") \
+            is not None or attention.kwargs.get("enable_gqa"):
+        return None
+    heads, head_dim = query_shape[1], query_shape[3]
+    if not isinstance(heads, int) or not isinstance(head_dim, int):
+        return None
+    literals, packed = [], set()
+    for position in range(3):
+        split = _split_heads(attention.args[position], position, heads, head_dim, literals)
+        if split is None:
+            return None
+        packed.add(split)
+    if len(packed) != 1:
+        return None
+    projection = _packed_projection(packed.pop(), heads * head_dim, head_dim, literals)
+    merged = _merged_heads(attention, heads * head_dim, head_dim, literals)
+    if projection is None or merged is None:
+        return None
+    group = ChannelGroup(heads, unit="heads", reshapes=literals)
+    weight = Slice(projection.args[1].target, 0, head_dim, outer=3)
+    group.producers.append(weight)
+    group.slices += [weight, Slice(merged.args[1].target, 1, head_dim)]
+    if len(projection.args) > 2 and isinstance(projection.args[2], fx.Node):
+        group.slices.append(Slice(projection.args[2].target, 0, head_dim, outer=3))
+    return group
+
+
+def _is(node, name: str, *args) -> bool:
+    return (isinstance(node, fx.Node) and node.op == "call_function" and op_name(node) == name
+            and tuple(node.args[1:1 + len(args)]) == args)
+
+
+def _sole_user(node: fx.Node) -> fx.Node | None:
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def _split_heads(per_head: fx.Node, position: int, heads: int, head_dim: int,
+                 literals: list[SizeLiteral]) -> fx.Node | None:
+    """`view(transpose(view(select(packed, 0, position), [L, N * H, D]), 0, 1), [N, H, L, D])` -> packed."""
+    if not _is(per_head, "view") or _sole_user(per_head) is None:
+        return None
+    transposed = per_head.args[0]
+    if not _is(transposed, "transpose", 0, 1) or _sole_user(transposed) is None:
+        return None
+    folded = transposed.args[0]
+    if not _is(folded, "view") or _sole_user(folded) is None:
+        return None
+    selected = folded.args[0]
+    if not _is(selected, "select", 0, position) or _sole_user(selected) is None:
+        return None
+    outer_sizes, inner_sizes = list(per_head.args[1]), list(folded.args[1])
+    if len(outer_sizes) != 4 or outer_sizes[1] != heads or outer_sizes[3] != head_dim \
+            or len(inner_sizes) != 3 or inner_sizes[2] != head_dim:
+        return None
+    literals += [SizeLiteral(per_head, 1, 1), SizeLiteral(folded, 1, 0, infer=True)]
+    return selected.args[0]
+
+
+def _packed_projection(packed: fx.Node, width: int, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
+    """`contiguous(squeeze(transpose(unsqueeze(unflatten(linear, -1, [3, E]), 0), 0, -2), -2))` -> the linear."""
+    node = packed
+    for name, args in (("contiguous", ()), ("squeeze", (-2,)), ("transpose", (0, -2)), ("unsqueeze", (0,))):
+        if not _is(node, name, *args) or (node is not packed and _sole_user(node) is None):
+            return None
+        node = node.args[0]
+    if not _is(node, "unflatten", -1, [3, width]) or _sole_user(node) is None:
+        return None
+    projection = node.args[0]
+    if not _is(projection, "linear") or _sole_user(projection) is None or not _stored(projection):
+        return None
+    literals.append(SizeLiteral(node, 1, head_dim, arg=2))
+    return projection
+
+
+def _merged_heads(attention: fx.Node, width: int, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
+    """`linear(reshape(permute(attention, [2, 0, 1, 3]), [L * N, E]), out_proj)` -> that linear."""
+    permuted = _sole_user(attention)
+    if not _is(permuted, "permute", [2, 0, 1, 3]) or _sole_user(permuted) is None:
+        return None
+    merged = _sole_user(permuted)
+    if not (_is(merged, "reshape") or _is(merged, "view")) or merged.args[0] is not permuted \
+            or len(merged.args[1]) != 2 or merged.args[1][1] != width:
+        return None
+    output = _sole_user(merged)
+    if not _is(output, "linear") or output.args[0] is not merged or not _stored(output):
+        return None
+    literals.append(SizeLiteral(merged, 1, head_dim))
+    return output
+
+
+def _stored(linear: fx.Node) -> bool:
+    return all(isinstance(arg, fx.Node) and arg.op == "get_attr" for arg in linear.args[1:3])

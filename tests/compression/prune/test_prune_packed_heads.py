@@ -1,0 +1,49 @@
+"""Heads of torch.nn.MultiheadAttention (packed q/k/v projection), as nn.TransformerEncoderLayer runs it."""
+
+import torch
+from torch import nn
+
+from compression.io import export_model
+from compression.prune.attention_heads import find_head_groups
+from compression.prune.structured import plan_structured, prune_channels
+from tests.compression.prune.conftest import exported
+
+
+class _Encoder(nn.Module):
+    def __init__(self, dim: int = 32, heads: int = 4):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, tokens):
+        return self.head(self.encoder(tokens).mean(1))
+
+
+def test_multihead_attention_loses_whole_heads_and_zeroed_ones_leave_outputs_unchanged():
+    # its heads were never found: the packed projection's unflatten/select and the view of N * H froze them
+    torch.manual_seed(0)
+    example = (torch.randn(2, 5, 32),)
+    graph_module = exported(_Encoder().eval(), example)
+    heads = find_head_groups(graph_module)
+    assert [group.producers[0].name for group in heads] == [
+        f"encoder.layers.{i}.self_attn.in_proj_weight" for i in range(2)]
+    # heads 0 and 2 of every layer compute nothing: zero q, k and v rows and the output columns they feed
+    with torch.no_grad():
+        for i in range(2):
+            attention = graph_module.get_submodule(f"encoder.layers.{i}.self_attn")
+            for head in (0, 2):
+                for third in range(3):
+                    rows = slice(third * 32 + head * 8, third * 32 + head * 8 + 8)
+                    attention.in_proj_weight[rows] = 0
+                    attention.in_proj_bias[rows] = 0
+                attention.out_proj.weight[:, head * 8:head * 8 + 8] = 0
+    tokens = torch.randn(3, 5, 32)  # another batch: the N * H view is -1 now
+    expected = graph_module(tokens)
+    plans, _ = plan_structured(graph_module, 0.5, "l2", exclude=["encoder.layers.*.linear1.weight"])
+    assert sorted((plan.group.unit, plan.keep.tolist()) for plan in plans) == [("heads", [1, 3])] * 2
+    prune_channels(graph_module, plans)
+    smaller = export_model(graph_module, example).module()
+    assert tuple(smaller.get_parameter("encoder.layers.0.self_attn.in_proj_weight").shape) == (48, 32)
+    assert tuple(smaller.get_parameter("encoder.layers.1.self_attn.out_proj.weight").shape) == (32, 16)
+    torch.testing.assert_close(smaller(tokens), expected, rtol=1e-5, atol=1e-5)
