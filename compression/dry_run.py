@@ -42,6 +42,23 @@ class DryRunFailed(ValueError):
     """A stage cannot run on this model and data; the message says which stage and why."""
 
 
+def _already_quantized(model: nn.Module) -> str:
+    """What to say when the upload is a quantized artifact (a job's own int8 download uploaded again): the methods
+    read float weights, and their own errors ("no layer", "no channel group") do not say why there are none."""
+    from compression.ptq.quantize import quantized_layer_count
+
+    layers = quantized_layer_count(model) if isinstance(model, torch.fx.GraphModule) else 0
+    return (f" (the upload is already quantized: {layers} of its layers hold int8 weights, which no method "
+            "compresses again; upload the float model, with the stages that read float weights before `ptq` in "
+            "one job)") if layers else ""
+
+
+def _float_layers(model: nn.Module) -> list:
+    from compression.quant.graph import find_layers
+
+    return find_layers(model)
+
+
 def _rows(task: Task) -> Task:
     return replace(task, example_inputs=tuple(t[:DRY_ROWS] for t in task.example_inputs))
 
@@ -212,6 +229,7 @@ def dry_run(stages: list, model: nn.Module, task: Task, ctx: RunContext) -> dict
         raise DryRunFailed("dry run: " + "; ".join(problems))
     task = _rows(task)
     model = widened(model)  # what every stage computes with (`compression.half_precision`); checks leave it as is
+    quantized = _already_quantized(model)
     report: dict = {}
     upload_shapes = True  # whether the stages so far hand on a model of the upload's architecture
     ctx.progress("dry_run", 0, len(stages))
@@ -224,13 +242,15 @@ def dry_run(stages: list, model: nn.Module, task: Task, ctx: RunContext) -> dict
         else:
             started = time.monotonic()
             try:
+                if quantized and spec.method == "ptq" and not _float_layers(model):
+                    raise ValueError("no conv or linear layer is left in float to quantize")
                 details = check(spec, model, task, ctx)
             except Cancelled:
                 raise
             except Exception as exc:  # whatever the method would hit later: a user error of this model and spec
                 reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
                 raise DryRunFailed(f"dry run: stage {index} ({spec.method}) cannot run on this model: "
-                                   f"{reason}"[:4000]) from exc
+                                   f"{reason[:3500]}{quantized}") from exc
             report[name] = {**details, "time_s": round(time.monotonic() - started, 3)}
         upload_shapes = upload_shapes and (spec.method in SAME_ARCHITECTURE or (
             spec.method == "prune" and spec.kind == "unstructured"))

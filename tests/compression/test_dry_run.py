@@ -75,3 +75,21 @@ def test_a_job_that_can_run_reports_what_its_dry_run_checked(files, tmp_path):
     assert checked["0:prune"]["checked"] == "prunable weights found"
     # after an unstructured prune the model keeps the upload's architecture, so the int8 stage was checked too
     assert checked["1:ptq"]["observers"] >= 2 and "time_s" in checked["1:ptq"]  # the input and the output
+
+
+@pytest.mark.parametrize("stage", [PTQSpec(calibration_samples=16), PruneSpec(kind="structured", sparsity=0.25),
+                                   IPQSpec()], ids=["ptq", "prune", "ipq"])
+def test_a_quantized_download_uploaded_again_is_refused_with_why(tmp_path, stage):
+    """A job's int8 model uploaded again: int8 PTQ "succeeded" 0.92x larger, the other methods said "no layer" or
+    "no channel group" without saying that its layers are int8 already."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 16)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    save_program(export_model(model, (x[:8],)), tmp_path / "float.pt2")
+    np.savez(tmp_path / "d.npz", **{"train.x": x[:48].numpy(), "val.x": x[48:].numpy()})
+    first = run_pipeline(tmp_path / "float.pt2", tmp_path / "d.npz", [PTQSpec(calibration_samples=16)],
+                         EvaluationSpec(latency=False), RunContext(), tmp_path / "first")
+    download = next(artifact.path for artifact in first.stages[0].artifacts if artifact.path.suffix == ".pt2")
+    with pytest.raises(DryRunFailed, match="the upload is already quantized: 3 of its layers hold int8 weights"):
+        run_pipeline(download, tmp_path / "d.npz", [stage], EvaluationSpec(latency=False), RunContext(),
+                     tmp_path / "again")
