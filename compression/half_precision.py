@@ -6,12 +6,14 @@ model failed in them with dtype mismatches (x86 int8 convs fed a bfloat16 input,
 meeting a bfloat16 layer norm), and float16 training overflowed. So every stage starts from a float32 copy of its
 model (`widened`): every half-precision weight, buffer and constant widened, every dtype the graph casts to or
 builds tensors in widened the same way, and half-precision inputs cast to float32 on entry, so the model still
-takes what the upload takes. Widening is exact. A float64 model is narrowed the same way (int8 PTQ failed on its
-double inputs, iPQ on a double matmul), within float32 rounding, which the stage's metrics measure against the
-upload; below, "half precision" stands for float64 too. A quantizing stage's output keeps no float weights worth storing
+takes what the upload takes. Widening is exact. A quantizing stage's output keeps no float weights worth storing
 in half precision (int8 or codes, plus float32 scales). A stage whose output is a float model (pruning,
 distillation into a float student) stores it in the upload's precision and computes it so (`stored_in`): the
 upload's size and speed.
+
+A float64 model is narrowed the same way (int8 PTQ failed on its double inputs, iPQ on a double matmul), within
+float32 rounding, which the stage's metrics measure against the upload; below, "half precision" stands for float64
+too.
 """
 
 from __future__ import annotations

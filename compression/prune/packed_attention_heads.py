@@ -84,6 +84,8 @@ def _split_heads(per_head: fx.Node, position: int, heads: int, head_dim: int,
 
 def _packed_projection(packed: fx.Node, width: int, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
     """`contiguous(squeeze(transpose(unsqueeze(unflatten(linear, -1, [3, E]), 0), 0, -2), -2))` -> the linear."""
+    if len(packed.users) != 3:  # the three selects alone: anything else reading the packed q/k/v would break
+        return None
     node = packed
     for name, args in (("contiguous", ()), ("squeeze", (-2,)), ("transpose", (0, -2)), ("unsqueeze", (0,))):
         if not _is(node, name, *args) or (node is not packed and _sole_user(node) is None):
