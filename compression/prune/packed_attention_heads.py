@@ -10,6 +10,11 @@ with `need_weights=False`, as `nn.TransformerEncoderLayer` calls it) is matched 
 the three thirds of `in_proj_weight` and its bias (`outer` 3) and D columns of `out_proj`; the literal E and H in
 the unflatten, views and reshape are rewritten, and the N * H product becomes -1. Anything else (separate q/k/v
 weights, attention weights returned, masks per head) is left alone: its heads are not pruned.
+
+timm's ViT attention (and code written like it) packs q, k and v the same way and splits them otherwise:
+`reshape(B, N, 3, H, D)`, `permute(2, 0, 3, 1, 4)` and `unbind(0)` (or `select(0, i)`), an optional LayerNorm over
+each head's D values (`qk_norm`), and after the attention `transpose(1, 2)` and `reshape(B, N, E)` into `proj`;
+that sequence is matched too (`unbound_head_group`), with the same slices, and the H and E literals rewritten.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from compression.prune.channel_layout import shape_of
 
 
 def packed_head_group(attention: fx.Node) -> ChannelGroup | None:
-    """The heads of the MultiheadAttention whose `scaled_dot_product_attention` is `attention`, or None."""
+    """The heads of the packed-projection attention (torch's MultiheadAttention or timm's) whose
+    `scaled_dot_product_attention` is `attention`, or None."""
     query_shape = shape_of(attention.args[0])
     if query_shape is None or len(query_shape) != 4 or len(attention.args) > 3 or attention.kwargs.get("attn_mask") \
             is not None or attention.kwargs.get("enable_gqa"):
@@ -30,6 +36,21 @@ def packed_head_group(attention: fx.Node) -> ChannelGroup | None:
     heads, head_dim = query_shape[1], query_shape[3]
     if not isinstance(heads, int) or not isinstance(head_dim, int):
         return None
+    return _multihead_group(attention, heads, head_dim) or _unbound_group(attention, heads, head_dim)
+
+
+def _group(heads: int, head_dim: int, projection: fx.Node, output: fx.Node, literals: list) -> ChannelGroup:
+    """A head: D rows of each third of the packed projection's weight and bias, D columns of the output's."""
+    group = ChannelGroup(heads, unit="heads", reshapes=literals)
+    weight = Slice(projection.args[1].target, 0, head_dim, outer=3)
+    group.producers.append(weight)
+    group.slices += [weight, Slice(output.args[1].target, 1, head_dim)]
+    if len(projection.args) > 2 and isinstance(projection.args[2], fx.Node):
+        group.slices.append(Slice(projection.args[2].target, 0, head_dim, outer=3))
+    return group
+
+
+def _multihead_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGroup | None:
     literals, packed = [], set()
     for position in range(3):
         split = _split_heads(attention.args[position], position, heads, head_dim, literals)
@@ -42,13 +63,61 @@ def packed_head_group(attention: fx.Node) -> ChannelGroup | None:
     merged = _merged_heads(attention, heads * head_dim, head_dim, literals)
     if projection is None or merged is None:
         return None
-    group = ChannelGroup(heads, unit="heads", reshapes=literals)
-    weight = Slice(projection.args[1].target, 0, head_dim, outer=3)
-    group.producers.append(weight)
-    group.slices += [weight, Slice(merged.args[1].target, 1, head_dim)]
-    if len(projection.args) > 2 and isinstance(projection.args[2], fx.Node):
-        group.slices.append(Slice(projection.args[2].target, 0, head_dim, outer=3))
-    return group
+    return _group(heads, head_dim, projection, merged, literals)
+
+
+def _unbound_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGroup | None:
+    """timm's layout: `linear -> reshape(B, N, 3, H, D) -> permute(2, 0, 3, 1, 4) -> unbind(0)[i]` (or
+    `select(0, i)`) -> [LayerNorm over D] -> attention -> `transpose(1, 2) -> reshape(B, N, E) -> linear`."""
+    pieces = [_through_head_norm(attention.args[position], head_dim) for position in range(3)]
+    if any(piece is None for piece in pieces):
+        return None
+    if all(_is(piece, "getitem") for piece in pieces):
+        unbound = {piece.args[0] for piece in pieces}
+        if [piece.args[1] for piece in pieces] != [0, 1, 2] or len(unbound) != 1:
+            return None
+        unbound = unbound.pop()
+        if not _is(unbound, "unbind") or unbound.args[1:] not in ((), (0,)) or len(unbound.users) != 3:
+            return None
+        permuted = unbound.args[0]
+        if _sole_user(permuted) is None:
+            return None
+    elif all(_is(piece, "select", 0, position) for position, piece in enumerate(pieces)):
+        permuted = pieces[0].args[0]
+        if any(piece.args[0] is not permuted for piece in pieces) or len(permuted.users) != 3:
+            return None
+    else:
+        return None
+    if any(_sole_user(piece) is None for piece in pieces) or not _is(permuted, "permute", [2, 0, 3, 1, 4]):
+        return None
+    split = permuted.args[0]
+    if not (_is(split, "reshape") or _is(split, "view")) or _sole_user(split) is None:
+        return None
+    sizes = list(split.args[1])
+    if len(sizes) != 5 or sizes[2:] != [3, heads, head_dim]:
+        return None
+    projection = split.args[0]
+    if not _is(projection, "linear") or _sole_user(projection) is None or not _stored(projection):
+        return None
+    transposed = _sole_user(attention)
+    if not _is(transposed, "transpose", 1, 2) or _sole_user(transposed) is None:
+        return None
+    merged = _sole_user(transposed)
+    if not (_is(merged, "reshape") or _is(merged, "view")) or len(merged.args[1]) != 3 \
+            or merged.args[1][2] != heads * head_dim:
+        return None
+    output = _sole_user(merged)
+    if not _is(output, "linear") or output.args[0] is not merged or not _stored(output):
+        return None
+    literals = [SizeLiteral(split, 3, 1), SizeLiteral(merged, 2, head_dim)]
+    return _group(heads, head_dim, projection, output, literals)
+
+
+def _through_head_norm(node, head_dim: int):
+    """The input of a LayerNorm over each head's D values (timm's qk_norm), else `node`."""
+    if _is(node, "layer_norm") and list(node.args[1]) == [head_dim] and _sole_user(node) is not None:
+        return node.args[0]
+    return node
 
 
 def _is(node, name: str, *args) -> bool:

@@ -1,5 +1,6 @@
 """Heads of torch.nn.MultiheadAttention (packed q/k/v projection), as nn.TransformerEncoderLayer runs it."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -46,4 +47,45 @@ def test_multihead_attention_loses_whole_heads_and_zeroed_ones_leave_outputs_unc
     smaller = export_model(graph_module, example).module()
     assert tuple(smaller.get_parameter("encoder.layers.0.self_attn.in_proj_weight").shape) == (48, 32)
     assert tuple(smaller.get_parameter("encoder.layers.1.self_attn.out_proj.weight").shape) == (32, 16)
+    torch.testing.assert_close(smaller(tokens), expected, rtol=1e-5, atol=1e-5)
+
+
+class _TimmAttention(nn.Module):
+    """timm's ViT attention: one qkv linear, reshape(B, N, 3, H, D), permute, unbind, per-head q/k LayerNorm."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, unbind: bool = True):
+        super().__init__()
+        self.heads, self.unbind = heads, unbind
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.q_norm, self.k_norm = nn.LayerNorm(dim // heads), nn.LayerNorm(dim // heads)
+
+    def forward(self, x):
+        batch, tokens, width = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0) if self.unbind else (qkv[0], qkv[1], qkv[2])
+        x = nn.functional.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
+        return self.proj(x.transpose(1, 2).reshape(batch, tokens, width))
+
+
+@pytest.mark.parametrize("unbind", [True, False], ids=["unbind", "select"])
+def test_timm_style_packed_attention_loses_whole_heads(unbind):
+    torch.manual_seed(0)
+    example = (torch.randn(2, 5, 32),)
+    graph_module = exported(nn.Sequential(_TimmAttention(unbind=unbind), nn.GELU(), nn.Linear(32, 3)).eval(),
+                            example)
+    assert [group.producers[0].name for group in find_head_groups(graph_module)] == ["0.qkv.weight"]
+    with torch.no_grad():
+        attention = graph_module.get_submodule("0")
+        for head in (1, 2):
+            for third in range(3):
+                attention.qkv.weight[third * 32 + head * 8:third * 32 + head * 8 + 8] = 0
+                attention.qkv.bias[third * 32 + head * 8:third * 32 + head * 8 + 8] = 0
+            attention.proj.weight[:, head * 8:head * 8 + 8] = 0
+    tokens = torch.randn(3, 5, 32)
+    expected = graph_module(tokens)
+    plans, _ = plan_structured(graph_module, 0.5, "l2", exclude=["0.proj.weight"])
+    assert [(plan.group.unit, plan.keep.tolist()) for plan in plans] == [("heads", [0, 3])]
+    prune_channels(graph_module, plans)
+    smaller = export_model(graph_module, example).module()
+    assert tuple(smaller.get_parameter("0.qkv.weight").shape) == (48, 32)
     torch.testing.assert_close(smaller(tokens), expected, rtol=1e-5, atol=1e-5)
