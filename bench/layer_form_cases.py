@@ -1,6 +1,7 @@
 """Layer forms real checkpoints carry that the CNN families in `bench.cnn_families` do not: weights computed in
 the graph by a parametrization (weight norm in WaveNet/HiFi-GAN-style vocoders and TCNs, spectral norm in GAN
-discriminators), instance normalization (style transfer), an LSTM over token embeddings, a ViT built from
+discriminators), weights standardized at every call (timm's `StdConv2d` in BiT/ResNetV2, `ScaledStdConv2d` with a
+gain in NFNets), instance normalization (style transfer), an LSTM over token embeddings, a ViT built from
 `nn.TransformerEncoderLayer` with a class token and a learned position table, and Swin's shifted windows
 (`torch.roll`, window partition reshapes). Toy widths, random init, never downloaded.
 """
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from bench.cnn_blocks import CLASSES, IMAGE
+from bench.cnn_blocks import CLASSES, IMAGE, Classifier
 
 TOKENS = (24, 50)  # sequence length, vocabulary
 
@@ -51,6 +52,37 @@ class SpectralNormDiscriminator(nn.Module):
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)
         return self.head(x.flatten(1))
+
+
+class StdConv2d(nn.Conv2d):
+    """timm's weight-standardized conv (BiT, ResNetV2): each filter normalized to zero mean and unit variance by a
+    batch norm over the weight itself, at every call."""
+
+    def forward(self, x):
+        weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True,
+                              momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class ScaledStdConv2d(nn.Conv2d):
+    """timm's NFNet conv: the standardized filter times a learned per-filter gain (a second parameter)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(torch.rand(self.out_channels, 1, 1, 1) + 0.5)
+        self.scale = self.weight[0].numel() ** -0.5
+
+    def forward(self, x):
+        weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                              weight=(self.gain * self.scale).view(-1), training=True, momentum=0.0,
+                              eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def standardized_convs() -> nn.Module:
+    return Classifier(nn.Sequential(
+        StdConv2d(8, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(),
+        ScaledStdConv2d(16, 16, 3, 2, 1), nn.ReLU(), ScaledStdConv2d(16, 16, 3, padding=1), nn.ReLU()), 16)
 
 
 class StyleTransfer(nn.Module):
@@ -150,8 +182,8 @@ class TinySwin(nn.Module):
 
 
 def layer_form_image_cases() -> dict:
-    return {"spectral_norm_gan": SpectralNormDiscriminator, "instance_norm_style": StyleTransfer,
-            "vit_encoder_layers": TinyVit, "swin_windows": TinySwin}
+    return {"spectral_norm_gan": SpectralNormDiscriminator, "standardized_convs": standardized_convs,
+            "instance_norm_style": StyleTransfer, "vit_encoder_layers": TinyVit, "swin_windows": TinySwin}
 
 
 # Cases whose input is not an image: name -> (builder, input kind); `bench.cnn_families.build_case` draws them.

@@ -120,8 +120,9 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     by an earlier run; its evaluation is then skipped (its latency is always timed afresh, by the stages).
     `upload_outputs_file`: where the upload's outputs on the evaluation split are kept for later runs with the
     same inputs and settings (`compression.upload_outputs`); read instead of running the upload when present.
-    `keep_factored_weights`: leave weight-normed and spectral-normed layers' weights computed from their factors
-    (a Hugging Face folder's job: its architecture recomputes them, so stored ones could not be written back)."""
+    `keep_factored_weights`: leave layer weights that the graph computes from several parameters (weight norm,
+    spectral norm) computed: a Hugging Face folder's job, whose architecture recomputes them from their factors,
+    so that stored ones could not be written back to its folder."""
     workdir = Path(workdir)
     resolve_model = _file_resolver(dict(uploaded_models or {}), limits)
     ctx.progress("load", 0, 1)
@@ -135,8 +136,9 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     example_inputs = eval_split.head(EXAMPLE_BATCH).inputs
     reference = eval_mode(program.module())
     tie_shared_parameters(reference)  # else every stage's program stores a tied table twice
-    # weight-normed and spectral-normed layers compute their weight from stored factors: store it, so every
-    # method finds the layer
+    # Weight-normed and spectral-normed layers compute their weight from stored factors: it is stored, so every
+    # method finds the layer. (One-parameter computed weights wait for int8 PTQ: BiT's standardized filters, stored
+    # for every method, have unit variance, and global magnitude pruning then emptied its classifier instead.)
     factored = [] if keep_factored_weights else store_factored_weights(reference)
     # A program decomposed to core ATen (`run_decompositions()`): its convolutions and linear layers as layer calls
     core_layers = core_aten_layers(reference)
