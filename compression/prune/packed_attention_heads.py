@@ -186,4 +186,7 @@ def _merged_heads(attention: fx.Node, width: int, head_dim: int, literals: list[
 
 
 def _stored(linear: fx.Node) -> bool:
-    return all(isinstance(arg, fx.Node) and arg.op == "get_attr" for arg in linear.args[1:3])
+    """A linear layer with its own weight, and its own bias or none (`bias=False`)."""
+    weight, bias = linear.args[1], linear.args[2] if len(linear.args) > 2 else None
+    return isinstance(weight, fx.Node) and weight.op == "get_attr" and (
+        bias is None or isinstance(bias, fx.Node) and bias.op == "get_attr")

@@ -89,3 +89,19 @@ def test_timm_style_packed_attention_loses_whole_heads(unbind):
     smaller = export_model(graph_module, example).module()
     assert tuple(smaller.get_parameter("0.qkv.weight").shape) == (48, 32)
     torch.testing.assert_close(smaller(tokens), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_multihead_attention_without_biases_has_its_heads_found():
+    attention = nn.MultiheadAttention(32, 4, bias=False, batch_first=True)
+
+    class SelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention, self.head = attention, nn.Linear(32, 3)
+
+        def forward(self, x):
+            return self.head(self.attention(x, x, x, need_weights=False)[0].mean(1))
+
+    graph_module = exported(SelfAttention().eval(), (torch.randn(2, 5, 32),))
+    groups = find_head_groups(graph_module)
+    assert [(group.producers[0].name, group.size) for group in groups] == [("attention.in_proj_weight", 4)]
