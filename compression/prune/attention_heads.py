@@ -5,8 +5,9 @@ layers that produce them (through the `view(N, S, H, D)` and `transpose(1, 2)` t
 forward to the linear that reads it (through the transpose and reshape that merge heads). A head is then D rows of
 the q, k and v weights and biases and D columns of the output projection; literal head counts in the views are
 rewritten (the `-1` that Hugging Face models write needs nothing). `torch.nn.MultiheadAttention`'s packed q/k/v
-projection is `compression.prune.packed_attention_heads`'. Attention written as matmul + softmax, grouped query
-attention and per-head masks are left alone.
+projection is `compression.prune.packed_attention_heads`' (called with `need_weights=True`, which computes the
+attention with `bmm` and `softmax`: `compression.prune.folded_attention_heads`'). Other attention written as
+matmul + softmax, grouped query attention and per-head masks are left alone.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import fx
 from compression.graph_ops import op_name
 from compression.prune.channel_groups import ChannelGroup, SizeLiteral, Slice
 from compression.prune.channel_layout import Layout, permuted, regroup, shape_of, transposed
+from compression.prune.folded_attention_heads import folded_head_group
 from compression.prune.packed_attention_heads import packed_head_group
 
 _MOVES = {"view", "reshape", "_unsafe_view", "transpose", "permute", "contiguous", "clone", "alias"}
@@ -29,8 +31,11 @@ def find_head_groups(graph_module: fx.GraphModule) -> list[ChannelGroup]:
     for node in graph_module.graph.nodes:
         if node.op == "call_function" and op_name(node) == "scaled_dot_product_attention":
             group = _head_group(node) or packed_head_group(node)
-            if group is None:
-                continue
+        elif node.op == "call_function" and op_name(node) in ("softmax", "_softmax"):
+            group = folded_head_group(node)  # MultiheadAttention returning its weights: bmm and softmax
+        else:
+            continue
+        if group is not None:
             same_weights = groups.setdefault(frozenset(group.slices), group)
             if same_weights is not group:
                 same_weights.reshapes += group.reshapes

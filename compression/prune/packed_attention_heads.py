@@ -39,7 +39,7 @@ def packed_head_group(attention: fx.Node) -> ChannelGroup | None:
     return _multihead_group(attention, heads, head_dim) or _unbound_group(attention, heads, head_dim)
 
 
-def _group(heads: int, head_dim: int, projection: fx.Node, output: fx.Node, literals: list) -> ChannelGroup:
+def head_group(heads: int, head_dim: int, projection: fx.Node, output: fx.Node, literals: list) -> ChannelGroup:
     """A head: D rows of each third of the packed projection's weight and bias, D columns of the output's."""
     group = ChannelGroup(heads, unit="heads", reshapes=literals)
     weight = Slice(projection.args[1].target, 0, head_dim, outer=3)
@@ -59,11 +59,11 @@ def _multihead_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGr
         packed.add(split)
     if len(packed) != 1:
         return None
-    projection = _packed_projection(packed.pop(), heads * head_dim, head_dim, literals)
+    projection = packed_projection(packed.pop(), heads * head_dim, head_dim, literals)
     merged = _merged_heads(attention, heads * head_dim, head_dim, literals)
     if projection is None or merged is None:
         return None
-    return _group(heads, head_dim, projection, merged, literals)
+    return head_group(heads, head_dim, projection, merged, literals)
 
 
 def _unbound_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGroup | None:
@@ -72,98 +72,106 @@ def _unbound_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGrou
     pieces = [_through_head_norm(attention.args[position], head_dim) for position in range(3)]
     if any(piece is None for piece in pieces):
         return None
-    if all(_is(piece, "getitem") for piece in pieces):
+    if all(is_call(piece, "getitem") for piece in pieces):
         unbound = {piece.args[0] for piece in pieces}
         if [piece.args[1] for piece in pieces] != [0, 1, 2] or len(unbound) != 1:
             return None
         unbound = unbound.pop()
-        if not _is(unbound, "unbind") or unbound.args[1:] not in ((), (0,)) or len(unbound.users) != 3:
+        if not is_call(unbound, "unbind") or unbound.args[1:] not in ((), (0,)) or len(unbound.users) != 3:
             return None
         permuted = unbound.args[0]
-        if _sole_user(permuted) is None:
+        if sole_user(permuted) is None:
             return None
-    elif all(_is(piece, "select", 0, position) for position, piece in enumerate(pieces)):
+    elif all(is_call(piece, "select", 0, position) for position, piece in enumerate(pieces)):
         permuted = pieces[0].args[0]
         if any(piece.args[0] is not permuted for piece in pieces) or len(permuted.users) != 3:
             return None
     else:
         return None
-    if any(_sole_user(piece) is None for piece in pieces) or not _is(permuted, "permute", [2, 0, 3, 1, 4]):
+    if any(sole_user(piece) is None for piece in pieces) or not is_call(permuted, "permute", [2, 0, 3, 1, 4]):
         return None
     split = permuted.args[0]
-    if not (_is(split, "reshape") or _is(split, "view")) or _sole_user(split) is None:
+    if not (is_call(split, "reshape") or is_call(split, "view")) or sole_user(split) is None:
         return None
     sizes = list(split.args[1])
     if len(sizes) != 5 or sizes[2:] != [3, heads, head_dim]:
         return None
     projection = split.args[0]
-    if not _is(projection, "linear") or _sole_user(projection) is None or not _stored(projection):
+    if not is_call(projection, "linear") or sole_user(projection) is None or not stored_layer(projection):
         return None
-    transposed = _sole_user(attention)
-    if not _is(transposed, "transpose", 1, 2) or _sole_user(transposed) is None:
+    transposed = sole_user(attention)
+    if not is_call(transposed, "transpose", 1, 2) or sole_user(transposed) is None:
         return None
-    merged = _sole_user(transposed)
-    if not (_is(merged, "reshape") or _is(merged, "view")) or len(merged.args[1]) != 3 \
+    merged = sole_user(transposed)
+    if not (is_call(merged, "reshape") or is_call(merged, "view")) or len(merged.args[1]) != 3 \
             or merged.args[1][2] != heads * head_dim:
         return None
-    output = _sole_user(merged)
-    if not _is(output, "linear") or output.args[0] is not merged or not _stored(output):
+    output = sole_user(merged)
+    if not is_call(output, "linear") or output.args[0] is not merged or not stored_layer(output):
         return None
     literals = [SizeLiteral(split, 3, 1), SizeLiteral(merged, 2, head_dim)]
-    return _group(heads, head_dim, projection, output, literals)
+    return head_group(heads, head_dim, projection, output, literals)
 
 
 def _through_head_norm(node, head_dim: int):
     """The input of a LayerNorm over each head's D values (timm's qk_norm), else `node`."""
-    if _is(node, "layer_norm") and list(node.args[1]) == [head_dim] and _sole_user(node) is not None:
+    if is_call(node, "layer_norm") and list(node.args[1]) == [head_dim] and sole_user(node) is not None:
         return node.args[0]
     return node
 
 
-def _is(node, name: str, *args) -> bool:
+def is_call(node, name: str, *args) -> bool:
     return (isinstance(node, fx.Node) and node.op == "call_function" and op_name(node) == name
             and tuple(node.args[1:1 + len(args)]) == args)
 
 
-def _sole_user(node: fx.Node) -> fx.Node | None:
+def sole_user(node: fx.Node) -> fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
 
 
 def _split_heads(per_head: fx.Node, position: int, heads: int, head_dim: int,
                  literals: list[SizeLiteral]) -> fx.Node | None:
     """`view(transpose(view(select(packed, 0, position), [L, N * H, D]), 0, 1), [N, H, L, D])` -> packed."""
-    if not _is(per_head, "view") or _sole_user(per_head) is None:
+    if not is_call(per_head, "view") or sole_user(per_head) is None:
         return None
-    transposed = per_head.args[0]
-    if not _is(transposed, "transpose", 0, 1) or _sole_user(transposed) is None:
+    sizes = list(per_head.args[1])
+    if len(sizes) != 4 or sizes[1] != heads or sizes[3] != head_dim:
+        return None
+    literals.append(SizeLiteral(per_head, 1, 1))
+    return folded_heads(per_head.args[0], position, head_dim, literals)
+
+
+def folded_heads(transposed: fx.Node, position: int, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
+    """`transpose(view(select(packed, 0, position), [L, N * H, D]), 0, 1)` (the heads folded into the batch) ->
+    packed; the N * H entry is to become -1."""
+    if not is_call(transposed, "transpose", 0, 1) or sole_user(transposed) is None:
         return None
     folded = transposed.args[0]
-    if not _is(folded, "view") or _sole_user(folded) is None:
+    if not is_call(folded, "view") or sole_user(folded) is None:
         return None
     selected = folded.args[0]
-    if not _is(selected, "select", 0, position) or _sole_user(selected) is None:
+    if not is_call(selected, "select", 0, position) or sole_user(selected) is None:
         return None
-    outer_sizes, inner_sizes = list(per_head.args[1]), list(folded.args[1])
-    if len(outer_sizes) != 4 or outer_sizes[1] != heads or outer_sizes[3] != head_dim \
-            or len(inner_sizes) != 3 or inner_sizes[2] != head_dim:
+    sizes = list(folded.args[1])
+    if len(sizes) != 3 or sizes[2] != head_dim:
         return None
-    literals += [SizeLiteral(per_head, 1, 1), SizeLiteral(folded, 1, 0, infer=True)]
+    literals.append(SizeLiteral(folded, 1, 0, infer=True))
     return selected.args[0]
 
 
-def _packed_projection(packed: fx.Node, width: int, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
+def packed_projection(packed: fx.Node, width: int, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
     """`contiguous(squeeze(transpose(unsqueeze(unflatten(linear, -1, [3, E]), 0), 0, -2), -2))` -> the linear."""
     if len(packed.users) != 3:  # the three selects alone: anything else reading the packed q/k/v would break
         return None
     node = packed
     for name, args in (("contiguous", ()), ("squeeze", (-2,)), ("transpose", (0, -2)), ("unsqueeze", (0,))):
-        if not _is(node, name, *args) or (node is not packed and _sole_user(node) is None):
+        if not is_call(node, name, *args) or (node is not packed and sole_user(node) is None):
             return None
         node = node.args[0]
-    if not _is(node, "unflatten", -1, [3, width]) or _sole_user(node) is None:
+    if not is_call(node, "unflatten", -1, [3, width]) or sole_user(node) is None:
         return None
     projection = node.args[0]
-    if not _is(projection, "linear") or _sole_user(projection) is None or not _stored(projection):
+    if not is_call(projection, "linear") or sole_user(projection) is None or not stored_layer(projection):
         return None
     literals.append(SizeLiteral(node, 1, head_dim, arg=2))
     return projection
@@ -171,21 +179,21 @@ def _packed_projection(packed: fx.Node, width: int, head_dim: int, literals: lis
 
 def _merged_heads(attention: fx.Node, width: int, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
     """`linear(reshape(permute(attention, [2, 0, 1, 3]), [L * N, E]), out_proj)` -> that linear."""
-    permuted = _sole_user(attention)
-    if not _is(permuted, "permute", [2, 0, 1, 3]) or _sole_user(permuted) is None:
+    permuted = sole_user(attention)
+    if not is_call(permuted, "permute", [2, 0, 1, 3]) or sole_user(permuted) is None:
         return None
-    merged = _sole_user(permuted)
-    if not (_is(merged, "reshape") or _is(merged, "view")) or merged.args[0] is not permuted \
+    merged = sole_user(permuted)
+    if not (is_call(merged, "reshape") or is_call(merged, "view")) or merged.args[0] is not permuted \
             or len(merged.args[1]) != 2 or merged.args[1][1] != width:
         return None
-    output = _sole_user(merged)
-    if not _is(output, "linear") or output.args[0] is not merged or not _stored(output):
+    output = sole_user(merged)
+    if not is_call(output, "linear") or output.args[0] is not merged or not stored_layer(output):
         return None
     literals.append(SizeLiteral(merged, 1, head_dim))
     return output
 
 
-def _stored(linear: fx.Node) -> bool:
+def stored_layer(linear: fx.Node) -> bool:
     """A linear layer with its own weight, and its own bias or none (`bias=False`)."""
     weight, bias = linear.args[1], linear.args[2] if len(linear.args) > 2 else None
     return isinstance(weight, fx.Node) and weight.op == "get_attr" and (

@@ -105,3 +105,38 @@ def test_multihead_attention_without_biases_has_its_heads_found():
     graph_module = exported(SelfAttention().eval(), (torch.randn(2, 5, 32),))
     groups = find_head_groups(graph_module)
     assert [(group.producers[0].name, group.size) for group in groups] == [("attention.in_proj_weight", 4)]
+
+
+class _WeightsReturned(nn.Module):
+    """MultiheadAttention called as user code often does, `attn(x, x, x)`: need_weights=True computes the
+    attention with bmm and softmax (no scaled_dot_product_attention) and returns the head-averaged weights too."""
+
+    def __init__(self):
+        super().__init__()
+        self.attention, self.head = nn.MultiheadAttention(32, 4, batch_first=True), nn.Linear(32, 3)
+
+    def forward(self, x):
+        attended, weights = self.attention(x, x, x)
+        return self.head(attended.mean(1)), weights
+
+
+def test_multihead_attention_returning_its_weights_loses_whole_heads():
+    torch.manual_seed(0)
+    example = (torch.randn(2, 5, 32),)
+    graph_module = exported(_WeightsReturned().eval(), example)
+    assert [group.producers[0].name for group in find_head_groups(graph_module)] == ["attention.in_proj_weight"]
+    with torch.no_grad():
+        attention = graph_module.get_submodule("attention")
+        for third in range(3):
+            attention.in_proj_weight[third * 32:third * 32 + 8] = 0  # head 0
+            attention.in_proj_bias[third * 32:third * 32 + 8] = 0
+        attention.out_proj.weight[:, :8] = 0
+    tokens = torch.randn(3, 5, 32)
+    logits, _ = graph_module(tokens)
+    plans, _ = plan_structured(graph_module, 0.25, "l2")
+    assert [(plan.group.unit, plan.keep.tolist()) for plan in plans] == [("heads", [1, 2, 3])]
+    prune_channels(graph_module, plans)
+    smaller = export_model(graph_module, example).module()
+    pruned_logits, weights = smaller(tokens)
+    torch.testing.assert_close(pruned_logits, logits, rtol=1e-5, atol=1e-5)
+    assert weights.shape == (3, 5, 5)  # still averaged over the heads left
