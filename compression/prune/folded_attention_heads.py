@@ -18,9 +18,9 @@ from compression.prune.packed_attention_heads import (
     folded_heads,
     head_group,
     is_call,
+    merged_heads,
     packed_projection,
     sole_user,
-    stored_layer,
 )
 
 
@@ -51,7 +51,7 @@ def folded_head_group(softmax: fx.Node) -> ChannelGroup | None:
         return None
     heads = width // head_dim
     projection = packed_projection(packed, width, head_dim, literals)
-    output = _merged(context, width, head_dim, literals)
+    output = merged_heads(context, ("transpose", 0, 1), width, head_dim, literals)
     if projection is None or output is None:
         return None
     for user in softmax.users:  # the weights returned: view(N, H, L, L), then averaged over H
@@ -61,18 +61,3 @@ def folded_head_group(softmax: fx.Node) -> ChannelGroup | None:
             literals.append(SizeLiteral(user, 1, 1))
     return head_group(heads, head_dim, projection, output, literals)
 
-
-def _merged(context: fx.Node, width: int, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
-    """`linear(reshape(transpose(context, 0, 1), [L * N, E]), out_proj)` -> that linear."""
-    transposed = sole_user(context)
-    if not is_call(transposed, "transpose", 0, 1) or sole_user(transposed) is None:
-        return None
-    merged = sole_user(transposed)
-    if not (is_call(merged, "reshape") or is_call(merged, "view")) or len(merged.args[1]) != 2 \
-            or merged.args[1][1] != width:
-        return None
-    output = sole_user(merged)
-    if not is_call(output, "linear") or output.args[0] is not merged or not stored_layer(output):
-        return None
-    literals.append(SizeLiteral(merged, 1, head_dim))
-    return output

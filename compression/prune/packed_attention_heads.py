@@ -60,7 +60,7 @@ def _multihead_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGr
     if len(packed) != 1:
         return None
     projection = packed_projection(packed.pop(), heads * head_dim, head_dim, literals)
-    merged = _merged_heads(attention, heads * head_dim, head_dim, literals)
+    merged = merged_heads(attention, ("permute", [2, 0, 1, 3]), heads * head_dim, head_dim, literals)
     if projection is None or merged is None:
         return None
     return head_group(heads, head_dim, projection, merged, literals)
@@ -99,18 +99,9 @@ def _unbound_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGrou
     projection = split.args[0]
     if not is_call(projection, "linear") or sole_user(projection) is None or not stored_layer(projection):
         return None
-    transposed = sole_user(attention)
-    if not is_call(transposed, "transpose", 1, 2) or sole_user(transposed) is None:
-        return None
-    merged = sole_user(transposed)
-    if not (is_call(merged, "reshape") or is_call(merged, "view")) or len(merged.args[1]) != 3 \
-            or merged.args[1][2] != heads * head_dim:
-        return None
-    output = sole_user(merged)
-    if not is_call(output, "linear") or output.args[0] is not merged or not stored_layer(output):
-        return None
-    literals = [SizeLiteral(split, 3, 1), SizeLiteral(merged, 2, head_dim)]
-    return head_group(heads, head_dim, projection, output, literals)
+    literals = [SizeLiteral(split, 3, 1)]
+    output = merged_heads(attention, ("transpose", 1, 2), heads * head_dim, head_dim, literals)
+    return None if output is None else head_group(heads, head_dim, projection, output, literals)
 
 
 def _through_head_norm(node, head_dim: int):
@@ -177,19 +168,21 @@ def packed_projection(packed: fx.Node, width: int, head_dim: int, literals: list
     return projection
 
 
-def _merged_heads(attention: fx.Node, width: int, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
-    """`linear(reshape(permute(attention, [2, 0, 1, 3]), [L * N, E]), out_proj)` -> that linear."""
-    permuted = sole_user(attention)
-    if not is_call(permuted, "permute", [2, 0, 1, 3]) or sole_user(permuted) is None:
+def merged_heads(attention: fx.Node, move: tuple, width: int, head_dim: int,
+                 literals: list[SizeLiteral]) -> fx.Node | None:
+    """`linear(reshape(move(attention), [..., E]), out_proj)` -> that linear: the heads merged back into E columns
+    (`move`: the op and its arguments that bring the heads next to their D values)."""
+    moved = sole_user(attention)
+    if not is_call(moved, *move) or sole_user(moved) is None:
         return None
-    merged = sole_user(permuted)
-    if not (is_call(merged, "reshape") or is_call(merged, "view")) or merged.args[0] is not permuted \
-            or len(merged.args[1]) != 2 or merged.args[1][1] != width:
+    merged = sole_user(moved)
+    if not (is_call(merged, "reshape") or is_call(merged, "view")) or merged.args[0] is not moved \
+            or merged.args[1][-1] != width:
         return None
     output = sole_user(merged)
     if not is_call(output, "linear") or output.args[0] is not merged or not stored_layer(output):
         return None
-    literals.append(SizeLiteral(merged, 1, head_dim))
+    literals.append(SizeLiteral(merged, len(merged.args[1]) - 1, head_dim))
     return output
 
 
