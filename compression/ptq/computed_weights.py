@@ -154,6 +154,8 @@ def _store_factored(graph_module: fx.GraphModule, layer: fx.Node, weight: fx.Nod
     if not isinstance(value, torch.Tensor) or value.nbytes > sum(tensor.nbytes for tensor in tensors):
         return None
     owner, name = _attribute_for(graph_module, [member.target for member in factors], default)
+    owner._parameters.pop(name, None)  # a factor of that name (NFNet's raw `weight` beside its gain) is replaced
+    owner._buffers.pop(name, None)
     if any(isinstance(tensor, torch.nn.Parameter) for tensor in tensors):
         owner.register_parameter(name, torch.nn.Parameter(value.detach().clone()))
     else:  # buffers alone (a fixed filterbank): still no parameter, as `stored_parameter` expects
@@ -167,7 +169,7 @@ def _store_factored(graph_module: fx.GraphModule, layer: fx.Node, weight: fx.Nod
     layer.replace_input_with(weight, read)
     for member in reversed(cone):  # the computation and its factors, now read by nothing
         graph_module.graph.erase_node(member)
-    for factor in {member.target for member in factors}:
+    for factor in {member.target for member in factors} - {target}:
         owner_path, _, leaf = factor.rpartition(".")
         factor_owner = graph_module.get_submodule(owner_path) if owner_path else graph_module
         factor_owner._parameters.pop(leaf, None)
@@ -177,8 +179,8 @@ def _store_factored(graph_module: fx.GraphModule, layer: fx.Node, weight: fx.Nod
 
 def _attribute_for(graph_module: fx.GraphModule, factors: list[str], default: str) -> tuple[torch.nn.Module, str]:
     """The module a parametrization sits on and the attribute it computes (`stem.parametrizations.weight.original0`
-    -> `stem`, `weight`); otherwise the innermost module holding every factor and `default`. A name in use gets a
-    `_stored` suffix."""
+    -> `stem`, `weight`); otherwise the innermost module holding every factor and `default`. A name in use by
+    anything but a factor gets a `_stored` suffix."""
     paths = [factor.split(".") for factor in factors]
     cut = paths[0].index("parametrizations") if "parametrizations" in paths[0][:-2] else None
     if cut is not None and all(path[:cut + 2] == paths[0][:cut + 2] for path in paths):
@@ -188,6 +190,6 @@ def _attribute_for(graph_module: fx.GraphModule, factors: list[str], default: st
                                                                 zip(*(path[:-1] for path in paths)))]
         name = default
     owner = graph_module.get_submodule(".".join(owner_path)) if owner_path else graph_module
-    while hasattr(owner, name):
+    while hasattr(owner, name) and ".".join([*owner_path, name]) not in factors:
         name = f"{name}_stored"
     return owner, name

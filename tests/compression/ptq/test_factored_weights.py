@@ -84,3 +84,28 @@ def test_a_weight_normed_upload_is_quantized_and_pruned(tmp_path):
     assert quantized.final["top1_agreement"] > 0.8
     pruned = job(PruneSpec(kind="structured", sparsity=0.25), "prune")
     assert pruned.final["method_metrics"]["parameter_reduction"] > 0.1
+
+
+class _GainScaledConv(nn.Conv2d):
+    """NFNet's ScaledStdConv2d: the standardized filter times a per-filter gain, both parameters of the conv."""
+
+    def __init__(self):
+        super().__init__(3, 8, 3)
+        self.gain = nn.Parameter(torch.rand(8, 1, 1, 1) + 0.5)
+
+    def forward(self, x):
+        weight = nn.functional.batch_norm(self.weight.reshape(1, 8, -1), None, None, weight=self.gain.view(-1),
+                                          training=True, eps=1e-6).reshape_as(self.weight)
+        return nn.functional.conv2d(x, weight, self.bias)
+
+
+def test_a_weight_computed_from_the_layers_own_weight_and_a_gain_keeps_the_name_weight():
+    torch.manual_seed(0)
+    graph = _program(nn.Sequential(_GainScaledConv()), (torch.randn(2, 3, 8, 8),)).module()
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        before = graph(x)
+    assert store_factored_weights(graph) == ["0.weight"]
+    assert {name for name, _ in graph.named_parameters()} == {"0.weight", "0.bias"}  # the gain is folded in
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), before, rtol=1e-5, atol=1e-5)
