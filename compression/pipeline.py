@@ -46,6 +46,7 @@ from compression.ptq.addmm_linear import weight_products_as_linear
 from compression.ptq.computed_weights import store_factored_weights
 from compression.ptq.quantize import drop_unreferenced_tensors
 from compression.ptq.string_padding import even_conv_padding_in_place
+from compression.ptq.weight_pieces import store_weight_pieces
 from compression.quality import QualityBudgetExceeded, quality_warnings
 from compression.repeatable import check_repeatable
 from compression.result import Artifact
@@ -107,7 +108,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
                  on_measured: Callable[[dict], None] | None = None,
                  known_baseline: dict | None = None,
                  upload_outputs_file: str | Path | None = None,
-                 keep_factored_weights: bool = False) -> PipelineResult:
+                 keep_computed_weights: bool = False) -> PipelineResult:
     """Apply `stages` (StageSpecs) in order to the uploaded program; every stage starts from the previous model.
 
     The upload and the dataset are read under the archive rules and `limits` (`compression.archive`).
@@ -120,9 +121,9 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     by an earlier run; its evaluation is then skipped (its latency is always timed afresh, by the stages).
     `upload_outputs_file`: where the upload's outputs on the evaluation split are kept for later runs with the
     same inputs and settings (`compression.upload_outputs`); read instead of running the upload when present.
-    `keep_factored_weights`: leave layer weights that the graph computes from several parameters (weight norm,
-    spectral norm) computed: a Hugging Face folder's job, whose architecture recomputes them from their factors,
-    so that stored ones could not be written back to its folder."""
+    `keep_computed_weights`: leave layer weights that the graph computes from parameters (weight norm, spectral
+    norm, a packed projection split at every call) as they are: a Hugging Face folder's job, whose architecture
+    computes them from those parameters, so that stored ones could not be written back to its folder."""
     workdir = Path(workdir)
     resolve_model = _file_resolver(dict(uploaded_models or {}), limits)
     ctx.progress("load", 0, 1)
@@ -136,10 +137,11 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     example_inputs = eval_split.head(EXAMPLE_BATCH).inputs
     reference = eval_mode(program.module())
     tie_shared_parameters(reference)  # else every stage's program stores a tied table twice
-    # Weight-normed and spectral-normed layers compute their weight from stored factors: it is stored, so every
-    # method finds the layer. (One-parameter computed weights wait for int8 PTQ: BiT's standardized filters, stored
-    # for every method, have unit variance, and global magnitude pruning then emptied its classifier instead.)
-    factored = [] if keep_factored_weights else store_factored_weights(reference)
+    # Weight-normed and spectral-normed layers compute their weight from stored factors, cross-attention splits its
+    # packed projection: each weight is stored, so every method finds the layer. (One-parameter computed weights
+    # wait for int8 PTQ: BiT's standardized filters, stored for every method, have unit variance, and global
+    # magnitude pruning then emptied its classifier instead.)
+    computed = [] if keep_computed_weights else store_factored_weights(reference) + store_weight_pieces(reference)
     # A program decomposed to core ATen (`run_decompositions()`): its convolutions and linear layers as layer calls
     core_layers = core_aten_layers(reference)
     weight_products_as_linear(reference)  # Falcon's `x @ W.T` layers: linear layers for every method
@@ -176,7 +178,7 @@ def run_pipeline(model_path: str | Path, dataset_path: str | Path, stages: list,
     noted |= {"latency_batch_sizes_skipped": skipped} if skipped else {}
     noted |= {"ignored_arrays": dataset.ignored_arrays} if dataset.ignored_arrays else {}
     noted |= {"core_aten_layers": core_layers} if core_layers else {}
-    noted |= {"factored_weights_stored": factored} if factored else {}
+    noted |= {"computed_weights_stored": computed} if computed else {}
 
     # The upload's latency is not timed here: each stage times it in alternation with its own model, and the
     # first of those timings becomes the baseline's.

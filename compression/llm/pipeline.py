@@ -401,7 +401,7 @@ def run_folder_pipeline(model_path: str | Path, dataset_path: str | Path, task: 
     result = run_pipeline(workdir / "model.pt2", dataset, students.stages, evaluation, ctx,
                           workdir / "stages", train_split, limits,
                           uploaded_models={**(uploaded_models or {}), **students.programs},
-                          keep_factored_weights=True, **pipeline_options)
+                          keep_computed_weights=True, **pipeline_options)
     students.add_details(result)
     if declared is not None:
         result.baseline["sentence_embedding"] = declared.to_metrics() | {"applied": embedding is not None}

@@ -79,7 +79,7 @@ def test_a_weight_normed_upload_is_quantized_and_pruned(tmp_path):
                             RunContext(), tmp_path / name)
 
     quantized = job(PTQSpec(calibration_samples=16), "ptq")
-    assert quantized.baseline["factored_weights_stored"] == ["conv.weight", "head.weight"]
+    assert quantized.baseline["computed_weights_stored"] == ["conv.weight", "head.weight"]
     assert quantized.final["method_metrics"]["quantized_layers"] == 2
     assert quantized.final["top1_agreement"] > 0.8
     pruned = job(PruneSpec(kind="structured", sparsity=0.25), "prune")
