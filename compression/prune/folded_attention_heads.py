@@ -42,7 +42,8 @@ def folded_head_group(softmax: fx.Node) -> ChannelGroup | None:
     if not isinstance(head_dim, int):
         return None
     for position, side in enumerate((query, key.args[0], context.args[1])):
-        packed.add(folded_heads(side, position, head_dim, literals))
+        source = folded_heads(side, head_dim, literals)
+        packed.add(source.args[0] if is_call(source, "select", 0, position) else None)
     if None in packed or len(packed) != 1:
         return None
     packed = packed.pop()
@@ -50,7 +51,7 @@ def folded_head_group(softmax: fx.Node) -> ChannelGroup | None:
     if not isinstance(width, int) or width % head_dim:
         return None
     heads = width // head_dim
-    projection = packed_projection(packed, width, head_dim, literals)
+    projection = packed_projection(packed, 3, width, head_dim, literals)
     output = merged_heads(context, ("transpose", 0, 1), width, head_dim, literals)
     if projection is None or output is None:
         return None
@@ -59,5 +60,5 @@ def folded_head_group(softmax: fx.Node) -> ChannelGroup | None:
             if not is_call(user, "view") or len(user.args[1]) != 4 or user.args[1][1] != heads:
                 return None
             literals.append(SizeLiteral(user, 1, 1))
-    return head_group(heads, head_dim, projection, output, literals)
+    return head_group(heads, head_dim, [(projection, 3)], output, literals)
 

@@ -39,31 +39,44 @@ def packed_head_group(attention: fx.Node) -> ChannelGroup | None:
     return _multihead_group(attention, heads, head_dim) or _unbound_group(attention, heads, head_dim)
 
 
-def head_group(heads: int, head_dim: int, projection: fx.Node, output: fx.Node, literals: list) -> ChannelGroup:
-    """A head: D rows of each third of the packed projection's weight and bias, D columns of the output's."""
+def head_group(heads: int, head_dim: int, projections: list[tuple[fx.Node, int]], output: fx.Node,
+               literals: list) -> ChannelGroup:
+    """A head: D rows of each part of every (projection, parts) pair's weight and bias (3 parts for packed q/k/v,
+    2 for packed k/v, 1 for a query's own), D columns of the output's."""
     group = ChannelGroup(heads, unit="heads", reshapes=literals)
-    weight = Slice(projection.args[1].target, 0, head_dim, outer=3)
-    group.producers.append(weight)
-    group.slices += [weight, Slice(output.args[1].target, 1, head_dim)]
-    if len(projection.args) > 2 and isinstance(projection.args[2], fx.Node):
-        group.slices.append(Slice(projection.args[2].target, 0, head_dim, outer=3))
+    for projection, parts in projections:
+        weight = Slice(projection.args[1].target, 0, head_dim, outer=parts)
+        group.producers.append(weight)
+        group.slices.append(weight)
+        if len(projection.args) > 2 and isinstance(projection.args[2], fx.Node):
+            group.slices.append(Slice(projection.args[2].target, 0, head_dim, outer=parts))
+    group.slices.append(Slice(output.args[1].target, 1, head_dim))
     return group
 
 
 def _multihead_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGroup | None:
-    literals, packed = [], set()
+    """Self-attention (q, k and v selected from one packed projection), or attention across two inputs (q from
+    its own projection, k and v selected from a packed one: the pieces `compression.ptq.weight_pieces` stores)."""
+    literals, sources = [], []
     for position in range(3):
-        split = _split_heads(attention.args[position], position, heads, head_dim, literals)
-        if split is None:
+        source = _split_heads(attention.args[position], heads, head_dim, literals)
+        if source is None:
             return None
-        packed.add(split)
-    if len(packed) != 1:
+        sources.append(source)
+    width = heads * head_dim
+    if all(is_call(source, "select", 0, position) for position, source in enumerate(sources)) \
+            and len({source.args[0] for source in sources}) == 1:
+        projections = [(packed_projection(sources[0].args[0], 3, width, head_dim, literals), 3)]
+    elif all(is_call(source, "select", 0, position) for position, source in enumerate(sources[1:])) \
+            and sources[1].args[0] is sources[2].args[0] and is_call(sources[0], "linear") \
+            and stored_layer(sources[0]):
+        projections = [(sources[0], 1), (packed_projection(sources[1].args[0], 2, width, head_dim, literals), 2)]
+    else:
         return None
-    projection = packed_projection(packed.pop(), heads * head_dim, head_dim, literals)
-    merged = merged_heads(attention, ("permute", [2, 0, 1, 3]), heads * head_dim, head_dim, literals)
-    if projection is None or merged is None:
+    merged = merged_heads(attention, ("permute", [2, 0, 1, 3]), width, head_dim, literals)
+    if any(projection is None for projection, _ in projections) or merged is None:
         return None
-    return head_group(heads, head_dim, projection, merged, literals)
+    return head_group(heads, head_dim, projections, merged, literals)
 
 
 def _unbound_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGroup | None:
@@ -101,7 +114,7 @@ def _unbound_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGrou
         return None
     literals = [SizeLiteral(split, 3, 1)]
     output = merged_heads(attention, ("transpose", 1, 2), heads * head_dim, head_dim, literals)
-    return None if output is None else head_group(heads, head_dim, projection, output, literals)
+    return None if output is None else head_group(heads, head_dim, [(projection, 3)], output, literals)
 
 
 def _through_head_norm(node, head_dim: int):
@@ -120,46 +133,45 @@ def sole_user(node: fx.Node) -> fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
 
 
-def _split_heads(per_head: fx.Node, position: int, heads: int, head_dim: int,
-                 literals: list[SizeLiteral]) -> fx.Node | None:
-    """`view(transpose(view(select(packed, 0, position), [L, N * H, D]), 0, 1), [N, H, L, D])` -> packed."""
+def _split_heads(per_head: fx.Node, heads: int, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
+    """`view(transpose(view(source, [L, N * H, D]), 0, 1), [N, H, L, D])` -> source."""
     if not is_call(per_head, "view") or sole_user(per_head) is None:
         return None
     sizes = list(per_head.args[1])
     if len(sizes) != 4 or sizes[1] != heads or sizes[3] != head_dim:
         return None
     literals.append(SizeLiteral(per_head, 1, 1))
-    return folded_heads(per_head.args[0], position, head_dim, literals)
+    return folded_heads(per_head.args[0], head_dim, literals)
 
 
-def folded_heads(transposed: fx.Node, position: int, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
-    """`transpose(view(select(packed, 0, position), [L, N * H, D]), 0, 1)` (the heads folded into the batch) ->
-    packed; the N * H entry is to become -1."""
+def folded_heads(transposed: fx.Node, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
+    """`transpose(view(source, [L, N * H, D]), 0, 1)` (the heads folded into the batch) -> source: a `select` of
+    packed q/k/v, or a query's own projection; the N * H entry is to become -1."""
     if not is_call(transposed, "transpose", 0, 1) or sole_user(transposed) is None:
         return None
     folded = transposed.args[0]
     if not is_call(folded, "view") or sole_user(folded) is None:
         return None
-    selected = folded.args[0]
-    if not is_call(selected, "select", 0, position) or sole_user(selected) is None:
-        return None
+    source = folded.args[0]
     sizes = list(folded.args[1])
-    if len(sizes) != 3 or sizes[2] != head_dim:
+    if sole_user(source) is None or len(sizes) != 3 or sizes[2] != head_dim:
         return None
     literals.append(SizeLiteral(folded, 1, 0, infer=True))
-    return selected.args[0]
+    return source
 
 
-def packed_projection(packed: fx.Node, width: int, head_dim: int, literals: list[SizeLiteral]) -> fx.Node | None:
-    """`contiguous(squeeze(transpose(unsqueeze(unflatten(linear, -1, [3, E]), 0), 0, -2), -2))` -> the linear."""
-    if len(packed.users) != 3:  # the three selects alone: anything else reading the packed q/k/v would break
+def packed_projection(packed: fx.Node, parts: int, width: int, head_dim: int,
+                      literals: list[SizeLiteral]) -> fx.Node | None:
+    """`contiguous(squeeze(transpose(unsqueeze(unflatten(linear, -1, [parts, E]), 0), 0, -2), -2))` -> the
+    linear."""
+    if len(packed.users) != parts:  # the selects alone: anything else reading the packed q/k/v would break
         return None
     node = packed
     for name, args in (("contiguous", ()), ("squeeze", (-2,)), ("transpose", (0, -2)), ("unsqueeze", (0,))):
         if not is_call(node, name, *args) or (node is not packed and sole_user(node) is None):
             return None
         node = node.args[0]
-    if not is_call(node, "unflatten", -1, [3, width]) or sole_user(node) is None:
+    if not is_call(node, "unflatten", -1, [parts, width]) or sole_user(node) is None:
         return None
     projection = node.args[0]
     if not is_call(projection, "linear") or sole_user(projection) is None or not stored_layer(projection):

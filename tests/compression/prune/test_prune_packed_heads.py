@@ -7,6 +7,7 @@ from torch import nn
 from compression.io import export_model
 from compression.prune.attention_heads import find_head_groups
 from compression.prune.structured import plan_structured, prune_channels
+from compression.ptq.weight_pieces import store_weight_pieces
 from tests.compression.prune.conftest import exported
 
 
@@ -140,3 +141,39 @@ def test_multihead_attention_returning_its_weights_loses_whole_heads():
     pruned_logits, weights = smaller(tokens)
     torch.testing.assert_close(pruned_logits, logits, rtol=1e-5, atol=1e-5)
     assert weights.shape == (3, 5, 5)  # still averaged over the heads left
+
+
+class _Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.TransformerDecoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, tokens, memory):
+        return self.head(self.layer(tokens, memory).mean(1))
+
+
+def test_cross_attention_loses_whole_heads_once_its_packed_projection_is_stored_as_pieces():
+    # its in_proj is split at every call into the query's rows and the key/value's; stored as two pieces at load
+    # (compression.ptq.weight_pieces), a head is D rows of the query piece, D of each half of the key/value piece
+    torch.manual_seed(0)
+    example = (torch.randn(2, 6, 32), torch.randn(2, 5, 32))
+    graph_module = exported(_Decoder().eval(), example)
+    store_weight_pieces(graph_module)
+    groups = {group.producers[0].name: group for group in find_head_groups(graph_module)}
+    assert set(groups) == {"layer.self_attn.in_proj_weight", "layer.multihead_attn.in_proj_weight_piece0"}
+    with torch.no_grad():
+        cross = graph_module.get_submodule("layer.multihead_attn")
+        for name, parts in (("in_proj_weight_piece0", 1), ("in_proj_bias_piece0", 1), ("in_proj_weight_piece1", 2),
+                            ("in_proj_bias_piece1", 2)):
+            for part in range(parts):
+                getattr(cross, name)[part * 32 + 8:part * 32 + 16] = 0  # head 1
+        cross.out_proj.weight[:, 8:16] = 0
+    inputs = (torch.randn(3, 6, 32), torch.randn(3, 5, 32))
+    expected = graph_module(*inputs)
+    plans, _ = plan_structured(graph_module, 0.25, "l2", exclude=["layer.linear1.weight", "layer.self_attn.*"])
+    assert [(plan.group.unit, plan.keep.tolist()) for plan in plans] == [("heads", [0, 2, 3])]
+    prune_channels(graph_module, plans)
+    smaller = export_model(graph_module, example).module()
+    assert tuple(smaller.get_parameter("layer.multihead_attn.in_proj_weight_piece1").shape) == (48, 32)
+    torch.testing.assert_close(smaller(*inputs), expected, rtol=1e-5, atol=1e-5)
