@@ -2,8 +2,9 @@
 the graph by a parametrization (weight norm in WaveNet/HiFi-GAN-style vocoders and TCNs, spectral norm in GAN
 discriminators), weights standardized at every call (timm's `StdConv2d` in BiT/ResNetV2, `ScaledStdConv2d` with a
 gain in NFNets), instance normalization (style transfer), an LSTM over token embeddings, a ViT built from
-`nn.TransformerEncoderLayer` with a class token and a learned position table, and Swin's shifted windows
-(`torch.roll`, window partition reshapes). Toy widths, random init, never downloaded.
+`nn.TransformerEncoderLayer` with a class token and a learned position table, Swin's shifted windows
+(`torch.roll`, window partition reshapes) and DETR's object queries decoded against a conv feature map
+(`nn.TransformerDecoder`: cross-attention). Toy widths, random init, never downloaded.
 """
 
 from __future__ import annotations
@@ -181,9 +182,30 @@ class TinySwin(nn.Module):
         return self.head(self.norm(x).mean((1, 2)))
 
 
+class QueryDecoder(nn.Module):
+    """DETR's layout: a conv backbone's feature map as the memory, learned object queries (a parameter of the root
+    module) through an `nn.TransformerDecoder` (self-attention over the queries, cross-attention into the
+    memory, whose packed projection MultiheadAttention splits at every call), class logits averaged over the
+    queries."""
+
+    def __init__(self, dim: int = 32, queries: int = 4):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(IMAGE[0], dim, 3, 2, 1), nn.ReLU(), nn.Conv2d(dim, dim, 3, 2, 1))
+        self.queries = nn.Parameter(torch.randn(queries, dim) * 0.5)
+        layer = nn.TransformerDecoderLayer(dim, 4, 2 * dim, dropout=0.0, batch_first=True)
+        self.decoder = nn.TransformerDecoder(layer, 2)
+        self.head = nn.Linear(dim, CLASSES)
+
+    def forward(self, image):
+        memory = self.backbone(image).flatten(2).transpose(1, 2)
+        queries = self.queries.expand(image.shape[0], -1, -1)
+        return self.head(self.decoder(queries, memory)).mean(1)
+
+
 def layer_form_image_cases() -> dict:
     return {"spectral_norm_gan": SpectralNormDiscriminator, "standardized_convs": standardized_convs,
-            "instance_norm_style": StyleTransfer, "vit_encoder_layers": TinyVit, "swin_windows": TinySwin}
+            "instance_norm_style": StyleTransfer, "vit_encoder_layers": TinyVit, "swin_windows": TinySwin,
+            "detr_query_decoder": QueryDecoder}
 
 
 # Cases whose input is not an image: name -> (builder, input kind); `bench.cnn_families.build_case` draws them.
