@@ -55,24 +55,23 @@ def head_group(heads: int, head_dim: int, projections: list[tuple[fx.Node, int]]
 
 
 def _multihead_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGroup | None:
-    """Self-attention (q, k and v selected from one packed projection), or attention across two inputs (q from
-    its own projection, k and v selected from a packed one: the pieces `compression.ptq.weight_pieces` stores)."""
-    literals, sources = [], []
+    """q, k and v each selected from a packed projection (self-attention: one of 3 parts; across two inputs: k and v
+    from one of 2 parts, the pieces `compression.ptq.weight_pieces` stores) or read from a projection of its own
+    (the query across two inputs; q, k and v with `kdim`/`vdim`)."""
+    literals, projections, packed = [], [], {}
     for position in range(3):
         source = _split_heads(attention.args[position], heads, head_dim, literals)
-        if source is None:
+        if is_call(source, "linear") and stored_layer(source):
+            projections.append((source, 1))
+        elif is_call(source, "select", 0):
+            packed.setdefault(source.args[0], []).append(source.args[2])
+        else:
             return None
-        sources.append(source)
     width = heads * head_dim
-    if all(is_call(source, "select", 0, position) for position, source in enumerate(sources)) \
-            and len({source.args[0] for source in sources}) == 1:
-        projections = [(packed_projection(sources[0].args[0], 3, width, head_dim, literals), 3)]
-    elif all(is_call(source, "select", 0, position) for position, source in enumerate(sources[1:])) \
-            and sources[1].args[0] is sources[2].args[0] and is_call(sources[0], "linear") \
-            and stored_layer(sources[0]):
-        projections = [(sources[0], 1), (packed_projection(sources[1].args[0], 2, width, head_dim, literals), 2)]
-    else:
-        return None
+    for pack, indices in packed.items():
+        if indices != list(range(len(indices))):  # q, k, v in the packed order
+            return None
+        projections.append((packed_projection(pack, len(indices), width, head_dim, literals), len(indices)))
     merged = merged_heads(attention, ("permute", [2, 0, 1, 3]), width, head_dim, literals)
     if any(projection is None for projection, _ in projections) or merged is None:
         return None

@@ -5,7 +5,8 @@ head's learned probe) splits its packed `in_proj_weight` and bias into the query
 every call (`split_with_sizes(in_proj_weight, [E, 2E])`). Its linears read those pieces, not a stored weight, so
 int8 PTQ, iPQ and pruning left them float (a quarter of a decoder layer's weights, with no warning). Each piece is
 stored as a tensor of its own beside the packed one (`in_proj_weight_piece0`, `..._piece1`), which leaves the
-program: the same values in the same bytes. Done only where every piece is read as a layer's weight or bias and
+program: the same values in the same bytes (with `kdim`/`vdim` it has a weight per input, and its bias is
+chunked in three the same way). Done only where every piece is read as a layer's weight or bias and
 nothing else reads the packed tensor.
 """
 
@@ -19,7 +20,7 @@ from torch import fx
 from compression.quant.graph import CONVOLUTION_CALLS, LINEAR_OPS, get_tensor
 
 aten = torch.ops.aten
-_CUTS = (aten.split.Tensor, aten.split_with_sizes.default)
+_CUTS = (aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default)
 
 
 def store_weight_pieces(graph_module: fx.GraphModule) -> list[str]:

@@ -177,3 +177,21 @@ def test_cross_attention_loses_whole_heads_once_its_packed_projection_is_stored_
     smaller = export_model(graph_module, example).module()
     assert tuple(smaller.get_parameter("layer.multihead_attn.in_proj_weight_piece1").shape) == (48, 32)
     torch.testing.assert_close(smaller(*inputs), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_multihead_attention_with_its_own_key_and_value_widths_has_its_heads_found():
+    class KeyValueWidths(nn.Module):  # kdim/vdim: q, k and v each from a projection weight of its own
+        def __init__(self):
+            super().__init__()
+            self.attention, self.head = nn.MultiheadAttention(32, 4, kdim=16, vdim=16, batch_first=True), \
+                nn.Linear(32, 3)
+
+        def forward(self, queries, memory):
+            return self.head(self.attention(queries, memory, memory, need_weights=False)[0].mean(1))
+
+    graph_module = exported(KeyValueWidths().eval(), (torch.randn(2, 6, 32), torch.randn(2, 5, 16)))
+    # its packed bias is chunked into the three projections' at every call: stored as pieces first, as at load
+    assert store_weight_pieces(graph_module) == [f"attention.in_proj_bias_piece{i}" for i in range(3)]
+    [group] = find_head_groups(graph_module)
+    assert [producer.name for producer in group.producers] == [
+        f"attention.{kind}_proj_weight" for kind in ("q", "k", "v")]
