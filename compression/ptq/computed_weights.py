@@ -149,9 +149,12 @@ def _store_factored(graph_module: fx.GraphModule, layer: fx.Node, weight: fx.Nod
     factors = [member for member in cone if member.op == "get_attr"]
     if len(factors) < 2:
         return None  # one parameter: `store_computed_weights`' case, at quantization
-    value = _evaluate(graph_module, cone)
     tensors = [get_tensor(graph_module, member.target) for member in factors]
-    if not isinstance(value, torch.Tensor) or value.nbytes > sum(tensor.nbytes for tensor in tensors):
+    stored_bytes = sum(tensor.nbytes for tensor in tensors if isinstance(tensor, torch.Tensor))
+    if any(_traced_bytes(member) is None or _traced_bytes(member) > 4 * stored_bytes for member in cone):
+        return None  # judged by the traced shapes before computing: an upload's graph may expand a factor hugely
+    value = _evaluate(graph_module, cone)
+    if not isinstance(value, torch.Tensor) or value.nbytes > stored_bytes:
         return None
     owner, name = _attribute_for(graph_module, [member.target for member in factors], default)
     owner._parameters.pop(name, None)  # a factor of that name (NFNet's raw `weight` beside its gain) is replaced
@@ -175,6 +178,14 @@ def _store_factored(graph_module: fx.GraphModule, layer: fx.Node, weight: fx.Nod
         factor_owner._parameters.pop(leaf, None)
         factor_owner._buffers.pop(leaf, None)
     return target
+
+
+def _traced_bytes(node: fx.Node) -> int | None:
+    """The bytes of the tensor `node` gives, from its traced value (None: unknown, or not one static tensor)."""
+    value = node.meta.get("val")
+    if not isinstance(value, torch.Tensor) or not all(isinstance(size, int) for size in value.shape):
+        return None
+    return value.numel() * value.element_size()
 
 
 def _attribute_for(graph_module: fx.GraphModule, factors: list[str], default: str) -> tuple[torch.nn.Module, str]:

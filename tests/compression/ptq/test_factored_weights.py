@@ -109,3 +109,17 @@ def test_a_weight_computed_from_the_layers_own_weight_and_a_gain_keeps_the_name_
     assert {name for name, _ in graph.named_parameters()} == {"0.weight", "0.bias"}  # the gain is folded in
     with torch.no_grad():
         torch.testing.assert_close(graph(x), before, rtol=1e-5, atol=1e-5)
+
+
+def test_a_weight_computed_through_a_huge_intermediate_is_not_computed_at_load():
+    # an upload's graph could expand a factor enormously before cutting it back: judged by the traced shapes
+    class Expanding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Parameter(torch.randn(8, 16)), nn.Parameter(torch.randn(1, 16))
+
+        def forward(self, x):
+            return nn.functional.linear(x, (self.a.repeat(64, 1) * self.b)[:8])
+
+    graph = _program(Expanding(), (torch.randn(2, 16),)).module()
+    assert store_factored_weights(graph) == []
