@@ -4,7 +4,8 @@ discriminators), weights standardized at every call (timm's `StdConv2d` in BiT/R
 gain in NFNets), instance normalization (style transfer), an LSTM over token embeddings, a ViT built from
 `nn.TransformerEncoderLayer` with a class token and a learned position table, Swin's shifted windows
 (`torch.roll`, window partition reshapes) and DETR's object queries decoded against a conv feature map
-(`nn.TransformerDecoder`: cross-attention). Toy widths, random init, never downloaded.
+(`nn.TransformerDecoder`: cross-attention), QuartzNet's time-channel separable Conv1d and a recommender's
+`EmbeddingBag`. Toy widths, random init, never downloaded.
 """
 
 from __future__ import annotations
@@ -202,6 +203,40 @@ class QueryDecoder(nn.Module):
         return self.head(self.decoder(queries, memory)).mean(1)
 
 
+class SeparableSpeech(nn.Module):
+    """QuartzNet/Jasper's block: time-channel separable Conv1d (a depthwise conv with a long kernel, then a
+    pointwise conv), BatchNorm and ReLU, repeated with a residual 1x1 conv + BatchNorm around the block."""
+
+    def __init__(self, width: int = 16, kernel: int = 15):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv1d(1, width, 11, stride=4, padding=5), nn.BatchNorm1d(width), nn.ReLU())
+
+        def separable(cin, cout):
+            return [nn.Conv1d(cin, cin, kernel, padding=kernel // 2, groups=cin), nn.Conv1d(cin, cout, 1),
+                    nn.BatchNorm1d(cout)]
+
+        self.block = nn.Sequential(*separable(width, 2 * width), nn.ReLU(), *separable(2 * width, 2 * width))
+        self.residual = nn.Sequential(nn.Conv1d(width, 2 * width, 1), nn.BatchNorm1d(2 * width))
+        self.head = nn.Linear(2 * width, CLASSES)
+
+    def forward(self, audio):
+        x = self.stem(audio[:, None, :])
+        return self.head(F.relu(self.block(x) + self.residual(x)).mean(-1))
+
+
+class BagsOfIds(nn.Module):
+    """A recommender's layout (DLRM): ids pooled by an `EmbeddingBag` (sum over each row's bag), an MLP over the
+    pooled features."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.bags = nn.EmbeddingBag(TOKENS[1], dim, mode="sum")
+        self.mlp = nn.Sequential(nn.Linear(dim, 32), nn.ReLU(), nn.Linear(32, 4))
+
+    def forward(self, ids):
+        return self.mlp(self.bags(ids))
+
+
 def layer_form_image_cases() -> dict:
     return {"spectral_norm_gan": SpectralNormDiscriminator, "standardized_convs": standardized_convs,
             "instance_norm_style": StyleTransfer, "vit_encoder_layers": TinyVit, "swin_windows": TinySwin,
@@ -209,4 +244,5 @@ def layer_form_image_cases() -> dict:
 
 
 # Cases whose input is not an image: name -> (builder, input kind); `bench.cnn_families.build_case` draws them.
-LAYER_FORM_SEQUENCE_CASES = {"weight_norm_tcn": (WeightNormTcn, "audio"), "lstm_text": (LstmText, "tokens")}
+LAYER_FORM_SEQUENCE_CASES = {"weight_norm_tcn": (WeightNormTcn, "audio"), "lstm_text": (LstmText, "tokens"),
+                             "separable_speech": (SeparableSpeech, "audio"), "embedding_bags": (BagsOfIds, "tokens")}

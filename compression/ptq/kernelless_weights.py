@@ -7,6 +7,12 @@ a transposed or 3-D convolution's kernel; biases stay float) becomes int8 codes 
 first dimension (a gate unit, an output channel; a transposed conv's input channel), as PyTorch's dynamic int8
 LSTM/GRU quantizes them, dequantized in the graph right before the op. The program gets smaller and computes with
 the dequantized values; the op itself still runs in float, as no int8 kernel exists on this path.
+
+An `EmbeddingBag`'s table (a recommender's, DLRM's; `embedding_bag` pools the rows of each bag) is stored the same
+way, one scale per row, as `compression.ptq.embeddings` stores a plain embedding's table. Unlike a plain lookup,
+which dequantizes only the rows it reads, the whole table is dequantized at every call: fine for the tables of
+text and small recommender models; a large recommender's tables would want a pooling kernel over int8 rows (not
+written).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ aten = torch.ops.aten
 RECURRENT_OPS = (aten.gru.input, aten.lstm.input, aten.rnn_tanh.input, aten.rnn_relu.input)
 CONV_OPS = (aten.conv3d.default, aten.conv3d.padding, aten.conv_transpose1d.default, aten.conv_transpose2d.input,
             aten.conv_transpose3d.input)
-PARAMS_ARG, WEIGHT_ARG = 2, 1  # a recurrent op's list of weights and biases; a convolution's weight
+BAG_OPS = (aten.embedding_bag.default, aten.embedding_bag.padding_idx, aten._embedding_bag.default)
+PARAMS_ARG, WEIGHT_ARG, TABLE_ARG = 2, 1, 0  # a recurrent op's weights and biases; a convolution's weight; a table
 
 
 def quantize_kernelless_weights(gm: fx.GraphModule) -> list[str]:
@@ -38,7 +45,7 @@ def quantize_kernelless_weights(gm: fx.GraphModule) -> list[str]:
     def stored_int8(param, rank_ok) -> bool:
         """Whether `param` is such a weight; its codes are registered (once) when it is."""
         if not (isinstance(param, fx.Node) and param.op == "get_attr"
-                and readers[param.target] <= set(RECURRENT_OPS + CONV_OPS)):
+                and readers[param.target] <= set(RECURRENT_OPS + CONV_OPS + BAG_OPS)):
             return False
         weight = get_tensor(gm, param.target)
         if not (isinstance(weight, torch.Tensor) and weight.is_floating_point() and rank_ok(weight.dim())):
@@ -59,6 +66,9 @@ def quantize_kernelless_weights(gm: fx.GraphModule) -> list[str]:
         elif node.target in CONV_OPS and stored_int8(node.args[WEIGHT_ARG], lambda rank: rank >= 3):
             weight = _dequantized(gm.graph, node, *done[node.args[WEIGHT_ARG].target])
             node.args = (*node.args[:WEIGHT_ARG], weight, *node.args[WEIGHT_ARG + 1:])
+        elif node.target in BAG_OPS and stored_int8(node.args[TABLE_ARG], lambda rank: rank == 2):
+            table = _dequantized(gm.graph, node, *done[node.args[TABLE_ARG].target])
+            node.args = (table, *node.args[TABLE_ARG + 1:])
     gm.graph.eliminate_dead_code()
     for attr in done:
         owner, _, leaf = attr.rpartition(".")
