@@ -45,9 +45,11 @@ def _store_pieces(graph_module: fx.GraphModule, packed: fx.Node, cut: fx.Node) -
             or sum(node.op == "get_attr" and node.target == packed.target for node in graph_module.graph.nodes) != 1:
         return []
     tensor = get_tensor(graph_module, packed.target)
-    values = cut.target(tensor, *cut.args[1:], **cut.kwargs)
     owner_path, _, leaf = packed.target.rpartition(".")
     owner = graph_module.get_submodule(owner_path) if owner_path else graph_module
+    if any(hasattr(owner, f"{leaf}_piece{piece.args[1]}") for piece in pieces):
+        return []  # the names are taken (by the model's own attributes): left as it is
+    values = cut.target(tensor, *cut.args[1:], **cut.kwargs)
     names = []
     for piece in pieces:
         name = f"{leaf}_piece{piece.args[1]}"
