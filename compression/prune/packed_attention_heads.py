@@ -8,13 +8,17 @@ batch as one dimension), `transpose(0, 1)` and `view(N, H, L, D)`; after `scaled
 `permute(2, 0, 1, 3)` and `reshape(L * N, E)` into `out_proj`. That exact sequence (`F.multi_head_attention_forward`
 with `need_weights=False`, as `nn.TransformerEncoderLayer` calls it) is matched here. A head is D rows of each of
 the three thirds of `in_proj_weight` and its bias (`outer` 3) and D columns of `out_proj`; the literal E and H in
-the unflatten, views and reshape are rewritten, and the N * H product becomes -1. Anything else (separate q/k/v
-weights, attention weights returned, masks per head) is left alone: its heads are not pruned.
+the unflatten, views and reshape are rewritten, and the N * H product becomes -1. Attending across two inputs,
+MultiheadAttention splits its packed projection at every call; once `compression.ptq.weight_pieces` has stored the
+pieces, q comes from a projection of its own and k and v from one packed in 2 parts; with `kdim`/`vdim` each comes
+from its own (`_multihead_group` takes any such mix). Called with `need_weights=True` it computes the attention with
+bmm and softmax instead: `compression.prune.folded_attention_heads`. Masks per head are left alone: those heads
+are not pruned.
 
 timm's ViT attention (and code written like it) packs q, k and v the same way and splits them otherwise:
 `reshape(B, N, 3, H, D)`, `permute(2, 0, 3, 1, 4)` and `unbind(0)` (or `select(0, i)`), an optional LayerNorm over
 each head's D values (`qk_norm`), and after the attention `transpose(1, 2)` and `reshape(B, N, E)` into `proj`;
-that sequence is matched too (`unbound_head_group`), with the same slices, and the H and E literals rewritten.
+that sequence is matched too (`_unbound_group`), with the same slices, and the H and E literals rewritten.
 """
 
 from __future__ import annotations
