@@ -27,15 +27,15 @@ from torch import fx
 from torch.fx.node import map_arg
 
 from compression.graph_ops import returns_view
-from compression.quant.graph import CONVOLUTION_CALLS, LINEAR_OPS, get_tensor, set_tensor
+from compression.quant.graph import CONVOLUTION_CALLS, LINEAR_OPS, delete_tensor, get_tensor, set_tensor
 
 LAYER_OPS = CONVOLUTION_CALLS | LINEAR_OPS
 # op -> argument positions that hold a layer's weight and bias (an embedding's table comes first)
 _OPERANDS = {**{op: (1, 2) for op in LAYER_OPS}, torch.ops.aten.embedding.default: (0,)}
 # Ops whose value is not a function of their inputs alone
 _RANDOM = ("dropout", "rand", "bernoulli", "normal", "multinomial")
-# Ops that only move or copy values; most views are found by their schema (`_moves_values`)
 _MAX_FACTORED_STEPS = 64  # a parametrization is a handful of ops; a larger constant computation is not one
+# Ops that only move or copy values; most views are found by their schema (`_moves_values`)
 _COPIES = {"clone", "contiguous", "_to_copy", "to", "reshape", "flatten", "unflatten", "detach", "lift_fresh_copy"}
 
 
@@ -82,7 +82,7 @@ def store_computed_weights(graph_module: fx.GraphModule) -> list[str]:
                 continue
             cone = _cone(weight)
             if cone is None or any(user not in cone and user is not node for member in cone
-                                   for user in member.users) or _read_elsewhere(graph_module, cone):
+                                   for user in member.users) or read_elsewhere(graph_module, cone):
                 continue  # a parameter or a step that something else reads too: it would be stored twice
             if all(_moves_values(member) for member in cone if member.op == "call_function"):
                 # the parameter reshaped (Mamba's conv weight squeezed and unsqueezed back): no value is
@@ -112,8 +112,8 @@ def _moves_values(node: fx.Node) -> bool:
         returns_view(target) or target._schema.name.split("::")[-1] in _COPIES)
 
 
-def _read_elsewhere(graph_module: fx.GraphModule, cone: list[fx.Node]) -> bool:
-    """Another get_attr node of the graph reads one of the cone's parameters."""
+def read_elsewhere(graph_module: fx.GraphModule, cone: list[fx.Node]) -> bool:
+    """Another get_attr node of the graph (than those in `cone`) reads one of the cone's parameters."""
     targets = {member.target for member in cone if member.op == "get_attr"}
     return any(node.op == "get_attr" and node.target in targets and node not in cone
                for node in graph_module.graph.nodes)
@@ -144,26 +144,26 @@ def _store_factored(graph_module: fx.GraphModule, layer: fx.Node, weight: fx.Nod
     cone = _cone(weight)
     if cone is None or len(cone) > _MAX_FACTORED_STEPS or any(
             user not in cone and user is not layer for member in cone for user in member.users) \
-            or _read_elsewhere(graph_module, cone):
+            or read_elsewhere(graph_module, cone):
         return None
     factors = [member for member in cone if member.op == "get_attr"]
     if len(factors) < 2:
         return None  # one parameter: `store_computed_weights`' case, at quantization
     tensors = [get_tensor(graph_module, member.target) for member in factors]
     stored_bytes = sum(tensor.nbytes for tensor in tensors if isinstance(tensor, torch.Tensor))
-    if any(_traced_bytes(member) is None or _traced_bytes(member) > 4 * stored_bytes for member in cone):
+    traced = [_traced_bytes(member) for member in cone]
+    if None in traced or max(traced) > 4 * stored_bytes:
         return None  # judged by the traced shapes before computing: an upload's graph may expand a factor hugely
     value = _evaluate(graph_module, cone)
     if not isinstance(value, torch.Tensor) or value.nbytes > stored_bytes:
         return None
-    owner, name = _attribute_for(graph_module, [member.target for member in factors], default)
+    path, owner, name = _attribute_for(graph_module, [member.target for member in factors], default)
     owner._parameters.pop(name, None)  # a factor of that name (NFNet's raw `weight` beside its gain) is replaced
     owner._buffers.pop(name, None)
     if any(isinstance(tensor, torch.nn.Parameter) for tensor in tensors):
         owner.register_parameter(name, torch.nn.Parameter(value.detach().clone()))
     else:  # buffers alone (a fixed filterbank): still no parameter, as `stored_parameter` expects
         owner.register_buffer(name, value.detach().clone())
-    path = next(path for path, module in graph_module.named_modules() if module is owner)
     target = f"{path}.{name}" if path else name
     with graph_module.graph.inserting_before(layer):
         read = graph_module.graph.get_attr(target)
@@ -173,10 +173,7 @@ def _store_factored(graph_module: fx.GraphModule, layer: fx.Node, weight: fx.Nod
     for member in reversed(cone):  # the computation and its factors, now read by nothing
         graph_module.graph.erase_node(member)
     for factor in {member.target for member in factors} - {target}:
-        owner_path, _, leaf = factor.rpartition(".")
-        factor_owner = graph_module.get_submodule(owner_path) if owner_path else graph_module
-        factor_owner._parameters.pop(leaf, None)
-        factor_owner._buffers.pop(leaf, None)
+        delete_tensor(graph_module, factor)
     return target
 
 
@@ -188,10 +185,11 @@ def _traced_bytes(node: fx.Node) -> int | None:
     return value.numel() * value.element_size()
 
 
-def _attribute_for(graph_module: fx.GraphModule, factors: list[str], default: str) -> tuple[torch.nn.Module, str]:
-    """The module a parametrization sits on and the attribute it computes (`stem.parametrizations.weight.original0`
-    -> `stem`, `weight`); otherwise the innermost module holding every factor and `default`. A name in use by
-    anything but a factor gets a `_stored` suffix."""
+def _attribute_for(graph_module: fx.GraphModule, factors: list[str],
+                   default: str) -> tuple[str, torch.nn.Module, str]:
+    """The path of the module a parametrization sits on, that module and the attribute it computes
+    (`stem.parametrizations.weight.original0` -> `stem`, `weight`); otherwise the innermost module holding every
+    factor and `default`. A name in use by anything but a factor gets a `_stored` suffix."""
     paths = [factor.split(".") for factor in factors]
     cut = paths[0].index("parametrizations") if "parametrizations" in paths[0][:-2] else None
     if cut is not None and all(path[:cut + 2] == paths[0][:cut + 2] for path in paths):
@@ -203,4 +201,4 @@ def _attribute_for(graph_module: fx.GraphModule, factors: list[str], default: st
     owner = graph_module.get_submodule(".".join(owner_path)) if owner_path else graph_module
     while hasattr(owner, name) and ".".join([*owner_path, name]) not in factors:
         name = f"{name}_stored"
-    return owner, name
+    return ".".join(owner_path), owner, name

@@ -22,7 +22,7 @@ from torch import fx
 
 from compression.ptq.embeddings import quantize_rows_int8
 from compression.ptq.graph_rewrites import register_codes
-from compression.quant.graph import get_tensor
+from compression.quant.graph import delete_tensor, get_tensor
 
 aten = torch.ops.aten
 # the `.input` overloads are what nn.GRU / nn.LSTM / nn.RNN export to (the `.data` ones take packed sequences)
@@ -71,8 +71,7 @@ def quantize_kernelless_weights(gm: fx.GraphModule) -> list[str]:
             node.args = (table, *node.args[TABLE_ARG + 1:])
     gm.graph.eliminate_dead_code()
     for attr in done:
-        owner, _, leaf = attr.rpartition(".")
-        delattr(gm.get_submodule(owner) if owner else gm, leaf)
+        delete_tensor(gm, attr)
     gm.recompile()
     return sorted(done)
 

@@ -17,7 +17,8 @@ import operator
 import torch
 from torch import fx
 
-from compression.quant.graph import CONVOLUTION_CALLS, LINEAR_OPS, get_tensor
+from compression.ptq.computed_weights import LAYER_OPS, read_elsewhere
+from compression.quant.graph import delete_tensor, get_tensor
 
 aten = torch.ops.aten
 _CUTS = (aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default)
@@ -42,7 +43,7 @@ def _store_pieces(graph_module: fx.GraphModule, packed: fx.Node, cut: fx.Node) -
     pieces = list(cut.users)
     if cut.op != "call_function" or cut.target not in _CUTS or cut.args[0] is not packed or dim != 0 \
             or not pieces or not all(_read_by_layers(piece) for piece in pieces) \
-            or sum(node.op == "get_attr" and node.target == packed.target for node in graph_module.graph.nodes) != 1:
+            or read_elsewhere(graph_module, [packed]):
         return []
     tensor = get_tensor(graph_module, packed.target)
     owner_path, _, leaf = packed.target.rpartition(".")
@@ -68,13 +69,12 @@ def _store_pieces(graph_module: fx.GraphModule, packed: fx.Node, cut: fx.Node) -
         names.append(target)
     graph_module.graph.erase_node(cut)
     graph_module.graph.erase_node(packed)
-    owner._parameters.pop(leaf, None)
-    owner._buffers.pop(leaf, None)
+    delete_tensor(graph_module, packed.target)
     return names
 
 
 def _read_by_layers(piece: fx.Node) -> bool:
     """`piece` is `getitem(cut, i)` and every reader takes it as a conv's or linear's weight or bias."""
     return piece.op == "call_function" and piece.target is operator.getitem and bool(piece.users) and all(
-        user.op == "call_function" and user.target in CONVOLUTION_CALLS | LINEAR_OPS and piece is not user.args[0]
+        user.op == "call_function" and user.target in LAYER_OPS and piece is not user.args[0]
         and piece in user.args[1:3] for user in piece.users)

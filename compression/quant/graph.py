@@ -132,6 +132,12 @@ def set_tensor(gm: fx.GraphModule, attr: str, value: torch.Tensor) -> None:
     get_tensor(gm, attr).data.copy_(value)
 
 
+def delete_tensor(gm: fx.GraphModule, attr: str) -> None:
+    """Forget a parameter or buffer no node reads any more, so that no program stores or counts it."""
+    owner, _, leaf = attr.rpartition(".")
+    delattr(gm.get_submodule(owner) if owner else gm, leaf)
+
+
 def ensure_bias(gm: fx.GraphModule, layer: Layer) -> str:
     """Give a bias-free layer a zero bias parameter (bias correction needs one) and return its attribute name."""
     if layer.bias_attr is not None:
