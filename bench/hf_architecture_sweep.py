@@ -155,6 +155,8 @@ ENCODER_METHODS = {
                       export_onnx=False, selection_samples=16),
     "prune": PruneSpec(),
     "prune_structured": PruneSpec(kind="structured", sparsity=0.25),
+    # half of every group: the tiny configs' 2 key/value heads (4 query heads) lose one, so heads show as pruned
+    "prune_heads": PruneSpec(kind="structured", sparsity=0.5),
     "ipq": IPQSpec(centroids=16, kmeans_iterations=2, training=FEW_STEPS, num_groups=1, min_weights=256),
     "kd_layers": KDSpec(student={"kind": "layers", "keep": 1}, training=FEW_STEPS),
     "qat": QATSpec(calibration_samples=16, training=FEW_STEPS),
@@ -943,6 +945,9 @@ def stage_effect(result) -> str:
         effect += f", {len(layers)} layers quantized"
     elif isinstance(layers, int):
         effect += f", {layers} layers int8"
+    heads = [group for group in (metrics.get("method_metrics") or {}).get("groups", []) if group["unit"] == "heads"]
+    if heads:  # structured pruning's attention groups: how many lost heads (a unit: a key/value head's group)
+        effect += f", heads pruned in {len(heads)} attentions ({heads[0]['kept']}/{heads[0]['channels']} kept)"
     if transcripts := metrics.get("transcripts"):  # a CTC recognizer's: how far its greedy transcripts moved
         effect += f", token error rate {transcripts['token_error_rate']:.1f}% vs the upload's transcripts"
     # A stage's own warnings (most weights left float, quality collapsed) show beside what it did.

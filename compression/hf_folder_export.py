@@ -96,6 +96,7 @@ MAX_FOLDER_ERROR_GROWTH = 1.25
 # share of the examples moved, the outputs may differ by the pooled share of the compression's error.
 MAX_SHARE_OF_EXAMPLES_MOVED_BY_TIES = 0.5
 MAX_CONFIG_FIELDS = 4  # config fields tried together when fitting pruned widths
+_HEAD_COUNT = re.compile(r"(^|_)(num_)?(attention_|key_value_|kv_)?heads$|^n_head$")
 
 
 def allowed_difference(compression_error: float, folder_error: float, *, pooled: bool, quantizers_left_out: bool,
@@ -224,9 +225,11 @@ def fitted_config(source_model: torch.nn.Module, layout: FolderLayout) -> dict:
     layer's MLP kept the same number of channels) set so that the architecture's tensors have the graph's shapes.
 
     Each dimension that changed gives old -> new; the config fields holding an old value take the new one, and the
-    architecture built from that config (on the meta device) must then have every tensor's shape. Layers shrunk
-    by different amounts, or sizes no config field holds (attention heads pruned in some layers only: transformers
-    5 has no `pruned_heads`), raise NotExpressible."""
+    architecture built from that config (on the meta device) must then have every tensor's shape. Head counts
+    are tried at the ratio a projection shrank by (`_field_options`): a Llama's heads pruned alike in every layer
+    are `num_attention_heads` and `num_key_value_heads` with `head_dim` kept. Layers shrunk by different amounts,
+    or sizes no config field holds (BERT's heads: its head size is `hidden_size / num_attention_heads`, and
+    transformers 5 has no `pruned_heads`), raise NotExpressible."""
     config = source_model.config.to_dict()
     source = source_model.state_dict()
     shapes = _layout_shapes(layout)
@@ -241,7 +244,8 @@ def fitted_config(source_model: torch.nn.Module, layout: FolderLayout) -> dict:
             if old != new:
                 changes.setdefault(old, set()).add(new)
     uneven = {old: sorted(new) for old, new in changes.items() if len(new) > 1}
-    candidates = [key for key, value in config.items() if type(value) is int and value in changes and not uneven]
+    options = {} if uneven else _field_options(config, {old: next(iter(new)) for old, new in changes.items()})
+    candidates = list(options)
     example = next(iter(changed))
     why = (f"a Hugging Face config has one width per kind of layer, and no change of its fields {candidates} gives "
            f"every tensor the pruned graph's shape (e.g. '{example}': {list(changed[example])}, was "
@@ -251,18 +255,52 @@ def fitted_config(source_model: torch.nn.Module, layout: FolderLayout) -> dict:
     unexplained = set(changed)  # by the config that explains the most shapes
     # The fewest fields that explain every shape: a field that merely holds the same number (BERT-tiny's 64
     # positions beside 64 MLP channels) stays as it is.
-    for count in range(1, min(len(candidates), MAX_CONFIG_FIELDS) + 1):
-        for keys in itertools.combinations(candidates, count):
-            fields = {key: next(iter(changes[config[key]])) for key in keys}
-            with torch.device("meta"):
-                rebuilt = type(source_model)(type(source_model.config).from_dict(config | fields)).state_dict()
-            wrong = {name for name, shape in expected.items() if name not in rebuilt or rebuilt[name].shape != shape}
-            if not wrong:
-                layout.config_changes = fields
-                return config | fields
-            unexplained = min(unexplained, wrong, key=len)
+    for fields in _field_trials(options):
+        fields |= _kept_head_dim(source_model, config, fields)
+        with torch.device("meta"):
+            rebuilt = type(source_model)(type(source_model.config).from_dict(config | fields)).state_dict()
+        wrong = {name for name, shape in expected.items() if name not in rebuilt or rebuilt[name].shape != shape}
+        if not wrong:
+            layout.config_changes = fields
+            return config | fields
+        unexplained = min(unexplained, wrong, key=len)
     raise NotExpressible(f"{why}. To prune only what a config can describe, exclude the layers it cannot: "
                          f"\"exclude\": {json.dumps(exclude_patterns(unexplained))}")
+
+
+def _field_options(config: dict, changes: dict[int, int]) -> dict[str, list[int]]:
+    """Each integer config field that may hold a changed size, with the values to try: a width that changed takes
+    its new size; a head count (`num_attention_heads`, `num_key_value_heads`, `n_head`) shrinks as a projection's
+    rows did (4 heads of 64 rows at 64 -> 32 rows: 2), since heads pruned in every layer alike change no width
+    the config holds."""
+    options = {}
+    for key, value in config.items():
+        if type(value) is not int:
+            continue
+        shrunk = {value * new // old for old, new in changes.items() if value * new % old == 0 and new < old}
+        if _HEAD_COUNT.search(key) and shrunk - {0}:
+            options[key] = sorted(shrunk - {0} | ({changes[value]} if value in changes else set()), reverse=True)
+        elif value in changes:
+            options[key] = [changes[value]]
+    return options
+
+
+def _field_trials(options: dict[str, list[int]]):
+    """Field changes to try, the fewest fields first."""
+    for count in range(1, min(len(options), MAX_CONFIG_FIELDS) + 1):
+        for keys in itertools.combinations(options, count):
+            for values in itertools.product(*(options[key] for key in keys)):
+                yield dict(zip(keys, values))
+
+
+def _kept_head_dim(source_model: torch.nn.Module, config: dict, fields: dict) -> dict:
+    """With fewer heads, an architecture that derives its head size from `hidden_size / num_attention_heads` (no
+    `head_dim` in its config: Qwen2, Mistral's older configs) would make every head wider; `head_dim` is then set
+    to the size the model's attention modules use."""
+    if config.get("head_dim") is not None or not any(_HEAD_COUNT.search(key) for key in fields):
+        return {}
+    sizes = {module.head_dim for module in source_model.modules() if type(getattr(module, "head_dim", None)) is int}
+    return {"head_dim": sizes.pop()} if len(sizes) == 1 else {}
 
 
 def _untie_word_embeddings(config: dict) -> None:

@@ -6,8 +6,10 @@ forward to the linear that reads it (through the transpose and reshape that merg
 the q, k and v weights and biases and D columns of the output projection; literal head counts in the views are
 rewritten (the `-1` that Hugging Face models write needs nothing). `torch.nn.MultiheadAttention`'s packed q/k/v
 projection is `compression.prune.packed_attention_heads`' (called with `need_weights=True`, which computes the
-attention with `bmm` and `softmax`: `compression.prune.folded_attention_heads`'). Other attention written as
-matmul + softmax, grouped query attention and per-head masks are left alone.
+attention with `bmm` and `softmax`: `compression.prune.folded_attention_heads`'). Decoders whose q and k pass
+through rotary embeddings, per-head norms and a key/value cache, with or without grouped-query attention (Llama,
+Qwen, Mistral, Gemma), are `compression.prune.grouped_attention_heads`'. Other attention written as matmul +
+softmax, packed q/k/v split from the projection's output (Phi-3, GPT-NeoX) and per-head masks are left alone.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from compression.graph_ops import op_name
 from compression.prune.channel_groups import ChannelGroup, SizeLiteral, Slice
 from compression.prune.channel_layout import Layout, permuted, regroup, shape_of, transposed
 from compression.prune.folded_attention_heads import folded_head_group
+from compression.prune.grouped_attention_heads import grouped_head_group
 from compression.prune.packed_attention_heads import packed_head_group
 
 _MOVES = {"view", "reshape", "_unsafe_view", "transpose", "permute", "contiguous", "clone", "alias"}
@@ -30,7 +33,7 @@ def find_head_groups(graph_module: fx.GraphModule) -> list[ChannelGroup]:
     groups: dict[frozenset[Slice], ChannelGroup] = {}
     for node in graph_module.graph.nodes:
         if node.op == "call_function" and op_name(node) == "scaled_dot_product_attention":
-            group = _head_group(node) or packed_head_group(node)
+            group = _head_group(node) or packed_head_group(node) or grouped_head_group(node)
         elif node.op == "call_function" and op_name(node) in ("softmax", "_softmax"):
             group = folded_head_group(node)  # MultiheadAttention returning its weights: bmm and softmax
         else:

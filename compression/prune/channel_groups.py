@@ -37,7 +37,7 @@ from compression.prune.channel_layout import Layout, pads_dim, permuted, regroup
 
 aten = torch.ops.aten
 
-_CHANNELWISE_UNARY = {
+CHANNELWISE_UNARY = {
     "relu", "relu_", "relu6", "gelu", "silu", "silu_", "sigmoid", "tanh", "hardtanh", "hardtanh_", "hardswish",
     "hardswish_", "hardsigmoid", "leaky_relu", "elu", "selu", "celu", "mish", "softplus", "log_sigmoid", "abs",
     "neg", "exp", "log", "sqrt", "rsqrt", "square", "pow", "clamp", "clamp_min", "clamp_max", "dropout",
@@ -48,7 +48,7 @@ _CHANNELWISE_UNARY = {
     "logit", "nan_to_num", "hardshrink", "softshrink", "threshold", "gelu_", "sigmoid_", "tanh_", "leaky_relu_",
     "elu_",
 }
-_ELEMENTWISE_BINARY = {"add", "add_", "sub", "mul", "div", "maximum", "minimum"}
+ELEMENTWISE_BINARY = {"add", "add_", "sub", "mul", "div", "maximum", "minimum"}
 _REDUCTIONS = {"mean", "sum", "amax"}
 # per-channel normalizations whose args 1-4 are weight, bias, running mean and running variance (instance norm:
 # statistics per sample and channel, so channels stay apart as in BatchNorm; its running stats are usually None)
@@ -238,7 +238,7 @@ def _visit(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Groups) 
     if name in _LAYERS:
         _visit_layer(node, name, tracks, groups)
         return
-    if not inputs or _checks_dtype_only(node, name):
+    if not inputs or checks_dtype_only(node, name):
         return
     if name == "cat":
         _visit_cat(node, inputs, tracks, groups)
@@ -260,13 +260,13 @@ def _visit(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Groups) 
     layouts = [_passes(node, name, track, groups) for track in segments] if segments and len(inputs) == 1 else None
     if layouts and all(layout is not None for layout in layouts):
         tracks[node] = [_Track(track.group, layout) for track, layout in zip(segments, layouts)]
-    elif name in _ELEMENTWISE_BINARY and segments:
+    elif name in ELEMENTWISE_BINARY and segments:
         _visit_binary(node, segments, tracks, groups)
     else:
         _freeze(inputs, tracks, groups, f"{name} at {node.name}")
 
 
-def _checks_dtype_only(node: fx.Node, name: str) -> bool:
+def checks_dtype_only(node: fx.Node, name: str) -> bool:
     """`_assert_tensor_metadata` that checks a dtype or device (what export records for a `.to(dtype)`, GPT-OSS's
     attention) outputs nothing and holds for any channel count; one that checks a size or stride would not."""
     return (name == "_assert_tensor_metadata" and node.kwargs.get("size") is None
@@ -291,7 +291,7 @@ def _passes(node: fx.Node, name: str, track: _Track, groups: _Groups) -> Layout 
         return layout
     if name == "getitem":
         return layout if node.args[1] == 0 else None
-    if name in _CHANNELWISE_UNARY:  # a tensor second argument (pow(x, y)) is not channelwise
+    if name in CHANNELWISE_UNARY:  # a tensor second argument (pow(x, y)) is not channelwise
         unary = len(node.all_input_nodes) == 1 and shape_of(node) is not None and len(shape_of(node)) == rank
         return layout if unary else None
     pooling = _POOLING.match(name)

@@ -20,7 +20,7 @@ from compression.io import export_model, load_program, save_program
 from compression.llm.pipeline import run_folder_pipeline
 from compression.modes import lacks_traced_shapes
 from compression.specs import EvaluationSpec, IPQSpec, KDSpec, PruneSpec, PTQSpec, QATSpec
-from tests.hf_folders import CORPUS, bert_folder, jsonl_bytes, zip_bytes
+from tests.hf_folders import CORPUS, bert_folder, jsonl_bytes, llama_folder, zip_bytes
 
 LABELS = [index % 3 for index in range(len(CORPUS))]
 
@@ -241,6 +241,29 @@ def test_folder_jobs_prune_attention_heads_and_say_which_excludes_give_a_folder(
     written = result.stages[0].metrics["hf_folder"]
     assert written["written"] and written["config_changes"] == {"intermediate_size": 32}, written
     assert written["relative_difference_to_stage_model"] < 1e-4
+
+
+def test_grouped_query_heads_pruned_alike_in_every_layer_are_written_with_fewer_heads(tmp_path):
+    # A Llama with 4 query heads over 2 key/value heads: half of every group goes, so each layer keeps one
+    # key/value head with its two query heads (and half its MLP); the config that describes that has 2 and 1
+    # heads and the same head_dim, and from_pretrained's model computes what the pruned program computes.
+    (tmp_path / "m.zip").write_bytes(zip_bytes(llama_folder(tmp_path / "llama")))
+    (tmp_path / "d.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:24], "val": CORPUS[24:32]}))
+    result = run_folder_pipeline(tmp_path / "m.zip", tmp_path / "d.jsonl", "causal-lm",
+                                 [PruneSpec(kind="structured", sparsity=0.5)], EvaluationSpec(latency=False),
+                                 RunContext(), tmp_path / "work")
+    stage = result.stages[0]
+    heads = [group for group in stage.metrics["method_metrics"]["groups"] if group["unit"] == "heads"]
+    assert [(group["channels"], group["kept"]) for group in heads] == [(2, 1), (2, 1)]
+    written = stage.metrics["hf_folder"]
+    assert written["written"], written
+    assert written["config_changes"] == {"num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 64}
+    loaded = formats.load("model.hf_folder", _folder_artifact(stage).path).eval()
+    assert loaded.config.head_dim == 16
+    inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")
+    with torch.no_grad():
+        got = loaded(input_ids=inputs[0], attention_mask=inputs[1]).logits
+        torch.testing.assert_close(got, stage.model(*inputs), atol=1e-4, rtol=1e-4)
 
 
 def test_layers_the_int8_program_keeps_float_are_float_in_the_folder_and_ignored(tmp_path):
