@@ -945,7 +945,8 @@ def stage_effect(result) -> str:
         effect += f", {len(layers)} layers quantized"
     elif isinstance(layers, int):
         effect += f", {layers} layers int8"
-    heads = [group for group in (metrics.get("method_metrics") or {}).get("groups", []) if group["unit"] == "heads"]
+    heads = [group for group in (metrics.get("method_metrics") or {}).get("groups", [])
+             if isinstance(group, dict) and group.get("unit") == "heads"]  # (iPQ's groups are its stages)
     if heads:  # structured pruning's attention groups: how many lost heads (a unit: a key/value head's group)
         effect += f", heads pruned in {len(heads)} attentions ({heads[0]['kept']}/{heads[0]['channels']} kept)"
     if transcripts := metrics.get("transcripts"):  # a CTC recognizer's: how far its greedy transcripts moved

@@ -93,13 +93,12 @@ def _check_prune(spec, model: nn.Module, task: Task, ctx: RunContext) -> dict:
             raise ValueError("the model has no conv/linear weights left to prune (check 'exclude')")
         return {"checked": "prunable weights found"}
     from compression.io import export_model
-    from compression.prune.structured import plan_structured
+    from compression.prune.structured import nothing_to_prune, plan_structured
 
     graph = model if is_exported(model) else export_model(eval_mode(model), task.example_inputs).module()
     plans, skipped = plan_structured(graph, spec.sparsity, spec.criterion, spec.exclude)
     if not plans:
-        reasons = sorted({reason for group in skipped for reason in group.frozen_because})
-        raise ValueError(f"no channel group can be pruned at sparsity {spec.sparsity}: {reasons}")
+        raise ValueError(nothing_to_prune(spec.sparsity, skipped))
     return {"checked": "channel analysis", "groups": len(plans), "groups_kept_whole": len(skipped)}
 
 

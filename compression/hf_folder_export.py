@@ -255,16 +255,23 @@ def fitted_config(source_model: torch.nn.Module, layout: FolderLayout) -> dict:
     unexplained = set(changed)  # by the config that explains the most shapes
     # The fewest fields that explain every shape: a field that merely holds the same number (BERT-tiny's 64
     # positions beside 64 MLP channels) stays as it is.
+    refused = ""  # why transformers refused the head counts the shapes call for
     for fields in _field_trials(options):
         fields |= _kept_head_dim(source_model, config, fields)
-        with torch.device("meta"):
-            rebuilt = type(source_model)(type(source_model.config).from_dict(config | fields)).state_dict()
+        try:
+            with torch.device("meta"):
+                rebuilt = type(source_model)(type(source_model.config).from_dict(config | fields)).state_dict()
+        except Exception as exc:  # noqa: BLE001 - a config class or model refusing these values is not the fit: a
+            # head count that does not divide hidden_size, Falcon's rope validation, a read-only derived field
+            if any(_HEAD_COUNT.search(key) for key in fields):
+                refused = f" (transformers refuses {fields}: {str(exc).strip().splitlines()[-1].strip()[:200]})"
+            continue
         wrong = {name for name, shape in expected.items() if name not in rebuilt or rebuilt[name].shape != shape}
         if not wrong:
             layout.config_changes = fields
             return config | fields
         unexplained = min(unexplained, wrong, key=len)
-    raise NotExpressible(f"{why}. To prune only what a config can describe, exclude the layers it cannot: "
+    raise NotExpressible(f"{why}{refused}. To prune only what a config can describe, exclude the layers it cannot: "
                          f"\"exclude\": {json.dumps(exclude_patterns(unexplained))}")
 
 
@@ -297,7 +304,8 @@ def _kept_head_dim(source_model: torch.nn.Module, config: dict, fields: dict) ->
     """With fewer heads, an architecture that derives its head size from `hidden_size / num_attention_heads` (no
     `head_dim` in its config: Qwen2, Mistral's older configs) would make every head wider; `head_dim` is then set
     to the size the model's attention modules use."""
-    if config.get("head_dim") is not None or not any(_HEAD_COUNT.search(key) for key in fields):
+    if config.get("head_dim") is not None or not any(_HEAD_COUNT.search(key) for key in fields) or \
+            isinstance(getattr(type(source_model.config), "head_dim", None), property):  # Falcon's: derived, read-only
         return {}
     sizes = {module.head_dim for module in source_model.modules() if type(getattr(module, "head_dim", None)) is int}
     return {"head_dim": sizes.pop()} if len(sizes) == 1 else {}

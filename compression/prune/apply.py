@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from torch import nn
 
 from compression import formats
@@ -11,10 +9,25 @@ from compression.context import RunContext
 from compression.half_precision import float_result
 from compression.io import export_model, save_program
 from compression.modes import eval_mode, is_exported
-from compression.prune.finetune import finetune, gradual_finetune, lottery_ticket, recalibrate_batch_norm
-from compression.prune.masks import WeightMasks, keep_top, prunable_weights, sparsity_report, weight_scores
+from compression.prune.finetune import (
+    finetune,
+    gradual_finetune,
+    lottery_ticket,
+    recalibrate_batch_norm,
+)
+from compression.prune.masks import (
+    WeightMasks,
+    keep_top,
+    prunable_weights,
+    sparsity_report,
+    weight_scores,
+)
 from compression.prune.sparse_format import save_sparse
-from compression.prune.structured import plan_structured, prune_channels
+from compression.prune.structured import (
+    nothing_to_prune,
+    plan_structured,
+    prune_channels,
+)
 from compression.prune.synflow import synflow_prune
 from compression.result import StageResult
 from compression.specs.prune import PruneSpec
@@ -70,13 +83,7 @@ def _structured(spec: PruneSpec, model: nn.Module, task: Task, ctx: RunContext) 
     parameters_before = _parameter_count(graph_module)
     plans, skipped = plan_structured(graph_module, spec.sparsity, spec.criterion, spec.exclude)
     if not plans:
-        reasons = sorted({reason for group in skipped for reason in group.frozen_because})
-        small = [group for group in skipped if not group.frozen_because]
-        if small:  # e.g. attention of 3 heads after an earlier prune: 0.25 of 3 rounds down to none
-            sizes = sorted({f"{group.size} {group.unit}" for group in small})
-            enough = math.ceil(100 / min(group.size for group in small)) / 100  # removes one of the smallest
-            reasons.append(f"groups of {', '.join(sizes)} lose none at this sparsity: raise it to at least {enough}")
-        raise ValueError(f"no channel group can be pruned at sparsity {spec.sparsity}: {reasons}")
+        raise ValueError(nothing_to_prune(spec.sparsity, skipped))
     prune_channels(graph_module, plans)
     ctx.progress("prune", 1, 1, groups_pruned=len(plans))
     # Re-exporting refreshes the graph's shape metadata and gives a clean program of the smaller model.

@@ -8,8 +8,9 @@ rewritten (the `-1` that Hugging Face models write needs nothing). `torch.nn.Mul
 projection is `compression.prune.packed_attention_heads`' (called with `need_weights=True`, which computes the
 attention with `bmm` and `softmax`: `compression.prune.folded_attention_heads`'). Decoders whose q and k pass
 through rotary embeddings, per-head norms and a key/value cache, with or without grouped-query attention (Llama,
-Qwen, Mistral, Gemma), are `compression.prune.grouped_attention_heads`'. Other attention written as matmul +
-softmax, packed q/k/v split from the projection's output (Phi-3, GPT-NeoX) and per-head masks are left alone.
+Qwen, Mistral, Gemma), attention written as matmul + softmax, and q/k/v cut from one projection's output (GPT-NeoX,
+nanoGPT, Phi-3 without grouped-query attention) are `compression.prune.grouped_attention_heads`'. Per-head masks
+and biases (ALiBi) are left alone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from compression.graph_ops import op_name
 from compression.prune.channel_groups import ChannelGroup, SizeLiteral, Slice
 from compression.prune.channel_layout import Layout, permuted, regroup, shape_of, transposed
 from compression.prune.folded_attention_heads import folded_head_group
-from compression.prune.grouped_attention_heads import grouped_head_group
+from compression.prune.grouped_attention_heads import eager_head_group, grouped_head_group
 from compression.prune.packed_attention_heads import packed_head_group
 
 _MOVES = {"view", "reshape", "_unsafe_view", "transpose", "permute", "contiguous", "clone", "alias"}
@@ -35,7 +36,8 @@ def find_head_groups(graph_module: fx.GraphModule) -> list[ChannelGroup]:
         if node.op == "call_function" and op_name(node) == "scaled_dot_product_attention":
             group = _head_group(node) or packed_head_group(node) or grouped_head_group(node)
         elif node.op == "call_function" and op_name(node) in ("softmax", "_softmax"):
-            group = folded_head_group(node)  # MultiheadAttention returning its weights: bmm and softmax
+            # MultiheadAttention returning its weights (bmm and softmax), or attention written as matmul + softmax
+            group = folded_head_group(node) or eager_head_group(node)
         else:
             continue
         if group is not None:

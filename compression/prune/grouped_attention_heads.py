@@ -9,9 +9,17 @@ grouped-query attention a repeat of each of the KV key/value heads for H / KV qu
 `expand(B, KV, H / KV, S, D)`, `reshape(B, H, S, D)`; or `enable_gqa=True`, where the attention repeats them
 itself). Here every use of a projection's output is followed in graph order with the position of its heads
 (`channel_layout.Layout`): through layout moves, pointwise ops whose other operand is the same tensor or the same
-for every head (cos and sin, a norm's weight, a scalar), slices and concats along other dimensions (a concat's
-other inputs empty), and reductions over other dimensions, until it reaches the attention. Any other use, and the
-heads are left alone.
+for every head (cos and sin, a norm's weight, a mask, a scalar), slices, splits and concats along other dimensions
+(a concat's other inputs empty), and reductions over other dimensions, until it reaches the attention. Any other
+use, and the heads are left alone.
+
+The same walk finds attention written as matmul + softmax (`eager_head_group`: transformers' eager attention,
+Gemma 2's soft-capped scores, attention written by hand): from the softmax back to the scores' `q @ k^T` and on to
+`probabilities @ v`, the scores' heads followed like the others. And q, k and v made by one projection: packed per
+head (GPT-NeoX's rows [q_h | k_h | v_h], cut apart once the heads are viewed apart) or in runs (rows [q | k | v]:
+nanoGPT's `split(E, 2)`, Phi-3's slices `qkv[..., :E]`, timm's reshape to (3, H, D)), where a head is D rows of
+each run and the split sizes and slice bounds are rewritten. Runs of different head counts (Phi-3's grouped-query
+`qkv_proj`, H query heads beside KV key/value heads) are left alone.
 
 A unit of pruning is one key/value head with the query heads that read it (one head without grouped-query
 attention; Llama-3-8B's 32 query heads over 8 key/value heads are 8 units of 4): D rows of k's and v's projections
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 from torch import fx
@@ -33,6 +42,7 @@ from compression.prune.channel_groups import (
     CHANNELWISE_UNARY,
     ELEMENTWISE_BINARY,
     ChannelGroup,
+    CutLiteral,
     SizeLiteral,
     Slice,
     checks_dtype_only,
@@ -43,6 +53,34 @@ from compression.prune.packed_attention_heads import stored_layer
 _MOVES = {"view", "reshape", "_unsafe_view", "flatten", "unsqueeze", "squeeze"}
 _LITERAL_SIZES = {"view", "reshape", "_unsafe_view", "expand"}  # their size list may spell the head count
 _REDUCTIONS = {"mean", "sum", "amax"}
+_SOFTMAX = {"softmax", "_softmax"}
+# pointwise ops of several tensors (a mask's where/masked_fill: the mask shared by every head)
+_POINTWISE_BINARY = ELEMENTWISE_BINARY | {"masked_fill", "where"}
+_READERS = {"scaled_dot_product_attention", "linear", "matmul"}  # where a walk ends
+_PIECES = {"chunk", "split", "split_with_sizes", "unbind"}  # ops returning a list of pieces (`getitem` takes one)
+_SIZES = (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool)
+
+
+class _SizeFound(NamedTuple):
+    """Entry `index` of a view's (reshape's, expand's) size list holds `entries` per head of a walk over `count`
+    heads."""
+
+    node: fx.Node
+    index: int
+    entries: int
+    count: int
+
+
+class _CutFound(NamedTuple):
+    """Piece `piece` of a slice or split along the heads' dimension (`sizes`: its pieces as exported) holds
+    `entries` per head of a walk over `count` heads."""
+
+    node: fx.Node
+    dim: int
+    sizes: tuple[int, ...]
+    piece: int
+    entries: int
+    count: int
 _SEARCHED = 400  # nodes looked at on the way back from an operand to its projection (the rotary tables' ops)
 
 
@@ -56,48 +94,126 @@ def grouped_head_group(attention: fx.Node) -> ChannelGroup | None:
     heads = shapes[0][1]
     if not attention.kwargs.get("enable_gqa") and any(shape[1] != heads for shape in shapes):
         return None
-    order = {node: index for index, node in enumerate(attention.graph.nodes)}
-    found, literals = [], []  # found: (projection, its heads, head_dim); literals: (node, arg, index, entries, from)
+    readers = [(attention, position) for position in range(3)]
+    return _head_group(operands, readers, [shape[3] for shape in shapes], attention, heads, [])
+
+
+def eager_head_group(softmax: fx.Node) -> ChannelGroup | None:
+    """The heads of attention written as matmul + softmax (transformers' eager attention: Gemma 2's soft-capped
+    scores, models without SDPA; attention written by hand), whose probabilities `softmax` computes: scores = q @
+    k^T (scaled, capped, masked: pointwise with values shared by every head), softmax over the keys, context =
+    probabilities @ v. None if the scores or probabilities go anywhere else."""
+    shape = shape_of(softmax)
+    if shape is None or len(shape) != 4 or not isinstance(shape[1], int) or softmax.args[1] % 4 != 3:
+        return None
+    scores = _scores(softmax.args[0])
+    if scores is None:
+        return None
+    heads, order, literals = shape[1], _graph_order(softmax), []
+    probabilities = _follow_heads(scores, Layout(1), heads, order, literals)
+    if probabilities is None or len(probabilities) != 1 or probabilities[0][1:] != (0, Layout(1)) or \
+            op_name(probabilities[0][0]) != "matmul":
+        return None
+    context = probabilities[0][0]
+    operands = (scores.args[0], scores.args[1], context.args[1])
+    shapes = [shape_of(operand) for operand in operands]
+    if any(operand_shape is None or len(operand_shape) != 4 or operand_shape[1] != heads for operand_shape in shapes):
+        return None
+    head_dims = [shapes[0][3], shapes[0][3], shapes[2][3]]  # k^T is (B, H, D, S): k's heads are q's width
+    return _head_group(operands, [(scores, 0), (scores, 1), (context, 1)], head_dims, context, heads, literals)
+
+
+def _scores(node) -> fx.Node | None:
+    """The 4-D `matmul` that the pointwise ops before a softmax (scale, soft cap, mask) start from."""
+    for _ in range(16):
+        if not isinstance(node, fx.Node) or node.op != "call_function":
+            return None
+        name = op_name(node)
+        if name == "matmul":
+            return node if len(shape_of(node) or ()) == 4 else None
+        if name not in CHANNELWISE_UNARY and name not in _POINTWISE_BINARY:
+            return None
+        same = [arg for arg in node.all_input_nodes if shape_of(arg) == shape_of(node)]
+        if len(same) != 1:
+            return None
+        node = same[0]
+    return None
+
+
+def _head_group(operands, readers: list, head_dims: list[int], output: fx.Node, heads: int,
+                literals: list) -> ChannelGroup | None:
+    """The group of the attention whose q, k and v (`operands`) are read by `readers` ((node, argument) each) and
+    whose context, with the heads on dim 1, is `output`; `literals`: those found between."""
+    order = _graph_order(output)
+    projections: dict[fx.Node, list[int]] = {}  # q, k and v may come from one projection (packed per head)
     for position, operand in enumerate(operands):
         projection = _projection(operand)
-        head_dim = shapes[position][3]
-        projected = shape_of(projection) if projection is not None else None
-        if not projected or not isinstance(projected[-1], int) or projected[-1] % head_dim:
+        if projection is None:
             return None
-        count = projected[-1] // head_dim
-        start = Layout(len(projected) - 1, block=head_dim)
-        ends = _follow_heads(projection, start, count, order, literals, position)
-        if ends is None or len(ends) != 1:
+        projections.setdefault(projection, []).append(position)
+    found = []  # (projection, its heads, their layout in its output)
+    for projection, positions in projections.items():
+        made = _projection_heads(projection, positions, operands, readers, head_dims, heads, order, literals)
+        if made is None:
             return None
-        end, arg, layout = ends[0]
-        # the attention reads this operand only, its heads on dim 1 in order, each repeated for `layout.block`
-        # of the operand's heads (the repeat_kv of grouped-query attention, or the attention's own with enable_gqa)
-        repeat = layout.block * heads // shapes[position][1]
-        if end is not attention or arg != position or layout.dim != 1 or layout.outer != 1 or count * repeat != heads:
-            return None
-        found.append((projection, count, head_dim))
+        found.append((projection, *made))
     units = min(count for _, count, _ in found)
     if any(count % units for _, count, _ in found):
         return None
-    ends = _follow_heads(attention, Layout(1), heads, order, literals, 3)
+    ends = _follow_heads(output, Layout(1), heads, order, literals)
     if ends is None or len(ends) != 1:
         return None
-    output, arg, layout = ends[0]
-    if op_name(output) != "linear" or arg != 0 or not stored_layer(output) or \
-            layout.dim != len(shape_of(output.args[0])) - 1:
+    reader, arg, layout = ends[0]
+    if op_name(reader) != "linear" or arg != 0 or not stored_layer(reader) or \
+            layout.dim != len(shape_of(reader.args[0])) - 1:
         return None
     group = ChannelGroup(units, unit="heads")
-    for projection, count, head_dim in found:
-        rows = Slice(projection.args[1].target, 0, head_dim * count // units)
+    for projection, count, start in found:
+        rows = Slice(projection.args[1].target, 0, start.block * count // units, start.outer)
         group.producers.append(rows)
         group.slices.append(rows)
         if len(projection.args) > 2 and isinstance(projection.args[2], fx.Node):
             group.slices.append(replace(rows, name=projection.args[2].target))
-    group.slices.append(Slice(output.args[1].target, 1, layout.block * heads // units, layout.outer))
-    per_start = [count for _, count, _ in found] + [heads]
-    group.reshapes = [SizeLiteral(node, index, entries * per_start[source] // units, arg=arg)
-                      for node, arg, index, entries, source in literals]
+    group.slices.append(Slice(reader.args[1].target, 1, layout.block * heads // units, layout.outer))
+    # each literal counts `entries` per head of the walk that found it, which had `count` heads
+    group.reshapes = [SizeLiteral(found.node, found.index, found.entries * found.count // units, arg=1)
+                      for found in literals if isinstance(found, _SizeFound)]
+    group.cuts = [CutLiteral(found.node, found.dim, found.sizes, found.piece, found.entries * found.count // units)
+                  for found in literals if isinstance(found, _CutFound)]
     return group
+
+
+def _projection_heads(projection: fx.Node, positions: list[int], operands, readers: list, head_dims: list[int],
+                      heads: int, order: dict, literals: list) -> tuple[int, Layout] | None:
+    """How many heads `projection` makes and where they sit in its output, if every use of that output reaches the
+    readers of the operands at `positions`, each with its heads on dim 1 in order, each of them repeated for
+    `layout.block` of the attention's heads (the repeat_kv of grouped-query attention, or SDPA's own with
+    enable_gqa); else None. A projection may make several of q, k and v: packed per head (GPT-NeoX's rows [q_h |
+    k_h | v_h] for each head h, cut apart after the heads are) or in runs (rows [q | k | v], nanoGPT's and Phi-3's
+    with as many key/value heads as query heads, cut apart by a split or slices, or timm's reshape to (3, H, D))."""
+    width = (shape_of(projection) or (None,))[-1]
+    if not isinstance(width, int):
+        return None
+    rank, own = len(shape_of(projection)), sum(head_dims[position] for position in positions)
+    counts = dict.fromkeys([width // own if width % own == 0 else 0] + [shape_of(operands[p])[1] for p in positions])
+    starts = [(count, Layout(rank - 1, block=width // count)) for count in counts if count and width % count == 0]
+    if len(positions) > 1 and len({head_dims[p] for p in positions}) == 1 and width % own == 0:
+        starts.append((width // own, Layout(rank - 1, block=head_dims[positions[0]], outer=len(positions))))
+    for count, start in starts:
+        found = []
+        ends = _follow_heads(projection, start, count, order, found)
+        if ends is None or sorted(readers.index((end, arg)) if (end, arg) in readers else -1
+                                  for end, arg, _ in ends) != positions:
+            continue
+        if all(layout.dim == 1 and layout.outer == 1 and count * layout.block * heads // shape_of(end.args[arg])[1]
+               == heads for end, arg, layout in ends):
+            literals += found
+            return count, start
+    return None
+
+
+def _graph_order(node: fx.Node) -> dict:
+    return {other: index for index, other in enumerate(node.graph.nodes)}
 
 
 def _mask_per_head(attention: fx.Node) -> bool:
@@ -117,7 +233,7 @@ def _projection(operand: fx.Node) -> fx.Node | None:
         seen.add(node)
         if len(seen) > _SEARCHED:
             return None
-        if not isinstance(node.meta.get("val"), torch.Tensor):  # a size (the dynamic batch's), not data
+        if isinstance(node.meta.get("val"), _SIZES):  # a size (the dynamic batch's), not data
             continue
         if node.op == "call_function" and op_name(node) == "linear":
             if not stored_layer(node):
@@ -128,10 +244,10 @@ def _projection(operand: fx.Node) -> fx.Node | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _follow_heads(start: fx.Node, layout: Layout, count: int, order: dict, literals: list, source: int):
+def _follow_heads(start: fx.Node, layout: Layout, count: int, order: dict, literals: list):
     """Every use of `start`'s heads (`count` of them, at `layout`), followed in graph order: the (node, argument
     position, layout) where they reach an attention or a linear layer, or None where an op would mix them.
-    Literal head counts on the way are added to `literals`, tagged with `source`."""
+    Literal head counts on the way are added to `literals` (`_SizeFound`, `_CutFound`)."""
     layouts = {start: layout}
     pending = [(order[user], user) for user in start.users]
     heapq.heapify(pending)
@@ -142,15 +258,12 @@ def _follow_heads(start: fx.Node, layout: Layout, count: int, order: dict, liter
             continue
         done.add(node)
         name = op_name(node) if node.op == "call_function" else ""
-        if name in ("scaled_dot_product_attention", "linear"):
-            tracked = [position for position, arg in enumerate(node.args) if arg in layouts]
-            if len(tracked) != 1:
-                return None
-            ends.append((node, tracked[0], layouts[node.args[tracked[0]]]))
+        if name in _READERS:
+            ends += [(node, position, layouts[arg]) for position, arg in enumerate(node.args) if arg in layouts]
             continue
         if checks_dtype_only(node, name) or name.startswith("sym_"):  # dtype checks and the dynamic sizes' reads
             continue
-        passed = _passed(node, name, layouts, count, literals, source)
+        passed = _passed(node, name, layouts, count, literals)
         if passed is None:
             return None
         layouts[node] = passed
@@ -159,16 +272,23 @@ def _follow_heads(start: fx.Node, layout: Layout, count: int, order: dict, liter
     return ends
 
 
-def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list, source: int) -> Layout | None:
+def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list) -> Layout | None:
     """The heads' layout in `node`'s output, if the op keeps every head's values apart from the others'."""
     tracked = [arg for arg in node.all_input_nodes if arg in layouts]
     first = node.args[0] if node.args else None
+    if name == "getitem" and first in layouts:  # a piece of a chunk/split/unbind
+        pieces = layouts[first]
+        return pieces[node.args[1]] if isinstance(pieces, list) else pieces
+    if any(isinstance(layouts[arg], list) for arg in tracked):  # the pieces' list read by anything but getitem
+        return None
+    if name in _PIECES and first in layouts and len(tracked) == 1:
+        return _cut_into_pieces(node, name, layouts[first], shape_of(first), count, literals)
     shape = shape_of(node)
     if shape is None:
         return None
     if name == "cat":
         return _concatenated(node, layouts)
-    if name in ELEMENTWISE_BINARY:
+    if name in _POINTWISE_BINARY:
         layout = layouts[tracked[0]]
         return layout if _same_for_every_head(node, layouts, layout, shape) else None
     if first not in layouts or len(tracked) != 1:
@@ -179,6 +299,8 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list,
     rank = len(source_shape)
     if name in CHANNELWISE_UNARY:
         return layout if len(node.all_input_nodes) == 1 and len(shape) == rank else None
+    if name in _SOFTMAX:
+        return layout if node.args[1] % rank != layout.dim else None
     if name == "transpose":
         return transposed(layout, node.args[1], node.args[2], rank)
     if name == "permute":
@@ -187,10 +309,13 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list,
         dim = node.args[1] % rank
         if dim != layout.dim:
             return layout if name == "slice" else replace(layout, dim=layout.dim - (dim < layout.dim))
-        whole = name == "slice" and node.args[2:3] in ((), (0,), (None,)) and \
-            (len(node.args) < 4 or node.args[3] is None or node.args[3] >= source_shape[dim]) and node.args[4:] in \
-            ((), (1,))
-        return layout if whole else None
+        if name == "select":
+            return None
+        sizes = _piece_sizes(node, name, source_shape[dim])
+        if sizes is not None and sizes[0] == sizes[2] == 0:  # all of it
+            return layout
+        pieces = _runs(node, layout, source_shape, sizes, count, literals) if sizes else None
+        return pieces[1] if pieces else None
     if name in _REDUCTIONS:
         dims = node.args[1] if len(node.args) > 1 else None
         keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
@@ -202,20 +327,69 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list,
         moved = replace(layout, dim=layout.dim + len(shape) - rank)
         if shape[moved.dim] != source_shape[layout.dim]:
             return None
-        _note_literal(node, moved, literals, source)
+        _note_literal(node, moved, literals, count)
         return moved
     if name in _MOVES:
         moved = regroup(source_shape, shape, layout, count)
         if moved is not None and name in _LITERAL_SIZES:
-            _note_literal(node, moved, literals, source)
+            _note_literal(node, moved, literals, count)
         return moved
     return None
 
 
-def _note_literal(node: fx.Node, layout: Layout, literals: list, source: int) -> None:
+def _cut_into_pieces(node: fx.Node, name: str, layout: Layout, shape, count: int, literals: list):
+    """The heads' layout in every piece of a chunk, split or unbind: along another dimension, each piece has all
+    the heads (GPT-NeoX's `chunk(qkv, 3, -1)` of each head's [q | k | v] values); along theirs, each piece must
+    be whole runs of them (`_runs`)."""
+    if shape is None:
+        return None
+    position = 1 if name == "unbind" else 2
+    dim = (node.args[position] if len(node.args) > position else node.kwargs.get("dim", 0)) % len(shape)
+    if dim != layout.dim:
+        return replace(layout, dim=layout.dim - (dim < layout.dim)) if name == "unbind" else layout
+    sizes = _piece_sizes(node, name, shape[dim])
+    return _runs(node, layout, shape, sizes, count, literals) if sizes else None
+
+
+def _piece_sizes(node: fx.Node, name: str, extent) -> list[int] | None:
+    """The sizes of the pieces a slice (before, kept, after), split or chunk cuts a dimension of `extent` into."""
+    if not isinstance(extent, int):
+        return None
+    args = list(node.args) + [None] * 5
+    if name == "slice":
+        start, end, step = args[2] or 0, args[3] if args[3] is not None else extent, args[4] or 1
+        start, end = (min(max(bound + extent if bound < 0 else bound, 0), extent) for bound in (start, end))
+        return [start, end - start, extent - end] if step == 1 and end > start else None
+    if name == "split" and isinstance(args[1], int):
+        return [min(args[1], extent - offset) for offset in range(0, extent, args[1])]
+    if name == "split_with_sizes" and sum(args[1]) == extent:
+        return list(args[1])
+    if name == "chunk" and isinstance(args[1], int):
+        size = -(-extent // args[1])
+        return [min(size, extent - offset) for offset in range(0, extent, size)]
+    return None
+
+
+def _runs(node: fx.Node, layout: Layout, shape, sizes: list[int], count: int, literals: list):
+    """The layouts of the pieces of a cut along the heads' dimension where the heads sit in `layout.outer` runs
+    (a projection's [q | k | v] rows: nanoGPT's `split(E, 2)`, Phi-3's `qkv[..., :E]`): each piece must hold whole
+    runs, and its sizes are recorded for pruning to rewrite; None otherwise."""
+    extent = shape[layout.dim]
+    if layout.outer == 1 or extent % layout.outer:
+        return None
+    run = extent // layout.outer
+    if any(size % run for size in sizes):
+        return None
+    for piece, size in enumerate(sizes):
+        if size:
+            literals.append(_CutFound(node, layout.dim, tuple(sizes), piece, size // run * layout.block, count))
+    return [replace(layout, outer=size // run) for size in sizes]
+
+
+def _note_literal(node: fx.Node, layout: Layout, literals: list, count: int) -> None:
     size = list(node.args[1])[layout.dim]
     if isinstance(size, int) and size != -1:
-        literals.append((node, 1, layout.dim, layout.block * layout.outer, source))
+        literals.append(_SizeFound(node, layout.dim, layout.block * layout.outer, count))
 
 
 def _same_for_every_head(node: fx.Node, layouts: dict, layout: Layout, shape: tuple) -> bool:

@@ -14,6 +14,7 @@ re-exported by the caller, which refreshes the graph's shape metadata and yields
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 
 import torch
@@ -85,6 +86,19 @@ def plan_structured(model: fx.GraphModule, fraction: float, norm: str = "l2",
         keep = torch.sort(torch.topk(scores, group.size - removed, sorted=False).indices).values
         plans.append(GroupPlan(group, keep))
     return plans, skipped
+
+
+def nothing_to_prune(fraction: float, skipped: list[ChannelGroup]) -> str:
+    """Why `plan_structured` planned nothing: each kept group's reason, and for groups too small to lose one at
+    this fraction (attention of 3 heads after an earlier prune; a decoder's 2 key/value head groups at 0.25), the
+    fraction that removes one."""
+    reasons = sorted({reason for group in skipped for reason in group.frozen_because})
+    small = [group for group in skipped if not group.frozen_because]
+    if small:
+        sizes = sorted({f"{group.size} {group.unit}" for group in small})
+        enough = math.ceil(100 / min(group.size for group in small)) / 100  # removes one of the smallest
+        reasons.append(f"groups of {', '.join(sizes)} lose none at this sparsity: raise it to at least {enough}")
+    return f"no channel group can be pruned at sparsity {fraction}: {reasons}"
 
 
 def prune_channels(model: fx.GraphModule, plans: list[GroupPlan]) -> None:
