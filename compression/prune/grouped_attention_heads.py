@@ -9,9 +9,10 @@ grouped-query attention a repeat of each of the KV key/value heads for H / KV qu
 `expand(B, KV, H / KV, S, D)`, `reshape(B, H, S, D)`; or `enable_gqa=True`, where the attention repeats them
 itself). Here every use of a projection's output is followed in graph order with the position of its heads
 (`channel_layout.Layout`): through layout moves, pointwise ops whose other operand is the same tensor or the same
-for every head (cos and sin, a norm's weight, a mask, a scalar), slices, splits and concats along other dimensions
-(a concat's other inputs empty), and reductions over other dimensions, until it reaches the attention. Any other
-use, and the heads are left alone.
+for every head (cos and sin, a norm's weight, a mask, a scalar), slices, splits, concats and stacks along other
+dimensions (a concat's other inputs empty; Cohere's and GLM's interleaved rotary stacks each head's halves), norms
+and reductions over other dimensions (Persimmon's LayerNorm over each head), until it reaches the attention. Any
+other use, and the heads are left alone: OLMo 2's RMSNorm over all heads' q values at once, for one, ties them.
 
 The same walk finds attention written as matmul + softmax (`eager_head_group`: transformers' eager attention,
 Gemma 2's soft-capped scores, attention written by hand): from the softmax back to the scores' `q @ k^T` and on to
@@ -288,6 +289,12 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list)
         return None
     if name == "cat":
         return _concatenated(node, layouts)
+    if name == "stack":  # Cohere's and GLM's interleaved rotary: stack([-x2, x1], -1) of each head's halves
+        return _stacked(node, layouts)
+    if name == "type_as" and first in layouts:  # the second tensor gives only the dtype (Gemma 3's norms)
+        return layouts[first] if len(shape) == len(shape_of(first) or ()) else None
+    if name in ("reshape_as", "view_as") and first in layouts and shape_of(first):  # the second: only a shape
+        return regroup(shape_of(first), shape, layouts[first], count)  # (RoFormer's rotary)
     if name in _POINTWISE_BINARY:
         layout = layouts[tracked[0]]
         return layout if _same_for_every_head(node, layouts, layout, shape) else None
@@ -301,6 +308,8 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list)
         return layout if len(node.all_input_nodes) == 1 and len(shape) == rank else None
     if name in _SOFTMAX:
         return layout if node.args[1] % rank != layout.dim else None
+    if name in ("layer_norm", "rms_norm"):  # over each head's values alone (Persimmon's qk_layernorm)
+        return layout if len(node.args[1]) < rank - layout.dim else None
     if name == "transpose":
         return transposed(layout, node.args[1], node.args[2], rank)
     if name == "permute":
@@ -404,6 +413,16 @@ def _same_for_every_head(node: fx.Node, layouts: dict, layout: Layout, shape: tu
             if other is None or at is not None and at >= 0 and other[at] != 1:
                 return False
     return True
+
+
+def _stacked(node: fx.Node, layouts: dict) -> Layout | None:
+    """A stack of the heads with themselves (every piece tracked alike) along a new dimension."""
+    pieces, rank = node.args[0], len(shape_of(node) or ())
+    tracked = [layouts.get(piece) for piece in pieces]
+    if not rank or any(layout is None or layout != tracked[0] for layout in tracked):
+        return None
+    dim = (node.args[1] if len(node.args) > 1 else 0) % rank
+    return replace(tracked[0], dim=tracked[0].dim + (dim <= tracked[0].dim))
 
 
 def _concatenated(node: fx.Node, layouts: dict) -> Layout | None:

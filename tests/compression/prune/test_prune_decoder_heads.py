@@ -1,0 +1,64 @@
+"""More attention forms of transformers' decoders and encoders whose heads structured pruning removes: Gemma 3's
+norms cast back with `type_as`, Cohere's interleaved rotary (`stack` of each head's halves), Persimmon's
+LayerNorm over each head with q/k/v packed per head, RoFormer's eager attention with `reshape_as`, ModernBERT's
+[q | k | v] runs unbound after a view. A head that is gone contributes nothing, so the pruned program must compute
+what the upload computes with the removed heads' output-projection columns zeroed."""
+
+import pytest
+import torch
+from torch import nn
+
+from compression.prune.structured import plan_structured, prune_channels
+
+HIDDEN, HEAD_DIM = 64, 16
+
+
+class _LastHidden(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+@pytest.mark.parametrize("model_type, attention, kv_heads", [
+    ("gemma3_text", "sdpa", 2),
+    ("cohere", "sdpa", 2),
+    ("persimmon", "sdpa", 4),
+    ("roformer", "eager", 4),
+    ("modernbert", "sdpa", 4),
+])
+def test_pruned_heads_compute_what_zeroed_heads_do(model_type, attention, kv_heads):
+    from transformers import AutoConfig, AutoModel
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(model_type, hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=kv_heads, head_dim=HEAD_DIM,
+                                  vocab_size=100, use_cache=False, pad_token_id=0)
+    config._attn_implementation = attention
+    model = AutoModel.from_config(config).eval()
+    with torch.no_grad():  # weights large enough that a head left in by mistake shows
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(std=0.2)
+    ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    graph_module = torch.export.export(_LastHidden(model), (ids, mask),
+                                       dynamic_shapes=({0: batch}, {0: batch})).module()
+    plans, _ = plan_structured(graph_module, 0.5)
+    plans = [plan for plan in plans if plan.group.unit == "heads"]
+    assert len(plans) == 2 and all(plan.group.size == kv_heads for plan in plans)
+    prune_channels(graph_module, plans)
+
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for plan in plans:
+            output = plan.group.slices[-1]  # the output projection's columns, a unit's block each
+            weight = parameters[output.name.removeprefix("model.")]
+            for unit in set(range(plan.group.size)) - set(plan.keep.tolist()):
+                weight[:, unit * output.block:(unit + 1) * output.block] = 0
+        ids, mask = torch.randint(0, 100, (3, 7)), torch.ones(3, 7, dtype=torch.long)
+        mask[0, 5:] = 0
+        torch.testing.assert_close(graph_module(ids, mask), model(input_ids=ids, attention_mask=mask)
+                                   .last_hidden_state, atol=1e-5, rtol=1e-5)
