@@ -103,3 +103,14 @@ def resnet_task(tmp_path, images: int = 64) -> tuple[torch.fx.GraphModule, Task]
 class CheckpointStore(dict):
     def context(self, **kwargs) -> RunContext:
         return RunContext(save_checkpoint=self.__setitem__, load_checkpoint=self.get, **kwargs)
+
+
+class LastHidden(nn.Module):
+    """A transformers base model as a function of (input_ids, attention_mask) -> last_hidden_state, to export."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -6,20 +6,11 @@ what the upload computes with the removed heads' output-projection columns zeroe
 
 import pytest
 import torch
-from torch import nn
 
 from compression.prune.structured import plan_structured, prune_channels
+from tests.compression.prune.conftest import LastHidden
 
 HIDDEN, HEAD_DIM = 64, 16
-
-
-class _LastHidden(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 @pytest.mark.parametrize("model_type, attention, kv_heads", [
@@ -44,7 +35,7 @@ def test_pruned_heads_compute_what_zeroed_heads_do(model_type, attention, kv_hea
                 parameter.normal_(std=0.2)
     ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
     batch = torch.export.Dim("batch", min=1, max=64)
-    graph_module = torch.export.export(_LastHidden(model), (ids, mask),
+    graph_module = torch.export.export(LastHidden(model), (ids, mask),
                                        dynamic_shapes=({0: batch}, {0: batch})).module()
     plans, _ = plan_structured(graph_module, 0.5)
     plans = [plan for plan in plans if plan.group.unit == "heads"]

@@ -10,17 +10,9 @@ from torch import nn
 
 from compression.prune.attention_heads import find_head_groups
 from compression.prune.structured import nothing_to_prune, plan_structured, prune_channels
+from tests.compression.prune.conftest import LastHidden
 
 HIDDEN, HEAD_DIM = 64, 16
-
-
-class _LastHidden(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 def _decoder(model_type: str, heads: int, kv_heads: int, attention: str = "sdpa"):
@@ -51,7 +43,7 @@ def _exported(model: nn.Module, example: tuple):
 def test_pruned_decoder_equals_the_architecture_built_with_fewer_heads(model_type, heads, kv_heads, attention):
     model = _decoder(model_type, heads, kv_heads, attention)
     ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
-    graph_module = _exported(_LastHidden(model), (ids, mask))
+    graph_module = _exported(LastHidden(model), (ids, mask))
     groups = find_head_groups(graph_module)
     assert [group.size for group in groups] == [kv_heads, kv_heads]
     assert groups[0].producers[0].name.startswith("model.layers.0.self_attn.q")  # q_proj, or qkv_proj
@@ -198,7 +190,7 @@ def test_heads_packed_together_in_one_projection_go_whole(attention):
     config._attn_implementation = attention
     model = AutoModel.from_config(config).eval()
     ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
-    graph_module = _exported(_LastHidden(model), (ids, mask))
+    graph_module = _exported(LastHidden(model), (ids, mask))
     groups = find_head_groups(graph_module)
     assert [{piece.name.split(".")[-2:][0]: piece.block for piece in group.slices} for group in groups] == [
         {"query_key_value": 3 * HEAD_DIM, "dense": HEAD_DIM}] * 2
