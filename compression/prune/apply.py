@@ -9,25 +9,10 @@ from compression.context import RunContext
 from compression.half_precision import float_result
 from compression.io import export_model, save_program
 from compression.modes import eval_mode, is_exported
-from compression.prune.finetune import (
-    finetune,
-    gradual_finetune,
-    lottery_ticket,
-    recalibrate_batch_norm,
-)
-from compression.prune.masks import (
-    WeightMasks,
-    keep_top,
-    prunable_weights,
-    sparsity_report,
-    weight_scores,
-)
+from compression.prune.finetune import finetune, gradual_finetune, lottery_ticket, recalibrate_batch_norm
+from compression.prune.masks import WeightMasks, keep_top, prunable_weights, sparsity_report, weight_scores
 from compression.prune.sparse_format import save_sparse
-from compression.prune.structured import (
-    nothing_to_prune,
-    plan_structured,
-    prune_channels,
-)
+from compression.prune.structured import nothing_to_prune, plan_structured, prune_channels
 from compression.prune.synflow import synflow_prune
 from compression.result import StageResult
 from compression.specs.prune import PruneSpec

@@ -60,6 +60,7 @@ _POINTWISE_BINARY = ELEMENTWISE_BINARY | {"masked_fill", "where"}
 _READERS = {"scaled_dot_product_attention", "linear", "matmul"}  # where a walk ends
 _PIECES = {"chunk", "split", "split_with_sizes", "unbind"}  # ops returning a list of pieces (`getitem` takes one)
 _SIZES = (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool)
+_SEARCHED = 400  # nodes looked at on the way back from an operand to its projection (the rotary tables' ops)
 
 
 class _SizeFound(NamedTuple):
@@ -82,7 +83,6 @@ class _CutFound(NamedTuple):
     piece: int
     entries: int
     count: int
-_SEARCHED = 400  # nodes looked at on the way back from an operand to its projection (the rotary tables' ops)
 
 
 def grouped_head_group(attention: fx.Node) -> ChannelGroup | None:
