@@ -97,6 +97,7 @@ MAX_FOLDER_ERROR_GROWTH = 1.25
 MAX_SHARE_OF_EXAMPLES_MOVED_BY_TIES = 0.5
 MAX_CONFIG_FIELDS = 4  # config fields tried together when fitting pruned widths
 _HEAD_COUNT = re.compile(r"(^|_)(num_)?(attention_|key_value_|kv_)?heads$|^n_head$")
+_HEAD_SIZE = re.compile(r"head_(dim|size)$")
 
 
 def allowed_difference(compression_error: float, folder_error: float, *, pooled: bool, quantizers_left_out: bool,
@@ -282,8 +283,8 @@ def _field_options(config: dict, changes: dict[int, int]) -> dict[str, list[int]
     the config holds."""
     options = {}
     for key, value in config.items():
-        if type(value) is not int:
-            continue
+        if type(value) is not int or _HEAD_SIZE.search(key):  # pruning removes whole heads: never their width
+            continue  # (GLM's head_dim 128 beside 128 MLP channels fitted 4 heads of 64 for 2 of 128)
         shrunk = {value * new // old for old, new in changes.items() if value * new % old == 0 and new < old}
         if _HEAD_COUNT.search(key) and shrunk - {0}:
             options[key] = sorted(shrunk - {0} | ({changes[value]} if value in changes else set()), reverse=True)

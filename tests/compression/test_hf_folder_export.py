@@ -332,3 +332,16 @@ def test_rounding_ops_are_counted_from_the_archive_as_in_the_loaded_program(tmp_
     path = save_program(export_model(_Rounds(), (torch.randn(3, 4),)), tmp_path / "m.pt2")
     loaded = [node for node in load_program(path).graph.nodes if node.target == torch.ops.aten.round.default]
     assert rounding_ops(path) == len(loaded) == 2
+
+
+def test_pruned_heads_are_fitted_by_head_counts_never_by_a_narrower_head():
+    # GLM-style config: head_dim 128 beside 128 MLP channels. Two of four heads pruned (q 512 -> 256 rows, k/v 256 ->
+    # 128) and the MLP halved (128 -> 64): head_dim 64 would give every shape too, with 4 heads of 64 computing
+    # something else, so it is never tried; the head counts shrink as the projections did.
+    from compression.hf_folder_export import _field_options
+
+    config = {"hidden_size": 64, "head_dim": 128, "intermediate_size": 128, "num_attention_heads": 4,
+              "num_key_value_heads": 2}
+    options = _field_options(config, {512: 256, 256: 128, 128: 64})
+    assert "head_dim" not in options and options["intermediate_size"] == [64]
+    assert 2 in options["num_attention_heads"] and options["num_key_value_heads"] == [1]
