@@ -15,10 +15,8 @@ from its own (`_multihead_group` takes any such mix). Called with `need_weights=
 bmm and softmax instead: `compression.prune.folded_attention_heads`. Masks per head are left alone: those heads
 are not pruned.
 
-timm's ViT attention (and code written like it) packs q, k and v the same way and splits them otherwise:
-`reshape(B, N, 3, H, D)`, `permute(2, 0, 3, 1, 4)` and `unbind(0)` (or `select(0, i)`), an optional LayerNorm over
-each head's D values (`qk_norm`), and after the attention `transpose(1, 2)` and `reshape(B, N, E)` into `proj`;
-that sequence is matched too (`_unbound_group`), with the same slices, and the H and E literals rewritten.
+timm's ViT attention packs q, k and v the same way but splits the projection's output with a reshape and
+`unbind`: `compression.prune.grouped_attention_heads` follows that.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ def packed_head_group(attention: fx.Node) -> ChannelGroup | None:
     heads, head_dim = query_shape[1], query_shape[3]
     if not isinstance(heads, int) or not isinstance(head_dim, int):
         return None
-    return _multihead_group(attention, heads, head_dim) or _unbound_group(attention, heads, head_dim)
+    return _multihead_group(attention, heads, head_dim)
 
 
 def head_group(heads: int, head_dim: int, projections: list[tuple[fx.Node, int]], output: fx.Node,
@@ -80,51 +78,6 @@ def _multihead_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGr
     if any(projection is None for projection, _ in projections) or merged is None:
         return None
     return head_group(heads, head_dim, projections, merged, literals)
-
-
-def _unbound_group(attention: fx.Node, heads: int, head_dim: int) -> ChannelGroup | None:
-    """timm's layout: `linear -> reshape(B, N, 3, H, D) -> permute(2, 0, 3, 1, 4) -> unbind(0)[i]` (or
-    `select(0, i)`) -> [LayerNorm over D] -> attention -> `transpose(1, 2) -> reshape(B, N, E) -> linear`."""
-    pieces = [_through_head_norm(attention.args[position], head_dim) for position in range(3)]
-    if any(piece is None for piece in pieces):
-        return None
-    if all(is_call(piece, "getitem") for piece in pieces):
-        unbound = {piece.args[0] for piece in pieces}
-        if [piece.args[1] for piece in pieces] != [0, 1, 2] or len(unbound) != 1:
-            return None
-        unbound = unbound.pop()
-        if not is_call(unbound, "unbind") or unbound.args[1:] not in ((), (0,)) or len(unbound.users) != 3:
-            return None
-        permuted = unbound.args[0]
-        if sole_user(permuted) is None:
-            return None
-    elif all(is_call(piece, "select", 0, position) for position, piece in enumerate(pieces)):
-        permuted = pieces[0].args[0]
-        if any(piece.args[0] is not permuted for piece in pieces) or len(permuted.users) != 3:
-            return None
-    else:
-        return None
-    if any(sole_user(piece) is None for piece in pieces) or not is_call(permuted, "permute", [2, 0, 3, 1, 4]):
-        return None
-    split = permuted.args[0]
-    if not (is_call(split, "reshape") or is_call(split, "view")) or sole_user(split) is None:
-        return None
-    sizes = list(split.args[1])
-    if len(sizes) != 5 or sizes[2:] != [3, heads, head_dim]:
-        return None
-    projection = split.args[0]
-    if not is_call(projection, "linear") or sole_user(projection) is None or not stored_layer(projection):
-        return None
-    literals = [SizeLiteral(split, 3, 1)]
-    output = merged_heads(attention, ("transpose", 1, 2), heads * head_dim, head_dim, literals)
-    return None if output is None else head_group(heads, head_dim, [(projection, 3)], output, literals)
-
-
-def _through_head_norm(node, head_dim: int):
-    """The input of a LayerNorm over each head's D values (timm's qk_norm), else `node`."""
-    if is_call(node, "layer_norm") and list(node.args[1]) == [head_dim] and sole_user(node) is not None:
-        return node.args[0]
-    return node
 
 
 def is_call(node, name: str, *args) -> bool:
