@@ -39,15 +39,16 @@ def save_tokenizer(folder: Path, mask: bool = False, punctuation: bool = False) 
     return tokenizer.get_vocab_size()
 
 
-def llama_folder(folder: Path, layers: int = 2, seed: int = 0, tie: bool = False) -> Path:
-    """A Llama causal LM; `tie`: its output layer shares the input embedding's table (Llama 3.2, Qwen2.5, GPT-2)."""
+def llama_folder(folder: Path, layers: int = 2, seed: int = 0, tie: bool = False, kv_heads: int = 2) -> Path:
+    """A Llama causal LM with 4 query heads over `kv_heads` key/value heads; `tie`: its output layer shares the
+    input embedding's table (Llama 3.2, Qwen2.5, GPT-2)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     vocab = save_tokenizer(folder)
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=256,
                          eos_token_id=2, pad_token_id=1, bos_token_id=None, tie_word_embeddings=tie)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder

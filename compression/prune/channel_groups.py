@@ -71,7 +71,8 @@ class Slice:
     channels with `block` consecutive entries each (block > 1 where a linear reads a flattened conv output: channel
     c owns columns c*block .. c*block+block-1; outer > 1 where the channels were moved inside the time axis). After
     a concat the group's channels start at slot `offset` of runs of `span` channel slots (span 0: the group's size;
-    see `channel_layout.Layout`)."""
+    see `channel_layout.Layout`). Where that covers only part of the dimension (one of a projection's runs of
+    different sizes), it starts at entry `start` of a dimension of `extent` entries (0: it covers all of it)."""
 
     name: str
     dim: int
@@ -79,6 +80,8 @@ class Slice:
     outer: int = 1
     offset: int = 0
     span: int = 0
+    start: int = 0
+    extent: int = 0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ runs of `block` columns.
 After a concat along the channel dimension the group's channels are one segment of a wider run: `span` channel
 slots, the group's starting at `offset` (index o * span * block + (offset + c) * block + i). span 0 means the run
 is the group's own C channels.
+
+A projection's rows may also be consecutive runs of different sizes, C channels in each (Phi-3's grouped-query
+`qkv_proj`: [q | k | v] with H / KV query heads per key/value head): `runs` holds the entries per channel of each
+run, and only cuts along `dim` that keep whole runs apart understand it (`block` and `outer` are unused).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class Layout:
     outer: int = 1
     offset: int = 0
     span: int = 0  # 0: the group's size
+    runs: tuple[int, ...] = ()  # entries per channel of each run, where the runs differ
 
     @property
     def plain(self) -> bool:

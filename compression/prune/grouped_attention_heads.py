@@ -20,18 +20,23 @@ Gemma 2's soft-capped scores, attention written by hand): from the softmax back 
 head (GPT-NeoX's rows [q_h | k_h | v_h], cut apart once the heads are viewed apart) or in runs (rows [q | k | v]:
 nanoGPT's `split(E, 2)`, Phi-3's slices `qkv[..., :E]`, timm's reshape to (3, H, D)), where a head is D rows of
 each run and the split sizes and slice bounds are rewritten. Runs of different head counts (Phi-3's grouped-query
-`qkv_proj`, H query heads beside KV key/value heads) are left alone.
+`qkv_proj`, rows [q | k | v] of H, KV and KV heads; DBRX's `Wqkv`) are found from where the projection's output is
+cut (`run_extents`): a unit holds H / KV heads' rows of the first run and one head's of each other.
 
 A unit of pruning is one key/value head with the query heads that read it (one head without grouped-query
 attention; Llama-3-8B's 32 query heads over 8 key/value heads are 8 units of 4): D rows of k's and v's projections
 (weights and biases), H / KV heads of q's rows, and their columns of the output projection, found the same way
 from the attention's output. The literal head counts in views, reshapes and the repeat's expand are rewritten, so a
-pruned model keeps the grouping (H / KV query heads per key/value head) it was trained with.
+pruned model keeps the grouping (H / KV query heads per key/value head) it was trained with. With one key/value
+head (multi-query attention: Gemma-2B, PaliGemma) that unit would be everything, so there the query heads are the
+units: their rows of q's projection and columns of the output projection go, the key/value head stays, and the
+repeat's count of it (the expand's H, the reshape after it) follows the query heads.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -49,6 +54,7 @@ from compression.prune.channel_groups import (
     checks_dtype_only,
 )
 from compression.prune.channel_layout import Layout, permuted, regroup, shape_of, transposed
+from compression.prune.head_cuts import PIECES, CutFound, cut_into_pieces, cut_runs, piece_sizes, run_extents
 from compression.prune.packed_attention_heads import stored_layer
 
 _MOVES = {"view", "reshape", "_unsafe_view", "flatten", "unsqueeze", "squeeze"}
@@ -58,31 +64,27 @@ _SOFTMAX = {"softmax", "_softmax"}
 # pointwise ops of several tensors (a mask's where/masked_fill: the mask shared by every head)
 _POINTWISE_BINARY = ELEMENTWISE_BINARY | {"masked_fill", "where"}
 _READERS = {"scaled_dot_product_attention", "linear", "matmul"}  # where a walk ends
-_PIECES = {"chunk", "split", "split_with_sizes", "unbind"}  # ops returning a list of pieces (`getitem` takes one)
 _SIZES = (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool)
 _SEARCHED = 400  # nodes looked at on the way back from an operand to its projection (the rotary tables' ops)
 
 
 class _SizeFound(NamedTuple):
     """Entry `index` of a view's (reshape's, expand's) size list holds `entries` per head of a walk over `count`
-    heads."""
+    heads; `repeated`: after the key/value heads were repeated for the query heads (so it counts query heads)."""
 
     node: fx.Node
     index: int
     entries: int
     count: int
+    repeated: bool = False
 
 
-class _CutFound(NamedTuple):
-    """Piece `piece` of a slice or split along the heads' dimension (`sizes`: its pieces as exported) holds
-    `entries` per head of a walk over `count` heads."""
+class _RepeatFound(NamedTuple):
+    """Entry `index` of an expand's size list repeats each key/value head for its query heads (repeat_kv's
+    `expand(B, KV, H / KV, S, D)`)."""
 
     node: fx.Node
-    dim: int
-    sizes: tuple[int, ...]
-    piece: int
-    entries: int
-    count: int
+    index: int
 
 
 def grouped_head_group(attention: fx.Node) -> ChannelGroup | None:
@@ -152,14 +154,15 @@ def _head_group(operands, readers: list, head_dims: list[int], output: fx.Node, 
         if projection is None:
             return None
         projections.setdefault(projection, []).append(position)
-    found = []  # (projection, its heads, their layout in its output)
+    found = []  # (projection, the operands it makes, its heads, their layout in its output, literals on the way)
     for projection, positions in projections.items():
-        made = _projection_heads(projection, positions, operands, readers, head_dims, heads, order, literals)
+        own = []
+        made = _projection_heads(projection, positions, operands, readers, head_dims, heads, order, own)
         if made is None:
             return None
-        found.append((projection, *made))
-    units = min(count for _, count, _ in found)
-    if any(count % units for _, count, _ in found):
+        found.append((projection, positions, *made, own))
+    units = min(count for _, _, count, _, _ in found)
+    if any(count % units for _, _, count, _, _ in found):
         return None
     ends = _follow_heads(output, Layout(1), heads, order, literals)
     if ends is None or len(ends) != 1:
@@ -168,20 +171,65 @@ def _head_group(operands, readers: list, head_dims: list[int], output: fx.Node, 
     if op_name(reader) != "linear" or arg != 0 or not stored_layer(reader) or \
             layout.dim != len(shape_of(reader.args[0])) - 1:
         return None
+    output_columns = Slice(reader.args[1].target, 1, layout.block, layout.outer)  # per head of the attention
+    if units == 1 and heads > 1:
+        return _query_head_group(found, output_columns, heads, literals)
     group = ChannelGroup(units, unit="heads")
-    for projection, count, start in found:
-        rows = Slice(projection.args[1].target, 0, start.block * count // units, start.outer)
-        group.producers.append(rows)
-        group.slices.append(rows)
-        if len(projection.args) > 2 and isinstance(projection.args[2], fx.Node):
-            group.slices.append(replace(rows, name=projection.args[2].target))
-    group.slices.append(Slice(reader.args[1].target, 1, layout.block * heads // units, layout.outer))
-    # each literal counts `entries` per head of the walk that found it, which had `count` heads
-    group.reshapes = [SizeLiteral(found.node, found.index, found.entries * found.count // units, arg=1)
-                      for found in literals if isinstance(found, _SizeFound)]
-    group.cuts = [CutLiteral(found.node, found.dim, found.sizes, found.piece, found.entries * found.count // units)
-                  for found in literals if isinstance(found, _CutFound)]
+    for projection, _, count, start, own in found:
+        _add_rows(group, projection, _row_slices(projection.args[1].target, start, count, units))
+        literals = literals + own
+    group.slices.append(replace(output_columns, block=output_columns.block * heads // units))
+    _add_literals(group, literals, units)
     return group
+
+
+def _query_head_group(found: list, output_columns: Slice, heads: int, literals: list) -> ChannelGroup | None:
+    """Multi-query attention (one key/value head for every query head: Gemma-2B's, PaliGemma's): the query heads
+    are the units. The key/value projections stay whole; the literal counts of query heads are rewritten: the query
+    walk's, and on the key/value walks the repeat's expand and what follows it."""
+    group, counted = ChannelGroup(heads, unit="heads"), list(literals)  # the scores' and output's: query heads
+    for projection, positions, count, start, own in found:
+        if positions == [0] and count == heads:
+            _add_rows(group, projection, _row_slices(projection.args[1].target, start, count, heads))
+            counted += own
+        elif 0 in positions:  # the query heads made with the key/value head (GPTBigCode's runs): left alone
+            return None
+        else:
+            counted += [literal for literal in own if getattr(literal, "repeated", False)]
+            group.reshapes += [SizeLiteral(literal.node, literal.index, 1) for literal in own
+                               if isinstance(literal, _RepeatFound)]
+    group.slices.append(output_columns)
+    _add_literals(group, counted, heads)
+    return group
+
+
+def _add_rows(group: ChannelGroup, projection: fx.Node, rows: list[Slice]) -> None:
+    """A projection's rows of the group's heads (and its bias's), which score them."""
+    for piece in rows:
+        group.producers.append(piece)
+        group.slices.append(piece)
+        if len(projection.args) > 2 and isinstance(projection.args[2], fx.Node):
+            group.slices.append(replace(piece, name=projection.args[2].target))
+
+
+def _add_literals(group: ChannelGroup, literals: list, units: int) -> None:
+    """Each literal counts `entries` per head of the walk that found it, which had `count` heads."""
+    group.reshapes += [SizeLiteral(found.node, found.index, found.entries * found.count // units, arg=1)
+                       for found in literals if isinstance(found, _SizeFound)]
+    group.cuts += [CutLiteral(found.node, found.dim, found.sizes, found.piece, found.entries * found.count // units)
+                   for found in literals if isinstance(found, CutFound)]
+
+
+def _row_slices(weight: str, start: Layout, count: int, units: int) -> list[Slice]:
+    """The rows of a projection that makes `count` heads at `start` in its output, for a group of `units`: one
+    slice, or one per run where its runs differ in size (each covering its part of the rows)."""
+    if not start.runs:
+        return [Slice(weight, 0, start.block * count // units, start.outer)]
+    extent, rows, at = count * sum(start.runs), [], 0
+    for run in start.runs:
+        rows.append(Slice(weight, 0, run * count // units, start=at, extent=extent))
+        at += run * count
+    return rows
 
 
 def _projection_heads(projection: fx.Node, positions: list[int], operands, readers: list, head_dims: list[int],
@@ -191,23 +239,30 @@ def _projection_heads(projection: fx.Node, positions: list[int], operands, reade
     `layout.block` of the attention's heads (the repeat_kv of grouped-query attention, or SDPA's own with
     enable_gqa); else None. A projection may make several of q, k and v: packed per head (GPT-NeoX's rows [q_h |
     k_h | v_h] for each head h, cut apart after the heads are) or in runs (rows [q | k | v], nanoGPT's and Phi-3's
-    with as many key/value heads as query heads, cut apart by a split or slices, or timm's reshape to (3, H, D))."""
+    with as many key/value heads as query heads, cut apart by a split or slices, or timm's reshape to (3, H, D);
+    Phi-3's grouped-query runs of H, KV and KV heads)."""
     width = (shape_of(projection) or (None,))[-1]
     if not isinstance(width, int):
         return None
     rank, own = len(shape_of(projection)), sum(head_dims[position] for position in positions)
     counts = dict.fromkeys([width // own if width % own == 0 else 0] + [shape_of(operands[p])[1] for p in positions])
     starts = [(count, Layout(rank - 1, block=width // count)) for count in counts if count and width % count == 0]
-    if len(positions) > 1 and len({head_dims[p] for p in positions}) == 1 and width % own == 0:
-        starts.append((width // own, Layout(rank - 1, block=head_dims[positions[0]], outer=len(positions))))
+    if len(positions) > 1 and len({head_dims[p] for p in positions}) == 1:
+        size = head_dims[positions[0]]
+        if width % own == 0:
+            starts.append((width // own, Layout(rank - 1, block=size, outer=len(positions))))
+        extents = run_extents(projection)
+        if len(set(extents)) > 1 and all(extent % size == 0 for extent in extents):
+            units = math.gcd(*(extent // size for extent in extents))  # KV: it divides H
+            starts.append((units, Layout(rank - 1, runs=tuple(extent // units for extent in extents))))
     for count, start in starts:
         found = []
         ends = _follow_heads(projection, start, count, order, found)
         if ends is None or sorted(readers.index((end, arg)) if (end, arg) in readers else -1
                                   for end, arg, _ in ends) != positions:
             continue
-        if all(layout.dim == 1 and layout.outer == 1 and count * layout.block * heads // shape_of(end.args[arg])[1]
-               == heads for end, arg, layout in ends):
+        if all(layout.dim == 1 and layout.outer == 1 and not layout.runs and
+               count * layout.block * heads // shape_of(end.args[arg])[1] == heads for end, arg, layout in ends):
             literals += found
             return count, start
     return None
@@ -248,11 +303,12 @@ def _projection(operand: fx.Node) -> fx.Node | None:
 def _follow_heads(start: fx.Node, layout: Layout, count: int, order: dict, literals: list):
     """Every use of `start`'s heads (`count` of them, at `layout`), followed in graph order: the (node, argument
     position, layout) where they reach an attention or a linear layer, or None where an op would mix them.
-    Literal head counts on the way are added to `literals` (`_SizeFound`, `_CutFound`)."""
+    Literal head counts on the way are added to `literals` (`_SizeFound`, `CutFound`)."""
     layouts = {start: layout}
     pending = [(order[user], user) for user in start.users]
     heapq.heapify(pending)
     ends, done = [], set()
+    repeated = set()  # the nodes after an expand that repeats each head (repeat_kv's)
     while pending:
         _, node = heapq.heappop(pending)
         if node in done:
@@ -264,10 +320,16 @@ def _follow_heads(start: fx.Node, layout: Layout, count: int, order: dict, liter
             continue
         if checks_dtype_only(node, name) or name.startswith("sym_"):  # dtype checks and the dynamic sizes' reads
             continue
-        passed = _passed(node, name, layouts, count, literals)
+        found = []
+        passed = _passed(node, name, layouts, count, found)
         if passed is None:
             return None
         layouts[node] = passed
+        after_repeat = any(arg in repeated for arg in node.all_input_nodes)
+        literals += [literal._replace(repeated=True) if after_repeat and not isinstance(literal, _RepeatFound)
+                     else literal for literal in found]
+        if after_repeat or any(isinstance(literal, _RepeatFound) for literal in found):
+            repeated.add(node)
         for user in node.users:
             heapq.heappush(pending, (order[user], user))
     return ends
@@ -282,8 +344,11 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list)
         return pieces[node.args[1]] if isinstance(pieces, list) else pieces
     if any(isinstance(layouts[arg], list) for arg in tracked):  # the pieces' list read by anything but getitem
         return None
-    if name in _PIECES and first in layouts and len(tracked) == 1:
-        return _cut_into_pieces(node, name, layouts[first], shape_of(first), count, literals)
+    if any(layouts[arg].runs for arg in tracked) and name not in CHANNELWISE_UNARY and name not in PIECES and \
+            name != "slice":  # runs of different sizes: only cut apart (or clamped: DBRX) before anything else
+        return None
+    if name in PIECES and first in layouts and len(tracked) == 1:
+        return cut_into_pieces(node, name, layouts[first], shape_of(first), count, literals)
     shape = shape_of(node)
     if shape is None:
         return None
@@ -320,10 +385,10 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list)
             return layout if name == "slice" else replace(layout, dim=layout.dim - (dim < layout.dim))
         if name == "select":
             return None
-        sizes = _piece_sizes(node, name, source_shape[dim])
+        sizes = piece_sizes(node, name, source_shape[dim])
         if sizes is not None and sizes[0] == sizes[2] == 0:  # all of it
             return layout
-        pieces = _runs(node, layout, source_shape, sizes, count, literals) if sizes else None
+        pieces = cut_runs(node, layout, source_shape, sizes, count, literals) if sizes else None
         return pieces[1] if pieces else None
     if name in _REDUCTIONS:
         dims = node.args[1] if len(node.args) > 1 else None
@@ -337,6 +402,7 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list)
         if shape[moved.dim] != source_shape[layout.dim]:
             return None
         _note_literal(node, moved, literals, count)
+        _note_repeat(node, moved.dim + 1, shape, source_shape, literals)
         return moved
     if name in _MOVES:
         moved = regroup(source_shape, shape, layout, count)
@@ -346,59 +412,19 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list)
     return None
 
 
-def _cut_into_pieces(node: fx.Node, name: str, layout: Layout, shape, count: int, literals: list):
-    """The heads' layout in every piece of a chunk, split or unbind: along another dimension, each piece has all
-    the heads (GPT-NeoX's `chunk(qkv, 3, -1)` of each head's [q | k | v] values); along theirs, each piece must
-    be whole runs of them (`_runs`)."""
-    if shape is None:
-        return None
-    position = 1 if name == "unbind" else 2
-    dim = (node.args[position] if len(node.args) > position else node.kwargs.get("dim", 0)) % len(shape)
-    if dim != layout.dim:
-        return replace(layout, dim=layout.dim - (dim < layout.dim)) if name == "unbind" else layout
-    sizes = _piece_sizes(node, name, shape[dim])
-    return _runs(node, layout, shape, sizes, count, literals) if sizes else None
-
-
-def _piece_sizes(node: fx.Node, name: str, extent) -> list[int] | None:
-    """The sizes of the pieces a slice (before, kept, after), split or chunk cuts a dimension of `extent` into."""
-    if not isinstance(extent, int):
-        return None
-    args = list(node.args) + [None] * 5
-    if name == "slice":
-        start, end, step = args[2] or 0, args[3] if args[3] is not None else extent, args[4] or 1
-        start, end = (min(max(bound + extent if bound < 0 else bound, 0), extent) for bound in (start, end))
-        return [start, end - start, extent - end] if step == 1 and end > start else None
-    if name == "split" and isinstance(args[1], int):
-        return [min(args[1], extent - offset) for offset in range(0, extent, args[1])]
-    if name == "split_with_sizes" and sum(args[1]) == extent:
-        return list(args[1])
-    if name == "chunk" and isinstance(args[1], int):
-        size = -(-extent // args[1])
-        return [min(size, extent - offset) for offset in range(0, extent, size)]
-    return None
-
-
-def _runs(node: fx.Node, layout: Layout, shape, sizes: list[int], count: int, literals: list):
-    """The layouts of the pieces of a cut along the heads' dimension where the heads sit in `layout.outer` runs
-    (a projection's [q | k | v] rows: nanoGPT's `split(E, 2)`, Phi-3's `qkv[..., :E]`): each piece must hold whole
-    runs, and its sizes are recorded for pruning to rewrite; None otherwise."""
-    extent = shape[layout.dim]
-    if layout.outer == 1 or extent % layout.outer:
-        return None
-    run = extent // layout.outer
-    if any(size % run for size in sizes):
-        return None
-    for piece, size in enumerate(sizes):
-        if size:
-            literals.append(_CutFound(node, layout.dim, tuple(sizes), piece, size // run * layout.block, count))
-    return [replace(layout, outer=size // run) for size in sizes]
-
-
 def _note_literal(node: fx.Node, layout: Layout, literals: list, count: int) -> None:
     size = list(node.args[1])[layout.dim]
     if isinstance(size, int) and size != -1:
         literals.append(_SizeFound(node, layout.dim, layout.block * layout.outer, count))
+
+
+def _note_repeat(node: fx.Node, index: int, shape: tuple, source_shape: tuple, literals: list) -> None:
+    """An expand's entry right after the heads' that broadcasts a dimension of one: repeat_kv's H / KV."""
+    source = index - (len(shape) - len(source_shape))
+    sizes = list(node.args[1])
+    if index < len(shape) and 0 <= source < len(source_shape) and source_shape[source] == 1 and \
+            isinstance(sizes[index], int) and sizes[index] > 1:
+        literals.append(_RepeatFound(node, index))
 
 
 def _same_for_every_head(node: fx.Node, layouts: dict, layout: Layout, shape: tuple) -> bool:

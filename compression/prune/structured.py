@@ -62,7 +62,7 @@ def _channel_rows(weight: torch.Tensor, producer: Slice, size: int) -> torch.Ten
     """One row per group channel of everything the producer makes for it: its `block` rows (one row, or a head's
     rows), at the group's offset where the group is one run of a split producer (one half of a fused GLU weight)."""
     index = channel_indices(torch.arange(size), producer.span or size, producer.block, producer.outer,
-                            producer.offset)
+                            producer.offset) + producer.start
     index = index.view(producer.outer, size, producer.block).transpose(0, 1).flatten()
     return weight.movedim(producer.dim, 0)[index].reshape(size, -1)
 
@@ -93,11 +93,15 @@ def nothing_to_prune(fraction: float, skipped: list[ChannelGroup]) -> str:
     this fraction (attention of 3 heads after an earlier prune; a decoder's 2 key/value head groups at 0.25), the
     fraction that removes one."""
     reasons = sorted({reason for group in skipped for reason in group.frozen_because})
-    small = [group for group in skipped if not group.frozen_because]
+    small = [group for group in skipped if not group.frozen_because and group.size > 1]
     if small:
         sizes = sorted({f"{group.size} {group.unit}" for group in small})
         enough = math.ceil(100 / min(group.size for group in small)) / 100  # removes one of the smallest
         reasons.append(f"groups of {', '.join(sizes)} lose none at this sparsity: raise it to at least {enough}")
+    single = sorted({group.unit for group in skipped if not group.frozen_because and group.size == 1})
+    if single:  # one head (or channel) is all the group has: no sparsity removes it
+        reasons.append(f"groups with one {'/'.join(unit.removesuffix('s') for unit in single)} keep it at any "
+                       "sparsity")
     return f"no channel group can be pruned at sparsity {fraction}: {reasons}"
 
 
@@ -147,10 +151,10 @@ def _indices(model: nn.Module, piece: Slice, size: int, channels: torch.Tensor) 
     """Indices along the piece's dimension that hold `channels` of its group."""
     span = piece.span or size
     extent = _tensor(model, piece.name).shape[piece.dim]
-    if extent != piece.outer * span * piece.block:
+    if extent != (piece.extent or piece.outer * span * piece.block):
         raise ValueError(f"{piece.name} dim {piece.dim} has {extent} entries, not {piece.outer} x {span} channels "
-                         f"x {piece.block}")
-    return channel_indices(channels, span, piece.block, piece.outer, piece.offset)
+                         f"x {piece.block}" + (f" of {piece.extent}" if piece.extent else ""))
+    return channel_indices(channels, span, piece.block, piece.outer, piece.offset) + piece.start
 
 
 def _shrink(model: nn.Module, name: str, dim: int, removed: torch.Tensor) -> None:

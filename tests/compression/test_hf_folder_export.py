@@ -243,21 +243,26 @@ def test_folder_jobs_prune_attention_heads_and_say_which_excludes_give_a_folder(
     assert written["relative_difference_to_stage_model"] < 1e-4
 
 
-def test_grouped_query_heads_pruned_alike_in_every_layer_are_written_with_fewer_heads(tmp_path):
+@pytest.mark.parametrize("kv_heads, units, changes", [
+    (2, 2, {"num_attention_heads": 2, "num_key_value_heads": 1}),
+    (1, 4, {"num_attention_heads": 2}),  # multi-query: the query heads are the units, the key/value head stays
+])
+def test_grouped_query_heads_pruned_alike_in_every_layer_are_written_with_fewer_heads(tmp_path, kv_heads, units,
+                                                                                      changes):
     # A Llama with 4 query heads over 2 key/value heads: half of every group goes, so each layer keeps one
     # key/value head with its two query heads (and half its MLP); the config that describes that has 2 and 1
     # heads and the same head_dim, and from_pretrained's model computes what the pruned program computes.
-    (tmp_path / "m.zip").write_bytes(zip_bytes(llama_folder(tmp_path / "llama")))
+    (tmp_path / "m.zip").write_bytes(zip_bytes(llama_folder(tmp_path / "llama", kv_heads=kv_heads)))
     (tmp_path / "d.jsonl").write_bytes(jsonl_bytes({"train": CORPUS[:24], "val": CORPUS[24:32]}))
     result = run_folder_pipeline(tmp_path / "m.zip", tmp_path / "d.jsonl", "causal-lm",
                                  [PruneSpec(kind="structured", sparsity=0.5)], EvaluationSpec(latency=False),
                                  RunContext(), tmp_path / "work")
     stage = result.stages[0]
     heads = [group for group in stage.metrics["method_metrics"]["groups"] if group["unit"] == "heads"]
-    assert [(group["channels"], group["kept"]) for group in heads] == [(2, 1), (2, 1)]
+    assert [(group["channels"], group["kept"]) for group in heads] == [(units, units // 2)] * 2
     written = stage.metrics["hf_folder"]
     assert written["written"], written
-    assert written["config_changes"] == {"num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 64}
+    assert written["config_changes"] == changes | {"intermediate_size": 64}
     loaded = formats.load("model.hf_folder", _folder_artifact(stage).path).eval()
     assert loaded.config.head_dim == 16
     inputs = example_rows(tmp_path / "work" / "dataset.npz", "val")

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression.prune.attention_heads import find_head_groups
+from compression.prune.channel_groups import ChannelGroup
 from compression.prune.structured import nothing_to_prune, plan_structured, prune_channels
 from tests.compression.prune.conftest import LastHidden
 
@@ -39,19 +40,24 @@ def _exported(model: nn.Module, example: tuple):
     ("gemma2", 4, 2, "eager"),  # matmul + softmax, the scores soft-capped (tanh) and masked
     ("llama", 4, 2, "eager"),
     ("phi3", 4, 4, "sdpa"),  # one qkv_proj of rows [q | k | v], cut by slices
+    ("phi3", 8, 4, "sdpa"),  # ... of 8, 4 and 4 heads (Phi-4-mini's grouped-query runs)
+    ("phi3", 6, 2, "eager"),  # ... of 6, 2 and 2: 3 query heads per unit
+    ("gemma", 4, 1, "sdpa"),  # multi-query attention (Gemma-2B's): the query heads are the units
+    ("gemma", 4, 1, "eager"),
 ])
 def test_pruned_decoder_equals_the_architecture_built_with_fewer_heads(model_type, heads, kv_heads, attention):
     model = _decoder(model_type, heads, kv_heads, attention)
     ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
     graph_module = _exported(LastHidden(model), (ids, mask))
     groups = find_head_groups(graph_module)
-    assert [group.size for group in groups] == [kv_heads, kv_heads]
+    units = kv_heads if kv_heads > 1 else heads  # a key/value head with its query heads; or one query head
+    assert [group.size for group in groups] == [units, units]
     assert groups[0].producers[0].name.startswith("model.layers.0.self_attn.q")  # q_proj, or qkv_proj
 
     plans, _ = plan_structured(graph_module, 0.5)
     prune_channels(graph_module, plans)
 
-    config = model.config.to_dict() | {"num_attention_heads": heads // 2, "num_key_value_heads": kv_heads // 2,
+    config = model.config.to_dict() | {"num_attention_heads": heads // 2, "num_key_value_heads": max(kv_heads // 2, 1),
                                        "intermediate_size": 48}
     smaller = type(model)(type(model.config).from_dict(config)).eval()
     pruned = {name.removeprefix("model."): tensor for name, tensor in graph_module.state_dict().items()}
@@ -115,6 +121,22 @@ def test_enable_gqa_attention_loses_key_value_heads_with_their_query_heads():
         smaller.o.bias.copy_(model.o.bias)
         x = torch.randn(3, 6, HIDDEN)
         torch.testing.assert_close(graph_module(x), smaller(x), atol=1e-5, rtol=1e-5)
+
+
+def test_multi_query_attention_with_enable_gqa_loses_query_heads():
+    torch.manual_seed(0)
+    model = _GroupedAttention(heads=4, kv_heads=1).eval()
+    graph_module = _exported(model, (torch.randn(2, 6, HIDDEN),))
+    [group] = find_head_groups(graph_module)
+    assert group.size == 4 and {piece.name for piece in group.slices} == {"q.weight", "q.bias", "o.weight"}
+    plans, _ = plan_structured(graph_module, 0.5)
+    prune_channels(graph_module, plans)
+    assert graph_module.q.weight.shape == (2 * HEAD_DIM, HIDDEN) and graph_module.k.weight.shape == (HEAD_DIM, HIDDEN)
+    with torch.no_grad():
+        for head in set(range(4)) - set(plans[0].keep.tolist()):
+            model.o.weight[:, head * HEAD_DIM:(head + 1) * HEAD_DIM] = 0
+        x = torch.randn(3, 6, HIDDEN)
+        torch.testing.assert_close(graph_module(x), model(x), atol=1e-5, rtol=1e-5)
 
 
 def test_a_value_of_its_own_per_head_leaves_the_heads_alone():
@@ -248,9 +270,51 @@ def test_q_k_v_cut_from_one_projection_lose_the_same_heads(cut):
         torch.testing.assert_close(graph_module(x), model(x), atol=1e-5, rtol=1e-5)
 
 
+class _FusedGroupedProjection(nn.Module):
+    """DBRX's attention: one projection of rows [q | k | v] for 6 query heads over 2 key/value heads, clamped, then
+    split into runs of different sizes; the attention repeats the key/value heads itself."""
+
+    def __init__(self, heads: int = 6, kv_heads: int = 2):
+        super().__init__()
+        self.heads, self.kv_heads = heads, kv_heads
+        self.qkv = nn.Linear(HIDDEN, (heads + 2 * kv_heads) * HEAD_DIM)
+        self.o = nn.Linear(heads * HEAD_DIM, HIDDEN)
+
+    def forward(self, x):
+        batch, length, _ = x.shape
+        sizes = [self.heads * HEAD_DIM, self.kv_heads * HEAD_DIM, self.kv_heads * HEAD_DIM]
+        q, k, v = self.qkv(x).clamp(min=-2.0, max=2.0).split(sizes, dim=2)
+        q, k, v = (t.view(batch, length, -1, HEAD_DIM).transpose(1, 2) for t in (q, k, v))
+        context = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return self.o(context.transpose(1, 2).reshape(batch, length, self.heads * HEAD_DIM))
+
+
+def test_runs_of_different_head_counts_in_one_projection_lose_a_key_value_head_with_its_query_heads():
+    torch.manual_seed(0)
+    model = _FusedGroupedProjection().eval()
+    graph_module = _exported(model, (torch.randn(2, 6, HIDDEN),))
+    [group] = find_head_groups(graph_module)
+    # a unit: 3 query heads' rows of the q run, one head's of the k run and of the v run
+    assert group.size == 2 and [(piece.block, piece.start) for piece in group.producers] == [
+        (3 * HEAD_DIM, 0), (HEAD_DIM, 6 * HEAD_DIM), (HEAD_DIM, 8 * HEAD_DIM)]
+    plans, _ = plan_structured(graph_module, 0.5)
+    prune_channels(graph_module, plans)
+    assert graph_module.qkv.weight.shape == (5 * HEAD_DIM, HIDDEN) and graph_module.qkv.bias.shape == (5 * HEAD_DIM,)
+    [kept] = plans[0].keep.tolist()
+    with torch.no_grad():
+        model.o.weight[:, (1 - kept) * 3 * HEAD_DIM:(2 - kept) * 3 * HEAD_DIM] = 0  # the removed unit's heads
+        x = torch.randn(3, 6, HIDDEN)
+        torch.testing.assert_close(graph_module(x), model(x), atol=1e-5, rtol=1e-5)
+
+
 def test_a_fraction_too_small_for_the_key_value_groups_says_which_fraction_removes_one():
     # 2 key/value heads: 0.25 of them rounds down to none; the dry run and the stage both say what would remove one
     graph_module = _exported(_GroupedAttention().eval(), (torch.randn(2, 6, HIDDEN),))
     plans, skipped = plan_structured(graph_module, 0.25)
     assert plans == [] and "groups of 2 heads lose none at this sparsity: raise it to at least 0.5" in \
         nothing_to_prune(0.25, skipped)
+
+
+def test_a_group_of_one_head_is_not_told_to_raise_the_sparsity_to_one():
+    reason = nothing_to_prune(0.5, [ChannelGroup(1, unit="heads")])
+    assert "groups with one head keep it at any sparsity" in reason and "at least" not in reason
