@@ -21,7 +21,8 @@ slices are rows j and I + j of the fused weight. The split sizes and slice bound
 that pruning can rewrite them. A cut with a step, inside a flattened channel's block or across `outer` runs freezes.
 Any other op (layer norm, unbind, attention), and the graph output, freezes the groups it touches: those channels
 are never pruned, so an unknown op can cost compression but never correctness. Attention heads are found by
-`compression.prune.attention_heads`.
+`compression.prune.attention_heads`, the hidden units of LSTM, GRU and RNN ops by
+`compression.prune.recurrent_channels` (a group that reads the op's input and one that its outputs carry on).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ _POOLING = re.compile(r"^(adaptive_)?(max|avg|lp)_pool([123])d(_with_indices)?$"
 _SOFTMAX = {"softmax", "_softmax", "log_softmax", "_log_softmax"}
 # a transposed conv's weight is (in, out, *kernel): it reads channels on dim 0 and makes them on dim 1
 _LAYERS = {"conv1d", "conv2d", "conv3d", "linear", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
+_RECURRENT = {"lstm", "gru", "rnn_tanh", "rnn_relu"}
 # ops that cut a tensor into pieces along one dimension (a slice or narrow keeps one piece)
 _CUTS = {"split", "split_with_sizes", "chunk", "slice", "narrow"}
 _UPSAMPLING = re.compile(r"^_?upsample_(nearest|nearest_exact|linear|bilinear|bicubic|trilinear)([123])d(_aa)?$")
@@ -241,6 +243,9 @@ def _visit(node: fx.Node, inputs: list[fx.Node], tracks: dict, groups: _Groups) 
     if name in _LAYERS:
         _visit_layer(node, name, tracks, groups)
         return
+    if name in _RECURRENT:
+        _visit_recurrent(node, name, tracks, groups)
+        return
     if not inputs or checks_dtype_only(node, name):
         return
     if name == "cat":
@@ -357,6 +362,29 @@ def _visit_layer(node: fx.Node, name: str, tracks: dict, groups: _Groups) -> Non
         else:
             group.frozen_because.append(f"computed bias at {node.name}")
     tracks[node] = [_Track(index, Layout(1 if name != "linear" else len(out_shape) - 1))]
+
+
+def _visit_recurrent(node: fx.Node, name: str, tracks: dict, groups: _Groups) -> None:
+    """An LSTM/GRU/RNN op: its input's channels are columns of the first layer's `weight_ih`, and its hidden units
+    are a group of their own, carried by its outputs."""
+    from compression.prune.recurrent_channels import recurrent_layer  # it builds this module's groups
+
+    layer = recurrent_layer(node)
+    source = node.args[0]
+    for input_node in node.all_input_nodes:
+        for track in tracks.get(input_node, []):
+            layout = track.layout
+            if layer is not None and input_node is source and layout.dim == len(shape_of(source)) - 1:
+                groups.get(track.group).slices += [
+                    Slice(weight, 1, layout.block, layout.outer, layout.offset, layout.span)
+                    for weight in layer.input_columns]
+            else:
+                groups.freeze(track.group, f"{name} at {node.name} cannot be resized")
+    if layer is None:
+        return
+    index = groups.new(layer.group.size)
+    groups.groups[index] = layer.group
+    tracks[node] = [_Track(index, layout, piece=piece) for piece, layout in enumerate(layer.outputs)]
 
 
 def _depthwise(node: fx.Node, name: str, conv_groups) -> bool:
