@@ -189,11 +189,11 @@ def _query_head_group(found: list, output_columns: Slice, heads: int, literals: 
     walk's, and on the key/value walks the repeat's expand and what follows it."""
     group, counted = ChannelGroup(heads, unit="heads"), list(literals)  # the scores' and output's: query heads
     for projection, positions, count, start, own in found:
-        if positions == [0] and count == heads:
+        if 0 in positions:
+            if positions != [0] or count != heads:  # made with the key/value head (GPTBigCode's runs): left alone
+                return None
             _add_rows(group, projection, _row_slices(projection.args[1].target, start, count, heads))
             counted += own
-        elif 0 in positions:  # the query heads made with the key/value head (GPTBigCode's runs): left alone
-            return None
         else:
             counted += [literal for literal in own if getattr(literal, "repeated", False)]
             group.reshapes += [SizeLiteral(literal.node, literal.index, 1) for literal in own
