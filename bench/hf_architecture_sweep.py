@@ -170,6 +170,7 @@ LLM_METHODS = {
                                                                                 "generation_tokens": 0}),
 }
 HIDDEN, HEADS, LAYERS = 64, 4, 2
+KEY_VALUE_HEADS: int | None = None  # --kv-heads: every num_key_value_heads set to this (1: multi-query attention)
 # The sizes every config is given under transformers' common names (each config's attribute_map renames them),
 # plus what a few families name otherwise or need consistent with them.
 COMMON = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
@@ -748,6 +749,8 @@ def tiny_model(model_type: str, task: str, seed: int = 0):
         settings.pop(name)
     config = AutoConfig.for_model(model_type, **settings)
     config.architectures = config.architectures or []  # Funnel's mapping holds two classes: see above
+    if KEY_VALUE_HEADS and getattr(config, "num_key_value_heads", None):
+        config.num_key_value_heads = KEY_VALUE_HEADS
     if task in ("sequence-classification", "token-classification"):
         config.num_labels = 3
     torch.manual_seed(seed)
@@ -1044,7 +1047,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="the dtype the folders' weights are saved in (most Hub checkpoints: bfloat16)")
+    parser.add_argument("--kv-heads", type=int, help="give every config with num_key_value_heads this many (1: "
+                        "multi-query attention, as Gemma-2B's)")
     args = parser.parse_args()
+    global KEY_VALUE_HEADS
+    KEY_VALUE_HEADS = args.kv_heads
     types = args.types.split(",") if args.types else None
     methods = args.methods.split(",") if args.methods else None
     rows = []

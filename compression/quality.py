@@ -23,8 +23,11 @@ def quality_warnings(baseline: dict, metrics: dict, evaluation: EvaluationSpec) 
     or to less than half of it."""
     before, after = baseline["metric_points"], metrics["metric_points"]
     drop = before - after
-    if drop > evaluation.warn_metric_drop or (before > 0 and after < before / 2):
-        return [f"quality collapsed: {metrics['metric']} {after:.2f} against the upload's {before:.2f} (a drop of "
-                f"{drop:.2f} points; warn_metric_drop is {evaluation.warn_metric_drop:g}); set "
-                "evaluation.max_metric_drop to fail such a job instead"]
-    return []
+    if drop > evaluation.warn_metric_drop:
+        why = f"a drop of {drop:.2f} points; warn_metric_drop is {evaluation.warn_metric_drop:g}"
+    elif before > 0 and after < before / 2:  # a small metric (a random model's next-token accuracy) halved
+        why = f"less than half of it, a drop of {drop:.2f} points"
+    else:
+        return []
+    return [f"quality collapsed: {metrics['metric']} {after:.2f} against the upload's {before:.2f} ({why}); set "
+            "evaluation.max_metric_drop to fail such a job instead"]
