@@ -220,6 +220,17 @@ def _add_literals(group: ChannelGroup, literals: list, units: int) -> None:
                    for found in literals if isinstance(found, CutFound)]
 
 
+def _viewed_counts(projection: fx.Node) -> list[int]:
+    """The sizes a packed projection's output is viewed into (Falcon's (KV, H / KV + 2, D) groups of each key/value
+    head's queries, key and value): candidates for how many heads, or groups of heads, it makes."""
+    rank, found, nodes = len(shape_of(projection)), [], [projection]
+    for _ in range(2):  # a view, and a view of it
+        nodes = [user for node in nodes for user in node.users
+                 if user.op == "call_function" and op_name(user) in _LITERAL_SIZES - {"expand"}]
+        found += [size for node in nodes for size in (shape_of(node) or ())[rank - 1:] if isinstance(size, int)]
+    return found
+
+
 def _row_slices(weight: str, start: Layout, count: int, units: int) -> list[Slice]:
     """The rows of a projection that makes `count` heads at `start` in its output, for a group of `units`: one
     slice, or one per run where its runs differ in size (each covering its part of the rows)."""
@@ -245,7 +256,8 @@ def _projection_heads(projection: fx.Node, positions: list[int], operands, reade
     if not isinstance(width, int):
         return None
     rank, own = len(shape_of(projection)), sum(head_dims[position] for position in positions)
-    counts = dict.fromkeys([width // own if width % own == 0 else 0] + [shape_of(operands[p])[1] for p in positions])
+    counts = dict.fromkeys([width // own if width % own == 0 else 0] + [shape_of(operands[p])[1] for p in positions]
+                           + (_viewed_counts(projection) if len(positions) > 1 else []))
     starts = [(count, Layout(rank - 1, block=width // count)) for count in counts if count and width % count == 0]
     if len(positions) > 1 and len({head_dims[p] for p in positions}) == 1:
         size = head_dims[positions[0]]

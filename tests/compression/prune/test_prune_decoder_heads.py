@@ -53,3 +53,39 @@ def test_pruned_heads_compute_what_zeroed_heads_do(model_type, attention, kv_hea
         mask[0, 5:] = 0
         torch.testing.assert_close(graph_module(ids, mask), model(input_ids=ids, attention_mask=mask)
                                    .last_hidden_state, atol=1e-5, rtol=1e-5)
+
+
+def test_falcons_groups_of_queries_key_and_value_lose_whole_groups():
+    # Falcon-40B's layout: one projection whose rows are, per key/value head, its H / KV queries, its key and its
+    # value, viewed as (KV, H / KV + 2, D) and cut apart along the middle dimension (FalconLinear's `x @ W.T`
+    # becomes a linear layer as a job loads the upload)
+    from transformers import AutoConfig, AutoModel
+
+    from compression.ptq.addmm_linear import weight_products_as_linear
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("falcon", hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=4,
+                                  num_kv_heads=2, new_decoder_architecture=True, vocab_size=100, use_cache=False,
+                                  pad_token_id=0)
+    config._attn_implementation = "sdpa"
+    model = AutoModel.from_config(config).eval()
+    ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    graph_module = torch.export.export(LastHidden(model), (ids, mask),
+                                       dynamic_shapes=({0: batch}, {0: batch})).module()
+    weight_products_as_linear(graph_module)
+    plans, _ = plan_structured(graph_module, 0.5)
+    plans = [plan for plan in plans if plan.group.unit == "heads"]
+    assert [plan.group.size for plan in plans] == [2, 2]
+    prune_channels(graph_module, plans)
+    assert graph_module.get_parameter("model.h.0.self_attention.query_key_value.weight").shape == (4 * HEAD_DIM, HIDDEN)
+
+    with torch.no_grad():
+        for layer, plan in enumerate(plans):
+            dense = model.h[layer].self_attention.dense.weight
+            for unit in set(range(2)) - set(plan.keep.tolist()):
+                dense[:, unit * 2 * HEAD_DIM:(unit + 1) * 2 * HEAD_DIM] = 0
+        ids, mask = torch.randint(0, 100, (3, 7)), torch.ones(3, 7, dtype=torch.long)
+        mask[0, 5:] = 0
+        torch.testing.assert_close(graph_module(ids, mask), model(input_ids=ids, attention_mask=mask)
+                                   .last_hidden_state, atol=1e-5, rtol=1e-5)
