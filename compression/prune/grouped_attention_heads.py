@@ -158,8 +158,13 @@ def _head_group(operands, readers: list, head_dims: list[int], output: fx.Node, 
     for projection, positions in projections.items():
         own = []
         made = _projection_heads(projection, positions, operands, readers, head_dims, heads, order, own)
-        if made is None:
-            return None
+        if made is None or made[0] == 1 and len(positions) > 1:
+            # q made with the one key/value head (GPTBigCode's runs): one unit, its query heads walked on their own
+            fused = _fused_queries(projection, positions, readers, head_dims[0], heads, order)
+            if fused is not None:
+                made = (1, fused)
+            elif made is None:
+                return None
         found.append((projection, positions, *made, own))
     units = min(count for _, _, count, _, _ in found)
     if any(count % units for _, _, count, _, _ in found):
@@ -189,8 +194,13 @@ def _query_head_group(found: list, output_columns: Slice, heads: int, literals: 
     walk's, and on the key/value walks the repeat's expand and what follows it."""
     group, counted = ChannelGroup(heads, unit="heads"), list(literals)  # the scores' and output's: query heads
     for projection, positions, count, start, own in found:
-        if 0 in positions:
-            if positions != [0] or count != heads:  # made with the key/value head (GPTBigCode's runs): left alone
+        if isinstance(start, _FusedQueries):  # q made with the key/value head (GPTBigCode)
+            _add_rows(group, projection, [start.rows])
+            group.cuts += start.cuts
+            group.reshapes += start.repeats
+            counted += start.literals
+        elif 0 in positions:
+            if positions != [0] or count != heads:
                 return None
             _add_rows(group, projection, _row_slices(projection.args[1].target, start, count, heads))
             counted += own
@@ -201,6 +211,55 @@ def _query_head_group(found: list, output_columns: Slice, heads: int, literals: 
     group.slices.append(output_columns)
     _add_literals(group, counted, heads)
     return group
+
+
+class _FusedQueries(NamedTuple):
+    """The query heads of a projection that also makes the one key/value head (GPTBigCode's multi-query rows [q | k
+    | v] of H heads, one and one): the q run's rows, the cuts' pieces that hold or precede it, the literal counts of
+    query heads on the way to the attention (the q walk's, and the key/value walks' after the repeat) and the
+    repeat's own counts."""
+
+    rows: Slice
+    cuts: list
+    literals: list
+    repeats: list
+
+
+def _fused_queries(projection: fx.Node, positions: list[int], readers: list, head_size: int, heads: int,
+                   order: dict) -> _FusedQueries | None:
+    """The query heads of a multi-query projection of runs [q | k | v], each piece walked on its own (q over its H
+    heads, k and v over their one), or None."""
+    runs = (heads * head_size, head_size, head_size)
+    if sorted(positions) != [0, 1, 2] or heads == 1 or tuple(run_extents(projection)) != runs:
+        return None
+    cuts = []  # where the runs are cut apart (split pieces, or each slice with what lies before and after it)
+    _follow_heads(projection, Layout(len(shape_of(projection)) - 1, runs=runs), 1, order, cuts)
+    cuts = [cut for cut in cuts if isinstance(cut, CutFound)]
+    literals, repeats, reached = [], [], []
+    for cut in cuts:
+        pieces = [user for user in cut.node.users if op_name(user) == "getitem" and user.args[1] == cut.piece] \
+            if op_name(cut.node) != "slice" else [cut.node] if cut.piece == 1 else []  # (a slice's other pieces:
+        if pieces and len(cut.held) != 1:  # what lies before and after it)
+            return None
+        run = cut.held[0]
+        count = heads if run == 0 else 1
+        for piece in pieces:
+            walked = []
+            ends = _follow_heads(piece, Layout(cut.dim, block=head_size), count, order, walked)
+            if ends is None or len(ends) != 1 or ends[0][:2] != readers[run]:
+                return None
+            layout, reader_heads = ends[0][2], shape_of(readers[run][0].args[readers[run][1]])[1]
+            if layout.dim != 1 or layout.outer != 1 or count * layout.block * heads // reader_heads != heads:
+                return None
+            reached.append(run)
+            literals += walked if run == 0 else [literal for literal in walked if getattr(literal, "repeated", False)]
+            repeats += [SizeLiteral(literal.node, literal.index, 1) for literal in walked
+                        if isinstance(literal, _RepeatFound)]
+    if sorted(reached) != [0, 1, 2]:
+        return None
+    rows = Slice(projection.args[1].target, 0, head_size, extent=sum(runs))  # the q run comes first
+    pieces = [CutLiteral(cut.node, cut.dim, cut.sizes, cut.piece, head_size) for cut in cuts if 0 in cut.held]
+    return _FusedQueries(rows, pieces, literals, repeats)
 
 
 def _add_rows(group: ChannelGroup, projection: fx.Node, rows: list[Slice]) -> None:
@@ -336,7 +395,7 @@ def _follow_heads(start: fx.Node, layout: Layout, count: int, order: dict, liter
         passed = _passed(node, name, layouts, count, found)
         if passed is None:
             return None
-        layouts[node] = passed
+        layouts[node] = _one_head(node, passed) if count == 1 else passed
         after_repeat = any(arg in repeated for arg in node.all_input_nodes)
         literals += [literal._replace(repeated=True) if after_repeat and not isinstance(literal, _RepeatFound)
                      else literal for literal in found]
@@ -356,9 +415,12 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list)
         return pieces[node.args[1]] if isinstance(pieces, list) else pieces
     if any(isinstance(layouts[arg], list) for arg in tracked):  # the pieces' list read by anything but getitem
         return None
-    if any(layouts[arg].runs for arg in tracked) and name not in CHANNELWISE_UNARY and name not in PIECES and \
-            name != "slice":  # runs of different sizes: only cut apart (or clamped: DBRX) before anything else
-        return None
+    if any(layouts[arg].runs for arg in tracked):  # runs of different sizes: only cut apart, clamped (DBRX) or
+        if name == "unsqueeze" and first in layouts:  # given a dimension in front (GPTBigCode) before anything else
+            return replace(layouts[first], dim=layouts[first].dim + (node.args[1] % (len(shape_of(first)) + 1)
+                                                                     <= layouts[first].dim))
+        if name not in CHANNELWISE_UNARY and name not in PIECES and name != "slice":
+            return None
     if name in PIECES and first in layouts and len(tracked) == 1:
         return cut_into_pieces(node, name, layouts[first], shape_of(first), count, literals)
     shape = shape_of(node)
@@ -422,6 +484,18 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list)
             _note_literal(node, moved, literals, count)
         return moved
     return None
+
+
+def _one_head(node: fx.Node, layout):
+    """A walk of one head (multi-query attention's key/value head) has every entry of the tensor in that head, so
+    any dimension would do as its own and a reshape picks the first that fits (the sequence, in GPTBigCode's (B, 1,
+    S, D) key): the head is kept on the tensor's first dimension of size one after the batch, where the model
+    spells its one head (before the repeat's dimension, `expand(B, 1, H, S, D)`)."""
+    shape = shape_of(node)
+    if not isinstance(layout, Layout) or layout.runs or shape is None:
+        return layout
+    ones = [dim for dim in range(1, len(shape)) if shape[dim] == 1]
+    return Layout(ones[0]) if ones else layout
 
 
 def _note_literal(node: fx.Node, layout: Layout, literals: list, count: int) -> None:

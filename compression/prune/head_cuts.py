@@ -27,17 +27,21 @@ class CutFound(NamedTuple):
     entries: int
     count: int
     repeated: bool = False
+    held: tuple[int, ...] = ()  # which of the layout's runs the piece holds
 
 
 def run_extents(projection: fx.Node) -> list[int]:
     """The runs that the cuts of a projection's output along its last dimension make, every cut's bounds together
-    (Phi-3's three slices; DBRX's split after a clamp): their extents in order."""
-    width, rank = shape_of(projection)[-1], len(shape_of(projection))
+    (Phi-3's three slices; DBRX's split after a clamp; GPTBigCode's after an unsqueeze): their extents in order."""
+    width = shape_of(projection)[-1]
     bounds, nodes = {0, width}, [projection]
     while nodes:
-        for user in nodes.pop().users:
+        node = nodes.pop()
+        rank = len(shape_of(node))
+        for user in node.users:
             name = op_name(user) if user.op == "call_function" else ""
-            if name in CHANNELWISE_UNARY and len(user.all_input_nodes) == 1:
+            if name in CHANNELWISE_UNARY and len(user.all_input_nodes) == 1 or \
+                    name == "unsqueeze" and (shape_of(user) or (None,))[-1] == width:
                 nodes.append(user)
             elif (name == "slice" or name in PIECES) and cut_dim(user, name, rank) == rank - 1:
                 sizes = piece_sizes(user, name, width) or []
@@ -97,12 +101,14 @@ def cut_runs(node: fx.Node, layout: Layout, shape, sizes: list[int], count: int,
     for piece, size in enumerate(sizes):
         if at not in bounds or at + size not in bounds:
             return None
-        held = per_head[bounds.index(at):bounds.index(at + size)]
+        first, last = bounds.index(at), bounds.index(at + size)
+        held = per_head[first:last]
         at += size
         if len(set(held)) > 1:
             pieces.append(replace(layout, block=1, outer=len(held), runs=tuple(held)))
         else:
             pieces.append(replace(layout, block=held[0] if held else layout.block, outer=len(held), runs=()))
         if size:
-            literals.append(CutFound(node, layout.dim, tuple(sizes), piece, sum(held), count))
+            literals.append(CutFound(node, layout.dim, tuple(sizes), piece, sum(held), count,
+                                     held=tuple(range(first, last))))
     return pieces

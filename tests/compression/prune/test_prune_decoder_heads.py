@@ -89,3 +89,35 @@ def test_falcons_groups_of_queries_key_and_value_lose_whole_groups():
         mask[0, 5:] = 0
         torch.testing.assert_close(graph_module(ids, mask), model(input_ids=ids, attention_mask=mask)
                                    .last_hidden_state, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_gptbigcodes_multi_query_projection_loses_query_heads(attention):
+    # StarCoder's layout: one projection of rows [q | k | v] for H query heads over one key/value head, given a
+    # dimension in front and split; the query heads are the units, the key/value head stays
+    from transformers import AutoConfig, AutoModel
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("gpt_bigcode", n_embd=HIDDEN, n_layer=2, n_head=4, multi_query=True,
+                                  vocab_size=100, use_cache=False, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    config._attn_implementation = attention
+    model = AutoModel.from_config(config).eval()
+    ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    graph_module = torch.export.export(LastHidden(model), (ids, mask),
+                                       dynamic_shapes=({0: batch}, {0: batch})).module()
+    plans, _ = plan_structured(graph_module, 0.5)
+    plans = [plan for plan in plans if plan.group.unit == "heads"]
+    assert [plan.group.size for plan in plans] == [4, 4]
+    prune_channels(graph_module, plans)
+    assert graph_module.get_parameter("model.h.0.attn.c_attn.weight").shape == (4 * HEAD_DIM, HIDDEN)
+
+    with torch.no_grad():
+        for layer, plan in enumerate(plans):
+            output = model.h[layer].attn.c_proj.weight
+            for head in set(range(4)) - set(plan.keep.tolist()):
+                output[:, head * HEAD_DIM:(head + 1) * HEAD_DIM] = 0
+        ids, mask = torch.randint(0, 100, (3, 7)), torch.ones(3, 7, dtype=torch.long)
+        mask[0, 5:] = 0
+        torch.testing.assert_close(graph_module(ids, mask), model(input_ids=ids, attention_mask=mask)
+                                   .last_hidden_state, atol=1e-5, rtol=1e-5)

@@ -44,6 +44,7 @@ def _exported(model: nn.Module, example: tuple):
     ("phi3", 6, 2, "eager"),  # ... of 6, 2 and 2: 3 query heads per unit
     ("gemma", 4, 1, "sdpa"),  # multi-query attention (Gemma-2B's): the query heads are the units
     ("gemma", 4, 1, "eager"),
+    ("phi3", 4, 1, "sdpa"),  # multi-query with q made with the key/value head, cut by slices
 ])
 def test_pruned_decoder_equals_the_architecture_built_with_fewer_heads(model_type, heads, kv_heads, attention):
     model = _decoder(model_type, heads, kv_heads, attention)
