@@ -54,7 +54,15 @@ from compression.prune.channel_groups import (
     checks_dtype_only,
 )
 from compression.prune.channel_layout import Layout, permuted, regroup, shape_of, transposed
-from compression.prune.head_cuts import PIECES, CutFound, cut_into_pieces, cut_runs, piece_sizes, run_extents
+from compression.prune.head_cuts import (
+    PIECES,
+    CutFound,
+    cut_into_pieces,
+    cut_runs,
+    piece_sizes,
+    run_extents,
+    split_last,
+)
 from compression.prune.packed_attention_heads import stored_layer
 
 _MOVES = {"view", "reshape", "_unsafe_view", "flatten", "unsqueeze", "squeeze"}
@@ -235,6 +243,10 @@ def _fused_queries(projection: fx.Node, positions: list[int], readers: list, hea
     cuts = []  # where the runs are cut apart (split pieces, or each slice with what lies before and after it)
     _follow_heads(projection, Layout(len(shape_of(projection)) - 1, runs=runs), 1, order, cuts)
     cuts = [cut for cut in cuts if isinstance(cut, CutFound)]
+    queries = {cut.entries for cut in cuts if cut.held == (0,)}  # the q run's entries along the cut dimension
+    if len(queries) != 1 or next(iter(queries)) % heads:
+        return None
+    per_query = next(iter(queries)) // heads  # one head's: D rows (GPTBigCode), one index of (H + 2, D) (Falcon)
     literals, repeats, reached = [], [], []
     for cut in cuts:
         pieces = [user for user in cut.node.users if op_name(user) == "getitem" and user.args[1] == cut.piece] \
@@ -245,7 +257,7 @@ def _fused_queries(projection: fx.Node, positions: list[int], readers: list, hea
         count = heads if run == 0 else 1
         for piece in pieces:
             walked = []
-            ends = _follow_heads(piece, Layout(cut.dim, block=head_size), count, order, walked)
+            ends = _follow_heads(piece, Layout(cut.dim, block=cut.entries // count), count, order, walked)
             if ends is None or len(ends) != 1 or ends[0][:2] != readers[run]:
                 return None
             layout, reader_heads = ends[0][2], shape_of(readers[run][0].args[readers[run][1]])[1]
@@ -258,7 +270,7 @@ def _fused_queries(projection: fx.Node, positions: list[int], readers: list, hea
     if sorted(reached) != [0, 1, 2]:
         return None
     rows = Slice(projection.args[1].target, 0, head_size, extent=sum(runs))  # the q run comes first
-    pieces = [CutLiteral(cut.node, cut.dim, cut.sizes, cut.piece, head_size) for cut in cuts if 0 in cut.held]
+    pieces = [CutLiteral(cut.node, cut.dim, cut.sizes, cut.piece, per_query) for cut in cuts if 0 in cut.held]
     return _FusedQueries(rows, pieces, literals, repeats)
 
 
@@ -419,6 +431,10 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list)
         if name == "unsqueeze" and first in layouts:  # given a dimension in front (GPTBigCode) before anything else
             return replace(layouts[first], dim=layouts[first].dim + (node.args[1] % (len(shape_of(first)) + 1)
                                                                      <= layouts[first].dim))
+        inner = split_last(first, node) if first in layouts and layouts[first].dim == len(shape_of(first)) - 1 \
+            else None  # or viewed as rows of `inner` (Falcon-7B's (H + 2, D))
+        if inner and all(run % inner == 0 for run in layouts[first].runs):
+            return replace(layouts[first], runs=tuple(run // inner for run in layouts[first].runs))
         if name not in CHANNELWISE_UNARY and name not in PIECES and name != "slice":
             return None
     if name in PIECES and first in layouts and len(tracked) == 1:

@@ -32,22 +32,37 @@ class CutFound(NamedTuple):
 
 def run_extents(projection: fx.Node) -> list[int]:
     """The runs that the cuts of a projection's output along its last dimension make, every cut's bounds together
-    (Phi-3's three slices; DBRX's split after a clamp; GPTBigCode's after an unsqueeze): their extents in order."""
+    (Phi-3's three slices; DBRX's split after a clamp; GPTBigCode's after an unsqueeze; Falcon-7B's along the heads
+    after a view to (H + 2, D)): their extents in order, in rows of the projection."""
     width = shape_of(projection)[-1]
-    bounds, nodes = {0, width}, [projection]
+    bounds, nodes = {0, width}, [(projection, 1)]  # a tensor, and how many rows an index of its cut dimension is
     while nodes:
-        node = nodes.pop()
+        node, rows = nodes.pop()
         rank = len(shape_of(node))
         for user in node.users:
             name = op_name(user) if user.op == "call_function" else ""
             if name in CHANNELWISE_UNARY and len(user.all_input_nodes) == 1 or \
-                    name == "unsqueeze" and (shape_of(user) or (None,))[-1] == width:
-                nodes.append(user)
-            elif (name == "slice" or name in PIECES) and cut_dim(user, name, rank) == rank - 1:
-                sizes = piece_sizes(user, name, width) or []
-                bounds.update(sum(sizes[:end]) for end in range(len(sizes)))
+                    name == "unsqueeze" and (shape_of(user) or (None,))[-1] == width and rows == 1:
+                nodes.append((user, rows))
+            elif rows == 1 and split_last(node, user) is not None:
+                nodes.append((user, shape_of(user)[-1]))
+            elif (name == "slice" or name in PIECES) and cut_dim(user, name, rank) == rank - (1 if rows == 1 else 2):
+                sizes = piece_sizes(user, name, width // rows) or []
+                bounds.update(rows * sum(sizes[:end]) for end in range(len(sizes)))
     bounds = sorted(bounds)
     return [end - start for start, end in zip(bounds, bounds[1:])]
+
+
+def split_last(source: fx.Node, view: fx.Node) -> int | None:
+    """The size of the new last dimension where `view` splits `source`'s last dimension in two (Falcon's
+    `view(B, S, H + 2, D)` of its projection), else None."""
+    if view.op != "call_function" or op_name(view) not in ("view", "reshape", "_unsafe_view"):
+        return None
+    before, after = shape_of(source), shape_of(view)
+    if before is None or after is None or len(after) != len(before) + 1 or after[:-2] != before[:-1]:
+        return None
+    inner, outer = after[-1], after[-2]
+    return inner if isinstance(inner, int) and isinstance(outer, int) and inner * outer == before[-1] else None
 
 
 def cut_dim(node: fx.Node, name: str, rank: int) -> int:

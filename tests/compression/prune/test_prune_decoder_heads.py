@@ -55,18 +55,22 @@ def test_pruned_heads_compute_what_zeroed_heads_do(model_type, attention, kv_hea
                                    .last_hidden_state, atol=1e-5, rtol=1e-5)
 
 
-def test_falcons_groups_of_queries_key_and_value_lose_whole_groups():
+@pytest.mark.parametrize("layout, units", [
+    ({"new_decoder_architecture": True, "num_kv_heads": 2}, 2),
+    ({"new_decoder_architecture": False, "multi_query": True}, 4),
+])
+def test_falcons_packed_projections_lose_whole_heads(layout, units):
     # Falcon-40B's layout: one projection whose rows are, per key/value head, its H / KV queries, its key and its
-    # value, viewed as (KV, H / KV + 2, D) and cut apart along the middle dimension (FalconLinear's `x @ W.T`
-    # becomes a linear layer as a job loads the upload)
+    # value, viewed as (KV, H / KV + 2, D) and cut apart along the middle dimension: a unit is such a group.
+    # Falcon-7B's: multi-query, rows [q | k | v] of H heads, one and one, viewed as (H + 2, D) and split along the
+    # heads: a unit is a query head. (FalconLinear's `x @ W.T` becomes a linear layer as a job loads the upload.)
     from transformers import AutoConfig, AutoModel
 
     from compression.ptq.addmm_linear import weight_products_as_linear
 
     torch.manual_seed(0)
     config = AutoConfig.for_model("falcon", hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=4,
-                                  num_kv_heads=2, new_decoder_architecture=True, vocab_size=100, use_cache=False,
-                                  pad_token_id=0)
+                                  vocab_size=100, use_cache=False, pad_token_id=0, **layout)
     config._attn_implementation = "sdpa"
     model = AutoModel.from_config(config).eval()
     ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
@@ -76,15 +80,15 @@ def test_falcons_groups_of_queries_key_and_value_lose_whole_groups():
     weight_products_as_linear(graph_module)
     plans, _ = plan_structured(graph_module, 0.5)
     plans = [plan for plan in plans if plan.group.unit == "heads"]
-    assert [plan.group.size for plan in plans] == [2, 2]
+    assert [plan.group.size for plan in plans] == [units, units]
     prune_channels(graph_module, plans)
     assert graph_module.get_parameter("model.h.0.self_attention.query_key_value.weight").shape == (4 * HEAD_DIM, HIDDEN)
 
     with torch.no_grad():
         for layer, plan in enumerate(plans):
-            dense = model.h[layer].self_attention.dense.weight
-            for unit in set(range(2)) - set(plan.keep.tolist()):
-                dense[:, unit * 2 * HEAD_DIM:(unit + 1) * 2 * HEAD_DIM] = 0
+            dense, block = model.h[layer].self_attention.dense.weight, plan.group.slices[-1].block
+            for unit in set(range(units)) - set(plan.keep.tolist()):
+                dense[:, unit * block:(unit + 1) * block] = 0
         ids, mask = torch.randint(0, 100, (3, 7)), torch.ones(3, 7, dtype=torch.long)
         mask[0, 5:] = 0
         torch.testing.assert_close(graph_module(ids, mask), model(input_ids=ids, attention_mask=mask)
