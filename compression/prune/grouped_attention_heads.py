@@ -249,9 +249,11 @@ def _fused_queries(projection: fx.Node, positions: list[int], readers: list, hea
     per_query = next(iter(queries)) // heads  # one head's: D rows (GPTBigCode), one index of (H + 2, D) (Falcon)
     literals, repeats, reached = [], [], []
     for cut in cuts:
-        pieces = [user for user in cut.node.users if op_name(user) == "getitem" and user.args[1] == cut.piece] \
-            if op_name(cut.node) != "slice" else [cut.node] if cut.piece == 1 else []  # (a slice's other pieces:
-        if pieces and len(cut.held) != 1:  # what lies before and after it)
+        if op_name(cut.node) == "slice":  # a slice's pieces before and after it are nothing to walk
+            pieces = [cut.node] if cut.piece == 1 else []
+        else:
+            pieces = [user for user in cut.node.users if op_name(user) == "getitem" and user.args[1] == cut.piece]
+        if pieces and len(cut.held) != 1:
             return None
         run = cut.held[0]
         count = heads if run == 0 else 1
@@ -427,16 +429,10 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list)
         return pieces[node.args[1]] if isinstance(pieces, list) else pieces
     if any(isinstance(layouts[arg], list) for arg in tracked):  # the pieces' list read by anything but getitem
         return None
-    if any(layouts[arg].runs for arg in tracked):  # runs of different sizes: only cut apart, clamped (DBRX) or
-        if name == "unsqueeze" and first in layouts:  # given a dimension in front (GPTBigCode) before anything else
-            return replace(layouts[first], dim=layouts[first].dim + (node.args[1] % (len(shape_of(first)) + 1)
-                                                                     <= layouts[first].dim))
-        inner = split_last(first, node) if first in layouts and layouts[first].dim == len(shape_of(first)) - 1 \
-            else None  # or viewed as rows of `inner` (Falcon-7B's (H + 2, D))
-        if inner and all(run % inner == 0 for run in layouts[first].runs):
-            return replace(layouts[first], runs=tuple(run // inner for run in layouts[first].runs))
-        if name not in CHANNELWISE_UNARY and name not in PIECES and name != "slice":
-            return None
+    if any(layouts[arg].runs for arg in tracked):
+        moved = _runs_moved(node, name, first, layouts.get(first))
+        if moved is not None or name not in CHANNELWISE_UNARY | PIECES | {"slice"}:
+            return moved
     if name in PIECES and first in layouts and len(tracked) == 1:
         return cut_into_pieces(node, name, layouts[first], shape_of(first), count, literals)
     shape = shape_of(node)
@@ -512,6 +508,20 @@ def _one_head(node: fx.Node, layout):
         return layout
     ones = [dim for dim in range(1, len(shape)) if shape[dim] == 1]
     return Layout(ones[0]) if ones else layout
+
+
+def _runs_moved(node: fx.Node, name: str, source, layout: Layout | None) -> Layout | None:
+    """Runs of different sizes through an unsqueeze in front (GPTBigCode's) or a view that splits their rows
+    (Falcon-7B's (H + 2, D)); None for any other op: before they are cut apart only a clamp (DBRX's) and the cut
+    itself may read them."""
+    if layout is None or not layout.runs:
+        return None
+    if name == "unsqueeze":
+        return replace(layout, dim=layout.dim + (node.args[1] % (len(shape_of(source)) + 1) <= layout.dim))
+    inner = split_last(source, node) if layout.dim == len(shape_of(source)) - 1 else None
+    if inner and all(run % inner == 0 for run in layout.runs):
+        return replace(layout, runs=tuple(run // inner for run in layout.runs))
+    return None
 
 
 def _note_literal(node: fx.Node, layout: Layout, literals: list, count: int) -> None:
