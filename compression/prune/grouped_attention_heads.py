@@ -35,7 +35,6 @@ repeat's count of it (the expand's H, the reshape after it) follows the query he
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import replace
 from typing import NamedTuple
@@ -46,53 +45,25 @@ from torch import fx
 from compression.graph_ops import op_name
 from compression.prune.channel_groups import (
     CHANNELWISE_UNARY,
-    ELEMENTWISE_BINARY,
     ChannelGroup,
     CutLiteral,
     SizeLiteral,
     Slice,
-    checks_dtype_only,
 )
-from compression.prune.channel_layout import Layout, permuted, regroup, shape_of, transposed
-from compression.prune.head_cuts import (
-    PIECES,
-    CutFound,
-    cut_into_pieces,
-    cut_runs,
-    piece_sizes,
-    run_extents,
-    split_last,
+from compression.prune.channel_layout import Layout, shape_of
+from compression.prune.head_cuts import CutFound, run_extents
+from compression.prune.head_walk import (
+    LITERAL_SIZES,
+    POINTWISE_BINARY,
+    RepeatFound,
+    SizeFound,
+    follow_heads,
+    graph_order,
 )
 from compression.prune.packed_attention_heads import stored_layer
 
-_MOVES = {"view", "reshape", "_unsafe_view", "flatten", "unsqueeze", "squeeze"}
-_LITERAL_SIZES = {"view", "reshape", "_unsafe_view", "expand"}  # their size list may spell the head count
-_REDUCTIONS = {"mean", "sum", "amax"}
-_SOFTMAX = {"softmax", "_softmax"}
-# pointwise ops of several tensors (a mask's where/masked_fill: the mask shared by every head)
-_POINTWISE_BINARY = ELEMENTWISE_BINARY | {"masked_fill", "where"}
-_READERS = {"scaled_dot_product_attention", "linear", "matmul"}  # where a walk ends
 _SIZES = (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool)
 _SEARCHED = 400  # nodes looked at on the way back from an operand to its projection (the rotary tables' ops)
-
-
-class _SizeFound(NamedTuple):
-    """Entry `index` of a view's (reshape's, expand's) size list holds `entries` per head of a walk over `count`
-    heads; `repeated`: after the key/value heads were repeated for the query heads (so it counts query heads)."""
-
-    node: fx.Node
-    index: int
-    entries: int
-    count: int
-    repeated: bool = False
-
-
-class _RepeatFound(NamedTuple):
-    """Entry `index` of an expand's size list repeats each key/value head for its query heads (repeat_kv's
-    `expand(B, KV, H / KV, S, D)`)."""
-
-    node: fx.Node
-    index: int
 
 
 def grouped_head_group(attention: fx.Node) -> ChannelGroup | None:
@@ -120,8 +91,8 @@ def eager_head_group(softmax: fx.Node) -> ChannelGroup | None:
     scores = _scores(softmax.args[0])
     if scores is None:
         return None
-    heads, order, literals = shape[1], _graph_order(softmax), []
-    probabilities = _follow_heads(scores, Layout(1), heads, order, literals)
+    heads, order, literals = shape[1], graph_order(softmax), []
+    probabilities = follow_heads(scores, Layout(1), heads, order, literals)
     if probabilities is None or len(probabilities) != 1 or probabilities[0][1:] != (0, Layout(1)) or \
             op_name(probabilities[0][0]) != "matmul":
         return None
@@ -142,7 +113,7 @@ def _scores(node) -> fx.Node | None:
         name = op_name(node)
         if name == "matmul":
             return node if len(shape_of(node) or ()) == 4 else None
-        if name not in CHANNELWISE_UNARY and name not in _POINTWISE_BINARY:
+        if name not in CHANNELWISE_UNARY and name not in POINTWISE_BINARY:
             return None
         same = [arg for arg in node.all_input_nodes if shape_of(arg) == shape_of(node)]
         if len(same) != 1:
@@ -155,7 +126,7 @@ def _head_group(operands, readers: list, head_dims: list[int], output: fx.Node, 
                 literals: list) -> ChannelGroup | None:
     """The group of the attention whose q, k and v (`operands`) are read by `readers` ((node, argument) each) and
     whose context, with the heads on dim 1, is `output`; `literals`: those found between."""
-    order = _graph_order(output)
+    order = graph_order(output)
     projections: dict[fx.Node, list[int]] = {}  # q, k and v may come from one projection (packed per head)
     for position, operand in enumerate(operands):
         projection = _projection(operand)
@@ -177,7 +148,7 @@ def _head_group(operands, readers: list, head_dims: list[int], output: fx.Node, 
     units = min(count for _, _, count, _, _ in found)
     if any(count % units for _, _, count, _, _ in found):
         return None
-    ends = _follow_heads(output, Layout(1), heads, order, literals)
+    ends = follow_heads(output, Layout(1), heads, order, literals)
     if ends is None or len(ends) != 1:
         return None
     reader, arg, layout = ends[0]
@@ -215,7 +186,7 @@ def _query_head_group(found: list, output_columns: Slice, heads: int, literals: 
         else:
             counted += [literal for literal in own if getattr(literal, "repeated", False)]
             group.reshapes += [SizeLiteral(literal.node, literal.index, 1) for literal in own
-                               if isinstance(literal, _RepeatFound)]
+                               if isinstance(literal, RepeatFound)]
     group.slices.append(output_columns)
     _add_literals(group, counted, heads)
     return group
@@ -241,7 +212,7 @@ def _fused_queries(projection: fx.Node, positions: list[int], readers: list, hea
     if sorted(positions) != [0, 1, 2] or heads == 1 or tuple(run_extents(projection)) != runs:
         return None
     cuts = []  # where the runs are cut apart (split pieces, or each slice with what lies before and after it)
-    _follow_heads(projection, Layout(len(shape_of(projection)) - 1, runs=runs), 1, order, cuts)
+    follow_heads(projection, Layout(len(shape_of(projection)) - 1, runs=runs), 1, order, cuts)
     cuts = [cut for cut in cuts if isinstance(cut, CutFound)]
     queries = {cut.entries for cut in cuts if cut.held == (0,)}  # the q run's entries along the cut dimension
     if len(queries) != 1 or next(iter(queries)) % heads:
@@ -259,7 +230,7 @@ def _fused_queries(projection: fx.Node, positions: list[int], readers: list, hea
         count = heads if run == 0 else 1
         for piece in pieces:
             walked = []
-            ends = _follow_heads(piece, Layout(cut.dim, block=cut.entries // count), count, order, walked)
+            ends = follow_heads(piece, Layout(cut.dim, block=cut.entries // count), count, order, walked)
             if ends is None or len(ends) != 1 or ends[0][:2] != readers[run]:
                 return None
             layout, reader_heads = ends[0][2], shape_of(readers[run][0].args[readers[run][1]])[1]
@@ -268,7 +239,7 @@ def _fused_queries(projection: fx.Node, positions: list[int], readers: list, hea
             reached.append(run)
             literals += walked if run == 0 else [literal for literal in walked if getattr(literal, "repeated", False)]
             repeats += [SizeLiteral(literal.node, literal.index, 1) for literal in walked
-                        if isinstance(literal, _RepeatFound)]
+                        if isinstance(literal, RepeatFound)]
     if sorted(reached) != [0, 1, 2]:
         return None
     rows = Slice(projection.args[1].target, 0, head_size, extent=sum(runs))  # the q run comes first
@@ -288,7 +259,7 @@ def _add_rows(group: ChannelGroup, projection: fx.Node, rows: list[Slice]) -> No
 def _add_literals(group: ChannelGroup, literals: list, units: int) -> None:
     """Each literal counts `entries` per head of the walk that found it, which had `count` heads."""
     group.reshapes += [SizeLiteral(found.node, found.index, found.entries * found.count // units, arg=1)
-                       for found in literals if isinstance(found, _SizeFound)]
+                       for found in literals if isinstance(found, SizeFound)]
     group.cuts += [CutLiteral(found.node, found.dim, found.sizes, found.piece, found.entries * found.count // units)
                    for found in literals if isinstance(found, CutFound)]
 
@@ -299,7 +270,7 @@ def _viewed_counts(projection: fx.Node) -> list[int]:
     rank, found, nodes = len(shape_of(projection)), [], [projection]
     for _ in range(2):  # a view, and a view of it
         nodes = [user for node in nodes for user in node.users
-                 if user.op == "call_function" and op_name(user) in _LITERAL_SIZES - {"expand"}]
+                 if user.op == "call_function" and op_name(user) in LITERAL_SIZES - {"expand"}]
         found += [size for node in nodes for size in (shape_of(node) or ())[rank - 1:] if isinstance(size, int)]
     return found
 
@@ -342,7 +313,7 @@ def _projection_heads(projection: fx.Node, positions: list[int], operands, reade
             starts.append((units, Layout(rank - 1, runs=tuple(extent // units for extent in extents))))
     for count, start in starts:
         found = []
-        ends = _follow_heads(projection, start, count, order, found)
+        ends = follow_heads(projection, start, count, order, found)
         if ends is None or sorted(readers.index((end, arg)) if (end, arg) in readers else -1
                                   for end, arg, _ in ends) != positions:
             continue
@@ -351,10 +322,6 @@ def _projection_heads(projection: fx.Node, positions: list[int], operands, reade
             literals += found
             return count, start
     return None
-
-
-def _graph_order(node: fx.Node) -> dict:
-    return {other: index for index, other in enumerate(node.graph.nodes)}
 
 
 def _mask_per_head(attention: fx.Node) -> bool:
@@ -384,196 +351,3 @@ def _projection(operand: fx.Node) -> fx.Node | None:
         stack.extend(node.all_input_nodes)
     return found.pop() if len(found) == 1 else None
 
-
-def _follow_heads(start: fx.Node, layout: Layout, count: int, order: dict, literals: list):
-    """Every use of `start`'s heads (`count` of them, at `layout`), followed in graph order: the (node, argument
-    position, layout) where they reach an attention or a linear layer, or None where an op would mix them.
-    Literal head counts on the way are added to `literals` (`_SizeFound`, `CutFound`)."""
-    layouts = {start: layout}
-    pending = [(order[user], user) for user in start.users]
-    heapq.heapify(pending)
-    ends, done = [], set()
-    repeated = set()  # the nodes after an expand that repeats each head (repeat_kv's)
-    while pending:
-        _, node = heapq.heappop(pending)
-        if node in done:
-            continue
-        done.add(node)
-        name = op_name(node) if node.op == "call_function" else ""
-        if name in _READERS:
-            ends += [(node, position, layouts[arg]) for position, arg in enumerate(node.args) if arg in layouts]
-            continue
-        if checks_dtype_only(node, name) or name.startswith("sym_"):  # dtype checks and the dynamic sizes' reads
-            continue
-        found = []
-        passed = _passed(node, name, layouts, count, found)
-        if passed is None:
-            return None
-        layouts[node] = _one_head(node, passed) if count == 1 else passed
-        after_repeat = any(arg in repeated for arg in node.all_input_nodes)
-        literals += [literal._replace(repeated=True) if after_repeat and not isinstance(literal, _RepeatFound)
-                     else literal for literal in found]
-        if after_repeat or any(isinstance(literal, _RepeatFound) for literal in found):
-            repeated.add(node)
-        for user in node.users:
-            heapq.heappush(pending, (order[user], user))
-    return ends
-
-
-def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list) -> Layout | None:
-    """The heads' layout in `node`'s output, if the op keeps every head's values apart from the others'."""
-    tracked = [arg for arg in node.all_input_nodes if arg in layouts]
-    first = node.args[0] if node.args else None
-    if name == "getitem" and first in layouts:  # a piece of a chunk/split/unbind
-        pieces = layouts[first]
-        return pieces[node.args[1]] if isinstance(pieces, list) else pieces
-    if any(isinstance(layouts[arg], list) for arg in tracked):  # the pieces' list read by anything but getitem
-        return None
-    if any(layouts[arg].runs for arg in tracked):
-        moved = _runs_moved(node, name, first, layouts.get(first))
-        if moved is not None or name not in CHANNELWISE_UNARY | PIECES | {"slice"}:
-            return moved
-    if name in PIECES and first in layouts and len(tracked) == 1:
-        return cut_into_pieces(node, name, layouts[first], shape_of(first), count, literals)
-    shape = shape_of(node)
-    if shape is None:
-        return None
-    if name == "cat":
-        return _concatenated(node, layouts)
-    if name == "stack":  # Cohere's and GLM's interleaved rotary: stack([-x2, x1], -1) of each head's halves
-        return _stacked(node, layouts)
-    if name == "type_as" and first in layouts:  # the second tensor gives only the dtype (Gemma 3's norms)
-        return layouts[first] if len(shape) == len(shape_of(first) or ()) else None
-    if name in ("reshape_as", "view_as") and first in layouts and shape_of(first):  # the second: only a shape
-        return regroup(shape_of(first), shape, layouts[first], count)  # (RoFormer's rotary)
-    if name in _POINTWISE_BINARY:
-        layout = layouts[tracked[0]]
-        return layout if _same_for_every_head(node, layouts, layout, shape) else None
-    if first not in layouts or len(tracked) != 1:
-        return None
-    layout, source_shape = layouts[first], shape_of(first)
-    if source_shape is None:
-        return None
-    rank = len(source_shape)
-    if name in CHANNELWISE_UNARY:
-        return layout if len(node.all_input_nodes) == 1 and len(shape) == rank else None
-    if name in _SOFTMAX:
-        return layout if node.args[1] % rank != layout.dim else None
-    if name in ("layer_norm", "rms_norm"):  # over each head's values alone (Persimmon's qk_layernorm)
-        return layout if len(node.args[1]) < rank - layout.dim else None
-    if name == "transpose":
-        return transposed(layout, node.args[1], node.args[2], rank)
-    if name == "permute":
-        return permuted(layout, list(node.args[1]), rank)
-    if name in ("slice", "select"):
-        dim = node.args[1] % rank
-        if dim != layout.dim:
-            return layout if name == "slice" else replace(layout, dim=layout.dim - (dim < layout.dim))
-        if name == "select":
-            return None
-        sizes = piece_sizes(node, name, source_shape[dim])
-        if sizes is not None and sizes[0] == sizes[2] == 0:  # all of it
-            return layout
-        pieces = cut_runs(node, layout, source_shape, sizes, count, literals) if sizes else None
-        return pieces[1] if pieces else None
-    if name in _REDUCTIONS:
-        dims = node.args[1] if len(node.args) > 1 else None
-        keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-        reduced = {d % rank for d in dims or ()}
-        if not reduced or layout.dim in reduced:
-            return None
-        return replace(layout, dim=layout.dim if keep else layout.dim - sum(d < layout.dim for d in reduced))
-    if name == "expand":
-        moved = replace(layout, dim=layout.dim + len(shape) - rank)
-        if shape[moved.dim] != source_shape[layout.dim]:
-            return None
-        _note_literal(node, moved, literals, count)
-        _note_repeat(node, moved.dim + 1, shape, source_shape, literals)
-        return moved
-    if name in _MOVES:
-        moved = regroup(source_shape, shape, layout, count)
-        if moved is not None and name in _LITERAL_SIZES:
-            _note_literal(node, moved, literals, count)
-        return moved
-    return None
-
-
-def _one_head(node: fx.Node, layout):
-    """A walk of one head (multi-query attention's key/value head) has every entry of the tensor in that head, so
-    any dimension would do as its own and a reshape picks the first that fits (the sequence, in GPTBigCode's (B, 1,
-    S, D) key): the head is kept on the tensor's first dimension of size one after the batch, where the model
-    spells its one head (before the repeat's dimension, `expand(B, 1, H, S, D)`)."""
-    shape = shape_of(node)
-    if not isinstance(layout, Layout) or layout.runs or shape is None:
-        return layout
-    ones = [dim for dim in range(1, len(shape)) if shape[dim] == 1]
-    return Layout(ones[0]) if ones else layout
-
-
-def _runs_moved(node: fx.Node, name: str, source, layout: Layout | None) -> Layout | None:
-    """Runs of different sizes through an unsqueeze in front (GPTBigCode's) or a view that splits their rows
-    (Falcon-7B's (H + 2, D)); None for any other op: before they are cut apart only a clamp (DBRX's) and the cut
-    itself may read them."""
-    if layout is None or not layout.runs:
-        return None
-    if name == "unsqueeze":
-        return replace(layout, dim=layout.dim + (node.args[1] % (len(shape_of(source)) + 1) <= layout.dim))
-    inner = split_last(source, node) if layout.dim == len(shape_of(source)) - 1 else None
-    if inner and all(run % inner == 0 for run in layout.runs):
-        return replace(layout, runs=tuple(run // inner for run in layout.runs))
-    return None
-
-
-def _note_literal(node: fx.Node, layout: Layout, literals: list, count: int) -> None:
-    size = list(node.args[1])[layout.dim]
-    if isinstance(size, int) and size != -1:
-        literals.append(_SizeFound(node, layout.dim, layout.block * layout.outer, count))
-
-
-def _note_repeat(node: fx.Node, index: int, shape: tuple, source_shape: tuple, literals: list) -> None:
-    """An expand's entry right after the heads' that broadcasts a dimension of one: repeat_kv's H / KV."""
-    source = index - (len(shape) - len(source_shape))
-    sizes = list(node.args[1])
-    if index < len(shape) and 0 <= source < len(source_shape) and source_shape[source] == 1 and \
-            isinstance(sizes[index], int) and sizes[index] > 1:
-        literals.append(_RepeatFound(node, index))
-
-
-def _same_for_every_head(node: fx.Node, layouts: dict, layout: Layout, shape: tuple) -> bool:
-    """A pointwise op of the heads with themselves (the same layout) or with values shared by every head."""
-    for arg in node.args:
-        if arg in layouts:
-            if layouts[arg] != layout or len(shape_of(arg) or ()) != len(shape):
-                return False
-        elif isinstance(arg, fx.Node):
-            other = shape_of(arg)
-            at = layout.dim - (len(shape) - len(other)) if other is not None else None
-            if other is None or at is not None and at >= 0 and other[at] != 1:
-                return False
-    return True
-
-
-def _stacked(node: fx.Node, layouts: dict) -> Layout | None:
-    """A stack of the heads with themselves (every piece tracked alike) along a new dimension."""
-    pieces, rank = node.args[0], len(shape_of(node) or ())
-    tracked = [layouts.get(piece) for piece in pieces]
-    if not rank or any(layout is None or layout != tracked[0] for layout in tracked):
-        return None
-    dim = (node.args[1] if len(node.args) > 1 else 0) % rank
-    return replace(tracked[0], dim=tracked[0].dim + (dim <= tracked[0].dim))
-
-
-def _concatenated(node: fx.Node, layouts: dict) -> Layout | None:
-    """A concat along another dimension of the heads with themselves or with empty tensors (a cache's start)."""
-    pieces, dim = node.args[0], node.args[1] if len(node.args) > 1 else 0
-    tracked = [layouts[piece] for piece in pieces if piece in layouts]
-    if not tracked or any(layout != tracked[0] for layout in tracked):
-        return None
-    layout, rank = tracked[0], len(shape_of(node) or ())
-    if not rank:
-        return None
-    for piece in pieces:
-        shape = shape_of(piece)
-        if piece not in layouts and (shape is None or 0 not in shape or len(shape) != 1):
-            return None
-    return layout if dim % rank != layout.dim else None
