@@ -8,7 +8,7 @@ weight shared by the heads), an append to the (empty) key/value cache (`cat` alo
 grouped-query attention a repeat of each of the KV key/value heads for H / KV query heads (`unsqueeze(2)`,
 `expand(B, KV, H / KV, S, D)`, `reshape(B, H, S, D)`; or `enable_gqa=True`, where the attention repeats them
 itself). Here every use of a projection's output is followed in graph order with the position of its heads
-(`channel_layout.Layout`): through layout moves, pointwise ops whose other operand is the same tensor or the same
+(`head_walk.follow_heads`): through layout moves, pointwise ops whose other operand is the same tensor or the same
 for every head (cos and sin, a norm's weight, a mask, a scalar), slices, splits, concats and stacks along other
 dimensions (a concat's other inputs empty; Cohere's and GLM's interleaved rotary stacks each head's halves), norms
 and reductions over other dimensions (Persimmon's LayerNorm over each head), until it reaches the attention. Any
@@ -21,7 +21,9 @@ head (GPT-NeoX's rows [q_h | k_h | v_h], cut apart once the heads are viewed apa
 nanoGPT's `split(E, 2)`, Phi-3's slices `qkv[..., :E]`, timm's reshape to (3, H, D)), where a head is D rows of
 each run and the split sizes and slice bounds are rewritten. Runs of different head counts (Phi-3's grouped-query
 `qkv_proj`, rows [q | k | v] of H, KV and KV heads; DBRX's `Wqkv`) are found from where the projection's output is
-cut (`run_extents`): a unit holds H / KV heads' rows of the first run and one head's of each other.
+cut (`head_cuts.run_extents`): a unit holds H / KV heads' rows of the first run and one head's of each other.
+Falcon-40B's packed groups (per key/value head: its queries, key and value, viewed as (KV, H / KV + 2, D)) are
+tried with the group count read from that view.
 
 A unit of pruning is one key/value head with the query heads that read it (one head without grouped-query
 attention; Llama-3-8B's 32 query heads over 8 key/value heads are 8 units of 4): D rows of k's and v's projections
@@ -30,7 +32,9 @@ from the attention's output. The literal head counts in views, reshapes and the 
 pruned model keeps the grouping (H / KV query heads per key/value head) it was trained with. With one key/value
 head (multi-query attention: Gemma-2B, PaliGemma) that unit would be everything, so there the query heads are the
 units: their rows of q's projection and columns of the output projection go, the key/value head stays, and the
-repeat's count of it (the expand's H, the reshape after it) follows the query heads.
+repeat's count of it (the expand's H, the reshape after it) follows the query heads. Where the query heads come
+out of the key/value head's projection (GPTBigCode's runs [q | k | v] split after an unsqueeze, Falcon-7B's viewed
+as (H + 2, D) and split along the heads), each piece of the cut is walked on its own (`_fused_queries`).
 """
 
 from __future__ import annotations
