@@ -1,8 +1,9 @@
 """More attention forms of transformers' decoders and encoders whose heads structured pruning removes: Gemma 3's
 norms cast back with `type_as`, Cohere's interleaved rotary (`stack` of each head's halves), Persimmon's
 LayerNorm over each head with q/k/v packed per head, RoFormer's eager attention with `reshape_as`, ModernBERT's
-[q | k | v] runs unbound after a view. A head that is gone contributes nothing, so the pruned program must compute
-what the upload computes with the removed heads' output-projection columns zeroed."""
+[q | k | v] runs unbound after a view, Falcon's packed projections and GPTBigCode's multi-query one. A head that
+is gone contributes nothing, so the pruned program must compute what the upload computes with the removed heads'
+output-projection columns zeroed."""
 
 import pytest
 import torch
@@ -11,6 +12,33 @@ from compression.prune.structured import plan_structured, prune_channels
 from tests.compression.prune.conftest import LastHidden
 
 HIDDEN, HEAD_DIM = 64, 16
+
+
+def _pruned_heads(model, loading=None):
+    """The model exported (and loaded as a job loads it), and its attention heads pruned at sparsity 0.5."""
+    ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    graph_module = torch.export.export(LastHidden(model), (ids, mask),
+                                       dynamic_shapes=({0: batch}, {0: batch})).module()
+    if loading is not None:
+        loading(graph_module)
+    plans, _ = plan_structured(graph_module, 0.5)
+    plans = [plan for plan in plans if plan.group.unit == "heads"]
+    prune_channels(graph_module, plans)
+    return graph_module, plans
+
+
+def _assert_computes_the_upload_without_the_removed_heads(graph_module, model, plans) -> None:
+    with torch.no_grad():
+        for plan in plans:
+            output = plan.group.slices[-1]  # the output projection's columns, a unit's block each
+            weight = model.get_parameter(output.name.removeprefix("model."))
+            for unit in set(range(plan.group.size)) - set(plan.keep.tolist()):
+                weight[:, unit * output.block:(unit + 1) * output.block] = 0
+        ids, mask = torch.randint(0, 100, (3, 7)), torch.ones(3, 7, dtype=torch.long)
+        mask[0, 5:] = 0
+        torch.testing.assert_close(graph_module(ids, mask), model(input_ids=ids, attention_mask=mask)
+                                   .last_hidden_state, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("model_type, attention, kv_heads", [
@@ -33,26 +61,9 @@ def test_pruned_heads_compute_what_zeroed_heads_do(model_type, attention, kv_hea
         for parameter in model.parameters():
             if parameter.dim() > 1:
                 parameter.normal_(std=0.2)
-    ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
-    batch = torch.export.Dim("batch", min=1, max=64)
-    graph_module = torch.export.export(LastHidden(model), (ids, mask),
-                                       dynamic_shapes=({0: batch}, {0: batch})).module()
-    plans, _ = plan_structured(graph_module, 0.5)
-    plans = [plan for plan in plans if plan.group.unit == "heads"]
+    graph_module, plans = _pruned_heads(model)
     assert len(plans) == 2 and all(plan.group.size == kv_heads for plan in plans)
-    prune_channels(graph_module, plans)
-
-    parameters = dict(model.named_parameters())
-    with torch.no_grad():
-        for plan in plans:
-            output = plan.group.slices[-1]  # the output projection's columns, a unit's block each
-            weight = parameters[output.name.removeprefix("model.")]
-            for unit in set(range(plan.group.size)) - set(plan.keep.tolist()):
-                weight[:, unit * output.block:(unit + 1) * output.block] = 0
-        ids, mask = torch.randint(0, 100, (3, 7)), torch.ones(3, 7, dtype=torch.long)
-        mask[0, 5:] = 0
-        torch.testing.assert_close(graph_module(ids, mask), model(input_ids=ids, attention_mask=mask)
-                                   .last_hidden_state, atol=1e-5, rtol=1e-5)
+    _assert_computes_the_upload_without_the_removed_heads(graph_module, model, plans)
 
 
 @pytest.mark.parametrize("layout, units", [
@@ -73,26 +84,10 @@ def test_falcons_packed_projections_lose_whole_heads(layout, units):
                                   vocab_size=100, use_cache=False, pad_token_id=0, **layout)
     config._attn_implementation = "sdpa"
     model = AutoModel.from_config(config).eval()
-    ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
-    batch = torch.export.Dim("batch", min=1, max=64)
-    graph_module = torch.export.export(LastHidden(model), (ids, mask),
-                                       dynamic_shapes=({0: batch}, {0: batch})).module()
-    weight_products_as_linear(graph_module)
-    plans, _ = plan_structured(graph_module, 0.5)
-    plans = [plan for plan in plans if plan.group.unit == "heads"]
+    graph_module, plans = _pruned_heads(model, loading=weight_products_as_linear)
     assert [plan.group.size for plan in plans] == [units, units]
-    prune_channels(graph_module, plans)
     assert graph_module.get_parameter("model.h.0.self_attention.query_key_value.weight").shape == (4 * HEAD_DIM, HIDDEN)
-
-    with torch.no_grad():
-        for layer, plan in enumerate(plans):
-            dense, block = model.h[layer].self_attention.dense.weight, plan.group.slices[-1].block
-            for unit in set(range(units)) - set(plan.keep.tolist()):
-                dense[:, unit * block:(unit + 1) * block] = 0
-        ids, mask = torch.randint(0, 100, (3, 7)), torch.ones(3, 7, dtype=torch.long)
-        mask[0, 5:] = 0
-        torch.testing.assert_close(graph_module(ids, mask), model(input_ids=ids, attention_mask=mask)
-                                   .last_hidden_state, atol=1e-5, rtol=1e-5)
+    _assert_computes_the_upload_without_the_removed_heads(graph_module, model, plans)
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -106,22 +101,7 @@ def test_gptbigcodes_multi_query_projection_loses_query_heads(attention):
                                   vocab_size=100, use_cache=False, pad_token_id=0, bos_token_id=0, eos_token_id=0)
     config._attn_implementation = attention
     model = AutoModel.from_config(config).eval()
-    ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
-    batch = torch.export.Dim("batch", min=1, max=64)
-    graph_module = torch.export.export(LastHidden(model), (ids, mask),
-                                       dynamic_shapes=({0: batch}, {0: batch})).module()
-    plans, _ = plan_structured(graph_module, 0.5)
-    plans = [plan for plan in plans if plan.group.unit == "heads"]
+    graph_module, plans = _pruned_heads(model)
     assert [plan.group.size for plan in plans] == [4, 4]
-    prune_channels(graph_module, plans)
     assert graph_module.get_parameter("model.h.0.attn.c_attn.weight").shape == (4 * HEAD_DIM, HIDDEN)
-
-    with torch.no_grad():
-        for layer, plan in enumerate(plans):
-            output = model.h[layer].attn.c_proj.weight
-            for head in set(range(4)) - set(plan.keep.tolist()):
-                output[:, head * HEAD_DIM:(head + 1) * HEAD_DIM] = 0
-        ids, mask = torch.randint(0, 100, (3, 7)), torch.ones(3, 7, dtype=torch.long)
-        mask[0, 5:] = 0
-        torch.testing.assert_close(graph_module(ids, mask), model(input_ids=ids, attention_mask=mask)
-                                   .last_hidden_state, atol=1e-5, rtol=1e-5)
+    _assert_computes_the_upload_without_the_removed_heads(graph_module, model, plans)
