@@ -262,7 +262,7 @@ def _add_rows(group: ChannelGroup, projection: fx.Node, rows: list[Slice]) -> No
 
 def _add_literals(group: ChannelGroup, literals: list, units: int) -> None:
     """Each literal counts `entries` per head of the walk that found it, which had `count` heads."""
-    group.reshapes += [SizeLiteral(found.node, found.index, found.entries * found.count // units, arg=1)
+    group.reshapes += [SizeLiteral(found.node, found.index, found.entries * found.count // units, arg=found.arg)
                        for found in literals if isinstance(found, SizeFound)]
     group.cuts += [CutLiteral(found.node, found.dim, found.sizes, found.piece, found.entries * found.count // units)
                    for found in literals if isinstance(found, CutFound)]

@@ -20,7 +20,7 @@ from compression.prune.channel_groups import CHANNELWISE_UNARY, ELEMENTWISE_BINA
 from compression.prune.channel_layout import Layout, permuted, regroup, shape_of, transposed
 from compression.prune.head_cuts import PIECES, cut_into_pieces, cut_runs, piece_sizes, split_last
 
-_MOVES = {"view", "reshape", "_unsafe_view", "flatten", "unsqueeze", "squeeze"}
+_MOVES = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "unsqueeze", "squeeze"}
 LITERAL_SIZES = {"view", "reshape", "_unsafe_view", "expand"}  # their size list may spell the head count
 _REDUCTIONS = {"mean", "sum", "amax"}
 _SOFTMAX = {"softmax", "_softmax"}
@@ -30,14 +30,16 @@ _READERS = {"scaled_dot_product_attention", "linear", "matmul"}  # where a walk 
 
 
 class SizeFound(NamedTuple):
-    """Entry `index` of a view's (reshape's, expand's) size list holds `entries` per head of a walk over `count`
-    heads; `repeated`: after the key/value heads were repeated for the query heads (so it counts query heads)."""
+    """Entry `index` of a view's (reshape's, expand's) size list, argument `arg` (an unflatten's sizes come third),
+    holds `entries` per head of a walk over `count` heads; `repeated`: after the key/value heads were repeated for
+    the query heads (so it counts query heads)."""
 
     node: fx.Node
     index: int
     entries: int
     count: int
     repeated: bool = False
+    arg: int = 1
 
 
 class RepeatFound(NamedTuple):
@@ -161,6 +163,8 @@ def _passed(node: fx.Node, name: str, layouts: dict, count: int, literals: list)
         moved = regroup(source_shape, shape, layout, count)
         if moved is not None and name in LITERAL_SIZES:
             _note_literal(node, moved, literals, count)
+        if moved is not None and name == "unflatten":  # Falcon's (H, 3) of each head's q, k and v
+            _note_unflattened(node, moved, source_shape, literals, count)
         return moved
     return None
 
@@ -195,6 +199,13 @@ def _note_literal(node: fx.Node, layout: Layout, literals: list, count: int) -> 
     size = list(node.args[1])[layout.dim]
     if isinstance(size, int) and size != -1:
         literals.append(SizeFound(node, layout.dim, layout.block * layout.outer, count))
+
+
+def _note_unflattened(node: fx.Node, layout: Layout, source_shape: tuple, literals: list, count: int) -> None:
+    index = layout.dim - node.args[1] % len(source_shape)  # the heads' entry among the sizes the dimension becomes
+    sizes = list(node.args[2])
+    if 0 <= index < len(sizes) and isinstance(sizes[index], int) and sizes[index] != -1:
+        literals.append(SizeFound(node, index, layout.block * layout.outer, count, arg=2))
 
 
 def _note_repeat(node: fx.Node, index: int, shape: tuple, source_shape: tuple, literals: list) -> None:

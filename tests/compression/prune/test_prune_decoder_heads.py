@@ -66,15 +66,17 @@ def test_pruned_heads_compute_what_zeroed_heads_do(model_type, attention, kv_hea
     _assert_computes_the_upload_without_the_removed_heads(graph_module, model, plans)
 
 
-@pytest.mark.parametrize("layout, units", [
-    ({"new_decoder_architecture": True, "num_kv_heads": 2}, 2),
-    ({"new_decoder_architecture": False, "multi_query": True}, 4),
+@pytest.mark.parametrize("layout, units, rows_kept", [
+    ({"new_decoder_architecture": True, "num_kv_heads": 2}, 2, 4),  # a group: 2 queries, its key and value
+    ({"new_decoder_architecture": False, "multi_query": True}, 4, 4),  # 2 of 4 queries, the key and value
+    ({"new_decoder_architecture": False, "multi_query": False}, 4, 6),  # 2 heads of [q_h | k_h | v_h]
 ])
-def test_falcons_packed_projections_lose_whole_heads(layout, units):
+def test_falcons_packed_projections_lose_whole_heads(layout, units, rows_kept):
     # Falcon-40B's layout: one projection whose rows are, per key/value head, its H / KV queries, its key and its
     # value, viewed as (KV, H / KV + 2, D) and cut apart along the middle dimension: a unit is such a group.
     # Falcon-7B's: multi-query, rows [q | k | v] of H heads, one and one, viewed as (H + 2, D) and split along the
-    # heads: a unit is a query head. (FalconLinear's `x @ W.T` becomes a linear layer as a job loads the upload.)
+    # heads: a unit is a query head. Without either, each head's q, k and v are packed together, viewed as (H, 3,
+    # D) by an unflatten. (FalconLinear's `x @ W.T` becomes a linear layer as a job loads the upload.)
     from transformers import AutoConfig, AutoModel
 
     from compression.ptq.addmm_linear import weight_products_as_linear
@@ -86,7 +88,8 @@ def test_falcons_packed_projections_lose_whole_heads(layout, units):
     model = AutoModel.from_config(config).eval()
     graph_module, plans = _pruned_heads(model, loading=weight_products_as_linear)
     assert [plan.group.size for plan in plans] == [units, units]
-    assert graph_module.get_parameter("model.h.0.self_attention.query_key_value.weight").shape == (4 * HEAD_DIM, HIDDEN)
+    kept = graph_module.get_parameter("model.h.0.self_attention.query_key_value.weight").shape
+    assert kept == (rows_kept * HEAD_DIM, HIDDEN)
     _assert_computes_the_upload_without_the_removed_heads(graph_module, model, plans)
 
 
