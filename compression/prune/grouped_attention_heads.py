@@ -188,9 +188,9 @@ def _query_head_group(found: list, output_columns: Slice, heads: int, literals: 
             _add_rows(group, projection, _row_slices(projection.args[1].target, start, count, heads))
             counted += own
         else:
-            counted += [literal for literal in own if getattr(literal, "repeated", False)]
-            group.reshapes += [SizeLiteral(literal.node, literal.index, 1) for literal in own
-                               if isinstance(literal, RepeatFound)]
+            after, repeats = _counting_queries(own)
+            counted += after
+            group.reshapes += repeats
     group.slices.append(output_columns)
     _add_literals(group, counted, heads)
     return group
@@ -241,14 +241,22 @@ def _fused_queries(projection: fx.Node, positions: list[int], readers: list, hea
             if layout.dim != 1 or layout.outer != 1 or count * layout.block * heads // reader_heads != heads:
                 return None
             reached.append(run)
-            literals += walked if run == 0 else [literal for literal in walked if getattr(literal, "repeated", False)]
-            repeats += [SizeLiteral(literal.node, literal.index, 1) for literal in walked
-                        if isinstance(literal, RepeatFound)]
+            after, repeated = _counting_queries(walked)
+            literals += walked if run == 0 else after
+            repeats += repeated
     if sorted(reached) != [0, 1, 2]:
         return None
     rows = Slice(projection.args[1].target, 0, head_size, extent=sum(runs))  # the q run comes first
     pieces = [CutLiteral(cut.node, cut.dim, cut.sizes, cut.piece, per_query) for cut in cuts if 0 in cut.held]
     return _FusedQueries(rows, pieces, literals, repeats)
+
+
+def _counting_queries(literals: list) -> tuple[list, list[SizeLiteral]]:
+    """What a key/value walk of multi-query attention found that counts query heads: the literals after the
+    repeat, and the repeat's own entry (one per query head)."""
+    after = [literal for literal in literals if isinstance(literal, (SizeFound, CutFound)) and literal.repeated]
+    return after, [SizeLiteral(literal.node, literal.index, 1) for literal in literals
+                   if isinstance(literal, RepeatFound)]
 
 
 def _add_rows(group: ChannelGroup, projection: fx.Node, rows: list[Slice]) -> None:
